@@ -1,0 +1,16 @@
+# Writes OUT: a C array of {name, sql} for every file in FILES, in order.
+file(GLOB FILES ${DIR}/*.sql)
+list(SORT FILES)
+set(body "/* generated from db/migrations by cmake/embed_migrations.cmake */\n#include \"migrate.h\"\nconst ts_migration ts_migrations[] = {\n")
+set(count 0)
+foreach(f IN LISTS FILES)
+  get_filename_component(name ${f} NAME)
+  file(READ ${f} sql HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "\\\\x\\1" sql "${sql}")
+  # split the literal so that no line of generated code is huge
+  string(REGEX REPLACE "((\\\\x[0-9a-f][0-9a-f]){64})" "\\1\"\n    \"" sql "${sql}")
+  string(APPEND body "  {\"${name}\",\n    \"${sql}\"},\n")
+  math(EXPR count "${count} + 1")
+endforeach()
+string(APPEND body "};\nconst size_t ts_migrations_count = ${count};\n")
+file(WRITE ${OUT} "${body}")

@@ -1,0 +1,291 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+extern char **environ;
+
+/* Every setting of every service. Keep in step with README.md ("Configuration"). */
+static const ts_cfg_setting settings[] = {
+    {"TESSERA_CONFIG_FILE", TS_CFG_STRING, "", 0, 0, NULL,
+     "optional file of NAME=value lines, read before the environment"},
+    {"TESSERA_LOG_LEVEL", TS_CFG_CHOICE, "info", 0, 0, "debug|info|warn|error", "log level"},
+    {"TESSERA_DB_URL", TS_CFG_STRING, "dbname=tessera", 0, 0, NULL,
+     "libpq connection string of the PostgreSQL index"},
+    {"TESSERA_DB_POOL_SIZE", TS_CFG_INT, "8", 1, 256, NULL,
+     "database connections per process (one per worker thread)"},
+    {"TESSERA_DB_MAX_RETRIES", TS_CFG_INT, "10", 0, 100, NULL,
+     "replays of a transaction that failed with a serialization failure or deadlock "
+     "(each waits 100 ms more plus jitter); then HTTP 503 / DICOM 0xA700"},
+    {"TESSERA_DB_ISOLATION", TS_CFG_CHOICE, "read-committed", 0, 0,
+     "read-committed|repeatable-read|serializable", "isolation level of write transactions"},
+    {"TESSERA_DB_CONNECT_TIMEOUT", TS_CFG_INT, "5", 1, 600, NULL,
+     "seconds to wait for a database connection"},
+    {"TESSERA_REDIS_URL", TS_CFG_STRING, "redis://127.0.0.1:6379", 0, 0, NULL,
+     "Redis server of the job registry (redis://host:port or unix:///path)"},
+    {"TESSERA_STORAGE_DIR", TS_CFG_STRING, "./var/storage", 0, 0, NULL,
+     "root of the storage area (shared by every service)"},
+    {"TESSERA_DICOM_AET", TS_CFG_STRING, "TESSERA", 0, 0, NULL, "our DICOM AE title"},
+    {"TESSERA_DICOM_PORT", TS_CFG_INT, "4242", 1, 65535, NULL, "DICOM port of ingest"},
+    {"TESSERA_DICOM_MAX_ASSOCIATIONS", TS_CFG_INT, "16", 1, 1000, NULL,
+     "concurrent DICOM associations per ingest process; more are rejected (transient)"},
+    {"TESSERA_DICOM_CHECK_CALLED_AET", TS_CFG_BOOL, "false", 0, 0, NULL,
+     "reject associations whose called AE title is not ours"},
+    {"TESSERA_DICOM_REGISTERED_AES_ONLY", TS_CFG_BOOL, "false", 0, 0, NULL,
+     "accept associations only from AE titles in the modalities table"},
+    {"TESSERA_DICOM_TIMEOUT", TS_CFG_INT, "30", 1, 3600, NULL,
+     "seconds of silence after which a DICOM association is dropped"},
+    {"TESSERA_DICOM_MAX_PDU", TS_CFG_INT, "65536", 4096, 131072, NULL,
+     "maximum PDU length we receive"},
+    {"TESSERA_OVERWRITE_INSTANCES", TS_CFG_BOOL, "false", 0, 0, NULL,
+     "replace an instance that is already stored (Orthanc's OverwriteInstances)"},
+    {"TESSERA_MAX_INSTANCE_SIZE", TS_CFG_INT, "1073741824", 1024, 17179869184L, NULL,
+     "largest instance accepted, in bytes"},
+    {"TESSERA_HTTP_PORT", TS_CFG_INT, "8042", 1, 65535, NULL, "HTTP port of rest"},
+    {"TESSERA_INGEST_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7410", 0, 0, NULL,
+     "where ingest's REP socket (store) listens"},
+    {"TESSERA_INGEST_BUS", TS_CFG_STRING, "127.0.0.1:7410", 0, 0, NULL,
+     "host:port of ingest's store socket; every address of host is dialled"},
+    {"TESSERA_EVENTS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7411", 0, 0, NULL,
+     "where this service publishes change events (empty: do not publish)"},
+    {"TESSERA_BUS_MAX_MESSAGE", TS_CFG_INT, "1100000000", 1024, 4294967295L, NULL,
+     "largest message accepted on any bus socket, in bytes"},
+    {"TESSERA_BUS_WORKERS", TS_CFG_INT, "4", 1, 256, NULL,
+     "concurrent requests served on a bus socket"},
+    {"TESSERA_BUS_TIMEOUT", TS_CFG_INT, "60", 1, 3600, NULL,
+     "seconds a bus request waits for its reply"},
+    {"TESSERA_BUS_RESOLVE_INTERVAL", TS_CFG_INT, "5", 1, 3600, NULL,
+     "seconds between two resolutions of a service's host name"},
+    {"TESSERA_METRICS_PORT", TS_CFG_INT, "0", 0, 65535, NULL,
+     "port serving /metrics (Prometheus) and /health; 0: none"},
+};
+
+#define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+static char *values[N_SETTINGS];
+
+const ts_cfg_setting *ts_config_settings(size_t *count)
+{
+    *count = N_SETTINGS;
+    return settings;
+}
+
+static int find_setting(const char *name)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (strcmp(settings[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static bool parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool choice_ok(const char *choices, const char *v)
+{
+    size_t len = strlen(v);
+    const char *p = choices;
+    while (*p) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (n == len && strncasecmp(p, v, n) == 0)
+            return true;
+        if (!bar)
+            break;
+        p = bar + 1;
+    }
+    return false;
+}
+
+static int validate(const ts_cfg_setting *s, const char *v, const char *source, ts_err *err)
+{
+    switch (s->type) {
+    case TS_CFG_STRING:
+        return 0;
+    case TS_CFG_INT: {
+        char *end;
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        if (errno || end == v || *end != '\0' || n < s->min || n > s->max)
+            return ts_err_set(err, TS_EINVAL, "%s (%s): '%s' is not an integer between %ld and %ld",
+                              s->name, source, v, s->min, s->max);
+        return 0;
+    }
+    case TS_CFG_BOOL: {
+        bool b;
+        if (!parse_bool(v, &b))
+            return ts_err_set(err, TS_EINVAL, "%s (%s): '%s' is not a boolean (true/false)",
+                              s->name, source, v);
+        return 0;
+    }
+    case TS_CFG_CHOICE:
+        if (!choice_ok(s->choices, v))
+            return ts_err_set(err, TS_EINVAL, "%s (%s): '%s' is not one of %s", s->name, source, v,
+                              s->choices);
+        return 0;
+    }
+    return 0;
+}
+
+static int set_value(int idx, const char *v, const char *source, ts_err *err)
+{
+    int rc = validate(&settings[idx], v, source, err);
+    if (rc)
+        return rc;
+    free(values[idx]);
+    values[idx] = strdup(v);
+    if (!values[idx])
+        abort();
+    return 0;
+}
+
+static const char *env_lookup(char **envp, const char *name)
+{
+    size_t len = strlen(name);
+    for (char **e = envp; e && *e; e++)
+        if (strncmp(*e, name, len) == 0 && (*e)[len] == '=')
+            return *e + len + 1;
+    return NULL;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    char *end = s + strlen(s);
+    while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' || end[-1] == '\r'))
+        *--end = '\0';
+    return s;
+}
+
+static int load_file(const char *path, ts_err *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return ts_err_set(err, TS_EINVAL, "TESSERA_CONFIG_FILE: cannot open %s: %m", path);
+    char line[4096];
+    int lineno = 0;
+    int rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            rc = ts_err_set(err, TS_EINVAL, "%s:%d: expected NAME=value", path, lineno);
+            break;
+        }
+        *eq = '\0';
+        char *name = trim(s);
+        char *value = trim(eq + 1);
+        int idx = find_setting(name);
+        if (idx < 0) {
+            rc = ts_err_set(err, TS_EINVAL, "%s:%d: unknown setting %s", path, lineno, name);
+            break;
+        }
+        char source[300];
+        snprintf(source, sizeof(source), "%s:%d", path, lineno);
+        rc = set_value(idx, value, source, err);
+        if (rc)
+            break;
+    }
+    fclose(f);
+    return rc;
+}
+
+int ts_config_load(char **envp, ts_err *err)
+{
+    if (!envp)
+        envp = environ;
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        int rc = set_value((int)i, settings[i].default_value, "default", err);
+        if (rc)
+            return rc;
+    }
+    const char *file = env_lookup(envp, "TESSERA_CONFIG_FILE");
+    if (file && *file) {
+        int rc = load_file(file, err);
+        if (rc)
+            return rc;
+    }
+    /* A TESSERA_ variable that is not a setting is most likely a typo: say so. */
+    for (char **e = envp; *e; e++) {
+        if (strncmp(*e, "TESSERA_", 8) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        char name[128];
+        size_t n = (size_t)(eq - *e);
+        if (n >= sizeof(name))
+            n = sizeof(name) - 1;
+        memcpy(name, *e, n);
+        name[n] = '\0';
+        int idx = find_setting(name);
+        if (idx < 0) {
+            if (strcmp(name, "TESSERA_VAR_DIR") != 0 && strncmp(name, "TESSERA_TEST", 12) != 0)
+                ts_warn("unknown setting in the environment, ignored", "name=%s", name);
+            continue;
+        }
+        int rc = set_value(idx, eq + 1, "environment", err);
+        if (rc)
+            return rc;
+    }
+    ts_log_level lvl;
+    if (ts_log_level_parse(ts_config_str("TESSERA_LOG_LEVEL"), &lvl))
+        ts_log_set_level(lvl);
+    return 0;
+}
+
+static int must_find(const char *name)
+{
+    int idx = find_setting(name);
+    if (idx < 0 || !values[idx]) {
+        fprintf(stderr, "BUG: configuration %s is not a setting or not loaded\n", name);
+        abort();
+    }
+    return idx;
+}
+
+const char *ts_config_str(const char *name)
+{
+    return values[must_find(name)];
+}
+
+long ts_config_int(const char *name)
+{
+    return strtol(values[must_find(name)], NULL, 10);
+}
+
+bool ts_config_bool(const char *name)
+{
+    bool b = false;
+    parse_bool(values[must_find(name)], &b);
+    return b;
+}
+
+void ts_config_print(FILE *out)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        fprintf(out, "%-34s %-24s %s\n", settings[i].name,
+                values[i] ? values[i] : settings[i].default_value, settings[i].help);
+}

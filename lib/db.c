@@ -1,0 +1,337 @@
+#include "db.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+
+#define MAX_PREPARED 128
+
+struct ts_db {
+    PGconn *conn;
+    bool in_use;
+    bool broken;          /* the last failure was a lost connection */
+    bool retryable;       /* the last failure was 40001 or 40P01 */
+    bool commit_in_doubt; /* a COMMIT was sent and its answer lost */
+    const ts_db_stmt *prepared[MAX_PREPARED];
+    int nprepared;
+    ts_db_pool *pool;
+};
+
+struct ts_db_pool {
+    ts_db_options opt;
+    char *conninfo;
+    char *isolation;
+    pthread_mutex_t mu;
+    pthread_cond_t freed;
+    ts_db *conns;
+    atomic_long replays;
+    atomic_long busy_failures;
+    ts_metric *m_replays;
+    ts_metric *m_busy;
+};
+
+void ts_db_options_from_config(ts_db_options *opt)
+{
+    opt->conninfo = ts_config_str("TESSERA_DB_URL");
+    opt->size = (int)ts_config_int("TESSERA_DB_POOL_SIZE");
+    opt->max_retries = (int)ts_config_int("TESSERA_DB_MAX_RETRIES");
+    opt->isolation = ts_config_str("TESSERA_DB_ISOLATION");
+    opt->connect_timeout_s = (int)ts_config_int("TESSERA_DB_CONNECT_TIMEOUT");
+    opt->retry_base_ms = 100;
+}
+
+int ts_db_pool_new(const ts_db_options *opt, ts_db_pool **out, ts_err *err)
+{
+    *out = NULL;
+    if (opt->size < 1)
+        return ts_err_set(err, TS_EINVAL, "database pool size must be at least 1");
+    ts_db_pool *pool = calloc(1, sizeof(*pool));
+    if (!pool)
+        abort();
+    pool->opt = *opt;
+    pool->conninfo = strdup(opt->conninfo ? opt->conninfo : "");
+    pool->isolation = strdup(opt->isolation ? opt->isolation : "read-committed");
+    if (!pool->conninfo || !pool->isolation)
+        abort();
+    pool->opt.conninfo = pool->conninfo;
+    pool->opt.isolation = pool->isolation;
+    if (pool->opt.retry_base_ms <= 0)
+        pool->opt.retry_base_ms = 100;
+    pool->conns = calloc((size_t)opt->size, sizeof(ts_db));
+    if (!pool->conns)
+        abort();
+    for (int i = 0; i < opt->size; i++)
+        pool->conns[i].pool = pool;
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->freed, NULL);
+    pool->m_replays = ts_metrics_counter(
+        "tessera_db_replays_total", NULL,
+        "transactions replayed after a serialization failure, deadlock or lost connection");
+    pool->m_busy = ts_metrics_counter("tessera_db_busy_total", NULL,
+                                      "transactions given up after the last replay (503/0xA700)");
+    *out = pool;
+    return 0;
+}
+
+void ts_db_pool_free(ts_db_pool *pool)
+{
+    if (!pool)
+        return;
+    for (int i = 0; i < pool->opt.size; i++)
+        if (pool->conns[i].conn)
+            PQfinish(pool->conns[i].conn);
+    pthread_mutex_destroy(&pool->mu);
+    pthread_cond_destroy(&pool->freed);
+    free(pool->conns);
+    free(pool->conninfo);
+    free(pool->isolation);
+    free(pool);
+}
+
+long ts_db_pool_replays(const ts_db_pool *pool)
+{
+    return atomic_load(&((ts_db_pool *)pool)->replays);
+}
+
+long ts_db_pool_busy_failures(const ts_db_pool *pool)
+{
+    return atomic_load(&((ts_db_pool *)pool)->busy_failures);
+}
+
+static ts_db *acquire(ts_db_pool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    for (;;) {
+        for (int i = 0; i < pool->opt.size; i++) {
+            if (!pool->conns[i].in_use) {
+                pool->conns[i].in_use = true;
+                pthread_mutex_unlock(&pool->mu);
+                return &pool->conns[i];
+            }
+        }
+        pthread_cond_wait(&pool->freed, &pool->mu);
+    }
+}
+
+static void release(ts_db *db)
+{
+    ts_db_pool *pool = db->pool;
+    pthread_mutex_lock(&pool->mu);
+    db->in_use = false;
+    pthread_cond_signal(&pool->freed);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+static void drop_connection(ts_db *db)
+{
+    if (db->conn)
+        PQfinish(db->conn);
+    db->conn = NULL;
+    db->nprepared = 0;
+}
+
+/* Server notices ("relation already exists, skipping") are not errors. */
+static void log_notice(void *arg, const char *message)
+{
+    char quoted[512];
+    ts_debug("database notice", "notice=%s", ts_log_quote(quoted, sizeof(quoted), message));
+}
+
+/* Opens the connection if it is not open or was lost. */
+static int ensure_connected(ts_db *db, ts_err *err)
+{
+    db->broken = false;
+    db->retryable = false;
+    if (db->conn && PQstatus(db->conn) == CONNECTION_OK)
+        return 0;
+    drop_connection(db);
+    char timeout[16];
+    snprintf(timeout, sizeof(timeout), "%d", db->pool->opt.connect_timeout_s);
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+    const char *vals[] = {db->pool->conninfo, timeout, "tessera", NULL};
+    db->conn = PQconnectdbParams(keys, vals, 1 /* expand dbname as a connection string */);
+    if (!db->conn)
+        abort();
+    if (PQstatus(db->conn) != CONNECTION_OK) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(db->conn));
+        msg[strcspn(msg, "\n")] = '\0';
+        drop_connection(db);
+        db->broken = true;
+        return ts_err_set(err, TS_EDB_BUSY, "database unreachable: %s", msg);
+    }
+    PQsetNoticeProcessor(db->conn, log_notice, NULL);
+    return 0;
+}
+
+/* Classifies a failed result: conflicts and lost connections can be replayed. */
+static int result_error(ts_db *db, PGresult *res, const char *what, ts_err *err)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    char msg[400];
+    snprintf(msg, sizeof(msg), "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn));
+    msg[strcspn(msg, "\n")] = '\0';
+    if (state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0))
+        db->retryable = true;
+    if (PQstatus(db->conn) != CONNECTION_OK || (state && strncmp(state, "08", 2) == 0) ||
+        (state && (strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 ||
+                   strcmp(state, "57P03") == 0))) {
+        db->broken = true;
+    }
+    if (res)
+        PQclear(res);
+    return ts_err_set(err, TS_EDB, "%s: %s%s%s", what, msg, state ? " sqlstate=" : "",
+                      state ? state : "");
+}
+
+static bool is_prepared(ts_db *db, const ts_db_stmt *stmt)
+{
+    for (int i = 0; i < db->nprepared; i++)
+        if (db->prepared[i] == stmt)
+            return true;
+    return false;
+}
+
+int ts_db_exec(ts_db *db, const ts_db_stmt *stmt, const char *const *params, PGresult **res,
+               ts_err *err)
+{
+    if (res)
+        *res = NULL;
+    if (!is_prepared(db, stmt)) {
+        PGresult *r = PQprepare(db->conn, stmt->name, stmt->sql, stmt->nparams, NULL);
+        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
+            return result_error(db, r, stmt->name, err);
+        PQclear(r);
+        if (db->nprepared < MAX_PREPARED)
+            db->prepared[db->nprepared++] = stmt;
+    }
+    PGresult *r = PQexecPrepared(db->conn, stmt->name, stmt->nparams, params, NULL, NULL, 0);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        return result_error(db, r, stmt->name, err);
+    if (res)
+        *res = r;
+    else
+        PQclear(r);
+    return 0;
+}
+
+int ts_db_exec_sql(ts_db *db, const char *sql, ts_err *err)
+{
+    PGresult *r = PQexec(db->conn, sql);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        char what[64];
+        snprintf(what, sizeof(what), "%.40s", sql);
+        what[strcspn(what, "\n")] = '\0';
+        return result_error(db, r, what, err);
+    }
+    PQclear(r);
+    return 0;
+}
+
+static const char *begin_sql(const ts_db_pool *pool, ts_db_mode mode)
+{
+    if (mode == TS_DB_READ)
+        return "BEGIN READ ONLY";
+    if (strcmp(pool->isolation, "serializable") == 0)
+        return "BEGIN ISOLATION LEVEL SERIALIZABLE";
+    if (strcmp(pool->isolation, "repeatable-read") == 0)
+        return "BEGIN ISOLATION LEVEL REPEATABLE READ";
+    return "BEGIN ISOLATION LEVEL READ COMMITTED";
+}
+
+static void sleep_before_replay(const ts_db_pool *pool, int attempt)
+{
+    /* 100 ms more at each attempt, plus up to half of the base as jitter so that
+     * writers that collided once do not collide again in step. */
+    unsigned seed = (unsigned)(time(NULL) ^ (uintptr_t)&attempt);
+    long ms = (long)pool->opt.retry_base_ms * attempt + rand_r(&seed) % (pool->opt.retry_base_ms / 2 + 1);
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int attempt_once(ts_db *db, ts_db_mode mode, ts_db_txn_fn fn, void *arg, ts_err *err)
+{
+    int rc = ensure_connected(db, err);
+    if (rc)
+        return rc;
+    rc = ts_db_exec_sql(db, begin_sql(db->pool, mode), err);
+    if (rc)
+        return rc;
+    rc = fn(db, arg, err);
+    if (rc) {
+        if (!db->broken) {
+            ts_err ignored;
+            bool retryable = db->retryable;
+            ts_db_exec_sql(db, "ROLLBACK", &ignored);
+            db->retryable = retryable;
+        }
+        return rc;
+    }
+    rc = ts_db_exec_sql(db, "COMMIT", err);
+    if (rc && db->broken)
+        db->commit_in_doubt = true;
+    return rc;
+}
+
+int ts_db_transaction(ts_db_pool *pool, ts_db_mode mode, ts_db_txn_fn fn, void *arg,
+                      ts_err *err)
+{
+    ts_db *db = acquire(pool);
+    int rc = 0;
+    db->commit_in_doubt = false;
+    for (int attempt = 0;; attempt++) {
+        ts_err_clear(err);
+        rc = attempt_once(db, mode, fn, arg, err);
+        if (rc == 0)
+            break;
+        bool replayable = db->retryable || db->broken;
+        if (db->broken)
+            drop_connection(db);
+        if (!replayable)
+            break;
+        if (attempt >= pool->opt.max_retries) {
+            atomic_fetch_add(&pool->busy_failures, 1);
+            ts_metric_inc(pool->m_busy);
+            ts_warn("transaction given up", "attempts=%d error=\"%s\"", attempt + 1,
+                    err ? err->msg : "");
+            rc = ts_err_prefix(err, "database busy or unavailable after %d attempts",
+                               attempt + 1);
+            if (err)
+                err->code = TS_EDB_BUSY;
+            rc = db->commit_in_doubt ? TS_EDB_INDOUBT : TS_EDB_BUSY;
+            if (err)
+                err->code = rc;
+            break;
+        }
+        atomic_fetch_add(&pool->replays, 1);
+        ts_metric_inc(pool->m_replays);
+        ts_debug("replaying transaction", "attempt=%d error=\"%s\"", attempt + 1,
+                 err ? err->msg : "");
+        sleep_before_replay(pool, attempt + 1);
+    }
+    release(db);
+    return rc;
+}
+
+int ts_db_with_conn(ts_db_pool *pool, ts_db_txn_fn fn, void *arg, ts_err *err)
+{
+    ts_db *db = acquire(pool);
+    int rc = ensure_connected(db, err);
+    if (rc == 0) {
+        rc = fn(db, arg, err);
+        if (db->broken)
+            drop_connection(db);
+    }
+    release(db);
+    return rc;
+}

@@ -1,0 +1,72 @@
+/* The database: a libpq pool (one connection per worker thread, prepared
+ * statements), read-only and read-write transactions, and the one place that
+ * replays a transaction that failed with SQLSTATE 40001 (serialization failure)
+ * or 40P01 (deadlock), or lost its connection: attempt k waits 100 ms * k plus
+ * jitter; past the configured count the caller gets TS_EDB_BUSY (HTTP 503,
+ * DICOM 0xA700), or TS_EDB_INDOUBT if a COMMIT was sent and its answer lost
+ * (the work may have been done). Connections are re-established by themselves. */
+#ifndef TS_DB_H
+#define TS_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "err.h"
+
+typedef struct ts_db_pool ts_db_pool;
+typedef struct ts_db ts_db; /* one pooled connection, lent to a transaction */
+
+typedef enum { TS_DB_READ, TS_DB_WRITE } ts_db_mode;
+
+typedef struct ts_db_options {
+    const char *conninfo;   /* libpq connection string */
+    int size;               /* connections */
+    int max_retries;        /* replays after the first attempt */
+    const char *isolation;  /* "read-committed", "repeatable-read", "serializable" */
+    int connect_timeout_s;
+    int retry_base_ms;      /* 100 unless a test wants it faster */
+} ts_db_options;
+
+/* Fills options from the configuration (TESSERA_DB_*). */
+void ts_db_options_from_config(ts_db_options *opt);
+
+/* Creates the pool; connections are opened when first needed. */
+int ts_db_pool_new(const ts_db_options *opt, ts_db_pool **out, ts_err *err);
+void ts_db_pool_free(ts_db_pool *pool);
+
+/* A statement prepared once per connection, on first use. Statements are
+ * static objects: their address identifies them. */
+typedef struct ts_db_stmt {
+    const char *name;
+    const char *sql;
+    int nparams;
+} ts_db_stmt;
+
+/* The body of a transaction. It may run several times (replays), so it must
+ * not have effects outside the database, and must return the code of
+ * ts_db_exec's failure unchanged so that replays are recognised. */
+typedef int (*ts_db_txn_fn)(ts_db *db, void *arg, ts_err *err);
+
+/* Runs fn in a transaction (READ ONLY for TS_DB_READ), commits, and replays on
+ * conflicts and lost connections as described above. */
+int ts_db_transaction(ts_db_pool *pool, ts_db_mode mode, ts_db_txn_fn fn, void *arg,
+                      ts_err *err);
+
+/* Runs fn with a connection outside any transaction (migrations, locks). No
+ * replay. */
+int ts_db_with_conn(ts_db_pool *pool, ts_db_txn_fn fn, void *arg, ts_err *err);
+
+/* Executes a prepared statement with text parameters (NULL entries are SQL
+ * NULL). On success *res (if res is not NULL) holds the result, which the
+ * caller PQclear()s. */
+int ts_db_exec(ts_db *db, const ts_db_stmt *stmt, const char *const *params, PGresult **res,
+               ts_err *err);
+
+/* Executes SQL text without parameters (schema changes, SET, locks). */
+int ts_db_exec_sql(ts_db *db, const char *sql, ts_err *err);
+
+/* Replays so far and transactions given up, for metrics and tests. */
+long ts_db_pool_replays(const ts_db_pool *pool);
+long ts_db_pool_busy_failures(const ts_db_pool *pool);
+
+#endif

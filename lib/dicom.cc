@@ -1,0 +1,157 @@
+// Parsing and tag access over dcmtk (see dicom.h).
+#include "dicom_internal.hh"
+
+#include <dcmtk/dcmdata/dcdict.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/oflog/oflog.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+// Elements longer than this stay on disk until someone asks for them, so that
+// parsing a 500 MB multi-frame file for its tags costs a few kilobytes.
+static const Uint32 LAZY_LOAD_THRESHOLD = 4096;
+
+extern "C" int ts_dicom_global_init(ts_err *err)
+{
+    // Debian's dcmtk leaves Nagle on unless this is set: every DIMSE round trip
+    // would then stall ~40 ms on delayed ACKs (shared/notes/dcmtk.md).
+    setenv("TCP_NODELAY", "1", 0);
+    // dcmtk logs through oflog; we log ourselves.
+    OFLog::configure(OFLogger::ERROR_LOG_LEVEL);
+    if (!dcmDataDict.isDictionaryLoaded())
+        return ts_err_set(err, TS_EINVAL,
+                          "dcmtk data dictionary not loaded (check DCMDICTPATH or "
+                          "/usr/share/libdcmtk17/dicom.dic)");
+    return 0;
+}
+
+static int finish_open(ts_dicom *d, OFCondition cond, const char *what, ts_err *err)
+{
+    if (cond.bad())
+        return ts_err_set(err, TS_EDICOM, "%s is not a readable DICOM file: %s", what,
+                          cond.text());
+    DcmDataset *ds = d->file.getDataset();
+    if (!ds || ds->card() == 0)
+        return ts_err_set(err, TS_EDICOM, "%s holds no DICOM dataset", what);
+    OFString ts;
+    if (d->file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, ts).good())
+        d->transfer_syntax = ts.c_str();
+    // Tags are read as UTF-8 everywhere; a dataset in an unknown character set
+    // keeps its bytes (Orthanc does the same, with a warning).
+    OFString charset;
+    if (ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset).good() && !charset.empty() &&
+        charset != "ISO_IR 192") {
+        OFCondition c = ds->convertToUTF8();
+        (void)c;
+    }
+    return 0;
+}
+
+extern "C" int ts_dicom_open_file(const char *path, ts_dicom **out, ts_err *err)
+{
+    *out = nullptr;
+    ts_dicom *d = new ts_dicom();
+    OFCondition cond = d->file.loadFile(path, EXS_Unknown, EGL_noChange, LAZY_LOAD_THRESHOLD,
+                                        ERM_autoDetect);
+    int rc = finish_open(d, cond, path, err);
+    if (rc) {
+        delete d;
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+extern "C" int ts_dicom_open_buffer(const void *data, size_t len, ts_dicom **out, ts_err *err)
+{
+    *out = nullptr;
+    if (len < 8)
+        return ts_err_set(err, TS_EDICOM, "input of %zu bytes is not DICOM", len);
+    ts_dicom *d = new ts_dicom();
+    DcmInputBufferStream in;
+    in.setBuffer(data, static_cast<offile_off_t>(len));
+    in.setEos();
+    d->file.transferInit();
+    OFCondition cond = d->file.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+    d->file.transferEnd();
+    // The buffer belongs to the caller: load everything now, nothing is lazy.
+    if (cond.good())
+        cond = d->file.loadAllDataIntoMemory();
+    int rc = finish_open(d, cond, "input", err);
+    if (rc) {
+        delete d;
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+extern "C" void ts_dicom_free(ts_dicom *d)
+{
+    delete d;
+}
+
+extern "C" char *ts_dicom_get_string(const ts_dicom *d, uint32_t tag, bool allow_empty)
+{
+    DcmDataset *ds = const_cast<DcmFileFormat &>(d->file).getDataset();
+    OFString value;
+    DcmTagKey key(static_cast<Uint16>(tag >> 16), static_cast<Uint16>(tag & 0xffff));
+    if (ds->findAndGetOFStringArray(key, value).bad())
+        return nullptr;
+    if (value.empty() && !allow_empty)
+        return nullptr;
+    char *s = strdup(value.c_str());
+    if (!s)
+        abort();
+    return s;
+}
+
+extern "C" const char *ts_dicom_transfer_syntax(const ts_dicom *d)
+{
+    return d->transfer_syntax.c_str();
+}
+
+extern "C" void ts_dicom_identity_clear(ts_dicom_identity *id)
+{
+    if (!id)
+        return;
+    free(id->patient_id);
+    free(id->study_uid);
+    free(id->series_uid);
+    free(id->sop_uid);
+    free(id->sop_class_uid);
+    memset(id, 0, sizeof(*id));
+}
+
+extern "C" int ts_dicom_identity_get(const ts_dicom *d, ts_dicom_identity *out, ts_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    out->patient_id = ts_dicom_get_string(d, TS_TAG_PATIENT_ID, true);
+    out->study_uid = ts_dicom_get_string(d, TS_TAG_STUDY_INSTANCE_UID, false);
+    out->series_uid = ts_dicom_get_string(d, TS_TAG_SERIES_INSTANCE_UID, false);
+    out->sop_uid = ts_dicom_get_string(d, TS_TAG_SOP_INSTANCE_UID, false);
+    out->sop_class_uid = ts_dicom_get_string(d, TS_TAG_SOP_CLASS_UID, true);
+    const char *missing = !out->study_uid    ? "StudyInstanceUID (0020,000D)"
+                          : !out->series_uid ? "SeriesInstanceUID (0020,000E)"
+                          : !out->sop_uid    ? "SOPInstanceUID (0008,0018)"
+                                             : nullptr;
+    if (missing) {
+        ts_dicom_identity_clear(out);
+        return ts_err_set(err, TS_EDICOM, "the dataset has no %s", missing);
+    }
+    if (!out->patient_id) {
+        out->patient_id = strdup("");
+        if (!out->patient_id)
+            abort();
+    }
+    if (!out->sop_class_uid) {
+        out->sop_class_uid = strdup("");
+        if (!out->sop_class_uid)
+            abort();
+    }
+    ts_ids_compute(out->patient_id, out->study_uid, out->series_uid, out->sop_uid, &out->ids);
+    return 0;
+}

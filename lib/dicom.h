@@ -1,0 +1,156 @@
+/* The C API over dcmtk, the only C++ in the tree (dicom_*.cc): parse a file or a
+ * buffer, read tags, produce Orthanc's JSON forms and the DICOM JSON model, run a
+ * concurrent SCP that hands each request to C callbacks, and act as an SCU. */
+#ifndef TS_DICOM_H
+#define TS_DICOM_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "ids.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TS_TAG(g, e) ((uint32_t)(((uint32_t)(g) << 16) | (uint32_t)(e)))
+
+#define TS_TAG_PATIENT_ID TS_TAG(0x0010, 0x0020)
+#define TS_TAG_PATIENT_NAME TS_TAG(0x0010, 0x0010)
+#define TS_TAG_STUDY_INSTANCE_UID TS_TAG(0x0020, 0x000d)
+#define TS_TAG_SERIES_INSTANCE_UID TS_TAG(0x0020, 0x000e)
+#define TS_TAG_SOP_INSTANCE_UID TS_TAG(0x0008, 0x0018)
+#define TS_TAG_SOP_CLASS_UID TS_TAG(0x0008, 0x0016)
+
+/* Loads the data dictionary and sets process-wide dcmtk options (TCP_NODELAY,
+ * log level). Call once at start, before any other call. Fails if the
+ * dictionary cannot be loaded (tag names would come out empty). */
+int ts_dicom_global_init(ts_err *err);
+
+/* ---- parsed datasets ---------------------------------------------------- */
+
+typedef struct ts_dicom ts_dicom;
+
+/* Parses a DICOM file (Part 10 with meta header, or a bare dataset). Large
+ * elements (pixel data) are left on disk and read only if asked for. Fails
+ * with TS_EDICOM on input that is not DICOM or is truncated. */
+int ts_dicom_open_file(const char *path, ts_dicom **out, ts_err *err);
+
+/* Same from memory; the buffer is copied. */
+int ts_dicom_open_buffer(const void *data, size_t len, ts_dicom **out, ts_err *err);
+
+void ts_dicom_free(ts_dicom *d);
+
+/* The value of a top-level tag as UTF-8 text, padding removed, multiple values
+ * joined by '\'. NULL if absent (or empty when allow_empty is false). The caller
+ * frees the result. */
+char *ts_dicom_get_string(const ts_dicom *d, uint32_t tag, bool allow_empty);
+
+/* Transfer syntax UID of the file (meta header), or "" for a bare dataset. */
+const char *ts_dicom_transfer_syntax(const ts_dicom *d);
+
+/* The four identifying UIDs and the public ids. Fails with TS_EDICOM, naming the
+ * missing tag, if StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID is
+ * missing (PatientID may be empty, as in Orthanc). */
+typedef struct ts_dicom_identity {
+    char *patient_id;
+    char *study_uid;
+    char *series_uid;
+    char *sop_uid;
+    char *sop_class_uid;
+    ts_ids ids;
+} ts_dicom_identity;
+int ts_dicom_identity_get(const ts_dicom *d, ts_dicom_identity *out, ts_err *err);
+void ts_dicom_identity_clear(ts_dicom_identity *id);
+
+/* ---- JSON forms (dicom_json.cc) ------------------------------------------ */
+
+/* Orthanc's GET /instances/{id}/tags: {"0010,0010": {"Name": "PatientName",
+ * "Type": "String", "Value": "..."}, ...}, the same as Orthanc 1.10.1. */
+json_t *ts_dicom_to_orthanc_json(const ts_dicom *d);
+/* Orthanc's ?simplify / /simplified-tags: {"PatientName": "...", ...}. */
+json_t *ts_dicom_to_simplified_json(const ts_dicom *d);
+/* The DICOM JSON model (PS3.18 F.2) as DICOMweb returns it; bulk data elements
+ * get a BulkDataURI under bulk_uri_prefix, or are left out when it is NULL. */
+json_t *ts_dicom_to_dicomweb_json(const ts_dicom *d, const char *bulk_uri_prefix);
+/* Orthanc's MainDicomTags of one level, e.g. {"PatientID": "..", "PatientName": ".."}. */
+json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
+
+/* ---- SCP (dicom_scp.cc) --------------------------------------------------- */
+
+typedef struct ts_dicom_assoc {
+    char calling_aet[17];
+    char called_aet[17];
+    char peer_ip[64];
+} ts_dicom_assoc;
+
+typedef struct ts_dicom_store_rq {
+    const char *sop_class_uid;
+    const char *sop_instance_uid;
+    const char *path; /* the received file (Part 10, as sent), owned by the callback now */
+} ts_dicom_store_rq;
+
+typedef struct ts_dicom_scp_callbacks {
+    void *user;
+    /* May the association go on? On false, it is rejected (calling AE not recognised). */
+    bool (*accept)(void *user, const ts_dicom_assoc *assoc);
+    /* Where to write the next received dataset: a new temporary path. */
+    int (*temp_path)(void *user, char *path, size_t size, ts_err *err);
+    /* A dataset was received completely into rq->path. Returns the DIMSE status
+     * (0 success, 0xA700 out of resources, 0xC000 cannot understand, ...); the
+     * callback owns rq->path. comment (may stay empty) goes into the response's
+     * ErrorComment. A receive that failed never reaches this: the wrapper
+     * removes the partial file itself. */
+    uint16_t (*store)(void *user, const ts_dicom_assoc *assoc, const ts_dicom_store_rq *rq,
+                      char *comment, size_t comment_size);
+} ts_dicom_scp_callbacks;
+
+typedef struct ts_dicom_scp_config {
+    const char *aet;
+    int port;
+    int max_associations;
+    int max_pdu;
+    int timeout_s;
+    bool check_called_aet;
+} ts_dicom_scp_config;
+
+typedef struct ts_dicom_scp ts_dicom_scp;
+
+/* Opens the listening port (so that a port in use fails here, at start). */
+int ts_dicom_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_scp_callbacks *cb,
+                     ts_dicom_scp **out, ts_err *err);
+/* Serves associations, each on its own thread, until ts_dicom_scp_stop(); then
+ * waits for the running associations to end. */
+int ts_dicom_scp_run(ts_dicom_scp *scp, ts_err *err);
+/* Asks run() to return; safe to call from another thread (not from a signal handler). */
+void ts_dicom_scp_stop(ts_dicom_scp *scp);
+int ts_dicom_scp_active(ts_dicom_scp *scp);
+void ts_dicom_scp_free(ts_dicom_scp *scp);
+
+/* ---- SCU (dicom_scu.cc) --------------------------------------------------- */
+
+typedef struct ts_dicom_peer {
+    const char *our_aet;
+    const char *aet;
+    const char *host;
+    int port;
+    int timeout_s;
+} ts_dicom_peer;
+
+/* C-ECHO; 0 when the peer answered success. */
+int ts_dicom_echo(const ts_dicom_peer *peer, ts_err *err);
+
+/* Sends files over one association with C-STORE. statuses[i] receives the DIMSE
+ * status of file i (0xFFFF if it was not sent). Returns 0 if the association
+ * worked, even if some statuses are failures. */
+int ts_dicom_store_files(const ts_dicom_peer *peer, const char *const *paths, size_t n,
+                         uint16_t *statuses, ts_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,20 @@
+// Shared by the dicom_*.cc files only: the layout of a parsed dataset.
+#ifndef TS_DICOM_INTERNAL_HH
+#define TS_DICOM_INTERNAL_HH
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dctk.h>
+
+#include <string>
+
+#include "dicom.h"
+
+struct ts_dicom {
+    DcmFileFormat file;          // meta header + dataset
+    std::string transfer_syntax; // UID from the meta header, "" if none
+};
+
+// dcmtk stores strings in the dataset's character set; ts_dicom_open_* converts
+// the dataset to UTF-8 once so that every reader sees UTF-8.
+
+#endif

@@ -1,0 +1,284 @@
+// The DICOM SCP: one accept loop, one thread per association (bounded), each
+// association served by a DcmThreadSCP that hands requests to C callbacks.
+//
+// We run our own accept loop instead of DcmSCPPool because the pool creates its
+// workers with a default constructor (no way to pass the callbacks but a global)
+// and cannot be stopped from outside while it waits for a connection.
+#include "dicom_internal.hh"
+
+#include <dcmtk/dcmnet/diutil.h>
+#include <dcmtk/dcmnet/scpthrd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
+
+#include "log.h"
+
+namespace {
+
+// Transfer syntaxes accepted for storage, in our order of preference when a
+// client proposes several in one context. Instances are stored as received.
+const char *const STORAGE_SYNTAXES[] = {
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,
+    UID_JPEGProcess2_4TransferSyntax,
+    UID_JPEGProcess14TransferSyntax,
+    UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGLSLosslessTransferSyntax,
+    UID_JPEGLSLossyTransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax,
+    UID_JPEG2000TransferSyntax,
+    UID_JPEG2000Part2MulticomponentImageCompressionLosslessOnlyTransferSyntax,
+    UID_JPEG2000Part2MulticomponentImageCompressionTransferSyntax,
+    UID_RLELosslessTransferSyntax,
+    UID_MPEG2MainProfileAtMainLevelTransferSyntax,
+    UID_MPEG2MainProfileAtHighLevelTransferSyntax,
+    UID_MPEG4HighProfileLevel4_1TransferSyntax,
+    UID_MPEG4BDcompatibleHighProfileLevel4_1TransferSyntax,
+    UID_MPEG4HighProfileLevel4_2_For2DVideoTransferSyntax,
+    UID_MPEG4HighProfileLevel4_2_For3DVideoTransferSyntax,
+    UID_MPEG4StereoHighProfileLevel4_2TransferSyntax,
+    UID_HEVCMainProfileLevel5_1TransferSyntax,
+    UID_HEVCMain10ProfileLevel5_1TransferSyntax,
+};
+
+void copy_aet(char *dst, size_t size, const OFString &src)
+{
+    snprintf(dst, size, "%s", src.c_str());
+}
+
+class Worker : public DcmThreadSCP {
+public:
+    Worker(const ts_dicom_scp_callbacks &cb, const std::string &our_aet, bool check_called)
+        : cb_(cb), our_aet_(our_aet), check_called_(check_called)
+    {
+        memset(&assoc_, 0, sizeof(assoc_));
+    }
+
+protected:
+    OFBool checkCalledAETitleAccepted(const OFString &called) override
+    {
+        return !check_called_ || called == our_aet_.c_str();
+    }
+
+    OFBool checkCallingAETitleAccepted(const OFString &calling) override
+    {
+        copy_aet(assoc_.calling_aet, sizeof(assoc_.calling_aet), calling);
+        copy_aet(assoc_.called_aet, sizeof(assoc_.called_aet), getCalledAETitle());
+        copy_aet(assoc_.peer_ip, sizeof(assoc_.peer_ip), getPeerIP());
+        if (!cb_.accept || cb_.accept(cb_.user, &assoc_))
+            return OFTrue;
+        ts_warn("association rejected: calling AE title not registered",
+                "calling_aet=%s peer=%s", assoc_.calling_aet, assoc_.peer_ip);
+        return OFFalse;
+    }
+
+    OFCondition handleIncomingCommand(T_DIMSE_Message *msg,
+                                      const DcmPresentationContextInfo &info) override
+    {
+        if (msg->CommandField == DIMSE_C_STORE_RQ)
+            return handleStore(msg->msg.CStoreRQ, info.presentationContextID);
+        // C-ECHO and everything we do not serve (answered as unsupported).
+        return DcmThreadSCP::handleIncomingCommand(msg, info);
+    }
+
+private:
+    OFCondition handleStore(T_DIMSE_C_StoreRQ &rq, T_ASC_PresentationContextID pres_id)
+    {
+        char path[4096];
+        ts_err err;
+        ts_err_clear(&err);
+        if (cb_.temp_path(cb_.user, path, sizeof(path), &err) != 0) {
+            // We must still read the dataset off the wire to keep the association
+            // usable; it is dropped and the client told we are out of resources.
+            ts_error("cannot receive instance", "error=\"%s\"", err.msg);
+            DcmDataset *ds = nullptr;
+            OFCondition cond = receiveSTORERequest(rq, pres_id, ds);
+            delete ds;
+            if (cond.bad())
+                return cond;
+            return respond(pres_id, rq, STATUS_STORE_Refused_OutOfResources, "storage unavailable");
+        }
+        OFCondition cond = receiveSTORERequest(rq, pres_id, OFString(path));
+        if (cond.bad()) {
+            // Aborted or broken association: nothing of the unfinished instance stays.
+            unlink(path);
+            ts_warn("instance not received completely, dropped", "calling_aet=%s sop=%s error=\"%s\"",
+                    assoc_.calling_aet, rq.AffectedSOPInstanceUID, cond.text());
+            return cond;
+        }
+        ts_dicom_store_rq req = {rq.AffectedSOPClassUID, rq.AffectedSOPInstanceUID, path};
+        char comment[128] = "";
+        uint16_t status = cb_.store(cb_.user, &assoc_, &req, comment, sizeof(comment));
+        return respond(pres_id, rq, status, comment);
+    }
+
+    OFCondition respond(T_ASC_PresentationContextID pres_id, const T_DIMSE_C_StoreRQ &rq,
+                        uint16_t status, const char *comment)
+    {
+        if (!comment || !*comment || status == STATUS_Success)
+            return sendSTOREResponse(pres_id, rq, status);
+        // ErrorComment (0000,0902) is LO: 64 characters at most.
+        DcmDataset detail;
+        char text[65];
+        snprintf(text, sizeof(text), "%s", comment);
+        detail.putAndInsertString(DCM_ErrorComment, text);
+        return sendSTOREResponse(pres_id, rq.MessageID, rq.AffectedSOPClassUID,
+                                 rq.AffectedSOPInstanceUID, status, &detail);
+    }
+
+    ts_dicom_scp_callbacks cb_;
+    std::string our_aet_;
+    bool check_called_;
+    ts_dicom_assoc assoc_;
+};
+
+} // namespace
+
+struct ts_dicom_scp {
+    ts_dicom_scp_config cfg;
+    std::string aet;
+    ts_dicom_scp_callbacks cb;
+    DcmSharedSCPConfig shared;
+    T_ASC_Network *net = nullptr;
+    std::atomic<bool> stop{false};
+    std::mutex mu;
+    std::condition_variable idle;
+    int active = 0;
+};
+
+static void configure(ts_dicom_scp *scp)
+{
+    DcmSCPConfig &c = *scp->shared;
+    c.setAETitle(scp->aet.c_str());
+    c.setPort(static_cast<Uint16>(scp->cfg.port));
+    c.setMaxReceivePDULength(static_cast<Uint32>(scp->cfg.max_pdu));
+    c.setACSETimeout(static_cast<Uint32>(scp->cfg.timeout_s));
+    c.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
+    c.setDIMSETimeout(static_cast<Uint32>(scp->cfg.timeout_s));
+    c.setHostLookupEnabled(OFFalse);
+    c.setRespondWithCalledAETitle(OFTrue);
+    OFList<OFString> storage;
+    for (const char *ts : STORAGE_SYNTAXES)
+        storage.push_back(ts);
+    OFList<OFString> uncompressed;
+    uncompressed.push_back(UID_LittleEndianExplicitTransferSyntax);
+    uncompressed.push_back(UID_LittleEndianImplicitTransferSyntax);
+    uncompressed.push_back(UID_BigEndianExplicitTransferSyntax);
+    c.addPresentationContext(UID_VerificationSOPClass, uncompressed);
+    for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; i++)
+        c.addPresentationContext(dcmAllStorageSOPClassUIDs[i], storage);
+}
+
+extern "C" int ts_dicom_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_scp_callbacks *cb,
+                                ts_dicom_scp **out, ts_err *err)
+{
+    *out = nullptr;
+    ts_dicom_scp *scp = new ts_dicom_scp();
+    scp->cfg = *cfg;
+    scp->aet = cfg->aet;
+    scp->cfg.aet = scp->aet.c_str();
+    scp->cb = *cb;
+    configure(scp);
+    OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, cfg->port, cfg->timeout_s, &scp->net);
+    if (cond.bad()) {
+        delete scp;
+        return ts_err_set(err, TS_EIO, "listen on DICOM port %d: %s", cfg->port, cond.text());
+    }
+    *out = scp;
+    return 0;
+}
+
+static void serve(ts_dicom_scp *scp, T_ASC_Association *assoc)
+{
+    {
+        Worker worker(scp->cb, scp->aet, scp->cfg.check_called_aet);
+        worker.setSharedConfig(scp->shared);
+        OFCondition cond = worker.run(assoc); // negotiates, serves, releases, frees assoc
+        if (cond.bad() && cond != DUL_PEERREQUESTEDRELEASE && cond != DUL_PEERABORTEDASSOCIATION)
+            ts_debug("association ended", "reason=\"%s\"", cond.text());
+    }
+    std::lock_guard<std::mutex> lock(scp->mu);
+    scp->active--;
+    scp->idle.notify_all();
+}
+
+static void reject_busy(T_ASC_Association *assoc)
+{
+    T_ASC_RejectParameters rej = {ASC_RESULT_REJECTEDTRANSIENT,
+                                  ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
+                                  ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED};
+    ASC_rejectAssociation(assoc, &rej);
+    ASC_dropAssociation(assoc);
+    ASC_destroyAssociation(&assoc);
+}
+
+extern "C" int ts_dicom_scp_run(ts_dicom_scp *scp, ts_err *err)
+{
+    ts_info("DICOM SCP listening", "aet=%s port=%d max_associations=%d", scp->aet.c_str(),
+            scp->cfg.port, scp->cfg.max_associations);
+    while (!scp->stop.load()) {
+        T_ASC_Association *assoc = nullptr;
+        // A one-second timeout lets the loop notice stop requests.
+        OFCondition cond = ASC_receiveAssociation(scp->net, &assoc, scp->cfg.max_pdu, nullptr,
+                                                  nullptr, OFFalse, DUL_NOBLOCK, 1);
+        if (cond == DUL_NOASSOCIATIONREQUEST) {
+            if (assoc)
+                ASC_destroyAssociation(&assoc);
+            continue;
+        }
+        if (cond.bad()) {
+            ts_warn("association request failed", "error=\"%s\"", cond.text());
+            if (assoc) {
+                ASC_dropAssociation(assoc);
+                ASC_destroyAssociation(&assoc);
+            }
+            continue;
+        }
+        bool busy;
+        {
+            std::lock_guard<std::mutex> lock(scp->mu);
+            busy = scp->active >= scp->cfg.max_associations;
+            if (!busy)
+                scp->active++;
+        }
+        if (busy) {
+            ts_warn("association rejected: too many at once", "max_associations=%d",
+                    scp->cfg.max_associations);
+            reject_busy(assoc);
+            continue;
+        }
+        std::thread(serve, scp, assoc).detach();
+    }
+    std::unique_lock<std::mutex> lock(scp->mu);
+    scp->idle.wait(lock, [scp] { return scp->active == 0; });
+    (void)err;
+    return 0;
+}
+
+extern "C" void ts_dicom_scp_stop(ts_dicom_scp *scp)
+{
+    scp->stop.store(true);
+}
+
+extern "C" int ts_dicom_scp_active(ts_dicom_scp *scp)
+{
+    std::lock_guard<std::mutex> lock(scp->mu);
+    return scp->active;
+}
+
+extern "C" void ts_dicom_scp_free(ts_dicom_scp *scp)
+{
+    if (!scp)
+        return;
+    if (scp->net)
+        ASC_dropNetwork(&scp->net);
+    delete scp;
+}

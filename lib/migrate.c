@@ -1,0 +1,87 @@
+#include "migrate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "log.h"
+
+/* Any constant will do; it only has to be the same in every service. */
+#define MIGRATION_LOCK_KEY "7365726173736574" /* "tessera" reversed, in hex */
+
+static const ts_db_stmt is_applied = {
+    "migrate_is_applied", "SELECT 1 FROM schema_migrations WHERE name = $1", 1};
+static const ts_db_stmt record = {
+    "migrate_record", "INSERT INTO schema_migrations (name) VALUES ($1)", 1};
+
+static int migrate_locked(ts_db *db, int *applied, ts_err *err)
+{
+    int rc = ts_db_exec_sql(db,
+                            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                            " name text PRIMARY KEY,"
+                            " applied_at timestamptz NOT NULL DEFAULT now())",
+                            err);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < ts_migrations_count; i++) {
+        const ts_migration *m = &ts_migrations[i];
+        const char *params[] = {m->name};
+        PGresult *res;
+        rc = ts_db_exec(db, &is_applied, params, &res, err);
+        if (rc)
+            return rc;
+        int done = PQntuples(res);
+        PQclear(res);
+        if (done)
+            continue;
+        /* Each migration and its record commit together, or not at all. */
+        if ((rc = ts_db_exec_sql(db, "BEGIN", err)))
+            return rc;
+        if ((rc = ts_db_exec_sql(db, m->sql, err)) || (rc = ts_db_exec(db, &record, params, NULL, err))) {
+            ts_err ignored;
+            ts_db_exec_sql(db, "ROLLBACK", &ignored);
+            return ts_err_prefix(err, "migration %s", m->name);
+        }
+        if ((rc = ts_db_exec_sql(db, "COMMIT", err)))
+            return ts_err_prefix(err, "migration %s", m->name);
+        ts_info("migration applied", "name=%s", m->name);
+        (*applied)++;
+    }
+    return 0;
+}
+
+static int migrate_fn(ts_db *db, void *arg, ts_err *err)
+{
+    int *applied = arg;
+    /* A session lock: two services starting at once apply each migration once;
+     * the second waits here and then finds everything recorded. */
+    int rc = ts_db_exec_sql(db, "SELECT pg_advisory_lock(x'" MIGRATION_LOCK_KEY "'::bigint)", err);
+    if (rc)
+        return rc;
+    rc = migrate_locked(db, applied, err);
+    ts_err ignored;
+    ts_db_exec_sql(db, "SELECT pg_advisory_unlock(x'" MIGRATION_LOCK_KEY "'::bigint)", &ignored);
+    return rc;
+}
+
+int ts_db_migrate(ts_db_pool *pool, int *applied, ts_err *err)
+{
+    int count = 0;
+    int rc = ts_db_with_conn(pool, migrate_fn, &count, err);
+    if (applied)
+        *applied = count;
+    return rc;
+}
+
+int ts_db_migrate_wait(ts_db_pool *pool, int timeout_s, ts_err *err)
+{
+    time_t deadline = time(NULL) + timeout_s;
+    for (;;) {
+        int rc = ts_db_migrate(pool, NULL, err);
+        if (rc == 0 || rc != TS_EDB_BUSY || time(NULL) >= deadline)
+            return rc;
+        ts_warn("database not ready, retrying", "error=\"%s\"", err->msg);
+        struct timespec ts = {1, 0};
+        nanosleep(&ts, NULL);
+    }
+}

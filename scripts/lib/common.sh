@@ -1,0 +1,83 @@
+# Shared by scripts/run, scripts/test and bench/: packages, build, and the
+# throwaway PostgreSQL and Redis servers. Source it; it defines functions only.
+
+TESSERA_ROOT=${TESSERA_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+
+# Debian 12 packages, by purpose.
+PKGS_BUILD="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libnng-dev
+  libdcmtk-dev libpq-dev libhiredis-dev libmicrohttpd-dev libjansson-dev libssl-dev uuid-dev"
+PKGS_RUN="postgresql redis-server dcmtk"
+PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-psycopg2"
+
+log() { printf '%s\n' "$*" >&2; }
+
+# Installs the packages that are missing (needs root or sudo).
+ensure_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# build DIR [cmake args...]
+build_tree() {
+  local dir=$1; shift
+  cmake -S "$TESSERA_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j"$(nproc)"
+}
+
+# Runs a command as the owner of PostgreSQL's files: PostgreSQL refuses to run as root.
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# pg_start DATADIR SOCKETDIR PORT: creates the cluster on first use (superuser
+# "tessera", trust on the unix socket only) and starts it; the database
+# "tessera" exists afterwards. Listens on the unix socket only.
+pg_start() {
+  local data=$1 sock=$2 port=$3
+  mkdir -p "$data" "$sock"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres "$data" "$sock"; chmod 700 "$data"; fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    as_pg "$PG_BIN/initdb" -D "$data" -U tessera -A trust -E UTF8 --no-locale >/dev/null
+  fi
+  as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+    -o "-c listen_addresses='' -k $sock -p $port -c fsync=${TESSERA_PG_FSYNC:-on} -c max_connections=200" \
+    start >/dev/null
+  as_pg "$PG_BIN/psql" -h "$sock" -p "$port" -U tessera -d postgres -tAq \
+    -c "SELECT 1 FROM pg_database WHERE datname = 'tessera'" | grep -q 1 ||
+    as_pg "$PG_BIN/createdb" -h "$sock" -p "$port" -U tessera tessera
+}
+
+pg_stop() {
+  local data=$1
+  [ -f "$data/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null || true
+}
+
+# redis_start DIR SOCKET: AOF persistence on, unix socket only. Writes DIR/redis.pid.
+redis_start() {
+  local dir=$1 sock=$2
+  mkdir -p "$dir"
+  redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --dir "$dir" \
+    --appendonly yes --save "" --daemonize yes --pidfile "$dir/redis.pid" \
+    --logfile "$dir/redis.log"
+  for _ in $(seq 50); do [ -S "$sock" ] && return 0; sleep 0.1; done
+  log "redis did not start: see $dir/redis.log"; return 1
+}
+
+redis_stop() {
+  local dir=$1
+  [ -f "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+}
+
+# A TCP port nobody listens on now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}

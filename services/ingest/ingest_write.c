@@ -1,0 +1,300 @@
+#include "ingest_write.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dicom.h"
+#include "log.h"
+#include "tessera.pb-c.h"
+
+static const ts_db_stmt store_instance = {
+    "ingest_store_instance",
+    "SELECT status, old_uuid, changes FROM "
+    "tessera_store_instance($1::text[], $2::jsonb, $3::jsonb, $4::jsonb, $5::boolean)",
+    5};
+
+void ingest_ctx_init_metrics(ingest_ctx *ctx)
+{
+    const char *name = "tessera_ingest_instances_total";
+    const char *help = "instances received, by outcome";
+    ctx->m_stored = ts_metrics_counter(name, "status=\"stored\"", help);
+    ctx->m_already = ts_metrics_counter(name, "status=\"already_stored\"", help);
+    ctx->m_invalid = ts_metrics_counter(name, "status=\"invalid\"", help);
+    ctx->m_db_busy = ts_metrics_counter(name, "status=\"db_busy\"", help);
+    ctx->m_storage = ts_metrics_counter(name, "status=\"storage_error\"", help);
+    ctx->m_failed = ts_metrics_counter(name, "status=\"failed\"", help);
+    static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+    ctx->m_seconds = ts_metrics_histogram("tessera_ingest_seconds", NULL,
+                                          "time to parse, store and index one instance", bounds,
+                                          sizeof(bounds) / sizeof(bounds[0]));
+}
+
+unsigned ingest_dimse_status(ingest_status status)
+{
+    switch (status) {
+    case INGEST_STORED:
+    case INGEST_ALREADY_STORED:
+        return 0x0000;
+    case INGEST_INVALID:
+        return 0xC000; /* Error: cannot understand */
+    case INGEST_DB_BUSY:
+    case INGEST_STORAGE_ERROR:
+        return 0xA700; /* Refused: out of resources */
+    case INGEST_FAILED:
+        break;
+    }
+    return 0xC001; /* Error: processing failure (0xC0xx: cannot understand family) */
+}
+
+static int file_md5(const char *path, char out[33], long long *size, ts_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return ts_err_set(err, TS_EIO, "open %s: %s", path, strerror(errno));
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md)
+        abort();
+    EVP_DigestInit_ex(md, EVP_md5(), NULL);
+    unsigned char buf[65536];
+    long long total = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        total += n;
+    }
+    int rc = 0;
+    if (n < 0)
+        rc = ts_err_set(err, TS_EIO, "read %s: %s", path, strerror(errno));
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    EVP_DigestFinal_ex(md, digest, &len);
+    EVP_MD_CTX_free(md);
+    close(fd);
+    for (unsigned i = 0; i < len && i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", digest[i]);
+    *size = total;
+    return rc;
+}
+
+/* Orthanc's ReceptionDate: local time as YYYYMMDDTHHMMSS. */
+static void reception_date(char out[32])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(out, 32, "%Y%m%dT%H%M%S", &tm);
+}
+
+typedef struct txn_args {
+    const char *params[5];
+    char status[32];
+    char old_uuid[TS_UUID_LEN + 1];
+    char *changes; /* JSON text, malloc'd */
+} txn_args;
+
+static int store_txn(ts_db *db, void *arg, ts_err *err)
+{
+    txn_args *a = arg;
+    PGresult *res;
+    int rc = ts_db_exec(db, &store_instance, a->params, &res, err);
+    if (rc)
+        return rc;
+    snprintf(a->status, sizeof(a->status), "%s", PQgetvalue(res, 0, 0));
+    snprintf(a->old_uuid, sizeof(a->old_uuid), "%s", PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
+    free(a->changes);
+    a->changes = strdup(PQgetvalue(res, 0, 2));
+    if (!a->changes)
+        abort();
+    PQclear(res);
+    return 0;
+}
+
+/* Publishes the changes the transaction appended; best effort (subscribers
+ * also poll the changes table). */
+static void publish_changes(ingest_ctx *ctx, const char *changes_json)
+{
+    if (!ctx->events || !changes_json)
+        return;
+    json_t *arr = json_loads(changes_json, 0, NULL);
+    size_t i;
+    json_t *c;
+    json_array_foreach(arr, i, c)
+    {
+        Tessera__ChangeEvent ev = TESSERA__CHANGE_EVENT__INIT;
+        ev.seq = json_integer_value(json_object_get(c, "seq"));
+        ev.change_type = (char *)json_string_value(json_object_get(c, "type"));
+        ev.level = (Tessera__ResourceLevel)json_integer_value(json_object_get(c, "level"));
+        ev.public_id = (char *)json_string_value(json_object_get(c, "id"));
+        ts_err ignored;
+        ts_bus_publish(ctx->events, &ev.base, &ignored);
+    }
+    json_decref(arr);
+}
+
+static json_t *build_tags(const ts_dicom *d)
+{
+    json_t *tags = json_object();
+    json_object_set_new(tags, "patient", ts_dicom_main_tags(d, TS_LEVEL_PATIENT));
+    json_object_set_new(tags, "study", ts_dicom_main_tags(d, TS_LEVEL_STUDY));
+    json_object_set_new(tags, "series", ts_dicom_main_tags(d, TS_LEVEL_SERIES));
+    json_object_set_new(tags, "instance", ts_dicom_main_tags(d, TS_LEVEL_INSTANCE));
+    return tags;
+}
+
+static void set_if(json_t *obj, const char *key, const char *value)
+{
+    if (value && *value)
+        json_object_set_new(obj, key, json_string(value));
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static ingest_status status_of_db_error(int rc)
+{
+    return rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT ? INGEST_DB_BUSY : INGEST_FAILED;
+}
+
+int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *origin,
+                ingest_result *out, ts_err *err)
+{
+    double t0 = now_s();
+    ts_dicom *d = NULL;
+    ts_dicom_identity id = {0};
+    json_t *tags = NULL, *instance = NULL, *meta = NULL;
+    char *tags_s = NULL, *instance_s = NULL, *meta_s = NULL, *ids_s = NULL;
+    txn_args args = {0};
+    char uuid[TS_UUID_LEN + 1] = "";
+    bool file_in_place = false;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    out->status = INGEST_FAILED;
+
+    rc = ts_dicom_open_file(temp_path, &d, err);
+    if (rc == 0)
+        rc = ts_dicom_identity_get(d, &id, err);
+    if (rc) {
+        out->status = INGEST_INVALID;
+        goto fail;
+    }
+    out->ids = id.ids;
+
+    char md5[33] = "";
+    long long size = 0;
+    if ((rc = file_md5(temp_path, md5, &size, err))) {
+        out->status = INGEST_STORAGE_ERROR;
+        goto fail;
+    }
+    /* The file is complete on disk before the index may refer to it. */
+    if ((rc = ts_store_commit_file(ctx->store, temp_path, uuid, err))) {
+        out->status = INGEST_STORAGE_ERROR;
+        goto fail;
+    }
+    file_in_place = true;
+
+    tags = build_tags(d);
+    instance = json_object();
+    set_if(instance, "sop_class_uid", id.sop_class_uid);
+    json_object_set_new(instance, "uuid", json_string(uuid));
+    json_object_set_new(instance, "size", json_integer(size));
+    json_object_set_new(instance, "md5", json_string(md5));
+    meta = json_object();
+    char received[32];
+    reception_date(received);
+    json_object_set_new(meta, "ReceptionDate", json_string(received));
+    set_if(meta, "Origin", origin->origin);
+    set_if(meta, "RemoteAET", origin->remote_aet);
+    set_if(meta, "RemoteIP", origin->remote_ip);
+    set_if(meta, "CalledAET", origin->called_aet);
+    set_if(meta, "HttpUsername", origin->http_username);
+    set_if(meta, "TransferSyntax", ts_dicom_transfer_syntax(d));
+    set_if(meta, "SopClassUid", id.sop_class_uid);
+
+    tags_s = json_dumps(tags, JSON_COMPACT);
+    instance_s = json_dumps(instance, JSON_COMPACT);
+    meta_s = json_dumps(meta, JSON_COMPACT);
+    /* Public ids are hex and dashes: no quoting needed in the array literal. */
+    if (asprintf(&ids_s, "{%s,%s,%s,%s}", id.ids.patient, id.ids.study, id.ids.series,
+                 id.ids.instance) < 0)
+        abort();
+    args.params[0] = ids_s;
+    args.params[1] = tags_s;
+    args.params[2] = instance_s;
+    args.params[3] = meta_s;
+    args.params[4] = ctx->overwrite ? "true" : "false";
+
+    rc = ts_db_transaction(ctx->db, TS_DB_WRITE, store_txn, &args, err);
+    if (rc == TS_EDB_INDOUBT) {
+        /* The index may refer to the file: keeping it can leak a file (which
+         * tessera-fsck finds), removing it could leave a row without its file. */
+        ts_warn("commit in doubt, file kept", "uuid=%s instance=%s", uuid, id.ids.instance);
+        file_in_place = false;
+        temp_path = NULL;
+    }
+    if (rc) {
+        out->status = status_of_db_error(rc);
+        goto fail;
+    }
+
+    if (strcmp(args.status, "already_stored") == 0) {
+        /* Orthanc keeps the first copy; ours goes. */
+        ts_err ignored;
+        ts_store_remove(ctx->store, uuid, &ignored);
+        out->status = INGEST_ALREADY_STORED;
+        ts_metric_inc(ctx->m_already);
+    } else {
+        if (args.old_uuid[0]) {
+            ts_err e2;
+            if (ts_store_remove(ctx->store, args.old_uuid, &e2))
+                ts_warn("cannot remove the overwritten file", "uuid=%s error=\"%s\"",
+                        args.old_uuid, e2.msg);
+        }
+        out->status = INGEST_STORED;
+        ts_metric_inc(ctx->m_stored);
+        publish_changes(ctx, args.changes);
+    }
+    ts_metric_observe(ctx->m_seconds, now_s() - t0);
+    ts_debug("instance stored", "instance=%s status=%s uuid=%s", id.ids.instance, args.status, uuid);
+    rc = 0;
+    goto out_free;
+
+fail:
+    /* Nothing half-stored: the file goes when the index did not take it. */
+    if (file_in_place) {
+        ts_err ignored;
+        ts_store_remove(ctx->store, uuid, &ignored);
+    } else if (temp_path) {
+        unlink(temp_path);
+    }
+    switch (out->status) {
+    case INGEST_INVALID: ts_metric_inc(ctx->m_invalid); break;
+    case INGEST_DB_BUSY: ts_metric_inc(ctx->m_db_busy); break;
+    case INGEST_STORAGE_ERROR: ts_metric_inc(ctx->m_storage); break;
+    default: ts_metric_inc(ctx->m_failed); break;
+    }
+out_free:
+    free(args.changes);
+    free(ids_s);
+    free(tags_s);
+    free(instance_s);
+    free(meta_s);
+    json_decref(tags);
+    json_decref(instance);
+    json_decref(meta);
+    ts_dicom_identity_clear(&id);
+    ts_dicom_free(d);
+    return rc;
+}

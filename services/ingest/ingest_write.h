@@ -1,0 +1,61 @@
+/* ingest's write path, shared by C-STORE and the bus's store requests: parse,
+ * compute the public ids, move the file into the storage area, then one
+ * read-write transaction that indexes it, then a change event on the bus. */
+#ifndef INGEST_WRITE_H
+#define INGEST_WRITE_H
+
+#include <stdbool.h>
+
+#include "bus.h"
+#include "db.h"
+#include "err.h"
+#include "ids.h"
+#include "metrics.h"
+#include "store.h"
+
+typedef struct ingest_ctx {
+    ts_db_pool *db;
+    ts_store *store;
+    ts_bus_pub *events; /* may be NULL */
+    bool overwrite;
+    ts_metric *m_stored, *m_already, *m_invalid, *m_db_busy, *m_storage, *m_failed;
+    ts_metric *m_seconds;
+} ingest_ctx;
+
+/* Orthanc's instance metadata about where the instance came from. */
+typedef struct ingest_origin {
+    const char *origin; /* "DicomProtocol", "RestApi" */
+    const char *remote_aet;
+    const char *remote_ip;
+    const char *called_aet;
+    const char *http_username;
+} ingest_origin;
+
+typedef enum {
+    INGEST_STORED,
+    INGEST_ALREADY_STORED,
+    INGEST_INVALID,      /* not DICOM, truncated, identifiers missing */
+    INGEST_DB_BUSY,      /* database unreachable or conflicts outlasted the replays */
+    INGEST_STORAGE_ERROR,
+    INGEST_FAILED,       /* anything else */
+} ingest_status;
+
+typedef struct ingest_result {
+    ingest_status status;
+    ts_ids ids;
+} ingest_result;
+
+void ingest_ctx_init_metrics(ingest_ctx *ctx);
+
+/* Stores the instance in temp_path (a file under the storage area's tmp/).
+ * The temporary file is consumed in every case: moved into place or removed.
+ * Returns 0 when the instance is stored or was already; otherwise the error
+ * says why and out->status says what to answer. Nothing half-stored remains:
+ * no file without its row, no row without its file. */
+int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *origin,
+                ingest_result *out, ts_err *err);
+
+/* DIMSE status for a result (0x0000, 0xA700, 0xC000, ...). */
+unsigned ingest_dimse_status(ingest_status status);
+
+#endif

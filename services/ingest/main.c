@@ -1,0 +1,277 @@
+/* tessera-ingest: the DICOM C-ECHO/C-STORE receiver and the one write path
+ * for new instances (also offered on the bus, for the REST upload). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "config.h"
+#include "db.h"
+#include "dicom.h"
+#include "ingest_write.h"
+#include "log.h"
+#include "metrics.h"
+#include "migrate.h"
+#include "service.h"
+#include "store.h"
+#include "tessera.pb-c.h"
+
+typedef struct ingest_service {
+    ingest_ctx write;
+    ts_dicom_scp *scp;
+    bool registered_only;
+    long max_instance_size;
+} ingest_service;
+
+static const ts_db_stmt find_modality = {
+    "ingest_find_modality", "SELECT 1 FROM modalities WHERE aet = $1 LIMIT 1", 1};
+
+/* ---- DICOM callbacks ------------------------------------------------------ */
+
+typedef struct aet_lookup {
+    const char *aet;
+    bool found;
+} aet_lookup;
+
+static int lookup_txn(ts_db *db, void *arg, ts_err *err)
+{
+    aet_lookup *l = arg;
+    const char *params[] = {l->aet};
+    PGresult *res;
+    int rc = ts_db_exec(db, &find_modality, params, &res, err);
+    if (rc)
+        return rc;
+    l->found = PQntuples(res) > 0;
+    PQclear(res);
+    return 0;
+}
+
+static bool on_accept(void *user, const ts_dicom_assoc *assoc)
+{
+    ingest_service *svc = user;
+    if (!svc->registered_only)
+        return true;
+    aet_lookup l = {assoc->calling_aet, false};
+    ts_err err;
+    if (ts_db_transaction(svc->write.db, TS_DB_READ, lookup_txn, &l, &err)) {
+        ts_warn("cannot check the calling AE title; association rejected", "error=\"%s\"", err.msg);
+        return false;
+    }
+    return l.found;
+}
+
+static int on_temp_path(void *user, char *path, size_t size, ts_err *err)
+{
+    ingest_service *svc = user;
+    return ts_store_temp_path(svc->write.store, path, size, err);
+}
+
+static uint16_t on_store(void *user, const ts_dicom_assoc *assoc, const ts_dicom_store_rq *rq,
+                         char *comment, size_t comment_size)
+{
+    ingest_service *svc = user;
+    ingest_origin origin = {.origin = "DicomProtocol",
+                            .remote_aet = assoc->calling_aet,
+                            .remote_ip = assoc->peer_ip,
+                            .called_aet = assoc->called_aet};
+    ingest_result res;
+    ts_err err;
+    ts_err_clear(&err);
+    if (ingest_file(&svc->write, rq->path, &origin, &res, &err)) {
+        ts_warn("C-STORE failed", "calling_aet=%s sop=%s status=%04x error=\"%s\"",
+                assoc->calling_aet, rq->sop_instance_uid, ingest_dimse_status(res.status), err.msg);
+        snprintf(comment, comment_size, "%s", err.msg);
+    }
+    return (uint16_t)ingest_dimse_status(res.status);
+}
+
+/* ---- bus: store requests from REST --------------------------------------- */
+
+static Tessera__StoreStatus bus_status(ingest_status s)
+{
+    switch (s) {
+    case INGEST_STORED: return TESSERA__STORE_STATUS__STORE_STORED;
+    case INGEST_ALREADY_STORED: return TESSERA__STORE_STATUS__STORE_ALREADY_STORED;
+    case INGEST_INVALID: return TESSERA__STORE_STATUS__STORE_INVALID_DICOM;
+    case INGEST_DB_BUSY: return TESSERA__STORE_STATUS__STORE_DB_UNAVAILABLE;
+    case INGEST_STORAGE_ERROR: return TESSERA__STORE_STATUS__STORE_STORAGE_ERROR;
+    case INGEST_FAILED: break;
+    }
+    return TESSERA__STORE_STATUS__STORE_INTERNAL_ERROR;
+}
+
+static int write_temp(ts_store *st, const uint8_t *data, size_t len, char *path, size_t size,
+                      ts_err *err)
+{
+    int rc = ts_store_temp_path(st, path, size, err);
+    if (rc)
+        return rc;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ts_err_set(err, errno == ENOSPC ? TS_ENOSPACE : TS_EIO, "create %s: %s", path,
+                          strerror(errno));
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, data + off, len - off);
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            unlink(path);
+            return ts_err_set(err, e == ENOSPC ? TS_ENOSPACE : TS_EIO, "write %s: %s", path,
+                              strerror(e));
+        }
+        off += (size_t)n;
+    }
+    close(fd);
+    return 0;
+}
+
+static int on_bus_request(void *user, const uint8_t *req_buf, size_t len, uint8_t **reply,
+                          size_t *reply_len)
+{
+    ingest_service *svc = user;
+    Tessera__StoreReply rep = TESSERA__STORE_REPLY__INIT;
+    char error[sizeof(((ts_err *)0)->msg)] = "";
+    ingest_result res = {.status = INGEST_FAILED};
+    Tessera__StoreRequest *req = tessera__store_request__unpack(NULL, len, req_buf);
+    if (!req) {
+        snprintf(error, sizeof(error), "undecodable store request of %zu bytes", len);
+        rep.status = TESSERA__STORE_STATUS__STORE_INTERNAL_ERROR;
+        goto reply;
+    }
+    if ((long)req->dicom.len > svc->max_instance_size) {
+        snprintf(error, sizeof(error), "instance of %zu bytes is larger than %ld bytes",
+                 req->dicom.len, svc->max_instance_size);
+        rep.status = TESSERA__STORE_STATUS__STORE_TOO_LARGE;
+        goto reply;
+    }
+    char path[4096];
+    ts_err err;
+    ts_err_clear(&err);
+    if (write_temp(svc->write.store, req->dicom.data, req->dicom.len, path, sizeof(path), &err)) {
+        res.status = INGEST_STORAGE_ERROR;
+    } else {
+        ingest_origin origin = {.origin = *req->origin ? req->origin : "RestApi",
+                                .remote_aet = req->remote_aet,
+                                .remote_ip = req->remote_ip,
+                                .called_aet = req->called_aet,
+                                .http_username = req->http_username};
+        ingest_file(&svc->write, path, &origin, &res, &err);
+    }
+    rep.status = bus_status(res.status);
+    if (res.status == INGEST_STORED || res.status == INGEST_ALREADY_STORED) {
+        rep.patient_id = res.ids.patient;
+        rep.study_id = res.ids.study;
+        rep.series_id = res.ids.series;
+        rep.instance_id = res.ids.instance;
+    } else {
+        snprintf(error, sizeof(error), "%s", err.msg);
+        ts_warn("bus store failed", "status=%d error=\"%s\"", (int)rep.status, err.msg);
+    }
+reply:
+    rep.error = error;
+    *reply = ts_bus_pack(&rep.base, reply_len);
+    if (req)
+        tessera__store_request__free_unpacked(req, NULL);
+    return 0;
+}
+
+/* ---- health and lifecycle ----------------------------------------------- */
+
+static int ping_fn(ts_db *db, void *arg, ts_err *err)
+{
+    return ts_db_exec_sql(db, "SELECT 1", err);
+}
+
+static bool health(void *user, char *reason, size_t size)
+{
+    ingest_service *svc = user;
+    ts_err err;
+    if (ts_db_with_conn(svc->write.db, ping_fn, NULL, &err)) {
+        snprintf(reason, size, "%s", err.msg);
+        return false;
+    }
+    return true;
+}
+
+static void on_stop(void *user)
+{
+    ingest_service *svc = user;
+    ts_dicom_scp_stop(svc->scp);
+}
+
+static void die(const char *what, const ts_err *err)
+{
+    ts_error("cannot start", "step=%s error=\"%s\"", what, err->msg);
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    ts_service_init("ingest", argc, argv);
+    ingest_service svc = {0};
+    ts_err err;
+    ts_err_clear(&err);
+
+    ts_service_handle_signals(on_stop, &svc);
+    if (ts_dicom_global_init(&err))
+        die("dicom", &err);
+
+    ts_db_options dbopt;
+    ts_db_options_from_config(&dbopt);
+    if (ts_db_pool_new(&dbopt, &svc.write.db, &err))
+        die("database", &err);
+    if (ts_db_migrate_wait(svc.write.db, 120, &err))
+        die("migrations", &err);
+    if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.write.store, &err))
+        die("storage", &err);
+    svc.write.overwrite = ts_config_bool("TESSERA_OVERWRITE_INSTANCES");
+    svc.registered_only = ts_config_bool("TESSERA_DICOM_REGISTERED_AES_ONLY");
+    svc.max_instance_size = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");
+    ingest_ctx_init_metrics(&svc.write);
+
+    const char *events_url = ts_config_str("TESSERA_EVENTS_LISTEN");
+    if (*events_url && ts_bus_pub_open(events_url, &svc.write.events, &err))
+        die("events", &err);
+
+    ts_bus_server *bus = NULL;
+    const char *bus_url = ts_config_str("TESSERA_INGEST_BUS_LISTEN");
+    if (*bus_url && ts_bus_server_start(bus_url, (size_t)ts_config_int("TESSERA_BUS_MAX_MESSAGE"),
+                                        (int)ts_config_int("TESSERA_BUS_WORKERS"), on_bus_request,
+                                        &svc, &bus, &err))
+        die("bus", &err);
+
+    ts_metrics_server *metrics = NULL;
+    int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");
+    if (metrics_port && ts_metrics_serve(metrics_port, health, &svc, &metrics, &err))
+        die("metrics", &err);
+
+    ts_dicom_scp_config scfg = {
+        .aet = ts_config_str("TESSERA_DICOM_AET"),
+        .port = (int)ts_config_int("TESSERA_DICOM_PORT"),
+        .max_associations = (int)ts_config_int("TESSERA_DICOM_MAX_ASSOCIATIONS"),
+        .max_pdu = (int)ts_config_int("TESSERA_DICOM_MAX_PDU"),
+        .timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT"),
+        .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
+    };
+    ts_dicom_scp_callbacks cb = {
+        .user = &svc, .accept = on_accept, .temp_path = on_temp_path, .store = on_store};
+    if (ts_dicom_scp_new(&scfg, &cb, &svc.scp, &err))
+        die("dicom listener", &err);
+    ts_info("ingest ready", "aet=%s dicom_port=%d bus=%s events=%s metrics_port=%d", scfg.aet,
+            scfg.port, bus_url, events_url, metrics_port);
+
+    int rc = ts_dicom_scp_run(svc.scp, &err);
+
+    ts_bus_server_free(bus);
+    ts_dicom_scp_free(svc.scp);
+    ts_metrics_server_free(metrics);
+    ts_bus_pub_free(svc.write.events);
+    ts_store_free(svc.write.store);
+    ts_db_pool_free(svc.write.db);
+    ts_info("stopped", NULL);
+    return rc ? 1 : 0;
+}

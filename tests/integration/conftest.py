@@ -1,0 +1,215 @@
+"""Integration fixtures: a real PostgreSQL server (throwaway data directory,
+unix socket only), the real services built in $TESSERA_BUILD_DIR (default
+build/), and real dcmtk clients. Every test gets its own database and storage
+area; every port is picked free so that two runs never collide."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("TESSERA_BUILD_DIR", ROOT / "build"))
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PYDICOM_FILES = Path("/usr/lib/python3/dist-packages/pydicom/data/test_files")
+
+# dcmtk stalls ~40 ms per round trip without it (shared/notes/dcmtk.md)
+os.environ["TCP_NODELAY"] = "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_pg(cmd, **kw):
+    if os.getuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+class Postgres:
+    def __init__(self, base):
+        self.data = base / "pg"
+        self.sock = base / "pg-run"
+        self.port = free_port()
+        for d in (self.data, self.sock):
+            d.mkdir(parents=True)
+            if os.getuid() == 0:
+                shutil.chown(d, "postgres")
+        os.chmod(self.data, 0o700)
+        as_pg([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "tessera", "-A", "trust",
+               "-E", "UTF8", "--no-locale"])
+        self.start()
+
+    def start(self):
+        as_pg([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.data / "server.log"),
+               "-w", "-t", "60", "-o",
+               f"-c listen_addresses='' -k {self.sock} -p {self.port} -c fsync=off "
+               f"-c max_connections=300", "start"])
+
+    def stop(self, mode="fast"):
+        as_pg([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+
+    def url(self, db):
+        return f"host={self.sock} port={self.port} dbname={db} user=tessera"
+
+    def create_db(self):
+        name = "t_" + uuid.uuid4().hex[:12]
+        conn = psycopg2.connect(self.url("postgres"))
+        conn.autocommit = True
+        conn.cursor().execute(f"CREATE DATABASE {name}")
+        conn.close()
+        return name
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    base = Path(tempfile.mkdtemp(prefix="tessera-it-"))
+    os.chmod(base, 0o755)  # PostgreSQL runs as another user and must reach its dirs
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(workdir):
+    pg = Postgres(workdir)
+    yield pg
+    try:
+        pg.stop()
+    except subprocess.CalledProcessError:
+        pass
+
+
+class Ingest:
+    """One tessera-ingest process."""
+
+    def __init__(self, env, log_path):
+        self.env = env
+        self.port = int(env["TESSERA_DICOM_PORT"])
+        self.aet = env.get("TESSERA_DICOM_AET", "TESSERA")
+        self.bus = env["TESSERA_INGEST_BUS_LISTEN"]
+        self.log_path = log_path
+        self.proc = None
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([str(BUILD / "services/ingest/tessera-ingest")],
+                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ingest exited with {self.proc.returncode}:\n{self.read_log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("ingest did not open its DICOM port:\n" + self.read_log())
+
+    def read_log(self):
+        return Path(self.log_path).read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+        return self.proc.returncode if self.proc else None
+
+
+class Cluster:
+    """A database, a storage area and the ingest processes of one test."""
+
+    def __init__(self, postgres, base):
+        self.pg = postgres
+        self.base = base
+        self.db_name = postgres.create_db()
+        self.db_url = postgres.url(self.db_name)
+        self.storage = base / "storage"
+        self.storage.mkdir()
+        self.ingests = []
+        self.run_dir = Path(tempfile.mkdtemp(prefix="ts-", dir="/tmp"))
+
+    def ingest_env(self, **overrides):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+        # unix socket paths must stay under ~100 characters: not under tmp_path
+        run = self.run_dir
+        n = len(self.ingests)
+        env.update({
+            "TESSERA_DB_URL": self.db_url,
+            "TESSERA_STORAGE_DIR": str(self.storage),
+            "TESSERA_DICOM_PORT": str(free_port()),
+            "TESSERA_INGEST_BUS_LISTEN": f"ipc://{run}/ingest-{n}.sock",
+            "TESSERA_EVENTS_LISTEN": f"ipc://{run}/events-{n}.sock",
+            "TESSERA_LOG_LEVEL": "debug",
+            "TCP_NODELAY": "1",
+        })
+        env.update({k: str(v) for k, v in overrides.items()})
+        return env
+
+    def start_ingest(self, wait=True, **overrides):
+        ing = Ingest(self.ingest_env(**overrides), self.base / f"ingest-{len(self.ingests)}.log")
+        self.ingests.append(ing)
+        return ing.start(wait=wait)
+
+    def sql(self, query, args=None):
+        conn = psycopg2.connect(self.db_url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(query, args)
+                return cur.fetchall() if cur.description else None
+        finally:
+            conn.close()
+
+    def stored_files(self):
+        """Files in the storage area, without the temporary ones."""
+        return sorted(p for p in self.storage.rglob("*")
+                      if p.is_file() and p.parent.name != "tmp")
+
+    def temp_files(self):
+        tmp = self.storage / "tmp"
+        return sorted(tmp.iterdir()) if tmp.exists() else []
+
+    def stop(self):
+        for ing in self.ingests:
+            ing.stop()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(postgres, tmp_path):
+    os.chmod(tmp_path, 0o755)
+    c = Cluster(postgres, tmp_path)
+    yield c
+    c.stop()
+    for ing in c.ingests:
+        log = ing.read_log()
+        # A sanitizer or a crash in a service is a failure of the test that saw it.
+        assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
+
+
+def storescu(ingest, files, aet="STORESCU", extra=()):
+    """Runs dcmtk's storescu; returns (returncode, combined output)."""
+    cmd = ["storescu", "-v", "-aet", aet, "-aec", ingest.aet, *extra, "127.0.0.1",
+           str(ingest.port), *map(str, files)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return p.returncode, p.stdout + p.stderr

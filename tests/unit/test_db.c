@@ -1,0 +1,283 @@
+/* lib/db and lib/migrate against a real PostgreSQL (TESSERA_TEST_DB_URL, set by
+ * scripts/test); skipped without one. Each run works in a database of its own. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "log.h"
+#include "migrate.h"
+
+static char test_url[512];
+
+static int admin_exec(const char *sql)
+{
+    PGconn *c = PQconnectdb(getenv("TESSERA_TEST_DB_URL"));
+    if (PQstatus(c) != CONNECTION_OK) {
+        PQfinish(c);
+        return -1;
+    }
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return ok ? 0 : -1;
+}
+
+static int fresh_database(char *name, size_t size)
+{
+    static int n;
+    snprintf(name, size, "unit_db_%d_%d", (int)getpid(), n++);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
+    return admin_exec(sql);
+}
+
+static ts_db_pool *new_pool(int size, int retries)
+{
+    char db[64];
+    assert_int_equal(fresh_database(db, sizeof(db)), 0);
+    snprintf(test_url, sizeof(test_url), "%s dbname=%s", getenv("TESSERA_TEST_DB_URL"), db);
+    ts_db_options opt = {.conninfo = test_url, .size = size, .max_retries = retries,
+                         .isolation = "read-committed", .connect_timeout_s = 5,
+                         .retry_base_ms = 10};
+    ts_db_pool *pool;
+    ts_err err;
+    assert_int_equal(ts_db_pool_new(&opt, &pool, &err), 0);
+    return pool;
+}
+
+typedef struct failing {
+    int attempts;
+    int fail_times;
+    const char *sqlstate;
+} failing;
+
+static int failing_txn(ts_db *db, void *arg, ts_err *err)
+{
+    failing *f = arg;
+    f->attempts++;
+    if (f->attempts <= f->fail_times) {
+        char sql[200];
+        snprintf(sql, sizeof(sql),
+                 "DO $$BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '%s'; END$$", f->sqlstate);
+        return ts_db_exec_sql(db, sql, err);
+    }
+    return ts_db_exec_sql(db, "SELECT 1", err);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void test_replays_serialization_failures_then_succeeds(void **state)
+{
+    ts_db_pool *pool = new_pool(1, 3);
+    failing f = {0, 2, "40001"};
+    ts_err err;
+    double t0 = now_ms();
+    assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, failing_txn, &f, &err), 0);
+    double elapsed = now_ms() - t0;
+    assert_int_equal(f.attempts, 3);
+    assert_int_equal(ts_db_pool_replays(pool), 2);
+    assert_int_equal(ts_db_pool_busy_failures(pool), 0);
+    /* attempt k waits base * k more: 10 + 20 ms at least */
+    assert_true(elapsed >= 30.0);
+    ts_db_pool_free(pool);
+}
+
+static void test_deadlock_is_replayed_too(void **state)
+{
+    ts_db_pool *pool = new_pool(1, 3);
+    failing f = {0, 1, "40P01"};
+    ts_err err;
+    assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, failing_txn, &f, &err), 0);
+    assert_int_equal(f.attempts, 2);
+    ts_db_pool_free(pool);
+}
+
+static void test_gives_up_with_busy_after_max_retries(void **state)
+{
+    ts_db_pool *pool = new_pool(1, 3);
+    failing f = {0, 100, "40001"};
+    ts_err err;
+    assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, failing_txn, &f, &err), TS_EDB_BUSY);
+    assert_int_equal(err.code, TS_EDB_BUSY);
+    assert_int_equal(f.attempts, 4); /* the first attempt and 3 replays */
+    assert_int_equal(ts_db_pool_busy_failures(pool), 1);
+    assert_non_null(strstr(err.msg, "after 4 attempts"));
+    ts_db_pool_free(pool);
+}
+
+static void test_zero_retries_fails_at_once(void **state)
+{
+    ts_db_pool *pool = new_pool(1, 0);
+    failing f = {0, 100, "40001"};
+    ts_err err;
+    assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, failing_txn, &f, &err), TS_EDB_BUSY);
+    assert_int_equal(f.attempts, 1);
+    ts_db_pool_free(pool);
+}
+
+static void test_other_errors_are_not_replayed(void **state)
+{
+    ts_db_pool *pool = new_pool(1, 3);
+    failing f = {0, 100, "42601"}; /* syntax error */
+    ts_err err;
+    assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, failing_txn, &f, &err), TS_EDB);
+    assert_int_equal(f.attempts, 1);
+    assert_non_null(strstr(err.msg, "sqlstate=42601"));
+    ts_db_pool_free(pool);
+}
+
+static int write_txn(ts_db *db, void *arg, ts_err *err)
+{
+    return ts_db_exec_sql(db, "CREATE TABLE should_not_exist (x int)", err);
+}
+
+static void test_read_transactions_are_read_only(void **state)
+{
+    ts_db_pool *pool = new_pool(1, 3);
+    ts_err err;
+    assert_int_equal(ts_db_transaction(pool, TS_DB_READ, write_txn, NULL, &err), TS_EDB);
+    assert_non_null(strstr(err.msg, "read-only"));
+    ts_db_pool_free(pool);
+}
+
+static const ts_db_stmt backend_pid = {"test_backend_pid", "SELECT pg_backend_pid()::text", 0};
+
+static int pid_txn(ts_db *db, void *arg, ts_err *err)
+{
+    PGresult *res;
+    int rc = ts_db_exec(db, &backend_pid, NULL, &res, err);
+    if (rc)
+        return rc;
+    snprintf(arg, 32, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}
+
+static void test_reconnects_after_the_server_drops_the_connection(void **state)
+{
+    ts_db_pool *pool = new_pool(1, 3);
+    ts_err err;
+    char pid[32], pid2[32];
+    assert_int_equal(ts_db_transaction(pool, TS_DB_READ, pid_txn, pid, &err), 0);
+    char sql[128];
+    snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%s)", pid);
+    assert_int_equal(admin_exec(sql), 0);
+    usleep(100000);
+    /* the lost connection is noticed, re-opened, the statement re-prepared */
+    assert_int_equal(ts_db_transaction(pool, TS_DB_READ, pid_txn, pid2, &err), 0);
+    assert_string_not_equal(pid, pid2);
+    ts_db_pool_free(pool);
+}
+
+static void test_unreachable_database_is_busy(void **state)
+{
+    ts_db_options opt = {.conninfo = "host=/nonexistent-dir port=1 dbname=x", .size = 1,
+                         .max_retries = 1, .isolation = "read-committed",
+                         .connect_timeout_s = 1, .retry_base_ms = 5};
+    ts_db_pool *pool;
+    ts_err err;
+    assert_int_equal(ts_db_pool_new(&opt, &pool, &err), 0);
+    failing f = {0, 0, "00000"};
+    assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, failing_txn, &f, &err), TS_EDB_BUSY);
+    assert_non_null(strstr(err.msg, "database unreachable"));
+    assert_int_equal(f.attempts, 0);
+    ts_db_pool_free(pool);
+}
+
+static const ts_db_stmt count_tables = {
+    "test_count_tables",
+    "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' "
+    "AND table_name IN ('resources','patients','studies','series','instances','metadata',"
+    "'attachments','changes','deletion_queue','modalities')",
+    0};
+
+static int count_txn(ts_db *db, void *arg, ts_err *err)
+{
+    PGresult *res;
+    int rc = ts_db_exec(db, &count_tables, NULL, &res, err);
+    if (rc)
+        return rc;
+    *(int *)arg = atoi(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}
+
+typedef struct migrate_run {
+    ts_db_pool *pool;
+    int applied;
+    int rc;
+} migrate_run;
+
+static void *migrate_thread(void *arg)
+{
+    migrate_run *m = arg;
+    ts_err err;
+    m->rc = ts_db_migrate(m->pool, &m->applied, &err);
+    if (m->rc)
+        fprintf(stderr, "migrate: %s\n", err.msg);
+    return NULL;
+}
+
+static void test_migrations_apply_once_even_when_started_together(void **state)
+{
+    ts_db_pool *pool = new_pool(4, 3);
+    migrate_run runs[3] = {{pool, 0, 0}, {pool, 0, 0}, {pool, 0, 0}};
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&t[i], NULL, migrate_thread, &runs[i]);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    int total = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(runs[i].rc, 0);
+        total += runs[i].applied;
+    }
+    assert_int_equal(total, (int)ts_migrations_count);
+    int tables = 0;
+    ts_err err;
+    assert_int_equal(ts_db_transaction(pool, TS_DB_READ, count_txn, &tables, &err), 0);
+    assert_int_equal(tables, 10);
+    int again = -1;
+    assert_int_equal(ts_db_migrate(pool, &again, &err), 0);
+    assert_int_equal(again, 0);
+    ts_db_pool_free(pool);
+}
+
+int main(void)
+{
+    if (!getenv("TESSERA_TEST_DB_URL") || admin_exec("SELECT 1") != 0) {
+        fprintf(stderr, "TESSERA_TEST_DB_URL not set or unreachable: skipped\n");
+        return 77;
+    }
+    ts_log_init("test_db", TS_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_replays_serialization_failures_then_succeeds),
+        cmocka_unit_test(test_deadlock_is_replayed_too),
+        cmocka_unit_test(test_gives_up_with_busy_after_max_retries),
+        cmocka_unit_test(test_zero_retries_fails_at_once),
+        cmocka_unit_test(test_other_errors_are_not_replayed),
+        cmocka_unit_test(test_read_transactions_are_read_only),
+        cmocka_unit_test(test_reconnects_after_the_server_drops_the_connection),
+        cmocka_unit_test(test_unreachable_database_is_busy),
+        cmocka_unit_test(test_migrations_apply_once_even_when_started_together),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
