@@ -128,6 +128,7 @@ typedef struct peer {
 
 struct ts_bus_client {
     nng_socket sock;
+    size_t max_msg;
     char host[256];
     char port[16];
     bool discover;
@@ -224,6 +225,7 @@ int ts_bus_client_new(const char *target, int resolve_interval_s, size_t max_msg
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     c->interval_s = resolve_interval_s > 0 ? resolve_interval_s : 5;
+    c->max_msg = max_msg;
     int rv = nng_req0_open(&c->sock);
     if (rv != 0) {
         free(c);
@@ -307,6 +309,14 @@ int ts_bus_call(ts_bus_client *c, const ProtobufCMessage *req,
     nng_aio_set_timeout(aio, timeout_ms);
 
     size_t len = protobuf_c_message_get_packed_size(req);
+    /* Refused here rather than by the server: a server drops the connection of
+     * an oversized message, and nng 1.5.2 can then hang when the socket is
+     * closed (nanomsg/nng#1543, #1813). Both sides use TESSERA_BUS_MAX_MESSAGE. */
+    if (len > c->max_msg) {
+        rc = ts_err_set(err, TS_ETOOBIG, "message of %zu bytes is larger than the bus limit of %zu",
+                        len, c->max_msg);
+        goto out_close;
+    }
     if (nng_msg_alloc(&msg, len) != 0)
         abort();
     protobuf_c_message_pack(req, nng_msg_body(msg));

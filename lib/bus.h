@@ -42,7 +42,8 @@ void ts_bus_client_free(ts_bus_client *c);
 /* Sends req and waits up to timeout_ms for the reply, unpacked with
  * reply_desc; the caller frees *reply with protobuf_c_message_free_unpacked.
  * Thread-safe: each call has its own nng context. TS_ETIMEOUT when no replica
- * answered in time. */
+ * answered in time; TS_ETOOBIG, without sending, for a request over the
+ * client's max_msg. */
 int ts_bus_call(ts_bus_client *c, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **reply,
                 int timeout_ms, ts_err *err);

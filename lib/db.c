@@ -175,7 +175,12 @@ static int ensure_connected(ts_db *db, ts_err *err)
 /* Classifies a failed result: conflicts and lost connections can be replayed. */
 static int result_error(ts_db *db, PGresult *res, const char *what, ts_err *err)
 {
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    /* copied: the result is cleared before the message is written */
+    char state_buf[8] = "";
+    const char *field = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (field)
+        snprintf(state_buf, sizeof(state_buf), "%s", field);
+    const char *state = field ? state_buf : NULL;
     char msg[400];
     snprintf(msg, sizeof(msg), "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn));
     msg[strcspn(msg, "\n")] = '\0';

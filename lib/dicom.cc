@@ -8,7 +8,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <iconv.h>
 #include <new>
+#include <string>
 
 // Elements longer than this stay on disk until someone asks for them, so that
 // parsing a 500 MB multi-frame file for its tags costs a few kilobytes.
@@ -28,6 +30,37 @@ extern "C" int ts_dicom_global_init(ts_err *err)
     return 0;
 }
 
+// Japanese ISO 2022 (ISO 2022 IR 87), which dcmtk's iconv backend refuses:
+// decode the text VRs with glibc's ISO-2022-JP-2, which handles the escapes.
+static void iso2022jp_to_utf8(DcmDataset *ds)
+{
+    iconv_t cd = iconv_open("UTF-8", "ISO-2022-JP-2");
+    if (cd == (iconv_t)-1)
+        return;
+    DcmStack stack;
+    while (ds->nextObject(stack, OFTrue).good()) {
+        DcmObject *obj = stack.top();
+        DcmEVR vr = obj->getVR();
+        if (vr != EVR_SH && vr != EVR_LO && vr != EVR_ST && vr != EVR_LT && vr != EVR_UT &&
+            vr != EVR_PN && vr != EVR_UC)
+            continue;
+        DcmElement *el = static_cast<DcmElement *>(obj);
+        OFString v;
+        if (el->getOFStringArray(v).bad() || v.empty())
+            continue;
+        iconv(cd, nullptr, nullptr, nullptr, nullptr); // reset the shift state
+        std::string out(v.size() * 4 + 16, '\0');
+        char *in = const_cast<char *>(v.c_str());
+        size_t inleft = v.size(), outleft = out.size();
+        char *o = &out[0];
+        if (iconv(cd, &in, &inleft, &o, &outleft) != (size_t)-1) {
+            out.resize(out.size() - outleft);
+            el->putOFStringArray(OFString(out.c_str()));
+        }
+    }
+    iconv_close(cd);
+}
+
 static int finish_open(ts_dicom *d, OFCondition cond, const char *what, ts_err *err)
 {
     if (cond.bad())
@@ -44,8 +77,12 @@ static int finish_open(ts_dicom *d, OFCondition cond, const char *what, ts_err *
     OFString charset;
     if (ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset).good() && !charset.empty() &&
         charset != "ISO_IR 192") {
-        OFCondition c = ds->convertToUTF8();
-        (void)c;
+        // convertToUTF8() rewrites SpecificCharacterSet to ISO_IR 192; readers
+        // show the value the file has (Orthanc does), so put it back.
+        if (ds->convertToUTF8().good())
+            ds->putAndInsertOFStringArray(DCM_SpecificCharacterSet, charset);
+        else if (charset.find("ISO 2022 IR 87") != OFString_npos)
+            iso2022jp_to_utf8(ds);
     }
     return 0;
 }

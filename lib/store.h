@@ -42,7 +42,7 @@ int ts_store_read(ts_store *st, const char *uuid, void **data, size_t *len, ts_e
 /* Removes a stored file; a file already gone counts as removed. */
 int ts_store_remove(ts_store *st, const char *uuid, ts_err *err);
 
-/* Total size of the files under root in bytes, for tests and tools. */
+/* The root directory of the storage area. */
 const char *ts_store_root(const ts_store *st);
 
 #ifdef __cplusplus
