@@ -348,3 +348,27 @@ def test_bad_configuration_names_the_setting(cluster):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2
     assert "TESSERA_DICOM_PORT" in p.stderr and "notaport" in p.stderr
+
+
+def test_metrics_and_health(cluster, postgres):
+    import urllib.error
+    import urllib.request
+    from conftest import free_port
+    port = free_port()
+    ing = cluster.start_ingest(TESSERA_METRICS_PORT=port)
+    rc, out = storescu(ing, [PYDICOM_FILES / "CT_small.dcm"])
+    assert rc == 0, out
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'tessera_ingest_instances_total{status="stored"} 1' in body, body
+    assert "tessera_ingest_seconds_count 1" in body, body
+    assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).status == 200
+    postgres.stop()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30)
+        assert e.value.code == 503
+        reason = e.value.read()
+        assert b"unreachable" in reason or b"closed the connection" in reason, reason
+    finally:
+        postgres.start()
+    assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30).status == 200
