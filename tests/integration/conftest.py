@@ -136,6 +136,47 @@ class Ingest:
         return self.proc.returncode if self.proc else None
 
 
+class Rest:
+    """One tessera-rest process."""
+
+    def __init__(self, env, log_path):
+        self.env = env
+        self.port = int(env["TESSERA_HTTP_PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc = None
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([str(BUILD / "services/rest/tessera-rest")], env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rest exited with {self.proc.returncode}:\n{self.read_log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("rest did not open its HTTP port:\n" + self.read_log())
+
+    def read_log(self):
+        return Path(self.log_path).read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+        return self.proc.returncode if self.proc else None
+
+
 class Cluster:
     """A database, a storage area and the ingest processes of one test."""
 
@@ -147,6 +188,7 @@ class Cluster:
         self.storage = base / "storage"
         self.storage.mkdir()
         self.ingests = []
+        self.rests = []
         self.run_dir = Path(tempfile.mkdtemp(prefix="ts-", dir="/tmp"))
 
     def ingest_env(self, **overrides):
@@ -171,6 +213,17 @@ class Cluster:
         self.ingests.append(ing)
         return ing.start(wait=wait)
 
+    def start_rest(self, ingest, **overrides):
+        """A rest process whose uploads go to `ingest`."""
+        env = dict(ingest.env)
+        env.update({"TESSERA_HTTP_PORT": str(free_port()),
+                    "TESSERA_INGEST_BUS": ingest.bus,
+                    "TESSERA_INGEST_BUS_LISTEN": "", "TESSERA_EVENTS_LISTEN": ""})
+        env.update({k: str(v) for k, v in overrides.items()})
+        rest = Rest(env, self.base / f"rest-{len(self.rests)}.log")
+        self.rests.append(rest)
+        return rest.start()
+
     def sql(self, query, args=None):
         conn = psycopg2.connect(self.db_url)
         try:
@@ -190,6 +243,8 @@ class Cluster:
         return sorted(tmp.iterdir()) if tmp.exists() else []
 
     def stop(self):
+        for rest in self.rests:
+            rest.stop()
         for ing in self.ingests:
             ing.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -201,7 +256,7 @@ def cluster(postgres, tmp_path):
     c = Cluster(postgres, tmp_path)
     yield c
     c.stop()
-    for ing in c.ingests:
+    for ing in c.ingests + c.rests:
         log = ing.read_log()
         # A sanitizer or a crash in a service is a failure of the test that saw it.
         assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]

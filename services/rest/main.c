@@ -1,0 +1,137 @@
+/* tessera-rest: the Orthanc-compatible REST API. Reads go straight to
+ * PostgreSQL in read-only transactions; new instances go through ingest's
+ * write path on the bus. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bus.h"
+#include "config.h"
+#include "db.h"
+#include "dicom.h"
+#include "log.h"
+#include "metrics.h"
+#include "migrate.h"
+#include "rest_http.h"
+#include "rest_resources.h"
+#include "service.h"
+#include "store.h"
+
+/* Orthanc's routes, in the order they are tried; '*' is one path segment. */
+static const rest_route routes[] = {
+    {"GET", "/system", rest_system},
+    {"GET", "/statistics", rest_statistics},
+    {"GET", "/changes", rest_changes},
+    {"GET", "/patients", rest_list_resources},
+    {"GET", "/studies", rest_list_resources},
+    {"GET", "/series", rest_list_resources},
+    {"GET", "/instances", rest_list_resources},
+    {"POST", "/instances", rest_upload_instance},
+    {"GET", "/patients/*", rest_get_resource},
+    {"GET", "/studies/*", rest_get_resource},
+    {"GET", "/series/*", rest_get_resource},
+    {"GET", "/instances/*", rest_get_resource},
+    {"GET", "/instances/*/file", rest_instance_file},
+    {"GET", "/instances/*/tags", rest_instance_tags},
+    {"GET", "/instances/*/simplified-tags", rest_instance_tags},
+    {"GET", "/patients/*/studies", rest_navigate},
+    {"GET", "/patients/*/series", rest_navigate},
+    {"GET", "/patients/*/instances", rest_navigate},
+    {"GET", "/studies/*/patient", rest_navigate},
+    {"GET", "/studies/*/series", rest_navigate},
+    {"GET", "/studies/*/instances", rest_navigate},
+    {"GET", "/series/*/patient", rest_navigate},
+    {"GET", "/series/*/study", rest_navigate},
+    {"GET", "/series/*/instances", rest_navigate},
+    {"GET", "/instances/*/patient", rest_navigate},
+    {"GET", "/instances/*/study", rest_navigate},
+    {"GET", "/instances/*/series", rest_navigate},
+};
+
+static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stop_cv = PTHREAD_COND_INITIALIZER;
+static int stop_requested;
+
+static void on_stop(void *user)
+{
+    pthread_mutex_lock(&stop_mu);
+    stop_requested = 1;
+    pthread_cond_signal(&stop_cv);
+    pthread_mutex_unlock(&stop_mu);
+}
+
+static int ping_fn(ts_db *db, void *arg, ts_err *err)
+{
+    return ts_db_exec_sql(db, "SELECT 1", err);
+}
+
+static bool health(void *user, char *reason, size_t size)
+{
+    rest_ctx *ctx = user;
+    ts_err err;
+    if (ts_db_with_conn(ctx->db, ping_fn, NULL, &err)) {
+        snprintf(reason, size, "%s", err.msg);
+        return false;
+    }
+    return true;
+}
+
+static void die(const char *what, const ts_err *err)
+{
+    ts_error("cannot start", "step=%s error=\"%s\"", what, err->msg);
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    ts_service_init("rest", argc, argv);
+    ts_service_handle_signals(on_stop, NULL);
+    ts_err err;
+    ts_err_clear(&err);
+    if (ts_dicom_global_init(&err))
+        die("dicom", &err);
+
+    rest_ctx ctx = {0};
+    ts_db_options dbopt;
+    ts_db_options_from_config(&dbopt);
+    if (ts_db_pool_new(&dbopt, &ctx.db, &err))
+        die("database", &err);
+    if (ts_db_migrate_wait(ctx.db, 120, &err))
+        die("migrations", &err);
+    if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &ctx.store, &err))
+        die("storage", &err);
+    size_t max_msg = (size_t)ts_config_int("TESSERA_BUS_MAX_MESSAGE");
+    if (ts_bus_client_new(ts_config_str("TESSERA_INGEST_BUS"),
+                          (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"), max_msg, &ctx.ingest,
+                          &err))
+        die("bus", &err);
+    ctx.stable_age_s = (int)ts_config_int("TESSERA_STABLE_AGE");
+    ctx.max_body = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");
+    ctx.bus_timeout_ms = (int)ts_config_int("TESSERA_BUS_TIMEOUT") * 1000;
+
+    ts_metrics_server *metrics = NULL;
+    int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");
+    if (metrics_port && ts_metrics_serve(metrics_port, health, &ctx, &metrics, &err))
+        die("metrics", &err);
+
+    rest_server *srv;
+    int port = (int)ts_config_int("TESSERA_HTTP_PORT");
+    if (rest_server_start(&ctx, port, (int)ts_config_int("TESSERA_HTTP_MAX_CONNECTIONS"), routes,
+                          sizeof(routes) / sizeof(routes[0]), &srv, &err))
+        die("http", &err);
+    ts_info("rest ready", "http_port=%d ingest_bus=%s metrics_port=%d", port,
+            ts_config_str("TESSERA_INGEST_BUS"), metrics_port);
+
+    pthread_mutex_lock(&stop_mu);
+    while (!stop_requested)
+        pthread_cond_wait(&stop_cv, &stop_mu);
+    pthread_mutex_unlock(&stop_mu);
+
+    rest_server_stop(srv);
+    ts_metrics_server_free(metrics);
+    ts_bus_client_free(ctx.ingest);
+    ts_store_free(ctx.store);
+    ts_db_pool_free(ctx.db);
+    ts_info("stopped", NULL);
+    return 0;
+}

@@ -1,0 +1,340 @@
+#include "rest_http.h"
+
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "metrics.h"
+
+struct rest_server {
+    struct MHD_Daemon *daemon;
+    rest_ctx *ctx;
+    const rest_route *routes;
+    size_t nroutes;
+    ts_metric *m_requests[6]; /* by status class 1xx..5xx */
+};
+
+/* What MHD keeps for us between the calls of one request. */
+typedef struct pending {
+    char *body;
+    size_t len, cap;
+    bool too_big;
+} pending;
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Request Entity Too Large";
+    case 415: return "Unsupported Media Type";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+const char *rest_arg(rest_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+bool rest_flag(rest_request *req, const char *name)
+{
+    const char *value = NULL;
+    size_t size = 0;
+    if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), &value,
+                                      &size) != MHD_YES)
+        return false;
+    return !value || (strcmp(value, "false") != 0 && strcmp(value, "0") != 0);
+}
+
+long rest_arg_long(rest_request *req, const char *name, long def)
+{
+    const char *v = rest_arg(req, name);
+    if (!v)
+        return def;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (end == v || *end || n < 0)
+        return -1;
+    return n;
+}
+
+static void set_content(rest_request *req, int status, char *content, size_t len, const char *type)
+{
+    free(req->content);
+    req->status = status;
+    req->content = content;
+    req->content_len = len;
+    req->content_type = type;
+}
+
+void rest_reply_json(rest_request *req, int status, json_t *body)
+{
+    /* Orthanc indents its JSON; clients do not care, people reading it do. */
+    char *text = json_dumps(body, JSON_INDENT(3) | JSON_PRESERVE_ORDER);
+    json_decref(body);
+    if (!text)
+        abort();
+    size_t len = strlen(text);
+    set_content(req, status, text, len, "application/json; charset=utf-8");
+}
+
+void rest_reply_json_text(rest_request *req, int status, const char *text, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (!copy)
+        abort();
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    set_content(req, status, copy, len, "application/json; charset=utf-8");
+}
+
+void rest_reply_file(rest_request *req, int fd, size_t size, const char *content_type)
+{
+    set_content(req, 200, NULL, size, content_type);
+    req->content_fd = fd;
+}
+
+void rest_reply_error(rest_request *req, int http_status, int orthanc_status,
+                      const char *orthanc_error, const char *details)
+{
+    json_t *body = json_object();
+    if (details && *details)
+        json_object_set_new(body, "Details", json_string(details));
+    json_object_set_new(body, "HttpError", json_string(status_text(http_status)));
+    json_object_set_new(body, "HttpStatus", json_integer(http_status));
+    json_object_set_new(body, "Message", json_string(orthanc_error));
+    json_object_set_new(body, "Method", json_string(req->method));
+    json_object_set_new(body, "OrthancError", json_string(orthanc_error));
+    json_object_set_new(body, "OrthancStatus", json_integer(orthanc_status));
+    json_object_set_new(body, "Uri", json_string(req->url));
+    rest_reply_json(req, http_status, body);
+}
+
+void rest_reply_unknown_resource(rest_request *req)
+{
+    rest_reply_error(req, 404, 17, "Unknown resource", NULL);
+}
+
+void rest_reply_failure(rest_request *req, int code, const char *details)
+{
+    if (code == TS_EDB_BUSY || code == TS_EDB_INDOUBT)
+        /* Orthanc's ErrorCode_DatabaseCannotSerialize, answered 503 */
+        rest_reply_error(req, 503, 42,
+                         "Database could not serialize access due to concurrent update, the "
+                         "transaction should be retried",
+                         details);
+    else if (code == TS_ETIMEOUT || code == TS_EBUS)
+        rest_reply_error(req, 503, 11, "The database is currently not available", details);
+    else
+        rest_reply_error(req, 500, -1, "Internal error", details);
+}
+
+static bool segment_match(const char *pattern_seg, size_t n, const char *seg)
+{
+    if (n == 1 && pattern_seg[0] == '*')
+        return true;
+    return strlen(seg) == n && strncmp(pattern_seg, seg, n) == 0;
+}
+
+static bool pattern_match(const char *pattern, rest_request *req)
+{
+    const char *p = pattern;
+    int i = 0;
+    while (*p == '/')
+        p++;
+    while (*p) {
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        if (i >= req->nseg || !segment_match(p, n, req->seg[i]))
+            return false;
+        i++;
+        p += n;
+        while (*p == '/')
+            p++;
+    }
+    return i == req->nseg;
+}
+
+/* Splits the path into segments in buf (which the segments then point into). */
+static bool split_path(rest_request *req, char *buf)
+{
+    req->nseg = 0;
+    char *save = NULL;
+    for (char *s = strtok_r(buf, "/", &save); s; s = strtok_r(NULL, "/", &save)) {
+        if (req->nseg == REST_MAX_SEGMENTS)
+            return false;
+        req->seg[req->nseg++] = s;
+    }
+    return true;
+}
+
+static void dispatch(rest_server *srv, rest_request *req)
+{
+    char path[1024];
+    if (strlen(req->url) >= sizeof(path) || !split_path(req, strcpy(path, req->url))) {
+        rest_reply_error(req, 404, 17, "Unknown resource", "path too long");
+        return;
+    }
+    bool path_known = false;
+    char allowed[128] = "";
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        const rest_route *r = &srv->routes[i];
+        if (!pattern_match(r->pattern, req))
+            continue;
+        if (strcmp(r->method, req->method) == 0) {
+            r->handler(req);
+            return;
+        }
+        path_known = true;
+        if (!strstr(allowed, r->method)) {
+            size_t n = strlen(allowed);
+            snprintf(allowed + n, sizeof(allowed) - n, "%s%s", n ? "," : "", r->method);
+        }
+    }
+    if (path_known) {
+        req->allow = strdup(allowed);
+        set_content(req, 405, NULL, 0, NULL);
+        return;
+    }
+    /* Orthanc answers an unknown route with an empty 404. */
+    set_content(req, 404, NULL, 0, NULL);
+}
+
+static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *req)
+{
+    struct MHD_Response *resp;
+    if (req->content_fd >= 0) {
+        resp = MHD_create_response_from_fd64(req->content_len, req->content_fd);
+    } else {
+        resp = MHD_create_response_from_buffer(req->content_len, req->content ? req->content : "",
+                                               req->content ? MHD_RESPMEM_MUST_FREE
+                                                            : MHD_RESPMEM_PERSISTENT);
+        req->content = NULL; /* MHD owns it now */
+    }
+    if (!resp)
+        return MHD_NO;
+    if (req->content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
+    if (req->allow) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
+        free((char *)req->allow);
+        req->allow = NULL;
+    }
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)req->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    rest_server *srv = cls;
+    pending *p = *con_cls;
+    if (!p) {
+        p = calloc(1, sizeof(*p));
+        if (!p)
+            abort();
+        *con_cls = p;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoll(cl, NULL, 10) > srv->ctx->max_body)
+            p->too_big = true;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        /* A body over the limit is read and dropped, then refused with 413. */
+        if (!p->too_big && p->len + *upload_size > (size_t)srv->ctx->max_body)
+            p->too_big = true;
+        if (!p->too_big) {
+            if (p->len + *upload_size > p->cap) {
+                size_t cap = p->cap ? p->cap : 65536;
+                while (cap < p->len + *upload_size)
+                    cap *= 2;
+                p->body = realloc(p->body, cap);
+                if (!p->body)
+                    abort();
+                p->cap = cap;
+            }
+            memcpy(p->body + p->len, upload, *upload_size);
+            p->len += *upload_size;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    rest_request req = {.ctx = srv->ctx, .method = method, .url = url, .body = p->body,
+                        .body_len = p->len, .conn = conn, .content_fd = -1};
+    if (p->too_big) {
+        char details[128];
+        snprintf(details, sizeof(details), "the body is larger than %ld bytes", srv->ctx->max_body);
+        rest_reply_error(&req, 413, 8, "Bad request", details);
+    } else {
+        dispatch(srv, &req);
+    }
+    int cls_idx = req.status / 100;
+    if (cls_idx >= 1 && cls_idx <= 5)
+        ts_metric_inc(srv->m_requests[cls_idx]);
+    ts_debug("http request", "method=%s uri=%s status=%d", method, url, req.status);
+    enum MHD_Result ret = send_answer(conn, &req);
+    free(req.content);
+    (void)version;
+    return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    pending *p = *con_cls;
+    if (p) {
+        free(p->body);
+        free(p);
+    }
+    *con_cls = NULL;
+}
+
+int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_route *routes,
+                      size_t nroutes, rest_server **out, ts_err *err)
+{
+    rest_server *srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        abort();
+    srv->ctx = ctx;
+    srv->routes = routes;
+    srv->nroutes = nroutes;
+    static const char *const labels[] = {"", "code=\"1xx\"", "code=\"2xx\"", "code=\"3xx\"",
+                                         "code=\"4xx\"", "code=\"5xx\""};
+    for (int i = 1; i <= 5; i++)
+        srv->m_requests[i] = ts_metrics_counter("tessera_http_requests_total", labels[i],
+                                                "HTTP requests answered, by status class");
+    srv->daemon = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+            MHD_USE_ERROR_LOG,
+        (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        srv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_END);
+    if (!srv->daemon) {
+        free(srv);
+        return ts_err_set(err, TS_EIO, "cannot serve HTTP on port %d (in use?)", port);
+    }
+    *out = srv;
+    return 0;
+}
+
+void rest_server_stop(rest_server *srv)
+{
+    if (!srv)
+        return;
+    MHD_stop_daemon(srv->daemon);
+    free(srv);
+}

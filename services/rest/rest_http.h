@@ -1,0 +1,81 @@
+/* The HTTP layer of the REST service: libmicrohttpd glue, request bodies with
+ * a size limit, a route table, and answers in Orthanc's shapes (JSON bodies,
+ * Orthanc's error bodies). */
+#ifndef REST_HTTP_H
+#define REST_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "bus.h"
+#include "db.h"
+#include "err.h"
+#include "store.h"
+
+typedef struct rest_ctx {
+    ts_db_pool *db;
+    ts_store *store;
+    ts_bus_client *ingest;
+    int stable_age_s;
+    long max_body;
+    int bus_timeout_ms;
+} rest_ctx;
+
+#define REST_MAX_SEGMENTS 8
+
+typedef struct rest_request {
+    rest_ctx *ctx;
+    const char *method;
+    const char *url;
+    const char *seg[REST_MAX_SEGMENTS]; /* path segments */
+    int nseg;
+    const char *body;
+    size_t body_len;
+    void *conn; /* struct MHD_Connection */
+    /* the answer, set by rest_reply_* */
+    int status;
+    char *content;
+    size_t content_len;
+    int content_fd; /* when >= 0, the body is this file (content_len bytes) */
+    const char *content_type;
+    const char *allow; /* for 405 */
+} rest_request;
+
+/* A query-string argument, or NULL. */
+const char *rest_arg(rest_request *req, const char *name);
+/* Present as a flag (?expand, ?expand=true, ?expand=1); false for "false"/"0". */
+bool rest_flag(rest_request *req, const char *name);
+/* A non-negative integer argument; def when absent; -1 when malformed. */
+long rest_arg_long(rest_request *req, const char *name, long def);
+
+/* The answers. rest_reply_json steals the reference. */
+void rest_reply_json(rest_request *req, int status, json_t *body);
+/* A JSON text that is already built (from PostgreSQL). */
+void rest_reply_json_text(rest_request *req, int status, const char *text, size_t len);
+void rest_reply_file(rest_request *req, int fd, size_t size, const char *content_type);
+
+/* Orthanc's error body: {"HttpError", "HttpStatus", "Message", "Method",
+ * "OrthancError", "OrthancStatus", "Uri"} (+ "Details" when given). */
+void rest_reply_error(rest_request *req, int http_status, int orthanc_status,
+                      const char *orthanc_error, const char *details);
+void rest_reply_unknown_resource(rest_request *req);
+/* The answer for a failure of the database or the bus (503 for TS_EDB_BUSY). */
+void rest_reply_failure(rest_request *req, int code, const char *details);
+
+typedef void (*rest_handler)(rest_request *req);
+
+typedef struct rest_route {
+    const char *method;
+    const char *pattern; /* path segments; a segment "*" matches any one */
+    rest_handler handler;
+} rest_route;
+
+/* Starts serving on port with at most max_connections at once, one thread
+ * per connection (handlers block on the database). */
+typedef struct rest_server rest_server;
+int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_route *routes,
+                      size_t nroutes, rest_server **out, ts_err *err);
+void rest_server_stop(rest_server *srv);
+
+#endif

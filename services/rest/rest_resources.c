@@ -1,0 +1,341 @@
+/* Resources: lists, single resources, navigation between levels, instance
+ * contents and uploads. Every read is one SQL round trip: PostgreSQL builds
+ * the JSON (tessera_resource_json in db/migrations/0003_resource_json.sql). */
+#include "rest_resources.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dicom.h"
+#include "ids.h"
+#include "log.h"
+#include "tessera.pb-c.h"
+
+/* "patients" -> 0 ... "instances" -> 3; -1 if unknown. Singular forms for
+ * the parent routes ("patient", "study", "series"). */
+static int level_of_plural(const char *s)
+{
+    static const char *const names[] = {"patients", "studies", "series", "instances"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static int level_of_singular(const char *s)
+{
+    static const char *const names[] = {"patient", "study", "series", "instance"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- one-statement reads -------------------------------------------------- */
+
+typedef struct read_one {
+    const ts_db_stmt *stmt;
+    const char *const *params;
+    char *text;  /* first column of the first row, malloc'd; NULL if no row or NULL */
+    char *text2; /* second column, when there is one */
+    bool found;
+} read_one;
+
+static int read_one_txn(ts_db *db, void *arg, ts_err *err)
+{
+    read_one *r = arg;
+    PGresult *res;
+    int rc = ts_db_exec(db, r->stmt, r->params, &res, err);
+    if (rc)
+        return rc;
+    free(r->text);
+    free(r->text2);
+    r->text = r->text2 = NULL;
+    r->found = PQntuples(res) > 0;
+    if (r->found && !PQgetisnull(res, 0, 0))
+        r->text = strdup(PQgetvalue(res, 0, 0));
+    if (r->found && PQnfields(res) > 1 && !PQgetisnull(res, 0, 1))
+        r->text2 = strdup(PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return 0;
+}
+
+/* Runs stmt; on failure answers the request and returns false. */
+static bool query(rest_request *req, const ts_db_stmt *stmt, const char *const *params,
+                  read_one *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->stmt = stmt;
+    out->params = params;
+    ts_err err;
+    int rc = ts_db_transaction(req->ctx->db, TS_DB_READ, read_one_txn, out, &err);
+    if (rc) {
+        ts_warn("read failed", "uri=%s error=\"%s\"", req->url, err.msg);
+        rest_reply_failure(req, rc, err.msg);
+        return false;
+    }
+    return true;
+}
+
+static void read_one_clear(read_one *r)
+{
+    free(r->text);
+    free(r->text2);
+}
+
+/* ---- lists and single resources -------------------------------------------- */
+
+static const ts_db_stmt list_ids = {
+    "rest_list_ids",
+    "SELECT coalesce(jsonb_agg(public_id ORDER BY id), '[]') FROM ("
+    " SELECT id, public_id FROM resources WHERE level = $1::smallint"
+    " ORDER BY id OFFSET $2::bigint LIMIT $3::bigint) s",
+    3};
+
+static const ts_db_stmt list_expanded = {
+    "rest_list_expanded",
+    "SELECT coalesce(jsonb_agg(tessera_resource_json(id, $4::integer) ORDER BY id), '[]') FROM ("
+    " SELECT id FROM resources WHERE level = $1::smallint"
+    " ORDER BY id OFFSET $2::bigint LIMIT $3::bigint) s",
+    4};
+
+static const ts_db_stmt get_resource = {
+    "rest_get_resource",
+    "SELECT tessera_resource_json(id, $3::integer) FROM resources"
+    " WHERE public_id = $1 AND level = $2::smallint",
+    3};
+
+/* Descendants at a deeper level, expanded, as Orthanc's navigation routes answer;
+ * the second column says whether the starting resource exists. */
+static const ts_db_stmt get_descendants = {
+    "rest_get_descendants",
+    "WITH RECURSIVE d(id, level) AS ("
+    " SELECT id, level FROM resources WHERE public_id = $1 AND level = $2::smallint"
+    " UNION ALL SELECT c.id, c.level FROM resources c JOIN d ON c.parent_id = d.id"
+    " WHERE d.level < $3::smallint)"
+    " SELECT coalesce(jsonb_agg(tessera_resource_json(id, $4::integer) ORDER BY id)"
+    "   FILTER (WHERE level = $3::smallint), '[]'),"
+    " (count(*) FILTER (WHERE level = $2::smallint))::text FROM d",
+    4};
+
+static const ts_db_stmt get_ancestor = {
+    "rest_get_ancestor",
+    "WITH RECURSIVE a(id, parent_id, level) AS ("
+    " SELECT id, parent_id, level FROM resources WHERE public_id = $1 AND level = $2::smallint"
+    " UNION ALL SELECT r.id, r.parent_id, r.level FROM resources r JOIN a ON r.id = a.parent_id)"
+    " SELECT tessera_resource_json(id, $4::integer) FROM a WHERE level = $3::smallint",
+    4};
+
+static void level_param(char buf[4], int level)
+{
+    snprintf(buf, 4, "%d", level);
+}
+
+/* GET /patients, /studies, /series, /instances [?expand] [?since=N] [?limit=N] */
+void rest_list_resources(rest_request *req)
+{
+    int level = level_of_plural(req->seg[0]);
+    long since = rest_arg_long(req, "since", 0);
+    long limit = rest_arg_long(req, "limit", -2);
+    if (since < 0 || limit == -1) {
+        rest_reply_error(req, 400, 8, "Bad request", "since and limit must be non-negative integers");
+        return;
+    }
+    char lv[4], since_s[24], limit_s[24], age[16];
+    level_param(lv, level);
+    snprintf(since_s, sizeof(since_s), "%ld", since);
+    snprintf(limit_s, sizeof(limit_s), "%ld", limit);
+    snprintf(age, sizeof(age), "%d", req->ctx->stable_age_s);
+    const char *params[] = {lv, since_s, limit == -2 ? NULL : limit_s, age};
+    read_one r;
+    if (!query(req, rest_flag(req, "expand") ? &list_expanded : &list_ids, params, &r))
+        return;
+    rest_reply_json_text(req, 200, r.text ? r.text : "[]", r.text ? strlen(r.text) : 2);
+    read_one_clear(&r);
+}
+
+/* GET /{level}/{id} */
+void rest_get_resource(rest_request *req)
+{
+    int level = level_of_plural(req->seg[0]);
+    if (!ts_id_is_valid(req->seg[1])) {
+        rest_reply_unknown_resource(req);
+        return;
+    }
+    char lv[4], age[16];
+    level_param(lv, level);
+    snprintf(age, sizeof(age), "%d", req->ctx->stable_age_s);
+    const char *params[] = {req->seg[1], lv, age};
+    read_one r;
+    if (!query(req, &get_resource, params, &r))
+        return;
+    if (!r.text)
+        rest_reply_unknown_resource(req);
+    else
+        rest_reply_json_text(req, 200, r.text, strlen(r.text));
+    read_one_clear(&r);
+}
+
+/* GET /{level}/{id}/{children-or-parent}: /studies/{id}/series, /instances/{id}/patient, ... */
+void rest_navigate(rest_request *req)
+{
+    int level = level_of_plural(req->seg[0]);
+    int target = level_of_plural(req->seg[2]);
+    bool plural = target >= 0;
+    if (!plural)
+        target = level_of_singular(req->seg[2]);
+    /* "series" is both: below a study or patient it means children; above an instance, the parent */
+    if (target == 2 && level == 3)
+        plural = false;
+    if (target < 0 || (plural && target <= level) || (!plural && target >= level)) {
+        req->status = 404;
+        return;
+    }
+    if (!ts_id_is_valid(req->seg[1])) {
+        rest_reply_unknown_resource(req);
+        return;
+    }
+    char lv[4], tv[4], age[16];
+    level_param(lv, level);
+    level_param(tv, target);
+    snprintf(age, sizeof(age), "%d", req->ctx->stable_age_s);
+    const char *params[] = {req->seg[1], lv, tv, age};
+    read_one r;
+    if (!query(req, plural ? &get_descendants : &get_ancestor, params, &r))
+        return;
+    bool exists = plural ? (r.text2 && strcmp(r.text2, "0") != 0) : r.text != NULL;
+    if (!exists)
+        rest_reply_unknown_resource(req);
+    else
+        rest_reply_json_text(req, 200, r.text, strlen(r.text));
+    read_one_clear(&r);
+}
+
+/* ---- instance contents -------------------------------------------------------- */
+
+static const ts_db_stmt get_dicom_file = {
+    "rest_get_dicom_file",
+    "SELECT a.uuid::text, a.uncompressed_size::text FROM attachments a"
+    " JOIN resources r ON r.id = a.resource_id"
+    " WHERE r.public_id = $1 AND r.level = 3 AND a.content_type = 1",
+    1};
+
+/* Finds the instance's DICOM file; answers 404 itself. */
+static bool instance_path(rest_request *req, char *path, size_t size)
+{
+    if (!ts_id_is_valid(req->seg[1])) {
+        rest_reply_unknown_resource(req);
+        return false;
+    }
+    const char *params[] = {req->seg[1]};
+    read_one r;
+    if (!query(req, &get_dicom_file, params, &r))
+        return false;
+    ts_err err;
+    bool ok = r.text && ts_store_path(req->ctx->store, r.text, path, size, &err) == 0;
+    if (!ok)
+        rest_reply_unknown_resource(req);
+    read_one_clear(&r);
+    return ok;
+}
+
+/* GET /instances/{id}/file: streamed from the storage area, never held in memory. */
+void rest_instance_file(rest_request *req)
+{
+    char path[4096];
+    if (!instance_path(req, path, sizeof(path)))
+        return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        /* deleted between the query and now */
+        if (fd >= 0)
+            close(fd);
+        ts_warn("indexed file missing", "path=%s error=\"%s\"", path, strerror(errno));
+        rest_reply_unknown_resource(req);
+        return;
+    }
+    rest_reply_file(req, fd, (size_t)st.st_size, "application/dicom");
+}
+
+/* GET /instances/{id}/tags [?simplify], /instances/{id}/simplified-tags */
+void rest_instance_tags(rest_request *req)
+{
+    char path[4096];
+    if (!instance_path(req, path, sizeof(path)))
+        return;
+    ts_dicom *d;
+    ts_err err;
+    if (ts_dicom_open_file(path, &d, &err)) {
+        rest_reply_error(req, 500, 15, "Bad file format", err.msg);
+        return;
+    }
+    bool simplify = strcmp(req->seg[2], "simplified-tags") == 0 || rest_flag(req, "simplify");
+    json_t *body = simplify ? ts_dicom_to_simplified_json(d) : ts_dicom_to_orthanc_json(d);
+    ts_dicom_free(d);
+    rest_reply_json(req, 200, body);
+}
+
+/* ---- uploads -------------------------------------------------------------------- */
+
+/* POST /instances: one DICOM file as the body, stored through ingest's write path. */
+void rest_upload_instance(rest_request *req)
+{
+    if (req->body_len == 0) {
+        rest_reply_error(req, 400, 8, "Bad request", "the body is empty: send a DICOM file");
+        return;
+    }
+    Tessera__StoreRequest sr = TESSERA__STORE_REQUEST__INIT;
+    sr.dicom.data = (uint8_t *)req->body;
+    sr.dicom.len = req->body_len;
+    sr.origin = "RestApi";
+    ProtobufCMessage *reply;
+    ts_err err;
+    int rc = ts_bus_call(req->ctx->ingest, &sr.base, &tessera__store_reply__descriptor, &reply,
+                         req->ctx->bus_timeout_ms, &err);
+    if (rc) {
+        ts_warn("upload: ingest did not answer", "error=\"%s\"", err.msg);
+        rest_reply_failure(req, rc, err.msg);
+        return;
+    }
+    Tessera__StoreReply *r = (Tessera__StoreReply *)reply;
+    switch (r->status) {
+    case TESSERA__STORE_STATUS__STORE_STORED:
+    case TESSERA__STORE_STATUS__STORE_ALREADY_STORED: {
+        json_t *body = json_object();
+        char path[64];
+        snprintf(path, sizeof(path), "/instances/%s", r->instance_id);
+        json_object_set_new(body, "ID", json_string(r->instance_id));
+        json_object_set_new(body, "ParentPatient", json_string(r->patient_id));
+        json_object_set_new(body, "ParentSeries", json_string(r->series_id));
+        json_object_set_new(body, "ParentStudy", json_string(r->study_id));
+        json_object_set_new(body, "Path", json_string(path));
+        json_object_set_new(body, "Status", json_string(r->status == TESSERA__STORE_STATUS__STORE_STORED
+                                                            ? "Success"
+                                                            : "AlreadyStored"));
+        rest_reply_json(req, 200, body);
+        break;
+    }
+    case TESSERA__STORE_STATUS__STORE_INVALID_DICOM:
+        rest_reply_error(req, 400, 15, "Bad file format", r->error);
+        break;
+    case TESSERA__STORE_STATUS__STORE_TOO_LARGE:
+        rest_reply_error(req, 413, 8, "Bad request", r->error);
+        break;
+    case TESSERA__STORE_STATUS__STORE_DB_UNAVAILABLE:
+        rest_reply_failure(req, TS_EDB_BUSY, r->error);
+        break;
+    case TESSERA__STORE_STATUS__STORE_STORAGE_ERROR:
+        rest_reply_error(req, 507, 13, "Error in the storage area", r->error);
+        break;
+    default:
+        rest_reply_error(req, 500, -1, "Internal error", r->error);
+        break;
+    }
+    protobuf_c_message_free_unpacked(reply, NULL);
+}

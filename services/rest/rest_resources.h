@@ -1,0 +1,20 @@
+/* Routes over the resources of the index: lists, resources, navigation,
+ * instance contents and uploads. */
+#ifndef REST_RESOURCES_H
+#define REST_RESOURCES_H
+
+#include "rest_http.h"
+
+void rest_list_resources(rest_request *req);
+void rest_get_resource(rest_request *req);
+void rest_navigate(rest_request *req);
+void rest_instance_file(rest_request *req);
+void rest_instance_tags(rest_request *req);
+void rest_upload_instance(rest_request *req);
+
+/* /system, /statistics, /changes (rest_system.c) */
+void rest_system(rest_request *req);
+void rest_statistics(rest_request *req);
+void rest_changes(rest_request *req);
+
+#endif

@@ -1,0 +1,134 @@
+/* /system, /statistics and /changes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "rest_resources.h"
+
+#define TESSERA_VERSION "0.1.0"
+/* The Orthanc release whose REST API we answer like; clients compare it to
+ * decide which routes they may use. */
+#define ORTHANC_API_VERSION "1.10.1"
+#define ORTHANC_API_LEVEL 18
+
+void rest_system(rest_request *req)
+{
+    json_t *b = json_object();
+    json_object_set_new(b, "ApiVersion", json_integer(ORTHANC_API_LEVEL));
+    json_object_set_new(b, "CheckRevisions", json_true());
+    json_object_set_new(b, "DatabaseBackendPlugin", json_null());
+    json_object_set_new(b, "DatabaseVersion", json_integer(6));
+    json_object_set_new(b, "DicomAet", json_string(ts_config_str("TESSERA_DICOM_AET")));
+    json_object_set_new(b, "DicomPort", json_integer(ts_config_int("TESSERA_DICOM_PORT")));
+    json_object_set_new(b, "HttpPort", json_integer(ts_config_int("TESSERA_HTTP_PORT")));
+    json_object_set_new(b, "IsHttpServerSecure", json_false());
+    json_object_set_new(b, "Name", json_string(ts_config_str("TESSERA_NAME")));
+    json_object_set_new(b, "PluginsEnabled", json_false());
+    json_object_set_new(b, "StorageAreaPlugin", json_null());
+    json_object_set_new(b, "Version", json_string(ORTHANC_API_VERSION));
+    json_object_set_new(b, "TesseraVersion", json_string(TESSERA_VERSION));
+    rest_reply_json(req, 200, b);
+}
+
+typedef struct text_result {
+    const ts_db_stmt *stmt;
+    const char *const *params;
+    char *text;
+} text_result;
+
+static int text_txn(ts_db *db, void *arg, ts_err *err)
+{
+    text_result *t = arg;
+    PGresult *res;
+    int rc = ts_db_exec(db, t->stmt, t->params, &res, err);
+    if (rc)
+        return rc;
+    free(t->text);
+    t->text = strdup(PQntuples(res) && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : "null");
+    PQclear(res);
+    return 0;
+}
+
+static void reply_query(rest_request *req, const ts_db_stmt *stmt, const char *const *params)
+{
+    text_result t = {stmt, params, NULL};
+    ts_err err;
+    int rc = ts_db_transaction(req->ctx->db, TS_DB_READ, text_txn, &t, &err);
+    if (rc)
+        rest_reply_failure(req, rc, err.msg);
+    else
+        rest_reply_json_text(req, 200, t.text, strlen(t.text));
+    free(t.text);
+}
+
+/* Counts only what is indexed; sizes from the attachments. */
+static const ts_db_stmt statistics = {
+    "rest_statistics",
+    "SELECT jsonb_build_object("
+    " 'CountPatients', (SELECT count(*) FROM resources WHERE level = 0),"
+    " 'CountStudies', (SELECT count(*) FROM resources WHERE level = 1),"
+    " 'CountSeries', (SELECT count(*) FROM resources WHERE level = 2),"
+    " 'CountInstances', (SELECT count(*) FROM resources WHERE level = 3),"
+    " 'TotalDiskSize', s.disk::text, 'TotalDiskSizeMB', s.disk / 1048576,"
+    " 'TotalUncompressedSize', s.raw::text, 'TotalUncompressedSizeMB', s.raw / 1048576)"
+    " FROM (SELECT coalesce(sum(compressed_size), 0)::bigint AS disk,"
+    "              coalesce(sum(uncompressed_size), 0)::bigint AS raw FROM attachments) s",
+    0};
+
+void rest_statistics(rest_request *req)
+{
+    reply_query(req, &statistics, NULL);
+}
+
+static const ts_db_stmt changes = {
+    "rest_changes",
+    "WITH c AS (SELECT seq, change_type, level, public_id, created_at FROM changes"
+    "           WHERE seq > $1::bigint ORDER BY seq LIMIT $2::bigint + 1),"
+    " page AS (SELECT * FROM c ORDER BY seq LIMIT $2::bigint)"
+    " SELECT jsonb_build_object("
+    " 'Changes', coalesce((SELECT jsonb_agg(jsonb_build_object("
+    "    'ChangeType', change_type, 'Date', tessera_orthanc_time(created_at),"
+    "    'ID', public_id,"
+    "    'Path', '/' || (ARRAY['patients','studies','series','instances'])[level + 1] || '/' || public_id,"
+    "    'ResourceType', (ARRAY['Patient','Study','Series','Instance'])[level + 1],"
+    "    'Seq', seq) ORDER BY seq) FROM page), '[]'),"
+    " 'Done', (SELECT count(*) FROM c) <= $2::bigint,"
+    " 'Last', coalesce((SELECT max(seq) FROM page),"
+    "                  CASE WHEN $1::bigint > 0 THEN $1::bigint"
+    "                       ELSE (SELECT coalesce(max(seq), 0) FROM changes) END))",
+    2};
+
+static const ts_db_stmt last_change = {
+    "rest_last_change",
+    "SELECT jsonb_build_object('Changes', coalesce((SELECT jsonb_agg(jsonb_build_object("
+    "    'ChangeType', change_type, 'Date', tessera_orthanc_time(created_at),"
+    "    'ID', public_id,"
+    "    'Path', '/' || (ARRAY['patients','studies','series','instances'])[level + 1] || '/' || public_id,"
+    "    'ResourceType', (ARRAY['Patient','Study','Series','Instance'])[level + 1],"
+    "    'Seq', seq)) FROM (SELECT * FROM changes ORDER BY seq DESC LIMIT 1) l), '[]'),"
+    " 'Done', true, 'Last', (SELECT coalesce(max(seq), 0) FROM changes))",
+    0};
+
+/* GET /changes [?since=N] [?limit=N] [?last] */
+void rest_changes(rest_request *req)
+{
+    if (rest_flag(req, "last")) {
+        reply_query(req, &last_change, NULL);
+        return;
+    }
+    long since = rest_arg_long(req, "since", 0);
+    long limit = rest_arg_long(req, "limit", 100);
+    if (since < 0 || limit < 0) {
+        rest_reply_error(req, 400, 8, "Bad request", "since and limit must be non-negative integers");
+        return;
+    }
+    if (limit > 10000)
+        limit = 10000;
+    char since_s[24], limit_s[24];
+    snprintf(since_s, sizeof(since_s), "%ld", since);
+    snprintf(limit_s, sizeof(limit_s), "%ld", limit);
+    const char *params[] = {since_s, limit_s};
+    reply_query(req, &changes, params);
+}

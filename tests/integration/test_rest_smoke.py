@@ -1,0 +1,114 @@
+"""The REST service end to end: upload through ingest's bus, read back,
+navigate, errors. (Answers compared field by field with a real Orthanc live
+in test_rest.py.)"""
+import json
+import urllib.error
+import urllib.request
+
+from conftest import PYDICOM_FILES, storescu
+
+
+def http(rest, method, path, body=None, headers=None):
+    req = urllib.request.Request(rest.url + path, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def get_json(rest, path):
+    status, body, _ = http(rest, "GET", path)
+    assert status == 200, (path, status, body)
+    return json.loads(body)
+
+
+def test_upload_read_navigate(cluster):
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing)
+    data = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
+    status, body, _ = http(rest, "POST", "/instances", data)
+    assert status == 200, body
+    up = json.loads(body)
+    assert up["Status"] == "Success" and up["Path"] == "/instances/" + up["ID"]
+    status, body, _ = http(rest, "POST", "/instances", data)
+    assert json.loads(body)["Status"] == "AlreadyStored"
+
+    assert get_json(rest, "/instances") == [up["ID"]]
+    inst = get_json(rest, "/instances/" + up["ID"])
+    assert inst["Type"] == "Instance" and inst["ParentSeries"] == up["ParentSeries"]
+    assert inst["FileSize"] == len(data) and inst["IndexInSeries"] == 1
+    study = get_json(rest, "/studies/" + up["ParentStudy"])
+    assert study["ParentPatient"] == up["ParentPatient"] and study["Series"] == [up["ParentSeries"]]
+    assert study["PatientMainDicomTags"]["PatientID"]
+    assert [s["ID"] for s in get_json(rest, f"/studies/{up['ParentStudy']}/series")] == [
+        up["ParentSeries"]]
+    assert get_json(rest, f"/instances/{up['ID']}/patient")["ID"] == up["ParentPatient"]
+    assert get_json(rest, f"/instances/{up['ID']}/series")["ID"] == up["ParentSeries"]
+    assert [i["ID"] for i in get_json(rest, f"/patients/{up['ParentPatient']}/instances")] == [
+        up["ID"]]
+
+    status, body, headers = http(rest, "GET", f"/instances/{up['ID']}/file")
+    assert status == 200 and body == data and headers["Content-Type"] == "application/dicom"
+    tags = get_json(rest, f"/instances/{up['ID']}/tags")
+    assert tags["0010,0010"]["Name"] == "PatientName"
+    simple = get_json(rest, f"/instances/{up['ID']}/simplified-tags")
+    assert simple["SOPInstanceUID"] == inst["MainDicomTags"]["SOPInstanceUID"]
+    assert get_json(rest, f"/instances/{up['ID']}/tags?simplify") == simple
+
+    stats = get_json(rest, "/statistics")
+    assert (stats["CountPatients"], stats["CountStudies"], stats["CountSeries"],
+            stats["CountInstances"]) == (1, 1, 1, 1)
+    assert stats["TotalDiskSize"] == str(len(data))
+    changes = get_json(rest, "/changes")
+    assert [c["ChangeType"] for c in changes["Changes"]] == [
+        "NewInstance", "NewSeries", "NewStudy", "NewPatient"]
+    assert changes["Done"] is True and changes["Last"] == changes["Changes"][-1]["Seq"]
+    system = get_json(rest, "/system")
+    assert system["CheckRevisions"] is True and system["DicomAet"] == "TESSERA"
+
+
+def test_lists_expand_since_limit(cluster, tmp_path):
+    from test_ingest import make_series
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing)
+    rc, out = storescu(ing, make_series(tmp_path, 5))
+    assert rc == 0, out
+    ids = get_json(rest, "/instances")
+    assert len(ids) == 5
+    assert get_json(rest, "/instances?since=1&limit=2") == ids[1:3]
+    expanded = get_json(rest, "/instances?expand")
+    assert [i["ID"] for i in expanded] == ids
+    assert sorted(i["IndexInSeries"] for i in expanded) == [1, 2, 3, 4, 5]
+    status, body, _ = http(rest, "GET", "/instances?limit=abc")
+    assert status == 400
+
+
+def test_errors_look_like_orthancs(cluster):
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing)
+    status, body, _ = http(rest, "GET", "/studies/" + "0" * 8 + "-00000000" * 4)
+    assert status == 404
+    err = json.loads(body)
+    assert err["HttpStatus"] == 404 and err["OrthancError"] == "Unknown resource"
+    assert err["Method"] == "GET" and err["Uri"].startswith("/studies/")
+    status, body, _ = http(rest, "GET", "/studies/../../etc/passwd")
+    assert status == 404
+    status, _, headers = http(rest, "DELETE", "/system")
+    assert status == 405 and headers["Allow"] == "GET"
+    status, body, _ = http(rest, "POST", "/instances", b"not dicom at all" * 10)
+    assert status == 400 and json.loads(body)["OrthancError"] == "Bad file format"
+    status, body, _ = http(rest, "POST", "/instances", b"")
+    assert status == 400
+    assert cluster.sql("SELECT count(*) FROM resources")[0][0] == 0
+    assert cluster.stored_files() == [] and cluster.temp_files() == []
+
+
+def test_upload_over_the_size_limit_is_refused(cluster):
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing, TESSERA_MAX_INSTANCE_SIZE=20000)
+    data = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
+    assert len(data) > 20000
+    status, body, _ = http(rest, "POST", "/instances", data)
+    assert status == 413, body
+    assert cluster.sql("SELECT count(*) FROM resources")[0][0] == 0
