@@ -133,9 +133,10 @@ static bool on_path(const char *prog)
     return found;
 }
 
-/* Starts storescp with the given transfer syntax option ("+xa", "+xi") on a
- * free port, writing into f->out, and waits until it listens. */
-static void start_storescp(fixture *f, const char *syntax_option)
+/* Starts storescp with the given transfer syntax option ("+xa", "+xi") and one
+ * more option (or NULL) on a free port, writing into f->out, and waits until it
+ * listens. */
+static void start_storescp2(fixture *f, const char *syntax_option, const char *extra)
 {
     f->port = free_port();
     char port[16], log[PATH_MAX];
@@ -150,8 +151,12 @@ static void start_storescp(fixture *f, const char *syntax_option)
             dup2(fd, 2);
         }
         setenv("TCP_NODELAY", "1", 1);
-        execlp("storescp", "storescp", "-aet", "STORESCP", syntax_option, "-od", f->out, port,
-               (char *)NULL);
+        if (extra)
+            execlp("storescp", "storescp", "-v", "-aet", "STORESCP", syntax_option, extra, "-od", f->out,
+                   port, (char *)NULL);
+        else
+            execlp("storescp", "storescp", "-v", "-aet", "STORESCP", syntax_option, "-od", f->out, port,
+                   (char *)NULL);
         _exit(127);
     }
     f->pid = pid;
@@ -166,6 +171,11 @@ static void start_storescp(fixture *f, const char *syntax_option)
         usleep(50 * 1000);
     }
     fail_msg("storescp did not listen on port %d within 5 s", f->port);
+}
+
+static void start_storescp(fixture *f, const char *syntax_option)
+{
+    start_storescp2(f, syntax_option, NULL);
 }
 
 static void stop_storescp(fixture *f)
@@ -332,6 +342,73 @@ static void test_store_nothing_to_send(void **state)
     assert_int_equal(ts_dicom_store_files(&peer, NULL, 0, NULL, &err), 0);
     assert_int_equal(ts_dicom_store_files(&peer, paths, 1, statuses, &err), 0);
     assert_int_equal(statuses[0], 0xFFFF);
+}
+
+/* Replaces every occurrence of from by to (same length) in buf. */
+static void patch_all(char *buf, size_t len, const char *from, const char *to, size_t n)
+{
+    for (char *p = buf; (p = memmem(p, len - (size_t)(p - buf), from, n)); p += n)
+        memcpy(p, to, n);
+}
+
+/* More SOP classes than one association can carry contexts for (each
+ * uncompressed file needs 2 of the 128): the files go over two associations,
+ * and every one arrives. The files are CT_small with its SOP class and
+ * instance UIDs rewritten in place (same lengths); storescp -pm accepts any
+ * SOP class. */
+static void test_store_more_contexts_than_one_association_holds(void **state)
+{
+    fixture *f = *state;
+    enum { N = 65 };
+    FILE *in = fopen(CT_FILE, "rb");
+    assert_non_null(in);
+    static char orig[1 << 16], buf[1 << 16];
+    size_t len = fread(orig, 1, sizeof(orig), in);
+    fclose(in);
+    assert_true(len > 0 && len < sizeof(orig));
+    char paths_buf[N][PATH_MAX];
+    const char *paths[N];
+    for (int i = 0; i < N; i++) {
+        memcpy(buf, orig, len);
+        char cls[27], uid[49];
+        snprintf(cls, sizeof(cls), "1.2.840.99999.1.1.1.1.1.%02d", 10 + i);
+        patch_all(buf, len, "1.2.840.10008.5.1.4.1.1.2", cls, 26); /* with its NUL pad */
+        snprintf(uid, sizeof(uid), "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.123%02d", 10 + i);
+        patch_all(buf, len, CT_UID, uid, 48);
+        xsnprintf(paths_buf[i], sizeof(paths_buf[i]), "%s/in-%02d.dcm", f->base, i);
+        FILE *out = fopen(paths_buf[i], "wb");
+        assert_non_null(out);
+        assert_int_equal(fwrite(buf, 1, len, out), len);
+        fclose(out);
+        paths[i] = paths_buf[i];
+    }
+    start_storescp2(f, "+xa", "-pm");
+    ts_dicom_peer peer = peer_of("STORESCP", f->port);
+    uint16_t statuses[N];
+    ts_err err = {0};
+    int rc = ts_dicom_store_files(&peer, paths, N, statuses, &err);
+    if (rc)
+        fail_msg("store failed: %s", err.msg);
+    for (int i = 0; i < N; i++)
+        if (statuses[i] != 0)
+            fail_msg("file %d: status 0x%04x", i, statuses[i]);
+    size_t files = 0;
+    DIR *d = opendir(f->out);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        files += e->d_name[0] != '.';
+    closedir(d);
+    assert_int_equal(files, N);
+    /* storescp logs one "Association Acknowledged" per association it accepted. */
+    char log[PATH_MAX], line[512];
+    xsnprintf(log, sizeof(log), "%s/storescp.log", f->base);
+    FILE *lf = fopen(log, "r");
+    assert_non_null(lf);
+    int assocs = 0;
+    while (fgets(line, sizeof(line), lf))
+        assocs += strstr(line, "Association Acknowledged") != NULL;
+    fclose(lf);
+    assert_int_equal(assocs, 2);
 }
 
 /* ---- errors a user sees ---------------------------------------------------- */
@@ -514,6 +591,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_echo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_keeps_each_files_syntax, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_falls_back_to_implicit_le, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_more_contexts_than_one_association_holds, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_store_nothing_to_send, setup, teardown),
         cmocka_unit_test_setup_teardown(test_echo_closed_port, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_closed_port, setup, teardown),
