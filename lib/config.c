@@ -48,6 +48,8 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_HTTP_PORT", TS_CFG_INT, "8042", 1, 65535, NULL, "HTTP port of rest"},
     {"TESSERA_HTTP_MAX_CONNECTIONS", TS_CFG_INT, "64", 1, 10000, NULL,
      "concurrent HTTP connections per rest process (one thread each)"},
+    {"TESSERA_USER_METADATA", TS_CFG_STRING, "", 0, 0, NULL,
+     "user metadata names and numbers, e.g. \"Comment=1024,Reviewer=1025\" (Orthanc's UserMetadata)"},
     {"TESSERA_NAME", TS_CFG_STRING, "Tessera", 0, 0, NULL, "the Name in GET /system"},
     {"TESSERA_STABLE_AGE", TS_CFG_INT, "60", 1, 86400, NULL,
      "seconds without a new instance after which a patient/study/series is stable"},

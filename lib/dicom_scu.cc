@@ -19,7 +19,8 @@
 
 #include "log.h"
 
-namespace {
+namespace
+{
 
 // Odd presentation context ids 1..255: an association carries 128 at most.
 const size_t MAX_CONTEXTS = 128;
@@ -38,8 +39,9 @@ bool is_timeout(const OFCondition &cond)
     return cond == DUL_READTIMEOUT || cond == DIMSE_NODATAAVAILABLE;
 }
 
-class Scu : public DcmSCU {
-public:
+class Scu : public DcmSCU
+{
+  public:
     explicit Scu(const ts_dicom_peer *peer)
     {
         setAETitle(peer->our_aet && *peer->our_aet ? peer->our_aet : "TESSERA");
@@ -188,8 +190,8 @@ int store_batch(const ts_dicom_peer *peer, const char *const *paths,
         return rc;
     for (size_t i : files) {
         const FileInfo &f = infos[i];
-        T_ASC_PresentationContextID pcid = scu.findPresentationContextID(f.sop_class.c_str(),
-                                                                          f.syntax.c_str());
+        T_ASC_PresentationContextID pcid =
+            scu.findPresentationContextID(f.sop_class.c_str(), f.syntax.c_str());
         if (pcid == 0 && f.uncompressed) {
             pcid = scu.findPresentationContextID(f.sop_class.c_str(),
                                                  UID_LittleEndianExplicitTransferSyntax);
@@ -199,8 +201,8 @@ int store_batch(const ts_dicom_peer *peer, const char *const *paths,
         }
         if (pcid == 0) {
             ts_warn("file not sent: the peer refused its SOP class or transfer syntax",
-                    "peer=%s path=\"%s\" sop_class=%s syntax=%s", peer_name(peer).c_str(),
-                    paths[i], f.sop_class.c_str(), f.syntax.c_str());
+                    "peer=%s path=\"%s\" sop_class=%s syntax=%s", peer_name(peer).c_str(), paths[i],
+                    f.sop_class.c_str(), f.syntax.c_str());
             continue;
         }
         Uint16 status = NOT_SENT;
@@ -242,7 +244,8 @@ extern "C" int ts_dicom_echo(const ts_dicom_peer *peer, ts_err *err)
     int rc = open_association(scu, "echo", peer, err);
     if (rc)
         return rc;
-    T_ASC_PresentationContextID pcid = scu.findAnyPresentationContextID(UID_VerificationSOPClass, "");
+    T_ASC_PresentationContextID pcid =
+        scu.findAnyPresentationContextID(UID_VerificationSOPClass, "");
     Uint16 status = NOT_SENT;
     OFCondition cond = scu.echo(pcid, status);
     if (cond.bad()) {

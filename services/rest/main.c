@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "migrate.h"
 #include "rest_http.h"
+#include "rest_metadata.h"
 #include "rest_resources.h"
 #include "service.h"
 #include "store.h"
@@ -46,6 +47,22 @@ static const rest_route routes[] = {
     {"GET", "/instances/*/patient", rest_navigate},
     {"GET", "/instances/*/study", rest_navigate},
     {"GET", "/instances/*/series", rest_navigate},
+    {"GET", "/patients/*/metadata", rest_list_metadata},
+    {"GET", "/patients/*/metadata/*", rest_get_metadata},
+    {"PUT", "/patients/*/metadata/*", rest_put_metadata},
+    {"DELETE", "/patients/*/metadata/*", rest_delete_metadata},
+    {"GET", "/studies/*/metadata", rest_list_metadata},
+    {"GET", "/studies/*/metadata/*", rest_get_metadata},
+    {"PUT", "/studies/*/metadata/*", rest_put_metadata},
+    {"DELETE", "/studies/*/metadata/*", rest_delete_metadata},
+    {"GET", "/series/*/metadata", rest_list_metadata},
+    {"GET", "/series/*/metadata/*", rest_get_metadata},
+    {"PUT", "/series/*/metadata/*", rest_put_metadata},
+    {"DELETE", "/series/*/metadata/*", rest_delete_metadata},
+    {"GET", "/instances/*/metadata", rest_list_metadata},
+    {"GET", "/instances/*/metadata/*", rest_get_metadata},
+    {"PUT", "/instances/*/metadata/*", rest_put_metadata},
+    {"DELETE", "/instances/*/metadata/*", rest_delete_metadata},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

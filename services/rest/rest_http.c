@@ -99,6 +99,21 @@ void rest_reply_json_text(rest_request *req, int status, const char *text, size_
     set_content(req, status, copy, len, "application/json; charset=utf-8");
 }
 
+const char *rest_header(rest_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+void rest_reply_text(rest_request *req, int status, const char *text, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (!copy)
+        abort();
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    set_content(req, status, copy, len, "text/plain; charset=utf-8");
+}
+
 void rest_reply_file(rest_request *req, int fd, size_t size, const char *content_type)
 {
     set_content(req, 200, NULL, size, content_type);
@@ -226,6 +241,8 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
         return MHD_NO;
     if (req->content_type)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
+    if (req->etag[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, req->etag);
     if (req->allow) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
         free((char *)req->allow);

@@ -40,7 +40,11 @@ typedef struct rest_request {
     int content_fd; /* when >= 0, the body is this file (content_len bytes) */
     const char *content_type;
     const char *allow; /* for 405 */
+    char etag[64];     /* sent as ETag when not empty */
 } rest_request;
+
+/* A request header, or NULL. */
+const char *rest_header(rest_request *req, const char *name);
 
 /* A query-string argument, or NULL. */
 const char *rest_arg(rest_request *req, const char *name);
@@ -53,6 +57,8 @@ long rest_arg_long(rest_request *req, const char *name, long def);
 void rest_reply_json(rest_request *req, int status, json_t *body);
 /* A JSON text that is already built (from PostgreSQL). */
 void rest_reply_json_text(rest_request *req, int status, const char *text, size_t len);
+/* A text body (text/plain), e.g. a metadata value. */
+void rest_reply_text(rest_request *req, int status, const char *text, size_t len);
 void rest_reply_file(rest_request *req, int fd, size_t size, const char *content_type);
 
 /* Orthanc's error body: {"HttpError", "HttpStatus", "Message", "Method",

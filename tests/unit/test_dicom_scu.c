@@ -34,11 +34,11 @@
 #define DICOM_DIR TS_TEST_DATA "/dicom"
 
 /* Three files, three SOP classes, three transfer syntaxes. */
-#define CT_FILE DICOM_DIR "/CT_small.dcm"                /* CT, Explicit VR LE */
+#define CT_FILE DICOM_DIR "/CT_small.dcm" /* CT, Explicit VR LE */
 #define CT_UID "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
-#define MR_BE_FILE DICOM_DIR "/MR_small_bigendian.dcm"   /* MR, Explicit VR BE */
+#define MR_BE_FILE DICOM_DIR "/MR_small_bigendian.dcm" /* MR, Explicit VR BE */
 #define MR_UID "1.3.6.1.4.1.5962.1.1.4.1.1.20040826185059.5457"
-#define JPEG_FILE DICOM_DIR "/JPEG-lossy.dcm"            /* SC, JPEG process 2+4 */
+#define JPEG_FILE DICOM_DIR "/JPEG-lossy.dcm" /* SC, JPEG process 2+4 */
 #define JPEG_UID "1.3.6.1.4.1.5962.1.1.8.1.5.20040826185059.5457"
 
 #define UID_EXPLICIT_LE "1.2.840.10008.1.2.1"
@@ -152,11 +152,11 @@ static void start_storescp2(fixture *f, const char *syntax_option, const char *e
         }
         setenv("TCP_NODELAY", "1", 1);
         if (extra)
-            execlp("storescp", "storescp", "-v", "-aet", "STORESCP", syntax_option, extra, "-od", f->out,
-                   port, (char *)NULL);
+            execlp("storescp", "storescp", "-v", "-aet", "STORESCP", syntax_option, extra, "-od",
+                   f->out, port, (char *)NULL);
         else
-            execlp("storescp", "storescp", "-v", "-aet", "STORESCP", syntax_option, "-od", f->out, port,
-                   (char *)NULL);
+            execlp("storescp", "storescp", "-v", "-aet", "STORESCP", syntax_option, "-od", f->out,
+                   port, (char *)NULL);
         _exit(127);
     }
     f->pid = pid;
@@ -214,8 +214,8 @@ static int teardown(void **state)
 
 static ts_dicom_peer peer_of(const char *aet, int port)
 {
-    ts_dicom_peer p = {.our_aet = "TESSERA", .aet = aet, .host = "127.0.0.1", .port = port,
-                       .timeout_s = 10};
+    ts_dicom_peer p = {
+        .our_aet = "TESSERA", .aet = aet, .host = "127.0.0.1", .port = port, .timeout_s = 10};
     return p;
 }
 
@@ -480,8 +480,8 @@ static void test_echo_silent_peer_times_out(void **state)
 typedef struct {
     char dir[PATH_MAX];
     int counter;
-    unsigned sleep_ms;   /* before answering a C-STORE */
-    uint16_t status;     /* what C-STORE answers */
+    unsigned sleep_ms; /* before answering a C-STORE */
+    uint16_t status;   /* what C-STORE answers */
     ts_dicom_scp *scp;
     pthread_t thread;
 } own_scp;
@@ -515,8 +515,12 @@ static void *own_run(void *arg)
 static int own_start(own_scp *s, const fixture *f, int port)
 {
     xsnprintf(s->dir, sizeof(s->dir), "%s", f->base);
-    ts_dicom_scp_config cfg = {.aet = "OWNSCP", .port = port, .max_associations = 4,
-                               .max_pdu = 65536, .timeout_s = 10, .check_called_aet = true};
+    ts_dicom_scp_config cfg = {.aet = "OWNSCP",
+                               .port = port,
+                               .max_associations = 4,
+                               .max_pdu = 65536,
+                               .timeout_s = 10,
+                               .check_called_aet = true};
     ts_dicom_scp_callbacks cb = {.user = s, .temp_path = own_temp_path, .store = own_store};
     ts_err err = {0};
     if (ts_dicom_scp_new(&cfg, &cb, &s->scp, &err) != 0) {

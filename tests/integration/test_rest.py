@@ -1,0 +1,549 @@
+"""Tessera's REST answers compared with a real Orthanc 1.10.1 (orthanc.py) that holds
+the same files, stored in the same order: POST /instances to both for most files,
+storescu to both (ingest's DICOM port / Orthanc's DICOM port) for some.
+
+Differences from Orthanc that these tests normalise, and why:
+- LastUpdate (patients, studies, series) and the "Date" of each change: wall-clock
+  times of the two servers' own receptions, never equal.
+- FileUuid (instances) and the filename="<uuid>.dcm" of Content-Disposition on
+  /instances/{id}/file: each server names its stored file with a random UUID.
+- IsStable: depends on the time since the last instance arrived (StableAge); the two
+  servers received the files at different moments. Only its presence and its type
+  (bool) are compared.
+- Seq in /changes (and hence the value of "Last"): sequence numbers come from each
+  server's own change log (a PostgreSQL sequence in Tessera); only their order and
+  their consistency with "Last" are compared, never their values.
+- Order of the keys of every JSON object (compared as dicts), the order of the
+  child lists Studies / Series / Instances and of the top-level lists /patients,
+  /studies, /series, /instances (compared as sets; paging with since/limit is
+  compared by page sizes and by consistency with the server's own full list).
+- "Details" of error bodies: compared only where it is a fixed sentence of Orthanc's
+  (missing since/limit, empty upload, unparsable upload); elsewhere only its
+  presence is compared.
+- /statistics sizes (TotalDiskSize...): only their types; Count* are compared.
+- /system: only the keys and types listed in the brief, plus CheckRevisions true
+  (the reference Orthanc is started with CheckRevisions true as well).
+- Instances received by C-STORE: the file meta header is written by the receiver
+  (implementation class UID / version name of its dcmtk), so FileSize and the
+  bytes of /file are not compared for them; /file must still hold the same dataset.
+Nothing else is normalised: everything else must be byte-for-byte Orthanc's JSON.
+"""
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pydicom
+import pytest
+
+from conftest import PYDICOM_FILES, ROOT, Cluster, storescu
+from orthanc import Orthanc, http, orthanc  # noqa: F401  (orthanc is a fixture)
+from test_ingest import make_series
+
+DATA = ROOT / "tests/data/dicom"
+UPLOADED = [DATA / "CT_small.dcm", DATA / "MR_small.dcm", DATA / "rtplan.dcm",
+            PYDICOM_FILES / "JPEG2000.dcm", DATA / "chrRuss.dcm"]
+ZERO_ID = "00000000-00000000-00000000-00000000-00000000"
+LEVELS = ["patients", "studies", "series", "instances"]
+VOLATILE = {"LastUpdate", "FileUuid", "IsStable"}
+
+
+# ----------------------------------------------------------------------------------
+# Servers
+
+
+class Server:
+    """A uniform face over Orthanc and tessera-rest."""
+
+    def __init__(self, name, url):
+        self.name, self.url = name, url
+
+    def req(self, method, path, body=None, headers=None):
+        return http(self.url, method, path, body, headers)
+
+    def get(self, path):
+        status, body, _ = self.req("GET", path)
+        assert status == 200, (self.name, path, status, body[:2000])
+        return json.loads(body)
+
+    def upload(self, data):
+        status, body, _ = self.req("POST", "/instances", data)
+        assert status == 200, (self.name, status, body[:2000])
+        return json.loads(body)
+
+
+def start_tessera(cluster):
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing)
+    return ing, Server("tessera", rest.url)
+
+
+def check_logs(cluster):
+    for proc in cluster.ingests + cluster.rests:
+        log = proc.read_log()
+        assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
+
+
+@pytest.fixture(scope="module")
+def pair(postgres, tmp_path_factory):
+    """Orthanc and Tessera holding the same data set, stored in the same order:
+    5 files by POST, then a generated 5-instance series (2 by POST, 3 by C-STORE)."""
+    base = tmp_path_factory.mktemp("rest-pair")
+    base.chmod(0o755)
+    o = Orthanc(base / "orthanc").start()
+    (base / "tessera").mkdir()
+    cluster = Cluster(postgres, base / "tessera")
+    try:
+        ing, t = start_tessera(cluster)
+        ref = Server("orthanc", o.url)
+        series = make_series(base / "gen", 5, study_uid="1.2.826.0.1.3680043.8.498.77",
+                             patient="PAT-REST")
+        posted = UPLOADED + series[:2]
+        answers = {}
+        for f in posted:
+            data = f.read_bytes()
+            a, b = ref.upload(data), t.upload(data)
+            answers[f.name] = (a, b)
+        rc, out = storescu(SimpleNamespace(aet=o.aet, port=o.dicom_port), series[2:])
+        assert rc == 0, out
+        rc, out = storescu(ing, series[2:])
+        assert rc == 0, out
+        yield SimpleNamespace(ref=ref, t=t, orthanc=o, cluster=cluster, posted=posted,
+                              stored=series[2:], answers=answers)
+    finally:
+        cluster.stop()
+        o.stop()
+    check_logs(cluster)
+
+
+@pytest.fixture
+def fresh(postgres, tmp_path, orthanc):  # noqa: F811
+    """An empty Orthanc and an empty Tessera (ingest + rest)."""
+    tmp_path.chmod(0o755)
+    cluster = Cluster(postgres, tmp_path)
+    try:
+        ing, t = start_tessera(cluster)
+        yield SimpleNamespace(ref=Server("orthanc", orthanc.url), t=t, ing=ing,
+                              orthanc=orthanc, cluster=cluster)
+    finally:
+        cluster.stop()
+    check_logs(cluster)
+
+
+# ----------------------------------------------------------------------------------
+# Normalisation
+
+
+def norm(obj):
+    """A resource object with the volatile fields checked for type and removed, and
+    child lists sorted."""
+    assert isinstance(obj, dict), obj
+    out = {}
+    for k, v in obj.items():
+        if k in VOLATILE:
+            continue
+        if k in ("Studies", "Series", "Instances") and isinstance(v, list):
+            v = sorted(v)
+        out[k] = v
+    return out
+
+
+def volatile_shape(obj):
+    """Which volatile fields exist, with their types (compared, the values are not)."""
+    return {k: type(obj[k]).__name__ for k in VOLATILE if k in obj}
+
+
+def assert_same_resource(a, b, what):
+    assert volatile_shape(b) == volatile_shape(a), (what, volatile_shape(a), volatile_shape(b))
+    if "LastUpdate" in b:
+        assert re.fullmatch(r"\d{8}T\d{6}", b["LastUpdate"]), (what, b["LastUpdate"])
+    assert norm(b) == norm(a), (what, diff(norm(a), norm(b)))
+
+
+def assert_same_resource_list(a, b, what):
+    assert isinstance(b, list), (what, b)
+    assert sorted(x["ID"] for x in b) == sorted(x["ID"] for x in a), what
+    by_id = {x["ID"]: x for x in b}
+    for x in a:
+        assert_same_resource(x, by_id[x["ID"]], f"{what} {x['ID']}")
+
+
+def diff(a, b, path=""):
+    """Readable differences between two JSON values (for assertion messages)."""
+    out = []
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in b:
+                out.append(f"{path}/{k}: missing in tessera (orthanc: {a[k]!r:.200})")
+            elif k not in a:
+                out.append(f"{path}/{k}: extra in tessera ({b[k]!r:.200})")
+            else:
+                out += diff(a[k], b[k], f"{path}/{k}")
+    elif a != b:
+        out.append(f"{path}: orthanc {a!r:.300} != tessera {b!r:.300}")
+    return out[:40]
+
+
+def error_body(status, body):
+    """An error answer as (status, parsed JSON or raw bytes)."""
+    if not body:
+        return status, b""
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body
+
+
+def assert_same_error(ref, t, method, path, body=None, compare_details=False):
+    s1, b1, h1 = ref.req(method, path, body)
+    s2, b2, h2 = t.req(method, path, body)
+    what = (method, path)
+    assert s2 == s1, (what, s1, b1[:500], s2, b2[:500])
+    e1, e2 = error_body(s1, b1)[1], error_body(s2, b2)[1]
+    if isinstance(e1, dict):
+        assert isinstance(e2, dict), (what, e1, b2[:500])
+        assert sorted(e2) == sorted(e1), (what, e1, e2)
+        if not compare_details:
+            e1 = {k: v for k, v in e1.items() if k != "Details"}
+            e2 = {k: v for k, v in e2.items() if k != "Details"}
+        assert e2 == e1, (what, diff(e1, e2))
+    else:
+        # Orthanc answers some errors (unknown id on /{level}/{id}, 405) with no body
+        assert b2 == b1, (what, b1[:500], b2[:500])
+    if s1 == 405:
+        assert h2.get("Allow") == h1.get("Allow"), (what, h1.get("Allow"), h2.get("Allow"))
+    return s1, e1
+
+
+# ----------------------------------------------------------------------------------
+# /system, /statistics
+
+
+def test_system(pair):
+    ref, t = pair.ref.get("/system"), pair.t.get("/system")
+    for key, typ in [("Name", str), ("Version", str), ("ApiVersion", int), ("DicomAet", str),
+                     ("DicomPort", int), ("HttpPort", int), ("CheckRevisions", bool)]:
+        assert isinstance(ref[key], typ), (key, ref)
+        assert isinstance(t.get(key), typ), (key, t)
+    assert t["CheckRevisions"] is True
+    assert t["HttpPort"] == int(pair.t.url.rsplit(":", 1)[1])
+
+
+def test_statistics(pair):
+    ref, t = pair.ref.get("/statistics"), pair.t.get("/statistics")
+    for k in ("CountPatients", "CountStudies", "CountSeries", "CountInstances"):
+        assert t[k] == ref[k], (k, ref, t)
+    assert ref["CountInstances"] == len(pair.posted) + len(pair.stored)
+    assert {k: type(v) for k, v in t.items()} == {k: type(v) for k, v in ref.items()}, (ref, t)
+    assert int(t["TotalDiskSize"]) > 0 and int(t["TotalUncompressedSize"]) > 0
+
+
+# ----------------------------------------------------------------------------------
+# Lists
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_list_ids(pair, level):
+    ref, t = pair.ref.get("/" + level), pair.t.get("/" + level)
+    assert all(isinstance(x, str) for x in t), t
+    assert len(t) == len(set(t))
+    assert set(t) == set(ref), (level, sorted(ref), sorted(t))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_list_expand(pair, level):
+    ref, t = pair.ref.get(f"/{level}?expand"), pair.t.get(f"/{level}?expand")
+    assert_same_resource_list(ref, t, level + "?expand")
+    # Orthanc expands whenever the argument is there, whatever its value
+    assert_same_resource_list(pair.ref.get(f"/{level}?expand=false"),
+                              pair.t.get(f"/{level}?expand=false"), level + "?expand=false")
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_list_since_limit(pair, level):
+    full_ref, full_t = pair.ref.get("/" + level), pair.t.get("/" + level)
+    n = len(full_ref)
+    for since, limit in [(0, 1), (0, 2), (1, 2), (2, 100), (n - 1, 5), (n, 5), (n + 3, 1),
+                         (0, 0)]:
+        path = f"/{level}?since={since}&limit={limit}"
+        page_ref, page_t = pair.ref.get(path), pair.t.get(path)
+        assert len(page_t) == len(page_ref), (path, page_ref, page_t)
+        # since is an offset into the server's own list
+        assert page_t == full_t[since:since + limit], (path, full_t, page_t)
+    # pages of 2 cover the whole list once
+    pages = []
+    for since in range(0, n, 2):
+        pages += pair.t.get(f"/{level}?since={since}&limit=2")
+    assert pages == full_t
+    # with expand
+    path = f"/{level}?expand&since=1&limit=2"
+    page_ref, page_t = pair.ref.get(path), pair.t.get(path)
+    assert len(page_t) == len(page_ref)
+    assert [x["ID"] for x in page_t] == full_t[1:3]
+    by_id = {x["ID"]: x for x in pair.ref.get(f"/{level}?expand")}
+    for x in page_t:
+        assert_same_resource(by_id[x["ID"]], x, path)
+
+
+@pytest.mark.parametrize("query", ["limit=abc", "since=abc", "since=1", "limit=1",
+                                   "since=abc&limit=2", "since=1&limit=abc"])
+def test_list_bad_paging_arguments(pair, query):
+    # Orthanc 1.10.1: since and limit only work together; a bad number is a 400
+    for level in ("instances", "studies"):
+        assert_same_error(pair.ref, pair.t, "GET", f"/{level}?{query}", compare_details=True)
+
+
+# ----------------------------------------------------------------------------------
+# One resource and navigation
+
+
+def all_ids(pair):
+    return {level: pair.ref.get("/" + level) for level in LEVELS}
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_resource(pair, level):
+    for rid in pair.ref.get("/" + level):
+        ref, t = pair.ref.get(f"/{level}/{rid}"), pair.t.get(f"/{level}/{rid}")
+        assert_same_resource(ref, t, f"/{level}/{rid}")
+
+
+NAVIGATION = {
+    "patients": ["studies", "series", "instances"],
+    "studies": ["patient", "series", "instances"],
+    "series": ["patient", "study", "instances"],
+    "instances": ["patient", "study", "series"],
+}
+
+
+@pytest.mark.parametrize("level,child", [(lvl, c) for lvl, cs in NAVIGATION.items() for c in cs])
+def test_navigation(pair, level, child):
+    for rid in pair.ref.get("/" + level):
+        path = f"/{level}/{rid}/{child}"
+        ref, t = pair.ref.get(path), pair.t.get(path)
+        if isinstance(ref, list):
+            assert_same_resource_list(ref, t, path)
+        else:
+            assert_same_resource(ref, t, path)
+
+
+def test_instance_index_in_series_and_parents(pair):
+    inst = pair.t.get("/instances?expand")
+    gen = sorted((i for i in inst if i["MainDicomTags"].get("SOPInstanceUID", "").startswith(
+        "1.2.826.0.1.3680043.8.498.77.")), key=lambda i: i["IndexInSeries"])
+    assert [i["IndexInSeries"] for i in gen] == [1, 2, 3, 4, 5]
+    assert len({i["ParentSeries"] for i in gen}) == 1
+
+
+# ----------------------------------------------------------------------------------
+# Files and tags
+
+
+def test_file_is_the_uploaded_bytes(pair):
+    for f in pair.posted:
+        a, b = pair.answers[f.name]
+        data = f.read_bytes()
+        s1, body1, h1 = pair.ref.req("GET", f"/instances/{a['ID']}/file")
+        s2, body2, h2 = pair.t.req("GET", f"/instances/{b['ID']}/file")
+        assert (s1, s2) == (200, 200), (f, s1, s2, body2[:300])
+        assert body1 == data
+        assert body2 == data, f
+        assert h2.get("Content-Type") == h1.get("Content-Type") == "application/dicom"
+        pat = r'filename="[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.dcm"'
+        assert re.fullmatch(pat, h1.get("Content-Disposition", "")), h1
+        assert re.fullmatch(pat, h2.get("Content-Disposition", "")), h2
+
+
+def test_file_of_c_stored_instances_holds_the_dataset(pair):
+    for f in pair.stored:
+        sop = pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID
+        iid = next(i["ID"] for i in pair.ref.get("/instances?expand")
+                   if i["MainDicomTags"]["SOPInstanceUID"] == sop)
+        s, body, h = pair.t.req("GET", f"/instances/{iid}/file")
+        assert s == 200 and h.get("Content-Type") == "application/dicom"
+        tmp = Path(tempfile.mkdtemp())
+        try:
+            (tmp / "x.dcm").write_bytes(body)
+            got, sent = pydicom.dcmread(tmp / "x.dcm"), pydicom.dcmread(f)
+        finally:
+            shutil.rmtree(tmp)
+        assert got.SOPInstanceUID == sop
+        assert (got.pixel_array == sent.pixel_array).all()
+        t_size = pair.t.get(f"/instances/{iid}")["FileSize"]
+        assert t_size == len(body)
+
+
+@pytest.mark.parametrize("route", ["tags", "tags?simplify", "simplified-tags", "tags?short"])
+def test_tags(pair, route):
+    for iid in pair.ref.get("/instances"):
+        path = f"/instances/{iid}/{route}"
+        ref, t = pair.ref.get(path), pair.t.get(path)
+        assert t == ref, (path, diff(ref, t))
+
+
+def test_json_content_type(pair):
+    for path in ["/system", "/statistics", "/instances", "/changes"]:
+        _, _, h1 = pair.ref.req("GET", path)
+        _, _, h2 = pair.t.req("GET", path)
+        assert h2.get("Content-Type") == h1.get("Content-Type"), (path, h1, h2)
+
+
+# ----------------------------------------------------------------------------------
+# Uploads
+
+
+def test_post_answers(pair):
+    for f in pair.posted:
+        a, b = pair.answers[f.name]
+        assert set(b) == set(a) == {"ID", "ParentPatient", "ParentStudy", "ParentSeries",
+                                    "Path", "Status"}, (a, b)
+        assert b == a, (f, a, b)
+        assert a["Status"] == "Success"
+
+
+def test_post_again_is_already_stored(pair):
+    for f in pair.posted[:2] + pair.stored[:1]:
+        data = f.read_bytes()
+        a, b = pair.ref.upload(data), pair.t.upload(data)
+        assert b == a, (f, a, b)
+        assert a["Status"] == "AlreadyStored"
+    # nothing new was logged
+    assert pair.t.get("/statistics")["CountInstances"] == len(pair.posted) + len(pair.stored)
+
+
+@pytest.mark.parametrize("body", [b"not dicom at all" * 10, b"", b"DICM", b"\0" * 128 + b"DICM",
+                                  b"\0" * 200])
+def test_post_not_dicom(pair, body):
+    status, err = assert_same_error(pair.ref, pair.t, "POST", "/instances", body,
+                                    compare_details=True)
+    assert status == 400 and err["OrthancError"] == "Bad file format"
+
+
+def test_post_truncated_dicom(pair):
+    data = (DATA / "CT_small.dcm").read_bytes()[:3000]
+    assert_same_error(pair.ref, pair.t, "POST", "/instances", data)
+
+
+# ----------------------------------------------------------------------------------
+# Errors
+
+
+@pytest.mark.parametrize("path", [
+    *(f"/{level}/{ZERO_ID}" for level in LEVELS),
+    *(f"/{level}/{ZERO_ID}/{c}" for level, cs in NAVIGATION.items() for c in cs),
+    f"/instances/{ZERO_ID}/file", f"/instances/{ZERO_ID}/tags",
+    f"/instances/{ZERO_ID}/simplified-tags", f"/instances/{ZERO_ID}/tags?simplify",
+    "/studies/abc", "/studies/abc/series", "/instances/abc/file", "/patients/0/studies",
+    "/foo/bar", "/system/", "/systemx", "/studies/../../etc/passwd", "/instances/x/y/z/w",
+])
+def test_get_errors(pair, path):
+    status, _ = assert_same_error(pair.ref, pair.t, "GET", path)
+    assert status == 404
+
+
+def test_unknown_resource_error_body(pair):
+    status, err = assert_same_error(pair.ref, pair.t, "GET", f"/studies/{ZERO_ID}/series")
+    assert status == 404
+    assert set(err) == {"HttpError", "HttpStatus", "Message", "Method", "OrthancError",
+                        "OrthancStatus", "Uri"}
+
+
+@pytest.mark.parametrize("method,path", [
+    ("DELETE", "/system"), ("POST", "/system"), ("PUT", "/instances"),
+    ("DELETE", "/statistics"), ("POST", "/changes/1"), ("PUT", "/studies"),
+    ("POST", f"/studies/{ZERO_ID}/series"), ("DELETE", f"/instances/{ZERO_ID}/tags"),
+])
+def test_wrong_method(pair, method, path):
+    status, _ = assert_same_error(pair.ref, pair.t, method, path, body=b"" if method != "DELETE"
+                                  else None)
+    assert status == 405
+
+
+# ----------------------------------------------------------------------------------
+# Changes
+
+
+def changes_of(server, path="/changes?since=0&limit=100"):
+    return server.get(path)
+
+
+def assert_changes_match(ref_server, t_server, path):
+    ref, t = changes_of(ref_server, path), changes_of(t_server, path)
+    assert set(t) == set(ref) == {"Changes", "Done", "Last"}, (ref.keys(), t.keys())
+    key = lambda c: (c["ChangeType"], c["ResourceType"], c["ID"], c["Path"])  # noqa: E731
+    assert [key(c) for c in t["Changes"]] == [key(c) for c in ref["Changes"]], path
+    for c in t["Changes"]:
+        assert set(c) == {"ChangeType", "Date", "ID", "Path", "ResourceType", "Seq"}, c
+        assert isinstance(c["Seq"], int) and re.fullmatch(r"\d{8}T\d{6}", c["Date"]), c
+    seqs = [c["Seq"] for c in t["Changes"]]
+    assert seqs == sorted(set(seqs)), seqs
+    assert t["Done"] is ref["Done"], (path, ref["Done"], t["Done"])
+    if ref["Changes"]:
+        assert t["Last"] == seqs[-1], (path, t)
+    return ref, t
+
+
+def test_changes(pair):
+    ref, t = assert_changes_match(pair.ref, pair.t, "/changes?since=0&limit=100")
+    assert ref["Done"] is True
+    assert len(ref["Changes"]) > 10
+    last = t["Last"]
+    assert_changes_match(pair.ref, pair.t, "/changes")
+    # paging: since is a Seq (exclusive), so walk both logs page by page
+    ref_since = t_since = 0
+    while True:
+        ref_page = changes_of(pair.ref, f"/changes?since={ref_since}&limit=3")
+        t_page = changes_of(pair.t, f"/changes?since={t_since}&limit=3")
+        assert [(c["ChangeType"], c["ID"]) for c in t_page["Changes"]] == [
+            (c["ChangeType"], c["ID"]) for c in ref_page["Changes"]]
+        assert t_page["Done"] is ref_page["Done"]
+        if ref_page["Done"]:
+            break
+        assert t_page["Last"] == t_page["Changes"][-1]["Seq"]
+        ref_since, t_since = ref_page["Last"], t_page["Last"]
+    # past the end: empty, Done, Last is the newest Seq
+    ref_end = changes_of(pair.ref, "/changes?since=100000")
+    t_end = changes_of(pair.t, "/changes?since=100000000")
+    assert ref_end["Changes"] == t_end["Changes"] == []
+    assert t_end["Done"] is ref_end["Done"] is True
+    assert t_end["Last"] == last
+    # limit=0: empty, not Done, Last is the newest Seq
+    ref0, t0 = changes_of(pair.ref, "/changes?limit=0"), changes_of(pair.t, "/changes?limit=0")
+    assert t0["Changes"] == ref0["Changes"] == []
+    assert t0["Done"] is ref0["Done"]
+    assert t0["Last"] == last
+
+
+def test_changes_same_sequence_for_same_uploads(fresh, tmp_path):
+    """The exact sequence of change types for uploads in a known order, on empty servers."""
+    empty_ref, empty_t = changes_of(fresh.ref), changes_of(fresh.t)
+    assert empty_t == empty_ref  # {"Changes": [], "Done": true, "Last": 0}
+    series = make_series(tmp_path / "gen", 3, study_uid="1.2.826.0.1.3680043.8.498.88",
+                         patient="PAT-CHG")
+    for f in [DATA / "CT_small.dcm", series[0], series[1], DATA / "MR_small.dcm",
+              DATA / "CT_small.dcm"]:
+        data = f.read_bytes()
+        assert fresh.t.upload(data) == fresh.ref.upload(data)
+    rc, out = storescu(SimpleNamespace(aet=fresh.orthanc.aet, port=fresh.orthanc.dicom_port),
+                       series[2:])
+    assert rc == 0, out
+    rc, out = storescu(fresh.ing, series[2:])
+    assert rc == 0, out
+    ref, t = assert_changes_match(fresh.ref, fresh.t, "/changes?since=0&limit=100")
+    assert [c["ChangeType"] for c in ref["Changes"]] == [
+        "NewInstance", "NewSeries", "NewStudy", "NewPatient",
+        "NewInstance", "NewSeries", "NewStudy", "NewPatient",
+        "NewInstance",
+        "NewInstance", "NewSeries", "NewStudy", "NewPatient",
+        "NewInstance"]
+    assert_changes_match(fresh.ref, fresh.t, "/changes?since=0&limit=5")
+
+
+def test_empty_server(fresh):
+    for level in LEVELS:
+        assert fresh.t.get("/" + level) == fresh.ref.get("/" + level) == []
+        assert fresh.t.get(f"/{level}?expand") == []
+    ref, t = fresh.ref.get("/statistics"), fresh.t.get("/statistics")
+    assert t == ref, diff(ref, t)

@@ -1,0 +1,83 @@
+"""Metadata with revisions: ETag on read, If-Match to change or delete, 409 on
+a stale or missing revision; twenty clients over two rest processes racing on
+one metadata: every update applied exactly once or refused."""
+import json
+import threading
+
+from conftest import PYDICOM_FILES
+from test_rest_smoke import get_json, http
+
+
+def upload(rest):
+    status, body, _ = http(rest, "POST", "/instances", (PYDICOM_FILES / "CT_small.dcm").read_bytes())
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_metadata_revisions(cluster):
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing, TESSERA_USER_METADATA="Comment=1024")
+    up = upload(rest)
+    base = f"/instances/{up['ID']}/metadata"
+    names = get_json(rest, base)
+    assert "ReceptionDate" in names and "IndexInSeries" in names
+    assert get_json(rest, base + "?expand")["Origin"] == "RestApi"
+
+    status, body, h = http(rest, "PUT", base + "/Comment", b"first")
+    assert status == 200 and h["ETag"].startswith('"0-'), (status, body, h)
+    status, body, h = http(rest, "GET", base + "/1024")  # by number, too
+    assert (status, body) == (200, b"first") and h["ETag"].startswith('"0-')
+    # changing without If-Match, or with a stale one: 409 and nothing changes
+    status, body, _ = http(rest, "PUT", base + "/Comment", b"second")
+    assert status == 409 and json.loads(body)["HttpStatus"] == 409
+    status, _, _ = http(rest, "PUT", base + "/Comment", b"second", {"If-Match": '"7"'})
+    assert status == 409
+    assert http(rest, "GET", base + "/Comment")[1] == b"first"
+    status, _, h = http(rest, "PUT", base + "/Comment", b"second", {"If-Match": '"0"'})
+    assert status == 200 and h["ETag"].startswith('"1-')
+    etag = http(rest, "GET", base + "/Comment")[2]["ETag"]
+    status, _, _ = http(rest, "DELETE", base + "/Comment")
+    assert status == 409
+    status, _, _ = http(rest, "DELETE", base + "/Comment", headers={"If-Match": etag})
+    assert status == 200
+    assert http(rest, "GET", base + "/Comment")[0] == 404
+    # system metadata are read-only; unknown names and resources are errors
+    assert http(rest, "PUT", base + "/ReceptionDate", b"x")[0] == 400
+    assert http(rest, "GET", base + "/NoSuchName")[0] == 404
+    assert http(rest, "PUT", base + "/Comment", b"x", {"If-Match": "abc"})[0] == 400
+    assert http(rest, "GET", "/instances/" + "0" * 8 + "-00000000" * 4 + "/metadata")[0] == 404
+    study_meta = get_json(rest, f"/studies/{up['ParentStudy']}/metadata?expand")
+    assert len(study_meta["LastUpdate"]) == 15
+
+
+def test_twenty_clients_race_on_one_metadata(cluster):
+    ing = cluster.start_ingest()
+    rests = [cluster.start_rest(ing, TESSERA_USER_METADATA="Comment=1024") for _ in range(2)]
+    up = upload(rests[0])
+    path = f"/series/{up['ParentSeries']}/metadata/Comment"
+    assert http(rests[0], "PUT", path, b"start")[0] == 200
+    applied, refused, other = [], [], []
+    lock = threading.Lock()
+
+    def client(n):
+        rest = rests[n % 2]
+        for attempt in range(5):
+            status, _, headers = http(rest, "GET", path)
+            rev = headers["ETag"].strip('"').split("-")[0]
+            status, body, _ = http(rest, "PUT", path, f"client {n} try {attempt}".encode(),
+                                   {"If-Match": rev})
+            with lock:
+                (applied if status == 200 else refused if status == 409 else other).append(
+                    (status, body))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert other == []
+    assert len(applied) + len(refused) == 100
+    assert len(applied) >= 1
+    status, body, headers = http(rests[0], "GET", path)
+    assert int(headers["ETag"].strip('"').split("-")[0]) == len(applied)
+    print(f"applied {len(applied)}, refused {len(refused)}")
