@@ -339,3 +339,81 @@ void rest_upload_instance(rest_request *req)
     }
     protobuf_c_message_free_unpacked(reply, NULL);
 }
+
+/* ---- lookup and per-resource statistics ----------------------------------------- */
+
+static const ts_db_stmt lookup = {
+    "rest_lookup",
+    "SELECT coalesce(jsonb_agg(jsonb_build_object("
+    "  'ID', r.public_id,"
+    "  'Path', '/' || (ARRAY['patients','studies','series','instances'])[r.level + 1] || '/' || r.public_id,"
+    "  'Type', (ARRAY['Patient','Study','Series','Instance'])[r.level + 1]) ORDER BY r.level, r.id), '[]')"
+    " FROM resources r WHERE r.id IN ("
+    "  SELECT resource_id FROM patients WHERE patient_id = $1"
+    "  UNION SELECT resource_id FROM studies WHERE study_instance_uid = $1"
+    "  UNION SELECT resource_id FROM series WHERE series_instance_uid = $1"
+    "  UNION SELECT resource_id FROM instances WHERE sop_instance_uid = $1)",
+    1};
+
+/* POST /tools/lookup: the body is a PatientID or a Study/Series/SOP Instance UID. */
+void rest_tools_lookup(rest_request *req)
+{
+    char value[256];
+    size_t n = req->body_len;
+    if (n == 0 || n >= sizeof(value)) {
+        rest_reply_error(req, 400, 8, "Bad request", "the body must be one DICOM identifier");
+        return;
+    }
+    memcpy(value, req->body, n);
+    value[n] = '\0';
+    while (n && (value[n - 1] == ' ' || value[n - 1] == '\n' || value[n - 1] == '\r'))
+        value[--n] = '\0';
+    const char *params[] = {value};
+    read_one r;
+    if (!query(req, &lookup, params, &r))
+        return;
+    rest_reply_json_text(req, 200, r.text, strlen(r.text));
+    read_one_clear(&r);
+}
+
+static const ts_db_stmt resource_statistics = {
+    "rest_resource_statistics",
+    "WITH RECURSIVE d(id, level) AS ("
+    " SELECT id, level FROM resources WHERE public_id = $1 AND level = $2::smallint"
+    " UNION ALL SELECT c.id, c.level FROM resources c JOIN d ON c.parent_id = d.id),"
+    " s AS (SELECT"
+    "   count(*) FILTER (WHERE d.level = $2::smallint) AS found,"
+    "   count(*) FILTER (WHERE d.level = 1) AS studies,"
+    "   count(*) FILTER (WHERE d.level = 2) AS series,"
+    "   count(*) FILTER (WHERE d.level = 3) AS instances,"
+    "   coalesce(sum(a.compressed_size), 0)::bigint AS disk,"
+    "   coalesce(sum(a.uncompressed_size), 0)::bigint AS raw"
+    "  FROM d LEFT JOIN attachments a ON a.resource_id = d.id)"
+    " SELECT jsonb_strip_nulls(jsonb_build_object("
+    "   'CountStudies', CASE WHEN $2::smallint = 0 THEN studies END,"
+    "   'CountSeries', CASE WHEN $2::smallint <= 1 THEN series END,"
+    "   'CountInstances', CASE WHEN $2::smallint <= 2 THEN instances END,"
+    "   'DiskSize', disk::text, 'DiskSizeMB', disk / 1048576,"
+    "   'UncompressedSize', raw::text, 'UncompressedSizeMB', raw / 1048576)), found::text FROM s",
+    2};
+
+/* GET /{level}/{id}/statistics */
+void rest_resource_statistics(rest_request *req)
+{
+    int level = level_of_plural(req->seg[0]);
+    if (!ts_id_is_valid(req->seg[1])) {
+        rest_reply_unknown_resource(req);
+        return;
+    }
+    char lv[4];
+    level_param(lv, level);
+    const char *params[] = {req->seg[1], lv};
+    read_one r;
+    if (!query(req, &resource_statistics, params, &r))
+        return;
+    if (!r.text2 || strcmp(r.text2, "0") == 0)
+        rest_reply_unknown_resource(req);
+    else
+        rest_reply_json_text(req, 200, r.text, strlen(r.text));
+    read_one_clear(&r);
+}

@@ -11,6 +11,8 @@ void rest_navigate(rest_request *req);
 void rest_instance_file(rest_request *req);
 void rest_instance_tags(rest_request *req);
 void rest_upload_instance(rest_request *req);
+void rest_tools_lookup(rest_request *req);
+void rest_resource_statistics(rest_request *req);
 
 /* /system, /statistics, /changes (rest_system.c) */
 void rest_system(rest_request *req);

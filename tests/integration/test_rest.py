@@ -29,6 +29,7 @@ Differences from Orthanc that these tests normalise, and why:
 Nothing else is normalised: everything else must be byte-for-byte Orthanc's JSON.
 """
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -74,7 +75,17 @@ class Server:
         return json.loads(body)
 
 
+# TESSERA_REST_AGAINST=orthanc puts a second Orthanc where Tessera would be: every
+# test must then pass, which checks the tests themselves (their Orthanc half).
+AGAINST_ORTHANC = os.environ.get("TESSERA_REST_AGAINST") == "orthanc"
+
+
 def start_tessera(cluster):
+    """(object with .aet/.port for storescu, Server) of the system under test."""
+    if AGAINST_ORTHANC:
+        o = Orthanc(cluster.base / "orthanc-as-tessera", aet="TESSERA", name="Tessera").start()
+        cluster.rests.append(SimpleNamespace(stop=o.stop, read_log=lambda: ""))
+        return SimpleNamespace(aet=o.aet, port=o.dicom_port), Server("tessera", o.url)
     ing = cluster.start_ingest()
     rest = cluster.start_rest(ing)
     return ing, Server("tessera", rest.url)
@@ -164,6 +175,7 @@ def assert_same_resource(a, b, what):
 
 def assert_same_resource_list(a, b, what):
     assert isinstance(b, list), (what, b)
+    assert all(isinstance(x, dict) for x in b), (what, "expected objects", b[:3])
     assert sorted(x["ID"] for x in b) == sorted(x["ID"] for x in a), what
     by_id = {x["ID"]: x for x in b}
     for x in a:

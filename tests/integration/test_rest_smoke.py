@@ -64,6 +64,15 @@ def test_upload_read_navigate(cluster):
     assert [c["ChangeType"] for c in changes["Changes"]] == [
         "NewInstance", "NewSeries", "NewStudy", "NewPatient"]
     assert changes["Done"] is True and changes["Last"] == changes["Changes"][-1]["Seq"]
+    st = get_json(rest, f"/studies/{up['ParentStudy']}/statistics")
+    assert (st["CountSeries"], st["CountInstances"], st["DiskSize"]) == (1, 1, str(len(data)))
+    assert "CountStudies" not in st
+    assert get_json(rest, f"/patients/{up['ParentPatient']}/statistics")["CountStudies"] == 1
+    import pydicom
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm", stop_before_pixels=True)
+    status, body, _ = http(rest, "POST", "/tools/lookup", ds.StudyInstanceUID.encode())
+    assert status == 200 and json.loads(body) == [
+        {"ID": up["ParentStudy"], "Path": "/studies/" + up["ParentStudy"], "Type": "Study"}]
     system = get_json(rest, "/system")
     assert system["CheckRevisions"] is True and system["DicomAet"] == "TESSERA"
 
