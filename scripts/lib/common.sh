@@ -6,7 +6,8 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 # Debian 12 packages, by purpose.
 PKGS_BUILD="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libnng-dev
-  libdcmtk-dev libpq-dev libhiredis-dev libmicrohttpd-dev libjansson-dev libssl-dev uuid-dev"
+  libdcmtk-dev libpq-dev libhiredis-dev libmicrohttpd-dev libjansson-dev libssl-dev uuid-dev
+  libarchive-dev"
 PKGS_RUN="postgresql redis-server dcmtk"
 PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-psycopg2"
 

@@ -3,6 +3,8 @@
  * the JSON (tessera_resource_json in db/migrations/0003_resource_json.sql). */
 #include "rest_resources.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -283,16 +285,15 @@ void rest_instance_tags(rest_request *req)
 
 /* ---- uploads -------------------------------------------------------------------- */
 
-/* POST /instances: one DICOM file as the body, stored through ingest's write path. */
-void rest_upload_instance(rest_request *req)
+/* Stores one DICOM file through ingest. On success *answer is Orthanc's
+ * per-instance answer; otherwise the request has been answered with the error
+ * unless quiet, and *answer is a short failure object. Returns the HTTP status. */
+static int store_one(rest_request *req, const void *data, size_t len, json_t **answer, bool quiet)
 {
-    if (req->body_len == 0) {
-        rest_reply_error(req, 400, 8, "Bad request", "the body is empty: send a DICOM file");
-        return;
-    }
+    *answer = NULL;
     Tessera__StoreRequest sr = TESSERA__STORE_REQUEST__INIT;
-    sr.dicom.data = (uint8_t *)req->body;
-    sr.dicom.len = req->body_len;
+    sr.dicom.data = (uint8_t *)data;
+    sr.dicom.len = len;
     sr.origin = "RestApi";
     ProtobufCMessage *reply;
     ts_err err;
@@ -300,44 +301,130 @@ void rest_upload_instance(rest_request *req)
                          req->ctx->bus_timeout_ms, &err);
     if (rc) {
         ts_warn("upload: ingest did not answer", "error=\"%s\"", err.msg);
-        rest_reply_failure(req, rc, err.msg);
-        return;
+        if (!quiet)
+            rest_reply_failure(req, rc, err.msg);
+        *answer = json_pack("{s:s, s:s}", "Status", "Failure", "Details", err.msg);
+        return 503;
     }
     Tessera__StoreReply *r = (Tessera__StoreReply *)reply;
+    int status = 200;
     switch (r->status) {
     case TESSERA__STORE_STATUS__STORE_STORED:
     case TESSERA__STORE_STATUS__STORE_ALREADY_STORED: {
-        json_t *body = json_object();
         char path[64];
         snprintf(path, sizeof(path), "/instances/%s", r->instance_id);
-        json_object_set_new(body, "ID", json_string(r->instance_id));
-        json_object_set_new(body, "ParentPatient", json_string(r->patient_id));
-        json_object_set_new(body, "ParentSeries", json_string(r->series_id));
-        json_object_set_new(body, "ParentStudy", json_string(r->study_id));
-        json_object_set_new(body, "Path", json_string(path));
-        json_object_set_new(body, "Status", json_string(r->status == TESSERA__STORE_STATUS__STORE_STORED
-                                                            ? "Success"
-                                                            : "AlreadyStored"));
-        rest_reply_json(req, 200, body);
+        *answer = json_object();
+        json_object_set_new(*answer, "ID", json_string(r->instance_id));
+        json_object_set_new(*answer, "ParentPatient", json_string(r->patient_id));
+        json_object_set_new(*answer, "ParentSeries", json_string(r->series_id));
+        json_object_set_new(*answer, "ParentStudy", json_string(r->study_id));
+        json_object_set_new(*answer, "Path", json_string(path));
+        json_object_set_new(*answer, "Status",
+                            json_string(r->status == TESSERA__STORE_STATUS__STORE_STORED
+                                            ? "Success"
+                                            : "AlreadyStored"));
         break;
     }
     case TESSERA__STORE_STATUS__STORE_INVALID_DICOM:
-        rest_reply_error(req, 400, 15, "Bad file format", r->error);
+        status = 400;
+        if (!quiet)
+            rest_reply_error(req, 400, 15, "Bad file format", r->error);
         break;
     case TESSERA__STORE_STATUS__STORE_TOO_LARGE:
-        rest_reply_error(req, 413, 8, "Bad request", r->error);
+        status = 413;
+        if (!quiet)
+            rest_reply_error(req, 413, 8, "Bad request", r->error);
         break;
     case TESSERA__STORE_STATUS__STORE_DB_UNAVAILABLE:
-        rest_reply_failure(req, TS_EDB_BUSY, r->error);
+        status = 503;
+        if (!quiet)
+            rest_reply_failure(req, TS_EDB_BUSY, r->error);
         break;
     case TESSERA__STORE_STATUS__STORE_STORAGE_ERROR:
-        rest_reply_error(req, 507, 13, "Error in the storage area", r->error);
+        status = 507;
+        if (!quiet)
+            rest_reply_error(req, 507, 13, "Error in the storage area", r->error);
         break;
     default:
-        rest_reply_error(req, 500, -1, "Internal error", r->error);
+        status = 500;
+        if (!quiet)
+            rest_reply_error(req, 500, -1, "Internal error", r->error);
         break;
     }
+    if (!*answer)
+        *answer = json_pack("{s:s, s:s}", "Status", "Failure", "Details", r->error);
     protobuf_c_message_free_unpacked(reply, NULL);
+    return status;
+}
+
+/* A ZIP of DICOM files (Orthanc accepts them on POST /instances): every entry
+ * is stored on its own; the answer lists one result per entry. */
+static void upload_zip(rest_request *req)
+{
+    struct archive *a = archive_read_new();
+    archive_read_support_format_zip(a);
+    if (archive_read_open_memory(a, req->body, req->body_len) != ARCHIVE_OK) {
+        rest_reply_error(req, 400, 15, "Bad file format", archive_error_string(a));
+        archive_read_free(a);
+        return;
+    }
+    json_t *results = json_array();
+    struct archive_entry *entry;
+    char *buf = NULL;
+    int rc;
+    while ((rc = archive_read_next_header(a, &entry)) == ARCHIVE_OK) {
+        if (archive_entry_filetype(entry) != AE_IFREG)
+            continue;
+        la_int64_t size = archive_entry_size(entry);
+        /* the whole body is within the limit, but a ZIP can claim anything */
+        if (size < 0 || size > req->ctx->max_body) {
+            json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "Status", "Failure",
+                                                     "Path", archive_entry_pathname(entry),
+                                                     "Details", "entry too large"));
+            continue;
+        }
+        free(buf);
+        buf = malloc((size_t)size + 1);
+        if (!buf)
+            abort();
+        la_ssize_t got = archive_read_data(a, buf, (size_t)size);
+        if (got != size) {
+            json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "Status", "Failure",
+                                                     "Path", archive_entry_pathname(entry),
+                                                     "Details", "truncated entry"));
+            continue;
+        }
+        json_t *answer;
+        store_one(req, buf, (size_t)size, &answer, true);
+        json_array_append_new(results, answer);
+    }
+    free(buf);
+    if (rc != ARCHIVE_EOF) {
+        rest_reply_error(req, 400, 15, "Bad file format", archive_error_string(a));
+        json_decref(results);
+    } else {
+        rest_reply_json(req, 200, results);
+    }
+    archive_read_free(a);
+}
+
+/* POST /instances: one DICOM file (or a ZIP of them) as the body, stored
+ * through ingest's write path. */
+void rest_upload_instance(rest_request *req)
+{
+    if (req->body_len == 0) {
+        rest_reply_error(req, 400, 8, "Bad request", "the body is empty: send a DICOM file");
+        return;
+    }
+    if (req->body_len >= 4 && memcmp(req->body, "PK\x03\x04", 4) == 0) {
+        upload_zip(req);
+        return;
+    }
+    json_t *answer;
+    if (store_one(req, req->body, req->body_len, &answer, false) == 200)
+        rest_reply_json(req, 200, answer);
+    else
+        json_decref(answer);
 }
 
 /* ---- lookup and per-resource statistics ----------------------------------------- */

@@ -121,3 +121,22 @@ def test_upload_over_the_size_limit_is_refused(cluster):
     status, body, _ = http(rest, "POST", "/instances", data)
     assert status == 413, body
     assert cluster.sql("SELECT count(*) FROM resources")[0][0] == 0
+
+
+def test_zip_upload(cluster, tmp_path):
+    import io
+    import zipfile
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.write(PYDICOM_FILES / "CT_small.dcm", "a/ct.dcm")
+        z.write(PYDICOM_FILES / "MR_small.dcm", "b/mr.dcm")
+        z.writestr("readme.txt", "not dicom")
+    status, body, _ = http(rest, "POST", "/instances", buf.getvalue())
+    assert status == 200, body
+    results = json.loads(body)
+    assert [r["Status"] for r in results] == ["Success", "Success", "Failure"]
+    assert len(get_json(rest, "/instances")) == 2
+    status, body, _ = http(rest, "POST", "/instances", b"PK\x03\x04 truncated zip")
+    assert status == 400
