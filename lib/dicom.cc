@@ -61,14 +61,13 @@ static void iso2022jp_to_utf8(DcmDataset *ds)
     iconv_close(cd);
 }
 
-static int finish_open(ts_dicom *d, OFCondition cond, const char *what, ts_err *err)
+static int finish_open(ts_dicom *d, OFCondition cond, ts_err *err)
 {
     if (cond.bad())
-        return ts_err_set(err, TS_EDICOM, "%s is not a readable DICOM file: %s", what,
-                          cond.text());
+        return ts_err_set(err, TS_EDICOM, "not a readable DICOM file: %s", cond.text());
     DcmDataset *ds = d->file.getDataset();
     if (!ds || ds->card() == 0)
-        return ts_err_set(err, TS_EDICOM, "%s holds no DICOM dataset", what);
+        return ts_err_set(err, TS_EDICOM, "no DICOM dataset in the input");
     OFString ts;
     if (d->file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, ts).good())
         d->transfer_syntax = ts.c_str();
@@ -93,7 +92,7 @@ extern "C" int ts_dicom_open_file(const char *path, ts_dicom **out, ts_err *err)
     ts_dicom *d = new ts_dicom();
     OFCondition cond = d->file.loadFile(path, EXS_Unknown, EGL_noChange, LAZY_LOAD_THRESHOLD,
                                         ERM_autoDetect);
-    int rc = finish_open(d, cond, path, err);
+    int rc = finish_open(d, cond, err);
     if (rc) {
         delete d;
         return rc;
@@ -117,7 +116,7 @@ extern "C" int ts_dicom_open_buffer(const void *data, size_t len, ts_dicom **out
     // The buffer belongs to the caller: load everything now, nothing is lazy.
     if (cond.good())
         cond = d->file.loadAllDataIntoMemory();
-    int rc = finish_open(d, cond, "input", err);
+    int rc = finish_open(d, cond, err);
     if (rc) {
         delete d;
         return rc;

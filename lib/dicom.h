@@ -36,7 +36,9 @@ typedef struct ts_dicom ts_dicom;
 
 /* Parses a DICOM file (Part 10 with meta header, or a bare dataset). Large
  * elements (pixel data) are left on disk and read only if asked for. Fails
- * with TS_EDICOM on input that is not DICOM or is truncated. */
+ * with TS_EDICOM on input that is not DICOM or is truncated; the message does
+ * not name the file (callers add it where it helps: it may be a temporary path
+ * that must not reach clients). */
 int ts_dicom_open_file(const char *path, ts_dicom **out, ts_err *err);
 
 /* Same from memory; the buffer is copied. */

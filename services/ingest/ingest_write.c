@@ -184,8 +184,13 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
     out->status = INGEST_FAILED;
 
     rc = ts_dicom_open_file(temp_path, &d, err);
-    if (rc == 0)
+    if (rc) {
+        struct stat st;
+        long long n = stat(temp_path, &st) == 0 ? (long long)st.st_size : -1;
+        ts_err_prefix(err, "Cannot parse an invalid DICOM file (size: %lld bytes)", n);
+    } else {
         rc = ts_dicom_identity_get(d, &id, err);
+    }
     if (rc) {
         out->status = INGEST_INVALID;
         goto fail;

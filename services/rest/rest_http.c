@@ -49,12 +49,11 @@ const char *rest_arg(rest_request *req, const char *name)
 
 bool rest_flag(rest_request *req, const char *name)
 {
+    /* Orthanc tests presence only: ?expand=false expands too. */
     const char *value = NULL;
     size_t size = 0;
-    if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), &value,
-                                      &size) != MHD_YES)
-        return false;
-    return !value || (strcmp(value, "false") != 0 && strcmp(value, "0") != 0);
+    return MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name),
+                                         &value, &size) == MHD_YES;
 }
 
 long rest_arg_long(rest_request *req, const char *name, long def)
@@ -141,6 +140,11 @@ void rest_reply_unknown_resource(rest_request *req)
     rest_reply_error(req, 404, 17, "Unknown resource", NULL);
 }
 
+void rest_reply_empty(rest_request *req, int status)
+{
+    set_content(req, status, NULL, 0, NULL);
+}
+
 void rest_reply_failure(rest_request *req, int code, const char *details)
 {
     if (code == TS_EDB_BUSY || code == TS_EDB_INDOUBT)
@@ -181,12 +185,20 @@ static bool pattern_match(const char *pattern, rest_request *req)
     return i == req->nseg;
 }
 
-/* Splits the path into segments in buf (which the segments then point into). */
+/* Splits the path into segments in buf (which the segments then point into),
+ * as Orthanc does: empty segments and "." dropped, ".." removes the one before. */
 static bool split_path(rest_request *req, char *buf)
 {
     req->nseg = 0;
     char *save = NULL;
     for (char *s = strtok_r(buf, "/", &save); s; s = strtok_r(NULL, "/", &save)) {
+        if (strcmp(s, ".") == 0)
+            continue;
+        if (strcmp(s, "..") == 0) {
+            if (req->nseg > 0)
+                req->nseg--;
+            continue;
+        }
         if (req->nseg == REST_MAX_SEGMENTS)
             return false;
         req->seg[req->nseg++] = s;
@@ -194,13 +206,27 @@ static bool split_path(rest_request *req, char *buf)
     return true;
 }
 
+/* The normalised path, as Orthanc reports it in "Uri". */
+static void join_path(rest_request *req, char *out, size_t size)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int i = 0; i < req->nseg && n + 1 < size; i++)
+        n += (size_t)snprintf(out + n, size - n, "/%s", req->seg[i]);
+    if (req->nseg == 0)
+        snprintf(out, size, "/");
+}
+
 static void dispatch(rest_server *srv, rest_request *req)
 {
     char path[1024];
+    static __thread char normalised[1024];
     if (strlen(req->url) >= sizeof(path) || !split_path(req, strcpy(path, req->url))) {
         rest_reply_error(req, 404, 17, "Unknown resource", "path too long");
         return;
     }
+    join_path(req, normalised, sizeof(normalised));
+    req->url = normalised;
     bool path_known = false;
     char allowed[128] = "";
     for (size_t i = 0; i < srv->nroutes; i++) {
@@ -222,8 +248,7 @@ static void dispatch(rest_server *srv, rest_request *req)
         set_content(req, 405, NULL, 0, NULL);
         return;
     }
-    /* Orthanc answers an unknown route with an empty 404. */
-    set_content(req, 404, NULL, 0, NULL);
+    rest_reply_unknown_resource(req);
 }
 
 static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *req)
@@ -241,6 +266,8 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
         return MHD_NO;
     if (req->content_type)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
+    if (req->disposition[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, req->disposition);
     if (req->etag[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, req->etag);
     if (req->allow) {

@@ -41,6 +41,7 @@ typedef struct rest_request {
     const char *content_type;
     const char *allow; /* for 405 */
     char etag[64];     /* sent as ETag when not empty */
+    char disposition[96]; /* sent as Content-Disposition when not empty */
 } rest_request;
 
 /* A request header, or NULL. */
@@ -48,7 +49,7 @@ const char *rest_header(rest_request *req, const char *name);
 
 /* A query-string argument, or NULL. */
 const char *rest_arg(rest_request *req, const char *name);
-/* Present as a flag (?expand, ?expand=true, ?expand=1); false for "false"/"0". */
+/* Present as an argument, whatever its value (Orthanc's rule: ?expand=false expands). */
 bool rest_flag(rest_request *req, const char *name);
 /* A non-negative integer argument; def when absent; -1 when malformed. */
 long rest_arg_long(rest_request *req, const char *name, long def);
@@ -66,6 +67,8 @@ void rest_reply_file(rest_request *req, int fd, size_t size, const char *content
 void rest_reply_error(rest_request *req, int http_status, int orthanc_status,
                       const char *orthanc_error, const char *details);
 void rest_reply_unknown_resource(rest_request *req);
+/* Orthanc answers GET /{level}/{id} of an unknown id with an empty 404. */
+void rest_reply_empty(rest_request *req, int status);
 /* The answer for a failure of the database or the bus (503 for TS_EDB_BUSY). */
 void rest_reply_failure(rest_request *req, int code, const char *details);
 

@@ -142,10 +142,21 @@ static void level_param(char buf[4], int level)
 void rest_list_resources(rest_request *req)
 {
     int level = level_of_plural(req->seg[0]);
+    /* Orthanc: "since" and "limit" go together; each must be an integer. */
+    bool has_since = rest_arg(req, "since") != NULL, has_limit = rest_arg(req, "limit") != NULL;
+    if (has_since != has_limit) {
+        char details[1200];
+        /* Orthanc writes the route with a trailing slash */
+        snprintf(details, sizeof(details), "Missing \"%s\" argument for GET request against: %s/",
+                 has_since ? "limit" : "since", req->url);
+        rest_reply_error(req, 400, 8, "Bad request", details);
+        return;
+    }
     long since = rest_arg_long(req, "since", 0);
     long limit = rest_arg_long(req, "limit", -2);
     if (since < 0 || limit == -1) {
-        rest_reply_error(req, 400, 8, "Bad request", "since and limit must be non-negative integers");
+        rest_reply_error(req, 400, 5, "Bad type for a parameter",
+                         "Syntax error in some user-supplied data");
         return;
     }
     char lv[4], since_s[24], limit_s[24], age[16];
@@ -166,7 +177,7 @@ void rest_get_resource(rest_request *req)
 {
     int level = level_of_plural(req->seg[0]);
     if (!ts_id_is_valid(req->seg[1])) {
-        rest_reply_unknown_resource(req);
+        rest_reply_empty(req, 404);
         return;
     }
     char lv[4], age[16];
@@ -177,7 +188,7 @@ void rest_get_resource(rest_request *req)
     if (!query(req, &get_resource, params, &r))
         return;
     if (!r.text)
-        rest_reply_unknown_resource(req);
+        rest_reply_empty(req, 404);
     else
         rest_reply_json_text(req, 200, r.text, strlen(r.text));
     read_one_clear(&r);
@@ -227,8 +238,9 @@ static const ts_db_stmt get_dicom_file = {
     " WHERE r.public_id = $1 AND r.level = 3 AND a.content_type = 1",
     1};
 
-/* Finds the instance's DICOM file; answers 404 itself. */
-static bool instance_path(rest_request *req, char *path, size_t size)
+/* Finds the instance's DICOM file (and its uuid, when uuid is not NULL);
+ * answers 404 itself. */
+static bool instance_path(rest_request *req, char *path, size_t size, char *uuid)
 {
     if (!ts_id_is_valid(req->seg[1])) {
         rest_reply_unknown_resource(req);
@@ -240,6 +252,8 @@ static bool instance_path(rest_request *req, char *path, size_t size)
         return false;
     ts_err err;
     bool ok = r.text && ts_store_path(req->ctx->store, r.text, path, size, &err) == 0;
+    if (ok && uuid)
+        snprintf(uuid, TS_UUID_LEN + 1, "%s", r.text);
     if (!ok)
         rest_reply_unknown_resource(req);
     read_one_clear(&r);
@@ -249,8 +263,8 @@ static bool instance_path(rest_request *req, char *path, size_t size)
 /* GET /instances/{id}/file: streamed from the storage area, never held in memory. */
 void rest_instance_file(rest_request *req)
 {
-    char path[4096];
-    if (!instance_path(req, path, sizeof(path)))
+    char path[4096], uuid[TS_UUID_LEN + 1];
+    if (!instance_path(req, path, sizeof(path), uuid))
         return;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -263,13 +277,40 @@ void rest_instance_file(rest_request *req)
         return;
     }
     rest_reply_file(req, fd, (size_t)st.st_size, "application/dicom");
+    snprintf(req->disposition, sizeof(req->disposition), "filename=\"%s.dcm\"", uuid);
 }
 
-/* GET /instances/{id}/tags [?simplify], /instances/{id}/simplified-tags */
+/* Orthanc's ?short form from its full form: {"gggg,eeee": value}, null for
+ * binary and too long values, arrays of the same for sequences. */
+static json_t *short_tags(json_t *full)
+{
+    json_t *out = json_object();
+    const char *key;
+    json_t *tag;
+    json_object_foreach(full, key, tag)
+    {
+        const char *type = json_string_value(json_object_get(tag, "Type"));
+        json_t *value = json_object_get(tag, "Value");
+        if (type && strcmp(type, "Sequence") == 0 && json_is_array(value)) {
+            json_t *items = json_array();
+            size_t i;
+            json_t *item;
+            json_array_foreach(value, i, item) json_array_append_new(items, short_tags(item));
+            json_object_set_new(out, key, items);
+        } else if (type && strcmp(type, "String") == 0) {
+            json_object_set(out, key, value);
+        } else {
+            json_object_set_new(out, key, json_null());
+        }
+    }
+    return out;
+}
+
+/* GET /instances/{id}/tags [?simplify|?short], /instances/{id}/simplified-tags */
 void rest_instance_tags(rest_request *req)
 {
     char path[4096];
-    if (!instance_path(req, path, sizeof(path)))
+    if (!instance_path(req, path, sizeof(path), NULL))
         return;
     ts_dicom *d;
     ts_err err;
@@ -278,7 +319,16 @@ void rest_instance_tags(rest_request *req)
         return;
     }
     bool simplify = strcmp(req->seg[2], "simplified-tags") == 0 || rest_flag(req, "simplify");
-    json_t *body = simplify ? ts_dicom_to_simplified_json(d) : ts_dicom_to_orthanc_json(d);
+    json_t *body;
+    if (simplify) {
+        body = ts_dicom_to_simplified_json(d);
+    } else if (rest_flag(req, "short")) {
+        json_t *full = ts_dicom_to_orthanc_json(d);
+        body = short_tags(full);
+        json_decref(full);
+    } else {
+        body = ts_dicom_to_orthanc_json(d);
+    }
     ts_dicom_free(d);
     rest_reply_json(req, 200, body);
 }
@@ -413,7 +463,7 @@ static void upload_zip(rest_request *req)
 void rest_upload_instance(rest_request *req)
 {
     if (req->body_len == 0) {
-        rest_reply_error(req, 400, 8, "Bad request", "the body is empty: send a DICOM file");
+        rest_reply_error(req, 400, 15, "Bad file format", "Received an empty DICOM file");
         return;
     }
     if (req->body_len >= 4 && memcmp(req->body, "PK\x03\x04", 4) == 0) {

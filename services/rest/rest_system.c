@@ -95,9 +95,7 @@ static const ts_db_stmt changes = {
     "    'ResourceType', (ARRAY['Patient','Study','Series','Instance'])[level + 1],"
     "    'Seq', seq) ORDER BY seq) FROM page), '[]'),"
     " 'Done', (SELECT count(*) FROM c) <= $2::bigint,"
-    " 'Last', coalesce((SELECT max(seq) FROM page),"
-    "                  CASE WHEN $1::bigint > 0 THEN $1::bigint"
-    "                       ELSE (SELECT coalesce(max(seq), 0) FROM changes) END))",
+    " 'Last', coalesce((SELECT max(seq) FROM page), (SELECT coalesce(max(seq), 0) FROM changes)))",
     2};
 
 static const ts_db_stmt last_change = {
@@ -118,12 +116,13 @@ void rest_changes(rest_request *req)
         reply_query(req, &last_change, NULL);
         return;
     }
+    /* Orthanc reads a malformed since or limit as 0 here (not an error). */
     long since = rest_arg_long(req, "since", 0);
     long limit = rest_arg_long(req, "limit", 100);
-    if (since < 0 || limit < 0) {
-        rest_reply_error(req, 400, 8, "Bad request", "since and limit must be non-negative integers");
-        return;
-    }
+    if (since < 0)
+        since = 0;
+    if (limit < 0)
+        limit = 0;
     if (limit > 10000)
         limit = 10000;
     char since_s[24], limit_s[24];

@@ -96,13 +96,15 @@ def test_lists_expand_since_limit(cluster, tmp_path):
 def test_errors_look_like_orthancs(cluster):
     ing = cluster.start_ingest()
     rest = cluster.start_rest(ing)
-    status, body, _ = http(rest, "GET", "/studies/" + "0" * 8 + "-00000000" * 4)
-    assert status == 404
+    unknown = "0" * 8 + "-00000000" * 4
+    # as Orthanc: an unknown resource is an empty 404, its sub-routes a JSON one
+    assert http(rest, "GET", "/studies/" + unknown)[:2] == (404, b"")
+    status, body, _ = http(rest, "GET", f"/studies/{unknown}/series")
     err = json.loads(body)
     assert err["HttpStatus"] == 404 and err["OrthancError"] == "Unknown resource"
-    assert err["Method"] == "GET" and err["Uri"].startswith("/studies/")
+    assert err["Method"] == "GET" and err["Uri"] == f"/studies/{unknown}/series"
     status, body, _ = http(rest, "GET", "/studies/../../etc/passwd")
-    assert status == 404
+    assert status == 404 and json.loads(body)["Uri"] == "/etc/passwd"
     status, _, headers = http(rest, "DELETE", "/system")
     assert status == 405 and headers["Allow"] == "GET"
     status, body, _ = http(rest, "POST", "/instances", b"not dicom at all" * 10)

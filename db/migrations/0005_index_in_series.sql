@@ -1,0 +1,120 @@
+-- Orthanc's IndexInSeries: the instance's InstanceNumber (or ImageIndex), and
+-- null without one (it was the instance's rank in its series). Rows stored
+-- before this migration are corrected from their main tags.
+
+UPDATE instances SET index_in_series = coalesce(tessera_int(main_tags->>'InstanceNumber'),
+                                                tessera_int(main_tags->>'ImageIndex'));
+UPDATE metadata m SET value = i.index_in_series::text
+FROM instances i WHERE m.resource_id = i.resource_id AND m.name = 'IndexInSeries'
+  AND i.index_in_series IS NOT NULL;
+DELETE FROM metadata m USING instances i
+WHERE m.resource_id = i.resource_id AND m.name = 'IndexInSeries' AND i.index_in_series IS NULL;
+
+CREATE OR REPLACE FUNCTION tessera_store_instance(p_ids text[], p_tags jsonb, p_instance jsonb,
+                                       p_metadata jsonb, p_overwrite boolean,
+                                       OUT status text, OUT old_uuid uuid, OUT changes jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    pat record; stu record; ser record; ins record;
+    t jsonb;
+    existing_uuid uuid;
+    idx integer;
+    chg jsonb := '[]';
+    c record;
+BEGIN
+    status := 'stored';
+
+    SELECT * INTO pat FROM tessera_upsert_resource(0::smallint, p_ids[1], NULL);
+    IF pat.created THEN
+        t := p_tags->'patient';
+        INSERT INTO patients (resource_id, patient_id, patient_name, patient_name_norm,
+                              patient_birth_date, patient_sex, main_tags)
+        VALUES (pat.id, coalesce(t->>'PatientID', ''), t->>'PatientName',
+                upper(t->>'PatientName'), t->>'PatientBirthDate', t->>'PatientSex', t);
+    END IF;
+
+    SELECT * INTO stu FROM tessera_upsert_resource(1::smallint, p_ids[2], pat.id);
+    IF stu.created THEN
+        t := p_tags->'study';
+        INSERT INTO studies (resource_id, study_instance_uid, study_date, study_time,
+                             accession_number, study_description, referring_physician,
+                             referring_physician_norm, main_tags)
+        VALUES (stu.id, t->>'StudyInstanceUID', t->>'StudyDate', t->>'StudyTime',
+                t->>'AccessionNumber', t->>'StudyDescription', t->>'ReferringPhysicianName',
+                upper(t->>'ReferringPhysicianName'), t);
+    END IF;
+
+    SELECT * INTO ser FROM tessera_upsert_resource(2::smallint, p_ids[3], stu.id);
+    IF ser.created THEN
+        t := p_tags->'series';
+        INSERT INTO series (resource_id, series_instance_uid, modality, series_number,
+                            series_description, main_tags)
+        VALUES (ser.id, t->>'SeriesInstanceUID', t->>'Modality',
+                tessera_int(t->>'SeriesNumber'), t->>'SeriesDescription', t);
+        IF coalesce(t->>'Modality', '') <> '' THEN
+            UPDATE studies SET modalities_in_study = array_append(modalities_in_study, t->>'Modality')
+            WHERE resource_id = stu.id AND NOT (t->>'Modality' = ANY (modalities_in_study));
+        END IF;
+    END IF;
+
+    SELECT * INTO ins FROM tessera_upsert_resource(3::smallint, p_ids[4], ser.id);
+    IF NOT ins.created THEN
+        SELECT a.uuid INTO existing_uuid FROM attachments a
+        WHERE a.resource_id = ins.id AND a.content_type = 1;
+        IF existing_uuid = (p_instance->>'uuid')::uuid THEN
+            -- a replay of a transaction whose commit we did not hear about
+            status := 'stored';
+            changes := '[]';
+            RETURN;
+        END IF;
+        IF NOT p_overwrite THEN
+            status := 'already_stored';
+            changes := '[]';
+            RETURN;
+        END IF;
+        old_uuid := existing_uuid;
+        DELETE FROM resources WHERE id = ins.id;
+        SELECT * INTO ins FROM tessera_upsert_resource(3::smallint, p_ids[4], ser.id);
+        status := 'overwritten';
+    END IF;
+
+    -- Orthanc's IndexInSeries is the InstanceNumber (else ImageIndex), not a count
+    t := p_tags->'instance';
+    idx := coalesce(tessera_int(t->>'InstanceNumber'), tessera_int(t->>'ImageIndex'));
+    INSERT INTO instances (resource_id, sop_instance_uid, sop_class_uid, instance_number,
+                           index_in_series, main_tags)
+    VALUES (ins.id, t->>'SOPInstanceUID', p_instance->>'sop_class_uid',
+            tessera_int(t->>'InstanceNumber'), idx, t);
+
+    INSERT INTO attachments (resource_id, content_type, uuid, compressed_size,
+                             uncompressed_size, md5)
+    VALUES (ins.id, 1, (p_instance->>'uuid')::uuid, (p_instance->>'size')::bigint,
+            (p_instance->>'size')::bigint, p_instance->>'md5');
+
+    INSERT INTO metadata (resource_id, name, value)
+    SELECT ins.id, m.key, m.value
+    FROM jsonb_each_text(p_metadata || CASE WHEN idx IS NULL THEN '{}'::jsonb
+                         ELSE jsonb_build_object('IndexInSeries', idx::text) END) m
+    WHERE m.value IS NOT NULL;
+
+    PERFORM tessera_touch_ancestors(ser.id);
+
+    -- The order Orthanc logs them in.
+    FOR c IN
+        INSERT INTO changes (change_type, level, public_id)
+        SELECT v.change_type, v.level, v.public_id
+        FROM (VALUES (1, 'NewInstance', 3::smallint, p_ids[4], true),
+                     (2, 'NewSeries', 2::smallint, p_ids[3], ser.created),
+                     (3, 'NewStudy', 1::smallint, p_ids[2], stu.created),
+                     (4, 'NewPatient', 0::smallint, p_ids[1], pat.created))
+             AS v(ord, change_type, level, public_id, wanted)
+        WHERE v.wanted
+        ORDER BY v.ord
+        RETURNING changes.seq, changes.change_type, changes.level, changes.public_id
+    LOOP
+        chg := chg || jsonb_build_object('seq', c.seq, 'type', c.change_type,
+                                         'level', c.level, 'id', c.public_id);
+    END LOOP;
+    changes := chg;
+END
+$$;
