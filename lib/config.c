@@ -50,6 +50,8 @@ static const ts_cfg_setting settings[] = {
      "concurrent HTTP connections per rest process (one thread each)"},
     {"TESSERA_USER_METADATA", TS_CFG_STRING, "", 0, 0, NULL,
      "user metadata names and numbers, e.g. \"Comment=1024,Reviewer=1025\" (Orthanc's UserMetadata)"},
+    {"TESSERA_USER_CONTENT_TYPES", TS_CFG_STRING, "", 0, 0, NULL,
+     "user attachment names and numbers, e.g. \"report=1024\" (Orthanc's UserContentType)"},
     {"TESSERA_NAME", TS_CFG_STRING, "Tessera", 0, 0, NULL, "the Name in GET /system"},
     {"TESSERA_STABLE_AGE", TS_CFG_INT, "60", 1, 86400, NULL,
      "seconds without a new instance after which a patient/study/series is stable"},

@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "migrate.h"
 #include "rest_http.h"
+#include "rest_attachments.h"
 #include "rest_metadata.h"
 #include "rest_resources.h"
 #include "service.h"
@@ -48,6 +49,26 @@ static const rest_route routes[] = {
     {"GET", "/instances/*/study", rest_navigate},
     {"GET", "/instances/*/series", rest_navigate},
     {"POST", "/tools/lookup", rest_tools_lookup},
+    {"GET", "/patients/*/attachments", rest_list_attachments},
+    {"GET", "/patients/*/attachments/*", rest_attachment_operations},
+    {"GET", "/patients/*/attachments/*/*", rest_attachment_get},
+    {"PUT", "/patients/*/attachments/*", rest_attachment_put},
+    {"DELETE", "/patients/*/attachments/*", rest_attachment_delete},
+    {"GET", "/studies/*/attachments", rest_list_attachments},
+    {"GET", "/studies/*/attachments/*", rest_attachment_operations},
+    {"GET", "/studies/*/attachments/*/*", rest_attachment_get},
+    {"PUT", "/studies/*/attachments/*", rest_attachment_put},
+    {"DELETE", "/studies/*/attachments/*", rest_attachment_delete},
+    {"GET", "/series/*/attachments", rest_list_attachments},
+    {"GET", "/series/*/attachments/*", rest_attachment_operations},
+    {"GET", "/series/*/attachments/*/*", rest_attachment_get},
+    {"PUT", "/series/*/attachments/*", rest_attachment_put},
+    {"DELETE", "/series/*/attachments/*", rest_attachment_delete},
+    {"GET", "/instances/*/attachments", rest_list_attachments},
+    {"GET", "/instances/*/attachments/*", rest_attachment_operations},
+    {"GET", "/instances/*/attachments/*/*", rest_attachment_get},
+    {"PUT", "/instances/*/attachments/*", rest_attachment_put},
+    {"DELETE", "/instances/*/attachments/*", rest_attachment_delete},
     {"GET", "/patients/*/statistics", rest_resource_statistics},
     {"GET", "/studies/*/statistics", rest_resource_statistics},
     {"GET", "/series/*/statistics", rest_resource_statistics},

@@ -81,3 +81,35 @@ def test_twenty_clients_race_on_one_metadata(cluster):
     status, body, headers = http(rests[0], "GET", path)
     assert int(headers["ETag"].strip('"').split("-")[0]) == len(applied)
     print(f"applied {len(applied)}, refused {len(refused)}")
+
+
+def test_attachments_revisions_and_files(cluster):
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing, TESSERA_USER_CONTENT_TYPES="report=1024")
+    up = upload(rest)
+    base = f"/studies/{up['ParentStudy']}/attachments"
+    assert get_json(rest, base) == []
+    assert get_json(rest, f"/instances/{up['ID']}/attachments") == ["dicom"]
+    dicom_size = http(rest, "GET", f"/instances/{up['ID']}/attachments/dicom/size")[1]
+    assert int(dicom_size) == len((PYDICOM_FILES / "CT_small.dcm").read_bytes())
+    files_before = set(cluster.stored_files())
+
+    status, _, h = http(rest, "PUT", base + "/report", b"version one")
+    assert status == 200 and h["ETag"].startswith('"0-')
+    assert get_json(rest, base + "?full") == {"report": 1024}
+    status, body, h = http(rest, "GET", base + "/1024/data")
+    assert (status, body) == (200, b"version one") and h["ETag"].startswith('"0-')
+    assert http(rest, "PUT", base + "/report", b"v2")[0] == 409
+    status, _, h = http(rest, "PUT", base + "/report", b"version two", {"If-Match": h["ETag"]})
+    assert status == 200 and h["ETag"].startswith('"1-')
+    assert http(rest, "GET", base + "/report/data")[1] == b"version two"
+    # one file for the attachment: the replaced one was removed
+    added = set(cluster.stored_files()) - files_before
+    assert len(added) == 1 and added.pop().read_bytes() == b"version two"
+    assert http(rest, "DELETE", base + "/report", headers={"If-Match": '"0"'})[0] == 409
+    assert http(rest, "DELETE", base + "/report", headers={"If-Match": '"1"'})[0] == 200
+    assert set(cluster.stored_files()) == files_before
+    assert http(rest, "GET", base + "/report/data")[0] == 404
+    # the DICOM file is not an attachment one can replace or drop
+    assert http(rest, "DELETE", f"/instances/{up['ID']}/attachments/dicom",
+                headers={"If-Match": '"0"'})[0] == 400

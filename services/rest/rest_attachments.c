@@ -1,0 +1,328 @@
+/* Attachments of every level, with Orthanc's revisions: the DICOM file of an
+ * instance ("dicom", content type 1) and user attachments (1024..65535, or
+ * names from TESSERA_USER_CONTENT_TYPES). Data lives in the storage area; a
+ * write stores the new file first, then checks the revision and swaps the row
+ * in one transaction, then removes the old file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "config.h"
+#include "ids.h"
+#include "log.h"
+#include "rest_attachments.h"
+#include "rest_common.h"
+
+static const struct {
+    const char *name;
+    int type;
+} builtin_types[] = {{"dicom", 1}, {"dicom-as-json", 2}, {"dicom-until-pixel-data", 3}};
+
+/* Name or number -> content type; 0 if unknown. */
+static int content_type_of(const char *given)
+{
+    for (size_t i = 0; i < sizeof(builtin_types) / sizeof(builtin_types[0]); i++)
+        if (strcmp(given, builtin_types[i].name) == 0)
+            return builtin_types[i].type;
+    char *end;
+    long number = strtol(given, &end, 10);
+    bool numeric = *given && !*end;
+    const char *p = ts_config_str("TESSERA_USER_CONTENT_TYPES");
+    while (p && *p) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        const char *eq = memchr(p, '=', n);
+        if (eq) {
+            size_t name_len = (size_t)(eq - p);
+            long idx = strtol(eq + 1, NULL, 10);
+            if ((strlen(given) == name_len && strncmp(given, p, name_len) == 0) ||
+                (numeric && idx == number))
+                return (int)idx;
+        }
+        p = comma ? comma + 1 : NULL;
+    }
+    if (numeric && number >= 1 && number <= 65535)
+        return (int)number;
+    return 0;
+}
+
+/* Content type -> the name Orthanc lists. */
+static void name_of(int type, char *out, size_t size)
+{
+    for (size_t i = 0; i < sizeof(builtin_types) / sizeof(builtin_types[0]); i++) {
+        if (builtin_types[i].type == type) {
+            snprintf(out, size, "%s", builtin_types[i].name);
+            return;
+        }
+    }
+    const char *p = ts_config_str("TESSERA_USER_CONTENT_TYPES");
+    while (p && *p) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        const char *eq = memchr(p, '=', n);
+        if (eq && strtol(eq + 1, NULL, 10) == type) {
+            snprintf(out, size, "%.*s", (int)(eq - p), p);
+            return;
+        }
+        p = comma ? comma + 1 : NULL;
+    }
+    snprintf(out, size, "%d", type);
+}
+
+static const ts_db_stmt list_attachments = {
+    "rest_list_attachments",
+    "SELECT (r.id IS NOT NULL)::text, coalesce(jsonb_agg(a.content_type ORDER BY a.content_type)"
+    "   FILTER (WHERE a.content_type IS NOT NULL), '[]')::text"
+    " FROM (SELECT 1) one LEFT JOIN resources r ON r.public_id = $1 AND r.level = $2::smallint"
+    " LEFT JOIN attachments a ON a.resource_id = r.id GROUP BY r.id",
+    2};
+
+static const ts_db_stmt attachment_info = {
+    "rest_attachment_info",
+    "SELECT (r.id IS NOT NULL)::text, a.uuid::text, a.uncompressed_size::text, a.md5,"
+    " a.revision::text"
+    " FROM (SELECT 1) one LEFT JOIN resources r ON r.public_id = $1 AND r.level = $2::smallint"
+    " LEFT JOIN attachments a ON a.resource_id = r.id AND a.content_type = $3::integer",
+    3};
+
+static const ts_db_stmt put_attachment = {
+    "rest_put_attachment",
+    "SELECT status, revision::text, old_uuid::text FROM tessera_put_attachment($1,"
+    " $2::smallint, $3::integer, $4::uuid, $5::bigint, $6, $7::integer)",
+    7};
+
+static const ts_db_stmt delete_attachment = {
+    "rest_delete_attachment",
+    "SELECT status, old_uuid::text FROM tessera_delete_attachment($1, $2::smallint,"
+    " $3::integer, $4::integer)",
+    4};
+
+/* Parses /{level}/{id}/attachments/{name}; answers errors itself. */
+static bool parse(rest_request *req, char lv[4], char type_s[12], bool need_name)
+{
+    snprintf(lv, 4, "%d", rest_level_of_plural(req->seg[0]));
+    if (!ts_id_is_valid(req->seg[1])) {
+        rest_reply_unknown_resource(req);
+        return false;
+    }
+    if (need_name) {
+        int type = content_type_of(req->seg[3]);
+        if (!type) {
+            rest_reply_error(req, 404, 7, "Accessing an inexistent item", "unknown attachment name");
+            return false;
+        }
+        snprintf(type_s, 12, "%d", type);
+    }
+    return true;
+}
+
+/* GET /{level}/{id}/attachments [?full] */
+void rest_list_attachments(rest_request *req)
+{
+    char lv[4], type_s[12];
+    if (!parse(req, lv, type_s, false))
+        return;
+    const char *params[] = {req->seg[1], lv};
+    rest_row r = {&list_attachments, params, 2, {0}};
+    if (!rest_row_query(req, TS_DB_READ, &r))
+        return;
+    if (!r.col[0] || strcmp(r.col[0], "true") != 0) {
+        rest_reply_unknown_resource(req);
+    } else {
+        json_t *types = json_loads(r.col[1], 0, NULL);
+        bool full = rest_flag(req, "full");
+        json_t *out = full ? json_object() : json_array();
+        size_t i;
+        json_t *t;
+        json_array_foreach(types, i, t)
+        {
+            char name[64];
+            name_of((int)json_integer_value(t), name, sizeof(name));
+            if (full)
+                json_object_set_new(out, name, json_integer(json_integer_value(t)));
+            else
+                json_array_append_new(out, json_string(name));
+        }
+        json_decref(types);
+        rest_reply_json(req, 200, out);
+    }
+    rest_row_clear(&r);
+}
+
+/* Looks up one attachment: col[0] whether the resource exists, col[1] uuid,
+ * col[2] size, col[3] md5, col[4] revision. Answers 404s itself. */
+static bool lookup(rest_request *req, const char *lv, const char *type_s, rest_row *r)
+{
+    const char *params[] = {req->seg[1], lv, type_s};
+    memset(r, 0, sizeof(*r));
+    r->stmt = &attachment_info;
+    r->params = params;
+    r->ncols = 5;
+    if (!rest_row_query(req, TS_DB_READ, r))
+        return false;
+    if (!r->col[0] || strcmp(r->col[0], "true") != 0) {
+        rest_reply_unknown_resource(req);
+        return false;
+    }
+    if (!r->col[1]) {
+        rest_reply_error(req, 404, 7, "Accessing an inexistent item", "no such attachment");
+        return false;
+    }
+    return true;
+}
+
+/* GET /{level}/{id}/attachments/{name}: the operations Orthanc lists. */
+void rest_attachment_operations(rest_request *req)
+{
+    char lv[4], type_s[12];
+    if (!parse(req, lv, type_s, true))
+        return;
+    rest_row r;
+    if (!lookup(req, lv, type_s, &r))
+        return;
+    rest_row_clear(&r);
+    json_t *ops = json_pack("[s,s,s,s,s,s,s,s]", "compressed-data", "compressed-md5",
+                            "compressed-size", "data", "is-compressed", "md5", "size",
+                            "uncompressed-data");
+    rest_reply_json(req, 200, ops);
+}
+
+/* GET /{level}/{id}/attachments/{name}/{data|size|md5|...} */
+void rest_attachment_get(rest_request *req)
+{
+    char lv[4], type_s[12];
+    if (!parse(req, lv, type_s, true))
+        return;
+    const char *op = req->seg[4];
+    rest_row r;
+    if (!lookup(req, lv, type_s, &r))
+        return;
+    if (strcmp(op, "size") == 0 || strcmp(op, "compressed-size") == 0) {
+        rest_reply_text(req, 200, r.col[2], strlen(r.col[2]));
+    } else if (strcmp(op, "md5") == 0 || strcmp(op, "compressed-md5") == 0) {
+        const char *md5 = r.col[3] ? r.col[3] : "";
+        rest_reply_text(req, 200, md5, strlen(md5));
+    } else if (strcmp(op, "is-compressed") == 0) {
+        rest_reply_text(req, 200, "0", 1); /* Tessera stores attachments uncompressed */
+    } else if (strcmp(op, "data") == 0 || strcmp(op, "compressed-data") == 0 ||
+               strcmp(op, "uncompressed-data") == 0) {
+        char path[4096];
+        ts_err err;
+        int fd = -1;
+        struct stat st;
+        if (ts_store_path(req->ctx->store, r.col[1], path, sizeof(path), &err) == 0)
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            if (fd >= 0)
+                close(fd);
+            rest_reply_error(req, 404, 7, "Accessing an inexistent item",
+                             "the attachment's file is gone");
+        } else {
+            /* ETag from the stored MD5: the data is not read twice */
+            snprintf(req->etag, sizeof(req->etag), "\"%s-%s\"", r.col[4] ? r.col[4] : "0",
+                     r.col[3] ? r.col[3] : "");
+            rest_reply_file(req, fd, (size_t)st.st_size,
+                            strcmp(type_s, "1") == 0 ? "application/dicom"
+                                                     : "application/octet-stream");
+        }
+    } else {
+        rest_reply_unknown_resource(req);
+    }
+    rest_row_clear(&r);
+}
+
+static void md5_hex(const void *data, size_t len, char out[33])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    EVP_Digest(data, len, md, &n, EVP_md5(), NULL);
+    for (unsigned i = 0; i < n && i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* PUT /{level}/{id}/attachments/{name}: the body is the data. */
+void rest_attachment_put(rest_request *req)
+{
+    char lv[4], type_s[12];
+    if (!parse(req, lv, type_s, true))
+        return;
+    if (atoi(type_s) < 1024) {
+        rest_reply_error(req, 400, 4, "Parameter out of range",
+                         "only user attachments (1024..65535) can be written");
+        return;
+    }
+    long match = rest_if_match(req);
+    if (match == -2)
+        return;
+    char uuid[TS_UUID_LEN + 1], md5[33] = "", size_s[24], rev[16];
+    ts_err err;
+    if (ts_store_write(req->ctx->store, req->body ? req->body : "", req->body_len, uuid, &err)) {
+        rest_reply_error(req, 507, 13, "Error in the storage area", err.msg);
+        return;
+    }
+    md5_hex(req->body ? req->body : "", req->body_len, md5);
+    snprintf(size_s, sizeof(size_s), "%zu", req->body_len);
+    snprintf(rev, sizeof(rev), "%ld", match);
+    const char *params[] = {req->seg[1], lv, type_s, uuid, size_s, md5, match >= 0 ? rev : NULL};
+    rest_row r = {&put_attachment, params, 3, {0}};
+    bool ok = rest_row_query(req, TS_DB_WRITE, &r);
+    const char *status = ok && r.col[0] ? r.col[0] : "";
+    if (strcmp(status, "ok") == 0) {
+        if (r.col[2] && ts_store_remove(req->ctx->store, r.col[2], &err))
+            ts_warn("cannot remove a replaced attachment", "uuid=%s error=\"%s\"", r.col[2],
+                    err.msg);
+        rest_set_etag(req, r.col[1], req->body ? req->body : "", req->body_len);
+        rest_reply_text(req, 200, "", 0);
+    } else {
+        /* not taken: the new file goes */
+        ts_err ignored;
+        ts_store_remove(req->ctx->store, uuid, &ignored);
+        if (ok && strcmp(status, "unknown_resource") == 0)
+            rest_reply_unknown_resource(req);
+        else if (ok)
+            rest_reply_revision_conflict(req, match >= 0);
+    }
+    rest_row_clear(&r);
+}
+
+/* DELETE /{level}/{id}/attachments/{name} */
+void rest_attachment_delete(rest_request *req)
+{
+    char lv[4], type_s[12];
+    if (!parse(req, lv, type_s, true))
+        return;
+    if (atoi(type_s) < 1024) {
+        rest_reply_error(req, 400, 4, "Parameter out of range",
+                         "the DICOM file of an instance goes with the instance (DELETE the instance)");
+        return;
+    }
+    long match = rest_if_match(req);
+    if (match == -2)
+        return;
+    char rev[16];
+    snprintf(rev, sizeof(rev), "%ld", match);
+    const char *params[] = {req->seg[1], lv, type_s, match >= 0 ? rev : NULL};
+    rest_row r = {&delete_attachment, params, 2, {0}};
+    if (!rest_row_query(req, TS_DB_WRITE, &r))
+        return;
+    const char *status = r.col[0] ? r.col[0] : "";
+    if (strcmp(status, "ok") == 0) {
+        ts_err err;
+        if (r.col[1] && ts_store_remove(req->ctx->store, r.col[1], &err))
+            ts_warn("cannot remove a deleted attachment", "uuid=%s error=\"%s\"", r.col[1], err.msg);
+        rest_reply_text(req, 200, "", 0);
+    } else if (strcmp(status, "unknown_resource") == 0) {
+        rest_reply_unknown_resource(req);
+    } else if (strcmp(status, "not_found") == 0) {
+        rest_reply_error(req, 404, 7, "Accessing an inexistent item", NULL);
+    } else {
+        rest_reply_revision_conflict(req, match >= 0);
+    }
+    rest_row_clear(&r);
+}

@@ -1,0 +1,13 @@
+/* Attachment routes with revisions (If-Match / ETag), for every level. */
+#ifndef REST_ATTACHMENTS_H
+#define REST_ATTACHMENTS_H
+
+#include "rest_http.h"
+
+void rest_list_attachments(rest_request *req);
+void rest_attachment_operations(rest_request *req);
+void rest_attachment_get(rest_request *req);
+void rest_attachment_put(rest_request *req);
+void rest_attachment_delete(rest_request *req);
+
+#endif

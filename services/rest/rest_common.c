@@ -1,0 +1,87 @@
+#include "rest_common.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int rest_level_of_plural(const char *s)
+{
+    static const char *const names[] = {"patients", "studies", "series", "instances"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void rest_set_etag(rest_request *req, const char *revision, const void *data, size_t len)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL);
+    char hex[33];
+    for (unsigned i = 0; i < mdlen && i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    snprintf(req->etag, sizeof(req->etag), "\"%s-%s\"", revision, hex);
+}
+
+long rest_if_match(rest_request *req)
+{
+    const char *h = rest_header(req, "If-Match");
+    if (!h)
+        return -1;
+    while (*h == ' ' || *h == '"')
+        h++;
+    char *end;
+    long rev = strtol(h, &end, 10);
+    if (end == h || rev < 0 || (*end && *end != '-' && *end != '"' && *end != ' ')) {
+        rest_reply_error(req, 400, 4, "Parameter out of range",
+                         "the \"If-Match\" HTTP header should contain the revision as an integer");
+        return -2;
+    }
+    return rev;
+}
+
+void rest_reply_revision_conflict(rest_request *req, bool if_match_given)
+{
+    rest_reply_error(req, 409, 43, "The revision of a metadata or attachment is outdated",
+                     if_match_given
+                         ? "the revision in If-Match is not the current one"
+                         : "HTTP header \"If-Match\" is missing, as \"CheckRevisions\" is \"true\"");
+}
+
+static int row_txn(ts_db *db, void *arg, ts_err *err)
+{
+    rest_row *r = arg;
+    PGresult *res;
+    int rc = ts_db_exec(db, r->stmt, r->params, &res, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < r->ncols && i < REST_ROW_MAX_COLS; i++) {
+        free(r->col[i]);
+        r->col[i] = PQntuples(res) && i < PQnfields(res) && !PQgetisnull(res, 0, i)
+                        ? strdup(PQgetvalue(res, 0, i))
+                        : NULL;
+    }
+    PQclear(res);
+    return 0;
+}
+
+bool rest_row_query(rest_request *req, ts_db_mode mode, rest_row *row)
+{
+    ts_err err;
+    int rc = ts_db_transaction(req->ctx->db, mode, row_txn, row, &err);
+    if (rc) {
+        rest_reply_failure(req, rc, err.msg);
+        return false;
+    }
+    return true;
+}
+
+void rest_row_clear(rest_row *row)
+{
+    for (int i = 0; i < REST_ROW_MAX_COLS; i++) {
+        free(row->col[i]);
+        row->col[i] = NULL;
+    }
+}

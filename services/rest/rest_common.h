@@ -1,0 +1,34 @@
+/* Helpers shared by the route modules: level names, revisions (ETag and
+ * If-Match), and one-row queries in a transaction. */
+#ifndef REST_COMMON_H
+#define REST_COMMON_H
+
+#include "rest_http.h"
+
+/* "patients" -> 0 ... "instances" -> 3; -1 if unknown. */
+int rest_level_of_plural(const char *s);
+
+/* ETag "<revision>-<md5 of data>", as Orthanc writes it. */
+void rest_set_etag(rest_request *req, const char *revision, const void *data, size_t len);
+
+/* If-Match: "3", 3 or "3-<md5>" (an ETag given back). -1: absent; -2: malformed
+ * (the request has then been answered with 400). */
+long rest_if_match(rest_request *req);
+
+/* The answer to a write refused for its revision (409, as Orthanc). */
+void rest_reply_revision_conflict(rest_request *req, bool if_match_given);
+
+/* Runs one statement in a transaction and keeps the first row's columns
+ * (NULL for SQL NULL or no row). On failure the request is answered and
+ * false returned. */
+#define REST_ROW_MAX_COLS 6
+typedef struct rest_row {
+    const ts_db_stmt *stmt;
+    const char *const *params;
+    int ncols;
+    char *col[REST_ROW_MAX_COLS];
+} rest_row;
+bool rest_row_query(rest_request *req, ts_db_mode mode, rest_row *row);
+void rest_row_clear(rest_row *row);
+
+#endif
