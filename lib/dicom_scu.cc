@@ -34,6 +34,12 @@ std::string peer_name(const ts_dicom_peer *peer)
            std::to_string(peer->port);
 }
 
+// peer->timeout_s, or 30 s when it is not set.
+int timeout_of(const ts_dicom_peer *peer)
+{
+    return peer->timeout_s > 0 ? peer->timeout_s : 30;
+}
+
 bool is_timeout(const OFCondition &cond)
 {
     return cond == DUL_READTIMEOUT || cond == DIMSE_NODATAAVAILABLE;
@@ -48,7 +54,7 @@ class Scu : public DcmSCU
         setPeerAETitle(peer->aet ? peer->aet : "");
         setPeerHostName(peer->host ? peer->host : "");
         setPeerPort(static_cast<Uint16>(peer->port));
-        Uint32 timeout = peer->timeout_s > 0 ? static_cast<Uint32>(peer->timeout_s) : 30;
+        Uint32 timeout = static_cast<Uint32>(timeout_of(peer));
         // Without non-blocking mode DIMSE reads ignore the timeout and a silent
         // peer would hold us forever.
         setDIMSEBlockingMode(DIMSE_NONBLOCKING);
@@ -114,7 +120,7 @@ int open_association(Scu &scu, const char *what, const ts_dicom_peer *peer, ts_e
                           what, peer_name(peer).c_str());
     if (is_timeout(cond))
         return ts_err_set(err, TS_ETIMEOUT, "%s %s: no answer within %d s", what,
-                          peer_name(peer).c_str(), peer->timeout_s);
+                          peer_name(peer).c_str(), timeout_of(peer));
     return ts_err_set(err, TS_EIO, "%s %s: cannot connect: %s", what, peer_name(peer).c_str(),
                       cond.text());
 }
@@ -221,7 +227,7 @@ int store_batch(const ts_dicom_peer *peer, const char *const *paths,
         scu.abortAssociation();
         if (is_timeout(cond))
             return ts_err_set(err, TS_ETIMEOUT, "store %s: no answer within %d s while sending %s",
-                              peer_name(peer).c_str(), peer->timeout_s, paths[i]);
+                              peer_name(peer).c_str(), timeout_of(peer), paths[i]);
         return ts_err_set(err, TS_EIO, "store %s: association broken while sending %s: %s",
                           peer_name(peer).c_str(), paths[i], cond.text());
     }
@@ -252,7 +258,7 @@ extern "C" int ts_dicom_echo(const ts_dicom_peer *peer, ts_err *err)
         scu.abortAssociation();
         if (is_timeout(cond))
             return ts_err_set(err, TS_ETIMEOUT, "echo %s: no answer within %d s",
-                              peer_name(peer).c_str(), peer->timeout_s);
+                              peer_name(peer).c_str(), timeout_of(peer));
         return ts_err_set(err, TS_EIO, "echo %s: %s", peer_name(peer).c_str(), cond.text());
     }
     scu.releaseAssociation();
