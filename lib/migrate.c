@@ -13,6 +13,49 @@ static const ts_db_stmt is_applied = {
     "migrate_is_applied", "SELECT 1 FROM schema_migrations WHERE name = $1", 1};
 static const ts_db_stmt record = {
     "migrate_record", "INSERT INTO schema_migrations (name) VALUES ($1)", 1};
+static const ts_db_stmt function_current = {
+    "migrate_function_current",
+    "SELECT 1 FROM schema_functions WHERE name = $1 AND md5 = md5($2)", 2};
+static const ts_db_stmt function_record = {
+    "migrate_function_record",
+    "INSERT INTO schema_functions (name, md5) VALUES ($1, md5($2))"
+    " ON CONFLICT (name) DO UPDATE SET md5 = excluded.md5, applied_at = now()",
+    2};
+
+/* Re-applies each function file whose text changed since it was last applied. */
+static int apply_functions(ts_db *db, ts_err *err)
+{
+    int rc = ts_db_exec_sql(db,
+                            "CREATE TABLE IF NOT EXISTS schema_functions ("
+                            " name text PRIMARY KEY, md5 text NOT NULL,"
+                            " applied_at timestamptz NOT NULL DEFAULT now())",
+                            err);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < ts_functions_count; i++) {
+        const ts_migration *f = &ts_functions[i];
+        const char *params[] = {f->name, f->sql};
+        PGresult *res;
+        if ((rc = ts_db_exec(db, &function_current, params, &res, err)))
+            return rc;
+        int current = PQntuples(res);
+        PQclear(res);
+        if (current)
+            continue;
+        if ((rc = ts_db_exec_sql(db, "BEGIN", err)))
+            return rc;
+        if ((rc = ts_db_exec_sql(db, f->sql, err)) ||
+            (rc = ts_db_exec(db, &function_record, params, NULL, err))) {
+            ts_err ignored;
+            ts_db_exec_sql(db, "ROLLBACK", &ignored);
+            return ts_err_prefix(err, "functions %s", f->name);
+        }
+        if ((rc = ts_db_exec_sql(db, "COMMIT", err)))
+            return ts_err_prefix(err, "functions %s", f->name);
+        ts_info("functions applied", "name=%s", f->name);
+    }
+    return 0;
+}
 
 static int migrate_locked(ts_db *db, int *applied, ts_err *err)
 {
@@ -47,7 +90,7 @@ static int migrate_locked(ts_db *db, int *applied, ts_err *err)
         ts_info("migration applied", "name=%s", m->name);
         (*applied)++;
     }
-    return 0;
+    return apply_functions(db, err);
 }
 
 static int migrate_fn(ts_db *db, void *arg, ts_err *err)

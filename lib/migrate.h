@@ -1,6 +1,10 @@
 /* Schema migrations: db/migrations/NNNN_name.sql, compiled into the binary,
  * applied in order at start under an advisory lock and recorded in
- * schema_migrations, so that services starting at once apply each one once. */
+ * schema_migrations, so that services starting at once apply each one once.
+ * Then the files of db/functions (CREATE OR REPLACE of the SQL functions), each
+ * re-applied when its text differs from the one recorded in schema_functions:
+ * a function is changed by editing its file, not by copying it into a new
+ * migration. */
 #ifndef TS_MIGRATE_H
 #define TS_MIGRATE_H
 
@@ -15,9 +19,11 @@ typedef struct ts_migration {
 
 extern const ts_migration ts_migrations[];
 extern const size_t ts_migrations_count;
+extern const ts_migration ts_functions[];
+extern const size_t ts_functions_count;
 
-/* Applies the migrations not yet recorded. *applied (may be NULL) receives how
- * many this call applied. */
+/* Applies the migrations not yet recorded, then the function files that
+ * changed. *applied (may be NULL) receives how many migrations this call applied. */
 int ts_db_migrate(ts_db_pool *pool, int *applied, ts_err *err);
 
 /* Calls ts_db_migrate until the database answers (a service may start before

@@ -75,11 +75,12 @@ CREATE INDEX instances_sop_class ON instances (sop_class_uid);
 
 -- Metadata (Orthanc's ReceptionDate, RemoteAET, ... and user metadata) and
 -- attachments carry a revision: If-Match compares with it, every change bumps it.
+-- The first revision is 0, as in Orthanc.
 CREATE TABLE metadata (
     resource_id  bigint NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
     name         text NOT NULL,
     value        text NOT NULL,
-    revision     integer NOT NULL DEFAULT 1,
+    revision     integer NOT NULL DEFAULT 0,
     PRIMARY KEY (resource_id, name)
 );
 
@@ -92,7 +93,7 @@ CREATE TABLE attachments (
     uncompressed_size  bigint NOT NULL,
     compression        smallint NOT NULL DEFAULT 0,
     md5                text,
-    revision           integer NOT NULL DEFAULT 1,
+    revision           integer NOT NULL DEFAULT 0,
     PRIMARY KEY (resource_id, content_type)
 );
 

@@ -89,36 +89,37 @@ def postgres(workdir):
         pass
 
 
-class Ingest:
-    """One tessera-ingest process."""
+class Service:
+    """One process of a Tessera service, its log in a file."""
+
+    binary = None
 
     def __init__(self, env, log_path):
         self.env = env
-        self.port = int(env["TESSERA_DICOM_PORT"])
-        self.aet = env.get("TESSERA_DICOM_AET", "TESSERA")
-        self.bus = env["TESSERA_INGEST_BUS_LISTEN"]
         self.log_path = log_path
         self.proc = None
 
     def start(self, wait=True):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([str(BUILD / "services/ingest/tessera-ingest")],
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([str(BUILD / self.binary)], env=self.env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready()
         return self
 
     def wait_ready(self, timeout=30):
+        """Until the service's port accepts connections."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ingest exited with {self.proc.returncode}:\n{self.read_log()}")
+                raise RuntimeError(f"{self.binary} exited with {self.proc.returncode}:\n"
+                                   + self.read_log())
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("ingest did not open its DICOM port:\n" + self.read_log())
+        raise RuntimeError(f"{self.binary} did not open port {self.port}:\n" + self.read_log())
 
     def read_log(self):
         return Path(self.log_path).read_text(errors="replace")
@@ -136,45 +137,27 @@ class Ingest:
         return self.proc.returncode if self.proc else None
 
 
-class Rest:
-    """One tessera-rest process."""
+class Ingest(Service):
+    """One tessera-ingest process."""
+
+    binary = "services/ingest/tessera-ingest"
 
     def __init__(self, env, log_path):
-        self.env = env
+        super().__init__(env, log_path)
+        self.port = int(env["TESSERA_DICOM_PORT"])
+        self.aet = env.get("TESSERA_DICOM_AET", "TESSERA")
+        self.bus = env["TESSERA_INGEST_BUS_LISTEN"]
+
+
+class Rest(Service):
+    """One tessera-rest process."""
+
+    binary = "services/rest/tessera-rest"
+
+    def __init__(self, env, log_path):
+        super().__init__(env, log_path)
         self.port = int(env["TESSERA_HTTP_PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.proc = None
-
-    def start(self):
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([str(BUILD / "services/rest/tessera-rest")], env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"rest exited with {self.proc.returncode}:\n{self.read_log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("rest did not open its HTTP port:\n" + self.read_log())
-
-    def read_log(self):
-        return Path(self.log_path).read_text(errors="replace")
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc:
-            self.log.close()
-        return self.proc.returncode if self.proc else None
 
 
 class Cluster:

@@ -261,6 +261,66 @@ static void test_migrations_apply_once_even_when_started_together(void **state)
     ts_db_pool_free(pool);
 }
 
+static const ts_db_stmt function_state = {
+    "test_function_state",
+    "SELECT count(*) FILTER (WHERE md5 = 'stale')::text || '/' || count(*)::text"
+    " FROM schema_functions",
+    0};
+
+static int function_state_txn(ts_db *db, void *arg, ts_err *err)
+{
+    PGresult *res;
+    int rc = ts_db_exec(db, &function_state, NULL, &res, err);
+    if (rc)
+        return rc;
+    snprintf(arg, 32, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}
+
+static int make_stale_txn(ts_db *db, void *arg, ts_err *err)
+{
+    return ts_db_exec_sql(db,
+                          "UPDATE schema_functions SET md5 = 'stale';"
+                          " DROP FUNCTION tessera_orthanc_time(timestamptz) CASCADE",
+                          err);
+}
+
+static const ts_db_stmt orthanc_time = {
+    "test_orthanc_time", "SELECT tessera_orthanc_time('2026-01-02 03:04:05+00')", 0};
+
+static int call_function_txn(ts_db *db, void *arg, ts_err *err)
+{
+    PGresult *res;
+    int rc = ts_db_exec(db, &orthanc_time, NULL, &res, err);
+    if (rc)
+        return rc;
+    snprintf(arg, 32, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}
+
+static void test_changed_function_files_are_reapplied(void **state)
+{
+    ts_db_pool *pool = new_pool(1, 3);
+    ts_err err;
+    assert_int_equal(ts_db_migrate(pool, NULL, &err), 0);
+    char st[32];
+    assert_int_equal(ts_db_transaction(pool, TS_DB_READ, function_state_txn, st, &err), 0);
+    char expected[32];
+    snprintf(expected, sizeof(expected), "0/%zu", ts_functions_count);
+    assert_string_equal(st, expected);
+    /* as if every file had changed, and one function had been lost */
+    assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, make_stale_txn, NULL, &err), 0);
+    assert_int_equal(ts_db_migrate(pool, NULL, &err), 0);
+    assert_int_equal(ts_db_transaction(pool, TS_DB_READ, function_state_txn, st, &err), 0);
+    assert_string_equal(st, expected);
+    char value[32];
+    assert_int_equal(ts_db_transaction(pool, TS_DB_READ, call_function_txn, value, &err), 0);
+    assert_int_equal(strlen(value), 15);
+    ts_db_pool_free(pool);
+}
+
 int main(void)
 {
     if (!getenv("TESSERA_TEST_DB_URL") || admin_exec("SELECT 1") != 0) {
@@ -278,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_reconnects_after_the_server_drops_the_connection),
         cmocka_unit_test(test_unreachable_database_is_busy),
         cmocka_unit_test(test_migrations_apply_once_even_when_started_together),
+        cmocka_unit_test(test_changed_function_files_are_reapplied),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,14 +1,12 @@
 -- Metadata writes with Orthanc's revision check, each in one round trip.
 -- Revisions start at 0 (Orthanc's first ETag is "0-..."); every change adds 1.
-ALTER TABLE metadata ALTER COLUMN revision SET DEFAULT 0;
-ALTER TABLE attachments ALTER COLUMN revision SET DEFAULT 0;
 
 -- status: 'ok', 'unknown_resource', 'conflict' (wrong or missing If-Match:
 -- HTTP 409, as Orthanc with CheckRevisions), 'not_found' (delete of an absent name).
 -- p_if_match NULL means the header was absent. The row lock of SELECT ... FOR
 -- UPDATE makes concurrent writers of one name queue; each then sees the
 -- revision left by the one before it, so every write is applied once or refused.
-CREATE FUNCTION tessera_put_metadata(p_public_id text, p_level smallint, p_name text,
+CREATE OR REPLACE FUNCTION tessera_put_metadata(p_public_id text, p_level smallint, p_name text,
                                      p_value text, p_if_match integer,
                                      OUT status text, OUT revision integer)
 LANGUAGE plpgsql AS $$
@@ -47,7 +45,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION tessera_delete_metadata(p_public_id text, p_level smallint, p_name text,
+CREATE OR REPLACE FUNCTION tessera_delete_metadata(p_public_id text, p_level smallint, p_name text,
                                         p_if_match integer, OUT status text)
 LANGUAGE plpgsql AS $$
 DECLARE

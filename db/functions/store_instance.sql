@@ -5,7 +5,7 @@
 -- each value once and the SQL is the one place that maps tags to columns.
 
 -- DICOM IS values can be malformed; a bad one is kept in main_tags only.
-CREATE FUNCTION tessera_int(v text) RETURNS integer
+CREATE OR REPLACE FUNCTION tessera_int(v text) RETURNS integer
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN btrim(v) ~ '^[+-]?[0-9]{1,9}$' THEN btrim(v)::integer END
 $$;
@@ -13,7 +13,7 @@ $$;
 -- Inserts a resource if its public id is new. Returns (id, created).
 -- ON CONFLICT DO NOTHING waits for a concurrent insert of the same id; the
 -- SELECT that follows runs with a new snapshot (READ COMMITTED) and sees it.
-CREATE FUNCTION tessera_upsert_resource(p_level smallint, p_public_id text, p_parent bigint,
+CREATE OR REPLACE FUNCTION tessera_upsert_resource(p_level smallint, p_public_id text, p_parent bigint,
                                         OUT id bigint, OUT created boolean)
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -35,6 +35,21 @@ BEGIN
 END
 $$;
 
+-- LastUpdate of the series, study and patient of a new instance, touched at most
+-- once a second each so that concurrent writers of one study do not queue on
+-- its row for every instance.
+CREATE OR REPLACE FUNCTION tessera_touch_ancestors(p_series bigint) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE resources SET last_update = now()
+    WHERE id IN (
+        SELECT se.id FROM resources se WHERE se.id = p_series
+        UNION ALL SELECT st.id FROM resources se JOIN resources st ON st.id = se.parent_id
+                  WHERE se.id = p_series
+        UNION ALL SELECT pa.id FROM resources se JOIN resources st ON st.id = se.parent_id
+                  JOIN resources pa ON pa.id = st.parent_id WHERE se.id = p_series)
+      AND last_update < now() - interval '1 second'
+$$;
+
 -- p_ids: public ids {patient, study, series, instance}
 -- p_tags: {"patient": {...}, "study": {...}, "series": {...}, "instance": {...}}
 --         Orthanc's MainDicomTags of each level
@@ -42,7 +57,7 @@ $$;
 -- p_metadata: {"ReceptionDate": ..., "RemoteAET": ..., ...}
 -- Returns status 'stored', 'already_stored' or 'overwritten'; old_uuid is the file of
 -- an overwritten instance; changes lists the appended changes for publishing.
-CREATE FUNCTION tessera_store_instance(p_ids text[], p_tags jsonb, p_instance jsonb,
+CREATE OR REPLACE FUNCTION tessera_store_instance(p_ids text[], p_tags jsonb, p_instance jsonb,
                                        p_metadata jsonb, p_overwrite boolean,
                                        OUT status text, OUT old_uuid uuid, OUT changes jsonb)
 LANGUAGE plpgsql AS $$
@@ -110,8 +125,9 @@ BEGIN
         status := 'overwritten';
     END IF;
 
-    SELECT count(*) INTO idx FROM resources WHERE parent_id = ser.id;
+    -- Orthanc's IndexInSeries is the InstanceNumber (else ImageIndex), not a count
     t := p_tags->'instance';
+    idx := coalesce(tessera_int(t->>'InstanceNumber'), tessera_int(t->>'ImageIndex'));
     INSERT INTO instances (resource_id, sop_instance_uid, sop_class_uid, instance_number,
                            index_in_series, main_tags)
     VALUES (ins.id, t->>'SOPInstanceUID', p_instance->>'sop_class_uid',
@@ -124,8 +140,11 @@ BEGIN
 
     INSERT INTO metadata (resource_id, name, value)
     SELECT ins.id, m.key, m.value
-    FROM jsonb_each_text(p_metadata || jsonb_build_object('IndexInSeries', idx::text)) m
+    FROM jsonb_each_text(p_metadata || CASE WHEN idx IS NULL THEN '{}'::jsonb
+                         ELSE jsonb_build_object('IndexInSeries', idx::text) END) m
     WHERE m.value IS NOT NULL;
+
+    PERFORM tessera_touch_ancestors(ser.id);
 
     -- The order Orthanc logs them in.
     FOR c IN

@@ -1,7 +1,7 @@
--- Attachment writes with Orthanc's revision check (see 0004 for metadata).
+-- Attachment writes with Orthanc's revision check (see metadata.sql).
 -- The file is already in the storage area when this runs; old_uuid is the
 -- file the write replaced or removed, for the caller to remove after commit.
-CREATE FUNCTION tessera_put_attachment(p_public_id text, p_level smallint, p_type integer,
+CREATE OR REPLACE FUNCTION tessera_put_attachment(p_public_id text, p_level smallint, p_type integer,
                                        p_uuid uuid, p_size bigint, p_md5 text,
                                        p_if_match integer,
                                        OUT status text, OUT revision integer, OUT old_uuid uuid)
@@ -43,7 +43,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION tessera_delete_attachment(p_public_id text, p_level smallint, p_type integer,
+CREATE OR REPLACE FUNCTION tessera_delete_attachment(p_public_id text, p_level smallint, p_type integer,
                                           p_if_match integer, OUT status text, OUT old_uuid uuid)
 LANGUAGE plpgsql AS $$
 DECLARE
