@@ -142,3 +142,25 @@ def test_zip_upload(cluster, tmp_path):
     assert len(get_json(rest, "/instances")) == 2
     status, body, _ = http(rest, "POST", "/instances", b"PK\x03\x04 truncated zip")
     assert status == 400
+
+
+def test_database_restart_answers_503_then_recovers(cluster, postgres):
+    ing = cluster.start_ingest(TESSERA_DB_MAX_RETRIES=1)
+    rest = cluster.start_rest(ing, TESSERA_DB_MAX_RETRIES=1)
+    data = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
+    assert http(rest, "POST", "/instances", data)[0] == 200
+    postgres.stop()
+    try:
+        status, body, _ = http(rest, "GET", "/studies")
+        assert status == 503, body
+        err = json.loads(body)
+        assert err["HttpStatus"] == 503 and err["Details"]
+        status, body, _ = http(rest, "POST", "/instances",
+                               (PYDICOM_FILES / "MR_small.dcm").read_bytes())
+        assert status == 503, body
+    finally:
+        postgres.start()
+    assert len(get_json(rest, "/studies")) == 1
+    assert http(rest, "POST", "/instances", (PYDICOM_FILES / "MR_small.dcm").read_bytes())[0] == 200
+    assert len(get_json(rest, "/studies")) == 2
+    assert cluster.temp_files() == []
