@@ -73,6 +73,11 @@ void ts_dicom_identity_clear(ts_dicom_identity *id);
 /* Orthanc's GET /instances/{id}/tags: {"0010,0010": {"Name": "PatientName",
  * "Type": "String", "Value": "..."}, ...}, the same as Orthanc 1.10.1. */
 json_t *ts_dicom_to_orthanc_json(const ts_dicom *d);
+/* Orthanc's GET /instances/{id}/header: the file meta information (group 0002)
+ * in the same form; an empty object for a file without one. */
+json_t *ts_dicom_header_to_orthanc_json(const ts_dicom *d);
+/* The ?simplify form of any JSON in the /tags form. */
+json_t *ts_dicom_orthanc_simplify(const json_t *full);
 /* Orthanc's ?simplify / /simplified-tags: {"PatientName": "...", ...}. */
 json_t *ts_dicom_to_simplified_json(const ts_dicom *d);
 /* The DICOM JSON model (PS3.18 F.2) as DICOMweb returns it; bulk data elements

@@ -725,6 +725,28 @@ extern "C" json_t *ts_dicom_to_orthanc_json(const ts_dicom *d)
     return orthanc_dataset(dataset_of(d), true);
 }
 
+extern "C" json_t *ts_dicom_header_to_orthanc_json(const ts_dicom *d)
+{
+    DcmMetaInfo *meta = const_cast<DcmFileFormat &>(d->file).getMetaInfo();
+    json_t *out = meta ? orthanc_dataset(*meta, false) : json_object();
+    /* Orthanc leaves binary elements (FileMetaInformationVersion) out of /header */
+    const char *key;
+    json_t *tag;
+    void *tmp;
+    json_object_foreach_safe(out, tmp, key, tag)
+    {
+        const char *type = json_string_value(json_object_get(tag, "Type"));
+        if (type && strcmp(type, "Null") == 0)
+            json_object_del(out, key);
+    }
+    return out;
+}
+
+extern "C" json_t *ts_dicom_orthanc_simplify(const json_t *full)
+{
+    return simplify(full);
+}
+
 extern "C" json_t *ts_dicom_to_simplified_json(const ts_dicom *d)
 {
     json_t *full = ts_dicom_to_orthanc_json(d);

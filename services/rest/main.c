@@ -36,6 +36,7 @@ static const rest_route routes[] = {
     {"GET", "/instances/*/file", rest_instance_file},
     {"GET", "/instances/*/tags", rest_instance_tags},
     {"GET", "/instances/*/simplified-tags", rest_instance_tags},
+    {"GET", "/instances/*/header", rest_instance_tags},
     {"GET", "/patients/*/studies", rest_navigate},
     {"GET", "/patients/*/series", rest_navigate},
     {"GET", "/patients/*/instances", rest_navigate},

@@ -306,7 +306,8 @@ static json_t *short_tags(json_t *full)
     return out;
 }
 
-/* GET /instances/{id}/tags [?simplify|?short], /instances/{id}/simplified-tags */
+/* GET /instances/{id}/tags [?simplify|?short], /instances/{id}/simplified-tags,
+ * /instances/{id}/header [?simplify|?short] */
 void rest_instance_tags(rest_request *req)
 {
     char path[4096];
@@ -320,7 +321,12 @@ void rest_instance_tags(rest_request *req)
     }
     bool simplify = strcmp(req->seg[2], "simplified-tags") == 0 || rest_flag(req, "simplify");
     json_t *body;
-    if (simplify) {
+    if (strcmp(req->seg[2], "header") == 0) {
+        json_t *full = ts_dicom_header_to_orthanc_json(d);
+        body = simplify ? ts_dicom_orthanc_simplify(full)
+                        : rest_flag(req, "short") ? short_tags(full) : json_incref(full);
+        json_decref(full);
+    } else if (simplify) {
         body = ts_dicom_to_simplified_json(d);
     } else if (rest_flag(req, "short")) {
         json_t *full = ts_dicom_to_orthanc_json(d);

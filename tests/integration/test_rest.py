@@ -419,6 +419,19 @@ def test_tags(pair, route):
         assert t == ref, (path, diff(ref, t))
 
 
+@pytest.mark.parametrize("route", ["header", "header?simplify"])
+def test_header_of_posted_files(pair, route):
+    # the meta header of a POSTed file is the sender's, byte for byte, in both servers
+    # (C-STORE'd files get each receiver's own header: not compared)
+    assert pair.posted
+    for f in pair.posted:
+        iid = pair.answers[f.name][1]["ID"]
+        path = f"/instances/{iid}/{route}"
+        ref, t = pair.ref.get(path), pair.t.get(path)
+        assert ref, path
+        assert t == ref, (path, diff(ref, t))
+
+
 @pytest.mark.parametrize("path", ["/system/", "/instances/", "//studies", "/statistics/"])
 def test_extra_slashes_are_ignored(pair, path):
     # Orthanc's router ignores empty path components
