@@ -221,6 +221,18 @@ static int load_file(const char *path, ts_err *err)
     return rc;
 }
 
+/* Variables of scripts/ and tests/, not of the services: no warning for them. */
+static bool is_script_variable(const char *name)
+{
+    static const char *const names[] = {"TESSERA_VAR_DIR", "TESSERA_PG_PORT", "TESSERA_PG_FSYNC",
+                                        "TESSERA_BUILD_DIR", "TESSERA_ASAN_BUILD_DIR",
+                                        "TESSERA_ROOT", "TESSERA_REST_AGAINST"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return strncmp(name, "TESSERA_TEST", 12) == 0;
+}
+
 int ts_config_load(char **envp, ts_err *err)
 {
     if (!envp)
@@ -251,7 +263,7 @@ int ts_config_load(char **envp, ts_err *err)
         name[n] = '\0';
         int idx = find_setting(name);
         if (idx < 0) {
-            if (strcmp(name, "TESSERA_VAR_DIR") != 0 && strncmp(name, "TESSERA_TEST", 12) != 0)
+            if (!is_script_variable(name))
                 ts_warn("unknown setting in the environment, ignored", "name=%s", name);
             continue;
         }
