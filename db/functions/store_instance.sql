@@ -146,7 +146,8 @@ BEGIN
 
     PERFORM tessera_touch_ancestors(ser.id);
 
-    -- The order Orthanc logs them in.
+    -- The order Orthanc logs them in. Seq is given after commit by
+    -- tessera_sequence_changes() (changes.sql).
     FOR c IN
         INSERT INTO changes (change_type, level, public_id)
         SELECT v.change_type, v.level, v.public_id
@@ -157,9 +158,9 @@ BEGIN
              AS v(ord, change_type, level, public_id, wanted)
         WHERE v.wanted
         ORDER BY v.ord
-        RETURNING changes.seq, changes.change_type, changes.level, changes.public_id
+        RETURNING changes.change_type, changes.level, changes.public_id
     LOOP
-        chg := chg || jsonb_build_object('seq', c.seq, 'type', c.change_type,
+        chg := chg || jsonb_build_object('type', c.change_type,
                                          'level', c.level, 'id', c.public_id);
     END LOOP;
     changes := chg;

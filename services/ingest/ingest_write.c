@@ -129,7 +129,7 @@ static void publish_changes(ingest_ctx *ctx, const char *changes_json)
     json_array_foreach(arr, i, c)
     {
         Tessera__ChangeEvent ev = TESSERA__CHANGE_EVENT__INIT;
-        ev.seq = json_integer_value(json_object_get(c, "seq"));
+        ev.seq = 0; /* numbered after commit by the sequencer; subscribers read /changes */
         ev.change_type = (char *)json_string_value(json_object_get(c, "type"));
         ev.level = (Tessera__ResourceLevel)json_integer_value(json_object_get(c, "level"));
         ev.public_id = (char *)json_string_value(json_object_get(c, "id"));
@@ -269,6 +269,7 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
         }
         out->status = INGEST_STORED;
         ts_metric_inc(ctx->m_stored);
+        ts_change_sequencer_nudge(ctx->sequencer);
         publish_changes(ctx, args.changes);
     }
     ts_metric_observe(ctx->m_seconds, now_s() - t0);

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "bus.h"
+#include "changes.h"
 #include "db.h"
 #include "err.h"
 #include "ids.h"
@@ -17,6 +18,7 @@ typedef struct ingest_ctx {
     ts_db_pool *db;
     ts_store *store;
     ts_bus_pub *events; /* may be NULL */
+    ts_change_sequencer *sequencer; /* numbers the changes after commit; may be NULL */
     bool overwrite;
     ts_metric *m_stored, *m_already, *m_invalid, *m_db_busy, *m_storage, *m_failed;
     ts_metric *m_seconds;

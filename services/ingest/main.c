@@ -232,6 +232,8 @@ int main(int argc, char **argv)
     svc.registered_only = ts_config_bool("TESSERA_DICOM_REGISTERED_AES_ONLY");
     svc.max_instance_size = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");
     ingest_ctx_init_metrics(&svc.write);
+    if (ts_change_sequencer_start(svc.write.db, 1000, &svc.write.sequencer, &err))
+        die("change sequencer", &err);
 
     const char *events_url = ts_config_str("TESSERA_EVENTS_LISTEN");
     if (*events_url && ts_bus_pub_open(events_url, &svc.write.events, &err))
@@ -268,6 +270,7 @@ int main(int argc, char **argv)
 
     ts_bus_server_free(bus);
     ts_dicom_scp_free(svc.scp);
+    ts_change_sequencer_stop(svc.write.sequencer);
     ts_metrics_server_free(metrics);
     ts_bus_pub_free(svc.write.events);
     ts_store_free(svc.write.store);

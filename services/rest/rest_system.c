@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "changes.h"
 #include "config.h"
 #include "log.h"
 #include "rest_resources.h"
@@ -105,13 +106,18 @@ static const ts_db_stmt last_change = {
     "    'ID', public_id,"
     "    'Path', '/' || (ARRAY['patients','studies','series','instances'])[level + 1] || '/' || public_id,"
     "    'ResourceType', (ARRAY['Patient','Study','Series','Instance'])[level + 1],"
-    "    'Seq', seq)) FROM (SELECT * FROM changes ORDER BY seq DESC LIMIT 1) l), '[]'),"
+    "    'Seq', seq)) FROM (SELECT * FROM changes WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1) l), '[]'),"
     " 'Done', true, 'Last', (SELECT coalesce(max(seq), 0) FROM changes))",
     0};
 
 /* GET /changes [?since=N] [?limit=N] [?last] */
 void rest_changes(rest_request *req)
 {
+    /* Number what has committed so far, so that a client that just stored
+     * something sees it; the writers' sequencers would within a second. */
+    ts_err err;
+    if (ts_changes_sequence(req->ctx->db, NULL, &err))
+        ts_warn("cannot number changes before reading them", "error=\"%s\"", err.msg);
     if (rest_flag(req, "last")) {
         reply_query(req, &last_change, NULL);
         return;

@@ -151,6 +151,11 @@ def test_typed_columns_metadata_and_changes(cluster):
     assert meta["IndexInSeries"] == "1"
     assert len(meta["ReceptionDate"]) == 15 and meta["ReceptionDate"][8] == "T"
 
+    # numbered after commit by ingest's sequencer thread, within a moment
+    deadline = time.time() + 10
+    while cluster.sql("SELECT count(*) FROM changes WHERE seq IS NULL")[0][0] and \
+            time.time() < deadline:
+        time.sleep(0.05)
     changes = cluster.sql("SELECT change_type, level, public_id FROM changes ORDER BY seq")
     assert changes == [("NewInstance", 3, ins), ("NewSeries", 2, ser), ("NewStudy", 1, stu),
                        ("NewPatient", 0, pat)]

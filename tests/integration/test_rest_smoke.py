@@ -164,3 +164,30 @@ def test_database_restart_answers_503_then_recovers(cluster, postgres):
     assert http(rest, "POST", "/instances", (PYDICOM_FILES / "MR_small.dcm").read_bytes())[0] == 200
     assert len(get_json(rest, "/studies")) == 2
     assert cluster.temp_files() == []
+
+
+def test_changes_in_commit_order_without_holes(cluster):
+    """A writer that commits late must not be skipped by a client polling
+    /changes?since=Last, and a rolled-back writer leaves no hole."""
+    import psycopg2
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing)
+    slow = psycopg2.connect(cluster.db_url)  # a writer that inserted a change, not committed
+    slow.cursor().execute("INSERT INTO changes (change_type, level, public_id) "
+                          "VALUES ('NewInstance', 3, 'slow-writer')")
+    failed = psycopg2.connect(cluster.db_url)  # a writer that will roll back
+    failed.cursor().execute("INSERT INTO changes (change_type, level, public_id) "
+                            "VALUES ('NewInstance', 3, 'rolled-back')")
+    assert http(rest, "POST", "/instances", (PYDICOM_FILES / "CT_small.dcm").read_bytes())[0] == 200
+    first = get_json(rest, "/changes")
+    assert [c["ChangeType"] for c in first["Changes"]] == [
+        "NewInstance", "NewSeries", "NewStudy", "NewPatient"]
+    failed.rollback()
+    slow.commit()
+    later = get_json(rest, f"/changes?since={first['Last']}")
+    assert [c["ID"] for c in later["Changes"]] == ["slow-writer"]
+    everything = get_json(rest, "/changes?limit=100")["Changes"]
+    assert [c["Seq"] for c in everything] == list(range(1, 6))  # no holes
+    assert "rolled-back" not in [c["ID"] for c in everything]
+    slow.close()
+    failed.close()

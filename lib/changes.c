@@ -1,0 +1,116 @@
+#include "changes.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "log.h"
+
+static const ts_db_stmt sequence_changes = {
+    "changes_sequence", "SELECT tessera_sequence_changes()", 0};
+
+static int sequence_txn(ts_db *db, void *arg, ts_err *err)
+{
+    PGresult *res;
+    int rc = ts_db_exec(db, &sequence_changes, NULL, &res, err);
+    if (rc)
+        return rc;
+    *(long *)arg = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}
+
+int ts_changes_sequence(ts_db_pool *pool, long *numbered, ts_err *err)
+{
+    long n = 0;
+    int rc = ts_db_transaction(pool, TS_DB_WRITE, sequence_txn, &n, err);
+    if (numbered)
+        *numbered = n;
+    return rc;
+}
+
+struct ts_change_sequencer {
+    ts_db_pool *pool;
+    int interval_ms;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool nudged;
+    bool stop;
+};
+
+static void *sequencer_loop(void *arg)
+{
+    ts_change_sequencer *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (!s->nudged && !s->stop) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += s->interval_ms / 1000;
+            until.tv_nsec += (long)(s->interval_ms % 1000) * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->cv, &s->mu, &until);
+        }
+        bool stopping = s->stop;
+        s->nudged = false;
+        pthread_mutex_unlock(&s->mu);
+        /* Nudges that arrive while this runs make the next pass start at once:
+         * a burst of commits costs a few passes, not one per commit. */
+        ts_err err;
+        long n;
+        if (ts_changes_sequence(s->pool, &n, &err))
+            ts_warn("cannot number changes (retried later)", "error=\"%s\"", err.msg);
+        pthread_mutex_lock(&s->mu);
+        if (stopping)
+            break;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+int ts_change_sequencer_start(ts_db_pool *pool, int interval_ms, ts_change_sequencer **out,
+                              ts_err *err)
+{
+    ts_change_sequencer *s = calloc(1, sizeof(*s));
+    if (!s)
+        abort();
+    s->pool = pool;
+    s->interval_ms = interval_ms > 0 ? interval_ms : 1000;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (pthread_create(&s->thread, NULL, sequencer_loop, s) != 0) {
+        free(s);
+        return ts_err_set(err, TS_EINVAL, "cannot start the change sequencer thread");
+    }
+    *out = s;
+    return 0;
+}
+
+void ts_change_sequencer_nudge(ts_change_sequencer *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->nudged = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void ts_change_sequencer_stop(ts_change_sequencer *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}

@@ -1,0 +1,25 @@
+/* The change log's sequencer: changes are inserted without a Seq and numbered
+ * after they commit (db/functions/changes.sql), so that /changes lists them in
+ * commit order without holes. Writers nudge a sequencer thread after each
+ * commit; it numbers in batches, and on its own every interval as well. */
+#ifndef TS_CHANGES_H
+#define TS_CHANGES_H
+
+#include "db.h"
+#include "err.h"
+
+/* Numbers the committed changes without a Seq now, in a transaction of its own.
+ * *numbered (may be NULL) receives how many it numbered (0 if another process
+ * was numbering at that moment). */
+int ts_changes_sequence(ts_db_pool *pool, long *numbered, ts_err *err);
+
+typedef struct ts_change_sequencer ts_change_sequencer;
+
+/* Starts the thread; it runs after each nudge and every interval_ms. */
+int ts_change_sequencer_start(ts_db_pool *pool, int interval_ms, ts_change_sequencer **out,
+                              ts_err *err);
+void ts_change_sequencer_nudge(ts_change_sequencer *s);
+/* Runs a last pass and stops. Accepts NULL. */
+void ts_change_sequencer_stop(ts_change_sequencer *s);
+
+#endif
