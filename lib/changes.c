@@ -24,7 +24,9 @@ static int sequence_txn(ts_db *db, void *arg, ts_err *err)
 int ts_changes_sequence(ts_db_pool *pool, long *numbered, ts_err *err)
 {
     long n = 0;
-    int rc = ts_db_transaction(pool, TS_DB_WRITE, sequence_txn, &n, err);
+    /* READ COMMITTED whatever TESSERA_DB_ISOLATION says: the snapshot must be
+     * taken after the advisory lock, or the counter could be stale. */
+    int rc = ts_db_transaction(pool, TS_DB_WRITE_READ_COMMITTED, sequence_txn, &n, err);
     if (numbered)
         *numbered = n;
     return rc;

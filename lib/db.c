@@ -155,8 +155,14 @@ static int ensure_connected(ts_db *db, ts_err *err)
     drop_connection(db);
     char timeout[16];
     snprintf(timeout, sizeof(timeout), "%d", db->pool->opt.connect_timeout_s);
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {db->pool->conninfo, timeout, "tessera", NULL};
+    /* Keepalives and a TCP user timeout: a silent network partition must turn
+     * into a lost connection (replayed, or in doubt), not a COMMIT that waits
+     * forever. Ignored on unix sockets. */
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", "keepalives",
+                          "keepalives_idle", "keepalives_interval", "keepalives_count",
+                          "tcp_user_timeout", NULL};
+    const char *vals[] = {db->pool->conninfo, timeout, "tessera", "1", "10", "5", "3", "30000",
+                          NULL};
     db->conn = PQconnectdbParams(keys, vals, 1 /* expand dbname as a connection string */);
     if (!db->conn)
         abort();
@@ -247,6 +253,8 @@ static const char *begin_sql(const ts_db_pool *pool, ts_db_mode mode)
 {
     if (mode == TS_DB_READ)
         return "BEGIN READ ONLY";
+    if (mode == TS_DB_WRITE_READ_COMMITTED)
+        return "BEGIN ISOLATION LEVEL READ COMMITTED";
     if (strcmp(pool->isolation, "serializable") == 0)
         return "BEGIN ISOLATION LEVEL SERIALIZABLE";
     if (strcmp(pool->isolation, "repeatable-read") == 0)
@@ -302,8 +310,16 @@ int ts_db_transaction(ts_db_pool *pool, ts_db_mode mode, ts_db_txn_fn fn, void *
         bool replayable = db->retryable || db->broken;
         if (db->broken)
             drop_connection(db);
-        if (!replayable)
+        if (!replayable) {
+            /* A COMMIT sent earlier may have taken effect: whatever failed
+             * since, the caller must not undo the work's side effects. */
+            if (db->commit_in_doubt) {
+                rc = TS_EDB_INDOUBT;
+                if (err)
+                    err->code = rc;
+            }
             break;
+        }
         if (attempt >= pool->opt.max_retries) {
             atomic_fetch_add(&pool->busy_failures, 1);
             ts_metric_inc(pool->m_busy);

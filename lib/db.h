@@ -3,8 +3,9 @@
  * replays a transaction that failed with SQLSTATE 40001 (serialization failure)
  * or 40P01 (deadlock), or lost its connection: attempt k waits 100 ms * k plus
  * jitter; past the configured count the caller gets TS_EDB_BUSY (HTTP 503,
- * DICOM 0xA700), or TS_EDB_INDOUBT if a COMMIT was sent and its answer lost
- * (the work may have been done). Connections are re-established by themselves. */
+ * DICOM 0xA700), or TS_EDB_INDOUBT whenever a COMMIT was sent and its answer
+ * lost and no later attempt succeeded (the work may have been done), whatever
+ * the last attempt's error was. Connections are re-established by themselves. */
 #ifndef TS_DB_H
 #define TS_DB_H
 
@@ -16,7 +17,9 @@
 typedef struct ts_db_pool ts_db_pool;
 typedef struct ts_db ts_db; /* one pooled connection, lent to a transaction */
 
-typedef enum { TS_DB_READ, TS_DB_WRITE } ts_db_mode;
+/* TS_DB_WRITE uses TESSERA_DB_ISOLATION; TS_DB_WRITE_READ_COMMITTED is for work
+ * that must see rows committed after it began (the change sequencer). */
+typedef enum { TS_DB_READ, TS_DB_WRITE, TS_DB_WRITE_READ_COMMITTED } ts_db_mode;
 
 typedef struct ts_db_options {
     const char *conninfo;   /* libpq connection string */

@@ -187,7 +187,10 @@ extern "C" int ts_dicom_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_s
     scp->cfg.aet = scp->aet.c_str();
     scp->cb = *cb;
     configure(scp);
-    OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, cfg->port, cfg->timeout_s, &scp->net);
+    /* The accept thread reads each A-ASSOCIATE-RQ itself: a short timeout keeps a
+     * silent connection from holding up everyone else's associations for long. */
+    OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, cfg->port,
+                                             cfg->timeout_s < 3 ? cfg->timeout_s : 3, &scp->net);
     if (cond.bad()) {
         delete scp;
         return ts_err_set(err, TS_EIO, "listen on DICOM port %d: %s", cfg->port, cond.text());
@@ -257,6 +260,9 @@ extern "C" int ts_dicom_scp_run(ts_dicom_scp *scp, ts_err *err)
         }
         std::thread(serve, scp, assoc).detach();
     }
+    /* Stop accepting at once: new connections are refused while the running
+     * associations finish. */
+    ASC_dropNetwork(&scp->net);
     std::unique_lock<std::mutex> lock(scp->mu);
     scp->idle.wait(lock, [scp] { return scp->active == 0; });
     (void)err;
@@ -265,7 +271,8 @@ extern "C" int ts_dicom_scp_run(ts_dicom_scp *scp, ts_err *err)
 
 extern "C" void ts_dicom_scp_stop(ts_dicom_scp *scp)
 {
-    scp->stop.store(true);
+    if (scp)
+        scp->stop.store(true);
 }
 
 extern "C" int ts_dicom_scp_active(ts_dicom_scp *scp)

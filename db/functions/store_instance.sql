@@ -121,7 +121,16 @@ BEGIN
         END IF;
         old_uuid := existing_uuid;
         DELETE FROM resources WHERE id = ins.id;
+        IF NOT FOUND THEN
+            -- another writer overwrote it first: replay against its row
+            RAISE EXCEPTION 'instance % overwritten concurrently', p_ids[4]
+                USING ERRCODE = 'serialization_failure';
+        END IF;
         SELECT * INTO ins FROM tessera_upsert_resource(3::smallint, p_ids[4], ser.id);
+        IF NOT ins.created THEN
+            RAISE EXCEPTION 'instance % stored concurrently', p_ids[4]
+                USING ERRCODE = 'serialization_failure';
+        END IF;
         status := 'overwritten';
     END IF;
 

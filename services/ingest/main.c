@@ -1,6 +1,7 @@
 /* tessera-ingest: the DICOM C-ECHO/C-STORE receiver and the one write path
  * for new instances (also offered on the bus, for the REST upload). */
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@
 
 typedef struct ingest_service {
     ingest_ctx write;
-    ts_dicom_scp *scp;
+    _Atomic(ts_dicom_scp *) scp;
     bool registered_only;
     long max_instance_size;
 } ingest_service;
@@ -197,10 +198,21 @@ static bool health(void *user, char *reason, size_t size)
     return true;
 }
 
+/* A signal may come before the SCP exists (waiting for the database): the
+ * flag stops the start-up; the SCP, once it exists, is stopped directly. */
+static atomic_bool stopping;
+
 static void on_stop(void *user)
 {
     ingest_service *svc = user;
-    ts_dicom_scp_stop(svc->scp);
+    atomic_store(&stopping, true);
+    ts_dicom_scp *scp = atomic_load(&svc->scp);
+    if (!scp) {
+        /* Still starting (e.g. waiting for PostgreSQL): nothing is in flight. */
+        ts_info("stopped during start-up", NULL);
+        _exit(0);
+    }
+    ts_dicom_scp_stop(scp);
 }
 
 static void die(const char *what, const ts_err *err)
@@ -226,6 +238,10 @@ int main(int argc, char **argv)
         die("database", &err);
     if (ts_db_migrate_wait(svc.write.db, 120, &err))
         die("migrations", &err);
+    if (atomic_load(&stopping)) {
+        ts_info("stopped during start-up", NULL);
+        return 0;
+    }
     if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.write.store, &err))
         die("storage", &err);
     svc.write.overwrite = ts_config_bool("TESSERA_OVERWRITE_INSTANCES");
@@ -261,15 +277,19 @@ int main(int argc, char **argv)
     };
     ts_dicom_scp_callbacks cb = {
         .user = &svc, .accept = on_accept, .temp_path = on_temp_path, .store = on_store};
-    if (ts_dicom_scp_new(&scfg, &cb, &svc.scp, &err))
+    ts_dicom_scp *scp;
+    if (ts_dicom_scp_new(&scfg, &cb, &scp, &err))
         die("dicom listener", &err);
+    atomic_store(&svc.scp, scp);
+    if (atomic_load(&stopping))
+        ts_dicom_scp_stop(scp); /* a signal came during start-up */
     ts_info("ingest ready", "aet=%s dicom_port=%d bus=%s events=%s metrics_port=%d", scfg.aet,
             scfg.port, bus_url, events_url, metrics_port);
 
-    int rc = ts_dicom_scp_run(svc.scp, &err);
+    int rc = ts_dicom_scp_run(scp, &err);
 
     ts_bus_server_free(bus);
-    ts_dicom_scp_free(svc.scp);
+    ts_dicom_scp_free(scp);
     ts_change_sequencer_stop(svc.write.sequencer);
     ts_metrics_server_free(metrics);
     ts_bus_pub_free(svc.write.events);

@@ -377,3 +377,27 @@ def test_metrics_and_health(cluster, postgres):
     finally:
         postgres.start()
     assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30).status == 200
+
+
+def test_sigterm_while_waiting_for_the_database(cluster):
+    """Stopping a service that is still waiting for PostgreSQL exits cleanly."""
+    ing = cluster.start_ingest(wait=False, TESSERA_DB_URL="host=/nonexistent port=1 dbname=x",
+                               TESSERA_DB_CONNECT_TIMEOUT=1)
+    time.sleep(1.5)
+    assert ing.proc.poll() is None  # still waiting, not crashed
+    assert ing.stop() == 0
+    assert "database not ready" in ing.read_log()
+
+
+def test_silent_connections_do_not_block_associations(cluster):
+    """Sockets that never send an association request are dropped after a few
+    seconds each instead of holding up everyone else for the DIMSE timeout."""
+    import socket
+    ing = cluster.start_ingest()
+    silent = [socket.create_connection(("127.0.0.1", ing.port)) for _ in range(2)]
+    started = time.time()
+    p = echoscu(ing)
+    assert p.returncode == 0, p.stderr
+    assert time.time() - started < 15  # 30 s each before the fix
+    for s in silent:
+        s.close()
