@@ -122,6 +122,7 @@ typedef struct ts_dicom_scp_config {
     int max_pdu;
     int timeout_s;
     bool check_called_aet;
+    long long max_dataset; /* bytes; a C-STORE dataset past it aborts the association (0: none) */
 } ts_dicom_scp_config;
 
 typedef struct ts_dicom_scp ts_dicom_scp;

@@ -56,8 +56,9 @@ void copy_aet(char *dst, size_t size, const OFString &src)
 
 class Worker : public DcmThreadSCP {
 public:
-    Worker(const ts_dicom_scp_callbacks &cb, const std::string &our_aet, bool check_called)
-        : cb_(cb), our_aet_(our_aet), check_called_(check_called)
+    Worker(const ts_dicom_scp_callbacks &cb, const std::string &our_aet, bool check_called,
+           long long max_dataset)
+        : cb_(cb), our_aet_(our_aet), check_called_(check_called), max_dataset_(max_dataset)
     {
         memset(&assoc_, 0, sizeof(assoc_));
     }
@@ -87,6 +88,19 @@ protected:
             return handleStore(msg->msg.CStoreRQ, info.presentationContextID);
         // C-ECHO and everything we do not serve (answered as unsupported).
         return DcmThreadSCP::handleIncomingCommand(msg, info);
+    }
+
+    // Every input from the network has a limit: a dataset that grows past
+    // TESSERA_MAX_INSTANCE_SIZE aborts the association; the receive then fails
+    // and handleStore() removes the partial file.
+    void notifyRECEIVEProgress(const unsigned long byte_count) override
+    {
+        if (max_dataset_ > 0 && !aborted_ && static_cast<long long>(byte_count) > max_dataset_) {
+            aborted_ = true;
+            ts_warn("C-STORE dataset over the size limit, association aborted",
+                    "calling_aet=%s limit=%lld", assoc_.calling_aet, max_dataset_);
+            abortAssociation();
+        }
     }
 
 private:
@@ -137,6 +151,8 @@ private:
     ts_dicom_scp_callbacks cb_;
     std::string our_aet_;
     bool check_called_;
+    long long max_dataset_;
+    bool aborted_ = false;
     ts_dicom_assoc assoc_;
 };
 
@@ -164,6 +180,7 @@ static void configure(ts_dicom_scp *scp)
     c.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
     c.setDIMSETimeout(static_cast<Uint32>(scp->cfg.timeout_s));
     c.setHostLookupEnabled(OFFalse);
+    c.setProgressNotificationMode(OFTrue); // for the dataset size limit
     c.setRespondWithCalledAETitle(OFTrue);
     OFList<OFString> storage;
     for (const char *ts : STORAGE_SYNTAXES)
@@ -202,7 +219,7 @@ extern "C" int ts_dicom_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_s
 static void serve(ts_dicom_scp *scp, T_ASC_Association *assoc)
 {
     {
-        Worker worker(scp->cb, scp->aet, scp->cfg.check_called_aet);
+        Worker worker(scp->cb, scp->aet, scp->cfg.check_called_aet, scp->cfg.max_dataset);
         worker.setSharedConfig(scp->shared);
         OFCondition cond = worker.run(assoc); // negotiates, serves, releases, frees assoc
         if (cond.bad() && cond != DUL_PEERREQUESTEDRELEASE && cond != DUL_PEERABORTEDASSOCIATION)

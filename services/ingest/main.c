@@ -274,6 +274,7 @@ int main(int argc, char **argv)
         .max_pdu = (int)ts_config_int("TESSERA_DICOM_MAX_PDU"),
         .timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT"),
         .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
+        .max_dataset = ts_config_int("TESSERA_MAX_INSTANCE_SIZE"),
     };
     ts_dicom_scp_callbacks cb = {
         .user = &svc, .accept = on_accept, .temp_path = on_temp_path, .store = on_store};

@@ -401,3 +401,28 @@ def test_silent_connections_do_not_block_associations(cluster):
     assert time.time() - started < 15  # 30 s each before the fix
     for s in silent:
         s.close()
+
+
+def test_c_store_over_the_size_limit_aborts_and_keeps_nothing(cluster, tmp_path):
+    ing = cluster.start_ingest(TESSERA_MAX_INSTANCE_SIZE=1048576)
+    big = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    big.Rows, big.Columns = 2048, 2048
+    big.PixelData = b"\0\1" * (2048 * 2048)  # 8 MB
+    p = tmp_path / "big.dcm"
+    big.save_as(p)
+    a = dul.Association(ing.port)
+    # the service aborts: the client sees an A-ABORT PDU (0x07) or a closed connection
+    outcome = None
+    try:
+        outcome = a.store(dul.CT_IMAGE_STORAGE, big.SOPInstanceUID, dul.dataset_bytes(p))
+    except (ConnectionError, OSError):
+        outcome = "connection closed"
+    except AssertionError as e:
+        outcome = "A-ABORT" if "unexpected PDU 0x7" in str(e) else str(e)
+    assert outcome in ("connection closed", "A-ABORT"), outcome
+    deadline = time.time() + 10
+    while time.time() < deadline and cluster.temp_files():
+        time.sleep(0.1)
+    assert_nothing_stored(cluster)
+    assert "over the size limit" in ing.read_log()
+    assert echoscu(ing).returncode == 0
