@@ -1,6 +1,8 @@
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <time.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -423,5 +425,34 @@ int ts_store_remove(ts_store *st, const char *uuid, ts_err *err)
     if (path_fmt(NULL, dir, sizeof(dir), "%s/%.2s/%.2s", st->root, uuid, uuid + 2) == 0 &&
         rmdir(dir) == 0 && path_fmt(NULL, dir, sizeof(dir), "%s/%.2s", st->root, uuid) == 0)
         rmdir(dir);
+    return 0;
+}
+
+int ts_store_sweep_temp(ts_store *st, int max_age_s, int *removed, ts_err *err)
+{
+    char tmp[PATH_MAX];
+    int rc = path_fmt(err, tmp, sizeof(tmp), "%s/tmp", st->root);
+    if (rc)
+        return rc;
+    DIR *dir = opendir(tmp);
+    if (!dir)
+        return store_errno(err, errno, tmp, "open directory");
+    int count = 0;
+    time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".part") != 0)
+            continue;
+        struct stat sb;
+        /* a file being received is written to all the time: an old mtime means
+         * its writer is gone (killed in the middle of a transfer) */
+        if (fstatat(dirfd(dir), e->d_name, &sb, 0) == 0 && now - sb.st_mtime > max_age_s &&
+            unlinkat(dirfd(dir), e->d_name, 0) == 0)
+            count++;
+    }
+    closedir(dir);
+    if (removed)
+        *removed = count;
     return 0;
 }

@@ -42,6 +42,10 @@ int ts_store_read(ts_store *st, const char *uuid, void **data, size_t *len, ts_e
 /* Removes a stored file; a file already gone counts as removed. */
 int ts_store_remove(ts_store *st, const char *uuid, ts_err *err);
 
+/* Removes temporary files not written to for max_age_s seconds: what a process
+ * killed in the middle of a transfer left. */
+int ts_store_sweep_temp(ts_store *st, int max_age_s, int *removed, ts_err *err);
+
 /* The root directory of the storage area. */
 const char *ts_store_root(const ts_store *st);
 

@@ -244,6 +244,11 @@ int main(int argc, char **argv)
     }
     if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.write.store, &err))
         die("storage", &err);
+    int swept = 0;
+    if (ts_store_sweep_temp(svc.write.store, 3600, &swept, &err))
+        ts_warn("cannot sweep temporary files", "error=\"%s\"", err.msg);
+    else if (swept)
+        ts_info("removed abandoned temporary files", "count=%d", swept);
     svc.write.overwrite = ts_config_bool("TESSERA_OVERWRITE_INSTANCES");
     svc.registered_only = ts_config_bool("TESSERA_DICOM_REGISTERED_AES_ONLY");
     svc.max_instance_size = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");

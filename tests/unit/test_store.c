@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include <time.h>
 #include "store.h"
 
 typedef struct {
@@ -530,9 +531,38 @@ static void test_concurrent_writes(void **state)
     assert_int_equal(count_entries(tmp), 0);
 }
 
+/* Temporary files nobody wrote to for an hour are swept; fresh ones stay. */
+static void test_sweep_removes_only_abandoned_temp_files(void **state)
+{
+    fixture *f = *state;
+    ts_err err;
+    char old_path[PATH_MAX], fresh_path[PATH_MAX], other[PATH_MAX];
+    assert_int_equal(ts_store_temp_path(f->st, old_path, sizeof(old_path), &err), 0);
+    assert_int_equal(ts_store_temp_path(f->st, fresh_path, sizeof(fresh_path), &err), 0);
+    xsnprintf(other, sizeof(other), "%s/tmp/not-ours.txt", f->root);
+    const char *paths[] = {old_path, fresh_path, other};
+    for (int i = 0; i < 3; i++) {
+        FILE *fp = fopen(paths[i], "w");
+        assert_non_null(fp);
+        fputs("partial", fp);
+        fclose(fp);
+    }
+    struct timespec two_hours_ago[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, old_path, two_hours_ago, 0), 0);
+    assert_int_equal(utimensat(AT_FDCWD, other, two_hours_ago, 0), 0);
+    int removed = -1;
+    assert_int_equal(ts_store_sweep_temp(f->st, 3600, &removed, &err), 0);
+    assert_int_equal(removed, 1);
+    assert_int_equal(access(old_path, F_OK), -1);
+    assert_int_equal(access(fresh_path, F_OK), 0);
+    assert_int_equal(access(other, F_OK), 0); /* only *.part files are ours */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_sweep_removes_only_abandoned_temp_files, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_open_creates_root_and_tmp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_read_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_empty_file, setup, teardown),
