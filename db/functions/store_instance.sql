@@ -25,7 +25,10 @@ BEGIN
         created := true;
         RETURN;
     END IF;
-    SELECT r.id INTO id FROM resources r WHERE r.public_id = p_public_id;
+    -- FOR KEY SHARE: a concurrent DELETE of this resource waits for us instead of
+    -- removing it between here and the insert of its child (a foreign-key error
+    -- that would not be replayed).
+    SELECT r.id INTO id FROM resources r WHERE r.public_id = p_public_id FOR KEY SHARE;
     IF id IS NULL THEN
         -- the concurrent writer rolled back between our two statements: replay
         RAISE EXCEPTION 'resource % vanished while being stored', p_public_id
