@@ -9,7 +9,7 @@ PKGS_BUILD="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-d
   libdcmtk-dev libpq-dev libhiredis-dev libmicrohttpd-dev libjansson-dev libssl-dev uuid-dev
   libarchive-dev"
 PKGS_RUN="postgresql redis-server dcmtk"
-PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-psycopg2
+PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-numpy python3-psycopg2
   orthanc"  # orthanc: the reference that tests/integration/test_rest.py compares with
 
 log() { printf '%s\n' "$*" >&2; }
