@@ -4,6 +4,8 @@
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/pipeline0/pull.h>
+#include <nng/protocol/pipeline0/push.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -215,8 +217,9 @@ static void *discovery_loop(void *arg)
     return NULL;
 }
 
-int ts_bus_client_new(const char *target, int resolve_interval_s, size_t max_msg,
-                      ts_bus_client **out, ts_err *err)
+static int client_new(const char *target, int resolve_interval_s, size_t max_msg,
+                      int (*open_socket)(nng_socket *), const char *kind, ts_bus_client **out,
+                      ts_err *err)
 {
     *out = NULL;
     ts_bus_client *c = calloc(1, sizeof(*c));
@@ -226,10 +229,10 @@ int ts_bus_client_new(const char *target, int resolve_interval_s, size_t max_msg
     pthread_cond_init(&c->cv, NULL);
     c->interval_s = resolve_interval_s > 0 ? resolve_interval_s : 5;
     c->max_msg = max_msg;
-    int rv = nng_req0_open(&c->sock);
+    int rv = open_socket(&c->sock);
     if (rv != 0) {
         free(c);
-        return ts_err_set(err, TS_EBUS, "open REQ socket: %s", nng_strerror(rv));
+        return ts_err_set(err, TS_EBUS, "open %s socket: %s", kind, nng_strerror(rv));
     }
     nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, max_msg);
     nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 100);
@@ -265,6 +268,28 @@ int ts_bus_client_new(const char *target, int resolve_interval_s, size_t max_msg
     pthread_create(&c->thread, NULL, discovery_loop, c);
     *out = c;
     return 0;
+}
+
+int ts_bus_client_new(const char *target, int resolve_interval_s, size_t max_msg,
+                      ts_bus_client **out, ts_err *err)
+{
+    return client_new(target, resolve_interval_s, max_msg, nng_req0_open, "REQ", out, err);
+}
+
+int ts_bus_pusher_new(const char *target, int resolve_interval_s, ts_bus_client **out,
+                      ts_err *err)
+{
+    return client_new(target, resolve_interval_s, 4096, nng_push0_open, "PUSH", out, err);
+}
+
+int ts_bus_push(ts_bus_client *c, const ProtobufCMessage *msg)
+{
+    size_t len;
+    uint8_t *buf = ts_bus_pack(msg, &len);
+    /* Non-blocking: with no puller connected the nudge is dropped; pullers poll too. */
+    int rv = nng_send(c->sock, buf, len, NNG_FLAG_NONBLOCK);
+    free(buf);
+    return rv == 0 ? 0 : TS_EBUS;
 }
 
 void ts_bus_client_free(ts_bus_client *c)
@@ -387,6 +412,58 @@ int ts_bus_publish(ts_bus_pub *p, const ProtobufCMessage *msg, ts_err *err)
 }
 
 void ts_bus_pub_free(ts_bus_pub *p)
+{
+    if (!p)
+        return;
+    nng_close(p->sock);
+    free(p);
+}
+
+/* ---- PULL: nudges -------------------------------------------------------- */
+
+struct ts_bus_puller {
+    nng_socket sock;
+};
+
+int ts_bus_puller_open(const char *url, ts_bus_puller **out, ts_err *err)
+{
+    *out = NULL;
+    ts_bus_puller *p = calloc(1, sizeof(*p));
+    if (!p)
+        abort();
+    int rv = nng_pull0_open(&p->sock);
+    if (rv != 0) {
+        free(p);
+        return ts_err_set(err, TS_EBUS, "open PULL socket: %s", nng_strerror(rv));
+    }
+    nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, 4096);
+    rv = nng_listen(p->sock, url, NULL, 0);
+    if (rv != 0) {
+        nng_close(p->sock);
+        free(p);
+        return ts_err_set(err, TS_EBUS, "listen on %s: %s", url, nng_strerror(rv));
+    }
+    *out = p;
+    return 0;
+}
+
+int ts_bus_puller_wait(ts_bus_puller *p, int timeout_ms)
+{
+    nng_socket_set_ms(p->sock, NNG_OPT_RECVTIMEO, timeout_ms);
+    nng_msg *m;
+    int rv = nng_recvmsg(p->sock, &m, 0);
+    if (rv == NNG_ETIMEDOUT)
+        return 0;
+    if (rv != 0)
+        return TS_EBUS;
+    nng_msg_free(m);
+    /* nudges that queued up meanwhile ask for the same pass */
+    while (nng_recvmsg(p->sock, &m, NNG_FLAG_NONBLOCK) == 0)
+        nng_msg_free(m);
+    return 1;
+}
+
+void ts_bus_puller_free(ts_bus_puller *p)
 {
     if (!p)
         return;

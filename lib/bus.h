@@ -51,6 +51,22 @@ int ts_bus_call(ts_bus_client *c, const ProtobufCMessage *req,
 /* Number of addresses currently dialled (for tests and /health). */
 int ts_bus_client_peers(ts_bus_client *c);
 
+/* ---- PUSH/PULL: work nudges --------------------------------------------- */
+
+/* A PUSH client with the same replica discovery as ts_bus_client_new: each
+ * nudge goes to one of the pullers (free with ts_bus_client_free). */
+int ts_bus_pusher_new(const char *target, int resolve_interval_s, ts_bus_client **out,
+                      ts_err *err);
+/* Best effort and non-blocking: a lost nudge costs a delay, pullers also poll. */
+int ts_bus_push(ts_bus_client *c, const ProtobufCMessage *msg);
+
+typedef struct ts_bus_puller ts_bus_puller;
+int ts_bus_puller_open(const char *url, ts_bus_puller **out, ts_err *err);
+/* Waits up to timeout_ms for a nudge: 1 when one (or more) came, 0 on
+ * timeout, a negative TS_E* code when the socket is closed. */
+int ts_bus_puller_wait(ts_bus_puller *p, int timeout_ms);
+void ts_bus_puller_free(ts_bus_puller *p);
+
 /* ---- PUB: change events --------------------------------------------------- */
 
 typedef struct ts_bus_pub ts_bus_pub;

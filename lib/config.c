@@ -71,6 +71,17 @@ static const ts_cfg_setting settings[] = {
      "seconds between two resolutions of a service's host name"},
     {"TESSERA_METRICS_PORT", TS_CFG_INT, "0", 0, 65535, NULL,
      "port serving /metrics (Prometheus) and /health; 0: none"},
+    /* deleter */
+    {"TESSERA_DELETER_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7412", 0, 0, NULL,
+     "where a deleter's PULL socket (nudges after deletions) listens"},
+    {"TESSERA_DELETER_BUS", TS_CFG_STRING, "127.0.0.1:7412", 0, 0, NULL,
+     "host:port of the deleters' nudge sockets (every address is dialled); empty: no nudges"},
+    {"TESSERA_DELETER_BATCH", TS_CFG_INT, "500", 1, 100000, NULL,
+     "files a deleter claims and removes per transaction"},
+    {"TESSERA_DELETER_POLL_INTERVAL", TS_CFG_INT, "5", 1, 3600, NULL,
+     "seconds between two looks at the deletion queue without a nudge"},
+    {"TESSERA_DELETER_MAX_RATE", TS_CFG_INT, "0", 0, 1000000, NULL,
+     "files removed per second by one deleter at most; 0: no limit"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

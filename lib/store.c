@@ -456,3 +456,56 @@ int ts_store_sweep_temp(ts_store *st, int max_age_s, int *removed, ts_err *err)
         *removed = count;
     return 0;
 }
+
+/* Two hex digits: the shape of the aa and bb directory levels. */
+static bool hex2_ok(const char *s)
+{
+    return strlen(s) == 2 && strspn(s, "0123456789abcdef") == 2;
+}
+
+int ts_store_walk(ts_store *st, ts_store_walk_fn fn, void *user, ts_err *err)
+{
+    char aa_path[PATH_MAX], bb_path[PATH_MAX], file_path[PATH_MAX];
+    DIR *top = opendir(st->root);
+    if (!top)
+        return store_errno(err, errno, st->root, "open directory");
+    int rc = 0;
+    struct dirent *a;
+    while (rc == 0 && (a = readdir(top))) {
+        if (!hex2_ok(a->d_name))
+            continue; /* ".", "..", tmp/ */
+        if (path_fmt(err, aa_path, sizeof(aa_path), "%s/%s", st->root, a->d_name))
+            continue;
+        DIR *mid = opendir(aa_path);
+        if (!mid)
+            continue; /* removed meanwhile by ts_store_remove */
+        struct dirent *b;
+        while (rc == 0 && (b = readdir(mid))) {
+            if (!hex2_ok(b->d_name))
+                continue;
+            if (path_fmt(err, bb_path, sizeof(bb_path), "%s/%s", aa_path, b->d_name))
+                continue;
+            DIR *leaf = opendir(bb_path);
+            if (!leaf)
+                continue;
+            struct dirent *f;
+            while (rc == 0 && (f = readdir(leaf))) {
+                if (f->d_name[0] == '.')
+                    continue;
+                if (path_fmt(err, file_path, sizeof(file_path), "%s/%s", bb_path, f->d_name))
+                    continue;
+                struct stat sb;
+                if (lstat(file_path, &sb) != 0)
+                    continue; /* removed meanwhile */
+                bool named_well = uuid_shape_ok(f->d_name) && f->d_name[TS_UUID_LEN] == '\0' &&
+                                  strncmp(f->d_name, a->d_name, 2) == 0 &&
+                                  strncmp(f->d_name + 2, b->d_name, 2) == 0 && S_ISREG(sb.st_mode);
+                rc = fn(user, named_well ? f->d_name : NULL, file_path, &sb);
+            }
+            closedir(leaf);
+        }
+        closedir(mid);
+    }
+    closedir(top);
+    return rc;
+}

@@ -46,6 +46,15 @@ int ts_store_remove(ts_store *st, const char *uuid, ts_err *err);
  * killed in the middle of a transfer left. */
 int ts_store_sweep_temp(ts_store *st, int max_age_s, int *removed, ts_err *err);
 
+/* Calls fn for every file under root/aa/bb/ (not tmp/): uuid is the file's
+ * name, or NULL for a file that is not named like a stored file (wrong shape,
+ * wrong directory, not a regular file). A non-zero return from fn stops the
+ * walk and is returned. Files removed during the walk are skipped. */
+struct stat;
+typedef int (*ts_store_walk_fn)(void *user, const char *uuid, const char *path,
+                                const struct stat *st);
+int ts_store_walk(ts_store *st, ts_store_walk_fn fn, void *user, ts_err *err);
+
 /* The root directory of the storage area. */
 const char *ts_store_root(const ts_store *st);
 

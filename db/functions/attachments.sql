@@ -1,6 +1,7 @@
 -- Attachment writes with Orthanc's revision check (see metadata.sql).
 -- The file is already in the storage area when this runs; old_uuid is the
--- file the write replaced or removed, for the caller to remove after commit.
+-- file the write replaced or removed, queued for the deleter in the same
+-- transaction (a reader that saw the old row can still read its file).
 CREATE OR REPLACE FUNCTION tessera_put_attachment(p_public_id text, p_level smallint, p_type integer,
                                        p_uuid uuid, p_size bigint, p_md5 text,
                                        p_if_match integer,
@@ -40,6 +41,7 @@ BEGIN
     status := 'ok';
     revision := cur.revision + 1;
     old_uuid := cur.uuid;
+    INSERT INTO deletion_queue (uuid) VALUES (cur.uuid);
 END
 $$;
 
@@ -65,6 +67,7 @@ BEGIN
         DELETE FROM attachments a WHERE a.resource_id = rid AND a.content_type = p_type;
         status := 'ok';
         old_uuid := cur.uuid;
+        INSERT INTO deletion_queue (uuid) VALUES (cur.uuid);
     END IF;
 END
 $$;

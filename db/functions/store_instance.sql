@@ -123,6 +123,8 @@ BEGIN
             RETURN;
         END IF;
         old_uuid := existing_uuid;
+        -- the replaced file (and any attachment of the old row) goes to the deleter
+        PERFORM tessera_queue_subtree_files(ins.id);
         DELETE FROM resources WHERE id = ins.id;
         IF NOT FOUND THEN
             -- another writer overwrote it first: replay against its row

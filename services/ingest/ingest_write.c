@@ -261,12 +261,9 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
         out->status = INGEST_ALREADY_STORED;
         ts_metric_inc(ctx->m_already);
     } else {
-        if (args.old_uuid[0]) {
-            ts_err e2;
-            if (ts_store_remove(ctx->store, args.old_uuid, &e2))
-                ts_warn("cannot remove the overwritten file", "uuid=%s error=\"%s\"",
-                        args.old_uuid, e2.msg);
-        }
+        /* An overwritten file was queued for the deleter by the same transaction. */
+        if (args.old_uuid[0])
+            ts_debug("instance overwritten", "old_uuid=%s", args.old_uuid);
         out->status = INGEST_STORED;
         ts_metric_inc(ctx->m_stored);
         ts_change_sequencer_nudge(ctx->sequencer);

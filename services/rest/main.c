@@ -14,6 +14,7 @@
 #include "migrate.h"
 #include "rest_http.h"
 #include "rest_attachments.h"
+#include "rest_delete.h"
 #include "rest_metadata.h"
 #include "rest_resources.h"
 #include "service.h"
@@ -90,6 +91,13 @@ static const rest_route routes[] = {
     {"GET", "/instances/*/metadata/*", rest_get_metadata},
     {"PUT", "/instances/*/metadata/*", rest_put_metadata},
     {"DELETE", "/instances/*/metadata/*", rest_delete_metadata},
+    /* deletions (rest_delete.c) */
+    {"DELETE", "/patients/*", rest_delete_resource},
+    {"DELETE", "/studies/*", rest_delete_resource},
+    {"DELETE", "/series/*", rest_delete_resource},
+    {"DELETE", "/instances/*", rest_delete_resource},
+    {"POST", "/tools/bulk-delete", rest_bulk_delete},
+    {"GET", "/tessera/deletion-queue", rest_deletion_queue_status},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -149,6 +157,10 @@ int main(int argc, char **argv)
                           (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"), max_msg, &ctx.ingest,
                           &err))
         die("bus", &err);
+    const char *deleters = ts_config_str("TESSERA_DELETER_BUS");
+    if (deleters[0] && ts_bus_pusher_new(deleters, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
+                                         &ctx.deleters, &err))
+        die("bus", &err);
     ctx.stable_age_s = (int)ts_config_int("TESSERA_STABLE_AGE");
     ctx.max_body = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");
     ctx.bus_timeout_ms = (int)ts_config_int("TESSERA_BUS_TIMEOUT") * 1000;
@@ -174,6 +186,7 @@ int main(int argc, char **argv)
     rest_server_stop(srv);
     ts_metrics_server_free(metrics);
     ts_bus_client_free(ctx.ingest);
+    ts_bus_client_free(ctx.deleters);
     ts_store_free(ctx.store);
     ts_db_pool_free(ctx.db);
     ts_info("stopped", NULL);

@@ -2,7 +2,7 @@
  * instance ("dicom", content type 1) and user attachments (1024..65535, or
  * names from TESSERA_USER_CONTENT_TYPES). Data lives in the storage area; a
  * write stores the new file first, then checks the revision and swaps the row
- * in one transaction, then removes the old file. */
+ * in one transaction, which also queues the old file for the deleter. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -17,6 +17,7 @@
 #include "ids.h"
 #include "log.h"
 #include "rest_attachments.h"
+#include "rest_delete.h"
 #include "rest_common.h"
 
 static const struct {
@@ -274,9 +275,8 @@ void rest_attachment_put(rest_request *req)
     bool ok = rest_row_query(req, TS_DB_WRITE, &r);
     const char *status = ok && r.col[0] ? r.col[0] : "";
     if (strcmp(status, "ok") == 0) {
-        if (r.col[2] && ts_store_remove(req->ctx->store, r.col[2], &err))
-            ts_warn("cannot remove a replaced attachment", "uuid=%s error=\"%s\"", r.col[2],
-                    err.msg);
+        /* the replaced file was queued for the deleter in the same transaction */
+        rest_nudge_deleters(req->ctx);
         rest_set_etag(req, r.col[1], req->body ? req->body : "", req->body_len);
         rest_reply_text(req, 200, "", 0);
     } else {
@@ -313,9 +313,7 @@ void rest_attachment_delete(rest_request *req)
         return;
     const char *status = r.col[0] ? r.col[0] : "";
     if (strcmp(status, "ok") == 0) {
-        ts_err err;
-        if (r.col[1] && ts_store_remove(req->ctx->store, r.col[1], &err))
-            ts_warn("cannot remove a deleted attachment", "uuid=%s error=\"%s\"", r.col[1], err.msg);
+        rest_nudge_deleters(req->ctx);
         rest_reply_text(req, 200, "", 0);
     } else if (strcmp(status, "unknown_resource") == 0) {
         rest_reply_unknown_resource(req);

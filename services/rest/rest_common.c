@@ -67,6 +67,11 @@ static int row_txn(ts_db *db, void *arg, ts_err *err)
     return 0;
 }
 
+int rest_row_run(ts_db_pool *db, ts_db_mode mode, rest_row *row, ts_err *err)
+{
+    return ts_db_transaction(db, mode, row_txn, row, err);
+}
+
 bool rest_row_query(rest_request *req, ts_db_mode mode, rest_row *row)
 {
     ts_err err;

@@ -30,5 +30,7 @@ typedef struct rest_row {
 } rest_row;
 bool rest_row_query(rest_request *req, ts_db_mode mode, rest_row *row);
 void rest_row_clear(rest_row *row);
+/* The same without answering: 0 or a negative TS_E* code. */
+int rest_row_run(ts_db_pool *db, ts_db_mode mode, rest_row *row, ts_err *err);
 
 #endif

@@ -17,6 +17,7 @@ typedef struct rest_ctx {
     ts_db_pool *db;
     ts_store *store;
     ts_bus_client *ingest;
+    ts_bus_client *deleters; /* PUSH nudges after deletions; NULL: none */
     int stable_age_s;
     long max_body;
     int bus_timeout_ms;

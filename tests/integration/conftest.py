@@ -160,6 +160,17 @@ class Rest(Service):
         self.url = f"http://127.0.0.1:{self.port}"
 
 
+class Deleter(Service):
+    """One tessera-deleter process (ready when its metrics port answers)."""
+
+    binary = "services/deleter/tessera-deleter"
+
+    def __init__(self, env, log_path):
+        super().__init__(env, log_path)
+        self.port = int(env["TESSERA_METRICS_PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+
 class Cluster:
     """A database, a storage area and the ingest processes of one test."""
 
@@ -172,6 +183,7 @@ class Cluster:
         self.storage.mkdir()
         self.ingests = []
         self.rests = []
+        self.deleters = []
         self.run_dir = Path(tempfile.mkdtemp(prefix="ts-", dir="/tmp"))
 
     def ingest_env(self, **overrides):
@@ -185,6 +197,8 @@ class Cluster:
             "TESSERA_DICOM_PORT": str(free_port()),
             "TESSERA_INGEST_BUS_LISTEN": f"ipc://{run}/ingest-{n}.sock",
             "TESSERA_EVENTS_LISTEN": f"ipc://{run}/events-{n}.sock",
+            # nudges after deletions go to the first deleter; the others poll
+            "TESSERA_DELETER_BUS": f"ipc://{run}/deleter-0.sock",
             "TESSERA_LOG_LEVEL": "debug",
             "TCP_NODELAY": "1",
         })
@@ -206,6 +220,25 @@ class Cluster:
         rest = Rest(env, self.base / f"rest-{len(self.rests)}.log")
         self.rests.append(rest)
         return rest.start()
+
+    def start_deleter(self, **overrides):
+        n = len(self.deleters)
+        env = self.ingest_env()
+        env.update({"TESSERA_METRICS_PORT": str(free_port()),
+                    "TESSERA_DELETER_BUS_LISTEN": f"ipc://{self.run_dir}/deleter-{n}.sock",
+                    "TESSERA_DELETER_POLL_INTERVAL": "1",
+                    "TESSERA_INGEST_BUS_LISTEN": "", "TESSERA_EVENTS_LISTEN": ""})
+        env.update({k: str(v) for k, v in overrides.items()})
+        d = Deleter(env, self.base / f"deleter-{n}.log")
+        self.deleters.append(d)
+        return d.start()
+
+    def fsck(self, *args):
+        """Runs tessera-fsck on this cluster; returns (exit status, stdout)."""
+        env = self.ingest_env()
+        p = subprocess.run([str(BUILD / "services/deleter/tessera-fsck"), *args], env=env,
+                           capture_output=True, text=True, timeout=300)
+        return p.returncode, p.stdout + p.stderr
 
     def sql(self, query, args=None):
         conn = psycopg2.connect(self.db_url)
@@ -230,6 +263,8 @@ class Cluster:
             rest.stop()
         for ing in self.ingests:
             ing.stop()
+        for d in self.deleters:
+            d.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
@@ -239,7 +274,7 @@ def cluster(postgres, tmp_path):
     c = Cluster(postgres, tmp_path)
     yield c
     c.stop()
-    for ing in c.ingests + c.rests:
+    for ing in c.ingests + c.rests + c.deleters:
         log = ing.read_log()
         # A sanitizer or a crash in a service is a failure of the test that saw it.
         assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]

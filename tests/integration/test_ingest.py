@@ -180,8 +180,14 @@ def test_overwrite_setting_replaces_the_file(cluster):
         assert rc == 0, out
     uuids = cluster.sql("SELECT uuid::text FROM attachments")
     assert len(uuids) == 1
-    files = cluster.stored_files()
-    assert [p.name for p in files] == [uuids[0][0]]
+    # the replaced file was queued for the deleter in the same transaction
+    (old,), = cluster.sql("SELECT uuid::text FROM deletion_queue")
+    assert sorted(p.name for p in cluster.stored_files()) == sorted([uuids[0][0], old])
+    cluster.start_deleter()
+    deadline = time.time() + 20
+    while cluster.sql("SELECT count(*) FROM deletion_queue")[0][0] and time.time() < deadline:
+        time.sleep(0.1)
+    assert [p.name for p in cluster.stored_files()] == [uuids[0][0]]
 
 
 def test_bus_store_path(cluster):
