@@ -457,8 +457,11 @@ int ts_bus_puller_wait(ts_bus_puller *p, int timeout_ms)
     if (rv != 0)
         return TS_EBUS;
     nng_msg_free(m);
-    /* nudges that queued up meanwhile ask for the same pass */
-    while (nng_recvmsg(p->sock, &m, NNG_FLAG_NONBLOCK) == 0)
+    /* Nudges that queued up meanwhile ask for the same pass. A non-blocking
+     * receive would not see them (pull0 reads a pipe only while a receive is
+     * pending), hence a short timeout. */
+    nng_socket_set_ms(p->sock, NNG_OPT_RECVTIMEO, 5);
+    while (nng_recvmsg(p->sock, &m, 0) == 0)
         nng_msg_free(m);
     return 1;
 }

@@ -37,7 +37,8 @@ def as_pg(cmd, **kw):
 
 
 class Postgres:
-    def __init__(self, base):
+    def __init__(self, base, fsync="off"):
+        self.fsync = fsync  # off for tests; benchmarks measure with it on
         self.data = base / "pg"
         self.sock = base / "pg-run"
         self.port = free_port()
@@ -53,7 +54,7 @@ class Postgres:
     def start(self):
         as_pg([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.data / "server.log"),
                "-w", "-t", "60", "-o",
-               f"-c listen_addresses='' -k {self.sock} -p {self.port} -c fsync=off "
+               f"-c listen_addresses='' -k {self.sock} -p {self.port} -c fsync={self.fsync} "
                f"-c max_connections=300", "start"])
 
     def stop(self, mode="fast"):

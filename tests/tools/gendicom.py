@@ -309,8 +309,10 @@ class Template:
         ds.StudyInstanceUID = v["study_uid"]
         ds.SeriesInstanceUID = v["series_uid"]
         ds.StudyID = v["study_id"]
-        ds.SeriesNumber = v["series_number"]
-        ds.InstanceNumber = v["instance_number"]
+        # IS values are re-formatted by pydicom ("1  " is written "1 "): the
+        # template holds digits of the slot's full width; fill() writes the values
+        ds.SeriesNumber = "9" * self.widths["series_number"]
+        ds.InstanceNumber = "9" * self.widths["instance_number"]
         if not enhanced:
             ds.ImagePositionPatient = v["position"].split("\\")
             ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]

@@ -1,5 +1,6 @@
 /* lib/bus: REQ/REP round trips carrying protobuf messages, replica discovery
- * by host name, the message size limit, and a call with no replica. */
+ * by host name, the message size limit, a call with no replica, and PUSH/PULL
+ * nudges. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -75,6 +76,35 @@ static void test_round_trip_over_ipc(void **state)
     assert_string_equal(who, "A");
     ts_bus_client_free(c);
     ts_bus_server_free(srv);
+}
+
+static void test_push_pull_nudges(void **state)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "ipc:///tmp/ts-bus-nudge-%d.sock", (int)getpid());
+    ts_err err;
+    ts_bus_client *pusher;
+    /* the pusher may start first: a nudge with no puller is dropped, not queued forever */
+    assert_int_equal(ts_bus_pusher_new(url, 1, &pusher, &err), 0);
+    Tessera__DeletionNudge nudge = TESSERA__DELETION_NUDGE__INIT;
+    assert_int_not_equal(ts_bus_push(pusher, &nudge.base), 0);
+    ts_bus_puller *puller;
+    assert_int_equal(ts_bus_puller_open(url, &puller, &err), 0);
+    assert_int_equal(ts_bus_puller_wait(puller, 50), 0); /* nothing yet: timeout */
+    int sent = 0;
+    for (int i = 0; i < 100 && sent < 3; i++) { /* until the dialer has connected */
+        if (ts_bus_push(pusher, &nudge.base) == 0)
+            sent++;
+        else
+            usleep(20000);
+    }
+    assert_int_equal(sent, 3);
+    /* three nudges, one wake-up: the extra ones ask for the same pass */
+    usleep(200000); /* all three delivered */
+    assert_int_equal(ts_bus_puller_wait(puller, 2000), 1);
+    assert_int_equal(ts_bus_puller_wait(puller, 50), 0);
+    ts_bus_client_free(pusher);
+    ts_bus_puller_free(puller);
 }
 
 static void test_discovery_dials_every_address_of_a_name(void **state)
@@ -161,6 +191,7 @@ int main(void)
     ts_log_init("test_bus", TS_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_over_ipc),
+        cmocka_unit_test(test_push_pull_nudges),
         cmocka_unit_test(test_discovery_dials_every_address_of_a_name),
         cmocka_unit_test(test_a_gone_replica_times_out_and_others_answer),
         cmocka_unit_test(test_messages_over_the_limit_are_refused),
