@@ -2,6 +2,7 @@
 a stale or missing revision; twenty clients over two rest processes racing on
 one metadata: every update applied exactly once or refused."""
 import json
+import time
 import threading
 
 from conftest import PYDICOM_FILES
@@ -103,12 +104,20 @@ def test_attachments_revisions_and_files(cluster):
     status, _, h = http(rest, "PUT", base + "/report", b"version two", {"If-Match": h["ETag"]})
     assert status == 200 and h["ETag"].startswith('"1-')
     assert http(rest, "GET", base + "/report/data")[1] == b"version two"
-    # one file for the attachment: the replaced one was removed
+    # the replaced file was queued for the deleter in the same transaction
+    (queued,), = cluster.sql("SELECT uuid::text FROM deletion_queue")
     added = set(cluster.stored_files()) - files_before
-    assert len(added) == 1 and added.pop().read_bytes() == b"version two"
+    assert sorted(p.read_bytes() for p in added) == [b"version one", b"version two"]
     assert http(rest, "DELETE", base + "/report", headers={"If-Match": '"0"'})[0] == 409
     assert http(rest, "DELETE", base + "/report", headers={"If-Match": '"1"'})[0] == 200
+    assert cluster.sql("SELECT count(*) FROM deletion_queue")[0][0] == 2
+    # a deleter removes both: the storage area is back to the DICOM file alone
+    cluster.start_deleter()
+    deadline = time.time() + 20
+    while cluster.sql("SELECT count(*) FROM deletion_queue")[0][0] and time.time() < deadline:
+        time.sleep(0.1)
     assert set(cluster.stored_files()) == files_before
+    assert queued not in {p.name for p in cluster.stored_files()}
     assert http(rest, "GET", base + "/report/data")[0] == 404
     # the DICOM file is not an attachment one can replace or drop
     assert http(rest, "DELETE", f"/instances/{up['ID']}/attachments/dicom",
