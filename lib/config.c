@@ -82,6 +82,9 @@ static const ts_cfg_setting settings[] = {
      "seconds between two looks at the deletion queue without a nudge"},
     {"TESSERA_DELETER_MAX_RATE", TS_CFG_INT, "0", 0, 1000000, NULL,
      "files removed per second by one deleter at most; 0: no limit"},
+    {"TESSERA_STORE_INTENT_AGE", TS_CFG_INT, "60", 0, 86400, NULL,
+     "seconds after which a deleter settles a stored file whose writer left no answer "
+     "(removed unless a row refers to it)"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

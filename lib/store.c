@@ -221,6 +221,13 @@ int ts_store_path(const ts_store *st, const char *uuid, char *path, size_t size,
     return path_fmt(err, path, size, "%s/%.2s/%.2s/%s", st->root, uuid, uuid + 2, uuid);
 }
 
+static int intent_path(const ts_store *st, const char *uuid, char *path, size_t size, ts_err *err)
+{
+    if (!uuid_shape_ok(uuid))
+        return ts_err_set(err, TS_EINVAL, "store: malformed uuid \"%.40s\"", uuid ? uuid : "");
+    return path_fmt(err, path, size, "%s/tmp/%.36s.intent", st->root, uuid);
+}
+
 /* Creates root/aa and root/aa/bb as needed and fsyncs the parent of each
  * directory this call created, so that the file's path survives a crash. */
 static int make_parents(ts_store *st, const char *uuid, ts_err *err)
@@ -255,6 +262,7 @@ int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_
                          ts_err *err)
 {
     char final[PATH_MAX];
+    char intent[PATH_MAX];
     char dir[PATH_MAX];
     uuid_t u;
     uuid[0] = '\0'; /* never leave a caller holding a stale uuid after a failure */
@@ -267,37 +275,94 @@ int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_
     rc = ts_store_path(st, uuid, final, sizeof(final), err);
     if (rc)
         goto out_clear_uuid;
+    rc = intent_path(st, uuid, intent, sizeof(intent), err);
+    if (rc)
+        goto out_clear_uuid;
     rc = path_fmt(err, dir, sizeof(dir), "%s/%.2s/%.2s", st->root, uuid, uuid + 2);
     if (rc)
         goto out_clear_uuid;
 
+    /* The intent first: from here on, a crash leaves a name that says which
+     * file may be in place without its row (see store.h). Same directory, so
+     * the rename cannot fail for a missing directory. */
+    if (rename(temp_path, intent) != 0) {
+        rc = store_errno(err, errno, intent, "rename to intent");
+        goto out_clear_uuid;
+    }
+
     /* ts_store_remove deletes aa/bb (and aa) once empty; if it does so between
-     * our mkdir and our rename, the rename fails with ENOENT: make them again. */
+     * our mkdir and our link, the link fails with ENOENT: make them again. */
     for (int attempt = 1;; attempt++) {
         rc = make_parents(st, uuid, err);
-        if (rc == 0 && rename(temp_path, final) == 0)
+        if (rc == 0 && link(intent, final) == 0)
             break;
         if (rc == 0)
-            rc = store_errno(err, errno, final, "rename from temporary file");
+            rc = store_errno(err, errno, final, "link from intent");
         /* store_errno keeps errno: only a vanished directory is worth a retry */
         if (errno != ENOENT || attempt >= TS_STORE_COMMIT_ATTEMPTS)
-            goto out_clear_uuid;
-        if (access(temp_path, F_OK) != 0)
-            goto out_clear_uuid; /* the temporary file itself is gone: nothing to retry */
+            goto out_intent_back;
+        if (access(intent, F_OK) != 0)
+            goto out_intent_back; /* the file itself is gone: nothing to retry */
     }
 
     rc = fsync_path(dir, O_DIRECTORY, err);
     if (rc)
-        goto out_rename_back;
+        goto out_unlink_final;
     return 0;
 
-out_rename_back:
-    /* The header promises the temporary file is kept on failure; a file whose
-     * directory entry may not be durable must not be handed to the index. */
-    if (rename(final, temp_path) != 0)
-        unlink(final);
+out_unlink_final:
+    /* a file whose directory entry may not be durable must not be handed to the index */
+    unlink(final);
+out_intent_back:
+    /* The header promises the temporary file is kept on failure. */
+    rename(intent, temp_path);
 out_clear_uuid:
     uuid[0] = '\0';
+    return rc;
+}
+
+int ts_store_settle(ts_store *st, const char *uuid)
+{
+    char intent[PATH_MAX];
+    ts_err ignored;
+    if (intent_path(st, uuid, intent, sizeof(intent), &ignored))
+        return TS_EINVAL;
+    return unlink(intent) == 0 || errno == ENOENT ? 0 : TS_EIO;
+}
+
+bool ts_store_has_intent(ts_store *st, const char *uuid)
+{
+    char intent[PATH_MAX];
+    ts_err ignored;
+    return intent_path(st, uuid, intent, sizeof(intent), &ignored) == 0 &&
+           access(intent, F_OK) == 0;
+}
+
+int ts_store_intents(ts_store *st, int min_age_s, ts_store_intent_fn fn, void *user, ts_err *err)
+{
+    char tmp[PATH_MAX];
+    int rc = path_fmt(err, tmp, sizeof(tmp), "%s/tmp", st->root);
+    if (rc)
+        return rc;
+    DIR *dir = opendir(tmp);
+    if (!dir)
+        return store_errno(err, errno, tmp, "open directory");
+    time_t now = time(NULL);
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(dir))) {
+        size_t len = strlen(e->d_name);
+        if (len != TS_UUID_LEN + 7 || strcmp(e->d_name + TS_UUID_LEN, ".intent") != 0)
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(dir), e->d_name, &sb, 0) != 0 || now - sb.st_mtime < min_age_s)
+            continue;
+        char uuid[TS_UUID_LEN + 1];
+        memcpy(uuid, e->d_name, TS_UUID_LEN);
+        uuid[TS_UUID_LEN] = '\0';
+        if (uuid_shape_ok(uuid))
+            rc = fn(user, uuid);
+    }
+    closedir(dir);
     return rc;
 }
 
@@ -418,6 +483,7 @@ int ts_store_remove(ts_store *st, const char *uuid, ts_err *err)
      * is already gone has been removed. */
     if (unlink(path) != 0 && errno != ENOENT)
         return store_errno(err, errno, path, "remove");
+    ts_store_settle(st, uuid); /* a writer that gave up leaves its intent to go with it */
 
     /* Leave no empty aa/bb behind. Failing here is harmless (ENOTEMPTY most of
      * the time, or a concurrent commit that just created a file), so it is not

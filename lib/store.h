@@ -4,6 +4,7 @@
 #ifndef TS_STORE_H
 #define TS_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -23,11 +24,29 @@ void ts_store_free(ts_store *st);
 /* A fresh temporary path under root/tmp for a file being received. */
 int ts_store_temp_path(ts_store *st, char *path, size_t size, ts_err *err);
 
-/* Moves a complete temporary file into place: fsync, new uuid, rename into
- * aa/bb/<uuid>, fsync of the directory. On failure the temporary file is kept
- * (the caller removes it). TS_ENOSPACE when the disk is full. */
+/* Moves a complete temporary file into place: fsync, new uuid, rename to the
+ * intent tmp/<uuid>.intent, hard link into aa/bb/<uuid>, fsync of the
+ * directory. On failure the temporary file is kept (the caller removes it).
+ * TS_ENOSPACE when the disk is full.
+ *
+ * The intent marks a file that is in place but may have no index row yet. The
+ * writer must, inside the transaction that indexes the file, hold the file's
+ * lock and check that the intent is still there (ts_store_hold in
+ * store_index.h), and call ts_store_settle after the commit. A writer that dies
+ * in between leaves the intent; ts_store_reclaim (store_index.h) later removes
+ * the file if no row refers to it, so that a crash never leaves a file without
+ * its row for good. */
 int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_LEN + 1],
                          ts_err *err);
+
+/* Drops the intent of a file whose fate is decided (its row committed, or the
+ * file removed). A missing intent is not an error. */
+int ts_store_settle(ts_store *st, const char *uuid);
+bool ts_store_has_intent(ts_store *st, const char *uuid);
+
+/* Calls fn for the uuid of every intent not touched for min_age_s seconds. */
+typedef int (*ts_store_intent_fn)(void *user, const char *uuid);
+int ts_store_intents(ts_store *st, int min_age_s, ts_store_intent_fn fn, void *user, ts_err *err);
 
 /* Writes a buffer as a new file (temporary name, fsync, rename). */
 int ts_store_write(ts_store *st, const void *data, size_t len, char uuid[TS_UUID_LEN + 1],
@@ -39,7 +58,7 @@ int ts_store_path(const ts_store *st, const char *uuid, char *path, size_t size,
 /* Reads a whole stored file; the caller frees *data. TS_ENOTFOUND if absent. */
 int ts_store_read(ts_store *st, const char *uuid, void **data, size_t *len, ts_err *err);
 
-/* Removes a stored file; a file already gone counts as removed. */
+/* Removes a stored file and its intent; a file already gone counts as removed. */
 int ts_store_remove(ts_store *st, const char *uuid, ts_err *err);
 
 /* Removes temporary files not written to for max_age_s seconds: what a process

@@ -5,7 +5,9 @@
  * Reports files without an attachment row ("orphan-file": left by a crash
  * between writing a file and committing its row, or by a commit in doubt) and
  * attachment rows without their file ("missing-file": data lost outside
- * Tessera). Files already in the deletion queue are not orphans. Files younger
+ * Tessera). Files already in the deletion queue are not orphans, nor files
+ * whose writer's intent is still there (in flight, or settled by a deleter
+ * after TESSERA_STORE_INTENT_AGE: lib/store_index.h). Files younger
  * than --min-age (default 3600 s) are skipped: they may belong to a store
  * whose transaction has not committed yet. Every candidate is checked again
  * against the index before it is reported, so a store or a deletion that runs
@@ -291,7 +293,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    long orphans = 0, missing = 0, young = 0, repaired = 0;
+    long orphans = 0, missing = 0, young = 0, repaired = 0, in_flight = 0;
     char uuid[TS_UUID_LEN + 1];
     probe p;
     for (size_t i = 0; i < f.nfiles; i++) {
@@ -303,6 +305,10 @@ int main(int argc, char **argv)
             continue;
         }
         format_uuid(&d->id, uuid);
+        if (ts_store_has_intent(f.store, uuid)) {
+            in_flight++; /* its writer has not answered yet: a deleter settles it */
+            continue;
+        }
         if (probe_run(&f, &still_unreferenced, uuid, TS_DB_READ, &p, &err))
             goto db_failed;
         if (strcmp(p.col[0], "t") != 0)
@@ -338,8 +344,9 @@ int main(int argc, char **argv)
     }
 
     printf("fsck files=%zu attachments=%zu queued=%zu orphan_files=%ld missing_files=%ld "
-           "foreign_files=%ld young_files_skipped=%ld repaired=%ld\n",
-           f.nfiles, f.rows.n, f.queued.n, orphans, missing, f.foreign, young, repaired);
+           "foreign_files=%ld young_files_skipped=%ld in_flight=%ld repaired=%ld\n",
+           f.nfiles, f.rows.n, f.queued.n, orphans, missing, f.foreign, young, in_flight,
+           repaired);
     free(f.files);
     free(f.rows.v);
     free(f.queued.v);

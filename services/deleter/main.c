@@ -7,6 +7,9 @@
  * an attachment still references is never removed (only tessera-fsck --repair
  * could queue such a file by mistake; the row is dropped with a warning).
  *
+ * Each idle pass also settles the intents of files whose writer died before
+ * indexing them (lib/store_index.h), after TESSERA_STORE_INTENT_AGE seconds.
+ *
  * Passes start when a nudge arrives on the PULL socket (REST sends one after
  * each deletion) and every TESSERA_DELETER_POLL_INTERVAL seconds. */
 #include <pthread.h>
@@ -24,6 +27,7 @@
 #include "migrate.h"
 #include "service.h"
 #include "store.h"
+#include "store_index.h"
 
 typedef struct deleter {
     ts_db_pool *db;
@@ -31,7 +35,9 @@ typedef struct deleter {
     long batch;
     long max_rate;
     int poll_s;
+    int intent_age_s;
     ts_metric *m_removed;
+    ts_metric *m_abandoned;
     ts_metric *m_failed;
     ts_metric *m_passes;
     ts_metric *m_queue_length;
@@ -222,10 +228,13 @@ int main(int argc, char **argv)
     d.batch = ts_config_int("TESSERA_DELETER_BATCH");
     d.max_rate = ts_config_int("TESSERA_DELETER_MAX_RATE");
     d.poll_s = (int)ts_config_int("TESSERA_DELETER_POLL_INTERVAL");
+    d.intent_age_s = (int)ts_config_int("TESSERA_STORE_INTENT_AGE");
     if (d.max_rate > 0 && d.batch > d.max_rate)
         d.batch = d.max_rate;
     d.m_removed = ts_metrics_counter("tessera_deleter_files_removed_total", NULL,
                                      "files removed from the storage area");
+    d.m_abandoned = ts_metrics_counter("tessera_deleter_abandoned_files_removed_total", NULL,
+                                       "files in place whose writer died before indexing them");
     d.m_failed = ts_metrics_counter("tessera_deleter_remove_failures_total", NULL,
                                     "removals that failed and were postponed");
     d.m_passes = ts_metrics_counter("tessera_deleter_passes_total", NULL,
@@ -264,6 +273,17 @@ int main(int argc, char **argv)
             if (p.claimed)
                 ts_info("deletion pass", "claimed=%ld removed=%ld failed=%ld seconds=%.3f",
                         p.claimed, p.removed, p.failed, now_s() - t0);
+        }
+        if (rc == 0 && p.claimed < d.batch) {
+            /* files whose writer died between putting them in place and
+             * indexing them (lib/store_index.h) */
+            int settled = 0, removed = 0;
+            ts_err rerr;
+            if (ts_store_reclaim(d.db, d.store, d.intent_age_s, &settled, &removed, &rerr))
+                ts_warn("cannot look at intents", "error=\"%s\"", rerr.msg);
+            ts_metric_add(d.m_abandoned, removed);
+            if (settled || removed)
+                ts_info("abandoned intents settled", "indexed=%d removed=%d", settled, removed);
         }
         if (now_s() - last_status >= 1 || p.claimed < d.batch) {
             ts_err serr;

@@ -13,6 +13,7 @@
 
 #include "dicom.h"
 #include "log.h"
+#include "store_index.h"
 #include "tessera.pb-c.h"
 
 static const ts_db_stmt store_instance = {
@@ -94,6 +95,8 @@ static void reception_date(char out[32])
 }
 
 typedef struct txn_args {
+    ts_store *store;
+    const char *uuid;
     const char *params[5];
     char status[32];
     char old_uuid[TS_UUID_LEN + 1];
@@ -104,7 +107,11 @@ static int store_txn(ts_db *db, void *arg, ts_err *err)
 {
     txn_args *a = arg;
     PGresult *res;
-    int rc = ts_db_exec(db, &store_instance, a->params, &res, err);
+    /* the file's lock, and its intent still there (lib/store_index.h) */
+    int rc = ts_store_hold(db, a->store, a->uuid, err);
+    if (rc)
+        return rc;
+    rc = ts_db_exec(db, &store_instance, a->params, &res, err);
     if (rc)
         return rc;
     snprintf(a->status, sizeof(a->status), "%s", PQgetvalue(res, 0, 0));
@@ -164,7 +171,10 @@ static double now_s(void)
 
 static ingest_status status_of_db_error(int rc)
 {
-    return rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT ? INGEST_DB_BUSY : INGEST_FAILED;
+    /* TS_ENOTFOUND: the file was reclaimed while the transaction waited, which
+     * takes a database in trouble; the client may try again, as for busy */
+    return rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT || rc == TS_ENOTFOUND ? INGEST_DB_BUSY
+                                                                          : INGEST_FAILED;
 }
 
 int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *origin,
@@ -240,12 +250,15 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
     args.params[2] = instance_s;
     args.params[3] = meta_s;
     args.params[4] = ctx->overwrite ? "true" : "false";
+    args.store = ctx->store;
+    args.uuid = uuid;
 
     rc = ts_db_transaction(ctx->db, TS_DB_WRITE, store_txn, &args, err);
     if (rc == TS_EDB_INDOUBT) {
         /* The index may refer to the file: keeping it can leak a file (which
          * tessera-fsck finds), removing it could leave a row without its file. */
         ts_warn("commit in doubt, file kept", "uuid=%s instance=%s", uuid, id.ids.instance);
+        /* its intent stays: a deleter's reclaim pass settles it either way */
         file_in_place = false;
         temp_path = NULL;
     }
@@ -261,6 +274,7 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
         out->status = INGEST_ALREADY_STORED;
         ts_metric_inc(ctx->m_already);
     } else {
+        ts_store_settle(ctx->store, uuid);
         /* An overwritten file was queued for the deleter by the same transaction. */
         if (args.old_uuid[0])
             ts_debug("instance overwritten", "old_uuid=%s", args.old_uuid);

@@ -272,22 +272,26 @@ void rest_attachment_put(rest_request *req)
     snprintf(rev, sizeof(rev), "%ld", match);
     const char *params[] = {req->seg[1], lv, type_s, uuid, size_s, md5, match >= 0 ? rev : NULL};
     rest_row r = {&put_attachment, params, 3, {0}};
-    bool ok = rest_row_query(req, TS_DB_WRITE, &r);
+    bool ok = rest_row_query_holding(req, TS_DB_WRITE, &r, uuid);
     const char *status = ok && r.col[0] ? r.col[0] : "";
     if (strcmp(status, "ok") == 0) {
+        ts_store_settle(req->ctx->store, uuid);
         /* the replaced file was queued for the deleter in the same transaction */
         rest_nudge_deleters(req->ctx);
         rest_set_etag(req, r.col[1], req->body ? req->body : "", req->body_len);
         rest_reply_text(req, 200, "", 0);
-    } else {
-        /* not taken: the new file goes */
+    } else if (ok) {
+        /* committed without taking it: the new file goes */
         ts_err ignored;
         ts_store_remove(req->ctx->store, uuid, &ignored);
-        if (ok && strcmp(status, "unknown_resource") == 0)
+        if (strcmp(status, "unknown_resource") == 0)
             rest_reply_unknown_resource(req);
-        else if (ok)
+        else
             rest_reply_revision_conflict(req, match >= 0);
     }
+    /* else the transaction failed (maybe with its commit in doubt): the file's
+     * intent stays, and a deleter's reclaim pass removes it unless a row refers
+     * to it */
     rest_row_clear(&r);
 }
 

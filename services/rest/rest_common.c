@@ -1,4 +1,5 @@
 #include "rest_common.h"
+#include "store_index.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -65,6 +66,31 @@ static int row_txn(ts_db *db, void *arg, ts_err *err)
     }
     PQclear(res);
     return 0;
+}
+
+typedef struct holding {
+    rest_row *row;
+    ts_store *store;
+    const char *uuid;
+} holding;
+
+static int holding_txn(ts_db *db, void *arg, ts_err *err)
+{
+    holding *h = arg;
+    int rc = ts_store_hold(db, h->store, h->uuid, err);
+    return rc ? rc : row_txn(db, h->row, err);
+}
+
+bool rest_row_query_holding(rest_request *req, ts_db_mode mode, rest_row *row, const char *uuid)
+{
+    holding h = {row, req->ctx->store, uuid};
+    ts_err err;
+    int rc = ts_db_transaction(req->ctx->db, mode, holding_txn, &h, &err);
+    if (rc) {
+        rest_reply_failure(req, rc, err.msg);
+        return false;
+    }
+    return true;
 }
 
 int rest_row_run(ts_db_pool *db, ts_db_mode mode, rest_row *row, ts_err *err)

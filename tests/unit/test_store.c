@@ -197,10 +197,43 @@ static void test_write_read_layout(void **state)
     assert_memory_equal(data, content, sizeof(content));
     free(data);
 
-    /* no temporary file is left behind */
+    /* no temporary file is left behind, only the intent until the writer settles it */
     char tmp[PATH_MAX];
     xsnprintf(tmp, sizeof(tmp), "%s/tmp", f->root);
+    assert_int_equal(count_entries(tmp), 1);
+    assert_true(ts_store_has_intent(f->st, uuid));
+    assert_int_equal(ts_store_settle(f->st, uuid), 0);
     assert_int_equal(count_entries(tmp), 0);
+}
+
+static int collect_intent(void *user, const char *uuid)
+{
+    char(*seen)[TS_UUID_LEN + 1] = user;
+    memcpy(*seen, uuid, TS_UUID_LEN + 1);
+    return 0;
+}
+
+/* An intent names a file in place that may have no row yet: listed once old
+ * enough, gone when settled or when the file is removed. */
+static void test_intents(void **state)
+{
+    fixture *f = *state;
+    char a[TS_UUID_LEN + 1], b[TS_UUID_LEN + 1], seen[TS_UUID_LEN + 1] = "";
+    ts_err err = {0};
+    assert_int_equal(ts_store_write(f->st, "a", 1, a, &err), 0);
+    assert_int_equal(ts_store_write(f->st, "b", 1, b, &err), 0);
+    assert_int_equal(ts_store_intents(f->st, 3600, collect_intent, &seen, &err), 0);
+    assert_string_equal(seen, ""); /* too young */
+    assert_int_equal(ts_store_settle(f->st, a), 0);
+    assert_int_equal(ts_store_settle(f->st, a), 0); /* twice is fine */
+    assert_int_equal(ts_store_intents(f->st, 0, collect_intent, &seen, &err), 0);
+    assert_string_equal(seen, b);
+    assert_int_equal(ts_store_remove(f->st, b, &err), 0);
+    assert_false(ts_store_has_intent(f->st, b));
+    void *data;
+    size_t len;
+    assert_int_equal(ts_store_read(f->st, a, &data, &len, &err), 0); /* settled, still there */
+    free(data);
 }
 
 static void test_write_empty_file(void **state)
@@ -526,6 +559,8 @@ static void test_concurrent_writes(void **state)
     qsort(all, n, sizeof(all[0]), cmp_str);
     for (size_t i = 1; i < n; i++)
         assert_string_not_equal(all[i - 1], all[i]);
+    for (size_t i = 0; i < n; i++)
+        ts_store_settle(f->st, all[i]); /* the removed ones took their intent with them */
     char tmp[PATH_MAX];
     xsnprintf(tmp, sizeof(tmp), "%s/tmp", f->root);
     assert_int_equal(count_entries(tmp), 0);
@@ -564,6 +599,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sweep_removes_only_abandoned_temp_files, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_open_creates_root_and_tmp, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_intents, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_read_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_empty_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_writes_two_files, setup, teardown),
