@@ -214,6 +214,18 @@ int ts_store_temp_path(ts_store *st, char *path, size_t size, ts_err *err)
     return path_fmt(err, path, size, "%s/tmp/%s.part", st->root, name);
 }
 
+int ts_store_temp_path_of(ts_store *st, const char *name, char *path, size_t size, ts_err *err)
+{
+    char u[TS_UUID_LEN + 1] = "";
+    bool ok = name && strlen(name) == TS_UUID_LEN + 5 && memcmp(name + TS_UUID_LEN, ".part", 5) == 0;
+    if (ok)
+        memcpy(u, name, TS_UUID_LEN);
+    if (!ok || !uuid_shape_ok(u))
+        return ts_err_set(err, TS_EINVAL, "store: \"%.60s\" is not a temporary file name",
+                          name ? name : "");
+    return path_fmt(err, path, size, "%s/tmp/%s", st->root, name);
+}
+
 int ts_store_path(const ts_store *st, const char *uuid, char *path, size_t size, ts_err *err)
 {
     if (!uuid_shape_ok(uuid))

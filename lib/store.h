@@ -24,6 +24,11 @@ void ts_store_free(ts_store *st);
 /* A fresh temporary path under root/tmp for a file being received. */
 int ts_store_temp_path(ts_store *st, char *path, size_t size, ts_err *err);
 
+/* The path of a temporary file of this storage area given its name (the last
+ * component of a ts_store_temp_path); TS_EINVAL for any other name, so that a
+ * name received from the network cannot point elsewhere. */
+int ts_store_temp_path_of(ts_store *st, const char *name, char *path, size_t size, ts_err *err);
+
 /* Moves a complete temporary file into place: fsync, new uuid, rename to the
  * intent tmp/<uuid>.intent, hard link into aa/bb/<uuid>, fsync of the
  * directory. On failure the temporary file is kept (the caller removes it).

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bus.h"
@@ -152,7 +153,30 @@ static int on_bus_request(void *user, const uint8_t *req_buf, size_t len, uint8_
     char path[4096];
     ts_err err;
     ts_err_clear(&err);
-    if (write_temp(svc->write.store, req->dicom.data, req->dicom.len, path, sizeof(path), &err)) {
+    struct stat sb;
+    if (*req->temp_file) {
+        /* an upload REST spooled into the shared storage area */
+        if (ts_store_temp_path_of(svc->write.store, req->temp_file, path, sizeof(path), &err)) {
+            rep.status = TESSERA__STORE_STATUS__STORE_INTERNAL_ERROR;
+            snprintf(error, sizeof(error), "%s", err.msg);
+            goto reply;
+        }
+        if (stat(path, &sb) != 0) {
+            rep.status = TESSERA__STORE_STATUS__STORE_STORAGE_ERROR;
+            snprintf(error, sizeof(error), "the uploaded file %.200s is not in this storage area: %s",
+                     req->temp_file, strerror(errno));
+            goto reply;
+        }
+        if ((long)sb.st_size > svc->max_instance_size) {
+            unlink(path);
+            snprintf(error, sizeof(error), "instance of %lld bytes is larger than %ld bytes",
+                     (long long)sb.st_size, svc->max_instance_size);
+            rep.status = TESSERA__STORE_STATUS__STORE_TOO_LARGE;
+            goto reply;
+        }
+    }
+    if (!*req->temp_file &&
+        write_temp(svc->write.store, req->dicom.data, req->dicom.len, path, sizeof(path), &err)) {
         res.status = INGEST_STORAGE_ERROR;
     } else {
         ingest_origin origin = {.origin = *req->origin ? req->origin : "RestApi",

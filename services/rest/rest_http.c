@@ -1,5 +1,7 @@
 #include "rest_http.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +24,73 @@ typedef struct pending {
     char *body;
     size_t len, cap;
     bool too_big;
+    /* uploads of instances are spooled to a temporary file of the storage
+     * area instead (see body_goes_to_disk) */
+    bool spool;
+    int fd;
+    char spool_path[4096];
+    char spool_error[512];
 } pending;
+
+/* POST /instances: the body is written to the storage area's tmp/ as it
+ * arrives and handed to ingest by name, so memory does not grow with uploads.
+ * Every other body is small (JSON, metadata) or bounded by
+ * TESSERA_MAX_INSTANCE_SIZE (attachments) and kept in memory. */
+static bool body_goes_to_disk(const char *method, const char *url)
+{
+    if (strcmp(method, "POST") != 0)
+        return false;
+    size_t n = strlen(url);
+    while (n > 1 && url[n - 1] == '/')
+        n--;
+    return n == 10 && strncmp(url, "/instances", 10) == 0;
+}
+
+static void spool_discard(pending *p)
+{
+    if (p->fd >= 0) {
+        close(p->fd);
+        p->fd = -1;
+    }
+    if (p->spool_path[0]) {
+        unlink(p->spool_path); /* gone already when ingest took it over */
+        p->spool_path[0] = '\0';
+    }
+}
+
+static void spool_write(rest_server *srv, pending *p, const char *data, size_t len)
+{
+    if (p->spool_error[0])
+        return;
+    if (p->fd < 0) {
+        ts_err err;
+        if (ts_store_temp_path(srv->ctx->store, p->spool_path, sizeof(p->spool_path), &err)) {
+            snprintf(p->spool_error, sizeof(p->spool_error), "%.500s", err.msg);
+            p->spool_path[0] = '\0';
+            return;
+        }
+        p->fd = open(p->spool_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (p->fd < 0) {
+            snprintf(p->spool_error, sizeof(p->spool_error), "cannot create %.300s: %s",
+                     p->spool_path, strerror(errno));
+            p->spool_path[0] = '\0';
+            return;
+        }
+    }
+    while (len > 0) {
+        ssize_t n = write(p->fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(p->spool_error, sizeof(p->spool_error), "cannot write %.300s: %s",
+                     p->spool_path, strerror(errno));
+            spool_discard(p);
+            return;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+}
 
 static const char *status_text(int status)
 {
@@ -291,6 +359,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!p)
             abort();
         *con_cls = p;
+        p->fd = -1;
+        p->spool = body_goes_to_disk(method, url);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoll(cl, NULL, 10) > srv->ctx->max_body)
@@ -301,7 +371,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         /* A body over the limit is read and dropped, then refused with 413. */
         if (!p->too_big && p->len + *upload_size > (size_t)srv->ctx->max_body)
             p->too_big = true;
-        if (!p->too_big) {
+        if (!p->too_big && p->spool) {
+            spool_write(srv, p, upload, *upload_size);
+            p->len += *upload_size;
+        } else if (!p->too_big) {
             if (p->len + *upload_size > p->cap) {
                 size_t cap = p->cap ? p->cap : 65536;
                 while (cap < p->len + *upload_size)
@@ -319,13 +392,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     rest_request req = {.ctx = srv->ctx, .method = method, .url = url, .body = p->body,
                         .body_len = p->len, .conn = conn, .content_fd = -1};
+    if (p->fd >= 0) {
+        close(p->fd); /* complete: the handler reads it, or hands it to ingest */
+        p->fd = -1;
+    }
+    if (p->spool_path[0])
+        req.body_path = p->spool_path;
     if (p->too_big) {
         char details[128];
         snprintf(details, sizeof(details), "the body is larger than %ld bytes", srv->ctx->max_body);
         rest_reply_error(&req, 413, 8, "Bad request", details);
+    } else if (p->spool_error[0]) {
+        rest_reply_error(&req, 507, 13, "Error in the storage area", p->spool_error);
     } else {
         dispatch(srv, &req);
     }
+    spool_discard(p);
     int cls_idx = req.status / 100;
     if (cls_idx >= 1 && cls_idx <= 5)
         ts_metric_inc(srv->m_requests[cls_idx]);
@@ -341,6 +423,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     pending *p = *con_cls;
     if (p) {
+        spool_discard(p); /* an upload cut short leaves nothing behind */
         free(p->body);
         free(p);
     }

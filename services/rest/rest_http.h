@@ -33,6 +33,9 @@ typedef struct rest_request {
     int nseg;
     const char *body;
     size_t body_len;
+    /* POST /instances: the body is this complete file in the storage area's
+     * tmp/ instead (body is NULL); removed after the handler unless taken over */
+    const char *body_path;
     void *conn; /* struct MHD_Connection */
     /* the answer, set by rest_reply_* */
     int status;

@@ -344,12 +344,19 @@ void rest_instance_tags(rest_request *req)
 /* Stores one DICOM file through ingest. On success *answer is Orthanc's
  * per-instance answer; otherwise the request has been answered with the error
  * unless quiet, and *answer is a short failure object. Returns the HTTP status. */
-static int store_one(rest_request *req, const void *data, size_t len, json_t **answer, bool quiet)
+static int store_one(rest_request *req, const void *data, size_t len, const char *temp_path,
+                     json_t **answer, bool quiet)
 {
     *answer = NULL;
     Tessera__StoreRequest sr = TESSERA__STORE_REQUEST__INIT;
-    sr.dicom.data = (uint8_t *)data;
-    sr.dicom.len = len;
+    if (temp_path) {
+        /* a file in the shared storage area's tmp/: ingest takes it over by name */
+        const char *slash = strrchr(temp_path, '/');
+        sr.temp_file = (char *)(slash ? slash + 1 : temp_path);
+    } else {
+        sr.dicom.data = (uint8_t *)data;
+        sr.dicom.len = len;
+    }
     sr.origin = "RestApi";
     ProtobufCMessage *reply;
     ts_err err;
@@ -413,48 +420,89 @@ static int store_one(rest_request *req, const void *data, size_t len, json_t **a
     return status;
 }
 
+/* Copies the current entry of a into a new temporary file of the storage area.
+ * 0, or a message in details. */
+static int entry_to_temp(rest_request *req, struct archive *a, char *path, size_t size,
+                         char *details, size_t dsize)
+{
+    ts_err err;
+    if (ts_store_temp_path(req->ctx->store, path, size, &err)) {
+        snprintf(details, dsize, "%.400s", err.msg);
+        return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(details, dsize, "cannot create %.300s: %s", path, strerror(errno));
+        return -1;
+    }
+    const void *block;
+    size_t n;
+    la_int64_t offset, written = 0;
+    int rc;
+    while ((rc = archive_read_data_block(a, &block, &n, &offset)) == ARCHIVE_OK) {
+        if (offset != written || written + (la_int64_t)n > req->ctx->max_body) {
+            snprintf(details, dsize, offset != written ? "sparse entry" : "entry too large");
+            rc = ARCHIVE_FATAL;
+            break;
+        }
+        const char *p = block;
+        while (n > 0) {
+            ssize_t w = write(fd, p, n);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                snprintf(details, dsize, "cannot write %.300s: %s", path, strerror(errno));
+                close(fd);
+                unlink(path);
+                return -1;
+            }
+            p += w;
+            n -= (size_t)w;
+            written += w;
+        }
+    }
+    close(fd);
+    if (rc != ARCHIVE_EOF) {
+        if (!details[0])
+            snprintf(details, dsize, "truncated entry: %s", archive_error_string(a));
+        unlink(path);
+        return -1;
+    }
+    return 0;
+}
+
 /* A ZIP of DICOM files (Orthanc accepts them on POST /instances): every entry
- * is stored on its own; the answer lists one result per entry. */
+ * is stored on its own; the answer lists one result per entry. Entries go
+ * through temporary files, so memory does not grow with their size. */
 static void upload_zip(rest_request *req)
 {
     struct archive *a = archive_read_new();
     archive_read_support_format_zip(a);
-    if (archive_read_open_memory(a, req->body, req->body_len) != ARCHIVE_OK) {
+    int opened = req->body_path ? archive_read_open_filename(a, req->body_path, 65536)
+                                : archive_read_open_memory(a, req->body, req->body_len);
+    if (opened != ARCHIVE_OK) {
         rest_reply_error(req, 400, 15, "Bad file format", archive_error_string(a));
         archive_read_free(a);
         return;
     }
     json_t *results = json_array();
     struct archive_entry *entry;
-    char *buf = NULL;
     int rc;
     while ((rc = archive_read_next_header(a, &entry)) == ARCHIVE_OK) {
         if (archive_entry_filetype(entry) != AE_IFREG)
             continue;
-        la_int64_t size = archive_entry_size(entry);
-        /* the whole body is within the limit, but a ZIP can claim anything */
-        if (size < 0 || size > req->ctx->max_body) {
+        char path[4096], details[512] = "";
+        if (entry_to_temp(req, a, path, sizeof(path), details, sizeof(details))) {
             json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "Status", "Failure",
                                                      "Path", archive_entry_pathname(entry),
-                                                     "Details", "entry too large"));
-            continue;
-        }
-        free(buf);
-        buf = malloc((size_t)size + 1);
-        if (!buf)
-            abort();
-        la_ssize_t got = archive_read_data(a, buf, (size_t)size);
-        if (got != size) {
-            json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "Status", "Failure",
-                                                     "Path", archive_entry_pathname(entry),
-                                                     "Details", "truncated entry"));
+                                                     "Details", details));
             continue;
         }
         json_t *answer;
-        store_one(req, buf, (size_t)size, &answer, true);
+        store_one(req, NULL, 0, path, &answer, true);
+        unlink(path); /* gone already when ingest took it over */
         json_array_append_new(results, answer);
     }
-    free(buf);
     if (rc != ARCHIVE_EOF) {
         rest_reply_error(req, 400, 15, "Bad file format", archive_error_string(a));
         json_decref(results);
@@ -472,12 +520,22 @@ void rest_upload_instance(rest_request *req)
         rest_reply_error(req, 400, 15, "Bad file format", "Received an empty DICOM file");
         return;
     }
-    if (req->body_len >= 4 && memcmp(req->body, "PK\x03\x04", 4) == 0) {
+    char magic[4] = {0};
+    if (req->body_path) {
+        int fd = open(req->body_path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || read(fd, magic, sizeof(magic)) < 0)
+            memset(magic, 0, sizeof(magic));
+        if (fd >= 0)
+            close(fd);
+    } else if (req->body_len >= 4) {
+        memcpy(magic, req->body, 4);
+    }
+    if (memcmp(magic, "PK\x03\x04", 4) == 0) {
         upload_zip(req);
         return;
     }
     json_t *answer;
-    if (store_one(req, req->body, req->body_len, &answer, false) == 200)
+    if (store_one(req, req->body, req->body_len, req->body_path, &answer, false) == 200)
         rest_reply_json(req, 200, answer);
     else
         json_decref(answer);

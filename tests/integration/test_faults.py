@@ -3,12 +3,14 @@
 Each test prints the figures it saw (run pytest with -s to read them)."""
 import random
 import re
+import shutil
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 
-from conftest import free_port, storescu
+from conftest import PYDICOM_FILES, free_port, storescu
 from orthanc import http
 from test_ingest import make_series
 
@@ -234,3 +236,95 @@ def test_kill_9_rest_during_uploads(cluster, tmp_path):
         time.sleep(0.1)
     assert_index_and_storage_agree(cluster)
     assert ing.proc.poll() is None
+
+
+def vm_hwm_kb(proc):
+    """Peak resident memory of a process so far (VmHWM), in kB."""
+    for line in open(f"/proc/{proc.pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def big_instance(tmp_path, rows=5120):
+    """A 16-bit CT image of rows x rows (5120: 52 MB) as Part 10 bytes, and the offset
+    and length of its SOPInstanceUID value (patched per upload)."""
+    import pydicom
+    import numpy as np
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    ds.Rows = ds.Columns = rows
+    ds.PixelData = np.zeros((rows, rows), dtype=np.uint16).tobytes()
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.88.1.00000"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.88"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.88.1"
+    path = tmp_path / "big.dcm"
+    ds.save_as(path)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def test_memory_of_50_concurrent_50mb_uploads(cluster, tmp_path):
+    """50 clients upload a 52 MB instance each at once. Uploads are spooled to the
+    storage area and handed to ingest by name, so neither process holds them in
+    memory: the bounds checked are 64 MB peak RSS for rest and 160 MB for ingest
+    (whose bus workers parse up to 4 files at once; dcmtk loads pixel data lazily)."""
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing)
+    data = big_instance(tmp_path)
+    uid = b"1.2.826.0.1.3680043.8.498.88.1.00000"
+    first = data.index(uid)  # file meta (0002,0003)
+    second = data.index(uid, first + 1)  # dataset (0008,0018)
+    results = []
+
+    def upload(i):
+        mine = str(i).zfill(5).encode()
+        patched = uid[:-5] + mine
+        body = [data[:first], patched, data[first + len(uid):second], patched,
+                data[second + len(uid):]]
+        req = urllib.request.Request(rest.url + "/instances", data=iter(body), method="POST",
+                                     headers={"Content-Length": str(len(data))})
+        try:
+            with urllib.request.urlopen(req, timeout=300) as r:
+                results.append(r.status)
+        except urllib.error.HTTPError as e:
+            results.append((e.code, e.read()[:300]))
+
+    t0 = time.time()
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.time() - t0
+    rest_kb, ing_kb = vm_hwm_kb(rest.proc), vm_hwm_kb(ing.proc)
+    print(f"50 x {len(data) / 1e6:.0f} MB uploads in {elapsed:.1f} s: peak RSS rest "
+          f"{rest_kb / 1024:.1f} MB, ingest {ing_kb / 1024:.1f} MB")
+    assert results == [200] * 50, [r for r in results if r != 200][:3]
+    assert cluster.sql("SELECT count(*) FROM instances")[0][0] == 50
+    assert rest_kb < 64 * 1024
+    assert ing_kb < 160 * 1024
+    assert cluster.temp_files() == []
+    shutil.rmtree(cluster.storage)  # 2.6 GB: not kept for pytest's last runs
+
+
+def test_upload_cut_short_leaves_nothing(cluster):
+    """A client that announces 1 MB and hangs up after 100 kB: nothing indexed,
+    nothing left in the storage area, and the next upload works."""
+    import socket
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing)
+    with socket.create_connection(("127.0.0.1", rest.port)) as s:
+        s.sendall(b"POST /instances HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        s.sendall(b"\0" * 100000)
+        time.sleep(0.3)
+    deadline = time.time() + 10
+    while cluster.temp_files() and time.time() < deadline:
+        time.sleep(0.1)
+    assert cluster.temp_files() == []
+    assert cluster.stored_files() == []
+    status, body, _ = http(rest.url, "POST", "/instances",
+                           (PYDICOM_FILES / "CT_small.dcm").read_bytes())
+    assert status == 200, body
+    assert cluster.temp_files() == [] and len(cluster.stored_files()) == 1
