@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "migrate.h"
 #include "rest_http.h"
+#include "rest_archive.h"
 #include "rest_attachments.h"
 #include "rest_metadata.h"
 #include "rest_resources.h"
@@ -90,6 +91,10 @@ static const rest_route routes[] = {
     {"GET", "/instances/*/metadata/*", rest_get_metadata},
     {"PUT", "/instances/*/metadata/*", rest_put_metadata},
     {"DELETE", "/instances/*/metadata/*", rest_delete_metadata},
+    /* archives, shared tags, instance content (rest_archive.c, rest_content.c) */
+    {"GET", "/patients/*/archive", rest_archive},
+    {"GET", "/studies/*/archive", rest_archive},
+    {"GET", "/series/*/archive", rest_archive},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

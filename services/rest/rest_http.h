@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "bus.h"
 #include "db.h"
@@ -42,6 +43,7 @@ typedef struct rest_request {
     const char *allow; /* for 405 */
     char etag[64];     /* sent as ETag when not empty */
     char disposition[96]; /* sent as Content-Disposition when not empty */
+    struct rest_stream *stream; /* when set, the body is produced while it is sent */
 } rest_request;
 
 /* A request header, or NULL. */
@@ -61,6 +63,16 @@ void rest_reply_json_text(rest_request *req, int status, const char *text, size_
 /* A text body (text/plain), e.g. a metadata value. */
 void rest_reply_text(rest_request *req, int status, const char *text, size_t len);
 void rest_reply_file(rest_request *req, int fd, size_t size, const char *content_type);
+
+/* A body of unknown length produced while it is sent (chunked), so that it
+ * never has to be held whole: read() fills buf with at most max bytes and
+ * returns how many (> 0), 0 at the end, or -1 to abort the transfer (the
+ * client sees a truncated answer). read() runs on the connection's thread and
+ * may block. free_cls(cls) is called once, whatever happens, also when the
+ * answer is never sent. */
+typedef ssize_t (*rest_stream_read_fn)(void *cls, char *buf, size_t max);
+void rest_reply_stream(rest_request *req, const char *content_type, rest_stream_read_fn read,
+                       void (*free_cls)(void *cls), void *cls);
 
 /* Orthanc's error body: {"HttpError", "HttpStatus", "Message", "Method",
  * "OrthancError", "OrthancStatus", "Uri"} (+ "Details" when given). */
