@@ -86,6 +86,29 @@ json_t *ts_dicom_to_dicomweb_json(const ts_dicom *d, const char *bulk_uri_prefix
 /* Orthanc's MainDicomTags of one level, e.g. {"PatientID": "..", "PatientName": ".."}. */
 json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
 
+/* ---- tag paths (dicom_content.cc) ------------------------------------------ */
+
+/* What GET /instances/{id}/content/{path} answers in Orthanc 1.10.1: a JSON array
+ * of strings (the tags of an item as "gggg-eeee", the item numbers of a sequence,
+ * the fragments of encapsulated pixel data) or the bytes of a value as they are
+ * held in memory (text in the file's character set with its padding, numbers
+ * little-endian). */
+typedef struct ts_dicom_content {
+    json_t *list; /* an array, or NULL when data holds a value */
+    void *data;   /* malloc'd; NULL when empty */
+    size_t len;
+} ts_dicom_content;
+
+/* Follows path in the file: tags ("0010-0010", "0010,0010", "00100010" or a
+ * dictionary name) alternating with item numbers; (7fe0,0010) then a number is a
+ * fragment (or, uncompressed, "0" the whole value). The file is read as stored:
+ * no character set conversion. TS_ENOTFOUND when the path leads nowhere;
+ * TS_EINVAL for a segment that is no DICOM tag (the message names it); TS_EDICOM
+ * when the file cannot be read. */
+int ts_dicom_content_get(const char *file, const char *const *path, size_t npath,
+                         ts_dicom_content *out, ts_err *err);
+void ts_dicom_content_clear(ts_dicom_content *c);
+
 /* ---- SCP (dicom_scp.cc) --------------------------------------------------- */
 
 typedef struct ts_dicom_assoc {

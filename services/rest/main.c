@@ -14,6 +14,7 @@
 #include "migrate.h"
 #include "rest_http.h"
 #include "rest_archive.h"
+#include "rest_content.h"
 #include "rest_attachments.h"
 #include "rest_metadata.h"
 #include "rest_resources.h"
@@ -95,6 +96,10 @@ static const rest_route routes[] = {
     {"GET", "/patients/*/archive", rest_archive},
     {"GET", "/studies/*/archive", rest_archive},
     {"GET", "/series/*/archive", rest_archive},
+    {"GET", "/patients/*/shared-tags", rest_shared_tags},
+    {"GET", "/studies/*/shared-tags", rest_shared_tags},
+    {"GET", "/series/*/shared-tags", rest_shared_tags},
+    {"GET", "/instances/*/content/**", rest_instance_content},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

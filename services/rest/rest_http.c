@@ -221,6 +221,8 @@ static bool pattern_match(const char *pattern, rest_request *req)
     while (*p) {
         const char *slash = strchr(p, '/');
         size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        if (n == 2 && p[0] == '*' && p[1] == '*' && !slash)
+            return true;
         if (i >= req->nseg || !segment_match(p, n, req->seg[i]))
             return false;
         i++;
@@ -283,6 +285,9 @@ static void dispatch(rest_server *srv, rest_request *req)
             r->handler(req);
             return;
         }
+        size_t plen = strlen(r->pattern);
+        if (plen >= 2 && strcmp(r->pattern + plen - 2, "**") == 0)
+            continue; /* Orthanc: other methods on a trailing-wildcard route are unknown */
         path_known = true;
         if (!strstr(allowed, r->method)) {
             size_t n = strlen(allowed);

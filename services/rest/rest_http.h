@@ -23,7 +23,7 @@ typedef struct rest_ctx {
     int bus_timeout_ms;
 } rest_ctx;
 
-#define REST_MAX_SEGMENTS 8
+#define REST_MAX_SEGMENTS 32
 
 typedef struct rest_request {
     rest_ctx *ctx;
@@ -88,7 +88,8 @@ typedef void (*rest_handler)(rest_request *req);
 
 typedef struct rest_route {
     const char *method;
-    const char *pattern; /* path segments; a segment "*" matches any one */
+    const char *pattern; /* path segments; a segment "*" matches any one, a last
+                            segment "**" all the remaining ones (none included) */
     rest_handler handler;
 } rest_route;
 
