@@ -109,6 +109,21 @@ int ts_dicom_content_get(const char *file, const char *const *path, size_t npath
                          ts_dicom_content *out, ts_err *err);
 void ts_dicom_content_clear(ts_dicom_content *c);
 
+/* Orthanc's frames of an instance (its DicomFrameIndex): NumberOfFrames, 1 when
+ * absent or unreadable. */
+int ts_dicom_frame_count(const char *file, unsigned *count, ts_err *err);
+
+/* The raw bytes of one frame, as Orthanc's /frames/{n}/raw: for encapsulated
+ * pixel data the frame's fragments joined, else the frame's slice of the pixel
+ * data (little-endian). *mime is "image/jpeg" (JPEG baseline), "image/jp2" (JPEG
+ * 2000) or "application/octet-stream". The caller frees *data (NULL when empty).
+ * TS_ENOTFOUND: no such frame (Orthanc: 400 "Parameter out of range");
+ * TS_EINVAL: pixel data without the tags to cut it into frames (Orthanc: 500
+ * "Not implemented yet"); TS_EDICOM: fragments that do not match the frames,
+ * pixel data shorter than the frames, or an unreadable file. */
+int ts_dicom_frame_raw(const char *file, unsigned index, void **data, size_t *len,
+                       const char **mime, ts_err *err);
+
 /* ---- SCP (dicom_scp.cc) --------------------------------------------------- */
 
 typedef struct ts_dicom_assoc {

@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <vector>
 
 // Elements longer than this stay on disk until their value is asked for.
 static const Uint32 CONTENT_LAZY_LOAD = 4096;
@@ -195,4 +197,201 @@ extern "C" void ts_dicom_content_clear(ts_dicom_content *c)
     json_decref(c->list);
     free(c->data);
     memset(c, 0, sizeof(*c));
+}
+
+// ---- frames (Orthanc's DicomFrameIndex) ------------------------------------------
+
+static int load_dataset(const char *file, DcmFileFormat &ff, ts_err *err)
+{
+    OFCondition cond =
+        ff.loadFile(file, EXS_Unknown, EGL_noChange, CONTENT_LAZY_LOAD, ERM_autoDetect);
+    if (cond.bad())
+        return ts_err_set(err, TS_EDICOM, "not a readable DICOM file: %s", cond.text());
+    return 0;
+}
+
+// NumberOfFrames read as boost::lexical_cast<unsigned int> would; 1 otherwise.
+static unsigned frames_of(DcmDataset *ds)
+{
+    const char *tmp = nullptr;
+    if (ds->findAndGetString(DCM_NumberOfFrames, tmp).bad() || !tmp)
+        return 1;
+    std::string v(tmp);
+    while (!v.empty() && v.back() == ' ')
+        v.pop_back();
+    long n;
+    if (!parse_index(v.c_str(), n))
+        return 1;
+    unsigned long u = static_cast<unsigned long>(n);
+    if (v[0] == '-' ? (0 - u) > UINT_MAX : u > UINT_MAX)
+        return 1;
+    return static_cast<unsigned>(u);
+}
+
+static DcmPixelSequence *pixel_sequence(DcmDataset *ds)
+{
+    DcmElement *el = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el)
+        return nullptr;
+    DcmPixelData *pd = dynamic_cast<DcmPixelData *>(el);
+    DcmPixelSequence *seq = nullptr;
+    if (!pd || pd->getEncapsulatedRepresentation(ds->getCurrentXfer(), nullptr, seq).bad())
+        return nullptr;
+    return seq;
+}
+
+extern "C" int ts_dicom_frame_count(const char *file, unsigned *count, ts_err *err)
+{
+    DcmFileFormat ff;
+    int rc = load_dataset(file, ff, err);
+    if (rc)
+        return rc;
+    *count = frames_of(ff.getDataset());
+    return 0;
+}
+
+static void *copy_out(const Uint8 *src, size_t len)
+{
+    if (len == 0)
+        return nullptr;
+    void *p = malloc(len);
+    if (!p)
+        abort();
+    memcpy(p, src, len);
+    return p;
+}
+
+// One frame of encapsulated pixel data: one fragment per frame, or the basic
+// offset table says where each frame starts.
+static int fragments_frame(DcmPixelSequence *seq, unsigned count, unsigned index, void **data,
+                           size_t *len, ts_err *err)
+{
+    unsigned long nfrag = seq->card();
+    if (nfrag < static_cast<unsigned long>(count) + 1)
+        return ts_err_set(err, TS_EDICOM, "%lu fragments for %u frames", nfrag, count);
+    unsigned long first, n;
+    if (nfrag == static_cast<unsigned long>(count) + 1) {
+        if (index >= count)
+            return ts_err_set(err, TS_ENOTFOUND, "no frame %u", index);
+        first = index + 1;
+        n = 1;
+    } else {
+        DcmPixelItem *table = nullptr;
+        if (seq->getItem(table, 0).bad() || !table)
+            return ts_err_set(err, TS_EDICOM, "no basic offset table");
+        Uint32 tlen = table->getLength();
+        Uint8 *t = nullptr;
+        if (tlen % 4 != 0 || tlen / 4 != count || (tlen && (table->getUint8Array(t).bad() || !t)))
+            return ts_err_set(err, TS_EDICOM, "basic offset table does not match %u frames", count);
+        std::vector<Uint32> offsets(count);
+        for (unsigned i = 0; i < count; i++)
+            offsets[i] = static_cast<Uint32>(t[4 * i]) | static_cast<Uint32>(t[4 * i + 1]) << 8 |
+                         static_cast<Uint32>(t[4 * i + 2]) << 16 |
+                         static_cast<Uint32>(t[4 * i + 3]) << 24;
+        if (count == 0 || offsets[0] != 0)
+            return ts_err_set(err, TS_EDICOM, "basic offset table does not start at 0");
+        // walk the fragments: which ones belong to which frame
+        std::vector<unsigned long> start(count, 0), nf(count, 0);
+        start[0] = 1;
+        unsigned frame = 0;
+        Uint32 offset = 0;
+        for (unsigned long i = 1; i < nfrag; i++) {
+            DcmPixelItem *item = nullptr;
+            if (seq->getItem(item, i).bad() || !item)
+                return ts_err_set(err, TS_EDICOM, "fragment %lu unreadable", i);
+            if (frame + 1 < count && offset == offsets[frame + 1]) {
+                frame++;
+                start[frame] = i;
+            }
+            nf[frame]++;
+            offset += item->getLength() + 8;
+        }
+        if (frame + 1 != count)
+            return ts_err_set(err, TS_EDICOM, "basic offset table does not match the fragments");
+        if (index >= count)
+            return ts_err_set(err, TS_ENOTFOUND, "no frame %u", index);
+        first = start[index];
+        n = nf[index];
+    }
+    std::string out;
+    for (unsigned long i = first; i < first + n; i++) {
+        DcmPixelItem *item = nullptr;
+        Uint8 *bytes = nullptr;
+        if (seq->getItem(item, i).bad() || !item)
+            return ts_err_set(err, TS_EDICOM, "fragment %lu unreadable", i);
+        if (item->getLength() == 0)
+            continue;
+        if (item->getUint8Array(bytes).bad() || !bytes)
+            return ts_err_set(err, TS_EDICOM, "fragment %lu unreadable", i);
+        out.append(reinterpret_cast<const char *>(bytes), item->getLength());
+    }
+    *data = copy_out(reinterpret_cast<const Uint8 *>(out.data()), out.size());
+    *len = out.size();
+    return 0;
+}
+
+static int uncompressed_frame(DcmDataset *ds, unsigned count, unsigned index, void **data,
+                              size_t *len, ts_err *err)
+{
+    Uint16 rows, cols, bits, spp = 1;
+    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() ||
+        ds->findAndGetUint16(DCM_BitsAllocated, bits).bad())
+        return ts_err_set(err, TS_EINVAL, "no Rows, Columns or BitsAllocated");
+    ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
+    size_t frame_size;
+    if (bits == 1)
+        frame_size = (static_cast<size_t>(rows) * cols + 7) / 8;
+    else if (bits % 8 == 0)
+        frame_size = static_cast<size_t>(rows) * cols * spp * (bits / 8);
+    else
+        return ts_err_set(err, TS_EINVAL, "BitsAllocated %u", bits);
+    DcmElement *el = nullptr;
+    size_t size = 0;
+    Uint8 *pixels = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, el).good() && el) {
+        size = el->getLength();
+        if (size > 0 && (el->getUint8Array(pixels).bad() || !pixels))
+            return ts_err_set(err, TS_EDICOM, "pixel data unreadable");
+    }
+    if (size < frame_size * count)
+        return ts_err_set(err, TS_EDICOM, "pixel data of %zu bytes for %u frames of %zu", size,
+                          count, frame_size);
+    if (index >= count)
+        return ts_err_set(err, TS_ENOTFOUND, "no frame %u", index);
+    *data = copy_out(pixels + frame_size * index, frame_size);
+    *len = frame_size;
+    return 0;
+}
+
+extern "C" int ts_dicom_frame_raw(const char *file, unsigned index, void **data, size_t *len,
+                                  const char **mime, ts_err *err)
+{
+    *data = nullptr;
+    *len = 0;
+    *mime = "application/octet-stream";
+    DcmFileFormat ff;
+    int rc = load_dataset(file, ff, err);
+    if (rc)
+        return rc;
+    DcmDataset *ds = ff.getDataset();
+    unsigned count = frames_of(ds);
+    if (count == 0)
+        return ts_err_set(err, TS_ENOTFOUND, "no frame %u", index);
+    DcmPixelSequence *seq = pixel_sequence(ds);
+    rc = seq ? fragments_frame(seq, count, index, data, len, err)
+             : uncompressed_frame(ds, count, index, data, len, err);
+    if (rc)
+        return rc;
+    switch (ds->getCurrentXfer()) {
+    case EXS_JPEGProcess1:
+        *mime = "image/jpeg";
+        break;
+    case EXS_JPEG2000LosslessOnly:
+    case EXS_JPEG2000:
+        *mime = "image/jp2";
+        break;
+    default:
+        break;
+    }
+    return 0;
 }

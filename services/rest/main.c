@@ -100,6 +100,8 @@ static const rest_route routes[] = {
     {"GET", "/studies/*/shared-tags", rest_shared_tags},
     {"GET", "/series/*/shared-tags", rest_shared_tags},
     {"GET", "/instances/*/content/**", rest_instance_content},
+    {"GET", "/instances/*/frames", rest_instance_frames},
+    {"GET", "/instances/*/frames/*/raw", rest_instance_frame_raw},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

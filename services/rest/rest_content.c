@@ -3,6 +3,7 @@
 #include "rest_content.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,4 +197,88 @@ void rest_instance_content(rest_request *req)
         req->content_type = "application/octet-stream";
     }
     ts_dicom_content_clear(&c);
+}
+
+/* ---- frames ---------------------------------------------------------------------- */
+
+/* The file of the instance of the request; answers the request itself and
+ * returns false on failure. */
+static bool instance_file(rest_request *req, char *path, size_t size)
+{
+    file_list fl;
+    if (!list_files(req, 3, &fl))
+        return false;
+    ts_err err;
+    bool ok = fl.n > 0 && ts_store_path(req->ctx->store, fl.uuids[0], path, size, &err) == 0;
+    free(fl.uuids);
+    if (!ok)
+        rest_reply_unknown_resource(req);
+    return ok;
+}
+
+void rest_instance_frames(rest_request *req)
+{
+    char path[4096];
+    if (!instance_file(req, path, sizeof(path)))
+        return;
+    unsigned count;
+    ts_err err;
+    if (ts_dicom_frame_count(path, &count, &err)) {
+        ts_warn("frames: instance file unreadable", "path=%s error=\"%s\"", path, err.msg);
+        rest_reply_error(req, 500, 15, "Bad file format", err.msg);
+        return;
+    }
+    json_t *list = json_array();
+    for (unsigned i = 0; i < count; i++)
+        json_array_append_new(list, json_integer(i));
+    rest_reply_json(req, 200, list);
+}
+
+/* A frame number as Orthanc reads it (boost::lexical_cast<unsigned int>): an
+ * optional sign, then digits; "-1" wraps round. False if it is not one. */
+static bool parse_frame(const char *s, unsigned *out)
+{
+    bool neg = *s == '-';
+    if (*s == '-' || *s == '+')
+        s++;
+    if (!*s || strlen(s) > 10)
+        return false;
+    unsigned long long v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        v = v * 10 + (unsigned)(*s - '0');
+    }
+    if (v > UINT_MAX)
+        return false;
+    *out = neg ? 0u - (unsigned)v : (unsigned)v;
+    return true;
+}
+
+void rest_instance_frame_raw(rest_request *req)
+{
+    unsigned frame;
+    if (!parse_frame(req->seg[3], &frame)) {
+        rest_reply_empty(req, 404);
+        return;
+    }
+    char path[4096];
+    if (!instance_file(req, path, sizeof(path)))
+        return;
+    void *data;
+    size_t len;
+    const char *mime;
+    ts_err err;
+    int rc = ts_dicom_frame_raw(path, frame, &data, &len, &mime, &err);
+    if (rc == TS_ENOTFOUND) {
+        rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+    } else if (rc == TS_EINVAL) {
+        rest_reply_error(req, 500, 2, "Not implemented yet", NULL);
+    } else if (rc) {
+        rest_reply_error(req, 400, 15, "Bad file format", err.msg);
+    } else {
+        rest_reply_text(req, 200, data ? data : "", len);
+        req->content_type = mime;
+    }
+    free(data);
 }

@@ -1,5 +1,5 @@
 /* Routes that read inside the DICOM files: the tags shared by every instance
- * of a resource, and the value at a tag path of one instance. */
+ * of a resource, the value at a tag path of one instance, its frames. */
 #ifndef REST_CONTENT_H
 #define REST_CONTENT_H
 
@@ -9,5 +9,9 @@
 void rest_shared_tags(rest_request *req);
 /* GET /instances/{id}/content[/tag/item/tag...] */
 void rest_instance_content(rest_request *req);
+/* GET /instances/{id}/frames */
+void rest_instance_frames(rest_request *req);
+/* GET /instances/{id}/frames/{n}/raw */
+void rest_instance_frame_raw(rest_request *req);
 
 #endif
