@@ -38,6 +38,7 @@ typedef struct arch_file {
     size_t dir; /* index into dirs */
     char name[32];
     char uuid[TS_UUID_LEN + 1];
+    long long size; /* as the index has it */
 } arch_file;
 
 typedef struct arch_stream {
@@ -158,8 +159,9 @@ static const char *folder_name(name_set *ns, const char *tag1, const char *tag2,
     char *name = xstrdup(std);
     for (unsigned count = 2; name_set_has(ns, name); count++) {
         free(name);
-        name = xmalloc(strlen(std) + 16);
-        sprintf(name, "%s-%u", std, count);
+        size_t n = strlen(std) + 16;
+        name = xmalloc(n);
+        snprintf(name, n, "%s-%u", std, count);
     }
     free(std);
     if (ns->n == ns->cap) {
@@ -207,7 +209,8 @@ static const ts_db_stmt archive_rows = {
     "   pt.main_tags->>'PatientName' AS p2, s.public_id AS s_id,"
     "   st.main_tags->>'AccessionNumber' AS s1, st.main_tags->>'StudyDescription' AS s2,"
     "   se.public_id AS se_id, sr.main_tags->>'Modality' AS se1,"
-    "   sr.main_tags->>'SeriesDescription' AS se2, a.uuid::text AS uuid, i.id AS i_id"
+    "   sr.main_tags->>'SeriesDescription' AS se2, a.uuid::text AS uuid,"
+    "   a.uncompressed_size AS size, i.id AS i_id"
     "  FROM d JOIN resources i ON i.id = d.id"
     "  JOIN resources se ON se.id = i.parent_id"
     "  JOIN resources s ON s.id = se.parent_id"
@@ -217,12 +220,12 @@ static const ts_db_stmt archive_rows = {
     "  LEFT JOIN studies st ON st.resource_id = s.id"
     "  LEFT JOIN series sr ON sr.resource_id = se.id"
     "  WHERE d.level = 3)"
-    " SELECT f.p_id, f.p1, f.p2, f.s_id, f.s1, f.s2, f.se_id, f.se1, f.se2, f.uuid"
+    " SELECT f.p_id, f.p1, f.p2, f.s_id, f.s1, f.s2, f.se_id, f.se1, f.se2, f.uuid, f.size"
     " FROM root LEFT JOIN f ON true"
     " ORDER BY f.p_id COLLATE \"C\", f.s_id COLLATE \"C\", f.se_id COLLATE \"C\", f.i_id",
     2};
 
-enum { C_PID, C_P1, C_P2, C_SID, C_S1, C_S2, C_SEID, C_SE1, C_SE2, C_UUID };
+enum { C_PID, C_P1, C_P2, C_SID, C_S1, C_S2, C_SEID, C_SE1, C_SE2, C_UUID, C_SIZE };
 
 typedef struct arch_build {
     const char *const *params;
@@ -259,8 +262,9 @@ static void add_dir(arch_stream *s, const char *p, const char *st, const char *s
         if (!s->dirs)
             abort();
     }
-    char *dir = xmalloc(strlen(p) + strlen(st) + strlen(se) + 4);
-    sprintf(dir, "%s/%s/%s/", p, st, se);
+    size_t n = strlen(p) + strlen(st) + strlen(se) + 4;
+    char *dir = xmalloc(n);
+    snprintf(dir, n, "%s/%s/%s/", p, st, se);
     s->dirs[s->ndirs++] = dir;
 }
 
@@ -304,6 +308,7 @@ static void build_list(arch_stream *s, PGresult *res)
         f->dir = s->ndirs - 1;
         file_name(modality, counter++, f->name, sizeof(f->name));
         memcpy(f->uuid, uuid, TS_UUID_LEN + 1);
+        f->size = strtoll(PQgetvalue(res, i, C_SIZE), NULL, 10);
     }
     name_set_clear(&patients);
     name_set_clear(&studies);
@@ -376,9 +381,18 @@ static int start_next_file(arch_stream *s)
                 close(fd);
             return stream_fail(s, "open", strerror(e));
         }
+        if (st.st_size != f->size) {
+            /* a damaged storage area: better no archive than a wrong one */
+            char detail[128];
+            snprintf(detail, sizeof(detail), "%s has %lld bytes, the index says %lld", f->uuid,
+                     (long long)st.st_size, f->size);
+            close(fd);
+            return stream_fail(s, "size", detail);
+        }
         const char *dir = s->dirs[f->dir];
-        char *name = xmalloc(strlen(dir) + strlen(f->name) + 1);
-        sprintf(name, "%s%s", dir, f->name);
+        size_t n = strlen(dir) + strlen(f->name) + 1;
+        char *name = xmalloc(n);
+        snprintf(name, n, "%s%s", dir, f->name);
         struct archive_entry *e = archive_entry_new();
         archive_entry_set_pathname(e, name);
         archive_entry_set_filetype(e, AE_IFREG);

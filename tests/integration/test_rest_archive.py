@@ -6,7 +6,11 @@ Compared: status, Content-Type, Content-Disposition, the ZIP's entry names in
 order. Not compared: the bytes of the ZIP itself (Orthanc deflates, Tessera stores)
 and entry timestamps. Each entry of Tessera's ZIP must be, byte for byte, the file
 Tessera stored (GET /instances/{id}/file), and for POSTed files the file sent."""
+from http.client import IncompleteRead
 import io
+import json
+import os
+import urllib.request
 import warnings
 import zipfile
 from pathlib import Path
@@ -15,7 +19,8 @@ import pydicom
 import pytest
 
 from conftest import PYDICOM_FILES
-from orthanc import orthanc  # noqa: F401  (fixture)
+from orthanc import http, orthanc  # noqa: F401  (orthanc is a fixture)
+from test_ingest import make_series
 from test_rest import LEVELS, ZERO_ID, assert_same_error, fresh, pair  # noqa: F401  (fixtures)
 
 ARCHIVE_LEVELS = LEVELS[:3]
@@ -160,3 +165,46 @@ def test_archive_names_follow_orthanc(fresh, tmp_path):
     assert any("/Unknown Series/00000000.dcm" in n for n in seen), seen
     assert any(n.startswith("Unknown Patient/") for n in seen), seen
     assert any(n.startswith("/") for n in seen), seen
+
+
+def stored_path(cluster, instance_id):
+    (uuid,), = cluster.sql("SELECT a.uuid::text FROM attachments a JOIN resources r"
+                           " ON r.id = a.resource_id WHERE r.public_id = %s", (instance_id,))
+    return next(p for p in cluster.stored_files() if p.name == uuid)
+
+
+def upload_series(cluster, tmp_path, n=3):
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing)
+    answers = []
+    for f in make_series(tmp_path / "gen", n, study_uid="1.2.826.0.1.3680043.8.498.55"):
+        status, body, _ = http(rest.url, "POST", "/instances", f.read_bytes())
+        assert status == 200, body
+        answers.append(json.loads(body))
+    return rest, answers
+
+
+def test_archive_skips_a_file_deleted_meanwhile(cluster, tmp_path):
+    rest, answers = upload_series(cluster, tmp_path)
+    stored_path(cluster, answers[1]["ID"]).unlink()
+    status, body, _ = http(rest.url, "GET", f"/series/{answers[0]['ParentSeries']}/archive")
+    assert status == 200
+    z = zipfile.ZipFile(io.BytesIO(body))
+    assert z.testzip() is None
+    # CT_small.dcm's AccessionNumber is "e1"; PatientID "PAT-1" loses its "-"
+    assert z.namelist() == ["PAT1 DOE JANE/e1/CT/CT000000.dcm", "PAT1 DOE JANE/e1/CT/CT000002.dcm"]
+    assert z.read(z.namelist()[1]) == (tmp_path / "gen/00003.dcm").read_bytes()
+    assert "archive: file gone" in rest.read_log()
+
+
+def test_archive_aborts_on_a_damaged_file(cluster, tmp_path):
+    # a file shorter than the index says: the transfer breaks off, no ZIP that looks whole
+    rest, answers = upload_series(cluster, tmp_path)
+    p = stored_path(cluster, answers[2]["ID"])
+    os.truncate(p, p.stat().st_size - 10)
+    req = urllib.request.Request(f"{rest.url}/series/{answers[0]['ParentSeries']}/archive")
+    with pytest.raises((IncompleteRead, ConnectionError)):
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200
+            r.read()
+    assert "archive aborted" in rest.read_log()
