@@ -2,6 +2,7 @@
 // follows them (its ParsedDicomFile::SendPathValue); see dicom.h.
 #include "dicom_internal.hh"
 
+#include <dcmtk/dcmdata/dcfcache.h>
 #include <dcmtk/dcmdata/dcpixel.h>
 #include <dcmtk/dcmdata/dcpixseq.h>
 #include <dcmtk/dcmdata/dcpxitem.h>
@@ -93,28 +94,80 @@ static json_t *tag_list(DcmItem *item)
     return a;
 }
 
-static int element_value(DcmElement *el, E_TransferSyntax xfer, ts_dicom_content *out,
-                         ts_err *err)
+// One piece of a reader: length bytes of an element from offset on.
+struct reader_part {
+    DcmElement *el;
+    Uint32 offset;
+    Uint32 length;
+};
+
+struct ts_dicom_reader {
+    DcmFileFormat ff; // owns the elements of parts
+    DcmFileCache cache;
+    std::vector<reader_part> parts;
+    size_t size = 0;
+    size_t part = 0;  // next part to read
+    Uint32 done = 0;  // bytes of that part already read
+};
+
+static void reader_add(ts_dicom_reader *r, DcmElement *el, Uint32 offset, Uint32 length)
 {
-    Uint32 len = el->getLength(xfer);
-    if (len == 0)
-        return 0;
-    out->data = malloc(len);
-    if (!out->data)
-        abort();
-    OFCondition cond = el->getPartialValue(out->data, 0, len);
-    if (cond.bad()) {
-        free(out->data);
-        out->data = nullptr;
-        return ts_err_set(err, TS_EDICOM, "cannot read the value of (%04x,%04x): %s",
-                          el->getGTag(), el->getETag(), cond.text());
+    if (length == 0)
+        return;
+    r->parts.push_back({el, offset, length});
+    r->size += length;
+}
+
+extern "C" size_t ts_dicom_reader_size(const ts_dicom_reader *r)
+{
+    return r->size;
+}
+
+extern "C" int ts_dicom_reader_read(ts_dicom_reader *r, void *buf, size_t max, size_t *got,
+                                    ts_err *err)
+{
+    *got = 0;
+    // getPartialValue swaps 16-bit words of big-endian files: keep pieces even
+    if (max >= 2)
+        max &= ~static_cast<size_t>(1);
+    while (*got < max && r->part < r->parts.size()) {
+        reader_part &p = r->parts[r->part];
+        size_t n = p.length - r->done;
+        if (n > max - *got)
+            n = max - *got;
+        if (n == 0)
+            break;
+        OFCondition cond = p.el->getPartialValue(static_cast<char *>(buf) + *got,
+                                                 p.offset + r->done, static_cast<Uint32>(n),
+                                                 &r->cache);
+        if (cond.bad())
+            return ts_err_set(err, TS_EIO, "cannot read the value of (%04x,%04x): %s",
+                              p.el->getGTag(), p.el->getETag(), cond.text());
+        *got += n;
+        r->done += static_cast<Uint32>(n);
+        if (r->done == p.length) {
+            r->part++;
+            r->done = 0;
+        }
     }
-    out->len = len;
+    return 0;
+}
+
+extern "C" void ts_dicom_reader_free(ts_dicom_reader *r)
+{
+    delete r;
+}
+
+static int element_value(DcmElement *el, E_TransferSyntax xfer, ts_dicom_reader *r,
+                         ts_dicom_content *out)
+{
+    reader_add(r, el, 0, el->getLength(xfer));
+    out->value = r;
     return 0;
 }
 
 static int pixel_data(DcmDataset *ds, E_TransferSyntax xfer, const char *block,
-                      ts_dicom_content *out, ts_err *err)
+                      ts_dicom_reader *r, ts_dicom_content *out, ts_err *err)
 {
     DcmElement *el = nullptr;
     if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el)
@@ -132,7 +185,7 @@ static int pixel_data(DcmDataset *ds, E_TransferSyntax xfer, const char *block,
         DcmPixelItem *item = nullptr;
         if (seq->getItem(item, static_cast<unsigned long>(n)).bad() || !item)
             return ts_err_set(err, TS_ENOTFOUND, "no such fragment");
-        return element_value(item, xfer, out, err);
+        return element_value(item, xfer, r, out);
     }
     if (!block) {
         out->list = numbered_list(1);
@@ -141,26 +194,20 @@ static int pixel_data(DcmDataset *ds, E_TransferSyntax xfer, const char *block,
     long n;
     if (!parse_index(block, n) || n != 0)
         return ts_err_set(err, TS_ENOTFOUND, "no such frame");
-    return element_value(el, xfer, out, err);
+    return element_value(el, xfer, r, out);
 }
 
-extern "C" int ts_dicom_content_get(const char *file, const char *const *path, size_t npath,
-                                    ts_dicom_content *out, ts_err *err)
+static int content_get(ts_dicom_reader *r, const char *const *path, size_t npath,
+                       ts_dicom_content *out, ts_err *err)
 {
-    memset(out, 0, sizeof(*out));
-    DcmFileFormat ff;
-    OFCondition cond =
-        ff.loadFile(file, EXS_Unknown, EGL_noChange, CONTENT_LAZY_LOAD, ERM_autoDetect);
-    if (cond.bad())
-        return ts_err_set(err, TS_EDICOM, "not a readable DICOM file: %s", cond.text());
-    DcmDataset *ds = ff.getDataset();
+    DcmDataset *ds = r->ff.getDataset();
     E_TransferSyntax xfer = ds->getCurrentXfer();
     DcmTagKey key;
     if (npath == 1 || npath == 2) {
         if (!parse_tag(path[0], key))
             return ts_err_set(err, TS_EINVAL, "unknown DICOM tag: %s", path[0]);
         if (key == DCM_PixelData)
-            return pixel_data(ds, xfer, npath == 2 ? path[1] : nullptr, out, err);
+            return pixel_data(ds, xfer, npath == 2 ? path[1] : nullptr, r, out, err);
     }
     DcmItem *item = ds;
     for (size_t pos = 0; pos < npath / 2; pos++) {
@@ -184,10 +231,26 @@ extern "C" int ts_dicom_content_get(const char *file, const char *const *path, s
     if (item->findAndGetElement(key, el).bad() || !el)
         return ts_err_set(err, TS_ENOTFOUND, "no %s", path[npath - 1]);
     if (el->isLeaf())
-        return element_value(el, xfer, out, err);
+        return element_value(el, xfer, r, out);
     DcmSequenceOfItems *seq = dynamic_cast<DcmSequenceOfItems *>(el);
     out->list = numbered_list(seq ? seq->card() : 0);
     return 0;
+}
+
+extern "C" int ts_dicom_content_get(const char *file, const char *const *path, size_t npath,
+                                    ts_dicom_content *out, ts_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    ts_dicom_reader *r = new ts_dicom_reader();
+    OFCondition cond =
+        r->ff.loadFile(file, EXS_Unknown, EGL_noChange, CONTENT_LAZY_LOAD, ERM_autoDetect);
+    int rc = cond.bad() ? ts_err_set(err, TS_EDICOM, "not a readable DICOM file: %s", cond.text())
+                        : content_get(r, path, npath, out, err);
+    if (rc || !out->value) // the reader is kept only when it is the answer
+        delete r;
+    if (rc)
+        memset(out, 0, sizeof(*out));
+    return rc;
 }
 
 extern "C" void ts_dicom_content_clear(ts_dicom_content *c)
@@ -195,7 +258,7 @@ extern "C" void ts_dicom_content_clear(ts_dicom_content *c)
     if (!c)
         return;
     json_decref(c->list);
-    free(c->data);
+    ts_dicom_reader_free(c->value);
     memset(c, 0, sizeof(*c));
 }
 
@@ -250,21 +313,10 @@ extern "C" int ts_dicom_frame_count(const char *file, unsigned *count, ts_err *e
     return 0;
 }
 
-static void *copy_out(const Uint8 *src, size_t len)
-{
-    if (len == 0)
-        return nullptr;
-    void *p = malloc(len);
-    if (!p)
-        abort();
-    memcpy(p, src, len);
-    return p;
-}
-
 // One frame of encapsulated pixel data: one fragment per frame, or the basic
 // offset table says where each frame starts.
-static int fragments_frame(DcmPixelSequence *seq, unsigned count, unsigned index, void **data,
-                           size_t *len, ts_err *err)
+static int fragments_frame(DcmPixelSequence *seq, unsigned count, unsigned index,
+                           ts_dicom_reader *r, ts_err *err)
 {
     unsigned long nfrag = seq->card();
     if (nfrag < static_cast<unsigned long>(count) + 1)
@@ -313,25 +365,17 @@ static int fragments_frame(DcmPixelSequence *seq, unsigned count, unsigned index
         first = start[index];
         n = nf[index];
     }
-    std::string out;
     for (unsigned long i = first; i < first + n; i++) {
         DcmPixelItem *item = nullptr;
-        Uint8 *bytes = nullptr;
         if (seq->getItem(item, i).bad() || !item)
             return ts_err_set(err, TS_EDICOM, "fragment %lu unreadable", i);
-        if (item->getLength() == 0)
-            continue;
-        if (item->getUint8Array(bytes).bad() || !bytes)
-            return ts_err_set(err, TS_EDICOM, "fragment %lu unreadable", i);
-        out.append(reinterpret_cast<const char *>(bytes), item->getLength());
+        reader_add(r, item, 0, item->getLength());
     }
-    *data = copy_out(reinterpret_cast<const Uint8 *>(out.data()), out.size());
-    *len = out.size();
     return 0;
 }
 
-static int uncompressed_frame(DcmDataset *ds, unsigned count, unsigned index, void **data,
-                              size_t *len, ts_err *err)
+static int uncompressed_frame(DcmDataset *ds, unsigned count, unsigned index,
+                              ts_dicom_reader *r, ts_err *err)
 {
     Uint16 rows, cols, bits, spp = 1;
     if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() ||
@@ -347,41 +391,37 @@ static int uncompressed_frame(DcmDataset *ds, unsigned count, unsigned index, vo
         return ts_err_set(err, TS_EINVAL, "BitsAllocated %u", bits);
     DcmElement *el = nullptr;
     size_t size = 0;
-    Uint8 *pixels = nullptr;
-    if (ds->findAndGetElement(DCM_PixelData, el).good() && el) {
+    if (ds->findAndGetElement(DCM_PixelData, el).good() && el)
         size = el->getLength();
-        if (size > 0 && (el->getUint8Array(pixels).bad() || !pixels))
-            return ts_err_set(err, TS_EDICOM, "pixel data unreadable");
-    }
     if (size < frame_size * count)
         return ts_err_set(err, TS_EDICOM, "pixel data of %zu bytes for %u frames of %zu", size,
                           count, frame_size);
     if (index >= count)
         return ts_err_set(err, TS_ENOTFOUND, "no frame %u", index);
-    *data = copy_out(pixels + frame_size * index, frame_size);
-    *len = frame_size;
+    reader_add(r, el, static_cast<Uint32>(frame_size * index), static_cast<Uint32>(frame_size));
     return 0;
 }
 
-extern "C" int ts_dicom_frame_raw(const char *file, unsigned index, void **data, size_t *len,
+extern "C" int ts_dicom_frame_raw(const char *file, unsigned index, ts_dicom_reader **out,
                                   const char **mime, ts_err *err)
 {
-    *data = nullptr;
-    *len = 0;
+    *out = nullptr;
     *mime = "application/octet-stream";
-    DcmFileFormat ff;
-    int rc = load_dataset(file, ff, err);
-    if (rc)
+    ts_dicom_reader *r = new ts_dicom_reader();
+    int rc = load_dataset(file, r->ff, err);
+    DcmDataset *ds = r->ff.getDataset();
+    unsigned count = rc ? 0 : frames_of(ds);
+    if (!rc && count == 0)
+        rc = ts_err_set(err, TS_ENOTFOUND, "no frame %u", index);
+    if (!rc) {
+        DcmPixelSequence *seq = pixel_sequence(ds);
+        rc = seq ? fragments_frame(seq, count, index, r, err)
+                 : uncompressed_frame(ds, count, index, r, err);
+    }
+    if (rc) {
+        delete r;
         return rc;
-    DcmDataset *ds = ff.getDataset();
-    unsigned count = frames_of(ds);
-    if (count == 0)
-        return ts_err_set(err, TS_ENOTFOUND, "no frame %u", index);
-    DcmPixelSequence *seq = pixel_sequence(ds);
-    rc = seq ? fragments_frame(seq, count, index, data, len, err)
-             : uncompressed_frame(ds, count, index, data, len, err);
-    if (rc)
-        return rc;
+    }
     switch (ds->getCurrentXfer()) {
     case EXS_JPEGProcess1:
         *mime = "image/jpeg";
@@ -393,5 +433,6 @@ extern "C" int ts_dicom_frame_raw(const char *file, unsigned index, void **data,
     default:
         break;
     }
+    *out = r;
     return 0;
 }

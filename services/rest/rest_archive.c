@@ -533,7 +533,7 @@ void rest_archive(rest_request *req)
     s->chunk = xmalloc(ARCHIVE_CHUNK);
     s->now = time(NULL);
     s->done = false;
-    rest_reply_stream(req, "application/zip", archive_stream_read, archive_stream_free, s);
+    rest_reply_stream(req, "application/zip", -1, archive_stream_read, archive_stream_free, s);
     snprintf(req->disposition, sizeof(req->disposition), "filename=\"%s.zip\"", req->seg[1]);
     return;
 fail:

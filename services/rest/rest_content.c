@@ -168,6 +168,36 @@ void rest_shared_tags(rest_request *req)
 
 /* ---- tag paths ------------------------------------------------------------------- */
 
+static ssize_t value_read(void *cls, char *buf, size_t max)
+{
+    size_t got;
+    ts_err err;
+    if (ts_dicom_reader_read(cls, buf, max, &got, &err)) {
+        ts_warn("value transfer aborted", "error=\"%s\"", err.msg);
+        return -1;
+    }
+    return (ssize_t)got;
+}
+
+static void value_free(void *cls)
+{
+    ts_dicom_reader_free(cls);
+}
+
+/* Answers with the bytes of a value, read from the file while they are sent;
+ * takes the reader. */
+static void reply_value(rest_request *req, ts_dicom_reader *r, const char *content_type)
+{
+    size_t size = ts_dicom_reader_size(r);
+    if (size == 0) {
+        ts_dicom_reader_free(r);
+        rest_reply_text(req, 200, "", 0);
+        req->content_type = content_type;
+        return;
+    }
+    rest_reply_stream(req, content_type, (long long)size, value_read, value_free, r);
+}
+
 void rest_instance_content(rest_request *req)
 {
     file_list fl;
@@ -193,8 +223,8 @@ void rest_instance_content(rest_request *req)
     } else if (c.list) {
         rest_reply_json(req, 200, json_incref(c.list));
     } else {
-        rest_reply_text(req, 200, c.data ? c.data : "", c.len);
-        req->content_type = "application/octet-stream";
+        reply_value(req, c.value, "application/octet-stream");
+        c.value = NULL;
     }
     ts_dicom_content_clear(&c);
 }
@@ -265,11 +295,10 @@ void rest_instance_frame_raw(rest_request *req)
     char path[4096];
     if (!instance_file(req, path, sizeof(path)))
         return;
-    void *data;
-    size_t len;
+    ts_dicom_reader *r;
     const char *mime;
     ts_err err;
-    int rc = ts_dicom_frame_raw(path, frame, &data, &len, &mime, &err);
+    int rc = ts_dicom_frame_raw(path, frame, &r, &mime, &err);
     if (rc == TS_ENOTFOUND) {
         rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
     } else if (rc == TS_EINVAL) {
@@ -277,8 +306,6 @@ void rest_instance_frame_raw(rest_request *req)
     } else if (rc) {
         rest_reply_error(req, 400, 15, "Bad file format", err.msg);
     } else {
-        rest_reply_text(req, 200, data ? data : "", len);
-        req->content_type = mime;
+        reply_value(req, r, mime);
     }
-    free(data);
 }

@@ -19,6 +19,7 @@ struct rest_server {
 
 /* A streamed body (rest_reply_stream). */
 struct rest_stream {
+    long long size; /* -1: unknown */
     rest_stream_read_fn read;
     void (*free_cls)(void *cls);
     void *cls;
@@ -130,14 +131,14 @@ void rest_reply_file(rest_request *req, int fd, size_t size, const char *content
     req->content_fd = fd;
 }
 
-void rest_reply_stream(rest_request *req, const char *content_type, rest_stream_read_fn read,
-                       void (*free_cls)(void *cls), void *cls)
+void rest_reply_stream(rest_request *req, const char *content_type, long long size,
+                       rest_stream_read_fn read, void (*free_cls)(void *cls), void *cls)
 {
     set_content(req, 200, NULL, 0, content_type);
     struct rest_stream *st = malloc(sizeof(*st));
     if (!st)
         abort();
-    *st = (struct rest_stream){.read = read, .free_cls = free_cls, .cls = cls};
+    *st = (struct rest_stream){.size = size, .read = read, .free_cls = free_cls, .cls = cls};
     req->stream = st;
 }
 
@@ -307,8 +308,9 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
     struct MHD_Response *resp;
     if (req->stream) {
         /* 64 KiB per read; MHD owns the stream from here, also on failure */
-        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_reader,
-                                                 req->stream, stream_done);
+        uint64_t size = req->stream->size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)req->stream->size;
+        resp = MHD_create_response_from_callback(size, 64 * 1024, stream_reader, req->stream,
+                                                 stream_done);
         if (!resp)
             stream_free(req->stream);
         req->stream = NULL;

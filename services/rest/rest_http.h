@@ -64,15 +64,15 @@ void rest_reply_json_text(rest_request *req, int status, const char *text, size_
 void rest_reply_text(rest_request *req, int status, const char *text, size_t len);
 void rest_reply_file(rest_request *req, int fd, size_t size, const char *content_type);
 
-/* A body of unknown length produced while it is sent (chunked), so that it
- * never has to be held whole: read() fills buf with at most max bytes and
- * returns how many (> 0), 0 at the end, or -1 to abort the transfer (the
- * client sees a truncated answer). read() runs on the connection's thread and
- * may block. free_cls(cls) is called once, whatever happens, also when the
- * answer is never sent. */
+/* A body produced while it is sent, so that it never has to be held whole:
+ * size bytes (Content-Length), or chunked when size is -1. read() fills buf with
+ * at most max bytes and returns how many (> 0), 0 at the end, or -1 to abort the
+ * transfer (the client sees a truncated answer). read() runs on the
+ * connection's thread and may block. free_cls(cls) is called once, whatever
+ * happens, also when the answer is never sent. */
 typedef ssize_t (*rest_stream_read_fn)(void *cls, char *buf, size_t max);
-void rest_reply_stream(rest_request *req, const char *content_type, rest_stream_read_fn read,
-                       void (*free_cls)(void *cls), void *cls);
+void rest_reply_stream(rest_request *req, const char *content_type, long long size,
+                       rest_stream_read_fn read, void (*free_cls)(void *cls), void *cls);
 
 /* Orthanc's error body: {"HttpError", "HttpStatus", "Message", "Method",
  * "OrthancError", "OrthancStatus", "Uri"} (+ "Details" when given). */

@@ -127,6 +127,7 @@ def test_content_raw_bytes(pair):
     iid = ids_of(pair, "chrRuss.dcm")
     status, body, headers = pair.t.req("GET", f"/instances/{iid}/content/0010-0010")
     assert status == 200 and headers["Content-Type"] == "application/octet-stream"
+    assert int(headers["Content-Length"]) == len(body)
     assert body.decode("iso8859_5").rstrip() == "Люкceмбypг"
     iid = ids_of(pair, "CT_small.dcm")
     status, body, _ = pair.t.req("GET", f"/instances/{iid}/content/0028-0010")
