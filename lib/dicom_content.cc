@@ -106,8 +106,8 @@ struct ts_dicom_reader {
     DcmFileCache cache;
     std::vector<reader_part> parts;
     size_t size = 0;
-    size_t part = 0;  // next part to read
-    Uint32 done = 0;  // bytes of that part already read
+    size_t part = 0; // next part to read
+    Uint32 done = 0; // bytes of that part already read
 };
 
 static void reader_add(ts_dicom_reader *r, DcmElement *el, Uint32 offset, Uint32 length)
@@ -137,9 +137,8 @@ extern "C" int ts_dicom_reader_read(ts_dicom_reader *r, void *buf, size_t max, s
             n = max - *got;
         if (n == 0)
             break;
-        OFCondition cond = p.el->getPartialValue(static_cast<char *>(buf) + *got,
-                                                 p.offset + r->done, static_cast<Uint32>(n),
-                                                 &r->cache);
+        OFCondition cond = p.el->getPartialValue(
+            static_cast<char *>(buf) + *got, p.offset + r->done, static_cast<Uint32>(n), &r->cache);
         if (cond.bad())
             return ts_err_set(err, TS_EIO, "cannot read the value of (%04x,%04x): %s",
                               p.el->getGTag(), p.el->getETag(), cond.text());
@@ -166,8 +165,8 @@ static int element_value(DcmElement *el, E_TransferSyntax xfer, ts_dicom_reader 
     return 0;
 }
 
-static int pixel_data(DcmDataset *ds, E_TransferSyntax xfer, const char *block,
-                      ts_dicom_reader *r, ts_dicom_content *out, ts_err *err)
+static int pixel_data(DcmDataset *ds, E_TransferSyntax xfer, const char *block, ts_dicom_reader *r,
+                      ts_dicom_content *out, ts_err *err)
 {
     DcmElement *el = nullptr;
     if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el)
@@ -374,11 +373,12 @@ static int fragments_frame(DcmPixelSequence *seq, unsigned count, unsigned index
     return 0;
 }
 
-static int uncompressed_frame(DcmDataset *ds, unsigned count, unsigned index,
-                              ts_dicom_reader *r, ts_err *err)
+static int uncompressed_frame(DcmDataset *ds, unsigned count, unsigned index, ts_dicom_reader *r,
+                              ts_err *err)
 {
     Uint16 rows, cols, bits, spp = 1;
-    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() ||
+    if (ds->findAndGetUint16(DCM_Rows, rows).bad() ||
+        ds->findAndGetUint16(DCM_Columns, cols).bad() ||
         ds->findAndGetUint16(DCM_BitsAllocated, bits).bad())
         return ts_err_set(err, TS_EINVAL, "no Rows, Columns or BitsAllocated");
     ds->findAndGetUint16(DCM_SamplesPerPixel, spp);

@@ -1,6 +1,7 @@
 /* Archives in Orthanc 1.10.1's layout (its ArchiveJob and HierarchicalZipWriter):
  *
- *   <PatientID PatientName>/<AccessionNumber StudyDescription>/<Modality SeriesDescription>/MO000000.dcm
+ *   PatientID PatientName/AccessionNumber StudyDescription/Modality SeriesDescription/
+ *   MO000000.dcm (MO: the first two letters of the modality)
  *
  * Every folder name is made ASCII, '^' becomes a space, only letters, digits,
  * '.', '_' and single spaces are kept, an empty name becomes "Unknown Patient"
@@ -89,14 +90,22 @@ static void strip_spaces(char *s)
     s[n - b] = '\0';
 }
 
-/* Toolbox::ConvertToAscii then StripSpaces: ASCII without control characters. */
+static char *append_ascii(char *o, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 128 && !iscntrl(*p))
+            *o++ = (char)*p;
+    return o;
+}
+
+/* Toolbox::ConvertToAscii then StripSpaces of "a b": ASCII without control
+ * characters. */
 static char *ascii_stripped(const char *a, const char *b)
 {
-    char *out = xmalloc(strlen(a) + strlen(b) + 2), *o = out;
-    for (const char *src[] = {a, " ", b}, **s = src; s < src + 3; s++)
-        for (const unsigned char *p = (const unsigned char *)*s; *p; p++)
-            if (*p < 128 && !iscntrl(*p))
-                *o++ = (char)*p;
+    char *out = xmalloc(strlen(a) + strlen(b) + 2);
+    char *o = append_ascii(out, a);
+    o = append_ascii(o, " ");
+    o = append_ascii(o, b);
     *o = '\0';
     strip_spaces(out);
     return out;
@@ -179,7 +188,8 @@ static const char *folder_name(name_set *ns, const char *tag1, const char *tag2,
 static void file_name(const char *modality, unsigned counter, char *out, size_t size)
 {
     size_t n = modality ? strlen(modality) : 0;
-    unsigned char c0 = n ? (unsigned char)modality[0] : 0, c1 = n > 1 ? (unsigned char)modality[1] : 0;
+    unsigned char c0 = n ? (unsigned char)modality[0] : 0,
+                  c1 = n > 1 ? (unsigned char)modality[1] : 0;
     char raw[32];
     if (n == 0)
         snprintf(raw, sizeof(raw), "%08u.dcm", counter);
@@ -413,8 +423,8 @@ static int start_next_file(arch_stream *s)
     if (archive_write_close(s->a) != ARCHIVE_OK)
         return stream_fail(s, "zip close", archive_error_string(s->a));
     s->done = true;
-    ts_info("archive sent", "id=%s files=%zu skipped=%zu bytes=%llu", s->id,
-            s->nfiles - s->skipped, s->skipped, s->sent + s->out_len);
+    ts_info("archive sent", "id=%s files=%zu skipped=%zu bytes=%llu", s->id, s->nfiles - s->skipped,
+            s->skipped, s->sent + s->out_len);
     return 0;
 }
 

@@ -133,8 +133,8 @@ void rest_shared_tags(rest_request *req)
         int rc = ts_dicom_open_file(path, &d, &err);
         if (rc) {
             /* Orthanc skips an instance removed since the list was made */
-            ts_warn("shared-tags: instance file unreadable", "uuid=%s error=\"%s\"",
-                    fl.uuids[i], err.msg);
+            ts_warn("shared-tags: instance file unreadable", "uuid=%s error=\"%s\"", fl.uuids[i],
+                    err.msg);
             continue;
         }
         json_t *tags = ts_dicom_to_orthanc_json(d);
