@@ -490,8 +490,11 @@ static void archive_stream_free(void *cls)
     if (s->fd >= 0)
         close(s->fd);
     if (s->a) {
-        if (!s->done)
-            archive_write_fail(s->a); /* nothing more to write: the client is gone */
+        /* Closing an unfinished archive writes its end into s->out, which nobody
+         * reads any more; archive_write_fail() would be cheaper but makes
+         * libarchive 3.6 leak its output filter. */
+        if (s->opened && !s->done)
+            archive_write_close(s->a);
         archive_write_free(s->a);
     }
     if (!s->done && !s->failed)

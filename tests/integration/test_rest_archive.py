@@ -10,6 +10,9 @@ from http.client import IncompleteRead
 import io
 import json
 import os
+import socket
+import subprocess
+import time
 import urllib.request
 import warnings
 import zipfile
@@ -18,7 +21,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import PYDICOM_FILES
+from conftest import PYDICOM_FILES, ROOT, storescu
 from orthanc import http, orthanc  # noqa: F401  (orthanc is a fixture)
 from test_ingest import make_series
 from test_rest import LEVELS, ZERO_ID, assert_same_error, fresh, pair  # noqa: F401  (fixtures)
@@ -208,3 +211,27 @@ def test_archive_aborts_on_a_damaged_file(cluster, tmp_path):
             assert r.status == 200
             r.read()
     assert "archive aborted" in rest.read_log()
+
+
+def test_archive_client_gone_midway(cluster, tmp_path):
+    # the client hangs up after the first bytes: the rest process drops the archive,
+    # frees what it held and goes on serving
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing)
+    out = tmp_path / "big"
+    subprocess.run(["/usr/bin/python3", str(ROOT / "tests/tools/gendicom.py"), "--out", str(out),
+                    "--patients", "1", "--instances-per-series", "8", "--size", "1024",
+                    "--no-manifest", "-q"], check=True)
+    rc, log = storescu(ing, sorted(out.rglob("*.dcm")))
+    assert rc == 0, log
+    study = json.loads(http(rest.url, "GET", "/studies")[1])[0]
+    conn = socket.create_connection(("127.0.0.1", rest.port))
+    conn.sendall(f"GET /studies/{study}/archive HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+    conn.close()
+    deadline = time.time() + 20
+    while "archive not completed" not in rest.read_log() and time.time() < deadline:
+        time.sleep(0.1)
+    assert "archive not completed" in rest.read_log()
+    status, body, _ = http(rest.url, "GET", f"/studies/{study}/archive")
+    assert status == 200 and len(zipfile.ZipFile(io.BytesIO(body)).namelist()) == 8
