@@ -86,6 +86,54 @@ json_t *ts_dicom_to_dicomweb_json(const ts_dicom *d, const char *bulk_uri_prefix
 /* Orthanc's MainDicomTags of one level, e.g. {"PatientID": "..", "PatientName": ".."}. */
 json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
 
+/* ---- tag paths and frames (dicom_content.cc) -------------------------------- */
+
+/* The bytes of a value (or of several: the fragments of a frame) read from the
+ * file only as they are asked for, so that sending a 1 GB pixel data element
+ * costs one buffer. It keeps the file open until freed. */
+typedef struct ts_dicom_reader ts_dicom_reader;
+
+/* Total bytes the reader gives. */
+size_t ts_dicom_reader_size(const ts_dicom_reader *r);
+/* Copies up to max of the next bytes into buf; *got is 0 at the end. */
+int ts_dicom_reader_read(ts_dicom_reader *r, void *buf, size_t max, size_t *got, ts_err *err);
+void ts_dicom_reader_free(ts_dicom_reader *r);
+
+/* What GET /instances/{id}/content/{path} answers in Orthanc 1.10.1: a JSON array
+ * of strings (the tags of an item as "gggg-eeee", the item numbers of a sequence,
+ * the fragments of encapsulated pixel data) or the bytes of a value as they are
+ * held in memory (text in the file's character set with its padding, numbers
+ * little-endian). Exactly one of list and value is set. */
+typedef struct ts_dicom_content {
+    json_t *list;
+    ts_dicom_reader *value;
+} ts_dicom_content;
+
+/* Follows path in the file: tags ("0010-0010", "0010,0010", "00100010" or a
+ * dictionary name) alternating with item numbers; (7fe0,0010) then a number is a
+ * fragment (or, uncompressed, "0" the whole value). The file is read as stored:
+ * no character set conversion. TS_ENOTFOUND when the path leads nowhere;
+ * TS_EINVAL for a segment that is no DICOM tag (the message names it); TS_EDICOM
+ * when the file cannot be read. */
+int ts_dicom_content_get(const char *file, const char *const *path, size_t npath,
+                         ts_dicom_content *out, ts_err *err);
+void ts_dicom_content_clear(ts_dicom_content *c);
+
+/* Orthanc's frames of an instance (its DicomFrameIndex): NumberOfFrames, 1 when
+ * absent or unreadable. */
+int ts_dicom_frame_count(const char *file, unsigned *count, ts_err *err);
+
+/* The raw bytes of one frame, as Orthanc's /frames/{n}/raw: for encapsulated
+ * pixel data the frame's fragments joined, else the frame's slice of the pixel
+ * data (little-endian). *mime is "image/jpeg" (JPEG baseline), "image/jp2" (JPEG
+ * 2000) or "application/octet-stream". The caller frees *out.
+ * TS_ENOTFOUND: no such frame (Orthanc: 400 "Parameter out of range");
+ * TS_EINVAL: pixel data without the tags to cut it into frames (Orthanc: 500
+ * "Not implemented yet"); TS_EDICOM: fragments that do not match the frames,
+ * pixel data shorter than the frames, or an unreadable file. */
+int ts_dicom_frame_raw(const char *file, unsigned index, ts_dicom_reader **out,
+                       const char **mime, ts_err *err);
+
 /* ---- SCP (dicom_scp.cc) --------------------------------------------------- */
 
 typedef struct ts_dicom_assoc {

@@ -13,6 +13,8 @@
 #include "metrics.h"
 #include "migrate.h"
 #include "rest_http.h"
+#include "rest_archive.h"
+#include "rest_content.h"
 #include "rest_attachments.h"
 #include "rest_delete.h"
 #include "rest_metadata.h"
@@ -98,6 +100,16 @@ static const rest_route routes[] = {
     {"DELETE", "/instances/*", rest_delete_resource},
     {"POST", "/tools/bulk-delete", rest_bulk_delete},
     {"GET", "/tessera/deletion-queue", rest_deletion_queue_status},
+    /* archives, shared tags, instance content (rest_archive.c, rest_content.c) */
+    {"GET", "/patients/*/archive", rest_archive},
+    {"GET", "/studies/*/archive", rest_archive},
+    {"GET", "/series/*/archive", rest_archive},
+    {"GET", "/patients/*/shared-tags", rest_shared_tags},
+    {"GET", "/studies/*/shared-tags", rest_shared_tags},
+    {"GET", "/series/*/shared-tags", rest_shared_tags},
+    {"GET", "/instances/*/content/**", rest_instance_content},
+    {"GET", "/instances/*/frames", rest_instance_frames},
+    {"GET", "/instances/*/frames/*/raw", rest_instance_frame_raw},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -19,6 +19,14 @@ struct rest_server {
     ts_metric *m_requests[6]; /* by status class 1xx..5xx */
 };
 
+/* A streamed body (rest_reply_stream). */
+struct rest_stream {
+    long long size; /* -1: unknown */
+    rest_stream_read_fn read;
+    void (*free_cls)(void *cls);
+    void *cls;
+};
+
 /* What MHD keeps for us between the calls of one request. */
 typedef struct pending {
     char *body;
@@ -136,9 +144,13 @@ long rest_arg_long(rest_request *req, const char *name, long def)
     return n;
 }
 
+static void stream_free(struct rest_stream *st);
+
 static void set_content(rest_request *req, int status, char *content, size_t len, const char *type)
 {
     free(req->content);
+    stream_free(req->stream); /* an answer given after a stream replaces it */
+    req->stream = NULL;
     req->status = status;
     req->content = content;
     req->content_len = len;
@@ -185,6 +197,41 @@ void rest_reply_file(rest_request *req, int fd, size_t size, const char *content
 {
     set_content(req, 200, NULL, size, content_type);
     req->content_fd = fd;
+}
+
+void rest_reply_stream(rest_request *req, const char *content_type, long long size,
+                       rest_stream_read_fn read, void (*free_cls)(void *cls), void *cls)
+{
+    set_content(req, 200, NULL, 0, content_type);
+    struct rest_stream *st = malloc(sizeof(*st));
+    if (!st)
+        abort();
+    *st = (struct rest_stream){.size = size, .read = read, .free_cls = free_cls, .cls = cls};
+    req->stream = st;
+}
+
+static void stream_free(struct rest_stream *st)
+{
+    if (!st)
+        return;
+    if (st->free_cls)
+        st->free_cls(st->cls);
+    free(st);
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct rest_stream *st = cls;
+    (void)pos;
+    ssize_t n = st->read(st->cls, buf, max);
+    if (n > 0)
+        return n;
+    return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_done(void *cls)
+{
+    stream_free(cls);
 }
 
 void rest_reply_error(rest_request *req, int http_status, int orthanc_status,
@@ -243,6 +290,8 @@ static bool pattern_match(const char *pattern, rest_request *req)
     while (*p) {
         const char *slash = strchr(p, '/');
         size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        if (n == 2 && p[0] == '*' && p[1] == '*' && !slash)
+            return true;
         if (i >= req->nseg || !segment_match(p, n, req->seg[i]))
             return false;
         i++;
@@ -305,6 +354,9 @@ static void dispatch(rest_server *srv, rest_request *req)
             r->handler(req);
             return;
         }
+        size_t plen = strlen(r->pattern);
+        if (plen >= 2 && strcmp(r->pattern + plen - 2, "**") == 0)
+            continue; /* Orthanc: other methods on a trailing-wildcard route are unknown */
         path_known = true;
         if (!strstr(allowed, r->method)) {
             size_t n = strlen(allowed);
@@ -322,7 +374,15 @@ static void dispatch(rest_server *srv, rest_request *req)
 static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *req)
 {
     struct MHD_Response *resp;
-    if (req->content_fd >= 0) {
+    if (req->stream) {
+        /* 64 KiB per read; MHD owns the stream from here, also on failure */
+        uint64_t size = req->stream->size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)req->stream->size;
+        resp = MHD_create_response_from_callback(size, 64 * 1024, stream_reader, req->stream,
+                                                 stream_done);
+        if (!resp)
+            stream_free(req->stream);
+        req->stream = NULL;
+    } else if (req->content_fd >= 0) {
         resp = MHD_create_response_from_fd64(req->content_len, req->content_fd);
     } else {
         resp = MHD_create_response_from_buffer(req->content_len, req->content ? req->content : "",

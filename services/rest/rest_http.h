@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "bus.h"
 #include "db.h"
@@ -23,7 +24,7 @@ typedef struct rest_ctx {
     int bus_timeout_ms;
 } rest_ctx;
 
-#define REST_MAX_SEGMENTS 8
+#define REST_MAX_SEGMENTS 32
 
 typedef struct rest_request {
     rest_ctx *ctx;
@@ -46,6 +47,7 @@ typedef struct rest_request {
     const char *allow; /* for 405 */
     char etag[64];     /* sent as ETag when not empty */
     char disposition[96]; /* sent as Content-Disposition when not empty */
+    struct rest_stream *stream; /* when set, the body is produced while it is sent */
 } rest_request;
 
 /* A request header, or NULL. */
@@ -66,6 +68,16 @@ void rest_reply_json_text(rest_request *req, int status, const char *text, size_
 void rest_reply_text(rest_request *req, int status, const char *text, size_t len);
 void rest_reply_file(rest_request *req, int fd, size_t size, const char *content_type);
 
+/* A body produced while it is sent, so that it never has to be held whole:
+ * size bytes (Content-Length), or chunked when size is -1. read() fills buf with
+ * at most max bytes and returns how many (> 0), 0 at the end, or -1 to abort the
+ * transfer (the client sees a truncated answer). read() runs on the
+ * connection's thread and may block. free_cls(cls) is called once, whatever
+ * happens, also when the answer is never sent. */
+typedef ssize_t (*rest_stream_read_fn)(void *cls, char *buf, size_t max);
+void rest_reply_stream(rest_request *req, const char *content_type, long long size,
+                       rest_stream_read_fn read, void (*free_cls)(void *cls), void *cls);
+
 /* Orthanc's error body: {"HttpError", "HttpStatus", "Message", "Method",
  * "OrthancError", "OrthancStatus", "Uri"} (+ "Details" when given). */
 void rest_reply_error(rest_request *req, int http_status, int orthanc_status,
@@ -80,7 +92,8 @@ typedef void (*rest_handler)(rest_request *req);
 
 typedef struct rest_route {
     const char *method;
-    const char *pattern; /* path segments; a segment "*" matches any one */
+    const char *pattern; /* path segments; a segment "*" matches any one, a last
+                            segment "**" all the remaining ones (none included) */
     rest_handler handler;
 } rest_route;
 

@@ -313,14 +313,15 @@ def test_fsck_reports_and_repairs(cluster, tmp_path):
     rc, out = cluster.fsck("--min-age", "0")
     assert rc == 0 and "orphan_files=0 missing_files=0" in out, out
 
-    # a file without a row (as a crash between rename and commit leaves it)
+    # a row without its file
+    lost = cluster.stored_files()[0]
+    lost.unlink()
+    # a file without a row (as a crash between placing it and indexing it, with
+    # its intent lost too, would leave it)
     orphan = str(uuidlib.uuid4())
     d = cluster.storage / orphan[:2] / orphan[2:4]
     d.mkdir(parents=True, exist_ok=True)
     (d / orphan).write_bytes(b"x" * 10)
-    # a row without its file
-    lost = cluster.stored_files()[0]
-    lost.unlink()
     # a stray file that is not Tessera's
     (cluster.storage / "ab" / "cd").mkdir(parents=True, exist_ok=True)
     (cluster.storage / "ab" / "cd" / "README").write_text("not ours")

@@ -1,0 +1,311 @@
+/* Shared tags and tag paths, as Orthanc 1.10.1 answers them. One SQL round
+ * trip finds the files; the rest is read from the storage area. */
+#include "rest_content.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dicom.h"
+#include "ids.h"
+#include "log.h"
+#include "rest_common.h"
+
+/* The DICOM files of every instance under a resource; one row of NULL when the
+ * resource has no instance, no row when it does not exist. */
+static const ts_db_stmt instance_files = {
+    "rest_content_instance_files",
+    "WITH RECURSIVE root AS ("
+    "  SELECT id, level FROM resources WHERE public_id = $1 AND level = $2::smallint),"
+    " d(id, level) AS (SELECT id, level FROM root"
+    "  UNION ALL SELECT c.id, c.level FROM resources c JOIN d ON c.parent_id = d.id"
+    "  WHERE d.level < 3),"
+    " f AS (SELECT a.uuid::text AS uuid, d.id FROM d"
+    "  JOIN attachments a ON a.resource_id = d.id AND a.content_type = 1 WHERE d.level = 3)"
+    " SELECT f.uuid FROM root LEFT JOIN f ON true ORDER BY f.id",
+    2};
+
+typedef struct file_list {
+    const char *const *params;
+    bool found;
+    char (*uuids)[TS_UUID_LEN + 1];
+    size_t n;
+} file_list;
+
+static int file_list_txn(ts_db *db, void *arg, ts_err *err)
+{
+    file_list *fl = arg;
+    PGresult *res;
+    int rc = ts_db_exec(db, &instance_files, fl->params, &res, err);
+    if (rc)
+        return rc;
+    free(fl->uuids);
+    fl->n = 0;
+    fl->found = PQntuples(res) > 0;
+    fl->uuids = malloc(((size_t)PQntuples(res) + 1) * sizeof(*fl->uuids));
+    if (!fl->uuids)
+        abort();
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *u = PQgetvalue(res, i, 0);
+        if (!PQgetisnull(res, i, 0) && strlen(u) == TS_UUID_LEN)
+            memcpy(fl->uuids[fl->n++], u, TS_UUID_LEN + 1);
+    }
+    PQclear(res);
+    return 0;
+}
+
+/* The files under the resource of the request (level from seg[0], id from
+ * seg[1]); answers the request itself and returns false on failure. */
+static bool list_files(rest_request *req, int level, file_list *fl)
+{
+    memset(fl, 0, sizeof(*fl));
+    if (!ts_id_is_valid(req->seg[1])) {
+        rest_reply_unknown_resource(req);
+        return false;
+    }
+    char lv[4];
+    snprintf(lv, sizeof(lv), "%d", level);
+    const char *params[] = {req->seg[1], lv};
+    fl->params = params;
+    ts_err err;
+    int rc = ts_db_transaction(req->ctx->db, TS_DB_READ, file_list_txn, fl, &err);
+    fl->params = NULL;
+    if (rc) {
+        ts_warn("read failed", "uri=%s error=\"%s\"", req->url, err.msg);
+        rest_reply_failure(req, rc, err.msg);
+        free(fl->uuids);
+        fl->uuids = NULL;
+        return false;
+    }
+    if (!fl->found) {
+        rest_reply_unknown_resource(req);
+        free(fl->uuids);
+        fl->uuids = NULL;
+        return false;
+    }
+    return true;
+}
+
+/* ---- shared tags -------------------------------------------------------------- */
+
+/* Orthanc keeps the tags of type "String" only. */
+static void keep_strings(json_t *tags)
+{
+    const char *key;
+    json_t *tag, *tmp;
+    json_object_foreach_safe(tags, tmp, key, tag)
+    {
+        const char *type = json_string_value(json_object_get(tag, "Type"));
+        if (!type || strcmp(type, "String") != 0)
+            json_object_del(tags, key);
+    }
+}
+
+/* Removes from shared what tags does not have with the same value. */
+static void intersect(json_t *shared, json_t *tags)
+{
+    const char *key;
+    json_t *tag, *tmp;
+    json_object_foreach_safe(shared, tmp, key, tag)
+    {
+        json_t *other = json_object_get(tags, key);
+        const char *a = json_string_value(json_object_get(tag, "Value"));
+        const char *b = other ? json_string_value(json_object_get(other, "Value")) : NULL;
+        if (!a || !b || strcmp(a, b) != 0)
+            json_object_del(shared, key);
+    }
+}
+
+void rest_shared_tags(rest_request *req)
+{
+    file_list fl;
+    if (!list_files(req, rest_level_of_plural(req->seg[0]), &fl))
+        return;
+    json_t *shared = NULL;
+    for (size_t i = 0; i < fl.n; i++) {
+        char path[4096];
+        ts_err err;
+        ts_dicom *d;
+        if (ts_store_path(req->ctx->store, fl.uuids[i], path, sizeof(path), &err))
+            continue;
+        int rc = ts_dicom_open_file(path, &d, &err);
+        if (rc) {
+            /* Orthanc skips an instance removed since the list was made */
+            ts_warn("shared-tags: instance file unreadable", "uuid=%s error=\"%s\"", fl.uuids[i],
+                    err.msg);
+            continue;
+        }
+        json_t *tags = ts_dicom_to_orthanc_json(d);
+        ts_dicom_free(d);
+        keep_strings(tags);
+        if (!shared) {
+            shared = tags;
+        } else {
+            intersect(shared, tags);
+            json_decref(tags);
+        }
+    }
+    free(fl.uuids);
+    if (!shared)
+        shared = json_object();
+    json_t *body;
+    if (rest_flag(req, "simplify")) {
+        body = ts_dicom_orthanc_simplify(shared);
+    } else if (rest_flag(req, "short")) {
+        body = json_object();
+        const char *key;
+        json_t *tag;
+        json_object_foreach(shared, key, tag)
+            json_object_set(body, key, json_object_get(tag, "Value"));
+    } else {
+        body = json_incref(shared);
+    }
+    json_decref(shared);
+    rest_reply_json(req, 200, body);
+}
+
+/* ---- tag paths ------------------------------------------------------------------- */
+
+static ssize_t value_read(void *cls, char *buf, size_t max)
+{
+    size_t got;
+    ts_err err;
+    if (ts_dicom_reader_read(cls, buf, max, &got, &err)) {
+        ts_warn("value transfer aborted", "error=\"%s\"", err.msg);
+        return -1;
+    }
+    return (ssize_t)got;
+}
+
+static void value_free(void *cls)
+{
+    ts_dicom_reader_free(cls);
+}
+
+/* Answers with the bytes of a value, read from the file while they are sent;
+ * takes the reader. */
+static void reply_value(rest_request *req, ts_dicom_reader *r, const char *content_type)
+{
+    size_t size = ts_dicom_reader_size(r);
+    if (size == 0) {
+        ts_dicom_reader_free(r);
+        rest_reply_text(req, 200, "", 0);
+        req->content_type = content_type;
+        return;
+    }
+    rest_reply_stream(req, content_type, (long long)size, value_read, value_free, r);
+}
+
+void rest_instance_content(rest_request *req)
+{
+    file_list fl;
+    if (!list_files(req, 3, &fl))
+        return;
+    char path[4096];
+    ts_err err;
+    if (fl.n == 0 || ts_store_path(req->ctx->store, fl.uuids[0], path, sizeof(path), &err)) {
+        free(fl.uuids);
+        rest_reply_unknown_resource(req);
+        return;
+    }
+    free(fl.uuids);
+    ts_dicom_content c;
+    int rc = ts_dicom_content_get(path, req->seg + 3, (size_t)(req->nseg - 3), &c, &err);
+    if (rc == TS_ENOTFOUND) {
+        rest_reply_empty(req, 404); /* Orthanc answers nothing when the path leads nowhere */
+    } else if (rc == TS_EINVAL) {
+        rest_reply_error(req, 500, 27, "Unknown DICOM tag", NULL);
+    } else if (rc) {
+        ts_warn("content: instance file unreadable", "path=%s error=\"%s\"", path, err.msg);
+        rest_reply_error(req, 500, 15, "Bad file format", err.msg);
+    } else if (c.list) {
+        rest_reply_json(req, 200, json_incref(c.list));
+    } else {
+        reply_value(req, c.value, "application/octet-stream");
+        c.value = NULL;
+    }
+    ts_dicom_content_clear(&c);
+}
+
+/* ---- frames ---------------------------------------------------------------------- */
+
+/* The file of the instance of the request; answers the request itself and
+ * returns false on failure. */
+static bool instance_file(rest_request *req, char *path, size_t size)
+{
+    file_list fl;
+    if (!list_files(req, 3, &fl))
+        return false;
+    ts_err err;
+    bool ok = fl.n > 0 && ts_store_path(req->ctx->store, fl.uuids[0], path, size, &err) == 0;
+    free(fl.uuids);
+    if (!ok)
+        rest_reply_unknown_resource(req);
+    return ok;
+}
+
+void rest_instance_frames(rest_request *req)
+{
+    char path[4096];
+    if (!instance_file(req, path, sizeof(path)))
+        return;
+    unsigned count;
+    ts_err err;
+    if (ts_dicom_frame_count(path, &count, &err)) {
+        ts_warn("frames: instance file unreadable", "path=%s error=\"%s\"", path, err.msg);
+        rest_reply_error(req, 500, 15, "Bad file format", err.msg);
+        return;
+    }
+    json_t *list = json_array();
+    for (unsigned i = 0; i < count; i++)
+        json_array_append_new(list, json_integer(i));
+    rest_reply_json(req, 200, list);
+}
+
+/* A frame number as Orthanc reads it (boost::lexical_cast<unsigned int>): an
+ * optional sign, then digits; "-1" wraps round. False if it is not one. */
+static bool parse_frame(const char *s, unsigned *out)
+{
+    bool neg = *s == '-';
+    if (*s == '-' || *s == '+')
+        s++;
+    if (!*s || strlen(s) > 10)
+        return false;
+    unsigned long long v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        v = v * 10 + (unsigned)(*s - '0');
+    }
+    if (v > UINT_MAX)
+        return false;
+    *out = neg ? 0u - (unsigned)v : (unsigned)v;
+    return true;
+}
+
+void rest_instance_frame_raw(rest_request *req)
+{
+    unsigned frame;
+    if (!parse_frame(req->seg[3], &frame)) {
+        rest_reply_empty(req, 404);
+        return;
+    }
+    char path[4096];
+    if (!instance_file(req, path, sizeof(path)))
+        return;
+    ts_dicom_reader *r;
+    const char *mime;
+    ts_err err;
+    int rc = ts_dicom_frame_raw(path, frame, &r, &mime, &err);
+    if (rc == TS_ENOTFOUND) {
+        rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+    } else if (rc == TS_EINVAL) {
+        rest_reply_error(req, 500, 2, "Not implemented yet", NULL);
+    } else if (rc) {
+        rest_reply_error(req, 400, 15, "Bad file format", err.msg);
+    } else {
+        reply_value(req, r, mime);
+    }
+}
