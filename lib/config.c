@@ -71,6 +71,8 @@ static const ts_cfg_setting settings[] = {
      "seconds between two resolutions of a service's host name"},
     {"TESSERA_METRICS_PORT", TS_CFG_INT, "0", 0, 65535, NULL,
      "port serving /metrics (Prometheus) and /health; 0: none"},
+    {"TESSERA_MALLOC_ARENAS", TS_CFG_INT, "4", 1, 64, NULL,
+     "glibc malloc arenas of the process (M_ARENA_MAX): bounds RSS under many threads"},
     /* deleter */
     {"TESSERA_DELETER_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7412", 0, 0, NULL,
      "where a deleter's PULL socket (nudges after deletions) listens"},

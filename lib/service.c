@@ -15,8 +15,10 @@
 void ts_service_init(const char *name, int argc, char **argv)
 {
     /* glibc creates up to 8 arenas per core for threaded programs; with many
-     * short-lived association threads that is where RSS goes. Two suffice. */
-    mallopt(M_ARENA_MAX, 2);
+     * short-lived association threads that is where RSS goes. Bounded before
+     * any thread exists, then set from TESSERA_MALLOC_ARENAS once the
+     * configuration is read. */
+    mallopt(M_ARENA_MAX, 4);
     ts_log_init(name, TS_LOG_INFO);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--version") == 0) {
@@ -40,6 +42,7 @@ void ts_service_init(const char *name, int argc, char **argv)
         fprintf(stderr, "%s: configuration error: %s\n", name, err.msg);
         exit(2);
     }
+    mallopt(M_ARENA_MAX, (int)ts_config_int("TESSERA_MALLOC_ARENAS"));
 }
 
 typedef struct signal_waiter {
