@@ -336,6 +336,11 @@ static void join_path(rest_request *req, char *out, size_t size)
 
 static void dispatch(rest_server *srv, rest_request *req)
 {
+    rest_dispatch(srv->routes, srv->nroutes, req);
+}
+
+void rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
+{
     char path[1024];
     static __thread char normalised[1024];
     if (strlen(req->url) >= sizeof(path) || !split_path(req, strcpy(path, req->url))) {
@@ -346,8 +351,8 @@ static void dispatch(rest_server *srv, rest_request *req)
     req->url = normalised;
     bool path_known = false;
     char allowed[128] = "";
-    for (size_t i = 0; i < srv->nroutes; i++) {
-        const rest_route *r = &srv->routes[i];
+    for (size_t i = 0; i < nroutes; i++) {
+        const rest_route *r = &routes[i];
         if (!pattern_match(r->pattern, req))
             continue;
         if (strcmp(r->method, req->method) == 0) {
