@@ -6,10 +6,14 @@
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/oflog/oflog.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iconv.h>
 #include <new>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <string>
 
 // Elements longer than this stay on disk until someone asks for them, so that
@@ -106,16 +110,36 @@ extern "C" int ts_dicom_open_buffer(const void *data, size_t len, ts_dicom **out
     *out = nullptr;
     if (len < 8)
         return ts_err_set(err, TS_EDICOM, "input of %zu bytes is not DICOM", len);
+    // Parsed from an anonymous file, as ingest parses its files: dcmtk then
+    // checks declared lengths against what is there before allocating (from a
+    // memory stream it allocates whatever an element declares, 4 GB included;
+    // found by tests/fuzz/fuzz_dicom).
+    int fd = memfd_create("ts-dicom", MFD_CLOEXEC);
+    if (fd < 0)
+        return ts_err_set(err, TS_EIO, "memfd_create: %s", strerror(errno));
+    const char *p = static_cast<const char *>(data);
+    size_t left = len;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = errno;
+            close(fd);
+            return ts_err_set(err, TS_EIO, "memfd write: %s", strerror(e));
+        }
+        p += n;
+        left -= static_cast<size_t>(n);
+    }
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     ts_dicom *d = new ts_dicom();
-    DcmInputBufferStream in;
-    in.setBuffer(data, static_cast<offile_off_t>(len));
-    in.setEos();
-    d->file.transferInit();
-    OFCondition cond = d->file.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
-    d->file.transferEnd();
-    // The buffer belongs to the caller: load everything now, nothing is lazy.
+    OFCondition cond = d->file.loadFile(path, EXS_Unknown, EGL_noChange, LAZY_LOAD_THRESHOLD,
+                                        ERM_autoDetect);
+    // The caller's bytes are gone after this call: load what was left lazy.
     if (cond.good())
         cond = d->file.loadAllDataIntoMemory();
+    close(fd);
     int rc = finish_open(d, cond, err);
     if (rc) {
         delete d;

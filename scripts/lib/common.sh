@@ -9,6 +9,8 @@ PKGS_BUILD="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-d
   libdcmtk-dev libpq-dev libhiredis-dev libmicrohttpd-dev libjansson-dev libssl-dev uuid-dev
   libarchive-dev"
 PKGS_RUN="postgresql redis-server dcmtk"
+# the libFuzzer targets (scripts/fuzz; scripts/test runs them over their corpus)
+PKGS_FUZZ="clang"
 PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-numpy python3-psycopg2
   orthanc"  # orthanc: the reference that tests/integration/test_rest.py compares with
 
