@@ -71,6 +71,16 @@ static const ts_cfg_setting settings[] = {
      "seconds between two resolutions of a service's host name"},
     {"TESSERA_METRICS_PORT", TS_CFG_INT, "0", 0, 65535, NULL,
      "port serving /metrics (Prometheus) and /health; 0: none"},
+    {"TESSERA_QUERY_DICOM_PORT", TS_CFG_INT, "4252", 0, 65535, NULL,
+     "DICOM port of query (C-ECHO, C-FIND); 0: none"},
+    {"TESSERA_QUERY_LIMIT", TS_CFG_INT, "10000", 1, 10000000, NULL,
+     "most matches one C-FIND or find request returns (answers are held in memory)"},
+    {"TESSERA_QUERY_CASE_SENSITIVE_PN", TS_CFG_BOOL, "false", 0, 0, NULL,
+     "match person names case-sensitively (C-FIND; the bus request says for itself)"},
+    {"TESSERA_QUERY_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7412", 0, 0, NULL,
+     "where query's REP socket (find) listens (empty: none)"},
+    {"TESSERA_QUERY_BUS", TS_CFG_STRING, "127.0.0.1:7412", 0, 0, NULL,
+     "host:port of query's find socket; every address of host is dialled"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

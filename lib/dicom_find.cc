@@ -1,0 +1,382 @@
+// The Query/Retrieve SCP: C-ECHO and C-FIND (Patient Root, Study Root). The
+// accept loop is the one of dicom_scp.cc (one thread per association, bounded,
+// stoppable); each association is a DcmThreadSCP whose C-FIND requests go to
+// a C callback that streams matches with ts_dicom_find_pending().
+#include "dicom_internal.hh"
+
+#include "dicom_find.h"
+
+#include <dcmtk/dcmnet/diutil.h>
+#include <dcmtk/dcmnet/scpthrd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "log.h"
+
+namespace {
+
+// An identifier with more top-level elements than this is cut (and logged).
+const size_t MAX_KEYS = 256;
+
+class QrWorker;
+
+} // namespace
+
+struct ts_dicom_find_out {
+    QrWorker *worker;
+    T_ASC_PresentationContextID pres_id;
+    T_DIMSE_C_FindRQ *rq;
+    DcmDataset *templ;           // the identifier as received, sequences emptied
+    std::vector<DcmTagKey> tags; // keys[i]'s tag
+    bool utf8;                   // the request had a character set: answers say UTF-8
+};
+
+namespace {
+
+std::string element_text(DcmElement *el)
+{
+    OFString v;
+    if (el->getOFStringArray(v, OFTrue).bad())
+        return "";
+    // trailing/leading padding of each value
+    std::string s = v.c_str();
+    size_t b = s.find_first_not_of(' ');
+    if (b == std::string::npos)
+        return "";
+    size_t e = s.find_last_not_of(" ");
+    return s.substr(b, e - b + 1);
+}
+
+class QrWorker : public DcmThreadSCP {
+public:
+    QrWorker(const ts_dicom_qr_callbacks &cb, const std::string &our_aet, bool check_called,
+             long long max_dataset)
+        : cb_(cb), our_aet_(our_aet), check_called_(check_called), max_dataset_(max_dataset)
+    {
+        memset(&assoc_, 0, sizeof(assoc_));
+    }
+
+    OFCondition sendPending(ts_dicom_find_out *out, DcmDataset *ds, uint16_t status)
+    {
+        return sendFINDResponse(out->pres_id, out->rq->MessageID, out->rq->AffectedSOPClassUID,
+                                ds, status);
+    }
+
+    bool cancelled(ts_dicom_find_out *out)
+    {
+        return checkForCANCEL(out->pres_id, out->rq->MessageID).good();
+    }
+
+protected:
+    OFBool checkCalledAETitleAccepted(const OFString &called) override
+    {
+        return !check_called_ || called == our_aet_.c_str();
+    }
+
+    OFBool checkCallingAETitleAccepted(const OFString &calling) override
+    {
+        snprintf(assoc_.calling_aet, sizeof(assoc_.calling_aet), "%s", calling.c_str());
+        snprintf(assoc_.called_aet, sizeof(assoc_.called_aet), "%s", getCalledAETitle().c_str());
+        snprintf(assoc_.peer_ip, sizeof(assoc_.peer_ip), "%s", getPeerIP().c_str());
+        if (!cb_.accept || cb_.accept(cb_.user, &assoc_))
+            return OFTrue;
+        ts_warn("association rejected: calling AE title not accepted", "calling_aet=%s peer=%s",
+                assoc_.calling_aet, assoc_.peer_ip);
+        return OFFalse;
+    }
+
+    OFCondition handleIncomingCommand(T_DIMSE_Message *msg,
+                                      const DcmPresentationContextInfo &info) override
+    {
+        if (msg->CommandField == DIMSE_C_FIND_RQ)
+            return handleFind(msg->msg.CFindRQ, info.presentationContextID);
+        // A C-CANCEL that crossed our final response on the wire: nothing left to stop.
+        if (msg->CommandField == DIMSE_C_CANCEL_RQ)
+            return EC_Normal;
+        return DcmThreadSCP::handleIncomingCommand(msg, info);
+    }
+
+    void notifyRECEIVEProgress(const unsigned long byte_count) override
+    {
+        if (max_dataset_ > 0 && !aborted_ && static_cast<long long>(byte_count) > max_dataset_) {
+            aborted_ = true;
+            ts_warn("C-FIND identifier over the size limit, association aborted",
+                    "calling_aet=%s limit=%lld", assoc_.calling_aet, max_dataset_);
+            abortAssociation();
+        }
+    }
+
+private:
+    OFCondition finalResponse(T_ASC_PresentationContextID pres_id, const T_DIMSE_C_FindRQ &rq,
+                              uint16_t status, const char *comment)
+    {
+        DcmDataset detail;
+        DcmDataset *pdetail = nullptr;
+        if (comment && *comment && status != STATUS_Success && status != STATUS_FIND_Cancel_MatchingTerminatedDueToCancelRequest) {
+            char text[65]; // ErrorComment is LO
+            snprintf(text, sizeof(text), "%s", comment);
+            detail.putAndInsertString(DCM_ErrorComment, text);
+            pdetail = &detail;
+        }
+        return sendFINDResponse(pres_id, rq.MessageID, rq.AffectedSOPClassUID, nullptr, status,
+                                pdetail);
+    }
+
+    OFCondition handleFind(T_DIMSE_C_FindRQ &rq, T_ASC_PresentationContextID pres_id)
+    {
+        DcmDataset *ds = nullptr;
+        OFCondition cond = receiveFINDRequest(rq, pres_id, ds);
+        if (cond.bad()) {
+            delete ds;
+            return cond;
+        }
+        ts_dicom_find_rq req;
+        memset(&req, 0, sizeof(req));
+        std::string sop = rq.AffectedSOPClassUID;
+        if (sop == UID_FINDPatientRootQueryRetrieveInformationModel)
+            req.model = TS_QR_PATIENT_ROOT;
+        else if (sop == UID_FINDStudyRootQueryRetrieveInformationModel)
+            req.model = TS_QR_STUDY_ROOT;
+        else {
+            // negotiation only accepts the two models; a request on another
+            // context's SOP class is the client's error
+            ts_warn("C-FIND of an unsupported information model", "calling_aet=%s sop_class=%s",
+                    assoc_.calling_aet, sop.c_str());
+            delete ds;
+            return finalResponse(pres_id, rq, STATUS_FIND_Refused_SOPClassNotSupported,
+                                 "unsupported information model");
+        }
+        bool had_charset = ds->tagExists(DCM_SpecificCharacterSet);
+        if (had_charset && ds->convertToUTF8().bad()) {
+            ts_warn("C-FIND identifier in an unsupported character set", "calling_aet=%s",
+                    assoc_.calling_aet);
+            delete ds;
+            return finalResponse(pres_id, rq, STATUS_FIND_Failed_UnableToProcess,
+                                 "unsupported character set");
+        }
+        std::string level;
+        std::vector<std::string> values;
+        std::vector<ts_dicom_find_key> keys;
+        ts_dicom_find_out out;
+        out.worker = this;
+        out.pres_id = pres_id;
+        out.rq = &rq;
+        out.templ = ds;
+        out.utf8 = had_charset;
+        // first pass: collect; values are kept in `values` so that c_str()s stay valid
+        std::vector<DcmElement *> kept;
+        for (unsigned long i = 0; i < ds->card(); i++) {
+            DcmElement *el = ds->getElement(i);
+            DcmTagKey key = el->getTag().getXTag();
+            if (key == DCM_QueryRetrieveLevel) {
+                level = element_text(el);
+                continue;
+            }
+            if (key == DCM_SpecificCharacterSet || key.getGroup() == 0x0000)
+                continue;
+            if (kept.size() >= MAX_KEYS) {
+                req.max_keys_hit++;
+                continue;
+            }
+            kept.push_back(el);
+        }
+        values.reserve(kept.size());
+        for (DcmElement *el : kept) {
+            DcmTagKey key = el->getTag().getXTag();
+            ts_dicom_find_key k;
+            k.tag = TS_TAG(key.getGroup(), key.getElement());
+            k.is_sequence = el->ident() == EVR_SQ;
+            if (k.is_sequence) {
+                // sequence matching is not supported: answered empty
+                static_cast<DcmSequenceOfItems *>(el)->clear();
+                values.emplace_back("");
+            } else {
+                values.push_back(element_text(el));
+            }
+            out.tags.push_back(key);
+            keys.push_back(k);
+        }
+        for (size_t i = 0; i < keys.size(); i++)
+            keys[i].value = values[i].c_str();
+        req.level = level.c_str();
+        req.keys = keys.data();
+        req.nkeys = keys.size();
+        char comment[128] = "";
+        uint16_t status = cb_.find(cb_.user, &assoc_, &req, &out, comment, sizeof(comment));
+        delete ds;
+        if (aborted_ || !isConnected())
+            return DUL_PEERABORTEDASSOCIATION;
+        return finalResponse(pres_id, rq, status, comment);
+    }
+
+    ts_dicom_qr_callbacks cb_;
+    std::string our_aet_;
+    bool check_called_;
+    long long max_dataset_;
+    bool aborted_ = false;
+    ts_dicom_assoc assoc_;
+};
+
+} // namespace
+
+extern "C" int ts_dicom_find_pending(ts_dicom_find_out *out, const char *const *values,
+                                     uint16_t status, ts_err *err)
+{
+    if (out->worker->cancelled(out))
+        return ts_err_set(err, TS_ECANCELED, "C-FIND cancelled by the client");
+    DcmDataset rsp(*out->templ);
+    bool non_ascii = false;
+    for (size_t i = 0; i < out->tags.size(); i++) {
+        DcmElement *el = nullptr;
+        if (rsp.findAndGetElement(out->tags[i], el, OFFalse).bad() || !el || el->ident() == EVR_SQ)
+            continue;
+        const char *v = values[i] ? values[i] : "";
+        for (const char *p = v; *p; p++)
+            if (static_cast<unsigned char>(*p) >= 0x80)
+                non_ascii = true;
+        if (el->putString(v).bad())
+            el->putString("");
+    }
+    rsp.findAndDeleteElement(DCM_SpecificCharacterSet);
+    if (non_ascii || out->utf8)
+        rsp.putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
+    OFCondition cond = out->worker->sendPending(out, &rsp, status);
+    if (cond.bad())
+        return ts_err_set(err, TS_EIO, "send C-FIND response: %s", cond.text());
+    return 0;
+}
+
+struct ts_dicom_qr_scp {
+    ts_dicom_scp_config cfg;
+    std::string aet;
+    ts_dicom_qr_callbacks cb;
+    DcmSharedSCPConfig shared;
+    T_ASC_Network *net = nullptr;
+    std::atomic<bool> stop{false};
+    std::mutex mu;
+    std::condition_variable idle;
+    int active = 0;
+};
+
+static void qr_configure(ts_dicom_qr_scp *scp)
+{
+    DcmSCPConfig &c = *scp->shared;
+    c.setAETitle(scp->aet.c_str());
+    c.setPort(static_cast<Uint16>(scp->cfg.port));
+    c.setMaxReceivePDULength(static_cast<Uint32>(scp->cfg.max_pdu));
+    c.setACSETimeout(static_cast<Uint32>(scp->cfg.timeout_s));
+    c.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
+    c.setDIMSETimeout(static_cast<Uint32>(scp->cfg.timeout_s));
+    c.setHostLookupEnabled(OFFalse);
+    c.setProgressNotificationMode(OFTrue); // for the identifier size limit
+    c.setRespondWithCalledAETitle(OFTrue);
+    OFList<OFString> syntaxes;
+    syntaxes.push_back(UID_LittleEndianExplicitTransferSyntax);
+    syntaxes.push_back(UID_LittleEndianImplicitTransferSyntax);
+    syntaxes.push_back(UID_BigEndianExplicitTransferSyntax);
+    c.addPresentationContext(UID_VerificationSOPClass, syntaxes);
+    c.addPresentationContext(UID_FINDPatientRootQueryRetrieveInformationModel, syntaxes);
+    c.addPresentationContext(UID_FINDStudyRootQueryRetrieveInformationModel, syntaxes);
+}
+
+extern "C" int ts_dicom_qr_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_qr_callbacks *cb,
+                                   ts_dicom_qr_scp **out, ts_err *err)
+{
+    *out = nullptr;
+    ts_dicom_qr_scp *scp = new ts_dicom_qr_scp();
+    scp->cfg = *cfg;
+    scp->aet = cfg->aet;
+    scp->cfg.aet = scp->aet.c_str();
+    scp->cb = *cb;
+    qr_configure(scp);
+    OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, cfg->port,
+                                             cfg->timeout_s < 3 ? cfg->timeout_s : 3, &scp->net);
+    if (cond.bad()) {
+        delete scp;
+        return ts_err_set(err, TS_EIO, "listen on DICOM port %d: %s", cfg->port, cond.text());
+    }
+    *out = scp;
+    return 0;
+}
+
+static void qr_serve(ts_dicom_qr_scp *scp, T_ASC_Association *assoc)
+{
+    {
+        QrWorker worker(scp->cb, scp->aet, scp->cfg.check_called_aet, scp->cfg.max_dataset);
+        worker.setSharedConfig(scp->shared);
+        OFCondition cond = worker.run(assoc);
+        if (cond.bad() && cond != DUL_PEERREQUESTEDRELEASE && cond != DUL_PEERABORTEDASSOCIATION)
+            ts_debug("association ended", "reason=\"%s\"", cond.text());
+    }
+    std::lock_guard<std::mutex> lock(scp->mu);
+    scp->active--;
+    scp->idle.notify_all();
+}
+
+extern "C" int ts_dicom_qr_scp_run(ts_dicom_qr_scp *scp, ts_err *err)
+{
+    ts_info("Q/R SCP listening", "aet=%s port=%d max_associations=%d", scp->aet.c_str(),
+            scp->cfg.port, scp->cfg.max_associations);
+    while (!scp->stop.load()) {
+        T_ASC_Association *assoc = nullptr;
+        OFCondition cond = ASC_receiveAssociation(scp->net, &assoc, scp->cfg.max_pdu, nullptr,
+                                                  nullptr, OFFalse, DUL_NOBLOCK, 1);
+        if (cond == DUL_NOASSOCIATIONREQUEST) {
+            if (assoc)
+                ASC_destroyAssociation(&assoc);
+            continue;
+        }
+        if (cond.bad()) {
+            ts_warn("association request failed", "error=\"%s\"", cond.text());
+            if (assoc) {
+                ASC_dropAssociation(assoc);
+                ASC_destroyAssociation(&assoc);
+            }
+            continue;
+        }
+        bool busy;
+        {
+            std::lock_guard<std::mutex> lock(scp->mu);
+            busy = scp->active >= scp->cfg.max_associations;
+            if (!busy)
+                scp->active++;
+        }
+        if (busy) {
+            ts_warn("association rejected: too many at once", "max_associations=%d",
+                    scp->cfg.max_associations);
+            T_ASC_RejectParameters rej = {ASC_RESULT_REJECTEDTRANSIENT,
+                                          ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
+                                          ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED};
+            ASC_rejectAssociation(assoc, &rej);
+            ASC_dropAssociation(assoc);
+            ASC_destroyAssociation(&assoc);
+            continue;
+        }
+        std::thread(qr_serve, scp, assoc).detach();
+    }
+    ASC_dropNetwork(&scp->net);
+    std::unique_lock<std::mutex> lock(scp->mu);
+    scp->idle.wait(lock, [scp] { return scp->active == 0; });
+    (void)err;
+    return 0;
+}
+
+extern "C" void ts_dicom_qr_scp_stop(ts_dicom_qr_scp *scp)
+{
+    if (scp)
+        scp->stop.store(true);
+}
+
+extern "C" void ts_dicom_qr_scp_free(ts_dicom_qr_scp *scp)
+{
+    if (!scp)
+        return;
+    if (scp->net)
+        ASC_dropNetwork(&scp->net);
+    delete scp;
+}

@@ -1,0 +1,72 @@
+/* The Query/Retrieve SCP (dicom_find.cc): C-ECHO and C-FIND in the Patient Root
+ * and Study Root information models, one thread per association (bounded),
+ * each C-FIND handed to a C callback that streams its matches back with
+ * ts_dicom_find_pending(). Identifiers reach the callback in UTF-8. */
+#ifndef TS_DICOM_FIND_H
+#define TS_DICOM_FIND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dicom.h"
+#include "err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { TS_QR_PATIENT_ROOT, TS_QR_STUDY_ROOT } ts_qr_model;
+
+/* One top-level element of a C-FIND identifier. Sequences come with an empty
+ * value and is_sequence set (sequence matching is not supported). */
+typedef struct ts_dicom_find_key {
+    uint32_t tag;
+    const char *value; /* UTF-8, padding removed, values joined by '\' */
+    bool is_sequence;
+} ts_dicom_find_key;
+
+typedef struct ts_dicom_find_rq {
+    ts_qr_model model;
+    const char *level; /* QueryRetrieveLevel as received, "" if absent */
+    const ts_dicom_find_key *keys; /* without QueryRetrieveLevel and SpecificCharacterSet */
+    size_t nkeys;
+    size_t max_keys_hit; /* keys dropped because the identifier had too many */
+} ts_dicom_find_rq;
+
+typedef struct ts_dicom_find_out ts_dicom_find_out;
+
+/* Sends one pending response: the identifier with values[i] as the value of
+ * keys[i] (NULL or "": zero length). status is 0xFF00, or 0xFF01 when some
+ * optional keys are not supported. TS_ECANCELED when the client has sent a
+ * C-CANCEL (stop and return 0xFE00); another error means the association is
+ * gone. */
+int ts_dicom_find_pending(ts_dicom_find_out *out, const char *const *values, uint16_t status,
+                          ts_err *err);
+
+typedef struct ts_dicom_qr_callbacks {
+    void *user;
+    /* May the association go on? NULL accepts every calling AE. */
+    bool (*accept)(void *user, const ts_dicom_assoc *assoc);
+    /* Answers one C-FIND: pending responses through out, then the final status
+     * is returned (0 success, 0xFE00 cancelled, 0xA900, 0xA700, 0xC000...).
+     * comment (may stay empty) becomes the final response's ErrorComment. */
+    uint16_t (*find)(void *user, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
+                     ts_dicom_find_out *out, char *comment, size_t comment_size);
+} ts_dicom_qr_callbacks;
+
+typedef struct ts_dicom_qr_scp ts_dicom_qr_scp;
+
+/* Opens the listening port; cfg->max_dataset bounds a received identifier. */
+int ts_dicom_qr_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_qr_callbacks *cb,
+                        ts_dicom_qr_scp **out, ts_err *err);
+/* Serves until ts_dicom_qr_scp_stop(), then waits for running associations. */
+int ts_dicom_qr_scp_run(ts_dicom_qr_scp *scp, ts_err *err);
+void ts_dicom_qr_scp_stop(ts_dicom_qr_scp *scp);
+void ts_dicom_qr_scp_free(ts_dicom_qr_scp *scp);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
