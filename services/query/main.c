@@ -1,0 +1,244 @@
+/* tessera-query: the matching engine behind C-FIND (its own DICOM port) and
+ * the bus endpoint `find` (for REST's /tools/find). Reads only. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "config.h"
+#include "db.h"
+#include "dicom.h"
+#include "dicom_find.h"
+#include "log.h"
+#include "metrics.h"
+#include "migrate.h"
+#include "query_bus.h"
+#include "query_match.h"
+#include "service.h"
+
+/* DIMSE statuses of C-FIND (PS3.4 C.4.1.1.4). */
+enum {
+    ST_SUCCESS = 0x0000,
+    ST_PENDING = 0xff00,
+    ST_CANCEL = 0xfe00,
+    ST_OUT_OF_RESOURCES = 0xa700,
+    ST_IDENTIFIER_MISMATCH = 0xa900,
+    ST_UNABLE_TO_PROCESS = 0xc000,
+};
+
+#define TAG_RETRIEVE_AET TS_TAG(0x0008, 0x0054)
+#define TAG_INSTANCE_AVAILABILITY TS_TAG(0x0008, 0x0056)
+
+typedef struct query_service {
+    ts_db_pool *db;
+    query_bus_ctx bus;
+    const char *aet;
+    long limit;
+    bool case_sensitive;
+    _Atomic(ts_dicom_qr_scp *) scp;
+} query_service;
+
+static bool parse_level(const char *s, ts_level *out)
+{
+    static const char *const names[] = {"PATIENT", "STUDY", "SERIES", "IMAGE"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (ts_level)i;
+            return true;
+        }
+    return false;
+}
+
+static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
+                        ts_dicom_find_out *out, char *comment, size_t comment_size)
+{
+    query_service *svc = user;
+    const char *model = rq->model == TS_QR_PATIENT_ROOT ? "patient-root" : "study-root";
+    ts_level level;
+    query_result res = {0};
+    query_key *keys = NULL;
+    const char **values = NULL;
+    uint16_t status = ST_SUCCESS;
+    int sent = 0;
+    ts_err err;
+    ts_err_clear(&err);
+
+    if (!parse_level(rq->level, &level) ||
+        (rq->model == TS_QR_STUDY_ROOT && level == TS_LEVEL_PATIENT)) {
+        snprintf(comment, comment_size, "QueryRetrieveLevel '%s' invalid in the %s model",
+                 rq->level, model);
+        ts_warn("C-FIND refused", "calling_aet=%s model=%s level=\"%s\" status=a900 "
+                "error=\"invalid QueryRetrieveLevel\"", assoc->calling_aet, model, rq->level);
+        return ST_IDENTIFIER_MISMATCH;
+    }
+    if (rq->max_keys_hit)
+        ts_warn("C-FIND identifier cut", "calling_aet=%s keys_dropped=%zu", assoc->calling_aet,
+                rq->max_keys_hit);
+
+    keys = calloc(rq->nkeys ? rq->nkeys : 1, sizeof(*keys));
+    values = calloc(rq->nkeys ? rq->nkeys : 1, sizeof(*values));
+    if (!keys || !values)
+        abort();
+    for (size_t i = 0; i < rq->nkeys; i++)
+        keys[i] = (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
+    query_spec spec = {.level = level, .keys = keys, .nkeys = rq->nkeys,
+                       .case_sensitive = svc->case_sensitive, .limit = svc->limit};
+    int rc = query_run(svc->db, &spec, &res, &err);
+    if (rc) {
+        status = rc == TS_EINVAL ? ST_IDENTIFIER_MISMATCH
+                 : (rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT) ? ST_OUT_OF_RESOURCES
+                                                                : ST_UNABLE_TO_PROCESS;
+        snprintf(comment, comment_size, "%s", err.msg);
+        ts_warn("C-FIND failed", "calling_aet=%s model=%s level=%s status=%04x error=\"%s\"",
+                assoc->calling_aet, model, rq->level, status, err.msg);
+        goto done;
+    }
+    for (int row = 0; row < res.nrows; row++) {
+        for (size_t i = 0; i < rq->nkeys; i++) {
+            if (rq->keys[i].tag == TAG_RETRIEVE_AET)
+                values[i] = svc->aet;
+            else if (rq->keys[i].tag == TAG_INSTANCE_AVAILABILITY)
+                values[i] = "ONLINE";
+            else
+                values[i] = query_result_value(&res, row, i);
+        }
+        rc = ts_dicom_find_pending(out, values, ST_PENDING, &err);
+        if (rc == TS_ECANCELED) {
+            ts_info("C-FIND cancelled", "calling_aet=%s sent=%d", assoc->calling_aet, sent);
+            status = ST_CANCEL;
+            goto done;
+        }
+        if (rc) {
+            ts_warn("C-FIND answer not sent", "calling_aet=%s error=\"%s\"", assoc->calling_aet,
+                    err.msg);
+            status = ST_UNABLE_TO_PROCESS;
+            goto done;
+        }
+        sent++;
+    }
+    if (res.truncated)
+        ts_warn("C-FIND result limit reached, answers cut", "calling_aet=%s limit=%ld",
+                assoc->calling_aet, svc->limit);
+    ts_info("C-FIND", "calling_aet=%s model=%s level=%s matches=%d truncated=%d",
+            assoc->calling_aet, model, rq->level, sent, res.truncated);
+done:
+    query_result_clear(&res);
+    free(keys);
+    free(values);
+    return status;
+}
+
+/* ---- health and lifecycle ------------------------------------------------- */
+
+static int ping_fn(ts_db *db, void *arg, ts_err *err)
+{
+    return ts_db_exec_sql(db, "SELECT 1", err);
+}
+
+static bool health(void *user, char *reason, size_t size)
+{
+    query_service *svc = user;
+    ts_err err;
+    if (ts_db_with_conn(svc->db, ping_fn, NULL, &err)) {
+        snprintf(reason, size, "%s", err.msg);
+        return false;
+    }
+    return true;
+}
+
+static atomic_bool stopping;
+static atomic_bool stopped;
+
+static void on_stop(void *user)
+{
+    query_service *svc = user;
+    atomic_store(&stopping, true);
+    ts_dicom_qr_scp *scp = atomic_load(&svc->scp);
+    if (scp)
+        ts_dicom_qr_scp_stop(scp);
+    atomic_store(&stopped, true);
+}
+
+static void die(const char *what, const ts_err *err)
+{
+    ts_error("cannot start", "step=%s error=\"%s\"", what, err->msg);
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    ts_service_init("query", argc, argv);
+    query_service svc = {0};
+    ts_err err;
+    ts_err_clear(&err);
+
+    ts_service_handle_signals(on_stop, &svc);
+    if (ts_dicom_global_init(&err))
+        die("dicom", &err);
+
+    ts_db_options dbopt;
+    ts_db_options_from_config(&dbopt);
+    if (ts_db_pool_new(&dbopt, &svc.db, &err))
+        die("database", &err);
+    if (ts_db_migrate_wait(svc.db, 120, &err))
+        die("migrations", &err);
+    if (atomic_load(&stopping)) {
+        ts_info("stopped during start-up", NULL);
+        return 0;
+    }
+    svc.aet = ts_config_str("TESSERA_DICOM_AET");
+    svc.limit = ts_config_int("TESSERA_QUERY_LIMIT");
+    svc.case_sensitive = ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN");
+    svc.bus = (query_bus_ctx){.db = svc.db, .limit = svc.limit};
+
+    ts_bus_server *bus = NULL;
+    const char *bus_url = ts_config_str("TESSERA_QUERY_BUS_LISTEN");
+    if (*bus_url && ts_bus_server_start(bus_url, (size_t)ts_config_int("TESSERA_BUS_MAX_MESSAGE"),
+                                        (int)ts_config_int("TESSERA_BUS_WORKERS"),
+                                        query_bus_handle, &svc.bus, &bus, &err))
+        die("bus", &err);
+
+    ts_metrics_server *metrics = NULL;
+    int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");
+    if (metrics_port && ts_metrics_serve(metrics_port, health, &svc, &metrics, &err))
+        die("metrics", &err);
+
+    int port = (int)ts_config_int("TESSERA_QUERY_DICOM_PORT");
+    ts_dicom_qr_scp *scp = NULL;
+    int rc = 0;
+    if (port) {
+        ts_dicom_scp_config scfg = {
+            .aet = svc.aet,
+            .port = port,
+            .max_associations = (int)ts_config_int("TESSERA_DICOM_MAX_ASSOCIATIONS"),
+            .max_pdu = (int)ts_config_int("TESSERA_DICOM_MAX_PDU"),
+            .timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT"),
+            .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
+            .max_dataset = 1 << 20, /* a C-FIND identifier: 1 MiB is plenty */
+        };
+        ts_dicom_qr_callbacks cb = {.user = &svc, .find = on_find};
+        if (ts_dicom_qr_scp_new(&scfg, &cb, &scp, &err))
+            die("dicom listener", &err);
+        atomic_store(&svc.scp, scp);
+        if (atomic_load(&stopping))
+            ts_dicom_qr_scp_stop(scp);
+    }
+    ts_info("query ready", "aet=%s dicom_port=%d bus=%s metrics_port=%d limit=%ld", svc.aet, port,
+            bus_url, metrics_port, svc.limit);
+    if (scp) {
+        rc = ts_dicom_qr_scp_run(scp, &err);
+    } else {
+        while (!atomic_load(&stopped))
+            usleep(100 * 1000);
+    }
+
+    ts_bus_server_free(bus);
+    ts_dicom_qr_scp_free(scp);
+    ts_metrics_server_free(metrics);
+    ts_db_pool_free(svc.db);
+    ts_info("stopped", NULL);
+    return rc ? 1 : 0;
+}
