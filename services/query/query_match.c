@@ -209,18 +209,35 @@ static bool all_digits(const char *s, size_t n)
     return true;
 }
 
+static int two(const char *s)
+{
+    return (s[0] - '0') * 10 + (s[1] - '0');
+}
+
+/* Month and day of a DA (YYYYMMDD), or hour, minute, second of a TM (HH[MM[SS]]),
+ * within their ranges; digits checked by the caller. */
+static bool date_in_range(const char *s)
+{
+    return two(s + 4) >= 1 && two(s + 4) <= 12 && two(s + 6) >= 1 && two(s + 6) <= 31;
+}
+
+static bool time_in_range(const char *s, size_t digits)
+{
+    return two(s) < 24 && (digits < 4 || two(s + 2) < 60) && (digits < 6 || two(s + 4) < 61);
+}
+
 /* One DA, TM or DT value (no range), as PS3.5 writes them. */
 static bool valid_datetime(const char *vr, const char *s, size_t n)
 {
     if (strcmp(vr, "DA") == 0)
-        return n == 8 && all_digits(s, n);
+        return n == 8 && all_digits(s, n) && date_in_range(s);
     size_t digits = 0;
     while (digits < n && isdigit((unsigned char)s[digits]))
         digits++;
     size_t rest = n - digits;
     const char *r = s + digits;
     if (strcmp(vr, "TM") == 0) {
-        if (digits < 2 || digits > 6 || digits % 2)
+        if (digits < 2 || digits > 6 || digits % 2 || !time_in_range(s, digits))
             return false;
         if (rest == 0)
             return true;
@@ -228,6 +245,10 @@ static bool valid_datetime(const char *vr, const char *s, size_t n)
     }
     /* DT: YYYY[MM[DD[HH[MM[SS[.F{1,6}]]]]]][&ZZXX] */
     if (digits < 4 || digits > 14 || digits % 2)
+        return false;
+    if (digits >= 8 && !date_in_range(s))
+        return false;
+    if (digits >= 10 && !time_in_range(s + 8, digits - 8))
         return false;
     if (rest && r[0] == '.') {
         if (digits != 14)
