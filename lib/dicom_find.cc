@@ -52,6 +52,15 @@ std::string element_text(DcmElement *el)
     return s.substr(b, e - b + 1);
 }
 
+// A received identifier taken apart for the C callbacks (values UTF-8).
+struct Identifier {
+    std::string level;
+    std::vector<std::string> values;
+    std::vector<ts_dicom_find_key> keys;
+    std::vector<DcmTagKey> tags;
+    size_t dropped = 0;
+};
+
 class QrWorker : public DcmThreadSCP {
 public:
     QrWorker(const ts_dicom_qr_callbacks &cb, const std::string &our_aet, bool check_called,
@@ -95,6 +104,8 @@ protected:
     {
         if (msg->CommandField == DIMSE_C_FIND_RQ)
             return handleFind(msg->msg.CFindRQ, info.presentationContextID);
+        if (msg->CommandField == DIMSE_C_MOVE_RQ && cb_.move)
+            return handleMove(msg->msg.CMoveRQ, info.presentationContextID);
         // A C-CANCEL that crossed our final response on the wire: nothing left to stop.
         if (msg->CommandField == DIMSE_C_CANCEL_RQ)
             return EC_Normal;
@@ -112,6 +123,131 @@ protected:
     }
 
 private:
+    // Converts ds to UTF-8 and collects its keys; sequences are emptied in ds
+    // (sequence matching is not supported). False on an unsupported character set.
+    bool parseIdentifier(DcmDataset *ds, Identifier &id, bool &had_charset)
+    {
+        had_charset = ds->tagExists(DCM_SpecificCharacterSet);
+        if (had_charset && ds->convertToUTF8().bad()) {
+            ts_warn("identifier in an unsupported character set", "calling_aet=%s",
+                    assoc_.calling_aet);
+            return false;
+        }
+        std::vector<DcmElement *> kept;
+        for (unsigned long i = 0; i < ds->card(); i++) {
+            DcmElement *el = ds->getElement(i);
+            DcmTagKey key = el->getTag().getXTag();
+            if (key == DCM_QueryRetrieveLevel) {
+                id.level = element_text(el);
+                continue;
+            }
+            if (key == DCM_SpecificCharacterSet || key.getGroup() == 0x0000)
+                continue;
+            if (kept.size() >= MAX_KEYS) {
+                id.dropped++;
+                continue;
+            }
+            kept.push_back(el);
+        }
+        id.values.reserve(kept.size());
+        for (DcmElement *el : kept) {
+            DcmTagKey key = el->getTag().getXTag();
+            ts_dicom_find_key k;
+            k.tag = TS_TAG(key.getGroup(), key.getElement());
+            k.is_sequence = el->ident() == EVR_SQ;
+            if (k.is_sequence) {
+                static_cast<DcmSequenceOfItems *>(el)->clear();
+                id.values.emplace_back("");
+            } else {
+                id.values.push_back(element_text(el));
+            }
+            id.tags.push_back(key);
+            id.keys.push_back(k);
+        }
+        for (size_t i = 0; i < id.keys.size(); i++)
+            id.keys[i].value = id.values[i].c_str();
+        return true;
+    }
+
+    OFCondition handleMove(T_DIMSE_C_MoveRQ &rq, T_ASC_PresentationContextID pres_id)
+    {
+        DcmDataset *ds = nullptr;
+        OFString dest;
+        OFCondition cond = receiveMOVERequest(rq, pres_id, ds, dest);
+        if (cond.bad()) {
+            delete ds;
+            return cond;
+        }
+        ts_dicom_move_rq req;
+        memset(&req, 0, sizeof(req));
+        std::string sop = rq.AffectedSOPClassUID;
+        req.model = sop == UID_MOVEPatientRootQueryRetrieveInformationModel ? TS_QR_PATIENT_ROOT
+                                                                            : TS_QR_STUDY_ROOT;
+        Identifier ident;
+        bool had_charset = false;
+        ts_dicom_move_result res;
+        memset(&res, 0, sizeof(res));
+        uint16_t status;
+        char comment[128] = "";
+        if (!parseIdentifier(ds, ident, had_charset)) {
+            status = STATUS_MOVE_Failed_UnableToProcess;
+            snprintf(comment, sizeof(comment), "unsupported character set");
+        } else {
+            req.level = ident.level.c_str();
+            req.keys = ident.keys.data();
+            req.nkeys = ident.keys.size();
+            req.max_keys_hit = ident.dropped;
+            req.destination = dest.c_str();
+            status = cb_.move(cb_.user, &assoc_, &req, &res, comment, sizeof(comment));
+        }
+        delete ds;
+        if (aborted_ || !isConnected()) {
+            free(res.failed_uids);
+            return DUL_PEERABORTEDASSOCIATION;
+        }
+        // PS3.4 C.4.2.3.1: the final response carries the counts; remaining is absent
+        T_DIMSE_C_MoveRSP rsp;
+        memset(&rsp, 0, sizeof(rsp));
+        DcmDataset detail;
+        DcmDataset *pdetail = nullptr;
+        if (res.failed_uids && *res.failed_uids) {
+            detail.putAndInsertString(DCM_FailedSOPInstanceUIDList, res.failed_uids);
+            pdetail = &detail;
+        } else if (*comment && status != STATUS_Success) {
+            char text[65];
+            snprintf(text, sizeof(text), "%s", comment);
+            detail.putAndInsertString(DCM_ErrorComment, text);
+            pdetail = &detail;
+        }
+        free(res.failed_uids);
+        return sendMoveFinal(pres_id, rq, status, res, pdetail);
+    }
+
+    OFCondition sendMoveFinal(T_ASC_PresentationContextID pres_id, const T_DIMSE_C_MoveRQ &rq,
+                              uint16_t status, const ts_dicom_move_result &res, DcmDataset *detail)
+    {
+        T_DIMSE_Message msg;
+        memset(&msg, 0, sizeof(msg));
+        msg.CommandField = DIMSE_C_MOVE_RSP;
+        T_DIMSE_C_MoveRSP &r = msg.msg.CMoveRSP;
+        r.MessageIDBeingRespondedTo = rq.MessageID;
+        r.DimseStatus = status;
+        r.DataSetType = DIMSE_DATASET_NULL;
+        OFStandard::strlcpy(r.AffectedSOPClassUID, rq.AffectedSOPClassUID, sizeof(r.AffectedSOPClassUID));
+        r.opts = O_MOVE_AFFECTEDSOPCLASSUID | O_MOVE_NUMBEROFCOMPLETEDSUBOPERATIONS |
+                 O_MOVE_NUMBEROFFAILEDSUBOPERATIONS | O_MOVE_NUMBEROFWARNINGSUBOPERATIONS;
+        r.NumberOfRemainingSubOperations = 0;
+        r.NumberOfCompletedSubOperations = static_cast<Uint16>(res.completed > 65535 ? 65535 : res.completed);
+        r.NumberOfFailedSubOperations = static_cast<Uint16>(res.failed > 65535 ? 65535 : res.failed);
+        r.NumberOfWarningSubOperations = static_cast<Uint16>(res.warning > 65535 ? 65535 : res.warning);
+        // the failed UIDs go in the identifier of the final response
+        if (detail && detail->tagExists(DCM_FailedSOPInstanceUIDList)) {
+            r.DataSetType = DIMSE_DATASET_PRESENT;
+            return sendDIMSEMessage(pres_id, &msg, detail, nullptr);
+        }
+        return sendDIMSEMessage(pres_id, &msg, nullptr, detail);
+    }
+
     OFCondition finalResponse(T_ASC_PresentationContextID pres_id, const T_DIMSE_C_FindRQ &rq,
                               uint16_t status, const char *comment)
     {
@@ -137,6 +273,7 @@ private:
         }
         ts_dicom_find_rq req;
         memset(&req, 0, sizeof(req));
+        Identifier ident;
         std::string sop = rq.AffectedSOPClassUID;
         if (sop == UID_FINDPatientRootQueryRetrieveInformationModel)
             req.model = TS_QR_PATIENT_ROOT;
@@ -151,61 +288,23 @@ private:
             return finalResponse(pres_id, rq, STATUS_FIND_Refused_SOPClassNotSupported,
                                  "unsupported information model");
         }
-        bool had_charset = ds->tagExists(DCM_SpecificCharacterSet);
-        if (had_charset && ds->convertToUTF8().bad()) {
-            ts_warn("C-FIND identifier in an unsupported character set", "calling_aet=%s",
-                    assoc_.calling_aet);
+        bool had_charset = false;
+        if (!parseIdentifier(ds, ident, had_charset)) {
             delete ds;
             return finalResponse(pres_id, rq, STATUS_FIND_Failed_UnableToProcess,
                                  "unsupported character set");
         }
-        std::string level;
-        std::vector<std::string> values;
-        std::vector<ts_dicom_find_key> keys;
         ts_dicom_find_out out;
         out.worker = this;
         out.pres_id = pres_id;
         out.rq = &rq;
         out.templ = ds;
         out.utf8 = had_charset;
-        // first pass: collect; values are kept in `values` so that c_str()s stay valid
-        std::vector<DcmElement *> kept;
-        for (unsigned long i = 0; i < ds->card(); i++) {
-            DcmElement *el = ds->getElement(i);
-            DcmTagKey key = el->getTag().getXTag();
-            if (key == DCM_QueryRetrieveLevel) {
-                level = element_text(el);
-                continue;
-            }
-            if (key == DCM_SpecificCharacterSet || key.getGroup() == 0x0000)
-                continue;
-            if (kept.size() >= MAX_KEYS) {
-                req.max_keys_hit++;
-                continue;
-            }
-            kept.push_back(el);
-        }
-        values.reserve(kept.size());
-        for (DcmElement *el : kept) {
-            DcmTagKey key = el->getTag().getXTag();
-            ts_dicom_find_key k;
-            k.tag = TS_TAG(key.getGroup(), key.getElement());
-            k.is_sequence = el->ident() == EVR_SQ;
-            if (k.is_sequence) {
-                // sequence matching is not supported: answered empty
-                static_cast<DcmSequenceOfItems *>(el)->clear();
-                values.emplace_back("");
-            } else {
-                values.push_back(element_text(el));
-            }
-            out.tags.push_back(key);
-            keys.push_back(k);
-        }
-        for (size_t i = 0; i < keys.size(); i++)
-            keys[i].value = values[i].c_str();
-        req.level = level.c_str();
-        req.keys = keys.data();
-        req.nkeys = keys.size();
+        out.tags = ident.tags;
+        req.level = ident.level.c_str();
+        req.keys = ident.keys.data();
+        req.nkeys = ident.keys.size();
+        req.max_keys_hit = ident.dropped;
         char comment[128] = "";
         uint16_t status = cb_.find(cb_.user, &assoc_, &req, &out, comment, sizeof(comment));
         delete ds;
@@ -282,6 +381,10 @@ static void qr_configure(ts_dicom_qr_scp *scp)
     c.addPresentationContext(UID_VerificationSOPClass, syntaxes);
     c.addPresentationContext(UID_FINDPatientRootQueryRetrieveInformationModel, syntaxes);
     c.addPresentationContext(UID_FINDStudyRootQueryRetrieveInformationModel, syntaxes);
+    if (scp->cb.move) {
+        c.addPresentationContext(UID_MOVEPatientRootQueryRetrieveInformationModel, syntaxes);
+        c.addPresentationContext(UID_MOVEStudyRootQueryRetrieveInformationModel, syntaxes);
+    }
 }
 
 extern "C" int ts_dicom_qr_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_qr_callbacks *cb,

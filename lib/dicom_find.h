@@ -44,6 +44,22 @@ typedef struct ts_dicom_find_out ts_dicom_find_out;
 int ts_dicom_find_pending(ts_dicom_find_out *out, const char *const *values, uint16_t status,
                           ts_err *err);
 
+/* A C-MOVE: the identifier as for C-FIND, and the destination AE title. */
+typedef struct ts_dicom_move_rq {
+    ts_qr_model model;
+    const char *level;
+    const ts_dicom_find_key *keys;
+    size_t nkeys;
+    size_t max_keys_hit;
+    const char *destination;
+} ts_dicom_move_rq;
+
+/* What the sub-operations came to, for the final C-MOVE response. */
+typedef struct ts_dicom_move_result {
+    unsigned completed, failed, warning;
+    char *failed_uids; /* malloc'd '\'-joined SOP Instance UIDs that failed, or NULL; the SCP frees it */
+} ts_dicom_move_result;
+
 typedef struct ts_dicom_qr_callbacks {
     void *user;
     /* May the association go on? NULL accepts every calling AE. */
@@ -53,6 +69,12 @@ typedef struct ts_dicom_qr_callbacks {
      * comment (may stay empty) becomes the final response's ErrorComment. */
     uint16_t (*find)(void *user, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
                      ts_dicom_find_out *out, char *comment, size_t comment_size);
+    /* Answers one C-MOVE (NULL: C-MOVE is not offered): sends the matching
+     * instances to the destination, fills res and returns the final status
+     * (0 all sent, 0xB000 some failed, 0xA702 none could be sent, 0xA801
+     * destination unknown, 0xA900 bad identifier, ...). */
+    uint16_t (*move)(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                     ts_dicom_move_result *res, char *comment, size_t comment_size);
 } ts_dicom_qr_callbacks;
 
 typedef struct ts_dicom_qr_scp ts_dicom_qr_scp;

@@ -18,6 +18,7 @@
 #include "query_bus.h"
 #include "query_match.h"
 #include "service.h"
+#include "store.h"
 
 /* DIMSE statuses of C-FIND (PS3.4 C.4.1.1.4). */
 enum {
@@ -38,6 +39,8 @@ typedef struct query_service {
     const char *aet;
     long limit;
     bool case_sensitive;
+    ts_store *store;
+    int timeout_s;
     _Atomic(ts_dicom_qr_scp *) scp;
 } query_service;
 
@@ -131,6 +134,180 @@ done:
     return status;
 }
 
+/* ---- C-MOVE ---------------------------------------------------------------- */
+
+enum {
+    ST_MOVE_UNABLE_SUBOPS = 0xa702,
+    ST_MOVE_DEST_UNKNOWN = 0xa801,
+    ST_MOVE_SOME_FAILED = 0xb000,
+};
+
+static const ts_db_stmt find_destination = {
+    "query_find_destination",
+    "SELECT host, port FROM modalities WHERE aet = $1 AND allow_move ORDER BY name LIMIT 1", 1};
+
+typedef struct destination {
+    const char *aet;
+    char host[256];
+    int port;
+    bool found;
+} destination;
+
+static int destination_txn(ts_db *db, void *arg, ts_err *err)
+{
+    destination *d = arg;
+    const char *params[] = {d->aet};
+    PGresult *res;
+    int rc = ts_db_exec(db, &find_destination, params, &res, err);
+    if (rc)
+        return rc;
+    d->found = PQntuples(res) > 0;
+    if (d->found) {
+        snprintf(d->host, sizeof(d->host), "%s", PQgetvalue(res, 0, 0));
+        d->port = atoi(PQgetvalue(res, 0, 1));
+    }
+    PQclear(res);
+    return 0;
+}
+
+/* The key that names one resource of each level: a C-MOVE must give it. */
+static const uint32_t UNIQUE_KEY[] = {TS_TAG_PATIENT_ID, TS_TAG_STUDY_INSTANCE_UID,
+                                      TS_TAG_SERIES_INSTANCE_UID, TS_TAG_SOP_INSTANCE_UID};
+
+static void add_failed_uid(char **list, size_t *len, const char *uid)
+{
+    size_t n = strlen(uid);
+    char *l = realloc(*list, *len + n + 2);
+    if (!l)
+        abort();
+    if (*len)
+        l[(*len)++] = '\\';
+    memcpy(l + *len, uid, n + 1);
+    *len += n;
+    *list = l;
+}
+
+static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                        ts_dicom_move_result *out, char *comment, size_t comment_size)
+{
+    query_service *svc = user;
+    const char *model = rq->model == TS_QR_PATIENT_ROOT ? "patient-root" : "study-root";
+    ts_level level;
+    query_result res = {0};
+    query_key *keys = NULL;
+    char **paths = NULL;
+    uint16_t *statuses = NULL;
+    int npaths = 0;
+    uint16_t status = ST_SUCCESS;
+    size_t failed_len = 0;
+    ts_err err;
+    ts_err_clear(&err);
+
+    if (!parse_level(rq->level, &level) ||
+        (rq->model == TS_QR_STUDY_ROOT && level == TS_LEVEL_PATIENT)) {
+        snprintf(comment, comment_size, "QueryRetrieveLevel '%s' invalid in the %s model",
+                 rq->level, model);
+        ts_warn("C-MOVE refused", "calling_aet=%s model=%s level=\"%s\" status=a900",
+                assoc->calling_aet, model, rq->level);
+        return ST_IDENTIFIER_MISMATCH;
+    }
+    bool has_unique = false;
+    for (size_t i = 0; i < rq->nkeys; i++)
+        if (rq->keys[i].tag == UNIQUE_KEY[level] && *rq->keys[i].value)
+            has_unique = true;
+    if (!has_unique) {
+        snprintf(comment, comment_size, "the unique key of level %s is missing", rq->level);
+        ts_warn("C-MOVE refused", "calling_aet=%s level=%s status=a900 error=\"no unique key\"",
+                assoc->calling_aet, rq->level);
+        return ST_IDENTIFIER_MISMATCH;
+    }
+    destination dest = {.aet = rq->destination};
+    if (ts_db_transaction(svc->db, TS_DB_READ, destination_txn, &dest, &err)) {
+        snprintf(comment, comment_size, "%s", err.msg);
+        ts_warn("C-MOVE failed", "calling_aet=%s error=\"%s\"", assoc->calling_aet, err.msg);
+        return ST_OUT_OF_RESOURCES;
+    }
+    if (!dest.found) {
+        snprintf(comment, comment_size, "move destination '%s' is not registered", rq->destination);
+        ts_warn("C-MOVE refused: unknown destination", "calling_aet=%s destination=%s status=a801",
+                assoc->calling_aet, rq->destination);
+        return ST_MOVE_DEST_UNKNOWN;
+    }
+
+    keys = calloc(rq->nkeys + 1, sizeof(*keys));
+    if (!keys)
+        abort();
+    for (size_t i = 0; i < rq->nkeys; i++)
+        keys[i] = (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
+    keys[rq->nkeys] = (query_key){TS_TAG_SOP_INSTANCE_UID, ""};
+    query_spec spec = {.level = TS_LEVEL_INSTANCE, .keys = keys, .nkeys = rq->nkeys + 1,
+                       .case_sensitive = svc->case_sensitive, .with_file = true};
+    int rc = query_run(svc->db, &spec, &res, &err);
+    if (rc) {
+        status = rc == TS_EINVAL ? ST_IDENTIFIER_MISMATCH
+                 : (rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT) ? ST_OUT_OF_RESOURCES
+                                                                : ST_UNABLE_TO_PROCESS;
+        snprintf(comment, comment_size, "%s", err.msg);
+        ts_warn("C-MOVE failed", "calling_aet=%s status=%04x error=\"%s\"", assoc->calling_aet,
+                status, err.msg);
+        goto done;
+    }
+    paths = calloc((size_t)res.nrows + 1, sizeof(*paths));
+    statuses = calloc((size_t)res.nrows + 1, sizeof(*statuses));
+    int *rows = calloc((size_t)res.nrows + 1, sizeof(*rows));
+    if (!paths || !statuses || !rows)
+        abort();
+    for (int row = 0; row < res.nrows; row++) {
+        char path[4096];
+        const char *uuid = query_result_file(&res, row);
+        if (!*uuid || ts_store_path(svc->store, uuid, path, sizeof(path), &err)) {
+            out->failed++;
+            add_failed_uid(&out->failed_uids, &failed_len, query_result_value(&res, row, rq->nkeys));
+            continue;
+        }
+        paths[npaths] = strdup(path);
+        rows[npaths++] = row;
+    }
+    if (npaths) {
+        ts_dicom_peer peer = {.our_aet = svc->aet, .aet = rq->destination, .host = dest.host,
+                              .port = dest.port, .timeout_s = svc->timeout_s};
+        if (ts_dicom_store_files(&peer, (const char *const *)paths, (size_t)npaths, statuses,
+                                 &err)) {
+            ts_warn("C-MOVE: cannot send to the destination", "destination=%s error=\"%s\"",
+                    rq->destination, err.msg);
+            snprintf(comment, comment_size, "%s", err.msg);
+        }
+        for (int i = 0; i < npaths; i++) {
+            uint16_t st = statuses[i];
+            if (st == 0)
+                out->completed++;
+            else if ((st & 0xf000) == 0xb000 || st == 0x0107 || st == 0x0116)
+                out->warning++;
+            else {
+                out->failed++;
+                add_failed_uid(&out->failed_uids, &failed_len,
+                               query_result_value(&res, rows[i], rq->nkeys));
+            }
+        }
+    }
+    free(rows);
+    if (out->failed && !out->completed && !out->warning)
+        status = ST_MOVE_UNABLE_SUBOPS;
+    else if (out->failed || out->warning)
+        status = ST_MOVE_SOME_FAILED;
+    ts_info("C-MOVE", "calling_aet=%s destination=%s level=%s completed=%u failed=%u warning=%u",
+            assoc->calling_aet, rq->destination, rq->level, out->completed, out->failed,
+            out->warning);
+done:
+    for (int i = 0; i < npaths; i++)
+        free(paths[i]);
+    free(paths);
+    free(statuses);
+    query_result_clear(&res);
+    free(keys);
+    return status;
+}
+
 /* ---- health and lifecycle ------------------------------------------------- */
 
 static int ping_fn(ts_db *db, void *arg, ts_err *err)
@@ -193,6 +370,9 @@ int main(int argc, char **argv)
     svc.limit = ts_config_int("TESSERA_QUERY_LIMIT");
     svc.case_sensitive = ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN");
     svc.bus = (query_bus_ctx){.db = svc.db, .limit = svc.limit};
+    svc.timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT");
+    if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.store, &err))
+        die("storage", &err);
 
     ts_bus_server *bus = NULL;
     const char *bus_url = ts_config_str("TESSERA_QUERY_BUS_LISTEN");
@@ -219,7 +399,7 @@ int main(int argc, char **argv)
             .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
             .max_dataset = 1 << 20, /* a C-FIND identifier: 1 MiB is plenty */
         };
-        ts_dicom_qr_callbacks cb = {.user = &svc, .find = on_find};
+        ts_dicom_qr_callbacks cb = {.user = &svc, .find = on_find, .move = on_move};
         if (ts_dicom_qr_scp_new(&scfg, &cb, &scp, &err))
             die("dicom listener", &err);
         atomic_store(&svc.scp, scp);
@@ -238,6 +418,7 @@ int main(int argc, char **argv)
     ts_bus_server_free(bus);
     ts_dicom_qr_scp_free(scp);
     ts_metrics_server_free(metrics);
+    ts_store_free(svc.store);
     ts_db_pool_free(svc.db);
     ts_info("stopped", NULL);
     return rc ? 1 : 0;

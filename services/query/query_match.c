@@ -466,6 +466,12 @@ int query_build(const query_spec *spec, query_sql *out, ts_err *err)
         if (*v && (rc = add_condition(&b, d, v, spec->case_sensitive, err)) < 0)
             goto fail;
     }
+    out->file_col = -1;
+    if (spec->with_file && spec->level == TS_LEVEL_INSTANCE) {
+        sb_add(&sel, ", (SELECT a.uuid::text FROM attachments a"
+                     " WHERE a.resource_id = ri.id AND a.content_type = 1)");
+        out->file_col = out->ncols++;
+    }
     sb_add(&sel, "%s%s ORDER BY %s.id", FROM[spec->level], b.where.s, r);
     if (spec->limit > 0)
         sb_add(&sel, " LIMIT %ld", spec->limit + 1);
@@ -553,6 +559,13 @@ const char *query_result_value(const query_result *r, int row, size_t key)
     if (col < 0 || PQgetisnull(r->res, row, col))
         return "";
     return PQgetvalue(r->res, row, col);
+}
+
+const char *query_result_file(const query_result *r, int row)
+{
+    if (r->q.file_col < 0 || PQgetisnull(r->res, row, r->q.file_col))
+        return "";
+    return PQgetvalue(r->res, row, r->q.file_col);
 }
 
 void query_result_clear(query_result *r)

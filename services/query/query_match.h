@@ -27,6 +27,7 @@ typedef struct query_spec {
     bool case_sensitive; /* person names; other VRs follow the standard */
     long limit;          /* rows at most (0: no limit); one more is fetched to tell truncation */
     long since;          /* rows to skip (the bus's paging) */
+    bool with_file;      /* INSTANCE level: also the uuid of the DICOM file (C-MOVE) */
 } query_spec;
 
 /* The SQL of a query: text with $n placeholders, the n values, and where each
@@ -37,6 +38,7 @@ typedef struct query_sql {
     int nparams;
     int *key_col; /* per spec key: result column of its value, or -1 (not known: empty) */
     int ncols;    /* column 0 is the matched resource's public id */
+    int file_col; /* the file's uuid (with_file), or -1 */
 } query_sql;
 
 /* What a tag is to the matcher, for return keys and for tests. */
@@ -74,6 +76,8 @@ int query_run(ts_db_pool *pool, const query_spec *spec, query_result *out, ts_er
 const char *query_result_id(const query_result *r, int row);
 /* The value of spec key `key` in row `row`: "" when absent or unknown. */
 const char *query_result_value(const query_result *r, int row, size_t key);
+/* The uuid of the instance's DICOM file (with_file), or "" if it has none. */
+const char *query_result_file(const query_result *r, int row);
 void query_result_clear(query_result *r);
 
 #endif

@@ -444,3 +444,79 @@ def test_echo(qr):
     p = subprocess.run(["echoscu", "-aec", "TESSERA", "127.0.0.1", str(qr.queries[0].port)],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
+
+
+# ---- C-MOVE ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def storescp(qr, tmp_path):
+    """A dcmtk storescp registered in the modalities table as DEST."""
+    from conftest import free_port
+    port = free_port()
+    out = tmp_path / "received"
+    out.mkdir()
+    p = subprocess.Popen(["storescp", "-aet", "DEST", "-od", str(out), str(port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    import socket
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    qr.sql("INSERT INTO modalities (name, aet, host, port) VALUES ('dest', 'DEST', '127.0.0.1', %s)"
+           " ON CONFLICT (name) DO UPDATE SET port = EXCLUDED.port", (port,))
+    yield out
+    p.terminate()
+    p.wait(timeout=10)
+
+
+def movescu(q, level, keys, dest="DEST", model="-S"):
+    cmd = ["movescu", "-v", model, "-aet", "MOVESCU", "-aec", "TESSERA", "-aem", dest,
+           "-k", f"QueryRetrieveLevel={level}"]
+    for k in keys:
+        cmd += ["-k", k]
+    cmd += ["127.0.0.1", str(q.queries[0].port)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return p.stdout + p.stderr
+
+
+def received_uids(out):
+    return sorted(str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+                  for f in out.iterdir())
+
+
+def test_move_study_to_registered_destination(qr, storescp):
+    out = movescu(qr, "STUDY", [f"StudyInstanceUID={study_uid('S1')}"])
+    assert "Move Response" in out and "Success" in out, out
+    assert received_uids(storescp) == sorted(
+        [f"{series_uid('S1.1')}.{i}" for i in range(1, 4)]
+        + [f"{series_uid('S1.2')}.{i}" for i in range(1, 3)])
+    assert "completed=5 failed=0" in qr.queries[0].read_log()
+
+
+def test_move_series_and_image_patient_root(qr, storescp):
+    out = movescu(qr, "SERIES", ["PatientID=PID-002", f"StudyInstanceUID={study_uid('S3')}",
+                                 f"SeriesInstanceUID={series_uid('S3.1')}"], model="-P")
+    assert "Success" in out, out
+    assert len(received_uids(storescp)) == 4
+    out = movescu(qr, "IMAGE", [f"StudyInstanceUID={study_uid('S2')}",
+                                f"SeriesInstanceUID={series_uid('S2.1')}",
+                                f"SOPInstanceUID={series_uid('S2.1')}.1"])
+    assert "Success" in out, out
+    assert len(received_uids(storescp)) == 5
+
+
+def test_move_unknown_destination_refused(qr, storescp):
+    out = movescu(qr, "STUDY", [f"StudyInstanceUID={study_uid('S1')}"], dest="NOWHERE")
+    assert "a801" in out.lower() or "MoveDestinationUnknown" in out, out
+    assert list(storescp.iterdir()) == []
+    assert "unknown destination" in qr.queries[0].read_log()
+
+
+def test_move_without_unique_key_refused(qr, storescp):
+    out = movescu(qr, "STUDY", ["PatientID=PID-001"])
+    assert "a900" in out.lower() or "DoesNotMatchSOPClass" in out, out
+    assert list(storescp.iterdir()) == []
