@@ -23,6 +23,22 @@ namespace {
 // An identifier with more top-level elements than this is cut (and logged).
 const size_t MAX_KEYS = 256;
 
+// Storage syntaxes accepted for C-GET sub-operations: files go out as stored,
+// or converted to another uncompressed syntax.
+const char *const GET_STORAGE_SYNTAXES[] = {
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,
+    UID_JPEGProcess2_4TransferSyntax,
+    UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGLSLosslessTransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax,
+    UID_JPEG2000TransferSyntax,
+    UID_RLELosslessTransferSyntax,
+};
+
 class QrWorker;
 
 } // namespace
@@ -34,6 +50,14 @@ struct ts_dicom_find_out {
     DcmDataset *templ;           // the identifier as received, sequences emptied
     std::vector<DcmTagKey> tags; // keys[i]'s tag
     bool utf8;                   // the request had a character set: answers say UTF-8
+};
+
+struct ts_dicom_get_out {
+    QrWorker *worker;
+    T_ASC_PresentationContextID pres_id;
+    T_DIMSE_C_GetRQ *rq;
+    std::string failed_uids;
+    Uint16 next_id = 1;
 };
 
 namespace {
@@ -106,6 +130,8 @@ protected:
             return handleFind(msg->msg.CFindRQ, info.presentationContextID);
         if (msg->CommandField == DIMSE_C_MOVE_RQ && cb_.move)
             return handleMove(msg->msg.CMoveRQ, info.presentationContextID);
+        if (msg->CommandField == DIMSE_C_GET_RQ && cb_.get)
+            return handleGet(msg->msg.CGetRQ, info.presentationContextID);
         // A C-CANCEL that crossed our final response on the wire: nothing left to stop.
         if (msg->CommandField == DIMSE_C_CANCEL_RQ)
             return EC_Normal;
@@ -220,33 +246,130 @@ private:
             pdetail = &detail;
         }
         free(res.failed_uids);
-        return sendMoveFinal(pres_id, rq, status, res, pdetail);
+        return sendRetrieveResponse(false, pres_id, rq.MessageID, rq.AffectedSOPClassUID, status,
+                                    0, res, pdetail);
     }
 
-    OFCondition sendMoveFinal(T_ASC_PresentationContextID pres_id, const T_DIMSE_C_MoveRQ &rq,
-                              uint16_t status, const ts_dicom_move_result &res, DcmDataset *detail)
+    static Uint16 u16(unsigned n) { return static_cast<Uint16>(n > 65535 ? 65535 : n); }
+
+public:
+    // A C-MOVE or C-GET response with the sub-operation counts: pending ones
+    // carry `remaining`, the final one does not (PS3.4 C.4.2.3.1, C.4.3.3.1).
+    OFCondition sendRetrieveResponse(bool get, T_ASC_PresentationContextID pres_id, Uint16 msg_id,
+                                     const char *sop_class, uint16_t status, unsigned remaining,
+                                     const ts_dicom_move_result &res, DcmDataset *detail)
     {
         T_DIMSE_Message msg;
         memset(&msg, 0, sizeof(msg));
-        msg.CommandField = DIMSE_C_MOVE_RSP;
-        T_DIMSE_C_MoveRSP &r = msg.msg.CMoveRSP;
-        r.MessageIDBeingRespondedTo = rq.MessageID;
-        r.DimseStatus = status;
-        r.DataSetType = DIMSE_DATASET_NULL;
-        OFStandard::strlcpy(r.AffectedSOPClassUID, rq.AffectedSOPClassUID, sizeof(r.AffectedSOPClassUID));
-        r.opts = O_MOVE_AFFECTEDSOPCLASSUID | O_MOVE_NUMBEROFCOMPLETEDSUBOPERATIONS |
-                 O_MOVE_NUMBEROFFAILEDSUBOPERATIONS | O_MOVE_NUMBEROFWARNINGSUBOPERATIONS;
-        r.NumberOfRemainingSubOperations = 0;
-        r.NumberOfCompletedSubOperations = static_cast<Uint16>(res.completed > 65535 ? 65535 : res.completed);
-        r.NumberOfFailedSubOperations = static_cast<Uint16>(res.failed > 65535 ? 65535 : res.failed);
-        r.NumberOfWarningSubOperations = static_cast<Uint16>(res.warning > 65535 ? 65535 : res.warning);
+        bool pending = status == 0xff00;
+        if (get) {
+            msg.CommandField = DIMSE_C_GET_RSP;
+            T_DIMSE_C_GetRSP &r = msg.msg.CGetRSP;
+            r.MessageIDBeingRespondedTo = msg_id;
+            r.DimseStatus = status;
+            r.DataSetType = DIMSE_DATASET_NULL;
+            OFStandard::strlcpy(r.AffectedSOPClassUID, sop_class, sizeof(r.AffectedSOPClassUID));
+            r.opts = O_GET_AFFECTEDSOPCLASSUID | O_GET_NUMBEROFCOMPLETEDSUBOPERATIONS |
+                     O_GET_NUMBEROFFAILEDSUBOPERATIONS | O_GET_NUMBEROFWARNINGSUBOPERATIONS |
+                     (pending ? O_GET_NUMBEROFREMAININGSUBOPERATIONS : 0);
+            r.NumberOfRemainingSubOperations = u16(remaining);
+            r.NumberOfCompletedSubOperations = u16(res.completed);
+            r.NumberOfFailedSubOperations = u16(res.failed);
+            r.NumberOfWarningSubOperations = u16(res.warning);
+        } else {
+            msg.CommandField = DIMSE_C_MOVE_RSP;
+            T_DIMSE_C_MoveRSP &r = msg.msg.CMoveRSP;
+            r.MessageIDBeingRespondedTo = msg_id;
+            r.DimseStatus = status;
+            r.DataSetType = DIMSE_DATASET_NULL;
+            OFStandard::strlcpy(r.AffectedSOPClassUID, sop_class, sizeof(r.AffectedSOPClassUID));
+            r.opts = O_MOVE_AFFECTEDSOPCLASSUID | O_MOVE_NUMBEROFCOMPLETEDSUBOPERATIONS |
+                     O_MOVE_NUMBEROFFAILEDSUBOPERATIONS | O_MOVE_NUMBEROFWARNINGSUBOPERATIONS |
+                     (pending ? O_MOVE_NUMBEROFREMAININGSUBOPERATIONS : 0);
+            r.NumberOfRemainingSubOperations = u16(remaining);
+            r.NumberOfCompletedSubOperations = u16(res.completed);
+            r.NumberOfFailedSubOperations = u16(res.failed);
+            r.NumberOfWarningSubOperations = u16(res.warning);
+        }
         // the failed UIDs go in the identifier of the final response
         if (detail && detail->tagExists(DCM_FailedSOPInstanceUIDList)) {
-            r.DataSetType = DIMSE_DATASET_PRESENT;
+            if (get)
+                msg.msg.CGetRSP.DataSetType = DIMSE_DATASET_PRESENT;
+            else
+                msg.msg.CMoveRSP.DataSetType = DIMSE_DATASET_PRESENT;
             return sendDIMSEMessage(pres_id, &msg, detail, nullptr);
         }
         return sendDIMSEMessage(pres_id, &msg, nullptr, detail);
     }
+
+    bool cancelledGet(ts_dicom_get_out *out)
+    {
+        return checkForCANCEL(out->pres_id, out->rq->MessageID).good();
+    }
+
+    T_ASC_Association *association() { return net_assoc_; }
+    void setAssociation(T_ASC_Association *a) { net_assoc_ = a; }
+    int timeout() const { return timeout_s_; }
+    void setTimeout(int t) { timeout_s_ = t; }
+
+private:
+    T_ASC_Association *net_assoc_ = nullptr;
+    int timeout_s_ = 30;
+
+    OFCondition handleGet(T_DIMSE_C_GetRQ &rq, T_ASC_PresentationContextID pres_id)
+    {
+        DcmDataset *ds = nullptr;
+        T_ASC_PresentationContextID data_pid = pres_id;
+        OFCondition cond = receiveDIMSEDataset(&data_pid, &ds);
+        if (cond.bad()) {
+            delete ds;
+            return cond;
+        }
+        ts_dicom_move_rq req;
+        memset(&req, 0, sizeof(req));
+        std::string sop = rq.AffectedSOPClassUID;
+        req.model = sop == UID_GETPatientRootQueryRetrieveInformationModel ? TS_QR_PATIENT_ROOT
+                                                                           : TS_QR_STUDY_ROOT;
+        Identifier ident;
+        bool had_charset = false;
+        ts_dicom_move_result res;
+        memset(&res, 0, sizeof(res));
+        uint16_t status;
+        char comment[128] = "";
+        ts_dicom_get_out out;
+        out.worker = this;
+        out.pres_id = pres_id;
+        out.rq = &rq;
+        if (!parseIdentifier(ds, ident, had_charset)) {
+            status = STATUS_GET_Failed_UnableToProcess;
+            snprintf(comment, sizeof(comment), "unsupported character set");
+        } else {
+            req.level = ident.level.c_str();
+            req.keys = ident.keys.data();
+            req.nkeys = ident.keys.size();
+            req.max_keys_hit = ident.dropped;
+            status = cb_.get(cb_.user, &assoc_, &req, &out, &res, comment, sizeof(comment));
+        }
+        delete ds;
+        free(res.failed_uids);
+        if (aborted_ || !isConnected())
+            return DUL_PEERABORTEDASSOCIATION;
+        DcmDataset detail;
+        DcmDataset *pdetail = nullptr;
+        if (!out.failed_uids.empty()) {
+            detail.putAndInsertString(DCM_FailedSOPInstanceUIDList, out.failed_uids.c_str());
+            pdetail = &detail;
+        } else if (*comment && status != STATUS_Success) {
+            char text[65];
+            snprintf(text, sizeof(text), "%s", comment);
+            detail.putAndInsertString(DCM_ErrorComment, text);
+            pdetail = &detail;
+        }
+        return sendRetrieveResponse(true, pres_id, rq.MessageID, rq.AffectedSOPClassUID, status, 0,
+                                    res, pdetail);
+    }
+
+private:
 
     OFCondition finalResponse(T_ASC_PresentationContextID pres_id, const T_DIMSE_C_FindRQ &rq,
                               uint16_t status, const char *comment)
@@ -350,6 +473,80 @@ extern "C" int ts_dicom_find_pending(ts_dicom_find_out *out, const char *const *
     return 0;
 }
 
+static bool uncompressed(E_TransferSyntax ts)
+{
+    return ts == EXS_LittleEndianExplicit || ts == EXS_LittleEndianImplicit ||
+           ts == EXS_BigEndianExplicit;
+}
+
+extern "C" int ts_dicom_get_send(ts_dicom_get_out *out, const char *path, const char *sop_uid,
+                                 unsigned remaining, ts_dicom_move_result *res, ts_err *err)
+{
+    QrWorker *w = out->worker;
+    if (w->cancelledGet(out))
+        return ts_err_set(err, TS_ECANCELED, "C-GET cancelled by the client");
+    T_ASC_Association *assoc = w->association();
+    uint16_t status = 0xa702;
+    DcmFileFormat file;
+    OFString sop_class, sop_inst;
+    T_ASC_PresentationContextID pid = 0;
+    if (file.loadFile(path).good() &&
+        file.getDataset()->findAndGetOFString(DCM_SOPClassUID, sop_class).good() &&
+        file.getDataset()->findAndGetOFString(DCM_SOPInstanceUID, sop_inst).good()) {
+        DcmDataset *ds = file.getDataset();
+        E_TransferSyntax xfer = ds->getOriginalXfer();
+        DcmXfer x(xfer);
+        pid = ASC_findAcceptedPresentationContextID(assoc, sop_class.c_str(), x.getXferID());
+        T_ASC_PresentationContext pc;
+        bool ok = pid != 0 && ASC_findAcceptedPresentationContext(assoc->params, pid, &pc).good();
+        if (ok) {
+            E_TransferSyntax want = DcmXfer(pc.acceptedTransferSyntax).getXfer();
+            if (want != xfer)
+                ok = uncompressed(want) && uncompressed(xfer) &&
+                     ds->chooseRepresentation(want, nullptr).good();
+        }
+        if (ok) {
+            T_DIMSE_C_StoreRQ rq;
+            memset(&rq, 0, sizeof(rq));
+            rq.MessageID = out->next_id++;
+            OFStandard::strlcpy(rq.AffectedSOPClassUID, sop_class.c_str(), sizeof(rq.AffectedSOPClassUID));
+            OFStandard::strlcpy(rq.AffectedSOPInstanceUID, sop_inst.c_str(), sizeof(rq.AffectedSOPInstanceUID));
+            rq.DataSetType = DIMSE_DATASET_PRESENT;
+            rq.Priority = DIMSE_PRIORITY_MEDIUM;
+            T_DIMSE_C_StoreRSP rsp;
+            memset(&rsp, 0, sizeof(rsp));
+            DcmDataset *detail = nullptr;
+            OFCondition cond = DIMSE_storeUser(assoc, pid, &rq, nullptr, ds, nullptr, nullptr,
+                                               DIMSE_NONBLOCKING, w->timeout(), &rsp, &detail);
+            delete detail;
+            if (cond.bad())
+                return ts_err_set(err, TS_EIO, "C-GET sub-operation: %s", cond.text());
+            status = rsp.DimseStatus;
+        } else {
+            ts_warn("C-GET: no accepted storage context for an instance", "sop_class=%s",
+                    sop_class.c_str());
+        }
+    } else {
+        ts_warn("C-GET: cannot read a stored file", "sop=%s", sop_uid);
+    }
+    if (status == 0)
+        res->completed++;
+    else if ((status & 0xf000) == 0xb000)
+        res->warning++;
+    else {
+        res->failed++;
+        if (!out->failed_uids.empty())
+            out->failed_uids += "\\";
+        out->failed_uids += sop_uid;
+    }
+    OFCondition cond = w->sendRetrieveResponse(true, out->pres_id, out->rq->MessageID,
+                                               out->rq->AffectedSOPClassUID, 0xff00, remaining,
+                                               *res, nullptr);
+    if (cond.bad())
+        return ts_err_set(err, TS_EIO, "send C-GET response: %s", cond.text());
+    return 0;
+}
+
 struct ts_dicom_qr_scp {
     ts_dicom_scp_config cfg;
     std::string aet;
@@ -385,6 +582,17 @@ static void qr_configure(ts_dicom_qr_scp *scp)
         c.addPresentationContext(UID_MOVEPatientRootQueryRetrieveInformationModel, syntaxes);
         c.addPresentationContext(UID_MOVEStudyRootQueryRetrieveInformationModel, syntaxes);
     }
+    if (scp->cb.get) {
+        c.addPresentationContext(UID_GETPatientRootQueryRetrieveInformationModel, syntaxes);
+        c.addPresentationContext(UID_GETStudyRootQueryRetrieveInformationModel, syntaxes);
+        // C-GET sends the instances back on the same association: the client
+        // proposes storage contexts in which it is the SCP (role selection).
+        OFList<OFString> storage;
+        for (const char *ts : GET_STORAGE_SYNTAXES)
+            storage.push_back(ts);
+        for (int i = 0; i < numberOfDcmLongSCUStorageSOPClassUIDs; i++)
+            c.addPresentationContext(dcmLongSCUStorageSOPClassUIDs[i], storage, ASC_SC_ROLE_SCUSCP);
+    }
 }
 
 extern "C" int ts_dicom_qr_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_qr_callbacks *cb,
@@ -412,6 +620,8 @@ static void qr_serve(ts_dicom_qr_scp *scp, T_ASC_Association *assoc)
     {
         QrWorker worker(scp->cb, scp->aet, scp->cfg.check_called_aet, scp->cfg.max_dataset);
         worker.setSharedConfig(scp->shared);
+        worker.setAssociation(assoc);
+        worker.setTimeout(scp->cfg.timeout_s);
         OFCondition cond = worker.run(assoc);
         if (cond.bad() && cond != DUL_PEERREQUESTEDRELEASE && cond != DUL_PEERABORTEDASSOCIATION)
             ts_debug("association ended", "reason=\"%s\"", cond.text());

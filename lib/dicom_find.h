@@ -60,6 +60,17 @@ typedef struct ts_dicom_move_result {
     char *failed_uids; /* malloc'd '\'-joined SOP Instance UIDs that failed, or NULL; the SCP frees it */
 } ts_dicom_move_result;
 
+typedef struct ts_dicom_get_out ts_dicom_get_out;
+
+/* One C-GET sub-operation: sends the file at path (sop_uid is for the failed
+ * list) with C-STORE on the C-GET's own association, counts its status in res
+ * and sends a pending C-GET response with `remaining` still to go. 0 when the
+ * sub-operation was done (whatever its status); TS_ECANCELED when the client
+ * has sent C-CANCEL (stop and return 0xFE00); another error: the association
+ * is gone. */
+int ts_dicom_get_send(ts_dicom_get_out *out, const char *path, const char *sop_uid,
+                      unsigned remaining, ts_dicom_move_result *res, ts_err *err);
+
 typedef struct ts_dicom_qr_callbacks {
     void *user;
     /* May the association go on? NULL accepts every calling AE. */
@@ -75,6 +86,12 @@ typedef struct ts_dicom_qr_callbacks {
      * destination unknown, 0xA900 bad identifier, ...). */
     uint16_t (*move)(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
                      ts_dicom_move_result *res, char *comment, size_t comment_size);
+    /* Answers one C-GET (NULL: C-GET is not offered): rq->destination is NULL;
+     * each matching instance goes through ts_dicom_get_send(); returns the final
+     * status as for C-MOVE (0xFE00 when cancelled). */
+    uint16_t (*get)(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                    ts_dicom_get_out *out, ts_dicom_move_result *res, char *comment,
+                    size_t comment_size);
 } ts_dicom_qr_callbacks;
 
 typedef struct ts_dicom_qr_scp ts_dicom_qr_scp;

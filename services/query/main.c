@@ -187,40 +187,80 @@ static void add_failed_uid(char **list, size_t *len, const char *uid)
     *list = l;
 }
 
-static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                        ts_dicom_move_result *out, char *comment, size_t comment_size)
+/* Checks a C-MOVE/C-GET identifier and finds the instances it names, with their
+ * files. ST_SUCCESS, or the status to answer with (comment filled, logged). */
+static uint16_t retrieve_find(query_service *svc, const ts_dicom_assoc *assoc,
+                              const ts_dicom_move_rq *rq, const char *op, query_result *res,
+                              char *comment, size_t comment_size)
 {
-    query_service *svc = user;
     const char *model = rq->model == TS_QR_PATIENT_ROOT ? "patient-root" : "study-root";
     ts_level level;
-    query_result res = {0};
-    query_key *keys = NULL;
-    char **paths = NULL;
-    uint16_t *statuses = NULL;
-    int npaths = 0;
-    uint16_t status = ST_SUCCESS;
-    size_t failed_len = 0;
     ts_err err;
     ts_err_clear(&err);
-
     if (!parse_level(rq->level, &level) ||
         (rq->model == TS_QR_STUDY_ROOT && level == TS_LEVEL_PATIENT)) {
         snprintf(comment, comment_size, "QueryRetrieveLevel '%s' invalid in the %s model",
                  rq->level, model);
-        ts_warn("C-MOVE refused", "calling_aet=%s model=%s level=\"%s\" status=a900",
+        ts_warn("retrieve refused", "op=%s calling_aet=%s model=%s level=\"%s\" status=a900", op,
                 assoc->calling_aet, model, rq->level);
         return ST_IDENTIFIER_MISMATCH;
     }
+    /* a retrieve names what it wants: without the level's unique key it
+     * would move everything */
     bool has_unique = false;
     for (size_t i = 0; i < rq->nkeys; i++)
         if (rq->keys[i].tag == UNIQUE_KEY[level] && *rq->keys[i].value)
             has_unique = true;
     if (!has_unique) {
         snprintf(comment, comment_size, "the unique key of level %s is missing", rq->level);
-        ts_warn("C-MOVE refused", "calling_aet=%s level=%s status=a900 error=\"no unique key\"",
-                assoc->calling_aet, rq->level);
+        ts_warn("retrieve refused", "op=%s calling_aet=%s level=%s status=a900 "
+                "error=\"no unique key\"", op, assoc->calling_aet, rq->level);
         return ST_IDENTIFIER_MISMATCH;
     }
+    query_key *keys = calloc(rq->nkeys + 1, sizeof(*keys));
+    if (!keys)
+        abort();
+    for (size_t i = 0; i < rq->nkeys; i++)
+        keys[i] = (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
+    keys[rq->nkeys] = (query_key){TS_TAG_SOP_INSTANCE_UID, ""};
+    query_spec spec = {.level = TS_LEVEL_INSTANCE, .keys = keys, .nkeys = rq->nkeys + 1,
+                       .case_sensitive = svc->case_sensitive, .with_file = true};
+    int rc = query_run(svc->db, &spec, res, &err);
+    free(keys);
+    if (rc) {
+        uint16_t status = rc == TS_EINVAL ? ST_IDENTIFIER_MISMATCH
+                          : (rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT) ? ST_OUT_OF_RESOURCES
+                                                                         : ST_UNABLE_TO_PROCESS;
+        snprintf(comment, comment_size, "%s", err.msg);
+        ts_warn("retrieve failed", "op=%s calling_aet=%s status=%04x error=\"%s\"", op,
+                assoc->calling_aet, status, err.msg);
+        return status;
+    }
+    return ST_SUCCESS;
+}
+
+static uint16_t retrieve_status(const ts_dicom_move_result *out)
+{
+    if (out->failed && !out->completed && !out->warning)
+        return ST_MOVE_UNABLE_SUBOPS;
+    if (out->failed || out->warning)
+        return ST_MOVE_SOME_FAILED;
+    return ST_SUCCESS;
+}
+
+static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                        ts_dicom_move_result *out, char *comment, size_t comment_size)
+{
+    query_service *svc = user;
+    query_result res = {0};
+    char **paths = NULL;
+    uint16_t *statuses = NULL;
+    int *rows = NULL;
+    int npaths = 0;
+    size_t failed_len = 0;
+    ts_err err;
+    ts_err_clear(&err);
+
     destination dest = {.aet = rq->destination};
     if (ts_db_transaction(svc->db, TS_DB_READ, destination_txn, &dest, &err)) {
         snprintf(comment, comment_size, "%s", err.msg);
@@ -233,28 +273,12 @@ static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
                 assoc->calling_aet, rq->destination);
         return ST_MOVE_DEST_UNKNOWN;
     }
-
-    keys = calloc(rq->nkeys + 1, sizeof(*keys));
-    if (!keys)
-        abort();
-    for (size_t i = 0; i < rq->nkeys; i++)
-        keys[i] = (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
-    keys[rq->nkeys] = (query_key){TS_TAG_SOP_INSTANCE_UID, ""};
-    query_spec spec = {.level = TS_LEVEL_INSTANCE, .keys = keys, .nkeys = rq->nkeys + 1,
-                       .case_sensitive = svc->case_sensitive, .with_file = true};
-    int rc = query_run(svc->db, &spec, &res, &err);
-    if (rc) {
-        status = rc == TS_EINVAL ? ST_IDENTIFIER_MISMATCH
-                 : (rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT) ? ST_OUT_OF_RESOURCES
-                                                                : ST_UNABLE_TO_PROCESS;
-        snprintf(comment, comment_size, "%s", err.msg);
-        ts_warn("C-MOVE failed", "calling_aet=%s status=%04x error=\"%s\"", assoc->calling_aet,
-                status, err.msg);
+    uint16_t status = retrieve_find(svc, assoc, rq, "move", &res, comment, comment_size);
+    if (status != ST_SUCCESS)
         goto done;
-    }
     paths = calloc((size_t)res.nrows + 1, sizeof(*paths));
     statuses = calloc((size_t)res.nrows + 1, sizeof(*statuses));
-    int *rows = calloc((size_t)res.nrows + 1, sizeof(*rows));
+    rows = calloc((size_t)res.nrows + 1, sizeof(*rows));
     if (!paths || !statuses || !rows)
         abort();
     for (int row = 0; row < res.nrows; row++) {
@@ -266,6 +290,8 @@ static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
             continue;
         }
         paths[npaths] = strdup(path);
+        if (!paths[npaths])
+            abort();
         rows[npaths++] = row;
     }
     if (npaths) {
@@ -290,11 +316,7 @@ static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
             }
         }
     }
-    free(rows);
-    if (out->failed && !out->completed && !out->warning)
-        status = ST_MOVE_UNABLE_SUBOPS;
-    else if (out->failed || out->warning)
-        status = ST_MOVE_SOME_FAILED;
+    status = retrieve_status(out);
     ts_info("C-MOVE", "calling_aet=%s destination=%s level=%s completed=%u failed=%u warning=%u",
             assoc->calling_aet, rq->destination, rq->level, out->completed, out->failed,
             out->warning);
@@ -303,8 +325,46 @@ done:
         free(paths[i]);
     free(paths);
     free(statuses);
+    free(rows);
     query_result_clear(&res);
-    free(keys);
+    return status;
+}
+
+static uint16_t on_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                       ts_dicom_get_out *get, ts_dicom_move_result *out, char *comment,
+                       size_t comment_size)
+{
+    query_service *svc = user;
+    query_result res = {0};
+    ts_err err;
+    ts_err_clear(&err);
+    uint16_t status = retrieve_find(svc, assoc, rq, "get", &res, comment, comment_size);
+    if (status != ST_SUCCESS)
+        goto done;
+    for (int row = 0; row < res.nrows; row++) {
+        char path[4096] = "";
+        const char *uuid = query_result_file(&res, row);
+        if (*uuid && ts_store_path(svc->store, uuid, path, sizeof(path), &err))
+            path[0] = '\0'; /* counted as a failed sub-operation */
+        int rc = ts_dicom_get_send(get, path, query_result_value(&res, row, rq->nkeys),
+                                   (unsigned)(res.nrows - row - 1), out, &err);
+        if (rc == TS_ECANCELED) {
+            ts_info("C-GET cancelled", "calling_aet=%s completed=%u", assoc->calling_aet,
+                    out->completed);
+            status = ST_CANCEL;
+            goto done;
+        }
+        if (rc) {
+            ts_warn("C-GET stopped", "calling_aet=%s error=\"%s\"", assoc->calling_aet, err.msg);
+            status = ST_UNABLE_TO_PROCESS;
+            goto done;
+        }
+    }
+    status = retrieve_status(out);
+    ts_info("C-GET", "calling_aet=%s level=%s completed=%u failed=%u warning=%u",
+            assoc->calling_aet, rq->level, out->completed, out->failed, out->warning);
+done:
+    query_result_clear(&res);
     return status;
 }
 
@@ -399,7 +459,8 @@ int main(int argc, char **argv)
             .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
             .max_dataset = 1 << 20, /* a C-FIND identifier: 1 MiB is plenty */
         };
-        ts_dicom_qr_callbacks cb = {.user = &svc, .find = on_find, .move = on_move};
+        ts_dicom_qr_callbacks cb = {.user = &svc, .find = on_find, .move = on_move,
+                                     .get = on_get};
         if (ts_dicom_qr_scp_new(&scfg, &cb, &scp, &err))
             die("dicom listener", &err);
         atomic_store(&svc.scp, scp);

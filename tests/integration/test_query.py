@@ -520,3 +520,36 @@ def test_move_without_unique_key_refused(qr, storescp):
     out = movescu(qr, "STUDY", ["PatientID=PID-001"])
     assert "a900" in out.lower() or "DoesNotMatchSOPClass" in out, out
     assert list(storescp.iterdir()) == []
+
+
+# ---- C-GET ------------------------------------------------------------------------
+
+
+def getscu(q, level, keys, outdir, model="-S", extra=()):
+    cmd = ["getscu", "-v", model, "-aet", "GETSCU", "-aec", "TESSERA", "-od", str(outdir),
+           "-k", f"QueryRetrieveLevel={level}", *extra]
+    for k in keys:
+        cmd += ["-k", k]
+    cmd += ["127.0.0.1", str(q.queries[0].port)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return p.stdout + p.stderr
+
+
+def test_get_study_on_the_same_association(qr, tmp_path):
+    out = getscu(qr, "STUDY", [f"StudyInstanceUID={study_uid('S3')}"], tmp_path)
+    assert "Received C-GET Response (Success)" in out, out
+    assert "Number of Completed Suboperations : 4" in out, out
+    assert received_uids(tmp_path) == sorted(f"{series_uid('S3.1')}.{i}" for i in range(1, 5)), out
+    assert "completed=4 failed=0" in qr.queries[0].read_log()
+
+
+def test_get_series_patient_root(qr, tmp_path):
+    out = getscu(qr, "SERIES", ["PatientID=PID-001", f"StudyInstanceUID={study_uid('S1')}",
+                                f"SeriesInstanceUID={series_uid('S1.2')}"], tmp_path, model="-P")
+    assert received_uids(tmp_path) == sorted(f"{series_uid('S1.2')}.{i}" for i in range(1, 3)), out
+
+
+def test_get_without_unique_key_refused(qr, tmp_path):
+    out = getscu(qr, "SERIES", ["Modality=CT"], tmp_path)
+    assert "a900" in out.lower() or "DoesNotMatchSOPClass" in out, out
+    assert list(tmp_path.iterdir()) == []
