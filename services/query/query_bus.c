@@ -25,10 +25,7 @@ static Tessera__FindStatus status_of(int rc)
 
 static int build_keys(const Tessera__FindRequest *req, query_key **out, size_t *n, ts_err *err)
 {
-    size_t extra = 0;
-    const query_tag_info *all = NULL;
-    if (req->expand)
-        all = query_tags(&extra);
+    size_t extra = req->expand ? query_tag_count() : 0;
     size_t total = req->n_query + req->n_requested_tags + extra;
     if (req->n_query + req->n_requested_tags > MAX_KEYS)
         return ts_err_set(err, TS_EINVAL, "more than %d keys", MAX_KEYS);
@@ -47,8 +44,8 @@ static int build_keys(const Tessera__FindRequest *req, query_key **out, size_t *
     for (size_t i = 0; i < req->n_requested_tags; i++)
         keys[k++] = (query_key){req->requested_tags[i], ""};
     for (size_t i = 0; i < extra; i++)
-        if (all[i].level <= (ts_level)req->level)
-            keys[k++] = (query_key){all[i].tag, ""};
+        if (query_tag_at(i)->level <= (ts_level)req->level)
+            keys[k++] = (query_key){query_tag_at(i)->tag, ""};
     *out = keys;
     *n = k;
     return 0;

@@ -112,8 +112,6 @@ static const tag_def TAGS[] = {
 
 #define N_TAGS (sizeof(TAGS) / sizeof(TAGS[0]))
 
-static query_tag_info tag_infos[N_TAGS];
-
 static const tag_def *find_def(uint32_t tag)
 {
     for (size_t i = 0; i < N_TAGS; i++)
@@ -128,13 +126,14 @@ const query_tag_info *query_tag_lookup(uint32_t tag)
     return d ? &d->info : NULL;
 }
 
-const query_tag_info *query_tags(size_t *count)
+size_t query_tag_count(void)
 {
-    /* a plain copy of the infos, filled on each call (constant data: no race harm) */
-    for (size_t i = 0; i < N_TAGS; i++)
-        tag_infos[i] = TAGS[i].info;
-    *count = N_TAGS;
-    return tag_infos;
+    return N_TAGS;
+}
+
+const query_tag_info *query_tag_at(size_t i)
+{
+    return i < N_TAGS ? &TAGS[i].info : NULL;
 }
 
 /* ---- a growing string ------------------------------------------------------ */

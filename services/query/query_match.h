@@ -51,8 +51,9 @@ typedef struct query_tag_info {
 
 /* The tag's entry, or NULL if the index knows nothing of it. */
 const query_tag_info *query_tag_lookup(uint32_t tag);
-/* Every known tag of `level` and above (for the bus's `expand`). */
-const query_tag_info *query_tags(size_t *count);
+/* The known tags, by index 0..query_tag_count()-1 (for the bus's `expand`). */
+size_t query_tag_count(void);
+const query_tag_info *query_tag_at(size_t i);
 
 /* Builds the statement. TS_EINVAL (message for the client's log) on a
  * malformed value, e.g. a date range that is not one. */
