@@ -76,6 +76,12 @@ std::string element_text(DcmElement *el)
     return s.substr(b, e - b + 1);
 }
 
+// ErrorComment (0000,0902) is LO: 64 characters at most.
+void put_comment(DcmDataset &detail, const char *comment)
+{
+    detail.putAndInsertString(DCM_ErrorComment, std::string(comment).substr(0, 64).c_str());
+}
+
 // A received identifier taken apart for the C callbacks (values UTF-8).
 struct Identifier {
     std::string level;
@@ -240,9 +246,7 @@ private:
             detail.putAndInsertString(DCM_FailedSOPInstanceUIDList, res.failed_uids);
             pdetail = &detail;
         } else if (*comment && status != STATUS_Success) {
-            char text[65];
-            snprintf(text, sizeof(text), "%s", comment);
-            detail.putAndInsertString(DCM_ErrorComment, text);
+            put_comment(detail, comment);
             pdetail = &detail;
         }
         free(res.failed_uids);
@@ -360,9 +364,7 @@ private:
             detail.putAndInsertString(DCM_FailedSOPInstanceUIDList, out.failed_uids.c_str());
             pdetail = &detail;
         } else if (*comment && status != STATUS_Success) {
-            char text[65];
-            snprintf(text, sizeof(text), "%s", comment);
-            detail.putAndInsertString(DCM_ErrorComment, text);
+            put_comment(detail, comment);
             pdetail = &detail;
         }
         return sendRetrieveResponse(true, pres_id, rq.MessageID, rq.AffectedSOPClassUID, status, 0,
@@ -377,9 +379,7 @@ private:
         DcmDataset detail;
         DcmDataset *pdetail = nullptr;
         if (comment && *comment && status != STATUS_Success && status != STATUS_FIND_Cancel_MatchingTerminatedDueToCancelRequest) {
-            char text[65]; // ErrorComment is LO
-            snprintf(text, sizeof(text), "%s", comment);
-            detail.putAndInsertString(DCM_ErrorComment, text);
+            put_comment(detail, comment);
             pdetail = &detail;
         }
         return sendFINDResponse(pres_id, rq.MessageID, rq.AffectedSOPClassUID, nullptr, status,

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bus.h"
@@ -55,10 +56,18 @@ static bool parse_level(const char *s, ts_level *out)
     return false;
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
 static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
                         ts_dicom_find_out *out, char *comment, size_t comment_size)
 {
     query_service *svc = user;
+    double start = now_ms();
     const char *model = rq->model == TS_QR_PATIENT_ROOT ? "patient-root" : "study-root";
     ts_level level;
     query_result res = {0};
@@ -125,8 +134,8 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
     if (res.truncated)
         ts_warn("C-FIND result limit reached, answers cut", "calling_aet=%s limit=%ld",
                 assoc->calling_aet, svc->limit);
-    ts_info("C-FIND", "calling_aet=%s model=%s level=%s matches=%d truncated=%d",
-            assoc->calling_aet, model, rq->level, sent, res.truncated);
+    ts_info("C-FIND", "calling_aet=%s model=%s level=%s matches=%d truncated=%d ms=%.1f",
+            assoc->calling_aet, model, rq->level, sent, res.truncated, now_ms() - start);
 done:
     query_result_clear(&res);
     free(keys);
