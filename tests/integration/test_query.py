@@ -93,6 +93,11 @@ def qr(postgres, tmp_path_factory):
     assert rc == 0, out
     q = c.start_query(TESSERA_QUERY_LIMIT=100)
     yield c
+    stop_and_check(c)
+
+
+def stop_and_check(c):
+    """Stops the cluster; a sanitizer report or a crash in a service fails the test."""
     c.stop()
     for s in c.ingests + c.queries:
         log = s.read_log()
@@ -356,7 +361,7 @@ def test_limit_cuts_answers(postgres, tmp_path):
         final, rsps, out = findscu(c, "PATIENT", ["PatientID"], model="-P")
         assert len(rsps) == 3
     finally:
-        c.stop()
+        stop_and_check(c)
 
 
 def add_instances(c, n):
@@ -388,7 +393,7 @@ def big(postgres, tmp_path_factory):
     add_instances(c, 20000)
     c.start_query(TESSERA_QUERY_LIMIT=50000)
     yield c
-    c.stop()
+    stop_and_check(c)
 
 
 def test_cancel_stops_answers(big):
