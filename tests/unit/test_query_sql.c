@@ -215,6 +215,27 @@ static void test_duplicate_keys_share_a_column(void **state)
     query_sql_clear(&q);
 }
 
+static void test_joins_only_the_levels_the_keys_need(void **state)
+{
+    query_key own[] = {{SOP_UID, "1.2.3"}};
+    query_sql q = build_ok(TS_LEVEL_INSTANCE, own, 1, false);
+    assert_contains(q.sql, " FROM instances i JOIN resources ri ON ri.id = i.resource_id WHERE");
+    assert_lacks(q.sql, "series se");
+    query_sql_clear(&q);
+    query_key study[] = {{SOP_UID, ""}, {STUDY_UID, "1.2"}};
+    q = build_ok(TS_LEVEL_INSTANCE, study, 2, false);
+    assert_contains(q.sql, "JOIN series se ON se.resource_id = ri.parent_id"
+                           " JOIN resources rse ON rse.id = se.resource_id"
+                           " JOIN studies st ON st.resource_id = rse.parent_id"
+                           " JOIN resources rst ON rst.id = st.resource_id WHERE");
+    assert_lacks(q.sql, "patients");
+    query_sql_clear(&q);
+    query_key patient[] = {{SOP_UID, ""}, {PATIENT_NAME, "X*"}};
+    q = build_ok(TS_LEVEL_INSTANCE, patient, 2, false);
+    assert_contains(q.sql, "JOIN patients pa ON pa.resource_id = rst.parent_id");
+    query_sql_clear(&q);
+}
+
 static void test_tag_lookup(void **state)
 {
     assert_null(query_tag_lookup(TS_TAG(0x0008, 0x002a)));
@@ -238,6 +259,7 @@ int main(void)
         cmocka_unit_test(test_computed_keys_are_not_matched),
         cmocka_unit_test(test_limit_fetches_one_more_and_since_skips),
         cmocka_unit_test(test_duplicate_keys_share_a_column),
+        cmocka_unit_test(test_joins_only_the_levels_the_keys_need),
         cmocka_unit_test(test_tag_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
