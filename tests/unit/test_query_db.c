@@ -243,6 +243,39 @@ static void test_bus_bad_requests(void **state)
     free(reply);
 }
 
+/* The same endpoint behind a real REP socket, called as REST will call it. */
+static void test_bus_find_over_a_socket(void **state)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "ipc:///tmp/test_query_db_%d.sock", (int)getpid());
+    query_bus_ctx ctx = {.db = pool, .limit = 100};
+    ts_bus_server *srv = NULL;
+    ts_bus_client *c = NULL;
+    ts_err err;
+    assert_int_equal(ts_bus_server_start(url, 1 << 20, 2, query_bus_handle, &ctx, &srv, &err), 0);
+    assert_int_equal(ts_bus_client_new(url, 1, 1 << 20, &c, &err), 0);
+    Tessera__FindTagValue q1 = TESSERA__FIND_TAG_VALUE__INIT;
+    q1.tag = PATIENT_NAME;
+    q1.value = "ROE*";
+    Tessera__FindTagValue *qs[] = {&q1};
+    Tessera__FindRequest req = TESSERA__FIND_REQUEST__INIT;
+    req.level = TESSERA__RESOURCE_LEVEL__LEVEL_INSTANCE;
+    req.n_query = 1;
+    req.query = qs;
+    ProtobufCMessage *reply = NULL;
+    assert_int_equal(ts_bus_call(c, &req.base, &tessera__find_reply__descriptor, &reply, 5000, &err),
+                     0);
+    Tessera__FindReply *rep = (Tessera__FindReply *)reply;
+    assert_int_equal(rep->status, TESSERA__FIND_STATUS__FIND_OK);
+    assert_int_equal(rep->n_matches, 2);
+    assert_string_equal(rep->matches[0]->public_id, "i5");
+    assert_string_equal(rep->matches[1]->public_id, "i6");
+    assert_string_equal(rep->matches[0]->tags[0]->value, "Roe^Jane");
+    protobuf_c_message_free_unpacked(reply, NULL);
+    ts_bus_client_free(c);
+    ts_bus_server_free(srv);
+}
+
 int main(void)
 {
     if (!getenv("TESSERA_TEST_DB_URL") || admin_exec(getenv("TESSERA_TEST_DB_URL"), "SELECT 1")) {
@@ -255,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_ranges_lists_and_limit),
         cmocka_unit_test(test_bus_find),
         cmocka_unit_test(test_bus_bad_requests),
+        cmocka_unit_test(test_bus_find_over_a_socket),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
