@@ -197,6 +197,7 @@ class Cluster:
             "TESSERA_DICOM_PORT": str(free_port()),
             "TESSERA_INGEST_BUS_LISTEN": f"ipc://{run}/ingest-{n}.sock",
             "TESSERA_EVENTS_LISTEN": f"ipc://{run}/events-{n}.sock",
+            "TESSERA_QUERY_BUS": "",  # no C-FIND relay unless a test starts query
             "TESSERA_LOG_LEVEL": "debug",
             "TCP_NODELAY": "1",
         })

@@ -92,6 +92,8 @@ def qr(postgres, tmp_path_factory):
     rc, out = storescu(ing, make_dataset(data))
     assert rc == 0, out
     q = c.start_query(TESSERA_QUERY_LIMIT=100)
+    # a second ingest that relays C-FIND on its association to this query
+    c.start_ingest(TESSERA_QUERY_BUS=q.bus, TESSERA_QUERY_LIMIT=100)
     yield c
     stop_and_check(c)
 
@@ -558,3 +560,52 @@ def test_get_without_unique_key_refused(qr, tmp_path):
     out = getscu(qr, "SERIES", ["Modality=CT"], tmp_path)
     assert "a900" in out.lower() or "DoesNotMatchSOPClass" in out, out
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- C-FIND relayed by ingest --------------------------------------------------------
+
+
+RELAYED = [
+    ("STUDY", "-S", ["PatientName=doe*", "StudyInstanceUID", "StudyDate", "ModalitiesInStudy",
+                     "NumberOfStudyRelatedInstances", "RetrieveAETitle", "(0008,1048)"]),
+    ("STUDY", "-S", ["StudyDate=20200101-20211231", "StudyInstanceUID", "AccessionNumber"]),
+    ("PATIENT", "-P", ["PatientID=PID-*", "PatientName", "NumberOfPatientRelatedInstances"]),
+    ("SERIES", "-S", [f"StudyInstanceUID={study_uid('S1')}", "SeriesInstanceUID", "Modality"]),
+    ("IMAGE", "-S", [f"SOPClassUID={MR}", "SOPInstanceUID", "InstanceNumber"]),
+]
+
+
+def answers(rsps):
+    return sorted(sorted((str(e.tag), str(e.value)) for e in r) for r in rsps)
+
+
+@pytest.mark.parametrize("level,model,keys", RELAYED)
+def test_relay_through_ingest_gives_the_same_answers(qr, level, model, keys):
+    relay = qr.ingests[1]
+    final_q, rsps_q, out_q = findscu(qr, level, keys, model=model)
+    final_i, rsps_i, out_i = findscu(qr, level, keys, model=model, port=relay.port)
+    assert final_q == "Success" and final_i == "Success", out_i
+    assert len(rsps_q) > 0
+    assert answers(rsps_i) == answers(rsps_q)
+    assert "C-FIND relayed" in relay.read_log()
+
+
+def test_relay_bad_input_and_store_on_the_same_association(qr, tmp_path):
+    relay = qr.ingests[1]
+    final, rsps, out = findscu(qr, "STUDY", ["StudyDate=2020-01", "StudyInstanceUID"],
+                               port=relay.port)
+    assert final is not None and "DoesNotMatchSOPClass" in final, out
+    final, rsps, out = findscu(qr, "PATIENT", ["PatientID"], port=relay.port)  # Study Root
+    assert final is not None and "DoesNotMatchSOPClass" in final, out
+    # the same port still stores
+    rc, out = storescu(relay, [PYDICOM_FILES / "CT_small.dcm"])
+    assert rc == 0, out
+
+
+def test_relay_pages_past_one_bus_reply(big):
+    ing = big.start_ingest(TESSERA_QUERY_BUS=big.queries[0].bus, TESSERA_QUERY_LIMIT=50000)
+    final, rsps, out = findscu(big, "IMAGE", [f"SeriesInstanceUID={series_uid('S1.1')}",
+                                              "SOPInstanceUID"], port=ing.port)
+    assert final == "Success", out[-2000:]
+    assert len(rsps) == 20003
+    assert len(set(values(rsps, "SOPInstanceUID"))) == 20003
