@@ -80,7 +80,8 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_QUERY_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7412", 0, 0, NULL,
      "where query's REP socket (find) listens (empty: none)"},
     {"TESSERA_QUERY_BUS", TS_CFG_STRING, "127.0.0.1:7412", 0, 0, NULL,
-     "host:port of query's find socket; every address of host is dialled"},
+     "host:port of query's find socket; every address of host is dialled; ingest relays "
+     "C-FIND there (empty: ingest offers no C-FIND)"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
