@@ -82,8 +82,10 @@ extern "C" int ts_dicom_get_send(ts_dicom_get_out *out, const char *path, const 
             T_DIMSE_C_StoreRQ rq;
             memset(&rq, 0, sizeof(rq));
             rq.MessageID = out->next_id++;
-            OFStandard::strlcpy(rq.AffectedSOPClassUID, sop_class.c_str(), sizeof(rq.AffectedSOPClassUID));
-            OFStandard::strlcpy(rq.AffectedSOPInstanceUID, sop_inst.c_str(), sizeof(rq.AffectedSOPInstanceUID));
+            OFStandard::strlcpy(rq.AffectedSOPClassUID, sop_class.c_str(),
+                                sizeof(rq.AffectedSOPClassUID));
+            OFStandard::strlcpy(rq.AffectedSOPInstanceUID, sop_inst.c_str(),
+                                sizeof(rq.AffectedSOPInstanceUID));
             rq.DataSetType = DIMSE_DATASET_PRESENT;
             rq.Priority = DIMSE_PRIORITY_MEDIUM;
             T_DIMSE_C_StoreRSP rsp;
@@ -112,9 +114,9 @@ extern "C" int ts_dicom_get_send(ts_dicom_get_out *out, const char *path, const 
             out->failed_uids += "\\";
         out->failed_uids += sop_uid;
     }
-    OFCondition cond = w->sendRetrieveResponse(true, out->pres_id, out->rq->MessageID,
-                                               out->rq->AffectedSOPClassUID, 0xff00, remaining,
-                                               *res, nullptr);
+    OFCondition cond =
+        w->sendRetrieveResponse(true, out->pres_id, out->rq->MessageID,
+                                out->rq->AffectedSOPClassUID, 0xff00, remaining, *res, nullptr);
     if (cond.bad())
         return ts_err_set(err, TS_EIO, "send C-GET response: %s", cond.text());
     return 0;

@@ -28,7 +28,7 @@ typedef struct ts_dicom_find_key {
 
 typedef struct ts_dicom_find_rq {
     ts_qr_model model;
-    const char *level; /* QueryRetrieveLevel as received, "" if absent */
+    const char *level;             /* QueryRetrieveLevel as received, "" if absent */
     const ts_dicom_find_key *keys; /* without QueryRetrieveLevel and SpecificCharacterSet */
     size_t nkeys;
     size_t max_keys_hit; /* keys dropped because the identifier had too many */
@@ -57,7 +57,8 @@ typedef struct ts_dicom_move_rq {
 /* What the sub-operations came to, for the final C-MOVE response. */
 typedef struct ts_dicom_move_result {
     unsigned completed, failed, warning;
-    char *failed_uids; /* malloc'd '\'-joined SOP Instance UIDs that failed, or NULL; the SCP frees it */
+    char *failed_uids; /* malloc'd '\'-joined SOP Instance UIDs that failed, or NULL; the SCP frees
+                          it */
 } ts_dicom_move_result;
 
 typedef struct ts_dicom_get_out ts_dicom_get_out;

@@ -20,7 +20,8 @@
 
 #include "log.h"
 
-namespace tsqr {
+namespace tsqr
+{
 
 // An identifier with more top-level elements than this is cut (and logged).
 const size_t MAX_KEYS = 256;
@@ -28,16 +29,11 @@ const size_t MAX_KEYS = 256;
 // Storage syntaxes accepted for C-GET sub-operations: files go out as stored,
 // or converted to another uncompressed syntax.
 const char *const GET_STORAGE_SYNTAXES[] = {
-    UID_LittleEndianExplicitTransferSyntax,
-    UID_LittleEndianImplicitTransferSyntax,
-    UID_BigEndianExplicitTransferSyntax,
-    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
-    UID_JPEGProcess1TransferSyntax,
-    UID_JPEGProcess2_4TransferSyntax,
-    UID_JPEGProcess14SV1TransferSyntax,
-    UID_JPEGLSLosslessTransferSyntax,
-    UID_JPEG2000LosslessOnlyTransferSyntax,
-    UID_JPEG2000TransferSyntax,
+    UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,         UID_JPEGProcess2_4TransferSyntax,
+    UID_JPEGProcess14SV1TransferSyntax,     UID_JPEGLSLosslessTransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax, UID_JPEG2000TransferSyntax,
     UID_RLELosslessTransferSyntax,
 };
 
@@ -62,7 +58,8 @@ struct ts_dicom_get_out {
     Uint16 next_id = 1;
 };
 
-namespace tsqr {
+namespace tsqr
+{
 
 inline std::string element_text(DcmElement *el)
 {
@@ -93,8 +90,9 @@ struct Identifier {
     size_t dropped = 0;
 };
 
-class QrWorker : public DcmThreadSCP {
-public:
+class QrWorker : public DcmThreadSCP
+{
+  public:
     QrWorker(const ts_dicom_qr_callbacks &cb, const std::string &our_aet, bool check_called,
              long long max_dataset)
         : cb_(cb), our_aet_(our_aet), check_called_(check_called), max_dataset_(max_dataset)
@@ -104,8 +102,8 @@ public:
 
     OFCondition sendPending(ts_dicom_find_out *out, DcmDataset *ds, uint16_t status)
     {
-        return sendFINDResponse(out->pres_id, out->rq->MessageID, out->rq->AffectedSOPClassUID,
-                                ds, status);
+        return sendFINDResponse(out->pres_id, out->rq->MessageID, out->rq->AffectedSOPClassUID, ds,
+                                status);
     }
 
     bool cancelled(ts_dicom_find_out *out)
@@ -113,7 +111,7 @@ public:
         return checkForCANCEL(out->pres_id, out->rq->MessageID).good();
     }
 
-protected:
+  protected:
     OFBool checkCalledAETitleAccepted(const OFString &called) override
     {
         return !check_called_ || called == our_aet_.c_str();
@@ -156,7 +154,7 @@ protected:
         }
     }
 
-private:
+  private:
     // Converts ds to UTF-8 and collects its keys; sequences are emptied in ds
     // (sequence matching is not supported). False on an unsupported character set.
     bool parseIdentifier(DcmDataset *ds, Identifier &id, bool &had_charset)
@@ -252,13 +250,16 @@ private:
             pdetail = &detail;
         }
         free(res.failed_uids);
-        return sendRetrieveResponse(false, pres_id, rq.MessageID, rq.AffectedSOPClassUID, status,
-                                    0, res, pdetail);
+        return sendRetrieveResponse(false, pres_id, rq.MessageID, rq.AffectedSOPClassUID, status, 0,
+                                    res, pdetail);
     }
 
-    static Uint16 u16(unsigned n) { return static_cast<Uint16>(n > 65535 ? 65535 : n); }
+    static Uint16 u16(unsigned n)
+    {
+        return static_cast<Uint16>(n > 65535 ? 65535 : n);
+    }
 
-public:
+  public:
     // A C-MOVE or C-GET response with the sub-operation counts: pending ones
     // carry `remaining`, the final one does not (PS3.4 C.4.2.3.1, C.4.3.3.1).
     OFCondition sendRetrieveResponse(bool get, T_ASC_PresentationContextID pres_id, Uint16 msg_id,
@@ -313,14 +314,29 @@ public:
         return checkForCANCEL(out->pres_id, out->rq->MessageID).good();
     }
 
-    T_ASC_Association *association() { return net_assoc_; }
+    T_ASC_Association *association()
+    {
+        return net_assoc_;
+    }
     // For a subclass that checks the calling AE title itself (ingest's SCP).
-    void setAssocInfo(const ts_dicom_assoc &a) { assoc_ = a; }
-    void setAssociation(T_ASC_Association *a) { net_assoc_ = a; }
-    int timeout() const { return timeout_s_; }
-    void setTimeout(int t) { timeout_s_ = t; }
+    void setAssocInfo(const ts_dicom_assoc &a)
+    {
+        assoc_ = a;
+    }
+    void setAssociation(T_ASC_Association *a)
+    {
+        net_assoc_ = a;
+    }
+    int timeout() const
+    {
+        return timeout_s_;
+    }
+    void setTimeout(int t)
+    {
+        timeout_s_ = t;
+    }
 
-private:
+  private:
     T_ASC_Association *net_assoc_ = nullptr;
     int timeout_s_ = 30;
 
@@ -375,14 +391,14 @@ private:
                                     res, pdetail);
     }
 
-private:
-
+  private:
     OFCondition finalResponse(T_ASC_PresentationContextID pres_id, const T_DIMSE_C_FindRQ &rq,
                               uint16_t status, const char *comment)
     {
         DcmDataset detail;
         DcmDataset *pdetail = nullptr;
-        if (comment && *comment && status != STATUS_Success && status != STATUS_FIND_Cancel_MatchingTerminatedDueToCancelRequest) {
+        if (comment && *comment && status != STATUS_Success &&
+            status != STATUS_FIND_Cancel_MatchingTerminatedDueToCancelRequest) {
             put_comment(detail, comment);
             pdetail = &detail;
         }

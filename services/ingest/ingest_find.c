@@ -119,8 +119,9 @@ uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts
         rep = (Tessera__FindReply *)reply;
         if (rep->status != TESSERA__FIND_STATUS__FIND_OK) {
             status = rep->status == TESSERA__FIND_STATUS__FIND_BAD_REQUEST ? ST_IDENTIFIER_MISMATCH
-                     : rep->status == TESSERA__FIND_STATUS__FIND_DB_UNAVAILABLE ? ST_OUT_OF_RESOURCES
-                                                                                : ST_UNABLE_TO_PROCESS;
+                     : rep->status == TESSERA__FIND_STATUS__FIND_DB_UNAVAILABLE
+                         ? ST_OUT_OF_RESOURCES
+                         : ST_UNABLE_TO_PROCESS;
             snprintf(comment, comment_size, "%s", rep->error);
             ts_warn("C-FIND failed", "calling_aet=%s model=%s level=%s status=%04x error=\"%s\"",
                     assoc->calling_aet, model, rq->level, status, rep->error);
@@ -146,8 +147,8 @@ uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts
                 goto done;
             }
             if (rc) {
-                ts_warn("C-FIND answer not sent", "calling_aet=%s error=\"%s\"",
-                        assoc->calling_aet, err.msg);
+                ts_warn("C-FIND answer not sent", "calling_aet=%s error=\"%s\"", assoc->calling_aet,
+                        err.msg);
                 status = ST_UNABLE_TO_PROCESS;
                 goto done;
             }

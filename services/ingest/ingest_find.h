@@ -15,8 +15,8 @@
 typedef struct ingest_find {
     ts_bus_client *query; /* NULL: C-FIND is not offered */
     const char *aet;
-    long limit;           /* TESSERA_QUERY_LIMIT */
-    bool case_sensitive;  /* TESSERA_QUERY_CASE_SENSITIVE_PN */
+    long limit;          /* TESSERA_QUERY_LIMIT */
+    bool case_sensitive; /* TESSERA_QUERY_CASE_SENSITIVE_PN */
     int timeout_ms;
 } ingest_find;
 

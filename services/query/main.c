@@ -82,8 +82,10 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
         (rq->model == TS_QR_STUDY_ROOT && level == TS_LEVEL_PATIENT)) {
         snprintf(comment, comment_size, "QueryRetrieveLevel '%s' invalid in the %s model",
                  rq->level, model);
-        ts_warn("C-FIND refused", "calling_aet=%s model=%s level=\"%s\" status=a900 "
-                "error=\"invalid QueryRetrieveLevel\"", assoc->calling_aet, model, rq->level);
+        ts_warn("C-FIND refused",
+                "calling_aet=%s model=%s level=\"%s\" status=a900 "
+                "error=\"invalid QueryRetrieveLevel\"",
+                assoc->calling_aet, model, rq->level);
         return ST_IDENTIFIER_MISMATCH;
     }
     if (rq->max_keys_hit)
@@ -96,13 +98,16 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
         abort();
     for (size_t i = 0; i < rq->nkeys; i++)
         keys[i] = (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
-    query_spec spec = {.level = level, .keys = keys, .nkeys = rq->nkeys,
-                       .case_sensitive = svc->case_sensitive, .limit = svc->limit};
+    query_spec spec = {.level = level,
+                       .keys = keys,
+                       .nkeys = rq->nkeys,
+                       .case_sensitive = svc->case_sensitive,
+                       .limit = svc->limit};
     int rc = query_run(svc->db, &spec, &res, &err);
     if (rc) {
-        status = rc == TS_EINVAL ? ST_IDENTIFIER_MISMATCH
+        status = rc == TS_EINVAL                               ? ST_IDENTIFIER_MISMATCH
                  : (rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT) ? ST_OUT_OF_RESOURCES
-                                                                : ST_UNABLE_TO_PROCESS;
+                                                               : ST_UNABLE_TO_PROCESS;
         snprintf(comment, comment_size, "%s", err.msg);
         ts_warn("C-FIND failed", "calling_aet=%s model=%s level=%s status=%04x error=\"%s\"",
                 assoc->calling_aet, model, rq->level, status, err.msg);
@@ -222,8 +227,10 @@ static uint16_t retrieve_find(query_service *svc, const ts_dicom_assoc *assoc,
             has_unique = true;
     if (!has_unique) {
         snprintf(comment, comment_size, "the unique key of level %s is missing", rq->level);
-        ts_warn("retrieve refused", "op=%s calling_aet=%s level=%s status=a900 "
-                "error=\"no unique key\"", op, assoc->calling_aet, rq->level);
+        ts_warn("retrieve refused",
+                "op=%s calling_aet=%s level=%s status=a900 "
+                "error=\"no unique key\"",
+                op, assoc->calling_aet, rq->level);
         return ST_IDENTIFIER_MISMATCH;
     }
     query_key *keys = calloc(rq->nkeys + 1, sizeof(*keys));
@@ -232,14 +239,17 @@ static uint16_t retrieve_find(query_service *svc, const ts_dicom_assoc *assoc,
     for (size_t i = 0; i < rq->nkeys; i++)
         keys[i] = (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
     keys[rq->nkeys] = (query_key){TS_TAG_SOP_INSTANCE_UID, ""};
-    query_spec spec = {.level = TS_LEVEL_INSTANCE, .keys = keys, .nkeys = rq->nkeys + 1,
-                       .case_sensitive = svc->case_sensitive, .with_file = true};
+    query_spec spec = {.level = TS_LEVEL_INSTANCE,
+                       .keys = keys,
+                       .nkeys = rq->nkeys + 1,
+                       .case_sensitive = svc->case_sensitive,
+                       .with_file = true};
     int rc = query_run(svc->db, &spec, res, &err);
     free(keys);
     if (rc) {
-        uint16_t status = rc == TS_EINVAL ? ST_IDENTIFIER_MISMATCH
+        uint16_t status = rc == TS_EINVAL                               ? ST_IDENTIFIER_MISMATCH
                           : (rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT) ? ST_OUT_OF_RESOURCES
-                                                                         : ST_UNABLE_TO_PROCESS;
+                                                                        : ST_UNABLE_TO_PROCESS;
         snprintf(comment, comment_size, "%s", err.msg);
         ts_warn("retrieve failed", "op=%s calling_aet=%s status=%04x error=\"%s\"", op,
                 assoc->calling_aet, status, err.msg);
@@ -295,7 +305,8 @@ static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
         const char *uuid = query_result_file(&res, row);
         if (!*uuid || ts_store_path(svc->store, uuid, path, sizeof(path), &err)) {
             out->failed++;
-            add_failed_uid(&out->failed_uids, &failed_len, query_result_value(&res, row, rq->nkeys));
+            add_failed_uid(&out->failed_uids, &failed_len,
+                           query_result_value(&res, row, rq->nkeys));
             continue;
         }
         paths[npaths] = strdup(path);
@@ -304,8 +315,11 @@ static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
         rows[npaths++] = row;
     }
     if (npaths) {
-        ts_dicom_peer peer = {.our_aet = svc->aet, .aet = rq->destination, .host = dest.host,
-                              .port = dest.port, .timeout_s = svc->timeout_s};
+        ts_dicom_peer peer = {.our_aet = svc->aet,
+                              .aet = rq->destination,
+                              .host = dest.host,
+                              .port = dest.port,
+                              .timeout_s = svc->timeout_s};
         if (ts_dicom_store_files(&peer, (const char *const *)paths, (size_t)npaths, statuses,
                                  &err)) {
             ts_warn("C-MOVE: cannot send to the destination", "destination=%s error=\"%s\"",
@@ -446,8 +460,8 @@ int main(int argc, char **argv)
     ts_bus_server *bus = NULL;
     const char *bus_url = ts_config_str("TESSERA_QUERY_BUS_LISTEN");
     if (*bus_url && ts_bus_server_start(bus_url, (size_t)ts_config_int("TESSERA_BUS_MAX_MESSAGE"),
-                                        (int)ts_config_int("TESSERA_BUS_WORKERS"),
-                                        query_bus_handle, &svc.bus, &bus, &err))
+                                        (int)ts_config_int("TESSERA_BUS_WORKERS"), query_bus_handle,
+                                        &svc.bus, &bus, &err))
         die("bus", &err);
 
     ts_metrics_server *metrics = NULL;
@@ -468,8 +482,7 @@ int main(int argc, char **argv)
             .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
             .max_dataset = 1 << 20, /* a C-FIND identifier: 1 MiB is plenty */
         };
-        ts_dicom_qr_callbacks cb = {.user = &svc, .find = on_find, .move = on_move,
-                                     .get = on_get};
+        ts_dicom_qr_callbacks cb = {.user = &svc, .find = on_find, .move = on_move, .get = on_get};
         if (ts_dicom_qr_scp_new(&scfg, &cb, &scp, &err))
             die("dicom listener", &err);
         atomic_store(&svc.scp, scp);

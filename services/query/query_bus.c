@@ -16,10 +16,13 @@
 static Tessera__FindStatus status_of(int rc)
 {
     switch (rc) {
-    case TS_EINVAL: return TESSERA__FIND_STATUS__FIND_BAD_REQUEST;
+    case TS_EINVAL:
+        return TESSERA__FIND_STATUS__FIND_BAD_REQUEST;
     case TS_EDB_BUSY:
-    case TS_EDB_INDOUBT: return TESSERA__FIND_STATUS__FIND_DB_UNAVAILABLE;
-    default: return TESSERA__FIND_STATUS__FIND_INTERNAL_ERROR;
+    case TS_EDB_INDOUBT:
+        return TESSERA__FIND_STATUS__FIND_DB_UNAVAILABLE;
+    default:
+        return TESSERA__FIND_STATUS__FIND_INTERNAL_ERROR;
     }
 }
 
@@ -51,8 +54,7 @@ static int build_keys(const Tessera__FindRequest *req, query_key **out, size_t *
     return 0;
 }
 
-int query_bus_handle(void *user, const uint8_t *buf, size_t len, uint8_t **reply,
-                     size_t *reply_len)
+int query_bus_handle(void *user, const uint8_t *buf, size_t len, uint8_t **reply, size_t *reply_len)
 {
     query_bus_ctx *ctx = user;
     Tessera__FindReply rep = TESSERA__FIND_REPLY__INIT;

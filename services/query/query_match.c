@@ -20,8 +20,8 @@ typedef enum {
 
 typedef struct tag_def {
     query_tag_info info;
-    const char *expr;  /* SQL of the value, on the aliases of query_build() */
-    const char *norm;  /* upper-cased column for case-insensitive names, or NULL */
+    const char *expr; /* SQL of the value, on the aliases of query_build() */
+    const char *norm; /* upper-cased column for case-insensitive names, or NULL */
     match_kind kind;
 } tag_def;
 
@@ -35,19 +35,30 @@ typedef struct tag_def {
 /* chr(92) is '\', the DICOM value separator, whatever standard_conforming_strings says. */
 static const tag_def TAGS[] = {
     /* patient */
-    {{T(0x0010, 0x0010), "PatientName", P, "PN"}, "pa.patient_name", "pa.patient_name_norm", MATCH_PLAIN},
+    {{T(0x0010, 0x0010), "PatientName", P, "PN"},
+     "pa.patient_name",
+     "pa.patient_name_norm",
+     MATCH_PLAIN},
     {{T(0x0010, 0x0020), "PatientID", P, "LO"}, "pa.patient_id", NULL, MATCH_PLAIN},
     {{T(0x0010, 0x0030), "PatientBirthDate", P, "DA"}, "pa.patient_birth_date", NULL, MATCH_PLAIN},
     {{T(0x0010, 0x0040), "PatientSex", P, "CS"}, "pa.patient_sex", NULL, MATCH_PLAIN},
-    {{T(0x0010, 0x1000), "OtherPatientIDs", P, "LO"}, MT("pa", "OtherPatientIDs"), NULL, MATCH_PLAIN},
+    {{T(0x0010, 0x1000), "OtherPatientIDs", P, "LO"},
+     MT("pa", "OtherPatientIDs"),
+     NULL,
+     MATCH_PLAIN},
     {{T(0x0020, 0x1200), "NumberOfPatientRelatedStudies", P, "IS"},
-     "(SELECT count(*) FROM resources x1 WHERE x1.parent_id = rpa.id)::text", NULL, MATCH_NONE},
+     "(SELECT count(*) FROM resources x1 WHERE x1.parent_id = rpa.id)::text",
+     NULL,
+     MATCH_NONE},
     {{T(0x0020, 0x1202), "NumberOfPatientRelatedSeries", P, "IS"},
      "(SELECT count(*) FROM resources x1 JOIN resources x2 ON x2.parent_id = x1.id"
-     " WHERE x1.parent_id = rpa.id)::text", NULL, MATCH_NONE},
+     " WHERE x1.parent_id = rpa.id)::text",
+     NULL,
+     MATCH_NONE},
     {{T(0x0020, 0x1204), "NumberOfPatientRelatedInstances", P, "IS"},
      "(SELECT count(*) FROM resources x1 JOIN resources x2 ON x2.parent_id = x1.id"
-     " JOIN resources x3 ON x3.parent_id = x2.id WHERE x1.parent_id = rpa.id)::text", NULL,
+     " JOIN resources x3 ON x3.parent_id = x2.id WHERE x1.parent_id = rpa.id)::text",
+     NULL,
      MATCH_NONE},
     /* study */
     {{T(0x0008, 0x0020), "StudyDate", S, "DA"}, "st.study_date", NULL, MATCH_PLAIN},
@@ -57,23 +68,40 @@ static const tag_def TAGS[] = {
     {{T(0x0008, 0x0050), "AccessionNumber", S, "SH"}, "st.accession_number", NULL, MATCH_PLAIN},
     {{T(0x0020, 0x000d), "StudyInstanceUID", S, "UI"}, "st.study_instance_uid", NULL, MATCH_PLAIN},
     {{T(0x0032, 0x1060), "RequestedProcedureDescription", S, "LO"},
-     MT("st", "RequestedProcedureDescription"), NULL, MATCH_PLAIN},
-    {{T(0x0008, 0x0080), "InstitutionName", S, "LO"}, MT("st", "InstitutionName"), NULL, MATCH_PLAIN},
-    {{T(0x0032, 0x1032), "RequestingPhysician", S, "PN"}, MT("st", "RequestingPhysician"), NULL,
+     MT("st", "RequestedProcedureDescription"),
+     NULL,
      MATCH_PLAIN},
-    {{T(0x0008, 0x0090), "ReferringPhysicianName", S, "PN"}, "st.referring_physician",
-     "st.referring_physician_norm", MATCH_PLAIN},
+    {{T(0x0008, 0x0080), "InstitutionName", S, "LO"},
+     MT("st", "InstitutionName"),
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0032, 0x1032), "RequestingPhysician", S, "PN"},
+     MT("st", "RequestingPhysician"),
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0008, 0x0090), "ReferringPhysicianName", S, "PN"},
+     "st.referring_physician",
+     "st.referring_physician_norm",
+     MATCH_PLAIN},
     {{T(0x0008, 0x0061), "ModalitiesInStudy", S, "CS"},
-     "array_to_string(st.modalities_in_study, chr(92))", NULL, MATCH_MODALITIES},
+     "array_to_string(st.modalities_in_study, chr(92))",
+     NULL,
+     MATCH_MODALITIES},
     {{T(0x0008, 0x0062), "SOPClassesInStudy", S, "UI"},
      "(SELECT string_agg(DISTINCT x3.sop_class_uid, chr(92) ORDER BY x3.sop_class_uid)"
      " FROM resources x1 JOIN resources x2 ON x2.parent_id = x1.id"
-     " JOIN instances x3 ON x3.resource_id = x2.id WHERE x1.parent_id = rst.id)", NULL, MATCH_NONE},
+     " JOIN instances x3 ON x3.resource_id = x2.id WHERE x1.parent_id = rst.id)",
+     NULL,
+     MATCH_NONE},
     {{T(0x0020, 0x1206), "NumberOfStudyRelatedSeries", S, "IS"},
-     "(SELECT count(*) FROM resources x1 WHERE x1.parent_id = rst.id)::text", NULL, MATCH_NONE},
+     "(SELECT count(*) FROM resources x1 WHERE x1.parent_id = rst.id)::text",
+     NULL,
+     MATCH_NONE},
     {{T(0x0020, 0x1208), "NumberOfStudyRelatedInstances", S, "IS"},
      "(SELECT count(*) FROM resources x1 JOIN resources x2 ON x2.parent_id = x1.id"
-     " WHERE x1.parent_id = rst.id)::text", NULL, MATCH_NONE},
+     " WHERE x1.parent_id = rst.id)::text",
+     NULL,
+     MATCH_NONE},
     /* series */
     {{T(0x0008, 0x0021), "SeriesDate", E, "DA"}, MT("se", "SeriesDate"), NULL, MATCH_PLAIN},
     {{T(0x0008, 0x0031), "SeriesTime", E, "TM"}, MT("se", "SeriesTime"), NULL, MATCH_PLAIN},
@@ -81,23 +109,36 @@ static const tag_def TAGS[] = {
     {{T(0x0008, 0x0070), "Manufacturer", E, "LO"}, MT("se", "Manufacturer"), NULL, MATCH_PLAIN},
     {{T(0x0008, 0x1010), "StationName", E, "SH"}, MT("se", "StationName"), NULL, MATCH_PLAIN},
     {{T(0x0008, 0x103e), "SeriesDescription", E, "LO"}, "se.series_description", NULL, MATCH_PLAIN},
-    {{T(0x0018, 0x0015), "BodyPartExamined", E, "CS"}, MT("se", "BodyPartExamined"), NULL,
+    {{T(0x0018, 0x0015), "BodyPartExamined", E, "CS"},
+     MT("se", "BodyPartExamined"),
+     NULL,
      MATCH_PLAIN},
     {{T(0x0018, 0x1030), "ProtocolName", E, "LO"}, MT("se", "ProtocolName"), NULL, MATCH_PLAIN},
     {{T(0x0020, 0x0011), "SeriesNumber", E, "IS"}, MT("se", "SeriesNumber"), NULL, MATCH_PLAIN},
-    {{T(0x0020, 0x000e), "SeriesInstanceUID", E, "UI"}, "se.series_instance_uid", NULL, MATCH_PLAIN},
+    {{T(0x0020, 0x000e), "SeriesInstanceUID", E, "UI"},
+     "se.series_instance_uid",
+     NULL,
+     MATCH_PLAIN},
     {{T(0x0008, 0x1070), "OperatorsName", E, "PN"}, MT("se", "OperatorsName"), NULL, MATCH_PLAIN},
     {{T(0x0020, 0x1209), "NumberOfSeriesRelatedInstances", E, "IS"},
-     "(SELECT count(*) FROM resources x1 WHERE x1.parent_id = rse.id)::text", NULL, MATCH_NONE},
+     "(SELECT count(*) FROM resources x1 WHERE x1.parent_id = rse.id)::text",
+     NULL,
+     MATCH_NONE},
     /* instance */
     {{T(0x0008, 0x0018), "SOPInstanceUID", I, "UI"}, "i.sop_instance_uid", NULL, MATCH_PLAIN},
     {{T(0x0008, 0x0016), "SOPClassUID", I, "UI"}, "i.sop_class_uid", NULL, MATCH_PLAIN},
     {{T(0x0020, 0x0013), "InstanceNumber", I, "IS"}, MT("i", "InstanceNumber"), NULL, MATCH_PLAIN},
-    {{T(0x0008, 0x0012), "InstanceCreationDate", I, "DA"}, MT("i", "InstanceCreationDate"), NULL,
+    {{T(0x0008, 0x0012), "InstanceCreationDate", I, "DA"},
+     MT("i", "InstanceCreationDate"),
+     NULL,
      MATCH_PLAIN},
-    {{T(0x0008, 0x0013), "InstanceCreationTime", I, "TM"}, MT("i", "InstanceCreationTime"), NULL,
+    {{T(0x0008, 0x0013), "InstanceCreationTime", I, "TM"},
+     MT("i", "InstanceCreationTime"),
+     NULL,
      MATCH_PLAIN},
-    {{T(0x0020, 0x0012), "AcquisitionNumber", I, "IS"}, MT("i", "AcquisitionNumber"), NULL,
+    {{T(0x0020, 0x0012), "AcquisitionNumber", I, "IS"},
+     MT("i", "AcquisitionNumber"),
+     NULL,
      MATCH_PLAIN},
     {{T(0x0028, 0x0008), "NumberOfFrames", I, "IS"}, MT("i", "NumberOfFrames"), NULL, MATCH_PLAIN},
     {{T(0x0020, 0x4000), "ImageComments", I, "LT"}, MT("i", "ImageComments"), NULL, MATCH_PLAIN},
@@ -187,13 +228,20 @@ char *query_like_pattern(const char *value)
     char *o = out;
     for (const char *p = value; *p; p++) {
         switch (*p) {
-        case '*': *o++ = '%'; break;
-        case '?': *o++ = '_'; break;
-        case '%': case '_': case '\\':
+        case '*':
+            *o++ = '%';
+            break;
+        case '?':
+            *o++ = '_';
+            break;
+        case '%':
+        case '_':
+        case '\\':
             *o++ = '\\';
             *o++ = *p;
             break;
-        default: *o++ = *p;
+        default:
+            *o++ = *p;
         }
     }
     *o = '\0';
@@ -310,8 +358,10 @@ static int add_condition(builder *b, const tag_def *d, const char *value, bool c
             char *pat = query_like_pattern(value);
             free(b->params[n - 1]);
             b->params[n - 1] = pat;
-            sb_add(&b->where, " AND EXISTS (SELECT 1 FROM unnest(st.modalities_in_study) m"
-                              " WHERE m LIKE $%d)", n);
+            sb_add(&b->where,
+                   " AND EXISTS (SELECT 1 FROM unnest(st.modalities_in_study) m"
+                   " WHERE m LIKE $%d)",
+                   n);
         } else {
             sb_add(&b->where, " AND st.modalities_in_study && string_to_array($%d, chr(92))", n);
         }
@@ -416,7 +466,9 @@ static void add_from(sbuf *b, ts_level level, ts_level top)
     sb_add(b, " FROM %s %s JOIN resources r%s ON r%s.id = %s.resource_id", LEVEL_TABLE[level],
            LEVEL_ALIAS[level], LEVEL_ALIAS[level], LEVEL_ALIAS[level], LEVEL_ALIAS[level]);
     for (int l = (int)level - 1; l >= (int)top; l--)
-        sb_add(b, " JOIN %s %s ON %s.resource_id = r%s.parent_id JOIN resources r%s ON r%s.id = %s.resource_id",
+        sb_add(b,
+               " JOIN %s %s ON %s.resource_id = r%s.parent_id JOIN resources r%s ON r%s.id = "
+               "%s.resource_id",
                LEVEL_TABLE[l], LEVEL_ALIAS[l], LEVEL_ALIAS[l], LEVEL_ALIAS[l + 1], LEVEL_ALIAS[l],
                LEVEL_ALIAS[l], LEVEL_ALIAS[l]);
 }

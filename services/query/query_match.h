@@ -67,8 +67,8 @@ char *query_like_pattern(const char *value);
 typedef struct query_result {
     query_sql q;
     PGresult *res;
-    int nrows;       /* at most spec->limit */
-    bool truncated;  /* more rows matched than the limit */
+    int nrows;      /* at most spec->limit */
+    bool truncated; /* more rows matched than the limit */
 } query_result;
 
 /* Builds and runs the query in a read-only transaction. */

@@ -80,8 +80,11 @@ static int setup(void **state)
     snprintf(url, sizeof(url), "%s dbname=%s", base, name);
     static char url_copy[512];
     snprintf(url_copy, sizeof(url_copy), "%s", url);
-    ts_db_options opt = {.conninfo = url_copy, .size = 2, .max_retries = 2,
-                         .isolation = "read-committed", .connect_timeout_s = 5,
+    ts_db_options opt = {.conninfo = url_copy,
+                         .size = 2,
+                         .max_retries = 2,
+                         .isolation = "read-committed",
+                         .connect_timeout_s = 5,
                          .retry_base_ms = 10};
     ts_err err;
     if (ts_db_pool_new(&opt, &pool, &err) || ts_db_migrate(pool, NULL, &err)) {
@@ -108,8 +111,8 @@ static void run(ts_level level, const query_key *keys, size_t n, long limit, que
 
 static void test_matches_and_computed_keys(void **state)
 {
-    query_key keys[] = {{PATIENT_NAME, "doe*"}, {STUDY_UID, ""}, {MODALITIES, ""},
-                        {N_STUDY_SERIES, ""}, {N_STUDY_INSTANCES, ""}, {SOP_CLASSES, ""}};
+    query_key keys[] = {{PATIENT_NAME, "doe*"}, {STUDY_UID, ""},         {MODALITIES, ""},
+                        {N_STUDY_SERIES, ""},   {N_STUDY_INSTANCES, ""}, {SOP_CLASSES, ""}};
     query_result res;
     run(TS_LEVEL_STUDY, keys, 6, 0, &res);
     assert_int_equal(res.nrows, 2);
@@ -263,8 +266,8 @@ static void test_bus_find_over_a_socket(void **state)
     req.n_query = 1;
     req.query = qs;
     ProtobufCMessage *reply = NULL;
-    assert_int_equal(ts_bus_call(c, &req.base, &tessera__find_reply__descriptor, &reply, 5000, &err),
-                     0);
+    assert_int_equal(
+        ts_bus_call(c, &req.base, &tessera__find_reply__descriptor, &reply, 5000, &err), 0);
     Tessera__FindReply *rep = (Tessera__FindReply *)reply;
     assert_int_equal(rep->status, TESSERA__FIND_STATUS__FIND_OK);
     assert_int_equal(rep->n_matches, 2);

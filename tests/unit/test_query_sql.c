@@ -63,8 +63,11 @@ static void assert_lacks(const char *sql, const char *part)
 
 static void test_universal_keys_are_return_keys_only(void **state)
 {
-    query_key keys[] = {{PATIENT_ID, ""}, {STUDY_UID, ""}, {TS_TAG(0x0009, 0x0010), ""},
-                        {SOP_UID, ""}, {STUDY_DATE, "*"}};
+    query_key keys[] = {{PATIENT_ID, ""},
+                        {STUDY_UID, ""},
+                        {TS_TAG(0x0009, 0x0010), ""},
+                        {SOP_UID, ""},
+                        {STUDY_DATE, "*"}};
     query_sql q = build_ok(TS_LEVEL_STUDY, keys, 5, false);
     assert_int_equal(q.nparams, 0);
     assert_contains(q.sql, "SELECT rst.public_id, pa.patient_id, st.study_instance_uid");
@@ -163,8 +166,8 @@ static void test_date_ranges(void **state)
 
 static void test_malformed_values_are_refused(void **state)
 {
-    const char *bad_dates[] = {"2020-01-01", "-", "20200101-2021", "2020*", "20200101\\20200102",
-                               "2020010", "abcdefgh"};
+    const char *bad_dates[] = {"2020-01-01",         "-",       "20200101-2021", "2020*",
+                               "20200101\\20200102", "2020010", "abcdefgh"};
     char msg[512];
     for (size_t i = 0; i < sizeof(bad_dates) / sizeof(bad_dates[0]); i++) {
         query_key k[] = {{STUDY_DATE, bad_dates[i]}};
@@ -197,8 +200,8 @@ static void test_computed_keys_are_not_matched(void **state)
 static void test_limit_fetches_one_more_and_since_skips(void **state)
 {
     query_key keys[] = {{SOP_UID, ""}};
-    query_spec spec = {.level = TS_LEVEL_INSTANCE, .keys = keys, .nkeys = 1, .limit = 10,
-                       .since = 20};
+    query_spec spec = {
+        .level = TS_LEVEL_INSTANCE, .keys = keys, .nkeys = 1, .limit = 10, .since = 20};
     query_sql q;
     ts_err err;
     assert_int_equal(query_build(&spec, &q, &err), 0);
