@@ -164,6 +164,14 @@ int ts_dicom_echo(const ts_dicom_peer *peer, ts_err *err);
 int ts_dicom_store_files(const ts_dicom_peer *peer, const char *const *paths, size_t n,
                          uint16_t *statuses, ts_err *err);
 
+/* The same, calling progress(user, i, statuses[i]) after each file (sent or
+ * not); when progress returns false the association is released and the call
+ * returns TS_ECANCELED (a C-MOVE cancelled by its client). */
+int ts_dicom_store_files_progress(const ts_dicom_peer *peer, const char *const *paths, size_t n,
+                                  uint16_t *statuses,
+                                  bool (*progress)(void *user, size_t i, uint16_t status),
+                                  void *user, ts_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -52,11 +52,11 @@ static bool uncompressed(E_TransferSyntax ts)
            ts == EXS_BigEndianExplicit;
 }
 
-extern "C" int ts_dicom_get_send(ts_dicom_get_out *out, const char *path, const char *sop_uid,
+extern "C" int ts_dicom_get_send(ts_dicom_retrieve_out *out, const char *path, const char *sop_uid,
                                  unsigned remaining, ts_dicom_move_result *res, ts_err *err)
 {
     QrWorker *w = out->worker;
-    if (w->cancelledGet(out))
+    if (w->cancelledRetrieve(out))
         return ts_err_set(err, TS_ECANCELED, "C-GET cancelled by the client");
     T_ASC_Association *assoc = w->association();
     uint16_t status = 0xa702;
@@ -114,11 +114,25 @@ extern "C" int ts_dicom_get_send(ts_dicom_get_out *out, const char *path, const 
             out->failed_uids += "\\";
         out->failed_uids += sop_uid;
     }
-    OFCondition cond =
-        w->sendRetrieveResponse(true, out->pres_id, out->rq->MessageID,
-                                out->rq->AffectedSOPClassUID, 0xff00, remaining, *res, nullptr);
+    OFCondition cond = w->sendRetrieveResponse(
+        true, out->pres_id, out->msg_id, out->sop_class.c_str(), 0xff00, remaining, *res, nullptr);
     if (cond.bad())
         return ts_err_set(err, TS_EIO, "send C-GET response: %s", cond.text());
+    return 0;
+}
+
+extern "C" int ts_dicom_retrieve_pending(ts_dicom_retrieve_out *out, unsigned remaining,
+                                         const ts_dicom_move_result *res, ts_err *err)
+{
+    QrWorker *w = out->worker;
+    if (w->cancelledRetrieve(out))
+        return ts_err_set(err, TS_ECANCELED, "%s cancelled by the client",
+                          out->get ? "C-GET" : "C-MOVE");
+    OFCondition cond =
+        w->sendRetrieveResponse(out->get, out->pres_id, out->msg_id, out->sop_class.c_str(), 0xff00,
+                                remaining, *res, nullptr);
+    if (cond.bad())
+        return ts_err_set(err, TS_EIO, "send pending response: %s", cond.text());
     return 0;
 }
 

@@ -61,7 +61,14 @@ typedef struct ts_dicom_move_result {
                           it */
 } ts_dicom_move_result;
 
-typedef struct ts_dicom_get_out ts_dicom_get_out;
+/* A C-MOVE or C-GET being answered. */
+typedef struct ts_dicom_retrieve_out ts_dicom_retrieve_out;
+
+/* Sends a pending C-MOVE/C-GET response with the counts so far and
+ * `remaining` still to go. TS_ECANCELED when the client has sent C-CANCEL
+ * (stop and return 0xFE00); another error: the association is gone. */
+int ts_dicom_retrieve_pending(ts_dicom_retrieve_out *out, unsigned remaining,
+                              const ts_dicom_move_result *res, ts_err *err);
 
 /* One C-GET sub-operation: sends the file at path (sop_uid is for the failed
  * list) with C-STORE on the C-GET's own association, counts its status in res
@@ -69,7 +76,7 @@ typedef struct ts_dicom_get_out ts_dicom_get_out;
  * sub-operation was done (whatever its status); TS_ECANCELED when the client
  * has sent C-CANCEL (stop and return 0xFE00); another error: the association
  * is gone. */
-int ts_dicom_get_send(ts_dicom_get_out *out, const char *path, const char *sop_uid,
+int ts_dicom_get_send(ts_dicom_retrieve_out *out, const char *path, const char *sop_uid,
                       unsigned remaining, ts_dicom_move_result *res, ts_err *err);
 
 typedef struct ts_dicom_qr_callbacks {
@@ -84,14 +91,16 @@ typedef struct ts_dicom_qr_callbacks {
     /* Answers one C-MOVE (NULL: C-MOVE is not offered): sends the matching
      * instances to the destination, fills res and returns the final status
      * (0 all sent, 0xB000 some failed, 0xA702 none could be sent, 0xA801
-     * destination unknown, 0xA900 bad identifier, ...). */
+     * destination unknown, 0xA900 bad identifier, 0xFE00 cancelled...),
+     * with ts_dicom_retrieve_pending() after each sub-operation. */
     uint16_t (*move)(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                     ts_dicom_move_result *res, char *comment, size_t comment_size);
+                     ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
+                     size_t comment_size);
     /* Answers one C-GET (NULL: C-GET is not offered): rq->destination is NULL;
      * each matching instance goes through ts_dicom_get_send(); returns the final
      * status as for C-MOVE (0xFE00 when cancelled). */
     uint16_t (*get)(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                    ts_dicom_get_out *out, ts_dicom_move_result *res, char *comment,
+                    ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
                     size_t comment_size);
 } ts_dicom_qr_callbacks;
 

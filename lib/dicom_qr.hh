@@ -50,12 +50,14 @@ struct ts_dicom_find_out {
     bool utf8;                   // the request had a character set: answers say UTF-8
 };
 
-struct ts_dicom_get_out {
+struct ts_dicom_retrieve_out {
     tsqr::QrWorker *worker;
     T_ASC_PresentationContextID pres_id;
-    T_DIMSE_C_GetRQ *rq;
-    std::string failed_uids;
-    Uint16 next_id = 1;
+    Uint16 msg_id;           // of the C-MOVE/C-GET request
+    std::string sop_class;   // its affected SOP class
+    bool get;                // C-GET (else C-MOVE)
+    std::string failed_uids; // C-GET: gathered by ts_dicom_get_send()
+    Uint16 next_id = 1;      // C-GET: message ids of the C-STORE sub-operations
 };
 
 namespace tsqr
@@ -230,7 +232,13 @@ class QrWorker : public DcmThreadSCP
             req.nkeys = ident.keys.size();
             req.max_keys_hit = ident.dropped;
             req.destination = dest.c_str();
-            status = cb_.move(cb_.user, &assoc_, &req, &res, comment, sizeof(comment));
+            ts_dicom_retrieve_out out;
+            out.worker = this;
+            out.pres_id = pres_id;
+            out.msg_id = rq.MessageID;
+            out.sop_class = rq.AffectedSOPClassUID;
+            out.get = false;
+            status = cb_.move(cb_.user, &assoc_, &req, &out, &res, comment, sizeof(comment));
         }
         delete ds;
         if (aborted_ || !isConnected()) {
@@ -309,9 +317,9 @@ class QrWorker : public DcmThreadSCP
         return sendDIMSEMessage(pres_id, &msg, nullptr, detail);
     }
 
-    bool cancelledGet(ts_dicom_get_out *out)
+    bool cancelledRetrieve(ts_dicom_retrieve_out *out)
     {
-        return checkForCANCEL(out->pres_id, out->rq->MessageID).good();
+        return checkForCANCEL(out->pres_id, out->msg_id).good();
     }
 
     T_ASC_Association *association()
@@ -360,10 +368,12 @@ class QrWorker : public DcmThreadSCP
         memset(&res, 0, sizeof(res));
         uint16_t status;
         char comment[128] = "";
-        ts_dicom_get_out out;
+        ts_dicom_retrieve_out out;
         out.worker = this;
         out.pres_id = pres_id;
-        out.rq = &rq;
+        out.msg_id = rq.MessageID;
+        out.sop_class = rq.AffectedSOPClassUID;
+        out.get = true;
         if (!parseIdentifier(ds, ident, had_charset)) {
             status = STATUS_GET_Failed_UnableToProcess;
             snprintf(comment, sizeof(comment), "unsupported character set");

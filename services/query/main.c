@@ -267,14 +267,57 @@ static uint16_t retrieve_status(const ts_dicom_move_result *out)
     return ST_SUCCESS;
 }
 
+/* Counts one sub-operation's status in res (the failed list too). */
+static void count_status(ts_dicom_move_result *res, size_t *failed_len, uint16_t st,
+                         const char *sop_uid)
+{
+    if (st == 0)
+        res->completed++;
+    else if ((st & 0xf000) == 0xb000 || st == 0x0107 || st == 0x0116)
+        res->warning++;
+    else {
+        res->failed++;
+        add_failed_uid(&res->failed_uids, failed_len, sop_uid);
+    }
+}
+
+typedef struct move_progress {
+    ts_dicom_retrieve_out *out;
+    ts_dicom_move_result *res;
+    const query_result *q;
+    const int *rows; /* per path: its row in q */
+    bool *reported;  /* per path */
+    size_t *failed_len;
+    size_t uid_key; /* the key index of SOPInstanceUID */
+    unsigned remaining;
+    bool cancelled;
+} move_progress;
+
+/* After each file sent to the C-MOVE destination: count it, tell the client,
+ * stop if it cancelled. */
+static bool on_move_progress(void *user, size_t i, uint16_t status)
+{
+    move_progress *p = user;
+    ts_err err;
+    p->reported[i] = true;
+    count_status(p->res, p->failed_len, status, query_result_value(p->q, p->rows[i], p->uid_key));
+    p->remaining--;
+    int rc = ts_dicom_retrieve_pending(p->out, p->remaining, p->res, &err);
+    if (rc == TS_ECANCELED)
+        p->cancelled = true;
+    return rc == 0;
+}
+
 static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                        ts_dicom_move_result *out, char *comment, size_t comment_size)
+                        ts_dicom_retrieve_out *rout, ts_dicom_move_result *out, char *comment,
+                        size_t comment_size)
 {
     query_service *svc = user;
     query_result res = {0};
     char **paths = NULL;
     uint16_t *statuses = NULL;
     int *rows = NULL;
+    bool *reported = NULL;
     int npaths = 0;
     size_t failed_len = 0;
     ts_err err;
@@ -298,15 +341,14 @@ static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
     paths = calloc((size_t)res.nrows + 1, sizeof(*paths));
     statuses = calloc((size_t)res.nrows + 1, sizeof(*statuses));
     rows = calloc((size_t)res.nrows + 1, sizeof(*rows));
-    if (!paths || !statuses || !rows)
+    reported = calloc((size_t)res.nrows + 1, sizeof(*reported));
+    if (!paths || !statuses || !rows || !reported)
         abort();
     for (int row = 0; row < res.nrows; row++) {
         char path[4096];
         const char *uuid = query_result_file(&res, row);
         if (!*uuid || ts_store_path(svc->store, uuid, path, sizeof(path), &err)) {
-            out->failed++;
-            add_failed_uid(&out->failed_uids, &failed_len,
-                           query_result_value(&res, row, rq->nkeys));
+            count_status(out, &failed_len, 0xa702, query_result_value(&res, row, rq->nkeys));
             continue;
         }
         paths[npaths] = strdup(path);
@@ -320,24 +362,32 @@ static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
                               .host = dest.host,
                               .port = dest.port,
                               .timeout_s = svc->timeout_s};
-        if (ts_dicom_store_files(&peer, (const char *const *)paths, (size_t)npaths, statuses,
-                                 &err)) {
+        move_progress prog = {.out = rout,
+                              .res = out,
+                              .q = &res,
+                              .rows = rows,
+                              .reported = reported,
+                              .failed_len = &failed_len,
+                              .uid_key = rq->nkeys,
+                              .remaining = (unsigned)npaths};
+        int rc = ts_dicom_store_files_progress(&peer, (const char *const *)paths, (size_t)npaths,
+                                               statuses, on_move_progress, &prog, &err);
+        if (rc && !prog.cancelled) {
             ts_warn("C-MOVE: cannot send to the destination", "destination=%s error=\"%s\"",
                     rq->destination, err.msg);
             snprintf(comment, comment_size, "%s", err.msg);
         }
-        for (int i = 0; i < npaths; i++) {
-            uint16_t st = statuses[i];
-            if (st == 0)
-                out->completed++;
-            else if ((st & 0xf000) == 0xb000 || st == 0x0107 || st == 0x0116)
-                out->warning++;
-            else {
-                out->failed++;
-                add_failed_uid(&out->failed_uids, &failed_len,
-                               query_result_value(&res, rows[i], rq->nkeys));
-            }
+        if (prog.cancelled) {
+            ts_info("C-MOVE cancelled", "calling_aet=%s destination=%s completed=%u",
+                    assoc->calling_aet, rq->destination, out->completed);
+            status = ST_CANCEL;
+            goto done;
         }
+        /* files never tried (unreadable, or the association broke first) */
+        for (int i = 0; i < npaths; i++)
+            if (!reported[i])
+                count_status(out, &failed_len, statuses[i],
+                             query_result_value(&res, rows[i], rq->nkeys));
     }
     status = retrieve_status(out);
     ts_info("C-MOVE", "calling_aet=%s destination=%s level=%s completed=%u failed=%u warning=%u",
@@ -349,12 +399,13 @@ done:
     free(paths);
     free(statuses);
     free(rows);
+    free(reported);
     query_result_clear(&res);
     return status;
 }
 
 static uint16_t on_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                       ts_dicom_get_out *get, ts_dicom_move_result *out, char *comment,
+                       ts_dicom_retrieve_out *get, ts_dicom_move_result *out, char *comment,
                        size_t comment_size)
 {
     query_service *svc = user;

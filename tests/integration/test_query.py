@@ -480,9 +480,9 @@ def storescp(qr, tmp_path):
     p.wait(timeout=10)
 
 
-def movescu(q, level, keys, dest="DEST", model="-S"):
+def movescu(q, level, keys, dest="DEST", model="-S", extra=()):
     cmd = ["movescu", "-v", model, "-aet", "MOVESCU", "-aec", "TESSERA", "-aem", dest,
-           "-k", f"QueryRetrieveLevel={level}"]
+           "-k", f"QueryRetrieveLevel={level}", *extra]
     for k in keys:
         cmd += ["-k", k]
     cmd += ["127.0.0.1", str(q.queries[0].port)]
@@ -498,6 +498,8 @@ def received_uids(out):
 def test_move_study_to_registered_destination(qr, storescp):
     out = movescu(qr, "STUDY", [f"StudyInstanceUID={study_uid('S1')}"])
     assert "Move Response" in out and "Success" in out, out
+    # one pending response per sub-operation, with the counts
+    assert out.count("Pending") >= 5, out
     assert received_uids(storescp) == sorted(
         [f"{series_uid('S1.1')}.{i}" for i in range(1, 4)]
         + [f"{series_uid('S1.2')}.{i}" for i in range(1, 3)])
@@ -514,6 +516,13 @@ def test_move_series_and_image_patient_root(qr, storescp):
                                 f"SOPInstanceUID={series_uid('S2.1')}.1"])
     assert "Success" in out, out
     assert len(received_uids(storescp)) == 5
+
+
+def test_move_cancelled_stops_sending(qr, storescp):
+    out = movescu(qr, "STUDY", [f"StudyInstanceUID={study_uid('S1')}"], extra=["--cancel", "1"])
+    assert "Received Final Move Response (Cancel" in out, out
+    assert len(list(storescp.iterdir())) < 5
+    assert "C-MOVE cancelled" in qr.queries[0].read_log()
 
 
 def test_move_unknown_destination_refused(qr, storescp):
