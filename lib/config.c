@@ -74,9 +74,9 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_MALLOC_ARENAS", TS_CFG_INT, "4", 1, 64, NULL,
      "glibc malloc arenas of the process (M_ARENA_MAX): bounds RSS under many threads"},
     /* deleter */
-    {"TESSERA_DELETER_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7412", 0, 0, NULL,
+    {"TESSERA_DELETER_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7413", 0, 0, NULL,
      "where a deleter's PULL socket (nudges after deletions) listens"},
-    {"TESSERA_DELETER_BUS", TS_CFG_STRING, "127.0.0.1:7412", 0, 0, NULL,
+    {"TESSERA_DELETER_BUS", TS_CFG_STRING, "127.0.0.1:7413", 0, 0, NULL,
      "host:port of the deleters' nudge sockets (every address is dialled); empty: no nudges"},
     {"TESSERA_DELETER_BATCH", TS_CFG_INT, "500", 1, 100000, NULL,
      "files a deleter claims and removes per transaction"},
@@ -87,6 +87,17 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_STORE_INTENT_AGE", TS_CFG_INT, "60", 0, 86400, NULL,
      "seconds after which a deleter settles a stored file whose writer left no answer "
      "(removed unless a row refers to it)"},
+    {"TESSERA_QUERY_DICOM_PORT", TS_CFG_INT, "4252", 0, 65535, NULL,
+     "DICOM port of query (C-ECHO, C-FIND); 0: none"},
+    {"TESSERA_QUERY_LIMIT", TS_CFG_INT, "10000", 1, 10000000, NULL,
+     "most matches one C-FIND or find request returns (answers are held in memory)"},
+    {"TESSERA_QUERY_CASE_SENSITIVE_PN", TS_CFG_BOOL, "false", 0, 0, NULL,
+     "match person names case-sensitively (C-FIND; the bus request says for itself)"},
+    {"TESSERA_QUERY_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7412", 0, 0, NULL,
+     "where query's REP socket (find) listens (empty: none)"},
+    {"TESSERA_QUERY_BUS", TS_CFG_STRING, "127.0.0.1:7412", 0, 0, NULL,
+     "host:port of query's find socket; every address of host is dialled; ingest relays "
+     "C-FIND there (empty: ingest offers no C-FIND)"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

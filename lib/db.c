@@ -235,6 +235,26 @@ int ts_db_exec(ts_db *db, const ts_db_stmt *stmt, const char *const *params, PGr
     return 0;
 }
 
+int ts_db_exec_params(ts_db *db, const char *sql, int nparams, const char *const *params,
+                      PGresult **res, ts_err *err)
+{
+    if (res)
+        *res = NULL;
+    PGresult *r = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        char what[64];
+        snprintf(what, sizeof(what), "%.40s", sql);
+        what[strcspn(what, "\n")] = '\0';
+        return result_error(db, r, what, err);
+    }
+    if (res)
+        *res = r;
+    else
+        PQclear(r);
+    return 0;
+}
+
 int ts_db_exec_sql(ts_db *db, const char *sql, ts_err *err)
 {
     PGresult *r = PQexec(db->conn, sql);

@@ -65,6 +65,11 @@ int ts_db_with_conn(ts_db_pool *pool, ts_db_txn_fn fn, void *arg, ts_err *err);
 int ts_db_exec(ts_db *db, const ts_db_stmt *stmt, const char *const *params, PGresult **res,
                ts_err *err);
 
+/* Executes SQL text built at run time (not prepared: planned with the values)
+ * with nparams text parameters ($1..$n). Same result and errors as ts_db_exec. */
+int ts_db_exec_params(ts_db *db, const char *sql, int nparams, const char *const *params,
+                      PGresult **res, ts_err *err);
+
 /* Executes SQL text without parameters (schema changes, SET, locks). */
 int ts_db_exec_sql(ts_db *db, const char *sql, ts_err *err);
 

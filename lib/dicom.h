@@ -148,6 +148,9 @@ typedef struct ts_dicom_store_rq {
     const char *path; /* the received file (Part 10, as sent), owned by the callback now */
 } ts_dicom_store_rq;
 
+struct ts_dicom_find_rq;  /* dicom_find.h */
+struct ts_dicom_find_out;
+
 typedef struct ts_dicom_scp_callbacks {
     void *user;
     /* May the association go on? On false, it is rejected (calling AE not recognised). */
@@ -161,6 +164,10 @@ typedef struct ts_dicom_scp_callbacks {
      * removes the partial file itself. */
     uint16_t (*store)(void *user, const ts_dicom_assoc *assoc, const ts_dicom_store_rq *rq,
                       char *comment, size_t comment_size);
+    /* C-FIND on the same association (NULL: not offered), as the find callback
+     * of dicom_find.h (ingest relays it to the query service). */
+    uint16_t (*find)(void *user, const ts_dicom_assoc *assoc, const struct ts_dicom_find_rq *rq,
+                     struct ts_dicom_find_out *out, char *comment, size_t comment_size);
 } ts_dicom_scp_callbacks;
 
 typedef struct ts_dicom_scp_config {
@@ -204,6 +211,14 @@ int ts_dicom_echo(const ts_dicom_peer *peer, ts_err *err);
  * worked, even if some statuses are failures. */
 int ts_dicom_store_files(const ts_dicom_peer *peer, const char *const *paths, size_t n,
                          uint16_t *statuses, ts_err *err);
+
+/* The same, calling progress(user, i, statuses[i]) after each file (sent or
+ * not); when progress returns false the association is released and the call
+ * returns TS_ECANCELED (a C-MOVE cancelled by its client). */
+int ts_dicom_store_files_progress(const ts_dicom_peer *peer, const char *const *paths, size_t n,
+                                  uint16_t *statuses,
+                                  bool (*progress)(void *user, size_t i, uint16_t status),
+                                  void *user, ts_err *err);
 
 #ifdef __cplusplus
 }

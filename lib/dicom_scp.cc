@@ -5,6 +5,7 @@
 // workers with a default constructor (no way to pass the callbacks but a global)
 // and cannot be stopped from outside while it waits for a connection.
 #include "dicom_internal.hh"
+#include "dicom_qr.hh"
 
 #include <dcmtk/dcmnet/diutil.h>
 #include <dcmtk/dcmnet/scpthrd.h>
@@ -54,11 +55,19 @@ void copy_aet(char *dst, size_t size, const OFString &src)
     snprintf(dst, size, "%s", src.c_str());
 }
 
-class Worker : public DcmThreadSCP {
+ts_dicom_qr_callbacks qr_callbacks(const ts_dicom_scp_callbacks &cb)
+{
+    ts_dicom_qr_callbacks qr = {cb.user, cb.accept, cb.find, nullptr, nullptr};
+    return qr;
+}
+
+// C-FIND (when cb.find is set) is handled by the Q/R base class.
+class Worker : public tsqr::QrWorker {
 public:
     Worker(const ts_dicom_scp_callbacks &cb, const std::string &our_aet, bool check_called,
            long long max_dataset)
-        : cb_(cb), our_aet_(our_aet), check_called_(check_called), max_dataset_(max_dataset)
+        : tsqr::QrWorker(qr_callbacks(cb), our_aet, check_called, max_dataset), cb_(cb),
+          our_aet_(our_aet), check_called_(check_called), max_dataset_(max_dataset)
     {
         memset(&assoc_, 0, sizeof(assoc_));
     }
@@ -74,6 +83,7 @@ protected:
         copy_aet(assoc_.calling_aet, sizeof(assoc_.calling_aet), calling);
         copy_aet(assoc_.called_aet, sizeof(assoc_.called_aet), getCalledAETitle());
         copy_aet(assoc_.peer_ip, sizeof(assoc_.peer_ip), getPeerIP());
+        setAssocInfo(assoc_);
         if (!cb_.accept || cb_.accept(cb_.user, &assoc_))
             return OFTrue;
         ts_warn("association rejected: calling AE title not registered",
@@ -86,8 +96,8 @@ protected:
     {
         if (msg->CommandField == DIMSE_C_STORE_RQ)
             return handleStore(msg->msg.CStoreRQ, info.presentationContextID);
-        // C-ECHO and everything we do not serve (answered as unsupported).
-        return DcmThreadSCP::handleIncomingCommand(msg, info);
+        // C-FIND, C-ECHO and everything we do not serve (answered as unsupported).
+        return tsqr::QrWorker::handleIncomingCommand(msg, info);
     }
 
     // Every input from the network has a limit: a dataset that grows past
@@ -190,6 +200,12 @@ static void configure(ts_dicom_scp *scp)
     uncompressed.push_back(UID_LittleEndianImplicitTransferSyntax);
     uncompressed.push_back(UID_BigEndianExplicitTransferSyntax);
     c.addPresentationContext(UID_VerificationSOPClass, uncompressed);
+    // dcmtk takes 128 contexts at most in a profile (more are refused, silently
+    // here): the Q/R ones go first, so that they are not among those.
+    if (scp->cb.find) {
+        c.addPresentationContext(UID_FINDPatientRootQueryRetrieveInformationModel, uncompressed);
+        c.addPresentationContext(UID_FINDStudyRootQueryRetrieveInformationModel, uncompressed);
+    }
     for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; i++)
         c.addPresentationContext(dcmAllStorageSOPClassUIDs[i], storage);
 }

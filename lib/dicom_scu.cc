@@ -178,7 +178,8 @@ std::vector<ContextKey> contexts_of(const FileInfo &f)
 // Sends the files of one batch (indices into paths) over one association.
 int store_batch(const ts_dicom_peer *peer, const char *const *paths,
                 const std::vector<FileInfo> &infos, const std::vector<size_t> &files,
-                const std::vector<ContextKey> &contexts, uint16_t *statuses, ts_err *err)
+                const std::vector<ContextKey> &contexts, uint16_t *statuses,
+                bool (*progress)(void *, size_t, uint16_t), void *user, ts_err *err)
 {
     Scu scu(peer);
     for (const ContextKey &c : contexts) {
@@ -194,7 +195,13 @@ int store_batch(const ts_dicom_peer *peer, const char *const *paths,
     int rc = open_association(scu, "store", peer, err);
     if (rc)
         return rc;
+    size_t last = files.front();
     for (size_t i : files) {
+        if (progress && i != files.front() && !progress(user, last, statuses[last])) {
+            scu.releaseAssociation();
+            return ts_err_set(err, TS_ECANCELED, "store %s: cancelled", peer_name(peer).c_str());
+        }
+        last = i;
         const FileInfo &f = infos[i];
         T_ASC_PresentationContextID pcid =
             scu.findPresentationContextID(f.sop_class.c_str(), f.syntax.c_str());
@@ -230,6 +237,10 @@ int store_batch(const ts_dicom_peer *peer, const char *const *paths,
                               peer_name(peer).c_str(), timeout_of(peer), paths[i]);
         return ts_err_set(err, TS_EIO, "store %s: association broken while sending %s: %s",
                           peer_name(peer).c_str(), paths[i], cond.text());
+    }
+    if (progress && !progress(user, last, statuses[last])) {
+        scu.releaseAssociation();
+        return ts_err_set(err, TS_ECANCELED, "store %s: cancelled", peer_name(peer).c_str());
     }
     OFCondition cond = scu.releaseAssociation();
     if (cond.bad())
@@ -271,6 +282,14 @@ extern "C" int ts_dicom_echo(const ts_dicom_peer *peer, ts_err *err)
 extern "C" int ts_dicom_store_files(const ts_dicom_peer *peer, const char *const *paths, size_t n,
                                     uint16_t *statuses, ts_err *err)
 {
+    return ts_dicom_store_files_progress(peer, paths, n, statuses, nullptr, nullptr, err);
+}
+
+extern "C" int ts_dicom_store_files_progress(const ts_dicom_peer *peer, const char *const *paths,
+                                             size_t n, uint16_t *statuses,
+                                             bool (*progress)(void *, size_t, uint16_t),
+                                             void *user, ts_err *err)
+{
     for (size_t i = 0; i < n; i++)
         statuses[i] = NOT_SENT;
     std::vector<FileInfo> infos(n);
@@ -292,7 +311,8 @@ extern "C" int ts_dicom_store_files(const ts_dicom_peer *peer, const char *const
                     need.push_back(k);
         if (i == n || contexts.size() + need.size() > MAX_CONTEXTS) {
             if (!batch.empty()) {
-                int rc = store_batch(peer, paths, infos, batch, contexts, statuses, err);
+                int rc = store_batch(peer, paths, infos, batch, contexts, statuses, progress,
+                                     user, err);
                 if (rc)
                     return rc;
             }

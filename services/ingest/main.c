@@ -13,6 +13,7 @@
 #include "config.h"
 #include "db.h"
 #include "dicom.h"
+#include "ingest_find.h"
 #include "ingest_write.h"
 #include "log.h"
 #include "metrics.h"
@@ -26,6 +27,7 @@ typedef struct ingest_service {
     _Atomic(ts_dicom_scp *) scp;
     bool registered_only;
     long max_instance_size;
+    ingest_find find; /* C-FIND relayed to query */
 } ingest_service;
 
 static const ts_db_stmt find_modality = {
@@ -88,6 +90,13 @@ static uint16_t on_store(void *user, const ts_dicom_assoc *assoc, const ts_dicom
         snprintf(comment, comment_size, "%s", err.msg);
     }
     return (uint16_t)ingest_dimse_status(res.status);
+}
+
+static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
+                        ts_dicom_find_out *out, char *comment, size_t comment_size)
+{
+    ingest_service *svc = user;
+    return ingest_find_relay(&svc->find, assoc, rq, out, comment, comment_size);
 }
 
 /* ---- bus: store requests from REST --------------------------------------- */
@@ -305,8 +314,11 @@ int main(int argc, char **argv)
         .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
         .max_dataset = ts_config_int("TESSERA_MAX_INSTANCE_SIZE"),
     };
+    if (ingest_find_init(&svc.find, &err))
+        die("query bus", &err);
     ts_dicom_scp_callbacks cb = {
-        .user = &svc, .accept = on_accept, .temp_path = on_temp_path, .store = on_store};
+        .user = &svc, .accept = on_accept, .temp_path = on_temp_path, .store = on_store,
+        .find = svc.find.query ? on_find : NULL};
     ts_dicom_scp *scp;
     if (ts_dicom_scp_new(&scfg, &cb, &scp, &err))
         die("dicom listener", &err);
@@ -320,6 +332,7 @@ int main(int argc, char **argv)
 
     ts_bus_server_free(bus);
     ts_dicom_scp_free(scp);
+    ingest_find_clear(&svc.find);
     ts_change_sequencer_stop(svc.write.sequencer);
     ts_metrics_server_free(metrics);
     ts_bus_pub_free(svc.write.events);

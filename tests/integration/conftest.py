@@ -172,6 +172,18 @@ class Deleter(Service):
         self.url = f"http://127.0.0.1:{self.port}"
 
 
+class Query(Service):
+    """One tessera-query process."""
+
+    binary = "services/query/tessera-query"
+
+    def __init__(self, env, log_path):
+        super().__init__(env, log_path)
+        self.port = int(env["TESSERA_QUERY_DICOM_PORT"])
+        self.aet = env.get("TESSERA_DICOM_AET", "TESSERA")
+        self.bus = env["TESSERA_QUERY_BUS_LISTEN"]
+
+
 class Cluster:
     """A database, a storage area and the ingest processes of one test."""
 
@@ -200,6 +212,7 @@ class Cluster:
             "TESSERA_EVENTS_LISTEN": f"ipc://{run}/events-{n}.sock",
             # nudges after deletions go to the first deleter; the others poll
             "TESSERA_DELETER_BUS": f"ipc://{run}/deleter-0.sock",
+            "TESSERA_QUERY_BUS": "",  # no C-FIND relay unless a test starts query
             "TESSERA_LOG_LEVEL": "debug",
             "TCP_NODELAY": "1",
         })
@@ -241,6 +254,19 @@ class Cluster:
                            capture_output=True, text=True, timeout=300)
         return p.returncode, p.stdout + p.stderr
 
+    def start_query(self, **overrides):
+        """A query process on this cluster's database, with its own DICOM port and bus socket."""
+        self.queries = getattr(self, "queries", [])
+        n = len(self.queries)
+        env = self.ingest_env()
+        env.update({"TESSERA_QUERY_DICOM_PORT": str(free_port()),
+                    "TESSERA_QUERY_BUS_LISTEN": f"ipc://{self.run_dir}/query-{n}.sock",
+                    "TESSERA_INGEST_BUS_LISTEN": "", "TESSERA_EVENTS_LISTEN": ""})
+        env.update({k: str(v) for k, v in overrides.items()})
+        q = Query(env, self.base / f"query-{n}.log")
+        self.queries.append(q)
+        return q.start()
+
     def sql(self, query, args=None):
         conn = psycopg2.connect(self.db_url)
         try:
@@ -262,7 +288,7 @@ class Cluster:
     def stop(self):
         for rest in self.rests:
             rest.stop()
-        for ing in self.ingests:
+        for ing in self.ingests + getattr(self, "queries", []):
             ing.stop()
         for d in self.deleters:
             d.stop()
@@ -275,7 +301,7 @@ def cluster(postgres, tmp_path):
     c = Cluster(postgres, tmp_path)
     yield c
     c.stop()
-    for ing in c.ingests + c.rests + c.deleters:
+    for ing in c.ingests + c.rests + c.deleters + getattr(c, "queries", []):
         log = ing.read_log()
         # A sanitizer or a crash in a service is a failure of the test that saw it.
         assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]

@@ -1,0 +1,178 @@
+#include "ingest_find.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "tessera.pb-c.h"
+
+/* Matches asked of query per bus request. */
+#define PAGE 500
+
+#define TAG_RETRIEVE_AET TS_TAG(0x0008, 0x0054)
+#define TAG_INSTANCE_AVAILABILITY TS_TAG(0x0008, 0x0056)
+
+enum {
+    ST_SUCCESS = 0x0000,
+    ST_PENDING = 0xff00,
+    ST_CANCEL = 0xfe00,
+    ST_OUT_OF_RESOURCES = 0xa700,
+    ST_IDENTIFIER_MISMATCH = 0xa900,
+    ST_UNABLE_TO_PROCESS = 0xc000,
+};
+
+int ingest_find_init(ingest_find *f, ts_err *err)
+{
+    memset(f, 0, sizeof(*f));
+    f->aet = ts_config_str("TESSERA_DICOM_AET");
+    f->limit = ts_config_int("TESSERA_QUERY_LIMIT");
+    f->case_sensitive = ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN");
+    f->timeout_ms = (int)ts_config_int("TESSERA_BUS_TIMEOUT") * 1000;
+    const char *target = ts_config_str("TESSERA_QUERY_BUS");
+    if (!*target)
+        return 0;
+    return ts_bus_client_new(target, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
+                             (size_t)ts_config_int("TESSERA_BUS_MAX_MESSAGE"), &f->query, err);
+}
+
+void ingest_find_clear(ingest_find *f)
+{
+    if (!f)
+        return;
+    ts_bus_client_free(f->query);
+    f->query = NULL;
+}
+
+static bool parse_level(const char *s, Tessera__ResourceLevel *out)
+{
+    static const char *const names[] = {"PATIENT", "STUDY", "SERIES", "IMAGE"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (Tessera__ResourceLevel)i;
+            return true;
+        }
+    return false;
+}
+
+uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
+                           ts_dicom_find_out *out, char *comment, size_t comment_size)
+{
+    const char *model = rq->model == TS_QR_PATIENT_ROOT ? "patient-root" : "study-root";
+    Tessera__FindRequest req = TESSERA__FIND_REQUEST__INIT;
+    Tessera__FindTagValue *tvs = NULL, **tv_ptrs = NULL;
+    uint32_t *requested = NULL;
+    const char **values = NULL;
+    Tessera__FindReply *rep = NULL;
+    uint16_t status = ST_SUCCESS;
+    long sent = 0;
+    bool cut = false;
+    ts_err err;
+    ts_err_clear(&err);
+
+    if (!parse_level(rq->level, &req.level) ||
+        (rq->model == TS_QR_STUDY_ROOT && req.level == TESSERA__RESOURCE_LEVEL__LEVEL_PATIENT)) {
+        snprintf(comment, comment_size, "QueryRetrieveLevel '%s' invalid in the %s model",
+                 rq->level, model);
+        ts_warn("C-FIND refused", "calling_aet=%s model=%s level=\"%s\" status=a900",
+                assoc->calling_aet, model, rq->level);
+        return ST_IDENTIFIER_MISMATCH;
+    }
+    size_t n = rq->nkeys;
+    tvs = calloc(n + 1, sizeof(*tvs));
+    tv_ptrs = calloc(n + 1, sizeof(*tv_ptrs));
+    requested = calloc(n + 1, sizeof(*requested));
+    values = calloc(n + 1, sizeof(*values));
+    if (!tvs || !tv_ptrs || !requested || !values)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        requested[i] = rq->keys[i].tag;
+        if (rq->keys[i].is_sequence || !*rq->keys[i].value)
+            continue;
+        tessera__find_tag_value__init(&tvs[req.n_query]);
+        tvs[req.n_query].tag = rq->keys[i].tag;
+        tvs[req.n_query].value = (char *)rq->keys[i].value;
+        tv_ptrs[req.n_query] = &tvs[req.n_query];
+        req.n_query++;
+    }
+    req.query = tv_ptrs;
+    req.n_requested_tags = n;
+    req.requested_tags = requested;
+    req.case_sensitive = f->case_sensitive;
+
+    for (;;) {
+        long want = f->limit - sent < PAGE ? f->limit - sent : PAGE;
+        if (want <= 0)
+            break;
+        req.limit = want;
+        req.since = sent;
+        ProtobufCMessage *reply = NULL;
+        if (ts_bus_call(f->query, &req.base, &tessera__find_reply__descriptor, &reply,
+                        f->timeout_ms, &err)) {
+            snprintf(comment, comment_size, "query service unavailable");
+            ts_warn("C-FIND relay failed", "calling_aet=%s error=\"%s\"", assoc->calling_aet,
+                    err.msg);
+            status = ST_OUT_OF_RESOURCES;
+            goto done;
+        }
+        rep = (Tessera__FindReply *)reply;
+        if (rep->status != TESSERA__FIND_STATUS__FIND_OK) {
+            status = rep->status == TESSERA__FIND_STATUS__FIND_BAD_REQUEST ? ST_IDENTIFIER_MISMATCH
+                     : rep->status == TESSERA__FIND_STATUS__FIND_DB_UNAVAILABLE
+                         ? ST_OUT_OF_RESOURCES
+                         : ST_UNABLE_TO_PROCESS;
+            snprintf(comment, comment_size, "%s", rep->error);
+            ts_warn("C-FIND failed", "calling_aet=%s model=%s level=%s status=%04x error=\"%s\"",
+                    assoc->calling_aet, model, rq->level, status, rep->error);
+            goto done;
+        }
+        for (size_t m = 0; m < rep->n_matches; m++) {
+            const Tessera__FindMatch *match = rep->matches[m];
+            for (size_t i = 0; i < n; i++) {
+                values[i] = "";
+                if (rq->keys[i].tag == TAG_RETRIEVE_AET)
+                    values[i] = f->aet;
+                else if (rq->keys[i].tag == TAG_INSTANCE_AVAILABILITY)
+                    values[i] = "ONLINE";
+                else
+                    for (size_t t = 0; t < match->n_tags; t++)
+                        if (match->tags[t]->tag == rq->keys[i].tag)
+                            values[i] = match->tags[t]->value;
+            }
+            int rc = ts_dicom_find_pending(out, values, ST_PENDING, &err);
+            if (rc == TS_ECANCELED) {
+                ts_info("C-FIND cancelled", "calling_aet=%s sent=%ld", assoc->calling_aet, sent);
+                status = ST_CANCEL;
+                goto done;
+            }
+            if (rc) {
+                ts_warn("C-FIND answer not sent", "calling_aet=%s error=\"%s\"", assoc->calling_aet,
+                        err.msg);
+                status = ST_UNABLE_TO_PROCESS;
+                goto done;
+            }
+            sent++;
+        }
+        /* truncated: more matched than this page */
+        bool last = !rep->truncated || rep->n_matches == 0;
+        cut = rep->truncated && sent >= f->limit;
+        tessera__find_reply__free_unpacked(rep, NULL);
+        rep = NULL;
+        if (last)
+            break;
+    }
+    if (cut)
+        ts_warn("C-FIND result limit reached, answers cut", "calling_aet=%s limit=%ld",
+                assoc->calling_aet, f->limit);
+    ts_info("C-FIND relayed", "calling_aet=%s model=%s level=%s matches=%ld", assoc->calling_aet,
+            model, rq->level, sent);
+done:
+    if (rep)
+        tessera__find_reply__free_unpacked(rep, NULL);
+    free(tvs);
+    free(tv_ptrs);
+    free(requested);
+    free(values);
+    return status;
+}

@@ -1,0 +1,635 @@
+#include "query_match.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dicom.h"
+
+/* Keys with more parameters than this are refused: a value list is one
+ * parameter, so only an absurd identifier gets here. */
+#define QUERY_MAX_PARAMS 200
+
+typedef enum {
+    MATCH_PLAIN,      /* single value, list, wildcard, range (by VR) */
+    MATCH_NONE,       /* computed return key: never matched (PS3.4 C.3.4) */
+    MATCH_MODALITIES, /* ModalitiesInStudy: any of the study's modalities */
+} match_kind;
+
+typedef struct tag_def {
+    query_tag_info info;
+    const char *expr; /* SQL of the value, on the aliases of query_build() */
+    const char *norm; /* upper-cased column for case-insensitive names, or NULL */
+    match_kind kind;
+} tag_def;
+
+#define T TS_TAG
+#define P TS_LEVEL_PATIENT
+#define S TS_LEVEL_STUDY
+#define E TS_LEVEL_SERIES
+#define I TS_LEVEL_INSTANCE
+#define MT(a, k) "(" a ".main_tags->>'" k "')"
+
+/* chr(92) is '\', the DICOM value separator, whatever standard_conforming_strings says. */
+static const tag_def TAGS[] = {
+    /* patient */
+    {{T(0x0010, 0x0010), "PatientName", P, "PN"},
+     "pa.patient_name",
+     "pa.patient_name_norm",
+     MATCH_PLAIN},
+    {{T(0x0010, 0x0020), "PatientID", P, "LO"}, "pa.patient_id", NULL, MATCH_PLAIN},
+    {{T(0x0010, 0x0030), "PatientBirthDate", P, "DA"}, "pa.patient_birth_date", NULL, MATCH_PLAIN},
+    {{T(0x0010, 0x0040), "PatientSex", P, "CS"}, "pa.patient_sex", NULL, MATCH_PLAIN},
+    {{T(0x0010, 0x1000), "OtherPatientIDs", P, "LO"},
+     MT("pa", "OtherPatientIDs"),
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0020, 0x1200), "NumberOfPatientRelatedStudies", P, "IS"},
+     "(SELECT count(*) FROM resources x1 WHERE x1.parent_id = rpa.id)::text",
+     NULL,
+     MATCH_NONE},
+    {{T(0x0020, 0x1202), "NumberOfPatientRelatedSeries", P, "IS"},
+     "(SELECT count(*) FROM resources x1 JOIN resources x2 ON x2.parent_id = x1.id"
+     " WHERE x1.parent_id = rpa.id)::text",
+     NULL,
+     MATCH_NONE},
+    {{T(0x0020, 0x1204), "NumberOfPatientRelatedInstances", P, "IS"},
+     "(SELECT count(*) FROM resources x1 JOIN resources x2 ON x2.parent_id = x1.id"
+     " JOIN resources x3 ON x3.parent_id = x2.id WHERE x1.parent_id = rpa.id)::text",
+     NULL,
+     MATCH_NONE},
+    /* study */
+    {{T(0x0008, 0x0020), "StudyDate", S, "DA"}, "st.study_date", NULL, MATCH_PLAIN},
+    {{T(0x0008, 0x0030), "StudyTime", S, "TM"}, "st.study_time", NULL, MATCH_PLAIN},
+    {{T(0x0020, 0x0010), "StudyID", S, "SH"}, MT("st", "StudyID"), NULL, MATCH_PLAIN},
+    {{T(0x0008, 0x1030), "StudyDescription", S, "LO"}, "st.study_description", NULL, MATCH_PLAIN},
+    {{T(0x0008, 0x0050), "AccessionNumber", S, "SH"}, "st.accession_number", NULL, MATCH_PLAIN},
+    {{T(0x0020, 0x000d), "StudyInstanceUID", S, "UI"}, "st.study_instance_uid", NULL, MATCH_PLAIN},
+    {{T(0x0032, 0x1060), "RequestedProcedureDescription", S, "LO"},
+     MT("st", "RequestedProcedureDescription"),
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0008, 0x0080), "InstitutionName", S, "LO"},
+     MT("st", "InstitutionName"),
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0032, 0x1032), "RequestingPhysician", S, "PN"},
+     MT("st", "RequestingPhysician"),
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0008, 0x0090), "ReferringPhysicianName", S, "PN"},
+     "st.referring_physician",
+     "st.referring_physician_norm",
+     MATCH_PLAIN},
+    {{T(0x0008, 0x0061), "ModalitiesInStudy", S, "CS"},
+     "array_to_string(st.modalities_in_study, chr(92))",
+     NULL,
+     MATCH_MODALITIES},
+    {{T(0x0008, 0x0062), "SOPClassesInStudy", S, "UI"},
+     "(SELECT string_agg(DISTINCT x3.sop_class_uid, chr(92) ORDER BY x3.sop_class_uid)"
+     " FROM resources x1 JOIN resources x2 ON x2.parent_id = x1.id"
+     " JOIN instances x3 ON x3.resource_id = x2.id WHERE x1.parent_id = rst.id)",
+     NULL,
+     MATCH_NONE},
+    {{T(0x0020, 0x1206), "NumberOfStudyRelatedSeries", S, "IS"},
+     "(SELECT count(*) FROM resources x1 WHERE x1.parent_id = rst.id)::text",
+     NULL,
+     MATCH_NONE},
+    {{T(0x0020, 0x1208), "NumberOfStudyRelatedInstances", S, "IS"},
+     "(SELECT count(*) FROM resources x1 JOIN resources x2 ON x2.parent_id = x1.id"
+     " WHERE x1.parent_id = rst.id)::text",
+     NULL,
+     MATCH_NONE},
+    /* series */
+    {{T(0x0008, 0x0021), "SeriesDate", E, "DA"}, MT("se", "SeriesDate"), NULL, MATCH_PLAIN},
+    {{T(0x0008, 0x0031), "SeriesTime", E, "TM"}, MT("se", "SeriesTime"), NULL, MATCH_PLAIN},
+    {{T(0x0008, 0x0060), "Modality", E, "CS"}, "se.modality", NULL, MATCH_PLAIN},
+    {{T(0x0008, 0x0070), "Manufacturer", E, "LO"}, MT("se", "Manufacturer"), NULL, MATCH_PLAIN},
+    {{T(0x0008, 0x1010), "StationName", E, "SH"}, MT("se", "StationName"), NULL, MATCH_PLAIN},
+    {{T(0x0008, 0x103e), "SeriesDescription", E, "LO"}, "se.series_description", NULL, MATCH_PLAIN},
+    {{T(0x0018, 0x0015), "BodyPartExamined", E, "CS"},
+     MT("se", "BodyPartExamined"),
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0018, 0x1030), "ProtocolName", E, "LO"}, MT("se", "ProtocolName"), NULL, MATCH_PLAIN},
+    {{T(0x0020, 0x0011), "SeriesNumber", E, "IS"}, MT("se", "SeriesNumber"), NULL, MATCH_PLAIN},
+    {{T(0x0020, 0x000e), "SeriesInstanceUID", E, "UI"},
+     "se.series_instance_uid",
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0008, 0x1070), "OperatorsName", E, "PN"}, MT("se", "OperatorsName"), NULL, MATCH_PLAIN},
+    {{T(0x0020, 0x1209), "NumberOfSeriesRelatedInstances", E, "IS"},
+     "(SELECT count(*) FROM resources x1 WHERE x1.parent_id = rse.id)::text",
+     NULL,
+     MATCH_NONE},
+    /* instance */
+    {{T(0x0008, 0x0018), "SOPInstanceUID", I, "UI"}, "i.sop_instance_uid", NULL, MATCH_PLAIN},
+    {{T(0x0008, 0x0016), "SOPClassUID", I, "UI"}, "i.sop_class_uid", NULL, MATCH_PLAIN},
+    {{T(0x0020, 0x0013), "InstanceNumber", I, "IS"}, MT("i", "InstanceNumber"), NULL, MATCH_PLAIN},
+    {{T(0x0008, 0x0012), "InstanceCreationDate", I, "DA"},
+     MT("i", "InstanceCreationDate"),
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0008, 0x0013), "InstanceCreationTime", I, "TM"},
+     MT("i", "InstanceCreationTime"),
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0020, 0x0012), "AcquisitionNumber", I, "IS"},
+     MT("i", "AcquisitionNumber"),
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0028, 0x0008), "NumberOfFrames", I, "IS"}, MT("i", "NumberOfFrames"), NULL, MATCH_PLAIN},
+    {{T(0x0020, 0x4000), "ImageComments", I, "LT"}, MT("i", "ImageComments"), NULL, MATCH_PLAIN},
+};
+
+#undef T
+#undef P
+#undef S
+#undef E
+#undef I
+#undef MT
+
+#define N_TAGS (sizeof(TAGS) / sizeof(TAGS[0]))
+
+static const tag_def *find_def(uint32_t tag)
+{
+    for (size_t i = 0; i < N_TAGS; i++)
+        if (TAGS[i].info.tag == tag)
+            return &TAGS[i];
+    return NULL;
+}
+
+const query_tag_info *query_tag_lookup(uint32_t tag)
+{
+    const tag_def *d = find_def(tag);
+    return d ? &d->info : NULL;
+}
+
+size_t query_tag_count(void)
+{
+    return N_TAGS;
+}
+
+const query_tag_info *query_tag_at(size_t i)
+{
+    return i < N_TAGS ? &TAGS[i].info : NULL;
+}
+
+/* ---- a growing string ------------------------------------------------------ */
+
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_add(sbuf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        size_t room = b->cap - b->len;
+        int n = vsnprintf(b->s ? b->s + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            abort();
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        b->s = realloc(b->s, cap);
+        if (!b->s)
+            abort();
+        b->cap = cap;
+    }
+}
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        abort();
+    return d;
+}
+
+/* ---- values ------------------------------------------------------------------ */
+
+char *query_like_pattern(const char *value)
+{
+    size_t n = strlen(value);
+    char *out = malloc(2 * n + 1);
+    if (!out)
+        abort();
+    char *o = out;
+    for (const char *p = value; *p; p++) {
+        switch (*p) {
+        case '*':
+            *o++ = '%';
+            break;
+        case '?':
+            *o++ = '_';
+            break;
+        case '%':
+        case '_':
+        case '\\':
+            *o++ = '\\';
+            *o++ = *p;
+            break;
+        default:
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+static int two(const char *s)
+{
+    return (s[0] - '0') * 10 + (s[1] - '0');
+}
+
+/* Month and day of a DA (YYYYMMDD), or hour, minute, second of a TM (HH[MM[SS]]),
+ * within their ranges; digits checked by the caller. */
+static bool date_in_range(const char *s)
+{
+    return two(s + 4) >= 1 && two(s + 4) <= 12 && two(s + 6) >= 1 && two(s + 6) <= 31;
+}
+
+static bool time_in_range(const char *s, size_t digits)
+{
+    return two(s) < 24 && (digits < 4 || two(s + 2) < 60) && (digits < 6 || two(s + 4) < 61);
+}
+
+/* One DA, TM or DT value (no range), as PS3.5 writes them. */
+static bool valid_datetime(const char *vr, const char *s, size_t n)
+{
+    if (strcmp(vr, "DA") == 0)
+        return n == 8 && all_digits(s, n) && date_in_range(s);
+    size_t digits = 0;
+    while (digits < n && isdigit((unsigned char)s[digits]))
+        digits++;
+    size_t rest = n - digits;
+    const char *r = s + digits;
+    if (strcmp(vr, "TM") == 0) {
+        if (digits < 2 || digits > 6 || digits % 2 || !time_in_range(s, digits))
+            return false;
+        if (rest == 0)
+            return true;
+        return digits == 6 && r[0] == '.' && rest >= 2 && rest <= 7 && all_digits(r + 1, rest - 1);
+    }
+    /* DT: YYYY[MM[DD[HH[MM[SS[.F{1,6}]]]]]][&ZZXX] */
+    if (digits < 4 || digits > 14 || digits % 2)
+        return false;
+    if (digits >= 8 && !date_in_range(s))
+        return false;
+    if (digits >= 10 && !time_in_range(s + 8, digits - 8))
+        return false;
+    if (rest && r[0] == '.') {
+        if (digits != 14)
+            return false;
+        size_t f = 1;
+        while (f < rest && isdigit((unsigned char)r[f]))
+            f++;
+        if (f < 2 || f > 7)
+            return false;
+        r += f;
+        rest -= f;
+    }
+    if (rest == 0)
+        return true;
+    return rest == 5 && (r[0] == '+' || r[0] == '-') && all_digits(r + 1, 4);
+}
+
+static bool is_datetime_vr(const char *vr)
+{
+    return strcmp(vr, "DA") == 0 || strcmp(vr, "TM") == 0 || strcmp(vr, "DT") == 0;
+}
+
+typedef struct builder {
+    sbuf where;
+    char **params;
+    int nparams;
+} builder;
+
+static int add_param(builder *b, const char *value, ts_err *err)
+{
+    if (b->nparams >= QUERY_MAX_PARAMS)
+        return ts_err_set(err, TS_EINVAL, "too many matching keys");
+    b->params = realloc(b->params, sizeof(char *) * (size_t)(b->nparams + 1));
+    if (!b->params)
+        abort();
+    b->params[b->nparams++] = xstrdup(value);
+    return b->nparams;
+}
+
+/* Adds the condition of one key with a non-empty value to b->where. */
+static int add_condition(builder *b, const tag_def *d, const char *value, bool case_sensitive,
+                         ts_err *err)
+{
+    const char *vr = d->info.vr;
+    bool wildcard = strpbrk(value, "*?") != NULL;
+    bool list = strchr(value, '\\') != NULL;
+    int n;
+
+    /* "*" alone (or "**"...) matches everything, empty values included. */
+    if (value[strspn(value, "*")] == '\0')
+        return 0;
+
+    if (d->kind == MATCH_NONE)
+        return 0; /* return keys only: a value is ignored */
+
+    if (d->kind == MATCH_MODALITIES) {
+        if ((n = add_param(b, value, err)) < 0)
+            return n;
+        if (wildcard) {
+            char *pat = query_like_pattern(value);
+            free(b->params[n - 1]);
+            b->params[n - 1] = pat;
+            sb_add(&b->where,
+                   " AND EXISTS (SELECT 1 FROM unnest(st.modalities_in_study) m"
+                   " WHERE m LIKE $%d)",
+                   n);
+        } else {
+            sb_add(&b->where, " AND st.modalities_in_study && string_to_array($%d, chr(92))", n);
+        }
+        return 0;
+    }
+
+    if (is_datetime_vr(vr)) {
+        if (list || wildcard)
+            return ts_err_set(err, TS_EINVAL, "%s: '%s' is not a %s value or range",
+                              d->info.keyword, value, vr);
+        const char *dash = strchr(value, '-');
+        /* a DT value may end with a negative offset (-HHMM): that '-' is no range */
+        if (strcmp(vr, "DT") == 0 && dash && dash != value) {
+            size_t len = strlen(value);
+            if ((size_t)(dash - value) == len - 5 && strchr(dash + 1, '-') == NULL &&
+                valid_datetime(vr, value, len))
+                dash = NULL; /* a single value with a negative offset */
+        }
+        if (!dash) {
+            if (!valid_datetime(vr, value, strlen(value)))
+                return ts_err_set(err, TS_EINVAL, "%s: '%s' is not a valid %s value",
+                                  d->info.keyword, value, vr);
+            if ((n = add_param(b, value, err)) < 0)
+                return n;
+            sb_add(&b->where, " AND %s = $%d", d->expr, n);
+            return 0;
+        }
+        size_t lo_len = (size_t)(dash - value);
+        const char *hi = dash + 1;
+        size_t hi_len = strlen(hi);
+        if ((lo_len == 0 && hi_len == 0) || (lo_len && !valid_datetime(vr, value, lo_len)) ||
+            (hi_len && !valid_datetime(vr, hi, hi_len)))
+            return ts_err_set(err, TS_EINVAL, "%s: '%s' is not a valid %s range", d->info.keyword,
+                              value, vr);
+        if (lo_len) {
+            char lo[64];
+            snprintf(lo, sizeof(lo), "%.*s", (int)lo_len, value);
+            if ((n = add_param(b, lo, err)) < 0)
+                return n;
+            sb_add(&b->where, " AND %s >= $%d", d->expr, n);
+        }
+        if (hi_len) {
+            if ((n = add_param(b, hi, err)) < 0)
+                return n;
+            /* the upper end includes every value that starts with it
+             * ("-20200102" includes "20200102"; a TM "-1200" includes "120030"
+             * only as far as text order goes: stored values sort after it) */
+            sb_add(&b->where, " AND %s <= $%d", d->expr, n);
+        }
+        return 0;
+    }
+
+    bool pn_folded = strcmp(vr, "PN") == 0 && !case_sensitive;
+    const char *col = d->expr;
+    char folded[256];
+    if (pn_folded) {
+        if (d->norm)
+            col = d->norm;
+        else {
+            snprintf(folded, sizeof(folded), "upper(%s)", d->expr);
+            col = folded;
+        }
+    }
+    const char *fold_open = pn_folded ? "upper(" : "";
+    const char *fold_close = pn_folded ? ")" : "";
+
+    if (list) {
+        /* UID list (and, by extension, a list of values for any VR): any of them */
+        if (wildcard)
+            return ts_err_set(err, TS_EINVAL, "%s: a list of values cannot hold wildcards",
+                              d->info.keyword);
+        if ((n = add_param(b, value, err)) < 0)
+            return n;
+        sb_add(&b->where, " AND %s = ANY (string_to_array(%s$%d%s, chr(92)))", col, fold_open, n,
+               fold_close);
+        return 0;
+    }
+    if (wildcard) {
+        char *pat = query_like_pattern(value);
+        n = add_param(b, pat, err);
+        free(pat);
+        if (n < 0)
+            return n;
+        sb_add(&b->where, " AND %s LIKE %s$%d%s", col, fold_open, n, fold_close);
+        return 0;
+    }
+    if ((n = add_param(b, value, err)) < 0)
+        return n;
+    sb_add(&b->where, " AND %s = %s$%d%s", col, fold_open, n, fold_close);
+    return 0;
+}
+
+/* The per-level table and alias of each level; r<alias> is its resources row. */
+static const char *const LEVEL_TABLE[] = {"patients", "studies", "series", "instances"};
+static const char *const LEVEL_ALIAS[] = {"pa", "st", "se", "i"};
+
+/* FROM the query level's tables up to the highest level a key needs: every
+ * level more is two more relations for the planner, whose time grows fast with
+ * them (8 relations: ~15 ms of planning, 5: ~2 ms). */
+static void add_from(sbuf *b, ts_level level, ts_level top)
+{
+    sb_add(b, " FROM %s %s JOIN resources r%s ON r%s.id = %s.resource_id", LEVEL_TABLE[level],
+           LEVEL_ALIAS[level], LEVEL_ALIAS[level], LEVEL_ALIAS[level], LEVEL_ALIAS[level]);
+    for (int l = (int)level - 1; l >= (int)top; l--)
+        sb_add(b,
+               " JOIN %s %s ON %s.resource_id = r%s.parent_id JOIN resources r%s ON r%s.id = "
+               "%s.resource_id",
+               LEVEL_TABLE[l], LEVEL_ALIAS[l], LEVEL_ALIAS[l], LEVEL_ALIAS[l + 1], LEVEL_ALIAS[l],
+               LEVEL_ALIAS[l], LEVEL_ALIAS[l]);
+}
+
+static const char *const RES_ALIAS[] = {"rpa", "rst", "rse", "ri"};
+
+int query_build(const query_spec *spec, query_sql *out, ts_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    builder b = {0};
+    sbuf sel = {0};
+    int rc = 0;
+    if ((int)spec->level < TS_LEVEL_PATIENT || spec->level > TS_LEVEL_INSTANCE) {
+        rc = ts_err_set(err, TS_EINVAL, "unknown query level %d", (int)spec->level);
+        goto fail;
+    }
+    if (spec->limit < 0 || spec->since < 0) {
+        rc = ts_err_set(err, TS_EINVAL, "negative limit or offset");
+        goto fail;
+    }
+    const char *r = RES_ALIAS[spec->level];
+    out->key_col = malloc(sizeof(int) * (spec->nkeys ? spec->nkeys : 1));
+    if (!out->key_col)
+        abort();
+    sb_add(&sel, "SELECT %s.public_id", r);
+    out->ncols = 1;
+    sb_add(&b.where, " WHERE true");
+    for (size_t k = 0; k < spec->nkeys; k++) {
+        const query_key *key = &spec->keys[k];
+        const tag_def *d = find_def(key->tag);
+        out->key_col[k] = -1;
+        /* keys of a lower level than the query's are neither matched nor returned */
+        if (!d || d->info.level > spec->level)
+            continue;
+        /* the same tag twice: one column */
+        for (size_t j = 0; j < k; j++)
+            if (spec->keys[j].tag == key->tag && out->key_col[j] >= 0)
+                out->key_col[k] = out->key_col[j];
+        if (out->key_col[k] < 0) {
+            sb_add(&sel, ", %s", d->expr);
+            out->key_col[k] = out->ncols++;
+        }
+        const char *v = key->value ? key->value : "";
+        if (*v && (rc = add_condition(&b, d, v, spec->case_sensitive, err)) < 0)
+            goto fail;
+    }
+    out->file_col = -1;
+    if (spec->with_file && spec->level == TS_LEVEL_INSTANCE) {
+        sb_add(&sel, ", (SELECT a.uuid::text FROM attachments a"
+                     " WHERE a.resource_id = ri.id AND a.content_type = 1)");
+        out->file_col = out->ncols++;
+    }
+    ts_level top = spec->level;
+    for (size_t k = 0; k < spec->nkeys; k++) {
+        const tag_def *d = find_def(spec->keys[k].tag);
+        if (d && d->info.level < top)
+            top = d->info.level;
+    }
+    add_from(&sel, spec->level, top);
+    sb_add(&sel, "%s ORDER BY %s.id", b.where.s, r);
+    if (spec->limit > 0)
+        sb_add(&sel, " LIMIT %ld", spec->limit + 1);
+    if (spec->since > 0)
+        sb_add(&sel, " OFFSET %ld", spec->since);
+    out->sql = sel.s;
+    out->params = b.params;
+    out->nparams = b.nparams;
+    free(b.where.s);
+    return 0;
+fail:
+    free(sel.s);
+    free(b.where.s);
+    for (int i = 0; i < b.nparams; i++)
+        free(b.params[i]);
+    free(b.params);
+    free(out->key_col);
+    memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+void query_sql_clear(query_sql *q)
+{
+    if (!q)
+        return;
+    free(q->sql);
+    for (int i = 0; i < q->nparams; i++)
+        free(q->params[i]);
+    free(q->params);
+    free(q->key_col);
+    memset(q, 0, sizeof(*q));
+}
+
+/* ---- running -------------------------------------------------------------------- */
+
+typedef struct run_arg {
+    const query_sql *q;
+    PGresult *res;
+} run_arg;
+
+static int run_txn(ts_db *db, void *arg, ts_err *err)
+{
+    run_arg *a = arg;
+    if (a->res) { /* a replay */
+        PQclear(a->res);
+        a->res = NULL;
+    }
+    return ts_db_exec_params(db, a->q->sql, a->q->nparams, (const char *const *)a->q->params,
+                             &a->res, err);
+}
+
+int query_run(ts_db_pool *pool, const query_spec *spec, query_result *out, ts_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = query_build(spec, &out->q, err);
+    if (rc)
+        return rc;
+    run_arg a = {&out->q, NULL};
+    rc = ts_db_transaction(pool, TS_DB_READ, run_txn, &a, err);
+    if (rc) {
+        if (a.res)
+            PQclear(a.res);
+        goto fail;
+    }
+    out->res = a.res;
+    out->nrows = PQntuples(a.res);
+    if (spec->limit > 0 && out->nrows > spec->limit) {
+        out->nrows = (int)spec->limit;
+        out->truncated = true;
+    }
+    return 0;
+fail:
+    query_result_clear(out);
+    return rc;
+}
+
+const char *query_result_id(const query_result *r, int row)
+{
+    return PQgetvalue(r->res, row, 0);
+}
+
+const char *query_result_value(const query_result *r, int row, size_t key)
+{
+    int col = r->q.key_col[key];
+    if (col < 0 || PQgetisnull(r->res, row, col))
+        return "";
+    return PQgetvalue(r->res, row, col);
+}
+
+const char *query_result_file(const query_result *r, int row)
+{
+    if (r->q.file_col < 0 || PQgetisnull(r->res, row, r->q.file_col))
+        return "";
+    return PQgetvalue(r->res, row, r->q.file_col);
+}
+
+void query_result_clear(query_result *r)
+{
+    if (!r)
+        return;
+    if (r->res)
+        PQclear(r->res);
+    query_sql_clear(&r->q);
+    memset(r, 0, sizeof(*r));
+}

@@ -1,0 +1,84 @@
+/* The matching engine of the query service: turns a query (level, keys with
+ * DICOM matching values, PS3.4 C.2.2.2) into one parameterised SQL statement
+ * over the index, runs it in a read-only transaction and hands back the rows.
+ * Shared by the C-FIND SCP and the bus endpoint `find`; no DICOM networking here. */
+#ifndef QUERY_MATCH_H
+#define QUERY_MATCH_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "db.h"
+#include "err.h"
+#include "ids.h"
+
+/* A query key: value "" is universal matching (a return key only). */
+typedef struct query_key {
+    uint32_t tag;
+    const char *value;
+} query_key;
+
+typedef struct query_spec {
+    ts_level level;
+    const query_key *keys;
+    size_t nkeys;
+    bool case_sensitive; /* person names; other VRs follow the standard */
+    long limit;          /* rows at most (0: no limit); one more is fetched to tell truncation */
+    long since;          /* rows to skip (the bus's paging) */
+    bool with_file;      /* INSTANCE level: also the uuid of the DICOM file (C-MOVE) */
+} query_spec;
+
+/* The SQL of a query: text with $n placeholders, the n values, and where each
+ * key's value is in a result row. */
+typedef struct query_sql {
+    char *sql;
+    char **params;
+    int nparams;
+    int *key_col; /* per spec key: result column of its value, or -1 (not known: empty) */
+    int ncols;    /* column 0 is the matched resource's public id */
+    int file_col; /* the file's uuid (with_file), or -1 */
+} query_sql;
+
+/* What a tag is to the matcher, for return keys and for tests. */
+typedef struct query_tag_info {
+    uint32_t tag;
+    const char *keyword;
+    ts_level level;
+    char vr[3];
+} query_tag_info;
+
+/* The tag's entry, or NULL if the index knows nothing of it. */
+const query_tag_info *query_tag_lookup(uint32_t tag);
+/* The known tags, by index 0..query_tag_count()-1 (for the bus's `expand`). */
+size_t query_tag_count(void);
+const query_tag_info *query_tag_at(size_t i);
+
+/* Builds the statement. TS_EINVAL (message for the client's log) on a
+ * malformed value, e.g. a date range that is not one. */
+int query_build(const query_spec *spec, query_sql *out, ts_err *err);
+void query_sql_clear(query_sql *q);
+
+/* Escapes a DICOM wildcard value ('*', '?') into a LIKE pattern with '\' as
+ * the escape character. The caller frees the result. */
+char *query_like_pattern(const char *value);
+
+typedef struct query_result {
+    query_sql q;
+    PGresult *res;
+    int nrows;      /* at most spec->limit */
+    bool truncated; /* more rows matched than the limit */
+} query_result;
+
+/* Builds and runs the query in a read-only transaction. */
+int query_run(ts_db_pool *pool, const query_spec *spec, query_result *out, ts_err *err);
+/* Public id of row `row`. */
+const char *query_result_id(const query_result *r, int row);
+/* The value of spec key `key` in row `row`: "" when absent or unknown. */
+const char *query_result_value(const query_result *r, int row, size_t key);
+/* The uuid of the instance's DICOM file (with_file), or "" if it has none. */
+const char *query_result_file(const query_result *r, int row);
+void query_result_clear(query_result *r);
+
+#endif

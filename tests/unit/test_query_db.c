@@ -1,0 +1,297 @@
+/* services/query against a real PostgreSQL (TESSERA_TEST_DB_URL, set by
+ * scripts/test; skipped without one): query_run's matches and computed keys on
+ * a small index written in SQL, and the bus endpoint `find` (query_bus_handle)
+ * with packed requests as REST will send them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "db.h"
+#include "dicom.h"
+#include "log.h"
+#include "migrate.h"
+#include "query_bus.h"
+#include "query_match.h"
+#include "tessera.pb-c.h"
+
+#define PATIENT_NAME TS_TAG(0x0010, 0x0010)
+#define PATIENT_ID TS_TAG(0x0010, 0x0020)
+#define STUDY_DATE TS_TAG(0x0008, 0x0020)
+#define STUDY_UID TS_TAG(0x0020, 0x000d)
+#define MODALITIES TS_TAG(0x0008, 0x0061)
+#define N_STUDY_SERIES TS_TAG(0x0020, 0x1206)
+#define N_STUDY_INSTANCES TS_TAG(0x0020, 0x1208)
+#define SOP_CLASSES TS_TAG(0x0008, 0x0062)
+#define SOP_UID TS_TAG(0x0008, 0x0018)
+
+static ts_db_pool *pool;
+
+static int admin_exec(const char *url, const char *sql)
+{
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        PQfinish(c);
+        return -1;
+    }
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return ok ? 0 : -1;
+}
+
+/* Two patients; patient 1 has study A (2020, CT + MR series, 3 instances) and
+ * study B (2021, CT, 1 instance); patient 2 has study C (2022, MR, 2). */
+static const char *DATA =
+    "INSERT INTO resources (id, level, public_id, parent_id) VALUES"
+    " (1,0,'p1',NULL),(2,0,'p2',NULL),"
+    " (10,1,'sa',1),(11,1,'sb',1),(12,1,'sc',2),"
+    " (20,2,'sea1',10),(21,2,'sea2',10),(22,2,'seb',11),(23,2,'sec',12),"
+    " (30,3,'i1',20),(31,3,'i2',20),(32,3,'i3',21),(33,3,'i4',22),(34,3,'i5',23),(35,3,'i6',23);"
+    "INSERT INTO patients (resource_id, patient_id, patient_name, patient_name_norm) VALUES"
+    " (1,'P1','Doe^John','DOE^JOHN'),(2,'P2','Roe^Jane','ROE^JANE');"
+    "INSERT INTO studies (resource_id, study_instance_uid, study_date, modalities_in_study) VALUES"
+    " (10,'1.1','20200301','{CT,MR}'),(11,'1.2','20210301','{CT}'),(12,'1.3','20220301','{MR}');"
+    "INSERT INTO series (resource_id, series_instance_uid, modality) VALUES"
+    " (20,'1.1.1','CT'),(21,'1.1.2','MR'),(22,'1.2.1','CT'),(23,'1.3.1','MR');"
+    "INSERT INTO instances (resource_id, sop_instance_uid, sop_class_uid) VALUES"
+    " (30,'1.1.1.1','1.2.840.10008.5.1.4.1.1.2'),(31,'1.1.1.2','1.2.840.10008.5.1.4.1.1.2'),"
+    " (32,'1.1.2.1','1.2.840.10008.5.1.4.1.1.4'),(33,'1.2.1.1','1.2.840.10008.5.1.4.1.1.2'),"
+    " (34,'1.3.1.1','1.2.840.10008.5.1.4.1.1.4'),(35,'1.3.1.2','1.2.840.10008.5.1.4.1.1.4');";
+
+static int setup(void **state)
+{
+    const char *base = getenv("TESSERA_TEST_DB_URL");
+    char name[64], sql[128], url[512];
+    snprintf(name, sizeof(name), "unit_query_%d", (int)getpid());
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
+    if (admin_exec(base, sql))
+        return -1;
+    snprintf(url, sizeof(url), "%s dbname=%s", base, name);
+    static char url_copy[512];
+    snprintf(url_copy, sizeof(url_copy), "%s", url);
+    ts_db_options opt = {.conninfo = url_copy,
+                         .size = 2,
+                         .max_retries = 2,
+                         .isolation = "read-committed",
+                         .connect_timeout_s = 5,
+                         .retry_base_ms = 10};
+    ts_err err;
+    if (ts_db_pool_new(&opt, &pool, &err) || ts_db_migrate(pool, NULL, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
+    return admin_exec(url, DATA);
+}
+
+static int teardown(void **state)
+{
+    ts_db_pool_free(pool);
+    return 0;
+}
+
+static void run(ts_level level, const query_key *keys, size_t n, long limit, query_result *res)
+{
+    query_spec spec = {.level = level, .keys = keys, .nkeys = n, .limit = limit};
+    ts_err err;
+    ts_err_clear(&err);
+    if (query_run(pool, &spec, res, &err))
+        fail_msg("query_run: %s", err.msg);
+}
+
+static void test_matches_and_computed_keys(void **state)
+{
+    query_key keys[] = {{PATIENT_NAME, "doe*"}, {STUDY_UID, ""},         {MODALITIES, ""},
+                        {N_STUDY_SERIES, ""},   {N_STUDY_INSTANCES, ""}, {SOP_CLASSES, ""}};
+    query_result res;
+    run(TS_LEVEL_STUDY, keys, 6, 0, &res);
+    assert_int_equal(res.nrows, 2);
+    assert_false(res.truncated);
+    assert_string_equal(query_result_id(&res, 0), "sa");
+    assert_string_equal(query_result_value(&res, 0, 1), "1.1");
+    assert_string_equal(query_result_value(&res, 0, 2), "CT\\MR");
+    assert_string_equal(query_result_value(&res, 0, 3), "2");
+    assert_string_equal(query_result_value(&res, 0, 4), "3");
+    assert_string_equal(query_result_value(&res, 0, 5),
+                        "1.2.840.10008.5.1.4.1.1.2\\1.2.840.10008.5.1.4.1.1.4");
+    assert_string_equal(query_result_id(&res, 1), "sb");
+    assert_string_equal(query_result_value(&res, 1, 4), "1");
+    query_result_clear(&res);
+}
+
+static void test_ranges_lists_and_limit(void **state)
+{
+    query_key range[] = {{STUDY_DATE, "20210101-"}};
+    query_result res;
+    run(TS_LEVEL_STUDY, range, 1, 0, &res);
+    assert_int_equal(res.nrows, 2);
+    query_result_clear(&res);
+
+    query_key list[] = {{SOP_UID, "1.1.1.2\\1.3.1.1\\9.9"}};
+    run(TS_LEVEL_INSTANCE, list, 1, 0, &res);
+    assert_int_equal(res.nrows, 2);
+    assert_string_equal(query_result_id(&res, 0), "i2");
+    assert_string_equal(query_result_id(&res, 1), "i5");
+    query_result_clear(&res);
+
+    query_key all[] = {{SOP_UID, ""}};
+    run(TS_LEVEL_INSTANCE, all, 1, 4, &res);
+    assert_int_equal(res.nrows, 4);
+    assert_true(res.truncated);
+    query_result_clear(&res);
+    run(TS_LEVEL_INSTANCE, all, 1, 6, &res);
+    assert_int_equal(res.nrows, 6);
+    assert_false(res.truncated);
+    query_result_clear(&res);
+}
+
+static Tessera__FindReply *call_bus(Tessera__FindRequest *req)
+{
+    query_bus_ctx ctx = {.db = pool, .limit = 100};
+    size_t len, rlen;
+    uint8_t *buf = ts_bus_pack(&req->base, &len);
+    uint8_t *reply = NULL;
+    assert_int_equal(query_bus_handle(&ctx, buf, len, &reply, &rlen), 0);
+    Tessera__FindReply *rep = tessera__find_reply__unpack(NULL, rlen, reply);
+    assert_non_null(rep);
+    free(buf);
+    free(reply);
+    return rep;
+}
+
+static void test_bus_find(void **state)
+{
+    Tessera__FindTagValue q1 = TESSERA__FIND_TAG_VALUE__INIT;
+    q1.tag = MODALITIES;
+    q1.value = "MR";
+    Tessera__FindTagValue *qs[] = {&q1};
+    uint32_t requested[] = {STUDY_UID, PATIENT_ID};
+    Tessera__FindRequest req = TESSERA__FIND_REQUEST__INIT;
+    req.level = TESSERA__RESOURCE_LEVEL__LEVEL_STUDY;
+    req.n_query = 1;
+    req.query = qs;
+    req.n_requested_tags = 2;
+    req.requested_tags = requested;
+    Tessera__FindReply *rep = call_bus(&req);
+    assert_int_equal(rep->status, TESSERA__FIND_STATUS__FIND_OK);
+    assert_int_equal(rep->n_matches, 2);
+    assert_string_equal(rep->matches[0]->public_id, "sa");
+    assert_int_equal(rep->matches[0]->n_tags, 3);
+    assert_int_equal(rep->matches[0]->tags[0]->tag, MODALITIES);
+    assert_string_equal(rep->matches[0]->tags[0]->value, "CT\\MR");
+    assert_string_equal(rep->matches[0]->tags[1]->value, "1.1");
+    assert_string_equal(rep->matches[0]->tags[2]->value, "P1");
+    assert_string_equal(rep->matches[1]->public_id, "sc");
+    tessera__find_reply__free_unpacked(rep, NULL);
+
+    /* paging: limit 1 from the second match */
+    req.limit = 1;
+    req.since = 1;
+    rep = call_bus(&req);
+    assert_int_equal(rep->n_matches, 1);
+    assert_string_equal(rep->matches[0]->public_id, "sc");
+    assert_false(rep->truncated);
+    tessera__find_reply__free_unpacked(rep, NULL);
+
+    /* expand: every known tag of the level and above */
+    req.limit = 0;
+    req.since = 0;
+    req.n_requested_tags = 0;
+    req.expand = true;
+    rep = call_bus(&req);
+    assert_int_equal(rep->status, TESSERA__FIND_STATUS__FIND_OK);
+    assert_true(rep->matches[0]->n_tags > 15);
+    tessera__find_reply__free_unpacked(rep, NULL);
+}
+
+static void test_bus_bad_requests(void **state)
+{
+    Tessera__FindTagValue q1 = TESSERA__FIND_TAG_VALUE__INIT;
+    q1.tag = STUDY_DATE;
+    q1.value = "2020-2021";
+    Tessera__FindTagValue *qs[] = {&q1};
+    Tessera__FindRequest req = TESSERA__FIND_REQUEST__INIT;
+    req.level = TESSERA__RESOURCE_LEVEL__LEVEL_STUDY;
+    req.n_query = 1;
+    req.query = qs;
+    Tessera__FindReply *rep = call_bus(&req);
+    assert_int_equal(rep->status, TESSERA__FIND_STATUS__FIND_BAD_REQUEST);
+    assert_non_null(strstr(rep->error, "StudyDate"));
+    tessera__find_reply__free_unpacked(rep, NULL);
+
+    req.n_query = 0;
+    req.level = 9;
+    rep = call_bus(&req);
+    assert_int_equal(rep->status, TESSERA__FIND_STATUS__FIND_BAD_REQUEST);
+    tessera__find_reply__free_unpacked(rep, NULL);
+
+    query_bus_ctx ctx = {.db = pool, .limit = 100};
+    uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+    uint8_t *reply = NULL;
+    size_t rlen;
+    assert_int_equal(query_bus_handle(&ctx, junk, sizeof(junk), &reply, &rlen), 0);
+    rep = tessera__find_reply__unpack(NULL, rlen, reply);
+    assert_int_equal(rep->status, TESSERA__FIND_STATUS__FIND_BAD_REQUEST);
+    tessera__find_reply__free_unpacked(rep, NULL);
+    free(reply);
+}
+
+/* The same endpoint behind a real REP socket, called as REST will call it. */
+static void test_bus_find_over_a_socket(void **state)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "ipc:///tmp/test_query_db_%d.sock", (int)getpid());
+    query_bus_ctx ctx = {.db = pool, .limit = 100};
+    ts_bus_server *srv = NULL;
+    ts_bus_client *c = NULL;
+    ts_err err;
+    assert_int_equal(ts_bus_server_start(url, 1 << 20, 2, query_bus_handle, &ctx, &srv, &err), 0);
+    assert_int_equal(ts_bus_client_new(url, 1, 1 << 20, &c, &err), 0);
+    Tessera__FindTagValue q1 = TESSERA__FIND_TAG_VALUE__INIT;
+    q1.tag = PATIENT_NAME;
+    q1.value = "ROE*";
+    Tessera__FindTagValue *qs[] = {&q1};
+    Tessera__FindRequest req = TESSERA__FIND_REQUEST__INIT;
+    req.level = TESSERA__RESOURCE_LEVEL__LEVEL_INSTANCE;
+    req.n_query = 1;
+    req.query = qs;
+    ProtobufCMessage *reply = NULL;
+    assert_int_equal(
+        ts_bus_call(c, &req.base, &tessera__find_reply__descriptor, &reply, 5000, &err), 0);
+    Tessera__FindReply *rep = (Tessera__FindReply *)reply;
+    assert_int_equal(rep->status, TESSERA__FIND_STATUS__FIND_OK);
+    assert_int_equal(rep->n_matches, 2);
+    assert_string_equal(rep->matches[0]->public_id, "i5");
+    assert_string_equal(rep->matches[1]->public_id, "i6");
+    assert_string_equal(rep->matches[0]->tags[0]->value, "Roe^Jane");
+    protobuf_c_message_free_unpacked(reply, NULL);
+    ts_bus_client_free(c);
+    ts_bus_server_free(srv);
+}
+
+int main(void)
+{
+    if (!getenv("TESSERA_TEST_DB_URL") || admin_exec(getenv("TESSERA_TEST_DB_URL"), "SELECT 1")) {
+        fprintf(stderr, "TESSERA_TEST_DB_URL not set or unreachable: skipped\n");
+        return 77;
+    }
+    ts_log_init("test_query_db", TS_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matches_and_computed_keys),
+        cmocka_unit_test(test_ranges_lists_and_limit),
+        cmocka_unit_test(test_bus_find),
+        cmocka_unit_test(test_bus_bad_requests),
+        cmocka_unit_test(test_bus_find_over_a_socket),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,269 @@
+/* services/query/query_match.c: the SQL a query becomes. Values never reach
+ * the SQL text (parameters only); each matching form of PS3.4 C.2.2.2 gives
+ * its condition; malformed values are refused. No database needed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dicom.h"
+#include "query_match.h"
+
+#define PATIENT_NAME TS_TAG(0x0010, 0x0010)
+#define PATIENT_ID TS_TAG(0x0010, 0x0020)
+#define STUDY_DATE TS_TAG(0x0008, 0x0020)
+#define STUDY_TIME TS_TAG(0x0008, 0x0030)
+#define STUDY_UID TS_TAG(0x0020, 0x000d)
+#define MODALITIES TS_TAG(0x0008, 0x0061)
+#define N_STUDY_INSTANCES TS_TAG(0x0020, 0x1208)
+#define SOP_UID TS_TAG(0x0008, 0x0018)
+#define ACCESSION TS_TAG(0x0008, 0x0050)
+
+static query_sql build_ok(ts_level level, const query_key *keys, size_t n, bool cs)
+{
+    query_spec spec = {.level = level, .keys = keys, .nkeys = n, .case_sensitive = cs};
+    query_sql q;
+    ts_err err;
+    ts_err_clear(&err);
+    int rc = query_build(&spec, &q, &err);
+    if (rc)
+        fail_msg("query_build: %s", err.msg);
+    return q;
+}
+
+static int build_fails(ts_level level, const query_key *keys, size_t n, char *msg, size_t size)
+{
+    query_spec spec = {.level = level, .keys = keys, .nkeys = n};
+    query_sql q;
+    ts_err err;
+    ts_err_clear(&err);
+    int rc = query_build(&spec, &q, &err);
+    if (rc == 0)
+        query_sql_clear(&q);
+    snprintf(msg, size, "%s", err.msg);
+    return rc;
+}
+
+static void assert_contains(const char *sql, const char *part)
+{
+    if (!strstr(sql, part))
+        fail_msg("'%s' not in: %s", part, sql);
+}
+
+static void assert_lacks(const char *sql, const char *part)
+{
+    if (strstr(sql, part))
+        fail_msg("'%s' unexpectedly in: %s", part, sql);
+}
+
+static void test_universal_keys_are_return_keys_only(void **state)
+{
+    query_key keys[] = {{PATIENT_ID, ""},
+                        {STUDY_UID, ""},
+                        {TS_TAG(0x0009, 0x0010), ""},
+                        {SOP_UID, ""},
+                        {STUDY_DATE, "*"}};
+    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 5, false);
+    assert_int_equal(q.nparams, 0);
+    assert_contains(q.sql, "SELECT rst.public_id, pa.patient_id, st.study_instance_uid");
+    assert_contains(q.sql, "WHERE true ORDER BY rst.id");
+    assert_int_equal(q.key_col[0], 1);
+    assert_int_equal(q.key_col[1], 2);
+    assert_int_equal(q.key_col[2], -1); /* unknown tag: returned empty */
+    assert_int_equal(q.key_col[3], -1); /* below the level: neither matched nor returned */
+    assert_int_equal(q.key_col[4], 3);  /* "*" is universal */
+    assert_int_equal(q.ncols, 4);
+    query_sql_clear(&q);
+}
+
+static void test_single_value_is_a_parameter(void **state)
+{
+    query_key keys[] = {{PATIENT_ID, "x'); DROP TABLE resources; --"}};
+    query_sql q = build_ok(TS_LEVEL_PATIENT, keys, 1, false);
+    assert_int_equal(q.nparams, 1);
+    assert_string_equal(q.params[0], "x'); DROP TABLE resources; --");
+    assert_contains(q.sql, "AND pa.patient_id = $1");
+    assert_lacks(q.sql, "DROP");
+    query_sql_clear(&q);
+}
+
+static void test_like_pattern_escapes_sql_wildcards(void **state)
+{
+    char *p = query_like_pattern("a_b%c*d?e\\f");
+    assert_string_equal(p, "a\\_b\\%c%d_e\\\\f");
+    free(p);
+}
+
+static void test_wildcard_becomes_like(void **state)
+{
+    query_key keys[] = {{ACCESSION, "AC_1*"}};
+    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 1, false);
+    assert_contains(q.sql, "AND st.accession_number LIKE $1");
+    assert_string_equal(q.params[0], "AC\\_1%");
+    query_sql_clear(&q);
+}
+
+static void test_person_name_case_insensitive_by_default(void **state)
+{
+    query_key keys[] = {{PATIENT_NAME, "doe*"}};
+    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 1, false);
+    assert_contains(q.sql, "AND pa.patient_name_norm LIKE upper($1)");
+    assert_string_equal(q.params[0], "doe%");
+    query_sql_clear(&q);
+    q = build_ok(TS_LEVEL_STUDY, keys, 1, true);
+    assert_contains(q.sql, "AND pa.patient_name LIKE $1");
+    assert_lacks(q.sql, "upper($1)");
+    query_sql_clear(&q);
+    query_key exact[] = {{PATIENT_NAME, "Doe^John"}};
+    q = build_ok(TS_LEVEL_PATIENT, exact, 1, false);
+    assert_contains(q.sql, "AND pa.patient_name_norm = upper($1)");
+    query_sql_clear(&q);
+}
+
+static void test_uid_list_is_one_array_parameter(void **state)
+{
+    query_key keys[] = {{STUDY_UID, "1.2.3\\1.2.4\\1.2.5"}};
+    query_sql q = build_ok(TS_LEVEL_SERIES, keys, 1, false);
+    assert_int_equal(q.nparams, 1);
+    assert_contains(q.sql, "AND st.study_instance_uid = ANY (string_to_array($1, chr(92)))");
+    assert_string_equal(q.params[0], "1.2.3\\1.2.4\\1.2.5");
+    assert_contains(q.sql, "SELECT rse.public_id");
+    query_sql_clear(&q);
+}
+
+static void test_date_ranges(void **state)
+{
+    query_key both[] = {{STUDY_DATE, "20200101-20201231"}};
+    query_sql q = build_ok(TS_LEVEL_STUDY, both, 1, false);
+    assert_contains(q.sql, "AND st.study_date >= $1 AND st.study_date <= $2");
+    assert_string_equal(q.params[0], "20200101");
+    assert_string_equal(q.params[1], "20201231");
+    query_sql_clear(&q);
+
+    query_key from[] = {{STUDY_DATE, "20200101-"}};
+    q = build_ok(TS_LEVEL_STUDY, from, 1, false);
+    assert_contains(q.sql, "AND st.study_date >= $1");
+    assert_lacks(q.sql, "<=");
+    assert_int_equal(q.nparams, 1);
+    query_sql_clear(&q);
+
+    query_key until[] = {{STUDY_DATE, "-20200101"}};
+    q = build_ok(TS_LEVEL_STUDY, until, 1, false);
+    assert_contains(q.sql, "AND st.study_date <= $1");
+    assert_lacks(q.sql, ">=");
+    query_sql_clear(&q);
+
+    query_key single[] = {{STUDY_DATE, "20200101"}, {STUDY_TIME, "101500.5-"}};
+    q = build_ok(TS_LEVEL_STUDY, single, 2, false);
+    assert_contains(q.sql, "AND st.study_date = $1 AND st.study_time >= $2");
+    query_sql_clear(&q);
+}
+
+static void test_malformed_values_are_refused(void **state)
+{
+    const char *bad_dates[] = {"2020-01-01",         "-",       "20200101-2021", "2020*",
+                               "20200101\\20200102", "2020010", "abcdefgh"};
+    char msg[512];
+    for (size_t i = 0; i < sizeof(bad_dates) / sizeof(bad_dates[0]); i++) {
+        query_key k[] = {{STUDY_DATE, bad_dates[i]}};
+        assert_int_equal(build_fails(TS_LEVEL_STUDY, k, 1, msg, sizeof(msg)), TS_EINVAL);
+        assert_non_null(strstr(msg, "StudyDate"));
+    }
+    const char *bad_times[] = {"1", "25x", "101500.1234567", "1015-99"};
+    for (size_t i = 0; i < sizeof(bad_times) / sizeof(bad_times[0]); i++) {
+        query_key k[] = {{STUDY_TIME, bad_times[i]}};
+        assert_int_equal(build_fails(TS_LEVEL_STUDY, k, 1, msg, sizeof(msg)), TS_EINVAL);
+    }
+    query_key list_wild[] = {{STUDY_UID, "1.2*\\1.3"}};
+    assert_int_equal(build_fails(TS_LEVEL_STUDY, list_wild, 1, msg, sizeof(msg)), TS_EINVAL);
+    query_spec spec = {.level = (ts_level)7};
+    query_sql q;
+    ts_err err;
+    assert_int_equal(query_build(&spec, &q, &err), TS_EINVAL);
+}
+
+static void test_computed_keys_are_not_matched(void **state)
+{
+    query_key keys[] = {{N_STUDY_INSTANCES, "5"}, {MODALITIES, "CT\\MR"}};
+    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 2, false);
+    assert_int_equal(q.nparams, 1); /* the count's value is ignored */
+    assert_contains(q.sql, "AND st.modalities_in_study && string_to_array($1, chr(92))");
+    assert_contains(q.sql, "(SELECT count(*) FROM resources x1 JOIN resources x2");
+    query_sql_clear(&q);
+}
+
+static void test_limit_fetches_one_more_and_since_skips(void **state)
+{
+    query_key keys[] = {{SOP_UID, ""}};
+    query_spec spec = {
+        .level = TS_LEVEL_INSTANCE, .keys = keys, .nkeys = 1, .limit = 10, .since = 20};
+    query_sql q;
+    ts_err err;
+    assert_int_equal(query_build(&spec, &q, &err), 0);
+    assert_contains(q.sql, "ORDER BY ri.id LIMIT 11 OFFSET 20");
+    query_sql_clear(&q);
+}
+
+static void test_duplicate_keys_share_a_column(void **state)
+{
+    query_key keys[] = {{PATIENT_ID, "A*"}, {PATIENT_ID, ""}};
+    query_sql q = build_ok(TS_LEVEL_PATIENT, keys, 2, false);
+    assert_int_equal(q.key_col[0], q.key_col[1]);
+    assert_int_equal(q.ncols, 2);
+    query_sql_clear(&q);
+}
+
+static void test_joins_only_the_levels_the_keys_need(void **state)
+{
+    query_key own[] = {{SOP_UID, "1.2.3"}};
+    query_sql q = build_ok(TS_LEVEL_INSTANCE, own, 1, false);
+    assert_contains(q.sql, " FROM instances i JOIN resources ri ON ri.id = i.resource_id WHERE");
+    assert_lacks(q.sql, "series se");
+    query_sql_clear(&q);
+    query_key study[] = {{SOP_UID, ""}, {STUDY_UID, "1.2"}};
+    q = build_ok(TS_LEVEL_INSTANCE, study, 2, false);
+    assert_contains(q.sql, "JOIN series se ON se.resource_id = ri.parent_id"
+                           " JOIN resources rse ON rse.id = se.resource_id"
+                           " JOIN studies st ON st.resource_id = rse.parent_id"
+                           " JOIN resources rst ON rst.id = st.resource_id WHERE");
+    assert_lacks(q.sql, "patients");
+    query_sql_clear(&q);
+    query_key patient[] = {{SOP_UID, ""}, {PATIENT_NAME, "X*"}};
+    q = build_ok(TS_LEVEL_INSTANCE, patient, 2, false);
+    assert_contains(q.sql, "JOIN patients pa ON pa.resource_id = rst.parent_id");
+    query_sql_clear(&q);
+}
+
+static void test_tag_lookup(void **state)
+{
+    assert_null(query_tag_lookup(TS_TAG(0x0008, 0x002a)));
+    assert_non_null(query_tag_lookup(STUDY_DATE));
+    assert_string_equal(query_tag_lookup(STUDY_DATE)->keyword, "StudyDate");
+    assert_string_equal(query_tag_lookup(PATIENT_NAME)->vr, "PN");
+    assert_int_equal(query_tag_lookup(SOP_UID)->level, TS_LEVEL_INSTANCE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_universal_keys_are_return_keys_only),
+        cmocka_unit_test(test_single_value_is_a_parameter),
+        cmocka_unit_test(test_like_pattern_escapes_sql_wildcards),
+        cmocka_unit_test(test_wildcard_becomes_like),
+        cmocka_unit_test(test_person_name_case_insensitive_by_default),
+        cmocka_unit_test(test_uid_list_is_one_array_parameter),
+        cmocka_unit_test(test_date_ranges),
+        cmocka_unit_test(test_malformed_values_are_refused),
+        cmocka_unit_test(test_computed_keys_are_not_matched),
+        cmocka_unit_test(test_limit_fetches_one_more_and_since_skips),
+        cmocka_unit_test(test_duplicate_keys_share_a_column),
+        cmocka_unit_test(test_joins_only_the_levels_the_keys_need),
+        cmocka_unit_test(test_tag_lookup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
