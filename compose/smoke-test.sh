@@ -10,19 +10,22 @@
 #   3. starts compose.yaml with 2 ingest and 2 rest replicas, waits until every
 #      container's compose health check passes;
 #   4. checks that every rest replica has a bus connection to every ingest replica;
-#   5. stores studies through haproxy's DICOM port with storescu, in parallel,
-#      and stops one ingest replica in the middle of the transfer; then checks
-#      that every instance storescu was told was stored is readable through
-#      haproxy's HTTP port, byte for byte; stores the rest again, and checks the
-#      totals from each rest replica;
-#   6. uploads through REST (rest -> bus -> ingest);
+#   5. twice, stores 4 studies through haproxy's DICOM port with storescu over 4
+#      parallel associations and, in the middle of the transfer, stops one
+#      ingest replica: first with SIGTERM (podman stop: running associations
+#      may finish), then with SIGKILL (a crash: associations are cut); each time
+#      checks that every instance storescu was told was stored is readable
+#      through haproxy's HTTP port (the same dataset), stores everything again
+#      through what remains, and checks the totals from each rest replica;
+#   6. uploads through REST while an ingest replica is down (rest -> bus ->
+#      the ingest replica still running), reads them back; restarts the replica;
 #   7. tears everything down (containers, network, volumes).
 #
 # Not covered yet: jobs (there is no jobs service yet).
 #
 # Exit status: 0 passed, 1 failed, 77 skipped (Podman unavailable and not installable).
 # Environment: SMOKE_KEEP=1 leaves the stack running for a look;
-# SMOKE_INSTANCES=N instances per stream (default 200).
+# SMOKE_INSTANCES=N instances per stream (default 200, at most 396).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -210,54 +213,13 @@ for r in $(service_containers rest); do
 done
 log "every rest replica is connected to every ingest replica on the bus (${ingest_ips[*]})"
 
-# ---- 5. DICOM through haproxy, one ingest replica stopped mid-transfer ----------
-log "generating $STREAMS studies of $PER_STREAM instances"
-/usr/bin/python3 "$ROOT/tests/tools/gendicom.py" --out "$WORK/data" --patients "$STREAMS" \
-  --series-per-study 2 --instances-per-series $((PER_STREAM / 2)) --size 256 -q
-study_dirs=("$WORK"/data/*/*)
-total=$(find "$WORK/data" -name '*.dcm' | wc -l)
-
-storescu_stream() { # DIR LOG: one association for a whole study
-  TCP_NODELAY=1 storescu -v -aec TESSERA -to 30 -ta 30 -td 60 +sd +r 127.0.0.1 "$DICOM_PORT" "$1" >"$2" 2>&1
-}
-pids=()
-for i in "${!study_dirs[@]}"; do
-  storescu_stream "${study_dirs[$i]}" "$WORK/storescu-$i.log" &
-  pids+=($!)
-done
-log "storing $total instances over $STREAMS associations"
+# ---- 5. DICOM through haproxy, an ingest replica stopped mid-transfer ----------
 count() { curl -fsS "$HTTP/statistics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])'; }
-victim=$(service_containers ingest | head -1)
-stopped=0
-for _ in $(seq 600); do
-  n=$(count 2>/dev/null || echo 0)
-  if [ "$n" -ge $((total / 5)) ]; then
-    log "$n of $total stored: stopping $victim (podman stop -t 2: SIGTERM, then SIGKILL after 2 s)"
-    podman stop -t 2 "$victim" >/dev/null
-    stopped=1
-    break
-  fi
-  alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-  [ $alive = 1 ] || break
-  sleep 0.2
-done
-[ $stopped = 1 ] || fail "the transfer ended before an ingest replica could be stopped (raise SMOKE_INSTANCES)"
-failed_streams=0
-for p in "${pids[@]}"; do wait "$p" || failed_streams=$((failed_streams + 1)); done
-log "storescu: $failed_streams of $STREAMS associations failed after the stop"
 
-# What storescu was told was stored: "Sending file: X" then "Received Store Response (Success|Warning)".
-cat "$WORK"/storescu-*.log | awk '
-  /Sending file: / { sub(/.*Sending file: /, ""); file = $0; next }
-  /Received Store Response \((Success|Warning)/ { if (file != "") print file; file = "" }
-' | sort -u >"$WORK/stored.txt"
-reported=$(wc -l <"$WORK/stored.txt")
-[ "$reported" -gt 0 ] || fail "storescu reported nothing stored; see logs: $(tail -3 "$WORK"/storescu-0.log)"
-
-# Each of them: found by its SOP Instance UID, and the same bytes come back.
+# Each of them: found by its SOP Instance UID, and the same dataset comes back.
 check_stored() { # FILE-LIST
   /usr/bin/python3 - "$HTTP" "$1" <<'PY'
-import hashlib, json, sys, urllib.request
+import io, json, sys, urllib.request
 import pydicom
 http, listing = sys.argv[1], sys.argv[2]
 bad = 0
@@ -270,8 +232,9 @@ for path in files:
         if len(hits) != 1:
             raise RuntimeError(f"lookup gave {hits}")
         body = urllib.request.urlopen(f"{http}/instances/{hits[0]['ID']}/file", timeout=60).read()
-        if hashlib.sha256(body).digest() != hashlib.sha256(open(path, "rb").read()).digest():
-            raise RuntimeError("different bytes")
+        # the same dataset (the file meta header is the receiver's own)
+        if pydicom.dcmread(io.BytesIO(body)) != pydicom.dcmread(path):
+            raise RuntimeError("a different dataset came back")
     except Exception as e:
         bad += 1
         if bad <= 10:
@@ -280,21 +243,86 @@ print(f"{len(files) - bad} of {len(files)} readable", file=sys.stderr)
 sys.exit(1 if bad else 0)
 PY
 }
-check_stored "$WORK/stored.txt" || fail "instances that storescu reported stored are not readable through REST"
-log "all $reported instances that storescu reported stored are readable through haproxy :$HTTP_PORT, same bytes"
 
-# The survivors take everything: send every study again (stored ones answer Success too).
-for i in "${!study_dirs[@]}"; do
-  storescu_stream "${study_dirs[$i]}" "$WORK/storescu-again-$i.log" ||
-    fail "storescu again through the remaining ingest replica: $(tail -3 "$WORK/storescu-again-$i.log")"
-done
-for r in $(service_containers rest); do
-  n=$(podman exec "$r" curl -fsS http://127.0.0.1:8042/statistics | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])')
-  [ "$n" = "$total" ] || fail "$r counts $n instances, expected $total"
-done
+storescu_stream() { # DIR LOG: one association for a whole study
+  TCP_NODELAY=1 storescu -v -aec TESSERA -to 30 -ta 30 -td 60 +sd +r 127.0.0.1 "$DICOM_PORT" "$1" >"$2" 2>&1
+}
+
+# transfer_with_stop NAME SEED VICTIM HOW: stores STREAMS studies over as many
+# associations; when a fifth is stored, stops VICTIM (HOW: "stop" = SIGTERM,
+# which lets running associations finish, SIGKILL after 10 s; "kill" = SIGKILL
+# at once: associations are cut); checks that every instance storescu was told
+# was stored is readable; then stores everything again through what remains.
+expected=0
+transfer_with_stop() {
+  local name=$1 seed=$2 victim=$3 how=$4 dir="$WORK/$1" i p n
+  /usr/bin/python3 "$ROOT/tests/tools/gendicom.py" --out "$dir" --patients "$STREAMS" --seed "$seed" \
+    --series-per-study 4 --instances-per-series $((PER_STREAM / 4)) --size 256 -q
+  # (4 series: gendicom.py fails with 100 or more instances per series)
+  local studies=("$dir"/*/*) total before
+  total=$(find "$dir" -name '*.dcm' | wc -l)
+  before=$(count)
+  local pids=()
+  for i in "${!studies[@]}"; do
+    storescu_stream "${studies[$i]}" "$dir-storescu-$i.log" &
+    pids+=($!)
+  done
+  log "$name: storing $total instances over $STREAMS associations"
+  local stopped=0 alive
+  for _ in $(seq 600); do
+    n=$(($(count 2>/dev/null || echo "$before") - before))
+    if [ "$n" -ge $((total / 5)) ]; then
+      if [ "$how" = kill ]; then
+        log "$name: $n of $total stored: killing $victim (SIGKILL)"
+        podman kill -s KILL "$victim" >/dev/null
+      else
+        log "$name: $n of $total stored: stopping $victim (SIGTERM; SIGKILL after 10 s)"
+        podman stop -t 10 "$victim" >/dev/null
+      fi
+      stopped=1
+      break
+    fi
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 1 ] || break
+    sleep 0.2
+  done
+  [ $stopped = 1 ] || fail "$name: the transfer ended before $victim could be stopped (raise SMOKE_INSTANCES)"
+  local failed=0
+  for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
+
+  # What storescu was told was stored: "Sending file: X" then "Received Store Response (Success|Warning)".
+  cat "$dir"-storescu-*.log | awk '
+    /Sending file: / { sub(/.*Sending file: /, ""); file = $0; next }
+    /Received Store Response \((Success|Warning)/ { if (file != "") print file; file = "" }
+  ' | sort -u >"$dir-stored.txt"
+  local reported
+  reported=$(wc -l <"$dir-stored.txt")
+  log "$name: $failed of $STREAMS associations failed; storescu reported $reported of $total stored"
+  [ "$reported" -gt 0 ] || fail "$name: storescu reported nothing stored: $(tail -3 "$dir-storescu-0.log")"
+  check_stored "$dir-stored.txt" || fail "$name: instances that storescu reported stored are not readable through REST"
+  log "$name: all $reported instances reported stored are readable through haproxy :$HTTP_PORT (same datasets)"
+
+  # What remains takes everything: send every study again (stored ones answer Success too).
+  for i in "${!studies[@]}"; do
+    storescu_stream "${studies[$i]}" "$dir-storescu-again-$i.log" ||
+      fail "$name: storescu again, after the stop: $(tail -3 "$dir-storescu-again-$i.log")"
+  done
+  expected=$((expected + total))
+  for r in $(service_containers rest); do
+    n=$(podman exec "$r" curl -fsS http://127.0.0.1:8042/statistics | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])')
+    [ "$n" = "$expected" ] || fail "$name: $r counts $n instances, expected $expected"
+  done
+  log "$name: after a second pass: $expected instances in all, seen from each rest replica"
+}
+
+ingest_replicas=($(service_containers ingest))
+transfer_with_stop graceful-stop 1 "${ingest_replicas[0]}" stop
+podman start "${ingest_replicas[0]}" >/dev/null
+wait_healthy 120
+log "${ingest_replicas[0]} restarted and healthy"
+transfer_with_stop crash 2 "${ingest_replicas[1]}" kill
 studies=$(curl -fsS "$HTTP/studies" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
-[ "$studies" = "$STREAMS" ] || fail "GET /studies lists $studies studies, expected $STREAMS"
-log "after a second pass through the remaining ingest replica: $total instances, $studies studies, seen from each rest replica"
+[ "$studies" = $((2 * STREAMS)) ] || fail "GET /studies lists $studies studies, expected $((2 * STREAMS))"
 
 # ---- 6. upload through REST: rest -> bus -> the ingest replica still running ------
 /usr/bin/python3 "$ROOT/tests/tools/gendicom.py" --out "$WORK/upload" --patients 1 \
@@ -307,11 +335,11 @@ find "$WORK/upload" -name '*.dcm' >"$WORK/uploaded.txt"
 check_stored "$WORK/uploaded.txt" || fail "instances uploaded through REST are not readable"
 log "10 instances uploaded through REST (rest -> bus -> ingest) and read back"
 
-# The stopped replica comes back and serves again.
-podman start "$victim" >/dev/null
+# The killed replica comes back (restart policy, or by hand) and serves again.
+podman start "${ingest_replicas[1]}" >/dev/null 2>&1 || true
 wait_healthy 120
-TCP_NODELAY=1 echoscu -aec TESSERA 127.0.0.1 "$DICOM_PORT" || fail "C-ECHO after restarting $victim"
-log "$victim restarted and healthy"
+TCP_NODELAY=1 echoscu -aec TESSERA 127.0.0.1 "$DICOM_PORT" || fail "C-ECHO after restarting ${ingest_replicas[1]}"
+log "${ingest_replicas[1]} back and healthy"
 
 log "SKIP: jobs (run a job, see it from both rest replicas): there is no jobs service yet"
 log "PASS"
