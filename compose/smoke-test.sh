@@ -148,7 +148,11 @@ teardown() {
     # whatever down left behind (podman-compose 1.0 forgets replicas it was not told about)
     cleanup_project
   fi
-  rm -rf "$WORK" ${CONTAINERS_CONF:+"$CONTAINERS_CONF"}
+  if [ "${SMOKE_KEEP:-0}" = 1 ]; then
+    log "SMOKE_KEEP=1: $WORK kept (the stack's secret and test data)"
+  else
+    rm -rf "$WORK" ${CONTAINERS_CONF:+"$CONTAINERS_CONF"}
+  fi
   log "done in $(($(date +%s) - START)) s, exit $rc"
   exit $rc
 }
