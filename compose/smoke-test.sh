@@ -10,15 +10,16 @@
 #   3. starts compose.yaml with 2 ingest and 2 rest replicas, waits until every
 #      container's compose health check passes;
 #   4. checks that every rest replica has a bus connection to every ingest replica;
-#   5. twice, stores 4 studies through haproxy's DICOM port with storescu over 4
+#   5. stores 4 studies through haproxy's DICOM port with storescu over 4
 #      parallel associations and, in the middle of the transfer, stops one
-#      ingest replica: first with SIGTERM (podman stop: running associations
-#      may finish), then with SIGKILL (a crash: associations are cut); each time
-#      checks that every instance storescu was told was stored is readable
-#      through haproxy's HTTP port (the same dataset), stores everything again
-#      through what remains, and checks the totals from each rest replica;
-#   6. uploads through REST while an ingest replica is down (rest -> bus ->
-#      the ingest replica still running), reads them back; restarts the replica;
+#      ingest replica with SIGTERM (podman stop: running associations may
+#      finish); checks that every instance storescu was told was stored is
+#      readable through haproxy's HTTP port (the same dataset), stores everything
+#      again through what remains, and checks the totals from each rest replica;
+#   6. uploads through REST while that replica is down (rest -> bus -> the other
+#      ingest replica), reads them back, starts the replica again; then repeats
+#      step 5 with a crash: the other replica's process is killed (SIGKILL),
+#      associations are cut, and its restart policy must bring it back;
 #   7. tears everything down (containers, network, volumes).
 #
 # Not covered yet: jobs (there is no jobs service yet).
@@ -277,8 +278,10 @@ transfer_with_stop() {
     n=$(($(count 2>/dev/null || echo "$before") - before))
     if [ "$n" -ge $((total / 5)) ]; then
       if [ "$how" = kill ]; then
-        log "$name: $n of $total stored: killing $victim (SIGKILL)"
-        podman kill -s KILL "$victim" >/dev/null
+        log "$name: $n of $total stored: killing $victim's process (SIGKILL, as in a crash)"
+        local pid
+        pid=$(podman inspect -f '{{.State.Pid}}' "$victim")
+        kill -KILL "$pid" 2>/dev/null || $sudo kill -KILL "$pid"
       else
         log "$name: $n of $total stored: stopping $victim (SIGTERM; SIGKILL after 10 s)"
         podman stop -t 10 "$victim" >/dev/null
@@ -321,29 +324,38 @@ transfer_with_stop() {
 
 ingest_replicas=($(service_containers ingest))
 transfer_with_stop graceful-stop 1 "${ingest_replicas[0]}" stop
-podman start "${ingest_replicas[0]}" >/dev/null
-wait_healthy 120
-log "${ingest_replicas[0]} restarted and healthy"
-transfer_with_stop crash 2 "${ingest_replicas[1]}" kill
-studies=$(curl -fsS "$HTTP/studies" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
-[ "$studies" = $((2 * STREAMS)) ] || fail "GET /studies lists $studies studies, expected $((2 * STREAMS))"
 
-# ---- 6. upload through REST: rest -> bus -> the ingest replica still running ------
+# ---- 6. upload through REST while that replica is down: rest -> bus -> the other
 /usr/bin/python3 "$ROOT/tests/tools/gendicom.py" --out "$WORK/upload" --patients 1 \
   --instances-per-series 10 --seed 7 -q
 for f in "$WORK"/upload/*/*/*/*.dcm; do
   code=$(curl -sS -o "$WORK/upload.json" -w '%{http_code}' -X POST --data-binary @"$f" "$HTTP/instances")
   [ "$code" = 200 ] || fail "POST /instances gave $code: $(cat "$WORK/upload.json")"
 done
+expected=$((expected + 10))
 find "$WORK/upload" -name '*.dcm' >"$WORK/uploaded.txt"
 check_stored "$WORK/uploaded.txt" || fail "instances uploaded through REST are not readable"
-log "10 instances uploaded through REST (rest -> bus -> ingest) and read back"
+log "10 instances uploaded through REST with ${ingest_replicas[0]} down (rest -> bus -> ingest) and read back"
 
-# The killed replica comes back (restart policy, or by hand) and serves again.
-podman start "${ingest_replicas[1]}" >/dev/null 2>&1 || true
+podman start "${ingest_replicas[0]}" >/dev/null
 wait_healthy 120
-TCP_NODELAY=1 echoscu -aec TESSERA 127.0.0.1 "$DICOM_PORT" || fail "C-ECHO after restarting ${ingest_replicas[1]}"
-log "${ingest_replicas[1]} back and healthy"
+log "${ingest_replicas[0]} started again and healthy"
+
+# A crash: the replica's process is killed from outside (not `podman kill`, which
+# counts as stopped by the user), so its restart policy must bring it back.
+transfer_with_stop crash 2 "${ingest_replicas[1]}" kill
+studies=$(curl -fsS "$HTTP/studies" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+[ "$studies" = $((2 * STREAMS + 1)) ] || fail "GET /studies lists $studies studies, expected $((2 * STREAMS + 1))"
+for _ in $(seq 60); do
+  [ "$(podman inspect -f '{{.State.Status}} {{.RestartCount}}' "${ingest_replicas[1]}")" != "running 0" ] &&
+    [ "$(podman inspect -f '{{.State.Status}}' "${ingest_replicas[1]}")" = running ] && break
+  sleep 1
+done
+restarts=$(podman inspect -f '{{.RestartCount}}' "${ingest_replicas[1]}")
+[ "$restarts" -ge 1 ] || fail "restart policy: ${ingest_replicas[1]} was not restarted after its crash"
+wait_healthy 120
+TCP_NODELAY=1 echoscu -aec TESSERA 127.0.0.1 "$DICOM_PORT" || fail "C-ECHO after ${ingest_replicas[1]} came back"
+log "${ingest_replicas[1]} restarted by its restart policy ($restarts restart) and healthy"
 
 log "SKIP: jobs (run a job, see it from both rest replicas): there is no jobs service yet"
 log "PASS"
