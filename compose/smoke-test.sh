@@ -41,14 +41,19 @@ log() { printf '[smoke %4ds] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 skip() { log "SKIP: $*"; exit 77; }
 
-sudo=""
-[ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo -n"
+# Rootful Podman, as in containers.md: run as root, through sudo if need be.
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    exec sudo -n --preserve-env=SMOKE_KEEP,SMOKE_INSTANCES,SMOKE_PROJECT,SMOKE_DICOM_PORT,SMOKE_HTTP_PORT "$0" "$@"
+  fi
+  skip "needs root (or sudo without a password) for rootful Podman"
+fi
 
 # apt-get with patience: another process may hold the dpkg or lists lock.
 apt_retry() {
   local i
   for i in $(seq 60); do
-    if DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=60 -q "$@"; then
+    if DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=60 -q "$@"; then
       return 0
     fi
     log "apt-get $1 failed (lock held by another process?); retrying in 10 s ($i/60)"
@@ -63,8 +68,8 @@ for p in podman podman-compose runc debootstrap dcmtk curl python3 python3-pydic
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
-  if ! command -v apt-get >/dev/null || { [ "$(id -u)" -ne 0 ] && [ -z "$sudo" ]; }; then
-    command -v podman >/dev/null || skip "podman is not installed and cannot be installed here (needs apt-get and root)"
+  if ! command -v apt-get >/dev/null; then
+    command -v podman >/dev/null || skip "podman is not installed and cannot be installed here (no apt-get)"
   else
     log "installing: ${need[*]}"
     apt_retry update >/dev/null || skip "apt-get update failed; cannot install podman"
@@ -82,7 +87,7 @@ default_ulimits = []
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"'
-if [ ! -e /etc/containers/containers.conf ] && [ -z "$sudo" ] && [ "$(id -u)" -eq 0 ]; then
+if [ ! -e /etc/containers/containers.conf ]; then
   mkdir -p /etc/containers
   printf '%s\n' "$CONF_TEXT" >/etc/containers/containers.conf
 elif ! grep -qs '^runtime *= *"runc"' /etc/containers/containers.conf; then
@@ -94,6 +99,36 @@ podman info >/dev/null 2>&1 || skip "podman cannot run here: $(podman info 2>&1 
 
 WORK=$(mktemp -d /tmp/tessera-smoke-XXXXXX)
 chmod 700 "$WORK"
+STACK=0 # 1 once the stack may have containers
+
+teardown() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
+    log "logs of the failed run (last lines of each container):"
+    for c in $(podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}'); do
+      echo "---- $c" >&2; podman logs --tail 15 "$c" >&2 2>&1 || true
+    done
+  fi
+  if [ "$STACK" = 0 ]; then
+    :
+  elif [ "${SMOKE_KEEP:-0}" = 1 ]; then
+    log "SMOKE_KEEP=1: stack left running: REST $HTTP, DICOM 127.0.0.1:$DICOM_PORT; stop with: podman-compose -p $PROJECT -f $HERE/compose.yaml down -v"
+  else
+    compose down -v >"$WORK/down.log" 2>&1 || true
+    # whatever down left behind (podman-compose 1.0 forgets replicas it was not told about)
+    cleanup_project
+  fi
+  if [ "${SMOKE_KEEP:-0}" = 1 ]; then
+    log "SMOKE_KEEP=1: $WORK kept (the stack's secret and test data)"
+  else
+    rm -rf "$WORK" ${CONTAINERS_CONF:+"$CONTAINERS_CONF"}
+  fi
+  log "done in $(($(date +%s) - START)) s, exit $rc"
+  exit $rc
+}
+trap teardown EXIT
+trap 'exit 1' INT TERM
 
 # ---- 2. images ----------------------------------------------------------------
 build() { # build TAG CONTEXT [args...]
@@ -107,10 +142,10 @@ if ! podman image exists "$BASE_IMAGE"; then
   command -v debootstrap >/dev/null || skip "debootstrap is not available to make $BASE_IMAGE"
   log "making $BASE_IMAGE with debootstrap (once)"
   rootfs="$WORK/rootfs"
-  $sudo debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 ||
+  debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 ||
     { tail -20 "$WORK/debootstrap.log" >&2; fail "debootstrap"; }
-  $sudo tar -C "$rootfs" -c . | podman import - "$BASE_IMAGE" >/dev/null
-  $sudo rm -rf "$rootfs"
+  tar -C "$rootfs" -c . | podman import - "$BASE_IMAGE" >/dev/null
+  rm -rf "$rootfs"
 fi
 # One build at a time: the machines have few cores.
 build localhost/tessera:latest "$ROOT" -f "$ROOT/compose/Dockerfile"
@@ -133,38 +168,13 @@ export DICOM_PORT=${SMOKE_DICOM_PORT:-$(free_port)} HTTP_PORT=${SMOKE_HTTP_PORT:
 HTTP=http://127.0.0.1:$HTTP_PORT
 compose() { podman-compose -p "$PROJECT" -f "$HERE/compose.yaml" "$@"; }
 
-teardown() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
-    log "logs of the failed run (last lines of each container):"
-    for c in $(podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}'); do
-      echo "---- $c" >&2; podman logs --tail 15 "$c" >&2 2>&1 || true
-    done
-  fi
-  if [ "${SMOKE_KEEP:-0}" = 1 ]; then
-    log "SMOKE_KEEP=1: stack left running: REST $HTTP, DICOM 127.0.0.1:$DICOM_PORT; stop with: podman-compose -p $PROJECT -f $HERE/compose.yaml down -v"
-  else
-    compose down -v >"$WORK/down.log" 2>&1 || true
-    # whatever down left behind (podman-compose 1.0 forgets replicas it was not told about)
-    cleanup_project
-  fi
-  if [ "${SMOKE_KEEP:-0}" = 1 ]; then
-    log "SMOKE_KEEP=1: $WORK kept (the stack's secret and test data)"
-  else
-    rm -rf "$WORK" ${CONTAINERS_CONF:+"$CONTAINERS_CONF"}
-  fi
-  log "done in $(($(date +%s) - START)) s, exit $rc"
-  exit $rc
-}
-trap teardown EXIT
-trap 'exit 1' INT TERM
 
 cleanup_project() {
   podman ps -aq --filter "label=io.podman.compose.project=$PROJECT" | xargs -r podman rm -f -t 5 >/dev/null 2>&1 || true
   podman volume ls -q --filter "label=io.podman.compose.project=$PROJECT" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
   podman network rm -f "${PROJECT}_default" >/dev/null 2>&1 || true
 }
+STACK=1
 compose down -v >/dev/null 2>&1 || true # leftovers of an interrupted run
 cleanup_project
 log "starting the stack: 2 ingest, 2 rest, postgres, redis, haproxy (DICOM :$DICOM_PORT, HTTP :$HTTP_PORT)"
@@ -281,7 +291,7 @@ transfer_with_stop() {
         log "$name: $n of $total stored: killing $victim's process (SIGKILL, as in a crash)"
         local pid
         pid=$(podman inspect -f '{{.State.Pid}}' "$victim")
-        kill -KILL "$pid" 2>/dev/null || $sudo kill -KILL "$pid"
+        kill -KILL "$pid"
       else
         log "$name: $n of $total stored: stopping $victim (SIGTERM; SIGKILL after 10 s)"
         podman stop -t 10 "$victim" >/dev/null
