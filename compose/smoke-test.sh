@@ -264,7 +264,7 @@ storescu_stream() { # DIR LOG: one association for a whole study
 }
 
 # transfer_with_stop NAME SEED VICTIM HOW: stores STREAMS studies over as many
-# associations; when a fifth is stored, stops VICTIM (HOW: "stop" = SIGTERM,
+# associations; when a tenth is stored, stops VICTIM (HOW: "stop" = SIGTERM,
 # which lets running associations finish, SIGKILL after 10 s; "kill" = SIGKILL
 # at once: associations are cut); checks that every instance storescu was told
 # was stored is readable; then stores everything again through what remains.
@@ -286,7 +286,7 @@ transfer_with_stop() {
   local stopped=0 alive
   for _ in $(seq 600); do
     n=$(($(count 2>/dev/null || echo "$before") - before))
-    if [ "$n" -ge $((total / 5)) ]; then
+    if [ "$n" -ge $((total / 10)) ]; then
       if [ "$how" = kill ]; then
         log "$name: $n of $total stored: killing $victim's process (SIGKILL, as in a crash)"
         local pid
@@ -294,14 +294,14 @@ transfer_with_stop() {
         kill -KILL "$pid"
       else
         log "$name: $n of $total stored: stopping $victim (SIGTERM; SIGKILL after 10 s)"
-        podman stop -t 10 "$victim" >/dev/null
+        podman stop -t 10 "$victim" >/dev/null 2>>"$WORK/podman.log" || { cat "$WORK/podman.log" >&2; fail "podman stop $victim"; }
       fi
       stopped=1
       break
     fi
     alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
     [ $alive = 1 ] || break
-    sleep 0.2
+    sleep 0.1
   done
   [ $stopped = 1 ] || fail "$name: the transfer ended before $victim could be stopped (raise SMOKE_INSTANCES)"
   local failed=0
@@ -347,7 +347,7 @@ find "$WORK/upload" -name '*.dcm' >"$WORK/uploaded.txt"
 check_stored "$WORK/uploaded.txt" || fail "instances uploaded through REST are not readable"
 log "10 instances uploaded through REST with ${ingest_replicas[0]} down (rest -> bus -> ingest) and read back"
 
-podman start "${ingest_replicas[0]}" >/dev/null
+podman start "${ingest_replicas[0]}" >/dev/null 2>>"$WORK/podman.log" || { cat "$WORK/podman.log" >&2; fail "podman start ${ingest_replicas[0]}"; }
 wait_healthy 120
 log "${ingest_replicas[0]} started again and healthy"
 
