@@ -20,7 +20,9 @@
 #      ingest replica), reads them back, starts the replica again; then repeats
 #      step 5 with a crash: the other replica's process is killed (SIGKILL),
 #      associations are cut, and its restart policy must bring it back;
-#   7. tears everything down (containers, network, volumes).
+#   7. scales ingest to 3 on the running stack: haproxy and every rest replica
+#      find the new replica;
+#   8. tears everything down (containers, network, volumes).
 #
 # Not covered yet: jobs (there is no jobs service yet).
 #
@@ -211,22 +213,26 @@ log "haproxy answers: GET /system and C-ECHO"
 # ---- 4. replica discovery on the bus -------------------------------------------
 # Every rest replica must have a connection to port 7410 of every ingest replica.
 ip_of() { podman inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
-ingest_ips=(); for c in $(service_containers ingest); do ingest_ips+=("$(ip_of "$c")"); done
 bus_peers() { # established TCP connections of a container to port 7410, as dotted IPs
   podman exec "$1" cat /proc/net/tcp | awk 'NR > 1 && $4 == "01" { split($3, a, ":"); if (a[2] == "1CF2") print a[1] }' |
     while read -r hex; do printf '%d.%d.%d.%d\n' 0x${hex:6:2} 0x${hex:4:2} 0x${hex:2:2} 0x${hex:0:2}; done | sort -u
 }
-for r in $(service_containers rest); do
-  ok=0
-  for _ in $(seq 30); do
-    peers=$(bus_peers "$r")
-    ok=1; for ip in "${ingest_ips[@]}"; do grep -qx "$ip" <<<"$peers" || ok=0; done
-    [ $ok = 1 ] && break
-    sleep 1
+check_bus_mesh() {
+  local ingest_ips=() c r ok peers
+  for c in $(service_containers ingest); do ingest_ips+=("$(ip_of "$c")"); done
+  for r in $(service_containers rest); do
+    ok=0
+    for _ in $(seq 30); do
+      peers=$(bus_peers "$r")
+      ok=1; for ip in "${ingest_ips[@]}"; do grep -qx "$ip" <<<"$peers" || ok=0; done
+      [ $ok = 1 ] && break
+      sleep 1
+    done
+    [ $ok = 1 ] || fail "$r is not connected to every ingest replica (${ingest_ips[*]}); it has: $(echo $peers)"
   done
-  [ $ok = 1 ] || fail "$r is not connected to every ingest replica (${ingest_ips[*]}); it has: $(echo $peers)"
-done
-log "every rest replica is connected to every ingest replica on the bus (${ingest_ips[*]})"
+  log "every rest replica is connected to every ingest replica on the bus (${ingest_ips[*]})"
+}
+check_bus_mesh
 
 # ---- 5. DICOM through haproxy, an ingest replica stopped mid-transfer ----------
 count() { curl -fsS "$HTTP/statistics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])'; }
@@ -366,6 +372,25 @@ restarts=$(podman inspect -f '{{.RestartCount}}' "${ingest_replicas[1]}")
 wait_healthy 120
 TCP_NODELAY=1 echoscu -aec TESSERA 127.0.0.1 "$DICOM_PORT" || fail "C-ECHO after ${ingest_replicas[1]} came back"
 log "${ingest_replicas[1]} restarted by its restart policy ($restarts restart) and healthy"
+
+# ---- 7. scale up on the running stack: a third ingest replica is found by
+# haproxy and by every rest replica (both re-resolve the service name).
+export INGEST_REPLICAS=3
+since=$(date +%s)
+# podman-compose 1.0 ignores --scale and complains about the containers that
+# exist already; it creates the missing ones.
+compose up -d --no-build >"$WORK/scale.log" 2>&1 || true
+[ "$(service_containers ingest | wc -l)" = 3 ] || { tail -20 "$WORK/scale.log" >&2; fail "scaling ingest to 3"; }
+wait_healthy 120
+check_bus_mesh
+for _ in $(seq 30); do
+  for _ in 1 2 3 4 5 6; do TCP_NODELAY=1 echoscu -aec TESSERA 127.0.0.1 "$DICOM_PORT" || fail "C-ECHO after scaling"; done
+  servers=$(podman logs --since "$since" "$(service_containers haproxy)" 2>&1 | grep -o ' dicom ingest/ingest-[0-9]*' | sort -u | wc -l)
+  [ "$servers" -ge 3 ] && break
+  sleep 1
+done
+[ "$servers" -ge 3 ] || fail "haproxy sent DICOM to $servers ingest replicas after scaling to 3"
+log "scaled to 3 ingest replicas: haproxy balances over the 3, every rest replica dials the 3"
 
 log "SKIP: jobs (run a job, see it from both rest replicas): there is no jobs service yet"
 log "PASS"
