@@ -20,7 +20,8 @@
 #      ingest replica), reads them back, starts the replica again; then repeats
 #      step 5 with a crash: the other replica's process is killed (SIGKILL),
 #      associations are cut, and its restart policy must bring it back;
-#   7. scales ingest to 3 on the running stack: haproxy and every rest replica
+#   7. recreates the containers (down without -v, up; what an upgrade does) and
+#      checks that the index and the files survived; scales ingest to 3 on the running stack: haproxy and every rest replica
 #      find the new replica;
 #   8. tears everything down (containers, network, volumes).
 #
@@ -210,6 +211,22 @@ curl -fsS --retry 10 --retry-delay 1 --retry-all-errors "$HTTP/system" >"$WORK/s
 TCP_NODELAY=1 echoscu -aec TESSERA 127.0.0.1 "$DICOM_PORT" || fail "C-ECHO through haproxy"
 log "haproxy answers: GET /system and C-ECHO"
 
+# Deployment properties: non-root services, Redis with AOF, no password in any
+# image or container configuration (only in the secret file).
+for c in $(service_containers ingest) $(service_containers rest); do
+  [ "$(podman exec "$c" id -u)" = 10001 ] || fail "$c does not run as the tessera user (uid 10001)"
+done
+[ "$(podman exec "$(service_containers redis)" redis-cli config get appendonly | tail -1)" = yes ] ||
+  fail "redis runs without AOF"
+pw=$(cat "$WORK/db_password")
+for c in $(containers); do
+  podman inspect "$c" | grep -qF "$pw" && fail "the database password is in the configuration of $c"
+done
+for i in "$TESSERA_IMAGE" "$POSTGRES_IMAGE"; do
+  podman image inspect "$i" | grep -qF "$pw" && fail "the database password is in image $i"
+done
+log "services run as uid 10001, redis has AOF on, the password is in no image or container configuration"
+
 # ---- 4. replica discovery on the bus -------------------------------------------
 # Every rest replica must have a connection to port 7410 of every ingest replica.
 ip_of() { podman inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
@@ -372,6 +389,17 @@ restarts=$(podman inspect -f '{{.RestartCount}}' "${ingest_replicas[1]}")
 wait_healthy 120
 TCP_NODELAY=1 echoscu -aec TESSERA 127.0.0.1 "$DICOM_PORT" || fail "C-ECHO after ${ingest_replicas[1]} came back"
 log "${ingest_replicas[1]} restarted by its restart policy ($restarts restart) and healthy"
+
+# ---- recreate (what an upgrade does): containers removed, volumes kept -------
+compose down >"$WORK/down-keep.log" 2>&1 || { tail -20 "$WORK/down-keep.log" >&2; fail "podman-compose down"; }
+[ -z "$(podman ps -aq --filter "label=io.podman.compose.project=$PROJECT")" ] || fail "containers left after down"
+compose up -d --no-build >"$WORK/up2.log" 2>&1 || { tail -30 "$WORK/up2.log" >&2; fail "podman-compose up, again"; }
+wait_healthy 180
+for _ in $(seq 30); do n=$(count 2>/dev/null || echo 0); [ "$n" = "$expected" ] && break; sleep 1; done
+[ "$n" = "$expected" ] || fail "after recreating the containers: $n instances, expected $expected"
+check_stored "$WORK/uploaded.txt" || fail "instances not readable after recreating the containers"
+check_stored "$WORK/crash-stored.txt" || fail "instances not readable after recreating the containers"
+log "containers recreated (down, up): the $expected instances are still indexed and readable"
 
 # ---- 7. scale up on the running stack: a third ingest replica is found by
 # haproxy and by every rest replica (both re-resolve the service name).
