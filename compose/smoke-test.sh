@@ -209,7 +209,10 @@ log "every container is healthy: $(containers | tr '\n' ' ')"
 # Through haproxy: both ports answer.
 curl -fsS --retry 10 --retry-delay 1 --retry-all-errors "$HTTP/system" >"$WORK/system.json" || fail "GET /system through haproxy"
 TCP_NODELAY=1 echoscu -aec TESSERA 127.0.0.1 "$DICOM_PORT" || fail "C-ECHO through haproxy"
-log "haproxy answers: GET /system and C-ECHO"
+for _ in 1 2 3 4 5 6; do curl -fsS -o /dev/null "$HTTP/statistics" || fail "GET /statistics through haproxy"; done
+servers=$(podman logs "$(service_containers haproxy)" 2>&1 | grep -o ' http rest/rest-[0-9]*' | sort -u | wc -l)
+[ "$servers" -ge 2 ] || fail "haproxy sent HTTP to $servers rest replica(s), expected 2"
+log "haproxy answers GET /system and C-ECHO, and balances HTTP over both rest replicas"
 
 # Deployment properties: non-root services, Redis with AOF, no password in any
 # image or container configuration (only in the secret file).
