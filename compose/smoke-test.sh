@@ -164,10 +164,11 @@ export TESSERA_IMAGE=localhost/tessera:latest
 export POSTGRES_IMAGE=localhost/tessera-postgres:15
 export REDIS_IMAGE=localhost/tessera-redis:7
 export HAPROXY_IMAGE=localhost/tessera-haproxy:2.8
-export INGEST_REPLICAS=2 REST_REPLICAS=2
+export INGEST_REPLICAS=2 REST_REPLICAS=2 QUERY_REPLICAS=2 DELETER_REPLICAS=2
 export DB_PASSWORD_FILE=$WORK/db_password
 # free host ports: other copies of Tessera may use 4242/8042 on this machine
 export DICOM_PORT=${SMOKE_DICOM_PORT:-$(free_port)} HTTP_PORT=${SMOKE_HTTP_PORT:-$(free_port)}
+export QUERY_DICOM_PORT=${SMOKE_QUERY_DICOM_PORT:-$(free_port)}
 HTTP=http://127.0.0.1:$HTTP_PORT
 compose() { podman-compose -p "$PROJECT" -f "$HERE/compose.yaml" "$@"; }
 
@@ -180,7 +181,7 @@ cleanup_project() {
 STACK=1
 compose down -v >/dev/null 2>&1 || true # leftovers of an interrupted run
 cleanup_project
-log "starting the stack: 2 ingest, 2 rest, postgres, redis, haproxy (DICOM :$DICOM_PORT, HTTP :$HTTP_PORT)"
+log "starting the stack: 2 ingest, 2 rest, 2 query, 2 deleter, postgres, redis, haproxy (DICOM :$DICOM_PORT, HTTP :$HTTP_PORT, Q/R :$QUERY_DICOM_PORT)"
 compose up -d --no-build >"$WORK/up.log" 2>&1 || { tail -30 "$WORK/up.log" >&2; fail "podman-compose up"; }
 
 containers() { podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}' | sort; }
@@ -188,6 +189,8 @@ service_containers() { podman ps --filter "label=io.podman.compose.project=$PROJ
   --filter "label=com.docker.compose.service=$1" --format '{{.Names}}' | sort; }
 [ "$(service_containers ingest | wc -l)" = 2 ] || fail "expected 2 ingest containers: $(containers | tr '\n' ' ')"
 [ "$(service_containers rest | wc -l)" = 2 ] || fail "expected 2 rest containers: $(containers | tr '\n' ' ')"
+[ "$(service_containers query | wc -l)" = 2 ] || fail "expected 2 query containers: $(containers | tr '\n' ' ')"
+[ "$(service_containers deleter | wc -l)" = 2 ] || fail "expected 2 deleter containers: $(containers | tr '\n' ' ')"
 
 # Health checks of compose.yaml, run by hand: without systemd, Podman does not
 # schedule them (Docker does).
@@ -392,6 +395,37 @@ restarts=$(podman inspect -f '{{.RestartCount}}' "${ingest_replicas[1]}")
 wait_healthy 120
 TCP_NODELAY=1 echoscu -aec TESSERA 127.0.0.1 "$DICOM_PORT" || fail "C-ECHO after ${ingest_replicas[1]} came back"
 log "${ingest_replicas[1]} restarted by its restart policy ($restarts restart) and healthy"
+
+# ---- query and deleter replicas ------------------------------------------------
+# C-FIND at STUDY level through the ingest port (relayed to query over the bus)
+# and through the query port: both list every study.
+find_studies() { # find_studies PORT -> number of matches
+  TCP_NODELAY=1 findscu -S -aec TESSERA -k QueryRetrieveLevel=STUDY -k StudyInstanceUID 127.0.0.1 "$1" 2>&1 |
+    grep -c "(0020,000d)" || true
+}
+studies=$(curl -fsS "$HTTP/studies" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+for port in "$DICOM_PORT" "$QUERY_DICOM_PORT"; do
+  got=$(find_studies "$port")
+  [ "$got" = "$studies" ] || fail "C-FIND through :$port found $got studies, REST lists $studies"
+done
+# A DELETE through haproxy answers at once; a deleter replica removes the files.
+# (A study of its own: the instances stored above are checked again later.)
+/usr/bin/python3 "$ROOT/tests/tools/gendicom.py" --out "$WORK/victim" --patients 1 \
+  --instances-per-series 5 --seed 99 -q --no-manifest
+for f in $(find "$WORK/victim" -name '*.dcm'); do
+  victim=$(curl -fsS --data-binary @"$f" "$HTTP/instances" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["ParentStudy"])') || fail "upload of $f"
+done
+curl -fsS -X DELETE "$HTTP/studies/$victim" >/dev/null || fail "DELETE /studies/$victim"
+for _ in $(seq 60); do
+  left=$(curl -fsS "$HTTP/tessera/deletion-queue" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Length"])')
+  [ "$left" = 0 ] && break
+  sleep 1
+done
+[ "$left" = 0 ] || fail "the deletion queue still holds $left files after 60 s"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$HTTP/studies/$victim")" = 404 ] || fail "deleted study still there"
+[ "$(count)" = "$expected" ] || fail "after the deletion: $(count) instances, expected $expected"
+log "C-FIND answers through the ingest port (relayed) and the query port ($studies studies); a DELETE's files were removed by the deleters"
 
 # ---- recreate (what an upgrade does): containers removed, volumes kept -------
 compose down >"$WORK/down-keep.log" 2>&1 || { tail -20 "$WORK/down-keep.log" >&2; fail "podman-compose down"; }
