@@ -91,6 +91,39 @@ protected:
         return OFFalse;
     }
 
+    // dcmtk's profiles hold 128 presentation contexts at most and drop the rest
+    // without a word, but there are 186 storage SOP classes: contexts are
+    // accepted here instead, as storescp does, from the complete lists (no
+    // limit there), and the profile-based negotiation is skipped.
+    void notifyAssociationRequest(const T_ASC_Parameters &params,
+                                  DcmSCPActionType &desired) override
+    {
+        T_ASC_Parameters *p = const_cast<T_ASC_Parameters *>(&params);
+        const char *uncompressed[] = {UID_LittleEndianExplicitTransferSyntax,
+                                      UID_LittleEndianImplicitTransferSyntax,
+                                      UID_BigEndianExplicitTransferSyntax};
+        const char *verification[] = {UID_VerificationSOPClass};
+        const char *find[] = {UID_FINDPatientRootQueryRetrieveInformationModel,
+                              UID_FINDStudyRootQueryRetrieveInformationModel};
+        // Each call only looks at the contexts of its abstract syntaxes; one that
+        // finds none to accept is not an error for us. With no context accepted
+        // at all, DcmSCP refuses the association itself.
+        // (abstract syntaxes first, then the transfer syntaxes in our order of preference)
+        ASC_acceptContextsWithPreferredTransferSyntaxes(p, verification, 1, uncompressed, 3);
+        if (cb_.find)
+            ASC_acceptContextsWithPreferredTransferSyntaxes(p, find, 2, uncompressed, 3);
+        ASC_acceptContextsWithPreferredTransferSyntaxes(
+            p, dcmAllStorageSOPClassUIDs, numberOfDcmAllStorageSOPClassUIDs,
+            const_cast<const char **>(STORAGE_SYNTAXES),
+            static_cast<int>(sizeof(STORAGE_SYNTAXES) / sizeof(STORAGE_SYNTAXES[0])));
+        (void)desired;
+    }
+
+    OFCondition negotiateAssociation() override
+    {
+        return EC_Normal; /* done in notifyAssociationRequest */
+    }
+
     OFCondition handleIncomingCommand(T_DIMSE_Message *msg,
                                       const DcmPresentationContextInfo &info) override
     {
@@ -192,22 +225,8 @@ static void configure(ts_dicom_scp *scp)
     c.setHostLookupEnabled(OFFalse);
     c.setProgressNotificationMode(OFTrue); // for the dataset size limit
     c.setRespondWithCalledAETitle(OFTrue);
-    OFList<OFString> storage;
-    for (const char *ts : STORAGE_SYNTAXES)
-        storage.push_back(ts);
-    OFList<OFString> uncompressed;
-    uncompressed.push_back(UID_LittleEndianExplicitTransferSyntax);
-    uncompressed.push_back(UID_LittleEndianImplicitTransferSyntax);
-    uncompressed.push_back(UID_BigEndianExplicitTransferSyntax);
-    c.addPresentationContext(UID_VerificationSOPClass, uncompressed);
-    // dcmtk takes 128 contexts at most in a profile (more are refused, silently
-    // here): the Q/R ones go first, so that they are not among those.
-    if (scp->cb.find) {
-        c.addPresentationContext(UID_FINDPatientRootQueryRetrieveInformationModel, uncompressed);
-        c.addPresentationContext(UID_FINDStudyRootQueryRetrieveInformationModel, uncompressed);
-    }
-    for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; i++)
-        c.addPresentationContext(dcmAllStorageSOPClassUIDs[i], storage);
+    // No presentation contexts in the profile: Worker::notifyAssociationRequest
+    // accepts them from the complete lists (a profile holds 128 at most).
 }
 
 extern "C" int ts_dicom_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_scp_callbacks *cb,

@@ -190,11 +190,16 @@ static void sleep_s(double s)
     nanosleep(&ts, NULL);
 }
 
+static int ping_txn(ts_db *db, void *arg, ts_err *err)
+{
+    return ts_db_exec_sql(db, "SELECT 1", err);
+}
+
 static bool health(void *user, char *reason, size_t size)
 {
     deleter *d = user;
     ts_err err;
-    if (ts_db_transaction(d->db, TS_DB_READ, status_txn, d, &err)) {
+    if (ts_db_transaction(d->db, TS_DB_READ, ping_txn, d, &err)) {
         snprintf(reason, size, "%s", err.msg);
         return false;
     }

@@ -202,6 +202,8 @@ def test_queue_status_route_and_metrics(cluster, tmp_path):
     time.sleep(1.5)  # the deleter refreshes its gauges at least once a second when idle
     assert deleter_metric(d, "tessera_deleter_files_removed_total") == 30
     assert deleter_metric(d, "tessera_deletion_queue_length") == 0
+    with urllib.request.urlopen(d.url + "/health", timeout=10) as r:
+        assert r.status == 200
 
 
 def test_nudge_starts_a_pass_before_the_poll_interval(cluster, tmp_path):

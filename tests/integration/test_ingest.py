@@ -432,3 +432,31 @@ def test_c_store_over_the_size_limit_aborts_and_keeps_nothing(cluster, tmp_path)
     assert_nothing_stored(cluster)
     assert "over the size limit" in ing.read_log()
     assert echoscu(ing).returncode == 0
+
+
+def test_every_storage_sop_class_is_accepted(cluster, tmp_path):
+    """dcmtk keeps 128 presentation contexts per profile and there are 186 storage
+    SOP classes: the late ones in its list (ultrasound, VL, X-ray angiography, ...)
+    were refused before ingest negotiated them itself."""
+    ing = cluster.start_ingest(TESSERA_QUERY_BUS="")
+    classes = {
+        "1.2.840.10008.5.1.4.1.1.6.1": "US",       # Ultrasound Image Storage
+        "1.2.840.10008.5.1.4.1.1.3.1": "US",       # Ultrasound Multi-frame
+        "1.2.840.10008.5.1.4.1.1.77.1.4": "XC",    # VL Photographic Image Storage
+        "1.2.840.10008.5.1.4.1.1.12.1": "XA",      # X-Ray Angiographic Image Storage
+        "1.2.840.10008.5.1.4.1.1.88.33": "SR",     # Comprehensive SR
+        "1.2.840.10008.5.1.4.1.1.2": "CT",         # CT Image Storage
+    }
+    files = []
+    for i, (uid, modality) in enumerate(classes.items()):
+        ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.8.498.71.{i}"
+        ds.Modality = modality
+        p = tmp_path / f"{i}.dcm"
+        ds.save_as(p)
+        files.append(p)
+    rc, out = storescu(ing, files)
+    assert rc == 0 and "Store Failed" not in out, out[-3000:]
+    got = {r[0] for r in cluster.sql("SELECT sop_class_uid FROM instances")}
+    assert got == set(classes)
