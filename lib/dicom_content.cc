@@ -47,6 +47,15 @@ static bool parse_tag(const char *s, DcmTagKey &key)
     return false;
 }
 
+extern "C" bool ts_dicom_parse_tag(const char *s, uint32_t *tag)
+{
+    DcmTagKey key;
+    if (!s || !parse_tag(s, key))
+        return false;
+    *tag = (static_cast<uint32_t>(key.getGroup()) << 16) | key.getElement();
+    return true;
+}
+
 // Orthanc reads item numbers with boost::lexical_cast<size_t>: an optional sign,
 // digits, nothing else; "-1" wraps round to the last item for dcmtk.
 static bool parse_index(const char *s, long &out)

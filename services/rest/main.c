@@ -17,6 +17,7 @@
 #include "rest_content.h"
 #include "rest_attachments.h"
 #include "rest_delete.h"
+#include "rest_find.h"
 #include "rest_metadata.h"
 #include "rest_resources.h"
 #include "service.h"
@@ -100,6 +101,8 @@ static const rest_route routes[] = {
     {"DELETE", "/instances/*", rest_delete_resource},
     {"POST", "/tools/bulk-delete", rest_bulk_delete},
     {"GET", "/tessera/deletion-queue", rest_deletion_queue_status},
+    /* matching through the query service (rest_find.c) */
+    {"POST", "/tools/find", rest_tools_find},
     /* archives, shared tags, instance content (rest_archive.c, rest_content.c) */
     {"GET", "/patients/*/archive", rest_archive},
     {"GET", "/studies/*/archive", rest_archive},
@@ -169,6 +172,10 @@ int main(int argc, char **argv)
                           (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"), max_msg, &ctx.ingest,
                           &err))
         die("bus", &err);
+    const char *query = ts_config_str("TESSERA_QUERY_BUS");
+    if (query[0] && ts_bus_client_new(query, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
+                                      max_msg, &ctx.query, &err))
+        die("bus", &err);
     const char *deleters = ts_config_str("TESSERA_DELETER_BUS");
     if (deleters[0] && ts_bus_pusher_new(deleters, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
                                          &ctx.deleters, &err))
@@ -199,6 +206,7 @@ int main(int argc, char **argv)
     ts_metrics_server_free(metrics);
     ts_bus_client_free(ctx.ingest);
     ts_bus_client_free(ctx.deleters);
+    ts_bus_client_free(ctx.query);
     ts_store_free(ctx.store);
     ts_db_pool_free(ctx.db);
     ts_info("stopped", NULL);

@@ -19,6 +19,7 @@ typedef struct rest_ctx {
     ts_store *store;
     ts_bus_client *ingest;
     ts_bus_client *deleters; /* PUSH nudges after deletions; NULL: none */
+    ts_bus_client *query;    /* the query service's find; NULL: not configured */
     int stable_age_s;
     long max_body;
     int bus_timeout_ms;

@@ -1,0 +1,192 @@
+/* POST /tools/find (see rest_find.h). The body, as Orthanc 1.10.1 takes it:
+ *   {"Level": "Patient"|"Study"|"Series"|"Instance", "Query": {tag: pattern},
+ *    "Expand": bool, "Limit": n, "Since": n, "CaseSensitive": bool (default true)}
+ * Tags are dictionary names or "gggg,eeee"; patterns use C-FIND's matching
+ * (wildcards, lists, date ranges). The answer is the list of public ids, or of
+ * the resources as GET /{level}/{id} gives them when Expand is true. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dicom.h"
+#include "log.h"
+#include "rest_common.h"
+#include "rest_find.h"
+#include "tessera.pb-c.h"
+
+#define FIND_MAX_KEYS 64
+
+static const ts_db_stmt expand_ids = {
+    "rest_find_expand",
+    "SELECT coalesce(jsonb_agg(tessera_resource_json(r.id, $2::integer)"
+    "  ORDER BY array_position($1::text[], r.public_id)), '[]')"
+    " FROM resources r WHERE r.public_id = ANY ($1::text[])",
+    2};
+
+static void bad_request(rest_request *req, const char *details)
+{
+    rest_reply_error(req, 400, 8, "Bad request", details);
+}
+
+static int level_of(const char *s)
+{
+    static const char *const names[] = {"Patient", "Study", "Series", "Instance"};
+    for (int i = 0; i < 4; i++)
+        if (s && strcasecmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* The ids as a PostgreSQL array literal: public ids are hex and dashes. */
+static char *ids_literal(Tessera__FindReply *r)
+{
+    size_t cap = 3 + r->n_matches * 48, len = 0;
+    char *s = malloc(cap);
+    if (!s)
+        abort();
+    s[len++] = '{';
+    for (size_t i = 0; i < r->n_matches; i++) {
+        const char *id = r->matches[i]->public_id;
+        if (strspn(id, "0123456789abcdef-") != strlen(id) || strlen(id) > 44)
+            continue;
+        len += (size_t)snprintf(s + len, cap - len, "%s%s", len > 1 ? "," : "", id);
+    }
+    s[len++] = '}';
+    s[len] = '\0';
+    return s;
+}
+
+typedef struct expand_txn_args {
+    const char *params[2];
+    char *text;
+} expand_txn_args;
+
+static int expand_txn(ts_db *db, void *arg, ts_err *err)
+{
+    expand_txn_args *a = arg;
+    PGresult *res;
+    int rc = ts_db_exec(db, &expand_ids, a->params, &res, err);
+    if (rc)
+        return rc;
+    free(a->text);
+    a->text = strdup(PQntuples(res) ? PQgetvalue(res, 0, 0) : "[]");
+    PQclear(res);
+    return 0;
+}
+
+void rest_tools_find(rest_request *req)
+{
+    json_error_t jerr;
+    json_t *body = req->body ? json_loadb(req->body, req->body_len, 0, &jerr) : NULL;
+    Tessera__FindTagValue keys[FIND_MAX_KEYS];
+    Tessera__FindTagValue *key_ptrs[FIND_MAX_KEYS];
+    Tessera__FindRequest fr = TESSERA__FIND_REQUEST__INIT;
+    ProtobufCMessage *reply = NULL;
+    if (!json_is_object(body)) {
+        bad_request(req, "The body must contain a JSON object");
+        goto out;
+    }
+    json_t *level = json_object_get(body, "Level");
+    json_t *query = json_object_get(body, "Query");
+    int lv = level_of(json_string_value(level));
+    if (!json_is_string(level) || !json_is_object(query)) {
+        bad_request(req, "Field \"Level\" (a string) and field \"Query\" (an object) are required");
+        goto out;
+    }
+    if (lv < 0) {
+        rest_reply_error(req, 400, 4, "Parameter out of range",
+                         "Level must be Patient, Study, Series or Instance");
+        goto out;
+    }
+    json_t *expand = json_object_get(body, "Expand");
+    json_t *limit = json_object_get(body, "Limit");
+    json_t *since = json_object_get(body, "Since");
+    json_t *cs = json_object_get(body, "CaseSensitive");
+    if ((expand && !json_is_boolean(expand)) || (cs && !json_is_boolean(cs)) ||
+        (limit && (!json_is_integer(limit) || json_integer_value(limit) < 0)) ||
+        (since && (!json_is_integer(since) || json_integer_value(since) < 0))) {
+        bad_request(req, "Expand and CaseSensitive must be booleans, Limit and Since "
+                         "non-negative integers");
+        goto out;
+    }
+    const char *name;
+    json_t *value;
+    size_t n = 0;
+    json_object_foreach(query, name, value)
+    {
+        uint32_t tag;
+        if (!json_is_string(value)) {
+            bad_request(req, "The values of \"Query\" must be strings");
+            goto out;
+        }
+        if (!ts_dicom_parse_tag(name, &tag)) {
+            char details[300];
+            snprintf(details, sizeof(details), "Unknown DICOM tag: \"%.200s\"", name);
+            rest_reply_error(req, 500, 27, "Unknown DICOM tag", details); /* as Orthanc */
+            goto out;
+        }
+        if (n == FIND_MAX_KEYS) {
+            bad_request(req, "Too many keys in \"Query\"");
+            goto out;
+        }
+        tessera__find_tag_value__init(&keys[n]);
+        keys[n].tag = tag;
+        keys[n].value = (char *)json_string_value(value);
+        key_ptrs[n] = &keys[n];
+        n++;
+    }
+    if (!req->ctx->query) {
+        rest_reply_error(req, 503, 11, "The database is currently not available",
+                         "no query service configured (TESSERA_QUERY_BUS)");
+        goto out;
+    }
+    fr.level = (Tessera__ResourceLevel)lv;
+    fr.n_query = n;
+    fr.query = key_ptrs;
+    fr.limit = limit ? json_integer_value(limit) : 0;
+    fr.since = since ? json_integer_value(since) : 0;
+    fr.case_sensitive = cs ? json_is_true(cs) : true; /* Orthanc's default */
+    ts_err err;
+    int rc = ts_bus_call(req->ctx->query, &fr.base, &tessera__find_reply__descriptor, &reply,
+                         req->ctx->bus_timeout_ms, &err);
+    if (rc) {
+        rest_reply_failure(req, rc == TS_ETIMEOUT ? TS_EDB_BUSY : rc, err.msg);
+        goto out;
+    }
+    Tessera__FindReply *r = (Tessera__FindReply *)reply;
+    switch (r->status) {
+    case TESSERA__FIND_STATUS__FIND_OK:
+        break;
+    case TESSERA__FIND_STATUS__FIND_BAD_REQUEST:
+        bad_request(req, r->error);
+        goto out;
+    case TESSERA__FIND_STATUS__FIND_DB_UNAVAILABLE:
+        rest_reply_failure(req, TS_EDB_BUSY, r->error);
+        goto out;
+    default:
+        rest_reply_error(req, 500, -1, "Internal error", r->error);
+        goto out;
+    }
+    if (!expand || !json_is_true(expand)) {
+        json_t *ids = json_array();
+        for (size_t i = 0; i < r->n_matches; i++)
+            json_array_append_new(ids, json_string(r->matches[i]->public_id));
+        rest_reply_json(req, 200, ids);
+        goto out;
+    }
+    char age[16];
+    snprintf(age, sizeof(age), "%d", req->ctx->stable_age_s);
+    expand_txn_args a = {{ids_literal(r), age}, NULL};
+    rc = ts_db_transaction(req->ctx->db, TS_DB_READ, expand_txn, &a, &err);
+    free((char *)a.params[0]);
+    if (rc)
+        rest_reply_failure(req, rc, err.msg);
+    else
+        rest_reply_json_text(req, 200, a.text, strlen(a.text));
+    free(a.text);
+out:
+    if (reply)
+        protobuf_c_message_free_unpacked(reply, NULL);
+    json_decref(body);
+}
