@@ -203,6 +203,25 @@ static int result_error(ts_db *db, PGresult *res, const char *what, ts_err *err)
                       state ? state : "");
 }
 
+static __thread long tl_round_trips;
+/* statements run so far by the current TS_DB_READ_SINGLE transaction of this
+ * thread, or -1 outside one */
+static __thread int tl_single_statements = -1;
+
+long ts_db_thread_round_trips(void)
+{
+    return tl_round_trips;
+}
+
+static int single_guard(ts_err *err)
+{
+    if (tl_single_statements < 0)
+        return 0;
+    if (tl_single_statements++ > 0)
+        return ts_err_set(err, TS_EINVAL, "a single-statement read ran a second statement");
+    return 0;
+}
+
 static bool is_prepared(ts_db *db, const ts_db_stmt *stmt)
 {
     for (int i = 0; i < db->nprepared; i++)
@@ -216,7 +235,10 @@ int ts_db_exec(ts_db *db, const ts_db_stmt *stmt, const char *const *params, PGr
 {
     if (res)
         *res = NULL;
+    if (single_guard(err))
+        return TS_EINVAL;
     if (!is_prepared(db, stmt)) {
+        tl_round_trips++;
         PGresult *r = PQprepare(db->conn, stmt->name, stmt->sql, stmt->nparams, NULL);
         if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
             return result_error(db, r, stmt->name, err);
@@ -224,6 +246,7 @@ int ts_db_exec(ts_db *db, const ts_db_stmt *stmt, const char *const *params, PGr
         if (db->nprepared < MAX_PREPARED)
             db->prepared[db->nprepared++] = stmt;
     }
+    tl_round_trips++;
     PGresult *r = PQexecPrepared(db->conn, stmt->name, stmt->nparams, params, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
@@ -240,6 +263,9 @@ int ts_db_exec_params(ts_db *db, const char *sql, int nparams, const char *const
 {
     if (res)
         *res = NULL;
+    if (single_guard(err))
+        return TS_EINVAL;
+    tl_round_trips++;
     PGresult *r = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -257,6 +283,7 @@ int ts_db_exec_params(ts_db *db, const char *sql, int nparams, const char *const
 
 int ts_db_exec_sql(ts_db *db, const char *sql, ts_err *err)
 {
+    tl_round_trips++;
     PGresult *r = PQexec(db->conn, sql);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -297,6 +324,12 @@ static int attempt_once(ts_db *db, ts_db_mode mode, ts_db_txn_fn fn, void *arg, 
     int rc = ensure_connected(db, err);
     if (rc)
         return rc;
+    if (mode == TS_DB_READ_SINGLE) {
+        tl_single_statements = 0;
+        rc = fn(db, arg, err);
+        tl_single_statements = -1;
+        return rc;
+    }
     rc = ts_db_exec_sql(db, begin_sql(db->pool, mode), err);
     if (rc)
         return rc;

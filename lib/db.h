@@ -18,8 +18,11 @@ typedef struct ts_db_pool ts_db_pool;
 typedef struct ts_db ts_db; /* one pooled connection, lent to a transaction */
 
 /* TS_DB_WRITE uses TESSERA_DB_ISOLATION; TS_DB_WRITE_READ_COMMITTED is for work
- * that must see rows committed after it began (the change sequencer). */
-typedef enum { TS_DB_READ, TS_DB_WRITE, TS_DB_WRITE_READ_COMMITTED } ts_db_mode;
+ * that must see rows committed after it began (the change sequencer).
+ * TS_DB_READ_SINGLE is a read of exactly one statement, sent without BEGIN and
+ * COMMIT: one network round trip (a single statement is atomic and sees one
+ * snapshot by itself). A second statement in it is refused (TS_EINVAL). */
+typedef enum { TS_DB_READ, TS_DB_WRITE, TS_DB_WRITE_READ_COMMITTED, TS_DB_READ_SINGLE } ts_db_mode;
 
 typedef struct ts_db_options {
     const char *conninfo;   /* libpq connection string */
@@ -72,6 +75,11 @@ int ts_db_exec_params(ts_db *db, const char *sql, int nparams, const char *const
 
 /* Executes SQL text without parameters (schema changes, SET, locks). */
 int ts_db_exec_sql(ts_db *db, const char *sql, ts_err *err);
+
+/* Network round trips to PostgreSQL made by the calling thread so far
+ * (statements, BEGIN/COMMIT, first-use PREPAREs): a route's cost, counted by
+ * the REST service per route. */
+long ts_db_thread_round_trips(void);
 
 /* Replays so far and transactions given up, for metrics and tests. */
 long ts_db_pool_replays(const ts_db_pool *pool);

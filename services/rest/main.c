@@ -28,6 +28,7 @@ static const rest_route routes[] = {
     {"GET", "/system", rest_system},
     {"GET", "/statistics", rest_statistics},
     {"GET", "/changes", rest_changes},
+    {"GET", "/tools/metrics-prometheus", rest_metrics_prometheus},
     {"GET", "/patients", rest_list_resources},
     {"GET", "/studies", rest_list_resources},
     {"GET", "/series", rest_list_resources},

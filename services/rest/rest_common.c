@@ -93,15 +93,21 @@ bool rest_row_query_holding(rest_request *req, ts_db_mode mode, rest_row *row, c
     return true;
 }
 
+/* One statement: a read needs no BEGIN/COMMIT around it (one round trip). */
+static ts_db_mode row_mode(ts_db_mode mode)
+{
+    return mode == TS_DB_READ ? TS_DB_READ_SINGLE : mode;
+}
+
 int rest_row_run(ts_db_pool *db, ts_db_mode mode, rest_row *row, ts_err *err)
 {
-    return ts_db_transaction(db, mode, row_txn, row, err);
+    return ts_db_transaction(db, row_mode(mode), row_txn, row, err);
 }
 
 bool rest_row_query(rest_request *req, ts_db_mode mode, rest_row *row)
 {
     ts_err err;
-    int rc = ts_db_transaction(req->ctx->db, mode, row_txn, row, &err);
+    int rc = ts_db_transaction(req->ctx->db, row_mode(mode), row_txn, row, &err);
     if (rc) {
         rest_reply_failure(req, rc, err.msg);
         return false;

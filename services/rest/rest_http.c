@@ -1,12 +1,17 @@
 #include "rest_http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "config.h"
 
 #include "log.h"
 #include "metrics.h"
@@ -17,6 +22,11 @@ struct rest_server {
     const rest_route *routes;
     size_t nroutes;
     ts_metric *m_requests[6]; /* by status class 1xx..5xx */
+    ts_metric **m_route_seconds; /* per route */
+    ts_metric **m_route_trips;
+    bool auth;                   /* HTTP Basic authentication required */
+    char **users;                /* "user:password" */
+    size_t nusers;
 };
 
 /* A streamed body (rest_reply_stream). */
@@ -35,6 +45,7 @@ typedef struct pending {
     /* uploads of instances are spooled to a temporary file of the storage
      * area instead (see body_goes_to_disk) */
     bool spool;
+    bool refused; /* answered 401 at the first call */
     int fd;
     char spool_path[4096];
     char spool_error[512];
@@ -334,18 +345,33 @@ static void join_path(rest_request *req, char *out, size_t size)
         snprintf(out, size, "/");
 }
 
-static void dispatch(rest_server *srv, rest_request *req)
+static double monotonic_s(void)
 {
-    rest_dispatch(srv->routes, srv->nroutes, req);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-void rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
+/* Routes the request and records, per route, its time and its database round
+ * trips (lib/db counts them per thread; MHD runs each connection on its own). */
+static void dispatch(rest_server *srv, rest_request *req)
+{
+    double t0 = monotonic_s();
+    long trips0 = ts_db_thread_round_trips();
+    int route = rest_dispatch(srv->routes, srv->nroutes, req);
+    if (route >= 0) {
+        ts_metric_observe(srv->m_route_seconds[route], monotonic_s() - t0);
+        ts_metric_add(srv->m_route_trips[route], (double)(ts_db_thread_round_trips() - trips0));
+    }
+}
+
+int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
 {
     char path[1024];
     static __thread char normalised[1024];
     if (strlen(req->url) >= sizeof(path) || !split_path(req, strcpy(path, req->url))) {
         rest_reply_error(req, 404, 17, "Unknown resource", "path too long");
-        return;
+        return -1;
     }
     join_path(req, normalised, sizeof(normalised));
     req->url = normalised;
@@ -357,7 +383,7 @@ void rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
             continue;
         if (strcmp(r->method, req->method) == 0) {
             r->handler(req);
-            return;
+            return (int)i;
         }
         size_t plen = strlen(r->pattern);
         if (plen >= 2 && strcmp(r->pattern + plen - 2, "**") == 0)
@@ -371,9 +397,10 @@ void rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
     if (path_known) {
         req->allow = strdup(allowed);
         set_content(req, 405, NULL, 0, NULL);
-        return;
+        return -1;
     }
     rest_reply_unknown_resource(req);
+    return -1;
 }
 
 static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *req)
@@ -413,6 +440,77 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
     return ret;
 }
 
+/* Constant time in the length of the stored entry: no early exit on a mismatch. */
+static bool same_secret(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < lb; i++)
+        diff |= (unsigned char)(b[i] ^ (i < la ? a[i] : 0));
+    return diff == 0;
+}
+
+static bool authorised(rest_server *srv, struct MHD_Connection *conn)
+{
+    char *pass = NULL;
+    char *user = MHD_basic_auth_get_username_password(conn, &pass);
+    bool ok = false;
+    if (user && pass) {
+        size_t ul = strlen(user);
+        for (size_t i = 0; i < srv->nusers; i++) {
+            const char *u = srv->users[i];
+            const char *colon = strchr(u, ':');
+            if ((size_t)(colon - u) == ul && strncmp(u, user, ul) == 0 &&
+                same_secret(pass, colon + 1))
+                ok = true;
+        }
+    }
+    if (!ok)
+        ts_info("http authentication refused", "user=\"%.64s\"", user ? user : "");
+    MHD_free(user);
+    MHD_free(pass);
+    return ok;
+}
+
+/* Users from TESSERA_HTTP_USERS ("user:password,...") and the lines of
+ * TESSERA_HTTP_USERS_FILE ("user:password"; # comments). */
+static int load_users(rest_server *srv, ts_err *err)
+{
+    const char *inline_users = ts_config_str("TESSERA_HTTP_USERS");
+    const char *file = ts_config_str("TESSERA_HTTP_USERS_FILE");
+    char *text = strdup(inline_users);
+    if (!text)
+        abort();
+    for (char *save = NULL, *u = strtok_r(text, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
+        if (!strchr(u, ':') || u[0] == ':')
+            continue;
+        srv->users = realloc(srv->users, (srv->nusers + 1) * sizeof(char *));
+        srv->users[srv->nusers++] = strdup(u);
+    }
+    free(text);
+    if (file[0]) {
+        FILE *f = fopen(file, "r");
+        if (!f)
+            return ts_err_set(err, TS_EIO, "TESSERA_HTTP_USERS_FILE %s: %s", file, strerror(errno));
+        char line[1024];
+        while (fgets(line, sizeof(line), f)) {
+            line[strcspn(line, "\r\n")] = '\0';
+            if (line[0] == '#' || !strchr(line, ':') || line[0] == ':')
+                continue;
+            srv->users = realloc(srv->users, (srv->nusers + 1) * sizeof(char *));
+            srv->users[srv->nusers++] = strdup(line);
+        }
+        fclose(f);
+    }
+    return 0;
+}
+
+static bool is_loopback(const char *addr)
+{
+    return strcmp(addr, "127.0.0.1") == 0 || strncmp(addr, "127.", 4) == 0 ||
+           strcmp(addr, "::1") == 0 || strcmp(addr, "localhost") == 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls)
@@ -425,11 +523,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             abort();
         *con_cls = p;
         p->fd = -1;
+        if (srv->auth && !authorised(srv, conn)) {
+            /* refused before any body is read */
+            p->refused = true;
+            struct MHD_Response *resp =
+                MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+            enum MHD_Result ret = MHD_queue_basic_auth_fail_response(conn, "Tessera", resp);
+            MHD_destroy_response(resp);
+            ts_metric_inc(srv->m_requests[4]);
+            return ret;
+        }
         p->spool = body_goes_to_disk(method, url);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoll(cl, NULL, 10) > srv->ctx->max_body)
             p->too_big = true;
+        return MHD_YES;
+    }
+    if (p->refused) {
+        *upload_size = 0; /* the body of a refused request is dropped */
         return MHD_YES;
     }
     if (*upload_size) {
@@ -509,16 +621,75 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
     for (int i = 1; i <= 5; i++)
         srv->m_requests[i] = ts_metrics_counter("tessera_http_requests_total", labels[i],
                                                 "HTTP requests answered, by status class");
-    srv->daemon = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
-            MHD_USE_ERROR_LOG,
-        (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        srv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_END);
-    if (!srv->daemon) {
-        free(srv);
-        return ts_err_set(err, TS_EIO, "cannot serve HTTP on port %d (in use?)", port);
+    static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                    2.5, 5, 10};
+    srv->m_route_seconds = calloc(nroutes, sizeof(ts_metric *));
+    srv->m_route_trips = calloc(nroutes, sizeof(ts_metric *));
+    if (!srv->m_route_seconds || !srv->m_route_trips)
+        abort();
+    for (size_t i = 0; i < nroutes; i++) {
+        char label[200];
+        snprintf(label, sizeof(label), "route=\"%s %s\"", routes[i].method, routes[i].pattern);
+        srv->m_route_seconds[i] = ts_metrics_histogram(
+            "tessera_http_request_seconds", label, "time to answer, by route", bounds,
+            sizeof(bounds) / sizeof(bounds[0]));
+        srv->m_route_trips[i] = ts_metrics_counter(
+            "tessera_http_db_round_trips_total", label,
+            "network round trips to PostgreSQL made while answering, by route");
     }
+
+    /* HTTP Basic authentication: on unless off, and by default whenever the
+     * service listens beyond loopback. */
+    const char *bind_addr = ts_config_str("TESSERA_HTTP_BIND");
+    const char *auth = ts_config_str("TESSERA_HTTP_AUTH");
+    srv->auth = strcmp(auth, "on") == 0 || (strcmp(auth, "auto") == 0 && !is_loopback(bind_addr));
+    int rc = load_users(srv, err);
+    if (rc == 0 && srv->auth && srv->nusers == 0)
+        rc = ts_err_set(err, TS_EINVAL,
+                        "HTTP authentication is on (TESSERA_HTTP_AUTH=%s, TESSERA_HTTP_BIND=%s is not "
+                        "loopback) but there are no users: set TESSERA_HTTP_USERS_FILE or "
+                        "TESSERA_HTTP_USERS, bind to 127.0.0.1, or set TESSERA_HTTP_AUTH=off",
+                        auth, bind_addr);
+    struct sockaddr_in6 a6 = {0};
+    struct sockaddr_in a4 = {0};
+    const struct sockaddr *sa = NULL;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+    if (rc == 0) {
+        const char *host = strcmp(bind_addr, "localhost") == 0 ? "127.0.0.1" : bind_addr;
+        if (inet_pton(AF_INET, host, &a4.sin_addr) == 1) {
+            a4.sin_family = AF_INET;
+            a4.sin_port = htons((uint16_t)port);
+            sa = (const struct sockaddr *)&a4;
+        } else if (inet_pton(AF_INET6, host, &a6.sin6_addr) == 1) {
+            a6.sin6_family = AF_INET6;
+            a6.sin6_port = htons((uint16_t)port);
+            sa = (const struct sockaddr *)&a6;
+            flags |= MHD_USE_IPv6;
+        } else {
+            rc = ts_err_set(err, TS_EINVAL, "TESSERA_HTTP_BIND=%s is not an IP address", bind_addr);
+        }
+    }
+    if (rc == 0) {
+        srv->daemon = MHD_start_daemon(
+            flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_NOTIFY_COMPLETED,
+            on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
+            MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_END);
+        if (!srv->daemon)
+            rc = ts_err_set(err, TS_EIO, "cannot serve HTTP on %s port %d (in use?)", bind_addr,
+                            port);
+    }
+    if (rc) {
+        for (size_t i = 0; i < srv->nusers; i++)
+            free(srv->users[i]);
+        free(srv->users);
+        free(srv->m_route_seconds);
+        free(srv->m_route_trips);
+        free(srv);
+        return rc;
+    }
+    ts_info("http", "bind=%s port=%d auth=%s users=%zu", bind_addr, port, srv->auth ? "on" : "off",
+            srv->nusers);
     *out = srv;
     return 0;
 }
@@ -528,5 +699,10 @@ void rest_server_stop(rest_server *srv)
     if (!srv)
         return;
     MHD_stop_daemon(srv->daemon);
+    for (size_t i = 0; i < srv->nusers; i++)
+        free(srv->users[i]);
+    free(srv->users);
+    free(srv->m_route_seconds);
+    free(srv->m_route_trips);
     free(srv);
 }

@@ -102,8 +102,9 @@ typedef struct rest_route {
  * per connection (handlers block on the database). */
 typedef struct rest_server rest_server;
 /* Routes one request (its url normalised in place, as Orthanc does) to its
- * handler, or answers 404/405. Used by the server and by the fuzz target. */
-void rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req);
+ * handler, or answers 404/405. Returns the index of the route that answered,
+ * or -1. Used by the server and by the fuzz target. */
+int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req);
 
 int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_route *routes,
                       size_t nroutes, rest_server **out, ts_err *err);

@@ -75,7 +75,7 @@ static bool query(rest_request *req, const ts_db_stmt *stmt, const char *const *
     out->stmt = stmt;
     out->params = params;
     ts_err err;
-    int rc = ts_db_transaction(req->ctx->db, TS_DB_READ, read_one_txn, out, &err);
+    int rc = ts_db_transaction(req->ctx->db, TS_DB_READ_SINGLE, read_one_txn, out, &err);
     if (rc) {
         ts_warn("read failed", "uri=%s error=\"%s\"", req->url, err.msg);
         rest_reply_failure(req, rc, err.msg);

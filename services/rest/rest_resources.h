@@ -18,5 +18,6 @@ void rest_resource_statistics(rest_request *req);
 void rest_system(rest_request *req);
 void rest_statistics(rest_request *req);
 void rest_changes(rest_request *req);
+void rest_metrics_prometheus(rest_request *req);
 
 #endif

@@ -6,6 +6,7 @@
 #include "changes.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "rest_resources.h"
 
 #define TESSERA_VERSION "0.1.0"
@@ -56,7 +57,7 @@ static void reply_query(rest_request *req, const ts_db_stmt *stmt, const char *c
 {
     text_result t = {stmt, params, NULL};
     ts_err err;
-    int rc = ts_db_transaction(req->ctx->db, TS_DB_READ, text_txn, &t, &err);
+    int rc = ts_db_transaction(req->ctx->db, TS_DB_READ_SINGLE, text_txn, &t, &err);
     if (rc)
         rest_reply_failure(req, rc, err.msg);
     else
@@ -136,4 +137,15 @@ void rest_changes(rest_request *req)
     snprintf(limit_s, sizeof(limit_s), "%ld", limit);
     const char *params[] = {since_s, limit_s};
     reply_query(req, &changes, params);
+}
+
+/* GET /tools/metrics-prometheus: Orthanc's route for the process's metrics
+ * (also on TESSERA_METRICS_PORT/metrics): requests, time and database round
+ * trips per route, pool replays, ... */
+void rest_metrics_prometheus(rest_request *req)
+{
+    char *text = ts_metrics_render();
+    rest_reply_text(req, 200, text, strlen(text));
+    req->content_type = "text/plain; version=0.0.4";
+    free(text);
 }

@@ -227,7 +227,7 @@ class Cluster:
     def start_rest(self, ingest, **overrides):
         """A rest process whose uploads go to `ingest`."""
         env = dict(ingest.env)
-        env.update({"TESSERA_HTTP_PORT": str(free_port()),
+        env.update({"TESSERA_HTTP_PORT": str(free_port()), "TESSERA_HTTP_BIND": "127.0.0.1",
                     "TESSERA_INGEST_BUS": ingest.bus,
                     "TESSERA_INGEST_BUS_LISTEN": "", "TESSERA_EVENTS_LISTEN": ""})
         env.update({k: str(v) for k, v in overrides.items()})

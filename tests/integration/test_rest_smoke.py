@@ -5,6 +5,8 @@ import json
 import urllib.error
 import urllib.request
 
+import pytest
+
 from conftest import PYDICOM_FILES, storescu
 
 
@@ -191,3 +193,78 @@ def test_changes_in_commit_order_without_holes(cluster):
     assert "rolled-back" not in [c["ID"] for c in everything]
     slow.close()
     failed.close()
+
+
+def test_basic_authentication(cluster):
+    """On by default beyond loopback: no users is a start-up error; with users, 401
+    without or with wrong credentials, 200 with the right ones."""
+    import base64
+    import urllib.request
+    ing = cluster.start_ingest()
+    with pytest.raises(RuntimeError) as e:
+        cluster.start_rest(ing, TESSERA_HTTP_BIND="0.0.0.0")
+    assert "no users" in str(e.value) and "TESSERA_HTTP_USERS" in str(e.value)
+    users = cluster.base / "users"
+    users.write_text("# REST users\nalice:s3cret\nbob:other\n")
+    rest = cluster.start_rest(ing, TESSERA_HTTP_BIND="0.0.0.0", TESSERA_HTTP_USERS_FILE=users)
+
+    def get(auth=None):
+        req = urllib.request.Request(rest.url + "/system")
+        if auth:
+            req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers)
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers)
+    status, headers = get()
+    assert status == 401 and "Basic" in headers.get("WWW-Authenticate", ""), headers
+    assert get("alice:wrong")[0] == 401
+    assert get("alice:s3cret")[0] == 200
+    assert get("bob:other")[0] == 200
+    assert get("carol:s3cret")[0] == 401
+    # an upload without credentials is refused before its body is read; nothing stored
+    status, _, _ = http(rest, "POST", "/instances", (PYDICOM_FILES / "CT_small.dcm").read_bytes())
+    assert status == 401
+    assert cluster.sql("SELECT count(*) FROM instances")[0][0] == 0
+
+
+def test_read_routes_take_one_database_round_trip(cluster):
+    """The route metrics count PostgreSQL round trips per route: every read route
+    below answers with one (after a warm-up request per route, which also prepares
+    the statement on its connection)."""
+    import re
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing, TESSERA_DB_POOL_SIZE=1)
+    up = json.loads(http(rest, "POST", "/instances",
+                         (PYDICOM_FILES / "CT_small.dcm").read_bytes())[1])
+    routes = {
+        "GET /patients": "/patients",
+        "GET /studies": "/studies?expand",
+        "GET /studies/*": f"/studies/{up['ParentStudy']}",
+        "GET /series/*": f"/series/{up['ParentSeries']}",
+        "GET /instances/*": f"/instances/{up['ID']}",
+        "GET /patients/*": f"/patients/{up['ParentPatient']}",
+        "GET /studies/*/series": f"/studies/{up['ParentStudy']}/series",
+        "GET /instances/*/metadata": f"/instances/{up['ID']}/metadata",
+        "GET /statistics": "/statistics",
+        "GET /studies/*/statistics": f"/studies/{up['ParentStudy']}/statistics",
+    }
+
+    def trips():
+        text = http(rest, "GET", "/tools/metrics-prometheus")[1].decode()
+        got = {}
+        for m in re.finditer(r'tessera_http_db_round_trips_total\{route="([^"]+)"\} (\S+)', text):
+            got[m.group(1)] = float(m.group(2))
+        return got
+    for path in routes.values():
+        assert http(rest, "GET", path)[0] == 200, path  # warm-up
+    before = trips()
+    for path in routes.values():
+        for _ in range(3):
+            assert http(rest, "GET", path)[0] == 200, path
+    after = trips()
+    for route in routes:
+        assert after[route] - before[route] == 3, (route, after[route] - before[route])
+    text = http(rest, "GET", "/tools/metrics-prometheus")[1].decode()
+    assert 'tessera_http_request_seconds_count{route="GET /studies/*"}' in text
