@@ -166,10 +166,16 @@ export REDIS_IMAGE=localhost/tessera-redis:7
 export HAPROXY_IMAGE=localhost/tessera-haproxy:2.8
 export INGEST_REPLICAS=2 REST_REPLICAS=2 QUERY_REPLICAS=2 DELETER_REPLICAS=2
 export DB_PASSWORD_FILE=$WORK/db_password
+# REST users (a compose secret too): rest listens beyond loopback, so
+# authentication is on; $HTTP below carries the credentials
+HTTP_PW=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+printf 'smoke:%s\n' "$HTTP_PW" >"$WORK/http_users"
+chmod 644 "$WORK/http_users"
+export HTTP_USERS_FILE=$WORK/http_users
 # free host ports: other copies of Tessera may use 4242/8042 on this machine
 export DICOM_PORT=${SMOKE_DICOM_PORT:-$(free_port)} HTTP_PORT=${SMOKE_HTTP_PORT:-$(free_port)}
 export QUERY_DICOM_PORT=${SMOKE_QUERY_DICOM_PORT:-$(free_port)}
-HTTP=http://127.0.0.1:$HTTP_PORT
+HTTP=http://smoke:$HTTP_PW@127.0.0.1:$HTTP_PORT
 compose() { podman-compose -p "$PROJECT" -f "$HERE/compose.yaml" "$@"; }
 
 
@@ -211,6 +217,9 @@ log "every container is healthy: $(containers | tr '\n' ' ')"
 
 # Through haproxy: both ports answer.
 curl -fsS --retry 10 --retry-delay 1 --retry-all-errors "$HTTP/system" >"$WORK/system.json" || fail "GET /system through haproxy"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/system")" = 401 ] ||
+  fail "REST answers without credentials"
+
 TCP_NODELAY=1 echoscu -aec TESSERA 127.0.0.1 "$DICOM_PORT" || fail "C-ECHO through haproxy"
 for _ in 1 2 3 4 5 6; do curl -fsS -o /dev/null "$HTTP/statistics" || fail "GET /statistics through haproxy"; done
 servers=$(podman logs "$(service_containers haproxy)" 2>&1 | grep -o ' http rest/rest-[0-9]*' | sort -u | wc -l)
@@ -225,6 +234,11 @@ done
 [ "$(podman exec "$(service_containers redis)" redis-cli config get appendonly | tail -1)" = yes ] ||
   fail "redis runs without AOF"
 pw=$(cat "$WORK/db_password")
+for secret in "$pw" "$HTTP_PW"; do
+  for c in $(containers); do
+    podman inspect "$c" | grep -qF "$secret" && fail "a password is in the configuration of $c"
+  done
+done
 for c in $(containers); do
   podman inspect "$c" | grep -qF "$pw" && fail "the database password is in the configuration of $c"
 done
@@ -263,19 +277,25 @@ count() { curl -fsS "$HTTP/statistics" | python3 -c 'import json,sys; print(json
 # Each of them: found by its SOP Instance UID, and the same dataset comes back.
 check_stored() { # FILE-LIST
   /usr/bin/python3 - "$HTTP" "$1" <<'PY'
-import io, json, sys, urllib.request
+import base64, io, json, sys, urllib.parse, urllib.request
 import pydicom
 http, listing = sys.argv[1], sys.argv[2]
+# $HTTP carries the REST user as http://user:password@host:port
+u = urllib.parse.urlsplit(http)
+http = f"{u.scheme}://{u.hostname}:{u.port}"
+auth = {"Authorization": "Basic " + base64.b64encode(f"{u.username}:{u.password}".encode()).decode()}
 bad = 0
 files = [l.strip() for l in open(listing) if l.strip()]
 for path in files:
     uid = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
     try:
-        req = urllib.request.Request(http + "/tools/lookup", data=uid.encode(), method="POST")
+        req = urllib.request.Request(http + "/tools/lookup", data=uid.encode(), method="POST",
+                                     headers=auth)
         hits = [h for h in json.load(urllib.request.urlopen(req, timeout=30)) if h.get("Type") == "Instance"]
         if len(hits) != 1:
             raise RuntimeError(f"lookup gave {hits}")
-        body = urllib.request.urlopen(f"{http}/instances/{hits[0]['ID']}/file", timeout=60).read()
+        body = urllib.request.urlopen(urllib.request.Request(
+            f"{http}/instances/{hits[0]['ID']}/file", headers=auth), timeout=60).read()
         # the same dataset (the file meta header is the receiver's own)
         if pydicom.dcmread(io.BytesIO(body)) != pydicom.dcmread(path):
             raise RuntimeError("a different dataset came back")
