@@ -375,7 +375,7 @@ transfer_with_stop() {
   done
   expected=$((expected + total))
   for r in $(service_containers rest); do
-    n=$(podman exec "$r" curl -fsS http://127.0.0.1:8042/statistics | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])')
+    n=$(podman exec "$r" curl -fsS -u "smoke:$HTTP_PW" http://127.0.0.1:8042/statistics | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])')
     [ "$n" = "$expected" ] || fail "$name: $r counts $n instances, expected $expected"
   done
   log "$name: after a second pass: $expected instances in all, seen from each rest replica"
