@@ -28,21 +28,32 @@ uint8_t *ts_bus_pack(const ProtobufCMessage *msg, size_t *len)
 
 /* ---- REP ------------------------------------------------------------------ */
 
+/* One context and one aio per worker, opened and closed by the owner of the
+ * server, not by the workers: at stop the contexts are closed first (pending
+ * receives and sends end with NNG_ECLOSED), the workers joined, and only then
+ * the socket closed. Closing the socket under a context that is sending made
+ * nng 1.5.2 panic (a destroyed mutex) under load. */
+typedef struct bus_worker {
+    struct ts_bus_server *srv;
+    nng_ctx ctx;
+    nng_aio *aio;
+    pthread_t thread;
+} bus_worker;
+
 struct ts_bus_server {
     nng_socket sock;
     int nworkers;
-    pthread_t *threads;
+    bus_worker *workers;
     ts_bus_handler handler;
     void *user;
 };
 
 static void *serve_loop(void *arg)
 {
-    ts_bus_server *srv = arg;
-    nng_ctx ctx;
-    nng_aio *aio;
-    if (nng_ctx_open(&ctx, srv->sock) != 0 || nng_aio_alloc(&aio, NULL, NULL) != 0)
-        return NULL;
+    bus_worker *w = arg;
+    ts_bus_server *srv = w->srv;
+    nng_ctx ctx = w->ctx;
+    nng_aio *aio = w->aio;
     for (;;) {
         nng_ctx_recv(ctx, aio);
         nng_aio_wait(aio);
@@ -68,11 +79,12 @@ static void *serve_loop(void *arg)
         nng_aio_set_msg(aio, out);
         nng_ctx_send(ctx, aio);
         nng_aio_wait(aio);
-        if (nng_aio_result(aio) != 0)
+        rv = nng_aio_result(aio);
+        if (rv != 0)
             nng_msg_free(out); /* the requester is gone; it resends elsewhere */
+        if (rv == NNG_ECLOSED)
+            break;
     }
-    nng_aio_free(aio);
-    nng_ctx_close(ctx);
     return NULL;
 }
 
@@ -97,12 +109,26 @@ int ts_bus_server_start(const char *url, size_t max_msg, int workers, ts_bus_han
         free(srv);
         return ts_err_set(err, TS_EBUS, "listen on %s: %s", url, nng_strerror(rv));
     }
-    srv->nworkers = workers;
-    srv->threads = calloc((size_t)workers, sizeof(pthread_t));
-    if (!srv->threads)
+    srv->workers = calloc((size_t)workers, sizeof(bus_worker));
+    if (!srv->workers)
         abort();
-    for (int i = 0; i < workers; i++)
-        pthread_create(&srv->threads[i], NULL, serve_loop, srv);
+    for (int i = 0; i < workers; i++) {
+        bus_worker *w = &srv->workers[i];
+        w->srv = srv;
+        rv = nng_ctx_open(&w->ctx, srv->sock);
+        if (rv == 0) {
+            rv = nng_aio_alloc(&w->aio, NULL, NULL);
+            if (rv != 0)
+                nng_ctx_close(w->ctx);
+        }
+        if (rv != 0) {
+            srv->nworkers = i; /* the ones started so far are stopped below */
+            ts_bus_server_free(srv);
+            return ts_err_set(err, TS_EBUS, "bus context: %s", nng_strerror(rv));
+        }
+        pthread_create(&w->thread, NULL, serve_loop, w);
+        srv->nworkers = i + 1;
+    }
     *out = srv;
     return 0;
 }
@@ -111,10 +137,14 @@ void ts_bus_server_free(ts_bus_server *srv)
 {
     if (!srv)
         return;
-    nng_close(srv->sock);
     for (int i = 0; i < srv->nworkers; i++)
-        pthread_join(srv->threads[i], NULL);
-    free(srv->threads);
+        nng_ctx_close(srv->workers[i].ctx);
+    for (int i = 0; i < srv->nworkers; i++) {
+        pthread_join(srv->workers[i].thread, NULL);
+        nng_aio_free(srv->workers[i].aio);
+    }
+    nng_close(srv->sock);
+    free(srv->workers);
     free(srv);
 }
 
