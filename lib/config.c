@@ -82,6 +82,13 @@ static const ts_cfg_setting settings[] = {
      "seconds between two looks at the deletion queue without a nudge"},
     {"TESSERA_DELETER_MAX_RATE", TS_CFG_INT, "0", 0, 1000000, NULL,
      "files removed per second by one deleter at most; 0: no limit"},
+    /* jobs */
+    {"TESSERA_JOBS_WORKERS", TS_CFG_INT, "2", 1, 256, NULL,
+     "jobs run at once by one jobs process (one thread each)"},
+    {"TESSERA_JOBS_HISTORY", TS_CFG_INT, "100", 0, 1000000, NULL,
+     "finished jobs kept in the registry for the whole cluster (Orthanc's JobsHistorySize)"},
+    {"TESSERA_JOBS_LEASE", TS_CFG_INT, "10", 1, 3600, NULL,
+     "seconds a running job's lease lasts unless renewed; then another worker takes the job over"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
