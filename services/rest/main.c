@@ -15,6 +15,8 @@
 #include "rest_http.h"
 #include "rest_attachments.h"
 #include "rest_delete.h"
+#include "rest_jobs.h"
+#include "rest_modalities.h"
 #include "rest_metadata.h"
 #include "rest_resources.h"
 #include "service.h"
@@ -98,6 +100,21 @@ static const rest_route routes[] = {
     {"DELETE", "/instances/*", rest_delete_resource},
     {"POST", "/tools/bulk-delete", rest_bulk_delete},
     {"GET", "/tessera/deletion-queue", rest_deletion_queue_status},
+    /* modalities (rest_modalities.c) and jobs (rest_jobs.c) */
+    {"GET", "/modalities", rest_list_modalities},
+    {"GET", "/modalities/*", rest_get_modality},
+    {"PUT", "/modalities/*", rest_put_modality},
+    {"DELETE", "/modalities/*", rest_delete_modality},
+    {"GET", "/modalities/*/configuration", rest_get_modality_configuration},
+    {"POST", "/modalities/*/echo", rest_modality_echo},
+    {"POST", "/modalities/*/store", rest_modality_store},
+    {"GET", "/jobs", rest_jobs_list},
+    {"GET", "/jobs/*", rest_jobs_get},
+    {"GET", "/jobs/*/*", rest_jobs_output},
+    {"POST", "/jobs/*/cancel", rest_jobs_control},
+    {"POST", "/jobs/*/pause", rest_jobs_control},
+    {"POST", "/jobs/*/resume", rest_jobs_control},
+    {"POST", "/jobs/*/resubmit", rest_jobs_control},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -1,0 +1,232 @@
+"""Jobs and modalities (issue 6): the job registry in a real Redis (unix socket,
+AOF on), two REST and two tessera-jobs processes, dcmtk's storescp as the
+receiving modality, and a live Orthanc 1.10.1 as the reference for the shapes of
+the /modalities and /jobs answers.
+
+Differences from Orthanc that these tests accept, and why:
+- GET /modalities/{id} lists the operations Tessera serves (configuration, echo,
+  store), a subset of Orthanc's list.
+- POST /jobs/{id}/{action} on an unknown job or a job in the wrong state: Orthanc
+  answers 400 with an empty body; Tessera answers 400 with an error body that says
+  why. Only the status is compared.
+- Job ids, times (CreationTime, CompletionTime, Timestamp, EffectiveRuntime) and
+  ErrorDetails (dcmtk's wording of the failure differs from Orthanc's) are not
+  compared, only their presence and types.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+from orthanc import http, orthanc  # noqa: F401  (orthanc is a fixture)
+from test_ingest import make_series
+
+TIME_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}$")
+JOB_KEYS = {"CompletionTime", "Content", "CreationTime", "EffectiveRuntime", "ErrorCode",
+            "ErrorDescription", "ErrorDetails", "ID", "Priority", "Progress", "State",
+            "Timestamp", "Type"}
+
+
+def call(base, method, path, body=None):
+    """(status, parsed JSON or raw bytes, headers) of one request to a REST base URL."""
+    if body is not None and not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    status, data, headers = http(base.url if hasattr(base, "url") else base, method, path, body)
+    if data and headers.get("Content-Type", "").startswith("application/json"):
+        data = json.loads(data)
+    return status, data, headers
+
+
+def js(resp):
+    """The body of a call() answer as JSON when it is JSON text (Orthanc sends its
+    error bodies without a Content-Type)."""
+    data = resp[1]
+    if isinstance(data, bytes) and data.strip():
+        try:
+            return json.loads(data)
+        except ValueError:
+            return data
+    return data
+
+
+def without(d, *keys):
+    return {k: v for k, v in d.items() if k not in keys} if isinstance(d, dict) else d
+
+
+class StoreScp:
+    """dcmtk's storescp on a free port, writing each instance to a file named by its
+    SOP instance UID (a duplicate overwrites the same file)."""
+
+    def __init__(self, out_dir, aet="STORESCP", sleep_during=0, port=None):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.aet = aet
+        self.port = port or free_port()
+        self.sleep_during = sleep_during
+        self.proc = None
+
+    def start(self):
+        cmd = ["storescp", "-aet", self.aet, "-od", str(self.dir), "-uf"]
+        if self.sleep_during:
+            cmd += ["--sleep-during", str(self.sleep_during)]
+        self.log = open(self.dir.parent / f"storescp-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(cmd + [str(self.port)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            p = subprocess.run(["echoscu", "-aec", self.aet, "127.0.0.1", str(self.port)],
+                               capture_output=True)
+            if p.returncode == 0:
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("storescp did not start")
+
+    def received(self):
+        """SOP instance UIDs of the files received (names without the modality prefix)."""
+        return {p.name.split(".", 1)[1] for p in self.dir.iterdir() if p.is_file()}
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            self.log.close()
+
+
+@pytest.fixture
+def scps(tmp_path):
+    started = []
+
+    def make(**kw):
+        s = StoreScp(tmp_path / f"scp-{len(started)}", **kw).start()
+        started.append(s)
+        return s
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def jobs_cluster(cluster):
+    """Redis, one ingest, two REST processes and two jobs processes."""
+    redis = cluster.start_redis()
+    ing = cluster.start_ingest()
+    cluster.start_rest(ing, TESSERA_REDIS_URL=redis.url)
+    cluster.start_rest(ing, TESSERA_REDIS_URL=redis.url)
+    cluster.start_jobs()
+    cluster.start_jobs()
+    return cluster
+
+
+def upload(rest, files):
+    ids = []
+    for f in files:
+        status, body, _ = call(rest, "POST", "/instances", Path(f).read_bytes())
+        assert status == 200, body
+        ids.append(body)
+    return ids
+
+
+def wait_job(rest, job_id, states, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status, job, _ = call(rest, "GET", f"/jobs/{job_id}")
+        assert status == 200, job
+        if job["State"] in states:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job['State']} after {timeout} s: {job}")
+
+
+def sop_uids(files):
+    import pydicom
+    return {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+
+
+def assert_job_shape(job):
+    assert set(job) == JOB_KEYS or set(job) == JOB_KEYS - {"CompletionTime"}, job
+    for k in ("CreationTime", "Timestamp") + (("CompletionTime",) if "CompletionTime" in job else ()):
+        assert TIME_RE.match(job[k]), (k, job[k])
+    assert isinstance(job["EffectiveRuntime"], (int, float))
+    assert isinstance(job["Progress"], int) and 0 <= job["Progress"] <= 100
+    assert job["State"] in {"Pending", "Running", "Success", "Failure", "Paused", "Retry"}
+
+
+# ---- modalities ------------------------------------------------------------------
+
+MODALITY_BODIES = [
+    ["STORESCP", "127.0.0.1", 104],
+    ["STORESCP", "127.0.0.1", 104, "GE"],
+    {"AET": "X2", "Host": "localhost", "Port": 104, "Manufacturer": "GE"},
+    {"AET": "X3", "Host": "h", "Port": "105"},
+    {"AET": "X4", "Host": "h", "Port": 106, "AllowStore": False},
+]
+
+BAD_MODALITY_BODIES = [
+    b"garbage",
+    {"AET": "X3", "Host": "localhost"},
+    {"AET": "X3", "Port": 104},
+    {"AET": "X3", "Host": "h", "Port": 70000},
+    {"AET": "X3", "Host": "h", "Port": 0},
+    ["A", "h", 104, "Bogus"],
+    ["A", "h"],
+    42,
+]
+
+
+def test_modalities_like_orthanc(jobs_cluster, orthanc):  # noqa: F811
+    rest, other = jobs_cluster.rests
+    for i, body in enumerate(MODALITY_BODIES):
+        a = call(rest, "PUT", f"/modalities/m{i}", body)
+        b = call(orthanc, "PUT", f"/modalities/m{i}", body)
+        assert a[0] == b[0] == 200, (body, a, b)
+        assert a[1] == b[1] == b""
+    for body in BAD_MODALITY_BODIES:
+        a = call(rest, "PUT", "/modalities/bad", body)
+        b = call(orthanc, "PUT", "/modalities/bad", body)
+        assert a[0] == b[0], (body, a, b)
+        # Orthanc's error body, Details included where Orthanc gives one
+        assert js(a) == js(b), (body, a, b)
+    # the other REST process sees the same table
+    for path in ("/modalities", "/modalities?expand", "/modalities/m2/configuration",
+                 "/modalities/m4/configuration"):
+        a, b = call(other, "GET", path), call(orthanc, "GET", path)
+        assert a[0] == b[0] == 200 and a[1] == b[1], (path, a, b)
+    a, b = call(other, "GET", "/modalities/m0"), call(orthanc, "GET", "/modalities/m0")
+    assert a[0] == 200 and set(a[1]) <= set(b[1]) and {"echo", "store"} <= set(a[1])
+    for path in ("/modalities/nope", "/modalities/nope/configuration"):
+        a, b = call(other, "GET", path), call(orthanc, "GET", path)
+        assert a[0] == b[0] == 404 and js(a) == js(b), (path, a, b)
+    # replacing keeps one entry
+    for t in (rest, orthanc):
+        assert call(t, "PUT", "/modalities/m1", ["NEW", "10.0.0.1", 11112])[0] == 200
+    a, b = call(other, "GET", "/modalities?expand"), call(orthanc, "GET", "/modalities?expand")
+    assert a[1] == b[1] and a[1]["m1"]["AET"] == "NEW"
+    for name in ("m3", "nope"):
+        a, b = call(other, "DELETE", f"/modalities/{name}"), call(orthanc, "DELETE", f"/modalities/{name}")
+        assert a[0] == b[0] and js(a) == js(b), (name, a, b)
+    assert call(rest, "GET", "/modalities")[1] == call(orthanc, "GET", "/modalities")[1]
+    assert jobs_cluster.sql("SELECT count(*) FROM modalities")[0][0] == len(MODALITY_BODIES) - 1
+
+
+def test_echo_like_orthanc(jobs_cluster, orthanc, scps):  # noqa: F811
+    rest = jobs_cluster.rests[1]
+    scp = scps()
+    down = free_port()
+    for t in (rest, orthanc):
+        assert call(t, "PUT", "/modalities/up", [scp.aet, "127.0.0.1", scp.port])[0] == 200
+        assert call(t, "PUT", "/modalities/down", ["NOBODY", "127.0.0.1", down])[0] == 200
+    for body in (b"", b"{}", {"Timeout": 5}):
+        a, b = call(rest, "POST", "/modalities/up/echo", body), call(orthanc, "POST", "/modalities/up/echo", body)
+        assert a[0] == b[0] == 200 and a[1] == b[1] == {}, (a, b)
+    a, b = call(rest, "POST", "/modalities/down/echo", b""), call(orthanc, "POST", "/modalities/down/echo", b"")
+    assert a[0] == b[0] == 500, (a, b)
+    assert without(js(a), "Details") == without(js(b), "Details")
+    assert "Connection refused" in a[1]["Details"] or "refused" in a[1]["Details"].lower(), a[1]
+    a, b = call(rest, "POST", "/modalities/nope/echo", b""), call(orthanc, "POST", "/modalities/nope/echo", b"")
+    assert a[0] == b[0] == 404 and js(a) == js(b), (a, b)
