@@ -769,6 +769,10 @@ int ts_jobs_finish(ts_jobs *j, const char *consumer, const ts_job_claim *c, int 
     if (!text)
         abort();
     const char *keys[] = {key, lease, KEY_QUEUE, KEY_FINISHED, KEY_ALL};
+    if (error_code == 0) {
+        error_description = "Success";
+        details = "";
+    }
     const char *args[] = {consumer, c->entry,  now,  code, error_description ? error_description : "",
                           details ? details : "", text, hist};
     redisReply *r = NULL;

@@ -9,6 +9,8 @@ Differences from Orthanc that these tests accept, and why:
 - POST /jobs/{id}/{action} on an unknown job or a job in the wrong state: Orthanc
   answers 400 with an empty body; Tessera answers 400 with an error body that says
   why. Only the status is compared.
+- An instance named twice in a store request (by itself and within its series) is
+  sent once and counted once in InstancesCount; Orthanc sends and counts it twice.
 - Job ids, times (CreationTime, CompletionTime, Timestamp, EffectiveRuntime) and
   ErrorDetails (dcmtk's wording of the failure differs from Orthanc's) are not
   compared, only their presence and types.
@@ -230,3 +232,137 @@ def test_echo_like_orthanc(jobs_cluster, orthanc, scps):  # noqa: F811
     assert "Connection refused" in a[1]["Details"] or "refused" in a[1]["Details"].lower(), a[1]
     a, b = call(rest, "POST", "/modalities/nope/echo", b""), call(orthanc, "POST", "/modalities/nope/echo", b"")
     assert a[0] == b[0] == 404 and js(a) == js(b), (a, b)
+
+
+# ---- store jobs ----------------------------------------------------------------------
+
+def put_modality(rests, name, scp_or_port, aet="STORESCP"):
+    port = scp_or_port if isinstance(scp_or_port, int) else scp_or_port.port
+    status, _, _ = call(rests[0], "PUT", f"/modalities/{name}", [aet, "127.0.0.1", port])
+    assert status == 200
+
+
+def test_store_synchronous_and_asynchronous(jobs_cluster, scps, tmp_path, orthanc):  # noqa: F811
+    rest, other = jobs_cluster.rests
+    files = make_series(tmp_path / "s", 5)
+    answers = upload(rest, files)
+    study = answers[0]["ParentStudy"]
+    scp = scps()
+    put_modality(jobs_cluster.rests, "scp", scp)
+    # Synchronous (the default): the answer is the job's Content, as Orthanc's
+    status, content, _ = call(rest, "POST", "/modalities/scp/store", {"Resources": [study]})
+    assert status == 200, content
+    assert content == {"Description": "REST API", "FailedInstancesCount": 0, "InstancesCount": 5,
+                       "LocalAet": "TESSERA", "ParentResources": [study], "RemoteAet": "STORESCP"}
+    assert scp.received() == sop_uids(files)
+    # the same answer from Orthanc (its own AET), for the same files
+    oscp = scps()
+    orthanc.upload_all(files)
+    call(orthanc, "PUT", "/modalities/scp", ["STORESCP", "127.0.0.1", oscp.port])
+    b = call(orthanc, "POST", "/modalities/scp/store", {"Resources": [study]})
+    assert b[0] == 200 and without(b[1], "LocalAet") == without(content, "LocalAet")
+    # a bare id, as Orthanc accepts it, and a JSON list
+    for body in (answers[0]["ID"].encode(), [answers[1]["ID"], answers[2]["ID"]]):
+        a, b = call(rest, "POST", "/modalities/scp/store", body), call(orthanc, "POST", "/modalities/scp/store", body)
+        assert a[0] == b[0] == 200 and without(a[1], "LocalAet") == without(b[1], "LocalAet"), (a, b)
+    # an instance given twice (itself and within its series) is sent once
+    a = call(rest, "POST", "/modalities/scp/store", [answers[1]["ID"], answers[2]["ParentSeries"]])
+    assert a[0] == 200 and a[1]["InstancesCount"] == 5
+    # Asynchronous through one REST process, followed through the other
+    status, started, _ = call(rest, "POST", "/modalities/scp/store",
+                              {"Resources": [study], "Asynchronous": True})
+    assert status == 200 and set(started) == {"ID", "Path"} and started["Path"] == f"/jobs/{started['ID']}"
+    job = wait_job(other, started["ID"], {"Success"})
+    assert_job_shape(job)
+    assert job["Type"] == "DicomModalityStore" and job["Progress"] == 100
+    assert job["ErrorCode"] == 0 and job["ErrorDescription"] == "Success" and job["ErrorDetails"] == ""
+    assert job["Content"] == content
+    ref = call(orthanc, "POST", "/modalities/scp/store", {"Resources": [study], "Synchronous": False})[1]
+    ojob = wait_job(orthanc, ref["ID"], {"Success"})
+    assert set(ojob) == set(job)
+    assert without(job, "ID", "CreationTime", "CompletionTime", "Timestamp", "EffectiveRuntime", "Content") == \
+        without(ojob, "ID", "CreationTime", "CompletionTime", "Timestamp", "EffectiveRuntime", "Content")
+    # both REST processes list every job, ?expand included
+    for r in (rest, other):
+        ids = call(r, "GET", "/jobs")[1]
+        assert started["ID"] in ids and len(ids) == 5 and ids == sorted(ids)
+        expanded = call(r, "GET", "/jobs?expand")[1]
+        assert [j["ID"] for j in expanded] == ids
+        assert all(j["State"] == "Success" for j in expanded)
+
+
+def test_bad_input_like_orthanc(jobs_cluster, scps, tmp_path, orthanc):  # noqa: F811
+    rest = jobs_cluster.rests[1]
+    answers = upload(rest, make_series(tmp_path / "s", 1))
+    orthanc.upload_all(make_series(tmp_path / "s", 1))
+    scp = scps()
+    for t in (rest, orthanc):
+        call(t, "PUT", "/modalities/scp", ["STORESCP", "127.0.0.1", scp.port])
+    unknown_id = "f689ddd2-662f8fe1-8b18180d-ec2a2cee-937917a0"
+    cases = [
+        ("/modalities/nope/store", {"Resources": [answers[0]["ID"]]}),
+        ("/modalities/scp/store", b"garbage"),
+        ("/modalities/scp/store", b"{}"),
+        ("/modalities/scp/store", {"Resources": "x"}),
+        ("/modalities/scp/store", {"Resources": ["x"], "Asynchronous": True}),
+        ("/modalities/scp/store", {"Resources": [unknown_id]}),
+        ("/modalities/scp/store", {"Resources": [answers[0]["ID"], unknown_id]}),
+    ]
+    for path, body in cases:
+        a, b = call(rest, "POST", path, body), call(orthanc, "POST", path, body)
+        assert a[0] == b[0] and a[0] in (400, 404), (path, body, a, b)
+        assert js(a) == js(b), (path, body, a, b)
+    # unknown job ids
+    for path, method in (("/jobs/nope", "GET"), ("/jobs/0c2056b2-6bec-4af7-8fa9-6590a7c5d63a", "GET")):
+        a, b = call(rest, method, path), call(orthanc, method, path)
+        assert a[0] == b[0] == 404 and a[1] == b[1] == b"", (a, b)
+    for action in ("cancel", "pause", "resume", "resubmit"):
+        path = f"/jobs/0c2056b2-6bec-4af7-8fa9-6590a7c5d63a/{action}"
+        a, b = call(rest, "POST", path, b""), call(orthanc, "POST", path, b"")
+        assert a[0] == b[0] == 400, (a, b)
+        assert "unknown job" in a[1]["Details"]
+    # a finished job: resume and resubmit refused, cancel and pause ignored (Orthanc's rules)
+    status, job, _ = call(rest, "POST", "/modalities/scp/store",
+                          {"Resources": [answers[0]["ID"]], "Asynchronous": True})
+    wait_job(rest, job["ID"], {"Success"})
+    for action, expected in (("resume", 400), ("resubmit", 400), ("cancel", 200), ("pause", 200)):
+        a = call(rest, "POST", f"/jobs/{job['ID']}/{action}", b"")
+        assert a[0] == expected, (action, a)
+        if expected == 200:
+            assert a[1] == {}
+    assert call(rest, "GET", f"/jobs/{job['ID']}")[1]["State"] == "Success"
+    a = call(rest, "GET", f"/jobs/{job['ID']}/nope")
+    assert a[0] == 404 and a[1]["Details"] == "Job has no such output: nope"
+
+
+def test_modality_down_then_resubmit(jobs_cluster, scps, tmp_path, orthanc):  # noqa: F811
+    rest, other = jobs_cluster.rests
+    files = make_series(tmp_path / "s", 3)
+    answers = upload(rest, files)
+    orthanc.upload_all(files)
+    port = free_port()
+    for t in (rest, orthanc):
+        call(t, "PUT", "/modalities/down", ["STORESCP", "127.0.0.1", port])
+    series = answers[0]["ParentSeries"]
+    # Synchronous: Orthanc's error for a peer that is down
+    a, b = (call(t, "POST", "/modalities/down/store", {"Resources": [series]}) for t in (rest, orthanc))
+    assert a[0] == b[0] == 500
+    assert without(js(a), "Details") == without(js(b), "Details")
+    assert "refused" in js(a)["Details"].lower()
+    # the failed job's fields, beside Orthanc's
+    job_id = [j for j in call(other, "GET", "/jobs?expand")[1] if j["State"] == "Failure"][0]["ID"]
+    job = call(other, "GET", f"/jobs/{job_id}")[1]
+    ojob = [j for j in call(orthanc, "GET", "/jobs?expand")[1] if j["State"] == "Failure"][0]
+    assert_job_shape(job)
+    assert set(job) == set(ojob)
+    for k in ("State", "ErrorCode", "ErrorDescription", "Type", "Progress", "Priority"):
+        assert job[k] == ojob[k], k
+    assert without(job["Content"], "LocalAet") == without(ojob["Content"], "LocalAet")
+    assert job["ErrorDetails"]
+    # the modality comes up: resubmit through the other REST process works
+    scp = scps(port=port)
+    a = call(other, "POST", f"/jobs/{job_id}/resubmit", b"")
+    assert a[0] == 200 and a[1] == {}
+    job = wait_job(rest, job_id, {"Success", "Failure"})
+    assert job["State"] == "Success" and job["ErrorCode"] == 0 and "CompletionTime" in job
+    assert scp.received() == sop_uids(files)
