@@ -451,8 +451,8 @@ int ts_jobs_prepare(ts_jobs *j, ts_err *err)
 }
 
 /* KEYS: job, lease, queue. ARGV: consumer, entry, now, lease_ms.
- * Returns {status, Type, Input, Content}; status "run", "busy" (a live worker
- * holds it) or "stale" (entry acknowledged: nothing to run). */
+ * Returns {status, Type, Input, Content, was}; status "run", "busy" (a live
+ * worker holds the lease) or "stale" (entry acknowledged: nothing to run). */
 static const char start_script[] =
     "local function stale()\n"
     "  redis.call('XACK', KEYS[3], '" GROUP "', ARGV[2])\n"
@@ -461,12 +461,13 @@ static const char start_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return stale() end\n"
     "local st = redis.call('HGET', KEYS[1], 'State')\n"
     "if redis.call('HGET', KEYS[1], 'entry') ~= ARGV[2] then return stale() end\n"
-    "local was = 'new'\n"
-    "if st == 'Running' then\n"
-    "  local l = redis.call('GET', KEYS[2])\n"
-    "  if l and l ~= ARGV[1] then return {'busy'} end\n"
-    "  was = 'taken'\n"
-    "elseif st ~= 'Pending' then return stale() end\n"
+    "if st ~= 'Running' and st ~= 'Pending' then return stale() end\n"
+    /* a live worker runs it, or still lets it go after a pause or cancel that
+     * was followed at once by a resume or resubmit: wait for its lease to end
+     * (the entry comes back through XAUTOCLAIM), so as not to send twice */
+    "local l = redis.call('GET', KEYS[2])\n"
+    "if l and l ~= ARGV[1] then return {'busy'} end\n"
+    "local was = st == 'Running' and 'taken' or 'new'\n"
     "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])\n"
     "redis.call('HSET', KEYS[1], 'State', 'Running', 'owner', ARGV[1], 'started_ms', ARGV[3])\n"
     "local f = redis.call('HMGET', KEYS[1], 'Type', 'Input', 'Content')\n"
@@ -608,11 +609,14 @@ int ts_jobs_take(ts_jobs *j, const char *consumer, int block_ms, int lease_ms, t
 /* KEYS: job, lease, queue. ARGV: consumer, lease_ms, entry */
 static const char renew_script[] =
     "local st = redis.call('HGET', KEYS[1], 'State')\n"
-    "if st ~= 'Running' then return st or 'gone' end\n"
+    "if not st then return 'gone' end\n"
     "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 'lost' end\n"
     "local l = redis.call('GET', KEYS[2])\n"
     "if l and l ~= ARGV[1] then return 'lost' end\n"
+    /* held until the worker releases the job, even paused or canceled: it may
+     * still be sending, and a resume must not start a second sender meanwhile */
     "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
+    "if st ~= 'Running' then return st end\n"
     /* keeps the entry's idle time short, so that XAUTOCLAIM leaves it alone */
     "redis.call('XCLAIM', KEYS[3], '" GROUP "', ARGV[1], 0, ARGV[3], 'JUSTID')\n"
     "return 'Running'\n";

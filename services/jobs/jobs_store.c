@@ -173,7 +173,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         ts_info("store job resumed", "job=%s confirmed=%zu remaining=%zu taken_over=%d", c->id,
                 ndone, ntodo, c->taken_over);
 
-    size_t chunk = 4;
+    size_t chunk = CHUNK_MIN;
     for (size_t pos = 0; pos < ntodo;) {
         if (jobs_worker_interrupted(w)) {
             out->interrupted = true;

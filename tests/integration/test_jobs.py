@@ -65,18 +65,18 @@ class StoreScp:
     """dcmtk's storescp on a free port, writing each instance to a file named by its
     SOP instance UID (a duplicate overwrites the same file)."""
 
-    def __init__(self, out_dir, aet="STORESCP", sleep_during=0, port=None):
+    def __init__(self, out_dir, aet="STORESCP", sleep_after=0, port=None):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.aet = aet
         self.port = port or free_port()
-        self.sleep_during = sleep_during
+        self.sleep_after = sleep_after
         self.proc = None
 
     def start(self):
-        cmd = ["storescp", "-aet", self.aet, "-od", str(self.dir), "-uf"]
-        if self.sleep_during:
-            cmd += ["--sleep-during", str(self.sleep_during)]
+        cmd = ["storescp", "-v", "-aet", self.aet, "-od", str(self.dir), "-uf"]
+        if self.sleep_after:
+            cmd += ["--sleep-after", str(self.sleep_after)]
         self.log = open(self.dir.parent / f"storescp-{self.port}.log", "ab")
         self.proc = subprocess.Popen(cmd + [str(self.port)], stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -88,6 +88,11 @@ class StoreScp:
                 return self
             time.sleep(0.1)
         raise RuntimeError("storescp did not start")
+
+    def store_requests(self):
+        """C-STORE requests received so far (duplicates included)."""
+        return (self.dir.parent / f"storescp-{self.port}.log").read_text().count(
+            "Received Store Request")
 
     def received(self):
         """SOP instance UIDs of the files received (names without the modality prefix)."""
@@ -366,3 +371,136 @@ def test_modality_down_then_resubmit(jobs_cluster, scps, tmp_path, orthanc):  # 
     job = wait_job(rest, job_id, {"Success", "Failure"})
     assert job["State"] == "Success" and job["ErrorCode"] == 0 and "CompletionTime" in job
     assert scp.received() == sop_uids(files)
+
+
+# ---- control, take-over, Redis restarts -------------------------------------------------
+
+def running_owner(cluster, job_id):
+    """The tessera-jobs process whose worker holds the job's lease."""
+    owner = cluster.redis.cli("GET", f"tessera:job:{job_id}:lease")
+    assert owner, "no lease"
+    pid = int(owner.split("-")[-2])
+    procs = [j for j in cluster.jobs if j.proc.pid == pid]
+    assert procs, (owner, [j.proc.pid for j in cluster.jobs])
+    return procs[0]
+
+
+def test_followed_paused_resumed_canceled_through_the_other_rest(jobs_cluster, scps, tmp_path):
+    rest, other = jobs_cluster.rests
+    files = make_series(tmp_path / "s", 12)
+    answers = upload(rest, files)
+    scp = scps(sleep_after=1)  # one instance a second: a long job
+    put_modality(jobs_cluster.rests, "slow", scp)
+    status, started, _ = call(rest, "POST", "/modalities/slow/store",
+                              {"Resources": [answers[0]["ParentSeries"]], "Asynchronous": True})
+    assert status == 200
+    job_id = started["ID"]
+    assert job_id in call(other, "GET", "/jobs")[1]
+    job = wait_job(other, job_id, {"Running"}, timeout=10)
+    deadline = time.time() + 20
+    while job["Progress"] == 0 and time.time() < deadline:
+        time.sleep(0.2)
+        job = call(other, "GET", f"/jobs/{job_id}")[1]
+    assert 0 < job["Progress"] < 100, job
+    # pause through the other process: the worker lets it go within about a second
+    assert call(other, "POST", f"/jobs/{job_id}/pause", b"")[:2] == (200, {})
+    assert call(rest, "GET", f"/jobs/{job_id}")[1]["State"] == "Paused"
+    time.sleep(3)  # the chunk on the wire ends (one instance a second)
+    assert jobs_cluster.redis.cli("EXISTS", f"tessera:job:{job_id}:lease") == "0"
+    paused = len(scp.received())
+    time.sleep(2)
+    assert len(scp.received()) == paused, "a paused job went on sending"
+    assert call(rest, "GET", f"/jobs/{job_id}")[1]["State"] == "Paused"
+    # resume: it goes on where it stopped
+    assert call(rest, "POST", f"/jobs/{job_id}/resume", b"")[:2] == (200, {})
+    wait_job(other, job_id, {"Running"}, timeout=10)
+    time.sleep(1.5)
+    # cancel through the other process
+    t0 = time.time()
+    assert call(other, "POST", f"/jobs/{job_id}/cancel", b"")[:2] == (200, {})
+    job = call(rest, "GET", f"/jobs/{job_id}")[1]
+    assert job["State"] == "Failure" and job["ErrorCode"] == 37
+    assert job["ErrorDescription"] == "Canceled job" and "CompletionTime" in job
+    while jobs_cluster.redis.cli("EXISTS", f"tessera:job:{job_id}:lease") != "0":
+        assert time.time() - t0 < 5, "the worker did not let the canceled job go"
+        time.sleep(0.1)
+    canceled_after = len(scp.received())
+    assert canceled_after < len(files)
+    # resubmit: only what was not confirmed is sent
+    assert call(rest, "POST", f"/jobs/{job_id}/resubmit", b"")[:2] == (200, {})
+    job = wait_job(other, job_id, {"Success", "Failure"}, timeout=60)
+    assert job["State"] == "Success", job
+    assert scp.received() == sop_uids(files)
+    # what was confirmed before the pause and the cancel was not sent again: at most
+    # the instance on the wire when each was noticed
+    assert len(files) <= scp.store_requests() <= len(files) + 2, scp.store_requests()
+
+
+def test_kill_9_worker_the_other_finishes(jobs_cluster, scps, tmp_path):
+    rest, other = jobs_cluster.rests
+    files = make_series(tmp_path / "s", 10)
+    answers = upload(rest, files)
+    scp = scps(sleep_after=1)
+    put_modality(jobs_cluster.rests, "slow", scp)
+    status, started, _ = call(rest, "POST", "/modalities/slow/store",
+                              {"Resources": [answers[0]["ParentStudy"]], "Asynchronous": True})
+    job_id = started["ID"]
+    wait_job(other, job_id, {"Running"}, timeout=10)
+    time.sleep(2.5)
+    victim = running_owner(jobs_cluster, job_id)
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait()
+    killed_at = time.time()
+    job = wait_job(other, job_id, {"Success", "Failure"}, timeout=90)
+    assert job["State"] == "Success", job
+    survivor = [j for j in jobs_cluster.jobs if j is not victim][0]
+    assert f"job={job_id}" in survivor.read_log() and "taken_over=1" in survivor.read_log()
+    assert scp.received() == sop_uids(files), "an instance was lost"
+    print(f"C-STORE requests: {scp.store_requests()} for {len(files)} instances")
+    print(f"taken over and finished {time.time() - killed_at:.1f} s after kill -9")
+    jobs_cluster.jobs.remove(victim)  # its log holds no sanitizer report to check
+
+
+def test_redis_restart_during_a_job(jobs_cluster, scps, tmp_path):
+    rest, other = jobs_cluster.rests
+    files = make_series(tmp_path / "s", 8)
+    answers = upload(rest, files)
+    scp = scps(sleep_after=1)
+    put_modality(jobs_cluster.rests, "slow", scp)
+    # a finished job and a running one
+    done = call(rest, "POST", "/modalities/slow/store", {"Resources": [answers[0]["ID"]]})
+    assert done[0] == 200
+    status, started, _ = call(rest, "POST", "/modalities/slow/store",
+                              {"Resources": [answers[0]["ParentSeries"]], "Asynchronous": True})
+    job_id = started["ID"]
+    wait_job(other, job_id, {"Running"}, timeout=10)
+    before = {j["ID"]: j for j in call(other, "GET", "/jobs?expand")[1]}
+    time.sleep(1.5)
+    jobs_cluster.redis.stop()
+    a = call(rest, "GET", "/jobs")
+    assert a[0] == 503, a  # the registry is unreachable: said so, not an empty list
+    time.sleep(1)
+    jobs_cluster.redis.start()
+    after = {j["ID"]: j for j in call(other, "GET", "/jobs?expand")[1]}
+    assert set(after) == set(before)
+    finished = [i for i, j in before.items() if j["State"] == "Success"][0]
+    assert without(after[finished], "Timestamp") == without(before[finished], "Timestamp")
+    job = wait_job(rest, job_id, {"Success", "Failure"}, timeout=90)
+    assert job["State"] == "Success", job
+    assert scp.received() == sop_uids(files)
+
+
+def test_history_is_trimmed(cluster, tmp_path):
+    redis = cluster.start_redis()
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing, TESSERA_REDIS_URL=redis.url, TESSERA_JOBS_HISTORY=2)
+    cluster.start_jobs(TESSERA_JOBS_HISTORY=2)
+    answers = upload(rest, make_series(tmp_path / "s", 1))
+    call(rest, "PUT", "/modalities/down", ["X", "127.0.0.1", free_port()])
+    for _ in range(4):
+        a = call(rest, "POST", "/modalities/down/store", [answers[0]["ID"]])
+        assert a[0] == 500
+    jobs = call(rest, "GET", "/jobs?expand")[1]
+    assert len(jobs) == 2 and all(j["State"] == "Failure" for j in jobs)
+    assert redis.cli("ZCARD", "tessera:jobs:all") == "2"
+    assert redis.cli("KEYS", "tessera:job:*").count("\n") + 1 == 2
