@@ -12,7 +12,8 @@
  * entry (XAUTOCLAIM) and runs the job again, skipping the completed items.
  *
  * A ts_jobs is one connection: use one per thread. Every call reconnects
- * first if the connection was lost (Redis restarted). */
+ * first if the connection was lost (Redis restarted); the process must ignore
+ * SIGPIPE (ts_service_handle_signals does). */
 #ifndef TS_JOBS_H
 #define TS_JOBS_H
 
