@@ -740,6 +740,33 @@ int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
     return rc;
 }
 
+/* KEYS: job, lease, queue. ARGV: consumer, entry, now, maxlen */
+static const char requeue_script[] =
+    RELEASE_LUA
+    "local mine = redis.call('HGET', KEYS[1], 'owner') == ARGV[1]\n"
+    "local st = redis.call('HGET', KEYS[1], 'State')\n"
+    "release()\n"
+    "if not mine or st ~= 'Running' then return 0 end\n"
+    "local e = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'job',"
+    "                     redis.call('HGET', KEYS[1], 'ID'))\n"
+    "redis.call('HSET', KEYS[1], 'State', 'Pending', 'entry', e)\n"
+    "return 1\n";
+
+int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err)
+{
+    char key[128], lease[128], now[32];
+    job_key(key, sizeof(key), c->id, "");
+    job_key(lease, sizeof(lease), c->id, ":lease");
+    snprintf(now, sizeof(now), "%lld", now_ms());
+    const char *keys[] = {key, lease, KEY_QUEUE};
+    const char *args[] = {consumer, c->entry, now, QUEUE_MAXLEN};
+    redisReply *r = NULL;
+    int rc = eval(j, requeue_script, 3, keys, 4, args, &r, err);
+    if (rc == 0)
+        freeReplyObject(r);
+    return rc;
+}
+
 /* KEYS: job, lease, queue, finished, all. ARGV: consumer, entry, now, code,
  * description, details, content, history */
 static const char finish_script[] =

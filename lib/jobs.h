@@ -116,6 +116,10 @@ int ts_jobs_finish(ts_jobs *j, const char *consumer, const ts_job_claim *c, int 
  * queue entry and the lease. */
 int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err);
 
+/* Puts a job this worker runs back in the queue (Pending) for another worker
+ * to go on with at once: what a process does when it is asked to stop. */
+int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err);
+
 #ifdef __cplusplus
 }
 #endif

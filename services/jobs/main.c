@@ -4,8 +4,9 @@
  * renews the leases of the running jobs twice a second, which is also how a
  * pause or cancel made through any REST process reaches the worker: the
  * renewal answers that the job is no longer Running, the worker stops at its
- * next step and releases the job. A process stopped with SIGTERM leaves its
- * running jobs to be taken over when their leases run out. */
+ * next step and releases the job. A process stopped with SIGTERM puts its
+ * running jobs back in the queue after the chunk on the wire; one killed
+ * outright leaves them to be taken over when their leases run out. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,13 +94,19 @@ static void run_job(slot *s)
         snprintf(o.description, sizeof(o.description), "Not implemented yet");
         snprintf(o.details, sizeof(o.details), "no runner for jobs of type %s", c->type);
     }
+    finish_arg f = {c, &o};
     if (o.interrupted && atomic_load(&svc.stopping)) {
-        /* keep the lease's queue entry pending: another process takes it over */
-        ts_info("job left for another worker", "job=%s", c->id);
+        /* back to the queue for another process to go on with at once; if
+         * Redis cannot be reached, the lease runs out and it is taken over */
+        ts_err err;
+        if (ts_jobs_requeue(w->redis, w->consumer, c, &err))
+            ts_warn("cannot requeue a job, it will be taken over", "job=%s error=\"%s\"", c->id,
+                    err.msg);
+        else
+            ts_info("job requeued for another worker", "job=%s", c->id);
         ts_metric_inc(svc.m_jobs[2]);
         return;
     }
-    finish_arg f = {c, &o};
     jobs_retry_redis(w, do_finish, &f);
     if (o.interrupted) {
         ts_info("job stopped (paused, canceled or taken over)", "job=%s", c->id);

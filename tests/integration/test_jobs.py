@@ -504,3 +504,35 @@ def test_history_is_trimmed(cluster, tmp_path):
     assert len(jobs) == 2 and all(j["State"] == "Failure" for j in jobs)
     assert redis.cli("ZCARD", "tessera:jobs:all") == "2"
     assert redis.cli("KEYS", "tessera:job:*").count("\n") + 1 == 2
+
+
+def test_sigterm_hands_the_job_over_at_once(cluster, scps, tmp_path):
+    """A jobs process asked to stop puts its running job back in the queue: the
+    other process goes on with it without waiting for the lease (30 s here)."""
+    redis = cluster.start_redis()
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing, TESSERA_REDIS_URL=redis.url)
+    cluster.start_jobs(TESSERA_JOBS_LEASE=30)
+    cluster.start_jobs(TESSERA_JOBS_LEASE=30)
+    files = make_series(tmp_path / "s", 8)
+    answers = upload(rest, files)
+    scp = scps(sleep_after=1)
+    put_modality([rest], "slow", scp)
+    started = call(rest, "POST", "/modalities/slow/store",
+                   {"Resources": [answers[0]["ParentSeries"]], "Asynchronous": True})[1]
+    job_id = started["ID"]
+    wait_job(rest, job_id, {"Running"}, timeout=10)
+    time.sleep(2)
+    leaving = running_owner(cluster, job_id)
+    t0 = time.time()
+    assert leaving.stop() == 0
+    survivor = [j for j in cluster.jobs if j is not leaving][0]
+    deadline = time.time() + 10
+    while f"job started\" job={job_id}" not in survivor.read_log():
+        assert time.time() < deadline, "the other process did not go on with the job"
+        time.sleep(0.1)
+    print(f"handed over {time.time() - t0:.1f} s after SIGTERM")
+    job = wait_job(rest, job_id, {"Success", "Failure"}, timeout=60)
+    assert job["State"] == "Success", job
+    assert scp.received() == sop_uids(files)
+    assert "job requeued for another worker" in leaving.read_log()
