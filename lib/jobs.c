@@ -185,6 +185,7 @@ static int eval(ts_jobs *j, const char *script, int nkeys, const char **keys, in
 
 /* ---- submit, read, control ------------------------------------------------ */
 
+/* clang-format off */
 static const char submit_script[] =
     "redis.call('HSET', KEYS[1], 'ID', ARGV[1], 'Type', ARGV[2], 'State', 'Pending',"
     " 'Priority', ARGV[3], 'Progress', '0', 'ErrorCode', '0', 'ErrorDescription', 'Success',"
@@ -194,6 +195,7 @@ static const char submit_script[] =
     "local e = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'job', ARGV[1])\n"
     "redis.call('HSET', KEYS[1], 'entry', e)\n"
     "return e\n";
+/* clang-format on */
 
 int ts_jobs_submit(ts_jobs *j, const char *type, int priority, const json_t *content,
                    const json_t *input, char id[TS_JOB_ID_LEN + 1], ts_err *err)
@@ -349,6 +351,7 @@ int ts_jobs_list(ts_jobs *j, json_t **out, ts_err *err)
 }
 
 /* Drops the oldest finished jobs beyond ARGV[keep_arg] (KEYS[fin], KEYS[all]). */
+/* clang-format off */
 #define TRIM_LUA                                                                                   \
     "local function trim(fin, all, keep)\n"                                                        \
     "  local n = redis.call('ZCARD', fin) - keep\n"                                                \
@@ -361,8 +364,10 @@ int ts_jobs_list(ts_jobs *j, json_t **out, ts_err *err)
     "  end\n"                                                                                      \
     "  redis.call('ZREMRANGEBYRANK', fin, 0, n - 1)\n"                                             \
     "end\n"
+/* clang-format on */
 
 /* KEYS: job, queue, finished, all. ARGV: action, now, history, maxlen */
+/* clang-format off */
 static const char control_script[] =
     TRIM_LUA
     "local st = redis.call('HGET', KEYS[1], 'State')\n"
@@ -400,6 +405,7 @@ static const char control_script[] =
     "  return 'ok'\n"
     "end\n"
     "return 'unknown action'\n";
+/* clang-format on */
 
 int ts_jobs_control(ts_jobs *j, const char *id, ts_job_action action, int history, ts_err *err)
 {
@@ -453,6 +459,7 @@ int ts_jobs_prepare(ts_jobs *j, ts_err *err)
 /* KEYS: job, lease, queue. ARGV: consumer, entry, now, lease_ms.
  * Returns {status, Type, Input, Content, was}; status "run", "busy" (a live
  * worker holds the lease) or "stale" (entry acknowledged: nothing to run). */
+/* clang-format off */
 static const char start_script[] =
     "local function stale()\n"
     "  redis.call('XACK', KEYS[3], '" GROUP "', ARGV[2])\n"
@@ -472,6 +479,7 @@ static const char start_script[] =
     "redis.call('HSET', KEYS[1], 'State', 'Running', 'owner', ARGV[1], 'started_ms', ARGV[3])\n"
     "local f = redis.call('HMGET', KEYS[1], 'Type', 'Input', 'Content')\n"
     "return {'run', f[1], f[2], f[3], was}\n";
+/* clang-format on */
 
 /* The job id of a stream entry [id, [field, value, ...]]; NULL if malformed. */
 static const char *entry_job(const redisReply *e)
@@ -539,8 +547,8 @@ static int try_start(ts_jobs *j, const char *consumer, const redisReply *e, int 
             c->input = json_object();
         if (!c->content)
             c->content = json_object();
-        c->taken_over = r->element[4]->type == REDIS_REPLY_STRING &&
-                        strcmp(r->element[4]->str, "taken") == 0;
+        c->taken_over =
+            r->element[4]->type == REDIS_REPLY_STRING && strcmp(r->element[4]->str, "taken") == 0;
         result = 1;
     }
     freeReplyObject(r);
@@ -580,7 +588,7 @@ int ts_jobs_take(ts_jobs *j, const char *consumer, int block_ms, int lease_ms, t
         return started;
 
     /* a new entry */
-    const char *read[] = {"XREADGROUP", "GROUP", GROUP,  consumer,  "COUNT", "1",
+    const char *read[] = {"XREADGROUP", "GROUP", GROUP,     consumer,  "COUNT", "1",
                           "BLOCK",      block,   "STREAMS", KEY_QUEUE, ">"};
     rc = ensure_conn(j, err);
     if (rc)
@@ -607,6 +615,7 @@ int ts_jobs_take(ts_jobs *j, const char *consumer, int block_ms, int lease_ms, t
 }
 
 /* KEYS: job, lease, queue. ARGV: consumer, lease_ms, entry */
+/* clang-format off */
 static const char renew_script[] =
     "local st = redis.call('HGET', KEYS[1], 'State')\n"
     "if not st then return 'gone' end\n"
@@ -620,6 +629,7 @@ static const char renew_script[] =
     /* keeps the entry's idle time short, so that XAUTOCLAIM leaves it alone */
     "redis.call('XCLAIM', KEYS[3], '" GROUP "', ARGV[1], 0, ARGV[3], 'JUSTID')\n"
     "return 'Running'\n";
+/* clang-format on */
 
 int ts_jobs_renew(ts_jobs *j, const char *consumer, const ts_job_claim *c, int lease_ms,
                   ts_err *err)
@@ -640,10 +650,12 @@ int ts_jobs_renew(ts_jobs *j, const char *consumer, const ts_job_claim *c, int l
 }
 
 /* KEYS: job. ARGV: progress, content */
+/* clang-format off */
 static const char progress_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
     "redis.call('HSET', KEYS[1], 'Progress', ARGV[1], 'Content', ARGV[2])\n"
     "return 1\n";
+/* clang-format on */
 
 int ts_jobs_progress(ts_jobs *j, const ts_job_claim *c, int progress, const json_t *content,
                      ts_err *err)
@@ -665,9 +677,11 @@ int ts_jobs_progress(ts_jobs *j, const ts_job_claim *c, int progress, const json
 }
 
 /* KEYS: job, done. ARGV: items */
+/* clang-format off */
 static const char mark_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
     "return redis.call('SADD', KEYS[2], unpack(ARGV))\n";
+/* clang-format on */
 
 int ts_jobs_mark_done(ts_jobs *j, const ts_job_claim *c, const char *const *items, size_t n,
                       ts_err *err)
@@ -712,6 +726,7 @@ int ts_jobs_done_items(ts_jobs *j, const ts_job_claim *c, json_t **out, ts_err *
 
 /* What finish and release share: the entry acknowledged, the lease dropped,
  * the run's time added. KEYS: job, lease, queue. ARGV: consumer, entry, now */
+/* clang-format off */
 #define RELEASE_LUA                                                                                \
     "local function release()\n"                                                                   \
     "  redis.call('XACK', KEYS[3], '" GROUP "', ARGV[2])\n"                                       \
@@ -722,8 +737,11 @@ int ts_jobs_done_items(ts_jobs *j, const ts_job_claim *c, json_t **out, ts_err *
     "    redis.call('HDEL', KEYS[1], 'owner', 'started_ms')\n"                                     \
     "  end\n"                                                                                      \
     "end\n"
+/* clang-format on */
 
+/* clang-format off */
 static const char release_script[] = RELEASE_LUA "release()\nreturn 1\n";
+/* clang-format on */
 
 int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err)
 {
@@ -741,6 +759,7 @@ int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
 }
 
 /* KEYS: job, lease, queue. ARGV: consumer, entry, now, maxlen */
+/* clang-format off */
 static const char requeue_script[] =
     RELEASE_LUA
     "local mine = redis.call('HGET', KEYS[1], 'owner') == ARGV[1]\n"
@@ -751,6 +770,7 @@ static const char requeue_script[] =
     "                     redis.call('HGET', KEYS[1], 'ID'))\n"
     "redis.call('HSET', KEYS[1], 'State', 'Pending', 'entry', e)\n"
     "return 1\n";
+/* clang-format on */
 
 int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err)
 {
@@ -769,6 +789,7 @@ int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
 
 /* KEYS: job, lease, queue, finished, all. ARGV: consumer, entry, now, code,
  * description, details, content, history */
+/* clang-format off */
 static const char finish_script[] =
     RELEASE_LUA TRIM_LUA
     "if redis.call('HGET', KEYS[1], 'State') ~= 'Running'"
@@ -785,6 +806,7 @@ static const char finish_script[] =
     "redis.call('ZADD', KEYS[4], ARGV[3], redis.call('HGET', KEYS[1], 'ID'))\n"
     "trim(KEYS[4], KEYS[5], tonumber(ARGV[8]))\n"
     "return 1\n";
+/* clang-format on */
 
 int ts_jobs_finish(ts_jobs *j, const char *consumer, const ts_job_claim *c, int error_code,
                    const char *error_description, const char *details, const json_t *content,
@@ -804,8 +826,14 @@ int ts_jobs_finish(ts_jobs *j, const char *consumer, const ts_job_claim *c, int 
         error_description = "Success";
         details = "";
     }
-    const char *args[] = {consumer, c->entry,  now,  code, error_description ? error_description : "",
-                          details ? details : "", text, hist};
+    const char *args[] = {consumer,
+                          c->entry,
+                          now,
+                          code,
+                          error_description ? error_description : "",
+                          details ? details : "",
+                          text,
+                          hist};
     redisReply *r = NULL;
     int rc = eval(j, finish_script, 5, keys, 8, args, &r, err);
     free(text);

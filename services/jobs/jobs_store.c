@@ -161,7 +161,8 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     {
         const char *id = json_string_value(v);
         if (!id || !ts_id_is_valid(id)) {
-            set_failure(out, ERR_BAD_FORMAT, "Bad file format", "malformed instance id in job input");
+            set_failure(out, ERR_BAD_FORMAT, "Bad file format",
+                        "malformed instance id in job input");
             goto out;
         }
         if (json_object_get(d.done, id))

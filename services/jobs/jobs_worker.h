@@ -50,7 +50,6 @@ typedef struct jobs_outcome {
 
 /* Runs a Redis call until it works, for up to about two leases (Redis may be
  * restarting); false if it never did (the job is then left to be taken over). */
-bool jobs_retry_redis(jobs_worker *w, int (*fn)(jobs_worker *w, void *arg, ts_err *err),
-                      void *arg);
+bool jobs_retry_redis(jobs_worker *w, int (*fn)(jobs_worker *w, void *arg, ts_err *err), void *arg);
 
 #endif

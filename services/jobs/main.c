@@ -76,8 +76,8 @@ static int do_finish(jobs_worker *w, void *arg, ts_err *err)
     finish_arg *f = arg;
     if (f->o->interrupted)
         return ts_jobs_release(w->redis, w->consumer, f->c, err);
-    return ts_jobs_finish(w->redis, w->consumer, f->c, f->o->code, f->o->description,
-                          f->o->details, f->c->content, w->svc->history, err);
+    return ts_jobs_finish(w->redis, w->consumer, f->c, f->o->code, f->o->description, f->o->details,
+                          f->c->content, w->svc->history, err);
 }
 
 static void run_job(slot *s)
@@ -221,8 +221,8 @@ int main(int argc, char **argv)
     static const char *const outcome[] = {"outcome=\"success\"", "outcome=\"failure\"",
                                           "outcome=\"interrupted\""};
     for (int i = 0; i < 3; i++)
-        svc.m_jobs[i] = ts_metrics_counter("tessera_jobs_runs_total", outcome[i],
-                                           "job runs ended, by outcome");
+        svc.m_jobs[i] =
+            ts_metrics_counter("tessera_jobs_runs_total", outcome[i], "job runs ended, by outcome");
 
     ts_jobs *keeper_redis;
     if (ts_jobs_connect(svc.redis_url, 5000, &keeper_redis, &err))

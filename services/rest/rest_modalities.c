@@ -77,8 +77,8 @@ static json_t *configuration_of(PGresult *res, int row)
     return json_pack("{s:s, s:o, s:b, s:o, s:b, s:o, s:o, s:b, s:o, s:b, s:s, s:s, s:s, s:i, s:i,"
                      " s:b}",
                      "AET", PQgetvalue(res, row, 1), "AllowEcho", B(5), "AllowEventReport", 1,
-                     "AllowFind", B(6), "AllowFindWorklist", 1, "AllowGet", B(7), "AllowMove",
-                     B(8), "AllowNAction", 1, "AllowStore", B(9), "AllowTranscoding", 1, "Host",
+                     "AllowFind", B(6), "AllowFindWorklist", 1, "AllowGet", B(7), "AllowMove", B(8),
+                     "AllowNAction", 1, "AllowStore", B(9), "AllowTranscoding", 1, "Host",
                      PQgetvalue(res, row, 2), "LocalAet", "", "Manufacturer",
                      PQgetvalue(res, row, 4), "Port", atoi(PQgetvalue(res, row, 3)), "Timeout", 0,
                      "UseDicomTls", 0);
@@ -445,8 +445,8 @@ static json_t *store_resources(rest_request *req, json_t *body)
         }
         if (!ts_id_is_valid(json_string_value(v))) {
             char details[160];
-            snprintf(details, sizeof(details), "This string is not a valid Orthanc identifier: %.100s",
-                     json_string_value(v));
+            snprintf(details, sizeof(details),
+                     "This string is not a valid Orthanc identifier: %.100s", json_string_value(v));
             json_decref(list);
             bad_format(req, details);
             return NULL;
@@ -558,9 +558,9 @@ void rest_modality_store(rest_request *req)
         goto out;
     }
     const char *remote = json_string_value(json_object_get(conf, "AET"));
-    content = json_pack("{s:s, s:i, s:I, s:s}", "Description", "REST API",
-                        "FailedInstancesCount", 0, "InstancesCount",
-                        (json_int_t)json_array_size(instances), "LocalAet", local);
+    content =
+        json_pack("{s:s, s:i, s:I, s:s}", "Description", "REST API", "FailedInstancesCount", 0,
+                  "InstancesCount", (json_int_t)json_array_size(instances), "LocalAet", local);
     if (json_array_size(parents))
         json_object_set(content, "ParentResources", parents);
     json_object_set_new(content, "RemoteAet", json_string(remote));

@@ -171,9 +171,8 @@ static void test_submit_and_read(void **state)
     assert_string_equal(json_string_value(json_object_get(job, "ErrorDescription")), "Success");
     assert_int_equal(json_integer_value(json_object_get(job, "Priority")), 3);
     assert_int_equal(json_integer_value(json_object_get(job, "Progress")), 0);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(job, "Content"),
-                                                        "InstancesCount")),
-                     2);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(job, "Content"), "InstancesCount")), 2);
     assert_null(json_object_get(job, "CompletionTime"));
     assert_null(json_object_get(job, "Input")); /* private */
     assert_int_equal(strlen(json_string_value(json_object_get(job, "CreationTime"))), 22);
@@ -272,9 +271,9 @@ static void test_pause_resume_cancel_resubmit(void **state)
     assert_int_equal(ts_jobs_take(j, "w3", 100, 5000, &c, &err), 1);
     assert_string_equal(c.id, id);
     ts_job_claim_clear(&c);
-    assert_int_equal(ts_jobs_control(j, "00000000-0000-0000-0000-000000000000", TS_JOB_CANCEL,
-                                     10, &err),
-                     TS_ENOTFOUND);
+    assert_int_equal(
+        ts_jobs_control(j, "00000000-0000-0000-0000-000000000000", TS_JOB_CANCEL, 10, &err),
+        TS_ENOTFOUND);
 }
 
 static void test_canceled_before_running_is_not_run(void **state)
