@@ -18,7 +18,7 @@
 #include "log.h"
 
 #define CHUNK_MIN 1
-#define CHUNK_MAX 64
+#define CHUNK_MAX 512
 
 /* Orthanc's ErrorCode values used here */
 #define ERR_NETWORK 9
