@@ -128,6 +128,10 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     int port = (int)json_integer_value(json_object_get(c->input, "Port"));
     const char *local = json_string_value(json_object_get(c->input, "LocalAet"));
     int timeout = (int)json_integer_value(json_object_get(c->input, "Timeout"));
+    /* Orthanc's Permissive: an instance that cannot be sent is counted in
+     * FailedInstancesCount and the job goes on (a later resubmit tries again) */
+    bool permissive = json_is_true(json_object_get(c->input, "Permissive"));
+    size_t failed = 0;
     done_arg d = {c, NULL};
     const char **todo = NULL;
     const char **sent = NULL;
@@ -174,6 +178,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         ts_info("store job resumed", "job=%s confirmed=%zu remaining=%zu taken_over=%d", c->id,
                 ndone, ntodo, c->taken_over);
 
+    json_object_set_new(c->content, "FailedInstancesCount", json_integer(0));
     size_t chunk = CHUNK_MIN;
     for (size_t pos = 0; pos < ntodo;) {
         if (jobs_worker_interrupted(w)) {
@@ -190,53 +195,68 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             set_failure(out, 11, "The database is currently not available", err.msg);
             goto out;
         }
+        /* ids[] and paths[] of the instances still stored, in step */
+        const char *ids[CHUNK_MAX];
+        size_t m_ok = 0;
         for (size_t k = 0; k < n; k++) {
-            free(paths[k]);
-            paths[k] = NULL;
-            if (!q.uuids[k]) {
+            char path[4096];
+            if (!q.uuids[k] || ts_store_path(w->svc->store, q.uuids[k], path, sizeof(path), &err)) {
+                if (permissive) {
+                    failed++;
+                    continue;
+                }
                 char details[160];
                 snprintf(details, sizeof(details), "instance %s is no longer stored", q.ids[k]);
                 set_failure(out, ERR_UNKNOWN_RESOURCE, "Unknown resource", details);
                 goto out;
             }
-            char path[4096];
-            if (ts_store_path(w->svc->store, q.uuids[k], path, sizeof(path), &err)) {
-                set_failure(out, ERR_UNKNOWN_RESOURCE, "Unknown resource", err.msg);
-                goto out;
-            }
-            paths[k] = strdup(path);
+            free(paths[m_ok]);
+            paths[m_ok] = strdup(path);
+            ids[m_ok++] = q.ids[k];
         }
         double t0 = now_s();
-        rc = ts_dicom_store_files(&peer, (const char *const *)paths, n, statuses, &err);
+        rc = m_ok ? ts_dicom_store_files(&peer, (const char *const *)paths, m_ok, statuses, &err)
+                  : 0;
         double elapsed = now_s() - t0;
-        if (rc) {
+        if (rc && !permissive) {
             set_failure(out, ERR_NETWORK, "Error in the network protocol", err.msg);
             goto out;
         }
+        if (rc) {
+            ts_warn("instances not sent (permissive job goes on)", "job=%s count=%zu error=\"%s\"",
+                    c->id, m_ok, err.msg);
+            failed += m_ok;
+            m_ok = 0;
+        }
         size_t nsent = 0;
-        for (size_t k = 0; k < n; k++) {
+        for (size_t k = 0; k < m_ok; k++) {
+            if (!status_ok(statuses[k]) && permissive) {
+                failed++;
+                continue;
+            }
             if (!status_ok(statuses[k])) {
                 char details[256];
                 if (statuses[k] == 0xFFFF)
                     snprintf(details, sizeof(details),
                              "C-STORE of instance %s to %s: not sent (the peer refused its SOP "
                              "class or transfer syntax, or the file is unreadable)",
-                             q.ids[k], aet);
+                             ids[k], aet);
                 else
                     snprintf(details, sizeof(details),
                              "C-STORE of instance %s to %s: the peer answered status 0x%04x",
-                             q.ids[k], aet, statuses[k]);
+                             ids[k], aet, statuses[k]);
                 /* what was confirmed before the refusal is kept */
                 mark_arg m = {c, sent, nsent, (int)((ndone + nsent) * 100 / total)};
                 jobs_retry_redis(w, do_mark, &m);
                 set_failure(out, ERR_NETWORK, "Error in the network protocol", details);
                 goto out;
             }
-            sent[nsent++] = q.ids[k];
+            sent[nsent++] = ids[k];
         }
         ndone += nsent;
         ts_metric_add(w->svc->m_sent, (double)nsent);
-        mark_arg m = {c, sent, nsent, (int)(ndone * 100 / total)};
+        json_object_set_new(c->content, "FailedInstancesCount", json_integer((json_int_t)failed));
+        mark_arg m = {c, sent, nsent, (int)((ndone + failed) * 100 / total)};
         if (!jobs_retry_redis(w, do_mark, &m)) {
             out->interrupted = true;
             goto out;

@@ -506,16 +506,20 @@ void rest_modality_store(rest_request *req)
     }
     if (!(list = store_resources(req, body)))
         goto out;
-    bool asynchronous = false;
+    bool asynchronous = false, permissive = false;
     int priority = 0;
     if (json_is_object(body)) {
         const json_t *a = json_object_get(body, "Asynchronous");
         const json_t *s = json_object_get(body, "Synchronous");
         const json_t *p = json_object_get(body, "Priority");
-        if ((a && !json_is_boolean(a)) || (s && !json_is_boolean(s))) {
-            bad_format(req, "Boolean value expected in fields Asynchronous and Synchronous");
+        const json_t *pm = json_object_get(body, "Permissive");
+        if ((a && !json_is_boolean(a)) || (s && !json_is_boolean(s)) ||
+            (pm && !json_is_boolean(pm))) {
+            bad_format(req,
+                       "Boolean value expected in fields Asynchronous, Synchronous and Permissive");
             goto out;
         }
+        permissive = json_is_true(pm);
         if (p && !json_is_integer(p)) {
             bad_format(req, "Integer value expected in field: Priority");
             goto out;
@@ -564,9 +568,9 @@ void rest_modality_store(rest_request *req)
     if (json_array_size(parents))
         json_object_set(content, "ParentResources", parents);
     json_object_set_new(content, "RemoteAet", json_string(remote));
-    input = json_pack("{s:O, s:s, s:O, s:O, s:s, s:i}", "Instances", instances, "AET", remote,
+    input = json_pack("{s:O, s:s, s:O, s:O, s:s, s:i, s:b}", "Instances", instances, "AET", remote,
                       "Host", json_object_get(conf, "Host"), "Port", json_object_get(conf, "Port"),
-                      "LocalAet", local, "Timeout", timeout);
+                      "LocalAet", local, "Timeout", timeout, "Permissive", permissive);
     rest_jobs_submit(req, "DicomModalityStore", priority, content, input, asynchronous);
 out:
     rest_row_clear(&r);

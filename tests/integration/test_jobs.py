@@ -11,6 +11,9 @@ Differences from Orthanc that these tests accept, and why:
   why. Only the status is compared.
 - An instance named twice in a store request (by itself and within its series) is
   sent once and counted once in InstancesCount; Orthanc sends and counts it twice.
+- Permissive store to a modality that is down: Orthanc 1.10.1 answers Success with
+  FailedInstancesCount 0 (its permissive mode skips failures that are exceptions
+  without counting them); Tessera counts every instance it could not send.
 - Job ids, times (CreationTime, CompletionTime, Timestamp, EffectiveRuntime) and
   ErrorDetails (dcmtk's wording of the failure differs from Orthanc's) are not
   compared, only their presence and types.
@@ -536,3 +539,21 @@ def test_sigterm_hands_the_job_over_at_once(cluster, scps, tmp_path):
     assert job["State"] == "Success", job
     assert scp.received() == sop_uids(files)
     assert "job requeued for another worker" in leaving.read_log()
+
+
+def test_permissive_counts_failures_like_orthanc(jobs_cluster, scps, tmp_path, orthanc):  # noqa: F811
+    rest = jobs_cluster.rests[0]
+    files = make_series(tmp_path / "s", 3)
+    answers = upload(rest, files)
+    orthanc.upload_all(files)
+    port = free_port()
+    for t in (rest, orthanc):
+        call(t, "PUT", "/modalities/down", ["STORESCP", "127.0.0.1", port])
+    body = {"Resources": [answers[0]["ParentSeries"]], "Permissive": True}
+    a, b = call(rest, "POST", "/modalities/down/store", body), call(orthanc, "POST", "/modalities/down/store", body)
+    assert a[0] == b[0], (a, b)
+    assert without(js(a), "LocalAet", "FailedInstancesCount") == \
+        without(js(b), "LocalAet", "FailedInstancesCount"), (a, b)
+    assert js(a)["FailedInstancesCount"] == 3
+    job = call(rest, "GET", "/jobs?expand")[1][0]
+    assert job["State"] == "Success" and job["Content"]["FailedInstancesCount"] == 3
