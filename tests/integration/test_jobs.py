@@ -68,26 +68,28 @@ class StoreScp:
     """dcmtk's storescp on a free port, writing each instance to a file named by its
     SOP instance UID (a duplicate overwrites the same file)."""
 
-    def __init__(self, out_dir, aet="STORESCP", sleep_after=0, port=None):
+    def __init__(self, out_dir, aet="STORESCP", sleep_after=0, port=None, extra=()):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.aet = aet
         self.port = port or free_port()
         self.sleep_after = sleep_after
+        self.extra = list(extra)
         self.proc = None
 
     def start(self):
         cmd = ["storescp", "-v", "-aet", self.aet, "-od", str(self.dir), "-uf"]
         if self.sleep_after:
             cmd += ["--sleep-after", str(self.sleep_after)]
+        cmd += self.extra
         self.log = open(self.dir.parent / f"storescp-{self.port}.log", "ab")
         self.proc = subprocess.Popen(cmd + [str(self.port)], stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.time() + 10
         while time.time() < deadline:
             p = subprocess.run(["echoscu", "-aec", self.aet, "127.0.0.1", str(self.port)],
-                               capture_output=True)
-            if p.returncode == 0:
+                               capture_output=True, text=True)
+            if p.returncode == 0 or "Rejected" in p.stderr + p.stdout:
                 return self
             time.sleep(0.1)
         raise RuntimeError("storescp did not start")
@@ -557,3 +559,23 @@ def test_permissive_counts_failures_like_orthanc(jobs_cluster, scps, tmp_path, o
     assert js(a)["FailedInstancesCount"] == 3
     job = call(rest, "GET", "/jobs?expand")[1][0]
     assert job["State"] == "Success" and job["Content"]["FailedInstancesCount"] == 3
+
+
+def test_modality_that_refuses(jobs_cluster, scps, tmp_path, orthanc):  # noqa: F811
+    """A modality that refuses the association: the job fails with Orthanc's fields."""
+    rest, other = jobs_cluster.rests
+    files = make_series(tmp_path / "s", 2)
+    answers = upload(rest, files)
+    orthanc.upload_all(files)
+    scp = scps(extra=["--refuse"])
+    for t in (rest, orthanc):
+        call(t, "PUT", "/modalities/refuses", ["STORESCP", "127.0.0.1", scp.port])
+    body = {"Resources": [answers[0]["ParentStudy"]]}
+    a, b = (call(t, "POST", "/modalities/refuses/store", body) for t in (rest, orthanc))
+    assert a[0] == b[0] == 500, (a, b)
+    assert without(js(a), "Details") == without(js(b), "Details")
+    assert "rejected" in js(a)["Details"], js(a)
+    job = call(other, "GET", "/jobs?expand")[1][0]
+    assert (job["State"], job["ErrorCode"], job["ErrorDescription"]) == \
+        ("Failure", 9, "Error in the network protocol")
+    assert call(other, "POST", "/modalities/refuses/echo", b"")[0] == 500
