@@ -185,6 +185,30 @@ static void keeper(slot *slots, int n, ts_jobs *redis)
     }
 }
 
+static int ping_db(ts_db *db, void *arg, ts_err *err)
+{
+    (void)arg;
+    return ts_db_exec_sql(db, "SELECT 1", err);
+}
+
+/* /health: Redis and the database answer. */
+static bool health(void *user, char *reason, size_t size)
+{
+    (void)user;
+    ts_err err;
+    ts_jobs *j = NULL;
+    if (ts_jobs_connect(svc.redis_url, 2000, &j, &err)) {
+        snprintf(reason, size, "%s", err.msg);
+        return false;
+    }
+    ts_jobs_free(j);
+    if (ts_db_with_conn(svc.db, ping_db, NULL, &err)) {
+        snprintf(reason, size, "%s", err.msg);
+        return false;
+    }
+    return true;
+}
+
 static void die(const char *what, const ts_err *err)
 {
     ts_error("cannot start", "step=%s error=\"%s\"", what, err->msg);
@@ -246,7 +270,7 @@ int main(int argc, char **argv)
 
     ts_metrics_server *metrics = NULL;
     int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");
-    if (metrics_port && ts_metrics_serve(metrics_port, NULL, NULL, &metrics, &err))
+    if (metrics_port && ts_metrics_serve(metrics_port, health, NULL, &metrics, &err))
         die("metrics", &err);
 
     for (int i = 0; i < nworkers; i++)

@@ -484,8 +484,10 @@ def test_redis_restart_during_a_job(jobs_cluster, scps, tmp_path):
     jobs_cluster.redis.stop()
     a = call(rest, "GET", "/jobs")
     assert a[0] == 503, a  # the registry is unreachable: said so, not an empty list
+    assert http(jobs_cluster.jobs[0].url, "GET", "/health")[0] == 503
     time.sleep(1)
     jobs_cluster.redis.start()
+    assert http(jobs_cluster.jobs[0].url, "GET", "/health")[0] == 200
     after = {j["ID"]: j for j in call(other, "GET", "/jobs?expand")[1]}
     assert set(after) == set(before)
     finished = [i for i, j in before.items() if j["State"] == "Success"][0]
