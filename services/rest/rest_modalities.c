@@ -49,7 +49,8 @@ static const ts_db_stmt delete_modality = {
     "rest_delete_modality", "DELETE FROM modalities WHERE name = $1 RETURNING name", 1};
 
 /* Expands resources of any level to their instances: the number of the given
- * ids found, and the instances' ids in the order they arrived. */
+ * ids found, the instances' ids in the order they arrived, and the bytes of
+ * their DICOM files. */
 static const ts_db_stmt expand_instances = {
     "rest_expand_instances",
     "WITH RECURSIVE given AS ("
@@ -59,7 +60,10 @@ static const ts_db_stmt expand_instances = {
     "  WHERE d.level < 3)"
     " SELECT (SELECT count(*) FROM given)::text,"
     "  coalesce((SELECT json_agg(r.public_id ORDER BY r.id) FROM d"
-    "   JOIN resources r ON r.id = d.id WHERE d.level = 3), '[]')::text",
+    "   JOIN resources r ON r.id = d.id WHERE d.level = 3), '[]')::text,"
+    "  (SELECT coalesce(sum(a.uncompressed_size), 0) FROM d"
+    "   JOIN attachments a ON a.resource_id = d.id AND a.content_type = 1"
+    "   WHERE d.level = 3)::text",
     1};
 
 /* ---- reading ------------------------------------------------------------ */
@@ -473,18 +477,18 @@ static json_t *unique_sorted(const json_t *list)
     return out;
 }
 
-void rest_modality_store(rest_request *req)
+/* Parses a store body (the forms of store_resources, with Asynchronous,
+ * Synchronous, Priority, Permissive, Timeout, LocalAet); answers and returns
+ * false when malformed. */
+bool rest_store_parse(rest_request *req, rest_store_req *sr)
 {
+    memset(sr, 0, sizeof(*sr));
     if (!body_ok(req, STORE_BODY_MAX))
-        return;
-    json_t *body = NULL, *list = NULL, *parents = NULL, *instances = NULL, *conf = NULL;
-    json_t *content = NULL, *input = NULL;
-    char *array = NULL;
-    rest_row r = {&expand_instances, NULL, 2, {0}};
+        return false;
     json_error_t jerr;
     if (req->body_len)
-        body = json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr);
-    if (!body && req->body_len) {
+        sr->body = json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr);
+    if (!sr->body && req->body_len) {
         /* Orthanc also takes one id as plain text */
         char id[TS_ID_LEN + 1];
         size_t n = req->body_len;
@@ -497,89 +501,104 @@ void rest_modality_store(rest_request *req)
             memcpy(id, s, n);
             id[n] = '\0';
             if (ts_id_is_valid(id))
-                body = json_string(id);
+                sr->body = json_string(id);
         }
     }
-    if (!body) {
-        bad_format(req, "Must provide a JSON value");
-        goto out;
-    }
-    if (!(list = store_resources(req, body)))
-        goto out;
-    bool asynchronous = false, permissive = false;
-    int priority = 0;
+    if (!sr->body)
+        return bad_format(req, "Must provide a JSON value");
+    json_t *list = store_resources(req, sr->body);
+    if (!list)
+        return false;
+    sr->parents = unique_sorted(list);
+    json_decref(list);
+    json_t *body = sr->body;
     if (json_is_object(body)) {
         const json_t *a = json_object_get(body, "Asynchronous");
         const json_t *s = json_object_get(body, "Synchronous");
         const json_t *p = json_object_get(body, "Priority");
         const json_t *pm = json_object_get(body, "Permissive");
         if ((a && !json_is_boolean(a)) || (s && !json_is_boolean(s)) ||
-            (pm && !json_is_boolean(pm))) {
-            bad_format(req,
-                       "Boolean value expected in fields Asynchronous, Synchronous and Permissive");
-            goto out;
-        }
-        permissive = json_is_true(pm);
-        if (p && !json_is_integer(p)) {
-            bad_format(req, "Integer value expected in field: Priority");
-            goto out;
-        }
-        asynchronous = json_is_true(a) || json_is_false(s);
-        priority = p ? (int)json_integer_value(p) : 0;
+            (pm && !json_is_boolean(pm)))
+            return bad_format(
+                req, "Boolean value expected in fields Asynchronous, Synchronous and Permissive");
+        if (p && !json_is_integer(p))
+            return bad_format(req, "Integer value expected in field: Priority");
+        sr->permissive = json_is_true(pm);
+        sr->asynchronous = json_is_true(a) || json_is_false(s);
+        sr->priority = p ? (int)json_integer_value(p) : 0;
     }
-    int timeout;
-    const char *local;
-    if (!dicom_options(req, body, &timeout, &local))
-        goto out;
-    if (!(conf = find_modality(req, req->seg[1], false)))
-        goto out;
+    return dicom_options(req, body, &sr->timeout, &sr->local_aet);
+}
 
-    parents = unique_sorted(list);
+bool rest_store_expand(rest_request *req, rest_store_req *sr)
+{
     size_t len = 3;
-    for (size_t i = 0; i < json_array_size(parents); i++)
+    for (size_t i = 0; i < json_array_size(sr->parents); i++)
         len += TS_ID_LEN + 1;
-    array = malloc(len);
+    char *array = malloc(len);
     if (!array)
         abort();
     size_t off = 0;
     array[off++] = '{';
-    for (size_t i = 0; i < json_array_size(parents); i++)
+    for (size_t i = 0; i < json_array_size(sr->parents); i++)
         off += (size_t)sprintf(array + off, "%s%s", i ? "," : "",
-                               json_string_value(json_array_get(parents, i)));
+                               json_string_value(json_array_get(sr->parents, i)));
     array[off++] = '}';
     array[off] = '\0';
     const char *params[] = {array};
-    r.params = params;
-    if (!rest_row_query(req, TS_DB_READ, &r))
-        goto out;
-    if (!r.col[0] || (size_t)atoll(r.col[0]) != json_array_size(parents)) {
-        rest_reply_unknown_resource(req);
-        goto out;
-    }
-    instances = r.col[1] ? json_loads(r.col[1], 0, &jerr) : NULL;
-    if (!json_is_array(instances)) {
-        rest_reply_error(req, 500, -1, "Internal error", "cannot read the instances to send");
-        goto out;
-    }
-    const char *remote = json_string_value(json_object_get(conf, "AET"));
-    content =
-        json_pack("{s:s, s:i, s:I, s:s}", "Description", "REST API", "FailedInstancesCount", 0,
-                  "InstancesCount", (json_int_t)json_array_size(instances), "LocalAet", local);
-    if (json_array_size(parents))
-        json_object_set(content, "ParentResources", parents);
-    json_object_set_new(content, "RemoteAet", json_string(remote));
-    input = json_pack("{s:O, s:s, s:O, s:O, s:s, s:i, s:b}", "Instances", instances, "AET", remote,
-                      "Host", json_object_get(conf, "Host"), "Port", json_object_get(conf, "Port"),
-                      "LocalAet", local, "Timeout", timeout, "Permissive", permissive);
-    rest_jobs_submit(req, "DicomModalityStore", priority, content, input, asynchronous);
-out:
-    rest_row_clear(&r);
+    rest_row r = {&expand_instances, params, 3, {0}};
+    bool ok = rest_row_query(req, TS_DB_READ, &r);
     free(array);
+    if (ok && (!r.col[0] || (size_t)atoll(r.col[0]) != json_array_size(sr->parents))) {
+        rest_reply_unknown_resource(req);
+        ok = false;
+    }
+    if (ok) {
+        json_error_t jerr;
+        sr->instances = r.col[1] ? json_loads(r.col[1], 0, &jerr) : NULL;
+        sr->size = r.col[2] ? atoll(r.col[2]) : 0;
+        if (!json_is_array(sr->instances)) {
+            rest_reply_error(req, 500, -1, "Internal error", "cannot read the instances to send");
+            ok = false;
+        }
+    }
+    rest_row_clear(&r);
+    return ok;
+}
+
+void rest_store_clear(rest_store_req *sr)
+{
+    json_decref(sr->body);
+    json_decref(sr->parents);
+    json_decref(sr->instances);
+    memset(sr, 0, sizeof(*sr));
+}
+
+void rest_modality_store(rest_request *req)
+{
+    rest_store_req sr;
+    json_t *conf = NULL, *content = NULL, *input = NULL;
+    if (!rest_store_parse(req, &sr))
+        goto out;
+    if (!(conf = find_modality(req, req->seg[1], false)))
+        goto out;
+    if (!rest_store_expand(req, &sr))
+        goto out;
+    const char *remote = json_string_value(json_object_get(conf, "AET"));
+    content = json_pack("{s:s, s:i, s:I, s:s}", "Description", "REST API", "FailedInstancesCount",
+                        0, "InstancesCount", (json_int_t)json_array_size(sr.instances), "LocalAet",
+                        sr.local_aet);
+    if (json_array_size(sr.parents))
+        json_object_set(content, "ParentResources", sr.parents);
+    json_object_set_new(content, "RemoteAet", json_string(remote));
+    input =
+        json_pack("{s:O, s:s, s:O, s:O, s:s, s:i, s:b}", "Instances", sr.instances, "AET", remote,
+                  "Host", json_object_get(conf, "Host"), "Port", json_object_get(conf, "Port"),
+                  "LocalAet", sr.local_aet, "Timeout", sr.timeout, "Permissive", sr.permissive);
+    rest_jobs_submit(req, "DicomModalityStore", sr.priority, content, input, sr.asynchronous);
+out:
     json_decref(input);
     json_decref(content);
-    json_decref(instances);
     json_decref(conf);
-    json_decref(parents);
-    json_decref(list);
-    json_decref(body);
+    rest_store_clear(&sr);
 }
