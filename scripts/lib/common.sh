@@ -7,7 +7,7 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 # Debian 12 packages, by purpose.
 PKGS_BUILD="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libnng-dev
   libdcmtk-dev libpq-dev libhiredis-dev libmicrohttpd-dev libjansson-dev libssl-dev uuid-dev
-  libarchive-dev"
+  libarchive-dev libcurl4-openssl-dev"
 PKGS_RUN="postgresql redis-server dcmtk"
 PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-numpy python3-psycopg2
   orthanc"  # orthanc: the reference that tests/integration/test_rest.py compares with

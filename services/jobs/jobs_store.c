@@ -86,6 +86,12 @@ static int files_txn(ts_db *db, void *arg, ts_err *err)
     return 0;
 }
 
+int jobs_instance_files(jobs_worker *w, const char *const *ids, size_t n, char **uuids, ts_err *err)
+{
+    files_q q = {ids, n, uuids};
+    return ts_db_transaction(w->svc->db, TS_DB_READ, files_txn, &q, err);
+}
+
 typedef struct mark_arg {
     ts_job_claim *c;
     const char *const *items;
@@ -102,6 +108,12 @@ static int do_mark(jobs_worker *w, void *arg, ts_err *err)
     return rc;
 }
 
+bool jobs_record(jobs_worker *w, ts_job_claim *c, const char *const *items, size_t n, int progress)
+{
+    mark_arg m = {c, items, n, progress};
+    return jobs_retry_redis(w, do_mark, &m);
+}
+
 typedef struct done_arg {
     ts_job_claim *c;
     json_t *done;
@@ -111,6 +123,12 @@ static int do_done_items(jobs_worker *w, void *arg, ts_err *err)
 {
     done_arg *d = arg;
     return ts_jobs_done_items(w->redis, d->c, &d->done, err);
+}
+
+json_t *jobs_done_items(jobs_worker *w, ts_job_claim *c)
+{
+    done_arg d = {c, NULL};
+    return jobs_retry_redis(w, do_done_items, &d) ? d.done : NULL;
 }
 
 static bool status_ok(uint16_t s)

@@ -7,6 +7,7 @@
  * next step and releases the job. A process stopped with SIGTERM puts its
  * running jobs back in the queue after the chunk on the wire; one killed
  * outright leaves them to be taken over when their leases run out. */
+#include <curl/curl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "db.h"
 #include "dicom.h"
 #include "jobs.h"
+#include "jobs_peer.h"
 #include "jobs_store.h"
 #include "jobs_worker.h"
 #include "log.h"
@@ -89,6 +91,8 @@ static void run_job(slot *s)
     ts_info("job started", "job=%s type=%s taken_over=%d", c->id, c->type, c->taken_over);
     if (strcmp(c->type, "DicomModalityStore") == 0) {
         jobs_store_run(w, c, &o);
+    } else if (strcmp(c->type, "OrthancPeerStore") == 0) {
+        jobs_peer_run(w, c, &o);
     } else {
         o.code = 2;
         snprintf(o.description, sizeof(o.description), "Not implemented yet");
@@ -218,6 +222,7 @@ static void die(const char *what, const ts_err *err)
 int main(int argc, char **argv)
 {
     ts_service_init("jobs", argc, argv);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     ts_service_handle_signals(on_stop, NULL);
     ts_err err;
     ts_err_clear(&err);

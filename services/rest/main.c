@@ -17,6 +17,7 @@
 #include "rest_delete.h"
 #include "rest_jobs.h"
 #include "rest_modalities.h"
+#include "rest_peers.h"
 #include "rest_metadata.h"
 #include "rest_resources.h"
 #include "service.h"
@@ -100,7 +101,7 @@ static const rest_route routes[] = {
     {"DELETE", "/instances/*", rest_delete_resource},
     {"POST", "/tools/bulk-delete", rest_bulk_delete},
     {"GET", "/tessera/deletion-queue", rest_deletion_queue_status},
-    /* modalities (rest_modalities.c) and jobs (rest_jobs.c) */
+    /* modalities (rest_modalities.c), jobs (rest_jobs.c), peers (rest_peers.c) */
     {"GET", "/modalities", rest_list_modalities},
     {"GET", "/modalities/*", rest_get_modality},
     {"PUT", "/modalities/*", rest_put_modality},
@@ -115,6 +116,13 @@ static const rest_route routes[] = {
     {"POST", "/jobs/*/pause", rest_jobs_control},
     {"POST", "/jobs/*/resume", rest_jobs_control},
     {"POST", "/jobs/*/resubmit", rest_jobs_control},
+    {"GET", "/peers", rest_list_peers},
+    {"GET", "/peers/*", rest_get_peer},
+    {"PUT", "/peers/*", rest_put_peer},
+    {"DELETE", "/peers/*", rest_delete_peer},
+    {"GET", "/peers/*/configuration", rest_get_peer_configuration},
+    {"GET", "/peers/*/system", rest_peer_system},
+    {"POST", "/peers/*/store", rest_peer_store},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -581,3 +581,58 @@ def test_modality_that_refuses(jobs_cluster, scps, tmp_path, orthanc):  # noqa: 
     assert (job["State"], job["ErrorCode"], job["ErrorDescription"]) == \
         ("Failure", 9, "Error in the network protocol")
     assert call(other, "POST", "/modalities/refuses/echo", b"")[0] == 500
+
+
+# ---- peers ----------------------------------------------------------------------------
+
+def test_peers_like_orthanc(jobs_cluster, orthanc, tmp_path):  # noqa: F811
+    """Tessera and a reference Orthanc both use the `orthanc` fixture as their peer."""
+    from orthanc import Orthanc
+    rest, other = jobs_cluster.rests
+    target = orthanc
+    ref = Orthanc(tmp_path / "ref", aet="REF").start()
+    try:
+        down = f"http://127.0.0.1:{free_port()}"
+        bodies = {"p0": [target.url], "p1": [target.url, "user", "pw"],
+                  "p2": {"Url": target.url + "/", "Username": "u", "Password": "secret"},
+                  "down": {"Url": down}}
+        for name, body in bodies.items():
+            a, b = call(rest, "PUT", f"/peers/{name}", body), call(ref, "PUT", f"/peers/{name}", body)
+            assert a[0] == b[0] == 200 and a[1] == b[1] == b"", (name, a, b)
+        a, b = call(rest, "PUT", "/peers/bad", {"Username": "u"}), call(ref, "PUT", "/peers/bad", {"Username": "u"})
+        assert a[0] == b[0] == 400 and js(a) == js(b), (a, b)
+        for path in ("/peers", "/peers?expand", "/peers/p1/configuration", "/peers/nope",
+                     "/peers/nope/configuration", "/peers/nope/system", "/peers/p0/system",
+                     "/peers/down/system"):
+            a, b = call(other, "GET", path), call(ref, "GET", path)
+            assert a[0] == b[0] and js(a) == js(b), (path, a, b)
+        assert "secret" not in json.dumps(call(other, "GET", "/peers?expand")[1])
+        a, b = call(other, "GET", "/peers/p0"), call(ref, "GET", "/peers/p0")
+        assert a[0] == 200 and set(a[1]) <= set(b[1]) and "store" in a[1]
+
+        files = make_series(tmp_path / "s", 4)
+        answers = upload(rest, files)
+        ref.upload_all(files)
+        study = answers[0]["ParentStudy"]
+        for body in ({"Resources": [study]}, [answers[0]["ID"]]):
+            a, b = call(rest, "POST", "/peers/p2/store", body), call(ref, "POST", "/peers/p2/store", body)
+            assert a[0] == b[0] == 200 and a[1] == b[1], (body, a, b)
+        assert len(call(target, "GET", "/instances")[1]) == 4
+        started = call(other, "POST", "/peers/p0/store", {"Resources": [study], "Asynchronous": True})[1]
+        job = wait_job(rest, started["ID"], {"Success", "Failure"})
+        ostarted = call(ref, "POST", "/peers/p0/store", {"Resources": [study], "Asynchronous": True})[1]
+        ojob = wait_job(ref, ostarted["ID"], {"Success", "Failure"})
+        assert set(job) == set(ojob) and job["Content"] == ojob["Content"]
+        for k in ("State", "ErrorCode", "ErrorDescription", "Type", "Progress"):
+            assert job[k] == ojob[k], k
+        for path, body in (("/peers/down/store", {"Resources": [study]}),
+                           ("/peers/nope/store", {"Resources": [study]}),
+                           ("/peers/p0/store", {"Resources": ["x"]})):
+            a, b = call(rest, "POST", path, body), call(ref, "POST", path, body)
+            assert a[0] == b[0] and js(a) == js(b), (path, a, b)
+        for name in ("p1", "nope"):
+            a, b = call(other, "DELETE", f"/peers/{name}"), call(ref, "DELETE", f"/peers/{name}")
+            assert a[0] == b[0] and js(a) == js(b), (name, a, b)
+        assert call(rest, "GET", "/peers")[1] == call(ref, "GET", "/peers")[1]
+    finally:
+        ref.stop()
