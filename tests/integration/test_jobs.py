@@ -636,3 +636,28 @@ def test_peers_like_orthanc(jobs_cluster, orthanc, tmp_path):  # noqa: F811
         assert call(rest, "GET", "/peers")[1] == call(ref, "GET", "/peers")[1]
     finally:
         ref.stop()
+
+
+def test_peer_down_then_resubmit(jobs_cluster, tmp_path):
+    from orthanc import Orthanc
+    rest, other = jobs_cluster.rests
+    files = make_series(tmp_path / "s", 5)
+    answers = upload(rest, files)
+    port = free_port()
+    call(rest, "PUT", "/peers/later", [f"http://127.0.0.1:{port}"])
+    a = call(rest, "POST", "/peers/later/store", {"Resources": [answers[0]["ParentSeries"]]})
+    assert a[0] == 500 and js(a)["OrthancStatus"] == 9, a
+    assert js(a)["Details"] == "libCURL error: Couldn't connect to server"
+    job = call(other, "GET", "/jobs?expand")[1][0]
+    assert (job["State"], job["ErrorCode"], job["Type"]) == ("Failure", 9, "OrthancPeerStore")
+    peer = Orthanc(tmp_path / "peer", aet="PEER")
+    peer.http_port, peer.url = port, f"http://127.0.0.1:{port}"
+    peer.config["HttpPort"] = port
+    peer.start()
+    try:
+        assert call(other, "POST", f"/jobs/{job['ID']}/resubmit", b"")[:2] == (200, {})
+        job = wait_job(rest, job["ID"], {"Success", "Failure"})
+        assert job["State"] == "Success", job
+        assert sorted(call(peer, "GET", "/instances")[1]) == sorted(x["ID"] for x in answers)
+    finally:
+        peer.stop()
