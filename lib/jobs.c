@@ -335,6 +335,8 @@ int ts_jobs_list(ts_jobs *j, json_t **out, ts_err *err)
         return ts_err_set(err, TS_EIO, "redis ZRANGE: unexpected reply type %d", r->type);
     }
     const char **ids = calloc(r->elements + 1, sizeof(*ids));
+    if (!ids)
+        abort();
     size_t n = 0;
     for (size_t i = 0; i < r->elements; i++)
         if (r->element[i]->type == REDIS_REPLY_STRING)
