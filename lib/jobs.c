@@ -843,3 +843,42 @@ int ts_jobs_finish(ts_jobs *j, const char *consumer, const ts_job_claim *c, int 
         freeReplyObject(r);
     return rc;
 }
+
+int ts_jobs_prune_consumers(ts_jobs *j, long long idle_ms, int *pruned, ts_err *err)
+{
+    const char *argv[] = {"XINFO", "CONSUMERS", KEY_QUEUE, GROUP};
+    redisReply *r = NULL;
+    int rc = run(j, 4, argv, &r, err);
+    if (rc)
+        return rc;
+    int n = 0;
+    /* [[name, n, pending, n, idle, n, ...], ...] */
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *c = r->element[i];
+        const char *name = NULL;
+        long long pending = -1, idle = -1;
+        for (size_t k = 0; c->type == REDIS_REPLY_ARRAY && k + 1 < c->elements; k += 2) {
+            const redisReply *key = c->element[k], *val = c->element[k + 1];
+            if (key->type != REDIS_REPLY_STRING)
+                continue;
+            if (strcmp(key->str, "name") == 0 && val->type == REDIS_REPLY_STRING)
+                name = val->str;
+            else if (strcmp(key->str, "pending") == 0 && val->type == REDIS_REPLY_INTEGER)
+                pending = val->integer;
+            else if (strcmp(key->str, "idle") == 0 && val->type == REDIS_REPLY_INTEGER)
+                idle = val->integer;
+        }
+        if (!name || pending != 0 || idle < idle_ms)
+            continue;
+        const char *del[] = {"XGROUP", "DELCONSUMER", KEY_QUEUE, GROUP, name};
+        redisReply *d = NULL;
+        if (run(j, 5, del, &d, err) == 0) {
+            freeReplyObject(d);
+            n++;
+        }
+    }
+    freeReplyObject(r);
+    if (pruned)
+        *pruned = n;
+    return 0;
+}

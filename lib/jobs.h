@@ -120,6 +120,10 @@ int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
  * to go on with at once: what a process does when it is asked to stop. */
 int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err);
 
+/* Forgets the queue's consumers (workers of processes gone) that hold no
+ * entry and were idle for idle_ms: each process start adds new ones. */
+int ts_jobs_prune_consumers(ts_jobs *j, long long idle_ms, int *pruned, ts_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -169,7 +169,17 @@ static void *worker_main(void *arg)
 static void keeper(slot *slots, int n, ts_jobs *redis)
 {
     int interval = svc.lease_ms / 3 < 500 ? svc.lease_ms / 3 : 500;
+    long rounds = 0;
     while (!atomic_load(&svc.stopping)) {
+        /* now and then, the consumers that dead processes left in the group */
+        if (rounds++ % (600000 / interval) == 0) {
+            ts_err err;
+            int pruned = 0;
+            if (ts_jobs_prune_consumers(redis, 3600 * 1000LL, &pruned, &err))
+                ts_warn("cannot prune the queue's consumers", "error=\"%s\"", err.msg);
+            else if (pruned)
+                ts_info("queue consumers pruned", "count=%d", pruned);
+        }
         for (int i = 0; i < n; i++) {
             slot *s = &slots[i];
             pthread_mutex_lock(&s->mu);

@@ -361,6 +361,33 @@ static void test_reconnects_after_a_restart(void **state)
     assert_string_equal(st, "Pending");
 }
 
+static void test_prune_consumers(void **state)
+{
+    ts_jobs *j = *state;
+    char id[TS_JOB_ID_LEN + 1];
+    submit(j, id);
+    ts_job_claim c;
+    ts_err err;
+    assert_int_equal(ts_jobs_take(j, "busy", 100, 5000, &c, &err), 1);
+    /* "idle" ran a job to its end and holds nothing */
+    submit(j, id);
+    ts_job_claim other;
+    assert_int_equal(ts_jobs_take(j, "idle", 50, 5000, &other, &err), 1);
+    assert_int_equal(ts_jobs_finish(j, "idle", &other, 0, NULL, NULL, other.content, 10, &err), 0);
+    ts_job_claim_clear(&other);
+    sleep_ms(30);
+    int pruned = -1;
+    assert_int_equal(ts_jobs_prune_consumers(j, 20, &pruned, &err), 0);
+    assert_int_equal(pruned, 1); /* "idle" holds nothing; "busy" holds the job */
+    redisReply *r = raw("XINFO CONSUMERS tessera:jobs:queue workers");
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 1);
+    freeReplyObject(r);
+    assert_int_equal(ts_jobs_prune_consumers(j, 3600000, &pruned, &err), 0);
+    assert_int_equal(pruned, 0);
+    ts_job_claim_clear(&c);
+}
+
 int main(void)
 {
     if (system("command -v redis-server >/dev/null 2>&1") != 0) {
@@ -379,6 +406,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_take_over_after_the_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_trimmed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnects_after_a_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_consumers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, start_redis, stop_redis);
 }
