@@ -8,6 +8,7 @@
  *   tessera:jobs:all          zset id -> creation time (ms)
  *   tessera:jobs:finished     zset id -> completion time (ms), the history
  *   tessera:jobs:queue        stream of {job: id}, consumer group "workers"
+ *   tessera:jobs:processes    zset jobs process -> last heartbeat (ms)
  * A job's hash field "entry" names its current queue entry: entries left over
  * from before a pause/resume or resubmit are recognised as stale and dropped. */
 #include "jobs.h"
@@ -24,6 +25,7 @@
 #define KEY_ALL "tessera:jobs:all"
 #define KEY_FINISHED "tessera:jobs:finished"
 #define KEY_QUEUE "tessera:jobs:queue"
+#define KEY_PROCESSES "tessera:jobs:processes"
 #define GROUP "workers"
 /* the queue keeps about this many entries (acknowledged ones are useless) */
 #define QUEUE_MAXLEN "100000"
@@ -880,5 +882,43 @@ int ts_jobs_prune_consumers(ts_jobs *j, long long idle_ms, int *pruned, ts_err *
     freeReplyObject(r);
     if (pruned)
         *pruned = n;
+    return 0;
+}
+
+int ts_jobs_heartbeat(ts_jobs *j, const char *process, ts_err *err)
+{
+    char now[32];
+    snprintf(now, sizeof(now), "%lld", now_ms());
+    const char *argv[] = {"ZADD", KEY_PROCESSES, now, process};
+    redisReply *r = NULL;
+    int rc = run(j, 4, argv, &r, err);
+    if (rc)
+        return rc;
+    freeReplyObject(r);
+    /* forget processes silent for a day */
+    char old[32];
+    snprintf(old, sizeof(old), "%lld", now_ms() - 86400000LL);
+    const char *trim[] = {"ZREMRANGEBYSCORE", KEY_PROCESSES, "-inf", old};
+    rc = run(j, 4, trim, &r, err);
+    if (rc == 0)
+        freeReplyObject(r);
+    return rc;
+}
+
+int ts_jobs_live_processes(ts_jobs *j, int within_ms, long long *count, ts_err *err)
+{
+    char since[32];
+    snprintf(since, sizeof(since), "%lld", now_ms() - within_ms);
+    const char *argv[] = {"ZCOUNT", KEY_PROCESSES, since, "+inf"};
+    redisReply *r = NULL;
+    int rc = run(j, 4, argv, &r, err);
+    if (rc)
+        return rc;
+    if (r->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(r);
+        return ts_err_set(err, TS_EIO, "redis ZCOUNT: unexpected reply type %d", r->type);
+    }
+    *count = r->integer;
+    freeReplyObject(r);
     return 0;
 }

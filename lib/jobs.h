@@ -124,6 +124,12 @@ int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
  * entry and were idle for idle_ms: each process start adds new ones. */
 int ts_jobs_prune_consumers(ts_jobs *j, long long idle_ms, int *pruned, ts_err *err);
 
+/* A jobs process says it is alive (its keeper, twice a second), and REST
+ * asks how many said so within the last within_ms: a synchronous call does
+ * not wait forever for a job that no process will run. */
+int ts_jobs_heartbeat(ts_jobs *j, const char *process, ts_err *err);
+int ts_jobs_live_processes(ts_jobs *j, int within_ms, long long *count, ts_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -166,11 +166,14 @@ static void *worker_main(void *arg)
 
 /* Renews the leases of the running jobs; tells a worker to stop when its job
  * is no longer Running (paused, canceled) or was taken by another worker. */
-static void keeper(slot *slots, int n, ts_jobs *redis)
+static void keeper(slot *slots, int n, ts_jobs *redis, const char *process)
 {
     int interval = svc.lease_ms / 3 < 500 ? svc.lease_ms / 3 : 500;
     long rounds = 0;
     while (!atomic_load(&svc.stopping)) {
+        ts_err herr;
+        if (ts_jobs_heartbeat(redis, process, &herr))
+            ts_debug("heartbeat failed", "error=\"%s\"", herr.msg);
         /* now and then, the consumers that dead processes left in the group */
         if (rounds++ % (600000 / interval) == 0) {
             ts_err err;
@@ -293,7 +296,9 @@ int main(int argc, char **argv)
     ts_info("jobs ready", "workers=%d lease_s=%d history=%d redis=%s metrics_port=%d", nworkers,
             svc.lease_ms / 1000, svc.history, svc.redis_url, metrics_port);
 
-    keeper(slots, nworkers, keeper_redis);
+    char process[96];
+    snprintf(process, sizeof(process), "%s-%d", host, (int)getpid());
+    keeper(slots, nworkers, keeper_redis, process);
 
     for (int i = 0; i < nworkers; i++) {
         pthread_join(slots[i].thread, NULL);

@@ -191,10 +191,24 @@ void rest_jobs_submit(rest_request *req, const char *type, int priority, const j
     }
     /* Synchronous: wait as Orthanc does, however long the job takes; a Redis
      * that went away for a while (restart) is waited for as well. */
-    int wait = 20, failures = 0;
+    int wait = 20, failures = 0, waited = 0, next_check = 5000;
     for (;;) {
         char state[32];
         int rc = ts_jobs_state(j, id, state, sizeof(state), &err);
+        if (rc == 0 && strcmp(state, "Pending") == 0 && waited >= next_check) {
+            /* still queued: is there a jobs process at all? */
+            long long live = 1;
+            next_check += 5000;
+            if (ts_jobs_live_processes(j, 5000, &live, &err) == 0 && live == 0) {
+                char details[200];
+                snprintf(details, sizeof(details),
+                         "no tessera-jobs process is running: the job stays queued "
+                         "(GET /jobs/%s)",
+                         id);
+                rest_reply_error(req, 503, 1, "Internal error", details);
+                goto out;
+            }
+        }
         if (rc == TS_ENOTFOUND) {
             rest_reply_error(req, 500, 1, "Internal error", "the job left the registry");
             goto out;
@@ -206,6 +220,7 @@ void rest_jobs_submit(rest_request *req, const char *type, int priority, const j
         if (rc == 0 && (strcmp(state, "Success") == 0 || strcmp(state, "Failure") == 0))
             break;
         sleep_ms(wait);
+        waited += wait;
         if (wait < 200)
             wait += 20;
     }

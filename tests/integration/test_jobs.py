@@ -661,3 +661,24 @@ def test_peer_down_then_resubmit(jobs_cluster, tmp_path):
         assert sorted(call(peer, "GET", "/instances")[1]) == sorted(x["ID"] for x in answers)
     finally:
         peer.stop()
+
+
+def test_synchronous_store_without_any_jobs_process(cluster, scps, tmp_path):
+    """No tessera-jobs process: a synchronous call says so instead of waiting forever,
+    the job stays queued, and the first jobs process to start runs it."""
+    redis = cluster.start_redis()
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing, TESSERA_REDIS_URL=redis.url)
+    files = make_series(tmp_path / "s", 2)
+    answers = upload(rest, files)
+    scp = scps()
+    put_modality([rest], "scp", scp)
+    t0 = time.time()
+    a = call(rest, "POST", "/modalities/scp/store", [answers[0]["ID"], answers[1]["ID"]])
+    assert a[0] == 503 and "no tessera-jobs process is running" in a[1]["Details"], a
+    assert time.time() - t0 < 15
+    job = call(rest, "GET", "/jobs?expand")[1][0]
+    assert job["State"] == "Pending"
+    cluster.start_jobs()
+    assert wait_job(rest, job["ID"], {"Success", "Failure"})["State"] == "Success"
+    assert scp.received() == sop_uids(files)
