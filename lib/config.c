@@ -106,6 +106,13 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_QUERY_BUS", TS_CFG_STRING, "127.0.0.1:7412", 0, 0, NULL,
      "host:port of query's find socket; every address of host is dialled; ingest relays "
      "C-FIND there (empty: ingest offers no C-FIND)"},
+    /* jobs */
+    {"TESSERA_JOBS_WORKERS", TS_CFG_INT, "2", 1, 256, NULL,
+     "jobs run at once by one jobs process (one thread each)"},
+    {"TESSERA_JOBS_HISTORY", TS_CFG_INT, "100", 0, 1000000, NULL,
+     "finished jobs kept in the registry for the whole cluster (Orthanc's JobsHistorySize)"},
+    {"TESSERA_JOBS_LEASE", TS_CFG_INT, "10", 1, 3600, NULL,
+     "seconds a running job's lease lasts unless renewed; then another worker takes the job over"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

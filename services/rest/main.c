@@ -18,6 +18,9 @@
 #include "rest_attachments.h"
 #include "rest_delete.h"
 #include "rest_find.h"
+#include "rest_jobs.h"
+#include "rest_modalities.h"
+#include "rest_peers.h"
 #include "rest_metadata.h"
 #include "rest_resources.h"
 #include "service.h"
@@ -114,6 +117,28 @@ static const rest_route routes[] = {
     {"GET", "/instances/*/content/**", rest_instance_content},
     {"GET", "/instances/*/frames", rest_instance_frames},
     {"GET", "/instances/*/frames/*/raw", rest_instance_frame_raw},
+    /* modalities (rest_modalities.c), jobs (rest_jobs.c), peers (rest_peers.c) */
+    {"GET", "/modalities", rest_list_modalities},
+    {"GET", "/modalities/*", rest_get_modality},
+    {"PUT", "/modalities/*", rest_put_modality},
+    {"DELETE", "/modalities/*", rest_delete_modality},
+    {"GET", "/modalities/*/configuration", rest_get_modality_configuration},
+    {"POST", "/modalities/*/echo", rest_modality_echo},
+    {"POST", "/modalities/*/store", rest_modality_store},
+    {"GET", "/jobs", rest_jobs_list},
+    {"GET", "/jobs/*", rest_jobs_get},
+    {"GET", "/jobs/*/*", rest_jobs_output},
+    {"POST", "/jobs/*/cancel", rest_jobs_control},
+    {"POST", "/jobs/*/pause", rest_jobs_control},
+    {"POST", "/jobs/*/resume", rest_jobs_control},
+    {"POST", "/jobs/*/resubmit", rest_jobs_control},
+    {"GET", "/peers", rest_list_peers},
+    {"GET", "/peers/*", rest_get_peer},
+    {"PUT", "/peers/*", rest_put_peer},
+    {"DELETE", "/peers/*", rest_delete_peer},
+    {"GET", "/peers/*/configuration", rest_get_peer_configuration},
+    {"GET", "/peers/*/system", rest_peer_system},
+    {"POST", "/peers/*/store", rest_peer_store},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -184,6 +184,61 @@ class Query(Service):
         self.bus = env["TESSERA_QUERY_BUS_LISTEN"]
 
 
+class Redis:
+    """A throwaway redis-server as scripts/lib/common.sh's redis_start runs it:
+    unix socket only, AOF on (appendfsync everysec), no RDB snapshots."""
+
+    def __init__(self, base):
+        self.dir = Path(base)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sock = self.dir / "redis.sock"
+        self.url = f"unix://{self.sock}"
+        self.proc = None
+
+    def start(self, timeout=20):
+        self.log = open(self.dir / "redis.log", "ab")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", str(self.sock), "--unixsocketperm",
+             "700", "--dir", str(self.dir), "--appendonly", "yes", "--save", ""],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited: see " + str(self.dir / "redis.log"))
+            if self.sock.exists() and self.cli("PING") == "PONG":
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def cli(self, *args):
+        p = subprocess.run(["redis-cli", "-s", str(self.sock), *map(str, args)],
+                           capture_output=True, text=True, timeout=30)
+        return p.stdout.strip()
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+            self.proc = None
+
+
+class Jobs(Service):
+    """One tessera-jobs process (ready when its metrics port answers)."""
+
+    binary = "services/jobs/tessera-jobs"
+
+    def __init__(self, env, log_path):
+        super().__init__(env, log_path)
+        self.port = int(env["TESSERA_METRICS_PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+
 class Cluster:
     """A database, a storage area and the ingest processes of one test."""
 
@@ -197,6 +252,8 @@ class Cluster:
         self.ingests = []
         self.rests = []
         self.deleters = []
+        self.jobs = []
+        self.redis = None
         self.run_dir = Path(tempfile.mkdtemp(prefix="ts-", dir="/tmp"))
 
     def ingest_env(self, **overrides):
@@ -247,6 +304,25 @@ class Cluster:
         self.deleters.append(d)
         return d.start()
 
+    # -- jobs: a Redis of this cluster and tessera-jobs processes ------------------
+    def start_redis(self):
+        """The cluster's Redis (started once); its URL is self.redis.url."""
+        if not getattr(self, "redis", None):
+            self.redis = Redis(self.run_dir / "redis").start()
+        return self.redis
+
+    def start_jobs(self, **overrides):
+        n = len(self.jobs)
+        env = self.ingest_env()
+        env.update({"TESSERA_METRICS_PORT": str(free_port()),
+                    "TESSERA_REDIS_URL": self.start_redis().url,
+                    "TESSERA_JOBS_LEASE": "2",
+                    "TESSERA_INGEST_BUS_LISTEN": "", "TESSERA_EVENTS_LISTEN": ""})
+        env.update({k: str(v) for k, v in overrides.items()})
+        j = Jobs(env, self.base / f"jobs-{n}.log")
+        self.jobs.append(j)
+        return j.start()
+
     def fsck(self, *args):
         """Runs tessera-fsck on this cluster; returns (exit status, stdout)."""
         env = self.ingest_env()
@@ -292,6 +368,10 @@ class Cluster:
             ing.stop()
         for d in self.deleters:
             d.stop()
+        for j in self.jobs:
+            j.stop()
+        if self.redis:
+            self.redis.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
@@ -301,7 +381,7 @@ def cluster(postgres, tmp_path):
     c = Cluster(postgres, tmp_path)
     yield c
     c.stop()
-    for ing in c.ingests + c.rests + c.deleters + getattr(c, "queries", []):
+    for ing in c.ingests + c.rests + c.deleters + c.jobs + getattr(c, "queries", []):
         log = ing.read_log()
         # A sanitizer or a crash in a service is a failure of the test that saw it.
         assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]

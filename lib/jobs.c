@@ -1,0 +1,924 @@
+/* The job registry in Redis (see jobs.h). Keys:
+ *   tessera:job:<id>          hash: Orthanc's fields (ID, Type, State, Priority,
+ *                             Progress, ErrorCode, ErrorDescription, ErrorDetails,
+ *                             Content) and private ones (Input, created_ms,
+ *                             completed_ms, runtime_ms, started_ms, owner, entry)
+ *   tessera:job:<id>:lease    the running worker's name, with a TTL
+ *   tessera:job:<id>:done     set of completed items
+ *   tessera:jobs:all          zset id -> creation time (ms)
+ *   tessera:jobs:finished     zset id -> completion time (ms), the history
+ *   tessera:jobs:queue        stream of {job: id}, consumer group "workers"
+ *   tessera:jobs:processes    zset jobs process -> last heartbeat (ms)
+ * A job's hash field "entry" names its current queue entry: entries left over
+ * from before a pause/resume or resubmit are recognised as stale and dropped. */
+#include "jobs.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <uuid/uuid.h>
+
+#define KEY_PREFIX "tessera:job:"
+#define KEY_ALL "tessera:jobs:all"
+#define KEY_FINISHED "tessera:jobs:finished"
+#define KEY_QUEUE "tessera:jobs:queue"
+#define KEY_PROCESSES "tessera:jobs:processes"
+#define GROUP "workers"
+/* the queue keeps about this many entries (acknowledged ones are useless) */
+#define QUEUE_MAXLEN "100000"
+/* Orthanc's ErrorCode_CanceledJob */
+#define CANCELED_CODE "37"
+
+struct ts_jobs {
+    char *host; /* NULL for a unix socket */
+    char *path;
+    int port;
+    int timeout_ms;
+    redisContext *c;
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct timeval tv_of(int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+static void drop_conn(ts_jobs *j)
+{
+    if (j->c)
+        redisFree(j->c);
+    j->c = NULL;
+}
+
+static int ensure_conn(ts_jobs *j, ts_err *err)
+{
+    if (j->c && !j->c->err)
+        return 0;
+    drop_conn(j);
+    struct timeval tv = tv_of(j->timeout_ms);
+    redisContext *c = j->host ? redisConnectWithTimeout(j->host, j->port, tv)
+                              : redisConnectUnixWithTimeout(j->path, tv);
+    if (!c)
+        abort();
+    if (c->err) {
+        int rc = ts_err_set(err, TS_EIO, "redis %s:%d%s: %s", j->host ? j->host : "unix",
+                            j->host ? j->port : 0, j->host ? "" : j->path, c->errstr);
+        redisFree(c);
+        return rc;
+    }
+    redisSetTimeout(c, tv);
+    j->c = c;
+    return 0;
+}
+
+/* Runs one command; *out is a reply that is not an error (the caller frees
+ * it). A lost connection is dropped and reopened by the next call. */
+static int run(ts_jobs *j, int argc, const char **argv, redisReply **out, ts_err *err)
+{
+    int rc = ensure_conn(j, err);
+    if (rc)
+        return rc;
+    redisReply *r = redisCommandArgv(j->c, argc, argv, NULL);
+    if (!r) {
+        rc = ts_err_set(err, TS_EIO, "redis %s: %s", argv[0], j->c->errstr);
+        drop_conn(j);
+        return rc;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        rc = ts_err_set(err, TS_EIO, "redis %s: %s", argv[0], r->str);
+        freeReplyObject(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+int ts_jobs_connect(const char *url, int timeout_ms, ts_jobs **out, ts_err *err)
+{
+    ts_jobs *j = calloc(1, sizeof(*j));
+    if (!j)
+        abort();
+    j->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
+    int rc;
+    if (strncmp(url, "unix://", 7) == 0 && url[7]) {
+        j->path = strdup(url + 7);
+    } else if (strncmp(url, "redis://", 8) == 0 && url[8]) {
+        const char *hp = url + 8;
+        const char *at = strrchr(hp, '@'); /* user:password@ is not supported, skip it */
+        if (at)
+            hp = at + 1;
+        const char *colon = strrchr(hp, ':');
+        size_t n = colon ? (size_t)(colon - hp) : strcspn(hp, "/");
+        j->host = strndup(hp, n);
+        j->port = colon ? atoi(colon + 1) : 6379;
+        if (!j->host[0] || j->port <= 0 || j->port > 65535) {
+            rc = ts_err_set(err, TS_EINVAL, "TESSERA_REDIS_URL: bad host or port in '%s'", url);
+            goto fail;
+        }
+    } else {
+        rc = ts_err_set(err, TS_EINVAL,
+                        "TESSERA_REDIS_URL: '%s' is neither redis://host:port nor unix:///path",
+                        url);
+        goto fail;
+    }
+    rc = ensure_conn(j, err);
+    if (rc)
+        goto fail;
+    *out = j;
+    return 0;
+fail:
+    ts_jobs_free(j);
+    return rc;
+}
+
+void ts_jobs_free(ts_jobs *j)
+{
+    if (!j)
+        return;
+    drop_conn(j);
+    free(j->host);
+    free(j->path);
+    free(j);
+}
+
+static bool valid_id(const char *id)
+{
+    if (strlen(id) != TS_JOB_ID_LEN)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == '-'))
+            return false;
+    return true;
+}
+
+static void job_key(char *buf, size_t size, const char *id, const char *suffix)
+{
+    snprintf(buf, size, KEY_PREFIX "%s%s", id, suffix);
+}
+
+static int eval(ts_jobs *j, const char *script, int nkeys, const char **keys, int nargs,
+                const char **args, redisReply **out, ts_err *err)
+{
+    const char *argv[32];
+    char nk[16];
+    if (3 + nkeys + nargs > 32)
+        abort();
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    int argc = 0;
+    argv[argc++] = "EVAL";
+    argv[argc++] = script;
+    argv[argc++] = nk;
+    for (int i = 0; i < nkeys; i++)
+        argv[argc++] = keys[i];
+    for (int i = 0; i < nargs; i++)
+        argv[argc++] = args[i];
+    return run(j, argc, argv, out, err);
+}
+
+/* ---- submit, read, control ------------------------------------------------ */
+
+/* clang-format off */
+static const char submit_script[] =
+    "redis.call('HSET', KEYS[1], 'ID', ARGV[1], 'Type', ARGV[2], 'State', 'Pending',"
+    " 'Priority', ARGV[3], 'Progress', '0', 'ErrorCode', '0', 'ErrorDescription', 'Success',"
+    " 'ErrorDetails', '', 'Content', ARGV[4], 'Input', ARGV[5], 'created_ms', ARGV[6],"
+    " 'runtime_ms', '0')\n"
+    "redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])\n"
+    "local e = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'job', ARGV[1])\n"
+    "redis.call('HSET', KEYS[1], 'entry', e)\n"
+    "return e\n";
+/* clang-format on */
+
+int ts_jobs_submit(ts_jobs *j, const char *type, int priority, const json_t *content,
+                   const json_t *input, char id[TS_JOB_ID_LEN + 1], ts_err *err)
+{
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, id);
+    char key[128], prio[16], now[32];
+    job_key(key, sizeof(key), id, "");
+    snprintf(prio, sizeof(prio), "%d", priority);
+    snprintf(now, sizeof(now), "%lld", now_ms());
+    char *content_text = json_dumps(content, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *input_text = json_dumps(input, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!content_text || !input_text)
+        abort();
+    const char *keys[] = {key, KEY_ALL, KEY_QUEUE};
+    const char *args[] = {id, type, prio, content_text, input_text, now, QUEUE_MAXLEN};
+    redisReply *r = NULL;
+    int rc = eval(j, submit_script, 3, keys, 7, args, &r, err);
+    free(content_text);
+    free(input_text);
+    if (rc)
+        return ts_err_prefix(err, "submit job");
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Orthanc's time format: 20261125T093541.990919 (UTC). */
+static json_t *orthanc_time(long long ms)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char buf[48];
+    size_t n = strftime(buf, sizeof(buf), "%Y%m%dT%H%M%S", &tm);
+    snprintf(buf + n, sizeof(buf) - n, ".%06lld", (ms % 1000) * 1000);
+    return json_string(buf);
+}
+
+static const char *field(const redisReply *r, const char *name)
+{
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *k = r->element[i], *v = r->element[i + 1];
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+            strcmp(k->str, name) == 0)
+            return v->str;
+    }
+    return NULL;
+}
+
+static long long field_ll(const redisReply *r, const char *name)
+{
+    const char *v = field(r, name);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+
+int ts_jobs_get(ts_jobs *j, const char *id, json_t **out, ts_err *err)
+{
+    if (!valid_id(id))
+        return ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
+    char key[128];
+    job_key(key, sizeof(key), id, "");
+    const char *argv[] = {"HGETALL", key};
+    redisReply *r = NULL;
+    int rc = run(j, 2, argv, &r, err);
+    if (rc)
+        return rc;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0 || !field(r, "State")) {
+        freeReplyObject(r);
+        return ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
+    }
+    const char *state = field(r, "State");
+    long long now = now_ms();
+    long long runtime = field_ll(r, "runtime_ms");
+    if (strcmp(state, "Running") == 0 && field(r, "started_ms"))
+        runtime += now - field_ll(r, "started_ms");
+    json_error_t jerr;
+    const char *content_text = field(r, "Content");
+    json_t *content = content_text ? json_loads(content_text, 0, &jerr) : NULL;
+    json_t *o = json_object();
+    if (field(r, "completed_ms"))
+        json_object_set_new(o, "CompletionTime", orthanc_time(field_ll(r, "completed_ms")));
+    json_object_set_new(o, "Content", content ? content : json_object());
+    json_object_set_new(o, "CreationTime", orthanc_time(field_ll(r, "created_ms")));
+    json_object_set_new(o, "EffectiveRuntime", json_real((double)runtime / 1000.0));
+    json_object_set_new(o, "ErrorCode", json_integer(field_ll(r, "ErrorCode")));
+    const char *desc = field(r, "ErrorDescription");
+    json_object_set_new(o, "ErrorDescription", json_string(desc ? desc : "Success"));
+    const char *details = field(r, "ErrorDetails");
+    json_object_set_new(o, "ErrorDetails", json_string(details ? details : ""));
+    json_object_set_new(o, "ID", json_string(id));
+    json_object_set_new(o, "Priority", json_integer(field_ll(r, "Priority")));
+    json_object_set_new(o, "Progress", json_integer(field_ll(r, "Progress")));
+    json_object_set_new(o, "State", json_string(state));
+    json_object_set_new(o, "Timestamp", orthanc_time(now));
+    const char *type = field(r, "Type");
+    json_object_set_new(o, "Type", json_string(type ? type : ""));
+    freeReplyObject(r);
+    *out = o;
+    return 0;
+}
+
+int ts_jobs_state(ts_jobs *j, const char *id, char *state, size_t size, ts_err *err)
+{
+    if (!valid_id(id))
+        return ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
+    char key[128];
+    job_key(key, sizeof(key), id, "");
+    const char *argv[] = {"HGET", key, "State"};
+    redisReply *r = NULL;
+    int rc = run(j, 3, argv, &r, err);
+    if (rc)
+        return rc;
+    if (r->type != REDIS_REPLY_STRING) {
+        freeReplyObject(r);
+        return ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
+    }
+    snprintf(state, size, "%s", r->str);
+    freeReplyObject(r);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int ts_jobs_list(ts_jobs *j, json_t **out, ts_err *err)
+{
+    const char *argv[] = {"ZRANGE", KEY_ALL, "0", "-1"};
+    redisReply *r = NULL;
+    int rc = run(j, 4, argv, &r, err);
+    if (rc)
+        return rc;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return ts_err_set(err, TS_EIO, "redis ZRANGE: unexpected reply type %d", r->type);
+    }
+    const char **ids = calloc(r->elements + 1, sizeof(*ids));
+    if (!ids)
+        abort();
+    size_t n = 0;
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING)
+            ids[n++] = r->element[i]->str;
+    /* Orthanc lists its jobs in the order of their ids */
+    qsort(ids, n, sizeof(*ids), cmp_str);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(ids[i]));
+    free(ids);
+    freeReplyObject(r);
+    *out = a;
+    return 0;
+}
+
+/* Drops the oldest finished jobs beyond ARGV[keep_arg] (KEYS[fin], KEYS[all]). */
+/* clang-format off */
+#define TRIM_LUA                                                                                   \
+    "local function trim(fin, all, keep)\n"                                                        \
+    "  local n = redis.call('ZCARD', fin) - keep\n"                                                \
+    "  if n <= 0 then return end\n"                                                                \
+    "  local old = redis.call('ZRANGE', fin, 0, n - 1)\n"                                          \
+    "  for _, id in ipairs(old) do\n"                                                              \
+    "    redis.call('DEL', '" KEY_PREFIX "' .. id, '" KEY_PREFIX "' .. id .. ':done',"             \
+    "               '" KEY_PREFIX "' .. id .. ':lease')\n"                                         \
+    "    redis.call('ZREM', all, id)\n"                                                            \
+    "  end\n"                                                                                      \
+    "  redis.call('ZREMRANGEBYRANK', fin, 0, n - 1)\n"                                             \
+    "end\n"
+/* clang-format on */
+
+/* KEYS: job, queue, finished, all. ARGV: action, now, history, maxlen */
+/* clang-format off */
+static const char control_script[] =
+    TRIM_LUA
+    "local st = redis.call('HGET', KEYS[1], 'State')\n"
+    "if not st then return 'unknown' end\n"
+    "local a = ARGV[1]\n"
+    "local function requeue()\n"
+    "  local e = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'job',"
+    "                       redis.call('HGET', KEYS[1], 'ID'))\n"
+    "  redis.call('HSET', KEYS[1], 'State', 'Pending', 'entry', e)\n"
+    "end\n"
+    "if a == 'cancel' then\n"
+    "  if st == 'Pending' or st == 'Running' or st == 'Paused' or st == 'Retry' then\n"
+    "    redis.call('HSET', KEYS[1], 'State', 'Failure', 'ErrorCode', '" CANCELED_CODE "',"
+    "               'ErrorDescription', 'Canceled job', 'ErrorDetails', '', 'completed_ms', ARGV[2])\n"
+    "    redis.call('ZADD', KEYS[3], ARGV[2], redis.call('HGET', KEYS[1], 'ID'))\n"
+    "    trim(KEYS[3], KEYS[4], tonumber(ARGV[3]))\n"
+    "  end\n"
+    "  return 'ok'\n"
+    "elseif a == 'pause' then\n"
+    "  if st == 'Pending' or st == 'Running' or st == 'Retry' then\n"
+    "    redis.call('HSET', KEYS[1], 'State', 'Paused')\n"
+    "  end\n"
+    "  return 'ok'\n"
+    "elseif a == 'resume' then\n"
+    "  if st ~= 'Paused' then return st end\n"
+    "  requeue()\n"
+    "  return 'ok'\n"
+    "elseif a == 'resubmit' then\n"
+    "  if st ~= 'Failure' then return st end\n"
+    "  redis.call('HSET', KEYS[1], 'ErrorCode', '0', 'ErrorDescription', 'Success',"
+    "             'ErrorDetails', '')\n"
+    "  redis.call('HDEL', KEYS[1], 'completed_ms')\n"
+    "  redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'ID'))\n"
+    "  requeue()\n"
+    "  return 'ok'\n"
+    "end\n"
+    "return 'unknown action'\n";
+/* clang-format on */
+
+int ts_jobs_control(ts_jobs *j, const char *id, ts_job_action action, int history, ts_err *err)
+{
+    static const char *const names[] = {"cancel", "pause", "resume", "resubmit"};
+    if (!valid_id(id))
+        return ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
+    char key[128], now[32], hist[16];
+    job_key(key, sizeof(key), id, "");
+    snprintf(now, sizeof(now), "%lld", now_ms());
+    snprintf(hist, sizeof(hist), "%d", history);
+    const char *keys[] = {key, KEY_QUEUE, KEY_FINISHED, KEY_ALL};
+    const char *args[] = {names[action], now, hist, QUEUE_MAXLEN};
+    redisReply *r = NULL;
+    int rc = eval(j, control_script, 4, keys, 4, args, &r, err);
+    if (rc)
+        return rc;
+    if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS)
+        rc = ts_err_set(err, TS_EIO, "redis: unexpected reply type %d", r->type);
+    else if (strcmp(r->str, "unknown") == 0)
+        rc = ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
+    else if (strcmp(r->str, "ok") != 0)
+        rc = ts_err_set(err, TS_EINVAL, "cannot %s job %s: its state is %s", names[action], id,
+                        r->str);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ---- workers ------------------------------------------------------------- */
+
+void ts_job_claim_clear(ts_job_claim *c)
+{
+    free(c->type);
+    json_decref(c->input);
+    json_decref(c->content);
+    memset(c, 0, sizeof(*c));
+}
+
+int ts_jobs_prepare(ts_jobs *j, ts_err *err)
+{
+    const char *argv[] = {"XGROUP", "CREATE", KEY_QUEUE, GROUP, "0", "MKSTREAM"};
+    redisReply *r = NULL;
+    int rc = run(j, 6, argv, &r, err);
+    if (rc && strstr(err->msg, "BUSYGROUP"))
+        return 0;
+    if (rc)
+        return rc;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* KEYS: job, lease, queue. ARGV: consumer, entry, now, lease_ms.
+ * Returns {status, Type, Input, Content, was}; status "run", "busy" (a live
+ * worker holds the lease) or "stale" (entry acknowledged: nothing to run). */
+/* clang-format off */
+static const char start_script[] =
+    "local function stale()\n"
+    "  redis.call('XACK', KEYS[3], '" GROUP "', ARGV[2])\n"
+    "  return {'stale'}\n"
+    "end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return stale() end\n"
+    "local st = redis.call('HGET', KEYS[1], 'State')\n"
+    "if redis.call('HGET', KEYS[1], 'entry') ~= ARGV[2] then return stale() end\n"
+    "if st ~= 'Running' and st ~= 'Pending' then return stale() end\n"
+    /* a live worker runs it, or still lets it go after a pause or cancel that
+     * was followed at once by a resume or resubmit: wait for its lease to end
+     * (the entry comes back through XAUTOCLAIM), so as not to send twice */
+    "local l = redis.call('GET', KEYS[2])\n"
+    "if l and l ~= ARGV[1] then return {'busy'} end\n"
+    "local was = st == 'Running' and 'taken' or 'new'\n"
+    "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])\n"
+    "redis.call('HSET', KEYS[1], 'State', 'Running', 'owner', ARGV[1], 'started_ms', ARGV[3])\n"
+    "local f = redis.call('HMGET', KEYS[1], 'Type', 'Input', 'Content')\n"
+    "return {'run', f[1], f[2], f[3], was}\n";
+/* clang-format on */
+
+/* The job id of a stream entry [id, [field, value, ...]]; NULL if malformed. */
+static const char *entry_job(const redisReply *e)
+{
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[0]->type != REDIS_REPLY_STRING || e->element[1]->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    const redisReply *f = e->element[1];
+    for (size_t i = 0; i + 1 < f->elements; i += 2)
+        if (f->element[i]->type == REDIS_REPLY_STRING &&
+            f->element[i + 1]->type == REDIS_REPLY_STRING && strcmp(f->element[i]->str, "job") == 0)
+            return f->element[i + 1]->str;
+    return NULL;
+}
+
+static int ack(ts_jobs *j, const char *entry, ts_err *err)
+{
+    const char *argv[] = {"XACK", KEY_QUEUE, GROUP, entry};
+    redisReply *r = NULL;
+    int rc = run(j, 4, argv, &r, err);
+    if (rc == 0)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* Tries to start the job of one queue entry: 1 started (c filled), 0 not. */
+static int try_start(ts_jobs *j, const char *consumer, const redisReply *e, int lease_ms,
+                     ts_job_claim *c, ts_err *err)
+{
+    const char *entry = e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
+                                e->element[0]->type == REDIS_REPLY_STRING
+                            ? e->element[0]->str
+                            : NULL;
+    if (!entry)
+        return 0;
+    const char *id = entry_job(e);
+    if (!id || !valid_id(id)) /* a trimmed or foreign entry */
+        return ack(j, entry, err) < 0 ? -1 : 0;
+    char key[128], lease[128], now[32], lms[16];
+    job_key(key, sizeof(key), id, "");
+    job_key(lease, sizeof(lease), id, ":lease");
+    snprintf(now, sizeof(now), "%lld", now_ms());
+    snprintf(lms, sizeof(lms), "%d", lease_ms);
+    const char *keys[] = {key, lease, KEY_QUEUE};
+    const char *args[] = {consumer, entry, now, lms};
+    redisReply *r = NULL;
+    int rc = eval(j, start_script, 3, keys, 4, args, &r, err);
+    if (rc)
+        return rc;
+    int result = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 5 &&
+        r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "run") == 0) {
+        json_error_t jerr;
+        memset(c, 0, sizeof(*c));
+        snprintf(c->id, sizeof(c->id), "%s", id);
+        snprintf(c->entry, sizeof(c->entry), "%s", entry);
+        c->type = strdup(r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "");
+        c->input = r->element[2]->type == REDIS_REPLY_STRING
+                       ? json_loads(r->element[2]->str, 0, &jerr)
+                       : NULL;
+        c->content = r->element[3]->type == REDIS_REPLY_STRING
+                         ? json_loads(r->element[3]->str, 0, &jerr)
+                         : NULL;
+        if (!c->input)
+            c->input = json_object();
+        if (!c->content)
+            c->content = json_object();
+        c->taken_over =
+            r->element[4]->type == REDIS_REPLY_STRING && strcmp(r->element[4]->str, "taken") == 0;
+        result = 1;
+    }
+    freeReplyObject(r);
+    return result;
+}
+
+int ts_jobs_take(ts_jobs *j, const char *consumer, int block_ms, int lease_ms, ts_job_claim *c,
+                 ts_err *err)
+{
+    char idle[16], block[16];
+    snprintf(idle, sizeof(idle), "%d", lease_ms);
+    snprintf(block, sizeof(block), "%d", block_ms);
+
+    /* entries of workers that stopped renewing */
+    const char *claim[] = {"XAUTOCLAIM", KEY_QUEUE, GROUP, consumer, idle, "0-0", "COUNT", "4"};
+    redisReply *r = NULL;
+    int rc = run(j, 8, claim, &r, err);
+    if (rc && strstr(err->msg, "NOGROUP")) {
+        rc = ts_jobs_prepare(j, err);
+        if (rc == 0)
+            rc = run(j, 8, claim, &r, err);
+    }
+    if (rc)
+        return rc;
+    int started = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+        r->element[1]->type == REDIS_REPLY_ARRAY) {
+        const redisReply *entries = r->element[1];
+        for (size_t i = 0; i < entries->elements && !started; i++) {
+            started = try_start(j, consumer, entries->element[i], lease_ms, c, err);
+            if (started < 0)
+                break;
+        }
+    }
+    freeReplyObject(r);
+    if (started)
+        return started;
+
+    /* a new entry */
+    const char *read[] = {"XREADGROUP", "GROUP", GROUP,     consumer,  "COUNT", "1",
+                          "BLOCK",      block,   "STREAMS", KEY_QUEUE, ">"};
+    rc = ensure_conn(j, err);
+    if (rc)
+        return rc;
+    redisSetTimeout(j->c, tv_of(j->timeout_ms + block_ms));
+    rc = run(j, 11, read, &r, err);
+    if (j->c)
+        redisSetTimeout(j->c, tv_of(j->timeout_ms));
+    if (rc)
+        return rc;
+    /* [[queue, [[entry, [fields]]]]] or nil after block_ms */
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+        r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2 &&
+        r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
+        const redisReply *entries = r->element[0]->element[1];
+        for (size_t i = 0; i < entries->elements && !started; i++) {
+            started = try_start(j, consumer, entries->element[i], lease_ms, c, err);
+            if (started < 0)
+                break;
+        }
+    }
+    freeReplyObject(r);
+    return started;
+}
+
+/* KEYS: job, lease, queue. ARGV: consumer, lease_ms, entry */
+/* clang-format off */
+static const char renew_script[] =
+    "local st = redis.call('HGET', KEYS[1], 'State')\n"
+    "if not st then return 'gone' end\n"
+    "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 'lost' end\n"
+    "local l = redis.call('GET', KEYS[2])\n"
+    "if l and l ~= ARGV[1] then return 'lost' end\n"
+    /* held until the worker releases the job, even paused or canceled: it may
+     * still be sending, and a resume must not start a second sender meanwhile */
+    "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
+    "if st ~= 'Running' then return st end\n"
+    /* keeps the entry's idle time short, so that XAUTOCLAIM leaves it alone */
+    "redis.call('XCLAIM', KEYS[3], '" GROUP "', ARGV[1], 0, ARGV[3], 'JUSTID')\n"
+    "return 'Running'\n";
+/* clang-format on */
+
+int ts_jobs_renew(ts_jobs *j, const char *consumer, const ts_job_claim *c, int lease_ms,
+                  ts_err *err)
+{
+    char key[128], lease[128], lms[16];
+    job_key(key, sizeof(key), c->id, "");
+    job_key(lease, sizeof(lease), c->id, ":lease");
+    snprintf(lms, sizeof(lms), "%d", lease_ms);
+    const char *keys[] = {key, lease, KEY_QUEUE};
+    const char *args[] = {consumer, lms, c->entry};
+    redisReply *r = NULL;
+    int rc = eval(j, renew_script, 3, keys, 3, args, &r, err);
+    if (rc)
+        return rc;
+    int result = r->type == REDIS_REPLY_STRING && strcmp(r->str, "Running") == 0;
+    freeReplyObject(r);
+    return result;
+}
+
+/* KEYS: job. ARGV: progress, content */
+/* clang-format off */
+static const char progress_script[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'Progress', ARGV[1], 'Content', ARGV[2])\n"
+    "return 1\n";
+/* clang-format on */
+
+int ts_jobs_progress(ts_jobs *j, const ts_job_claim *c, int progress, const json_t *content,
+                     ts_err *err)
+{
+    char key[128], p[16];
+    job_key(key, sizeof(key), c->id, "");
+    snprintf(p, sizeof(p), "%d", progress);
+    char *text = json_dumps(content, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!text)
+        abort();
+    const char *keys[] = {key};
+    const char *args[] = {p, text};
+    redisReply *r = NULL;
+    int rc = eval(j, progress_script, 1, keys, 2, args, &r, err);
+    free(text);
+    if (rc == 0)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* KEYS: job, done. ARGV: items */
+/* clang-format off */
+static const char mark_script[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "return redis.call('SADD', KEYS[2], unpack(ARGV))\n";
+/* clang-format on */
+
+int ts_jobs_mark_done(ts_jobs *j, const ts_job_claim *c, const char *const *items, size_t n,
+                      ts_err *err)
+{
+    char key[128], done[128];
+    job_key(key, sizeof(key), c->id, "");
+    job_key(done, sizeof(done), c->id, ":done");
+    const char *keys[] = {key, done};
+    /* the script's arguments are bounded by eval(): a few at a time */
+    for (size_t i = 0; i < n; i += 24) {
+        size_t m = n - i < 24 ? n - i : 24;
+        redisReply *r = NULL;
+        int rc = eval(j, mark_script, 2, keys, (int)m, (const char **)items + i, &r, err);
+        if (rc)
+            return rc;
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
+int ts_jobs_done_items(ts_jobs *j, const ts_job_claim *c, json_t **out, ts_err *err)
+{
+    char done[128];
+    job_key(done, sizeof(done), c->id, ":done");
+    const char *argv[] = {"SMEMBERS", done};
+    redisReply *r = NULL;
+    int rc = run(j, 2, argv, &r, err);
+    if (rc)
+        return rc;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return ts_err_set(err, TS_EIO, "redis SMEMBERS: unexpected reply type %d", r->type);
+    }
+    json_t *set = json_object();
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING)
+            json_object_set_new(set, r->element[i]->str, json_true());
+    freeReplyObject(r);
+    *out = set;
+    return 0;
+}
+
+/* What finish and release share: the entry acknowledged, the lease dropped,
+ * the run's time added. KEYS: job, lease, queue. ARGV: consumer, entry, now */
+/* clang-format off */
+#define RELEASE_LUA                                                                                \
+    "local function release()\n"                                                                   \
+    "  redis.call('XACK', KEYS[3], '" GROUP "', ARGV[2])\n"                                       \
+    "  if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"             \
+    "  if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then\n"                                  \
+    "    local s = tonumber(redis.call('HGET', KEYS[1], 'started_ms') or ARGV[3])\n"               \
+    "    redis.call('HINCRBY', KEYS[1], 'runtime_ms', tonumber(ARGV[3]) - s)\n"                    \
+    "    redis.call('HDEL', KEYS[1], 'owner', 'started_ms')\n"                                     \
+    "  end\n"                                                                                      \
+    "end\n"
+/* clang-format on */
+
+/* clang-format off */
+static const char release_script[] = RELEASE_LUA "release()\nreturn 1\n";
+/* clang-format on */
+
+int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err)
+{
+    char key[128], lease[128], now[32];
+    job_key(key, sizeof(key), c->id, "");
+    job_key(lease, sizeof(lease), c->id, ":lease");
+    snprintf(now, sizeof(now), "%lld", now_ms());
+    const char *keys[] = {key, lease, KEY_QUEUE};
+    const char *args[] = {consumer, c->entry, now};
+    redisReply *r = NULL;
+    int rc = eval(j, release_script, 3, keys, 3, args, &r, err);
+    if (rc == 0)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* KEYS: job, lease, queue. ARGV: consumer, entry, now, maxlen */
+/* clang-format off */
+static const char requeue_script[] =
+    RELEASE_LUA
+    "local mine = redis.call('HGET', KEYS[1], 'owner') == ARGV[1]\n"
+    "local st = redis.call('HGET', KEYS[1], 'State')\n"
+    "release()\n"
+    "if not mine or st ~= 'Running' then return 0 end\n"
+    "local e = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'job',"
+    "                     redis.call('HGET', KEYS[1], 'ID'))\n"
+    "redis.call('HSET', KEYS[1], 'State', 'Pending', 'entry', e)\n"
+    "return 1\n";
+/* clang-format on */
+
+int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err)
+{
+    char key[128], lease[128], now[32];
+    job_key(key, sizeof(key), c->id, "");
+    job_key(lease, sizeof(lease), c->id, ":lease");
+    snprintf(now, sizeof(now), "%lld", now_ms());
+    const char *keys[] = {key, lease, KEY_QUEUE};
+    const char *args[] = {consumer, c->entry, now, QUEUE_MAXLEN};
+    redisReply *r = NULL;
+    int rc = eval(j, requeue_script, 3, keys, 4, args, &r, err);
+    if (rc == 0)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* KEYS: job, lease, queue, finished, all. ARGV: consumer, entry, now, code,
+ * description, details, content, history */
+/* clang-format off */
+static const char finish_script[] =
+    RELEASE_LUA TRIM_LUA
+    "if redis.call('HGET', KEYS[1], 'State') ~= 'Running'"
+    "   or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then\n"
+    "  release()\n"
+    "  return 0\n"
+    "end\n"
+    "release()\n"
+    "local ok = ARGV[4] == '0'\n"
+    "redis.call('HSET', KEYS[1], 'State', ok and 'Success' or 'Failure', 'ErrorCode', ARGV[4],"
+    "           'ErrorDescription', ARGV[5], 'ErrorDetails', ARGV[6], 'Content', ARGV[7],"
+    "           'completed_ms', ARGV[3])\n"
+    "if ok then redis.call('HSET', KEYS[1], 'Progress', '100') end\n"
+    "redis.call('ZADD', KEYS[4], ARGV[3], redis.call('HGET', KEYS[1], 'ID'))\n"
+    "trim(KEYS[4], KEYS[5], tonumber(ARGV[8]))\n"
+    "return 1\n";
+/* clang-format on */
+
+int ts_jobs_finish(ts_jobs *j, const char *consumer, const ts_job_claim *c, int error_code,
+                   const char *error_description, const char *details, const json_t *content,
+                   int history, ts_err *err)
+{
+    char key[128], lease[128], now[32], code[16], hist[16];
+    job_key(key, sizeof(key), c->id, "");
+    job_key(lease, sizeof(lease), c->id, ":lease");
+    snprintf(now, sizeof(now), "%lld", now_ms());
+    snprintf(code, sizeof(code), "%d", error_code);
+    snprintf(hist, sizeof(hist), "%d", history);
+    char *text = json_dumps(content, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!text)
+        abort();
+    const char *keys[] = {key, lease, KEY_QUEUE, KEY_FINISHED, KEY_ALL};
+    if (error_code == 0) {
+        error_description = "Success";
+        details = "";
+    }
+    const char *args[] = {consumer,
+                          c->entry,
+                          now,
+                          code,
+                          error_description ? error_description : "",
+                          details ? details : "",
+                          text,
+                          hist};
+    redisReply *r = NULL;
+    int rc = eval(j, finish_script, 5, keys, 8, args, &r, err);
+    free(text);
+    if (rc == 0)
+        freeReplyObject(r);
+    return rc;
+}
+
+int ts_jobs_prune_consumers(ts_jobs *j, long long idle_ms, int *pruned, ts_err *err)
+{
+    const char *argv[] = {"XINFO", "CONSUMERS", KEY_QUEUE, GROUP};
+    redisReply *r = NULL;
+    int rc = run(j, 4, argv, &r, err);
+    if (rc)
+        return rc;
+    int n = 0;
+    /* [[name, n, pending, n, idle, n, ...], ...] */
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *c = r->element[i];
+        const char *name = NULL;
+        long long pending = -1, idle = -1;
+        for (size_t k = 0; c->type == REDIS_REPLY_ARRAY && k + 1 < c->elements; k += 2) {
+            const redisReply *key = c->element[k], *val = c->element[k + 1];
+            if (key->type != REDIS_REPLY_STRING)
+                continue;
+            if (strcmp(key->str, "name") == 0 && val->type == REDIS_REPLY_STRING)
+                name = val->str;
+            else if (strcmp(key->str, "pending") == 0 && val->type == REDIS_REPLY_INTEGER)
+                pending = val->integer;
+            else if (strcmp(key->str, "idle") == 0 && val->type == REDIS_REPLY_INTEGER)
+                idle = val->integer;
+        }
+        if (!name || pending != 0 || idle < idle_ms)
+            continue;
+        const char *del[] = {"XGROUP", "DELCONSUMER", KEY_QUEUE, GROUP, name};
+        redisReply *d = NULL;
+        if (run(j, 5, del, &d, err) == 0) {
+            freeReplyObject(d);
+            n++;
+        }
+    }
+    freeReplyObject(r);
+    if (pruned)
+        *pruned = n;
+    return 0;
+}
+
+int ts_jobs_heartbeat(ts_jobs *j, const char *process, ts_err *err)
+{
+    char now[32];
+    snprintf(now, sizeof(now), "%lld", now_ms());
+    const char *argv[] = {"ZADD", KEY_PROCESSES, now, process};
+    redisReply *r = NULL;
+    int rc = run(j, 4, argv, &r, err);
+    if (rc)
+        return rc;
+    freeReplyObject(r);
+    /* forget processes silent for a day */
+    char old[32];
+    snprintf(old, sizeof(old), "%lld", now_ms() - 86400000LL);
+    const char *trim[] = {"ZREMRANGEBYSCORE", KEY_PROCESSES, "-inf", old};
+    rc = run(j, 4, trim, &r, err);
+    if (rc == 0)
+        freeReplyObject(r);
+    return rc;
+}
+
+int ts_jobs_live_processes(ts_jobs *j, int within_ms, long long *count, ts_err *err)
+{
+    char since[32];
+    snprintf(since, sizeof(since), "%lld", now_ms() - within_ms);
+    const char *argv[] = {"ZCOUNT", KEY_PROCESSES, since, "+inf"};
+    redisReply *r = NULL;
+    int rc = run(j, 4, argv, &r, err);
+    if (rc)
+        return rc;
+    if (r->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(r);
+        return ts_err_set(err, TS_EIO, "redis ZCOUNT: unexpected reply type %d", r->type);
+    }
+    *count = r->integer;
+    freeReplyObject(r);
+    return 0;
+}

@@ -1,0 +1,55 @@
+/* What a job type's runner gets from the worker that took the job: the
+ * process's pools, the worker's own Redis connection, and whether it must stop
+ * (the job was paused or canceled, or the process is stopping). */
+#ifndef JOBS_WORKER_H
+#define JOBS_WORKER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "db.h"
+#include "jobs.h"
+#include "metrics.h"
+#include "store.h"
+
+typedef struct jobs_service {
+    ts_db_pool *db;
+    ts_store *store;
+    const char *redis_url;
+    int lease_ms;
+    int history;
+    const char *our_aet;
+    int dicom_timeout_s;
+    atomic_bool stopping;
+    ts_metric *m_sent;
+    ts_metric *m_jobs[3]; /* success, failure, interrupted */
+} jobs_service;
+
+typedef struct jobs_worker {
+    jobs_service *svc;
+    ts_jobs *redis;
+    char consumer[128];
+    atomic_bool stop_job; /* set by the lease keeper: paused, canceled or lost */
+} jobs_worker;
+
+/* true when the running job must stop now */
+static inline bool jobs_worker_interrupted(jobs_worker *w)
+{
+    return atomic_load(&w->stop_job) || atomic_load(&w->svc->stopping);
+}
+
+/* The end of one run of a job: finished (Success when code is 0, else
+ * Failure with Orthanc's ErrorCode), or interrupted (to be released, or taken
+ * over by another worker). */
+typedef struct jobs_outcome {
+    bool interrupted;
+    int code;
+    char description[128];
+    char details[512];
+} jobs_outcome;
+
+/* Runs a Redis call until it works, for up to about two leases (Redis may be
+ * restarting); false if it never did (the job is then left to be taken over). */
+bool jobs_retry_redis(jobs_worker *w, int (*fn)(jobs_worker *w, void *arg, ts_err *err), void *arg);
+
+#endif

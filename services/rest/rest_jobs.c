@@ -1,0 +1,242 @@
+/* Jobs routes (see rest_jobs.h). Orthanc's answers: GET /jobs lists the ids
+ * (?expand: the jobs); GET /jobs/{id} of an unknown id is an empty 404; the
+ * actions answer 200 "{}", and 400 for an unknown job or a job whose state
+ * does not allow the action (Orthanc's body is empty there; ours says why). */
+#include "rest_jobs.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "log.h"
+
+/* Each request has its own connection: requests run on their own threads, a
+ * unix or loopback connect costs less than the request itself. */
+static ts_jobs *open_registry(rest_request *req)
+{
+    ts_jobs *j = NULL;
+    ts_err err;
+    if (ts_jobs_connect(ts_config_str("TESSERA_REDIS_URL"), 5000, &j, &err)) {
+        rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
+        return NULL;
+    }
+    return j;
+}
+
+static void reply_redis_failure(rest_request *req, const ts_err *err)
+{
+    rest_reply_error(req, 503, 11, "The database is currently not available", err->msg);
+}
+
+void rest_jobs_list(rest_request *req)
+{
+    ts_jobs *j = open_registry(req);
+    if (!j)
+        return;
+    ts_err err;
+    json_t *ids = NULL;
+    if (ts_jobs_list(j, &ids, &err)) {
+        reply_redis_failure(req, &err);
+        goto out;
+    }
+    if (!rest_flag(req, "expand")) {
+        rest_reply_json(req, 200, ids);
+        ids = NULL;
+        goto out;
+    }
+    json_t *jobs = json_array();
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+    {
+        json_t *job = NULL;
+        int rc = ts_jobs_get(j, json_string_value(v), &job, &err);
+        if (rc == TS_ENOTFOUND) /* left the history meanwhile */
+            continue;
+        if (rc) {
+            json_decref(jobs);
+            reply_redis_failure(req, &err);
+            goto out;
+        }
+        json_array_append_new(jobs, job);
+    }
+    rest_reply_json(req, 200, jobs);
+out:
+    json_decref(ids);
+    ts_jobs_free(j);
+}
+
+void rest_jobs_get(rest_request *req)
+{
+    ts_jobs *j = open_registry(req);
+    if (!j)
+        return;
+    ts_err err;
+    json_t *job = NULL;
+    int rc = ts_jobs_get(j, req->seg[1], &job, &err);
+    if (rc == TS_ENOTFOUND)
+        rest_reply_empty(req, 404);
+    else if (rc)
+        reply_redis_failure(req, &err);
+    else
+        rest_reply_json(req, 200, job);
+    ts_jobs_free(j);
+}
+
+void rest_jobs_output(rest_request *req)
+{
+    ts_jobs *j = open_registry(req);
+    if (!j)
+        return;
+    ts_err err;
+    json_t *job = NULL;
+    int rc = ts_jobs_get(j, req->seg[1], &job, &err);
+    if (rc == TS_ENOTFOUND) {
+        rest_reply_empty(req, 404);
+    } else if (rc) {
+        reply_redis_failure(req, &err);
+    } else {
+        /* no job type of ours has outputs yet (archives will) */
+        char details[160];
+        snprintf(details, sizeof(details), "Job has no such output: %.100s", req->seg[2]);
+        rest_reply_error(req, 404, 7, "Accessing an inexistent item", details);
+    }
+    json_decref(job);
+    ts_jobs_free(j);
+}
+
+void rest_jobs_control(rest_request *req)
+{
+    static const struct {
+        const char *name;
+        ts_job_action action;
+    } actions[] = {{"cancel", TS_JOB_CANCEL},
+                   {"pause", TS_JOB_PAUSE},
+                   {"resume", TS_JOB_RESUME},
+                   {"resubmit", TS_JOB_RESUBMIT}};
+    int a = -1;
+    for (int i = 0; i < 4; i++)
+        if (strcmp(req->seg[2], actions[i].name) == 0)
+            a = i;
+    if (a < 0) {
+        rest_reply_unknown_resource(req);
+        return;
+    }
+    ts_jobs *j = open_registry(req);
+    if (!j)
+        return;
+    ts_err err;
+    int rc = ts_jobs_control(j, req->seg[1], actions[a].action,
+                             (int)ts_config_int("TESSERA_JOBS_HISTORY"), &err);
+    if (rc == 0) {
+        ts_info("job control", "job=%s action=%s", req->seg[1], actions[a].name);
+        rest_reply_json(req, 200, json_object());
+    } else if (rc == TS_ENOTFOUND) {
+        rest_reply_error(req, 400, 8, "Bad request", err.msg);
+    } else if (rc == TS_EINVAL) {
+        rest_reply_error(req, 400, 8, "Bad request", err.msg);
+    } else {
+        reply_redis_failure(req, &err);
+    }
+    ts_jobs_free(j);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Orthanc's HTTP status of an ErrorCode (the ones our jobs produce). */
+static int http_status_of(int code)
+{
+    switch (code) {
+    case 3:  /* ParameterOutOfRange */
+    case 8:  /* BadRequest */
+    case 15: /* BadFileFormat */
+        return 400;
+    case 7:  /* InexistentItem */
+    case 17: /* UnknownResource */
+        return 404;
+    case 2: /* NotImplemented */
+        return 501;
+    case 11: /* DatabaseUnavailable */
+        return 503;
+    default:
+        return 500;
+    }
+}
+
+void rest_jobs_submit(rest_request *req, const char *type, int priority, const json_t *content,
+                      const json_t *input, bool asynchronous)
+{
+    ts_jobs *j = open_registry(req);
+    if (!j)
+        return;
+    ts_err err;
+    char id[TS_JOB_ID_LEN + 1];
+    json_t *job = NULL;
+    if (ts_jobs_submit(j, type, priority, content, input, id, &err)) {
+        reply_redis_failure(req, &err);
+        goto out;
+    }
+    ts_info("job submitted", "job=%s type=%s synchronous=%d", id, type, !asynchronous);
+    if (asynchronous) {
+        char path[64];
+        snprintf(path, sizeof(path), "/jobs/%s", id);
+        rest_reply_json(req, 200, json_pack("{s:s, s:s}", "ID", id, "Path", path));
+        goto out;
+    }
+    /* Synchronous: wait as Orthanc does, however long the job takes; a Redis
+     * that went away for a while (restart) is waited for as well. */
+    int wait = 20, failures = 0, waited = 0, next_check = 5000;
+    for (;;) {
+        char state[32];
+        int rc = ts_jobs_state(j, id, state, sizeof(state), &err);
+        if (rc == 0 && strcmp(state, "Pending") == 0 && waited >= next_check) {
+            /* still queued: is there a jobs process at all? */
+            long long live = 1;
+            next_check += 5000;
+            if (ts_jobs_live_processes(j, 5000, &live, &err) == 0 && live == 0) {
+                char details[200];
+                snprintf(details, sizeof(details),
+                         "no tessera-jobs process is running: the job stays queued "
+                         "(GET /jobs/%s)",
+                         id);
+                rest_reply_error(req, 503, 1, "Internal error", details);
+                goto out;
+            }
+        }
+        if (rc == TS_ENOTFOUND) {
+            rest_reply_error(req, 500, 1, "Internal error", "the job left the registry");
+            goto out;
+        }
+        if (rc && ++failures > 100) {
+            reply_redis_failure(req, &err);
+            goto out;
+        }
+        if (rc == 0 && (strcmp(state, "Success") == 0 || strcmp(state, "Failure") == 0))
+            break;
+        sleep_ms(wait);
+        waited += wait;
+        if (wait < 200)
+            wait += 20;
+    }
+    if (ts_jobs_get(j, id, &job, &err)) {
+        reply_redis_failure(req, &err);
+        goto out;
+    }
+    int code = (int)json_integer_value(json_object_get(job, "ErrorCode"));
+    if (code == 0) {
+        rest_reply_json(req, 200, json_incref(json_object_get(job, "Content")));
+    } else {
+        const char *desc = json_string_value(json_object_get(job, "ErrorDescription"));
+        const char *details = json_string_value(json_object_get(job, "ErrorDetails"));
+        rest_reply_error(req, http_status_of(code), code, desc ? desc : "Internal error", details);
+    }
+out:
+    json_decref(job);
+    ts_jobs_free(j);
+}

@@ -1,0 +1,412 @@
+/* The job registry against a real redis-server, started by the test on a unix
+ * socket in a temporary directory (skipped when redis-server is missing): the
+ * fields a REST process reads, the transitions, the queue, leases and the
+ * take-over of a job whose worker stopped renewing. */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <hiredis/hiredis.h>
+
+#include "jobs.h"
+
+static char dir[64];
+static char sock[128];
+static char url[160];
+static pid_t redis_pid;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int start_redis(void **state)
+{
+    snprintf(dir, sizeof(dir), "/tmp/ts-jobs-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(sock, sizeof(sock), "%s/redis.sock", dir);
+    snprintf(url, sizeof(url), "unix://%s", sock);
+    redis_pid = fork();
+    if (redis_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* no stray server if the test dies */
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock, "--dir", dir,
+               "--save", "", "--appendonly", "no", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100; i++) {
+        struct stat sb;
+        if (stat(sock, &sb) == 0)
+            return 0;
+        int status;
+        if (waitpid(redis_pid, &status, WNOHANG) == redis_pid)
+            return -1;
+        sleep_ms(50);
+    }
+    return -1;
+}
+
+static int stop_redis(void **state)
+{
+    if (redis_pid > 0) {
+        kill(redis_pid, SIGTERM);
+        waitpid(redis_pid, NULL, 0);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* a raw connection for what the API does not show (flush, TTLs) */
+static redisReply *raw(const char *fmt, ...)
+{
+    redisContext *c = redisConnectUnix(sock);
+    assert_non_null(c);
+    assert_int_equal(c->err, 0);
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    redisFree(c);
+    assert_non_null(r);
+    return r;
+}
+
+static long long raw_int(const char *fmt, const char *arg)
+{
+    redisReply *r = raw(fmt, arg);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+/* entries read from the queue and not acknowledged */
+static long long pending(void)
+{
+    redisReply *r = raw("XPENDING tessera:jobs:queue workers");
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_true(r->elements >= 1 && r->element[0]->type == REDIS_REPLY_INTEGER);
+    long long n = r->element[0]->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+static int setup(void **state)
+{
+    freeReplyObject(raw("FLUSHALL"));
+    ts_jobs *j = NULL;
+    ts_err err;
+    if (ts_jobs_connect(url, 2000, &j, &err) != 0)
+        return -1;
+    if (ts_jobs_prepare(j, &err) != 0)
+        return -1;
+    *state = j;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ts_jobs_free(*state);
+    return 0;
+}
+
+static void submit(ts_jobs *j, char id[TS_JOB_ID_LEN + 1])
+{
+    ts_err err;
+    json_t *content = json_pack("{s:s, s:i}", "Description", "REST API", "InstancesCount", 2);
+    json_t *input = json_pack("{s:[s, s]}", "Instances", "a", "b");
+    assert_int_equal(ts_jobs_submit(j, "DicomModalityStore", 3, content, input, id, &err), 0);
+    json_decref(content);
+    json_decref(input);
+}
+
+static const char *state_of(ts_jobs *j, const char *id)
+{
+    static char st[32];
+    ts_err err;
+    assert_int_equal(ts_jobs_state(j, id, st, sizeof(st), &err), 0);
+    return st;
+}
+
+static void test_bad_urls(void **state)
+{
+    ts_jobs *j = NULL;
+    ts_err err;
+    assert_int_equal(ts_jobs_connect("http://x", 500, &j, &err), TS_EINVAL);
+    assert_non_null(strstr(err.msg, "TESSERA_REDIS_URL"));
+    assert_int_equal(ts_jobs_connect("redis://:0", 500, &j, &err), TS_EINVAL);
+    assert_int_equal(ts_jobs_connect("unix:///nonexistent/redis.sock", 500, &j, &err), TS_EIO);
+    assert_null(j);
+}
+
+static void test_submit_and_read(void **state)
+{
+    ts_jobs *j = *state;
+    char id[TS_JOB_ID_LEN + 1];
+    submit(j, id);
+    json_t *job = NULL;
+    ts_err err;
+    assert_int_equal(ts_jobs_get(j, id, &job, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(job, "ID")), id);
+    assert_string_equal(json_string_value(json_object_get(job, "State")), "Pending");
+    assert_string_equal(json_string_value(json_object_get(job, "Type")), "DicomModalityStore");
+    assert_string_equal(json_string_value(json_object_get(job, "ErrorDescription")), "Success");
+    assert_int_equal(json_integer_value(json_object_get(job, "Priority")), 3);
+    assert_int_equal(json_integer_value(json_object_get(job, "Progress")), 0);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(job, "Content"), "InstancesCount")), 2);
+    assert_null(json_object_get(job, "CompletionTime"));
+    assert_null(json_object_get(job, "Input")); /* private */
+    assert_int_equal(strlen(json_string_value(json_object_get(job, "CreationTime"))), 22);
+    json_decref(job);
+    json_t *list = NULL;
+    assert_int_equal(ts_jobs_list(j, &list, &err), 0);
+    assert_int_equal(json_array_size(list), 1);
+    assert_string_equal(json_string_value(json_array_get(list, 0)), id);
+    json_decref(list);
+    assert_int_equal(ts_jobs_get(j, "00000000-0000-0000-0000-000000000000", &job, &err),
+                     TS_ENOTFOUND);
+    assert_int_equal(ts_jobs_get(j, "../../etc", &job, &err), TS_ENOTFOUND);
+}
+
+static void test_run_to_success(void **state)
+{
+    ts_jobs *j = *state;
+    char id[TS_JOB_ID_LEN + 1];
+    submit(j, id);
+    ts_job_claim c;
+    ts_err err;
+    assert_int_equal(ts_jobs_take(j, "w1", 100, 5000, &c, &err), 1);
+    assert_string_equal(c.id, id);
+    assert_string_equal(c.type, "DicomModalityStore");
+    assert_false(c.taken_over);
+    assert_int_equal(json_array_size(json_object_get(c.input, "Instances")), 2);
+    assert_string_equal(state_of(j, id), "Running");
+    /* nobody else gets it */
+    ts_job_claim other;
+    assert_int_equal(ts_jobs_take(j, "w2", 100, 5000, &other, &err), 0);
+    assert_int_equal(ts_jobs_renew(j, "w1", &c, 5000, &err), 1);
+    const char *items[] = {"a"};
+    assert_int_equal(ts_jobs_mark_done(j, &c, items, 1, &err), 0);
+    assert_int_equal(ts_jobs_progress(j, &c, 50, c.content, &err), 0);
+    json_t *done = NULL;
+    assert_int_equal(ts_jobs_done_items(j, &c, &done, &err), 0);
+    assert_true(json_is_true(json_object_get(done, "a")));
+    assert_null(json_object_get(done, "b"));
+    json_decref(done);
+    assert_int_equal(ts_jobs_finish(j, "w1", &c, 0, NULL, NULL, c.content, 10, &err), 0);
+    json_t *job = NULL;
+    assert_int_equal(ts_jobs_get(j, id, &job, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(job, "State")), "Success");
+    assert_int_equal(json_integer_value(json_object_get(job, "Progress")), 100);
+    assert_non_null(json_object_get(job, "CompletionTime"));
+    json_decref(job);
+    char lease[128];
+    snprintf(lease, sizeof(lease), "tessera:job:%s:lease", id);
+    assert_int_equal(raw_int("EXISTS %s", lease), 0);
+    assert_int_equal(pending(), 0);
+    /* finished: resume and resubmit refused, cancel and pause ignored */
+    assert_int_equal(ts_jobs_control(j, id, TS_JOB_RESUME, 10, &err), TS_EINVAL);
+    assert_non_null(strstr(err.msg, "Success"));
+    assert_int_equal(ts_jobs_control(j, id, TS_JOB_RESUBMIT, 10, &err), TS_EINVAL);
+    assert_int_equal(ts_jobs_control(j, id, TS_JOB_CANCEL, 10, &err), 0);
+    assert_int_equal(ts_jobs_control(j, id, TS_JOB_PAUSE, 10, &err), 0);
+    assert_string_equal(state_of(j, id), "Success");
+    ts_job_claim_clear(&c);
+}
+
+static void test_pause_resume_cancel_resubmit(void **state)
+{
+    ts_jobs *j = *state;
+    char id[TS_JOB_ID_LEN + 1];
+    submit(j, id);
+    ts_job_claim c, c2;
+    ts_err err;
+    assert_int_equal(ts_jobs_take(j, "w1", 100, 5000, &c, &err), 1);
+    assert_int_equal(ts_jobs_control(j, id, TS_JOB_PAUSE, 10, &err), 0);
+    assert_string_equal(state_of(j, id), "Paused");
+    /* the worker hears it at its renewal; the lease stays until it lets go */
+    assert_int_equal(ts_jobs_renew(j, "w1", &c, 5000, &err), 0);
+    assert_int_equal(ts_jobs_control(j, id, TS_JOB_RESUME, 10, &err), 0);
+    assert_string_equal(state_of(j, id), "Pending");
+    assert_int_equal(ts_jobs_take(j, "w2", 100, 5000, &c2, &err), 0); /* w1 still holds it */
+    assert_int_equal(ts_jobs_release(j, "w1", &c, &err), 0);
+    ts_job_claim_clear(&c);
+    /* the entry w2 read comes back once idle for a lease (here 200 ms) */
+    sleep_ms(250);
+    assert_int_equal(ts_jobs_take(j, "w2", 100, 200, &c2, &err), 1);
+    assert_string_equal(state_of(j, id), "Running");
+    assert_int_equal(ts_jobs_control(j, id, TS_JOB_CANCEL, 10, &err), 0);
+    json_t *job = NULL;
+    assert_int_equal(ts_jobs_get(j, id, &job, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(job, "State")), "Failure");
+    assert_int_equal(json_integer_value(json_object_get(job, "ErrorCode")), 37);
+    assert_string_equal(json_string_value(json_object_get(job, "ErrorDescription")),
+                        "Canceled job");
+    json_decref(job);
+    /* a finish after the cancel leaves the Failure as it is */
+    assert_int_equal(ts_jobs_finish(j, "w2", &c2, 0, NULL, NULL, c2.content, 10, &err), 0);
+    assert_string_equal(state_of(j, id), "Failure");
+    ts_job_claim_clear(&c2);
+    assert_int_equal(ts_jobs_control(j, id, TS_JOB_RESUBMIT, 10, &err), 0);
+    assert_string_equal(state_of(j, id), "Pending");
+    assert_int_equal(ts_jobs_take(j, "w3", 100, 5000, &c, &err), 1);
+    assert_string_equal(c.id, id);
+    ts_job_claim_clear(&c);
+    assert_int_equal(
+        ts_jobs_control(j, "00000000-0000-0000-0000-000000000000", TS_JOB_CANCEL, 10, &err),
+        TS_ENOTFOUND);
+}
+
+static void test_canceled_before_running_is_not_run(void **state)
+{
+    ts_jobs *j = *state;
+    char id[TS_JOB_ID_LEN + 1];
+    submit(j, id);
+    ts_err err;
+    assert_int_equal(ts_jobs_control(j, id, TS_JOB_CANCEL, 10, &err), 0);
+    ts_job_claim c;
+    assert_int_equal(ts_jobs_take(j, "w1", 100, 5000, &c, &err), 0);
+    assert_int_equal(pending(), 0);
+}
+
+static void test_take_over_after_the_lease(void **state)
+{
+    ts_jobs *j = *state;
+    char id[TS_JOB_ID_LEN + 1];
+    submit(j, id);
+    ts_job_claim dead, c;
+    ts_err err;
+    assert_int_equal(ts_jobs_take(j, "dead", 100, 300, &dead, &err), 1);
+    const char *items[] = {"a"};
+    assert_int_equal(ts_jobs_mark_done(j, &dead, items, 1, &err), 0);
+    /* while the lease lasts, nobody takes it */
+    assert_int_equal(ts_jobs_take(j, "w2", 50, 300, &c, &err), 0);
+    sleep_ms(400);
+    assert_int_equal(ts_jobs_take(j, "w2", 50, 300, &c, &err), 1);
+    assert_string_equal(c.id, id);
+    assert_true(c.taken_over);
+    json_t *done = NULL;
+    assert_int_equal(ts_jobs_done_items(j, &c, &done, &err), 0);
+    assert_int_equal(json_object_size(done), 1);
+    json_decref(done);
+    /* the first worker, back to life, learns that the job is no longer its own */
+    assert_int_equal(ts_jobs_renew(j, "dead", &dead, 300, &err), 0);
+    assert_int_equal(ts_jobs_finish(j, "dead", &dead, 9, "x", "y", dead.content, 10, &err), 0);
+    assert_string_equal(state_of(j, id), "Running");
+    assert_int_equal(ts_jobs_renew(j, "w2", &c, 300, &err), 1);
+    assert_int_equal(ts_jobs_finish(j, "w2", &c, 9, "Error in the network protocol", "refused",
+                                    c.content, 10, &err),
+                     0);
+    json_t *job = NULL;
+    assert_int_equal(ts_jobs_get(j, id, &job, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(job, "State")), "Failure");
+    assert_string_equal(json_string_value(json_object_get(job, "ErrorDetails")), "refused");
+    json_decref(job);
+    ts_job_claim_clear(&dead);
+    ts_job_claim_clear(&c);
+}
+
+static void test_history_trimmed(void **state)
+{
+    ts_jobs *j = *state;
+    char ids[4][TS_JOB_ID_LEN + 1];
+    ts_err err;
+    for (int i = 0; i < 4; i++) {
+        submit(j, ids[i]);
+        ts_job_claim c;
+        assert_int_equal(ts_jobs_take(j, "w", 100, 5000, &c, &err), 1);
+        assert_int_equal(ts_jobs_finish(j, "w", &c, 0, NULL, NULL, c.content, 2, &err), 0);
+        ts_job_claim_clear(&c);
+        sleep_ms(2); /* distinct completion times */
+    }
+    json_t *list = NULL;
+    assert_int_equal(ts_jobs_list(j, &list, &err), 0);
+    assert_int_equal(json_array_size(list), 2);
+    json_decref(list);
+    char st[32];
+    assert_int_equal(ts_jobs_state(j, ids[0], st, sizeof(st), &err), TS_ENOTFOUND);
+    assert_int_equal(ts_jobs_state(j, ids[3], st, sizeof(st), &err), 0);
+}
+
+static void test_reconnects_after_a_restart(void **state)
+{
+    ts_jobs *j = *state;
+    char id[TS_JOB_ID_LEN + 1];
+    submit(j, id);
+    freeReplyObject(raw("CLIENT KILL TYPE normal"));
+    ts_err err;
+    char st[32];
+    /* the first call after the loss may fail; the next one reconnects */
+    if (ts_jobs_state(j, id, st, sizeof(st), &err) != 0)
+        assert_int_equal(ts_jobs_state(j, id, st, sizeof(st), &err), 0);
+    assert_string_equal(st, "Pending");
+}
+
+static void test_prune_consumers(void **state)
+{
+    ts_jobs *j = *state;
+    char id[TS_JOB_ID_LEN + 1];
+    submit(j, id);
+    ts_job_claim c;
+    ts_err err;
+    assert_int_equal(ts_jobs_take(j, "busy", 100, 5000, &c, &err), 1);
+    /* "idle" ran a job to its end and holds nothing */
+    submit(j, id);
+    ts_job_claim other;
+    assert_int_equal(ts_jobs_take(j, "idle", 50, 5000, &other, &err), 1);
+    assert_int_equal(ts_jobs_finish(j, "idle", &other, 0, NULL, NULL, other.content, 10, &err), 0);
+    ts_job_claim_clear(&other);
+    sleep_ms(30);
+    int pruned = -1;
+    assert_int_equal(ts_jobs_prune_consumers(j, 20, &pruned, &err), 0);
+    assert_int_equal(pruned, 1); /* "idle" holds nothing; "busy" holds the job */
+    redisReply *r = raw("XINFO CONSUMERS tessera:jobs:queue workers");
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 1);
+    freeReplyObject(r);
+    assert_int_equal(ts_jobs_prune_consumers(j, 3600000, &pruned, &err), 0);
+    assert_int_equal(pruned, 0);
+    ts_job_claim_clear(&c);
+}
+
+int main(void)
+{
+    if (system("command -v redis-server >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "redis-server missing: skipped\n");
+        return 77;
+    }
+    /* as every service does (lib/service.c): a write to a connection Redis
+     * closed must fail, not kill the process */
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test_setup_teardown(test_submit_and_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_to_success, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_resume_cancel_resubmit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_canceled_before_running_is_not_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_take_over_after_the_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_history_trimmed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnects_after_a_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_consumers, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, start_redis, stop_redis);
+}
