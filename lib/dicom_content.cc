@@ -47,6 +47,16 @@ static bool parse_tag(const char *s, DcmTagKey &key)
     return false;
 }
 
+extern "C" void ts_dicom_tag_name(uint32_t tag, char *out, size_t size)
+{
+    DcmTag t(static_cast<Uint16>(tag >> 16), static_cast<Uint16>(tag & 0xffff));
+    const char *name = t.getTagName();
+    if (name && strcmp(name, DcmTag_ERROR_TagName) != 0)
+        snprintf(out, size, "%s", name);
+    else
+        snprintf(out, size, "%04x,%04x", tag >> 16, tag & 0xffff);
+}
+
 extern "C" bool ts_dicom_parse_tag(const char *s, uint32_t *tag)
 {
     DcmTagKey key;

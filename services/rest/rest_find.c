@@ -1,6 +1,8 @@
 /* POST /tools/find (see rest_find.h). The body, as Orthanc 1.10.1 takes it:
  *   {"Level": "Patient"|"Study"|"Series"|"Instance", "Query": {tag: pattern},
- *    "Expand": bool, "Limit": n, "Since": n, "CaseSensitive": bool (default true)}
+ *    "Expand": bool, "Limit": n, "Since": n, "CaseSensitive": bool (default true),
+ *    "RequestedTags": [tag, ...] (Orthanc 1.11's: with Expand, each resource gets
+ *    "RequestedTags": {name: value} for the tags the index holds)}
  * Tags are dictionary names or "gggg,eeee"; patterns use C-FIND's matching
  * (wildcards, lists, date ranges). The answer is the list of public ids, or of
  * the resources as GET /{level}/{id} gives them when Expand is true. */
@@ -79,6 +81,8 @@ void rest_tools_find(rest_request *req)
 {
     json_error_t jerr;
     json_t *body = req->body ? json_loadb(req->body, req->body_len, 0, &jerr) : NULL;
+    uint32_t requested[FIND_MAX_KEYS];
+    size_t nrequested = 0;
     Tessera__FindTagValue keys[FIND_MAX_KEYS];
     Tessera__FindTagValue *key_ptrs[FIND_MAX_KEYS];
     Tessera__FindRequest fr = TESSERA__FIND_REQUEST__INIT;
@@ -136,6 +140,24 @@ void rest_tools_find(rest_request *req)
         key_ptrs[n] = &keys[n];
         n++;
     }
+    json_t *rtags = json_object_get(body, "RequestedTags");
+    if (rtags && !json_is_array(rtags)) {
+        bad_request(req, "\"RequestedTags\" must be a list of tags");
+        goto out;
+    }
+    size_t ri;
+    json_t *rv;
+    json_array_foreach(rtags, ri, rv)
+    {
+        if (!json_is_string(rv) || !ts_dicom_parse_tag(json_string_value(rv), &requested[nrequested])) {
+            rest_reply_error(req, 500, 27, "Unknown DICOM tag", "in \"RequestedTags\"");
+            goto out;
+        }
+        if (++nrequested == FIND_MAX_KEYS) {
+            bad_request(req, "Too many \"RequestedTags\"");
+            goto out;
+        }
+    }
     if (!req->ctx->query) {
         rest_reply_error(req, 503, 11, "The database is currently not available",
                          "no query service configured (TESSERA_QUERY_BUS)");
@@ -147,6 +169,8 @@ void rest_tools_find(rest_request *req)
     fr.limit = limit ? json_integer_value(limit) : 0;
     fr.since = since ? json_integer_value(since) : 0;
     fr.case_sensitive = cs ? json_is_true(cs) : true; /* Orthanc's default */
+    fr.n_requested_tags = nrequested;
+    fr.requested_tags = requested;
     ts_err err;
     int rc = ts_bus_call(req->ctx->query, &fr.base, &tessera__find_reply__descriptor, &reply,
                          req->ctx->bus_timeout_ms, &err);
@@ -180,10 +204,32 @@ void rest_tools_find(rest_request *req)
     expand_txn_args a = {{ids_literal(r), age}, NULL};
     rc = ts_db_transaction(req->ctx->db, TS_DB_READ, expand_txn, &a, &err);
     free((char *)a.params[0]);
-    if (rc)
+    if (rc) {
         rest_reply_failure(req, rc, err.msg);
-    else
+    } else if (nrequested == 0) {
         rest_reply_json_text(req, 200, a.text, strlen(a.text));
+    } else {
+        /* the resources come in the order of the matches (array_position) */
+        json_t *list = json_loads(a.text, 0, NULL);
+        size_t i;
+        json_t *res;
+        json_array_foreach(list, i, res)
+        {
+            json_t *tags = json_object();
+            for (size_t k = 0; i < r->n_matches && k < r->matches[i]->n_tags; k++) {
+                Tessera__FindTagValue *t = r->matches[i]->tags[k];
+                for (size_t q = 0; q < nrequested; q++) {
+                    if (requested[q] != t->tag)
+                        continue;
+                    char name[80];
+                    ts_dicom_tag_name(t->tag, name, sizeof(name));
+                    json_object_set_new(tags, name, json_string(t->value));
+                }
+            }
+            json_object_set_new(res, "RequestedTags", tags);
+        }
+        rest_reply_json(req, 200, list ? list : json_array());
+    }
     free(a.text);
 out:
     if (reply)

@@ -111,3 +111,20 @@ def test_find_bad_bodies(pair, body):
     s2, b = find(rest.url, body)
     assert s1 == s2 and s1 >= 400, (body, s1, a, s2, b)
     assert b["HttpStatus"] == s2
+
+
+def test_find_requested_tags(pair):
+    """RequestedTags (Orthanc 1.11's field; 1.10.1 ignores it): with Expand, each
+    resource carries the values the index holds for the requested tags."""
+    _, rest, _ = pair
+    body = {"Level": "Study", "Query": {"PatientID": "TS00000*"}, "Expand": True,
+            "RequestedTags": ["PatientName", "StudyDate", "0008,0050"]}
+    status, studies = find(rest.url, body)
+    assert status == 200 and studies
+    for s in studies:
+        tags = s["RequestedTags"]
+        assert tags["PatientName"] == s["PatientMainDicomTags"]["PatientName"], s
+        assert tags["StudyDate"] == s["MainDicomTags"]["StudyDate"], s
+        assert tags["AccessionNumber"] == s["MainDicomTags"]["AccessionNumber"], s
+    status, err = find(rest.url, dict(body, RequestedTags=["NoSuchTag"]))
+    assert status == 500 and err["OrthancError"] == "Unknown DICOM tag"
