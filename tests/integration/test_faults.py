@@ -328,3 +328,68 @@ def test_upload_cut_short_leaves_nothing(cluster):
                            (PYDICOM_FILES / "CT_small.dcm").read_bytes())
     assert status == 200, body
     assert cluster.temp_files() == [] and len(cluster.stored_files()) == 1
+
+
+def test_postgres_restart_under_load(cluster, postgres, tmp_path):
+    """PostgreSQL stopped for a few seconds while two ingest processes and a REST
+    process store: stores in the outage are refused (0xA700 / 503), the services
+    stay up and recover by themselves, and everything acknowledged is stored."""
+    ingests = [cluster.start_ingest(TESSERA_DB_MAX_RETRIES=2) for _ in range(2)]
+    rest = cluster.start_rest(ingests[0], TESSERA_DB_MAX_RETRIES=2)
+    files = make_series(tmp_path / "pg", 240, study_uid="1.2.826.0.1.3680043.8.498.68",
+                        patient="PAT-PG")
+    sops = sop_uids(files)
+    acked, refused = set(), []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def c_store(part):
+        # one instance per association, so that a refusal does not end the rest
+        for i in part:
+            rc, out = storescu(ingests[i % 2], [files[i]])
+            with lock:
+                if rc == 0 and "Store Failed" not in out:
+                    acked.add(sops[i])
+                else:
+                    refused.append(out[-300:])
+            if stop.is_set():
+                return
+
+    def upload(part):
+        for i in part:
+            try:
+                status, _, _ = http(rest.url, "POST", "/instances", files[i].read_bytes(),
+                                    timeout=60)
+            except OSError as e:
+                status = str(e)
+            with lock:
+                if status == 200:
+                    acked.add(sops[i])
+                else:
+                    refused.append(status)
+
+    threads = [threading.Thread(target=c_store, args=(range(0, 160),)),
+               threading.Thread(target=upload, args=(range(160, 240),))]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    postgres.stop()
+    time.sleep(4)
+    postgres.start()
+    for t in threads:
+        t.join()
+    indexed = {r[0] for r in cluster.sql("SELECT sop_instance_uid FROM instances")}
+    print(f"PostgreSQL restarted under load: {len(acked)} acknowledged, {len(refused)} refused, "
+          f"{len(indexed)} indexed")
+    assert refused, "the outage refused nothing: it did not overlap the load"
+    assert acked <= indexed
+    assert all(p.proc.poll() is None for p in ingests + [rest])
+    # recovered: everything goes in now
+    rc, out = storescu(ingests[1], files)
+    assert rc == 0 and "Store Failed" not in out, out[-2000:]
+    assert cluster.sql("SELECT count(*) FROM instances")[0][0] == 240
+    cluster.start_deleter(TESSERA_STORE_INTENT_AGE=0)
+    deadline = time.time() + 20
+    while list((cluster.storage / "tmp").glob("*.intent")) and time.time() < deadline:
+        time.sleep(0.1)
+    assert_index_and_storage_agree(cluster)
