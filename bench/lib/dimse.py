@@ -148,15 +148,11 @@ class FindAssociation:
                         command = b""
                         status = struct.unpack("<H", fields[(0, 0x0900)])[0]
                         if status in PENDING:
-                            matches += 1
+                            matches += 1  # its identifier follows in data PDVs: skipped
                         elif status == 0x0000:
-                            final = True
+                            return matches  # the final response carries no dataset
                         else:
                             raise RuntimeError(f"C-FIND status {status:#06x}")
-                        if status not in PENDING:
-                            # the final response has no dataset
-                            assert final
-                            return matches
                 i += 4 + n
 
     def release(self):
