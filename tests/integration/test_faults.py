@@ -1,6 +1,7 @@
 """Many writers and faults: nothing acknowledged is lost, nothing is half-stored.
 
 Each test prints the figures it saw (run pytest with -s to read them)."""
+import json
 import random
 import re
 import shutil
@@ -141,16 +142,51 @@ def test_conflicts_are_replayed_not_failed(cluster, tmp_path):
     assert_index_and_storage_agree(cluster)
 
 
-def test_without_replays_conflicts_answer_a700_and_leave_nothing_half_written(cluster, tmp_path):
-    """The same load with TESSERA_DB_MAX_RETRIES=0: some stores are refused with
-    0xA700; each instance is either fully stored (row and file) or absent."""
-    ingests, results, parts = same_series_from_three_ingests(
-        cluster, tmp_path, "2", TESSERA_DB_ISOLATION="serializable", TESSERA_DB_MAX_RETRIES=0)
-    refused = sum(len(re.findall(r"0xa700|OutOfResources", out, re.I)) for _, out in results)
+def test_without_replays_conflicts_answer_a700_and_503_and_leave_nothing_half_written(
+        cluster, tmp_path):
+    """The same load with TESSERA_DB_MAX_RETRIES=0, plus REST uploads of the same
+    series: conflicting stores are refused with 0xA700 over DICOM and with 503 and
+    Orthanc's error body over HTTP; each instance is either fully stored (row and
+    file) or absent. Rounds with new series until both refusals were seen (at most 8)."""
+    settings = dict(TESSERA_DB_ISOLATION="serializable", TESSERA_DB_MAX_RETRIES=0)
+    ingests = [cluster.start_ingest(**settings) for _ in range(3)]
+    rest = cluster.start_rest(ingests[0], **settings)
+    refused_dicom, http_bodies, total = 0, [], 0
+    for rnd in range(8):
+        uid = f"1.2.826.0.1.3680043.8.498.92.{rnd}"
+        parts = [make_series(tmp_path / f"r{rnd}-{i}", 30, study_uid=uid, patient=f"PAT-Z{rnd}",
+                             first=1 + 30 * i) for i in range(4)]
+        total += 120
+        results = [None] * 3
+
+        def send(i):
+            results[i] = storescu(ingests[i], parts[i])
+
+        def upload(k):
+            for f in parts[3][k::4]:
+                status, body, _ = http(rest.url, "POST", "/instances", f.read_bytes())
+                if status != 200:
+                    http_bodies.append((status, body))
+        # the uploads first: they race the C-STOREs for the creation of the new series
+        threads = [threading.Thread(target=upload, args=(k,)) for k in range(4)]
+        threads += [threading.Thread(target=send, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        refused_dicom += sum(len(re.findall(r"0xa700|OutOfResources", out, re.I))
+                             for _, out in results)
+        if refused_dicom and http_bodies:
+            break
     stored = cluster.sql("SELECT count(*) FROM instances")[0][0]
-    print(f"retries 0: {refused} stores refused with 0xA700, {stored} of 120 stored")
-    assert refused > 0
-    assert stored < 120
+    print(f"retries 0: {refused_dicom} C-STOREs refused with 0xA700, {len(http_bodies)} uploads "
+          f"refused over HTTP, {stored} of {total} stored")
+    assert refused_dicom > 0 and http_bodies
+    for status, body in http_bodies:
+        err = json.loads(body)
+        assert status == 503 and err["HttpStatus"] == 503 and err["OrthancStatus"] == 42, err
+        assert set(err) >= {"HttpError", "Message", "Method", "OrthancError", "Uri"}, err
+    assert stored < total
     assert_index_and_storage_agree(cluster)
     assert cluster.temp_files() == []
 
