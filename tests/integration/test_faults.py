@@ -219,12 +219,16 @@ def test_kill_9_ingest_during_transfer(cluster, tmp_path):
     # storescu sends in order on one association: the first `acked` were confirmed
     assert set(sops[:acked]) <= indexed
     # a deleter settles what the dead writer left in flight
-    cluster.start_deleter(TESSERA_STORE_INTENT_AGE=0)
+    settler = cluster.start_deleter(TESSERA_STORE_INTENT_AGE=0)
     deadline = time.time() + 20
     while list((cluster.storage / "tmp").glob("*.intent")) and time.time() < deadline:
         time.sleep(0.1)
     assert list((cluster.storage / "tmp").glob("*.intent")) == []
     assert_index_and_storage_agree(cluster)
+    # With a grace period of 0 it would also take the live writer's files in the
+    # instant between their rename and their transaction (a store refused with
+    # 0xA700, which is what that grace period, 60 s by default, prevents).
+    settler.stop()
     # a new ingest takes the rest; everything ends stored once
     ing2 = cluster.start_ingest()
     rc, text = storescu(ing2, files)
