@@ -87,7 +87,7 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_DELETER_BUS", TS_CFG_STRING, "127.0.0.1:7413", 0, 0, NULL,
      "host:port of the deleters' nudge sockets (every address is dialled); empty: no nudges"},
     {"TESSERA_DELETER_BATCH", TS_CFG_INT, "500", 1, 100000, NULL,
-     "files a deleter claims and removes per transaction"},
+     "files a deleter claims and removes per transaction (and removed resources whose rows it purges)"},
     {"TESSERA_DELETER_POLL_INTERVAL", TS_CFG_INT, "5", 1, 3600, NULL,
      "seconds between two looks at the deletion queue without a nudge"},
     {"TESSERA_DELETER_MAX_RATE", TS_CFG_INT, "0", 0, 1000000, NULL,

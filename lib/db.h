@@ -18,7 +18,8 @@ typedef struct ts_db_pool ts_db_pool;
 typedef struct ts_db ts_db; /* one pooled connection, lent to a transaction */
 
 /* TS_DB_WRITE uses TESSERA_DB_ISOLATION; TS_DB_WRITE_READ_COMMITTED is for work
- * that must see rows committed after it began (the change sequencer).
+ * that must see rows committed after it began (the change sequencer; deletions,
+ * which read the subtree after locking its root: db/functions/delete.sql).
  * TS_DB_READ_SINGLE is a read of exactly one statement, sent without BEGIN and
  * COMMIT: one network round trip (a single statement is atomic and sees one
  * snapshot by itself). A second statement in it is refused (TS_EINVAL). */

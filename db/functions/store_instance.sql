@@ -127,10 +127,9 @@ BEGIN
             RETURN;
         END IF;
         old_uuid := existing_uuid;
-        -- the replaced file (and any attachment of the old row) goes to the deleter
-        PERFORM tessera_queue_subtree_files(ins.id);
-        DELETE FROM resources WHERE id = ins.id;
-        IF NOT FOUND THEN
+        -- the old row goes; its file (and any other attachment) goes to the
+        -- deleter (tessera_purge_removed)
+        IF tessera_remove_subtree(ins.id) = 0 THEN
             -- another writer overwrote it first: replay against its row
             RAISE EXCEPTION 'instance % overwritten concurrently', p_ids[4]
                 USING ERRCODE = 'serialization_failure';

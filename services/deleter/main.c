@@ -7,6 +7,11 @@
  * an attachment still references is never removed (only tessera-fsck --repair
  * could queue such a file by mistake; the row is dropped with a warning).
  *
+ * A deletion leaves the metadata and attachment rows of the resources it
+ * removed to the deleters (deletion_purge, db/functions/delete.sql): before
+ * draining, a pass removes those rows for up to TESSERA_DELETER_BATCH
+ * resources and queues their files, in one transaction of its own.
+ *
  * Each idle pass also settles the intents of files whose writer died before
  * indexing them (lib/store_index.h), after TESSERA_STORE_INTENT_AGE seconds.
  *
@@ -59,6 +64,9 @@ static const ts_db_stmt claim_batch = {
     "FROM deletion_queue q WHERE q.not_before <= now() "
     "ORDER BY q.id LIMIT $1 FOR UPDATE OF q SKIP LOCKED",
     1};
+
+static const ts_db_stmt purge_removed = {
+    "deleter_purge", "SELECT tessera_purge_removed($1::integer)", 1};
 
 static const ts_db_stmt drop_rows = {
     "deleter_drop", "DELETE FROM deletion_queue WHERE id = ANY ($1::bigint[])", 1};
@@ -157,6 +165,28 @@ static int pass_txn(ts_db *db, void *arg, ts_err *err)
     }
     free(ids);
     return rc;
+}
+
+typedef struct purge {
+    deleter *d;
+    bool found;  /* an entry of deletion_purge was waiting */
+    long queued; /* files queued from it */
+} purge;
+
+static int purge_txn(ts_db *db, void *arg, ts_err *err)
+{
+    purge *pu = arg;
+    char limit[24];
+    snprintf(limit, sizeof(limit), "%ld", pu->d->batch);
+    const char *params[] = {limit};
+    PGresult *res;
+    int rc = ts_db_exec(db, &purge_removed, params, &res, err);
+    if (rc)
+        return rc;
+    pu->found = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0);
+    pu->queued = pu->found ? atol(PQgetvalue(res, 0, 0)) : 0;
+    PQclear(res);
+    return 0;
 }
 
 static int status_txn(ts_db *db, void *arg, ts_err *err)
@@ -266,6 +296,12 @@ int main(int argc, char **argv)
     double last_status = 0;
     while (!atomic_load(&stop_requested)) {
         double t0 = now_s();
+        purge pu = {&d, false, 0};
+        if (ts_db_transaction(d.db, TS_DB_WRITE_READ_COMMITTED, purge_txn, &pu, &err))
+            ts_warn("purge of removed resources failed, retried", "error=\"%s\"", err.msg);
+        else if (pu.found)
+            ts_info("removed resources purged", "files_queued=%ld seconds=%.3f", pu.queued,
+                    now_s() - t0);
         pass p = {&d, 0, 0, 0};
         int rc = ts_db_transaction(d.db, TS_DB_WRITE_READ_COMMITTED, pass_txn, &p, &err);
         ts_metric_inc(d.m_passes);
@@ -297,7 +333,7 @@ int main(int argc, char **argv)
         }
         if (d.max_rate > 0 && p.removed > 0)
             sleep_s((double)p.removed / (double)d.max_rate - (now_s() - t0));
-        if (rc == 0 && p.claimed == d.batch)
+        if (rc == 0 && (p.claimed == d.batch || pu.found))
             continue; /* more is waiting */
         /* idle: until a nudge or the poll interval, watching for SIGTERM */
         double until = now_s() + (rc ? 1.0 : d.poll_s);

@@ -13,7 +13,7 @@
 
 static const ts_db_stmt delete_resource = {
     "rest_delete_resource",
-    "SELECT status, remaining_level, remaining_id, files "
+    "SELECT status, remaining_level, remaining_id, removed "
     "FROM tessera_delete_resource($1, $2::smallint)",
     2};
 
@@ -45,7 +45,7 @@ static int delete_one(rest_ctx *ctx, const char *public_id, int level, json_t **
     snprintf(lv, sizeof(lv), "%d", level);
     const char *params[] = {public_id, lv};
     rest_row r = {&delete_resource, params, 4, {0}};
-    int rc = rest_row_run(ctx->db, TS_DB_WRITE, &r, err);
+    int rc = rest_row_run(ctx->db, TS_DB_WRITE_READ_COMMITTED, &r, err);
     if (rc) {
         rest_row_clear(&r);
         return rc;
@@ -66,7 +66,7 @@ static int delete_one(rest_ctx *ctx, const char *public_id, int level, json_t **
         }
         if (r.col[3] && strcmp(r.col[3], "0") != 0)
             rest_nudge_deleters(ctx);
-        ts_info("deleted", "level=%s id=%s files_queued=%s", type_names[level], public_id,
+        ts_info("deleted", "level=%s id=%s resources_removed=%s", type_names[level], public_id,
                 r.col[3] ? r.col[3] : "0");
     }
     rest_row_clear(&r);

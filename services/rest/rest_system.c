@@ -65,7 +65,8 @@ static void reply_query(rest_request *req, const ts_db_stmt *stmt, const char *c
     free(t.text);
 }
 
-/* Counts only what is indexed; sizes from the attachments. */
+/* Counts only what is indexed; sizes from the attachments, less those of
+ * removed resources that the deleter has not purged yet. */
 static const ts_db_stmt statistics = {
     "rest_statistics",
     "SELECT jsonb_build_object("
@@ -75,8 +76,10 @@ static const ts_db_stmt statistics = {
     " 'CountInstances', (SELECT count(*) FROM resources WHERE level = 3),"
     " 'TotalDiskSize', s.disk::text, 'TotalDiskSizeMB', s.disk / 1048576,"
     " 'TotalUncompressedSize', s.raw::text, 'TotalUncompressedSizeMB', s.raw / 1048576)"
-    " FROM (SELECT coalesce(sum(compressed_size), 0)::bigint AS disk,"
-    "              coalesce(sum(uncompressed_size), 0)::bigint AS raw FROM attachments) s",
+    " FROM (SELECT a.disk - p.disk AS disk, a.raw - p.raw AS raw"
+    "       FROM (SELECT coalesce(sum(compressed_size), 0)::bigint AS disk,"
+    "                    coalesce(sum(uncompressed_size), 0)::bigint AS raw FROM attachments) a,"
+    "            tessera_purge_pending_sizes() p) s",
     0};
 
 void rest_statistics(rest_request *req)

@@ -42,10 +42,17 @@ def make_study(base, study, patient, series_counts):
     return files
 
 
+def pending_files(cluster):
+    """Files waiting for the deleter: queued, or of removed resources not yet
+    purged (db/functions/delete.sql)."""
+    return cluster.sql("SELECT length FROM tessera_deletion_queue_status()")[0][0]
+
+
 def wait_drained(cluster, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if cluster.sql("SELECT count(*) FROM deletion_queue")[0][0] == 0:
+        if pending_files(cluster) == 0 and \
+                cluster.sql("SELECT count(*) FROM deletion_purge")[0][0] == 0:
             return
         time.sleep(0.1)
     raise AssertionError("the deletion queue did not drain: "
@@ -259,7 +266,7 @@ def test_kill_9_deleter_in_the_middle_leaks_nothing(cluster, tmp_path):
         d = cluster.start_deleter(TESSERA_DELETER_BATCH=300)
         time.sleep(rng.uniform(0, 0.08))
         d.stop(sig=signal.SIGKILL)
-        queued = cluster.sql("SELECT count(*) FROM deletion_queue")[0][0]
+        queued = pending_files(cluster)
         on_disk = len(cluster.stored_files()) - 20
         if on_disk < queued:  # files removed whose rows were not yet deleted
             killed_mid_batch += 1

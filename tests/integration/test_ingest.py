@@ -178,16 +178,20 @@ def test_overwrite_setting_replaces_the_file(cluster):
     for _ in range(2):
         rc, out = storescu(ing, [f])
         assert rc == 0, out
-    uuids = cluster.sql("SELECT uuid::text FROM attachments")
+    uuids = cluster.sql("SELECT a.uuid::text FROM attachments a "
+                        "JOIN resources r ON r.id = a.resource_id")
     assert len(uuids) == 1
-    # the replaced file was queued for the deleter in the same transaction
-    (old,), = cluster.sql("SELECT uuid::text FROM deletion_queue")
+    # the replaced row was handed to the deleter in the same transaction
+    (old,), = cluster.sql("SELECT a.uuid::text FROM deletion_purge p, unnest(p.resource_ids) r(id) "
+                          "JOIN attachments a ON a.resource_id = r.id")
     assert sorted(p.name for p in cluster.stored_files()) == sorted([uuids[0][0], old])
     cluster.start_deleter()
     deadline = time.time() + 20
-    while cluster.sql("SELECT count(*) FROM deletion_queue")[0][0] and time.time() < deadline:
+    while cluster.sql("SELECT length FROM tessera_deletion_queue_status()")[0][0] \
+            and time.time() < deadline:
         time.sleep(0.1)
     assert [p.name for p in cluster.stored_files()] == [uuids[0][0]]
+    assert cluster.sql("SELECT uuid::text FROM attachments") == uuids
 
 
 def test_bus_store_path(cluster):
