@@ -191,19 +191,31 @@ def test_queue_status_route_and_metrics(cluster, tmp_path):
     ing = cluster.start_ingest()
     rest = cluster.start_rest(ing)
     files = make_study(tmp_path / "gen", 20, "PAT-Q", [30])
-    rc, out = storescu(ing, files)
+    kept = make_study(tmp_path / "gen", 21, "PAT-KEPT", [3])
+    rc, out = storescu(ing, files + kept)
     assert rc == 0, out
-    study = rest_json(rest, "GET", "/studies")[1][0]
+    studies = rest_json(rest, "GET", "/studies?expand")[1]
+    study = [s["ID"] for s in studies if s["PatientMainDicomTags"]["PatientID"] == "PAT-Q"][0]
+    kept_study = [s["ID"] for s in studies if s["ID"] != study][0]
+    kept_size = rest_json(rest, "GET", f"/studies/{kept_study}/statistics")[1]["DiskSize"]
+    doomed_instances = rest_json(rest, "GET", f"/studies/{study}/instances")[1]
     status, answer = rest_json(rest, "DELETE", f"/studies/{study}")
     assert status == 200 and answer == {"RemainingAncestor": None}, answer
-    # no deleter yet: the files wait in the queue, the index is already empty
-    assert rest_json(rest, "GET", "/statistics")[1]["CountInstances"] == 0
-    assert len(cluster.stored_files()) == 30
+    # No deleter yet: the files wait, their attachment rows not yet purged; the
+    # index shows only the live study already (counts, sizes, lookups).
+    stats = rest_json(rest, "GET", "/statistics")[1]
+    assert stats["CountInstances"] == 3 and stats["CountStudies"] == 1, stats
+    assert stats["TotalDiskSize"] == kept_size, (stats, kept_size)
+    for inst in doomed_instances[:3]:
+        assert rest_json(rest, "GET", f"/instances/{inst['ID']}")[0] == 404
+        assert rest_json(rest, "GET", f"/instances/{inst['ID']}/metadata")[0] == 404
+    assert len(cluster.stored_files()) == 33
     q = rest_json(rest, "GET", "/tessera/deletion-queue")[1]
     assert q["Length"] == 30 and q["OldestAgeSeconds"] >= 0 and q["Failing"] == 0, q
     d = cluster.start_deleter()
     wait_drained(cluster)
-    assert cluster.stored_files() == []
+    assert len(cluster.stored_files()) == 3
+    assert_consistent(cluster)
     q = rest_json(rest, "GET", "/tessera/deletion-queue")[1]
     assert q["Length"] == 0 and q["RemovalRate"] > 0, q
     time.sleep(1.5)  # the deleter refreshes its gauges at least once a second when idle
