@@ -278,13 +278,10 @@ int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_
     char dir[PATH_MAX];
     uuid_t u;
     uuid[0] = '\0'; /* never leave a caller holding a stale uuid after a failure */
-    int rc = fsync_path(temp_path, 0, err);
-    if (rc)
-        return rc;
 
     uuid_generate_random(u);
     uuid_unparse_lower(u, uuid);
-    rc = ts_store_path(st, uuid, final, sizeof(final), err);
+    int rc = ts_store_path(st, uuid, final, sizeof(final), err);
     if (rc)
         goto out_clear_uuid;
     rc = intent_path(st, uuid, intent, sizeof(intent), err);
@@ -298,26 +295,33 @@ int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_
      * file may be in place without its row (see store.h). Same directory, so
      * the rename cannot fail for a missing directory. */
     if (rename(temp_path, intent) != 0) {
-        rc = store_errno(err, errno, intent, "rename to intent");
+        rc = store_errno(err, errno, temp_path, "rename to intent");
         goto out_clear_uuid;
     }
 
-    /* ts_store_remove deletes aa/bb (and aa) once empty; if it does so between
-     * our mkdir and our link, the link fails with ENOENT: make them again. */
+    /* aa/bb usually exist: link first and make them only when it fails for a
+     * missing directory. ts_store_remove deletes aa/bb (and aa) once empty, so
+     * they can also vanish between our mkdir and our link: make them again. */
     for (int attempt = 1;; attempt++) {
-        rc = make_parents(st, uuid, err);
-        if (rc == 0 && link(intent, final) == 0)
+        if (link(intent, final) == 0)
             break;
-        if (rc == 0)
-            rc = store_errno(err, errno, final, "link from intent");
-        /* store_errno keeps errno: only a vanished directory is worth a retry */
+        rc = store_errno(err, errno, final, "link from intent");
+        /* store_errno keeps errno: only a missing directory is worth a retry */
         if (errno != ENOENT || attempt >= TS_STORE_COMMIT_ATTEMPTS)
             goto out_intent_back;
         if (access(intent, F_OK) != 0)
             goto out_intent_back; /* the file itself is gone: nothing to retry */
+        rc = make_parents(st, uuid, err);
+        if (rc)
+            goto out_intent_back;
     }
 
-    rc = fsync_path(dir, O_DIRECTORY, err);
+    /* The file's fsync after its link: on ext4 and XFS it commits the journal
+     * with the new names too, so the directory's fsync that POSIX asks for
+     * finds nothing left to write (one journal commit per instance, not two). */
+    rc = fsync_path(final, 0, err);
+    if (rc == 0)
+        rc = fsync_path(dir, O_DIRECTORY, err);
     if (rc)
         goto out_unlink_final;
     return 0;

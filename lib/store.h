@@ -29,9 +29,9 @@ int ts_store_temp_path(ts_store *st, char *path, size_t size, ts_err *err);
  * name received from the network cannot point elsewhere. */
 int ts_store_temp_path_of(ts_store *st, const char *name, char *path, size_t size, ts_err *err);
 
-/* Moves a complete temporary file into place: fsync, new uuid, rename to the
- * intent tmp/<uuid>.intent, hard link into aa/bb/<uuid>, fsync of the
- * directory. On failure the temporary file is kept (the caller removes it).
+/* Moves a complete temporary file into place: new uuid, rename to the intent
+ * tmp/<uuid>.intent, hard link into aa/bb/<uuid>, fsync of the file and of
+ * its directory. On failure the temporary file is kept (the caller removes it).
  * TS_ENOSPACE when the disk is full.
  *
  * The intent marks a file that is in place but may have no index row yet. The
