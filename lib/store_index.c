@@ -6,7 +6,8 @@
 #include "log.h"
 
 /* One advisory lock per file: class 0x7473 ("ts") and the hash of the uuid.
- * Two files that share a hash only wait for each other. */
+ * Two files that share a hash only wait for each other. tessera_store_instance
+ * (db/functions/store_instance.sql) takes the same lock. */
 static const ts_db_stmt lock_file = {
     "store_lock_file", "SELECT pg_advisory_xact_lock(29811, hashtext($1))", 1};
 static const ts_db_stmt try_lock_file = {
@@ -21,6 +22,11 @@ int ts_store_hold(ts_db *db, ts_store *st, const char *uuid, ts_err *err)
     int rc = ts_db_exec(db, &lock_file, params, NULL, err);
     if (rc)
         return rc;
+    return ts_store_check_intent(st, uuid, err);
+}
+
+int ts_store_check_intent(ts_store *st, const char *uuid, ts_err *err)
+{
     if (!ts_store_has_intent(st, uuid))
         return ts_err_set(err, TS_ENOTFOUND,
                           "the stored file %s was reclaimed while its transaction waited", uuid);

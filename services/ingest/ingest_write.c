@@ -107,13 +107,16 @@ static int store_txn(ts_db *db, void *arg, ts_err *err)
 {
     txn_args *a = arg;
     PGresult *res;
-    /* the file's lock, and its intent still there (lib/store_index.h) */
-    int rc = ts_store_hold(db, a->store, a->uuid, err);
+    /* the function takes the file's lock first; its intent must still be
+     * there once we hold it (lib/store_index.h) */
+    int rc = ts_db_exec(db, &store_instance, a->params, &res, err);
     if (rc)
         return rc;
-    rc = ts_db_exec(db, &store_instance, a->params, &res, err);
-    if (rc)
+    rc = ts_store_check_intent(a->store, a->uuid, err);
+    if (rc) {
+        PQclear(res);
         return rc;
+    }
     snprintf(a->status, sizeof(a->status), "%s", PQgetvalue(res, 0, 0));
     snprintf(a->old_uuid, sizeof(a->old_uuid), "%s", PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
     free(a->changes);
