@@ -433,3 +433,54 @@ def test_postgres_restart_under_load(cluster, postgres, tmp_path):
     while list((cluster.storage / "tmp").glob("*.intent")) and time.time() < deadline:
         time.sleep(0.1)
     assert_index_and_storage_agree(cluster)
+
+
+def store_outcomes(output):
+    """storescu -v output -> {file path: True (Success) / False (refused or failed)}."""
+    outcomes, current = {}, None
+    for line in output.splitlines():
+        m = re.search(r"Sending file: (\S+)", line)
+        if m:
+            current = m.group(1)
+        elif "Received Store Response" in line and current:
+            outcomes[current] = "(Success" in line
+            current = None
+    return outcomes
+
+
+def test_deleters_reclaiming_during_live_stores(cluster, tmp_path):
+    """Two deleters with a grace period of 0 settle intents while two associations
+    store (the case lib/store_index.h guards: a deleter may take a live writer's
+    file between its link and its transaction). A taken file makes that store fail
+    with 0xA700; never a row without its file. Every store answered Success is
+    indexed with its file; every refused one is absent."""
+    ing = cluster.start_ingest()
+    for _ in range(2):
+        cluster.start_deleter(TESSERA_STORE_INTENT_AGE=0)
+    groups = [make_series(tmp_path / f"g{k}", 150, study_uid=f"1.2.826.0.1.3680043.8.498.7{k}",
+                          patient=f"PAT-RC{k}") for k in range(2)]
+    results = {}
+
+    def send(k):
+        results[k] = storescu(ing, groups[k], extra=("-nh",))
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    outcomes = {}
+    for k in range(2):
+        outcomes.update(store_outcomes(results[k][1]))
+    files = groups[0] + groups[1]
+    assert len(outcomes) == len(files), (len(outcomes), results[0][1][-1500:])
+    uid_of = dict(zip(map(str, files), sop_uids(files)))
+    indexed = {r[0] for r in cluster.sql("SELECT sop_instance_uid FROM instances")}
+    stored = {uid_of[f] for f, ok in outcomes.items() if ok}
+    refused = {uid_of[f] for f, ok in outcomes.items() if not ok}
+    print(f"{len(stored)} stored, {len(refused)} refused while deleters reclaimed")
+    assert stored == indexed
+    assert not refused & indexed
+    for d in cluster.deleters:
+        d.stop()
+    assert_index_and_storage_agree(cluster)
