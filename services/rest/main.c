@@ -154,6 +154,9 @@ static const rest_route routes[] = {
     {"GET", "/queries/*/query", rest_query_field},
     {"POST", "/queries/*/retrieve", rest_query_retrieve},
     {"POST", "/queries/*/answers/*/retrieve", rest_query_retrieve},
+    {"POST", "/queries/*/answers/*/query-studies", rest_query_children},
+    {"POST", "/queries/*/answers/*/query-series", rest_query_children},
+    {"POST", "/queries/*/answers/*/query-instances", rest_query_children},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -287,11 +287,64 @@ static json_t *load_query(rest_request *req)
 
 /* ---- POST /modalities/{id}/query ----------------------------------------- */
 
+/* Runs a C-FIND on modality m (named `name`), keeps its answers and answers
+ * {"ID", "Path"} as Orthanc does, or its error. query: "gggg,eeee" -> value. */
+static void run_query(rest_request *req, const char *name, const modality *m, ts_level level,
+                      json_t *query, bool normalize, int timeout, const char *local)
+{
+    json_t *answers = NULL, *stored = NULL;
+    ts_dicom_qr_key keys[QUERY_KEYS_MAX];
+    query = sorted_copy(query);
+    size_t nkeys = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(query, k, v)
+    {
+        ts_dicom_parse_tag(k, &keys[nkeys].tag);
+        keys[nkeys++].value = json_string_value(v);
+    }
+    ts_dicom_peer peer = {local, m->row.col[0], m->row.col[1], atoi(m->row.col[2]),
+                          timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+    ts_err err;
+    int rc = ts_dicom_find_scu(&peer, level, keys, nkeys, normalize,
+                               (size_t)ts_config_int("TESSERA_QUERY_LIMIT"), &answers, &err);
+    if (rc) {
+        ts_info("C-FIND failed", "modality=%s error=\"%s\"", name, err.msg);
+        /* Orthanc answers 422 when the peer could not process the query */
+        rest_reply_error(req, rc == TS_EDICOM && strstr(err.msg, "(unable to process") ? 422 : 500,
+                         9, "Error in the network protocol", err.msg);
+        goto out;
+    }
+    stored = json_pack("{s:s, s:s, s:O, s:b, s:s, s:i, s:s, s:s, s:i, s:O}", "Level",
+                       ts_level_name(level), "Modality", name, "Query", query, "Normalize",
+                       normalize, "LocalAet", local, "Timeout", timeout, "AET", m->row.col[0],
+                       "Host", m->row.col[1], "Port", atoi(m->row.col[2]), "Answers", answers);
+    ts_queries *q = open_queries(req);
+    if (!q)
+        goto out;
+    char id[TS_QUERY_ID_LEN + 1];
+    rc = ts_queries_add(q, stored, (int)ts_config_int("TESSERA_QUERIES_TTL"),
+                        (int)ts_config_int("TESSERA_QUERIES_HISTORY"), id, &err);
+    ts_queries_free(q);
+    if (rc) {
+        rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
+        goto out;
+    }
+    ts_info("C-FIND done", "modality=%s level=%s answers=%zu query=%s", name, ts_level_name(level),
+            json_array_size(answers), id);
+    char path[64];
+    snprintf(path, sizeof(path), "/queries/%s", id);
+    rest_reply_json(req, 200, json_pack("{s:s, s:s}", "ID", id, "Path", path));
+out:
+    json_decref(stored);
+    json_decref(answers);
+    json_decref(query);
+}
+
 void rest_modality_query(rest_request *req)
 {
-    json_t *body = NULL, *query = NULL, *answers = NULL, *stored = NULL;
+    json_t *body = NULL, *query = NULL;
     modality m = {0};
-    ts_dicom_qr_key keys[QUERY_KEYS_MAX];
     if (!body_ok(req, QUERY_BODY_MAX))
         goto out;
     json_error_t jerr;
@@ -339,56 +392,12 @@ void rest_modality_query(rest_request *req)
         bad_format(req, "Associative array of DICOM tags to strings expected in field: Query");
         goto out;
     }
-    json_t *sorted = sorted_copy(query);
-    json_decref(query);
-    query = sorted;
-    size_t nkeys = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(query, k, v)
-    {
-        ts_dicom_parse_tag(k, &keys[nkeys].tag);
-        keys[nkeys++].value = json_string_value(v);
-    }
     bool normalize = !normalize_v || json_is_true(normalize_v);
     int timeout = timeout_v ? (int)json_integer_value(timeout_v) : 0;
     const char *local = local_v ? json_string_value(local_v) : ts_config_str("TESSERA_DICOM_AET");
-    ts_dicom_peer peer = {local, m.row.col[0], m.row.col[1], atoi(m.row.col[2]),
-                          timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
-    ts_err err;
-    int rc = ts_dicom_find_scu(&peer, level, keys, nkeys, normalize,
-                               (size_t)ts_config_int("TESSERA_QUERY_LIMIT"), &answers, &err);
-    if (rc) {
-        ts_info("C-FIND failed", "modality=%s error=\"%s\"", req->seg[1], err.msg);
-        /* Orthanc answers 422 when the peer could not process the query */
-        rest_reply_error(req, rc == TS_EDICOM && strstr(err.msg, "(unable to process") ? 422 : 500,
-                         9, "Error in the network protocol", err.msg);
-        goto out;
-    }
-    stored = json_pack("{s:s, s:s, s:O, s:b, s:s, s:i, s:s, s:s, s:i, s:O}", "Level",
-                       ts_level_name(level), "Modality", req->seg[1], "Query", query, "Normalize",
-                       normalize, "LocalAet", local, "Timeout", timeout, "AET", m.row.col[0],
-                       "Host", m.row.col[1], "Port", atoi(m.row.col[2]), "Answers", answers);
-    ts_queries *q = open_queries(req);
-    if (!q)
-        goto out;
-    char id[TS_QUERY_ID_LEN + 1];
-    rc = ts_queries_add(q, stored, (int)ts_config_int("TESSERA_QUERIES_TTL"),
-                        (int)ts_config_int("TESSERA_QUERIES_HISTORY"), id, &err);
-    ts_queries_free(q);
-    if (rc) {
-        rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
-        goto out;
-    }
-    ts_info("C-FIND done", "modality=%s level=%s answers=%zu query=%s", req->seg[1],
-            ts_level_name(level), json_array_size(answers), id);
-    char path[64];
-    snprintf(path, sizeof(path), "/queries/%s", id);
-    rest_reply_json(req, 200, json_pack("{s:s, s:s}", "ID", id, "Path", path));
+    run_query(req, req->seg[1], &m, level, query, normalize, timeout, local);
 out:
     rest_row_clear(&m.row);
-    json_decref(stored);
-    json_decref(answers);
     json_decref(query);
     json_decref(body);
 }
@@ -455,13 +464,96 @@ void rest_query_answers(rest_request *req)
     json_decref(o);
 }
 
+/* The stored level of a query (as parse_level reads "Study"...). */
+static ts_level level_of(const json_t *o)
+{
+    ts_level level = TS_LEVEL_STUDY;
+    const char *s = json_string_value(json_object_get(o, "Level"));
+    if (s)
+        parse_level(s, &level);
+    return level;
+}
+
 void rest_query_answer(rest_request *req)
 {
     json_t *o = load_query(req);
     size_t index;
-    if (o && parse_index(req, req->seg[3], json_array_size(json_object_get(o, "Answers")), &index))
-        /* the sub-queries Orthanc lists here (query-studies...) are not served */
-        rest_reply_json(req, 200, json_pack("[s, s]", "content", "retrieve"));
+    if (o &&
+        parse_index(req, req->seg[3], json_array_size(json_object_get(o, "Answers")), &index)) {
+        /* Orthanc 1.10.1's list, its "query-study" included (the route is
+         * query-studies) */
+        json_t *ops = json_pack("[s, s]", "content", "retrieve");
+        ts_level level = level_of(o);
+        if (level == TS_LEVEL_PATIENT)
+            json_array_append_new(ops, json_string("query-study"));
+        if (level <= TS_LEVEL_STUDY)
+            json_array_append_new(ops, json_string("query-series"));
+        if (level <= TS_LEVEL_SERIES)
+            json_array_append_new(ops, json_string("query-instances"));
+        rest_reply_json(req, 200, ops);
+    }
+    json_decref(o);
+}
+
+/* POST /queries/{id}/answers/{n}/query-studies|query-series|query-instances:
+ * a new query one level down, restricted to the answer's resource. */
+void rest_query_children(rest_request *req)
+{
+    json_t *o = NULL, *body = NULL, *query = NULL;
+    modality m = {0};
+    if (!body_ok(req, QUERY_BODY_MAX) || !(o = load_query(req)))
+        goto out;
+    json_t *answers = json_object_get(o, "Answers");
+    size_t index;
+    if (!parse_index(req, req->seg[3], json_array_size(answers), &index))
+        goto out;
+    ts_level parent = level_of(o), child;
+    if (strcmp(req->seg[4], "query-studies") == 0)
+        child = TS_LEVEL_STUDY;
+    else if (strcmp(req->seg[4], "query-series") == 0)
+        child = TS_LEVEL_SERIES;
+    else
+        child = TS_LEVEL_INSTANCE;
+    if (parent >= child) {
+        rest_reply_unknown_resource(req);
+        goto out;
+    }
+    json_error_t jerr;
+    body = req->body_len ? json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr) : NULL;
+    if (!json_is_object(body)) {
+        bad_format(req, "Must provide a JSON object");
+        goto out;
+    }
+    const json_t *query_v = json_object_get(body, "Query");
+    bool unknown_tag;
+    query = json_is_object(query_v) ? read_tags(query_v, &unknown_tag)
+                                    : (query_v ? NULL : json_object());
+    if (!query || json_object_size(query) > QUERY_KEYS_MAX - 3) {
+        bad_format(req, "Associative array of DICOM tags to strings expected in field: Query");
+        goto out;
+    }
+    /* what identifies the answer at its level (Orthanc's CopyStringTag) */
+    static const char *const ids[][2] = {
+        {"0010,0020", NULL}, {"0020,000d", NULL}, {"0020,000d", "0020,000e"}};
+    json_t *answer = json_array_get(answers, index);
+    for (int i = 0; i < 2 && ids[parent][i]; i++) {
+        json_t *v = json_object_get(answer, ids[parent][i]);
+        if (!json_is_string(v)) {
+            rest_reply_error(req, 404, 21, "Inexistent tag", NULL);
+            goto out;
+        }
+        json_object_set(query, ids[parent][i], v);
+    }
+    const char *name = json_string_value(json_object_get(o, "Modality"));
+    if (!name || !find_modality(req, name, &m))
+        goto out;
+    run_query(req, name, &m, child, query, json_is_true(json_object_get(o, "Normalize")),
+              (int)json_integer_value(json_object_get(o, "Timeout")),
+              json_string_value(json_object_get(o, "LocalAet")));
+out:
+    rest_row_clear(&m.row);
+    json_decref(query);
+    json_decref(body);
     json_decref(o);
 }
 

@@ -17,6 +17,8 @@ void rest_query_delete(rest_request *req);
 void rest_query_answers(rest_request *req);
 void rest_query_answer(rest_request *req);
 void rest_query_answer_content(rest_request *req);
+/* POST /queries/{id}/answers/{n}/query-studies|query-series|query-instances */
+void rest_query_children(rest_request *req);
 /* GET /queries/{id}/level, /modality, /query: the last segment says which */
 void rest_query_field(rest_request *req);
 /* POST /queries/{id}/retrieve and /queries/{id}/answers/{n}/retrieve */
