@@ -107,7 +107,7 @@ static const ts_cfg_setting settings[] = {
      "host:port of query's find socket; every address of host is dialled; ingest relays "
      "C-FIND there (empty: ingest offers no C-FIND)"},
     /* C-FIND SCU answers kept for /queries (in Redis) */
-    {"TESSERA_QUERIES_TTL", TS_CFG_INT, "3600", 10, 604800, NULL,
+    {"TESSERA_QUERIES_TTL", TS_CFG_INT, "3600", 1, 604800, NULL,
      "seconds a /queries entry (a C-FIND's answers) is kept in Redis after its query"},
     {"TESSERA_QUERIES_HISTORY", TS_CFG_INT, "100", 1, 100000, NULL,
      "/queries entries kept for the whole cluster, oldest dropped first (Orthanc's "

@@ -310,6 +310,10 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
                                (size_t)ts_config_int("TESSERA_QUERY_LIMIT"), &answers, &err);
     if (rc) {
         ts_info("C-FIND failed", "modality=%s error=\"%s\"", name, err.msg);
+        if (rc == TS_EINVAL) { /* a key that cannot be put in an identifier (a sequence) */
+            bad_format(req, err.msg);
+            goto out;
+        }
         /* Orthanc answers 422 when the peer could not process the query */
         rest_reply_error(req, rc == TS_EDICOM && strstr(err.msg, "(unable to process") ? 422 : 500,
                          9, "Error in the network protocol", err.msg);

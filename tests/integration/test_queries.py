@@ -322,3 +322,19 @@ def test_modality_move(qr, orthanc):  # noqa: F811
              {"Level": "Study", "Resources": [{"StudyInstanceUID": "9.9.9"}]})
     assert a[0] == b[0], (a, b)
     assert js(a) == js(b), (a, b)
+
+
+def test_queries_history_and_expiry(qr):
+    """At most TESSERA_QUERIES_HISTORY queries are kept (oldest dropped first, as
+    Orthanc's QueryRetrieveSize), each for TESSERA_QUERIES_TTL seconds."""
+    small = qr.start_rest(qr.ingests[0], TESSERA_REDIS_URL=qr.redis.url,
+                          TESSERA_QUERIES_HISTORY=2, TESSERA_QUERIES_TTL=3)
+    made = [call(small, "POST", "/modalities/remote/query", {"Level": "Study"})[1]["ID"]
+            for _ in range(3)]
+    assert call(qr.rests[0], "GET", "/queries")[1] == sorted(made[1:])
+    assert call(qr.rests[0], "GET", f"/queries/{made[0]}")[0] == 404
+    time.sleep(3.5)
+    for rest in qr.rests:
+        assert call(rest, "GET", "/queries")[1] == []
+        assert call(rest, "GET", f"/queries/{made[2]}/answers")[0] == 404
+    assert qr.redis.cli("ZCARD", "tessera:queries") == "0"
