@@ -106,6 +106,12 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_QUERY_BUS", TS_CFG_STRING, "127.0.0.1:7412", 0, 0, NULL,
      "host:port of query's find socket; every address of host is dialled; ingest relays "
      "C-FIND there (empty: ingest offers no C-FIND)"},
+    /* C-FIND SCU answers kept for /queries (in Redis) */
+    {"TESSERA_QUERIES_TTL", TS_CFG_INT, "3600", 1, 604800, NULL,
+     "seconds a /queries entry (a C-FIND's answers) is kept in Redis after its query"},
+    {"TESSERA_QUERIES_HISTORY", TS_CFG_INT, "100", 1, 100000, NULL,
+     "/queries entries kept for the whole cluster, oldest dropped first (Orthanc's "
+     "QueryRetrieveSize)"},
     /* jobs */
     {"TESSERA_JOBS_WORKERS", TS_CFG_INT, "2", 1, 256, NULL,
      "jobs run at once by one jobs process (one thread each)"},

@@ -19,6 +19,7 @@
 #include "db.h"
 #include "dicom.h"
 #include "jobs.h"
+#include "jobs_move.h"
 #include "jobs_peer.h"
 #include "jobs_store.h"
 #include "jobs_worker.h"
@@ -93,6 +94,8 @@ static void run_job(slot *s)
         jobs_store_run(w, c, &o);
     } else if (strcmp(c->type, "OrthancPeerStore") == 0) {
         jobs_peer_run(w, c, &o);
+    } else if (strcmp(c->type, "DicomMoveScu") == 0) {
+        jobs_move_run(w, c, &o);
     } else {
         o.code = 2;
         snprintf(o.description, sizeof(o.description), "Not implemented yet");

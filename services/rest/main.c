@@ -21,6 +21,7 @@
 #include "rest_jobs.h"
 #include "rest_modalities.h"
 #include "rest_peers.h"
+#include "rest_queries.h"
 #include "rest_metadata.h"
 #include "rest_resources.h"
 #include "service.h"
@@ -139,6 +140,23 @@ static const rest_route routes[] = {
     {"GET", "/peers/*/configuration", rest_get_peer_configuration},
     {"GET", "/peers/*/system", rest_peer_system},
     {"POST", "/peers/*/store", rest_peer_store},
+    /* query/retrieve as an SCU (rest_queries.c) */
+    {"POST", "/modalities/*/query", rest_modality_query},
+    {"POST", "/modalities/*/move", rest_modality_move},
+    {"GET", "/queries", rest_queries_list},
+    {"GET", "/queries/*", rest_query_get},
+    {"DELETE", "/queries/*", rest_query_delete},
+    {"GET", "/queries/*/answers", rest_query_answers},
+    {"GET", "/queries/*/answers/*", rest_query_answer},
+    {"GET", "/queries/*/answers/*/content", rest_query_answer_content},
+    {"GET", "/queries/*/level", rest_query_field},
+    {"GET", "/queries/*/modality", rest_query_field},
+    {"GET", "/queries/*/query", rest_query_field},
+    {"POST", "/queries/*/retrieve", rest_query_retrieve},
+    {"POST", "/queries/*/answers/*/retrieve", rest_query_retrieve},
+    {"POST", "/queries/*/answers/*/query-studies", rest_query_children},
+    {"POST", "/queries/*/answers/*/query-series", rest_query_children},
+    {"POST", "/queries/*/answers/*/query-instances", rest_query_children},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

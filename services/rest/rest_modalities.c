@@ -159,7 +159,7 @@ void rest_get_modality(rest_request *req)
         return;
     json_decref(conf);
     /* the operations of a modality that Tessera serves */
-    rest_reply_json(req, 200, json_pack("[s, s, s]", "configuration", "echo", "store"));
+    rest_reply_json(req, 200, json_pack("[s, s, s, s, s]", "configuration", "echo", "move", "query", "store"));
 }
 
 void rest_get_modality_configuration(rest_request *req)
