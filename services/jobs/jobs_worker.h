@@ -20,6 +20,7 @@ typedef struct jobs_service {
     int history;
     const char *our_aet;
     int dicom_timeout_s;
+    long long archive_max_rate; /* bytes per second an Archive job writes at most; 0: no limit */
     atomic_bool stopping;
     ts_metric *m_sent;
     ts_metric *m_jobs[3]; /* success, failure, interrupted */

@@ -19,6 +19,8 @@
 #include "db.h"
 #include "dicom.h"
 #include "jobs.h"
+#include "jobs_archive.h"
+#include "jobs_bulk_delete.h"
 #include "jobs_peer.h"
 #include "jobs_store.h"
 #include "jobs_worker.h"
@@ -93,6 +95,10 @@ static void run_job(slot *s)
         jobs_store_run(w, c, &o);
     } else if (strcmp(c->type, "OrthancPeerStore") == 0) {
         jobs_peer_run(w, c, &o);
+    } else if (strcmp(c->type, "Archive") == 0) {
+        jobs_archive_run(w, c, &o);
+    } else if (strcmp(c->type, "BulkDelete") == 0) {
+        jobs_bulk_delete_run(w, c, &o);
     } else {
         o.code = 2;
         snprintf(o.description, sizeof(o.description), "Not implemented yet");
@@ -183,6 +189,9 @@ static void keeper(slot *slots, int n, ts_jobs *redis, const char *process)
             else if (pruned)
                 ts_info("queue consumers pruned", "count=%d", pruned);
         }
+        /* now and then, the archives that no job needs any more */
+        if (rounds % (10000 / interval) == 1)
+            jobs_archive_sweep(&svc, redis);
         for (int i = 0; i < n; i++) {
             slot *s = &slots[i];
             pthread_mutex_lock(&s->mu);
@@ -257,6 +266,7 @@ int main(int argc, char **argv)
     svc.lease_ms = (int)ts_config_int("TESSERA_JOBS_LEASE") * 1000;
     svc.history = (int)ts_config_int("TESSERA_JOBS_HISTORY");
     svc.our_aet = ts_config_str("TESSERA_DICOM_AET");
+    svc.archive_max_rate = ts_config_int("TESSERA_JOBS_ARCHIVE_MAX_RATE") * 1024;
     svc.dicom_timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT");
     svc.m_sent = ts_metrics_counter("tessera_jobs_instances_sent_total", NULL,
                                     "instances confirmed by modalities (C-STORE)");
