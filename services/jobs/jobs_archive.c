@@ -132,12 +132,14 @@ void jobs_archive_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             goto done;
         }
         written += (long long)len;
-        if (max_rate > 0) {
+        /* ahead of the rate: wait, a tenth of a second at a time so that a
+         * cancel is heard */
+        while (max_rate > 0 && !jobs_worker_interrupted(w)) {
             double ahead = (double)written / (double)max_rate - (now_s() - started);
-            if (ahead > 0) {
-                struct timespec ts = {(time_t)ahead, (long)((ahead - (double)(time_t)ahead) * 1e9)};
-                nanosleep(&ts, NULL);
-            }
+            if (ahead <= 0)
+                break;
+            struct timespec ts = {0, (long)((ahead < 0.1 ? ahead : 0.1) * 1e9)};
+            nanosleep(&ts, NULL);
         }
         if (now_s() - last_report >= 0.5) {
             last_report = now_s();

@@ -180,17 +180,8 @@ static void keeper(slot *slots, int n, ts_jobs *redis, const char *process)
         ts_err herr;
         if (ts_jobs_heartbeat(redis, process, &herr))
             ts_debug("heartbeat failed", "error=\"%s\"", herr.msg);
-        /* now and then, the consumers that dead processes left in the group */
-        if (rounds++ % (600000 / interval) == 0) {
-            ts_err err;
-            int pruned = 0;
-            if (ts_jobs_prune_consumers(redis, 3600 * 1000LL, &pruned, &err))
-                ts_warn("cannot prune the queue's consumers", "error=\"%s\"", err.msg);
-            else if (pruned)
-                ts_info("queue consumers pruned", "count=%d", pruned);
-        }
         /* now and then, the archives that no job needs any more */
-        if (rounds % (10000 / interval) == 1)
+        if (rounds++ % (10000 / interval) == 1)
             jobs_archive_sweep(&svc, redis);
         for (int i = 0; i < n; i++) {
             slot *s = &slots[i];

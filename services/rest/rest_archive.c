@@ -220,7 +220,9 @@ static json_t *parse_body(rest_request *req)
     return req->body_len ? json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr) : NULL;
 }
 
-/* POST /{patients,studies,series}/{id}/archive */
+/* POST /{patients,studies,series}/{id}/archive: Orthanc archives the resource
+ * of that id whatever its level (POST /patients/{study}/archive is the study's
+ * archive). */
 void rest_archive_post(rest_request *req)
 {
     if (body_too_big(req))
@@ -232,17 +234,13 @@ void rest_archive_post(rest_request *req)
         bad_format(req, NULL);
         return;
     }
-    int level = rest_level_of_plural(req->seg[0]);
     if (!job_parameters(req, body, &synchronous, &priority))
         goto out;
-    if (level < 0 || level > 2 || !ts_id_is_valid(req->seg[1])) {
-        rest_reply_unknown_resource(req);
-        goto out;
-    }
     char filename[80];
-    snprintf(filename, sizeof(filename), "%s.zip", req->seg[1]);
+    snprintf(filename, sizeof(filename), "%.64s.zip", req->seg[1]);
     json_t *list = json_pack("[s]", req->seg[1]);
-    archive_or_job(req, list, level, synchronous, priority, req->seg[1], filename);
+    /* as Orthanc 1.10.1: the id's own level, whatever the route says */
+    archive_or_job(req, list, -1, synchronous, priority, req->seg[1], filename);
     json_decref(list);
 out:
     json_decref(body);
