@@ -203,21 +203,29 @@ out:
     free(ids);
 }
 
-/* true after answering 413 */
-static bool body_too_big(rest_request *req)
+/* The JSON body with Orthanc's job parameters, or NULL after answering (413,
+ * or 400 with details_if_bad when it is not JSON). The caller decrefs it. */
+static json_t *job_body(rest_request *req, const char *details_if_bad, bool *synchronous,
+                        int *priority)
 {
-    if (req->body_len <= ARCHIVE_BODY_MAX)
-        return false;
-    char details[96];
-    snprintf(details, sizeof(details), "the body is larger than %d bytes", ARCHIVE_BODY_MAX);
-    rest_reply_error(req, 413, 8, "Bad request", details);
-    return true;
-}
-
-static json_t *parse_body(rest_request *req)
-{
+    if (req->body_len > ARCHIVE_BODY_MAX) {
+        char details[96];
+        snprintf(details, sizeof(details), "the body is larger than %d bytes", ARCHIVE_BODY_MAX);
+        rest_reply_error(req, 413, 8, "Bad request", details);
+        return NULL;
+    }
     json_error_t jerr;
-    return req->body_len ? json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr) : NULL;
+    json_t *body =
+        req->body_len ? json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr) : NULL;
+    if (!body) {
+        bad_format(req, details_if_bad);
+        return NULL;
+    }
+    if (!job_parameters(req, body, synchronous, priority)) {
+        json_decref(body);
+        return NULL;
+    }
+    return body;
 }
 
 /* POST /{patients,studies,series}/{id}/archive: Orthanc archives the resource
@@ -225,24 +233,17 @@ static json_t *parse_body(rest_request *req)
  * archive). */
 void rest_archive_post(rest_request *req)
 {
-    if (body_too_big(req))
-        return;
-    json_t *body = parse_body(req);
     bool synchronous;
     int priority;
-    if (!body) {
-        bad_format(req, NULL);
+    json_t *body = job_body(req, NULL, &synchronous, &priority);
+    if (!body)
         return;
-    }
-    if (!job_parameters(req, body, &synchronous, &priority))
-        goto out;
     char filename[80];
     snprintf(filename, sizeof(filename), "%.64s.zip", req->seg[1]);
     json_t *list = json_pack("[s]", req->seg[1]);
     /* as Orthanc 1.10.1: the id's own level, whatever the route says */
     archive_or_job(req, list, -1, synchronous, priority, req->seg[1], filename);
     json_decref(list);
-out:
     json_decref(body);
 }
 
@@ -250,17 +251,12 @@ out:
  * "Priority"} or a bare list of ids, of any level. */
 void rest_create_archive(rest_request *req)
 {
-    if (body_too_big(req))
-        return;
-    json_t *body = parse_body(req);
     bool synchronous;
     int priority;
-    if (!body) {
-        bad_format(req, "Expected a list of resources to archive in the body");
+    json_t *body =
+        job_body(req, "Expected a list of resources to archive in the body", &synchronous, &priority);
+    if (!body)
         return;
-    }
-    if (!job_parameters(req, body, &synchronous, &priority))
-        goto out;
     const json_t *list = body;
     if (json_is_object(body)) {
         list = json_object_get(body, "Resources");
