@@ -60,7 +60,6 @@ struct ts_archive {
     long long total_size; /* as the index has it */
     char errmsg[256];     /* why the archive failed */
 };
-typedef struct ts_archive arch_stream;
 
 static void *xmalloc(size_t n)
 {
@@ -239,15 +238,29 @@ static const ts_db_stmt archive_rows = {
     " ORDER BY f.p_id COLLATE \"C\", f.s_id COLLATE \"C\", f.se_id COLLATE \"C\", f.i_id",
     2};
 
-enum { C_PID, C_P1, C_P2, C_SID, C_S1, C_S2, C_SEID, C_SE1, C_SE2, C_UUID, C_SIZE, C_FOUND, C_GIVEN };
+enum {
+    C_PID,
+    C_P1,
+    C_P2,
+    C_SID,
+    C_S1,
+    C_S2,
+    C_SEID,
+    C_SE1,
+    C_SE2,
+    C_UUID,
+    C_SIZE,
+    C_FOUND,
+    C_GIVEN
+};
 
 typedef struct arch_build {
     const char *const *params;
     bool found;
-    arch_stream *s;
+    ts_archive *s;
 } arch_build;
 
-static void stream_clear_files(arch_stream *s)
+static void stream_clear_files(ts_archive *s)
 {
     for (size_t i = 0; i < s->ndirs; i++)
         free(s->dirs[i]);
@@ -269,7 +282,7 @@ static bool same(const char *a, const char *b)
     return a && b && strcmp(a, b) == 0;
 }
 
-static void add_dir(arch_stream *s, const char *p, const char *st, const char *se)
+static void add_dir(ts_archive *s, const char *p, const char *st, const char *se)
 {
     if (s->ndirs == s->dirs_cap) {
         s->dirs_cap = s->dirs_cap ? 2 * s->dirs_cap : 16;
@@ -283,7 +296,7 @@ static void add_dir(arch_stream *s, const char *p, const char *st, const char *s
     s->dirs[s->ndirs++] = dir;
 }
 
-static void build_list(arch_stream *s, PGresult *res)
+static void build_list(ts_archive *s, PGresult *res)
 {
     name_set patients = {0}, studies = {0}, series = {0};
     const char *pdir = "", *sdir = "";
@@ -339,8 +352,8 @@ static int archive_rows_txn(ts_db *db, void *arg, ts_err *err)
     int rc = ts_db_exec(db, &archive_rows, b->params, &res, err);
     if (rc)
         return rc;
-    b->found = PQntuples(res) > 0 &&
-               strcmp(PQgetvalue(res, 0, C_FOUND), PQgetvalue(res, 0, C_GIVEN)) == 0;
+    b->found =
+        PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, C_FOUND), PQgetvalue(res, 0, C_GIVEN)) == 0;
     build_list(b->s, res);
     PQclear(res);
     return 0;
@@ -350,7 +363,7 @@ static int archive_rows_txn(ts_db *db, void *arg, ts_err *err)
 
 static la_ssize_t zip_write(struct archive *a, void *cls, const void *buf, size_t len)
 {
-    arch_stream *s = cls;
+    ts_archive *s = cls;
     (void)a;
     if (s->out_len + len > s->out_cap) {
         size_t cap = s->out_cap ? s->out_cap : ARCHIVE_CHUNK + 4096;
@@ -366,18 +379,17 @@ static la_ssize_t zip_write(struct archive *a, void *cls, const void *buf, size_
     return (la_ssize_t)len;
 }
 
-static int stream_fail(arch_stream *s, const char *what, const char *detail)
+static int stream_fail(ts_archive *s, const char *what, const char *detail)
 {
     ts_warn("archive aborted", "id=%s step=\"%s\" error=\"%s\" files_sent=%zu", s->id, what,
             detail ? detail : "", s->next);
-    snprintf(s->errmsg, sizeof(s->errmsg), "archive %s: %s: %s", s->id, what,
-             detail ? detail : "");
+    snprintf(s->errmsg, sizeof(s->errmsg), "archive %s: %s: %s", s->id, what, detail ? detail : "");
     s->failed = true;
     return -1;
 }
 
 /* Starts the next file's entry, or ends the archive after the last one. */
-static int start_next_file(arch_stream *s)
+static int start_next_file(ts_archive *s)
 {
     while (s->next < s->nfiles) {
         arch_file *f = &s->files[s->next];
@@ -432,14 +444,14 @@ static int start_next_file(arch_stream *s)
     if (archive_write_close(s->a) != ARCHIVE_OK)
         return stream_fail(s, "zip close", archive_error_string(s->a));
     s->done = true;
-    ts_info("archive written", "id=%s files=%zu skipped=%zu bytes=%llu", s->id, s->nfiles - s->skipped,
-            s->skipped, s->sent + s->out_len);
+    ts_info("archive written", "id=%s files=%zu skipped=%zu bytes=%llu", s->id,
+            s->nfiles - s->skipped, s->skipped, s->sent + s->out_len);
     return 0;
 }
 
 /* One step: the next entry's header, the next chunk of the current file, or
  * the end of the archive. Its output is in s->out. */
-static int step(arch_stream *s)
+static int step(ts_archive *s)
 {
     if (!s->opened) {
         if (archive_write_open(s->a, s, NULL, zip_write, NULL) != ARCHIVE_OK)
@@ -470,7 +482,6 @@ static int step(arch_stream *s)
     return 0;
 }
 
-
 /* ---- the API ---------------------------------------------------------------------- */
 
 /* A text[] literal of the ids, each quoted. */
@@ -500,7 +511,7 @@ static char *array_literal(const char *const *ids, size_t n)
 int ts_archive_new(ts_db_pool *db, ts_store *store, const char *const *ids, size_t n, int level,
                    const char *log_id, ts_archive **out, ts_err *err)
 {
-    arch_stream *s = calloc(1, sizeof(*s));
+    ts_archive *s = calloc(1, sizeof(*s));
     if (!s)
         abort();
     s->fd = -1;

@@ -5,14 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const ts_db_stmt level_of = {
-    "ts_delete_level_of", "SELECT level FROM resources WHERE public_id = $1", 1};
+static const ts_db_stmt level_of = {"ts_delete_level_of",
+                                    "SELECT level FROM resources WHERE public_id = $1", 1};
 
-static const ts_db_stmt delete_resource = {
-    "ts_delete_resource",
-    "SELECT status, remaining_level, remaining_id, files "
-    "FROM tessera_delete_resource($1, $2::smallint)",
-    2};
+static const ts_db_stmt delete_resource = {"ts_delete_resource",
+                                           "SELECT status, remaining_level, remaining_id, files "
+                                           "FROM tessera_delete_resource($1, $2::smallint)",
+                                           2};
 
 typedef struct delete_call {
     const char *public_id;
@@ -50,8 +49,7 @@ static int delete_txn(ts_db *db, void *arg, ts_err *err)
         d->result = 1;
         if (!PQgetisnull(res, 0, 1) && !PQgetisnull(res, 0, 2)) {
             d->out.remaining_level = atoi(PQgetvalue(res, 0, 1));
-            snprintf(d->out.remaining_id, sizeof(d->out.remaining_id), "%s",
-                     PQgetvalue(res, 0, 2));
+            snprintf(d->out.remaining_id, sizeof(d->out.remaining_id), "%s", PQgetvalue(res, 0, 2));
         }
         d->out.files = PQgetisnull(res, 0, 3) ? 0 : atoll(PQgetvalue(res, 0, 3));
     }

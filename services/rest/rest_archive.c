@@ -156,10 +156,9 @@ static void submit_archive(rest_request *req, const json_t *ids, int level, int 
     long long size = ts_archive_uncompressed_size(a);
     char size_text[32];
     snprintf(size_text, sizeof(size_text), "%lld", size);
-    json_t *content = json_pack("{s:s, s:I, s:s, s:I}", "Description", "REST API",
-                                "InstancesCount", (json_int_t)ts_archive_instances(a),
-                                "UncompressedSize", size_text, "UncompressedSizeMB",
-                                (json_int_t)(size / (1024 * 1024)));
+    json_t *content = json_pack("{s:s, s:I, s:s, s:I}", "Description", "REST API", "InstancesCount",
+                                (json_int_t)ts_archive_instances(a), "UncompressedSize", size_text,
+                                "UncompressedSizeMB", (json_int_t)(size / (1024 * 1024)));
     json_t *input = json_pack("{s:O, s:i}", "Resources", ids, "Level", level);
     rest_jobs_submit(req, "Archive", priority, content, input, true);
     json_decref(content);
@@ -253,8 +252,8 @@ void rest_create_archive(rest_request *req)
 {
     bool synchronous;
     int priority;
-    json_t *body =
-        job_body(req, "Expected a list of resources to archive in the body", &synchronous, &priority);
+    json_t *body = job_body(req, "Expected a list of resources to archive in the body",
+                            &synchronous, &priority);
     if (!body)
         return;
     const json_t *list = body;

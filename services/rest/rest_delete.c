@@ -99,7 +99,9 @@ void rest_bulk_delete(rest_request *req)
     }
     const json_t *async = json_object_get(body, "Asynchronous");
     const json_t *prio = json_object_get(body, "Priority");
-    if ((async && !json_is_boolean(async)) || (prio && !json_is_integer(prio))) {
+    /* Tessera's own fields (Orthanc ignores them): checked when they matter */
+    if ((async && !json_is_boolean(async)) ||
+        (json_is_true(async) && prio && !json_is_integer(prio))) {
         rest_reply_error(req, 400, 15, "Bad file format",
                          async && !json_is_boolean(async)
                              ? "Boolean value expected in field: Asynchronous"
@@ -109,9 +111,8 @@ void rest_bulk_delete(rest_request *req)
     }
     if (json_is_true(async)) {
         /* Tessera's BulkDelete job (Orthanc deletes synchronously) */
-        json_t *content = json_pack("{s:s, s:I, s:i}", "Description", "REST API",
-                                    "ResourcesCount", (json_int_t)json_array_size(list),
-                                    "DeletedResourcesCount", 0);
+        json_t *content = json_pack("{s:s, s:I, s:i}", "Description", "REST API", "ResourcesCount",
+                                    (json_int_t)json_array_size(list), "DeletedResourcesCount", 0);
         json_t *input = json_pack("{s:O}", "Resources", list);
         rest_jobs_submit(req, "BulkDelete", prio ? (int)json_integer_value(prio) : 0, content,
                          input, true);

@@ -101,7 +101,8 @@ static long long raw_int(const char *fmt, const char *arg)
 /* entries of the queue, waiting or taken */
 static long long pending(void)
 {
-    return raw_int("ZCARD %s", "tessera:jobs:pending") + raw_int("ZCARD %s", "tessera:jobs:running");
+    return raw_int("ZCARD %s", "tessera:jobs:pending") +
+           raw_int("ZCARD %s", "tessera:jobs:running");
 }
 
 static int setup(void **state)
