@@ -7,6 +7,7 @@
 #include "delete.h"
 #include "jobs_store.h"
 #include "log.h"
+#include "tessera.pb-c.h"
 
 void jobs_bulk_delete_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
 {
@@ -27,7 +28,8 @@ void jobs_bulk_delete_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         if (!id || json_object_get(done, id))
             continue;
         ts_err err;
-        int rc = ts_delete_resource(w->svc->db, id, -1, NULL, &err);
+        ts_deleted d;
+        int rc = ts_delete_resource(w->svc->db, id, -1, &d, &err);
         if (rc < 0) {
             out->code = rc == TS_EDB_BUSY ? 11 : 1;
             snprintf(out->description, sizeof(out->description), "%s",
@@ -38,7 +40,11 @@ void jobs_bulk_delete_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         }
         if (rc == 1) {
             deleted++;
-            ts_info("deleted", "job=%s id=%s", c->id, id);
+            ts_info("deleted", "job=%s id=%s files_queued=%lld", c->id, id, d.files);
+            if (d.files && w->svc->deleters) {
+                Tessera__DeletionNudge nudge = TESSERA__DELETION_NUDGE__INIT;
+                ts_bus_push(w->svc->deleters, &nudge.base);
+            }
         }
         json_object_set_new(c->content, "DeletedResourcesCount", json_integer(deleted));
         const char *items[] = {id};

@@ -253,6 +253,11 @@ int main(int argc, char **argv)
         die("migrations", &err);
     if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.store, &err))
         die("storage", &err);
+    const char *deleters = ts_config_str("TESSERA_DELETER_BUS");
+    if (deleters[0] &&
+        ts_bus_pusher_new(deleters, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
+                          &svc.deleters, &err))
+        die("bus", &err);
     svc.redis_url = ts_config_str("TESSERA_REDIS_URL");
     svc.lease_ms = (int)ts_config_int("TESSERA_JOBS_LEASE") * 1000;
     svc.history = (int)ts_config_int("TESSERA_JOBS_HISTORY");
@@ -309,6 +314,7 @@ int main(int argc, char **argv)
     free(slots);
     ts_jobs_free(keeper_redis);
     ts_metrics_server_free(metrics);
+    ts_bus_client_free(svc.deleters);
     ts_store_free(svc.store);
     ts_db_pool_free(svc.db);
     ts_info("stopped", NULL);

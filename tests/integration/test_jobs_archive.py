@@ -190,7 +190,7 @@ def test_bulk_delete_job(jobs_cluster, tmp_path):
         assert call(other, "GET", f"/studies/{rid}")[0] == 404
     assert call(other, "GET", f"/patients/{doomed[1]}")[0] == 404
     assert call(other, "GET", "/patients")[1] == [answers[5]["ParentPatient"]]
-    # the deleter removes the files (it polls every second here: the job does not nudge it)
+    # the deleter removes the files (the job nudges it, as a DELETE does)
     deadline = time.time() + 20
     while len(jobs_cluster.stored_files()) != 2:
         assert time.time() < deadline, jobs_cluster.stored_files()
