@@ -119,6 +119,8 @@ static const ts_cfg_setting settings[] = {
      "finished jobs kept in the registry for the whole cluster (Orthanc's JobsHistorySize)"},
     {"TESSERA_JOBS_LEASE", TS_CFG_INT, "10", 1, 3600, NULL,
      "seconds a running job's lease lasts unless renewed; then another worker takes the job over"},
+    {"TESSERA_JOBS_ARCHIVE_MAX_RATE", TS_CFG_INT, "0", 0, 10000000, NULL,
+     "KiB per second an Archive job writes at most (spare a busy disk); 0: no limit"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))

@@ -7,10 +7,25 @@
  *   tessera:job:<id>:done     set of completed items
  *   tessera:jobs:all          zset id -> creation time (ms)
  *   tessera:jobs:finished     zset id -> completion time (ms), the history
- *   tessera:jobs:queue        stream of {job: id}, consumer group "workers"
+ *   tessera:jobs:pending      zset of queue entries waiting for a worker, score
+ *                             -Priority: the highest priority first, and among
+ *                             equals (same score, members compared as strings)
+ *                             the oldest entry first
+ *   tessera:jobs:running      zset of the entries that workers took, score the
+ *                             time they took them (ms)
+ *   tessera:jobs:seq          counter numbering the entries
+ *   tessera:jobs:wake         list an idle worker waits on (BLPOP), pushed by
+ *                             every enqueue; polled as well, so a lost push
+ *                             costs a delay only
  *   tessera:jobs:processes    zset jobs process -> last heartbeat (ms)
- * A job's hash field "entry" names its current queue entry: entries left over
- * from before a pause/resume or resubmit are recognised as stale and dropped. */
+ * A queue entry is "<16-digit seq>:<job id>"; the job's hash field "entry"
+ * names its current one: entries left over from before a pause/resume or
+ * resubmit are recognised as stale and dropped. An entry moves from pending to
+ * running when a worker takes it, and leaves running when the worker releases
+ * it; an entry in running whose job has no lease any more belongs to a worker
+ * that died, and the next worker to look takes the job over.
+ * (Before the priorities, the queue was the stream tessera:jobs:queue with a
+ * consumer group: ts_jobs_prepare moves what waits there to the new queue.) */
 #include "jobs.h"
 
 #include <hiredis/hiredis.h>
@@ -24,11 +39,16 @@
 #define KEY_PREFIX "tessera:job:"
 #define KEY_ALL "tessera:jobs:all"
 #define KEY_FINISHED "tessera:jobs:finished"
-#define KEY_QUEUE "tessera:jobs:queue"
+#define KEY_PENDING "tessera:jobs:pending"
+#define KEY_RUNNING "tessera:jobs:running"
+#define KEY_SEQ "tessera:jobs:seq"
+#define KEY_WAKE "tessera:jobs:wake"
+#define KEY_LEGACY_QUEUE "tessera:jobs:queue"
 #define KEY_PROCESSES "tessera:jobs:processes"
-#define GROUP "workers"
-/* the queue keeps about this many entries (acknowledged ones are useless) */
-#define QUEUE_MAXLEN "100000"
+/* entries of the pending queue one take looks at, at most: stale ones are
+ * dropped on the way, and entries of a job still held by a live worker (a
+ * pause at once followed by a resume) are skipped */
+#define TAKE_SCAN "32"
 /* Orthanc's ErrorCode_CanceledJob */
 #define CANCELED_CODE "37"
 
@@ -187,16 +207,31 @@ static int eval(ts_jobs *j, const char *script, int nkeys, const char **keys, in
 
 /* ---- submit, read, control ------------------------------------------------ */
 
+/* Queues the job (hash key job, id) as a new pending entry after every entry
+ * of its priority, and wakes a waiting worker. */
+/* clang-format off */
+#define ENQUEUE_LUA                                                                                \
+    "local function enqueue(job, id)\n"                                                            \
+    "  local seq = redis.call('INCR', '" KEY_SEQ "')\n"                                            \
+    "  local e = string.format('%016d', seq) .. ':' .. id\n"                                       \
+    "  local prio = tonumber(redis.call('HGET', job, 'Priority') or '0') or 0\n"                   \
+    "  redis.call('ZADD', '" KEY_PENDING "', -prio, e)\n"                                          \
+    "  redis.call('HSET', job, 'entry', e)\n"                                                      \
+    "  redis.call('LPUSH', '" KEY_WAKE "', '1')\n"                                                 \
+    "  redis.call('LTRIM', '" KEY_WAKE "', 0, 63)\n"                                               \
+    "  return e\n"                                                                                 \
+    "end\n"
+/* clang-format on */
+
 /* clang-format off */
 static const char submit_script[] =
+    ENQUEUE_LUA
     "redis.call('HSET', KEYS[1], 'ID', ARGV[1], 'Type', ARGV[2], 'State', 'Pending',"
     " 'Priority', ARGV[3], 'Progress', '0', 'ErrorCode', '0', 'ErrorDescription', 'Success',"
     " 'ErrorDetails', '', 'Content', ARGV[4], 'Input', ARGV[5], 'created_ms', ARGV[6],"
     " 'runtime_ms', '0')\n"
     "redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])\n"
-    "local e = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'job', ARGV[1])\n"
-    "redis.call('HSET', KEYS[1], 'entry', e)\n"
-    "return e\n";
+    "return enqueue(KEYS[1], ARGV[1])\n";
 /* clang-format on */
 
 int ts_jobs_submit(ts_jobs *j, const char *type, int priority, const json_t *content,
@@ -213,10 +248,10 @@ int ts_jobs_submit(ts_jobs *j, const char *type, int priority, const json_t *con
     char *input_text = json_dumps(input, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!content_text || !input_text)
         abort();
-    const char *keys[] = {key, KEY_ALL, KEY_QUEUE};
-    const char *args[] = {id, type, prio, content_text, input_text, now, QUEUE_MAXLEN};
+    const char *keys[] = {key, KEY_ALL};
+    const char *args[] = {id, type, prio, content_text, input_text, now};
     redisReply *r = NULL;
-    int rc = eval(j, submit_script, 3, keys, 7, args, &r, err);
+    int rc = eval(j, submit_script, 2, keys, 6, args, &r, err);
     free(content_text);
     free(input_text);
     if (rc)
@@ -370,17 +405,22 @@ int ts_jobs_list(ts_jobs *j, json_t **out, ts_err *err)
     "end\n"
 /* clang-format on */
 
-/* KEYS: job, queue, finished, all. ARGV: action, now, history, maxlen */
+/* KEYS: job, pending, finished, all. ARGV: action, now, history */
 /* clang-format off */
 static const char control_script[] =
-    TRIM_LUA
+    TRIM_LUA ENQUEUE_LUA
     "local st = redis.call('HGET', KEYS[1], 'State')\n"
     "if not st then return 'unknown' end\n"
     "local a = ARGV[1]\n"
     "local function requeue()\n"
-    "  local e = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'job',"
-    "                       redis.call('HGET', KEYS[1], 'ID'))\n"
-    "  redis.call('HSET', KEYS[1], 'State', 'Pending', 'entry', e)\n"
+    "  redis.call('HSET', KEYS[1], 'State', 'Pending')\n"
+    "  enqueue(KEYS[1], redis.call('HGET', KEYS[1], 'ID'))\n"
+    "end\n"
+    /* a job that waits leaves the queue at once (a running one leaves it when
+     * its worker lets it go) */
+    "if (a == 'cancel' or a == 'pause') and st == 'Pending' then\n"
+    "  local e = redis.call('HGET', KEYS[1], 'entry')\n"
+    "  if e then redis.call('ZREM', KEYS[2], e) end\n"
     "end\n"
     "if a == 'cancel' then\n"
     "  if st == 'Pending' or st == 'Running' or st == 'Paused' or st == 'Retry' then\n"
@@ -420,10 +460,10 @@ int ts_jobs_control(ts_jobs *j, const char *id, ts_job_action action, int histor
     job_key(key, sizeof(key), id, "");
     snprintf(now, sizeof(now), "%lld", now_ms());
     snprintf(hist, sizeof(hist), "%d", history);
-    const char *keys[] = {key, KEY_QUEUE, KEY_FINISHED, KEY_ALL};
-    const char *args[] = {names[action], now, hist, QUEUE_MAXLEN};
+    const char *keys[] = {key, KEY_PENDING, KEY_FINISHED, KEY_ALL};
+    const char *args[] = {names[action], now, hist};
     redisReply *r = NULL;
-    int rc = eval(j, control_script, 4, keys, 4, args, &r, err);
+    int rc = eval(j, control_script, 4, keys, 3, args, &r, err);
     if (rc)
         return rc;
     if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS)
@@ -447,112 +487,123 @@ void ts_job_claim_clear(ts_job_claim *c)
     memset(c, 0, sizeof(*c));
 }
 
+/* Moves what waits in the queue of the versions before the priorities (a
+ * stream) to the pending queue, then drops the stream. KEYS: stream. */
+/* clang-format off */
+static const char migrate_script[] =
+    ENQUEUE_LUA
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "if redis.call('TYPE', KEYS[1]).ok ~= 'stream' then return 0 end\n"
+    "local n = 0\n"
+    "for _, ent in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do\n"
+    "  local f, id = ent[2], nil\n"
+    "  for i = 1, #f, 2 do if f[i] == 'job' then id = f[i + 1] end end\n"
+    "  if id then\n"
+    "    local job = '" KEY_PREFIX "' .. id\n"
+    "    local st = redis.call('HGET', job, 'State')\n"
+    /* a Running job's worker, if alive, keeps its lease: the new entry waits
+     * for it to end (see start below) */
+    "    if redis.call('HGET', job, 'entry') == ent[1] and (st == 'Pending' or st == 'Running') then\n"
+    "      enqueue(job, id)\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return n\n";
+/* clang-format on */
+
 int ts_jobs_prepare(ts_jobs *j, ts_err *err)
 {
-    const char *argv[] = {"XGROUP", "CREATE", KEY_QUEUE, GROUP, "0", "MKSTREAM"};
+    const char *keys[] = {KEY_LEGACY_QUEUE};
     redisReply *r = NULL;
-    int rc = run(j, 6, argv, &r, err);
-    if (rc && strstr(err->msg, "BUSYGROUP"))
-        return 0;
+    int rc = eval(j, migrate_script, 1, keys, 0, NULL, &r, err);
     if (rc)
         return rc;
     freeReplyObject(r);
     return 0;
 }
 
-/* KEYS: job, lease, queue. ARGV: consumer, entry, now, lease_ms.
- * Returns {status, Type, Input, Content, was}; status "run", "busy" (a live
- * worker holds the lease) or "stale" (entry acknowledged: nothing to run). */
+/* Takes one job for worker ARGV[1]: first the job of a running entry whose
+ * lease ran out (its worker died), then the first pending entry that can
+ * start. KEYS: pending, running. ARGV: consumer, now, lease_ms.
+ * Returns {'run', id, entry, Type, Input, Content, was} or {'none'}; was is
+ * 'taken' when another worker ran the job before. */
 /* clang-format off */
-static const char start_script[] =
-    "local function stale()\n"
-    "  redis.call('XACK', KEYS[3], '" GROUP "', ARGV[2])\n"
-    "  return {'stale'}\n"
+static const char take_script[] =
+    "local function start(e, id, job, st)\n"
+    "  redis.call('ZREM', KEYS[1], e)\n"
+    "  redis.call('ZADD', KEYS[2], ARGV[2], e)\n"
+    "  redis.call('SET', '" KEY_PREFIX "' .. id .. ':lease', ARGV[1], 'PX', ARGV[3])\n"
+    "  redis.call('HSET', job, 'State', 'Running', 'owner', ARGV[1], 'started_ms', ARGV[2])\n"
+    "  local f = redis.call('HMGET', job, 'Type', 'Input', 'Content')\n"
+    "  return {'run', id, e, f[1], f[2], f[3], st == 'Running' and 'taken' or 'new'}\n"
     "end\n"
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return stale() end\n"
-    "local st = redis.call('HGET', KEYS[1], 'State')\n"
-    "if redis.call('HGET', KEYS[1], 'entry') ~= ARGV[2] then return stale() end\n"
-    "if st ~= 'Running' and st ~= 'Pending' then return stale() end\n"
-    /* a live worker runs it, or still lets it go after a pause or cancel that
-     * was followed at once by a resume or resubmit: wait for its lease to end
-     * (the entry comes back through XAUTOCLAIM), so as not to send twice */
-    "local l = redis.call('GET', KEYS[2])\n"
-    "if l and l ~= ARGV[1] then return {'busy'} end\n"
-    "local was = st == 'Running' and 'taken' or 'new'\n"
-    "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])\n"
-    "redis.call('HSET', KEYS[1], 'State', 'Running', 'owner', ARGV[1], 'started_ms', ARGV[3])\n"
-    "local f = redis.call('HMGET', KEYS[1], 'Type', 'Input', 'Content')\n"
-    "return {'run', f[1], f[2], f[3], was}\n";
+    "for _, e in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do\n"
+    "  local id = string.sub(e, 18)\n"
+    "  local job = '" KEY_PREFIX "' .. id\n"
+    "  if redis.call('EXISTS', job .. ':lease') == 0 then\n"
+    "    local st = redis.call('HGET', job, 'State')\n"
+    "    if st == 'Running' and redis.call('HGET', job, 'entry') == e then\n"
+    "      return start(e, id, job, st)\n"
+    "    end\n"
+    /* paused, canceled or finished after its worker died: nothing to run */
+    "    redis.call('ZREM', KEYS[2], e)\n"
+    "  end\n"
+    "end\n"
+    "for _, e in ipairs(redis.call('ZRANGE', KEYS[1], 0, " TAKE_SCAN " - 1)) do\n"
+    "  local id = string.sub(e, 18)\n"
+    "  local job = '" KEY_PREFIX "' .. id\n"
+    "  local st = redis.call('HGET', job, 'State')\n"
+    "  if not st or redis.call('HGET', job, 'entry') ~= e"
+    "     or (st ~= 'Pending' and st ~= 'Running') then\n"
+    "    redis.call('ZREM', KEYS[1], e)\n"
+    "  else\n"
+    /* a live worker still lets the job go after a pause or cancel that was
+     * followed at once by a resume or resubmit: wait for it, so as not to run
+     * the job twice at once */
+    "    local l = redis.call('GET', job .. ':lease')\n"
+    "    if not l or l == ARGV[1] then return start(e, id, job, st) end\n"
+    "  end\n"
+    "end\n"
+    "return {'none'}\n";
 /* clang-format on */
 
-/* The job id of a stream entry [id, [field, value, ...]]; NULL if malformed. */
-static const char *entry_job(const redisReply *e)
+/* One look at the queue: 1 started (c filled), 0 nothing to run. */
+static int take_once(ts_jobs *j, const char *consumer, int lease_ms, ts_job_claim *c, ts_err *err)
 {
-    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-        e->element[0]->type != REDIS_REPLY_STRING || e->element[1]->type != REDIS_REPLY_ARRAY)
-        return NULL;
-    const redisReply *f = e->element[1];
-    for (size_t i = 0; i + 1 < f->elements; i += 2)
-        if (f->element[i]->type == REDIS_REPLY_STRING &&
-            f->element[i + 1]->type == REDIS_REPLY_STRING && strcmp(f->element[i]->str, "job") == 0)
-            return f->element[i + 1]->str;
-    return NULL;
-}
-
-static int ack(ts_jobs *j, const char *entry, ts_err *err)
-{
-    const char *argv[] = {"XACK", KEY_QUEUE, GROUP, entry};
-    redisReply *r = NULL;
-    int rc = run(j, 4, argv, &r, err);
-    if (rc == 0)
-        freeReplyObject(r);
-    return rc;
-}
-
-/* Tries to start the job of one queue entry: 1 started (c filled), 0 not. */
-static int try_start(ts_jobs *j, const char *consumer, const redisReply *e, int lease_ms,
-                     ts_job_claim *c, ts_err *err)
-{
-    const char *entry = e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
-                                e->element[0]->type == REDIS_REPLY_STRING
-                            ? e->element[0]->str
-                            : NULL;
-    if (!entry)
-        return 0;
-    const char *id = entry_job(e);
-    if (!id || !valid_id(id)) /* a trimmed or foreign entry */
-        return ack(j, entry, err) < 0 ? -1 : 0;
-    char key[128], lease[128], now[32], lms[16];
-    job_key(key, sizeof(key), id, "");
-    job_key(lease, sizeof(lease), id, ":lease");
+    char now[32], lms[16];
     snprintf(now, sizeof(now), "%lld", now_ms());
     snprintf(lms, sizeof(lms), "%d", lease_ms);
-    const char *keys[] = {key, lease, KEY_QUEUE};
-    const char *args[] = {consumer, entry, now, lms};
+    const char *keys[] = {KEY_PENDING, KEY_RUNNING};
+    const char *args[] = {consumer, now, lms};
     redisReply *r = NULL;
-    int rc = eval(j, start_script, 3, keys, 4, args, &r, err);
+    int rc = eval(j, take_script, 2, keys, 3, args, &r, err);
     if (rc)
         return rc;
     int result = 0;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 5 &&
-        r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "run") == 0) {
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 7 &&
+        r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "run") == 0 &&
+        r->element[1]->type == REDIS_REPLY_STRING && r->element[2]->type == REDIS_REPLY_STRING) {
         json_error_t jerr;
         memset(c, 0, sizeof(*c));
-        snprintf(c->id, sizeof(c->id), "%s", id);
-        snprintf(c->entry, sizeof(c->entry), "%s", entry);
-        c->type = strdup(r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "");
-        c->input = r->element[2]->type == REDIS_REPLY_STRING
-                       ? json_loads(r->element[2]->str, 0, &jerr)
+        snprintf(c->id, sizeof(c->id), "%s", r->element[1]->str);
+        snprintf(c->entry, sizeof(c->entry), "%s", r->element[2]->str);
+        c->type = strdup(r->element[3]->type == REDIS_REPLY_STRING ? r->element[3]->str : "");
+        c->input = r->element[4]->type == REDIS_REPLY_STRING
+                       ? json_loads(r->element[4]->str, 0, &jerr)
                        : NULL;
-        c->content = r->element[3]->type == REDIS_REPLY_STRING
-                         ? json_loads(r->element[3]->str, 0, &jerr)
+        c->content = r->element[5]->type == REDIS_REPLY_STRING
+                         ? json_loads(r->element[5]->str, 0, &jerr)
                          : NULL;
+        if (!c->type)
+            abort();
         if (!c->input)
             c->input = json_object();
         if (!c->content)
             c->content = json_object();
         c->taken_over =
-            r->element[4]->type == REDIS_REPLY_STRING && strcmp(r->element[4]->str, "taken") == 0;
+            r->element[6]->type == REDIS_REPLY_STRING && strcmp(r->element[6]->str, "taken") == 0;
         result = 1;
     }
     freeReplyObject(r);
@@ -562,63 +613,28 @@ static int try_start(ts_jobs *j, const char *consumer, const redisReply *e, int 
 int ts_jobs_take(ts_jobs *j, const char *consumer, int block_ms, int lease_ms, ts_job_claim *c,
                  ts_err *err)
 {
-    char idle[16], block[16];
-    snprintf(idle, sizeof(idle), "%d", lease_ms);
-    snprintf(block, sizeof(block), "%d", block_ms);
-
-    /* entries of workers that stopped renewing */
-    const char *claim[] = {"XAUTOCLAIM", KEY_QUEUE, GROUP, consumer, idle, "0-0", "COUNT", "4"};
-    redisReply *r = NULL;
-    int rc = run(j, 8, claim, &r, err);
-    if (rc && strstr(err->msg, "NOGROUP")) {
-        rc = ts_jobs_prepare(j, err);
-        if (rc == 0)
-            rc = run(j, 8, claim, &r, err);
-    }
-    if (rc)
+    int rc = take_once(j, consumer, lease_ms, c, err);
+    if (rc != 0 || block_ms <= 0)
         return rc;
-    int started = 0;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
-        r->element[1]->type == REDIS_REPLY_ARRAY) {
-        const redisReply *entries = r->element[1];
-        for (size_t i = 0; i < entries->elements && !started; i++) {
-            started = try_start(j, consumer, entries->element[i], lease_ms, c, err);
-            if (started < 0)
-                break;
-        }
-    }
-    freeReplyObject(r);
-    if (started)
-        return started;
-
-    /* a new entry */
-    const char *read[] = {"XREADGROUP", "GROUP", GROUP,     consumer,  "COUNT", "1",
-                          "BLOCK",      block,   "STREAMS", KEY_QUEUE, ">"};
+    /* nothing now: wait for an enqueue's wake-up (or block_ms), look again */
+    char block[32];
+    snprintf(block, sizeof(block), "%.3f", block_ms / 1000.0);
+    const char *wait[] = {"BLPOP", KEY_WAKE, block};
     rc = ensure_conn(j, err);
     if (rc)
         return rc;
     redisSetTimeout(j->c, tv_of(j->timeout_ms + block_ms));
-    rc = run(j, 11, read, &r, err);
+    redisReply *r = NULL;
+    rc = run(j, 3, wait, &r, err);
     if (j->c)
         redisSetTimeout(j->c, tv_of(j->timeout_ms));
     if (rc)
         return rc;
-    /* [[queue, [[entry, [fields]]]]] or nil after block_ms */
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-        r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2 &&
-        r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
-        const redisReply *entries = r->element[0]->element[1];
-        for (size_t i = 0; i < entries->elements && !started; i++) {
-            started = try_start(j, consumer, entries->element[i], lease_ms, c, err);
-            if (started < 0)
-                break;
-        }
-    }
     freeReplyObject(r);
-    return started;
+    return take_once(j, consumer, lease_ms, c, err);
 }
 
-/* KEYS: job, lease, queue. ARGV: consumer, lease_ms, entry */
+/* KEYS: job, lease. ARGV: consumer, lease_ms */
 /* clang-format off */
 static const char renew_script[] =
     "local st = redis.call('HGET', KEYS[1], 'State')\n"
@@ -630,8 +646,6 @@ static const char renew_script[] =
      * still be sending, and a resume must not start a second sender meanwhile */
     "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
     "if st ~= 'Running' then return st end\n"
-    /* keeps the entry's idle time short, so that XAUTOCLAIM leaves it alone */
-    "redis.call('XCLAIM', KEYS[3], '" GROUP "', ARGV[1], 0, ARGV[3], 'JUSTID')\n"
     "return 'Running'\n";
 /* clang-format on */
 
@@ -642,10 +656,10 @@ int ts_jobs_renew(ts_jobs *j, const char *consumer, const ts_job_claim *c, int l
     job_key(key, sizeof(key), c->id, "");
     job_key(lease, sizeof(lease), c->id, ":lease");
     snprintf(lms, sizeof(lms), "%d", lease_ms);
-    const char *keys[] = {key, lease, KEY_QUEUE};
-    const char *args[] = {consumer, lms, c->entry};
+    const char *keys[] = {key, lease};
+    const char *args[] = {consumer, lms};
     redisReply *r = NULL;
-    int rc = eval(j, renew_script, 3, keys, 3, args, &r, err);
+    int rc = eval(j, renew_script, 2, keys, 2, args, &r, err);
     if (rc)
         return rc;
     int result = r->type == REDIS_REPLY_STRING && strcmp(r->str, "Running") == 0;
@@ -729,11 +743,11 @@ int ts_jobs_done_items(ts_jobs *j, const ts_job_claim *c, json_t **out, ts_err *
 }
 
 /* What finish and release share: the entry acknowledged, the lease dropped,
- * the run's time added. KEYS: job, lease, queue. ARGV: consumer, entry, now */
+ * the run's time added. KEYS: job, lease, running. ARGV: consumer, entry, now */
 /* clang-format off */
 #define RELEASE_LUA                                                                                \
     "local function release()\n"                                                                   \
-    "  redis.call('XACK', KEYS[3], '" GROUP "', ARGV[2])\n"                                       \
+    "  redis.call('ZREM', KEYS[3], ARGV[2])\n"                                                    \
     "  if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"             \
     "  if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then\n"                                  \
     "    local s = tonumber(redis.call('HGET', KEYS[1], 'started_ms') or ARGV[3])\n"               \
@@ -753,7 +767,7 @@ int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
     job_key(key, sizeof(key), c->id, "");
     job_key(lease, sizeof(lease), c->id, ":lease");
     snprintf(now, sizeof(now), "%lld", now_ms());
-    const char *keys[] = {key, lease, KEY_QUEUE};
+    const char *keys[] = {key, lease, KEY_RUNNING};
     const char *args[] = {consumer, c->entry, now};
     redisReply *r = NULL;
     int rc = eval(j, release_script, 3, keys, 3, args, &r, err);
@@ -762,17 +776,16 @@ int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
     return rc;
 }
 
-/* KEYS: job, lease, queue. ARGV: consumer, entry, now, maxlen */
+/* KEYS: job, lease, running. ARGV: consumer, entry, now */
 /* clang-format off */
 static const char requeue_script[] =
-    RELEASE_LUA
+    RELEASE_LUA ENQUEUE_LUA
     "local mine = redis.call('HGET', KEYS[1], 'owner') == ARGV[1]\n"
     "local st = redis.call('HGET', KEYS[1], 'State')\n"
     "release()\n"
     "if not mine or st ~= 'Running' then return 0 end\n"
-    "local e = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'job',"
-    "                     redis.call('HGET', KEYS[1], 'ID'))\n"
-    "redis.call('HSET', KEYS[1], 'State', 'Pending', 'entry', e)\n"
+    "redis.call('HSET', KEYS[1], 'State', 'Pending')\n"
+    "enqueue(KEYS[1], redis.call('HGET', KEYS[1], 'ID'))\n"
     "return 1\n";
 /* clang-format on */
 
@@ -782,16 +795,16 @@ int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
     job_key(key, sizeof(key), c->id, "");
     job_key(lease, sizeof(lease), c->id, ":lease");
     snprintf(now, sizeof(now), "%lld", now_ms());
-    const char *keys[] = {key, lease, KEY_QUEUE};
-    const char *args[] = {consumer, c->entry, now, QUEUE_MAXLEN};
+    const char *keys[] = {key, lease, KEY_RUNNING};
+    const char *args[] = {consumer, c->entry, now};
     redisReply *r = NULL;
-    int rc = eval(j, requeue_script, 3, keys, 4, args, &r, err);
+    int rc = eval(j, requeue_script, 3, keys, 3, args, &r, err);
     if (rc == 0)
         freeReplyObject(r);
     return rc;
 }
 
-/* KEYS: job, lease, queue, finished, all. ARGV: consumer, entry, now, code,
+/* KEYS: job, lease, running, finished, all. ARGV: consumer, entry, now, code,
  * description, details, content, history */
 /* clang-format off */
 static const char finish_script[] =
@@ -825,7 +838,7 @@ int ts_jobs_finish(ts_jobs *j, const char *consumer, const ts_job_claim *c, int 
     char *text = json_dumps(content, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!text)
         abort();
-    const char *keys[] = {key, lease, KEY_QUEUE, KEY_FINISHED, KEY_ALL};
+    const char *keys[] = {key, lease, KEY_RUNNING, KEY_FINISHED, KEY_ALL};
     if (error_code == 0) {
         error_description = "Success";
         details = "";
@@ -844,45 +857,6 @@ int ts_jobs_finish(ts_jobs *j, const char *consumer, const ts_job_claim *c, int 
     if (rc == 0)
         freeReplyObject(r);
     return rc;
-}
-
-int ts_jobs_prune_consumers(ts_jobs *j, long long idle_ms, int *pruned, ts_err *err)
-{
-    const char *argv[] = {"XINFO", "CONSUMERS", KEY_QUEUE, GROUP};
-    redisReply *r = NULL;
-    int rc = run(j, 4, argv, &r, err);
-    if (rc)
-        return rc;
-    int n = 0;
-    /* [[name, n, pending, n, idle, n, ...], ...] */
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-        const redisReply *c = r->element[i];
-        const char *name = NULL;
-        long long pending = -1, idle = -1;
-        for (size_t k = 0; c->type == REDIS_REPLY_ARRAY && k + 1 < c->elements; k += 2) {
-            const redisReply *key = c->element[k], *val = c->element[k + 1];
-            if (key->type != REDIS_REPLY_STRING)
-                continue;
-            if (strcmp(key->str, "name") == 0 && val->type == REDIS_REPLY_STRING)
-                name = val->str;
-            else if (strcmp(key->str, "pending") == 0 && val->type == REDIS_REPLY_INTEGER)
-                pending = val->integer;
-            else if (strcmp(key->str, "idle") == 0 && val->type == REDIS_REPLY_INTEGER)
-                idle = val->integer;
-        }
-        if (!name || pending != 0 || idle < idle_ms)
-            continue;
-        const char *del[] = {"XGROUP", "DELCONSUMER", KEY_QUEUE, GROUP, name};
-        redisReply *d = NULL;
-        if (run(j, 5, del, &d, err) == 0) {
-            freeReplyObject(d);
-            n++;
-        }
-    }
-    freeReplyObject(r);
-    if (pruned)
-        *pruned = n;
-    return 0;
 }
 
 int ts_jobs_heartbeat(ts_jobs *j, const char *process, ts_err *err)

@@ -1,15 +1,17 @@
 /* The job registry in Redis, shared by every REST and jobs process. It owns
  * the keys under "tessera:job": one hash per job (Orthanc's fields and the
  * worker's private ones), a sorted set of every job by creation time, a sorted
- * set of finished jobs (the history, trimmed to a configured size), a stream
- * with one consumer group as the queue, one lease key (with a TTL) per running
- * job and one set per job of the items it has completed (resumable work).
+ * set of finished jobs (the history, trimmed to a configured size), the queue
+ * (a sorted set of waiting entries, highest Priority first and first come
+ * first served among equals, and a sorted set of the entries workers took),
+ * one lease key (with a TTL) per running job and one set per job of the items
+ * it has completed (resumable work).
  *
  * Every state change is one Lua script, so a REST process that cancels and the
  * worker that runs the job never overwrite each other: the worker notices a
  * cancel or pause when it renews its lease (ts_jobs_renew). A worker that dies
- * stops renewing; once the lease has run out another worker claims the queue
- * entry (XAUTOCLAIM) and runs the job again, skipping the completed items.
+ * stops renewing; once the lease has run out the next worker to look for work
+ * takes the job over and runs it again, skipping the completed items.
  *
  * A ts_jobs is one connection: use one per thread. Every call reconnects
  * first if the connection was lost (Redis restarted); the process must ignore
@@ -39,8 +41,10 @@ void ts_jobs_free(ts_jobs *j);
 
 /* ---- what REST does ------------------------------------------------------ */
 
-/* Creates a Pending job and queues it. content is Orthanc's public "Content";
- * input is what the worker needs (private). id receives the new job's id. */
+/* Creates a Pending job and queues it: it runs before the waiting jobs of a
+ * lower priority and after those of its own or a higher one (Orthanc's
+ * Priority). content is Orthanc's public "Content"; input is what the worker
+ * needs (private). id receives the new job's id. */
 int ts_jobs_submit(ts_jobs *j, const char *type, int priority, const json_t *content,
                    const json_t *input, char id[TS_JOB_ID_LEN + 1], ts_err *err);
 
@@ -70,7 +74,7 @@ int ts_jobs_control(ts_jobs *j, const char *id, ts_job_action action, int histor
 /* A job taken by a worker; fields valid until ts_job_claim_clear. */
 typedef struct ts_job_claim {
     char id[TS_JOB_ID_LEN + 1];
-    char entry[64]; /* the queue entry (stream id) */
+    char entry[64]; /* the queue entry ("<seq>:<id>") */
     char *type;
     json_t *input;
     json_t *content;
@@ -78,13 +82,15 @@ typedef struct ts_job_claim {
 } ts_job_claim;
 void ts_job_claim_clear(ts_job_claim *c);
 
-/* Creates the queue's consumer group if it does not exist. */
+/* Moves the jobs that wait in the queue of earlier versions (a Redis stream)
+ * to the priority queue; nothing to do after the first call. */
 int ts_jobs_prepare(ts_jobs *j, ts_err *err);
 
-/* Takes one job for worker `consumer`: first an entry whose lease ran out
- * (idle longer than lease_ms), then a new one, waiting up to block_ms. Holds
- * the job's lease for lease_ms. Returns 1 with *c filled, 0 when there was
- * nothing to run, or a negative code. */
+/* Takes one job for worker `consumer`: first a job whose worker's lease ran
+ * out, then the waiting job of the highest priority (the oldest among
+ * equals), waiting up to block_ms for one. Holds the job's lease for
+ * lease_ms. Returns 1 with *c filled, 0 when there was nothing to run, or a
+ * negative code. */
 int ts_jobs_take(ts_jobs *j, const char *consumer, int block_ms, int lease_ms, ts_job_claim *c,
                  ts_err *err);
 
@@ -119,10 +125,6 @@ int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
 /* Puts a job this worker runs back in the queue (Pending) for another worker
  * to go on with at once: what a process does when it is asked to stop. */
 int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err);
-
-/* Forgets the queue's consumers (workers of processes gone) that hold no
- * entry and were idle for idle_ms: each process start adds new ones. */
-int ts_jobs_prune_consumers(ts_jobs *j, long long idle_ms, int *pruned, ts_err *err);
 
 /* A jobs process says it is alive (its keeper, twice a second), and REST
  * asks how many said so within the last within_ms: a synchronous call does

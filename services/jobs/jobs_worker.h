@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "bus.h"
 #include "db.h"
 #include "jobs.h"
 #include "metrics.h"
@@ -20,6 +21,8 @@ typedef struct jobs_service {
     int history;
     const char *our_aet;
     int dicom_timeout_s;
+    long long archive_max_rate; /* bytes per second an Archive job writes at most; 0: no limit */
+    ts_bus_client *deleters;    /* PUSH nudges after deletions (BulkDelete); NULL: none */
     atomic_bool stopping;
     ts_metric *m_sent;
     ts_metric *m_jobs[3]; /* success, failure, interrupted */

@@ -20,6 +20,8 @@
 #include "dicom.h"
 #include "jobs.h"
 #include "jobs_move.h"
+#include "jobs_archive.h"
+#include "jobs_bulk_delete.h"
 #include "jobs_peer.h"
 #include "jobs_store.h"
 #include "jobs_worker.h"
@@ -96,6 +98,10 @@ static void run_job(slot *s)
         jobs_peer_run(w, c, &o);
     } else if (strcmp(c->type, "DicomMoveScu") == 0) {
         jobs_move_run(w, c, &o);
+    } else if (strcmp(c->type, "Archive") == 0) {
+        jobs_archive_run(w, c, &o);
+    } else if (strcmp(c->type, "BulkDelete") == 0) {
+        jobs_bulk_delete_run(w, c, &o);
     } else {
         o.code = 2;
         snprintf(o.description, sizeof(o.description), "Not implemented yet");
@@ -177,15 +183,9 @@ static void keeper(slot *slots, int n, ts_jobs *redis, const char *process)
         ts_err herr;
         if (ts_jobs_heartbeat(redis, process, &herr))
             ts_debug("heartbeat failed", "error=\"%s\"", herr.msg);
-        /* now and then, the consumers that dead processes left in the group */
-        if (rounds++ % (600000 / interval) == 0) {
-            ts_err err;
-            int pruned = 0;
-            if (ts_jobs_prune_consumers(redis, 3600 * 1000LL, &pruned, &err))
-                ts_warn("cannot prune the queue's consumers", "error=\"%s\"", err.msg);
-            else if (pruned)
-                ts_info("queue consumers pruned", "count=%d", pruned);
-        }
+        /* now and then, the archives that no job needs any more */
+        if (rounds++ % (10000 / interval) == 1)
+            jobs_archive_sweep(&svc, redis);
         for (int i = 0; i < n; i++) {
             slot *s = &slots[i];
             pthread_mutex_lock(&s->mu);
@@ -256,10 +256,16 @@ int main(int argc, char **argv)
         die("migrations", &err);
     if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.store, &err))
         die("storage", &err);
+    const char *deleters = ts_config_str("TESSERA_DELETER_BUS");
+    if (deleters[0] &&
+        ts_bus_pusher_new(deleters, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
+                          &svc.deleters, &err))
+        die("bus", &err);
     svc.redis_url = ts_config_str("TESSERA_REDIS_URL");
     svc.lease_ms = (int)ts_config_int("TESSERA_JOBS_LEASE") * 1000;
     svc.history = (int)ts_config_int("TESSERA_JOBS_HISTORY");
     svc.our_aet = ts_config_str("TESSERA_DICOM_AET");
+    svc.archive_max_rate = ts_config_int("TESSERA_JOBS_ARCHIVE_MAX_RATE") * 1024;
     svc.dicom_timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT");
     svc.m_sent = ts_metrics_counter("tessera_jobs_instances_sent_total", NULL,
                                     "instances confirmed by modalities (C-STORE)");
@@ -311,6 +317,7 @@ int main(int argc, char **argv)
     free(slots);
     ts_jobs_free(keeper_redis);
     ts_metrics_server_free(metrics);
+    ts_bus_client_free(svc.deleters);
     ts_store_free(svc.store);
     ts_db_pool_free(svc.db);
     ts_info("stopped", NULL);

@@ -1,508 +1,96 @@
-/* Archives in Orthanc 1.10.1's layout (its ArchiveJob and HierarchicalZipWriter):
- *
- *   PatientID PatientName/AccessionNumber StudyDescription/Modality SeriesDescription/
- *   MO000000.dcm (MO: the first two letters of the modality)
- *
- * Every folder name is made ASCII, '^' becomes a space, only letters, digits,
- * '.', '_' and single spaces are kept, an empty name becomes "Unknown Patient"
- * (Study, Series), and a name already used in the same folder gets "-2", "-3"...
- * Patients, studies and series come in the order of their public ids, the
- * instances of a series in the order they were stored; files are numbered per
- * series after the first two letters of the modality.
- *
- * The ZIP (stored, no compression; zip64 where libarchive needs it) is written
- * while it is sent: each read of the HTTP layer feeds the next 64 KiB of a file
- * to libarchive, whose output lands in a buffer that is drained before more is
- * made. Memory is the list of instances (~100 bytes each, like libarchive's own
- * central directory) plus one chunk, whatever the size of the files. */
+/* Archives (see rest_archive.h). The ZIP itself is lib/archives.c's; here are
+ * Orthanc's routes and bodies. A synchronous archive is written while it is
+ * sent: each read of the HTTP layer takes the next piece of the ZIP, so memory
+ * stays flat whatever the size of the files. An asynchronous one is an
+ * `Archive` job (services/jobs/jobs_archive.c) whose ZIP lands in the storage
+ * area, where every REST process finds it for GET /jobs/{id}/archive. */
 #include "rest_archive.h"
 
-#include <archive.h>
-#include <archive_entry.h>
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "archives.h"
 #include "ids.h"
 #include "log.h"
 #include "rest_common.h"
+#include "rest_jobs.h"
 
-#define ARCHIVE_CHUNK (64 * 1024)
+/* a list of resources to archive: about 90,000 ids */
+#define ARCHIVE_BODY_MAX (4 * 1024 * 1024)
 
-typedef struct arch_file {
-    size_t dir; /* index into dirs */
-    char name[32];
-    char uuid[TS_UUID_LEN + 1];
-    long long size; /* as the index has it */
-} arch_file;
-
-typedef struct arch_stream {
-    ts_store *store;
-    char id[64]; /* public id, for logs */
-    char **dirs; /* "patient/study/series/" of each series */
-    size_t ndirs, dirs_cap;
-    arch_file *files;
-    size_t nfiles, files_cap, next;
-    struct archive *a;
-    bool opened, done, failed;
-    int fd;
-    long long remaining; /* bytes of the current file still to send */
-    char *out;           /* libarchive's output, not yet handed to the HTTP layer */
-    size_t out_len, out_pos, out_cap;
-    char *chunk;
-    time_t now;
-    unsigned long long sent;
-    size_t skipped;
-} arch_stream;
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (!p)
-        abort();
-    return p;
-}
-
-/* ---- Orthanc's names ---------------------------------------------------------- */
-
-static void strip_spaces(char *s)
-{
-    size_t n = strlen(s), b = 0;
-    while (b < n && isspace((unsigned char)s[b]))
-        b++;
-    while (n > b && isspace((unsigned char)s[n - 1]))
-        n--;
-    memmove(s, s + b, n - b);
-    s[n - b] = '\0';
-}
-
-static char *append_ascii(char *o, const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 128 && !iscntrl(*p))
-            *o++ = (char)*p;
-    return o;
-}
-
-/* Toolbox::ConvertToAscii then StripSpaces of "a b": ASCII without control
- * characters. */
-static char *ascii_stripped(const char *a, const char *b)
-{
-    char *out = xmalloc(strlen(a) + strlen(b) + 2);
-    char *o = append_ascii(out, a);
-    o = append_ascii(o, " ");
-    o = append_ascii(o, b);
-    *o = '\0';
-    strip_spaces(out);
-    return out;
-}
-
-/* HierarchicalZipWriter's KeepAlphanumeric: '^' is a space, runs of spaces are
- * one, letters, digits, '.' and '_' are kept, anything else dropped. */
-static char *keep_alnum(const char *s)
-{
-    char *out = xmalloc(strlen(s) + 1), *o = out;
-    bool last_space = false;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        unsigned char c = *p == '^' ? ' ' : *p;
-        if (c >= 128)
-            continue;
-        if (isspace(c)) {
-            if (!last_space)
-                *o++ = ' ';
-            last_space = true;
-        } else if (isalnum(c) || c == '.' || c == '_') {
-            *o++ = (char)c;
-            last_space = false;
-        }
-    }
-    *o = '\0';
-    strip_spaces(out);
-    return out;
-}
-
-/* The names used so far in one folder. */
-typedef struct name_set {
-    char **v;
-    size_t n, cap;
-} name_set;
-
-static void name_set_clear(name_set *ns)
-{
-    for (size_t i = 0; i < ns->n; i++)
-        free(ns->v[i]);
-    free(ns->v);
-    memset(ns, 0, sizeof(*ns));
-}
-
-static bool name_set_has(const name_set *ns, const char *name)
-{
-    for (size_t i = 0; i < ns->n; i++)
-        if (strcmp(ns->v[i], name) == 0)
-            return true;
-    return false;
-}
-
-/* The folder name of a resource from two of its main tags, unique in its
- * folder; ns keeps it (the result points into ns). */
-static const char *folder_name(name_set *ns, const char *tag1, const char *tag2,
-                               const char *unknown)
-{
-    char *raw = ascii_stripped(tag1 ? tag1 : "", tag2 ? tag2 : "");
-    char *std = keep_alnum(*raw ? raw : unknown);
-    free(raw);
-    char *name = xstrdup(std);
-    for (unsigned count = 2; name_set_has(ns, name); count++) {
-        free(name);
-        size_t n = strlen(std) + 16;
-        name = xmalloc(n);
-        snprintf(name, n, "%s-%u", std, count);
-    }
-    free(std);
-    if (ns->n == ns->cap) {
-        ns->cap = ns->cap ? 2 * ns->cap : 8;
-        ns->v = realloc(ns->v, ns->cap * sizeof(*ns->v));
-        if (!ns->v)
-            abort();
-    }
-    ns->v[ns->n++] = name;
-    return name;
-}
-
-/* "CT000012.dcm": the first two letters of the modality, upper-cased, then the
- * number of the file in its series. */
-static void file_name(const char *modality, unsigned counter, char *out, size_t size)
-{
-    size_t n = modality ? strlen(modality) : 0;
-    unsigned char c0 = n ? (unsigned char)modality[0] : 0,
-                  c1 = n > 1 ? (unsigned char)modality[1] : 0;
-    char raw[32];
-    if (n == 0)
-        snprintf(raw, sizeof(raw), "%08u.dcm", counter);
-    else if (n == 1)
-        snprintf(raw, sizeof(raw), "%c%07u.dcm", c0 < 128 ? toupper(c0) : c0, counter);
-    else
-        snprintf(raw, sizeof(raw), "%c%c%06u.dcm", c0 < 128 ? toupper(c0) : c0,
-                 c1 < 128 ? toupper(c1) : c1, counter);
-    char *kept = keep_alnum(raw);
-    snprintf(out, size, "%s", kept);
-    free(kept);
-}
-
-/* ---- the list of files, from one query ------------------------------------------ */
-
-/* Every instance under the resource with its ancestors' folder tags, in the
- * archive's order; one row of NULLs when the resource has no instance, no row
- * when it does not exist. */
-static const ts_db_stmt archive_rows = {
-    "rest_archive_rows",
-    "WITH RECURSIVE root AS ("
-    "  SELECT id, level FROM resources WHERE public_id = $1 AND level = $2::smallint),"
-    " d(id, level) AS (SELECT id, level FROM root"
-    "  UNION ALL SELECT c.id, c.level FROM resources c JOIN d ON c.parent_id = d.id"
-    "  WHERE d.level < 3),"
-    " f AS (SELECT p.public_id AS p_id, pt.main_tags->>'PatientID' AS p1,"
-    "   pt.main_tags->>'PatientName' AS p2, s.public_id AS s_id,"
-    "   st.main_tags->>'AccessionNumber' AS s1, st.main_tags->>'StudyDescription' AS s2,"
-    "   se.public_id AS se_id, sr.main_tags->>'Modality' AS se1,"
-    "   sr.main_tags->>'SeriesDescription' AS se2, a.uuid::text AS uuid,"
-    "   a.uncompressed_size AS size, i.id AS i_id"
-    "  FROM d JOIN resources i ON i.id = d.id"
-    "  JOIN resources se ON se.id = i.parent_id"
-    "  JOIN resources s ON s.id = se.parent_id"
-    "  JOIN resources p ON p.id = s.parent_id"
-    "  JOIN attachments a ON a.resource_id = i.id AND a.content_type = 1"
-    "  LEFT JOIN patients pt ON pt.resource_id = p.id"
-    "  LEFT JOIN studies st ON st.resource_id = s.id"
-    "  LEFT JOIN series sr ON sr.resource_id = se.id"
-    "  WHERE d.level = 3)"
-    " SELECT f.p_id, f.p1, f.p2, f.s_id, f.s1, f.s2, f.se_id, f.se1, f.se2, f.uuid, f.size"
-    " FROM root LEFT JOIN f ON true"
-    " ORDER BY f.p_id COLLATE \"C\", f.s_id COLLATE \"C\", f.se_id COLLATE \"C\", f.i_id",
-    2};
-
-enum { C_PID, C_P1, C_P2, C_SID, C_S1, C_S2, C_SEID, C_SE1, C_SE2, C_UUID, C_SIZE };
-
-typedef struct arch_build {
-    const char *const *params;
-    bool found;
-    arch_stream *s;
-} arch_build;
-
-static void stream_clear_files(arch_stream *s)
-{
-    for (size_t i = 0; i < s->ndirs; i++)
-        free(s->dirs[i]);
-    free(s->dirs);
-    free(s->files);
-    s->dirs = NULL;
-    s->files = NULL;
-    s->ndirs = s->dirs_cap = s->nfiles = s->files_cap = 0;
-}
-
-static const char *col(PGresult *res, int row, int c)
-{
-    return PQgetisnull(res, row, c) ? NULL : PQgetvalue(res, row, c);
-}
-
-static bool same(const char *a, const char *b)
-{
-    return a && b && strcmp(a, b) == 0;
-}
-
-static void add_dir(arch_stream *s, const char *p, const char *st, const char *se)
-{
-    if (s->ndirs == s->dirs_cap) {
-        s->dirs_cap = s->dirs_cap ? 2 * s->dirs_cap : 16;
-        s->dirs = realloc(s->dirs, s->dirs_cap * sizeof(*s->dirs));
-        if (!s->dirs)
-            abort();
-    }
-    size_t n = strlen(p) + strlen(st) + strlen(se) + 4;
-    char *dir = xmalloc(n);
-    snprintf(dir, n, "%s/%s/%s/", p, st, se);
-    s->dirs[s->ndirs++] = dir;
-}
-
-static void build_list(arch_stream *s, PGresult *res)
-{
-    name_set patients = {0}, studies = {0}, series = {0};
-    const char *pdir = "", *sdir = "";
-    const char *prev_p = NULL, *prev_s = NULL, *prev_se = NULL, *modality = NULL;
-    unsigned counter = 0;
-    for (int i = 0; i < PQntuples(res); i++) {
-        const char *uuid = col(res, i, C_UUID);
-        if (!uuid || strlen(uuid) != TS_UUID_LEN)
-            continue;
-        const char *p = col(res, i, C_PID), *st = col(res, i, C_SID), *se = col(res, i, C_SEID);
-        if (!same(p, prev_p)) {
-            pdir = folder_name(&patients, col(res, i, C_P1), col(res, i, C_P2), "Unknown Patient");
-            name_set_clear(&studies);
-            prev_s = NULL;
-        }
-        if (!same(st, prev_s)) {
-            sdir = folder_name(&studies, col(res, i, C_S1), col(res, i, C_S2), "Unknown Study");
-            name_set_clear(&series);
-            prev_se = NULL;
-        }
-        if (!same(se, prev_se)) {
-            modality = col(res, i, C_SE1);
-            add_dir(s, pdir, sdir,
-                    folder_name(&series, modality, col(res, i, C_SE2), "Unknown Series"));
-            counter = 0;
-        }
-        prev_p = p;
-        prev_s = st;
-        prev_se = se;
-        if (s->nfiles == s->files_cap) {
-            s->files_cap = s->files_cap ? 2 * s->files_cap : 64;
-            s->files = realloc(s->files, s->files_cap * sizeof(*s->files));
-            if (!s->files)
-                abort();
-        }
-        arch_file *f = &s->files[s->nfiles++];
-        f->dir = s->ndirs - 1;
-        file_name(modality, counter++, f->name, sizeof(f->name));
-        memcpy(f->uuid, uuid, TS_UUID_LEN + 1);
-        f->size = strtoll(PQgetvalue(res, i, C_SIZE), NULL, 10);
-    }
-    name_set_clear(&patients);
-    name_set_clear(&studies);
-    name_set_clear(&series);
-}
-
-static int archive_rows_txn(ts_db *db, void *arg, ts_err *err)
-{
-    arch_build *b = arg;
-    stream_clear_files(b->s); /* a replay starts again */
-    PGresult *res;
-    int rc = ts_db_exec(db, &archive_rows, b->params, &res, err);
-    if (rc)
-        return rc;
-    b->found = PQntuples(res) > 0;
-    build_list(b->s, res);
-    PQclear(res);
-    return 0;
-}
-
-/* ---- the stream ------------------------------------------------------------------ */
-
-static la_ssize_t zip_write(struct archive *a, void *cls, const void *buf, size_t len)
-{
-    arch_stream *s = cls;
-    (void)a;
-    if (s->out_len + len > s->out_cap) {
-        size_t cap = s->out_cap ? s->out_cap : ARCHIVE_CHUNK + 4096;
-        while (cap < s->out_len + len)
-            cap *= 2;
-        s->out = realloc(s->out, cap);
-        if (!s->out)
-            abort();
-        s->out_cap = cap;
-    }
-    memcpy(s->out + s->out_len, buf, len);
-    s->out_len += len;
-    return (la_ssize_t)len;
-}
-
-static int stream_fail(arch_stream *s, const char *what, const char *detail)
-{
-    ts_warn("archive aborted", "id=%s step=\"%s\" error=\"%s\" files_sent=%zu", s->id, what,
-            detail ? detail : "", s->next);
-    s->failed = true;
-    return -1;
-}
-
-/* Starts the next file's entry, or ends the archive after the last one. */
-static int start_next_file(arch_stream *s)
-{
-    while (s->next < s->nfiles) {
-        arch_file *f = &s->files[s->next];
-        char path[4096];
-        ts_err err;
-        if (ts_store_path(s->store, f->uuid, path, sizeof(path), &err))
-            return stream_fail(s, "path", err.msg);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 && errno == ENOENT) {
-            /* deleted since the query: the archive shows the index after the delete */
-            ts_warn("archive: file gone", "id=%s uuid=%s", s->id, f->uuid);
-            s->skipped++;
-            s->next++;
-            continue;
-        }
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0) {
-            int e = errno;
-            if (fd >= 0)
-                close(fd);
-            return stream_fail(s, "open", strerror(e));
-        }
-        if (st.st_size != f->size) {
-            /* a damaged storage area: better no archive than a wrong one */
-            char detail[128];
-            snprintf(detail, sizeof(detail), "%s has %lld bytes, the index says %lld", f->uuid,
-                     (long long)st.st_size, f->size);
-            close(fd);
-            return stream_fail(s, "size", detail);
-        }
-        const char *dir = s->dirs[f->dir];
-        size_t n = strlen(dir) + strlen(f->name) + 1;
-        char *name = xmalloc(n);
-        snprintf(name, n, "%s%s", dir, f->name);
-        struct archive_entry *e = archive_entry_new();
-        archive_entry_set_pathname(e, name);
-        archive_entry_set_filetype(e, AE_IFREG);
-        archive_entry_set_perm(e, 0644);
-        archive_entry_set_size(e, st.st_size);
-        archive_entry_set_mtime(e, s->now, 0);
-        int rc = archive_write_header(s->a, e);
-        archive_entry_free(e);
-        free(name);
-        if (rc != ARCHIVE_OK) {
-            close(fd);
-            return stream_fail(s, "zip header", archive_error_string(s->a));
-        }
-        s->fd = fd;
-        s->remaining = st.st_size;
-        return 0;
-    }
-    if (archive_write_close(s->a) != ARCHIVE_OK)
-        return stream_fail(s, "zip close", archive_error_string(s->a));
-    s->done = true;
-    ts_info("archive sent", "id=%s files=%zu skipped=%zu bytes=%llu", s->id, s->nfiles - s->skipped,
-            s->skipped, s->sent + s->out_len);
-    return 0;
-}
-
-/* One step: the next entry's header, the next chunk of the current file, or
- * the end of the archive. Its output is in s->out. */
-static int step(arch_stream *s)
-{
-    if (!s->opened) {
-        if (archive_write_open(s->a, s, NULL, zip_write, NULL) != ARCHIVE_OK)
-            return stream_fail(s, "zip open", archive_error_string(s->a));
-        s->opened = true;
-    }
-    if (s->fd < 0)
-        return start_next_file(s);
-    if (s->remaining > 0) {
-        size_t want = s->remaining < ARCHIVE_CHUNK ? (size_t)s->remaining : ARCHIVE_CHUNK;
-        ssize_t n;
-        do
-            n = read(s->fd, s->chunk, want);
-        while (n < 0 && errno == EINTR);
-        if (n <= 0)
-            return stream_fail(s, "read", n < 0 ? strerror(errno) : "file shorter than its size");
-        if (archive_write_data(s->a, s->chunk, (size_t)n) != n)
-            return stream_fail(s, "zip data", archive_error_string(s->a));
-        s->remaining -= n;
-    }
-    if (s->remaining == 0) {
-        if (archive_write_finish_entry(s->a) != ARCHIVE_OK)
-            return stream_fail(s, "zip entry", archive_error_string(s->a));
-        close(s->fd);
-        s->fd = -1;
-        s->next++;
-    }
-    return 0;
-}
+typedef struct arch_reader {
+    ts_archive *a;
+    const char *piece;
+    size_t len, pos;
+} arch_reader;
 
 static ssize_t archive_stream_read(void *cls, char *buf, size_t max)
 {
-    arch_stream *s = cls;
-    while (s->out_pos == s->out_len) {
-        if (s->failed)
+    arch_reader *r = cls;
+    while (r->pos == r->len) {
+        const void *data;
+        ts_err err;
+        int rc = ts_archive_next(r->a, &data, &r->len, &err);
+        if (rc < 0)
             return -1;
-        if (s->done)
+        if (rc == 0)
             return 0;
-        s->sent += s->out_len;
-        s->out_pos = s->out_len = 0;
-        if (step(s))
-            return -1;
+        r->piece = data;
+        r->pos = 0;
     }
-    size_t n = s->out_len - s->out_pos;
+    size_t n = r->len - r->pos;
     if (n > max)
         n = max;
-    memcpy(buf, s->out + s->out_pos, n);
-    s->out_pos += n;
+    memcpy(buf, r->piece + r->pos, n);
+    r->pos += n;
     return (ssize_t)n;
 }
 
 static void archive_stream_free(void *cls)
 {
-    arch_stream *s = cls;
-    if (!s)
-        return;
-    if (s->fd >= 0)
-        close(s->fd);
-    if (s->a) {
-        /* Closing an unfinished archive writes its end into s->out, which nobody
-         * reads any more; archive_write_fail() would be cheaper but makes
-         * libarchive 3.6 leak its output filter. */
-        if (s->opened && !s->done)
-            archive_write_close(s->a);
-        archive_write_free(s->a);
+    arch_reader *r = cls;
+    ts_archive_free(r->a);
+    free(r);
+}
+
+/* Lists the archive of ids, or answers (404 for an unknown resource) and
+ * returns NULL. */
+static ts_archive *open_archive(rest_request *req, const char *const *ids, size_t n, int level,
+                                const char *log_id)
+{
+    ts_archive *a = NULL;
+    ts_err err;
+    int rc = ts_archive_new(req->ctx->db, req->ctx->store, ids, n, level, log_id, &a, &err);
+    if (rc == TS_ENOTFOUND) {
+        rest_reply_unknown_resource(req);
+        return NULL;
     }
-    if (!s->done && !s->failed)
-        ts_warn("archive not completed", "id=%s files_sent=%zu", s->id, s->next);
-    stream_clear_files(s);
-    free(s->out);
-    free(s->chunk);
-    free(s);
+    if (rc) {
+        ts_warn("read failed", "uri=%s error=\"%s\"", req->url, err.msg);
+        rest_reply_failure(req, rc, err.msg);
+        return NULL;
+    }
+    return a;
+}
+
+/* Streams the ZIP of ids as the answer, named filename. */
+static void stream_archive(rest_request *req, const char *const *ids, size_t n, int level,
+                           const char *log_id, const char *filename)
+{
+    ts_archive *a = open_archive(req, ids, n, level, log_id);
+    if (!a)
+        return;
+    arch_reader *r = calloc(1, sizeof(*r));
+    if (!r)
+        abort();
+    r->a = a;
+    rest_reply_stream(req, "application/zip", -1, archive_stream_read, archive_stream_free, r);
+    snprintf(req->disposition, sizeof(req->disposition), "filename=\"%s\"", filename);
 }
 
 /* GET /{patients,studies,series}/{id}/archive */
@@ -513,43 +101,211 @@ void rest_archive(rest_request *req)
         rest_reply_unknown_resource(req);
         return;
     }
-    arch_stream *s = calloc(1, sizeof(*s));
-    if (!s)
+    char filename[80];
+    snprintf(filename, sizeof(filename), "%s.zip", req->seg[1]);
+    const char *ids[] = {req->seg[1]};
+    stream_archive(req, ids, 1, level, req->seg[1], filename);
+}
+
+/* ---- jobs ---------------------------------------------------------------------- */
+
+static bool bad_format(rest_request *req, const char *details)
+{
+    rest_reply_error(req, 400, 15, "Bad file format", details);
+    return false;
+}
+
+/* Orthanc's GetJobParameters: Synchronous (else Asynchronous; synchronous by
+ * default), Priority; only from an object. Answers and returns false when a
+ * field has the wrong type, or asks for transcoding (not supported). */
+static bool job_parameters(rest_request *req, const json_t *body, bool *synchronous, int *priority)
+{
+    *synchronous = true;
+    *priority = 0;
+    if (!json_is_object(body))
+        return true;
+    const json_t *s = json_object_get(body, "Synchronous");
+    const json_t *a = json_object_get(body, "Asynchronous");
+    const json_t *p = json_object_get(body, "Priority");
+    if (s && !json_is_boolean(s))
+        return bad_format(req, "Boolean value expected in field: Synchronous");
+    if (!s && a && !json_is_boolean(a))
+        return bad_format(req, "Boolean value expected in field: Asynchronous");
+    if (p && !json_is_integer(p))
+        return bad_format(req, "Integer value expected in field: Priority");
+    if (p && (json_integer_value(p) < -1000000000 || json_integer_value(p) > 1000000000)) {
+        rest_reply_error(req, 400, 3, "Parameter out of range",
+                         "Priority must be between -1000000000 and 1000000000");
+        return false;
+    }
+    if (json_object_get(body, "Transcode")) {
+        rest_reply_error(req, 501, 2, "Not implemented yet",
+                         "Transcode: Tessera does not transcode archives");
+        return false;
+    }
+    *synchronous = s ? json_is_true(s) : a ? !json_is_true(a) : true;
+    *priority = p ? (int)json_integer_value(p) : 0;
+    return true;
+}
+
+/* Submits an Archive job over ids (already known to exist: a is their
+ * listing) and answers {"ID", "Path"}. */
+static void submit_archive(rest_request *req, const json_t *ids, int level, int priority,
+                           const ts_archive *a)
+{
+    long long size = ts_archive_uncompressed_size(a);
+    char size_text[32];
+    snprintf(size_text, sizeof(size_text), "%lld", size);
+    json_t *content = json_pack("{s:s, s:I, s:s, s:I}", "Description", "REST API", "InstancesCount",
+                                (json_int_t)ts_archive_instances(a), "UncompressedSize", size_text,
+                                "UncompressedSizeMB", (json_int_t)(size / (1024 * 1024)));
+    json_t *input = json_pack("{s:O, s:i}", "Resources", ids, "Level", level);
+    rest_jobs_submit(req, "Archive", priority, content, input, true);
+    json_decref(content);
+    json_decref(input);
+}
+
+/* The ids of a json array as a C array (pointing into it); NULL when empty. */
+static const char **id_array(const json_t *list, size_t *n)
+{
+    *n = json_array_size(list);
+    const char **ids = calloc(*n + 1, sizeof(*ids));
+    if (!ids)
         abort();
-    s->fd = -1;
-    s->store = req->ctx->store;
-    snprintf(s->id, sizeof(s->id), "%s", req->seg[1]);
-    char lv[4];
-    snprintf(lv, sizeof(lv), "%d", level);
-    const char *params[] = {req->seg[1], lv};
-    arch_build b = {.params = params, .s = s};
+    for (size_t i = 0; i < *n; i++)
+        ids[i] = json_string_value(json_array_get(list, i));
+    return ids;
+}
+
+/* Synchronous: the ZIP as the answer; asynchronous: an Archive job. */
+static void archive_or_job(rest_request *req, const json_t *list, int level, bool synchronous,
+                           int priority, const char *log_id, const char *filename)
+{
+    size_t n;
+    const char **ids = id_array(list, &n);
+    /* Orthanc's answer for an id that is not one: unknown resource */
+    for (size_t i = 0; i < n; i++)
+        if (!ts_id_is_valid(ids[i])) {
+            rest_reply_unknown_resource(req);
+            goto out;
+        }
+    if (synchronous) {
+        stream_archive(req, ids, n, level, log_id, filename);
+        goto out;
+    }
+    ts_archive *a = open_archive(req, ids, n, level, log_id);
+    if (a) {
+        submit_archive(req, list, level, priority, a);
+        ts_archive_free(a);
+    }
+out:
+    free(ids);
+}
+
+/* The JSON body with Orthanc's job parameters, or NULL after answering (413,
+ * or 400 with details_if_bad when it is not JSON). The caller decrefs it. */
+static json_t *job_body(rest_request *req, const char *details_if_bad, bool *synchronous,
+                        int *priority)
+{
+    if (req->body_len > ARCHIVE_BODY_MAX) {
+        char details[96];
+        snprintf(details, sizeof(details), "the body is larger than %d bytes", ARCHIVE_BODY_MAX);
+        rest_reply_error(req, 413, 8, "Bad request", details);
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *body =
+        req->body_len ? json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr) : NULL;
+    if (!body) {
+        bad_format(req, details_if_bad);
+        return NULL;
+    }
+    if (!job_parameters(req, body, synchronous, priority)) {
+        json_decref(body);
+        return NULL;
+    }
+    return body;
+}
+
+/* POST /{patients,studies,series}/{id}/archive: Orthanc archives the resource
+ * of that id whatever its level (POST /patients/{study}/archive is the study's
+ * archive). */
+void rest_archive_post(rest_request *req)
+{
+    bool synchronous;
+    int priority;
+    json_t *body = job_body(req, NULL, &synchronous, &priority);
+    if (!body)
+        return;
+    char filename[80];
+    snprintf(filename, sizeof(filename), "%.64s.zip", req->seg[1]);
+    json_t *list = json_pack("[s]", req->seg[1]);
+    /* as Orthanc 1.10.1: the id's own level, whatever the route says */
+    archive_or_job(req, list, -1, synchronous, priority, req->seg[1], filename);
+    json_decref(list);
+    json_decref(body);
+}
+
+/* POST /tools/create-archive: {"Resources": [...], "Synchronous", "Asynchronous",
+ * "Priority"} or a bare list of ids, of any level. */
+void rest_create_archive(rest_request *req)
+{
+    bool synchronous;
+    int priority;
+    json_t *body = job_body(req, "Expected a list of resources to archive in the body",
+                            &synchronous, &priority);
+    if (!body)
+        return;
+    const json_t *list = body;
+    if (json_is_object(body)) {
+        list = json_object_get(body, "Resources");
+        if (!list) {
+            bad_format(req, "Missing field Resources in the JSON body");
+            goto out;
+        }
+    } else if (!json_is_array(body)) {
+        bad_format(req, NULL);
+        goto out;
+    }
+    bool ok = json_is_array(list);
+    size_t i;
+    const json_t *v;
+    json_array_foreach(list, i, v) ok = ok && json_is_string(v);
+    if (!ok) {
+        bad_format(req, "Expected a list of strings (Orthanc identifiers)");
+        goto out;
+    }
+    archive_or_job(req, list, -1, synchronous, priority, "create-archive", "Archive.zip");
+out:
+    json_decref(body);
+}
+
+/* GET /jobs/{id}/archive of a job (its JSON): the ZIP of a successful Archive job. */
+void rest_archive_job_output(rest_request *req, const json_t *job)
+{
+    const char *type = json_string_value(json_object_get(job, "Type"));
+    const char *state = json_string_value(json_object_get(job, "State"));
+    char path[4096];
     ts_err err;
-    int rc = ts_db_transaction(req->ctx->db, TS_DB_READ, archive_rows_txn, &b, &err);
-    if (rc) {
-        ts_warn("read failed", "uri=%s error=\"%s\"", req->url, err.msg);
-        rest_reply_failure(req, rc, err.msg);
-        goto fail;
+    int fd = -1;
+    struct stat st;
+    if (type && strcmp(type, "Archive") == 0 && state && strcmp(state, "Success") == 0 &&
+        ts_archive_job_path(req->ctx->store, req->seg[1], NULL, path, sizeof(path), &err) == 0) {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 && errno != ENOENT) {
+            rest_reply_error(req, 500, -1, "Internal error", strerror(errno));
+            return;
+        }
+        if (fd >= 0 && fstat(fd, &st) != 0) {
+            close(fd);
+            fd = -1;
+        }
     }
-    if (!b.found) {
-        rest_reply_unknown_resource(req);
-        goto fail;
+    if (fd < 0) {
+        rest_reply_error(req, 404, 7, "Accessing an inexistent item",
+                         "Job has no such output: archive");
+        return;
     }
-    s->a = archive_write_new();
-    if (!s->a)
-        abort();
-    if (archive_write_set_format_zip(s->a) != ARCHIVE_OK ||
-        archive_write_zip_set_compression_store(s->a) != ARCHIVE_OK ||
-        archive_write_set_bytes_per_block(s->a, 0) != ARCHIVE_OK) {
-        rest_reply_error(req, 500, -1, "Internal error", archive_error_string(s->a));
-        goto fail;
-    }
-    s->chunk = xmalloc(ARCHIVE_CHUNK);
-    s->now = time(NULL);
-    s->done = false;
-    rest_reply_stream(req, "application/zip", -1, archive_stream_read, archive_stream_free, s);
-    snprintf(req->disposition, sizeof(req->disposition), "filename=\"%s.zip\"", req->seg[1]);
-    return;
-fail:
-    s->done = true; /* never started: nothing to report */
-    archive_stream_free(s);
+    rest_reply_file(req, fd, (size_t)st.st_size, "application/zip");
+    snprintf(req->disposition, sizeof(req->disposition), "filename=\"archive.zip\"");
 }

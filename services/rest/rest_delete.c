@@ -1,24 +1,18 @@
 /* Deletions (see rest_delete.h). Orthanc's answers: DELETE of a resource gives
  * {"RemainingAncestor": {"ID", "Path", "Type"}} (null when nothing is left
  * above it), an unknown id an empty 404; /tools/bulk-delete ignores unknown
- * ids and answers an empty 200. */
+ * ids and answers an empty 200; with "Asynchronous": true it is a BulkDelete
+ * job instead (Tessera's own type: Orthanc has no such job). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "delete.h"
 #include "log.h"
 #include "rest_common.h"
 #include "rest_delete.h"
+#include "rest_jobs.h"
 #include "tessera.pb-c.h"
-
-static const ts_db_stmt delete_resource = {
-    "rest_delete_resource",
-    "SELECT status, remaining_level, remaining_id, removed "
-    "FROM tessera_delete_resource($1, $2::smallint)",
-    2};
-
-static const ts_db_stmt level_of = {
-    "rest_level_of", "SELECT level FROM resources WHERE public_id = $1", 1};
 
 static const ts_db_stmt queue_status = {
     "rest_deletion_queue_status",
@@ -36,41 +30,32 @@ void rest_nudge_deleters(rest_ctx *ctx)
 static const char *const type_names[] = {"Patient", "Study", "Series", "Instance"};
 static const char *const plural_names[] = {"patients", "studies", "series", "instances"};
 
-/* One deletion in its own transaction. Returns 1 deleted, 0 unknown, or a
- * negative TS_E* code (err filled). remaining gets the RemainingAncestor. */
+/* One deletion in its own transaction (lib/delete.h; level -1: any). Returns
+ * 1 deleted, 0 unknown, or a negative TS_E* code (err filled). remaining gets
+ * the RemainingAncestor. */
 static int delete_one(rest_ctx *ctx, const char *public_id, int level, json_t **remaining,
                       ts_err *err)
 {
-    char lv[4];
-    snprintf(lv, sizeof(lv), "%d", level);
-    const char *params[] = {public_id, lv};
-    rest_row r = {&delete_resource, params, 4, {0}};
-    int rc = rest_row_run(ctx->db, TS_DB_WRITE_READ_COMMITTED, &r, err);
-    if (rc) {
-        rest_row_clear(&r);
+    ts_deleted d;
+    int rc = ts_delete_resource(ctx->db, public_id, level, &d, err);
+    if (rc <= 0)
         return rc;
-    }
-    int result = 0;
-    if (r.col[0] && strcmp(r.col[0], "deleted") == 0) {
-        result = 1;
-        if (remaining) {
-            int rl = r.col[1] ? atoi(r.col[1]) : -1;
-            if (rl >= 0 && rl <= 3 && r.col[2]) {
-                char path[128];
-                snprintf(path, sizeof(path), "/%s/%s", plural_names[rl], r.col[2]);
-                *remaining = json_pack("{s:s, s:s, s:s}", "ID", r.col[2], "Path", path, "Type",
-                                       type_names[rl]);
-            } else {
-                *remaining = json_null();
-            }
+    if (remaining) {
+        int rl = d.remaining_level;
+        if (rl >= 0 && rl <= 3) {
+            char path[128];
+            snprintf(path, sizeof(path), "/%s/%s", plural_names[rl], d.remaining_id);
+            *remaining = json_pack("{s:s, s:s, s:s}", "ID", d.remaining_id, "Path", path, "Type",
+                                   type_names[rl]);
+        } else {
+            *remaining = json_null();
         }
-        if (r.col[3] && strcmp(r.col[3], "0") != 0)
-            rest_nudge_deleters(ctx);
-        ts_info("deleted", "level=%s id=%s resources_removed=%s", type_names[level], public_id,
-                r.col[3] ? r.col[3] : "0");
     }
-    rest_row_clear(&r);
-    return result;
+    if (d.removed)
+        rest_nudge_deleters(ctx);
+    ts_info("deleted", "level=%s id=%s resources_removed=%lld",
+            level >= 0 ? type_names[level] : "any", public_id, d.removed);
+    return 1;
 }
 
 /* DELETE /{level}/{id} */
@@ -112,19 +97,36 @@ void rest_bulk_delete(rest_request *req)
         json_decref(body);
         return;
     }
+    const json_t *async = json_object_get(body, "Asynchronous");
+    const json_t *prio = json_object_get(body, "Priority");
+    /* Tessera's own fields (Orthanc ignores them): checked when they matter */
+    if ((async && !json_is_boolean(async)) ||
+        (json_is_true(async) && prio && !json_is_integer(prio))) {
+        rest_reply_error(req, 400, 15, "Bad file format",
+                         async && !json_is_boolean(async)
+                             ? "Boolean value expected in field: Asynchronous"
+                             : "Integer value expected in field: Priority");
+        json_decref(body);
+        return;
+    }
+    if (json_is_true(async)) {
+        /* Tessera's BulkDelete job (Orthanc deletes synchronously) */
+        json_t *content = json_pack("{s:s, s:I, s:i}", "Description", "REST API", "ResourcesCount",
+                                    (json_int_t)json_array_size(list), "DeletedResourcesCount", 0);
+        json_t *input = json_pack("{s:O}", "Resources", list);
+        rest_jobs_submit(req, "BulkDelete", prio ? (int)json_integer_value(prio) : 0, content,
+                         input, true);
+        json_decref(content);
+        json_decref(input);
+        json_decref(body);
+        return;
+    }
     ts_err err;
     json_array_foreach(list, i, v)
     {
         /* each resource in its own short transaction: a huge list does not
          * hold locks on everything at once */
-        const char *id = json_string_value(v);
-        const char *params[] = {id};
-        rest_row r = {&level_of, params, 1, {0}};
-        int rc = rest_row_run(req->ctx->db, TS_DB_READ, &r, &err);
-        int level = rc == 0 && r.col[0] ? atoi(r.col[0]) : -1;
-        rest_row_clear(&r);
-        if (rc == 0 && level >= 0)
-            rc = delete_one(req->ctx, id, level, NULL, &err);
+        int rc = delete_one(req->ctx, json_string_value(v), -1, NULL, &err);
         if (rc < 0) {
             rest_reply_failure(req, rc, err.msg);
             json_decref(body);

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "rest_archive.h"
 
 /* Each request has its own connection: requests run on their own threads, a
  * unix or loopback connect costs less than the request itself. */
@@ -97,8 +98,9 @@ void rest_jobs_output(rest_request *req)
         rest_reply_empty(req, 404);
     } else if (rc) {
         reply_redis_failure(req, &err);
+    } else if (strcmp(req->seg[2], "archive") == 0) {
+        rest_archive_job_output(req, job);
     } else {
-        /* no job type of ours has outputs yet (archives will) */
         char details[160];
         snprintf(details, sizeof(details), "Job has no such output: %.100s", req->seg[2]);
         rest_reply_error(req, 404, 7, "Accessing an inexistent item", details);

@@ -98,15 +98,11 @@ static long long raw_int(const char *fmt, const char *arg)
     return v;
 }
 
-/* entries read from the queue and not acknowledged */
+/* entries of the queue, waiting or taken */
 static long long pending(void)
 {
-    redisReply *r = raw("XPENDING tessera:jobs:queue workers");
-    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    assert_true(r->elements >= 1 && r->element[0]->type == REDIS_REPLY_INTEGER);
-    long long n = r->element[0]->integer;
-    freeReplyObject(r);
-    return n;
+    return raw_int("ZCARD %s", "tessera:jobs:pending") +
+           raw_int("ZCARD %s", "tessera:jobs:running");
 }
 
 static int setup(void **state)
@@ -128,14 +124,20 @@ static int teardown(void **state)
     return 0;
 }
 
-static void submit(ts_jobs *j, char id[TS_JOB_ID_LEN + 1])
+static void submit_priority(ts_jobs *j, char id[TS_JOB_ID_LEN + 1], int priority)
 {
     ts_err err;
     json_t *content = json_pack("{s:s, s:i}", "Description", "REST API", "InstancesCount", 2);
     json_t *input = json_pack("{s:[s, s]}", "Instances", "a", "b");
-    assert_int_equal(ts_jobs_submit(j, "DicomModalityStore", 3, content, input, id, &err), 0);
+    assert_int_equal(ts_jobs_submit(j, "DicomModalityStore", priority, content, input, id, &err),
+                     0);
     json_decref(content);
     json_decref(input);
+}
+
+static void submit(ts_jobs *j, char id[TS_JOB_ID_LEN + 1])
+{
+    submit_priority(j, id, 3);
 }
 
 static const char *state_of(ts_jobs *j, const char *id)
@@ -361,31 +363,52 @@ static void test_reconnects_after_a_restart(void **state)
     assert_string_equal(st, "Pending");
 }
 
-static void test_prune_consumers(void **state)
+/* the waiting job of the highest priority first, the oldest among equals */
+static void test_priorities(void **state)
+{
+    ts_jobs *j = *state;
+    static const int prio[] = {0, -5, 10, 0, 10, 3};
+    char ids[6][TS_JOB_ID_LEN + 1];
+    for (int i = 0; i < 6; i++)
+        submit_priority(j, ids[i], prio[i]);
+    ts_err err;
+    /* by priority: 2 4 5 0 3 1; a paused job leaves the queue, and resumed it
+     * waits behind its equals */
+    assert_int_equal(ts_jobs_control(j, ids[2], TS_JOB_PAUSE, 10, &err), 0);
+    assert_int_equal(ts_jobs_control(j, ids[2], TS_JOB_RESUME, 10, &err), 0);
+    static const int after_resume[] = {4, 2, 5, 0, 3, 1};
+    for (int i = 0; i < 6; i++) {
+        ts_job_claim c;
+        assert_int_equal(ts_jobs_take(j, "w", 0, 5000, &c, &err), 1);
+        assert_string_equal(c.id, ids[after_resume[i]]);
+        assert_int_equal(ts_jobs_finish(j, "w", &c, 0, NULL, NULL, c.content, 10, &err), 0);
+        ts_job_claim_clear(&c);
+    }
+    ts_job_claim c;
+    assert_int_equal(ts_jobs_take(j, "w", 50, 5000, &c, &err), 0);
+    assert_int_equal(pending(), 0);
+}
+
+/* a job that waited in the stream of earlier versions is run */
+static void test_legacy_queue_migrated(void **state)
 {
     ts_jobs *j = *state;
     char id[TS_JOB_ID_LEN + 1];
     submit(j, id);
-    ts_job_claim c;
-    ts_err err;
-    assert_int_equal(ts_jobs_take(j, "busy", 100, 5000, &c, &err), 1);
-    /* "idle" ran a job to its end and holds nothing */
-    submit(j, id);
-    ts_job_claim other;
-    assert_int_equal(ts_jobs_take(j, "idle", 50, 5000, &other, &err), 1);
-    assert_int_equal(ts_jobs_finish(j, "idle", &other, 0, NULL, NULL, other.content, 10, &err), 0);
-    ts_job_claim_clear(&other);
-    sleep_ms(30);
-    int pruned = -1;
-    assert_int_equal(ts_jobs_prune_consumers(j, 20, &pruned, &err), 0);
-    assert_int_equal(pruned, 1); /* "idle" holds nothing; "busy" holds the job */
-    redisReply *r = raw("XINFO CONSUMERS tessera:jobs:queue workers");
-    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    assert_int_equal(r->elements, 1);
+    /* as an earlier version left it: the job in the stream, not in the new queue */
+    freeReplyObject(raw("DEL tessera:jobs:pending"));
+    redisReply *r = raw("XADD tessera:jobs:queue * job %s", id);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    freeReplyObject(raw("HSET tessera:job:%s entry %s", id, r->str));
     freeReplyObject(r);
-    assert_int_equal(ts_jobs_prune_consumers(j, 3600000, &pruned, &err), 0);
-    assert_int_equal(pruned, 0);
+    ts_err err;
+    assert_int_equal(ts_jobs_prepare(j, &err), 0);
+    assert_int_equal(raw_int("EXISTS %s", "tessera:jobs:queue"), 0);
+    ts_job_claim c;
+    assert_int_equal(ts_jobs_take(j, "w", 100, 5000, &c, &err), 1);
+    assert_string_equal(c.id, id);
     ts_job_claim_clear(&c);
+    assert_int_equal(ts_jobs_prepare(j, &err), 0); /* nothing to do any more */
 }
 
 int main(void)
@@ -406,7 +429,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_take_over_after_the_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_trimmed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnects_after_a_restart, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_prune_consumers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_priorities, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_legacy_queue_migrated, setup, teardown),
     };
     return cmocka_run_group_tests(tests, start_redis, stop_redis);
 }
