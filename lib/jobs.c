@@ -36,6 +36,8 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
+#include "redis.h"
+
 #define KEY_PREFIX "tessera:job:"
 #define KEY_ALL "tessera:jobs:all"
 #define KEY_FINISHED "tessera:jobs:finished"
@@ -53,11 +55,7 @@
 #define CANCELED_CODE "37"
 
 struct ts_jobs {
-    char *host; /* NULL for a unix socket */
-    char *path;
-    int port;
-    int timeout_ms;
-    redisContext *c;
+    ts_redis *redis;
 };
 
 static long long now_ms(void)
@@ -67,60 +65,10 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static struct timeval tv_of(int ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    return tv;
-}
-
-static void drop_conn(ts_jobs *j)
-{
-    if (j->c)
-        redisFree(j->c);
-    j->c = NULL;
-}
-
-static int ensure_conn(ts_jobs *j, ts_err *err)
-{
-    if (j->c && !j->c->err)
-        return 0;
-    drop_conn(j);
-    struct timeval tv = tv_of(j->timeout_ms);
-    redisContext *c = j->host ? redisConnectWithTimeout(j->host, j->port, tv)
-                              : redisConnectUnixWithTimeout(j->path, tv);
-    if (!c)
-        abort();
-    if (c->err) {
-        int rc = ts_err_set(err, TS_EIO, "redis %s:%d%s: %s", j->host ? j->host : "unix",
-                            j->host ? j->port : 0, j->host ? "" : j->path, c->errstr);
-        redisFree(c);
-        return rc;
-    }
-    redisSetTimeout(c, tv);
-    j->c = c;
-    return 0;
-}
-
-/* Runs one command; *out is a reply that is not an error (the caller frees
- * it). A lost connection is dropped and reopened by the next call. */
+/* One command; *out is a reply that is not an error (the caller frees it). */
 static int run(ts_jobs *j, int argc, const char **argv, redisReply **out, ts_err *err)
 {
-    int rc = ensure_conn(j, err);
-    if (rc)
-        return rc;
-    redisReply *r = redisCommandArgv(j->c, argc, argv, NULL);
-    if (!r) {
-        rc = ts_err_set(err, TS_EIO, "redis %s: %s", argv[0], j->c->errstr);
-        drop_conn(j);
-        return rc;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        rc = ts_err_set(err, TS_EIO, "redis %s: %s", argv[0], r->str);
-        freeReplyObject(r);
-        return rc;
-    }
-    *out = r;
-    return 0;
+    return ts_redis_run(j->redis, argc, argv, 0, out, err);
 }
 
 int ts_jobs_connect(const char *url, int timeout_ms, ts_jobs **out, ts_err *err)
@@ -128,46 +76,20 @@ int ts_jobs_connect(const char *url, int timeout_ms, ts_jobs **out, ts_err *err)
     ts_jobs *j = calloc(1, sizeof(*j));
     if (!j)
         abort();
-    j->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
-    int rc;
-    if (strncmp(url, "unix://", 7) == 0 && url[7]) {
-        j->path = strdup(url + 7);
-    } else if (strncmp(url, "redis://", 8) == 0 && url[8]) {
-        const char *hp = url + 8;
-        const char *at = strrchr(hp, '@'); /* user:password@ is not supported, skip it */
-        if (at)
-            hp = at + 1;
-        const char *colon = strrchr(hp, ':');
-        size_t n = colon ? (size_t)(colon - hp) : strcspn(hp, "/");
-        j->host = strndup(hp, n);
-        j->port = colon ? atoi(colon + 1) : 6379;
-        if (!j->host[0] || j->port <= 0 || j->port > 65535) {
-            rc = ts_err_set(err, TS_EINVAL, "TESSERA_REDIS_URL: bad host or port in '%s'", url);
-            goto fail;
-        }
-    } else {
-        rc = ts_err_set(err, TS_EINVAL,
-                        "TESSERA_REDIS_URL: '%s' is neither redis://host:port nor unix:///path",
-                        url);
-        goto fail;
+    int rc = ts_redis_open(url, timeout_ms, &j->redis, err);
+    if (rc) {
+        free(j);
+        return rc;
     }
-    rc = ensure_conn(j, err);
-    if (rc)
-        goto fail;
     *out = j;
     return 0;
-fail:
-    ts_jobs_free(j);
-    return rc;
 }
 
 void ts_jobs_free(ts_jobs *j)
 {
     if (!j)
         return;
-    drop_conn(j);
-    free(j->host);
-    free(j->path);
+    ts_redis_free(j->redis);
     free(j);
 }
 
@@ -355,11 +277,6 @@ int ts_jobs_state(ts_jobs *j, const char *id, char *state, size_t size, ts_err *
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 int ts_jobs_list(ts_jobs *j, json_t **out, ts_err *err)
 {
     const char *argv[] = {"ZRANGE", KEY_ALL, "0", "-1"};
@@ -371,21 +288,8 @@ int ts_jobs_list(ts_jobs *j, json_t **out, ts_err *err)
         freeReplyObject(r);
         return ts_err_set(err, TS_EIO, "redis ZRANGE: unexpected reply type %d", r->type);
     }
-    const char **ids = calloc(r->elements + 1, sizeof(*ids));
-    if (!ids)
-        abort();
-    size_t n = 0;
-    for (size_t i = 0; i < r->elements; i++)
-        if (r->element[i]->type == REDIS_REPLY_STRING)
-            ids[n++] = r->element[i]->str;
-    /* Orthanc lists its jobs in the order of their ids */
-    qsort(ids, n, sizeof(*ids), cmp_str);
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_string(ids[i]));
-    free(ids);
+    *out = ts_redis_sorted_strings(r);
     freeReplyObject(r);
-    *out = a;
     return 0;
 }
 
@@ -620,14 +524,8 @@ int ts_jobs_take(ts_jobs *j, const char *consumer, int block_ms, int lease_ms, t
     char block[32];
     snprintf(block, sizeof(block), "%.3f", block_ms / 1000.0);
     const char *wait[] = {"BLPOP", KEY_WAKE, block};
-    rc = ensure_conn(j, err);
-    if (rc)
-        return rc;
-    redisSetTimeout(j->c, tv_of(j->timeout_ms + block_ms));
     redisReply *r = NULL;
-    rc = run(j, 3, wait, &r, err);
-    if (j->c)
-        redisSetTimeout(j->c, tv_of(j->timeout_ms));
+    rc = ts_redis_run(j->redis, 3, wait, block_ms, &r, err);
     if (rc)
         return rc;
     freeReplyObject(r);

@@ -11,12 +11,10 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
+#include "redis.h"
+
 #define KEY_PREFIX "tessera:query:"
 #define KEY_ALL "tessera:queries"
-
-struct ts_queries {
-    redisContext *c;
-};
 
 static long long now_ms(void)
 {
@@ -25,67 +23,9 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int ts_queries_connect(const char *url, int timeout_ms, ts_queries **out, ts_err *err)
+static int run(ts_redis *q, int argc, const char **argv, redisReply **out, ts_err *err)
 {
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    redisContext *c = NULL;
-    if (strncmp(url, "unix://", 7) == 0 && url[7]) {
-        c = redisConnectUnixWithTimeout(url + 7, tv);
-    } else if (strncmp(url, "redis://", 8) == 0 && url[8]) {
-        const char *hp = url + 8;
-        const char *at = strrchr(hp, '@');
-        if (at)
-            hp = at + 1;
-        const char *colon = strrchr(hp, ':');
-        size_t n = colon ? (size_t)(colon - hp) : strcspn(hp, "/");
-        char host[256];
-        snprintf(host, sizeof(host), "%.*s", (int)(n < sizeof(host) ? n : sizeof(host) - 1), hp);
-        int port = colon ? atoi(colon + 1) : 6379;
-        if (!host[0] || port <= 0 || port > 65535)
-            return ts_err_set(err, TS_EINVAL, "TESSERA_REDIS_URL: bad host or port in '%s'", url);
-        c = redisConnectWithTimeout(host, port, tv);
-    } else {
-        return ts_err_set(err, TS_EINVAL,
-                          "TESSERA_REDIS_URL: '%s' is neither redis://host:port nor unix:///path",
-                          url);
-    }
-    if (!c)
-        abort();
-    if (c->err) {
-        int rc = ts_err_set(err, TS_EIO, "redis %s: %s", url, c->errstr);
-        redisFree(c);
-        return rc;
-    }
-    redisSetTimeout(c, tv);
-    ts_queries *q = calloc(1, sizeof(*q));
-    if (!q)
-        abort();
-    q->c = c;
-    *out = q;
-    return 0;
-}
-
-void ts_queries_free(ts_queries *q)
-{
-    if (!q)
-        return;
-    if (q->c)
-        redisFree(q->c);
-    free(q);
-}
-
-static int run(ts_queries *q, int argc, const char **argv, redisReply **out, ts_err *err)
-{
-    redisReply *r = redisCommandArgv(q->c, argc, argv, NULL);
-    if (!r)
-        return ts_err_set(err, TS_EIO, "redis %s: %s", argv[0], q->c->errstr);
-    if (r->type == REDIS_REPLY_ERROR) {
-        int rc = ts_err_set(err, TS_EIO, "redis %s: %s", argv[0], r->str);
-        freeReplyObject(r);
-        return rc;
-    }
-    *out = r;
-    return 0;
+    return ts_redis_run(q, argc, argv, 0, out, err);
 }
 
 /* A query id is a lower-case UUID: anything else is unknown without asking. */
@@ -115,7 +55,7 @@ static const char add_script[] =
     "return 1\n";
 /* clang-format on */
 
-int ts_queries_add(ts_queries *q, const json_t *query, int ttl_s, int history,
+int ts_queries_add(ts_redis *q, const json_t *query, int ttl_s, int history,
                    char id[TS_QUERY_ID_LEN + 1], ts_err *err)
 {
     uuid_t u;
@@ -139,7 +79,7 @@ int ts_queries_add(ts_queries *q, const json_t *query, int ttl_s, int history,
     return 0;
 }
 
-int ts_queries_get(ts_queries *q, const char *id, json_t **out, ts_err *err)
+int ts_queries_get(ts_redis *q, const char *id, json_t **out, ts_err *err)
 {
     if (!valid_id(id))
         return ts_err_set(err, TS_ENOTFOUND, "unknown query: %s", id);
@@ -179,12 +119,7 @@ static const char list_script[] =
     "return out\n";
 /* clang-format on */
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-int ts_queries_list(ts_queries *q, json_t **out, ts_err *err)
+int ts_queries_list(ts_redis *q, json_t **out, ts_err *err)
 {
     const char *argv[] = {"EVAL", list_script, "1", KEY_ALL};
     redisReply *r = NULL;
@@ -195,25 +130,12 @@ int ts_queries_list(ts_queries *q, json_t **out, ts_err *err)
         freeReplyObject(r);
         return ts_err_set(err, TS_EIO, "redis: unexpected reply to the list of queries");
     }
-    const char **ids = calloc(r->elements + 1, sizeof(*ids));
-    if (!ids)
-        abort();
-    size_t n = 0;
-    for (size_t i = 0; i < r->elements; i++)
-        if (r->element[i]->type == REDIS_REPLY_STRING)
-            ids[n++] = r->element[i]->str;
-    /* Orthanc lists its queries in the order of their ids */
-    qsort(ids, n, sizeof(*ids), cmp_str);
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_string(ids[i]));
-    free(ids);
+    *out = ts_redis_sorted_strings(r);
     freeReplyObject(r);
-    *out = a;
     return 0;
 }
 
-int ts_queries_delete(ts_queries *q, const char *id, ts_err *err)
+int ts_queries_delete(ts_redis *q, const char *id, ts_err *err)
 {
     if (!valid_id(id))
         return 0;

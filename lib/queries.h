@@ -5,7 +5,7 @@
  * by creation time, trimmed to a configured count (Orthanc keeps the last
  * QueryRetrieveSize queries in memory; here they also expire).
  *
- * A ts_queries is one connection: use one per thread. */
+ * Each call takes a Redis connection (redis.h): one per thread. */
 #ifndef TS_QUERIES_H
 #define TS_QUERIES_H
 
@@ -13,6 +13,7 @@
 #include <stdbool.h>
 
 #include "err.h"
+#include "redis.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -20,25 +21,19 @@ extern "C" {
 
 #define TS_QUERY_ID_LEN 36 /* a UUID, as Orthanc's query ids */
 
-typedef struct ts_queries ts_queries;
-
-/* url: "redis://host:port" or "unix:///path", as TESSERA_REDIS_URL. */
-int ts_queries_connect(const char *url, int timeout_ms, ts_queries **out, ts_err *err);
-void ts_queries_free(ts_queries *q);
-
 /* Stores a query (not stolen) for ttl_s seconds; drops the oldest beyond
  * `history`. id receives its new id. */
-int ts_queries_add(ts_queries *q, const json_t *query, int ttl_s, int history,
+int ts_queries_add(ts_redis *q, const json_t *query, int ttl_s, int history,
                    char id[TS_QUERY_ID_LEN + 1], ts_err *err);
 
 /* The query's JSON; TS_ENOTFOUND if unknown or expired. The caller decrefs. */
-int ts_queries_get(ts_queries *q, const char *id, json_t **out, ts_err *err);
+int ts_queries_get(ts_redis *q, const char *id, json_t **out, ts_err *err);
 
 /* The ids of the queries still kept, sorted (GET /queries). */
-int ts_queries_list(ts_queries *q, json_t **out, ts_err *err);
+int ts_queries_list(ts_redis *q, json_t **out, ts_err *err);
 
 /* Forgets a query (nothing happens for an unknown one, as in Orthanc). */
-int ts_queries_delete(ts_queries *q, const char *id, ts_err *err);
+int ts_queries_delete(ts_redis *q, const char *id, ts_err *err);
 
 #ifdef __cplusplus
 }

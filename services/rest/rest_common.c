@@ -122,3 +122,13 @@ void rest_row_clear(rest_row *row)
         row->col[i] = NULL;
     }
 }
+
+bool rest_body_within(rest_request *req, size_t max)
+{
+    if (req->body_len <= max)
+        return true;
+    char details[96];
+    snprintf(details, sizeof(details), "the body is larger than %zu bytes", max);
+    rest_reply_error(req, 413, 8, "Bad request", details);
+    return false;
+}

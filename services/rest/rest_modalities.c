@@ -300,19 +300,9 @@ static bool name_ok(rest_request *req, const char *name)
     return true;
 }
 
-static bool body_ok(rest_request *req, size_t max)
-{
-    if (req->body_len <= max)
-        return true;
-    char details[96];
-    snprintf(details, sizeof(details), "the body is larger than %zu bytes", max);
-    rest_reply_error(req, 413, 8, "Bad request", details);
-    return false;
-}
-
 void rest_put_modality(rest_request *req)
 {
-    if (!name_ok(req, req->seg[1]) || !body_ok(req, MODALITY_BODY_MAX))
+    if (!name_ok(req, req->seg[1]) || !rest_body_within(req, MODALITY_BODY_MAX))
         return;
     json_error_t jerr;
     json_t *body = req->body ? json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr) : NULL;
@@ -384,7 +374,7 @@ static bool dicom_options(rest_request *req, const json_t *body, int *timeout, c
 
 void rest_modality_echo(rest_request *req)
 {
-    if (!body_ok(req, MODALITY_BODY_MAX))
+    if (!rest_body_within(req, MODALITY_BODY_MAX))
         return;
     json_error_t jerr;
     json_t *body = req->body_len ? json_loadb(req->body, req->body_len, 0, &jerr) : NULL;
@@ -483,7 +473,7 @@ static json_t *unique_sorted(const json_t *list)
 bool rest_store_parse(rest_request *req, rest_store_req *sr)
 {
     memset(sr, 0, sizeof(*sr));
-    if (!body_ok(req, STORE_BODY_MAX))
+    if (!rest_body_within(req, STORE_BODY_MAX))
         return false;
     json_error_t jerr;
     if (req->body_len)

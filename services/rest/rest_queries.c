@@ -45,21 +45,11 @@ static void out_of_range(rest_request *req)
     rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
 }
 
-static bool body_ok(rest_request *req, size_t max)
+static ts_redis *open_queries(rest_request *req)
 {
-    if (req->body_len <= max)
-        return true;
-    char details[96];
-    snprintf(details, sizeof(details), "the body is larger than %zu bytes", max);
-    rest_reply_error(req, 413, 8, "Bad request", details);
-    return false;
-}
-
-static ts_queries *open_queries(rest_request *req)
-{
-    ts_queries *q = NULL;
+    ts_redis *q = NULL;
     ts_err err;
-    if (ts_queries_connect(ts_config_str("TESSERA_REDIS_URL"), 5000, &q, &err)) {
+    if (ts_redis_open(ts_config_str("TESSERA_REDIS_URL"), 5000, &q, &err)) {
         rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
         return NULL;
     }
@@ -271,13 +261,13 @@ static bool parse_index(rest_request *req, const char *s, size_t count, size_t *
 /* The query of the request's /queries/{id}, or NULL after answering. */
 static json_t *load_query(rest_request *req)
 {
-    ts_queries *q = open_queries(req);
+    ts_redis *q = open_queries(req);
     if (!q)
         return NULL;
     ts_err err;
     json_t *o = NULL;
     int rc = ts_queries_get(q, req->seg[1], &o, &err);
-    ts_queries_free(q);
+    ts_redis_free(q);
     if (rc == TS_ENOTFOUND)
         rest_reply_unknown_resource(req);
     else if (rc)
@@ -323,13 +313,13 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
                        ts_level_name(level), "Modality", name, "Query", query, "Normalize",
                        normalize, "LocalAet", local, "Timeout", timeout, "AET", m->row.col[0],
                        "Host", m->row.col[1], "Port", atoi(m->row.col[2]), "Answers", answers);
-    ts_queries *q = open_queries(req);
+    ts_redis *q = open_queries(req);
     if (!q)
         goto out;
     char id[TS_QUERY_ID_LEN + 1];
     rc = ts_queries_add(q, stored, (int)ts_config_int("TESSERA_QUERIES_TTL"),
                         (int)ts_config_int("TESSERA_QUERIES_HISTORY"), id, &err);
-    ts_queries_free(q);
+    ts_redis_free(q);
     if (rc) {
         rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
         goto out;
@@ -349,7 +339,7 @@ void rest_modality_query(rest_request *req)
 {
     json_t *body = NULL, *query = NULL;
     modality m = {0};
-    if (!body_ok(req, QUERY_BODY_MAX))
+    if (!rest_body_within(req, QUERY_BODY_MAX))
         goto out;
     json_error_t jerr;
     body = req->body_len ? json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr) : NULL;
@@ -410,7 +400,7 @@ out:
 
 void rest_queries_list(rest_request *req)
 {
-    ts_queries *q = open_queries(req);
+    ts_redis *q = open_queries(req);
     if (!q)
         return;
     ts_err err;
@@ -419,7 +409,7 @@ void rest_queries_list(rest_request *req)
         rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
     else
         rest_reply_json(req, 200, ids);
-    ts_queries_free(q);
+    ts_redis_free(q);
 }
 
 void rest_query_get(rest_request *req)
@@ -435,7 +425,7 @@ void rest_query_get(rest_request *req)
 
 void rest_query_delete(rest_request *req)
 {
-    ts_queries *q = open_queries(req);
+    ts_redis *q = open_queries(req);
     if (!q)
         return;
     ts_err err;
@@ -443,7 +433,7 @@ void rest_query_delete(rest_request *req)
         rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
     else
         rest_reply_text(req, 200, "", 0);
-    ts_queries_free(q);
+    ts_redis_free(q);
 }
 
 void rest_query_answers(rest_request *req)
@@ -505,7 +495,7 @@ void rest_query_children(rest_request *req)
 {
     json_t *o = NULL, *body = NULL, *query = NULL;
     modality m = {0};
-    if (!body_ok(req, QUERY_BODY_MAX) || !(o = load_query(req)))
+    if (!rest_body_within(req, QUERY_BODY_MAX) || !(o = load_query(req)))
         goto out;
     json_t *answers = json_object_get(o, "Answers");
     size_t index;
@@ -674,7 +664,7 @@ void rest_query_retrieve(rest_request *req)
 {
     json_t *body = NULL, *o = NULL, *resources = NULL;
     bool one = req->nseg == 5; /* /queries/{id}/answers/{n}/retrieve */
-    if (!body_ok(req, QUERY_BODY_MAX))
+    if (!rest_body_within(req, QUERY_BODY_MAX))
         goto out;
     json_error_t jerr;
     body = req->body_len ? json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr) : NULL;
@@ -779,7 +769,7 @@ void rest_modality_move(rest_request *req)
 {
     json_t *body = NULL, *resources = NULL;
     modality m = {0};
-    if (!body_ok(req, MOVE_BODY_MAX))
+    if (!rest_body_within(req, MOVE_BODY_MAX))
         goto out;
     json_error_t jerr;
     body = req->body_len ? json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr) : NULL;
