@@ -56,6 +56,33 @@ static bool parse_level(const char *s, Tessera__ResourceLevel *out)
     return false;
 }
 
+/* The level of a C-FIND/C-MOVE/C-GET identifier, valid in its model; false
+ * (comment filled, logged) if it is not. */
+static bool relay_level(ts_qr_model m, const char *level, const ts_dicom_assoc *assoc,
+                        const char *op, Tessera__ResourceLevel *out, char *comment,
+                        size_t comment_size)
+{
+    const char *model = m == TS_QR_PATIENT_ROOT ? "patient-root" : "study-root";
+    if (parse_level(level, out) &&
+        !(m == TS_QR_STUDY_ROOT && *out == TESSERA__RESOURCE_LEVEL__LEVEL_PATIENT))
+        return true;
+    snprintf(comment, comment_size, "QueryRetrieveLevel '%s' invalid in the %s model", level,
+             model);
+    ts_warn("request refused", "op=%s calling_aet=%s model=%s level=\"%s\" status=a900", op,
+            assoc->calling_aet, model, level);
+    return false;
+}
+
+/* The DIMSE status for a failed reply of query (the same for the three
+ * operations: 0xA900 identifier does not match, 0xA700 out of resources,
+ * 0xC000 unable to process). */
+static uint16_t relay_status(Tessera__FindStatus st)
+{
+    return st == TESSERA__FIND_STATUS__FIND_BAD_REQUEST       ? ST_IDENTIFIER_MISMATCH
+           : st == TESSERA__FIND_STATUS__FIND_DB_UNAVAILABLE ? ST_OUT_OF_RESOURCES
+                                                              : ST_UNABLE_TO_PROCESS;
+}
+
 uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
                            ts_dicom_find_out *out, char *comment, size_t comment_size)
 {
@@ -71,14 +98,8 @@ uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts
     ts_err err;
     ts_err_clear(&err);
 
-    if (!parse_level(rq->level, &req.level) ||
-        (rq->model == TS_QR_STUDY_ROOT && req.level == TESSERA__RESOURCE_LEVEL__LEVEL_PATIENT)) {
-        snprintf(comment, comment_size, "QueryRetrieveLevel '%s' invalid in the %s model",
-                 rq->level, model);
-        ts_warn("C-FIND refused", "calling_aet=%s model=%s level=\"%s\" status=a900",
-                assoc->calling_aet, model, rq->level);
+    if (!relay_level(rq->model, rq->level, assoc, "find", &req.level, comment, comment_size))
         return ST_IDENTIFIER_MISMATCH;
-    }
     size_t n = rq->nkeys;
     tvs = calloc(n + 1, sizeof(*tvs));
     tv_ptrs = calloc(n + 1, sizeof(*tv_ptrs));
@@ -118,10 +139,7 @@ uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts
         }
         rep = (Tessera__FindReply *)reply;
         if (rep->status != TESSERA__FIND_STATUS__FIND_OK) {
-            status = rep->status == TESSERA__FIND_STATUS__FIND_BAD_REQUEST ? ST_IDENTIFIER_MISMATCH
-                     : rep->status == TESSERA__FIND_STATUS__FIND_DB_UNAVAILABLE
-                         ? ST_OUT_OF_RESOURCES
-                         : ST_UNABLE_TO_PROCESS;
+            status = relay_status(rep->status);
             snprintf(comment, comment_size, "%s", rep->error);
             ts_warn("C-FIND failed", "calling_aet=%s model=%s level=%s status=%04x error=\"%s\"",
                     assoc->calling_aet, model, rq->level, status, rep->error);
@@ -174,5 +192,70 @@ done:
     free(tv_ptrs);
     free(requested);
     free(values);
+    return status;
+}
+
+uint16_t ingest_find_instances(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                               const char *op, ts_retrieve_list *list, char *comment,
+                               size_t comment_size)
+{
+    ingest_find *f = user;
+    Tessera__FindRequest req = TESSERA__FIND_REQUEST__INIT;
+    Tessera__FindTagValue *tvs = NULL, **tv_ptrs = NULL;
+    Tessera__FindReply *rep = NULL;
+    uint16_t status = ST_SUCCESS;
+    ts_err err;
+    ts_err_clear(&err);
+
+    if (!relay_level(rq->model, rq->level, assoc, op, &req.level, comment, comment_size))
+        return ST_IDENTIFIER_MISMATCH;
+    tvs = calloc(rq->nkeys + 1, sizeof(*tvs));
+    tv_ptrs = calloc(rq->nkeys + 1, sizeof(*tv_ptrs));
+    if (!tvs || !tv_ptrs)
+        abort();
+    for (size_t i = 0; i < rq->nkeys; i++) {
+        if (rq->keys[i].is_sequence || !*rq->keys[i].value)
+            continue;
+        tessera__find_tag_value__init(&tvs[req.n_query]);
+        tvs[req.n_query].tag = rq->keys[i].tag;
+        tvs[req.n_query].value = (char *)rq->keys[i].value;
+        tv_ptrs[req.n_query] = &tvs[req.n_query];
+        req.n_query++;
+    }
+    req.query = tv_ptrs;
+    req.case_sensitive = f->case_sensitive;
+    req.retrieve = true;
+    ProtobufCMessage *reply = NULL;
+    if (ts_bus_call(f->query, &req.base, &tessera__find_reply__descriptor, &reply, f->timeout_ms,
+                    &err)) {
+        snprintf(comment, comment_size, "query service unavailable");
+        ts_warn("retrieve relay failed", "op=%s calling_aet=%s status=a700 error=\"%s\"", op,
+                assoc->calling_aet, err.msg);
+        status = ST_OUT_OF_RESOURCES;
+        goto done;
+    }
+    rep = (Tessera__FindReply *)reply;
+    if (rep->status != TESSERA__FIND_STATUS__FIND_OK) {
+        status = relay_status(rep->status);
+        snprintf(comment, comment_size, "%s", rep->error);
+        ts_warn("retrieve failed", "op=%s calling_aet=%s level=%s status=%04x error=\"%s\"", op,
+                assoc->calling_aet, rq->level, status, rep->error);
+        goto done;
+    }
+    for (size_t m = 0; m < rep->n_matches; m++) {
+        const Tessera__FindMatch *match = rep->matches[m];
+        const char *uid = "";
+        for (size_t t = 0; t < match->n_tags; t++)
+            if (match->tags[t]->tag == TS_TAG_SOP_INSTANCE_UID)
+                uid = match->tags[t]->value;
+        ts_retrieve_list_add(list, uid, match->file);
+    }
+    ts_debug("retrieve relayed", "op=%s calling_aet=%s level=%s instances=%zu", op,
+             assoc->calling_aet, rq->level, list->n);
+done:
+    if (rep)
+        tessera__find_reply__free_unpacked(rep, NULL);
+    free(tvs);
+    free(tv_ptrs);
     return status;
 }

@@ -1,5 +1,7 @@
 /* tessera-ingest: the DICOM C-ECHO/C-STORE receiver and the one write path
- * for new instances (also offered on the bus, for the REST upload). */
+ * for new instances (also offered on the bus, for the REST upload). C-FIND,
+ * C-MOVE and C-GET on its association are relayed to query (ingest_find.c),
+ * so that one AE and port serve a client for everything. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <fcntl.h>
@@ -18,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "retrieve.h"
 #include "service.h"
 #include "store.h"
 #include "tessera.pb-c.h"
@@ -27,7 +30,8 @@ typedef struct ingest_service {
     _Atomic(ts_dicom_scp *) scp;
     bool registered_only;
     long max_instance_size;
-    ingest_find find; /* C-FIND relayed to query */
+    ingest_find find;      /* C-FIND relayed to query */
+    ts_retrieve retrieve; /* C-MOVE, C-GET: instances listed by query, sent from here */
 } ingest_service;
 
 static const ts_db_stmt find_modality = {
@@ -97,6 +101,22 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
 {
     ingest_service *svc = user;
     return ingest_find_relay(&svc->find, assoc, rq, out, comment, comment_size);
+}
+
+static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                        ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
+                        size_t comment_size)
+{
+    ingest_service *svc = user;
+    return ts_retrieve_move(&svc->retrieve, assoc, rq, out, res, comment, comment_size);
+}
+
+static uint16_t on_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                       ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
+                       size_t comment_size)
+{
+    ingest_service *svc = user;
+    return ts_retrieve_get(&svc->retrieve, assoc, rq, out, res, comment, comment_size);
 }
 
 /* ---- bus: store requests from REST --------------------------------------- */
@@ -316,9 +336,20 @@ int main(int argc, char **argv)
     };
     if (ingest_find_init(&svc.find, &err))
         die("query bus", &err);
-    ts_dicom_scp_callbacks cb = {
-        .user = &svc, .accept = on_accept, .temp_path = on_temp_path, .store = on_store,
-        .find = svc.find.query ? on_find : NULL};
+    svc.retrieve = (ts_retrieve){.db = svc.write.db,
+                                 .store = svc.write.store,
+                                 .our_aet = scfg.aet,
+                                 .timeout_s = scfg.timeout_s,
+                                 .find = ingest_find_instances,
+                                 .user = &svc.find};
+    bool relay = svc.find.query != NULL;
+    ts_dicom_scp_callbacks cb = {.user = &svc,
+                                 .accept = on_accept,
+                                 .temp_path = on_temp_path,
+                                 .store = on_store,
+                                 .find = relay ? on_find : NULL,
+                                 .move = relay ? on_move : NULL,
+                                 .get = relay ? on_get : NULL};
     ts_dicom_scp *scp;
     if (ts_dicom_scp_new(&scfg, &cb, &scp, &err))
         die("dicom listener", &err);
