@@ -16,6 +16,10 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_LOG_LEVEL", TS_CFG_CHOICE, "info", 0, 0, "debug|info|warn|error", "log level"},
     {"TESSERA_DB_URL", TS_CFG_STRING, "dbname=tessera", 0, 0, NULL,
      "libpq connection string of the PostgreSQL index"},
+    {"TESSERA_DB_READ_URL", TS_CFG_STRING, "", 0, 0, NULL,
+     "libpq connection string of a read replica: query's matching and rest's reads run their "
+     "read-only transactions there (over as many connections again), and may see the index a "
+     "moment behind; empty: the primary"},
     {"TESSERA_DB_POOL_SIZE", TS_CFG_INT, "8", 1, 256, NULL,
      "database connections per process (one per worker thread)"},
     {"TESSERA_DB_MAX_RETRIES", TS_CFG_INT, "10", 0, 100, NULL,
