@@ -162,6 +162,7 @@ struct ts_dicom_move_result;
 
 typedef struct ts_dicom_scp_callbacks {
     void *user;
+    void *retrieve_user; /* given to move and get instead of user when set */
     /* May the association go on? On false, it is rejected (calling AE not recognised). */
     bool (*accept)(void *user, const ts_dicom_assoc *assoc);
     /* Where to write the next received dataset: a new temporary path. */

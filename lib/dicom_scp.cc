@@ -57,7 +57,7 @@ void copy_aet(char *dst, size_t size, const OFString &src)
 
 ts_dicom_qr_callbacks qr_callbacks(const ts_dicom_scp_callbacks &cb)
 {
-    ts_dicom_qr_callbacks qr = {cb.user, cb.accept, cb.find, cb.move, cb.get};
+    ts_dicom_qr_callbacks qr = {cb.user, cb.retrieve_user, cb.accept, cb.find, cb.move, cb.get};
     return qr;
 }
 

@@ -98,10 +98,10 @@ static void count_status(ts_dicom_move_result *res, size_t *failed_len, uint16_t
 static uint16_t final_status(const ts_dicom_move_result *res)
 {
     if (res->failed && !res->completed && !res->warning)
-        return TS_RETRIEVE_UNABLE_SUBOPS;
+        return TS_QR_UNABLE_SUBOPS;
     if (res->failed || res->warning)
-        return TS_RETRIEVE_SOME_FAILED;
-    return TS_RETRIEVE_SUCCESS;
+        return TS_QR_SOME_FAILED;
+    return TS_QR_SUCCESS;
 }
 
 /* ---- C-MOVE ------------------------------------------------------------------- */
@@ -132,10 +132,11 @@ static bool on_move_progress(void *user, size_t i, uint16_t status)
     return rc == 0;
 }
 
-uint16_t ts_retrieve_move(const ts_retrieve *r, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
                           ts_dicom_retrieve_out *rout, ts_dicom_move_result *out, char *comment,
                           size_t comment_size)
 {
+    const ts_retrieve *r = user;
     ts_retrieve_list list = {0};
     char **paths = NULL;
     uint16_t *statuses = NULL;
@@ -150,16 +151,16 @@ uint16_t ts_retrieve_move(const ts_retrieve *r, const ts_dicom_assoc *assoc, con
     if (ts_db_transaction(r->db, TS_DB_READ, destination_txn, &dest, &err)) {
         snprintf(comment, comment_size, "%s", err.msg);
         ts_warn("C-MOVE failed", "calling_aet=%s error=\"%s\"", assoc->calling_aet, err.msg);
-        return TS_RETRIEVE_OUT_OF_RESOURCES;
+        return TS_QR_OUT_OF_RESOURCES;
     }
     if (!dest.found) {
         snprintf(comment, comment_size, "move destination '%s' is not registered", rq->destination);
         ts_warn("C-MOVE refused: unknown destination", "calling_aet=%s destination=%s status=a801",
                 assoc->calling_aet, rq->destination);
-        return TS_RETRIEVE_DEST_UNKNOWN;
+        return TS_QR_DEST_UNKNOWN;
     }
     uint16_t status = r->find(r->user, assoc, rq, "move", &list, comment, comment_size);
-    if (status != TS_RETRIEVE_SUCCESS)
+    if (status != TS_QR_SUCCESS)
         goto done;
     paths = calloc(list.n + 1, sizeof(*paths));
     statuses = calloc(list.n + 1, sizeof(*statuses));
@@ -170,7 +171,7 @@ uint16_t ts_retrieve_move(const ts_retrieve *r, const ts_dicom_assoc *assoc, con
     for (size_t i = 0; i < list.n; i++) {
         char path[4096];
         if (!*list.files[i] || ts_store_path(r->store, list.files[i], path, sizeof(path), &err)) {
-            count_status(out, &failed_len, TS_RETRIEVE_UNABLE_SUBOPS, list.sop_uids[i]);
+            count_status(out, &failed_len, TS_QR_UNABLE_SUBOPS, list.sop_uids[i]);
             continue;
         }
         paths[npaths] = strdup(path);
@@ -201,7 +202,7 @@ uint16_t ts_retrieve_move(const ts_retrieve *r, const ts_dicom_assoc *assoc, con
         if (prog.cancelled) {
             ts_info("C-MOVE cancelled", "calling_aet=%s destination=%s completed=%u",
                     assoc->calling_aet, rq->destination, out->completed);
-            status = TS_RETRIEVE_CANCEL;
+            status = TS_QR_CANCEL;
             goto done;
         }
         /* files never tried (unreadable, or the association broke first) */
@@ -226,31 +227,32 @@ done:
 
 /* ---- C-GET -------------------------------------------------------------------- */
 
-uint16_t ts_retrieve_get(const ts_retrieve *r, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+uint16_t ts_retrieve_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
                          ts_dicom_retrieve_out *get, ts_dicom_move_result *out, char *comment,
                          size_t comment_size)
 {
+    const ts_retrieve *r = user;
     ts_retrieve_list list = {0};
     ts_err err;
     ts_err_clear(&err);
     uint16_t status = r->find(r->user, assoc, rq, "get", &list, comment, comment_size);
-    if (status != TS_RETRIEVE_SUCCESS)
+    if (status != TS_QR_SUCCESS)
         goto done;
     for (size_t i = 0; i < list.n; i++) {
         char path[4096] = "";
         if (*list.files[i] && ts_store_path(r->store, list.files[i], path, sizeof(path), &err))
             path[0] = '\0'; /* counted as a failed sub-operation */
-        int rc = ts_dicom_get_send(get, path, list.sop_uids[i], (unsigned)(list.n - i - 1), out,
-                                   &err);
+        int rc =
+            ts_dicom_get_send(get, path, list.sop_uids[i], (unsigned)(list.n - i - 1), out, &err);
         if (rc == TS_ECANCELED) {
             ts_info("C-GET cancelled", "calling_aet=%s completed=%u", assoc->calling_aet,
                     out->completed);
-            status = TS_RETRIEVE_CANCEL;
+            status = TS_QR_CANCEL;
             goto done;
         }
         if (rc) {
             ts_warn("C-GET stopped", "calling_aet=%s error=\"%s\"", assoc->calling_aet, err.msg);
-            status = TS_RETRIEVE_UNABLE_TO_PROCESS;
+            status = TS_QR_UNABLE_TO_PROCESS;
             goto done;
         }
     }

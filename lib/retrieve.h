@@ -16,18 +16,6 @@
 #include "dicom_find.h"
 #include "store.h"
 
-/* DIMSE statuses of C-MOVE and C-GET (PS3.4 C.4.2.1.5, C.4.3.1.4). */
-enum {
-    TS_RETRIEVE_SUCCESS = 0x0000,
-    TS_RETRIEVE_CANCEL = 0xfe00,
-    TS_RETRIEVE_OUT_OF_RESOURCES = 0xa700,
-    TS_RETRIEVE_UNABLE_SUBOPS = 0xa702,
-    TS_RETRIEVE_DEST_UNKNOWN = 0xa801,
-    TS_RETRIEVE_IDENTIFIER_MISMATCH = 0xa900,
-    TS_RETRIEVE_SOME_FAILED = 0xb000,
-    TS_RETRIEVE_UNABLE_TO_PROCESS = 0xc000,
-};
-
 /* The instances a retrieve names, in the order they are sent. */
 typedef struct ts_retrieve_list {
     char **sop_uids;
@@ -40,12 +28,11 @@ void ts_retrieve_list_add(ts_retrieve_list *l, const char *sop_uid, const char *
 void ts_retrieve_list_clear(ts_retrieve_list *l);
 
 /* Fills list with the instances rq names (op: "move" or "get", for logs).
- * Returns TS_RETRIEVE_SUCCESS, or the status to answer with (comment filled,
+ * Returns TS_QR_SUCCESS, or the status to answer with (comment filled,
  * the reason logged). */
 typedef uint16_t (*ts_retrieve_find_fn)(void *user, const ts_dicom_assoc *assoc,
                                         const ts_dicom_move_rq *rq, const char *op,
-                                        ts_retrieve_list *list, char *comment,
-                                        size_t comment_size);
+                                        ts_retrieve_list *list, char *comment, size_t comment_size);
 
 typedef struct ts_retrieve {
     ts_db_pool *db; /* where the modalities (C-MOVE destinations) are */
@@ -56,16 +43,16 @@ typedef struct ts_retrieve {
     void *user; /* find's */
 } ts_retrieve;
 
-/* Answers a C-MOVE (as the move callback of ts_dicom_qr_callbacks and
- * ts_dicom_scp_callbacks): an unknown destination gets 0xA801; then r->find,
- * and the instances go to the destination over one association. */
-uint16_t ts_retrieve_move(const ts_retrieve *r, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+/* Answers a C-MOVE: the move callback of ts_dicom_qr_callbacks and
+ * ts_dicom_scp_callbacks, with a ts_retrieve as their retrieve_user. An unknown destination gets
+ * 0xA801; then r->find, and the instances go to the destination over one association. */
+uint16_t ts_retrieve_move(void *r, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
                           ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
                           size_t comment_size);
 
 /* Answers a C-GET likewise: the instances go back over the C-GET's own
  * association (ts_dicom_get_send). */
-uint16_t ts_retrieve_get(const ts_retrieve *r, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+uint16_t ts_retrieve_get(void *r, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
                          ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
                          size_t comment_size);
 

@@ -30,7 +30,7 @@ typedef struct ingest_service {
     _Atomic(ts_dicom_scp *) scp;
     bool registered_only;
     long max_instance_size;
-    ingest_find find;      /* C-FIND relayed to query */
+    ingest_find find;     /* C-FIND relayed to query */
     ts_retrieve retrieve; /* C-MOVE, C-GET: instances listed by query, sent from here */
 } ingest_service;
 
@@ -101,22 +101,6 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
 {
     ingest_service *svc = user;
     return ingest_find_relay(&svc->find, assoc, rq, out, comment, comment_size);
-}
-
-static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                        ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
-                        size_t comment_size)
-{
-    ingest_service *svc = user;
-    return ts_retrieve_move(&svc->retrieve, assoc, rq, out, res, comment, comment_size);
-}
-
-static uint16_t on_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                       ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
-                       size_t comment_size)
-{
-    ingest_service *svc = user;
-    return ts_retrieve_get(&svc->retrieve, assoc, rq, out, res, comment, comment_size);
 }
 
 /* ---- bus: store requests from REST --------------------------------------- */
@@ -344,12 +328,13 @@ int main(int argc, char **argv)
                                  .user = &svc.find};
     bool relay = svc.find.query != NULL;
     ts_dicom_scp_callbacks cb = {.user = &svc,
+                                 .retrieve_user = &svc.retrieve,
                                  .accept = on_accept,
                                  .temp_path = on_temp_path,
                                  .store = on_store,
                                  .find = relay ? on_find : NULL,
-                                 .move = relay ? on_move : NULL,
-                                 .get = relay ? on_get : NULL};
+                                 .move = relay ? ts_retrieve_move : NULL,
+                                 .get = relay ? ts_retrieve_get : NULL};
     ts_dicom_scp *scp;
     if (ts_dicom_scp_new(&scfg, &cb, &scp, &err))
         die("dicom listener", &err);

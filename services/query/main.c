@@ -22,16 +22,6 @@
 #include "service.h"
 #include "store.h"
 
-/* DIMSE statuses of C-FIND (PS3.4 C.4.1.1.4). */
-enum {
-    ST_SUCCESS = 0x0000,
-    ST_PENDING = 0xff00,
-    ST_CANCEL = 0xfe00,
-    ST_OUT_OF_RESOURCES = 0xa700,
-    ST_IDENTIFIER_MISMATCH = 0xa900,
-    ST_UNABLE_TO_PROCESS = 0xc000,
-};
-
 #define TAG_RETRIEVE_AET TS_TAG(0x0008, 0x0054)
 #define TAG_INSTANCE_AVAILABILITY TS_TAG(0x0008, 0x0056)
 
@@ -75,7 +65,7 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
     query_result res = {0};
     query_key *keys = NULL;
     const char **values = NULL;
-    uint16_t status = ST_SUCCESS;
+    uint16_t status = TS_QR_SUCCESS;
     int sent = 0;
     ts_err err;
     ts_err_clear(&err);
@@ -88,7 +78,7 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
                 "calling_aet=%s model=%s level=\"%s\" status=a900 "
                 "error=\"invalid QueryRetrieveLevel\"",
                 assoc->calling_aet, model, rq->level);
-        return ST_IDENTIFIER_MISMATCH;
+        return TS_QR_IDENTIFIER_MISMATCH;
     }
     if (rq->max_keys_hit)
         ts_warn("C-FIND identifier cut", "calling_aet=%s keys_dropped=%zu", assoc->calling_aet,
@@ -107,9 +97,9 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
                        .limit = svc->limit};
     int rc = query_run(svc->db, &spec, &res, &err);
     if (rc) {
-        status = rc == TS_EINVAL                               ? ST_IDENTIFIER_MISMATCH
-                 : (rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT) ? ST_OUT_OF_RESOURCES
-                                                               : ST_UNABLE_TO_PROCESS;
+        status = rc == TS_EINVAL                               ? TS_QR_IDENTIFIER_MISMATCH
+                 : (rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT) ? TS_QR_OUT_OF_RESOURCES
+                                                               : TS_QR_UNABLE_TO_PROCESS;
         snprintf(comment, comment_size, "%s", err.msg);
         ts_warn("C-FIND failed", "calling_aet=%s model=%s level=%s status=%04x error=\"%s\"",
                 assoc->calling_aet, model, rq->level, status, err.msg);
@@ -124,16 +114,16 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
             else
                 values[i] = query_result_value(&res, row, i);
         }
-        rc = ts_dicom_find_pending(out, values, ST_PENDING, &err);
+        rc = ts_dicom_find_pending(out, values, TS_QR_PENDING, &err);
         if (rc == TS_ECANCELED) {
             ts_info("C-FIND cancelled", "calling_aet=%s sent=%d", assoc->calling_aet, sent);
-            status = ST_CANCEL;
+            status = TS_QR_CANCEL;
             goto done;
         }
         if (rc) {
             ts_warn("C-FIND answer not sent", "calling_aet=%s error=\"%s\"", assoc->calling_aet,
                     err.msg);
-            status = ST_UNABLE_TO_PROCESS;
+            status = TS_QR_UNABLE_TO_PROCESS;
             goto done;
         }
         sent++;
@@ -170,7 +160,7 @@ static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_
                  rq->level, model);
         ts_warn("retrieve refused", "op=%s calling_aet=%s model=%s level=\"%s\" status=a900", op,
                 assoc->calling_aet, model, rq->level);
-        return ST_IDENTIFIER_MISMATCH;
+        return TS_QR_IDENTIFIER_MISMATCH;
     }
     query_key *keys = calloc(rq->nkeys + 1, sizeof(*keys));
     if (!keys)
@@ -180,9 +170,9 @@ static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_
     int rc = query_retrieve_run(svc->db, level, keys, rq->nkeys, svc->case_sensitive, &res, &err);
     free(keys);
     if (rc) {
-        uint16_t status = rc == TS_EINVAL                               ? ST_IDENTIFIER_MISMATCH
-                          : (rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT) ? ST_OUT_OF_RESOURCES
-                                                                        : ST_UNABLE_TO_PROCESS;
+        uint16_t status = rc == TS_EINVAL                               ? TS_QR_IDENTIFIER_MISMATCH
+                          : (rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT) ? TS_QR_OUT_OF_RESOURCES
+                                                                        : TS_QR_UNABLE_TO_PROCESS;
         snprintf(comment, comment_size, "%s", err.msg);
         ts_warn("retrieve failed", "op=%s calling_aet=%s level=%s status=%04x error=\"%s\"", op,
                 assoc->calling_aet, rq->level, status, err.msg);
@@ -192,23 +182,7 @@ static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_
         ts_retrieve_list_add(list, query_result_value(&res, row, rq->nkeys),
                              query_result_file(&res, row));
     query_result_clear(&res);
-    return ST_SUCCESS;
-}
-
-static uint16_t on_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                        ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
-                        size_t comment_size)
-{
-    query_service *svc = user;
-    return ts_retrieve_move(&svc->retrieve, assoc, rq, out, res, comment, comment_size);
-}
-
-static uint16_t on_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                       ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
-                       size_t comment_size)
-{
-    query_service *svc = user;
-    return ts_retrieve_get(&svc->retrieve, assoc, rq, out, res, comment, comment_size);
+    return TS_QR_SUCCESS;
 }
 
 /* ---- health and lifecycle ------------------------------------------------- */
@@ -309,7 +283,11 @@ int main(int argc, char **argv)
                                      .timeout_s = svc.timeout_s,
                                      .find = retrieve_find,
                                      .user = &svc};
-        ts_dicom_qr_callbacks cb = {.user = &svc, .find = on_find, .move = on_move, .get = on_get};
+        ts_dicom_qr_callbacks cb = {.user = &svc,
+                                    .retrieve_user = &svc.retrieve,
+                                    .find = on_find,
+                                    .move = ts_retrieve_move,
+                                    .get = ts_retrieve_get};
         if (ts_dicom_qr_scp_new(&scfg, &cb, &scp, &err))
             die("dicom listener", &err);
         atomic_store(&svc.scp, scp);

@@ -160,16 +160,21 @@ static void test_read_transactions_are_read_only(void **state)
 
 static const ts_db_stmt backend_pid = {"test_backend_pid", "SELECT pg_backend_pid()::text", 0};
 
-static int pid_txn(ts_db *db, void *arg, ts_err *err)
+/* Runs stmt and copies the first value of its answer into out (32 bytes). */
+static int first_text(ts_db *db, const ts_db_stmt *stmt, char *out, ts_err *err)
 {
     PGresult *res;
-    int rc = ts_db_exec(db, &backend_pid, NULL, &res, err);
+    int rc = ts_db_exec(db, stmt, NULL, &res, err);
     if (rc)
         return rc;
-    char *out = arg;
     snprintf(out, 32, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
     return 0;
+}
+
+static int pid_txn(ts_db *db, void *arg, ts_err *err)
+{
+    return first_text(db, &backend_pid, arg, err);
 }
 
 static void test_reconnects_after_the_server_drops_the_connection(void **state)
@@ -203,17 +208,12 @@ static void test_unreachable_database_is_busy(void **state)
     ts_db_pool_free(pool);
 }
 
+static const ts_db_stmt which_name = {"test_which", "SELECT name FROM which", 0};
+
 /* Which database answered: the one whose table `which` says so. */
 static int which_txn(ts_db *db, void *arg, ts_err *err)
 {
-    PGresult *res;
-    int rc = ts_db_exec_params(db, "SELECT name FROM which", 0, NULL, &res, err);
-    if (rc)
-        return rc;
-    char *out = arg;
-    snprintf(out, 32, "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return 0;
+    return first_text(db, &which_name, arg, err);
 }
 
 static void test_reads_go_to_the_read_url(void **state)
@@ -231,16 +231,21 @@ static void test_reads_go_to_the_read_url(void **state)
         snprintf(sql, sizeof(sql), "%s dbname=%s", getenv("TESSERA_TEST_DB_URL"), names[i]);
         PGconn *c = PQconnectdb(sql);
         assert_int_equal(PQstatus(c), CONNECTION_OK);
-        snprintf(sql, sizeof(sql), "CREATE TABLE which (name text); INSERT INTO which VALUES ('%s')",
+        snprintf(sql, sizeof(sql),
+                 "CREATE TABLE which (name text); INSERT INTO which VALUES ('%s')",
                  i ? "replica" : "primary");
         PGresult *r = PQexec(c, sql);
         assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
         PQclear(r);
         PQfinish(c);
     }
-    ts_db_options opt = {.conninfo = primary_url, .read_conninfo = replica_url, .size = 2,
-                         .max_retries = 1, .isolation = "read-committed",
-                         .connect_timeout_s = 5, .retry_base_ms = 10};
+    ts_db_options opt = {.conninfo = primary_url,
+                         .read_conninfo = replica_url,
+                         .size = 2,
+                         .max_retries = 1,
+                         .isolation = "read-committed",
+                         .connect_timeout_s = 5,
+                         .retry_base_ms = 10};
     ts_db_pool *pool;
     ts_err err;
     assert_int_equal(ts_db_pool_new(&opt, &pool, &err), 0);
