@@ -690,6 +690,15 @@ def test_get_through_ingest_gives_the_same_results(qr, tmp_path, level, model, k
     assert f"completed={len(got)} failed=0" in relay.read_log()
 
 
+def test_move_cancelled_through_ingest(qr, storescp):
+    relay = qr.ingests[1]
+    out = movescu(qr, "STUDY", [f"StudyInstanceUID={study_uid('S1')}"], extra=["--cancel", "1"],
+                  port=relay.port)
+    assert "Received Final Move Response (Cancel" in out, out
+    assert len(list(storescp.iterdir())) < 5
+    assert "C-MOVE cancelled" in relay.read_log()
+
+
 def test_move_unknown_destination_refused_through_ingest(qr, storescp):
     relay = qr.ingests[1]
     out = movescu(qr, "STUDY", [f"StudyInstanceUID={study_uid('S1')}"], dest="NOWHERE",
