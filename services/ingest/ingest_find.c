@@ -221,9 +221,7 @@ uint16_t ingest_find_instances(void *user, const ts_dicom_assoc *assoc, const ts
     Tessera__FindRequest req = TESSERA__FIND_REQUEST__INIT;
     Tessera__FindTagValue *tvs = NULL, **tv_ptrs = NULL;
     Tessera__FindReply *rep = NULL;
-    uint16_t status = TS_QR_SUCCESS;
-    ts_err err;
-    ts_err_clear(&err);
+    uint16_t status;
 
     if (!relay_level(rq->model, rq->level, assoc, op, &req.level, comment, comment_size))
         return TS_QR_IDENTIFIER_MISMATCH;
