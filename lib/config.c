@@ -16,6 +16,10 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_LOG_LEVEL", TS_CFG_CHOICE, "info", 0, 0, "debug|info|warn|error", "log level"},
     {"TESSERA_DB_URL", TS_CFG_STRING, "dbname=tessera", 0, 0, NULL,
      "libpq connection string of the PostgreSQL index"},
+    {"TESSERA_DB_READ_URL", TS_CFG_STRING, "", 0, 0, NULL,
+     "libpq connection string of a read replica: query's matching and rest's reads run their "
+     "read-only transactions there (over as many connections again), and may see the index a "
+     "moment behind; empty: the primary"},
     {"TESSERA_DB_POOL_SIZE", TS_CFG_INT, "8", 1, 256, NULL,
      "database connections per process (one per worker thread)"},
     {"TESSERA_DB_MAX_RETRIES", TS_CFG_INT, "10", 0, 100, NULL,
@@ -96,7 +100,7 @@ static const ts_cfg_setting settings[] = {
      "seconds after which a deleter settles a stored file whose writer left no answer "
      "(removed unless a row refers to it)"},
     {"TESSERA_QUERY_DICOM_PORT", TS_CFG_INT, "4252", 0, 65535, NULL,
-     "DICOM port of query (C-ECHO, C-FIND); 0: none"},
+     "DICOM port of query (C-ECHO, C-FIND, C-MOVE, C-GET); 0: none"},
     {"TESSERA_QUERY_LIMIT", TS_CFG_INT, "10000", 1, 10000000, NULL,
      "most matches one C-FIND or find request returns (answers are held in memory)"},
     {"TESSERA_QUERY_CASE_SENSITIVE_PN", TS_CFG_BOOL, "false", 0, 0, NULL,
@@ -105,7 +109,8 @@ static const ts_cfg_setting settings[] = {
      "where query's REP socket (find) listens (empty: none)"},
     {"TESSERA_QUERY_BUS", TS_CFG_STRING, "127.0.0.1:7412", 0, 0, NULL,
      "host:port of query's find socket; every address of host is dialled; ingest relays "
-     "C-FIND there (empty: ingest offers no C-FIND)"},
+     "C-FIND there and gets the instances of C-MOVE/C-GET from it (empty: ingest offers no "
+     "Q/R)"},
     /* C-FIND SCU answers kept for /queries (in Redis) */
     {"TESSERA_QUERIES_TTL", TS_CFG_INT, "3600", 1, 604800, NULL,
      "seconds a /queries entry (a C-FIND's answers) is kept in Redis after its query"},

@@ -36,6 +36,7 @@ struct ts_db_pool {
      * behind others under 16 concurrent clients) */
     struct pool_waiter *waiters_head, *waiters_tail;
     ts_db *conns;
+    ts_db_pool *reads; /* read-only transactions go here when set (the replica) */
     atomic_long replays;
     atomic_long busy_failures;
     ts_metric *m_replays;
@@ -45,6 +46,7 @@ struct ts_db_pool {
 void ts_db_options_from_config(ts_db_options *opt)
 {
     opt->conninfo = ts_config_str("TESSERA_DB_URL");
+    opt->read_conninfo = NULL; /* opt-in: see db.h */
     opt->size = (int)ts_config_int("TESSERA_DB_POOL_SIZE");
     opt->max_retries = (int)ts_config_int("TESSERA_DB_MAX_RETRIES");
     opt->isolation = ts_config_str("TESSERA_DB_ISOLATION");
@@ -67,6 +69,7 @@ int ts_db_pool_new(const ts_db_options *opt, ts_db_pool **out, ts_err *err)
         abort();
     pool->opt.conninfo = pool->conninfo;
     pool->opt.isolation = pool->isolation;
+    pool->opt.read_conninfo = NULL;
     if (pool->opt.retry_base_ms <= 0)
         pool->opt.retry_base_ms = 100;
     pool->conns = calloc((size_t)opt->size, sizeof(ts_db));
@@ -80,6 +83,16 @@ int ts_db_pool_new(const ts_db_options *opt, ts_db_pool **out, ts_err *err)
         "transactions replayed after a serialization failure, deadlock or lost connection");
     pool->m_busy = ts_metrics_counter("tessera_db_busy_total", NULL,
                                       "transactions given up after the last replay (503/0xA700)");
+    if (opt->read_conninfo && *opt->read_conninfo) {
+        ts_db_options ro = pool->opt;
+        ro.conninfo = opt->read_conninfo;
+        int rc = ts_db_pool_new(&ro, &pool->reads, err);
+        if (rc) {
+            ts_db_pool_free(pool);
+            return rc;
+        }
+        ts_info("read-only transactions go to the read URL", "connections=%d", opt->size);
+    }
     *out = pool;
     return 0;
 }
@@ -88,6 +101,7 @@ void ts_db_pool_free(ts_db_pool *pool)
 {
     if (!pool)
         return;
+    ts_db_pool_free(pool->reads);
     for (int i = 0; i < pool->opt.size; i++)
         if (pool->conns[i].conn)
             PQfinish(pool->conns[i].conn);
@@ -100,12 +114,14 @@ void ts_db_pool_free(ts_db_pool *pool)
 
 long ts_db_pool_replays(const ts_db_pool *pool)
 {
-    return atomic_load(&((ts_db_pool *)pool)->replays);
+    return atomic_load(&((ts_db_pool *)pool)->replays) +
+           (pool->reads ? ts_db_pool_replays(pool->reads) : 0);
 }
 
 long ts_db_pool_busy_failures(const ts_db_pool *pool)
 {
-    return atomic_load(&((ts_db_pool *)pool)->busy_failures);
+    return atomic_load(&((ts_db_pool *)pool)->busy_failures) +
+           (pool->reads ? ts_db_pool_busy_failures(pool->reads) : 0);
 }
 
 typedef struct pool_waiter {
@@ -380,6 +396,8 @@ static int attempt_once(ts_db *db, ts_db_mode mode, ts_db_txn_fn fn, void *arg, 
 int ts_db_transaction(ts_db_pool *pool, ts_db_mode mode, ts_db_txn_fn fn, void *arg,
                       ts_err *err)
 {
+    if (pool->reads && (mode == TS_DB_READ || mode == TS_DB_READ_SINGLE))
+        pool = pool->reads;
     ts_db *db = acquire(pool);
     int rc = 0;
     db->commit_in_doubt = false;

@@ -1,5 +1,6 @@
 /* The database: a libpq pool (one connection per worker thread, prepared
- * statements), read-only and read-write transactions, and the one place that
+ * statements), read-only and read-write transactions (read-only ones on a read
+ * replica when the pool is given one), and the one place that
  * replays a transaction that failed with SQLSTATE 40001 (serialization failure)
  * or 40P01 (deadlock), or lost its connection: attempt k waits 100 ms * k plus
  * jitter; past the configured count the caller gets TS_EDB_BUSY (HTTP 503,
@@ -27,6 +28,12 @@ typedef enum { TS_DB_READ, TS_DB_WRITE, TS_DB_WRITE_READ_COMMITTED, TS_DB_READ_S
 
 typedef struct ts_db_options {
     const char *conninfo;   /* libpq connection string */
+    /* Where TS_DB_READ and TS_DB_READ_SINGLE transactions go, over connections
+     * of their own (`size` more): a read replica, so they may see the index a
+     * moment behind the primary. NULL or "": the primary. Services opt in
+     * (TESSERA_DB_READ_URL) where a slightly stale read is harmless: it is not
+     * filled by ts_db_options_from_config. */
+    const char *read_conninfo;
     int size;               /* connections */
     int max_retries;        /* replays after the first attempt */
     const char *isolation;  /* "read-committed", "repeatable-read", "serializable" */

@@ -156,9 +156,13 @@ typedef struct ts_dicom_store_rq {
 
 struct ts_dicom_find_rq;  /* dicom_find.h */
 struct ts_dicom_find_out;
+struct ts_dicom_move_rq;
+struct ts_dicom_retrieve_out;
+struct ts_dicom_move_result;
 
 typedef struct ts_dicom_scp_callbacks {
     void *user;
+    void *retrieve_user; /* given to move and get instead of user when set */
     /* May the association go on? On false, it is rejected (calling AE not recognised). */
     bool (*accept)(void *user, const ts_dicom_assoc *assoc);
     /* Where to write the next received dataset: a new temporary path. */
@@ -174,6 +178,16 @@ typedef struct ts_dicom_scp_callbacks {
      * of dicom_find.h (ingest relays it to the query service). */
     uint16_t (*find)(void *user, const ts_dicom_assoc *assoc, const struct ts_dicom_find_rq *rq,
                      struct ts_dicom_find_out *out, char *comment, size_t comment_size);
+    /* C-MOVE and C-GET on the same association (NULL: not offered), as the
+     * callbacks of dicom_find.h (lib/retrieve.h has them). With get set, the
+     * storage contexts also accept the client as SCP (role selection), for the
+     * C-STOREs of C-GET go back to it. */
+    uint16_t (*move)(void *user, const ts_dicom_assoc *assoc, const struct ts_dicom_move_rq *rq,
+                     struct ts_dicom_retrieve_out *out, struct ts_dicom_move_result *res,
+                     char *comment, size_t comment_size);
+    uint16_t (*get)(void *user, const ts_dicom_assoc *assoc, const struct ts_dicom_move_rq *rq,
+                    struct ts_dicom_retrieve_out *out, struct ts_dicom_move_result *res,
+                    char *comment, size_t comment_size);
 } ts_dicom_scp_callbacks;
 
 typedef struct ts_dicom_scp_config {

@@ -18,6 +18,20 @@ extern "C" {
 
 typedef enum { TS_QR_PATIENT_ROOT, TS_QR_STUDY_ROOT } ts_qr_model;
 
+/* DIMSE statuses of C-FIND, C-MOVE and C-GET (PS3.4 C.4.1.1.4, C.4.2.1.5,
+ * C.4.3.1.4) that the callbacks return. */
+enum {
+    TS_QR_SUCCESS = 0x0000,
+    TS_QR_PENDING = 0xff00,
+    TS_QR_CANCEL = 0xfe00,
+    TS_QR_OUT_OF_RESOURCES = 0xa700,
+    TS_QR_UNABLE_SUBOPS = 0xa702, /* C-MOVE/C-GET: no sub-operation could be done */
+    TS_QR_DEST_UNKNOWN = 0xa801,  /* C-MOVE: destination not registered */
+    TS_QR_IDENTIFIER_MISMATCH = 0xa900,
+    TS_QR_SOME_FAILED = 0xb000, /* C-MOVE/C-GET: some sub-operations failed */
+    TS_QR_UNABLE_TO_PROCESS = 0xc000,
+};
+
 /* One top-level element of a C-FIND identifier. Sequences come with an empty
  * value and is_sequence set (sequence matching is not supported). */
 typedef struct ts_dicom_find_key {
@@ -81,6 +95,7 @@ int ts_dicom_get_send(ts_dicom_retrieve_out *out, const char *path, const char *
 
 typedef struct ts_dicom_qr_callbacks {
     void *user;
+    void *retrieve_user; /* given to move and get instead of user when set */
     /* May the association go on? NULL accepts every calling AE. */
     bool (*accept)(void *user, const ts_dicom_assoc *assoc);
     /* Answers one C-FIND: pending responses through out, then the final status

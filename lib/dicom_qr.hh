@@ -238,7 +238,7 @@ class QrWorker : public DcmThreadSCP
             out.msg_id = rq.MessageID;
             out.sop_class = rq.AffectedSOPClassUID;
             out.get = false;
-            status = cb_.move(cb_.user, &assoc_, &req, &out, &res, comment, sizeof(comment));
+            status = cb_.move(retrieveUser(), &assoc_, &req, &out, &res, comment, sizeof(comment));
         }
         delete ds;
         if (aborted_ || !isConnected()) {
@@ -260,6 +260,11 @@ class QrWorker : public DcmThreadSCP
         free(res.failed_uids);
         return sendRetrieveResponse(false, pres_id, rq.MessageID, rq.AffectedSOPClassUID, status, 0,
                                     res, pdetail);
+    }
+
+    void *retrieveUser() const
+    {
+        return cb_.retrieve_user ? cb_.retrieve_user : cb_.user;
     }
 
     static Uint16 u16(unsigned n)
@@ -382,7 +387,7 @@ class QrWorker : public DcmThreadSCP
             req.keys = ident.keys.data();
             req.nkeys = ident.keys.size();
             req.max_keys_hit = ident.dropped;
-            status = cb_.get(cb_.user, &assoc_, &req, &out, &res, comment, sizeof(comment));
+            status = cb_.get(retrieveUser(), &assoc_, &req, &out, &res, comment, sizeof(comment));
         }
         delete ds;
         free(res.failed_uids);

@@ -57,11 +57,12 @@ void copy_aet(char *dst, size_t size, const OFString &src)
 
 ts_dicom_qr_callbacks qr_callbacks(const ts_dicom_scp_callbacks &cb)
 {
-    ts_dicom_qr_callbacks qr = {cb.user, cb.accept, cb.find, nullptr, nullptr};
+    ts_dicom_qr_callbacks qr = {cb.user, cb.retrieve_user, cb.accept, cb.find, cb.move, cb.get};
     return qr;
 }
 
-// C-FIND (when cb.find is set) is handled by the Q/R base class.
+// C-FIND, C-MOVE and C-GET (when their callbacks are set) are handled by the
+// Q/R base class.
 class Worker : public tsqr::QrWorker {
 public:
     Worker(const ts_dicom_scp_callbacks &cb, const std::string &our_aet, bool check_called,
@@ -105,6 +106,10 @@ protected:
         const char *verification[] = {UID_VerificationSOPClass};
         const char *find[] = {UID_FINDPatientRootQueryRetrieveInformationModel,
                               UID_FINDStudyRootQueryRetrieveInformationModel};
+        const char *move[] = {UID_MOVEPatientRootQueryRetrieveInformationModel,
+                              UID_MOVEStudyRootQueryRetrieveInformationModel};
+        const char *get[] = {UID_GETPatientRootQueryRetrieveInformationModel,
+                             UID_GETStudyRootQueryRetrieveInformationModel};
         // Each call only looks at the contexts of its abstract syntaxes; one that
         // finds none to accept is not an error for us. With no context accepted
         // at all, DcmSCP refuses the association itself.
@@ -112,10 +117,18 @@ protected:
         ASC_acceptContextsWithPreferredTransferSyntaxes(p, verification, 1, uncompressed, 3);
         if (cb_.find)
             ASC_acceptContextsWithPreferredTransferSyntaxes(p, find, 2, uncompressed, 3);
+        if (cb_.move)
+            ASC_acceptContextsWithPreferredTransferSyntaxes(p, move, 2, uncompressed, 3);
+        if (cb_.get)
+            ASC_acceptContextsWithPreferredTransferSyntaxes(p, get, 2, uncompressed, 3);
+        // C-GET sends its instances back on this association: a client that
+        // proposes to be the storage SCP (role selection) is granted it, one
+        // that proposes nothing (storescu) keeps the default roles.
         ASC_acceptContextsWithPreferredTransferSyntaxes(
             p, dcmAllStorageSOPClassUIDs, numberOfDcmAllStorageSOPClassUIDs,
             const_cast<const char **>(STORAGE_SYNTAXES),
-            static_cast<int>(sizeof(STORAGE_SYNTAXES) / sizeof(STORAGE_SYNTAXES[0])));
+            static_cast<int>(sizeof(STORAGE_SYNTAXES) / sizeof(STORAGE_SYNTAXES[0])),
+            cb_.get ? ASC_SC_ROLE_SCUSCP : ASC_SC_ROLE_DEFAULT);
         (void)desired;
     }
 
@@ -129,7 +142,8 @@ protected:
     {
         if (msg->CommandField == DIMSE_C_STORE_RQ)
             return handleStore(msg->msg.CStoreRQ, info.presentationContextID);
-        // C-FIND, C-ECHO and everything we do not serve (answered as unsupported).
+        // C-FIND, C-MOVE, C-GET, C-ECHO and everything we do not serve
+        // (answered as unsupported).
         return tsqr::QrWorker::handleIncomingCommand(msg, info);
     }
 
@@ -256,6 +270,8 @@ static void serve(ts_dicom_scp *scp, T_ASC_Association *assoc)
     {
         Worker worker(scp->cb, scp->aet, scp->cfg.check_called_aet, scp->cfg.max_dataset);
         worker.setSharedConfig(scp->shared);
+        worker.setAssociation(assoc); // C-GET's sub-operations go out on it
+        worker.setTimeout(scp->cfg.timeout_s);
         OFCondition cond = worker.run(assoc); // negotiates, serves, releases, frees assoc
         if (cond.bad() && cond != DUL_PEERREQUESTEDRELEASE && cond != DUL_PEERABORTEDASSOCIATION)
             ts_debug("association ended", "reason=\"%s\"", cond.text());

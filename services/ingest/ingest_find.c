@@ -14,15 +14,6 @@
 #define TAG_RETRIEVE_AET TS_TAG(0x0008, 0x0054)
 #define TAG_INSTANCE_AVAILABILITY TS_TAG(0x0008, 0x0056)
 
-enum {
-    ST_SUCCESS = 0x0000,
-    ST_PENDING = 0xff00,
-    ST_CANCEL = 0xfe00,
-    ST_OUT_OF_RESOURCES = 0xa700,
-    ST_IDENTIFIER_MISMATCH = 0xa900,
-    ST_UNABLE_TO_PROCESS = 0xc000,
-};
-
 int ingest_find_init(ingest_find *f, ts_err *err)
 {
     memset(f, 0, sizeof(*f));
@@ -56,6 +47,84 @@ static bool parse_level(const char *s, Tessera__ResourceLevel *out)
     return false;
 }
 
+/* The level of a C-FIND/C-MOVE/C-GET identifier, valid in its model; false
+ * (comment filled, logged) if it is not. */
+static bool relay_level(ts_qr_model m, const char *level, const ts_dicom_assoc *assoc,
+                        const char *op, Tessera__ResourceLevel *out, char *comment,
+                        size_t comment_size)
+{
+    const char *model = m == TS_QR_PATIENT_ROOT ? "patient-root" : "study-root";
+    if (parse_level(level, out) &&
+        !(m == TS_QR_STUDY_ROOT && *out == TESSERA__RESOURCE_LEVEL__LEVEL_PATIENT))
+        return true;
+    snprintf(comment, comment_size, "QueryRetrieveLevel '%s' invalid in the %s model", level,
+             model);
+    ts_warn("request refused", "op=%s calling_aet=%s model=%s level=\"%s\" status=a900", op,
+            assoc->calling_aet, model, level);
+    return false;
+}
+
+/* The DIMSE status for a failed reply of query (the same for the three
+ * operations: 0xA900 identifier does not match, 0xA700 out of resources,
+ * 0xC000 unable to process). */
+static uint16_t relay_status(Tessera__FindStatus st)
+{
+    return st == TESSERA__FIND_STATUS__FIND_BAD_REQUEST      ? TS_QR_IDENTIFIER_MISMATCH
+           : st == TESSERA__FIND_STATUS__FIND_DB_UNAVAILABLE ? TS_QR_OUT_OF_RESOURCES
+                                                             : TS_QR_UNABLE_TO_PROCESS;
+}
+
+/* The matching keys of an identifier (those with a value) into req->query;
+ * *tvs and *tv_ptrs hold them, the caller frees both. */
+static void relay_query_keys(const ts_dicom_find_key *keys, size_t n, Tessera__FindRequest *req,
+                             Tessera__FindTagValue **tvs, Tessera__FindTagValue ***tv_ptrs)
+{
+    *tvs = calloc(n + 1, sizeof(**tvs));
+    *tv_ptrs = calloc(n + 1, sizeof(**tv_ptrs));
+    if (!*tvs || !*tv_ptrs)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        if (keys[i].is_sequence || !*keys[i].value)
+            continue;
+        Tessera__FindTagValue *tv = &(*tvs)[req->n_query];
+        tessera__find_tag_value__init(tv);
+        tv->tag = keys[i].tag;
+        tv->value = (char *)keys[i].value;
+        (*tv_ptrs)[req->n_query++] = tv;
+    }
+    req->query = *tv_ptrs;
+}
+
+/* Sends req to query. TS_QR_SUCCESS with *rep (the caller frees it), or the
+ * status to answer with (comment filled, logged). */
+static uint16_t relay_call(ingest_find *f, const Tessera__FindRequest *req,
+                           const ts_dicom_assoc *assoc, const char *op, const char *level,
+                           Tessera__FindReply **rep, char *comment, size_t comment_size)
+{
+    ts_err err;
+    ts_err_clear(&err);
+    ProtobufCMessage *reply = NULL;
+    *rep = NULL;
+    if (ts_bus_call(f->query, &req->base, &tessera__find_reply__descriptor, &reply, f->timeout_ms,
+                    &err)) {
+        snprintf(comment, comment_size, "query service unavailable");
+        ts_warn("relay failed", "op=%s calling_aet=%s status=a700 error=\"%s\"", op,
+                assoc->calling_aet, err.msg);
+        return TS_QR_OUT_OF_RESOURCES;
+    }
+    Tessera__FindReply *r = (Tessera__FindReply *)reply;
+    if (r->status != TESSERA__FIND_STATUS__FIND_OK) {
+        uint16_t status = relay_status(r->status);
+        snprintf(comment, comment_size, "%s", r->error);
+        ts_warn("relayed request failed", "op=%s calling_aet=%s level=%s status=%04x error=\"%s\"",
+                op, assoc->calling_aet, level, status, r->error);
+        tessera__find_reply__free_unpacked(r, NULL);
+        return status;
+    }
+    *rep = r;
+    return TS_QR_SUCCESS;
+}
+
 uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
                            ts_dicom_find_out *out, char *comment, size_t comment_size)
 {
@@ -65,38 +134,22 @@ uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts
     uint32_t *requested = NULL;
     const char **values = NULL;
     Tessera__FindReply *rep = NULL;
-    uint16_t status = ST_SUCCESS;
+    uint16_t status = TS_QR_SUCCESS;
     long sent = 0;
     bool cut = false;
     ts_err err;
     ts_err_clear(&err);
 
-    if (!parse_level(rq->level, &req.level) ||
-        (rq->model == TS_QR_STUDY_ROOT && req.level == TESSERA__RESOURCE_LEVEL__LEVEL_PATIENT)) {
-        snprintf(comment, comment_size, "QueryRetrieveLevel '%s' invalid in the %s model",
-                 rq->level, model);
-        ts_warn("C-FIND refused", "calling_aet=%s model=%s level=\"%s\" status=a900",
-                assoc->calling_aet, model, rq->level);
-        return ST_IDENTIFIER_MISMATCH;
-    }
+    if (!relay_level(rq->model, rq->level, assoc, "find", &req.level, comment, comment_size))
+        return TS_QR_IDENTIFIER_MISMATCH;
     size_t n = rq->nkeys;
-    tvs = calloc(n + 1, sizeof(*tvs));
-    tv_ptrs = calloc(n + 1, sizeof(*tv_ptrs));
+    relay_query_keys(rq->keys, n, &req, &tvs, &tv_ptrs);
     requested = calloc(n + 1, sizeof(*requested));
     values = calloc(n + 1, sizeof(*values));
-    if (!tvs || !tv_ptrs || !requested || !values)
+    if (!requested || !values)
         abort();
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         requested[i] = rq->keys[i].tag;
-        if (rq->keys[i].is_sequence || !*rq->keys[i].value)
-            continue;
-        tessera__find_tag_value__init(&tvs[req.n_query]);
-        tvs[req.n_query].tag = rq->keys[i].tag;
-        tvs[req.n_query].value = (char *)rq->keys[i].value;
-        tv_ptrs[req.n_query] = &tvs[req.n_query];
-        req.n_query++;
-    }
-    req.query = tv_ptrs;
     req.n_requested_tags = n;
     req.requested_tags = requested;
     req.case_sensitive = f->case_sensitive;
@@ -107,26 +160,9 @@ uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts
             break;
         req.limit = want;
         req.since = sent;
-        ProtobufCMessage *reply = NULL;
-        if (ts_bus_call(f->query, &req.base, &tessera__find_reply__descriptor, &reply,
-                        f->timeout_ms, &err)) {
-            snprintf(comment, comment_size, "query service unavailable");
-            ts_warn("C-FIND relay failed", "calling_aet=%s error=\"%s\"", assoc->calling_aet,
-                    err.msg);
-            status = ST_OUT_OF_RESOURCES;
+        status = relay_call(f, &req, assoc, "find", rq->level, &rep, comment, comment_size);
+        if (status != TS_QR_SUCCESS)
             goto done;
-        }
-        rep = (Tessera__FindReply *)reply;
-        if (rep->status != TESSERA__FIND_STATUS__FIND_OK) {
-            status = rep->status == TESSERA__FIND_STATUS__FIND_BAD_REQUEST ? ST_IDENTIFIER_MISMATCH
-                     : rep->status == TESSERA__FIND_STATUS__FIND_DB_UNAVAILABLE
-                         ? ST_OUT_OF_RESOURCES
-                         : ST_UNABLE_TO_PROCESS;
-            snprintf(comment, comment_size, "%s", rep->error);
-            ts_warn("C-FIND failed", "calling_aet=%s model=%s level=%s status=%04x error=\"%s\"",
-                    assoc->calling_aet, model, rq->level, status, rep->error);
-            goto done;
-        }
         for (size_t m = 0; m < rep->n_matches; m++) {
             const Tessera__FindMatch *match = rep->matches[m];
             for (size_t i = 0; i < n; i++) {
@@ -140,16 +176,16 @@ uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts
                         if (match->tags[t]->tag == rq->keys[i].tag)
                             values[i] = match->tags[t]->value;
             }
-            int rc = ts_dicom_find_pending(out, values, ST_PENDING, &err);
+            int rc = ts_dicom_find_pending(out, values, TS_QR_PENDING, &err);
             if (rc == TS_ECANCELED) {
                 ts_info("C-FIND cancelled", "calling_aet=%s sent=%ld", assoc->calling_aet, sent);
-                status = ST_CANCEL;
+                status = TS_QR_CANCEL;
                 goto done;
             }
             if (rc) {
                 ts_warn("C-FIND answer not sent", "calling_aet=%s error=\"%s\"", assoc->calling_aet,
                         err.msg);
-                status = ST_UNABLE_TO_PROCESS;
+                status = TS_QR_UNABLE_TO_PROCESS;
                 goto done;
             }
             sent++;
@@ -174,5 +210,41 @@ done:
     free(tv_ptrs);
     free(requested);
     free(values);
+    return status;
+}
+
+uint16_t ingest_find_instances(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                               const char *op, ts_retrieve_list *list, char *comment,
+                               size_t comment_size)
+{
+    ingest_find *f = user;
+    Tessera__FindRequest req = TESSERA__FIND_REQUEST__INIT;
+    Tessera__FindTagValue *tvs = NULL, **tv_ptrs = NULL;
+    Tessera__FindReply *rep = NULL;
+    uint16_t status;
+
+    if (!relay_level(rq->model, rq->level, assoc, op, &req.level, comment, comment_size))
+        return TS_QR_IDENTIFIER_MISMATCH;
+    relay_query_keys(rq->keys, rq->nkeys, &req, &tvs, &tv_ptrs);
+    req.case_sensitive = f->case_sensitive;
+    req.retrieve = true;
+    status = relay_call(f, &req, assoc, op, rq->level, &rep, comment, comment_size);
+    if (status != TS_QR_SUCCESS)
+        goto done;
+    for (size_t m = 0; m < rep->n_matches; m++) {
+        const Tessera__FindMatch *match = rep->matches[m];
+        const char *uid = "";
+        for (size_t t = 0; t < match->n_tags; t++)
+            if (match->tags[t]->tag == TS_TAG_SOP_INSTANCE_UID)
+                uid = match->tags[t]->value;
+        ts_retrieve_list_add(list, uid, match->file);
+    }
+    ts_debug("retrieve relayed", "op=%s calling_aet=%s level=%s instances=%zu", op,
+             assoc->calling_aet, rq->level, list->n);
+done:
+    if (rep)
+        tessera__find_reply__free_unpacked(rep, NULL);
+    free(tvs);
+    free(tv_ptrs);
     return status;
 }

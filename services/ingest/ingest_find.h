@@ -1,6 +1,11 @@
 /* C-FIND on ingest's association, relayed to the query service over the bus
  * (`find`), page by page: answers go out as each page arrives, so that a large
- * result is never held whole, and C-CANCEL is honoured between two answers. */
+ * result is never held whole, and C-CANCEL is honoured between two answers.
+ * C-MOVE and C-GET ask query the same way for the instances they name (one
+ * reply: the counts need the total), then lib/retrieve.c sends them from here.
+ * Why the bus and not the index directly: matching stays in one service (one
+ * matcher, its limits and read replica), ingest needs no copy of it, and a
+ * retrieve behaves exactly as on query's own port. */
 #ifndef INGEST_FIND_H
 #define INGEST_FIND_H
 
@@ -11,6 +16,7 @@
 #include "bus.h"
 #include "dicom.h"
 #include "dicom_find.h"
+#include "retrieve.h"
 
 typedef struct ingest_find {
     ts_bus_client *query; /* NULL: C-FIND is not offered */
@@ -27,5 +33,12 @@ void ingest_find_clear(ingest_find *f);
 /* The find callback of ts_dicom_scp_callbacks. */
 uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
                            ts_dicom_find_out *out, char *comment, size_t comment_size);
+
+/* A ts_retrieve_find_fn (user: the ingest_find): the instances a C-MOVE or
+ * C-GET names, with their files, from query's `find` (retrieve form). Query
+ * unreachable: 0xA700 "query service unavailable". */
+uint16_t ingest_find_instances(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                               const char *op, ts_retrieve_list *list, char *comment,
+                               size_t comment_size);
 
 #endif

@@ -1,5 +1,7 @@
 /* tessera-ingest: the DICOM C-ECHO/C-STORE receiver and the one write path
- * for new instances (also offered on the bus, for the REST upload). */
+ * for new instances (also offered on the bus, for the REST upload). C-FIND,
+ * C-MOVE and C-GET on its association are relayed to query (ingest_find.c),
+ * so that one AE and port serve a client for everything. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <fcntl.h>
@@ -18,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "retrieve.h"
 #include "service.h"
 #include "store.h"
 #include "tessera.pb-c.h"
@@ -27,7 +30,8 @@ typedef struct ingest_service {
     _Atomic(ts_dicom_scp *) scp;
     bool registered_only;
     long max_instance_size;
-    ingest_find find; /* C-FIND relayed to query */
+    ingest_find find;     /* C-FIND relayed to query */
+    ts_retrieve retrieve; /* C-MOVE, C-GET: instances listed by query, sent from here */
 } ingest_service;
 
 static const ts_db_stmt find_modality = {
@@ -316,9 +320,21 @@ int main(int argc, char **argv)
     };
     if (ingest_find_init(&svc.find, &err))
         die("query bus", &err);
-    ts_dicom_scp_callbacks cb = {
-        .user = &svc, .accept = on_accept, .temp_path = on_temp_path, .store = on_store,
-        .find = svc.find.query ? on_find : NULL};
+    svc.retrieve = (ts_retrieve){.db = svc.write.db,
+                                 .store = svc.write.store,
+                                 .our_aet = scfg.aet,
+                                 .timeout_s = scfg.timeout_s,
+                                 .find = ingest_find_instances,
+                                 .user = &svc.find};
+    bool relay = svc.find.query != NULL;
+    ts_dicom_scp_callbacks cb = {.user = &svc,
+                                 .retrieve_user = &svc.retrieve,
+                                 .accept = on_accept,
+                                 .temp_path = on_temp_path,
+                                 .store = on_store,
+                                 .find = relay ? on_find : NULL,
+                                 .move = relay ? ts_retrieve_move : NULL,
+                                 .get = relay ? ts_retrieve_get : NULL};
     ts_dicom_scp *scp;
     if (ts_dicom_scp_new(&scfg, &cb, &scp, &err))
         die("dicom listener", &err);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bus.h"
+#include "dicom.h"
 #include "log.h"
 #include "query_match.h"
 #include "tessera.pb-c.h"
@@ -54,6 +55,69 @@ static int build_keys(const Tessera__FindRequest *req, query_key **out, size_t *
     return 0;
 }
 
+/* What a reply points to, freed once it is packed (the strings are the
+ * query result's). */
+typedef struct reply_bufs {
+    Tessera__FindMatch *matches, **match_ptrs;
+    Tessera__FindTagValue *tvs, **tv_ptrs;
+} reply_bufs;
+
+static void reply_bufs_alloc(reply_bufs *b, size_t nmatches, size_t ntags)
+{
+    b->matches = calloc(nmatches ? nmatches : 1, sizeof(*b->matches));
+    b->match_ptrs = calloc(nmatches ? nmatches : 1, sizeof(*b->match_ptrs));
+    b->tvs = calloc(ntags ? ntags : 1, sizeof(*b->tvs));
+    b->tv_ptrs = calloc(ntags ? ntags : 1, sizeof(*b->tv_ptrs));
+    if (!b->matches || !b->match_ptrs || !b->tvs || !b->tv_ptrs)
+        abort();
+}
+
+static void reply_bufs_clear(reply_bufs *b)
+{
+    free(b->tvs);
+    free(b->tv_ptrs);
+    free(b->matches);
+    free(b->match_ptrs);
+}
+
+/* The retrieve form of a request (ingest's C-MOVE/C-GET): every instance it
+ * names, with its SOPInstanceUID and file, in one reply. */
+static int retrieve_reply(query_bus_ctx *ctx, const Tessera__FindRequest *req,
+                          Tessera__FindReply *rep, query_result *res, reply_bufs *b, ts_err *err)
+{
+    if (req->n_query > MAX_KEYS)
+        return ts_err_set(err, TS_EINVAL, "more than %d keys", MAX_KEYS);
+    query_key *keys = calloc(req->n_query + 1, sizeof(*keys));
+    if (!keys)
+        abort();
+    for (size_t i = 0; i < req->n_query; i++)
+        keys[i] = (query_key){req->query[i]->tag, req->query[i]->value};
+    int rc = query_retrieve_run(ctx->db, (ts_level)req->level, keys, req->n_query,
+                                req->case_sensitive, res, err);
+    free(keys);
+    if (rc)
+        return rc;
+    size_t n = (size_t)res->nrows;
+    reply_bufs_alloc(b, n, n);
+    for (size_t r = 0; r < n; r++) {
+        tessera__find_match__init(&b->matches[r]);
+        tessera__find_tag_value__init(&b->tvs[r]);
+        b->tvs[r].tag = TS_TAG_SOP_INSTANCE_UID;
+        b->tvs[r].value = (char *)query_result_value(res, (int)r, req->n_query);
+        b->tv_ptrs[r] = &b->tvs[r];
+        b->matches[r].public_id = (char *)query_result_id(res, (int)r);
+        b->matches[r].n_tags = 1;
+        b->matches[r].tags = &b->tv_ptrs[r];
+        b->matches[r].file = (char *)query_result_file(res, (int)r);
+        b->match_ptrs[r] = &b->matches[r];
+    }
+    rep->n_matches = n;
+    rep->matches = b->match_ptrs;
+    rep->status = TESSERA__FIND_STATUS__FIND_OK;
+    ts_info("retrieve listed", "level=%d instances=%zu", (int)req->level, n);
+    return 0;
+}
+
 int query_bus_handle(void *user, const uint8_t *buf, size_t len, uint8_t **reply, size_t *reply_len)
 {
     query_bus_ctx *ctx = user;
@@ -61,8 +125,7 @@ int query_bus_handle(void *user, const uint8_t *buf, size_t len, uint8_t **reply
     query_key *keys = NULL;
     size_t nkeys = 0;
     query_result res = {0};
-    Tessera__FindMatch *matches = NULL, **match_ptrs = NULL;
-    Tessera__FindTagValue *tvs = NULL, **tv_ptrs = NULL;
+    reply_bufs b = {0};
     char error[sizeof(((ts_err *)0)->msg)] = "";
     ts_err err;
     ts_err_clear(&err);
@@ -77,6 +140,11 @@ int query_bus_handle(void *user, const uint8_t *buf, size_t len, uint8_t **reply
     if ((int)req->level < 0 || req->level > TESSERA__RESOURCE_LEVEL__LEVEL_INSTANCE) {
         rc = ts_err_set(&err, TS_EINVAL, "unknown level %d", (int)req->level);
         goto failed;
+    }
+    if (req->retrieve) {
+        if ((rc = retrieve_reply(ctx, req, &rep, &res, &b, &err)))
+            goto failed;
+        goto reply;
     }
     if (req->limit < 0 || req->since < 0) {
         rc = ts_err_set(&err, TS_EINVAL, "negative limit or since");
@@ -108,30 +176,24 @@ int query_bus_handle(void *user, const uint8_t *buf, size_t len, uint8_t **reply
             cols[ncols++] = k;
     }
     size_t nrows = (size_t)res.nrows;
-    matches = calloc(nrows ? nrows : 1, sizeof(*matches));
-    match_ptrs = calloc(nrows ? nrows : 1, sizeof(*match_ptrs));
-    size_t ntv = nrows * ncols;
-    tvs = calloc(ntv ? ntv : 1, sizeof(*tvs));
-    tv_ptrs = calloc(ntv ? ntv : 1, sizeof(*tv_ptrs));
-    if (!matches || !match_ptrs || !tvs || !tv_ptrs)
-        abort();
+    reply_bufs_alloc(&b, nrows, nrows * ncols);
     for (size_t r = 0; r < nrows; r++) {
-        tessera__find_match__init(&matches[r]);
-        matches[r].public_id = (char *)query_result_id(&res, (int)r);
-        matches[r].n_tags = ncols;
-        matches[r].tags = tv_ptrs + r * ncols;
+        tessera__find_match__init(&b.matches[r]);
+        b.matches[r].public_id = (char *)query_result_id(&res, (int)r);
+        b.matches[r].n_tags = ncols;
+        b.matches[r].tags = b.tv_ptrs + r * ncols;
         for (size_t c = 0; c < ncols; c++) {
-            Tessera__FindTagValue *tv = &tvs[r * ncols + c];
+            Tessera__FindTagValue *tv = &b.tvs[r * ncols + c];
             tessera__find_tag_value__init(tv);
             tv->tag = keys[cols[c]].tag;
             tv->value = (char *)query_result_value(&res, (int)r, cols[c]);
-            tv_ptrs[r * ncols + c] = tv;
+            b.tv_ptrs[r * ncols + c] = tv;
         }
-        match_ptrs[r] = &matches[r];
+        b.match_ptrs[r] = &b.matches[r];
     }
     free(cols);
     rep.n_matches = nrows;
-    rep.matches = match_ptrs;
+    rep.matches = b.match_ptrs;
     rep.truncated = res.truncated;
     rep.status = TESSERA__FIND_STATUS__FIND_OK;
     goto reply;
@@ -143,10 +205,7 @@ failed:
 reply:
     rep.error = error;
     *reply = ts_bus_pack(&rep.base, reply_len);
-    free(tvs);
-    free(tv_ptrs);
-    free(matches);
-    free(match_ptrs);
+    reply_bufs_clear(&b);
     query_result_clear(&res);
     free(keys);
     if (req)

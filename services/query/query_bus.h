@@ -1,5 +1,6 @@
 /* query's bus endpoint `find`: a FindRequest in, the matcher (query_match.h)
- * run once, a FindReply out. */
+ * run once, a FindReply out; in its retrieve form, the instances (and files)
+ * an ingest's C-MOVE/C-GET names. */
 #ifndef QUERY_BUS_H
 #define QUERY_BUS_H
 

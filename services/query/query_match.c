@@ -604,6 +604,36 @@ fail:
     return rc;
 }
 
+int query_retrieve_run(ts_db_pool *pool, ts_level level, const query_key *keys, size_t nkeys,
+                       bool case_sensitive, query_result *out, ts_err *err)
+{
+    /* the key that names one resource of each level */
+    static const uint32_t unique_key[] = {TS_TAG_PATIENT_ID, TS_TAG_STUDY_INSTANCE_UID,
+                                          TS_TAG_SERIES_INSTANCE_UID, TS_TAG_SOP_INSTANCE_UID};
+    static const char *const level_names[] = {"PATIENT", "STUDY", "SERIES", "IMAGE"};
+    memset(out, 0, sizeof(*out));
+    bool has_unique = false;
+    for (size_t i = 0; i < nkeys; i++)
+        if (keys[i].tag == unique_key[level] && *keys[i].value)
+            has_unique = true;
+    if (!has_unique)
+        return ts_err_set(err, TS_EINVAL, "the unique key of level %s is missing",
+                          level_names[level]);
+    query_key *all = calloc(nkeys + 1, sizeof(*all));
+    if (!all)
+        abort();
+    memcpy(all, keys, nkeys * sizeof(*all));
+    all[nkeys] = (query_key){TS_TAG_SOP_INSTANCE_UID, ""};
+    query_spec spec = {.level = TS_LEVEL_INSTANCE,
+                       .keys = all,
+                       .nkeys = nkeys + 1,
+                       .case_sensitive = case_sensitive,
+                       .with_file = true};
+    int rc = query_run(pool, &spec, out, err);
+    free(all);
+    return rc;
+}
+
 const char *query_result_id(const query_result *r, int row)
 {
     return PQgetvalue(r->res, row, 0);

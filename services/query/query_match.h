@@ -73,6 +73,13 @@ typedef struct query_result {
 
 /* Builds and runs the query in a read-only transaction. */
 int query_run(ts_db_pool *pool, const query_spec *spec, query_result *out, ts_err *err);
+/* The instances a C-MOVE/C-GET at `level` names: the level's unique key
+ * (PatientID, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID) must have a
+ * value, else TS_EINVAL, for a retrieve without it would send everything.
+ * Matched at INSTANCE level with the files (with_file); the result's key
+ * `nkeys` is the SOPInstanceUID. No limit. */
+int query_retrieve_run(ts_db_pool *pool, ts_level level, const query_key *keys, size_t nkeys,
+                       bool case_sensitive, query_result *out, ts_err *err);
 /* Public id of row `row`. */
 const char *query_result_id(const query_result *r, int row);
 /* The value of spec key `key` in row `row`: "" when absent or unknown. */

@@ -209,6 +209,7 @@ int main(int argc, char **argv)
     rest_ctx ctx = {0};
     ts_db_options dbopt;
     ts_db_options_from_config(&dbopt);
+    dbopt.read_conninfo = ts_config_str("TESSERA_DB_READ_URL"); /* a replica may serve our reads */
     if (ts_db_pool_new(&dbopt, &ctx.db, &err))
         die("database", &err);
     if (ts_db_migrate_wait(ctx.db, 120, &err))

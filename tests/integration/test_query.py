@@ -456,36 +456,46 @@ def test_echo(qr):
 # ---- C-MOVE ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def storescp(qr, tmp_path):
-    """A dcmtk storescp registered in the modalities table as DEST."""
+def start_storescp(outdir):
+    """A dcmtk storescp (AE title DEST) writing into outdir; returns (process, port)."""
     from conftest import free_port
+    import socket
     port = free_port()
-    out = tmp_path / "received"
-    out.mkdir()
-    p = subprocess.Popen(["storescp", "-aet", "DEST", "-od", str(out), str(port)],
+    outdir.mkdir()
+    p = subprocess.Popen(["storescp", "-aet", "DEST", "-od", str(outdir), str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 10
-    import socket
     while time.time() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
         except OSError:
             time.sleep(0.05)
-    qr.sql("INSERT INTO modalities (name, aet, host, port) VALUES ('dest', 'DEST', '127.0.0.1', %s)"
-           " ON CONFLICT (name) DO UPDATE SET port = EXCLUDED.port", (port,))
+    return p, port
+
+
+def register_dest(c, port):
+    c.sql("INSERT INTO modalities (name, aet, host, port) VALUES ('dest', 'DEST', '127.0.0.1', %s)"
+          " ON CONFLICT (name) DO UPDATE SET port = EXCLUDED.port", (port,))
+
+
+@pytest.fixture
+def storescp(qr, tmp_path):
+    """A dcmtk storescp registered in the modalities table as DEST."""
+    out = tmp_path / "received"
+    p, port = start_storescp(out)
+    register_dest(qr, port)
     yield out
     p.terminate()
     p.wait(timeout=10)
 
 
-def movescu(q, level, keys, dest="DEST", model="-S", extra=()):
+def movescu(q, level, keys, dest="DEST", model="-S", extra=(), port=None):
     cmd = ["movescu", "-v", model, "-aet", "MOVESCU", "-aec", "TESSERA", "-aem", dest,
            "-k", f"QueryRetrieveLevel={level}", *extra]
     for k in keys:
         cmd += ["-k", k]
-    cmd += ["127.0.0.1", str(q.queries[0].port)]
+    cmd += ["127.0.0.1", str(port or q.queries[0].port)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     return p.stdout + p.stderr
 
@@ -541,12 +551,12 @@ def test_move_without_unique_key_refused(qr, storescp):
 # ---- C-GET ------------------------------------------------------------------------
 
 
-def getscu(q, level, keys, outdir, model="-S", extra=()):
+def getscu(q, level, keys, outdir, model="-S", extra=(), port=None):
     cmd = ["getscu", "-v", model, "-aet", "GETSCU", "-aec", "TESSERA", "-od", str(outdir),
            "-k", f"QueryRetrieveLevel={level}", *extra]
     for k in keys:
         cmd += ["-k", k]
-    cmd += ["127.0.0.1", str(q.queries[0].port)]
+    cmd += ["127.0.0.1", str(port or q.queries[0].port)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     return p.stdout + p.stderr
 
@@ -618,3 +628,145 @@ def test_relay_pages_past_one_bus_reply(big):
     assert final == "Success", out[-2000:]
     assert len(rsps) == 20003
     assert len(set(values(rsps, "SOPInstanceUID"))) == 20003
+
+
+# ---- C-MOVE and C-GET through ingest's port (one AE for clients) --------------------
+
+
+RETRIEVES = [
+    ("STUDY", "-S", [f"StudyInstanceUID={study_uid('S1')}"]),
+    ("SERIES", "-P", ["PatientID=PID-002", f"StudyInstanceUID={study_uid('S3')}",
+                      f"SeriesInstanceUID={series_uid('S3.1')}"]),
+    ("IMAGE", "-S", [f"StudyInstanceUID={study_uid('S2')}", f"SeriesInstanceUID={series_uid('S2.1')}",
+                     f"SOPInstanceUID={series_uid('S2.1')}.1"]),
+    ("PATIENT", "-P", ["PatientID=PID-001"]),
+]
+
+
+def final_response(out, what):
+    """The last '<what> Response' line of a movescu/getscu run, and the counts it printed last."""
+    lines = [ln for ln in out.splitlines() if what in ln]
+    counts = {}
+    for ln in out.splitlines():
+        for name in ("Completed", "Failed", "Warning"):
+            if f"Number of {name} Suboperations" in ln:
+                counts[name] = ln.rsplit(":", 1)[1].strip()
+    return (lines[-1].split("Response", 1)[1] if lines else None), counts
+
+
+def empty(d):
+    for f in d.iterdir():
+        f.unlink()
+
+
+@pytest.mark.parametrize("level,model,keys", RETRIEVES)
+def test_move_through_ingest_gives_the_same_results(qr, storescp, level, model, keys):
+    relay = qr.ingests[1]
+    out_q = movescu(qr, level, keys, model=model)
+    got_q = received_uids(storescp)
+    empty(storescp)
+    out_i = movescu(qr, level, keys, model=model, port=relay.port)
+    got_i = received_uids(storescp)
+    assert "Success" in final_response(out_i, "Move Response")[0], out_i
+    assert got_i and got_i == got_q, out_i
+    assert final_response(out_i, "Move Response") == final_response(out_q, "Move Response")
+    # streamed: one pending response per sub-operation, as they happen
+    assert out_i.count("Pending") >= len(got_i), out_i
+    assert f"completed={len(got_i)} failed=0" in relay.read_log()
+
+
+@pytest.mark.parametrize("level,model,keys", RETRIEVES)
+def test_get_through_ingest_gives_the_same_results(qr, tmp_path, level, model, keys):
+    relay = qr.ingests[1]
+    (tmp_path / "q").mkdir()
+    (tmp_path / "i").mkdir()
+    out_q = getscu(qr, level, keys, tmp_path / "q", model=model)
+    out_i = getscu(qr, level, keys, tmp_path / "i", model=model, port=relay.port)
+    assert "Received C-GET Response (Success)" in out_i, out_i
+    got = received_uids(tmp_path / "i")
+    assert got and got == received_uids(tmp_path / "q"), out_i
+    assert (f"Number of Completed Suboperations : {len(got)}") in out_i, out_i
+    assert out_i.count("Pending") >= len(got), out_i
+    assert f"completed={len(got)} failed=0" in relay.read_log()
+
+
+def test_move_cancelled_through_ingest(qr, storescp):
+    relay = qr.ingests[1]
+    out = movescu(qr, "STUDY", [f"StudyInstanceUID={study_uid('S1')}"], extra=["--cancel", "1"],
+                  port=relay.port)
+    assert "Received Final Move Response (Cancel" in out, out
+    assert len(list(storescp.iterdir())) < 5
+    assert "C-MOVE cancelled" in relay.read_log()
+
+
+def test_move_unknown_destination_refused_through_ingest(qr, storescp):
+    relay = qr.ingests[1]
+    out = movescu(qr, "STUDY", [f"StudyInstanceUID={study_uid('S1')}"], dest="NOWHERE",
+                  port=relay.port)
+    assert "a801" in out.lower() or "MoveDestinationUnknown" in out, out
+    assert list(storescp.iterdir()) == []
+    assert "unknown destination" in relay.read_log()
+
+
+def test_retrieve_bad_identifiers_refused_through_ingest(qr, storescp, tmp_path):
+    relay = qr.ingests[1]
+    out = movescu(qr, "STUDY", ["PatientID=PID-001"], port=relay.port)  # no unique key
+    assert "a900" in out.lower() or "DoesNotMatchSOPClass" in out, out
+    got = tmp_path / "got"
+    got.mkdir()
+    out = getscu(qr, "SERIES", ["Modality=CT"], got, port=relay.port)
+    assert "a900" in out.lower() or "DoesNotMatchSOPClass" in out, out
+    out = movescu(qr, "PATIENT", ["PatientID=PID-001"], port=relay.port)  # Study Root
+    assert "a900" in out.lower() or "DoesNotMatchSOPClass" in out, out
+    assert list(storescp.iterdir()) == [] and list(got.iterdir()) == []
+
+
+def test_store_then_get_on_one_association_port(qr, tmp_path):
+    """A client stores and retrieves through the same AE and port."""
+    relay = qr.ingests[1]
+    rc, out = storescu(relay, [PYDICOM_FILES / "MR_small.dcm"])
+    assert rc == 0, out
+    uid = str(pydicom.dcmread(PYDICOM_FILES / "MR_small.dcm").SOPInstanceUID)
+    study = str(pydicom.dcmread(PYDICOM_FILES / "MR_small.dcm").StudyInstanceUID)
+    out = getscu(qr, "STUDY", [f"StudyInstanceUID={study}"], tmp_path, port=relay.port)
+    assert "Received C-GET Response (Success)" in out, out
+    assert received_uids(tmp_path) == [uid]
+
+
+def test_relay_with_query_down_fails_clearly_and_ingest_serves_on(postgres, tmp_path):
+    """C-FIND, C-MOVE and C-GET through ingest while query is down: 0xA700 with
+    a comment that says why; ingest still stores, and relays again once query is back."""
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "down").mkdir()
+    c = Cluster(postgres, tmp_path / "down")
+    try:
+        bus = f"ipc://{c.run_dir}/query-0.sock"
+        ing = c.start_ingest(TESSERA_QUERY_BUS=bus, TESSERA_BUS_TIMEOUT=2)
+        rc, out = storescu(ing, [PYDICOM_FILES / "CT_small.dcm"])
+        assert rc == 0, out
+        study = str(pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm").StudyInstanceUID)
+        scp, port = start_storescp(tmp_path / "received")
+        register_dest(c, port)
+        c.queries = []
+        final, rsps, out = findscu(c, "STUDY", ["StudyInstanceUID"], port=ing.port)
+        assert final is not None and "OutOfResources" in final, out
+        out = movescu(c, "STUDY", [f"StudyInstanceUID={study}"], port=ing.port, extra=["-d"])
+        assert "a700" in out.lower() or "OutOfResources" in out, out
+        assert "query service unavailable" in out, out  # the ErrorComment
+        (tmp_path / "get").mkdir()
+        out = getscu(c, "STUDY", [f"StudyInstanceUID={study}"], tmp_path / "get", port=ing.port)
+        assert "a700" in out.lower() or "OutOfResources" in out, out
+        assert 'msg="relay failed" op=get' in ing.read_log()
+        # ingest serves on: it stores, and relays as soon as query is back
+        rc, out = storescu(ing, [PYDICOM_FILES / "MR_small.dcm"])
+        assert rc == 0, out
+        c.start_query(TESSERA_QUERY_BUS_LISTEN=bus)
+        final, rsps, out = findscu(c, "STUDY", ["StudyInstanceUID"], port=ing.port)
+        assert final == "Success" and len(rsps) == 2, out
+        out = movescu(c, "STUDY", [f"StudyInstanceUID={study}"], port=ing.port)
+        assert "Success" in final_response(out, "Move Response")[0], out
+        assert len(received_uids(tmp_path / "received")) == 1
+        scp.terminate()
+        scp.wait(timeout=10)
+    finally:
+        stop_and_check(c)

@@ -160,15 +160,21 @@ static void test_read_transactions_are_read_only(void **state)
 
 static const ts_db_stmt backend_pid = {"test_backend_pid", "SELECT pg_backend_pid()::text", 0};
 
-static int pid_txn(ts_db *db, void *arg, ts_err *err)
+/* Runs stmt and copies the first value of its answer into out (32 bytes). */
+static int first_text(ts_db *db, const ts_db_stmt *stmt, char *out, ts_err *err)
 {
     PGresult *res;
-    int rc = ts_db_exec(db, &backend_pid, NULL, &res, err);
+    int rc = ts_db_exec(db, stmt, NULL, &res, err);
     if (rc)
         return rc;
-    snprintf(arg, 32, "%s", PQgetvalue(res, 0, 0));
+    snprintf(out, 32, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
     return 0;
+}
+
+static int pid_txn(ts_db *db, void *arg, ts_err *err)
+{
+    return first_text(db, &backend_pid, arg, err);
 }
 
 static void test_reconnects_after_the_server_drops_the_connection(void **state)
@@ -199,6 +205,66 @@ static void test_unreachable_database_is_busy(void **state)
     assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, failing_txn, &f, &err), TS_EDB_BUSY);
     assert_non_null(strstr(err.msg, "database unreachable"));
     assert_int_equal(f.attempts, 0);
+    ts_db_pool_free(pool);
+}
+
+static const ts_db_stmt which_name = {"test_which", "SELECT name FROM which", 0};
+
+/* Which database answered: the one whose table `which` says so. */
+static int which_txn(ts_db *db, void *arg, ts_err *err)
+{
+    return first_text(db, &which_name, arg, err);
+}
+
+static void test_reads_go_to_the_read_url(void **state)
+{
+    char primary[64], replica[64], sql[200];
+    assert_int_equal(fresh_database(primary, sizeof(primary)), 0);
+    assert_int_equal(fresh_database(replica, sizeof(replica)), 0);
+    char primary_url[512], replica_url[512];
+    snprintf(primary_url, sizeof(primary_url), "%s dbname=%s", getenv("TESSERA_TEST_DB_URL"),
+             primary);
+    snprintf(replica_url, sizeof(replica_url), "%s dbname=%s", getenv("TESSERA_TEST_DB_URL"),
+             replica);
+    const char *names[] = {primary, replica};
+    for (int i = 0; i < 2; i++) {
+        snprintf(sql, sizeof(sql), "%s dbname=%s", getenv("TESSERA_TEST_DB_URL"), names[i]);
+        PGconn *c = PQconnectdb(sql);
+        assert_int_equal(PQstatus(c), CONNECTION_OK);
+        snprintf(sql, sizeof(sql),
+                 "CREATE TABLE which (name text); INSERT INTO which VALUES ('%s')",
+                 i ? "replica" : "primary");
+        PGresult *r = PQexec(c, sql);
+        assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+        PQclear(r);
+        PQfinish(c);
+    }
+    ts_db_options opt = {.conninfo = primary_url,
+                         .read_conninfo = replica_url,
+                         .size = 2,
+                         .max_retries = 1,
+                         .isolation = "read-committed",
+                         .connect_timeout_s = 5,
+                         .retry_base_ms = 10};
+    ts_db_pool *pool;
+    ts_err err;
+    assert_int_equal(ts_db_pool_new(&opt, &pool, &err), 0);
+    char got[32];
+    assert_int_equal(ts_db_transaction(pool, TS_DB_READ, which_txn, got, &err), 0);
+    assert_string_equal(got, "replica");
+    assert_int_equal(ts_db_transaction(pool, TS_DB_READ_SINGLE, which_txn, got, &err), 0);
+    assert_string_equal(got, "replica");
+    assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, which_txn, got, &err), 0);
+    assert_string_equal(got, "primary");
+    assert_int_equal(ts_db_with_conn(pool, which_txn, got, &err), 0);
+    assert_string_equal(got, "primary");
+    ts_db_pool_free(pool);
+
+    /* unset (or empty): everything on the primary */
+    opt.read_conninfo = "";
+    assert_int_equal(ts_db_pool_new(&opt, &pool, &err), 0);
+    assert_int_equal(ts_db_transaction(pool, TS_DB_READ, which_txn, got, &err), 0);
+    assert_string_equal(got, "primary");
     ts_db_pool_free(pool);
 }
 
@@ -273,7 +339,8 @@ static int function_state_txn(ts_db *db, void *arg, ts_err *err)
     int rc = ts_db_exec(db, &function_state, NULL, &res, err);
     if (rc)
         return rc;
-    snprintf(arg, 32, "%s", PQgetvalue(res, 0, 0));
+    char *out = arg;
+    snprintf(out, 32, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
     return 0;
 }
@@ -295,7 +362,8 @@ static int call_function_txn(ts_db *db, void *arg, ts_err *err)
     int rc = ts_db_exec(db, &orthanc_time, NULL, &res, err);
     if (rc)
         return rc;
-    snprintf(arg, 32, "%s", PQgetvalue(res, 0, 0));
+    char *out = arg;
+    snprintf(out, 32, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
     return 0;
 }
@@ -337,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_read_transactions_are_read_only),
         cmocka_unit_test(test_reconnects_after_the_server_drops_the_connection),
         cmocka_unit_test(test_unreachable_database_is_busy),
+        cmocka_unit_test(test_reads_go_to_the_read_url),
         cmocka_unit_test(test_migrations_apply_once_even_when_started_together),
         cmocka_unit_test(test_changed_function_files_are_reapplied),
     };
