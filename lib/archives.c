@@ -383,7 +383,9 @@ static int stream_fail(ts_archive *s, const char *what, const char *detail)
 {
     ts_warn("archive aborted", "id=%s step=\"%s\" error=\"%s\" files_sent=%zu", s->id, what,
             detail ? detail : "", s->next);
-    snprintf(s->errmsg, sizeof(s->errmsg), "archive %s: %s: %s", s->id, what, detail ? detail : "");
+    /* bounded pieces: the whole fits errmsg (the log line above has it all) */
+    snprintf(s->errmsg, sizeof(s->errmsg), "archive %.64s: %.32s: %.140s", s->id, what,
+             detail ? detail : "");
     s->failed = true;
     return -1;
 }

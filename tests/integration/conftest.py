@@ -24,10 +24,20 @@ PYDICOM_FILES = Path("/usr/lib/python3/dist-packages/pydicom/data/test_files")
 os.environ["TCP_NODELAY"] = "1"
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nobody listens on now, and never one this process gave before:
+    the kernel can hand the same port to two binds in a row once the first socket
+    is closed (seen: Orthanc's HTTP and DICOM ports equal, so it did not start)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def as_pg(cmd, **kw):

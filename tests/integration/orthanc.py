@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,13 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
+
 ORTHANC_BIN = Path(os.environ.get("ORTHANC_BIN", "/usr/sbin/Orthanc"))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(base_url, method, path, body=None, headers=None, timeout=60):
@@ -53,8 +50,8 @@ class Orthanc:
         self._own_base = base is None
         self.base = Path(base) if base else Path(tempfile.mkdtemp(prefix="orthanc-"))
         self.base.mkdir(parents=True, exist_ok=True)
-        self.http_port = _free_port()
-        self.dicom_port = _free_port()
+        self.http_port = free_port()
+        self.dicom_port = free_port()
         self.aet = aet
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.config = {
