@@ -2,7 +2,8 @@
 # Smoke test of the compose deployment, with Podman and podman-compose (this
 # machine and CI have no Docker engine; see ../shared/notes/containers.md):
 #
-#   1. installs podman, podman-compose, runc, debootstrap, dcmtk (apt) if missing,
+#   1. installs podman, podman-compose, runc, the CNI dnsname plugin, debootstrap,
+#      dcmtk (apt) if missing,
 #      and configures Podman to use runc with cgroupfs;
 #   2. builds a local Debian base image with debootstrap (once; cached as
 #      localhost/debian:bookworm), the Tessera image (compose/Dockerfile) and the
@@ -67,7 +68,10 @@ apt_retry() {
 
 # ---- 1. tools ---------------------------------------------------------------
 need=()
-for p in podman podman-compose runc debootstrap dcmtk curl python3 python3-pydicom python3-numpy; do
+# dnsname: service names resolve between containers on Podman's CNI networks
+# (Podman only recommends it, and recommends are not installed here)
+for p in podman podman-compose runc golang-github-containernetworking-plugin-dnsname debootstrap \
+  dcmtk curl python3 python3-pydicom python3-numpy; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
