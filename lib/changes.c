@@ -32,6 +32,12 @@ int ts_changes_sequence(ts_db_pool *pool, long *numbered, ts_err *err)
     return rc;
 }
 
+/* Passes start at least this far apart: under a stream of commits, one pass
+ * numbers the changes of many (a pass per commit cost a second transaction,
+ * with its WAL flush, for every instance stored). /changes sees a change this
+ * much later at most. */
+#define SEQUENCER_MIN_GAP_MS 10
+
 struct ts_change_sequencer {
     ts_db_pool *pool;
     int interval_ms;
@@ -42,22 +48,45 @@ struct ts_change_sequencer {
     bool stop;
 };
 
+static struct timespec timespec_add_ms(struct timespec t, int ms)
+{
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+static struct timespec realtime_after(int ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return timespec_add_ms(t, ms);
+}
+
+static bool realtime_reached(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
 static void *sequencer_loop(void *arg)
 {
     ts_change_sequencer *s = arg;
+    struct timespec last_pass = {0, 0};
     pthread_mutex_lock(&s->mu);
     for (;;) {
         if (!s->nudged && !s->stop) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += s->interval_ms / 1000;
-            until.tv_nsec += (long)(s->interval_ms % 1000) * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = realtime_after(s->interval_ms);
             pthread_cond_timedwait(&s->cv, &s->mu, &until);
         }
+        /* a nudge soon after the last pass waits for the gap; a stop does not */
+        struct timespec gap_end = timespec_add_ms(last_pass, SEQUENCER_MIN_GAP_MS);
+        while (!s->stop && !realtime_reached(&gap_end))
+            pthread_cond_timedwait(&s->cv, &s->mu, &gap_end);
         bool stopping = s->stop;
         s->nudged = false;
         pthread_mutex_unlock(&s->mu);
@@ -65,6 +94,7 @@ static void *sequencer_loop(void *arg)
          * a burst of commits costs a few passes, not one per commit. */
         ts_err err;
         long n;
+        clock_gettime(CLOCK_REALTIME, &last_pass);
         if (ts_changes_sequence(s->pool, &n, &err))
             ts_warn("cannot number changes (retried later)", "error=\"%s\"", err.msg);
         pthread_mutex_lock(&s->mu);
