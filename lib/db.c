@@ -20,6 +20,7 @@ struct ts_db {
     bool broken;          /* the last failure was a lost connection */
     bool retryable;       /* the last failure was 40001 or 40P01 */
     bool commit_in_doubt; /* a COMMIT was sent and its answer lost */
+    const ts_db_stmt *sent; /* sent by ts_db_send, result not yet received */
     const ts_db_stmt *prepared[MAX_PREPARED];
     int nprepared;
     ts_db_pool *pool;
@@ -180,6 +181,7 @@ static void drop_connection(ts_db *db)
         PQfinish(db->conn);
     db->conn = NULL;
     db->nprepared = 0;
+    db->sent = NULL;
 }
 
 /* Server notices ("relation already exists, skipping") are not errors. */
@@ -274,24 +276,69 @@ static bool is_prepared(ts_db *db, const ts_db_stmt *stmt)
     return false;
 }
 
+static int ensure_prepared(ts_db *db, const ts_db_stmt *stmt, ts_err *err)
+{
+    if (is_prepared(db, stmt))
+        return 0;
+    tl_round_trips++;
+    PGresult *r = PQprepare(db->conn, stmt->name, stmt->sql, stmt->nparams, NULL);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
+        return result_error(db, r, stmt->name, err);
+    PQclear(r);
+    if (db->nprepared < MAX_PREPARED)
+        db->prepared[db->nprepared++] = stmt;
+    return 0;
+}
+
 int ts_db_exec(ts_db *db, const ts_db_stmt *stmt, const char *const *params, PGresult **res,
                ts_err *err)
 {
-    if (res)
-        *res = NULL;
+    int rc = ts_db_send(db, stmt, params, err);
+    if (rc) {
+        if (res)
+            *res = NULL;
+        return rc;
+    }
+    return ts_db_receive(db, res, err);
+}
+
+int ts_db_send(ts_db *db, const ts_db_stmt *stmt, const char *const *params, ts_err *err)
+{
     if (single_guard(err))
         return TS_EINVAL;
-    if (!is_prepared(db, stmt)) {
-        tl_round_trips++;
-        PGresult *r = PQprepare(db->conn, stmt->name, stmt->sql, stmt->nparams, NULL);
-        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
-            return result_error(db, r, stmt->name, err);
-        PQclear(r);
-        if (db->nprepared < MAX_PREPARED)
-            db->prepared[db->nprepared++] = stmt;
-    }
+    if (db->sent)
+        return ts_err_set(err, TS_EINVAL, "%s sent before the result of %s was received",
+                          stmt->name, db->sent->name);
+    int rc = ensure_prepared(db, stmt, err);
+    if (rc)
+        return rc;
     tl_round_trips++;
-    PGresult *r = PQexecPrepared(db->conn, stmt->name, stmt->nparams, params, NULL, NULL, 0);
+    if (!PQsendQueryPrepared(db->conn, stmt->name, stmt->nparams, params, NULL, NULL, 0))
+        return result_error(db, NULL, stmt->name, err);
+    db->sent = stmt;
+    return 0;
+}
+
+/* The result of the statement in flight, and the end of its results (the
+ * NULL that PQgetResult returns after the last one). */
+static PGresult *take_result(ts_db *db)
+{
+    PGresult *first = PQgetResult(db->conn);
+    PGresult *more;
+    while ((more = PQgetResult(db->conn)) != NULL)
+        PQclear(more);
+    db->sent = NULL;
+    return first;
+}
+
+int ts_db_receive(ts_db *db, PGresult **res, ts_err *err)
+{
+    if (res)
+        *res = NULL;
+    if (!db->sent)
+        return ts_err_set(err, TS_EINVAL, "no statement in flight");
+    const ts_db_stmt *stmt = db->sent;
+    PGresult *r = take_result(db);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
         return result_error(db, r, stmt->name, err);
@@ -378,6 +425,15 @@ static int attempt_once(ts_db *db, ts_db_mode mode, ts_db_txn_fn fn, void *arg, 
     if (rc)
         return rc;
     rc = fn(db, arg, err);
+    if (db->sent) {
+        /* fn gave up between ts_db_send and ts_db_receive: the connection
+         * takes no other statement before that result is read */
+        PGresult *r = take_result(db);
+        if (r)
+            PQclear(r);
+        if (rc == 0)
+            rc = ts_err_set(err, TS_EINVAL, "a statement's result was never received");
+    }
     if (rc) {
         if (!db->broken) {
             ts_err ignored;

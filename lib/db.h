@@ -76,6 +76,15 @@ int ts_db_with_conn(ts_db_pool *pool, ts_db_txn_fn fn, void *arg, ts_err *err);
 int ts_db_exec(ts_db *db, const ts_db_stmt *stmt, const char *const *params, PGresult **res,
                ts_err *err);
 
+/* ts_db_exec in two halves, for a caller with other work to do while the
+ * statement runs: ts_db_send sends it (preparing it first when needed), and
+ * ts_db_receive waits for its result, with ts_db_exec's result and errors. One
+ * statement in flight per connection; the transaction fn must receive what it
+ * sent before it returns (if it does not, ts_db_transaction discards the
+ * result and fails the attempt). */
+int ts_db_send(ts_db *db, const ts_db_stmt *stmt, const char *const *params, ts_err *err);
+int ts_db_receive(ts_db *db, PGresult **res, ts_err *err);
+
 /* Executes SQL text built at run time (not prepared: planned with the values)
  * with nparams text parameters ($1..$n). Same result and errors as ts_db_exec. */
 int ts_db_exec_params(ts_db *db, const char *sql, int nparams, const char *const *params,

@@ -270,12 +270,11 @@ static int make_parents(ts_store *st, const char *uuid, ts_err *err)
     return rc;
 }
 
-int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_LEN + 1],
-                         ts_err *err)
+int ts_store_place_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_LEN + 1],
+                        ts_err *err)
 {
     char final[PATH_MAX];
     char intent[PATH_MAX];
-    char dir[PATH_MAX];
     uuid_t u;
     uuid[0] = '\0'; /* never leave a caller holding a stale uuid after a failure */
 
@@ -285,9 +284,6 @@ int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_
     if (rc)
         goto out_clear_uuid;
     rc = intent_path(st, uuid, intent, sizeof(intent), err);
-    if (rc)
-        goto out_clear_uuid;
-    rc = path_fmt(err, dir, sizeof(dir), "%s/%.2s/%.2s", st->root, uuid, uuid + 2);
     if (rc)
         goto out_clear_uuid;
 
@@ -316,24 +312,54 @@ int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_
             goto out_intent_back;
     }
 
+    return 0;
+
+out_intent_back:
+    /* The header promises the temporary file is kept on failure. */
+    rename(intent, temp_path);
+out_clear_uuid:
+    uuid[0] = '\0';
+    return rc;
+}
+
+int ts_store_sync_file(ts_store *st, const char *uuid, ts_err *err)
+{
+    char final[PATH_MAX];
+    char dir[PATH_MAX];
+    int rc = ts_store_path(st, uuid, final, sizeof(final), err);
+    if (rc)
+        return rc;
+    rc = path_fmt(err, dir, sizeof(dir), "%s/%.2s/%.2s", st->root, uuid, uuid + 2);
+    if (rc)
+        return rc;
     /* The file's fsync after its link: on ext4 and XFS it commits the journal
      * with the new names too, so the directory's fsync that POSIX asks for
      * finds nothing left to write (one journal commit per instance, not two). */
     rc = fsync_path(final, 0, err);
     if (rc == 0)
         rc = fsync_path(dir, O_DIRECTORY, err);
-    if (rc)
-        goto out_unlink_final;
-    return 0;
+    return rc;
+}
 
-out_unlink_final:
-    /* a file whose directory entry may not be durable must not be handed to the index */
-    unlink(final);
-out_intent_back:
-    /* The header promises the temporary file is kept on failure. */
-    rename(intent, temp_path);
-out_clear_uuid:
-    uuid[0] = '\0';
+int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_LEN + 1],
+                         ts_err *err)
+{
+    int rc = ts_store_place_file(st, temp_path, uuid, err);
+    if (rc)
+        return rc;
+    rc = ts_store_sync_file(st, uuid, err);
+    if (rc) {
+        /* a file whose directory entry may not be durable must not be handed
+         * to the index; the temporary file is kept, as promised */
+        char final[PATH_MAX];
+        char intent[PATH_MAX];
+        ts_err ignored;
+        if (ts_store_path(st, uuid, final, sizeof(final), &ignored) == 0)
+            unlink(final);
+        if (intent_path(st, uuid, intent, sizeof(intent), &ignored) == 0)
+            rename(intent, temp_path);
+        uuid[0] = '\0';
+    }
     return rc;
 }
 

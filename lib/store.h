@@ -44,6 +44,16 @@ int ts_store_temp_path_of(ts_store *st, const char *name, char *path, size_t siz
 int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_LEN + 1],
                          ts_err *err);
 
+/* ts_store_commit_file in two steps, so that a writer can run its index
+ * statement while the disk syncs (ingest does): ts_store_place_file renames to
+ * the intent and links into place, without any fsync; ts_store_sync_file
+ * fsyncs the file and its directory. The index transaction must not commit
+ * before ts_store_sync_file succeeded. A failed place keeps the temporary
+ * file; after a failed sync the caller removes the file (ts_store_remove). */
+int ts_store_place_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_LEN + 1],
+                        ts_err *err);
+int ts_store_sync_file(ts_store *st, const char *uuid, ts_err *err);
+
 /* Drops the intent of a file whose fate is decided (its row committed, or the
  * file removed). A missing intent is not an error. */
 int ts_store_settle(ts_store *st, const char *uuid);

@@ -97,6 +97,8 @@ static void reception_date(char out[32])
 typedef struct txn_args {
     ts_store *store;
     const char *uuid;
+    bool synced;      /* the file and its directory entry are on disk */
+    bool sync_failed; /* ts_store_sync_file failed: a storage error, not the database's */
     const char *params[5];
     char status[32];
     char old_uuid[TS_UUID_LEN + 1];
@@ -107,11 +109,30 @@ static int store_txn(ts_db *db, void *arg, ts_err *err)
 {
     txn_args *a = arg;
     PGresult *res;
-    /* the function takes the file's lock first; its intent must still be
-     * there once we hold it (lib/store_index.h) */
-    int rc = ts_db_exec(db, &store_instance, a->params, &res, err);
+    /* PostgreSQL runs the function while the disk syncs the file: the two
+     * waits overlap (they were half of an instance's time each, one after the
+     * other); nothing commits before both are done. */
+    int rc = ts_db_send(db, &store_instance, a->params, err);
     if (rc)
         return rc;
+    if (!a->synced) {
+        ts_err sync_err;
+        if (ts_store_sync_file(a->store, a->uuid, &sync_err)) {
+            a->sync_failed = true;
+            ts_err ignored;
+            if (ts_db_receive(db, &res, &ignored) == 0)
+                PQclear(res);
+            if (err)
+                *err = sync_err;
+            return sync_err.code;
+        }
+        a->synced = true;
+    }
+    rc = ts_db_receive(db, &res, err);
+    if (rc)
+        return rc;
+    /* the function takes the file's lock first; its intent must still be
+     * there once we hold it (lib/store_index.h) */
     rc = ts_store_check_intent(a->store, a->uuid, err);
     if (rc) {
         PQclear(res);
@@ -216,8 +237,9 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
         out->status = INGEST_STORAGE_ERROR;
         goto fail;
     }
-    /* The file is complete on disk before the index may refer to it. */
-    if ((rc = ts_store_commit_file(ctx->store, temp_path, uuid, err))) {
+    /* In place without its fsync: store_txn syncs it while the index
+     * statement runs, and commits only once it is on disk. */
+    if ((rc = ts_store_place_file(ctx->store, temp_path, uuid, err))) {
         out->status = INGEST_STORAGE_ERROR;
         goto fail;
     }
@@ -266,7 +288,7 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
         temp_path = NULL;
     }
     if (rc) {
-        out->status = status_of_db_error(rc);
+        out->status = args.sync_failed ? INGEST_STORAGE_ERROR : status_of_db_error(rc);
         goto fail;
     }
 

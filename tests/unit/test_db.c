@@ -149,6 +149,102 @@ static int write_txn(ts_db *db, void *arg, ts_err *err)
     return ts_db_exec_sql(db, "CREATE TABLE should_not_exist (x int)", err);
 }
 
+static const ts_db_stmt sleep_then_value = {"unit_sleep_then_value",
+                                            "SELECT pg_sleep(0.2), $1::int + 1", 1};
+
+typedef struct overlap {
+    double sent_ms;     /* ts_db_send returned after this long */
+    double received_ms; /* ts_db_receive returned after this long */
+    int value;
+    int second_send_rc;
+} overlap;
+
+/* What ingest does: send, work while the server runs the statement, receive. */
+static int overlap_txn(ts_db *db, void *arg, ts_err *err)
+{
+    overlap *o = arg;
+    double t0 = now_ms();
+    const char *params[] = {"41"};
+    int rc = ts_db_send(db, &sleep_then_value, params, err);
+    if (rc)
+        return rc;
+    o->sent_ms = now_ms() - t0;
+    ts_err ignored;
+    /* one statement in flight per connection */
+    o->second_send_rc = ts_db_send(db, &sleep_then_value, params, &ignored);
+    PGresult *res;
+    rc = ts_db_receive(db, &res, err);
+    if (rc)
+        return rc;
+    o->received_ms = now_ms() - t0;
+    o->value = atoi(PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return 0;
+}
+
+static void test_send_returns_before_the_result(void **state)
+{
+    (void)state;
+    ts_db_pool *pool = new_pool(1, 0);
+    overlap o = {0};
+    ts_err err;
+    /* twice: the first time prepares the statement, the second finds it prepared */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, overlap_txn, &o, &err), 0);
+        assert_int_equal(o.value, 42);
+        assert_true(o.sent_ms < 150.0);
+        assert_true(o.received_ms >= 190.0);
+        assert_int_equal(o.second_send_rc, TS_EINVAL);
+    }
+    ts_db_pool_free(pool);
+}
+
+static const ts_db_stmt fails_with_conflict = {
+    "unit_fails_with_conflict",
+    "SELECT CASE WHEN $1::int > 0 THEN 1 / 0 ELSE 1 END", 1};
+
+typedef struct forgetful {
+    int attempts;
+} forgetful;
+
+/* Sends and returns without receiving: the attempt must fail, and the
+ * connection must still work for the next transaction. */
+static int forgetful_txn(ts_db *db, void *arg, ts_err *err)
+{
+    forgetful *f = arg;
+    f->attempts++;
+    const char *params[] = {"0"};
+    return ts_db_send(db, &fails_with_conflict, params, err);
+}
+
+static int receive_error_txn(ts_db *db, void *arg, ts_err *err)
+{
+    (void)arg;
+    const char *params[] = {"1"};
+    int rc = ts_db_send(db, &fails_with_conflict, params, err);
+    if (rc)
+        return rc;
+    return ts_db_receive(db, NULL, err);
+}
+
+static void test_unreceived_result_fails_the_attempt(void **state)
+{
+    (void)state;
+    ts_db_pool *pool = new_pool(1, 0);
+    forgetful f = {0};
+    ts_err err;
+    assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, forgetful_txn, &f, &err), TS_EINVAL);
+    assert_non_null(strstr(err.msg, "never received"));
+    /* an error reported by ts_db_receive is the statement's, with its name */
+    assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, receive_error_txn, NULL, &err), TS_EDB);
+    assert_non_null(strstr(err.msg, "unit_fails_with_conflict"));
+    assert_non_null(strstr(err.msg, "division by zero"));
+    overlap o = {0};
+    assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, overlap_txn, &o, &err), 0);
+    assert_int_equal(o.value, 42);
+    ts_db_pool_free(pool);
+}
+
 static void test_read_transactions_are_read_only(void **state)
 {
     ts_db_pool *pool = new_pool(1, 3);
@@ -402,6 +498,8 @@ int main(void)
         cmocka_unit_test(test_gives_up_with_busy_after_max_retries),
         cmocka_unit_test(test_zero_retries_fails_at_once),
         cmocka_unit_test(test_other_errors_are_not_replayed),
+        cmocka_unit_test(test_send_returns_before_the_result),
+        cmocka_unit_test(test_unreceived_result_fails_the_attempt),
         cmocka_unit_test(test_read_transactions_are_read_only),
         cmocka_unit_test(test_reconnects_after_the_server_drops_the_connection),
         cmocka_unit_test(test_unreachable_database_is_busy),

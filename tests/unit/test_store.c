@@ -352,6 +352,38 @@ static void test_temp_file_commit(void **state)
     free(data);
 }
 
+static void test_place_then_sync(void **state)
+{
+    fixture *f = *state;
+    char temp[PATH_MAX];
+    ts_err err = {0};
+    assert_int_equal(ts_store_temp_path(f->st, temp, sizeof(temp), &err), 0);
+    FILE *fp = fopen(temp, "w");
+    assert_non_null(fp);
+    fputs("placed", fp);
+    fclose(fp);
+
+    char uuid[TS_UUID_LEN + 1];
+    assert_int_equal(ts_store_place_file(f->st, temp, uuid, &err), 0);
+    assert_uuid_shape(uuid);
+    assert_false(exists(temp));
+    /* in place and readable at once, with its intent until settled */
+    assert_true(ts_store_has_intent(f->st, uuid));
+    void *data = NULL;
+    size_t len = 0;
+    assert_int_equal(ts_store_read(f->st, uuid, &data, &len, &err), 0);
+    assert_int_equal(len, strlen("placed"));
+    free(data);
+    assert_int_equal(ts_store_sync_file(f->st, uuid, &err), 0);
+    assert_int_equal(ts_store_settle(f->st, uuid), 0);
+    assert_false(ts_store_has_intent(f->st, uuid));
+
+    /* a sync of a file that is not there is an error that names it */
+    assert_int_equal(ts_store_remove(f->st, uuid, &err), 0);
+    assert_int_equal(ts_store_sync_file(f->st, uuid, &err), TS_EIO);
+    assert_non_null(strstr(err.msg, uuid));
+}
+
 static void test_commit_missing_temp(void **state)
 {
     fixture *f = *state;
@@ -606,7 +638,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remove_twice_and_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_keeps_siblings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_temp_file_commit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_commit_missing_temp, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_place_then_sync, setup, teardown),
+cmocka_unit_test_setup_teardown(test_commit_missing_temp, setup, teardown),
         cmocka_unit_test(test_unwritable_root),
         cmocka_unit_test_setup_teardown(test_root_is_a_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_uuid_rejected, setup, teardown),
