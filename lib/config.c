@@ -33,6 +33,9 @@ static const ts_cfg_setting settings[] = {
      "Redis server of the job registry (redis://host:port or unix:///path)"},
     {"TESSERA_STORAGE_DIR", TS_CFG_STRING, "./var/storage", 0, 0, NULL,
      "root of the storage area (shared by every service)"},
+    {"TESSERA_STORAGE_PREPARE", TS_CFG_BOOL, "true", 0, 0, NULL,
+     "ingest makes every aa/bb directory of the storage area at its first start (1.5 s, 270 MB "
+     "on ext4) so that no write makes a directory"},
     {"TESSERA_DICOM_AET", TS_CFG_STRING, "TESSERA", 0, 0, NULL, "our DICOM AE title"},
     {"TESSERA_DICOM_PORT", TS_CFG_INT, "4242", 1, 65535, NULL, "DICOM port of ingest"},
     {"TESSERA_DICOM_MAX_ASSOCIATIONS", TS_CFG_INT, "16", 1, 1000, NULL,

@@ -26,8 +26,12 @@
 #define TS_STORE_COMMIT_ATTEMPTS 5
 
 struct ts_store {
-    char *root; /* without trailing slash */
+    char *root;         /* without trailing slash */
+    bool tree_prepared; /* every aa/bb exists and stays (ts_store_prepare_tree) */
 };
+
+/* In the root once every aa/bb directory exists (ts_store_prepare_tree). */
+#define TREE_MARKER ".tessera-tree-prepared"
 
 /* The message a person acts on: the path and the system's reason. ENOSPC and
  * EDQUOT get their own code so that callers can answer "storage full". errno is
@@ -182,6 +186,9 @@ int ts_store_open(const char *root, ts_store **out, ts_err *err)
     close(fd);
     unlink(probe);
 
+    char marker[PATH_MAX];
+    st->tree_prepared = path_fmt(NULL, marker, sizeof(marker), "%s/" TREE_MARKER, st->root) == 0 &&
+                        access(marker, F_OK) == 0;
     *out = st;
     return 0;
 
@@ -527,13 +534,79 @@ int ts_store_remove(ts_store *st, const char *uuid, ts_err *err)
         return store_errno(err, errno, path, "remove");
     ts_store_settle(st, uuid); /* a writer that gave up leaves its intent to go with it */
 
-    /* Leave no empty aa/bb behind. Failing here is harmless (ENOTEMPTY most of
-     * the time, or a concurrent commit that just created a file), so it is not
-     * reported; an aa/bb that could not go means aa cannot go either. */
-    if (path_fmt(NULL, dir, sizeof(dir), "%s/%.2s/%.2s", st->root, uuid, uuid + 2) == 0 &&
+    /* Leave no empty aa/bb behind, unless the tree is prepared (it stays
+     * whole). Failing here is harmless (ENOTEMPTY most of the time, or a
+     * concurrent commit that just created a file), so it is not reported; an
+     * aa/bb that could not go means aa cannot go either. */
+    if (!st->tree_prepared &&
+        path_fmt(NULL, dir, sizeof(dir), "%s/%.2s/%.2s", st->root, uuid, uuid + 2) == 0 &&
         rmdir(dir) == 0 && path_fmt(NULL, dir, sizeof(dir), "%s/%.2s", st->root, uuid) == 0)
         rmdir(dir);
     return 0;
+}
+
+int ts_store_prepare_tree(ts_store *st, int *created, ts_err *err)
+{
+    char marker[PATH_MAX];
+    char aa[PATH_MAX];
+    char bb[PATH_MAX];
+    int made = 0;
+    int rc = path_fmt(err, marker, sizeof(marker), "%s/" TREE_MARKER, st->root);
+    if (rc)
+        return rc;
+    if (access(marker, F_OK) == 0) {
+        st->tree_prepared = true;
+        goto out;
+    }
+    /* Several processes may do this at once on a shared volume: a directory
+     * made by another counts as made. */
+    for (int a = 0; a < 256; a++) {
+        bool aa_created;
+        if ((rc = path_fmt(err, aa, sizeof(aa), "%s/%02x", st->root, a)) ||
+            (rc = mkdir_one(aa, &aa_created, err)))
+            return rc;
+        made += aa_created;
+        for (int b = 0; b < 256; b++) {
+            bool bb_created;
+            if ((rc = path_fmt(err, bb, sizeof(bb), "%s/%02x", aa, b)) ||
+                (rc = mkdir_one(bb, &bb_created, err)))
+                return rc;
+            made += bb_created;
+        }
+    }
+    /* One syncfs for the 65,792 new directories (their inodes and blocks as
+     * well as their entries), rather than an fsync of each. */
+    int root_fd = open(st->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        return store_errno(err, errno, st->root, "open");
+    if (syncfs(root_fd) != 0) {
+        rc = store_errno(err, errno, st->root, "syncfs");
+        close(root_fd);
+        return rc;
+    }
+    close(root_fd);
+    /* the marker last, durable, once everything it promises is */
+    int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return store_errno(err, errno, marker, "create");
+    if (fsync(fd) != 0) {
+        rc = store_errno(err, errno, marker, "fsync");
+        close(fd);
+        return rc;
+    }
+    close(fd);
+    if ((rc = fsync_path(st->root, O_DIRECTORY, err)))
+        return rc;
+    st->tree_prepared = true;
+out:
+    if (created)
+        *created = made;
+    return 0;
+}
+
+bool ts_store_tree_prepared(const ts_store *st)
+{
+    return st->tree_prepared;
 }
 
 int ts_store_sweep_temp(ts_store *st, int max_age_s, int *removed, ts_err *err)

@@ -76,6 +76,18 @@ int ts_store_read(ts_store *st, const char *uuid, void **data, size_t *len, ts_e
 /* Removes a stored file and its intent; a file already gone counts as removed. */
 int ts_store_remove(ts_store *st, const char *uuid, ts_err *err);
 
+/* Creates the 65,536 aa/bb directories of the layout that do not exist yet,
+ * fsyncs them and marks the tree prepared (a file in the root); from then on
+ * no write makes a directory and no removal deletes one. On ext4 a new
+ * directory is expensive (the allocator scans the block groups, and the new
+ * entry needs its own fsync): in a young storage area, where nearly every file
+ * lands in an aa/bb of its own, making it on the write path cost ingest about
+ * 0.4 ms of CPU per instance. The tree takes about 1.5 s and, on ext4, 270 MB
+ * (one 4 KB block per directory). Returns at once when the marker exists;
+ * *created (may be NULL) receives how many directories this call made. */
+int ts_store_prepare_tree(ts_store *st, int *created, ts_err *err);
+bool ts_store_tree_prepared(const ts_store *st);
+
 /* Removes temporary files not written to for max_age_s seconds: what a process
  * killed in the middle of a transfer left. */
 int ts_store_sweep_temp(ts_store *st, int max_age_s, int *removed, ts_err *err);

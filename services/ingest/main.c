@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bus.h"
@@ -281,6 +282,16 @@ int main(int argc, char **argv)
     }
     if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.write.store, &err))
         die("storage", &err);
+    if (ts_config_bool("TESSERA_STORAGE_PREPARE") && !ts_store_tree_prepared(svc.write.store)) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int made = 0;
+        if (ts_store_prepare_tree(svc.write.store, &made, &err))
+            die("storage tree", &err);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ts_info("storage tree prepared", "directories_made=%d ms=%ld", made,
+                (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
+    }
     int swept = 0;
     if (ts_store_sweep_temp(svc.write.store, 3600, &swept, &err))
         ts_warn("cannot sweep temporary files", "error=\"%s\"", err.msg);

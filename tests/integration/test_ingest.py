@@ -194,6 +194,43 @@ def test_overwrite_setting_replaces_the_file(cluster):
     assert cluster.sql("SELECT uuid::text FROM attachments") == uuids
 
 
+def test_prepared_storage_tree(cluster):
+    """TESSERA_STORAGE_PREPARE (on by default outside the tests): ingest makes
+    every aa/bb at its first start, writes make no directory, and removals keep
+    them."""
+    ing = cluster.start_ingest(TESSERA_STORAGE_PREPARE="true", TESSERA_OVERWRITE_INSTANCES="true")
+    assert (cluster.storage / ".tessera-tree-prepared").is_file()
+    aa = sorted(p.name for p in cluster.storage.iterdir() if p.is_dir() and p.name != "tmp")
+    assert aa == [f"{i:02x}" for i in range(256)]
+    for name in ("00", "7f", "ff"):
+        assert sorted(p.name for p in (cluster.storage / name).iterdir()) == \
+            [f"{i:02x}" for i in range(256)]
+    assert "directories_made=65792" in ing.read_log()
+
+    f = PYDICOM_FILES / "CT_small.dcm"
+    for _ in range(2):  # the second replaces the first: the first file goes to the deleter
+        rc, out = storescu(ing, [f])
+        assert rc == 0, out
+    (old,), = cluster.sql("SELECT a.uuid::text FROM deletion_purge p, unnest(p.resource_ids) r(id) "
+                          "JOIN attachments a ON a.resource_id = r.id")
+    old_dir = cluster.storage / old[:2] / old[2:4]
+    assert (old_dir / old).is_file()
+    cluster.start_deleter()
+    deadline = time.time() + 20
+    while (old_dir / old).exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not (old_dir / old).exists()
+    assert old_dir.is_dir()  # an emptied aa/bb stays in a prepared tree
+    assert len(cluster.stored_files()) == 1
+
+    # the marker says it is done: a restart makes nothing
+    ing.stop()
+    again = cluster.start_ingest(TESSERA_STORAGE_PREPARE="true")
+    rc, out = storescu(again, [PYDICOM_FILES / "MR_small.dcm"])
+    assert rc == 0, out
+    assert "storage tree prepared" not in again.read_log()
+
+
 def test_bus_store_path(cluster):
     """The write path that REST uploads use: same ids, Origin RestApi."""
     ing = cluster.start_ingest()
