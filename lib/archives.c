@@ -30,6 +30,7 @@
 
 #include "ids.h"
 #include "log.h"
+#include "xalloc.h"
 
 #define ARCHIVE_CHUNK (64 * 1024)
 
@@ -60,22 +61,6 @@ struct ts_archive {
     long long total_size; /* as the index has it */
     char errmsg[256];     /* why the archive failed */
 };
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (!p)
-        abort();
-    return p;
-}
 
 /* ---- Orthanc's names ---------------------------------------------------------- */
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "xalloc.h"
 
 #if MHD_VERSION < 0x00097002
 typedef int ts_mhd_result;
@@ -60,22 +61,6 @@ struct ts_metric {
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static ts_family *registry_head;
 static ts_family *registry_last;
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n, size);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (!p)
-        abort();
-    return p;
-}
 
 /* Registering a bad name is a programming error, found by the first run. */
 static void bug(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "xalloc.h"
+
 /* A stored file larger than this is refused by ts_store_read: reading it into
  * one buffer would be a mistake anyway (the largest accepted instance is far
  * smaller), and it bounds what a corrupt or foreign file can make us allocate. */
@@ -47,14 +49,6 @@ static int store_errno(ts_err *err, int e, const char *path, const char *op)
         ts_err_set(err, code, "store %s: %s", path, reason);
     errno = e;
     return code;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (!p)
-        abort();
-    return p;
 }
 
 /* snprintf that reports truncation as an error instead of using a cut path. */

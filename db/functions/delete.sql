@@ -33,8 +33,9 @@ BEGIN
         SELECT p_root
         UNION ALL SELECT r.id FROM resources r JOIN sub ON r.parent_id = sub.id)
     SELECT array_agg(id) INTO ids FROM sub;
-    -- only the levels at and below the root's hold rows of the subtree
-    IF lvl <= 3 THEN DELETE FROM instances WHERE resource_id = ANY (ids); END IF;
+    -- only the levels at and below the root's hold rows of the subtree;
+    -- instances is always one of them (levels are 0 to 3)
+    DELETE FROM instances WHERE resource_id = ANY (ids);
     IF lvl <= 2 THEN DELETE FROM series WHERE resource_id = ANY (ids); END IF;
     IF lvl <= 1 THEN DELETE FROM studies WHERE resource_id = ANY (ids); END IF;
     IF lvl = 0 THEN DELETE FROM patients WHERE resource_id = ANY (ids); END IF;

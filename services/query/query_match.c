@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "dicom.h"
+#include "xalloc.h"
 
 /* Keys with more parameters than this are refused: a value list is one
  * parameter, so only an absurd identifier gets here. */
@@ -207,14 +208,6 @@ static void sb_add(sbuf *b, const char *fmt, ...)
             abort();
         b->cap = cap;
     }
-}
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
 }
 
 /* ---- values ------------------------------------------------------------------ */

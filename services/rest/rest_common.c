@@ -1,6 +1,7 @@
 #include "rest_common.h"
 #include "store_index.h"
 
+#include <ctype.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,4 +132,16 @@ bool rest_body_within(rest_request *req, size_t max)
     snprintf(details, sizeof(details), "the body is larger than %zu bytes", max);
     rest_reply_error(req, 413, 8, "Bad request", details);
     return false;
+}
+
+const char *rest_body_trimmed(const rest_request *req, size_t *len)
+{
+    const char *s = req->body;
+    size_t n = req->body_len;
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
+    while (n && isspace((unsigned char)*s))
+        s++, n--;
+    *len = n;
+    return s;
 }

@@ -1,5 +1,5 @@
 /* Helpers shared by the route modules: level names, revisions (ETag and
- * If-Match), and one-row queries in a transaction. */
+ * If-Match), one-row queries in a transaction, and request bodies. */
 #ifndef REST_COMMON_H
 #define REST_COMMON_H
 
@@ -39,5 +39,10 @@ int rest_row_run(ts_db_pool *db, ts_db_mode mode, rest_row *row, ts_err *err);
 /* A JSON body of a route that takes small ones: true when it has at most max
  * bytes, else answers 413 with Orthanc's error body and returns false. */
 bool rest_body_within(rest_request *req, size_t max);
+
+/* A text body (a bare id or AE title, as Orthanc takes them) without its
+ * leading and trailing white space: returns where it starts and sets *len;
+ * nothing is copied, so the text is not NUL-terminated. */
+const char *rest_body_trimmed(const rest_request *req, size_t *len);
 
 #endif

@@ -7,7 +7,6 @@
  * POST /modalities/{id}/store (a DicomModalityStore job, rest_jobs.c). */
 #include "rest_modalities.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -481,12 +480,8 @@ bool rest_store_parse(rest_request *req, rest_store_req *sr)
     if (!sr->body && req->body_len) {
         /* Orthanc also takes one id as plain text */
         char id[TS_ID_LEN + 1];
-        size_t n = req->body_len;
-        const char *s = req->body;
-        while (n && isspace((unsigned char)s[n - 1]))
-            n--;
-        while (n && isspace((unsigned char)*s))
-            s++, n--;
+        size_t n;
+        const char *s = rest_body_trimmed(req, &n);
         if (n == TS_ID_LEN) {
             memcpy(id, s, n);
             id[n] = '\0';

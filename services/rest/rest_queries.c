@@ -689,12 +689,8 @@ void rest_query_retrieve(rest_request *req)
         bad_format(req, "Must provide a JSON object or an AE title");
         goto out;
     } else if (req->body_len) {
-        size_t n = req->body_len;
-        const char *s = req->body;
-        while (n && isspace((unsigned char)s[n - 1]))
-            n--;
-        while (n && isspace((unsigned char)*s))
-            s++, n--;
+        size_t n;
+        const char *s = rest_body_trimmed(req, &n);
         if (n > 64) {
             bad_format(req, "an AE title has 16 characters at most");
             goto out;

@@ -271,8 +271,8 @@ def test_store_synchronous_and_asynchronous(jobs_cluster, scps, tmp_path, orthan
     call(orthanc, "PUT", "/modalities/scp", ["STORESCP", "127.0.0.1", oscp.port])
     b = call(orthanc, "POST", "/modalities/scp/store", {"Resources": [study]})
     assert b[0] == 200 and without(b[1], "LocalAet") == without(content, "LocalAet")
-    # a bare id, as Orthanc accepts it, and a JSON list
-    for body in (answers[0]["ID"].encode(), [answers[1]["ID"], answers[2]["ID"]]):
+    # a bare id (white space around it ignored), as Orthanc accepts it, and a JSON list
+    for body in (f" {answers[0]['ID']}\n".encode(), [answers[1]["ID"], answers[2]["ID"]]):
         a, b = call(rest, "POST", "/modalities/scp/store", body), call(orthanc, "POST", "/modalities/scp/store", body)
         assert a[0] == b[0] == 200 and without(a[1], "LocalAet") == without(b[1], "LocalAet"), (a, b)
     # an instance given twice (itself and within its series) is sent once

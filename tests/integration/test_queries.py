@@ -219,8 +219,8 @@ def test_retrieve_one_answer_into_tessera(qr, orthanc):  # noqa: F811
         assert job["State"] == "Success", job
         assert job["Priority"] == body.get("Priority", 0)
     assert "StudyInstanceUID" in job["Content"]["Query"][0]  # Simplify
-    # a bare AE title as the body
-    assert call(rest, "POST", qa["Path"] + "/retrieve", b"TESSERA")[0] == 200
+    # a bare AE title as the body, white space around it ignored
+    assert call(rest, "POST", qa["Path"] + "/retrieve", b" TESSERA\r\n")[0] == 200
     a, b = (call(t, "POST", q["Path"] + "/retrieve", {"TargetAet": 3})
             for t, q in ((rest, qa), (orthanc, qb)))
     assert a[0] == b[0] == 400 and without(js(a), "Uri") == without(js(b), "Uri"), (a, b)
