@@ -227,8 +227,10 @@ def test_queue_status_route_and_metrics(cluster, tmp_path):
 
 def test_nudge_starts_a_pass_before_the_poll_interval(cluster, tmp_path):
     ing = cluster.start_ingest()
-    rest = cluster.start_rest(ing)
+    # the deleter first: rest's nudges are dropped while it has no deleter
+    # connected, and a rest started earlier redials only every 2 s at most
     cluster.start_deleter(TESSERA_DELETER_POLL_INTERVAL=3600)
+    rest = cluster.start_rest(ing)
     rc, out = storescu(ing, make_study(tmp_path / "gen", 21, "PAT-N", [3]))
     assert rc == 0, out
     time.sleep(0.5)  # the deleter's first (empty) pass is over; it now waits for an hour
