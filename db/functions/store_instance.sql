@@ -70,6 +70,7 @@ CREATE OR REPLACE FUNCTION tessera_store_instance(p_ids text[], p_tags jsonb, p_
 LANGUAGE plpgsql AS $$
 DECLARE
     pat record; stu record; ser record; ins record;
+    chain record;
     t jsonb;
     existing_uuid uuid;
     idx integer;
@@ -82,36 +83,56 @@ BEGIN
     -- only then; one round trip less than taking the lock on its own.
     PERFORM pg_advisory_xact_lock(29811, hashtext(p_instance->>'uuid'));
 
-    SELECT * INTO pat FROM tessera_upsert_resource(0::smallint, p_ids[1], NULL);
-    IF pat.created THEN
-        t := p_tags->'patient';
-        INSERT INTO patients (resource_id, patient_id, patient_name, patient_name_norm,
-                              patient_birth_date, patient_sex, main_tags)
-        VALUES (pat.id, coalesce(t->>'PatientID', ''), t->>'PatientName',
-                upper(t->>'PatientName'), t->>'PatientBirthDate', t->>'PatientSex', t);
-    END IF;
+    -- Most instances go to a series that exists: one statement finds its
+    -- chain and locks it (FOR KEY SHARE on the three rows, as
+    -- tessera_upsert_resource does, in one statement instead of six). A chain
+    -- being deleted is waited for and then not found: the upserts below make
+    -- it anew.
+    SELECT se.id AS ser_id, st.id AS stu_id, pa.id AS pat_id,
+           least(se.last_update, st.last_update, pa.last_update)
+               < now() - interval '1 second' AS stale
+    INTO chain
+    FROM resources se
+    JOIN resources st ON st.id = se.parent_id
+    JOIN resources pa ON pa.id = st.parent_id
+    WHERE se.public_id = p_ids[3] AND se.level = 2
+    FOR KEY SHARE;
+    IF FOUND THEN
+        SELECT chain.pat_id AS id, false AS created INTO pat;
+        SELECT chain.stu_id AS id, false AS created INTO stu;
+        SELECT chain.ser_id AS id, false AS created INTO ser;
+    ELSE
+        SELECT * INTO pat FROM tessera_upsert_resource(0::smallint, p_ids[1], NULL);
+        IF pat.created THEN
+            t := p_tags->'patient';
+            INSERT INTO patients (resource_id, patient_id, patient_name, patient_name_norm,
+                                  patient_birth_date, patient_sex, main_tags)
+            VALUES (pat.id, coalesce(t->>'PatientID', ''), t->>'PatientName',
+                    upper(t->>'PatientName'), t->>'PatientBirthDate', t->>'PatientSex', t);
+        END IF;
 
-    SELECT * INTO stu FROM tessera_upsert_resource(1::smallint, p_ids[2], pat.id);
-    IF stu.created THEN
-        t := p_tags->'study';
-        INSERT INTO studies (resource_id, study_instance_uid, study_date, study_time,
-                             accession_number, study_description, referring_physician,
-                             referring_physician_norm, main_tags)
-        VALUES (stu.id, t->>'StudyInstanceUID', t->>'StudyDate', t->>'StudyTime',
-                t->>'AccessionNumber', t->>'StudyDescription', t->>'ReferringPhysicianName',
-                upper(t->>'ReferringPhysicianName'), t);
-    END IF;
+        SELECT * INTO stu FROM tessera_upsert_resource(1::smallint, p_ids[2], pat.id);
+        IF stu.created THEN
+            t := p_tags->'study';
+            INSERT INTO studies (resource_id, study_instance_uid, study_date, study_time,
+                                 accession_number, study_description, referring_physician,
+                                 referring_physician_norm, main_tags)
+            VALUES (stu.id, t->>'StudyInstanceUID', t->>'StudyDate', t->>'StudyTime',
+                    t->>'AccessionNumber', t->>'StudyDescription', t->>'ReferringPhysicianName',
+                    upper(t->>'ReferringPhysicianName'), t);
+        END IF;
 
-    SELECT * INTO ser FROM tessera_upsert_resource(2::smallint, p_ids[3], stu.id);
-    IF ser.created THEN
-        t := p_tags->'series';
-        INSERT INTO series (resource_id, series_instance_uid, modality, series_number,
-                            series_description, main_tags)
-        VALUES (ser.id, t->>'SeriesInstanceUID', t->>'Modality',
-                tessera_int(t->>'SeriesNumber'), t->>'SeriesDescription', t);
-        IF coalesce(t->>'Modality', '') <> '' THEN
-            UPDATE studies SET modalities_in_study = array_append(modalities_in_study, t->>'Modality')
-            WHERE resource_id = stu.id AND NOT (t->>'Modality' = ANY (modalities_in_study));
+        SELECT * INTO ser FROM tessera_upsert_resource(2::smallint, p_ids[3], stu.id);
+        IF ser.created THEN
+            t := p_tags->'series';
+            INSERT INTO series (resource_id, series_instance_uid, modality, series_number,
+                                series_description, main_tags)
+            VALUES (ser.id, t->>'SeriesInstanceUID', t->>'Modality',
+                    tessera_int(t->>'SeriesNumber'), t->>'SeriesDescription', t);
+            IF coalesce(t->>'Modality', '') <> '' THEN
+                UPDATE studies SET modalities_in_study = array_append(modalities_in_study, t->>'Modality')
+                WHERE resource_id = stu.id AND NOT (t->>'Modality' = ANY (modalities_in_study));
+            END IF;
         END IF;
     END IF;
 
@@ -165,7 +186,10 @@ BEGIN
                          ELSE jsonb_build_object('IndexInSeries', idx::text) END) m
     WHERE m.value IS NOT NULL;
 
-    PERFORM tessera_touch_ancestors(ser.id);
+    -- (at most once a second: skipped when the chain was found fresh)
+    IF chain.stale IS NOT FALSE THEN
+        PERFORM tessera_touch_ancestors(ser.id);
+    END IF;
 
     -- The order Orthanc logs them in. Seq is given after commit by
     -- tessera_sequence_changes() (changes.sql).
