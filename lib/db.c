@@ -21,6 +21,9 @@ struct ts_db {
     bool retryable;       /* the last failure was 40001 or 40P01 */
     bool commit_in_doubt; /* a COMMIT was sent and its answer lost */
     const ts_db_stmt *sent; /* sent by ts_db_send, result not yet received */
+    const char *begin;      /* the transaction's BEGIN, not sent yet: it goes
+                               with the first statement */
+    bool pipelined;         /* sent as BEGIN + statement in one pipeline */
     const ts_db_stmt *prepared[MAX_PREPARED];
     int nprepared;
     ts_db_pool *pool;
@@ -182,6 +185,8 @@ static void drop_connection(ts_db *db)
     db->conn = NULL;
     db->nprepared = 0;
     db->sent = NULL;
+    db->begin = NULL;
+    db->pipelined = false;
 }
 
 /* Server notices ("relation already exists, skipping") are not errors. */
@@ -276,6 +281,19 @@ static bool is_prepared(ts_db *db, const ts_db_stmt *stmt)
     return false;
 }
 
+static int run_sql(ts_db *db, const char *sql, ts_err *err);
+
+/* The BEGIN that attempt_once left for the first statement, on its own: for
+ * statements that cannot share its pipeline. */
+static int send_pending_begin(ts_db *db, ts_err *err)
+{
+    if (!db->begin)
+        return 0;
+    const char *begin = db->begin;
+    db->begin = NULL;
+    return run_sql(db, begin, err);
+}
+
 static int ensure_prepared(ts_db *db, const ts_db_stmt *stmt, ts_err *err)
 {
     if (is_prepared(db, stmt))
@@ -313,21 +331,79 @@ int ts_db_send(ts_db *db, const ts_db_stmt *stmt, const char *const *params, ts_
     if (rc)
         return rc;
     tl_round_trips++;
-    if (!PQsendQueryPrepared(db->conn, stmt->name, stmt->nparams, params, NULL, NULL, 0))
+    if (db->begin) {
+        /* BEGIN and the statement in one round trip (libpq's pipeline mode):
+         * one wait for the server less in every write transaction */
+        const char *begin = db->begin;
+        db->begin = NULL;
+        if (!PQenterPipelineMode(db->conn) ||
+            !PQsendQueryParams(db->conn, begin, 0, NULL, NULL, NULL, NULL, 0) ||
+            !PQsendQueryPrepared(db->conn, stmt->name, stmt->nparams, params, NULL, NULL, 0) ||
+            !PQpipelineSync(db->conn)) {
+            rc = result_error(db, NULL, stmt->name, err);
+            db->broken = true; /* in an unknown pipeline state: start afresh */
+            return rc;
+        }
+        db->pipelined = true;
+    } else if (!PQsendQueryPrepared(db->conn, stmt->name, stmt->nparams, params, NULL, NULL, 0)) {
         return result_error(db, NULL, stmt->name, err);
+    }
     db->sent = stmt;
     return 0;
 }
 
-/* The result of the statement in flight, and the end of its results (the
- * NULL that PQgetResult returns after the last one). */
+/* Reads every result of what ts_db_send sent. Returns the statement's result,
+ * or the first failure (a failed BEGIN's, then the statement's), or NULL when
+ * the connection was lost. */
 static PGresult *take_result(ts_db *db)
 {
-    PGresult *first = PQgetResult(db->conn);
-    PGresult *more;
-    while ((more = PQgetResult(db->conn)) != NULL)
-        PQclear(more);
+    PGresult *first = NULL;
+    if (!db->pipelined) {
+        first = PQgetResult(db->conn);
+        PGresult *more;
+        while ((more = PQgetResult(db->conn)) != NULL)
+            PQclear(more);
+        db->sent = NULL;
+        return first;
+    }
+    /* BEGIN's result, NULL, the statement's, NULL, then the sync; after a
+     * failure the rest come as PGRES_PIPELINE_ABORTED. A lost connection
+     * gives NULLs only. */
+    PGresult *failure = NULL;
+    PGresult *r;
+    int nulls = 0;
+    int results = 0;
+    while (nulls < 2) {
+        r = PQgetResult(db->conn);
+        if (!r) {
+            if (PQstatus(db->conn) != CONNECTION_OK)
+                break;
+            nulls++;
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        results++;
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !failure)
+            failure = r;
+        else if (results == 2 && !failure)
+            first = r;
+        else
+            PQclear(r);
+    }
     db->sent = NULL;
+    db->pipelined = false;
+    if (!PQexitPipelineMode(db->conn))
+        db->broken = true;
+    if (failure) {
+        if (first)
+            PQclear(first);
+        return failure;
+    }
     return first;
 }
 
@@ -356,6 +432,9 @@ int ts_db_exec_params(ts_db *db, const char *sql, int nparams, const char *const
         *res = NULL;
     if (single_guard(err))
         return TS_EINVAL;
+    int rc = send_pending_begin(db, err);
+    if (rc)
+        return rc;
     tl_round_trips++;
     PGresult *r = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
@@ -373,6 +452,14 @@ int ts_db_exec_params(ts_db *db, const char *sql, int nparams, const char *const
 }
 
 int ts_db_exec_sql(ts_db *db, const char *sql, ts_err *err)
+{
+    int rc = send_pending_begin(db, err);
+    if (rc)
+        return rc;
+    return run_sql(db, sql, err);
+}
+
+static int run_sql(ts_db *db, const char *sql, ts_err *err)
 {
     tl_round_trips++;
     PGresult *r = PQexec(db->conn, sql);
@@ -421,9 +508,8 @@ static int attempt_once(ts_db *db, ts_db_mode mode, ts_db_txn_fn fn, void *arg, 
         tl_single_statements = -1;
         return rc;
     }
-    rc = ts_db_exec_sql(db, begin_sql(db->pool, mode), err);
-    if (rc)
-        return rc;
+    /* sent with the first statement (ts_db_send pipelines the two) */
+    db->begin = begin_sql(db->pool, mode);
     rc = fn(db, arg, err);
     if (db->sent) {
         /* fn gave up between ts_db_send and ts_db_receive: the connection
@@ -435,13 +521,18 @@ static int attempt_once(ts_db *db, ts_db_mode mode, ts_db_txn_fn fn, void *arg, 
             rc = ts_err_set(err, TS_EINVAL, "a statement's result was never received");
     }
     if (rc) {
-        if (!db->broken) {
+        if (!db->broken && !db->begin) {
             ts_err ignored;
             bool retryable = db->retryable;
             ts_db_exec_sql(db, "ROLLBACK", &ignored);
             db->retryable = retryable;
         }
+        db->begin = NULL;
         return rc;
+    }
+    if (db->begin) {
+        db->begin = NULL; /* fn ran nothing: no transaction was opened */
+        return 0;
     }
     rc = ts_db_exec_sql(db, "COMMIT", err);
     if (rc && db->broken)
