@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,7 +30,7 @@
 
 struct ts_store {
     char *root;         /* without trailing slash */
-    bool tree_prepared; /* every aa/bb exists and stays (ts_store_prepare_tree) */
+    atomic_bool tree_prepared; /* every aa/bb exists and stays (ts_store_prepare_tree) */
 };
 
 /* In the root once every aa/bb directory exists (ts_store_prepare_tree). */
@@ -121,6 +122,20 @@ static int fsync_path(const char *path, int flags, ts_err *err)
     return rc;
 }
 
+/* Whether the tree is prepared; until it is, every call looks for the marker,
+ * so that a process started before another one prepared the tree (a deleter
+ * before the first ingest) stops removing emptied directories. */
+static bool tree_marker_seen(ts_store *st)
+{
+    if (atomic_load(&st->tree_prepared))
+        return true;
+    char marker[PATH_MAX];
+    if (path_fmt(NULL, marker, sizeof(marker), "%s/" TREE_MARKER, st->root) == 0 &&
+        access(marker, F_OK) == 0)
+        atomic_store(&st->tree_prepared, true);
+    return atomic_load(&st->tree_prepared);
+}
+
 /* The store only ever creates lower-case names (uuid_unparse_lower), so an
  * upper-case uuid cannot name a stored file; refusing it also means that only
  * [0-9a-f-] ever reaches a path, so no uuid can climb out of the root. */
@@ -180,9 +195,7 @@ int ts_store_open(const char *root, ts_store **out, ts_err *err)
     close(fd);
     unlink(probe);
 
-    char marker[PATH_MAX];
-    st->tree_prepared = path_fmt(NULL, marker, sizeof(marker), "%s/" TREE_MARKER, st->root) == 0 &&
-                        access(marker, F_OK) == 0;
+    tree_marker_seen(st);
     *out = st;
     return 0;
 
@@ -532,7 +545,7 @@ int ts_store_remove(ts_store *st, const char *uuid, ts_err *err)
      * whole). Failing here is harmless (ENOTEMPTY most of the time, or a
      * concurrent commit that just created a file), so it is not reported; an
      * aa/bb that could not go means aa cannot go either. */
-    if (!st->tree_prepared &&
+    if (!tree_marker_seen(st) &&
         path_fmt(NULL, dir, sizeof(dir), "%s/%.2s/%.2s", st->root, uuid, uuid + 2) == 0 &&
         rmdir(dir) == 0 && path_fmt(NULL, dir, sizeof(dir), "%s/%.2s", st->root, uuid) == 0)
         rmdir(dir);
@@ -549,7 +562,7 @@ int ts_store_prepare_tree(ts_store *st, int *created, ts_err *err)
     if (rc)
         return rc;
     if (access(marker, F_OK) == 0) {
-        st->tree_prepared = true;
+        atomic_store(&st->tree_prepared, true);
         goto out;
     }
     /* Several processes may do this at once on a shared volume: a directory
@@ -591,16 +604,16 @@ int ts_store_prepare_tree(ts_store *st, int *created, ts_err *err)
     close(fd);
     if ((rc = fsync_path(st->root, O_DIRECTORY, err)))
         return rc;
-    st->tree_prepared = true;
+    atomic_store(&st->tree_prepared, true);
 out:
     if (created)
         *created = made;
     return 0;
 }
 
-bool ts_store_tree_prepared(const ts_store *st)
+bool ts_store_tree_prepared(ts_store *st)
 {
-    return st->tree_prepared;
+    return tree_marker_seen(st);
 }
 
 int ts_store_sweep_temp(ts_store *st, int max_age_s, int *removed, ts_err *err)

@@ -86,7 +86,7 @@ int ts_store_remove(ts_store *st, const char *uuid, ts_err *err);
  * (one 4 KB block per directory). Returns at once when the marker exists;
  * *created (may be NULL) receives how many directories this call made. */
 int ts_store_prepare_tree(ts_store *st, int *created, ts_err *err);
-bool ts_store_tree_prepared(const ts_store *st);
+bool ts_store_tree_prepared(ts_store *st);
 
 /* Removes temporary files not written to for max_age_s seconds: what a process
  * killed in the middle of a transfer left. */

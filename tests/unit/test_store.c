@@ -261,6 +261,40 @@ static void test_two_writes_two_files(void **state)
     assert_string_not_equal(a, b);
 }
 
+static int count_file(void *user, const char *uuid, const char *path, const struct stat *sb)
+{
+    (void)uuid;
+    (void)path;
+    (void)sb;
+    (*(int *)user)++;
+    return 0;
+}
+
+static void test_prepared_tree_keeps_emptied_directories(void **state)
+{
+    fixture *f = *state;
+    char uuid[TS_UUID_LEN + 1];
+    char bb[PATH_MAX];
+    char marker[PATH_MAX];
+    ts_err err = {0};
+    assert_false(ts_store_tree_prepared(f->st));
+    /* the marker appears after this store was opened, as when an ingest
+     * prepares the tree while a deleter already runs */
+    xsnprintf(marker, sizeof(marker), "%s/.tessera-tree-prepared", f->root);
+    FILE *fp = fopen(marker, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(ts_store_write(f->st, "x", 1, uuid, &err), 0);
+    xsnprintf(bb, sizeof(bb), "%s/%.2s/%.2s", f->root, uuid, uuid + 2);
+    assert_int_equal(ts_store_remove(f->st, uuid, &err), 0);
+    assert_true(is_dir(bb));
+    assert_true(ts_store_tree_prepared(f->st));
+    /* the marker is not a stored file */
+    int files = 0;
+    assert_int_equal(ts_store_walk(f->st, count_file, &files, &err), 0);
+    assert_int_equal(files, 0);
+}
+
 static void test_remove_twice_and_prune(void **state)
 {
     fixture *f = *state;
@@ -636,6 +670,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_empty_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_writes_two_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_twice_and_prune, setup, teardown),
+cmocka_unit_test_setup_teardown(test_prepared_tree_keeps_emptied_directories, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_keeps_siblings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_temp_file_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_place_then_sync, setup, teardown),
