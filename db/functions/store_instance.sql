@@ -87,14 +87,16 @@ BEGIN
     -- chain and locks it (FOR KEY SHARE on the three rows, as
     -- tessera_upsert_resource does, in one statement instead of six). A chain
     -- being deleted is waited for and then not found: the upserts below make
-    -- it anew.
+    -- it anew. The rows are locked in the order of the FROM list: patient,
+    -- study, series, top-down like the upserts and like a deletion's FOR
+    -- UPDATE (delete.sql), so the two cannot deadlock.
     SELECT se.id AS ser_id, st.id AS stu_id, pa.id AS pat_id,
            least(se.last_update, st.last_update, pa.last_update)
                < now() - interval '1 second' AS stale
     INTO chain
-    FROM resources se
-    JOIN resources st ON st.id = se.parent_id
-    JOIN resources pa ON pa.id = st.parent_id
+    FROM resources pa
+    JOIN resources st ON st.parent_id = pa.id
+    JOIN resources se ON se.parent_id = st.id
     WHERE se.public_id = p_ids[3] AND se.level = 2
     FOR KEY SHARE;
     IF FOUND THEN
