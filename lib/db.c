@@ -17,9 +17,9 @@
 struct ts_db {
     PGconn *conn;
     bool in_use;
-    bool broken;          /* the last failure was a lost connection */
-    bool retryable;       /* the last failure was 40001 or 40P01 */
-    bool commit_in_doubt; /* a COMMIT was sent and its answer lost */
+    bool broken;            /* the last failure was a lost connection */
+    bool retryable;         /* the last failure was 40001 or 40P01 */
+    bool commit_in_doubt;   /* a COMMIT was sent and its answer lost */
     const ts_db_stmt *sent; /* sent by ts_db_send, result not yet received */
     const char *begin;      /* the transaction's BEGIN, not sent yet: it goes
                                with the first statement */

@@ -29,7 +29,7 @@
 #define TS_STORE_COMMIT_ATTEMPTS 5
 
 struct ts_store {
-    char *root;         /* without trailing slash */
+    char *root;                /* without trailing slash */
     atomic_bool tree_prepared; /* every aa/bb exists and stays (ts_store_prepare_tree) */
 };
 
