@@ -1,8 +1,9 @@
 /* The agreement between the storage area and the index that keeps a crash
  * from leaving a file without its row for good.
  *
- * A writer puts a file in place with an intent (ts_store_commit_file). In the
- * transaction that indexes it, the writer calls ts_store_hold first: it takes
+ * A writer puts a file in place with an intent (ts_store_commit_file, or
+ * ts_store_place_file and then ts_store_sync_file before the commit, as ingest
+ * does). In the transaction that indexes it, the writer calls ts_store_hold first: it takes
  * the file's advisory lock (held until the transaction ends) and checks that
  * the intent is still there (ingest's store function takes the lock itself,
  * and ingest checks the intent after it, before the commit: what matters is

@@ -199,8 +199,8 @@ static void test_send_returns_before_the_result(void **state)
     ts_db_pool_free(pool);
 }
 
-static const ts_db_stmt fails_with_conflict = {
-    "unit_fails_with_conflict",
+static const ts_db_stmt divides_by_zero = {
+    "unit_divides_by_zero",
     "SELECT CASE WHEN $1::int > 0 THEN 1 / 0 ELSE 1 END", 1};
 
 typedef struct forgetful {
@@ -214,14 +214,14 @@ static int forgetful_txn(ts_db *db, void *arg, ts_err *err)
     forgetful *f = arg;
     f->attempts++;
     const char *params[] = {"0"};
-    return ts_db_send(db, &fails_with_conflict, params, err);
+    return ts_db_send(db, &divides_by_zero, params, err);
 }
 
 static int receive_error_txn(ts_db *db, void *arg, ts_err *err)
 {
     (void)arg;
     const char *params[] = {"1"};
-    int rc = ts_db_send(db, &fails_with_conflict, params, err);
+    int rc = ts_db_send(db, &divides_by_zero, params, err);
     if (rc)
         return rc;
     return ts_db_receive(db, NULL, err);
@@ -237,7 +237,7 @@ static void test_unreceived_result_fails_the_attempt(void **state)
     assert_non_null(strstr(err.msg, "never received"));
     /* an error reported by ts_db_receive is the statement's, with its name */
     assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, receive_error_txn, NULL, &err), TS_EDB);
-    assert_non_null(strstr(err.msg, "unit_fails_with_conflict"));
+    assert_non_null(strstr(err.msg, "unit_divides_by_zero"));
     assert_non_null(strstr(err.msg, "division by zero"));
     overlap o = {0};
     assert_int_equal(ts_db_transaction(pool, TS_DB_WRITE, overlap_txn, &o, &err), 0);
