@@ -91,7 +91,7 @@ json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
 /* A tag as Orthanc's REST API names it: "gggg-eeee", "gggg,eeee", "ggggeeee" or
  * a dictionary name ("PatientName"). false when it is none of these. */
 bool ts_dicom_parse_tag(const char *s, uint32_t *tag);
-/* The dictionary name of a tag ("PatientName"), or "gggg,eeee" when unknown. */
+/* A tag's name as Orthanc writes it ("PatientName"), or "gggg,eeee" when unknown. */
 void ts_dicom_tag_name(uint32_t tag, char *out, size_t size);
 
 /* The bytes of a value (or of several: the fragments of a frame) read from the

@@ -50,9 +50,11 @@ static bool parse_tag(const char *s, DcmTagKey &key)
 extern "C" void ts_dicom_tag_name(uint32_t tag, char *out, size_t size)
 {
     DcmTag t(static_cast<Uint16>(tag >> 16), static_cast<Uint16>(tag & 0xffff));
-    const char *name = t.getTagName();
-    if (name && strcmp(name, DcmTag_ERROR_TagName) != 0)
-        snprintf(out, size, "%s", name);
+    /* Orthanc's names, not the dictionary's alone: dcmtk 3.6.7 calls
+     * (0010,1000) RETIRED_OtherPatientIDs, Orthanc OtherPatientIDs */
+    std::string name = ts_orthanc_tag_name(t);
+    if (name != DcmTag_ERROR_TagName)
+        snprintf(out, size, "%s", name.c_str());
     else
         snprintf(out, size, "%04x,%04x", tag >> 16, tag & 0xffff);
 }

@@ -14,6 +14,10 @@ struct ts_dicom {
     std::string transfer_syntax; // UID from the meta header, "" if none
 };
 
+// A tag's name as Orthanc writes it: dcmtk's dictionary, except a few main tags
+// that Orthanc names itself; DcmTag_ERROR_TagName when unknown (dicom_json.cc).
+std::string ts_orthanc_tag_name(const DcmTag &tag);
+
 // dcmtk stores strings in the dataset's character set; ts_dicom_open_* converts
 // the dataset to UTF-8 once so that every reader sees UTF-8.
 

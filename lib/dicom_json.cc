@@ -720,6 +720,11 @@ json_t *dicomweb_dataset(DcmItem &item, const BulkPath &bulk)
 
 } // namespace
 
+std::string ts_orthanc_tag_name(const DcmTag &tag)
+{
+    return orthanc_tag_name(tag);
+}
+
 extern "C" json_t *ts_dicom_to_orthanc_json(const ts_dicom *d)
 {
     return orthanc_dataset(dataset_of(d), true);

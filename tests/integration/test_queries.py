@@ -98,7 +98,10 @@ def test_query_study_and_series_like_orthanc(qr, orthanc):  # noqa: F811
                  {"Level": "Series", "Query": {"StudyInstanceUID": STUDY_B, "Modality": "", "SeriesDescription": ""}},
                  {"Level": "study", "Query": {"0010,0010": "DOE*", "SeriesDescription": "x"}},
                  {"Level": "Study", "Query": {"SeriesDescription": "x"}, "Normalize": False},
-                 {"Level": "Patient"},
+                 # (0010,1000): dcmtk 3.6.7's dictionary names it RETIRED_OtherPatientIDs
+                 # (so neither system accepts "OtherPatientIDs" as a key), Orthanc's
+                 # answers name it OtherPatientIDs
+                 {"Level": "Patient", "Query": {"0010,1000": ""}},
                  {"Level": "Instance", "Query": {"StudyInstanceUID": STUDY_A}}):
         a, b = call(rest, "POST", "/modalities/remote/query", body), call(orthanc, "POST", "/modalities/remote/query", body)
         assert a[0] == b[0] == 200, (body, a, b)
@@ -117,6 +120,8 @@ def test_query_study_and_series_like_orthanc(qr, orthanc):  # noqa: F811
                 x = call(other, "GET", f"{qa}/answers/{i}{sub}")
                 y = call(orthanc, "GET", f"{qb}/answers/{i}{sub}")
                 assert x[0] == y[0] == 200 and x[1] == y[1], (body, i, sub, x, y)
+                if body["Level"] == "Patient" and sub == "/content?simplify":
+                    assert "OtherPatientIDs" in x[1], x
             x, y = call(other, "GET", f"{qa}/answers/{i}"), call(orthanc, "GET", f"{qb}/answers/{i}")
             assert x[0] == y[0] == 200 and x[1] == y[1], (x, y)
         for sub in (f"/answers/{n}/content", "/answers/x/content", "/answers/-1/content",
@@ -315,12 +320,14 @@ def test_modality_move(qr, orthanc):  # noqa: F811
              {"Level": "Study", "Resources": [{"StudyInstanceUID": STUDY_A}], "TargetAet": "NOWHERE"})
     assert a[0] == 500 and js(a)["Details"] == \
         'C-MOVE SCU to AET "REMOTE" has failed with DIMSE status 0xA801', a
-    # an unknown study: the remote answers 0xC000 like Orthanc's, and so 422
+    # an unknown study: this remote (a Tessera query service) finds nothing to send
+    # and ends the C-MOVE with success and no sub-operations; both answer the same.
+    # (The 422 that Orthanc gives for a remote's 0xC000 refusal is not reached here.)
     b = call(orthanc, "POST", "/modalities/remote/move",
              {"Level": "Study", "Resources": [{"StudyInstanceUID": "9.9.9"}], "TargetAet": "ORTHANC"})
     a = call(rest, "POST", "/modalities/remote/move",
              {"Level": "Study", "Resources": [{"StudyInstanceUID": "9.9.9"}]})
-    assert a[0] == b[0], (a, b)
+    assert a[0] == b[0] == 200, (a, b)
     assert js(a) == js(b), (a, b)
 
 
