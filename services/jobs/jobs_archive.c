@@ -149,14 +149,20 @@ void jobs_archive_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             jobs_record(w, c, NULL, 0, progress > 99 ? 99 : progress);
         }
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        fd = -1;
+    /* closed whatever fsync says; close can report a deferred write error too */
+    const char *failed_op = fsync(fd) != 0 ? "fsync" : NULL;
+    int saved_errno = errno;
+    if (close(fd) != 0 && !failed_op) {
+        failed_op = "close";
+        saved_errno = errno;
+    }
+    fd = -1;
+    if (failed_op) {
         char details[4200];
-        snprintf(details, sizeof(details), "fsync %s: %s", part, strerror(errno));
+        snprintf(details, sizeof(details), "%s %s: %s", failed_op, part, strerror(saved_errno));
         fail(out, 14, "Cannot write to file", details);
         goto done;
     }
-    fd = -1;
     if (rename(part, final) != 0) {
         char details[8400];
         snprintf(details, sizeof(details), "rename %s to %s: %s", part, final, strerror(errno));
