@@ -126,25 +126,18 @@ static bool job_parameters(rest_request *req, const json_t *body, bool *synchron
         return true;
     const json_t *s = json_object_get(body, "Synchronous");
     const json_t *a = json_object_get(body, "Asynchronous");
-    const json_t *p = json_object_get(body, "Priority");
     if (s && !json_is_boolean(s))
         return bad_format(req, "Boolean value expected in field: Synchronous");
     if (!s && a && !json_is_boolean(a))
         return bad_format(req, "Boolean value expected in field: Asynchronous");
-    if (p && !json_is_integer(p))
-        return bad_format(req, "Integer value expected in field: Priority");
-    if (p && (json_integer_value(p) < -1000000000 || json_integer_value(p) > 1000000000)) {
-        rest_reply_error(req, 400, 3, "Parameter out of range",
-                         "Priority must be between -1000000000 and 1000000000");
+    if (!rest_job_priority(req, body, priority))
         return false;
-    }
     if (json_object_get(body, "Transcode")) {
         rest_reply_error(req, 501, 2, "Not implemented yet",
                          "Transcode: Tessera does not transcode archives");
         return false;
     }
     *synchronous = s ? json_is_true(s) : a ? !json_is_true(a) : true;
-    *priority = p ? (int)json_integer_value(p) : 0;
     return true;
 }
 

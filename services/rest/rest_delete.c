@@ -98,14 +98,15 @@ void rest_bulk_delete(rest_request *req)
         return;
     }
     const json_t *async = json_object_get(body, "Asynchronous");
-    const json_t *prio = json_object_get(body, "Priority");
     /* Tessera's own fields (Orthanc ignores them): checked when they matter */
-    if ((async && !json_is_boolean(async)) ||
-        (json_is_true(async) && prio && !json_is_integer(prio))) {
+    if (async && !json_is_boolean(async)) {
         rest_reply_error(req, 400, 15, "Bad file format",
-                         async && !json_is_boolean(async)
-                             ? "Boolean value expected in field: Asynchronous"
-                             : "Integer value expected in field: Priority");
+                         "Boolean value expected in field: Asynchronous");
+        json_decref(body);
+        return;
+    }
+    int priority = 0;
+    if (json_is_true(async) && !rest_job_priority(req, body, &priority)) {
         json_decref(body);
         return;
     }
@@ -114,8 +115,7 @@ void rest_bulk_delete(rest_request *req)
         json_t *content = json_pack("{s:s, s:I, s:i}", "Description", "REST API", "ResourcesCount",
                                     (json_int_t)json_array_size(list), "DeletedResourcesCount", 0);
         json_t *input = json_pack("{s:O}", "Resources", list);
-        rest_jobs_submit(req, "BulkDelete", prio ? (int)json_integer_value(prio) : 0, content,
-                         input, true);
+        rest_jobs_submit(req, "BulkDelete", priority, content, input, true);
         json_decref(content);
         json_decref(input);
         json_decref(body);

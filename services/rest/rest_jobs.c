@@ -171,6 +171,25 @@ static int http_status_of(int code)
     }
 }
 
+bool rest_job_priority(rest_request *req, const json_t *body, int *priority)
+{
+    *priority = 0;
+    const json_t *p = json_is_object(body) ? json_object_get(body, "Priority") : NULL;
+    if (!p)
+        return true;
+    if (!json_is_integer(p)) {
+        rest_reply_error(req, 400, 15, "Bad file format", "Integer value expected in field: Priority");
+        return false;
+    }
+    if (json_integer_value(p) < -1000000000 || json_integer_value(p) > 1000000000) {
+        rest_reply_error(req, 400, 3, "Parameter out of range",
+                         "Priority must be between -1000000000 and 1000000000");
+        return false;
+    }
+    *priority = (int)json_integer_value(p);
+    return true;
+}
+
 void rest_jobs_submit(rest_request *req, const char *type, int priority, const json_t *content,
                       const json_t *input, bool asynchronous)
 {

@@ -20,6 +20,11 @@ void rest_jobs_control(rest_request *req);
  * "Path"} when asynchronous; otherwise waits for the job to end and answers
  * its Content (Success) or an Orthanc error body built from its ErrorCode,
  * ErrorDescription and ErrorDetails (Failure), as Orthanc does. */
+/* A job request's "Priority" (0 when absent). Answers 400 and returns false
+ * when it is not an integer, or lies outside +-1,000,000,000 (the queue's
+ * order in Redis; a larger value would wrap when converted to int). */
+bool rest_job_priority(rest_request *req, const json_t *body, int *priority);
+
 void rest_jobs_submit(rest_request *req, const char *type, int priority, const json_t *content,
                       const json_t *input, bool asynchronous);
 

@@ -500,17 +500,15 @@ bool rest_store_parse(rest_request *req, rest_store_req *sr)
     if (json_is_object(body)) {
         const json_t *a = json_object_get(body, "Asynchronous");
         const json_t *s = json_object_get(body, "Synchronous");
-        const json_t *p = json_object_get(body, "Priority");
         const json_t *pm = json_object_get(body, "Permissive");
         if ((a && !json_is_boolean(a)) || (s && !json_is_boolean(s)) ||
             (pm && !json_is_boolean(pm)))
             return bad_format(
                 req, "Boolean value expected in fields Asynchronous, Synchronous and Permissive");
-        if (p && !json_is_integer(p))
-            return bad_format(req, "Integer value expected in field: Priority");
+        if (!rest_job_priority(req, body, &sr->priority))
+            return false;
         sr->permissive = json_is_true(pm);
         sr->asynchronous = json_is_true(a) || json_is_false(s);
-        sr->priority = p ? (int)json_integer_value(p) : 0;
     }
     return dicom_options(req, body, &sr->timeout, &sr->local_aet);
 }

@@ -592,7 +592,6 @@ static bool job_options(rest_request *req, const json_t *body, bool *asynchronou
     const json_t *pm = json_object_get(body, "Permissive");
     const json_t *s = json_object_get(body, "Synchronous");
     const json_t *a = json_object_get(body, "Asynchronous");
-    const json_t *p = json_object_get(body, "Priority");
     if (pm && !json_is_boolean(pm)) {
         bad_format(req, "Boolean value expected in field: Permissive");
         return false;
@@ -605,13 +604,10 @@ static bool job_options(rest_request *req, const json_t *body, bool *asynchronou
         bad_format(req, "Boolean value expected in field: Asynchronous");
         return false;
     }
-    if (p && !json_is_integer(p)) {
-        bad_format(req, "Integer value expected in field: Priority");
+    if (!rest_job_priority(req, body, priority))
         return false;
-    }
     *permissive = json_is_true(pm);
     *asynchronous = s ? json_is_false(s) : json_is_true(a);
-    *priority = p ? (int)json_integer_value(p) : 0;
     return true;
 }
 

@@ -178,6 +178,15 @@ def test_bulk_delete_job(jobs_cluster, tmp_path):
                  {"Resources": doomed, "Asynchronous": True, "Priority": "high"}):
         resp = call(rest, "POST", "/tools/bulk-delete", body)
         assert resp[0] == 400 and js(resp)["OrthancStatus"] == 15, resp
+    # a Priority that would wrap to 1 as a C int is refused, as for every job route
+    for path, body in (("/tools/bulk-delete", {"Resources": doomed, "Asynchronous": True,
+                                               "Priority": 2 ** 32 + 1}),
+                       (f"/studies/{doomed[0]}/archive", {"Asynchronous": True,
+                                                          "Priority": -(2 ** 40)})):
+        resp = call(rest, "POST", path, body)
+        assert resp[0] == 400 and js(resp)["Details"] == \
+            "Priority must be between -1000000000 and 1000000000", (path, resp)
+    assert [j for j in call(rest, "GET", "/jobs?expand")[1] if j["Type"] == "BulkDelete"] == []
     status, started, _ = call(rest, "POST", "/tools/bulk-delete",
                               {"Resources": doomed, "Asynchronous": True})
     assert status == 200 and set(started) == {"ID", "Path"}, started
