@@ -85,15 +85,15 @@ static void reply_bufs_clear(reply_bufs *b)
 static int retrieve_reply(query_bus_ctx *ctx, const Tessera__FindRequest *req,
                           Tessera__FindReply *rep, query_result *res, reply_bufs *b, ts_err *err)
 {
-    if (req->n_query > MAX_KEYS)
-        return ts_err_set(err, TS_EINVAL, "more than %d keys", MAX_KEYS);
-    query_key *keys = calloc(req->n_query + 1, sizeof(*keys));
-    if (!keys)
-        abort();
-    for (size_t i = 0; i < req->n_query; i++)
-        keys[i] = (query_key){req->query[i]->tag, req->query[i]->value};
-    int rc = query_retrieve_run(ctx->db, (ts_level)req->level, keys, req->n_query,
-                                req->case_sensitive, res, err);
+    /* the find form's limits; its query keys come first (requested tags and
+     * expand mean nothing to a retrieve and are not passed on) */
+    query_key *keys;
+    size_t nkeys;
+    int rc = build_keys(req, &keys, &nkeys, err);
+    if (rc)
+        return rc;
+    rc = query_retrieve_run(ctx->db, (ts_level)req->level, keys, req->n_query,
+                            req->case_sensitive, res, err);
     free(keys);
     if (rc)
         return rc;
