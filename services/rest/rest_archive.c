@@ -200,12 +200,8 @@ out:
 static json_t *job_body(rest_request *req, const char *details_if_bad, bool *synchronous,
                         int *priority)
 {
-    if (req->body_len > ARCHIVE_BODY_MAX) {
-        char details[96];
-        snprintf(details, sizeof(details), "the body is larger than %d bytes", ARCHIVE_BODY_MAX);
-        rest_reply_error(req, 413, 8, "Bad request", details);
+    if (!rest_body_within(req, ARCHIVE_BODY_MAX))
         return NULL;
-    }
     json_error_t jerr;
     json_t *body =
         req->body_len ? json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr) : NULL;
