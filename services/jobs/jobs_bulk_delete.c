@@ -31,11 +31,10 @@ void jobs_bulk_delete_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         ts_deleted d;
         int rc = ts_delete_resource(w->svc->db, id, -1, &d, &err);
         if (rc < 0) {
-            out->code = rc == TS_EDB_BUSY ? 11 : 1;
-            snprintf(out->description, sizeof(out->description), "%s",
-                     rc == TS_EDB_BUSY ? "The database is currently not available"
-                                       : "Internal error");
-            snprintf(out->details, sizeof(out->details), "%s", err.msg);
+            jobs_fail(out, rc == TS_EDB_BUSY ? 11 : 1,
+                      rc == TS_EDB_BUSY ? "The database is currently not available"
+                                        : "Internal error",
+                      err.msg);
             break;
         }
         if (rc == 1) {

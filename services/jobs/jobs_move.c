@@ -14,12 +14,6 @@
 #define ERR_NETWORK 9
 #define ERR_BAD_FORMAT 15
 
-static void set_failure(jobs_outcome *out, int code, const char *desc, const char *details)
-{
-    out->code = code;
-    snprintf(out->description, sizeof(out->description), "%s", desc);
-    snprintf(out->details, sizeof(out->details), "%s", details);
-}
 
 void jobs_move_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
 {
@@ -35,7 +29,7 @@ void jobs_move_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
 
     memset(out, 0, sizeof(*out));
     if (!json_is_array(resources) || !aet || !host || port <= 0 || !target) {
-        set_failure(out, ERR_BAD_FORMAT, "Bad file format", "malformed job input");
+        jobs_fail(out, ERR_BAD_FORMAT, "Bad file format", "malformed job input");
         goto out;
     }
     ts_dicom_peer peer = {local && *local ? local : w->svc->our_aet, aet, host, port,
@@ -62,7 +56,7 @@ void jobs_move_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             ts_warn("C-MOVE failed", "job=%s remote=%s target=%s error=\"%s\"", c->id, aet, target,
                     err.msg);
             if (!permissive) {
-                set_failure(out, ERR_NETWORK, "Error in the network protocol", err.msg);
+                jobs_fail(out, ERR_NETWORK, "Error in the network protocol", err.msg);
                 goto out;
             }
         }

@@ -25,12 +25,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void set_failure(jobs_outcome *out, int code, const char *desc, const char *details)
-{
-    out->code = code;
-    snprintf(out->description, sizeof(out->description), "%s", desc);
-    snprintf(out->details, sizeof(out->details), "%s", details);
-}
 
 /* The peer's answer is not needed, only its status: keep a bounded amount. */
 static size_t discard(char *ptr, size_t size, size_t nmemb, void *user)
@@ -82,7 +76,7 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
 
     memset(out, 0, sizeof(*out));
     if (!json_is_array(instances) || !base) {
-        set_failure(out, 15, "Bad file format", "malformed job input");
+        jobs_fail(out, 15, "Bad file format", "malformed job input");
         goto out;
     }
     if (!(done = jobs_done_items(w, c))) {
@@ -99,7 +93,7 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     {
         const char *id = json_string_value(v);
         if (!id || !ts_id_is_valid(id)) {
-            set_failure(out, 15, "Bad file format", "malformed instance id in job input");
+            jobs_fail(out, 15, "Bad file format", "malformed instance id in job input");
             goto out;
         }
         if (json_object_get(done, id))
@@ -131,7 +125,7 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         size_t n = ntodo - pos < LOOKUP ? ntodo - pos : LOOKUP;
         ts_err err;
         if (jobs_instance_files(w, todo + pos, n, uuids, &err)) {
-            set_failure(out, 11, "The database is currently not available", err.msg);
+            jobs_fail(out, 11, "The database is currently not available", err.msg);
             goto out;
         }
         for (size_t k = 0; k < n; k++) {
@@ -148,7 +142,7 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 snprintf(details, sizeof(details), "instance %s is no longer stored",
                          todo[pos + k]);
                 if (!permissive) {
-                    set_failure(out, 17, "Unknown resource", details);
+                    jobs_fail(out, 17, "Unknown resource", details);
                     goto out;
                 }
                 failed++;
@@ -157,7 +151,7 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             rc = post_instance(curl, url, data, len, details, sizeof(details));
             free(data);
             if (rc && !permissive) {
-                set_failure(out, 9, "Error in the network protocol", details);
+                jobs_fail(out, 9, "Error in the network protocol", details);
                 goto out;
             }
             if (rc) {

@@ -39,12 +39,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void set_failure(jobs_outcome *out, int code, const char *desc, const char *details)
-{
-    out->code = code;
-    snprintf(out->description, sizeof(out->description), "%s", desc);
-    snprintf(out->details, sizeof(out->details), "%s", details);
-}
 
 typedef struct files_q {
     const char *const *ids;
@@ -159,7 +153,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
 
     memset(out, 0, sizeof(*out));
     if (!json_is_array(instances) || !aet || !host || port <= 0) {
-        set_failure(out, ERR_BAD_FORMAT, "Bad file format", "malformed job input");
+        jobs_fail(out, ERR_BAD_FORMAT, "Bad file format", "malformed job input");
         goto out;
     }
     ts_dicom_peer peer = {local && *local ? local : w->svc->our_aet, aet, host, port,
@@ -183,7 +177,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     {
         const char *id = json_string_value(v);
         if (!id || !ts_id_is_valid(id)) {
-            set_failure(out, ERR_BAD_FORMAT, "Bad file format",
+            jobs_fail(out, ERR_BAD_FORMAT, "Bad file format",
                         "malformed instance id in job input");
             goto out;
         }
@@ -210,7 +204,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         int rc = ts_db_transaction(w->svc->db, TS_DB_READ, files_txn, &q, &err);
         if (rc) {
             /* the database is unreachable: let another attempt (resubmit) do it */
-            set_failure(out, 11, "The database is currently not available", err.msg);
+            jobs_fail(out, 11, "The database is currently not available", err.msg);
             goto out;
         }
         /* ids[] and paths[] of the instances still stored, in step */
@@ -225,7 +219,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 }
                 char details[160];
                 snprintf(details, sizeof(details), "instance %s is no longer stored", q.ids[k]);
-                set_failure(out, ERR_UNKNOWN_RESOURCE, "Unknown resource", details);
+                jobs_fail(out, ERR_UNKNOWN_RESOURCE, "Unknown resource", details);
                 goto out;
             }
             free(paths[m_ok]);
@@ -237,7 +231,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                   : 0;
         double elapsed = now_s() - t0;
         if (rc && !permissive) {
-            set_failure(out, ERR_NETWORK, "Error in the network protocol", err.msg);
+            jobs_fail(out, ERR_NETWORK, "Error in the network protocol", err.msg);
             goto out;
         }
         if (rc) {
@@ -266,7 +260,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 /* what was confirmed before the refusal is kept */
                 mark_arg m = {c, sent, nsent, (int)((ndone + nsent) * 100 / total)};
                 jobs_retry_redis(w, do_mark, &m);
-                set_failure(out, ERR_NETWORK, "Error in the network protocol", details);
+                jobs_fail(out, ERR_NETWORK, "Error in the network protocol", details);
                 goto out;
             }
             sent[nsent++] = ids[k];

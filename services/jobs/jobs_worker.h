@@ -6,6 +6,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "bus.h"
 #include "db.h"
@@ -50,6 +51,17 @@ typedef struct jobs_outcome {
     char description[128];
     char details[512];
 } jobs_outcome;
+
+/* Ends the run as a Failure with Orthanc's ErrorCode, ErrorDescription and
+ * ErrorDetails (cut to fit). */
+static inline void jobs_fail(jobs_outcome *out, int code, const char *description,
+                             const char *details)
+{
+    out->code = code;
+    snprintf(out->description, sizeof(out->description), "%.*s",
+             (int)sizeof(out->description) - 1, description);
+    snprintf(out->details, sizeof(out->details), "%.*s", (int)sizeof(out->details) - 1, details);
+}
 
 /* Runs a Redis call until it works, for up to about two leases (Redis may be
  * restarting); false if it never did (the job is then left to be taken over). */
