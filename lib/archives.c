@@ -160,9 +160,7 @@ static const char *folder_name(name_set *ns, const char *tag1, const char *tag2,
     free(std);
     if (ns->n == ns->cap) {
         ns->cap = ns->cap ? 2 * ns->cap : 8;
-        ns->v = realloc(ns->v, ns->cap * sizeof(*ns->v));
-        if (!ns->v)
-            abort();
+        ns->v = xrealloc(ns->v, ns->cap * sizeof(*ns->v));
     }
     ns->v[ns->n++] = name;
     return name;
@@ -271,9 +269,7 @@ static void add_dir(ts_archive *s, const char *p, const char *st, const char *se
 {
     if (s->ndirs == s->dirs_cap) {
         s->dirs_cap = s->dirs_cap ? 2 * s->dirs_cap : 16;
-        s->dirs = realloc(s->dirs, s->dirs_cap * sizeof(*s->dirs));
-        if (!s->dirs)
-            abort();
+        s->dirs = xrealloc(s->dirs, s->dirs_cap * sizeof(*s->dirs));
     }
     size_t n = strlen(p) + strlen(st) + strlen(se) + 4;
     char *dir = xmalloc(n);
@@ -313,9 +309,7 @@ static void build_list(ts_archive *s, PGresult *res)
         prev_se = se;
         if (s->nfiles == s->files_cap) {
             s->files_cap = s->files_cap ? 2 * s->files_cap : 64;
-            s->files = realloc(s->files, s->files_cap * sizeof(*s->files));
-            if (!s->files)
-                abort();
+            s->files = xrealloc(s->files, s->files_cap * sizeof(*s->files));
         }
         arch_file *f = &s->files[s->nfiles++];
         f->dir = s->ndirs - 1;
@@ -354,9 +348,7 @@ static la_ssize_t zip_write(struct archive *a, void *cls, const void *buf, size_
         size_t cap = s->out_cap ? s->out_cap : ARCHIVE_CHUNK + 4096;
         while (cap < s->out_len + len)
             cap *= 2;
-        s->out = realloc(s->out, cap);
-        if (!s->out)
-            abort();
+        s->out = xrealloc(s->out, cap);
         s->out_cap = cap;
     }
     memcpy(s->out + s->out_len, buf, len);
@@ -498,9 +490,7 @@ static char *array_literal(const char *const *ids, size_t n)
 int ts_archive_new(ts_db_pool *db, ts_store *store, const char *const *ids, size_t n, int level,
                    const char *log_id, ts_archive **out, ts_err *err)
 {
-    ts_archive *s = calloc(1, sizeof(*s));
-    if (!s)
-        abort();
+    ts_archive *s = xcalloc(1, sizeof(*s));
     s->fd = -1;
     s->store = store;
     s->done = true; /* nothing to report if it never starts */

@@ -1,5 +1,6 @@
 /* One Redis connection (see redis.h). */
 #include "redis.h"
+#include "xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,15 +76,11 @@ int ts_redis_run(ts_redis *r, int argc, const char **argv, int extra_ms, redisRe
 
 int ts_redis_open(const char *url, int timeout_ms, ts_redis **out, ts_err *err)
 {
-    ts_redis *r = calloc(1, sizeof(*r));
-    if (!r)
-        abort();
+    ts_redis *r = xcalloc(1, sizeof(*r));
     r->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
     int rc;
     if (strncmp(url, "unix://", 7) == 0 && url[7]) {
-        r->path = strdup(url + 7);
-        if (!r->path)
-            abort();
+        r->path = xstrdup(url + 7);
     } else if (strncmp(url, "redis://", 8) == 0 && url[8]) {
         const char *hp = url + 8;
         const char *at = strrchr(hp, '@'); /* user:password@ is not supported, skip it */
@@ -132,9 +129,7 @@ static int cmp_str(const void *a, const void *b)
 
 json_t *ts_redis_sorted_strings(const redisReply *r)
 {
-    const char **ids = calloc(r->elements + 1, sizeof(*ids));
-    if (!ids)
-        abort();
+    const char **ids = xcalloc(r->elements + 1, sizeof(*ids));
     size_t n = 0;
     for (size_t i = 0; i < r->elements; i++)
         if (r->element[i]->type == REDIS_REPLY_STRING)

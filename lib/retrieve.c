@@ -6,20 +6,17 @@
 #include <string.h>
 
 #include "log.h"
+#include "xalloc.h"
 
 void ts_retrieve_list_add(ts_retrieve_list *l, const char *sop_uid, const char *file)
 {
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 64;
-        l->sop_uids = realloc(l->sop_uids, l->cap * sizeof(*l->sop_uids));
-        l->files = realloc(l->files, l->cap * sizeof(*l->files));
-        if (!l->sop_uids || !l->files)
-            abort();
+        l->sop_uids = xrealloc(l->sop_uids, l->cap * sizeof(*l->sop_uids));
+        l->files = xrealloc(l->files, l->cap * sizeof(*l->files));
     }
-    l->sop_uids[l->n] = strdup(sop_uid);
-    l->files[l->n] = strdup(file);
-    if (!l->sop_uids[l->n] || !l->files[l->n])
-        abort();
+    l->sop_uids[l->n] = xstrdup(sop_uid);
+    l->files[l->n] = xstrdup(file);
     l->n++;
 }
 
@@ -71,9 +68,7 @@ static int destination_txn(ts_db *db, void *arg, ts_err *err)
 static void add_failed_uid(char **list, size_t *len, const char *uid)
 {
     size_t n = strlen(uid);
-    char *l = realloc(*list, *len + n + 2);
-    if (!l)
-        abort();
+    char *l = xrealloc(*list, *len + n + 2);
     if (*len)
         l[(*len)++] = '\\';
     memcpy(l + *len, uid, n + 1);
@@ -162,21 +157,17 @@ uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dico
     uint16_t status = r->find(r->user, assoc, rq, "move", &list, comment, comment_size);
     if (status != TS_QR_SUCCESS)
         goto done;
-    paths = calloc(list.n + 1, sizeof(*paths));
-    statuses = calloc(list.n + 1, sizeof(*statuses));
-    items = calloc(list.n + 1, sizeof(*items));
-    reported = calloc(list.n + 1, sizeof(*reported));
-    if (!paths || !statuses || !items || !reported)
-        abort();
+    paths = xcalloc(list.n + 1, sizeof(*paths));
+    statuses = xcalloc(list.n + 1, sizeof(*statuses));
+    items = xcalloc(list.n + 1, sizeof(*items));
+    reported = xcalloc(list.n + 1, sizeof(*reported));
     for (size_t i = 0; i < list.n; i++) {
         char path[4096];
         if (!*list.files[i] || ts_store_path(r->store, list.files[i], path, sizeof(path), &err)) {
             count_status(out, &failed_len, TS_QR_UNABLE_SUBOPS, list.sop_uids[i]);
             continue;
         }
-        paths[npaths] = strdup(path);
-        if (!paths[npaths])
-            abort();
+        paths[npaths] = xstrdup(path);
         items[npaths++] = i;
     }
     if (npaths) {

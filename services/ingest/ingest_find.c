@@ -7,6 +7,7 @@
 #include "config.h"
 #include "log.h"
 #include "tessera.pb-c.h"
+#include "xalloc.h"
 
 /* Matches asked of query per bus request. */
 #define PAGE 500
@@ -79,10 +80,8 @@ static uint16_t relay_status(Tessera__FindStatus st)
 static void relay_query_keys(const ts_dicom_find_key *keys, size_t n, Tessera__FindRequest *req,
                              Tessera__FindTagValue **tvs, Tessera__FindTagValue ***tv_ptrs)
 {
-    *tvs = calloc(n + 1, sizeof(**tvs));
-    *tv_ptrs = calloc(n + 1, sizeof(**tv_ptrs));
-    if (!*tvs || !*tv_ptrs)
-        abort();
+    *tvs = xcalloc(n + 1, sizeof(**tvs));
+    *tv_ptrs = xcalloc(n + 1, sizeof(**tv_ptrs));
     for (size_t i = 0; i < n; i++) {
         if (keys[i].is_sequence || !*keys[i].value)
             continue;
@@ -144,10 +143,8 @@ uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts
         return TS_QR_IDENTIFIER_MISMATCH;
     size_t n = rq->nkeys;
     relay_query_keys(rq->keys, n, &req, &tvs, &tv_ptrs);
-    requested = calloc(n + 1, sizeof(*requested));
-    values = calloc(n + 1, sizeof(*values));
-    if (!requested || !values)
-        abort();
+    requested = xcalloc(n + 1, sizeof(*requested));
+    values = xcalloc(n + 1, sizeof(*values));
     for (size_t i = 0; i < n; i++)
         requested[i] = rq->keys[i].tag;
     req.n_requested_tags = n;

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "query_match.h"
 #include "tessera.pb-c.h"
+#include "xalloc.h"
 
 /* Every input from the network has a limit. */
 #define MAX_KEYS 512
@@ -33,9 +34,7 @@ static int build_keys(const Tessera__FindRequest *req, query_key **out, size_t *
     size_t total = req->n_query + req->n_requested_tags + extra;
     if (req->n_query + req->n_requested_tags > MAX_KEYS)
         return ts_err_set(err, TS_EINVAL, "more than %d keys", MAX_KEYS);
-    query_key *keys = calloc(total ? total : 1, sizeof(*keys));
-    if (!keys)
-        abort();
+    query_key *keys = xcalloc(total ? total : 1, sizeof(*keys));
     size_t k = 0;
     for (size_t i = 0; i < req->n_query; i++) {
         if (strlen(req->query[i]->value) > MAX_VALUE) {
@@ -64,12 +63,10 @@ typedef struct reply_bufs {
 
 static void reply_bufs_alloc(reply_bufs *b, size_t nmatches, size_t ntags)
 {
-    b->matches = calloc(nmatches ? nmatches : 1, sizeof(*b->matches));
-    b->match_ptrs = calloc(nmatches ? nmatches : 1, sizeof(*b->match_ptrs));
-    b->tvs = calloc(ntags ? ntags : 1, sizeof(*b->tvs));
-    b->tv_ptrs = calloc(ntags ? ntags : 1, sizeof(*b->tv_ptrs));
-    if (!b->matches || !b->match_ptrs || !b->tvs || !b->tv_ptrs)
-        abort();
+    b->matches = xcalloc(nmatches, sizeof(*b->matches));
+    b->match_ptrs = xcalloc(nmatches, sizeof(*b->match_ptrs));
+    b->tvs = xcalloc(ntags, sizeof(*b->tvs));
+    b->tv_ptrs = xcalloc(ntags, sizeof(*b->tv_ptrs));
 }
 
 static void reply_bufs_clear(reply_bufs *b)
@@ -162,9 +159,7 @@ int query_bus_handle(void *user, const uint8_t *buf, size_t len, uint8_t **reply
         goto failed;
 
     /* the tags of a match: each known key once, in request order */
-    size_t *cols = calloc(nkeys ? nkeys : 1, sizeof(*cols));
-    if (!cols)
-        abort();
+    size_t *cols = xcalloc(nkeys ? nkeys : 1, sizeof(*cols));
     size_t ncols = 0;
     for (size_t k = 0; k < nkeys; k++) {
         if (res.q.key_col[k] < 0)
