@@ -42,6 +42,16 @@ void ts_ids_compute(const char *patient_id, const char *study_uid, const char *s
     sha1_id(parts, 4, out->instance);
 }
 
+bool ts_id_is_lower_uuid(const char *s)
+{
+    if (!s || strlen(s) != 36)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == '-'))
+            return false;
+    return true;
+}
+
 bool ts_id_is_valid(const char *s)
 {
     if (!s || strlen(s) != TS_ID_LEN)

@@ -30,6 +30,11 @@ void ts_ids_compute(const char *patient_id, const char *study_uid, const char *s
 /* True if s has the shape of a public id. */
 bool ts_id_is_valid(const char *s);
 
+/* True if s has the shape of the ids of jobs and /queries entries: a UUID as
+ * uuid_unparse_lower writes it (36 characters of [0-9a-f-]). Anything else is
+ * unknown without asking Redis. */
+bool ts_id_is_lower_uuid(const char *s);
+
 /* "Patient", "Study", "Series", "Instance" (Orthanc's ResourceType names). */
 const char *ts_level_name(ts_level level);
 

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
+#include "ids.h"
 #include "redis.h"
 
 #define KEY_PREFIX "tessera:job:"
@@ -93,15 +94,6 @@ void ts_jobs_free(ts_jobs *j)
     free(j);
 }
 
-static bool valid_id(const char *id)
-{
-    if (strlen(id) != TS_JOB_ID_LEN)
-        return false;
-    for (const char *p = id; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == '-'))
-            return false;
-    return true;
-}
 
 static void job_key(char *buf, size_t size, const char *id, const char *suffix)
 {
@@ -213,7 +205,7 @@ static long long field_ll(const redisReply *r, const char *name)
 
 int ts_jobs_get(ts_jobs *j, const char *id, json_t **out, ts_err *err)
 {
-    if (!valid_id(id))
+    if (!ts_id_is_lower_uuid(id))
         return ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
     char key[128];
     job_key(key, sizeof(key), id, "");
@@ -259,7 +251,7 @@ int ts_jobs_get(ts_jobs *j, const char *id, json_t **out, ts_err *err)
 
 int ts_jobs_state(ts_jobs *j, const char *id, char *state, size_t size, ts_err *err)
 {
-    if (!valid_id(id))
+    if (!ts_id_is_lower_uuid(id))
         return ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
     char key[128];
     job_key(key, sizeof(key), id, "");
@@ -358,7 +350,7 @@ static const char control_script[] =
 int ts_jobs_control(ts_jobs *j, const char *id, ts_job_action action, int history, ts_err *err)
 {
     static const char *const names[] = {"cancel", "pause", "resume", "resubmit"};
-    if (!valid_id(id))
+    if (!ts_id_is_lower_uuid(id))
         return ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
     char key[128], now[32], hist[16];
     job_key(key, sizeof(key), id, "");

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
+#include "ids.h"
 #include "redis.h"
 
 #define KEY_PREFIX "tessera:query:"
@@ -23,21 +24,6 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int run(ts_redis *q, int argc, const char **argv, redisReply **out, ts_err *err)
-{
-    return ts_redis_run(q, argc, argv, 0, out, err);
-}
-
-/* A query id is a lower-case UUID: anything else is unknown without asking. */
-static bool valid_id(const char *id)
-{
-    if (strlen(id) != TS_QUERY_ID_LEN)
-        return false;
-    for (const char *p = id; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == '-'))
-            return false;
-    return true;
-}
 
 /* KEYS: query, all. ARGV: id, json, ttl_ms, now, history */
 /* clang-format off */
@@ -71,7 +57,7 @@ int ts_queries_add(ts_redis *q, const json_t *query, int ttl_s, int history,
         abort();
     const char *argv[] = {"EVAL", add_script, "2", key, KEY_ALL, id, text, ttl, now, hist};
     redisReply *r = NULL;
-    int rc = run(q, 10, argv, &r, err);
+    int rc = ts_redis_run(q, 10, argv, 0, &r, err);
     free(text);
     if (rc)
         return ts_err_prefix(err, "store query");
@@ -81,13 +67,13 @@ int ts_queries_add(ts_redis *q, const json_t *query, int ttl_s, int history,
 
 int ts_queries_get(ts_redis *q, const char *id, json_t **out, ts_err *err)
 {
-    if (!valid_id(id))
+    if (!ts_id_is_lower_uuid(id))
         return ts_err_set(err, TS_ENOTFOUND, "unknown query: %s", id);
     char key[96];
     snprintf(key, sizeof(key), KEY_PREFIX "%s", id);
     const char *argv[] = {"GET", key};
     redisReply *r = NULL;
-    int rc = run(q, 2, argv, &r, err);
+    int rc = ts_redis_run(q, 2, argv, 0, &r, err);
     if (rc)
         return rc;
     if (r->type != REDIS_REPLY_STRING) {
@@ -123,7 +109,7 @@ int ts_queries_list(ts_redis *q, json_t **out, ts_err *err)
 {
     const char *argv[] = {"EVAL", list_script, "1", KEY_ALL};
     redisReply *r = NULL;
-    int rc = run(q, 4, argv, &r, err);
+    int rc = ts_redis_run(q, 4, argv, 0, &r, err);
     if (rc)
         return rc;
     if (r->type != REDIS_REPLY_ARRAY) {
@@ -137,18 +123,18 @@ int ts_queries_list(ts_redis *q, json_t **out, ts_err *err)
 
 int ts_queries_delete(ts_redis *q, const char *id, ts_err *err)
 {
-    if (!valid_id(id))
+    if (!ts_id_is_lower_uuid(id))
         return 0;
     char key[96];
     snprintf(key, sizeof(key), KEY_PREFIX "%s", id);
     const char *argv[] = {"DEL", key};
     redisReply *r = NULL;
-    int rc = run(q, 2, argv, &r, err);
+    int rc = ts_redis_run(q, 2, argv, 0, &r, err);
     if (rc)
         return rc;
     freeReplyObject(r);
     const char *zrem[] = {"ZREM", KEY_ALL, id};
-    rc = run(q, 3, zrem, &r, err);
+    rc = ts_redis_run(q, 3, zrem, 0, &r, err);
     if (rc)
         return rc;
     freeReplyObject(r);

@@ -134,6 +134,18 @@ static void test_ids_known_values(void **state)
     assert_string_equal(ids.instance, "f689ddd2-662f8fe1-8b18180d-ec2a2cee-937917af");
 }
 
+static void test_lower_uuid_shape(void **state)
+{
+    (void)state;
+    assert_true(ts_id_is_lower_uuid("0f4a7e8e-f83d-4d14-aae0-f5215bf5a59b"));
+    assert_false(ts_id_is_lower_uuid("0F4A7E8E-F83D-4D14-AAE0-F5215BF5A59B"));
+    assert_false(ts_id_is_lower_uuid("0f4a7e8e-f83d-4d14-aae0-f5215bf5a59"));
+    assert_false(ts_id_is_lower_uuid("0f4a7e8e-f83d-4d14-aae0-f5215bf5a59bb"));
+    assert_false(ts_id_is_lower_uuid("0f4a7e8e/f83d-4d14-aae0-f5215bf5a59b"));
+    assert_false(ts_id_is_lower_uuid(""));
+    assert_false(ts_id_is_lower_uuid(NULL));
+}
+
 static void test_id_shape(void **state)
 {
     (void)state;
@@ -156,6 +168,7 @@ int main(void)
         cmocka_unit_test(test_ids_from_parsed_files_equal_orthanc),
         cmocka_unit_test(test_ids_known_values),
         cmocka_unit_test(test_id_shape),
+        cmocka_unit_test(test_lower_uuid_shape),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
