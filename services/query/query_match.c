@@ -22,7 +22,7 @@ typedef enum {
 typedef struct tag_def {
     query_tag_info info;
     const char *expr; /* SQL of the value, on the aliases of query_build() */
-    const char *norm; /* upper-cased column for case-insensitive names, or NULL */
+    const char *norm; /* column of tessera_fold(expr) for case-insensitive names, or NULL */
     match_kind kind;
 } tag_def;
 
@@ -407,6 +407,8 @@ static int add_condition(builder *b, const tag_def *d, const char *value, bool c
         return 0;
     }
 
+    /* folded with Unicode's case rules on both sides (tessera_fold, migration
+     * 0008): accents are kept */
     bool pn_folded = strcmp(vr, "PN") == 0 && !case_sensitive;
     const char *col = d->expr;
     char folded[256];
@@ -414,11 +416,11 @@ static int add_condition(builder *b, const tag_def *d, const char *value, bool c
         if (d->norm)
             col = d->norm;
         else {
-            snprintf(folded, sizeof(folded), "upper(%s)", d->expr);
+            snprintf(folded, sizeof(folded), "tessera_fold(%s)", d->expr);
             col = folded;
         }
     }
-    const char *fold_open = pn_folded ? "upper(" : "";
+    const char *fold_open = pn_folded ? "tessera_fold(" : "";
     const char *fold_close = pn_folded ? ")" : "";
 
     if (list) {

@@ -112,16 +112,16 @@ static void test_person_name_case_insensitive_by_default(void **state)
 {
     query_key keys[] = {{PATIENT_NAME, "doe*"}};
     query_sql q = build_ok(TS_LEVEL_STUDY, keys, 1, false);
-    assert_contains(q.sql, "AND pa.patient_name_norm LIKE upper($1)");
+    assert_contains(q.sql, "AND pa.patient_name_norm LIKE tessera_fold($1)");
     assert_string_equal(q.params[0], "doe%");
     query_sql_clear(&q);
     q = build_ok(TS_LEVEL_STUDY, keys, 1, true);
     assert_contains(q.sql, "AND pa.patient_name LIKE $1");
-    assert_lacks(q.sql, "upper($1)");
+    assert_lacks(q.sql, "tessera_fold($1)");
     query_sql_clear(&q);
     query_key exact[] = {{PATIENT_NAME, "Doe^John"}};
     q = build_ok(TS_LEVEL_PATIENT, exact, 1, false);
-    assert_contains(q.sql, "AND pa.patient_name_norm = upper($1)");
+    assert_contains(q.sql, "AND pa.patient_name_norm = tessera_fold($1)");
     query_sql_clear(&q);
 }
 
