@@ -16,6 +16,7 @@
 #include "dicom.h"
 #include "ids.h"
 #include "log.h"
+#include "rest_common.h"
 #include "tessera.pb-c.h"
 
 /* "patients" -> 0 ... "instances" -> 3; -1 if unknown. Singular forms for
@@ -550,25 +551,27 @@ static const ts_db_stmt lookup = {
     "  'Path', '/' || (ARRAY['patients','studies','series','instances'])[r.level + 1] || '/' || r.public_id,"
     "  'Type', (ARRAY['Patient','Study','Series','Instance'])[r.level + 1]) ORDER BY r.level, r.id), '[]')"
     " FROM resources r WHERE r.id IN ("
-    "  SELECT resource_id FROM patients WHERE patient_id = $1"
+    "  SELECT resource_id FROM patients WHERE tessera_fold(patient_id) = tessera_fold($1)"
     "  UNION SELECT resource_id FROM studies WHERE study_instance_uid = $1"
     "  UNION SELECT resource_id FROM series WHERE series_instance_uid = $1"
     "  UNION SELECT resource_id FROM instances WHERE sop_instance_uid = $1)",
     1};
 
-/* POST /tools/lookup: the body is a PatientID or a Study/Series/SOP Instance UID. */
+/* POST /tools/lookup: the body is a PatientID or a Study/Series/SOP Instance UID,
+ * white space around it ignored. The PatientID is found without case, as Orthanc
+ * does (folded by Unicode's rules: migration 0009 indexes it); UIDs hold no
+ * letters and are compared as they are. */
 void rest_tools_lookup(rest_request *req)
 {
     char value[256];
-    size_t n = req->body_len;
+    size_t n;
+    const char *s = rest_body_trimmed(req, &n);
     if (n == 0 || n >= sizeof(value)) {
         rest_reply_error(req, 400, 8, "Bad request", "the body must be one DICOM identifier");
         return;
     }
-    memcpy(value, req->body, n);
+    memcpy(value, s, n);
     value[n] = '\0';
-    while (n && (value[n - 1] == ' ' || value[n - 1] == '\n' || value[n - 1] == '\r'))
-        value[--n] = '\0';
     const char *params[] = {value};
     read_one r;
     if (!query(req, &lookup, params, &r))
