@@ -617,6 +617,37 @@ def test_changes_same_sequence_for_same_uploads(fresh, tmp_path):
     assert_changes_match(fresh.ref, fresh.t, "/changes?since=0&limit=5")
 
 
+def test_changes_emptied_when_the_last_patient_goes(fresh, tmp_path):
+    """Deleting the last patient empties the change log and keeps Last; the next
+    change follows Last. (While resources remain, Tessera keeps the changes of
+    deleted ones and logs "Deleted": test_deleter.py.)"""
+    pids = []
+    for f in [DATA / "CT_small.dcm", DATA / "MR_small.dcm"]:
+        data = f.read_bytes()
+        answer = fresh.ref.upload(data)
+        assert fresh.t.upload(data) == answer
+        pids.append(answer["ParentPatient"])
+    s1, _, _ = fresh.ref.req("DELETE", f"/patients/{pids[0]}")
+    s2, _, _ = fresh.t.req("DELETE", f"/patients/{pids[0]}")
+    assert s1 == s2 == 200
+    last = {s.name: s.get("/changes")["Last"] for s in (fresh.ref, fresh.t)}
+    assert fresh.t.get("/changes")["Changes"], "one patient left: the log is kept"
+    s1, b1, _ = fresh.ref.req("DELETE", f"/patients/{pids[1]}")
+    s2, b2, _ = fresh.t.req("DELETE", f"/patients/{pids[1]}")
+    assert (s1, json.loads(b1)) == (s2, json.loads(b2)) == (200, {"RemainingAncestor": None})
+    for s in (fresh.ref, fresh.t):
+        for path in ["/changes", "/changes?since=0&limit=100", "/changes?last",
+                     "/changes?since=3&limit=2"]:
+            assert s.get(path) == {"Changes": [], "Done": True, "Last": last[s.name]}, (
+                s.name, path, s.get(path))
+    # the next change follows the last Seq given
+    data = (DATA / "CT_small.dcm").read_bytes()
+    assert fresh.t.upload(data) == fresh.ref.upload(data)
+    for s in (fresh.ref, fresh.t):
+        seqs = [c["Seq"] for c in s.get("/changes")["Changes"]]
+        assert seqs == list(range(last[s.name] + 1, last[s.name] + 5)), (s.name, seqs)
+
+
 def test_empty_server(fresh):
     for level in LEVELS:
         assert fresh.t.get("/" + level) == fresh.ref.get("/" + level) == []
