@@ -473,8 +473,10 @@ static int entry_to_temp(rest_request *req, struct archive *a, char *path, size_
 }
 
 /* A ZIP of DICOM files (Orthanc accepts them on POST /instances): every entry
- * is stored on its own; the answer lists one result per entry. Entries go
- * through temporary files, so memory does not grow with their size. */
+ * is stored on its own; the answer lists one result per entry. As in Orthanc
+ * 1.10.1, an entry that is not a DICOM instance (a README, a DICOMDIR index,
+ * an empty file) is skipped, and logged; any other failure is listed. Entries
+ * go through temporary files, so memory does not grow with their size. */
 static void upload_zip(rest_request *req)
 {
     struct archive *a = archive_read_new();
@@ -492,16 +494,23 @@ static void upload_zip(rest_request *req)
     while ((rc = archive_read_next_header(a, &entry)) == ARCHIVE_OK) {
         if (archive_entry_filetype(entry) != AE_IFREG)
             continue;
+        const char *name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
         char path[4096], details[512] = "";
         if (entry_to_temp(req, a, path, sizeof(path), details, sizeof(details))) {
             json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "Status", "Failure",
-                                                     "Path", archive_entry_pathname(entry),
-                                                     "Details", details));
+                                                     "Path", name, "Details", details));
             continue;
         }
         json_t *answer;
-        store_one(req, NULL, 0, path, &answer, true);
+        int status = store_one(req, NULL, 0, path, &answer, true);
         unlink(path); /* gone already when ingest took it over */
+        if (status == 400) {
+            const char *why = json_string_value(json_object_get(answer, "Details"));
+            ts_info("zip entry skipped: not a DICOM instance", "entry=\"%.200s\" details=\"%.300s\"",
+                    name, why ? why : "");
+            json_decref(answer);
+            continue;
+        }
         json_array_append_new(results, answer);
     }
     if (rc != ARCHIVE_EOF) {

@@ -496,6 +496,29 @@ def test_post_zeros(pair):
     assert pair.t.get("/statistics")["CountInstances"] == len(pair.posted) + len(pair.stored)
 
 
+def test_post_zip_skips_what_is_not_dicom(fresh, tmp_path):
+    """A ZIP of instances with a README, a DICOMDIR index, an empty file, a truncated
+    instance and a directory: Orthanc 1.10.1 stores the instances and lists only
+    them; the rest is skipped, not reported as failures."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.write(DATA / "CT_small.dcm", "a/ct.dcm")
+        z.writestr("README", "These are the images of the study.\n")
+        z.write(PYDICOM_FILES / "dicomdirtests/DICOMDIR", "DICOMDIR")
+        z.writestr("empty.dcm", b"")
+        z.writestr("cut.dcm", (DATA / "MR_small.dcm").read_bytes()[:3000])
+        z.writestr("b/", b"")
+        z.write(DATA / "MR_small.dcm", "b/mr.dcm")
+    s1, b1, _ = fresh.ref.req("POST", "/instances", buf.getvalue())
+    s2, b2, _ = fresh.t.req("POST", "/instances", buf.getvalue())
+    assert s1 == s2 == 200, (s1, b1[:500], s2, b2[:500])
+    assert json.loads(b2) == json.loads(b1), (b1, b2)
+    assert [r["Status"] for r in json.loads(b2)] == ["Success", "Success"]
+    assert sorted(fresh.t.get("/instances")) == sorted(fresh.ref.get("/instances"))
+
+
 def test_post_truncated_dicom(pair):
     data = (DATA / "CT_small.dcm").read_bytes()[:3000]
     assert_same_error(pair.ref, pair.t, "POST", "/instances", data)
