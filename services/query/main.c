@@ -246,8 +246,8 @@ int main(int argc, char **argv)
     }
     svc.aet = ts_config_str("TESSERA_DICOM_AET");
     svc.limit = ts_config_int("TESSERA_QUERY_LIMIT");
-    svc.case_matching = ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN") ? QUERY_CASE_EXACT
-                                                                           : QUERY_CASE_FOLD_PN;
+    svc.case_matching =
+        ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN") ? QUERY_CASE_EXACT : QUERY_CASE_FOLD_PN;
     svc.bus = (query_bus_ctx){.db = svc.db, .limit = svc.limit};
     svc.timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT");
     if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.store, &err))

@@ -5,8 +5,8 @@
  *    "RequestedTags": {name: value} for the tags the index holds)}
  * Tags are dictionary names or "gggg,eeee"; patterns use C-FIND's matching
  * (wildcards, lists, date ranges). Without "CaseSensitive": true, every text
- * tag is matched without case, not only person names (Orthanc 1.10.1's rule). The answer is the list of public ids, or of
- * the resources as GET /{level}/{id} gives them when Expand is true. */
+ * tag is matched without case, not only person names (Orthanc 1.10.1's rule). The answer is the
+ * list of public ids, or of the resources as GET /{level}/{id} gives them when Expand is true. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -53,7 +53,7 @@ struct rest_stream {
 typedef struct pending {
     char *body;
     size_t len, cap;
-    size_t seen; /* body bytes read, kept or not */
+    size_t seen;  /* body bytes read, kept or not */
     bool too_big; /* Content-Length over the limit: answered 413 before the body */
     /* uploads of instances are spooled to a temporary file of the storage
      * area instead (see body_goes_to_disk) */
@@ -553,8 +553,8 @@ static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pen
         ts_debug("http request", "method=%s uri=%s status=401", method, url);
         return ret;
     }
-    rest_request req = {.ctx = srv->ctx, .method = method, .url = url, .conn = conn,
-                        .content_fd = -1};
+    rest_request req = {
+        .ctx = srv->ctx, .method = method, .url = url, .conn = conn, .content_fd = -1};
     char details[128];
     snprintf(details, sizeof(details), "the body is larger than %ld bytes", srv->ctx->max_body);
     rest_reply_error(&req, 413, 8, "Bad request", details);

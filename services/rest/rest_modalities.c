@@ -85,10 +85,9 @@ static json_t *configuration_of(PGresult *res, int row)
                      "AET", PQgetvalue(res, row, 1), "AllowEcho", B(5), "AllowEventReport", 1,
                      "AllowFind", B(6), "AllowFindWorklist", 1, "AllowGet", B(7), "AllowMove", B(8),
                      "AllowNAction", 1, "AllowStore", B(9), "AllowTranscoding", 1, "Host",
-                     PQgetvalue(res, row, 2), "LocalAet", PQgetvalue(res, row, 10),
-                     "Manufacturer", PQgetvalue(res, row, 4), "Port",
-                     atoi(PQgetvalue(res, row, 3)), "Timeout", atoi(PQgetvalue(res, row, 11)),
-                     "UseDicomTls", 0);
+                     PQgetvalue(res, row, 2), "LocalAet", PQgetvalue(res, row, 10), "Manufacturer",
+                     PQgetvalue(res, row, 4), "Port", atoi(PQgetvalue(res, row, 3)), "Timeout",
+                     atoi(PQgetvalue(res, row, 11)), "UseDicomTls", 0);
 #undef B
 }
 
@@ -226,7 +225,7 @@ typedef struct modality_in {
     const char *aet, *host, *manufacturer;
     const char *local_aet; /* "": none */
     int port;
-    int timeout; /* 0: none */
+    int timeout;   /* 0: none */
     bool allow[5]; /* echo, find, get, move, store */
 } modality_in;
 
@@ -631,9 +630,9 @@ void rest_modality_store(rest_request *req)
     const char *asked = sr.local_aet;
     rest_modality_settings(conf, &sr.timeout, &sr.local_aet);
     const char *remote = json_string_value(json_object_get(conf, "AET"));
-    content = json_pack("{s:s, s:i, s:I, s:s}", "Description", "REST API", "FailedInstancesCount",
-                        0, "InstancesCount", (json_int_t)json_array_size(sr.instances), "LocalAet",
-                        asked);
+    content =
+        json_pack("{s:s, s:i, s:I, s:s}", "Description", "REST API", "FailedInstancesCount", 0,
+                  "InstancesCount", (json_int_t)json_array_size(sr.instances), "LocalAet", asked);
     if (json_array_size(sr.parents))
         json_object_set(content, "ParentResources", sr.parents);
     json_object_set_new(content, "RemoteAet", json_string(remote));

@@ -497,8 +497,8 @@ static void upload_zip(rest_request *req)
         const char *name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
         char path[4096], details[512] = "";
         if (entry_to_temp(req, a, path, sizeof(path), details, sizeof(details))) {
-            json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "Status", "Failure",
-                                                     "Path", name, "Details", details));
+            json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "Status", "Failure", "Path",
+                                                     name, "Details", details));
             continue;
         }
         json_t *answer;
@@ -506,8 +506,8 @@ static void upload_zip(rest_request *req)
         unlink(path); /* gone already when ingest took it over */
         if (status == 400) {
             const char *why = json_string_value(json_object_get(answer, "Details"));
-            ts_info("zip entry skipped: not a DICOM instance", "entry=\"%.200s\" details=\"%.300s\"",
-                    name, why ? why : "");
+            ts_info("zip entry skipped: not a DICOM instance",
+                    "entry=\"%.200s\" details=\"%.300s\"", name, why ? why : "");
             json_decref(answer);
             continue;
         }

@@ -128,8 +128,10 @@ static void test_person_name_case_insensitive_by_default(void **state)
 static void test_every_text_value_without_case(void **state)
 {
     /* /tools/find's default: text folded on both sides, in the indexed expression */
-    query_key keys[] = {{TS_TAG(0x0008, 0x1030), "ct h*"}, {ACCESSION, "acc1"},
-                        {PATIENT_NAME, "doe"}, {MODALITIES, "ct\\mr"}};
+    query_key keys[] = {{TS_TAG(0x0008, 0x1030), "ct h*"},
+                        {ACCESSION, "acc1"},
+                        {PATIENT_NAME, "doe"},
+                        {MODALITIES, "ct\\mr"}};
     query_sql q = build_ok(TS_LEVEL_STUDY, keys, 4, QUERY_CASE_FOLD_TEXT);
     assert_contains(q.sql, "AND tessera_fold(st.study_description) LIKE tessera_fold($1)");
     assert_contains(q.sql, "AND tessera_fold(st.accession_number) = tessera_fold($2)");
