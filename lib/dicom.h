@@ -198,6 +198,10 @@ typedef struct ts_dicom_scp_config {
     int timeout_s;
     bool check_called_aet;
     long long max_dataset; /* bytes; a C-STORE dataset past it aborts the association (0: none) */
+    /* connections whose A-ASSOCIATE-RQ is still arriving (within timeout_s), in
+     * total and per peer address; more are closed at once */
+    int max_pending;
+    int max_pending_per_peer;
 } ts_dicom_scp_config;
 
 typedef struct ts_dicom_scp ts_dicom_scp;
@@ -221,6 +225,10 @@ typedef struct ts_dicom_peer {
     const char *host;
     int port;
     int timeout_s;
+    /* For the C-STORE sub-operations of a C-MOVE (PS3.7 9.1.1.1.5): the AE title
+     * that asked for the move and its C-MOVE-RQ's message id; NULL/0 otherwise. */
+    const char *move_originator_aet;
+    uint16_t move_originator_msg_id;
 } ts_dicom_peer;
 
 /* C-ECHO; 0 when the peer answered success. */

@@ -293,8 +293,12 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
         ts_dicom_parse_tag(k, &keys[nkeys].tag);
         keys[nkeys++].value = json_string_value(v);
     }
-    ts_dicom_peer peer = {local, m->row.col[0], m->row.col[1], atoi(m->row.col[2]),
-                          timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+    ts_dicom_peer peer = {
+        .our_aet = local,
+        .aet = m->row.col[0],
+        .host = m->row.col[1],
+        .port = atoi(m->row.col[2]),
+        .timeout_s = timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
     ts_err err;
     int rc = ts_dicom_find_scu(&peer, level, keys, nkeys, normalize,
                                (size_t)ts_config_int("TESSERA_QUERY_LIMIT"), &answers, &err);
