@@ -66,6 +66,7 @@ typedef struct ts_dicom_move_rq {
     size_t nkeys;
     size_t max_keys_hit;
     const char *destination;
+    uint16_t message_id; /* of the C-MOVE-RQ: the sub-operations' Move Originator Message ID */
 } ts_dicom_move_rq;
 
 /* What the sub-operations came to, for the final C-MOVE response. */

@@ -11,6 +11,7 @@ IMPLICIT_LE = "1.2.840.10008.1.2"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 VERIFICATION = "1.2.840.10008.1.1"
+RELEASE_RQ = b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 
 
 def _uid(u):
@@ -120,6 +121,9 @@ class Association:
                 raise ConnectionError("peer closed the connection")
             buf += chunk
         return buf
+
+    def recv_pdu(self):
+        return self._recv_pdu()
 
     def _recv_pdu(self):
         kind, _, n = struct.unpack(">BBI", self._recv_exact(6))

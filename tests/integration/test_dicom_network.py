@@ -139,3 +139,128 @@ def test_c_find_identifier_in_many_pdvs(cluster):
     assert a.release()
     assert q.proc.poll() is None
     assert echo(q.port) == 0
+
+
+def store_series(cluster, ing, count):
+    """Stores `count` instances of one new series; returns (study, series) UIDs."""
+    ds = pydicom.dcmread(CT_FILE)
+    study, series = "1.2.826.0.1.3680043.8.498.15.7", "1.2.826.0.1.3680043.8.498.15.7.1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    files = []
+    for i in range(count):
+        ds.SOPInstanceUID = f"{series}.{i + 1}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        path = cluster.base / f"series-{i}.dcm"
+        ds.save_as(path)
+        files.append(path)
+    rc, out = storescu(ing, files)
+    assert rc == 0, out
+    return study, series
+
+
+@pytest.mark.parametrize("port_of", ["query", "ingest"])
+def test_release_right_behind_a_c_find(cluster, port_of):
+    """C-FIND-RQ, its identifier and A-RELEASE-RQ written at once (PS3.8 lets a
+    requestor ask for the release once its request is sent): every answer, the
+    final status, then A-RELEASE-RP. The release used to be read by the check for
+    a C-CANCEL between answers and lost: the association hung until its timeout."""
+    ing = cluster.start_ingest()
+    study, series = store_series(cluster, ing, 14)
+    q = cluster.start_query()
+    port = q.port if port_of == "query" else cluster.start_ingest(TESSERA_QUERY_BUS=q.bus).port
+    a = dul.Association(port, abstract=dul.STUDY_ROOT_FIND, timeout=5)
+    ident = dul.explicit_le([(0x0008, 0x0018, "UI", b""), (0x0008, 0x0052, "CS", b"IMAGE"),
+                             (0x0020, 0x000D, "UI", study.encode()),
+                             (0x0020, 0x000E, "UI", series.encode())])
+    cmd = a.pdv_item(dul.c_find_command(dul.STUDY_ROOT_FIND), True, True)
+    a.send_raw(struct.pack(">BBI", 4, 0, len(cmd)) + cmd
+               + struct.pack(">BBI", 4, 0, len(ident) + 6) + a.pdv_item(ident, False, True)
+               + dul.RELEASE_RQ)
+    statuses = []
+    while not statuses or statuses[-1] == 0xFF00:
+        statuses.append(struct.unpack("<H", a.read_response()[(0, 0x0900)])[0])
+    assert statuses == [0xFF00] * 14 + [0x0000]
+    kind, _ = a.recv_pdu()  # within the 5 s socket timeout
+    assert kind == 0x06, f"expected A-RELEASE-RP, got PDU {kind:#x}"
+    a.drop()
+
+
+def test_move_sub_operations_name_their_originator(cluster, tmp_path):
+    """PS3.7 9.1.1.1.5 / 9.3.1.1: the C-STORE-RQs of a C-MOVE carry Move Originator
+    AE Title (0000,1030) and Move Originator Message ID (0000,1031) (Orthanc sends
+    both); destinations use them to tie the stores to the move."""
+    from conftest import free_port
+    ing = cluster.start_ingest()
+    study, _ = store_series(cluster, ing, 2)
+    q = cluster.start_query()
+    port = free_port()
+    received = tmp_path / "received"
+    received.mkdir()
+    log = open(tmp_path / "storescp.log", "w")
+    scp = subprocess.Popen(["storescp", "-d", "-aet", "DEST", "-od", str(received), str(port)],
+                           stdout=log, stderr=subprocess.STDOUT)
+    try:
+        cluster.sql("INSERT INTO modalities (name, aet, host, port) "
+                    "VALUES ('dest', 'DEST', '127.0.0.1', %s)", (port,))
+        for _ in range(100):
+            if echo(port, "DEST") == 0:
+                break
+        p = subprocess.run(["movescu", "-v", "-S", "-aet", "MOVESCU", "-aec", "TESSERA",
+                            "-aem", "DEST", "-k", "QueryRetrieveLevel=STUDY",
+                            "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(q.port)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+    finally:
+        scp.terminate()
+        scp.wait(timeout=10)
+        log.close()
+    assert len(list(received.iterdir())) == 2
+    dump = (tmp_path / "storescp.log").read_text().replace("D: ", "")
+    originators = [line.split(":", 1)[1].strip() for line in dump.splitlines()
+                   if line.startswith("Move Originator AE Title")]
+    ids = [line.split(":", 1)[1].strip() for line in dump.splitlines()
+           if line.startswith("Move Originator ID")]
+    assert originators == ["MOVESCU", "MOVESCU"], dump[-3000:]
+    assert ids == ["1", "1"], dump[-3000:]  # movescu's C-MOVE-RQ is message 1
+
+
+def test_idle_connections_do_not_hold_up_others(cluster):
+    """Five connections that never send an A-ASSOCIATE-RQ, and one that sends a
+    byte every second: a C-ECHO from the same host is still answered at once (it
+    took 15 s when the accept thread read each request itself)."""
+    import socket
+    import time
+    ing = cluster.start_ingest()
+    idle = [socket.create_connection(("127.0.0.1", ing.port)) for _ in range(5)]
+    dribble = socket.create_connection(("127.0.0.1", ing.port))
+    dribble.sendall(b"\x01")
+    t0 = time.monotonic()
+    assert echo(ing.port) == 0
+    dribble.sendall(b"\x00")
+    assert echo(ing.port) == 0
+    assert time.monotonic() - t0 < 2.0
+    for s in idle + [dribble]:
+        s.close()
+    assert_alive(cluster, ing)
+
+
+def test_connections_still_negotiating_are_bounded_per_peer(cluster):
+    """Past TESSERA_DICOM_MAX_PENDING_PER_PEER silent connections from one address,
+    the next is closed at once; another address is still served."""
+    import socket
+    ing = cluster.start_ingest(TESSERA_DICOM_MAX_PENDING_PER_PEER=3)
+    silent = []
+    for _ in range(3):
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))
+        s.connect(("127.0.0.1", ing.port))
+        silent.append(s)
+    extra = socket.socket()
+    extra.bind(("127.0.0.2", 0))
+    extra.connect(("127.0.0.1", ing.port))
+    extra.settimeout(5)
+    assert extra.recv(1) == b""  # closed by the server, not left waiting
+    assert echo(ing.port) == 0  # from 127.0.0.1
+    assert "too many connections still negotiating" in ing.read_log()
+    for s in silent + [extra]:
+        s.close()
