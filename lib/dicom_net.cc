@@ -27,6 +27,32 @@ const unsigned char PDU_P_DATA_TF = 0x04;
 // An A-ASSOCIATE-RQ larger than this is not a real one: 128 presentation
 // contexts of ten transfer syntaxes each take about 40 KB.
 const uint32_t MAX_ASSOCIATE_RQ = 1u << 20;
+// A DIMSE command set is a few hundred bytes; an N-ACTION's is the largest.
+const size_t MAX_COMMAND_SET = 1u << 16;
+
+uint32_t get_le32(const unsigned char *p)
+{
+    return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
+}
+
+// A command set is implicit VR little endian, group 0000, no sequences
+// (PS3.7 6.3.1): every element's length must fit in what is left. dcmtk
+// allocates an element's declared length before it checks it against the
+// bytes it has, so a 4 GB length in a 20-byte command cost a 4 GB allocation.
+const char *command_set_fault(const std::string &cmd)
+{
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(cmd.data());
+    size_t n = cmd.size(), off = 0;
+    while (off < n) {
+        if (n - off < 8)
+            return "command set ends inside an element header";
+        uint32_t len = get_le32(p + off + 4);
+        if (len > n - off - 8)
+            return "command element longer than its command set";
+        off += 8 + size_t(len);
+    }
+    return nullptr;
+}
 
 uint32_t get_be32(const unsigned char *p)
 {
@@ -108,10 +134,10 @@ class PdvSplitConnection : public DcmTCPConnection
         if (nbyte == 0)
             return 0;
         for (;;) {
-            if (head_pos_ < head_len_) {
-                size_t n = std::min(nbyte, head_len_ - head_pos_);
-                memcpy(out, head_ + head_pos_, n);
-                head_pos_ += n;
+            if (out_pos_ < out_.size()) {
+                size_t n = std::min(nbyte, out_.size() - out_pos_);
+                memcpy(out, out_.data() + out_pos_, n);
+                out_pos_ += n;
                 return static_cast<ssize_t>(n);
             }
             switch (state_) {
@@ -138,9 +164,8 @@ class PdvSplitConnection : public DcmTCPConnection
                     state_ = PDV_HEADER;
                     continue;
                 }
-                memcpy(head_, h, 6);
-                head_len_ = 6;
-                head_pos_ = 0;
+                out_.assign(reinterpret_cast<const char *>(h), 6);
+                out_pos_ = 0;
                 pass_ = len;
                 state_ = PASS_PDU;
                 continue;
@@ -162,15 +187,35 @@ class PdvSplitConnection : public DcmTCPConnection
                 if (uint64_t(item) + 4 > pdu_left_)
                     return malformed("PDV item runs past the end of its P-DATA-TF");
                 // The PDV as a P-DATA-TF of its own: PDU header, then the item's header.
-                head_[0] = PDU_P_DATA_TF;
-                head_[1] = 0;
-                put_be32(head_ + 2, item + 4);
-                memcpy(head_ + 6, h, 6);
-                head_len_ = 12;
-                head_pos_ = 0;
-                pass_ = item - 2;
+                unsigned char pdu[6] = {PDU_P_DATA_TF, 0};
+                put_be32(pdu + 2, item + 4);
+                out_.assign(reinterpret_cast<const char *>(pdu), 6);
+                out_.append(reinterpret_cast<const char *>(h), 6);
+                out_pos_ = 0;
                 pdu_left_ -= uint64_t(item) + 4;
-                state_ = PASS_PDV;
+                if (!(h[5] & 1)) { // data set fragment: its bytes go through as they come
+                    pass_ = item - 2;
+                    state_ = PASS_PDV;
+                    continue;
+                }
+                // A command fragment is read whole and the command set checked
+                // before dcmtk sees its last fragment.
+                if (cmd_.size() + item - 2 > MAX_COMMAND_SET)
+                    return malformed("command set larger than 64 KiB");
+                size_t at = cmd_.size();
+                cmd_.resize(at + item - 2);
+                if (item > 2) {
+                    r = read_header(reinterpret_cast<unsigned char *>(&cmd_[at]), item - 2, false);
+                    if (r <= 0)
+                        return r < 0 ? r : malformed("connection closed inside a command");
+                }
+                out_.append(cmd_, at, std::string::npos);
+                if (h[5] & 2) {
+                    const char *fault = command_set_fault(cmd_);
+                    cmd_.clear();
+                    if (fault)
+                        return malformed(fault);
+                }
                 continue;
             }
             }
@@ -179,7 +224,7 @@ class PdvSplitConnection : public DcmTCPConnection
 
     OFBool networkDataAvailable(int timeout) override
     {
-        if (head_pos_ < head_len_ || prefix_pos_ < prefix_.size())
+        if (out_pos_ < out_.size() || prefix_pos_ < prefix_.size())
             return OFTrue;
         return DcmTCPConnection::networkDataAvailable(timeout);
     }
@@ -198,7 +243,7 @@ class PdvSplitConnection : public DcmTCPConnection
         return DcmTCPConnection::read(buf, n);
     }
 
-    // Reads a whole header. The first byte of a PDU may be waited for as long
+    // Reads a whole header (or command fragment). The first byte of a PDU may be waited for as long
     // as dcmtk likes (it asked networkDataAvailable() first when it has a
     // timeout); the rest of a header must follow within timeout_s. Returns 1,
     // 0 when the stream ended before the first byte, -1 on error.
@@ -242,8 +287,9 @@ class PdvSplitConnection : public DcmTCPConnection
     size_t prefix_pos_ = 0;
     int timeout_s_;
     State state_ = PDU_HEADER;
-    unsigned char head_[12];
-    size_t head_len_ = 0, head_pos_ = 0;
+    std::string out_; // rewritten headers (and command fragments) to hand out first
+    size_t out_pos_ = 0;
+    std::string cmd_; // the fragments of the command set being received
     uint64_t pass_ = 0;     // bytes to pass through untouched (PASS_* states)
     uint64_t pdu_left_ = 0; // bytes of the current P-DATA-TF not yet taken (PDV states)
 };

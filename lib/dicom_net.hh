@@ -9,7 +9,11 @@
 // makes it read past its buffer (SIGSEGV with ten PDVs, "Different PresIDs"
 // with two). The layer hands dcmtk each PDV as a P-DATA-TF of its own, which
 // PS3.8 makes equivalent, so dcmtk only ever sees one PDV per PDU; PDV items
-// that do not add up to their PDU's length end the connection.
+// that do not add up to their PDU's length end the connection. Command sets are
+// checked whole before dcmtk parses them (at most 64 KiB, every element within
+// the set): dcmtk allocates an element's declared length before checking it,
+// so a 20-byte command declaring a 4 GB element cost a 4 GB allocation (found
+// by tests/fuzz/fuzz_dul.c).
 //
 // Why the accept loop: ASC_receiveAssociation accepts and then reads the
 // A-ASSOCIATE-RQ on the calling thread, so one silent connection held up every

@@ -264,3 +264,18 @@ def test_connections_still_negotiating_are_bounded_per_peer(cluster):
     assert "too many connections still negotiating" in ing.read_log()
     for s in silent + [extra]:
         s.close()
+
+
+def test_command_element_longer_than_its_command_set(cluster):
+    """A 20-byte command set whose element declares 4 GB (found by fuzz_dul): dcmtk
+    would allocate the declared length first. The command set is checked whole
+    before dcmtk parses it: the association is closed, the service goes on."""
+    ing = cluster.start_ingest()
+    a = dul.Association(ing.port)
+    bad = struct.pack("<HHI", 0, 0x0100, 0xFFFDF804) + b"\x20\x00"
+    a.send_pdvs([a.pdv_item(bad, True, True)])
+    with pytest.raises((ConnectionError, AssertionError, OSError)):
+        a.read_response()
+    a.drop()
+    assert "command element longer than its command set" in ing.read_log()
+    assert_alive(cluster, ing)
