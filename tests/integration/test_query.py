@@ -206,6 +206,17 @@ def test_study_time_range(qr):
     assert uids_of(rsps) == sorted([study_uid("S1"), study_uid("S4")])
 
 
+@pytest.mark.parametrize("rng,expected", [("100000-1015", ["S1"]), ("100000-1014", []),
+                                          ("-10", ["S1", "S2", "S4"]), ("0900-0900", ["S4"])])
+def test_study_time_range_upper_end_is_a_prefix(qr, rng, expected):
+    """PS3.4 C.2.2.2.5: an upper end of lower precision reaches the end of its
+    minute (or hour): "100000-1015" matches 101500 (S1 at 10:15:00), "-10" every
+    time up to 10:59:59.999999."""
+    final, rsps, out = findscu(qr, "STUDY", [f"StudyTime={rng}", "StudyInstanceUID"])
+    assert final == "Success", out
+    assert uids_of(rsps) == sorted(study_uid(k) for k in expected)
+
+
 def test_study_combined_keys(qr):
     final, rsps, out = findscu(qr, "STUDY", ["PatientName=doe*", "StudyDate=20210101-",
                                              "ModalitiesInStudy=MR", "StudyInstanceUID"])
