@@ -36,21 +36,28 @@ uint32_t get_le32(const unsigned char *p)
 }
 
 // A command set is implicit VR little endian, group 0000, no sequences
-// (PS3.7 6.3.1): every element's length must fit in what is left. dcmtk
-// allocates an element's declared length before it checks it against the
-// bytes it has, so a 4 GB length in a 20-byte command cost a 4 GB allocation.
-const char *command_set_fault(const std::string &cmd)
+// (PS3.7 6.3.1), at most MAX_COMMAND_SET bytes: no element may claim more.
+// dcmtk parses a command as its fragments arrive and allocates an element's
+// declared length before it has the bytes, so a 4 GB length in a 20-byte
+// command cost a 4 GB allocation. Checked on every fragment (the elements
+// whose headers have arrived), and on the last one that the elements fill
+// the command set exactly.
+const char *command_set_fault(const std::string &cmd, bool last)
 {
     const unsigned char *p = reinterpret_cast<const unsigned char *>(cmd.data());
     size_t n = cmd.size(), off = 0;
-    while (off < n) {
-        if (n - off < 8)
-            return "command set ends inside an element header";
+    while (off + 8 <= n) {
         uint32_t len = get_le32(p + off + 4);
-        if (len > n - off - 8)
-            return "command element longer than its command set";
+        if (len > MAX_COMMAND_SET - off - 8)
+            return "command element longer than a command set may be";
         off += 8 + size_t(len);
     }
+    if (!last)
+        return nullptr;
+    if (off < n)
+        return "command set ends inside an element header";
+    if (off > n)
+        return "command element longer than its command set";
     return nullptr;
 }
 
@@ -210,12 +217,11 @@ class PdvSplitConnection : public DcmTCPConnection
                         return r < 0 ? r : malformed("connection closed inside a command");
                 }
                 out_.append(cmd_, at, std::string::npos);
-                if (h[5] & 2) {
-                    const char *fault = command_set_fault(cmd_);
+                const char *fault = command_set_fault(cmd_, h[5] & 2);
+                if (h[5] & 2)
                     cmd_.clear();
-                    if (fault)
-                        return malformed(fault);
-                }
+                if (fault)
+                    return malformed(fault);
                 continue;
             }
             }

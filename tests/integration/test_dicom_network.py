@@ -277,5 +277,5 @@ def test_command_element_longer_than_its_command_set(cluster):
     with pytest.raises((ConnectionError, AssertionError, OSError)):
         a.read_response()
     a.drop()
-    assert "command element longer than its command set" in ing.read_log()
+    assert "command element longer than a command set may be" in ing.read_log()
     assert_alive(cluster, ing)
