@@ -110,6 +110,56 @@ bool read_full(int fd, unsigned char *buf, size_t n, std::chrono::steady_clock::
     return true;
 }
 
+// The smallest Maximum Length Received we accept from a peer (0: no limit).
+// dcmtk cannot cut messages into PDVs for a peer that takes a handful of
+// bytes per PDU: it accepted 1 and aborted the association at the first
+// answer. Real implementations announce 4 KiB or more.
+const uint32_t MIN_PEER_MAX_PDU = 256;
+
+// What PS3.8 9.3.2 forbids in an A-ASSOCIATE-RQ that dcmtk lets through, or
+// NULL. pdu is the whole PDU (6-byte header, 68 fixed bytes, variable items).
+const char *associate_rq_fault(const std::string &pdu)
+{
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(pdu.data());
+    size_t n = pdu.size(), off = 6 + 68;
+    bool seen[256] = {false};
+    while (off + 4 <= n) {
+        unsigned type = p[off];
+        size_t len = (size_t(p[off + 2]) << 8) | p[off + 3];
+        if (off + 4 + len > n)
+            return nullptr; // dcmtk refuses a broken item list itself
+        const unsigned char *body = p + off + 4;
+        if (type == 0x20 && len >= 1) {
+            unsigned id = body[0];
+            if (id % 2 == 0)
+                return "presentation context id is not odd";
+            if (seen[id])
+                return "two presentation contexts have the same id";
+            seen[id] = true;
+        } else if (type == 0x50) {
+            for (size_t u = 0; u + 4 <= len;) {
+                size_t ulen = (size_t(body[u + 2]) << 8) | body[u + 3];
+                if (body[u] == 0x51 && ulen == 4 && u + 8 <= len) {
+                    uint32_t max = get_be32(body + u + 4);
+                    if (max != 0 && max < MIN_PEER_MAX_PDU)
+                        return "maximum PDU length too small";
+                }
+                u += 4 + ulen;
+            }
+        }
+        off += 4 + len;
+    }
+    return nullptr;
+}
+
+// A-ASSOCIATE-RJ: rejected permanently by the service user, no reason given.
+void send_reject(int fd)
+{
+    static const unsigned char rj[10] = {0x03, 0, 0, 0, 0, 4, 0, 1, 1, 1};
+    ssize_t k = send(fd, rj, sizeof(rj), MSG_NOSIGNAL);
+    (void)k;
+}
+
 // Set by Listener::handle around ASC_receiveAssociation, read by the layer's
 // createConnection on the same thread: the bytes the connection's thread read
 // before dcmtk took the connection over (its A-ASSOCIATE-RQ), and whether a
@@ -491,6 +541,12 @@ bool Listener::read_request(int fd, const std::string &peer, std::string *pdu)
         ts_warn("DICOM connection closed: its A-ASSOCIATE-RQ did not arrive whole",
                 "peer=%s length=%u timeout_s=%d error=\"%s\"", peer.c_str(), len, cfg_.timeout_s,
                 strerror(errno));
+        return false;
+    }
+    if (const char *fault = associate_rq_fault(*pdu)) {
+        ts_warn("association rejected: the request breaks PS3.8", "peer=%s reason=\"%s\"",
+                peer.c_str(), fault);
+        send_reject(fd);
         return false;
     }
     return true;

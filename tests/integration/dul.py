@@ -85,14 +85,18 @@ class AssociationRejected(Exception):
 
 class Association:
     def __init__(self, port, called="TESSERA", calling="DULTEST", host="127.0.0.1",
-                 abstract=CT_IMAGE_STORAGE, syntax=EXPLICIT_LE, timeout=30):
+                 abstract=CT_IMAGE_STORAGE, syntax=EXPLICIT_LE, timeout=30, contexts=None,
+                 max_pdu=16384):
+        """contexts: [(id, abstract syntax, transfer syntax)], default one context
+        (1, abstract, syntax)."""
         self.sock = socket.create_connection((host, port), timeout=timeout)
-        pc = _item(0x30, abstract.encode()) + _item(0x40, syntax.encode())
-        user = _item(0x51, struct.pack(">I", 16384)) + _item(0x52, b"1.2.3.4.5.6.7")
+        pcs = b""
+        for pcid, abs_, ts in contexts or [(1, abstract, syntax)]:
+            pc = _item(0x30, abs_.encode()) + _item(0x40, ts.encode())
+            pcs += struct.pack(">BBHBBBB", 0x20, 0, 4 + len(pc), pcid, 0, 0, 0) + pc
+        user = _item(0x51, struct.pack(">I", max_pdu)) + _item(0x52, b"1.2.3.4.5.6.7")
         body = (struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode()
-                + b"\0" * 32 + _item(0x10, APP_CONTEXT)
-                + struct.pack(">BBHBBBB", 0x20, 0, 4 + len(pc), 1, 0, 0, 0) + pc
-                + _item(0x50, user))
+                + b"\0" * 32 + _item(0x10, APP_CONTEXT) + pcs + _item(0x50, user))
         self._send_pdu(0x01, body)
         kind, payload = self._recv_pdu()
         if kind == 0x03:

@@ -279,3 +279,50 @@ def test_command_element_longer_than_its_command_set(cluster):
     a.drop()
     assert "command element longer than a command set may be" in ing.read_log()
     assert_alive(cluster, ing)
+
+
+@pytest.mark.parametrize("case", ["max-pdu-1", "duplicate-context-ids", "even-context-id"])
+def test_association_requests_that_break_ps3_8_are_rejected(cluster, case):
+    """PS3.8 9.3.2.2: presentation context ids are unique odd numbers. A peer that
+    can take only a few bytes per PDU cannot be answered (dcmtk accepted a
+    maximum length of 1, then aborted at the first answer). All three are
+    rejected at once (A-ASSOCIATE-RJ permanent) instead."""
+    ing = cluster.start_ingest()
+    kw = {}
+    if case == "max-pdu-1":
+        kw["max_pdu"] = 1
+    elif case == "duplicate-context-ids":
+        kw["contexts"] = [(1, dul.VERIFICATION, dul.EXPLICIT_LE), (1, dul.CT_IMAGE_STORAGE, dul.EXPLICIT_LE)]
+    else:
+        kw["contexts"] = [(2, dul.VERIFICATION, dul.EXPLICIT_LE)]
+    with pytest.raises(dul.AssociationRejected) as rj:
+        dul.Association(ing.port, **kw)
+    assert str(rj.value) == "00010101"  # result 1 (permanent), source 1, reason 1
+    assert "the request breaks PS3.8" in ing.read_log()
+    assert_alive(cluster, ing)
+    # a maximum length of 0 means "no limit" (PS3.8 D.1), not "too small"
+    a = dul.Association(ing.port, max_pdu=0)
+    assert a.accepted and a.release()
+
+
+@pytest.mark.parametrize("case", ["other-instance-uid", "mr-on-ct-context"])
+def test_c_store_data_set_must_be_the_commands(cluster, case):
+    """PS3.4 B.2.1.1 / PS3.7 9.1.1.1: the data set of a C-STORE is the instance
+    the command names, of the command's SOP class. An MR data set on a CT
+    context gets 0xA900 (data set does not match SOP class); a data set with
+    another SOP Instance UID gets 0xC000. Nothing is stored. (Orthanc 1.10.1
+    stores both; the standard is followed here.)"""
+    ing = cluster.start_ingest()
+    ds = pydicom.dcmread(CT_FILE)
+    if case == "mr-on-ct-context":
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    path = cluster.base / "odd.dcm"
+    ds.save_as(path)
+    command_uid = str(ds.SOPInstanceUID) + (".9" if case == "other-instance-uid" else "")
+    a = dul.Association(ing.port)
+    status = a.store(dul.CT_IMAGE_STORAGE, command_uid, dul.dataset_bytes(path))
+    assert status == (0xA900 if case == "mr-on-ct-context" else 0xC000), hex(status)
+    assert a.release()
+    assert cluster.stored_files() == [] and cluster.temp_files() == []
+    assert_alive(cluster, ing)
