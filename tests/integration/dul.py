@@ -104,6 +104,17 @@ class Association:
         assert kind == 0x02, f"unexpected PDU {kind:#x}"
         self.pcid = 1
         self.accepted = self._pc_result(payload) == 0
+        self.results = self._pc_results(payload)
+
+    def _pc_results(self, payload):
+        """{presentation context id: result} of an A-ASSOCIATE-AC (0: accepted)."""
+        out, i = {}, 68
+        while i + 4 <= len(payload):
+            kind, _, n = struct.unpack_from(">BBH", payload, i)
+            if kind == 0x21:
+                out[payload[i + 4]] = payload[i + 6]
+            i += 4 + n
+        return out
 
     def _pc_result(self, payload):
         i = 68  # fixed part of A-ASSOCIATE-AC

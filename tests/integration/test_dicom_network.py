@@ -326,3 +326,41 @@ def test_c_store_data_set_must_be_the_commands(cluster, case):
     assert a.release()
     assert cluster.stored_files() == [] and cluster.temp_files() == []
     assert_alive(cluster, ing)
+
+
+# Storage SOP classes that are not negotiated: DICOMDIR is a file, never sent over
+# C-STORE, and the non-patient objects (PS3.3 "Non-Patient" IODs) carry no
+# patient, study or series, so there is nothing to index them under.
+NOT_NEGOTIATED = {
+    "1.2.840.10008.1.3.10",           # Media Storage Directory Storage
+    "1.2.840.10008.5.1.4.1.1.200.1",  # CT Defined Procedure Protocol Storage
+    "1.2.840.10008.5.1.4.1.1.200.3",  # Protocol Approval Storage
+    "1.2.840.10008.5.1.4.1.1.200.7",  # XA Defined Procedure Protocol Storage
+    "1.2.840.10008.5.1.4.38.1",       # Hanging Protocol Storage
+    "1.2.840.10008.5.1.4.39.1",       # Color Palette Storage
+    "1.2.840.10008.5.1.4.43.1",       # Generic Implant Template Storage
+    "1.2.840.10008.5.1.4.44.1",       # Implant Assembly Template Storage
+    "1.2.840.10008.5.1.4.45.1",       # Implant Template Group Storage
+}
+
+
+@pytest.mark.parametrize("syntax", [dul.EXPLICIT_LE, dul.IMPLICIT_LE])
+def test_every_storage_sop_class_is_accepted(cluster, syntax):
+    """Every current storage SOP class of pydicom's UID dictionary (an independent
+    list) is accepted, 100 contexts per association, but the ones listed in
+    NOT_NEGOTIATED, which are refused (docs/conformance.md says why)."""
+    from pydicom._uid_dict import UID_dictionary
+    sops = sorted(u for u, v in UID_dictionary.items()
+                  if v[1] == "SOP Class" and "Storage" in v[0] and "Retired" not in v[3]
+                  and "Commitment" not in v[0] and "Storage Management" not in v[0])
+    assert len(sops) > 150
+    ing = cluster.start_ingest()
+    accepted, refused = set(), set()
+    for start in range(0, len(sops), 100):
+        chunk = sops[start:start + 100]
+        a = dul.Association(ing.port, contexts=[(2 * i + 1, s, syntax) for i, s in enumerate(chunk)])
+        for i, s in enumerate(chunk):
+            (accepted if a.results.get(2 * i + 1) == 0 else refused).add(s)
+        assert a.release()
+    assert refused == NOT_NEGOTIATED & set(sops)
+    assert len(accepted) == len(sops) - len(refused)
