@@ -42,7 +42,9 @@ class LogfmtAppender : public dcmtk::log4cplus::Appender
     void append(const dcmtk::log4cplus::spi::InternalLoggingEvent &event) override
     {
         dcmtk::log4cplus::LogLevel l = event.getLogLevel();
-        ts_log_level level = l >= dcmtk::log4cplus::ERROR_LOG_LEVEL  ? TS_LOG_ERROR
+        // dcmtk's errors are mostly a peer's doing (an abort, a broken data
+        // set): warnings for an operator, who gets Tessera's own line as well.
+        ts_log_level level = l >= dcmtk::log4cplus::FATAL_LOG_LEVEL  ? TS_LOG_ERROR
                              : l >= dcmtk::log4cplus::WARN_LOG_LEVEL ? TS_LOG_WARN
                              : l >= dcmtk::log4cplus::INFO_LOG_LEVEL ? TS_LOG_INFO
                                                                      : TS_LOG_DEBUG;
