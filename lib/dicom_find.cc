@@ -33,6 +33,9 @@ extern "C" int ts_dicom_find_pending(ts_dicom_find_out *out, const char *const *
         if (el->putString(v).bad())
             el->putString("");
     }
+    // Where to retrieve it from (PS3.4 C.4.1.2.2.1), as Orthanc answers: workstations
+    // read it to know which AE to send the C-MOVE to.
+    rsp.putAndInsertString(DCM_RetrieveAETitle, out->worker->ourAETitle().c_str());
     rsp.findAndDeleteElement(DCM_SpecificCharacterSet);
     if (non_ascii || out->utf8)
         rsp.putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");

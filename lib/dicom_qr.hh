@@ -108,6 +108,12 @@ class QrWorker : public DcmThreadSCP
                                 status);
     }
 
+    // Our AE title: the Retrieve AE Title (0008,0054) of every C-FIND answer.
+    const std::string &ourAETitle() const
+    {
+        return our_aet_;
+    }
+
     bool cancelled(ts_dicom_find_out *out)
     {
         return checkCancel(out->pres_id, out->rq->MessageID);
@@ -196,15 +202,28 @@ class QrWorker : public DcmThreadSCP
                     assoc_.calling_aet);
             return false;
         }
+        // File meta (0002) and command (0000) elements are no keys, and an
+        // answer must not echo them.
+        for (unsigned long i = ds->card(); i-- > 0;) {
+            Uint16 group = ds->getElement(i)->getTag().getGroup();
+            if (group == 0x0000 || group == 0x0002)
+                delete ds->remove(i);
+        }
         std::vector<DcmElement *> kept;
         for (unsigned long i = 0; i < ds->card(); i++) {
             DcmElement *el = ds->getElement(i);
             DcmTagKey key = el->getTag().getXTag();
             if (key == DCM_QueryRetrieveLevel) {
                 id.level = element_text(el);
+                // Orthanc takes IMAGES for IMAGE (PS3.4 C.6 has IMAGE only); the
+                // answers say IMAGE.
+                if (id.level == "IMAGES") {
+                    id.level = "IMAGE";
+                    el->putString("IMAGE");
+                }
                 continue;
             }
-            if (key == DCM_SpecificCharacterSet || key.getGroup() == 0x0000)
+            if (key == DCM_SpecificCharacterSet)
                 continue;
             if (kept.size() >= MAX_KEYS) {
                 id.dropped++;

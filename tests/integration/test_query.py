@@ -791,3 +791,24 @@ def test_relay_with_query_down_fails_clearly_and_ingest_serves_on(postgres, tmp_
         scp.wait(timeout=10)
     finally:
         stop_and_check(c)
+
+
+def test_images_level_group_0002_and_retrieve_ae_title(qr):
+    """Orthanc takes QueryRetrieveLevel IMAGES for IMAGE; answers say IMAGE, do not
+    echo file meta (0002) keys sent in the identifier, and carry Retrieve AE Title
+    (0008,0054) without being asked, as Orthanc's do (workstations send their
+    C-MOVE there)."""
+    keys = [f"StudyInstanceUID={study_uid('S1')}", f"SeriesInstanceUID={series_uid('S1.1')}",
+            "SOPInstanceUID", "(0002,0010)=1.2.840.10008.1.2.1"]
+    final, rsps, out = findscu(qr, "IMAGES", keys)
+    assert final == "Success", out
+    assert values(rsps, "SOPInstanceUID") == [f"{series_uid('S1.1')}.{i}" for i in range(1, 4)]
+    for r in rsps:
+        assert r.QueryRetrieveLevel == "IMAGE"
+        assert r.RetrieveAETitle == "TESSERA"
+        assert not any(e.tag.group == 0x0002 for e in r), r
+    # the same through ingest's port (relayed to query)
+    final, rsps, out = findscu(qr, "STUDY", ["StudyInstanceUID", "PatientID=PID-002"],
+                              port=qr.ingests[1].port)
+    assert final == "Success", out
+    assert [r.RetrieveAETitle for r in rsps] == ["TESSERA"]
