@@ -620,9 +620,16 @@ int query_retrieve_run(ts_db_pool *pool, ts_level level, const query_key *keys, 
     static const char *const level_names[] = {"PATIENT", "STUDY", "SERIES", "IMAGE"};
     memset(out, 0, sizeof(*out));
     bool has_unique = false;
-    for (size_t i = 0; i < nkeys; i++)
+    for (size_t i = 0; i < nkeys; i++) {
         if (keys[i].tag == unique_key[level] && *keys[i].value)
             has_unique = true;
+        /* Orthanc also retrieves a study by its AccessionNumber alone (some
+         * workstations send that); PS3.4 C.4.2.2.1 asks for the unique key, so
+         * this is a tolerance, and a universal or wildcard value still is no key. */
+        if (level == TS_LEVEL_STUDY && keys[i].tag == TS_TAG(0x0008, 0x0050) && *keys[i].value &&
+            !strpbrk(keys[i].value, "*?"))
+            has_unique = true;
+    }
     if (!has_unique)
         return ts_err_set(err, TS_EINVAL, "the unique key of level %s is missing",
                           level_names[level]);

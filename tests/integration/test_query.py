@@ -812,3 +812,17 @@ def test_images_level_group_0002_and_retrieve_ae_title(qr):
                               port=qr.ingests[1].port)
     assert final == "Success", out
     assert [r.RetrieveAETitle for r in rsps] == ["TESSERA"]
+
+
+def test_move_study_by_accession_number(qr, storescp):
+    """A C-MOVE at STUDY level keyed by AccessionNumber alone: Orthanc 1.10.1 resolves
+    it and Tessera does too (PS3.4 C.4.2.2.1 asks for StudyInstanceUID; this is a
+    tolerance some workstations rely on). A wildcard accession number is still no
+    key (0xA900)."""
+    out = movescu(qr, "STUDY", ["AccessionNumber=ACC_1"])
+    assert "Success" in out, out
+    assert received_uids(storescp) == sorted(
+        [f"{series_uid('S1.1')}.{i}" for i in range(1, 4)]
+        + [f"{series_uid('S1.2')}.{i}" for i in range(1, 3)])
+    out = movescu(qr, "STUDY", ["AccessionNumber=ACC*"])
+    assert "Received Final Move Response (Error: DataSetDoesNotMatchSOPClass)" in out, out
