@@ -268,3 +268,15 @@ void ts_log_write(ts_log_level level, const char *msg, const char *kvfmt, ...)
     /* one write per line so that lines from several threads never interleave */
     fwrite(line, 1, (size_t)n, stderr);
 }
+
+void ts_log_external(void *cls, const char *fmt, va_list ap)
+{
+    if (!ts_log_enabled(TS_LOG_WARN))
+        return;
+    char text[1024];
+    vsnprintf(text, sizeof(text), fmt, ap);
+    size_t n = strlen(text);
+    while (n > 0 && text[n - 1] == '\n')
+        text[--n] = '\0';
+    ts_log_write(TS_LOG_WARN, cls ? (const char *)cls : "library", "detail=\"%s\"", text);
+}

@@ -674,7 +674,8 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
     if (rc == 0) {
         srv->daemon = MHD_start_daemon(
             flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_NOTIFY_COMPLETED,
-            on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
+            on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, ts_log_external, (void *)"http server",
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
             MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_END);
         if (!srv->daemon)
             rc = ts_err_set(err, TS_EIO, "cannot serve HTTP on %s port %d (in use?)", bind_addr,
