@@ -214,6 +214,8 @@ int ts_dicom_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_scp_callback
 int ts_dicom_scp_run(ts_dicom_scp *scp, ts_err *err);
 /* Asks run() to return; safe to call from another thread (not from a signal handler). */
 void ts_dicom_scp_stop(ts_dicom_scp *scp);
+/* Connections being negotiated or served right now (a test waits for 0 to know
+ * that the SCP is done with everything it was sent). */
 int ts_dicom_scp_active(ts_dicom_scp *scp);
 void ts_dicom_scp_free(ts_dicom_scp *scp);
 

@@ -221,6 +221,11 @@ extern "C" void ts_dicom_qr_scp_stop(ts_dicom_qr_scp *scp)
         scp->listener->stop();
 }
 
+extern "C" int ts_dicom_qr_scp_active(ts_dicom_qr_scp *scp)
+{
+    return scp->listener->connections();
+}
+
 extern "C" void ts_dicom_qr_scp_free(ts_dicom_qr_scp *scp)
 {
     if (!scp)

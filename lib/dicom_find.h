@@ -128,6 +128,8 @@ int ts_dicom_qr_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_qr_callba
 /* Serves until ts_dicom_qr_scp_stop(), then waits for running associations. */
 int ts_dicom_qr_scp_run(ts_dicom_qr_scp *scp, ts_err *err);
 void ts_dicom_qr_scp_stop(ts_dicom_qr_scp *scp);
+/* As ts_dicom_scp_active(). */
+int ts_dicom_qr_scp_active(ts_dicom_qr_scp *scp);
 void ts_dicom_qr_scp_free(ts_dicom_qr_scp *scp);
 
 #ifdef __cplusplus

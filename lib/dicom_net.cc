@@ -453,10 +453,10 @@ void Listener::stop()
     stop_.store(true);
 }
 
-int Listener::active()
+int Listener::connections()
 {
     std::lock_guard<std::mutex> lock(mu_);
-    return active_;
+    return threads_;
 }
 
 void Listener::run(const Serve &serve)

@@ -77,7 +77,8 @@ class Listener
     // Accepts until stop(), then waits for every connection it gave out to end.
     void run(const Serve &serve);
     void stop();
-    int active();
+    // Connections being negotiated or served.
+    int connections();
 
   private:
     Listener() = default;

@@ -281,7 +281,7 @@ extern "C" void ts_dicom_scp_stop(ts_dicom_scp *scp)
 
 extern "C" int ts_dicom_scp_active(ts_dicom_scp *scp)
 {
-    return scp->listener->active();
+    return scp->listener->connections();
 }
 
 extern "C" void ts_dicom_scp_free(ts_dicom_scp *scp)

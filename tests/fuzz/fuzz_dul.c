@@ -28,6 +28,8 @@
 
 static char tmpdir[] = "/tmp/fuzz-dul-XXXXXX";
 static int ingest_port, query_port;
+static ts_dicom_scp *ingest_scp;
+static ts_dicom_qr_scp *query_scp;
 
 static bool on_accept(void *user, const ts_dicom_assoc *assoc)
 {
@@ -150,11 +152,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     ts_dicom_scp *scp;
     if (ts_dicom_scp_new(&cfg, &cb, &scp, &err))
         abort();
+    ingest_scp = scp;
     cfg.port = query_port = free_port();
     ts_dicom_qr_callbacks qcb = {.find = on_find, .move = on_retrieve, .get = on_retrieve};
     ts_dicom_qr_scp *qscp;
     if (ts_dicom_qr_scp_new(&cfg, &qcb, &qscp, &err))
         abort();
+    query_scp = qscp;
     pthread_t t;
     if (pthread_create(&t, NULL, run_ingest_scp, scp) || pthread_create(&t, NULL, run_query_scp, qscp))
         abort();
@@ -276,5 +280,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(stream + n, data, size);
     converse(mode & 2 ? query_port : ingest_port, stream, n + size);
     free(stream);
+    /* The SCP's threads are done with this input before the next one (and
+     * before libFuzzer looks for leaks): within its 2 s timeout plus margin. */
+    for (int i = 0; i < 1000 && (ts_dicom_scp_active(ingest_scp) || ts_dicom_qr_scp_active(query_scp));
+         i++)
+        usleep(5000);
+    if (ts_dicom_scp_active(ingest_scp) || ts_dicom_qr_scp_active(query_scp))
+        abort(); /* a connection the SCP never let go of: a finding */
     return 0;
 }
