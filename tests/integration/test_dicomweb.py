@@ -1,0 +1,350 @@
+"""DICOMweb Studies service (PS3.18) under /dicom-web/: QIDO-RS, WADO-RS (instances,
+metadata, bulk data, frames) and STOW-RS, driven with raw HTTP (multipart built and
+read here, as curl would send it), compared with what findscu sees through the same
+query service, with npm's dicomweb-client (the library OHIF uses), and side by side
+with Orthanc 1.10.1's DICOMweb plugin (Debian's orthanc-dicomweb) holding the same
+files. Where the plugin departs from PS3.18, the test says so and follows the
+standard."""
+import json
+import os
+import re
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from conftest import PYDICOM_FILES, Cluster
+from orthanc import Orthanc, http
+
+DW_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+ROOT_UID = "2.25.4711"
+
+PATIENTS = {"PID1": ("DOE^JOHN", "19700101", "M"), "PID2": ("SMITH^ANNA", "19800202", "F")}
+# study: patient, date, time, accession, description, referring physician
+STUDIES = {
+    "1": ("PID1", "20200115", "101500", "ACC1", "CHEST", "HOUSE^GREG"),
+    "2": ("PID1", "20210301", "090000", "ACC2", "KNEE", "WILSON^JAMES"),
+    "3": ("PID2", "20220610", "153000", "ACC3", "HEAD", "HOUSE^GREG"),
+}
+# series: study, modality, instances
+SERIES = {"1.1": ("1", "CT", 2), "1.2": ("1", "MR", 1), "2.1": ("2", "CT", 2),
+          "3.1": ("3", "MR", 3)}
+CT_CLASS = "1.2.840.10008.5.1.4.1.1.2"
+MR_CLASS = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def study_uid(s):
+    return f"{ROOT_UID}.1.{s}"
+
+
+def series_uid(se):
+    return f"{ROOT_UID}.2.{se}"
+
+
+def sop_uid(se, i):
+    return f"{ROOT_UID}.3.{se}.{i}"
+
+
+def make_dataset(out):
+    """CT_small.dcm (explicit little endian, 128x128 16-bit) rewritten per instance."""
+    files = []
+    for se, (st, modality, count) in SERIES.items():
+        pid, date, tm, acc, desc, ref = STUDIES[st]
+        name, birth, sex = PATIENTS[pid]
+        for i in range(1, count + 1):
+            ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+            ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = pid, name, birth, sex
+            ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study_uid(st), date, tm
+            ds.AccessionNumber, ds.StudyDescription, ds.ReferringPhysicianName = acc, desc, ref
+            ds.StudyID = f"ST{st}"
+            ds.SeriesInstanceUID, ds.Modality = series_uid(se), modality
+            ds.SeriesNumber = int(se.split(".")[1])
+            ds.SOPClassUID = CT_CLASS if modality == "CT" else MR_CLASS
+            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+            ds.SOPInstanceUID = sop_uid(se, i)
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.InstanceNumber = i
+            p = out / f"{se}-{i}.dcm"
+            ds.save_as(p)
+            files.append(p)
+    return files
+
+
+def dicomweb_orthanc(base):
+    return Orthanc(base, Plugins=[DW_PLUGIN], DicomWeb={"Enable": True, "Root": "/dicom-web/"})
+
+
+@pytest.fixture(scope="module")
+def dw(postgres, tmp_path_factory):
+    """The same files in Tessera (ingest, query, rest) and in Orthanc with its DICOMweb
+    plugin; a second rest whose query service caps answers at 3 (TESSERA_QUERY_LIMIT)."""
+    base = tmp_path_factory.mktemp("dicomweb")
+    base.chmod(0o755)
+    data = base / "data"
+    data.mkdir()
+    files = make_dataset(data)
+    o = dicomweb_orthanc(base / "orthanc").start()
+    (base / "tessera").mkdir()
+    c = Cluster(postgres, base / "tessera")
+    try:
+        q = c.start_query()
+        ing = c.start_ingest()
+        rest = c.start_rest(ing, TESSERA_QUERY_BUS=q.bus)
+        q3 = c.start_query(TESSERA_QUERY_LIMIT=3)
+        rest3 = c.start_rest(ing, TESSERA_QUERY_BUS=q3.bus)
+        for f in files:
+            body = f.read_bytes()
+            assert http(o.url, "POST", "/instances", body)[0] == 200
+            assert http(rest.url, "POST", "/instances", body)[0] == 200
+        c.o, c.rest, c.rest3, c.q, c.files, c.data = o, rest, rest3, q, files, data
+        yield c
+    finally:
+        c.stop()
+        o.stop()
+        for s in c.ingests + c.rests + getattr(c, "queries", []):
+            log = s.read_log()
+            assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
+
+
+def get(url, path, accept=None):
+    """GET; returns (status, body bytes, headers)."""
+    return http(url, "GET", path, headers={"Accept": accept} if accept else {})
+
+
+def qido(url, path, **params):
+    """A QIDO-RS search; returns (status, list of result objects, headers)."""
+    query = urllib.parse.urlencode(params, doseq=True, quote_via=urllib.parse.quote)
+    status, body, headers = get(url, f"/dicom-web/{path}" + (f"?{query}" if query else ""),
+                                "application/dicom+json")
+    return status, (json.loads(body) if body else None), headers
+
+
+def value(obj, tag):
+    """The first value of a DICOM JSON attribute (PN as its Alphabetic text)."""
+    v = obj.get(tag, {}).get("Value")
+    if not v:
+        return None
+    return v[0]["Alphabetic"] if isinstance(v[0], dict) and "Alphabetic" in v[0] else v[0]
+
+
+def uids(results, tag="0020000D"):
+    return sorted(value(r, tag) for r in results or [])
+
+
+# ---- QIDO-RS ---------------------------------------------------------------------
+
+
+def test_qido_all_studies_as_orthanc(dw):
+    status, mine, headers = qido(dw.rest.url, "studies")
+    assert status == 200 and headers["Content-Type"] == "application/dicom+json"
+    status, theirs, _ = qido(dw.o.url, "studies")
+    assert status == 200
+    assert uids(mine) == uids(theirs) == sorted(study_uid(s) for s in STUDIES)
+    by_uid = {value(r, "0020000D"): r for r in theirs}
+    for r in mine:
+        ref = by_uid[value(r, "0020000D")]
+        for tag in ("00100020", "00100010", "00080020", "00080030", "00080050", "00200010",
+                    "00080090", "00100030", "00100040"):
+            assert r[tag] == ref[tag], (tag, r[tag], ref[tag])
+        assert sorted(r["00080061"]["Value"]) == sorted(ref["00080061"]["Value"])
+        for tag in ("00201206", "00201208"):  # numbers of related series and instances
+            assert r[tag]["Value"] == ref[tag]["Value"], tag
+        assert r["00081190"]["Value"][0].endswith(f"/dicom-web/studies/{value(r, '0020000D')}")
+        assert value(r, "00081030") == STUDIES[value(r, "0020000D").split(".")[-1]][4]
+
+
+# every query: the studies (1, 2, 3) PS3.4 C.2.2.2 matching gives
+STUDY_QUERIES = [
+    ({"PatientID": "PID1"}, ["1", "2"]),
+    ({"00100020": "PID2"}, ["3"]),                      # a key given as its tag
+    ({"PatientName": "DOE*"}, ["1", "2"]),
+    ({"PatientName": "DOE^JOHN"}, ["1", "2"]),          # '^' percent-encoded by qido()
+    ({"StudyDate": "20210101-"}, ["2", "3"]),
+    ({"StudyDate": "-20210301"}, ["1", "2"]),
+    ({"StudyDate": "20200101-20201231"}, ["1"]),
+    ({"StudyDate": "20220610"}, ["3"]),
+    ({"StudyTime": "090000-120000"}, ["1", "2"]),
+    ({"AccessionNumber": "ACC3"}, ["3"]),
+    ({"AccessionNumber": "ACC?"}, ["1", "2", "3"]),
+    ({"ModalitiesInStudy": "MR"}, ["1", "3"]),
+    ({"ModalitiesInStudy": "CT,MR"}, ["1", "2", "3"]),
+    ({"StudyInstanceUID": f"{study_uid('1')},{study_uid('3')}"}, ["1", "3"]),
+    ({"StudyInstanceUID": f"{study_uid('2')}\\{study_uid('3')}"}, ["2", "3"]),
+    ({"ReferringPhysicianName": "HOUSE^GREG"}, ["1", "3"]),
+    ({"StudyID": "ST2"}, ["2"]),
+    ({"PatientID": "PID1", "StudyDate": "20210101-"}, ["2"]),
+]
+
+
+@pytest.mark.parametrize("params,expected", STUDY_QUERIES)
+def test_qido_study_matching(dw, params, expected):
+    status, mine, _ = qido(dw.rest.url, "studies", **params)
+    assert status == 200, mine
+    assert uids(mine) == [study_uid(s) for s in expected]
+
+
+def test_qido_study_matching_as_findscu(dw):
+    """The same matcher answers C-FIND on the query service's port."""
+    for params, expected in STUDY_QUERIES:
+        keys = [f"{k}={v}" for k, v in params.items() if not k[0].isdigit()]
+        if len(keys) != len(params):
+            continue
+        keys = [k.replace(",", "\\") if k.split("=")[0] in ("StudyInstanceUID",
+                                                            "ModalitiesInStudy") else k
+                for k in keys]
+        p = subprocess.run(["findscu", "-S", "-aet", "FINDSCU", "-aec", "TESSERA", "-X", "-od",
+                            str(dw.base), "-k", "QueryRetrieveLevel=STUDY", "-k",
+                            "StudyInstanceUID", *sum((["-k", k] for k in keys), []),
+                            "127.0.0.1", str(dw.q.port)], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stderr
+        found = sorted(str(pydicom.dcmread(f).StudyInstanceUID) for f in dw.base.glob("rsp*.dcm"))
+        for f in dw.base.glob("rsp*.dcm"):
+            f.unlink()
+        assert found == [study_uid(s) for s in expected], (params, p.stdout + p.stderr)
+
+
+def test_qido_orthanc_plugin_does_not_percent_decode(dw):
+    """PatientName=DOE%5EJOHN is DOE^JOHN (RFC 3986); the plugin matches the encoded text
+    and finds nothing, Tessera decodes it (shared/notes/browser-and-viewers.md)."""
+    path = "/dicom-web/studies?PatientName=DOE%5EJOHN"
+    status, body, _ = get(dw.rest.url, path)
+    assert status == 200 and uids(json.loads(body)) == [study_uid("1"), study_uid("2")]
+    status, body, _ = get(dw.o.url, path)
+    assert status == 200 and json.loads(body) == []
+
+
+def test_qido_series_and_instances_levels(dw):
+    s1 = study_uid("1")
+    status, r, _ = qido(dw.rest.url, f"studies/{s1}/series")
+    assert status == 200 and uids(r, "0020000E") == [series_uid("1.1"), series_uid("1.2")]
+    assert all(value(x, "0020000D") == s1 for x in r)
+    assert all(x["00081190"]["Value"][0].endswith(
+        f"/studies/{s1}/series/{value(x, '0020000E')}") for x in r)
+    status, theirs, _ = qido(dw.o.url, f"studies/{s1}/series")
+    assert uids(theirs, "0020000E") == uids(r, "0020000E")
+    by_uid = {value(x, "0020000E"): x for x in theirs}
+    for x in r:
+        for tag in ("00080060", "00200011", "00201209"):
+            assert x[tag]["Value"] == by_uid[value(x, "0020000E")][tag]["Value"], tag
+
+    status, r, _ = qido(dw.rest.url, "series", Modality="CT")
+    assert uids(r, "0020000E") == [series_uid("1.1"), series_uid("2.1")]
+    # /series answers the study's attributes too (PS3.18 10.6.3.3.2)
+    assert sorted(value(x, "00100020") for x in r) == ["PID1", "PID1"]
+
+    status, r, _ = qido(dw.rest.url, f"studies/{s1}/series/{series_uid('1.1')}/instances")
+    assert status == 200 and uids(r, "00080018") == [sop_uid("1.1", 1), sop_uid("1.1", 2)]
+    for x in r:  # Rows, Columns, BitsAllocated come from the metadata stored at ingest
+        assert x["00280010"] == {"vr": "US", "Value": [128]}
+        assert x["00280011"] == {"vr": "US", "Value": [128]}
+        assert x["00280100"] == {"vr": "US", "Value": [16]}
+        assert x["00080016"]["Value"] == [CT_CLASS]
+    status, theirs, _ = qido(dw.o.url, f"studies/{s1}/series/{series_uid('1.1')}/instances")
+    assert uids(theirs, "00080018") == uids(r, "00080018")
+
+    status, r, _ = qido(dw.rest.url, f"studies/{s1}/instances")
+    assert uids(r, "00080018") == sorted([sop_uid("1.1", 1), sop_uid("1.1", 2), sop_uid("1.2", 1)])
+    status, r, _ = qido(dw.rest.url, "instances", SOPInstanceUID=sop_uid("3.1", 2))
+    assert uids(r, "00080018") == [sop_uid("3.1", 2)]
+    assert value(r[0], "00100020") == "PID2" and value(r[0], "00080060") == "MR"
+    status, r, _ = qido(dw.rest.url, "instances", SOPClassUID=MR_CLASS, InstanceNumber="3")
+    assert uids(r, "00080018") == [sop_uid("3.1", 3)]
+
+
+def test_qido_includefield(dw):
+    # a keyword, a tag, a comma-separated list and a repeated parameter
+    status, r, _ = qido(dw.rest.url, "series", SeriesInstanceUID=series_uid("1.1"),
+                        includefield=["Manufacturer,00180015", "ProtocolName"])
+    assert status == 200 and len(r) == 1
+    ref = pydicom.dcmread(dw.files[0])
+    assert value(r[0], "00080070") == ref.Manufacturer
+    assert "00180015" in r[0] and "00181030" in r[0]
+    # not asked for: not there
+    status, r, _ = qido(dw.rest.url, "series", SeriesInstanceUID=series_uid("1.1"))
+    assert "00080070" not in r[0]
+    # instance level: an attribute the index does not keep comes from the stored metadata
+    status, r, _ = qido(dw.rest.url, "instances", SOPInstanceUID=sop_uid("1.1", 1),
+                        includefield="00280030,KVP")
+    assert r[0]["00280030"]["vr"] == "DS" and len(r[0]["00280030"]["Value"]) == 2
+    assert r[0]["00180060"]["Value"] == [float(ref.KVP)]
+    # all: every attribute but bulk data
+    status, r, _ = qido(dw.rest.url, "instances", SOPInstanceUID=sop_uid("1.1", 1),
+                        includefield="all")
+    assert "00180060" in r[0] and "00080070" in r[0] and "7FE00010" not in r[0]
+    # the plugin ignores includefield=all (shared/notes/browser-and-viewers.md)
+    status, theirs, _ = qido(dw.o.url, "instances", SOPInstanceUID=sop_uid("1.1", 1),
+                             includefield="all")
+    assert "00180060" not in theirs[0]
+
+
+def test_qido_limit_offset(dw):
+    status, everything, _ = qido(dw.rest.url, "instances")
+    assert len(everything) == 8
+    pages = []
+    for offset in (0, 3, 6):
+        status, r, headers = qido(dw.rest.url, "instances", limit=3, offset=offset)
+        assert status == 200 and "Warning" not in headers  # the client's own limit
+        pages.append(uids(r, "00080018"))
+    assert [len(p) for p in pages] == [3, 3, 2]
+    assert sorted(sum(pages, [])) == uids(everything, "00080018")
+
+
+def test_qido_warning_when_the_server_caps(dw):
+    status, r, headers = qido(dw.rest3.url, "instances")
+    assert status == 200 and len(r) == 3
+    assert headers["Warning"].startswith("299 ") and "Additional results" in headers["Warning"]
+    status, r, headers = qido(dw.rest3.url, "studies")  # 3 studies, cap 3: nothing cut
+    assert len(r) == 3 and "Warning" not in headers
+
+
+def test_qido_no_match_is_204(dw):
+    """PS3.18 8.3.4.4.1 (2024e): no match is 204 No Content with an empty payload (the
+    plugin answers 200 with []; CP-2473, not final text, would make it 200)."""
+    status, body, _ = get(dw.rest.url, "/dicom-web/studies?PatientID=NOBODY")
+    assert status == 204 and body == b""
+    status, body, _ = get(dw.o.url, "/dicom-web/studies?PatientID=NOBODY")
+    assert status == 200 and json.loads(body) == []
+
+
+def test_qido_fuzzymatching_folds_case(dw):
+    status, r, _ = qido(dw.rest.url, "studies", PatientName="smith*", fuzzymatching="true")
+    assert uids(r) == [study_uid("3")]
+    status, r, _ = qido(dw.rest.url, "studies", PatientName="smith*", fuzzymatching="false")
+    # without it, person names follow C-FIND's TESSERA_QUERY_CASE_SENSITIVE_PN (off)
+    assert uids(r) == [study_uid("3")]
+
+
+@pytest.mark.parametrize("path,message", [
+    ("studies?StudyDate=20201345", "StudyDate"),
+    ("studies?StudyDate=2020-01-01", "StudyDate"),
+    ("studies?StudyDate=20200101-20201301", "StudyDate"),
+    ("studies?FooBar=1", "FooBar"),
+    ("studies?00191234=1", "is not an attribute Tessera matches on"),
+    ("studies?Modality=CT", "not an attribute of the level"),
+    ("studies?includefield=NoSuchKeyword", "NoSuchKeyword"),
+    ("studies?limit=-1", "limit"),
+    ("studies?offset=x", "offset"),
+    ("studies?fuzzymatching=maybe", "fuzzymatching"),
+    ("studies/not-a-uid/series", "not a UID"),
+])
+def test_qido_bad_requests(dw, path, message):
+    status, body, _ = get(dw.rest.url, f"/dicom-web/{path}")
+    assert status == 400, body
+    assert message in json.loads(body)["Details"]
+
+
+def test_qido_invalid_date_orthanc_plugin_answers_200(dw):
+    """The plugin takes an impossible date and answers 200 (notes); PS3.18 wants 400."""
+    status, _, _ = get(dw.o.url, "/dicom-web/studies?StudyDate=20201345")
+    assert status == 200
+
+
+def test_qido_accept_it_cannot_serve(dw):
+    status, body, _ = get(dw.rest.url, "/dicom-web/studies",
+                          'multipart/related; type="application/dicom+xml"')
+    assert status == 406, body
+    status, body, _ = get(dw.rest.url, "/dicom-web/studies", "application/json, */*;q=0.1")
+    assert status == 200
