@@ -169,6 +169,14 @@ static const rest_route routes[] = {
     {"GET", "/dicom-web/studies/*/series", rest_dw_search},
     {"GET", "/dicom-web/studies/*/instances", rest_dw_search},
     {"GET", "/dicom-web/studies/*/series/*/instances", rest_dw_search},
+    {"GET", "/dicom-web/studies/*", rest_dw_retrieve},
+    {"GET", "/dicom-web/studies/*/series/*", rest_dw_retrieve},
+    {"GET", "/dicom-web/studies/*/series/*/instances/*", rest_dw_retrieve},
+    {"GET", "/dicom-web/studies/*/metadata", rest_dw_metadata},
+    {"GET", "/dicom-web/studies/*/series/*/metadata", rest_dw_metadata},
+    {"GET", "/dicom-web/studies/*/series/*/instances/*/metadata", rest_dw_metadata},
+    {"GET", "/dicom-web/studies/*/series/*/instances/*/frames/*", rest_dw_frames},
+    {"GET", "/dicom-web/studies/*/series/*/instances/*/bulk/**", rest_dw_bulk},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -348,3 +348,185 @@ def test_qido_accept_it_cannot_serve(dw):
     assert status == 406, body
     status, body, _ = get(dw.rest.url, "/dicom-web/studies", "application/json, */*;q=0.1")
     assert status == 200
+
+
+# ---- WADO-RS ---------------------------------------------------------------------
+
+
+def multipart(body, content_type):
+    """The parts of a multipart body: [(headers dict with lower-case names, bytes)]."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    assert m, content_type
+    delim = b"--" + m.group(1).encode()
+    chunks = body.split(delim)
+    assert chunks[-1].strip() in (b"--", b"--\r\n".strip()), "no close delimiter"
+    out = []
+    for chunk in chunks[1:-1]:
+        assert chunk.startswith(b"\r\n") and chunk.endswith(b"\r\n"), chunk[:80]
+        head, _, content = chunk[2:-2].partition(b"\r\n\r\n")
+        headers = dict((k.strip().lower(), v.strip()) for k, _, v in
+                       (line.decode().partition(":") for line in head.split(b"\r\n")))
+        out.append((headers, content))
+    return out
+
+
+def files_of(dw, *prefixes):
+    return sorted(f.read_bytes() for f in dw.files if f.name.startswith(prefixes))
+
+
+def test_wado_retrieve_study_series_instance(dw):
+    s1, se = study_uid("1"), series_uid("1.1")
+    for path, expected in [(f"studies/{s1}", files_of(dw, "1.1-", "1.2-")),
+                           (f"studies/{s1}/series/{se}", files_of(dw, "1.1-")),
+                           (f"studies/{s1}/series/{se}/instances/{sop_uid('1.1', 2)}",
+                            files_of(dw, "1.1-2"))]:
+        status, body, headers = get(dw.rest.url, f"/dicom-web/{path}",
+                                    'multipart/related; type="application/dicom"')
+        assert status == 200, body
+        assert headers["Content-Type"].startswith('multipart/related; type="application/dicom"')
+        parts = multipart(body, headers["Content-Type"])
+        assert sorted(p[1] for p in parts) == expected
+        assert all(p[0]["content-type"] == "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
+                   for p in parts)
+        status, body, headers = get(dw.o.url, f"/dicom-web/{path}")
+        assert sorted(p[1] for p in multipart(body, headers["Content-Type"])) == expected
+    # no Accept, */* and transfer-syntax=* are served as stored
+    for accept in (None, "*/*", 'multipart/related; type="application/dicom"; transfer-syntax=*',
+                   'multipart/related; type="application/dicom"; '
+                   'transfer-syntax=1.2.840.10008.1.2.1'):
+        status, body, headers = get(dw.rest.url, f"/dicom-web/studies/{s1}/series/{se}", accept)
+        assert status == 200 and len(multipart(body, headers["Content-Type"])) == 2
+
+
+@pytest.mark.parametrize("path,status", [
+    (f"studies/{ROOT_UID}.9", 404),
+    (f"studies/{ROOT_UID}.1.1/series/{ROOT_UID}.9", 404),
+    (f"studies/{ROOT_UID}.1.1/series/{ROOT_UID}.2.1.1/instances/{ROOT_UID}.9", 404),
+    (f"studies/{ROOT_UID}.1.2/series/{ROOT_UID}.2.1.1", 404),  # a series of another study
+    ("studies/1.2.x", 400),
+    (f"studies/{ROOT_UID}.9/metadata", 404),
+    (f"studies/{ROOT_UID}.1.1/series/{ROOT_UID}.9/metadata", 404),
+])
+def test_wado_unknown_uids(dw, path, status):
+    got, body, _ = get(dw.rest.url, f"/dicom-web/{path}")
+    assert got == status, body
+
+
+@pytest.mark.parametrize("accept", [
+    "application/dicom+json",
+    'multipart/related; type="application/octet-stream"',
+    'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50',
+])
+def test_wado_retrieve_not_acceptable(dw, accept):
+    status, body, _ = get(dw.rest.url, f"/dicom-web/studies/{study_uid('2')}", accept)
+    assert status == 406, body
+    assert json.loads(body)["Details"]
+
+
+def strip_bulk_uris(meta):
+    return {k: ({"vr": v["vr"], "BulkDataURI": "..."} if "BulkDataURI" in v else v)
+            for k, v in meta.items()}
+
+
+def test_wado_metadata_as_orthanc(dw):
+    s1 = study_uid("1")
+    status, body, headers = get(dw.rest.url, f"/dicom-web/studies/{s1}/metadata")
+    assert status == 200 and headers["Content-Type"] == "application/dicom+json"
+    mine = {value(m, "00080018"): m for m in json.loads(body)}
+    status, body, _ = get(dw.o.url, f"/dicom-web/studies/{s1}/metadata")
+    theirs = {value(m, "00080018"): m for m in json.loads(body)}
+    assert sorted(mine) == sorted(theirs) == sorted(
+        [sop_uid("1.1", 1), sop_uid("1.1", 2), sop_uid("1.2", 1)])
+    for uid, m in mine.items():
+        assert strip_bulk_uris(m) == strip_bulk_uris(theirs[uid]), uid
+        se = value(m, "0020000E")
+        assert m["7FE00010"]["BulkDataURI"].endswith(
+            f"/dicom-web/studies/{s1}/series/{se}/instances/{uid}/bulk/7fe00010")
+    for path in (f"studies/{s1}/series/{series_uid('1.1')}/metadata",
+                 f"studies/{s1}/series/{series_uid('1.1')}/instances/{sop_uid('1.1', 1)}/metadata"):
+        status, body, _ = get(dw.rest.url, f"/dicom-web/{path}", "application/dicom+json")
+        got = json.loads(body)
+        assert status == 200 and len(got) == (2 if path.count("/") == 4 else 1)
+        assert all(g == mine[value(g, "00080018")] for g in got)
+    status, body, _ = get(dw.rest.url, f"/dicom-web/studies/{s1}/metadata",
+                          'multipart/related; type="application/dicom+xml"')
+    assert status == 406
+
+
+def test_wado_series_metadata_reads_no_file(dw):
+    """The metadata of a series comes from the index: with its files moved away it is
+    the same; an instance without stored metadata (stored before the column) is read
+    from its file."""
+    s3, se = study_uid("3"), series_uid("3.1")
+    path = f"/dicom-web/studies/{s3}/series/{se}/metadata"
+    before = json.loads(get(dw.rest.url, path)[1])
+    rows = dw.sql("SELECT a.uuid::text FROM attachments a JOIN instances i ON i.resource_id ="
+                  " a.resource_id WHERE i.sop_instance_uid LIKE %s", (sop_uid("3.1", "%"),))
+    files = [f for f in dw.stored_files() if f.name in {r[0] for r in rows}]
+    assert len(files) == 3
+    for f in files:
+        f.rename(f.with_suffix(".away"))
+    try:
+        status, body, _ = get(dw.rest.url, path)
+        assert status == 200 and json.loads(body) == before
+    finally:
+        for f in files:
+            f.with_suffix(".away").rename(f)
+    dw.sql("UPDATE instances SET dicomweb = NULL WHERE sop_instance_uid = %s", (sop_uid("3.1", 2),))
+    status, body, _ = get(dw.rest.url, path)
+    assert status == 200 and json.loads(body) == before
+
+
+def test_wado_bulk_data_and_frames(dw):
+    s2, se, i = study_uid("2"), series_uid("2.1"), sop_uid("2.1", 1)
+    ds = pydicom.dcmread(dw.data / "2.1-1.dcm")
+    meta = json.loads(get(dw.rest.url, f"/dicom-web/studies/{s2}/series/{se}/instances/{i}/metadata")[1])
+    uri = meta[0]["7FE00010"]["BulkDataURI"]
+    path = uri[uri.index("/dicom-web/"):]
+    status, body, headers = get(dw.rest.url, path)
+    assert status == 200 and 'type="application/octet-stream"' in headers["Content-Type"]
+    parts = multipart(body, headers["Content-Type"])
+    assert [p[1] for p in parts] == [ds.PixelData]
+    base = f"/dicom-web/studies/{s2}/series/{se}/instances/{i}"
+    status, body, headers = get(dw.rest.url, f"{base}/frames/1",
+                                'multipart/related; type="application/octet-stream"')
+    assert status == 200 and [p[1] for p in multipart(body, headers["Content-Type"])] == [ds.PixelData]
+    assert get(dw.rest.url, f"{base}/frames/2")[0] == 404
+    assert get(dw.rest.url, f"{base}/frames/0")[0] == 400
+    assert get(dw.rest.url, f"{base}/frames/1,x")[0] == 400
+    assert get(dw.rest.url, f"{base}/bulk/00100010/1/00100020")[0] == 404
+    assert get(dw.rest.url, f"{base}/frames/1", "image/jpeg")[0] == 406
+
+
+def rss_peak_kb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_wado_study_is_streamed_with_flat_memory(dw, tmp_path):
+    """A study of 24 instances of 4 MiB (96 MiB) read slowly: rest's peak RSS grows far
+    less than the study (the ZIP archive's rule)."""
+    src = pydicom.dcmread(dw.files[0])
+    src.Rows = src.Columns = 1448
+    src.PixelData = os.urandom(1448 * 1448 * 2)
+    big = study_uid("99")
+    for n in range(24):
+        src.StudyInstanceUID, src.SeriesInstanceUID = big, f"{big}.1"
+        src.SOPInstanceUID = src.file_meta.MediaStorageSOPInstanceUID = f"{big}.1.{n}"
+        p = tmp_path / f"big{n}.dcm"
+        src.save_as(p)
+        assert http(dw.rest.url, "POST", "/instances", p.read_bytes())[0] == 200
+        p.unlink()
+    pid = dw.rest.proc.pid
+    before = rss_peak_kb(pid)
+    import urllib.request
+    total = 0
+    with urllib.request.urlopen(dw.rest.url + f"/dicom-web/studies/{big}", timeout=120) as r:
+        while chunk := r.read(1 << 20):
+            total += len(chunk)
+    grown = rss_peak_kb(pid) - before
+    assert total > 24 * 1448 * 1448 * 2
+    print(f"streamed {total} bytes; rest peak RSS {before} kB before, grew by {grown} kB")
+    assert grown < 16 * 1024, grown
