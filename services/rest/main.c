@@ -177,6 +177,8 @@ static const rest_route routes[] = {
     {"GET", "/dicom-web/studies/*/series/*/instances/*/metadata", rest_dw_metadata},
     {"GET", "/dicom-web/studies/*/series/*/instances/*/frames/*", rest_dw_frames},
     {"GET", "/dicom-web/studies/*/series/*/instances/*/bulk/**", rest_dw_bulk},
+    {"POST", "/dicom-web/studies", rest_dw_store},
+    {"POST", "/dicom-web/studies/*", rest_dw_store},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

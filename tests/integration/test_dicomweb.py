@@ -530,3 +530,223 @@ def test_wado_study_is_streamed_with_flat_memory(dw, tmp_path):
     assert total > 24 * 1448 * 1448 * 2
     print(f"streamed {total} bytes; rest peak RSS {before} kB before, grew by {grown} kB")
     assert grown < 16 * 1024, grown
+
+
+# ---- STOW-RS -----------------------------------------------------------------------
+
+BOUNDARY = "tessera-test-boundary-0123456789"
+
+
+def multipart_body(parts, boundary=BOUNDARY, close=True):
+    """parts: [(content type or None, bytes)]."""
+    out = b""
+    for ctype, data in parts:
+        out += f"--{boundary}\r\n".encode()
+        if ctype:
+            out += f"Content-Type: {ctype}\r\n".encode()
+        out += b"\r\n" + data + b"\r\n"
+    if close:
+        out += f"--{boundary}--\r\n".encode()
+    return out
+
+
+STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+
+
+def stow(url, path, body, content_type=STOW_TYPE):
+    status, data, headers = http(url, "POST", f"/dicom-web/{path}", body,
+                                 {"Content-Type": content_type,
+                                  "Accept": "application/dicom+json"})
+    return status, (json.loads(data) if data else None), headers
+
+
+def new_instances(tmp_path, study, count, series=None):
+    """count files of a new study (from CT_small.dcm)."""
+    out = []
+    for i in range(count):
+        ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+        ds.PatientID = "STOW"
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series or f"{study}.1"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{study}.1.{i + 1}"
+        p = tmp_path / f"{study}-{i}.dcm"
+        ds.save_as(p)
+        out.append(p)
+    return out
+
+
+def referenced(rsp):
+    return sorted(value(i, "00081155") for i in rsp.get("00081199", {}).get("Value", []))
+
+
+def failed(rsp):
+    return [(value(i, "00081155"), value(i, "00081197"))
+            for i in rsp.get("00081198", {}).get("Value", [])]
+
+
+def test_stow_ten_parts_three_bad(dw, tmp_path):
+    """7 good parts are stored, the 3 bad ones listed with their reasons: 202 (PS3.18
+    10.5.3: some stored, some failed). Sent with curl, as a client would."""
+    study = study_uid("10")
+    good = new_instances(tmp_path, study, 7)
+    other = new_instances(tmp_path, study_uid("11"), 1)[0]
+    parts = [("application/dicom", p.read_bytes()) for p in good[:3]]
+    parts.append(("application/dicom", b"this is not DICOM at all" * 20))
+    parts += [("application/dicom", p.read_bytes()) for p in good[3:5]]
+    parts.append(("application/dicom", other.read_bytes()))   # another study than the URL's
+    parts.append(("application/dicom", good[0].read_bytes()[:300]))  # a cut file
+    parts += [("application/dicom", p.read_bytes()) for p in good[5:]]
+    assert len(parts) == 10
+    body = tmp_path / "body"
+    body.write_bytes(multipart_body(parts))
+    p = subprocess.run(["curl", "-sS", "-o", str(tmp_path / "rsp"), "-w", "%{http_code}",
+                        "-H", f"Content-Type: {STOW_TYPE}", "-H", "Accept: application/dicom+json",
+                        "--data-binary", f"@{body}", f"{dw.rest.url}/dicom-web/studies/{study}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.stdout == "202", p.stdout + p.stderr
+    rsp = json.loads((tmp_path / "rsp").read_text())
+    assert referenced(rsp) == sorted(f"{study}.1.{i}" for i in range(1, 8))
+    assert failed(rsp) == [(None, 0xC000), (f"{study_uid('11')}.1.1", 0x0110), (None, 0xC000)]
+    assert rsp["00081190"]["Value"][0].endswith(f"/dicom-web/studies/{study}")
+    for item in rsp["00081199"]["Value"]:
+        assert item["00081190"]["Value"][0].endswith(f"/instances/{value(item, '00081155')}")
+        assert value(item, "00081150") == CT_CLASS
+    status, r, _ = qido(dw.rest.url, f"studies/{study}/instances")
+    assert len(r) == 7
+    assert dw.sql("SELECT count(*) FROM studies WHERE study_instance_uid = %s",
+                  (study_uid("11"),))[0][0] == 0
+    assert dw.temp_files() == []
+    # what C-FIND sees through the query service
+    q = subprocess.run(["findscu", "-S", "-aet", "FINDSCU", "-aec", "TESSERA", "-X", "-od",
+                        str(tmp_path), "-k", "QueryRetrieveLevel=IMAGE", "-k",
+                        f"StudyInstanceUID={study}", "-k", "SeriesInstanceUID", "-k",
+                        "SOPInstanceUID", "127.0.0.1", str(dw.q.port)],
+                       capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0
+    assert sorted(str(pydicom.dcmread(f).SOPInstanceUID) for f in tmp_path.glob("rsp*.dcm")) == \
+        referenced(rsp)
+
+
+def test_stow_all_stored_200_none_stored_409(dw, tmp_path):
+    study = study_uid("12")
+    files = new_instances(tmp_path, study, 2)
+    status, rsp, headers = stow(dw.rest.url, "studies",
+                                multipart_body([("application/dicom", f.read_bytes())
+                                                for f in files]))
+    assert status == 200 and headers["Content-Type"] == "application/dicom+json"
+    assert referenced(rsp) == [f"{study}.1.1", f"{study}.1.2"] and "00081198" not in rsp
+    # again: already stored counts as stored
+    status, rsp, _ = stow(dw.rest.url, f"studies/{study}",
+                          multipart_body([("application/dicom", files[0].read_bytes())]))
+    assert status == 200 and referenced(rsp) == [f"{study}.1.1"]
+    # every part refused: 409
+    status, rsp, _ = stow(dw.rest.url, f"studies/{study_uid('1')}",
+                          multipart_body([("application/dicom", f.read_bytes()) for f in files]))
+    assert status == 409 and referenced(rsp) == [] and len(failed(rsp)) == 2
+    # a part that is not application/dicom is refused as a part
+    status, rsp, _ = stow(dw.rest.url, "studies",
+                          multipart_body([("application/dicom", files[0].read_bytes()),
+                                          ("text/plain", b"hello")]))
+    assert status == 202 and failed(rsp) == [(None, 0xC000)]
+
+
+@pytest.mark.parametrize("content_type,body,status,message", [
+    ('multipart/related; type="application/dicom"', multipart_body([(None, b"x")]), 400,
+     "no boundary"),
+    (STOW_TYPE, b"--some-other-boundary\r\n\r\nx\r\n--some-other-boundary--\r\n", 400,
+     "never appears"),
+    (STOW_TYPE, multipart_body([("application/dicom", b"DICM" * 100)], close=False)[:-2], 400,
+     "truncated"),
+    (STOW_TYPE, b"", 400, "empty"),
+    (STOW_TYPE, f"--{BOUNDARY}--\r\n".encode(), 400, "no part"),
+    ("application/dicom", b"DICM", 415, "multipart/related"),
+    (f'multipart/related; type="application/dicom+json"; boundary={BOUNDARY}',
+     multipart_body([(None, b"{}")]), 415, "application/dicom+json"),
+])
+def test_stow_malformed(dw, content_type, body, status, message):
+    got, rsp, _ = stow(dw.rest.url, "studies", body, content_type)
+    assert got == status, rsp
+    assert message in rsp["Details"]
+    assert dw.temp_files() == []
+
+
+def test_stow_truncated_body_stores_nothing(dw, tmp_path):
+    study = study_uid("13")
+    files = new_instances(tmp_path, study, 2)
+    body = multipart_body([("application/dicom", f.read_bytes()) for f in files])
+    status, rsp, _ = stow(dw.rest.url, "studies", body[:len(body) - 4000])
+    assert status == 400 and "part 2 is truncated" in rsp["Details"]
+    assert dw.sql("SELECT count(*) FROM studies WHERE study_instance_uid = %s", (study,))[0][0] == 0
+
+
+def test_stow_orthanc_plugin_answers_200_to_a_missing_boundary(dw):
+    """The plugin answers 200 to a body whose boundary never appears (notes); Tessera
+    400 (above)."""
+    status, _, _ = stow(dw.o.url, "studies",
+                        b"--some-other-boundary\r\n\r\nx\r\n--some-other-boundary--\r\n")
+    assert status == 200
+
+
+# ---- npm's dicomweb-client ---------------------------------------------------------
+
+CLIENT = Path(__file__).resolve().parent / "dicomweb_client"
+
+
+@pytest.fixture(scope="session")
+def dwclient():
+    """npm ci of the pinned dicomweb-client and xhr2 (package-lock.json), once per run."""
+    import shutil
+    npm = shutil.which("npm")
+    assert npm, "npm is needed for dicomweb-client (scripts/test installs Node.js)"
+    stamp = CLIENT / "node_modules" / ".package-lock.json"
+    if not stamp.exists() or stamp.stat().st_mtime < (CLIENT / "package-lock.json").stat().st_mtime:
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENT, check=True,
+                       capture_output=True, timeout=600)
+
+    def run(url, op, **args):
+        p = subprocess.run(["node", str(CLIENT / "client.js"), url + "/dicom-web", op,
+                            json.dumps(args)], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        assert "error" not in out, out
+        return out["result"]
+    return run
+
+
+def test_dicomweb_client_store_search_retrieve(dw, dwclient, tmp_path):
+    import hashlib
+    study = study_uid("20")
+    files = new_instances(tmp_path, study, 3)
+    rsp = dwclient(dw.rest.url, "store", files=[str(f) for f in files], studyInstanceUID=study)
+    assert referenced(rsp) == sorted(f"{study}.1.{i}" for i in (1, 2, 3))
+    studies = dwclient(dw.rest.url, "searchForStudies", queryParams={"PatientID": "STOW"})
+    assert study in uids(studies)
+    series = dwclient(dw.rest.url, "searchForSeries", studyInstanceUID=study)
+    assert uids(series, "0020000E") == [f"{study}.1"]
+    inst = dwclient(dw.rest.url, "searchForInstances", studyInstanceUID=study,
+                    seriesInstanceUID=f"{study}.1")
+    assert uids(inst, "00080018") == referenced(rsp)
+    meta = dwclient(dw.rest.url, "retrieveSeriesMetadata", studyInstanceUID=study,
+                    seriesInstanceUID=f"{study}.1")
+    assert sorted(value(m, "00080018") for m in meta) == referenced(rsp)
+    # the same files to Orthanc's plugin through the same client: the same metadata
+    dwclient(dw.o.url, "store", files=[str(f) for f in files])
+    theirs = dwclient(dw.o.url, "retrieveSeriesMetadata", studyInstanceUID=study,
+                      seriesInstanceUID=f"{study}.1")
+    by_uid = {value(m, "00080018"): strip_bulk_uris(m) for m in theirs}
+    assert all(strip_bulk_uris(m) == by_uid[value(m, "00080018")] for m in meta)
+    digest = dwclient(dw.rest.url, "retrieveInstance", studyInstanceUID=study,
+                      seriesInstanceUID=f"{study}.1", sopInstanceUID=f"{study}.1.2")
+    assert digest == hashlib.sha256(files[1].read_bytes()).hexdigest()
+    digests = dwclient(dw.rest.url, "retrieveSeries", studyInstanceUID=study,
+                       seriesInstanceUID=f"{study}.1")
+    assert digests == sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
+    frames = dwclient(dw.rest.url, "retrieveInstanceFrames", studyInstanceUID=study,
+                      seriesInstanceUID=f"{study}.1", sopInstanceUID=f"{study}.1.1",
+                      frameNumbers=[1])
+    pixels = pydicom.dcmread(files[0]).PixelData
+    assert frames == [hashlib.sha256(pixels).hexdigest()]
+    bulk = dwclient(dw.rest.url, "retrieveBulkData",
+                    BulkDataURI=[m for m in meta if value(m, "00080018") == f"{study}.1.1"][0]
+                    ["7FE00010"]["BulkDataURI"])
+    assert bulk == [hashlib.sha256(pixels).hexdigest()]
