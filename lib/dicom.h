@@ -83,6 +83,11 @@ json_t *ts_dicom_to_simplified_json(const ts_dicom *d);
 /* The DICOM JSON model (PS3.18 F.2) as DICOMweb returns it; bulk data elements
  * get a BulkDataURI under bulk_uri_prefix, or are left out when it is NULL. */
 json_t *ts_dicom_to_dicomweb_json(const ts_dicom *d, const char *bulk_uri_prefix);
+/* One attribute of the DICOM JSON model from a value as the index keeps it
+ * (text, multiple values joined by '\'), converted as ts_dicom_to_dicomweb_json
+ * converts elements: {"vr": vr, "Value": [...]} (PN as objects, IS/DS and the
+ * binary numeric VRs as numbers), or {"vr": vr} alone for an empty value. */
+json_t *ts_dicomweb_attribute(const char *vr, const char *value);
 /* Orthanc's MainDicomTags of one level, e.g. {"PatientID": "..", "PatientName": ".."}. */
 json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
 
@@ -91,6 +96,8 @@ json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
 /* A tag as Orthanc's REST API names it: "gggg-eeee", "gggg,eeee", "ggggeeee" or
  * a dictionary name ("PatientName"). false when it is none of these. */
 bool ts_dicom_parse_tag(const char *s, uint32_t *tag);
+/* A tag's VR as the data dictionary has it ("UN" when unknown), NUL-terminated. */
+void ts_dicom_tag_vr(uint32_t tag, char vr[3]);
 /* A tag's name as Orthanc writes it ("PatientName"), or "gggg,eeee" when unknown. */
 void ts_dicom_tag_name(uint32_t tag, char *out, size_t size);
 

@@ -264,6 +264,9 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
     json_object_set_new(instance, "uuid", json_string(uuid));
     json_object_set_new(instance, "size", json_integer(size));
     json_object_set_new(instance, "md5", json_string(md5));
+    /* WADO-RS metadata without a file parse per instance; bulk data URIs
+     * relative to the instance (0011_instance_dicomweb.sql) */
+    json_object_set_new(instance, "dicomweb", ts_dicom_to_dicomweb_json(d, ""));
     meta = json_object();
     char received[32];
     reception_date(received);
@@ -278,6 +281,13 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
 
     tags_s = json_dumps(tags, JSON_COMPACT);
     instance_s = json_dumps(instance, JSON_COMPACT);
+    if (instance_s && strstr(instance_s, "\\u0000")) {
+        /* jsonb takes no NUL character: such an instance's metadata is read
+         * from its file instead */
+        free(instance_s);
+        json_object_del(instance, "dicomweb");
+        instance_s = json_dumps(instance, JSON_COMPACT);
+    }
     meta_s = json_dumps(meta, JSON_COMPACT);
     /* Public ids are hex and dashes: no quoting needed in the array literal. */
     if (asprintf(&ids_s, "{%s,%s,%s,%s}", id.ids.patient, id.ids.study, id.ids.series,
