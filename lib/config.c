@@ -46,6 +46,12 @@ static const ts_cfg_setting settings[] = {
      "accept associations only from AE titles in the modalities table"},
     {"TESSERA_DICOM_TIMEOUT", TS_CFG_INT, "30", 1, 3600, NULL,
      "seconds of silence after which a DICOM association is dropped"},
+    {"TESSERA_DICOM_MAX_PENDING", TS_CFG_INT, "64", 1, 10000, NULL,
+     "DICOM connections whose association request has not arrived whole yet, per process; "
+     "more are closed at once"},
+    {"TESSERA_DICOM_MAX_PENDING_PER_PEER", TS_CFG_INT, "8", 1, 10000, NULL,
+     "the same per peer IP address, so that one peer's idle connections cannot crowd out "
+     "others"},
     {"TESSERA_DICOM_MAX_PDU", TS_CFG_INT, "65536", 4096, 131072, NULL,
      "maximum PDU length we receive"},
     {"TESSERA_OVERWRITE_INSTANCES", TS_CFG_BOOL, "false", 0, 0, NULL,

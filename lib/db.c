@@ -146,13 +146,15 @@ static ts_db *acquire(ts_db_pool *pool)
             }
         }
     }
+    /* The waiter lives on this stack while queued: release() takes it off the
+     * queue before it hands over a connection, and only then does this return. */
     pool_waiter w = {.conn = NULL, .next = NULL};
     pthread_cond_init(&w.cv, NULL);
     if (pool->waiters_tail)
         pool->waiters_tail->next = &w;
     else
-        pool->waiters_head = &w;
-    pool->waiters_tail = &w;
+        pool->waiters_head = &w; // cppcheck-suppress autoVariables ; dequeued before return
+    pool->waiters_tail = &w;     // cppcheck-suppress autoVariables ; dequeued before return
     while (!w.conn)
         pthread_cond_wait(&w.cv, &pool->mu);
     pthread_mutex_unlock(&pool->mu);

@@ -5,6 +5,9 @@
 #include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/oflog/oflog.h>
+#include <dcmtk/oflog/spi/logevent.h>
+
+#include "log.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -20,6 +23,37 @@
 // parsing a 500 MB multi-frame file for its tags costs a few kilobytes.
 static const Uint32 LAZY_LOAD_THRESHOLD = 4096;
 
+namespace
+{
+
+// dcmtk's own log lines (oflog) as Tessera's logfmt lines: its default
+// appender wrote "E: ..." lines that no log collector could parse, with text
+// from the network in them.
+class LogfmtAppender : public dcmtk::log4cplus::Appender
+{
+  public:
+    ~LogfmtAppender() override
+    {
+        destructorImpl();
+    }
+    void close() override {}
+
+  protected:
+    void append(const dcmtk::log4cplus::spi::InternalLoggingEvent &event) override
+    {
+        dcmtk::log4cplus::LogLevel l = event.getLogLevel();
+        // dcmtk's errors are mostly a peer's doing (an abort, a broken data
+        // set): warnings for an operator, who gets Tessera's own line as well.
+        ts_log_level level = l >= dcmtk::log4cplus::FATAL_LOG_LEVEL  ? TS_LOG_ERROR
+                             : l >= dcmtk::log4cplus::WARN_LOG_LEVEL ? TS_LOG_WARN
+                             : l >= dcmtk::log4cplus::INFO_LOG_LEVEL ? TS_LOG_INFO
+                                                                     : TS_LOG_DEBUG;
+        ts_log_(level, "dcmtk", "detail=\"%s\"", event.getMessage().c_str());
+    }
+};
+
+} // namespace
+
 extern "C" int ts_dicom_global_init(ts_err *err)
 {
     // Debian's dcmtk leaves Nagle on unless this is set: every DIMSE round trip
@@ -27,6 +61,9 @@ extern "C" int ts_dicom_global_init(ts_err *err)
     setenv("TCP_NODELAY", "1", 0);
     // dcmtk logs through oflog; we log ourselves.
     OFLog::configure(OFLogger::ERROR_LOG_LEVEL);
+    dcmtk::log4cplus::Logger root = dcmtk::log4cplus::Logger::getRoot();
+    root.removeAllAppenders();
+    root.addAppender(dcmtk::log4cplus::SharedAppenderPtr(new LogfmtAppender()));
     if (!dcmDataDict.isDictionaryLoaded())
         return ts_err_set(err, TS_EINVAL,
                           "dcmtk data dictionary not loaded (check DCMDICTPATH or "

@@ -83,6 +83,11 @@ json_t *ts_dicom_to_simplified_json(const ts_dicom *d);
 /* The DICOM JSON model (PS3.18 F.2) as DICOMweb returns it; bulk data elements
  * get a BulkDataURI under bulk_uri_prefix, or are left out when it is NULL. */
 json_t *ts_dicom_to_dicomweb_json(const ts_dicom *d, const char *bulk_uri_prefix);
+/* One attribute of the DICOM JSON model from a value as the index keeps it
+ * (text, multiple values joined by '\'), converted as ts_dicom_to_dicomweb_json
+ * converts elements: {"vr": vr, "Value": [...]} (PN as objects, IS/DS and the
+ * binary numeric VRs as numbers), or {"vr": vr} alone for an empty value. */
+json_t *ts_dicomweb_attribute(const char *vr, const char *value);
 /* Orthanc's MainDicomTags of one level, e.g. {"PatientID": "..", "PatientName": ".."}. */
 json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
 
@@ -91,6 +96,8 @@ json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
 /* A tag as Orthanc's REST API names it: "gggg-eeee", "gggg,eeee", "ggggeeee" or
  * a dictionary name ("PatientName"). false when it is none of these. */
 bool ts_dicom_parse_tag(const char *s, uint32_t *tag);
+/* A tag's VR as the data dictionary has it ("UN" when unknown), NUL-terminated. */
+void ts_dicom_tag_vr(uint32_t tag, char vr[3]);
 /* A tag's name as Orthanc writes it ("PatientName"), or "gggg,eeee" when unknown. */
 void ts_dicom_tag_name(uint32_t tag, char *out, size_t size);
 
@@ -198,6 +205,10 @@ typedef struct ts_dicom_scp_config {
     int timeout_s;
     bool check_called_aet;
     long long max_dataset; /* bytes; a C-STORE dataset past it aborts the association (0: none) */
+    /* connections whose A-ASSOCIATE-RQ is still arriving (within timeout_s), in
+     * total and per peer address; more are closed at once */
+    int max_pending;
+    int max_pending_per_peer;
 } ts_dicom_scp_config;
 
 typedef struct ts_dicom_scp ts_dicom_scp;
@@ -210,6 +221,8 @@ int ts_dicom_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_scp_callback
 int ts_dicom_scp_run(ts_dicom_scp *scp, ts_err *err);
 /* Asks run() to return; safe to call from another thread (not from a signal handler). */
 void ts_dicom_scp_stop(ts_dicom_scp *scp);
+/* Connections being negotiated or served right now (a test waits for 0 to know
+ * that the SCP is done with everything it was sent). */
 int ts_dicom_scp_active(ts_dicom_scp *scp);
 void ts_dicom_scp_free(ts_dicom_scp *scp);
 
@@ -221,6 +234,10 @@ typedef struct ts_dicom_peer {
     const char *host;
     int port;
     int timeout_s;
+    /* For the C-STORE sub-operations of a C-MOVE (PS3.7 9.1.1.1.5): the AE title
+     * that asked for the move and its C-MOVE-RQ's message id; NULL/0 otherwise. */
+    const char *move_originator_aet;
+    uint16_t move_originator_msg_id;
 } ts_dicom_peer;
 
 /* C-ECHO; 0 when the peer answered success. */

@@ -59,6 +59,12 @@ extern "C" void ts_dicom_tag_name(uint32_t tag, char *out, size_t size)
         snprintf(out, size, "%04x,%04x", tag >> 16, tag & 0xffff);
 }
 
+extern "C" void ts_dicom_tag_vr(uint32_t tag, char vr[3])
+{
+    DcmTag t(static_cast<Uint16>(tag >> 16), static_cast<Uint16>(tag & 0xffff));
+    snprintf(vr, 3, "%s", t.getVR().getValidVRName());
+}
+
 extern "C" bool ts_dicom_parse_tag(const char *s, uint32_t *tag)
 {
     DcmTagKey key;

@@ -1,18 +1,14 @@
 // The Query/Retrieve SCP: C-ECHO, C-FIND, C-MOVE, C-GET (Patient Root, Study Root). The
-// accept loop is the one of dicom_scp.cc (one thread per association, bounded,
-// stoppable); each association is a DcmThreadSCP whose C-FIND requests go to
+// accept loop is dicom_net.cc's (one thread per connection, bounded, stoppable); each association is a DcmThreadSCP whose C-FIND requests go to
 // a C callback that streams matches with ts_dicom_find_pending(). The
 // per-association handling is tsqr::QrWorker (dicom_qr.hh).
+#include "dicom_net.hh"
 #include "dicom_qr.hh"
 
 #include <dcmtk/dcmnet/diutil.h>
 #include <dcmtk/dcmnet/scpthrd.h>
 
-#include <atomic>
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #include "log.h"
@@ -37,6 +33,9 @@ extern "C" int ts_dicom_find_pending(ts_dicom_find_out *out, const char *const *
         if (el->putString(v).bad())
             el->putString("");
     }
+    // Where to retrieve it from (PS3.4 C.4.1.2.2.1), as Orthanc answers: workstations
+    // read it to know which AE to send the C-MOVE to.
+    rsp.putAndInsertString(DCM_RetrieveAETitle, out->worker->ourAETitle().c_str());
     rsp.findAndDeleteElement(DCM_SpecificCharacterSet);
     if (non_ascii || out->utf8)
         rsp.putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
@@ -141,11 +140,7 @@ struct ts_dicom_qr_scp {
     std::string aet;
     ts_dicom_qr_callbacks cb;
     DcmSharedSCPConfig shared;
-    T_ASC_Network *net = nullptr;
-    std::atomic<bool> stop{false};
-    std::mutex mu;
-    std::condition_variable idle;
-    int active = 0;
+    tsnet::Listener *listener = nullptr;
 };
 
 static void qr_configure(ts_dicom_qr_scp *scp)
@@ -194,19 +189,20 @@ extern "C" int ts_dicom_qr_scp_new(const ts_dicom_scp_config *cfg, const ts_dico
     scp->cfg.aet = scp->aet.c_str();
     scp->cb = *cb;
     qr_configure(scp);
-    OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, cfg->port,
-                                             cfg->timeout_s < 3 ? cfg->timeout_s : 3, &scp->net);
-    if (cond.bad()) {
+    int rc = tsnet::Listener::open(tsnet::listener_config(scp->cfg), &scp->listener, err);
+    if (rc != 0) {
         delete scp;
-        return ts_err_set(err, TS_EIO, "listen on DICOM port %d: %s", cfg->port, cond.text());
+        return rc;
     }
     *out = scp;
     return 0;
 }
 
-static void qr_serve(ts_dicom_qr_scp *scp, T_ASC_Association *assoc)
+extern "C" int ts_dicom_qr_scp_run(ts_dicom_qr_scp *scp, ts_err *err)
 {
-    {
+    ts_info("Q/R SCP listening", "aet=\"%s\" port=%d max_associations=%d", scp->aet.c_str(),
+            scp->cfg.port, scp->cfg.max_associations);
+    scp->listener->run([scp](T_ASC_Association *assoc) {
         QrWorker worker(scp->cb, scp->aet, scp->cfg.check_called_aet, scp->cfg.max_dataset);
         worker.setSharedConfig(scp->shared);
         worker.setAssociation(assoc);
@@ -214,56 +210,7 @@ static void qr_serve(ts_dicom_qr_scp *scp, T_ASC_Association *assoc)
         OFCondition cond = worker.run(assoc);
         if (cond.bad() && cond != DUL_PEERREQUESTEDRELEASE && cond != DUL_PEERABORTEDASSOCIATION)
             ts_debug("association ended", "reason=\"%s\"", cond.text());
-    }
-    std::lock_guard<std::mutex> lock(scp->mu);
-    scp->active--;
-    scp->idle.notify_all();
-}
-
-extern "C" int ts_dicom_qr_scp_run(ts_dicom_qr_scp *scp, ts_err *err)
-{
-    ts_info("Q/R SCP listening", "aet=%s port=%d max_associations=%d", scp->aet.c_str(),
-            scp->cfg.port, scp->cfg.max_associations);
-    while (!scp->stop.load()) {
-        T_ASC_Association *assoc = nullptr;
-        OFCondition cond = ASC_receiveAssociation(scp->net, &assoc, scp->cfg.max_pdu, nullptr,
-                                                  nullptr, OFFalse, DUL_NOBLOCK, 1);
-        if (cond == DUL_NOASSOCIATIONREQUEST) {
-            if (assoc)
-                ASC_destroyAssociation(&assoc);
-            continue;
-        }
-        if (cond.bad()) {
-            ts_warn("association request failed", "error=\"%s\"", cond.text());
-            if (assoc) {
-                ASC_dropAssociation(assoc);
-                ASC_destroyAssociation(&assoc);
-            }
-            continue;
-        }
-        bool busy;
-        {
-            std::lock_guard<std::mutex> lock(scp->mu);
-            busy = scp->active >= scp->cfg.max_associations;
-            if (!busy)
-                scp->active++;
-        }
-        if (busy) {
-            ts_warn("association rejected: too many at once", "max_associations=%d",
-                    scp->cfg.max_associations);
-            T_ASC_RejectParameters rej = {ASC_RESULT_REJECTEDTRANSIENT,
-                                          ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
-                                          ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED};
-            ASC_rejectAssociation(assoc, &rej);
-            ASC_dropAssociation(assoc);
-            ASC_destroyAssociation(&assoc);
-            continue;
-        }
-        std::thread(qr_serve, scp, assoc).detach();
-    }
-    ASC_dropNetwork(&scp->net);
-    std::unique_lock<std::mutex> lock(scp->mu);
-    scp->idle.wait(lock, [scp] { return scp->active == 0; });
+    });
     (void)err;
     return 0;
 }
@@ -271,14 +218,18 @@ extern "C" int ts_dicom_qr_scp_run(ts_dicom_qr_scp *scp, ts_err *err)
 extern "C" void ts_dicom_qr_scp_stop(ts_dicom_qr_scp *scp)
 {
     if (scp)
-        scp->stop.store(true);
+        scp->listener->stop();
+}
+
+extern "C" int ts_dicom_qr_scp_active(ts_dicom_qr_scp *scp)
+{
+    return scp->listener->connections();
 }
 
 extern "C" void ts_dicom_qr_scp_free(ts_dicom_qr_scp *scp)
 {
     if (!scp)
         return;
-    if (scp->net)
-        ASC_dropNetwork(&scp->net);
+    delete scp->listener;
     delete scp;
 }

@@ -66,6 +66,7 @@ typedef struct ts_dicom_move_rq {
     size_t nkeys;
     size_t max_keys_hit;
     const char *destination;
+    uint16_t message_id; /* of the C-MOVE-RQ: the sub-operations' Move Originator Message ID */
 } ts_dicom_move_rq;
 
 /* What the sub-operations came to, for the final C-MOVE response. */
@@ -127,6 +128,8 @@ int ts_dicom_qr_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_qr_callba
 /* Serves until ts_dicom_qr_scp_stop(), then waits for running associations. */
 int ts_dicom_qr_scp_run(ts_dicom_qr_scp *scp, ts_err *err);
 void ts_dicom_qr_scp_stop(ts_dicom_qr_scp *scp);
+/* As ts_dicom_scp_active(). */
+int ts_dicom_qr_scp_active(ts_dicom_qr_scp *scp);
 void ts_dicom_qr_scp_free(ts_dicom_qr_scp *scp);
 
 #ifdef __cplusplus

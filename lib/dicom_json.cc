@@ -766,6 +766,29 @@ extern "C" json_t *ts_dicom_to_dicomweb_json(const ts_dicom *d, const char *bulk
     return dicomweb_dataset(dataset_of(d), bulk);
 }
 
+extern "C" json_t *ts_dicomweb_attribute(const char *vr, const char *value)
+{
+    DcmEVR evr = DcmVR(vr).getEVR();
+    json_t *node = must(json_object());
+    set_new(node, "vr", json_string(vr));
+    if (!value || !*value)
+        return node;
+    // the index keeps binary numbers as text: read them as IS and DS read theirs
+    DcmEVR as = evr;
+    switch (evr) {
+    case EVR_US: case EVR_SS: case EVR_UL: case EVR_SL: case EVR_SV: case EVR_UV:
+        as = EVR_IS;
+        break;
+    case EVR_FL: case EVR_FD:
+        as = EVR_DS;
+        break;
+    default:
+        break;
+    }
+    set_new(node, "Value", dicomweb_strings(as, DcmTagKey(0xffff, 0xffff), value));
+    return node;
+}
+
 // A main tag is stored as its /tags value (ConvertLeafElement) when that value
 // is a string of at most 256 bytes; null values (binary, empty numbers), too
 // long strings, sequences and absent tags are left out. Only top-level

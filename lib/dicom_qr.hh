@@ -108,9 +108,15 @@ class QrWorker : public DcmThreadSCP
                                 status);
     }
 
+    // Our AE title: the Retrieve AE Title (0008,0054) of every C-FIND answer.
+    const std::string &ourAETitle() const
+    {
+        return our_aet_;
+    }
+
     bool cancelled(ts_dicom_find_out *out)
     {
-        return checkForCANCEL(out->pres_id, out->rq->MessageID).good();
+        return checkCancel(out->pres_id, out->rq->MessageID);
     }
 
   protected:
@@ -131,8 +137,21 @@ class QrWorker : public DcmThreadSCP
         return OFFalse;
     }
 
+    // A client may send its A-RELEASE-RQ right behind a request (PS3.8 allows
+    // it once the request is sent); the check for a C-CANCEL between answers
+    // then reads the release. It is remembered, the request is answered to the
+    // end, and the association is released instead of waiting for a PDU that
+    // already came.
     OFCondition handleIncomingCommand(T_DIMSE_Message *msg,
                                       const DcmPresentationContextInfo &info) override
+    {
+        OFCondition cond = dispatchCommand(msg, info);
+        if (cond.good() && release_requested_)
+            return DUL_PEERREQUESTEDRELEASE;
+        return cond;
+    }
+
+    OFCondition dispatchCommand(T_DIMSE_Message *msg, const DcmPresentationContextInfo &info)
     {
         if (msg->CommandField == DIMSE_C_FIND_RQ && cb_.find)
             return handleFind(msg->msg.CFindRQ, info.presentationContextID);
@@ -157,6 +176,22 @@ class QrWorker : public DcmThreadSCP
     }
 
   private:
+    // true when the client sent a C-CANCEL for this request. Reads nothing once
+    // the client asked for the release.
+    bool checkCancel(T_ASC_PresentationContextID pres_id, Uint16 msg_id)
+    {
+        if (release_requested_)
+            return false;
+        OFCondition cond = checkForCANCEL(pres_id, msg_id);
+        if (cond == DUL_PEERREQUESTEDRELEASE) {
+            release_requested_ = true;
+            return false;
+        }
+        return cond.good();
+    }
+
+    bool release_requested_ = false;
+
     // Converts ds to UTF-8 and collects its keys; sequences are emptied in ds
     // (sequence matching is not supported). False on an unsupported character set.
     bool parseIdentifier(DcmDataset *ds, Identifier &id, bool &had_charset)
@@ -167,15 +202,28 @@ class QrWorker : public DcmThreadSCP
                     assoc_.calling_aet);
             return false;
         }
+        // File meta (0002) and command (0000) elements are no keys, and an
+        // answer must not echo them.
+        for (unsigned long i = ds->card(); i-- > 0;) {
+            Uint16 group = ds->getElement(i)->getTag().getGroup();
+            if (group == 0x0000 || group == 0x0002)
+                delete ds->remove(i);
+        }
         std::vector<DcmElement *> kept;
         for (unsigned long i = 0; i < ds->card(); i++) {
             DcmElement *el = ds->getElement(i);
             DcmTagKey key = el->getTag().getXTag();
             if (key == DCM_QueryRetrieveLevel) {
                 id.level = element_text(el);
+                // Orthanc takes IMAGES for IMAGE (PS3.4 C.6 has IMAGE only); the
+                // answers say IMAGE.
+                if (id.level == "IMAGES") {
+                    id.level = "IMAGE";
+                    el->putString("IMAGE");
+                }
                 continue;
             }
-            if (key == DCM_SpecificCharacterSet || key.getGroup() == 0x0000)
+            if (key == DCM_SpecificCharacterSet)
                 continue;
             if (kept.size() >= MAX_KEYS) {
                 id.dropped++;
@@ -232,6 +280,7 @@ class QrWorker : public DcmThreadSCP
             req.nkeys = ident.keys.size();
             req.max_keys_hit = ident.dropped;
             req.destination = dest.c_str();
+            req.message_id = rq.MessageID;
             ts_dicom_retrieve_out out;
             out.worker = this;
             out.pres_id = pres_id;
@@ -324,7 +373,7 @@ class QrWorker : public DcmThreadSCP
 
     bool cancelledRetrieve(ts_dicom_retrieve_out *out)
     {
-        return checkForCANCEL(out->pres_id, out->msg_id).good();
+        return checkCancel(out->pres_id, out->msg_id);
     }
 
     T_ASC_Association *association()

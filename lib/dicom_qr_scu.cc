@@ -3,6 +3,7 @@
 // them, and failures are worded as its DicomAssociation words them, because
 // clients compare Details with what Orthanc says.
 #include "dicom_internal.hh"
+#include "dicom_net.hh"
 
 #include "dicom_qr_scu.h"
 
@@ -58,6 +59,12 @@ const char *const MEDIA_SOP_CLASS[] = {"0008,0016", "0002,0002"};
 class QrScu : public DcmSCU
 {
   public:
+    // dcmtk gets one PDV per PDU from the peer (dicom_net.hh says why).
+    OFCondition splitPdvs()
+    {
+        return useSecureConnection(tsnet::scu_layer());
+    }
+
     QrScu(const ts_dicom_peer *peer, json_t *answers, size_t max_answers, const char *level)
         : answers_(answers), max_answers_(max_answers), level_(level)
     {
@@ -162,6 +169,8 @@ int open_association(QrScu &scu, const ts_dicom_peer *peer, const char *sop_clas
     syntaxes.push_back(UID_LittleEndianImplicitTransferSyntax);
     scu.addPresentationContext(sop_class, syntaxes);
     OFCondition cond = scu.initNetwork();
+    if (cond.good())
+        cond = scu.splitPdvs();
     if (cond.good())
         cond = scu.negotiateAssociation();
     if (cond.bad())

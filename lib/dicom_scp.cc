@@ -1,20 +1,18 @@
-// The DICOM SCP: one accept loop, one thread per association (bounded), each
-// association served by a DcmThreadSCP that hands requests to C callbacks.
+// The DICOM SCP of ingest: each association, on its own thread from the accept
+// loop of dicom_net.cc, is served by a DcmThreadSCP that hands requests to C
+// callbacks.
 //
 // We run our own accept loop instead of DcmSCPPool because the pool creates its
 // workers with a default constructor (no way to pass the callbacks but a global)
 // and cannot be stopped from outside while it waits for a connection.
 #include "dicom_internal.hh"
+#include "dicom_net.hh"
 #include "dicom_qr.hh"
 
 #include <dcmtk/dcmnet/diutil.h>
 #include <dcmtk/dcmnet/scpthrd.h>
 
-#include <atomic>
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
-#include <thread>
 #include <unistd.h>
 
 #include "log.h"
@@ -220,11 +218,7 @@ struct ts_dicom_scp {
     std::string aet;
     ts_dicom_scp_callbacks cb;
     DcmSharedSCPConfig shared;
-    T_ASC_Network *net = nullptr;
-    std::atomic<bool> stop{false};
-    std::mutex mu;
-    std::condition_variable idle;
-    int active = 0;
+    tsnet::Listener *listener = nullptr;
 };
 
 static void configure(ts_dicom_scp *scp)
@@ -253,21 +247,20 @@ extern "C" int ts_dicom_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_s
     scp->cfg.aet = scp->aet.c_str();
     scp->cb = *cb;
     configure(scp);
-    /* The accept thread reads each A-ASSOCIATE-RQ itself: a short timeout keeps a
-     * silent connection from holding up everyone else's associations for long. */
-    OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, cfg->port,
-                                             cfg->timeout_s < 3 ? cfg->timeout_s : 3, &scp->net);
-    if (cond.bad()) {
+    int rc = tsnet::Listener::open(tsnet::listener_config(scp->cfg), &scp->listener, err);
+    if (rc != 0) {
         delete scp;
-        return ts_err_set(err, TS_EIO, "listen on DICOM port %d: %s", cfg->port, cond.text());
+        return rc;
     }
     *out = scp;
     return 0;
 }
 
-static void serve(ts_dicom_scp *scp, T_ASC_Association *assoc)
+extern "C" int ts_dicom_scp_run(ts_dicom_scp *scp, ts_err *err)
 {
-    {
+    ts_info("DICOM SCP listening", "aet=\"%s\" port=%d max_associations=%d", scp->aet.c_str(),
+            scp->cfg.port, scp->cfg.max_associations);
+    scp->listener->run([scp](T_ASC_Association *assoc) {
         Worker worker(scp->cb, scp->aet, scp->cfg.check_called_aet, scp->cfg.max_dataset);
         worker.setSharedConfig(scp->shared);
         worker.setAssociation(assoc); // C-GET's sub-operations go out on it
@@ -275,64 +268,7 @@ static void serve(ts_dicom_scp *scp, T_ASC_Association *assoc)
         OFCondition cond = worker.run(assoc); // negotiates, serves, releases, frees assoc
         if (cond.bad() && cond != DUL_PEERREQUESTEDRELEASE && cond != DUL_PEERABORTEDASSOCIATION)
             ts_debug("association ended", "reason=\"%s\"", cond.text());
-    }
-    std::lock_guard<std::mutex> lock(scp->mu);
-    scp->active--;
-    scp->idle.notify_all();
-}
-
-static void reject_busy(T_ASC_Association *assoc)
-{
-    T_ASC_RejectParameters rej = {ASC_RESULT_REJECTEDTRANSIENT,
-                                  ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
-                                  ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED};
-    ASC_rejectAssociation(assoc, &rej);
-    ASC_dropAssociation(assoc);
-    ASC_destroyAssociation(&assoc);
-}
-
-extern "C" int ts_dicom_scp_run(ts_dicom_scp *scp, ts_err *err)
-{
-    ts_info("DICOM SCP listening", "aet=%s port=%d max_associations=%d", scp->aet.c_str(),
-            scp->cfg.port, scp->cfg.max_associations);
-    while (!scp->stop.load()) {
-        T_ASC_Association *assoc = nullptr;
-        // A one-second timeout lets the loop notice stop requests.
-        OFCondition cond = ASC_receiveAssociation(scp->net, &assoc, scp->cfg.max_pdu, nullptr,
-                                                  nullptr, OFFalse, DUL_NOBLOCK, 1);
-        if (cond == DUL_NOASSOCIATIONREQUEST) {
-            if (assoc)
-                ASC_destroyAssociation(&assoc);
-            continue;
-        }
-        if (cond.bad()) {
-            ts_warn("association request failed", "error=\"%s\"", cond.text());
-            if (assoc) {
-                ASC_dropAssociation(assoc);
-                ASC_destroyAssociation(&assoc);
-            }
-            continue;
-        }
-        bool busy;
-        {
-            std::lock_guard<std::mutex> lock(scp->mu);
-            busy = scp->active >= scp->cfg.max_associations;
-            if (!busy)
-                scp->active++;
-        }
-        if (busy) {
-            ts_warn("association rejected: too many at once", "max_associations=%d",
-                    scp->cfg.max_associations);
-            reject_busy(assoc);
-            continue;
-        }
-        std::thread(serve, scp, assoc).detach();
-    }
-    /* Stop accepting at once: new connections are refused while the running
-     * associations finish. */
-    ASC_dropNetwork(&scp->net);
-    std::unique_lock<std::mutex> lock(scp->mu);
-    scp->idle.wait(lock, [scp] { return scp->active == 0; });
+    });
     (void)err;
     return 0;
 }
@@ -340,20 +276,18 @@ extern "C" int ts_dicom_scp_run(ts_dicom_scp *scp, ts_err *err)
 extern "C" void ts_dicom_scp_stop(ts_dicom_scp *scp)
 {
     if (scp)
-        scp->stop.store(true);
+        scp->listener->stop();
 }
 
 extern "C" int ts_dicom_scp_active(ts_dicom_scp *scp)
 {
-    std::lock_guard<std::mutex> lock(scp->mu);
-    return scp->active;
+    return scp->listener->connections();
 }
 
 extern "C" void ts_dicom_scp_free(ts_dicom_scp *scp)
 {
     if (!scp)
         return;
-    if (scp->net)
-        ASC_dropNetwork(&scp->net);
+    delete scp->listener;
     delete scp;
 }

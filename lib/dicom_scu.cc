@@ -7,6 +7,7 @@
 // refuses their own syntax (big endian, deflated). Compressed files are never
 // decompressed: if the peer refuses their syntax they are not sent.
 #include "dicom_internal.hh"
+#include "dicom_net.hh"
 
 #include <dcmtk/dcmnet/diutil.h>
 #include <dcmtk/dcmnet/scu.h>
@@ -48,6 +49,12 @@ bool is_timeout(const OFCondition &cond)
 class Scu : public DcmSCU
 {
   public:
+    // dcmtk gets one PDV per PDU from the peer (dicom_net.hh says why).
+    OFCondition splitPdvs()
+    {
+        return useSecureConnection(tsnet::scu_layer());
+    }
+
     explicit Scu(const ts_dicom_peer *peer)
     {
         setAETitle(peer->our_aet && *peer->our_aet ? peer->our_aet : "TESSERA");
@@ -101,6 +108,8 @@ class Scu : public DcmSCU
 int open_association(Scu &scu, const char *what, const ts_dicom_peer *peer, ts_err *err)
 {
     OFCondition cond = scu.initNetwork();
+    if (cond.good())
+        cond = scu.splitPdvs();
     if (cond.bad())
         return ts_err_set(err, TS_EIO, "%s %s: cannot set up the association: %s", what,
                           peer_name(peer).c_str(), cond.text());
@@ -219,7 +228,9 @@ int store_batch(const ts_dicom_peer *peer, const char *const *paths,
             continue;
         }
         Uint16 status = NOT_SENT;
-        OFCondition cond = scu.sendSTORERequest(pcid, paths[i], nullptr, status);
+        OFCondition cond = scu.sendSTORERequest(
+            pcid, paths[i], nullptr, status,
+            peer->move_originator_aet ? peer->move_originator_aet : "", peer->move_originator_msg_id);
         if (cond.good()) {
             statuses[i] = status;
             continue;

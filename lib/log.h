@@ -4,6 +4,7 @@
 #ifndef TS_LOG_H
 #define TS_LOG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 
 #ifdef __cplusplus
@@ -23,6 +24,12 @@ bool ts_log_level_parse(const char *name, ts_log_level *out);
  * Values that may hold spaces or quotes go through ts_log_quote(). */
 void ts_log_write(ts_log_level level, const char *msg, const char *kvfmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* A printf-style log callback for a library that takes one (libmicrohttpd's
+ * MHD_OPTION_EXTERNAL_LOGGER): a warning whose msg is cls (a string naming the
+ * source, e.g. "http server") and whose detail= is the library's text, so that
+ * every line stays logfmt. */
+void ts_log_external(void *cls, const char *fmt, va_list ap);
 
 /* Quotes s for logfmt into buf (always NUL-terminated); returns buf. */
 const char *ts_log_quote(char *buf, unsigned size, const char *s);

@@ -360,17 +360,6 @@ struct ts_metrics_server {
     void *user;
 };
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    char msg[512];
-    char quoted[600];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    size_t n = strlen(msg);
-    while (n > 0 && msg[n - 1] == '\n')
-        msg[--n] = '\0';
-    ts_warn("metrics server", "detail=%s", ts_log_quote(quoted, sizeof(quoted), msg));
-}
-
 static ts_mhd_result answer(struct MHD_Connection *conn, unsigned status, char *body,
                             const char *content_type, bool allow_get)
 {
@@ -454,7 +443,7 @@ int ts_metrics_serve(int port, ts_health_fn health, void *user, ts_metrics_serve
     /* The logger comes first so that start-up messages go through it too. */
     srv->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_AUTO, (uint16_t)port, NULL,
-        NULL, handle, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+        NULL, handle, srv, MHD_OPTION_EXTERNAL_LOGGER, ts_log_external, (void *)"metrics server", MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_END);
     if (!srv->daemon) {
         rc = ts_err_set(err, TS_EIO,

@@ -175,7 +175,9 @@ uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dico
                               .aet = rq->destination,
                               .host = dest.host,
                               .port = dest.port,
-                              .timeout_s = r->timeout_s};
+                              .timeout_s = r->timeout_s,
+                              .move_originator_aet = assoc->calling_aet,
+                              .move_originator_msg_id = rq->message_id};
         move_progress prog = {.out = rout,
                               .res = out,
                               .list = &list,

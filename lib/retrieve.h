@@ -45,15 +45,15 @@ typedef struct ts_retrieve {
 
 /* Answers a C-MOVE: the move callback of ts_dicom_qr_callbacks and
  * ts_dicom_scp_callbacks, with a ts_retrieve as their retrieve_user. An unknown destination gets
- * 0xA801; then r->find, and the instances go to the destination over one association. */
-uint16_t ts_retrieve_move(void *r, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                          ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
+ * 0xA801; then the ts_retrieve's find, and the instances go to the destination over one association. */
+uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                          ts_dicom_retrieve_out *rout, ts_dicom_move_result *out, char *comment,
                           size_t comment_size);
 
 /* Answers a C-GET likewise: the instances go back over the C-GET's own
  * association (ts_dicom_get_send). */
-uint16_t ts_retrieve_get(void *r, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                         ts_dicom_retrieve_out *out, ts_dicom_move_result *res, char *comment,
+uint16_t ts_retrieve_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                         ts_dicom_retrieve_out *get, ts_dicom_move_result *out, char *comment,
                          size_t comment_size);
 
 #endif

@@ -60,7 +60,8 @@ $$;
 -- p_ids: public ids {patient, study, series, instance}
 -- p_tags: {"patient": {...}, "study": {...}, "series": {...}, "instance": {...}}
 --         Orthanc's MainDicomTags of each level
--- p_instance: {"sop_class_uid": ..., "uuid": ..., "size": ..., "md5": ...}
+-- p_instance: {"sop_class_uid": ..., "uuid": ..., "size": ..., "md5": ...,
+--              "dicomweb": the DICOM JSON model without bulk data (0011_instance_dicomweb.sql)}
 -- p_metadata: {"ReceptionDate": ..., "RemoteAET": ..., ...}
 -- Returns status 'stored', 'already_stored' or 'overwritten'; old_uuid is the file of
 -- an overwritten instance; changes lists the appended changes for publishing.
@@ -173,9 +174,9 @@ BEGIN
     t := p_tags->'instance';
     idx := coalesce(tessera_int(t->>'InstanceNumber'), tessera_int(t->>'ImageIndex'));
     INSERT INTO instances (resource_id, sop_instance_uid, sop_class_uid, instance_number,
-                           index_in_series, main_tags)
+                           index_in_series, main_tags, dicomweb)
     VALUES (ins.id, t->>'SOPInstanceUID', p_instance->>'sop_class_uid',
-            tessera_int(t->>'InstanceNumber'), idx, t);
+            tessera_int(t->>'InstanceNumber'), idx, t, p_instance->'dicomweb');
 
     INSERT INTO attachments (resource_id, content_type, uuid, compressed_size,
                              uncompressed_size, md5)

@@ -46,6 +46,8 @@ unsigned ingest_dimse_status(ingest_status status)
         return 0x0000;
     case INGEST_INVALID:
         return 0xC000; /* Error: cannot understand */
+    case INGEST_WRONG_CLASS:
+        return 0xA900; /* Error: data set does not match SOP class */
     case INGEST_DB_BUSY:
     case INGEST_STORAGE_ERROR:
         return 0xA700; /* Refused: out of resources */
@@ -230,6 +232,17 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
         goto fail;
     }
     out->ids = id.ids;
+    if (origin->sop_class_uid && strcmp(origin->sop_class_uid, id.sop_class_uid ? id.sop_class_uid : "")) {
+        out->status = INGEST_WRONG_CLASS;
+        rc = ts_err_set(err, TS_EINVAL, "data set of SOP class %s sent as %s",
+                        id.sop_class_uid ? id.sop_class_uid : "(none)", origin->sop_class_uid);
+        goto fail;
+    }
+    if (origin->sop_instance_uid && strcmp(origin->sop_instance_uid, id.sop_uid)) {
+        out->status = INGEST_INVALID;
+        rc = ts_err_set(err, TS_EINVAL, "data set's SOP Instance UID is not the C-STORE's");
+        goto fail;
+    }
 
     char md5[33] = "";
     long long size = 0;
@@ -251,6 +264,9 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
     json_object_set_new(instance, "uuid", json_string(uuid));
     json_object_set_new(instance, "size", json_integer(size));
     json_object_set_new(instance, "md5", json_string(md5));
+    /* WADO-RS metadata without a file parse per instance; bulk data URIs
+     * relative to the instance (0011_instance_dicomweb.sql) */
+    json_object_set_new(instance, "dicomweb", ts_dicom_to_dicomweb_json(d, ""));
     meta = json_object();
     char received[32];
     reception_date(received);
@@ -265,6 +281,13 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
 
     tags_s = json_dumps(tags, JSON_COMPACT);
     instance_s = json_dumps(instance, JSON_COMPACT);
+    if (instance_s && strstr(instance_s, "\\u0000")) {
+        /* jsonb takes no NUL character: such an instance's metadata is read
+         * from its file instead */
+        free(instance_s);
+        json_object_del(instance, "dicomweb");
+        instance_s = json_dumps(instance, JSON_COMPACT);
+    }
     meta_s = json_dumps(meta, JSON_COMPACT);
     /* Public ids are hex and dashes: no quoting needed in the array literal. */
     if (asprintf(&ids_s, "{%s,%s,%s,%s}", id.ids.patient, id.ids.study, id.ids.series,
@@ -322,7 +345,8 @@ fail:
         unlink(temp_path);
     }
     switch (out->status) {
-    case INGEST_INVALID: ts_metric_inc(ctx->m_invalid); break;
+    case INGEST_INVALID:
+    case INGEST_WRONG_CLASS: ts_metric_inc(ctx->m_invalid); break;
     case INGEST_DB_BUSY: ts_metric_inc(ctx->m_db_busy); break;
     case INGEST_STORAGE_ERROR: ts_metric_inc(ctx->m_storage); break;
     default: ts_metric_inc(ctx->m_failed); break;

@@ -31,12 +31,17 @@ typedef struct ingest_origin {
     const char *remote_ip;
     const char *called_aet;
     const char *http_username;
+    /* C-STORE: the command's Affected SOP Class and Instance UIDs, which the data
+     * set must carry (PS3.4 B.2.1.1); NULL for uploads. */
+    const char *sop_class_uid;
+    const char *sop_instance_uid;
 } ingest_origin;
 
 typedef enum {
     INGEST_STORED,
     INGEST_ALREADY_STORED,
-    INGEST_INVALID,      /* not DICOM, truncated, identifiers missing */
+    INGEST_INVALID,      /* not DICOM, truncated, identifiers missing, not the C-STORE's instance */
+    INGEST_WRONG_CLASS,  /* C-STORE: the data set is not of the command's SOP class */
     INGEST_DB_BUSY,      /* database unreachable or conflicts outlasted the replays */
     INGEST_STORAGE_ERROR,
     INGEST_FAILED,       /* anything else */

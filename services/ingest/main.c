@@ -85,7 +85,9 @@ static uint16_t on_store(void *user, const ts_dicom_assoc *assoc, const ts_dicom
     ingest_origin origin = {.origin = "DicomProtocol",
                             .remote_aet = assoc->calling_aet,
                             .remote_ip = assoc->peer_ip,
-                            .called_aet = assoc->called_aet};
+                            .called_aet = assoc->called_aet,
+                            .sop_class_uid = rq->sop_class_uid,
+                            .sop_instance_uid = rq->sop_instance_uid};
     ingest_result res;
     ts_err err;
     ts_err_clear(&err);
@@ -111,7 +113,8 @@ static Tessera__StoreStatus bus_status(ingest_status s)
     switch (s) {
     case INGEST_STORED: return TESSERA__STORE_STATUS__STORE_STORED;
     case INGEST_ALREADY_STORED: return TESSERA__STORE_STATUS__STORE_ALREADY_STORED;
-    case INGEST_INVALID: return TESSERA__STORE_STATUS__STORE_INVALID_DICOM;
+    case INGEST_INVALID:
+    case INGEST_WRONG_CLASS: return TESSERA__STORE_STATUS__STORE_INVALID_DICOM;
     case INGEST_DB_BUSY: return TESSERA__STORE_STATUS__STORE_DB_UNAVAILABLE;
     case INGEST_STORAGE_ERROR: return TESSERA__STORE_STATUS__STORE_STORAGE_ERROR;
     case INGEST_FAILED: break;
@@ -326,6 +329,8 @@ int main(int argc, char **argv)
         .max_associations = (int)ts_config_int("TESSERA_DICOM_MAX_ASSOCIATIONS"),
         .max_pdu = (int)ts_config_int("TESSERA_DICOM_MAX_PDU"),
         .timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT"),
+            .max_pending = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING"),
+            .max_pending_per_peer = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING_PER_PEER"),
         .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
         .max_dataset = ts_config_int("TESSERA_MAX_INSTANCE_SIZE"),
     };

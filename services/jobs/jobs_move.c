@@ -32,8 +32,11 @@ void jobs_move_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         jobs_fail(out, ERR_BAD_FORMAT, "Bad file format", "malformed job input");
         goto out;
     }
-    ts_dicom_peer peer = {local && *local ? local : w->svc->our_aet, aet, host, port,
-                          timeout > 0 ? timeout : w->svc->dicom_timeout_s};
+    ts_dicom_peer peer = {.our_aet = local && *local ? local : w->svc->our_aet,
+                          .aet = aet,
+                          .host = host,
+                          .port = port,
+                          .timeout_s = timeout > 0 ? timeout : w->svc->dicom_timeout_s};
     if (!(done = jobs_done_items(w, c))) {
         out->interrupted = true;
         goto out;

@@ -156,8 +156,11 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         jobs_fail(out, ERR_BAD_FORMAT, "Bad file format", "malformed job input");
         goto out;
     }
-    ts_dicom_peer peer = {local && *local ? local : w->svc->our_aet, aet, host, port,
-                          timeout > 0 ? timeout : w->svc->dicom_timeout_s};
+    ts_dicom_peer peer = {.our_aet = local && *local ? local : w->svc->our_aet,
+                          .aet = aet,
+                          .host = host,
+                          .port = port,
+                          .timeout_s = timeout > 0 ? timeout : w->svc->dicom_timeout_s};
 
     if (!jobs_retry_redis(w, do_done_items, &d)) {
         out->interrupted = true;

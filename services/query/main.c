@@ -275,6 +275,8 @@ int main(int argc, char **argv)
             .max_associations = (int)ts_config_int("TESSERA_DICOM_MAX_ASSOCIATIONS"),
             .max_pdu = (int)ts_config_int("TESSERA_DICOM_MAX_PDU"),
             .timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT"),
+            .max_pending = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING"),
+            .max_pending_per_peer = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING_PER_PEER"),
             .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
             .max_dataset = 1 << 20, /* a C-FIND identifier: 1 MiB is plenty */
         };

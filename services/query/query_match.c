@@ -428,11 +428,25 @@ static int add_condition(builder *b, const tag_def *d, const char *value, query_
             sb_add(&b->where, " AND %s >= $%d", d->expr, n);
         }
         if (hi_len) {
-            if ((n = add_param(b, hi, err)) < 0)
+            /* The upper end includes every value it is the start of (PS3.4
+             * C.2.2.2.5: "-1015" reaches 10:15:59.999999, "-2020" the end of
+             * 2020): compared as text, so it is padded with nines to full
+             * precision. */
+            char upper[64];
+            const char *full = strcmp(vr, "TM") == 0 ? "999999.999999" : "99999999999999.999999";
+            size_t int_digits = strcmp(vr, "TM") == 0 ? 6 : 14;
+            const char *dot = memchr(hi, '.', hi_len);
+            if (strcmp(vr, "DA") == 0)
+                snprintf(upper, sizeof(upper), "%s", hi);
+            else if (!dot && hi_len <= int_digits)
+                snprintf(upper, sizeof(upper), "%s%s", hi, full + hi_len);
+            else if (dot && (size_t)(dot - hi) == int_digits && hi_len - int_digits - 1 <= 6)
+                snprintf(upper, sizeof(upper), "%s%.*s", hi, (int)(6 - (hi_len - int_digits - 1)),
+                         "999999");
+            else
+                snprintf(upper, sizeof(upper), "%s", hi); /* e.g. a DT with an offset */
+            if ((n = add_param(b, upper, err)) < 0)
                 return n;
-            /* the upper end includes every value that starts with it
-             * ("-20200102" includes "20200102"; a TM "-1200" includes "120030"
-             * only as far as text order goes: stored values sort after it) */
             sb_add(&b->where, " AND %s <= $%d", d->expr, n);
         }
         return 0;
@@ -636,9 +650,16 @@ int query_retrieve_run(ts_db_pool *pool, ts_level level, const query_key *keys, 
     static const char *const level_names[] = {"PATIENT", "STUDY", "SERIES", "IMAGE"};
     memset(out, 0, sizeof(*out));
     bool has_unique = false;
-    for (size_t i = 0; i < nkeys; i++)
+    for (size_t i = 0; i < nkeys; i++) {
         if (keys[i].tag == unique_key[level] && *keys[i].value)
             has_unique = true;
+        /* Orthanc also retrieves a study by its AccessionNumber alone (some
+         * workstations send that); PS3.4 C.4.2.2.1 asks for the unique key, so
+         * this is a tolerance, and a universal or wildcard value still is no key. */
+        if (level == TS_LEVEL_STUDY && keys[i].tag == TS_TAG(0x0008, 0x0050) && *keys[i].value &&
+            !strpbrk(keys[i].value, "*?"))
+            has_unique = true;
+    }
     if (!has_unique)
         return ts_err_set(err, TS_EINVAL, "the unique key of level %s is missing",
                           level_names[level]);

@@ -17,6 +17,7 @@
 #include "rest_content.h"
 #include "rest_attachments.h"
 #include "rest_delete.h"
+#include "rest_dicomweb.h"
 #include "rest_find.h"
 #include "rest_jobs.h"
 #include "rest_modalities.h"
@@ -161,6 +162,23 @@ static const rest_route routes[] = {
     {"POST", "/queries/*/answers/*/query-studies", rest_query_children},
     {"POST", "/queries/*/answers/*/query-series", rest_query_children},
     {"POST", "/queries/*/answers/*/query-instances", rest_query_children},
+    /* DICOMweb (rest_dicomweb_*.c) */
+    {"GET", "/dicom-web/studies", rest_dw_search},
+    {"GET", "/dicom-web/series", rest_dw_search},
+    {"GET", "/dicom-web/instances", rest_dw_search},
+    {"GET", "/dicom-web/studies/*/series", rest_dw_search},
+    {"GET", "/dicom-web/studies/*/instances", rest_dw_search},
+    {"GET", "/dicom-web/studies/*/series/*/instances", rest_dw_search},
+    {"GET", "/dicom-web/studies/*", rest_dw_retrieve},
+    {"GET", "/dicom-web/studies/*/series/*", rest_dw_retrieve},
+    {"GET", "/dicom-web/studies/*/series/*/instances/*", rest_dw_retrieve},
+    {"GET", "/dicom-web/studies/*/metadata", rest_dw_metadata},
+    {"GET", "/dicom-web/studies/*/series/*/metadata", rest_dw_metadata},
+    {"GET", "/dicom-web/studies/*/series/*/instances/*/metadata", rest_dw_metadata},
+    {"GET", "/dicom-web/studies/*/series/*/instances/*/frames/*", rest_dw_frames},
+    {"GET", "/dicom-web/studies/*/series/*/instances/*/bulk/**", rest_dw_bulk},
+    {"POST", "/dicom-web/studies", rest_dw_store},
+    {"POST", "/dicom-web/studies/*", rest_dw_store},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

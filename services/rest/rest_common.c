@@ -175,6 +175,36 @@ bool rest_row_query(rest_request *req, ts_db_mode mode, rest_row *row)
     return true;
 }
 
+typedef struct rows_arg {
+    const ts_db_stmt *stmt;
+    const char *const *params;
+    PGresult *res;
+} rows_arg;
+
+static int rows_txn(ts_db *db, void *arg, ts_err *err)
+{
+    rows_arg *a = arg;
+    if (a->res) { /* a replay */
+        PQclear(a->res);
+        a->res = NULL;
+    }
+    return ts_db_exec(db, a->stmt, a->params, &a->res, err);
+}
+
+PGresult *rest_rows_query(rest_request *req, const ts_db_stmt *stmt, const char *const *params)
+{
+    rows_arg a = {stmt, params, NULL};
+    ts_err err;
+    int rc = ts_db_transaction(req->ctx->db, TS_DB_READ_SINGLE, rows_txn, &a, &err);
+    if (rc) {
+        if (a.res)
+            PQclear(a.res);
+        rest_reply_failure(req, rc, err.msg);
+        return NULL;
+    }
+    return a.res;
+}
+
 void rest_row_clear(rest_row *row)
 {
     for (int i = 0; i < REST_ROW_MAX_COLS; i++) {

@@ -45,6 +45,11 @@ bool rest_row_query_holding(rest_request *req, ts_db_mode mode, rest_row *row, c
 /* The same without answering: 0 or a negative TS_E* code. */
 int rest_row_run(ts_db_pool *db, ts_db_mode mode, rest_row *row, ts_err *err);
 
+/* Runs one read statement (one round trip) and hands back its whole result,
+ * which the caller PQclear()s. On failure the request is answered and NULL
+ * returned. */
+PGresult *rest_rows_query(rest_request *req, const ts_db_stmt *stmt, const char *const *params);
+
 /* A JSON body of a route that takes small ones: true when it has at most max
  * bytes, else answers 413 with Orthanc's error body and returns false. */
 bool rest_body_within(rest_request *req, size_t max);

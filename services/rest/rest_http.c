@@ -75,7 +75,11 @@ static bool body_goes_to_disk(const char *method, const char *url)
     size_t n = strlen(url);
     while (n > 1 && url[n - 1] == '/')
         n--;
-    return n == 10 && strncmp(url, "/instances", 10) == 0;
+    if (n == 10 && strncmp(url, "/instances", 10) == 0)
+        return true;
+    /* STOW-RS: POST /dicom-web/studies[/{study}] (rest_dicomweb_stow.c) */
+    return strncmp(url, "/dicom-web/studies", 18) == 0 &&
+           (n == 18 || (url[18] == '/' && !memchr(url + 19, '/', n - 19)));
 }
 
 static void spool_discard(pending *p)
@@ -128,9 +132,12 @@ static const char *status_text(int status)
 {
     switch (status) {
     case 200: return "OK";
+    case 202: return "Accepted";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
     case 409: return "Conflict";
     case 411: return "Length Required";
     case 412: return "Precondition Failed";
@@ -170,6 +177,16 @@ long rest_arg_long(rest_request *req, const char *name, long def)
 }
 
 static void stream_free(struct rest_stream *st);
+
+void rest_add_header(rest_request *req, const char *name, const char *value)
+{
+    size_t old = req->headers ? strlen(req->headers) : 0;
+    size_t add = strlen(name) + strlen(value) + 2;
+    req->headers = realloc(req->headers, old + add + 1);
+    if (!req->headers)
+        abort();
+    snprintf(req->headers + old, add + 1, "%s\n%s\n", name, value);
+}
 
 static void set_content(rest_request *req, int status, char *content, size_t len, const char *type)
 {
@@ -444,6 +461,14 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, req->disposition);
     if (req->etag[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, req->etag);
+    for (char *h = req->headers; h && *h;) {
+        char *nl = strchr(h, '\n'), *end = nl ? strchr(nl + 1, '\n') : NULL;
+        if (!end)
+            break;
+        *nl = *end = '\0';
+        MHD_add_response_header(resp, h, nl + 1);
+        h = end + 1;
+    }
     if (req->allow) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
         free((char *)req->allow);
@@ -535,6 +560,8 @@ static enum MHD_Result finish(rest_server *srv, struct MHD_Connection *conn, res
     enum MHD_Result ret = send_answer(conn, req);
     free(req->content);
     req->content = NULL;
+    free(req->headers);
+    req->headers = NULL;
     return ret;
 }
 
@@ -712,7 +739,8 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
     if (rc == 0) {
         srv->daemon = MHD_start_daemon(
             flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_NOTIFY_COMPLETED,
-            on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
+            on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, ts_log_external, (void *)"http server",
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
             MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_END);
         if (!srv->daemon)
             rc = ts_err_set(err, TS_EIO, "cannot serve HTTP on %s port %d (in use?)", bind_addr,

@@ -49,7 +49,11 @@ typedef struct rest_request {
     char etag[64];     /* sent as ETag when not empty */
     char disposition[96]; /* sent as Content-Disposition when not empty */
     struct rest_stream *stream; /* when set, the body is produced while it is sent */
+    char *headers; /* more headers: "name\nvalue\n" pairs (rest_add_header) */
 } rest_request;
+
+/* Adds a header to the answer (e.g. DICOMweb's Warning). */
+void rest_add_header(rest_request *req, const char *name, const char *value);
 
 /* A request header, or NULL. */
 const char *rest_header(rest_request *req, const char *name);

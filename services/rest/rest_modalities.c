@@ -439,10 +439,12 @@ void rest_modality_echo(rest_request *req)
     if (!conf || !dicom_options(req, body, &timeout, &local))
         goto out;
     rest_modality_settings(conf, &timeout, &local);
-    ts_dicom_peer peer = {local, json_string_value(json_object_get(conf, "AET")),
-                          json_string_value(json_object_get(conf, "Host")),
-                          (int)json_integer_value(json_object_get(conf, "Port")),
-                          timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+    ts_dicom_peer peer = {.our_aet = local,
+                          .aet = json_string_value(json_object_get(conf, "AET")),
+                          .host = json_string_value(json_object_get(conf, "Host")),
+                          .port = (int)json_integer_value(json_object_get(conf, "Port")),
+                          .timeout_s = timeout > 0 ? timeout
+                                                   : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
     ts_err err;
     if (ts_dicom_echo(&peer, &err)) {
         ts_info("echo failed", "modality=%s error=\"%s\"", req->seg[1], err.msg);

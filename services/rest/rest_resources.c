@@ -630,3 +630,8 @@ void rest_resource_statistics(rest_request *req)
         rest_reply_json_text(req, 200, r.text, strlen(r.text));
     read_one_clear(&r);
 }
+
+int rest_store_temp_file(rest_request *req, const char *temp_path, json_t **answer)
+{
+    return store_one(req, NULL, 0, temp_path, answer, true);
+}

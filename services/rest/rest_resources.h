@@ -20,4 +20,11 @@ void rest_statistics(rest_request *req);
 void rest_changes(rest_request *req);
 void rest_metrics_prometheus(rest_request *req);
 
+/* Stores a complete file of the storage area's tmp/ through ingest (the one
+ * write path, as POST /instances) without answering the request: returns the
+ * HTTP status POST /instances would give and sets *answer (Orthanc's
+ * per-instance object, "Status" "Success"/"AlreadyStored"/"Failure"), which
+ * the caller decrefs. Ingest takes the file over; unlink what is left. */
+int rest_store_temp_file(rest_request *req, const char *temp_path, json_t **answer);
+
 #endif

@@ -399,6 +399,10 @@ def cluster(postgres, tmp_path):
         log = ing.read_log()
         # A sanitizer or a crash in a service is a failure of the test that saw it.
         assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
+        # Every line a service writes is a logfmt line (dcmtk's own "E: ..." lines
+        # and values with newlines broke that).
+        stray = [line for line in log.splitlines() if line and not line.startswith("ts=")]
+        assert not stray, stray[:5]
 
 
 def storescu(ingest, files, aet="STORESCU", extra=()):

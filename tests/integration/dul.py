@@ -9,6 +9,9 @@ APP_CONTEXT = b"1.2.840.10008.3.1.1.1"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+VERIFICATION = "1.2.840.10008.1.1"
+RELEASE_RQ = b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 
 
 def _uid(u):
@@ -30,6 +33,31 @@ def c_store_command(sop_class, sop_instance, message_id=1):
             + _elem(0, 0x0110, struct.pack("<H", message_id)) + _elem(0, 0x0700, struct.pack("<H", 0))
             + _elem(0, 0x0800, struct.pack("<H", 0x0000)) + _elem(0, 0x1000, _uid(sop_instance)))
     return _elem(0, 0x0000, struct.pack("<I", len(body))) + body
+
+
+def c_find_command(sop_class, message_id=1):
+    body = (_elem(0, 0x0002, _uid(sop_class)) + _elem(0, 0x0100, struct.pack("<H", 0x0020))
+            + _elem(0, 0x0110, struct.pack("<H", message_id)) + _elem(0, 0x0700, struct.pack("<H", 0))
+            + _elem(0, 0x0800, struct.pack("<H", 0x0000)))
+    return _elem(0, 0x0000, struct.pack("<I", len(body))) + body
+
+
+def c_echo_command(message_id=1):
+    body = (_elem(0, 0x0002, _uid(VERIFICATION)) + _elem(0, 0x0100, struct.pack("<H", 0x0030))
+            + _elem(0, 0x0110, struct.pack("<H", message_id))
+            + _elem(0, 0x0800, struct.pack("<H", 0x0101)))
+    return _elem(0, 0x0000, struct.pack("<I", len(body))) + body
+
+
+def explicit_le(elements):
+    """An explicit VR little endian data set of short-VR elements:
+    [(group, element, vr, bytes)] (values padded to even length here)."""
+    out = b""
+    for group, element, vr, value in sorted(elements):
+        if len(value) % 2:
+            value += b"\0" if vr == "UI" else b" "
+        out += struct.pack("<HH2sH", group, element, vr.encode(), len(value)) + value
+    return out
 
 
 def parse_command(data):
@@ -57,14 +85,18 @@ class AssociationRejected(Exception):
 
 class Association:
     def __init__(self, port, called="TESSERA", calling="DULTEST", host="127.0.0.1",
-                 abstract=CT_IMAGE_STORAGE, syntax=EXPLICIT_LE, timeout=30):
+                 abstract=CT_IMAGE_STORAGE, syntax=EXPLICIT_LE, timeout=30, contexts=None,
+                 max_pdu=16384):
+        """contexts: [(id, abstract syntax, transfer syntax)], default one context
+        (1, abstract, syntax)."""
         self.sock = socket.create_connection((host, port), timeout=timeout)
-        pc = _item(0x30, abstract.encode()) + _item(0x40, syntax.encode())
-        user = _item(0x51, struct.pack(">I", 16384)) + _item(0x52, b"1.2.3.4.5.6.7")
+        pcs = b""
+        for pcid, abs_, ts in contexts or [(1, abstract, syntax)]:
+            pc = _item(0x30, abs_.encode()) + _item(0x40, ts.encode())
+            pcs += struct.pack(">BBHBBBB", 0x20, 0, 4 + len(pc), pcid, 0, 0, 0) + pc
+        user = _item(0x51, struct.pack(">I", max_pdu)) + _item(0x52, b"1.2.3.4.5.6.7")
         body = (struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode()
-                + b"\0" * 32 + _item(0x10, APP_CONTEXT)
-                + struct.pack(">BBHBBBB", 0x20, 0, 4 + len(pc), 1, 0, 0, 0) + pc
-                + _item(0x50, user))
+                + b"\0" * 32 + _item(0x10, APP_CONTEXT) + pcs + _item(0x50, user))
         self._send_pdu(0x01, body)
         kind, payload = self._recv_pdu()
         if kind == 0x03:
@@ -72,6 +104,17 @@ class Association:
         assert kind == 0x02, f"unexpected PDU {kind:#x}"
         self.pcid = 1
         self.accepted = self._pc_result(payload) == 0
+        self.results = self._pc_results(payload)
+
+    def _pc_results(self, payload):
+        """{presentation context id: result} of an A-ASSOCIATE-AC (0: accepted)."""
+        out, i = {}, 68
+        while i + 4 <= len(payload):
+            kind, _, n = struct.unpack_from(">BBH", payload, i)
+            if kind == 0x21:
+                out[payload[i + 4]] = payload[i + 6]
+            i += 4 + n
+        return out
 
     def _pc_result(self, payload):
         i = 68  # fixed part of A-ASSOCIATE-AC
@@ -94,14 +137,53 @@ class Association:
             buf += chunk
         return buf
 
+    def recv_pdu(self):
+        return self._recv_pdu()
+
     def _recv_pdu(self):
         kind, _, n = struct.unpack(">BBI", self._recv_exact(6))
         return kind, self._recv_exact(n)
 
     def _pdv(self, data, command, last):
+        self._send_pdu(0x04, self.pdv_item(data, command, last))
+
+    def pdv_item(self, data, command, last, pcid=None):
+        """One PDV item (PS3.8 9.3.5.1): length, presentation context id, control header."""
         control = (1 if command else 0) | (2 if last else 0)
-        item = struct.pack(">IBB", len(data) + 2, self.pcid, control) + data
-        self._send_pdu(0x04, item)
+        return struct.pack(">IBB", len(data) + 2, self.pcid if pcid is None else pcid,
+                           control) + data
+
+    def send_pdvs(self, items):
+        """Several PDV items in one P-DATA-TF PDU, as PS3.8 annex E allows."""
+        self._send_pdu(0x04, b"".join(items))
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def read_response(self):
+        """Reads PDUs until a whole command set arrives: {(group, element): bytes}.
+        Data set PDVs (C-FIND answers' identifiers) are gathered in self.last_data."""
+        command, data, fields = b"", b"", None
+        while True:
+            kind, payload = self._recv_pdu()
+            assert kind == 0x04, f"unexpected PDU {kind:#x}: {payload.hex()}"
+            i = 0
+            while i < len(payload):
+                n, _, control = struct.unpack_from(">IBB", payload, i)
+                if control & 1:
+                    command += payload[i + 6:i + 4 + n]
+                else:
+                    data += payload[i + 6:i + 4 + n]
+                i += 4 + n
+                if control & 3 == 3:
+                    fields = parse_command(command)
+                    # (0000,0800) 0x0101: no data set follows
+                    if fields.get((0, 0x0800)) == struct.pack("<H", 0x0101):
+                        self.last_data = b""
+                        return fields
+                elif control & 3 == 2 and fields is not None:
+                    self.last_data = data
+                    return fields
 
     def send_dataset(self, sop_class, sop_instance, data, complete=True, fragment=8000):
         """Sends a C-STORE-RQ and its dataset; with complete=False the last
@@ -116,19 +198,8 @@ class Association:
     def store(self, sop_class, sop_instance, data):
         """Sends a whole C-STORE and returns the response's status."""
         self.send_dataset(sop_class, sop_instance, data)
-        command = b""
-        while True:
-            kind, payload = self._recv_pdu()
-            assert kind == 0x04, f"unexpected PDU {kind:#x}"
-            i = 0
-            while i < len(payload):
-                n, _, control = struct.unpack_from(">IBB", payload, i)
-                command += payload[i + 6:i + 4 + n]
-                i += 4 + n
-                if control & 3 == 3:
-                    fields = parse_command(command)
-                    self.last_response = fields
-                    return struct.unpack("<H", fields[(0, 0x0900)])[0]
+        self.last_response = self.read_response()
+        return struct.unpack("<H", self.last_response[(0, 0x0900)])[0]
 
     def abort(self):
         self._send_pdu(0x07, b"\0\0\0\0")

@@ -206,6 +206,17 @@ def test_study_time_range(qr):
     assert uids_of(rsps) == sorted([study_uid("S1"), study_uid("S4")])
 
 
+@pytest.mark.parametrize("rng,expected", [("100000-1015", ["S1"]), ("100000-1014", []),
+                                          ("-10", ["S1", "S2", "S4"]), ("0900-0900", ["S4"])])
+def test_study_time_range_upper_end_is_a_prefix(qr, rng, expected):
+    """PS3.4 C.2.2.2.5: an upper end of lower precision reaches the end of its
+    minute (or hour): "100000-1015" matches 101500 (S1 at 10:15:00), "-10" every
+    time up to 10:59:59.999999."""
+    final, rsps, out = findscu(qr, "STUDY", [f"StudyTime={rng}", "StudyInstanceUID"])
+    assert final == "Success", out
+    assert uids_of(rsps) == sorted(study_uid(k) for k in expected)
+
+
 def test_study_combined_keys(qr):
     final, rsps, out = findscu(qr, "STUDY", ["PatientName=doe*", "StudyDate=20210101-",
                                              "ModalitiesInStudy=MR", "StudyInstanceUID"])
@@ -780,3 +791,38 @@ def test_relay_with_query_down_fails_clearly_and_ingest_serves_on(postgres, tmp_
         scp.wait(timeout=10)
     finally:
         stop_and_check(c)
+
+
+def test_images_level_group_0002_and_retrieve_ae_title(qr):
+    """Orthanc takes QueryRetrieveLevel IMAGES for IMAGE; answers say IMAGE, do not
+    echo file meta (0002) keys sent in the identifier, and carry Retrieve AE Title
+    (0008,0054) without being asked, as Orthanc's do (workstations send their
+    C-MOVE there)."""
+    keys = [f"StudyInstanceUID={study_uid('S1')}", f"SeriesInstanceUID={series_uid('S1.1')}",
+            "SOPInstanceUID", "(0002,0010)=1.2.840.10008.1.2.1"]
+    final, rsps, out = findscu(qr, "IMAGES", keys)
+    assert final == "Success", out
+    assert values(rsps, "SOPInstanceUID") == [f"{series_uid('S1.1')}.{i}" for i in range(1, 4)]
+    for r in rsps:
+        assert r.QueryRetrieveLevel == "IMAGE"
+        assert r.RetrieveAETitle == "TESSERA"
+        assert not any(e.tag.group == 0x0002 for e in r), r
+    # the same through ingest's port (relayed to query)
+    final, rsps, out = findscu(qr, "STUDY", ["StudyInstanceUID", "PatientID=PID-002"],
+                              port=qr.ingests[1].port)
+    assert final == "Success", out
+    assert [r.RetrieveAETitle for r in rsps] == ["TESSERA"]
+
+
+def test_move_study_by_accession_number(qr, storescp):
+    """A C-MOVE at STUDY level keyed by AccessionNumber alone: Orthanc 1.10.1 resolves
+    it and Tessera does too (PS3.4 C.4.2.2.1 asks for StudyInstanceUID; this is a
+    tolerance some workstations rely on). A wildcard accession number is still no
+    key (0xA900)."""
+    out = movescu(qr, "STUDY", ["AccessionNumber=ACC_1"])
+    assert "Success" in out, out
+    assert received_uids(storescp) == sorted(
+        [f"{series_uid('S1.1')}.{i}" for i in range(1, 4)]
+        + [f"{series_uid('S1.2')}.{i}" for i in range(1, 3)])
+    out = movescu(qr, "STUDY", ["AccessionNumber=ACC*"])
+    assert "Received Final Move Response (Error: DataSetDoesNotMatchSOPClass)" in out, out

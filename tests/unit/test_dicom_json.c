@@ -501,6 +501,41 @@ static void test_dicomweb_hand_checked(void **state)
     ts_dicom_free(d);
 }
 
+/* One attribute from an index value (QIDO answers), as elements are converted */
+static void test_dicomweb_attribute_from_index_values(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *vr, *value, *json;
+    } cases[] = {
+        {"PN", "DOE^JOHN", "{\"vr\": \"PN\", \"Value\": [{\"Alphabetic\": \"DOE^JOHN\"}]}"},
+        {"CS", "CT\\MR", "{\"vr\": \"CS\", \"Value\": [\"CT\", \"MR\"]}"},
+        {"IS", "12", "{\"vr\": \"IS\", \"Value\": [12]}"},
+        {"DS", "0.5\\2", "{\"vr\": \"DS\", \"Value\": [0.5, 2]}"},
+        {"US", "512", "{\"vr\": \"US\", \"Value\": [512]}"},
+        {"UI", "1.2.3", "{\"vr\": \"UI\", \"Value\": [\"1.2.3\"]}"},
+        {"DA", "", "{\"vr\": \"DA\"}"},
+        {"LO", NULL, "{\"vr\": \"LO\"}"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *got = ts_dicomweb_attribute(cases[i].vr, cases[i].value);
+        json_t *want = json_loads(cases[i].json, 0, NULL);
+        assert_non_null(want);
+        if (!json_equal(got, want)) {
+            char *text = json_dumps(got, JSON_COMPACT);
+            fail_msg("%s %s: got %s, want %s", cases[i].vr, cases[i].value ? cases[i].value : "",
+                     text, cases[i].json);
+        }
+        json_decref(got);
+        json_decref(want);
+    }
+    char vr[3];
+    ts_dicom_tag_vr(TS_TAG(0x0028, 0x0010), vr);
+    assert_string_equal(vr, "US");
+    ts_dicom_tag_vr(TS_TAG(0x0019, 0x1234), vr);
+    assert_string_equal(vr, "UN");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -512,6 +547,7 @@ int main(void)
         cmocka_unit_test(test_dicomweb_equals_orthanc_plugin),
         cmocka_unit_test(test_dicomweb_without_prefix_leaves_bulk_data_out),
         cmocka_unit_test(test_dicomweb_hand_checked),
+        cmocka_unit_test(test_dicomweb_attribute_from_index_values),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

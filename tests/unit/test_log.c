@@ -181,6 +181,43 @@ static void test_line_shape(void **state)
     free(out);
 }
 
+static void log_peer_values(void)
+{
+    char q[64];
+    ts_log_init("ingest", TS_LOG_INFO);
+    /* an AE title from the network that tries to add a field, then a line */
+    ts_warn("association rejected", "calling_aet=%s peer=%s", "EVIL level=error", "10.0.0.1");
+    ts_warn("x", "error=\"%s\" n=%zu", "bad \"quote\" and C:\\path\nlevel=error msg=forged",
+            (size_t)3);
+    ts_info("y", "aet=%s empty=%s id=%s ratio=%.1f hex=%04x big=%lld neg=%d pct=%d%%",
+            ts_log_quote(q, sizeof(q), "MY SCU"), "", "0a1b", 2.5, 0xa7u, -5000000000LL, -3, 50);
+    ts_info("z", "w=%*d p=%.*s", 5, 42, 3, "abcdef");
+}
+
+/* Values that come from peers (AE titles, dcmtk's error texts) cannot add a
+ * field or a line, however the call site wrote its format. */
+static void test_values_cannot_forge_fields_or_lines(void **state)
+{
+    char *out = capture_stderr(log_peer_values);
+    char *lines[8] = {0};
+    int n = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(out, "\n", &save); l && n < 8; l = strtok_r(NULL, "\n", &save))
+        lines[n++] = l;
+    assert_int_equal(n, 4);
+    const char *prefix = "ts=2024-01-01T00:00:00.000Z ";
+    assert_string_equal(lines[0] + strlen(prefix), "level=warn svc=ingest msg=\"association rejected\" "
+                                                   "calling_aet=\"EVIL level=error\" peer=10.0.0.1");
+    assert_string_equal(lines[1] + strlen(prefix),
+                        "level=warn svc=ingest msg=\"x\" error=\"bad \\\"quote\\\" and "
+                        "C:\\\\path\\nlevel=error msg=forged\" n=3");
+    assert_string_equal(lines[2] + strlen(prefix),
+                        "level=info svc=ingest msg=\"y\" aet=\"MY SCU\" empty=\"\" id=0a1b "
+                        "ratio=2.5 hex=00a7 big=-5000000000 neg=-3 pct=50%");
+    assert_string_equal(lines[3] + strlen(prefix), "level=info svc=ingest msg=\"z\" w=   42 p=abc");
+    free(out);
+}
+
 static void log_levels_and_quotes(void)
 {
     ts_log_init("rest", TS_LOG_DEBUG);
@@ -239,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_enabled),
         cmocka_unit_test(test_disabled_level_writes_nothing),
         cmocka_unit_test(test_line_shape),
+        cmocka_unit_test(test_values_cannot_forge_fields_or_lines),
         cmocka_unit_test(test_levels_and_quoted_message),
         cmocka_unit_test(test_long_line_stays_one_line),
     };

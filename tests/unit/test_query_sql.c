@@ -188,6 +188,19 @@ static void test_date_ranges(void **state)
     assert_lacks(q.sql, ">=");
     query_sql_clear(&q);
 
+    /* an upper end of lower precision reaches the end of what it names
+     * (PS3.4 C.2.2.2.5), compared as text: padded with nines */
+    query_key times[] = {{STUDY_TIME, "100000-1015"}};
+    q = build_ok(TS_LEVEL_STUDY, times, 1, QUERY_CASE_FOLD_PN);
+    assert_contains(q.sql, "AND st.study_time >= $1 AND st.study_time <= $2");
+    assert_string_equal(q.params[0], "100000");
+    assert_string_equal(q.params[1], "101599.999999");
+    query_sql_clear(&q);
+    query_key frac[] = {{STUDY_TIME, "-101500.5"}};
+    q = build_ok(TS_LEVEL_STUDY, frac, 1, QUERY_CASE_FOLD_PN);
+    assert_string_equal(q.params[0], "101500.599999");
+    query_sql_clear(&q);
+
     query_key single[] = {{STUDY_DATE, "20200101"}, {STUDY_TIME, "101500.5-"}};
     q = build_ok(TS_LEVEL_STUDY, single, 2, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "AND st.study_date = $1 AND st.study_time >= $2");

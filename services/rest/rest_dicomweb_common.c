@@ -1,0 +1,182 @@
+/* Shared pieces of the DICOMweb routes (see rest_dicomweb_common.h). */
+#include "rest_dicomweb_common.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "rest_common.h"
+
+bool dw_uid_valid(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 1 && n <= 64 && strspn(s, "0123456789.") == n;
+}
+
+void dw_root(rest_request *req, char *out, size_t size)
+{
+    const char *host = rest_header(req, "Host");
+    /* a Host header is the client's text: keep what an authority may hold */
+    if (!host || !*host || strlen(host) > 255 ||
+        strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
+            strlen(host))
+        host = "127.0.0.1";
+    snprintf(out, size, "http://%s/dicom-web", host);
+}
+
+void dw_error(rest_request *req, int status, const char *fmt, ...)
+{
+    char details[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(details, sizeof(details), fmt, ap);
+    va_end(ap);
+    const char *what = status == 404   ? "Unknown resource"
+                       : status == 406 ? "Not acceptable"
+                       : status == 415 ? "Unsupported media type"
+                                       : "Bad request";
+    rest_reply_error(req, status, status == 404 ? 17 : 8, what, details);
+}
+
+void dw_reply_json(rest_request *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(body);
+    if (!text)
+        abort();
+    rest_reply_text(req, status, text, strlen(text));
+    free(text);
+    req->content_type = DW_JSON;
+}
+
+/* Copies a parameter value without its quotes, at most size - 1 bytes. */
+static void param_value(const char *v, size_t n, char *out, size_t size)
+{
+    while (n && isspace((unsigned char)*v))
+        v++, n--;
+    while (n && isspace((unsigned char)v[n - 1]))
+        n--;
+    if (n >= 2 && v[0] == '"' && v[n - 1] == '"')
+        v++, n -= 2;
+    if (n >= size)
+        n = size - 1;
+    memcpy(out, v, n);
+    out[n] = '\0';
+}
+
+bool dw_accept_next(const char *accept, size_t *pos, dw_media *out)
+{
+    while (accept && accept[*pos]) {
+        const char *s = accept + *pos;
+        /* a comma inside quotes does not end the range */
+        size_t n = 0;
+        bool quoted = false;
+        while (s[n] && (quoted || s[n] != ',')) {
+            if (s[n] == '"')
+                quoted = !quoted;
+            n++;
+        }
+        *pos += n + (s[n] == ',');
+        memset(out, 0, sizeof(*out));
+        const char *semi = memchr(s, ';', n);
+        param_value(s, semi ? (size_t)(semi - s) : n, out->range, sizeof(out->range));
+        for (char *c = out->range; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        if (!out->range[0])
+            continue;
+        bool zero = false;
+        while (semi) {
+            const char *p = semi + 1;
+            const char *next = p;
+            quoted = false;
+            while (next < s + n && (quoted || *next != ';')) {
+                if (*next == '"')
+                    quoted = !quoted;
+                next++;
+            }
+            const char *eq = memchr(p, '=', (size_t)(next - p));
+            if (eq) {
+                char name[32];
+                param_value(p, (size_t)(eq - p), name, sizeof(name));
+                if (strcasecmp(name, "type") == 0) {
+                    param_value(eq + 1, (size_t)(next - eq - 1), out->type, sizeof(out->type));
+                    for (char *c = out->type; *c; c++)
+                        *c = (char)tolower((unsigned char)*c);
+                } else if (strcasecmp(name, "transfer-syntax") == 0) {
+                    param_value(eq + 1, (size_t)(next - eq - 1), out->transfer_syntax,
+                                sizeof(out->transfer_syntax));
+                } else if (strcasecmp(name, "q") == 0) {
+                    char q[16];
+                    param_value(eq + 1, (size_t)(next - eq - 1), q, sizeof(q));
+                    zero = strtod(q, NULL) <= 0.0;
+                }
+            }
+            semi = next < s + n ? next : NULL;
+        }
+        if (!zero)
+            return true;
+    }
+    return false;
+}
+
+bool dw_accept_json(rest_request *req)
+{
+    const char *accept = rest_header(req, "Accept");
+    if (!accept || !*accept)
+        return true;
+    size_t pos = 0;
+    dw_media m;
+    while (dw_accept_next(accept, &pos, &m))
+        if (strcmp(m.range, DW_JSON) == 0 || strcmp(m.range, "application/json") == 0 ||
+            strcmp(m.range, "application/*") == 0 || strcmp(m.range, "*/*") == 0)
+            return true;
+    dw_error(req, 406, "this resource is available as %s only, not as \"%.200s\"", DW_JSON, accept);
+    return false;
+}
+
+/* Every instance of a study, optionally of one series and one SOP instance,
+ * with its file, as the index has them; in series then instance order. A study
+ * UID may exist under two patients (Orthanc's ids hash PatientID too): both
+ * come. */
+static const ts_db_stmt instances_stmt = {
+    "rest_dw_instances",
+    "SELECT a.uuid::text, a.uncompressed_size::text, st.study_instance_uid,"
+    " se.series_instance_uid, i.sop_instance_uid, coalesce(i.sop_class_uid, ''),"
+    " coalesce((SELECT m.value FROM metadata m WHERE m.resource_id = ri.id"
+    "  AND m.name = 'TransferSyntax'), ''),"
+    " CASE WHEN $4::boolean THEN i.dicomweb::text END"
+    " FROM studies st JOIN resources rse ON rse.parent_id = st.resource_id"
+    " JOIN series se ON se.resource_id = rse.id"
+    " JOIN resources ri ON ri.parent_id = rse.id JOIN instances i ON i.resource_id = ri.id"
+    " JOIN attachments a ON a.resource_id = ri.id AND a.content_type = 1"
+    " WHERE st.study_instance_uid = $1 AND ($2 = '' OR se.series_instance_uid = $2)"
+    " AND ($3 = '' OR i.sop_instance_uid = $3)"
+    " ORDER BY rse.id, i.index_in_series NULLS LAST, ri.id",
+    4};
+
+PGresult *dw_instances(rest_request *req, bool with_json)
+{
+    const char *uids[3] = {"", "", ""};
+    static const char *const names[] = {"StudyInstanceUID", "SeriesInstanceUID",
+                                        "SOPInstanceUID"};
+    for (int k = 0; k < 3 && 2 + 2 * k < req->nseg; k++) {
+        const char *s = req->seg[2 + 2 * k];
+        if (!dw_uid_valid(s)) {
+            dw_error(req, 400, "%s \"%.80s\" is not a UID", names[k], s);
+            return NULL;
+        }
+        uids[k] = s;
+    }
+    const char *params[] = {uids[0], uids[1], uids[2], with_json ? "true" : "false"};
+    PGresult *res = rest_rows_query(req, &instances_stmt, params);
+    if (res && PQntuples(res) == 0) {
+        PQclear(res);
+        const int k = uids[2][0] ? 2 : uids[1][0] ? 1 : 0;
+        dw_error(req, 404, "no %s %s here", names[k], uids[k]);
+        return NULL;
+    }
+    return res;
+}

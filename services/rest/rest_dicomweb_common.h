@@ -1,0 +1,60 @@
+/* What the rest_dicomweb_*.c modules share: UIDs in paths, the service's
+ * public root, DICOM JSON answers and errors, Accept headers, and the
+ * instances under a study, series or instance UID with their files. */
+#ifndef REST_DICOMWEB_COMMON_H
+#define REST_DICOMWEB_COMMON_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "rest_http.h"
+
+#define DW_JSON "application/dicom+json"
+
+/* A UID as PS3.5 9.1 allows them: 1 to 64 characters of digits and '.'. */
+bool dw_uid_valid(const char *s);
+
+/* "http://<Host>/dicom-web": the root that RetrieveURLs and BulkDataURIs
+ * start with (the request's Host header; 127.0.0.1 without one). */
+void dw_root(rest_request *req, char *out, size_t size);
+
+/* An error answer: Orthanc's error body with the message in "Details". */
+void dw_error(rest_request *req, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A DICOM JSON answer (steals body). */
+void dw_reply_json(rest_request *req, int status, json_t *body);
+
+/* The media ranges of the Accept header, one at a time: type/subtype in
+ * lower case, and the value of the parameters "type" and "transfer-syntax"
+ * (quotes removed, "" when absent). Ranges with q=0 are skipped. Returns false
+ * at the end. *pos starts at 0. */
+typedef struct dw_media {
+    char range[96];
+    char type[96];
+    char transfer_syntax[80];
+} dw_media;
+bool dw_accept_next(const char *accept, size_t *pos, dw_media *out);
+
+/* Does Accept allow a JSON answer (application/dicom+json, application/json,
+ * application/ wildcard, any)? Answers 406 and returns false when not. */
+bool dw_accept_json(rest_request *req);
+
+/* The instances under the UIDs of the path (seg[2] study, seg[4] series,
+ * seg[6] instance, as far as the path goes) in series then instance order:
+ * columns as DW_COL_*. Answers (400 bad UID, 404 none) and returns NULL when
+ * there is nothing to give; the caller PQclear()s. */
+enum {
+    DW_COL_UUID,
+    DW_COL_SIZE,
+    DW_COL_STUDY,
+    DW_COL_SERIES,
+    DW_COL_SOP,
+    DW_COL_SOP_CLASS,
+    DW_COL_SYNTAX,
+    DW_COL_DICOMWEB, /* only with_json */
+};
+PGresult *dw_instances(rest_request *req, bool with_json);
+
+#endif

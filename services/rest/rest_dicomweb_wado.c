@@ -1,0 +1,529 @@
+/* WADO-RS (PS3.18 10.4): instances, metadata, bulk data and frames.
+ *
+ * Instances go out as multipart/related; type="application/dicom", one part
+ * per file, streamed: memory is the list of files (one query) and one buffer,
+ * whatever the size of the study. Files are sent as stored (Tessera does not
+ * transcode): each part names its transfer syntax, and an Accept that asks
+ * for a syntax a file is not stored in is answered 406.
+ *
+ * Metadata is the DICOM JSON stored at ingest (instances.dicomweb), one
+ * indexed read for a study or a series; an instance stored before that column
+ * existed is read from its file (nothing is written back: reads stay
+ * read-only). BulkDataURIs point under .../instances/{i}/bulk/. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "dicom.h"
+#include "log.h"
+#include "rest_common.h"
+#include "rest_dicomweb.h"
+#include "rest_dicomweb_common.h"
+
+#define DW_MAX_FRAMES 4096
+
+/* ---- a multipart/related answer made while it is sent ------------------------ */
+
+typedef enum { MP_FILES, MP_FRAMES, MP_VALUE } mp_kind;
+
+typedef struct mp_stream {
+    mp_kind kind;
+    char boundary[40];
+    char hdr[600];
+    size_t hdr_len, hdr_pos;
+    int fd;                    /* the current part's file (MP_FILES) */
+    ts_dicom_reader *reader;   /* the current part's value (MP_FRAMES, MP_VALUE) */
+    bool closed;
+    ts_store *store;
+    PGresult *res; /* MP_FILES: dw_instances' rows */
+    int row;
+    char path[4096]; /* MP_FRAMES: the file */
+    unsigned *frames; /* 1-based */
+    size_t nframes, next_frame;
+} mp_stream;
+
+static void mp_free(void *cls)
+{
+    mp_stream *s = cls;
+    if (s->fd >= 0)
+        close(s->fd);
+    ts_dicom_reader_free(s->reader);
+    if (s->res)
+        PQclear(s->res);
+    free(s->frames);
+    free(s);
+}
+
+static mp_stream *mp_new(mp_kind kind, ts_store *store)
+{
+    mp_stream *s = calloc(1, sizeof(*s));
+    if (!s)
+        abort();
+    s->kind = kind;
+    s->fd = -1;
+    s->store = store;
+    unsigned char rnd[16];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        memset(rnd, 0x5a, sizeof(rnd));
+    int n = snprintf(s->boundary, sizeof(s->boundary), "tessera-");
+    for (size_t i = 0; i < sizeof(rnd) && n + 3 < (int)sizeof(s->boundary); i++)
+        n += snprintf(s->boundary + n, sizeof(s->boundary) - (size_t)n, "%02x", rnd[i]);
+    return s;
+}
+
+static void mp_header(mp_stream *s, const char *content_type)
+{
+    s->hdr_len = (size_t)snprintf(s->hdr, sizeof(s->hdr), "--%s\r\nContent-Type: %s\r\n\r\n",
+                                  s->boundary, content_type);
+    s->hdr_pos = 0;
+}
+
+/* Opens the next part; false when there is none left. */
+static bool mp_next_part(mp_stream *s)
+{
+    ts_err err;
+    if (s->kind == MP_FILES) {
+        while (s->row < PQntuples(s->res)) {
+            int r = s->row++;
+            char path[4096], type[200];
+            if (ts_store_path(s->store, PQgetvalue(s->res, r, DW_COL_UUID), path, sizeof(path),
+                              &err) ||
+                (s->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+                /* deleted since the listing: left out, as archives do */
+                ts_warn("dicomweb: file gone", "uuid=%s", PQgetvalue(s->res, r, DW_COL_UUID));
+                continue;
+            }
+            const char *syntax = PQgetvalue(s->res, r, DW_COL_SYNTAX);
+            if (*syntax)
+                snprintf(type, sizeof(type), "application/dicom; transfer-syntax=%s", syntax);
+            else
+                snprintf(type, sizeof(type), "application/dicom");
+            mp_header(s, type);
+            return true;
+        }
+        return false;
+    }
+    if (s->kind == MP_FRAMES && s->next_frame < s->nframes) {
+        const char *mime = NULL;
+        if (ts_dicom_frame_raw(s->path, s->frames[s->next_frame++] - 1, &s->reader, &mime,
+                               &err)) {
+            ts_warn("dicomweb: frame unreadable", "error=\"%s\"", err.msg);
+            return false;
+        }
+        mp_header(s, mime);
+        return true;
+    }
+    if (s->kind == MP_VALUE && s->reader && !s->hdr_len) {
+        mp_header(s, "application/octet-stream");
+        return true;
+    }
+    return false;
+}
+
+static ssize_t mp_read(void *cls, char *buf, size_t max)
+{
+    mp_stream *s = cls;
+    size_t w = 0;
+    while (w < max) {
+        if (s->hdr_pos < s->hdr_len) {
+            size_t n = s->hdr_len - s->hdr_pos;
+            if (n > max - w)
+                n = max - w;
+            memcpy(buf + w, s->hdr + s->hdr_pos, n);
+            s->hdr_pos += n;
+            w += n;
+            continue;
+        }
+        if (s->fd >= 0) {
+            ssize_t n = read(s->fd, buf + w, max - w);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                return -1;
+            if (n > 0) {
+                w += (size_t)n;
+                continue;
+            }
+            close(s->fd);
+            s->fd = -1;
+        } else if (s->reader && s->hdr_len) {
+            size_t got = 0;
+            ts_err err;
+            if (ts_dicom_reader_read(s->reader, buf + w, max - w, &got, &err))
+                return -1;
+            if (got > 0) {
+                w += got;
+                continue;
+            }
+            ts_dicom_reader_free(s->reader);
+            s->reader = NULL;
+        } else if (s->closed) {
+            break;
+        } else {
+            /* between parts: the delimiter of the next one, or the close */
+            bool first = s->hdr_len == 0;
+            char prev[8];
+            snprintf(prev, sizeof(prev), "%s", first ? "" : "\r\n");
+            if (s->kind == MP_VALUE && !first) {
+                s->hdr_len = (size_t)snprintf(s->hdr, sizeof(s->hdr), "\r\n--%s--\r\n",
+                                              s->boundary);
+                s->hdr_pos = 0;
+                s->closed = true;
+            } else if (mp_next_part(s)) {
+                if (!first) { /* the CRLF that ends the previous part's body */
+                    memmove(s->hdr + 2, s->hdr, s->hdr_len + 1 < sizeof(s->hdr) - 2
+                                                     ? s->hdr_len + 1
+                                                     : sizeof(s->hdr) - 2);
+                    memcpy(s->hdr, "\r\n", 2);
+                    s->hdr_len += 2;
+                }
+            } else {
+                s->hdr_len = (size_t)snprintf(s->hdr, sizeof(s->hdr), "%s--%s--\r\n", prev,
+                                              s->boundary);
+                s->hdr_pos = 0;
+                s->closed = true;
+            }
+        }
+    }
+    return (ssize_t)w;
+}
+
+static void mp_reply(rest_request *req, mp_stream *s, const char *type)
+{
+    char ct[160];
+    snprintf(ct, sizeof(ct), "multipart/related; type=\"%s\"; boundary=%s", type, s->boundary);
+    /* the header's text must outlive the handler: keep it in the request */
+    rest_reply_stream(req, NULL, -1, mp_read, mp_free, s);
+    rest_add_header(req, "Content-Type", ct);
+}
+
+/* ---- instances ----------------------------------------------------------------- */
+
+/* Accept for multipart/related of application/dicom: the transfer syntax
+ * asked for ("" or "*": as stored). Answers 406 and returns false otherwise. */
+static bool accept_dicom(rest_request *req, char *syntax, size_t size)
+{
+    const char *accept = rest_header(req, "Accept");
+    syntax[0] = '\0';
+    if (!accept || !*accept)
+        return true;
+    size_t pos = 0;
+    dw_media m;
+    while (dw_accept_next(accept, &pos, &m)) {
+        bool range_ok = strcmp(m.range, "*/*") == 0 || strcmp(m.range, "multipart/*") == 0 ||
+                        strcmp(m.range, "multipart/related") == 0;
+        if (range_ok && (!m.type[0] || strcmp(m.type, "application/dicom") == 0)) {
+            snprintf(syntax, size, "%s", strcmp(m.transfer_syntax, "*") ? m.transfer_syntax : "");
+            return true;
+        }
+    }
+    dw_error(req, 406,
+             "instances are sent as multipart/related; type=\"application/dicom\" only, not as "
+             "\"%.200s\"",
+             accept);
+    return false;
+}
+
+void rest_dw_retrieve(rest_request *req)
+{
+    char syntax[80];
+    if (!accept_dicom(req, syntax, sizeof(syntax)))
+        return;
+    PGresult *res = dw_instances(req, false);
+    if (!res)
+        return;
+    for (int r = 0; syntax[0] && r < PQntuples(res); r++)
+        if (strcmp(PQgetvalue(res, r, DW_COL_SYNTAX), syntax) != 0) {
+            dw_error(req, 406,
+                     "instance %s is stored as %s and Tessera does not transcode; ask for "
+                     "transfer-syntax=* to get the files as stored",
+                     PQgetvalue(res, r, DW_COL_SOP), PQgetvalue(res, r, DW_COL_SYNTAX));
+            PQclear(res);
+            return;
+        }
+    mp_stream *s = mp_new(MP_FILES, req->ctx->store);
+    s->res = res;
+    mp_reply(req, s, "application/dicom");
+}
+
+/* ---- metadata ------------------------------------------------------------------- */
+
+/* Puts prefix before every relative BulkDataURI ("/7fe00010"). */
+static void prefix_bulk(json_t *j, const char *prefix)
+{
+    const char *key;
+    json_t *v;
+    size_t i;
+    if (json_is_object(j)) {
+        json_object_foreach(j, key, v)
+        {
+            if (strcmp(key, "BulkDataURI") == 0 && json_is_string(v)) {
+                char uri[1200];
+                snprintf(uri, sizeof(uri), "%s%s", prefix, json_string_value(v));
+                json_string_set(v, uri);
+            } else {
+                prefix_bulk(v, prefix);
+            }
+        }
+    } else if (json_is_array(j)) {
+        json_array_foreach(j, i, v) prefix_bulk(v, prefix);
+    }
+}
+
+static json_t *instance_metadata(rest_request *req, PGresult *res, int r, const char *root)
+{
+    char prefix[1024];
+    snprintf(prefix, sizeof(prefix), "%s/studies/%s/series/%s/instances/%s/bulk", root,
+             PQgetvalue(res, r, DW_COL_STUDY), PQgetvalue(res, r, DW_COL_SERIES),
+             PQgetvalue(res, r, DW_COL_SOP));
+    if (!PQgetisnull(res, r, DW_COL_DICOMWEB)) {
+        json_t *j = json_loads(PQgetvalue(res, r, DW_COL_DICOMWEB), 0, NULL);
+        if (j) {
+            prefix_bulk(j, prefix);
+            return j;
+        }
+    }
+    /* stored before instances.dicomweb existed: the file */
+    char path[4096];
+    ts_err err;
+    ts_dicom *d = NULL;
+    if (ts_store_path(req->ctx->store, PQgetvalue(res, r, DW_COL_UUID), path, sizeof(path), &err) ||
+        ts_dicom_open_file(path, &d, &err)) {
+        ts_warn("dicomweb: metadata unreadable", "sop=%s error=\"%s\"",
+                PQgetvalue(res, r, DW_COL_SOP), err.msg);
+        return NULL;
+    }
+    json_t *j = ts_dicom_to_dicomweb_json(d, prefix);
+    ts_dicom_free(d);
+    return j;
+}
+
+void rest_dw_metadata(rest_request *req)
+{
+    if (!dw_accept_json(req))
+        return;
+    PGresult *res = dw_instances(req, true);
+    if (!res)
+        return;
+    char root[320];
+    dw_root(req, root, sizeof(root));
+    /* the answer is written row by row: one parsed instance at a time */
+    size_t cap = 65536, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        abort();
+    out[len++] = '[';
+    for (int r = 0; r < PQntuples(res); r++) {
+        json_t *j = instance_metadata(req, res, r, root);
+        if (!j)
+            continue;
+        char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(j);
+        if (!text)
+            abort();
+        size_t n = strlen(text);
+        while (len + n + 3 > cap)
+            cap *= 2;
+        out = realloc(out, cap);
+        if (!out)
+            abort();
+        if (len > 1)
+            out[len++] = ',';
+        memcpy(out + len, text, n);
+        len += n;
+        free(text);
+    }
+    out[len++] = ']';
+    PQclear(res);
+    rest_reply_text(req, 200, out, len);
+    free(out);
+    req->content_type = DW_JSON;
+}
+
+/* ---- bulk data and frames --------------------------------------------------------- */
+
+/* Accept for multipart/related of octet-stream (or, when compressed_ok, of
+ * the frames' own media types). */
+static bool accept_octets(rest_request *req, bool *any_type)
+{
+    const char *accept = rest_header(req, "Accept");
+    *any_type = true;
+    if (!accept || !*accept)
+        return true;
+    size_t pos = 0;
+    dw_media m;
+    while (dw_accept_next(accept, &pos, &m)) {
+        bool range_ok = strcmp(m.range, "*/*") == 0 || strcmp(m.range, "multipart/*") == 0 ||
+                        strcmp(m.range, "multipart/related") == 0;
+        if (!range_ok)
+            continue;
+        if (!m.type[0] || strcmp(m.type, "*/*") == 0 || strcmp(m.transfer_syntax, "*") == 0)
+            return true;
+        if (strcmp(m.type, "application/octet-stream") == 0) {
+            *any_type = false;
+            return true;
+        }
+    }
+    dw_error(req, 406,
+             "bulk data and frames are sent as multipart/related; "
+             "type=\"application/octet-stream\", not as \"%.200s\"",
+             accept);
+    return false;
+}
+
+/* The file of the instance of the path. */
+static bool instance_file(rest_request *req, char *path, size_t size)
+{
+    PGresult *res = dw_instances(req, false);
+    if (!res)
+        return false;
+    ts_err err;
+    int rc = ts_store_path(req->ctx->store, PQgetvalue(res, 0, DW_COL_UUID), path, size, &err);
+    PQclear(res);
+    if (rc)
+        rest_reply_failure(req, rc, err.msg);
+    return rc == 0;
+}
+
+static void reply_frames(rest_request *req, const char *path, unsigned *frames, size_t n,
+                         bool any_type)
+{
+    if (!any_type)
+        /* octet-stream only: a compressed frame cannot be given as asked */
+        for (size_t i = 0; i < n; i++) {
+            ts_dicom_reader *rd = NULL;
+            const char *mime = NULL;
+            ts_err err;
+            int rc = ts_dicom_frame_raw(path, frames[i] - 1, &rd, &mime, &err);
+            ts_dicom_reader_free(rd);
+            if (rc == 0 && strcmp(mime, "application/octet-stream") != 0) {
+                dw_error(req, 406,
+                         "frame %u is stored compressed (%s) and Tessera does not transcode; "
+                         "accept type=\"%s\" or transfer-syntax=*",
+                         frames[i], mime, mime);
+                free(frames);
+                return;
+            }
+        }
+    mp_stream *s = mp_new(MP_FRAMES, req->ctx->store);
+    snprintf(s->path, sizeof(s->path), "%s", path);
+    s->frames = frames;
+    s->nframes = n;
+    mp_reply(req, s, "application/octet-stream");
+}
+
+void rest_dw_frames(rest_request *req)
+{
+    bool any_type;
+    if (!accept_octets(req, &any_type))
+        return;
+    char path[4096];
+    if (!instance_file(req, path, sizeof(path)))
+        return;
+    unsigned count = 1;
+    ts_err err;
+    if (ts_dicom_frame_count(path, &count, &err)) {
+        rest_reply_failure(req, TS_EDICOM, err.msg);
+        return;
+    }
+    unsigned *frames = calloc(DW_MAX_FRAMES, sizeof(*frames));
+    if (!frames)
+        abort();
+    size_t n = 0;
+    const char *p = req->seg[8];
+    while (*p) {
+        char *end;
+        unsigned long f = strtoul(p, &end, 10);
+        if (end == p || (*end && *end != ',') || f == 0 || n == DW_MAX_FRAMES || *p == '-') {
+            dw_error(req, 400, "frame list \"%.100s\": frames are numbers from 1, comma-separated",
+                     req->seg[8]);
+            free(frames);
+            return;
+        }
+        if (f > count) {
+            dw_error(req, 404, "instance %s has %u frame(s), not %lu", req->seg[6], count, f);
+            free(frames);
+            return;
+        }
+        frames[n++] = (unsigned)f;
+        p = *end ? end + 1 : end;
+    }
+    reply_frames(req, path, frames, n, any_type);
+}
+
+void rest_dw_bulk(rest_request *req)
+{
+    bool any_type;
+    if (!accept_octets(req, &any_type))
+        return;
+    /* bulk/{tag}[/{item from 1}/{tag}]... */
+    int first = 8, n = req->nseg - first;
+    const char *path_seg[REST_MAX_SEGMENTS];
+    char items[REST_MAX_SEGMENTS][16];
+    if (n < 1 || n % 2 == 0) {
+        dw_error(req, 404, "a bulk data path is a tag, or tags and item numbers alternating");
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *s = req->seg[first + i];
+        if (i % 2 == 0) {
+            if (strlen(s) != 8 || strspn(s, "0123456789abcdefABCDEF") != 8) {
+                dw_error(req, 404, "\"%.40s\" is not a tag of 8 hex digits", s);
+                return;
+            }
+            path_seg[i] = s;
+        } else {
+            char *end;
+            long item = strtol(s, &end, 10);
+            if (end == s || *end || item < 1 || item > 1000000) {
+                dw_error(req, 404, "\"%.40s\" is not an item number (from 1)", s);
+                return;
+            }
+            snprintf(items[i], sizeof(items[i]), "%ld", item - 1);
+            path_seg[i] = items[i];
+        }
+    }
+    char file[4096];
+    if (!instance_file(req, file, sizeof(file)))
+        return;
+    if (n == 1 && strcasecmp(path_seg[0], "7fe00010") == 0) {
+        /* pixel data: its frames, one part each */
+        unsigned count = 1;
+        ts_err err;
+        if (ts_dicom_frame_count(file, &count, &err)) {
+            rest_reply_failure(req, TS_EDICOM, err.msg);
+            return;
+        }
+        if (count > DW_MAX_FRAMES)
+            count = DW_MAX_FRAMES;
+        unsigned *frames = calloc(count, sizeof(*frames));
+        if (!frames)
+            abort();
+        for (unsigned i = 0; i < count; i++)
+            frames[i] = i + 1;
+        reply_frames(req, file, frames, count, any_type);
+        return;
+    }
+    ts_dicom_content c = {0};
+    ts_err err;
+    int rc = ts_dicom_content_get(file, path_seg, (size_t)n, &c, &err);
+    if (rc == TS_ENOTFOUND || rc == TS_EINVAL || (rc == 0 && !c.value)) {
+        ts_dicom_content_clear(&c);
+        dw_error(req, 404, "no bulk data at this path");
+        return;
+    }
+    if (rc) {
+        rest_reply_failure(req, rc, err.msg);
+        return;
+    }
+    mp_stream *s = mp_new(MP_VALUE, req->ctx->store);
+    s->reader = c.value;
+    c.value = NULL;
+    ts_dicom_content_clear(&c);
+    mp_reply(req, s, "application/octet-stream");
+}

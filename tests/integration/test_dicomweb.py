@@ -1,0 +1,752 @@
+"""DICOMweb Studies service (PS3.18) under /dicom-web/: QIDO-RS, WADO-RS (instances,
+metadata, bulk data, frames) and STOW-RS, driven with raw HTTP (multipart built and
+read here, as curl would send it), compared with what findscu sees through the same
+query service, with npm's dicomweb-client (the library OHIF uses), and side by side
+with Orthanc 1.10.1's DICOMweb plugin (Debian's orthanc-dicomweb) holding the same
+files. Where the plugin departs from PS3.18, the test says so and follows the
+standard."""
+import json
+import os
+import re
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from conftest import PYDICOM_FILES, Cluster
+from orthanc import Orthanc, http
+
+DW_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+ROOT_UID = "2.25.4711"
+
+PATIENTS = {"PID1": ("DOE^JOHN", "19700101", "M"), "PID2": ("SMITH^ANNA", "19800202", "F")}
+# study: patient, date, time, accession, description, referring physician
+STUDIES = {
+    "1": ("PID1", "20200115", "101500", "ACC1", "CHEST", "HOUSE^GREG"),
+    "2": ("PID1", "20210301", "090000", "ACC2", "KNEE", "WILSON^JAMES"),
+    "3": ("PID2", "20220610", "153000", "ACC3", "HEAD", "HOUSE^GREG"),
+}
+# series: study, modality, instances
+SERIES = {"1.1": ("1", "CT", 2), "1.2": ("1", "MR", 1), "2.1": ("2", "CT", 2),
+          "3.1": ("3", "MR", 3)}
+CT_CLASS = "1.2.840.10008.5.1.4.1.1.2"
+MR_CLASS = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def study_uid(s):
+    return f"{ROOT_UID}.1.{s}"
+
+
+def series_uid(se):
+    return f"{ROOT_UID}.2.{se}"
+
+
+def sop_uid(se, i):
+    return f"{ROOT_UID}.3.{se}.{i}"
+
+
+def make_dataset(out):
+    """CT_small.dcm (explicit little endian, 128x128 16-bit) rewritten per instance."""
+    files = []
+    for se, (st, modality, count) in SERIES.items():
+        pid, date, tm, acc, desc, ref = STUDIES[st]
+        name, birth, sex = PATIENTS[pid]
+        for i in range(1, count + 1):
+            ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+            ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = pid, name, birth, sex
+            ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study_uid(st), date, tm
+            ds.AccessionNumber, ds.StudyDescription, ds.ReferringPhysicianName = acc, desc, ref
+            ds.StudyID = f"ST{st}"
+            ds.SeriesInstanceUID, ds.Modality = series_uid(se), modality
+            ds.SeriesNumber = int(se.split(".")[1])
+            ds.SOPClassUID = CT_CLASS if modality == "CT" else MR_CLASS
+            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+            ds.SOPInstanceUID = sop_uid(se, i)
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.InstanceNumber = i
+            p = out / f"{se}-{i}.dcm"
+            ds.save_as(p)
+            files.append(p)
+    return files
+
+
+def dicomweb_orthanc(base):
+    return Orthanc(base, Plugins=[DW_PLUGIN], DicomWeb={"Enable": True, "Root": "/dicom-web/"})
+
+
+@pytest.fixture(scope="module")
+def dw(postgres, tmp_path_factory):
+    """The same files in Tessera (ingest, query, rest) and in Orthanc with its DICOMweb
+    plugin; a second rest whose query service caps answers at 3 (TESSERA_QUERY_LIMIT)."""
+    base = tmp_path_factory.mktemp("dicomweb")
+    base.chmod(0o755)
+    data = base / "data"
+    data.mkdir()
+    files = make_dataset(data)
+    o = dicomweb_orthanc(base / "orthanc").start()
+    (base / "tessera").mkdir()
+    c = Cluster(postgres, base / "tessera")
+    try:
+        q = c.start_query()
+        ing = c.start_ingest()
+        rest = c.start_rest(ing, TESSERA_QUERY_BUS=q.bus)
+        q3 = c.start_query(TESSERA_QUERY_LIMIT=3)
+        rest3 = c.start_rest(ing, TESSERA_QUERY_BUS=q3.bus)
+        for f in files:
+            body = f.read_bytes()
+            assert http(o.url, "POST", "/instances", body)[0] == 200
+            assert http(rest.url, "POST", "/instances", body)[0] == 200
+        c.o, c.rest, c.rest3, c.q, c.files, c.data = o, rest, rest3, q, files, data
+        yield c
+    finally:
+        c.stop()
+        o.stop()
+        for s in c.ingests + c.rests + getattr(c, "queries", []):
+            log = s.read_log()
+            assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
+
+
+def get(url, path, accept=None):
+    """GET; returns (status, body bytes, headers)."""
+    return http(url, "GET", path, headers={"Accept": accept} if accept else {})
+
+
+def qido(url, path, **params):
+    """A QIDO-RS search; returns (status, list of result objects, headers)."""
+    query = urllib.parse.urlencode(params, doseq=True, quote_via=urllib.parse.quote)
+    status, body, headers = get(url, f"/dicom-web/{path}" + (f"?{query}" if query else ""),
+                                "application/dicom+json")
+    return status, (json.loads(body) if body else None), headers
+
+
+def value(obj, tag):
+    """The first value of a DICOM JSON attribute (PN as its Alphabetic text)."""
+    v = obj.get(tag, {}).get("Value")
+    if not v:
+        return None
+    return v[0]["Alphabetic"] if isinstance(v[0], dict) and "Alphabetic" in v[0] else v[0]
+
+
+def uids(results, tag="0020000D"):
+    return sorted(value(r, tag) for r in results or [])
+
+
+# ---- QIDO-RS ---------------------------------------------------------------------
+
+
+def test_qido_all_studies_as_orthanc(dw):
+    status, mine, headers = qido(dw.rest.url, "studies")
+    assert status == 200 and headers["Content-Type"] == "application/dicom+json"
+    status, theirs, _ = qido(dw.o.url, "studies")
+    assert status == 200
+    assert uids(mine) == uids(theirs) == sorted(study_uid(s) for s in STUDIES)
+    by_uid = {value(r, "0020000D"): r for r in theirs}
+    for r in mine:
+        ref = by_uid[value(r, "0020000D")]
+        for tag in ("00100020", "00100010", "00080020", "00080030", "00080050", "00200010",
+                    "00080090", "00100030", "00100040"):
+            assert r[tag] == ref[tag], (tag, r[tag], ref[tag])
+        assert sorted(r["00080061"]["Value"]) == sorted(ref["00080061"]["Value"])
+        for tag in ("00201206", "00201208"):  # numbers of related series and instances
+            assert r[tag]["Value"] == ref[tag]["Value"], tag
+        assert r["00081190"]["Value"][0].endswith(f"/dicom-web/studies/{value(r, '0020000D')}")
+        assert value(r, "00081030") == STUDIES[value(r, "0020000D").split(".")[-1]][4]
+
+
+# every query: the studies (1, 2, 3) PS3.4 C.2.2.2 matching gives
+STUDY_QUERIES = [
+    ({"PatientID": "PID1"}, ["1", "2"]),
+    ({"00100020": "PID2"}, ["3"]),                      # a key given as its tag
+    ({"PatientName": "DOE*"}, ["1", "2"]),
+    ({"PatientName": "DOE^JOHN"}, ["1", "2"]),          # '^' percent-encoded by qido()
+    ({"StudyDate": "20210101-"}, ["2", "3"]),
+    ({"StudyDate": "-20210301"}, ["1", "2"]),
+    ({"StudyDate": "20200101-20201231"}, ["1"]),
+    ({"StudyDate": "20220610"}, ["3"]),
+    ({"StudyTime": "090000-120000"}, ["1", "2"]),
+    ({"AccessionNumber": "ACC3"}, ["3"]),
+    ({"AccessionNumber": "ACC?"}, ["1", "2", "3"]),
+    ({"ModalitiesInStudy": "MR"}, ["1", "3"]),
+    ({"ModalitiesInStudy": "CT,MR"}, ["1", "2", "3"]),
+    ({"StudyInstanceUID": f"{study_uid('1')},{study_uid('3')}"}, ["1", "3"]),
+    ({"StudyInstanceUID": f"{study_uid('2')}\\{study_uid('3')}"}, ["2", "3"]),
+    ({"ReferringPhysicianName": "HOUSE^GREG"}, ["1", "3"]),
+    ({"StudyID": "ST2"}, ["2"]),
+    ({"PatientID": "PID1", "StudyDate": "20210101-"}, ["2"]),
+]
+
+
+@pytest.mark.parametrize("params,expected", STUDY_QUERIES)
+def test_qido_study_matching(dw, params, expected):
+    status, mine, _ = qido(dw.rest.url, "studies", **params)
+    assert status == 200, mine
+    assert uids(mine) == [study_uid(s) for s in expected]
+
+
+def test_qido_study_matching_as_findscu(dw):
+    """The same matcher answers C-FIND on the query service's port."""
+    for params, expected in STUDY_QUERIES:
+        keys = [f"{k}={v}" for k, v in params.items() if not k[0].isdigit()]
+        if len(keys) != len(params):
+            continue
+        keys = [k.replace(",", "\\") if k.split("=")[0] in ("StudyInstanceUID",
+                                                            "ModalitiesInStudy") else k
+                for k in keys]
+        p = subprocess.run(["findscu", "-S", "-aet", "FINDSCU", "-aec", "TESSERA", "-X", "-od",
+                            str(dw.base), "-k", "QueryRetrieveLevel=STUDY", "-k",
+                            "StudyInstanceUID", *sum((["-k", k] for k in keys), []),
+                            "127.0.0.1", str(dw.q.port)], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stderr
+        found = sorted(str(pydicom.dcmread(f).StudyInstanceUID) for f in dw.base.glob("rsp*.dcm"))
+        for f in dw.base.glob("rsp*.dcm"):
+            f.unlink()
+        assert found == [study_uid(s) for s in expected], (params, p.stdout + p.stderr)
+
+
+def test_qido_orthanc_plugin_does_not_percent_decode(dw):
+    """PatientName=DOE%5EJOHN is DOE^JOHN (RFC 3986); the plugin matches the encoded text
+    and finds nothing, Tessera decodes it (shared/notes/browser-and-viewers.md)."""
+    path = "/dicom-web/studies?PatientName=DOE%5EJOHN"
+    status, body, _ = get(dw.rest.url, path)
+    assert status == 200 and uids(json.loads(body)) == [study_uid("1"), study_uid("2")]
+    status, body, _ = get(dw.o.url, path)
+    assert status == 200 and json.loads(body) == []
+
+
+def test_qido_series_and_instances_levels(dw):
+    s1 = study_uid("1")
+    status, r, _ = qido(dw.rest.url, f"studies/{s1}/series")
+    assert status == 200 and uids(r, "0020000E") == [series_uid("1.1"), series_uid("1.2")]
+    assert all(value(x, "0020000D") == s1 for x in r)
+    assert all(x["00081190"]["Value"][0].endswith(
+        f"/studies/{s1}/series/{value(x, '0020000E')}") for x in r)
+    status, theirs, _ = qido(dw.o.url, f"studies/{s1}/series")
+    assert uids(theirs, "0020000E") == uids(r, "0020000E")
+    by_uid = {value(x, "0020000E"): x for x in theirs}
+    for x in r:
+        for tag in ("00080060", "00200011", "00201209"):
+            assert x[tag]["Value"] == by_uid[value(x, "0020000E")][tag]["Value"], tag
+
+    status, r, _ = qido(dw.rest.url, "series", Modality="CT")
+    assert uids(r, "0020000E") == [series_uid("1.1"), series_uid("2.1")]
+    # /series answers the study's attributes too (PS3.18 10.6.3.3.2)
+    assert sorted(value(x, "00100020") for x in r) == ["PID1", "PID1"]
+
+    status, r, _ = qido(dw.rest.url, f"studies/{s1}/series/{series_uid('1.1')}/instances")
+    assert status == 200 and uids(r, "00080018") == [sop_uid("1.1", 1), sop_uid("1.1", 2)]
+    for x in r:  # Rows, Columns, BitsAllocated come from the metadata stored at ingest
+        assert x["00280010"] == {"vr": "US", "Value": [128]}
+        assert x["00280011"] == {"vr": "US", "Value": [128]}
+        assert x["00280100"] == {"vr": "US", "Value": [16]}
+        assert x["00080016"]["Value"] == [CT_CLASS]
+    status, theirs, _ = qido(dw.o.url, f"studies/{s1}/series/{series_uid('1.1')}/instances")
+    assert uids(theirs, "00080018") == uids(r, "00080018")
+
+    status, r, _ = qido(dw.rest.url, f"studies/{s1}/instances")
+    assert uids(r, "00080018") == sorted([sop_uid("1.1", 1), sop_uid("1.1", 2), sop_uid("1.2", 1)])
+    status, r, _ = qido(dw.rest.url, "instances", SOPInstanceUID=sop_uid("3.1", 2))
+    assert uids(r, "00080018") == [sop_uid("3.1", 2)]
+    assert value(r[0], "00100020") == "PID2" and value(r[0], "00080060") == "MR"
+    status, r, _ = qido(dw.rest.url, "instances", SOPClassUID=MR_CLASS, InstanceNumber="3")
+    assert uids(r, "00080018") == [sop_uid("3.1", 3)]
+
+
+def test_qido_includefield(dw):
+    # a keyword, a tag, a comma-separated list and a repeated parameter
+    status, r, _ = qido(dw.rest.url, "series", SeriesInstanceUID=series_uid("1.1"),
+                        includefield=["Manufacturer,00180015", "ProtocolName"])
+    assert status == 200 and len(r) == 1
+    ref = pydicom.dcmread(dw.files[0])
+    assert value(r[0], "00080070") == ref.Manufacturer
+    assert "00180015" in r[0] and "00181030" in r[0]
+    # not asked for: not there
+    status, r, _ = qido(dw.rest.url, "series", SeriesInstanceUID=series_uid("1.1"))
+    assert "00080070" not in r[0]
+    # instance level: an attribute the index does not keep comes from the stored metadata
+    status, r, _ = qido(dw.rest.url, "instances", SOPInstanceUID=sop_uid("1.1", 1),
+                        includefield="00280030,KVP")
+    assert r[0]["00280030"]["vr"] == "DS" and len(r[0]["00280030"]["Value"]) == 2
+    assert r[0]["00180060"]["Value"] == [float(ref.KVP)]
+    # all: every attribute but bulk data
+    status, r, _ = qido(dw.rest.url, "instances", SOPInstanceUID=sop_uid("1.1", 1),
+                        includefield="all")
+    assert "00180060" in r[0] and "00080070" in r[0] and "7FE00010" not in r[0]
+    # the plugin ignores includefield=all (shared/notes/browser-and-viewers.md)
+    status, theirs, _ = qido(dw.o.url, "instances", SOPInstanceUID=sop_uid("1.1", 1),
+                             includefield="all")
+    assert "00180060" not in theirs[0]
+
+
+def test_qido_limit_offset(dw):
+    status, everything, _ = qido(dw.rest.url, "instances")
+    assert len(everything) == 8
+    pages = []
+    for offset in (0, 3, 6):
+        status, r, headers = qido(dw.rest.url, "instances", limit=3, offset=offset)
+        assert status == 200 and "Warning" not in headers  # the client's own limit
+        pages.append(uids(r, "00080018"))
+    assert [len(p) for p in pages] == [3, 3, 2]
+    assert sorted(sum(pages, [])) == uids(everything, "00080018")
+
+
+def test_qido_warning_when_the_server_caps(dw):
+    status, r, headers = qido(dw.rest3.url, "instances")
+    assert status == 200 and len(r) == 3
+    assert headers["Warning"].startswith("299 ") and "Additional results" in headers["Warning"]
+    status, r, headers = qido(dw.rest3.url, "studies")  # 3 studies, cap 3: nothing cut
+    assert len(r) == 3 and "Warning" not in headers
+
+
+def test_qido_no_match_is_204(dw):
+    """PS3.18 8.3.4.4.1 (2024e): no match is 204 No Content with an empty payload (the
+    plugin answers 200 with []; CP-2473, not final text, would make it 200)."""
+    status, body, _ = get(dw.rest.url, "/dicom-web/studies?PatientID=NOBODY")
+    assert status == 204 and body == b""
+    status, body, _ = get(dw.o.url, "/dicom-web/studies?PatientID=NOBODY")
+    assert status == 200 and json.loads(body) == []
+
+
+def test_qido_fuzzymatching_folds_case(dw):
+    status, r, _ = qido(dw.rest.url, "studies", PatientName="smith*", fuzzymatching="true")
+    assert uids(r) == [study_uid("3")]
+    status, r, _ = qido(dw.rest.url, "studies", PatientName="smith*", fuzzymatching="false")
+    # without it, person names follow C-FIND's TESSERA_QUERY_CASE_SENSITIVE_PN (off)
+    assert uids(r) == [study_uid("3")]
+
+
+@pytest.mark.parametrize("path,message", [
+    ("studies?StudyDate=20201345", "StudyDate"),
+    ("studies?StudyDate=2020-01-01", "StudyDate"),
+    ("studies?StudyDate=20200101-20201301", "StudyDate"),
+    ("studies?FooBar=1", "FooBar"),
+    ("studies?00191234=1", "is not an attribute Tessera matches on"),
+    ("studies?Modality=CT", "not an attribute of the level"),
+    ("studies?includefield=NoSuchKeyword", "NoSuchKeyword"),
+    ("studies?limit=-1", "limit"),
+    ("studies?offset=x", "offset"),
+    ("studies?fuzzymatching=maybe", "fuzzymatching"),
+    ("studies/not-a-uid/series", "not a UID"),
+])
+def test_qido_bad_requests(dw, path, message):
+    status, body, _ = get(dw.rest.url, f"/dicom-web/{path}")
+    assert status == 400, body
+    assert message in json.loads(body)["Details"]
+
+
+def test_qido_invalid_date_orthanc_plugin_answers_200(dw):
+    """The plugin takes an impossible date and answers 200 (notes); PS3.18 wants 400."""
+    status, _, _ = get(dw.o.url, "/dicom-web/studies?StudyDate=20201345")
+    assert status == 200
+
+
+def test_qido_accept_it_cannot_serve(dw):
+    status, body, _ = get(dw.rest.url, "/dicom-web/studies",
+                          'multipart/related; type="application/dicom+xml"')
+    assert status == 406, body
+    status, body, _ = get(dw.rest.url, "/dicom-web/studies", "application/json, */*;q=0.1")
+    assert status == 200
+
+
+# ---- WADO-RS ---------------------------------------------------------------------
+
+
+def multipart(body, content_type):
+    """The parts of a multipart body: [(headers dict with lower-case names, bytes)]."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    assert m, content_type
+    delim = b"--" + m.group(1).encode()
+    chunks = body.split(delim)
+    assert chunks[-1].strip() in (b"--", b"--\r\n".strip()), "no close delimiter"
+    out = []
+    for chunk in chunks[1:-1]:
+        assert chunk.startswith(b"\r\n") and chunk.endswith(b"\r\n"), chunk[:80]
+        head, _, content = chunk[2:-2].partition(b"\r\n\r\n")
+        headers = dict((k.strip().lower(), v.strip()) for k, _, v in
+                       (line.decode().partition(":") for line in head.split(b"\r\n")))
+        out.append((headers, content))
+    return out
+
+
+def files_of(dw, *prefixes):
+    return sorted(f.read_bytes() for f in dw.files if f.name.startswith(prefixes))
+
+
+def test_wado_retrieve_study_series_instance(dw):
+    s1, se = study_uid("1"), series_uid("1.1")
+    for path, expected in [(f"studies/{s1}", files_of(dw, "1.1-", "1.2-")),
+                           (f"studies/{s1}/series/{se}", files_of(dw, "1.1-")),
+                           (f"studies/{s1}/series/{se}/instances/{sop_uid('1.1', 2)}",
+                            files_of(dw, "1.1-2"))]:
+        status, body, headers = get(dw.rest.url, f"/dicom-web/{path}",
+                                    'multipart/related; type="application/dicom"')
+        assert status == 200, body
+        assert headers["Content-Type"].startswith('multipart/related; type="application/dicom"')
+        parts = multipart(body, headers["Content-Type"])
+        assert sorted(p[1] for p in parts) == expected
+        assert all(p[0]["content-type"] == "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
+                   for p in parts)
+        status, body, headers = get(dw.o.url, f"/dicom-web/{path}")
+        assert sorted(p[1] for p in multipart(body, headers["Content-Type"])) == expected
+    # no Accept, */* and transfer-syntax=* are served as stored
+    for accept in (None, "*/*", 'multipart/related; type="application/dicom"; transfer-syntax=*',
+                   'multipart/related; type="application/dicom"; '
+                   'transfer-syntax=1.2.840.10008.1.2.1'):
+        status, body, headers = get(dw.rest.url, f"/dicom-web/studies/{s1}/series/{se}", accept)
+        assert status == 200 and len(multipart(body, headers["Content-Type"])) == 2
+
+
+@pytest.mark.parametrize("path,status", [
+    (f"studies/{ROOT_UID}.9", 404),
+    (f"studies/{ROOT_UID}.1.1/series/{ROOT_UID}.9", 404),
+    (f"studies/{ROOT_UID}.1.1/series/{ROOT_UID}.2.1.1/instances/{ROOT_UID}.9", 404),
+    (f"studies/{ROOT_UID}.1.2/series/{ROOT_UID}.2.1.1", 404),  # a series of another study
+    ("studies/1.2.x", 400),
+    (f"studies/{ROOT_UID}.9/metadata", 404),
+    (f"studies/{ROOT_UID}.1.1/series/{ROOT_UID}.9/metadata", 404),
+])
+def test_wado_unknown_uids(dw, path, status):
+    got, body, _ = get(dw.rest.url, f"/dicom-web/{path}")
+    assert got == status, body
+
+
+@pytest.mark.parametrize("accept", [
+    "application/dicom+json",
+    'multipart/related; type="application/octet-stream"',
+    'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50',
+])
+def test_wado_retrieve_not_acceptable(dw, accept):
+    status, body, _ = get(dw.rest.url, f"/dicom-web/studies/{study_uid('2')}", accept)
+    assert status == 406, body
+    assert json.loads(body)["Details"]
+
+
+def strip_bulk_uris(meta):
+    return {k: ({"vr": v["vr"], "BulkDataURI": "..."} if "BulkDataURI" in v else v)
+            for k, v in meta.items()}
+
+
+def test_wado_metadata_as_orthanc(dw):
+    s1 = study_uid("1")
+    status, body, headers = get(dw.rest.url, f"/dicom-web/studies/{s1}/metadata")
+    assert status == 200 and headers["Content-Type"] == "application/dicom+json"
+    mine = {value(m, "00080018"): m for m in json.loads(body)}
+    status, body, _ = get(dw.o.url, f"/dicom-web/studies/{s1}/metadata")
+    theirs = {value(m, "00080018"): m for m in json.loads(body)}
+    assert sorted(mine) == sorted(theirs) == sorted(
+        [sop_uid("1.1", 1), sop_uid("1.1", 2), sop_uid("1.2", 1)])
+    for uid, m in mine.items():
+        assert strip_bulk_uris(m) == strip_bulk_uris(theirs[uid]), uid
+        se = value(m, "0020000E")
+        assert m["7FE00010"]["BulkDataURI"].endswith(
+            f"/dicom-web/studies/{s1}/series/{se}/instances/{uid}/bulk/7fe00010")
+    for path in (f"studies/{s1}/series/{series_uid('1.1')}/metadata",
+                 f"studies/{s1}/series/{series_uid('1.1')}/instances/{sop_uid('1.1', 1)}/metadata"):
+        status, body, _ = get(dw.rest.url, f"/dicom-web/{path}", "application/dicom+json")
+        got = json.loads(body)
+        assert status == 200 and len(got) == (2 if path.count("/") == 4 else 1)
+        assert all(g == mine[value(g, "00080018")] for g in got)
+    status, body, _ = get(dw.rest.url, f"/dicom-web/studies/{s1}/metadata",
+                          'multipart/related; type="application/dicom+xml"')
+    assert status == 406
+
+
+def test_wado_series_metadata_reads_no_file(dw):
+    """The metadata of a series comes from the index: with its files moved away it is
+    the same; an instance without stored metadata (stored before the column) is read
+    from its file."""
+    s3, se = study_uid("3"), series_uid("3.1")
+    path = f"/dicom-web/studies/{s3}/series/{se}/metadata"
+    before = json.loads(get(dw.rest.url, path)[1])
+    rows = dw.sql("SELECT a.uuid::text FROM attachments a JOIN instances i ON i.resource_id ="
+                  " a.resource_id WHERE i.sop_instance_uid LIKE %s", (sop_uid("3.1", "%"),))
+    files = [f for f in dw.stored_files() if f.name in {r[0] for r in rows}]
+    assert len(files) == 3
+    for f in files:
+        f.rename(f.with_suffix(".away"))
+    try:
+        status, body, _ = get(dw.rest.url, path)
+        assert status == 200 and json.loads(body) == before
+    finally:
+        for f in files:
+            f.with_suffix(".away").rename(f)
+    dw.sql("UPDATE instances SET dicomweb = NULL WHERE sop_instance_uid = %s", (sop_uid("3.1", 2),))
+    status, body, _ = get(dw.rest.url, path)
+    assert status == 200 and json.loads(body) == before
+
+
+def test_wado_bulk_data_and_frames(dw):
+    s2, se, i = study_uid("2"), series_uid("2.1"), sop_uid("2.1", 1)
+    ds = pydicom.dcmread(dw.data / "2.1-1.dcm")
+    meta = json.loads(get(dw.rest.url, f"/dicom-web/studies/{s2}/series/{se}/instances/{i}/metadata")[1])
+    uri = meta[0]["7FE00010"]["BulkDataURI"]
+    path = uri[uri.index("/dicom-web/"):]
+    status, body, headers = get(dw.rest.url, path)
+    assert status == 200 and 'type="application/octet-stream"' in headers["Content-Type"]
+    parts = multipart(body, headers["Content-Type"])
+    assert [p[1] for p in parts] == [ds.PixelData]
+    base = f"/dicom-web/studies/{s2}/series/{se}/instances/{i}"
+    status, body, headers = get(dw.rest.url, f"{base}/frames/1",
+                                'multipart/related; type="application/octet-stream"')
+    assert status == 200 and [p[1] for p in multipart(body, headers["Content-Type"])] == [ds.PixelData]
+    assert get(dw.rest.url, f"{base}/frames/2")[0] == 404
+    assert get(dw.rest.url, f"{base}/frames/0")[0] == 400
+    assert get(dw.rest.url, f"{base}/frames/1,x")[0] == 400
+    assert get(dw.rest.url, f"{base}/bulk/00100010/1/00100020")[0] == 404
+    assert get(dw.rest.url, f"{base}/frames/1", "image/jpeg")[0] == 406
+
+
+def rss_peak_kb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_wado_study_is_streamed_with_flat_memory(dw, tmp_path):
+    """A study of 24 instances of 4 MiB (96 MiB) read slowly: rest's peak RSS grows far
+    less than the study (the ZIP archive's rule)."""
+    src = pydicom.dcmread(dw.files[0])
+    src.Rows = src.Columns = 1448
+    src.PixelData = os.urandom(1448 * 1448 * 2)
+    big = study_uid("99")
+    for n in range(24):
+        src.StudyInstanceUID, src.SeriesInstanceUID = big, f"{big}.1"
+        src.SOPInstanceUID = src.file_meta.MediaStorageSOPInstanceUID = f"{big}.1.{n}"
+        p = tmp_path / f"big{n}.dcm"
+        src.save_as(p)
+        assert http(dw.rest.url, "POST", "/instances", p.read_bytes())[0] == 200
+        p.unlink()
+    pid = dw.rest.proc.pid
+    before = rss_peak_kb(pid)
+    import urllib.request
+    total = 0
+    with urllib.request.urlopen(dw.rest.url + f"/dicom-web/studies/{big}", timeout=120) as r:
+        while chunk := r.read(1 << 20):
+            total += len(chunk)
+    grown = rss_peak_kb(pid) - before
+    assert total > 24 * 1448 * 1448 * 2
+    print(f"streamed {total} bytes; rest peak RSS {before} kB before, grew by {grown} kB")
+    assert grown < 16 * 1024, grown
+
+
+# ---- STOW-RS -----------------------------------------------------------------------
+
+BOUNDARY = "tessera-test-boundary-0123456789"
+
+
+def multipart_body(parts, boundary=BOUNDARY, close=True):
+    """parts: [(content type or None, bytes)]."""
+    out = b""
+    for ctype, data in parts:
+        out += f"--{boundary}\r\n".encode()
+        if ctype:
+            out += f"Content-Type: {ctype}\r\n".encode()
+        out += b"\r\n" + data + b"\r\n"
+    if close:
+        out += f"--{boundary}--\r\n".encode()
+    return out
+
+
+STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+
+
+def stow(url, path, body, content_type=STOW_TYPE):
+    status, data, headers = http(url, "POST", f"/dicom-web/{path}", body,
+                                 {"Content-Type": content_type,
+                                  "Accept": "application/dicom+json"})
+    return status, (json.loads(data) if data else None), headers
+
+
+def new_instances(tmp_path, study, count, series=None):
+    """count files of a new study (from CT_small.dcm)."""
+    out = []
+    for i in range(count):
+        ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+        ds.PatientID = "STOW"
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series or f"{study}.1"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{study}.1.{i + 1}"
+        p = tmp_path / f"{study}-{i}.dcm"
+        ds.save_as(p)
+        out.append(p)
+    return out
+
+
+def referenced(rsp):
+    return sorted(value(i, "00081155") for i in rsp.get("00081199", {}).get("Value", []))
+
+
+def failed(rsp):
+    return [(value(i, "00081155"), value(i, "00081197"))
+            for i in rsp.get("00081198", {}).get("Value", [])]
+
+
+def test_stow_ten_parts_three_bad(dw, tmp_path):
+    """7 good parts are stored, the 3 bad ones listed with their reasons: 202 (PS3.18
+    10.5.3: some stored, some failed). Sent with curl, as a client would."""
+    study = study_uid("10")
+    good = new_instances(tmp_path, study, 7)
+    other = new_instances(tmp_path, study_uid("11"), 1)[0]
+    parts = [("application/dicom", p.read_bytes()) for p in good[:3]]
+    parts.append(("application/dicom", b"this is not DICOM at all" * 20))
+    parts += [("application/dicom", p.read_bytes()) for p in good[3:5]]
+    parts.append(("application/dicom", other.read_bytes()))   # another study than the URL's
+    parts.append(("application/dicom", good[0].read_bytes()[:300]))  # a cut file
+    parts += [("application/dicom", p.read_bytes()) for p in good[5:]]
+    assert len(parts) == 10
+    body = tmp_path / "body"
+    body.write_bytes(multipart_body(parts))
+    p = subprocess.run(["curl", "-sS", "-o", str(tmp_path / "rsp"), "-w", "%{http_code}",
+                        "-H", f"Content-Type: {STOW_TYPE}", "-H", "Accept: application/dicom+json",
+                        "--data-binary", f"@{body}", f"{dw.rest.url}/dicom-web/studies/{study}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.stdout == "202", p.stdout + p.stderr
+    rsp = json.loads((tmp_path / "rsp").read_text())
+    assert referenced(rsp) == sorted(f"{study}.1.{i}" for i in range(1, 8))
+    assert failed(rsp) == [(None, 0xC000), (f"{study_uid('11')}.1.1", 0x0110), (None, 0xC000)]
+    assert rsp["00081190"]["Value"][0].endswith(f"/dicom-web/studies/{study}")
+    for item in rsp["00081199"]["Value"]:
+        assert item["00081190"]["Value"][0].endswith(f"/instances/{value(item, '00081155')}")
+        assert value(item, "00081150") == CT_CLASS
+    status, r, _ = qido(dw.rest.url, f"studies/{study}/instances")
+    assert len(r) == 7
+    assert dw.sql("SELECT count(*) FROM studies WHERE study_instance_uid = %s",
+                  (study_uid("11"),))[0][0] == 0
+    assert dw.temp_files() == []
+    # what C-FIND sees through the query service
+    q = subprocess.run(["findscu", "-S", "-aet", "FINDSCU", "-aec", "TESSERA", "-X", "-od",
+                        str(tmp_path), "-k", "QueryRetrieveLevel=IMAGE", "-k",
+                        f"StudyInstanceUID={study}", "-k", "SeriesInstanceUID", "-k",
+                        "SOPInstanceUID", "127.0.0.1", str(dw.q.port)],
+                       capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0
+    assert sorted(str(pydicom.dcmread(f).SOPInstanceUID) for f in tmp_path.glob("rsp*.dcm")) == \
+        referenced(rsp)
+
+
+def test_stow_all_stored_200_none_stored_409(dw, tmp_path):
+    study = study_uid("12")
+    files = new_instances(tmp_path, study, 2)
+    status, rsp, headers = stow(dw.rest.url, "studies",
+                                multipart_body([("application/dicom", f.read_bytes())
+                                                for f in files]))
+    assert status == 200 and headers["Content-Type"] == "application/dicom+json"
+    assert referenced(rsp) == [f"{study}.1.1", f"{study}.1.2"] and "00081198" not in rsp
+    # again: already stored counts as stored
+    status, rsp, _ = stow(dw.rest.url, f"studies/{study}",
+                          multipart_body([("application/dicom", files[0].read_bytes())]))
+    assert status == 200 and referenced(rsp) == [f"{study}.1.1"]
+    # every part refused: 409
+    status, rsp, _ = stow(dw.rest.url, f"studies/{study_uid('1')}",
+                          multipart_body([("application/dicom", f.read_bytes()) for f in files]))
+    assert status == 409 and referenced(rsp) == [] and len(failed(rsp)) == 2
+    # a part that is not application/dicom is refused as a part
+    status, rsp, _ = stow(dw.rest.url, "studies",
+                          multipart_body([("application/dicom", files[0].read_bytes()),
+                                          ("text/plain", b"hello")]))
+    assert status == 202 and failed(rsp) == [(None, 0xC000)]
+
+
+@pytest.mark.parametrize("content_type,body,status,message", [
+    ('multipart/related; type="application/dicom"', multipart_body([(None, b"x")]), 400,
+     "no boundary"),
+    (STOW_TYPE, b"--some-other-boundary\r\n\r\nx\r\n--some-other-boundary--\r\n", 400,
+     "never appears"),
+    (STOW_TYPE, multipart_body([("application/dicom", b"DICM" * 100)], close=False)[:-2], 400,
+     "truncated"),
+    (STOW_TYPE, b"", 400, "empty"),
+    (STOW_TYPE, f"--{BOUNDARY}--\r\n".encode(), 400, "no part"),
+    ("application/dicom", b"DICM", 415, "multipart/related"),
+    (f'multipart/related; type="application/dicom+json"; boundary={BOUNDARY}',
+     multipart_body([(None, b"{}")]), 415, "application/dicom+json"),
+])
+def test_stow_malformed(dw, content_type, body, status, message):
+    got, rsp, _ = stow(dw.rest.url, "studies", body, content_type)
+    assert got == status, rsp
+    assert message in rsp["Details"]
+    assert dw.temp_files() == []
+
+
+def test_stow_truncated_body_stores_nothing(dw, tmp_path):
+    study = study_uid("13")
+    files = new_instances(tmp_path, study, 2)
+    body = multipart_body([("application/dicom", f.read_bytes()) for f in files])
+    status, rsp, _ = stow(dw.rest.url, "studies", body[:len(body) - 4000])
+    assert status == 400 and "part 2 is truncated" in rsp["Details"]
+    assert dw.sql("SELECT count(*) FROM studies WHERE study_instance_uid = %s", (study,))[0][0] == 0
+
+
+def test_stow_orthanc_plugin_answers_200_to_a_missing_boundary(dw):
+    """The plugin answers 200 to a body whose boundary never appears (notes); Tessera
+    400 (above)."""
+    status, _, _ = stow(dw.o.url, "studies",
+                        b"--some-other-boundary\r\n\r\nx\r\n--some-other-boundary--\r\n")
+    assert status == 200
+
+
+# ---- npm's dicomweb-client ---------------------------------------------------------
+
+CLIENT = Path(__file__).resolve().parent / "dicomweb_client"
+
+
+@pytest.fixture(scope="session")
+def dwclient():
+    """npm ci of the pinned dicomweb-client and xhr2 (package-lock.json), once per run."""
+    import shutil
+    npm = shutil.which("npm")
+    assert npm, "npm is needed for dicomweb-client (scripts/test installs Node.js)"
+    stamp = CLIENT / "node_modules" / ".package-lock.json"
+    if not stamp.exists() or stamp.stat().st_mtime < (CLIENT / "package-lock.json").stat().st_mtime:
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENT, check=True,
+                       capture_output=True, timeout=600)
+
+    def run(url, op, **args):
+        p = subprocess.run(["node", str(CLIENT / "client.js"), url + "/dicom-web", op,
+                            json.dumps(args)], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        assert "error" not in out, out
+        return out["result"]
+    return run
+
+
+def test_dicomweb_client_store_search_retrieve(dw, dwclient, tmp_path):
+    import hashlib
+    study = study_uid("20")
+    files = new_instances(tmp_path, study, 3)
+    rsp = dwclient(dw.rest.url, "store", files=[str(f) for f in files], studyInstanceUID=study)
+    assert referenced(rsp) == sorted(f"{study}.1.{i}" for i in (1, 2, 3))
+    studies = dwclient(dw.rest.url, "searchForStudies", queryParams={"PatientID": "STOW"})
+    assert study in uids(studies)
+    series = dwclient(dw.rest.url, "searchForSeries", studyInstanceUID=study)
+    assert uids(series, "0020000E") == [f"{study}.1"]
+    inst = dwclient(dw.rest.url, "searchForInstances", studyInstanceUID=study,
+                    seriesInstanceUID=f"{study}.1")
+    assert uids(inst, "00080018") == referenced(rsp)
+    meta = dwclient(dw.rest.url, "retrieveSeriesMetadata", studyInstanceUID=study,
+                    seriesInstanceUID=f"{study}.1")
+    assert sorted(value(m, "00080018") for m in meta) == referenced(rsp)
+    # the same files to Orthanc's plugin through the same client: the same metadata
+    dwclient(dw.o.url, "store", files=[str(f) for f in files])
+    theirs = dwclient(dw.o.url, "retrieveSeriesMetadata", studyInstanceUID=study,
+                      seriesInstanceUID=f"{study}.1")
+    by_uid = {value(m, "00080018"): strip_bulk_uris(m) for m in theirs}
+    assert all(strip_bulk_uris(m) == by_uid[value(m, "00080018")] for m in meta)
+    digest = dwclient(dw.rest.url, "retrieveInstance", studyInstanceUID=study,
+                      seriesInstanceUID=f"{study}.1", sopInstanceUID=f"{study}.1.2")
+    assert digest == hashlib.sha256(files[1].read_bytes()).hexdigest()
+    digests = dwclient(dw.rest.url, "retrieveSeries", studyInstanceUID=study,
+                       seriesInstanceUID=f"{study}.1")
+    assert digests == sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
+    frames = dwclient(dw.rest.url, "retrieveInstanceFrames", studyInstanceUID=study,
+                      seriesInstanceUID=f"{study}.1", sopInstanceUID=f"{study}.1.1",
+                      frameNumbers=[1])
+    pixels = pydicom.dcmread(files[0]).PixelData
+    assert frames == [hashlib.sha256(pixels).hexdigest()]
+    bulk = dwclient(dw.rest.url, "retrieveBulkData",
+                    BulkDataURI=[m for m in meta if value(m, "00080018") == f"{study}.1.1"][0]
+                    ["7FE00010"]["BulkDataURI"])
+    assert bulk == [hashlib.sha256(pixels).hexdigest()]
