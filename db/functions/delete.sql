@@ -4,7 +4,7 @@
 -- the deleter (deletion_purge: it removes them and queues their files), and
 -- appends a Deleted change for each removed resource that a client named or
 -- saw disappear (the resource and its emptied ancestors; not one per
--- descendant). Its cost is a few set-based statements whatever the size of
+-- descendant), or empties the change log when nothing is left. Its cost is a few set-based statements whatever the size of
 -- the subtree (migration 0007 says why there are no foreign keys to cascade).
 --
 -- Concurrency (the caller runs it READ COMMITTED: every statement takes a new
@@ -125,6 +125,13 @@ BEGIN
         removed := removed + tessera_remove_subtree(anc.id);
         INSERT INTO changes (change_type, level, public_id) VALUES ('Deleted', anc.level, anc.public_id);
     END LOOP;
+    -- The last patient gone, the change log is emptied as Orthanc's is; Seq
+    -- goes on from change_counter, which keeps the last one given (/changes
+    -- answers it as Last). One statement, so one snapshot: a resource stored
+    -- meanwhile keeps its changes, or they are not visible here yet.
+    IF remaining_id IS NULL THEN
+        DELETE FROM changes WHERE NOT EXISTS (SELECT 1 FROM resources);
+    END IF;
     status := 'deleted';
 END
 $$;

@@ -111,7 +111,7 @@ BEGIN
             INSERT INTO patients (resource_id, patient_id, patient_name, patient_name_norm,
                                   patient_birth_date, patient_sex, main_tags)
             VALUES (pat.id, coalesce(t->>'PatientID', ''), t->>'PatientName',
-                    upper(t->>'PatientName'), t->>'PatientBirthDate', t->>'PatientSex', t);
+                    tessera_fold(t->>'PatientName'), t->>'PatientBirthDate', t->>'PatientSex', t);
         END IF;
 
         SELECT * INTO stu FROM tessera_upsert_resource(1::smallint, p_ids[2], pat.id);
@@ -122,7 +122,7 @@ BEGIN
                                  referring_physician_norm, main_tags)
             VALUES (stu.id, t->>'StudyInstanceUID', t->>'StudyDate', t->>'StudyTime',
                     t->>'AccessionNumber', t->>'StudyDescription', t->>'ReferringPhysicianName',
-                    upper(t->>'ReferringPhysicianName'), t);
+                    tessera_fold(t->>'ReferringPhysicianName'), t);
         END IF;
 
         SELECT * INTO ser FROM tessera_upsert_resource(2::smallint, p_ids[3], stu.id);

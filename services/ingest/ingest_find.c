@@ -37,6 +37,14 @@ void ingest_find_clear(ingest_find *f)
     f->query = NULL;
 }
 
+/* C-FIND's matching: person names without case unless
+ * TESSERA_QUERY_CASE_SENSITIVE_PN. */
+static Tessera__CaseMatching case_matching(const ingest_find *f)
+{
+    return f->case_sensitive ? TESSERA__CASE_MATCHING__CASE_EXACT
+                             : TESSERA__CASE_MATCHING__CASE_FOLD_PERSON_NAMES;
+}
+
 static bool parse_level(const char *s, Tessera__ResourceLevel *out)
 {
     static const char *const names[] = {"PATIENT", "STUDY", "SERIES", "IMAGE"};
@@ -149,7 +157,7 @@ uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts
         requested[i] = rq->keys[i].tag;
     req.n_requested_tags = n;
     req.requested_tags = requested;
-    req.case_sensitive = f->case_sensitive;
+    req.case_matching = case_matching(f);
 
     for (;;) {
         long want = f->limit - sent < PAGE ? f->limit - sent : PAGE;
@@ -223,7 +231,7 @@ uint16_t ingest_find_instances(void *user, const ts_dicom_assoc *assoc, const ts
     if (!relay_level(rq->model, rq->level, assoc, op, &req.level, comment, comment_size))
         return TS_QR_IDENTIFIER_MISMATCH;
     relay_query_keys(rq->keys, rq->nkeys, &req, &tvs, &tv_ptrs);
-    req.case_sensitive = f->case_sensitive;
+    req.case_matching = case_matching(f);
     req.retrieve = true;
     status = relay_call(f, &req, assoc, op, rq->level, &rep, comment, comment_size);
     if (status != TS_QR_SUCCESS)

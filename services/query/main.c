@@ -30,7 +30,7 @@ typedef struct query_service {
     query_bus_ctx bus;
     const char *aet;
     long limit;
-    bool case_sensitive;
+    query_case case_matching; /* of C-FIND and the instances of C-MOVE/C-GET */
     ts_store *store;
     int timeout_s;
     _Atomic(ts_dicom_qr_scp *) scp;
@@ -93,7 +93,7 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
     query_spec spec = {.level = level,
                        .keys = keys,
                        .nkeys = rq->nkeys,
-                       .case_sensitive = svc->case_sensitive,
+                       .case_matching = svc->case_matching,
                        .limit = svc->limit};
     int rc = query_run(svc->db, &spec, &res, &err);
     if (rc) {
@@ -167,7 +167,7 @@ static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_
         abort();
     for (size_t i = 0; i < rq->nkeys; i++)
         keys[i] = (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
-    int rc = query_retrieve_run(svc->db, level, keys, rq->nkeys, svc->case_sensitive, &res, &err);
+    int rc = query_retrieve_run(svc->db, level, keys, rq->nkeys, svc->case_matching, &res, &err);
     free(keys);
     if (rc) {
         uint16_t status = rc == TS_EINVAL                               ? TS_QR_IDENTIFIER_MISMATCH
@@ -246,7 +246,8 @@ int main(int argc, char **argv)
     }
     svc.aet = ts_config_str("TESSERA_DICOM_AET");
     svc.limit = ts_config_int("TESSERA_QUERY_LIMIT");
-    svc.case_sensitive = ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN");
+    svc.case_matching =
+        ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN") ? QUERY_CASE_EXACT : QUERY_CASE_FOLD_PN;
     svc.bus = (query_bus_ctx){.db = svc.db, .limit = svc.limit};
     svc.timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT");
     if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.store, &err))

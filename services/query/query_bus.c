@@ -28,6 +28,20 @@ static Tessera__FindStatus status_of(int rc)
     }
 }
 
+/* The bus's case matching in the matcher's terms (an unknown value: exact). */
+static query_case case_of(Tessera__CaseMatching cm)
+{
+    switch (cm) {
+    case TESSERA__CASE_MATCHING__CASE_FOLD_PERSON_NAMES:
+        return QUERY_CASE_FOLD_PN;
+    case TESSERA__CASE_MATCHING__CASE_FOLD_TEXT:
+        return QUERY_CASE_FOLD_TEXT;
+    case TESSERA__CASE_MATCHING__CASE_EXACT:
+    default:
+        return QUERY_CASE_EXACT;
+    }
+}
+
 static int build_keys(const Tessera__FindRequest *req, query_key **out, size_t *n, ts_err *err)
 {
     size_t extra = req->expand ? query_tag_count() : 0;
@@ -90,7 +104,7 @@ static int retrieve_reply(query_bus_ctx *ctx, const Tessera__FindRequest *req,
     if (rc)
         return rc;
     rc = query_retrieve_run(ctx->db, (ts_level)req->level, keys, req->n_query,
-                            req->case_sensitive, res, err);
+                            case_of(req->case_matching), res, err);
     free(keys);
     if (rc)
         return rc;
@@ -152,7 +166,7 @@ int query_bus_handle(void *user, const uint8_t *buf, size_t len, uint8_t **reply
     query_spec spec = {.level = (ts_level)req->level,
                        .keys = keys,
                        .nkeys = nkeys,
-                       .case_sensitive = req->case_sensitive,
+                       .case_matching = case_of(req->case_matching),
                        .limit = req->limit > 0 && req->limit < ctx->limit ? req->limit : ctx->limit,
                        .since = req->since};
     if ((rc = query_run(ctx->db, &spec, &res, &err)))

@@ -22,7 +22,7 @@ typedef enum {
 typedef struct tag_def {
     query_tag_info info;
     const char *expr; /* SQL of the value, on the aliases of query_build() */
-    const char *norm; /* upper-cased column for case-insensitive names, or NULL */
+    const char *norm; /* column of tessera_fold(expr) for case-insensitive names, or NULL */
     match_kind kind;
 } tag_def;
 
@@ -328,13 +328,39 @@ static int add_param(builder *b, const char *value, ts_err *err)
     return b->nparams;
 }
 
+/* Whether a key's value is compared without case. Under QUERY_CASE_FOLD_TEXT
+ * a value made only of ASCII characters that are not letters, with no '?',
+ * matches the same values folded or not (folding changes letters only, and
+ * '*' takes any length a folded letter has: 'ß' folds to 'SS'), so it is
+ * compared as it is and the plain index serves: UIDs, numbers, most ids. */
+static bool folds(const tag_def *d, query_case cm, const char *value)
+{
+    switch (cm) {
+    case QUERY_CASE_EXACT:
+        return false;
+    case QUERY_CASE_FOLD_PN:
+        return strcmp(d->info.vr, "PN") == 0;
+    case QUERY_CASE_FOLD_TEXT:
+        for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+            if (*p >= 0x80 || isalpha(*p) || *p == '?')
+                return true;
+        return false;
+    }
+    return false;
+}
+
 /* Adds the condition of one key with a non-empty value to b->where. */
-static int add_condition(builder *b, const tag_def *d, const char *value, bool case_sensitive,
+static int add_condition(builder *b, const tag_def *d, const char *value, query_case cm,
                          ts_err *err)
 {
     const char *vr = d->info.vr;
     bool wildcard = strpbrk(value, "*?") != NULL;
     bool list = strchr(value, '\\') != NULL;
+    /* folded with Unicode's case rules on both sides (tessera_fold, migration
+     * 0008): accents are kept */
+    bool fold = folds(d, cm, value);
+    const char *fold_open = fold ? "tessera_fold(" : "";
+    const char *fold_close = fold ? ")" : "";
     int n;
 
     /* "*" alone (or "**"...) matches everything, empty values included. */
@@ -353,7 +379,12 @@ static int add_condition(builder *b, const tag_def *d, const char *value, bool c
             b->params[n - 1] = pat;
             sb_add(&b->where,
                    " AND EXISTS (SELECT 1 FROM unnest(st.modalities_in_study) m"
-                   " WHERE m LIKE $%d)",
+                   " WHERE %sm%s LIKE %s$%d%s)",
+                   fold_open, fold_close, fold_open, n, fold_close);
+        } else if (fold) {
+            sb_add(&b->where,
+                   " AND EXISTS (SELECT 1 FROM unnest(st.modalities_in_study) m"
+                   " WHERE tessera_fold(m) = ANY (string_to_array(tessera_fold($%d), chr(92))))",
                    n);
         } else {
             sb_add(&b->where, " AND st.modalities_in_study && string_to_array($%d, chr(92))", n);
@@ -421,19 +452,18 @@ static int add_condition(builder *b, const tag_def *d, const char *value, bool c
         return 0;
     }
 
-    bool pn_folded = strcmp(vr, "PN") == 0 && !case_sensitive;
+    /* the stored column of folded values, or the expression of the folding
+     * (that the indexes of migration 0009 are built on) */
     const char *col = d->expr;
     char folded[256];
-    if (pn_folded) {
+    if (fold) {
         if (d->norm)
             col = d->norm;
         else {
-            snprintf(folded, sizeof(folded), "upper(%s)", d->expr);
+            snprintf(folded, sizeof(folded), "tessera_fold(%s)", d->expr);
             col = folded;
         }
     }
-    const char *fold_open = pn_folded ? "upper(" : "";
-    const char *fold_close = pn_folded ? ")" : "";
 
     if (list) {
         /* UID list (and, by extension, a list of values for any VR): any of them */
@@ -519,7 +549,7 @@ int query_build(const query_spec *spec, query_sql *out, ts_err *err)
             out->key_col[k] = out->ncols++;
         }
         const char *v = key->value ? key->value : "";
-        if (*v && (rc = add_condition(&b, d, v, spec->case_sensitive, err)) < 0)
+        if (*v && (rc = add_condition(&b, d, v, spec->case_matching, err)) < 0)
             goto fail;
     }
     out->file_col = -1;
@@ -612,7 +642,7 @@ fail:
 }
 
 int query_retrieve_run(ts_db_pool *pool, ts_level level, const query_key *keys, size_t nkeys,
-                       bool case_sensitive, query_result *out, ts_err *err)
+                       query_case case_matching, query_result *out, ts_err *err)
 {
     /* the key that names one resource of each level */
     static const uint32_t unique_key[] = {TS_TAG_PATIENT_ID, TS_TAG_STUDY_INSTANCE_UID,
@@ -641,7 +671,7 @@ int query_retrieve_run(ts_db_pool *pool, ts_level level, const query_key *keys, 
     query_spec spec = {.level = TS_LEVEL_INSTANCE,
                        .keys = all,
                        .nkeys = nkeys + 1,
-                       .case_sensitive = case_sensitive,
+                       .case_matching = case_matching,
                        .with_file = true};
     int rc = query_run(pool, &spec, out, err);
     free(all);

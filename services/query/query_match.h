@@ -20,11 +20,20 @@ typedef struct query_key {
     const char *value;
 } query_key;
 
+/* How values are compared with the stored ones. Without case, both sides are
+ * folded with Unicode's rules (tessera_fold: accents kept). */
+typedef enum query_case {
+    QUERY_CASE_FOLD_PN = 0, /* person names without case, every other VR exactly:
+                               C-FIND (PS3.4 C.2.2.2.1 allows it for PN only) */
+    QUERY_CASE_EXACT,       /* every value exactly */
+    QUERY_CASE_FOLD_TEXT,   /* every text value without case (/tools/find's default) */
+} query_case;
+
 typedef struct query_spec {
     ts_level level;
     const query_key *keys;
     size_t nkeys;
-    bool case_sensitive; /* person names; other VRs follow the standard */
+    query_case case_matching;
     long limit;          /* rows at most (0: no limit); one more is fetched to tell truncation */
     long since;          /* rows to skip (the bus's paging) */
     bool with_file;      /* INSTANCE level: also the uuid of the DICOM file (C-MOVE) */
@@ -79,7 +88,7 @@ int query_run(ts_db_pool *pool, const query_spec *spec, query_result *out, ts_er
  * Matched at INSTANCE level with the files (with_file); the result's key
  * `nkeys` is the SOPInstanceUID. No limit. */
 int query_retrieve_run(ts_db_pool *pool, ts_level level, const query_key *keys, size_t nkeys,
-                       bool case_sensitive, query_result *out, ts_err *err);
+                       query_case case_matching, query_result *out, ts_err *err);
 /* Public id of row `row`. */
 const char *query_result_id(const query_result *r, int row);
 /* The value of spec key `key` in row `row`: "" when absent or unknown. */

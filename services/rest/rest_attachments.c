@@ -11,8 +11,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
 #include "config.h"
 #include "ids.h"
 #include "log.h"
@@ -157,7 +155,9 @@ void rest_list_attachments(rest_request *req)
 }
 
 /* Looks up one attachment: col[0] whether the resource exists, col[1] uuid,
- * col[2] size, col[3] md5, col[4] revision. Answers 404s itself. */
+ * col[2] size, col[3] md5, col[4] revision. Answers 404s itself, and, as every
+ * read of an attachment has its ETag, If-None-Match (304, or 400 when
+ * malformed): false when the request has been answered. */
 static bool lookup(rest_request *req, const char *lv, const char *type_s, rest_row *r)
 {
     const char *params[] = {req->seg[1], lv, type_s};
@@ -167,15 +167,14 @@ static bool lookup(rest_request *req, const char *lv, const char *type_s, rest_r
     r->ncols = 5;
     if (!rest_row_query(req, TS_DB_READ, r))
         return false;
-    if (!r->col[0] || strcmp(r->col[0], "true") != 0) {
+    if (!r->col[0] || strcmp(r->col[0], "true") != 0)
         rest_reply_unknown_resource(req);
-        return false;
-    }
-    if (!r->col[1]) {
+    else if (!r->col[1])
         rest_reply_error(req, 404, 7, "Accessing an inexistent item", "no such attachment");
-        return false;
-    }
-    return true;
+    else if (!rest_etag_read(req, r->col[4] ? r->col[4] : "0", r->col[3] ? r->col[3] : ""))
+        return true;
+    rest_row_clear(r); /* answered */
+    return false;
 }
 
 /* GET /{level}/{id}/attachments/{name}: the operations Orthanc lists. */
@@ -225,9 +224,7 @@ void rest_attachment_get(rest_request *req)
             rest_reply_error(req, 404, 7, "Accessing an inexistent item",
                              "the attachment's file is gone");
         } else {
-            /* ETag from the stored MD5: the data is not read twice */
-            snprintf(req->etag, sizeof(req->etag), "\"%s-%s\"", r.col[4] ? r.col[4] : "0",
-                     r.col[3] ? r.col[3] : "");
+            /* the ETag (lookup's) is of the stored MD5: the data is not read twice */
             rest_reply_file(req, fd, (size_t)st.st_size,
                             strcmp(type_s, "1") == 0 ? "application/dicom"
                                                      : "application/octet-stream");
@@ -236,15 +233,6 @@ void rest_attachment_get(rest_request *req)
         rest_reply_unknown_resource(req);
     }
     rest_row_clear(&r);
-}
-
-static void md5_hex(const void *data, size_t len, char out[33])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned n = 0;
-    EVP_Digest(data, len, md, &n, EVP_md5(), NULL);
-    for (unsigned i = 0; i < n && i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
 /* PUT /{level}/{id}/attachments/{name}: the body is the data. */
@@ -267,7 +255,7 @@ void rest_attachment_put(rest_request *req)
         rest_reply_error(req, 507, 13, "Error in the storage area", err.msg);
         return;
     }
-    md5_hex(req->body ? req->body : "", req->body_len, md5);
+    rest_md5_hex(req->body ? req->body : "", req->body_len, md5);
     snprintf(size_s, sizeof(size_s), "%zu", req->body_len);
     snprintf(rev, sizeof(rev), "%ld", match);
     const char *params[] = {req->seg[1], lv, type_s, uuid, size_s, md5, match >= 0 ? rev : NULL};

@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,15 +17,73 @@ int rest_level_of_plural(const char *s)
     return -1;
 }
 
-void rest_set_etag(rest_request *req, const char *revision, const void *data, size_t len)
+void rest_md5_hex(const void *data, size_t len, char out[33])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
     EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL);
-    char hex[33];
+    out[0] = '\0';
     for (unsigned i = 0; i < mdlen && i < 16; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+void rest_set_etag(rest_request *req, const char *revision, const void *data, size_t len)
+{
+    char hex[33];
+    rest_md5_hex(data, len, hex);
     snprintf(req->etag, sizeof(req->etag), "\"%s-%s\"", revision, hex);
+}
+
+/* A revision as Orthanc reads one (boost::lexical_cast<int64_t>): an optional
+ * sign and digits, nothing else, within int64. */
+static bool parse_revision(const char *s, size_t n, long long *out)
+{
+    size_t i = n && (s[0] == '+' || s[0] == '-') ? 1 : 0;
+    if (i == n || n - i > 19)
+        return false;
+    unsigned long long v = 0;
+    for (; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    if (v > (unsigned long long)INT64_MAX)
+        return false;
+    *out = s[0] == '-' ? -(long long)v : (long long)v;
+    return true;
+}
+
+bool rest_etag_read(rest_request *req, const char *revision, const char *md5)
+{
+    snprintf(req->etag, sizeof(req->etag), "\"%s-%s\"", revision, md5);
+    const char *h = rest_header(req, "If-None-Match");
+    if (!h)
+        return false;
+    /* Orthanc's reading: the quotes around it dropped, then the revision up to
+     * the first '-' and the MD5 after it; anything else is a bad request */
+    size_t n = strlen(h);
+    const char *s = h;
+    if (n >= 2 && s[0] == '"' && s[n - 1] == '"') {
+        s++;
+        n -= 2;
+    }
+    const char *dash = memchr(s, '-', n);
+    long long rev;
+    if (!dash || !parse_revision(s, (size_t)(dash - s), &rev)) {
+        char details[200];
+        snprintf(details, sizeof(details),
+                 "The \"If-None-Match\" HTTP header should contain the ETag (revision followed "
+                 "by MD5 hash), but found: %.60s",
+                 h);
+        rest_reply_error(req, 400, 3, "Parameter out of range", details);
+        return true;
+    }
+    size_t md5_len = n - (size_t)(dash + 1 - s);
+    if (rev == atoll(revision) && md5_len == strlen(md5) && memcmp(dash + 1, md5, md5_len) == 0) {
+        rest_reply_empty(req, 304);
+        return true;
+    }
+    return false;
 }
 
 long rest_if_match(rest_request *req)
@@ -37,7 +96,7 @@ long rest_if_match(rest_request *req)
     char *end;
     long rev = strtol(h, &end, 10);
     if (end == h || rev < 0 || (*end && *end != '-' && *end != '"' && *end != ' ')) {
-        rest_reply_error(req, 400, 4, "Parameter out of range",
+        rest_reply_error(req, 400, 3, "Parameter out of range",
                          "the \"If-Match\" HTTP header should contain the revision as an integer");
         return -2;
     }

@@ -8,8 +8,17 @@
 /* "patients" -> 0 ... "instances" -> 3; -1 if unknown. */
 int rest_level_of_plural(const char *s);
 
+/* The MD5 of data in lower-case hex, as Orthanc writes it in ETags. */
+void rest_md5_hex(const void *data, size_t len, char out[33]);
+
 /* ETag "<revision>-<md5 of data>", as Orthanc writes it. */
 void rest_set_etag(rest_request *req, const char *revision, const void *data, size_t len);
+
+/* A metadata or attachment being read: sets its ETag "<revision>-<md5>" (md5 in
+ * hex) and answers If-None-Match as Orthanc 1.10.1 does: 304 with an empty body
+ * when it names this revision and MD5, 400 when it is not an ETag. Returns true
+ * when the request has been answered so (the caller answers nothing more). */
+bool rest_etag_read(rest_request *req, const char *revision, const char *md5);
 
 /* If-Match: "3", 3 or "3-<md5>" (an ETag given back). -1: absent; -2: malformed
  * (the request has then been answered with 400). */

@@ -1,11 +1,12 @@
 /* POST /tools/find (see rest_find.h). The body, as Orthanc 1.10.1 takes it:
  *   {"Level": "Patient"|"Study"|"Series"|"Instance", "Query": {tag: pattern},
- *    "Expand": bool, "Limit": n, "Since": n, "CaseSensitive": bool (default true),
+ *    "Expand": bool, "Limit": n, "Since": n, "CaseSensitive": bool (default false),
  *    "RequestedTags": [tag, ...] (Orthanc 1.11's: with Expand, each resource gets
  *    "RequestedTags": {name: value} for the tags the index holds)}
  * Tags are dictionary names or "gggg,eeee"; patterns use C-FIND's matching
- * (wildcards, lists, date ranges). The answer is the list of public ids, or of
- * the resources as GET /{level}/{id} gives them when Expand is true. */
+ * (wildcards, lists, date ranges). Without "CaseSensitive": true, every text
+ * tag is matched without case, not only person names (Orthanc 1.10.1's rule). The answer is the
+ * list of public ids, or of the resources as GET /{level}/{id} gives them when Expand is true. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,7 +169,8 @@ void rest_tools_find(rest_request *req)
     fr.query = key_ptrs;
     fr.limit = limit ? json_integer_value(limit) : 0;
     fr.since = since ? json_integer_value(since) : 0;
-    fr.case_sensitive = cs ? json_is_true(cs) : true; /* Orthanc's default */
+    fr.case_matching = json_is_true(cs) ? TESSERA__CASE_MATCHING__CASE_EXACT
+                                        : TESSERA__CASE_MATCHING__CASE_FOLD_TEXT;
     fr.n_requested_tags = nrequested;
     fr.requested_tags = requested;
     ts_err err;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,15 +38,27 @@ struct rest_stream {
     void *cls;
 };
 
-/* What MHD keeps for us between the calls of one request. */
+/* What MHD keeps for us between the calls of one request.
+ *
+ * A request refused for its credentials (401) still has its body read and
+ * dropped before the answer, so that the connection stays usable: a client
+ * that sends first without credentials and then again with them (httplib2,
+ * browsers) does so on the same connection. Nothing is read past
+ * TESSERA_MAX_INSTANCE_SIZE, whoever sends it: a body that says it is larger
+ * (Content-Length) is answered (401 or 413) before it is read, and a chunked
+ * body that grows larger has its connection closed. MHD closes the connection
+ * after an answer given before the body, as it cannot tell where the next
+ * request would start; a refused client that waits for "100 Continue" gets its
+ * 401 that way too, having sent nothing. */
 typedef struct pending {
     char *body;
     size_t len, cap;
-    bool too_big;
+    size_t seen;  /* body bytes read, kept or not */
+    bool too_big; /* Content-Length over the limit: answered 413 before the body */
     /* uploads of instances are spooled to a temporary file of the storage
      * area instead (see body_goes_to_disk) */
     bool spool;
-    bool refused; /* answered 401 at the first call */
+    bool refused; /* no valid credentials: answered 401 after the body */
     int fd;
     char spool_path[4096];
     char spool_error[512];
@@ -537,62 +550,101 @@ static bool is_loopback(const char *addr)
            strcmp(addr, "::1") == 0 || strcmp(addr, "localhost") == 0;
 }
 
+/* Sends the answer of req and counts it. */
+static enum MHD_Result finish(rest_server *srv, struct MHD_Connection *conn, rest_request *req)
+{
+    int cls_idx = req->status / 100;
+    if (cls_idx >= 1 && cls_idx <= 5)
+        ts_metric_inc(srv->m_requests[cls_idx]);
+    ts_debug("http request", "method=%s uri=%s status=%d", req->method, req->url, req->status);
+    enum MHD_Result ret = send_answer(conn, req);
+    free(req->content);
+    req->content = NULL;
+    free(req->headers);
+    req->headers = NULL;
+    return ret;
+}
+
+/* The answer to a request refused for its credentials or its size. */
+static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pending *p,
+                              const char *method, const char *url)
+{
+    if (p->refused) {
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        if (!resp)
+            return MHD_NO;
+        enum MHD_Result ret = MHD_queue_basic_auth_fail_response(conn, "Tessera", resp);
+        MHD_destroy_response(resp);
+        ts_metric_inc(srv->m_requests[4]);
+        ts_debug("http request", "method=%s uri=%s status=401", method, url);
+        return ret;
+    }
+    rest_request req = {
+        .ctx = srv->ctx, .method = method, .url = url, .conn = conn, .content_fd = -1};
+    char details[128];
+    snprintf(details, sizeof(details), "the body is larger than %ld bytes", srv->ctx->max_body);
+    rest_reply_error(&req, 413, 8, "Bad request", details);
+    return finish(srv, conn, &req);
+}
+
+static bool expects_continue(struct MHD_Connection *conn)
+{
+    const char *e = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    return e && strcasecmp(e, "100-continue") == 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls)
 {
     rest_server *srv = cls;
     pending *p = *con_cls;
+    (void)version;
     if (!p) {
         p = calloc(1, sizeof(*p));
         if (!p)
             abort();
         *con_cls = p;
         p->fd = -1;
-        if (srv->auth && !authorised(srv, conn)) {
-            /* refused before any body is read */
-            p->refused = true;
-            struct MHD_Response *resp =
-                MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-            enum MHD_Result ret = MHD_queue_basic_auth_fail_response(conn, "Tessera", resp);
-            MHD_destroy_response(resp);
-            ts_metric_inc(srv->m_requests[4]);
-            return ret;
-        }
-        p->spool = body_goes_to_disk(method, url);
+        p->refused = srv->auth && !authorised(srv, conn);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoll(cl, NULL, 10) > srv->ctx->max_body)
-            p->too_big = true;
-        return MHD_YES;
-    }
-    if (p->refused) {
-        *upload_size = 0; /* the body of a refused request is dropped */
+        p->too_big = cl && strtoll(cl, NULL, 10) > srv->ctx->max_body;
+        /* answered before the body: MHD closes the connection afterwards */
+        if (p->too_big || (p->refused && expects_continue(conn)))
+            return refuse(srv, conn, p, method, url);
+        p->spool = !p->refused && body_goes_to_disk(method, url);
         return MHD_YES;
     }
     if (*upload_size) {
-        /* A body over the limit is read and dropped, then refused with 413. */
-        if (!p->too_big && p->len + *upload_size > (size_t)srv->ctx->max_body)
-            p->too_big = true;
-        if (!p->too_big && p->spool) {
-            spool_write(srv, p, upload, *upload_size);
-            p->len += *upload_size;
-        } else if (!p->too_big) {
-            if (p->len + *upload_size > p->cap) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        p->seen += n;
+        if (p->seen > (size_t)srv->ctx->max_body)
+            return MHD_NO; /* a chunked body past the limit: the connection is closed */
+        if (p->refused)
+            return MHD_YES; /* read and dropped */
+        if (p->spool) {
+            spool_write(srv, p, upload, n);
+            p->len += n;
+        } else {
+            if (p->len + n > p->cap) {
                 size_t cap = p->cap ? p->cap : 65536;
-                while (cap < p->len + *upload_size)
+                while (cap < p->len + n)
                     cap *= 2;
                 p->body = realloc(p->body, cap);
                 if (!p->body)
                     abort();
                 p->cap = cap;
             }
-            memcpy(p->body + p->len, upload, *upload_size);
-            p->len += *upload_size;
+            memcpy(p->body + p->len, upload, n);
+            p->len += n;
         }
-        *upload_size = 0;
         return MHD_YES;
     }
+    if (p->refused)
+        return refuse(srv, conn, p, method, url);
     rest_request req = {.ctx = srv->ctx, .method = method, .url = url, .body = p->body,
                         .body_len = p->len, .conn = conn, .content_fd = -1};
     if (p->fd >= 0) {
@@ -601,25 +653,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (p->spool_path[0])
         req.body_path = p->spool_path;
-    if (p->too_big) {
-        char details[128];
-        snprintf(details, sizeof(details), "the body is larger than %ld bytes", srv->ctx->max_body);
-        rest_reply_error(&req, 413, 8, "Bad request", details);
-    } else if (p->spool_error[0]) {
+    if (p->spool_error[0])
         rest_reply_error(&req, 507, 13, "Error in the storage area", p->spool_error);
-    } else {
+    else
         dispatch(srv, &req);
-    }
     spool_discard(p);
-    int cls_idx = req.status / 100;
-    if (cls_idx >= 1 && cls_idx <= 5)
-        ts_metric_inc(srv->m_requests[cls_idx]);
-    ts_debug("http request", "method=%s uri=%s status=%d", method, url, req.status);
-    enum MHD_Result ret = send_answer(conn, &req);
-    free(req.content);
-    free(req.headers);
-    (void)version;
-    return ret;
+    return finish(srv, conn, &req);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

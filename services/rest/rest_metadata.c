@@ -142,8 +142,10 @@ void rest_get_metadata(rest_request *req)
     else if (!r.col[1])
         rest_reply_error(req, 404, 7, "Accessing an inexistent item", NULL);
     else {
-        rest_set_etag(req, r.col[2], r.col[1], strlen(r.col[1]));
-        rest_reply_text(req, 200, r.col[1], strlen(r.col[1]));
+        char md5[33];
+        rest_md5_hex(r.col[1], strlen(r.col[1]), md5);
+        if (!rest_etag_read(req, r.col[2] ? r.col[2] : "0", md5))
+            rest_reply_text(req, 200, r.col[1], strlen(r.col[1]));
     }
     rest_row_clear(&r);
 }

@@ -27,22 +27,24 @@
 static const ts_db_stmt list_modalities = {
     "rest_list_modalities",
     "SELECT name, aet, host, port::text, manufacturer, allow_echo::text, allow_find::text,"
-    " allow_get::text, allow_move::text, allow_store::text FROM modalities"
+    " allow_get::text, allow_move::text, allow_store::text, local_aet, timeout::text"
+    " FROM modalities"
     " WHERE $1::text IS NULL OR name = $1 ORDER BY name",
     1};
 
 static const ts_db_stmt put_modality = {
     "rest_put_modality",
     "INSERT INTO modalities (name, aet, host, port, manufacturer, allow_echo, allow_find,"
-    " allow_get, allow_move, allow_store)"
+    " allow_get, allow_move, allow_store, local_aet, timeout)"
     " VALUES ($1, $2, $3, $4::integer, $5, $6::boolean, $7::boolean, $8::boolean, $9::boolean,"
-    " $10::boolean)"
+    " $10::boolean, $11, $12::integer)"
     " ON CONFLICT (name) DO UPDATE SET aet = excluded.aet, host = excluded.host,"
     " port = excluded.port, manufacturer = excluded.manufacturer,"
     " allow_echo = excluded.allow_echo, allow_find = excluded.allow_find,"
     " allow_get = excluded.allow_get, allow_move = excluded.allow_move,"
-    " allow_store = excluded.allow_store, updated_at = now()",
-    10};
+    " allow_store = excluded.allow_store, local_aet = excluded.local_aet,"
+    " timeout = excluded.timeout, updated_at = now()",
+    12};
 
 static const ts_db_stmt delete_modality = {
     "rest_delete_modality", "DELETE FROM modalities WHERE name = $1 RETURNING name", 1};
@@ -75,16 +77,17 @@ typedef struct modality_rows {
 static json_t *configuration_of(PGresult *res, int row)
 {
     /* Orthanc's keys, sorted as Orthanc writes them; those without a column
-     * are Orthanc's defaults */
+     * are Orthanc's defaults (Tessera has no DICOM TLS, transcoding, worklists,
+     * N-ACTION or N-EVENT-REPORT to configure) */
 #define B(col) json_boolean(strcmp(PQgetvalue(res, row, col), "true") == 0)
     return json_pack("{s:s, s:o, s:b, s:o, s:b, s:o, s:o, s:b, s:o, s:b, s:s, s:s, s:s, s:i, s:i,"
                      " s:b}",
                      "AET", PQgetvalue(res, row, 1), "AllowEcho", B(5), "AllowEventReport", 1,
                      "AllowFind", B(6), "AllowFindWorklist", 1, "AllowGet", B(7), "AllowMove", B(8),
                      "AllowNAction", 1, "AllowStore", B(9), "AllowTranscoding", 1, "Host",
-                     PQgetvalue(res, row, 2), "LocalAet", "", "Manufacturer",
-                     PQgetvalue(res, row, 4), "Port", atoi(PQgetvalue(res, row, 3)), "Timeout", 0,
-                     "UseDicomTls", 0);
+                     PQgetvalue(res, row, 2), "LocalAet", PQgetvalue(res, row, 10), "Manufacturer",
+                     PQgetvalue(res, row, 4), "Port", atoi(PQgetvalue(res, row, 3)), "Timeout",
+                     atoi(PQgetvalue(res, row, 11)), "UseDicomTls", 0);
 #undef B
 }
 
@@ -220,13 +223,46 @@ static bool parse_port(rest_request *req, const json_t *v, int *port)
 
 typedef struct modality_in {
     const char *aet, *host, *manufacturer;
+    const char *local_aet; /* "": none */
     int port;
+    int timeout;   /* 0: none */
     bool allow[5]; /* echo, find, get, move, store */
 } modality_in;
+
+/* LocalAet and Timeout of the object form, checked as Orthanc checks them; an
+ * AE title has 16 characters at most (PS3.5 6.2), which Orthanc does not check
+ * (every association would fail), and a Timeout is within the one of the
+ * requests' (dicom_options). */
+static bool parse_local_settings(rest_request *req, const json_t *body, modality_in *m)
+{
+    const json_t *l = json_object_get(body, "LocalAet");
+    if (l && !json_is_string(l))
+        return bad_format(req, "String value expected in field: LocalAet");
+    if (l && strlen(json_string_value(l)) > 16) {
+        rest_reply_error(req, 400, 3, "Parameter out of range",
+                         "the LocalAet must have 16 characters at most");
+        return false;
+    }
+    m->local_aet = l ? json_string_value(l) : "";
+    const json_t *t = json_object_get(body, "Timeout");
+    if (t && !json_is_integer(t))
+        return bad_format(req, "Integer value expected in field: Timeout");
+    if (t && json_integer_value(t) < 0)
+        return bad_format(req, "Unsigned integer value expected in field: Timeout");
+    if (t && json_integer_value(t) > 3600) {
+        rest_reply_error(req, 400, 3, "Parameter out of range",
+                         "the Timeout must be 3600 seconds at most");
+        return false;
+    }
+    m->timeout = t ? (int)json_integer_value(t) : 0;
+    return true;
+}
 
 static bool parse_modality(rest_request *req, const json_t *body, modality_in *m)
 {
     m->manufacturer = "Generic";
+    m->local_aet = "";
+    m->timeout = 0;
     for (int i = 0; i < 5; i++)
         m->allow[i] = true;
     const json_t *aet, *host, *port, *manufacturer = NULL;
@@ -262,6 +298,8 @@ static bool parse_modality(rest_request *req, const json_t *body, modality_in *m
             if (v)
                 m->allow[i] = json_is_true(v);
         }
+        if (!parse_local_settings(req, body, m))
+            return false;
     } else {
         return bad_format(req, NULL);
     }
@@ -314,13 +352,14 @@ void rest_put_modality(rest_request *req)
         json_decref(body);
         return;
     }
-    char port[16];
+    char port[16], timeout[16];
     snprintf(port, sizeof(port), "%d", m.port);
+    snprintf(timeout, sizeof(timeout), "%d", m.timeout);
     const char *b[5];
     for (int i = 0; i < 5; i++)
         b[i] = m.allow[i] ? "true" : "false";
-    const char *params[] = {req->seg[1], m.aet, m.host, port, m.manufacturer,
-                            b[0],        b[1],  b[2],   b[3], b[4]};
+    const char *params[] = {req->seg[1], m.aet, m.host, port, m.manufacturer, b[0],
+                            b[1],        b[2],  b[3],   b[4], m.local_aet,    timeout};
     rest_row r = {&put_modality, params, 0, {0}};
     if (rest_row_query(req, TS_DB_WRITE, &r)) {
         ts_info("modality stored", "name=%s aet=%s host=%s port=%d", req->seg[1], m.aet, m.host,
@@ -351,17 +390,19 @@ void rest_delete_modality(rest_request *req)
 
 /* ---- DICOM -------------------------------------------------------------- */
 
-/* Timeout and LocalAet of an optional JSON object body; false after answering. */
+/* Timeout and LocalAet of an optional JSON object body (0, the peer's or
+ * TESSERA_DICOM_TIMEOUT, and TESSERA_DICOM_AET when absent); false after
+ * answering. */
 static bool dicom_options(rest_request *req, const json_t *body, int *timeout, const char **local)
 {
-    *timeout = (int)ts_config_int("TESSERA_DICOM_TIMEOUT");
+    *timeout = 0;
     *local = ts_config_str("TESSERA_DICOM_AET");
     if (!json_is_object(body))
         return true;
     const json_t *t = json_object_get(body, "Timeout");
     if (t && (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > 3600))
         return bad_format(req, "Integer value between 0 and 3600 expected in field: Timeout");
-    if (t && json_integer_value(t) > 0)
+    if (t)
         *timeout = (int)json_integer_value(t);
     const json_t *l = json_object_get(body, "LocalAet");
     if (l && (!json_is_string(l) || !json_string_value(l)[0] || strlen(json_string_value(l)) > 16))
@@ -369,6 +410,21 @@ static bool dicom_options(rest_request *req, const json_t *body, int *timeout, c
     if (l)
         *local = json_string_value(l);
     return true;
+}
+
+json_t *rest_modality_find(rest_request *req, const char *name)
+{
+    return find_modality(req, name, false);
+}
+
+void rest_modality_settings(const json_t *conf, int *timeout, const char **local)
+{
+    const char *l = json_string_value(json_object_get(conf, "LocalAet"));
+    if (l && *l)
+        *local = l;
+    int t = (int)json_integer_value(json_object_get(conf, "Timeout"));
+    if (*timeout <= 0 && t > 0)
+        *timeout = t;
 }
 
 void rest_modality_echo(rest_request *req)
@@ -382,11 +438,13 @@ void rest_modality_echo(rest_request *req)
     const char *local;
     if (!conf || !dicom_options(req, body, &timeout, &local))
         goto out;
+    rest_modality_settings(conf, &timeout, &local);
     ts_dicom_peer peer = {.our_aet = local,
                           .aet = json_string_value(json_object_get(conf, "AET")),
                           .host = json_string_value(json_object_get(conf, "Host")),
                           .port = (int)json_integer_value(json_object_get(conf, "Port")),
-                          .timeout_s = timeout};
+                          .timeout_s = timeout > 0 ? timeout
+                                                   : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
     ts_err err;
     if (ts_dicom_echo(&peer, &err)) {
         ts_info("echo failed", "modality=%s error=\"%s\"", req->seg[1], err.msg);
@@ -569,10 +627,14 @@ void rest_modality_store(rest_request *req)
         goto out;
     if (!rest_store_expand(req, &sr))
         goto out;
+    /* the Content shows the LocalAet the request asked for, as Orthanc's does,
+     * while the association uses the modality's when it has one */
+    const char *asked = sr.local_aet;
+    rest_modality_settings(conf, &sr.timeout, &sr.local_aet);
     const char *remote = json_string_value(json_object_get(conf, "AET"));
-    content = json_pack("{s:s, s:i, s:I, s:s}", "Description", "REST API", "FailedInstancesCount",
-                        0, "InstancesCount", (json_int_t)json_array_size(sr.instances), "LocalAet",
-                        sr.local_aet);
+    content =
+        json_pack("{s:s, s:i, s:I, s:s}", "Description", "REST API", "FailedInstancesCount", 0,
+                  "InstancesCount", (json_int_t)json_array_size(sr.instances), "LocalAet", asked);
     if (json_array_size(sr.parents))
         json_object_set(content, "ParentResources", sr.parents);
     json_object_set_new(content, "RemoteAet", json_string(remote));

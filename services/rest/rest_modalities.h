@@ -14,6 +14,15 @@ void rest_delete_modality(rest_request *req);
 void rest_modality_echo(rest_request *req);
 void rest_modality_store(rest_request *req);
 
+/* The configuration of the modality `name` as GET /modalities/{id}/configuration
+ * shows it, or NULL after answering (404, as Orthanc, or a failure). */
+json_t *rest_modality_find(rest_request *req, const char *name);
+/* The calling AE title and timeout of an association with the modality conf,
+ * from what the request gave (*timeout 0: none), as Orthanc 1.10.1 picks them:
+ * the modality's LocalAet when it has one, even over the request's; its
+ * Timeout when the request gave none. *local may then point into conf. */
+void rest_modality_settings(const json_t *conf, int *timeout, const char **local);
+
 /* The body of POST /modalities/{id}/store and /peers/{id}/store, in
  * Orthanc's forms: one id as text, a JSON string or list of ids, or
  * {"Resources": [...], "Asynchronous", "Synchronous", "Priority",
@@ -24,7 +33,7 @@ typedef struct rest_store_req {
     json_t *instances; /* after rest_store_expand: the instances' ids */
     long long size;    /* after rest_store_expand: bytes of their files */
     bool asynchronous, permissive;
-    int priority, timeout;
+    int priority, timeout; /* timeout 0: the default */
     const char *local_aet;
 } rest_store_req;
 /* Each answers the request and returns false when it fails (bad body, an

@@ -326,7 +326,8 @@ void rest_peer_store(rest_request *req)
     json_object_set_new(content, "Size", json_string(size));
     json_object_set_new(content, "SizeMB", json_integer(sr.size / (1024 * 1024)));
     input = json_pack("{s:O, s:s, s:i, s:b}", "Instances", sr.instances, "Url", url, "Timeout",
-                      sr.timeout, "Permissive", sr.permissive);
+                      sr.timeout > 0 ? sr.timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT"),
+                      "Permissive", sr.permissive);
     if (user) {
         /* the password goes into the job's private input (never shown) */
         json_object_set_new(input, "Username", json_string(user));

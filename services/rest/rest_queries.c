@@ -20,13 +20,11 @@
 #include "queries.h"
 #include "rest_common.h"
 #include "rest_jobs.h"
+#include "rest_modalities.h"
 
 #define QUERY_BODY_MAX (64 * 1024)
 #define MOVE_BODY_MAX (4 * 1024 * 1024)
 #define QUERY_KEYS_MAX 256
-
-static const ts_db_stmt modality_by_name = {
-    "rest_qr_modality", "SELECT aet, host, port::text FROM modalities WHERE name = $1", 1};
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -81,27 +79,23 @@ static const char *qr_level_name(ts_level level)
     return names[level];
 }
 
+/* A modality's configuration (rest_modalities.h), as the C-FIND and C-MOVE
+ * routes use it. */
 typedef struct modality {
-    rest_row row; /* col: aet, host, port */
+    json_t *conf;
+    const char *aet, *host; /* in conf */
+    int port;
 } modality;
 
 /* The modality `name`, or false after answering (404 as Orthanc, or a failure). */
 static bool find_modality(rest_request *req, const char *name, modality *m)
 {
     memset(m, 0, sizeof(*m));
-    const char *p[] = {name};
-    m->row.stmt = &modality_by_name;
-    m->row.params = p;
-    m->row.ncols = 3;
-    if (!rest_row_query(req, TS_DB_READ, &m->row))
+    if (!(m->conf = rest_modality_find(req, name)))
         return false;
-    m->row.params = NULL;
-    if (!m->row.col[0]) {
-        char details[160];
-        snprintf(details, sizeof(details), "No modality with symbolic name: %.100s", name);
-        rest_reply_error(req, 404, 7, "Accessing an inexistent item", details);
-        return false;
-    }
+    m->aet = json_string_value(json_object_get(m->conf, "AET"));
+    m->host = json_string_value(json_object_get(m->conf, "Host"));
+    m->port = (int)json_integer_value(json_object_get(m->conf, "Port"));
     return true;
 }
 
@@ -293,11 +287,12 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
         ts_dicom_parse_tag(k, &keys[nkeys].tag);
         keys[nkeys++].value = json_string_value(v);
     }
+    rest_modality_settings(m->conf, &timeout, &local);
     ts_dicom_peer peer = {
         .our_aet = local,
-        .aet = m->row.col[0],
-        .host = m->row.col[1],
-        .port = atoi(m->row.col[2]),
+        .aet = m->aet,
+        .host = m->host,
+        .port = m->port,
         .timeout_s = timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
     ts_err err;
     int rc = ts_dicom_find_scu(&peer, level, keys, nkeys, normalize,
@@ -315,8 +310,8 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
     }
     stored = json_pack("{s:s, s:s, s:O, s:b, s:s, s:i, s:s, s:s, s:i, s:O}", "Level",
                        ts_level_name(level), "Modality", name, "Query", query, "Normalize",
-                       normalize, "LocalAet", local, "Timeout", timeout, "AET", m->row.col[0],
-                       "Host", m->row.col[1], "Port", atoi(m->row.col[2]), "Answers", answers);
+                       normalize, "LocalAet", local, "Timeout", timeout, "AET", m->aet, "Host",
+                       m->host, "Port", m->port, "Answers", answers);
     ts_redis *q = open_queries(req);
     if (!q)
         goto out;
@@ -395,7 +390,7 @@ void rest_modality_query(rest_request *req)
     const char *local = local_v ? json_string_value(local_v) : ts_config_str("TESSERA_DICOM_AET");
     run_query(req, req->seg[1], &m, level, query, normalize, timeout, local);
 out:
-    rest_row_clear(&m.row);
+    json_decref(m.conf);
     json_decref(query);
     json_decref(body);
 }
@@ -549,7 +544,7 @@ void rest_query_children(rest_request *req)
               (int)json_integer_value(json_object_get(o, "Timeout")),
               json_string_value(json_object_get(o, "LocalAet")));
 out:
-    rest_row_clear(&m.row);
+    json_decref(m.conf);
     json_decref(query);
     json_decref(body);
     json_decref(o);
@@ -812,10 +807,11 @@ void rest_modality_move(rest_request *req)
     if (!format_of_body(req, body, &mj.fmt) ||
         !job_options(req, body, &mj.asynchronous, &mj.priority, &mj.permissive))
         goto out;
-    mj.aet = m.row.col[0];
-    mj.host = m.row.col[1];
-    mj.port = atoi(m.row.col[2]);
+    mj.aet = m.aet;
+    mj.host = m.host;
+    mj.port = m.port;
     mj.timeout = to ? (int)json_integer_value(to) : 0;
+    rest_modality_settings(m.conf, &mj.timeout, &mj.local);
     mj.resources = resources;
     submit_move(req, &mj);
     if (mj.asynchronous)
@@ -835,7 +831,7 @@ void rest_modality_move(rest_request *req)
         json_decref(e);
     }
 out:
-    rest_row_clear(&m.row);
+    json_decref(m.conf);
     json_decref(resources);
     json_decref(body);
 }

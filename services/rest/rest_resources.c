@@ -16,6 +16,7 @@
 #include "dicom.h"
 #include "ids.h"
 #include "log.h"
+#include "rest_common.h"
 #include "tessera.pb-c.h"
 
 /* "patients" -> 0 ... "instances" -> 3; -1 if unknown. Singular forms for
@@ -472,8 +473,10 @@ static int entry_to_temp(rest_request *req, struct archive *a, char *path, size_
 }
 
 /* A ZIP of DICOM files (Orthanc accepts them on POST /instances): every entry
- * is stored on its own; the answer lists one result per entry. Entries go
- * through temporary files, so memory does not grow with their size. */
+ * is stored on its own; the answer lists one result per entry. As in Orthanc
+ * 1.10.1, an entry that is not a DICOM instance (a README, a DICOMDIR index,
+ * an empty file) is skipped, and logged; any other failure is listed. Entries
+ * go through temporary files, so memory does not grow with their size. */
 static void upload_zip(rest_request *req)
 {
     struct archive *a = archive_read_new();
@@ -491,16 +494,23 @@ static void upload_zip(rest_request *req)
     while ((rc = archive_read_next_header(a, &entry)) == ARCHIVE_OK) {
         if (archive_entry_filetype(entry) != AE_IFREG)
             continue;
+        const char *name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
         char path[4096], details[512] = "";
         if (entry_to_temp(req, a, path, sizeof(path), details, sizeof(details))) {
-            json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "Status", "Failure",
-                                                     "Path", archive_entry_pathname(entry),
-                                                     "Details", details));
+            json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "Status", "Failure", "Path",
+                                                     name, "Details", details));
             continue;
         }
         json_t *answer;
-        store_one(req, NULL, 0, path, &answer, true);
+        int status = store_one(req, NULL, 0, path, &answer, true);
         unlink(path); /* gone already when ingest took it over */
+        if (status == 400) {
+            const char *why = json_string_value(json_object_get(answer, "Details"));
+            ts_info("zip entry skipped: not a DICOM instance",
+                    "entry=\"%.200s\" details=\"%.300s\"", name, why ? why : "");
+            json_decref(answer);
+            continue;
+        }
         json_array_append_new(results, answer);
     }
     if (rc != ARCHIVE_EOF) {
@@ -550,25 +560,27 @@ static const ts_db_stmt lookup = {
     "  'Path', '/' || (ARRAY['patients','studies','series','instances'])[r.level + 1] || '/' || r.public_id,"
     "  'Type', (ARRAY['Patient','Study','Series','Instance'])[r.level + 1]) ORDER BY r.level, r.id), '[]')"
     " FROM resources r WHERE r.id IN ("
-    "  SELECT resource_id FROM patients WHERE patient_id = $1"
+    "  SELECT resource_id FROM patients WHERE tessera_fold(patient_id) = tessera_fold($1)"
     "  UNION SELECT resource_id FROM studies WHERE study_instance_uid = $1"
     "  UNION SELECT resource_id FROM series WHERE series_instance_uid = $1"
     "  UNION SELECT resource_id FROM instances WHERE sop_instance_uid = $1)",
     1};
 
-/* POST /tools/lookup: the body is a PatientID or a Study/Series/SOP Instance UID. */
+/* POST /tools/lookup: the body is a PatientID or a Study/Series/SOP Instance UID,
+ * white space around it ignored. The PatientID is found without case, as Orthanc
+ * does (folded by Unicode's rules: migration 0009 indexes it); UIDs hold no
+ * letters and are compared as they are. */
 void rest_tools_lookup(rest_request *req)
 {
     char value[256];
-    size_t n = req->body_len;
+    size_t n;
+    const char *s = rest_body_trimmed(req, &n);
     if (n == 0 || n >= sizeof(value)) {
         rest_reply_error(req, 400, 8, "Bad request", "the body must be one DICOM identifier");
         return;
     }
-    memcpy(value, req->body, n);
+    memcpy(value, s, n);
     value[n] = '\0';
-    while (n && (value[n - 1] == ' ' || value[n - 1] == '\n' || value[n - 1] == '\r'))
-        value[--n] = '\0';
     const char *params[] = {value};
     read_one r;
     if (!query(req, &lookup, params, &r))

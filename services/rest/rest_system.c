@@ -87,6 +87,8 @@ void rest_statistics(rest_request *req)
     reply_query(req, &statistics, NULL);
 }
 
+/* Last of a page without changes is the newest Seq given (change_counter): the
+ * log may have been emptied since (the last patient deleted, as in Orthanc). */
 static const ts_db_stmt changes = {
     "rest_changes",
     "WITH c AS (SELECT seq, change_type, level, public_id, created_at FROM changes"
@@ -100,7 +102,7 @@ static const ts_db_stmt changes = {
     "    'ResourceType', (ARRAY['Patient','Study','Series','Instance'])[level + 1],"
     "    'Seq', seq) ORDER BY seq) FROM page), '[]'),"
     " 'Done', (SELECT count(*) FROM c) <= $2::bigint,"
-    " 'Last', coalesce((SELECT max(seq) FROM page), (SELECT coalesce(max(seq), 0) FROM changes)))",
+    " 'Last', coalesce((SELECT max(seq) FROM page), (SELECT last_seq FROM change_counter)))",
     2};
 
 static const ts_db_stmt last_change = {
@@ -111,7 +113,7 @@ static const ts_db_stmt last_change = {
     "    'Path', '/' || (ARRAY['patients','studies','series','instances'])[level + 1] || '/' || public_id,"
     "    'ResourceType', (ARRAY['Patient','Study','Series','Instance'])[level + 1],"
     "    'Seq', seq)) FROM (SELECT * FROM changes WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1) l), '[]'),"
-    " 'Done', true, 'Last', (SELECT coalesce(max(seq), 0) FROM changes))",
+    " 'Done', true, 'Last', (SELECT last_seq FROM change_counter))",
     0};
 
 /* GET /changes [?since=N] [?limit=N] [?last] */

@@ -93,7 +93,7 @@ class Orthanc:
                                    + self.read_log()[-4000:])
             try:
                 status, _, _ = http(self.url, "GET", "/system", timeout=1)
-                if status == 200:
+                if status == 200 or (status == 401 and self.config["AuthenticationEnabled"]):
                     return self
             except OSError:
                 pass

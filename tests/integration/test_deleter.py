@@ -5,7 +5,8 @@ Differences from Orthanc, on purpose:
 - /changes: Orthanc 1.10.1 drops the changes of a deleted resource from its log and
   records no "Deleted" change; Tessera keeps the log as it was (no holes in Seq) and
   appends a "Deleted" change for the resource deleted and for each ancestor removed
-  because it became empty (not one per descendant).
+  because it became empty (not one per descendant). Once the last patient is gone,
+  both logs are empty and keep their Last (test_rest.py).
 - The files of deleted resources are removed by the deleter service after the DELETE
   has answered, not during it.
 """

@@ -226,6 +226,77 @@ def test_modalities_like_orthanc(jobs_cluster, orthanc):  # noqa: F811
     assert jobs_cluster.sql("SELECT count(*) FROM modalities")[0][0] == len(MODALITY_BODIES) - 1
 
 
+def test_modality_local_aet_and_timeout_like_orthanc(jobs_cluster, orthanc, scps):  # noqa: F811
+    """PUT /modalities keeps a modality's LocalAet and Timeout (they were answered ""
+    and 0 whatever had been sent) and checks them as Orthanc does; the modality's
+    LocalAet is then the calling AE title of every association with it, over a
+    request's LocalAet too, as in Orthanc 1.10.1. Orthanc accepts a LocalAet of 17
+    characters or more, which no peer accepts: Tessera refuses it, as it refuses such
+    an AET."""
+    rest, other = jobs_cluster.rests
+    body = {"AET": "X", "Host": "127.0.0.1", "Port": 104, "LocalAet": "MODLOCAL", "Timeout": 7}
+    for t in (rest, orthanc):
+        assert call(t, "PUT", "/modalities/m", body)[0] == 200
+    for path in ("/modalities/m/configuration", "/modalities?expand"):
+        a, b = call(other, "GET", path), call(orthanc, "GET", path)
+        assert a[0] == b[0] == 200 and a[1] == b[1], (path, a, b)
+    assert a[1]["m"]["LocalAet"] == "MODLOCAL" and a[1]["m"]["Timeout"] == 7
+    # the array form, or an object without them, sets none
+    for b2 in (["X", "127.0.0.1", 104], {"AET": "X", "Host": "h", "Port": 104, "LocalAet": ""}):
+        for t in (rest, orthanc):
+            assert call(t, "PUT", "/modalities/m", b2)[0] == 200
+        a, b = call(other, "GET", "/modalities/m/configuration"), call(
+            orthanc, "GET", "/modalities/m/configuration")
+        assert a[1] == b[1] and (a[1]["LocalAet"], a[1]["Timeout"]) == ("", 0), (a, b)
+    for bad in ({"LocalAet": None}, {"LocalAet": 3}, {"Timeout": "5"}, {"Timeout": 5.5},
+                {"Timeout": -1}):
+        b2 = dict(body, **bad)
+        a, b = call(rest, "PUT", "/modalities/bad", b2), call(orthanc, "PUT", "/modalities/bad", b2)
+        assert a[0] == b[0] == 400 and js(a) == js(b), (bad, a, b)
+    long_aet = dict(body, LocalAet="A" * 17)
+    assert call(orthanc, "PUT", "/modalities/long", long_aet)[0] == 200
+    a = call(rest, "PUT", "/modalities/long", long_aet)
+    assert a[0] == 400 and "16 characters" in a[1]["Details"], a
+    assert call(rest, "GET", "/modalities/long/configuration")[0] == 404
+
+    # the calling AE title of echo, store and query, as storescp sees it
+    scp = scps(extra=("-d",))
+    log = scp.dir.parent / f"storescp-{scp.port}.log"
+
+    def calling_aet():
+        names = re.findall(r"Calling Application Name: +(\S+)", log.read_text(errors="replace"))
+        return names[-1] if names else None
+    data = (Path(__file__).parent.parent / "data/dicom/CT_small.dcm").read_bytes()
+    iid = call(rest, "POST", "/instances", data)[1]["ID"]
+    assert call(orthanc, "POST", "/instances", data)[1]["ID"] == iid
+    seen = {}
+    for mod_local in ("", "MODLOCAL"):
+        config = {"AET": scp.aet, "Host": "127.0.0.1", "Port": scp.port, "LocalAet": mod_local}
+        for route, req in (("echo", {}), ("store", {"Resources": [iid]}),
+                           ("store", {"Resources": [iid], "LocalAet": "REQLOCAL"}),
+                           ("query", {"Level": "Study", "Query": {}, "LocalAet": "REQLOCAL"}),
+                           *((("echo", {"LocalAet": "REQLOCAL"}),) if mod_local else ())):
+            for name, t, own in (("orthanc", orthanc, orthanc.aet), ("tessera", rest, "TESSERA")):
+                assert call(t, "PUT", "/modalities/scp", config)[0] == 200
+                before = log.read_text(errors="replace").count("Calling Application Name")
+                answer = call(t, "POST", f"/modalities/scp/{route}", req)
+                assert log.read_text(errors="replace").count("Calling Application Name") > before
+                aet = calling_aet()
+                seen[(name, mod_local, route, json.dumps(req))] = "<own>" if aet == own else aet
+                if route == "store":
+                    assert answer[0] == 200, answer
+                    content_aet = answer[1]["LocalAet"]
+                    seen[(name, mod_local, route, json.dumps(req), "Content")] = (
+                        "<own>" if content_aet == own else content_aet)
+    ref = {k[1:]: v for k, v in seen.items() if k[0] == "orthanc"}
+    got = {k[1:]: v for k, v in seen.items() if k[0] == "tessera"}
+    assert got == ref, (ref, got)
+    # the associations (not the Contents, which show what the request asked for)
+    assert {v for k, v in got.items() if k[0] == "MODLOCAL" and len(k) == 3} == {"MODLOCAL"}
+    assert got[("", "store", json.dumps({"Resources": [iid], "LocalAet": "REQLOCAL"}))] == \
+        "REQLOCAL"
+
+
 def test_echo_like_orthanc(jobs_cluster, orthanc, scps):  # noqa: F811
     rest = jobs_cluster.rests[1]
     scp = scps()

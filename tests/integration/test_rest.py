@@ -42,6 +42,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -496,6 +497,29 @@ def test_post_zeros(pair):
     assert pair.t.get("/statistics")["CountInstances"] == len(pair.posted) + len(pair.stored)
 
 
+def test_post_zip_skips_what_is_not_dicom(fresh, tmp_path):
+    """A ZIP of instances with a README, a DICOMDIR index, an empty file, a truncated
+    instance and a directory: Orthanc 1.10.1 stores the instances and lists only
+    them; the rest is skipped, not reported as failures."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.write(DATA / "CT_small.dcm", "a/ct.dcm")
+        z.writestr("README", "These are the images of the study.\n")
+        z.write(PYDICOM_FILES / "dicomdirtests/DICOMDIR", "DICOMDIR")
+        z.writestr("empty.dcm", b"")
+        z.writestr("cut.dcm", (DATA / "MR_small.dcm").read_bytes()[:3000])
+        z.writestr("b/", b"")
+        z.write(DATA / "MR_small.dcm", "b/mr.dcm")
+    s1, b1, _ = fresh.ref.req("POST", "/instances", buf.getvalue())
+    s2, b2, _ = fresh.t.req("POST", "/instances", buf.getvalue())
+    assert s1 == s2 == 200, (s1, b1[:500], s2, b2[:500])
+    assert json.loads(b2) == json.loads(b1), (b1, b2)
+    assert [r["Status"] for r in json.loads(b2)] == ["Success", "Success"]
+    assert sorted(fresh.t.get("/instances")) == sorted(fresh.ref.get("/instances"))
+
+
 def test_post_truncated_dicom(pair):
     data = (DATA / "CT_small.dcm").read_bytes()[:3000]
     assert_same_error(pair.ref, pair.t, "POST", "/instances", data)
@@ -615,6 +639,109 @@ def test_changes_same_sequence_for_same_uploads(fresh, tmp_path):
         "NewInstance", "NewSeries", "NewStudy", "NewPatient",
         "NewInstance"]
     assert_changes_match(fresh.ref, fresh.t, "/changes?since=0&limit=5")
+
+
+def test_changes_emptied_when_the_last_patient_goes(fresh, tmp_path):
+    """Deleting the last patient empties the change log and keeps Last; the next
+    change follows Last. (While resources remain, Tessera keeps the changes of
+    deleted ones and logs "Deleted": test_deleter.py.)"""
+    pids = []
+    for f in [DATA / "CT_small.dcm", DATA / "MR_small.dcm"]:
+        data = f.read_bytes()
+        answer = fresh.ref.upload(data)
+        assert fresh.t.upload(data) == answer
+        pids.append(answer["ParentPatient"])
+    s1, _, _ = fresh.ref.req("DELETE", f"/patients/{pids[0]}")
+    s2, _, _ = fresh.t.req("DELETE", f"/patients/{pids[0]}")
+    assert s1 == s2 == 200
+    # one patient left: Tessera's log is kept, with its Deleted change once numbered
+    deadline = time.time() + 10
+    while fresh.t.get("/changes")["Changes"][-1]["ChangeType"] != "Deleted":
+        assert time.time() < deadline, fresh.t.get("/changes")
+        time.sleep(0.05)
+    last = {s.name: s.get("/changes")["Last"] for s in (fresh.ref, fresh.t)}
+    s1, b1, _ = fresh.ref.req("DELETE", f"/patients/{pids[1]}")
+    s2, b2, _ = fresh.t.req("DELETE", f"/patients/{pids[1]}")
+    assert (s1, json.loads(b1)) == (s2, json.loads(b2)) == (200, {"RemainingAncestor": None})
+    for s in (fresh.ref, fresh.t):
+        for path in ["/changes", "/changes?since=0&limit=100", "/changes?last",
+                     "/changes?since=3&limit=2"]:
+            assert s.get(path) == {"Changes": [], "Done": True, "Last": last[s.name]}, (
+                s.name, path, s.get(path))
+    # the next change follows the last Seq given (a change gets its Seq from a
+    # sequencer pass, at most a few ms after its commit: wait for it)
+    data = (DATA / "CT_small.dcm").read_bytes()
+    assert fresh.t.upload(data) == fresh.ref.upload(data)
+    for s in (fresh.ref, fresh.t):
+        deadline = time.time() + 10
+        while True:
+            seqs = [c["Seq"] for c in s.get("/changes")["Changes"]]
+            if len(seqs) == 4 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        assert seqs == list(range(last[s.name] + 1, last[s.name] + 5)), (s.name, seqs)
+
+
+# ----------------------------------------------------------------------------------
+# Revisions: ETag on every read of a metadata or an attachment, If-None-Match
+
+
+def test_revisions_etag_and_if_none_match(fresh):
+    """Every GET of an attachment (its operations, data, size, md5...) and of a
+    metadata carries the ETag "<revision>-<md5>"; If-None-Match naming it gets 304,
+    a malformed one 400, as in Orthanc 1.10.1 (which reads the revision up to the
+    first '-' as an integer, the MD5 after it, the quotes around both optional)."""
+    data = (DATA / "CT_small.dcm").read_bytes()
+    iid = fresh.ref.upload(data)["ID"]
+    assert fresh.t.upload(data)["ID"] == iid
+    for server in (fresh.ref, fresh.t):
+        for path, body in [(f"/instances/{iid}/attachments/1024", b"hello"),
+                           (f"/instances/{iid}/metadata/1024", b"a value")]:
+            status, _, _ = server.req("PUT", path, body)
+            assert status == 200, (server.name, path)
+    paths = [f"/instances/{iid}/attachments/{name}{op}" for name in ("dicom", "1024")
+             for op in ("", "/data", "/size", "/md5", "/compressed-data", "/compressed-size",
+                        "/compressed-md5", "/is-compressed")]
+    paths.append(f"/instances/{iid}/metadata/1024")
+    for path in paths:
+        s1, plain1, h1 = fresh.ref.req("GET", path)
+        s2, plain2, h2 = fresh.t.req("GET", path)
+        assert s1 == s2 == 200, (path, s1, s2)
+        etag = h1["ETag"]
+        assert h2.get("ETag") == etag, (path, etag, h2)
+        rev, md5 = etag.strip('"').split("-", 1)
+        for inm in [etag, etag.strip('"'), f'"+{rev}-{md5}"', f'"{int(rev) + 1}-{md5}"',
+                    f'"{rev}-{md5.upper()}"', f'"{rev}-"', f'{etag}, "1-x"', "garbage", '"0"',
+                    "*", f"W/{etag}", f'"x-{md5}"', f'"-1-{md5}"', f'"{rev}-{md5}']:
+            s1, b1, h1 = fresh.ref.req("GET", path, headers={"If-None-Match": inm})
+            s2, b2, h2 = fresh.t.req("GET", path, headers={"If-None-Match": inm})
+            what = (path, inm, s1, b1[:300], s2, b2[:300])
+            assert s2 == s1, what
+            assert h2.get("ETag") == h1.get("ETag") == etag, what
+            if s1 == 304:
+                assert b1 == b2 == b"", what
+            elif s1 == 400:
+                e1, e2 = json.loads(b1), json.loads(b2)
+                assert sorted(e2) == sorted(e1), what
+                assert {k: v for k, v in e2.items() if k != "Details"} == {
+                    k: v for k, v in e1.items() if k != "Details"}, what
+                prefix = e1["Details"].split(" but found:")[0]
+                assert e2["Details"].startswith(prefix), what
+            else:  # the full answer (the lists of operations differ: not compared)
+                assert s1 == 200 and (b1, b2) == (plain1, plain2), what
+    # lists have no ETag and ignore the header
+    for path in [f"/instances/{iid}/attachments", f"/instances/{iid}/metadata?expand"]:
+        s1, _, h1 = fresh.ref.req("GET", path, headers={"If-None-Match": "garbage"})
+        s2, _, h2 = fresh.t.req("GET", path, headers={"If-None-Match": "garbage"})
+        assert s1 == s2 == 200 and "ETag" not in h1 and "ETag" not in h2, (path, h1, h2)
+    # a malformed If-Match: the same error as Orthanc's (Tessera also takes a bare
+    # revision there, which Orthanc refuses)
+    path = f"/instances/{iid}/metadata/1024"
+    s1, b1, _ = fresh.ref.req("PUT", path, b"x", {"If-Match": "garbage"})
+    s2, b2, _ = fresh.t.req("PUT", path, b"x", {"If-Match": "garbage"})
+    e1, e2 = json.loads(b1), json.loads(b2)
+    assert (s1, e1["OrthancStatus"], e1["Message"]) == (s2, e2["OrthancStatus"], e2["Message"]) \
+        == (400, 3, "Parameter out of range"), (e1, e2)
 
 
 def test_empty_server(fresh):

@@ -24,9 +24,9 @@
 #define SOP_UID TS_TAG(0x0008, 0x0018)
 #define ACCESSION TS_TAG(0x0008, 0x0050)
 
-static query_sql build_ok(ts_level level, const query_key *keys, size_t n, bool cs)
+static query_sql build_ok(ts_level level, const query_key *keys, size_t n, query_case cm)
 {
-    query_spec spec = {.level = level, .keys = keys, .nkeys = n, .case_sensitive = cs};
+    query_spec spec = {.level = level, .keys = keys, .nkeys = n, .case_matching = cm};
     query_sql q;
     ts_err err;
     ts_err_clear(&err);
@@ -68,7 +68,7 @@ static void test_universal_keys_are_return_keys_only(void **state)
                         {TS_TAG(0x0009, 0x0010), ""},
                         {SOP_UID, ""},
                         {STUDY_DATE, "*"}};
-    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 5, false);
+    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 5, QUERY_CASE_FOLD_PN);
     assert_int_equal(q.nparams, 0);
     assert_contains(q.sql, "SELECT rst.public_id, pa.patient_id, st.study_instance_uid");
     assert_contains(q.sql, "WHERE true ORDER BY rst.id");
@@ -84,7 +84,7 @@ static void test_universal_keys_are_return_keys_only(void **state)
 static void test_single_value_is_a_parameter(void **state)
 {
     query_key keys[] = {{PATIENT_ID, "x'); DROP TABLE resources; --"}};
-    query_sql q = build_ok(TS_LEVEL_PATIENT, keys, 1, false);
+    query_sql q = build_ok(TS_LEVEL_PATIENT, keys, 1, QUERY_CASE_FOLD_PN);
     assert_int_equal(q.nparams, 1);
     assert_string_equal(q.params[0], "x'); DROP TABLE resources; --");
     assert_contains(q.sql, "AND pa.patient_id = $1");
@@ -102,7 +102,7 @@ static void test_like_pattern_escapes_sql_wildcards(void **state)
 static void test_wildcard_becomes_like(void **state)
 {
     query_key keys[] = {{ACCESSION, "AC_1*"}};
-    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 1, false);
+    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 1, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "AND st.accession_number LIKE $1");
     assert_string_equal(q.params[0], "AC\\_1%");
     query_sql_clear(&q);
@@ -111,24 +111,54 @@ static void test_wildcard_becomes_like(void **state)
 static void test_person_name_case_insensitive_by_default(void **state)
 {
     query_key keys[] = {{PATIENT_NAME, "doe*"}};
-    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 1, false);
-    assert_contains(q.sql, "AND pa.patient_name_norm LIKE upper($1)");
+    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 1, QUERY_CASE_FOLD_PN);
+    assert_contains(q.sql, "AND pa.patient_name_norm LIKE tessera_fold($1)");
     assert_string_equal(q.params[0], "doe%");
     query_sql_clear(&q);
-    q = build_ok(TS_LEVEL_STUDY, keys, 1, true);
+    q = build_ok(TS_LEVEL_STUDY, keys, 1, QUERY_CASE_EXACT);
     assert_contains(q.sql, "AND pa.patient_name LIKE $1");
-    assert_lacks(q.sql, "upper($1)");
+    assert_lacks(q.sql, "tessera_fold($1)");
     query_sql_clear(&q);
     query_key exact[] = {{PATIENT_NAME, "Doe^John"}};
-    q = build_ok(TS_LEVEL_PATIENT, exact, 1, false);
-    assert_contains(q.sql, "AND pa.patient_name_norm = upper($1)");
+    q = build_ok(TS_LEVEL_PATIENT, exact, 1, QUERY_CASE_FOLD_PN);
+    assert_contains(q.sql, "AND pa.patient_name_norm = tessera_fold($1)");
+    query_sql_clear(&q);
+}
+
+static void test_every_text_value_without_case(void **state)
+{
+    /* /tools/find's default: text folded on both sides, in the indexed expression */
+    query_key keys[] = {{TS_TAG(0x0008, 0x1030), "ct h*"},
+                        {ACCESSION, "acc1"},
+                        {PATIENT_NAME, "doe"},
+                        {MODALITIES, "ct\\mr"}};
+    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 4, QUERY_CASE_FOLD_TEXT);
+    assert_contains(q.sql, "AND tessera_fold(st.study_description) LIKE tessera_fold($1)");
+    assert_contains(q.sql, "AND tessera_fold(st.accession_number) = tessera_fold($2)");
+    assert_contains(q.sql, "AND pa.patient_name_norm = tessera_fold($3)");
+    assert_contains(q.sql, "WHERE tessera_fold(m) = ANY (string_to_array(tessera_fold($4)");
+    query_sql_clear(&q);
+    /* values without letters (UIDs, numbers) match the same folded or not: the
+     * plain column, and its index, serve */
+    query_key plain[] = {{STUDY_UID, "1.2.3*"}, {ACCESSION, "12-34"}, {PATIENT_ID, "7?"}};
+    q = build_ok(TS_LEVEL_STUDY, plain, 3, QUERY_CASE_FOLD_TEXT);
+    assert_contains(q.sql, "AND st.study_instance_uid LIKE $1");
+    assert_contains(q.sql, "AND st.accession_number = $2");
+    /* '?' is one character, and a folded one may be two ('ß' is 'SS') */
+    assert_contains(q.sql, "AND tessera_fold(pa.patient_id) LIKE tessera_fold($3)");
+    query_sql_clear(&q);
+    /* C-FIND's default: person names only */
+    q = build_ok(TS_LEVEL_STUDY, keys, 4, QUERY_CASE_FOLD_PN);
+    assert_contains(q.sql, "AND st.study_description LIKE $1");
+    assert_contains(q.sql, "AND pa.patient_name_norm = tessera_fold($3)");
+    assert_contains(q.sql, "AND st.modalities_in_study && string_to_array($4, chr(92))");
     query_sql_clear(&q);
 }
 
 static void test_uid_list_is_one_array_parameter(void **state)
 {
     query_key keys[] = {{STUDY_UID, "1.2.3\\1.2.4\\1.2.5"}};
-    query_sql q = build_ok(TS_LEVEL_SERIES, keys, 1, false);
+    query_sql q = build_ok(TS_LEVEL_SERIES, keys, 1, QUERY_CASE_FOLD_PN);
     assert_int_equal(q.nparams, 1);
     assert_contains(q.sql, "AND st.study_instance_uid = ANY (string_to_array($1, chr(92)))");
     assert_string_equal(q.params[0], "1.2.3\\1.2.4\\1.2.5");
@@ -139,21 +169,21 @@ static void test_uid_list_is_one_array_parameter(void **state)
 static void test_date_ranges(void **state)
 {
     query_key both[] = {{STUDY_DATE, "20200101-20201231"}};
-    query_sql q = build_ok(TS_LEVEL_STUDY, both, 1, false);
+    query_sql q = build_ok(TS_LEVEL_STUDY, both, 1, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "AND st.study_date >= $1 AND st.study_date <= $2");
     assert_string_equal(q.params[0], "20200101");
     assert_string_equal(q.params[1], "20201231");
     query_sql_clear(&q);
 
     query_key from[] = {{STUDY_DATE, "20200101-"}};
-    q = build_ok(TS_LEVEL_STUDY, from, 1, false);
+    q = build_ok(TS_LEVEL_STUDY, from, 1, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "AND st.study_date >= $1");
     assert_lacks(q.sql, "<=");
     assert_int_equal(q.nparams, 1);
     query_sql_clear(&q);
 
     query_key until[] = {{STUDY_DATE, "-20200101"}};
-    q = build_ok(TS_LEVEL_STUDY, until, 1, false);
+    q = build_ok(TS_LEVEL_STUDY, until, 1, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "AND st.study_date <= $1");
     assert_lacks(q.sql, ">=");
     query_sql_clear(&q);
@@ -161,18 +191,18 @@ static void test_date_ranges(void **state)
     /* an upper end of lower precision reaches the end of what it names
      * (PS3.4 C.2.2.2.5), compared as text: padded with nines */
     query_key times[] = {{STUDY_TIME, "100000-1015"}};
-    q = build_ok(TS_LEVEL_STUDY, times, 1, false);
+    q = build_ok(TS_LEVEL_STUDY, times, 1, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "AND st.study_time >= $1 AND st.study_time <= $2");
     assert_string_equal(q.params[0], "100000");
     assert_string_equal(q.params[1], "101599.999999");
     query_sql_clear(&q);
     query_key frac[] = {{STUDY_TIME, "-101500.5"}};
-    q = build_ok(TS_LEVEL_STUDY, frac, 1, false);
+    q = build_ok(TS_LEVEL_STUDY, frac, 1, QUERY_CASE_FOLD_PN);
     assert_string_equal(q.params[0], "101500.599999");
     query_sql_clear(&q);
 
     query_key single[] = {{STUDY_DATE, "20200101"}, {STUDY_TIME, "101500.5-"}};
-    q = build_ok(TS_LEVEL_STUDY, single, 2, false);
+    q = build_ok(TS_LEVEL_STUDY, single, 2, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "AND st.study_date = $1 AND st.study_time >= $2");
     query_sql_clear(&q);
 }
@@ -203,7 +233,7 @@ static void test_malformed_values_are_refused(void **state)
 static void test_computed_keys_are_not_matched(void **state)
 {
     query_key keys[] = {{N_STUDY_INSTANCES, "5"}, {MODALITIES, "CT\\MR"}};
-    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 2, false);
+    query_sql q = build_ok(TS_LEVEL_STUDY, keys, 2, QUERY_CASE_FOLD_PN);
     assert_int_equal(q.nparams, 1); /* the count's value is ignored */
     assert_contains(q.sql, "AND st.modalities_in_study && string_to_array($1, chr(92))");
     assert_contains(q.sql, "(SELECT count(*) FROM resources x1 JOIN resources x2");
@@ -225,7 +255,7 @@ static void test_limit_fetches_one_more_and_since_skips(void **state)
 static void test_duplicate_keys_share_a_column(void **state)
 {
     query_key keys[] = {{PATIENT_ID, "A*"}, {PATIENT_ID, ""}};
-    query_sql q = build_ok(TS_LEVEL_PATIENT, keys, 2, false);
+    query_sql q = build_ok(TS_LEVEL_PATIENT, keys, 2, QUERY_CASE_FOLD_PN);
     assert_int_equal(q.key_col[0], q.key_col[1]);
     assert_int_equal(q.ncols, 2);
     query_sql_clear(&q);
@@ -234,12 +264,12 @@ static void test_duplicate_keys_share_a_column(void **state)
 static void test_joins_only_the_levels_the_keys_need(void **state)
 {
     query_key own[] = {{SOP_UID, "1.2.3"}};
-    query_sql q = build_ok(TS_LEVEL_INSTANCE, own, 1, false);
+    query_sql q = build_ok(TS_LEVEL_INSTANCE, own, 1, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, " FROM instances i JOIN resources ri ON ri.id = i.resource_id WHERE");
     assert_lacks(q.sql, "series se");
     query_sql_clear(&q);
     query_key study[] = {{SOP_UID, ""}, {STUDY_UID, "1.2"}};
-    q = build_ok(TS_LEVEL_INSTANCE, study, 2, false);
+    q = build_ok(TS_LEVEL_INSTANCE, study, 2, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "JOIN series se ON se.resource_id = ri.parent_id"
                            " JOIN resources rse ON rse.id = se.resource_id"
                            " JOIN studies st ON st.resource_id = rse.parent_id"
@@ -247,7 +277,7 @@ static void test_joins_only_the_levels_the_keys_need(void **state)
     assert_lacks(q.sql, "patients");
     query_sql_clear(&q);
     query_key patient[] = {{SOP_UID, ""}, {PATIENT_NAME, "X*"}};
-    q = build_ok(TS_LEVEL_INSTANCE, patient, 2, false);
+    q = build_ok(TS_LEVEL_INSTANCE, patient, 2, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "JOIN patients pa ON pa.resource_id = rst.parent_id");
     query_sql_clear(&q);
 }
@@ -269,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_like_pattern_escapes_sql_wildcards),
         cmocka_unit_test(test_wildcard_becomes_like),
         cmocka_unit_test(test_person_name_case_insensitive_by_default),
+        cmocka_unit_test(test_every_text_value_without_case),
         cmocka_unit_test(test_uid_list_is_one_array_parameter),
         cmocka_unit_test(test_date_ranges),
         cmocka_unit_test(test_malformed_values_are_refused),
