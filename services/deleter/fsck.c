@@ -179,7 +179,8 @@ static int read_all(fsck *f, const ts_db_stmt *stmt, uuid_set *into, ts_err *err
         if (rc)
             return rc;
     } while (p.got == PAGE);
-    qsort(into->v, into->n, sizeof(*into->v), cmp_uuid);
+    if (into->n) /* qsort(NULL, 0, ...) is undefined (UBSan says so) */
+        qsort(into->v, into->n, sizeof(*into->v), cmp_uuid);
     return 0;
 }
 
