@@ -8,8 +8,10 @@
 #   2. builds a local Debian base image with debootstrap (once; cached as
 #      localhost/debian:bookworm), the Tessera image (compose/Dockerfile) and the
 #      stand-ins for postgres/redis/haproxy (compose/local-images), one at a time;
-#   3. starts compose.yaml with 2 ingest and 2 rest replicas, waits until every
-#      container's compose health check passes;
+#   3. starts compose.yaml with 2 replicas of each Tessera service, waits until
+#      every container's compose health check passes, and checks that the
+#      health check of ingest, query and rest fails on a DICOM/HTTP port that
+#      does not answer;
 #   4. checks that every rest replica has a bus connection to every ingest replica;
 #   5. stores 4 studies through haproxy's DICOM port with storescu over 4
 #      parallel associations and, in the middle of the transfer, stops one
@@ -173,6 +175,16 @@ wait_healthy() {
 }
 wait_healthy 180
 log "every container is healthy: $(containers | tr '\n' ' ')"
+
+# The health checks look at the service's own port, not only at /health: the
+# same check fails when pointed at a port where nothing answers.
+for check in "ingest dicom 4242" "query dicom 4252" "rest http 8042"; do
+  set -- $check
+  c=$(service_containers "$1" | head -1)
+  podman exec "$c" tessera-health "$2" "$3" >/dev/null 2>&1 || fail "tessera-health $2 $3 fails in $c"
+  podman exec "$c" tessera-health "$2" 9 >/dev/null 2>&1 && fail "tessera-health $2 passes in $c on a port where nothing listens"
+done
+log "the health checks pass on the services' DICOM/HTTP ports and fail on a dead port"
 
 # Through haproxy: both ports answer.
 curl -fsS --retry 10 --retry-delay 1 --retry-all-errors "$HTTP/system" >"$WORK/system.json" || fail "GET /system through haproxy"
