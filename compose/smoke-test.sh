@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Smoke test of the compose deployment, with Podman and podman-compose (this
-# machine and CI have no Docker engine; see ../shared/notes/containers.md):
+# Smoke test of the compose deployment, with Podman and podman-compose (the CI
+# machines have no Docker engine; see docs/development.md, "Containers with Podman"):
 #
 #   1. installs podman, podman-compose, runc, the CNI dnsname plugin, debootstrap,
 #      dcmtk (apt) if missing,
@@ -8,8 +8,10 @@
 #   2. builds a local Debian base image with debootstrap (once; cached as
 #      localhost/debian:bookworm), the Tessera image (compose/Dockerfile) and the
 #      stand-ins for postgres/redis/haproxy (compose/local-images), one at a time;
-#   3. starts compose.yaml with 2 ingest and 2 rest replicas, waits until every
-#      container's compose health check passes;
+#   3. starts compose.yaml with 2 replicas of each Tessera service, waits until
+#      every container's compose health check passes, and checks that the
+#      health check of ingest, query and rest fails on a DICOM/HTTP port that
+#      does not answer;
 #   4. checks that every rest replica has a bus connection to every ingest replica;
 #   5. stores 4 studies through haproxy's DICOM port with storescu over 4
 #      parallel associations and, in the middle of the transfer, stops one
@@ -26,8 +28,6 @@
 #      find the new replica;
 #   8. tears everything down (containers, network, volumes).
 #
-# Not covered yet: jobs (there is no jobs service yet).
-#
 # Exit status: 0 passed, 1 failed, 77 skipped (Podman unavailable and not installable).
 # Environment: SMOKE_KEEP=1 leaves the stack running for a look;
 # SMOKE_INSTANCES=N instances per stream (default 200, at most 396).
@@ -36,7 +36,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 PROJECT=${SMOKE_PROJECT:-tessera-smoke}
-BASE_IMAGE=localhost/debian:bookworm
+BASE_IMAGE=localhost/debian:bookworm # scripts/lib/podman.sh makes it
 STREAMS=4
 PER_STREAM=${SMOKE_INSTANCES:-200}
 START=$(date +%s)
@@ -45,7 +45,7 @@ log() { printf '[smoke %4ds] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 skip() { log "SKIP: $*"; exit 77; }
 
-# Rootful Podman, as in containers.md: run as root, through sudo if need be.
+# Rootful Podman (docs/development.md): run as root, through sudo if need be.
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
     exec sudo -n --preserve-env=SMOKE_KEEP,SMOKE_INSTANCES,SMOKE_PROJECT,SMOKE_DICOM_PORT,SMOKE_HTTP_PORT "$0" "$@"
@@ -53,56 +53,18 @@ if [ "$(id -u)" -ne 0 ]; then
   skip "needs root (or sudo without a password) for rootful Podman"
 fi
 
-# apt-get with patience: another process may hold the dpkg or lists lock.
-apt_retry() {
-  local i
-  for i in $(seq 60); do
-    if DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=60 -q "$@"; then
-      return 0
-    fi
-    log "apt-get $1 failed (lock held by another process?); retrying in 10 s ($i/60)"
-    sleep 10
-  done
-  return 1
-}
+source "$ROOT/scripts/lib/podman.sh"
 
 # ---- 1. tools ---------------------------------------------------------------
-need=()
 # dnsname: service names resolve between containers on Podman's CNI networks
 # (Podman only recommends it, and recommends are not installed here)
-for p in podman podman-compose runc golang-github-containernetworking-plugin-dnsname debootstrap \
-  dcmtk curl python3 python3-pydicom python3-numpy; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  if ! command -v apt-get >/dev/null; then
-    command -v podman >/dev/null || skip "podman is not installed and cannot be installed here (no apt-get)"
-  else
-    log "installing: ${need[*]}"
-    apt_retry update >/dev/null || skip "apt-get update failed; cannot install podman"
-    apt_retry install -y --no-install-recommends "${need[@]}" >/dev/null ||
-      skip "cannot install ${need[*]}"
-  fi
-fi
-for t in podman podman-compose storescu curl; do
+rc=0
+podman_setup podman-compose golang-github-containernetworking-plugin-dnsname \
+  dcmtk curl python3 python3-pydicom python3-numpy || rc=$?
+[ $rc = 0 ] || { [ $rc = 77 ] && skip "$PODMAN_SKIP"; fail "podman setup"; }
+for t in podman-compose storescu curl; do
   command -v "$t" >/dev/null || skip "$t is not available"
 done
-
-# Podman here: runc, not crun; cgroupfs; no default ulimits (containers.md).
-CONF_TEXT='[containers]
-default_ulimits = []
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"'
-if [ ! -e /etc/containers/containers.conf ]; then
-  mkdir -p /etc/containers
-  printf '%s\n' "$CONF_TEXT" >/etc/containers/containers.conf
-elif ! grep -qs '^runtime *= *"runc"' /etc/containers/containers.conf; then
-  # someone else's configuration: leave it, use ours for this run only
-  export CONTAINERS_CONF=$(mktemp /tmp/tessera-smoke-containers-XXXXXX.conf)
-  printf '%s\n' "$CONF_TEXT" >"$CONTAINERS_CONF"
-fi
-podman info >/dev/null 2>&1 || skip "podman cannot run here: $(podman info 2>&1 | tail -1)"
 
 WORK=$(mktemp -d /tmp/tessera-smoke-XXXXXX)
 chmod 700 "$WORK"
@@ -145,15 +107,9 @@ build() { # build TAG CONTEXT [args...]
     -t "$tag" "$@" "$ctx" >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log" >&2; fail "build of $tag"; }
   log "built $tag ($(($(date +%s) - t0)) s)"
 }
-if ! podman image exists "$BASE_IMAGE"; then
-  command -v debootstrap >/dev/null || skip "debootstrap is not available to make $BASE_IMAGE"
-  log "making $BASE_IMAGE with debootstrap (once)"
-  rootfs="$WORK/rootfs"
-  debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 ||
-    { tail -20 "$WORK/debootstrap.log" >&2; fail "debootstrap"; }
-  tar -C "$rootfs" -c . | podman import - "$BASE_IMAGE" >/dev/null
-  rm -rf "$rootfs"
-fi
+rc=0
+podman_base_image "$WORK/base" || rc=$?
+[ $rc = 0 ] || { [ $rc = 77 ] && skip "$PODMAN_SKIP"; fail "making $BASE_IMAGE"; }
 # One build at a time: the machines have few cores.
 build localhost/tessera:latest "$ROOT" -f "$ROOT/compose/Dockerfile"
 build localhost/tessera-postgres:15 "$HERE/local-images/postgres"
@@ -219,6 +175,16 @@ wait_healthy() {
 }
 wait_healthy 180
 log "every container is healthy: $(containers | tr '\n' ' ')"
+
+# The health checks look at the service's own port, not only at /health: the
+# same check fails when pointed at a port where nothing answers.
+for check in "ingest dicom 4242" "query dicom 4252" "rest http 8042"; do
+  set -- $check
+  c=$(service_containers "$1" | head -1)
+  podman exec "$c" tessera-health "$2" "$3" >/dev/null 2>&1 || fail "tessera-health $2 $3 fails in $c"
+  podman exec "$c" tessera-health "$2" 9 >/dev/null 2>&1 && fail "tessera-health $2 passes in $c on a port where nothing listens"
+done
+log "the health checks pass on the services' DICOM/HTTP ports and fail on a dead port"
 
 # Through haproxy: both ports answer.
 curl -fsS --retry 10 --retry-delay 1 --retry-all-errors "$HTTP/system" >"$WORK/system.json" || fail "GET /system through haproxy"

@@ -57,7 +57,7 @@ class LogfmtAppender : public dcmtk::log4cplus::Appender
 extern "C" int ts_dicom_global_init(ts_err *err)
 {
     // Debian's dcmtk leaves Nagle on unless this is set: every DIMSE round trip
-    // would then stall ~40 ms on delayed ACKs (shared/notes/dcmtk.md).
+    // would then stall ~40 ms on delayed ACKs (docs/development.md, "dcmtk").
     setenv("TCP_NODELAY", "1", 0);
     // dcmtk logs through oflog; we log ourselves.
     OFLog::configure(OFLogger::ERROR_LOG_LEVEL);

@@ -33,7 +33,7 @@ DcmDataset &dataset_of(const ts_dicom *d)
 json_t *must(json_t *j)
 {
     if (!j)
-        abort(); // out of memory (STYLE.md: out of memory aborts)
+        abort(); // out of memory (docs/style.md: out of memory aborts)
     return j;
 }
 

@@ -1,4 +1,4 @@
-/* Allocation that cannot fail: out of memory aborts (STYLE.md), so callers
+/* Allocation that cannot fail: out of memory aborts (docs/style.md), so callers
  * need no NULL checks. A size of 0 gives a valid pointer to free, never NULL,
  * so that an empty allocation is not taken for a failed one. */
 #ifndef TS_XALLOC_H

@@ -19,24 +19,52 @@ PKGS_BENCH="postgresql dcmtk python3 python3-pydicom python3-numpy python3-psyco
 
 log() { printf '%s\n' "$*" >&2; }
 
-# Installs the packages that are missing (needs root or sudo).
+# Installs the Debian packages that are missing (as root, or through sudo).
+# When it cannot, it says in one line which packages are missing and returns 1.
 ensure_packages() {
-  local missing=()
+  local missing=() p
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      log "missing Debian packages: ${missing[*]} (as root: apt-get install ${missing[*]})"
+      return 1
+    fi
+    sudo=(sudo)
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "missing Debian packages: ${missing[*]}, and no apt-get to install them (Tessera's scripts expect Debian 12)"
+    return 1
+  fi
   log "installing: ${missing[*]}"
-  local sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo=sudo
-  $sudo apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  local out
+  out=$(mktemp)
+  # DPkg::Lock::Timeout: wait for another apt/dpkg instead of failing at once
+  if ! "${sudo[@]}" apt-get -q -o DPkg::Lock::Timeout=300 update >"$out" 2>&1 ||
+    ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 \
+      --no-install-recommends "${missing[@]}" >"$out" 2>&1; then
+    tail -5 "$out" >&2
+    rm -f "$out"
+    log "could not install the Debian packages ${missing[*]} (apt-get's last lines above)"
+    return 1
+  fi
+  rm -f "$out"
 }
 
-# build DIR [cmake args...]
+# build_tree DIR [cmake args...]: configures (RelWithDebInfo unless the args say
+# otherwise) and builds DIR. The packages must be there (ensure_packages); a tool
+# that is still missing is named with its Debian package before cmake runs.
 build_tree() {
   local dir=$1; shift
-  cmake -S "$TESSERA_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  local tool deb
+  for tool in cmake:cmake cc:build-essential c++:build-essential make:build-essential pkg-config:pkg-config; do
+    deb=${tool#*:}; tool=${tool%%:*}
+    command -v "$tool" >/dev/null 2>&1 || { log "$tool not found: install the Debian package $deb (apt-get install $deb)"; return 1; }
+  done
+  cmake -S "$TESSERA_ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null || return 1
   cmake --build "$dir" -j"$(nproc)"
 }
 

@@ -20,7 +20,7 @@ BUILD = Path(os.environ.get("TESSERA_BUILD_DIR", ROOT / "build"))
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PYDICOM_FILES = Path("/usr/lib/python3/dist-packages/pydicom/data/test_files")
 
-# dcmtk stalls ~40 ms per round trip without it (shared/notes/dcmtk.md)
+# dcmtk stalls ~40 ms per round trip without it (docs/development.md, "dcmtk")
 os.environ["TCP_NODELAY"] = "1"
 
 

@@ -66,7 +66,7 @@ class Orthanc:
             "DicomAlwaysAllowFind": True,
             "Plugins": [],
             "ConcurrentJobs": 1,
-            # Tessera always checks revisions (DESIGN.md); make the reference do so too
+            # Tessera always checks revisions (docs/design.md); make the reference do so too
             "CheckRevisions": True,
             # keep the reference quiet and quick
             "StableAge": 60,

@@ -208,7 +208,7 @@ def test_qido_study_matching_as_findscu(dw):
 
 def test_qido_orthanc_plugin_does_not_percent_decode(dw):
     """PatientName=DOE%5EJOHN is DOE^JOHN (RFC 3986); the plugin matches the encoded text
-    and finds nothing, Tessera decodes it (shared/notes/browser-and-viewers.md)."""
+    and finds nothing, Tessera decodes it (docs/development.md, "Browsers and viewers")."""
     path = "/dicom-web/studies?PatientName=DOE%5EJOHN"
     status, body, _ = get(dw.rest.url, path)
     assert status == 200 and uids(json.loads(body)) == [study_uid("1"), study_uid("2")]
@@ -274,7 +274,7 @@ def test_qido_includefield(dw):
     status, r, _ = qido(dw.rest.url, "instances", SOPInstanceUID=sop_uid("1.1", 1),
                         includefield="all")
     assert "00180060" in r[0] and "00080070" in r[0] and "7FE00010" not in r[0]
-    # the plugin ignores includefield=all (shared/notes/browser-and-viewers.md)
+    # the plugin ignores includefield=all (docs/development.md, "Browsers and viewers")
     status, theirs, _ = qido(dw.o.url, "instances", SOPInstanceUID=sop_uid("1.1", 1),
                              includefield="all")
     assert "00180060" not in theirs[0]
