@@ -7,28 +7,35 @@
 
 #include "log.h"
 
-static const ts_db_stmt sequence_changes = {
-    "changes_sequence", "SELECT tessera_sequence_changes()", 0};
+static const ts_db_stmt sequence_changes = {"changes_sequence",
+                                            "SELECT tessera_sequence_changes($1::boolean)", 1};
+
+typedef struct {
+    bool wait;
+    long numbered;
+} sequence_args;
 
 static int sequence_txn(ts_db *db, void *arg, ts_err *err)
 {
+    sequence_args *a = arg;
+    const char *params[] = {a->wait ? "true" : "false"};
     PGresult *res;
-    int rc = ts_db_exec(db, &sequence_changes, NULL, &res, err);
+    int rc = ts_db_exec(db, &sequence_changes, params, &res, err);
     if (rc)
         return rc;
-    *(long *)arg = atol(PQgetvalue(res, 0, 0));
+    a->numbered = atol(PQgetvalue(res, 0, 0));
     PQclear(res);
     return 0;
 }
 
-int ts_changes_sequence(ts_db_pool *pool, long *numbered, ts_err *err)
+int ts_changes_sequence(ts_db_pool *pool, bool wait, long *numbered, ts_err *err)
 {
-    long n = 0;
+    sequence_args a = {.wait = wait, .numbered = 0};
     /* READ COMMITTED whatever TESSERA_DB_ISOLATION says: the snapshot must be
      * taken after the advisory lock, or the counter could be stale. */
-    int rc = ts_db_transaction(pool, TS_DB_WRITE_READ_COMMITTED, sequence_txn, &n, err);
+    int rc = ts_db_transaction(pool, TS_DB_WRITE_READ_COMMITTED, sequence_txn, &a, err);
     if (numbered)
-        *numbered = n;
+        *numbered = a.numbered;
     return rc;
 }
 
@@ -95,7 +102,7 @@ static void *sequencer_loop(void *arg)
         ts_err err;
         long n;
         clock_gettime(CLOCK_REALTIME, &last_pass);
-        if (ts_changes_sequence(s->pool, &n, &err))
+        if (ts_changes_sequence(s->pool, false, &n, &err))
             ts_warn("cannot number changes (retried later)", "error=\"%s\"", err.msg);
         pthread_mutex_lock(&s->mu);
         if (stopping)

@@ -5,13 +5,18 @@
 #ifndef TS_CHANGES_H
 #define TS_CHANGES_H
 
+#include <stdbool.h>
+
 #include "db.h"
 #include "err.h"
 
 /* Numbers the committed changes without a Seq now, in a transaction of its own.
- * *numbered (may be NULL) receives how many it numbered (0 if another process
- * was numbering at that moment). */
-int ts_changes_sequence(ts_db_pool *pool, long *numbered, ts_err *err);
+ * With wait false (writers' sequencers) it returns at once when another process
+ * is numbering; with wait true (a reader of /changes) it waits for that pass
+ * and numbers what is left, so that every change committed before the call is
+ * numbered when it returns. *numbered (may be NULL) receives how many it
+ * numbered. */
+int ts_changes_sequence(ts_db_pool *pool, bool wait, long *numbered, ts_err *err);
 
 typedef struct ts_change_sequencer ts_change_sequencer;
 

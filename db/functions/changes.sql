@@ -1,16 +1,20 @@
 -- Numbers the committed changes that have no Seq yet, in the order they were
 -- inserted, after every Seq given so far. One sequencer at a time (a
--- transaction-level advisory lock; a caller that does not get it returns at
--- once: the holder, or the next caller, numbers its rows). Because numbering
+-- transaction-level advisory lock). A writer's sequencer that does not get it
+-- returns at once (the holder, or the next pass, numbers its rows); a reader
+-- (wait = true) waits for the holder's pass, a few milliseconds, and then
+-- numbers what is left, so that /changes read right after a commit lists it. Because numbering
 -- happens after commit, a row numbered later always gets a larger Seq than any
 -- row already visible: a client reading /changes?since=N never skips a change.
 -- The counter row moves in the same transaction, so there are no holes.
-CREATE OR REPLACE FUNCTION tessera_sequence_changes() RETURNS bigint
+CREATE OR REPLACE FUNCTION tessera_sequence_changes(wait boolean) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     numbered bigint;
 BEGIN
-    IF NOT pg_try_advisory_xact_lock(x'7365717565636572'::bigint) THEN -- "sequecer"
+    IF wait THEN
+        PERFORM pg_advisory_xact_lock(x'7365717565636572'::bigint); -- "sequecer"
+    ELSIF NOT pg_try_advisory_xact_lock(x'7365717565636572'::bigint) THEN
         RETURN 0;
     END IF;
     WITH todo AS (
@@ -28,3 +32,8 @@ BEGIN
     RETURN numbered;
 END
 $$;
+
+-- The form without the argument, as services before the reader's wait call it
+-- (a rolling upgrade runs old and new replicas on one database).
+CREATE OR REPLACE FUNCTION tessera_sequence_changes() RETURNS bigint
+LANGUAGE sql AS $$ SELECT tessera_sequence_changes(false) $$;

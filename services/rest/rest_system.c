@@ -120,9 +120,10 @@ static const ts_db_stmt last_change = {
 void rest_changes(rest_request *req)
 {
     /* Number what has committed so far, so that a client that just stored
-     * something sees it; the writers' sequencers would within a second. */
+     * something sees it (waiting for another process's pass: returning at once
+     * left a change committed just before unnumbered, and unlisted). */
     ts_err err;
-    if (ts_changes_sequence(req->ctx->db, NULL, &err))
+    if (ts_changes_sequence(req->ctx->db, true, NULL, &err))
         ts_warn("cannot number changes before reading them", "error=\"%s\"", err.msg);
     if (rest_flag(req, "last")) {
         reply_query(req, &last_change, NULL);
