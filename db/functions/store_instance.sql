@@ -185,8 +185,12 @@ BEGIN
 
     INSERT INTO metadata (resource_id, name, value)
     SELECT ins.id, m.key, m.value
-    FROM jsonb_each_text(p_metadata || CASE WHEN idx IS NULL THEN '{}'::jsonb
-                         ELSE jsonb_build_object('IndexInSeries', idx::text) END) m
+    FROM jsonb_each_text(p_metadata || CASE
+                         WHEN t ? 'InstanceNumber' OR t ? 'ImageIndex' THEN
+                             -- the tag's text as Orthanc 1.10.1 keeps it, also empty
+                             jsonb_build_object('IndexInSeries',
+                                 coalesce(t->>'InstanceNumber', t->>'ImageIndex'))
+                         ELSE '{}'::jsonb END) m
     WHERE m.value IS NOT NULL;
 
     -- (at most once a second: skipped when the chain was found fresh)

@@ -65,6 +65,7 @@ typedef struct pending {
     bool spool;
     size_t limit; /* the route's largest body (rest_body_kind) */
     bool refused; /* no valid credentials: answered 401 after the body */
+    char username[128]; /* who authenticated; "" when authentication is off */
     int fd;
     char spool_path[4096];
     char spool_error[512];
@@ -136,6 +137,22 @@ static const char *status_text(int status)
     case 503: return "Service Unavailable";
     default: return "Error";
     }
+}
+
+void rest_client_ip(rest_request *req, char *out, size_t size)
+{
+    out[0] = '\0';
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!info || !info->client_addr)
+        return;
+    const struct sockaddr *sa = info->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                  (socklen_t)size);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                  (socklen_t)size);
 }
 
 const char *rest_arg(rest_request *req, const char *name)
@@ -490,7 +507,7 @@ static bool same_secret(const char *a, const char *b)
     return diff == 0;
 }
 
-static bool authorised(rest_server *srv, struct MHD_Connection *conn)
+static bool authorised(rest_server *srv, struct MHD_Connection *conn, char *who, size_t size)
 {
     char *pass = NULL;
     char *user = MHD_basic_auth_get_username_password(conn, &pass);
@@ -505,7 +522,9 @@ static bool authorised(rest_server *srv, struct MHD_Connection *conn)
                 ok = true;
         }
     }
-    if (!ok)
+    if (ok)
+        snprintf(who, size, "%s", user);
+    else
         ts_info("http authentication refused", "user=\"%.64s\"", user ? user : "");
     MHD_free(user);
     MHD_free(pass);
@@ -622,7 +641,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             abort();
         *con_cls = p;
         p->fd = -1;
-        p->refused = srv->auth && !authorised(srv, conn);
+        p->refused = srv->auth && !authorised(srv, conn, p->username, sizeof(p->username));
         const rest_route *route = rest_route_find(srv->routes, srv->nroutes, method, url);
         rest_body_kind kind = route ? route->body : REST_BODY_SMALL;
         p->limit = body_limit(srv, kind);
@@ -663,8 +682,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (p->refused)
         return refuse(srv, conn, p, method, url);
-    rest_request req = {.ctx = srv->ctx, .method = method, .url = url, .body = p->body,
-                        .body_len = p->len, .conn = conn, .content_fd = -1};
+    rest_request req = {.ctx = srv->ctx,
+                        .method = method,
+                        .url = url,
+                        .body = p->body,
+                        .body_len = p->len,
+                        .conn = conn,
+                        .content_fd = -1,
+                        .username = p->username};
     if (p->fd >= 0) {
         close(p->fd); /* complete: the handler reads it, or hands it to ingest */
         p->fd = -1;

@@ -39,6 +39,7 @@ typedef struct rest_request {
      * tmp/ instead (body is NULL); removed after the handler unless taken over */
     const char *body_path;
     void *conn; /* struct MHD_Connection */
+    const char *username; /* the HTTP Basic user when authentication is on, else "" */
     /* the answer, set by rest_reply_* */
     int status;
     char *content;
@@ -57,6 +58,9 @@ void rest_add_header(rest_request *req, const char *name, const char *value);
 
 /* A request header, or NULL. */
 const char *rest_header(rest_request *req, const char *name);
+
+/* The client's IP address as text ("127.0.0.1", "::1"); "" if unknown. */
+void rest_client_ip(rest_request *req, char *out, size_t size);
 
 /* A query-string argument, or NULL. */
 const char *rest_arg(rest_request *req, const char *name);

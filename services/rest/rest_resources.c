@@ -3,6 +3,7 @@
  * the JSON (tessera_resource_json in db/migrations/0003_resource_json.sql). */
 #include "rest_resources.h"
 
+#include <arpa/inet.h>
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
@@ -359,6 +360,10 @@ static int store_one(rest_request *req, const void *data, size_t len, const char
         sr.dicom.len = len;
     }
     sr.origin = "RestApi";
+    char ip[INET6_ADDRSTRLEN];
+    rest_client_ip(req, ip, sizeof(ip));
+    sr.remote_ip = ip;
+    sr.http_username = (char *)(req->username ? req->username : "");
     ProtobufCMessage *reply;
     ts_err err;
     int rc = ts_bus_call(req->ctx->ingest, &sr.base, &tessera__store_reply__descriptor, &reply,
