@@ -114,3 +114,93 @@ def test_c_store_metadata_has_pixel_data_offset(fresh, tmp_path):
     assert set(got) == set(ref), diff(ref, got)
     for k in ("Origin", "RemoteIP", "TransferSyntax", "SopClassUid", "IndexInSeries"):
         assert got[k] == ref[k], k
+
+
+# ----------------------------------------------------------------------------------
+# Item 2: series completeness
+
+
+def series_file(series, i, **tags):
+    """CT_small as instance i of series 1.2.826.0.1.3680043.8.498.901.<series>, with
+    tags set (None deletes one)."""
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.901"
+    ds.SeriesInstanceUID = f"{ds.StudyInstanceUID}.{series}"
+    ds.SOPInstanceUID = f"{ds.SeriesInstanceUID}.{i}"
+    for k, v in tags.items():
+        if v is None:
+            delattr(ds, k)
+        else:
+            setattr(ds, k, v)
+    fp = DicomBytesIO()
+    ds.save_as(fp)
+    return fp.getvalue()
+
+
+# series number: the tags of its instances, in the order they are stored
+SERIES_CASES = {
+    1: [dict(InstanceNumber=1, ImagesInAcquisition=2), dict(InstanceNumber=2)],
+    2: [dict(InstanceNumber=1, ImagesInAcquisition=2, NumberOfTemporalPositions=2),
+        dict(InstanceNumber=2)],
+    3: [dict(InstanceNumber=1, CardiacNumberOfImages=3), dict(InstanceNumber=3)],
+    4: [dict(InstanceNumber=1, NumberOfSlices=2), dict(InstanceNumber=2)],
+    5: [dict(InstanceNumber=1, CardiacNumberOfImages=3), dict(InstanceNumber=2),
+        dict(InstanceNumber=3)],
+    6: [dict(InstanceNumber=1, ImagesInAcquisition=1, NumberOfTemporalPositions=2),
+        dict(InstanceNumber=5)],
+    7: [dict(InstanceNumber=1, CardiacNumberOfImages=2), dict(InstanceNumber=1)],
+    8: [dict(InstanceNumber=1, CardiacNumberOfImages=2), dict(InstanceNumber=None)],
+    9: [dict(InstanceNumber=1, ImagesInAcquisition=0, NumberOfTemporalPositions=2)],
+    10: [dict(InstanceNumber=1, CardiacNumberOfImages=1, ImagesInAcquisition=2,
+              NumberOfTemporalPositions=1), dict(InstanceNumber=2)],
+    # complete, and the completing instance carries the tags: CompletedSeries
+    11: [dict(InstanceNumber=2, CardiacNumberOfImages=2),
+         dict(InstanceNumber=1, CardiacNumberOfImages=2)],
+    12: [dict(InstanceNumber=1, CardiacNumberOfImages=1)],
+}
+
+
+def all_changes(server):
+    out, since = [], 0
+    while True:
+        page = server.get(f"/changes?since={since}&limit=100")
+        out += page["Changes"]
+        since = page["Last"]
+        if page["Done"]:
+            return out
+
+
+def test_series_expected_instances_status_and_completed_series(fresh):
+    """ExpectedNumberOfInstances and Status of series as Orthanc 1.10.1 computes
+    them (from the first instance's ImagesInAcquisition x NumberOfTemporalPositions,
+    else CardiacNumberOfImages; Complete/Missing/Inconsistent/Unknown from the
+    instances' indexes), the series metadata that holds the number, and the
+    CompletedSeries changes Orthanc logs (when the instance that completes a series
+    carries the tags itself)."""
+    seen = {}
+    for n, instances in SERIES_CASES.items():
+        for i, tags in enumerate(instances):
+            up = upload_both(fresh, series_file(n, i, **tags))
+        sid = up["ParentSeries"]
+        ref, got = fresh.ref.get(f"/series/{sid}"), fresh.t.get(f"/series/{sid}")
+        for k in ("ExpectedNumberOfInstances", "Status"):
+            assert got[k] == ref[k], (n, k, ref[k], got[k])
+        seen[n] = got["Status"]
+        meta_ref = fresh.ref.get(f"/series/{sid}/metadata?expand")
+        meta_got = fresh.t.get(f"/series/{sid}/metadata?expand")
+        assert (meta_got.get("ExpectedNumberOfInstances")
+                == meta_ref.get("ExpectedNumberOfInstances")), (n, meta_ref, meta_got)
+    # the test covers every status
+    assert set(seen.values()) == {"Unknown", "Missing", "Complete", "Inconsistent"}, seen
+
+    def completed(server):
+        return [(c["ID"], c["ResourceType"], c["Path"]) for c in all_changes(server)
+                if c["ChangeType"] == "CompletedSeries"]
+    assert len(completed(fresh.ref)) == 2
+    assert completed(fresh.t) == completed(fresh.ref)
+    # where it comes: right after the changes of the instance that completes it
+    types = [c["ChangeType"] for c in all_changes(fresh.t)]
+    ref_types = [c["ChangeType"] for c in all_changes(fresh.ref)
+                 if c["ChangeType"] not in ("NewChildInstance",)]
+    types = [t for t in types if t != "NewChildInstance"]
+    assert types == ref_types, diff(ref_types, types)
