@@ -37,7 +37,9 @@ BEGIN
             'ID', r.public_id, 'Type', 'Study', 'IsStable', stable,
             'LastUpdate', tessera_orthanc_time(r.last_update),
             'MainDicomTags', (SELECT main_tags FROM studies WHERE resource_id = r.id),
-            'PatientMainDicomTags', (SELECT main_tags FROM patients WHERE resource_id = r.parent_id),
+            'PatientMainDicomTags', coalesce(
+                (SELECT patient_tags FROM studies WHERE resource_id = r.id),
+                (SELECT main_tags FROM patients WHERE resource_id = r.parent_id)),
             'ParentPatient', (SELECT public_id FROM resources WHERE id = r.parent_id),
             'Series', children);
     ELSIF r.level = 2 THEN

@@ -153,10 +153,12 @@ BEGIN
             t := p_tags->'study';
             INSERT INTO studies (resource_id, study_instance_uid, study_date, study_time,
                                  accession_number, study_description, referring_physician,
-                                 referring_physician_norm, main_tags)
+                                 referring_physician_norm, main_tags,
+                                 patient_tags)
             VALUES (stu.id, t->>'StudyInstanceUID', t->>'StudyDate', t->>'StudyTime',
                     t->>'AccessionNumber', t->>'StudyDescription', t->>'ReferringPhysicianName',
-                    tessera_fold(t->>'ReferringPhysicianName'), t);
+                    tessera_fold(t->>'ReferringPhysicianName'), t,
+                    p_tags->'patient');
         END IF;
 
         SELECT * INTO ser FROM tessera_upsert_resource(2::smallint, p_ids[3], stu.id);

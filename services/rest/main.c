@@ -84,6 +84,8 @@ static const rest_route routes[] = {
     {"GET", "/studies/*/statistics", rest_resource_statistics, REST_BODY_SMALL},
     {"GET", "/series/*/statistics", rest_resource_statistics, REST_BODY_SMALL},
     {"GET", "/instances/*/statistics", rest_resource_statistics, REST_BODY_SMALL},
+    {"GET", "/patients/*/protected", rest_patient_protected, REST_BODY_SMALL},
+    {"PUT", "/patients/*/protected", rest_patient_protected, REST_BODY_SMALL},
     {"GET", "/patients/*/metadata", rest_list_metadata, REST_BODY_SMALL},
     {"GET", "/patients/*/metadata/*", rest_get_metadata, REST_BODY_SMALL},
     {"PUT", "/patients/*/metadata/*", rest_put_metadata, REST_BODY_SMALL},

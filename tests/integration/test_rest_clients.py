@@ -204,3 +204,54 @@ def test_series_expected_instances_status_and_completed_series(fresh):
                  if c["ChangeType"] not in ("NewChildInstance",)]
     types = [t for t in types if t != "NewChildInstance"]
     assert types == ref_types, diff(ref_types, types)
+
+
+# test-SR.dcm and reportsi.dcm: one PatientID, other names and sexes
+STUDY_FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtstruct.dcm", "test-SR.dcm",
+               "waveform_ecg.dcm", "reportsi.dcm", "ExplVR_LitEndNoMeta.dcm", "JPEG2000.dcm"]
+
+
+def test_study_patient_main_tags_as_orthanc(fresh):
+    """GET /studies/{id} answers as PatientMainDicomTags the patient's tags of the
+    study's own first instance, as Orthanc (which copies them into the study), not
+    those of the patient's first instance: two studies of one PatientID with other
+    names or sexes each show their own (reportsi.dcm after test-SR.dcm)."""
+    for name in STUDY_FILES:
+        up = upload_both(fresh, (PYDICOM_FILES / name).read_bytes())
+        for path in (f"/studies/{up['ParentStudy']}", f"/patients/{up['ParentPatient']}",
+                     f"/series/{up['ParentSeries']}", f"/instances/{up['ID']}"):
+            ref, got = fresh.ref.get(path), fresh.t.get(path)
+            for k in ("MainDicomTags", "PatientMainDicomTags"):
+                assert got.get(k) == ref.get(k), (name, path, diff(ref.get(k), got.get(k)))
+
+
+# ----------------------------------------------------------------------------------
+# Item 3: small routes
+
+
+def test_patient_protected(fresh):
+    """GET/PUT /patients/{id}/protected as Orthanc: "0"/"1", PUT takes 0/1/true/false
+    (white space around ignored), 400 "Bad file format" for anything else, 400
+    "Parameter out of range" for an unknown patient; other levels have no such
+    route (404)."""
+    up = upload_both(fresh, (PYDICOM_FILES / "CT_small.dcm").read_bytes())
+    path = f"/patients/{up['ParentPatient']}/protected"
+    steps = [("GET", path, None), ("PUT", path, b"1"), ("GET", path, None),
+             ("PUT", path, b" false\n"), ("GET", path, None), ("PUT", path, b"true"),
+             ("GET", path, None), ("PUT", path, b"yes"), ("PUT", path, b""),
+             ("GET", path, None), ("PUT", path, b"0"), ("GET", path, None),
+             ("GET", "/patients/" + "00000000-" * 4 + "00000000/protected", None),
+             ("PUT", "/patients/" + "00000000-" * 4 + "00000000/protected", b"1"),
+             ("GET", f"/studies/{up['ParentStudy']}/protected", None)]
+    got_values = []
+    for method, p, body in steps:
+        (s1, b1, _), (s2, b2, _) = both(fresh, method, p, body)
+        assert s2 == s1, (method, p, body, s1, b1[:300], s2, b2[:300])
+        if s1 == 200:
+            assert b2 == b1, (method, p, body, b1, b2)
+            if method == "GET":
+                got_values.append(b2)
+        elif b1:
+            e1, e2 = json.loads(b1), json.loads(b2)
+            assert (e2["OrthancStatus"], e2["Message"]) == (e1["OrthancStatus"], e1["Message"])
+    assert got_values == [b"0", b"1", b"0", b"1", b"1", b"0"], got_values
