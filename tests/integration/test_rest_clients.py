@@ -255,3 +255,21 @@ def test_patient_protected(fresh):
             e1, e2 = json.loads(b1), json.loads(b2)
             assert (e2["OrthancStatus"], e2["Message"]) == (e1["OrthancStatus"], e1["Message"])
     assert got_values == [b"0", b"1", b"0", b"1", b"1", b"0"], got_values
+
+
+def test_count_resources_and_statistics_keys_as_orthanc_1_10_1(fresh):
+    """POST /tools/count-resources and the DicomDiskSize keys of /statistics came
+    with later Orthanc releases: Orthanc 1.10.1 answers 404 "Unknown resource" to
+    the first and has none of the second, so Tessera does the same
+    (docs/conformance.md); /statistics has Orthanc 1.10.1's keys, with its types."""
+    upload_both(fresh, (PYDICOM_FILES / "CT_small.dcm").read_bytes())
+    body = b'{"Level": "Study", "Query": {}}'
+    (s1, b1, _), (s2, b2, _) = both(fresh, "POST", "/tools/count-resources", body)
+    assert (s1, s2) == (404, 404), (b1, b2)
+    e1, e2 = json.loads(b1), json.loads(b2)
+    assert {k: v for k, v in e2.items() if k != "Details"} == e1
+    ref, got = fresh.ref.get("/statistics"), fresh.t.get("/statistics")
+    assert "DicomDiskSize" not in ref
+    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in ref.items()}
+    assert {k: v for k, v in got.items() if k.startswith("Count")} == \
+        {k: v for k, v in ref.items() if k.startswith("Count")}
