@@ -66,6 +66,7 @@ typedef struct pending {
     size_t limit; /* the route's largest body (rest_body_kind) */
     bool refused; /* no valid credentials: answered 401 after the body */
     char username[128]; /* who authenticated; "" when authentication is off */
+    bool dropped;       /* no route takes it: the body is read and dropped */
     int fd;
     char spool_path[4096];
     char spool_error[512];
@@ -645,6 +646,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const rest_route *route = rest_route_find(srv->routes, srv->nroutes, method, url);
         rest_body_kind kind = route ? route->body : REST_BODY_SMALL;
         p->limit = body_limit(srv, kind);
+        /* no route (404/405): the body is read and dropped, as Orthanc reads
+         * it, so that the connection stays usable; nothing is held */
+        p->dropped = !route;
+        if (p->dropped)
+            p->limit = (size_t)srv->ctx->max_body;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         p->too_big = cl && strtoull(cl, NULL, 10) > p->limit;
@@ -660,7 +666,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         p->seen += n;
         if (p->seen > p->limit)
             return MHD_NO; /* a chunked body past the limit: the connection is closed */
-        if (p->refused)
+        if (p->refused || p->dropped)
             return MHD_YES; /* read and dropped */
         if (p->spool) {
             spool_write(srv, p, upload, n);
