@@ -110,8 +110,10 @@ static int finish_open(ts_dicom *d, OFCondition cond, ts_err *err)
     if (!ds || ds->card() == 0)
         return ts_err_set(err, TS_EDICOM, "no DICOM dataset in the input");
     OFString ts;
-    if (d->file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, ts).good())
+    if (d->file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, ts).good() && !ts.empty())
         d->transfer_syntax = ts.c_str();
+    else if (ds->getOriginalXfer() != EXS_Unknown)
+        d->transfer_syntax = DcmXfer(ds->getOriginalXfer()).getXferID();
     // Tags are read as UTF-8 everywhere; a dataset in an unknown character set
     // keeps its bytes (Orthanc does the same, with a warning).
     OFString charset;

@@ -51,8 +51,16 @@ void ts_dicom_free(ts_dicom *d);
  * frees the result. */
 char *ts_dicom_get_string(const ts_dicom *d, uint32_t tag, bool allow_empty);
 
-/* Transfer syntax UID of the file (meta header), or "" for a bare dataset. */
+/* Transfer syntax UID of the file: its meta header's, or for a bare dataset
+ * (no meta header) the one its encoding was recognised as (Orthanc records
+ * that one too, e.g. 1.2.840.10008.1.2 for implicit VR little endian). */
 const char *ts_dicom_transfer_syntax(const ts_dicom *d);
+
+/* The file offset of the first byte of the top-level Pixel Data (7FE0,0010)
+ * element's tag, as Orthanc 1.10.1 records it in its PixelDataOffset metadata;
+ * -1 when the file has none, has no meta header or is deflated (Orthanc then
+ * records none either). Reads element headers only (lib/dicom_offset.c). */
+long long ts_dicom_pixel_data_offset(const char *path);
 
 /* The four identifying UIDs and the public ids. Fails with TS_EDICOM, naming the
  * missing tag, if StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID is

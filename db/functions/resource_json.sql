@@ -15,6 +15,7 @@ DECLARE
     r resources%ROWTYPE;
     children jsonb;
     stable boolean;
+    expected bigint;
 BEGIN
     SELECT * INTO r FROM resources WHERE id = p_id;
     IF NOT FOUND THEN
@@ -36,16 +37,21 @@ BEGIN
             'ID', r.public_id, 'Type', 'Study', 'IsStable', stable,
             'LastUpdate', tessera_orthanc_time(r.last_update),
             'MainDicomTags', (SELECT main_tags FROM studies WHERE resource_id = r.id),
-            'PatientMainDicomTags', (SELECT main_tags FROM patients WHERE resource_id = r.parent_id),
+            'PatientMainDicomTags', coalesce(
+                (SELECT patient_tags FROM studies WHERE resource_id = r.id),
+                (SELECT main_tags FROM patients WHERE resource_id = r.parent_id)),
             'ParentPatient', (SELECT public_id FROM resources WHERE id = r.parent_id),
             'Series', children);
     ELSIF r.level = 2 THEN
+        expected := (SELECT tessera_int(value) FROM metadata
+                     WHERE resource_id = r.id AND name = 'ExpectedNumberOfInstances');
         RETURN jsonb_build_object(
             'ID', r.public_id, 'Type', 'Series', 'IsStable', stable,
             'LastUpdate', tessera_orthanc_time(r.last_update),
             'MainDicomTags', (SELECT main_tags FROM series WHERE resource_id = r.id),
             'ParentStudy', (SELECT public_id FROM resources WHERE id = r.parent_id),
-            'ExpectedNumberOfInstances', NULL, 'Status', 'Unknown',
+            'ExpectedNumberOfInstances', expected,
+            'Status', tessera_series_status(r.id, expected),
             'Instances', children);
     END IF;
     RETURN (SELECT jsonb_build_object(

@@ -10,6 +10,40 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN btrim(v) ~ '^[+-]?[0-9]{1,9}$' THEN btrim(v)::integer END
 $$;
 
+-- Orthanc's expected number of instances of a series, from one instance's
+-- series-level tags (Orthanc 1.10.1's rule, checked against it in
+-- test_rest_clients.py): ImagesInAcquisition x NumberOfTemporalPositions when
+-- both are present, else CardiacNumberOfImages; NULL unless that is a positive
+-- integer (NumberOfSlices and ImagesInAcquisition alone give none).
+CREATE OR REPLACE FUNCTION tessera_expected_instances(t jsonb) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN t ? 'ImagesInAcquisition' AND t ? 'NumberOfTemporalPositions' THEN
+            nullif(greatest(tessera_int(t->>'ImagesInAcquisition')::bigint
+                            * tessera_int(t->>'NumberOfTemporalPositions'), 0), 0)
+        WHEN t ? 'CardiacNumberOfImages' THEN
+            nullif(greatest(tessera_int(t->>'CardiacNumberOfImages'), 0), 0)
+    END
+$$;
+
+-- Orthanc's series Status against p_expected instances: Unknown without an
+-- expected number; Inconsistent when an instance's index is outside
+-- 1..expected or taken twice; Complete when every index is there; else
+-- Missing. Instances without an index are left out, as Orthanc does.
+CREATE OR REPLACE FUNCTION tessera_series_status(p_series bigint, p_expected bigint)
+RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN p_expected IS NULL THEN 'Unknown'
+        WHEN coalesce(bool_or(i.index_in_series < 1 OR i.index_in_series > p_expected), false)
+             OR count(i.index_in_series) <> count(DISTINCT i.index_in_series) THEN 'Inconsistent'
+        WHEN count(DISTINCT i.index_in_series) = p_expected THEN 'Complete'
+        ELSE 'Missing'
+    END
+    FROM resources c JOIN instances i ON i.resource_id = c.id
+    WHERE c.parent_id = p_series
+$$;
+
 -- Inserts a resource if its public id is new. Returns (id, created).
 -- ON CONFLICT DO NOTHING waits for a concurrent insert of the same id; the
 -- SELECT that follows runs with a new snapshot (READ COMMITTED) and sees it.
@@ -119,10 +153,12 @@ BEGIN
             t := p_tags->'study';
             INSERT INTO studies (resource_id, study_instance_uid, study_date, study_time,
                                  accession_number, study_description, referring_physician,
-                                 referring_physician_norm, main_tags)
+                                 referring_physician_norm, main_tags,
+                                 patient_tags)
             VALUES (stu.id, t->>'StudyInstanceUID', t->>'StudyDate', t->>'StudyTime',
                     t->>'AccessionNumber', t->>'StudyDescription', t->>'ReferringPhysicianName',
-                    tessera_fold(t->>'ReferringPhysicianName'), t);
+                    tessera_fold(t->>'ReferringPhysicianName'), t,
+                    p_tags->'patient');
         END IF;
 
         SELECT * INTO ser FROM tessera_upsert_resource(2::smallint, p_ids[3], stu.id);
@@ -132,6 +168,9 @@ BEGIN
                                 series_description, main_tags)
             VALUES (ser.id, t->>'SeriesInstanceUID', t->>'Modality',
                     tessera_int(t->>'SeriesNumber'), t->>'SeriesDescription', t);
+            INSERT INTO metadata (resource_id, name, value)
+            SELECT ser.id, 'ExpectedNumberOfInstances', e::text
+            FROM tessera_expected_instances(t) e WHERE e IS NOT NULL;
             IF coalesce(t->>'Modality', '') <> '' THEN
                 UPDATE studies SET modalities_in_study = array_append(modalities_in_study, t->>'Modality')
                 WHERE resource_id = stu.id AND NOT (t->>'Modality' = ANY (modalities_in_study));
@@ -185,8 +224,12 @@ BEGIN
 
     INSERT INTO metadata (resource_id, name, value)
     SELECT ins.id, m.key, m.value
-    FROM jsonb_each_text(p_metadata || CASE WHEN idx IS NULL THEN '{}'::jsonb
-                         ELSE jsonb_build_object('IndexInSeries', idx::text) END) m
+    FROM jsonb_each_text(p_metadata || CASE
+                         WHEN t ? 'InstanceNumber' OR t ? 'ImageIndex' THEN
+                             -- the tag's text as Orthanc 1.10.1 keeps it, also empty
+                             jsonb_build_object('IndexInSeries',
+                                 coalesce(t->>'InstanceNumber', t->>'ImageIndex'))
+                         ELSE '{}'::jsonb END) m
     WHERE m.value IS NOT NULL;
 
     -- (at most once a second: skipped when the chain was found fresh)
@@ -202,7 +245,12 @@ BEGIN
         FROM (VALUES (1, 'NewInstance', 3::smallint, p_ids[4], true),
                      (2, 'NewSeries', 2::smallint, p_ids[3], ser.created),
                      (3, 'NewStudy', 1::smallint, p_ids[2], stu.created),
-                     (4, 'NewPatient', 0::smallint, p_ids[1], pat.created))
+                     (4, 'NewPatient', 0::smallint, p_ids[1], pat.created),
+                     -- as Orthanc: when this instance's own tags give an
+                     -- expected number and the series is complete with it
+                     (5, 'CompletedSeries', 2::smallint, p_ids[3],
+                      tessera_series_status(ser.id,
+                          tessera_expected_instances(p_tags->'series')) = 'Complete'))
              AS v(ord, change_type, level, public_id, wanted)
         WHERE v.wanted
         ORDER BY v.ord

@@ -244,6 +244,8 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
         goto fail;
     }
 
+    /* before the file moves: Orthanc's PixelDataOffset, read off the file's bytes */
+    long long pixel_offset = ts_dicom_pixel_data_offset(temp_path);
     char md5[33] = "";
     long long size = 0;
     if ((rc = file_md5(temp_path, md5, &size, err))) {
@@ -272,11 +274,26 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
     reception_date(received);
     json_object_set_new(meta, "ReceptionDate", json_string(received));
     set_if(meta, "Origin", origin->origin);
-    set_if(meta, "RemoteAET", origin->remote_aet);
-    set_if(meta, "RemoteIP", origin->remote_ip);
-    set_if(meta, "CalledAET", origin->called_aet);
-    set_if(meta, "HttpUsername", origin->http_username);
+    if (origin->origin && strcmp(origin->origin, "RestApi") == 0) {
+        /* Orthanc 1.10.1 writes these three for every REST upload, empty
+         * when unknown: RemoteAET "", HttpUsername "" without authentication */
+        json_object_set_new(meta, "RemoteAET", json_string(""));
+        json_object_set_new(meta, "RemoteIP",
+                            json_string(origin->remote_ip ? origin->remote_ip : ""));
+        json_object_set_new(meta, "HttpUsername",
+                            json_string(origin->http_username ? origin->http_username : ""));
+    } else {
+        set_if(meta, "RemoteAET", origin->remote_aet);
+        set_if(meta, "RemoteIP", origin->remote_ip);
+        set_if(meta, "CalledAET", origin->called_aet);
+        set_if(meta, "HttpUsername", origin->http_username);
+    }
     set_if(meta, "TransferSyntax", ts_dicom_transfer_syntax(d));
+    if (pixel_offset >= 0) {
+        char offset_s[24];
+        snprintf(offset_s, sizeof(offset_s), "%lld", pixel_offset);
+        json_object_set_new(meta, "PixelDataOffset", json_string(offset_s));
+    }
     set_if(meta, "SopClassUid", id.sop_class_uid);
 
     tags_s = json_dumps(tags, JSON_COMPACT);

@@ -49,38 +49,28 @@ struct rest_stream {
  * body that grows larger has its connection closed. MHD closes the connection
  * after an answer given before the body, as it cannot tell where the next
  * request would start; a refused client that waits for "100 Continue" gets its
- * 401 that way too, having sent nothing. */
+ * 401 that way too, having sent nothing. The limit is the route's own
+ * (rest_body_kind), found from the request line before the body is read.
+ *
+ * Uploads of instances (REST_BODY_SPOOL) are written to the storage area's
+ * tmp/ as they arrive and handed to ingest by name, so memory does not grow
+ * with them; every other body is kept in memory within its route's limit. */
 typedef struct pending {
     char *body;
     size_t len, cap;
     size_t seen;  /* body bytes read, kept or not */
     bool too_big; /* Content-Length over the limit: answered 413 before the body */
     /* uploads of instances are spooled to a temporary file of the storage
-     * area instead (see body_goes_to_disk) */
+     * area instead (REST_BODY_SPOOL) */
     bool spool;
+    size_t limit; /* the route's largest body (rest_body_kind) */
     bool refused; /* no valid credentials: answered 401 after the body */
+    char username[128]; /* who authenticated; "" when authentication is off */
+    bool dropped;       /* no route takes it: the body is read and dropped */
     int fd;
     char spool_path[4096];
     char spool_error[512];
 } pending;
-
-/* POST /instances: the body is written to the storage area's tmp/ as it
- * arrives and handed to ingest by name, so memory does not grow with uploads.
- * Every other body is small (JSON, metadata) or bounded by
- * TESSERA_MAX_INSTANCE_SIZE (attachments) and kept in memory. */
-static bool body_goes_to_disk(const char *method, const char *url)
-{
-    if (strcmp(method, "POST") != 0)
-        return false;
-    size_t n = strlen(url);
-    while (n > 1 && url[n - 1] == '/')
-        n--;
-    if (n == 10 && strncmp(url, "/instances", 10) == 0)
-        return true;
-    /* STOW-RS: POST /dicom-web/studies[/{study}] (rest_dicomweb_stow.c) */
-    return strncmp(url, "/dicom-web/studies", 18) == 0 &&
-           (n == 18 || (url[18] == '/' && !memchr(url + 19, '/', n - 19)));
-}
 
 static void spool_discard(pending *p)
 {
@@ -148,6 +138,22 @@ static const char *status_text(int status)
     case 503: return "Service Unavailable";
     default: return "Error";
     }
+}
+
+void rest_client_ip(rest_request *req, char *out, size_t size)
+{
+    out[0] = '\0';
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!info || !info->client_addr)
+        return;
+    const struct sockaddr *sa = info->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                  (socklen_t)size);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                  (socklen_t)size);
 }
 
 const char *rest_arg(rest_request *req, const char *name)
@@ -396,6 +402,19 @@ static void dispatch(rest_server *srv, rest_request *req)
     }
 }
 
+const rest_route *rest_route_find(const rest_route *routes, size_t nroutes, const char *method,
+                                  const char *url)
+{
+    char path[1024];
+    rest_request req = {.url = url};
+    if (strlen(url) >= sizeof(path) || !split_path(&req, strcpy(path, url)))
+        return NULL;
+    for (size_t i = 0; i < nroutes; i++)
+        if (strcmp(routes[i].method, method) == 0 && pattern_match(routes[i].pattern, &req))
+            return &routes[i];
+    return NULL;
+}
+
 int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
 {
     char path[1024];
@@ -489,7 +508,7 @@ static bool same_secret(const char *a, const char *b)
     return diff == 0;
 }
 
-static bool authorised(rest_server *srv, struct MHD_Connection *conn)
+static bool authorised(rest_server *srv, struct MHD_Connection *conn, char *who, size_t size)
 {
     char *pass = NULL;
     char *user = MHD_basic_auth_get_username_password(conn, &pass);
@@ -504,7 +523,9 @@ static bool authorised(rest_server *srv, struct MHD_Connection *conn)
                 ok = true;
         }
     }
-    if (!ok)
+    if (ok)
+        snprintf(who, size, "%s", user);
+    else
         ts_info("http authentication refused", "user=\"%.64s\"", user ? user : "");
     MHD_free(user);
     MHD_free(pass);
@@ -583,9 +604,23 @@ static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pen
     rest_request req = {
         .ctx = srv->ctx, .method = method, .url = url, .conn = conn, .content_fd = -1};
     char details[128];
-    snprintf(details, sizeof(details), "the body is larger than %ld bytes", srv->ctx->max_body);
+    snprintf(details, sizeof(details), "the body is larger than %zu bytes", p->limit);
     rest_reply_error(&req, 413, 8, "Bad request", details);
     return finish(srv, conn, &req);
+}
+
+static size_t body_limit(const rest_server *srv, rest_body_kind kind)
+{
+    switch (kind) {
+    case REST_BODY_SMALL:
+        return REST_BODY_SMALL_MAX;
+    case REST_BODY_LARGE:
+        return REST_BODY_LARGE_MAX;
+    case REST_BODY_INSTANCE:
+    case REST_BODY_SPOOL:
+        return (size_t)srv->ctx->max_body;
+    }
+    return REST_BODY_SMALL_MAX;
 }
 
 static bool expects_continue(struct MHD_Connection *conn)
@@ -607,23 +642,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             abort();
         *con_cls = p;
         p->fd = -1;
-        p->refused = srv->auth && !authorised(srv, conn);
+        p->refused = srv->auth && !authorised(srv, conn, p->username, sizeof(p->username));
+        const rest_route *route = rest_route_find(srv->routes, srv->nroutes, method, url);
+        rest_body_kind kind = route ? route->body : REST_BODY_SMALL;
+        p->limit = body_limit(srv, kind);
+        /* no route (404/405): the body is read and dropped, as Orthanc reads
+         * it, so that the connection stays usable; nothing is held */
+        p->dropped = !route;
+        if (p->dropped)
+            p->limit = (size_t)srv->ctx->max_body;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
-        p->too_big = cl && strtoll(cl, NULL, 10) > srv->ctx->max_body;
+        p->too_big = cl && strtoull(cl, NULL, 10) > p->limit;
         /* answered before the body: MHD closes the connection afterwards */
         if (p->too_big || (p->refused && expects_continue(conn)))
             return refuse(srv, conn, p, method, url);
-        p->spool = !p->refused && body_goes_to_disk(method, url);
+        p->spool = !p->refused && kind == REST_BODY_SPOOL;
         return MHD_YES;
     }
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
         p->seen += n;
-        if (p->seen > (size_t)srv->ctx->max_body)
+        if (p->seen > p->limit)
             return MHD_NO; /* a chunked body past the limit: the connection is closed */
-        if (p->refused)
+        if (p->refused || p->dropped)
             return MHD_YES; /* read and dropped */
         if (p->spool) {
             spool_write(srv, p, upload, n);
@@ -645,8 +688,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (p->refused)
         return refuse(srv, conn, p, method, url);
-    rest_request req = {.ctx = srv->ctx, .method = method, .url = url, .body = p->body,
-                        .body_len = p->len, .conn = conn, .content_fd = -1};
+    rest_request req = {.ctx = srv->ctx,
+                        .method = method,
+                        .url = url,
+                        .body = p->body,
+                        .body_len = p->len,
+                        .conn = conn,
+                        .content_fd = -1,
+                        .username = p->username};
     if (p->fd >= 0) {
         close(p->fd); /* complete: the handler reads it, or hands it to ingest */
         p->fd = -1;

@@ -39,6 +39,7 @@ typedef struct rest_request {
      * tmp/ instead (body is NULL); removed after the handler unless taken over */
     const char *body_path;
     void *conn; /* struct MHD_Connection */
+    const char *username; /* the HTTP Basic user when authentication is on, else "" */
     /* the answer, set by rest_reply_* */
     int status;
     char *content;
@@ -57,6 +58,9 @@ void rest_add_header(rest_request *req, const char *name, const char *value);
 
 /* A request header, or NULL. */
 const char *rest_header(rest_request *req, const char *name);
+
+/* The client's IP address as text ("127.0.0.1", "::1"); "" if unknown. */
+void rest_client_ip(rest_request *req, char *out, size_t size);
 
 /* A query-string argument, or NULL. */
 const char *rest_arg(rest_request *req, const char *name);
@@ -95,12 +99,30 @@ void rest_reply_failure(rest_request *req, int code, const char *details);
 
 typedef void (*rest_handler)(rest_request *req);
 
+/* How large a route's body may be, known from the request line and headers
+ * alone: a larger Content-Length is answered 413 before the body is read, and
+ * a chunked body that grows past it has its connection closed. So no client
+ * makes rest hold more than the route it calls needs. */
+typedef enum rest_body_kind {
+    REST_BODY_SMALL = 0, /* JSON or a text value: REST_BODY_SMALL_MAX (the default) */
+    REST_BODY_LARGE,     /* long JSON lists (archives, C-MOVE, send to): REST_BODY_LARGE_MAX */
+    REST_BODY_INSTANCE,  /* held in memory, up to TESSERA_MAX_INSTANCE_SIZE (attachments) */
+    REST_BODY_SPOOL,     /* spooled to the storage area's tmp/, up to TESSERA_MAX_INSTANCE_SIZE */
+} rest_body_kind;
+#define REST_BODY_SMALL_MAX (1024 * 1024)
+#define REST_BODY_LARGE_MAX (4 * 1024 * 1024)
+
 typedef struct rest_route {
     const char *method;
     const char *pattern; /* path segments; a segment "*" matches any one, a last
                             segment "**" all the remaining ones (none included) */
     rest_handler handler;
+    rest_body_kind body;
 } rest_route;
+
+/* The route that a request for method and url would reach, or NULL (404/405). */
+const rest_route *rest_route_find(const rest_route *routes, size_t nroutes, const char *method,
+                                  const char *url);
 
 /* Starts serving on port with at most max_connections at once, one thread
  * per connection (handlers block on the database). */

@@ -3,6 +3,7 @@
  * the JSON (tessera_resource_json in db/migrations/0003_resource_json.sql). */
 #include "rest_resources.h"
 
+#include <arpa/inet.h>
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
@@ -359,6 +360,10 @@ static int store_one(rest_request *req, const void *data, size_t len, const char
         sr.dicom.len = len;
     }
     sr.origin = "RestApi";
+    char ip[INET6_ADDRSTRLEN];
+    rest_client_ip(req, ip, sizeof(ip));
+    sr.remote_ip = ip;
+    sr.http_username = (char *)(req->username ? req->username : "");
     ProtobufCMessage *reply;
     ts_err err;
     int rc = ts_bus_call(req->ctx->ingest, &sr.base, &tessera__store_reply__descriptor, &reply,
@@ -634,4 +639,65 @@ void rest_resource_statistics(rest_request *req)
 int rest_store_temp_file(rest_request *req, const char *temp_path, json_t **answer)
 {
     return store_one(req, NULL, 0, temp_path, answer, true);
+}
+
+/* ---- protection against recycling ----------------------------------------------- */
+
+static const ts_db_stmt get_protected = {
+    "rest_get_protected",
+    "SELECT CASE WHEN p.protected THEN '1' ELSE '0' END FROM resources r"
+    " JOIN patients p ON p.resource_id = r.id WHERE r.public_id = $1 AND r.level = 0",
+    1};
+
+static const ts_db_stmt set_protected = {
+    "rest_set_protected",
+    "UPDATE patients p SET protected = $2::boolean FROM resources r"
+    " WHERE r.public_id = $1 AND r.level = 0 AND p.resource_id = r.id RETURNING '1'",
+    2};
+
+/* GET/PUT /patients/{id}/protected: Orthanc's flag against recycling, "0" or
+ * "1" (PUT also takes "true"/"false", white space around ignored). Tessera
+ * recycles nothing; the flag is kept for the clients that set and read it.
+ * Orthanc answers an unknown patient with 400 "Parameter out of range". */
+void rest_patient_protected(rest_request *req)
+{
+    bool put = strcmp(req->method, "PUT") == 0;
+    const char *value = NULL;
+    if (put) {
+        size_t n;
+        const char *s = rest_body_trimmed(req, &n);
+        if ((n == 1 && s[0] == '1') || (n == 4 && strncmp(s, "true", 4) == 0))
+            value = "true";
+        else if ((n == 1 && s[0] == '0') || (n == 5 && strncmp(s, "false", 5) == 0))
+            value = "false";
+        if (!value) {
+            rest_reply_error(req, 400, 15, "Bad file format", "Boolean value expected");
+            return;
+        }
+    }
+    if (!ts_id_is_valid(req->seg[1])) {
+        rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+        return;
+    }
+    const char *params[] = {req->seg[1], value};
+    read_one r;
+    if (put) {
+        rest_row row = {.stmt = &set_protected, .params = params, .ncols = 1};
+        if (!rest_row_query(req, TS_DB_WRITE, &row))
+            return;
+        bool found = row.col[0] != NULL;
+        rest_row_clear(&row);
+        if (!found)
+            rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+        else
+            rest_reply_text(req, 200, "", 0);
+        return;
+    }
+    if (!query(req, &get_protected, params, &r))
+        return;
+    if (!r.text)
+        rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+    else
+        rest_reply_text(req, 200, r.text, strlen(r.text));
+    read_one_clear(&r);
 }

@@ -13,6 +13,8 @@ void rest_instance_tags(rest_request *req);
 void rest_upload_instance(rest_request *req);
 void rest_tools_lookup(rest_request *req);
 void rest_resource_statistics(rest_request *req);
+/* GET/PUT /patients/{id}/protected */
+void rest_patient_protected(rest_request *req);
 
 /* /system, /statistics, /changes (rest_system.c) */
 void rest_system(rest_request *req);

@@ -26,16 +26,16 @@ static void failing_handler(rest_request *req)
 
 /* A sample of main.c's shapes: fixed, one-wildcard, nested, trailing "**". */
 static const rest_route routes[] = {
-    {"GET", "/system", handler},
-    {"GET", "/patients", handler},
-    {"POST", "/instances", failing_handler},
-    {"GET", "/instances/*", handler},
-    {"DELETE", "/instances/*", handler},
-    {"GET", "/instances/*/file", handler},
-    {"GET", "/studies/*/series", handler},
-    {"PUT", "/studies/*/metadata/*", failing_handler},
-    {"GET", "/instances/*/content/**", handler},
-    {"GET", "/instances/*/frames/*/raw", handler},
+    {"GET", "/system", handler, REST_BODY_SMALL},
+    {"GET", "/patients", handler, REST_BODY_SMALL},
+    {"POST", "/instances", failing_handler, REST_BODY_SMALL},
+    {"GET", "/instances/*", handler, REST_BODY_SMALL},
+    {"DELETE", "/instances/*", handler, REST_BODY_SMALL},
+    {"GET", "/instances/*/file", handler, REST_BODY_SMALL},
+    {"GET", "/studies/*/series", handler, REST_BODY_SMALL},
+    {"PUT", "/studies/*/metadata/*", failing_handler, REST_BODY_SMALL},
+    {"GET", "/instances/*/content/**", handler, REST_BODY_SMALL},
+    {"GET", "/instances/*/frames/*/raw", handler, REST_BODY_SMALL},
 };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

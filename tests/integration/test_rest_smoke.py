@@ -401,3 +401,42 @@ def test_read_routes_take_one_database_round_trip(cluster):
         assert after[route] - before[route] == 3, (route, after[route] - before[route])
     text = http(rest, "GET", "/tools/metrics-prometheus")[1].decode()
     assert 'tessera_http_request_seconds_count{route="GET /studies/*"}' in text
+
+
+def test_each_route_bounds_its_body_before_reading_it(cluster):
+    """A route's largest body is known from the request line: a route that takes
+    JSON refuses a Content-Length over 1 MiB before any body arrives (rest held
+    up to TESSERA_MAX_INSTANCE_SIZE, 1 GiB by default, before the handler said
+    413), a chunked body that grows past it has its connection closed, and the
+    routes that take instances or attachments still take large bodies. A path no
+    route serves has its body read and dropped (test_refused_upload_keeps_the_connection)."""
+    ing = cluster.start_ingest()
+    limit = 8 * 1024 * 1024
+    rest = cluster.start_rest(ing, TESSERA_MAX_INSTANCE_SIZE=limit)
+    up = json.loads(http(rest, "POST", "/instances",
+                         (PYDICOM_FILES / "CT_small.dcm").read_bytes())[1])
+    small_routes = ["POST /tools/find", "PUT /instances/%s/metadata/1024" % up["ID"],
+                    "POST /tools/lookup", "PUT /modalities/x"]
+    for route in small_routes:
+        head = f"{route} HTTP/1.1\nHost: x\nContent-Length: {2 * 1024 * 1024}\n".encode()
+        out, closed = raw_request(rest.url, head)
+        assert out.startswith(b"HTTP/1.1 413") and closed, (route, out[:300])
+        assert b'"the body is larger than 1048576 bytes"' in out, (route, out[:600])
+    # chunked past the route's limit: the connection is closed, nothing answered
+    big = 1024 * 1024 + 1
+    head = b"POST /tools/find HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\n"
+    out, closed = raw_request(rest.url, head, b"%x\r\n" % big + b" " * big + b"\r\n0\r\n\r\n")
+    assert out == b"" and closed, out[:300]
+    # a long list of resources to archive or send: 4 MiB
+    head = f"POST /tools/create-archive HTTP/1.1\nHost: x\nContent-Length: {5 << 20}\n"
+    out, closed = raw_request(rest.url, head.encode())
+    assert b'"the body is larger than 4194304 bytes"' in out and closed, out[:300]
+    # attachments and instances: up to TESSERA_MAX_INSTANCE_SIZE
+    blob = os.urandom(3 * 1024 * 1024)
+    status, body, _ = http(rest, "PUT", f"/instances/{up['ID']}/attachments/1025", blob)
+    assert status == 200, body[:300]
+    status, body, _ = http(rest, "GET", f"/instances/{up['ID']}/attachments/1025/data")
+    assert status == 200 and body == blob
+    status, _, _ = http(rest, "PUT", f"/instances/{up['ID']}/metadata/1024", b"v" * 1000)
+    assert status == 200
+    assert http(rest, "GET", f"/instances/{up['ID']}/metadata/1024")[1] == b"v" * 1000

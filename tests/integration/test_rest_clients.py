@@ -1,0 +1,275 @@
+"""Orthanc clients that broke on Tessera (issue 16): instance metadata written at
+reception, series completeness, small routes and options, compared side by side
+with Orthanc 1.10.1 (test_rest.py's `fresh` pair: an empty Orthanc and an empty
+Tessera). Where Orthanc departs from the DICOM standard, the test says so and
+asserts the standard."""
+import json
+from types import SimpleNamespace
+
+import pydicom
+import pytest
+from pydicom.filebase import DicomBytesIO
+
+from conftest import PYDICOM_FILES, storescu
+from orthanc import orthanc  # noqa: F401  (a fixture of fresh)
+from test_rest import diff, fresh  # noqa: F401  (fresh is a fixture)
+
+
+def both(pair, method, path, body=None, headers=None):
+    """(Orthanc's answer, Tessera's answer), each (status, body, headers)."""
+    return (pair.ref.req(method, path, body, headers), pair.t.req(method, path, body, headers))
+
+
+def upload_both(pair, data):
+    a, b = pair.ref.upload(data), pair.t.upload(data)
+    assert a["ID"] == b["ID"], (a, b)
+    return a
+
+
+# ----------------------------------------------------------------------------------
+# Item 1: metadata written at reception
+
+
+def bare_dataset(src, uid_suffix, implicit):
+    """src's data set without a file meta header (no preamble, no "DICM"), encoded
+    implicit or explicit VR little endian, with a SOP Instance UID of its own."""
+    ds = pydicom.dcmread(src)
+    ds.SOPInstanceUID += uid_suffix
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, implicit
+    pydicom.filewriter.write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def with_uid(src, uid_suffix):
+    ds = pydicom.dcmread(src)
+    ds.SOPInstanceUID += uid_suffix
+    fp = DicomBytesIO()
+    ds.save_as(fp, write_like_original=True)
+    return fp.getvalue()
+
+
+def pixel_tag_offset(data):
+    """Where the last (7FE0,0010) tag starts in data, either byte order; -1 if none."""
+    return max(data.rfind(b"\xe0\x7f\x10\x00"), data.rfind(b"\x7f\xe0\x00\x10"))
+
+
+METADATA_FILES = {
+    # name: (bytes, expected TransferSyntax, expected PixelDataOffset or None)
+    "CT_small": lambda: (PYDICOM_FILES / "CT_small.dcm").read_bytes(),
+    "JPEG2000": lambda: (PYDICOM_FILES / "JPEG2000.dcm").read_bytes(),
+    "rtplan (no pixel data)": lambda: (PYDICOM_FILES / "rtplan.dcm").read_bytes(),
+    "big endian": lambda: with_uid(PYDICOM_FILES / "MR_small_bigendian.dcm", ".78"),
+    "deflated": lambda: (PYDICOM_FILES / "image_dfl.dcm").read_bytes(),
+    "bare implicit": lambda: bare_dataset(PYDICOM_FILES / "MR_small_implicit.dcm", ".77", True),
+    "bare explicit": lambda: bare_dataset(PYDICOM_FILES / "CT_small.dcm", ".79", False),
+    "bare explicit, no pixel data": lambda: (PYDICOM_FILES / "ExplVR_LitEndNoMeta.dcm").read_bytes(),
+}
+
+
+def test_upload_metadata_as_orthanc(fresh):
+    """Every REST upload gets Orthanc's metadata: TransferSyntax also for a file
+    without a meta header (the encoding it was read in: 1.2.840.10008.1.2 for
+    implicit VR little endian), PixelDataOffset (where the top-level Pixel Data
+    element's tag starts: Orthanc's value, not where its value starts; none for a
+    file without pixel data, without a meta header, or deflated, as in Orthanc),
+    RemoteIP, and RemoteAET and HttpUsername empty. Orthanc writes no CalledAET for
+    REST uploads, and neither does Tessera."""
+    seen = {}
+    for name, make in METADATA_FILES.items():
+        data = make()
+        up = upload_both(fresh, data)
+        path = f"/instances/{up['ID']}/metadata?expand"
+        ref, got = fresh.ref.get(path), fresh.t.get(path)
+        for m in (ref, got):
+            m.pop("ReceptionDate")
+        assert got == ref, (name, diff(ref, got))
+        seen[name] = got
+    assert seen["bare implicit"]["TransferSyntax"] == "1.2.840.10008.1.2"
+    assert seen["CT_small"]["PixelDataOffset"] == str(
+        pixel_tag_offset((PYDICOM_FILES / "CT_small.dcm").read_bytes()))
+    assert seen["big endian"]["PixelDataOffset"] == str(
+        pixel_tag_offset(METADATA_FILES["big endian"]()))
+    assert "PixelDataOffset" not in seen["rtplan (no pixel data)"]
+    assert seen["CT_small"]["RemoteIP"] == "127.0.0.1"
+    assert seen["CT_small"]["RemoteAET"] == "" and seen["CT_small"]["HttpUsername"] == ""
+    assert "CalledAET" not in seen["CT_small"]
+
+
+def test_c_store_metadata_has_pixel_data_offset(fresh, tmp_path):
+    """A C-STOREd file is written by the receiver (its meta header differs between
+    the two servers: test_rest.py's header), so its PixelDataOffset is compared with
+    the stored file's own bytes; the other keys with Orthanc."""
+    f = tmp_path / "ct.dcm"
+    f.write_bytes(with_uid(PYDICOM_FILES / "CT_small.dcm", ".81"))
+    rc, out = storescu(SimpleNamespace(aet=fresh.orthanc.aet, port=fresh.orthanc.dicom_port), [f])
+    assert rc == 0, out
+    rc, out = storescu(fresh.ing, [f])
+    assert rc == 0, out
+    iid = fresh.t.get("/instances")[0]
+    ref = fresh.ref.get(f"/instances/{iid}/metadata?expand")
+    got = fresh.t.get(f"/instances/{iid}/metadata?expand")
+    stored = fresh.t.req("GET", f"/instances/{iid}/file")[1]
+    assert got["PixelDataOffset"] == str(pixel_tag_offset(stored))
+    assert set(got) == set(ref), diff(ref, got)
+    for k in ("Origin", "RemoteIP", "TransferSyntax", "SopClassUid", "IndexInSeries"):
+        assert got[k] == ref[k], k
+
+
+# ----------------------------------------------------------------------------------
+# Item 2: series completeness
+
+
+def series_file(series, i, **tags):
+    """CT_small as instance i of series 1.2.826.0.1.3680043.8.498.901.<series>, with
+    tags set (None deletes one)."""
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.901"
+    ds.SeriesInstanceUID = f"{ds.StudyInstanceUID}.{series}"
+    ds.SOPInstanceUID = f"{ds.SeriesInstanceUID}.{i}"
+    for k, v in tags.items():
+        if v is None:
+            delattr(ds, k)
+        else:
+            setattr(ds, k, v)
+    fp = DicomBytesIO()
+    ds.save_as(fp)
+    return fp.getvalue()
+
+
+# series number: the tags of its instances, in the order they are stored
+SERIES_CASES = {
+    1: [dict(InstanceNumber=1, ImagesInAcquisition=2), dict(InstanceNumber=2)],
+    2: [dict(InstanceNumber=1, ImagesInAcquisition=2, NumberOfTemporalPositions=2),
+        dict(InstanceNumber=2)],
+    3: [dict(InstanceNumber=1, CardiacNumberOfImages=3), dict(InstanceNumber=3)],
+    4: [dict(InstanceNumber=1, NumberOfSlices=2), dict(InstanceNumber=2)],
+    5: [dict(InstanceNumber=1, CardiacNumberOfImages=3), dict(InstanceNumber=2),
+        dict(InstanceNumber=3)],
+    6: [dict(InstanceNumber=1, ImagesInAcquisition=1, NumberOfTemporalPositions=2),
+        dict(InstanceNumber=5)],
+    7: [dict(InstanceNumber=1, CardiacNumberOfImages=2), dict(InstanceNumber=1)],
+    8: [dict(InstanceNumber=1, CardiacNumberOfImages=2), dict(InstanceNumber=None)],
+    9: [dict(InstanceNumber=1, ImagesInAcquisition=0, NumberOfTemporalPositions=2)],
+    10: [dict(InstanceNumber=1, CardiacNumberOfImages=1, ImagesInAcquisition=2,
+              NumberOfTemporalPositions=1), dict(InstanceNumber=2)],
+    # complete, and the completing instance carries the tags: CompletedSeries
+    11: [dict(InstanceNumber=2, CardiacNumberOfImages=2),
+         dict(InstanceNumber=1, CardiacNumberOfImages=2)],
+    12: [dict(InstanceNumber=1, CardiacNumberOfImages=1)],
+}
+
+
+def all_changes(server):
+    out, since = [], 0
+    while True:
+        page = server.get(f"/changes?since={since}&limit=100")
+        out += page["Changes"]
+        since = page["Last"]
+        if page["Done"]:
+            return out
+
+
+def test_series_expected_instances_status_and_completed_series(fresh):
+    """ExpectedNumberOfInstances and Status of series as Orthanc 1.10.1 computes
+    them (from the first instance's ImagesInAcquisition x NumberOfTemporalPositions,
+    else CardiacNumberOfImages; Complete/Missing/Inconsistent/Unknown from the
+    instances' indexes), the series metadata that holds the number, and the
+    CompletedSeries changes Orthanc logs (when the instance that completes a series
+    carries the tags itself)."""
+    seen = {}
+    for n, instances in SERIES_CASES.items():
+        for i, tags in enumerate(instances):
+            up = upload_both(fresh, series_file(n, i, **tags))
+        sid = up["ParentSeries"]
+        ref, got = fresh.ref.get(f"/series/{sid}"), fresh.t.get(f"/series/{sid}")
+        for k in ("ExpectedNumberOfInstances", "Status"):
+            assert got[k] == ref[k], (n, k, ref[k], got[k])
+        seen[n] = got["Status"]
+        meta_ref = fresh.ref.get(f"/series/{sid}/metadata?expand")
+        meta_got = fresh.t.get(f"/series/{sid}/metadata?expand")
+        assert (meta_got.get("ExpectedNumberOfInstances")
+                == meta_ref.get("ExpectedNumberOfInstances")), (n, meta_ref, meta_got)
+    # the test covers every status
+    assert set(seen.values()) == {"Unknown", "Missing", "Complete", "Inconsistent"}, seen
+
+    def completed(server):
+        return [(c["ID"], c["ResourceType"], c["Path"]) for c in all_changes(server)
+                if c["ChangeType"] == "CompletedSeries"]
+    assert len(completed(fresh.ref)) == 2
+    assert completed(fresh.t) == completed(fresh.ref)
+    # where it comes: right after the changes of the instance that completes it
+    types = [c["ChangeType"] for c in all_changes(fresh.t)]
+    ref_types = [c["ChangeType"] for c in all_changes(fresh.ref)
+                 if c["ChangeType"] not in ("NewChildInstance",)]
+    types = [t for t in types if t != "NewChildInstance"]
+    assert types == ref_types, diff(ref_types, types)
+
+
+# test-SR.dcm and reportsi.dcm: one PatientID, other names and sexes
+STUDY_FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtstruct.dcm", "test-SR.dcm",
+               "waveform_ecg.dcm", "reportsi.dcm", "ExplVR_LitEndNoMeta.dcm", "JPEG2000.dcm"]
+
+
+def test_study_patient_main_tags_as_orthanc(fresh):
+    """GET /studies/{id} answers as PatientMainDicomTags the patient's tags of the
+    study's own first instance, as Orthanc (which copies them into the study), not
+    those of the patient's first instance: two studies of one PatientID with other
+    names or sexes each show their own (reportsi.dcm after test-SR.dcm)."""
+    for name in STUDY_FILES:
+        up = upload_both(fresh, (PYDICOM_FILES / name).read_bytes())
+        for path in (f"/studies/{up['ParentStudy']}", f"/patients/{up['ParentPatient']}",
+                     f"/series/{up['ParentSeries']}", f"/instances/{up['ID']}"):
+            ref, got = fresh.ref.get(path), fresh.t.get(path)
+            for k in ("MainDicomTags", "PatientMainDicomTags"):
+                assert got.get(k) == ref.get(k), (name, path, diff(ref.get(k), got.get(k)))
+
+
+# ----------------------------------------------------------------------------------
+# Item 3: small routes
+
+
+def test_patient_protected(fresh):
+    """GET/PUT /patients/{id}/protected as Orthanc: "0"/"1", PUT takes 0/1/true/false
+    (white space around ignored), 400 "Bad file format" for anything else, 400
+    "Parameter out of range" for an unknown patient; other levels have no such
+    route (404)."""
+    up = upload_both(fresh, (PYDICOM_FILES / "CT_small.dcm").read_bytes())
+    path = f"/patients/{up['ParentPatient']}/protected"
+    steps = [("GET", path, None), ("PUT", path, b"1"), ("GET", path, None),
+             ("PUT", path, b" false\n"), ("GET", path, None), ("PUT", path, b"true"),
+             ("GET", path, None), ("PUT", path, b"yes"), ("PUT", path, b""),
+             ("GET", path, None), ("PUT", path, b"0"), ("GET", path, None),
+             ("GET", "/patients/" + "00000000-" * 4 + "00000000/protected", None),
+             ("PUT", "/patients/" + "00000000-" * 4 + "00000000/protected", b"1"),
+             ("GET", f"/studies/{up['ParentStudy']}/protected", None)]
+    got_values = []
+    for method, p, body in steps:
+        (s1, b1, _), (s2, b2, _) = both(fresh, method, p, body)
+        assert s2 == s1, (method, p, body, s1, b1[:300], s2, b2[:300])
+        if s1 == 200:
+            assert b2 == b1, (method, p, body, b1, b2)
+            if method == "GET":
+                got_values.append(b2)
+        elif b1:
+            e1, e2 = json.loads(b1), json.loads(b2)
+            assert (e2["OrthancStatus"], e2["Message"]) == (e1["OrthancStatus"], e1["Message"])
+    assert got_values == [b"0", b"1", b"0", b"1", b"1", b"0"], got_values
+
+
+def test_count_resources_and_statistics_keys_as_orthanc_1_10_1(fresh):
+    """POST /tools/count-resources and the DicomDiskSize keys of /statistics came
+    with later Orthanc releases: Orthanc 1.10.1 answers 404 "Unknown resource" to
+    the first and has none of the second, so Tessera does the same
+    (docs/conformance.md); /statistics has Orthanc 1.10.1's keys, with its types."""
+    upload_both(fresh, (PYDICOM_FILES / "CT_small.dcm").read_bytes())
+    body = b'{"Level": "Study", "Query": {}}'
+    (s1, b1, _), (s2, b2, _) = both(fresh, "POST", "/tools/count-resources", body)
+    assert (s1, s2) == (404, 404), (b1, b2)
+    e1, e2 = json.loads(b1), json.loads(b2)
+    assert {k: v for k, v in e2.items() if k != "Details"} == e1
+    ref, got = fresh.ref.get("/statistics"), fresh.t.get("/statistics")
+    assert "DicomDiskSize" not in ref
+    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in ref.items()}
+    assert {k: v for k, v in got.items() if k.startswith("Count")} == \
+        {k: v for k, v in ref.items() if k.startswith("Count")}
