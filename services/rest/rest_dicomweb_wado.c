@@ -253,42 +253,74 @@ void rest_dw_retrieve(rest_request *req)
 
 /* ---- metadata ------------------------------------------------------------------- */
 
-/* Puts prefix before every relative BulkDataURI ("/7fe00010"). */
-static void prefix_bulk(json_t *j, const char *prefix)
+/* The answer being built: a growing buffer. */
+typedef struct meta_buf {
+    char *data;
+    size_t len, cap;
+} meta_buf;
+
+static void meta_reserve(meta_buf *b, size_t more)
 {
-    const char *key;
-    json_t *v;
-    size_t i;
-    if (json_is_object(j)) {
-        json_object_foreach(j, key, v)
-        {
-            if (strcmp(key, "BulkDataURI") == 0 && json_is_string(v)) {
-                char uri[1200];
-                snprintf(uri, sizeof(uri), "%s%s", prefix, json_string_value(v));
-                json_string_set(v, uri);
-            } else {
-                prefix_bulk(v, prefix);
+    if (b->len + more <= b->cap)
+        return;
+    while (b->len + more > b->cap)
+        b->cap = b->cap ? 2 * b->cap : 65536;
+    b->data = realloc(b->data, b->cap);
+    if (!b->data)
+        abort();
+}
+
+/* Appends an instance's stored DICOM JSON (jsonb's text: blanks after ',' and
+ * ':') without the blanks between tokens, with prefix put before every
+ * BulkDataURI value ("/7fe00010" is relative to the instance). One pass over
+ * the text instead of a parse and a dump: a series' metadata is thousands of
+ * these. Inside a JSON string every '"' is escaped, so a "BulkDataURI" key
+ * followed by ':' is always the key. */
+static void append_metadata(meta_buf *b, const char *text, const char *prefix)
+{
+    size_t n = strlen(text), plen = strlen(prefix);
+    meta_reserve(b, n);
+    bool in_str = false, esc = false, bulk_value = false;
+    size_t str_start = 0, str_end = 0; /* the last string closed, in b->data */
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (in_str) {
+            b->data[b->len++] = c;
+            if (esc)
+                esc = false;
+            else if (c == '\\')
+                esc = true;
+            else if (c == '"') {
+                in_str = false;
+                str_end = b->len;
+            }
+            continue;
+        }
+        if (c == ' ' || c == '\n' || c == '\t' || c == '\r')
+            continue;
+        if (c == ':' && str_end - str_start == 13 &&
+            memcmp(b->data + str_start, "\"BulkDataURI\"", 13) == 0) {
+            b->data[b->len++] = c;
+            bulk_value = true;
+            continue;
+        }
+        b->data[b->len++] = c;
+        if (c == '"') {
+            in_str = true;
+            str_start = b->len - 1;
+            if (bulk_value) {
+                meta_reserve(b, plen + (n - i));
+                memcpy(b->data + b->len, prefix, plen);
+                b->len += plen;
             }
         }
-    } else if (json_is_array(j)) {
-        json_array_foreach(j, i, v) prefix_bulk(v, prefix);
+        bulk_value = false;
     }
 }
 
-static json_t *instance_metadata(rest_request *req, PGresult *res, int r, const char *root)
+/* An instance stored before instances.dicomweb existed: its file. */
+static json_t *file_metadata(rest_request *req, PGresult *res, int r, const char *prefix)
 {
-    char prefix[1024];
-    snprintf(prefix, sizeof(prefix), "%s/studies/%s/series/%s/instances/%s/bulk", root,
-             PQgetvalue(res, r, DW_COL_STUDY), PQgetvalue(res, r, DW_COL_SERIES),
-             PQgetvalue(res, r, DW_COL_SOP));
-    if (!PQgetisnull(res, r, DW_COL_DICOMWEB)) {
-        json_t *j = json_loads(PQgetvalue(res, r, DW_COL_DICOMWEB), 0, NULL);
-        if (j) {
-            prefix_bulk(j, prefix);
-            return j;
-        }
-    }
-    /* stored before instances.dicomweb existed: the file */
     char path[4096];
     ts_err err;
     ts_dicom *d = NULL;
@@ -312,36 +344,42 @@ void rest_dw_metadata(rest_request *req)
         return;
     char root[320];
     dw_root(req, root, sizeof(root));
-    /* the answer is written row by row: one parsed instance at a time */
-    size_t cap = 65536, len = 0;
-    char *out = malloc(cap);
-    if (!out)
-        abort();
-    out[len++] = '[';
+    meta_buf b = {0};
+    meta_reserve(&b, 1);
+    b.data[b.len++] = '[';
     for (int r = 0; r < PQntuples(res); r++) {
-        json_t *j = instance_metadata(req, res, r, root);
-        if (!j)
+        char prefix[1024];
+        snprintf(prefix, sizeof(prefix), "%s/studies/%s/series/%s/instances/%s/bulk", root,
+                 PQgetvalue(res, r, DW_COL_STUDY), PQgetvalue(res, r, DW_COL_SERIES),
+                 PQgetvalue(res, r, DW_COL_SOP));
+        size_t before = b.len;
+        meta_reserve(&b, 1);
+        if (b.len > 1)
+            b.data[b.len++] = ',';
+        if (!PQgetisnull(res, r, DW_COL_DICOMWEB)) {
+            append_metadata(&b, PQgetvalue(res, r, DW_COL_DICOMWEB), prefix);
             continue;
+        }
+        json_t *j = file_metadata(req, res, r, prefix);
+        if (!j) {
+            b.len = before;
+            continue;
+        }
         char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
         json_decref(j);
         if (!text)
             abort();
         size_t n = strlen(text);
-        while (len + n + 3 > cap)
-            cap *= 2;
-        out = realloc(out, cap);
-        if (!out)
-            abort();
-        if (len > 1)
-            out[len++] = ',';
-        memcpy(out + len, text, n);
-        len += n;
+        meta_reserve(&b, n);
+        memcpy(b.data + b.len, text, n);
+        b.len += n;
         free(text);
     }
-    out[len++] = ']';
+    meta_reserve(&b, 1);
+    b.data[b.len++] = ']';
     PQclear(res);
-    rest_reply_text(req, 200, out, len);
-    free(out);
+    rest_reply_text(req, 200, b.data, b.len);
+    free(b.data);
     req->content_type = DW_JSON;
 }
 
