@@ -16,15 +16,42 @@ bool dw_uid_valid(const char *s)
     return n >= 1 && n <= 64 && strspn(s, "0123456789.") == n;
 }
 
+/* The first value of a header that may list several ("a, b"), trimmed, when
+ * it is made only of the characters an authority or a scheme holds; else "". */
+static void first_value(rest_request *req, const char *name, char *out, size_t size)
+{
+    out[0] = '\0';
+    const char *v = rest_header(req, name);
+    if (!v)
+        return;
+    v += strspn(v, " \t");
+    size_t n = strcspn(v, ",");
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]";
+    if (n == 0 || n >= size || strspn(v, ok) < n)
+        return;
+    memcpy(out, v, n);
+    out[n] = '\0';
+}
+
 void dw_root(rest_request *req, char *out, size_t size)
 {
-    const char *host = rest_header(req, "Host");
-    /* a Host header is the client's text: keep what an authority may hold */
-    if (!host || !*host || strlen(host) > 255 ||
-        strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
-            strlen(host))
-        host = "127.0.0.1";
-    snprintf(out, size, "http://%s/dicom-web", host);
+    /* behind a proxy the client's scheme and host are in X-Forwarded-*
+     * (compose/haproxy.cfg sets both, replacing what a client sent); Host
+     * names the proxy instead when the proxy rewrites it */
+    char proto[8], host[256];
+    first_value(req, "X-Forwarded-Proto", proto, sizeof(proto));
+    if (strcasecmp(proto, "https") != 0)
+        strcpy(proto, "http");
+    else
+        strcpy(proto, "https");
+    first_value(req, "X-Forwarded-Host", host, sizeof(host));
+    if (!host[0])
+        first_value(req, "Host", host, sizeof(host));
+    if (!host[0])
+        strcpy(host, "127.0.0.1");
+    snprintf(out, size, "%s://%s/dicom-web", proto, host);
 }
 
 void dw_error(rest_request *req, int status, const char *fmt, ...)

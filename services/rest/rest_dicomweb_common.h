@@ -15,8 +15,10 @@
 /* A UID as PS3.5 9.1 allows them: 1 to 64 characters of digits and '.'. */
 bool dw_uid_valid(const char *s);
 
-/* "http://<Host>/dicom-web": the root that RetrieveURLs and BulkDataURIs
- * start with (the request's Host header; 127.0.0.1 without one). */
+/* "<scheme>://<host>/dicom-web": the root that RetrieveURLs and BulkDataURIs
+ * start with. The scheme is X-Forwarded-Proto's first value when it is https,
+ * else http; the host X-Forwarded-Host's first value, else Host, else
+ * 127.0.0.1 (values with characters an authority cannot hold are ignored). */
 void dw_root(rest_request *req, char *out, size_t size);
 
 /* An error answer: Orthanc's error body with the message in "Details". */

@@ -750,3 +750,116 @@ def test_dicomweb_client_store_search_retrieve(dw, dwclient, tmp_path):
                     BulkDataURI=[m for m in meta if value(m, "00080018") == f"{study}.1.1"][0]
                     ["7FE00010"]["BulkDataURI"])
     assert bulk == [hashlib.sha256(pixels).hexdigest()]
+
+
+# ---- raw HTTP with curl --------------------------------------------------------
+
+
+def curl(url, *args):
+    """curl -si; returns (status, headers with lower-case names, body bytes)."""
+    p = subprocess.run(["curl", "-si", "--max-time", "30", *args, url], capture_output=True,
+                       check=True)
+    head, _, body = p.stdout.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, v = line.partition(":")
+        headers[name.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), headers, body
+
+# ---- URLs behind a proxy -----------------------------------------------------------
+
+
+def retrieve_urls(url, headers):
+    """RetrieveURL of study 1 in a QIDO answer, and the first BulkDataURI of its
+    metadata, with these request headers."""
+    args = [a for k, v in headers.items() for a in ("-H", f"{k}: {v}")]
+    _, _, body = curl(url + f"/dicom-web/studies?StudyInstanceUID={study_uid('1')}", *args)
+    qido_url = value(json.loads(body)[0], "00081190")
+    _, _, body = curl(url + f"/dicom-web/studies/{study_uid('1')}/series/{series_uid('1.1')}"
+                      f"/instances/{sop_uid('1.1', 1)}/metadata", *args)
+    bulk = next(v["BulkDataURI"] for v in json.loads(body)[0].values() if "BulkDataURI" in v)
+    return qido_url, bulk
+
+
+@pytest.mark.parametrize("headers,root", [
+    ({}, None),  # curl's Host: 127.0.0.1:<port>
+    ({"Host": "pacs.example:8042"}, "http://pacs.example:8042"),
+    ({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "pacs.example.org"},
+     "https://pacs.example.org"),
+    ({"X-Forwarded-Proto": "HTTPS, http", "X-Forwarded-Host": "a.example:8443, proxy.local"},
+     "https://a.example:8443"),
+    # values that cannot be a scheme or an authority are ignored
+    ({"X-Forwarded-Proto": "javascript", "X-Forwarded-Host": "evil.example/x?"}, None),
+    ({"Host": "pacs.example", "X-Forwarded-Host": "a b"}, "http://pacs.example"),
+])
+def test_urls_follow_host_and_forwarded_headers(dw, headers, root):
+    root = root or dw.rest.url
+    qido_url, bulk = retrieve_urls(dw.rest.url, headers)
+    assert qido_url == f"{root}/dicom-web/studies/{study_uid('1')}"
+    assert bulk.startswith(f"{root}/dicom-web/studies/{study_uid('1')}/series/"), bulk
+
+
+def test_stow_retrieve_url_behind_forwarded_headers(dw, tmp_path):
+    study = study_uid("30")
+    body = multipart_body([("application/dicom", p.read_bytes())
+                           for p in new_instances(tmp_path, study, 1)])
+    status, data, _ = http(dw.rest.url, "POST", "/dicom-web/studies", body,
+                           {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json",
+                            "X-Forwarded-Proto": "https", "X-Forwarded-Host": "pacs.example.org"})
+    rsp = json.loads(data)
+    assert status == 200, rsp
+    assert value(rsp, "00081190") == f"https://pacs.example.org/dicom-web/studies/{study}"
+    item = rsp["00081199"]["Value"][0]
+    assert value(item, "00081190").startswith(f"https://pacs.example.org/dicom-web/studies/{study}/")
+
+
+def test_urls_behind_haproxy(dw, tmp_path):
+    """HAProxy 2.6 in front of rest as compose/haproxy.cfg sets it up (HTTP mode,
+    X-Forwarded-Proto and -Host set by the proxy, overriding the client's): the URLs
+    name the proxy's address, not rest's."""
+    from conftest import free_port
+    port = free_port()
+    cfg = Path(__file__).resolve().parents[2] / "compose/haproxy.cfg"
+    forwarded = [ln.strip() for ln in cfg.read_text().splitlines()
+                 if ln.strip().startswith("http-request set-header X-Forwarded-")]
+    assert len(forwarded) == 2, "compose/haproxy.cfg sets X-Forwarded-Proto and -Host"
+    u = urllib.parse.urlsplit(dw.rest.url)
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text(f"""global
+    maxconn 64
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend http
+    bind 127.0.0.1:{port}
+    option forwardfor
+    {forwarded[0]}
+    {forwarded[1]}
+    default_backend rest
+backend rest
+    server rest-1 {u.hostname}:{u.port}
+""")
+    p = subprocess.Popen(["haproxy", "-db", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    try:
+        proxy = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                curl(proxy + "/system")
+                break
+            except subprocess.CalledProcessError:
+                import time
+                time.sleep(0.05)
+        # a client's own X-Forwarded-Proto does not reach rest
+        qido_url, bulk = retrieve_urls(proxy, {"Host": "pacs.example:8042",
+                                               "X-Forwarded-Proto": "https"})
+        assert qido_url == f"http://pacs.example:8042/dicom-web/studies/{study_uid('1')}"
+        assert bulk.startswith("http://pacs.example:8042/dicom-web/studies/")
+        _, _, body = curl(proxy + f"/dicom-web/studies?StudyInstanceUID={study_uid('1')}")
+        assert value(json.loads(body)[0], "00081190").startswith(proxy + "/dicom-web/")
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
