@@ -179,6 +179,7 @@ static const rest_route routes[] = {
     {"GET", "/dicom-web/studies/*/series/*/instances/*/bulk/**", rest_dw_bulk},
     {"POST", "/dicom-web/studies", rest_dw_store},
     {"POST", "/dicom-web/studies/*", rest_dw_store},
+    {"GET", "/wado", rest_dw_wado_uri}, /* where Orthanc's plugin serves WADO-URI */
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

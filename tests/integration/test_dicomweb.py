@@ -863,3 +863,83 @@ backend rest
     finally:
         p.terminate()
         p.wait(timeout=10)
+
+
+# ---- WADO-URI --------------------------------------------------------------------
+
+
+def wado_uri(study=None, series=None, sop=None, **more):
+    params = {"requestType": "WADO"}
+    params.update({k: v for k, v in (("studyUID", study), ("seriesUID", series),
+                                     ("objectUID", sop)) if v})
+    params.update(more)
+    # '/' left as is: Orthanc's plugin does not percent-decode values (application%2Fdicom
+    # is "unsupported" there); Tessera decodes them (test_wado_uri_percent_encoded)
+    return "/wado?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None},
+                                             safe="/")
+
+
+def test_wado_uri_file_as_orthanc(dw):
+    """The file as stored, from Tessera and from Orthanc's plugin, both at /wado (the
+    plugin serves nothing at /dicom-web/wado; neither does Tessera)."""
+    f = next(f for f in dw.files if f.name == "2.1-2.dcm")
+    uids = (study_uid("2"), series_uid("2.1"), sop_uid("2.1", 2))
+    for url in (dw.rest.url, dw.o.url):
+        status, headers, body = curl(url + wado_uri(*uids, contentType="application/dicom"))
+        assert status == 200 and headers["content-type"] == "application/dicom", (url, headers, body[:300])
+        assert body == f.read_bytes(), url
+        # objectUID alone, as the plugin allows; the stored transfer syntax asked by name
+        status, _, body = curl(url + wado_uri(sop=uids[2], contentType="application/dicom",
+                                              transferSyntax="1.2.840.10008.1.2.1"))
+        assert status == 200 and body == f.read_bytes(), url
+        status, _, _ = curl(url + "/dicom-web" + wado_uri(*uids, contentType="application/dicom"))
+        assert status == 404, url
+
+
+def test_wado_uri_percent_encoded(dw):
+    uids = (study_uid("2"), series_uid("2.1"), sop_uid("2.1", 2))
+    path = wado_uri(*uids, contentType="application/dicom").replace("/dicom", "%2Fdicom")
+    assert "%2F" in path
+    assert curl(dw.rest.url + path)[0] == 200
+    status, _, body = curl(dw.o.url + path)
+    assert status == 400 and b"Unsupported content type" in body
+
+
+@pytest.mark.parametrize("case,params,mine,plugin", [
+    ("unknown object", dict(sop=f"{ROOT_UID}.9"), 404, 404),
+    ("object of another study", dict(study=study_uid("1")), 404, 404),
+    ("object of another series", dict(series=series_uid("1.1")), 404, 404),
+    ("no requestType", dict(requestType=None), 400, 404),
+    ("no objectUID", dict(sop=""), 400, 404),
+    ("bad objectUID", dict(sop="1.2.x"), 400, 404),
+    ("anonymize", dict(anonymize="yes"), 400, None),
+    # departures of the plugin: it renders a PNG for image/jpeg and for no contentType
+    # (shared/notes: its WADO-URI JPEG is labelled image/png), and ignores transferSyntax
+    ("image/jpeg", dict(contentType="image/jpeg"), 406, 200),
+    ("no contentType", dict(contentType=None), 406, 200),
+    ("another transfer syntax", dict(transferSyntax="1.2.840.10008.1.2.4.50"), 406, 200),
+])
+def test_wado_uri_refusals(dw, case, params, mine, plugin):
+    uids = dict(study=study_uid("2"), series=series_uid("2.1"), sop=sop_uid("2.1", 2))
+    more = {"contentType": "application/dicom"}
+    for k, v in params.items():
+        if k in uids:
+            uids[k] = v
+        else:
+            more[k] = v
+    if "requestType" in params:
+        path = "/wado?" + urllib.parse.urlencode(
+            {"studyUID": uids["study"], "seriesUID": uids["series"], "objectUID": uids["sop"],
+             "contentType": "application/dicom"}, safe="/")
+    else:
+        path = wado_uri(uids["study"], uids["series"], uids["sop"], **more)
+    status, headers, body = curl(dw.rest.url + path)
+    assert status == mine, (case, body)
+    details = json.loads(body)["Details"]
+    if mine == 406 and "contentType" in params:
+        assert "rendered image" in details and "contentType=application/dicom" in details
+    if plugin is not None:
+        status, headers, _ = curl(dw.o.url + path)
+        assert status == plugin, case
+        if case in ("image/jpeg", "no contentType"):
+            assert headers["content-type"] == "image/png"
