@@ -179,7 +179,9 @@ static const rest_route routes[] = {
     {"GET", "/dicom-web/studies/*/series/*/instances/*/bulk/**", rest_dw_bulk},
     {"POST", "/dicom-web/studies", rest_dw_store},
     {"POST", "/dicom-web/studies/*", rest_dw_store},
+    {"OPTIONS", "/dicom-web/**", rest_dw_preflight},
     {"GET", "/wado", rest_dw_wado_uri}, /* where Orthanc's plugin serves WADO-URI */
+    {"OPTIONS", "/wado", rest_dw_preflight},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -21,6 +21,11 @@ bool dw_uid_valid(const char *s);
  * 127.0.0.1 (values with characters an authority cannot hold are ignored). */
 void dw_root(rest_request *req, char *out, size_t size);
 
+/* CORS: adds Access-Control-Allow-Origin/-Methods/-Headers/-Expose-Headers
+ * to the answer when TESSERA_HTTP_CORS_ORIGINS allows the request's Origin
+ * ("*": any origin, also requests without one). Returns whether it did. */
+bool dw_cors(rest_request *req);
+
 /* An error answer: Orthanc's error body with the message in "Details". */
 void dw_error(rest_request *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -349,6 +349,7 @@ static json_t *match_json(qido *q, const Tessera__FindMatch *m, const char *root
 
 void rest_dw_search(rest_request *req)
 {
+    dw_cors(req);
     qido *q = calloc(1, sizeof(*q));
     if (!q)
         abort();

@@ -232,6 +232,7 @@ static bool accept_dicom(rest_request *req, char *syntax, size_t size)
 
 void rest_dw_retrieve(rest_request *req)
 {
+    dw_cors(req);
     char syntax[80];
     if (!accept_dicom(req, syntax, sizeof(syntax)))
         return;
@@ -338,6 +339,7 @@ static json_t *file_metadata(rest_request *req, PGresult *res, int r, const char
 
 void rest_dw_metadata(rest_request *req)
 {
+    dw_cors(req);
     if (!dw_accept_json(req))
         return;
     PGresult *res = dw_instances(req, true);
@@ -458,6 +460,7 @@ static void reply_frames(rest_request *req, const char *path, unsigned *frames, 
 
 void rest_dw_frames(rest_request *req)
 {
+    dw_cors(req);
     bool any_type;
     if (!accept_octets(req, &any_type))
         return;
@@ -497,6 +500,7 @@ void rest_dw_frames(rest_request *req)
 
 void rest_dw_bulk(rest_request *req)
 {
+    dw_cors(req);
     bool any_type;
     if (!accept_octets(req, &any_type))
         return;
@@ -607,6 +611,7 @@ static const ts_db_stmt uri_instance_stmt = {
 
 void rest_dw_wado_uri(rest_request *req)
 {
+    dw_cors(req);
     const char *type = rest_arg(req, "requestType");
     if (!type || strcmp(type, "WADO") != 0) {
         dw_error(req, 400, "requestType=WADO is required (PS3.18 9.1.2), not \"%.40s\"",

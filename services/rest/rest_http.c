@@ -549,7 +549,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             abort();
         *con_cls = p;
         p->fd = -1;
-        if (srv->auth && !authorised(srv, conn)) {
+        /* a browser's CORS preflight never carries credentials */
+        if (srv->auth && strcmp(method, "OPTIONS") != 0 && !authorised(srv, conn)) {
             /* refused before any body is read */
             p->refused = true;
             struct MHD_Response *resp =

@@ -943,3 +943,86 @@ def test_wado_uri_refusals(dw, case, params, mine, plugin):
         assert status == plugin, case
         if case in ("image/jpeg", "no contentType"):
             assert headers["content-type"] == "image/png"
+
+
+# ---- CORS --------------------------------------------------------------------------
+
+VIEWER = "http://viewer.example:3000"
+
+
+@pytest.fixture(scope="module")
+def cors_rest(dw):
+    """A rest whose CORS settings allow two origins."""
+    return dw.start_rest(dw.ingests[0], TESSERA_QUERY_BUS=dw.q.bus,
+                         TESSERA_HTTP_CORS_ORIGINS=f" {VIEWER}, https://ohif.example ")
+
+
+def preflight(url, path, origin, method="GET", headers="accept"):
+    return curl(url + path, "-X", "OPTIONS", "-H", f"Origin: {origin}",
+                "-H", f"Access-Control-Request-Method: {method}",
+                "-H", f"Access-Control-Request-Headers: {headers}")
+
+
+def test_cors_preflight_and_requests_of_an_allowed_origin(dw, cors_rest):
+    st = study_uid("1")
+    for path, method, req_headers in [
+            ("/dicom-web/studies", "GET", "accept"),
+            (f"/dicom-web/studies/{st}/series/{series_uid('1.1')}/metadata", "GET", "accept"),
+            ("/dicom-web/studies", "POST", "content-type,accept"),
+            ("/wado", "GET", "accept")]:
+        status, h, body = preflight(cors_rest.url, path, VIEWER, method, req_headers)
+        assert status == 204 and body == b"", (path, status, body)
+        assert h["access-control-allow-origin"] == VIEWER and h["vary"] == "Origin", h
+        assert method in h["access-control-allow-methods"]
+        allowed = {x.strip().lower() for x in h["access-control-allow-headers"].split(",")}
+        assert set(req_headers.split(",")) <= allowed, h
+        assert h["access-control-max-age"] == "600"
+    # the requests themselves: QIDO, metadata, retrieve, WADO-URI, STOW, an error
+    for path in ("/dicom-web/studies", f"/dicom-web/studies/{st}/metadata",
+                 f"/dicom-web/studies/{st}", f"/dicom-web/studies/{ROOT_UID}.9",
+                 wado_uri(st, series_uid("1.1"), sop_uid("1.1", 1),
+                          contentType="application/dicom")):
+        status, h, _ = curl(cors_rest.url + path, "-H", "Origin: https://ohif.example")
+        assert status in (200, 404), path
+        assert h["access-control-allow-origin"] == "https://ohif.example", (path, h)
+        assert "Warning" in h["access-control-expose-headers"]
+        assert h["access-control-allow-credentials"] == "true"
+    status, h, _ = curl(cors_rest.url + "/dicom-web/studies", "-X", "POST", "-H",
+                        f"Origin: {VIEWER}", "-H", f"Content-Type: {STOW_TYPE}",
+                        "--data-binary", multipart_body([]).decode())
+    assert status == 400 and h["access-control-allow-origin"] == VIEWER, h
+
+
+def test_cors_other_origins_and_default(dw, cors_rest):
+    """An origin not listed, and a rest without the setting (the default): no CORS
+    header at all, so a browser keeps the answer from the page."""
+    for url, origin in ((cors_rest.url, "http://evil.example"),
+                        (cors_rest.url, VIEWER + ".evil.example"),
+                        (dw.rest.url, VIEWER)):
+        status, h, _ = preflight(url, "/dicom-web/studies", origin)
+        assert status == 204 and h["allow"] == "GET, POST, OPTIONS", h
+        assert not any(k.startswith("access-control-") for k in h), (url, origin, h)
+        status, h, _ = curl(url + "/dicom-web/studies", "-H", f"Origin: {origin}")
+        assert status == 200 and not any(k.startswith("access-control-") for k in h), h
+    # Orthanc 1.10.1's plugin has no CORS: its OPTIONS is 404
+    assert preflight(dw.o.url, "/dicom-web/studies", VIEWER)[0] == 404
+
+
+def test_cors_any_origin_and_authentication(dw):
+    """'*' allows every origin; with HTTP authentication on, a preflight (which a
+    browser sends without credentials) is answered, the request itself still needs
+    them."""
+    users = dw.base / "cors-users"
+    users.write_text("alice:s3cret\n")
+    rest = dw.start_rest(dw.ingests[0], TESSERA_QUERY_BUS=dw.q.bus, TESSERA_HTTP_BIND="0.0.0.0",
+                         TESSERA_HTTP_USERS_FILE=users, TESSERA_HTTP_CORS_ORIGINS="*")
+    status, h, _ = preflight(rest.url, "/dicom-web/studies", VIEWER, headers="authorization")
+    assert status == 204 and h["access-control-allow-origin"] == "*", h
+    assert "access-control-allow-credentials" not in h  # not allowed with *
+    assert "authorization" in h["access-control-allow-headers"].lower()
+    assert curl(rest.url + "/dicom-web/studies", "-H", f"Origin: {VIEWER}")[0] == 401
+    status, h, _ = curl(rest.url + "/dicom-web/studies", "-u", "alice:s3cret", "-H",
+                        f"Origin: {VIEWER}")
+    assert status == 200 and h["access-control-allow-origin"] == "*"
+    # a preflight of another route is no way around authentication
+    assert curl(rest.url + "/studies", "-X", "OPTIONS")[0] in (404, 405)
