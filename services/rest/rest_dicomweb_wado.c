@@ -667,8 +667,8 @@ void rest_dw_wado_uri(rest_request *req)
     }
     char path[4096];
     ts_err err;
-    int rc = ts_store_path(req->ctx->store, PQgetvalue(res, 0, DW_COL_UUID), path, sizeof(path),
-                           &err);
+    int rc =
+        ts_store_path(req->ctx->store, PQgetvalue(res, 0, DW_COL_UUID), path, sizeof(path), &err);
     int fd = rc ? -1 : open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
