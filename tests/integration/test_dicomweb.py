@@ -1026,3 +1026,80 @@ def test_cors_any_origin_and_authentication(dw):
     assert status == 200 and h["access-control-allow-origin"] == "*"
     # a preflight of another route is no way around authentication
     assert curl(rest.url + "/studies", "-X", "OPTIONS")[0] in (404, 405)
+
+
+BROWSER = Path(__file__).resolve().parent / "browser"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """npm ci of the pinned puppeteer-core (no browser download: Debian's chromium,
+    PKGS_TEST); run(url) opens the page and returns what it saw."""
+    import shutil
+    assert Path("/usr/bin/chromium").exists(), "chromium is needed (PKGS_TEST)"
+    stamp = BROWSER / "node_modules" / ".package-lock.json"
+    if not stamp.exists() or stamp.stat().st_mtime < (BROWSER / "package-lock.json").stat().st_mtime:
+        subprocess.run([shutil.which("npm"), "ci", "--no-audit", "--no-fund"], cwd=BROWSER,
+                       check=True, capture_output=True, timeout=600,
+                       env={**os.environ, "PUPPETEER_SKIP_DOWNLOAD": "1"})
+
+    def run(url):
+        p = subprocess.run(["node", str(BROWSER / "viewer.js"), url], capture_output=True,
+                           text=True, timeout=120)
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        assert p.returncode == 0 and "fatal" not in out, (out, p.stderr[-2000:])
+        return out
+    return run
+
+
+def test_cors_viewer_of_another_origin_in_a_browser(dw, dwclient, browser, tmp_path):
+    """A page of another origin using dicomweb-client (OHIF's library) in chromium:
+    refused by the browser when rest does not list the origin (nothing stored: the
+    STOW's preflight fails), working when it does: QIDO, metadata, retrieve (whose
+    Accept needs a preflight), STOW and WADO-URI."""
+    import shutil
+    import sys
+    import time
+    from conftest import free_port
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(BROWSER / "page.html", site)
+    shutil.copy(CLIENT / "node_modules/dicomweb-client/build/dicomweb-client.js", site)
+    stow_study = study_uid("40")
+    stow_file = new_instances(tmp_path, stow_study, 1)[0]
+    shutil.copy(stow_file, site / "stow.dcm")
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                               "127.0.0.1", "--directory", str(site)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                if curl(origin + "/page.html")[0] == 200:
+                    break
+            except subprocess.CalledProcessError:
+                time.sleep(0.05)
+        st, se, sop = study_uid("1"), series_uid("1.1"), sop_uid("1.1", 1)
+        query = f"study={st}&series={se}&sop={sop}"
+
+        def stored():
+            return dw.sql("SELECT count(*) FROM studies WHERE study_instance_uid = %s",
+                          (stow_study,))[0][0]
+
+        got = browser(f"{origin}/page.html?root={dw.rest.url}&{query}")
+        steps = ("studies", "metadata", "retrieve", "store", "wado_uri")
+        assert all("error" in got[k] for k in steps), got
+        assert stored() == 0
+        rest = dw.start_rest(dw.ingests[0], TESSERA_QUERY_BUS=dw.q.bus,
+                             TESSERA_HTTP_CORS_ORIGINS=origin)
+        got = browser(f"{origin}/page.html?root={rest.url}&{query}")
+        assert got["studies"] >= 3, got
+        assert got["metadata"] == 2, got
+        assert sorted(got["retrieve"]) == sorted(len(b) for b in files_of(dw, "1.1-")), got
+        assert got["store"] == stow_file.stat().st_size, got
+        assert stored() == 1
+        assert got["wado_uri"] == len(files_of(dw, "1.1-1")[0]), got
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
