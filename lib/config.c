@@ -88,6 +88,9 @@ static const ts_cfg_setting settings[] = {
      "address rest listens on (an IPv4 or IPv6 address)"},
     {"TESSERA_HTTP_AUTH", TS_CFG_CHOICE, "auto", 0, 0, "auto|on|off",
      "HTTP Basic authentication; auto: on unless TESSERA_HTTP_BIND is loopback"},
+    {"TESSERA_HTTP_CORS_ORIGINS", TS_CFG_STRING, "", 0, 0, NULL,
+     "origins whose pages may call /dicom-web/ and /wado (CORS), as scheme://host[:port] "
+     "separated by commas, or * for any; empty: none"},
     {"TESSERA_HTTP_USERS", TS_CFG_STRING, "", 0, 0, NULL,
      "REST users as user:password,user:password (prefer TESSERA_HTTP_USERS_FILE)"},
     {"TESSERA_HTTP_USERS_FILE", TS_CFG_STRING, "", 0, 0, NULL,

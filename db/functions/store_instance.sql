@@ -94,13 +94,15 @@ $$;
 -- p_ids: public ids {patient, study, series, instance}
 -- p_tags: {"patient": {...}, "study": {...}, "series": {...}, "instance": {...}}
 --         Orthanc's MainDicomTags of each level
--- p_instance: {"sop_class_uid": ..., "uuid": ..., "size": ..., "md5": ...,
---              "dicomweb": the DICOM JSON model without bulk data (0011_instance_dicomweb.sql)}
+-- p_instance: {"sop_class_uid": ..., "uuid": ..., "size": ..., "md5": ...}
 -- p_metadata: {"ReceptionDate": ..., "RemoteAET": ..., ...}
+-- p_dicomweb: the DICOM JSON model without bulk data (0011_instance_dicomweb.sql), kept
+--             as its text (json, 0012): not parsed into jsonb and printed again
 -- Returns status 'stored', 'already_stored' or 'overwritten'; old_uuid is the file of
 -- an overwritten instance; changes lists the appended changes for publishing.
+DROP FUNCTION IF EXISTS tessera_store_instance(text[], jsonb, jsonb, jsonb, boolean);
 CREATE OR REPLACE FUNCTION tessera_store_instance(p_ids text[], p_tags jsonb, p_instance jsonb,
-                                       p_metadata jsonb, p_overwrite boolean,
+                                       p_metadata jsonb, p_overwrite boolean, p_dicomweb json,
                                        OUT status text, OUT old_uuid uuid, OUT changes jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -215,7 +217,7 @@ BEGIN
     INSERT INTO instances (resource_id, sop_instance_uid, sop_class_uid, instance_number,
                            index_in_series, main_tags, dicomweb)
     VALUES (ins.id, t->>'SOPInstanceUID', p_instance->>'sop_class_uid',
-            tessera_int(t->>'InstanceNumber'), idx, t, p_instance->'dicomweb');
+            tessera_int(t->>'InstanceNumber'), idx, t, p_dicomweb);
 
     INSERT INTO attachments (resource_id, content_type, uuid, compressed_size,
                              uncompressed_size, md5)

@@ -19,8 +19,8 @@
 static const ts_db_stmt store_instance = {
     "ingest_store_instance",
     "SELECT status, old_uuid, changes FROM "
-    "tessera_store_instance($1::text[], $2::jsonb, $3::jsonb, $4::jsonb, $5::boolean)",
-    5};
+    "tessera_store_instance($1::text[], $2::jsonb, $3::jsonb, $4::jsonb, $5::boolean, $6::json)",
+    6};
 
 void ingest_ctx_init_metrics(ingest_ctx *ctx)
 {
@@ -101,7 +101,7 @@ typedef struct txn_args {
     const char *uuid;
     bool synced;      /* the file and its directory entry are on disk */
     bool sync_failed; /* ts_store_sync_file failed: a storage error, not the database's */
-    const char *params[5];
+    const char *params[6];
     char status[32];
     char old_uuid[TS_UUID_LEN + 1];
     char *changes; /* JSON text, malloc'd */
@@ -210,7 +210,7 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
     ts_dicom *d = NULL;
     ts_dicom_identity id = {0};
     json_t *tags = NULL, *instance = NULL, *meta = NULL;
-    char *tags_s = NULL, *instance_s = NULL, *meta_s = NULL, *ids_s = NULL;
+    char *tags_s = NULL, *instance_s = NULL, *meta_s = NULL, *ids_s = NULL, *dicomweb_s = NULL;
     txn_args args = {0};
     char uuid[TS_UUID_LEN + 1] = "";
     bool file_in_place = false;
@@ -267,8 +267,17 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
     json_object_set_new(instance, "size", json_integer(size));
     json_object_set_new(instance, "md5", json_string(md5));
     /* WADO-RS metadata without a file parse per instance; bulk data URIs
-     * relative to the instance (0011_instance_dicomweb.sql) */
-    json_object_set_new(instance, "dicomweb", ts_dicom_to_dicomweb_json(d, ""));
+     * relative to the instance (0011_instance_dicomweb.sql), sent as its own
+     * json parameter: PostgreSQL keeps the text (0012) */
+    json_t *dicomweb = ts_dicom_to_dicomweb_json(d, "");
+    dicomweb_s = json_dumps(dicomweb, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(dicomweb);
+    if (dicomweb_s && strstr(dicomweb_s, "\\u0000")) {
+        /* no NUL character in PostgreSQL's text: such an instance's metadata
+         * is read from its file instead */
+        free(dicomweb_s);
+        dicomweb_s = NULL;
+    }
     meta = json_object();
     char received[32];
     reception_date(received);
@@ -298,13 +307,6 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
 
     tags_s = json_dumps(tags, JSON_COMPACT);
     instance_s = json_dumps(instance, JSON_COMPACT);
-    if (instance_s && strstr(instance_s, "\\u0000")) {
-        /* jsonb takes no NUL character: such an instance's metadata is read
-         * from its file instead */
-        free(instance_s);
-        json_object_del(instance, "dicomweb");
-        instance_s = json_dumps(instance, JSON_COMPACT);
-    }
     meta_s = json_dumps(meta, JSON_COMPACT);
     /* Public ids are hex and dashes: no quoting needed in the array literal. */
     if (asprintf(&ids_s, "{%s,%s,%s,%s}", id.ids.patient, id.ids.study, id.ids.series,
@@ -315,6 +317,7 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
     args.params[2] = instance_s;
     args.params[3] = meta_s;
     args.params[4] = ctx->overwrite ? "true" : "false";
+    args.params[5] = dicomweb_s; /* NULL: SQL NULL */
     args.store = ctx->store;
     args.uuid = uuid;
 
@@ -374,6 +377,7 @@ out_free:
     free(tags_s);
     free(instance_s);
     free(meta_s);
+    free(dicomweb_s);
     json_decref(tags);
     json_decref(instance);
     json_decref(meta);

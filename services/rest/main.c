@@ -182,6 +182,9 @@ static const rest_route routes[] = {
     {"GET", "/dicom-web/studies/*/series/*/instances/*/bulk/**", rest_dw_bulk, REST_BODY_SMALL},
     {"POST", "/dicom-web/studies", rest_dw_store, REST_BODY_SPOOL},
     {"POST", "/dicom-web/studies/*", rest_dw_store, REST_BODY_SPOOL},
+    {"OPTIONS", "/dicom-web/**", rest_dw_preflight, REST_BODY_SMALL},
+    {"GET", "/wado", rest_dw_wado_uri, REST_BODY_SMALL}, /* where Orthanc's plugin serves WADO-URI */
+    {"OPTIONS", "/wado", rest_dw_preflight, REST_BODY_SMALL},
 };
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -22,5 +22,12 @@ void rest_dw_bulk(rest_request *req);
 void rest_dw_frames(rest_request *req);
 /* POST /dicom-web/studies[/{s}]: multipart/related of application/dicom parts */
 void rest_dw_store(rest_request *req);
+/* GET /wado?requestType=WADO&objectUID=[&studyUID=&seriesUID=] (WADO-URI,
+ * PS3.18 9; Orthanc's plugin serves it there): the file for contentType=application/dicom; 406 for
+ * rendered images (not available yet) */
+void rest_dw_wado_uri(rest_request *req);
+/* OPTIONS under /dicom-web/ and /wado: 204 with Allow, and a CORS preflight's
+ * answer when TESSERA_HTTP_CORS_ORIGINS allows the Origin */
+void rest_dw_preflight(rest_request *req);
 
 #endif

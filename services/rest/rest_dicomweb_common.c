@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config.h"
 #include "rest_common.h"
 
 bool dw_uid_valid(const char *s)
@@ -16,15 +17,92 @@ bool dw_uid_valid(const char *s)
     return n >= 1 && n <= 64 && strspn(s, "0123456789.") == n;
 }
 
+/* The first value of a header that may list several ("a, b"), trimmed, when
+ * it is made only of the characters an authority or a scheme holds; else "". */
+static void first_value(rest_request *req, const char *name, char *out, size_t size)
+{
+    out[0] = '\0';
+    const char *v = rest_header(req, name);
+    if (!v)
+        return;
+    v += strspn(v, " \t");
+    size_t n = strcspn(v, ",");
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]";
+    if (n == 0 || n >= size || strspn(v, ok) < n)
+        return;
+    memcpy(out, v, n);
+    out[n] = '\0';
+}
+
 void dw_root(rest_request *req, char *out, size_t size)
 {
-    const char *host = rest_header(req, "Host");
-    /* a Host header is the client's text: keep what an authority may hold */
-    if (!host || !*host || strlen(host) > 255 ||
-        strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
-            strlen(host))
-        host = "127.0.0.1";
-    snprintf(out, size, "http://%s/dicom-web", host);
+    /* behind a proxy the client's scheme and host are in X-Forwarded-*
+     * (compose/haproxy.cfg sets both, replacing what a client sent); Host
+     * names the proxy instead when the proxy rewrites it */
+    char proto[8], host[256];
+    first_value(req, "X-Forwarded-Proto", proto, sizeof(proto));
+    if (strcasecmp(proto, "https") != 0)
+        strcpy(proto, "http");
+    else
+        strcpy(proto, "https");
+    first_value(req, "X-Forwarded-Host", host, sizeof(host));
+    if (!host[0])
+        first_value(req, "Host", host, sizeof(host));
+    if (!host[0])
+        strcpy(host, "127.0.0.1");
+    snprintf(out, size, "%s://%s/dicom-web", proto, host);
+}
+
+/* Is origin one of TESSERA_HTTP_CORS_ORIGINS ("*" or a comma-separated list)? */
+static bool origin_allowed(const char *allowed, const char *origin)
+{
+    size_t olen = strlen(origin);
+    for (const char *p = allowed; *p;) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, ",");
+        size_t m = n;
+        while (m && (p[m - 1] == ' ' || p[m - 1] == '\t'))
+            m--;
+        if (m == olen && strncasecmp(p, origin, m) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+#define DW_CORS_METHODS "GET, POST, OPTIONS"
+#define DW_CORS_HEADERS "Accept, Authorization, Content-Type, If-Match, If-None-Match, Range"
+#define DW_CORS_EXPOSE "Content-Type, Content-Length, Content-Location, ETag, Location, Warning"
+
+bool dw_cors(rest_request *req)
+{
+    const char *allowed = ts_config_str("TESSERA_HTTP_CORS_ORIGINS");
+    const char *origin = rest_header(req, "Origin");
+    if (!allowed[0])
+        return false;
+    bool any = strcmp(allowed, "*") == 0;
+    if (!any && (!origin || strlen(origin) > 255 || !origin_allowed(allowed, origin)))
+        return false;
+    /* a list answers the one origin asking, so caches must keep answers apart */
+    rest_add_header(req, "Access-Control-Allow-Origin", any ? "*" : origin);
+    if (!any) {
+        rest_add_header(req, "Vary", "Origin");
+        rest_add_header(req, "Access-Control-Allow-Credentials", "true");
+    }
+    rest_add_header(req, "Access-Control-Allow-Methods", DW_CORS_METHODS);
+    rest_add_header(req, "Access-Control-Allow-Headers", DW_CORS_HEADERS);
+    rest_add_header(req, "Access-Control-Expose-Headers", DW_CORS_EXPOSE);
+    return true;
+}
+
+void rest_dw_preflight(rest_request *req)
+{
+    rest_reply_empty(req, 204);
+    rest_add_header(req, "Allow", DW_CORS_METHODS);
+    if (dw_cors(req))
+        rest_add_header(req, "Access-Control-Max-Age", "600");
 }
 
 void dw_error(rest_request *req, int status, const char *fmt, ...)

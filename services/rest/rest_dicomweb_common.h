@@ -15,9 +15,16 @@
 /* A UID as PS3.5 9.1 allows them: 1 to 64 characters of digits and '.'. */
 bool dw_uid_valid(const char *s);
 
-/* "http://<Host>/dicom-web": the root that RetrieveURLs and BulkDataURIs
- * start with (the request's Host header; 127.0.0.1 without one). */
+/* "<scheme>://<host>/dicom-web": the root that RetrieveURLs and BulkDataURIs
+ * start with. The scheme is X-Forwarded-Proto's first value when it is https,
+ * else http; the host X-Forwarded-Host's first value, else Host, else
+ * 127.0.0.1 (values with characters an authority cannot hold are ignored). */
 void dw_root(rest_request *req, char *out, size_t size);
+
+/* CORS: adds Access-Control-Allow-Origin/-Methods/-Headers/-Expose-Headers
+ * to the answer when TESSERA_HTTP_CORS_ORIGINS allows the request's Origin
+ * ("*": any origin, also requests without one). Returns whether it did. */
+bool dw_cors(rest_request *req);
 
 /* An error answer: Orthanc's error body with the message in "Details". */
 void dw_error(rest_request *req, int status, const char *fmt, ...)

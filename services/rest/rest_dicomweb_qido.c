@@ -266,8 +266,8 @@ static void drop_bulk(json_t *obj)
 static const ts_db_stmt stored_attrs = {
     "rest_dw_qido_stored",
     "SELECT r.public_id, CASE WHEN $2::boolean THEN i.dicomweb::text ELSE"
-    " (SELECT jsonb_object_agg(k, i.dicomweb->k) FROM unnest($3::text[]) k"
-    "  WHERE i.dicomweb ? k)::text END"
+    " (SELECT json_object_agg(k, i.dicomweb->k) FROM unnest($3::text[]) k"
+    "  WHERE i.dicomweb->k IS NOT NULL)::text END"
     " FROM resources r JOIN instances i ON i.resource_id = r.id"
     " WHERE r.public_id = ANY ($1::text[]) AND i.dicomweb IS NOT NULL",
     3};
@@ -349,6 +349,7 @@ static json_t *match_json(qido *q, const Tessera__FindMatch *m, const char *root
 
 void rest_dw_search(rest_request *req)
 {
+    dw_cors(req);
     qido *q = calloc(1, sizeof(*q));
     if (!q)
         abort();

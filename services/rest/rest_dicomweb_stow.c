@@ -330,6 +330,7 @@ out:
 
 void rest_dw_store(rest_request *req)
 {
+    dw_cors(req);
     const char *study = req->nseg == 3 ? req->seg[2] : NULL;
     if (study && !dw_uid_valid(study)) {
         dw_error(req, 400, "\"%.80s\" is not a UID", study);

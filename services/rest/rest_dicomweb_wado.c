@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dicom.h"
@@ -231,6 +232,7 @@ static bool accept_dicom(rest_request *req, char *syntax, size_t size)
 
 void rest_dw_retrieve(rest_request *req)
 {
+    dw_cors(req);
     char syntax[80];
     if (!accept_dicom(req, syntax, sizeof(syntax)))
         return;
@@ -253,42 +255,74 @@ void rest_dw_retrieve(rest_request *req)
 
 /* ---- metadata ------------------------------------------------------------------- */
 
-/* Puts prefix before every relative BulkDataURI ("/7fe00010"). */
-static void prefix_bulk(json_t *j, const char *prefix)
+/* The answer being built: a growing buffer. */
+typedef struct meta_buf {
+    char *data;
+    size_t len, cap;
+} meta_buf;
+
+static void meta_reserve(meta_buf *b, size_t more)
 {
-    const char *key;
-    json_t *v;
-    size_t i;
-    if (json_is_object(j)) {
-        json_object_foreach(j, key, v)
-        {
-            if (strcmp(key, "BulkDataURI") == 0 && json_is_string(v)) {
-                char uri[1200];
-                snprintf(uri, sizeof(uri), "%s%s", prefix, json_string_value(v));
-                json_string_set(v, uri);
-            } else {
-                prefix_bulk(v, prefix);
+    if (b->len + more <= b->cap)
+        return;
+    while (b->len + more > b->cap)
+        b->cap = b->cap ? 2 * b->cap : 65536;
+    b->data = realloc(b->data, b->cap);
+    if (!b->data)
+        abort();
+}
+
+/* Appends an instance's stored DICOM JSON (jsonb's text: blanks after ',' and
+ * ':') without the blanks between tokens, with prefix put before every
+ * BulkDataURI value ("/7fe00010" is relative to the instance). One pass over
+ * the text instead of a parse and a dump: a series' metadata is thousands of
+ * these. Inside a JSON string every '"' is escaped, so a "BulkDataURI" key
+ * followed by ':' is always the key. */
+static void append_metadata(meta_buf *b, const char *text, const char *prefix)
+{
+    size_t n = strlen(text), plen = strlen(prefix);
+    meta_reserve(b, n);
+    bool in_str = false, esc = false, bulk_value = false;
+    size_t str_start = 0, str_end = 0; /* the last string closed, in b->data */
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (in_str) {
+            b->data[b->len++] = c;
+            if (esc)
+                esc = false;
+            else if (c == '\\')
+                esc = true;
+            else if (c == '"') {
+                in_str = false;
+                str_end = b->len;
+            }
+            continue;
+        }
+        if (c == ' ' || c == '\n' || c == '\t' || c == '\r')
+            continue;
+        if (c == ':' && str_end - str_start == 13 &&
+            memcmp(b->data + str_start, "\"BulkDataURI\"", 13) == 0) {
+            b->data[b->len++] = c;
+            bulk_value = true;
+            continue;
+        }
+        b->data[b->len++] = c;
+        if (c == '"') {
+            in_str = true;
+            str_start = b->len - 1;
+            if (bulk_value) {
+                meta_reserve(b, plen + (n - i));
+                memcpy(b->data + b->len, prefix, plen);
+                b->len += plen;
             }
         }
-    } else if (json_is_array(j)) {
-        json_array_foreach(j, i, v) prefix_bulk(v, prefix);
+        bulk_value = false;
     }
 }
 
-static json_t *instance_metadata(rest_request *req, PGresult *res, int r, const char *root)
+/* An instance stored before instances.dicomweb existed: its file. */
+static json_t *file_metadata(rest_request *req, PGresult *res, int r, const char *prefix)
 {
-    char prefix[1024];
-    snprintf(prefix, sizeof(prefix), "%s/studies/%s/series/%s/instances/%s/bulk", root,
-             PQgetvalue(res, r, DW_COL_STUDY), PQgetvalue(res, r, DW_COL_SERIES),
-             PQgetvalue(res, r, DW_COL_SOP));
-    if (!PQgetisnull(res, r, DW_COL_DICOMWEB)) {
-        json_t *j = json_loads(PQgetvalue(res, r, DW_COL_DICOMWEB), 0, NULL);
-        if (j) {
-            prefix_bulk(j, prefix);
-            return j;
-        }
-    }
-    /* stored before instances.dicomweb existed: the file */
     char path[4096];
     ts_err err;
     ts_dicom *d = NULL;
@@ -305,6 +339,7 @@ static json_t *instance_metadata(rest_request *req, PGresult *res, int r, const 
 
 void rest_dw_metadata(rest_request *req)
 {
+    dw_cors(req);
     if (!dw_accept_json(req))
         return;
     PGresult *res = dw_instances(req, true);
@@ -312,36 +347,42 @@ void rest_dw_metadata(rest_request *req)
         return;
     char root[320];
     dw_root(req, root, sizeof(root));
-    /* the answer is written row by row: one parsed instance at a time */
-    size_t cap = 65536, len = 0;
-    char *out = malloc(cap);
-    if (!out)
-        abort();
-    out[len++] = '[';
+    meta_buf b = {0};
+    meta_reserve(&b, 1);
+    b.data[b.len++] = '[';
     for (int r = 0; r < PQntuples(res); r++) {
-        json_t *j = instance_metadata(req, res, r, root);
-        if (!j)
+        char prefix[1024];
+        snprintf(prefix, sizeof(prefix), "%s/studies/%s/series/%s/instances/%s/bulk", root,
+                 PQgetvalue(res, r, DW_COL_STUDY), PQgetvalue(res, r, DW_COL_SERIES),
+                 PQgetvalue(res, r, DW_COL_SOP));
+        size_t before = b.len;
+        meta_reserve(&b, 1);
+        if (b.len > 1)
+            b.data[b.len++] = ',';
+        if (!PQgetisnull(res, r, DW_COL_DICOMWEB)) {
+            append_metadata(&b, PQgetvalue(res, r, DW_COL_DICOMWEB), prefix);
             continue;
+        }
+        json_t *j = file_metadata(req, res, r, prefix);
+        if (!j) {
+            b.len = before;
+            continue;
+        }
         char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
         json_decref(j);
         if (!text)
             abort();
         size_t n = strlen(text);
-        while (len + n + 3 > cap)
-            cap *= 2;
-        out = realloc(out, cap);
-        if (!out)
-            abort();
-        if (len > 1)
-            out[len++] = ',';
-        memcpy(out + len, text, n);
-        len += n;
+        meta_reserve(&b, n);
+        memcpy(b.data + b.len, text, n);
+        b.len += n;
         free(text);
     }
-    out[len++] = ']';
+    meta_reserve(&b, 1);
+    b.data[b.len++] = ']';
     PQclear(res);
-    rest_reply_text(req, 200, out, len);
-    free(out);
+    rest_reply_text(req, 200, b.data, b.len);
+    free(b.data);
     req->content_type = DW_JSON;
 }
 
@@ -419,6 +460,7 @@ static void reply_frames(rest_request *req, const char *path, unsigned *frames, 
 
 void rest_dw_frames(rest_request *req)
 {
+    dw_cors(req);
     bool any_type;
     if (!accept_octets(req, &any_type))
         return;
@@ -458,6 +500,7 @@ void rest_dw_frames(rest_request *req)
 
 void rest_dw_bulk(rest_request *req)
 {
+    dw_cors(req);
     bool any_type;
     if (!accept_octets(req, &any_type))
         return;
@@ -526,4 +569,117 @@ void rest_dw_bulk(rest_request *req)
     c.value = NULL;
     ts_dicom_content_clear(&c);
     mp_reply(req, s, "application/octet-stream");
+}
+
+/* ---- WADO-URI ---------------------------------------------------------------------- */
+
+/* Is media (type/subtype, parameters and blanks ignored, any case) in the
+ * comma-separated list? */
+static bool media_listed(const char *list, const char *media)
+{
+    size_t mlen = strlen(media);
+    for (const char *p = list; *p;) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, ",;");
+        size_t m = n;
+        while (m && (p[m - 1] == ' ' || p[m - 1] == '\t'))
+            m--;
+        if (m == mlen && strncasecmp(p, media, m) == 0)
+            return true;
+        p += strcspn(p, ",");
+    }
+    return false;
+}
+
+/* One instance by its SOP Instance UID (an index read), in the columns of
+ * dw_instances (DW_COL_*, without the JSON), checked against the series and
+ * study UIDs when they are given. Two instances with one UID (under two
+ * patients) are not told apart: 404. */
+static const ts_db_stmt uri_instance_stmt = {
+    "rest_dw_uri_instance",
+    "SELECT a.uuid::text, a.uncompressed_size::text, st.study_instance_uid,"
+    " se.series_instance_uid, i.sop_instance_uid, coalesce(i.sop_class_uid, ''),"
+    " coalesce((SELECT m.value FROM metadata m WHERE m.resource_id = ri.id"
+    "  AND m.name = 'TransferSyntax'), '')"
+    " FROM instances i JOIN resources ri ON ri.id = i.resource_id"
+    " JOIN series se ON se.resource_id = ri.parent_id"
+    " JOIN resources rse ON rse.id = ri.parent_id JOIN studies st ON st.resource_id = rse.parent_id"
+    " JOIN attachments a ON a.resource_id = ri.id AND a.content_type = 1"
+    " WHERE i.sop_instance_uid = $1 AND ($2 = '' OR se.series_instance_uid = $2)"
+    " AND ($3 = '' OR st.study_instance_uid = $3) LIMIT 2",
+    3};
+
+void rest_dw_wado_uri(rest_request *req)
+{
+    dw_cors(req);
+    const char *type = rest_arg(req, "requestType");
+    if (!type || strcmp(type, "WADO") != 0) {
+        dw_error(req, 400, "requestType=WADO is required (PS3.18 9.1.2), not \"%.40s\"",
+                 type ? type : "");
+        return;
+    }
+    /* objectUID finds the instance; studyUID and seriesUID, which PS3.18 asks
+     * for and Orthanc's plugin takes as optional, must then be its own */
+    static const char *const names[] = {"studyUID", "seriesUID", "objectUID"};
+    const char *uids[3];
+    for (int k = 0; k < 3; k++) {
+        uids[k] = rest_arg(req, names[k]);
+        if (!uids[k])
+            uids[k] = "";
+        if ((uids[k][0] || k == 2) && !dw_uid_valid(uids[k])) {
+            dw_error(req, 400, "%s \"%.80s\" is not a UID", names[k], uids[k]);
+            return;
+        }
+    }
+    const char *content = rest_arg(req, "contentType");
+    if (!content || !media_listed(content, "application/dicom")) {
+        /* without contentType PS3.18 asks for image/jpeg: rendering too */
+        dw_error(req, 406,
+                 "contentType \"%.80s\" is a rendered image, which Tessera does not make yet; "
+                 "contentType=application/dicom gives the file as stored",
+                 content ? content : "(absent: image/jpeg)");
+        return;
+    }
+    const char *anonymize = rest_arg(req, "anonymize");
+    if (anonymize && strcmp(anonymize, "yes") == 0) {
+        dw_error(req, 400, "anonymize=yes is not supported");
+        return;
+    }
+    const char *params[] = {uids[2], uids[1], uids[0]};
+    PGresult *res = rest_rows_query(req, &uri_instance_stmt, params);
+    if (!res)
+        return;
+    if (PQntuples(res) != 1) {
+        dw_error(req, 404, "no objectUID %s here%s", uids[2],
+                 uids[0][0] || uids[1][0] ? " under the studyUID and seriesUID given" : "");
+        PQclear(res);
+        return;
+    }
+    const char *syntax = rest_arg(req, "transferSyntax");
+    if (syntax && *syntax && strcmp(syntax, "*") != 0 &&
+        strcmp(syntax, PQgetvalue(res, 0, DW_COL_SYNTAX)) != 0) {
+        dw_error(req, 406,
+                 "instance %s is stored as %s and Tessera does not transcode; leave out "
+                 "transferSyntax to get the file as stored",
+                 PQgetvalue(res, 0, DW_COL_SOP), PQgetvalue(res, 0, DW_COL_SYNTAX));
+        PQclear(res);
+        return;
+    }
+    char path[4096];
+    ts_err err;
+    int rc =
+        ts_store_path(req->ctx->store, PQgetvalue(res, 0, DW_COL_UUID), path, sizeof(path), &err);
+    int fd = rc ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        /* deleted between the query and now */
+        if (fd >= 0)
+            close(fd);
+        ts_warn("dicomweb: file gone", "uuid=%s", PQgetvalue(res, 0, DW_COL_UUID));
+        dw_error(req, 404, "no objectUID %s here", uids[2]);
+        PQclear(res);
+        return;
+    }
+    PQclear(res);
+    rest_reply_file(req, fd, (size_t)st.st_size, "application/dicom");
 }

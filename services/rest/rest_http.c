@@ -642,7 +642,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             abort();
         *con_cls = p;
         p->fd = -1;
-        p->refused = srv->auth && !authorised(srv, conn, p->username, sizeof(p->username));
+        /* a browser's CORS preflight never carries credentials */
+        p->refused = srv->auth && strcmp(method, "OPTIONS") != 0 &&
+                     !authorised(srv, conn, p->username, sizeof(p->username));
         const rest_route *route = rest_route_find(srv->routes, srv->nroutes, method, url);
         rest_body_kind kind = route ? route->body : REST_BODY_SMALL;
         p->limit = body_limit(srv, kind);

@@ -750,3 +750,356 @@ def test_dicomweb_client_store_search_retrieve(dw, dwclient, tmp_path):
                     BulkDataURI=[m for m in meta if value(m, "00080018") == f"{study}.1.1"][0]
                     ["7FE00010"]["BulkDataURI"])
     assert bulk == [hashlib.sha256(pixels).hexdigest()]
+
+
+# ---- raw HTTP with curl --------------------------------------------------------
+
+
+def curl(url, *args):
+    """curl -si; returns (status, headers with lower-case names, body bytes)."""
+    p = subprocess.run(["curl", "-si", "--max-time", "30", *args, url], capture_output=True,
+                       check=True)
+    head, _, body = p.stdout.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, v = line.partition(":")
+        headers[name.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), headers, body
+
+# ---- URLs behind a proxy -----------------------------------------------------------
+
+
+def retrieve_urls(url, headers):
+    """RetrieveURL of study 1 in a QIDO answer, and the first BulkDataURI of its
+    metadata, with these request headers."""
+    args = [a for k, v in headers.items() for a in ("-H", f"{k}: {v}")]
+    _, _, body = curl(url + f"/dicom-web/studies?StudyInstanceUID={study_uid('1')}", *args)
+    qido_url = value(json.loads(body)[0], "00081190")
+    _, _, body = curl(url + f"/dicom-web/studies/{study_uid('1')}/series/{series_uid('1.1')}"
+                      f"/instances/{sop_uid('1.1', 1)}/metadata", *args)
+    bulk = next(v["BulkDataURI"] for v in json.loads(body)[0].values() if "BulkDataURI" in v)
+    return qido_url, bulk
+
+
+@pytest.mark.parametrize("headers,root", [
+    ({}, None),  # curl's Host: 127.0.0.1:<port>
+    ({"Host": "pacs.example:8042"}, "http://pacs.example:8042"),
+    ({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "pacs.example.org"},
+     "https://pacs.example.org"),
+    ({"X-Forwarded-Proto": "HTTPS, http", "X-Forwarded-Host": "a.example:8443, proxy.local"},
+     "https://a.example:8443"),
+    # values that cannot be a scheme or an authority are ignored
+    ({"X-Forwarded-Proto": "javascript", "X-Forwarded-Host": "evil.example/x?"}, None),
+    ({"Host": "pacs.example", "X-Forwarded-Host": "a b"}, "http://pacs.example"),
+])
+def test_urls_follow_host_and_forwarded_headers(dw, headers, root):
+    root = root or dw.rest.url
+    qido_url, bulk = retrieve_urls(dw.rest.url, headers)
+    assert qido_url == f"{root}/dicom-web/studies/{study_uid('1')}"
+    assert bulk.startswith(f"{root}/dicom-web/studies/{study_uid('1')}/series/"), bulk
+
+
+def test_stow_retrieve_url_behind_forwarded_headers(dw, tmp_path):
+    study = study_uid("30")
+    body = multipart_body([("application/dicom", p.read_bytes())
+                           for p in new_instances(tmp_path, study, 1)])
+    status, data, _ = http(dw.rest.url, "POST", "/dicom-web/studies", body,
+                           {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json",
+                            "X-Forwarded-Proto": "https", "X-Forwarded-Host": "pacs.example.org"})
+    rsp = json.loads(data)
+    assert status == 200, rsp
+    assert value(rsp, "00081190") == f"https://pacs.example.org/dicom-web/studies/{study}"
+    item = rsp["00081199"]["Value"][0]
+    assert value(item, "00081190").startswith(f"https://pacs.example.org/dicom-web/studies/{study}/")
+
+
+def test_urls_behind_haproxy(dw, tmp_path):
+    """HAProxy 2.6 in front of rest as compose/haproxy.cfg sets it up (HTTP mode,
+    X-Forwarded-Proto and -Host set by the proxy, overriding the client's): the URLs
+    name the proxy's address, not rest's."""
+    from conftest import free_port
+    port = free_port()
+    cfg = Path(__file__).resolve().parents[2] / "compose/haproxy.cfg"
+    forwarded = [ln.strip() for ln in cfg.read_text().splitlines()
+                 if ln.strip().startswith("http-request set-header X-Forwarded-")]
+    assert len(forwarded) == 2, "compose/haproxy.cfg sets X-Forwarded-Proto and -Host"
+    u = urllib.parse.urlsplit(dw.rest.url)
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text(f"""global
+    maxconn 64
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend http
+    bind 127.0.0.1:{port}
+    option forwardfor
+    {forwarded[0]}
+    {forwarded[1]}
+    default_backend rest
+backend rest
+    server rest-1 {u.hostname}:{u.port}
+""")
+    p = subprocess.Popen(["haproxy", "-db", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    try:
+        proxy = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                curl(proxy + "/system")
+                break
+            except subprocess.CalledProcessError:
+                import time
+                time.sleep(0.05)
+        # a client's own X-Forwarded-Proto does not reach rest
+        qido_url, bulk = retrieve_urls(proxy, {"Host": "pacs.example:8042",
+                                               "X-Forwarded-Proto": "https"})
+        assert qido_url == f"http://pacs.example:8042/dicom-web/studies/{study_uid('1')}"
+        assert bulk.startswith("http://pacs.example:8042/dicom-web/studies/")
+        _, _, body = curl(proxy + f"/dicom-web/studies?StudyInstanceUID={study_uid('1')}")
+        assert value(json.loads(body)[0], "00081190").startswith(proxy + "/dicom-web/")
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+# ---- WADO-URI --------------------------------------------------------------------
+
+
+def wado_uri(study=None, series=None, sop=None, **more):
+    params = {"requestType": "WADO"}
+    params.update({k: v for k, v in (("studyUID", study), ("seriesUID", series),
+                                     ("objectUID", sop)) if v})
+    params.update(more)
+    # '/' left as is: Orthanc's plugin does not percent-decode values (application%2Fdicom
+    # is "unsupported" there); Tessera decodes them (test_wado_uri_percent_encoded)
+    return "/wado?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None},
+                                             safe="/")
+
+
+def test_wado_uri_file_as_orthanc(dw):
+    """The file as stored, from Tessera and from Orthanc's plugin, both at /wado (the
+    plugin serves nothing at /dicom-web/wado; neither does Tessera)."""
+    f = next(f for f in dw.files if f.name == "2.1-2.dcm")
+    uids = (study_uid("2"), series_uid("2.1"), sop_uid("2.1", 2))
+    for url in (dw.rest.url, dw.o.url):
+        status, headers, body = curl(url + wado_uri(*uids, contentType="application/dicom"))
+        assert status == 200 and headers["content-type"] == "application/dicom", (url, headers, body[:300])
+        assert body == f.read_bytes(), url
+        # objectUID alone, as the plugin allows; the stored transfer syntax asked by name
+        status, _, body = curl(url + wado_uri(sop=uids[2], contentType="application/dicom",
+                                              transferSyntax="1.2.840.10008.1.2.1"))
+        assert status == 200 and body == f.read_bytes(), url
+        status, _, _ = curl(url + "/dicom-web" + wado_uri(*uids, contentType="application/dicom"))
+        assert status == 404, url
+
+
+def test_wado_uri_percent_encoded(dw):
+    uids = (study_uid("2"), series_uid("2.1"), sop_uid("2.1", 2))
+    path = wado_uri(*uids, contentType="application/dicom").replace("/dicom", "%2Fdicom")
+    assert "%2F" in path
+    assert curl(dw.rest.url + path)[0] == 200
+    status, _, body = curl(dw.o.url + path)
+    assert status == 400 and b"Unsupported content type" in body
+
+
+@pytest.mark.parametrize("case,params,mine,plugin", [
+    ("unknown object", dict(sop=f"{ROOT_UID}.9"), 404, 404),
+    ("object of another study", dict(study=study_uid("1")), 404, 404),
+    ("object of another series", dict(series=series_uid("1.1")), 404, 404),
+    ("no requestType", dict(requestType=None), 400, 404),
+    ("no objectUID", dict(sop=""), 400, 404),
+    ("bad objectUID", dict(sop="1.2.x"), 400, 404),
+    ("anonymize", dict(anonymize="yes"), 400, None),
+    # departures of the plugin: it renders a PNG for image/jpeg and for no contentType
+    # (shared/notes: its WADO-URI JPEG is labelled image/png), and ignores transferSyntax
+    ("image/jpeg", dict(contentType="image/jpeg"), 406, 200),
+    ("no contentType", dict(contentType=None), 406, 200),
+    ("another transfer syntax", dict(transferSyntax="1.2.840.10008.1.2.4.50"), 406, 200),
+])
+def test_wado_uri_refusals(dw, case, params, mine, plugin):
+    uids = dict(study=study_uid("2"), series=series_uid("2.1"), sop=sop_uid("2.1", 2))
+    more = {"contentType": "application/dicom"}
+    for k, v in params.items():
+        if k in uids:
+            uids[k] = v
+        else:
+            more[k] = v
+    if "requestType" in params:
+        path = "/wado?" + urllib.parse.urlencode(
+            {"studyUID": uids["study"], "seriesUID": uids["series"], "objectUID": uids["sop"],
+             "contentType": "application/dicom"}, safe="/")
+    else:
+        path = wado_uri(uids["study"], uids["series"], uids["sop"], **more)
+    status, headers, body = curl(dw.rest.url + path)
+    assert status == mine, (case, body)
+    details = json.loads(body)["Details"]
+    if mine == 406 and "contentType" in params:
+        assert "rendered image" in details and "contentType=application/dicom" in details
+    if plugin is not None:
+        status, headers, _ = curl(dw.o.url + path)
+        assert status == plugin, case
+        if case in ("image/jpeg", "no contentType"):
+            assert headers["content-type"] == "image/png"
+
+
+# ---- CORS --------------------------------------------------------------------------
+
+VIEWER = "http://viewer.example:3000"
+
+
+@pytest.fixture(scope="module")
+def cors_rest(dw):
+    """A rest whose CORS settings allow two origins."""
+    return dw.start_rest(dw.ingests[0], TESSERA_QUERY_BUS=dw.q.bus,
+                         TESSERA_HTTP_CORS_ORIGINS=f" {VIEWER}, https://ohif.example ")
+
+
+def preflight(url, path, origin, method="GET", headers="accept"):
+    return curl(url + path, "-X", "OPTIONS", "-H", f"Origin: {origin}",
+                "-H", f"Access-Control-Request-Method: {method}",
+                "-H", f"Access-Control-Request-Headers: {headers}")
+
+
+def test_cors_preflight_and_requests_of_an_allowed_origin(dw, cors_rest):
+    st = study_uid("1")
+    for path, method, req_headers in [
+            ("/dicom-web/studies", "GET", "accept"),
+            (f"/dicom-web/studies/{st}/series/{series_uid('1.1')}/metadata", "GET", "accept"),
+            ("/dicom-web/studies", "POST", "content-type,accept"),
+            ("/wado", "GET", "accept")]:
+        status, h, body = preflight(cors_rest.url, path, VIEWER, method, req_headers)
+        assert status == 204 and body == b"", (path, status, body)
+        assert h["access-control-allow-origin"] == VIEWER and h["vary"] == "Origin", h
+        assert method in h["access-control-allow-methods"]
+        allowed = {x.strip().lower() for x in h["access-control-allow-headers"].split(",")}
+        assert set(req_headers.split(",")) <= allowed, h
+        assert h["access-control-max-age"] == "600"
+    # the requests themselves: QIDO, metadata, retrieve, WADO-URI, STOW, an error
+    for path in ("/dicom-web/studies", f"/dicom-web/studies/{st}/metadata",
+                 f"/dicom-web/studies/{st}", f"/dicom-web/studies/{ROOT_UID}.9",
+                 wado_uri(st, series_uid("1.1"), sop_uid("1.1", 1),
+                          contentType="application/dicom")):
+        status, h, _ = curl(cors_rest.url + path, "-H", "Origin: https://ohif.example")
+        assert status in (200, 404), path
+        assert h["access-control-allow-origin"] == "https://ohif.example", (path, h)
+        assert "Warning" in h["access-control-expose-headers"]
+        assert h["access-control-allow-credentials"] == "true"
+    status, h, _ = curl(cors_rest.url + "/dicom-web/studies", "-X", "POST", "-H",
+                        f"Origin: {VIEWER}", "-H", f"Content-Type: {STOW_TYPE}",
+                        "--data-binary", multipart_body([]).decode())
+    assert status == 400 and h["access-control-allow-origin"] == VIEWER, h
+
+
+def test_cors_other_origins_and_default(dw, cors_rest):
+    """An origin not listed, and a rest without the setting (the default): no CORS
+    header at all, so a browser keeps the answer from the page."""
+    for url, origin in ((cors_rest.url, "http://evil.example"),
+                        (cors_rest.url, VIEWER + ".evil.example"),
+                        (dw.rest.url, VIEWER)):
+        status, h, _ = preflight(url, "/dicom-web/studies", origin)
+        assert status == 204 and h["allow"] == "GET, POST, OPTIONS", h
+        assert not any(k.startswith("access-control-") for k in h), (url, origin, h)
+        status, h, _ = curl(url + "/dicom-web/studies", "-H", f"Origin: {origin}")
+        assert status == 200 and not any(k.startswith("access-control-") for k in h), h
+    # Orthanc 1.10.1's plugin has no CORS: its OPTIONS is 404
+    assert preflight(dw.o.url, "/dicom-web/studies", VIEWER)[0] == 404
+
+
+def test_cors_any_origin_and_authentication(dw):
+    """'*' allows every origin; with HTTP authentication on, a preflight (which a
+    browser sends without credentials) is answered, the request itself still needs
+    them."""
+    users = dw.base / "cors-users"
+    users.write_text("alice:s3cret\n")
+    rest = dw.start_rest(dw.ingests[0], TESSERA_QUERY_BUS=dw.q.bus, TESSERA_HTTP_BIND="0.0.0.0",
+                         TESSERA_HTTP_USERS_FILE=users, TESSERA_HTTP_CORS_ORIGINS="*")
+    status, h, _ = preflight(rest.url, "/dicom-web/studies", VIEWER, headers="authorization")
+    assert status == 204 and h["access-control-allow-origin"] == "*", h
+    assert "access-control-allow-credentials" not in h  # not allowed with *
+    assert "authorization" in h["access-control-allow-headers"].lower()
+    assert curl(rest.url + "/dicom-web/studies", "-H", f"Origin: {VIEWER}")[0] == 401
+    status, h, _ = curl(rest.url + "/dicom-web/studies", "-u", "alice:s3cret", "-H",
+                        f"Origin: {VIEWER}")
+    assert status == 200 and h["access-control-allow-origin"] == "*"
+    # a preflight of another route is no way around authentication
+    assert curl(rest.url + "/studies", "-X", "OPTIONS")[0] in (404, 405)
+
+
+BROWSER = Path(__file__).resolve().parent / "browser"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """npm ci of the pinned puppeteer-core (no browser download: Debian's chromium,
+    PKGS_TEST); run(url) opens the page and returns what it saw."""
+    import shutil
+    assert Path("/usr/bin/chromium").exists(), "chromium is needed (PKGS_TEST)"
+    stamp = BROWSER / "node_modules" / ".package-lock.json"
+    if not stamp.exists() or stamp.stat().st_mtime < (BROWSER / "package-lock.json").stat().st_mtime:
+        subprocess.run([shutil.which("npm"), "ci", "--no-audit", "--no-fund"], cwd=BROWSER,
+                       check=True, capture_output=True, timeout=600,
+                       env={**os.environ, "PUPPETEER_SKIP_DOWNLOAD": "1"})
+
+    def run(url):
+        p = subprocess.run(["node", str(BROWSER / "viewer.js"), url], capture_output=True,
+                           text=True, timeout=120)
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        assert p.returncode == 0 and "fatal" not in out, (out, p.stderr[-2000:])
+        return out
+    return run
+
+
+def test_cors_viewer_of_another_origin_in_a_browser(dw, dwclient, browser, tmp_path):
+    """A page of another origin using dicomweb-client (OHIF's library) in chromium:
+    refused by the browser when rest does not list the origin (nothing stored: the
+    STOW's preflight fails), working when it does: QIDO, metadata, retrieve (whose
+    Accept needs a preflight), STOW and WADO-URI."""
+    import shutil
+    import sys
+    import time
+    from conftest import free_port
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(BROWSER / "page.html", site)
+    shutil.copy(CLIENT / "node_modules/dicomweb-client/build/dicomweb-client.js", site)
+    stow_study = study_uid("40")
+    stow_file = new_instances(tmp_path, stow_study, 1)[0]
+    shutil.copy(stow_file, site / "stow.dcm")
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                               "127.0.0.1", "--directory", str(site)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                if curl(origin + "/page.html")[0] == 200:
+                    break
+            except subprocess.CalledProcessError:
+                time.sleep(0.05)
+        st, se, sop = study_uid("1"), series_uid("1.1"), sop_uid("1.1", 1)
+        query = f"study={st}&series={se}&sop={sop}"
+
+        def stored():
+            return dw.sql("SELECT count(*) FROM studies WHERE study_instance_uid = %s",
+                          (stow_study,))[0][0]
+
+        got = browser(f"{origin}/page.html?root={dw.rest.url}&{query}")
+        steps = ("studies", "metadata", "retrieve", "store", "wado_uri")
+        assert all("error" in got[k] for k in steps), got
+        assert stored() == 0
+        rest = dw.start_rest(dw.ingests[0], TESSERA_QUERY_BUS=dw.q.bus,
+                             TESSERA_HTTP_CORS_ORIGINS=origin)
+        got = browser(f"{origin}/page.html?root={rest.url}&{query}")
+        assert got["studies"] >= 3, got
+        assert got["metadata"] == 2, got
+        assert sorted(got["retrieve"]) == sorted(len(b) for b in files_of(dw, "1.1-")), got
+        assert got["store"] == stow_file.stat().st_size, got
+        assert stored() == 1
+        assert got["wado_uri"] == len(files_of(dw, "1.1-1")[0]), got
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
