@@ -40,6 +40,19 @@ def free_port():
             return port
 
 
+def npm_ci(folder):
+    """Installs the npm packages pinned by folder's package-lock.json (the Node.js
+    peers and clients of the integration tests), unless node_modules is already
+    newer than the lock file. No browser download: Debian's chromium serves."""
+    npm = shutil.which("npm")
+    assert npm, "npm is needed for the Node.js clients (scripts/test installs Node.js)"
+    stamp = folder / "node_modules" / ".package-lock.json"
+    if not stamp.exists() or stamp.stat().st_mtime < (folder / "package-lock.json").stat().st_mtime:
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, check=True,
+                       capture_output=True, timeout=600,
+                       env={**os.environ, "PUPPETEER_SKIP_DOWNLOAD": "1"})
+
+
 def as_pg(cmd, **kw):
     if os.getuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--"] + cmd

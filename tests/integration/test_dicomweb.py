@@ -15,7 +15,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import PYDICOM_FILES, Cluster
+from conftest import PYDICOM_FILES, Cluster, npm_ci
 from orthanc import Orthanc, http
 
 DW_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -695,13 +695,7 @@ CLIENT = Path(__file__).resolve().parent / "dicomweb_client"
 @pytest.fixture(scope="session")
 def dwclient():
     """npm ci of the pinned dicomweb-client and xhr2 (package-lock.json), once per run."""
-    import shutil
-    npm = shutil.which("npm")
-    assert npm, "npm is needed for dicomweb-client (scripts/test installs Node.js)"
-    stamp = CLIENT / "node_modules" / ".package-lock.json"
-    if not stamp.exists() or stamp.stat().st_mtime < (CLIENT / "package-lock.json").stat().st_mtime:
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENT, check=True,
-                       capture_output=True, timeout=600)
+    npm_ci(CLIENT)
 
     def run(url, op, **args):
         p = subprocess.run(["node", str(CLIENT / "client.js"), url + "/dicom-web", op,
@@ -1035,13 +1029,8 @@ BROWSER = Path(__file__).resolve().parent / "browser"
 def browser():
     """npm ci of the pinned puppeteer-core (no browser download: Debian's chromium,
     PKGS_TEST); run(url) opens the page and returns what it saw."""
-    import shutil
     assert Path("/usr/bin/chromium").exists(), "chromium is needed (PKGS_TEST)"
-    stamp = BROWSER / "node_modules" / ".package-lock.json"
-    if not stamp.exists() or stamp.stat().st_mtime < (BROWSER / "package-lock.json").stat().st_mtime:
-        subprocess.run([shutil.which("npm"), "ci", "--no-audit", "--no-fund"], cwd=BROWSER,
-                       check=True, capture_output=True, timeout=600,
-                       env={**os.environ, "PUPPETEER_SKIP_DOWNLOAD": "1"})
+    npm_ci(BROWSER)
 
     def run(url):
         p = subprocess.run(["node", str(BROWSER / "viewer.js"), url], capture_output=True,

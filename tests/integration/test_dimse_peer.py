@@ -3,14 +3,13 @@
 (issue 15 found what dcmtk's own tools never send). C-ECHO, C-STORE, C-FIND,
 C-MOVE and C-GET on ingest's and query's ports."""
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pydicom
 import pytest
 
-from conftest import PYDICOM_FILES
+from conftest import PYDICOM_FILES, npm_ci
 
 PEER = Path(__file__).resolve().parent / "dimse_peer"
 FILES = [PYDICOM_FILES / n for n in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm",
@@ -20,12 +19,7 @@ FILES = [PYDICOM_FILES / n for n in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.d
 @pytest.fixture(scope="session")
 def dimse_peer():
     """npm ci of the pinned dcmjs-dimse (package-lock.json), once per run."""
-    npm = shutil.which("npm")
-    assert npm, "npm is needed for the dcmjs-dimse peer (scripts/test installs it)"
-    stamp = PEER / "node_modules" / ".package-lock.json"
-    if not stamp.exists() or stamp.stat().st_mtime < (PEER / "package-lock.json").stat().st_mtime:
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=PEER, check=True,
-                       capture_output=True, timeout=600)
+    npm_ci(PEER)
 
     def run(port, op, *args, called="TESSERA"):
         p = subprocess.run(["node", str(PEER / "peer.js"), str(port), called, op, *map(str, args)],

@@ -21,6 +21,7 @@
 #include "db.h"
 #include "log.h"
 #include "migrate.h"
+#include "unit_pg.h"
 
 static ts_db_pool *pool;
 static char url[512];
@@ -63,28 +64,10 @@ static void insert_changes(int n)
     PQfinish(c);
 }
 
-static int admin_exec(const char *conninfo, const char *sql)
-{
-    PGconn *c = PQconnectdb(conninfo);
-    int ok = PQstatus(c) == CONNECTION_OK;
-    if (ok) {
-        PGresult *r = PQexec(c, sql);
-        ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-        PQclear(r);
-    }
-    PQfinish(c);
-    return ok ? 0 : -1;
-}
-
 static int setup(void **state)
 {
-    const char *base = getenv("TESSERA_TEST_DB_URL");
-    char name[64], sql[128];
-    snprintf(name, sizeof(name), "unit_changes_%d", (int)getpid());
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
-    if (admin_exec(base, sql))
+    if (unit_pg_new_database("unit_changes", url, sizeof(url)))
         return -1;
-    snprintf(url, sizeof(url), "%s dbname=%s", base, name);
     ts_db_options opt = {.conninfo = url,
                          .size = 4,
                          .max_retries = 2,
@@ -192,10 +175,8 @@ static void test_sequencer_thread_numbers_after_a_nudge(void **state)
 
 int main(void)
 {
-    if (!getenv("TESSERA_TEST_DB_URL") || admin_exec(getenv("TESSERA_TEST_DB_URL"), "SELECT 1")) {
-        fprintf(stderr, "TESSERA_TEST_DB_URL not set or unreachable: skipped\n");
+    if (!unit_pg_available())
         return 77;
-    }
     ts_log_init("test_changes", TS_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_numbered_in_order_without_holes),

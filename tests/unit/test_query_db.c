@@ -21,6 +21,7 @@
 #include "query_bus.h"
 #include "query_match.h"
 #include "tessera.pb-c.h"
+#include "unit_pg.h"
 
 #define PATIENT_NAME TS_TAG(0x0010, 0x0010)
 #define PATIENT_ID TS_TAG(0x0010, 0x0020)
@@ -33,22 +34,6 @@
 #define SOP_UID TS_TAG(0x0008, 0x0018)
 
 static ts_db_pool *pool;
-
-static int admin_exec(const char *url, const char *sql)
-{
-    PGconn *c = PQconnectdb(url);
-    if (PQstatus(c) != CONNECTION_OK) {
-        PQfinish(c);
-        return -1;
-    }
-    PGresult *r = PQexec(c, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok)
-        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-    return ok ? 0 : -1;
-}
 
 /* Two patients; patient 1 has study A (2020, CT + MR series, 3 instances) and
  * study B (2021, CT, 1 instance); patient 2 has study C (2022, MR, 2). */
@@ -71,13 +56,9 @@ static const char *DATA =
 
 static int setup(void **state)
 {
-    const char *base = getenv("TESSERA_TEST_DB_URL");
-    char name[64], sql[128], url[512];
-    snprintf(name, sizeof(name), "unit_query_%d", (int)getpid());
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
-    if (admin_exec(base, sql))
+    char url[512];
+    if (unit_pg_new_database("unit_query", url, sizeof(url)))
         return -1;
-    snprintf(url, sizeof(url), "%s dbname=%s", base, name);
     static char url_copy[512];
     snprintf(url_copy, sizeof(url_copy), "%s", url);
     ts_db_options opt = {.conninfo = url_copy,
@@ -91,7 +72,7 @@ static int setup(void **state)
         fprintf(stderr, "%s\n", err.msg);
         return -1;
     }
-    return admin_exec(url, DATA);
+    return unit_pg_exec(url, DATA);
 }
 
 static int teardown(void **state)
@@ -281,10 +262,8 @@ static void test_bus_find_over_a_socket(void **state)
 
 int main(void)
 {
-    if (!getenv("TESSERA_TEST_DB_URL") || admin_exec(getenv("TESSERA_TEST_DB_URL"), "SELECT 1")) {
-        fprintf(stderr, "TESSERA_TEST_DB_URL not set or unreachable: skipped\n");
+    if (!unit_pg_available())
         return 77;
-    }
     ts_log_init("test_query_db", TS_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_and_computed_keys),

@@ -1,0 +1,52 @@
+/* For the unit tests that need a PostgreSQL server: TESSERA_TEST_DB_URL (set by
+ * scripts/test) names one; each test program makes a database of its own on it.
+ * Header-only (static functions), included by the test programs that use it. */
+#ifndef TS_UNIT_PG_H
+#define TS_UNIT_PG_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* Runs sql on its own connection; 0, or -1 with the error on stderr. */
+static int unit_pg_exec(const char *conninfo, const char *sql)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    int ok = PQstatus(c) == CONNECTION_OK;
+    if (ok) {
+        PGresult *r = PQexec(c, sql);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+    }
+    if (!ok)
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
+    PQfinish(c);
+    return ok ? 0 : -1;
+}
+
+/* Whether TESSERA_TEST_DB_URL names a server that answers; says why not on
+ * stderr (the program then exits 77: CTest counts it as skipped). */
+static bool unit_pg_available(void)
+{
+    const char *base = getenv("TESSERA_TEST_DB_URL");
+    if (base && unit_pg_exec(base, "SELECT 1") == 0)
+        return true;
+    fprintf(stderr, "TESSERA_TEST_DB_URL not set or unreachable: skipped\n");
+    return false;
+}
+
+/* Makes the database <prefix>_<pid> and writes its conninfo into url. */
+static int unit_pg_new_database(const char *prefix, char *url, size_t size)
+{
+    const char *base = getenv("TESSERA_TEST_DB_URL");
+    char sql[128];
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s_%d", prefix, (int)getpid());
+    if (unit_pg_exec(base, sql))
+        return -1;
+    snprintf(url, size, "%s dbname=%s_%d", base, prefix, (int)getpid());
+    return 0;
+}
+
+#endif
