@@ -24,15 +24,26 @@ static const ts_db_stmt instance_files = {
     "  WHERE d.level < 3),"
     " f AS (SELECT a.uuid::text AS uuid, d.id FROM d"
     "  JOIN attachments a ON a.resource_id = d.id AND a.content_type = 1 WHERE d.level = 3)"
-    " SELECT f.uuid FROM root LEFT JOIN f ON true ORDER BY f.id",
+    " SELECT f.uuid, r.public_id FROM root LEFT JOIN f ON true"
+    " LEFT JOIN resources r ON r.id = f.id ORDER BY f.id",
     2};
 
 typedef struct file_list {
     const char *const *params;
     bool found;
     char (*uuids)[TS_UUID_LEN + 1];
+    char (*ids)[TS_ID_LEN + 1]; /* the instances' public ids */
     size_t n;
 } file_list;
+
+static void file_list_clear(file_list *fl)
+{
+    free(fl->uuids);
+    free(fl->ids);
+    fl->uuids = NULL;
+    fl->ids = NULL;
+    fl->n = 0;
+}
 
 static int file_list_txn(ts_db *db, void *arg, ts_err *err)
 {
@@ -42,15 +53,20 @@ static int file_list_txn(ts_db *db, void *arg, ts_err *err)
     if (rc)
         return rc;
     free(fl->uuids);
+    free(fl->ids);
     fl->n = 0;
     fl->found = PQntuples(res) > 0;
     fl->uuids = malloc(((size_t)PQntuples(res) + 1) * sizeof(*fl->uuids));
-    if (!fl->uuids)
+    fl->ids = malloc(((size_t)PQntuples(res) + 1) * sizeof(*fl->ids));
+    if (!fl->uuids || !fl->ids)
         abort();
     for (int i = 0; i < PQntuples(res); i++) {
         const char *u = PQgetvalue(res, i, 0);
-        if (!PQgetisnull(res, i, 0) && strlen(u) == TS_UUID_LEN)
-            memcpy(fl->uuids[fl->n++], u, TS_UUID_LEN + 1);
+        const char *id = PQgetvalue(res, i, 1);
+        if (!PQgetisnull(res, i, 0) && strlen(u) == TS_UUID_LEN && strlen(id) == TS_ID_LEN) {
+            memcpy(fl->uuids[fl->n], u, TS_UUID_LEN + 1);
+            memcpy(fl->ids[fl->n++], id, TS_ID_LEN + 1);
+        }
     }
     PQclear(res);
     return 0;
@@ -75,17 +91,32 @@ static bool list_files(rest_request *req, int level, file_list *fl)
     if (rc) {
         ts_warn("read failed", "uri=%s error=\"%s\"", req->url, err.msg);
         rest_reply_failure(req, rc, err.msg);
-        free(fl->uuids);
-        fl->uuids = NULL;
+        file_list_clear(fl);
         return false;
     }
     if (!fl->found) {
         rest_reply_unknown_resource(req);
-        free(fl->uuids);
-        fl->uuids = NULL;
+        file_list_clear(fl);
         return false;
     }
     return true;
+}
+
+/* The instance file of the list's i-th entry, parsed; NULL when it is gone
+ * (removed since the list was made: Orthanc skips such an instance). */
+static ts_dicom *open_listed(rest_request *req, const file_list *fl, size_t i, const char *what)
+{
+    char path[4096];
+    ts_err err;
+    ts_dicom *d;
+    if (ts_store_path(req->ctx->store, fl->uuids[i], path, sizeof(path), &err))
+        return NULL;
+    if (ts_dicom_open_file(path, &d, &err)) {
+        ts_warn("instance file unreadable", "route=%s uuid=%s error=\"%s\"", what, fl->uuids[i],
+                err.msg);
+        return NULL;
+    }
+    return d;
 }
 
 /* ---- shared tags -------------------------------------------------------------- */
@@ -125,18 +156,9 @@ void rest_shared_tags(rest_request *req)
         return;
     json_t *shared = NULL;
     for (size_t i = 0; i < fl.n; i++) {
-        char path[4096];
-        ts_err err;
-        ts_dicom *d;
-        if (ts_store_path(req->ctx->store, fl.uuids[i], path, sizeof(path), &err))
+        ts_dicom *d = open_listed(req, &fl, i, "shared-tags");
+        if (!d)
             continue;
-        int rc = ts_dicom_open_file(path, &d, &err);
-        if (rc) {
-            /* Orthanc skips an instance removed since the list was made */
-            ts_warn("shared-tags: instance file unreadable", "uuid=%s error=\"%s\"", fl.uuids[i],
-                    err.msg);
-            continue;
-        }
         json_t *tags = ts_dicom_to_orthanc_json(d);
         ts_dicom_free(d);
         keep_strings(tags);
@@ -147,7 +169,7 @@ void rest_shared_tags(rest_request *req)
             json_decref(tags);
         }
     }
-    free(fl.uuids);
+    file_list_clear(&fl);
     if (!shared)
         shared = json_object();
     json_t *body;
@@ -163,6 +185,31 @@ void rest_shared_tags(rest_request *req)
         body = json_incref(shared);
     }
     json_decref(shared);
+    rest_reply_json(req, 200, body);
+}
+
+/* GET /{level}/{id}/instances-tags [?simplify|?short]: each instance's /tags by
+ * its public id, as Orthanc 1.10.1. */
+void rest_instances_tags(rest_request *req)
+{
+    file_list fl;
+    if (!list_files(req, rest_level_of_plural(req->seg[0]), &fl))
+        return;
+    bool simplify = rest_flag(req, "simplify"), brief = rest_flag(req, "short");
+    json_t *body = json_object();
+    for (size_t i = 0; i < fl.n; i++) {
+        ts_dicom *d = open_listed(req, &fl, i, "instances-tags");
+        if (!d)
+            continue;
+        json_t *full = ts_dicom_to_orthanc_json(d);
+        ts_dicom_free(d);
+        json_t *tags = simplify ? ts_dicom_orthanc_simplify(full)
+                       : brief  ? rest_short_tags(full)
+                                : json_incref(full);
+        json_decref(full);
+        json_object_set_new(body, fl.ids[i], tags);
+    }
+    file_list_clear(&fl);
     rest_reply_json(req, 200, body);
 }
 
@@ -206,11 +253,11 @@ void rest_instance_content(rest_request *req)
     char path[4096];
     ts_err err;
     if (fl.n == 0 || ts_store_path(req->ctx->store, fl.uuids[0], path, sizeof(path), &err)) {
-        free(fl.uuids);
+        file_list_clear(&fl);
         rest_reply_unknown_resource(req);
         return;
     }
-    free(fl.uuids);
+    file_list_clear(&fl);
     ts_dicom_content c;
     int rc = ts_dicom_content_get(path, req->seg + 3, (size_t)(req->nseg - 3), &c, &err);
     if (rc == TS_ENOTFOUND) {
@@ -240,7 +287,7 @@ static bool instance_file(rest_request *req, char *path, size_t size)
         return false;
     ts_err err;
     bool ok = fl.n > 0 && ts_store_path(req->ctx->store, fl.uuids[0], path, size, &err) == 0;
-    free(fl.uuids);
+    file_list_clear(&fl);
     if (!ok)
         rest_reply_unknown_resource(req);
     return ok;

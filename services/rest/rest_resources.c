@@ -268,6 +268,22 @@ void rest_instance_file(rest_request *req)
     char path[4096], uuid[TS_UUID_LEN + 1];
     if (!instance_path(req, path, sizeof(path), uuid))
         return;
+    /* Orthanc answers the DICOM JSON model to exactly this Accept, the file to
+     * any other */
+    const char *accept = rest_header(req, "Accept");
+    if (accept && strcmp(accept, "application/dicom+json") == 0) {
+        ts_dicom *d;
+        ts_err err;
+        if (ts_dicom_open_file(path, &d, &err)) {
+            rest_reply_error(req, 500, 15, "Bad file format", err.msg);
+            return;
+        }
+        json_t *body = ts_dicom_to_dicom_json_inline(d);
+        ts_dicom_free(d);
+        rest_reply_json(req, 200, body);
+        req->content_type = "application/dicom+json";
+        return;
+    }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
@@ -282,62 +298,34 @@ void rest_instance_file(rest_request *req)
     snprintf(req->disposition, sizeof(req->disposition), "filename=\"%s.dcm\"", uuid);
 }
 
-/* Orthanc's ?short form from its full form: {"gggg,eeee": value}, null for
- * binary and too long values, arrays of the same for sequences. */
-static json_t *short_tags(json_t *full)
-{
-    json_t *out = json_object();
-    const char *key;
-    json_t *tag;
-    json_object_foreach(full, key, tag)
-    {
-        const char *type = json_string_value(json_object_get(tag, "Type"));
-        json_t *value = json_object_get(tag, "Value");
-        if (type && strcmp(type, "Sequence") == 0 && json_is_array(value)) {
-            json_t *items = json_array();
-            size_t i;
-            json_t *item;
-            json_array_foreach(value, i, item) json_array_append_new(items, short_tags(item));
-            json_object_set_new(out, key, items);
-        } else if (type && strcmp(type, "String") == 0) {
-            json_object_set(out, key, value);
-        } else {
-            json_object_set_new(out, key, json_null());
-        }
-    }
-    return out;
-}
-
 /* GET /instances/{id}/tags [?simplify|?short], /instances/{id}/simplified-tags,
- * /instances/{id}/header [?simplify|?short] */
+ * /instances/{id}/header [?simplify|?short]; ?ignore-length=<tags> for the first two */
 void rest_instance_tags(rest_request *req)
 {
     char path[4096];
     if (!instance_path(req, path, sizeof(path), NULL))
         return;
+    uint32_t *full_length;
+    size_t nfull;
+    if (!rest_arg_tags(req, "ignore-length", &full_length, &nfull))
+        return;
     ts_dicom *d;
     ts_err err;
     if (ts_dicom_open_file(path, &d, &err)) {
+        free(full_length);
         rest_reply_error(req, 500, 15, "Bad file format", err.msg);
         return;
     }
     bool simplify = strcmp(req->seg[2], "simplified-tags") == 0 || rest_flag(req, "simplify");
-    json_t *body;
-    if (strcmp(req->seg[2], "header") == 0) {
-        json_t *full = ts_dicom_header_to_orthanc_json(d);
-        body = simplify ? ts_dicom_orthanc_simplify(full)
-                        : rest_flag(req, "short") ? short_tags(full) : json_incref(full);
-        json_decref(full);
-    } else if (simplify) {
-        body = ts_dicom_to_simplified_json(d);
-    } else if (rest_flag(req, "short")) {
-        json_t *full = ts_dicom_to_orthanc_json(d);
-        body = short_tags(full);
-        json_decref(full);
-    } else {
-        body = ts_dicom_to_orthanc_json(d);
-    }
+    json_t *full = strcmp(req->seg[2], "header") == 0
+                       ? ts_dicom_header_to_orthanc_json(d)
+                       : ts_dicom_to_orthanc_json_full(d, full_length, nfull);
     ts_dicom_free(d);
+    free(full_length);
+    json_t *body = simplify                  ? ts_dicom_orthanc_simplify(full)
+                   : rest_flag(req, "short") ? rest_short_tags(full)
+                                             : json_incref(full);
+    json_decref(full);
     rest_reply_json(req, 200, body);
 }
 

@@ -273,3 +273,88 @@ def test_count_resources_and_statistics_keys_as_orthanc_1_10_1(fresh):
     assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in ref.items()}
     assert {k: v for k, v in got.items() if k.startswith("Count")} == \
         {k: v for k, v in ref.items() if k.startswith("Count")}
+
+
+# ----------------------------------------------------------------------------------
+# Small routes that Orthanc clients call (issue 16), most used first
+
+
+def same_answer(pair, method, path, body=None, headers=None, json_body=True):
+    """Both servers answer path alike: status, and body (JSON compared as JSON; an
+    error body without Tessera's Details, which say more than Orthanc's)."""
+    (s1, b1, h1), (s2, b2, h2) = both(pair, method, path, body, headers)
+    assert s1 == s2, (path, s1, b1[:400], s2, b2[:400])
+    if not json_body or not b1:
+        assert b2 == b1, (path, b1[:300], b2[:300])
+        return s2, b2, h2
+    e1, e2 = json.loads(b1), json.loads(b2)
+    if s1 >= 400 and isinstance(e1, dict) and "Details" not in e1:
+        e2.pop("Details", None)
+    assert e2 == e1, (path, diff(e1, e2))
+    return s2, e2, h2
+
+
+def long_values_file():
+    """CT_small with two text values longer than Orthanc's 256 bytes (TooLong in
+    /tags), one of them in a sequence item."""
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    ds.SOPInstanceUID += ".91"
+    ds.ImageComments = "x" * 300
+    ds.StudyComments = "y" * 400
+    item = pydicom.Dataset()
+    item.ImageComments = "z" * 280
+    ds.ReferencedImageSequence = [item]
+    fp = DicomBytesIO()
+    ds.save_as(fp)
+    return fp.getvalue()
+
+
+def test_tags_ignore_length(fresh):
+    """?ignore-length=<tags> (by comma) shows those tags' long values (also in
+    sequence items) in /tags, ?short, ?simplify and /simplified-tags; an unknown
+    tag name is Orthanc's error (a 500 "Unknown DICOM tag": "0032,4000" is two
+    tags to Orthanc, "0032" and "4000")."""
+    iid = upload_both(fresh, long_values_file())["ID"]
+    for q in ("", "?ignore-length=ImageComments", "?ignore-length=0020-4000,StudyComments",
+              "?ignore-length=0032,4000&short", "?ignore-length=ImageComments&simplify",
+              "?ignore-length=NoSuchTag", "?ignore-length="):
+        same_answer(fresh, "GET", f"/instances/{iid}/tags{q}")
+    same_answer(fresh, "GET", f"/instances/{iid}/simplified-tags?ignore-length=ImageComments")
+    got = fresh.t.get(f"/instances/{iid}/tags?ignore-length=ImageComments")
+    assert got["0020,4000"]["Value"] == "x" * 300
+    assert got["0008,1140"]["Value"][0]["0020,4000"]["Value"] == "z" * 280
+    assert got["0032,4000"]["Type"] == "TooLong"
+
+
+def test_instances_tags(fresh):
+    """GET /{level}/{id}/instances-tags: each instance's /tags by its id, with
+    ?simplify and ?short; an unknown resource is Orthanc's 404."""
+    up = upload_both(fresh, (PYDICOM_FILES / "CT_small.dcm").read_bytes())
+    upload_both(fresh, with_uid(PYDICOM_FILES / "CT_small.dcm", ".92"))
+    for level, key in (("patients", "ParentPatient"), ("studies", "ParentStudy"),
+                       ("series", "ParentSeries")):
+        for q in ("", "?simplify", "?short"):
+            s, body, _ = same_answer(fresh, "GET", f"/{level}/{up[key]}/instances-tags{q}")
+            assert s == 200 and len(body) == 2
+        # Orthanc 1.10.1 does not check the level: it answers an instance's id
+        # under /patients/ with that instance. Tessera answers 404, as for any
+        # id of another level (and as Orthanc does for /{level}/{id}).
+        (s1, _, _), (s2, b2, _) = both(fresh, "GET", f"/{level}/{up['ID']}/instances-tags")
+        assert (s1, s2) == (200, 404), b2
+        assert json.loads(b2)["OrthancError"] == "Unknown resource"
+        same_answer(fresh, "GET", f"/{level}/{up['ID'][:-1]}0/instances-tags")
+
+
+def test_file_as_dicom_json(fresh):
+    """GET /instances/{id}/file with Accept: application/dicom+json answers the
+    DICOM JSON model of the file (Orthanc's content type); other Accept values
+    get the file."""
+    data = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
+    iid = upload_both(fresh, data)["ID"]
+    _, body, headers = same_answer(fresh, "GET", f"/instances/{iid}/file",
+                                   headers={"Accept": "application/dicom+json"})
+    assert headers["Content-Type"] == "application/dicom+json"
+    assert body["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "CompressedSamples^CT1"}]}
+    for accept in ("application/json", "*/*", "application/dicom"):
+        s, b, h = fresh.t.req("GET", f"/instances/{iid}/file", headers={"Accept": accept})
+        assert (s, b, h["Content-Type"]) == (200, data, "application/dicom"), accept
