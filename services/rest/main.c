@@ -38,7 +38,7 @@ static const rest_route routes[] = {
     {"GET", "/studies", rest_list_resources, REST_BODY_SMALL},
     {"GET", "/series", rest_list_resources, REST_BODY_SMALL},
     {"GET", "/instances", rest_list_resources, REST_BODY_SMALL},
-    {"POST", "/instances", rest_upload_instance, REST_BODY_SPOOL},
+    {"POST", "/instances", rest_upload_instance, REST_BODY_SPOOL_GZIP},
     {"GET", "/patients/*", rest_get_resource, REST_BODY_SMALL},
     {"GET", "/studies/*", rest_get_resource, REST_BODY_SMALL},
     {"GET", "/series/*", rest_get_resource, REST_BODY_SMALL},

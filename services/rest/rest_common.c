@@ -106,10 +106,12 @@ long rest_if_match(rest_request *req)
 
 void rest_reply_revision_conflict(rest_request *req, bool if_match_given)
 {
-    rest_reply_error(req, 409, 43, "The revision of a metadata or attachment is outdated",
-                     if_match_given
-                         ? "the revision in If-Match is not the current one"
-                         : "HTTP header \"If-Match\" is missing, as \"CheckRevisions\" is \"true\"");
+    rest_reply_error(
+        req, 409, 43,
+        "A bad revision number was provided, which might indicate conflict between "
+        "multiple writers",
+        if_match_given ? "the revision in If-Match is not the current one"
+                       : "HTTP header \"If-Match\" is missing, as \"CheckRevisions\" is \"true\"");
 }
 
 static int row_txn(ts_db *db, void *arg, ts_err *err)

@@ -574,6 +574,14 @@ void rest_tools_lookup(rest_request *req)
     }
     memcpy(value, s, n);
     value[n] = '\0';
+    /* no identifier is other than text: Orthanc finds nothing for such a body
+     * (PostgreSQL would refuse it as a parameter) */
+    json_t *as_text = json_stringn(value, n);
+    if (!as_text) {
+        rest_reply_json_text(req, 200, "[]", 2);
+        return;
+    }
+    json_decref(as_text);
     const char *params[] = {value};
     read_one r;
     if (!query(req, &lookup, params, &r))
