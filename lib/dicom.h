@@ -25,6 +25,10 @@ extern "C" {
 #define TS_TAG_SOP_INSTANCE_UID TS_TAG(0x0008, 0x0018)
 #define TS_TAG_SOP_CLASS_UID TS_TAG(0x0008, 0x0016)
 
+/* The transfer syntaxes the storage SCP accepts, as a sorted JSON array of UIDs
+ * (Orthanc's /tools/accepted-transfer-syntaxes). */
+json_t *ts_dicom_storage_syntaxes(void);
+
 /* Loads the data dictionary and sets process-wide dcmtk options (TCP_NODELAY,
  * log level). Call once at start, before any other call. Fails if the
  * dictionary cannot be loaded (tag names would come out empty). */

@@ -432,3 +432,84 @@ def test_upload_gzip_inflated_within_the_limit(fresh):
                            {"Content-Encoding": "gzip"})
     assert status == 200, body
     assert fresh.cluster.temp_files() == []
+
+
+def test_tools_settings_routes(fresh):
+    """/tools/default-encoding, /tools/accepted-transfer-syntaxes,
+    /tools/unknown-sop-class-accepted and /tools/log-level read as Orthanc 1.10.1
+    answers them with its defaults (text/plain, JSON list), and each refuses a
+    bad value with Orthanc's error. What Tessera leaves out on purpose (changing
+    the encoding, the transfer syntaxes or the SOP class policy of a running
+    cluster: docs/conformance.md) is Orthanc's 501 "Not implemented yet"."""
+    for path in ("/tools/default-encoding", "/tools/unknown-sop-class-accepted",
+                 "/tools/log-level"):
+        _, body, headers = same_answer(fresh, "GET", path, json_body=False)
+        assert headers["Content-Type"].startswith("text/plain"), path
+    # the storage SCP's own list, in Orthanc's order: Orthanc's less those Tessera
+    # does not accept (JPEG processes Orthanc lists though dcmtk retired them, HTJ2K)
+    ref = fresh.ref.get("/tools/accepted-transfer-syntaxes")
+    got = fresh.t.get("/tools/accepted-transfer-syntaxes")
+    assert got == [uid for uid in ref if uid in got], (ref, got)
+    assert {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90",
+            "1.2.840.10008.1.2.5"} <= set(got)
+    same_answer(fresh, "PUT", "/tools/default-encoding", b"Nope")
+    same_answer(fresh, "PUT", "/tools/default-encoding", b"Latin1", json_body=False)
+    s, b, _ = fresh.t.req("PUT", "/tools/default-encoding", b"Utf8")
+    assert (s, json.loads(b)["OrthancError"]) == (501, "Not implemented yet"), b
+    assert fresh.t.req("GET", "/tools/default-encoding")[1] == b"Latin1"
+    same_answer(fresh, "PUT", "/tools/unknown-sop-class-accepted", b"0", json_body=False)
+    same_answer(fresh, "PUT", "/tools/unknown-sop-class-accepted", b"maybe")
+    s, b, _ = fresh.t.req("PUT", "/tools/unknown-sop-class-accepted", b"1")
+    assert (s, json.loads(b)["OrthancError"]) == (501, "Not implemented yet"), b
+    s, b, _ = fresh.t.req("PUT", "/tools/accepted-transfer-syntaxes", b'["1.2.840.10008.1.2"]')
+    assert (s, json.loads(b)["OrthancError"]) == (501, "Not implemented yet"), b
+    # log-level: Orthanc's three names, mapped to Tessera's levels (default: the
+    # configured TESSERA_LOG_LEVEL, verbose and trace: debug) in the rest service;
+    # the names are case-sensitive in Orthanc
+    for level in ("verbose", "trace", "default"):
+        same_answer(fresh, "PUT", "/tools/log-level", level.encode(), json_body=False)
+        same_answer(fresh, "GET", "/tools/log-level", json_body=False)
+    same_answer(fresh, "PUT", "/tools/log-level", b"bad")
+    same_answer(fresh, "PUT", "/tools/log-level", b"TRACE")
+    # the setting took: a debug line of the rest service
+    fresh.t.req("PUT", "/tools/log-level", b"verbose")
+    fresh.t.req("GET", "/system")
+    fresh.t.req("PUT", "/tools/log-level", b"default")
+    log = fresh.cluster.rests[0].read_log()
+    assert 'level=debug' in log and 'uri=/system' in log
+
+
+def test_tools_listing_and_plugins(fresh):
+    """GET /tools lists the /tools routes Tessera serves: Orthanc's listing less
+    what Tessera leaves out (docs/conformance.md). GET /plugins is a 404, as in an
+    Orthanc built without plugins, which /system says Tessera is."""
+    ref, got = fresh.ref.get("/tools"), fresh.t.get("/tools")
+    assert got == sorted(set(got)) and set(got) <= set(ref), set(got) - set(ref)
+    for name in ("find", "lookup", "default-encoding", "accepted-transfer-syntaxes",
+                 "unknown-sop-class-accepted", "log-level", "dicom-echo", "create-archive",
+                 "bulk-delete", "metrics-prometheus"):
+        assert name in got, name
+    assert fresh.t.get("/system")["PluginsEnabled"] is False
+    s, b, _ = fresh.t.req("GET", "/plugins")
+    assert (s, json.loads(b)["OrthancError"]) == (404, "Unknown resource")
+
+
+def test_tools_dicom_echo(fresh):
+    """POST /tools/dicom-echo with a modality in the body (object or array form):
+    {} on success, Orthanc's errors for a peer that does not answer and for a
+    malformed body."""
+    port = fresh.orthanc.dicom_port
+    for body in ({"AET": fresh.orthanc.aet, "Host": "127.0.0.1", "Port": port},
+                 [fresh.orthanc.aet, "127.0.0.1", port],
+                 {"AET": fresh.orthanc.aet, "Host": "127.0.0.1", "Port": str(port), "Timeout": 5}):
+        same_answer(fresh, "POST", "/tools/dicom-echo", json.dumps(body).encode())
+    for body in (b"{}", b"[1]", b"not json", b'{"AET": "X", "Host": "127.0.0.1", "Port": 0}'):
+        same_answer(fresh, "POST", "/tools/dicom-echo", body)
+    # nobody there: Orthanc's error, with Tessera's own words in Details (as for
+    # /modalities/{id}/echo)
+    (s1, b1, _), (s2, b2, _) = both(fresh, "POST", "/tools/dicom-echo",
+                                    b'{"AET": "X", "Host": "127.0.0.1", "Port": 1}')
+    e1, e2 = json.loads(b1), json.loads(b2)
+    assert "Connection refused" in e1["Details"] and "Connection refused" in e2["Details"]
+    e1.pop("Details"), e2.pop("Details")
+    assert (s1, e1) == (s2, e2), (b1, b2)
