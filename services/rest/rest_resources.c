@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -515,9 +517,145 @@ static void upload_zip(rest_request *req)
     archive_read_free(a);
 }
 
+static void upload_body(rest_request *req);
+
+/* The boundary of a multipart/form-data Content-Type, or NULL. */
+static bool form_boundary(rest_request *req, char *out, size_t size)
+{
+    const char *type = rest_header(req, "Content-Type");
+    if (!type || strncasecmp(type, "multipart/form-data", 19) != 0)
+        return false;
+    const char *b = strcasestr(type, "boundary=");
+    if (!b)
+        return false;
+    b += 9;
+    bool quoted = *b == '"';
+    b += quoted;
+    size_t n = strcspn(b, quoted ? "\"" : "; \t");
+    if (n == 0 || n + 3 > size)
+        return false;
+    snprintf(out, size, "--%.*s", (int)n, b);
+    return true;
+}
+
+/* Writes len bytes to a new temporary file of the storage area (path). */
+static int bytes_to_temp(rest_request *req, const char *data, size_t len, char *path, size_t size)
+{
+    ts_err err;
+    if (ts_store_temp_path(req->ctx->store, path, size, &err)) {
+        rest_reply_error(req, 507, 13, "Error in the storage area", err.msg);
+        return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    while (fd >= 0 && len > 0) {
+        ssize_t w = write(fd, data, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            break;
+        data += w;
+        len -= (size_t)w;
+    }
+    if (fd < 0 || len > 0) {
+        char details[512];
+        snprintf(details, sizeof(details), "cannot write %.300s: %s", path, strerror(errno));
+        rest_reply_error(req, 507, 13, "Error in the storage area", details);
+        if (fd >= 0) {
+            close(fd);
+            unlink(path);
+        }
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* A multipart/form-data body (an HTML form's upload): as Orthanc 1.10.1, each
+ * part is uploaded as a body of its own, the first failure is the answer, and
+ * success an empty 200. Parts go through temporary files; the body is mapped,
+ * not read into memory. */
+static void upload_form(rest_request *req, const char *boundary)
+{
+    const char *body = req->body;
+    void *map = NULL;
+    if (req->body_len == 0) {
+        rest_reply_text(req, 200, "", 0); /* no part: nothing to do, as Orthanc */
+        return;
+    }
+    if (req->body_path) {
+        int fd = open(req->body_path, O_RDONLY | O_CLOEXEC);
+        map = fd < 0 ? MAP_FAILED : mmap(NULL, req->body_len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (fd >= 0)
+            close(fd);
+        if (map == MAP_FAILED) {
+            rest_reply_error(req, 500, 13, "Error in the storage area", strerror(errno));
+            return;
+        }
+        body = map;
+    }
+    const char *end = body + req->body_len;
+    size_t blen = strlen(boundary);
+    const char *saved_body = req->body, *saved_path = req->body_path;
+    size_t saved_len = req->body_len;
+    bool failed = false;
+    /* the first delimiter may follow a preamble; the others follow CRLF */
+    const char *p = memmem(body, req->body_len, boundary, blen);
+    while (p && !failed) {
+        p += blen;
+        if (end - p < 2 || (p[0] == '-' && p[1] == '-'))
+            break; /* the closing delimiter */
+        const char *headers_end = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+        if (!headers_end)
+            break;
+        const char *data = headers_end + 4;
+        const char *next = NULL;
+        for (const char *q = data; q < end;) {
+            const char *crlf = memmem(q, (size_t)(end - q), "\r\n", 2);
+            if (!crlf || (size_t)(end - crlf) < 2 + blen)
+                break;
+            if (memcmp(crlf + 2, boundary, blen) == 0) {
+                next = crlf;
+                break;
+            }
+            q = crlf + 2;
+        }
+        if (!next)
+            break; /* no closing delimiter: the part is cut, nothing is stored of it */
+        char path[4096];
+        if (bytes_to_temp(req, data, (size_t)(next - data), path, sizeof(path))) {
+            failed = true;
+            break;
+        }
+        req->body = NULL;
+        req->body_path = path;
+        req->body_len = (size_t)(next - data);
+        upload_body(req);
+        unlink(path); /* gone already when ingest took it over */
+        failed = req->status != 200;
+        p = next + 2;
+    }
+    req->body = saved_body;
+    req->body_path = saved_path;
+    req->body_len = saved_len;
+    if (map)
+        munmap(map, saved_len);
+    if (!failed)
+        rest_reply_text(req, 200, "", 0);
+}
+
 /* POST /instances: one DICOM file (or a ZIP of them) as the body, stored
- * through ingest's write path. */
+ * through ingest's write path; or a multipart/form-data of such bodies. */
 void rest_upload_instance(rest_request *req)
+{
+    char boundary[128];
+    if (form_boundary(req, boundary, sizeof(boundary))) {
+        upload_form(req, boundary);
+        return;
+    }
+    upload_body(req);
+}
+
+static void upload_body(rest_request *req)
 {
     if (req->body_len == 0) {
         rest_reply_error(req, 400, 15, "Bad file format", "Received an empty DICOM file");

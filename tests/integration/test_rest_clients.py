@@ -513,3 +513,39 @@ def test_tools_dicom_echo(fresh):
     assert "Connection refused" in e1["Details"] and "Connection refused" in e2["Details"]
     e1.pop("Details"), e2.pop("Details")
     assert (s1, e1) == (s2, e2), (b1, b2)
+
+
+def form_data(parts, boundary="XyZzy-7"):
+    """A multipart/form-data body: (field name, file name or None, bytes) each."""
+    out = b""
+    for name, filename, data in parts:
+        out += f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"".encode()
+        out += f"; filename=\"{filename}\"".encode() if filename else b""
+        out += b"\r\nContent-Type: application/octet-stream\r\n\r\n" + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+def test_upload_multipart_form_data(fresh):
+    """POST /instances with multipart/form-data (an HTML form, curl -F): each part
+    is uploaded as a body of its own (a ZIP too), the answer is Orthanc 1.10.1's
+    empty 200, or the first failing part's error; a body without parts is a 200."""
+    import io
+    import zipfile
+    a = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
+    b = (PYDICOM_FILES / "MR_small.dcm").read_bytes()
+    z = io.BytesIO()
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("rtplan.dcm", (PYDICOM_FILES / "rtplan.dcm").read_bytes())
+    headers = {"Content-Type": "multipart/form-data; boundary=XyZzy-7"}
+    quoted = {"Content-Type": 'multipart/form-data; boundary="XyZzy-7"'}
+    same_answer(fresh, "POST", "/instances", form_data([("files[]", "a.dcm", a)]), headers,
+                json_body=False)
+    same_answer(fresh, "POST", "/instances",
+                form_data([("files[]", "b.dcm", b), ("files[]", "p.zip", z.getvalue())]), quoted,
+                json_body=False)
+    assert sorted(fresh.t.get("/instances")) == sorted(fresh.ref.get("/instances"))
+    assert len(fresh.t.get("/instances")) == 3
+    same_answer(fresh, "POST", "/instances", form_data([("x", None, b"hello")]), headers)
+    same_answer(fresh, "POST", "/instances", b"--XyZzy-7--\r\n", headers, json_body=False)
+    same_answer(fresh, "POST", "/instances", b"garbage", headers, json_body=False)
+    assert fresh.cluster.temp_files() == []
