@@ -188,20 +188,26 @@ void rest_shared_tags(rest_request *req)
     rest_reply_json(req, 200, body);
 }
 
-/* GET /{level}/{id}/instances-tags [?simplify|?short]: each instance's /tags by
- * its public id, as Orthanc 1.10.1. */
+/* GET /{level}/{id}/instances-tags [?simplify|?short] [?ignore-length=...]: each
+ * instance's /tags by its public id, as Orthanc 1.10.1. */
 void rest_instances_tags(rest_request *req)
 {
-    file_list fl;
-    if (!list_files(req, rest_level_of_plural(req->seg[0]), &fl))
+    uint32_t *full_length;
+    size_t nfull;
+    if (!rest_arg_tags(req, "ignore-length", &full_length, &nfull))
         return;
+    file_list fl;
+    if (!list_files(req, rest_level_of_plural(req->seg[0]), &fl)) {
+        free(full_length);
+        return;
+    }
     bool simplify = rest_flag(req, "simplify"), brief = rest_flag(req, "short");
     json_t *body = json_object();
     for (size_t i = 0; i < fl.n; i++) {
         ts_dicom *d = open_listed(req, &fl, i, "instances-tags");
         if (!d)
             continue;
-        json_t *full = ts_dicom_to_orthanc_json(d);
+        json_t *full = ts_dicom_to_orthanc_json_full(d, full_length, nfull);
         ts_dicom_free(d);
         json_t *tags = simplify ? ts_dicom_orthanc_simplify(full)
                        : brief  ? rest_short_tags(full)
@@ -210,6 +216,104 @@ void rest_instances_tags(rest_request *req)
         json_object_set_new(body, fl.ids[i], tags);
     }
     file_list_clear(&fl);
+    free(full_length);
+    rest_reply_json(req, 200, body);
+}
+
+/* ---- modules ---------------------------------------------------------------------- */
+
+/* The attributes of the module Orthanc 1.10.1 answers for each level (PS3.3:
+ * C.7-1 Patient with the Issuer of Patient ID macro, C.7-3 General Study, C.7-5
+ * General Series with the Performed Procedure Step Summary macro, C.12-1 SOP
+ * Common with the Digital Signatures macro). */
+static const uint32_t patient_module[] = {
+    TS_TAG(0x0008, 0x1120), TS_TAG(0x0010, 0x0010), TS_TAG(0x0010, 0x0020), TS_TAG(0x0010, 0x0021),
+    TS_TAG(0x0010, 0x0024), TS_TAG(0x0010, 0x0030), TS_TAG(0x0010, 0x0032), TS_TAG(0x0010, 0x0040),
+    TS_TAG(0x0010, 0x1000), TS_TAG(0x0010, 0x1001), TS_TAG(0x0010, 0x1002), TS_TAG(0x0010, 0x2160),
+    TS_TAG(0x0010, 0x2201), TS_TAG(0x0010, 0x2202), TS_TAG(0x0010, 0x2292), TS_TAG(0x0010, 0x2293),
+    TS_TAG(0x0010, 0x2294), TS_TAG(0x0010, 0x2297), TS_TAG(0x0010, 0x2298), TS_TAG(0x0010, 0x2299),
+    TS_TAG(0x0010, 0x4000), TS_TAG(0x0012, 0x0062), TS_TAG(0x0012, 0x0063), TS_TAG(0x0012, 0x0064),
+};
+static const uint32_t study_module[] = {
+    TS_TAG(0x0008, 0x0020), TS_TAG(0x0008, 0x0030), TS_TAG(0x0008, 0x0050), TS_TAG(0x0008, 0x0051),
+    TS_TAG(0x0008, 0x0090), TS_TAG(0x0008, 0x0096), TS_TAG(0x0008, 0x1030), TS_TAG(0x0008, 0x1032),
+    TS_TAG(0x0008, 0x1048), TS_TAG(0x0008, 0x1049), TS_TAG(0x0008, 0x1060), TS_TAG(0x0008, 0x1062),
+    TS_TAG(0x0008, 0x1110), TS_TAG(0x0020, 0x000d), TS_TAG(0x0020, 0x0010), TS_TAG(0x0032, 0x1034),
+    TS_TAG(0x0040, 0x1012),
+};
+/* Largest Pixel Value in Series is (0028,0109) in PS3.6; Orthanc 1.10.1 lists
+ * (0029,0109), a private tag, instead and so never answers it. */
+static const uint32_t series_module[] = {
+    TS_TAG(0x0008, 0x0021), TS_TAG(0x0008, 0x0031), TS_TAG(0x0008, 0x0060), TS_TAG(0x0008, 0x103e),
+    TS_TAG(0x0008, 0x103f), TS_TAG(0x0008, 0x1050), TS_TAG(0x0008, 0x1052), TS_TAG(0x0008, 0x1070),
+    TS_TAG(0x0008, 0x1072), TS_TAG(0x0008, 0x1111), TS_TAG(0x0008, 0x1250), TS_TAG(0x0010, 0x2210),
+    TS_TAG(0x0018, 0x0015), TS_TAG(0x0018, 0x1030), TS_TAG(0x0018, 0x5100), TS_TAG(0x0020, 0x000e),
+    TS_TAG(0x0020, 0x0011), TS_TAG(0x0020, 0x0060), TS_TAG(0x0028, 0x0108), TS_TAG(0x0028, 0x0109),
+    TS_TAG(0x0040, 0x0244), TS_TAG(0x0040, 0x0245), TS_TAG(0x0040, 0x0253), TS_TAG(0x0040, 0x0254),
+    TS_TAG(0x0040, 0x0260), TS_TAG(0x0040, 0x0275), TS_TAG(0x0040, 0x0280),
+};
+static const uint32_t instance_module[] = {
+    TS_TAG(0x0008, 0x0005), TS_TAG(0x0008, 0x0012), TS_TAG(0x0008, 0x0013), TS_TAG(0x0008, 0x0014),
+    TS_TAG(0x0008, 0x0016), TS_TAG(0x0008, 0x0018), TS_TAG(0x0008, 0x001a), TS_TAG(0x0008, 0x001b),
+    TS_TAG(0x0008, 0x0110), TS_TAG(0x0008, 0x0201), TS_TAG(0x0018, 0xa001), TS_TAG(0x0020, 0x0013),
+    TS_TAG(0x0028, 0x0303), TS_TAG(0x0040, 0xa390), TS_TAG(0x0100, 0x0410), TS_TAG(0x0100, 0x0420),
+    TS_TAG(0x0100, 0x0424), TS_TAG(0x0100, 0x0426), TS_TAG(0x0400, 0x0500), TS_TAG(0x0400, 0x0561),
+    TS_TAG(0x4ffe, 0x0001), TS_TAG(0xfffa, 0xfffa),
+};
+
+/* GET /{level}/{id}/module and /studies/{id}/module-patient [?simplify|?short]
+ * [?ignore-length=...]: the tags of the level's module in the resource's first
+ * instance, as Orthanc 1.10.1. */
+void rest_module(rest_request *req)
+{
+    int level = rest_level_of_plural(req->seg[0]);
+    const uint32_t *module;
+    size_t n;
+    if (level == 0 || strcmp(req->seg[2], "module-patient") == 0) {
+        module = patient_module;
+        n = sizeof(patient_module) / sizeof(patient_module[0]);
+    } else if (level == 1) {
+        module = study_module;
+        n = sizeof(study_module) / sizeof(study_module[0]);
+    } else if (level == 2) {
+        module = series_module;
+        n = sizeof(series_module) / sizeof(series_module[0]);
+    } else {
+        module = instance_module;
+        n = sizeof(instance_module) / sizeof(instance_module[0]);
+    }
+    uint32_t *full_length;
+    size_t nfull;
+    if (!rest_arg_tags(req, "ignore-length", &full_length, &nfull))
+        return;
+    file_list fl;
+    if (!list_files(req, level, &fl)) {
+        free(full_length);
+        return;
+    }
+    ts_dicom *d = fl.n ? open_listed(req, &fl, 0, "module") : NULL;
+    file_list_clear(&fl);
+    if (!d) {
+        free(full_length);
+        rest_reply_unknown_resource(req);
+        return;
+    }
+    json_t *tags = ts_dicom_to_orthanc_json_full(d, full_length, nfull);
+    ts_dicom_free(d);
+    free(full_length);
+    json_t *kept = json_object();
+    for (size_t i = 0; i < n; i++) {
+        char key[10];
+        snprintf(key, sizeof(key), "%04x,%04x", module[i] >> 16, module[i] & 0xffff);
+        json_t *v = json_object_get(tags, key);
+        if (v)
+            json_object_set(kept, key, v);
+    }
+    json_decref(tags);
+    json_t *body = rest_flag(req, "simplify") ? ts_dicom_orthanc_simplify(kept)
+                   : rest_flag(req, "short")  ? rest_short_tags(kept)
+                                              : json_incref(kept);
+    json_decref(kept);
     rest_reply_json(req, 200, body);
 }
 
