@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include <string>
+#include <vector>
 
 // Elements longer than this stay on disk until someone asks for them, so that
 // parsing a 500 MB multi-frame file for its tags costs a few kilobytes.
@@ -71,35 +72,282 @@ extern "C" int ts_dicom_global_init(ts_err *err)
     return 0;
 }
 
-// Japanese ISO 2022 (ISO 2022 IR 87), which dcmtk's iconv backend refuses:
-// decode the text VRs with glibc's ISO-2022-JP-2, which handles the escapes.
-static void iso2022jp_to_utf8(DcmDataset *ds)
+namespace
 {
-    iconv_t cd = iconv_open("UTF-8", "ISO-2022-JP-2");
-    if (cd == (iconv_t)-1)
-        return;
+
+// The ISO 2022 code elements of PS3.3 C.12.1.1.2 (Tables C.12-3 and C.12-4).
+enum class Code { none, ascii, katakana, single, jis0208, jis0212, ksx1001, gb2312 };
+
+struct Element {
+    Code code;
+    const char *iconv_name; // the charset whose bytes the code units become
+};
+
+// Designation escape sequences (PS3.5 6.1.2.5.1) and the code element each designates.
+struct Escape {
+    const char *seq; // after ESC
+    int g;           // 0: G0 (GL), 1: G1 (GR)
+    Element element;
+};
+
+const Escape escapes[] = {
+    {"(B", 0, {Code::ascii, nullptr}},
+    // JIS X 0201 Romaji: read as ASCII, 0x5C being the value delimiter
+    {"(J", 0, {Code::ascii, nullptr}},
+    {")I", 1, {Code::katakana, nullptr}},
+    {"-A", 1, {Code::single, "ISO-8859-1"}},
+    {"-B", 1, {Code::single, "ISO-8859-2"}},
+    {"-C", 1, {Code::single, "ISO-8859-3"}},
+    {"-D", 1, {Code::single, "ISO-8859-4"}},
+    {"-L", 1, {Code::single, "ISO-8859-5"}},
+    {"-G", 1, {Code::single, "ISO-8859-6"}},
+    {"-F", 1, {Code::single, "ISO-8859-7"}},
+    {"-H", 1, {Code::single, "ISO-8859-8"}},
+    {"-M", 1, {Code::single, "ISO-8859-9"}},
+    {"-b", 1, {Code::single, "ISO-8859-15"}},
+    {"-T", 1, {Code::single, "TIS-620"}},
+    {"$B", 0, {Code::jis0208, "EUC-JP"}},
+    {"$(D", 0, {Code::jis0212, "EUC-JP"}},
+    {"$)C", 1, {Code::ksx1001, "EUC-KR"}},
+    {"$)A", 1, {Code::gb2312, "GB2312"}},
+};
+
+// Defined terms with code extensions and the escape each designates at the
+// start of a value when it is value 1 of Specific Character Set.
+struct Term {
+    const char *name;
+    const char *g0; // NULL: ASCII
+    const char *g1; // NULL: none
+};
+
+const Term terms[] = {
+    {"ISO 2022 IR 6", nullptr, nullptr}, {"ISO 2022 IR 100", nullptr, "-A"},
+    {"ISO 2022 IR 101", nullptr, "-B"},  {"ISO 2022 IR 109", nullptr, "-C"},
+    {"ISO 2022 IR 110", nullptr, "-D"},  {"ISO 2022 IR 144", nullptr, "-L"},
+    {"ISO 2022 IR 127", nullptr, "-G"},  {"ISO 2022 IR 126", nullptr, "-F"},
+    {"ISO 2022 IR 138", nullptr, "-H"},  {"ISO 2022 IR 148", nullptr, "-M"},
+    {"ISO 2022 IR 203", nullptr, "-b"},  {"ISO 2022 IR 166", nullptr, "-T"},
+    {"ISO 2022 IR 13", "(J", ")I"},      {"ISO 2022 IR 87", "$B", nullptr},
+    {"ISO 2022 IR 159", "$(D", nullptr}, {"ISO 2022 IR 149", nullptr, "$)C"},
+    {"ISO 2022 IR 58", nullptr, "$)A"},
+};
+
+const Escape *find_escape(const char *seq)
+{
+    for (const Escape &e : escapes)
+        if (strcmp(e.seq, seq) == 0)
+            return &e;
+    return nullptr;
+}
+
+const Term *find_term(const std::string &name)
+{
+    for (const Term &t : terms)
+        if (name == t.name)
+            return &t;
+    return nullptr;
+}
+
+// Decodes text in ISO 2022 with the code extensions of PS3.5 6.1.2.5 to UTF-8:
+// code units are gathered per charset and converted by glibc's iconv (EUC forms
+// for the multi-byte sets, ISO-8859-x and TIS-620 for the single-byte ones).
+class Iso2022Decoder
+{
+  public:
+    Iso2022Decoder(const Term *initial) : initial_(initial) {}
+
+    std::string decode(const std::string &in, bool person_name)
+    {
+        out_.clear();
+        reset();
+        for (size_t i = 0; i < in.size(); i++) {
+            unsigned char c = static_cast<unsigned char>(in[i]);
+            if (c == 0x1b) {
+                i += escape(in, i + 1);
+                continue;
+            }
+            if (c < 0x80) {
+                bool two_byte = g0_.code == Code::jis0208 || g0_.code == Code::jis0212;
+                if (two_byte && c > 0x20 && c < 0x7f && i + 1 < in.size()) {
+                    if (g0_.code == Code::jis0212)
+                        put(g0_.iconv_name, 0x8f);
+                    put(g0_.iconv_name, c | 0x80);
+                    put(g0_.iconv_name, static_cast<unsigned char>(in[++i]) | 0x80);
+                    continue;
+                }
+                put(nullptr, c);
+                // An encoder returns to the initial state before these (PS3.5
+                // 6.1.2.5.3): a value that does not still decodes its next part.
+                if (c == '\\' || c == '\r' || c == '\n' || c == '\f' ||
+                    (person_name && (c == '^' || c == '=')))
+                    reset();
+                continue;
+            }
+            switch (g1_.code) {
+            case Code::katakana:
+                if (c >= 0xa1 && c <= 0xdf)
+                    put_utf8(0xff61 + (c - 0xa1));
+                else
+                    put_utf8(0xfffd);
+                break;
+            case Code::ksx1001:
+            case Code::gb2312:
+                put(g1_.iconv_name, c);
+                if (i + 1 < in.size())
+                    put(g1_.iconv_name, static_cast<unsigned char>(in[++i]));
+                break;
+            case Code::single:
+                put(g1_.iconv_name, c);
+                break;
+            default:
+                put_utf8(0xfffd); // no G1 designated: the value is not in its character set
+                break;
+            }
+        }
+        flush();
+        return out_;
+    }
+
+  private:
+    void reset()
+    {
+        g0_ = {Code::ascii, nullptr};
+        g1_ = {Code::none, nullptr};
+        if (initial_ && initial_->g0)
+            g0_ = find_escape(initial_->g0)->element;
+        if (initial_ && initial_->g1)
+            g1_ = find_escape(initial_->g1)->element;
+    }
+
+    // The escape sequence starting at in[at] (after ESC); returns the bytes used.
+    size_t escape(const std::string &in, size_t at)
+    {
+        for (size_t n = 2; n <= 3 && at + n <= in.size(); n++) {
+            const Escape *e = find_escape(in.substr(at, n).c_str());
+            if (e) {
+                (e->g == 0 ? g0_ : g1_) = e->element;
+                return n;
+            }
+        }
+        put_utf8(0xfffd); // an escape sequence of no character set DICOM knows
+        return 0;
+    }
+
+    void put(const char *charset, unsigned char c)
+    {
+        if (charset != pending_charset_)
+            flush();
+        pending_charset_ = charset;
+        pending_ += static_cast<char>(c);
+    }
+
+    void put_utf8(unsigned cp)
+    {
+        flush();
+        if (cp < 0x800) {
+            out_ += static_cast<char>(0xc0 | (cp >> 6));
+        } else {
+            out_ += static_cast<char>(0xe0 | (cp >> 12));
+            out_ += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+        }
+        out_ += static_cast<char>(0x80 | (cp & 0x3f));
+    }
+
+    void flush()
+    {
+        const char *charset = pending_charset_;
+        std::string bytes;
+        bytes.swap(pending_);
+        pending_charset_ = nullptr;
+        if (bytes.empty())
+            return;
+        if (!charset) {
+            out_ += bytes;
+            return;
+        }
+        iconv_t cd = iconv_open("UTF-8", charset);
+        if (cd == (iconv_t)-1) {
+            put_utf8(0xfffd);
+            return;
+        }
+        char *in = &bytes[0];
+        size_t inleft = bytes.size();
+        while (inleft > 0) {
+            char buf[256];
+            char *o = buf;
+            size_t outleft = sizeof(buf);
+            size_t rc = iconv(cd, &in, &inleft, &o, &outleft);
+            out_.append(buf, sizeof(buf) - outleft);
+            if (rc == (size_t)-1 && errno != E2BIG) {
+                // bytes the set does not have: a replacement character for each
+                out_ += "\xef\xbf\xbd";
+                if (errno == EINVAL)
+                    break; // a character cut at the end of the value
+                in++;
+                inleft--;
+            }
+        }
+        iconv_close(cd);
+    }
+
+    const Term *initial_;
+    Element g0_{Code::ascii, nullptr};
+    Element g1_{Code::none, nullptr};
+    const char *pending_charset_ = nullptr;
+    std::string pending_;
+    std::string out_;
+};
+
+bool is_text_vr(DcmEVR vr)
+{
+    return vr == EVR_SH || vr == EVR_LO || vr == EVR_ST || vr == EVR_LT || vr == EVR_UT ||
+           vr == EVR_PN || vr == EVR_UC;
+}
+
+} // namespace
+
+// Every reader of a dataset wants UTF-8. dcmtk 3.6.7 converts the character sets
+// without code extensions, but with glibc's iconv it refuses ISO 2022 IR 87 and
+// IR 159 (it looks for iconv charsets glibc does not have) and so whole datasets
+// in Japanese; the ISO 2022 forms are decoded here instead, one value at a time,
+// following their escape sequences.
+bool ts_dataset_to_utf8(DcmDataset *ds)
+{
+    OFString charset;
+    if (ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset).bad() || charset.empty() ||
+        charset == "ISO_IR 192")
+        return true;
+    if (charset.find("ISO 2022") == OFString_npos)
+        return ds->convertToUTF8().good();
+    std::vector<std::string> names;
+    std::string all(charset.c_str());
+    for (size_t b = 0;;) {
+        size_t e = all.find('\\', b);
+        std::string name = all.substr(b, e == std::string::npos ? std::string::npos : e - b);
+        size_t first = name.find_first_not_of(' '), last = name.find_last_not_of(' ');
+        names.push_back(first == std::string::npos ? "" : name.substr(first, last - first + 1));
+        if (e == std::string::npos)
+            break;
+        b = e + 1;
+    }
+    for (size_t i = 0; i < names.size(); i++)
+        if (!names[i].empty() && !find_term(names[i]))
+            return false;
+    Iso2022Decoder decoder(names[0].empty() ? nullptr : find_term(names[0]));
     DcmStack stack;
     while (ds->nextObject(stack, OFTrue).good()) {
         DcmObject *obj = stack.top();
-        DcmEVR vr = obj->getVR();
-        if (vr != EVR_SH && vr != EVR_LO && vr != EVR_ST && vr != EVR_LT && vr != EVR_UT &&
-            vr != EVR_PN && vr != EVR_UC)
+        if (!is_text_vr(obj->getVR()))
             continue;
         DcmElement *el = static_cast<DcmElement *>(obj);
         OFString v;
         if (el->getOFStringArray(v).bad() || v.empty())
             continue;
-        iconv(cd, nullptr, nullptr, nullptr, nullptr); // reset the shift state
-        std::string out(v.size() * 4 + 16, '\0');
-        char *in = const_cast<char *>(v.c_str());
-        size_t inleft = v.size(), outleft = out.size();
-        char *o = &out[0];
-        if (iconv(cd, &in, &inleft, &o, &outleft) != (size_t)-1) {
-            out.resize(out.size() - outleft);
-            el->putOFStringArray(OFString(out.c_str()));
-        }
+        std::string raw(v.c_str(), v.length());
+        el->putOFStringArray(OFString(decoder.decode(raw, obj->getVR() == EVR_PN).c_str()));
     }
-    iconv_close(cd);
+    ds->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
+    return true;
 }
 
 static int finish_open(ts_dicom *d, OFCondition cond, ts_err *err)
@@ -121,10 +369,8 @@ static int finish_open(ts_dicom *d, OFCondition cond, ts_err *err)
         charset != "ISO_IR 192") {
         // convertToUTF8() rewrites SpecificCharacterSet to ISO_IR 192; readers
         // show the value the file has (Orthanc does), so put it back.
-        if (ds->convertToUTF8().good())
+        if (ts_dataset_to_utf8(ds))
             ds->putAndInsertOFStringArray(DCM_SpecificCharacterSet, charset);
-        else if (charset.find("ISO 2022 IR 87") != OFString_npos)
-            iso2022jp_to_utf8(ds);
     }
     return 0;
 }

@@ -25,6 +25,10 @@ extern "C" {
 #define TS_TAG_SOP_INSTANCE_UID TS_TAG(0x0008, 0x0018)
 #define TS_TAG_SOP_CLASS_UID TS_TAG(0x0008, 0x0016)
 
+/* The transfer syntaxes the storage SCP accepts, as a sorted JSON array of UIDs
+ * (Orthanc's /tools/accepted-transfer-syntaxes). */
+json_t *ts_dicom_storage_syntaxes(void);
+
 /* Loads the data dictionary and sets process-wide dcmtk options (TCP_NODELAY,
  * log level). Call once at start, before any other call. Fails if the
  * dictionary cannot be loaded (tag names would come out empty). */
@@ -81,6 +85,10 @@ void ts_dicom_identity_clear(ts_dicom_identity *id);
 /* Orthanc's GET /instances/{id}/tags: {"0010,0010": {"Name": "PatientName",
  * "Type": "String", "Value": "..."}, ...}, the same as Orthanc 1.10.1. */
 json_t *ts_dicom_to_orthanc_json(const ts_dicom *d);
+/* The same with the values of these n tags shown whatever their length, also in
+ * sequence items (Orthanc's ?ignore-length=...), where others longer than 256
+ * bytes are "TooLong". */
+json_t *ts_dicom_to_orthanc_json_full(const ts_dicom *d, const uint32_t *tags, size_t n);
 /* Orthanc's GET /instances/{id}/header: the file meta information (group 0002)
  * in the same form; an empty object for a file without one. */
 json_t *ts_dicom_header_to_orthanc_json(const ts_dicom *d);
@@ -91,6 +99,9 @@ json_t *ts_dicom_to_simplified_json(const ts_dicom *d);
 /* The DICOM JSON model (PS3.18 F.2) as DICOMweb returns it; bulk data elements
  * get a BulkDataURI under bulk_uri_prefix, or are left out when it is NULL. */
 json_t *ts_dicom_to_dicomweb_json(const ts_dicom *d, const char *bulk_uri_prefix);
+/* The same with bulk data inline (InlineBinary, base64), as Orthanc 1.10.1
+ * answers /instances/{id}/file to Accept: application/dicom+json. */
+json_t *ts_dicom_to_dicom_json_inline(const ts_dicom *d);
 /* One attribute of the DICOM JSON model from a value as the index keeps it
  * (text, multiple values joined by '\'), converted as ts_dicom_to_dicomweb_json
  * converts elements: {"vr": vr, "Value": [...]} (PN as objects, IS/DS and the

@@ -284,10 +284,21 @@ std::string orthanc_tag_name(const DcmTag &tag)
     return name ? name : DcmTag_ERROR_TagName;
 }
 
-json_t *orthanc_dataset(DcmItem &item, bool top_level);
+// Tags whose values are shown whatever their length (Orthanc's ?ignore-length).
+struct FullLength {
+    const uint32_t *tags;
+    size_t n;
+    bool has(const DcmTagKey &key) const
+    {
+        uint32_t t = TS_TAG(key.getGroup(), key.getElement());
+        return std::find(tags, tags + n, t) != tags + n;
+    }
+};
+
+json_t *orthanc_dataset(DcmItem &item, bool top_level, const FullLength &full);
 
 // {"Name": ..., ["PrivateCreator": ...,] "Type": ..., "Value": ...}
-json_t *orthanc_leaf(DcmElement &el)
+json_t *orthanc_leaf(DcmElement &el, const FullLength &full)
 {
     json_t *node = must(json_object());
     set_new(node, "Name", utf8_string(orthanc_tag_name(el.getTag())));
@@ -297,7 +308,7 @@ json_t *orthanc_leaf(DcmElement &el)
     if (v.null) {
         set_new(node, "Type", json_string("Null"));
         set_new(node, "Value", json_null());
-    } else if (v.text.size() > ORTHANC_MAX_STRING_LENGTH) {
+    } else if (v.text.size() > ORTHANC_MAX_STRING_LENGTH && !full.has(el.getTag())) {
         set_new(node, "Type", json_string("TooLong"));
         set_new(node, "Value", json_null());
     } else {
@@ -309,14 +320,14 @@ json_t *orthanc_leaf(DcmElement &el)
 
 // {"Name": ..., "Type": "Sequence", "Value": [{item}, ...]}; Orthanc gives no
 // PrivateCreator for sequences.
-json_t *orthanc_sequence(DcmSequenceOfItems &sq)
+json_t *orthanc_sequence(DcmSequenceOfItems &sq, const FullLength &full)
 {
     json_t *node = must(json_object());
     set_new(node, "Name", utf8_string(orthanc_tag_name(sq.getTag())));
     set_new(node, "Type", json_string("Sequence"));
     json_t *items = must(json_array());
     for (unsigned long i = 0; i < sq.card(); i++)
-        append_new(items, orthanc_dataset(*sq.getItem(i), false));
+        append_new(items, orthanc_dataset(*sq.getItem(i), false, full));
     set_new(node, "Value", items);
     return node;
 }
@@ -324,7 +335,7 @@ json_t *orthanc_sequence(DcmSequenceOfItems &sq)
 // Every element, private and unknown ones included, keyed "gggg,eeee" (lower
 // case). On the top level Orthanc stops after PixelData (it skips trailing
 // padding, DicomToJsonFlags_StopAfterPixelData); group lengths are kept.
-json_t *orthanc_dataset(DcmItem &item, bool top_level)
+json_t *orthanc_dataset(DcmItem &item, bool top_level, const FullLength &full)
 {
     json_t *obj = must(json_object());
     const DcmTagKey pixel_data(0x7fe0, 0x0010);
@@ -333,8 +344,9 @@ json_t *orthanc_dataset(DcmItem &item, bool top_level)
         const DcmTag &tag = el->getTag();
         if (top_level && tag > pixel_data)
             break;
-        json_t *node = el->isLeaf() ? orthanc_leaf(*el)
-                                    : orthanc_sequence(*static_cast<DcmSequenceOfItems *>(el));
+        json_t *node = el->isLeaf()
+                           ? orthanc_leaf(*el, full)
+                           : orthanc_sequence(*static_cast<DcmSequenceOfItems *>(el), full);
         set_new(obj, format_tag("%04x,%04x", tag).c_str(), node);
     }
     return obj;
@@ -466,9 +478,23 @@ MainTagList main_tags_of(ts_level level)
 // 8 lower-case hex digits: the scheme of Orthanc's DICOMweb plugin. Without a
 // prefix, bulk data elements are left out.
 struct BulkPath {
-    const char *prefix; // NULL: leave bulk data out
+    const char *prefix; // NULL: leave bulk data out (or inline it)
     std::string path;   // prefix plus the sequence/item steps down to this item
+    bool inline_binary = false; // bulk data as InlineBinary (base64) instead
 };
+
+// An element's value bytes (little endian) in base64; false when they cannot be
+// read as one value (encapsulated pixel data).
+bool inline_binary(DcmElement &el, OFString &out)
+{
+    Uint32 len = el.getLength();
+    std::string bytes(len, '\0');
+    if (len > 0 && el.getPartialValue(&bytes[0], 0, len, nullptr, EBO_LittleEndian).bad())
+        return false;
+    OFStandard::encodeBase64(reinterpret_cast<const unsigned char *>(bytes.data()), bytes.size(),
+                             out);
+    return true;
+}
 
 json_t *dicomweb_dataset(DcmItem &item, const BulkPath &bulk);
 
@@ -663,6 +689,11 @@ json_t *dicomweb_leaf(DcmElement &el, const BulkPath &bulk)
     } else if (is_binary_vr(vr) || el.ident() == EVR_PixelData) {
         if (is_empty(el))
             return node;
+        OFString b64;
+        if (bulk.inline_binary && inline_binary(el, b64)) {
+            set_new(node, "InlineBinary", json_stringn(b64.c_str(), b64.length()));
+            return node;
+        }
         if (!bulk.prefix) {
             json_decref(node);
             return nullptr;
@@ -693,7 +724,7 @@ json_t *dicomweb_sequence(DcmSequenceOfItems &sq, const BulkPath &bulk)
     json_t *items = must(json_array());
     const std::string step = bulk.path + "/" + format_tag("%04x%04x", sq.getTag()) + "/";
     for (unsigned long i = 0; i < sq.card(); i++) {
-        BulkPath child{bulk.prefix, step + std::to_string(i + 1)};
+        BulkPath child{bulk.prefix, step + std::to_string(i + 1), bulk.inline_binary};
         append_new(items, dicomweb_dataset(*sq.getItem(i), child));
     }
     set_new(node, "Value", items);
@@ -727,13 +758,18 @@ std::string ts_orthanc_tag_name(const DcmTag &tag)
 
 extern "C" json_t *ts_dicom_to_orthanc_json(const ts_dicom *d)
 {
-    return orthanc_dataset(dataset_of(d), true);
+    return ts_dicom_to_orthanc_json_full(d, nullptr, 0);
+}
+
+extern "C" json_t *ts_dicom_to_orthanc_json_full(const ts_dicom *d, const uint32_t *tags, size_t n)
+{
+    return orthanc_dataset(dataset_of(d), true, FullLength{tags, n});
 }
 
 extern "C" json_t *ts_dicom_header_to_orthanc_json(const ts_dicom *d)
 {
     DcmMetaInfo *meta = const_cast<DcmFileFormat &>(d->file).getMetaInfo();
-    json_t *out = meta ? orthanc_dataset(*meta, false) : json_object();
+    json_t *out = meta ? orthanc_dataset(*meta, false, FullLength{nullptr, 0}) : json_object();
     /* Orthanc leaves binary elements (FileMetaInformationVersion) out of /header */
     const char *key;
     json_t *tag;
@@ -763,6 +799,12 @@ extern "C" json_t *ts_dicom_to_simplified_json(const ts_dicom *d)
 extern "C" json_t *ts_dicom_to_dicomweb_json(const ts_dicom *d, const char *bulk_uri_prefix)
 {
     BulkPath bulk{bulk_uri_prefix, bulk_uri_prefix ? bulk_uri_prefix : ""};
+    return dicomweb_dataset(dataset_of(d), bulk);
+}
+
+extern "C" json_t *ts_dicom_to_dicom_json_inline(const ts_dicom *d)
+{
+    BulkPath bulk{nullptr, "", true};
     return dicomweb_dataset(dataset_of(d), bulk);
 }
 

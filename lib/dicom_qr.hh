@@ -197,7 +197,7 @@ class QrWorker : public DcmThreadSCP
     bool parseIdentifier(DcmDataset *ds, Identifier &id, bool &had_charset)
     {
         had_charset = ds->tagExists(DCM_SpecificCharacterSet);
-        if (had_charset && ds->convertToUTF8().bad()) {
+        if (had_charset && !ts_dataset_to_utf8(ds)) {
             ts_warn("identifier in an unsupported character set", "calling_aet=%s",
                     assoc_.calling_aet);
             return false;

@@ -113,7 +113,7 @@ class QrScu : public DcmSCU
     {
         OFString charset;
         bool has_charset = ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset).good();
-        if (has_charset && !charset.empty() && ds->convertToUTF8().bad())
+        if (has_charset && !charset.empty() && !ts_dataset_to_utf8(ds))
             ts_warn("C-FIND answer in an unsupported character set, values kept as sent",
                     "charset=\"%s\"", charset.c_str());
         std::map<std::string, json_t *> values;

@@ -13,6 +13,10 @@
 #include <dcmtk/dcmnet/scpthrd.h>
 
 #include <cstring>
+#include <string>
+#include <iterator>
+#include <vector>
+#include <algorithm>
 #include <unistd.h>
 
 #include "log.h"
@@ -47,6 +51,33 @@ const char *const STORAGE_SYNTAXES[] = {
     UID_HEVCMainProfileLevel5_1TransferSyntax,
     UID_HEVCMain10ProfileLevel5_1TransferSyntax,
 };
+
+} // namespace
+
+extern "C" json_t *ts_dicom_storage_syntaxes(void)
+{
+    std::vector<std::string> uids(std::begin(STORAGE_SYNTAXES), std::end(STORAGE_SYNTAXES));
+    // by their numbers, component after component, as Orthanc lists them
+    std::sort(uids.begin(), uids.end(), [](const std::string &a, const std::string &b) {
+        const char *p = a.c_str(), *q = b.c_str();
+        while (*p && *q) {
+            char *pe, *qe;
+            unsigned long x = strtoul(p, &pe, 10), y = strtoul(q, &qe, 10);
+            if (x != y)
+                return x < y;
+            p = *pe ? pe + 1 : pe;
+            q = *qe ? qe + 1 : qe;
+        }
+        return *p == '\0' && *q != '\0';
+    });
+    json_t *out = json_array();
+    for (const std::string &uid : uids)
+        json_array_append_new(out, json_string(uid.c_str()));
+    return out;
+}
+
+namespace
+{
 
 void copy_aet(char *dst, size_t size, const OFString &src)
 {

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bus.h"
 #include "config.h"
@@ -28,8 +29,20 @@
 #include "service.h"
 #include "store.h"
 
+static void rest_tools_list(rest_request *req);
+
 /* Orthanc's routes, in the order they are tried; '*' is one path segment. */
 static const rest_route routes[] = {
+    {"GET", "/tools", rest_tools_list, REST_BODY_SMALL},
+    {"GET", "/tools/default-encoding", rest_default_encoding, REST_BODY_SMALL},
+    {"PUT", "/tools/default-encoding", rest_default_encoding, REST_BODY_SMALL},
+    {"GET", "/tools/accepted-transfer-syntaxes", rest_accepted_transfer_syntaxes, REST_BODY_SMALL},
+    {"PUT", "/tools/accepted-transfer-syntaxes", rest_accepted_transfer_syntaxes, REST_BODY_SMALL},
+    {"GET", "/tools/unknown-sop-class-accepted", rest_unknown_sop_class_accepted, REST_BODY_SMALL},
+    {"PUT", "/tools/unknown-sop-class-accepted", rest_unknown_sop_class_accepted, REST_BODY_SMALL},
+    {"GET", "/tools/log-level", rest_log_level, REST_BODY_SMALL},
+    {"PUT", "/tools/log-level", rest_log_level, REST_BODY_SMALL},
+    {"POST", "/tools/dicom-echo", rest_tools_dicom_echo, REST_BODY_SMALL},
     {"GET", "/system", rest_system, REST_BODY_SMALL},
     {"GET", "/statistics", rest_statistics, REST_BODY_SMALL},
     {"GET", "/changes", rest_changes, REST_BODY_SMALL},
@@ -38,7 +51,7 @@ static const rest_route routes[] = {
     {"GET", "/studies", rest_list_resources, REST_BODY_SMALL},
     {"GET", "/series", rest_list_resources, REST_BODY_SMALL},
     {"GET", "/instances", rest_list_resources, REST_BODY_SMALL},
-    {"POST", "/instances", rest_upload_instance, REST_BODY_SPOOL},
+    {"POST", "/instances", rest_upload_instance, REST_BODY_SPOOL_GZIP},
     {"GET", "/patients/*", rest_get_resource, REST_BODY_SMALL},
     {"GET", "/studies/*", rest_get_resource, REST_BODY_SMALL},
     {"GET", "/series/*", rest_get_resource, REST_BODY_SMALL},
@@ -122,6 +135,14 @@ static const rest_route routes[] = {
     {"GET", "/patients/*/shared-tags", rest_shared_tags, REST_BODY_SMALL},
     {"GET", "/studies/*/shared-tags", rest_shared_tags, REST_BODY_SMALL},
     {"GET", "/series/*/shared-tags", rest_shared_tags, REST_BODY_SMALL},
+    {"GET", "/patients/*/module", rest_module, REST_BODY_SMALL},
+    {"GET", "/studies/*/module", rest_module, REST_BODY_SMALL},
+    {"GET", "/studies/*/module-patient", rest_module, REST_BODY_SMALL},
+    {"GET", "/series/*/module", rest_module, REST_BODY_SMALL},
+    {"GET", "/instances/*/module", rest_module, REST_BODY_SMALL},
+    {"GET", "/patients/*/instances-tags", rest_instances_tags, REST_BODY_SMALL},
+    {"GET", "/studies/*/instances-tags", rest_instances_tags, REST_BODY_SMALL},
+    {"GET", "/series/*/instances-tags", rest_instances_tags, REST_BODY_SMALL},
     {"GET", "/instances/*/content/**", rest_instance_content, REST_BODY_SMALL},
     {"GET", "/instances/*/frames", rest_instance_frames, REST_BODY_SMALL},
     {"GET", "/instances/*/frames/*/raw", rest_instance_frame_raw, REST_BODY_SMALL},
@@ -186,6 +207,29 @@ static const rest_route routes[] = {
     {"GET", "/wado", rest_dw_wado_uri, REST_BODY_SMALL}, /* where Orthanc's plugin serves WADO-URI */
     {"OPTIONS", "/wado", rest_dw_preflight, REST_BODY_SMALL},
 };
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* GET /tools: the names under /tools that this table serves, sorted, as Orthanc
+ * lists the children of a path. */
+static void rest_tools_list(rest_request *req)
+{
+    const size_t n = sizeof(routes) / sizeof(routes[0]);
+    const char *names[sizeof(routes) / sizeof(routes[0])];
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(routes[i].pattern, "/tools/", 7) == 0)
+            names[count++] = routes[i].pattern + 7;
+    qsort(names, count, sizeof(names[0]), cmp_str);
+    json_t *list = json_array();
+    for (size_t i = 0; i < count; i++)
+        if (i == 0 || strcmp(names[i], names[i - 1]) != 0)
+            json_array_append_new(list, json_string(names[i]));
+    rest_reply_json(req, 200, list);
+}
 
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cv = PTHREAD_COND_INITIALIZER;

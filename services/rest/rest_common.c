@@ -1,4 +1,5 @@
 #include "rest_common.h"
+#include "dicom.h"
 #include "store_index.h"
 
 #include <ctype.h>
@@ -105,10 +106,12 @@ long rest_if_match(rest_request *req)
 
 void rest_reply_revision_conflict(rest_request *req, bool if_match_given)
 {
-    rest_reply_error(req, 409, 43, "The revision of a metadata or attachment is outdated",
-                     if_match_given
-                         ? "the revision in If-Match is not the current one"
-                         : "HTTP header \"If-Match\" is missing, as \"CheckRevisions\" is \"true\"");
+    rest_reply_error(
+        req, 409, 43,
+        "A bad revision number was provided, which might indicate conflict between "
+        "multiple writers",
+        if_match_given ? "the revision in If-Match is not the current one"
+                       : "HTTP header \"If-Match\" is missing, as \"CheckRevisions\" is \"true\"");
 }
 
 static int row_txn(ts_db *db, void *arg, ts_err *err)
@@ -233,4 +236,66 @@ const char *rest_body_trimmed(const rest_request *req, size_t *len)
         s++, n--;
     *len = n;
     return s;
+}
+
+/* Orthanc's ?short form from its full form: {"gggg,eeee": value}, null for
+ * binary and too long values, arrays of the same for sequences. */
+json_t *rest_short_tags(const json_t *full)
+{
+    json_t *out = json_object();
+    const char *key;
+    json_t *tag;
+    json_object_foreach((json_t *)full, key, tag)
+    {
+        const char *type = json_string_value(json_object_get(tag, "Type"));
+        json_t *value = json_object_get(tag, "Value");
+        if (type && strcmp(type, "Sequence") == 0 && json_is_array(value)) {
+            json_t *items = json_array();
+            size_t i;
+            json_t *item;
+            json_array_foreach(value, i, item) json_array_append_new(items, rest_short_tags(item));
+            json_object_set_new(out, key, items);
+        } else if (type && strcmp(type, "String") == 0) {
+            json_object_set(out, key, value);
+        } else {
+            json_object_set_new(out, key, json_null());
+        }
+    }
+    return out;
+}
+
+bool rest_arg_tags(rest_request *req, const char *name, uint32_t **tags, size_t *n)
+{
+    *tags = NULL;
+    *n = 0;
+    const char *arg = rest_arg(req, name);
+    if (!arg)
+        return true;
+    size_t max = 1;
+    for (const char *p = arg; *p; p++)
+        max += *p == ',';
+    *tags = malloc(max * sizeof(**tags));
+    if (!*tags)
+        abort();
+    for (const char *p = arg;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char one[80];
+        if (len >= sizeof(one) || (snprintf(one, sizeof(one), "%.*s", (int)len, p),
+                                   !ts_dicom_parse_tag(one, &(*tags)[*n]))) {
+            char details[120];
+            snprintf(details, sizeof(details), "Unknown DICOM tag: \"%.*s\"",
+                     (int)(len > 80 ? 80 : len), p);
+            rest_reply_error(req, 500, 27, "Unknown DICOM tag", details);
+            free(*tags);
+            *tags = NULL;
+            *n = 0;
+            return false;
+        }
+        (*n)++;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return true;
 }

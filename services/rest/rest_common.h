@@ -59,4 +59,14 @@ bool rest_body_within(rest_request *req, size_t max);
  * nothing is copied, so the text is not NUL-terminated. */
 const char *rest_body_trimmed(const rest_request *req, size_t *len);
 
+/* Orthanc's ?short form of JSON in the /tags form: {"gggg,eeee": value}, null for
+ * binary and too long values, arrays of the same for sequences. */
+json_t *rest_short_tags(const json_t *full);
+
+/* A query argument that lists tags by comma ("0010,0010" or "0010-0010" or
+ * "PatientName"), as Orthanc's ?ignore-length: *tags (freed by the caller) and
+ * *n, none when absent. An unknown (or empty) tag is answered with Orthanc's error
+ * and false returned. */
+bool rest_arg_tags(rest_request *req, const char *name, uint32_t **tags, size_t *n);
+
 #endif

@@ -24,15 +24,26 @@ static const ts_db_stmt instance_files = {
     "  WHERE d.level < 3),"
     " f AS (SELECT a.uuid::text AS uuid, d.id FROM d"
     "  JOIN attachments a ON a.resource_id = d.id AND a.content_type = 1 WHERE d.level = 3)"
-    " SELECT f.uuid FROM root LEFT JOIN f ON true ORDER BY f.id",
+    " SELECT f.uuid, r.public_id FROM root LEFT JOIN f ON true"
+    " LEFT JOIN resources r ON r.id = f.id ORDER BY f.id",
     2};
 
 typedef struct file_list {
     const char *const *params;
     bool found;
     char (*uuids)[TS_UUID_LEN + 1];
+    char (*ids)[TS_ID_LEN + 1]; /* the instances' public ids */
     size_t n;
 } file_list;
+
+static void file_list_clear(file_list *fl)
+{
+    free(fl->uuids);
+    free(fl->ids);
+    fl->uuids = NULL;
+    fl->ids = NULL;
+    fl->n = 0;
+}
 
 static int file_list_txn(ts_db *db, void *arg, ts_err *err)
 {
@@ -42,15 +53,20 @@ static int file_list_txn(ts_db *db, void *arg, ts_err *err)
     if (rc)
         return rc;
     free(fl->uuids);
+    free(fl->ids);
     fl->n = 0;
     fl->found = PQntuples(res) > 0;
     fl->uuids = malloc(((size_t)PQntuples(res) + 1) * sizeof(*fl->uuids));
-    if (!fl->uuids)
+    fl->ids = malloc(((size_t)PQntuples(res) + 1) * sizeof(*fl->ids));
+    if (!fl->uuids || !fl->ids)
         abort();
     for (int i = 0; i < PQntuples(res); i++) {
         const char *u = PQgetvalue(res, i, 0);
-        if (!PQgetisnull(res, i, 0) && strlen(u) == TS_UUID_LEN)
-            memcpy(fl->uuids[fl->n++], u, TS_UUID_LEN + 1);
+        const char *id = PQgetvalue(res, i, 1);
+        if (!PQgetisnull(res, i, 0) && strlen(u) == TS_UUID_LEN && strlen(id) == TS_ID_LEN) {
+            memcpy(fl->uuids[fl->n], u, TS_UUID_LEN + 1);
+            memcpy(fl->ids[fl->n++], id, TS_ID_LEN + 1);
+        }
     }
     PQclear(res);
     return 0;
@@ -75,17 +91,32 @@ static bool list_files(rest_request *req, int level, file_list *fl)
     if (rc) {
         ts_warn("read failed", "uri=%s error=\"%s\"", req->url, err.msg);
         rest_reply_failure(req, rc, err.msg);
-        free(fl->uuids);
-        fl->uuids = NULL;
+        file_list_clear(fl);
         return false;
     }
     if (!fl->found) {
         rest_reply_unknown_resource(req);
-        free(fl->uuids);
-        fl->uuids = NULL;
+        file_list_clear(fl);
         return false;
     }
     return true;
+}
+
+/* The instance file of the list's i-th entry, parsed; NULL when it is gone
+ * (removed since the list was made: Orthanc skips such an instance). */
+static ts_dicom *open_listed(rest_request *req, const file_list *fl, size_t i, const char *what)
+{
+    char path[4096];
+    ts_err err;
+    ts_dicom *d;
+    if (ts_store_path(req->ctx->store, fl->uuids[i], path, sizeof(path), &err))
+        return NULL;
+    if (ts_dicom_open_file(path, &d, &err)) {
+        ts_warn("instance file unreadable", "route=%s uuid=%s error=\"%s\"", what, fl->uuids[i],
+                err.msg);
+        return NULL;
+    }
+    return d;
 }
 
 /* ---- shared tags -------------------------------------------------------------- */
@@ -125,18 +156,9 @@ void rest_shared_tags(rest_request *req)
         return;
     json_t *shared = NULL;
     for (size_t i = 0; i < fl.n; i++) {
-        char path[4096];
-        ts_err err;
-        ts_dicom *d;
-        if (ts_store_path(req->ctx->store, fl.uuids[i], path, sizeof(path), &err))
+        ts_dicom *d = open_listed(req, &fl, i, "shared-tags");
+        if (!d)
             continue;
-        int rc = ts_dicom_open_file(path, &d, &err);
-        if (rc) {
-            /* Orthanc skips an instance removed since the list was made */
-            ts_warn("shared-tags: instance file unreadable", "uuid=%s error=\"%s\"", fl.uuids[i],
-                    err.msg);
-            continue;
-        }
         json_t *tags = ts_dicom_to_orthanc_json(d);
         ts_dicom_free(d);
         keep_strings(tags);
@@ -147,7 +169,7 @@ void rest_shared_tags(rest_request *req)
             json_decref(tags);
         }
     }
-    free(fl.uuids);
+    file_list_clear(&fl);
     if (!shared)
         shared = json_object();
     json_t *body;
@@ -163,6 +185,135 @@ void rest_shared_tags(rest_request *req)
         body = json_incref(shared);
     }
     json_decref(shared);
+    rest_reply_json(req, 200, body);
+}
+
+/* GET /{level}/{id}/instances-tags [?simplify|?short] [?ignore-length=...]: each
+ * instance's /tags by its public id, as Orthanc 1.10.1. */
+void rest_instances_tags(rest_request *req)
+{
+    uint32_t *full_length;
+    size_t nfull;
+    if (!rest_arg_tags(req, "ignore-length", &full_length, &nfull))
+        return;
+    file_list fl;
+    if (!list_files(req, rest_level_of_plural(req->seg[0]), &fl)) {
+        free(full_length);
+        return;
+    }
+    bool simplify = rest_flag(req, "simplify"), brief = rest_flag(req, "short");
+    json_t *body = json_object();
+    for (size_t i = 0; i < fl.n; i++) {
+        ts_dicom *d = open_listed(req, &fl, i, "instances-tags");
+        if (!d)
+            continue;
+        json_t *full = ts_dicom_to_orthanc_json_full(d, full_length, nfull);
+        ts_dicom_free(d);
+        json_t *tags = simplify ? ts_dicom_orthanc_simplify(full)
+                       : brief  ? rest_short_tags(full)
+                                : json_incref(full);
+        json_decref(full);
+        json_object_set_new(body, fl.ids[i], tags);
+    }
+    file_list_clear(&fl);
+    free(full_length);
+    rest_reply_json(req, 200, body);
+}
+
+/* ---- modules ---------------------------------------------------------------------- */
+
+/* The attributes of the module Orthanc 1.10.1 answers for each level (PS3.3:
+ * C.7-1 Patient with the Issuer of Patient ID macro, C.7-3 General Study, C.7-5
+ * General Series with the Performed Procedure Step Summary macro, C.12-1 SOP
+ * Common with the Digital Signatures macro). */
+static const uint32_t patient_module[] = {
+    TS_TAG(0x0008, 0x1120), TS_TAG(0x0010, 0x0010), TS_TAG(0x0010, 0x0020), TS_TAG(0x0010, 0x0021),
+    TS_TAG(0x0010, 0x0024), TS_TAG(0x0010, 0x0030), TS_TAG(0x0010, 0x0032), TS_TAG(0x0010, 0x0040),
+    TS_TAG(0x0010, 0x1000), TS_TAG(0x0010, 0x1001), TS_TAG(0x0010, 0x1002), TS_TAG(0x0010, 0x2160),
+    TS_TAG(0x0010, 0x2201), TS_TAG(0x0010, 0x2202), TS_TAG(0x0010, 0x2292), TS_TAG(0x0010, 0x2293),
+    TS_TAG(0x0010, 0x2294), TS_TAG(0x0010, 0x2297), TS_TAG(0x0010, 0x2298), TS_TAG(0x0010, 0x2299),
+    TS_TAG(0x0010, 0x4000), TS_TAG(0x0012, 0x0062), TS_TAG(0x0012, 0x0063), TS_TAG(0x0012, 0x0064),
+};
+static const uint32_t study_module[] = {
+    TS_TAG(0x0008, 0x0020), TS_TAG(0x0008, 0x0030), TS_TAG(0x0008, 0x0050), TS_TAG(0x0008, 0x0051),
+    TS_TAG(0x0008, 0x0090), TS_TAG(0x0008, 0x0096), TS_TAG(0x0008, 0x1030), TS_TAG(0x0008, 0x1032),
+    TS_TAG(0x0008, 0x1048), TS_TAG(0x0008, 0x1049), TS_TAG(0x0008, 0x1060), TS_TAG(0x0008, 0x1062),
+    TS_TAG(0x0008, 0x1110), TS_TAG(0x0020, 0x000d), TS_TAG(0x0020, 0x0010), TS_TAG(0x0032, 0x1034),
+    TS_TAG(0x0040, 0x1012),
+};
+/* Largest Pixel Value in Series is (0028,0109) in PS3.6; Orthanc 1.10.1 lists
+ * (0029,0109), a private tag, instead and so never answers it. */
+static const uint32_t series_module[] = {
+    TS_TAG(0x0008, 0x0021), TS_TAG(0x0008, 0x0031), TS_TAG(0x0008, 0x0060), TS_TAG(0x0008, 0x103e),
+    TS_TAG(0x0008, 0x103f), TS_TAG(0x0008, 0x1050), TS_TAG(0x0008, 0x1052), TS_TAG(0x0008, 0x1070),
+    TS_TAG(0x0008, 0x1072), TS_TAG(0x0008, 0x1111), TS_TAG(0x0008, 0x1250), TS_TAG(0x0010, 0x2210),
+    TS_TAG(0x0018, 0x0015), TS_TAG(0x0018, 0x1030), TS_TAG(0x0018, 0x5100), TS_TAG(0x0020, 0x000e),
+    TS_TAG(0x0020, 0x0011), TS_TAG(0x0020, 0x0060), TS_TAG(0x0028, 0x0108), TS_TAG(0x0028, 0x0109),
+    TS_TAG(0x0040, 0x0244), TS_TAG(0x0040, 0x0245), TS_TAG(0x0040, 0x0253), TS_TAG(0x0040, 0x0254),
+    TS_TAG(0x0040, 0x0260), TS_TAG(0x0040, 0x0275), TS_TAG(0x0040, 0x0280),
+};
+static const uint32_t instance_module[] = {
+    TS_TAG(0x0008, 0x0005), TS_TAG(0x0008, 0x0012), TS_TAG(0x0008, 0x0013), TS_TAG(0x0008, 0x0014),
+    TS_TAG(0x0008, 0x0016), TS_TAG(0x0008, 0x0018), TS_TAG(0x0008, 0x001a), TS_TAG(0x0008, 0x001b),
+    TS_TAG(0x0008, 0x0110), TS_TAG(0x0008, 0x0201), TS_TAG(0x0018, 0xa001), TS_TAG(0x0020, 0x0013),
+    TS_TAG(0x0028, 0x0303), TS_TAG(0x0040, 0xa390), TS_TAG(0x0100, 0x0410), TS_TAG(0x0100, 0x0420),
+    TS_TAG(0x0100, 0x0424), TS_TAG(0x0100, 0x0426), TS_TAG(0x0400, 0x0500), TS_TAG(0x0400, 0x0561),
+    TS_TAG(0x4ffe, 0x0001), TS_TAG(0xfffa, 0xfffa),
+};
+
+/* GET /{level}/{id}/module and /studies/{id}/module-patient [?simplify|?short]
+ * [?ignore-length=...]: the tags of the level's module in the resource's first
+ * instance, as Orthanc 1.10.1. */
+void rest_module(rest_request *req)
+{
+    int level = rest_level_of_plural(req->seg[0]);
+    const uint32_t *module;
+    size_t n;
+    if (level == 0 || strcmp(req->seg[2], "module-patient") == 0) {
+        module = patient_module;
+        n = sizeof(patient_module) / sizeof(patient_module[0]);
+    } else if (level == 1) {
+        module = study_module;
+        n = sizeof(study_module) / sizeof(study_module[0]);
+    } else if (level == 2) {
+        module = series_module;
+        n = sizeof(series_module) / sizeof(series_module[0]);
+    } else {
+        module = instance_module;
+        n = sizeof(instance_module) / sizeof(instance_module[0]);
+    }
+    uint32_t *full_length;
+    size_t nfull;
+    if (!rest_arg_tags(req, "ignore-length", &full_length, &nfull))
+        return;
+    file_list fl;
+    if (!list_files(req, level, &fl)) {
+        free(full_length);
+        return;
+    }
+    ts_dicom *d = fl.n ? open_listed(req, &fl, 0, "module") : NULL;
+    file_list_clear(&fl);
+    if (!d) {
+        free(full_length);
+        rest_reply_unknown_resource(req);
+        return;
+    }
+    json_t *tags = ts_dicom_to_orthanc_json_full(d, full_length, nfull);
+    ts_dicom_free(d);
+    free(full_length);
+    json_t *kept = json_object();
+    for (size_t i = 0; i < n; i++) {
+        char key[10];
+        snprintf(key, sizeof(key), "%04x,%04x", module[i] >> 16, module[i] & 0xffff);
+        json_t *v = json_object_get(tags, key);
+        if (v)
+            json_object_set(kept, key, v);
+    }
+    json_decref(tags);
+    json_t *body = rest_flag(req, "simplify") ? ts_dicom_orthanc_simplify(kept)
+                   : rest_flag(req, "short")  ? rest_short_tags(kept)
+                                              : json_incref(kept);
+    json_decref(kept);
     rest_reply_json(req, 200, body);
 }
 
@@ -206,11 +357,11 @@ void rest_instance_content(rest_request *req)
     char path[4096];
     ts_err err;
     if (fl.n == 0 || ts_store_path(req->ctx->store, fl.uuids[0], path, sizeof(path), &err)) {
-        free(fl.uuids);
+        file_list_clear(&fl);
         rest_reply_unknown_resource(req);
         return;
     }
-    free(fl.uuids);
+    file_list_clear(&fl);
     ts_dicom_content c;
     int rc = ts_dicom_content_get(path, req->seg + 3, (size_t)(req->nseg - 3), &c, &err);
     if (rc == TS_ENOTFOUND) {
@@ -240,7 +391,7 @@ static bool instance_file(rest_request *req, char *path, size_t size)
         return false;
     ts_err err;
     bool ok = fl.n > 0 && ts_store_path(req->ctx->store, fl.uuids[0], path, size, &err) == 0;
-    free(fl.uuids);
+    file_list_clear(&fl);
     if (!ok)
         rest_reply_unknown_resource(req);
     return ok;

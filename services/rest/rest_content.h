@@ -7,6 +7,10 @@
 
 /* GET /{patients,studies,series}/{id}/shared-tags [?simplify|?short] */
 void rest_shared_tags(rest_request *req);
+/* GET /{level}/{id}/module, /studies/{id}/module-patient [?simplify|?short] */
+void rest_module(rest_request *req);
+/* GET /{patients,studies,series}/{id}/instances-tags [?simplify|?short] */
+void rest_instances_tags(rest_request *req);
 /* GET /instances/{id}/content[/tag/item/tag...] */
 void rest_instance_content(rest_request *req);
 /* GET /instances/{id}/frames */

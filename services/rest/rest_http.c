@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "config.h"
 
@@ -67,6 +68,9 @@ typedef struct pending {
     bool refused; /* no valid credentials: answered 401 after the body */
     char username[128]; /* who authenticated; "" when authentication is off */
     bool dropped;       /* no route takes it: the body is read and dropped */
+    const char *method; /* after Orthanc's method faking (X-HTTP-Method-Override) */
+    bool bad_method;    /* a faked method other than PUT or DELETE: 400 after the body */
+    bool gzip;          /* the route inflates gzip bodies (REST_BODY_SPOOL_GZIP) */
     int fd;
     char spool_path[4096];
     char spool_error[512];
@@ -116,6 +120,109 @@ static void spool_write(rest_server *srv, pending *p, const char *data, size_t l
         data += n;
         len -= (size_t)n;
     }
+}
+
+/* The body as it was sent, inflated when its Content-Encoding is gzip, into
+ * memory or into a new spool file; at most p->limit bytes come out. */
+typedef struct inflater {
+    rest_server *srv;
+    pending *p;
+    z_stream z;
+    char *out; /* memory bodies */
+    size_t len, cap;
+    bool too_big, corrupt, ended;
+} inflater;
+
+static void inflater_put(inflater *f, const char *data, size_t n)
+{
+    if (f->len + n > f->p->limit) {
+        f->too_big = true;
+        return;
+    }
+    if (f->p->spool) {
+        spool_write(f->srv, f->p, data, n);
+    } else {
+        if (f->len + n > f->cap) {
+            size_t cap = f->cap ? f->cap : 65536;
+            while (cap < f->len + n)
+                cap *= 2;
+            f->out = realloc(f->out, cap);
+            if (!f->out)
+                abort();
+            f->cap = cap;
+        }
+        memcpy(f->out + f->len, data, n);
+    }
+    f->len += n;
+}
+
+/* Feeds n compressed bytes; false once the stream has ended, is corrupt or too big. */
+static bool inflater_feed(inflater *f, const char *in, size_t n)
+{
+    char buf[65536];
+    f->z.next_in = (Bytef *)in;
+    f->z.avail_in = (uInt)n;
+    while (!f->too_big && !f->corrupt) {
+        f->z.next_out = (Bytef *)buf;
+        f->z.avail_out = sizeof(buf);
+        int rc = inflate(&f->z, Z_NO_FLUSH);
+        if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
+            f->corrupt = true;
+            break;
+        }
+        inflater_put(f, buf, sizeof(buf) - f->z.avail_out);
+        if (rc == Z_STREAM_END) {
+            f->ended = true; /* what follows the stream is ignored */
+            return false;
+        }
+        if (f->z.avail_in == 0 && f->z.avail_out != 0)
+            break;
+    }
+    return !f->too_big && !f->corrupt;
+}
+
+typedef enum { INFLATE_OK, INFLATE_CORRUPT, INFLATE_TOO_BIG, INFLATE_SPOOL_ERROR } inflate_result;
+
+/* Replaces p's body (memory or spool file) with its gzip inflation. */
+static inflate_result inflate_body(rest_server *srv, pending *p)
+{
+    inflater f = {.srv = srv, .p = p};
+    if (inflateInit2(&f.z, 16 + MAX_WBITS) != Z_OK)
+        abort();
+    char old_path[sizeof(p->spool_path)];
+    if (p->spool) {
+        snprintf(old_path, sizeof(old_path), "%s", p->spool_path);
+        p->spool_path[0] = '\0'; /* spool_write makes a new file */
+        int fd = open(old_path, O_RDONLY | O_CLOEXEC);
+        char buf[65536];
+        ssize_t n = fd < 0 ? -1 : 0;
+        while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0)
+            if (!inflater_feed(&f, buf, (size_t)n))
+                break;
+        if (fd >= 0)
+            close(fd);
+        unlink(old_path);
+        if (n < 0)
+            f.corrupt = true;
+    } else {
+        inflater_feed(&f, p->body, p->len);
+    }
+    inflateEnd(&f.z);
+    if (p->fd >= 0) {
+        close(p->fd);
+        p->fd = -1;
+    }
+    if (!p->spool) {
+        free(p->body);
+        p->body = f.out;
+        p->cap = f.cap;
+    }
+    p->len = f.len;
+    if (f.too_big)
+        return INFLATE_TOO_BIG;
+    if (f.corrupt || !f.ended)
+        return INFLATE_CORRUPT;
+    return p->spool_error[0] ? INFLATE_SPOOL_ERROR : INFLATE_OK;
 }
 
 static const char *status_text(int status)
@@ -618,9 +725,28 @@ static size_t body_limit(const rest_server *srv, rest_body_kind kind)
         return REST_BODY_LARGE_MAX;
     case REST_BODY_INSTANCE:
     case REST_BODY_SPOOL:
+    case REST_BODY_SPOOL_GZIP:
         return (size_t)srv->ctx->max_body;
     }
     return REST_BODY_SMALL_MAX;
+}
+
+/* Orthanc's method faking: X-HTTP-Method-Override on any request, or ?_method=
+ * on a GET, makes it a PUT or a DELETE (in any case); another value is refused
+ * (*bad). An empty value fakes nothing. */
+static const char *faked_method(struct MHD_Connection *conn, const char *method, bool *bad)
+{
+    const char *o = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-HTTP-Method-Override");
+    if (!o && strcmp(method, "GET") == 0)
+        o = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "_method");
+    if (!o || !o[0])
+        return method;
+    if (strcasecmp(o, "PUT") == 0)
+        return "PUT";
+    if (strcasecmp(o, "DELETE") == 0)
+        return "DELETE";
+    *bad = true;
+    return method;
 }
 
 static bool expects_continue(struct MHD_Connection *conn)
@@ -645,12 +771,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         /* a browser's CORS preflight never carries credentials */
         p->refused = srv->auth && strcmp(method, "OPTIONS") != 0 &&
                      !authorised(srv, conn, p->username, sizeof(p->username));
-        const rest_route *route = rest_route_find(srv->routes, srv->nroutes, method, url);
+        p->method = faked_method(conn, method, &p->bad_method);
+        const rest_route *route = rest_route_find(srv->routes, srv->nroutes, p->method, url);
         rest_body_kind kind = route ? route->body : REST_BODY_SMALL;
         p->limit = body_limit(srv, kind);
         /* no route (404/405): the body is read and dropped, as Orthanc reads
          * it, so that the connection stays usable; nothing is held */
-        p->dropped = !route;
+        p->dropped = !route || p->bad_method;
+        p->gzip = kind == REST_BODY_SPOOL_GZIP;
         if (p->dropped)
             p->limit = (size_t)srv->ctx->max_body;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -658,8 +786,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         p->too_big = cl && strtoull(cl, NULL, 10) > p->limit;
         /* answered before the body: MHD closes the connection afterwards */
         if (p->too_big || (p->refused && expects_continue(conn)))
-            return refuse(srv, conn, p, method, url);
-        p->spool = !p->refused && kind == REST_BODY_SPOOL;
+            return refuse(srv, conn, p, p->method, url);
+        p->spool =
+            !p->refused && !p->dropped && (kind == REST_BODY_SPOOL || kind == REST_BODY_SPOOL_GZIP);
         return MHD_YES;
     }
     if (*upload_size) {
@@ -689,25 +818,40 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (p->refused)
-        return refuse(srv, conn, p, method, url);
-    rest_request req = {.ctx = srv->ctx,
-                        .method = method,
-                        .url = url,
-                        .body = p->body,
-                        .body_len = p->len,
-                        .conn = conn,
-                        .content_fd = -1,
-                        .username = p->username};
+        return refuse(srv, conn, p, p->method, url);
     if (p->fd >= 0) {
         close(p->fd); /* complete: the handler reads it, or hands it to ingest */
         p->fd = -1;
     }
+    rest_request req = {.ctx = srv->ctx,
+                        .method = p->method,
+                        .url = url,
+                        .conn = conn,
+                        .content_fd = -1,
+                        .username = p->username};
+    const char *encoding =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+    inflate_result inflated = INFLATE_OK;
+    if (p->gzip && encoding && strcasecmp(encoding, "gzip") == 0 && !p->dropped &&
+        !p->spool_error[0])
+        inflated = inflate_body(srv, p);
+    req.body = p->body;
+    req.body_len = p->len;
     if (p->spool_path[0])
         req.body_path = p->spool_path;
-    if (p->spool_error[0])
+    char details[128];
+    if (p->bad_method) {
+        set_content(&req, 400, NULL, 0, NULL);
+    } else if (p->spool_error[0]) {
         rest_reply_error(&req, 507, 13, "Error in the storage area", p->spool_error);
-    else
+    } else if (inflated == INFLATE_CORRUPT) {
+        rest_reply_error(&req, 400, 15, "Bad file format", "the gzip body is corrupt");
+    } else if (inflated == INFLATE_TOO_BIG) {
+        snprintf(details, sizeof(details), "the inflated body is larger than %zu bytes", p->limit);
+        rest_reply_error(&req, 413, 8, "Bad request", details);
+    } else {
         dispatch(srv, &req);
+    }
     spool_discard(p);
     return finish(srv, conn, &req);
 }

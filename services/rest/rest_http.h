@@ -104,10 +104,13 @@ typedef void (*rest_handler)(rest_request *req);
  * a chunked body that grows past it has its connection closed. So no client
  * makes rest hold more than the route it calls needs. */
 typedef enum rest_body_kind {
-    REST_BODY_SMALL = 0, /* JSON or a text value: REST_BODY_SMALL_MAX (the default) */
-    REST_BODY_LARGE,     /* long JSON lists (archives, C-MOVE, send to): REST_BODY_LARGE_MAX */
-    REST_BODY_INSTANCE,  /* held in memory, up to TESSERA_MAX_INSTANCE_SIZE (attachments) */
-    REST_BODY_SPOOL,     /* spooled to the storage area's tmp/, up to TESSERA_MAX_INSTANCE_SIZE */
+    REST_BODY_SMALL = 0,  /* JSON or a text value: REST_BODY_SMALL_MAX (the default) */
+    REST_BODY_LARGE,      /* long JSON lists (archives, C-MOVE, send to): REST_BODY_LARGE_MAX */
+    REST_BODY_INSTANCE,   /* held in memory, up to TESSERA_MAX_INSTANCE_SIZE (attachments) */
+    REST_BODY_SPOOL,      /* spooled to the storage area's tmp/, up to TESSERA_MAX_INSTANCE_SIZE */
+    REST_BODY_SPOOL_GZIP, /* the same, inflated first when sent with Content-Encoding: gzip
+                             (within the same limit), as Orthanc 1.10.1 does for POST
+                             /instances only */
 } rest_body_kind;
 #define REST_BODY_SMALL_MAX (1024 * 1024)
 #define REST_BODY_LARGE_MAX (4 * 1024 * 1024)

@@ -457,6 +457,40 @@ out:
     json_decref(body);
 }
 
+/* POST /tools/dicom-echo: C-ECHO to the modality of the body (Orthanc's object
+ * or array form, with Timeout and LocalAet as in /modalities/{id}/echo). */
+void rest_tools_dicom_echo(rest_request *req)
+{
+    if (!rest_body_within(req, MODALITY_BODY_MAX))
+        return;
+    json_error_t jerr;
+    json_t *body = json_loadb(req->body ? req->body : "", req->body_len, 0, &jerr);
+    modality_in m;
+    int timeout;
+    const char *local;
+    if (!body) {
+        bad_format(req, "Cannot parse the JSON body");
+        goto out;
+    }
+    if (!parse_modality(req, body, &m) || !dicom_options(req, body, &timeout, &local))
+        goto out;
+    ts_dicom_peer peer = {.our_aet = local,
+                          .aet = m.aet,
+                          .host = m.host,
+                          .port = m.port,
+                          .timeout_s =
+                              timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+    ts_err err;
+    if (ts_dicom_echo(&peer, &err)) {
+        ts_info("echo failed", "aet=%s error=\"%s\"", m.aet, err.msg);
+        rest_reply_error(req, 500, 9, "Error in the network protocol", err.msg);
+        goto out;
+    }
+    rest_reply_json(req, 200, json_object());
+out:
+    json_decref(body);
+}
+
 static int cmp_json_str(const void *a, const void *b)
 {
     return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));

@@ -12,6 +12,8 @@ void rest_get_modality_configuration(rest_request *req);
 void rest_put_modality(rest_request *req);
 void rest_delete_modality(rest_request *req);
 void rest_modality_echo(rest_request *req);
+/* POST /tools/dicom-echo (a modality given in the body) */
+void rest_tools_dicom_echo(rest_request *req);
 void rest_modality_store(rest_request *req);
 
 /* The configuration of the modality `name` as GET /modalities/{id}/configuration

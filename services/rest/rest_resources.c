@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -268,6 +270,22 @@ void rest_instance_file(rest_request *req)
     char path[4096], uuid[TS_UUID_LEN + 1];
     if (!instance_path(req, path, sizeof(path), uuid))
         return;
+    /* Orthanc answers the DICOM JSON model to exactly this Accept, the file to
+     * any other */
+    const char *accept = rest_header(req, "Accept");
+    if (accept && strcmp(accept, "application/dicom+json") == 0) {
+        ts_dicom *d;
+        ts_err err;
+        if (ts_dicom_open_file(path, &d, &err)) {
+            rest_reply_error(req, 500, 15, "Bad file format", err.msg);
+            return;
+        }
+        json_t *body = ts_dicom_to_dicom_json_inline(d);
+        ts_dicom_free(d);
+        rest_reply_json(req, 200, body);
+        req->content_type = "application/dicom+json";
+        return;
+    }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
@@ -282,62 +300,34 @@ void rest_instance_file(rest_request *req)
     snprintf(req->disposition, sizeof(req->disposition), "filename=\"%s.dcm\"", uuid);
 }
 
-/* Orthanc's ?short form from its full form: {"gggg,eeee": value}, null for
- * binary and too long values, arrays of the same for sequences. */
-static json_t *short_tags(json_t *full)
-{
-    json_t *out = json_object();
-    const char *key;
-    json_t *tag;
-    json_object_foreach(full, key, tag)
-    {
-        const char *type = json_string_value(json_object_get(tag, "Type"));
-        json_t *value = json_object_get(tag, "Value");
-        if (type && strcmp(type, "Sequence") == 0 && json_is_array(value)) {
-            json_t *items = json_array();
-            size_t i;
-            json_t *item;
-            json_array_foreach(value, i, item) json_array_append_new(items, short_tags(item));
-            json_object_set_new(out, key, items);
-        } else if (type && strcmp(type, "String") == 0) {
-            json_object_set(out, key, value);
-        } else {
-            json_object_set_new(out, key, json_null());
-        }
-    }
-    return out;
-}
-
 /* GET /instances/{id}/tags [?simplify|?short], /instances/{id}/simplified-tags,
- * /instances/{id}/header [?simplify|?short] */
+ * /instances/{id}/header [?simplify|?short]; ?ignore-length=<tags> for the first two */
 void rest_instance_tags(rest_request *req)
 {
     char path[4096];
     if (!instance_path(req, path, sizeof(path), NULL))
         return;
+    uint32_t *full_length;
+    size_t nfull;
+    if (!rest_arg_tags(req, "ignore-length", &full_length, &nfull))
+        return;
     ts_dicom *d;
     ts_err err;
     if (ts_dicom_open_file(path, &d, &err)) {
+        free(full_length);
         rest_reply_error(req, 500, 15, "Bad file format", err.msg);
         return;
     }
     bool simplify = strcmp(req->seg[2], "simplified-tags") == 0 || rest_flag(req, "simplify");
-    json_t *body;
-    if (strcmp(req->seg[2], "header") == 0) {
-        json_t *full = ts_dicom_header_to_orthanc_json(d);
-        body = simplify ? ts_dicom_orthanc_simplify(full)
-                        : rest_flag(req, "short") ? short_tags(full) : json_incref(full);
-        json_decref(full);
-    } else if (simplify) {
-        body = ts_dicom_to_simplified_json(d);
-    } else if (rest_flag(req, "short")) {
-        json_t *full = ts_dicom_to_orthanc_json(d);
-        body = short_tags(full);
-        json_decref(full);
-    } else {
-        body = ts_dicom_to_orthanc_json(d);
-    }
+    json_t *full = strcmp(req->seg[2], "header") == 0
+                       ? ts_dicom_header_to_orthanc_json(d)
+                       : ts_dicom_to_orthanc_json_full(d, full_length, nfull);
     ts_dicom_free(d);
+    free(full_length);
+    json_t *body = simplify                  ? ts_dicom_orthanc_simplify(full)
+                   : rest_flag(req, "short") ? rest_short_tags(full)
+                                             : json_incref(full);
+    json_decref(full);
     rest_reply_json(req, 200, body);
 }
 
@@ -527,9 +517,145 @@ static void upload_zip(rest_request *req)
     archive_read_free(a);
 }
 
+static void upload_body(rest_request *req);
+
+/* The boundary of a multipart/form-data Content-Type, or NULL. */
+static bool form_boundary(rest_request *req, char *out, size_t size)
+{
+    const char *type = rest_header(req, "Content-Type");
+    if (!type || strncasecmp(type, "multipart/form-data", 19) != 0)
+        return false;
+    const char *b = strcasestr(type, "boundary=");
+    if (!b)
+        return false;
+    b += 9;
+    bool quoted = *b == '"';
+    b += quoted;
+    size_t n = strcspn(b, quoted ? "\"" : "; \t");
+    if (n == 0 || n + 3 > size)
+        return false;
+    snprintf(out, size, "--%.*s", (int)n, b);
+    return true;
+}
+
+/* Writes len bytes to a new temporary file of the storage area (path). */
+static int bytes_to_temp(rest_request *req, const char *data, size_t len, char *path, size_t size)
+{
+    ts_err err;
+    if (ts_store_temp_path(req->ctx->store, path, size, &err)) {
+        rest_reply_error(req, 507, 13, "Error in the storage area", err.msg);
+        return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    while (fd >= 0 && len > 0) {
+        ssize_t w = write(fd, data, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            break;
+        data += w;
+        len -= (size_t)w;
+    }
+    if (fd < 0 || len > 0) {
+        char details[512];
+        snprintf(details, sizeof(details), "cannot write %.300s: %s", path, strerror(errno));
+        rest_reply_error(req, 507, 13, "Error in the storage area", details);
+        if (fd >= 0) {
+            close(fd);
+            unlink(path);
+        }
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* A multipart/form-data body (an HTML form's upload): as Orthanc 1.10.1, each
+ * part is uploaded as a body of its own, the first failure is the answer, and
+ * success an empty 200. Parts go through temporary files; the body is mapped,
+ * not read into memory. */
+static void upload_form(rest_request *req, const char *boundary)
+{
+    const char *body = req->body;
+    void *map = NULL;
+    if (req->body_len == 0) {
+        rest_reply_text(req, 200, "", 0); /* no part: nothing to do, as Orthanc */
+        return;
+    }
+    if (req->body_path) {
+        int fd = open(req->body_path, O_RDONLY | O_CLOEXEC);
+        map = fd < 0 ? MAP_FAILED : mmap(NULL, req->body_len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (fd >= 0)
+            close(fd);
+        if (map == MAP_FAILED) {
+            rest_reply_error(req, 500, 13, "Error in the storage area", strerror(errno));
+            return;
+        }
+        body = map;
+    }
+    const char *end = body + req->body_len;
+    size_t blen = strlen(boundary);
+    const char *saved_body = req->body, *saved_path = req->body_path;
+    size_t saved_len = req->body_len;
+    bool failed = false;
+    /* the first delimiter may follow a preamble; the others follow CRLF */
+    const char *p = memmem(body, req->body_len, boundary, blen);
+    while (p && !failed) {
+        p += blen;
+        if (end - p < 2 || (p[0] == '-' && p[1] == '-'))
+            break; /* the closing delimiter */
+        const char *headers_end = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+        if (!headers_end)
+            break;
+        const char *data = headers_end + 4;
+        const char *next = NULL;
+        for (const char *q = data; q < end;) {
+            const char *crlf = memmem(q, (size_t)(end - q), "\r\n", 2);
+            if (!crlf || (size_t)(end - crlf) < 2 + blen)
+                break;
+            if (memcmp(crlf + 2, boundary, blen) == 0) {
+                next = crlf;
+                break;
+            }
+            q = crlf + 2;
+        }
+        if (!next)
+            break; /* no closing delimiter: the part is cut, nothing is stored of it */
+        char path[4096];
+        if (bytes_to_temp(req, data, (size_t)(next - data), path, sizeof(path))) {
+            failed = true;
+            break;
+        }
+        req->body = NULL;
+        req->body_path = path;
+        req->body_len = (size_t)(next - data);
+        upload_body(req);
+        unlink(path); /* gone already when ingest took it over */
+        failed = req->status != 200;
+        p = next + 2;
+    }
+    req->body = saved_body;
+    req->body_path = saved_path;
+    req->body_len = saved_len;
+    if (map)
+        munmap(map, saved_len);
+    if (!failed)
+        rest_reply_text(req, 200, "", 0);
+}
+
 /* POST /instances: one DICOM file (or a ZIP of them) as the body, stored
- * through ingest's write path. */
+ * through ingest's write path; or a multipart/form-data of such bodies. */
 void rest_upload_instance(rest_request *req)
+{
+    char boundary[128];
+    if (form_boundary(req, boundary, sizeof(boundary))) {
+        upload_form(req, boundary);
+        return;
+    }
+    upload_body(req);
+}
+
+static void upload_body(rest_request *req)
 {
     if (req->body_len == 0) {
         rest_reply_error(req, 400, 15, "Bad file format", "Received an empty DICOM file");
@@ -586,6 +712,14 @@ void rest_tools_lookup(rest_request *req)
     }
     memcpy(value, s, n);
     value[n] = '\0';
+    /* no identifier is other than text: Orthanc finds nothing for such a body
+     * (PostgreSQL would refuse it as a parameter) */
+    json_t *as_text = json_stringn(value, n);
+    if (!as_text) {
+        rest_reply_json_text(req, 200, "[]", 2);
+        return;
+    }
+    json_decref(as_text);
     const char *params[] = {value};
     read_one r;
     if (!query(req, &lookup, params, &r))

@@ -21,6 +21,13 @@ void rest_system(rest_request *req);
 void rest_statistics(rest_request *req);
 void rest_changes(rest_request *req);
 void rest_metrics_prometheus(rest_request *req);
+/* Orthanc's /tools settings, read as Tessera runs (rest_system.c):
+ * GET/PUT /tools/default-encoding, /tools/accepted-transfer-syntaxes,
+ * /tools/unknown-sop-class-accepted, /tools/log-level */
+void rest_default_encoding(rest_request *req);
+void rest_accepted_transfer_syntaxes(rest_request *req);
+void rest_unknown_sop_class_accepted(rest_request *req);
+void rest_log_level(rest_request *req);
 
 /* Stores a complete file of the storage area's tmp/ through ingest (the one
  * write path, as POST /instances) without answering the request: returns the

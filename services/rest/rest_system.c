@@ -1,12 +1,15 @@
 /* /system, /statistics and /changes. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "changes.h"
 #include "config.h"
+#include "dicom.h"
 #include "log.h"
 #include "metrics.h"
+#include "rest_common.h"
 #include "rest_resources.h"
 
 #define TESSERA_VERSION "0.1.0"
@@ -154,4 +157,123 @@ void rest_metrics_prometheus(rest_request *req)
     rest_reply_text(req, 200, text, strlen(text));
     req->content_type = "text/plain; version=0.0.4";
     free(text);
+}
+
+/* A PUT refused because Tessera keeps the setting fixed (docs/conformance.md). */
+static void reply_fixed(rest_request *req, const char *what)
+{
+    char details[160];
+    snprintf(details, sizeof(details), "%s cannot be changed while Tessera runs", what);
+    rest_reply_error(req, 501, 2, "Not implemented yet", details);
+}
+
+/* The PUT body as a short word, white space around it ignored; "" when longer. */
+static void body_word(rest_request *req, char *out, size_t size)
+{
+    size_t n;
+    const char *s = rest_body_trimmed(req, &n);
+    if (n >= size)
+        n = 0;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+/* Orthanc's Encoding names (its EnumerationToString). */
+static const char *const encodings[] = {
+    "Ascii",  "Utf8",     "Latin1",      "Latin2", "Latin3",        "Latin4",
+    "Latin5", "Cyrillic", "Windows1251", "Arabic", "Greek",         "Hebrew",
+    "Thai",   "Japanese", "Chinese",     "Korean", "JapaneseKanji", "SimplifiedChinese"};
+
+/* GET/PUT /tools/default-encoding: files without Specific Character Set are read
+ * as Latin-1 in every service (Orthanc's default); only that value is taken. */
+void rest_default_encoding(rest_request *req)
+{
+    if (strcmp(req->method, "GET") == 0) {
+        rest_reply_text(req, 200, "Latin1", 6);
+        req->content_type = "text/plain";
+        return;
+    }
+    char word[32];
+    body_word(req, word, sizeof(word));
+    bool known = false;
+    for (size_t i = 0; i < sizeof(encodings) / sizeof(encodings[0]); i++)
+        known = known || strcmp(word, encodings[i]) == 0;
+    if (!known) {
+        rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+        return;
+    }
+    if (strcmp(word, "Latin1") != 0) {
+        reply_fixed(req, "the default encoding");
+        return;
+    }
+    rest_reply_text(req, 200, "Latin1", 6);
+    req->content_type = "text/plain";
+}
+
+/* GET /tools/accepted-transfer-syntaxes: those of the storage SCP; PUT refused. */
+void rest_accepted_transfer_syntaxes(rest_request *req)
+{
+    if (strcmp(req->method, "GET") == 0)
+        rest_reply_json(req, 200, ts_dicom_storage_syntaxes());
+    else
+        reply_fixed(req, "the accepted transfer syntaxes");
+}
+
+/* GET/PUT /tools/unknown-sop-class-accepted: the storage SCP accepts the storage
+ * SOP classes dcmtk knows, and no other ("0", Orthanc's default). */
+void rest_unknown_sop_class_accepted(rest_request *req)
+{
+    if (strcmp(req->method, "GET") == 0) {
+        rest_reply_text(req, 200, "0", 1);
+        req->content_type = "text/plain";
+        return;
+    }
+    char word[16];
+    body_word(req, word, sizeof(word));
+    if (strcmp(word, "0") == 0 || strcmp(word, "false") == 0) {
+        rest_reply_text(req, 200, "", 0);
+        req->content_type = "text/plain";
+    } else if (strcmp(word, "1") == 0 || strcmp(word, "true") == 0) {
+        reply_fixed(req, "the acceptance of unknown SOP classes");
+    } else {
+        rest_reply_error(req, 400, 15, "Bad file format", "Boolean value expected");
+    }
+}
+
+/* Orthanc's verbosity names over this service's level: "default" is the
+ * TESSERA_LOG_LEVEL it started with, "verbose" and "trace" are debug. The name
+ * last set is answered (two names share one level). */
+static pthread_mutex_t log_level_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_level_name[16] = "default";
+
+void rest_log_level(rest_request *req)
+{
+    pthread_mutex_lock(&log_level_mu);
+    if (strcmp(req->method, "GET") == 0) {
+        rest_reply_text(req, 200, log_level_name, strlen(log_level_name));
+        req->content_type = "text/plain";
+        pthread_mutex_unlock(&log_level_mu);
+        return;
+    }
+    char word[16];
+    body_word(req, word, sizeof(word));
+    ts_log_level level;
+    if (strcmp(word, "default") == 0) {
+        if (!ts_log_level_parse(ts_config_str("TESSERA_LOG_LEVEL"), &level))
+            level = TS_LOG_INFO;
+    } else if (strcmp(word, "verbose") == 0 || strcmp(word, "trace") == 0) {
+        level = TS_LOG_DEBUG;
+    } else {
+        pthread_mutex_unlock(&log_level_mu);
+        char details[96];
+        snprintf(details, sizeof(details),
+                 "Verbosity can be \"default\", \"verbose\" or \"trace\": %.40s", word);
+        rest_reply_error(req, 400, 3, "Parameter out of range", details);
+        return;
+    }
+    snprintf(log_level_name, sizeof(log_level_name), "%s", word);
+    ts_log_set_level(level);
+    pthread_mutex_unlock(&log_level_mu);
+    rest_reply_text(req, 200, "", 0);
+    req->content_type = "text/plain";
 }

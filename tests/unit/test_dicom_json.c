@@ -222,6 +222,92 @@ static void test_parser_gives_utf8_and_the_files_character_set(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* A bare explicit VR little endian dataset with SpecificCharacterSet and
+ * PatientName as these bytes (and a StudyInstanceUID), in buf; its length. */
+static size_t charset_dataset(unsigned char *buf, const char *charset, const char *name,
+                              size_t name_len)
+{
+    size_t n = 0;
+    const struct {
+        uint16_t group, element;
+        const char *vr, *value;
+        size_t len;
+    } elements[] = {
+        {0x0008, 0x0005, "CS", charset, strlen(charset)},
+        {0x0010, 0x0010, "PN", name, name_len},
+        {0x0020, 0x000d, "UI", "1.2.3.4", 7},
+    };
+    for (size_t i = 0; i < sizeof(elements) / sizeof(elements[0]); i++) {
+        size_t len = elements[i].len + (elements[i].len & 1);
+        buf[n++] = elements[i].group & 0xff;
+        buf[n++] = (unsigned char)(elements[i].group >> 8);
+        buf[n++] = elements[i].element & 0xff;
+        buf[n++] = (unsigned char)(elements[i].element >> 8);
+        memcpy(buf + n, elements[i].vr, 2);
+        n += 2;
+        buf[n++] = len & 0xff;
+        buf[n++] = (unsigned char)(len >> 8);
+        memcpy(buf + n, elements[i].value, elements[i].len);
+        if (elements[i].len & 1)
+            buf[n + elements[i].len] = elements[i].vr[0] == 'U' ? '\0' : ' ';
+        n += len;
+    }
+    return n;
+}
+
+/* ISO 2022 code extensions, decoded by lib/dicom.cc itself (PS3.5 6.1.2.5):
+ * the standard's examples, and broken values that must not read past their end
+ * (a cut escape sequence, a cut two-byte character, a byte no set holds). */
+static void test_iso2022_values(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *charset, *bytes, *utf8;
+    } cases[] = {
+        {"ISO 2022 IR 13\\ISO 2022 IR 87",
+         "\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J=\x1b$B$d$^$@\x1b(J^"
+         "\x1b$B$?$m$&\x1b(J",
+         "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう"},
+        {"\\ISO 2022 IR 149",
+         "Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6"
+         "\xb5\xbf",
+         "Hong^Gildong=洪^吉洞=홍^길동"},
+        {"\\ISO 2022 IR 58",
+         "Zhang^XiaoDong=\x1b$)A\xd5\xc5^\x1b$)A\xd0\xa1\xb6\xab=", "Zhang^XiaoDong=张^小东="},
+        {"ISO 2022 IR 6\\ISO 2022 IR 144", "\x1b-L\xb8\xd2\xd0\xdd\xde\xd2", "Иванов"},
+        {"ISO 2022 IR 166", "\xc0\xd2\xc9\xd2", "ภาษา"},
+        {"\\ISO 2022 IR 87", "A\x1b$", "A\xef\xbf\xbd$"},
+        {"\\ISO 2022 IR 87", "A\x1b$B;", "A;"},
+        {"\\ISO 2022 IR 149", "A\x1b$)C\xfb", "A\xef\xbf\xbd"},
+        {"\\ISO 2022 IR 87", "A\xe9", "A\xef\xbf\xbd"},
+        {"\\ISO 2022 IR 87", "A\x1b%GB", "A\xef\xbf\xbd%GB"},
+    };
+    int failures = 0;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unsigned char buf[512];
+        size_t n = charset_dataset(buf, cases[i].charset, cases[i].bytes, strlen(cases[i].bytes));
+        ts_dicom *d;
+        ts_err err = {0};
+        assert_int_equal(ts_dicom_open_buffer(buf, n, &d, &err), 0);
+        char *name = ts_dicom_get_string(d, TS_TAG_PATIENT_NAME, false);
+        char *charset = ts_dicom_get_string(d, TS_TAG(0x0008, 0x0005), false);
+        if (!name || strcmp(name, cases[i].utf8) != 0) {
+            fprintf(stderr, "case %zu (%s): PatientName is \"%s\", expected \"%s\"\n", i,
+                    cases[i].charset, name ? name : "(none)", cases[i].utf8);
+            failures++;
+        }
+        if (!charset || strcmp(charset, cases[i].charset) != 0) {
+            fprintf(stderr, "case %zu: SpecificCharacterSet is \"%s\"\n", i,
+                    charset ? charset : "(none)");
+            failures++;
+        }
+        free(name);
+        free(charset);
+        ts_dicom_free(d);
+    }
+    assert_int_equal(failures, 0);
+}
+
 /* ---- Orthanc's forms ---------------------------------------------------------- */
 
 static void test_tags_equal_orthanc(void **state)
@@ -540,6 +626,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parser_gives_utf8_and_the_files_character_set),
+        cmocka_unit_test(test_iso2022_values),
         cmocka_unit_test(test_tags_equal_orthanc),
         cmocka_unit_test(test_simplified_tags_equal_orthanc),
         cmocka_unit_test(test_main_tags_equal_orthanc),
