@@ -306,8 +306,7 @@ int ts_bus_client_new(const char *target, int resolve_interval_s, size_t max_msg
     return client_new(target, resolve_interval_s, max_msg, nng_req0_open, "REQ", out, err);
 }
 
-int ts_bus_pusher_new(const char *target, int resolve_interval_s, ts_bus_client **out,
-                      ts_err *err)
+int ts_bus_pusher_new(const char *target, int resolve_interval_s, ts_bus_client **out, ts_err *err)
 {
     return client_new(target, resolve_interval_s, 4096, nng_push0_open, "PUSH", out, err);
 }

@@ -55,8 +55,7 @@ int ts_bus_client_peers(ts_bus_client *c);
 
 /* A PUSH client with the same replica discovery as ts_bus_client_new: each
  * nudge goes to one of the pullers (free with ts_bus_client_free). */
-int ts_bus_pusher_new(const char *target, int resolve_interval_s, ts_bus_client **out,
-                      ts_err *err);
+int ts_bus_pusher_new(const char *target, int resolve_interval_s, ts_bus_client **out, ts_err *err);
 /* Best effort and non-blocking: a lost nudge costs a delay, pullers also poll. */
 int ts_bus_push(ts_bus_client *c, const ProtobufCMessage *msg);
 

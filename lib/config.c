@@ -62,7 +62,8 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_HTTP_MAX_CONNECTIONS", TS_CFG_INT, "64", 1, 10000, NULL,
      "concurrent HTTP connections per rest process (one thread each)"},
     {"TESSERA_USER_METADATA", TS_CFG_STRING, "", 0, 0, NULL,
-     "user metadata names and numbers, e.g. \"Comment=1024,Reviewer=1025\" (Orthanc's UserMetadata)"},
+     "user metadata names and numbers, e.g. \"Comment=1024,Reviewer=1025\" (Orthanc's "
+     "UserMetadata)"},
     {"TESSERA_USER_CONTENT_TYPES", TS_CFG_STRING, "", 0, 0, NULL,
      "user attachment names and numbers, e.g. \"report=1024\" (Orthanc's UserContentType)"},
     {"TESSERA_NAME", TS_CFG_STRING, "Tessera", 0, 0, NULL, "the Name in GET /system"},
@@ -103,7 +104,8 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_DELETER_BUS", TS_CFG_STRING, "127.0.0.1:7413", 0, 0, NULL,
      "host:port of the deleters' nudge sockets (every address is dialled); empty: no nudges"},
     {"TESSERA_DELETER_BATCH", TS_CFG_INT, "500", 1, 100000, NULL,
-     "files a deleter claims and removes per transaction (and removed resources whose rows it purges)"},
+     "files a deleter claims and removes per transaction (and removed resources whose rows it "
+     "purges)"},
     {"TESSERA_DELETER_POLL_INTERVAL", TS_CFG_INT, "5", 1, 3600, NULL,
      "seconds between two looks at the deletion queue without a nudge"},
     {"TESSERA_DELETER_MAX_RATE", TS_CFG_INT, "0", 0, 1000000, NULL,
@@ -291,9 +293,9 @@ static int load_file(const char *path, ts_err *err)
 /* Variables of scripts/ and tests/, not of the services: no warning for them. */
 static bool is_script_variable(const char *name)
 {
-    static const char *const names[] = {"TESSERA_VAR_DIR", "TESSERA_PG_PORT", "TESSERA_PG_FSYNC",
-                                        "TESSERA_BUILD_DIR", "TESSERA_ASAN_BUILD_DIR",
-                                        "TESSERA_ROOT", "TESSERA_REST_AGAINST"};
+    static const char *const names[] = {
+        "TESSERA_VAR_DIR",        "TESSERA_PG_PORT", "TESSERA_PG_FSYNC",    "TESSERA_BUILD_DIR",
+        "TESSERA_ASAN_BUILD_DIR", "TESSERA_ROOT",    "TESSERA_REST_AGAINST"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(name, names[i]) == 0)
             return true;

@@ -17,11 +17,11 @@ extern "C" {
 typedef enum { TS_CFG_STRING, TS_CFG_INT, TS_CFG_BOOL, TS_CFG_CHOICE } ts_cfg_type;
 
 typedef struct ts_cfg_setting {
-    const char *name;      /* environment variable, e.g. "TESSERA_DICOM_PORT" */
+    const char *name; /* environment variable, e.g. "TESSERA_DICOM_PORT" */
     ts_cfg_type type;
     const char *default_value;
-    long min, max;         /* TS_CFG_INT only */
-    const char *choices;   /* TS_CFG_CHOICE only: "a|b|c" */
+    long min, max;       /* TS_CFG_INT only */
+    const char *choices; /* TS_CFG_CHOICE only: "a|b|c" */
     const char *help;
 } ts_cfg_setting;
 

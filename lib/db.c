@@ -211,11 +211,11 @@ static int ensure_connected(ts_db *db, ts_err *err)
     /* Keepalives and a TCP user timeout: a silent network partition must turn
      * into a lost connection (replayed, or in doubt), not a COMMIT that waits
      * forever. Ignored on unix sockets. */
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", "keepalives",
-                          "keepalives_idle", "keepalives_interval", "keepalives_count",
-                          "tcp_user_timeout", NULL};
-    const char *vals[] = {db->pool->conninfo, timeout, "tessera", "1", "10", "5", "3", "30000",
-                          NULL};
+    const char *keys[] = {"dbname",           "connect_timeout",  "application_name",
+                          "keepalives",       "keepalives_idle",  "keepalives_interval",
+                          "keepalives_count", "tcp_user_timeout", NULL};
+    const char *vals[] = {
+        db->pool->conninfo, timeout, "tessera", "1", "10", "5", "3", "30000", NULL};
     db->conn = PQconnectdbParams(keys, vals, 1 /* expand dbname as a connection string */);
     if (!db->conn)
         abort();
@@ -494,7 +494,8 @@ static void sleep_before_replay(const ts_db_pool *pool, int attempt)
     /* 100 ms more at each attempt, plus up to half of the base as jitter so that
      * writers that collided once do not collide again in step. */
     unsigned seed = (unsigned)(time(NULL) ^ (uintptr_t)&attempt);
-    long ms = (long)pool->opt.retry_base_ms * attempt + rand_r(&seed) % (pool->opt.retry_base_ms / 2 + 1);
+    long ms =
+        (long)pool->opt.retry_base_ms * attempt + rand_r(&seed) % (pool->opt.retry_base_ms / 2 + 1);
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
@@ -542,8 +543,7 @@ static int attempt_once(ts_db *db, ts_db_mode mode, ts_db_txn_fn fn, void *arg, 
     return rc;
 }
 
-int ts_db_transaction(ts_db_pool *pool, ts_db_mode mode, ts_db_txn_fn fn, void *arg,
-                      ts_err *err)
+int ts_db_transaction(ts_db_pool *pool, ts_db_mode mode, ts_db_txn_fn fn, void *arg, ts_err *err)
 {
     if (pool->reads && (mode == TS_DB_READ || mode == TS_DB_READ_SINGLE))
         pool = pool->reads;
@@ -573,8 +573,7 @@ int ts_db_transaction(ts_db_pool *pool, ts_db_mode mode, ts_db_txn_fn fn, void *
             ts_metric_inc(pool->m_busy);
             ts_warn("transaction given up", "attempts=%d error=\"%s\"", attempt + 1,
                     err ? err->msg : "");
-            rc = ts_err_prefix(err, "database busy or unavailable after %d attempts",
-                               attempt + 1);
+            rc = ts_err_prefix(err, "database busy or unavailable after %d attempts", attempt + 1);
             if (err)
                 err->code = TS_EDB_BUSY;
             rc = db->commit_in_doubt ? TS_EDB_INDOUBT : TS_EDB_BUSY;

@@ -27,18 +27,18 @@ typedef struct ts_db ts_db; /* one pooled connection, lent to a transaction */
 typedef enum { TS_DB_READ, TS_DB_WRITE, TS_DB_WRITE_READ_COMMITTED, TS_DB_READ_SINGLE } ts_db_mode;
 
 typedef struct ts_db_options {
-    const char *conninfo;   /* libpq connection string */
+    const char *conninfo; /* libpq connection string */
     /* Where TS_DB_READ and TS_DB_READ_SINGLE transactions go, over connections
      * of their own (`size` more): a read replica, so they may see the index a
      * moment behind the primary. NULL or "": the primary. Services opt in
      * (TESSERA_DB_READ_URL) where a slightly stale read is harmless: it is not
      * filled by ts_db_options_from_config. */
     const char *read_conninfo;
-    int size;               /* connections */
-    int max_retries;        /* replays after the first attempt */
-    const char *isolation;  /* "read-committed", "repeatable-read", "serializable" */
+    int size;              /* connections */
+    int max_retries;       /* replays after the first attempt */
+    const char *isolation; /* "read-committed", "repeatable-read", "serializable" */
     int connect_timeout_s;
-    int retry_base_ms;      /* 100 unless a test wants it faster */
+    int retry_base_ms; /* 100 unless a test wants it faster */
 } ts_db_options;
 
 /* Fills options from the configuration (TESSERA_DB_*). */
@@ -63,8 +63,7 @@ typedef int (*ts_db_txn_fn)(ts_db *db, void *arg, ts_err *err);
 
 /* Runs fn in a transaction (READ ONLY for TS_DB_READ), commits, and replays on
  * conflicts and lost connections as described above. */
-int ts_db_transaction(ts_db_pool *pool, ts_db_mode mode, ts_db_txn_fn fn, void *arg,
-                      ts_err *err);
+int ts_db_transaction(ts_db_pool *pool, ts_db_mode mode, ts_db_txn_fn fn, void *arg, ts_err *err);
 
 /* Runs fn with a connection outside any transaction (migrations, locks). No
  * replay. */

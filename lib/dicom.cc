@@ -379,8 +379,8 @@ extern "C" int ts_dicom_open_file(const char *path, ts_dicom **out, ts_err *err)
 {
     *out = nullptr;
     ts_dicom *d = new ts_dicom();
-    OFCondition cond = d->file.loadFile(path, EXS_Unknown, EGL_noChange, LAZY_LOAD_THRESHOLD,
-                                        ERM_autoDetect);
+    OFCondition cond =
+        d->file.loadFile(path, EXS_Unknown, EGL_noChange, LAZY_LOAD_THRESHOLD, ERM_autoDetect);
     int rc = finish_open(d, cond, err);
     if (rc) {
         delete d;
@@ -419,8 +419,8 @@ extern "C" int ts_dicom_open_buffer(const void *data, size_t len, ts_dicom **out
     char path[64];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     ts_dicom *d = new ts_dicom();
-    OFCondition cond = d->file.loadFile(path, EXS_Unknown, EGL_noChange, LAZY_LOAD_THRESHOLD,
-                                        ERM_autoDetect);
+    OFCondition cond =
+        d->file.loadFile(path, EXS_Unknown, EGL_noChange, LAZY_LOAD_THRESHOLD, ERM_autoDetect);
     // The caller's bytes are gone after this call: load what was left lazy.
     if (cond.good())
         cond = d->file.loadAllDataIntoMemory();

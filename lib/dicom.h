@@ -163,8 +163,8 @@ int ts_dicom_frame_count(const char *file, unsigned *count, ts_err *err);
  * TS_EINVAL: pixel data without the tags to cut it into frames (Orthanc: 500
  * "Not implemented yet"); TS_EDICOM: fragments that do not match the frames,
  * pixel data shorter than the frames, or an unreadable file. */
-int ts_dicom_frame_raw(const char *file, unsigned index, ts_dicom_reader **out,
-                       const char **mime, ts_err *err);
+int ts_dicom_frame_raw(const char *file, unsigned index, ts_dicom_reader **out, const char **mime,
+                       ts_err *err);
 
 /* ---- SCP (dicom_scp.cc) --------------------------------------------------- */
 
@@ -180,7 +180,7 @@ typedef struct ts_dicom_store_rq {
     const char *path; /* the received file (Part 10, as sent), owned by the callback now */
 } ts_dicom_store_rq;
 
-struct ts_dicom_find_rq;  /* dicom_find.h */
+struct ts_dicom_find_rq; /* dicom_find.h */
 struct ts_dicom_find_out;
 struct ts_dicom_move_rq;
 struct ts_dicom_retrieve_out;

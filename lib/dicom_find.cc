@@ -1,7 +1,7 @@
 // The Query/Retrieve SCP: C-ECHO, C-FIND, C-MOVE, C-GET (Patient Root, Study Root). The
-// accept loop is dicom_net.cc's (one thread per connection, bounded, stoppable); each association is a DcmThreadSCP whose C-FIND requests go to
-// a C callback that streams matches with ts_dicom_find_pending(). The
-// per-association handling is tsqr::QrWorker (dicom_qr.hh).
+// accept loop is dicom_net.cc's (one thread per connection, bounded, stoppable); each association
+// is a DcmThreadSCP whose C-FIND requests go to a C callback that streams matches with
+// ts_dicom_find_pending(). The per-association handling is tsqr::QrWorker (dicom_qr.hh).
 #include "dicom_net.hh"
 #include "dicom_qr.hh"
 

@@ -478,8 +478,8 @@ MainTagList main_tags_of(ts_level level)
 // 8 lower-case hex digits: the scheme of Orthanc's DICOMweb plugin. Without a
 // prefix, bulk data elements are left out.
 struct BulkPath {
-    const char *prefix; // NULL: leave bulk data out (or inline it)
-    std::string path;   // prefix plus the sequence/item steps down to this item
+    const char *prefix;         // NULL: leave bulk data out (or inline it)
+    std::string path;           // prefix plus the sequence/item steps down to this item
     bool inline_binary = false; // bulk data as InlineBinary (base64) instead
 };
 
@@ -818,10 +818,16 @@ extern "C" json_t *ts_dicomweb_attribute(const char *vr, const char *value)
     // the index keeps binary numbers as text: read them as IS and DS read theirs
     DcmEVR as = evr;
     switch (evr) {
-    case EVR_US: case EVR_SS: case EVR_UL: case EVR_SL: case EVR_SV: case EVR_UV:
+    case EVR_US:
+    case EVR_SS:
+    case EVR_UL:
+    case EVR_SL:
+    case EVR_SV:
+    case EVR_UV:
         as = EVR_IS;
         break;
-    case EVR_FL: case EVR_FD:
+    case EVR_FL:
+    case EVR_FD:
         as = EVR_DS;
         break;
     default:

@@ -345,7 +345,7 @@ class PdvSplitConnection : public DcmTCPConnection
     State state_ = PDU_HEADER;
     std::string out_; // rewritten headers (and command fragments) to hand out first
     size_t out_pos_ = 0;
-    std::string cmd_; // the fragments of the command set being received
+    std::string cmd_;       // the fragments of the command set being received
     uint64_t pass_ = 0;     // bytes to pass through untouched (PASS_* states)
     uint64_t pdu_left_ = 0; // bytes of the current P-DATA-TF not yet taken (PDV states)
 };
@@ -468,8 +468,8 @@ void Listener::run(const Serve &serve)
             continue;
         struct sockaddr_in from;
         socklen_t len = sizeof(from);
-        int fd = accept4(listen_fd_, reinterpret_cast<struct sockaddr *>(&from), &len,
-                         SOCK_CLOEXEC);
+        int fd =
+            accept4(listen_fd_, reinterpret_cast<struct sockaddr *>(&from), &len, SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
                 ts_warn("cannot accept DICOM connections", "error=\"%s\"", strerror(errno));

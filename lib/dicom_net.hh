@@ -54,10 +54,10 @@ DcmTransportLayer *scu_layer();
 
 struct ListenerConfig {
     int port;
-    int max_pdu;          // our maximum receive PDU length (dcmtk's association buffer)
-    int timeout_s;        // for the A-ASSOCIATE-RQ to arrive whole
-    int max_associations; // associations served at once; more are rejected (transient)
-    int max_pending;      // connections whose A-ASSOCIATE-RQ is still arriving, in total
+    int max_pdu;              // our maximum receive PDU length (dcmtk's association buffer)
+    int timeout_s;            // for the A-ASSOCIATE-RQ to arrive whole
+    int max_associations;     // associations served at once; more are rejected (transient)
+    int max_pending;          // connections whose A-ASSOCIATE-RQ is still arriving, in total
     int max_pending_per_peer; // the same per peer address
 };
 

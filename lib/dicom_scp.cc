@@ -21,7 +21,8 @@
 
 #include "log.h"
 
-namespace {
+namespace
+{
 
 // Transfer syntaxes accepted for storage, in our order of preference when a
 // client proposes several in one context. Instances are stored as received.
@@ -92,8 +93,9 @@ ts_dicom_qr_callbacks qr_callbacks(const ts_dicom_scp_callbacks &cb)
 
 // C-FIND, C-MOVE and C-GET (when their callbacks are set) are handled by the
 // Q/R base class.
-class Worker : public tsqr::QrWorker {
-public:
+class Worker : public tsqr::QrWorker
+{
+  public:
     Worker(const ts_dicom_scp_callbacks &cb, const std::string &our_aet, bool check_called,
            long long max_dataset)
         : tsqr::QrWorker(qr_callbacks(cb), our_aet, check_called, max_dataset), cb_(cb),
@@ -102,7 +104,7 @@ public:
         memset(&assoc_, 0, sizeof(assoc_));
     }
 
-protected:
+  protected:
     OFBool checkCalledAETitleAccepted(const OFString &called) override
     {
         return !check_called_ || called == our_aet_.c_str();
@@ -116,8 +118,8 @@ protected:
         setAssocInfo(assoc_);
         if (!cb_.accept || cb_.accept(cb_.user, &assoc_))
             return OFTrue;
-        ts_warn("association rejected: calling AE title not registered",
-                "calling_aet=%s peer=%s", assoc_.calling_aet, assoc_.peer_ip);
+        ts_warn("association rejected: calling AE title not registered", "calling_aet=%s peer=%s",
+                assoc_.calling_aet, assoc_.peer_ip);
         return OFFalse;
     }
 
@@ -189,7 +191,7 @@ protected:
         }
     }
 
-private:
+  private:
     OFCondition handleStore(T_DIMSE_C_StoreRQ &rq, T_ASC_PresentationContextID pres_id)
     {
         char path[4096];
@@ -210,8 +212,9 @@ private:
         if (cond.bad()) {
             // Aborted or broken association: nothing of the unfinished instance stays.
             unlink(path);
-            ts_warn("instance not received completely, dropped", "calling_aet=%s sop=%s error=\"%s\"",
-                    assoc_.calling_aet, rq.AffectedSOPInstanceUID, cond.text());
+            ts_warn("instance not received completely, dropped",
+                    "calling_aet=%s sop=%s error=\"%s\"", assoc_.calling_aet,
+                    rq.AffectedSOPInstanceUID, cond.text());
             return cond;
         }
         ts_dicom_store_rq req = {rq.AffectedSOPClassUID, rq.AffectedSOPInstanceUID, path};

@@ -228,9 +228,10 @@ int store_batch(const ts_dicom_peer *peer, const char *const *paths,
             continue;
         }
         Uint16 status = NOT_SENT;
-        OFCondition cond = scu.sendSTORERequest(
-            pcid, paths[i], nullptr, status,
-            peer->move_originator_aet ? peer->move_originator_aet : "", peer->move_originator_msg_id);
+        OFCondition cond =
+            scu.sendSTORERequest(pcid, paths[i], nullptr, status,
+                                 peer->move_originator_aet ? peer->move_originator_aet : "",
+                                 peer->move_originator_msg_id);
         if (cond.good()) {
             statuses[i] = status;
             continue;
@@ -298,8 +299,8 @@ extern "C" int ts_dicom_store_files(const ts_dicom_peer *peer, const char *const
 
 extern "C" int ts_dicom_store_files_progress(const ts_dicom_peer *peer, const char *const *paths,
                                              size_t n, uint16_t *statuses,
-                                             bool (*progress)(void *, size_t, uint16_t),
-                                             void *user, ts_err *err)
+                                             bool (*progress)(void *, size_t, uint16_t), void *user,
+                                             ts_err *err)
 {
     for (size_t i = 0; i < n; i++)
         statuses[i] = NOT_SENT;
@@ -322,8 +323,8 @@ extern "C" int ts_dicom_store_files_progress(const ts_dicom_peer *peer, const ch
                     need.push_back(k);
         if (i == n || contexts.size() + need.size() > MAX_CONTEXTS) {
             if (!batch.empty()) {
-                int rc = store_batch(peer, paths, infos, batch, contexts, statuses, progress,
-                                     user, err);
+                int rc =
+                    store_batch(peer, paths, infos, batch, contexts, statuses, progress, user, err);
                 if (rc)
                     return rc;
             }

@@ -56,21 +56,37 @@ void ts_err_clear(ts_err *err)
 const char *ts_err_name(int code)
 {
     switch (code) {
-    case TS_OK: return "ok";
-    case TS_EINVAL: return "invalid";
-    case TS_EIO: return "io";
-    case TS_ENOTFOUND: return "not_found";
-    case TS_EEXIST: return "exists";
-    case TS_EDICOM: return "bad_dicom";
-    case TS_EDB: return "db";
-    case TS_EDB_BUSY: return "db_busy";
-    case TS_ECONFLICT: return "conflict";
-    case TS_ETIMEOUT: return "timeout";
-    case TS_EBUS: return "bus";
-    case TS_ETOOBIG: return "too_big";
-    case TS_ENOSPACE: return "no_space";
-    case TS_ECANCELED: return "canceled";
-    case TS_EDB_INDOUBT: return "db_in_doubt";
-    default: return "unknown";
+    case TS_OK:
+        return "ok";
+    case TS_EINVAL:
+        return "invalid";
+    case TS_EIO:
+        return "io";
+    case TS_ENOTFOUND:
+        return "not_found";
+    case TS_EEXIST:
+        return "exists";
+    case TS_EDICOM:
+        return "bad_dicom";
+    case TS_EDB:
+        return "db";
+    case TS_EDB_BUSY:
+        return "db_busy";
+    case TS_ECONFLICT:
+        return "conflict";
+    case TS_ETIMEOUT:
+        return "timeout";
+    case TS_EBUS:
+        return "bus";
+    case TS_ETOOBIG:
+        return "too_big";
+    case TS_ENOSPACE:
+        return "no_space";
+    case TS_ECANCELED:
+        return "canceled";
+    case TS_EDB_INDOUBT:
+        return "db_in_doubt";
+    default:
+        return "unknown";
     }
 }

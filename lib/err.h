@@ -11,19 +11,19 @@ extern "C" {
 
 enum {
     TS_OK = 0,
-    TS_EINVAL = -1,      /* bad argument or input */
-    TS_EIO = -2,         /* file system or socket */
+    TS_EINVAL = -1, /* bad argument or input */
+    TS_EIO = -2,    /* file system or socket */
     TS_ENOTFOUND = -3,
     TS_EEXIST = -4,
-    TS_EDICOM = -5,      /* input is not usable DICOM */
-    TS_EDB = -6,         /* database error that replaying will not fix */
-    TS_EDB_BUSY = -7,    /* conflicts outlasted the replays, or the database is unreachable:
-                            HTTP 503, DICOM 0xA700 */
-    TS_ECONFLICT = -8,   /* revision mismatch */
+    TS_EDICOM = -5,    /* input is not usable DICOM */
+    TS_EDB = -6,       /* database error that replaying will not fix */
+    TS_EDB_BUSY = -7,  /* conflicts outlasted the replays, or the database is unreachable:
+                          HTTP 503, DICOM 0xA700 */
+    TS_ECONFLICT = -8, /* revision mismatch */
     TS_ETIMEOUT = -9,
     TS_EBUS = -10,
     TS_ETOOBIG = -11,
-    TS_ENOSPACE = -12,   /* storage area full */
+    TS_ENOSPACE = -12, /* storage area full */
     TS_ECANCELED = -13,
     TS_EDB_INDOUBT = -14, /* like TS_EDB_BUSY, but a COMMIT was sent and its answer lost:
                              the transaction may have taken effect */

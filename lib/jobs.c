@@ -94,7 +94,6 @@ void ts_jobs_free(ts_jobs *j)
     free(j);
 }
 
-
 static void job_key(char *buf, size_t size, const char *id, const char *suffix)
 {
     snprintf(buf, size, KEY_PREFIX "%s%s", id, suffix);

@@ -182,7 +182,8 @@ static size_t format_kv(char *out, size_t size, const char *fmt, va_list ap)
         case 'i':
             if (!strcmp(len, "ll"))
                 m = snprintf(tmp, sizeof(tmp), spec, va_arg(ap, long long));
-            else if (!strcmp(len, "l") || !strcmp(len, "z") || !strcmp(len, "t") || !strcmp(len, "j"))
+            else if (!strcmp(len, "l") || !strcmp(len, "z") || !strcmp(len, "t") ||
+                     !strcmp(len, "j"))
                 m = snprintf(tmp, sizeof(tmp), spec, va_arg(ap, long));
             else
                 m = snprintf(tmp, sizeof(tmp), spec, va_arg(ap, int));
@@ -193,7 +194,8 @@ static size_t format_kv(char *out, size_t size, const char *fmt, va_list ap)
         case 'o':
             if (!strcmp(len, "ll"))
                 m = snprintf(tmp, sizeof(tmp), spec, va_arg(ap, unsigned long long));
-            else if (!strcmp(len, "l") || !strcmp(len, "z") || !strcmp(len, "t") || !strcmp(len, "j"))
+            else if (!strcmp(len, "l") || !strcmp(len, "z") || !strcmp(len, "t") ||
+                     !strcmp(len, "j"))
                 m = snprintf(tmp, sizeof(tmp), spec, va_arg(ap, unsigned long));
             else
                 m = snprintf(tmp, sizeof(tmp), spec, va_arg(ap, unsigned int));
@@ -250,8 +252,8 @@ void ts_log_write(ts_log_level level, const char *msg, const char *kvfmt, ...)
     gmtime_r(&tv.tv_sec, &tm);
     int n = snprintf(line, sizeof(line),
                      "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s svc=%s msg=%s",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (long)(tv.tv_usec / 1000), level_names[level], log_service,
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (long)(tv.tv_usec / 1000), level_names[level], log_service,
                      ts_log_quote(quoted, sizeof(quoted), msg));
     if (n < 0)
         return;

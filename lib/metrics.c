@@ -443,8 +443,9 @@ int ts_metrics_serve(int port, ts_health_fn health, void *user, ts_metrics_serve
     /* The logger comes first so that start-up messages go through it too. */
     srv->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_AUTO, (uint16_t)port, NULL,
-        NULL, handle, srv, MHD_OPTION_EXTERNAL_LOGGER, ts_log_external, (void *)"metrics server", MHD_OPTION_LISTEN_SOCKET, fd,
-        MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_END);
+        NULL, handle, srv, MHD_OPTION_EXTERNAL_LOGGER, ts_log_external, (void *)"metrics server",
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+        MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_END);
     if (!srv->daemon) {
         rc = ts_err_set(err, TS_EIO,
                         "metrics port %d: cannot start the HTTP server (see the log above)", port);

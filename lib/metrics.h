@@ -24,11 +24,11 @@ ts_metric *ts_metrics_gauge(const char *name, const char *labels, const char *he
 ts_metric *ts_metrics_histogram(const char *name, const char *labels, const char *help,
                                 const double *bounds, size_t nbounds);
 
-void ts_metric_inc(ts_metric *m);                /* counter/gauge += 1 */
-void ts_metric_add(ts_metric *m, double v);      /* counter/gauge += v */
-void ts_metric_set(ts_metric *m, double v);      /* gauge = v */
-void ts_metric_observe(ts_metric *m, double v);  /* histogram */
-double ts_metric_value(const ts_metric *m);      /* counter/gauge value, or histogram count */
+void ts_metric_inc(ts_metric *m);               /* counter/gauge += 1 */
+void ts_metric_add(ts_metric *m, double v);     /* counter/gauge += v */
+void ts_metric_set(ts_metric *m, double v);     /* gauge = v */
+void ts_metric_observe(ts_metric *m, double v); /* histogram */
+double ts_metric_value(const ts_metric *m);     /* counter/gauge value, or histogram count */
 
 /* Renders every metric; the caller frees the text. */
 char *ts_metrics_render(void);

@@ -9,13 +9,13 @@
 /* Any constant will do; it only has to be the same in every service. */
 #define MIGRATION_LOCK_KEY "7365726173736574" /* "tessera" reversed, in hex */
 
-static const ts_db_stmt is_applied = {
-    "migrate_is_applied", "SELECT 1 FROM schema_migrations WHERE name = $1", 1};
-static const ts_db_stmt record = {
-    "migrate_record", "INSERT INTO schema_migrations (name) VALUES ($1)", 1};
+static const ts_db_stmt is_applied = {"migrate_is_applied",
+                                      "SELECT 1 FROM schema_migrations WHERE name = $1", 1};
+static const ts_db_stmt record = {"migrate_record",
+                                  "INSERT INTO schema_migrations (name) VALUES ($1)", 1};
 static const ts_db_stmt function_current = {
-    "migrate_function_current",
-    "SELECT 1 FROM schema_functions WHERE name = $1 AND md5 = md5($2)", 2};
+    "migrate_function_current", "SELECT 1 FROM schema_functions WHERE name = $1 AND md5 = md5($2)",
+    2};
 static const ts_db_stmt function_record = {
     "migrate_function_record",
     "INSERT INTO schema_functions (name, md5) VALUES ($1, md5($2))"
@@ -80,7 +80,8 @@ static int migrate_locked(ts_db *db, int *applied, ts_err *err)
         /* Each migration and its record commit together, or not at all. */
         if ((rc = ts_db_exec_sql(db, "BEGIN", err)))
             return rc;
-        if ((rc = ts_db_exec_sql(db, m->sql, err)) || (rc = ts_db_exec(db, &record, params, NULL, err))) {
+        if ((rc = ts_db_exec_sql(db, m->sql, err)) ||
+            (rc = ts_db_exec(db, &record, params, NULL, err))) {
             ts_err ignored;
             ts_db_exec_sql(db, "ROLLBACK", &ignored);
             return ts_err_prefix(err, "migration %s", m->name);

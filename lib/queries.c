@@ -24,7 +24,6 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-
 /* KEYS: query, all. ARGV: id, json, ttl_ms, now, history */
 /* clang-format off */
 static const char add_script[] =

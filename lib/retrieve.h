@@ -45,7 +45,8 @@ typedef struct ts_retrieve {
 
 /* Answers a C-MOVE: the move callback of ts_dicom_qr_callbacks and
  * ts_dicom_scp_callbacks, with a ts_retrieve as their retrieve_user. An unknown destination gets
- * 0xA801; then the ts_retrieve's find, and the instances go to the destination over one association. */
+ * 0xA801; then the ts_retrieve's find, and the instances go to the destination over one
+ * association. */
 uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
                           ts_dicom_retrieve_out *rout, ts_dicom_move_result *out, char *comment,
                           size_t comment_size);

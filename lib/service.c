@@ -28,8 +28,9 @@ void ts_service_init(const char *name, int argc, char **argv)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             ts_err ignored;
             ts_config_load(NULL, &ignored);
-            printf("usage: %s\nEvery setting comes from the environment (or TESSERA_CONFIG_FILE):\n\n",
-                   name);
+            printf(
+                "usage: %s\nEvery setting comes from the environment (or TESSERA_CONFIG_FILE):\n\n",
+                name);
             ts_config_print(stdout);
             exit(0);
         }

@@ -231,7 +231,8 @@ int ts_store_temp_path(ts_store *st, char *path, size_t size, ts_err *err)
 int ts_store_temp_path_of(ts_store *st, const char *name, char *path, size_t size, ts_err *err)
 {
     char u[TS_UUID_LEN + 1] = "";
-    bool ok = name && strlen(name) == TS_UUID_LEN + 5 && memcmp(name + TS_UUID_LEN, ".part", 5) == 0;
+    bool ok =
+        name && strlen(name) == TS_UUID_LEN + 5 && memcmp(name + TS_UUID_LEN, ".part", 5) == 0;
     if (ok)
         memcpy(u, name, TS_UUID_LEN);
     if (!ok || !uuid_shape_ok(u))

@@ -8,8 +8,8 @@
 /* One advisory lock per file: class 0x7473 ("ts") and the hash of the uuid.
  * Two files that share a hash only wait for each other. tessera_store_instance
  * (db/functions/store_instance.sql) takes the same lock. */
-static const ts_db_stmt lock_file = {
-    "store_lock_file", "SELECT pg_advisory_xact_lock(29811, hashtext($1))", 1};
+static const ts_db_stmt lock_file = {"store_lock_file",
+                                     "SELECT pg_advisory_xact_lock(29811, hashtext($1))", 1};
 static const ts_db_stmt try_lock_file = {
     "store_try_lock_file", "SELECT pg_try_advisory_xact_lock(29811, hashtext($1))", 1};
 /* A statement of its own, after the lock: it sees what committed before. */

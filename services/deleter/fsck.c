@@ -196,8 +196,8 @@ static const ts_db_stmt row_of = {
     "SELECT r.level, r.public_id, a.content_type FROM attachments a "
     "JOIN resources r ON r.id = a.resource_id WHERE a.uuid = $1::uuid",
     1};
-static const ts_db_stmt queue_file = {
-    "fsck_queue_file", "INSERT INTO deletion_queue (uuid) VALUES ($1::uuid)", 1};
+static const ts_db_stmt queue_file = {"fsck_queue_file",
+                                      "INSERT INTO deletion_queue (uuid) VALUES ($1::uuid)", 1};
 
 typedef struct probe {
     const ts_db_stmt *stmt;
@@ -221,8 +221,8 @@ static int probe_txn(ts_db *db, void *arg, ts_err *err)
     return 0;
 }
 
-static int probe_run(fsck *f, const ts_db_stmt *stmt, const char *uuid, ts_db_mode mode,
-                     probe *p, ts_err *err)
+static int probe_run(fsck *f, const ts_db_stmt *stmt, const char *uuid, ts_db_mode mode, probe *p,
+                     ts_err *err)
 {
     memset(p, 0, sizeof(*p));
     p->stmt = stmt;
@@ -339,15 +339,14 @@ int main(int argc, char **argv)
             goto db_failed;
         if (!p.found)
             continue; /* deleted during the scan */
-        printf("missing-file uuid=%s level=%s id=%s content_type=%s\n", uuid,
-               level_name(p.col[0]), p.col[1], p.col[2]);
+        printf("missing-file uuid=%s level=%s id=%s content_type=%s\n", uuid, level_name(p.col[0]),
+               p.col[1], p.col[2]);
         missing++;
     }
 
     printf("fsck files=%zu attachments=%zu queued=%zu orphan_files=%ld missing_files=%ld "
            "foreign_files=%ld young_files_skipped=%ld in_flight=%ld repaired=%ld\n",
-           f.nfiles, f.rows.n, f.queued.n, orphans, missing, f.foreign, young, in_flight,
-           repaired);
+           f.nfiles, f.rows.n, f.queued.n, orphans, missing, f.foreign, young, in_flight, repaired);
     free(f.files);
     free(f.rows.v);
     free(f.queued.v);

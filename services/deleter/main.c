@@ -65,11 +65,11 @@ static const ts_db_stmt claim_batch = {
     "ORDER BY q.id LIMIT $1 FOR UPDATE OF q SKIP LOCKED",
     1};
 
-static const ts_db_stmt purge_removed = {
-    "deleter_purge", "SELECT tessera_purge_removed($1::integer)", 1};
+static const ts_db_stmt purge_removed = {"deleter_purge",
+                                         "SELECT tessera_purge_removed($1::integer)", 1};
 
-static const ts_db_stmt drop_rows = {
-    "deleter_drop", "DELETE FROM deletion_queue WHERE id = ANY ($1::bigint[])", 1};
+static const ts_db_stmt drop_rows = {"deleter_drop",
+                                     "DELETE FROM deletion_queue WHERE id = ANY ($1::bigint[])", 1};
 
 /* a failed removal waits a minute per attempt so far, at most an hour */
 static const ts_db_stmt postpone_row = {
@@ -85,8 +85,8 @@ static const ts_db_stmt count_removed = {
     1};
 
 static const ts_db_stmt queue_status = {
-    "deleter_status",
-    "SELECT length, oldest_age_s, failing FROM tessera_deletion_queue_status()", 0};
+    "deleter_status", "SELECT length, oldest_age_s, failing FROM tessera_deletion_queue_status()",
+    0};
 
 static const ts_db_stmt prune_stats = {
     "deleter_prune", "DELETE FROM deletion_stats WHERE minute < now() - interval '1 day'", 0};
@@ -272,8 +272,8 @@ int main(int argc, char **argv)
                                        "files in place whose writer died before indexing them");
     d.m_failed = ts_metrics_counter("tessera_deleter_remove_failures_total", NULL,
                                     "removals that failed and were postponed");
-    d.m_passes = ts_metrics_counter("tessera_deleter_passes_total", NULL,
-                                    "passes over the deletion queue");
+    d.m_passes =
+        ts_metrics_counter("tessera_deleter_passes_total", NULL, "passes over the deletion queue");
     d.m_queue_length = ts_metrics_gauge("tessera_deletion_queue_length", NULL,
                                         "files waiting in the deletion queue (all deleters)");
     d.m_oldest_age = ts_metrics_gauge("tessera_deletion_queue_oldest_age_seconds", NULL,

@@ -32,7 +32,8 @@ void ingest_ctx_init_metrics(ingest_ctx *ctx)
     ctx->m_db_busy = ts_metrics_counter(name, "status=\"db_busy\"", help);
     ctx->m_storage = ts_metrics_counter(name, "status=\"storage_error\"", help);
     ctx->m_failed = ts_metrics_counter(name, "status=\"failed\"", help);
-    static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+    static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1,   0.25,   0.5,   1,    2.5};
     ctx->m_seconds = ts_metrics_histogram("tessera_ingest_seconds", NULL,
                                           "time to parse, store and index one instance", bounds,
                                           sizeof(bounds) / sizeof(bounds[0]));
@@ -141,7 +142,8 @@ static int store_txn(ts_db *db, void *arg, ts_err *err)
         return rc;
     }
     snprintf(a->status, sizeof(a->status), "%s", PQgetvalue(res, 0, 0));
-    snprintf(a->old_uuid, sizeof(a->old_uuid), "%s", PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
+    snprintf(a->old_uuid, sizeof(a->old_uuid), "%s",
+             PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
     free(a->changes);
     a->changes = strdup(PQgetvalue(res, 0, 2));
     if (!a->changes)
@@ -200,7 +202,7 @@ static ingest_status status_of_db_error(int rc)
     /* TS_ENOTFOUND: the file was reclaimed while the transaction waited, which
      * takes a database in trouble; the client may try again, as for busy */
     return rc == TS_EDB_BUSY || rc == TS_EDB_INDOUBT || rc == TS_ENOTFOUND ? INGEST_DB_BUSY
-                                                                          : INGEST_FAILED;
+                                                                           : INGEST_FAILED;
 }
 
 int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *origin,
@@ -232,7 +234,8 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
         goto fail;
     }
     out->ids = id.ids;
-    if (origin->sop_class_uid && strcmp(origin->sop_class_uid, id.sop_class_uid ? id.sop_class_uid : "")) {
+    if (origin->sop_class_uid &&
+        strcmp(origin->sop_class_uid, id.sop_class_uid ? id.sop_class_uid : "")) {
         out->status = INGEST_WRONG_CLASS;
         rc = ts_err_set(err, TS_EINVAL, "data set of SOP class %s sent as %s",
                         id.sop_class_uid ? id.sop_class_uid : "(none)", origin->sop_class_uid);
@@ -352,7 +355,8 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
         publish_changes(ctx, args.changes);
     }
     ts_metric_observe(ctx->m_seconds, now_s() - t0);
-    ts_debug("instance stored", "instance=%s status=%s uuid=%s", id.ids.instance, args.status, uuid);
+    ts_debug("instance stored", "instance=%s status=%s uuid=%s", id.ids.instance, args.status,
+             uuid);
     rc = 0;
     goto out_free;
 
@@ -366,10 +370,18 @@ fail:
     }
     switch (out->status) {
     case INGEST_INVALID:
-    case INGEST_WRONG_CLASS: ts_metric_inc(ctx->m_invalid); break;
-    case INGEST_DB_BUSY: ts_metric_inc(ctx->m_db_busy); break;
-    case INGEST_STORAGE_ERROR: ts_metric_inc(ctx->m_storage); break;
-    default: ts_metric_inc(ctx->m_failed); break;
+    case INGEST_WRONG_CLASS:
+        ts_metric_inc(ctx->m_invalid);
+        break;
+    case INGEST_DB_BUSY:
+        ts_metric_inc(ctx->m_db_busy);
+        break;
+    case INGEST_STORAGE_ERROR:
+        ts_metric_inc(ctx->m_storage);
+        break;
+    default:
+        ts_metric_inc(ctx->m_failed);
+        break;
     }
 out_free:
     free(args.changes);

@@ -17,7 +17,7 @@
 typedef struct ingest_ctx {
     ts_db_pool *db;
     ts_store *store;
-    ts_bus_pub *events; /* may be NULL */
+    ts_bus_pub *events;             /* may be NULL */
     ts_change_sequencer *sequencer; /* numbers the changes after commit; may be NULL */
     bool overwrite;
     ts_metric *m_stored, *m_already, *m_invalid, *m_db_busy, *m_storage, *m_failed;
@@ -40,11 +40,11 @@ typedef struct ingest_origin {
 typedef enum {
     INGEST_STORED,
     INGEST_ALREADY_STORED,
-    INGEST_INVALID,      /* not DICOM, truncated, identifiers missing, not the C-STORE's instance */
-    INGEST_WRONG_CLASS,  /* C-STORE: the data set is not of the command's SOP class */
-    INGEST_DB_BUSY,      /* database unreachable or conflicts outlasted the replays */
+    INGEST_INVALID,     /* not DICOM, truncated, identifiers missing, not the C-STORE's instance */
+    INGEST_WRONG_CLASS, /* C-STORE: the data set is not of the command's SOP class */
+    INGEST_DB_BUSY,     /* database unreachable or conflicts outlasted the replays */
     INGEST_STORAGE_ERROR,
-    INGEST_FAILED,       /* anything else */
+    INGEST_FAILED, /* anything else */
 } ingest_status;
 
 typedef struct ingest_result {

@@ -35,8 +35,8 @@ typedef struct ingest_service {
     ts_retrieve retrieve; /* C-MOVE, C-GET: instances listed by query, sent from here */
 } ingest_service;
 
-static const ts_db_stmt find_modality = {
-    "ingest_find_modality", "SELECT 1 FROM modalities WHERE aet = $1 LIMIT 1", 1};
+static const ts_db_stmt find_modality = {"ingest_find_modality",
+                                         "SELECT 1 FROM modalities WHERE aet = $1 LIMIT 1", 1};
 
 /* ---- DICOM callbacks ------------------------------------------------------ */
 
@@ -111,13 +111,19 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
 static Tessera__StoreStatus bus_status(ingest_status s)
 {
     switch (s) {
-    case INGEST_STORED: return TESSERA__STORE_STATUS__STORE_STORED;
-    case INGEST_ALREADY_STORED: return TESSERA__STORE_STATUS__STORE_ALREADY_STORED;
+    case INGEST_STORED:
+        return TESSERA__STORE_STATUS__STORE_STORED;
+    case INGEST_ALREADY_STORED:
+        return TESSERA__STORE_STATUS__STORE_ALREADY_STORED;
     case INGEST_INVALID:
-    case INGEST_WRONG_CLASS: return TESSERA__STORE_STATUS__STORE_INVALID_DICOM;
-    case INGEST_DB_BUSY: return TESSERA__STORE_STATUS__STORE_DB_UNAVAILABLE;
-    case INGEST_STORAGE_ERROR: return TESSERA__STORE_STATUS__STORE_STORAGE_ERROR;
-    case INGEST_FAILED: break;
+    case INGEST_WRONG_CLASS:
+        return TESSERA__STORE_STATUS__STORE_INVALID_DICOM;
+    case INGEST_DB_BUSY:
+        return TESSERA__STORE_STATUS__STORE_DB_UNAVAILABLE;
+    case INGEST_STORAGE_ERROR:
+        return TESSERA__STORE_STATUS__STORE_STORAGE_ERROR;
+    case INGEST_FAILED:
+        break;
     }
     return TESSERA__STORE_STATUS__STORE_INTERNAL_ERROR;
 }
@@ -180,8 +186,9 @@ static int on_bus_request(void *user, const uint8_t *req_buf, size_t len, uint8_
         }
         if (stat(path, &sb) != 0) {
             rep.status = TESSERA__STORE_STATUS__STORE_STORAGE_ERROR;
-            snprintf(error, sizeof(error), "the uploaded file %.200s is not in this storage area: %s",
-                     req->temp_file, strerror(errno));
+            snprintf(error, sizeof(error),
+                     "the uploaded file %.200s is not in this storage area: %s", req->temp_file,
+                     strerror(errno));
             goto reply;
         }
         if ((long)sb.st_size > svc->max_instance_size) {
@@ -329,8 +336,8 @@ int main(int argc, char **argv)
         .max_associations = (int)ts_config_int("TESSERA_DICOM_MAX_ASSOCIATIONS"),
         .max_pdu = (int)ts_config_int("TESSERA_DICOM_MAX_PDU"),
         .timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT"),
-            .max_pending = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING"),
-            .max_pending_per_peer = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING_PER_PEER"),
+        .max_pending = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING"),
+        .max_pending_per_peer = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING_PER_PEER"),
         .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
         .max_dataset = ts_config_int("TESSERA_MAX_INSTANCE_SIZE"),
     };

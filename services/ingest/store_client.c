@@ -13,13 +13,20 @@
 static const char *status_name(Tessera__StoreStatus s)
 {
     switch (s) {
-    case TESSERA__STORE_STATUS__STORE_STORED: return "Success";
-    case TESSERA__STORE_STATUS__STORE_ALREADY_STORED: return "AlreadyStored";
-    case TESSERA__STORE_STATUS__STORE_INVALID_DICOM: return "InvalidDicom";
-    case TESSERA__STORE_STATUS__STORE_DB_UNAVAILABLE: return "DatabaseUnavailable";
-    case TESSERA__STORE_STATUS__STORE_STORAGE_ERROR: return "StorageError";
-    case TESSERA__STORE_STATUS__STORE_TOO_LARGE: return "TooLarge";
-    default: return "InternalError";
+    case TESSERA__STORE_STATUS__STORE_STORED:
+        return "Success";
+    case TESSERA__STORE_STATUS__STORE_ALREADY_STORED:
+        return "AlreadyStored";
+    case TESSERA__STORE_STATUS__STORE_INVALID_DICOM:
+        return "InvalidDicom";
+    case TESSERA__STORE_STATUS__STORE_DB_UNAVAILABLE:
+        return "DatabaseUnavailable";
+    case TESSERA__STORE_STATUS__STORE_STORAGE_ERROR:
+        return "StorageError";
+    case TESSERA__STORE_STATUS__STORE_TOO_LARGE:
+        return "TooLarge";
+    default:
+        return "InternalError";
     }
 }
 

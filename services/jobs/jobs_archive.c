@@ -45,7 +45,6 @@ static void set_content(ts_job_claim *c, const ts_archive *a, long long archive_
     c->content = o;
 }
 
-
 static bool write_all(int fd, const char *p, size_t n)
 {
     while (n) {
@@ -82,8 +81,8 @@ void jobs_archive_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     }
     if (rc) {
         jobs_fail(out, rc == TS_EDB_BUSY ? 11 : 1,
-             rc == TS_EDB_BUSY ? "The database is currently not available" : "Internal error",
-             err.msg);
+                  rc == TS_EDB_BUSY ? "The database is currently not available" : "Internal error",
+                  err.msg);
         goto done;
     }
     /* a part of its own per worker: a worker that lost its lease but still

@@ -14,7 +14,6 @@
 #define ERR_NETWORK 9
 #define ERR_BAD_FORMAT 15
 
-
 void jobs_move_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
 {
     json_t *resources = json_object_get(c->input, "Resources");

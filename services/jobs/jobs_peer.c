@@ -25,7 +25,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-
 /* The peer's answer is not needed, only its status: keep a bounded amount. */
 static size_t discard(char *ptr, size_t size, size_t nmemb, void *user)
 {

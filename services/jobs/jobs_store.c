@@ -39,7 +39,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-
 typedef struct files_q {
     const char *const *ids;
     size_t n;
@@ -180,8 +179,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     {
         const char *id = json_string_value(v);
         if (!id || !ts_id_is_valid(id)) {
-            jobs_fail(out, ERR_BAD_FORMAT, "Bad file format",
-                        "malformed instance id in job input");
+            jobs_fail(out, ERR_BAD_FORMAT, "Bad file format", "malformed instance id in job input");
             goto out;
         }
         if (json_object_get(d.done, id))

@@ -58,8 +58,8 @@ static inline void jobs_fail(jobs_outcome *out, int code, const char *descriptio
                              const char *details)
 {
     out->code = code;
-    snprintf(out->description, sizeof(out->description), "%.*s",
-             (int)sizeof(out->description) - 1, description);
+    snprintf(out->description, sizeof(out->description), "%.*s", (int)sizeof(out->description) - 1,
+             description);
     snprintf(out->details, sizeof(out->details), "%.*s", (int)sizeof(out->details) - 1, details);
 }
 

@@ -34,9 +34,9 @@ typedef struct query_spec {
     const query_key *keys;
     size_t nkeys;
     query_case case_matching;
-    long limit;          /* rows at most (0: no limit); one more is fetched to tell truncation */
-    long since;          /* rows to skip (the bus's paging) */
-    bool with_file;      /* INSTANCE level: also the uuid of the DICOM file (C-MOVE) */
+    long limit;     /* rows at most (0: no limit); one more is fetched to tell truncation */
+    long since;     /* rows to skip (the bus's paging) */
+    bool with_file; /* INSTANCE level: also the uuid of the DICOM file (C-MOVE) */
 } query_spec;
 
 /* The SQL of a query: text with $n placeholders, the n values, and where each

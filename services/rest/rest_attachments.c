@@ -113,7 +113,8 @@ static bool parse(rest_request *req, char lv[4], char type_s[12], bool need_name
     if (need_name) {
         int type = content_type_of(req->seg[3]);
         if (!type) {
-            rest_reply_error(req, 404, 7, "Accessing an inexistent item", "unknown attachment name");
+            rest_reply_error(req, 404, 7, "Accessing an inexistent item",
+                             "unknown attachment name");
             return false;
         }
         snprintf(type_s, 12, "%d", type);
@@ -187,9 +188,9 @@ void rest_attachment_operations(rest_request *req)
     if (!lookup(req, lv, type_s, &r))
         return;
     rest_row_clear(&r);
-    json_t *ops = json_pack("[s,s,s,s,s,s,s,s]", "compressed-data", "compressed-md5",
-                            "compressed-size", "data", "is-compressed", "md5", "size",
-                            "uncompressed-data");
+    json_t *ops =
+        json_pack("[s,s,s,s,s,s,s,s]", "compressed-data", "compressed-md5", "compressed-size",
+                  "data", "is-compressed", "md5", "size", "uncompressed-data");
     rest_reply_json(req, 200, ops);
 }
 
@@ -290,8 +291,9 @@ void rest_attachment_delete(rest_request *req)
     if (!parse(req, lv, type_s, true))
         return;
     if (atoi(type_s) < 1024) {
-        rest_reply_error(req, 400, 4, "Parameter out of range",
-                         "the DICOM file of an instance goes with the instance (DELETE the instance)");
+        rest_reply_error(
+            req, 400, 4, "Parameter out of range",
+            "the DICOM file of an instance goes with the instance (DELETE the instance)");
         return;
     }
     long match = rest_if_match(req);

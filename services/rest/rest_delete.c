@@ -16,8 +16,7 @@
 
 static const ts_db_stmt queue_status = {
     "rest_deletion_queue_status",
-    "SELECT length, oldest_age_s, failing, removal_rate FROM tessera_deletion_queue_status()",
-    0};
+    "SELECT length, oldest_age_s, failing, removal_rate FROM tessera_deletion_queue_status()", 0};
 
 void rest_nudge_deleters(rest_ctx *ctx)
 {

@@ -238,8 +238,7 @@ static const ts_db_stmt instances_stmt = {
 PGresult *dw_instances(rest_request *req, bool with_json)
 {
     const char *uids[3] = {"", "", ""};
-    static const char *const names[] = {"StudyInstanceUID", "SeriesInstanceUID",
-                                        "SOPInstanceUID"};
+    static const char *const names[] = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"};
     for (int k = 0; k < 3 && 2 + 2 * k < req->nseg; k++) {
         const char *s = req->seg[2 + 2 * k];
         if (!dw_uid_valid(s)) {

@@ -47,33 +47,33 @@ typedef struct qido_attr {
 /* The attributes QIDO matches on: PS3.18 Table 10.6.1-5's required keys and
  * the others the index keeps (services/query/query_match.c has their SQL). */
 static const qido_attr MATCHABLE[] = {
-    {T(0x0010, 0x0010), P}, {T(0x0010, 0x0020), P}, {T(0x0010, 0x0030), P},
-    {T(0x0010, 0x0040), P}, {T(0x0010, 0x1000), P}, {T(0x0008, 0x0020), S},
-    {T(0x0008, 0x0030), S}, {T(0x0020, 0x0010), S}, {T(0x0008, 0x1030), S},
-    {T(0x0008, 0x0050), S}, {T(0x0020, 0x000d), S}, {T(0x0032, 0x1060), S},
-    {T(0x0008, 0x0080), S}, {T(0x0032, 0x1032), S}, {T(0x0008, 0x0090), S},
-    {T(0x0008, 0x0061), S}, {T(0x0008, 0x0021), E}, {T(0x0008, 0x0031), E},
-    {T(0x0008, 0x0060), E}, {T(0x0008, 0x0070), E}, {T(0x0008, 0x1010), E},
-    {T(0x0008, 0x103e), E}, {T(0x0018, 0x0015), E}, {T(0x0018, 0x1030), E},
-    {T(0x0020, 0x0011), E}, {T(0x0020, 0x000e), E}, {T(0x0008, 0x1070), E},
-    {T(0x0008, 0x0018), I}, {T(0x0008, 0x0016), I}, {T(0x0020, 0x0013), I},
-    {T(0x0008, 0x0012), I}, {T(0x0008, 0x0013), I}, {T(0x0020, 0x0012), I},
-    {T(0x0028, 0x0008), I}, {T(0x0020, 0x4000), I},
+    {T(0x0010, 0x0010), P}, {T(0x0010, 0x0020), P}, {T(0x0010, 0x0030), P}, {T(0x0010, 0x0040), P},
+    {T(0x0010, 0x1000), P}, {T(0x0008, 0x0020), S}, {T(0x0008, 0x0030), S}, {T(0x0020, 0x0010), S},
+    {T(0x0008, 0x1030), S}, {T(0x0008, 0x0050), S}, {T(0x0020, 0x000d), S}, {T(0x0032, 0x1060), S},
+    {T(0x0008, 0x0080), S}, {T(0x0032, 0x1032), S}, {T(0x0008, 0x0090), S}, {T(0x0008, 0x0061), S},
+    {T(0x0008, 0x0021), E}, {T(0x0008, 0x0031), E}, {T(0x0008, 0x0060), E}, {T(0x0008, 0x0070), E},
+    {T(0x0008, 0x1010), E}, {T(0x0008, 0x103e), E}, {T(0x0018, 0x0015), E}, {T(0x0018, 0x1030), E},
+    {T(0x0020, 0x0011), E}, {T(0x0020, 0x000e), E}, {T(0x0008, 0x1070), E}, {T(0x0008, 0x0018), I},
+    {T(0x0008, 0x0016), I}, {T(0x0020, 0x0013), I}, {T(0x0008, 0x0012), I}, {T(0x0008, 0x0013), I},
+    {T(0x0020, 0x0012), I}, {T(0x0028, 0x0008), I}, {T(0x0020, 0x4000), I},
 };
 
 /* What each level answers without includefield (PS3.18 Tables 10.6.3-3 to
  * -5, as far as the index holds them; RetrieveURL and InstanceAvailability
  * are added to every match). */
 static const uint32_t STUDY_TAGS[] = {
-    T(0x0008, 0x0020), T(0x0008, 0x0030), T(0x0008, 0x0050), T(0x0008, 0x0061),
-    T(0x0008, 0x0090), T(0x0010, 0x0010), T(0x0010, 0x0020), T(0x0010, 0x0030),
-    T(0x0010, 0x0040), T(0x0020, 0x000d), T(0x0020, 0x0010), T(0x0008, 0x1030),
-    T(0x0020, 0x1206), T(0x0020, 0x1208), 0};
+    T(0x0008, 0x0020), T(0x0008, 0x0030), T(0x0008, 0x0050), T(0x0008, 0x0061), T(0x0008, 0x0090),
+    T(0x0010, 0x0010), T(0x0010, 0x0020), T(0x0010, 0x0030), T(0x0010, 0x0040), T(0x0020, 0x000d),
+    T(0x0020, 0x0010), T(0x0008, 0x1030), T(0x0020, 0x1206), T(0x0020, 0x1208), 0};
 static const uint32_t SERIES_TAGS[] = {T(0x0008, 0x0060), T(0x0008, 0x103e), T(0x0020, 0x000e),
                                        T(0x0020, 0x0011), T(0x0020, 0x1209), T(0x0008, 0x0021),
                                        T(0x0008, 0x0031), T(0x0020, 0x000d), 0};
-static const uint32_t INSTANCE_TAGS[] = {T(0x0008, 0x0016), T(0x0008, 0x0018), T(0x0020, 0x0013),
-                                         T(0x0028, 0x0008), T(0x0020, 0x000d), T(0x0020, 0x000e),
+static const uint32_t INSTANCE_TAGS[] = {T(0x0008, 0x0016),
+                                         T(0x0008, 0x0018),
+                                         T(0x0020, 0x0013),
+                                         T(0x0028, 0x0008),
+                                         T(0x0020, 0x000d),
+                                         T(0x0020, 0x000e),
                                          0};
 /* instance attributes that are not main tags, read from the stored metadata */
 static const uint32_t INSTANCE_STORED_TAGS[] = {T(0x0028, 0x0010), T(0x0028, 0x0011),
@@ -187,7 +187,8 @@ static void parse_includefield(qido *q, const char *value)
     free(copy);
 }
 
-static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                              const char *value)
 {
     qido *q = cls;
     (void)kind;
@@ -215,8 +216,10 @@ static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *ke
         const qido_attr *a;
         char name[80];
         if (!ts_dicom_parse_tag(key, &tag)) {
-            fail(q, "\"%.80s\" is neither a DICOM attribute (keyword or tag) nor a QIDO-RS "
-                    "parameter", key);
+            fail(q,
+                 "\"%.80s\" is neither a DICOM attribute (keyword or tag) nor a QIDO-RS "
+                 "parameter",
+                 key);
         } else if (!(a = matchable(tag))) {
             ts_dicom_tag_name(tag, name, sizeof(name));
             fail(q, "%s (%.80s) is not an attribute Tessera matches on", name, key);

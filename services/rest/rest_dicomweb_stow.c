@@ -167,8 +167,10 @@ static int split(rest_request *req, const char *boundary, stow_part **parts, siz
         if (r.len - r.pos > dlen)
             r.pos = r.len - dlen;
         if (!fill(&r) || (r.eof && !memmem(r.buf + r.pos, r.len - r.pos, delim, dlen))) {
-            snprintf(msg, msize, "the boundary \"%.80s\" of the Content-Type never appears in "
-                                 "the body", boundary);
+            snprintf(msg, msize,
+                     "the boundary \"%.80s\" of the Content-Type never appears in "
+                     "the body",
+                     boundary);
             goto done;
         }
     }
@@ -193,8 +195,10 @@ static int split(rest_request *req, const char *boundary, stow_part **parts, siz
         } else {
             const char *h = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
             if (!h || h - p > STOW_MAX_HEADERS) {
-                snprintf(msg, msize, "part %zu: its headers do not end (a blank line) within "
-                                     "%d bytes", *nparts + 1, STOW_MAX_HEADERS);
+                snprintf(msg, msize,
+                         "part %zu: its headers do not end (a blank line) within "
+                         "%d bytes",
+                         *nparts + 1, STOW_MAX_HEADERS);
                 goto done;
             }
             body = h + 4;
@@ -236,8 +240,10 @@ static int split(rest_request *req, const char *boundary, stow_part **parts, siz
             }
             if (!fill(&r) || (r.eof && !memmem(r.buf + r.pos, r.len - r.pos, delim, dlen) &&
                               r.len - r.pos <= dlen)) {
-                snprintf(msg, msize, "part %zu is truncated: the body ends before its closing "
-                                     "boundary", *nparts);
+                snprintf(msg, msize,
+                         "part %zu is truncated: the body ends before its closing "
+                         "boundary",
+                         *nparts);
                 goto done;
             }
         }
@@ -342,8 +348,10 @@ void rest_dw_store(rest_request *req)
     char type[96] = "", boundary[80];
     if (!ct || strncasecmp(ct, "multipart/related", 17) != 0 ||
         (ct[17] && ct[17] != ';' && ct[17] != ' ')) {
-        dw_error(req, 415, "STOW-RS takes multipart/related; type=\"application/dicom\", not "
-                           "\"%.100s\"", ct ? ct : "");
+        dw_error(req, 415,
+                 "STOW-RS takes multipart/related; type=\"application/dicom\", not "
+                 "\"%.100s\"",
+                 ct ? ct : "");
         return;
     }
     if (ct_param(ct, "type", type, sizeof(type)) && strcasecmp(type, "application/dicom") != 0) {

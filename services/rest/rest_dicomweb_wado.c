@@ -37,13 +37,13 @@ typedef struct mp_stream {
     char boundary[40];
     char hdr[600];
     size_t hdr_len, hdr_pos;
-    int fd;                    /* the current part's file (MP_FILES) */
-    ts_dicom_reader *reader;   /* the current part's value (MP_FRAMES, MP_VALUE) */
+    int fd;                  /* the current part's file (MP_FILES) */
+    ts_dicom_reader *reader; /* the current part's value (MP_FRAMES, MP_VALUE) */
     bool closed;
     ts_store *store;
     PGresult *res; /* MP_FILES: dw_instances' rows */
     int row;
-    char path[4096]; /* MP_FRAMES: the file */
+    char path[4096];  /* MP_FRAMES: the file */
     unsigned *frames; /* 1-based */
     size_t nframes, next_frame;
 } mp_stream;
@@ -111,8 +111,7 @@ static bool mp_next_part(mp_stream *s)
     }
     if (s->kind == MP_FRAMES && s->next_frame < s->nframes) {
         const char *mime = NULL;
-        if (ts_dicom_frame_raw(s->path, s->frames[s->next_frame++] - 1, &s->reader, &mime,
-                               &err)) {
+        if (ts_dicom_frame_raw(s->path, s->frames[s->next_frame++] - 1, &s->reader, &mime, &err)) {
             ts_warn("dicomweb: frame unreadable", "error=\"%s\"", err.msg);
             return false;
         }
@@ -171,21 +170,21 @@ static ssize_t mp_read(void *cls, char *buf, size_t max)
             char prev[8];
             snprintf(prev, sizeof(prev), "%s", first ? "" : "\r\n");
             if (s->kind == MP_VALUE && !first) {
-                s->hdr_len = (size_t)snprintf(s->hdr, sizeof(s->hdr), "\r\n--%s--\r\n",
-                                              s->boundary);
+                s->hdr_len =
+                    (size_t)snprintf(s->hdr, sizeof(s->hdr), "\r\n--%s--\r\n", s->boundary);
                 s->hdr_pos = 0;
                 s->closed = true;
             } else if (mp_next_part(s)) {
                 if (!first) { /* the CRLF that ends the previous part's body */
-                    memmove(s->hdr + 2, s->hdr, s->hdr_len + 1 < sizeof(s->hdr) - 2
-                                                     ? s->hdr_len + 1
-                                                     : sizeof(s->hdr) - 2);
+                    memmove(s->hdr + 2, s->hdr,
+                            s->hdr_len + 1 < sizeof(s->hdr) - 2 ? s->hdr_len + 1
+                                                                : sizeof(s->hdr) - 2);
                     memcpy(s->hdr, "\r\n", 2);
                     s->hdr_len += 2;
                 }
             } else {
-                s->hdr_len = (size_t)snprintf(s->hdr, sizeof(s->hdr), "%s--%s--\r\n", prev,
-                                              s->boundary);
+                s->hdr_len =
+                    (size_t)snprintf(s->hdr, sizeof(s->hdr), "%s--%s--\r\n", prev, s->boundary);
                 s->hdr_pos = 0;
                 s->closed = true;
             }

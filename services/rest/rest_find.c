@@ -150,7 +150,8 @@ void rest_tools_find(rest_request *req)
     json_t *rv;
     json_array_foreach(rtags, ri, rv)
     {
-        if (!json_is_string(rv) || !ts_dicom_parse_tag(json_string_value(rv), &requested[nrequested])) {
+        if (!json_is_string(rv) ||
+            !ts_dicom_parse_tag(json_string_value(rv), &requested[nrequested])) {
             rest_reply_error(req, 500, 27, "Unknown DICOM tag", "in \"RequestedTags\"");
             goto out;
         }

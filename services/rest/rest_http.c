@@ -23,11 +23,11 @@ struct rest_server {
     rest_ctx *ctx;
     const rest_route *routes;
     size_t nroutes;
-    ts_metric *m_requests[6]; /* by status class 1xx..5xx */
+    ts_metric *m_requests[6];    /* by status class 1xx..5xx */
     ts_metric **m_route_seconds; /* per route */
     ts_metric **m_route_trips;
-    bool auth;                   /* HTTP Basic authentication required */
-    char **users;                /* "user:password" */
+    bool auth;    /* HTTP Basic authentication required */
+    char **users; /* "user:password" */
     size_t nusers;
 };
 
@@ -64,8 +64,8 @@ typedef struct pending {
     /* uploads of instances are spooled to a temporary file of the storage
      * area instead (REST_BODY_SPOOL) */
     bool spool;
-    size_t limit; /* the route's largest body (rest_body_kind) */
-    bool refused; /* no valid credentials: answered 401 after the body */
+    size_t limit;       /* the route's largest body (rest_body_kind) */
+    bool refused;       /* no valid credentials: answered 401 after the body */
     char username[128]; /* who authenticated; "" when authentication is off */
     bool dropped;       /* no route takes it: the body is read and dropped */
     const char *method; /* after Orthanc's method faking (X-HTTP-Method-Override) */
@@ -228,22 +228,38 @@ static inflate_result inflate_body(rest_server *srv, pending *p)
 static const char *status_text(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Request Entity Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Error";
+    case 200:
+        return "OK";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Request Entity Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Entity";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
     }
 }
 
@@ -781,8 +797,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         p->gzip = kind == REST_BODY_SPOOL_GZIP;
         if (p->dropped)
             p->limit = (size_t)srv->ctx->max_body;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         p->too_big = cl && strtoull(cl, NULL, 10) > p->limit;
         /* answered before the body: MHD closes the connection afterwards */
         if (p->too_big || (p->refused && expects_continue(conn)))
@@ -877,13 +893,13 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
     srv->ctx = ctx;
     srv->routes = routes;
     srv->nroutes = nroutes;
-    static const char *const labels[] = {"", "code=\"1xx\"", "code=\"2xx\"", "code=\"3xx\"",
-                                         "code=\"4xx\"", "code=\"5xx\""};
+    static const char *const labels[] = {
+        "", "code=\"1xx\"", "code=\"2xx\"", "code=\"3xx\"", "code=\"4xx\"", "code=\"5xx\""};
     for (int i = 1; i <= 5; i++)
         srv->m_requests[i] = ts_metrics_counter("tessera_http_requests_total", labels[i],
                                                 "HTTP requests answered, by status class");
-    static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                    2.5, 5, 10};
+    static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                    0.25,  0.5,    1,     2.5,  5,     10};
     srv->m_route_seconds = calloc(nroutes, sizeof(ts_metric *));
     srv->m_route_trips = calloc(nroutes, sizeof(ts_metric *));
     if (!srv->m_route_seconds || !srv->m_route_trips)
@@ -891,12 +907,12 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
     for (size_t i = 0; i < nroutes; i++) {
         char label[200];
         snprintf(label, sizeof(label), "route=\"%s %s\"", routes[i].method, routes[i].pattern);
-        srv->m_route_seconds[i] = ts_metrics_histogram(
-            "tessera_http_request_seconds", label, "time to answer, by route", bounds,
-            sizeof(bounds) / sizeof(bounds[0]));
-        srv->m_route_trips[i] = ts_metrics_counter(
-            "tessera_http_db_round_trips_total", label,
-            "network round trips to PostgreSQL made while answering, by route");
+        srv->m_route_seconds[i] =
+            ts_metrics_histogram("tessera_http_request_seconds", label, "time to answer, by route",
+                                 bounds, sizeof(bounds) / sizeof(bounds[0]));
+        srv->m_route_trips[i] =
+            ts_metrics_counter("tessera_http_db_round_trips_total", label,
+                               "network round trips to PostgreSQL made while answering, by route");
     }
 
     /* HTTP Basic authentication: on unless off, and by default whenever the
@@ -906,11 +922,12 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
     srv->auth = strcmp(auth, "on") == 0 || (strcmp(auth, "auto") == 0 && !is_loopback(bind_addr));
     int rc = load_users(srv, err);
     if (rc == 0 && srv->auth && srv->nusers == 0)
-        rc = ts_err_set(err, TS_EINVAL,
-                        "HTTP authentication is on (TESSERA_HTTP_AUTH=%s, TESSERA_HTTP_BIND=%s is not "
-                        "loopback) but there are no users: set TESSERA_HTTP_USERS_FILE or "
-                        "TESSERA_HTTP_USERS, bind to 127.0.0.1, or set TESSERA_HTTP_AUTH=off",
-                        auth, bind_addr);
+        rc = ts_err_set(
+            err, TS_EINVAL,
+            "HTTP authentication is on (TESSERA_HTTP_AUTH=%s, TESSERA_HTTP_BIND=%s is not "
+            "loopback) but there are no users: set TESSERA_HTTP_USERS_FILE or "
+            "TESSERA_HTTP_USERS, bind to 127.0.0.1, or set TESSERA_HTTP_AUTH=off",
+            auth, bind_addr);
     struct sockaddr_in6 a6 = {0};
     struct sockaddr_in a4 = {0};
     const struct sockaddr *sa = NULL;
@@ -935,8 +952,8 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
         srv->daemon = MHD_start_daemon(
             flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_NOTIFY_COMPLETED,
             on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, ts_log_external, (void *)"http server",
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
-            MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_END);
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+            120u, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_END);
         if (!srv->daemon)
             rc = ts_err_set(err, TS_EIO, "cannot serve HTTP on %s port %d (in use?)", bind_addr,
                             port);

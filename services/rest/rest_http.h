@@ -38,7 +38,7 @@ typedef struct rest_request {
     /* POST /instances: the body is this complete file in the storage area's
      * tmp/ instead (body is NULL); removed after the handler unless taken over */
     const char *body_path;
-    void *conn; /* struct MHD_Connection */
+    void *conn;           /* struct MHD_Connection */
     const char *username; /* the HTTP Basic user when authentication is on, else "" */
     /* the answer, set by rest_reply_* */
     int status;
@@ -46,11 +46,11 @@ typedef struct rest_request {
     size_t content_len;
     int content_fd; /* when >= 0, the body is this file (content_len bytes) */
     const char *content_type;
-    const char *allow; /* for 405 */
-    char etag[64];     /* sent as ETag when not empty */
-    char disposition[96]; /* sent as Content-Disposition when not empty */
+    const char *allow;          /* for 405 */
+    char etag[64];              /* sent as ETag when not empty */
+    char disposition[96];       /* sent as Content-Disposition when not empty */
     struct rest_stream *stream; /* when set, the body is produced while it is sent */
-    char *headers; /* more headers: "name\nvalue\n" pairs (rest_add_header) */
+    char *headers;              /* more headers: "name\nvalue\n" pairs (rest_add_header) */
 } rest_request;
 
 /* Adds a header to the answer (e.g. DICOMweb's Warning). */

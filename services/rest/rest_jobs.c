@@ -178,7 +178,8 @@ bool rest_job_priority(rest_request *req, const json_t *body, int *priority)
     if (!p)
         return true;
     if (!json_is_integer(p)) {
-        rest_reply_error(req, 400, 15, "Bad file format", "Integer value expected in field: Priority");
+        rest_reply_error(req, 400, 15, "Bad file format",
+                         "Integer value expected in field: Priority");
         return false;
     }
     if (json_integer_value(p) < -1000000000 || json_integer_value(p) > 1000000000) {

@@ -12,10 +12,21 @@
 #include "rest_metadata.h"
 
 /* Orthanc's system metadata: readable, not writable through the API. */
-static const char *const system_names[] = {
-    "IndexInSeries", "ReceptionDate", "RemoteAET", "ExpectedNumberOfInstances", "ModifiedFrom",
-    "AnonymizedFrom", "LastUpdate", "Origin", "TransferSyntax", "SopClassUid", "RemoteIP",
-    "CalledAET", "HttpUsername", "PixelDataOffset", "MainDicomTagsSignature"};
+static const char *const system_names[] = {"IndexInSeries",
+                                           "ReceptionDate",
+                                           "RemoteAET",
+                                           "ExpectedNumberOfInstances",
+                                           "ModifiedFrom",
+                                           "AnonymizedFrom",
+                                           "LastUpdate",
+                                           "Origin",
+                                           "TransferSyntax",
+                                           "SopClassUid",
+                                           "RemoteIP",
+                                           "CalledAET",
+                                           "HttpUsername",
+                                           "PixelDataOffset",
+                                           "MainDicomTagsSignature"};
 
 /* User metadata come from TESSERA_USER_METADATA ("Name=1024,Other=1025"); a
  * name may also be given by its number. Writes *canonical (the stored name).

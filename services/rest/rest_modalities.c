@@ -161,7 +161,8 @@ void rest_get_modality(rest_request *req)
         return;
     json_decref(conf);
     /* the operations of a modality that Tessera serves */
-    rest_reply_json(req, 200, json_pack("[s, s, s, s, s]", "configuration", "echo", "move", "query", "store"));
+    rest_reply_json(
+        req, 200, json_pack("[s, s, s, s, s]", "configuration", "echo", "move", "query", "store"));
 }
 
 void rest_get_modality_configuration(rest_request *req)
@@ -443,8 +444,8 @@ void rest_modality_echo(rest_request *req)
                           .aet = json_string_value(json_object_get(conf, "AET")),
                           .host = json_string_value(json_object_get(conf, "Host")),
                           .port = (int)json_integer_value(json_object_get(conf, "Port")),
-                          .timeout_s = timeout > 0 ? timeout
-                                                   : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+                          .timeout_s =
+                              timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
     ts_err err;
     if (ts_dicom_echo(&peer, &err)) {
         ts_info("echo failed", "modality=%s error=\"%s\"", req->seg[1], err.msg);

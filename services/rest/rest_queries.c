@@ -288,12 +288,12 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
         keys[nkeys++].value = json_string_value(v);
     }
     rest_modality_settings(m->conf, &timeout, &local);
-    ts_dicom_peer peer = {
-        .our_aet = local,
-        .aet = m->aet,
-        .host = m->host,
-        .port = m->port,
-        .timeout_s = timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+    ts_dicom_peer peer = {.our_aet = local,
+                          .aet = m->aet,
+                          .host = m->host,
+                          .port = m->port,
+                          .timeout_s =
+                              timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
     ts_err err;
     int rc = ts_dicom_find_scu(&peer, level, keys, nkeys, normalize,
                                (size_t)ts_config_int("TESSERA_QUERY_LIMIT"), &answers, &err);

@@ -206,7 +206,8 @@ void rest_navigate(rest_request *req)
     bool plural = target >= 0;
     if (!plural)
         target = level_of_singular(req->seg[2]);
-    /* "series" is both: below a study or patient it means children; above an instance, the parent */
+    /* "series" is both: below a study or patient it means children; above an instance, the parent
+     */
     if (target == 2 && level == 3)
         plural = false;
     if (target < 0 || (plural && target <= level) || (!plural && target >= level)) {
@@ -688,8 +689,10 @@ static const ts_db_stmt lookup = {
     "rest_lookup",
     "SELECT coalesce(jsonb_agg(jsonb_build_object("
     "  'ID', r.public_id,"
-    "  'Path', '/' || (ARRAY['patients','studies','series','instances'])[r.level + 1] || '/' || r.public_id,"
-    "  'Type', (ARRAY['Patient','Study','Series','Instance'])[r.level + 1]) ORDER BY r.level, r.id), '[]')"
+    "  'Path', '/' || (ARRAY['patients','studies','series','instances'])[r.level + 1] || '/' || "
+    "r.public_id,"
+    "  'Type', (ARRAY['Patient','Study','Series','Instance'])[r.level + 1]) ORDER BY r.level, "
+    "r.id), '[]')"
     " FROM resources r WHERE r.id IN ("
     "  SELECT resource_id FROM patients WHERE tessera_fold(patient_id) = tessera_fold($1)"
     "  UNION SELECT resource_id FROM studies WHERE study_instance_uid = $1"

@@ -101,7 +101,8 @@ static const ts_db_stmt changes = {
     " 'Changes', coalesce((SELECT jsonb_agg(jsonb_build_object("
     "    'ChangeType', change_type, 'Date', tessera_orthanc_time(created_at),"
     "    'ID', public_id,"
-    "    'Path', '/' || (ARRAY['patients','studies','series','instances'])[level + 1] || '/' || public_id,"
+    "    'Path', '/' || (ARRAY['patients','studies','series','instances'])[level + 1] || '/' || "
+    "public_id,"
     "    'ResourceType', (ARRAY['Patient','Study','Series','Instance'])[level + 1],"
     "    'Seq', seq) ORDER BY seq) FROM page), '[]'),"
     " 'Done', (SELECT count(*) FROM c) <= $2::bigint,"
@@ -113,9 +114,11 @@ static const ts_db_stmt last_change = {
     "SELECT jsonb_build_object('Changes', coalesce((SELECT jsonb_agg(jsonb_build_object("
     "    'ChangeType', change_type, 'Date', tessera_orthanc_time(created_at),"
     "    'ID', public_id,"
-    "    'Path', '/' || (ARRAY['patients','studies','series','instances'])[level + 1] || '/' || public_id,"
+    "    'Path', '/' || (ARRAY['patients','studies','series','instances'])[level + 1] || '/' || "
+    "public_id,"
     "    'ResourceType', (ARRAY['Patient','Study','Series','Instance'])[level + 1],"
-    "    'Seq', seq)) FROM (SELECT * FROM changes WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1) l), '[]'),"
+    "    'Seq', seq)) FROM (SELECT * FROM changes WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1) "
+    "l), '[]'),"
     " 'Done', true, 'Last', (SELECT last_seq FROM change_counter))",
     0};
 

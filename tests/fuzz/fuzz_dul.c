@@ -107,7 +107,8 @@ static int free_port(void)
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(a);
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) || getsockname(s, (struct sockaddr *)&a, &len))
+    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) ||
+        getsockname(s, (struct sockaddr *)&a, &len))
         abort();
     close(s);
     return ntohs(a.sin_port);
@@ -160,7 +161,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     query_scp = qscp;
     pthread_t t;
-    if (pthread_create(&t, NULL, run_ingest_scp, scp) || pthread_create(&t, NULL, run_query_scp, qscp))
+    if (pthread_create(&t, NULL, run_ingest_scp, scp) ||
+        pthread_create(&t, NULL, run_query_scp, qscp))
         abort();
     return 0;
 }
@@ -176,7 +178,8 @@ static size_t put_item(uint8_t *p, uint8_t type, const void *body, size_t len)
 }
 
 /* A presentation context item: id, abstract syntax, transfer syntaxes. */
-static size_t put_context(uint8_t *p, uint8_t id, const char *abstract, const char *const *ts, int nts)
+static size_t put_context(uint8_t *p, uint8_t id, const char *abstract, const char *const *ts,
+                          int nts)
 {
     uint8_t body[512];
     size_t n = 0;
@@ -282,8 +285,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(stream);
     /* The SCP's threads are done with this input before the next one (and
      * before libFuzzer looks for leaks): within its 2 s timeout plus margin. */
-    for (int i = 0; i < 1000 && (ts_dicom_scp_active(ingest_scp) || ts_dicom_qr_scp_active(query_scp));
-         i++)
+    for (int i = 0;
+         i < 1000 && (ts_dicom_scp_active(ingest_scp) || ts_dicom_qr_scp_active(query_scp)); i++)
         usleep(5000);
     if (ts_dicom_scp_active(ingest_scp) || ts_dicom_qr_scp_active(query_scp))
         abort(); /* a connection the SCP never let go of: a finding */

@@ -49,8 +49,11 @@ static ts_db_pool *new_pool(int size, int retries)
     char db[64];
     assert_int_equal(fresh_database(db, sizeof(db)), 0);
     snprintf(test_url, sizeof(test_url), "%s dbname=%s", getenv("TESSERA_TEST_DB_URL"), db);
-    ts_db_options opt = {.conninfo = test_url, .size = size, .max_retries = retries,
-                         .isolation = "read-committed", .connect_timeout_s = 5,
+    ts_db_options opt = {.conninfo = test_url,
+                         .size = size,
+                         .max_retries = retries,
+                         .isolation = "read-committed",
+                         .connect_timeout_s = 5,
                          .retry_base_ms = 10};
     ts_db_pool *pool;
     ts_err err;
@@ -199,9 +202,8 @@ static void test_send_returns_before_the_result(void **state)
     ts_db_pool_free(pool);
 }
 
-static const ts_db_stmt divides_by_zero = {
-    "unit_divides_by_zero",
-    "SELECT CASE WHEN $1::int > 0 THEN 1 / 0 ELSE 1 END", 1};
+static const ts_db_stmt divides_by_zero = {"unit_divides_by_zero",
+                                           "SELECT CASE WHEN $1::int > 0 THEN 1 / 0 ELSE 1 END", 1};
 
 typedef struct forgetful {
     int attempts;
@@ -291,9 +293,12 @@ static void test_reconnects_after_the_server_drops_the_connection(void **state)
 
 static void test_unreachable_database_is_busy(void **state)
 {
-    ts_db_options opt = {.conninfo = "host=/nonexistent-dir port=1 dbname=x", .size = 1,
-                         .max_retries = 1, .isolation = "read-committed",
-                         .connect_timeout_s = 1, .retry_base_ms = 5};
+    ts_db_options opt = {.conninfo = "host=/nonexistent-dir port=1 dbname=x",
+                         .size = 1,
+                         .max_retries = 1,
+                         .isolation = "read-committed",
+                         .connect_timeout_s = 1,
+                         .retry_base_ms = 5};
     ts_db_pool *pool;
     ts_err err;
     assert_int_equal(ts_db_pool_new(&opt, &pool, &err), 0);
@@ -449,8 +454,8 @@ static int make_stale_txn(ts_db *db, void *arg, ts_err *err)
                           err);
 }
 
-static const ts_db_stmt orthanc_time = {
-    "test_orthanc_time", "SELECT tessera_orthanc_time('2026-01-02 03:04:05+00')", 0};
+static const ts_db_stmt orthanc_time = {"test_orthanc_time",
+                                        "SELECT tessera_orthanc_time('2026-01-02 03:04:05+00')", 0};
 
 static int call_function_txn(ts_db *db, void *arg, ts_err *err)
 {

@@ -206,8 +206,9 @@ static void test_values_cannot_forge_fields_or_lines(void **state)
         lines[n++] = l;
     assert_int_equal(n, 4);
     const char *prefix = "ts=2024-01-01T00:00:00.000Z ";
-    assert_string_equal(lines[0] + strlen(prefix), "level=warn svc=ingest msg=\"association rejected\" "
-                                                   "calling_aet=\"EVIL level=error\" peer=10.0.0.1");
+    assert_string_equal(lines[0] + strlen(prefix),
+                        "level=warn svc=ingest msg=\"association rejected\" "
+                        "calling_aet=\"EVIL level=error\" peer=10.0.0.1");
     assert_string_equal(lines[1] + strlen(prefix),
                         "level=warn svc=ingest msg=\"x\" error=\"bad \\\"quote\\\" and "
                         "C:\\\\path\\nlevel=error msg=forged\" n=3");
