@@ -204,7 +204,8 @@ static const rest_route routes[] = {
     {"POST", "/dicom-web/studies", rest_dw_store, REST_BODY_SPOOL},
     {"POST", "/dicom-web/studies/*", rest_dw_store, REST_BODY_SPOOL},
     {"OPTIONS", "/dicom-web/**", rest_dw_preflight, REST_BODY_SMALL},
-    {"GET", "/wado", rest_dw_wado_uri, REST_BODY_SMALL}, /* where Orthanc's plugin serves WADO-URI */
+    /* where Orthanc's plugin serves WADO-URI */
+    {"GET", "/wado", rest_dw_wado_uri, REST_BODY_SMALL},
     {"OPTIONS", "/wado", rest_dw_preflight, REST_BODY_SMALL},
 };
 
@@ -218,7 +219,7 @@ static int cmp_str(const void *a, const void *b)
 static void rest_tools_list(rest_request *req)
 {
     const size_t n = sizeof(routes) / sizeof(routes[0]);
-    const char *names[sizeof(routes) / sizeof(routes[0])];
+    const char *names[sizeof(routes) / sizeof(routes[0])] = {0};
     size_t count = 0;
     for (size_t i = 0; i < n; i++)
         if (strncmp(routes[i].pattern, "/tools/", 7) == 0)
@@ -294,8 +295,9 @@ int main(int argc, char **argv)
                                       max_msg, &ctx.query, &err))
         die("bus", &err);
     const char *deleters = ts_config_str("TESSERA_DELETER_BUS");
-    if (deleters[0] && ts_bus_pusher_new(deleters, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
-                                         &ctx.deleters, &err))
+    if (deleters[0] &&
+        ts_bus_pusher_new(deleters, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
+                          &ctx.deleters, &err))
         die("bus", &err);
     ctx.stable_age_s = (int)ts_config_int("TESSERA_STABLE_AGE");
     ctx.max_body = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");
