@@ -9,6 +9,7 @@ with (test_rest.py).
 
 The pytest fixture `orthanc` gives a fresh, empty server to every test that asks for
 it; startup costs ~0.3 s (SQLite index in a temporary directory)."""
+import contextlib
 import json
 import os
 import shutil
@@ -19,10 +20,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from conftest import free_port
+from conftest import Cluster, free_port
 
 ORTHANC_BIN = Path(os.environ.get("ORTHANC_BIN", "/usr/sbin/Orthanc"))
 
@@ -159,3 +161,26 @@ def orthanc(tmp_path_factory):
     o.start()
     yield o
     o.stop()
+
+
+@contextlib.contextmanager
+def beside_orthanc(postgres, base):
+    """An Orthanc 1.10.1 and a Tessera cluster (query, ingest, and rest relaying
+    /tools/find to that query) side by side under base, for the tests that
+    compare answers. Yields SimpleNamespace(orthanc, cluster, rest, query);
+    stops both, then fails on a sanitizer report in a service's log."""
+    base.chmod(0o755)
+    o = Orthanc(base / "orthanc").start()
+    (base / "tessera").mkdir()
+    cluster = Cluster(postgres, base / "tessera")
+    try:
+        q = cluster.start_query()
+        ing = cluster.start_ingest()
+        rest = cluster.start_rest(ing, TESSERA_QUERY_BUS=q.bus)
+        yield SimpleNamespace(orthanc=o, cluster=cluster, rest=rest, query=q)
+    finally:
+        cluster.stop()
+        o.stop()
+    for s in cluster.ingests + cluster.rests + cluster.queries:
+        log = s.read_log()
+        assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]

@@ -17,13 +17,12 @@ import io
 import json
 import subprocess
 import time
-from types import SimpleNamespace
 
 import pydicom
 import pytest
 
-from conftest import PYDICOM_FILES, Cluster
-from orthanc import Orthanc, http
+from conftest import PYDICOM_FILES
+from orthanc import beside_orthanc, http
 
 ROOT_UID = "1.2.826.0.1.3680043.8.498.516"
 # PatientID, PatientName, StudyDescription
@@ -56,25 +55,13 @@ def instance(n, pid, name, description):
 @pytest.fixture(scope="module")
 def pair(postgres, tmp_path_factory):
     base = tmp_path_factory.mktemp("case")
-    base.chmod(0o755)
-    o = Orthanc(base / "orthanc").start()
-    (base / "tessera").mkdir()
-    cluster = Cluster(postgres, base / "tessera")
-    try:
-        q = cluster.start_query()
-        ing = cluster.start_ingest()
-        rest = cluster.start_rest(ing, TESSERA_QUERY_BUS=q.bus)
+    with beside_orthanc(postgres, base) as p:
         for n, (pid, name, description) in enumerate(PATIENTS, 1):
             data = instance(n, pid, name, description)
-            assert http(o.url, "POST", "/instances", data)[0] == 200
-            assert http(rest.url, "POST", "/instances", data)[0] == 200
-        yield SimpleNamespace(orthanc=o, rest=rest, query=q, base=base, cluster=cluster)
-    finally:
-        cluster.stop()
-        o.stop()
-    for s in cluster.ingests + cluster.rests + cluster.queries:
-        log = s.read_log()
-        assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
+            assert http(p.orthanc.url, "POST", "/instances", data)[0] == 200
+            assert http(p.rest.url, "POST", "/instances", data)[0] == 200
+        p.base = base
+        yield p
 
 
 def cfind(base, aec, port, level, key, value):

@@ -16,8 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.uid import ExplicitVRLittleEndian
 
-from conftest import Cluster
-from orthanc import Orthanc, http
+from orthanc import beside_orthanc, http
 from test_rest import Server
 
 ROOT_UID = "1.2.826.0.1.3680043.8.498.517"
@@ -127,14 +126,8 @@ def dicom_file(n, charset, name):
 @pytest.fixture(scope="module")
 def pair(postgres, tmp_path_factory):
     base = tmp_path_factory.mktemp("charsets")
-    base.chmod(0o755)
-    o = Orthanc(base / "orthanc").start()
-    (base / "tessera").mkdir()
-    cluster = Cluster(postgres, base / "tessera")
-    try:
-        q = cluster.start_query()
-        ing = cluster.start_ingest()
-        rest = cluster.start_rest(ing, TESSERA_QUERY_BUS=q.bus)
+    with beside_orthanc(postgres, base) as p:
+        o, rest = p.orthanc, p.rest
         ids = {}
         for n, (key, (charset, raw, _, _)) in enumerate(CASES.items(), 1):
             data = dicom_file(n, charset, raw)
@@ -142,13 +135,7 @@ def pair(postgres, tmp_path_factory):
             assert ref["ID"] == got["ID"]
             ids[key] = SimpleNamespace(instance=got["ID"], study=got["ParentStudy"], pid=f"CS{n}")
         yield SimpleNamespace(ref=Server("orthanc", o.url), t=Server("tessera", rest.url),
-                              orthanc=o, query=q, base=base, ids=ids)
-    finally:
-        cluster.stop()
-        o.stop()
-    for s in cluster.ingests + cluster.rests + cluster.queries:
-        log = s.read_log()
-        assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
+                              orthanc=o, query=p.query, base=base, ids=ids)
 
 
 def names_seen(server, ids):

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, Cluster
-from orthanc import Orthanc, http
+from conftest import ROOT
+from orthanc import beside_orthanc, http
 
 
 @pytest.fixture(scope="module")
@@ -19,22 +19,13 @@ def pair(postgres, tmp_path_factory):
                     "--patients", "6", "--studies-per-patient", "2", "--series-per-study", "2",
                     "--instances-per-series", "2", "--modalities", "CT,MR", "--seed", "5", "-q"],
                    check=True)
-    o = Orthanc(base / "orthanc").start()
-    (base / "tessera").mkdir()
-    cluster = Cluster(postgres, base / "tessera")
-    try:
-        q = cluster.start_query()
-        ing = cluster.start_ingest()
-        rest = cluster.start_rest(ing, TESSERA_QUERY_BUS=q.bus)
+    with beside_orthanc(postgres, base) as p:
         for f in sorted(data.rglob("*.dcm")):
             body = f.read_bytes()
-            assert http(o.url, "POST", "/instances", body)[0] == 200
-            assert http(rest.url, "POST", "/instances", body)[0] == 200
+            assert http(p.orthanc.url, "POST", "/instances", body)[0] == 200
+            assert http(p.rest.url, "POST", "/instances", body)[0] == 200
         manifest = json.loads((data / "manifest.json").read_text())
-        yield o, rest, manifest
-    finally:
-        cluster.stop()
-        o.stop()
+        yield p.orthanc, p.rest, manifest
 
 
 def find(url, body):
