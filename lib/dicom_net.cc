@@ -560,8 +560,10 @@ void Listener::handle(int fd, std::string peer, const Serve &serve)
     bool received = read_request(fd, peer, &pdu);
     if (received) {
         // dcmtk gets a descriptor of its own, which it closes when the
-        // association ends; ours is closed below whatever dcmtk did.
-        int dcmtk_fd = dup(fd);
+        // association ends; ours is closed below whatever dcmtk did. Never 0:
+        // dcmtk takes dcmExternalSocketHandle 0 for "none" (a service whose
+        // stdin is closed would get 0 from dup).
+        int dcmtk_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (dcmtk_fd >= 0) {
             std::lock_guard<std::mutex> lock(external_socket_mu);
             handover.prefix = &pdu;
