@@ -74,9 +74,11 @@ void put_be32(unsigned char *p, uint32_t v)
     p[3] = static_cast<unsigned char>(v);
 }
 
-// Reads exactly n bytes, waiting at most until `deadline` for each part.
-// false on end of stream, error or timeout (errno says which).
-bool read_full(int fd, unsigned char *buf, size_t n, std::chrono::steady_clock::time_point deadline)
+// Reads exactly n bytes, waiting at most until `deadline`, and no longer once
+// *stop is set (a service that stops does not wait for a silent peer). false on
+// end of stream, error, timeout or stop (errno says which).
+bool read_full(int fd, unsigned char *buf, size_t n, std::chrono::steady_clock::time_point deadline,
+               const std::atomic<bool> *stop)
 {
     size_t got = 0;
     while (got < n) {
@@ -87,16 +89,18 @@ bool read_full(int fd, unsigned char *buf, size_t n, std::chrono::steady_clock::
             errno = ETIMEDOUT;
             return false;
         }
+        if (stop->load()) {
+            errno = ECANCELED;
+            return false;
+        }
         struct pollfd p = {fd, POLLIN, 0};
-        int r = poll(&p, 1, static_cast<int>(left));
+        int r = poll(&p, 1, static_cast<int>(std::min<long long>(left, 500)));
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
             return false;
-        if (r == 0) {
-            errno = ETIMEDOUT;
-            return false;
-        }
+        if (r == 0)
+            continue; /* look at the deadline and the stop flag again */
         ssize_t k = recv(fd, buf + got, n - got, 0);
         if (k < 0 && errno == EINTR)
             continue;
@@ -524,7 +528,7 @@ bool Listener::read_request(int fd, const std::string &peer, std::string *pdu)
 {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(cfg_.timeout_s);
     unsigned char h[6];
-    if (!read_full(fd, h, sizeof(h), deadline)) {
+    if (!read_full(fd, h, sizeof(h), deadline, &stop_)) {
         ts_debug("DICOM connection closed before an association request", "peer=%s error=\"%s\"",
                  peer.c_str(), strerror(errno));
         return false;
@@ -537,7 +541,8 @@ bool Listener::read_request(int fd, const std::string &peer, std::string *pdu)
     }
     pdu->assign(reinterpret_cast<const char *>(h), sizeof(h));
     pdu->resize(sizeof(h) + len);
-    if (!read_full(fd, reinterpret_cast<unsigned char *>(&(*pdu)[sizeof(h)]), len, deadline)) {
+    if (!read_full(fd, reinterpret_cast<unsigned char *>(&(*pdu)[sizeof(h)]), len, deadline,
+                   &stop_)) {
         ts_warn("DICOM connection closed: its A-ASSOCIATE-RQ did not arrive whole",
                 "peer=%s length=%u timeout_s=%d error=\"%s\"", peer.c_str(), len, cfg_.timeout_s,
                 strerror(errno));

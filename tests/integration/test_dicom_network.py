@@ -364,3 +364,21 @@ def test_every_storage_sop_class_is_accepted(cluster, syntax):
         assert a.release()
     assert refused == NOT_NEGOTIATED & set(sops)
     assert len(accepted) == len(sops) - len(refused)
+
+
+def test_stop_does_not_wait_for_a_silent_connection(cluster):
+    """SIGTERM with a connection open that never sent its association request:
+    ingest stops within seconds (it used to wait for the request's timeout,
+    TESSERA_DICOM_TIMEOUT, 30 s by default, before it could stop)."""
+    import signal
+    import socket
+    import time
+    ing = cluster.start_ingest()
+    silent = socket.create_connection(("127.0.0.1", ing.port))
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    ing.proc.send_signal(signal.SIGTERM)
+    ing.proc.wait(timeout=20)
+    assert time.monotonic() - t0 < 5
+    assert ing.proc.returncode == 0
+    silent.close()
