@@ -61,6 +61,7 @@ int ts_delete_resource(ts_db_pool *db, const char *public_id, int level, ts_dele
                        ts_err *err)
 {
     delete_call d = {public_id, level, 0, {0}};
+    d.out.remaining_level = -1; /* also when the id is unknown at level -1 (nothing ran) */
     int rc = ts_db_transaction(db, TS_DB_WRITE_READ_COMMITTED, delete_txn, &d, err);
     if (rc)
         return rc;
