@@ -30,6 +30,7 @@
 #include "rest_metadata.h"
 #include "rest_resources.h"
 #include "rest_system.h"
+#include "rest_upload.h"
 #include "service.h"
 #include "store.h"
 

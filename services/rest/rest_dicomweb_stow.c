@@ -25,7 +25,7 @@
 #include "log.h"
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
-#include "rest_resources.h"
+#include "rest_upload.h"
 
 #define STOW_BUF (256 * 1024)
 #define STOW_MAX_HEADERS 16384
