@@ -13,7 +13,6 @@
 
 #include "archives.h"
 #include "config.h"
-#include "jobs_store.h"
 #include "log.h"
 
 #define MEGA (1024LL * 1024LL)

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "delete.h"
-#include "jobs_store.h"
 #include "log.h"
 #include "tessera.pb-c.h"
 

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "dicom_qr_scu.h"
-#include "jobs_store.h"
 #include "log.h"
 
 /* Orthanc's ErrorCode values used here */

@@ -11,7 +11,6 @@
 #include <time.h>
 
 #include "ids.h"
-#include "jobs_store.h"
 #include "log.h"
 
 #define LOOKUP 64 /* instances whose files are looked up at once */

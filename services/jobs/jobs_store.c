@@ -25,103 +25,11 @@
 #define ERR_UNKNOWN_RESOURCE 17
 #define ERR_BAD_FORMAT 15
 
-static const ts_db_stmt instance_files = {
-    "jobs_instance_files",
-    "SELECT r.public_id, a.uuid::text FROM resources r"
-    " JOIN attachments a ON a.resource_id = r.id AND a.content_type = 1"
-    " WHERE r.level = 3 AND r.public_id = ANY ($1::text[])",
-    1};
-
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-typedef struct files_q {
-    const char *const *ids;
-    size_t n;
-    char **uuids; /* out: per id, NULL when the instance is gone */
-} files_q;
-
-static int files_txn(ts_db *db, void *arg, ts_err *err)
-{
-    files_q *q = arg;
-    /* ids have the shape of public ids (checked): safe inside an array literal */
-    size_t len = 3;
-    for (size_t i = 0; i < q->n; i++)
-        len += strlen(q->ids[i]) + 1;
-    char *array = malloc(len);
-    if (!array)
-        abort();
-    size_t off = 0;
-    array[off++] = '{';
-    for (size_t i = 0; i < q->n; i++)
-        off += (size_t)sprintf(array + off, "%s%s", i ? "," : "", q->ids[i]);
-    array[off++] = '}';
-    array[off] = '\0';
-    const char *params[] = {array};
-    PGresult *res = NULL;
-    int rc = ts_db_exec(db, &instance_files, params, &res, err);
-    free(array);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < q->n; i++) {
-        free(q->uuids[i]);
-        q->uuids[i] = NULL;
-    }
-    for (int row = 0; row < PQntuples(res); row++)
-        for (size_t i = 0; i < q->n; i++)
-            if (!q->uuids[i] && strcmp(PQgetvalue(res, row, 0), q->ids[i]) == 0)
-                q->uuids[i] = strdup(PQgetvalue(res, row, 1));
-    PQclear(res);
-    return 0;
-}
-
-int jobs_instance_files(jobs_worker *w, const char *const *ids, size_t n, char **uuids, ts_err *err)
-{
-    files_q q = {ids, n, uuids};
-    return ts_db_transaction(w->svc->db, TS_DB_READ, files_txn, &q, err);
-}
-
-typedef struct mark_arg {
-    ts_job_claim *c;
-    const char *const *items;
-    size_t n;
-    int progress;
-} mark_arg;
-
-static int do_mark(jobs_worker *w, void *arg, ts_err *err)
-{
-    mark_arg *m = arg;
-    int rc = ts_jobs_mark_done(w->redis, m->c, m->items, m->n, err);
-    if (rc == 0)
-        rc = ts_jobs_progress(w->redis, m->c, m->progress, m->c->content, err);
-    return rc;
-}
-
-bool jobs_record(jobs_worker *w, ts_job_claim *c, const char *const *items, size_t n, int progress)
-{
-    mark_arg m = {c, items, n, progress};
-    return jobs_retry_redis(w, do_mark, &m);
-}
-
-typedef struct done_arg {
-    ts_job_claim *c;
-    json_t *done;
-} done_arg;
-
-static int do_done_items(jobs_worker *w, void *arg, ts_err *err)
-{
-    done_arg *d = arg;
-    return ts_jobs_done_items(w->redis, d->c, &d->done, err);
-}
-
-json_t *jobs_done_items(jobs_worker *w, ts_job_claim *c)
-{
-    done_arg d = {c, NULL};
-    return jobs_retry_redis(w, do_done_items, &d) ? d.done : NULL;
 }
 
 static bool status_ok(uint16_t s)
@@ -143,12 +51,12 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
      * FailedInstancesCount and the job goes on (a later resubmit tries again) */
     bool permissive = json_is_true(json_object_get(c->input, "Permissive"));
     size_t failed = 0;
-    done_arg d = {c, NULL};
+    json_t *done = NULL;
     const char **todo = NULL;
     const char **sent = NULL;
     char **paths = NULL;
     uint16_t *statuses = NULL;
-    files_q q = {0};
+    char **uuids = NULL; /* per instance of the chunk, NULL when it is gone */
 
     memset(out, 0, sizeof(*out));
     if (!json_is_array(instances) || !aet || !host || port <= 0) {
@@ -161,7 +69,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                           .port = port,
                           .timeout_s = timeout > 0 ? timeout : w->svc->dicom_timeout_s};
 
-    if (!jobs_retry_redis(w, do_done_items, &d)) {
+    if (!(done = jobs_done_items(w, c))) {
         out->interrupted = true;
         goto out;
     }
@@ -170,8 +78,8 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     sent = calloc(CHUNK_MAX, sizeof(*sent));
     paths = calloc(CHUNK_MAX, sizeof(*paths));
     statuses = calloc(CHUNK_MAX, sizeof(*statuses));
-    q.uuids = calloc(CHUNK_MAX, sizeof(*q.uuids));
-    if (!todo || !sent || !paths || !statuses || !q.uuids)
+    uuids = calloc(CHUNK_MAX, sizeof(*uuids));
+    if (!todo || !sent || !paths || !statuses || !uuids)
         abort();
     size_t i;
     json_t *v;
@@ -182,7 +90,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             jobs_fail(out, ERR_BAD_FORMAT, "Bad file format", "malformed instance id in job input");
             goto out;
         }
-        if (json_object_get(d.done, id))
+        if (json_object_get(done, id))
             ndone++;
         else
             todo[ntodo++] = id;
@@ -199,10 +107,9 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             goto out;
         }
         size_t n = ntodo - pos < chunk ? ntodo - pos : chunk;
-        q.ids = todo + pos;
-        q.n = n;
+        const char *const *chunk_ids = todo + pos;
         ts_err err;
-        int rc = ts_db_transaction(w->svc->db, TS_DB_READ, files_txn, &q, &err);
+        int rc = jobs_instance_files(w, chunk_ids, n, uuids, &err);
         if (rc) {
             /* the database is unreachable: let another attempt (resubmit) do it */
             jobs_fail(out, 11, "The database is currently not available", err.msg);
@@ -213,19 +120,19 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         size_t m_ok = 0;
         for (size_t k = 0; k < n; k++) {
             char path[4096];
-            if (!q.uuids[k] || ts_store_path(w->svc->store, q.uuids[k], path, sizeof(path), &err)) {
+            if (!uuids[k] || ts_store_path(w->svc->store, uuids[k], path, sizeof(path), &err)) {
                 if (permissive) {
                     failed++;
                     continue;
                 }
                 char details[160];
-                snprintf(details, sizeof(details), "instance %s is no longer stored", q.ids[k]);
+                snprintf(details, sizeof(details), "instance %s is no longer stored", chunk_ids[k]);
                 jobs_fail(out, ERR_UNKNOWN_RESOURCE, "Unknown resource", details);
                 goto out;
             }
             free(paths[m_ok]);
             paths[m_ok] = strdup(path);
-            ids[m_ok++] = q.ids[k];
+            ids[m_ok++] = chunk_ids[k];
         }
         double t0 = now_s();
         rc = m_ok ? ts_dicom_store_files(&peer, (const char *const *)paths, m_ok, statuses, &err)
@@ -259,8 +166,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                              "C-STORE of instance %s to %s: the peer answered status 0x%04x",
                              ids[k], aet, statuses[k]);
                 /* what was confirmed before the refusal is kept */
-                mark_arg m = {c, sent, nsent, (int)((ndone + nsent) * 100 / total)};
-                jobs_retry_redis(w, do_mark, &m);
+                jobs_record(w, c, sent, nsent, (int)((ndone + nsent) * 100 / total));
                 jobs_fail(out, ERR_NETWORK, "Error in the network protocol", details);
                 goto out;
             }
@@ -269,8 +175,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         ndone += nsent;
         ts_metric_add(w->svc->m_sent, (double)nsent);
         json_object_set_new(c->content, "FailedInstancesCount", json_integer((json_int_t)failed));
-        mark_arg m = {c, sent, nsent, (int)((ndone + failed) * 100 / total)};
-        if (!jobs_retry_redis(w, do_mark, &m)) {
+        if (!jobs_record(w, c, sent, nsent, (int)((ndone + failed) * 100 / total))) {
             out->interrupted = true;
             goto out;
         }
@@ -284,13 +189,13 @@ out:
     if (paths)
         for (size_t k = 0; k < CHUNK_MAX; k++)
             free(paths[k]);
-    if (q.uuids)
+    if (uuids)
         for (size_t k = 0; k < CHUNK_MAX; k++)
-            free(q.uuids[k]);
-    free(q.uuids);
+            free(uuids[k]);
+    free(uuids);
     free(paths);
     free(statuses);
     free(sent);
     free(todo);
-    json_decref(d.done);
+    json_decref(done);
 }

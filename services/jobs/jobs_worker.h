@@ -1,12 +1,14 @@
 /* What a job type's runner gets from the worker that took the job: the
  * process's pools, the worker's own Redis connection, and whether it must stop
- * (the job was paused or canceled, or the process is stopping). */
+ * (the job was paused or canceled, or the process is stopping); and the
+ * helpers every runner shares (jobs_worker.c): failing a run, retrying Redis,
+ * the job's done set and progress, the files of instances. */
 #ifndef JOBS_WORKER_H
 #define JOBS_WORKER_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdio.h>
+#include <stddef.h>
 
 #include "bus.h"
 #include "db.h"
@@ -37,10 +39,7 @@ typedef struct jobs_worker {
 } jobs_worker;
 
 /* true when the running job must stop now */
-static inline bool jobs_worker_interrupted(jobs_worker *w)
-{
-    return atomic_load(&w->stop_job) || atomic_load(&w->svc->stopping);
-}
+bool jobs_worker_interrupted(jobs_worker *w);
 
 /* The end of one run of a job: finished (Success when code is 0, else
  * Failure with Orthanc's ErrorCode), or interrupted (to be released, or taken
@@ -54,17 +53,19 @@ typedef struct jobs_outcome {
 
 /* Ends the run as a Failure with Orthanc's ErrorCode, ErrorDescription and
  * ErrorDetails (cut to fit). */
-static inline void jobs_fail(jobs_outcome *out, int code, const char *description,
-                             const char *details)
-{
-    out->code = code;
-    snprintf(out->description, sizeof(out->description), "%.*s", (int)sizeof(out->description) - 1,
-             description);
-    snprintf(out->details, sizeof(out->details), "%.*s", (int)sizeof(out->details) - 1, details);
-}
+void jobs_fail(jobs_outcome *out, int code, const char *description, const char *details);
 
 /* Runs a Redis call until it works, for up to about two leases (Redis may be
  * restarting); false if it never did (the job is then left to be taken over). */
 bool jobs_retry_redis(jobs_worker *w, int (*fn)(jobs_worker *w, void *arg, ts_err *err), void *arg);
+
+/* The storage uuids of instances (uuids[i] NULL when gone; the caller frees). */
+int jobs_instance_files(jobs_worker *w, const char *const *ids, size_t n, char **uuids,
+                        ts_err *err);
+/* Adds items to the job's done set and records progress and content,
+ * retrying while Redis is away; false when it stayed away. */
+bool jobs_record(jobs_worker *w, ts_job_claim *c, const char *const *items, size_t n, int progress);
+/* The job's done set (retrying as above); NULL when Redis stayed away. */
+json_t *jobs_done_items(jobs_worker *w, ts_job_claim *c);
 
 #endif

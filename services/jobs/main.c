@@ -19,9 +19,9 @@
 #include "db.h"
 #include "dicom.h"
 #include "jobs.h"
-#include "jobs_move.h"
 #include "jobs_archive.h"
 #include "jobs_bulk_delete.h"
+#include "jobs_move.h"
 #include "jobs_peer.h"
 #include "jobs_store.h"
 #include "jobs_worker.h"
@@ -52,23 +52,6 @@ static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-bool jobs_retry_redis(jobs_worker *w, int (*fn)(jobs_worker *w, void *arg, ts_err *err), void *arg)
-{
-    int waited = 0;
-    for (;;) {
-        ts_err err;
-        if (fn(w, arg, &err) == 0)
-            return true;
-        if (waited > 2 * w->svc->lease_ms || atomic_load(&w->svc->stopping)) {
-            ts_error("redis unreachable, job left to be taken over", "error=\"%s\"", err.msg);
-            return false;
-        }
-        ts_warn("redis call failed, retrying", "error=\"%s\"", err.msg);
-        sleep_ms(250);
-        waited += 250;
-    }
 }
 
 typedef struct finish_arg {

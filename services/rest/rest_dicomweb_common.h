@@ -1,6 +1,6 @@
-/* What the rest_dicomweb_*.c modules share: UIDs in paths, the service's
- * public root, DICOM JSON answers and errors, Accept headers, and the
- * instances under a study, series or instance UID with their files. */
+/* What the DICOMweb modules (rest_dicomweb_{qido,wado,stow}.c) share: UIDs in
+ * paths, the public root, DICOM JSON answers and errors, Accept headers, CORS
+ * and OPTIONS, the instances under a study, series or instance with their files. */
 #ifndef REST_DICOMWEB_COMMON_H
 #define REST_DICOMWEB_COMMON_H
 
@@ -63,5 +63,9 @@ enum {
     DW_COL_DICOMWEB, /* only with_json */
 };
 PGresult *dw_instances(rest_request *req, bool with_json);
+
+/* OPTIONS under /dicom-web/ and /wado: 204 with Allow, and a CORS preflight's
+ * answer when TESSERA_HTTP_CORS_ORIGINS allows the Origin */
+void rest_dw_preflight(rest_request *req);
 
 #endif

@@ -15,6 +15,8 @@
  * - limit/offset: paging; the query service's TESSERA_QUERY_LIMIT caps an
  *   answer, and a capped answer carries PS3.18's Warning 299.
  * - no match: 204 No Content, as PS3.18 8.3.4.4.1 (2024e) says. */
+#include "rest_dicomweb_qido.h"
+
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,7 +28,6 @@
 #include "dicom.h"
 #include "log.h"
 #include "rest_common.h"
-#include "rest_dicomweb.h"
 #include "rest_dicomweb_common.h"
 #include "tessera.pb-c.h"
 

@@ -10,6 +10,8 @@
  * DICOM data set (or not application/dicom), 0x0110 a data set of another
  * study than the URL's or refused by ingest, 0xA700 storage or database out
  * of resources. */
+#include "rest_dicomweb_stow.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,9 +24,8 @@
 #include "dicom.h"
 #include "log.h"
 #include "rest_common.h"
-#include "rest_dicomweb.h"
 #include "rest_dicomweb_common.h"
-#include "rest_resources.h"
+#include "rest_upload.h"
 
 #define STOW_BUF (256 * 1024)
 #define STOW_MAX_HEADERS 16384

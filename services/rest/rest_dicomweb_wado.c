@@ -10,6 +10,8 @@
  * indexed read for a study or a series; an instance stored before that column
  * existed is read from its file (nothing is written back: reads stay
  * read-only). BulkDataURIs point under .../instances/{i}/bulk/. */
+#include "rest_dicomweb_wado.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -23,7 +25,6 @@
 #include "dicom.h"
 #include "log.h"
 #include "rest_common.h"
-#include "rest_dicomweb.h"
 #include "rest_dicomweb_common.h"
 
 #define DW_MAX_FRAMES 4096

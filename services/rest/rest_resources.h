@@ -1,5 +1,5 @@
-/* Routes over the resources of the index: lists, resources, navigation,
- * instance contents and uploads. */
+/* Routes that read the resources of the index: lists, resources, navigation,
+ * instance files and tags, lookups, statistics, and protection. */
 #ifndef REST_RESOURCES_H
 #define REST_RESOURCES_H
 
@@ -10,30 +10,9 @@ void rest_get_resource(rest_request *req);
 void rest_navigate(rest_request *req);
 void rest_instance_file(rest_request *req);
 void rest_instance_tags(rest_request *req);
-void rest_upload_instance(rest_request *req);
 void rest_tools_lookup(rest_request *req);
 void rest_resource_statistics(rest_request *req);
 /* GET/PUT /patients/{id}/protected */
 void rest_patient_protected(rest_request *req);
-
-/* /system, /statistics, /changes (rest_system.c) */
-void rest_system(rest_request *req);
-void rest_statistics(rest_request *req);
-void rest_changes(rest_request *req);
-void rest_metrics_prometheus(rest_request *req);
-/* Orthanc's /tools settings, read as Tessera runs (rest_system.c):
- * GET/PUT /tools/default-encoding, /tools/accepted-transfer-syntaxes,
- * /tools/unknown-sop-class-accepted, /tools/log-level */
-void rest_default_encoding(rest_request *req);
-void rest_accepted_transfer_syntaxes(rest_request *req);
-void rest_unknown_sop_class_accepted(rest_request *req);
-void rest_log_level(rest_request *req);
-
-/* Stores a complete file of the storage area's tmp/ through ingest (the one
- * write path, as POST /instances) without answering the request: returns the
- * HTTP status POST /instances would give and sets *answer (Orthanc's
- * per-instance object, "Status" "Success"/"AlreadyStored"/"Failure"), which
- * the caller decrefs. Ingest takes the file over; unlink what is left. */
-int rest_store_temp_file(rest_request *req, const char *temp_path, json_t **answer);
 
 #endif

@@ -1,4 +1,6 @@
-/* /system, /statistics and /changes. */
+/* /system, /statistics, /changes, the metrics and the /tools settings (see rest_system.h). */
+#include "rest_system.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +12,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "rest_common.h"
-#include "rest_resources.h"
 
 #define TESSERA_VERSION "0.1.0"
 /* The Orthanc release whose REST API we answer like; clients compare it to
