@@ -30,6 +30,7 @@
 #include <cmocka.h>
 
 #include "dicom.h"
+#include "unit_fs.h"
 
 #define DICOM_DIR TS_TEST_DATA "/dicom"
 
@@ -52,44 +53,6 @@ typedef struct {
     pid_t pid;           /* storescp, 0 when not running */
     int port;
 } fixture;
-
-static void xsnprintf(char *buf, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void xsnprintf(char *buf, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, size, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= size) {
-        fprintf(stderr, "path too long for the test's buffer\n");
-        abort();
-    }
-}
-
-static void rm_rf(const char *path)
-{
-    struct stat sb;
-    if (lstat(path, &sb) != 0)
-        return;
-    if (S_ISDIR(sb.st_mode)) {
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *e;
-            while ((e = readdir(d))) {
-                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                    continue;
-                char child[PATH_MAX];
-                xsnprintf(child, sizeof(child), "%s/%s", path, e->d_name);
-                rm_rf(child);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 /* A loopback port nobody listens on now. */
 static int free_port(void)

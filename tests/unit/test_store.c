@@ -20,51 +20,13 @@
 
 #include <time.h>
 #include "store.h"
+#include "unit_fs.h"
 
 typedef struct {
     char root[PATH_MAX]; /* <tmpdir>/root, not yet created */
     char base[PATH_MAX]; /* the mkdtemp directory */
     ts_store *st;
 } fixture;
-
-/* snprintf for paths: a cut path would make the test check the wrong file. */
-static void xsnprintf(char *buf, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void xsnprintf(char *buf, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, size, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= size) {
-        fprintf(stderr, "path too long for the test's buffer\n");
-        abort();
-    }
-}
-
-static void rm_rf(const char *path)
-{
-    struct stat sb;
-    if (lstat(path, &sb) != 0)
-        return;
-    if (S_ISDIR(sb.st_mode)) {
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *e;
-            while ((e = readdir(d))) {
-                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                    continue;
-                char child[PATH_MAX];
-                xsnprintf(child, sizeof(child), "%s/%s", path, e->d_name);
-                rm_rf(child);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 static int setup(void **state)
 {

@@ -25,35 +25,12 @@
 #include "store.h"
 #include "store_index.h"
 #include "unit_pg.h"
+#include "unit_fs.h"
 
 static ts_db_pool *pool;
 static ts_store *store;
 static char url[512];
 static char base[PATH_MAX];
-
-static void rm_rf(const char *path)
-{
-    struct stat sb;
-    if (lstat(path, &sb) != 0)
-        return;
-    if (S_ISDIR(sb.st_mode)) {
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *e;
-            while ((e = readdir(d))) {
-                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                    continue;
-                char child[PATH_MAX];
-                snprintf(child, sizeof(child), "%s/%s", path, e->d_name);
-                rm_rf(child);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 static PGconn *connect_db(void)
 {
