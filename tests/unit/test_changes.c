@@ -68,17 +68,8 @@ static int setup(void **state)
 {
     if (unit_pg_new_database("unit_changes", url, sizeof(url)))
         return -1;
-    ts_db_options opt = {.conninfo = url,
-                         .size = 4,
-                         .max_retries = 2,
-                         .isolation = "read-committed",
-                         .connect_timeout_s = 5,
-                         .retry_base_ms = 10};
-    ts_err err;
-    if (ts_db_pool_new(&opt, &pool, &err) || ts_db_migrate(pool, NULL, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
+    if (unit_pg_pool(url, 4, "read-committed", &pool))
         return -1;
-    }
     return 0;
 }
 

@@ -22,62 +22,12 @@
 #include <hiredis/hiredis.h>
 
 #include "jobs.h"
-
-static char dir[64];
-static char sock[128];
-static char url[160];
-static pid_t redis_pid;
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int start_redis(void **state)
-{
-    snprintf(dir, sizeof(dir), "/tmp/ts-jobs-XXXXXX");
-    if (!mkdtemp(dir))
-        return -1;
-    snprintf(sock, sizeof(sock), "%s/redis.sock", dir);
-    snprintf(url, sizeof(url), "unix://%s", sock);
-    redis_pid = fork();
-    if (redis_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM); /* no stray server if the test dies */
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, 1);
-        dup2(devnull, 2);
-        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock, "--dir", dir,
-               "--save", "", "--appendonly", "no", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 100; i++) {
-        struct stat sb;
-        if (stat(sock, &sb) == 0)
-            return 0;
-        int status;
-        if (waitpid(redis_pid, &status, WNOHANG) == redis_pid)
-            return -1;
-        sleep_ms(50);
-    }
-    return -1;
-}
-
-static int stop_redis(void **state)
-{
-    if (redis_pid > 0) {
-        kill(redis_pid, SIGTERM);
-        waitpid(redis_pid, NULL, 0);
-    }
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#include "unit_redis.h"
 
 /* a raw connection for what the API does not show (flush, TTLs) */
 static redisReply *raw(const char *fmt, ...)
 {
-    redisContext *c = redisConnectUnix(sock);
+    redisContext *c = redisConnectUnix(redis_sock);
     assert_non_null(c);
     assert_int_equal(c->err, 0);
     va_list ap;
@@ -110,7 +60,7 @@ static int setup(void **state)
     freeReplyObject(raw("FLUSHALL"));
     ts_jobs *j = NULL;
     ts_err err;
-    if (ts_jobs_connect(url, 2000, &j, &err) != 0)
+    if (ts_jobs_connect(redis_url, 2000, &j, &err) != 0)
         return -1;
     if (ts_jobs_prepare(j, &err) != 0)
         return -1;
@@ -253,7 +203,7 @@ static void test_pause_resume_cancel_resubmit(void **state)
     assert_int_equal(ts_jobs_release(j, "w1", &c, &err), 0);
     ts_job_claim_clear(&c);
     /* the entry w2 read comes back once idle for a lease (here 200 ms) */
-    sleep_ms(250);
+    unit_sleep_ms(250);
     assert_int_equal(ts_jobs_take(j, "w2", 100, 200, &c2, &err), 1);
     assert_string_equal(state_of(j, id), "Running");
     assert_int_equal(ts_jobs_control(j, id, TS_JOB_CANCEL, 10, &err), 0);
@@ -302,7 +252,7 @@ static void test_take_over_after_the_lease(void **state)
     assert_int_equal(ts_jobs_mark_done(j, &dead, items, 1, &err), 0);
     /* while the lease lasts, nobody takes it */
     assert_int_equal(ts_jobs_take(j, "w2", 50, 300, &c, &err), 0);
-    sleep_ms(400);
+    unit_sleep_ms(400);
     assert_int_equal(ts_jobs_take(j, "w2", 50, 300, &c, &err), 1);
     assert_string_equal(c.id, id);
     assert_true(c.taken_over);
@@ -338,7 +288,7 @@ static void test_history_trimmed(void **state)
         assert_int_equal(ts_jobs_take(j, "w", 100, 5000, &c, &err), 1);
         assert_int_equal(ts_jobs_finish(j, "w", &c, 0, NULL, NULL, c.content, 2, &err), 0);
         ts_job_claim_clear(&c);
-        sleep_ms(2); /* distinct completion times */
+        unit_sleep_ms(2); /* distinct completion times */
     }
     json_t *list = NULL;
     assert_int_equal(ts_jobs_list(j, &list, &err), 0);
@@ -413,10 +363,8 @@ static void test_legacy_queue_migrated(void **state)
 
 int main(void)
 {
-    if (system("command -v redis-server >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "redis-server missing: skipped\n");
+    if (!unit_redis_available())
         return 77;
-    }
     /* as every service does (lib/service.c): a write to a connection Redis
      * closed must fail, not kill the process */
     signal(SIGPIPE, SIG_IGN);
@@ -432,5 +380,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_priorities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_queue_migrated, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, start_redis, stop_redis);
+    return cmocka_run_group_tests(tests, unit_redis_start, unit_redis_stop);
 }

@@ -61,17 +61,8 @@ static int setup(void **state)
         return -1;
     static char url_copy[512];
     snprintf(url_copy, sizeof(url_copy), "%s", url);
-    ts_db_options opt = {.conninfo = url_copy,
-                         .size = 2,
-                         .max_retries = 2,
-                         .isolation = "read-committed",
-                         .connect_timeout_s = 5,
-                         .retry_base_ms = 10};
-    ts_err err;
-    if (ts_db_pool_new(&opt, &pool, &err) || ts_db_migrate(pool, NULL, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
+    if (unit_pg_pool(url_copy, 2, "read-committed", &pool))
         return -1;
-    }
     return unit_pg_exec(url, DATA);
 }
 

@@ -88,17 +88,9 @@ static int setup(void **state)
     (void)state;
     if (unit_pg_new_database("unit_store_index", url, sizeof(url)))
         return -1;
-    ts_db_options opt = {.conninfo = url,
-                         .size = 4,
-                         .max_retries = 2,
-                         .isolation = "read-committed",
-                         .connect_timeout_s = 5,
-                         .retry_base_ms = 10};
-    ts_err err;
-    if (ts_db_pool_new(&opt, &pool, &err) || ts_db_migrate(pool, NULL, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
+    if (unit_pg_pool(url, 4, "read-committed", &pool))
         return -1;
-    }
+    ts_err err;
     snprintf(base, sizeof(base), "/tmp/ts-store-index-XXXXXX");
     if (!mkdtemp(base) || ts_store_open(base, &store, &err)) {
         fprintf(stderr, "storage area: %s\n", err.msg);

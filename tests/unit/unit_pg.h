@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "db.h"
+#include "migrate.h"
+
 /* Runs sql on its own connection; 0, or -1 with the error on stderr. */
 static int unit_pg_exec(const char *conninfo, const char *sql)
 {
@@ -46,6 +49,25 @@ static int unit_pg_new_database(const char *prefix, char *url, size_t size)
     if (unit_pg_exec(base, sql))
         return -1;
     snprintf(url, size, "%s dbname=%s_%d", base, prefix, (int)getpid());
+    return 0;
+}
+
+/* A pool of size connections on url (which must outlive the pool: the pool
+ * keeps the pointer) with the migrations applied; 0, or -1 with the error on
+ * stderr. */
+static inline int unit_pg_pool(const char *url, int size, const char *isolation, ts_db_pool **out)
+{
+    ts_db_options opt = {.conninfo = url,
+                         .size = size,
+                         .max_retries = 2,
+                         .isolation = isolation,
+                         .connect_timeout_s = 5,
+                         .retry_base_ms = 10};
+    ts_err err;
+    if (ts_db_pool_new(&opt, out, &err) || ts_db_migrate(*out, NULL, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
     return 0;
 }
 
