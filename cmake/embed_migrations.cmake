@@ -23,4 +23,4 @@ endfunction()
 
 embed_dir(${DIR}/migrations ts_migrations migrations)
 embed_dir(${DIR}/functions ts_functions functions)
-file(WRITE ${OUT} "/* generated from db/ by cmake/embed_migrations.cmake */\n#include \"migrate.h\"\n${migrations}${functions}")
+file(WRITE ${OUT} "/* generated from db/ by cmake/embed_migrations.cmake */\n#include \"io/migrate.h\"\n${migrations}${functions}")

@@ -115,7 +115,7 @@ DECLARE
     c record;
 BEGIN
     status := 'stored';
-    -- The file's lock first (lib/store_index.c's key): the caller checks after
+    -- The file's lock first (lib/domain/store_index.c's key): the caller checks after
     -- this statement that no deleter reclaimed the file meanwhile, and commits
     -- only then; one round trip less than taking the lock on its own.
     PERFORM pg_advisory_xact_lock(29811, hashtext(p_instance->>'uuid'));

@@ -13,7 +13,7 @@
  * resources and queues their files, in one transaction of its own.
  *
  * Each idle pass also settles the intents of files whose writer died before
- * indexing them (lib/store_index.h), after TESSERA_STORE_INTENT_AGE seconds.
+ * indexing them (lib/domain/store_index.h), after TESSERA_STORE_INTENT_AGE seconds.
  *
  * Passes start when a nudge arrives on the PULL socket (REST sends one after
  * each deletion) and every TESSERA_DELETER_POLL_INTERVAL seconds. */
@@ -24,15 +24,15 @@
 #include <string.h>
 #include <time.h>
 
-#include "bus.h"
-#include "config.h"
-#include "db.h"
-#include "log.h"
-#include "metrics.h"
-#include "migrate.h"
-#include "service.h"
-#include "store.h"
-#include "store_index.h"
+#include "io/bus.h"
+#include "base/config.h"
+#include "io/db.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "io/migrate.h"
+#include "base/service.h"
+#include "io/store.h"
+#include "domain/store_index.h"
 
 typedef struct deleter {
     ts_db_pool *db;
@@ -317,7 +317,7 @@ int main(int argc, char **argv)
         }
         if (rc == 0 && p.claimed < d.batch) {
             /* files whose writer died between putting them in place and
-             * indexing them (lib/store_index.h) */
+             * indexing them (lib/domain/store_index.h) */
             int settled = 0, removed = 0;
             ts_err rerr;
             if (ts_store_reclaim(d.db, d.store, d.intent_age_s, &settled, &removed, &rerr))

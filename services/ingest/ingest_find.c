@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "log.h"
+#include "base/config.h"
+#include "base/log.h"
 #include "tessera.pb-c.h"
-#include "xalloc.h"
+#include "base/xalloc.h"
 
 /* Matches asked of query per bus request. */
 #define PAGE 500

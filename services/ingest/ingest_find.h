@@ -2,7 +2,7 @@
  * (`find`), page by page: answers go out as each page arrives, so that a large
  * result is never held whole, and C-CANCEL is honoured between two answers.
  * C-MOVE and C-GET ask query the same way for the instances they name (one
- * reply: the counts need the total), then lib/retrieve.c sends them from here.
+ * reply: the counts need the total), then lib/domain/retrieve.c sends them from here.
  * Why the bus and not the index directly: matching stays in one service (one
  * matcher, its limits and read replica), ingest needs no copy of it, and a
  * retrieve behaves exactly as on query's own port. */
@@ -13,10 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bus.h"
-#include "dicom.h"
-#include "dicom_find.h"
-#include "retrieve.h"
+#include "io/bus.h"
+#include "dicom/dicom.h"
+#include "dicom/dicom_find.h"
+#include "domain/retrieve.h"
 
 typedef struct ingest_find {
     ts_bus_client *query; /* NULL: C-FIND is not offered */

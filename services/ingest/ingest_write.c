@@ -11,9 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "dicom.h"
-#include "log.h"
-#include "store_index.h"
+#include "dicom/dicom.h"
+#include "base/log.h"
+#include "domain/store_index.h"
 #include "tessera.pb-c.h"
 
 static const ts_db_stmt store_instance = {
@@ -135,7 +135,7 @@ static int store_txn(ts_db *db, void *arg, ts_err *err)
     if (rc)
         return rc;
     /* the function takes the file's lock first; its intent must still be
-     * there once we hold it (lib/store_index.h) */
+     * there once we hold it (lib/domain/store_index.h) */
     rc = ts_store_check_intent(a->store, a->uuid, err);
     if (rc) {
         PQclear(res);

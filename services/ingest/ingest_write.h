@@ -6,13 +6,13 @@
 
 #include <stdbool.h>
 
-#include "bus.h"
-#include "changes.h"
-#include "db.h"
-#include "err.h"
-#include "ids.h"
-#include "metrics.h"
-#include "store.h"
+#include "io/bus.h"
+#include "domain/changes.h"
+#include "io/db.h"
+#include "base/err.h"
+#include "base/ids.h"
+#include "base/metrics.h"
+#include "io/store.h"
 
 typedef struct ingest_ctx {
     ts_db_pool *db;

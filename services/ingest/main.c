@@ -12,18 +12,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bus.h"
-#include "config.h"
-#include "db.h"
-#include "dicom.h"
+#include "io/bus.h"
+#include "base/config.h"
+#include "io/db.h"
+#include "dicom/dicom.h"
 #include "ingest_find.h"
 #include "ingest_write.h"
-#include "log.h"
-#include "metrics.h"
-#include "migrate.h"
-#include "retrieve.h"
-#include "service.h"
-#include "store.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "io/migrate.h"
+#include "domain/retrieve.h"
+#include "base/service.h"
+#include "io/store.h"
 #include "tessera.pb-c.h"
 
 typedef struct ingest_service {

@@ -11,9 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "archives.h"
-#include "config.h"
-#include "log.h"
+#include "domain/archives.h"
+#include "base/config.h"
+#include "base/log.h"
 
 #define MEGA (1024LL * 1024LL)
 

@@ -1,5 +1,5 @@
 /* The Archive job (Orthanc's type): a ZIP of resources in Orthanc's layout
- * (lib/archives.h) written to the storage area as jobs/<id>.zip, where every
+ * (lib/domain/archives.h) written to the storage area as jobs/<id>.zip, where every
  * REST process serves it as the job's output `archive`. Input: {"Resources":
  * [public ids], "Level": 0..2 or -1 (any)}. The worker writes a part of its
  * own and renames it when complete; a pause, cancel, failure or lost lease

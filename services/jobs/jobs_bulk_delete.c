@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "delete.h"
-#include "log.h"
+#include "domain/delete.h"
+#include "base/log.h"
 #include "tessera.pb-c.h"
 
 void jobs_bulk_delete_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)

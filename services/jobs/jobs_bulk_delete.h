@@ -1,7 +1,7 @@
 /* The BulkDelete job (Tessera's own type; Orthanc deletes synchronously):
  * POST /tools/bulk-delete with "Asynchronous": true. Input: {"Resources":
  * [public ids of any level]}. Each resource is deleted in its own transaction
- * by the SQL function that DELETE uses (lib/delete.h); unknown ids are
+ * by the SQL function that DELETE uses (lib/domain/delete.h); unknown ids are
  * skipped, as Orthanc does; the deleters are nudged as after a DELETE.
  * Deleted ids are recorded in the job's done set, so
  * a resumed or taken-over job goes on with the others. */

@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "dicom_qr_scu.h"
-#include "log.h"
+#include "dicom/dicom_qr_scu.h"
+#include "base/log.h"
 
 /* Orthanc's ErrorCode values used here */
 #define ERR_NETWORK 9

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "ids.h"
-#include "log.h"
+#include "base/ids.h"
+#include "base/log.h"
 
 #define LOOKUP 64 /* instances whose files are looked up at once */
 #define RECORD_EVERY 16

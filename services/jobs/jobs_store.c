@@ -12,10 +12,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "config.h"
-#include "dicom.h"
-#include "ids.h"
-#include "log.h"
+#include "base/config.h"
+#include "dicom/dicom.h"
+#include "base/ids.h"
+#include "base/log.h"
 
 #define CHUNK_MIN 1
 #define CHUNK_MAX 512

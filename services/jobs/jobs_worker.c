@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "log.h"
+#include "base/log.h"
 
 static const ts_db_stmt instance_files = {
     "jobs_instance_files",

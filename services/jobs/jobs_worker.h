@@ -10,11 +10,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "bus.h"
-#include "db.h"
-#include "jobs.h"
-#include "metrics.h"
-#include "store.h"
+#include "io/bus.h"
+#include "io/db.h"
+#include "domain/jobs.h"
+#include "base/metrics.h"
+#include "io/store.h"
 
 typedef struct jobs_service {
     ts_db_pool *db;

@@ -1,4 +1,4 @@
-/* tessera-jobs: runs the jobs of the Redis registry (lib/jobs.h). Each of
+/* tessera-jobs: runs the jobs of the Redis registry (lib/domain/jobs.h). Each of
  * TESSERA_JOBS_WORKERS threads takes one job at a time from the queue (or a
  * job whose worker died, once its lease ran out) and runs it; a keeper thread
  * renews the leases of the running jobs twice a second, which is also how a
@@ -15,21 +15,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "db.h"
-#include "dicom.h"
-#include "jobs.h"
+#include "base/config.h"
+#include "io/db.h"
+#include "dicom/dicom.h"
+#include "domain/jobs.h"
 #include "jobs_archive.h"
 #include "jobs_bulk_delete.h"
 #include "jobs_move.h"
 #include "jobs_peer.h"
 #include "jobs_store.h"
 #include "jobs_worker.h"
-#include "log.h"
-#include "metrics.h"
-#include "migrate.h"
-#include "service.h"
-#include "store.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "io/migrate.h"
+#include "base/service.h"
+#include "io/store.h"
 
 /* One worker thread and what the keeper knows of its job. */
 typedef struct slot {

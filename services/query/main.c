@@ -8,19 +8,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bus.h"
-#include "config.h"
-#include "db.h"
-#include "dicom.h"
-#include "dicom_find.h"
-#include "log.h"
-#include "metrics.h"
-#include "migrate.h"
+#include "io/bus.h"
+#include "base/config.h"
+#include "io/db.h"
+#include "dicom/dicom.h"
+#include "dicom/dicom_find.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "io/migrate.h"
 #include "query_bus.h"
 #include "query_match.h"
-#include "retrieve.h"
-#include "service.h"
-#include "store.h"
+#include "domain/retrieve.h"
+#include "base/service.h"
+#include "io/store.h"
 
 #define TAG_RETRIEVE_AET TS_TAG(0x0008, 0x0054)
 #define TAG_INSTANCE_AVAILABILITY TS_TAG(0x0008, 0x0056)
@@ -140,7 +140,7 @@ done:
     return status;
 }
 
-/* ---- C-MOVE and C-GET (lib/retrieve.c sends; this finds the instances) ------ */
+/* ---- C-MOVE and C-GET (lib/domain/retrieve.c sends; this finds the instances) ------ */
 
 /* A ts_retrieve_find_fn: checks the identifier and matches the instances it
  * names, with their files. */

@@ -4,12 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus.h"
-#include "dicom.h"
-#include "log.h"
+#include "io/bus.h"
+#include "dicom/dicom.h"
+#include "base/log.h"
 #include "query_match.h"
 #include "tessera.pb-c.h"
-#include "xalloc.h"
+#include "base/xalloc.h"
 
 /* Every input from the network has a limit. */
 #define MAX_KEYS 512

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "db.h"
+#include "io/db.h"
 
 typedef struct query_bus_ctx {
     ts_db_pool *db;

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dicom.h"
-#include "xalloc.h"
+#include "dicom/dicom.h"
+#include "base/xalloc.h"
 
 /* Keys with more parameters than this are refused: a value list is one
  * parameter, so only an absurd identifier gets here. */

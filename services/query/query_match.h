@@ -10,9 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "db.h"
-#include "err.h"
-#include "ids.h"
+#include "io/db.h"
+#include "base/err.h"
+#include "base/ids.h"
 
 /* A query key: value "" is universal matching (a return key only). */
 typedef struct query_key {

@@ -6,13 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus.h"
-#include "config.h"
-#include "db.h"
-#include "dicom.h"
-#include "log.h"
-#include "metrics.h"
-#include "migrate.h"
+#include "io/bus.h"
+#include "base/config.h"
+#include "io/db.h"
+#include "dicom/dicom.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "io/migrate.h"
 #include "rest_http.h"
 #include "rest_archive.h"
 #include "rest_content.h"
@@ -31,8 +31,8 @@
 #include "rest_resources.h"
 #include "rest_system.h"
 #include "rest_upload.h"
-#include "service.h"
-#include "store.h"
+#include "base/service.h"
+#include "io/store.h"
 
 static void rest_tools_list(rest_request *req);
 

@@ -1,4 +1,4 @@
-/* Archives (see rest_archive.h). The ZIP itself is lib/archives.c's; here are
+/* Archives (see rest_archive.h). The ZIP itself is lib/domain/archives.c's; here are
  * Orthanc's routes and bodies. A synchronous archive is written while it is
  * sent: each read of the HTTP layer takes the next piece of the ZIP, so memory
  * stays flat whatever the size of the files. An asynchronous one is an
@@ -14,9 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "archives.h"
-#include "ids.h"
-#include "log.h"
+#include "domain/archives.h"
+#include "base/ids.h"
+#include "base/log.h"
 #include "rest_common.h"
 #include "rest_jobs.h"
 

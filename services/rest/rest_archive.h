@@ -1,5 +1,5 @@
 /* Archives: a ZIP of the resources' DICOM files in Orthanc's layout
- * (lib/archives.h). GET /{patients,studies,series}/{id}/archive and the
+ * (lib/domain/archives.h). GET /{patients,studies,series}/{id}/archive and the
  * synchronous POSTs stream it; asynchronous POSTs submit an `Archive` job
  * whose ZIP is then GET /jobs/{id}/archive, from any REST process. */
 #ifndef REST_ARCHIVE_H

@@ -11,9 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "ids.h"
-#include "log.h"
+#include "base/config.h"
+#include "base/ids.h"
+#include "base/log.h"
 #include "rest_attachments.h"
 #include "rest_delete.h"
 #include "rest_common.h"

@@ -1,6 +1,6 @@
 #include "rest_common.h"
-#include "dicom.h"
-#include "store_index.h"
+#include "dicom/dicom.h"
+#include "domain/store_index.h"
 
 #include <ctype.h>
 #include <openssl/evp.h>

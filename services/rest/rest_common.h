@@ -40,7 +40,7 @@ typedef struct rest_row {
 bool rest_row_query(rest_request *req, ts_db_mode mode, rest_row *row);
 void rest_row_clear(rest_row *row);
 /* rest_row_query for a statement that indexes a file just written: the file
- * is held first in the same transaction (lib/store_index.h). */
+ * is held first in the same transaction (lib/domain/store_index.h). */
 bool rest_row_query_holding(rest_request *req, ts_db_mode mode, rest_row *row, const char *uuid);
 /* The same without answering: 0 or a negative TS_E* code. */
 int rest_row_run(ts_db_pool *db, ts_db_mode mode, rest_row *row, ts_err *err);

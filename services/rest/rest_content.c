@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dicom.h"
-#include "ids.h"
-#include "log.h"
+#include "dicom/dicom.h"
+#include "base/ids.h"
+#include "base/log.h"
 #include "rest_common.h"
 
 /* The DICOM files of every instance under a resource; one row of NULL when the

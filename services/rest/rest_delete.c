@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "delete.h"
-#include "log.h"
+#include "domain/delete.h"
+#include "base/log.h"
 #include "rest_common.h"
 #include "rest_delete.h"
 #include "rest_jobs.h"
@@ -29,7 +29,7 @@ void rest_nudge_deleters(rest_ctx *ctx)
 static const char *const type_names[] = {"Patient", "Study", "Series", "Instance"};
 static const char *const plural_names[] = {"patients", "studies", "series", "instances"};
 
-/* One deletion in its own transaction (lib/delete.h; level -1: any). Returns
+/* One deletion in its own transaction (lib/domain/delete.h; level -1: any). Returns
  * 1 deleted, 0 unknown, or a negative TS_E* code (err filled). remaining gets
  * the RemainingAncestor. */
 static int delete_one(rest_ctx *ctx, const char *public_id, int level, json_t **remaining,

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config.h"
+#include "base/config.h"
 #include "rest_common.h"
 
 bool dw_uid_valid(const char *s)

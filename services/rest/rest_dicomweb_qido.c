@@ -24,9 +24,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config.h"
-#include "dicom.h"
-#include "log.h"
+#include "base/config.h"
+#include "dicom/dicom.h"
+#include "base/log.h"
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
 #include "tessera.pb-c.h"

@@ -21,8 +21,8 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "dicom.h"
-#include "log.h"
+#include "dicom/dicom.h"
+#include "base/log.h"
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
 #include "rest_upload.h"

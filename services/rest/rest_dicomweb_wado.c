@@ -22,8 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dicom.h"
-#include "log.h"
+#include "dicom/dicom.h"
+#include "base/log.h"
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
 

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "dicom.h"
-#include "log.h"
+#include "dicom/dicom.h"
+#include "base/log.h"
 #include "rest_common.h"
 #include "rest_find.h"
 #include "tessera.pb-c.h"

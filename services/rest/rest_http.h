@@ -9,10 +9,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "bus.h"
-#include "db.h"
-#include "err.h"
-#include "store.h"
+#include "io/bus.h"
+#include "io/db.h"
+#include "base/err.h"
+#include "io/store.h"
 
 typedef struct rest_ctx {
     ts_db_pool *db;

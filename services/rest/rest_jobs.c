@@ -9,8 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "config.h"
-#include "log.h"
+#include "base/config.h"
+#include "base/log.h"
 #include "rest_archive.h"
 
 /* Each request has its own connection: requests run on their own threads, a

@@ -1,13 +1,13 @@
 /* The jobs routes (GET /jobs, GET /jobs/{id}, POST /jobs/{id}/cancel|pause|
  * resume|resubmit, GET /jobs/{id}/{output}), answered from the Redis registry
- * (lib/jobs.h) whichever REST process is asked, and the submission of a job
+ * (lib/domain/jobs.h) whichever REST process is asked, and the submission of a job
  * with Orthanc's Synchronous/Asynchronous answers. */
 #ifndef REST_JOBS_H
 #define REST_JOBS_H
 
 #include <jansson.h>
 
-#include "jobs.h"
+#include "domain/jobs.h"
 #include "rest_http.h"
 
 void rest_jobs_list(rest_request *req);

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "ids.h"
-#include "log.h"
+#include "base/config.h"
+#include "base/ids.h"
+#include "base/log.h"
 #include "rest_common.h"
 #include "rest_metadata.h"
 

@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "dicom.h"
-#include "ids.h"
-#include "log.h"
+#include "base/config.h"
+#include "dicom/dicom.h"
+#include "base/ids.h"
+#include "base/log.h"
 #include "rest_common.h"
 #include "rest_jobs.h"
 

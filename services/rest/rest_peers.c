@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "log.h"
+#include "base/config.h"
+#include "base/log.h"
 #include "rest_common.h"
 #include "rest_jobs.h"
 #include "rest_modalities.h"

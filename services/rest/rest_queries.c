@@ -13,11 +13,11 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config.h"
-#include "dicom.h"
-#include "dicom_qr_scu.h"
-#include "log.h"
-#include "queries.h"
+#include "base/config.h"
+#include "dicom/dicom.h"
+#include "dicom/dicom_qr_scu.h"
+#include "base/log.h"
+#include "domain/queries.h"
 #include "rest_common.h"
 #include "rest_jobs.h"
 #include "rest_modalities.h"

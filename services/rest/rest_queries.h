@@ -1,6 +1,6 @@
 /* Query/retrieve as an SCU, with Orthanc 1.10.1's routes and answers:
  * POST /modalities/{id}/query runs a C-FIND from this process and keeps the
- * answers in Redis (lib/queries.h), so that every REST process serves
+ * answers in Redis (lib/domain/queries.h), so that every REST process serves
  * /queries/...; retrieving answers (POST /queries/{id}/retrieve,
  * /queries/{id}/answers/{n}/retrieve) and POST /modalities/{id}/move submit
  * DicomMoveScu jobs (services/jobs/jobs_move.c). */

@@ -11,9 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dicom.h"
-#include "ids.h"
-#include "log.h"
+#include "dicom/dicom.h"
+#include "base/ids.h"
+#include "base/log.h"
 #include "rest_common.h"
 
 /* "patients" -> 0 ... "instances" -> 3; -1 if unknown. Singular forms for

@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "changes.h"
-#include "config.h"
-#include "dicom.h"
-#include "log.h"
-#include "metrics.h"
+#include "domain/changes.h"
+#include "base/config.h"
+#include "dicom/dicom.h"
+#include "base/log.h"
+#include "base/metrics.h"
 #include "rest_common.h"
 
 #define TESSERA_VERSION "0.1.0"

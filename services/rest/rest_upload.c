@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "base/log.h"
 #include "tessera.pb-c.h"
 
 /* Stores one DICOM file through ingest. On success *answer is Orthanc's

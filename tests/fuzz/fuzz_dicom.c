@@ -1,4 +1,4 @@
-/* libFuzzer target: the DICOM parsing wrapper (lib/dicom*.cc) on arbitrary
+/* libFuzzer target: the DICOM parsing wrapper (lib/dicom/dicom*.cc) on arbitrary
  * bytes, as ingest and REST receive them: parse, identify, and build every JSON
  * form a route serves. Nothing may crash, leak or read out of bounds; a
  * refusal is a fine answer. */
@@ -8,8 +8,8 @@
 
 #include <jansson.h>
 
-#include "dicom.h"
-#include "log.h"
+#include "dicom/dicom.h"
+#include "base/log.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

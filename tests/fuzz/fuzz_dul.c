@@ -1,5 +1,5 @@
 /* libFuzzer target: the DICOM upper layer of ingest's and query's SCPs
- * (lib/dicom_net.cc, lib/dicom_scp.cc, lib/dicom_find.cc and dcmtk under them)
+ * (lib/dicom/dicom_net.cc, lib/dicom/dicom_scp.cc, lib/dicom/dicom_find.cc and dcmtk under them)
  * on arbitrary byte streams sent over a real loopback connection, as a peer
  * that is not dcmtk would send them. Both SCPs run in this process on free
  * ports. Nothing may crash, hang or read out of bounds; closing the connection
@@ -22,9 +22,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "dicom.h"
-#include "dicom_find.h"
-#include "log.h"
+#include "dicom/dicom.h"
+#include "dicom/dicom_find.h"
+#include "base/log.h"
 
 static char tmpdir[] = "/tmp/fuzz-dul-XXXXXX";
 static int ingest_port, query_port;

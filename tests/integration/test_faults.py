@@ -450,7 +450,7 @@ def store_outcomes(output):
 
 def test_deleters_reclaiming_during_live_stores(cluster, tmp_path):
     """Two deleters with a grace period of 0 settle intents while two associations
-    store (the case lib/store_index.h guards: a deleter may take a live writer's
+    store (the case lib/domain/store_index.h guards: a deleter may take a live writer's
     file between its link and its transaction). A taken file makes that store fail
     with 0xA700; never a row without its file. Every store answered Success is
     indexed with its file; every refused one is absent."""

@@ -1,4 +1,4 @@
-/* lib/archives.c against a real PostgreSQL (TESSERA_TEST_DB_URL, set by
+/* lib/domain/archives.c against a real PostgreSQL (TESSERA_TEST_DB_URL, set by
  * scripts/test; skipped without one) and a temporary storage area: the ZIP
  * (read back with libarchive) holds every file under the resources once, in
  * Orthanc 1.10.1's folder layout and order, with the stored bytes; unknown ids
@@ -23,10 +23,10 @@
 
 #include <cmocka.h>
 
-#include "archives.h"
-#include "db.h"
-#include "migrate.h"
-#include "store.h"
+#include "domain/archives.h"
+#include "io/db.h"
+#include "io/migrate.h"
+#include "io/store.h"
 #include "unit_pg.h"
 #include "unit_fs.h"
 

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bus.h"
-#include "log.h"
+#include "io/bus.h"
+#include "base/log.h"
 #include "tessera.pb-c.h"
 
 /* Answers a StoreRequest with the request's origin in the error field and the

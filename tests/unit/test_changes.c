@@ -1,4 +1,4 @@
-/* lib/changes.c against a real PostgreSQL (TESSERA_TEST_DB_URL, set by
+/* lib/domain/changes.c against a real PostgreSQL (TESSERA_TEST_DB_URL, set by
  * scripts/test; skipped without one): changes inserted unnumbered get Seq in
  * insertion order without holes; a writer's pass returns at once while another
  * process numbers, a reader's pass waits for it and leaves nothing unnumbered;
@@ -17,10 +17,10 @@
 
 #include <cmocka.h>
 
-#include "changes.h"
-#include "db.h"
-#include "log.h"
-#include "migrate.h"
+#include "domain/changes.h"
+#include "io/db.h"
+#include "base/log.h"
+#include "io/migrate.h"
 #include "unit_pg.h"
 
 static ts_db_pool *pool;

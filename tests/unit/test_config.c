@@ -14,8 +14,8 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "log.h"
+#include "base/config.h"
+#include "base/log.h"
 
 /* A configuration file with the given text; the caller unlinks path. */
 static void write_file(char *path, size_t size, const char *text)

@@ -13,9 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "db.h"
-#include "log.h"
-#include "migrate.h"
+#include "io/db.h"
+#include "base/log.h"
+#include "io/migrate.h"
 
 static char test_url[512];
 

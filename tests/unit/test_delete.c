@@ -1,4 +1,4 @@
-/* lib/delete.c against a real PostgreSQL (TESSERA_TEST_DB_URL, set by
+/* lib/domain/delete.c against a real PostgreSQL (TESSERA_TEST_DB_URL, set by
  * scripts/test; skipped without one): ts_delete_resource removes the resource,
  * its descendants and the ancestors it leaves empty, says which ancestor
  * remains (Orthanc's RemainingAncestor) and how many resources went, hands
@@ -15,9 +15,9 @@
 
 #include <cmocka.h>
 
-#include "db.h"
-#include "delete.h"
-#include "migrate.h"
+#include "io/db.h"
+#include "domain/delete.h"
+#include "io/migrate.h"
 #include "unit_pg.h"
 
 static ts_db_pool *pool;

@@ -1,4 +1,4 @@
-/* The JSON forms of a DICOM file (lib/dicom_json.cc) compared with what Orthanc
+/* The JSON forms of a DICOM file (lib/dicom/dicom_json.cc) compared with what Orthanc
  * 1.10.1 and its DICOMweb plugin answered for the same file: every file in
  * tests/data/dicom against its answers in tests/data/orthanc/<name>/, recorded
  * by tests/data/orthanc/record.sh. A few hand-checked values then pin the rules
@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "dicom.h"
+#include "dicom/dicom.h"
 
 #define DICOM_DIR TS_TEST_DATA "/dicom"
 #define ORTHANC_DIR TS_TEST_DATA "/orthanc"
@@ -186,7 +186,7 @@ static bool same_json(const char *name, const char *what, json_t *ours, json_t *
 /* ---- what the JSON forms need from the parser ------------------------------------ */
 
 /* The forms show strings in UTF-8 and SpecificCharacterSet as the file has it,
- * as Orthanc does: the parser (lib/dicom.cc) must convert the values and leave
+ * as Orthanc does: the parser (lib/dicom/dicom.cc) must convert the values and leave
  * SpecificCharacterSet alone, ISO 2022 code extensions included. When this test
  * fails, the comparisons below fail on the same files for the same reason. */
 static void test_parser_gives_utf8_and_the_files_character_set(void **state)
@@ -255,7 +255,7 @@ static size_t charset_dataset(unsigned char *buf, const char *charset, const cha
     return n;
 }
 
-/* ISO 2022 code extensions, decoded by lib/dicom.cc itself (PS3.5 6.1.2.5):
+/* ISO 2022 code extensions, decoded by lib/dicom/dicom.cc itself (PS3.5 6.1.2.5):
  * the standard's examples, and broken values that must not read past their end
  * (a cut escape sequence, a cut two-byte character, a byte no set holds). */
 static void test_iso2022_values(void **state)

@@ -1,4 +1,4 @@
-/* The DICOM SCU (lib/dicom_scu.cc) against dcmtk's own storescp: C-ECHO, C-STORE
+/* The DICOM SCU (lib/dicom/dicom_scu.cc) against dcmtk's own storescp: C-ECHO, C-STORE
  * of files in several transfer syntaxes (sent unchanged when the peer accepts
  * their syntax, converted to Implicit VR LE when it accepts only that, not sent
  * when compressed and refused), the DIMSE statuses the caller gets back, and
@@ -29,7 +29,7 @@
 
 #include <cmocka.h>
 
-#include "dicom.h"
+#include "dicom/dicom.h"
 #include "unit_fs.h"
 
 #define DICOM_DIR TS_TEST_DATA "/dicom"

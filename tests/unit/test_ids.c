@@ -1,4 +1,4 @@
-/* Public ids (lib/ids.c) against the ids Orthanc 1.10.1 gave the files in
+/* Public ids (lib/base/ids.c) against the ids Orthanc 1.10.1 gave the files in
  * tests/data/dicom (tests/data/orthanc/ids.json, recorded by
  * tests/data/orthanc/record.sh): from the identifying values Orthanc itself
  * recorded, and from the same values read by the parser. */
@@ -14,8 +14,8 @@
 
 #include <cmocka.h>
 
-#include "dicom.h"
-#include "ids.h"
+#include "dicom/dicom.h"
+#include "base/ids.h"
 
 #define ORTHANC_DIR TS_TEST_DATA "/orthanc"
 

@@ -21,7 +21,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "jobs.h"
+#include "domain/jobs.h"
 #include "unit_redis.h"
 
 /* a raw connection for what the API does not show (flush, TTLs) */
@@ -365,7 +365,7 @@ int main(void)
 {
     if (!unit_redis_available())
         return 77;
-    /* as every service does (lib/service.c): a write to a connection Redis
+    /* as every service does (lib/base/service.c): a write to a connection Redis
      * closed must fail, not kill the process */
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {

@@ -20,7 +20,7 @@
 
 #include <cmocka.h>
 
-#include "metrics.h"
+#include "base/metrics.h"
 
 /* The rendered line that starts with prefix (up to the value), or NULL. */
 static const char *find_line(const char *text, const char *prefix)

@@ -1,4 +1,4 @@
-/* lib/queries.c against a redis-server of its own (unit_redis.h; skipped when
+/* lib/domain/queries.c against a redis-server of its own (unit_redis.h; skipped when
  * redis-server is missing): a stored query reads back as the same JSON under a
  * fresh lower-case UUID; the list is sorted and holds only the queries still
  * kept (history and TTL); deleting forgets, and an unknown id is TS_ENOTFOUND
@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "ids.h"
-#include "queries.h"
+#include "base/ids.h"
+#include "domain/queries.h"
 #include "unit_redis.h"
 
 static int setup(void **state)
@@ -213,7 +213,7 @@ int main(void)
 {
     if (!unit_redis_available())
         return 77;
-    signal(SIGPIPE, SIG_IGN); /* as every service does (lib/service.c) */
+    signal(SIGPIPE, SIG_IGN); /* as every service does (lib/base/service.c) */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_add_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_sorted, setup, teardown),

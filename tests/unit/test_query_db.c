@@ -13,11 +13,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bus.h"
-#include "db.h"
-#include "dicom.h"
-#include "log.h"
-#include "migrate.h"
+#include "io/bus.h"
+#include "io/db.h"
+#include "dicom/dicom.h"
+#include "base/log.h"
+#include "io/migrate.h"
 #include "query_bus.h"
 #include "query_match.h"
 #include "tessera.pb-c.h"

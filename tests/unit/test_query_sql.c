@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dicom.h"
+#include "dicom/dicom.h"
 #include "query_match.h"
 
 #define PATIENT_NAME TS_TAG(0x0010, 0x0010)

@@ -1,4 +1,4 @@
-/* lib/redis.c against a redis-server of its own (unit_redis.h; skipped when
+/* lib/io/redis.c against a redis-server of its own (unit_redis.h; skipped when
  * redis-server is missing): URLs it refuses (TS_EINVAL) and a server that does
  * not answer (TS_EIO); replies, error replies as TS_EIO with Redis's message;
  * the per-command extra time of a blocking command; a connection opened again
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "redis.h"
+#include "io/redis.h"
 #include "unit_redis.h"
 
 static void test_bad_urls(void **state)
@@ -158,7 +158,7 @@ int main(void)
 {
     if (!unit_redis_available())
         return 77;
-    /* as every service does (lib/service.c): a write to a connection Redis
+    /* as every service does (lib/base/service.c): a write to a connection Redis
      * closed must fail, not kill the process */
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {

@@ -19,7 +19,7 @@
 #include <cmocka.h>
 
 #include <time.h>
-#include "store.h"
+#include "io/store.h"
 #include "unit_fs.h"
 
 typedef struct {

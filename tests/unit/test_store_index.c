@@ -1,4 +1,4 @@
-/* lib/store_index.c against a real PostgreSQL (TESSERA_TEST_DB_URL, set by
+/* lib/domain/store_index.c against a real PostgreSQL (TESSERA_TEST_DB_URL, set by
  * scripts/test; skipped without one) and a temporary storage area: a writer's
  * ts_store_hold succeeds while its intent is there and fails with TS_ENOTFOUND
  * once the file was reclaimed; ts_store_reclaim keeps (and settles) a file a
@@ -20,10 +20,10 @@
 
 #include <cmocka.h>
 
-#include "db.h"
-#include "migrate.h"
-#include "store.h"
-#include "store_index.h"
+#include "io/db.h"
+#include "io/migrate.h"
+#include "io/store.h"
+#include "domain/store_index.h"
 #include "unit_pg.h"
 #include "unit_fs.h"
 

@@ -1,4 +1,4 @@
-/* lib/xalloc.h: what its callers rely on besides "never NULL": a size of 0
+/* lib/base/xalloc.h: what its callers rely on besides "never NULL": a size of 0
  * gives a pointer to free (not NULL, so not an abort), xcalloc zeroes,
  * xrealloc keeps the contents, xstrdup copies. */
 #include <setjmp.h>
@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "xalloc.h"
+#include "base/xalloc.h"
 
 static void test_size_zero_gives_a_pointer(void **state)
 {

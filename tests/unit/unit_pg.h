@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "db.h"
-#include "migrate.h"
+#include "io/db.h"
+#include "io/migrate.h"
 
 /* Runs sql on its own connection; 0, or -1 with the error on stderr. */
 static int unit_pg_exec(const char *conninfo, const char *sql)

@@ -1,0 +1,29 @@
+// Shared by the dicom_*.cc files only: the layout of a parsed dataset.
+#ifndef TS_DICOM_INTERNAL_HH
+#define TS_DICOM_INTERNAL_HH
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dctk.h>
+
+#include <string>
+
+#include "dicom/dicom.h"
+
+struct ts_dicom {
+    DcmFileFormat file;          // meta header + dataset
+    std::string transfer_syntax; // UID from the meta header, "" if none
+};
+
+// A tag's name as Orthanc writes it: dcmtk's dictionary, except a few main tags
+// that Orthanc names itself; DcmTag_ERROR_TagName when unknown (dicom_json.cc).
+std::string ts_orthanc_tag_name(const DcmTag &tag);
+
+// Converts the text values of ds (SH, LO, ST, LT, UT, UC, PN, in sequences too)
+// from its Specific Character Set to UTF-8, ISO 2022 code extensions included,
+// and sets ISO_IR 192. false when a character set is unknown: values are kept.
+bool ts_dataset_to_utf8(DcmDataset *ds);
+
+// dcmtk stores strings in the dataset's character set; ts_dicom_open_* converts
+// the dataset to UTF-8 once so that every reader sees UTF-8.
+
+#endif

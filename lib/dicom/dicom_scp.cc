@@ -1,0 +1,327 @@
+// The DICOM SCP of ingest: each association, on its own thread from the accept
+// loop of dicom_net.cc, is served by a DcmThreadSCP that hands requests to C
+// callbacks.
+//
+// We run our own accept loop instead of DcmSCPPool because the pool creates its
+// workers with a default constructor (no way to pass the callbacks but a global)
+// and cannot be stopped from outside while it waits for a connection.
+#include "dicom_internal.hh"
+#include "dicom_net.hh"
+#include "dicom_qr.hh"
+
+#include <dcmtk/dcmnet/diutil.h>
+#include <dcmtk/dcmnet/scpthrd.h>
+
+#include <cstring>
+#include <string>
+#include <iterator>
+#include <vector>
+#include <algorithm>
+#include <unistd.h>
+
+#include "base/log.h"
+
+namespace
+{
+
+// Transfer syntaxes accepted for storage, in our order of preference when a
+// client proposes several in one context. Instances are stored as received.
+const char *const STORAGE_SYNTAXES[] = {
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,
+    UID_JPEGProcess2_4TransferSyntax,
+    UID_JPEGProcess14TransferSyntax,
+    UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGLSLosslessTransferSyntax,
+    UID_JPEGLSLossyTransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax,
+    UID_JPEG2000TransferSyntax,
+    UID_JPEG2000Part2MulticomponentImageCompressionLosslessOnlyTransferSyntax,
+    UID_JPEG2000Part2MulticomponentImageCompressionTransferSyntax,
+    UID_RLELosslessTransferSyntax,
+    UID_MPEG2MainProfileAtMainLevelTransferSyntax,
+    UID_MPEG2MainProfileAtHighLevelTransferSyntax,
+    UID_MPEG4HighProfileLevel4_1TransferSyntax,
+    UID_MPEG4BDcompatibleHighProfileLevel4_1TransferSyntax,
+    UID_MPEG4HighProfileLevel4_2_For2DVideoTransferSyntax,
+    UID_MPEG4HighProfileLevel4_2_For3DVideoTransferSyntax,
+    UID_MPEG4StereoHighProfileLevel4_2TransferSyntax,
+    UID_HEVCMainProfileLevel5_1TransferSyntax,
+    UID_HEVCMain10ProfileLevel5_1TransferSyntax,
+};
+
+} // namespace
+
+extern "C" json_t *ts_dicom_storage_syntaxes(void)
+{
+    std::vector<std::string> uids(std::begin(STORAGE_SYNTAXES), std::end(STORAGE_SYNTAXES));
+    // by their numbers, component after component, as Orthanc lists them
+    std::sort(uids.begin(), uids.end(), [](const std::string &a, const std::string &b) {
+        const char *p = a.c_str(), *q = b.c_str();
+        while (*p && *q) {
+            char *pe, *qe;
+            unsigned long x = strtoul(p, &pe, 10), y = strtoul(q, &qe, 10);
+            if (x != y)
+                return x < y;
+            p = *pe ? pe + 1 : pe;
+            q = *qe ? qe + 1 : qe;
+        }
+        return *p == '\0' && *q != '\0';
+    });
+    json_t *out = json_array();
+    for (const std::string &uid : uids)
+        json_array_append_new(out, json_string(uid.c_str()));
+    return out;
+}
+
+namespace
+{
+
+void copy_aet(char *dst, size_t size, const OFString &src)
+{
+    snprintf(dst, size, "%s", src.c_str());
+}
+
+ts_dicom_qr_callbacks qr_callbacks(const ts_dicom_scp_callbacks &cb)
+{
+    ts_dicom_qr_callbacks qr = {cb.user, cb.retrieve_user, cb.accept, cb.find, cb.move, cb.get};
+    return qr;
+}
+
+// C-FIND, C-MOVE and C-GET (when their callbacks are set) are handled by the
+// Q/R base class.
+class Worker : public tsqr::QrWorker
+{
+  public:
+    Worker(const ts_dicom_scp_callbacks &cb, const std::string &our_aet, bool check_called,
+           long long max_dataset)
+        : tsqr::QrWorker(qr_callbacks(cb), our_aet, check_called, max_dataset), cb_(cb),
+          our_aet_(our_aet), check_called_(check_called), max_dataset_(max_dataset)
+    {
+        memset(&assoc_, 0, sizeof(assoc_));
+    }
+
+  protected:
+    OFBool checkCalledAETitleAccepted(const OFString &called) override
+    {
+        return !check_called_ || called == our_aet_.c_str();
+    }
+
+    OFBool checkCallingAETitleAccepted(const OFString &calling) override
+    {
+        copy_aet(assoc_.calling_aet, sizeof(assoc_.calling_aet), calling);
+        copy_aet(assoc_.called_aet, sizeof(assoc_.called_aet), getCalledAETitle());
+        copy_aet(assoc_.peer_ip, sizeof(assoc_.peer_ip), getPeerIP());
+        setAssocInfo(assoc_);
+        if (!cb_.accept || cb_.accept(cb_.user, &assoc_))
+            return OFTrue;
+        ts_warn("association rejected: calling AE title not registered", "calling_aet=%s peer=%s",
+                assoc_.calling_aet, assoc_.peer_ip);
+        return OFFalse;
+    }
+
+    // dcmtk's profiles hold 128 presentation contexts at most and drop the rest
+    // without a word, but there are 186 storage SOP classes: contexts are
+    // accepted here instead, as storescp does, from the complete lists (no
+    // limit there), and the profile-based negotiation is skipped.
+    void notifyAssociationRequest(const T_ASC_Parameters &params,
+                                  DcmSCPActionType &desired) override
+    {
+        T_ASC_Parameters *p = const_cast<T_ASC_Parameters *>(&params);
+        const char *uncompressed[] = {UID_LittleEndianExplicitTransferSyntax,
+                                      UID_LittleEndianImplicitTransferSyntax,
+                                      UID_BigEndianExplicitTransferSyntax};
+        const char *verification[] = {UID_VerificationSOPClass};
+        const char *find[] = {UID_FINDPatientRootQueryRetrieveInformationModel,
+                              UID_FINDStudyRootQueryRetrieveInformationModel};
+        const char *move[] = {UID_MOVEPatientRootQueryRetrieveInformationModel,
+                              UID_MOVEStudyRootQueryRetrieveInformationModel};
+        const char *get[] = {UID_GETPatientRootQueryRetrieveInformationModel,
+                             UID_GETStudyRootQueryRetrieveInformationModel};
+        // Each call only looks at the contexts of its abstract syntaxes; one that
+        // finds none to accept is not an error for us. With no context accepted
+        // at all, DcmSCP refuses the association itself.
+        // (abstract syntaxes first, then the transfer syntaxes in our order of preference)
+        ASC_acceptContextsWithPreferredTransferSyntaxes(p, verification, 1, uncompressed, 3);
+        if (cb_.find)
+            ASC_acceptContextsWithPreferredTransferSyntaxes(p, find, 2, uncompressed, 3);
+        if (cb_.move)
+            ASC_acceptContextsWithPreferredTransferSyntaxes(p, move, 2, uncompressed, 3);
+        if (cb_.get)
+            ASC_acceptContextsWithPreferredTransferSyntaxes(p, get, 2, uncompressed, 3);
+        // C-GET sends its instances back on this association: a client that
+        // proposes to be the storage SCP (role selection) is granted it, one
+        // that proposes nothing (storescu) keeps the default roles.
+        ASC_acceptContextsWithPreferredTransferSyntaxes(
+            p, dcmAllStorageSOPClassUIDs, numberOfDcmAllStorageSOPClassUIDs,
+            const_cast<const char **>(STORAGE_SYNTAXES),
+            static_cast<int>(sizeof(STORAGE_SYNTAXES) / sizeof(STORAGE_SYNTAXES[0])),
+            cb_.get ? ASC_SC_ROLE_SCUSCP : ASC_SC_ROLE_DEFAULT);
+        (void)desired;
+    }
+
+    OFCondition negotiateAssociation() override
+    {
+        return EC_Normal; /* done in notifyAssociationRequest */
+    }
+
+    OFCondition handleIncomingCommand(T_DIMSE_Message *msg,
+                                      const DcmPresentationContextInfo &info) override
+    {
+        if (msg->CommandField == DIMSE_C_STORE_RQ)
+            return handleStore(msg->msg.CStoreRQ, info.presentationContextID);
+        // C-FIND, C-MOVE, C-GET, C-ECHO and everything we do not serve
+        // (answered as unsupported).
+        return tsqr::QrWorker::handleIncomingCommand(msg, info);
+    }
+
+    // Every input from the network has a limit: a dataset that grows past
+    // TESSERA_MAX_INSTANCE_SIZE aborts the association; the receive then fails
+    // and handleStore() removes the partial file.
+    void notifyRECEIVEProgress(const unsigned long byte_count) override
+    {
+        if (max_dataset_ > 0 && !aborted_ && static_cast<long long>(byte_count) > max_dataset_) {
+            aborted_ = true;
+            ts_warn("C-STORE dataset over the size limit, association aborted",
+                    "calling_aet=%s limit=%lld", assoc_.calling_aet, max_dataset_);
+            abortAssociation();
+        }
+    }
+
+  private:
+    OFCondition handleStore(T_DIMSE_C_StoreRQ &rq, T_ASC_PresentationContextID pres_id)
+    {
+        char path[4096];
+        ts_err err;
+        ts_err_clear(&err);
+        if (cb_.temp_path(cb_.user, path, sizeof(path), &err) != 0) {
+            // We must still read the dataset off the wire to keep the association
+            // usable; it is dropped and the client told we are out of resources.
+            ts_error("cannot receive instance", "error=\"%s\"", err.msg);
+            DcmDataset *ds = nullptr;
+            OFCondition cond = receiveSTORERequest(rq, pres_id, ds);
+            delete ds;
+            if (cond.bad())
+                return cond;
+            return respond(pres_id, rq, STATUS_STORE_Refused_OutOfResources, "storage unavailable");
+        }
+        OFCondition cond = receiveSTORERequest(rq, pres_id, OFString(path));
+        if (cond.bad()) {
+            // Aborted or broken association: nothing of the unfinished instance stays.
+            unlink(path);
+            ts_warn("instance not received completely, dropped",
+                    "calling_aet=%s sop=%s error=\"%s\"", assoc_.calling_aet,
+                    rq.AffectedSOPInstanceUID, cond.text());
+            return cond;
+        }
+        ts_dicom_store_rq req = {rq.AffectedSOPClassUID, rq.AffectedSOPInstanceUID, path};
+        char comment[128] = "";
+        uint16_t status = cb_.store(cb_.user, &assoc_, &req, comment, sizeof(comment));
+        return respond(pres_id, rq, status, comment);
+    }
+
+    OFCondition respond(T_ASC_PresentationContextID pres_id, const T_DIMSE_C_StoreRQ &rq,
+                        uint16_t status, const char *comment)
+    {
+        if (!comment || !*comment || status == STATUS_Success)
+            return sendSTOREResponse(pres_id, rq, status);
+        // ErrorComment (0000,0902) is LO: 64 characters at most.
+        DcmDataset detail;
+        char text[65];
+        snprintf(text, sizeof(text), "%s", comment);
+        detail.putAndInsertString(DCM_ErrorComment, text);
+        return sendSTOREResponse(pres_id, rq.MessageID, rq.AffectedSOPClassUID,
+                                 rq.AffectedSOPInstanceUID, status, &detail);
+    }
+
+    ts_dicom_scp_callbacks cb_;
+    std::string our_aet_;
+    bool check_called_;
+    long long max_dataset_;
+    bool aborted_ = false;
+    ts_dicom_assoc assoc_;
+};
+
+} // namespace
+
+struct ts_dicom_scp {
+    ts_dicom_scp_config cfg;
+    std::string aet;
+    ts_dicom_scp_callbacks cb;
+    DcmSharedSCPConfig shared;
+    tsnet::Listener *listener = nullptr;
+};
+
+static void configure(ts_dicom_scp *scp)
+{
+    DcmSCPConfig &c = *scp->shared;
+    c.setAETitle(scp->aet.c_str());
+    c.setPort(static_cast<Uint16>(scp->cfg.port));
+    c.setMaxReceivePDULength(static_cast<Uint32>(scp->cfg.max_pdu));
+    c.setACSETimeout(static_cast<Uint32>(scp->cfg.timeout_s));
+    c.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
+    c.setDIMSETimeout(static_cast<Uint32>(scp->cfg.timeout_s));
+    c.setHostLookupEnabled(OFFalse);
+    c.setProgressNotificationMode(OFTrue); // for the dataset size limit
+    c.setRespondWithCalledAETitle(OFTrue);
+    // No presentation contexts in the profile: Worker::notifyAssociationRequest
+    // accepts them from the complete lists (a profile holds 128 at most).
+}
+
+extern "C" int ts_dicom_scp_new(const ts_dicom_scp_config *cfg, const ts_dicom_scp_callbacks *cb,
+                                ts_dicom_scp **out, ts_err *err)
+{
+    *out = nullptr;
+    ts_dicom_scp *scp = new ts_dicom_scp();
+    scp->cfg = *cfg;
+    scp->aet = cfg->aet;
+    scp->cfg.aet = scp->aet.c_str();
+    scp->cb = *cb;
+    configure(scp);
+    int rc = tsnet::Listener::open(tsnet::listener_config(scp->cfg), &scp->listener, err);
+    if (rc != 0) {
+        delete scp;
+        return rc;
+    }
+    *out = scp;
+    return 0;
+}
+
+extern "C" int ts_dicom_scp_run(ts_dicom_scp *scp, ts_err *err)
+{
+    ts_info("DICOM SCP listening", "aet=\"%s\" port=%d max_associations=%d", scp->aet.c_str(),
+            scp->cfg.port, scp->cfg.max_associations);
+    scp->listener->run([scp](T_ASC_Association *assoc) {
+        Worker worker(scp->cb, scp->aet, scp->cfg.check_called_aet, scp->cfg.max_dataset);
+        worker.setSharedConfig(scp->shared);
+        worker.setAssociation(assoc); // C-GET's sub-operations go out on it
+        worker.setTimeout(scp->cfg.timeout_s);
+        OFCondition cond = worker.run(assoc); // negotiates, serves, releases, frees assoc
+        if (cond.bad() && cond != DUL_PEERREQUESTEDRELEASE && cond != DUL_PEERABORTEDASSOCIATION)
+            ts_debug("association ended", "reason=\"%s\"", cond.text());
+    });
+    (void)err;
+    return 0;
+}
+
+extern "C" void ts_dicom_scp_stop(ts_dicom_scp *scp)
+{
+    if (scp)
+        scp->listener->stop();
+}
+
+extern "C" int ts_dicom_scp_active(ts_dicom_scp *scp)
+{
+    return scp->listener->connections();
+}
+
+extern "C" void ts_dicom_scp_free(ts_dicom_scp *scp)
+{
+    if (!scp)
+        return;
+    delete scp->listener;
+    delete scp;
+}

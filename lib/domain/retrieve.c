@@ -1,0 +1,258 @@
+#include "domain/retrieve.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/xalloc.h"
+
+void ts_retrieve_list_add(ts_retrieve_list *l, const char *sop_uid, const char *file)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->sop_uids = xrealloc(l->sop_uids, l->cap * sizeof(*l->sop_uids));
+        l->files = xrealloc(l->files, l->cap * sizeof(*l->files));
+    }
+    l->sop_uids[l->n] = xstrdup(sop_uid);
+    l->files[l->n] = xstrdup(file);
+    l->n++;
+}
+
+void ts_retrieve_list_clear(ts_retrieve_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->sop_uids[i]);
+        free(l->files[i]);
+    }
+    free(l->sop_uids);
+    free(l->files);
+    memset(l, 0, sizeof(*l));
+}
+
+/* ---- the destination -------------------------------------------------------- */
+
+static const ts_db_stmt find_destination = {
+    "retrieve_find_destination",
+    "SELECT host, port FROM modalities WHERE aet = $1 AND allow_move ORDER BY name LIMIT 1", 1};
+
+typedef struct destination {
+    const char *aet;
+    char host[256];
+    int port;
+    bool found;
+} destination;
+
+static int destination_txn(ts_db *db, void *arg, ts_err *err)
+{
+    destination *d = arg;
+    const char *params[] = {d->aet};
+    PGresult *res;
+    int rc = ts_db_exec(db, &find_destination, params, &res, err);
+    if (rc)
+        return rc;
+    d->found = PQntuples(res) > 0;
+    if (d->found) {
+        snprintf(d->host, sizeof(d->host), "%s", PQgetvalue(res, 0, 0));
+        d->port = atoi(PQgetvalue(res, 0, 1));
+    }
+    PQclear(res);
+    return 0;
+}
+
+/* ---- counting sub-operations ------------------------------------------------- */
+
+static void add_failed_uid(char **list, size_t *len, const char *uid)
+{
+    size_t n = strlen(uid);
+    char *l = xrealloc(*list, *len + n + 2);
+    if (*len)
+        l[(*len)++] = '\\';
+    memcpy(l + *len, uid, n + 1);
+    *len += n;
+    *list = l;
+}
+
+/* Counts one sub-operation's status in res (the failed list too). */
+static void count_status(ts_dicom_move_result *res, size_t *failed_len, uint16_t st,
+                         const char *sop_uid)
+{
+    if (st == 0)
+        res->completed++;
+    else if ((st & 0xf000) == 0xb000 || st == 0x0107 || st == 0x0116)
+        res->warning++;
+    else {
+        res->failed++;
+        add_failed_uid(&res->failed_uids, failed_len, sop_uid);
+    }
+}
+
+static uint16_t final_status(const ts_dicom_move_result *res)
+{
+    if (res->failed && !res->completed && !res->warning)
+        return TS_QR_UNABLE_SUBOPS;
+    if (res->failed || res->warning)
+        return TS_QR_SOME_FAILED;
+    return TS_QR_SUCCESS;
+}
+
+/* ---- C-MOVE ------------------------------------------------------------------- */
+
+typedef struct move_progress {
+    ts_dicom_retrieve_out *out;
+    ts_dicom_move_result *res;
+    const ts_retrieve_list *list;
+    const size_t *items; /* per path: its instance in list */
+    bool *reported;      /* per path */
+    size_t *failed_len;
+    unsigned remaining;
+    bool cancelled;
+} move_progress;
+
+/* After each file sent to the C-MOVE destination: count it, tell the client,
+ * stop if it cancelled. */
+static bool on_move_progress(void *user, size_t i, uint16_t status)
+{
+    move_progress *p = user;
+    ts_err err;
+    p->reported[i] = true;
+    count_status(p->res, p->failed_len, status, p->list->sop_uids[p->items[i]]);
+    p->remaining--;
+    int rc = ts_dicom_retrieve_pending(p->out, p->remaining, p->res, &err);
+    if (rc == TS_ECANCELED)
+        p->cancelled = true;
+    return rc == 0;
+}
+
+uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                          ts_dicom_retrieve_out *rout, ts_dicom_move_result *out, char *comment,
+                          size_t comment_size)
+{
+    const ts_retrieve *r = user;
+    ts_retrieve_list list = {0};
+    char **paths = NULL;
+    uint16_t *statuses = NULL;
+    size_t *items = NULL;
+    bool *reported = NULL;
+    size_t npaths = 0;
+    size_t failed_len = 0;
+    ts_err err;
+    ts_err_clear(&err);
+
+    destination dest = {.aet = rq->destination};
+    if (ts_db_transaction(r->db, TS_DB_READ, destination_txn, &dest, &err)) {
+        snprintf(comment, comment_size, "%s", err.msg);
+        ts_warn("C-MOVE failed", "calling_aet=%s error=\"%s\"", assoc->calling_aet, err.msg);
+        return TS_QR_OUT_OF_RESOURCES;
+    }
+    if (!dest.found) {
+        snprintf(comment, comment_size, "move destination '%s' is not registered", rq->destination);
+        ts_warn("C-MOVE refused: unknown destination", "calling_aet=%s destination=%s status=a801",
+                assoc->calling_aet, rq->destination);
+        return TS_QR_DEST_UNKNOWN;
+    }
+    uint16_t status = r->find(r->user, assoc, rq, "move", &list, comment, comment_size);
+    if (status != TS_QR_SUCCESS)
+        goto done;
+    paths = xcalloc(list.n + 1, sizeof(*paths));
+    statuses = xcalloc(list.n + 1, sizeof(*statuses));
+    items = xcalloc(list.n + 1, sizeof(*items));
+    reported = xcalloc(list.n + 1, sizeof(*reported));
+    for (size_t i = 0; i < list.n; i++) {
+        char path[4096];
+        if (!*list.files[i] || ts_store_path(r->store, list.files[i], path, sizeof(path), &err)) {
+            count_status(out, &failed_len, TS_QR_UNABLE_SUBOPS, list.sop_uids[i]);
+            continue;
+        }
+        paths[npaths] = xstrdup(path);
+        items[npaths++] = i;
+    }
+    if (npaths) {
+        ts_dicom_peer peer = {.our_aet = r->our_aet,
+                              .aet = rq->destination,
+                              .host = dest.host,
+                              .port = dest.port,
+                              .timeout_s = r->timeout_s,
+                              .move_originator_aet = assoc->calling_aet,
+                              .move_originator_msg_id = rq->message_id};
+        move_progress prog = {.out = rout,
+                              .res = out,
+                              .list = &list,
+                              .items = items,
+                              .reported = reported,
+                              .failed_len = &failed_len,
+                              .remaining = (unsigned)npaths};
+        int rc = ts_dicom_store_files_progress(&peer, (const char *const *)paths, npaths, statuses,
+                                               on_move_progress, &prog, &err);
+        if (rc && !prog.cancelled) {
+            ts_warn("C-MOVE: cannot send to the destination", "destination=%s error=\"%s\"",
+                    rq->destination, err.msg);
+            snprintf(comment, comment_size, "%s", err.msg);
+        }
+        if (prog.cancelled) {
+            ts_info("C-MOVE cancelled", "calling_aet=%s destination=%s completed=%u",
+                    assoc->calling_aet, rq->destination, out->completed);
+            status = TS_QR_CANCEL;
+            goto done;
+        }
+        /* files never tried (unreadable, or the association broke first) */
+        for (size_t i = 0; i < npaths; i++)
+            if (!reported[i])
+                count_status(out, &failed_len, statuses[i], list.sop_uids[items[i]]);
+    }
+    status = final_status(out);
+    ts_info("C-MOVE", "calling_aet=%s destination=%s level=%s completed=%u failed=%u warning=%u",
+            assoc->calling_aet, rq->destination, rq->level, out->completed, out->failed,
+            out->warning);
+done:
+    for (size_t i = 0; i < npaths; i++)
+        free(paths[i]);
+    free(paths);
+    free(statuses);
+    free(items);
+    free(reported);
+    ts_retrieve_list_clear(&list);
+    return status;
+}
+
+/* ---- C-GET -------------------------------------------------------------------- */
+
+uint16_t ts_retrieve_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                         ts_dicom_retrieve_out *get, ts_dicom_move_result *out, char *comment,
+                         size_t comment_size)
+{
+    const ts_retrieve *r = user;
+    ts_retrieve_list list = {0};
+    ts_err err;
+    ts_err_clear(&err);
+    uint16_t status = r->find(r->user, assoc, rq, "get", &list, comment, comment_size);
+    if (status != TS_QR_SUCCESS)
+        goto done;
+    for (size_t i = 0; i < list.n; i++) {
+        char path[4096] = "";
+        if (*list.files[i] && ts_store_path(r->store, list.files[i], path, sizeof(path), &err))
+            path[0] = '\0'; /* counted as a failed sub-operation */
+        int rc =
+            ts_dicom_get_send(get, path, list.sop_uids[i], (unsigned)(list.n - i - 1), out, &err);
+        if (rc == TS_ECANCELED) {
+            ts_info("C-GET cancelled", "calling_aet=%s completed=%u", assoc->calling_aet,
+                    out->completed);
+            status = TS_QR_CANCEL;
+            goto done;
+        }
+        if (rc) {
+            ts_warn("C-GET stopped", "calling_aet=%s error=\"%s\"", assoc->calling_aet, err.msg);
+            status = TS_QR_UNABLE_TO_PROCESS;
+            goto done;
+        }
+    }
+    status = final_status(out);
+    ts_info("C-GET", "calling_aet=%s level=%s completed=%u failed=%u warning=%u",
+            assoc->calling_aet, rq->level, out->completed, out->failed, out->warning);
+done:
+    ts_retrieve_list_clear(&list);
+    return status;
+}

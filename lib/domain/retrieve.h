@@ -1,0 +1,60 @@
+/* C-MOVE and C-GET, written once for every SCP that serves them (query's own
+ * port, ingest's association): the destination looked up in the shared
+ * modalities table, the sub-operations (C-STORE to the destination, or back
+ * over the client's own association for C-GET) with a pending response after
+ * each, the counts and the final status. Which instances a request names is
+ * the caller's business (a callback): query matches the index itself, ingest
+ * asks query over the bus. */
+#ifndef TS_RETRIEVE_H
+#define TS_RETRIEVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io/db.h"
+#include "dicom/dicom.h"
+#include "dicom/dicom_find.h"
+#include "io/store.h"
+
+/* The instances a retrieve names, in the order they are sent. */
+typedef struct ts_retrieve_list {
+    char **sop_uids;
+    char **files; /* uuid of each instance's file in the storage area, "" if none */
+    size_t n, cap;
+} ts_retrieve_list;
+
+/* Appends one instance (both strings are copied). */
+void ts_retrieve_list_add(ts_retrieve_list *l, const char *sop_uid, const char *file);
+void ts_retrieve_list_clear(ts_retrieve_list *l);
+
+/* Fills list with the instances rq names (op: "move" or "get", for logs).
+ * Returns TS_QR_SUCCESS, or the status to answer with (comment filled,
+ * the reason logged). */
+typedef uint16_t (*ts_retrieve_find_fn)(void *user, const ts_dicom_assoc *assoc,
+                                        const ts_dicom_move_rq *rq, const char *op,
+                                        ts_retrieve_list *list, char *comment, size_t comment_size);
+
+typedef struct ts_retrieve {
+    ts_db_pool *db; /* where the modalities (C-MOVE destinations) are */
+    ts_store *store;
+    const char *our_aet; /* calling AE title towards a C-MOVE destination */
+    int timeout_s;       /* of the association to a C-MOVE destination */
+    ts_retrieve_find_fn find;
+    void *user; /* find's */
+} ts_retrieve;
+
+/* Answers a C-MOVE: the move callback of ts_dicom_qr_callbacks and
+ * ts_dicom_scp_callbacks, with a ts_retrieve as their retrieve_user. An unknown destination gets
+ * 0xA801; then the ts_retrieve's find, and the instances go to the destination over one
+ * association. */
+uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                          ts_dicom_retrieve_out *rout, ts_dicom_move_result *out, char *comment,
+                          size_t comment_size);
+
+/* Answers a C-GET likewise: the instances go back over the C-GET's own
+ * association (ts_dicom_get_send). */
+uint16_t ts_retrieve_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                         ts_dicom_retrieve_out *get, ts_dicom_move_result *out, char *comment,
+                         size_t comment_size);
+
+#endif
