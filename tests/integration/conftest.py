@@ -352,7 +352,7 @@ class Cluster:
     def fsck(self, *args):
         """Runs tessera-fsck on this cluster; returns (exit status, stdout)."""
         env = self.ingest_env()
-        p = subprocess.run([str(BUILD / "services/deleter/tessera-fsck"), *args], env=env,
+        p = subprocess.run([str(BUILD / "tools/fsck/tessera-fsck"), *args], env=env,
                            capture_output=True, text=True, timeout=300)
         return p.returncode, p.stdout + p.stderr
 

@@ -234,7 +234,7 @@ def test_prepared_storage_tree(cluster):
 def test_bus_store_path(cluster):
     """The write path that REST uploads use: same ids, Origin RestApi."""
     ing = cluster.start_ingest()
-    client = BUILD / "services/ingest/tessera-store-client"
+    client = BUILD / "tools/store-client/tessera-store-client"
     f = PYDICOM_FILES / "MR_small.dcm"
     p = subprocess.run([str(client), ing.bus, str(f), str(f)], capture_output=True, text=True,
                        timeout=60)
@@ -255,7 +255,7 @@ def assert_nothing_stored(cluster):
 
 def test_bus_rejects_non_dicom_and_truncated(cluster, tmp_path):
     ing = cluster.start_ingest()
-    client = BUILD / "services/ingest/tessera-store-client"
+    client = BUILD / "tools/store-client/tessera-store-client"
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"this is not a DICOM file at all" * 100)
     truncated = tmp_path / "truncated.dcm"
