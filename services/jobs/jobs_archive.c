@@ -75,12 +75,11 @@ void jobs_archive_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     int rc = ts_archive_new(w->svc->db, w->svc->store, ids, n, level, c->id, &a, &err);
     if (rc == TS_ENOTFOUND) {
         /* deleted since the job was submitted */
-        jobs_fail(out, 17, "Unknown resource", err.msg);
+        jobs_fail(out, TS_OE_UNKNOWN_RESOURCE, err.msg);
         goto done;
     }
     if (rc) {
-        jobs_fail(out, rc == TS_EDB_BUSY ? 11 : 1,
-                  rc == TS_EDB_BUSY ? "The database is currently not available" : "Internal error",
+        jobs_fail(out, rc == TS_EDB_BUSY ? TS_OE_DATABASE_UNAVAILABLE : TS_OE_INTERNAL_ERROR,
                   err.msg);
         goto done;
     }
@@ -89,14 +88,14 @@ void jobs_archive_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     if (ts_archive_job_path(w->svc->store, c->id, w->consumer, part, sizeof(part), &err) ||
         ts_archive_job_path(w->svc->store, c->id, NULL, final, sizeof(final), &err)) {
         part[0] = '\0';
-        jobs_fail(out, 14, "Cannot write to file", err.msg);
+        jobs_fail(out, TS_OE_CANNOT_WRITE_FILE, err.msg);
         goto done;
     }
     fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         char details[4200];
         snprintf(details, sizeof(details), "open %s: %s", part, strerror(errno));
-        jobs_fail(out, 14, "Cannot write to file", details);
+        jobs_fail(out, TS_OE_CANNOT_WRITE_FILE, details);
         goto done;
     }
     set_content(c, a, 0);
@@ -112,7 +111,7 @@ void jobs_archive_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         size_t len;
         rc = ts_archive_next(a, &data, &len, &err);
         if (rc < 0) {
-            jobs_fail(out, 1, "Internal error", err.msg);
+            jobs_fail(out, TS_OE_INTERNAL_ERROR, err.msg);
             goto done;
         }
         if (rc == 0)
@@ -120,7 +119,7 @@ void jobs_archive_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         if (!write_all(fd, data, len)) {
             char details[4200];
             snprintf(details, sizeof(details), "write %s: %s", part, strerror(errno));
-            jobs_fail(out, 14, "Cannot write to file", details);
+            jobs_fail(out, TS_OE_CANNOT_WRITE_FILE, details);
             goto done;
         }
         written += (long long)len;
@@ -152,13 +151,13 @@ void jobs_archive_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     if (failed_op) {
         char details[4200];
         snprintf(details, sizeof(details), "%s %s: %s", failed_op, part, strerror(saved_errno));
-        jobs_fail(out, 14, "Cannot write to file", details);
+        jobs_fail(out, TS_OE_CANNOT_WRITE_FILE, details);
         goto done;
     }
     if (rename(part, final) != 0) {
         char details[8400];
         snprintf(details, sizeof(details), "rename %s to %s: %s", part, final, strerror(errno));
-        jobs_fail(out, 14, "Cannot write to file", details);
+        jobs_fail(out, TS_OE_CANNOT_WRITE_FILE, details);
         goto done;
     }
     part[0] = '\0';

@@ -30,9 +30,7 @@ void jobs_bulk_delete_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         ts_deleted d;
         int rc = ts_delete_resource(w->svc->db, id, -1, &d, &err);
         if (rc < 0) {
-            jobs_fail(out, rc == TS_EDB_BUSY ? 11 : 1,
-                      rc == TS_EDB_BUSY ? "The database is currently not available"
-                                        : "Internal error",
+            jobs_fail(out, rc == TS_EDB_BUSY ? TS_OE_DATABASE_UNAVAILABLE : TS_OE_INTERNAL_ERROR,
                       err.msg);
             break;
         }

@@ -9,10 +9,6 @@
 #include "dicom/dicom_qr_scu.h"
 #include "base/log.h"
 
-/* Orthanc's ErrorCode values used here */
-#define ERR_NETWORK 9
-#define ERR_BAD_FORMAT 15
-
 void jobs_move_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
 {
     json_t *resources = json_object_get(c->input, "Resources");
@@ -27,7 +23,7 @@ void jobs_move_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
 
     memset(out, 0, sizeof(*out));
     if (!json_is_array(resources) || !aet || !host || port <= 0 || !target) {
-        jobs_fail(out, ERR_BAD_FORMAT, "Bad file format", "malformed job input");
+        jobs_fail(out, TS_OE_BAD_FILE_FORMAT, "malformed job input");
         goto out;
     }
     ts_dicom_peer peer = {.our_aet = local && *local ? local : w->svc->our_aet,
@@ -57,7 +53,7 @@ void jobs_move_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             ts_warn("C-MOVE failed", "job=%s remote=%s target=%s error=\"%s\"", c->id, aet, target,
                     err.msg);
             if (!permissive) {
-                jobs_fail(out, ERR_NETWORK, "Error in the network protocol", err.msg);
+                jobs_fail(out, TS_OE_NETWORK_PROTOCOL, err.msg);
                 goto out;
             }
         }

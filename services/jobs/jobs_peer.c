@@ -74,7 +74,7 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
 
     memset(out, 0, sizeof(*out));
     if (!json_is_array(instances) || !base) {
-        jobs_fail(out, 15, "Bad file format", "malformed job input");
+        jobs_fail(out, TS_OE_BAD_FILE_FORMAT, "malformed job input");
         goto out;
     }
     if (!(done = jobs_done_items(w, c))) {
@@ -91,7 +91,7 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     {
         const char *id = json_string_value(v);
         if (!id || !ts_id_is_valid(id)) {
-            jobs_fail(out, 15, "Bad file format", "malformed instance id in job input");
+            jobs_fail(out, TS_OE_BAD_FILE_FORMAT, "malformed instance id in job input");
             goto out;
         }
         if (json_object_get(done, id))
@@ -123,7 +123,7 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         size_t n = ntodo - pos < LOOKUP ? ntodo - pos : LOOKUP;
         ts_err err;
         if (jobs_instance_files(w, todo + pos, n, uuids, &err)) {
-            jobs_fail(out, 11, "The database is currently not available", err.msg);
+            jobs_fail(out, TS_OE_DATABASE_UNAVAILABLE, err.msg);
             goto out;
         }
         for (size_t k = 0; k < n; k++) {
@@ -140,7 +140,7 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 snprintf(details, sizeof(details), "instance %s is no longer stored",
                          todo[pos + k]);
                 if (!permissive) {
-                    jobs_fail(out, 17, "Unknown resource", details);
+                    jobs_fail(out, TS_OE_UNKNOWN_RESOURCE, details);
                     goto out;
                 }
                 failed++;
@@ -149,7 +149,7 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             rc = post_instance(curl, url, data, len, details, sizeof(details));
             free(data);
             if (rc && !permissive) {
-                jobs_fail(out, 9, "Error in the network protocol", details);
+                jobs_fail(out, TS_OE_NETWORK_PROTOCOL, details);
                 goto out;
             }
             if (rc) {

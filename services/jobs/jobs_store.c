@@ -20,11 +20,6 @@
 #define CHUNK_MIN 1
 #define CHUNK_MAX 512
 
-/* Orthanc's ErrorCode values used here */
-#define ERR_NETWORK 9
-#define ERR_UNKNOWN_RESOURCE 17
-#define ERR_BAD_FORMAT 15
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -60,7 +55,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
 
     memset(out, 0, sizeof(*out));
     if (!json_is_array(instances) || !aet || !host || port <= 0) {
-        jobs_fail(out, ERR_BAD_FORMAT, "Bad file format", "malformed job input");
+        jobs_fail(out, TS_OE_BAD_FILE_FORMAT, "malformed job input");
         goto out;
     }
     ts_dicom_peer peer = {.our_aet = local && *local ? local : w->svc->our_aet,
@@ -87,7 +82,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     {
         const char *id = json_string_value(v);
         if (!id || !ts_id_is_valid(id)) {
-            jobs_fail(out, ERR_BAD_FORMAT, "Bad file format", "malformed instance id in job input");
+            jobs_fail(out, TS_OE_BAD_FILE_FORMAT, "malformed instance id in job input");
             goto out;
         }
         if (json_object_get(done, id))
@@ -112,7 +107,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         int rc = jobs_instance_files(w, chunk_ids, n, uuids, &err);
         if (rc) {
             /* the database is unreachable: let another attempt (resubmit) do it */
-            jobs_fail(out, 11, "The database is currently not available", err.msg);
+            jobs_fail(out, TS_OE_DATABASE_UNAVAILABLE, err.msg);
             goto out;
         }
         /* ids[] and paths[] of the instances still stored, in step */
@@ -127,7 +122,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 }
                 char details[160];
                 snprintf(details, sizeof(details), "instance %s is no longer stored", chunk_ids[k]);
-                jobs_fail(out, ERR_UNKNOWN_RESOURCE, "Unknown resource", details);
+                jobs_fail(out, TS_OE_UNKNOWN_RESOURCE, details);
                 goto out;
             }
             free(paths[m_ok]);
@@ -139,7 +134,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                   : 0;
         double elapsed = now_s() - t0;
         if (rc && !permissive) {
-            jobs_fail(out, ERR_NETWORK, "Error in the network protocol", err.msg);
+            jobs_fail(out, TS_OE_NETWORK_PROTOCOL, err.msg);
             goto out;
         }
         if (rc) {
@@ -167,7 +162,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                              ids[k], aet, statuses[k]);
                 /* what was confirmed before the refusal is kept */
                 jobs_record(w, c, sent, nsent, (int)((ndone + nsent) * 100 / total));
-                jobs_fail(out, ERR_NETWORK, "Error in the network protocol", details);
+                jobs_fail(out, TS_OE_NETWORK_PROTOCOL, details);
                 goto out;
             }
             sent[nsent++] = ids[k];

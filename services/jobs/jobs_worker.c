@@ -26,9 +26,10 @@ bool jobs_worker_interrupted(jobs_worker *w)
     return atomic_load(&w->stop_job) || atomic_load(&w->svc->stopping);
 }
 
-void jobs_fail(jobs_outcome *out, int code, const char *description, const char *details)
+void jobs_fail(jobs_outcome *out, ts_oe code, const char *details)
 {
-    out->code = code;
+    const char *description = ts_oe_description(code);
+    out->code = (int)code;
     snprintf(out->description, sizeof(out->description), "%.*s", (int)sizeof(out->description) - 1,
              description);
     snprintf(out->details, sizeof(out->details), "%.*s", (int)sizeof(out->details) - 1, details);

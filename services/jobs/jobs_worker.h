@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "base/orthanc_errors.h"
 #include "io/bus.h"
 #include "io/db.h"
 #include "domain/jobs.h"
@@ -53,7 +54,8 @@ typedef struct jobs_outcome {
 
 /* Ends the run as a Failure with Orthanc's ErrorCode, ErrorDescription and
  * ErrorDetails (cut to fit). */
-void jobs_fail(jobs_outcome *out, int code, const char *description, const char *details);
+/* The job fails with Orthanc's code (its description from the table) and details. */
+void jobs_fail(jobs_outcome *out, ts_oe code, const char *details);
 
 /* Runs a Redis call until it works, for up to about two leases (Redis may be
  * restarting); false if it never did (the job is then left to be taken over). */

@@ -111,7 +111,7 @@ void rest_archive(rest_request *req)
 
 static bool bad_format(rest_request *req, const char *details)
 {
-    rest_reply_error(req, 400, 15, "Bad file format", details);
+    rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, details);
     return false;
 }
 
@@ -133,8 +133,7 @@ static bool job_parameters(rest_request *req, const json_t *body, bool *synchron
     if (!rest_job_priority(req, body, priority))
         return false;
     if (json_object_get(body, "Transcode")) {
-        rest_reply_error(req, 501, 2, "Not implemented yet",
-                         "Transcode: Tessera does not transcode archives");
+        rest_reply_oe(req, TS_OE_NOT_IMPLEMENTED, "Transcode: Tessera does not transcode archives");
         return false;
     }
     *synchronous = s ? json_is_true(s) : a ? !json_is_true(a) : true;
@@ -282,7 +281,7 @@ void rest_archive_job_output(rest_request *req, const json_t *job)
         ts_archive_job_path(req->ctx->store, req->seg[1], NULL, path, sizeof(path), &err) == 0) {
         fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0 && errno != ENOENT) {
-            rest_reply_error(req, 500, -1, "Internal error", strerror(errno));
+            rest_reply_oe(req, TS_OE_INTERNAL_ERROR, strerror(errno));
             return;
         }
         if (fd >= 0 && fstat(fd, &st) != 0) {
@@ -291,8 +290,7 @@ void rest_archive_job_output(rest_request *req, const json_t *job)
         }
     }
     if (fd < 0) {
-        rest_reply_error(req, 404, 7, "Accessing an inexistent item",
-                         "Job has no such output: archive");
+        rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, "Job has no such output: archive");
         return;
     }
     rest_reply_file(req, fd, (size_t)st.st_size, "application/zip");

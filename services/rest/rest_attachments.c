@@ -113,8 +113,7 @@ static bool parse(rest_request *req, char lv[4], char type_s[12], bool need_name
     if (need_name) {
         int type = content_type_of(req->seg[3]);
         if (!type) {
-            rest_reply_error(req, 404, 7, "Accessing an inexistent item",
-                             "unknown attachment name");
+            rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, "unknown attachment name");
             return false;
         }
         snprintf(type_s, 12, "%d", type);
@@ -171,7 +170,7 @@ static bool lookup(rest_request *req, const char *lv, const char *type_s, rest_r
     if (!r->col[0] || strcmp(r->col[0], "true") != 0)
         rest_reply_unknown_resource(req);
     else if (!r->col[1])
-        rest_reply_error(req, 404, 7, "Accessing an inexistent item", "no such attachment");
+        rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, "no such attachment");
     else if (!rest_etag_read(req, r->col[4] ? r->col[4] : "0", r->col[3] ? r->col[3] : ""))
         return true;
     rest_row_clear(r); /* answered */
@@ -222,8 +221,7 @@ void rest_attachment_get(rest_request *req)
         if (fd < 0 || fstat(fd, &st) != 0) {
             if (fd >= 0)
                 close(fd);
-            rest_reply_error(req, 404, 7, "Accessing an inexistent item",
-                             "the attachment's file is gone");
+            rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, "the attachment's file is gone");
         } else {
             /* the ETag (lookup's) is of the stored MD5: the data is not read twice */
             rest_reply_file(req, fd, (size_t)st.st_size,
@@ -243,8 +241,8 @@ void rest_attachment_put(rest_request *req)
     if (!parse(req, lv, type_s, true))
         return;
     if (atoi(type_s) < 1024) {
-        rest_reply_error(req, 400, 4, "Parameter out of range",
-                         "only user attachments (1024..65535) can be written");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                      "only user attachments (1024..65535) can be written");
         return;
     }
     long match = rest_if_match(req);
@@ -253,7 +251,7 @@ void rest_attachment_put(rest_request *req)
     char uuid[TS_UUID_LEN + 1], md5[33] = "", size_s[24], rev[16];
     ts_err err;
     if (ts_store_write(req->ctx->store, req->body ? req->body : "", req->body_len, uuid, &err)) {
-        rest_reply_error(req, 507, 13, "Error in the storage area", err.msg);
+        rest_reply_oe_status(req, 507, TS_OE_FILE_STORAGE_CANNOT_WRITE, err.msg);
         return;
     }
     rest_md5_hex(req->body ? req->body : "", req->body_len, md5);
@@ -291,9 +289,8 @@ void rest_attachment_delete(rest_request *req)
     if (!parse(req, lv, type_s, true))
         return;
     if (atoi(type_s) < 1024) {
-        rest_reply_error(
-            req, 400, 4, "Parameter out of range",
-            "the DICOM file of an instance goes with the instance (DELETE the instance)");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                      "the DICOM file of an instance goes with the instance (DELETE the instance)");
         return;
     }
     long match = rest_if_match(req);
@@ -312,7 +309,7 @@ void rest_attachment_delete(rest_request *req)
     } else if (strcmp(status, "unknown_resource") == 0) {
         rest_reply_unknown_resource(req);
     } else if (strcmp(status, "not_found") == 0) {
-        rest_reply_error(req, 404, 7, "Accessing an inexistent item", NULL);
+        rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, NULL);
     } else {
         rest_reply_revision_conflict(req, match >= 0);
     }

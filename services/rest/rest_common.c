@@ -76,7 +76,7 @@ bool rest_etag_read(rest_request *req, const char *revision, const char *md5)
                  "The \"If-None-Match\" HTTP header should contain the ETag (revision followed "
                  "by MD5 hash), but found: %.60s",
                  h);
-        rest_reply_error(req, 400, 3, "Parameter out of range", details);
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, details);
         return true;
     }
     size_t md5_len = n - (size_t)(dash + 1 - s);
@@ -97,8 +97,8 @@ long rest_if_match(rest_request *req)
     char *end;
     long rev = strtol(h, &end, 10);
     if (end == h || rev < 0 || (*end && *end != '-' && *end != '"' && *end != ' ')) {
-        rest_reply_error(req, 400, 3, "Parameter out of range",
-                         "the \"If-Match\" HTTP header should contain the revision as an integer");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                      "the \"If-Match\" HTTP header should contain the revision as an integer");
         return -2;
     }
     return rev;
@@ -106,12 +106,10 @@ long rest_if_match(rest_request *req)
 
 void rest_reply_revision_conflict(rest_request *req, bool if_match_given)
 {
-    rest_reply_error(
-        req, 409, 43,
-        "A bad revision number was provided, which might indicate conflict between "
-        "multiple writers",
-        if_match_given ? "the revision in If-Match is not the current one"
-                       : "HTTP header \"If-Match\" is missing, as \"CheckRevisions\" is \"true\"");
+    rest_reply_oe(req, TS_OE_REVISION,
+                  if_match_given
+                      ? "the revision in If-Match is not the current one"
+                      : "HTTP header \"If-Match\" is missing, as \"CheckRevisions\" is \"true\"");
 }
 
 static int row_txn(ts_db *db, void *arg, ts_err *err)
@@ -222,7 +220,7 @@ bool rest_body_within(rest_request *req, size_t max)
         return true;
     char details[96];
     snprintf(details, sizeof(details), "the body is larger than %zu bytes", max);
-    rest_reply_error(req, 413, 8, "Bad request", details);
+    rest_reply_oe_status(req, 413, TS_OE_BAD_REQUEST, details);
     return false;
 }
 
@@ -286,7 +284,7 @@ bool rest_arg_tags(rest_request *req, const char *name, uint32_t **tags, size_t 
             char details[120];
             snprintf(details, sizeof(details), "Unknown DICOM tag: \"%.*s\"",
                      (int)(len > 80 ? 80 : len), p);
-            rest_reply_error(req, 500, 27, "Unknown DICOM tag", details);
+            rest_reply_oe(req, TS_OE_UNKNOWN_DICOM_TAG, details);
             free(*tags);
             *tags = NULL;
             *n = 0;

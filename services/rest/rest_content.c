@@ -367,10 +367,10 @@ void rest_instance_content(rest_request *req)
     if (rc == TS_ENOTFOUND) {
         rest_reply_empty(req, 404); /* Orthanc answers nothing when the path leads nowhere */
     } else if (rc == TS_EINVAL) {
-        rest_reply_error(req, 500, 27, "Unknown DICOM tag", NULL);
+        rest_reply_oe(req, TS_OE_UNKNOWN_DICOM_TAG, NULL);
     } else if (rc) {
         ts_warn("content: instance file unreadable", "path=%s error=\"%s\"", path, err.msg);
-        rest_reply_error(req, 500, 15, "Bad file format", err.msg);
+        rest_reply_oe_status(req, 500, TS_OE_BAD_FILE_FORMAT, err.msg);
     } else if (c.list) {
         rest_reply_json(req, 200, json_incref(c.list));
     } else {
@@ -406,7 +406,7 @@ void rest_instance_frames(rest_request *req)
     ts_err err;
     if (ts_dicom_frame_count(path, &count, &err)) {
         ts_warn("frames: instance file unreadable", "path=%s error=\"%s\"", path, err.msg);
-        rest_reply_error(req, 500, 15, "Bad file format", err.msg);
+        rest_reply_oe_status(req, 500, TS_OE_BAD_FILE_FORMAT, err.msg);
         return;
     }
     json_t *list = json_array();
@@ -451,11 +451,11 @@ void rest_instance_frame_raw(rest_request *req)
     ts_err err;
     int rc = ts_dicom_frame_raw(path, frame, &r, &mime, &err);
     if (rc == TS_ENOTFOUND) {
-        rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, NULL);
     } else if (rc == TS_EINVAL) {
-        rest_reply_error(req, 500, 2, "Not implemented yet", NULL);
+        rest_reply_oe_status(req, 500, TS_OE_NOT_IMPLEMENTED, NULL);
     } else if (rc) {
-        rest_reply_error(req, 400, 15, "Bad file format", err.msg);
+        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, err.msg);
     } else {
         reply_value(req, r, mime);
     }

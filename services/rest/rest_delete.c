@@ -81,7 +81,7 @@ void rest_bulk_delete(rest_request *req)
     json_error_t jerr;
     json_t *body = req->body ? json_loadb(req->body, req->body_len, 0, &jerr) : NULL;
     if (!json_is_object(body)) {
-        rest_reply_error(req, 400, 8, "Bad request", "The body must contain a JSON object");
+        rest_reply_oe(req, TS_OE_BAD_REQUEST, "The body must contain a JSON object");
         json_decref(body);
         return;
     }
@@ -91,16 +91,14 @@ void rest_bulk_delete(rest_request *req)
     json_t *v;
     json_array_foreach(list, i, v) ok = ok && json_is_string(v);
     if (!ok) {
-        rest_reply_error(req, 400, 15, "Bad file format",
-                         "List of strings expected in field: Resources");
+        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, "List of strings expected in field: Resources");
         json_decref(body);
         return;
     }
     const json_t *async = json_object_get(body, "Asynchronous");
     /* Tessera's own fields (Orthanc ignores them): checked when they matter */
     if (async && !json_is_boolean(async)) {
-        rest_reply_error(req, 400, 15, "Bad file format",
-                         "Boolean value expected in field: Asynchronous");
+        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, "Boolean value expected in field: Asynchronous");
         json_decref(body);
         return;
     }

@@ -112,11 +112,11 @@ void dw_error(rest_request *req, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(details, sizeof(details), fmt, ap);
     va_end(ap);
-    const char *what = status == 404   ? "Unknown resource"
-                       : status == 406 ? "Not acceptable"
-                       : status == 415 ? "Unsupported media type"
-                                       : "Bad request";
-    rest_reply_error(req, status, status == 404 ? 17 : 8, what, details);
+    ts_oe code = status == 404   ? TS_OE_UNKNOWN_RESOURCE
+                 : status == 406 ? TS_OE_NOT_ACCEPTABLE
+                 : status == 415 ? TS_OE_UNSUPPORTED_MEDIA_TYPE
+                                 : TS_OE_BAD_REQUEST;
+    rest_reply_oe_status(req, status, code, details);
 }
 
 void dw_reply_json(rest_request *req, int status, json_t *body)

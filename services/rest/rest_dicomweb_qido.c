@@ -390,8 +390,8 @@ void rest_dw_search(rest_request *req)
         add_fields(q, INSTANCE_STORED_TAGS);
     }
     if (!req->ctx->query) {
-        rest_reply_error(req, 503, 11, "The database is currently not available",
-                         "no query service configured (TESSERA_QUERY_BUS)");
+        rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE,
+                      "no query service configured (TESSERA_QUERY_BUS)");
         goto out;
     }
     Tessera__FindRequest fr = TESSERA__FIND_REQUEST__INIT;
@@ -423,7 +423,7 @@ void rest_dw_search(rest_request *req)
         goto out;
     }
     if (r->status != TESSERA__FIND_STATUS__FIND_OK) {
-        rest_reply_error(req, 500, -1, "Internal error", r->error);
+        rest_reply_oe(req, TS_OE_INTERNAL_ERROR, r->error);
         goto out;
     }
     if (r->n_matches == 0) {

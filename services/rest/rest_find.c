@@ -29,7 +29,7 @@ static const ts_db_stmt expand_ids = {
 
 static void bad_request(rest_request *req, const char *details)
 {
-    rest_reply_error(req, 400, 8, "Bad request", details);
+    rest_reply_oe(req, TS_OE_BAD_REQUEST, details);
 }
 
 static int level_of(const char *s)
@@ -100,8 +100,8 @@ void rest_tools_find(rest_request *req)
         goto out;
     }
     if (lv < 0) {
-        rest_reply_error(req, 400, 4, "Parameter out of range",
-                         "Level must be Patient, Study, Series or Instance");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                      "Level must be Patient, Study, Series or Instance");
         goto out;
     }
     json_t *expand = json_object_get(body, "Expand");
@@ -128,7 +128,7 @@ void rest_tools_find(rest_request *req)
         if (!ts_dicom_parse_tag(name, &tag)) {
             char details[300];
             snprintf(details, sizeof(details), "Unknown DICOM tag: \"%.200s\"", name);
-            rest_reply_error(req, 500, 27, "Unknown DICOM tag", details); /* as Orthanc */
+            rest_reply_oe(req, TS_OE_UNKNOWN_DICOM_TAG, details); /* as Orthanc */
             goto out;
         }
         if (n == FIND_MAX_KEYS) {
@@ -152,7 +152,7 @@ void rest_tools_find(rest_request *req)
     {
         if (!json_is_string(rv) ||
             !ts_dicom_parse_tag(json_string_value(rv), &requested[nrequested])) {
-            rest_reply_error(req, 500, 27, "Unknown DICOM tag", "in \"RequestedTags\"");
+            rest_reply_oe(req, TS_OE_UNKNOWN_DICOM_TAG, "in \"RequestedTags\"");
             goto out;
         }
         if (++nrequested == FIND_MAX_KEYS) {
@@ -161,8 +161,8 @@ void rest_tools_find(rest_request *req)
         }
     }
     if (!req->ctx->query) {
-        rest_reply_error(req, 503, 11, "The database is currently not available",
-                         "no query service configured (TESSERA_QUERY_BUS)");
+        rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE,
+                      "no query service configured (TESSERA_QUERY_BUS)");
         goto out;
     }
     fr.level = (Tessera__ResourceLevel)lv;
@@ -192,7 +192,7 @@ void rest_tools_find(rest_request *req)
         rest_reply_failure(req, TS_EDB_BUSY, r->error);
         goto out;
     default:
-        rest_reply_error(req, 500, -1, "Internal error", r->error);
+        rest_reply_oe(req, TS_OE_INTERNAL_ERROR, r->error);
         goto out;
     }
     if (!expand || !json_is_true(expand)) {

@@ -405,9 +405,10 @@ static void stream_done(void *cls)
     stream_free(cls);
 }
 
-void rest_reply_error(rest_request *req, int http_status, int orthanc_status,
-                      const char *orthanc_error, const char *details)
+void rest_reply_oe_status(rest_request *req, int http_status, ts_oe code, const char *details)
 {
+    int orthanc_status = (int)code;
+    const char *orthanc_error = ts_oe_description(code);
     json_t *body = json_object();
     if (details && *details)
         json_object_set_new(body, "Details", json_string(details));
@@ -421,9 +422,14 @@ void rest_reply_error(rest_request *req, int http_status, int orthanc_status,
     rest_reply_json(req, http_status, body);
 }
 
+void rest_reply_oe(rest_request *req, ts_oe code, const char *details)
+{
+    rest_reply_oe_status(req, ts_oe_http_status(code), code, details);
+}
+
 void rest_reply_unknown_resource(rest_request *req)
 {
-    rest_reply_error(req, 404, 17, "Unknown resource", NULL);
+    rest_reply_oe(req, TS_OE_UNKNOWN_RESOURCE, NULL);
 }
 
 void rest_reply_empty(rest_request *req, int status)
@@ -435,14 +441,11 @@ void rest_reply_failure(rest_request *req, int code, const char *details)
 {
     if (code == TS_EDB_BUSY || code == TS_EDB_INDOUBT)
         /* Orthanc's ErrorCode_DatabaseCannotSerialize, answered 503 */
-        rest_reply_error(req, 503, 42,
-                         "Database could not serialize access due to concurrent update, the "
-                         "transaction should be retried",
-                         details);
+        rest_reply_oe(req, TS_OE_DATABASE_CANNOT_SERIALIZE, details);
     else if (code == TS_ETIMEOUT || code == TS_EBUS)
-        rest_reply_error(req, 503, 11, "The database is currently not available", details);
+        rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, details);
     else
-        rest_reply_error(req, 500, -1, "Internal error", details);
+        rest_reply_oe(req, TS_OE_INTERNAL_ERROR, details);
 }
 
 static bool segment_match(const char *pattern_seg, size_t n, const char *seg)
@@ -543,7 +546,7 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
     char path[1024];
     static __thread char normalised[1024];
     if (strlen(req->url) >= sizeof(path) || !split_path(req, strcpy(path, req->url))) {
-        rest_reply_error(req, 404, 17, "Unknown resource", "path too long");
+        rest_reply_oe(req, TS_OE_UNKNOWN_RESOURCE, "path too long");
         return -1;
     }
     join_path(req, normalised, sizeof(normalised));
@@ -728,7 +731,7 @@ static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pen
         .ctx = srv->ctx, .method = method, .url = url, .conn = conn, .content_fd = -1};
     char details[128];
     snprintf(details, sizeof(details), "the body is larger than %zu bytes", p->limit);
-    rest_reply_error(&req, 413, 8, "Bad request", details);
+    rest_reply_oe_status(&req, 413, TS_OE_BAD_REQUEST, details);
     return finish(srv, conn, &req);
 }
 
@@ -859,12 +862,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (p->bad_method) {
         set_content(&req, 400, NULL, 0, NULL);
     } else if (p->spool_error[0]) {
-        rest_reply_error(&req, 507, 13, "Error in the storage area", p->spool_error);
+        rest_reply_oe_status(&req, 507, TS_OE_FILE_STORAGE_CANNOT_WRITE, p->spool_error);
     } else if (inflated == INFLATE_CORRUPT) {
-        rest_reply_error(&req, 400, 15, "Bad file format", "the gzip body is corrupt");
+        rest_reply_oe(&req, TS_OE_BAD_FILE_FORMAT, "the gzip body is corrupt");
     } else if (inflated == INFLATE_TOO_BIG) {
         snprintf(details, sizeof(details), "the inflated body is larger than %zu bytes", p->limit);
-        rest_reply_error(&req, 413, 8, "Bad request", details);
+        rest_reply_oe_status(&req, 413, TS_OE_BAD_REQUEST, details);
     } else {
         dispatch(srv, &req);
     }

@@ -11,6 +11,7 @@
 
 #include "io/bus.h"
 #include "io/db.h"
+#include "base/orthanc_errors.h"
 #include "base/err.h"
 #include "io/store.h"
 
@@ -87,10 +88,13 @@ typedef ssize_t (*rest_stream_read_fn)(void *cls, char *buf, size_t max);
 void rest_reply_stream(rest_request *req, const char *content_type, long long size,
                        rest_stream_read_fn read, void (*free_cls)(void *cls), void *cls);
 
-/* Orthanc's error body: {"HttpError", "HttpStatus", "Message", "Method",
- * "OrthancError", "OrthancStatus", "Uri"} (+ "Details" when given). */
-void rest_reply_error(rest_request *req, int http_status, int orthanc_status,
-                      const char *orthanc_error, const char *details);
+/* Orthanc's error body for code (lib/base/orthanc_errors.h): {"HttpError",
+ * "HttpStatus", "Message", "Method", "OrthancError", "OrthancStatus", "Uri"}
+ * (+ "Details" when given), with the HTTP status Orthanc uses for the code. */
+void rest_reply_oe(rest_request *req, ts_oe code, const char *details);
+/* The same with another HTTP status, where Orthanc answers one that is not the
+ * code's own (e.g. 413 for a body over the limit, 507 for a full storage area). */
+void rest_reply_oe_status(rest_request *req, int http_status, ts_oe code, const char *details);
 void rest_reply_unknown_resource(rest_request *req);
 /* Orthanc answers GET /{level}/{id} of an unknown id with an empty 404. */
 void rest_reply_empty(rest_request *req, int status);

@@ -20,7 +20,7 @@ static ts_jobs *open_registry(rest_request *req)
     ts_jobs *j = NULL;
     ts_err err;
     if (ts_jobs_connect(ts_config_str("TESSERA_REDIS_URL"), 5000, &j, &err)) {
-        rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
+        rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, err.msg);
         return NULL;
     }
     return j;
@@ -28,7 +28,7 @@ static ts_jobs *open_registry(rest_request *req)
 
 static void reply_redis_failure(rest_request *req, const ts_err *err)
 {
-    rest_reply_error(req, 503, 11, "The database is currently not available", err->msg);
+    rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, err->msg);
 }
 
 void rest_jobs_list(rest_request *req)
@@ -103,7 +103,7 @@ void rest_jobs_output(rest_request *req)
     } else {
         char details[160];
         snprintf(details, sizeof(details), "Job has no such output: %.100s", req->seg[2]);
-        rest_reply_error(req, 404, 7, "Accessing an inexistent item", details);
+        rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, details);
     }
     json_decref(job);
     ts_jobs_free(j);
@@ -136,9 +136,9 @@ void rest_jobs_control(rest_request *req)
         ts_info("job control", "job=%s action=%s", req->seg[1], actions[a].name);
         rest_reply_json(req, 200, json_object());
     } else if (rc == TS_ENOTFOUND) {
-        rest_reply_error(req, 400, 8, "Bad request", err.msg);
+        rest_reply_oe(req, TS_OE_BAD_REQUEST, err.msg);
     } else if (rc == TS_EINVAL) {
-        rest_reply_error(req, 400, 8, "Bad request", err.msg);
+        rest_reply_oe(req, TS_OE_BAD_REQUEST, err.msg);
     } else {
         reply_redis_failure(req, &err);
     }
@@ -152,25 +152,6 @@ static void sleep_ms(int ms)
 }
 
 /* Orthanc's HTTP status of an ErrorCode (the ones our jobs produce). */
-static int http_status_of(int code)
-{
-    switch (code) {
-    case 3:  /* ParameterOutOfRange */
-    case 8:  /* BadRequest */
-    case 15: /* BadFileFormat */
-        return 400;
-    case 7:  /* InexistentItem */
-    case 17: /* UnknownResource */
-        return 404;
-    case 2: /* NotImplemented */
-        return 501;
-    case 11: /* DatabaseUnavailable */
-        return 503;
-    default:
-        return 500;
-    }
-}
-
 bool rest_job_priority(rest_request *req, const json_t *body, int *priority)
 {
     *priority = 0;
@@ -178,13 +159,12 @@ bool rest_job_priority(rest_request *req, const json_t *body, int *priority)
     if (!p)
         return true;
     if (!json_is_integer(p)) {
-        rest_reply_error(req, 400, 15, "Bad file format",
-                         "Integer value expected in field: Priority");
+        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, "Integer value expected in field: Priority");
         return false;
     }
     if (json_integer_value(p) < -1000000000 || json_integer_value(p) > 1000000000) {
-        rest_reply_error(req, 400, 3, "Parameter out of range",
-                         "Priority must be between -1000000000 and 1000000000");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                      "Priority must be between -1000000000 and 1000000000");
         return false;
     }
     *priority = (int)json_integer_value(p);
@@ -227,12 +207,13 @@ void rest_jobs_submit(rest_request *req, const char *type, int priority, const j
                          "no tessera-jobs process is running: the job stays queued "
                          "(GET /jobs/%s)",
                          id);
-                rest_reply_error(req, 503, 1, "Internal error", details);
+                rest_reply_oe_status(req, 503, TS_OE_INTERNAL_ERROR,
+                                     details); /* Orthanc has no code for "no worker" */
                 goto out;
             }
         }
         if (rc == TS_ENOTFOUND) {
-            rest_reply_error(req, 500, 1, "Internal error", "the job left the registry");
+            rest_reply_oe(req, TS_OE_INTERNAL_ERROR, "the job left the registry");
             goto out;
         }
         if (rc && ++failures > 100) {
@@ -254,9 +235,8 @@ void rest_jobs_submit(rest_request *req, const char *type, int priority, const j
     if (code == 0) {
         rest_reply_json(req, 200, json_incref(json_object_get(job, "Content")));
     } else {
-        const char *desc = json_string_value(json_object_get(job, "ErrorDescription"));
         const char *details = json_string_value(json_object_get(job, "ErrorDetails"));
-        rest_reply_error(req, http_status_of(code), code, desc ? desc : "Internal error", details);
+        rest_reply_oe(req, (ts_oe)code, details);
     }
 out:
     json_decref(job);

@@ -141,7 +141,7 @@ void rest_get_metadata(rest_request *req)
         return;
     }
     if (!resolve_name(req->seg[3], name, sizeof(name), &is_user)) {
-        rest_reply_error(req, 404, 7, "Accessing an inexistent item", "unknown metadata name");
+        rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, "unknown metadata name");
         return;
     }
     const char *params[] = {req->seg[1], lv, name};
@@ -151,7 +151,7 @@ void rest_get_metadata(rest_request *req)
     if (!r.col[0] || strcmp(r.col[0], "t") != 0)
         rest_reply_unknown_resource(req);
     else if (!r.col[1])
-        rest_reply_error(req, 404, 7, "Accessing an inexistent item", NULL);
+        rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, NULL);
     else {
         char md5[33];
         rest_md5_hex(r.col[1], strlen(r.col[1]), md5);
@@ -172,8 +172,8 @@ void rest_put_metadata(rest_request *req)
         return;
     }
     if (!resolve_name(req->seg[3], name, sizeof(name), &is_user) || !is_user) {
-        rest_reply_error(req, 400, 4, "Parameter out of range",
-                         "only user metadata (TESSERA_USER_METADATA, or 1024..65535) can be set");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                      "only user metadata (TESSERA_USER_METADATA, or 1024..65535) can be set");
         return;
     }
     long match = rest_if_match(req);
@@ -182,7 +182,7 @@ void rest_put_metadata(rest_request *req)
     char *value = strndup(req->body ? req->body : "", req->body_len);
     if (!value || strlen(value) != req->body_len) {
         free(value);
-        rest_reply_error(req, 400, 8, "Bad request", "a metadata value is text without NUL bytes");
+        rest_reply_oe(req, TS_OE_BAD_REQUEST, "a metadata value is text without NUL bytes");
         return;
     }
     snprintf(rev, sizeof(rev), "%ld", match);
@@ -214,8 +214,7 @@ void rest_delete_metadata(rest_request *req)
         return;
     }
     if (!resolve_name(req->seg[3], name, sizeof(name), &is_user) || !is_user) {
-        rest_reply_error(req, 400, 4, "Parameter out of range",
-                         "only user metadata can be deleted");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, "only user metadata can be deleted");
         return;
     }
     long match = rest_if_match(req);
@@ -231,7 +230,7 @@ void rest_delete_metadata(rest_request *req)
         else if (strcmp(status, "unknown_resource") == 0)
             rest_reply_unknown_resource(req);
         else if (strcmp(status, "not_found") == 0)
-            rest_reply_error(req, 404, 7, "Accessing an inexistent item", NULL);
+            rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, NULL);
         else
             rest_reply_revision_conflict(req, match >= 0);
     }

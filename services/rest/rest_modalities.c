@@ -126,7 +126,7 @@ static json_t *find_modality(rest_request *req, const char *name, bool empty_404
         } else {
             char details[160];
             snprintf(details, sizeof(details), "No modality with symbolic name: %.100s", name);
-            rest_reply_error(req, 404, 7, "Accessing an inexistent item", details);
+            rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, details);
         }
     }
     return conf;
@@ -192,7 +192,7 @@ static const char *manufacturer_of(const char *s)
 
 static bool bad_format(rest_request *req, const char *details)
 {
-    rest_reply_error(req, 400, 15, "Bad file format", details);
+    rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, details);
     return false;
 }
 
@@ -215,7 +215,7 @@ static bool parse_port(rest_request *req, const json_t *v, int *port)
         char details[128];
         snprintf(details, sizeof(details),
                  "A TCP port number must be in range [1..65534], but found: %lld", p);
-        rest_reply_error(req, 400, 3, "Parameter out of range", details);
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, details);
         return false;
     }
     *port = (int)p;
@@ -240,8 +240,8 @@ static bool parse_local_settings(rest_request *req, const json_t *body, modality
     if (l && !json_is_string(l))
         return bad_format(req, "String value expected in field: LocalAet");
     if (l && strlen(json_string_value(l)) > 16) {
-        rest_reply_error(req, 400, 3, "Parameter out of range",
-                         "the LocalAet must have 16 characters at most");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                      "the LocalAet must have 16 characters at most");
         return false;
     }
     m->local_aet = l ? json_string_value(l) : "";
@@ -251,8 +251,8 @@ static bool parse_local_settings(rest_request *req, const json_t *body, modality
     if (t && json_integer_value(t) < 0)
         return bad_format(req, "Unsigned integer value expected in field: Timeout");
     if (t && json_integer_value(t) > 3600) {
-        rest_reply_error(req, 400, 3, "Parameter out of range",
-                         "the Timeout must be 3600 seconds at most");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                      "the Timeout must be 3600 seconds at most");
         return false;
     }
     m->timeout = t ? (int)json_integer_value(t) : 0;
@@ -313,7 +313,7 @@ static bool parse_modality(rest_request *req, const json_t *body, modality_in *m
             char details[160];
             snprintf(details, sizeof(details), "Unknown modality manufacturer: \"%.100s\"",
                      name ? name : "");
-            rest_reply_error(req, 400, 3, "Parameter out of range", details);
+            rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, details);
             return false;
         }
     }
@@ -321,8 +321,8 @@ static bool parse_modality(rest_request *req, const json_t *body, modality_in *m
     m->host = json_string_value(host);
     /* an AE title has 16 characters at most (PS3.5 6.2): refuse what no peer accepts */
     if (!m->aet[0] || strlen(m->aet) > 16 || !m->host[0] || strlen(m->host) > 255) {
-        rest_reply_error(req, 400, 3, "Parameter out of range",
-                         "the AET must have 1 to 16 characters and the Host 1 to 255");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                      "the AET must have 1 to 16 characters and the Host 1 to 255");
         return false;
     }
     return true;
@@ -331,8 +331,8 @@ static bool parse_modality(rest_request *req, const json_t *body, modality_in *m
 static bool name_ok(rest_request *req, const char *name)
 {
     if (strlen(name) > NAME_MAX_LEN) {
-        rest_reply_error(req, 400, 3, "Parameter out of range",
-                         "a modality's symbolic name has 64 characters at most");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                      "a modality's symbolic name has 64 characters at most");
         return false;
     }
     return true;
@@ -384,7 +384,7 @@ void rest_delete_modality(rest_request *req)
         char details[160];
         snprintf(details, sizeof(details), "Unknown DICOM modality with symbolic name: %.100s",
                  req->seg[1]);
-        rest_reply_error(req, 404, 7, "Accessing an inexistent item", details);
+        rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, details);
     }
     rest_row_clear(&r);
 }
@@ -449,7 +449,7 @@ void rest_modality_echo(rest_request *req)
     ts_err err;
     if (ts_dicom_echo(&peer, &err)) {
         ts_info("echo failed", "modality=%s error=\"%s\"", req->seg[1], err.msg);
-        rest_reply_error(req, 500, 9, "Error in the network protocol", err.msg);
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, err.msg);
         goto out;
     }
     rest_reply_json(req, 200, json_object());
@@ -484,7 +484,7 @@ void rest_tools_dicom_echo(rest_request *req)
     ts_err err;
     if (ts_dicom_echo(&peer, &err)) {
         ts_info("echo failed", "aet=%s error=\"%s\"", m.aet, err.msg);
-        rest_reply_error(req, 500, 9, "Error in the network protocol", err.msg);
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, err.msg);
         goto out;
     }
     rest_reply_json(req, 200, json_object());
@@ -636,7 +636,7 @@ bool rest_store_expand(rest_request *req, rest_store_req *sr)
         sr->instances = r.col[1] ? json_loads(r.col[1], 0, &jerr) : NULL;
         sr->size = r.col[2] ? atoll(r.col[2]) : 0;
         if (!json_is_array(sr->instances)) {
-            rest_reply_error(req, 500, -1, "Internal error", "cannot read the instances to send");
+            rest_reply_oe(req, TS_OE_INTERNAL_ERROR, "cannot read the instances to send");
             ok = false;
         }
     }

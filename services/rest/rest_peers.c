@@ -99,7 +99,7 @@ static json_t *find_peer(rest_request *req, const char *name, bool empty_404, ch
         } else {
             char details[160];
             snprintf(details, sizeof(details), "No peer with symbolic name: %.100s", name);
-            rest_reply_error(req, 404, 17, "Unknown resource", details);
+            rest_reply_oe(req, TS_OE_UNKNOWN_RESOURCE, details);
         }
     }
     return conf;
@@ -146,18 +146,18 @@ void rest_get_peer_configuration(rest_request *req)
 
 static void bad_format(rest_request *req, const char *details)
 {
-    rest_reply_error(req, 400, 15, "Bad file format", details);
+    rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, details);
 }
 
 void rest_put_peer(rest_request *req)
 {
     if (strlen(req->seg[1]) > NAME_MAX_LEN) {
-        rest_reply_error(req, 400, 3, "Parameter out of range",
-                         "a peer's symbolic name has 64 characters at most");
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                      "a peer's symbolic name has 64 characters at most");
         return;
     }
     if (req->body_len > PEER_BODY_MAX) {
-        rest_reply_error(req, 413, 8, "Bad request", "the body is larger than 65536 bytes");
+        rest_reply_oe_status(req, 413, TS_OE_BAD_REQUEST, "the body is larger than 65536 bytes");
         return;
     }
     json_error_t jerr;
@@ -220,7 +220,7 @@ void rest_delete_peer(rest_request *req)
     } else {
         char details[160];
         snprintf(details, sizeof(details), "Unknown Orthanc peer: %.100s", req->seg[1]);
-        rest_reply_error(req, 404, 7, "Accessing an inexistent item", details);
+        rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, details);
     }
     rest_row_clear(&r);
 }
@@ -280,18 +280,16 @@ void rest_peer_system(rest_request *req)
     json_error_t jerr;
     json_t *system = NULL;
     if (a.too_big) {
-        rest_reply_error(req, 500, 9, "Error in the network protocol",
-                         "the peer's answer is larger than 1 MiB");
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, "the peer's answer is larger than 1 MiB");
     } else if (cc != CURLE_OK) {
         snprintf(details, sizeof(details), "libCURL error: %s", curl_easy_strerror(cc));
-        rest_reply_error(req, 500, 9, "Error in the network protocol", details);
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, details);
     } else if (status != 200) {
         snprintf(details, sizeof(details), "the peer answered HTTP status %ld to GET %.150s",
                  status, url);
-        rest_reply_error(req, 500, 9, "Error in the network protocol", details);
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, details);
     } else if (!(system = json_loadb(a.data ? a.data : "", a.len, 0, &jerr))) {
-        rest_reply_error(req, 500, 9, "Error in the network protocol",
-                         "the peer's answer to GET /system is not JSON");
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, "the peer's answer to GET /system is not JSON");
     } else {
         rest_reply_json(req, 200, system);
     }

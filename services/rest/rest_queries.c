@@ -30,17 +30,17 @@
 
 static void bad_format(rest_request *req, const char *details)
 {
-    rest_reply_error(req, 400, 15, "Bad file format", details);
+    rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, details);
 }
 
 static void bad_type(rest_request *req, const char *details)
 {
-    rest_reply_error(req, 400, 5, "Bad type for a parameter", details);
+    rest_reply_oe(req, TS_OE_BAD_PARAMETER_TYPE, details);
 }
 
 static void out_of_range(rest_request *req)
 {
-    rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+    rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, NULL);
 }
 
 static ts_redis *open_queries(rest_request *req)
@@ -48,7 +48,7 @@ static ts_redis *open_queries(rest_request *req)
     ts_redis *q = NULL;
     ts_err err;
     if (ts_redis_open(ts_config_str("TESSERA_REDIS_URL"), 5000, &q, &err)) {
-        rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
+        rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, err.msg);
         return NULL;
     }
     return q;
@@ -265,7 +265,7 @@ static json_t *load_query(rest_request *req)
     if (rc == TS_ENOTFOUND)
         rest_reply_unknown_resource(req);
     else if (rc)
-        rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
+        rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, err.msg);
     return rc ? NULL : o;
 }
 
@@ -304,8 +304,9 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
             goto out;
         }
         /* Orthanc answers 422 when the peer could not process the query */
-        rest_reply_error(req, rc == TS_EDICOM && strstr(err.msg, "(unable to process") ? 422 : 500,
-                         9, "Error in the network protocol", err.msg);
+        rest_reply_oe_status(req,
+                             rc == TS_EDICOM && strstr(err.msg, "(unable to process") ? 422 : 500,
+                             TS_OE_NETWORK_PROTOCOL, err.msg);
         goto out;
     }
     stored = json_pack("{s:s, s:s, s:O, s:b, s:s, s:i, s:s, s:s, s:i, s:O}", "Level",
@@ -320,7 +321,7 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
                         (int)ts_config_int("TESSERA_QUERIES_HISTORY"), id, &err);
     ts_redis_free(q);
     if (rc) {
-        rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
+        rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, err.msg);
         goto out;
     }
     ts_info("C-FIND done", "modality=%s level=%s answers=%zu query=%s", name, ts_level_name(level),
@@ -405,7 +406,7 @@ void rest_queries_list(rest_request *req)
     ts_err err;
     json_t *ids = NULL;
     if (ts_queries_list(q, &ids, &err))
-        rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
+        rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, err.msg);
     else
         rest_reply_json(req, 200, ids);
     ts_redis_free(q);
@@ -429,7 +430,7 @@ void rest_query_delete(rest_request *req)
         return;
     ts_err err;
     if (ts_queries_delete(q, req->seg[1], &err))
-        rest_reply_error(req, 503, 11, "The database is currently not available", err.msg);
+        rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, err.msg);
     else
         rest_reply_text(req, 200, "", 0);
     ts_redis_free(q);
@@ -532,7 +533,7 @@ void rest_query_children(rest_request *req)
     for (int i = 0; i < 2 && ids[parent][i]; i++) {
         json_t *v = json_object_get(answer, ids[parent][i]);
         if (!json_is_string(v)) {
-            rest_reply_error(req, 404, 21, "Inexistent tag", NULL);
+            rest_reply_oe(req, TS_OE_INEXISTENT_TAG, NULL);
             goto out;
         }
         json_object_set(query, ids[parent][i], v);
@@ -722,7 +723,7 @@ void rest_query_retrieve(rest_request *req)
     mj.timeout = timeout >= 0 ? timeout : (int)json_integer_value(json_object_get(o, "Timeout"));
     mj.resources = resources;
     if (!mj.aet || !mj.host || !mj.local) {
-        rest_reply_error(req, 500, -1, "Internal error", "the stored query is incomplete");
+        rest_reply_oe(req, TS_OE_INTERNAL_ERROR, "the stored query is incomplete");
         goto out;
     }
     submit_move(req, &mj);
@@ -796,7 +797,7 @@ void rest_modality_move(rest_request *req)
         json_t *id = json_is_object(r) ? read_tags(r, &unknown_tag) : NULL;
         if (!id) {
             if (unknown_tag)
-                rest_reply_error(req, 500, 27, "Unknown DICOM tag", NULL);
+                rest_reply_oe(req, TS_OE_UNKNOWN_DICOM_TAG, NULL);
             else
                 bad_format(req, NULL);
             goto out;
@@ -825,7 +826,7 @@ void rest_modality_move(rest_request *req)
         if (json_integer_value(json_object_get(e, "OrthancStatus")) == 9 && details &&
             strstr(details, "(unable to process")) {
             char *copy = strdup(details);
-            rest_reply_error(req, 422, 9, "Error in the network protocol", copy);
+            rest_reply_oe_status(req, 422, TS_OE_NETWORK_PROTOCOL, copy);
             free(copy);
         }
         json_decref(e);

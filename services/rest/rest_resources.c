@@ -147,14 +147,13 @@ void rest_list_resources(rest_request *req)
         /* Orthanc writes the route with a trailing slash */
         snprintf(details, sizeof(details), "Missing \"%s\" argument for GET request against: %s/",
                  has_since ? "limit" : "since", req->url);
-        rest_reply_error(req, 400, 8, "Bad request", details);
+        rest_reply_oe(req, TS_OE_BAD_REQUEST, details);
         return;
     }
     long since = rest_arg_long(req, "since", 0);
     long limit = rest_arg_long(req, "limit", -2);
     if (since < 0 || limit == -1) {
-        rest_reply_error(req, 400, 5, "Bad type for a parameter",
-                         "Syntax error in some user-supplied data");
+        rest_reply_oe(req, TS_OE_BAD_PARAMETER_TYPE, "Syntax error in some user-supplied data");
         return;
     }
     char lv[4], since_s[24], limit_s[24], age[16];
@@ -272,7 +271,7 @@ void rest_instance_file(rest_request *req)
         ts_dicom *d;
         ts_err err;
         if (ts_dicom_open_file(path, &d, &err)) {
-            rest_reply_error(req, 500, 15, "Bad file format", err.msg);
+            rest_reply_oe_status(req, 500, TS_OE_BAD_FILE_FORMAT, err.msg);
             return;
         }
         json_t *body = ts_dicom_to_dicom_json_inline(d);
@@ -310,7 +309,7 @@ void rest_instance_tags(rest_request *req)
     ts_err err;
     if (ts_dicom_open_file(path, &d, &err)) {
         free(full_length);
-        rest_reply_error(req, 500, 15, "Bad file format", err.msg);
+        rest_reply_oe_status(req, 500, TS_OE_BAD_FILE_FORMAT, err.msg);
         return;
     }
     bool simplify = strcmp(req->seg[2], "simplified-tags") == 0 || rest_flag(req, "simplify");
@@ -353,7 +352,7 @@ void rest_tools_lookup(rest_request *req)
     size_t n;
     const char *s = rest_body_trimmed(req, &n);
     if (n == 0 || n >= sizeof(value)) {
-        rest_reply_error(req, 400, 8, "Bad request", "the body must be one DICOM identifier");
+        rest_reply_oe(req, TS_OE_BAD_REQUEST, "the body must be one DICOM identifier");
         return;
     }
     memcpy(value, s, n);
@@ -446,12 +445,12 @@ void rest_patient_protected(rest_request *req)
         else if ((n == 1 && s[0] == '0') || (n == 5 && strncmp(s, "false", 5) == 0))
             value = "false";
         if (!value) {
-            rest_reply_error(req, 400, 15, "Bad file format", "Boolean value expected");
+            rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, "Boolean value expected");
             return;
         }
     }
     if (!ts_id_is_valid(req->seg[1])) {
-        rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, NULL);
         return;
     }
     const char *params[] = {req->seg[1], value};
@@ -463,7 +462,7 @@ void rest_patient_protected(rest_request *req)
         bool found = row.col[0] != NULL;
         rest_row_clear(&row);
         if (!found)
-            rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+            rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, NULL);
         else
             rest_reply_text(req, 200, "", 0);
         return;
@@ -471,7 +470,7 @@ void rest_patient_protected(rest_request *req)
     if (!query(req, &get_protected, params, &r))
         return;
     if (!r.text)
-        rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, NULL);
     else
         rest_reply_text(req, 200, r.text, strlen(r.text));
     read_one_clear(&r);

@@ -168,7 +168,7 @@ static void reply_fixed(rest_request *req, const char *what)
 {
     char details[160];
     snprintf(details, sizeof(details), "%s cannot be changed while Tessera runs", what);
-    rest_reply_error(req, 501, 2, "Not implemented yet", details);
+    rest_reply_oe(req, TS_OE_NOT_IMPLEMENTED, details);
 }
 
 /* The PUT body as a short word, white space around it ignored; "" when longer. */
@@ -203,7 +203,7 @@ void rest_default_encoding(rest_request *req)
     for (size_t i = 0; i < sizeof(encodings) / sizeof(encodings[0]); i++)
         known = known || strcmp(word, encodings[i]) == 0;
     if (!known) {
-        rest_reply_error(req, 400, 3, "Parameter out of range", NULL);
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, NULL);
         return;
     }
     if (strcmp(word, "Latin1") != 0) {
@@ -240,7 +240,7 @@ void rest_unknown_sop_class_accepted(rest_request *req)
     } else if (strcmp(word, "1") == 0 || strcmp(word, "true") == 0) {
         reply_fixed(req, "the acceptance of unknown SOP classes");
     } else {
-        rest_reply_error(req, 400, 15, "Bad file format", "Boolean value expected");
+        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, "Boolean value expected");
     }
 }
 
@@ -272,7 +272,7 @@ void rest_log_level(rest_request *req)
         char details[96];
         snprintf(details, sizeof(details),
                  "Verbosity can be \"default\", \"verbose\" or \"trace\": %.40s", word);
-        rest_reply_error(req, 400, 3, "Parameter out of range", details);
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, details);
         return;
     }
     snprintf(log_level_name, sizeof(log_level_name), "%s", word);

@@ -73,12 +73,12 @@ static int store_one(rest_request *req, const void *data, size_t len, const char
     case TESSERA__STORE_STATUS__STORE_INVALID_DICOM:
         status = 400;
         if (!quiet)
-            rest_reply_error(req, 400, 15, "Bad file format", r->error);
+            rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, r->error);
         break;
     case TESSERA__STORE_STATUS__STORE_TOO_LARGE:
         status = 413;
         if (!quiet)
-            rest_reply_error(req, 413, 8, "Bad request", r->error);
+            rest_reply_oe_status(req, 413, TS_OE_BAD_REQUEST, r->error);
         break;
     case TESSERA__STORE_STATUS__STORE_DB_UNAVAILABLE:
         status = 503;
@@ -88,12 +88,12 @@ static int store_one(rest_request *req, const void *data, size_t len, const char
     case TESSERA__STORE_STATUS__STORE_STORAGE_ERROR:
         status = 507;
         if (!quiet)
-            rest_reply_error(req, 507, 13, "Error in the storage area", r->error);
+            rest_reply_oe_status(req, 507, TS_OE_FILE_STORAGE_CANNOT_WRITE, r->error);
         break;
     default:
         status = 500;
         if (!quiet)
-            rest_reply_error(req, 500, -1, "Internal error", r->error);
+            rest_reply_oe(req, TS_OE_INTERNAL_ERROR, r->error);
         break;
     }
     if (!*answer)
@@ -165,7 +165,7 @@ static void upload_zip(rest_request *req)
     int opened = req->body_path ? archive_read_open_filename(a, req->body_path, 65536)
                                 : archive_read_open_memory(a, req->body, req->body_len);
     if (opened != ARCHIVE_OK) {
-        rest_reply_error(req, 400, 15, "Bad file format", archive_error_string(a));
+        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, archive_error_string(a));
         archive_read_free(a);
         return;
     }
@@ -195,7 +195,7 @@ static void upload_zip(rest_request *req)
         json_array_append_new(results, answer);
     }
     if (rc != ARCHIVE_EOF) {
-        rest_reply_error(req, 400, 15, "Bad file format", archive_error_string(a));
+        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, archive_error_string(a));
         json_decref(results);
     } else {
         rest_reply_json(req, 200, results);
@@ -229,7 +229,7 @@ static int bytes_to_temp(rest_request *req, const char *data, size_t len, char *
 {
     ts_err err;
     if (ts_store_temp_path(req->ctx->store, path, size, &err)) {
-        rest_reply_error(req, 507, 13, "Error in the storage area", err.msg);
+        rest_reply_oe_status(req, 507, TS_OE_FILE_STORAGE_CANNOT_WRITE, err.msg);
         return -1;
     }
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -245,7 +245,7 @@ static int bytes_to_temp(rest_request *req, const char *data, size_t len, char *
     if (fd < 0 || len > 0) {
         char details[512];
         snprintf(details, sizeof(details), "cannot write %.300s: %s", path, strerror(errno));
-        rest_reply_error(req, 507, 13, "Error in the storage area", details);
+        rest_reply_oe_status(req, 507, TS_OE_FILE_STORAGE_CANNOT_WRITE, details);
         if (fd >= 0) {
             close(fd);
             unlink(path);
@@ -274,7 +274,7 @@ static void upload_form(rest_request *req, const char *boundary)
         if (fd >= 0)
             close(fd);
         if (map == MAP_FAILED) {
-            rest_reply_error(req, 500, 13, "Error in the storage area", strerror(errno));
+            rest_reply_oe(req, TS_OE_FILE_STORAGE_CANNOT_WRITE, strerror(errno));
             return;
         }
         body = map;
@@ -344,7 +344,7 @@ void rest_upload_instance(rest_request *req)
 static void upload_body(rest_request *req)
 {
     if (req->body_len == 0) {
-        rest_reply_error(req, 400, 15, "Bad file format", "Received an empty DICOM file");
+        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, "Received an empty DICOM file");
         return;
     }
     char magic[4] = {0};

@@ -21,7 +21,7 @@ static void handler(rest_request *req)
 
 static void failing_handler(rest_request *req)
 {
-    rest_reply_error(req, 400, 8, "Bad request", req->url);
+    rest_reply_oe(req, TS_OE_BAD_REQUEST, req->url);
 }
 
 /* A sample of main.c's shapes: fixed, one-wildcard, nested, trailing "**". */
