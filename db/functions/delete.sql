@@ -67,6 +67,7 @@ BEGIN
          q AS (INSERT INTO deletion_queue (uuid) SELECT uuid FROM gone RETURNING 1)
     SELECT count(*) INTO queued FROM q;
     DELETE FROM metadata WHERE resource_id = ANY (batch);
+    DELETE FROM labels WHERE resource_id = ANY (batch);
     IF cardinality(entry.resource_ids) <= p_limit THEN
         DELETE FROM deletion_purge WHERE id = entry.id;
     ELSE

@@ -14,6 +14,7 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r resources%ROWTYPE;
     children jsonb;
+    labels jsonb;
     stable boolean;
     expected bigint;
 BEGIN
@@ -21,6 +22,9 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    -- Orthanc 1.12's "Labels", sorted as its std::set gives them (bytewise)
+    SELECT coalesce(jsonb_agg(l.label ORDER BY l.label COLLATE "C"), '[]') INTO labels
+    FROM labels l WHERE l.resource_id = r.id;
     stable := r.last_update < now() - make_interval(secs => p_stable_age);
     IF r.level < 3 THEN
         SELECT coalesce(jsonb_agg(c.public_id ORDER BY c.id), '[]') INTO children
@@ -31,7 +35,7 @@ BEGIN
             'ID', r.public_id, 'Type', 'Patient', 'IsStable', stable,
             'LastUpdate', tessera_orthanc_time(r.last_update),
             'MainDicomTags', (SELECT main_tags FROM patients WHERE resource_id = r.id),
-            'Studies', children);
+            'Studies', children, 'Labels', labels);
     ELSIF r.level = 1 THEN
         RETURN jsonb_build_object(
             'ID', r.public_id, 'Type', 'Study', 'IsStable', stable,
@@ -41,7 +45,7 @@ BEGIN
                 (SELECT patient_tags FROM studies WHERE resource_id = r.id),
                 (SELECT main_tags FROM patients WHERE resource_id = r.parent_id)),
             'ParentPatient', (SELECT public_id FROM resources WHERE id = r.parent_id),
-            'Series', children);
+            'Series', children, 'Labels', labels);
     ELSIF r.level = 2 THEN
         expected := (SELECT tessera_int(value) FROM metadata
                      WHERE resource_id = r.id AND name = 'ExpectedNumberOfInstances');
@@ -52,7 +56,7 @@ BEGIN
             'ParentStudy', (SELECT public_id FROM resources WHERE id = r.parent_id),
             'ExpectedNumberOfInstances', expected,
             'Status', tessera_series_status(r.id, expected),
-            'Instances', children);
+            'Instances', children, 'Labels', labels);
     END IF;
     RETURN (SELECT jsonb_build_object(
             'ID', r.public_id, 'Type', 'Instance',
@@ -60,7 +64,7 @@ BEGIN
             'ParentSeries', (SELECT public_id FROM resources WHERE id = r.parent_id),
             'IndexInSeries', i.index_in_series,
             'FileSize', a.uncompressed_size,
-            'FileUuid', a.uuid::text)
+            'FileUuid', a.uuid::text, 'Labels', labels)
         FROM instances i LEFT JOIN attachments a ON a.resource_id = i.resource_id AND a.content_type = 1
         WHERE i.resource_id = r.id);
 END

@@ -168,7 +168,13 @@ int query_bus_handle(void *user, const uint8_t *buf, size_t len, uint8_t **reply
                        .nkeys = nkeys,
                        .case_matching = case_of(req->case_matching),
                        .limit = req->limit > 0 && req->limit < ctx->limit ? req->limit : ctx->limit,
-                       .since = req->since};
+                       .since = req->since,
+                       .labels = (const char *const *)req->labels,
+                       .nlabels = req->n_labels,
+                       .labels_constraint = (query_labels_constraint)req->labels_constraint,
+                       .restrict_to_labels = req->restrict_to_labels,
+                       .visible = (const char *const *)req->visible_labels,
+                       .nvisible = req->n_visible_labels};
     if ((rc = query_run(ctx->db, &spec, &res, &err)))
         goto failed;
 

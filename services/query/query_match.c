@@ -512,6 +512,105 @@ static void add_from(sbuf *b, ts_level level, ts_level top)
 
 static const char *const RES_ALIAS[] = {"rpa", "rst", "rse", "ri"};
 
+static bool label_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 1 && n <= 64 &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == n;
+}
+
+/* The labels as one text[] parameter ("{a,b}": valid names need no quoting). */
+static int add_label_array(builder *b, const char *const *labels, size_t n, ts_err *err)
+{
+    sbuf a = {0};
+    sb_add(&a, "{");
+    for (size_t i = 0; i < n; i++) {
+        if (!label_ok(labels[i])) {
+            free(a.s);
+            return ts_err_set(err, TS_EINVAL, "invalid label \"%.64s\"", labels[i]);
+        }
+        sb_add(&a, "%s%s", i ? "," : "", labels[i]);
+    }
+    sb_add(&a, "}");
+    int n_param = add_param(b, a.s, err);
+    free(a.s);
+    return n_param;
+}
+
+/* Labels of the matched resource (Orthanc 1.12's "Labels"/"LabelsConstraint")
+ * and the caller's label-scoped visibility. Each is an EXISTS on `labels`,
+ * which its (label, resource_id) index answers as it answers a tag column. */
+static int add_label_conditions(builder *b, const query_spec *spec, ts_err *err)
+{
+    const char *r = RES_ALIAS[spec->level];
+    int n;
+    if (spec->nlabels > 0 && spec->labels_constraint == QUERY_LABELS_ALL) {
+        /* one semi-join per label: each can start from the label's index entries */
+        for (size_t i = 0; i < spec->nlabels; i++) {
+            if ((n = add_label_array(b, &spec->labels[i], 1, err)) < 0)
+                return n;
+            sb_add(&b->where,
+                   " AND EXISTS (SELECT 1 FROM labels lb WHERE lb.resource_id = %s.id"
+                   " AND lb.label = ANY ($%d::text[]))",
+                   r, n);
+        }
+    } else if (spec->nlabels > 0) {
+        if ((n = add_label_array(b, spec->labels, spec->nlabels, err)) < 0)
+            return n;
+        switch (spec->labels_constraint) {
+        case QUERY_LABELS_ALL:
+        case QUERY_LABELS_ANY:
+            sb_add(&b->where,
+                   " AND EXISTS (SELECT 1 FROM labels lb WHERE lb.resource_id = %s.id"
+                   " AND lb.label = ANY ($%d::text[]))",
+                   r, n);
+            break;
+        case QUERY_LABELS_NONE:
+            sb_add(&b->where,
+                   " AND NOT EXISTS (SELECT 1 FROM labels lb WHERE lb.resource_id = %s.id"
+                   " AND lb.label = ANY ($%d::text[]))",
+                   r, n);
+            break;
+        default:
+            return ts_err_set(err, TS_EINVAL, "unknown labels constraint %d",
+                              (int)spec->labels_constraint);
+        }
+    }
+    if (spec->restrict_to_labels) {
+        if ((n = add_label_array(b, spec->visible, spec->nvisible, err)) < 0)
+            return n;
+        /* visibility is decided by the study (docs/design.md, "Labels and access") */
+        switch (spec->level) {
+        case TS_LEVEL_PATIENT:
+            sb_add(
+                &b->where,
+                " AND EXISTS (SELECT 1 FROM resources vs JOIN labels lv ON lv.resource_id = vs.id"
+                " WHERE vs.parent_id = rpa.id AND lv.label = ANY ($%d::text[]))",
+                n);
+            break;
+        case TS_LEVEL_STUDY:
+            sb_add(&b->where,
+                   " AND EXISTS (SELECT 1 FROM labels lv WHERE lv.resource_id = rst.id"
+                   " AND lv.label = ANY ($%d::text[]))",
+                   n);
+            break;
+        case TS_LEVEL_SERIES:
+            sb_add(&b->where,
+                   " AND EXISTS (SELECT 1 FROM labels lv WHERE lv.resource_id = rse.parent_id"
+                   " AND lv.label = ANY ($%d::text[]))",
+                   n);
+            break;
+        case TS_LEVEL_INSTANCE:
+            sb_add(&b->where,
+                   " AND EXISTS (SELECT 1 FROM resources vs JOIN labels lv ON lv.resource_id ="
+                   " vs.parent_id WHERE vs.id = ri.parent_id AND lv.label = ANY ($%d::text[]))",
+                   n);
+            break;
+        }
+    }
+    return 0;
+}
+
 int query_build(const query_spec *spec, query_sql *out, ts_err *err)
 {
     memset(out, 0, sizeof(*out));
@@ -552,6 +651,8 @@ int query_build(const query_spec *spec, query_sql *out, ts_err *err)
         if (*v && (rc = add_condition(&b, d, v, spec->case_matching, err)) < 0)
             goto fail;
     }
+    if ((rc = add_label_conditions(&b, spec, err)) < 0)
+        goto fail;
     out->file_col = -1;
     if (spec->with_file && spec->level == TS_LEVEL_INSTANCE) {
         sb_add(&sel, ", (SELECT a.uuid::text FROM attachments a"

@@ -29,6 +29,13 @@ typedef enum query_case {
     QUERY_CASE_FOLD_TEXT,   /* every text value without case (/tools/find's default) */
 } query_case;
 
+/* Orthanc 1.12's LabelsConstraint: the resource carries all, any or none of the labels. */
+typedef enum query_labels_constraint {
+    QUERY_LABELS_ALL = 0,
+    QUERY_LABELS_ANY,
+    QUERY_LABELS_NONE,
+} query_labels_constraint;
+
 typedef struct query_spec {
     ts_level level;
     const query_key *keys;
@@ -37,6 +44,16 @@ typedef struct query_spec {
     long limit;     /* rows at most (0: no limit); one more is fetched to tell truncation */
     long since;     /* rows to skip (the bus's paging) */
     bool with_file; /* INSTANCE level: also the uuid of the DICOM file (C-MOVE) */
+    /* labels of the matched resource itself (none: no condition); names must
+     * be [A-Za-z0-9_-]{1,64}, else TS_EINVAL */
+    const char *const *labels;
+    size_t nlabels;
+    query_labels_constraint labels_constraint;
+    /* when set, only studies carrying one of `visible` match, with their
+     * series, instances and patients (rest's label-scoped grants) */
+    bool restrict_to_labels;
+    const char *const *visible;
+    size_t nvisible;
 } query_spec;
 
 /* The SQL of a query: text with $n placeholders, the n values, and where each

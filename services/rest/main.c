@@ -24,6 +24,7 @@
 #include "rest_dicomweb_wado.h"
 #include "rest_find.h"
 #include "rest_jobs.h"
+#include "rest_labels.h"
 #include "rest_modalities.h"
 #include "rest_peers.h"
 #include "rest_queries.h"
@@ -190,6 +191,24 @@ static const rest_route routes[] = {
     {"POST", "/queries/*/answers/*/query-studies", rest_query_children, REST_BODY_SMALL},
     {"POST", "/queries/*/answers/*/query-series", rest_query_children, REST_BODY_SMALL},
     {"POST", "/queries/*/answers/*/query-instances", rest_query_children, REST_BODY_SMALL},
+    /* labels, as Orthanc 1.12 has them (rest_labels.c) */
+    {"GET", "/tools/labels", rest_tools_labels, REST_BODY_SMALL},
+    {"GET", "/patients/*/labels", rest_list_labels, REST_BODY_SMALL},
+    {"GET", "/studies/*/labels", rest_list_labels, REST_BODY_SMALL},
+    {"GET", "/series/*/labels", rest_list_labels, REST_BODY_SMALL},
+    {"GET", "/instances/*/labels", rest_list_labels, REST_BODY_SMALL},
+    {"GET", "/patients/*/labels/*", rest_get_label, REST_BODY_SMALL},
+    {"GET", "/studies/*/labels/*", rest_get_label, REST_BODY_SMALL},
+    {"GET", "/series/*/labels/*", rest_get_label, REST_BODY_SMALL},
+    {"GET", "/instances/*/labels/*", rest_get_label, REST_BODY_SMALL},
+    {"PUT", "/patients/*/labels/*", rest_put_label, REST_BODY_SMALL},
+    {"PUT", "/studies/*/labels/*", rest_put_label, REST_BODY_SMALL},
+    {"PUT", "/series/*/labels/*", rest_put_label, REST_BODY_SMALL},
+    {"PUT", "/instances/*/labels/*", rest_put_label, REST_BODY_SMALL},
+    {"DELETE", "/patients/*/labels/*", rest_delete_label, REST_BODY_SMALL},
+    {"DELETE", "/studies/*/labels/*", rest_delete_label, REST_BODY_SMALL},
+    {"DELETE", "/series/*/labels/*", rest_delete_label, REST_BODY_SMALL},
+    {"DELETE", "/instances/*/labels/*", rest_delete_label, REST_BODY_SMALL},
     /* DICOMweb (rest_dicomweb_*.c) */
     {"GET", "/dicom-web/studies", rest_dw_search, REST_BODY_SMALL},
     {"GET", "/dicom-web/series", rest_dw_search, REST_BODY_SMALL},

@@ -16,6 +16,7 @@
  *   answer, and a capped answer carries PS3.18's Warning 299.
  * - no match: 204 No Content, as PS3.18 8.3.4.4.1 (2024e) says. */
 #include "rest_dicomweb_qido.h"
+#include "rest_find.h"
 
 #include <microhttpd.h>
 #include <stdarg.h>
@@ -403,6 +404,8 @@ void rest_dw_search(rest_request *req)
     fr.expand = q->all;
     fr.limit = q->limit;
     fr.since = q->offset;
+    char *visible[REST_MAX_GRANTS];
+    rest_find_restrict(req, &fr, visible, REST_MAX_GRANTS);
     fr.case_matching = !q->fuzzy && ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN")
                            ? TESSERA__CASE_MATCHING__CASE_EXACT
                            : TESSERA__CASE_MATCHING__CASE_FOLD_PERSON_NAMES;

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "rest_common.h"
 #include "rest_find.h"
+#include "rest_labels.h"
 #include "tessera.pb-c.h"
 
 #define FIND_MAX_KEYS 64
@@ -26,6 +27,19 @@ static const ts_db_stmt expand_ids = {
     "  ORDER BY array_position($1::text[], r.public_id)), '[]')"
     " FROM resources r WHERE r.public_id = ANY ($1::text[])",
     2};
+
+void rest_find_restrict(rest_request *req, Tessera__FindRequest *fr, char **buf, size_t max)
+{
+    const rest_principal *who = req->who;
+    if (!who || !who->restricted)
+        return;
+    size_t n = who->nlabels < max ? who->nlabels : max;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char *)who->labels[i];
+    fr->restrict_to_labels = true;
+    fr->n_visible_labels = n;
+    fr->visible_labels = buf;
+}
 
 static void bad_request(rest_request *req, const char *details)
 {
@@ -88,6 +102,7 @@ void rest_tools_find(rest_request *req)
     Tessera__FindTagValue *key_ptrs[FIND_MAX_KEYS];
     Tessera__FindRequest fr = TESSERA__FIND_REQUEST__INIT;
     ProtobufCMessage *reply = NULL;
+    char *labels[FIND_MAX_KEYS], *visible[REST_MAX_GRANTS];
     if (!json_is_object(body)) {
         bad_request(req, "The body must contain a JSON object");
         goto out;
@@ -160,6 +175,49 @@ void rest_tools_find(rest_request *req)
             goto out;
         }
     }
+    /* Orthanc 1.12: "Labels": [names], "LabelsConstraint": "All" (default), "Any", "None" */
+    json_t *jlabels = json_object_get(body, "Labels");
+    json_t *jconstraint = json_object_get(body, "LabelsConstraint");
+    if (jlabels && !json_is_array(jlabels)) {
+        bad_request(req, "Field \"Labels\" must contain an array of strings");
+        goto out;
+    }
+    json_t *jl;
+    json_array_foreach(jlabels, ri, jl)
+    {
+        const char *l = json_string_value(jl);
+        if (!l) {
+            bad_request(req, "Field \"Labels\" must contain an array of strings");
+            goto out;
+        }
+        if (!rest_label_is_valid(l)) {
+            char details[200];
+            snprintf(details, sizeof(details), "Invalid label: \"%.64s\"", l);
+            rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, details);
+            goto out;
+        }
+        if (fr.n_labels == FIND_MAX_KEYS) {
+            bad_request(req, "Too many \"Labels\"");
+            goto out;
+        }
+        labels[fr.n_labels++] = (char *)l;
+    }
+    fr.labels = labels;
+    if (jconstraint) {
+        const char *c = json_string_value(jconstraint);
+        if (c && strcmp(c, "All") == 0)
+            fr.labels_constraint = TESSERA__LABELS_CONSTRAINT__LABELS_ALL;
+        else if (c && strcmp(c, "Any") == 0)
+            fr.labels_constraint = TESSERA__LABELS_CONSTRAINT__LABELS_ANY;
+        else if (c && strcmp(c, "None") == 0)
+            fr.labels_constraint = TESSERA__LABELS_CONSTRAINT__LABELS_NONE;
+        else {
+            rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                          "\"LabelsConstraint\" must be \"All\", \"Any\" or \"None\"");
+            goto out;
+        }
+    }
+    rest_find_restrict(req, &fr, visible, REST_MAX_GRANTS);
     if (!req->ctx->query) {
         rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE,
                       "no query service configured (TESSERA_QUERY_BUS)");

@@ -28,6 +28,27 @@ typedef struct rest_ctx {
 
 #define REST_MAX_SEGMENTS 32
 
+/* Who makes a request and what they may do (rest_auth.c): roles are ordered,
+ * each allowing what the ones below it allow. */
+typedef enum rest_role {
+    REST_ROLE_NONE = 0,
+    REST_ROLE_READ,  /* GET (and reads sent as POST: /tools/find, archives) */
+    REST_ROLE_WRITE, /* uploads, deletions, labels, metadata, jobs */
+    REST_ROLE_ADMIN, /* configuration: modalities, peers, API keys, log level */
+} rest_role;
+
+#define REST_MAX_GRANTS 32
+typedef struct rest_principal {
+    char name[128]; /* HTTP Basic user, "key:<id>" or the token's subject; "" when
+                       authentication is off */
+    rest_role role;
+    /* label-scoped: sees only the studies carrying one of these labels (with
+     * their series, instances and patients); otherwise sees everything */
+    bool restricted;
+    size_t nlabels;
+    char labels[REST_MAX_GRANTS][65];
+} rest_principal;
+
 typedef struct rest_request {
     rest_ctx *ctx;
     const char *method;
@@ -39,8 +60,9 @@ typedef struct rest_request {
     /* POST /instances: the body is this complete file in the storage area's
      * tmp/ instead (body is NULL); removed after the handler unless taken over */
     const char *body_path;
-    void *conn;           /* struct MHD_Connection */
-    const char *username; /* the HTTP Basic user when authentication is on, else "" */
+    void *conn;                /* struct MHD_Connection */
+    const char *username;      /* the HTTP Basic user when authentication is on, else "" */
+    const rest_principal *who; /* never NULL in a handler */
     /* the answer, set by rest_reply_* */
     int status;
     char *content;

@@ -170,6 +170,8 @@ def norm(obj):
     for k, v in obj.items():
         if k in VOLATILE:
             continue
+        if k == "Labels" and v == []:
+            continue  # Orthanc 1.12's field (test_labels.py); 1.10.1 has none
         if k == "FileSize" and obj.get("ID") in CSTORED_IDS:
             assert isinstance(v, int) and v > 0, obj
             continue
