@@ -96,6 +96,33 @@ static const ts_cfg_setting settings[] = {
      "REST users as user:password,user:password (prefer TESSERA_HTTP_USERS_FILE)"},
     {"TESSERA_HTTP_USERS_FILE", TS_CFG_STRING, "", 0, 0, NULL,
      "a file of REST users, one user:password per line (a compose secret)"},
+    {"TESSERA_HTTP_USER_ROLES", TS_CFG_STRING, "", 0, 0, NULL,
+     "roles of REST users as user=admin|write|read[:label|label...],...; a user not named is "
+     "an admin; labels restrict reading to the studies carrying one of them"},
+    {"TESSERA_JWT_JWKS_FILE", TS_CFG_STRING, "", 0, 0, NULL,
+     "a JWKS file whose keys (RSA >= 2048 bits, EC P-256) sign the bearer tokens rest accepts"},
+    {"TESSERA_JWT_JWKS_URL", TS_CFG_STRING, "", 0, 0, NULL,
+     "the jwks_uri of an OpenID Connect provider (instead of TESSERA_JWT_JWKS_FILE)"},
+    {"TESSERA_JWT_JWKS_REFRESH", TS_CFG_INT, "300", 1, 86400, NULL,
+     "seconds between two readings of the JWKS (also re-read soon after a token names an "
+     "unknown key)"},
+    {"TESSERA_JWT_ISSUER", TS_CFG_STRING, "", 0, 0, NULL,
+     "the iss a token must carry (empty: not checked)"},
+    {"TESSERA_JWT_AUDIENCE", TS_CFG_STRING, "", 0, 0, NULL,
+     "a value the token's aud must hold (empty: not checked)"},
+    {"TESSERA_JWT_LEEWAY", TS_CFG_INT, "60", 0, 3600, NULL,
+     "seconds of clock skew allowed on exp and nbf"},
+    {"TESSERA_JWT_NAME_CLAIM", TS_CFG_STRING, "sub", 0, 0, NULL,
+     "the claim naming the user (logs, API keys' CreatedBy)"},
+    {"TESSERA_JWT_ROLE_CLAIM", TS_CFG_STRING, "tessera_role", 0, 0, NULL,
+     "the claim (a dotted path, e.g. realm_access.roles) holding admin, write or read, as a "
+     "string or a list; none of them: no access"},
+    {"TESSERA_JWT_LABELS_CLAIM", TS_CFG_STRING, "tessera_labels", 0, 0, NULL,
+     "the claim (a dotted path) listing the labels whose studies the user may see; absent: "
+     "every study"},
+    {"TESSERA_HTTP_API_KEY_CACHE", TS_CFG_INT, "5", 0, 3600, NULL,
+     "seconds an API key read from PostgreSQL is trusted by a rest replica (a revocation "
+     "reaches the other replicas within this time); 0: read at every request"},
     {"TESSERA_MALLOC_ARENAS", TS_CFG_INT, "4", 1, 64, NULL,
      "glibc malloc arenas of the process (M_ARENA_MAX): bounds RSS under many threads"},
     /* deleter */

@@ -582,11 +582,8 @@ static int add_label_conditions(builder *b, const query_spec *spec, ts_err *err)
         /* visibility is decided by the study (docs/design.md, "Labels and access") */
         switch (spec->level) {
         case TS_LEVEL_PATIENT:
-            sb_add(
-                &b->where,
-                " AND EXISTS (SELECT 1 FROM resources vs JOIN labels lv ON lv.resource_id = vs.id"
-                " WHERE vs.parent_id = rpa.id AND lv.label = ANY ($%d::text[]))",
-                n);
+            /* every one of its studies (db/functions/labels.sql says why) */
+            sb_add(&b->where, " AND tessera_patient_visible(rpa.id, $%d::text[])", n);
             break;
         case TS_LEVEL_STUDY:
             sb_add(&b->where,

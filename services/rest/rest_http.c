@@ -26,9 +26,7 @@ struct rest_server {
     ts_metric *m_requests[6];    /* by status class 1xx..5xx */
     ts_metric **m_route_seconds; /* per route */
     ts_metric **m_route_trips;
-    bool auth;    /* HTTP Basic authentication required */
-    char **users; /* "user:password" */
-    size_t nusers;
+    bool auth; /* authentication required (ctx->authenticate) */
 };
 
 /* A streamed body (rest_reply_stream). */
@@ -66,7 +64,7 @@ typedef struct pending {
     bool spool;
     size_t limit;       /* the route's largest body (rest_body_kind) */
     bool refused;       /* no valid credentials: answered 401 after the body */
-    char username[128]; /* who authenticated; "" when authentication is off */
+    rest_principal who; /* who authenticated; an unnamed admin when authentication is off */
     bool dropped;       /* no route takes it: the body is read and dropped */
     const char *method; /* after Orthanc's method faking (X-HTTP-Method-Override) */
     bool bad_method;    /* a faked method other than PUT or DELETE: 400 after the body */
@@ -236,6 +234,10 @@ static const char *status_text(int status)
         return "No Content";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
@@ -558,7 +560,9 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
         if (!pattern_match(r->pattern, req))
             continue;
         if (strcmp(r->method, req->method) == 0) {
-            r->handler(req);
+            /* the one check of who may call what, for every route */
+            if (!req->ctx || !req->ctx->authorize || req->ctx->authorize(req, r))
+                r->handler(req);
             return (int)i;
         }
         size_t plen = strlen(r->pattern);
@@ -624,77 +628,17 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
     return ret;
 }
 
-/* Constant time in the length of the stored entry: no early exit on a mismatch. */
-static bool same_secret(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = (unsigned char)(la != lb);
-    for (size_t i = 0; i < lb; i++)
-        diff |= (unsigned char)(b[i] ^ (i < la ? a[i] : 0));
-    return diff == 0;
-}
-
-static bool authorised(rest_server *srv, struct MHD_Connection *conn, char *who, size_t size)
-{
-    char *pass = NULL;
-    char *user = MHD_basic_auth_get_username_password(conn, &pass);
-    bool ok = false;
-    if (user && pass) {
-        size_t ul = strlen(user);
-        for (size_t i = 0; i < srv->nusers; i++) {
-            const char *u = srv->users[i];
-            const char *colon = strchr(u, ':');
-            if ((size_t)(colon - u) == ul && strncmp(u, user, ul) == 0 &&
-                same_secret(pass, colon + 1))
-                ok = true;
-        }
-    }
-    if (ok)
-        snprintf(who, size, "%s", user);
-    else
-        ts_info("http authentication refused", "user=\"%.64s\"", user ? user : "");
-    MHD_free(user);
-    MHD_free(pass);
-    return ok;
-}
-
-/* Users from TESSERA_HTTP_USERS ("user:password,...") and the lines of
- * TESSERA_HTTP_USERS_FILE ("user:password"; # comments). */
-static int load_users(rest_server *srv, ts_err *err)
-{
-    const char *inline_users = ts_config_str("TESSERA_HTTP_USERS");
-    const char *file = ts_config_str("TESSERA_HTTP_USERS_FILE");
-    char *text = strdup(inline_users);
-    if (!text)
-        abort();
-    for (char *save = NULL, *u = strtok_r(text, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
-        if (!strchr(u, ':') || u[0] == ':')
-            continue;
-        srv->users = realloc(srv->users, (srv->nusers + 1) * sizeof(char *));
-        srv->users[srv->nusers++] = strdup(u);
-    }
-    free(text);
-    if (file[0]) {
-        FILE *f = fopen(file, "r");
-        if (!f)
-            return ts_err_set(err, TS_EIO, "TESSERA_HTTP_USERS_FILE %s: %s", file, strerror(errno));
-        char line[1024];
-        while (fgets(line, sizeof(line), f)) {
-            line[strcspn(line, "\r\n")] = '\0';
-            if (line[0] == '#' || !strchr(line, ':') || line[0] == ':')
-                continue;
-            srv->users = realloc(srv->users, (srv->nusers + 1) * sizeof(char *));
-            srv->users[srv->nusers++] = strdup(line);
-        }
-        fclose(f);
-    }
-    return 0;
-}
-
 static bool is_loopback(const char *addr)
 {
     return strcmp(addr, "127.0.0.1") == 0 || strncmp(addr, "127.", 4) == 0 ||
            strcmp(addr, "::1") == 0 || strcmp(addr, "localhost") == 0;
+}
+
+bool rest_http_auth_required(void)
+{
+    const char *auth = ts_config_str("TESSERA_HTTP_AUTH");
+    return strcmp(auth, "on") == 0 ||
+           (strcmp(auth, "auto") == 0 && !is_loopback(ts_config_str("TESSERA_HTTP_BIND")));
 }
 
 /* Sends the answer of req and counts it. */
@@ -721,7 +665,17 @@ static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pen
             MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         if (!resp)
             return MHD_NO;
-        enum MHD_Result ret = MHD_queue_basic_auth_fail_response(conn, "Tessera", resp);
+        /* a bearer token or API key that failed is told so (RFC 6750), else Basic */
+        const char *authz =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        enum MHD_Result ret;
+        if (authz && strncasecmp(authz, "Bearer ", 7) == 0) {
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                    "Bearer realm=\"Tessera\", error=\"invalid_token\"");
+            ret = MHD_queue_response(conn, MHD_HTTP_UNAUTHORIZED, resp);
+        } else {
+            ret = MHD_queue_basic_auth_fail_response(conn, "Tessera", resp);
+        }
         MHD_destroy_response(resp);
         ts_metric_inc(srv->m_requests[4]);
         ts_debug("http request", "method=%s uri=%s status=401", method, url);
@@ -788,8 +742,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = p;
         p->fd = -1;
         /* a browser's CORS preflight never carries credentials */
-        p->refused = srv->auth && strcmp(method, "OPTIONS") != 0 &&
-                     !authorised(srv, conn, p->username, sizeof(p->username));
+        if (!srv->auth)
+            p->who.role = REST_ROLE_ADMIN;
+        else if (strcmp(method, "OPTIONS") != 0)
+            p->refused = !srv->ctx->authenticate(srv->ctx, conn, &p->who);
         p->method = faked_method(conn, method, &p->bad_method);
         const rest_route *route = rest_route_find(srv->routes, srv->nroutes, p->method, url);
         rest_body_kind kind = route ? route->body : REST_BODY_SMALL;
@@ -847,7 +803,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                         .url = url,
                         .conn = conn,
                         .content_fd = -1,
-                        .username = p->username};
+                        .username = p->who.name,
+                        .who = &p->who};
     const char *encoding =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
     inflate_result inflated = INFLATE_OK;
@@ -918,19 +875,13 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
                                "network round trips to PostgreSQL made while answering, by route");
     }
 
-    /* HTTP Basic authentication: on unless off, and by default whenever the
-     * service listens beyond loopback. */
+    /* authentication: on unless off, and by default whenever the service
+     * listens beyond loopback (rest_auth.c refuses to start without a way in) */
     const char *bind_addr = ts_config_str("TESSERA_HTTP_BIND");
-    const char *auth = ts_config_str("TESSERA_HTTP_AUTH");
-    srv->auth = strcmp(auth, "on") == 0 || (strcmp(auth, "auto") == 0 && !is_loopback(bind_addr));
-    int rc = load_users(srv, err);
-    if (rc == 0 && srv->auth && srv->nusers == 0)
-        rc = ts_err_set(
-            err, TS_EINVAL,
-            "HTTP authentication is on (TESSERA_HTTP_AUTH=%s, TESSERA_HTTP_BIND=%s is not "
-            "loopback) but there are no users: set TESSERA_HTTP_USERS_FILE or "
-            "TESSERA_HTTP_USERS, bind to 127.0.0.1, or set TESSERA_HTTP_AUTH=off",
-            auth, bind_addr);
+    srv->auth = rest_http_auth_required();
+    int rc = 0;
+    if (srv->auth && !ctx->authenticate)
+        rc = ts_err_set(err, TS_EINVAL, "authentication is on but nothing authenticates");
     struct sockaddr_in6 a6 = {0};
     struct sockaddr_in a4 = {0};
     const struct sockaddr *sa = NULL;
@@ -962,16 +913,12 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
                             port);
     }
     if (rc) {
-        for (size_t i = 0; i < srv->nusers; i++)
-            free(srv->users[i]);
-        free(srv->users);
         free(srv->m_route_seconds);
         free(srv->m_route_trips);
         free(srv);
         return rc;
     }
-    ts_info("http", "bind=%s port=%d auth=%s users=%zu", bind_addr, port, srv->auth ? "on" : "off",
-            srv->nusers);
+    ts_info("http", "bind=%s port=%d auth=%s", bind_addr, port, srv->auth ? "on" : "off");
     *out = srv;
     return 0;
 }
@@ -981,9 +928,6 @@ void rest_server_stop(rest_server *srv)
     if (!srv)
         return;
     MHD_stop_daemon(srv->daemon);
-    for (size_t i = 0; i < srv->nusers; i++)
-        free(srv->users[i]);
-    free(srv->users);
     free(srv->m_route_seconds);
     free(srv->m_route_trips);
     free(srv);

@@ -15,19 +15,6 @@
 #include "base/err.h"
 #include "io/store.h"
 
-typedef struct rest_ctx {
-    ts_db_pool *db;
-    ts_store *store;
-    ts_bus_client *ingest;
-    ts_bus_client *deleters; /* PUSH nudges after deletions; NULL: none */
-    ts_bus_client *query;    /* the query service's find; NULL: not configured */
-    int stable_age_s;
-    long max_body;
-    int bus_timeout_ms;
-} rest_ctx;
-
-#define REST_MAX_SEGMENTS 32
-
 /* Who makes a request and what they may do (rest_auth.c): roles are ordered,
  * each allowing what the ones below it allow. */
 typedef enum rest_role {
@@ -48,6 +35,31 @@ typedef struct rest_principal {
     size_t nlabels;
     char labels[REST_MAX_GRANTS][65];
 } rest_principal;
+
+struct rest_route;
+struct rest_request;
+
+typedef struct rest_ctx {
+    ts_db_pool *db;
+    ts_store *store;
+    ts_bus_client *ingest;
+    ts_bus_client *deleters; /* PUSH nudges after deletions; NULL: none */
+    ts_bus_client *query;    /* the query service's find; NULL: not configured */
+    int stable_age_s;
+    long max_body;
+    int bus_timeout_ms;
+    /* Authentication and authorization (rest_auth.c); NULL: everyone is an
+     * unrestricted admin (authentication off). authenticate() reads the
+     * request's credentials (conn: struct MHD_Connection) and fills *who, false
+     * when they are missing or wrong (401). authorize() runs before every
+     * route's handler (rest_dispatch): false when it answered instead (403, or
+     * 404 for a resource the caller may not see). */
+    bool (*authenticate)(struct rest_ctx *ctx, void *conn, rest_principal *who);
+    bool (*authorize)(struct rest_request *req, const struct rest_route *route);
+    struct rest_auth *auth;
+} rest_ctx;
+
+#define REST_MAX_SEGMENTS 32
 
 typedef struct rest_request {
     rest_ctx *ctx;
@@ -124,6 +136,9 @@ void rest_reply_empty(rest_request *req, int status);
 void rest_reply_failure(rest_request *req, int code, const char *details);
 
 typedef void (*rest_handler)(rest_request *req);
+/* Whether authentication is required: TESSERA_HTTP_AUTH on, or auto while
+ * TESSERA_HTTP_BIND is not a loopback address. */
+bool rest_http_auth_required(void);
 
 /* How large a route's body may be, known from the request line and headers
  * alone: a larger Content-Length is answered 413 before the body is read, and
@@ -141,12 +156,26 @@ typedef enum rest_body_kind {
 #define REST_BODY_SMALL_MAX (1024 * 1024)
 #define REST_BODY_LARGE_MAX (4 * 1024 * 1024)
 
+/* What a label-scoped caller (rest_principal.restricted) may reach through a
+ * route; everyone else reaches every route their role allows. */
+typedef enum rest_scope {
+    REST_SCOPE_NONE = 0,   /* not for label-scoped callers (403): cluster-wide data */
+    REST_SCOPE_PUBLIC,     /* no patient data (/system, /tools) */
+    REST_SCOPE_RESOURCE,   /* /{level}/{id}/...: the resource must be visible, else 404 */
+    REST_SCOPE_PATIENT_OF, /* /{level}/{id}/patient: the patient must be visible, else 404 */
+    REST_SCOPE_FILTERED,   /* the handler answers only what is visible (lists, find, QIDO) */
+    REST_SCOPE_DICOMWEB,   /* /dicom-web/studies/{uid}/...: the study must be visible (404) */
+    REST_SCOPE_WADO_URI,   /* /wado?studyUID=...: the same */
+} rest_scope;
+
 typedef struct rest_route {
     const char *method;
     const char *pattern; /* path segments; a segment "*" matches any one, a last
                             segment "**" all the remaining ones (none included) */
     rest_handler handler;
     rest_body_kind body;
+    rest_role role; /* the least role that may call it */
+    rest_scope scope;
 } rest_route;
 
 /* The route that a request for method and url would reach, or NULL (404/405). */

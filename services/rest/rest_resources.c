@@ -90,19 +90,22 @@ static void read_one_clear(read_one *r)
 
 /* ---- lists and single resources -------------------------------------------- */
 
+/* $4/$5: the labels of a label-scoped caller (db/functions/labels.sql), else NULL */
 static const ts_db_stmt list_ids = {
     "rest_list_ids",
     "SELECT coalesce(jsonb_agg(public_id ORDER BY id), '[]') FROM ("
     " SELECT id, public_id FROM resources WHERE level = $1::smallint"
+    " AND ($4::text[] IS NULL OR tessera_visible(id, $4::text[], false))"
     " ORDER BY id OFFSET $2::bigint LIMIT $3::bigint) s",
-    3};
+    4};
 
 static const ts_db_stmt list_expanded = {
     "rest_list_expanded",
     "SELECT coalesce(jsonb_agg(tessera_resource_json(id, $4::integer) ORDER BY id), '[]') FROM ("
     " SELECT id FROM resources WHERE level = $1::smallint"
+    " AND ($5::text[] IS NULL OR tessera_visible(id, $5::text[], false))"
     " ORDER BY id OFFSET $2::bigint LIMIT $3::bigint) s",
-    4};
+    5};
 
 static const ts_db_stmt get_resource = {
     "rest_get_resource",
@@ -161,9 +164,21 @@ void rest_list_resources(rest_request *req)
     snprintf(since_s, sizeof(since_s), "%ld", since);
     snprintf(limit_s, sizeof(limit_s), "%ld", limit);
     snprintf(age, sizeof(age), "%d", req->ctx->stable_age_s);
-    const char *params[] = {lv, since_s, limit == -2 ? NULL : limit_s, age};
+    /* a label-scoped caller lists what it may see (rest_http.h, REST_SCOPE_FILTERED) */
+    char labels[REST_MAX_GRANTS * 66 + 3];
+    const char *scope = NULL;
+    if (req->who && req->who->restricted) {
+        size_t n = (size_t)snprintf(labels, sizeof(labels), "{");
+        for (size_t i = 0; i < req->who->nlabels; i++)
+            n += (size_t)snprintf(labels + n, sizeof(labels) - n, "%s%s", i ? "," : "",
+                                  req->who->labels[i]);
+        snprintf(labels + n, sizeof(labels) - n, "}");
+        scope = labels;
+    }
+    bool expand = rest_flag(req, "expand");
+    const char *params[] = {lv, since_s, limit == -2 ? NULL : limit_s, expand ? age : scope, scope};
     read_one r;
-    if (!query(req, rest_flag(req, "expand") ? &list_expanded : &list_ids, params, &r))
+    if (!query(req, expand ? &list_expanded : &list_ids, params, &r))
         return;
     rest_reply_json_text(req, 200, r.text ? r.text : "[]", r.text ? strlen(r.text) : 2);
     read_one_clear(&r);
