@@ -156,10 +156,11 @@ static int load_users(rest_auth *a, ts_err *err)
             if (strcmp(a->users[i].name, e) == 0)
                 u = &a->users[i];
         if (!u || role == REST_ROLE_NONE) {
-            rc = ts_err_set(err, TS_EINVAL,
-                            "TESSERA_HTTP_USER_ROLES: \"%s\" is not user=admin|write|read[:label|...] "
-                            "of a known user",
-                            e);
+            rc = ts_err_set(
+                err, TS_EINVAL,
+                "TESSERA_HTTP_USER_ROLES: \"%s\" is not user=admin|write|read[:label|...] "
+                "of a known user",
+                e);
             break;
         }
         u->p.role = role;
@@ -291,7 +292,8 @@ static bool api_key(rest_auth *a, rest_ctx *ctx, const char *key, rest_principal
         return true;
     }
 refused:
-    ts_info("http authentication refused", "kind=api-key id=\"%.16s\"", strlen(key) > 4 ? key + 4 : "");
+    ts_info("http authentication refused", "kind=api-key id=\"%.16s\"",
+            strlen(key) > 4 ? key + 4 : "");
     return false;
 }
 
@@ -409,8 +411,8 @@ static bool authorize(rest_request *req, const rest_route *route)
     }
     case REST_SCOPE_DICOMWEB:
     case REST_SCOPE_WADO_URI: {
-        const char *uid = route->scope == REST_SCOPE_WADO_URI ? rest_arg(req, "studyUID")
-                                                              : req->seg[2];
+        const char *uid =
+            route->scope == REST_SCOPE_WADO_URI ? rest_arg(req, "studyUID") : req->seg[2];
         params[0] = uid ? uid : "";
         if ((v = visible(req, &study_uid_visible, params, 2)) == 0) {
             /* what an unknown study gets (dw_instances) */
@@ -486,9 +488,10 @@ void rest_api_keys_create(rest_request *req)
         snprintf(joined + n, sizeof(joined) - n, "%s%s", i ? "|" : "", s);
     }
     if (!ok) {
-        rest_reply_oe(req, TS_OE_BAD_REQUEST,
-                      "expected {\"Name\": text, \"Role\": \"admin\"|\"write\"|\"read\", \"Labels\": "
-                      "[label, ...] (optional: absent or null for every study)}");
+        rest_reply_oe(
+            req, TS_OE_BAD_REQUEST,
+            "expected {\"Name\": text, \"Role\": \"admin\"|\"write\"|\"read\", \"Labels\": "
+            "[label, ...] (optional: absent or null for every study)}");
         json_decref(body);
         return;
     }

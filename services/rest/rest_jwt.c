@@ -148,8 +148,7 @@ static bool jwk_parse(json_t *k, jwk *out)
             pub[0] = 0x04; /* uncompressed point */
             memcpy(pub + 1, a, 32);
             memcpy(pub + 33, b, 32);
-            if (OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1",
-                                                0) &&
+            if (OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) &&
                 OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof(pub)))
                 out->pkey = pkey_from("EC", bld);
         }
@@ -189,8 +188,10 @@ static int keys_load(rest_jwt *j, const char *text, size_t len, const char *from
     json_decref(doc);
     if (n == 0) {
         free(keys);
-        return ts_err_set(err, TS_EINVAL, "%s holds no usable signing key (RSA >= 2048 bits or "
-                          "EC P-256 in a JWKS {\"keys\": [...]})", from);
+        return ts_err_set(err, TS_EINVAL,
+                          "%s holds no usable signing key (RSA >= 2048 bits or "
+                          "EC P-256 in a JWKS {\"keys\": [...]})",
+                          from);
     }
     pthread_rwlock_wrlock(&j->lock);
     jwk *old = j->keys;
@@ -301,8 +302,9 @@ int rest_jwt_start(rest_jwt **out, ts_err *err)
     if (!file[0] && !url[0])
         return 0;
     if (file[0] && url[0])
-        return ts_err_set(err, TS_EINVAL, "set TESSERA_JWT_JWKS_FILE or TESSERA_JWT_JWKS_URL, "
-                                          "not both");
+        return ts_err_set(err, TS_EINVAL,
+                          "set TESSERA_JWT_JWKS_FILE or TESSERA_JWT_JWKS_URL, "
+                          "not both");
     rest_jwt *j = calloc(1, sizeof(*j));
     if (!j)
         abort();
@@ -395,10 +397,12 @@ static json_t *claim(json_t *claims, const char *path)
     char buf[256];
     snprintf(buf, sizeof(buf), "%s", path);
     json_t *cur = claims;
-    for (char *save = NULL, *p = strtok_r(buf, ".", &save); p && cur;
-         p = strtok_r(NULL, ".", &save))
-        cur = json_object_get(cur, p);
-    return cur;
+    char *save = NULL;
+    for (const char *p = strtok_r(buf, ".", &save); p && cur; p = strtok_r(NULL, ".", &save)) {
+        json_t *next = json_object_get(cur, p);
+        cur = next;
+    }
+    return json_is_object(claims) ? cur : NULL;
 }
 
 static int fail(char *reason, size_t size, const char *why)
@@ -428,8 +432,7 @@ int rest_jwt_verify(rest_jwt *j, const char *token, rest_principal *who, char *r
     const char *kid = json_string_value(json_object_get(header, "kid"));
     bool es256 = alg && strcmp(alg, "ES256") == 0;
     if (!alg || (!es256 && strcmp(alg, "RS256") != 0)) {
-        snprintf(reason, size, "algorithm \"%.20s\" refused (RS256 or ES256 only)",
-                 alg ? alg : "");
+        snprintf(reason, size, "algorithm \"%.20s\" refused (RS256 or ES256 only)", alg ? alg : "");
         goto out;
     }
     /* the signature first: nothing of an unverified token is believed */
@@ -481,8 +484,8 @@ int rest_jwt_verify(rest_jwt *j, const char *token, rest_principal *who, char *r
         bool ok = json_is_string(aud) && strcmp(json_string_value(aud), j->audience) == 0;
         size_t i;
         json_t *a;
-        json_array_foreach(aud, i, a) ok = ok || (json_is_string(a) &&
-                                                  strcmp(json_string_value(a), j->audience) == 0);
+        json_array_foreach(aud, i, a) ok =
+            ok || (json_is_string(a) && strcmp(json_string_value(a), j->audience) == 0);
         if (!ok) {
             fail(reason, size, "wrong audience");
             goto out;
@@ -495,7 +498,7 @@ int rest_jwt_verify(rest_jwt *j, const char *token, rest_principal *who, char *r
     json_t *roles = claim(claims, j->role_claim);
     if (json_is_string(roles)) {
         const char *r = json_string_value(roles);
-        who->role = !strcmp(r, "admin") ? REST_ROLE_ADMIN
+        who->role = !strcmp(r, "admin")   ? REST_ROLE_ADMIN
                     : !strcmp(r, "write") ? REST_ROLE_WRITE
                     : !strcmp(r, "read")  ? REST_ROLE_READ
                                           : REST_ROLE_NONE;

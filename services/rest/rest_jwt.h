@@ -19,7 +19,6 @@ void rest_jwt_stop(rest_jwt *j);
 
 /* 0 and *who filled (subject, role and label grants from the claims named by
  * the settings) when the token is valid; else -1 and why in reason. */
-int rest_jwt_verify(rest_jwt *j, const char *token, rest_principal *who, char *reason,
-                    size_t size);
+int rest_jwt_verify(rest_jwt *j, const char *token, rest_principal *who, char *reason, size_t size);
 
 #endif

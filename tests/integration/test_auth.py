@@ -277,3 +277,200 @@ def test_refuses_to_start_open_beyond_loopback(server, tmp_path):
                        text=True, timeout=60)
     assert p.returncode != 0
     assert "no way in" in p.stdout + p.stderr
+
+
+# ----------------------------------------------------------------------------------
+# JWT bearer tokens (rest_jwt.c), minted here with Debian's python3-jwt and
+# python3-cryptography, checked by rest against a local JWKS file and URL.
+
+import hashlib  # noqa: E402
+import hmac  # noqa: E402
+from http.server import BaseHTTPRequestHandler, HTTPServer  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import jwt as pyjwt  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
+
+ISSUER = "https://idp.example.test/realms/tessera"
+AUDIENCE = "tessera"
+
+
+def jwk_of(key, kid):
+    """The public JWK of a private key, as an OpenID provider publishes it."""
+    pub = key.public_key()
+    if isinstance(key, rsa.RSAPrivateKey):
+        d = json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(pub))
+    else:
+        d = json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(pub))
+    d.update({"kid": kid, "use": "sig"})
+    return d
+
+
+class Keys:
+    def __init__(self):
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        self.other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def token(self, alg="RS256", kid=None, **claims):
+        now = int(time.time())
+        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "someone", "iat": now, "exp": now + 300}
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        key = self.rsa if alg == "RS256" else self.ec
+        return pyjwt.encode(body, key, algorithm=alg,
+                            headers={"kid": kid or ("rsa1" if alg == "RS256" else "ec1")})
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def jwt_server(server, tmp_path_factory):
+    c, rest, up, studies, uids = server
+    keys = Keys()
+    d = tmp_path_factory.mktemp("jwks")
+    jwks = d / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk_of(keys.rsa, "rsa1"), jwk_of(keys.ec, "ec1")]}))
+    r = c.start_rest(c.ingests[0], TESSERA_QUERY_BUS=rest.env["TESSERA_QUERY_BUS"],
+                     TESSERA_HTTP_AUTH="on", TESSERA_HTTP_USERS="", TESSERA_HTTP_USER_ROLES="",
+                     TESSERA_JWT_JWKS_FILE=str(jwks), TESSERA_JWT_ISSUER=ISSUER,
+                     TESSERA_JWT_AUDIENCE=AUDIENCE, TESSERA_JWT_LEEWAY="60")
+    yield r, keys, studies, uids
+
+
+def bearer(token):
+    return {"Authorization": "Bearer " + token}
+
+
+def test_jwt_roles_and_labels(jwt_server):
+    r, keys, (a, b, n), uids = jwt_server
+    t = keys.token(tessera_role="read", tessera_labels=["groupA"])
+    assert js(r.url, "/studies", bearer(t)) == [a]
+    assert call(r.url, "GET", f"/studies/{b}", bearer(t))[0] == 404
+    # ES256 too; a list of roles: the highest counts; no labels claim: every study
+    t = keys.token(alg="ES256", tessera_role=["read", "write"])
+    assert set(js(r.url, "/studies", bearer(t))) == {a, b, n}
+    assert call(r.url, "PUT", f"/studies/{n}/labels/jwt", bearer(t))[0] == 200
+    assert call(r.url, "DELETE", f"/studies/{n}/labels/jwt", bearer(t))[0] == 200
+    assert call(r.url, "GET", "/tessera/api-keys", bearer(t))[0] == 403
+    # a valid token without a known role opens nothing
+    t = keys.token(tessera_role="superuser")
+    assert call(r.url, "GET", "/studies", bearer(t))[0] == 403
+    # an admin token makes API keys, recorded as made by its subject
+    t = keys.token(tessera_role="admin", sub="carol")
+    s, data, _ = call(r.url, "POST", "/tessera/api-keys", bearer(t),
+                      json.dumps({"Name": "from-jwt", "Role": "read"}).encode())
+    assert s == 200
+    assert [k["CreatedBy"] for k in js(r.url, "/tessera/api-keys", bearer(t))
+            if k["Name"] == "from-jwt"] == ["jwt:carol"]
+    # Basic is refused on this replica: it has no users
+    assert call(r.url, "GET", "/studies", ADMIN)[0] == 401
+
+
+def bad_tokens(keys):
+    now = int(time.time())
+    good = keys.token(tessera_role="admin")
+    h, p, s = good.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(p + "=="))
+    pem = keys.rsa.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    hs_head = b64(json.dumps({"alg": "HS256", "kid": "rsa1", "typ": "JWT"}).encode())
+    hs_sig = b64(hmac.new(pem, f"{hs_head}.{p}".encode(), hashlib.sha256).digest())
+    tampered = dict(claims, sub="mallory")
+    return {
+        "expired": keys.token(tessera_role="admin", exp=now - 120, iat=now - 600),
+        "not yet valid": keys.token(tessera_role="admin", nbf=now + 600),
+        "wrong issuer": keys.token(tessera_role="admin", iss="https://evil.example.test"),
+        "wrong audience": keys.token(tessera_role="admin", aud="another-app"),
+        "no expiry": keys.token(tessera_role="admin", exp=None),
+        "alg none": b64(json.dumps({"alg": "none", "typ": "JWT"}).encode()) + "." + p + ".",
+        "alg none signed": b64(json.dumps({"alg": "none"}).encode()) + "." + p + "." + s,
+        "HS256 with the public key": f"{hs_head}.{p}.{hs_sig}",
+        "tampered claims": h + "." + b64(json.dumps(tampered).encode()) + "." + s,
+        "other key": pyjwt.encode(claims, keys.other, algorithm="RS256", headers={"kid": "rsa1"}),
+        "unknown kid": keys.token(tessera_role="admin", kid="nope"),
+        "RSA key claimed as ES256": h.replace(h, b64(json.dumps(
+            {"alg": "ES256", "kid": "rsa1"}).encode())) + "." + p + "." + s,
+        "garbage": "a.b.c",
+        "two parts": h + "." + p,
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_tokens(Keys()).keys()))
+def test_jwt_attacks(jwt_server, case):
+    r, keys, (a, b, n), uids = jwt_server
+    token = bad_tokens(keys)[case]
+    seen = len(r.read_log().splitlines())
+    s, body, h = call(r.url, "GET", f"/studies/{a}", bearer(token))
+    assert s == 401, (case, body)
+    assert body == b"" and 'error="invalid_token"' in h["WWW-Authenticate"]
+    # refused for the right reason (the log line says which)
+    why = {"expired": "expired", "not yet valid": "not valid yet", "wrong issuer": "wrong issuer",
+           "wrong audience": "wrong audience", "no expiry": "no expiry", "alg none": "none",
+           "alg none signed": "none", "HS256 with the public key": "HS256",
+           "tampered claims": "bad signature", "other key": "bad signature",
+           "unknown kid": "unknown key id", "RSA key claimed as ES256": "bad signature",
+           "garbage": "undecodable", "two parts": "not a JWS"}[case]
+    lines = [line for line in r.read_log().splitlines()[seen:] if "kind=jwt" in line]
+    assert any(why in line for line in lines), (case, lines[-3:])
+
+
+def test_jwt_clock_skew(jwt_server):
+    r, keys, (a, b, n), uids = jwt_server
+    now = int(time.time())
+    # expired 30 s ago, within the 60 s allowed: accepted; 90 s: refused
+    assert call(r.url, "GET", "/studies", bearer(keys.token(tessera_role="read", exp=now - 30)))[0] \
+        == 200
+    assert call(r.url, "GET", "/studies", bearer(keys.token(tessera_role="read", exp=now - 90)))[0] \
+        == 401
+    # aud as a list holding ours
+    t = keys.token(tessera_role="read", aud=["other", AUDIENCE])
+    assert call(r.url, "GET", "/studies", bearer(t))[0] == 200
+
+
+def test_jwks_url_and_rotation(server, tmp_path):
+    """The JWKS from a URL (an OpenID provider's jwks_uri, here a local HTTP
+    server), re-read when a token names a key it does not have yet."""
+    c, rest, _, (a, b, n), _ = server
+    keys = Keys()
+    served = {"keys": [jwk_of(keys.rsa, "rsa1")]}
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            data = json.dumps(served).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_port}/certs"
+        r = c.start_rest(c.ingests[0], TESSERA_HTTP_AUTH="on", TESSERA_HTTP_USERS="",
+                         TESSERA_JWT_JWKS_URL=url, TESSERA_JWT_ISSUER=ISSUER,
+                         TESSERA_JWT_AUDIENCE=AUDIENCE)
+        assert call(r.url, "GET", "/studies", bearer(keys.token(tessera_role="read")))[0] == 200
+        # the provider rotates: a new EC key appears; a token signed with it is
+        # refused until the keys are re-read, which that token itself triggers
+        served["keys"].append(jwk_of(keys.ec, "ec1"))
+        t = keys.token(alg="ES256", tessera_role="read")
+        deadline = time.time() + 15
+        status = None
+        while time.time() < deadline:
+            status = call(r.url, "GET", "/studies", bearer(t))[0]
+            if status == 200:
+                break
+            time.sleep(0.2)
+        assert status == 200
+        assert r.read_log().count("jwks loaded") >= 2
+    finally:
+        httpd.shutdown()
