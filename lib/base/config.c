@@ -99,6 +99,11 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_HTTP_USER_ROLES", TS_CFG_STRING, "", 0, 0, NULL,
      "roles of REST users as user=admin|write|read[:label|label...],...; a user not named is "
      "an admin; labels restrict reading to the studies carrying one of them"},
+    {"TESSERA_HTTP_TLS_CERT", TS_CFG_STRING, "", 0, 0, NULL,
+     "PEM certificate chain (server certificate first) for HTTPS in rest; re-read on SIGHUP; "
+     "empty: plain HTTP"},
+    {"TESSERA_HTTP_TLS_KEY", TS_CFG_STRING, "", 0, 0, NULL,
+     "PEM private key of TESSERA_HTTP_TLS_CERT; re-read on SIGHUP"},
     {"TESSERA_JWT_JWKS_FILE", TS_CFG_STRING, "", 0, 0, NULL,
      "a JWKS file whose keys (RSA >= 2048 bits, EC P-256) sign the bearer tokens rest accepts"},
     {"TESSERA_JWT_JWKS_URL", TS_CFG_STRING, "", 0, 0, NULL,

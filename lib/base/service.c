@@ -52,13 +52,30 @@ typedef struct signal_waiter {
     void *user;
 } signal_waiter;
 
+static void (*reload_fn)(void *);
+static void *reload_user;
+
+void ts_service_on_reload(void (*on_reload)(void *user), void *user)
+{
+    reload_user = user;
+    __atomic_store_n(&reload_fn, on_reload, __ATOMIC_RELEASE);
+}
+
 static void *wait_for_signal(void *arg)
 {
     signal_waiter *w = arg;
     int sig;
-    if (sigwait(&w->set, &sig) == 0) {
+    while (sigwait(&w->set, &sig) == 0) {
+        if (sig == SIGHUP) {
+            void (*fn)(void *) = __atomic_load_n(&reload_fn, __ATOMIC_ACQUIRE);
+            ts_info("reloading", "signal=SIGHUP what=%s", fn ? "files" : "nothing to reload");
+            if (fn)
+                fn(reload_user);
+            continue;
+        }
         ts_info("stopping", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         w->on_stop(w->user);
+        break;
     }
     free(w);
     return NULL;
@@ -72,6 +89,7 @@ void ts_service_handle_signals(void (*on_stop)(void *user), void *user)
     sigemptyset(&w->set);
     sigaddset(&w->set, SIGINT);
     sigaddset(&w->set, SIGTERM);
+    sigaddset(&w->set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &w->set, NULL);
     signal(SIGPIPE, SIG_IGN);
     w->on_stop = on_stop;

@@ -8,9 +8,13 @@
  * configuration and starts logging as `name`. Exits on a bad configuration. */
 void ts_service_init(const char *name, int argc, char **argv);
 
-/* Blocks SIGINT and SIGTERM in this thread and the threads it creates later,
- * and starts a thread that calls on_stop(user) when one arrives. Call before
- * creating any other thread. */
+/* Blocks SIGINT, SIGTERM and SIGHUP in this thread and the threads it creates
+ * later, and starts a thread that calls on_stop(user) when SIGINT or SIGTERM
+ * arrives, and the function given to ts_service_on_reload (if any) at each
+ * SIGHUP (otherwise SIGHUP is logged and ignored). Call before creating any
+ * other thread. */
 void ts_service_handle_signals(void (*on_stop)(void *user), void *user);
+/* What SIGHUP does: on_reload(user), on the signal thread. */
+void ts_service_on_reload(void (*on_reload)(void *user), void *user);
 
 #endif

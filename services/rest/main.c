@@ -439,6 +439,13 @@ static bool health(void *user, char *reason, size_t size)
     return true;
 }
 
+static void on_reload(void *user)
+{
+    ts_err err;
+    if (rest_server_reload_tls(user, &err))
+        ts_error("https certificate not reloaded, the old one stays", "error=\"%s\"", err.msg);
+}
+
 static void die(const char *what, const ts_err *err)
 {
     ts_error("cannot start", "step=%s error=\"%s\"", what, err->msg);
@@ -494,6 +501,7 @@ int main(int argc, char **argv)
     if (rest_server_start(&ctx, port, (int)ts_config_int("TESSERA_HTTP_MAX_CONNECTIONS"), routes,
                           sizeof(routes) / sizeof(routes[0]), &srv, &err))
         die("http", &err);
+    ts_service_on_reload(on_reload, srv); /* SIGHUP: a renewed certificate */
     ts_info("rest ready", "http_port=%d ingest_bus=%s metrics_port=%d", port,
             ts_config_str("TESSERA_INGEST_BUS"), metrics_port);
 

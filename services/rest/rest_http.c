@@ -3,7 +3,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +30,110 @@ struct rest_server {
     ts_metric **m_route_seconds; /* per route */
     ts_metric **m_route_trips;
     bool auth; /* authentication required (ctx->authenticate) */
+    /* HTTPS (TESSERA_HTTP_TLS_CERT/KEY): the certificate chain and key given
+     * to each handshake, replaced by rest_server_reload_tls */
+    struct tls_creds *tls, *tls_prev;
+    pthread_mutex_t tls_mu;
 };
+
+/* ---- HTTPS ---------------------------------------------------------------------- */
+
+#define TLS_MAX_CHAIN 8
+typedef struct tls_creds {
+    gnutls_pcert_st certs[TLS_MAX_CHAIN];
+    unsigned int ncerts;
+    gnutls_privkey_t key;
+} tls_creds;
+
+static void tls_creds_free(tls_creds *c)
+{
+    if (!c)
+        return;
+    for (unsigned i = 0; i < c->ncerts; i++)
+        gnutls_pcert_deinit(&c->certs[i]);
+    if (c->key)
+        gnutls_privkey_deinit(c->key);
+    free(c);
+}
+
+/* The PEM chain (server certificate first) and its key, checked to belong together. */
+static int tls_creds_load(const char *cert_file, const char *key_file, tls_creds **out, ts_err *err)
+{
+    tls_creds *c = calloc(1, sizeof(*c));
+    if (!c)
+        abort();
+    gnutls_datum_t key = {0};
+    c->ncerts = TLS_MAX_CHAIN;
+    int rc = gnutls_pcert_list_import_x509_file(c->certs, &c->ncerts, cert_file,
+                                                GNUTLS_X509_FMT_PEM, NULL, NULL, 0);
+    if (rc < 0) {
+        c->ncerts = 0;
+        tls_creds_free(c);
+        return ts_err_set(err, TS_EINVAL, "TESSERA_HTTP_TLS_CERT %s: %s", cert_file,
+                          gnutls_strerror(rc));
+    }
+    if ((rc = gnutls_load_file(key_file, &key)) < 0 || (rc = gnutls_privkey_init(&c->key)) < 0 ||
+        (rc = gnutls_privkey_import_x509_raw(c->key, &key, GNUTLS_X509_FMT_PEM, NULL, 0)) < 0) {
+        gnutls_free(key.data);
+        tls_creds_free(c);
+        return ts_err_set(err, TS_EINVAL, "TESSERA_HTTP_TLS_KEY %s: %s", key_file,
+                          gnutls_strerror(rc));
+    }
+    gnutls_free(key.data);
+    /* the key must be the certificate's: sign and verify a probe */
+    gnutls_datum_t probe = {(unsigned char *)"tessera", 7}, sig = {0};
+    gnutls_sign_algorithm_t algo =
+        gnutls_pk_to_sign(gnutls_privkey_get_pk_algorithm(c->key, NULL), GNUTLS_DIG_SHA256);
+    if (gnutls_privkey_sign_data2(c->key, algo, 0, &probe, &sig) < 0 ||
+        gnutls_pubkey_verify_data2(c->certs[0].pubkey, algo, 0, &probe, &sig) < 0) {
+        gnutls_free(sig.data);
+        tls_creds_free(c);
+        return ts_err_set(err, TS_EINVAL, "TESSERA_HTTP_TLS_KEY %s is not the key of %s", key_file,
+                          cert_file);
+    }
+    gnutls_free(sig.data);
+    *out = c;
+    return 0;
+}
+
+/* GnuTLS asks this at each handshake (MHD_OPTION_HTTPS_CERT_CALLBACK, which
+ * has no user pointer: one HTTPS server per process). */
+static rest_server *tls_server;
+
+static int tls_retrieve(gnutls_session_t session, const gnutls_datum_t *req_ca_dn, int nreqs,
+                        const gnutls_pk_algorithm_t *pk_algos, int npk_algos,
+                        gnutls_pcert_st **pcert, unsigned int *pcert_length,
+                        gnutls_privkey_t *privkey)
+{
+    rest_server *srv = tls_server;
+    pthread_mutex_lock(&srv->tls_mu);
+    *pcert = srv->tls->certs;
+    *pcert_length = srv->tls->ncerts;
+    *privkey = srv->tls->key;
+    pthread_mutex_unlock(&srv->tls_mu);
+    return 0;
+}
+
+int rest_server_reload_tls(rest_server *srv, ts_err *err)
+{
+    if (!srv->tls)
+        return 0;
+    tls_creds *c;
+    int rc = tls_creds_load(ts_config_str("TESSERA_HTTP_TLS_CERT"),
+                            ts_config_str("TESSERA_HTTP_TLS_KEY"), &c, err);
+    if (rc)
+        return rc; /* the certificate in use stays */
+    /* a handshake that took the previous credentials a moment ago may still
+     * use them: they are freed at the reload after this one */
+    pthread_mutex_lock(&srv->tls_mu);
+    tls_creds *old = srv->tls_prev;
+    srv->tls_prev = srv->tls;
+    srv->tls = c;
+    pthread_mutex_unlock(&srv->tls_mu);
+    tls_creds_free(old);
+    ts_info("https certificate loaded", "file=%s", ts_config_str("TESSERA_HTTP_TLS_CERT"));
+    return 0;
+}
 
 /* A streamed body (rest_reply_stream). */
 struct rest_stream {
@@ -902,23 +1008,43 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
             rc = ts_err_set(err, TS_EINVAL, "TESSERA_HTTP_BIND=%s is not an IP address", bind_addr);
         }
     }
+    /* HTTPS when a certificate is configured (libmicrohttpd's GnuTLS) */
+    pthread_mutex_init(&srv->tls_mu, NULL);
+    const char *cert = ts_config_str("TESSERA_HTTP_TLS_CERT");
+    const char *key = ts_config_str("TESSERA_HTTP_TLS_KEY");
+    if (rc == 0 && (cert[0] || key[0])) {
+        if (!cert[0] || !key[0])
+            rc = ts_err_set(err, TS_EINVAL,
+                            "HTTPS needs both TESSERA_HTTP_TLS_CERT and "
+                            "TESSERA_HTTP_TLS_KEY");
+        else if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+            rc = ts_err_set(err, TS_EINVAL, "this libmicrohttpd has no TLS");
+        else if ((rc = tls_creds_load(cert, key, &srv->tls, err)) == 0) {
+            flags |= MHD_USE_TLS;
+            tls_server = srv;
+        }
+    }
     if (rc == 0) {
         srv->daemon = MHD_start_daemon(
             flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_NOTIFY_COMPLETED,
             on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, ts_log_external, (void *)"http server",
             MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-            120u, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_END);
+            120u, MHD_OPTION_SOCK_ADDR, sa,
+            srv->tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END, tls_retrieve,
+            MHD_OPTION_END);
         if (!srv->daemon)
             rc = ts_err_set(err, TS_EIO, "cannot serve HTTP on %s port %d (in use?)", bind_addr,
                             port);
     }
     if (rc) {
+        tls_creds_free(srv->tls);
         free(srv->m_route_seconds);
         free(srv->m_route_trips);
         free(srv);
         return rc;
     }
-    ts_info("http", "bind=%s port=%d auth=%s", bind_addr, port, srv->auth ? "on" : "off");
+    ts_info("http", "bind=%s port=%d auth=%s tls=%s", bind_addr, port, srv->auth ? "on" : "off",
+            srv->tls ? "on" : "off");
     *out = srv;
     return 0;
 }
@@ -928,6 +1054,8 @@ void rest_server_stop(rest_server *srv)
     if (!srv)
         return;
     MHD_stop_daemon(srv->daemon);
+    tls_creds_free(srv->tls);
+    tls_creds_free(srv->tls_prev);
     free(srv->m_route_seconds);
     free(srv->m_route_trips);
     free(srv);

@@ -193,5 +193,9 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req);
 int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_route *routes,
                       size_t nroutes, rest_server **out, ts_err *err);
 void rest_server_stop(rest_server *srv);
+/* Re-reads TESSERA_HTTP_TLS_CERT and TESSERA_HTTP_TLS_KEY (on SIGHUP): new
+ * handshakes get the new certificate, connections already open keep theirs.
+ * On failure the certificate in use stays. Nothing to do without HTTPS. */
+int rest_server_reload_tls(rest_server *srv, ts_err *err);
 
 #endif
