@@ -125,6 +125,10 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_JWT_LABELS_CLAIM", TS_CFG_STRING, "tessera_labels", 0, 0, NULL,
      "the claim (a dotted path) listing the labels whose studies the user may see; absent: "
      "every study"},
+    {"TESSERA_HTTP_VISIBILITY_CACHE", TS_CFG_INT, "2", 0, 3600, NULL,
+     "seconds a rest replica reuses its answer to whether a label-scoped caller may see a "
+     "resource (a label changed through another replica is seen within this time); 0: asked "
+     "at every request"},
     {"TESSERA_HTTP_API_KEY_CACHE", TS_CFG_INT, "5", 0, 3600, NULL,
      "seconds an API key read from PostgreSQL is trusted by a rest replica (a revocation "
      "reaches the other replicas within this time); 0: read at every request"},

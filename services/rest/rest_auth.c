@@ -39,7 +39,24 @@ typedef struct cached_key {
     double expires; /* monotonic seconds; 0: empty */
 } cached_key;
 
+/* Visibility answers of the last moments, by the SHA-256 of (labels, route
+ * kind, id): a label-scoped client reading a study's many instances asks the
+ * same question again and again, and the check doubled the round trips of a
+ * read. An answer lasts TESSERA_HTTP_VISIBILITY_CACHE seconds; a label put or
+ * removed through this replica drops them all at once (rest_auth_labels_changed),
+ * one made through another replica is seen within that time. */
+#define VIS_CACHE 1024
+typedef struct cached_vis {
+    unsigned char sha256[32];
+    double expires;
+    unsigned long generation;
+    bool visible;
+} cached_vis;
+
 struct rest_auth {
+    cached_vis vis[VIS_CACHE]; /* under mu */
+    int vis_ttl;
+    unsigned long generation;
     user *users;
     size_t nusers;
     int key_ttl;
@@ -351,17 +368,56 @@ static void labels_literal(const rest_principal *p, char *out, size_t size)
         snprintf(out + n, size - n, "}");
 }
 
+void rest_auth_labels_changed(rest_ctx *ctx)
+{
+    rest_auth *a = ctx->auth;
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->mu);
+    a->generation++;
+    pthread_mutex_unlock(&a->mu);
+}
+
 /* 1: visible; 0: not (or unknown); -1: the request has been answered (failure). */
 static int visible(rest_request *req, const ts_db_stmt *stmt, const char **params, int nparams)
 {
+    rest_auth *a = req->ctx->auth;
     char labels[REST_MAX_GRANTS * 66 + 3];
     labels_literal(req->who, labels, sizeof(labels));
     params[nparams - (stmt == &resource_visible ? 2 : 1)] = labels;
+    /* the question, hashed: statement, every parameter (labels included) */
+    unsigned char sha[32];
+    unsigned int n = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    EVP_DigestUpdate(md, stmt->name, strlen(stmt->name) + 1);
+    for (int i = 0; i < nparams; i++)
+        EVP_DigestUpdate(md, params[i], strlen(params[i]) + 1);
+    EVP_DigestFinal_ex(md, sha, &n);
+    EVP_MD_CTX_free(md);
+    cached_vis *slot = &a->vis[(sha[0] | (unsigned)sha[1] << 8) % VIS_CACHE];
+    double t = now_s();
+    pthread_mutex_lock(&a->mu);
+    unsigned long generation = a->generation;
+    int v = -2;
+    if (slot->expires > t && slot->generation == generation && memcmp(slot->sha256, sha, 32) == 0)
+        v = slot->visible;
+    pthread_mutex_unlock(&a->mu);
+    if (v >= 0)
+        return v;
     rest_row row = {stmt, params, 1, {0}};
     if (!rest_row_query(req, TS_DB_READ, &row))
         return -1;
-    int v = row.col[0] && strcmp(row.col[0], "true") == 0;
+    v = row.col[0] && strcmp(row.col[0], "true") == 0;
     rest_row_clear(&row);
+    if (a->vis_ttl > 0) {
+        pthread_mutex_lock(&a->mu);
+        memcpy(slot->sha256, sha, 32);
+        slot->visible = v;
+        slot->generation = generation;
+        slot->expires = t + a->vis_ttl;
+        pthread_mutex_unlock(&a->mu);
+    }
     return v;
 }
 
@@ -557,6 +613,7 @@ int rest_auth_start(rest_ctx *ctx, ts_err *err)
         abort();
     pthread_mutex_init(&a->mu, NULL);
     a->key_ttl = (int)ts_config_int("TESSERA_HTTP_API_KEY_CACHE");
+    a->vis_ttl = (int)ts_config_int("TESSERA_HTTP_VISIBILITY_CACHE");
     ctx->auth = a;
     int rc = load_users(a, err);
     if (rc == 0)

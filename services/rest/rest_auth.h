@@ -29,6 +29,10 @@ void rest_api_keys_create(rest_request *req);
 void rest_api_keys_list(rest_request *req);
 void rest_api_keys_revoke(rest_request *req);
 
+/* A label was put or removed here: visibility answers cached by this
+ * replica are dropped. */
+void rest_auth_labels_changed(rest_ctx *ctx);
+
 /* "admin" -> REST_ROLE_ADMIN ...; REST_ROLE_NONE when unknown. */
 rest_role rest_role_parse(const char *s);
 

@@ -30,8 +30,23 @@ typedef struct jwk {
     EVP_PKEY *pkey;
 } jwk;
 
+/* Tokens verified lately, by the SHA-256 of the whole token: a client sends
+ * the same token with each request, and its signature need not be checked
+ * again (an RSA verification costs more than the rest of a small read). An
+ * entry lasts until the token expires, at most TOKEN_CACHE_S, and every entry
+ * is dropped when the keys change. */
+#define TOKEN_CACHE 256
+#define TOKEN_CACHE_S 60
+typedef struct cached_token {
+    unsigned char sha256[32];
+    double expires; /* monotonic; 0: empty */
+    time_t exp;     /* the token's own expiry, with leeway, in wall-clock time */
+    rest_principal who;
+} cached_token;
+
 struct rest_jwt {
-    pthread_rwlock_t lock; /* over keys: verifiers read, a refresh swaps them */
+    cached_token cache[TOKEN_CACHE]; /* under mu */
+    pthread_rwlock_t lock;           /* over keys: verifiers read, a refresh swaps them */
     jwk *keys;
     size_t nkeys;
     const char *file, *url;
@@ -200,6 +215,9 @@ static int keys_load(rest_jwt *j, const char *text, size_t len, const char *from
     j->nkeys = n;
     pthread_rwlock_unlock(&j->lock);
     keys_free(old, nold);
+    pthread_mutex_lock(&j->mu);
+    memset(j->cache, 0, sizeof(j->cache)); /* tokens are checked against the new keys */
+    pthread_mutex_unlock(&j->mu);
     ts_info("jwks loaded", "from=%s keys=%zu", from, n);
     return 0;
 }
@@ -411,7 +429,44 @@ static int fail(char *reason, size_t size, const char *why)
     return -1;
 }
 
+static double now_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int verify_uncached(rest_jwt *j, const char *token, rest_principal *who, time_t *exp_out,
+                           char *reason, size_t size);
+
 int rest_jwt_verify(rest_jwt *j, const char *token, rest_principal *who, char *reason, size_t size)
+{
+    unsigned char sha[32];
+    unsigned int n = 0;
+    EVP_Digest(token, strlen(token), sha, &n, EVP_sha256(), NULL);
+    cached_token *slot = &j->cache[(sha[0] | (unsigned)sha[1] << 8) % TOKEN_CACHE];
+    double t = now_mono();
+    pthread_mutex_lock(&j->mu);
+    bool hit = slot->expires > t && time(NULL) <= slot->exp && memcmp(slot->sha256, sha, 32) == 0;
+    if (hit)
+        *who = slot->who;
+    pthread_mutex_unlock(&j->mu);
+    if (hit)
+        return 0;
+    time_t exp;
+    if (verify_uncached(j, token, who, &exp, reason, size))
+        return -1;
+    pthread_mutex_lock(&j->mu);
+    memcpy(slot->sha256, sha, 32);
+    slot->who = *who;
+    slot->exp = exp;
+    slot->expires = t + TOKEN_CACHE_S;
+    pthread_mutex_unlock(&j->mu);
+    return 0;
+}
+
+static int verify_uncached(rest_jwt *j, const char *token, rest_principal *who, time_t *exp_out,
+                           char *reason, size_t size)
 {
     const char *dot1 = strchr(token, '.');
     const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
@@ -468,6 +523,7 @@ int rest_jwt_verify(rest_jwt *j, const char *token, rest_principal *who, char *r
         fail(reason, size, "expired");
         goto out;
     }
+    *exp_out = (time_t)(json_number_value(exp) + (double)j->leeway);
     if (nbf && (!json_is_number(nbf) || (double)now + (double)j->leeway < json_number_value(nbf))) {
         fail(reason, size, "not valid yet (nbf)");
         goto out;

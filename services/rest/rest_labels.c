@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/ids.h"
+#include "rest_auth.h"
 #include "rest_common.h"
 
 bool rest_label_is_valid(const char *label)
@@ -129,10 +130,12 @@ static void modify(rest_request *req, const ts_db_stmt *stmt)
     rest_row r = {stmt, params, 1, {0}};
     if (!rest_row_query(req, TS_DB_WRITE, &r))
         return;
-    if (!r.col[0] || strcmp(r.col[0], "0") == 0)
+    if (!r.col[0] || strcmp(r.col[0], "0") == 0) {
         rest_reply_unknown_resource(req);
-    else
-        rest_reply_text(req, 200, "", 0); /* Orthanc 1.12: an empty text/plain answer */
+    } else {
+        rest_auth_labels_changed(req->ctx); /* who may see what has changed */
+        rest_reply_text(req, 200, "", 0);   /* Orthanc 1.12: an empty text/plain answer */
+    }
     rest_row_clear(&r);
 }
 

@@ -474,3 +474,15 @@ def test_jwks_url_and_rotation(server, tmp_path):
         assert r.read_log().count("jwks loaded") >= 2
     finally:
         httpd.shutdown()
+
+
+def test_label_change_seen_at_once(server):
+    """A label put or removed through a replica counts at once there (its cached
+    visibility answers are dropped)."""
+    _, rest, _, (a, b, n), _ = server
+    url = rest.url
+    assert call(url, "GET", f"/studies/{n}", ALICE)[0] == 404
+    assert call(url, "PUT", f"/studies/{n}/labels/groupA", ADMIN)[0] == 200
+    assert call(url, "GET", f"/studies/{n}", ALICE)[0] == 200
+    assert call(url, "DELETE", f"/studies/{n}/labels/groupA", ADMIN)[0] == 200
+    assert call(url, "GET", f"/studies/{n}", ALICE)[0] == 404
