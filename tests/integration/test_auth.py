@@ -486,3 +486,41 @@ def test_label_change_seen_at_once(server):
     assert call(url, "GET", f"/studies/{n}", ALICE)[0] == 200
     assert call(url, "DELETE", f"/studies/{n}/labels/groupA", ADMIN)[0] == 200
     assert call(url, "GET", f"/studies/{n}", ALICE)[0] == 404
+
+
+def test_audit_trail(server):
+    """One audit row per access to patient data (and per refusal): who, what,
+    from where, the outcome; queryable by admins only."""
+    c, rest, up, (a, b, n), _ = server
+    url = rest.url
+    time.sleep(0.5)  # rows of earlier tests written
+    last = c.sql("SELECT coalesce(max(id), 0) FROM audit_log")[0][0]
+    assert call(url, "GET", f"/studies/{a}", ALICE)[0] == 200
+    assert call(url, "GET", f"/studies/{b}", ALICE)[0] == 404
+    assert call(url, "GET", f"/instances/{up[0]['ID']}/file", ALICE)[0] == 200
+    assert call(url, "GET", "/studies", basic("alice", "wrong"))[0] == 401
+    assert call(url, "PUT", f"/studies/{n}/labels/audited", WRITER)[0] == 200
+    assert call(url, "DELETE", f"/studies/{n}/labels/audited", READER)[0] == 403
+    assert call(url, "GET", "/system", ALICE)[0] == 200  # no patient data: not audited
+    expected = [("alice", "read", f"/studies/{a}", a, 200),
+                ("alice", "read", f"/studies/{b}", b, 404),
+                ("alice", "export", f"/instances/{up[0]['ID']}/file", up[0]["ID"], 200),
+                ("", "refused", "/studies", None, 401),
+                ("writer", "modify", f"/studies/{n}/labels/audited", n, 200),
+                ("reader", "refused", f"/studies/{n}/labels/audited", n, 403)]
+    deadline = time.time() + 5
+    rows = []
+    while time.time() < deadline:
+        rows = [r for r in js(url, f"/tessera/audit?since={last}", ADMIN)
+                if r["Uri"] != "/tessera/audit"]
+        if len(rows) >= len(expected):
+            break
+        time.sleep(0.2)
+    got = [(r["Who"], r["Action"], r["Uri"], r["Resource"], r["Status"]) for r in rows]
+    assert got == expected
+    assert all(r["Source"] == "127.0.0.1" and r["Time"].endswith("Z") for r in rows)
+    # filtered by resource, and for admins only
+    by_res = js(url, f"/tessera/audit?since={last}&resource={b}", ADMIN)
+    assert [r["Status"] for r in by_res] == [404]
+    assert call(url, "GET", "/tessera/audit", READER)[0] == 403
+    assert 'msg="audit" who="alice" source=127.0.0.1 action=read' in rest.read_log()
