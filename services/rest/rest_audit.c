@@ -49,7 +49,7 @@ static const char *action_of(const rest_request *req, const rest_route *route)
         strncmp(p, "/dicom-web/studies/", 19) == 0 || strcmp(p, "/wado") == 0 ||
         strstr(p, "/frames") || strstr(p, "/content"))
         return strcmp(req->method, "GET") == 0 || strcmp(req->method, "POST") == 0 ? "export"
-                                                                                     : "modify";
+                                                                                   : "modify";
     if (strcmp(req->method, "GET") == 0 || (route && route->role == REST_ROLE_READ))
         return "read";
     return "modify";
@@ -87,8 +87,7 @@ static void record(rest_request *req, const rest_route *route)
     snprintf(e.resource, sizeof(e.resource), "%s", res ? res : "");
     e.status = req->status;
     ts_info("audit", "who=\"%s\" source=%s action=%s method=%s uri=\"%s\" resource=%s status=%d",
-            e.who, e.source, e.action, e.method, e.uri, e.resource[0] ? e.resource : "-",
-            e.status);
+            e.who, e.source, e.action, e.method, e.uri, e.resource[0] ? e.resource : "-", e.status);
     pthread_mutex_lock(&a->mu);
     if (a->len == a->cap) {
         pthread_mutex_unlock(&a->mu);
@@ -145,9 +144,8 @@ static char *take(rest_audit *a, size_t *n)
     while (a->len > 0 && *n < 1000) {
         audit_entry *e = &a->queue[a->head];
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i}", "at", e->at, "who",
-                              e->who, "source", e->source, "action", e->action, "method",
-                              e->method, "uri", e->uri, "resource", e->resource, "status",
-                              e->status);
+                              e->who, "source", e->source, "action", e->action, "method", e->method,
+                              "uri", e->uri, "resource", e->resource, "status", e->status);
         if (o) /* NULL only for text that is not UTF-8: that row is left out */
             json_array_append_new(arr, o);
         a->head = (a->head + 1) % a->cap;

@@ -87,7 +87,7 @@ rest_role rest_role_parse(const char *s)
 
 static const char *role_name(rest_role r)
 {
-    static const char *const names[] = {"none", "read", "write", "admin"};
+    static const char *const names[] = {"unset", "none", "read", "write", "admin"};
     return names[r];
 }
 
@@ -427,11 +427,13 @@ static bool authorize(rest_request *req, const rest_route *route)
     char details[160];
     if (!who)
         return true;
-    if (who->role < route->role) {
+    rest_role need = route->role;
+    if (need == REST_ROLE_UNSET) /* a row that says nothing: by its method */
+        need = strcmp(req->method, "GET") == 0 ? REST_ROLE_READ : REST_ROLE_WRITE;
+    if (who->role < need) {
         ts_info("http access refused", "who=\"%s\" role=%s needs=%s method=%s uri=%s", who->name,
-                role_name(who->role), role_name(route->role), req->method, req->url);
-        snprintf(details, sizeof(details), "this route needs the role \"%s\"",
-                 role_name(route->role));
+                role_name(who->role), role_name(need), req->method, req->url);
+        snprintf(details, sizeof(details), "this route needs the role \"%s\"", role_name(need));
         rest_reply_oe_status(req, 403, TS_OE_UNAUTHORIZED, details);
         return false;
     }

@@ -864,6 +864,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             p->who.role = REST_ROLE_ADMIN;
         else if (strcmp(method, "OPTIONS") != 0)
             p->refused = !srv->ctx->authenticate(srv->ctx, conn, &p->who);
+        else
+            p->who.role = REST_ROLE_NONE; /* a preflight carries no credentials */
         p->method = faked_method(conn, method, &p->bad_method);
         const rest_route *route = rest_route_find(srv->routes, srv->nroutes, p->method, url);
         rest_body_kind kind = route ? route->body : REST_BODY_SMALL;

@@ -18,10 +18,11 @@
 /* Who makes a request and what they may do (rest_auth.c): roles are ordered,
  * each allowing what the ones below it allow. */
 typedef enum rest_role {
-    REST_ROLE_NONE = 0,
-    REST_ROLE_READ,  /* GET (and reads sent as POST: /tools/find, archives) */
-    REST_ROLE_WRITE, /* uploads, deletions, labels, metadata, jobs */
-    REST_ROLE_ADMIN, /* configuration: modalities, peers, API keys, log level */
+    REST_ROLE_UNSET = 0, /* a route row without one: GET needs read, others write */
+    REST_ROLE_NONE,      /* a caller without rights; a route anyone may call (preflights) */
+    REST_ROLE_READ,      /* GET (and reads sent as POST: /tools/find, archives) */
+    REST_ROLE_WRITE,     /* uploads, deletions, labels, metadata, jobs */
+    REST_ROLE_ADMIN,     /* configuration: modalities, peers, API keys, log level */
 } rest_role;
 
 #define REST_MAX_GRANTS 32
@@ -179,8 +180,8 @@ typedef struct rest_route {
                             segment "**" all the remaining ones (none included) */
     rest_handler handler;
     rest_body_kind body;
-    rest_role role; /* the least role that may call it */
-    rest_scope scope;
+    rest_role role;   /* the least role that may call it (UNSET: by method) */
+    rest_scope scope; /* NONE when unset: closed to label-scoped callers */
 } rest_route;
 
 /* The route that a request for method and url would reach, or NULL (404/405). */
