@@ -523,7 +523,10 @@ static int verify_uncached(rest_jwt *j, const char *token, rest_principal *who, 
         fail(reason, size, "expired");
         goto out;
     }
-    *exp_out = (time_t)(json_number_value(exp) + (double)j->leeway);
+    /* for the cache, which keeps nothing longer than TOKEN_CACHE_S anyway (and a
+     * huge exp must not overflow time_t) */
+    double until = json_number_value(exp) + (double)j->leeway;
+    *exp_out = until < (double)now + TOKEN_CACHE_S ? (time_t)until : now + TOKEN_CACHE_S;
     if (nbf && (!json_is_number(nbf) || (double)now + (double)j->leeway < json_number_value(nbf))) {
         fail(reason, size, "not valid yet (nbf)");
         goto out;

@@ -387,6 +387,7 @@ def bad_tokens(keys):
         "wrong issuer": keys.token(tessera_role="admin", iss="https://evil.example.test"),
         "wrong audience": keys.token(tessera_role="admin", aud="another-app"),
         "no expiry": keys.token(tessera_role="admin", exp=None),
+        "expiry as text": keys.token(tessera_role="admin", exp=str(now + 300)),
         "alg none": b64(json.dumps({"alg": "none", "typ": "JWT"}).encode()) + "." + p + ".",
         "alg none signed": b64(json.dumps({"alg": "none"}).encode()) + "." + p + "." + s,
         "HS256 with the public key": f"{hs_head}.{p}.{hs_sig}",
@@ -410,7 +411,8 @@ def test_jwt_attacks(jwt_server, case):
     assert body == b"" and 'error="invalid_token"' in h["WWW-Authenticate"]
     # refused for the right reason (the log line says which)
     why = {"expired": "expired", "not yet valid": "not valid yet", "wrong issuer": "wrong issuer",
-           "wrong audience": "wrong audience", "no expiry": "no expiry", "alg none": "none",
+           "wrong audience": "wrong audience", "no expiry": "no expiry",
+           "expiry as text": "no expiry", "alg none": "none",
            "alg none signed": "none", "HS256 with the public key": "HS256",
            "tampered claims": "bad signature", "other key": "bad signature",
            "unknown kid": "unknown key id", "RSA key claimed as ES256": "bad signature",
