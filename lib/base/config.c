@@ -125,14 +125,6 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_JWT_LABELS_CLAIM", TS_CFG_STRING, "tessera_labels", 0, 0, NULL,
      "the claim (a dotted path) listing the labels whose studies the user may see; absent: "
      "every study"},
-    {"TESSERA_AUDIT", TS_CFG_BOOL, "true", 0, 0, NULL,
-     "the audit trail of rest: a log line and an audit_log row per request that reads, "
-     "exports, changes or deletes patient data, and per refused one"},
-    {"TESSERA_AUDIT_QUEUE", TS_CFG_INT, "10000", 100, 1000000, NULL,
-     "audit rows a rest process holds while PostgreSQL is slow; beyond, rows are dropped and "
-     "counted (tessera_audit_dropped_total), never waited for"},
-    {"TESSERA_AUDIT_RETENTION_DAYS", TS_CFG_INT, "365", 0, 36500, NULL,
-     "days audit rows are kept; 0: for ever"},
     {"TESSERA_HTTP_VISIBILITY_CACHE", TS_CFG_INT, "2", 0, 3600, NULL,
      "seconds a rest replica reuses its answer to whether a label-scoped caller may see a "
      "resource (a label changed through another replica is seen within this time); 0: asked "

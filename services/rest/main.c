@@ -15,7 +15,6 @@
 #include "io/migrate.h"
 #include "rest_http.h"
 #include "rest_archive.h"
-#include "rest_audit.h"
 #include "rest_auth.h"
 #include "rest_content.h"
 #include "rest_attachments.h"
@@ -349,7 +348,6 @@ static const rest_route routes[] = {
      REST_SCOPE_NONE},
     {"DELETE", "/tessera/api-keys/*", rest_api_keys_revoke, REST_BODY_SMALL, REST_ROLE_ADMIN,
      REST_SCOPE_NONE},
-    {"GET", "/tessera/audit", rest_audit_list, REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
     /* DICOMweb (rest_dicomweb_*.c) */
     {"GET", "/dicom-web/studies", rest_dw_search, REST_BODY_SMALL, REST_ROLE_READ,
      REST_SCOPE_FILTERED},
@@ -498,8 +496,6 @@ int main(int argc, char **argv)
 
     if (rest_auth_start(&ctx, &err))
         die("authentication", &err);
-    if (rest_audit_start(&ctx, &err))
-        die("audit", &err);
     rest_server *srv;
     int port = (int)ts_config_int("TESSERA_HTTP_PORT");
     if (rest_server_start(&ctx, port, (int)ts_config_int("TESSERA_HTTP_MAX_CONNECTIONS"), routes,
@@ -515,7 +511,6 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&stop_mu);
 
     rest_server_stop(srv);
-    rest_audit_stop(&ctx);
     rest_auth_stop(&ctx);
     ts_metrics_server_free(metrics);
     ts_bus_client_free(ctx.ingest);

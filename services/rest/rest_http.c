@@ -669,9 +669,6 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
             /* the one check of who may call what, for every route */
             if (!req->ctx || !req->ctx->authorize || req->ctx->authorize(req, r))
                 r->handler(req);
-            /* here, while the path segments (in this frame) are alive */
-            if (req->ctx && req->ctx->audit)
-                req->ctx->audit(req, r);
             return (int)i;
         }
         size_t plen = strlen(r->pattern);
@@ -788,15 +785,6 @@ static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pen
         MHD_destroy_response(resp);
         ts_metric_inc(srv->m_requests[4]);
         ts_debug("http request", "method=%s uri=%s status=401", method, url);
-        if (srv->ctx->audit) {
-            rest_request r401 = {.ctx = srv->ctx,
-                                 .method = method,
-                                 .url = url,
-                                 .conn = conn,
-                                 .status = 401,
-                                 .content_fd = -1};
-            srv->ctx->audit(&r401, NULL);
-        }
         return ret;
     }
     rest_request req = {

@@ -58,11 +58,6 @@ typedef struct rest_ctx {
     bool (*authenticate)(struct rest_ctx *ctx, void *conn, rest_principal *who);
     bool (*authorize)(struct rest_request *req, const struct rest_route *route);
     struct rest_auth *auth;
-    /* The audit trail (rest_audit.c): called by rest_dispatch after every routed
-     * request (route set, req->status the answer, req->seg valid) and every request refused for its
-     * credentials (route NULL, status 401); must not block. NULL: none. */
-    void (*audit)(struct rest_request *req, const struct rest_route *route);
-    struct rest_audit *audit_state;
 } rest_ctx;
 
 #define REST_MAX_SEGMENTS 32
