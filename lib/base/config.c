@@ -92,6 +92,9 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_HTTP_CORS_ORIGINS", TS_CFG_STRING, "", 0, 0, NULL,
      "origins whose pages may call /dicom-web/ and /wado (CORS), as scheme://host[:port] "
      "separated by commas, or * for any; empty: none"},
+    {"TESSERA_UI_DIR", TS_CFG_STRING, "", 0, 0, NULL,
+     "serve the web UI (/ui/) from this folder instead of the copy compiled into rest "
+     "(development: edit ui/ and reload)"},
     {"TESSERA_HTTP_USERS", TS_CFG_STRING, "", 0, 0, NULL,
      "REST users as user:password,user:password (prefer TESSERA_HTTP_USERS_FILE)"},
     {"TESSERA_HTTP_USERS_FILE", TS_CFG_STRING, "", 0, 0, NULL,

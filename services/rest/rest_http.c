@@ -550,6 +550,7 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
         return -1;
     }
     join_path(req, normalised, sizeof(normalised));
+    req->raw_url = req->url;
     req->url = normalised;
     bool path_known = false;
     char allowed[128] = "";

@@ -1,0 +1,267 @@
+"""The web UI (issue 18): /ui/ served by rest, driven in Debian's chromium by
+puppeteer-core (tests/integration/browser/ui.js) with real clicks and keys,
+against real services: ingest, query (for /tools/find), rest, jobs with Redis,
+a deleter, and dcmtk's storescp as the modality a study is sent to.
+
+Screenshots of every page go to $TESSERA_UI_SHOTS (default: the test's tmp_path
+under ui-shots/), as artefacts for a reviewer; they are not committed.
+
+Orthanc Explorer is served by Orthanc's own HTTP server under the same HTTP Basic
+authentication as the API (its files are refused with 401 like any route): the UI
+here is protected the same way, through rest's route table.
+"""
+import json
+import os
+import re
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from conftest import PYDICOM_FILES, npm_ci
+from test_dicomweb import BROWSER
+
+from test_jobs import StoreScp, call
+
+USER = ("admin", "s3cret-pass")
+
+
+def make_study(out_dir, patient_id, name, study_uid, series=2, per_series=3, description="CHEST"):
+    """A study of `series` series of `per_series` CT images (CT_small.dcm's pixels)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    files = []
+    for s in range(1, series + 1):
+        for i in range(1, per_series + 1):
+            src.PatientID, src.PatientName = patient_id, name
+            src.StudyInstanceUID, src.StudyDescription = study_uid, description
+            src.AccessionNumber = "ACC" + patient_id
+            src.SeriesInstanceUID = f"{study_uid}.{s}"
+            src.SeriesNumber, src.InstanceNumber = s, i
+            src.SOPInstanceUID = f"{study_uid}.{s}.{i}"
+            src.file_meta.MediaStorageSOPInstanceUID = src.SOPInstanceUID
+            p = out_dir / f"{patient_id}-{s}-{i}.dcm"
+            src.save_as(p)
+            files.append(p)
+    return files
+
+
+@pytest.fixture
+def ui(cluster, tmp_path):
+    """The services behind the UI; ui.rest is the rest process the browser talks to."""
+    redis = cluster.start_redis()
+    ing = cluster.start_ingest()
+    q = cluster.start_query()
+    cluster.start_deleter()
+    cluster.start_jobs()
+    cluster.rest = cluster.start_rest(ing, TESSERA_REDIS_URL=redis.url, TESSERA_QUERY_BUS=q.bus)
+    cluster.q = q
+    cluster.redis_url = redis.url
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def drive():
+    """run(scenario, **args): one scenario of browser/ui.js; returns what it saw."""
+    assert Path("/usr/bin/chromium").exists(), "chromium is needed (PKGS_TEST)"
+    npm_ci(BROWSER)
+
+    def run(scenario, shots, expect_failed=None, **args):
+        args["shots"] = str(Path(os.environ.get("TESSERA_UI_SHOTS", shots)) / scenario)
+        p = subprocess.run(["node", str(BROWSER / "ui.js"), scenario, json.dumps(args)],
+                           capture_output=True, text=True, timeout=180)
+        lines = p.stdout.strip().splitlines()
+        out = json.loads(lines[-1]) if lines else {"fatal": p.stderr[-2000:]}
+        assert p.returncode == 0 and "fatal" not in out, (out, p.stderr[-2000:])
+        assert out["errors"] == [], out["errors"]  # no script error
+        # no request failed but the previews of a rest without rendering
+        assert all(f.endswith("/preview") and f[:3] in ("404", "415") for f in out["failed"]
+                   if not expect_failed or not re.search(expect_failed, f)), out["failed"]
+        return out
+    return run
+
+
+def upload(rest, files):
+    for f in files:
+        status, body, _ = call(rest, "POST", "/instances", Path(f).read_bytes())
+        assert status == 200, body
+
+
+def lookup_id(rest, uid):
+    """The public id of the resource with this DICOM UID (/tools/lookup)."""
+    status, got, _ = call(rest, "POST", "/tools/lookup", uid.encode())
+    assert status == 200 and got, got
+    return got[0]["ID"]
+
+
+def test_static_files_and_redirects(ui):
+    """/ and /ui redirect to /ui/ (relative Location, so a proxy prefix works);
+    every file of ui/ is served with its type; unknown and dot paths are 404."""
+    rest = ui.rest
+    for path in ("/", "/ui"):
+        req = urllib.request.Request(rest.url + path)
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            opener.open(req)
+        assert e.value.code == 302 and e.value.headers["Location"] == "ui/"
+    root = Path(__file__).resolve().parents[2] / "ui"
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    assert len(files) >= 9
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        status, body, headers = call(rest, "GET", "/ui/" + rel)
+        assert status == 200, rel
+        raw = body if isinstance(body, bytes) else f.read_bytes()
+        assert raw == f.read_bytes(), rel
+        assert headers["Content-Type"].split(";")[0] == {
+            ".html": "text/html", ".js": "text/javascript", ".css": "text/css"}[f.suffix]
+        assert headers["Cache-Control"] == "no-cache"
+        assert "default-src 'self'" in headers["Content-Security-Policy"]
+    status, body, headers = call(rest, "GET", "/ui/")
+    assert status == 200 and b'src="app.js"' in body
+    for bad in ("/ui/nope.js", "/ui/.hidden", "/ui/pages/../../etc/passwd"):
+        assert call(rest, "GET", bad)[0] == 404, bad
+    # a method the UI does not serve
+    assert call(rest, "POST", "/ui/app.js", b"")[0] in (404, 405)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **kw):
+        return None
+
+
+def test_search_drill_down_instance_and_viewer(ui, drive, tmp_path):
+    rest = ui.rest
+    upload(rest, make_study(tmp_path / "a", "UI-P1", "SMITH^ANNA", "1.2.826.0.1.3680043.8.498.71",
+                            series=2, per_series=3, description="CHEST CT"))
+    upload(rest, make_study(tmp_path / "b", "UI-P2", "JONES^BOB", "1.2.826.0.1.3680043.8.498.72",
+                            series=1, per_series=1, description="HEAD"))
+    got = drive("browse", tmp_path / "ui-shots", base=rest.url, name="smith")
+    assert got["landed"] == "/ui/" and got["status"] == 200
+    # the search is case-insensitive and matches a part of the name: one study
+    assert len(got["search"]) == 1, got["search"]
+    row = got["search"][0]
+    assert row[:4] == ["SMITH ANNA", "UI-P1", "2004-01-19", "CHEST CT"] and row[-1] == "2", row
+    # drill-down: 2 series of 3 instances, then the instances of series 1
+    assert [r[0] for r in got["series"]] == ["1", "2"] and [r[4] for r in got["series"]] == ["3", "3"]
+    assert [r[0] for r in got["instances"]] == ["1", "2", "3"]
+    assert "1.2.826.0.1.3680043.8.498.71.1.1" in got["instances"][0][1]
+    # the instance's tags, its sequences as a tree; the preview: the image when
+    # rest renders (200), a placeholder that says why otherwise (404/415)
+    assert "0010,0010" in got["tagsText"] and "SMITH^ANNA" in got["tagsText"]
+    status = call(rest, "GET", f"/instances/{lookup_id(rest, '1.2.826.0.1.3680043.8.498.71.1.1')}/preview")[0]
+    if status == 200:
+        assert got["preview"]["id"] == "preview-image" and got["preview"]["w"] > 0
+    else:
+        assert status in (404, 415)
+        assert got["preview"]["id"] == "preview-placeholder"
+        assert f"HTTP {status}" in got["preview"]["text"], got["preview"]
+    # the viewer drew CT_small's 128x128 pixels with many grey levels, the
+    # arrow key moved to image 2, a drag to the right widened the window
+    assert got["viewer"]["w"] == 128 and got["viewer"]["h"] == 128 and not got["viewer"]["hidden"]
+    assert got["viewer"]["levels"] > 50, got["viewer"]
+    assert got["viewerPos"] == "1 / 3" and got["viewerPos2"] == "2 / 3"
+    assert float(got["window2"][1]) > float(got["window"][1]), (got["window"], got["window2"])
+
+
+def test_upload_by_drop_with_a_broken_file(ui, drive, tmp_path):
+    """Two DICOM files and one that is not: 2 stored, 1 failed with the server's
+    reason; dropping the same files again: 2 already stored."""
+    rest = ui.rest
+    good = make_study(tmp_path / "up", "UI-UP", "UP^LOAD", "1.2.826.0.1.3680043.8.498.73",
+                      series=1, per_series=2)
+    broken = tmp_path / "up" / "notes.txt"
+    broken.write_text("this is not a DICOM file\n")
+    files = [str(good[0]), str(broken), str(good[1])]
+    got = drive("upload", tmp_path / "ui-shots", expect_failed=r"^400 /instances$", base=rest.url,
+                files=files)
+    assert got["summary"] == "2 stored, 0 already stored, 1 failed", got
+    by_name = {r[0]: r[3] for r in got["rows"]}
+    assert by_name[good[0].name] == "stored" and by_name[good[1].name] == "stored"
+    # what rest answers for the broken file, shown as it is
+    status, body, _ = call(rest, "POST", "/instances", broken.read_bytes())
+    assert status == 400
+    assert by_name["notes.txt"].startswith("failed: HTTP 400"), by_name
+    reason = body.get("Details") or body.get("Message")
+    assert reason and reason in by_name["notes.txt"], (by_name, body)
+    assert got["progress"] == [1, 1, 1]
+    assert ui.sql("SELECT count(*) FROM instances")[0][0] == 2
+    got = drive("upload", tmp_path / "ui-shots2", base=rest.url, files=files[:1] + files[2:])
+    assert got["summary"] == "0 stored, 2 already stored, 0 failed", got
+
+
+def test_delete_with_confirmation(ui, drive, tmp_path):
+    rest = ui.rest
+    upload(rest, make_study(tmp_path / "d", "UI-DEL", "DEL^ETE", "1.2.826.0.1.3680043.8.498.74",
+                            series=1, per_series=2))
+    upload(rest, make_study(tmp_path / "k", "UI-DEL", "DEL^ETE", "1.2.826.0.1.3680043.8.498.75",
+                            series=1, per_series=1))
+    sid = lookup_id(rest, "1.2.826.0.1.3680043.8.498.74")
+    got = drive("delete", tmp_path / "ui-shots", base=rest.url, study=sid)
+    assert "cannot be undone" in got["question"]
+    assert got["afterEscape"] == "#/study/" + sid  # Escape deleted nothing
+    assert got["hash"].startswith("#/patient/") and "Deleted study" in got["status"]
+    assert call(rest, "GET", "/studies/" + sid)[0] == 404
+    # the other study of the patient stays
+    assert call(rest, "GET", "/studies/" + lookup_id(rest, "1.2.826.0.1.3680043.8.498.75"))[0] == 200
+
+
+def test_send_to_modality_job_reaches_success(ui, drive, tmp_path):
+    rest = ui.rest
+    files = make_study(tmp_path / "s", "UI-SEND", "SEND^IT", "1.2.826.0.1.3680043.8.498.76",
+                       series=2, per_series=5)
+    upload(rest, files)
+    scp = StoreScp(tmp_path / "scp").start()
+    try:
+        assert call(rest, "PUT", "/modalities/ws1", ["STORESCP", "127.0.0.1", scp.port])[0] == 200
+        got = drive("send", tmp_path / "ui-shots", base=rest.url,
+                    study=lookup_id(rest, "1.2.826.0.1.3680043.8.498.76"), modality="ws1")
+        assert any("Success 100%" in s for s in got["seen"]), got["seen"]
+        assert len(scp.received()) == 10
+        row = got["jobs"][0]
+        assert row[1] == "DicomModalityStore" and row[2] == "Success" and row[3] == "100%", got["jobs"]
+    finally:
+        scp.stop()
+
+
+def test_send_to_a_modality_that_is_down_shows_the_error(ui, drive, tmp_path):
+    rest = ui.rest
+    upload(rest, make_study(tmp_path / "s", "UI-DOWN", "DOWN^IT", "1.2.826.0.1.3680043.8.498.77",
+                            series=1, per_series=1))
+    from conftest import free_port
+    assert call(rest, "PUT", "/modalities/gone", ["NOBODY", "127.0.0.1", free_port()])[0] == 200
+    got = drive("send", tmp_path / "ui-shots", base=rest.url,
+                study=lookup_id(rest, "1.2.826.0.1.3680043.8.498.77"), modality="gone")
+    assert any("Failure" in s for s in got["seen"]), got["seen"]
+    row = got["jobs"][0]
+    assert row[2] == "Failure" and row[5], row  # the job's error is on the jobs page
+    assert "resubmit" in row[6]
+
+
+def test_system_page(ui, drive, tmp_path):
+    rest = ui.rest
+    upload(rest, make_study(tmp_path / "s", "UI-SYS", "SYS^TEM", "1.2.826.0.1.3680043.8.498.78",
+                            series=1, per_series=2))
+    got = drive("system", tmp_path / "ui-shots", base=rest.url)
+    assert "CountInstances\n2" in got["text"] or "CountInstances\t2" in got["text"], got["text"]
+    assert "TesseraVersion" in got["text"] and "answered in" in got["text"]
+
+
+def test_basic_auth_protects_the_ui_like_the_api(ui, drive, tmp_path):
+    """Authentication on: /ui/ and its files are 401 without credentials, exactly
+    like /studies; the browser's sign-in (puppeteer's page.authenticate answers
+    the Basic challenge) opens a working UI."""
+    ing = ui.ingests[0]
+    rest = ui.start_rest(ing, TESSERA_HTTP_AUTH="on", TESSERA_HTTP_USERS=":".join(USER),
+                         TESSERA_REDIS_URL=ui.redis_url, TESSERA_QUERY_BUS=ui.q.bus)
+    upload(ui.rest, make_study(tmp_path / "s", "UI-AUTH", "AUTH^ME", "1.2.826.0.1.3680043.8.498.79",
+                               series=1, per_series=1))
+    for path in ("/ui/", "/ui/app.js", "/ui/pages/search.js", "/", "/studies"):
+        status, _, headers = call(rest, "GET", path)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Basic"), path
+    got = drive("auth", tmp_path / "ui-shots", expect_failed=r"^401 /ui/$", base=rest.url, user=USER[0], password=USER[1])
+    assert "ERR_INVALID_AUTH_CREDENTIALS" in got["without"] and got["withStatus"] == 200
+    assert len(got["rows"]) == 1 and got["rows"][0][1] == "UI-AUTH", got
