@@ -241,6 +241,43 @@ def test_send_to_a_modality_that_is_down_shows_the_error(ui, drive, tmp_path):
     assert "resubmit" in row[6]
 
 
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)])
+def test_paging_layout_and_zip(ui, drive, tmp_path, viewport):
+    """30 studies: 25 on page 1, 5 on page 2, back again; no page is wider than a
+    1280x800 or a 390x844 screen; the study's ZIP link gives a ZIP."""
+    rest = ui.rest
+    for k in range(30):
+        upload(rest, make_study(tmp_path / f"p{k}", f"UI-PG{k:02d}", f"PAGE^P{k:02d}",
+                                f"1.2.826.0.1.3680043.8.498.8{k:02d}", series=1, per_series=1))
+    w, h = viewport
+    got = drive("paging", tmp_path / f"ui-shots-{w}", base=rest.url,
+                viewport={"width": w, "height": h})
+    assert got["page1"] == 25 and got["count1"] == "Studies 1–25 (more on the next page)"
+    assert got["page2"] == 5 and got["count2"] == "Studies 26–30" and got["nextDisabled"]
+    assert got["back"] == 25
+    assert got["overflow"] == [0] * 5, got["overflow"]
+    assert got["zipHref"].startswith("/studies/") and got["zipHref"].endswith("/archive")
+    magic, size = got["zipMagic"].split()
+    assert magic == "PK" and int(size) > 39140, got["zipMagic"]
+    print(f"viewport {w}x{h}: opening /ui/ to the first results: {got['firstResultsMs']} ms")
+
+
+def test_ui_dir_serves_the_files_on_disk(ui, tmp_path):
+    """TESSERA_UI_DIR: rest serves that folder instead of its compiled-in copy."""
+    site = tmp_path / "site"
+    (site / "pages").mkdir(parents=True)
+    (site / "index.html").write_text("<!doctype html><title>dev copy</title>")
+    (site / "pages" / "x.js").write_text("export const x = 1;\n")
+    rest = ui.start_rest(ui.ingests[0], TESSERA_UI_DIR=site)
+    status, body, headers = call(rest, "GET", "/ui/")
+    assert status == 200 and b"dev copy" in body and headers["Content-Type"].startswith("text/html")
+    status, body, headers = call(rest, "GET", "/ui/pages/x.js")
+    assert status == 200 and body == b"export const x = 1;\n"
+    assert headers["Content-Type"].startswith("text/javascript")
+    assert call(rest, "GET", "/ui/app.js")[0] == 404  # not the compiled-in one
+    assert call(rest, "GET", "/ui/pages")[0] == 404  # a folder is no file
+
+
 def test_system_page(ui, drive, tmp_path):
     rest = ui.rest
     upload(rest, make_study(tmp_path / "s", "UI-SYS", "SYS^TEM", "1.2.826.0.1.3680043.8.498.78",

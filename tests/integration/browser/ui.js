@@ -154,6 +154,45 @@ const scenarios = {
     return out;
   },
 
+  // every study, 25 a page: Next and Previous; the time from opening /ui/ to the
+  // first results; no horizontal scrolling at the viewport given
+  async paging(page, args) {
+    const t0 = Date.now();
+    await page.goto(args.base + '/ui/', { waitUntil: 'domcontentloaded' });
+    await page.waitForSelector('#result-count', { timeout: T });
+    const out = { firstResultsMs: Date.now() - t0, page1: (await tableRows(page)).length,
+      count1: await text(page, '#result-count') };
+    const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    out.overflow = [await overflow()];
+    await shot(page, args, 'page1');
+    await page.click('.pager button:last-child');
+    await page.waitForFunction(() => location.hash.includes('page=1') && document.querySelector('#result-count'), { timeout: T });
+    out.page2 = (await tableRows(page)).length;
+    out.count2 = await text(page, '#result-count');
+    out.nextDisabled = await page.$eval('.pager button:last-child', (b) => b.disabled);
+    await page.click('.pager button:first-child');
+    await page.waitForFunction(() => location.hash.includes('page=0') && document.querySelector('#result-count'), { timeout: T });
+    out.back = (await tableRows(page)).length;
+    // the pages people open on a phone, none wider than the screen
+    await page.click('main table tbody tr:first-child a');
+    await page.waitForSelector('main h2 + .tablewrap', { timeout: T });
+    out.overflow.push(await overflow());
+    out.zipHref = await page.$eval('.actions a[download]', (a) => a.getAttribute('href'));
+    out.zipMagic = await page.$eval('.actions a[download]', async (a) => {
+      const b = new Uint8Array(await (await fetch(a.href)).arrayBuffer());
+      return String.fromCharCode(b[0], b[1]) + ' ' + b.length;
+    });
+    await shot(page, args, 'study');
+    for (const where of ['#/upload', '#/jobs', '#/system']) {
+      await page.click(`header nav a[href="${where}"]`);
+      await page.waitForSelector('main h1', { timeout: T });
+      await new Promise((r) => setTimeout(r, 300));
+      out.overflow.push(await overflow());
+      await shot(page, args, where.slice(2));
+    }
+    return out;
+  },
+
   // system page
   async system(page, args) {
     await page.goto(args.base + '/ui/#/system', { waitUntil: 'networkidle0' });
