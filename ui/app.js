@@ -58,6 +58,17 @@ async function route() {
 // so that a reverse proxy may mount Tessera under a prefix
 export const ROOT = new URL('..', location.href.split('#')[0]).pathname;
 
+// Whether rest serves the OHIF viewer (TESSERA_VIEWER_DIR), asked once; and the
+// address that opens a study in it
+let ohif = null;
+export function ohifServed() {
+  if (!ohif) ohif = fetch(ROOT + 'viewer/app-config.js').then((r) => r.ok, () => false);
+  return ohif;
+}
+export function ohifLink(studyUid) {
+  return ROOT + 'viewer/viewer?StudyInstanceUIDs=' + encodeURIComponent(studyUid);
+}
+
 export class ApiError extends Error {
   constructor(status, body) {
     const reason = body && typeof body === 'object'

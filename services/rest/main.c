@@ -217,6 +217,8 @@ static const rest_route routes[] = {
     {"GET", "/", rest_ui_redirect, REST_BODY_SMALL},
     {"GET", "/ui", rest_ui_file_get, REST_BODY_SMALL},
     {"GET", "/ui/**", rest_ui_file_get, REST_BODY_SMALL},
+    {"GET", "/viewer", rest_viewer_get, REST_BODY_SMALL},
+    {"GET", "/viewer/**", rest_viewer_get, REST_BODY_SMALL},
 };
 
 static int cmp_str(const void *a, const void *b)

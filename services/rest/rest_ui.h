@@ -23,4 +23,9 @@ void rest_ui_redirect(rest_request *req);
 /* GET /ui/ and every path under it: a file of the UI; index.html for the folder. */
 void rest_ui_file_get(rest_request *req);
 
+/* GET /viewer and below: the OHIF viewer from TESSERA_VIEWER_DIR (made by
+ * scripts/fetch-viewer); a path without a file is OHIF's index.html (its routes
+ * live in the browser). 404 everywhere when the setting is empty. */
+void rest_viewer_get(rest_request *req);
+
 #endif

@@ -1,5 +1,5 @@
 // The drill-down: patient -> studies -> series -> instances, with the main tags.
-import { api, h, table, tagList, fmtDate, fmtName, ROOT } from '../app.js';
+import { api, h, table, tagList, fmtDate, fmtName, ROOT, ohifServed, ohifLink } from '../app.js';
 import { studyTable } from './search.js';
 import { deleteResource, sendForm } from './actions.js';
 
@@ -16,7 +16,7 @@ export async function patientPage(page, id) {
       h('a', { href: ROOT + `patients/${id}/archive`, download: '' }, 'Download ZIP'),
       h('button', { class: 'danger', onclick: () => deleteResource('patient', id, name, '#/') }, 'Delete patient')),
     sendForm(id, page),
-    h('h2', {}, `Studies (${studies.length})`), studyTable(studies.map((s) => ({ ...s, PatientMainDicomTags: p.MainDicomTags }))));
+    h('h2', {}, `Studies (${studies.length})`), studyTable(studies.map((s) => ({ ...s, PatientMainDicomTags: p.MainDicomTags })), await ohifServed()));
 }
 
 export async function studyPage(page, id) {
@@ -32,6 +32,7 @@ export async function studyPage(page, id) {
     h('div', { class: 'actions' },
       h('a', { href: ROOT + `studies/${id}/archive`, download: '' }, 'Download ZIP'),
       series[0] ? h('a', { href: '#/viewer/' + series[0].ID }, 'Open in viewer') : '',
+      await ohifServed() ? h('a', { href: ohifLink(s.MainDicomTags.StudyInstanceUID), class: 'ohif' }, 'Open in OHIF') : '',
       h('button', { class: 'danger', onclick: () => deleteResource('study', id, title, '#/patient/' + s.ParentPatient) },
         'Delete study')),
     sendForm(id, page),

@@ -1,5 +1,5 @@
 // The search page: studies through POST /tools/find, paged with Limit/Since.
-import { api, h, table, fmtDate, fmtName, errorBox } from '../app.js';
+import { api, h, table, fmtDate, fmtName, errorBox, ohifServed, ohifLink } from '../app.js';
 
 const PAGE = 25;
 const FIELDS = [
@@ -54,14 +54,14 @@ export async function searchPage(page) {
   results.replaceChildren(
     h('p', { id: 'result-count' }, studies.length === 0 ? 'No study matches.'
       : `Studies ${n * PAGE + 1}–${n * PAGE + studies.length}${more ? ' (more on the next page)' : ''}`),
-    studies.length ? studyTable(studies) : '',
+    studies.length ? studyTable(studies, await ohifServed()) : '',
     h('div', { class: 'pager' },
       h('button', { type: 'button', disabled: n === 0, onclick: () => go(n - 1) }, 'Previous page'),
       h('span', {}, `Page ${n + 1}`),
       h('button', { type: 'button', disabled: !more, onclick: () => go(n + 1) }, 'Next page')));
 }
 
-export function studyTable(studies) {
+export function studyTable(studies, withOhif) {
   return table([
     ['Patient', (s) => fmtName(s.PatientMainDicomTags?.PatientName)],
     ['Patient ID', (s) => s.PatientMainDicomTags?.PatientID],
@@ -70,5 +70,7 @@ export function studyTable(studies) {
     ['Modalities', (s) => (s.RequestedTags?.ModalitiesInStudy || s.MainDicomTags?.ModalitiesInStudy || '').replaceAll('\\', ', ')],
     ['Accession', (s) => s.MainDicomTags?.AccessionNumber],
     ['Series', (s) => (s.Series || []).length],
+    ...(withOhif ? [['Viewer', (s) => h('a', { href: ohifLink(s.MainDicomTags?.StudyInstanceUID), class: 'ohif',
+      'aria-label': 'Open study in OHIF' }, 'OHIF')]] : []),
   ], studies, (s) => '#/study/' + s.ID);
 }

@@ -193,6 +193,50 @@ const scenarios = {
     return out;
   },
 
+  // a study row's OHIF link: OHIF's study viewer until its canvas shows the
+  // image (a screenshot of the viewport read back: WebGL canvases keep no pixels)
+  async ohif(page, args) {
+    await page.goto(args.base + '/ui/#/?PatientName=' + encodeURIComponent(args.name) + '&page=0',
+      { waitUntil: 'networkidle0' });
+    await page.waitForSelector('a.ohif', { timeout: T });
+    const out = { href: await page.$eval('a.ohif', (a) => a.getAttribute('href')) };
+    const t0 = Date.now();
+    await page.click('a.ohif');
+    const levels = async () => {
+      const c = await page.$('canvas.cornerstone-canvas');
+      if (!c) return 0;
+      const b = await c.boundingBox();
+      if (!b || b.width < 10) return 0;
+      // the middle of the viewport: the image, not the overlays in its corners
+      const box = { x: b.x + b.width / 4, y: b.y + b.height / 4, width: b.width / 2, height: b.height / 2 };
+      const b64 = await page.screenshot({ encoding: 'base64', clip: box });
+      return page.evaluate(async (b64) => {
+        const img = new Image();
+        img.src = 'data:image/png;base64,' + b64;
+        await img.decode();
+        const c = document.createElement('canvas');
+        c.width = img.width; c.height = img.height;
+        const ctx = c.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        const d = ctx.getImageData(0, 0, c.width, c.height).data;
+        const seen = new Set();
+        for (let i = 0; i < d.length; i += 4) seen.add(d[i]);
+        return seen.size;
+      }, b64);
+    };
+    const end = Date.now() + T;
+    out.levels = 0;
+    while (Date.now() < end) {
+      out.levels = await levels();
+      if (out.levels > 20) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    out.firstImageMs = Date.now() - t0;
+    out.url = page.url();
+    await shot(page, args, 'ohif');
+    return out;
+  },
+
   // system page
   async system(page, args) {
     await page.goto(args.base + '/ui/#/system', { waitUntil: 'networkidle0' });
