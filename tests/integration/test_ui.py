@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -169,30 +170,36 @@ def test_search_drill_down_instance_and_viewer(ui, drive, tmp_path):
     assert float(got["window2"][1]) > float(got["window"][1]), (got["window"], got["window2"])
 
 
-def test_upload_by_drop_with_a_broken_file(ui, drive, tmp_path):
-    """Two DICOM files and one that is not: 2 stored, 1 failed with the server's
-    reason; dropping the same files again: 2 already stored."""
+def test_upload_by_drop_with_broken_files(ui, drive, tmp_path):
+    """20 files dropped, 2 of them not DICOM (a text file, a DICOM file cut short):
+    18 stored, 2 failed, each with the reason rest gave; dropping 3 of the good
+    ones again: 3 already stored."""
     rest = ui.rest
     good = make_study(tmp_path / "up", "UI-UP", "UP^LOAD", "1.2.826.0.1.3680043.8.498.73",
-                      series=1, per_series=2)
-    broken = tmp_path / "up" / "notes.txt"
-    broken.write_text("this is not a DICOM file\n")
-    files = [str(good[0]), str(broken), str(good[1])]
+                      series=2, per_series=9)
+    text = tmp_path / "up" / "notes.txt"
+    text.write_text("this is not a DICOM file\n")
+    cut = tmp_path / "up" / "cut.dcm"
+    cut.write_bytes(good[0].read_bytes()[:1000])
+    files = [str(f) for f in good[:9]] + [str(text)] + [str(f) for f in good[9:]] + [str(cut)]
     got = drive("upload", tmp_path / "ui-shots", expect_failed=r"^400 /instances$", base=rest.url,
                 files=files)
-    assert got["summary"] == "2 stored, 0 already stored, 1 failed", got
+    assert got["summary"] == "18 stored, 0 already stored, 2 failed", got
     by_name = {r[0]: r[3] for r in got["rows"]}
-    assert by_name[good[0].name] == "stored" and by_name[good[1].name] == "stored"
-    # what rest answers for the broken file, shown as it is
-    status, body, _ = call(rest, "POST", "/instances", broken.read_bytes())
-    assert status == 400
-    assert by_name["notes.txt"].startswith("failed: HTTP 400"), by_name
-    reason = body.get("Details") or body.get("Message")
-    assert reason and reason in by_name["notes.txt"], (by_name, body)
-    assert got["progress"] == [1, 1, 1]
-    assert ui.sql("SELECT count(*) FROM instances")[0][0] == 2
-    got = drive("upload", tmp_path / "ui-shots2", base=rest.url, files=files[:1] + files[2:])
-    assert got["summary"] == "0 stored, 2 already stored, 0 failed", got
+    assert len(by_name) == 20
+    assert all(by_name[f.name] == "stored" for f in good)
+    # what rest answers for each broken file, shown as it is
+    for broken in (text, cut):
+        status, body, _ = call(rest, "POST", "/instances", broken.read_bytes())
+        assert status == 400
+        shown = by_name[broken.name]
+        assert shown.startswith("failed: HTTP 400"), by_name
+        reason = body.get("Details") or body.get("Message")
+        assert reason and reason in shown, (shown, body)
+    assert got["progress"] == [1] * 20
+    assert ui.sql("SELECT count(*) FROM instances")[0][0] == 18
+    got = drive("upload", tmp_path / "ui-shots2", base=rest.url, files=files[:3])
+    assert got["summary"] == "0 stored, 3 already stored, 0 failed", got
 
 
 def test_delete_with_confirmation(ui, drive, tmp_path):
@@ -293,11 +300,12 @@ def ohif_dir():
 
 def test_ohif_opens_a_ct_series(ui, drive, tmp_path, ohif_dir):
     """rest with TESSERA_VIEWER_DIR: the study row's OHIF link opens OHIF on the
-    study through Tessera's /dicom-web/, and its viewport shows the CT's pixels."""
+    study through Tessera's /dicom-web/, and its viewport shows the pixels of the
+    100-image CT."""
     rest = ui.start_rest(ui.ingests[0], TESSERA_VIEWER_DIR=ohif_dir,
                          TESSERA_REDIS_URL=ui.redis_url, TESSERA_QUERY_BUS=ui.q.bus)
     upload(rest, make_study(tmp_path / "o", "UI-OHIF", "OHIF^CT", "1.2.826.0.1.3680043.8.498.90",
-                            series=1, per_series=20))
+                            series=1, per_series=100))
     # a path that names no file is OHIF's index.html; files keep their types
     status, body, headers = call(rest, "GET", "/viewer/viewer")
     assert status == 200 and b'window.PUBLIC_URL="/viewer/"' in body
@@ -308,6 +316,70 @@ def test_ohif_opens_a_ct_series(ui, drive, tmp_path, ohif_dir):
     assert got["href"] == "/viewer/viewer?StudyInstanceUIDs=1.2.826.0.1.3680043.8.498.90"
     assert got["levels"] > 20, got
     print(f"OHIF: click to first image {got['firstImageMs']} ms")
+
+
+def haproxy(tmp_path, rests):
+    """HAProxy in HTTP mode, round robin over the rest processes, no stickiness:
+    each request may land on another replica."""
+    from conftest import free_port
+    port = free_port()
+    conf = tmp_path / "haproxy.cfg"
+    servers = "\n".join(f"    server rest-{i} 127.0.0.1:{r.port}" for i, r in enumerate(rests))
+    conf.write_text(f"""global
+    maxconn 64
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend http
+    bind 127.0.0.1:{port}
+    default_backend rest
+backend rest
+    balance roundrobin
+{servers}
+""")
+    p = subprocess.Popen(["haproxy", "-db", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/ui/", timeout=1)
+            break
+        except urllib.error.HTTPError:
+            break  # 401: it answers
+        except OSError:
+            time.sleep(0.05)
+    return p, url
+
+
+def test_behind_haproxy_two_replicas_with_auth(ui, drive, tmp_path):
+    """Two rest replicas with Basic auth behind HAProxy's round robin: signed in
+    once, the UI searches, sends a study and follows its job to Success; the
+    polling of the job went to both replicas (no sticky session needed)."""
+    ing = ui.ingests[0]
+    env = dict(TESSERA_HTTP_AUTH="on", TESSERA_HTTP_USERS=":".join(USER),
+               TESSERA_REDIS_URL=ui.redis_url, TESSERA_QUERY_BUS=ui.q.bus)
+    rests = [ui.start_rest(ing, **env), ui.start_rest(ing, **env)]
+    upload(ui.rest, make_study(tmp_path / "s", "UI-HA", "HA^PROXY", "1.2.826.0.1.3680043.8.498.91",
+                               series=2, per_series=10))
+    scp = StoreScp(tmp_path / "scp").start()
+    proxy, url = haproxy(tmp_path, rests)
+    try:
+        assert call(ui.rest, "PUT", "/modalities/ws1", ["STORESCP", "127.0.0.1", scp.port])[0] == 200
+        got = drive("auth", tmp_path / "ui-shots", expect_failed=r"^401 /ui/$", base=url,
+                    user=USER[0], password=USER[1])
+        assert len(got["rows"]) == 1 and got["rows"][0][1] == "UI-HA", got
+        got = drive("send", tmp_path / "ui-shots", base=url, user=USER[0], password=USER[1],
+                    study=lookup_id(ui.rest, "1.2.826.0.1.3680043.8.498.91"), modality="ws1")
+        assert any("Success 100%" in s for s in got["seen"]), got["seen"]
+        assert len(scp.received()) == 20
+        polled = [r.read_log().count("uri=/jobs/") for r in rests]
+        assert all(n > 0 for n in polled), polled
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+        scp.stop()
 
 
 def test_system_page(ui, drive, tmp_path):

@@ -133,6 +133,7 @@ const scenarios = {
 
   // send a study to a modality, follow the job, then see it on the jobs page
   async send(page, args) {
+    if (args.user) await page.authenticate({ username: args.user, password: args.password });
     await page.goto(args.base + '/ui/#/study/' + args.study, { waitUntil: 'networkidle0' });
     await page.waitForFunction(() => [...document.querySelectorAll('#send-target option')].some((o) => o.value.startsWith('modalities/')), { timeout: T });
     await page.select('#send-target', 'modalities/' + args.modality);
