@@ -202,6 +202,17 @@ const scenarios = {
     await page.waitForSelector('a.ohif', { timeout: T });
     const out = { href: await page.$eval('a.ohif', (a) => a.getAttribute('href')) };
     const t0 = Date.now();
+    // when the first request of each kind went out, and when the last answer came
+    out.marks = {};
+    const kinds = [['bundle', /app\.bundle/], ['qido', /dicom-web\/studies\?/], ['metadata', /\/metadata/],
+      ['frame', /\/frames\//]];
+    page.on('request', (r) => {
+      for (const [k, re] of kinds) if (re.test(r.url()) && !(k in out.marks)) out.marks[k] = Date.now() - t0;
+    });
+    page.on('requestfinished', (r) => {
+      if (/\/metadata/.test(r.url())) out.marks.metadataDone = Date.now() - t0;
+      if (/\/frames\//.test(r.url()) && !('frameDone' in out.marks)) out.marks.frameDone = Date.now() - t0;
+    });
     await page.click('a.ohif');
     const levels = async () => {
       const c = await page.$('canvas.cornerstone-canvas');
@@ -235,6 +246,26 @@ const scenarios = {
     out.firstImageMs = Date.now() - t0;
     out.url = page.url();
     await shot(page, args, 'ohif');
+    return out;
+  },
+
+  // bench/ui-search: for each hash, args.runs loads of /ui/ from scratch (a new
+  // page, no cache), ms from navigation start to the search results shown
+  async timing(page, args) {
+    const out = {};
+    await page.setCacheEnabled(false);
+    for (const hash of args.hashes) {
+      out[hash] = [];
+      for (let i = 0; i < args.runs; i++) {
+        await page.goto('about:blank');
+        const t0 = Date.now();
+        await page.goto(args.base + '/ui/' + hash, { waitUntil: 'domcontentloaded' });
+        await page.waitForSelector('#result-count', { timeout: T });
+        out[hash].push(Date.now() - t0);
+        out[hash + ' rows'] = (await tableRows(page)).length;
+      }
+    }
+    await shot(page, args, 'timing');
     return out;
   },
 
