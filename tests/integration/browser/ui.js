@@ -269,6 +269,21 @@ const scenarios = {
     return out;
   },
 
+  // signed in, then the credentials stop working (a password changed): the next
+  // call shows the sign-in message, not a blank page
+  async expired(page, args) {
+    const basic = (p) => 'Basic ' + Buffer.from(args.user + ':' + p).toString('base64');
+    await page.setExtraHTTPHeaders({ Authorization: basic(args.password) });
+    await page.goto(args.base + '/ui/', { waitUntil: 'networkidle0' });
+    await page.waitForSelector('#result-count', { timeout: T });
+    await page.setExtraHTTPHeaders({ Authorization: basic('not-the-password') });
+    await page.click('form.search button[type=submit]');
+    await page.waitForSelector('main [role=alert]', { timeout: T });
+    const out = { alert: await text(page, 'main [role=alert]') };
+    await shot(page, args, 'expired');
+    return out;
+  },
+
   // system page
   async system(page, args) {
     await page.goto(args.base + '/ui/#/system', { waitUntil: 'networkidle0' });
