@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pydicom
+from pydicom.dataset import Dataset
 import pytest
 
 from conftest import PYDICOM_FILES, npm_ci
@@ -44,6 +45,10 @@ def make_study(out_dir, patient_id, name, study_uid, series=2, per_series=3, des
             src.SeriesNumber, src.InstanceNumber = s, i
             src.SOPInstanceUID = f"{study_uid}.{s}.{i}"
             src.file_meta.MediaStorageSOPInstanceUID = src.SOPInstanceUID
+            ref = Dataset()  # a sequence, for the tag tree
+            ref.ReferencedSOPClassUID = src.SOPClassUID
+            ref.ReferencedSOPInstanceUID = f"{study_uid}.{s}.1"
+            src.ReferencedImageSequence = [ref]
             p = out_dir / f"{patient_id}-{s}-{i}.dcm"
             src.save_as(p)
             files.append(p)
@@ -155,6 +160,8 @@ def test_search_drill_down_instance_and_viewer(ui, drive, tmp_path):
     # the instance's tags, its sequences as a tree; the preview: the image when
     # rest renders (200), a placeholder that says why otherwise (404/415)
     assert "0010,0010" in got["tagsText"] and "SMITH^ANNA" in got["tagsText"]
+    assert got["sequence"] == "0008,1140ReferencedImageSequence (1 item)", got["sequence"]
+    assert "0008,1155" in got["sequenceOpen"] and "1.2.826.0.1.3680043.8.498.71.1.1" in got["sequenceOpen"]
     status = call(rest, "GET", f"/instances/{lookup_id(rest, '1.2.826.0.1.3680043.8.498.71.1.1')}/preview")[0]
     if status == 200:
         assert got["preview"]["id"] == "preview-image" and got["preview"]["w"] > 0
@@ -241,13 +248,47 @@ def test_send_to_a_modality_that_is_down_shows_the_error(ui, drive, tmp_path):
     upload(rest, make_study(tmp_path / "s", "UI-DOWN", "DOWN^IT", "1.2.826.0.1.3680043.8.498.77",
                             series=1, per_series=1))
     from conftest import free_port
-    assert call(rest, "PUT", "/modalities/gone", ["NOBODY", "127.0.0.1", free_port()])[0] == 200
+    port = free_port()
+    assert call(rest, "PUT", "/modalities/gone", ["NOBODY", "127.0.0.1", port])[0] == 200
     got = drive("send", tmp_path / "ui-shots", base=rest.url,
                 study=lookup_id(rest, "1.2.826.0.1.3680043.8.498.77"), modality="gone")
     assert any("Failure" in s for s in got["seen"]), got["seen"]
     row = got["jobs"][0]
     assert row[2] == "Failure" and row[5], row  # the job's error is on the jobs page
     assert "resubmit" in row[6]
+    # the modality comes up; "resubmit" on the jobs page sends it again
+    scp = StoreScp(tmp_path / "scp", aet="NOBODY", port=port).start()
+    try:
+        got = drive("jobcontrol", tmp_path / "ui-shots", base=rest.url,
+                    steps=[["resubmit", "^Success$"]])
+        assert got["row"][3] == "100%" and got["row"][5] == "", got
+        assert len(scp.received()) == 1
+    finally:
+        scp.stop()
+
+
+def test_jobs_page_pause_resume_cancel(ui, drive, tmp_path):
+    """A slow send (storescp sleeps 1 s after each instance): paused, resumed and
+    cancelled from the jobs page's buttons."""
+    rest = ui.rest
+    upload(rest, make_study(tmp_path / "s", "UI-SLOW", "SLOW^IT", "1.2.826.0.1.3680043.8.498.92",
+                            series=1, per_series=30))
+    scp = StoreScp(tmp_path / "scp", sleep_after=1).start()
+    try:
+        assert call(rest, "PUT", "/modalities/slow", ["STORESCP", "127.0.0.1", scp.port])[0] == 200
+        status, job, _ = call(rest, "POST", "/modalities/slow/store",
+                              {"Resources": [lookup_id(rest, "1.2.826.0.1.3680043.8.498.92")],
+                               "Asynchronous": True})
+        assert status == 200
+        got = drive("jobcontrol", tmp_path / "ui-shots", base=rest.url,
+                    steps=[["pause", "^Paused$"], ["resume", "^(Pending|Running)$"],
+                           ["cancel", "^Failure$"]])
+        assert [s[0] for s in got["steps"]] == ["pause", "resume", "cancel"]
+        status, j, _ = call(rest, "GET", "/jobs/" + job["ID"])
+        assert j["State"] == "Failure" and j["Progress"] < 100, j
+        assert got["row"][0] == job["ID"][:8] and "resubmit" in got["row"][6]
+    finally:
+        scp.stop()
 
 
 @pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)])

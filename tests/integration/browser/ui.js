@@ -58,6 +58,10 @@ const scenarios = {
     await page.click('main table tbody tr:first-child td:first-child a');
     await page.waitForSelector('#preview-image, #preview-placeholder', { timeout: T });
     out.tagsText = await text(page, 'ul.tree');
+    // a sequence is a closed tree node until opened
+    out.sequence = await page.$eval('ul.tree details summary', (s) => s.innerText);
+    await page.click('ul.tree details summary');
+    out.sequenceOpen = await text(page, 'ul.tree details[open] ol');
     out.preview = await page.$eval('#preview-image, #preview-placeholder', (el) => ({ id: el.id, text: el.innerText || '', w: el.naturalWidth || 0 }));
     await shot(page, args, '4-instance');
     // the viewer: first image drawn, then the next one with the down arrow
@@ -281,6 +285,26 @@ const scenarios = {
     await page.waitForSelector('main [role=alert]', { timeout: T });
     const out = { alert: await text(page, 'main [role=alert]') };
     await shot(page, args, 'expired');
+    return out;
+  },
+
+  // the jobs page's buttons on one job: each click, then the state it reached
+  async jobcontrol(page, args) {
+    await page.goto(args.base + '/ui/#/jobs', { waitUntil: 'networkidle0' });
+    const out = { steps: [] };
+    const state = () => page.$eval('#jobs tbody tr:first-child td:nth-child(3)', (td) => td.innerText.trim());
+    for (const [action, want] of args.steps) {
+      const sel = `#jobs tbody tr:first-child button[data-key$="${action}"]`;
+      await page.waitForSelector(sel, { timeout: T });
+      await page.click(sel);
+      await page.waitForFunction((w) => {
+        const td = document.querySelector('#jobs tbody tr:first-child td:nth-child(3)');
+        return td && new RegExp(w).test(td.innerText.trim());
+      }, { timeout: T }, want);
+      out.steps.push([action, await state()]);
+    }
+    out.row = (await tableRows(page, '#jobs table tbody tr'))[0];
+    await shot(page, args, 'jobcontrol');
     return out;
   },
 
