@@ -209,6 +209,24 @@ def test_upload_by_drop_with_broken_files(ui, drive, tmp_path):
     assert got["summary"] == "0 stored, 3 already stored, 0 failed", got
 
 
+def test_upload_a_folder(ui, drive, tmp_path):
+    """A CD's folder chosen with the folder input: every file under it, subfolders
+    included, sent; the rows name the files by their path in the folder."""
+    rest = ui.rest
+    cd = tmp_path / "CD"
+    make_study(cd / "DICOM" / "ST1", "UI-CD", "C^D", "1.2.826.0.1.3680043.8.498.93",
+               series=1, per_series=3)
+    make_study(cd / "DICOM" / "ST2", "UI-CD", "C^D", "1.2.826.0.1.3680043.8.498.94",
+               series=1, per_series=2)
+    (cd / "README.TXT").write_text("viewer on this CD\n")
+    got = drive("uploadFolder", tmp_path / "ui-shots", expect_failed=r"^400 /instances$",
+                base=rest.url, folder=str(cd))
+    assert got["summary"] == "5 stored, 0 already stored, 1 failed", got
+    names = sorted(r[0] for r in got["rows"])
+    assert names[0] == "CD/DICOM/ST1/UI-CD-1-1.dcm" and "CD/README.TXT" in names, names
+    assert ui.sql("SELECT count(*) FROM instances")[0][0] == 5
+
+
 def test_delete_with_confirmation(ui, drive, tmp_path):
     rest = ui.rest
     upload(rest, make_study(tmp_path / "d", "UI-DEL", "DEL^ETE", "1.2.826.0.1.3680043.8.498.74",

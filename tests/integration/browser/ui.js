@@ -113,6 +113,17 @@ const scenarios = {
     return out;
   },
 
+  // choose a folder (its files and subfolders) with the folder input
+  async uploadFolder(page, args) {
+    await page.goto(args.base + '/ui/#/upload', { waitUntil: 'networkidle0' });
+    const input = await page.waitForSelector('#pick-folder');
+    await input.uploadFile(args.folder);
+    await page.waitForSelector('#upload-summary[data-done]', { timeout: T });
+    const out = { summary: await text(page, '#upload-summary'), rows: await tableRows(page) };
+    await shot(page, args, 'upload-folder');
+    return out;
+  },
+
   // delete a study through its page and the confirmation dialog
   async delete(page, args) {
     await page.goto(args.base + '/ui/#/study/' + args.study, { waitUntil: 'networkidle0' });
