@@ -155,6 +155,7 @@ def test_search_drill_down_instance_and_viewer(ui, drive, tmp_path):
     assert row[:4] == ["SMITH ANNA", "UI-P1", "2004-01-19", "CHEST CT"] and row[-1] == "2", row
     # drill-down: 2 series of 3 instances, then the instances of series 1
     assert [r[0] for r in got["series"]] == ["1", "2"] and [r[4] for r in got["series"]] == ["3", "3"]
+    assert (got["focusAfterDown"], got["focusAfterUp"]) == (2, 1)  # rows of the table, by key
     assert [r[0] for r in got["instances"]] == ["1", "2", "3"]
     assert "1.2.826.0.1.3680043.8.498.71.1.1" in got["instances"][0][1]
     # the instance's tags, its sequences as a tree; the preview: the image when
@@ -324,6 +325,7 @@ def test_paging_layout_and_zip(ui, drive, tmp_path, viewport):
     assert got["page2"] == 5 and got["count2"] == "Studies 26–30" and got["nextDisabled"]
     assert got["back"] == 25
     assert got["overflow"] == [0] * 5, got["overflow"]
+    assert got["unlabelled"] == [], got["unlabelled"]  # search, study, upload, jobs, system
     assert got["zipHref"].startswith("/studies/") and got["zipHref"].endswith("/archive")
     magic, size = got["zipMagic"].split()
     assert magic == "PK" and int(size) > 39140, got["zipMagic"]

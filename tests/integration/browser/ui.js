@@ -50,6 +50,12 @@ const scenarios = {
     await page.waitForFunction(() => location.hash.startsWith('#/study/') && document.querySelector('main h2 + .tablewrap'), { timeout: T });
     out.studyHeadings = await page.$$eval('main h2', (hs) => hs.map((x) => x.innerText));
     out.series = await tableRows(page);
+    // arrow keys move between the rows of a table
+    await page.focus('main table tbody tr:first-child td:first-child a');
+    await page.keyboard.press('ArrowDown');
+    out.focusAfterDown = await page.evaluate(() => document.activeElement.closest('tr').rowIndex);
+    await page.keyboard.press('ArrowUp');
+    out.focusAfterUp = await page.evaluate(() => document.activeElement.closest('tr').rowIndex);
     await shot(page, args, '2-study');
     await clickAndWait(page, 'main table tbody tr:first-child td:first-child a', 'main table tbody tr');
     await page.waitForFunction(() => location.hash.startsWith('#/series/'), { timeout: T });
@@ -179,6 +185,10 @@ const scenarios = {
     const out = { firstResultsMs: Date.now() - t0, page1: (await tableRows(page)).length,
       count1: await text(page, '#result-count') };
     const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    // every form control of the page has a label (its own <label> or aria-label)
+    const unlabelled = () => page.$$eval('input, select, textarea', (els) => els
+      .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map((e) => e.outerHTML));
+    out.unlabelled = await unlabelled();
     out.overflow = [await overflow()];
     await shot(page, args, 'page1');
     await page.click('.pager button:last-child');
@@ -193,6 +203,7 @@ const scenarios = {
     await page.click('main table tbody tr:first-child a');
     await page.waitForSelector('main h2 + .tablewrap', { timeout: T });
     out.overflow.push(await overflow());
+    out.unlabelled.push(...await unlabelled());
     out.zipHref = await page.$eval('.actions a[download]', (a) => a.getAttribute('href'));
     out.zipMagic = await page.$eval('.actions a[download]', async (a) => {
       const b = new Uint8Array(await (await fetch(a.href)).arrayBuffer());
@@ -204,6 +215,7 @@ const scenarios = {
       await page.waitForSelector('main h1', { timeout: T });
       await new Promise((r) => setTimeout(r, 300));
       out.overflow.push(await overflow());
+      out.unlabelled.push(...await unlabelled());
       await shot(page, args, where.slice(2));
     }
     return out;
