@@ -98,6 +98,12 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_HTTP_CORS_ORIGINS", TS_CFG_STRING, "", 0, 0, NULL,
      "origins whose pages may call /dicom-web/ and /wado (CORS), as scheme://host[:port] "
      "separated by commas, or * for any; empty: none"},
+    {"TESSERA_UI_DIR", TS_CFG_STRING, "", 0, 0, NULL,
+     "serve the web UI (/ui/) from this folder instead of the copy compiled into rest "
+     "(development: edit ui/ and reload)"},
+    {"TESSERA_VIEWER_DIR", TS_CFG_STRING, "", 0, 0, NULL,
+     "serve the OHIF viewer made by scripts/fetch-viewer from this folder at /viewer/; "
+     "empty: no viewer"},
     {"TESSERA_HTTP_USERS", TS_CFG_STRING, "", 0, 0, NULL,
      "REST users as user:password,user:password (prefer TESSERA_HTTP_USERS_FILE)"},
     {"TESSERA_HTTP_USERS_FILE", TS_CFG_STRING, "", 0, 0, NULL,

@@ -33,6 +33,7 @@
 #include "rest_resources.h"
 #include "rest_system.h"
 #include "rest_upload.h"
+#include "rest_ui.h"
 #include "base/service.h"
 #include "io/store.h"
 
@@ -215,6 +216,12 @@ static const rest_route routes[] = {
     /* where Orthanc's plugin serves WADO-URI */
     {"GET", "/wado", rest_dw_wado_uri, REST_BODY_SMALL},
     {"OPTIONS", "/wado", rest_dw_preflight, REST_BODY_SMALL},
+    /* the web UI's static files (rest_ui.c, ui/) */
+    {"GET", "/", rest_ui_redirect, REST_BODY_SMALL},
+    {"GET", "/ui", rest_ui_file_get, REST_BODY_SMALL},
+    {"GET", "/ui/**", rest_ui_file_get, REST_BODY_SMALL},
+    {"GET", "/viewer", rest_viewer_get, REST_BODY_SMALL},
+    {"GET", "/viewer/**", rest_viewer_get, REST_BODY_SMALL},
 };
 
 static int cmp_str(const void *a, const void *b)

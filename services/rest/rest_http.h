@@ -37,6 +37,7 @@ typedef struct rest_request {
     rest_ctx *ctx;
     const char *method;
     const char *url;
+    const char *raw_url; /* the path as sent, before normalisation (set by rest_dispatch) */
     const char *seg[REST_MAX_SEGMENTS]; /* path segments */
     int nseg;
     const char *body;
