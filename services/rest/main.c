@@ -16,6 +16,8 @@
 #include "rest_http.h"
 #include "rest_archive.h"
 #include "rest_auth.h"
+#include "rest_audit.h"
+#include "domain/audit.h"
 #include "rest_content.h"
 #include "rest_attachments.h"
 #include "rest_delete.h"
@@ -33,6 +35,7 @@
 #include "rest_resources.h"
 #include "rest_system.h"
 #include "rest_upload.h"
+#include "rest_ui.h"
 #include "base/service.h"
 #include "io/store.h"
 
@@ -206,6 +209,7 @@ static const rest_route routes[] = {
      REST_SCOPE_NONE},
     {"GET", "/tessera/deletion-queue", rest_deletion_queue_status, REST_BODY_SMALL, REST_ROLE_READ,
      REST_SCOPE_NONE},
+    {"GET", "/tessera/audit", rest_audit_list, REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
     /* matching through the query service (rest_find.c) */
     {"POST", "/tools/find", rest_tools_find, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_FILTERED},
     /* archives, shared tags, instance content (rest_archive.c, rest_content.c) */
@@ -386,6 +390,12 @@ static const rest_route routes[] = {
     /* where Orthanc's plugin serves WADO-URI */
     {"GET", "/wado", rest_dw_wado_uri, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_WADO_URI},
     {"OPTIONS", "/wado", rest_dw_preflight, REST_BODY_SMALL, REST_ROLE_NONE, REST_SCOPE_PUBLIC},
+    /* the web UI's static files (rest_ui.c, ui/): no patient data, any signed-in caller */
+    {"GET", "/", rest_ui_redirect, REST_BODY_SMALL, REST_ROLE_NONE, REST_SCOPE_PUBLIC},
+    {"GET", "/ui", rest_ui_file_get, REST_BODY_SMALL, REST_ROLE_NONE, REST_SCOPE_PUBLIC},
+    {"GET", "/ui/**", rest_ui_file_get, REST_BODY_SMALL, REST_ROLE_NONE, REST_SCOPE_PUBLIC},
+    {"GET", "/viewer", rest_viewer_get, REST_BODY_SMALL, REST_ROLE_NONE, REST_SCOPE_PUBLIC},
+    {"GET", "/viewer/**", rest_viewer_get, REST_BODY_SMALL, REST_ROLE_NONE, REST_SCOPE_PUBLIC},
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -488,6 +498,11 @@ int main(int argc, char **argv)
     ctx.stable_age_s = (int)ts_config_int("TESSERA_STABLE_AGE");
     ctx.max_body = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");
     ctx.bus_timeout_ms = (int)ts_config_int("TESSERA_BUS_TIMEOUT") * 1000;
+    if (ts_config_bool("TESSERA_AUDIT") &&
+        ts_audit_start(ts_config_str("TESSERA_DB_URL"), "rest",
+                       (size_t)ts_config_int("TESSERA_AUDIT_QUEUE"), &ctx.audit, &err))
+        die("audit", &err);
+    ctx.on_answered = rest_audit_request;
 
     ts_metrics_server *metrics = NULL;
     int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");
@@ -511,6 +526,7 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&stop_mu);
 
     rest_server_stop(srv);
+    ts_audit_stop(ctx.audit, 2000);
     rest_auth_stop(&ctx);
     ts_metrics_server_free(metrics);
     ts_bus_client_free(ctx.ingest);

@@ -658,6 +658,7 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
         return -1;
     }
     join_path(req, normalised, sizeof(normalised));
+    req->raw_url = req->url;
     req->url = normalised;
     bool path_known = false;
     char allowed[128] = "";
@@ -669,6 +670,9 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
             /* the one check of who may call what, for every route */
             if (!req->ctx || !req->ctx->authorize || req->ctx->authorize(req, r))
                 r->handler(req);
+            /* here, while req->seg still points into path (refusals included) */
+            if (req->ctx && req->ctx->on_answered)
+                req->ctx->on_answered(req, r->pattern);
             return (int)i;
         }
         size_t plen = strlen(r->pattern);
@@ -767,10 +771,24 @@ static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pen
                               const char *method, const char *url)
 {
     if (p->refused) {
+        /* The web UI's pages: a browser whose user dismissed its sign-in prompt
+         * shows this body; say what happened instead of a blank page. The API
+         * answers an empty body, as Orthanc does. */
+        static const char sign_in[] =
+            "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Sign-in needed"
+            "</title><h1>Sign-in needed</h1><p>This Tessera asks for a user name and a "
+            "password (HTTP Basic authentication). Reload the page to sign in.</p></html>\n";
+        bool page =
+            strcmp(method, "GET") == 0 &&
+            (strcmp(url, "/") == 0 || strcmp(url, "/ui") == 0 || strncmp(url, "/ui/", 4) == 0);
         struct MHD_Response *resp =
-            MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+            page ? MHD_create_response_from_buffer(sizeof(sign_in) - 1, (void *)sign_in,
+                                                   MHD_RESPMEM_PERSISTENT)
+                 : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         if (!resp)
             return MHD_NO;
+        if (page)
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
         /* a bearer token or API key that failed is told so (RFC 6750), else Basic */
         const char *authz =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);

@@ -58,6 +58,9 @@ typedef struct rest_ctx {
     bool (*authenticate)(struct rest_ctx *ctx, void *conn, rest_principal *who);
     bool (*authorize)(struct rest_request *req, const struct rest_route *route);
     struct rest_auth *auth;
+    struct ts_audit *audit; /* the audit trail's queue (lib/domain/audit.h); NULL: logs only */
+    /* called after a route answered, with its pattern (the audit trail); NULL: none */
+    void (*on_answered)(struct rest_request *req, const char *pattern);
 } rest_ctx;
 
 #define REST_MAX_SEGMENTS 32
@@ -66,6 +69,7 @@ typedef struct rest_request {
     rest_ctx *ctx;
     const char *method;
     const char *url;
+    const char *raw_url; /* the path as sent, before normalisation (set by rest_dispatch) */
     const char *seg[REST_MAX_SEGMENTS]; /* path segments */
     int nseg;
     const char *body;

@@ -488,3 +488,28 @@ def test_label_change_seen_at_once(server):
     assert call(url, "GET", f"/studies/{n}", ALICE)[0] == 200
     assert call(url, "DELETE", f"/studies/{n}/labels/groupA", ADMIN)[0] == 200
     assert call(url, "GET", f"/studies/{n}", ALICE)[0] == 404
+
+
+def test_audit_names_keys_tokens_and_refusals(server, jwt_server):
+    """The audit trail (test_audit.py) with this file's callers: an API key is
+    "key:<id>" (WhoKind api-key), a token "jwt:<subject>" (token); a resource a
+    label-scoped caller may not see is recorded with its 404."""
+    c, rest, up, (a, b, n), _ = server
+    r, keys, _, _ = jwt_server
+    s, data, _ = call(rest.url, "POST", "/tessera/api-keys", ADMIN,
+                      json.dumps({"Name": "audited", "Role": "read"}).encode())
+    made = json.loads(data)
+    assert call(rest.url, "GET", f"/studies/{a}", bearer(made["Key"]))[0] == 200
+    assert call(rest.url, "GET", f"/studies/{b}", ALICE)[0] == 404
+    t = keys.token(tessera_role="read", sub="dave")
+    assert call(r.url, "GET", f"/studies/{n}", bearer(t))[0] == 200
+    deadline = time.time() + 10
+    want = {(f"key:{made['ID']}", "api-key", a, 200), ("alice", "user", b, 404),
+            ("jwt:dave", "token", n, 200)}
+    got = set()
+    while time.time() < deadline and not want <= got:
+        rows = js(rest.url, "/tessera/audit?since=0&limit=1000", ADMIN)
+        got = {(row["Who"], row["WhoKind"], res, row["Outcome"]) for row in rows
+               for res in row["Resources"]}
+        time.sleep(0.2)
+    assert want <= got, want - got
