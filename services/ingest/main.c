@@ -343,12 +343,15 @@ int main(int argc, char **argv)
     };
     if (ingest_find_init(&svc.find, &err))
         die("query bus", &err);
-    svc.retrieve = (ts_retrieve){.db = svc.write.db,
-                                 .store = svc.write.store,
-                                 .our_aet = scfg.aet,
-                                 .timeout_s = scfg.timeout_s,
-                                 .find = ingest_find_instances,
-                                 .user = &svc.find};
+    svc.retrieve = (ts_retrieve){
+        .db = svc.write.db,
+        .store = svc.write.store,
+        .our_aet = scfg.aet,
+        .timeout_s = scfg.timeout_s,
+        .find = ingest_find_instances,
+        .user = &svc.find,
+        .jobs_url = ts_config_bool("TESSERA_MOVE_JOBS") ? ts_config_str("TESSERA_REDIS_URL") : NULL,
+        .jobs_history = (int)ts_config_int("TESSERA_JOBS_HISTORY")};
     bool relay = svc.find.query != NULL;
     ts_dicom_scp_callbacks cb = {.user = &svc,
                                  .retrieve_user = &svc.retrieve,

@@ -285,7 +285,11 @@ int main(int argc, char **argv)
                                      .our_aet = svc.aet,
                                      .timeout_s = svc.timeout_s,
                                      .find = retrieve_find,
-                                     .user = &svc};
+                                     .user = &svc,
+                                     .jobs_url = ts_config_bool("TESSERA_MOVE_JOBS")
+                                                     ? ts_config_str("TESSERA_REDIS_URL")
+                                                     : NULL,
+                                     .jobs_history = (int)ts_config_int("TESSERA_JOBS_HISTORY")};
         ts_dicom_qr_callbacks cb = {.user = &svc,
                                     .retrieve_user = &svc.retrieve,
                                     .find = on_find,
