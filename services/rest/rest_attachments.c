@@ -93,14 +93,14 @@ static const ts_db_stmt attachment_info = {
 static const ts_db_stmt put_attachment = {
     "rest_put_attachment",
     "SELECT status, revision::text, old_uuid::text FROM tessera_put_attachment($1,"
-    " $2::smallint, $3::integer, $4::uuid, $5::bigint, $6, $7::integer)",
-    7};
+    " $2::smallint, $3::integer, $4::uuid, $5::bigint, $6, $7::integer, $8)",
+    8};
 
 static const ts_db_stmt delete_attachment = {
     "rest_delete_attachment",
     "SELECT status, old_uuid::text FROM tessera_delete_attachment($1, $2::smallint,"
-    " $3::integer, $4::integer)",
-    4};
+    " $3::integer, $4::integer, $5)",
+    5};
 
 /* Parses /{level}/{id}/attachments/{name}; answers errors itself. */
 static bool parse(rest_request *req, char lv[4], char type_s[12], bool need_name)
@@ -245,10 +245,10 @@ void rest_attachment_put(rest_request *req)
                       "only user attachments (1024..65535) can be written");
         return;
     }
-    long match = rest_if_match(req);
-    if (match == -2)
+    rest_if_match_t match;
+    if (rest_if_match(req, &match))
         return;
-    char uuid[TS_UUID_LEN + 1], md5[33] = "", size_s[24], rev[16];
+    char uuid[TS_UUID_LEN + 1], md5[33] = "", size_s[24];
     ts_err err;
     if (ts_store_write(req->ctx->store, req->body ? req->body : "", req->body_len, uuid, &err)) {
         rest_reply_oe_status(req, 507, TS_OE_FILE_STORAGE_CANNOT_WRITE, err.msg);
@@ -256,8 +256,14 @@ void rest_attachment_put(rest_request *req)
     }
     rest_md5_hex(req->body ? req->body : "", req->body_len, md5);
     snprintf(size_s, sizeof(size_s), "%zu", req->body_len);
-    snprintf(rev, sizeof(rev), "%ld", match);
-    const char *params[] = {req->seg[1], lv, type_s, uuid, size_s, md5, match >= 0 ? rev : NULL};
+    const char *params[] = {req->seg[1],
+                            lv,
+                            type_s,
+                            uuid,
+                            size_s,
+                            md5,
+                            match.given ? match.revision : NULL,
+                            match.given ? match.md5 : NULL};
     rest_row r = {&put_attachment, params, 3, {0}};
     bool ok = rest_row_query_holding(req, TS_DB_WRITE, &r, uuid);
     const char *status = ok && r.col[0] ? r.col[0] : "";
@@ -274,7 +280,7 @@ void rest_attachment_put(rest_request *req)
         if (strcmp(status, "unknown_resource") == 0)
             rest_reply_unknown_resource(req);
         else
-            rest_reply_revision_conflict(req, match >= 0);
+            rest_reply_revision_conflict(req, match.given);
     }
     /* else the transaction failed (maybe with its commit in doubt): the file's
      * intent stays, and a deleter's reclaim pass removes it unless a row refers
@@ -293,12 +299,11 @@ void rest_attachment_delete(rest_request *req)
                       "the DICOM file of an instance goes with the instance (DELETE the instance)");
         return;
     }
-    long match = rest_if_match(req);
-    if (match == -2)
+    rest_if_match_t match;
+    if (rest_if_match(req, &match))
         return;
-    char rev[16];
-    snprintf(rev, sizeof(rev), "%ld", match);
-    const char *params[] = {req->seg[1], lv, type_s, match >= 0 ? rev : NULL};
+    const char *params[] = {req->seg[1], lv, type_s, match.given ? match.revision : NULL,
+                            match.given ? match.md5 : NULL};
     rest_row r = {&delete_attachment, params, 2, {0}};
     if (!rest_row_query(req, TS_DB_WRITE, &r))
         return;
@@ -311,7 +316,7 @@ void rest_attachment_delete(rest_request *req)
     } else if (strcmp(status, "not_found") == 0) {
         rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, NULL);
     } else {
-        rest_reply_revision_conflict(req, match >= 0);
+        rest_reply_revision_conflict(req, match.given);
     }
     rest_row_clear(&r);
 }

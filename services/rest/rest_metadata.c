@@ -90,12 +90,12 @@ static const ts_db_stmt get_metadata = {
 static const ts_db_stmt put_metadata = {
     "rest_put_metadata",
     "SELECT status, revision::text FROM tessera_put_metadata($1, $2::smallint, $3, $4,"
-    " $5::integer)",
-    5};
+    " $5::integer, $6)",
+    6};
 
 static const ts_db_stmt delete_metadata = {
     "rest_delete_metadata",
-    "SELECT status FROM tessera_delete_metadata($1, $2::smallint, $3, $4::integer)", 4};
+    "SELECT status FROM tessera_delete_metadata($1, $2::smallint, $3, $4::integer, $5)", 5};
 
 /* ---- routes ----------------------------------------------------------------- */
 
@@ -164,7 +164,7 @@ void rest_get_metadata(rest_request *req)
 /* PUT /{level}/{id}/metadata/{name}: the body is the value. */
 void rest_put_metadata(rest_request *req)
 {
-    char name[128], lv[4], rev[16];
+    char name[128], lv[4];
     bool is_user;
     snprintf(lv, sizeof(lv), "%d", rest_level_of_plural(req->seg[0]));
     if (!ts_id_is_valid(req->seg[1])) {
@@ -176,8 +176,8 @@ void rest_put_metadata(rest_request *req)
                       "only user metadata (TESSERA_USER_METADATA, or 1024..65535) can be set");
         return;
     }
-    long match = rest_if_match(req);
-    if (match == -2)
+    rest_if_match_t match;
+    if (rest_if_match(req, &match))
         return;
     char *value = strndup(req->body ? req->body : "", req->body_len);
     if (!value || strlen(value) != req->body_len) {
@@ -185,8 +185,12 @@ void rest_put_metadata(rest_request *req)
         rest_reply_oe(req, TS_OE_BAD_REQUEST, "a metadata value is text without NUL bytes");
         return;
     }
-    snprintf(rev, sizeof(rev), "%ld", match);
-    const char *params[] = {req->seg[1], lv, name, value, match >= 0 ? rev : NULL};
+    const char *params[] = {req->seg[1],
+                            lv,
+                            name,
+                            value,
+                            match.given ? match.revision : NULL,
+                            match.given ? match.md5 : NULL};
     rest_row r = {&put_metadata, params, 2, {0}};
     if (rest_row_query(req, TS_DB_WRITE, &r)) {
         const char *status = r.col[0] ? r.col[0] : "";
@@ -196,7 +200,7 @@ void rest_put_metadata(rest_request *req)
         } else if (strcmp(status, "unknown_resource") == 0) {
             rest_reply_unknown_resource(req);
         } else {
-            rest_reply_revision_conflict(req, match >= 0);
+            rest_reply_revision_conflict(req, match.given);
         }
     }
     rest_row_clear(&r);
@@ -206,7 +210,7 @@ void rest_put_metadata(rest_request *req)
 /* DELETE /{level}/{id}/metadata/{name} */
 void rest_delete_metadata(rest_request *req)
 {
-    char name[128], lv[4], rev[16];
+    char name[128], lv[4];
     bool is_user;
     snprintf(lv, sizeof(lv), "%d", rest_level_of_plural(req->seg[0]));
     if (!ts_id_is_valid(req->seg[1])) {
@@ -217,11 +221,11 @@ void rest_delete_metadata(rest_request *req)
         rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, "only user metadata can be deleted");
         return;
     }
-    long match = rest_if_match(req);
-    if (match == -2)
+    rest_if_match_t match;
+    if (rest_if_match(req, &match))
         return;
-    snprintf(rev, sizeof(rev), "%ld", match);
-    const char *params[] = {req->seg[1], lv, name, match >= 0 ? rev : NULL};
+    const char *params[] = {req->seg[1], lv, name, match.given ? match.revision : NULL,
+                            match.given ? match.md5 : NULL};
     rest_row r = {&delete_metadata, params, 1, {0}};
     if (rest_row_query(req, TS_DB_WRITE, &r)) {
         const char *status = r.col[0] ? r.col[0] : "";
@@ -232,7 +236,7 @@ void rest_delete_metadata(rest_request *req)
         else if (strcmp(status, "not_found") == 0)
             rest_reply_oe(req, TS_OE_INEXISTENT_ITEM, NULL);
         else
-            rest_reply_revision_conflict(req, match >= 0);
+            rest_reply_revision_conflict(req, match.given);
     }
     rest_row_clear(&r);
 }

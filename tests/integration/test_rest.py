@@ -734,14 +734,73 @@ def test_revisions_etag_and_if_none_match(fresh):
         s1, _, h1 = fresh.ref.req("GET", path, headers={"If-None-Match": "garbage"})
         s2, _, h2 = fresh.t.req("GET", path, headers={"If-None-Match": "garbage"})
         assert s1 == s2 == 200 and "ETag" not in h1 and "ETag" not in h2, (path, h1, h2)
-    # a malformed If-Match: the same error as Orthanc's (Tessera also takes a bare
-    # revision there, which Orthanc refuses)
+    # a malformed If-Match: the same error as Orthanc's (test_revisions_if_match
+    # compares every form)
     path = f"/instances/{iid}/metadata/1024"
     s1, b1, _ = fresh.ref.req("PUT", path, b"x", {"If-Match": "garbage"})
     s2, b2, _ = fresh.t.req("PUT", path, b"x", {"If-Match": "garbage"})
     e1, e2 = json.loads(b1), json.loads(b2)
     assert (s1, e1["OrthancStatus"], e1["Message"]) == (s2, e2["OrthancStatus"], e2["Message"]) \
         == (400, 3, "Parameter out of range"), (e1, e2)
+
+
+def test_revisions_if_match(fresh):
+    """If-Match must give back the whole ETag, as Orthanc 1.10.1 reads it: quotes and
+    surrounding spaces optional, the revision an integer up to the first '-', and
+    both the revision and the MD5 after it those of the current value. A bare
+    revision (quoted or not), a weak ETag, a list or '*' is a 400; a well-formed
+    ETag with another revision or MD5 (even the same MD5 in capitals) a 409. Checked
+    on metadata and attachments, PUT and DELETE, side by side. Orthanc's own SQLite
+    index keeps no revisions (every GET says revision 0, whatever its PUT answered;
+    its PostgreSQL index does keep them, as Tessera): each server is given the forms
+    built from its own current ETag."""
+    data = (DATA / "CT_small.dcm").read_bytes()
+    iid = fresh.ref.upload(data)["ID"]
+    assert fresh.t.upload(data)["ID"] == iid
+    forms = [lambda e, r, m: r, lambda e, r, m: f'"{r}"', lambda e, r, m: f" {e} ",
+             lambda e, r, m: e.strip('"'), lambda e, r, m: f"W/{e}",
+             lambda e, r, m: f'"{int(r) + 1}-{m}"', lambda e, r, m: f'"{r}-{m.upper()}"',
+             lambda e, r, m: f'"{r}-"', lambda e, r, m: f'"{r}-{"0" * 32}"',
+             lambda e, r, m: f'"-1-{m}"', lambda e, r, m: f'"+{r}-{m}"',
+             lambda e, r, m: f'"{r} -{m}"', lambda e, r, m: f'"{r}-{m}-x"',
+             lambda e, r, m: f"{e}, {e}", lambda e, r, m: "*", lambda e, r, m: "",
+             lambda e, r, m: "garbage", lambda e, r, m: f'"99999999999-{m}"',
+             lambda e, r, m: e]
+    for path in (f"/instances/{iid}/metadata/1024", f"/instances/{iid}/attachments/1024"):
+        get_path = path + ("/data" if "attachments" in path else "")
+        for server in (fresh.ref, fresh.t):
+            assert server.req("PUT", path, b"value 0")[0] == 200, (server.name, path)
+
+        def header(server, form):
+            etag = server.req("GET", get_path)[2]["ETag"]
+            return form(etag, *etag.strip('"').split("-", 1))
+
+        statuses, value = [], b"value 0"
+        for n, form in enumerate(forms, 1):
+            body = f"value {n}".encode()
+            im1, im2 = header(fresh.ref, form), header(fresh.t, form)
+            s1, b1, _ = fresh.ref.req("PUT", path, body, {"If-Match": im1})
+            s2, b2, _ = fresh.t.req("PUT", path, body, {"If-Match": im2})
+            what = (path, im1, im2, s1, b1[:300], s2, b2[:300])
+            assert s1 == s2, what
+            statuses.append(s1)
+            if s1 == 400:
+                e1, e2 = json.loads(b1), json.loads(b2)
+                assert (e1["OrthancStatus"], e1["Message"]) == (
+                    e2["OrthancStatus"], e2["Message"]), what
+                assert e2["Details"].split(" but found:")[0] == \
+                    e1["Details"].split(" but found:")[0], what
+            elif s1 == 409:
+                assert json.loads(b2)["OrthancStatus"] == 43, what
+            value = body if s1 == 200 else value  # a refused write changes nothing
+            assert fresh.t.req("GET", get_path)[1] == value, what
+        assert statuses.count(200) == 4 and statuses.count(409) == 7, statuses
+        # DELETE: a bare revision is refused (400), another MD5 too (409), the whole
+        # ETag deletes
+        for form, want in [(forms[0], 400), (forms[1], 400), (forms[8], 409), (forms[-1], 200)]:
+            s1 = fresh.ref.req("DELETE", path, None, {"If-Match": header(fresh.ref, form)})[0]
+            s2 = fresh.t.req("DELETE", path, None, {"If-Match": header(fresh.t, form)})[0]
+            assert s1 == s2 == want, (path, form, s1, s2)
 
 
 def test_empty_server(fresh):
