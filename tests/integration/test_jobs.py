@@ -226,6 +226,53 @@ def test_modalities_like_orthanc(jobs_cluster, orthanc):  # noqa: F811
     assert jobs_cluster.sql("SELECT count(*) FROM modalities")[0][0] == len(MODALITY_BODIES) - 1
 
 
+def test_modality_options_kept_like_orthanc(jobs_cluster, orthanc):  # noqa: F811
+    """The other fields of Orthanc's object form (AllowFindWorklist, AllowNAction,
+    AllowEventReport, AllowStorageCommitment, AllowTranscoding) are stored and echoed
+    back as Orthanc 1.10.1 does (they were dropped: GET answered the defaults);
+    AllowStorageCommitment is read last, over AllowNAction and AllowEventReport, as
+    Orthanc reads it. UseDicomTls: false is kept; true is refused with a 400 that says
+    why (Tessera has no DICOM TLS yet), where Orthanc stores it and then fails every
+    association with a 500."""
+    rest, other = jobs_cluster.rests
+    full = {"AET": "X", "Host": "127.0.0.1", "Port": 104, "UseDicomTls": False,
+            "AllowTranscoding": False, "AllowFindWorklist": False, "AllowNAction": False,
+            "AllowEventReport": True, "AllowEcho": False, "AllowGet": False}
+    bodies = [full,
+              {"AET": "X", "Host": "h", "Port": 104, "AllowStorageCommitment": False},
+              {"AET": "X", "Host": "h", "Port": 104, "AllowStorageCommitment": False,
+               "AllowNAction": True},
+              {"AET": "X", "Host": "h", "Port": 104, "AllowStorageCommitment": True,
+               "AllowEventReport": False},
+              ["X", "h", 104]]
+    for body in bodies:
+        for t in (rest, orthanc):
+            assert call(t, "PUT", "/modalities/m", body)[0] == 200, (body, t)
+        for path in ("/modalities/m/configuration", "/modalities?expand"):
+            a, b = call(other, "GET", path), call(orthanc, "GET", path)
+            assert a[0] == b[0] == 200 and a[1] == b[1], (body, path, a, b)
+    for t in (rest, orthanc):
+        assert call(t, "PUT", "/modalities/m", full)[0] == 200
+    a = call(other, "GET", "/modalities/m/configuration")[1]
+    assert (a["AllowTranscoding"], a["AllowFindWorklist"], a["AllowNAction"],
+            a["AllowEventReport"], a["UseDicomTls"]) == (False, False, False, True, False), a
+    for bad in ({"UseDicomTls": "yes"}, {"AllowTranscoding": 0}, {"AllowFindWorklist": None},
+                {"AllowStorageCommitment": "x"}, {"AllowNAction": 1}, {"AllowEventReport": []}):
+        b2 = dict(full, **bad)
+        a, b = call(rest, "PUT", "/modalities/bad", b2), call(orthanc, "PUT", "/modalities/bad", b2)
+        assert a[0] == b[0] == 400 and js(a) == js(b), (bad, a, b)
+    tls = dict(full, UseDicomTls=True)
+    assert call(orthanc, "PUT", "/modalities/tls", tls)[0] == 200
+    a = call(rest, "PUT", "/modalities/tls", tls)
+    assert a[0] == 400 and "DICOM TLS" in a[1]["Details"], a
+    assert call(rest, "GET", "/modalities/tls/configuration")[0] == 404
+    # the modality that was there stays as it was
+    assert call(rest, "PUT", "/modalities/m", tls)[0] == 400
+    assert call(other, "GET", "/modalities/m/configuration")[1]["AllowTranscoding"] is False
+    a = call(rest, "POST", "/tools/dicom-echo", tls)
+    assert a[0] == 400 and "DICOM TLS" in a[1]["Details"], a
+
+
 def test_modality_local_aet_and_timeout_like_orthanc(jobs_cluster, orthanc, scps):  # noqa: F811
     """PUT /modalities keeps a modality's LocalAet and Timeout (they were answered ""
     and 0 whatever had been sent) and checks them as Orthanc does; the modality's
