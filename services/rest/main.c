@@ -307,6 +307,7 @@ int main(int argc, char **argv)
     ctx.stable_age_s = (int)ts_config_int("TESSERA_STABLE_AGE");
     ctx.max_body = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");
     ctx.bus_timeout_ms = (int)ts_config_int("TESSERA_BUS_TIMEOUT") * 1000;
+    ctx.unrouted = rest_dw_unrouted; /* DICOMweb's CORS on answers no handler gave */
 
     ts_metrics_server *metrics = NULL;
     int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");

@@ -517,11 +517,32 @@ static double monotonic_s(void)
 
 /* Routes the request and records, per route, its time and its database round
  * trips (lib/db counts them per thread; MHD runs each connection on its own). */
+/* req's own headers (rest_add_header) onto resp. */
+static void add_headers(struct MHD_Response *resp, rest_request *req)
+{
+    for (char *h = req->headers; h && *h;) {
+        char *nl = strchr(h, '\n'), *end = nl ? strchr(nl + 1, '\n') : NULL;
+        if (!end)
+            break;
+        *nl = *end = '\0';
+        MHD_add_response_header(resp, h, nl + 1);
+        h = end + 1;
+    }
+}
+
+static void unrouted(rest_request *req)
+{
+    if (req->ctx && req->ctx->unrouted)
+        req->ctx->unrouted(req);
+}
+
 static void dispatch(rest_server *srv, rest_request *req)
 {
     double t0 = monotonic_s();
     long trips0 = ts_db_thread_round_trips();
     int route = rest_dispatch(srv->routes, srv->nroutes, req);
+    if (route < 0)
+        unrouted(req);
     if (route >= 0) {
         ts_metric_observe(srv->m_route_seconds[route], monotonic_s() - t0);
         ts_metric_add(srv->m_route_trips[route], (double)(ts_db_thread_round_trips() - trips0));
@@ -606,14 +627,7 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, req->disposition);
     if (req->etag[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, req->etag);
-    for (char *h = req->headers; h && *h;) {
-        char *nl = strchr(h, '\n'), *end = nl ? strchr(nl + 1, '\n') : NULL;
-        if (!end)
-            break;
-        *nl = *end = '\0';
-        MHD_add_response_header(resp, h, nl + 1);
-        h = end + 1;
-    }
+    add_headers(resp, req);
     if (req->allow) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
         free((char *)req->allow);
@@ -721,6 +735,11 @@ static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pen
             MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         if (!resp)
             return MHD_NO;
+        rest_request req = {
+            .ctx = srv->ctx, .method = method, .url = url, .conn = conn, .content_fd = -1};
+        unrouted(&req);
+        add_headers(resp, &req);
+        free(req.headers);
         enum MHD_Result ret = MHD_queue_basic_auth_fail_response(conn, "Tessera", resp);
         MHD_destroy_response(resp);
         ts_metric_inc(srv->m_requests[4]);
@@ -732,6 +751,7 @@ static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pen
     char details[128];
     snprintf(details, sizeof(details), "the body is larger than %zu bytes", p->limit);
     rest_reply_oe_status(&req, 413, TS_OE_BAD_REQUEST, details);
+    unrouted(&req);
     return finish(srv, conn, &req);
 }
 
@@ -871,6 +891,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     } else {
         dispatch(srv, &req);
     }
+    if (p->bad_method || p->spool_error[0] || inflated != INFLATE_OK)
+        unrouted(&req);
     spool_discard(p);
     return finish(srv, conn, &req);
 }

@@ -15,6 +15,8 @@
 #include "base/err.h"
 #include "io/store.h"
 
+struct rest_request;
+
 typedef struct rest_ctx {
     ts_db_pool *db;
     ts_store *store;
@@ -24,6 +26,10 @@ typedef struct rest_ctx {
     int stable_age_s;
     long max_body;
     int bus_timeout_ms;
+    /* Adds headers to an answer that no route's handler gave (401 and 413
+     * before the body, 404/405, a bad faked method, ...): DICOMweb's CORS
+     * headers, so that a browser shows the page why. NULL: none. */
+    void (*unrouted)(struct rest_request *req);
 } rest_ctx;
 
 #define REST_MAX_SEGMENTS 32
