@@ -186,6 +186,7 @@ static const rest_route routes[] = {
     {"GET", "/peers/*/configuration", rest_get_peer_configuration, REST_BODY_SMALL},
     {"GET", "/peers/*/system", rest_peer_system, REST_BODY_SMALL},
     {"POST", "/peers/*/store", rest_peer_store, REST_BODY_LARGE},
+    {"POST", "/peers/*/store-straight", rest_peer_store_straight, REST_BODY_INSTANCE},
     /* query/retrieve as an SCU (rest_queries.c) */
     {"POST", "/modalities/*/query", rest_modality_query, REST_BODY_SMALL},
     {"POST", "/modalities/*/move", rest_modality_move, REST_BODY_LARGE},

@@ -756,6 +756,39 @@ def test_peers_like_orthanc(jobs_cluster, orthanc, tmp_path):  # noqa: F811
         ref.stop()
 
 
+def test_peer_store_straight_like_orthanc(jobs_cluster, orthanc, tmp_path):  # noqa: F811
+    """POST /peers/{id}/store-straight (issue 16's small routes): the body goes to the
+    peer's POST /instances at once and its answer is the answer; a body the peer
+    refuses, a peer that is down and an unknown peer get Orthanc 1.10.1's errors."""
+    from orthanc import Orthanc
+    rest = jobs_cluster.rests[0]
+    ref = Orthanc(tmp_path / "ref", aet="REF").start()
+    try:
+        down = f"http://127.0.0.1:{free_port()}"
+        for t in (rest, ref):
+            assert call(t, "PUT", "/peers/p0", [orthanc.url])[0] == 200
+            assert call(t, "PUT", "/peers/down", [down])[0] == 200
+        a, b = call(rest, "GET", "/peers/p0"), call(ref, "GET", "/peers/p0")
+        assert a[1] == b[1], (a, b)
+        data = make_series(tmp_path / "s", 1)[0].read_bytes()
+        a = call(rest, "POST", "/peers/p0/store-straight", data)
+        b = call(ref, "POST", "/peers/p0/store-straight", data)
+        assert a[0] == b[0] == 200, (a, b)
+        assert (a[1]["Status"], b[1]["Status"]) == ("Success", "AlreadyStored")
+        assert without(a[1], "Status") == without(b[1], "Status")
+        assert call(orthanc, "GET", "/instances")[1] == [a[1]["ID"]]
+        assert call(rest, "GET", "/instances")[1] == []  # nothing stored on the way
+        for peer, body in (("p0", data), ("p0", b"garbage"), ("p0", b""), ("down", data),
+                           ("nope", data)):
+            a = call(rest, "POST", f"/peers/{peer}/store-straight", body)
+            b = call(ref, "POST", f"/peers/{peer}/store-straight", body)
+            assert a[0] == b[0] and js(a) == js(b), (peer, body[:10], a, b)
+        a, b = call(rest, "GET", "/peers/p0/store-straight"), call(ref, "GET", "/peers/p0/store-straight")
+        assert a[0] == b[0] == 405 and a[2].get("Allow") == b[2].get("Allow") == "POST"
+    finally:
+        ref.stop()
+
+
 def test_peer_down_then_resubmit(jobs_cluster, tmp_path):
     from orthanc import Orthanc
     rest, other = jobs_cluster.rests
