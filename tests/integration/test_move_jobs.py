@@ -279,3 +279,35 @@ def test_move_jobs_setting_off(cluster, tmp_path):
     assert "Final Move Response (Success)" in out, out
     assert len(scp.received()) == 2
     assert move_jobs(rest.url) == []
+
+
+def test_job_of_a_dead_scp_ends_as_failure(cluster, tmp_path):
+    """The SCP's process dies during the C-MOVE: its job stays Running until its lease
+    runs out (twice TESSERA_DICOM_TIMEOUT plus 10 s), then a jobs worker's next look
+    at the queue ends it as Failure (InternalError); no worker runs it again."""
+    redis = cluster.start_redis()
+    q = cluster.start_query(TESSERA_DICOM_TIMEOUT="1")
+    ing = cluster.start_ingest(TESSERA_QUERY_BUS=q.bus)
+    rest = cluster.start_rest(ing, TESSERA_QUERY_BUS=q.bus, TESSERA_REDIS_URL=redis.url)
+    load(rest.url, make_series(tmp_path / "in", 8, study_uid=STUDY))
+    scp = StoreScp(tmp_path / "scp", sleep_after=1).start()
+    register(rest.url, scp)
+    try:
+        p = movescu(q.port, "TESSERA", dest=scp.aet)
+        deadline = time.time() + 30
+        while time.time() < deadline and not [j for j in move_jobs(rest.url)
+                                                if j["Progress"] > 0]:
+            time.sleep(0.1)
+        [job] = move_jobs(rest.url)
+        q.proc.kill()
+        q.proc.wait()
+        p.communicate(timeout=60)
+        started = time.time()
+        cluster.start_jobs()
+        j = wait_state(rest.url, job["ID"], {"Failure", "Success"}, timeout=60)
+    finally:
+        scp.stop()
+    assert j["State"] == "Failure" and j["ErrorCode"] == -1, j
+    assert "stopped" in j["ErrorDetails"], j
+    assert time.time() - started < 40
+    assert job["ID"] not in cluster.jobs[0].read_log()  # the worker never ran it
