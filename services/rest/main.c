@@ -172,6 +172,7 @@ static const rest_route routes[] = {
     {"GET", "/modalities/*/configuration", rest_get_modality_configuration, REST_BODY_SMALL},
     {"POST", "/modalities/*/echo", rest_modality_echo, REST_BODY_SMALL},
     {"POST", "/modalities/*/store", rest_modality_store, REST_BODY_LARGE},
+    {"POST", "/modalities/*/store-straight", rest_modality_store_straight, REST_BODY_INSTANCE},
     {"GET", "/jobs", rest_jobs_list, REST_BODY_SMALL},
     {"GET", "/jobs/*", rest_jobs_get, REST_BODY_SMALL},
     {"GET", "/jobs/*/*", rest_jobs_output, REST_BODY_SMALL},

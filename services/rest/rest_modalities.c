@@ -166,8 +166,9 @@ void rest_get_modality(rest_request *req)
         return;
     json_decref(conf);
     /* the operations of a modality that Tessera serves */
-    rest_reply_json(
-        req, 200, json_pack("[s, s, s, s, s]", "configuration", "echo", "move", "query", "store"));
+    rest_reply_json(req, 200,
+                    json_pack("[s, s, s, s, s, s]", "configuration", "echo", "move", "query",
+                              "store", "store-straight"));
 }
 
 void rest_get_modality_configuration(rest_request *req)
@@ -479,6 +480,68 @@ void rest_modality_echo(rest_request *req)
 out:
     json_decref(conf);
     json_decref(body);
+}
+
+/* POST /modalities/{id}/store-straight: the body (a DICOM file) goes to the
+ * modality with C-STORE at once, not through a job, as in Orthanc 1.10.1; the
+ * answer names what was sent. The file is written to the storage area for the
+ * time of the C-STORE (an intent: a crash leaves nothing for good). */
+void rest_modality_store_straight(rest_request *req)
+{
+    json_t *conf = find_modality(req, req->seg[1], false);
+    if (!conf)
+        return;
+    ts_dicom *d = NULL;
+    ts_err err;
+    char *sop_class = NULL, *sop_inst = NULL;
+    char uuid[TS_UUID_LEN + 1] = "";
+    if (ts_dicom_open_buffer(req->body ? req->body : "", req->body_len, &d, &err) ||
+        !(sop_class = ts_dicom_get_string(d, 0x00080016, false)) ||
+        !(sop_inst = ts_dicom_get_string(d, 0x00080018, false))) {
+        char details[96];
+        snprintf(details, sizeof(details), "Cannot parse an invalid DICOM file (size: %zu bytes)",
+                 req->body_len);
+        bad_format(req, details);
+        goto out;
+    }
+    char path[4096];
+    if (ts_store_write(req->ctx->store, req->body, req->body_len, uuid, &err) ||
+        ts_store_path(req->ctx->store, uuid, path, sizeof(path), &err)) {
+        rest_reply_oe_status(req, 507, TS_OE_FILE_STORAGE_CANNOT_WRITE, err.msg);
+        goto out;
+    }
+    int timeout = 0;
+    const char *local = ts_config_str("TESSERA_DICOM_AET");
+    rest_modality_settings(conf, &timeout, &local);
+    ts_dicom_peer peer = {.our_aet = local,
+                          .aet = json_string_value(json_object_get(conf, "AET")),
+                          .host = json_string_value(json_object_get(conf, "Host")),
+                          .port = (int)json_integer_value(json_object_get(conf, "Port")),
+                          .timeout_s =
+                              timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+    const char *paths[] = {path};
+    uint16_t status = 0xFFFF;
+    if (ts_dicom_store_files(&peer, paths, 1, &status, &err)) {
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, err.msg);
+    } else if (status != 0 && (status & 0xf000) != 0xb000) {
+        char details[160];
+        snprintf(details, sizeof(details), "C-STORE of %.64s to %.16s: status 0x%04x", sop_inst,
+                 peer.aet, status);
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, details);
+    } else {
+        rest_reply_json(
+            req, 200,
+            json_pack("{s:s, s:s}", "SOPClassUID", sop_class, "SOPInstanceUID", sop_inst));
+    }
+out:
+    if (*uuid) {
+        ts_err ignored;
+        ts_store_remove(req->ctx->store, uuid, &ignored);
+    }
+    free(sop_class);
+    free(sop_inst);
+    ts_dicom_free(d);
+    json_decref(conf);
 }
 
 /* POST /tools/dicom-echo: C-ECHO to the modality of the body (Orthanc's object

@@ -273,6 +273,37 @@ def test_modality_options_kept_like_orthanc(jobs_cluster, orthanc):  # noqa: F81
     assert a[0] == 400 and "DICOM TLS" in a[1]["Details"], a
 
 
+def test_modality_store_straight_like_orthanc(jobs_cluster, orthanc, scps, tmp_path):  # noqa: F811
+    """POST /modalities/{id}/store-straight: the body goes to the modality with C-STORE
+    at once (no job, nothing stored here) and the answer names it, as Orthanc 1.10.1;
+    a body that is not DICOM, a modality that is down and an unknown one get
+    Orthanc's errors (the text of dcmtk's connection error aside)."""
+    rest = jobs_cluster.rests[0]
+    scp = scps()
+    for t in (rest, orthanc):
+        assert call(t, "PUT", "/modalities/m1", [scp.aet, "127.0.0.1", scp.port])[0] == 200
+        assert call(t, "PUT", "/modalities/down", ["X", "127.0.0.1", free_port()])[0] == 200
+    a, b = call(rest, "GET", "/modalities/m1"), call(orthanc, "GET", "/modalities/m1")
+    assert "store-straight" in a[1] and set(a[1]) <= set(b[1]), (a, b)
+    files = make_series(tmp_path / "s", 2)
+    for f in files:
+        data = f.read_bytes()
+        a = call(rest, "POST", "/modalities/m1/store-straight", data)
+        b = call(orthanc, "POST", "/modalities/m1/store-straight", data)
+        assert a[0] == b[0] == 200 and a[1] == b[1], (a, b)
+        assert a[1]["SOPInstanceUID"] in scp.received()
+    assert scp.store_requests() == 4  # two each
+    assert call(rest, "GET", "/instances")[1] == []
+    assert jobs_cluster.stored_files() == [] and jobs_cluster.temp_files() == []
+    for name, body in (("m1", b"garbage"), ("m1", b""), ("nope", files[0].read_bytes())):
+        a = call(rest, "POST", f"/modalities/{name}/store-straight", body)
+        b = call(orthanc, "POST", f"/modalities/{name}/store-straight", body)
+        assert a[0] == b[0] and js(a) == js(b), (name, body[:10], a, b)
+    a = call(rest, "POST", "/modalities/down/store-straight", files[0].read_bytes())
+    b = call(orthanc, "POST", "/modalities/down/store-straight", files[0].read_bytes())
+    assert a[0] == b[0] == 500 and without(js(a), "Details") == without(js(b), "Details")
+
+
 def test_modality_local_aet_and_timeout_like_orthanc(jobs_cluster, orthanc, scps):  # noqa: F811
     """PUT /modalities keeps a modality's LocalAet and Timeout (they were answered ""
     and 0 whatever had been sent) and checks them as Orthanc does; the modality's
