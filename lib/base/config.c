@@ -138,6 +138,9 @@ static const ts_cfg_setting settings[] = {
      "finished jobs kept in the registry for the whole cluster (Orthanc's JobsHistorySize)"},
     {"TESSERA_JOBS_LEASE", TS_CFG_INT, "10", 1, 3600, NULL,
      "seconds a running job's lease lasts unless renewed; then another worker takes the job over"},
+    {"TESSERA_DICOM_DICTIONARY", TS_CFG_STRING, "", 0, 0, NULL,
+     "tags added to the DICOM dictionary, Orthanc's \"Dictionary\" option as JSON: "
+     "{\"gggg,eeee\": [VR, Name, MinMultiplicity, MaxMultiplicity, PrivateCreator]}"},
     {"TESSERA_MOVE_JOBS", TS_CFG_BOOL, "true", 0, 0, NULL,
      "ingest and query show each incoming C-MOVE in /jobs (Redis at TESSERA_REDIS_URL), where "
      "REST can follow and cancel it; best effort: without Redis the C-MOVE goes on unlisted"},

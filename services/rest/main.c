@@ -294,6 +294,8 @@ int main(int argc, char **argv)
     ts_err_clear(&err);
     if (ts_dicom_global_init(&err))
         die("dicom", &err);
+    if (ts_dicom_dictionary_add(ts_config_str("TESSERA_DICOM_DICTIONARY"), &err))
+        die("dictionary", &err);
 
     rest_ctx ctx = {0};
     ts_db_options dbopt;
