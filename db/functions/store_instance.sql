@@ -173,6 +173,10 @@ BEGIN
             INSERT INTO metadata (resource_id, name, value)
             SELECT ser.id, 'ExpectedNumberOfInstances', e::text
             FROM tessera_expected_instances(t) e WHERE e IS NOT NULL;
+            -- Orthanc 1.10.1 also gives the series the RemoteAET of the
+            -- instance that created it (and keeps it)
+            INSERT INTO metadata (resource_id, name, value)
+            SELECT ser.id, 'RemoteAET', p_metadata->>'RemoteAET' WHERE p_metadata ? 'RemoteAET';
             IF coalesce(t->>'Modality', '') <> '' THEN
                 UPDATE studies SET modalities_in_study = array_append(modalities_in_study, t->>'Modality')
                 WHERE resource_id = stu.id AND NOT (t->>'Modality' = ANY (modalities_in_study));

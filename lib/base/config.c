@@ -186,6 +186,12 @@ static const ts_cfg_setting settings[] = {
      "finished jobs kept in the registry for the whole cluster (Orthanc's JobsHistorySize)"},
     {"TESSERA_JOBS_LEASE", TS_CFG_INT, "10", 1, 3600, NULL,
      "seconds a running job's lease lasts unless renewed; then another worker takes the job over"},
+    {"TESSERA_DICOM_DICTIONARY", TS_CFG_STRING, "", 0, 0, NULL,
+     "tags added to the DICOM dictionary, Orthanc's \"Dictionary\" option as JSON: "
+     "{\"gggg,eeee\": [VR, Name, MinMultiplicity, MaxMultiplicity, PrivateCreator]}"},
+    {"TESSERA_MOVE_JOBS", TS_CFG_BOOL, "true", 0, 0, NULL,
+     "ingest and query show each incoming C-MOVE in /jobs (Redis at TESSERA_REDIS_URL), where "
+     "REST can follow and cancel it; best effort: without Redis the C-MOVE goes on unlisted"},
     {"TESSERA_JOBS_ARCHIVE_MAX_RATE", TS_CFG_INT, "0", 0, 10000000, NULL,
      "KiB per second an Archive job writes at most (spare a busy disk); 0: no limit"},
 };

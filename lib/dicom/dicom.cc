@@ -2,6 +2,8 @@
 #include "dicom_internal.hh"
 
 #include <dcmtk/dcmdata/dcdict.h>
+#include <dcmtk/dcmdata/dcdicent.h>
+#include <jansson.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/oflog/oflog.h>
@@ -69,6 +71,69 @@ extern "C" int ts_dicom_global_init(ts_err *err)
         return ts_err_set(err, TS_EINVAL,
                           "dcmtk data dictionary not loaded (check DCMDICTPATH or "
                           "/usr/share/libdcmtk17/dicom.dic)");
+    return 0;
+}
+
+extern "C" int ts_dicom_dictionary_add(const char *json_text, ts_err *err)
+{
+    if (!json_text || !*json_text)
+        return 0;
+    json_error_t jerr;
+    json_t *root = json_loads(json_text, 0, &jerr);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return ts_err_set(err, TS_EINVAL, "the dictionary is not a JSON object: %s", jerr.text);
+    }
+    std::vector<DcmDictEntry *> entries;
+    const char *key;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach(root, key, v)
+    {
+        unsigned g, e;
+        char extra;
+        size_t n = json_array_size(v);
+        const char *vr = json_string_value(json_array_get(v, 0));
+        const char *name = json_string_value(json_array_get(v, 1));
+        json_t *jmin = json_array_get(v, 2), *jmax = json_array_get(v, 3);
+        json_t *jcreator = json_array_get(v, 4);
+        if (std::sscanf(key, "%4x,%4x%c", &g, &e, &extra) != 2 || std::strlen(key) != 9) {
+            rc = ts_err_set(err, TS_EINVAL, "dictionary entry \"%.40s\": not a tag (gggg,eeee)",
+                            key);
+            break;
+        }
+        DcmVR dvr(vr ? vr : "");
+        if (!json_is_array(v) || n < 2 || n > 5 || !vr || !name || !*name || !dvr.isStandard() ||
+            std::strlen(vr) != 2 || (jmin && !json_is_integer(jmin)) ||
+            (jmax && !json_is_integer(jmax)) || (jcreator && !json_is_string(jcreator))) {
+            rc = ts_err_set(err, TS_EINVAL,
+                            "dictionary entry \"%s\": expected [VR, Name, MinMultiplicity, "
+                            "MaxMultiplicity, PrivateCreator] (the last three optional)",
+                            key);
+            break;
+        }
+        int vm_min = jmin ? (int)json_integer_value(jmin) : 1;
+        int vm_max = jmax ? (int)json_integer_value(jmax) : 1;
+        if (vm_min < 0 || vm_max < 0 || (vm_max && vm_max < vm_min)) {
+            rc = ts_err_set(err, TS_EINVAL, "dictionary entry \"%s\": bad multiplicity", key);
+            break;
+        }
+        const char *creator = jcreator ? json_string_value(jcreator) : nullptr;
+        entries.push_back(new DcmDictEntry(static_cast<Uint16>(g), static_cast<Uint16>(e), dvr,
+                                           name, vm_min, vm_max ? vm_max : DcmVariableVM, "private",
+                                           OFTrue, creator && *creator ? creator : nullptr));
+    }
+    json_decref(root);
+    if (rc) {
+        for (DcmDictEntry *x : entries)
+            delete x;
+        return rc;
+    }
+    DcmDataDictionary &dict = dcmDataDict.wrlock();
+    for (DcmDictEntry *x : entries)
+        dict.addEntry(x); // the dictionary owns it
+    dcmDataDict.wrunlock();
+    ts_info("dictionary entries added", "count=%zu", entries.size());
     return 0;
 }
 

@@ -110,6 +110,14 @@ json_t *ts_dicomweb_attribute(const char *vr, const char *value);
 /* Orthanc's MainDicomTags of one level, e.g. {"PatientID": "..", "PatientName": ".."}. */
 json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
 
+/* Adds tags to dcmtk's data dictionary, as Orthanc's "Dictionary" option: a JSON
+ * object {"gggg,eeee": [VR, Name, MinMultiplicity, MaxMultiplicity (0: any),
+ * PrivateCreator]}, the last three optional (1, 1, none). From then on the tags
+ * have that name and VR everywhere (/tags, ?simplify, tag paths). Call once at
+ * start, before any thread reads the dictionary. TS_EINVAL, saying which entry
+ * and why, for anything malformed (nothing is added then). "" adds nothing. */
+int ts_dicom_dictionary_add(const char *json_text, ts_err *err);
+
 /* ---- tag paths and frames (dicom_content.cc) -------------------------------- */
 
 /* A tag as Orthanc's REST API names it: "gggg-eeee", "gggg,eeee", "ggggeeee" or

@@ -18,6 +18,10 @@
  *                             every enqueue; polled as well, so a lost push
  *                             costs a delay only
  *   tessera:jobs:processes    zset jobs process -> last heartbeat (ms)
+ *   tessera:jobs:scp          zset of the jobs run by a DICOM SCP (hash field
+ *                             runner = "scp"), id -> creation time: never in
+ *                             the queue; swept to Failure once their lease is
+ *                             gone (the SCP's process died)
  * A queue entry is "<16-digit seq>:<job id>"; the job's hash field "entry"
  * names its current one: entries left over from before a pause/resume or
  * resubmit are recognised as stale and dropped. An entry moves from pending to
@@ -37,6 +41,7 @@
 #include <uuid/uuid.h>
 
 #include "base/ids.h"
+#include "base/orthanc_errors.h"
 #include "io/redis.h"
 
 #define KEY_PREFIX "tessera:job:"
@@ -48,6 +53,7 @@
 #define KEY_WAKE "tessera:jobs:wake"
 #define KEY_LEGACY_QUEUE "tessera:jobs:queue"
 #define KEY_PROCESSES "tessera:jobs:processes"
+#define KEY_SCP "tessera:jobs:scp"
 /* entries of the pending queue one take looks at, at most: stale ones are
  * dropped on the way, and entries of a job still held by a live worker (a
  * pause at once followed by a resume) are skipped */
@@ -119,6 +125,28 @@ static int eval(ts_jobs *j, const char *script, int nkeys, const char **keys, in
 }
 
 /* ---- submit, read, control ------------------------------------------------ */
+
+/* Ends the SCP-run jobs whose SCP died (no lease left) as Failure with code
+ * and desc; forgets those that ended otherwise. */
+/* clang-format off */
+#define SWEEP_SCP_LUA                                                                              \
+    "local function sweep_scp(now, code, desc)\n"                                                  \
+    "  for _, id in ipairs(redis.call('ZRANGE', '" KEY_SCP "', 0, -1)) do\n"                       \
+    "    local job = '" KEY_PREFIX "' .. id\n"                                                     \
+    "    local st = redis.call('HGET', job, 'State')\n"                                            \
+    "    if st ~= 'Running' then\n"                                                                \
+    "      redis.call('ZREM', '" KEY_SCP "', id)\n"                                                \
+    "    elseif redis.call('EXISTS', job .. ':lease') == 0 then\n"                                 \
+    "      redis.call('HSET', job, 'State', 'Failure', 'ErrorCode', code, 'ErrorDescription',"     \
+    "                 desc, 'ErrorDetails', 'the DICOM SCP that served this job stopped',"         \
+    "                 'completed_ms', now)\n"                                                      \
+    "      redis.call('HDEL', job, 'owner', 'started_ms')\n"                                       \
+    "      redis.call('ZADD', '" KEY_FINISHED "', now, id)\n"                                      \
+    "      redis.call('ZREM', '" KEY_SCP "', id)\n"                                                \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "end\n"
+/* clang-format on */
 
 /* Queues the job (hash key job, id) as a new pending entry after every entry
  * of its priority, and wakes a waiting worker. */
@@ -307,6 +335,9 @@ static const char control_script[] =
     "local st = redis.call('HGET', KEYS[1], 'State')\n"
     "if not st then return 'unknown' end\n"
     "local a = ARGV[1]\n"
+    "if (a == 'pause' or a == 'resubmit') and redis.call('HGET', KEYS[1], 'runner') == 'scp' then\n"
+    "  return 'scp'\n"
+    "end\n"
     "local function requeue()\n"
     "  redis.call('HSET', KEYS[1], 'State', 'Pending')\n"
     "  enqueue(KEYS[1], redis.call('HGET', KEYS[1], 'ID'))\n"
@@ -365,6 +396,11 @@ int ts_jobs_control(ts_jobs *j, const char *id, ts_job_action action, int histor
         rc = ts_err_set(err, TS_EIO, "redis: unexpected reply type %d", r->type);
     else if (strcmp(r->str, "unknown") == 0)
         rc = ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
+    else if (strcmp(r->str, "scp") == 0)
+        rc = ts_err_set(err, TS_EINVAL,
+                        "cannot %s job %s: it is a C-MOVE served by a DICOM SCP, whose association "
+                        "can be neither held nor replayed (cancel it instead)",
+                        names[action], id);
     else if (strcmp(r->str, "ok") != 0)
         rc = ts_err_set(err, TS_EINVAL, "cannot %s job %s: its state is %s", names[action], id,
                         r->str);
@@ -421,11 +457,14 @@ int ts_jobs_prepare(ts_jobs *j, ts_err *err)
 
 /* Takes one job for worker ARGV[1]: first the job of a running entry whose
  * lease ran out (its worker died), then the first pending entry that can
- * start. KEYS: pending, running. ARGV: consumer, now, lease_ms.
+ * start (after sweep_scp). KEYS: pending, running. ARGV: consumer, now,
+ * lease_ms, and the ErrorCode and ErrorDescription of an SCP's dead job.
  * Returns {'run', id, entry, Type, Input, Content, was} or {'none'}; was is
  * 'taken' when another worker ran the job before. */
 /* clang-format off */
 static const char take_script[] =
+    SWEEP_SCP_LUA
+    "sweep_scp(ARGV[2], ARGV[4], ARGV[5])\n"
     "local function start(e, id, job, st)\n"
     "  redis.call('ZREM', KEYS[1], e)\n"
     "  redis.call('ZADD', KEYS[2], ARGV[2], e)\n"
@@ -470,10 +509,12 @@ static int take_once(ts_jobs *j, const char *consumer, int lease_ms, ts_job_clai
     char now[32], lms[16];
     snprintf(now, sizeof(now), "%lld", now_ms());
     snprintf(lms, sizeof(lms), "%d", lease_ms);
+    char code[16];
+    snprintf(code, sizeof(code), "%d", TS_OE_INTERNAL_ERROR);
     const char *keys[] = {KEY_PENDING, KEY_RUNNING};
-    const char *args[] = {consumer, now, lms};
+    const char *args[] = {consumer, now, lms, code, ts_oe_description(TS_OE_INTERNAL_ERROR)};
     redisReply *r = NULL;
-    int rc = eval(j, take_script, 2, keys, 3, args, &r, err);
+    int rc = eval(j, take_script, 2, keys, 5, args, &r, err);
     if (rc)
         return rc;
     int result = 0;
@@ -746,6 +787,55 @@ int ts_jobs_finish(ts_jobs *j, const char *consumer, const ts_job_claim *c, int 
     if (rc == 0)
         freeReplyObject(r);
     return rc;
+}
+
+/* KEYS: job, lease, all. ARGV: id, type, content, now, owner, lease_ms, and
+ * the ErrorCode and ErrorDescription of an SCP's dead job */
+/* clang-format off */
+static const char begin_scp_script[] =
+    SWEEP_SCP_LUA
+    "sweep_scp(ARGV[4], ARGV[7], ARGV[8])\n"
+    "redis.call('HSET', KEYS[1], 'ID', ARGV[1], 'Type', ARGV[2], 'State', 'Running',"
+    " 'Priority', '0', 'Progress', '0', 'ErrorCode', '0', 'ErrorDescription', 'Success',"
+    " 'ErrorDetails', '', 'Content', ARGV[3], 'Input', '{}', 'created_ms', ARGV[4],"
+    " 'runtime_ms', '0', 'started_ms', ARGV[4], 'owner', ARGV[5], 'runner', 'scp', 'entry', '')\n"
+    "redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])\n"
+    "redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])\n"
+    "redis.call('ZADD', '" KEY_SCP "', ARGV[4], ARGV[1])\n"
+    "return 1\n";
+/* clang-format on */
+
+int ts_jobs_begin_scp(ts_jobs *j, const char *type, const char *owner, int lease_ms,
+                      const json_t *content, ts_job_claim *c, ts_err *err)
+{
+    memset(c, 0, sizeof(*c));
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, c->id);
+    char key[128], lease[128], now[32], lms[16], code[16];
+    job_key(key, sizeof(key), c->id, "");
+    job_key(lease, sizeof(lease), c->id, ":lease");
+    snprintf(now, sizeof(now), "%lld", now_ms());
+    snprintf(lms, sizeof(lms), "%d", lease_ms);
+    snprintf(code, sizeof(code), "%d", TS_OE_INTERNAL_ERROR);
+    char *text = json_dumps(content, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!text)
+        abort();
+    const char *keys[] = {key, lease, KEY_ALL};
+    const char *args[] = {c->id, type, text, now,
+                          owner, lms,  code, ts_oe_description(TS_OE_INTERNAL_ERROR)};
+    redisReply *r = NULL;
+    int rc = eval(j, begin_scp_script, 3, keys, 8, args, &r, err);
+    free(text);
+    if (rc)
+        return ts_err_prefix(err, "register the C-MOVE job");
+    freeReplyObject(r);
+    c->type = strdup(type);
+    c->input = json_object();
+    c->content = json_deep_copy(content);
+    if (!c->type || !c->content)
+        abort();
+    return 0;
 }
 
 int ts_jobs_heartbeat(ts_jobs *j, const char *process, ts_err *err)

@@ -126,6 +126,23 @@ int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
  * to go on with at once: what a process does when it is asked to stop. */
 int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err);
 
+/* ---- jobs run by a DICOM SCP ----------------------------------------------- */
+
+/* A job that no jobs worker runs: the SCP serving an incoming C-MOVE registers
+ * it so that /jobs shows it (Orthanc's "DicomModalityStore" with Description
+ * "C-MOVE"). It is created Running, owned by `owner` with a lease of
+ * lease_ms, and never queued: no worker takes it, not even over. The SCP then
+ * renews it with ts_jobs_renew (0 once it was canceled from REST: stop the
+ * sub-operations and call ts_jobs_release), records progress with
+ * ts_jobs_progress and ends it with ts_jobs_finish; c is what those take (its
+ * entry is empty). Pause and resubmit are refused (TS_EINVAL): the client's
+ * association can be neither held nor replayed. If the SCP's process dies,
+ * the job's lease runs out and the next worker's take (or the next
+ * ts_jobs_begin_scp) ends it as Failure (InternalError). Best effort for the
+ * caller: the C-MOVE goes on without its entry when Redis cannot be reached. */
+int ts_jobs_begin_scp(ts_jobs *j, const char *type, const char *owner, int lease_ms,
+                      const json_t *content, ts_job_claim *c, ts_err *err);
+
 /* A jobs process says it is alive (its keeper, twice a second), and REST
  * asks how many said so within the last within_ms: a synchronous call does
  * not wait forever for a job that no process will run. */

@@ -5,8 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+#include <unistd.h>
+
 #include "base/log.h"
+#include "base/orthanc_errors.h"
 #include "base/xalloc.h"
+#include "domain/jobs.h"
 
 void ts_retrieve_list_add(ts_retrieve_list *l, const char *sop_uid, const char *file)
 {
@@ -99,6 +104,143 @@ static uint16_t final_status(const ts_dicom_move_result *res)
     return TS_QR_SUCCESS;
 }
 
+/* ---- the C-MOVE's entry in /jobs ---------------------------------------------- */
+
+/* Orthanc 1.10.1 (SynchronousCMove false) shows an incoming C-MOVE as a
+ * DicomModalityStore job with this Content. Every call is best effort: once
+ * Redis fails, the C-MOVE goes on without its entry. */
+typedef struct move_job {
+    ts_jobs *jobs; /* NULL: no entry */
+    ts_job_claim claim;
+    char owner[128];
+    int lease_ms;
+    long long last_ms; /* of the last renewal */
+    json_t *content;
+} move_job;
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void move_job_drop(move_job *mj, const char *what, const ts_err *err)
+{
+    ts_warn("C-MOVE: its /jobs entry is given up (the C-MOVE goes on)", "step=%s error=\"%s\"",
+            what, err->msg);
+    ts_jobs_free(mj->jobs);
+    mj->jobs = NULL;
+}
+
+static void move_job_begin(move_job *mj, const ts_retrieve *r, const ts_dicom_assoc *assoc,
+                           const ts_dicom_move_rq *rq, size_t count)
+{
+    memset(mj, 0, sizeof(*mj));
+    if (!r->jobs_url || !*r->jobs_url)
+        return;
+    ts_err err;
+    ts_err_clear(&err);
+    /* a sub-operation may take up to the DICOM timeout: the lease outlives it */
+    mj->lease_ms = (r->timeout_s * 2 + 10) * 1000;
+    char host[64] = "";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(mj->owner, sizeof(mj->owner), "scp:%s:%ld", host, (long)getpid());
+    mj->content =
+        json_pack("{s:s, s:i, s:I, s:s, s:s, s:I, s:s}", "Description", "C-MOVE",
+                  "FailedInstancesCount", 0, "InstancesCount", (json_int_t)count, "LocalAet",
+                  r->our_aet, "MoveOriginatorAET", assoc->calling_aet, "MoveOriginatorID",
+                  (json_int_t)rq->message_id, "RemoteAet", rq->destination);
+    if (!mj->content)
+        abort();
+    /* a short timeout: a Redis that does not answer must not hold up the C-MOVE */
+    if (ts_jobs_connect(r->jobs_url, 1000, &mj->jobs, &err)) {
+        mj->jobs = NULL;
+        ts_warn("C-MOVE: no /jobs entry, the job registry is unreachable (the C-MOVE goes on)",
+                "error=\"%s\"", err.msg);
+        return;
+    }
+    if (ts_jobs_begin_scp(mj->jobs, "DicomModalityStore", mj->owner, mj->lease_ms, mj->content,
+                          &mj->claim, &err)) {
+        move_job_drop(mj, "register", &err);
+        return;
+    }
+    mj->last_ms = mono_ms();
+    ts_info("C-MOVE job", "job=%s calling_aet=%s destination=%s count=%zu", mj->claim.id,
+            assoc->calling_aet, rq->destination, count);
+}
+
+/* Progress after a sub-operation; false when the job was canceled from REST.
+ * At most five Redis round trips a second, and always the last one. */
+static bool move_job_step(move_job *mj, const ts_dicom_move_result *res, size_t total, bool last)
+{
+    if (!mj->jobs)
+        return true;
+    long long now = mono_ms();
+    if (!last && now - mj->last_ms < 200)
+        return true;
+    mj->last_ms = now;
+    ts_err err;
+    ts_err_clear(&err);
+    int rc = ts_jobs_renew(mj->jobs, mj->owner, &mj->claim, mj->lease_ms, &err);
+    if (rc == 0) {
+        ts_info("C-MOVE canceled through its job", "job=%s completed=%u", mj->claim.id,
+                res->completed);
+        return false;
+    }
+    if (rc < 0) {
+        move_job_drop(mj, "renew", &err);
+        return true;
+    }
+    unsigned done = res->completed + res->failed + res->warning;
+    json_object_set_new(mj->content, "FailedInstancesCount", json_integer(res->failed));
+    if (ts_jobs_progress(mj->jobs, &mj->claim, total ? (int)(done * 100 / total) : 100, mj->content,
+                         &err))
+        move_job_drop(mj, "progress", &err);
+    return true;
+}
+
+/* Ends the entry: Success when every sub-operation succeeded, Failure
+ * otherwise (Orthanc's DicomModalityStore fails on a failed instance);
+ * canceled_by_rest: the job is Failure already, only let it go. */
+static void move_job_end(move_job *mj, const ts_retrieve *r, const ts_dicom_move_result *res,
+                         uint16_t status, bool canceled_by_rest, const char *comment)
+{
+    if (mj->jobs) {
+        ts_err err;
+        ts_err_clear(&err);
+        int rc;
+        json_object_set_new(mj->content, "FailedInstancesCount", json_integer(res->failed));
+        if (canceled_by_rest) {
+            rc = ts_jobs_release(mj->jobs, mj->owner, &mj->claim, &err);
+        } else if (status == TS_QR_SUCCESS) {
+            rc = ts_jobs_finish(mj->jobs, mj->owner, &mj->claim, 0, NULL, NULL, mj->content,
+                                r->jobs_history, &err);
+        } else {
+            char details[512];
+            ts_oe code = TS_OE_NETWORK_PROTOCOL;
+            if (status == TS_QR_CANCEL) {
+                code = TS_OE_CANCELED_JOB;
+                snprintf(details, sizeof(details), "the move originator canceled the C-MOVE");
+            } else {
+                snprintf(details, sizeof(details),
+                         "C-MOVE to %s: status 0x%04x, %u completed, %u failed, %u warning%s%s",
+                         json_string_value(json_object_get(mj->content, "RemoteAet")), status,
+                         res->completed, res->failed, res->warning, *comment ? ": " : "", comment);
+            }
+            rc = ts_jobs_finish(mj->jobs, mj->owner, &mj->claim, code, ts_oe_description(code),
+                                details, mj->content, r->jobs_history, &err);
+        }
+        if (rc)
+            ts_warn("C-MOVE: cannot end its /jobs entry", "job=%s error=\"%s\"", mj->claim.id,
+                    err.msg);
+        ts_jobs_free(mj->jobs);
+    }
+    ts_job_claim_clear(&mj->claim);
+    json_decref(mj->content);
+    memset(mj, 0, sizeof(*mj));
+}
+
 /* ---- C-MOVE ------------------------------------------------------------------- */
 
 typedef struct move_progress {
@@ -109,7 +251,9 @@ typedef struct move_progress {
     bool *reported;      /* per path */
     size_t *failed_len;
     unsigned remaining;
-    bool cancelled;
+    bool cancelled; /* by the client (C-CANCEL) */
+    move_job *job;
+    bool job_cancelled; /* from REST, through the job */
 } move_progress;
 
 /* After each file sent to the C-MOVE destination: count it, tell the client,
@@ -124,6 +268,10 @@ static bool on_move_progress(void *user, size_t i, uint16_t status)
     int rc = ts_dicom_retrieve_pending(p->out, p->remaining, p->res, &err);
     if (rc == TS_ECANCELED)
         p->cancelled = true;
+    if (rc == 0 && !move_job_step(p->job, p->res, p->list->n, p->remaining == 0)) {
+        p->job_cancelled = true;
+        return false;
+    }
     return rc == 0;
 }
 
@@ -139,6 +287,8 @@ uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dico
     bool *reported = NULL;
     size_t npaths = 0;
     size_t failed_len = 0;
+    bool job_cancelled = false;
+    move_job job = {0};
     ts_err err;
     ts_err_clear(&err);
 
@@ -157,6 +307,7 @@ uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dico
     uint16_t status = r->find(r->user, assoc, rq, "move", &list, comment, comment_size);
     if (status != TS_QR_SUCCESS)
         goto done;
+    move_job_begin(&job, r, assoc, rq, list.n);
     paths = xcalloc(list.n + 1, sizeof(*paths));
     statuses = xcalloc(list.n + 1, sizeof(*statuses));
     items = xcalloc(list.n + 1, sizeof(*items));
@@ -184,17 +335,20 @@ uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dico
                               .items = items,
                               .reported = reported,
                               .failed_len = &failed_len,
-                              .remaining = (unsigned)npaths};
+                              .remaining = (unsigned)npaths,
+                              .job = &job};
         int rc = ts_dicom_store_files_progress(&peer, (const char *const *)paths, npaths, statuses,
                                                on_move_progress, &prog, &err);
-        if (rc && !prog.cancelled) {
+        job_cancelled = prog.job_cancelled;
+        if (rc && !prog.cancelled && !prog.job_cancelled) {
             ts_warn("C-MOVE: cannot send to the destination", "destination=%s error=\"%s\"",
                     rq->destination, err.msg);
             snprintf(comment, comment_size, "%s", err.msg);
         }
-        if (prog.cancelled) {
-            ts_info("C-MOVE cancelled", "calling_aet=%s destination=%s completed=%u",
-                    assoc->calling_aet, rq->destination, out->completed);
+        if (prog.cancelled || prog.job_cancelled) {
+            ts_info("C-MOVE cancelled", "calling_aet=%s destination=%s completed=%u by=%s",
+                    assoc->calling_aet, rq->destination, out->completed,
+                    prog.job_cancelled ? "rest" : "client");
             status = TS_QR_CANCEL;
             goto done;
         }
@@ -208,6 +362,8 @@ uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dico
             assoc->calling_aet, rq->destination, rq->level, out->completed, out->failed,
             out->warning);
 done:
+    if (job.content) /* made once find named the instances */
+        move_job_end(&job, r, out, status, job_cancelled, comment);
     for (size_t i = 0; i < npaths; i++)
         free(paths[i]);
     free(paths);

@@ -41,12 +41,19 @@ typedef struct ts_retrieve {
     int timeout_s;       /* of the association to a C-MOVE destination */
     ts_retrieve_find_fn find;
     void *user; /* find's */
+    /* The job registry (Redis URL): each C-MOVE shows in /jobs while it runs and
+     * can be canceled there (domain/jobs.h, ts_jobs_begin_scp). NULL or "": no
+     * entry. Best effort: when Redis cannot be reached the C-MOVE goes on
+     * without its entry (a warning in the log). */
+    const char *jobs_url;
+    int jobs_history; /* finished jobs kept (TESSERA_JOBS_HISTORY) */
 } ts_retrieve;
 
 /* Answers a C-MOVE: the move callback of ts_dicom_qr_callbacks and
  * ts_dicom_scp_callbacks, with a ts_retrieve as their retrieve_user. An unknown destination gets
  * 0xA801; then the ts_retrieve's find, and the instances go to the destination over one
- * association. */
+ * association, followed in /jobs when jobs_url is set. A cancel from REST ends
+ * the sub-operations as a C-CANCEL does: status Cancel (0xFE00) with the counts. */
 uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
                           ts_dicom_retrieve_out *rout, ts_dicom_move_result *out, char *comment,
                           size_t comment_size);

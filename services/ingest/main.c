@@ -279,6 +279,8 @@ int main(int argc, char **argv)
     ts_service_handle_signals(on_stop, &svc);
     if (ts_dicom_global_init(&err))
         die("dicom", &err);
+    if (ts_dicom_dictionary_add(ts_config_str("TESSERA_DICOM_DICTIONARY"), &err))
+        die("dictionary", &err);
 
     ts_db_options dbopt;
     ts_db_options_from_config(&dbopt);
@@ -343,12 +345,15 @@ int main(int argc, char **argv)
     };
     if (ingest_find_init(&svc.find, &err))
         die("query bus", &err);
-    svc.retrieve = (ts_retrieve){.db = svc.write.db,
-                                 .store = svc.write.store,
-                                 .our_aet = scfg.aet,
-                                 .timeout_s = scfg.timeout_s,
-                                 .find = ingest_find_instances,
-                                 .user = &svc.find};
+    svc.retrieve = (ts_retrieve){
+        .db = svc.write.db,
+        .store = svc.write.store,
+        .our_aet = scfg.aet,
+        .timeout_s = scfg.timeout_s,
+        .find = ingest_find_instances,
+        .user = &svc.find,
+        .jobs_url = ts_config_bool("TESSERA_MOVE_JOBS") ? ts_config_str("TESSERA_REDIS_URL") : NULL,
+        .jobs_history = (int)ts_config_int("TESSERA_JOBS_HISTORY")};
     bool relay = svc.find.query != NULL;
     ts_dicom_scp_callbacks cb = {.user = &svc,
                                  .retrieve_user = &svc.retrieve,

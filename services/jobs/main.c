@@ -227,6 +227,8 @@ int main(int argc, char **argv)
     ts_err_clear(&err);
     if (ts_dicom_global_init(&err))
         die("dicom", &err);
+    if (ts_dicom_dictionary_add(ts_config_str("TESSERA_DICOM_DICTIONARY"), &err))
+        die("dictionary", &err);
 
     ts_db_options dbopt;
     ts_db_options_from_config(&dbopt);

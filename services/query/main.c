@@ -232,6 +232,8 @@ int main(int argc, char **argv)
     ts_service_handle_signals(on_stop, &svc);
     if (ts_dicom_global_init(&err))
         die("dicom", &err);
+    if (ts_dicom_dictionary_add(ts_config_str("TESSERA_DICOM_DICTIONARY"), &err))
+        die("dictionary", &err);
 
     ts_db_options dbopt;
     ts_db_options_from_config(&dbopt);
@@ -285,7 +287,11 @@ int main(int argc, char **argv)
                                      .our_aet = svc.aet,
                                      .timeout_s = svc.timeout_s,
                                      .find = retrieve_find,
-                                     .user = &svc};
+                                     .user = &svc,
+                                     .jobs_url = ts_config_bool("TESSERA_MOVE_JOBS")
+                                                     ? ts_config_str("TESSERA_REDIS_URL")
+                                                     : NULL,
+                                     .jobs_history = (int)ts_config_int("TESSERA_JOBS_HISTORY")};
         ts_dicom_qr_callbacks cb = {.user = &svc,
                                     .retrieve_user = &svc.retrieve,
                                     .find = on_find,

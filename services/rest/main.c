@@ -152,6 +152,31 @@ static const rest_route routes[] = {
      REST_SCOPE_RESOURCE},
     {"DELETE", "/instances/*/attachments/*", rest_attachment_delete, REST_BODY_SMALL,
      REST_ROLE_WRITE, REST_SCOPE_RESOURCE},
+    /* attachment operations of Orthanc's list (issue 16) */
+    {"POST", "/patients/*/attachments/*/verify-md5", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_READ,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/patients/*/attachments/*/compress", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/patients/*/attachments/*/uncompress", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/studies/*/attachments/*/verify-md5", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_READ,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/studies/*/attachments/*/compress", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/studies/*/attachments/*/uncompress", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/series/*/attachments/*/verify-md5", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_READ,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/series/*/attachments/*/compress", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/series/*/attachments/*/uncompress", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/instances/*/attachments/*/verify-md5", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_READ,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/instances/*/attachments/*/compress", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/instances/*/attachments/*/uncompress", rest_attachment_post, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
     {"GET", "/patients/*/statistics", rest_resource_statistics, REST_BODY_SMALL, REST_ROLE_READ,
      REST_SCOPE_RESOURCE},
     {"GET", "/studies/*/statistics", rest_resource_statistics, REST_BODY_SMALL, REST_ROLE_READ,
@@ -265,6 +290,8 @@ static const rest_route routes[] = {
      REST_SCOPE_NONE},
     {"POST", "/modalities/*/store", rest_modality_store, REST_BODY_LARGE, REST_ROLE_WRITE,
      REST_SCOPE_NONE},
+    {"POST", "/modalities/*/store-straight", rest_modality_store_straight, REST_BODY_INSTANCE,
+     REST_ROLE_WRITE, REST_SCOPE_NONE},
     {"GET", "/jobs", rest_jobs_list, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_NONE},
     {"GET", "/jobs/*", rest_jobs_get, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_NONE},
     {"GET", "/jobs/*/*", rest_jobs_output, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_NONE},
@@ -283,6 +310,8 @@ static const rest_route routes[] = {
      REST_SCOPE_NONE},
     {"GET", "/peers/*/system", rest_peer_system, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_NONE},
     {"POST", "/peers/*/store", rest_peer_store, REST_BODY_LARGE, REST_ROLE_WRITE, REST_SCOPE_NONE},
+    {"POST", "/peers/*/store-straight", rest_peer_store_straight, REST_BODY_INSTANCE,
+     REST_ROLE_WRITE, REST_SCOPE_NONE},
     /* query/retrieve as an SCU (rest_queries.c) */
     {"POST", "/modalities/*/query", rest_modality_query, REST_BODY_SMALL, REST_ROLE_WRITE,
      REST_SCOPE_NONE},
@@ -470,6 +499,8 @@ int main(int argc, char **argv)
     ts_err_clear(&err);
     if (ts_dicom_global_init(&err))
         die("dicom", &err);
+    if (ts_dicom_dictionary_add(ts_config_str("TESSERA_DICOM_DICTIONARY"), &err))
+        die("dictionary", &err);
 
     rest_ctx ctx = {0};
     ts_db_options dbopt;
@@ -498,6 +529,7 @@ int main(int argc, char **argv)
     ctx.stable_age_s = (int)ts_config_int("TESSERA_STABLE_AGE");
     ctx.max_body = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");
     ctx.bus_timeout_ms = (int)ts_config_int("TESSERA_BUS_TIMEOUT") * 1000;
+    ctx.unrouted = rest_dw_unrouted; /* DICOMweb's CORS on answers no handler gave */
     if (ts_config_bool("TESSERA_AUDIT") &&
         ts_audit_start(ts_config_str("TESSERA_DB_URL"), "rest",
                        (size_t)ts_config_int("TESSERA_AUDIT_QUEUE"), &ctx.audit, &err))

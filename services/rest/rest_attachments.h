@@ -9,5 +9,7 @@ void rest_attachment_operations(rest_request *req);
 void rest_attachment_get(rest_request *req);
 void rest_attachment_put(rest_request *req);
 void rest_attachment_delete(rest_request *req);
+/* POST .../attachments/{name}/verify-md5, /compress, /uncompress */
+void rest_attachment_post(rest_request *req);
 
 #endif

@@ -87,21 +87,45 @@ bool rest_etag_read(rest_request *req, const char *revision, const char *md5)
     return false;
 }
 
-long rest_if_match(rest_request *req)
+int rest_if_match(rest_request *req, rest_if_match_t *m)
 {
+    memset(m, 0, sizeof(*m));
     const char *h = rest_header(req, "If-Match");
     if (!h)
-        return -1;
-    while (*h == ' ' || *h == '"')
-        h++;
-    char *end;
-    long rev = strtol(h, &end, 10);
-    if (end == h || rev < 0 || (*end && *end != '-' && *end != '"' && *end != ' ')) {
-        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
-                      "the \"If-Match\" HTTP header should contain the revision as an integer");
-        return -2;
+        return 0;
+    /* Orthanc: spaces stripped, then the surrounding quotes, then the revision
+     * up to the first '-' (an integer) and the MD5 after it; both must match */
+    const char *s = h;
+    size_t n = strlen(h);
+    while (n && isspace((unsigned char)*s)) {
+        s++;
+        n--;
     }
-    return rev;
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
+    if (n >= 2 && s[0] == '"' && s[n - 1] == '"') {
+        s++;
+        n -= 2;
+    }
+    const char *dash = memchr(s, '-', n);
+    long long rev;
+    if (!dash || !parse_revision(s, (size_t)(dash - s), &rev)) {
+        char details[200];
+        snprintf(details, sizeof(details),
+                 "The \"if-match\" HTTP header should contain the ETag (revision followed by "
+                 "MD5 hash), but found: %.*s",
+                 (int)(n > 80 ? 80 : n), s);
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, details);
+        return -1;
+    }
+    m->given = true;
+    snprintf(m->revision, sizeof(m->revision), "%lld", rev >= 0 && rev <= INT32_MAX ? rev : -1);
+    size_t md5_len = n - (size_t)(dash + 1 - s);
+    if (md5_len >= sizeof(m->md5))
+        snprintf(m->md5, sizeof(m->md5), "(too long)");
+    else
+        snprintf(m->md5, sizeof(m->md5), "%.*s", (int)md5_len, dash + 1);
+    return 0;
 }
 
 void rest_reply_revision_conflict(rest_request *req, bool if_match_given)

@@ -20,9 +20,18 @@ void rest_set_etag(rest_request *req, const char *revision, const void *data, si
  * when the request has been answered so (the caller answers nothing more). */
 bool rest_etag_read(rest_request *req, const char *revision, const char *md5);
 
-/* If-Match: "3", 3 or "3-<md5>" (an ETag given back). -1: absent; -2: malformed
- * (the request has then been answered with 400). */
-long rest_if_match(rest_request *req);
+/* If-Match, read as Orthanc 1.10.1 reads it: the whole ETag given back,
+ * "<revision>-<md5>" (quotes and surrounding spaces optional). A bare revision,
+ * a weak or a list of ETags is malformed. */
+typedef struct rest_if_match_t {
+    bool given;
+    char revision[16]; /* the SQL parameter: "-1" (matches none) if out of range */
+    char md5[72];      /* what follows the first '-', cut (then matches none) */
+} rest_if_match_t;
+
+/* 0 with *m filled (m->given false when absent); -1 when malformed: the
+ * request has then been answered with 400. */
+int rest_if_match(rest_request *req, rest_if_match_t *m);
 
 /* The answer to a write refused for its revision (409, as Orthanc). */
 void rest_reply_revision_conflict(rest_request *req, bool if_match_given);

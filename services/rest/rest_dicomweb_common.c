@@ -97,6 +97,13 @@ bool dw_cors(rest_request *req)
     return true;
 }
 
+void rest_dw_unrouted(rest_request *req)
+{
+    const char *u = req->url;
+    if ((strncmp(u, "/dicom-web", 10) == 0 && (u[10] == '/' || !u[10])) || strcmp(u, "/wado") == 0)
+        dw_cors(req);
+}
+
 void rest_dw_preflight(rest_request *req)
 {
     rest_reply_empty(req, 204);

@@ -74,4 +74,8 @@ PGresult *dw_instances(rest_request *req, bool with_json);
  * answer when TESSERA_HTTP_CORS_ORIGINS allows the Origin */
 void rest_dw_preflight(rest_request *req);
 
+/* rest_ctx's unrouted hook: the CORS headers of an answer under /dicom-web/ or
+ * /wado that no handler gave (401 and 413 before the body, 404, 405, ...) */
+void rest_dw_unrouted(rest_request *req);
+
 #endif

@@ -625,11 +625,32 @@ static double monotonic_s(void)
 
 /* Routes the request and records, per route, its time and its database round
  * trips (lib/db counts them per thread; MHD runs each connection on its own). */
+/* req's own headers (rest_add_header) onto resp. */
+static void add_headers(struct MHD_Response *resp, rest_request *req)
+{
+    for (char *h = req->headers; h && *h;) {
+        char *nl = strchr(h, '\n'), *end = nl ? strchr(nl + 1, '\n') : NULL;
+        if (!end)
+            break;
+        *nl = *end = '\0';
+        MHD_add_response_header(resp, h, nl + 1);
+        h = end + 1;
+    }
+}
+
+static void unrouted(rest_request *req)
+{
+    if (req->ctx && req->ctx->unrouted)
+        req->ctx->unrouted(req);
+}
+
 static void dispatch(rest_server *srv, rest_request *req)
 {
     double t0 = monotonic_s();
     long trips0 = ts_db_thread_round_trips();
     int route = rest_dispatch(srv->routes, srv->nroutes, req);
+    if (route < 0)
+        unrouted(req);
     if (route >= 0) {
         ts_metric_observe(srv->m_route_seconds[route], monotonic_s() - t0);
         ts_metric_add(srv->m_route_trips[route], (double)(ts_db_thread_round_trips() - trips0));
@@ -720,14 +741,7 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, req->disposition);
     if (req->etag[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, req->etag);
-    for (char *h = req->headers; h && *h;) {
-        char *nl = strchr(h, '\n'), *end = nl ? strchr(nl + 1, '\n') : NULL;
-        if (!end)
-            break;
-        *nl = *end = '\0';
-        MHD_add_response_header(resp, h, nl + 1);
-        h = end + 1;
-    }
+    add_headers(resp, req);
     if (req->allow) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
         free((char *)req->allow);
@@ -789,6 +803,12 @@ static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pen
             return MHD_NO;
         if (page)
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+        /* DICOMweb's CORS headers, so that a browser shows the page why */
+        rest_request req = {
+            .ctx = srv->ctx, .method = method, .url = url, .conn = conn, .content_fd = -1};
+        unrouted(&req);
+        add_headers(resp, &req);
+        free(req.headers);
         /* a bearer token or API key that failed is told so (RFC 6750), else Basic */
         const char *authz =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -810,6 +830,7 @@ static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pen
     char details[128];
     snprintf(details, sizeof(details), "the body is larger than %zu bytes", p->limit);
     rest_reply_oe_status(&req, 413, TS_OE_BAD_REQUEST, details);
+    unrouted(&req);
     return finish(srv, conn, &req);
 }
 
@@ -954,6 +975,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     } else {
         dispatch(srv, &req);
     }
+    if (p->bad_method || p->spool_error[0] || inflated != INFLATE_OK)
+        unrouted(&req);
     spool_discard(p);
     return finish(srv, conn, &req);
 }

@@ -61,6 +61,10 @@ typedef struct rest_ctx {
     struct ts_audit *audit; /* the audit trail's queue (lib/domain/audit.h); NULL: logs only */
     /* called after a route answered, with its pattern (the audit trail); NULL: none */
     void (*on_answered)(struct rest_request *req, const char *pattern);
+    /* Adds headers to an answer that no route's handler gave (401 and 413
+     * before the body, 404/405, a bad faked method, ...): DICOMweb's CORS
+     * headers, so that a browser shows the page why. NULL: none. */
+    void (*unrouted)(struct rest_request *req);
 } rest_ctx;
 
 #define REST_MAX_SEGMENTS 32

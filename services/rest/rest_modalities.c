@@ -2,7 +2,8 @@
  * Orthanc's shapes: GET /modalities (names; ?expand: name -> configuration),
  * GET /modalities/{id} (the operations), GET /modalities/{id}/configuration,
  * PUT (Orthanc's array form ["AET", "host", port(, "Manufacturer")] or object
- * form {"AET", "Host", "Port", "Manufacturer", "Allow*"}), DELETE,
+ * form {"AET", "Host", "Port", "Manufacturer", "Allow*", "LocalAet", "Timeout",
+ * "UseDicomTls" (refused when true: no DICOM TLS)}), DELETE,
  * POST /modalities/{id}/echo (C-ECHO from this process) and
  * POST /modalities/{id}/store (a DicomModalityStore job, rest_jobs.c). */
 #include "rest_modalities.h"
@@ -27,7 +28,9 @@
 static const ts_db_stmt list_modalities = {
     "rest_list_modalities",
     "SELECT name, aet, host, port::text, manufacturer, allow_echo::text, allow_find::text,"
-    " allow_get::text, allow_move::text, allow_store::text, local_aet, timeout::text"
+    " allow_get::text, allow_move::text, allow_store::text, local_aet, timeout::text,"
+    " allow_find_worklist::text, allow_n_action::text, allow_event_report::text,"
+    " allow_transcoding::text, use_dicom_tls::text"
     " FROM modalities"
     " WHERE $1::text IS NULL OR name = $1 ORDER BY name",
     1};
@@ -35,16 +38,19 @@ static const ts_db_stmt list_modalities = {
 static const ts_db_stmt put_modality = {
     "rest_put_modality",
     "INSERT INTO modalities (name, aet, host, port, manufacturer, allow_echo, allow_find,"
-    " allow_get, allow_move, allow_store, local_aet, timeout)"
+    " allow_get, allow_move, allow_store, local_aet, timeout, allow_find_worklist,"
+    " allow_n_action, allow_event_report, allow_transcoding)"
     " VALUES ($1, $2, $3, $4::integer, $5, $6::boolean, $7::boolean, $8::boolean, $9::boolean,"
-    " $10::boolean, $11, $12::integer)"
+    " $10::boolean, $11, $12::integer, $13::boolean, $14::boolean, $15::boolean, $16::boolean)"
     " ON CONFLICT (name) DO UPDATE SET aet = excluded.aet, host = excluded.host,"
     " port = excluded.port, manufacturer = excluded.manufacturer,"
     " allow_echo = excluded.allow_echo, allow_find = excluded.allow_find,"
     " allow_get = excluded.allow_get, allow_move = excluded.allow_move,"
     " allow_store = excluded.allow_store, local_aet = excluded.local_aet,"
-    " timeout = excluded.timeout, updated_at = now()",
-    12};
+    " timeout = excluded.timeout, allow_find_worklist = excluded.allow_find_worklist,"
+    " allow_n_action = excluded.allow_n_action, allow_event_report = excluded.allow_event_report,"
+    " allow_transcoding = excluded.allow_transcoding, updated_at = now()",
+    16};
 
 static const ts_db_stmt delete_modality = {
     "rest_delete_modality", "DELETE FROM modalities WHERE name = $1 RETURNING name", 1};
@@ -76,18 +82,17 @@ typedef struct modality_rows {
 
 static json_t *configuration_of(PGresult *res, int row)
 {
-    /* Orthanc's keys, sorted as Orthanc writes them; those without a column
-     * are Orthanc's defaults (Tessera has no DICOM TLS, transcoding, worklists,
-     * N-ACTION or N-EVENT-REPORT to configure) */
+    /* Orthanc's keys, sorted as Orthanc writes them, each as it was given
+     * (0022_modality_options.sql says what Tessera does with which) */
 #define B(col) json_boolean(strcmp(PQgetvalue(res, row, col), "true") == 0)
-    return json_pack("{s:s, s:o, s:b, s:o, s:b, s:o, s:o, s:b, s:o, s:b, s:s, s:s, s:s, s:i, s:i,"
-                     " s:b}",
-                     "AET", PQgetvalue(res, row, 1), "AllowEcho", B(5), "AllowEventReport", 1,
-                     "AllowFind", B(6), "AllowFindWorklist", 1, "AllowGet", B(7), "AllowMove", B(8),
-                     "AllowNAction", 1, "AllowStore", B(9), "AllowTranscoding", 1, "Host",
-                     PQgetvalue(res, row, 2), "LocalAet", PQgetvalue(res, row, 10), "Manufacturer",
-                     PQgetvalue(res, row, 4), "Port", atoi(PQgetvalue(res, row, 3)), "Timeout",
-                     atoi(PQgetvalue(res, row, 11)), "UseDicomTls", 0);
+    return json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:s, s:s, s:i, s:i,"
+                     " s:o}",
+                     "AET", PQgetvalue(res, row, 1), "AllowEcho", B(5), "AllowEventReport", B(14),
+                     "AllowFind", B(6), "AllowFindWorklist", B(12), "AllowGet", B(7), "AllowMove",
+                     B(8), "AllowNAction", B(13), "AllowStore", B(9), "AllowTranscoding", B(15),
+                     "Host", PQgetvalue(res, row, 2), "LocalAet", PQgetvalue(res, row, 10),
+                     "Manufacturer", PQgetvalue(res, row, 4), "Port", atoi(PQgetvalue(res, row, 3)),
+                     "Timeout", atoi(PQgetvalue(res, row, 11)), "UseDicomTls", B(16));
 #undef B
 }
 
@@ -161,8 +166,9 @@ void rest_get_modality(rest_request *req)
         return;
     json_decref(conf);
     /* the operations of a modality that Tessera serves */
-    rest_reply_json(
-        req, 200, json_pack("[s, s, s, s, s]", "configuration", "echo", "move", "query", "store"));
+    rest_reply_json(req, 200,
+                    json_pack("[s, s, s, s, s, s]", "configuration", "echo", "move", "query",
+                              "store", "store-straight"));
 }
 
 void rest_get_modality_configuration(rest_request *req)
@@ -222,12 +228,15 @@ static bool parse_port(rest_request *req, const json_t *v, int *port)
     return true;
 }
 
+#define MODALITY_FLAGS 9
+
 typedef struct modality_in {
     const char *aet, *host, *manufacturer;
     const char *local_aet; /* "": none */
     int port;
-    int timeout;   /* 0: none */
-    bool allow[5]; /* echo, find, get, move, store */
+    int timeout; /* 0: none */
+    /* echo, find, get, move, store, find-worklist, n-action, event-report, transcoding */
+    bool allow[MODALITY_FLAGS];
 } modality_in;
 
 /* LocalAet and Timeout of the object form, checked as Orthanc checks them; an
@@ -264,7 +273,7 @@ static bool parse_modality(rest_request *req, const json_t *body, modality_in *m
     m->manufacturer = "Generic";
     m->local_aet = "";
     m->timeout = 0;
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < MODALITY_FLAGS; i++)
         m->allow[i] = true;
     const json_t *aet, *host, *port, *manufacturer = NULL;
     if (json_is_array(body)) {
@@ -287,17 +296,31 @@ static bool parse_modality(rest_request *req, const json_t *body, modality_in *m
             return bad_format(req, "String value expected in field: Host");
         if (!port)
             return bad_format(req, NULL);
-        static const char *const keys[] = {"AllowEcho", "AllowFind", "AllowGet", "AllowMove",
-                                           "AllowStore"};
-        for (int i = 0; i < 5; i++) {
+        /* as Orthanc reads them: AllowStorageCommitment (index 9, not stored)
+         * last, over AllowNAction and AllowEventReport; UseDicomTls (10) */
+        static const char *const keys[] = {"AllowEcho",        "AllowFind",
+                                           "AllowGet",         "AllowMove",
+                                           "AllowStore",       "AllowFindWorklist",
+                                           "AllowNAction",     "AllowEventReport",
+                                           "AllowTranscoding", "AllowStorageCommitment",
+                                           "UseDicomTls"};
+        for (int i = 0; i < (int)(sizeof(keys) / sizeof(keys[0])); i++) {
             const json_t *v = json_object_get(body, keys[i]);
             if (v && !json_is_boolean(v)) {
                 char details[96];
                 snprintf(details, sizeof(details), "Boolean value expected in field: %s", keys[i]);
                 return bad_format(req, details);
             }
-            if (v)
+            if (v && i < MODALITY_FLAGS)
                 m->allow[i] = json_is_true(v);
+            else if (v && i == MODALITY_FLAGS)
+                m->allow[6] = m->allow[7] = json_is_true(v);
+        }
+        if (json_is_true(json_object_get(body, "UseDicomTls"))) {
+            rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                          "UseDicomTls: Tessera has no DICOM TLS yet, so a modality that needs "
+                          "it cannot be reached (docs/conformance.md); not stored");
+            return false;
         }
         if (!parse_local_settings(req, body, m))
             return false;
@@ -356,11 +379,12 @@ void rest_put_modality(rest_request *req)
     char port[16], timeout[16];
     snprintf(port, sizeof(port), "%d", m.port);
     snprintf(timeout, sizeof(timeout), "%d", m.timeout);
-    const char *b[5];
-    for (int i = 0; i < 5; i++)
+    const char *b[MODALITY_FLAGS];
+    for (int i = 0; i < MODALITY_FLAGS; i++)
         b[i] = m.allow[i] ? "true" : "false";
     const char *params[] = {req->seg[1], m.aet, m.host, port, m.manufacturer, b[0],
-                            b[1],        b[2],  b[3],   b[4], m.local_aet,    timeout};
+                            b[1],        b[2],  b[3],   b[4], m.local_aet,    timeout,
+                            b[5],        b[6],  b[7],   b[8]};
     rest_row r = {&put_modality, params, 0, {0}};
     if (rest_row_query(req, TS_DB_WRITE, &r)) {
         ts_info("modality stored", "name=%s aet=%s host=%s port=%d", req->seg[1], m.aet, m.host,
@@ -456,6 +480,68 @@ void rest_modality_echo(rest_request *req)
 out:
     json_decref(conf);
     json_decref(body);
+}
+
+/* POST /modalities/{id}/store-straight: the body (a DICOM file) goes to the
+ * modality with C-STORE at once, not through a job, as in Orthanc 1.10.1; the
+ * answer names what was sent. The file is written to the storage area for the
+ * time of the C-STORE (an intent: a crash leaves nothing for good). */
+void rest_modality_store_straight(rest_request *req)
+{
+    json_t *conf = find_modality(req, req->seg[1], false);
+    if (!conf)
+        return;
+    ts_dicom *d = NULL;
+    ts_err err;
+    char *sop_class = NULL, *sop_inst = NULL;
+    char uuid[TS_UUID_LEN + 1] = "";
+    if (ts_dicom_open_buffer(req->body ? req->body : "", req->body_len, &d, &err) ||
+        !(sop_class = ts_dicom_get_string(d, 0x00080016, false)) ||
+        !(sop_inst = ts_dicom_get_string(d, 0x00080018, false))) {
+        char details[96];
+        snprintf(details, sizeof(details), "Cannot parse an invalid DICOM file (size: %zu bytes)",
+                 req->body_len);
+        bad_format(req, details);
+        goto out;
+    }
+    char path[4096];
+    if (ts_store_write(req->ctx->store, req->body, req->body_len, uuid, &err) ||
+        ts_store_path(req->ctx->store, uuid, path, sizeof(path), &err)) {
+        rest_reply_oe_status(req, 507, TS_OE_FILE_STORAGE_CANNOT_WRITE, err.msg);
+        goto out;
+    }
+    int timeout = 0;
+    const char *local = ts_config_str("TESSERA_DICOM_AET");
+    rest_modality_settings(conf, &timeout, &local);
+    ts_dicom_peer peer = {.our_aet = local,
+                          .aet = json_string_value(json_object_get(conf, "AET")),
+                          .host = json_string_value(json_object_get(conf, "Host")),
+                          .port = (int)json_integer_value(json_object_get(conf, "Port")),
+                          .timeout_s =
+                              timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+    const char *paths[] = {path};
+    uint16_t status = 0xFFFF;
+    if (ts_dicom_store_files(&peer, paths, 1, &status, &err)) {
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, err.msg);
+    } else if (status != 0 && (status & 0xf000) != 0xb000) {
+        char details[160];
+        snprintf(details, sizeof(details), "C-STORE of %.64s to %.16s: status 0x%04x", sop_inst,
+                 peer.aet, status);
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, details);
+    } else {
+        rest_reply_json(
+            req, 200,
+            json_pack("{s:s, s:s}", "SOPClassUID", sop_class, "SOPInstanceUID", sop_inst));
+    }
+out:
+    if (*uuid) {
+        ts_err ignored;
+        ts_store_remove(req->ctx->store, uuid, &ignored);
+    }
+    free(sop_class);
+    free(sop_inst);
+    ts_dicom_free(d);
+    json_decref(conf);
 }
 
 /* POST /tools/dicom-echo: C-ECHO to the modality of the body (Orthanc's object

@@ -23,6 +23,7 @@ json_t *rest_modality_find(rest_request *req, const char *name);
  * from what the request gave (*timeout 0: none), as Orthanc 1.10.1 picks them:
  * the modality's LocalAet when it has one, even over the request's; its
  * Timeout when the request gave none. *local may then point into conf. */
+void rest_modality_store_straight(rest_request *req);
 void rest_modality_settings(const json_t *conf, int *timeout, const char **local);
 
 /* The body of POST /modalities/{id}/store and /peers/{id}/store, in

@@ -3,7 +3,8 @@
  * /peers/{id} (the operations), GET /peers/{id}/configuration, PUT (array
  * form [url(, username, password)] or {"Url", "Username", "Password"}),
  * DELETE, GET /peers/{id}/system (the peer's own /system, fetched with
- * libcurl) and POST /peers/{id}/store (an OrthancPeerStore job). The password
+ * libcurl), POST /peers/{id}/store (an OrthancPeerStore job) and POST
+ * /peers/{id}/store-straight (one file relayed to the peer at once). The password
  * is never shown, as in Orthanc ("Password": null). */
 #include "rest_peers.h"
 
@@ -134,7 +135,8 @@ void rest_get_peer(rest_request *req)
     if (!conf)
         return;
     json_decref(conf);
-    rest_reply_json(req, 200, json_pack("[s, s, s]", "configuration", "store", "system"));
+    rest_reply_json(
+        req, 200, json_pack("[s, s, s, s]", "configuration", "store", "store-straight", "system"));
 }
 
 void rest_get_peer_configuration(rest_request *req)
@@ -228,6 +230,7 @@ void rest_delete_peer(rest_request *req)
 typedef struct answer {
     char *data;
     size_t len;
+    size_t max;
     bool too_big;
 } answer;
 
@@ -235,7 +238,7 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *user)
 {
     answer *a = user;
     size_t n = size * nmemb;
-    if (a->len + n > SYSTEM_ANSWER_MAX) {
+    if (a->len + n > a->max) {
         a->too_big = true;
         return 0; /* stops the transfer */
     }
@@ -249,22 +252,23 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *user)
     return n;
 }
 
-void rest_peer_system(rest_request *req)
+/* One request to the peer of conf (its Url + path, with its credentials): GET,
+ * or POST of body when body is not NULL. The answer (at most max_answer bytes)
+ * into *a, its HTTP status into *status. */
+static CURLcode peer_request(const json_t *conf, const char *password, const char *path,
+                             const char *body, size_t body_len, size_t max_answer, answer *a,
+                             long *status, char *url, size_t url_size)
 {
-    char *password = NULL;
-    json_t *conf = find_peer(req, req->seg[1], false, &password);
-    if (!conf)
-        return;
-    char url[URL_MAX + 16];
-    snprintf(url, sizeof(url), "%ssystem", json_string_value(json_object_get(conf, "Url")));
+    snprintf(url, url_size, "%s%s", json_string_value(json_object_get(conf, "Url")), path);
     const char *user = json_string_value(json_object_get(conf, "Username"));
-    answer a = {0};
+    a->max = max_answer;
     CURL *curl = curl_easy_init();
     if (!curl)
         abort();
+    struct curl_slist *headers = NULL;
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &a);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, a);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long)ts_config_int("TESSERA_DICOM_TIMEOUT"));
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -272,10 +276,32 @@ void rest_peer_system(rest_request *req)
         curl_easy_setopt(curl, CURLOPT_USERNAME, user);
         curl_easy_setopt(curl, CURLOPT_PASSWORD, password ? password : "");
     }
+    if (body) {
+        headers = curl_slist_append(headers, "Content-Type: application/dicom");
+        headers = curl_slist_append(headers, "Expect:");
+        curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    }
     CURLcode cc = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    *status = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
     curl_easy_cleanup(curl);
+    curl_slist_free_all(headers);
+    return cc;
+}
+
+void rest_peer_system(rest_request *req)
+{
+    char *password = NULL;
+    json_t *conf = find_peer(req, req->seg[1], false, &password);
+    if (!conf)
+        return;
+    char url[URL_MAX + 16];
+    answer a = {0};
+    long status;
+    CURLcode cc = peer_request(conf, password, "system", NULL, 0, SYSTEM_ANSWER_MAX, &a, &status,
+                               url, sizeof(url));
     char details[256];
     json_error_t jerr;
     json_t *system = NULL;
@@ -292,6 +318,40 @@ void rest_peer_system(rest_request *req)
         rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, "the peer's answer to GET /system is not JSON");
     } else {
         rest_reply_json(req, 200, system);
+    }
+    free(a.data);
+    free(password);
+    json_decref(conf);
+}
+
+/* POST /peers/{id}/store-straight: the body (a DICOM file) goes to the peer's
+ * POST /instances at once, not through a job; its answer is ours, as in
+ * Orthanc 1.10.1 (a refusal by the peer is Orthanc's 500 "Cannot send DICOM
+ * to remote peer"). Nothing is stored here. */
+void rest_peer_store_straight(rest_request *req)
+{
+    char *password = NULL;
+    json_t *conf = find_peer(req, req->seg[1], false, &password);
+    if (!conf)
+        return;
+    char url[URL_MAX + 16];
+    answer a = {0};
+    long status;
+    CURLcode cc = peer_request(conf, password, "instances", req->body ? req->body : "",
+                               req->body_len, SYSTEM_ANSWER_MAX, &a, &status, url, sizeof(url));
+    char details[256];
+    json_error_t jerr;
+    json_t *reply = NULL;
+    if (cc != CURLE_OK && !a.too_big) {
+        snprintf(details, sizeof(details), "libCURL error: %s", curl_easy_strerror(cc));
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, details);
+    } else if (a.too_big || status != 200 ||
+               !(reply = json_loadb(a.data ? a.data : "", a.len, 0, &jerr))) {
+        ts_info("store-straight refused by the peer", "peer=%s status=%ld", req->seg[1], status);
+        snprintf(details, sizeof(details), "Cannot send DICOM to remote peer: %.100s", req->seg[1]);
+        rest_reply_oe(req, TS_OE_NETWORK_PROTOCOL, details);
+    } else {
+        rest_reply_json(req, 200, reply);
     }
     free(a.data);
     free(password);

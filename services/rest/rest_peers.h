@@ -13,5 +13,6 @@ void rest_put_peer(rest_request *req);
 void rest_delete_peer(rest_request *req);
 void rest_peer_system(rest_request *req);
 void rest_peer_store(rest_request *req);
+void rest_peer_store_straight(rest_request *req);
 
 #endif

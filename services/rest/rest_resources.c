@@ -399,14 +399,20 @@ static const ts_db_stmt resource_statistics = {
     "   count(*) FILTER (WHERE d.level = 2) AS series,"
     "   count(*) FILTER (WHERE d.level = 3) AS instances,"
     "   coalesce(sum(a.compressed_size), 0)::bigint AS disk,"
-    "   coalesce(sum(a.uncompressed_size), 0)::bigint AS raw"
+    "   coalesce(sum(a.uncompressed_size), 0)::bigint AS raw,"
+    "   coalesce(sum(a.compressed_size) FILTER (WHERE a.content_type = 1), 0)::bigint AS dicom,"
+    "   coalesce(sum(a.uncompressed_size) FILTER (WHERE a.content_type = 1), 0)::bigint"
+    "    AS dicom_raw"
     "  FROM d LEFT JOIN attachments a ON a.resource_id = d.id)"
     " SELECT jsonb_strip_nulls(jsonb_build_object("
     "   'CountStudies', CASE WHEN $2::smallint = 0 THEN studies END,"
     "   'CountSeries', CASE WHEN $2::smallint <= 1 THEN series END,"
     "   'CountInstances', CASE WHEN $2::smallint <= 2 THEN instances END,"
     "   'DiskSize', disk::text, 'DiskSizeMB', disk / 1048576,"
-    "   'UncompressedSize', raw::text, 'UncompressedSizeMB', raw / 1048576)), found::text FROM s",
+    "   'UncompressedSize', raw::text, 'UncompressedSizeMB', raw / 1048576,"
+    "   'DicomDiskSize', dicom::text, 'DicomDiskSizeMB', dicom / 1048576,"
+    "   'DicomUncompressedSize', dicom_raw::text, 'DicomUncompressedSizeMB', dicom_raw / 1048576)),"
+    " found::text FROM s",
     2};
 
 /* GET /{level}/{id}/statistics */

@@ -293,6 +293,9 @@ class Cluster:
             # nudges after deletions go to the first deleter; the others poll
             "TESSERA_DELETER_BUS": f"ipc://{run}/deleter-0.sock",
             "TESSERA_QUERY_BUS": "",  # no C-FIND relay unless a test starts query
+            # the cluster's own Redis (start_redis), never a server of the machine's:
+            # ingest's and query's C-MOVEs list themselves in /jobs once it runs
+            "TESSERA_REDIS_URL": f"unix://{run}/redis/redis.sock",
             "TESSERA_LOG_LEVEL": "debug",
             "TCP_NODELAY": "1",
             # 65,536 directories (1.5 s, 270 MB) per cluster would dominate the

@@ -1019,6 +1019,44 @@ def test_cors_any_origin_and_authentication(dw):
     assert curl(rest.url + "/studies", "-X", "OPTIONS")[0] in (404, 405)
 
 
+def test_cors_on_answers_given_before_a_route(dw, tmp_path):
+    """The answers that no DICOMweb handler gives carry the CORS headers too, so that
+    a viewer of another origin sees why it failed rather than an opaque network
+    error: 401 (no credentials), 413 (a STOW-RS body over the limit, answered before
+    it is read), 404 and 405 under /dicom-web/ and /wado. Other routes get none."""
+    users = tmp_path / "users"
+    users.write_text("alice:s3cret\n")
+    rest = dw.start_rest(dw.ingests[0], TESSERA_QUERY_BUS=dw.q.bus, TESSERA_HTTP_BIND="0.0.0.0",
+                         TESSERA_HTTP_USERS_FILE=users, TESSERA_MAX_INSTANCE_SIZE=4096,
+                         TESSERA_HTTP_CORS_ORIGINS=VIEWER)
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 20000)
+    auth = ("-u", "alice:s3cret")
+    for path, args, want in [
+            ("/dicom-web/studies", (), 401),
+            ("/wado", (), 401),
+            ("/dicom-web/studies", ("-X", "POST", "-H", f"Content-Type: {STOW_TYPE}",
+                                    "--data-binary", f"@{big}"), 401),
+            ("/dicom-web/studies", auth + ("-X", "POST", "-H", f"Content-Type: {STOW_TYPE}",
+                                           "--data-binary", f"@{big}"), 413),
+            ("/dicom-web/no-such-resource", auth, 404),
+            ("/dicom-web/studies", auth + ("-X", "DELETE"), 405)]:
+        status, h, _ = curl(rest.url + path, "-H", f"Origin: {VIEWER}", *args)
+        assert status == want, (path, args, status, h)
+        assert h.get("access-control-allow-origin") == VIEWER, (path, status, h)
+        assert h.get("vary") == "Origin" and "ETag" in h["access-control-expose-headers"], h
+        if status == 401:
+            assert h["www-authenticate"].startswith("Basic"), h
+    # not DICOMweb: no CORS header, whatever the answer
+    for path, args in [("/studies", ()), ("/instances", ("-X", "POST", "--data-binary",
+                                                         f"@{big}"))]:
+        status, h, _ = curl(rest.url + path, "-H", f"Origin: {VIEWER}", *args)
+        assert status == 401 and not any(k.startswith("access-control-") for k in h), h
+    # an origin not allowed gets none on those answers either
+    status, h, _ = curl(rest.url + "/dicom-web/studies", "-H", "Origin: http://evil.example")
+    assert status == 401 and not any(k.startswith("access-control-") for k in h), h
+
+
 BROWSER = Path(__file__).resolve().parent / "browser"
 
 

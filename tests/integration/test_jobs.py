@@ -226,6 +226,84 @@ def test_modalities_like_orthanc(jobs_cluster, orthanc):  # noqa: F811
     assert jobs_cluster.sql("SELECT count(*) FROM modalities")[0][0] == len(MODALITY_BODIES) - 1
 
 
+def test_modality_options_kept_like_orthanc(jobs_cluster, orthanc):  # noqa: F811
+    """The other fields of Orthanc's object form (AllowFindWorklist, AllowNAction,
+    AllowEventReport, AllowStorageCommitment, AllowTranscoding) are stored and echoed
+    back as Orthanc 1.10.1 does (they were dropped: GET answered the defaults);
+    AllowStorageCommitment is read last, over AllowNAction and AllowEventReport, as
+    Orthanc reads it. UseDicomTls: false is kept; true is refused with a 400 that says
+    why (Tessera has no DICOM TLS yet), where Orthanc stores it and then fails every
+    association with a 500."""
+    rest, other = jobs_cluster.rests
+    full = {"AET": "X", "Host": "127.0.0.1", "Port": 104, "UseDicomTls": False,
+            "AllowTranscoding": False, "AllowFindWorklist": False, "AllowNAction": False,
+            "AllowEventReport": True, "AllowEcho": False, "AllowGet": False}
+    bodies = [full,
+              {"AET": "X", "Host": "h", "Port": 104, "AllowStorageCommitment": False},
+              {"AET": "X", "Host": "h", "Port": 104, "AllowStorageCommitment": False,
+               "AllowNAction": True},
+              {"AET": "X", "Host": "h", "Port": 104, "AllowStorageCommitment": True,
+               "AllowEventReport": False},
+              ["X", "h", 104]]
+    for body in bodies:
+        for t in (rest, orthanc):
+            assert call(t, "PUT", "/modalities/m", body)[0] == 200, (body, t)
+        for path in ("/modalities/m/configuration", "/modalities?expand"):
+            a, b = call(other, "GET", path), call(orthanc, "GET", path)
+            assert a[0] == b[0] == 200 and a[1] == b[1], (body, path, a, b)
+    for t in (rest, orthanc):
+        assert call(t, "PUT", "/modalities/m", full)[0] == 200
+    a = call(other, "GET", "/modalities/m/configuration")[1]
+    assert (a["AllowTranscoding"], a["AllowFindWorklist"], a["AllowNAction"],
+            a["AllowEventReport"], a["UseDicomTls"]) == (False, False, False, True, False), a
+    for bad in ({"UseDicomTls": "yes"}, {"AllowTranscoding": 0}, {"AllowFindWorklist": None},
+                {"AllowStorageCommitment": "x"}, {"AllowNAction": 1}, {"AllowEventReport": []}):
+        b2 = dict(full, **bad)
+        a, b = call(rest, "PUT", "/modalities/bad", b2), call(orthanc, "PUT", "/modalities/bad", b2)
+        assert a[0] == b[0] == 400 and js(a) == js(b), (bad, a, b)
+    tls = dict(full, UseDicomTls=True)
+    assert call(orthanc, "PUT", "/modalities/tls", tls)[0] == 200
+    a = call(rest, "PUT", "/modalities/tls", tls)
+    assert a[0] == 400 and "DICOM TLS" in a[1]["Details"], a
+    assert call(rest, "GET", "/modalities/tls/configuration")[0] == 404
+    # the modality that was there stays as it was
+    assert call(rest, "PUT", "/modalities/m", tls)[0] == 400
+    assert call(other, "GET", "/modalities/m/configuration")[1]["AllowTranscoding"] is False
+    a = call(rest, "POST", "/tools/dicom-echo", tls)
+    assert a[0] == 400 and "DICOM TLS" in a[1]["Details"], a
+
+
+def test_modality_store_straight_like_orthanc(jobs_cluster, orthanc, scps, tmp_path):  # noqa: F811
+    """POST /modalities/{id}/store-straight: the body goes to the modality with C-STORE
+    at once (no job, nothing stored here) and the answer names it, as Orthanc 1.10.1;
+    a body that is not DICOM, a modality that is down and an unknown one get
+    Orthanc's errors (the text of dcmtk's connection error aside)."""
+    rest = jobs_cluster.rests[0]
+    scp = scps()
+    for t in (rest, orthanc):
+        assert call(t, "PUT", "/modalities/m1", [scp.aet, "127.0.0.1", scp.port])[0] == 200
+        assert call(t, "PUT", "/modalities/down", ["X", "127.0.0.1", free_port()])[0] == 200
+    a, b = call(rest, "GET", "/modalities/m1"), call(orthanc, "GET", "/modalities/m1")
+    assert "store-straight" in a[1] and set(a[1]) <= set(b[1]), (a, b)
+    files = make_series(tmp_path / "s", 2)
+    for f in files:
+        data = f.read_bytes()
+        a = call(rest, "POST", "/modalities/m1/store-straight", data)
+        b = call(orthanc, "POST", "/modalities/m1/store-straight", data)
+        assert a[0] == b[0] == 200 and a[1] == b[1], (a, b)
+        assert a[1]["SOPInstanceUID"] in scp.received()
+    assert scp.store_requests() == 4  # two each
+    assert call(rest, "GET", "/instances")[1] == []
+    assert jobs_cluster.stored_files() == [] and jobs_cluster.temp_files() == []
+    for name, body in (("m1", b"garbage"), ("m1", b""), ("nope", files[0].read_bytes())):
+        a = call(rest, "POST", f"/modalities/{name}/store-straight", body)
+        b = call(orthanc, "POST", f"/modalities/{name}/store-straight", body)
+        assert a[0] == b[0] and js(a) == js(b), (name, body[:10], a, b)
+    a = call(rest, "POST", "/modalities/down/store-straight", files[0].read_bytes())
+    b = call(orthanc, "POST", "/modalities/down/store-straight", files[0].read_bytes())
+    assert a[0] == b[0] == 500 and without(js(a), "Details") == without(js(b), "Details")
+
+
 def test_modality_local_aet_and_timeout_like_orthanc(jobs_cluster, orthanc, scps):  # noqa: F811
     """PUT /modalities keeps a modality's LocalAet and Timeout (they were answered ""
     and 0 whatever had been sent) and checks them as Orthanc does; the modality's
@@ -705,6 +783,39 @@ def test_peers_like_orthanc(jobs_cluster, orthanc, tmp_path):  # noqa: F811
             a, b = call(other, "DELETE", f"/peers/{name}"), call(ref, "DELETE", f"/peers/{name}")
             assert a[0] == b[0] and js(a) == js(b), (name, a, b)
         assert call(rest, "GET", "/peers")[1] == call(ref, "GET", "/peers")[1]
+    finally:
+        ref.stop()
+
+
+def test_peer_store_straight_like_orthanc(jobs_cluster, orthanc, tmp_path):  # noqa: F811
+    """POST /peers/{id}/store-straight (issue 16's small routes): the body goes to the
+    peer's POST /instances at once and its answer is the answer; a body the peer
+    refuses, a peer that is down and an unknown peer get Orthanc 1.10.1's errors."""
+    from orthanc import Orthanc
+    rest = jobs_cluster.rests[0]
+    ref = Orthanc(tmp_path / "ref", aet="REF").start()
+    try:
+        down = f"http://127.0.0.1:{free_port()}"
+        for t in (rest, ref):
+            assert call(t, "PUT", "/peers/p0", [orthanc.url])[0] == 200
+            assert call(t, "PUT", "/peers/down", [down])[0] == 200
+        a, b = call(rest, "GET", "/peers/p0"), call(ref, "GET", "/peers/p0")
+        assert a[1] == b[1], (a, b)
+        data = make_series(tmp_path / "s", 1)[0].read_bytes()
+        a = call(rest, "POST", "/peers/p0/store-straight", data)
+        b = call(ref, "POST", "/peers/p0/store-straight", data)
+        assert a[0] == b[0] == 200, (a, b)
+        assert (a[1]["Status"], b[1]["Status"]) == ("Success", "AlreadyStored")
+        assert without(a[1], "Status") == without(b[1], "Status")
+        assert call(orthanc, "GET", "/instances")[1] == [a[1]["ID"]]
+        assert call(rest, "GET", "/instances")[1] == []  # nothing stored on the way
+        for peer, body in (("p0", data), ("p0", b"garbage"), ("p0", b""), ("down", data),
+                           ("nope", data)):
+            a = call(rest, "POST", f"/peers/{peer}/store-straight", body)
+            b = call(ref, "POST", f"/peers/{peer}/store-straight", body)
+            assert a[0] == b[0] and js(a) == js(b), (peer, body[:10], a, b)
+        a, b = call(rest, "GET", "/peers/p0/store-straight"), call(ref, "GET", "/peers/p0/store-straight")
+        assert a[0] == b[0] == 405 and a[2].get("Allow") == b[2].get("Allow") == "POST"
     finally:
         ref.stop()
 

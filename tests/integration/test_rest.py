@@ -378,6 +378,156 @@ def test_instance_index_in_series_and_parents(pair):
 
 
 # ----------------------------------------------------------------------------------
+# Routes that Orthanc Explorer 2 and pyorthanc call (issue 16, item 3): statistics of a
+# resource, its metadata and its attachments
+
+
+TIMES = {"LastUpdate", "ReceptionDate"}  # each server's own clock
+
+
+def answer(server, method, path, body=None):
+    """(status, parsed JSON or raw bytes) of one request, the Uri of an error left out."""
+    status, data, _ = server.req(method, path, body)
+    try:
+        data = json.loads(data) if data else data
+    except ValueError:
+        pass
+    if isinstance(data, dict):
+        data.pop("Uri", None)
+    return status, data
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_resource_statistics(pair, level):
+    """Orthanc 1.10.1 answers DicomDiskSize, DicomUncompressedSize (and their MB)
+    beside DiskSize; Tessera did not. (The files received by C-STORE are 16 bytes
+    longer in Tessera: see the top of the file.)"""
+    sizes = ("DiskSize", "UncompressedSize", "DicomDiskSize", "DicomUncompressedSize")
+    for rid in pair.ref.get("/" + level):
+        path = f"/{level}/{rid}/statistics"
+        ref, t = pair.ref.get(path), pair.t.get(path)
+        inst = {rid} if level == "instances" else {i["ID"] for i in pair.ref.get(
+            f"/{level}/{rid}/instances")}
+        extra = 16 * len(inst & CSTORED_IDS)
+        assert {k: int(t[k]) for k in sizes} == {k: int(ref[k]) + extra for k in sizes}, path
+        assert {k: v for k, v in t.items() if k not in sizes} == {
+            k: v for k, v in ref.items() if k not in sizes}, (path, diff(ref, t))
+        assert ref["DicomDiskSize"] == ref["DiskSize"]  # no other attachment here
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_metadata_like_orthanc(pair, level):
+    """The names in Orthanc's order (its numbers: RemoteAET 3 before LastUpdate 7...),
+    the series' RemoteAET (the last sender's), ?expand, each value by name and by
+    number, LastUpdate readable where it is listed, and Orthanc's answers for a name it
+    knows that the resource has not (an empty 404) and for one it does not know."""
+    for rid in pair.ref.get("/" + level):
+        base = f"/{level}/{rid}/metadata"
+        ref, t = pair.ref.get(base), pair.t.get(base)
+        assert t == ref, (base, ref, t)
+        ref, t = pair.ref.get(base + "?expand"), pair.t.get(base + "?expand")
+        assert set(t) == set(ref), (base, ref, t)
+        if rid in CSTORED_IDS:  # each receiver's AET and file meta header (see the top)
+            assert (ref["CalledAET"], t["CalledAET"]) == ("ORTHANC", "TESSERA")
+            assert int(t["PixelDataOffset"]) == int(ref["PixelDataOffset"]) + 16
+            varying = TIMES | {"CalledAET", "PixelDataOffset"}
+        else:
+            varying = TIMES
+        assert {k: v for k, v in t.items() if k not in varying} == {
+            k: v for k, v in ref.items() if k not in varying}, (base, ref, t)
+        for name in ["IndexInSeries", "ReceptionDate", "RemoteAET", "LastUpdate", "Origin",
+                     "TransferSyntax", "SopClassUid", "RemoteIP", "HttpUsername",
+                     "PixelDataOffset", "ExpectedNumberOfInstances", "ModifiedFrom",
+                     "CalledAET", "Nope", "9999", "2000"] + [str(n) for n in range(1, 16)]:
+            path = f"{base}/{name}"
+            (s1, b1), (s2, b2) = answer(pair.ref, "GET", path), answer(pair.t, "GET", path)
+            assert s1 == s2, (path, s1, b1, s2, b2)
+            if s1 == 200 and rid in CSTORED_IDS and name in ("CalledAET", "12",
+                                                             "PixelDataOffset", "14"):
+                continue  # compared above
+            if s1 == 200 and name not in TIMES and name not in ("2", "7"):
+                assert b1 == b2, (path, b1, b2)
+            elif s1 == 200:
+                assert re.fullmatch(rb"\d{8}T\d{6}", b2), (path, b2)
+            else:
+                assert b1 == b2, (path, b1, b2)
+
+
+def test_attachments_like_orthanc(pair):
+    """The list of an attachment's operations, its info, and the error of every
+    operation on a name that is missing, unknown, or a number out of range."""
+    iid = pair.ref.get("/instances")[0]
+    sid = pair.ref.get("/studies")[0]
+    for base in (f"/instances/{iid}", f"/studies/{sid}"):
+        for suffix in ("", "?full"):
+            path = f"{base}/attachments{suffix}"
+            assert answer(pair.t, "GET", path) == answer(pair.ref, "GET", path), path
+        for name in ("dicom", "1", "1024", "nope", "dicom-as-json", "2", "0", "99999"):
+            for op in ("", "/data", "/size", "/md5", "/info", "/compressed-data",
+                       "/compressed-size", "/compressed-md5", "/is-compressed",
+                       "/uncompressed-size", "/bogus", "/verify-md5"):
+                path = f"{base}/attachments/{name}{op}"
+                (s1, b1), (s2, b2) = answer(pair.ref, "GET", path), answer(pair.t, "GET", path)
+                what = (path, s1, str(b1)[:300], s2, str(b2)[:300])
+                assert s1 == s2, what
+                if op == "/info" and s1 == 200:
+                    assert {k: v for k, v in b2.items() if k != "Uuid"} == {
+                        k: v for k, v in b1.items() if k != "Uuid"}, what
+                    assert re.fullmatch(r"[0-9a-f-]{36}", b2["Uuid"]), what
+                elif op not in ("/data", "/compressed-data"):
+                    assert b1 == b2, what
+
+
+def test_attachment_operations_like_orthanc(fresh):
+    """PUT answers {}; info, verify-md5 of an intact and of a corrupted file (an empty
+    400, as Orthanc), uncompress ({}: stored uncompressed already). compress: Orthanc
+    compresses; Tessera stores attachments as they are and answers NotImplemented
+    (docs/conformance.md)."""
+    data = (DATA / "CT_small.dcm").read_bytes()
+    iid = fresh.ref.upload(data)["ID"]
+    assert fresh.t.upload(data)["ID"] == iid
+    base = f"/instances/{iid}/attachments"
+    for server in (fresh.ref, fresh.t):
+        assert answer(server, "PUT", base + "/1024", b"hello") == (200, {}), server.name
+    info = {}
+    for server in (fresh.ref, fresh.t):
+        s, b = answer(server, "GET", base + "/1024/info")
+        assert s == 200, (server.name, b)
+        info[server.name] = b
+    assert {k: v for k, v in info["tessera"].items() if k != "Uuid"} == {
+        k: v for k, v in info["orthanc"].items() if k != "Uuid"} == {
+        "CompressedMD5": "5d41402abc4b2a76b9719d911017c592", "CompressedSize": 5,
+        "ContentType": 1024, "UncompressedMD5": "5d41402abc4b2a76b9719d911017c592",
+        "UncompressedSize": 5}
+    for name in ("1024", "dicom"):
+        for server in (fresh.ref, fresh.t):
+            assert answer(server, "POST", f"{base}/{name}/verify-md5", b"") == (200, {})
+            assert answer(server, "POST", f"{base}/{name}/uncompress", b"") == (200, {})
+    for server in (fresh.ref, fresh.t):
+        assert answer(server, "POST", f"{base}/nope/verify-md5", b"")[0] == 404
+        s, _, h = server.req("GET", f"{base}/1024/verify-md5")
+        assert s == 405 and h.get("Allow") == "POST", (server.name, s, h)
+    assert answer(fresh.ref, "POST", f"{base}/1024/compress", b"") == (200, {})
+    s, b = answer(fresh.t, "POST", f"{base}/1024/compress", b"")
+    assert (s, b["OrthancStatus"]) == (501, 2), (s, b)
+    assert answer(fresh.ref, "POST", f"{base}/1024/uncompress", b"") == (200, {})
+    # a file changed on disk behind the server's back (Orthanc's is a new one since
+    # its compress and uncompress)
+    u = fresh.ref.get(base + "/1024/info")["Uuid"]
+    ofile = Path(fresh.orthanc.config["StorageDirectory"]) / u[:2] / u[2:4] / u
+    u = info["tessera"]["Uuid"]
+    tfile = fresh.cluster.storage / u[:2] / u[2:4] / u
+    for f in (ofile, tfile):
+        assert f.read_bytes() == b"hello", f
+        f.write_bytes(b"jello")
+    fresh.orthanc.stop()  # its storage cache would answer from memory
+    fresh.orthanc.start()
+    for server in (fresh.ref, fresh.t):
+        s, raw, _ = server.req("POST", f"{base}/1024/verify-md5", b"")
+        assert (s, raw) == (400, b""), (server.name, s, raw)
+
+
+# ----------------------------------------------------------------------------------
 # Files and tags
 
 
@@ -736,14 +886,73 @@ def test_revisions_etag_and_if_none_match(fresh):
         s1, _, h1 = fresh.ref.req("GET", path, headers={"If-None-Match": "garbage"})
         s2, _, h2 = fresh.t.req("GET", path, headers={"If-None-Match": "garbage"})
         assert s1 == s2 == 200 and "ETag" not in h1 and "ETag" not in h2, (path, h1, h2)
-    # a malformed If-Match: the same error as Orthanc's (Tessera also takes a bare
-    # revision there, which Orthanc refuses)
+    # a malformed If-Match: the same error as Orthanc's (test_revisions_if_match
+    # compares every form)
     path = f"/instances/{iid}/metadata/1024"
     s1, b1, _ = fresh.ref.req("PUT", path, b"x", {"If-Match": "garbage"})
     s2, b2, _ = fresh.t.req("PUT", path, b"x", {"If-Match": "garbage"})
     e1, e2 = json.loads(b1), json.loads(b2)
     assert (s1, e1["OrthancStatus"], e1["Message"]) == (s2, e2["OrthancStatus"], e2["Message"]) \
         == (400, 3, "Parameter out of range"), (e1, e2)
+
+
+def test_revisions_if_match(fresh):
+    """If-Match must give back the whole ETag, as Orthanc 1.10.1 reads it: quotes and
+    surrounding spaces optional, the revision an integer up to the first '-', and
+    both the revision and the MD5 after it those of the current value. A bare
+    revision (quoted or not), a weak ETag, a list or '*' is a 400; a well-formed
+    ETag with another revision or MD5 (even the same MD5 in capitals) a 409. Checked
+    on metadata and attachments, PUT and DELETE, side by side. Orthanc's own SQLite
+    index keeps no revisions (every GET says revision 0, whatever its PUT answered;
+    its PostgreSQL index does keep them, as Tessera): each server is given the forms
+    built from its own current ETag."""
+    data = (DATA / "CT_small.dcm").read_bytes()
+    iid = fresh.ref.upload(data)["ID"]
+    assert fresh.t.upload(data)["ID"] == iid
+    forms = [lambda e, r, m: r, lambda e, r, m: f'"{r}"', lambda e, r, m: f" {e} ",
+             lambda e, r, m: e.strip('"'), lambda e, r, m: f"W/{e}",
+             lambda e, r, m: f'"{int(r) + 1}-{m}"', lambda e, r, m: f'"{r}-{m.upper()}"',
+             lambda e, r, m: f'"{r}-"', lambda e, r, m: f'"{r}-{"0" * 32}"',
+             lambda e, r, m: f'"-1-{m}"', lambda e, r, m: f'"+{r}-{m}"',
+             lambda e, r, m: f'"{r} -{m}"', lambda e, r, m: f'"{r}-{m}-x"',
+             lambda e, r, m: f"{e}, {e}", lambda e, r, m: "*", lambda e, r, m: "",
+             lambda e, r, m: "garbage", lambda e, r, m: f'"99999999999-{m}"',
+             lambda e, r, m: e]
+    for path in (f"/instances/{iid}/metadata/1024", f"/instances/{iid}/attachments/1024"):
+        get_path = path + ("/data" if "attachments" in path else "")
+        for server in (fresh.ref, fresh.t):
+            assert server.req("PUT", path, b"value 0")[0] == 200, (server.name, path)
+
+        def header(server, form):
+            etag = server.req("GET", get_path)[2]["ETag"]
+            return form(etag, *etag.strip('"').split("-", 1))
+
+        statuses, value = [], b"value 0"
+        for n, form in enumerate(forms, 1):
+            body = f"value {n}".encode()
+            im1, im2 = header(fresh.ref, form), header(fresh.t, form)
+            s1, b1, _ = fresh.ref.req("PUT", path, body, {"If-Match": im1})
+            s2, b2, _ = fresh.t.req("PUT", path, body, {"If-Match": im2})
+            what = (path, im1, im2, s1, b1[:300], s2, b2[:300])
+            assert s1 == s2, what
+            statuses.append(s1)
+            if s1 == 400:
+                e1, e2 = json.loads(b1), json.loads(b2)
+                assert (e1["OrthancStatus"], e1["Message"]) == (
+                    e2["OrthancStatus"], e2["Message"]), what
+                assert e2["Details"].split(" but found:")[0] == \
+                    e1["Details"].split(" but found:")[0], what
+            elif s1 == 409:
+                assert json.loads(b2)["OrthancStatus"] == 43, what
+            value = body if s1 == 200 else value  # a refused write changes nothing
+            assert fresh.t.req("GET", get_path)[1] == value, what
+        assert statuses.count(200) == 4 and statuses.count(409) == 7, statuses
+        # DELETE: a bare revision is refused (400), another MD5 too (409), the whole
+        # ETag deletes
+        for form, want in [(forms[0], 400), (forms[1], 400), (forms[8], 409), (forms[-1], 200)]:
+            s1 = fresh.ref.req("DELETE", path, None, {"If-Match": header(fresh.ref, form)})[0]
+            s2 = fresh.t.req("DELETE", path, None, {"If-Match": header(fresh.t, form)})[0]
+            assert s1 == s2 == want, (path, form, s1, s2)
 
 
 def test_empty_server(fresh):

@@ -587,3 +587,64 @@ def test_module(fresh):
     s, body, _ = same_answer(fresh, "GET", f"/studies/{up['ParentStudy']}/module-patient")
     assert body["0010,0010"]["Value"] == "CompressedSamples^CT1"
     assert body["0010,4000"]["Type"] == "TooLong"
+
+
+# ---- a private dictionary in the configuration (Orthanc's "Dictionary") ---------------
+
+DICTIONARY = {"0041,1001": ["LO", "TesseraTestName", 1, 1, "TESSERA TEST"],
+              "0041,1002": ["DS", "TesseraTestValues", 1, 0, "TESSERA TEST"]}
+
+
+def with_private_tags(tmp_path):
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    block = ds.private_block(0x0041, "TESSERA TEST", create=True)
+    block.add_new(0x01, "LO", "hello")
+    block.add_new(0x02, "DS", ["1.5", "2.5", "3"])
+    path = tmp_path / "private.dcm"
+    ds.save_as(path)
+    return path.read_bytes()
+
+
+def test_private_dictionary_like_orthanc(postgres, tmp_path):
+    """TESSERA_DICOM_DICTIONARY is Orthanc's "Dictionary" option: the private tags it
+    names get that name (and VR) in /tags and ?simplify, as in Orthanc 1.10.1 with the
+    same entries; without it both show the tags without a name. A malformed entry
+    stops the service at start with a message that says which and why."""
+    from conftest import Cluster
+    from orthanc import Orthanc
+    from test_rest import Server
+    tmp_path.chmod(0o755)
+    data = with_private_tags(tmp_path)
+    (tmp_path / "t").mkdir()
+    cluster = Cluster(postgres, tmp_path / "t")
+    o = Orthanc(tmp_path / "o", Dictionary=DICTIONARY).start()
+    try:
+        ing = cluster.start_ingest()
+        rest = cluster.start_rest(ing, TESSERA_DICOM_DICTIONARY=json.dumps(DICTIONARY))
+        plain = cluster.start_rest(ing)
+        t, ref, t_plain = (Server("tessera", rest.url), Server("orthanc", o.url),
+                           Server("plain", plain.url))
+        iid = t.upload(data)["ID"]
+        assert ref.upload(data)["ID"] == iid
+        for route in ("tags", "tags?simplify", "tags?short"):
+            path = f"/instances/{iid}/{route}"
+            a, b = t.get(path), ref.get(path)
+            assert a == b, (path, diff(b, a))
+        tags = t.get(f"/instances/{iid}/tags")
+        assert tags["0041,1001"]["Name"] == "TesseraTestName", tags["0041,1001"]
+        assert tags["0041,1002"]["Value"] == "1.5\\2.5\\3"
+        assert t.get(f"/instances/{iid}/tags?simplify")["TesseraTestName"] == "hello"
+        assert t_plain.get(f"/instances/{iid}/tags")["0041,1001"]["Name"] != "TesseraTestName"
+        # malformed entries: the service does not start, and says why
+        for bad, why in (("{", "not a JSON object"), ('{"0041-1001": ["LO", "X"]}', "not a tag"),
+                         ('{"0041,1001": ["XX", "X"]}', "expected [VR"),
+                         ('{"0041,1001": ["LO", "X", 2, 1]}', "bad multiplicity")):
+            env = dict(rest.env, TESSERA_DICOM_DICTIONARY=bad)
+            import subprocess
+            from conftest import BUILD
+            p = subprocess.run([str(BUILD / "services/rest/tessera-rest")], env=env,
+                               capture_output=True, text=True, timeout=60)
+            assert p.returncode != 0 and why in p.stdout + p.stderr, (bad, p.stdout, p.stderr)
+    finally:
+        cluster.stop()
+        o.stop()

@@ -277,6 +277,65 @@ static void test_take_over_after_the_lease(void **state)
     ts_job_claim_clear(&c);
 }
 
+/* A job run by a DICOM SCP (an incoming C-MOVE): listed Running, never taken
+ * by a worker, progress and cancel through renew, pause and resubmit refused,
+ * and ended as Failure by a worker's take once its SCP died (lease gone). */
+static void test_scp_job(void **state)
+{
+    ts_jobs *j = *state;
+    ts_err err;
+    json_t *content = json_pack("{s:s, s:i}", "Description", "C-MOVE", "InstancesCount", 4);
+    ts_job_claim c, w, dead;
+    assert_int_equal(ts_jobs_begin_scp(j, "DicomModalityStore", "scp:a", 300, content, &c, &err),
+                     0);
+    assert_string_equal(state_of(j, c.id), "Running");
+    assert_int_equal(pending(), 0); /* not in the queue */
+    assert_int_equal(ts_jobs_take(j, "w1", 50, 300, &w, &err), 0);
+    assert_int_equal(ts_jobs_renew(j, "scp:a", &c, 300, &err), 1);
+    assert_int_equal(ts_jobs_progress(j, &c, 50, content, &err), 0);
+    json_t *job = NULL;
+    assert_int_equal(ts_jobs_get(j, c.id, &job, &err), 0);
+    assert_int_equal(json_integer_value(json_object_get(job, "Progress")), 50);
+    assert_string_equal(json_string_value(json_object_get(job, "Type")), "DicomModalityStore");
+    json_decref(job);
+    json_t *list = NULL;
+    assert_int_equal(ts_jobs_list(j, &list, &err), 0);
+    assert_int_equal(json_array_size(list), 1);
+    json_decref(list);
+    assert_int_equal(ts_jobs_control(j, c.id, TS_JOB_PAUSE, 10, &err), TS_EINVAL);
+    assert_string_equal(state_of(j, c.id), "Running");
+    /* a cancel reaches the SCP at its next renewal; it lets the job go */
+    assert_int_equal(ts_jobs_control(j, c.id, TS_JOB_CANCEL, 10, &err), 0);
+    assert_int_equal(ts_jobs_renew(j, "scp:a", &c, 300, &err), 0);
+    assert_int_equal(ts_jobs_release(j, "scp:a", &c, &err), 0);
+    assert_string_equal(state_of(j, c.id), "Failure");
+    assert_int_equal(ts_jobs_control(j, c.id, TS_JOB_RESUBMIT, 10, &err), TS_EINVAL);
+    /* finished normally: Success, progress 100 */
+    ts_job_claim ok;
+    assert_int_equal(ts_jobs_begin_scp(j, "DicomModalityStore", "scp:a", 300, content, &ok, &err),
+                     0);
+    assert_int_equal(ts_jobs_finish(j, "scp:a", &ok, 0, NULL, NULL, content, 10, &err), 0);
+    assert_string_equal(state_of(j, ok.id), "Success");
+    /* an SCP that dies: its lease runs out and a worker's take ends the job */
+    assert_int_equal(ts_jobs_begin_scp(j, "DicomModalityStore", "scp:b", 200, content, &dead, &err),
+                     0);
+    assert_int_equal(ts_jobs_take(j, "w1", 0, 300, &w, &err), 0);
+    assert_string_equal(state_of(j, dead.id), "Running");
+    unit_sleep_ms(300);
+    assert_int_equal(ts_jobs_take(j, "w1", 0, 300, &w, &err), 0);
+    assert_string_equal(state_of(j, dead.id), "Failure");
+    assert_int_equal(ts_jobs_get(j, dead.id, &job, &err), 0);
+    assert_int_equal(json_integer_value(json_object_get(job, "ErrorCode")), -1);
+    json_decref(job);
+    /* the SCP, back to life, cannot make it Success */
+    assert_int_equal(ts_jobs_finish(j, "scp:b", &dead, 0, NULL, NULL, content, 10, &err), 0);
+    assert_string_equal(state_of(j, dead.id), "Failure");
+    json_decref(content);
+    ts_job_claim_clear(&c);
+    ts_job_claim_clear(&ok);
+    ts_job_claim_clear(&dead);
+}
+
 static void test_history_trimmed(void **state)
 {
     ts_jobs *j = *state;
@@ -379,6 +438,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reconnects_after_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_priorities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_queue_migrated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scp_job, setup, teardown),
     };
     return cmocka_run_group_tests(tests, unit_redis_start, unit_redis_stop);
 }
