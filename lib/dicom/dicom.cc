@@ -8,6 +8,7 @@
 #include <dcmtk/oflog/spi/logevent.h>
 
 #include "base/log.h"
+#include "dicom/codecs.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -69,6 +70,7 @@ extern "C" int ts_dicom_global_init(ts_err *err)
         return ts_err_set(err, TS_EINVAL,
                           "dcmtk data dictionary not loaded (check DCMDICTPATH or "
                           "/usr/share/libdcmtk17/dicom.dic)");
+    ts_dicom_codecs_init();
     return 0;
 }
 
