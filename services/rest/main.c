@@ -23,6 +23,7 @@
 #include "rest_dicomweb_stow.h"
 #include "rest_dicomweb_wado.h"
 #include "rest_find.h"
+#include "rest_image.h"
 #include "rest_jobs.h"
 #include "rest_modalities.h"
 #include "rest_peers.h"
@@ -151,6 +152,23 @@ static const rest_route routes[] = {
     {"GET", "/instances/*/content/**", rest_instance_content, REST_BODY_SMALL},
     {"GET", "/instances/*/frames", rest_instance_frames, REST_BODY_SMALL},
     {"GET", "/instances/*/frames/*/raw", rest_instance_frame_raw, REST_BODY_SMALL},
+    /* decoded pixels (rest_image.c) */
+    {"GET", "/instances/*/preview", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/frames/*/preview", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/rendered", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/frames/*/rendered", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/image-uint8", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/frames/*/image-uint8", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/image-uint16", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/frames/*/image-uint16", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/image-int16", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/frames/*/image-int16", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/matlab", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/frames/*/matlab", rest_image, REST_BODY_SMALL},
+    {"GET", "/instances/*/numpy", rest_image_numpy, REST_BODY_SMALL},
+    {"GET", "/instances/*/frames/*/numpy", rest_image_numpy, REST_BODY_SMALL},
+    {"GET", "/series/*/numpy", rest_image_numpy, REST_BODY_SMALL},
+    {"GET", "/instances/*/frames/*/raw.gz", rest_image_raw_gz, REST_BODY_SMALL},
     /* modalities (rest_modalities.c), jobs (rest_jobs.c), peers (rest_peers.c) */
     {"GET", "/modalities", rest_list_modalities, REST_BODY_SMALL},
     {"GET", "/modalities/*", rest_get_modality, REST_BODY_SMALL},
