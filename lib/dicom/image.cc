@@ -27,7 +27,8 @@
 #include "base/xalloc.h"
 #include "dicom/image.h"
 
-namespace {
+namespace
+{
 
 // Files are loaded with large elements left on disk: DicomImage's partial
 // access then reads only the frame it decodes.
@@ -65,7 +66,8 @@ int check_decodable(DcmFileFormat &ff, unsigned index, unsigned *frames, ts_err 
     if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el)
         return ts_err_set(err, TS_EUNSUPPORTED, "the instance has no pixel data");
     Uint16 rows = 0, cols = 0, bits = 0, spp = 1;
-    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() ||
+    if (ds->findAndGetUint16(DCM_Rows, rows).bad() ||
+        ds->findAndGetUint16(DCM_Columns, cols).bad() ||
         ds->findAndGetUint16(DCM_BitsAllocated, bits).bad())
         return ts_err_set(err, TS_EDICOM, "no Rows, Columns or BitsAllocated");
     ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
@@ -86,8 +88,8 @@ int check_decodable(DcmFileFormat &ff, unsigned index, unsigned *frames, ts_err 
         unsigned long long frame = static_cast<unsigned long long>(rows) * cols * spp * (bits / 8);
         OFString pi;
         // YBR_*_422: two pixels share one Cb and one Cr, so 2 samples a pixel
-        if (ds->findAndGetOFString(DCM_PhotometricInterpretation, pi).good() &&
-            pi.size() > 4 && pi.substr(pi.size() - 4) == "_422")
+        if (ds->findAndGetOFString(DCM_PhotometricInterpretation, pi).good() && pi.size() > 4 &&
+            pi.substr(pi.size() - 4) == "_422")
             frame = frame * 2 / 3;
         if (el->getLength() < frame * *frames)
             return ts_err_set(err, TS_EDICOM, "pixel data of %lu bytes for %u frames of %llu",
@@ -115,7 +117,8 @@ int decode(DcmFileFormat &ff, unsigned index, ts_image_frame *out, ts_err *err)
     DicomImage img(&ff, ds->getOriginalXfer(),
                    CIF_UsePartialAccessToPixelData | CIF_IgnoreModalityTransformation, index, 1);
     if (img.getStatus() != EIS_Normal)
-        return ts_err_set(err, img.getStatus() == EIS_NotSupportedValue ? TS_EUNSUPPORTED : TS_EDICOM,
+        return ts_err_set(err,
+                          img.getStatus() == EIS_NotSupportedValue ? TS_EUNSUPPORTED : TS_EDICOM,
                           "frame %u does not decode: %s", index, image_status(img.getStatus()));
     out->width = static_cast<unsigned>(img.getWidth());
     out->height = static_cast<unsigned>(img.getHeight());
@@ -393,7 +396,9 @@ extern "C" int ts_image_convert(const ts_image_frame *f, ts_image_mode mode, ts_
     if (f->channels == 3) {
         if (mode != TS_IMAGE_PREVIEW)
             return ts_err_set(err, TS_EUNSUPPORTED, "a colour image has no %s form",
-                              mode == TS_IMAGE_UINT8 ? "uint8" : mode == TS_IMAGE_UINT16 ? "uint16" : "int16");
+                              mode == TS_IMAGE_UINT8    ? "uint8"
+                              : mode == TS_IMAGE_UINT16 ? "uint16"
+                                                        : "int16");
         pixels_alloc(out, f->width, f->height, 3, 1, false);
         memcpy(out->data, f->rgb, n * 3);
         return 0;
@@ -504,8 +509,10 @@ extern "C" int ts_image_render_dicom_file(const char *path, unsigned index,
         else if (!strcasecmp(o->function, "sigmoid"))
             fn = EFV_Sigmoid;
         else
-            return ts_err_set(err, TS_EINVAL, "VOI LUT function \"%.32s\" is not LINEAR, "
-                              "LINEAR_EXACT or SIGMOID", o->function);
+            return ts_err_set(err, TS_EINVAL,
+                              "VOI LUT function \"%.32s\" is not LINEAR, "
+                              "LINEAR_EXACT or SIGMOID",
+                              o->function);
     }
     DcmFileFormat ff;
     int rc = load_file(path, ff, err);
@@ -517,7 +524,8 @@ extern "C" int ts_image_render_dicom_file(const char *path, unsigned index,
     DicomImage img(&ff, ff.getDataset()->getOriginalXfer(), CIF_UsePartialAccessToPixelData, index,
                    1);
     if (img.getStatus() != EIS_Normal)
-        return ts_err_set(err, img.getStatus() == EIS_NotSupportedValue ? TS_EUNSUPPORTED : TS_EDICOM,
+        return ts_err_set(err,
+                          img.getStatus() == EIS_NotSupportedValue ? TS_EUNSUPPORTED : TS_EDICOM,
                           "frame %u does not decode: %s", index, image_status(img.getStatus()));
     unsigned ch = img.isMonochrome() ? 1 : 3;
     if (ch == 1) {
@@ -543,7 +551,10 @@ extern "C" int ts_image_render_dicom_file(const char *path, unsigned index,
     pixels_alloc(out, static_cast<unsigned>(img.getWidth()), static_cast<unsigned>(img.getHeight()),
                  ch, 1, false);
     memcpy(out->data, d, n);
-    rc = scale_to_fit(out, o->width, o->height, true, err);
+    unsigned w = o->width, h = o->height;
+    if (o->shrink_only && (!w || w >= out->width) && (!h || h >= out->height))
+        w = h = 0;
+    rc = scale_to_fit(out, w, h, true, err);
     if (rc)
         ts_image_pixels_clear(out);
     return rc;
@@ -585,7 +596,8 @@ extern "C" int ts_image_encode_png(const ts_image_pixels *p, uint8_t **out, size
     return 0;
 }
 
-namespace {
+namespace
+{
 struct jpeg_failure {
     struct jpeg_error_mgr mgr;
     jmp_buf jump;
@@ -696,7 +708,8 @@ extern "C" char *ts_image_matlab(const ts_image_frame *f)
     return xstrdup(s.c_str());
 }
 
-namespace {
+namespace
+{
 const char *npy_descr(const ts_image_frame *f, bool rescale)
 {
     if (f->channels == 3 || (!rescale && is_grey8(f)))

@@ -76,12 +76,11 @@ int ts_image_convert(const ts_image_frame *f, ts_image_mode mode, ts_image_pixel
                      ts_err *err);
 
 /* Orthanc's /rendered: the window (from the file, else 0..2^BitsStored as
- * Orthanc 1.10.1 computes it, on the rescaled values; overridden by window_center/window_width when set)
- * applied to the rescaled values with Orthanc's linear formula, MONOCHROME1
- * inverted, then resized to fit width x height (0: keep that side; both: the
- * smaller ratio wins) by Orthanc's nearest-neighbour sampling, after a 5x5
- * Gaussian when smooth and shrinking. Colour frames are only resized.
- * TS_ETOOBIG when the result would exceed TS_IMAGE_MAX_SIDE. */
+ * Orthanc 1.10.1 computes it, on the rescaled values; overridden by window_center/window_width when
+ * set) applied to the rescaled values with Orthanc's linear formula, MONOCHROME1 inverted, then
+ * resized to fit width x height (0: keep that side; both: the smaller ratio wins) by Orthanc's
+ * nearest-neighbour sampling, after a 5x5 Gaussian when smooth and shrinking. Colour frames are
+ * only resized. TS_ETOOBIG when the result would exceed TS_IMAGE_MAX_SIDE. */
 typedef struct ts_image_render_opts {
     unsigned width, height;
     bool smooth;
@@ -99,6 +98,7 @@ int ts_image_render_orthanc(const ts_image_frame *f, const ts_image_render_opts 
  * 0: keep). Errors as ts_image_decode_file, TS_EINVAL for an unknown function. */
 typedef struct ts_image_dicom_opts {
     unsigned width, height;
+    bool shrink_only; /* never make the image larger */
     bool has_window;
     double window_center, window_width;
     const char *function;

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "dicom/dicom.h"
+#include "dicom/image.h"
 #include "base/log.h"
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
@@ -609,6 +610,8 @@ static const ts_db_stmt uri_instance_stmt = {
     " AND ($3 = '' OR st.study_instance_uid = $3) LIMIT 2",
     3};
 
+static void dw_wado_uri_image(rest_request *req, const char *path);
+
 void rest_dw_wado_uri(rest_request *req)
 {
     dw_cors(req);
@@ -632,12 +635,10 @@ void rest_dw_wado_uri(rest_request *req)
         }
     }
     const char *content = rest_arg(req, "contentType");
-    if (!content || !media_listed(content, "application/dicom")) {
-        /* without contentType PS3.18 asks for image/jpeg: rendering too */
-        dw_error(req, 406,
-                 "contentType \"%.80s\" is a rendered image, which Tessera does not make yet; "
-                 "contentType=application/dicom gives the file as stored",
-                 content ? content : "(absent: image/jpeg)");
+    /* without contentType PS3.18 asks for image/jpeg (rendered, issue 21) */
+    bool image = !content || media_listed(content, "image/jpeg");
+    if (!image && !media_listed(content, "application/dicom")) {
+        dw_error(req, 406, "contentType \"%.80s\": application/dicom or image/jpeg", content);
         return;
     }
     const char *anonymize = rest_arg(req, "anonymize");
@@ -669,6 +670,11 @@ void rest_dw_wado_uri(rest_request *req)
     ts_err err;
     int rc =
         ts_store_path(req->ctx->store, PQgetvalue(res, 0, DW_COL_UUID), path, sizeof(path), &err);
+    if (image && rc == 0) {
+        PQclear(res);
+        dw_wado_uri_image(req, path);
+        return;
+    }
     int fd = rc ? -1 : open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
@@ -682,4 +688,417 @@ void rest_dw_wado_uri(rest_request *req)
     }
     PQclear(res);
     rest_reply_file(req, fd, (size_t)st.st_size, "application/dicom");
+}
+
+/* ---- rendered and thumbnail (PS3.18 8.3.5.1.3, 10.4.1.1.3; issue 21, rest_image's
+ * encoders, lib/dicom/image.h's standard rendering) ---------------------------------
+ *
+ * /instances/{i}/rendered and /frames/{f}/rendered: one image (the first frame of a
+ * multi-frame instance; several frames: multipart/related, one part each);
+ * /series/{se}/rendered and /studies/{s}/rendered: multipart/related, one part per
+ * instance (its first frame), rendered while sent; thumbnails: one image of the
+ * middle instance, fitted to the viewport or 128x128. Query: quality (1..100),
+ * viewport=vw,vh (the source cropping sx,sy,sw,sh is refused), window=c,w[,fn]
+ * (LINEAR, LINEAR_EXACT, SIGMOID). Accept: image/jpeg (the default), image/png,
+ * or multipart/related; type= one of them. */
+
+#define DW_THUMB_SIDE 128
+
+typedef struct dw_render {
+    ts_image_dicom_opts o;
+    char function[16];
+    int quality;
+    const char *mime;
+} dw_render;
+
+/* Parses the query and Accept; answers (400/406) and returns false on a bad one. */
+static bool dw_render_args(rest_request *req, bool thumbnail, bool multipart_ok, dw_render *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->quality = 90;
+    if (thumbnail)
+        r->o.width = r->o.height = DW_THUMB_SIDE;
+    const char *q = rest_arg(req, "quality");
+    if (q) {
+        char *end;
+        long v = strtol(q, &end, 10);
+        if (!*q || *end || v < 1 || v > 100) {
+            dw_error(req, 400, "quality \"%.20s\" is not a number from 1 to 100", q);
+            return false;
+        }
+        r->quality = (int)v;
+    }
+    const char *vp = rest_arg(req, "viewport");
+    if (vp) {
+        unsigned vw, vh;
+        int used = 0;
+        if (sscanf(vp, "%u,%u%n", &vw, &vh, &used) != 2 || vp[used] || !vw || !vh ||
+            vw > TS_IMAGE_MAX_SIDE || vh > TS_IMAGE_MAX_SIDE) {
+            dw_error(req, 400,
+                     "viewport \"%.40s\": vw,vh (1..%d each); the source region sx,sy,sw,sh "
+                     "is not supported",
+                     vp, TS_IMAGE_MAX_SIDE);
+            return false;
+        }
+        r->o.width = vw;
+        r->o.height = vh;
+    }
+    const char *w = rest_arg(req, "window");
+    if (w) {
+        int used = 0;
+        r->o.has_window = true;
+        if (sscanf(w, "%lf,%lf%n", &r->o.window_center, &r->o.window_width, &used) != 2 ||
+            r->o.window_width <= 0 ||
+            (w[used] &&
+             (w[used] != ',' || sscanf(w + used + 1, "%15[A-Za-z_]", r->function) != 1 ||
+              (strcasecmp(r->function, "linear") && strcasecmp(r->function, "linear_exact") &&
+               strcasecmp(r->function, "sigmoid"))))) {
+            dw_error(req, 400,
+                     "window \"%.60s\": center,width[,function] with a width above 0 and "
+                     "LINEAR, LINEAR_EXACT or SIGMOID",
+                     w);
+            return false;
+        }
+        r->o.function = r->function[0] ? r->function : NULL;
+    }
+    const char *accept = rest_header(req, "Accept");
+    if (!accept || !*accept) {
+        r->mime = "image/jpeg";
+        return true;
+    }
+    size_t pos = 0;
+    dw_media m;
+    while (dw_accept_next(accept, &pos, &m)) {
+        const char *t = m.range;
+        if (multipart_ok && !strcmp(m.range, "multipart/related"))
+            t = m.type[0] ? m.type : "image/jpeg";
+        if (!strcmp(t, "*/*") || !strcmp(t, "image/*") || !strcmp(t, "image/jpeg")) {
+            r->mime = "image/jpeg";
+            return true;
+        }
+        if (!strcmp(t, "image/png")) {
+            r->mime = "image/png";
+            return true;
+        }
+    }
+    dw_error(req, 406, "rendered images are sent as image/jpeg or image/png, not %.100s", accept);
+    return false;
+}
+
+/* One frame (from 0) of one file rendered and encoded; *out malloc'd. */
+static int dw_render_one(const char *path, unsigned frame, const dw_render *r, uint8_t **out,
+                         size_t *len, ts_err *err)
+{
+    ts_image_pixels p;
+    int rc = ts_image_render_dicom_file(path, frame, &r->o, &p, err);
+    if (rc)
+        return rc;
+    if (!strcmp(r->mime, "image/png"))
+        rc = ts_image_encode_png(&p, out, len, err);
+    else
+        rc = ts_image_encode_jpeg(&p, r->quality, out, len, err);
+    ts_image_pixels_clear(&p);
+    return rc;
+}
+
+static void dw_render_error(rest_request *req, int rc, const ts_err *err)
+{
+    if (rc == TS_ENOTFOUND)
+        dw_error(req, 404, "%s", err->msg);
+    else if (rc == TS_EUNSUPPORTED)
+        dw_error(req, 415, "%s", err->msg);
+    else if (rc == TS_ETOOBIG || rc == TS_EINVAL)
+        dw_error(req, 400, "%s", err->msg);
+    else {
+        ts_warn("dicomweb: rendering failed", "uri=%s error=\"%s\"", req->url, err->msg);
+        rest_reply_oe_status(req, 500, TS_OE_BAD_FILE_FORMAT, err->msg);
+    }
+}
+
+static bool dw_row_path(rest_request *req, PGresult *res, int row, char *path, size_t size)
+{
+    ts_err err;
+    if (ts_store_path(req->ctx->store, PQgetvalue(res, row, DW_COL_UUID), path, size, &err)) {
+        dw_error(req, 404, "instance %s is gone", PQgetvalue(res, row, DW_COL_SOP));
+        return false;
+    }
+    return true;
+}
+
+/* A multipart/related of rendered images, each part made when it is sent. */
+typedef struct dw_render_stream {
+    dw_render r;
+    PGresult *res; /* dw_instances' rows (NULL for frames of one file) */
+    char path[4096];
+    unsigned *frames;
+    size_t n, next;
+    ts_store *store;
+    char boundary[40];
+    uint8_t *buf;
+    size_t len, pos;
+    size_t parts; /* sent so far */
+    bool closed;
+} dw_render_stream;
+
+static void dw_render_stream_free(void *cls)
+{
+    dw_render_stream *s = cls;
+    if (s->res)
+        PQclear(s->res);
+    free(s->frames);
+    free(s->buf);
+    free(s);
+}
+
+static bool dw_render_stream_next(dw_render_stream *s)
+{
+    free(s->buf);
+    s->buf = NULL;
+    s->len = s->pos = 0;
+again:
+    if (s->next >= s->n) {
+        if (s->closed)
+            return false;
+        s->closed = true;
+        s->buf = malloc(sizeof(s->boundary) + 16);
+        if (!s->buf)
+            abort();
+        s->len = (size_t)snprintf((char *)s->buf, sizeof(s->boundary) + 16, "\r\n--%s--\r\n",
+                                  s->boundary);
+        return true;
+    }
+    size_t i = s->next++;
+    unsigned frame = 0;
+    ts_err err;
+    if (s->res) {
+        if (ts_store_path(s->store, PQgetvalue(s->res, (int)i, DW_COL_UUID), s->path,
+                          sizeof(s->path), &err))
+            return false;
+    } else {
+        frame = s->frames[i] - 1;
+    }
+    uint8_t *img;
+    size_t ilen;
+    int rc = dw_render_one(s->path, frame, &s->r, &img, &ilen, &err);
+    if (rc && s->res) {
+        /* an instance of a series or study that does not render (no pixels, no
+         * codec) is left out rather than cutting every image after it */
+        ts_warn("dicomweb: instance left out of a rendered series", "sop=%s error=\"%s\"",
+                PQgetvalue(s->res, (int)i, DW_COL_SOP), err.msg);
+        goto again;
+    }
+    if (rc) {
+        ts_warn("dicomweb: rendering failed, answer cut", "error=\"%s\"", err.msg);
+        return false;
+    }
+    char head[160];
+    int h = snprintf(head, sizeof(head), "%s--%s\r\nContent-Type: %s\r\n\r\n",
+                     s->parts++ ? "\r\n" : "", s->boundary, s->r.mime);
+    s->buf = malloc((size_t)h + ilen + 1);
+    if (!s->buf)
+        abort();
+    memcpy(s->buf, head, (size_t)h);
+    memcpy(s->buf + h, img, ilen);
+    s->len = (size_t)h + ilen;
+    free(img);
+    return true;
+}
+
+static ssize_t dw_render_stream_read(void *cls, char *buf, size_t max)
+{
+    dw_render_stream *s = cls;
+    if (s->pos >= s->len && !dw_render_stream_next(s))
+        return s->closed && s->next >= s->n ? 0 : -1;
+    size_t k = s->len - s->pos < max ? s->len - s->pos : max;
+    memcpy(buf, s->buf + s->pos, k);
+    s->pos += k;
+    return (ssize_t)k;
+}
+
+static void dw_render_multipart(rest_request *req, dw_render_stream *s)
+{
+    uint8_t rnd[12];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        memset(rnd, 0x5a, sizeof(rnd));
+    int k = snprintf(s->boundary, sizeof(s->boundary), "tessera-");
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        k += snprintf(s->boundary + k, sizeof(s->boundary) - (size_t)k, "%02x", rnd[i]);
+    s->store = req->ctx->store;
+    char ctype[160];
+    snprintf(ctype, sizeof(ctype), "multipart/related; type=\"%s\"; boundary=%s", s->r.mime,
+             s->boundary);
+    rest_reply_stream(req, NULL, -1, dw_render_stream_read, dw_render_stream_free, s);
+    rest_add_header(req, "Content-Type", ctype);
+}
+
+void rest_dw_rendered(rest_request *req)
+{
+    dw_cors(req);
+    bool thumbnail = !strcmp(req->seg[req->nseg - 1], "thumbnail");
+    /* seg: dicom-web studies S [series SE [instances I [frames F]]] rendered */
+    int depth = (req->nseg - 2) / 2; /* 1 study, 2 series, 3 instance, 4 frames */
+    dw_render r;
+    if (!dw_render_args(req, thumbnail, !thumbnail && depth != 3, &r))
+        return;
+    if (thumbnail && !rest_arg(req, "viewport"))
+        r.o.shrink_only = true; /* a small image stays as it is */
+    unsigned *frames = NULL;
+    size_t nframes = 0;
+    if (depth == 4) {
+        const char *list = req->seg[8];
+        frames = calloc(DW_MAX_FRAMES, sizeof(*frames));
+        if (!frames)
+            abort();
+        for (const char *p = list; *p && nframes < DW_MAX_FRAMES;) {
+            char *end;
+            long f = strtol(p, &end, 10);
+            if (end == p || f < 1 || f > 0x7fffffff || (*end && *end != ',')) {
+                dw_error(req, 400,
+                         "frame list \"%.100s\": frames are numbers from 1, comma-separated", list);
+                free(frames);
+                return;
+            }
+            frames[nframes++] = (unsigned)f;
+            p = *end ? end + 1 : end;
+        }
+        if (thumbnail)
+            nframes = 1;
+    }
+    PGresult *res = dw_instances(req, false);
+    if (!res) {
+        free(frames);
+        return;
+    }
+    int rows = PQntuples(res);
+    if (depth <= 2 && !thumbnail) {
+        dw_render_stream *s = calloc(1, sizeof(*s));
+        if (!s)
+            abort();
+        s->r = r;
+        s->r.o.function = r.function[0] ? s->r.function : NULL;
+        s->res = res;
+        s->n = (size_t)rows;
+        dw_render_multipart(req, s);
+        free(frames);
+        return;
+    }
+    /* one file: the instance, or for a thumbnail of a series or study the middle
+     * instance, else the next one that renders (a document or an instance without a
+     * codec in a study does not make its thumbnail fail) */
+    char path[4096];
+    if (depth <= 2) {
+        for (int k = 0; k < rows; k++) {
+            int row = (rows / 2 + k) % rows;
+            uint8_t *img;
+            size_t len;
+            ts_err err;
+            if (!dw_row_path(req, res, row, path, sizeof(path)))
+                break;
+            int rc = dw_render_one(path, 0, &r, &img, &len, &err);
+            if (rc == 0) {
+                PQclear(res);
+                free(frames);
+                rest_reply_text(req, 200, "", 0);
+                free(req->content);
+                req->content = (char *)img;
+                req->content_len = len;
+                req->content_type = r.mime;
+                return;
+            }
+            if (k == rows - 1)
+                dw_render_error(req, rc, &err);
+        }
+        PQclear(res);
+        free(frames);
+        return;
+    }
+    if (!dw_row_path(req, res, 0, path, sizeof(path))) {
+        PQclear(res);
+        free(frames);
+        return;
+    }
+    PQclear(res);
+    if (nframes > 1) {
+        dw_render_stream *s = calloc(1, sizeof(*s));
+        if (!s)
+            abort();
+        s->r = r;
+        s->r.o.function = r.function[0] ? s->r.function : NULL;
+        memcpy(s->path, path, sizeof(s->path));
+        s->frames = frames;
+        s->n = nframes;
+        /* every frame number is checked before the answer starts */
+        ts_err err;
+        for (size_t i = 0; i < nframes; i++) {
+            unsigned count = 0;
+            if (ts_dicom_frame_count(path, &count, &err) == 0 && frames[i] > count) {
+                dw_error(req, 404, "no frame %u: the instance has %u", frames[i], count);
+                dw_render_stream_free(s);
+                return;
+            }
+        }
+        dw_render_multipart(req, s);
+        return;
+    }
+    unsigned frame = nframes ? frames[0] - 1 : 0;
+    free(frames);
+    uint8_t *img;
+    size_t len;
+    ts_err err;
+    int rc = dw_render_one(path, frame, &r, &img, &len, &err);
+    if (rc) {
+        dw_render_error(req, rc, &err);
+        return;
+    }
+    rest_reply_text(req, 200, "", 0);
+    free(req->content);
+    req->content = (char *)img;
+    req->content_len = len;
+    req->content_type = r.mime;
+}
+
+/* WADO-URI's image/jpeg (PS3.18 9.1.2.1): frameNumber, rows, columns,
+ * windowCenter + windowWidth, imageQuality; region is not supported. */
+static void dw_wado_uri_image(rest_request *req, const char *path)
+{
+    dw_render r = {.quality = 90, .mime = "image/jpeg"};
+    long frame = rest_arg_long(req, "frameNumber", 1);
+    long rows = rest_arg_long(req, "rows", 0), cols = rest_arg_long(req, "columns", 0);
+    long quality = rest_arg_long(req, "imageQuality", 90);
+    const char *wc = rest_arg(req, "windowCenter"), *ww = rest_arg(req, "windowWidth");
+    char *e1 = NULL, *e2 = NULL;
+    if (frame < 1 || rows < 0 || cols < 0 || rows > TS_IMAGE_MAX_SIDE || cols > TS_IMAGE_MAX_SIDE ||
+        quality < 1 || quality > 100 || !wc != !ww || (wc && (strtod(wc, &e1), *e1 || !*wc)) ||
+        (ww && (strtod(ww, &e2), *e2 || !*ww))) {
+        dw_error(req, 400,
+                 "frameNumber (from 1), rows and columns (0..%d), imageQuality (1..100), "
+                 "windowCenter with windowWidth (numbers)",
+                 TS_IMAGE_MAX_SIDE);
+        return;
+    }
+    if (rest_arg(req, "region")) {
+        dw_error(req, 400, "region is not supported");
+        return;
+    }
+    r.quality = (int)quality;
+    r.o.width = (unsigned)cols;
+    r.o.height = (unsigned)rows;
+    if (wc) {
+        r.o.has_window = true;
+        r.o.window_center = strtod(wc, NULL);
+        r.o.window_width = strtod(ww, NULL);
+    }
+    uint8_t *img;
+    size_t len;
+    ts_err err;
+    int rc = dw_render_one(path, (unsigned)frame - 1, &r, &img, &len, &err);
+    if (rc) {
+        dw_render_error(req, rc, &err);
+        return;
+    }
+    rest_reply_text(req, 200, "", 0);
+    free(req->content);
+    req->content = (char *)img;
+    req->content_len = len;
+    req->content_type = r.mime;
 }

@@ -181,8 +181,10 @@ static void test_render_rules(void **state)
     (void)state;
     ts_image_frame f;
     ramp(&f, 16, 16); /* 0 .. 4080 */
-    ts_image_render_opts o = {.has_window_center = true, .has_window_width = true,
-                              .window_center = 2000, .window_width = 1000};
+    ts_image_render_opts o = {.has_window_center = true,
+                              .has_window_width = true,
+                              .window_center = 2000,
+                              .window_width = 1000};
     ts_image_pixels p;
     ts_err err;
     assert_int_equal(ts_image_render_orthanc(&f, &o, &p, &err), 0);
