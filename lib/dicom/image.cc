@@ -581,8 +581,11 @@ extern "C" int ts_image_encode_png(const ts_image_pixels *p, uint8_t **out, size
     png_set_IHDR(png, info, p->width, p->height, p->bytes_per_sample * 8,
                  p->channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    // speed over size: the answer goes to a viewer, not an archive
+    // speed over size: the answer goes to a viewer, not an archive. Level 1 and the
+    // "up" filter alone: libpng's adaptive filtering was 2/3 of a 512x512 /rendered
+    // (3.5 of 5.3 ms; up: 1.3 ms, and smooth medical images compress as well)
     png_set_compression_level(png, 1);
+    png_set_filter(png, 0, PNG_FILTER_UP);
     png_write_info(png, info);
     if (p->bytes_per_sample == 2)
         png_set_swap(png); // PNG is big-endian
