@@ -30,7 +30,9 @@ extern "C" void ts_dicom_codecs_init(void)
         DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation, EUC_never);
         DJEncoderRegistration::registerCodecs();
         DJLSDecoderRegistration::registerCodecs(EJLSUC_never);
-        DJLSEncoderRegistration::registerCodecs();
+        // Raw mode, as dcmcjpls does by default: the "cooked" mode hands
+        // CharLS sign-extended 12-bit samples and it aborts on an assertion.
+        DJLSEncoderRegistration::registerCodecs(0, 0, 0, 0, OFFalse);
         DcmRLEDecoderRegistration::registerCodecs();
         DcmRLEEncoderRegistration::registerCodecs();
         // JPEG 2000: dcmtk 3.6.7 has no codec, OpenJPEG does the work.

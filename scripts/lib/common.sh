@@ -12,7 +12,7 @@ PKGS_RUN="postgresql redis-server dcmtk libopenjp2-7"
 # the libFuzzer targets (scripts/fuzz; scripts/test runs them over their corpus)
 PKGS_FUZZ="clang"
 PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-numpy python3-psycopg2
-  orthanc orthanc-dicomweb haproxy chromium"  # orthanc (+ its DICOMweb plugin): the references the tests compare with; haproxy: DICOMweb URLs behind it; chromium: CORS in a browser
+  orthanc orthanc-dicomweb orthanc-gdcm haproxy chromium libgdcm-tools libopenjp2-tools"  # orthanc (+ its DICOMweb and GDCM plugins): the references the tests compare with; gdcmconv, opj_compress: JPEG 2000 test files (tests/unit/test_transcode.c); haproxy: DICOMweb URLs behind it; chromium: CORS in a browser
 # bench/run: Orthanc with its PostgreSQL index plugin as the reference, wrk for HTTP load
 PKGS_BENCH="postgresql dcmtk python3 python3-pydicom python3-numpy python3-psycopg2
   python3-pytest orthanc orthanc-postgresql wrk"
