@@ -28,9 +28,16 @@ extern "C" void ts_dicom_codecs_init(void)
         // image, only its encoding changes. Lossy *encoding* keeps dcmtk's
         // default (a new UID, as PS3.3 C.7.6.1.1.5 asks of a lossy derivative).
         DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation, EUC_never);
-        DJEncoderRegistration::registerCodecs();
+        // pUsePixelValues off: by default dcmjpeg's lossy encoder stretches the
+        // image's [min, max] over the full sample range, shifting every stored
+        // value (an 8-bit MR came back 15 lower) with no rescale to undo it.
+        DJEncoderRegistration::registerCodecs(ECC_lossyYCbCr, EUC_default, OFFalse, 0, 0, 0, OFTrue,
+                                              ESS_422, OFTrue, OFFalse, 0, 0, 0.0, 0.0, 0, 0, 0, 0,
+                                              OFFalse);
         DJLSDecoderRegistration::registerCodecs(EJLSUC_never);
-        DJLSEncoderRegistration::registerCodecs();
+        // Raw mode, as dcmcjpls does by default: the "cooked" mode hands
+        // CharLS sign-extended 12-bit samples and it aborts on an assertion.
+        DJLSEncoderRegistration::registerCodecs(0, 0, 0, 0, OFFalse);
         DcmRLEDecoderRegistration::registerCodecs();
         DcmRLEEncoderRegistration::registerCodecs();
         // JPEG 2000: dcmtk 3.6.7 has no codec, OpenJPEG does the work.

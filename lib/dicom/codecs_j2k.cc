@@ -23,15 +23,20 @@ namespace ts_j2k
 namespace
 {
 
-makeOFConditionConst(C_J2K_BAD_IMAGE, OFM_dcmdata, 0x7f01, OF_error, "JPEG 2000: unsupported or inconsistent image attributes");
+makeOFConditionConst(C_J2K_BAD_IMAGE, OFM_dcmdata, 0x7f01, OF_error,
+                     "JPEG 2000: unsupported or inconsistent image attributes");
 const OFCondition J2K_BAD_IMAGE(C_J2K_BAD_IMAGE);
-makeOFConditionConst(C_J2K_DECODE_FAILED, OFM_dcmdata, 0x7f02, OF_error, "JPEG 2000: the code stream does not decode");
+makeOFConditionConst(C_J2K_DECODE_FAILED, OFM_dcmdata, 0x7f02, OF_error,
+                     "JPEG 2000: the code stream does not decode");
 const OFCondition J2K_DECODE_FAILED(C_J2K_DECODE_FAILED);
-makeOFConditionConst(C_J2K_MISMATCH, OFM_dcmdata, 0x7f03, OF_error, "JPEG 2000: the decoded image does not match the data set");
+makeOFConditionConst(C_J2K_MISMATCH, OFM_dcmdata, 0x7f03, OF_error,
+                     "JPEG 2000: the decoded image does not match the data set");
 const OFCondition J2K_MISMATCH(C_J2K_MISMATCH);
-makeOFConditionConst(C_J2K_ENCODE_FAILED, OFM_dcmdata, 0x7f04, OF_error, "JPEG 2000: encoding failed");
+makeOFConditionConst(C_J2K_ENCODE_FAILED, OFM_dcmdata, 0x7f04, OF_error,
+                     "JPEG 2000: encoding failed");
 const OFCondition J2K_ENCODE_FAILED(C_J2K_ENCODE_FAILED);
-makeOFConditionConst(C_J2K_NO_FRAME, OFM_dcmdata, 0x7f05, OF_error, "JPEG 2000: frame not found in the pixel sequence");
+makeOFConditionConst(C_J2K_NO_FRAME, OFM_dcmdata, 0x7f05, OF_error,
+                     "JPEG 2000: frame not found in the pixel sequence");
 const OFCondition J2K_NO_FRAME(C_J2K_NO_FRAME);
 
 // The Image Pixel module attributes a codec needs.
@@ -334,9 +339,8 @@ OFCondition encode_frame(const Uint8 *frame, const Info &info, std::vector<Uint8
         OPJ_INT32 *dst = d.image->comps[c].data;
         for (size_t i = 0; i < n; i++) {
             size_t at = info.planar ? size_t(c) * n + i : i * info.spp + c;
-            Uint32 raw = info.bits_allocated == 8
-                             ? frame[at ^ swap8]
-                             : reinterpret_cast<const Uint16 *>(frame)[at];
+            Uint32 raw = info.bits_allocated == 8 ? frame[at ^ swap8]
+                                                  : reinterpret_cast<const Uint16 *>(frame)[at];
             raw >>= (info.high_bit + 1u - info.bits_stored);
             if (info.pixel_rep)
                 dst[i] = OPJ_INT32(Sint32(raw << shift) >> shift); // sign-extend
@@ -457,8 +461,7 @@ OFCondition Codec::decodeFrame(const DcmRepresentationParameter *, DcmPixelSeque
 
 OFCondition Codec::encode(const Uint16 *pixelData, const Uint32 length,
                           const DcmRepresentationParameter *, DcmPixelSequence *&pixSeq,
-                          const DcmCodecParameter *, DcmStack &objStack,
-                          OFBool &removeOldRep) const
+                          const DcmCodecParameter *, DcmStack &objStack, OFBool &removeOldRep) const
 {
     DcmItem *ds = owning_item(objStack);
     if (!ds || !pixelData)

@@ -49,18 +49,17 @@ class Codec : public DcmCodec
                        const DcmStack &objStack, OFBool &removeOldRep) const override;
     OFCondition decodeFrame(const DcmRepresentationParameter *fromParam,
                             DcmPixelSequence *fromPixSeq, const DcmCodecParameter *cp,
-                            DcmItem *dataset, Uint32 frameNo, Uint32 &startFragment,
-                            void *buffer, Uint32 bufSize,
-                            OFString &decompressedColorModel) const override;
+                            DcmItem *dataset, Uint32 frameNo, Uint32 &startFragment, void *buffer,
+                            Uint32 bufSize, OFString &decompressedColorModel) const override;
     OFCondition encode(const Uint16 *pixelData, const Uint32 length,
                        const DcmRepresentationParameter *toRepParam, DcmPixelSequence *&pixSeq,
                        const DcmCodecParameter *cp, DcmStack &objStack,
                        OFBool &removeOldRep) const override;
     OFCondition encode(const E_TransferSyntax fromRepType,
-                       const DcmRepresentationParameter *fromRepParam,
-                       DcmPixelSequence *fromPixSeq, const DcmRepresentationParameter *toRepParam,
-                       DcmPixelSequence *&toPixSeq, const DcmCodecParameter *cp,
-                       DcmStack &objStack, OFBool &removeOldRep) const override;
+                       const DcmRepresentationParameter *fromRepParam, DcmPixelSequence *fromPixSeq,
+                       const DcmRepresentationParameter *toRepParam, DcmPixelSequence *&toPixSeq,
+                       const DcmCodecParameter *cp, DcmStack &objStack,
+                       OFBool &removeOldRep) const override;
     OFBool canChangeCoding(const E_TransferSyntax oldRepType,
                            const E_TransferSyntax newRepType) const override;
     OFCondition determineDecompressedColorModel(const DcmRepresentationParameter *fromParam,

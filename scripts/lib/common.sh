@@ -12,13 +12,12 @@ PKGS_RUN="postgresql redis-server dcmtk libopenjp2-7"
 # the libFuzzer targets (scripts/fuzz; scripts/test runs them over their corpus)
 PKGS_FUZZ="clang"
 PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-numpy python3-psycopg2
-  orthanc orthanc-dicomweb haproxy chromium"  # orthanc (+ its DICOMweb plugin): the references the tests compare with; haproxy: DICOMweb URLs behind it; chromium: CORS in a browser
+  orthanc orthanc-dicomweb orthanc-gdcm haproxy chromium libgdcm-tools libopenjp2-tools"  # orthanc (+ its DICOMweb and GDCM plugins): the references the tests compare with; gdcmconv, opj_compress: JPEG 2000 test files (tests/unit/test_transcode.c); haproxy: DICOMweb URLs behind it; chromium: CORS in a browser
 # the image tests (tests/integration/test_image.py): libpng/libjpeg for lib/dicom/image.cc
-# (PKGS_BUILD), Orthanc's GDCM plugin as the decoding reference, PIL to read PNG/JPEG
-# answers, dcmtk/gdcm tools to make compressed variants
+# (PKGS_BUILD), PIL to read PNG/JPEG answers
 PKGS_BUILD="$PKGS_BUILD libpng-dev libjpeg-dev"
 PKGS_RUN="$PKGS_RUN libpng16-16 libjpeg62-turbo"
-PKGS_TEST="$PKGS_TEST orthanc-gdcm python3-pil libgdcm-tools"
+PKGS_TEST="$PKGS_TEST python3-pil"
 # bench/run: Orthanc with its PostgreSQL index plugin as the reference, wrk for HTTP load
 PKGS_BENCH="postgresql dcmtk python3 python3-pydicom python3-numpy python3-psycopg2
   python3-pytest orthanc orthanc-postgresql wrk"
