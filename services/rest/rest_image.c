@@ -282,13 +282,25 @@ typedef struct npy_stream {
     unsigned width, height, channels;
     uint8_t *buf;
     size_t len, pos;
+    /* ?compress: the array as the one member "arr_0" of a ZIP (Orthanc's .npz),
+     * deflated while it is sent, sizes in a data descriptor after the data */
+    bool zip;
+    int zphase; /* 0 local header, 1 data, 2 trailer, 3 done */
+    z_stream z;
+    uLong crc;
+    unsigned long long usize, csize;
+    uint8_t *zbuf;
+    size_t zlen, zpos, zcap;
 } npy_stream;
 
 static void npy_free(void *cls)
 {
     npy_stream *s = cls;
+    if (s->zip)
+        deflateEnd(&s->z);
     free(s->paths);
     free(s->buf);
+    free(s->zbuf);
     free(s);
 }
 
@@ -324,14 +336,136 @@ static bool npy_next(npy_stream *s)
     return true;
 }
 
-static ssize_t npy_read(void *cls, char *buf, size_t max)
+static ssize_t npy_raw_read(npy_stream *s, char *buf, size_t max)
 {
-    npy_stream *s = cls;
     if (s->pos >= s->len && !npy_next(s))
         return s->next_path >= s->npaths && s->next_frame >= s->frames_in_path ? 0 : -1;
     size_t n = s->len - s->pos < max ? s->len - s->pos : max;
     memcpy(buf, s->buf + s->pos, n);
     s->pos += n;
+    return (ssize_t)n;
+}
+
+static void put16(uint8_t *p, unsigned v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, unsigned long v)
+{
+    put16(p, (unsigned)(v & 0xffff));
+    put16(p + 2, (unsigned)(v >> 16));
+}
+
+static void zip_room(npy_stream *s, size_t more)
+{
+    if (s->zlen + more > s->zcap) {
+        s->zcap = (s->zlen + more) * 2;
+        s->zbuf = realloc(s->zbuf, s->zcap);
+        if (!s->zbuf)
+            abort();
+    }
+}
+
+/* Deflates in (flush: Z_FINISH at the end) into s->zbuf. */
+static void zip_deflate(npy_stream *s, const void *in, size_t n, int flush)
+{
+    s->z.next_in = (Bytef *)in;
+    s->z.avail_in = (uInt)n;
+    int rc;
+    do {
+        zip_room(s, 65536);
+        s->z.next_out = s->zbuf + s->zlen;
+        s->z.avail_out = (uInt)(s->zcap - s->zlen);
+        rc = deflate(&s->z, flush);
+        size_t made = (s->zcap - s->zlen) - s->z.avail_out;
+        s->zlen += made;
+        s->csize += made;
+    } while (s->z.avail_in > 0 || (flush == Z_FINISH && rc != Z_STREAM_END));
+}
+
+/* The next piece of the ZIP into s->zbuf; false at the end or on failure. */
+static bool zip_fill(npy_stream *s)
+{
+    static const char name[] = "arr_0";
+    s->zlen = s->zpos = 0;
+    if (s->zphase == 0) {
+        zip_room(s, 30 + 5);
+        uint8_t *h = s->zbuf;
+        memset(h, 0, 30);
+        put32(h, 0x04034b50);
+        put16(h + 4, 20);
+        put16(h + 6, 0x0008); /* sizes and CRC in the data descriptor */
+        put16(h + 8, 8);      /* deflate */
+        put16(h + 26, 5);
+        memcpy(h + 30, name, 5);
+        s->zlen = 35;
+        s->zphase = 1;
+        return true;
+    }
+    if (s->zphase == 1) {
+        char in[65536];
+        ssize_t n = npy_raw_read(s, in, sizeof(in));
+        if (n < 0)
+            return false;
+        if (n > 0) {
+            s->crc = crc32(s->crc, (const Bytef *)in, (uInt)n);
+            s->usize += (unsigned long long)n;
+            zip_deflate(s, in, (size_t)n, Z_NO_FLUSH);
+        } else {
+            zip_deflate(s, NULL, 0, Z_FINISH);
+            s->zphase = 2;
+        }
+        if (s->usize > 0xffffffffULL || s->csize > 0xffffffffULL)
+            return false; /* would need ZIP64 */
+        return true;
+    }
+    if (s->zphase == 2) {
+        unsigned long long cd_offset = 35 + s->csize + 16;
+        zip_room(s, 16 + 46 + 5 + 22);
+        uint8_t *d = s->zbuf;
+        put32(d, 0x08074b50);
+        put32(d + 4, s->crc);
+        put32(d + 8, (unsigned long)s->csize);
+        put32(d + 12, (unsigned long)s->usize);
+        uint8_t *c = d + 16;
+        memset(c, 0, 46);
+        put32(c, 0x02014b50);
+        put16(c + 4, 20);
+        put16(c + 6, 20);
+        put16(c + 8, 0x0008);
+        put16(c + 10, 8);
+        put32(c + 16, s->crc);
+        put32(c + 20, (unsigned long)s->csize);
+        put32(c + 24, (unsigned long)s->usize);
+        put16(c + 28, 5);
+        memcpy(c + 46, name, 5);
+        uint8_t *e = c + 51;
+        memset(e, 0, 22);
+        put32(e, 0x06054b50);
+        put16(e + 8, 1);
+        put16(e + 10, 1);
+        put32(e + 12, 51);
+        put32(e + 16, (unsigned long)cd_offset);
+        s->zlen = 16 + 51 + 22;
+        s->zphase = 3;
+        return true;
+    }
+    return false;
+}
+
+static ssize_t npy_read(void *cls, char *buf, size_t max)
+{
+    npy_stream *s = cls;
+    if (!s->zip)
+        return npy_raw_read(s, buf, max);
+    while (s->zpos >= s->zlen) /* deflate may keep a whole chunk to itself */
+        if (!zip_fill(s))
+            return s->zphase == 3 ? 0 : -1;
+    size_t n = s->zlen - s->zpos < max ? s->zlen - s->zpos : max;
+    memcpy(buf, s->zbuf + s->zpos, n);
+    s->zpos += n;
     return (ssize_t)n;
 }
 
@@ -383,11 +517,6 @@ void rest_image_numpy(rest_request *req)
         rest_reply_oe(req, TS_OE_BAD_REQUEST, "compress must be true or false");
         return;
     }
-    if (compress) {
-        rest_reply_oe_status(req, 415, TS_OE_NOT_IMPLEMENTED,
-                             "compress=true (a .npz archive) is not supported by Tessera");
-        return;
-    }
     bool one_frame = req->nseg >= 5 && !strcmp(req->seg[2], "frames");
     bool series = !strcmp(req->seg[0], "series");
     unsigned frame = 0;
@@ -426,7 +555,7 @@ void rest_image_numpy(rest_request *req)
     }
     size_t hlen;
     char *header = ts_image_npy_header(&f, rescale, one_frame ? 0 : (total ? total : 1), &hlen);
-    if (one_frame) {
+    if (one_frame && !compress) {
         uint8_t *data;
         size_t dlen;
         rc = ts_image_npy_data(&f, rescale, &data, &dlen, &err);
@@ -457,6 +586,32 @@ void rest_image_numpy(rest_request *req)
     s->channels = f.channels;
     s->buf = (uint8_t *)header; /* the header first, then frame after frame */
     s->len = hlen;
+    if (one_frame) {
+        /* the header and the one frame; no file to go on with */
+        uint8_t *data;
+        size_t dlen;
+        rc = ts_image_npy_data(&f, rescale, &data, &dlen, &err);
+        if (rc) {
+            ts_image_frame_clear(&f);
+            npy_free(s);
+            reply_image_error(req, rc, &err);
+            return;
+        }
+        s->buf = realloc(s->buf, hlen + dlen);
+        if (!s->buf)
+            abort();
+        memcpy(s->buf + hlen, data, dlen);
+        s->len = hlen + dlen;
+        free(data);
+        s->npaths = 0;
+    }
+    if (compress) {
+        s->zip = true;
+        s->crc = crc32(0, NULL, 0);
+        if (deflateInit2(&s->z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) !=
+            Z_OK)
+            abort();
+    }
     ts_image_frame_clear(&f);
     rest_reply_stream(req, "application/octet-stream", -1, npy_read, npy_free, s);
 }

@@ -11,7 +11,7 @@
  * and /instances/{id}/frames/{n}/... of the same: the last segment says which. */
 void rest_image(rest_request *req);
 /* GET /instances/{id}/numpy, /instances/{id}/frames/{n}/numpy, /series/{id}/numpy
- * [?rescale=true|false] [?compress=false] */
+ * [?rescale=true|false] [?compress=true|false: a .npz, deflated while it is sent] */
 void rest_image_numpy(rest_request *req);
 /* GET /instances/{id}/frames/{n}/raw.gz */
 void rest_image_raw_gz(rest_request *req);
