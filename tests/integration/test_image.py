@@ -629,3 +629,26 @@ def test_raw_frame_of_every_layout(img, variant):
         assert sa == 400
     else:
         assert sa == 200 and ba == stored
+
+
+def test_series_numpy_in_instance_number_order(img):
+    """/series/{id}/numpy of three single-frame instances stored out of order: stacked by
+    InstanceNumber (Orthanc's slice order when there is no position), as Orthanc does."""
+    src = pydicom.dcmread(img.files[("mono2_u12", "explicit")])
+    for n in (3, 1, 2):
+        ds = pydicom.dcmread(img.files[("mono2_u12", "explicit")])
+        ds.SeriesInstanceUID = src.SeriesInstanceUID + ".900"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{src.SOPInstanceUID}.90{n}"
+        ds.InstanceNumber = n
+        arr = ds.pixel_array.copy()
+        arr[0, 0] = n  # tells the slices apart
+        ds.PixelData = arr.astype("<u2").tobytes()
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        iid = upload_both(img, buf.getvalue())
+    sid = json.loads(get(img.t.url, f"/instances/{iid}/series")[1])["ID"]
+    (sa, ba, _), (sb, bb, _) = both(img, f"/series/{sid}/numpy")
+    assert (sa, sb) == (200, 200)
+    assert ba == bb
+    arr = np.load(io.BytesIO(bb))
+    assert arr.shape == (3, SIZE, SIZE, 1) and list(arr[:, 0, 0, 0]) == [1, 2, 3]
