@@ -39,8 +39,8 @@ bool ts_transfer_syntax_known(const char *uid);
 bool ts_transcode_possible(const char *from, const char *to, unsigned flags);
 
 /* Writes the DICOM file at `path` (or the `len` bytes at `data`) in transfer
- * syntax `to_uid` into a malloc'd buffer (*out, *out_len; free() it). The
- * same syntax gives the file back rewritten, pixel data untouched. Errors:
+ * syntax `to_uid` into a malloc'd buffer (*out, *out_len; free() it). A file
+ * already in to_uid: 0 with *out NULL (send the input as it is). Errors:
  *   TS_EINVAL       to_uid is not a transfer syntax UID
  *   TS_EUNSUPPORTED no codec for this conversion (video, lossy without the flag,
  *                   JPEG baseline of 12-bit data ...); the message says which

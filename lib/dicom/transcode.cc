@@ -240,7 +240,10 @@ int transcode_loaded(DcmFileFormat &ff, const char *to_uid, unsigned flags, void
     E_TransferSyntax to = xfer_of(to_uid);
     if (to == EXS_Unknown)
         return ts_err_set(err, TS_EINVAL, "unknown transfer syntax UID: %s", to_uid ? to_uid : "");
-    int rc = ts_transcode_dataset(ff.getDataset(), stored_xfer(ff), to_uid, flags, err);
+    E_TransferSyntax from = stored_xfer(ff);
+    if (from == to)
+        return 0; // the input is the answer: *out stays NULL
+    int rc = ts_transcode_dataset(ff.getDataset(), from, to_uid, flags, err);
     if (rc)
         return rc;
     return save(ff, to, out, out_len, err);

@@ -273,19 +273,13 @@ static bool reply_transcoded(rest_request *req, const char *path, const char *ui
         rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, details);
         return true;
     }
-    ts_dicom *d;
-    ts_err err;
-    if (ts_dicom_open_file(path, &d, &err)) {
-        rest_reply_oe_status(req, 500, TS_OE_BAD_FILE_FORMAT, err.msg);
-        return true;
-    }
-    bool same = strcmp(ts_dicom_transfer_syntax(d), uid) == 0;
-    ts_dicom_free(d);
-    if (same)
-        return false;
     void *out;
     size_t len;
-    if (ts_dicom_transcode_file(path, uid, TS_TRANSCODE_ALLOW_LOSSY, &out, &len, &err)) {
+    ts_err err;
+    int rc = ts_dicom_transcode_file(path, uid, TS_TRANSCODE_ALLOW_LOSSY, &out, &len, &err);
+    if (rc == 0 && !out)
+        return false; /* already in that syntax */
+    if (rc) {
         ts_info("transcoding failed", "path=%s to=%s error=\"%s\"", path, uid, err.msg);
         snprintf(details, sizeof(details), "Cannot transcode to transfer syntax: %s (%s)", uid,
                  err.msg);

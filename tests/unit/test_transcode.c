@@ -442,6 +442,12 @@ static void test_uncompressed_syntaxes(void **state)
             ts_err err = {0};
             if (ts_dicom_transcode_file(im->path, syntaxes[s], 0, &out, &n, &err))
                 fail_msg("%s to %s: %s", im->name, syntaxes[s], err.msg);
+            if (!strcmp(syntaxes[s], TS_EXPLICIT)) {
+                /* already in it: nothing made, the caller sends the input */
+                assert_null(out);
+                assert_int_equal(n, 0);
+                continue;
+            }
             char *ts = tag_of(out, n, 0x00020010);
             assert_string_equal(ts, syntaxes[s]);
             free(ts);
