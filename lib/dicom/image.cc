@@ -316,6 +316,30 @@ int scale_to_fit(ts_image_pixels *p, unsigned w, unsigned h, bool smooth, ts_err
     return 0;
 }
 
+// PS3.18 8.3.5.1.3.2's source region of the viewport: sw/sh negative flip it.
+int crop(ts_image_pixels *p, const ts_image_dicom_opts *o, ts_err *err)
+{
+    long x0 = o->sw >= 0 ? o->sx : o->sx + o->sw, y0 = o->sh >= 0 ? o->sy : o->sy + o->sh;
+    long w = labs(o->sw), h = labs(o->sh);
+    if (w == 0 || h == 0 || x0 < 0 || y0 < 0 || x0 + w > static_cast<long>(p->width) ||
+        y0 + h > static_cast<long>(p->height))
+        return ts_err_set(err, TS_EINVAL, "region %ld,%ld,%ld,%ld is not inside the %ux%u image",
+                          o->sx, o->sy, o->sw, o->sh, p->width, p->height);
+    ts_image_pixels r;
+    pixels_alloc(&r, static_cast<unsigned>(w), static_cast<unsigned>(h), p->channels, 1, false);
+    const unsigned ch = p->channels;
+    for (long y = 0; y < h; y++)
+        for (long x = 0; x < w; x++) {
+            long sx = o->sw >= 0 ? x0 + x : x0 + w - 1 - x;
+            long sy = o->sh >= 0 ? y0 + y : y0 + h - 1 - y;
+            memcpy(r.data + (static_cast<size_t>(y) * w + x) * ch,
+                   p->data + (static_cast<size_t>(sy) * p->width + sx) * ch, ch);
+        }
+    ts_image_pixels_clear(p);
+    *p = r;
+    return 0;
+}
+
 // Orthanc's decoder gives 8-bit grey (Grayscale8) for unsigned data of at most 8 bits.
 bool is_grey8(const ts_image_frame *f)
 {
@@ -551,6 +575,10 @@ extern "C" int ts_image_render_dicom_file(const char *path, unsigned index,
     pixels_alloc(out, static_cast<unsigned>(img.getWidth()), static_cast<unsigned>(img.getHeight()),
                  ch, 1, false);
     memcpy(out->data, d, n);
+    if (o->has_region && (rc = crop(out, o, err)) != 0) {
+        ts_image_pixels_clear(out);
+        return rc;
+    }
     unsigned w = o->width, h = o->height;
     if (o->shrink_only && (!w || w >= out->width) && (!h || h >= out->height))
         w = h = 0;

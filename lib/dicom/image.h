@@ -99,6 +99,11 @@ int ts_image_render_orthanc(const ts_image_frame *f, const ts_image_render_opts 
 typedef struct ts_image_dicom_opts {
     unsigned width, height;
     bool shrink_only; /* never make the image larger */
+    /* the source region to render (PS3.18 viewport's sx,sy,sw,sh; negative sw/sh: the
+     * region lies left of/above sx,sy and is flipped); has_region false: all of it.
+     * TS_EINVAL when it leaves the image. */
+    bool has_region;
+    long sx, sy, sw, sh;
     bool has_window;
     double window_center, window_width;
     const char *function;

@@ -698,7 +698,7 @@ void rest_dw_wado_uri(rest_request *req)
  * /series/{se}/rendered and /studies/{s}/rendered: multipart/related, one part per
  * instance (its first frame), rendered while sent; thumbnails: one image of the
  * middle instance, fitted to the viewport or 128x128. Query: quality (1..100),
- * viewport=vw,vh (the source cropping sx,sy,sw,sh is refused), window=c,w[,fn]
+ * viewport=vw,vh[,sx,sy,sw,sh] (the source region cropped first), window=c,w[,fn]
  * (LINEAR, LINEAR_EXACT, SIGMOID). Accept: image/jpeg (the default), image/png,
  * or multipart/related; type= one of them. */
 
@@ -731,12 +731,20 @@ static bool dw_render_args(rest_request *req, bool thumbnail, bool multipart_ok,
     const char *vp = rest_arg(req, "viewport");
     if (vp) {
         unsigned vw, vh;
-        int used = 0;
-        if (sscanf(vp, "%u,%u%n", &vw, &vh, &used) != 2 || vp[used] || !vw || !vh ||
-            vw > TS_IMAGE_MAX_SIDE || vh > TS_IMAGE_MAX_SIDE) {
+        int used = 0, used2 = 0;
+        bool ok = sscanf(vp, "%u,%u%n", &vw, &vh, &used) == 2 && vw && vh &&
+                  vw <= TS_IMAGE_MAX_SIDE && vh <= TS_IMAGE_MAX_SIDE;
+        if (ok && vp[used]) {
+            /* the source region: sx,sy,sw,sh (pixels of the image) */
+            ok = sscanf(vp + used, ",%ld,%ld,%ld,%ld%n", &r->o.sx, &r->o.sy, &r->o.sw, &r->o.sh,
+                        &used2) == 4 &&
+                 !vp[used + used2];
+            r->o.has_region = true;
+        }
+        if (!ok) {
             dw_error(req, 400,
-                     "viewport \"%.40s\": vw,vh (1..%d each); the source region sx,sy,sw,sh "
-                     "is not supported",
+                     "viewport \"%.60s\": vw,vh (1..%d each)[,sx,sy,sw,sh (the source "
+                     "region, in pixels)]",
                      vp, TS_IMAGE_MAX_SIDE);
             return false;
         }

@@ -504,6 +504,12 @@ def test_dicomweb_rendered_window_viewport_quality(img):
     assert s == 200 and pixels(b).shape == (8, 8)
     s, b, _ = get(img.t.url, f"{path}/rendered?viewport=64,64", "image/png")
     assert s == 200 and pixels(b).shape == (64, 64)
+    # the source region (PS3.18 8.3.5.1.3.2): sx,sy,sw,sh; negative sizes flip it
+    full = pixels(get(img.t.url, f"{path}/rendered", "image/png")[1])
+    s, b, _ = get(img.t.url, f"{path}/rendered?viewport=8,6,4,2,8,6", "image/png")
+    assert s == 200 and np.array_equal(pixels(b), full[2:8, 4:12])
+    s, b, _ = get(img.t.url, f"{path}/rendered?viewport=8,6,12,8,-8,-6", "image/png")
+    assert s == 200 and np.array_equal(pixels(b), full[2:8, 4:12][::-1, ::-1])
     small = get(img.t.url, f"{path}/rendered?quality=10")[1]
     large = get(img.t.url, f"{path}/rendered?quality=100")[1]
     assert len(small) < len(large)
@@ -561,7 +567,9 @@ def test_dicomweb_thumbnails(img):
 
 @pytest.mark.parametrize("suffix,accept,status", [
     ("/rendered?viewport=0,10", None, 400),
-    ("/rendered?viewport=10,10,0,0,5,5", None, 400),
+    ("/rendered?viewport=10,10,30,30,5,5", None, 400),  # a region outside the image
+    ("/rendered?viewport=10,10,0,0,0,5", None, 400),
+    ("/rendered?viewport=10,10,0,0,5", None, 400),
     ("/rendered?viewport=100000,100000", None, 400),
     ("/rendered?window=40", None, 400),
     ("/rendered?window=40,0", None, 400),
