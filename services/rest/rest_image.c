@@ -469,37 +469,70 @@ static ssize_t npy_read(void *cls, char *buf, size_t max)
     return (ssize_t)n;
 }
 
-static int by_instance_number(const void *a, const void *b)
+static int by_slice(const void *a, const void *b)
 {
     const double *x = a, *y = b;
-    return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : (x[1] < y[1] ? -1 : x[1] > y[1]);
+    return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : (x[2] < y[2] ? -1 : x[2] > y[2]);
 }
 
-/* A series' files in Orthanc's slice order where it is the instance number
- * (files without one keep the index's order, after those with one). */
+/* "a\\b\\c" as n numbers; false when there are not n. */
+static bool parse_numbers(const char *v, double *out, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char *end;
+        out[i] = strtod(v, &end);
+        if (end == v)
+            return false;
+        v = *end == '\\' ? end + 1 : end;
+    }
+    return true;
+}
+
+/* A series' files in Orthanc's slice order (its SliceOrdering): along the normal of
+ * the image plane when every instance has ImagePositionPatient and
+ * ImageOrientationPatient, else by InstanceNumber (files without one last, in the
+ * index's order). */
 static void sort_series(char (*paths)[4096], size_t n)
 {
-    double(*keys)[2] = malloc((n + 1) * sizeof(*keys));
+    double(*keys)[3] = malloc((n + 1) * sizeof(*keys)); /* position, number, index */
     char(*copy)[4096] = malloc((n + 1) * sizeof(*copy));
     if (!keys || !copy)
         abort();
+    bool all_positions = true;
     for (size_t i = 0; i < n; i++) {
         ts_dicom *d;
         ts_err err;
-        keys[i][0] = 1e300;
-        keys[i][1] = (double)i;
-        if (ts_dicom_open_file(paths[i], &d, &err) == 0) {
-            char *v = ts_dicom_get_string(d, TS_TAG(0x0020, 0x0013), false);
-            if (v)
-                keys[i][0] = strtod(v, NULL);
-            free(v);
-            ts_dicom_free(d);
+        keys[i][0] = 0;
+        keys[i][1] = 1e300;
+        keys[i][2] = (double)i;
+        if (ts_dicom_open_file(paths[i], &d, &err) != 0) {
+            all_positions = false;
+            continue;
         }
+        char *num = ts_dicom_get_string(d, TS_TAG(0x0020, 0x0013), false);
+        char *pos = ts_dicom_get_string(d, TS_TAG(0x0020, 0x0032), false);
+        char *ori = ts_dicom_get_string(d, TS_TAG(0x0020, 0x0037), false);
+        double p[3], o[6];
+        if (num)
+            keys[i][1] = strtod(num, NULL);
+        if (pos && ori && parse_numbers(pos, p, 3) && parse_numbers(ori, o, 6)) {
+            double nx = o[1] * o[5] - o[2] * o[4], ny = o[2] * o[3] - o[0] * o[5],
+                   nz = o[0] * o[4] - o[1] * o[3];
+            keys[i][0] = p[0] * nx + p[1] * ny + p[2] * nz;
+        } else {
+            all_positions = false;
+        }
+        free(num);
+        free(pos);
+        free(ori);
+        ts_dicom_free(d);
     }
-    qsort(keys, n, sizeof(*keys), by_instance_number);
+    for (size_t i = 0; i < n; i++) /* sort on (key, index): position or number */
+        keys[i][0] = all_positions ? keys[i][0] : keys[i][1];
+    qsort(keys, n, sizeof(*keys), by_slice);
     memcpy(copy, paths, n * sizeof(*copy));
     for (size_t i = 0; i < n; i++)
-        memcpy(paths[i], copy[(size_t)keys[i][1]], sizeof(*paths));
+        memcpy(paths[i], copy[(size_t)keys[i][2]], sizeof(*paths));
     free(keys);
     free(copy);
 }

@@ -660,3 +660,28 @@ def test_series_numpy_in_instance_number_order(img):
     assert ba == bb
     arr = np.load(io.BytesIO(bb))
     assert arr.shape == (3, SIZE, SIZE, 1) and list(arr[:, 0, 0, 0]) == [1, 2, 3]
+
+
+def test_series_numpy_in_position_order(img):
+    """With ImagePositionPatient and ImageOrientationPatient on every instance the
+    slices go along the plane's normal, whatever their InstanceNumber (Orthanc's
+    SliceOrdering): here the numbers run against the positions."""
+    src = pydicom.dcmread(img.files[("mono2_u12", "explicit")])
+    for n, z in ((1, 30.0), (2, 10.0), (3, 20.0)):
+        ds = pydicom.dcmread(img.files[("mono2_u12", "explicit")])
+        ds.SeriesInstanceUID = src.SeriesInstanceUID + ".901"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{src.SOPInstanceUID}.91{n}"
+        ds.InstanceNumber = n
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0, 0, z]
+        arr = ds.pixel_array.copy()
+        arr[0, 0] = int(z)
+        ds.PixelData = arr.astype("<u2").tobytes()
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        iid = upload_both(img, buf.getvalue())
+    sid = json.loads(get(img.t.url, f"/instances/{iid}/series")[1])["ID"]
+    (sa, ba, _), (sb, bb, _) = both(img, f"/series/{sid}/numpy")
+    assert (sa, sb) == (200, 200)
+    assert ba == bb
+    assert list(np.load(io.BytesIO(bb))[:, 0, 0, 0]) == [10, 20, 30]
