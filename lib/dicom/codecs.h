@@ -49,6 +49,10 @@ bool ts_transcode_possible(const char *from, const char *to, unsigned flags);
  * Nothing is written on failure. */
 int ts_dicom_transcode_file(const char *path, const char *to_uid, unsigned flags, void **out,
                             size_t *out_len, ts_err *err);
+/* The same rules without converting anything (reads the file's header only):
+ * 0 when ts_dicom_transcode_file should succeed unless the pixel data are
+ * broken, else its error. For answers that must decide before they start. */
+int ts_dicom_transcode_check(const char *path, const char *to_uid, unsigned flags, ts_err *err);
 int ts_dicom_transcode_buffer(const void *data, size_t len, const char *to_uid, unsigned flags,
                               void **out, size_t *out_len, ts_err *err);
 

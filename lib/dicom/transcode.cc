@@ -100,6 +100,47 @@ extern "C" bool ts_transcode_possible(const char *from, const char *to, unsigned
     return decodable(f) && encodable(t);
 }
 
+namespace
+{
+
+// The rules, before any pixel is touched: 0, or why not (see codecs.h).
+int check(DcmDataset *ds, E_TransferSyntax from, E_TransferSyntax to, unsigned flags,
+          bool &has_pixels, ts_err *err)
+{
+    DcmXfer fx(from), tx(to);
+    // Without pixel data only the encoding of the elements changes (Orthanc
+    // writes an RT plan "in" JPEG lossless too); any syntax will do.
+    DcmElement *pixels = nullptr;
+    has_pixels =
+        ds->findAndGetElement(DCM_PixelData, pixels).good() && pixels && pixels->getLength() > 0;
+    if (!has_pixels)
+        return 0;
+    if (!decodable(from))
+        return ts_err_set(err, TS_EUNSUPPORTED, "no decoder for transfer syntax %s (%s)",
+                          fx.getXferID(), fx.getXferName());
+    if (!encodable(to))
+        return ts_err_set(err, TS_EUNSUPPORTED, "no encoder for transfer syntax %s (%s)",
+                          tx.getXferID(), tx.getXferName());
+    if (lossy_target(to) && !(flags & TS_TRANSCODE_ALLOW_LOSSY))
+        return ts_err_set(err, TS_EUNSUPPORTED,
+                          "transcoding to %s is lossy and would need a new SOP Instance UID",
+                          tx.getXferID());
+    Uint16 bits = 0;
+    bool has_bits = ds->findAndGetUint16(DCM_BitsStored, bits).good();
+    // Orthanc's limits: dcmtk would otherwise cut the samples down.
+    if (to == EXS_JPEGProcess1 && has_bits && bits != 8)
+        return ts_err_set(err, TS_EUNSUPPORTED,
+                          "cannot transcode to %s if BitsStored != 8 (it is %u)", tx.getXferID(),
+                          bits);
+    if (to == EXS_JPEGProcess2_4 && has_bits && bits > 12)
+        return ts_err_set(err, TS_EUNSUPPORTED,
+                          "cannot transcode to %s if BitsStored > 12 (it is %u)", tx.getXferID(),
+                          bits);
+    return 0;
+}
+
+} // namespace
+
 int ts_transcode_dataset(DcmDataset *ds, E_TransferSyntax from, const char *to_uid, unsigned flags,
                          ts_err *err)
 {
@@ -111,34 +152,10 @@ int ts_transcode_dataset(DcmDataset *ds, E_TransferSyntax from, const char *to_u
     if (from == to)
         return 0;
     DcmXfer fx(from), tx(to);
-    // Without pixel data only the encoding of the elements changes (Orthanc
-    // writes an RT plan "in" JPEG lossless too); any syntax will do.
-    DcmElement *pixels = nullptr;
-    bool has_pixels =
-        ds->findAndGetElement(DCM_PixelData, pixels).good() && pixels && pixels->getLength() > 0;
-    if (has_pixels) {
-        if (!decodable(from))
-            return ts_err_set(err, TS_EUNSUPPORTED, "no decoder for transfer syntax %s (%s)",
-                              fx.getXferID(), fx.getXferName());
-        if (!encodable(to))
-            return ts_err_set(err, TS_EUNSUPPORTED, "no encoder for transfer syntax %s (%s)",
-                              tx.getXferID(), tx.getXferName());
-        if (lossy_target(to) && !(flags & TS_TRANSCODE_ALLOW_LOSSY))
-            return ts_err_set(err, TS_EUNSUPPORTED,
-                              "transcoding to %s is lossy and would need a new SOP Instance UID",
-                              tx.getXferID());
-        Uint16 bits = 0;
-        bool has_bits = ds->findAndGetUint16(DCM_BitsStored, bits).good();
-        // Orthanc's limits: dcmtk would otherwise cut the samples down.
-        if (to == EXS_JPEGProcess1 && has_bits && bits != 8)
-            return ts_err_set(err, TS_EUNSUPPORTED,
-                              "cannot transcode to %s if BitsStored != 8 (it is %u)",
-                              tx.getXferID(), bits);
-        if (to == EXS_JPEGProcess2_4 && has_bits && bits > 12)
-            return ts_err_set(err, TS_EUNSUPPORTED,
-                              "cannot transcode to %s if BitsStored > 12 (it is %u)",
-                              tx.getXferID(), bits);
-    }
+    bool has_pixels = false;
+    int rc = check(ds, from, to, flags, has_pixels, err);
+    if (rc)
+        return rc;
     OFCondition c = EC_Normal;
     // Compressed to other compressed goes through native pixels.
     if (has_pixels && fx.isEncapsulated() && tx.isEncapsulated())
@@ -261,6 +278,21 @@ extern "C" int ts_dicom_transcode_file(const char *path, const char *to_uid, uns
     DcmFileFormat ff;
     int rc = load(path, ff, err);
     return rc ? rc : transcode_loaded(ff, to_uid, flags, out, out_len, err);
+}
+
+extern "C" int ts_dicom_transcode_check(const char *path, const char *to_uid, unsigned flags,
+                                        ts_err *err)
+{
+    E_TransferSyntax to = xfer_of(to_uid);
+    if (to == EXS_Unknown)
+        return ts_err_set(err, TS_EINVAL, "unknown transfer syntax UID: %s", to_uid ? to_uid : "");
+    DcmFileFormat ff;
+    int rc = load(path, ff, err); // (the pixel data stay on disk)
+    if (rc)
+        return rc;
+    E_TransferSyntax from = stored_xfer(ff);
+    bool has_pixels = false;
+    return from == to ? 0 : check(ff.getDataset(), from, to, flags, has_pixels, err);
 }
 
 extern "C" int ts_dicom_transcode_buffer(const void *data, size_t len, const char *to_uid,

@@ -2,9 +2,13 @@
  *
  * Instances go out as multipart/related; type="application/dicom", one part
  * per file, streamed: memory is the list of files (one query) and one buffer,
- * whatever the size of the study. Files are sent as stored (Tessera does not
- * transcode): each part names its transfer syntax, and an Accept that asks
- * for a syntax a file is not stored in is answered 406.
+ * whatever the size of the study. Files are sent as stored unless Accept asks
+ * for a transfer-syntax (PS3.18 8.7.3.5.2): then each file in another syntax
+ * is converted as its part is sent (lib/dicom/transcode.cc; one instance in
+ * memory at a time); each part names its transfer syntax, and a syntax that
+ * is unknown or that a file cannot be converted to is answered 406.
+ * Frames likewise: octet-stream means native pixels (a compressed instance is
+ * decoded first), a transfer-syntax asks for that one.
  *
  * Metadata is the DICOM JSON stored at ingest (instances.dicomweb), one
  * indexed read for a study or a series; an instance stored before that column
@@ -18,10 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dicom/codecs.h"
 #include "dicom/dicom.h"
 #include "dicom/image.h"
 #include "base/log.h"
@@ -48,6 +54,10 @@ typedef struct mp_stream {
     char path[4096];  /* MP_FRAMES: the file */
     unsigned *frames; /* 1-based */
     size_t nframes, next_frame;
+    char want[80]; /* MP_FILES: the transfer syntax asked for ("": as stored) */
+    char *mem;     /* MP_FILES: the current part, converted */
+    size_t mem_len, mem_pos;
+    int keep_fd; /* MP_FRAMES: a memfd holding the converted file, or -1 */
 } mp_stream;
 
 static void mp_free(void *cls)
@@ -58,6 +68,9 @@ static void mp_free(void *cls)
     ts_dicom_reader_free(s->reader);
     if (s->res)
         PQclear(s->res);
+    if (s->keep_fd >= 0)
+        close(s->keep_fd);
+    free(s->mem);
     free(s->frames);
     free(s);
 }
@@ -69,6 +82,7 @@ static mp_stream *mp_new(mp_kind kind, ts_store *store)
         abort();
     s->kind = kind;
     s->fd = -1;
+    s->keep_fd = -1;
     s->store = store;
     unsigned char rnd[16];
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
@@ -102,6 +116,28 @@ static bool mp_next_part(mp_stream *s)
                 continue;
             }
             const char *syntax = PQgetvalue(s->res, r, DW_COL_SYNTAX);
+            if (s->want[0] && strcmp(syntax, s->want) != 0) {
+                void *out = NULL;
+                size_t len = 0;
+                if (ts_dicom_transcode_file(path, s->want, TS_TRANSCODE_ALLOW_LOSSY, &out, &len,
+                                            &err)) {
+                    /* the answer has begun: left out, with a line saying why */
+                    ts_warn("dicomweb: instance left out, conversion failed",
+                            "sop=%s syntax=%s to=%s error=\"%s\"",
+                            PQgetvalue(s->res, r, DW_COL_SOP), syntax, s->want, err.msg);
+                    close(s->fd);
+                    s->fd = -1;
+                    continue;
+                }
+                if (out) { /* (NULL: it was in that syntax after all) */
+                    close(s->fd);
+                    s->fd = -1;
+                    s->mem = out;
+                    s->mem_len = len;
+                    s->mem_pos = 0;
+                    syntax = s->want;
+                }
+            }
             if (*syntax)
                 snprintf(type, sizeof(type), "application/dicom; transfer-syntax=%s", syntax);
             else
@@ -141,7 +177,18 @@ static ssize_t mp_read(void *cls, char *buf, size_t max)
             w += n;
             continue;
         }
-        if (s->fd >= 0) {
+        if (s->mem) {
+            size_t n = s->mem_len - s->mem_pos;
+            if (n > max - w)
+                n = max - w;
+            memcpy(buf + w, s->mem + s->mem_pos, n);
+            s->mem_pos += n;
+            w += n;
+            if (s->mem_pos == s->mem_len) {
+                free(s->mem);
+                s->mem = NULL;
+            }
+        } else if (s->fd >= 0) {
             ssize_t n = read(s->fd, buf + w, max - w);
             if (n < 0 && errno == EINTR)
                 continue;
@@ -237,20 +284,36 @@ void rest_dw_retrieve(rest_request *req)
     char syntax[80];
     if (!accept_dicom(req, syntax, sizeof(syntax)))
         return;
+    if (syntax[0] && !ts_transfer_syntax_known(syntax)) {
+        dw_error(req, 406, "unknown transfer syntax %s", syntax);
+        return;
+    }
     PGresult *res = dw_instances(req, false);
     if (!res)
         return;
-    for (int r = 0; syntax[0] && r < PQntuples(res); r++)
-        if (strcmp(PQgetvalue(res, r, DW_COL_SYNTAX), syntax) != 0) {
+    /* Decided before the answer starts: each file that needs a conversion has
+     * its header read (not its pixels) to know that one exists. */
+    for (int r = 0; syntax[0] && r < PQntuples(res); r++) {
+        const char *stored = PQgetvalue(res, r, DW_COL_SYNTAX);
+        char path[4096];
+        ts_err err;
+        if (!strcmp(stored, syntax) ||
+            ts_store_path(req->ctx->store, PQgetvalue(res, r, DW_COL_UUID), path, sizeof(path),
+                          &err))
+            continue;
+        if (ts_dicom_transcode_check(path, syntax, TS_TRANSCODE_ALLOW_LOSSY, &err) ==
+            TS_EUNSUPPORTED) {
             dw_error(req, 406,
-                     "instance %s is stored as %s and Tessera does not transcode; ask for "
-                     "transfer-syntax=* to get the files as stored",
-                     PQgetvalue(res, r, DW_COL_SOP), PQgetvalue(res, r, DW_COL_SYNTAX));
+                     "instance %s is stored as %s and cannot be converted to %s (%.200s); ask "
+                     "for transfer-syntax=* to get the files as stored",
+                     PQgetvalue(res, r, DW_COL_SOP), stored, syntax, err.msg);
             PQclear(res);
             return;
         }
+    }
     mp_stream *s = mp_new(MP_FILES, req->ctx->store);
     s->res = res;
+    snprintf(s->want, sizeof(s->want), "%s", syntax);
     mp_reply(req, s, "application/dicom");
 }
 
@@ -390,11 +453,13 @@ void rest_dw_metadata(rest_request *req)
 /* ---- bulk data and frames --------------------------------------------------------- */
 
 /* Accept for multipart/related of octet-stream (or, when compressed_ok, of
- * the frames' own media types). */
-static bool accept_octets(rest_request *req, bool *any_type)
+ * the frames' own media types). *want: the transfer-syntax asked for ("": as
+ * stored, or native pixels for octet-stream). */
+static bool accept_octets(rest_request *req, bool *any_type, char *want, size_t want_size)
 {
     const char *accept = rest_header(req, "Accept");
     *any_type = true;
+    want[0] = '\0';
     if (!accept || !*accept)
         return true;
     size_t pos = 0;
@@ -408,6 +473,12 @@ static bool accept_octets(rest_request *req, bool *any_type)
             return true;
         if (strcmp(m.type, "application/octet-stream") == 0) {
             *any_type = false;
+            snprintf(want, want_size, "%s", m.transfer_syntax);
+            return true;
+        }
+        /* a compressed frame type with its syntax: image/jp2; transfer-syntax=... */
+        if (strncmp(m.type, "image/", 6) == 0 && m.transfer_syntax[0]) {
+            snprintf(want, want_size, "%s", m.transfer_syntax);
             return true;
         }
     }
@@ -432,9 +503,85 @@ static bool instance_file(rest_request *req, char *path, size_t size)
     return rc == 0;
 }
 
-static void reply_frames(rest_request *req, const char *path, unsigned *frames, size_t n,
-                         bool any_type)
+static bool uncompressed_uid(const char *uid)
 {
+    return !strcmp(uid, "1.2.840.10008.1.2") || !strcmp(uid, "1.2.840.10008.1.2.1") ||
+           !strcmp(uid, "1.2.840.10008.1.2.2") || !strcmp(uid, "1.2.840.10008.1.2.1.99");
+}
+
+/* The file of `path` converted for the frames asked for: *fd a memfd holding
+ * it (read through /proc/self/fd), or -1 when the stored file will do. False
+ * (answered) when the conversion is impossible or fails. */
+static bool frames_source(rest_request *req, const char *path, const char *want, bool any_type,
+                          int *fd)
+{
+    *fd = -1;
+    ts_dicom *d;
+    ts_err err;
+    if (ts_dicom_open_file(path, &d, &err)) {
+        rest_reply_failure(req, TS_EDICOM, err.msg);
+        return false;
+    }
+    char stored[80];
+    snprintf(stored, sizeof(stored), "%s", ts_dicom_transfer_syntax(d));
+    ts_dicom_free(d);
+    const char *to = want;
+    bool native = uncompressed_uid(stored);
+    if (!any_type && !to[0])
+        to = native ? "" : "1.2.840.10008.1.2.1"; /* octet-stream: native pixels */
+    /* native frames come out little-endian whatever the uncompressed syntax */
+    if (native && uncompressed_uid(to))
+        to = "";
+    if (!to[0] || !strcmp(to, stored))
+        return true;
+    if (!ts_transcode_possible(stored, to, TS_TRANSCODE_ALLOW_LOSSY)) {
+        dw_error(req, 406, "the instance is stored as %s and its frames cannot be given in %s",
+                 stored, to);
+        return false;
+    }
+    void *out = NULL;
+    size_t len = 0;
+    if (ts_dicom_transcode_file(path, to, TS_TRANSCODE_ALLOW_LOSSY, &out, &len, &err)) {
+        dw_error(req, err.code == TS_EUNSUPPORTED ? 406 : 500,
+                 "the frames cannot be given in %s: %.300s", to, err.msg);
+        return false;
+    }
+    if (!out)
+        return true;
+    *fd = memfd_create("ts-frames", MFD_CLOEXEC);
+    size_t done = 0;
+    while (*fd >= 0 && done < len) {
+        ssize_t w = write(*fd, (char *)out + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(*fd);
+            *fd = -1;
+            break;
+        }
+        done += (size_t)w;
+    }
+    free(out);
+    if (*fd < 0) {
+        rest_reply_failure(req, TS_EIO, "cannot hold the converted instance");
+        return false;
+    }
+    return true;
+}
+
+static void reply_frames(rest_request *req, const char *path, unsigned *frames, size_t n,
+                         bool any_type, const char *want)
+{
+    int fd;
+    if (!frames_source(req, path, want, any_type, &fd)) {
+        free(frames);
+        return;
+    }
+    char converted[64];
+    if (fd >= 0) {
+        snprintf(converted, sizeof(converted), "/proc/self/fd/%d", fd);
+        path = converted;
+    }
     if (!any_type)
         /* octet-stream only: a compressed frame cannot be given as asked */
         for (size_t i = 0; i < n; i++) {
@@ -445,14 +592,17 @@ static void reply_frames(rest_request *req, const char *path, unsigned *frames, 
             ts_dicom_reader_free(rd);
             if (rc == 0 && strcmp(mime, "application/octet-stream") != 0) {
                 dw_error(req, 406,
-                         "frame %u is stored compressed (%s) and Tessera does not transcode; "
-                         "accept type=\"%s\" or transfer-syntax=*",
+                         "frame %u is stored compressed (%s); accept type=\"%s\" or "
+                         "transfer-syntax=*",
                          frames[i], mime, mime);
                 free(frames);
+                if (fd >= 0)
+                    close(fd);
                 return;
             }
         }
     mp_stream *s = mp_new(MP_FRAMES, req->ctx->store);
+    s->keep_fd = fd;
     snprintf(s->path, sizeof(s->path), "%s", path);
     s->frames = frames;
     s->nframes = n;
@@ -463,8 +613,13 @@ void rest_dw_frames(rest_request *req)
 {
     dw_cors(req);
     bool any_type;
-    if (!accept_octets(req, &any_type))
+    char want[80];
+    if (!accept_octets(req, &any_type, want, sizeof(want)))
         return;
+    if (want[0] && strcmp(want, "*") != 0 && !ts_transfer_syntax_known(want)) {
+        dw_error(req, 406, "unknown transfer syntax %s", want);
+        return;
+    }
     char path[4096];
     if (!instance_file(req, path, sizeof(path)))
         return;
@@ -496,14 +651,15 @@ void rest_dw_frames(rest_request *req)
         frames[n++] = (unsigned)f;
         p = *end ? end + 1 : end;
     }
-    reply_frames(req, path, frames, n, any_type);
+    reply_frames(req, path, frames, n, any_type, want);
 }
 
 void rest_dw_bulk(rest_request *req)
 {
     dw_cors(req);
     bool any_type;
-    if (!accept_octets(req, &any_type))
+    char want[80]; /* (for the pixel data; other values go as stored) */
+    if (!accept_octets(req, &any_type, want, sizeof(want)))
         return;
     /* bulk/{tag}[/{item from 1}/{tag}]... */
     int first = 8, n = req->nseg - first;
@@ -550,7 +706,7 @@ void rest_dw_bulk(rest_request *req)
             abort();
         for (unsigned i = 0; i < count; i++)
             frames[i] = i + 1;
-        reply_frames(req, file, frames, count, any_type);
+        reply_frames(req, file, frames, count, any_type, want);
         return;
     }
     ts_dicom_content c = {0};

@@ -512,3 +512,98 @@ def test_cget_jpeg2000_with_uncompressed_only_getscu(dimse, samples, tmp_path):
     assert str(ds.SOPInstanceUID) == uid
     assert str(ds.file_meta.TransferSyntaxUID) in (EXPLICIT, IMPLICIT)
     assert same_pixels(files[0], samples["ct_j2k"], tmp_path)
+
+
+# ---- DICOMweb WADO-RS: transfer-syntax in Accept ------------------------------------
+
+def wado_multipart(body, content_type):
+    from test_dicomweb import multipart
+    return multipart(body, content_type)
+
+
+def dw_path(path):
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return (f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}")
+
+
+@pytest.mark.parametrize("source,target", [("ct_j2k", EXPLICIT), ("ct_j2k", IMPLICIT),
+                                           ("ct", J2K_LOSSLESS), ("mr_jls", RLE)])
+def test_wado_rs_instance_in_the_syntax_asked_for(tessera, samples, tmp_path, source, target):
+    upload(tessera, samples[source])
+    accept = f'multipart/related; type="application/dicom"; transfer-syntax={target}'
+    status, body, headers = http(tessera.url, "GET", dw_path(samples[source]),
+                                 headers={"Accept": accept})
+    assert status == 200, body[:300]
+    parts = wado_multipart(body, headers["Content-Type"])
+    assert len(parts) == 1
+    assert parts[0][0]["content-type"] == f"application/dicom; transfer-syntax={target}"
+    assert syntax(parts[0][1]) == target
+    got, _ = decoded(parts[0][1], tmp_path)
+    want, _ = decoded(Path(samples[source]).read_bytes(), tmp_path)
+    assert np.array_equal(got, want)
+    # "*" (and no transfer-syntax) still means as stored
+    for accept in ('multipart/related; type="application/dicom"; transfer-syntax=*', None):
+        status, body, headers = http(tessera.url, "GET", dw_path(samples[source]),
+                                     headers={"Accept": accept} if accept else {})
+        assert status == 200
+        assert wado_multipart(body, headers["Content-Type"])[0][1] == \
+            Path(samples[source]).read_bytes()
+
+
+@pytest.mark.parametrize("target,why", [
+    ("1.2.3.4", "unknown transfer syntax"),
+    (MPEG2, "no encoder"),
+    (JPEG_BASELINE, "BitsStored"),  # 16-bit CT: decided before the answer starts
+])
+def test_wado_rs_instance_406(tessera, samples, target, why):
+    upload(tessera, samples["ct"])
+    accept = f'multipart/related; type="application/dicom"; transfer-syntax={target}'
+    status, body, _ = http(tessera.url, "GET", dw_path(samples["ct"]), headers={"Accept": accept})
+    assert status == 406, body[:300]
+    assert why in json.loads(body)["Details"]
+
+
+def test_wado_rs_frames_decoded_and_encoded(tessera, samples, tmp_path):
+    """octet-stream frames of a JPEG 2000 instance are its native pixels (decoded);
+    image/jp2 with transfer-syntax .90 of an uncompressed one is a J2K code stream
+    that OpenJPEG's own opj_decompress reads back to the same pixels."""
+    upload(tessera, samples["ct_j2k"])
+    path = dw_path(samples["ct_j2k"]) + "/frames/1"
+    native = pydicom.dcmread(samples["ct"]).PixelData
+    for accept in ('multipart/related; type="application/octet-stream"',
+                   'multipart/related; type="application/octet-stream"; '
+                   f'transfer-syntax={EXPLICIT}'):
+        status, body, headers = http(tessera.url, "GET", path, headers={"Accept": accept})
+        assert status == 200, body[:300]
+        parts = wado_multipart(body, headers["Content-Type"])
+        assert [p[1] for p in parts] == [native]
+    # as stored: the code stream itself
+    status, body, headers = http(tessera.url, "GET", path, headers={"Accept": "*/*"})
+    assert status == 200
+    stream = wado_multipart(body, headers["Content-Type"])[0][1]
+    assert stream.startswith(b"\xff\x4f\xff\x51")
+
+    mr = samples["mr"]
+    upload(tessera, mr)
+    accept = f'multipart/related; type="image/jp2"; transfer-syntax={J2K_LOSSLESS}'
+    status, body, headers = http(tessera.url, "GET", dw_path(mr) + "/frames/1",
+                                 headers={"Accept": accept})
+    assert status == 200, body[:300]
+    stream = wado_multipart(body, headers["Content-Type"])[0][1]
+    assert stream.startswith(b"\xff\x4f\xff\x51")
+    if shutil.which("opj_decompress"):
+        (tmp_path / "f.j2k").write_bytes(stream)
+        run("opj_decompress", "-i", tmp_path / "f.j2k", "-o", tmp_path / "f.pgm")
+        data = (tmp_path / "f.pgm").read_bytes()
+        ds = pydicom.dcmread(mr)
+        want = ds.pixel_array
+        # PGM: 16-bit big-endian samples; OpenJPEG shifts signed ones by 2^15 for it
+        got = np.frombuffer(data[-want.size * 2:], dtype=">u2").reshape(want.shape)
+        shift = 1 << (ds.BitsStored - 1) if ds.PixelRepresentation else 0
+        assert np.array_equal(got.astype(np.int64) - shift, want.astype(np.int64))
+    # an unknown syntax, and one with no encoder: 406
+    for ts in ("1.2.3.4", MPEG2):
+        accept = f'multipart/related; type="image/jp2"; transfer-syntax={ts}'
+        assert http(tessera.url, "GET", dw_path(mr) + "/frames/1",
+                    headers={"Accept": accept})[0] == 406
