@@ -86,6 +86,8 @@ const char *ts_err_name(int code)
         return "canceled";
     case TS_EDB_INDOUBT:
         return "db_in_doubt";
+    case TS_EUNSUPPORTED:
+        return "unsupported";
     default:
         return "unknown";
     }

@@ -25,8 +25,10 @@ enum {
     TS_ETOOBIG = -11,
     TS_ENOSPACE = -12, /* storage area full */
     TS_ECANCELED = -13,
-    TS_EDB_INDOUBT = -14, /* like TS_EDB_BUSY, but a COMMIT was sent and its answer lost:
-                             the transaction may have taken effect */
+    TS_EDB_INDOUBT = -14,  /* like TS_EDB_BUSY, but a COMMIT was sent and its answer lost:
+                              the transaction may have taken effect */
+    TS_EUNSUPPORTED = -15, /* valid request, but no codec or conversion for it (HTTP 415 or
+                              400, DICOM 0xA900) */
 };
 
 typedef struct ts_err {

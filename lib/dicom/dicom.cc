@@ -10,6 +10,7 @@
 #include <dcmtk/oflog/spi/logevent.h>
 
 #include "base/log.h"
+#include "dicom/codecs.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -71,6 +72,7 @@ extern "C" int ts_dicom_global_init(ts_err *err)
         return ts_err_set(err, TS_EINVAL,
                           "dcmtk data dictionary not loaded (check DCMDICTPATH or "
                           "/usr/share/libdcmtk17/dicom.dic)");
+    ts_dicom_codecs_init();
     return 0;
 }
 
@@ -455,15 +457,9 @@ extern "C" int ts_dicom_open_file(const char *path, ts_dicom **out, ts_err *err)
     return 0;
 }
 
-extern "C" int ts_dicom_open_buffer(const void *data, size_t len, ts_dicom **out, ts_err *err)
+// An anonymous file holding a copy of data (see ts_dicom_open_buffer for why).
+int ts_memfd_from(const void *data, size_t len, ts_err *err)
 {
-    *out = nullptr;
-    if (len < 8)
-        return ts_err_set(err, TS_EDICOM, "input of %zu bytes is not DICOM", len);
-    // Parsed from an anonymous file, as ingest parses its files: dcmtk then
-    // checks declared lengths against what is there before allocating (from a
-    // memory stream it allocates whatever an element declares, 4 GB included;
-    // found by tests/fuzz/fuzz_dicom).
     int fd = memfd_create("ts-dicom", MFD_CLOEXEC);
     if (fd < 0)
         return ts_err_set(err, TS_EIO, "memfd_create: %s", strerror(errno));
@@ -481,6 +477,21 @@ extern "C" int ts_dicom_open_buffer(const void *data, size_t len, ts_dicom **out
         p += n;
         left -= static_cast<size_t>(n);
     }
+    return fd;
+}
+
+extern "C" int ts_dicom_open_buffer(const void *data, size_t len, ts_dicom **out, ts_err *err)
+{
+    *out = nullptr;
+    if (len < 8)
+        return ts_err_set(err, TS_EDICOM, "input of %zu bytes is not DICOM", len);
+    // Parsed from an anonymous file, as ingest parses its files: dcmtk then
+    // checks declared lengths against what is there before allocating (from a
+    // memory stream it allocates whatever an element declares, 4 GB included;
+    // found by tests/fuzz/fuzz_dicom).
+    int fd = ts_memfd_from(data, len, err);
+    if (fd < 0)
+        return fd;
     char path[64];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     ts_dicom *d = new ts_dicom();

@@ -265,6 +265,9 @@ typedef struct ts_dicom_peer {
      * that asked for the move and its C-MOVE-RQ's message id; NULL/0 otherwise. */
     const char *move_originator_aet;
     uint16_t move_originator_msg_id;
+    /* A transfer syntax to send the files in when the peer accepts it (a store
+     * job's Transcode; lossy allowed, as asked); NULL: as stored. */
+    const char *transcode;
 } ts_dicom_peer;
 
 /* C-ECHO; 0 when the peer answered success. */
@@ -272,7 +275,12 @@ int ts_dicom_echo(const ts_dicom_peer *peer, ts_err *err);
 
 /* Sends files over one association with C-STORE. statuses[i] receives the DIMSE
  * status of file i (0xFFFF if it was not sent). Returns 0 if the association
- * worked, even if some statuses are failures. */
+ * worked, even if some statuses are failures.
+ * Each SOP class is proposed with the file's own syntax, peer->transcode if
+ * set, and Explicit/Implicit VR Little Endian when the file can be decoded
+ * (Orthanc's proposal); a file goes in peer->transcode if accepted, else as
+ * stored, else converted to what the peer accepted (lib/dicom/transcode.cc).
+ * A file for which none works is not sent (0xFFFF, and a log line says why). */
 int ts_dicom_store_files(const ts_dicom_peer *peer, const char *const *paths, size_t n,
                          uint16_t *statuses, ts_err *err);
 

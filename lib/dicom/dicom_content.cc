@@ -416,6 +416,12 @@ static int uncompressed_frame(DcmDataset *ds, unsigned count, unsigned index, ts
         frame_size = static_cast<size_t>(rows) * cols * spp * (bits / 8);
     else
         return ts_err_set(err, TS_EINVAL, "BitsAllocated %u", bits);
+    OFString pi;
+    // YBR_*_422 (PS3.3 C.7.6.3.1.2): two pixels share one Cb and one Cr, so a
+    // frame holds 2 samples a pixel, not 3
+    if (bits % 8 == 0 && ds->findAndGetOFString(DCM_PhotometricInterpretation, pi).good() &&
+        pi.size() > 4 && pi.substr(pi.size() - 4) == "_422")
+        frame_size = frame_size * 2 / 3;
     DcmElement *el = nullptr;
     size_t size = 0;
     if (ds->findAndGetElement(DCM_PixelData, el).good() && el)

@@ -45,12 +45,6 @@ extern "C" int ts_dicom_find_pending(ts_dicom_find_out *out, const char *const *
     return 0;
 }
 
-static bool uncompressed(E_TransferSyntax ts)
-{
-    return ts == EXS_LittleEndianExplicit || ts == EXS_LittleEndianImplicit ||
-           ts == EXS_BigEndianExplicit;
-}
-
 extern "C" int ts_dicom_get_send(ts_dicom_retrieve_out *out, const char *path, const char *sop_uid,
                                  unsigned remaining, ts_dicom_move_result *res, ts_err *err)
 {
@@ -69,13 +63,24 @@ extern "C" int ts_dicom_get_send(ts_dicom_retrieve_out *out, const char *path, c
         E_TransferSyntax xfer = ds->getOriginalXfer();
         DcmXfer x(xfer);
         pid = ASC_findAcceptedPresentationContextID(assoc, sop_class.c_str(), x.getXferID());
+        // The client did not accept the stored syntax for this class: Explicit
+        // or Implicit VR Little Endian if it accepted one (Orthanc's fallback).
+        for (const char *le :
+             {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax})
+            if (pid == 0)
+                pid = ASC_findAcceptedPresentationContextID(assoc, sop_class.c_str(), le);
         T_ASC_PresentationContext pc;
         bool ok = pid != 0 && ASC_findAcceptedPresentationContext(assoc->params, pid, &pc).good();
         if (ok) {
             E_TransferSyntax want = DcmXfer(pc.acceptedTransferSyntax).getXfer();
-            if (want != xfer)
-                ok = uncompressed(want) && uncompressed(xfer) &&
-                     ds->chooseRepresentation(want, nullptr).good();
+            ts_err terr = {0, ""};
+            if (want != xfer &&
+                ts_transcode_dataset(ds, xfer, pc.acceptedTransferSyntax, 0, &terr)) {
+                ts_warn("C-GET: instance not sent: no conversion to the accepted syntax",
+                        "sop=%s syntax=%s to=%s error=\"%s\"", sop_uid, x.getXferID(),
+                        pc.acceptedTransferSyntax, terr.msg);
+                ok = false;
+            }
         }
         if (ok) {
             T_DIMSE_C_StoreRQ rq;

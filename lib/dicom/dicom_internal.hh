@@ -9,6 +9,16 @@
 
 #include "dicom/dicom.h"
 
+// A memfd (close-on-exec) holding a copy of data, read from offset 0 through
+// "/proc/self/fd/N"; < 0 (a TS_E* code) on failure.
+int ts_memfd_from(const void *data, size_t len, ts_err *err);
+
+// Changes ds (read in `from`; EXS_Unknown: its original syntax) to the
+// representation of to_uid in place, with the rules and errors of
+// ts_dicom_transcode_file (transcode.cc). ds can then be written in to_uid.
+int ts_transcode_dataset(DcmDataset *ds, E_TransferSyntax from, const char *to_uid, unsigned flags,
+                         ts_err *err);
+
 struct ts_dicom {
     DcmFileFormat file;          // meta header + dataset
     std::string transfer_syntax; // UID from the meta header, "" if none

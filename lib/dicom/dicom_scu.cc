@@ -2,10 +2,11 @@
 //
 // A store call reads each file's SOP class and transfer syntax first and proposes
 // exactly the presentation contexts those files need: one per (SOP class, the
-// file's own syntax), so that files travel unchanged, plus one per SOP class with
-// Explicit/Implicit VR Little Endian for uncompressed files, in case the peer
-// refuses their own syntax (big endian, deflated). Compressed files are never
-// decompressed: if the peer refuses their syntax they are not sent.
+// file's own syntax), so that files travel unchanged, one per (SOP class, the
+// syntax the caller asked for) when it asked for one, plus one per SOP class with
+// Explicit/Implicit VR Little Endian for every file we can decode, in case the
+// peer refuses their own syntax (big endian, deflated, JPEG 2000 ...): Orthanc
+// proposes the same. A file is then converted to what the peer accepted.
 #include "dicom_internal.hh"
 #include "dicom_net.hh"
 
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "dicom/codecs.h"
 
 namespace
 {
@@ -139,7 +141,8 @@ struct FileInfo {
     bool readable = false;
     std::string sop_class;
     std::string syntax;        // transfer syntax UID as stored
-    bool uncompressed = false; // may be converted to Explicit/Implicit VR LE
+    bool uncompressed = false; // dcmtk converts it to Explicit/Implicit VR LE itself
+    bool decodable = false;    // may be converted to Explicit/Implicit VR LE
 };
 
 // Reads the meta header and the start of the dataset only (up to SOPInstanceUID).
@@ -168,6 +171,8 @@ void read_file_info(const char *path, FileInfo &info)
     info.sop_class = sop_class.c_str();
     info.syntax = xfer.getXferID();
     info.uncompressed = !xfer.isEncapsulated();
+    info.decodable =
+        ts_transcode_possible(info.syntax.c_str(), UID_LittleEndianExplicitTransferSyntax, 0);
     info.readable = true;
 }
 
@@ -175,13 +180,52 @@ void read_file_info(const char *path, FileInfo &info)
 // The fallback context of a SOP class has the key (class, "").
 typedef std::pair<std::string, std::string> ContextKey;
 
-std::vector<ContextKey> contexts_of(const FileInfo &f)
+// The syntax the caller asked for, if it differs from f's and can be made.
+const char *wanted(const ts_dicom_peer *peer, const FileInfo &f)
+{
+    const char *t = peer->transcode;
+    if (!t || !*t || f.syntax == t ||
+        !ts_transcode_possible(f.syntax.c_str(), t, TS_TRANSCODE_ALLOW_LOSSY))
+        return nullptr;
+    return t;
+}
+
+std::vector<ContextKey> contexts_of(const ts_dicom_peer *peer, const FileInfo &f)
 {
     std::vector<ContextKey> keys;
     keys.emplace_back(f.sop_class, f.syntax);
-    if (f.uncompressed)
+    if (const char *t = wanted(peer, f))
+        keys.emplace_back(f.sop_class, t);
+    if (f.decodable)
         keys.emplace_back(f.sop_class, "");
     return keys;
+}
+
+// Sends f converted to `to` on pcid: 0 and *status, or a dcmdata condition
+// (the file not sent, the association still usable) with a log line.
+OFCondition send_converted(Scu &scu, const ts_dicom_peer *peer, T_ASC_PresentationContextID pcid,
+                           const char *path, const FileInfo &f, const char *to, Uint16 &status)
+{
+    DcmFileFormat ff;
+    OFCondition cond = ff.loadFile(path);
+    ts_err err = {0, ""};
+    if (cond.good()) {
+        unsigned flags = peer->transcode && !strcmp(peer->transcode, to)
+                             ? static_cast<unsigned>(TS_TRANSCODE_ALLOW_LOSSY)
+                             : 0u;
+        if (ts_transcode_dataset(ff.getDataset(), EXS_Unknown, to, flags, &err)) {
+            ts_warn("file not sent: no conversion to a syntax the peer accepted",
+                    "peer=%s path=\"%s\" syntax=%s to=%s error=\"%s\"", peer_name(peer).c_str(),
+                    path, f.syntax.c_str(), to, err.msg);
+            return EC_CannotChangeRepresentation;
+        }
+        ts_debug("file converted for the peer", "peer=%s path=\"%s\" syntax=%s to=%s",
+                 peer_name(peer).c_str(), path, f.syntax.c_str(), to);
+        cond = scu.sendSTORERequest(pcid, "", ff.getDataset(), status,
+                                    peer->move_originator_aet ? peer->move_originator_aet : "",
+                                    peer->move_originator_msg_id);
+    }
+    return cond;
 }
 
 // Sends the files of one batch (indices into paths) over one association.
@@ -212,26 +256,37 @@ int store_batch(const ts_dicom_peer *peer, const char *const *paths,
         }
         last = i;
         const FileInfo &f = infos[i];
+        // The syntax asked for, the stored one, then what we can convert to.
+        const char *to = wanted(peer, f);
         T_ASC_PresentationContextID pcid =
-            scu.findPresentationContextID(f.sop_class.c_str(), f.syntax.c_str());
-        if (pcid == 0 && f.uncompressed) {
-            pcid = scu.findPresentationContextID(f.sop_class.c_str(),
-                                                 UID_LittleEndianExplicitTransferSyntax);
-            if (pcid == 0)
-                pcid = scu.findPresentationContextID(f.sop_class.c_str(),
-                                                     UID_LittleEndianImplicitTransferSyntax);
+            to ? scu.findPresentationContextID(f.sop_class.c_str(), to) : 0;
+        if (pcid == 0) {
+            to = nullptr;
+            pcid = scu.findPresentationContextID(f.sop_class.c_str(), f.syntax.c_str());
+        }
+        for (const char *le :
+             {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax}) {
+            if (pcid == 0 && f.decodable) {
+                pcid = scu.findPresentationContextID(f.sop_class.c_str(), le);
+                to = le;
+            }
         }
         if (pcid == 0) {
-            ts_warn("file not sent: the peer refused its SOP class or transfer syntax",
+            ts_warn("file not sent: the peer accepted neither its SOP class with its transfer "
+                    "syntax nor one it can be converted to",
                     "peer=%s path=\"%s\" sop_class=%s syntax=%s", peer_name(peer).c_str(), paths[i],
                     f.sop_class.c_str(), f.syntax.c_str());
             continue;
         }
         Uint16 status = NOT_SENT;
+        // Uncompressed to uncompressed: dcmtk's own conversion (setDatasetConversionMode).
+        bool convert = to && !(f.uncompressed && DcmXfer(to).isNotEncapsulated());
         OFCondition cond =
-            scu.sendSTORERequest(pcid, paths[i], nullptr, status,
-                                 peer->move_originator_aet ? peer->move_originator_aet : "",
-                                 peer->move_originator_msg_id);
+            convert
+                ? send_converted(scu, peer, pcid, paths[i], f, to, status)
+                : scu.sendSTORERequest(pcid, paths[i], nullptr, status,
+                                       peer->move_originator_aet ? peer->move_originator_aet : "",
+                                       peer->move_originator_msg_id);
         if (cond.good()) {
             statuses[i] = status;
             continue;
@@ -318,7 +373,7 @@ extern "C" int ts_dicom_store_files_progress(const ts_dicom_peer *peer, const ch
             continue;
         std::vector<ContextKey> need;
         if (i < n)
-            for (const ContextKey &k : contexts_of(infos[i]))
+            for (const ContextKey &k : contexts_of(peer, infos[i]))
                 if (!proposed.count(k))
                     need.push_back(k);
         if (i == n || contexts.size() + need.size() > MAX_CONTEXTS) {
@@ -333,7 +388,7 @@ extern "C" int ts_dicom_store_files_progress(const ts_dicom_peer *peer, const ch
             batch.clear();
             contexts.clear();
             proposed.clear();
-            need = contexts_of(infos[i]);
+            need = contexts_of(peer, infos[i]);
         }
         for (const ContextKey &k : need) {
             proposed.insert(k);

@@ -7,13 +7,18 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 # Debian 12 packages, by purpose.
 PKGS_BUILD="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libnng-dev
   libdcmtk-dev libpq-dev libhiredis-dev libmicrohttpd-dev libjansson-dev libssl-dev uuid-dev
-  libarchive-dev libcurl4-openssl-dev zlib1g-dev libxml2-dev libgnutls28-dev"
-PKGS_RUN="postgresql redis-server dcmtk"
+  libarchive-dev libcurl4-openssl-dev zlib1g-dev libxml2-dev libgnutls28-dev libopenjp2-7-dev"
+PKGS_RUN="postgresql redis-server dcmtk libopenjp2-7"
 # the libFuzzer targets (scripts/fuzz; scripts/test runs them over their corpus)
 PKGS_FUZZ="clang"
 PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-numpy python3-psycopg2
   python3-jwt python3-cryptography
-  orthanc orthanc-dicomweb haproxy chromium"  # orthanc (+ its DICOMweb plugin): the references the tests compare with; haproxy: DICOMweb URLs behind it; chromium: CORS and the web UI in a browser
+  orthanc orthanc-dicomweb orthanc-gdcm haproxy chromium libgdcm-tools libopenjp2-tools"  # orthanc (+ its DICOMweb and GDCM plugins): the references the tests compare with; gdcmconv, opj_compress: JPEG 2000 test files (tests/unit/test_transcode.c); haproxy: DICOMweb URLs behind it; chromium: CORS and the web UI in a browser; jwt/cryptography: tokens in test_auth.py
+# the image tests (tests/integration/test_image.py): libpng/libjpeg for lib/dicom/image.cc
+# (PKGS_BUILD), PIL to read PNG/JPEG answers
+PKGS_BUILD="$PKGS_BUILD libpng-dev libjpeg-dev"
+PKGS_RUN="$PKGS_RUN libpng16-16 libjpeg62-turbo"
+PKGS_TEST="$PKGS_TEST python3-pil"
 # bench/run: Orthanc with its PostgreSQL index plugin as the reference, wrk for HTTP load
 PKGS_BENCH="postgresql dcmtk python3 python3-pydicom python3-numpy python3-psycopg2
   python3-pytest orthanc orthanc-postgresql wrk"

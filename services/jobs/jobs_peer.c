@@ -12,6 +12,7 @@
 
 #include "base/ids.h"
 #include "base/log.h"
+#include "dicom/codecs.h"
 
 #define LOOKUP 64 /* instances whose files are looked up at once */
 #define RECORD_EVERY 16
@@ -64,6 +65,7 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     const char *password = json_string_value(json_object_get(c->input, "Password"));
     long timeout = (long)json_integer_value(json_object_get(c->input, "Timeout"));
     bool permissive = json_is_true(json_object_get(c->input, "Permissive"));
+    const char *transcode = json_string_value(json_object_get(c->input, "Transcode"));
     json_t *done = NULL;
     const char **todo = NULL;
     const char *sent[RECORD_EVERY];
@@ -145,6 +147,21 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 }
                 failed++;
                 continue;
+            }
+            if (transcode) {
+                /* Orthanc's rule: what cannot be converted goes as stored */
+                void *conv = NULL;
+                size_t clen = 0;
+                if (ts_dicom_transcode_buffer(data, len, transcode, TS_TRANSCODE_ALLOW_LOSSY, &conv,
+                                              &clen, &err))
+                    ts_warn("peer store: sending the instance as stored",
+                            "job=%s instance=%s transcode=%s error=\"%s\"", c->id, todo[pos + k],
+                            transcode, err.msg);
+                if (conv) {
+                    free(data);
+                    data = conv;
+                    len = clen;
+                }
             }
             rc = post_instance(curl, url, data, len, details, sizeof(details));
             free(data);

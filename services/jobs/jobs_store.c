@@ -62,7 +62,8 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                           .aet = aet,
                           .host = host,
                           .port = port,
-                          .timeout_s = timeout > 0 ? timeout : w->svc->dicom_timeout_s};
+                          .timeout_s = timeout > 0 ? timeout : w->svc->dicom_timeout_s,
+                          .transcode = json_string_value(json_object_get(c->input, "Transcode"))};
 
     if (!(done = jobs_done_items(w, c))) {
         out->interrupted = true;
@@ -153,8 +154,9 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 char details[256];
                 if (statuses[k] == 0xFFFF)
                     snprintf(details, sizeof(details),
-                             "C-STORE of instance %s to %s: not sent (the peer refused its SOP "
-                             "class or transfer syntax, or the file is unreadable)",
+                             "C-STORE of instance %s to %s: not sent (the peer accepted neither "
+                             "its SOP class with its transfer syntax nor one it converts to, or "
+                             "the file is unreadable)",
                              ids[k], aet);
                 else
                     snprintf(details, sizeof(details),

@@ -382,9 +382,7 @@ void rest_instance_content(rest_request *req)
 
 /* ---- frames ---------------------------------------------------------------------- */
 
-/* The file of the instance of the request; answers the request itself and
- * returns false on failure. */
-static bool instance_file(rest_request *req, char *path, size_t size)
+bool rest_instance_path(rest_request *req, char *path, size_t size)
 {
     file_list fl;
     if (!list_files(req, 3, &fl))
@@ -397,10 +395,28 @@ static bool instance_file(rest_request *req, char *path, size_t size)
     return ok;
 }
 
+char (*rest_resource_files(rest_request *req, int level, size_t *n))[4096]
+{
+    file_list fl;
+    *n = 0;
+    if (!list_files(req, level, &fl))
+        return NULL;
+    char(*paths)[4096] = malloc((fl.n + 1) * sizeof(*paths));
+    if (!paths)
+        abort();
+    for (size_t i = 0; i < fl.n; i++) {
+        ts_err err;
+        if (ts_store_path(req->ctx->store, fl.uuids[i], paths[*n], sizeof(*paths), &err) == 0)
+            (*n)++;
+    }
+    file_list_clear(&fl);
+    return paths;
+}
+
 void rest_instance_frames(rest_request *req)
 {
     char path[4096];
-    if (!instance_file(req, path, sizeof(path)))
+    if (!rest_instance_path(req, path, sizeof(path)))
         return;
     unsigned count;
     ts_err err;
@@ -415,9 +431,7 @@ void rest_instance_frames(rest_request *req)
     rest_reply_json(req, 200, list);
 }
 
-/* A frame number as Orthanc reads it (boost::lexical_cast<unsigned int>): an
- * optional sign, then digits; "-1" wraps round. False if it is not one. */
-static bool parse_frame(const char *s, unsigned *out)
+bool rest_parse_frame(const char *s, unsigned *out)
 {
     bool neg = *s == '-';
     if (*s == '-' || *s == '+')
@@ -439,12 +453,12 @@ static bool parse_frame(const char *s, unsigned *out)
 void rest_instance_frame_raw(rest_request *req)
 {
     unsigned frame;
-    if (!parse_frame(req->seg[3], &frame)) {
+    if (!rest_parse_frame(req->seg[3], &frame)) {
         rest_reply_empty(req, 404);
         return;
     }
     char path[4096];
-    if (!instance_file(req, path, sizeof(path)))
+    if (!rest_instance_path(req, path, sizeof(path)))
         return;
     ts_dicom_reader *r;
     const char *mime;

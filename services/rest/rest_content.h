@@ -18,4 +18,16 @@ void rest_instance_frames(rest_request *req);
 /* GET /instances/{id}/frames/{n}/raw */
 void rest_instance_frame_raw(rest_request *req);
 
+/* Shared with the image routes (rest_image.c). */
+/* The file of the instance of the request; answers the request itself (404)
+ * and returns false on failure. */
+bool rest_instance_path(rest_request *req, char *path, size_t size);
+/* The files of every instance under the resource of the request (level 0..3,
+ * id in seg[1]), in the index's order; *n of them. NULL when the request has
+ * been answered (unknown resource, database failure). The caller frees it. */
+char (*rest_resource_files(rest_request *req, int level, size_t *n))[4096];
+/* A frame number as Orthanc reads it (boost::lexical_cast<unsigned int>): an
+ * optional sign, then digits; "-1" wraps round. False if it is not one. */
+bool rest_parse_frame(const char *s, unsigned *out);
+
 #endif

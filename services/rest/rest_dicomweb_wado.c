@@ -2,9 +2,13 @@
  *
  * Instances go out as multipart/related; type="application/dicom", one part
  * per file, streamed: memory is the list of files (one query) and one buffer,
- * whatever the size of the study. Files are sent as stored (Tessera does not
- * transcode): each part names its transfer syntax, and an Accept that asks
- * for a syntax a file is not stored in is answered 406.
+ * whatever the size of the study. Files are sent as stored unless Accept asks
+ * for a transfer-syntax (PS3.18 8.7.3.5.2): then each file in another syntax
+ * is converted as its part is sent (lib/dicom/transcode.cc; one instance in
+ * memory at a time); each part names its transfer syntax, and a syntax that
+ * is unknown or that a file cannot be converted to is answered 406.
+ * Frames likewise: octet-stream means native pixels (a compressed instance is
+ * decoded first), a transfer-syntax asks for that one.
  *
  * Metadata is the DICOM JSON stored at ingest (instances.dicomweb), one
  * indexed read for a study or a series; an instance stored before that column
@@ -18,11 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dicom/codecs.h"
 #include "dicom/dicom.h"
+#include "dicom/image.h"
 #include "base/log.h"
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
@@ -48,6 +55,10 @@ typedef struct mp_stream {
     char path[4096];  /* MP_FRAMES: the file */
     unsigned *frames; /* 1-based */
     size_t nframes, next_frame;
+    char want[80]; /* MP_FILES: the transfer syntax asked for ("": as stored) */
+    char *mem;     /* MP_FILES: the current part, converted */
+    size_t mem_len, mem_pos;
+    int keep_fd; /* MP_FRAMES: a memfd holding the converted file, or -1 */
 } mp_stream;
 
 static void mp_free(void *cls)
@@ -58,6 +69,9 @@ static void mp_free(void *cls)
     ts_dicom_reader_free(s->reader);
     if (s->res)
         PQclear(s->res);
+    if (s->keep_fd >= 0)
+        close(s->keep_fd);
+    free(s->mem);
     free(s->frames);
     free(s);
 }
@@ -69,6 +83,7 @@ static mp_stream *mp_new(mp_kind kind, ts_store *store)
         abort();
     s->kind = kind;
     s->fd = -1;
+    s->keep_fd = -1;
     s->store = store;
     unsigned char rnd[16];
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
@@ -102,6 +117,28 @@ static bool mp_next_part(mp_stream *s)
                 continue;
             }
             const char *syntax = PQgetvalue(s->res, r, DW_COL_SYNTAX);
+            if (s->want[0] && strcmp(syntax, s->want) != 0) {
+                void *out = NULL;
+                size_t len = 0;
+                if (ts_dicom_transcode_file(path, s->want, TS_TRANSCODE_ALLOW_LOSSY, &out, &len,
+                                            &err)) {
+                    /* the answer has begun: left out, with a line saying why */
+                    ts_warn("dicomweb: instance left out, conversion failed",
+                            "sop=%s syntax=%s to=%s error=\"%s\"",
+                            PQgetvalue(s->res, r, DW_COL_SOP), syntax, s->want, err.msg);
+                    close(s->fd);
+                    s->fd = -1;
+                    continue;
+                }
+                if (out) { /* (NULL: it was in that syntax after all) */
+                    close(s->fd);
+                    s->fd = -1;
+                    s->mem = out;
+                    s->mem_len = len;
+                    s->mem_pos = 0;
+                    syntax = s->want;
+                }
+            }
             if (*syntax)
                 snprintf(type, sizeof(type), "application/dicom; transfer-syntax=%s", syntax);
             else
@@ -141,7 +178,18 @@ static ssize_t mp_read(void *cls, char *buf, size_t max)
             w += n;
             continue;
         }
-        if (s->fd >= 0) {
+        if (s->mem) {
+            size_t n = s->mem_len - s->mem_pos;
+            if (n > max - w)
+                n = max - w;
+            memcpy(buf + w, s->mem + s->mem_pos, n);
+            s->mem_pos += n;
+            w += n;
+            if (s->mem_pos == s->mem_len) {
+                free(s->mem);
+                s->mem = NULL;
+            }
+        } else if (s->fd >= 0) {
             ssize_t n = read(s->fd, buf + w, max - w);
             if (n < 0 && errno == EINTR)
                 continue;
@@ -237,20 +285,36 @@ void rest_dw_retrieve(rest_request *req)
     char syntax[80];
     if (!accept_dicom(req, syntax, sizeof(syntax)))
         return;
+    if (syntax[0] && !ts_transfer_syntax_known(syntax)) {
+        dw_error(req, 406, "unknown transfer syntax %s", syntax);
+        return;
+    }
     PGresult *res = dw_instances(req, false);
     if (!res)
         return;
-    for (int r = 0; syntax[0] && r < PQntuples(res); r++)
-        if (strcmp(PQgetvalue(res, r, DW_COL_SYNTAX), syntax) != 0) {
+    /* Decided before the answer starts: each file that needs a conversion has
+     * its header read (not its pixels) to know that one exists. */
+    for (int r = 0; syntax[0] && r < PQntuples(res); r++) {
+        const char *stored = PQgetvalue(res, r, DW_COL_SYNTAX);
+        char path[4096];
+        ts_err err;
+        if (!strcmp(stored, syntax) ||
+            ts_store_path(req->ctx->store, PQgetvalue(res, r, DW_COL_UUID), path, sizeof(path),
+                          &err))
+            continue;
+        if (ts_dicom_transcode_check(path, syntax, TS_TRANSCODE_ALLOW_LOSSY, &err) ==
+            TS_EUNSUPPORTED) {
             dw_error(req, 406,
-                     "instance %s is stored as %s and Tessera does not transcode; ask for "
-                     "transfer-syntax=* to get the files as stored",
-                     PQgetvalue(res, r, DW_COL_SOP), PQgetvalue(res, r, DW_COL_SYNTAX));
+                     "instance %s is stored as %s and cannot be converted to %s (%.200s); ask "
+                     "for transfer-syntax=* to get the files as stored",
+                     PQgetvalue(res, r, DW_COL_SOP), stored, syntax, err.msg);
             PQclear(res);
             return;
         }
+    }
     mp_stream *s = mp_new(MP_FILES, req->ctx->store);
     s->res = res;
+    snprintf(s->want, sizeof(s->want), "%s", syntax);
     mp_reply(req, s, "application/dicom");
 }
 
@@ -403,11 +467,13 @@ void rest_dw_metadata(rest_request *req)
 /* ---- bulk data and frames --------------------------------------------------------- */
 
 /* Accept for multipart/related of octet-stream (or, when compressed_ok, of
- * the frames' own media types). */
-static bool accept_octets(rest_request *req, bool *any_type)
+ * the frames' own media types). *want: the transfer-syntax asked for ("": as
+ * stored, or native pixels for octet-stream). */
+static bool accept_octets(rest_request *req, bool *any_type, char *want, size_t want_size)
 {
     const char *accept = rest_header(req, "Accept");
     *any_type = true;
+    want[0] = '\0';
     if (!accept || !*accept)
         return true;
     size_t pos = 0;
@@ -421,6 +487,12 @@ static bool accept_octets(rest_request *req, bool *any_type)
             return true;
         if (strcmp(m.type, "application/octet-stream") == 0) {
             *any_type = false;
+            snprintf(want, want_size, "%s", m.transfer_syntax);
+            return true;
+        }
+        /* a compressed frame type with its syntax: image/jp2; transfer-syntax=... */
+        if (strncmp(m.type, "image/", 6) == 0 && m.transfer_syntax[0]) {
+            snprintf(want, want_size, "%s", m.transfer_syntax);
             return true;
         }
     }
@@ -445,9 +517,85 @@ static bool instance_file(rest_request *req, char *path, size_t size)
     return rc == 0;
 }
 
-static void reply_frames(rest_request *req, const char *path, unsigned *frames, size_t n,
-                         bool any_type)
+static bool uncompressed_uid(const char *uid)
 {
+    return !strcmp(uid, "1.2.840.10008.1.2") || !strcmp(uid, "1.2.840.10008.1.2.1") ||
+           !strcmp(uid, "1.2.840.10008.1.2.2") || !strcmp(uid, "1.2.840.10008.1.2.1.99");
+}
+
+/* The file of `path` converted for the frames asked for: *fd a memfd holding
+ * it (read through /proc/self/fd), or -1 when the stored file will do. False
+ * (answered) when the conversion is impossible or fails. */
+static bool frames_source(rest_request *req, const char *path, const char *want, bool any_type,
+                          int *fd)
+{
+    *fd = -1;
+    ts_dicom *d;
+    ts_err err;
+    if (ts_dicom_open_file(path, &d, &err)) {
+        rest_reply_failure(req, TS_EDICOM, err.msg);
+        return false;
+    }
+    char stored[80];
+    snprintf(stored, sizeof(stored), "%s", ts_dicom_transfer_syntax(d));
+    ts_dicom_free(d);
+    const char *to = want;
+    bool native = uncompressed_uid(stored);
+    if (!any_type && !to[0])
+        to = native ? "" : "1.2.840.10008.1.2.1"; /* octet-stream: native pixels */
+    /* native frames come out little-endian whatever the uncompressed syntax */
+    if (native && uncompressed_uid(to))
+        to = "";
+    if (!to[0] || !strcmp(to, stored))
+        return true;
+    if (!ts_transcode_possible(stored, to, TS_TRANSCODE_ALLOW_LOSSY)) {
+        dw_error(req, 406, "the instance is stored as %s and its frames cannot be given in %s",
+                 stored, to);
+        return false;
+    }
+    void *out = NULL;
+    size_t len = 0;
+    if (ts_dicom_transcode_file(path, to, TS_TRANSCODE_ALLOW_LOSSY, &out, &len, &err)) {
+        dw_error(req, err.code == TS_EUNSUPPORTED ? 406 : 500,
+                 "the frames cannot be given in %s: %.300s", to, err.msg);
+        return false;
+    }
+    if (!out)
+        return true;
+    *fd = memfd_create("ts-frames", MFD_CLOEXEC);
+    size_t done = 0;
+    while (*fd >= 0 && done < len) {
+        ssize_t w = write(*fd, (char *)out + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(*fd);
+            *fd = -1;
+            break;
+        }
+        done += (size_t)w;
+    }
+    free(out);
+    if (*fd < 0) {
+        rest_reply_failure(req, TS_EIO, "cannot hold the converted instance");
+        return false;
+    }
+    return true;
+}
+
+static void reply_frames(rest_request *req, const char *path, unsigned *frames, size_t n,
+                         bool any_type, const char *want)
+{
+    int fd;
+    if (!frames_source(req, path, want, any_type, &fd)) {
+        free(frames);
+        return;
+    }
+    char converted[64];
+    if (fd >= 0) {
+        snprintf(converted, sizeof(converted), "/proc/self/fd/%d", fd);
+        path = converted;
+    }
     if (!any_type)
         /* octet-stream only: a compressed frame cannot be given as asked */
         for (size_t i = 0; i < n; i++) {
@@ -458,14 +606,17 @@ static void reply_frames(rest_request *req, const char *path, unsigned *frames, 
             ts_dicom_reader_free(rd);
             if (rc == 0 && strcmp(mime, "application/octet-stream") != 0) {
                 dw_error(req, 406,
-                         "frame %u is stored compressed (%s) and Tessera does not transcode; "
-                         "accept type=\"%s\" or transfer-syntax=*",
+                         "frame %u is stored compressed (%s); accept type=\"%s\" or "
+                         "transfer-syntax=*",
                          frames[i], mime, mime);
                 free(frames);
+                if (fd >= 0)
+                    close(fd);
                 return;
             }
         }
     mp_stream *s = mp_new(MP_FRAMES, req->ctx->store);
+    s->keep_fd = fd;
     snprintf(s->path, sizeof(s->path), "%s", path);
     s->frames = frames;
     s->nframes = n;
@@ -476,8 +627,13 @@ void rest_dw_frames(rest_request *req)
 {
     dw_cors(req);
     bool any_type;
-    if (!accept_octets(req, &any_type))
+    char want[80];
+    if (!accept_octets(req, &any_type, want, sizeof(want)))
         return;
+    if (want[0] && strcmp(want, "*") != 0 && !ts_transfer_syntax_known(want)) {
+        dw_error(req, 406, "unknown transfer syntax %s", want);
+        return;
+    }
     char path[4096];
     if (!instance_file(req, path, sizeof(path)))
         return;
@@ -509,14 +665,15 @@ void rest_dw_frames(rest_request *req)
         frames[n++] = (unsigned)f;
         p = *end ? end + 1 : end;
     }
-    reply_frames(req, path, frames, n, any_type);
+    reply_frames(req, path, frames, n, any_type, want);
 }
 
 void rest_dw_bulk(rest_request *req)
 {
     dw_cors(req);
     bool any_type;
-    if (!accept_octets(req, &any_type))
+    char want[80]; /* (for the pixel data; other values go as stored) */
+    if (!accept_octets(req, &any_type, want, sizeof(want)))
         return;
     /* bulk/{tag}[/{item from 1}/{tag}]... */
     int first = 8, n = req->nseg - first;
@@ -563,7 +720,7 @@ void rest_dw_bulk(rest_request *req)
             abort();
         for (unsigned i = 0; i < count; i++)
             frames[i] = i + 1;
-        reply_frames(req, file, frames, count, any_type);
+        reply_frames(req, file, frames, count, any_type, want);
         return;
     }
     ts_dicom_content c = {0};
@@ -623,6 +780,8 @@ static const ts_db_stmt uri_instance_stmt = {
     " AND ($3 = '' OR st.study_instance_uid = $3) LIMIT 2",
     3};
 
+static void dw_wado_uri_image(rest_request *req, const char *path);
+
 void rest_dw_wado_uri(rest_request *req)
 {
     dw_cors(req);
@@ -646,12 +805,10 @@ void rest_dw_wado_uri(rest_request *req)
         }
     }
     const char *content = rest_arg(req, "contentType");
-    if (!content || !media_listed(content, "application/dicom")) {
-        /* without contentType PS3.18 asks for image/jpeg: rendering too */
-        dw_error(req, 406,
-                 "contentType \"%.80s\" is a rendered image, which Tessera does not make yet; "
-                 "contentType=application/dicom gives the file as stored",
-                 content ? content : "(absent: image/jpeg)");
+    /* without contentType PS3.18 asks for image/jpeg (rendered, issue 21) */
+    bool image = !content || media_listed(content, "image/jpeg");
+    if (!image && !media_listed(content, "application/dicom")) {
+        dw_error(req, 406, "contentType \"%.80s\": application/dicom or image/jpeg", content);
         return;
     }
     const char *anonymize = rest_arg(req, "anonymize");
@@ -683,6 +840,11 @@ void rest_dw_wado_uri(rest_request *req)
     ts_err err;
     int rc =
         ts_store_path(req->ctx->store, PQgetvalue(res, 0, DW_COL_UUID), path, sizeof(path), &err);
+    if (image && rc == 0) {
+        PQclear(res);
+        dw_wado_uri_image(req, path);
+        return;
+    }
     int fd = rc ? -1 : open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
@@ -696,4 +858,425 @@ void rest_dw_wado_uri(rest_request *req)
     }
     PQclear(res);
     rest_reply_file(req, fd, (size_t)st.st_size, "application/dicom");
+}
+
+/* ---- rendered and thumbnail (PS3.18 8.3.5.1.3, 10.4.1.1.3; issue 21, rest_image's
+ * encoders, lib/dicom/image.h's standard rendering) ---------------------------------
+ *
+ * /instances/{i}/rendered and /frames/{f}/rendered: one image (the first frame of a
+ * multi-frame instance; several frames: multipart/related, one part each);
+ * /series/{se}/rendered and /studies/{s}/rendered: multipart/related, one part per
+ * instance (its first frame), rendered while sent; thumbnails: one image of the
+ * middle instance, fitted to the viewport or 128x128. Query: quality (1..100),
+ * viewport=vw,vh[,sx,sy,sw,sh] (the source region cropped first), window=c,w[,fn]
+ * (LINEAR, LINEAR_EXACT, SIGMOID). Accept: image/jpeg (the default), image/png,
+ * or multipart/related; type= one of them. */
+
+#define DW_THUMB_SIDE 128
+
+typedef struct dw_render {
+    ts_image_dicom_opts o;
+    char function[16];
+    int quality;
+    const char *mime;
+} dw_render;
+
+/* Parses the query and Accept; answers (400/406) and returns false on a bad one. */
+static bool dw_render_args(rest_request *req, bool thumbnail, bool multipart_ok, dw_render *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->quality = 90;
+    if (thumbnail)
+        r->o.width = r->o.height = DW_THUMB_SIDE;
+    const char *q = rest_arg(req, "quality");
+    if (q) {
+        char *end;
+        long v = strtol(q, &end, 10);
+        if (!*q || *end || v < 1 || v > 100) {
+            dw_error(req, 400, "quality \"%.20s\" is not a number from 1 to 100", q);
+            return false;
+        }
+        r->quality = (int)v;
+    }
+    const char *vp = rest_arg(req, "viewport");
+    if (vp) {
+        unsigned vw, vh;
+        int used = 0, used2 = 0;
+        bool ok = sscanf(vp, "%u,%u%n", &vw, &vh, &used) == 2 && vw && vh &&
+                  vw <= TS_IMAGE_MAX_SIDE && vh <= TS_IMAGE_MAX_SIDE;
+        if (ok && vp[used]) {
+            /* the source region: sx,sy,sw,sh (pixels of the image) */
+            ok = sscanf(vp + used, ",%ld,%ld,%ld,%ld%n", &r->o.sx, &r->o.sy, &r->o.sw, &r->o.sh,
+                        &used2) == 4 &&
+                 !vp[used + used2];
+            r->o.has_region = true;
+        }
+        if (!ok) {
+            dw_error(req, 400,
+                     "viewport \"%.60s\": vw,vh (1..%d each)[,sx,sy,sw,sh (the source "
+                     "region, in pixels)]",
+                     vp, TS_IMAGE_MAX_SIDE);
+            return false;
+        }
+        r->o.width = vw;
+        r->o.height = vh;
+    }
+    const char *w = rest_arg(req, "window");
+    if (w) {
+        int used = 0;
+        r->o.has_window = true;
+        if (sscanf(w, "%lf,%lf%n", &r->o.window_center, &r->o.window_width, &used) != 2 ||
+            r->o.window_width <= 0 ||
+            (w[used] &&
+             (w[used] != ',' || sscanf(w + used + 1, "%15[A-Za-z_]", r->function) != 1 ||
+              (strcasecmp(r->function, "linear") && strcasecmp(r->function, "linear_exact") &&
+               strcasecmp(r->function, "sigmoid"))))) {
+            dw_error(req, 400,
+                     "window \"%.60s\": center,width[,function] with a width above 0 and "
+                     "LINEAR, LINEAR_EXACT or SIGMOID",
+                     w);
+            return false;
+        }
+        r->o.function = r->function[0] ? r->function : NULL;
+    }
+    const char *accept = rest_header(req, "Accept");
+    if (!accept || !*accept) {
+        r->mime = "image/jpeg";
+        return true;
+    }
+    size_t pos = 0;
+    dw_media m;
+    while (dw_accept_next(accept, &pos, &m)) {
+        const char *t = m.range;
+        if (multipart_ok && !strcmp(m.range, "multipart/related"))
+            t = m.type[0] ? m.type : "image/jpeg";
+        if (!strcmp(t, "*/*") || !strcmp(t, "image/*") || !strcmp(t, "image/jpeg")) {
+            r->mime = "image/jpeg";
+            return true;
+        }
+        if (!strcmp(t, "image/png")) {
+            r->mime = "image/png";
+            return true;
+        }
+    }
+    dw_error(req, 406, "rendered images are sent as image/jpeg or image/png, not %.100s", accept);
+    return false;
+}
+
+/* One frame (from 0) of one file rendered and encoded; *out malloc'd. */
+static int dw_render_one(const char *path, unsigned frame, const dw_render *r, uint8_t **out,
+                         size_t *len, ts_err *err)
+{
+    ts_image_pixels p;
+    int rc = ts_image_render_dicom_file(path, frame, &r->o, &p, err);
+    if (rc)
+        return rc;
+    if (!strcmp(r->mime, "image/png"))
+        rc = ts_image_encode_png(&p, out, len, err);
+    else
+        rc = ts_image_encode_jpeg(&p, r->quality, out, len, err);
+    ts_image_pixels_clear(&p);
+    return rc;
+}
+
+static void dw_render_error(rest_request *req, int rc, const ts_err *err)
+{
+    if (rc == TS_ENOTFOUND)
+        dw_error(req, 404, "%s", err->msg);
+    else if (rc == TS_EUNSUPPORTED)
+        dw_error(req, 415, "%s", err->msg);
+    else if (rc == TS_ETOOBIG || rc == TS_EINVAL)
+        dw_error(req, 400, "%s", err->msg);
+    else {
+        ts_warn("dicomweb: rendering failed", "uri=%s error=\"%s\"", req->url, err->msg);
+        rest_reply_oe_status(req, 500, TS_OE_BAD_FILE_FORMAT, err->msg);
+    }
+}
+
+static bool dw_row_path(rest_request *req, PGresult *res, int row, char *path, size_t size)
+{
+    ts_err err;
+    if (ts_store_path(req->ctx->store, PQgetvalue(res, row, DW_COL_UUID), path, size, &err)) {
+        dw_error(req, 404, "instance %s is gone", PQgetvalue(res, row, DW_COL_SOP));
+        return false;
+    }
+    return true;
+}
+
+/* A multipart/related of rendered images, each part made when it is sent. */
+typedef struct dw_render_stream {
+    dw_render r;
+    PGresult *res; /* dw_instances' rows (NULL for frames of one file) */
+    char path[4096];
+    unsigned *frames;
+    size_t n, next;
+    ts_store *store;
+    char boundary[40];
+    uint8_t *buf;
+    size_t len, pos;
+    size_t parts; /* sent so far */
+    bool closed;
+} dw_render_stream;
+
+static void dw_render_stream_free(void *cls)
+{
+    dw_render_stream *s = cls;
+    if (s->res)
+        PQclear(s->res);
+    free(s->frames);
+    free(s->buf);
+    free(s);
+}
+
+static bool dw_render_stream_next(dw_render_stream *s)
+{
+    free(s->buf);
+    s->buf = NULL;
+    s->len = s->pos = 0;
+again:
+    if (s->next >= s->n) {
+        if (s->closed)
+            return false;
+        s->closed = true;
+        s->buf = malloc(sizeof(s->boundary) + 16);
+        if (!s->buf)
+            abort();
+        s->len = (size_t)snprintf((char *)s->buf, sizeof(s->boundary) + 16, "\r\n--%s--\r\n",
+                                  s->boundary);
+        return true;
+    }
+    size_t i = s->next++;
+    unsigned frame = 0;
+    ts_err err;
+    if (s->res) {
+        if (ts_store_path(s->store, PQgetvalue(s->res, (int)i, DW_COL_UUID), s->path,
+                          sizeof(s->path), &err))
+            return false;
+    } else {
+        frame = s->frames[i] - 1;
+    }
+    uint8_t *img;
+    size_t ilen;
+    int rc = dw_render_one(s->path, frame, &s->r, &img, &ilen, &err);
+    if (rc && s->res) {
+        /* an instance of a series or study that does not render (no pixels, no
+         * codec) is left out rather than cutting every image after it */
+        ts_warn("dicomweb: instance left out of a rendered series", "sop=%s error=\"%s\"",
+                PQgetvalue(s->res, (int)i, DW_COL_SOP), err.msg);
+        goto again;
+    }
+    if (rc) {
+        ts_warn("dicomweb: rendering failed, answer cut", "error=\"%s\"", err.msg);
+        return false;
+    }
+    char head[160];
+    int h = snprintf(head, sizeof(head), "%s--%s\r\nContent-Type: %s\r\n\r\n",
+                     s->parts++ ? "\r\n" : "", s->boundary, s->r.mime);
+    s->buf = malloc((size_t)h + ilen + 1);
+    if (!s->buf)
+        abort();
+    memcpy(s->buf, head, (size_t)h);
+    memcpy(s->buf + h, img, ilen);
+    s->len = (size_t)h + ilen;
+    free(img);
+    return true;
+}
+
+static ssize_t dw_render_stream_read(void *cls, char *buf, size_t max)
+{
+    dw_render_stream *s = cls;
+    if (s->pos >= s->len && !dw_render_stream_next(s))
+        return s->closed && s->next >= s->n ? 0 : -1;
+    size_t k = s->len - s->pos < max ? s->len - s->pos : max;
+    memcpy(buf, s->buf + s->pos, k);
+    s->pos += k;
+    return (ssize_t)k;
+}
+
+static void dw_render_multipart(rest_request *req, dw_render_stream *s)
+{
+    uint8_t rnd[12];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        memset(rnd, 0x5a, sizeof(rnd));
+    int k = snprintf(s->boundary, sizeof(s->boundary), "tessera-");
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        k += snprintf(s->boundary + k, sizeof(s->boundary) - (size_t)k, "%02x", rnd[i]);
+    s->store = req->ctx->store;
+    char ctype[160];
+    snprintf(ctype, sizeof(ctype), "multipart/related; type=\"%s\"; boundary=%s", s->r.mime,
+             s->boundary);
+    rest_reply_stream(req, NULL, -1, dw_render_stream_read, dw_render_stream_free, s);
+    rest_add_header(req, "Content-Type", ctype);
+}
+
+void rest_dw_rendered(rest_request *req)
+{
+    dw_cors(req);
+    bool thumbnail = !strcmp(req->seg[req->nseg - 1], "thumbnail");
+    /* seg: dicom-web studies S [series SE [instances I [frames F]]] rendered */
+    int depth = (req->nseg - 2) / 2; /* 1 study, 2 series, 3 instance, 4 frames */
+    dw_render r;
+    if (!dw_render_args(req, thumbnail, !thumbnail && depth != 3, &r))
+        return;
+    if (thumbnail && !rest_arg(req, "viewport"))
+        r.o.shrink_only = true; /* a small image stays as it is */
+    unsigned *frames = NULL;
+    size_t nframes = 0;
+    if (depth == 4) {
+        const char *list = req->seg[8];
+        frames = calloc(DW_MAX_FRAMES, sizeof(*frames));
+        if (!frames)
+            abort();
+        for (const char *p = list; *p && nframes < DW_MAX_FRAMES;) {
+            char *end;
+            long f = strtol(p, &end, 10);
+            if (end == p || f < 1 || f > 0x7fffffff || (*end && *end != ',')) {
+                dw_error(req, 400,
+                         "frame list \"%.100s\": frames are numbers from 1, comma-separated", list);
+                free(frames);
+                return;
+            }
+            frames[nframes++] = (unsigned)f;
+            p = *end ? end + 1 : end;
+        }
+        if (thumbnail)
+            nframes = 1;
+    }
+    PGresult *res = dw_instances(req, false);
+    if (!res) {
+        free(frames);
+        return;
+    }
+    int rows = PQntuples(res);
+    if (depth <= 2 && !thumbnail) {
+        dw_render_stream *s = calloc(1, sizeof(*s));
+        if (!s)
+            abort();
+        s->r = r;
+        s->r.o.function = r.function[0] ? s->r.function : NULL;
+        s->res = res;
+        s->n = (size_t)rows;
+        dw_render_multipart(req, s);
+        free(frames);
+        return;
+    }
+    /* one file: the instance, or for a thumbnail of a series or study the middle
+     * instance, else the next one that renders (a document or an instance without a
+     * codec in a study does not make its thumbnail fail) */
+    char path[4096];
+    if (depth <= 2) {
+        for (int k = 0; k < rows; k++) {
+            int row = (rows / 2 + k) % rows;
+            uint8_t *img;
+            size_t len;
+            ts_err err;
+            if (!dw_row_path(req, res, row, path, sizeof(path)))
+                break;
+            int rc = dw_render_one(path, 0, &r, &img, &len, &err);
+            if (rc == 0) {
+                PQclear(res);
+                free(frames);
+                rest_reply_text(req, 200, "", 0);
+                free(req->content);
+                req->content = (char *)img;
+                req->content_len = len;
+                req->content_type = r.mime;
+                return;
+            }
+            if (k == rows - 1)
+                dw_render_error(req, rc, &err);
+        }
+        PQclear(res);
+        free(frames);
+        return;
+    }
+    if (!dw_row_path(req, res, 0, path, sizeof(path))) {
+        PQclear(res);
+        free(frames);
+        return;
+    }
+    PQclear(res);
+    if (nframes > 1) {
+        dw_render_stream *s = calloc(1, sizeof(*s));
+        if (!s)
+            abort();
+        s->r = r;
+        s->r.o.function = r.function[0] ? s->r.function : NULL;
+        memcpy(s->path, path, sizeof(s->path));
+        s->frames = frames;
+        s->n = nframes;
+        /* every frame number is checked before the answer starts */
+        ts_err err;
+        for (size_t i = 0; i < nframes; i++) {
+            unsigned count = 0;
+            if (ts_dicom_frame_count(path, &count, &err) == 0 && frames[i] > count) {
+                dw_error(req, 404, "no frame %u: the instance has %u", frames[i], count);
+                dw_render_stream_free(s);
+                return;
+            }
+        }
+        dw_render_multipart(req, s);
+        return;
+    }
+    unsigned frame = nframes ? frames[0] - 1 : 0;
+    free(frames);
+    uint8_t *img;
+    size_t len;
+    ts_err err;
+    int rc = dw_render_one(path, frame, &r, &img, &len, &err);
+    if (rc) {
+        dw_render_error(req, rc, &err);
+        return;
+    }
+    rest_reply_text(req, 200, "", 0);
+    free(req->content);
+    req->content = (char *)img;
+    req->content_len = len;
+    req->content_type = r.mime;
+}
+
+/* WADO-URI's image/jpeg (PS3.18 9.1.2.1): frameNumber, rows, columns,
+ * windowCenter + windowWidth, imageQuality; region is not supported. */
+static void dw_wado_uri_image(rest_request *req, const char *path)
+{
+    dw_render r = {.quality = 90, .mime = "image/jpeg"};
+    long frame = rest_arg_long(req, "frameNumber", 1);
+    long rows = rest_arg_long(req, "rows", 0), cols = rest_arg_long(req, "columns", 0);
+    long quality = rest_arg_long(req, "imageQuality", 90);
+    const char *wc = rest_arg(req, "windowCenter"), *ww = rest_arg(req, "windowWidth");
+    char *e1 = NULL, *e2 = NULL;
+    if (frame < 1 || rows < 0 || cols < 0 || rows > TS_IMAGE_MAX_SIDE || cols > TS_IMAGE_MAX_SIDE ||
+        quality < 1 || quality > 100 || !wc != !ww || (wc && (strtod(wc, &e1), *e1 || !*wc)) ||
+        (ww && (strtod(ww, &e2), *e2 || !*ww))) {
+        dw_error(req, 400,
+                 "frameNumber (from 1), rows and columns (0..%d), imageQuality (1..100), "
+                 "windowCenter with windowWidth (numbers)",
+                 TS_IMAGE_MAX_SIDE);
+        return;
+    }
+    if (rest_arg(req, "region")) {
+        dw_error(req, 400, "region is not supported");
+        return;
+    }
+    r.quality = (int)quality;
+    r.o.width = (unsigned)cols;
+    r.o.height = (unsigned)rows;
+    if (wc) {
+        r.o.has_window = true;
+        r.o.window_center = strtod(wc, NULL);
+        r.o.window_width = strtod(ww, NULL);
+    }
+    uint8_t *img;
+    size_t len;
+    ts_err err;
+    int rc = dw_render_one(path, (unsigned)frame - 1, &r, &img, &len, &err);
+    if (rc) {
+        dw_render_error(req, rc, &err);
+        return;
+    }
+    rest_reply_text(req, 200, "", 0);
+    free(req->content);
+    req->content = (char *)img;
+    req->content_len = len;
+    req->content_type = r.mime;
 }

@@ -15,8 +15,12 @@ void rest_dw_bulk(rest_request *req);
 /* GET /dicom-web/studies/{s}/series/{se}/instances/{i}/frames/{n[,n...]} */
 void rest_dw_frames(rest_request *req);
 /* GET /wado?requestType=WADO&objectUID=[&studyUID=&seriesUID=] (WADO-URI,
- * PS3.18 9; Orthanc's plugin serves it there): the file for contentType=application/dicom; 406 for
- * rendered images (not available yet) */
+ * PS3.18 9; Orthanc's plugin serves it there): the file for contentType=application/dicom,
+ * a rendered frame for image/jpeg (the default) */
 void rest_dw_wado_uri(rest_request *req);
+
+/* GET .../{studies/{s},series/{se},instances/{i},frames/{f}}/{rendered,thumbnail}
+ * (PS3.18 8.3.5.1.3): rendered images (issue 21) */
+void rest_dw_rendered(rest_request *req);
 
 #endif

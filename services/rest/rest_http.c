@@ -478,6 +478,12 @@ void rest_reply_file(rest_request *req, int fd, size_t size, const char *content
     req->content_fd = fd;
 }
 
+void rest_reply_owned(rest_request *req, int status, void *body, size_t len,
+                      const char *content_type)
+{
+    set_content(req, status, body, len, content_type);
+}
+
 void rest_reply_stream(rest_request *req, const char *content_type, long long size,
                        rest_stream_read_fn read, void (*free_cls)(void *cls), void *cls)
 {

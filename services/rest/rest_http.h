@@ -120,6 +120,10 @@ void rest_reply_json_text(rest_request *req, int status, const char *text, size_
 /* A text body (text/plain), e.g. a metadata value. */
 void rest_reply_text(rest_request *req, int status, const char *text, size_t len);
 void rest_reply_file(rest_request *req, int fd, size_t size, const char *content_type);
+/* A malloc'd body the answer takes over (freed once sent); content_type must
+ * outlive the request (a literal). */
+void rest_reply_owned(rest_request *req, int status, void *body, size_t len,
+                      const char *content_type);
 
 /* A body produced while it is sent, so that it never has to be held whole:
  * size bytes (Content-Length), or chunked when size is -1. read() fills buf with

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "base/config.h"
+#include "dicom/codecs.h"
 #include "dicom/dicom.h"
 #include "base/ids.h"
 #include "base/log.h"
@@ -690,6 +691,18 @@ bool rest_store_parse(rest_request *req, rest_store_req *sr)
             return false;
         sr->permissive = json_is_true(pm);
         sr->asynchronous = json_is_true(a) || json_is_false(s);
+        /* Orthanc 1.10.1's peer store: these two answers (its modality store
+         * ignores the field; Tessera's converts, see lib/dicom/dicom_scu.cc) */
+        const json_t *t = json_object_get(body, "Transcode");
+        if (t && !json_is_string(t))
+            return bad_format(req, "String value expected in field: Transcode");
+        if (t && !ts_transfer_syntax_known(json_string_value(t))) {
+            char details[300];
+            snprintf(details, sizeof(details), "Unknown transfer syntax UID: %.200s",
+                     json_string_value(t));
+            return bad_format(req, details);
+        }
+        sr->transcode = json_string_value(t);
     }
     return dicom_options(req, body, &sr->timeout, &sr->local_aet);
 }
@@ -763,6 +776,10 @@ void rest_modality_store(rest_request *req)
         json_pack("{s:O, s:s, s:O, s:O, s:s, s:i, s:b}", "Instances", sr.instances, "AET", remote,
                   "Host", json_object_get(conf, "Host"), "Port", json_object_get(conf, "Port"),
                   "LocalAet", sr.local_aet, "Timeout", sr.timeout, "Permissive", sr.permissive);
+    if (sr.transcode) {
+        json_object_set_new(content, "Transcode", json_string(sr.transcode));
+        json_object_set_new(input, "Transcode", json_string(sr.transcode));
+    }
     rest_jobs_submit(req, "DicomModalityStore", sr.priority, content, input, sr.asynchronous);
 out:
     json_decref(input);

@@ -29,7 +29,7 @@ void rest_modality_settings(const json_t *conf, int *timeout, const char **local
 /* The body of POST /modalities/{id}/store and /peers/{id}/store, in
  * Orthanc's forms: one id as text, a JSON string or list of ids, or
  * {"Resources": [...], "Asynchronous", "Synchronous", "Priority",
- * "Permissive", "Timeout", "LocalAet"}. */
+ * "Permissive", "Timeout", "LocalAet", "Transcode"}. */
 typedef struct rest_store_req {
     json_t *body;
     json_t *parents;   /* the ids given, sorted, without duplicates */
@@ -38,6 +38,7 @@ typedef struct rest_store_req {
     bool asynchronous, permissive;
     int priority, timeout; /* timeout 0: the default */
     const char *local_aet;
+    const char *transcode; /* "Transcode": a transfer syntax UID, or NULL */
 } rest_store_req;
 /* Each answers the request and returns false when it fails (bad body, an
  * unknown resource). */

@@ -386,6 +386,11 @@ void rest_peer_store(rest_request *req)
     input = json_pack("{s:O, s:s, s:i, s:b}", "Instances", sr.instances, "Url", url, "Timeout",
                       sr.timeout > 0 ? sr.timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT"),
                       "Permissive", sr.permissive);
+    if (sr.transcode) {
+        /* Orthanc's Content names it too */
+        json_object_set_new(content, "Transcode", json_string(sr.transcode));
+        json_object_set_new(input, "Transcode", json_string(sr.transcode));
+    }
     if (user) {
         /* the password goes into the job's private input (never shown) */
         json_object_set_new(input, "Username", json_string(user));

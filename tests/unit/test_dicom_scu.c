@@ -267,8 +267,9 @@ static void test_store_keeps_each_files_syntax(void **state)
 }
 
 /* A peer that accepts Implicit VR LE only: uncompressed files go over the
- * fallback context, converted; the JPEG file and a file that is not DICOM are
- * not sent (0xFFFF), and the call still succeeds. */
+ * fallback context, converted; so does the JPEG file, decoded (issue 21: it
+ * was not sent before); a file that is not DICOM is not sent (0xFFFF), and the
+ * call still succeeds. */
 static void test_store_falls_back_to_implicit_le(void **state)
 {
     fixture *f = *state;
@@ -281,17 +282,18 @@ static void test_store_falls_back_to_implicit_le(void **state)
     if (rc)
         fail_msg("store failed: %s", err.msg);
     assert_int_equal(statuses[0], 0);
-    assert_int_equal(statuses[1], 0xFFFF);
+    assert_int_equal(statuses[1], 0);
     assert_int_equal(statuses[2], 0xFFFF);
     assert_int_equal(statuses[3], 0);
     received r;
     read_received(f, &r);
-    assert_int_equal(r.count, 2);
+    assert_int_equal(r.count, 3);
     assert_non_null(syntax_of(&r, CT_UID));
     assert_string_equal(syntax_of(&r, CT_UID), UID_IMPLICIT_LE);
     assert_non_null(syntax_of(&r, MR_UID));
     assert_string_equal(syntax_of(&r, MR_UID), UID_IMPLICIT_LE);
-    assert_null(syntax_of(&r, JPEG_UID));
+    assert_non_null(syntax_of(&r, JPEG_UID));
+    assert_string_equal(syntax_of(&r, JPEG_UID), UID_IMPLICIT_LE);
 }
 
 static void test_store_nothing_to_send(void **state)

@@ -32,12 +32,19 @@ async function main() {
     case 'retrieveSeriesMetadata':
     case 'retrieveInstanceMetadata':
       return client[op](args);
-    case 'retrieveInstance':
-      return sha(await client.retrieveInstance(args));
+    case 'retrieveInstance': {
+      // args.out: also write the bytes there (to check a transcoded answer)
+      const buf = await client.retrieveInstance(args);
+      if (args.out) fs.writeFileSync(args.out, Buffer.from(buf));
+      return sha(buf);
+    }
     case 'retrieveSeries':
       return (await client.retrieveSeries(args)).map(sha).sort();
-    case 'retrieveInstanceFrames':
-      return (await client.retrieveInstanceFrames(args)).map(sha);
+    case 'retrieveInstanceFrames': {
+      const frames = await client.retrieveInstanceFrames(args);
+      if (args.out) fs.writeFileSync(args.out, Buffer.from(frames[0]));
+      return frames.map(sha);
+    }
     case 'retrieveBulkData':
       return (await client.retrieveBulkData(args)).map(sha);
     default:
