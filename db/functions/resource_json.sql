@@ -21,7 +21,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    stable := r.last_update < now() - make_interval(secs => p_stable_age);
+    -- the flag the stable sweep sets when it logs the Stable* change
+    -- (stable.sql), so that IsStable and /changes agree; p_stable_age is
+    -- kept for the callers' signature
+    stable := r.stable;
     IF r.level < 3 THEN
         SELECT coalesce(jsonb_agg(c.public_id ORDER BY c.id), '[]') INTO children
         FROM resources c WHERE c.parent_id = r.id;
