@@ -110,6 +110,10 @@ json_t *ts_dicomweb_attribute(const char *vr, const char *value);
 /* Orthanc's MainDicomTags of one level, e.g. {"PatientID": "..", "PatientName": ".."}. */
 json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
 
+/* Whether tag is one of Orthanc's MainDicomTags at some level (the tags the
+ * index keeps and the router's conditions can test). */
+bool ts_dicom_is_main_tag(uint32_t tag);
+
 /* ---- tag paths and frames (dicom_content.cc) -------------------------------- */
 
 /* A tag as Orthanc's REST API names it: "gggg-eeee", "gggg,eeee", "ggggeeee" or

@@ -18,8 +18,6 @@
 #include "domain/delete.h"
 #include "tessera.pb-c.h"
 
-#define STR_(x) #x
-#define TS_STR(x) STR_(x)
 #define CLAIM_BATCH 16
 #define CLAIM_LEASE_S 10 /* a claimed delivery is left alone this long */
 #define RETRY_CAP_S 300  /* back-off doubles up to this */
@@ -43,11 +41,11 @@ static const ts_db_stmt claim = {
     "UPDATE route_deliveries d SET not_before = now() + make_interval(secs => $1::integer),"
     "  updated_at = now()"
     " FROM (SELECT id FROM route_deliveries WHERE state <> 'dead' AND not_before <= now()"
-    "       ORDER BY not_before LIMIT " TS_STR(CLAIM_BATCH) " FOR UPDATE SKIP LOCKED) c"
+    "       ORDER BY not_before LIMIT $2::integer FOR UPDATE SKIP LOCKED) c"
     " WHERE d.id = c.id"
     " RETURNING d.id::text, d.state, (d.actions->d.step)::text, d.job_id, d.level::text,"
     "  d.public_id, d.route_id",
-    1};
+    2};
 static const ts_db_stmt set_running = {
     "router_set_running",
     "UPDATE route_deliveries SET state = 'running', job_id = $2,"
@@ -73,26 +71,24 @@ static const ts_db_stmt fail = {
     "UPDATE route_deliveries SET attempts = attempts + 1, last_error = $2, updated_at = now(),"
     "  state = CASE WHEN $5::boolean OR attempts + 1 >= $3::integer THEN 'dead' ELSE 'pending'"
     "  END,"
-    "  not_before = now() + make_interval(secs => least($4::integer * 2 ^ attempts, " TS_STR(
-        RETRY_CAP_S) "))"
-                     " WHERE id = $1::bigint RETURNING state, attempts::text",
-    5};
+    "  not_before = now() + make_interval(secs => least($4::integer * 2 ^ attempts, $6::integer))"
+    " WHERE id = $1::bigint RETURNING state, attempts::text",
+    6};
 /* what a store step needs: the destination and the instances of the resource */
 #define INSTANCES_OF_2                                                                             \
-    "(WITH RECURSIVE d AS (SELECT id, level FROM resources WHERE public_id = $2"                  \
-    "  UNION ALL SELECT r.id, r.level FROM resources r JOIN d ON r.parent_id = d.id"              \
+    "(WITH RECURSIVE d AS (SELECT id, level FROM resources WHERE public_id = $2"                   \
+    "  UNION ALL SELECT r.id, r.level FROM resources r JOIN d ON r.parent_id = d.id"               \
     "  WHERE d.level < 3)"                                                                         \
-    " SELECT json_agg(r.public_id ORDER BY r.id) FROM d JOIN resources r ON r.id = d.id"          \
+    " SELECT json_agg(r.public_id ORDER BY r.id) FROM d JOIN resources r ON r.id = d.id"           \
     " WHERE d.level = 3)::text"
 static const ts_db_stmt modality_input = {
     "router_modality_input",
     "SELECT m.aet, m.host, m.port::text, m.local_aet, m.timeout::text, " INSTANCES_OF_2
     " FROM modalities m WHERE m.name = $1",
     2};
-static const ts_db_stmt peer_input = {"router_peer_input",
-                                      "SELECT p.url, p.username, p.password, " INSTANCES_OF_2
-                                      " FROM peers p WHERE p.name = $1",
-                                      2};
+static const ts_db_stmt peer_input = {
+    "router_peer_input",
+    "SELECT p.url, p.username, p.password, " INSTANCES_OF_2 " FROM peers p WHERE p.name = $1", 2};
 
 /* ---- one statement in a transaction of its own --------------------------- */
 
@@ -155,7 +151,9 @@ static void step_failed(jobs_router *r, const delivery *d, const char *why, bool
     char delay[16], max[16];
     snprintf(delay, sizeof(delay), "%d", r->retry_delay_s);
     snprintf(max, sizeof(max), "%d", r->max_attempts);
-    const char *params[] = {d->id, why, max, delay, fatal ? "true" : "false"};
+    char cap[16];
+    snprintf(cap, sizeof(cap), "%d", RETRY_CAP_S);
+    const char *params[] = {d->id, why, max, delay, fatal ? "true" : "false", cap};
     ts_err err;
     PGresult *res = one(r, TS_DB_WRITE_READ_COMMITTED, &fail, params, &err);
     if (!res) {
@@ -184,8 +182,7 @@ static bool store_job(jobs_router *r, const delivery *d, const char *type, json_
                       json_t **input)
 {
     bool peer = strcmp(type, "OrthancPeerStore") == 0;
-    const char *name =
-        json_string_value(json_object_get(d->action, peer ? "Peer" : "Modality"));
+    const char *name = json_string_value(json_object_get(d->action, peer ? "Peer" : "Modality"));
     const char *params[] = {name ? name : "", d->public_id};
     ts_err err;
     PGresult *res = one(r, TS_DB_READ, peer ? &peer_input : &modality_input, params, &err);
@@ -228,9 +225,9 @@ static bool store_job(jobs_router *r, const delivery *d, const char *type, json_
     } else {
         const char *aet = col(res, 0, 0), *local = col(res, 0, 3);
         *content = json_pack("{s:s, s:i, s:I, s:s, s:[s], s:s}", "Description", description,
-                             "FailedInstancesCount", 0, "InstancesCount", (json_int_t)n,
-                             "LocalAet", local && *local ? local : r->svc->our_aet,
-                             "ParentResources", d->public_id, "RemoteAet", aet);
+                             "FailedInstancesCount", 0, "InstancesCount", (json_int_t)n, "LocalAet",
+                             local && *local ? local : r->svc->our_aet, "ParentResources",
+                             d->public_id, "RemoteAet", aet);
         *input = json_pack("{s:o, s:s, s:s, s:i, s:s, s:i, s:b}", "Instances", instances, "AET",
                            aet, "Host", col(res, 0, 1), "Port", atoi(col(res, 0, 2)), "LocalAet",
                            local ? local : "", "Timeout", atoi(col(res, 0, 4)), "Permissive", 0);
@@ -339,9 +336,10 @@ static void drive(jobs_router *r, const delivery *d)
 /* Claims the due deliveries and drives each one step; the number claimed. */
 static int deliveries(jobs_router *r)
 {
-    char lease[16];
+    char lease[16], batch[16];
     snprintf(lease, sizeof(lease), "%d", CLAIM_LEASE_S);
-    const char *params[] = {lease};
+    snprintf(batch, sizeof(batch), "%d", CLAIM_BATCH);
+    const char *params[] = {lease, batch};
     ts_err err;
     PGresult *res = one(r, TS_DB_WRITE_READ_COMMITTED, &claim, params, &err);
     if (!res) {

@@ -25,6 +25,7 @@
 #include "rest_find.h"
 #include "rest_jobs.h"
 #include "rest_modalities.h"
+#include "rest_routes.h"
 #include "rest_peers.h"
 #include "rest_queries.h"
 #include "rest_metadata.h"
@@ -127,6 +128,16 @@ static const rest_route routes[] = {
     {"DELETE", "/instances/*", rest_delete_resource, REST_BODY_SMALL},
     {"POST", "/tools/bulk-delete", rest_bulk_delete, REST_BODY_LARGE},
     {"GET", "/tessera/deletion-queue", rest_deletion_queue_status, REST_BODY_SMALL},
+    /* auto-routing rules and deliveries (rest_routes.c; the router is in jobs) */
+    {"GET", "/tessera/routes", rest_routes_list, REST_BODY_SMALL},
+    {"POST", "/tessera/routes", rest_routes_create, REST_BODY_SMALL},
+    {"GET", "/tessera/routes/*", rest_routes_get, REST_BODY_SMALL},
+    {"PUT", "/tessera/routes/*", rest_routes_update, REST_BODY_SMALL},
+    {"DELETE", "/tessera/routes/*", rest_routes_delete, REST_BODY_SMALL},
+    {"POST", "/tessera/routes/*/test", rest_routes_test, REST_BODY_SMALL},
+    {"GET", "/tessera/route-deliveries", rest_route_deliveries_list, REST_BODY_SMALL},
+    {"POST", "/tessera/route-deliveries/*/resubmit", rest_route_deliveries_resubmit,
+     REST_BODY_SMALL},
     /* matching through the query service (rest_find.c) */
     {"POST", "/tools/find", rest_tools_find, REST_BODY_SMALL},
     /* archives, shared tags, instance content (rest_archive.c, rest_content.c) */

@@ -14,6 +14,7 @@ tests count files for "exactly one copy of each" and report the C-STORE requests
 (duplicates included) where a process is killed.
 """
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -177,3 +178,308 @@ def test_no_stable_event_while_instances_keep_coming(routing, tmp_path):
     wait_for(lambda: [c for c in changes(rest) if c["ChangeType"] == "StableSeries"], AGE + 10,
              "StableSeries")
     assert time.time() - last >= AGE - 0.3 and last - start > AGE
+
+
+# ---- the router ----------------------------------------------------------------------
+
+@pytest.fixture
+def scp_factory(tmp_path):
+    started = []
+
+    def make(**kw):
+        s = StoreScp(tmp_path / f"scp-{len(started)}", **kw).start()
+        started.append(s)
+        return s
+    yield make
+    for s in started:
+        s.stop()
+
+
+def add_modality(rest, name, port, aet="STORESCP"):
+    status, body, _ = call(rest, "PUT", f"/modalities/{name}", [aet, "127.0.0.1", port])
+    assert status == 200, body
+
+
+def create_route(rest, rule):
+    status, body, headers = call(rest, "POST", "/tessera/routes", rule)
+    assert status == 200, body
+    assert body["Revision"] == 0 and body["ID"]
+    return body
+
+
+def deliveries(rest, state=None):
+    status, body, _ = call(rest, "GET", "/tessera/route-deliveries"
+                           + (f"?state={state}" if state else ""))
+    assert status == 200, body
+    return body
+
+
+def send_split(ingests, files):
+    """Stores files through the ingest processes in turn, at the same time."""
+    results = []
+
+    def send(ing, part):
+        results.append(storescu(ing, part))
+    threads = [threading.Thread(target=send, args=(ing, files[i::len(ingests)]))
+               for i, ing in enumerate(ingests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for rc, out in results:
+        assert rc == 0, out
+
+
+CT_RULE = {"Name": "every CT to X", "Trigger": "NewInstance",
+           "Conditions": {"Modality": "CT"},
+           "Actions": [{"Type": "StoreToModality", "Modality": "x"}]}
+
+
+def test_every_ct_to_storescp_exactly_once_and_no_mr(routing, scp_factory, tmp_path):
+    rest = routing.rests[0]
+    scp = scp_factory()
+    add_modality(rest, "x", scp.port)
+    create_route(rest, CT_RULE)
+    study = "1.2.826.0.1.3680043.8.498.23.10"
+    ct = make_files(tmp_path / "f", 12, study, study + ".1", modality="CT")
+    mr = make_files(tmp_path / "f", 6, study, study + ".2", modality="MR")
+    send_split(routing.ingests, ct + mr)
+    want = sop_uids(ct)
+    wait_for(lambda: scp.received() >= want, 60, "the CT instances at storescp")
+    wait_for(lambda: not deliveries(rest), 20, "the deliveries to finish")
+    time.sleep(1)  # anything extra would have come by now
+    assert scp.received() == want  # every CT, no MR
+    assert scp.store_requests() == len(ct)  # and each once (no process was killed)
+    status, jobs, _ = call(rest, "GET", "/jobs?expand")
+    stores = [j for j in jobs if j["Type"] == "DicomModalityStore"]
+    assert len(stores) == len(ct) and {j["State"] for j in stores} == {"Success"}
+    assert all(j["Content"]["Description"].startswith("Route ") for j in stores)
+    # both jobs processes ran some of them: the registry shares the work
+    logs = [j.read_log() for j in routing.jobs]
+    assert all("route job submitted" in log or "job succeeded" in log for log in logs)
+
+
+def test_stable_study_rule_sends_a_split_study_once(routing, scp_factory, tmp_path):
+    """'StableStudy with Modality CT -> store': a study received by two ingest
+    processes is sent once, after it is stable; an MR study is not sent."""
+    rest = routing.rests[0]
+    scp = scp_factory()
+    add_modality(rest, "x", scp.port)
+    create_route(rest, dict(CT_RULE, Trigger="StableStudy"))
+    ct_study, mr_study = "1.2.826.0.1.3680043.8.498.23.20", "1.2.826.0.1.3680043.8.498.23.21"
+    ct = make_files(tmp_path / "f", 10, ct_study, ct_study + ".1", modality="CT")
+    mr = make_files(tmp_path / "f", 4, mr_study, mr_study + ".1", modality="MR",
+                    patient="PAT-MR")
+    send_split(routing.ingests, ct + mr)
+    done = time.time()
+    time.sleep(AGE - 0.5)
+    assert scp.received() == set(), "sent before the study was stable"
+    wait_for(lambda: scp.received() >= sop_uids(ct), AGE + 30, "the CT study at storescp")
+    assert time.time() - done >= AGE
+    wait_for(lambda: not deliveries(rest), 20, "the deliveries to finish")
+    time.sleep(1.5)
+    assert scp.received() == sop_uids(ct)
+    assert scp.store_requests() == len(ct)
+    stable = [c for c in changes(rest) if c["ChangeType"] == "StableStudy"]
+    assert len(stable) == 2  # the CT study and the MR study, once each
+
+
+def test_destination_down_retries_then_dead_then_resubmit_delivers(routing, scp_factory,
+                                                                    tmp_path):
+    from conftest import free_port
+    rest = routing.rests[0]
+    port = free_port()  # nothing listens there yet
+    add_modality(rest, "x", port)
+    create_route(rest, CT_RULE)
+    study = "1.2.826.0.1.3680043.8.498.23.30"
+    ct = make_files(tmp_path / "f", 3, study, study + ".1")
+    send_split(routing.ingests, ct)
+    # TESSERA_ROUTER_MAX_ATTEMPTS=3, TESSERA_ROUTER_RETRY_DELAY=1: 1 + 2 s of back-off
+    dead = wait_for(lambda: len(deliveries(rest, "dead")) == 3 and deliveries(rest, "dead"),
+                    60, "three dead deliveries")
+    for d in dead:
+        assert d["Attempts"] == 3 and d["State"] == "dead", d
+        assert d["Action"] == {"Type": "StoreToModality", "Modality": "x"}
+        assert "failed" in d["LastError"] and d["Job"], d
+        assert d["ResourceType"] == "Instance" and d["ChangeType"] == "NewInstance"
+    # each retry resubmitted the same job (instances already sent are not sent again)
+    status, job, _ = call(rest, "GET", f"/jobs/{dead[0]['Job']}")
+    assert status == 200 and job["State"] == "Failure", job
+    # a delivery that is not dead cannot be resubmitted; unknown ones are 404
+    assert call(rest, "POST", "/tessera/route-deliveries/999999/resubmit")[0] == 404
+    scp = scp_factory(port=port)
+    for d in dead:
+        status, body, _ = call(rest, "POST", f"/tessera/route-deliveries/{d['ID']}/resubmit")
+        assert status == 200, body
+    status, body, _ = call(rest, "POST", f"/tessera/route-deliveries/{dead[0]['ID']}/resubmit")
+    assert status in (200, 400)  # 400 once it left the dead state: it says which it is in
+    wait_for(lambda: scp.received() == sop_uids(ct), 60, "the instances after the resubmit")
+    wait_for(lambda: not deliveries(rest), 20, "the deliveries to finish")
+    assert scp.store_requests() == len(ct)
+
+
+def test_router_killed_midway_loses_nothing(routing, scp_factory, tmp_path):
+    """Both jobs processes killed -9 while instances are being routed, more
+    instances stored while no router runs, then one jobs process started: every
+    CT arrives (the cursor and the deliveries are in PostgreSQL). Delivery is at
+    least once: a step whose job id was not recorded is sent again, to the same
+    file name at the destination, so the files are exactly the CT instances and
+    the C-STORE requests are counted, not required to be one each."""
+    rest = routing.rests[0]
+    scp = scp_factory(sleep_after=1)  # a slow destination: a second per association
+    add_modality(rest, "x", scp.port)
+    create_route(rest, CT_RULE)
+    study = "1.2.826.0.1.3680043.8.498.23.40"
+    first = make_files(tmp_path / "f", 30, study, study + ".1")
+    send_split(routing.ingests, first)
+    wait_for(lambda: len(scp.received()) >= 3, 30, "the first instances at storescp")
+    for j in routing.jobs:
+        j.stop(signal.SIGKILL)
+    # killed mid-way: deliveries were in flight, running or waiting
+    in_flight = routing.sql("SELECT state, count(*) FROM route_deliveries GROUP BY state")
+    print("deliveries when killed:", in_flight, "received:", len(scp.received()))
+    assert sum(n for _, n in in_flight) > 0 and len(scp.received()) < len(first)
+    second = make_files(tmp_path / "f", 10, study, study + ".2")
+    send_split(routing.ingests, second)  # no router is running now
+    assert len(scp.received()) < len(first) + len(second)
+    routing.start_jobs(TESSERA_STABLE_AGE=AGE, TESSERA_ROUTER_RETRY_DELAY=1,
+                       TESSERA_ROUTER_MAX_ATTEMPTS=3, TESSERA_ROUTER_INTERVAL=100)
+    want = sop_uids(first + second)
+    # claims of the killed processes are taken again when their 10 s lease ends
+    wait_for(lambda: scp.received() >= want, 90, "every CT after the restart")
+    wait_for(lambda: not deliveries(rest), 30, "the deliveries to finish")
+    assert scp.received() == want
+    requests = scp.store_requests()
+    assert requests >= len(want)
+    print(f"C-STORE requests: {requests} for {len(want)} instances")
+    assert not deliveries(rest, "dead")
+
+
+# ---- rules over REST --------------------------------------------------------------------
+
+def error(resp):
+    status, body = resp[0], js(resp)
+    assert isinstance(body, dict), body
+    return status, body
+
+
+BAD_RULES = [
+    (b"{not json", "not JSON: line 1"),
+    (b"[]", "a rule is a JSON object"),
+    ({"Trigger": "StableStudy"}, "\"Actions\" must be a list"),
+    ({"Trigger": "Whenever", "Actions": [{"Type": "StoreToModality", "Modality": "x"}]},
+     "\"Trigger\" must be one of"),
+    ({"Trigger": "NewInstance", "Conditions": {"Modalty": "CT"},
+      "Actions": [{"Type": "StoreToModality", "Modality": "x"}]}, "\"Modalty\": not a DICOM tag"),
+    ({"Trigger": "NewInstance", "Conditions": {"PixelData": "*"},
+      "Actions": [{"Type": "StoreToModality", "Modality": "x"}]}, "not one of the main DICOM"),
+    ({"Trigger": "NewInstance", "Conditions": {"Modality": []},
+      "Actions": [{"Type": "StoreToModality", "Modality": "x"}]}, "condition \"Modality\""),
+    ({"Trigger": "NewInstance", "Conditions": {"Modality": 3},
+      "Actions": [{"Type": "StoreToModality", "Modality": "x"}]}, "condition \"Modality\""),
+    ({"Trigger": "NewInstance", "Actions": []}, "\"Actions\" must be a list of 1 to 16"),
+    ({"Trigger": "NewInstance", "Actions": [{"Type": "StoreToModality", "Modality": "nope"}]},
+     "unknown modality \"nope\""),
+    ({"Trigger": "NewInstance", "Actions": [{"Type": "StoreToPeer", "Peer": "nope"}]},
+     "unknown peer \"nope\""),
+    ({"Trigger": "NewInstance", "Actions": [{"Type": "Modify", "Replace": {}}]},
+     "action Modify is not available yet"),
+    ({"Trigger": "NewInstance", "Actions": [{"Type": "Anonymize"}]},
+     "action Anonymize is not available yet"),
+    ({"Trigger": "NewInstance",
+      "Actions": [{"Type": "StoreToModality", "Modality": "x", "Transcode": "1.2.840.10008.1.2"}]},
+     "transcoding before a store is not available yet"),
+    ({"Trigger": "NewInstance", "Actions": [{"Type": "Delete"}]}, "Delete is the last action"),
+    ({"Trigger": "NewInstance", "Actions": [{"Type": "Delete"},
+                                             {"Type": "StoreToModality", "Modality": "x"}]},
+     "Delete is the last action"),
+    ({"Trigger": "NewInstance", "Actions": [{"Type": "Forward"}]}, "unknown action type"),
+    ({"Trigger": "NewInstance", "Actions": [{"Type": "StoreToModality"}]},
+     "needs \"Modality\""),
+    ({"Trigger": "NewInstance", "Enabled": "yes",
+      "Actions": [{"Type": "StoreToModality", "Modality": "x"}]}, "\"Enabled\" is true or false"),
+    ({"Trigger": "NewInstance", "Colour": "red",
+      "Actions": [{"Type": "StoreToModality", "Modality": "x"}]}, "unknown field \"Colour\""),
+]
+
+
+def test_bad_rules_get_400_with_what_is_wrong_and_create_nothing(routing):
+    rest = routing.rests[0]
+    add_modality(rest, "x", 11112)
+    for body, words in BAD_RULES:
+        status, err = error(call(rest, "POST", "/tessera/routes", body))
+        assert status == 400, (body, err)
+        assert err["HttpStatus"] == 400 and words in err["Details"], (body, err)
+    assert call(rest, "GET", "/tessera/routes")[1] == []
+    # the same checks on an update
+    route = create_route(rest, CT_RULE)
+    status, err = error(call(rest, "PUT", f"/tessera/routes/{route['ID']}", BAD_RULES[5][0]))
+    assert status == 400 and "not one of the main DICOM" in err["Details"]
+
+
+def test_rules_crud_with_revisions(routing):
+    rest = routing.rests[0]
+    add_modality(rest, "x", 11112)
+    created = create_route(rest, dict(CT_RULE, Conditions={"0008,0060": "CT",
+                                                           "StudyDescription": ["HEAD*", "A?"]}))
+    rid = created["ID"]
+    # normalised: the tag by name, one pattern as a list of one, Enabled filled in
+    assert created == {"ID": rid, "Revision": 0, "Name": "every CT to X", "Enabled": True,
+                       "Trigger": "NewInstance",
+                       "Conditions": {"Modality": ["CT"], "StudyDescription": ["HEAD*", "A?"]},
+                       "Actions": [{"Type": "StoreToModality", "Modality": "x"}]}
+    status, got, headers = call(rest, "GET", f"/tessera/routes/{rid}")
+    assert status == 200 and got == created and headers["ETag"].startswith('"0-')
+    assert call(rest, "GET", "/tessera/routes")[1] == [created]
+    changed = dict(CT_RULE, Name="renamed", Enabled=False)
+    status, err = error(call(rest, "PUT", f"/tessera/routes/{rid}", changed))
+    assert status == 409 and "If-Match" in err["Details"]
+    status, body, _ = http_with(rest, "PUT", f"/tessera/routes/{rid}", changed, {"If-Match": "7"})
+    assert status == 409, body
+    status, body, _ = http_with(rest, "PUT", f"/tessera/routes/{rid}", changed, {"If-Match": "0"})
+    assert status == 200 and body["Revision"] == 1 and body["Name"] == "renamed"
+    assert body["Enabled"] is False
+    assert call(rest, "GET", "/tessera/routes/nope")[0] == 404
+    assert call(rest, "DELETE", f"/tessera/routes/{rid}")[0] == 409
+    assert http_with(rest, "DELETE", f"/tessera/routes/{rid}", None, {"If-Match": "0"})[0] == 409
+    assert http_with(rest, "DELETE", f"/tessera/routes/{rid}", None, {"If-Match": "1"})[0] == 200
+    assert call(rest, "GET", f"/tessera/routes/{rid}")[0] == 404
+
+
+def http_with(rest, method, path, body, headers):
+    from orthanc import http
+    data = json.dumps(body).encode() if body is not None else None
+    status, raw, h = http(rest.url, method, path, data, headers)
+    return status, (json.loads(raw) if raw else None), h
+
+
+def test_dry_run_against_a_resource(routing, tmp_path):
+    rest = routing.rests[0]
+    add_modality(rest, "x", 11112)
+    rid = create_route(rest, dict(CT_RULE, Conditions={"Modality": "CT",
+                                                       "CallingAet": ["SCANNER*", "STORE?CU"]}))["ID"]
+    study = "1.2.826.0.1.3680043.8.498.23.50"
+    ct = make_files(tmp_path / "f", 1, study, study + ".1")
+    mr = make_files(tmp_path / "f", 1, study, study + ".2", modality="MR")
+    rc, out = storescu(routing.ingests[0], ct + mr)  # calling AET STORESCU
+    assert rc == 0, out
+    status, found, _ = call(rest, "POST", "/tools/lookup", str(sop_uids(ct).pop()).encode())
+    ct_id = found[0]["ID"]
+    status, found, _ = call(rest, "POST", "/tools/lookup", str(sop_uids(mr).pop()).encode())
+    mr_id = found[0]["ID"]
+    status, r, _ = call(rest, "POST", f"/tessera/routes/{rid}/test", ct_id.encode())
+    assert status == 200 and r["Matches"] is True, r
+    assert r["Actions"] == [{"Type": "StoreToModality", "Modality": "x"}]
+    status, r, _ = call(rest, "POST", f"/tessera/routes/{rid}/test", {"Resource": mr_id})
+    assert status == 200 and r["Matches"] is False and r["ConditionsMatch"] is False, r
+    sid = study_id(rest, study)
+    status, r, _ = call(rest, "POST", f"/tessera/routes/{rid}/test", sid.encode())
+    # the study has a CT instance, but the trigger is NewInstance
+    assert r["ConditionsMatch"] is True and r["Matches"] is False and "Reason" in r, r
+    # a calling AET outside the list: no match
+    rid2 = create_route(rest, dict(CT_RULE, Conditions={"CallingAet": "SCANNER*"}))["ID"]
+    assert call(rest, "POST", f"/tessera/routes/{rid2}/test", ct_id.encode())[1]["Matches"] is False
+    assert call(rest, "POST", f"/tessera/routes/{rid}/test", b"not-an-id")[0] == 400
+    assert call(rest, "POST", f"/tessera/routes/{rid}/test",
+                b"00000000-00000000-00000000-00000000-00000000")[0] == 404
+    assert call(rest, "POST", "/tessera/routes/nope/test", ct_id.encode())[0] == 404
