@@ -483,3 +483,58 @@ def test_dry_run_against_a_resource(routing, tmp_path):
     assert call(rest, "POST", f"/tessera/routes/{rid}/test",
                 b"00000000-00000000-00000000-00000000-00000000")[0] == 404
     assert call(rest, "POST", "/tessera/routes/nope/test", ct_id.encode())[0] == 404
+
+
+# ---- beside Orthanc 1.10.1 ---------------------------------------------------------------
+
+def test_stable_changes_like_orthanc_and_store_to_orthanc_peer_then_delete(routing, tmp_path):
+    """The same study into Orthanc (StableAge 2) and into Tessera: the same Stable*
+    changes in /changes (Seq and Date aside) and IsStable; then a rule
+    'StableSeries with Modality CT -> store to the Orthanc peer, then delete'
+    sends the series to Orthanc over HTTP (an OrthancPeerStore job) and deletes it
+    here once Orthanc has it."""
+    from orthanc import Orthanc
+    rest = routing.rests[0]
+    study = "1.2.826.0.1.3680043.8.498.23.60"
+    files = make_files(tmp_path / "f", 3, study, study + ".1")
+    with Orthanc(tmp_path / "orthanc", StableAge=AGE) as ref:
+        for f in files:
+            assert ref.upload(f)[0] == 200
+        send_split(routing.ingests, files)
+
+        def stable_of(base):
+            status, body, _ = call(base, "GET", "/changes?limit=1000")
+            got = js((status, body))
+            return sorted(((c["ChangeType"], c["ResourceType"], c["ID"], c["Path"])
+                           for c in got["Changes"] if c["ChangeType"].startswith("Stable")))
+        want = wait_for(lambda: len(stable_of(ref)) == 3 and stable_of(ref), AGE + 20,
+                        "Orthanc's stable changes")
+        got = wait_for(lambda: len(stable_of(rest)) == 3 and stable_of(rest), AGE + 20,
+                       "Tessera's stable changes")
+        assert got == want
+        sid = study_id(rest, study)
+        assert js(call(ref, "GET", f"/studies/{sid}"))["IsStable"] is True
+        assert call(rest, "GET", f"/studies/{sid}")[1]["IsStable"] is True
+
+        # the peer, and a rule that sends a series there and deletes it after
+        status, body, _ = call(rest, "PUT", "/peers/ref", {"Url": ref.url})
+        assert status == 200, body
+        create_route(rest, {"Trigger": "StableSeries", "Conditions": {"Modality": "CT"},
+                            "Actions": [{"Type": "StoreToPeer", "Peer": "ref"},
+                                        {"Type": "Delete"}]})
+        study2 = "1.2.826.0.1.3680043.8.498.23.61"
+        more = make_files(tmp_path / "g", 4, study2, study2 + ".1", patient="PAT-PEER")
+        send_split(routing.ingests, more)
+        sid2 = study_id(rest, study2)
+        wait_for(lambda: call(rest, "GET", f"/studies/{sid2}")[0] == 404, AGE + 30,
+                 "the series sent to the peer and deleted here")
+        status, body, _ = call(ref, "POST", "/tools/lookup", study2.encode())
+        study_ref = [r for r in js((status, body)) if r["Type"] == "Study"][0]["ID"]
+        assert study_ref == sid2
+        assert len(js(call(ref, "GET", f"/studies/{sid2}/instances"))) == 4
+        assert not deliveries(rest)
+        # the first study was not touched: it was stable before the rule existed
+        assert call(rest, "GET", f"/studies/{sid}")[0] == 200
+        peer_jobs = [j for j in call(rest, "GET", "/jobs?expand")[1]
+                     if j["Type"] == "OrthancPeerStore"]
+        assert len(peer_jobs) == 1 and peer_jobs[0]["State"] == "Success", peer_jobs
