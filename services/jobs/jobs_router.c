@@ -18,7 +18,8 @@
 #include "domain/delete.h"
 #include "tessera.pb-c.h"
 
-#define CLAIM_BATCH 16
+#define CLAIM_BATCH 256
+#define SWEEP_BATCH 1000 /* resources marked stable per sweep transaction */
 #define CLAIM_LEASE_S 10 /* a claimed delivery is left alone this long */
 #define RETRY_CAP_S 300  /* back-off doubles up to this */
 
@@ -34,7 +35,7 @@ struct jobs_router {
 };
 
 static const ts_db_stmt emit_stable = {"router_emit_stable",
-                                       "SELECT tessera_emit_stable($1::integer, 1000)", 1};
+                                       "SELECT tessera_emit_stable($1::integer, $2::integer)", 2};
 static const ts_db_stmt dispatch = {"router_dispatch", "SELECT tessera_route_dispatch(1000)", 0};
 static const ts_db_stmt claim = {
     "router_claim",
@@ -49,21 +50,22 @@ static const ts_db_stmt claim = {
 static const ts_db_stmt set_running = {
     "router_set_running",
     "UPDATE route_deliveries SET state = 'running', job_id = $2,"
-    " not_before = now() + interval '300 milliseconds', updated_at = now() WHERE id = $1::bigint",
+    " not_before = now() + interval '300 milliseconds', updated_at = now()"
+    " WHERE id = ANY ($1::bigint[])",
     2};
 static const ts_db_stmt wait_job = {
     "router_wait_job",
     "UPDATE route_deliveries SET not_before = now() + interval '300 milliseconds'"
-    " WHERE id = $1::bigint",
+    " WHERE id = ANY ($1::bigint[])",
     1};
 /* the step succeeded: the next one, or the delivery is over */
 static const ts_db_stmt advance = {
     "router_advance",
     "WITH over AS (DELETE FROM route_deliveries"
-    "  WHERE id = $1::bigint AND step + 1 >= jsonb_array_length(actions))"
+    "  WHERE id = ANY ($1::bigint[]) AND step + 1 >= jsonb_array_length(actions))"
     " UPDATE route_deliveries SET step = step + 1, state = 'pending', job_id = NULL,"
     "  attempts = 0, last_error = NULL, not_before = now(), updated_at = now()"
-    " WHERE id = $1::bigint AND step + 1 < jsonb_array_length(actions)",
+    " WHERE id = ANY ($1::bigint[]) AND step + 1 < jsonb_array_length(actions)",
     1};
 /* the step failed: retried after a doubling delay, or dead */
 static const ts_db_stmt fail = {
@@ -74,9 +76,10 @@ static const ts_db_stmt fail = {
     "  not_before = now() + make_interval(secs => least($4::integer * 2 ^ attempts, $6::integer))"
     " WHERE id = $1::bigint RETURNING state, attempts::text",
     6};
-/* what a store step needs: the destination and the instances of the resource */
+/* what a store step needs: the destination and the instances of the resources */
 #define INSTANCES_OF_2                                                                             \
-    "(WITH RECURSIVE d AS (SELECT id, level FROM resources WHERE public_id = $2"                   \
+    "(WITH RECURSIVE d AS (SELECT id, level FROM resources"                                        \
+    "  WHERE public_id = ANY ($2::text[])"                                                         \
     "  UNION ALL SELECT r.id, r.level FROM resources r JOIN d ON r.parent_id = d.id"               \
     "  WHERE d.level < 3)"                                                                         \
     " SELECT json_agg(r.public_id ORDER BY r.id) FROM d JOIN resources r ON r.id = d.id"           \
@@ -141,17 +144,49 @@ static const char *col(PGresult *res, int row, int c)
 /* ---- the steps of a delivery ---------------------------------------------- */
 
 typedef struct delivery {
-    const char *id, *state, *job_id, *public_id, *route_id;
+    const char *id, *state, *job_id, *public_id, *route_id, *action_text;
     int level;
     json_t *action;
+    bool grouped;
 } delivery;
+
+/* A PostgreSQL array literal of the ids (bigint or public ids: no quoting needed). */
+static char *array_of(delivery **ds, size_t n, bool public_ids)
+{
+    size_t len = 3;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(public_ids ? ds[i]->public_id : ds[i]->id) + 1;
+    char *out = malloc(len);
+    if (!out)
+        abort();
+    size_t off = 0;
+    out[off++] = '{';
+    for (size_t i = 0; i < n; i++)
+        off += (size_t)sprintf(out + off, "%s%s", i ? "," : "",
+                               public_ids ? ds[i]->public_id : ds[i]->id);
+    out[off++] = '}';
+    out[off] = '\0';
+    return out;
+}
+
+/* One statement over a set of deliveries ($1 their ids; extra: $2). */
+static bool on_all(jobs_router *r, const ts_db_stmt *stmt, delivery **ds, size_t n,
+                   const char *extra)
+{
+    if (!n)
+        return true;
+    char *ids = array_of(ds, n, false);
+    const char *params[] = {ids, extra};
+    bool ok = one_ok(r, stmt, params);
+    free(ids);
+    return ok;
+}
 
 static void step_failed(jobs_router *r, const delivery *d, const char *why, bool fatal)
 {
-    char delay[16], max[16];
+    char delay[16], max[16], cap[16];
     snprintf(delay, sizeof(delay), "%d", r->retry_delay_s);
     snprintf(max, sizeof(max), "%d", r->max_attempts);
-    char cap[16];
     snprintf(cap, sizeof(cap), "%d", RETRY_CAP_S);
     const char *params[] = {d->id, why, max, delay, fatal ? "true" : "false", cap};
     ts_err err;
@@ -168,53 +203,58 @@ static void step_failed(jobs_router *r, const delivery *d, const char *why, bool
     PQclear(res);
 }
 
-static void step_done(jobs_router *r, const delivery *d)
+static void steps_done(jobs_router *r, delivery **ds, size_t n)
 {
-    const char *params[] = {d->id};
-    if (one_ok(r, &advance, params))
-        ts_info("route step done", "delivery=%s route=%s resource=%s", d->id, d->route_id,
-                d->public_id);
+    if (on_all(r, &advance, ds, n, NULL))
+        for (size_t i = 0; i < n; i++)
+            ts_info("route step done", "delivery=%s route=%s resource=%s", ds[i]->id,
+                    ds[i]->route_id, ds[i]->public_id);
 }
 
-/* Builds the store job of the step; false (and the delivery failed) when it
- * cannot be built. */
-static bool store_job(jobs_router *r, const delivery *d, const char *type, json_t **content,
-                      json_t **input)
+/* Builds the one store job of deliveries that share a destination. Returns 0,
+ * 1 when none of their resources is left (nothing to send), or -1 when the
+ * job cannot be built (the deliveries have been failed). */
+static int store_job(jobs_router *r, delivery **ds, size_t n, const char *type, json_t **content,
+                     json_t **input)
 {
     bool peer = strcmp(type, "OrthancPeerStore") == 0;
-    const char *name = json_string_value(json_object_get(d->action, peer ? "Peer" : "Modality"));
-    const char *params[] = {name ? name : "", d->public_id};
+    const char *name =
+        json_string_value(json_object_get(ds[0]->action, peer ? "Peer" : "Modality"));
+    char *resources = array_of(ds, n, true);
+    const char *params[] = {name ? name : "", resources};
     ts_err err;
     PGresult *res = one(r, TS_DB_READ, peer ? &peer_input : &modality_input, params, &err);
+    free(resources);
     char why[300];
-    if (!res) {
-        step_failed(r, d, err.msg, false);
-        return false;
-    }
-    if (PQntuples(res) != 1) {
-        snprintf(why, sizeof(why), "the %s %s no longer exists", peer ? "peer" : "modality",
-                 params[0]);
-        PQclear(res);
-        step_failed(r, d, why, true);
-        return false;
+    if (!res || PQntuples(res) != 1) {
+        if (res)
+            snprintf(why, sizeof(why), "the %s %s no longer exists", peer ? "peer" : "modality",
+                     params[0]);
+        for (size_t i = 0; i < n; i++)
+            step_failed(r, ds[i], res ? why : err.msg, res != NULL);
+        if (res)
+            PQclear(res);
+        return -1;
     }
     const char *list = col(res, 0, peer ? 3 : 5);
     json_t *instances = list ? json_loads(list, 0, NULL) : NULL;
-    if (!json_is_array(instances)) {
+    if (!json_array_size(instances)) {
+        /* deleted before their turn: nothing left to send */
         json_decref(instances);
         PQclear(res);
-        snprintf(why, sizeof(why), "the resource %s no longer exists", d->public_id);
-        step_failed(r, d, why, true);
-        return false;
+        return 1;
     }
     char description[96];
-    snprintf(description, sizeof(description), "Route %s", d->route_id);
-    size_t n = json_array_size(instances);
+    snprintf(description, sizeof(description), "Route %s", ds[0]->route_id);
+    json_t *parents = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(parents, json_string(ds[i]->public_id));
+    size_t count = json_array_size(instances);
     if (peer) {
         const char *url = col(res, 0, 0);
-        *content = json_pack("{s:b, s:s, s:i, s:I, s:[s], s:[s]}", "Compress", 0, "Description",
+        *content = json_pack("{s:b, s:s, s:i, s:I, s:o, s:[s]}", "Compress", 0, "Description",
                              description, "FailedInstancesCount", 0, "InstancesCount",
-                             (json_int_t)n, "ParentResources", d->public_id, "Peer", url);
+                             (json_int_t)count, "ParentResources", parents, "Peer", url);
         *input = json_pack("{s:o, s:s, s:i, s:b}", "Instances", instances, "Url", url, "Timeout",
                            r->dicom_timeout_s, "Permissive", 0);
         if (col(res, 0, 1)) {
@@ -224,78 +264,110 @@ static bool store_job(jobs_router *r, const delivery *d, const char *type, json_
         }
     } else {
         const char *aet = col(res, 0, 0), *local = col(res, 0, 3);
-        *content = json_pack("{s:s, s:i, s:I, s:s, s:[s], s:s}", "Description", description,
-                             "FailedInstancesCount", 0, "InstancesCount", (json_int_t)n, "LocalAet",
-                             local && *local ? local : r->svc->our_aet, "ParentResources",
-                             d->public_id, "RemoteAet", aet);
+        *content = json_pack("{s:s, s:i, s:I, s:s, s:o, s:s}", "Description", description,
+                             "FailedInstancesCount", 0, "InstancesCount", (json_int_t)count,
+                             "LocalAet", local && *local ? local : r->svc->our_aet,
+                             "ParentResources", parents, "RemoteAet", aet);
         *input = json_pack("{s:o, s:s, s:s, s:i, s:s, s:i, s:b}", "Instances", instances, "AET",
                            aet, "Host", col(res, 0, 1), "Port", atoi(col(res, 0, 2)), "LocalAet",
                            local ? local : "", "Timeout", atoi(col(res, 0, 4)), "Permissive", 0);
     }
     PQclear(res);
-    return true;
+    return 0;
 }
 
-/* A store step to start (or to retry: the failed job is resubmitted, so the
- * instances it sent are not sent again). */
-static void start_store(jobs_router *r, const delivery *d, const char *type)
+/* Starts the store steps of deliveries that share one action (the same
+ * destination). A step retried after a failure resubmits its job, so the
+ * instances that job sent are not sent again; when a delivery of the same
+ * job resubmitted it first (or it succeeded since), the step follows that
+ * job. The others go out together as one job: one association carries the
+ * instances of many NewInstance deliveries. */
+static void start_stores(jobs_router *r, delivery **ds, size_t n, const char *type)
 {
-    ts_err err;
+    delivery **fresh = calloc(n, sizeof(*fresh));
+    if (!fresh)
+        abort();
+    size_t nfresh = 0;
+    for (size_t i = 0; i < n; i++) {
+        delivery *d = ds[i];
+        ts_err err;
+        if (d->job_id && strlen(d->job_id) == TS_JOB_ID_LEN) {
+            int rc = ts_jobs_control(r->redis, d->job_id, TS_JOB_RESUBMIT, r->svc->history, &err);
+            if (rc == 0 || rc == TS_EINVAL) {
+                if (on_all(r, &set_running, &ds[i], 1, d->job_id))
+                    ts_info("route job resubmitted", "delivery=%s job=%s", d->id, d->job_id);
+                continue;
+            }
+            if (rc != TS_ENOTFOUND) {
+                /* Redis away: the claim's lease runs out and the step is tried again */
+                ts_warn("cannot resubmit a route job", "delivery=%s error=\"%s\"", d->id, err.msg);
+                continue;
+            }
+        }
+        fresh[nfresh++] = d;
+    }
+    json_t *content = NULL, *input = NULL;
+    int built = nfresh ? store_job(r, fresh, nfresh, type, &content, &input) : -1;
+    if (built == 1) {
+        steps_done(r, fresh, nfresh);
+    } else if (built == 0) {
+        ts_err err;
+        char id[TS_JOB_ID_LEN + 1];
+        if (ts_jobs_submit(r->redis, type, 0, content, input, id, &err))
+            ts_warn("cannot submit a route job", "deliveries=%zu error=\"%s\"", nfresh, err.msg);
+        else if (on_all(r, &set_running, fresh, nfresh, id))
+            ts_info("route job submitted", "job=%s type=%s deliveries=%zu route=%s", id, type,
+                    nfresh, fresh[0]->route_id);
+    }
+    json_decref(content);
+    json_decref(input);
+    free(fresh);
+}
+
+/* A store step whose job is out: done, failed, or still to wait for. The
+ * state of the last job read is kept for the deliveries that share it. */
+typedef struct job_cache {
     char id[TS_JOB_ID_LEN + 1];
-    if (d->job_id && strlen(d->job_id) == TS_JOB_ID_LEN &&
-        ts_jobs_control(r->redis, d->job_id, TS_JOB_RESUBMIT, r->svc->history, &err) == 0) {
-        snprintf(id, sizeof(id), "%s", d->job_id);
-    } else {
-        json_t *content = NULL, *input = NULL;
-        if (!store_job(r, d, type, &content, &input))
-            return;
-        int rc = ts_jobs_submit(r->redis, type, 0, content, input, id, &err);
-        json_decref(content);
-        json_decref(input);
-        if (rc) {
-            /* Redis away: the claim's lease runs out and the step is tried again */
-            ts_warn("cannot submit a route job", "delivery=%s error=\"%s\"", d->id, err.msg);
+    int rc;
+    char state[32];
+    char why[600];
+} job_cache;
+
+static void check_store(jobs_router *r, delivery *d, job_cache *cache, delivery **succeeded,
+                        size_t *nsucceeded, delivery **waiting, size_t *nwaiting)
+{
+    if (strcmp(cache->id, d->job_id) != 0) {
+        ts_err err;
+        snprintf(cache->id, sizeof(cache->id), "%s", d->job_id);
+        cache->rc = ts_jobs_state(r->redis, d->job_id, cache->state, sizeof(cache->state), &err);
+        if (cache->rc && cache->rc != TS_ENOTFOUND) {
+            ts_warn("cannot read a route job", "delivery=%s job=%s error=\"%s\"", d->id, d->job_id,
+                    err.msg);
+            cache->id[0] = '\0';
             return;
         }
-    }
-    const char *params[] = {d->id, id};
-    if (one_ok(r, &set_running, params))
-        ts_info("route job submitted", "delivery=%s route=%s resource=%s job=%s type=%s", d->id,
-                d->route_id, d->public_id, id, type);
-}
-
-/* A store step whose job is out: done, failed, or still to wait for. */
-static void check_store(jobs_router *r, const delivery *d)
-{
-    ts_err err;
-    char state[32];
-    int rc = ts_jobs_state(r->redis, d->job_id, state, sizeof(state), &err);
-    const char *params[] = {d->id};
-    if (rc == TS_ENOTFOUND) {
-        step_failed(r, d, "the job left the registry before it finished", false);
-    } else if (rc) {
-        ts_warn("cannot read a route job", "delivery=%s job=%s error=\"%s\"", d->id, d->job_id,
-                err.msg);
-    } else if (strcmp(state, "Success") == 0) {
-        step_done(r, d);
-    } else if (strcmp(state, "Failure") == 0) {
+        snprintf(cache->why, sizeof(cache->why), "job %s failed", d->job_id);
         json_t *job = NULL;
-        char why[600];
-        snprintf(why, sizeof(why), "job %s failed", d->job_id);
-        if (ts_jobs_get(r->redis, d->job_id, &job, &err) == 0) {
+        if (cache->rc == 0 && strcmp(cache->state, "Failure") == 0 &&
+            ts_jobs_get(r->redis, d->job_id, &job, &err) == 0) {
             const char *details = json_string_value(json_object_get(job, "ErrorDetails"));
             const char *desc = json_string_value(json_object_get(job, "ErrorDescription"));
-            snprintf(why, sizeof(why), "job %s failed: %s%s%s", d->job_id, desc ? desc : "",
-                     details && *details ? ": " : "", details ? details : "");
+            snprintf(cache->why, sizeof(cache->why), "job %s failed: %s%s%s", d->job_id,
+                     desc ? desc : "", details && *details ? ": " : "", details ? details : "");
         }
         json_decref(job);
-        step_failed(r, d, why, false);
-    } else {
-        one_ok(r, &wait_job, params);
     }
+    if (cache->rc == TS_ENOTFOUND)
+        step_failed(r, d, "the job left the registry before it finished", false);
+    else if (strcmp(cache->state, "Success") == 0)
+        succeeded[(*nsucceeded)++] = d;
+    else if (strcmp(cache->state, "Failure") == 0)
+        step_failed(r, d, cache->why, false);
+    else
+        waiting[(*nwaiting)++] = d;
 }
 
-static void delete_step(jobs_router *r, const delivery *d)
+static void delete_step(jobs_router *r, delivery *d, delivery **succeeded, size_t *nsucceeded)
 {
     ts_err err;
     ts_deleted del;
@@ -312,25 +384,61 @@ static void delete_step(jobs_router *r, const delivery *d)
             ts_bus_push(r->svc->deleters, &nudge.base);
         }
     }
-    step_done(r, d);
+    succeeded[(*nsucceeded)++] = d;
 }
 
-static void drive(jobs_router *r, const delivery *d)
+static const char *job_type(const delivery *d)
 {
     const char *type = json_string_value(json_object_get(d->action, "Type"));
-    const char *job = NULL;
     if (type && strcmp(type, "StoreToModality") == 0)
-        job = "DicomModalityStore";
-    else if (type && strcmp(type, "StoreToPeer") == 0)
-        job = "OrthancPeerStore";
-    if (job && strcmp(d->state, "running") == 0 && d->job_id)
-        check_store(r, d);
-    else if (job)
-        start_store(r, d, job);
-    else if (type && strcmp(type, "Delete") == 0)
-        delete_step(r, d);
-    else
-        step_failed(r, d, "unknown action (REST validates rules: a row written by hand?)", true);
+        return "DicomModalityStore";
+    if (type && strcmp(type, "StoreToPeer") == 0)
+        return "OrthancPeerStore";
+    return NULL;
+}
+
+/* Drives the claimed deliveries one step each. */
+static void drive(jobs_router *r, delivery *ds, size_t n)
+{
+    delivery **succeeded = calloc(n + 1, sizeof(*succeeded));
+    delivery **waiting = calloc(n + 1, sizeof(*waiting));
+    delivery **group = calloc(n + 1, sizeof(*group));
+    if (!succeeded || !waiting || !group)
+        abort();
+    size_t nsucceeded = 0, nwaiting = 0;
+    job_cache cache = {.id = ""};
+    for (size_t i = 0; i < n && !atomic_load(&r->svc->stopping); i++) {
+        delivery *d = &ds[i];
+        const char *type = job_type(d);
+        const char *name = json_string_value(json_object_get(d->action, "Type"));
+        if (d->grouped) {
+            continue;
+        } else if (type && strcmp(d->state, "running") == 0 && d->job_id) {
+            check_store(r, d, &cache, succeeded, &nsucceeded, waiting, &nwaiting);
+        } else if (type) {
+            /* every pending store step of this pass with the same action: one job */
+            size_t ngroup = 0;
+            for (size_t k = i; k < n; k++) {
+                delivery *o = &ds[k];
+                if (!o->grouped && strcmp(o->state, "pending") == 0 && o->action_text &&
+                    strcmp(o->action_text, d->action_text) == 0) {
+                    o->grouped = true;
+                    group[ngroup++] = o;
+                }
+            }
+            start_stores(r, group, ngroup, type);
+        } else if (name && strcmp(name, "Delete") == 0) {
+            delete_step(r, d, succeeded, &nsucceeded);
+        } else {
+            step_failed(r, d, "unknown action (REST validates rules: a row written by hand?)",
+                        true);
+        }
+    }
+    steps_done(r, succeeded, nsucceeded);
+    on_all(r, &wait_job, waiting, nwaiting, NULL);
+    free(succeeded);
+    free(waiting);
+    free(group);
 }
 
 /* Claims the due deliveries and drives each one step; the number claimed. */
@@ -347,17 +455,24 @@ static int deliveries(jobs_router *r)
         return 0;
     }
     int n = PQntuples(res);
-    for (int i = 0; i < n && !atomic_load(&r->svc->stopping); i++) {
-        delivery d = {.id = col(res, i, 0),
-                      .state = col(res, i, 1),
-                      .job_id = col(res, i, 3),
-                      .level = atoi(col(res, i, 4)),
-                      .public_id = col(res, i, 5),
-                      .route_id = col(res, i, 6)};
-        d.action = col(res, i, 2) ? json_loads(col(res, i, 2), 0, NULL) : NULL;
-        drive(r, &d);
-        json_decref(d.action);
+    delivery *ds = calloc((size_t)n + 1, sizeof(*ds));
+    if (!ds)
+        abort();
+    for (int i = 0; i < n; i++) {
+        delivery *d = &ds[i];
+        d->id = col(res, i, 0);
+        d->state = col(res, i, 1);
+        d->action_text = col(res, i, 2);
+        d->job_id = col(res, i, 3);
+        d->level = atoi(col(res, i, 4));
+        d->public_id = col(res, i, 5);
+        d->route_id = col(res, i, 6);
+        d->action = d->action_text ? json_loads(d->action_text, 0, NULL) : NULL;
     }
+    drive(r, ds, (size_t)n);
+    for (int i = 0; i < n; i++)
+        json_decref(ds[i].action);
+    free(ds);
     PQclear(res);
     return n;
 }
@@ -386,9 +501,10 @@ static void sleep_ms(int ms)
 static void *router_main(void *arg)
 {
     jobs_router *r = arg;
-    char age[16];
+    char age[16], batch[16];
     snprintf(age, sizeof(age), "%d", r->stable_age_s);
-    const char *age_params[] = {age};
+    snprintf(batch, sizeof(batch), "%d", SWEEP_BATCH);
+    const char *age_params[] = {age, batch};
     while (!atomic_load(&r->svc->stopping)) {
         long stable = scalar(r, &emit_stable, age_params);
         if (stable > 0)
@@ -401,8 +517,8 @@ static void *router_main(void *arg)
         if (made > 0)
             ts_info("changes dispatched", "deliveries=%ld", made);
         int claimed = deliveries(r);
-        /* a full batch or a full dispatch: more may wait, go on at once */
-        if (claimed < CLAIM_BATCH && made < 1000)
+        /* a full batch, sweep or dispatch: more may wait, go on at once */
+        if (claimed < CLAIM_BATCH && made < 1000 && stable < SWEEP_BATCH)
             sleep_ms(r->interval_ms);
     }
     return NULL;

@@ -69,8 +69,8 @@ static json_t *patterns(rest_request *req, const char *key, const json_t *v)
     {
         if (!json_is_string(p) || json_string_length(p) > MAX_PATTERN_LEN) {
             json_decref(list);
-            bad(req, "condition \"%.100s\": every pattern is text of at most 256 characters%s",
-                key, NULL);
+            bad(req, "condition \"%.100s\": every pattern is text of at most 256 characters%s", key,
+                NULL);
             return NULL;
         }
     }
@@ -82,8 +82,9 @@ static json_t *conditions(rest_request *req, const json_t *c)
     if (!c)
         return json_object();
     if (!json_is_object(c) || json_object_size(c) > MAX_CONDITIONS) {
-        bad(req, "\"Conditions\" must be an object of at most 32 conditions {\"Tag\": "
-                 "pattern or [patterns]}%s%s",
+        bad(req,
+            "\"Conditions\" must be an object of at most 32 conditions {\"Tag\": "
+            "pattern or [patterns]}%s%s",
             NULL, NULL);
         return NULL;
     }
@@ -138,8 +139,7 @@ static json_t *action(rest_request *req, const json_t *a, size_t index, size_t c
                        type, "available: StoreToModality, StoreToPeer, Delete"),
                    NULL;
     if (json_object_get(a, "Transcode"))
-        return bad(req, "%s: transcoding before a store is not available yet%s", where, NULL),
-               NULL;
+        return bad(req, "%s: transcoding before a store is not available yet%s", where, NULL), NULL;
     if (strcmp(type, "StoreToModality") == 0 || strcmp(type, "StoreToPeer") == 0) {
         bool modality = type[7] == 'M';
         const char *field = modality ? "Modality" : "Peer";
@@ -228,8 +228,8 @@ static json_t *parse_rule(rest_request *req)
         json_array_append_new(acts, a);
     }
     rule = json_pack("{s:s, s:b, s:s, s:O, s:O}", "Name", name ? json_string_value(name) : "",
-                     "Enabled", !enabled || json_is_true(enabled), "Trigger", trigger,
-                     "Conditions", conds, "Actions", acts);
+                     "Enabled", !enabled || json_is_true(enabled), "Trigger", trigger, "Conditions",
+                     conds, "Actions", acts);
 out:
     json_decref(conds);
     json_decref(acts);
@@ -308,15 +308,14 @@ static const ts_db_stmt delete_route = {
     " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM cur) THEN 'unknown'"
     "  WHEN EXISTS (SELECT 1 FROM del) THEN 'ok' ELSE 'conflict' END",
     2};
-static const ts_db_stmt test_route = {
-    "routes_test",
-    "SELECT rt.trigger, r.level::text,"
-    " CASE WHEN rt.id IS NOT NULL AND r.id IS NOT NULL"
-    "  THEN tessera_route_matches(rt.conditions, r.id)::text END,"
-    " rt.actions::text, rt.enabled::text"
-    " FROM (SELECT 1) one LEFT JOIN routes rt ON rt.id = $1"
-    " LEFT JOIN resources r ON r.public_id = $2",
-    2};
+static const ts_db_stmt test_route = {"routes_test",
+                                      "SELECT rt.trigger, r.level::text,"
+                                      " CASE WHEN rt.id IS NOT NULL AND r.id IS NOT NULL"
+                                      "  THEN tessera_route_matches(rt.conditions, r.id)::text END,"
+                                      " rt.actions::text, rt.enabled::text"
+                                      " FROM (SELECT 1) one LEFT JOIN routes rt ON rt.id = $1"
+                                      " LEFT JOIN resources r ON r.public_id = $2",
+                                      2};
 
 static void reply_route(rest_request *req, const char *json, const char *revision)
 {
@@ -471,8 +470,8 @@ void rest_routes_test(rest_request *req)
         if (strcmp(r.col[0], triggers[i]) == 0)
             level_ok = 3 - i == level;
     bool cond_ok = r.col[2] && strcmp(r.col[2], "true") == 0;
-    json_t *out = json_pack("{s:s, s:s, s:s, s:b, s:b, s:b}", "Resource", id, "ResourceType",
-                            type, "Trigger", r.col[0], "Enabled", strcmp(r.col[4], "true") == 0,
+    json_t *out = json_pack("{s:s, s:s, s:s, s:b, s:b, s:b}", "Resource", id, "ResourceType", type,
+                            "Trigger", r.col[0], "Enabled", strcmp(r.col[4], "true") == 0,
                             "ConditionsMatch", cond_ok, "Matches", level_ok && cond_ok);
     if (!level_ok) {
         char why[160];
