@@ -540,3 +540,35 @@ def test_stable_changes_like_orthanc_and_store_to_orthanc_peer_then_delete(routi
         peer_jobs = [j for j in call(rest, "GET", "/jobs?expand")[1]
                      if j["Type"] == "OrthancPeerStore"]
         assert len(peer_jobs) == 1 and peer_jobs[0]["State"] == "Success", peer_jobs
+
+
+def test_modality_removed_after_the_rule_makes_the_delivery_dead_at_once(routing, tmp_path):
+    """A destination deleted after the rule was made: no retries (they cannot
+    help), the delivery is dead with the reason; once the modality is back, a
+    resubmit delivers."""
+    rest = routing.rests[0]
+    add_modality(rest, "gone", 11112)
+    create_route(rest, dict(CT_RULE, Actions=[{"Type": "StoreToModality", "Modality": "gone"}]))
+    assert call(rest, "DELETE", "/modalities/gone")[0] == 200
+    study = "1.2.826.0.1.3680043.8.498.23.70"
+    ct = make_files(tmp_path / "f", 1, study, study + ".1")
+    rc, out = storescu(routing.ingests[0], ct)
+    assert rc == 0, out
+    dead = wait_for(lambda: deliveries(rest, "dead"), 20, "a dead delivery")
+    assert dead[0]["Attempts"] == 1 and "the modality gone no longer exists" in dead[0]["LastError"]
+    assert dead[0]["Job"] is None
+    # a rule naming it now is refused
+    status, err = error(call(rest, "POST", "/tessera/routes",
+                             dict(CT_RULE, Actions=[{"Type": "StoreToModality",
+                                                     "Modality": "gone"}])))
+    assert status == 400 and "unknown modality \"gone\"" in err["Details"]
+    # back, with a receiver: the resubmitted delivery goes through
+    from test_jobs import StoreScp as Scp
+    scp = Scp(tmp_path / "scp").start()
+    try:
+        add_modality(rest, "gone", scp.port)
+        assert call(rest, "POST", f"/tessera/route-deliveries/{dead[0]['ID']}/resubmit")[0] == 200
+        wait_for(lambda: scp.received() == sop_uids(ct), 30, "the instance after the resubmit")
+        wait_for(lambda: not deliveries(rest), 20, "the delivery to finish")
+    finally:
+        scp.stop()
