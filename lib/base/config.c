@@ -67,6 +67,12 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_USER_CONTENT_TYPES", TS_CFG_STRING, "", 0, 0, NULL,
      "user attachment names and numbers, e.g. \"report=1024\" (Orthanc's UserContentType)"},
     {"TESSERA_NAME", TS_CFG_STRING, "Tessera", 0, 0, NULL, "the Name in GET /system"},
+    {"TESSERA_AUDIT", TS_CFG_BOOL, "true", 0, 0, NULL,
+     "record every access to patient data in the audit trail (audit_log; always logged)"},
+    {"TESSERA_AUDIT_QUEUE", TS_CFG_INT, "10000", 1, 1000000, NULL,
+     "audit events kept in memory while PostgreSQL cannot take them (then the oldest go)"},
+    {"TESSERA_AUDIT_RETENTION_DAYS", TS_CFG_INT, "365", 0, 36500, NULL,
+     "days the deleter keeps audit rows (0: forever)"},
     {"TESSERA_STABLE_AGE", TS_CFG_INT, "60", 1, 86400, NULL,
      "seconds without a new instance after which a patient/study/series is stable"},
     /* jobs: the router (services/jobs/jobs_router.c) */

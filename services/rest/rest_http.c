@@ -559,6 +559,9 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
             continue;
         if (strcmp(r->method, req->method) == 0) {
             r->handler(req);
+            /* here, while req->seg still points into path */
+            if (req->ctx && req->ctx->on_answered)
+                req->ctx->on_answered(req, r->pattern);
             return (int)i;
         }
         size_t plen = strlen(r->pattern);

@@ -212,22 +212,23 @@ static void test_four_dispatchers_make_each_delivery_once(void **state)
 {
     (void)state;
     /* one CT series and one MR series, 300 instances each, NewInstance logged */
-    exec1("WITH p AS (INSERT INTO resources (level, public_id) VALUES (0, 'dp') RETURNING id),"
-          " pp AS (INSERT INTO patients (resource_id) SELECT id FROM p),"
-          " s AS (INSERT INTO resources (level, public_id, parent_id)"
-          "  SELECT 1, 'ds', id FROM p RETURNING id),"
-          " ss AS (INSERT INTO studies (resource_id, study_instance_uid) SELECT id, '1' FROM s),"
-          " se AS (INSERT INTO resources (level, public_id, parent_id)"
-          "  SELECT 2, 'd' || m, s.id FROM s, (VALUES ('CT'), ('MR')) v(m) RETURNING id, public_id),"
-          " sse AS (INSERT INTO series (resource_id, series_instance_uid, main_tags)"
-          "  SELECT id, public_id, jsonb_build_object('Modality', substr(public_id, 2)) FROM se),"
-          " i AS (INSERT INTO resources (level, public_id, parent_id)"
-          "  SELECT 3, se.public_id || '-' || g, se.id FROM se, generate_series(1, 300) g"
-          "  RETURNING id, public_id),"
-          " ii AS (INSERT INTO instances (resource_id, sop_instance_uid)"
-          "  SELECT id, public_id FROM i)"
-          " INSERT INTO changes (change_type, level, public_id)"
-          " SELECT 'NewInstance', 3, public_id FROM i ORDER BY id");
+    exec1(
+        "WITH p AS (INSERT INTO resources (level, public_id) VALUES (0, 'dp') RETURNING id),"
+        " pp AS (INSERT INTO patients (resource_id) SELECT id FROM p),"
+        " s AS (INSERT INTO resources (level, public_id, parent_id)"
+        "  SELECT 1, 'ds', id FROM p RETURNING id),"
+        " ss AS (INSERT INTO studies (resource_id, study_instance_uid) SELECT id, '1' FROM s),"
+        " se AS (INSERT INTO resources (level, public_id, parent_id)"
+        "  SELECT 2, 'd' || m, s.id FROM s, (VALUES ('CT'), ('MR')) v(m) RETURNING id, public_id),"
+        " sse AS (INSERT INTO series (resource_id, series_instance_uid, main_tags)"
+        "  SELECT id, public_id, jsonb_build_object('Modality', substr(public_id, 2)) FROM se),"
+        " i AS (INSERT INTO resources (level, public_id, parent_id)"
+        "  SELECT 3, se.public_id || '-' || g, se.id FROM se, generate_series(1, 300) g"
+        "  RETURNING id, public_id),"
+        " ii AS (INSERT INTO instances (resource_id, sop_instance_uid)"
+        "  SELECT id, public_id FROM i)"
+        " INSERT INTO changes (change_type, level, public_id)"
+        " SELECT 'NewInstance', 3, public_id FROM i ORDER BY id");
     exec1("INSERT INTO routes (id, name, trigger, conditions, actions, definition)"
           " VALUES ('r', '', 'NewInstance', '{\"Modality\": [\"C?\"]}',"
           " '[{\"Type\": \"StoreToModality\", \"Modality\": \"x\"}]', '{}')");
