@@ -94,6 +94,11 @@ DECLARE
     rt record;
     res bigint;
 BEGIN
+    -- nothing new since the cursor: return without locking its row (a lock
+    -- would make every idle pass of every router a transaction to flush)
+    IF (SELECT last_seq FROM router_cursor) >= (SELECT last_seq FROM change_counter) THEN
+        RETURN 0;
+    END IF;
     SELECT last_seq INTO cur FROM router_cursor FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN -1;
