@@ -47,6 +47,20 @@ BEGIN
     SELECT level INTO lvl FROM resources WHERE id = p_resource;
     IF lvl IS NULL THEN
         RETURN false;
+    ELSIF lvl = 3 THEN
+        -- one instance (NewInstance, the most frequent): one statement
+        RETURN coalesce((
+            SELECT tessera_route_tags_match(p_cond, coalesce(pa.main_tags, '{}')
+                       || coalesce(st.main_tags, '{}') || coalesce(se.main_tags, '{}')
+                       || i.main_tags, i.resource_id)
+            FROM resources ri
+            JOIN instances i ON i.resource_id = ri.id
+            JOIN resources rse ON rse.id = ri.parent_id
+            JOIN series se ON se.resource_id = rse.id
+            JOIN resources rst ON rst.id = rse.parent_id
+            JOIN studies st ON st.resource_id = rst.id
+            LEFT JOIN patients pa ON pa.resource_id = rst.parent_id
+            WHERE ri.id = p_resource), false);
     END IF;
     FOR ser IN
         SELECT r.parent_id FROM resources r WHERE lvl = 3 AND r.id = p_resource
