@@ -25,7 +25,10 @@ BEGIN
     -- Orthanc 1.12's "Labels", sorted as its std::set gives them (bytewise)
     SELECT coalesce(jsonb_agg(l.label ORDER BY l.label COLLATE "C"), '[]') INTO labels
     FROM labels l WHERE l.resource_id = r.id;
-    stable := r.last_update < now() - make_interval(secs => p_stable_age);
+    -- the flag the stable sweep sets when it logs the Stable* change
+    -- (stable.sql), so that IsStable and /changes agree; p_stable_age is
+    -- kept for the callers' signature
+    stable := r.stable;
     IF r.level < 3 THEN
         SELECT coalesce(jsonb_agg(c.public_id ORDER BY c.id), '[]') INTO children
         FROM resources c WHERE c.parent_id = r.id;

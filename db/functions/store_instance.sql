@@ -73,21 +73,22 @@ END
 $$;
 
 -- LastUpdate of the series, study and patient of a new instance, touched at most
--- once a second each so that concurrent writers of one study do not queue on
+-- once a second each (and at once when one is stable: it becomes unstable again,
+-- 0016_stable_resources.sql) so that concurrent writers of one study do not queue on
 -- its row for every instance. plpgsql, not sql: its statement's plan is cached
 -- per session (an SQL-language function was parsed and planned on every call:
 -- 12.8% of PostgreSQL's time under C-STORE load, in bench/run's profile).
 CREATE OR REPLACE FUNCTION tessera_touch_ancestors(p_series bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE resources SET last_update = now()
+    UPDATE resources SET last_update = now(), stable = false
     WHERE id IN (
         SELECT se.id FROM resources se WHERE se.id = p_series
         UNION ALL SELECT st.id FROM resources se JOIN resources st ON st.id = se.parent_id
                   WHERE se.id = p_series
         UNION ALL SELECT pa.id FROM resources se JOIN resources st ON st.id = se.parent_id
                   JOIN resources pa ON pa.id = st.parent_id WHERE se.id = p_series)
-      AND last_update < now() - interval '1 second';
+      AND (last_update < now() - interval '1 second' OR stable);
 END
 $$;
 
@@ -129,7 +130,7 @@ BEGIN
     -- UPDATE (delete.sql), so the two cannot deadlock.
     SELECT se.id AS ser_id, st.id AS stu_id, pa.id AS pat_id,
            least(se.last_update, st.last_update, pa.last_update)
-               < now() - interval '1 second' AS stale
+               < now() - interval '1 second' OR se.stable OR st.stable OR pa.stable AS stale
     INTO chain
     FROM resources pa
     JOIN resources st ON st.parent_id = pa.id

@@ -118,6 +118,10 @@ json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
  * and why, for anything malformed (nothing is added then). "" adds nothing. */
 int ts_dicom_dictionary_add(const char *json_text, ts_err *err);
 
+/* Whether tag is one of Orthanc's MainDicomTags at some level (the tags the
+ * index keeps and the router's conditions can test). */
+bool ts_dicom_is_main_tag(uint32_t tag);
+
 /* ---- tag paths and frames (dicom_content.cc) -------------------------------- */
 
 /* A tag as Orthanc's REST API names it: "gggg-eeee", "gggg,eeee", "ggggeeee" or

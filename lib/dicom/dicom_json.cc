@@ -841,6 +841,17 @@ extern "C" json_t *ts_dicomweb_attribute(const char *vr, const char *value)
 // is a string of at most 256 bytes; null values (binary, empty numbers), too
 // long strings, sequences and absent tags are left out. Only top-level
 // elements count.
+extern "C" bool ts_dicom_is_main_tag(uint32_t tag)
+{
+    for (int level = TS_LEVEL_PATIENT; level <= TS_LEVEL_INSTANCE; level++) {
+        const MainTagList list = main_tags_of((ts_level)level);
+        for (size_t i = 0; i < list.count; i++)
+            if (((uint32_t)list.tags[i].group << 16 | list.tags[i].element) == tag)
+                return true;
+    }
+    return false;
+}
+
 extern "C" json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level)
 {
     const MainTagList list = main_tags_of(level);

@@ -23,6 +23,7 @@
 #include "jobs_bulk_delete.h"
 #include "jobs_move.h"
 #include "jobs_peer.h"
+#include "jobs_router.h"
 #include "jobs_store.h"
 #include "jobs_worker.h"
 #include "base/log.h"
@@ -233,8 +234,8 @@ int main(int argc, char **argv)
     ts_db_options dbopt;
     ts_db_options_from_config(&dbopt);
     int nworkers = (int)ts_config_int("TESSERA_JOBS_WORKERS");
-    if (dbopt.size < nworkers)
-        dbopt.size = nworkers;
+    if (dbopt.size < nworkers + 1) /* + the router's thread */
+        dbopt.size = nworkers + 1;
     if (ts_db_pool_new(&dbopt, &svc.db, &err))
         die("database", &err);
     if (ts_db_migrate_wait(svc.db, 120, &err))
@@ -290,9 +291,14 @@ int main(int argc, char **argv)
     ts_info("jobs ready", "workers=%d lease_s=%d history=%d redis=%s metrics_port=%d", nworkers,
             svc.lease_ms / 1000, svc.history, svc.redis_url, metrics_port);
 
+    jobs_router *router = NULL;
+    if (jobs_router_start(&svc, &router, &err))
+        die("router", &err);
+
     char process[96];
     snprintf(process, sizeof(process), "%s-%d", host, (int)getpid());
     keeper(slots, nworkers, keeper_redis, process);
+    jobs_router_stop(router);
 
     for (int i = 0; i < nworkers; i++) {
         pthread_join(slots[i].thread, NULL);

@@ -34,6 +34,7 @@
 #include "rest_queries.h"
 #include "rest_metadata.h"
 #include "rest_resources.h"
+#include "rest_routes.h"
 #include "rest_system.h"
 #include "rest_upload.h"
 #include "rest_ui.h"
@@ -235,6 +236,22 @@ static const rest_route routes[] = {
      REST_SCOPE_NONE},
     {"GET", "/tessera/deletion-queue", rest_deletion_queue_status, REST_BODY_SMALL, REST_ROLE_READ,
      REST_SCOPE_NONE},
+    /* auto-routing rules and deliveries (rest_routes.c; the router is in jobs) */
+    {"GET", "/tessera/routes", rest_routes_list, REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
+    {"POST", "/tessera/routes", rest_routes_create, REST_BODY_SMALL, REST_ROLE_ADMIN,
+     REST_SCOPE_NONE},
+    {"GET", "/tessera/routes/*", rest_routes_get, REST_BODY_SMALL, REST_ROLE_ADMIN,
+     REST_SCOPE_NONE},
+    {"PUT", "/tessera/routes/*", rest_routes_update, REST_BODY_SMALL, REST_ROLE_ADMIN,
+     REST_SCOPE_NONE},
+    {"DELETE", "/tessera/routes/*", rest_routes_delete, REST_BODY_SMALL, REST_ROLE_ADMIN,
+     REST_SCOPE_NONE},
+    {"POST", "/tessera/routes/*/test", rest_routes_test, REST_BODY_SMALL, REST_ROLE_ADMIN,
+     REST_SCOPE_NONE},
+    {"GET", "/tessera/route-deliveries", rest_route_deliveries_list, REST_BODY_SMALL,
+     REST_ROLE_ADMIN, REST_SCOPE_NONE},
+    {"POST", "/tessera/route-deliveries/*/resubmit", rest_route_deliveries_resubmit,
+     REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
     {"GET", "/tessera/audit", rest_audit_list, REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
     /* matching through the query service (rest_find.c) */
     {"POST", "/tools/find", rest_tools_find, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_FILTERED},
