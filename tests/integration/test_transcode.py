@@ -607,3 +607,26 @@ def test_wado_rs_frames_decoded_and_encoded(tessera, samples, tmp_path):
         accept = f'multipart/related; type="image/jp2"; transfer-syntax={ts}'
         assert http(tessera.url, "GET", dw_path(mr) + "/frames/1",
                     headers={"Accept": accept})[0] == 406
+
+
+@pytest.mark.parametrize("source,target,status", [
+    ("ct", J2K_LOSSLESS, 200), ("ct_j2k", EXPLICIT, 200), ("ct_j2k", J2K_LOSSLESS, 200),
+    ("ct", "1.2.3.4", 406), ("ct", MPEG2, 406), ("ct", JPEG_BASELINE, 406)])
+def test_wado_uri_transfer_syntax(tessera, samples, tmp_path, source, target, status):
+    """WADO-URI's transferSyntax (PS3.18 9.1.3): the object converted, or 406."""
+    import urllib.parse
+    upload(tessera, samples[source])
+    ds = pydicom.dcmread(samples[source], stop_before_pixels=True)
+    query = urllib.parse.urlencode({
+        "requestType": "WADO", "studyUID": ds.StudyInstanceUID,
+        "seriesUID": ds.SeriesInstanceUID, "objectUID": ds.SOPInstanceUID,
+        "contentType": "application/dicom", "transferSyntax": target})
+    got, body, headers = http(tessera.url, "GET", "/wado?" + query)
+    assert got == status, body[:300]
+    if status != 200:
+        return
+    assert headers["Content-Type"] == "application/dicom"
+    assert syntax(body) == target
+    a, _ = decoded(body, tmp_path)
+    b, _ = decoded(Path(samples[source]).read_bytes(), tmp_path)
+    assert np.array_equal(a, b)
