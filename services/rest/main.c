@@ -24,6 +24,7 @@
 #include "rest_dicomweb_wado.h"
 #include "rest_find.h"
 #include "rest_jobs.h"
+#include "rest_modify.h"
 #include "rest_modalities.h"
 #include "rest_peers.h"
 #include "rest_queries.h"
@@ -129,6 +130,16 @@ static const rest_route routes[] = {
     {"GET", "/tessera/deletion-queue", rest_deletion_queue_status, REST_BODY_SMALL},
     /* matching through the query service (rest_find.c) */
     {"POST", "/tools/find", rest_tools_find, REST_BODY_SMALL},
+    /* modification and anonymization (rest_modify.c) */
+    {"POST", "/instances/*/modify", rest_modify_instance, REST_BODY_SMALL},
+    {"POST", "/instances/*/anonymize", rest_modify_instance, REST_BODY_SMALL},
+    {"POST", "/series/*/modify", rest_modify_resource, REST_BODY_SMALL},
+    {"POST", "/series/*/anonymize", rest_modify_resource, REST_BODY_SMALL},
+    {"POST", "/studies/*/modify", rest_modify_resource, REST_BODY_SMALL},
+    {"POST", "/studies/*/anonymize", rest_modify_resource, REST_BODY_SMALL},
+    {"POST", "/patients/*/modify", rest_modify_resource, REST_BODY_SMALL},
+    {"POST", "/patients/*/anonymize", rest_modify_resource, REST_BODY_SMALL},
+    {"GET", "/tools/generate-uid", rest_generate_uid, REST_BODY_SMALL},
     /* archives, shared tags, instance content (rest_archive.c, rest_content.c) */
     {"GET", "/patients/*/archive", rest_archive, REST_BODY_SMALL},
     {"GET", "/studies/*/archive", rest_archive, REST_BODY_SMALL},

@@ -94,7 +94,8 @@ static void test_request_rules(void **state)
     m = parse_ok(false, "{\"Replace\":{\"PatientName\":\"x\"}}");
     ts_modify_set_level(m, 0);
     assert_int_equal(ts_modify_check(m, &oe, &err), TS_EINVAL);
-    assert_string_equal(err.msg, "When modifying a patient, her PatientID is required to be modified");
+    assert_string_equal(err.msg,
+                        "When modifying a patient, her PatientID is required to be modified");
     assert_int_equal(ts_modify_instance_level(m), 3);
     ts_modify_free(m);
 
@@ -137,8 +138,9 @@ static void test_modify_study_level(void **state)
     int fd = mkstemp(out);
     assert_true(fd >= 0);
     close(fd);
-    ts_modify *m = parse_ok(false, "{\"Replace\":{\"StudyDescription\":\"hello\","
-                                   "\"InstitutionName\":\"Clinic\"},\"Remove\":[\"PatientBirthDate\"]}");
+    ts_modify *m =
+        parse_ok(false, "{\"Replace\":{\"StudyDescription\":\"hello\","
+                        "\"InstitutionName\":\"Clinic\"},\"Remove\":[\"PatientBirthDate\"]}");
     ts_modify_set_level(m, 1);
     ts_modify_set_secret(m, "job-1");
     modify_file(m, in, out);
@@ -311,7 +313,8 @@ static void test_replace_sequence_and_private(void **state)
     json_t *refs = values_in(out, "00081155");
     assert_non_null(json_object_get(refs, "1.2.3.4"));
     json_decref(refs);
-    char *creator = tag_of(out, TS_TAG(0x0011, 0x0010)), *value = tag_of(out, TS_TAG(0x0011, 0x1001));
+    char *creator = tag_of(out, TS_TAG(0x0011, 0x0010)),
+         *value = tag_of(out, TS_TAG(0x0011, 0x1001));
     assert_string_equal(creator, "Tessera test");
     assert_non_null(value);
     /* an unknown private tag is UN (as Orthanc): its bytes, padded to an even length */
