@@ -133,8 +133,8 @@ out:
 
 /* Orthanc's metadata: on the copy always, on its series, study and patient
  * when they differ from the original's. */
-static bool set_metadata(jobs_worker *w, const ts_modify *m, const ts_ids *copy,
-                         const ts_ids *orig, jobs_outcome *out)
+static bool set_metadata(jobs_worker *w, const ts_modify *m, const ts_ids *copy, const ts_ids *orig,
+                         jobs_outcome *out)
 {
     meta_q q = {ts_modify_is_anonymization(m) ? "AnonymizedFrom" : "ModifiedFrom", {0}, {0}};
     const char *c[] = {copy->patient, copy->study, copy->series, copy->instance};

@@ -32,8 +32,8 @@ static const ts_db_stmt resource_instances = {
     " SELECT r.public_id FROM t JOIN resources r ON r.id = t.id WHERE t.level = 3 ORDER BY r.id",
     2};
 
-static const ts_db_stmt next_anonymized = {
-    "modify_next_anonymized", "SELECT nextval('anonymization_sequence')::text", 0};
+static const ts_db_stmt next_anonymized = {"modify_next_anonymized",
+                                           "SELECT nextval('anonymization_sequence')::text", 0};
 
 static void random_hex(char *out, size_t bytes)
 {
@@ -52,10 +52,9 @@ static void random_uuid(char out[37])
     RAND_bytes(b, sizeof(b));
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }
 
 /* The body as JSON (an empty body is {}); answers 400 and returns NULL when it
@@ -132,7 +131,8 @@ void rest_modify_instance(rest_request *req)
         goto out;
     char path[4096];
     ts_err err;
-    bool found = row.col[0] && ts_store_path(req->ctx->store, row.col[0], path, sizeof(path), &err) == 0;
+    bool found =
+        row.col[0] && ts_store_path(req->ctx->store, row.col[0], path, sizeof(path), &err) == 0;
     rest_row_clear(&row);
     if (!found) {
         rest_reply_unknown_resource(req);
@@ -251,12 +251,12 @@ void rest_modify_resource(rest_request *req)
      * so that a bad combination is a failed job as in Orthanc (a synchronous
      * call answers its error) */
     json_t *input = json_pack("{s:O, s:b, s:i, s:s, s:s, s:s, s:b, s:s, s:O}", "Body", body,
-                              "Anonymize", anonymize, "Level", level, "Secret", secret,
-                              "PatientID", uuid, "PatientName", name, "KeepSource",
-                              ks ? json_is_true(ks) : true, "Resource", req->seg[1], "Instances", ids);
-    json_t *content = json_pack("{s:s, s:i, s:I, s:b}", "Description", "REST API",
-                                "FailedInstancesCount", 0, "InstancesCount",
-                                (json_int_t)json_array_size(ids), "IsAnonymization", anonymize);
+                              "Anonymize", anonymize, "Level", level, "Secret", secret, "PatientID",
+                              uuid, "PatientName", name, "KeepSource", ks ? json_is_true(ks) : true,
+                              "Resource", req->seg[1], "Instances", ids);
+    json_t *content =
+        json_pack("{s:s, s:i, s:I, s:b}", "Description", "REST API", "FailedInstancesCount", 0,
+                  "InstancesCount", (json_int_t)json_array_size(ids), "IsAnonymization", anonymize);
     rest_jobs_submit(req, "ResourceModification", priority, content, input, asynchronous);
     json_decref(content);
     json_decref(input);
@@ -273,8 +273,8 @@ void rest_generate_uid(rest_request *req)
                    strcmp(level, "series") != 0 && strcmp(level, "instance") != 0)) {
         /* Orthanc 1.10.1 answers 404 (empty) to a missing or an unknown level */
         rest_reply_oe_status(req, 404, TS_OE_PARAMETER_OUT_OF_RANGE,
-                      "Argument \"level\" must be \"patient\", \"study\", \"series\" or "
-                      "\"instance\"");
+                             "Argument \"level\" must be \"patient\", \"study\", \"series\" or "
+                             "\"instance\"");
         return;
     }
     char uid[80];
