@@ -240,10 +240,13 @@ struct ts_modify {
     std::map<uint32_t, json_t *> replacements;
     bool keep_study = false, keep_series = false, keep_sop = false;
     std::string secret;
+    std::map<uint32_t, DcmElement *> copies; // NULL: remove (merge)
     ~ts_modify()
     {
         for (auto &r : replacements)
             json_decref(r.second);
+        for (auto &c : copies)
+            delete c.second;
     }
     void remove(uint32_t t)
     {
@@ -970,7 +973,56 @@ extern "C" int ts_modify_apply(const ts_modify *m, ts_dicom *d, ts_oe *oe, ts_er
         if (rc)
             return rc;
     }
+    for (auto &c : m->copies) {
+        if (!c.second)
+            ds->findAndDeleteElement(key_of(c.first));
+        else
+            ds->insert(static_cast<DcmElement *>(c.second->clone()), OFTrue);
+    }
     return 0;
+}
+
+namespace
+{
+
+// PS3.3 (2011) Table C.7-1 Patient Module with the Issuer of Patient ID macro,
+// and Table C.7-3 General Study Module: the lists Orthanc 1.10.1 uses.
+const uint32_t PATIENT_MODULE[] = {
+    0x00081120, 0x00100010, 0x00100020, 0x00100021, 0x00100024, 0x00100030, 0x00100032, 0x00101000,
+    0x00101001, 0x00101002, 0x00102160, 0x00102201, 0x00102202, 0x00102292, 0x00102293, 0x00102294,
+    0x00102297, 0x00102298, 0x00102299, 0x00104000, 0x00120062, 0x00120063, 0x00120064};
+const uint32_t STUDY_MODULE[] = {0x00080020, 0x00080030, 0x00080050, 0x00080051, 0x00080090,
+                                 0x00080096, 0x00081030, 0x00081032, 0x00081048, 0x00081049,
+                                 0x00081060, 0x00081062, 0x00081110, 0x0020000d, 0x00200010,
+                                 0x00321034, 0x00401012};
+
+} // namespace
+
+extern "C" const uint32_t *ts_dicom_module_tags(int module, size_t *n)
+{
+    if (module == 0) {
+        *n = sizeof(PATIENT_MODULE) / sizeof(PATIENT_MODULE[0]);
+        return PATIENT_MODULE;
+    }
+    *n = sizeof(STUDY_MODULE) / sizeof(STUDY_MODULE[0]);
+    return STUDY_MODULE;
+}
+
+extern "C" void ts_modify_copy_from(ts_modify *m, const ts_dicom *src, const uint32_t *tags,
+                                    size_t n)
+{
+    DcmDataset *ds = const_cast<ts_dicom *>(src)->file.getDataset();
+    for (size_t i = 0; i < n; i++) {
+        DcmElement *el = nullptr;
+        auto old = m->copies.find(tags[i]);
+        if (old != m->copies.end())
+            delete old->second;
+        if (ds->findAndGetElement(key_of(tags[i]), el).good() && el)
+            m->copies[tags[i]] = static_cast<DcmElement *>(el->clone());
+        else
+            m->copies[tags[i]] = nullptr;
+        m->erase_replacement(tags[i]);
+    }
 }
 
 extern "C" int ts_dicom_save_file(ts_dicom *d, const char *path, ts_err *err)

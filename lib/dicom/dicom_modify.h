@@ -61,6 +61,16 @@ void ts_modify_map_uid(const ts_modify *m, const char *original, char *out, size
  * private creator), with *oe and details. */
 int ts_modify_apply(const ts_modify *m, ts_dicom *d, ts_oe *oe, ts_err *err);
 
+/* ---- split and merge of studies (Orthanc's /studies/{id}/split and /merge) ---- */
+
+/* Orthanc's "Patient Module" (module 0) and "General Study Module" (1) tags,
+ * the ones a split may change and a merge copies from its target. */
+const uint32_t *ts_dicom_module_tags(int module, size_t *n);
+
+/* The copies get the values these tags have in src (a merge's target study),
+ * and lose the ones src does not have. */
+void ts_modify_copy_from(ts_modify *m, const ts_dicom *src, const uint32_t *tags, size_t n);
+
 /* Writes d as a Part 10 file in its transfer syntax, the meta header updated
  * (MediaStorageSOPInstanceUID follows SOPInstanceUID); SpecificCharacterSet
  * becomes ISO_IR 192 when a text value is not ASCII (datasets are UTF-8 in

@@ -15,6 +15,72 @@
 
 #define CHUNK 64
 
+/* one instance of a merge's target study, whose patient and study tags the copies take */
+static const ts_db_stmt target_instance = {
+    "modify_target_instance",
+    "SELECT i.public_id FROM resources s JOIN resources se ON se.parent_id = s.id"
+    " JOIN resources i ON i.parent_id = se.id"
+    " WHERE s.public_id = $1 AND s.level = 1 ORDER BY i.id LIMIT 1",
+    1};
+
+typedef struct one_q {
+    const char *id;
+    char *out;
+} one_q;
+
+static int one_txn(ts_db *db, void *arg, ts_err *err)
+{
+    one_q *q = arg;
+    const char *params[] = {q->id};
+    PGresult *res = NULL;
+    int rc = ts_db_exec(db, &target_instance, params, &res, err);
+    if (rc == 0 && PQntuples(res) == 1)
+        q->out = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return rc;
+}
+
+/* MergeStudy: the target's patient and study modules for every copy. false
+ * after jobs_fail. */
+static bool merge_target(jobs_worker *w, ts_modify *m, const char *target, jobs_outcome *out)
+{
+    one_q q = {target, NULL};
+    ts_err err;
+    char details[200];
+    if (ts_db_transaction(w->svc->db, TS_DB_READ, one_txn, &q, &err)) {
+        jobs_fail(out, TS_OE_DATABASE_UNAVAILABLE, err.msg);
+        return false;
+    }
+    char *uuid = NULL;
+    bool ok = false;
+    char path[4096];
+    ts_dicom *d = NULL;
+    if (q.out) {
+        const char *ids[] = {q.out};
+        if (jobs_instance_files(w, ids, 1, &uuid, &err)) {
+            jobs_fail(out, TS_OE_DATABASE_UNAVAILABLE, err.msg);
+            goto done;
+        }
+    }
+    if (!uuid || ts_store_path(w->svc->store, uuid, path, sizeof(path), &err) ||
+        ts_dicom_open_file(path, &d, &err)) {
+        snprintf(details, sizeof(details), "the target study %s is gone", target);
+        jobs_fail(out, TS_OE_UNKNOWN_RESOURCE, details);
+        goto done;
+    }
+    for (int module = 0; module < 2; module++) {
+        size_t n;
+        const uint32_t *tags = ts_dicom_module_tags(module, &n);
+        ts_modify_copy_from(m, d, tags, n);
+    }
+    ok = true;
+done:
+    ts_dicom_free(d);
+    free(uuid);
+    free(q.out);
+    return ok;
+}
+
 static const char *const LEVEL_TYPE[] = {"Patient", "Study", "Series", "Instance"};
 static const char *const LEVEL_PLURAL[] = {"patients", "studies", "series", "instances"};
 
@@ -193,11 +259,17 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     int level = (int)json_integer_value(json_object_get(c->input, "Level"));
     const char *secret = json_string_value(json_object_get(c->input, "Secret"));
     bool keep_source = !json_is_false(json_object_get(c->input, "KeepSource"));
+    /* SplitStudy and MergeStudy are modifications at the series level whose
+     * StudyInstanceUID and patient/study tags REST (split) or the target study
+     * (merge) give; Orthanc sets no metadata on their copies */
+    bool modify = strcmp(c->type, "ResourceModification") == 0;
+    bool merge = strcmp(c->type, "MergeStudy") == 0;
     ts_modify *m = NULL;
     json_t *done = NULL;
     char *uuids[CHUNK] = {0};
     memset(out, 0, sizeof(*out));
-    if (!json_is_array(instances) || !secret || level < 0 || level > 2 || !w->svc->ingest) {
+    if (!json_is_array(instances) || !secret || level < 0 || level > 2 || !w->svc->ingest ||
+        (merge && !json_is_string(json_object_get(c->input, "Target")))) {
         jobs_fail(out, TS_OE_BAD_FILE_FORMAT,
                   w->svc->ingest ? "malformed job input" : "TESSERA_INGEST_BUS is not set");
         goto out;
@@ -214,10 +286,12 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     ts_modify_set_anonymous_patient(m, json_string_value(json_object_get(c->input, "PatientID")),
                                     json_string_value(json_object_get(c->input, "PatientName")));
     /* Orthanc checks these when it applies the modification: the job fails */
-    if (ts_modify_check(m, &oe, &err)) {
+    if (modify && ts_modify_check(m, &oe, &err)) {
         jobs_fail(out, oe, err.msg);
         goto out;
     }
+    if (merge && !merge_target(w, m, json_string_value(json_object_get(c->input, "Target")), out))
+        goto out;
     if (!(done = jobs_done_items(w, c))) {
         out->interrupted = true;
         goto out;
@@ -262,9 +336,9 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             }
             ts_ids copy, orig;
             if (!modify_one(w, c, m, ids[k], path, &copy, &orig, out) ||
-                !set_metadata(w, m, &copy, &orig, out))
+                (modify && !set_metadata(w, m, &copy, &orig, out)))
                 goto out;
-            if (!json_object_get(c->content, "ID")) {
+            if (modify && !json_object_get(c->content, "ID")) {
                 const char *cid[] = {copy.patient, copy.study, copy.series};
                 char p[80];
                 snprintf(p, sizeof(p), "/%s/%s", LEVEL_PLURAL[level], cid[level]);

@@ -9,7 +9,13 @@
  * done instance goes into the job's done set with the id of its copy, so a
  * job taken over after a worker died goes on with the others (a copy stored
  * twice is "AlreadyStored", never a duplicate). KeepSource false: once all are
- * stored, the originals are deleted through lib/domain/delete.h. */
+ * stored, the originals are deleted through lib/domain/delete.h.
+ *
+ * SplitStudy and MergeStudy (POST /studies/{id}/split and /merge) run here too:
+ * series-level modifications whose StudyInstanceUID and patient/study tags
+ * come from REST (split: a new study UID and the body's Replace/Remove) or from
+ * one instance of the target study (merge: input "Target"); no metadata, and
+ * KeepSource is false unless asked, as in Orthanc. */
 #ifndef JOBS_MODIFY_H
 #define JOBS_MODIFY_H
 

@@ -86,7 +86,8 @@ static void run_job(slot *s)
         jobs_archive_run(w, c, &o);
     } else if (strcmp(c->type, "BulkDelete") == 0) {
         jobs_bulk_delete_run(w, c, &o);
-    } else if (strcmp(c->type, "ResourceModification") == 0) {
+    } else if (strcmp(c->type, "ResourceModification") == 0 || strcmp(c->type, "SplitStudy") == 0 ||
+               strcmp(c->type, "MergeStudy") == 0) {
         jobs_modify_run(w, c, &o);
     } else {
         o.code = 2;

@@ -139,6 +139,8 @@ static const rest_route routes[] = {
     {"POST", "/studies/*/anonymize", rest_modify_resource, REST_BODY_SMALL},
     {"POST", "/patients/*/modify", rest_modify_resource, REST_BODY_SMALL},
     {"POST", "/patients/*/anonymize", rest_modify_resource, REST_BODY_SMALL},
+    {"POST", "/studies/*/split", rest_split_study, REST_BODY_LARGE},
+    {"POST", "/studies/*/merge", rest_merge_study, REST_BODY_LARGE},
     {"GET", "/tools/generate-uid", rest_generate_uid, REST_BODY_SMALL},
     /* archives, shared tags, instance content (rest_archive.c, rest_content.c) */
     {"GET", "/patients/*/archive", rest_archive, REST_BODY_SMALL},

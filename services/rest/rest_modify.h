@@ -13,6 +13,12 @@
 void rest_modify_instance(rest_request *req);
 /* POST /{patients,studies,series}/{id}/modify and .../anonymize */
 void rest_modify_resource(rest_request *req);
+/* POST /studies/{id}/split: the given series/instances copied into a new study
+ * (a SplitStudy job) */
+void rest_split_study(rest_request *req);
+/* POST /studies/{id}/merge: the given studies/series/instances copied into this
+ * study, taking its patient and study tags (a MergeStudy job) */
+void rest_merge_study(rest_request *req);
 /* GET /tools/generate-uid?level=patient|study|series|instance */
 void rest_generate_uid(rest_request *req);
 

@@ -15,6 +15,9 @@ Differences from Orthanc that these tests accept, and why:
   attribute, nested ones too); Orthanc 1.10.1 applies it to the top level only.
   Top-level tags are compared; nested ones are not.
 - The meta header's ImplementationClassUID/VersionName are each server's.
+- A merge copies the target study's patient and study modules whole, sequences
+  included (OtherPatientIDsSequence); Orthanc 1.10.1 copies their text values and
+  drops the sequences.
 - "Transcode" is refused with 501 (Orthanc transcodes): transcoding is another
   issue's work.
 """
@@ -481,3 +484,108 @@ def test_anonymized_bytes_hold_no_identifying_value(mcluster):
             checked += 1
         parse(data)  # still a DICOM file
     assert checked >= 20  # the check saw real values
+
+
+def two_series_and_another_study(tmp_path):
+    a = make_series(tmp_path / "s1", 2, study_uid="1.2.826.0.1.3680043.8.498.97",
+                    series_uid="1.2.826.0.1.3680043.8.498.97.1", patient="P97")
+    b = make_series(tmp_path / "s2", 2, study_uid="1.2.826.0.1.3680043.8.498.97",
+                    series_uid="1.2.826.0.1.3680043.8.498.97.2", patient="P97")
+    src = pydicom.dcmread(DATA / "CT_small.dcm")
+    other = []
+    for i in (1, 2):
+        src.PatientID, src.PatientName = "P98", "OTHER^PATIENT"
+        src.StudyInstanceUID, src.StudyDescription = "1.2.826.0.1.3680043.8.498.98", "target"
+        src.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.98.1"
+        src.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.98.1.{i}"
+        src.file_meta.MediaStorageSOPInstanceUID = src.SOPInstanceUID
+        p = tmp_path / f"o{i}.dcm"
+        src.save_as(p)
+        other.append(p)
+    return a, b, other
+
+
+def tags_of_study(server, study, drop=()):
+    out = []
+    for i in call(server, "GET", f"/studies/{study}/instances")[1]:
+        ds = parse(call(server, "GET", f"/instances/{i['ID']}/file")[1])
+        out.append(json.dumps(without(flat(ds, nested=False), drop), sort_keys=True))
+    return sorted(out)
+
+
+def test_split_and_merge_like_orthanc(mcluster, orthanc, tmp_path):  # noqa: F811
+    rest = mcluster.rests[0]
+    mcluster.start_deleter()
+    a, b, other = two_series_and_another_study(tmp_path)
+    ans = load_both(rest, orthanc, a + b + other)
+    study, series2, target = ans[0]["ParentStudy"], ans[2]["ParentSeries"], ans[4]["ParentStudy"]
+    # split, keeping the source
+    body = {"Series": [series2], "Replace": {"StudyDescription": "split"}, "KeepSource": True}
+    ours, theirs = call(rest, "POST", f"/studies/{study}/split", body), \
+        call(orthanc, "POST", f"/studies/{study}/split", body)
+    assert ours[0] == theirs[0] == 200, (ours, theirs)
+    assert set(ours[1]) == set(theirs[1]) == {"Description", "FailedInstancesCount",
+                                              "InstancesCount", "TargetStudy", "TargetStudyUID"}
+    assert ours[1]["InstancesCount"] == theirs[1]["InstancesCount"] == 2
+    new = call(rest, "GET", f"/studies/{ours[1]['TargetStudy']}")[1]
+    assert new["MainDicomTags"]["StudyInstanceUID"] == ours[1]["TargetStudyUID"]
+    assert new["MainDicomTags"]["StudyDescription"] == "split"
+    assert tags_of_study(rest, ours[1]["TargetStudy"]) == \
+        tags_of_study(orthanc, theirs[1]["TargetStudy"])
+    assert len(call(rest, "GET", f"/studies/{study}/instances")[1]) == 4
+    # merge the other patient's study into the split one: the copies take the
+    # target's patient and study tags, the source goes (KeepSource false by default)
+    tgt_ours, tgt_theirs = ours[1]["TargetStudy"], theirs[1]["TargetStudy"]
+    body = {"Resources": [target]}
+    ours, theirs = call(rest, "POST", f"/studies/{tgt_ours}/merge", body), \
+        call(orthanc, "POST", f"/studies/{tgt_theirs}/merge", body)
+    assert ours[0] == theirs[0] == 200, (ours, theirs)
+    assert set(ours[1]) == set(theirs[1]) == {"Description", "FailedInstancesCount",
+                                              "InstancesCount", "TargetStudy"}
+    assert ours[1]["TargetStudy"] == tgt_ours
+    # the target's sequences of the patient and study modules are copied too
+    # (Orthanc 1.10.1 copies their text values only and drops the sequences)
+    drop = {"OtherPatientIDsSequence"}
+    assert tags_of_study(rest, tgt_ours, drop) == tags_of_study(orthanc, tgt_theirs, drop)
+    merged = call(rest, "GET", f"/studies/{tgt_ours}/instances")[1]
+    assert len(merged) == 4
+    assert {call(rest, "GET", f"/instances/{i['ID']}/study")[1]["ID"] for i in merged} == {tgt_ours}
+    assert call(rest, "GET", f"/studies/{target}")[0] == \
+        call(orthanc, "GET", f"/studies/{target}")[0] == 404
+    # split without KeepSource moves the series out of the source study
+    body = {"Instances": [ans[0]["ID"]]}
+    ours, theirs = call(rest, "POST", f"/studies/{study}/split", body), \
+        call(orthanc, "POST", f"/studies/{study}/split", body)
+    assert ours[0] == theirs[0] == 200
+    assert len(call(rest, "GET", f"/studies/{study}/instances")[1]) == \
+        len(call(orthanc, "GET", f"/studies/{study}/instances")[1]) == 3
+
+
+def test_split_and_merge_bad_requests_like_orthanc(mcluster, orthanc, tmp_path):  # noqa: F811
+    rest = mcluster.rests[0]
+    a, b, other = two_series_and_another_study(tmp_path)
+    ans = load_both(rest, orthanc, a + b + other)
+    study, target = ans[0]["ParentStudy"], ans[4]["ParentStudy"]
+    cases = [
+        (f"/studies/{study}/split", {}),
+        (f"/studies/{study}/split", {"Series": "x"}),
+        (f"/studies/{study}/split", {"Series": [UNKNOWN_ID]}),
+        (f"/studies/{study}/split", {"Series": [ans[4]["ParentSeries"]]}),
+        (f"/studies/{study}/split", {"Series": [ans[2]["ParentSeries"]],
+                                     "Replace": {"Modality": "MR"}}),
+        (f"/studies/{study}/split", {"Series": [ans[2]["ParentSeries"]],
+                                     "Replace": {"StudyInstanceUID": "1.2"}}),
+        (f"/studies/{study}/split", {"Series": [ans[2]["ParentSeries"]], "Remove": ["Modality"]}),
+        (f"/studies/{UNKNOWN_ID}/split", {"Series": []}),
+        (f"/studies/{target}/merge", {}),
+        (f"/studies/{target}/merge", {"Resources": [ans[0]["ParentPatient"]]}),
+        (f"/studies/{target}/merge", {"Resources": [target]}),
+        (f"/studies/{target}/merge", {"Resources": [ans[4]["ID"]]}),
+        (f"/studies/{target}/merge", {"Resources": [UNKNOWN_ID]}),
+        (f"/studies/{UNKNOWN_ID}/merge", {"Resources": [study]}),
+    ]
+    for path, body in cases:
+        ours, theirs = call(rest, "POST", path, body), call(orthanc, "POST", path, body)
+        assert ours[0] == theirs[0], (path, body, ours, theirs)
+        assert js(ours) == js(theirs), (path, body, ours, theirs)
+    assert len(call(rest, "GET", "/instances")[1]) == len(a + b + other)
