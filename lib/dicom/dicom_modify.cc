@@ -988,13 +988,22 @@ namespace
 // PS3.3 (2011) Table C.7-1 Patient Module with the Issuer of Patient ID macro,
 // and Table C.7-3 General Study Module: the lists Orthanc 1.10.1 uses.
 const uint32_t PATIENT_MODULE[] = {
-    0x00081120, 0x00100010, 0x00100020, 0x00100021, 0x00100024, 0x00100030, 0x00100032, 0x00101000,
-    0x00101001, 0x00101002, 0x00102160, 0x00102201, 0x00102202, 0x00102292, 0x00102293, 0x00102294,
-    0x00102297, 0x00102298, 0x00102299, 0x00104000, 0x00120062, 0x00120063, 0x00120064};
+    0x00081120, 0x00100010, 0x00100020, 0x00100021, 0x00100024, 0x00100030, 0x00100032, 0x00100040,
+    0x00101000, 0x00101001, 0x00101002, 0x00102160, 0x00102201, 0x00102202, 0x00102292, 0x00102293,
+    0x00102294, 0x00102297, 0x00102298, 0x00102299, 0x00104000, 0x00120062, 0x00120063, 0x00120064};
 const uint32_t STUDY_MODULE[] = {0x00080020, 0x00080030, 0x00080050, 0x00080051, 0x00080090,
                                  0x00080096, 0x00081030, 0x00081032, 0x00081048, 0x00081049,
                                  0x00081060, 0x00081062, 0x00081110, 0x0020000d, 0x00200010,
                                  0x00321034, 0x00401012};
+
+// Table C.7-5 General Series Module with the Performed Procedure Step Summary
+// macro (Orthanc's list; its (0029,0109) is read as Largest Pixel Value in
+// Series, (0028,0109)).
+const uint32_t SERIES_MODULE[] = {
+    0x00080021, 0x00080031, 0x00080060, 0x0008103e, 0x0008103f, 0x00081050, 0x00081052,
+    0x00081070, 0x00081072, 0x00081111, 0x00081250, 0x00102210, 0x00180015, 0x00181030,
+    0x00185100, 0x0020000e, 0x00200011, 0x00200060, 0x00280108, 0x00280109, 0x00400244,
+    0x00400245, 0x00400253, 0x00400254, 0x00400260, 0x00400275, 0x00400280};
 
 } // namespace
 
@@ -1003,6 +1012,10 @@ extern "C" const uint32_t *ts_dicom_module_tags(int module, size_t *n)
     if (module == 0) {
         *n = sizeof(PATIENT_MODULE) / sizeof(PATIENT_MODULE[0]);
         return PATIENT_MODULE;
+    }
+    if (module == 2) {
+        *n = sizeof(SERIES_MODULE) / sizeof(SERIES_MODULE[0]);
+        return SERIES_MODULE;
     }
     *n = sizeof(STUDY_MODULE) / sizeof(STUDY_MODULE[0]);
     return STUDY_MODULE;

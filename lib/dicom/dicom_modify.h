@@ -63,8 +63,9 @@ int ts_modify_apply(const ts_modify *m, ts_dicom *d, ts_oe *oe, ts_err *err);
 
 /* ---- split and merge of studies (Orthanc's /studies/{id}/split and /merge) ---- */
 
-/* Orthanc's "Patient Module" (module 0) and "General Study Module" (1) tags,
- * the ones a split may change and a merge copies from its target. */
+/* Orthanc's "Patient Module" (module 0), "General Study Module" (1) and
+ * "General Series Module" (2) tags: the ones a split may change, a merge copies
+ * from its target, a created instance inherits from its parent. */
 const uint32_t *ts_dicom_module_tags(int module, size_t *n);
 
 /* The copies get the values these tags have in src (a merge's target study),

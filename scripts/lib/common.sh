@@ -7,7 +7,7 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 # Debian 12 packages, by purpose.
 PKGS_BUILD="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libnng-dev
   libdcmtk-dev libpq-dev libhiredis-dev libmicrohttpd-dev libjansson-dev libssl-dev uuid-dev
-  libarchive-dev libcurl4-openssl-dev zlib1g-dev"
+  libarchive-dev libcurl4-openssl-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev"
 PKGS_RUN="postgresql redis-server dcmtk"
 # the libFuzzer targets (scripts/fuzz; scripts/test runs them over their corpus)
 PKGS_FUZZ="clang"

@@ -24,6 +24,7 @@
 #include "rest_dicomweb_wado.h"
 #include "rest_find.h"
 #include "rest_jobs.h"
+#include "rest_create.h"
 #include "rest_modify.h"
 #include "rest_modalities.h"
 #include "rest_peers.h"
@@ -142,6 +143,7 @@ static const rest_route routes[] = {
     {"POST", "/studies/*/split", rest_split_study, REST_BODY_LARGE},
     {"POST", "/studies/*/merge", rest_merge_study, REST_BODY_LARGE},
     {"GET", "/tools/generate-uid", rest_generate_uid, REST_BODY_SMALL},
+    {"POST", "/tools/create-dicom", rest_create_dicom, REST_BODY_INSTANCE},
     /* archives, shared tags, instance content (rest_archive.c, rest_content.c) */
     {"GET", "/patients/*/archive", rest_archive, REST_BODY_SMALL},
     {"GET", "/studies/*/archive", rest_archive, REST_BODY_SMALL},

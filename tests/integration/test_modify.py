@@ -589,3 +589,108 @@ def test_split_and_merge_bad_requests_like_orthanc(mcluster, orthanc, tmp_path):
         assert ours[0] == theirs[0], (path, body, ours, theirs)
         assert js(ours) == js(theirs), (path, body, ours, theirs)
     assert len(call(rest, "GET", "/instances")[1]) == len(a + b + other)
+
+
+def image_uri(mode, fmt, size=(5, 3)):
+    """A small image made with Pillow, as a data URI."""
+    import base64
+    from PIL import Image
+    img = Image.new(mode, size)
+    top = 65535 if mode == "I;16" else 255
+    for x in range(size[0]):
+        for y in range(size[1]):
+            v = (x * 37 + y * 91) % top
+            img.putpixel((x, y), (v, 255 - v % 256, (v * 3) % 256) if mode == "RGB" else v)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    mime = "image/png" if fmt == "PNG" else "image/jpeg"
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+PDF = ("data:application/pdf;base64,JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoK"
+       "dHJhaWxlcgo8PC9Sb290IDEgMCBSPj4KJSVFT0YK")
+NOW = {"InstanceCreationDate", "InstanceCreationTime", "StudyDate", "StudyTime", "SeriesDate",
+       "SeriesTime", "AcquisitionDate", "AcquisitionTime", "ContentDate", "ContentTime",
+       "PatientID"}
+
+
+def created(server, body):
+    status, answer, _ = call(server, "POST", "/tools/create-dicom", body)
+    assert status == 200, (body, answer)
+    assert set(answer) == {"ID", "ParentPatient", "ParentSeries", "ParentStudy", "Path", "Status"}
+    ds = parse(call(server, "GET", f"/instances/{answer['ID']}/file")[1])
+    return answer, ds
+
+
+def test_create_dicom_like_orthanc(mcluster, orthanc, tmp_path):  # noqa: F811
+    rest = mcluster.rests[0]
+    files = make_series(tmp_path / "p", 1, study_uid="1.2.826.0.1.3680043.8.498.99", patient="P99")
+    parent = load_both(rest, orthanc, files)[0]
+    bodies = [
+        {"Tags": {"PatientName": "Create^Test", "StudyDescription": "created"}},
+        {"PatientName": "First^Form", "Modality": "OT"},  # Orthanc's first form: no defaults
+        {"Tags": {"PatientName": "Pdf"}, "Content": PDF},
+        {"Tags": {"PatientName": "Rgb"}, "Content": image_uri("RGB", "PNG")},
+        {"Tags": {"PatientName": "Gray"}, "Content": image_uri("L", "PNG")},
+        {"Tags": {"PatientName": "Gray16"}, "Content": image_uri("I;16", "PNG")},
+        {"Tags": {"PatientName": "Jpeg"}, "Content": image_uri("RGB", "JPEG", (16, 8))},
+        {"Tags": {"StudyInstanceUID": "1.2.826.0.1.3680043.8.498.991"}, "Force": True},
+        {"Tags": {"SeriesDescription": "under a study"}, "Parent": parent["ParentStudy"]},
+        {"Tags": {"InstanceNumber": "7"}, "Parent": parent["ParentSeries"]},
+        {"Tags": {"StudyDescription": "under a patient"}, "Parent": parent["ParentPatient"]},
+        {"Tags": {"ReferencedStudySequence": [{"ReferencedSOPClassUID": "1.2.3"}]}},
+    ]
+    for body in bodies:
+        (a, ours), (b, theirs) = created(rest, body), created(orthanc, body)
+        # a parent's sequences are inherited too (Orthanc 1.10.1 drops them)
+        fo = {k: v for k, v in without(flat(ours), NOW).items()
+              if not k.startswith("OtherPatientIDsSequence")}
+        ft = without(flat(theirs), NOW)
+        assert fo == ft, {k: (fo.get(k), ft.get(k)) for k in set(fo) | set(ft)
+                          if fo.get(k) != ft.get(k)}
+        if "PixelData" in ours:
+            assert ours.PixelData == theirs.PixelData  # the same decoded pixels
+        if "Parent" in body:
+            level = {parent["ParentStudy"]: "ParentStudy", parent["ParentSeries"]: "ParentSeries",
+                     parent["ParentPatient"]: "ParentPatient"}[body["Parent"]]
+            assert a[level] == b[level] == body["Parent"]
+        if "Force" in body:
+            assert ours.StudyInstanceUID == body["Tags"]["StudyInstanceUID"]
+
+
+def test_create_dicom_bad_requests_like_orthanc(mcluster, orthanc, tmp_path):  # noqa: F811
+    rest = mcluster.rests[0]
+    files = make_series(tmp_path / "p", 1, study_uid="1.2.826.0.1.3680043.8.498.990", patient="P990")
+    parent = load_both(rest, orthanc, files)[0]
+    cases = [
+        {"Tags": {"PatientName": "x"}, "Parent": parent["ParentStudy"]},
+        {"Tags": {"Modality": "CT"}, "Parent": parent["ParentSeries"]},
+        {"Tags": {"SOPInstanceUID": "1.2.3"}},
+        {"Tags": {"StudyInstanceUID": "1.2"}},
+        {"Tags": {"PixelData": "x"}},
+        {"Tags": "x"},
+        {"Tags": {"NoSuch": "x"}},
+        {"Tags": {"PatientName": 5}},
+        {"Tags": {"Modality": "CT"}, "Parent": parent["ID"]},
+        {"Tags": {"Modality": "CT"}, "Parent": UNKNOWN_ID},
+        {"Tags": {"PatientName": "x"}, "Content": "data:image/gif;base64,R0lGOD"},
+        [1],
+        b"{bad json",
+    ]
+    for body in cases:
+        ours = call(rest, "POST", "/tools/create-dicom", body)
+        theirs = call(orthanc, "POST", "/tools/create-dicom", body)
+        assert ours[0] == theirs[0], (body, ours, theirs)
+        assert js(ours) == js(theirs), (body, ours, theirs)
+    # content that is no data URI, or an image that does not decode: Orthanc's
+    # status and error, and Tessera says why
+    for content in ("hello", "data:image/png;base64,AAAA", "data:image/jpeg;base64,AAAA"):
+        body = {"Tags": {"PatientName": "x"}, "Content": content}
+        ours = js(call(rest, "POST", "/tools/create-dicom", body))
+        theirs = js(call(orthanc, "POST", "/tools/create-dicom", body))
+        assert ours["HttpStatus"] == 400 and ours["OrthancStatus"] == 15 and ours["Details"]
+        # Orthanc answers a JPEG that does not decode with 500 (internal error):
+        # it is the client's bad input, so Tessera answers 400 as for a bad PNG
+        expected = (500, -1) if "jpeg" in content else (400, 15)
+        assert (theirs["HttpStatus"], theirs["OrthancStatus"]) == expected
+    assert len(call(rest, "GET", "/instances")[1]) == 1  # nothing stored by any of them
