@@ -241,10 +241,20 @@ struct ts_modify {
     bool keep_study = false, keep_series = false, keep_sop = false;
     std::string secret;
     std::map<uint32_t, DcmElement *> copies; // NULL: remove (merge)
+    // Orthanc's paths into sequences ("Seq[0].Other[*].Tag"): removed or
+    // replaced inside the items they name
+    struct path_op {
+        std::vector<std::pair<uint32_t, long>> parents; // sequence and item (-1: every item)
+        uint32_t tag;
+        json_t *value; // NULL: remove
+    };
+    std::vector<path_op> paths;
     ~ts_modify()
     {
         for (auto &r : replacements)
             json_decref(r.second);
+        for (auto &p : paths)
+            json_decref(p.value);
         for (auto &c : copies)
             delete c.second;
     }
@@ -357,6 +367,43 @@ bool get_bool(const json_t *body, const char *name, bool def, bool *out)
     return true;
 }
 
+// "Seq[0].Other[*].Tag": false when it is not a path of known tags
+bool parse_path(const char *text, ts_modify::path_op &op)
+{
+    std::string s(text);
+    size_t b = 0;
+    for (;;) {
+        size_t dot = s.find('.', b);
+        std::string seg = s.substr(b, dot == std::string::npos ? std::string::npos : dot - b);
+        size_t open = seg.find('[');
+        uint32_t tag;
+        if (dot == std::string::npos) {
+            if (open != std::string::npos || !ts_dicom_parse_tag(seg.c_str(), &tag))
+                return false;
+            op.tag = tag;
+            return !op.parents.empty();
+        }
+        if (open == std::string::npos || seg.back() != ']' ||
+            !ts_dicom_parse_tag(seg.substr(0, open).c_str(), &tag))
+            return false;
+        std::string index = seg.substr(open + 1, seg.size() - open - 2);
+        long i = -1;
+        if (index != "*") {
+            char *end = nullptr;
+            i = strtol(index.c_str(), &end, 10);
+            if (index.empty() || *end || i < 0)
+                return false;
+        }
+        op.parents.emplace_back(tag, i);
+        b = dot + 1;
+    }
+}
+
+bool is_path(const char *name)
+{
+    return strchr(name, '[') != nullptr;
+}
+
 enum tag_op { OP_REMOVE, OP_KEEP };
 
 int parse_tag_list(ts_modify *m, const json_t *list, tag_op op, bool force, ts_oe *oe, ts_err *err)
@@ -371,6 +418,13 @@ int parse_tag_list(ts_modify *m, const json_t *list, tag_op op, bool force, ts_o
         uint32_t tag;
         if (!name)
             return fail(oe, TS_OE_BAD_REQUEST, err, "");
+        if (op == OP_REMOVE && is_path(name)) {
+            ts_modify::path_op p{{}, 0, nullptr};
+            if (!parse_path(name, p))
+                return fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, "");
+            m->paths.push_back(p);
+            continue;
+        }
         if (!ts_dicom_parse_tag(name, &tag))
             return fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, "");
         if (!force && is_database_key(tag)) {
@@ -426,6 +480,18 @@ int parse_replacements(ts_modify *m, const json_t *obj, bool force, ts_oe *oe, t
     json_object_foreach(const_cast<json_t *>(obj), name, v)
     {
         uint32_t tag;
+        if (is_path(name)) {
+            ts_modify::path_op p{{}, 0, nullptr};
+            if (!parse_path(name, p))
+                return fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, "");
+            if (!value_ok(p.tag, v)) {
+                std::string details = "Bad Parameter type for tag " + tag_text(p.tag);
+                return fail(oe, TS_OE_BAD_PARAMETER_TYPE, err, details.c_str());
+            }
+            p.value = json_incref(v);
+            m->paths.push_back(p);
+            continue;
+        }
         if (!ts_dicom_parse_tag(name, &tag))
             return fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, "");
         if (!force && is_database_key(tag)) {
@@ -757,6 +823,34 @@ bool to_charset(DcmDataset *ds, const OFString &charset)
     return ds->convertCharacterSet("ISO_IR 192", charset, 0, OFTrue).good();
 }
 
+// One path operation in the items it names (items that do not exist are
+// left alone, as Orthanc does).
+int apply_path(const ts_modify *m, DcmItem *item, const ts_modify::path_op &p, size_t depth,
+               ts_oe *oe, ts_err *err)
+{
+    if (depth == p.parents.size()) {
+        if (!p.value) {
+            item->findAndDeleteElement(key_of(p.tag));
+            return 0;
+        }
+        return put_value(m, item, p.tag, p.value, oe, err);
+    }
+    DcmElement *el = nullptr;
+    if (item->findAndGetElement(key_of(p.parents[depth].first), el).bad() || !el ||
+        el->ident() != EVR_SQ)
+        return 0;
+    DcmSequenceOfItems *sq = static_cast<DcmSequenceOfItems *>(el);
+    long want = p.parents[depth].second;
+    for (unsigned long k = 0; k < sq->card(); k++) {
+        if (want >= 0 && static_cast<unsigned long>(want) != k)
+            continue;
+        int rc = apply_path(m, sq->getItem(k), p, depth + 1, oe, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 } // namespace
 
 extern "C" int ts_modify_parse(const json_t *body, bool anonymize, ts_modify **out, ts_oe *oe,
@@ -978,6 +1072,11 @@ extern "C" int ts_modify_apply(const ts_modify *m, ts_dicom *d, ts_oe *oe, ts_er
             ds->findAndDeleteElement(key_of(c.first));
         else
             ds->insert(static_cast<DcmElement *>(c.second->clone()), OFTrue);
+    }
+    for (auto &p : m->paths) {
+        int rc = apply_path(m, ds, p, 0, oe, err);
+        if (rc)
+            return rc;
     }
     return 0;
 }

@@ -119,6 +119,10 @@ BODIES = [
                                               "ReferencedSOPInstanceUID": "1.2.3.4.5"}]},
      "RemovePrivateTags": True},
     {"Replace": {"StudyInstanceUID": "1.2.826.0.1.3680043.8.498.4242"}, "Force": True},
+    # Orthanc's paths into sequence items
+    {"Remove": ["OtherPatientIDsSequence[0].PatientID"],
+     "Replace": {"OtherPatientIDsSequence[*].TypeOfPatientID": "RFID",
+                 "ReferencedImageSequence[1].ReferencedSOPClassUID": "1.2.3"}},
 ]
 
 
@@ -133,6 +137,11 @@ def test_instance_modify_like_orthanc(mcluster, orthanc):  # noqa: F811
             assert flat(ours) == flat(theirs), (name, body)
             assert ours.SOPInstanceUID != src.SOPInstanceUID
             assert ours.file_meta.MediaStorageSOPInstanceUID == ours.SOPInstanceUID
+            if "OtherPatientIDsSequence[0].PatientID" in body.get("Remove", []) and \
+                    "OtherPatientIDsSequence" in src:
+                items = ours.OtherPatientIDsSequence
+                assert "PatientID" not in items[0] and "PatientID" in items[1]
+                assert {str(i.TypeOfPatientID) for i in items} == {"RFID"}
             # the level follows the UIDs the body replaces, as in Orthanc
             if "StudyInstanceUID" in body["Replace"]:
                 assert ours.StudyInstanceUID == body["Replace"]["StudyInstanceUID"]

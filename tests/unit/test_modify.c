@@ -323,6 +323,28 @@ static void test_replace_sequence_and_private(void **state)
     free(value);
     ts_modify_free(m);
 
+    /* Orthanc's paths into sequence items */
+    m = parse_ok(false,
+                 "{\"Replace\":{\"ReferencedStudySequence[*].ReferencedSOPInstanceUID\":"
+                 "\"9.9\"},\"Remove\":[\"ReferencedStudySequence[0].ReferencedSOPClassUID\"]}");
+    ts_modify_set_secret(m, "s");
+    char out2[] = "/tmp/ts-modseq2-XXXXXX";
+    fd = mkstemp(out2);
+    assert_true(fd >= 0);
+    close(fd);
+    modify_file(m, out, out2); /* not onto itself: pixel data is read from the source lazily */
+    rename(out2, out);
+    refs = values_in(out, "00081155");
+    assert_non_null(json_object_get(refs, "9.9"));
+    assert_null(json_object_get(refs, "1.2.3.4"));
+    json_decref(refs);
+    json_t *classes = values_in(out, "00081150");
+    assert_int_equal(json_object_size(classes), 0);
+    json_decref(classes);
+    ts_modify_free(m);
+    expect_refused(false, "{\"Remove\":[\"ReferencedStudySequence[x].Foo\"]}",
+                   TS_OE_UNKNOWN_DICOM_TAG, "");
+
     /* a private tag without any creator is refused at apply */
     m = parse_ok(false, "{\"Replace\":{\"0011,1001\":\"x\"}}");
     ts_dicom *d;
