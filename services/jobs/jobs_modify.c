@@ -1,6 +1,8 @@
 /* ResourceModification (see jobs_modify.h). */
 #include "jobs_modify.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,6 +220,45 @@ static bool set_metadata(jobs_worker *w, const ts_modify *m, const ts_ids *copy,
     return true;
 }
 
+/* Copies made at once within a chunk: ingest serves TESSERA_BUS_WORKERS (4 by
+ * default) requests at a time. */
+#define PARALLEL 4
+
+typedef struct copy_result {
+    bool ok;
+    ts_ids copy, orig;
+    jobs_outcome out; /* why not, when !ok (interrupted: paused, canceled, stopping) */
+} copy_result;
+
+typedef struct par_ctx {
+    jobs_worker *w;
+    ts_job_claim *c;
+    const ts_modify *m; /* read only while the threads run */
+    bool modify;
+    const char *const *ids;
+    char (*paths)[4096];
+    size_t n;
+    atomic_size_t next;
+    copy_result *res;
+} par_ctx;
+
+static void *par_main(void *arg)
+{
+    par_ctx *p = arg;
+    for (;;) {
+        size_t k = atomic_fetch_add(&p->next, 1);
+        if (k >= p->n)
+            return NULL;
+        copy_result *r = &p->res[k];
+        if (jobs_worker_interrupted(p->w)) {
+            r->out.interrupted = true;
+            continue;
+        }
+        r->ok = modify_one(p->w, p->c, p->m, p->ids[k], p->paths[k], &r->copy, &r->orig, &r->out) &&
+                (!p->modify || set_metadata(p->w, p->m, &r->copy, &r->orig, &r->out));
+    }
+}
+
 /* KeepSource false: the originals go once every copy is stored (a copy that
  * kept its original's id, e.g. with Keep SOPInstanceUID, is not deleted). */
 static void delete_sources(jobs_worker *w, ts_job_claim *c, const json_t *instances,
@@ -322,43 +363,69 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             jobs_fail(out, TS_OE_DATABASE_UNAVAILABLE, err.msg);
             goto out;
         }
+        /* the chunk's copies in parallel (ingest's fsyncs and commits are most
+         * of an instance's time), then recorded in one go */
+        char paths[CHUNK][4096];
         for (size_t k = 0; k < m_todo; k++) {
-            if (jobs_worker_interrupted(w)) {
-                out->interrupted = true;
-                goto out;
-            }
-            char path[4096], details[200];
-            if (!uuids[k] || ts_store_path(w->svc->store, uuids[k], path, sizeof(path), &err)) {
+            if (!uuids[k] ||
+                ts_store_path(w->svc->store, uuids[k], paths[k], sizeof(paths[k]), &err)) {
+                char details[200];
                 snprintf(details, sizeof(details),
                          "instance %s is no longer stored (deleted while the job ran)", ids[k]);
                 jobs_fail(out, TS_OE_UNKNOWN_RESOURCE, details);
                 goto out;
             }
-            ts_ids copy, orig;
-            if (!modify_one(w, c, m, ids[k], path, &copy, &orig, out) ||
-                (modify && !set_metadata(w, m, &copy, &orig, out)))
-                goto out;
+        }
+        copy_result res[CHUNK];
+        memset(res, 0, sizeof(res));
+        par_ctx par = {w, c, m, modify, ids, paths, m_todo, 0, res};
+        pthread_t threads[PARALLEL];
+        size_t nthreads = m_todo < PARALLEL ? m_todo : PARALLEL;
+        for (size_t t = 1; t < nthreads; t++)
+            if (pthread_create(&threads[t], NULL, par_main, &par))
+                nthreads = t; /* fewer threads: the others do their share */
+        par_main(&par);
+        for (size_t t = 1; t < nthreads; t++)
+            pthread_join(threads[t], NULL);
+        const char *items[2 * CHUNK];
+        char out_keys[CHUNK][TS_ID_LEN + 8];
+        size_t nitems = 0, k_fail = m_todo;
+        for (size_t k = 0; k < m_todo; k++) {
+            if (!res[k].ok) {
+                if (k_fail == m_todo)
+                    k_fail = k;
+                continue;
+            }
+            ts_ids *copy = &res[k].copy;
             if (modify && !json_object_get(c->content, "ID")) {
-                const char *cid[] = {copy.patient, copy.study, copy.series};
+                const char *cid[] = {copy->patient, copy->study, copy->series};
                 char p[80];
                 snprintf(p, sizeof(p), "/%s/%s", LEVEL_PLURAL[level], cid[level]);
                 json_object_set_new(c->content, "ID", json_string(cid[level]));
                 json_object_set_new(c->content, "Path", json_string(p));
-                json_object_set_new(c->content, "PatientID", json_string(copy.patient));
+                json_object_set_new(c->content, "PatientID", json_string(copy->patient));
                 json_object_set_new(c->content, "Type", json_string(LEVEL_TYPE[level]));
             }
-            last_copy = copy;
-            char out_key[TS_ID_LEN + 8];
-            snprintf(out_key, sizeof(out_key), "out:%s", copy.instance);
-            const char *items[] = {ids[k], out_key};
+            last_copy = *copy;
+            snprintf(out_keys[k], sizeof(out_keys[k]), "out:%s", copy->instance);
+            items[nitems++] = ids[k];
+            items[nitems++] = out_keys[k];
             ndone++;
-            int progress = (int)(ndone * 100 / total);
-            if (!jobs_record(w, c, items, 2, progress > 99 ? 99 : progress)) {
+        }
+        int progress = (int)(ndone * 100 / total);
+        if (nitems && !jobs_record(w, c, items, nitems, progress > 99 ? 99 : progress)) {
+            out->interrupted = true;
+            goto out;
+        }
+        for (size_t i = 0; i < nitems; i++)
+            json_object_set_new(done, items[i], json_true());
+        if (k_fail < m_todo) {
+            /* what was stored is recorded; the first failure ends the run */
+            if (res[k_fail].out.interrupted)
                 out->interrupted = true;
-                goto out;
-            }
-            json_object_set_new(done, ids[k], json_true());
-            json_object_set_new(done, out_key, json_true());
+            else
+                *out = res[k_fail].out;
+            goto out;
         }
     }
     if (!keep_source)
