@@ -707,3 +707,39 @@ def test_create_dicom_bad_requests_like_orthanc(mcluster, orthanc, tmp_path):  #
         expected = (500, -1) if "jpeg" in content else (400, 15)
         assert (theirs["HttpStatus"], theirs["OrthancStatus"]) == expected
     assert len(call(rest, "GET", "/instances")[1]) == 1  # nothing stored by any of them
+
+
+def test_source_deleted_halfway_then_resubmitted(mcluster, tmp_path):
+    """A source instance deleted while the job runs: the job fails naming it, the
+    copies made so far stay (once each); with the instance back, a resubmit
+    finishes the job without making any copy twice."""
+    rest, other = mcluster.rests
+    n = 200
+    files = make_series(tmp_path / "d", n, study_uid="1.2.826.0.1.3680043.8.498.88", patient="P88")
+    answers = upload(rest, files)
+    study = answers[0]["ParentStudy"]
+    victim, victim_file = answers[-1]["ID"], files[-1]  # the last one the job reaches
+    status, started, _ = call(rest, "POST", f"/studies/{study}/modify",
+                              {"Replace": {"StudyDescription": "d"}, "Asynchronous": True})
+    assert status == 200
+    job_id = started["ID"]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        job = call(other, "GET", f"/jobs/{job_id}")[1]
+        if job["State"] == "Running" and job["Progress"] >= 1:
+            break
+        time.sleep(0.01)
+    assert call(other, "DELETE", f"/instances/{victim}")[0] == 200
+    job = wait_job(other, job_id, {"Success", "Failure"}, timeout=120)
+    assert job["State"] == "Failure", job
+    assert job["ErrorCode"] == 17 and victim in job["ErrorDetails"], job
+    written = len(call(rest, "GET", "/instances")[1]) - (n - 1)
+    assert 0 < written < n
+    # the instance comes back (same file, same id); the resubmitted job goes on
+    upload(rest, [victim_file])
+    assert call(rest, "POST", f"/jobs/{job_id}/resubmit", {})[0] == 200
+    job = wait_job(other, job_id, {"Success", "Failure"}, timeout=120)
+    assert job["State"] == "Success", job
+    new = copies(other, "studies", job["Content"]["ID"])
+    assert len(new) == n
+    assert len(call(rest, "GET", "/instances")[1]) == 2 * n
