@@ -103,6 +103,7 @@ class Systems:
             self.rest = c.start_rest(self.ingest, TESSERA_LOG_LEVEL="info")
             c.start_deleter(TESSERA_LOG_LEVEL="info")
             odb = self.pg.create_db()
+            self.orthanc_db = odb
             self.orthanc = Orthanc(base / "orthanc", Plugins=[PG_PLUGIN, *plugins], PostgreSQL={
                 "EnableIndex": True, "EnableStorage": False,
                 "ConnectionUri": f"postgresql:///{odb}?host={self.pg.sock}&port={self.pg.port}"

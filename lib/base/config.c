@@ -67,6 +67,12 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_USER_CONTENT_TYPES", TS_CFG_STRING, "", 0, 0, NULL,
      "user attachment names and numbers, e.g. \"report=1024\" (Orthanc's UserContentType)"},
     {"TESSERA_NAME", TS_CFG_STRING, "Tessera", 0, 0, NULL, "the Name in GET /system"},
+    {"TESSERA_AUDIT", TS_CFG_BOOL, "true", 0, 0, NULL,
+     "record every access to patient data in the audit trail (audit_log; always logged)"},
+    {"TESSERA_AUDIT_QUEUE", TS_CFG_INT, "10000", 1, 1000000, NULL,
+     "audit events kept in memory while PostgreSQL cannot take them (then the oldest go)"},
+    {"TESSERA_AUDIT_RETENTION_DAYS", TS_CFG_INT, "365", 0, 36500, NULL,
+     "days the deleter keeps audit rows (0: forever)"},
     {"TESSERA_STABLE_AGE", TS_CFG_INT, "60", 1, 86400, NULL,
      "seconds without a new instance after which a patient/study/series is stable"},
     {"TESSERA_INGEST_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7410", 0, 0, NULL,
@@ -92,6 +98,12 @@ static const ts_cfg_setting settings[] = {
     {"TESSERA_HTTP_CORS_ORIGINS", TS_CFG_STRING, "", 0, 0, NULL,
      "origins whose pages may call /dicom-web/ and /wado (CORS), as scheme://host[:port] "
      "separated by commas, or * for any; empty: none"},
+    {"TESSERA_UI_DIR", TS_CFG_STRING, "", 0, 0, NULL,
+     "serve the web UI (/ui/) from this folder instead of the copy compiled into rest "
+     "(development: edit ui/ and reload)"},
+    {"TESSERA_VIEWER_DIR", TS_CFG_STRING, "", 0, 0, NULL,
+     "serve the OHIF viewer made by scripts/fetch-viewer from this folder at /viewer/; "
+     "empty: no viewer"},
     {"TESSERA_HTTP_USERS", TS_CFG_STRING, "", 0, 0, NULL,
      "REST users as user:password,user:password (prefer TESSERA_HTTP_USERS_FILE)"},
     {"TESSERA_HTTP_USERS_FILE", TS_CFG_STRING, "", 0, 0, NULL,

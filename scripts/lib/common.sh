@@ -7,12 +7,12 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 # Debian 12 packages, by purpose.
 PKGS_BUILD="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libnng-dev
   libdcmtk-dev libpq-dev libhiredis-dev libmicrohttpd-dev libjansson-dev libssl-dev uuid-dev
-  libarchive-dev libcurl4-openssl-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev"
+  libarchive-dev libcurl4-openssl-dev zlib1g-dev libxml2-dev libpng-dev libjpeg62-turbo-dev"
 PKGS_RUN="postgresql redis-server dcmtk"
 # the libFuzzer targets (scripts/fuzz; scripts/test runs them over their corpus)
 PKGS_FUZZ="clang"
 PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-numpy python3-psycopg2
-  orthanc orthanc-dicomweb haproxy chromium"  # orthanc (+ its DICOMweb plugin): the references the tests compare with; haproxy: DICOMweb URLs behind it; chromium: CORS in a browser
+  orthanc orthanc-dicomweb haproxy chromium"  # orthanc (+ its DICOMweb plugin): the references the tests compare with; haproxy: DICOMweb URLs behind it; chromium: CORS and the web UI in a browser
 # bench/run: Orthanc with its PostgreSQL index plugin as the reference, wrk for HTTP load
 PKGS_BENCH="postgresql dcmtk python3 python3-pydicom python3-numpy python3-psycopg2
   python3-pytest orthanc orthanc-postgresql wrk"

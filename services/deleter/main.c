@@ -32,6 +32,7 @@
 #include "io/migrate.h"
 #include "base/service.h"
 #include "io/store.h"
+#include "domain/audit.h"
 #include "domain/store_index.h"
 
 typedef struct deleter {
@@ -293,7 +294,7 @@ int main(int argc, char **argv)
     ts_info("deleter ready", "bus=%s batch=%ld poll_s=%d max_rate=%ld metrics_port=%d", listen,
             d.batch, d.poll_s, d.max_rate, metrics_port);
 
-    double last_status = 0;
+    double last_status = 0, last_audit_prune = 0;
     while (!atomic_load(&stop_requested)) {
         double t0 = now_s();
         purge pu = {&d, false, 0};
@@ -325,6 +326,17 @@ int main(int argc, char **argv)
             ts_metric_add(d.m_abandoned, removed);
             if (settled || removed)
                 ts_info("abandoned intents settled", "indexed=%d removed=%d", settled, removed);
+        }
+        int retention = (int)ts_config_int("TESSERA_AUDIT_RETENTION_DAYS");
+        if (retention > 0 && now_s() - last_audit_prune >= 60) {
+            /* the audit trail's retention, a batch a minute from each deleter */
+            long pruned = 0;
+            ts_err aerr;
+            if (ts_audit_prune(d.db, retention, 10000, &pruned, &aerr))
+                ts_warn("cannot prune the audit trail", "error=\"%s\"", aerr.msg);
+            else if (pruned)
+                ts_info("audit trail pruned", "rows=%ld older_than_days=%d", pruned, retention);
+            last_audit_prune = now_s();
         }
         if (now_s() - last_status >= 1 || p.claimed < d.batch) {
             ts_err serr;

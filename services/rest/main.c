@@ -15,6 +15,8 @@
 #include "io/migrate.h"
 #include "rest_http.h"
 #include "rest_archive.h"
+#include "rest_audit.h"
+#include "domain/audit.h"
 #include "rest_content.h"
 #include "rest_attachments.h"
 #include "rest_delete.h"
@@ -33,6 +35,7 @@
 #include "rest_resources.h"
 #include "rest_system.h"
 #include "rest_upload.h"
+#include "rest_ui.h"
 #include "base/service.h"
 #include "io/store.h"
 
@@ -129,6 +132,7 @@ static const rest_route routes[] = {
     {"DELETE", "/instances/*", rest_delete_resource, REST_BODY_SMALL},
     {"POST", "/tools/bulk-delete", rest_bulk_delete, REST_BODY_LARGE},
     {"GET", "/tessera/deletion-queue", rest_deletion_queue_status, REST_BODY_SMALL},
+    {"GET", "/tessera/audit", rest_audit_list, REST_BODY_SMALL},
     /* matching through the query service (rest_find.c) */
     {"POST", "/tools/find", rest_tools_find, REST_BODY_SMALL},
     /* modification and anonymization (rest_modify.c) */
@@ -227,6 +231,12 @@ static const rest_route routes[] = {
     /* where Orthanc's plugin serves WADO-URI */
     {"GET", "/wado", rest_dw_wado_uri, REST_BODY_SMALL},
     {"OPTIONS", "/wado", rest_dw_preflight, REST_BODY_SMALL},
+    /* the web UI's static files (rest_ui.c, ui/) */
+    {"GET", "/", rest_ui_redirect, REST_BODY_SMALL},
+    {"GET", "/ui", rest_ui_file_get, REST_BODY_SMALL},
+    {"GET", "/ui/**", rest_ui_file_get, REST_BODY_SMALL},
+    {"GET", "/viewer", rest_viewer_get, REST_BODY_SMALL},
+    {"GET", "/viewer/**", rest_viewer_get, REST_BODY_SMALL},
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -322,6 +332,11 @@ int main(int argc, char **argv)
     ctx.stable_age_s = (int)ts_config_int("TESSERA_STABLE_AGE");
     ctx.max_body = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");
     ctx.bus_timeout_ms = (int)ts_config_int("TESSERA_BUS_TIMEOUT") * 1000;
+    if (ts_config_bool("TESSERA_AUDIT") &&
+        ts_audit_start(ts_config_str("TESSERA_DB_URL"), "rest",
+                       (size_t)ts_config_int("TESSERA_AUDIT_QUEUE"), &ctx.audit, &err))
+        die("audit", &err);
+    ctx.on_answered = rest_audit_request;
 
     ts_metrics_server *metrics = NULL;
     int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");
@@ -342,6 +357,7 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&stop_mu);
 
     rest_server_stop(srv);
+    ts_audit_stop(ctx.audit, 2000);
     ts_metrics_server_free(metrics);
     ts_bus_client_free(ctx.ingest);
     ts_bus_client_free(ctx.deleters);

@@ -215,6 +215,32 @@ bool dw_accept_json(rest_request *req)
     return false;
 }
 
+bool dw_accept_dataset(rest_request *req, bool *xml)
+{
+    const char *accept = rest_header(req, "Accept");
+    *xml = false;
+    if (!accept || !*accept)
+        return true;
+    size_t pos = 0;
+    dw_media m;
+    while (dw_accept_next(accept, &pos, &m)) {
+        if (strcmp(m.range, DW_JSON) == 0 || strcmp(m.range, "application/json") == 0 ||
+            strcmp(m.range, "application/*") == 0 || strcmp(m.range, "*/*") == 0)
+            return true;
+        if (strcmp(m.range, "application/dicom+xml") == 0 ||
+            (strcmp(m.range, "multipart/related") == 0 &&
+             strcmp(m.type, "application/dicom+xml") == 0)) {
+            *xml = true;
+            return true;
+        }
+    }
+    dw_error(req, 406,
+             "this resource is available as %s or multipart/related; "
+             "type=\"application/dicom+xml\", not as \"%.200s\"",
+             DW_JSON, accept);
+    return false;
+}
+
 /* Every instance of a study, optionally of one series and one SOP instance,
  * with its file, as the index has them; in series then instance order. A study
  * UID may exist under two patients (Orthanc's ids hash PatientID too): both

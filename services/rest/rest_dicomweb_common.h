@@ -48,6 +48,12 @@ bool dw_accept_next(const char *accept, size_t *pos, dw_media *out);
  * application/ wildcard, any)? Answers 406 and returns false when not. */
 bool dw_accept_json(rest_request *req);
 
+/* Data sets (QIDO-RS answers, metadata): does Accept allow JSON (as
+ * dw_accept_json) or XML (multipart/related; type="application/dicom+xml", or
+ * application/dicom+xml)? *xml says which, the first range that allows one
+ * choosing. Answers 406 and returns false when neither. */
+bool dw_accept_dataset(rest_request *req, bool *xml);
+
 /* The instances under the UIDs of the path (seg[2] study, seg[4] series,
  * seg[6] instance, as far as the path goes) in series then instance order:
  * columns as DW_COL_*. Answers (400 bad UID, 404 none) and returns NULL when

@@ -29,6 +29,7 @@
 #include "base/log.h"
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
+#include "rest_dicomweb_xml.h"
 #include "tessera.pb-c.h"
 
 #define QIDO_MAX_KEYS 64
@@ -363,7 +364,8 @@ void rest_dw_search(rest_request *req)
     q->level = strcmp(last, "studies") == 0  ? TS_LEVEL_STUDY
                : strcmp(last, "series") == 0 ? TS_LEVEL_SERIES
                                              : TS_LEVEL_INSTANCE;
-    if (!dw_accept_json(req))
+    bool xml;
+    if (!dw_accept_dataset(req, &xml))
         goto out;
     /* the UIDs of the path are keys like the others */
     for (int k = 0; k < 2 && 2 + 2 * k < req->nseg - 1; k++) {
@@ -439,7 +441,12 @@ void rest_dw_search(rest_request *req)
         json_decref(answers);
         goto out;
     }
-    dw_reply_json(req, 200, answers);
+    if (xml) {
+        dw_reply_xml(req, answers);
+        json_decref(answers);
+    } else {
+        dw_reply_json(req, 200, answers);
+    }
     /* cut by the query service's own maximum, not by the client's limit */
     if (r->truncated && (q->limit == 0 || (long)r->n_matches < q->limit))
         rest_add_header(req, "Warning",

@@ -26,6 +26,7 @@
 #include "base/log.h"
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
+#include "rest_dicomweb_xml.h"
 
 #define DW_MAX_FRAMES 4096
 
@@ -340,7 +341,8 @@ static json_t *file_metadata(rest_request *req, PGresult *res, int r, const char
 void rest_dw_metadata(rest_request *req)
 {
     dw_cors(req);
-    if (!dw_accept_json(req))
+    bool xml;
+    if (!dw_accept_dataset(req, &xml))
         return;
     PGresult *res = dw_instances(req, true);
     if (!res)
@@ -381,6 +383,18 @@ void rest_dw_metadata(rest_request *req)
     meta_reserve(&b, 1);
     b.data[b.len++] = ']';
     PQclear(res);
+    if (xml) {
+        /* XML is written from the JSON model: parsed once more, the rarer answer */
+        json_t *all = json_loadb(b.data, b.len, 0, NULL);
+        free(b.data);
+        if (!all) {
+            rest_reply_oe(req, TS_OE_INTERNAL_ERROR, "stored DICOM JSON that does not parse");
+            return;
+        }
+        dw_reply_xml(req, all);
+        json_decref(all);
+        return;
+    }
     rest_reply_text(req, 200, b.data, b.len);
     free(b.data);
     req->content_type = DW_JSON;

@@ -550,6 +550,7 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
         return -1;
     }
     join_path(req, normalised, sizeof(normalised));
+    req->raw_url = req->url;
     req->url = normalised;
     bool path_known = false;
     char allowed[128] = "";
@@ -559,6 +560,9 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
             continue;
         if (strcmp(r->method, req->method) == 0) {
             r->handler(req);
+            /* here, while req->seg still points into path */
+            if (req->ctx && req->ctx->on_answered)
+                req->ctx->on_answered(req, r->pattern);
             return (int)i;
         }
         size_t plen = strlen(r->pattern);
@@ -717,10 +721,24 @@ static enum MHD_Result refuse(rest_server *srv, struct MHD_Connection *conn, pen
                               const char *method, const char *url)
 {
     if (p->refused) {
+        /* The web UI's pages: a browser whose user dismissed its sign-in prompt
+         * shows this body; say what happened instead of a blank page. The API
+         * answers an empty body, as Orthanc does. */
+        static const char sign_in[] =
+            "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Sign-in needed"
+            "</title><h1>Sign-in needed</h1><p>This Tessera asks for a user name and a "
+            "password (HTTP Basic authentication). Reload the page to sign in.</p></html>\n";
+        bool page =
+            strcmp(method, "GET") == 0 &&
+            (strcmp(url, "/") == 0 || strcmp(url, "/ui") == 0 || strncmp(url, "/ui/", 4) == 0);
         struct MHD_Response *resp =
-            MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+            page ? MHD_create_response_from_buffer(sizeof(sign_in) - 1, (void *)sign_in,
+                                                   MHD_RESPMEM_PERSISTENT)
+                 : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         if (!resp)
             return MHD_NO;
+        if (page)
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
         enum MHD_Result ret = MHD_queue_basic_auth_fail_response(conn, "Tessera", resp);
         MHD_destroy_response(resp);
         ts_metric_inc(srv->m_requests[4]);

@@ -15,6 +15,8 @@
 #include "base/err.h"
 #include "io/store.h"
 
+struct rest_request;
+
 typedef struct rest_ctx {
     ts_db_pool *db;
     ts_store *store;
@@ -24,6 +26,9 @@ typedef struct rest_ctx {
     int stable_age_s;
     long max_body;
     int bus_timeout_ms;
+    struct ts_audit *audit; /* the audit trail's queue (lib/domain/audit.h); NULL: logs only */
+    /* called after a route answered, with its pattern (the audit trail); NULL: none */
+    void (*on_answered)(struct rest_request *req, const char *pattern);
 } rest_ctx;
 
 #define REST_MAX_SEGMENTS 32
@@ -32,6 +37,7 @@ typedef struct rest_request {
     rest_ctx *ctx;
     const char *method;
     const char *url;
+    const char *raw_url; /* the path as sent, before normalisation (set by rest_dispatch) */
     const char *seg[REST_MAX_SEGMENTS]; /* path segments */
     int nseg;
     const char *body;

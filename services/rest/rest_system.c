@@ -69,21 +69,20 @@ static void reply_query(rest_request *req, const ts_db_stmt *stmt, const char *c
     free(t.text);
 }
 
-/* Counts only what is indexed; sizes from the attachments, less those of
- * removed resources that the deleter has not purged yet. */
+/* From the counters that triggers maintain (db/migrations/0025_statistics_counters.sql):
+ * 64 rows to sum whatever the size of the archive. They count what is indexed,
+ * and the sizes of the attachments of indexed resources. */
 static const ts_db_stmt statistics = {
     "rest_statistics",
     "SELECT jsonb_build_object("
-    " 'CountPatients', (SELECT count(*) FROM resources WHERE level = 0),"
-    " 'CountStudies', (SELECT count(*) FROM resources WHERE level = 1),"
-    " 'CountSeries', (SELECT count(*) FROM resources WHERE level = 2),"
-    " 'CountInstances', (SELECT count(*) FROM resources WHERE level = 3),"
+    " 'CountPatients', s.patients, 'CountStudies', s.studies,"
+    " 'CountSeries', s.series, 'CountInstances', s.instances,"
     " 'TotalDiskSize', s.disk::text, 'TotalDiskSizeMB', s.disk / 1048576,"
     " 'TotalUncompressedSize', s.raw::text, 'TotalUncompressedSizeMB', s.raw / 1048576)"
-    " FROM (SELECT a.disk - p.disk AS disk, a.raw - p.raw AS raw"
-    "       FROM (SELECT coalesce(sum(compressed_size), 0)::bigint AS disk,"
-    "                    coalesce(sum(uncompressed_size), 0)::bigint AS raw FROM attachments) a,"
-    "            tessera_purge_pending_sizes() p) s",
+    " FROM (SELECT sum(patients)::bigint AS patients, sum(studies)::bigint AS studies,"
+    "              sum(series)::bigint AS series, sum(instances)::bigint AS instances,"
+    "              sum(disk_size)::bigint AS disk, sum(raw_size)::bigint AS raw"
+    "       FROM statistics_counters) s",
     0};
 
 void rest_statistics(rest_request *req)

@@ -1,0 +1,325 @@
+/* The audit trail's queue and writer (see audit.h). */
+#include "domain/audit.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "base/xalloc.h"
+
+#define BATCH_MAX 500
+
+typedef struct audit_ev {
+    char at[40];
+    char *who, *who_kind, *action, *resources, *source, *request;
+    int outcome;
+} audit_ev;
+
+struct ts_audit {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    audit_ev *q; /* ring of max events */
+    size_t head, count, max;
+    long dropped, dropped_logged;
+    bool stop;
+    bool has_thread;
+    pthread_t thread;
+    ts_db_pool *pool;
+    char service[24];
+};
+
+static void ev_free(audit_ev *e)
+{
+    free(e->who);
+    free(e->who_kind);
+    free(e->action);
+    free(e->resources);
+    free(e->source);
+    free(e->request);
+    memset(e, 0, sizeof(*e));
+}
+
+/* ---- the batch as PostgreSQL array literals ---------------------------------------- */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+/* One element of a text[] literal: quoted, with " and \ escaped. */
+static void sb_elem(sbuf *b, const char *s, bool first)
+{
+    sb_put(b, first ? "{\"" : ",\"", 2);
+    for (const char *c = s ? s : ""; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            sb_put(b, "\\", 1);
+        sb_put(b, c, 1);
+    }
+    sb_put(b, "\"", 1);
+}
+
+static const ts_db_stmt insert_stmt = {
+    "audit_insert",
+    "INSERT INTO audit_log (at, service, who, who_kind, action, resources, source, request,"
+    " outcome)"
+    " SELECT t.at, $1, t.who, t.kind, t.action,"
+    " CASE WHEN t.res = '' THEN '{}'::text[] ELSE string_to_array(t.res, ',') END,"
+    " t.src, t.req, t.outcome"
+    " FROM unnest($2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],"
+    " $7::text[], $8::text[], $9::int[]) AS t(at, who, kind, action, res, src, req, outcome)",
+    9};
+
+typedef struct batch {
+    const char *service;
+    audit_ev *ev;
+    size_t n;
+} batch;
+
+static int insert_fn(ts_db *db, void *arg, ts_err *err)
+{
+    batch *b = arg;
+    sbuf cols[8] = {{0}};
+    for (size_t i = 0; i < b->n; i++) {
+        audit_ev *e = &b->ev[i];
+        char outcome[16];
+        snprintf(outcome, sizeof(outcome), "%d", e->outcome);
+        const char *v[8] = {e->at,        e->who,    e->who_kind, e->action,
+                            e->resources, e->source, e->request,  outcome};
+        for (int c = 0; c < 8; c++)
+            sb_elem(&cols[c], v[c], i == 0);
+    }
+    const char *params[9] = {b->service};
+    for (int c = 0; c < 8; c++) {
+        sb_put(&cols[c], "}", 1);
+        params[c + 1] = cols[c].p;
+    }
+    int rc = ts_db_exec(db, &insert_stmt, params, NULL, err);
+    for (int c = 0; c < 8; c++)
+        free(cols[c].p);
+    return rc;
+}
+
+/* ---- the writer thread ---------------------------------------------------------------- */
+
+static void *writer(void *arg)
+{
+    ts_audit *a = arg;
+    audit_ev *taken = xcalloc(BATCH_MAX, sizeof(*taken));
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (a->count == 0 && !a->stop)
+            pthread_cond_wait(&a->cv, &a->mu);
+        if (a->count == 0 && a->stop)
+            break;
+        size_t n = a->count < BATCH_MAX ? a->count : BATCH_MAX;
+        for (size_t i = 0; i < n; i++) {
+            taken[i] = a->q[a->head];
+            memset(&a->q[a->head], 0, sizeof(audit_ev));
+            a->head = (a->head + 1) % a->max;
+        }
+        a->count -= n;
+        long dropped = a->dropped;
+        bool stopping = a->stop;
+        pthread_mutex_unlock(&a->mu);
+
+        if (dropped > a->dropped_logged) {
+            ts_warn("audit events dropped: the queue was full", "dropped_total=%ld", dropped);
+            a->dropped_logged = dropped;
+        }
+        batch b = {a->service, taken, n};
+        ts_err err;
+        int rc = ts_db_transaction(a->pool, TS_DB_WRITE, insert_fn, &b, &err);
+
+        pthread_mutex_lock(&a->mu);
+        if (rc == 0 || stopping) {
+            if (rc)
+                ts_warn("audit events not written at stop", "count=%zu error=\"%s\"", n, err.msg);
+            for (size_t i = 0; i < n; i++)
+                ev_free(&taken[i]);
+            continue;
+        }
+        /* not written: back to the front of the queue, as far as it has room
+         * (newer events count more than these: what does not fit is dropped) */
+        ts_warn("audit events not written yet, retrying", "count=%zu error=\"%s\"", n, err.msg);
+        size_t room = a->max - a->count;
+        size_t keep = n < room ? n : room;
+        for (size_t k = keep; k > 0; k--) {
+            a->head = (a->head + a->max - 1) % a->max;
+            a->q[a->head] = taken[n - keep + k - 1];
+        }
+        a->count += keep;
+        for (size_t i = 0; i < n - keep; i++)
+            ev_free(&taken[i]);
+        a->dropped += (long)(n - keep);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        while (!a->stop && pthread_cond_timedwait(&a->cv, &a->mu, &until) == 0)
+            ; /* a second before the next attempt (new events wake us: wait on) */
+    }
+    pthread_mutex_unlock(&a->mu);
+    free(taken);
+    return NULL;
+}
+
+int ts_audit_start(const char *conninfo, const char *service, size_t max_pending, ts_audit **out,
+                   ts_err *err)
+{
+    ts_audit *a = xcalloc(1, sizeof(*a));
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    snprintf(a->service, sizeof(a->service), "%s", service);
+    a->max = max_pending ? max_pending : 1;
+    a->q = xcalloc(a->max, sizeof(*a->q));
+    if (conninfo && *conninfo) {
+        ts_db_options opt;
+        ts_db_options_from_config(&opt);
+        opt.conninfo = conninfo;
+        opt.read_conninfo = NULL;
+        opt.size = 1;
+        opt.max_retries = 2;
+        int rc = ts_db_pool_new(&opt, &a->pool, err);
+        if (rc) {
+            free(a->q);
+            free(a);
+            return rc;
+        }
+        if (pthread_create(&a->thread, NULL, writer, a) != 0) {
+            ts_db_pool_free(a->pool);
+            free(a->q);
+            free(a);
+            return ts_err_set(err, TS_EIO, "audit: cannot start its writer thread");
+        }
+        a->has_thread = true;
+    }
+    *out = a;
+    return 0;
+}
+
+void ts_audit_record(ts_audit *a, const ts_audit_event *e)
+{
+    ts_info("audit", "who=%s who_kind=%s action=%s resources=%s source=%s request=%s outcome=%d",
+            e->who ? e->who : "", e->who_kind ? e->who_kind : "", e->action,
+            e->resources ? e->resources : "", e->source ? e->source : "",
+            e->request ? e->request : "", e->outcome);
+    if (!a || !a->has_thread)
+        return;
+    audit_ev ev = {0};
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    size_t n = strftime(ev.at, sizeof(ev.at), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ev.at + n, sizeof(ev.at) - n, ".%06ldZ", now.tv_nsec / 1000);
+    ev.who = xstrdup(e->who ? e->who : "");
+    ev.who_kind = xstrdup(e->who_kind ? e->who_kind : "anonymous");
+    ev.action = xstrdup(e->action);
+    ev.resources = xstrdup(e->resources ? e->resources : "");
+    ev.source = xstrdup(e->source ? e->source : "");
+    ev.request = xstrdup(e->request ? e->request : "");
+    ev.outcome = e->outcome;
+    pthread_mutex_lock(&a->mu);
+    if (a->count == a->max) { /* full: the oldest goes */
+        ev_free(&a->q[a->head]);
+        a->head = (a->head + 1) % a->max;
+        a->count--;
+        a->dropped++;
+    }
+    a->q[(a->head + a->count) % a->max] = ev;
+    a->count++;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+void ts_audit_stop(ts_audit *a, int timeout_ms)
+{
+    if (!a)
+        return;
+    if (a->has_thread) {
+        /* give the writer the time asked for to empty the queue, then stop it */
+        for (int waited = 0; waited < timeout_ms && ts_audit_pending(a) > 0; waited += 10) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        pthread_mutex_lock(&a->mu);
+        a->stop = true;
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->thread, NULL);
+        ts_db_pool_free(a->pool);
+    }
+    for (size_t i = 0; i < a->count; i++)
+        ev_free(&a->q[(a->head + i) % a->max]);
+    free(a->q);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    free(a);
+}
+
+long ts_audit_dropped(ts_audit *a)
+{
+    pthread_mutex_lock(&a->mu);
+    long d = a->dropped;
+    pthread_mutex_unlock(&a->mu);
+    return d;
+}
+
+size_t ts_audit_pending(ts_audit *a)
+{
+    pthread_mutex_lock(&a->mu);
+    size_t n = a->count;
+    pthread_mutex_unlock(&a->mu);
+    return n;
+}
+
+static const ts_db_stmt prune_stmt = {
+    "audit_prune",
+    "WITH old AS (SELECT id FROM audit_log WHERE at < now() - make_interval(days => $1::int)"
+    " ORDER BY id LIMIT $2::int)"
+    " DELETE FROM audit_log a USING old WHERE a.id = old.id",
+    2};
+
+typedef struct prune_arg {
+    int days, batch;
+    long deleted;
+} prune_arg;
+
+static int prune_fn(ts_db *db, void *arg, ts_err *err)
+{
+    prune_arg *p = arg;
+    char days[16], batch_s[16];
+    snprintf(days, sizeof(days), "%d", p->days);
+    snprintf(batch_s, sizeof(batch_s), "%d", p->batch);
+    const char *params[] = {days, batch_s};
+    PGresult *res;
+    int rc = ts_db_exec(db, &prune_stmt, params, &res, err);
+    if (rc)
+        return rc;
+    p->deleted = atol(PQcmdTuples(res));
+    PQclear(res);
+    return 0;
+}
+
+int ts_audit_prune(ts_db_pool *pool, int days, int batch, long *deleted, ts_err *err)
+{
+    prune_arg p = {days, batch, 0};
+    int rc = ts_db_transaction(pool, TS_DB_WRITE, prune_fn, &p, err);
+    if (deleted)
+        *deleted = rc ? 0 : p.deleted;
+    return rc;
+}

@@ -1,0 +1,174 @@
+/* The web UI's static files (see rest_ui.h). No server-side logic: the pages
+ * call the same REST routes as any other client. */
+#include "rest_ui.h"
+
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/config.h"
+
+static const char *content_type(const char *path)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".json", "application/json; charset=utf-8"},
+        {".wasm", "application/wasm"},
+        {".woff2", "font/woff2"},
+        {".woff", "font/woff"},
+        {".ttf", "font/ttf"},
+        {".map", "application/json"},
+        {".txt", "text/plain; charset=utf-8"},
+        {".xml", "application/xml"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".webmanifest", "application/manifest+json"},
+    };
+    const char *dot = strrchr(path, '.');
+    for (size_t i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++)
+        if (strcmp(dot, types[i].ext) == 0)
+            return types[i].type;
+    return "application/octet-stream";
+}
+
+void rest_ui_redirect(rest_request *req)
+{
+    /* relative, so that a reverse proxy may mount Tessera under a prefix; 302 and
+     * not Orthanc's 301, so that browsers do not remember it for good */
+    rest_reply_empty(req, 302);
+    rest_add_header(req, "Location", "ui/");
+}
+
+/* Headers of every UI file: revalidated on each load (a new rest shows its own
+ * UI at once), never sniffed, never framed, scripts only from this origin. */
+static void ui_headers(rest_request *req)
+{
+    rest_add_header(req, "Cache-Control", "no-cache");
+    rest_add_header(req, "X-Content-Type-Options", "nosniff");
+    rest_add_header(req, "Content-Security-Policy",
+                    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                    "frame-ancestors 'none'");
+}
+
+/* The path under the route's first segment, joined; false when a segment starts
+ * with a dot or the path is too long. */
+static bool sub_path(rest_request *req, char *path, size_t size)
+{
+    size_t n = 0;
+    path[0] = '\0';
+    for (int i = 1; i < req->nseg; i++) {
+        if (req->seg[i][0] == '.')
+            return false;
+        int w = snprintf(path + n, size - n, "%s%s", i > 1 ? "/" : "", req->seg[i]);
+        if (w < 0 || (size_t)w >= size - n)
+            return false;
+        n += (size_t)w;
+    }
+    return true;
+}
+
+/* Opens dir/path when it is a regular file; -1 otherwise. */
+static int open_file(const char *dir, const char *path, struct stat *st)
+{
+    char full[1024];
+    if ((size_t)snprintf(full, sizeof(full), "%s/%s", dir, path) >= sizeof(full))
+        return -1;
+    int fd = open(full, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && (fstat(fd, st) != 0 || !S_ISREG(st->st_mode))) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+void rest_ui_file_get(rest_request *req)
+{
+    /* seg[0] is "ui"; the rest names the file ("" is index.html). Dot files and
+     * ".." never name one (split_path already resolved "..") */
+    char path[512];
+    if (!sub_path(req, path, sizeof(path))) {
+        rest_reply_unknown_resource(req);
+        return;
+    }
+    if (!path[0]) {
+        /* the pages name their files relative to /ui/: "/ui" must become "/ui/" */
+        size_t raw = req->raw_url ? strlen(req->raw_url) : 0;
+        if (raw && req->raw_url[raw - 1] != '/') {
+            rest_reply_empty(req, 302);
+            rest_add_header(req, "Location", "ui/");
+            return;
+        }
+        snprintf(path, sizeof(path), "index.html");
+    }
+
+    const char *dir = ts_config_str("TESSERA_UI_DIR");
+    if (dir[0]) {
+        /* development: the files as they are on disk now */
+        struct stat st;
+        int fd = open_file(dir, path, &st);
+        if (fd < 0) {
+            rest_reply_unknown_resource(req);
+            return;
+        }
+        rest_reply_file(req, fd, (size_t)st.st_size, content_type(path));
+        ui_headers(req);
+        return;
+    }
+    for (size_t i = 0; i < rest_ui_files_count; i++) {
+        const rest_ui_file *f = &rest_ui_files[i];
+        if (f->path && strcmp(f->path, path) == 0) {
+            rest_reply_text(req, 200, f->bytes, f->size);
+            req->content_type = content_type(path);
+            ui_headers(req);
+            return;
+        }
+    }
+    rest_reply_unknown_resource(req);
+}
+
+void rest_viewer_get(rest_request *req)
+{
+    const char *dir = ts_config_str("TESSERA_VIEWER_DIR");
+    char path[512];
+    if (!dir[0] || !sub_path(req, path, sizeof(path))) {
+        rest_reply_unknown_resource(req);
+        return;
+    }
+    if (!path[0] && req->raw_url && req->raw_url[strlen(req->raw_url) - 1] != '/') {
+        rest_reply_empty(req, 302); /* its files are named relative to /viewer/ */
+        rest_add_header(req, "Location", "viewer/");
+        return;
+    }
+    struct stat st;
+    int fd = path[0] ? open_file(dir, path, &st) : -1;
+    /* OHIF routes in the browser (/viewer/viewer?StudyInstanceUIDs=...): a path
+     * that names no file and has no extension is its index.html */
+    const char *last = strrchr(path, '/');
+    bool is_file_name = strchr(last ? last : path, '.') != NULL;
+    bool index = false;
+    if (fd < 0 && !is_file_name) {
+        fd = open_file(dir, "index.html", &st);
+        index = true;
+    }
+    if (fd < 0) {
+        rest_reply_unknown_resource(req);
+        return;
+    }
+    const char *name = index ? "index.html" : path;
+    rest_reply_file(req, fd, (size_t)st.st_size, content_type(name));
+    /* the bundles' names carry their hash: cached for a day; the entry points
+     * (index.html, app-config.js, init-service-worker.js) revalidated */
+    bool entry = index || strcmp(name, "index.html") == 0 || strncmp(name, "app-config", 10) == 0 ||
+                 strncmp(name, "init-", 5) == 0;
+    rest_add_header(req, "Cache-Control", entry ? "no-cache" : "max-age=86400");
+    rest_add_header(req, "X-Content-Type-Options", "nosniff");
+}

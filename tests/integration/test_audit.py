@@ -1,0 +1,124 @@
+"""The audit trail (issue 19): every access to patient data over REST and DICOMweb is
+one row of audit_log (who, what, when, from where, outcome) and one log line, read by
+admins at GET /tessera/audit; recording never delays an answer, also while the table
+cannot be written; the deleter prunes rows past TESSERA_AUDIT_RETENTION_DAYS."""
+import base64
+import json
+import time
+
+from orthanc import http
+from test_deleter import make_study, rest_json
+from conftest import storescu
+
+USER = ("alice", "secret-1")
+AUTH = {"Authorization": "Basic " + base64.b64encode(":".join(USER).encode()).decode()}
+
+
+def wait_rows(cluster, n, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        c = cluster.sql("SELECT count(*) FROM audit_log")[0][0]
+        if c >= n:
+            return c
+        time.sleep(0.1)
+    raise AssertionError(f"audit_log has {c} rows, expected {n}")
+
+
+def get(rest, path, method="GET", body=None):
+    return http(rest.url, method, path, body, headers=AUTH)
+
+
+def test_each_access_is_one_row_with_who_what_outcome(cluster, tmp_path):
+    q = cluster.start_query()
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing, TESSERA_HTTP_AUTH="on", TESSERA_HTTP_USERS=":".join(USER),
+                              TESSERA_QUERY_BUS=q.bus)
+    files = make_study(tmp_path / "gen", 1, "PAT-A", [3])
+    assert storescu(ing, files)[0] == 0
+    study = json.loads(get(rest, "/studies")[1])[0]
+    instance = json.loads(get(rest, f"/studies/{study}/instances")[1])[0]["ID"]
+    base = cluster.sql("SELECT count(*) FROM audit_log")[0][0]
+
+    calls = [("GET", f"/studies/{study}", None, "read", 200),
+             ("GET", f"/instances/{instance}/file", None, "export", 200),
+             ("GET", f"/studies/{study}/archive", None, "export", 200),
+             ("POST", "/tools/find", b'{"Level":"Study","Query":{}}', "query", 200),
+             ("GET", "/studies/00000000-00000000-00000000-00000000-00000000", None, "read", 404),
+             ("GET", "/dicom-web/studies", None, "query", 200),
+             ("DELETE", f"/instances/{instance}", None, "delete", 200),
+             ("GET", "/system", None, None, 200)]  # no patient data: no row
+    for method, path, body, _, status in calls:
+        assert get(rest, path, method, body)[0] == status, path
+    expected = [c for c in calls if c[3]]
+    wait_rows(cluster, base + len(expected))
+    status, body, _ = get(rest, f"/tessera/audit?since=0&limit=1000")
+    assert status == 200, body
+    rows = json.loads(body)[-len(expected):]
+    for row, (method, path, _, action, status) in zip(rows, expected):
+        assert (row["Who"], row["WhoKind"], row["Action"], row["Outcome"], row["Service"]) == \
+            ("alice", "user", action, status, "rest"), (row, path)
+        assert row["Request"] == f"{method} {path}" and row["Source"] == "127.0.0.1", row
+        assert row["Time"].endswith("Z")
+    assert rows[0]["Resources"] == [study]
+    assert rows[1]["Resources"] == [instance], rows
+    # "who touched this study": filtered by resource, by user, by action
+    by_study = json.loads(get(rest, f"/tessera/audit?resource={study}")[1])
+    assert {r["Action"] for r in by_study} >= {"read", "export"}
+    assert all(study in r["Resources"] for r in by_study)
+    assert json.loads(get(rest, "/tessera/audit?action=delete")[1])[-1]["Resources"] == [instance]
+    assert json.loads(get(rest, "/tessera/audit?who=nobody")[1]) == []
+    # and each event is a log line too
+    assert 'msg="audit" who=alice who_kind=user action=export' in rest.read_log()
+    # bad arguments
+    assert get(rest, "/tessera/audit?since=-3")[0] == 400
+
+
+def test_recording_never_delays_an_answer_while_the_table_is_locked(cluster, tmp_path):
+    """The table is locked by another transaction: answers come at their usual speed,
+    events wait in memory, and all arrive once the lock is gone."""
+    import psycopg2
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing)
+    assert storescu(ing, make_study(tmp_path / "gen", 2, "PAT-B", [2]))[0] == 0
+    study = rest_json(rest, "GET", "/studies")[1][0]
+    base = wait_rows(cluster, 1)  # the list just read
+    conn = psycopg2.connect(cluster.db_url)
+    cur = conn.cursor()
+    cur.execute("BEGIN; LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
+    try:
+        t = time.time()
+        for _ in range(50):
+            assert rest_json(rest, "GET", f"/studies/{study}")[0] == 200
+        elapsed = time.time() - t
+        assert elapsed < 10, elapsed  # 50 reads; a blocked writer would hang the first
+        assert cluster.sql("SELECT 1")  # (other connections are fine)
+    finally:
+        conn.rollback()
+        conn.close()
+    assert wait_rows(cluster, base + 50) == base + 50
+
+
+def test_deleter_prunes_past_retention(cluster):
+    ing = cluster.start_ingest()
+    cluster.start_rest(ing)
+    cluster.sql("INSERT INTO audit_log (at, service, who, who_kind, action, outcome) VALUES"
+                " (now() - interval '400 days', 'rest', 'old', 'user', 'read', 200),"
+                " (now() - interval '10 days', 'rest', 'recent', 'user', 'read', 200)")
+    cluster.start_deleter(TESSERA_AUDIT_RETENTION_DAYS="365")
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        who = [r[0] for r in cluster.sql("SELECT who FROM audit_log ORDER BY id")]
+        if "old" not in who:
+            break
+        time.sleep(0.2)
+    assert who == ["recent"], who
+
+
+def test_audit_off_records_nothing(cluster, tmp_path):
+    ing = cluster.start_ingest()
+    rest = cluster.start_rest(ing, TESSERA_AUDIT="false")
+    assert storescu(ing, make_study(tmp_path / "gen", 3, "PAT-C", [1]))[0] == 0
+    study = rest_json(rest, "GET", "/studies")[1][0]
+    assert rest_json(rest, "GET", f"/studies/{study}")[0] == 200
+    time.sleep(1)
+    assert cluster.sql("SELECT count(*) FROM audit_log")[0][0] == 0

@@ -1,0 +1,472 @@
+"""The web UI (issue 18): /ui/ served by rest, driven in Debian's chromium by
+puppeteer-core (tests/integration/browser/ui.js) with real clicks and keys,
+against real services: ingest, query (for /tools/find), rest, jobs with Redis,
+a deleter, and dcmtk's storescp as the modality a study is sent to.
+
+Screenshots of every page go to $TESSERA_UI_SHOTS (default: the test's tmp_path
+under ui-shots/), as artefacts for a reviewer; they are not committed.
+
+Orthanc Explorer is served by Orthanc's own HTTP server under the same HTTP Basic
+authentication as the API (its files are refused with 401 like any route): the UI
+here is protected the same way, through rest's route table.
+"""
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+import pytest
+
+from conftest import PYDICOM_FILES, npm_ci
+from test_dicomweb import BROWSER
+
+from test_jobs import StoreScp, call
+
+USER = ("admin", "s3cret-pass")
+
+
+def make_study(out_dir, patient_id, name, study_uid, series=2, per_series=3, description="CHEST"):
+    """A study of `series` series of `per_series` CT images (CT_small.dcm's pixels)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    files = []
+    for s in range(1, series + 1):
+        for i in range(1, per_series + 1):
+            src.PatientID, src.PatientName = patient_id, name
+            src.StudyInstanceUID, src.StudyDescription = study_uid, description
+            src.AccessionNumber = "ACC" + patient_id
+            src.SeriesInstanceUID = f"{study_uid}.{s}"
+            src.SeriesNumber, src.InstanceNumber = s, i
+            src.SOPInstanceUID = f"{study_uid}.{s}.{i}"
+            src.file_meta.MediaStorageSOPInstanceUID = src.SOPInstanceUID
+            ref = Dataset()  # a sequence, for the tag tree
+            ref.ReferencedSOPClassUID = src.SOPClassUID
+            ref.ReferencedSOPInstanceUID = f"{study_uid}.{s}.1"
+            src.ReferencedImageSequence = [ref]
+            p = out_dir / f"{patient_id}-{s}-{i}.dcm"
+            src.save_as(p)
+            files.append(p)
+    return files
+
+
+@pytest.fixture
+def ui(cluster, tmp_path):
+    """The services behind the UI; ui.rest is the rest process the browser talks to."""
+    redis = cluster.start_redis()
+    ing = cluster.start_ingest()
+    q = cluster.start_query()
+    cluster.start_deleter()
+    cluster.start_jobs()
+    cluster.rest = cluster.start_rest(ing, TESSERA_REDIS_URL=redis.url, TESSERA_QUERY_BUS=q.bus)
+    cluster.q = q
+    cluster.redis_url = redis.url
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def drive():
+    """run(scenario, **args): one scenario of browser/ui.js; returns what it saw."""
+    assert Path("/usr/bin/chromium").exists(), "chromium is needed (PKGS_TEST)"
+    npm_ci(BROWSER)
+
+    def run(scenario, shots, expect_failed=None, **args):
+        args["shots"] = str(Path(os.environ.get("TESSERA_UI_SHOTS", shots)) / scenario)
+        p = subprocess.run(["node", str(BROWSER / "ui.js"), scenario, json.dumps(args)],
+                           capture_output=True, text=True, timeout=180)
+        lines = p.stdout.strip().splitlines()
+        out = json.loads(lines[-1]) if lines else {"fatal": p.stderr[-2000:]}
+        assert p.returncode == 0 and "fatal" not in out, (out, p.stderr[-2000:])
+        assert out["errors"] == [], out["errors"]  # no script error
+        # no request failed but the previews of a rest without rendering and the
+        # look for OHIF of a rest without it
+        assert all((f.endswith("/preview") and f[:3] in ("404", "415"))
+                   or f == "404 /viewer/app-config.js" for f in out["failed"]
+                   if not expect_failed or not re.search(expect_failed, f)), out["failed"]
+        return out
+    return run
+
+
+def upload(rest, files):
+    for f in files:
+        status, body, _ = call(rest, "POST", "/instances", Path(f).read_bytes())
+        assert status == 200, body
+
+
+def lookup_id(rest, uid):
+    """The public id of the resource with this DICOM UID (/tools/lookup)."""
+    status, got, _ = call(rest, "POST", "/tools/lookup", uid.encode())
+    assert status == 200 and got, got
+    return got[0]["ID"]
+
+
+def test_static_files_and_redirects(ui):
+    """/ and /ui redirect to /ui/ (relative Location, so a proxy prefix works);
+    every file of ui/ is served with its type; unknown and dot paths are 404."""
+    rest = ui.rest
+    for path in ("/", "/ui"):
+        req = urllib.request.Request(rest.url + path)
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            opener.open(req)
+        assert e.value.code == 302 and e.value.headers["Location"] == "ui/"
+    root = Path(__file__).resolve().parents[2] / "ui"
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    assert len(files) >= 9
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        status, body, headers = call(rest, "GET", "/ui/" + rel)
+        assert status == 200, rel
+        raw = body if isinstance(body, bytes) else f.read_bytes()
+        assert raw == f.read_bytes(), rel
+        assert headers["Content-Type"].split(";")[0] == {
+            ".html": "text/html", ".js": "text/javascript", ".css": "text/css"}[f.suffix]
+        assert headers["Cache-Control"] == "no-cache"
+        assert "default-src 'self'" in headers["Content-Security-Policy"]
+    status, body, headers = call(rest, "GET", "/ui/")
+    assert status == 200 and b'src="app.js"' in body
+    for bad in ("/ui/nope.js", "/ui/.hidden", "/ui/pages/../../etc/passwd"):
+        assert call(rest, "GET", bad)[0] == 404, bad
+    # a method the UI does not serve
+    assert call(rest, "POST", "/ui/app.js", b"")[0] in (404, 405)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **kw):
+        return None
+
+
+def test_search_drill_down_instance_and_viewer(ui, drive, tmp_path):
+    rest = ui.rest
+    upload(rest, make_study(tmp_path / "a", "UI-P1", "SMITH^ANNA", "1.2.826.0.1.3680043.8.498.71",
+                            series=2, per_series=3, description="CHEST CT"))
+    upload(rest, make_study(tmp_path / "b", "UI-P2", "JONES^BOB", "1.2.826.0.1.3680043.8.498.72",
+                            series=1, per_series=1, description="HEAD"))
+    got = drive("browse", tmp_path / "ui-shots", base=rest.url, name="smith")
+    assert got["landed"] == "/ui/" and got["status"] == 200
+    # the search is case-insensitive and matches a part of the name: one study
+    assert len(got["search"]) == 1, got["search"]
+    row = got["search"][0]
+    assert row[:4] == ["SMITH ANNA", "UI-P1", "2004-01-19", "CHEST CT"] and row[-1] == "2", row
+    # drill-down: 2 series of 3 instances, then the instances of series 1
+    assert [r[0] for r in got["series"]] == ["1", "2"] and [r[4] for r in got["series"]] == ["3", "3"]
+    assert (got["focusAfterDown"], got["focusAfterUp"]) == (2, 1)  # rows of the table, by key
+    assert [r[0] for r in got["instances"]] == ["1", "2", "3"]
+    assert "1.2.826.0.1.3680043.8.498.71.1.1" in got["instances"][0][1]
+    # the instance's tags, its sequences as a tree; the preview: the image when
+    # rest renders (200), a placeholder that says why otherwise (404/415)
+    assert "0010,0010" in got["tagsText"] and "SMITH^ANNA" in got["tagsText"]
+    assert got["sequence"] == "0008,1140ReferencedImageSequence (1 item)", got["sequence"]
+    assert "0008,1155" in got["sequenceOpen"] and "1.2.826.0.1.3680043.8.498.71.1.1" in got["sequenceOpen"]
+    status = call(rest, "GET", f"/instances/{lookup_id(rest, '1.2.826.0.1.3680043.8.498.71.1.1')}/preview")[0]
+    if status == 200:
+        assert got["preview"]["id"] == "preview-image" and got["preview"]["w"] > 0
+    else:
+        assert status in (404, 415)
+        assert got["preview"]["id"] == "preview-placeholder"
+        assert f"HTTP {status}" in got["preview"]["text"], got["preview"]
+    # the viewer drew CT_small's 128x128 pixels with many grey levels, the
+    # arrow key moved to image 2, a drag to the right widened the window
+    assert got["viewer"]["w"] == 128 and got["viewer"]["h"] == 128 and not got["viewer"]["hidden"]
+    assert got["viewer"]["levels"] > 50, got["viewer"]
+    assert got["viewerPos"] == "1 / 3" and got["viewerPos2"] == "2 / 3"
+    assert float(got["window2"][1]) > float(got["window"][1]), (got["window"], got["window2"])
+
+
+def test_upload_by_drop_with_broken_files(ui, drive, tmp_path):
+    """20 files dropped, 2 of them not DICOM (a text file, a DICOM file cut short):
+    18 stored, 2 failed, each with the reason rest gave; dropping 3 of the good
+    ones again: 3 already stored."""
+    rest = ui.rest
+    good = make_study(tmp_path / "up", "UI-UP", "UP^LOAD", "1.2.826.0.1.3680043.8.498.73",
+                      series=2, per_series=9)
+    text = tmp_path / "up" / "notes.txt"
+    text.write_text("this is not a DICOM file\n")
+    cut = tmp_path / "up" / "cut.dcm"
+    cut.write_bytes(good[0].read_bytes()[:1000])
+    files = [str(f) for f in good[:9]] + [str(text)] + [str(f) for f in good[9:]] + [str(cut)]
+    got = drive("upload", tmp_path / "ui-shots", expect_failed=r"^400 /instances$", base=rest.url,
+                files=files)
+    assert got["summary"] == "18 stored, 0 already stored, 2 failed", got
+    by_name = {r[0]: r[3] for r in got["rows"]}
+    assert len(by_name) == 20
+    assert all(by_name[f.name] == "stored" for f in good)
+    # what rest answers for each broken file, shown as it is
+    for broken in (text, cut):
+        status, body, _ = call(rest, "POST", "/instances", broken.read_bytes())
+        assert status == 400
+        shown = by_name[broken.name]
+        assert shown.startswith("failed: HTTP 400"), by_name
+        reason = body.get("Details") or body.get("Message")
+        assert reason and reason in shown, (shown, body)
+    assert got["progress"] == [1] * 20
+    assert ui.sql("SELECT count(*) FROM instances")[0][0] == 18
+    got = drive("upload", tmp_path / "ui-shots2", base=rest.url, files=files[:3])
+    assert got["summary"] == "0 stored, 3 already stored, 0 failed", got
+
+
+def test_upload_a_folder(ui, drive, tmp_path):
+    """A CD's folder chosen with the folder input: every file under it, subfolders
+    included, sent; the rows name the files by their path in the folder."""
+    rest = ui.rest
+    cd = tmp_path / "CD"
+    make_study(cd / "DICOM" / "ST1", "UI-CD", "C^D", "1.2.826.0.1.3680043.8.498.93",
+               series=1, per_series=3)
+    make_study(cd / "DICOM" / "ST2", "UI-CD", "C^D", "1.2.826.0.1.3680043.8.498.94",
+               series=1, per_series=2)
+    (cd / "README.TXT").write_text("viewer on this CD\n")
+    got = drive("uploadFolder", tmp_path / "ui-shots", expect_failed=r"^400 /instances$",
+                base=rest.url, folder=str(cd))
+    assert got["summary"] == "5 stored, 0 already stored, 1 failed", got
+    names = sorted(r[0] for r in got["rows"])
+    assert names[0] == "CD/DICOM/ST1/UI-CD-1-1.dcm" and "CD/README.TXT" in names, names
+    assert ui.sql("SELECT count(*) FROM instances")[0][0] == 5
+
+
+def test_delete_with_confirmation(ui, drive, tmp_path):
+    rest = ui.rest
+    upload(rest, make_study(tmp_path / "d", "UI-DEL", "DEL^ETE", "1.2.826.0.1.3680043.8.498.74",
+                            series=1, per_series=2))
+    upload(rest, make_study(tmp_path / "k", "UI-DEL", "DEL^ETE", "1.2.826.0.1.3680043.8.498.75",
+                            series=1, per_series=1))
+    sid = lookup_id(rest, "1.2.826.0.1.3680043.8.498.74")
+    got = drive("delete", tmp_path / "ui-shots", base=rest.url, study=sid)
+    assert "cannot be undone" in got["question"]
+    assert got["afterEscape"] == "#/study/" + sid  # Escape deleted nothing
+    assert got["hash"].startswith("#/patient/") and "Deleted study" in got["status"]
+    assert call(rest, "GET", "/studies/" + sid)[0] == 404
+    # the other study of the patient stays
+    assert call(rest, "GET", "/studies/" + lookup_id(rest, "1.2.826.0.1.3680043.8.498.75"))[0] == 200
+
+
+def test_send_to_modality_job_reaches_success(ui, drive, tmp_path):
+    rest = ui.rest
+    files = make_study(tmp_path / "s", "UI-SEND", "SEND^IT", "1.2.826.0.1.3680043.8.498.76",
+                       series=2, per_series=5)
+    upload(rest, files)
+    scp = StoreScp(tmp_path / "scp").start()
+    try:
+        assert call(rest, "PUT", "/modalities/ws1", ["STORESCP", "127.0.0.1", scp.port])[0] == 200
+        got = drive("send", tmp_path / "ui-shots", base=rest.url,
+                    study=lookup_id(rest, "1.2.826.0.1.3680043.8.498.76"), modality="ws1")
+        assert any("Success 100%" in s for s in got["seen"]), got["seen"]
+        assert len(scp.received()) == 10
+        row = got["jobs"][0]
+        assert row[1] == "DicomModalityStore" and row[2] == "Success" and row[3] == "100%", got["jobs"]
+    finally:
+        scp.stop()
+
+
+def test_send_to_a_modality_that_is_down_shows_the_error(ui, drive, tmp_path):
+    rest = ui.rest
+    upload(rest, make_study(tmp_path / "s", "UI-DOWN", "DOWN^IT", "1.2.826.0.1.3680043.8.498.77",
+                            series=1, per_series=1))
+    from conftest import free_port
+    port = free_port()
+    assert call(rest, "PUT", "/modalities/gone", ["NOBODY", "127.0.0.1", port])[0] == 200
+    got = drive("send", tmp_path / "ui-shots", base=rest.url,
+                study=lookup_id(rest, "1.2.826.0.1.3680043.8.498.77"), modality="gone")
+    assert any("Failure" in s for s in got["seen"]), got["seen"]
+    row = got["jobs"][0]
+    assert row[2] == "Failure" and row[5], row  # the job's error is on the jobs page
+    assert "resubmit" in row[6]
+    # the modality comes up; "resubmit" on the jobs page sends it again
+    scp = StoreScp(tmp_path / "scp", aet="NOBODY", port=port).start()
+    try:
+        got = drive("jobcontrol", tmp_path / "ui-shots", base=rest.url,
+                    steps=[["resubmit", "^Success$"]])
+        assert got["row"][3] == "100%" and got["row"][5] == "", got
+        assert len(scp.received()) == 1
+    finally:
+        scp.stop()
+
+
+def test_jobs_page_pause_resume_cancel(ui, drive, tmp_path):
+    """A slow send (storescp sleeps 1 s after each instance): paused, resumed and
+    cancelled from the jobs page's buttons."""
+    rest = ui.rest
+    upload(rest, make_study(tmp_path / "s", "UI-SLOW", "SLOW^IT", "1.2.826.0.1.3680043.8.498.92",
+                            series=1, per_series=30))
+    scp = StoreScp(tmp_path / "scp", sleep_after=1).start()
+    try:
+        assert call(rest, "PUT", "/modalities/slow", ["STORESCP", "127.0.0.1", scp.port])[0] == 200
+        status, job, _ = call(rest, "POST", "/modalities/slow/store",
+                              {"Resources": [lookup_id(rest, "1.2.826.0.1.3680043.8.498.92")],
+                               "Asynchronous": True})
+        assert status == 200
+        got = drive("jobcontrol", tmp_path / "ui-shots", base=rest.url,
+                    steps=[["pause", "^Paused$"], ["resume", "^(Pending|Running)$"],
+                           ["cancel", "^Failure$"]])
+        assert [s[0] for s in got["steps"]] == ["pause", "resume", "cancel"]
+        status, j, _ = call(rest, "GET", "/jobs/" + job["ID"])
+        assert j["State"] == "Failure" and j["Progress"] < 100, j
+        assert got["row"][0] == job["ID"][:8] and "resubmit" in got["row"][6]
+    finally:
+        scp.stop()
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)])
+def test_paging_layout_and_zip(ui, drive, tmp_path, viewport):
+    """30 studies: 25 on page 1, 5 on page 2, back again; no page is wider than a
+    1280x800 or a 390x844 screen; the study's ZIP link gives a ZIP."""
+    rest = ui.rest
+    for k in range(30):
+        upload(rest, make_study(tmp_path / f"p{k}", f"UI-PG{k:02d}", f"PAGE^P{k:02d}",
+                                f"1.2.826.0.1.3680043.8.498.8{k:02d}", series=1, per_series=1))
+    w, h = viewport
+    got = drive("paging", tmp_path / f"ui-shots-{w}", base=rest.url,
+                viewport={"width": w, "height": h})
+    assert got["page1"] == 25 and got["count1"] == "Studies 1–25 (more on the next page)"
+    assert got["page2"] == 5 and got["count2"] == "Studies 26–30" and got["nextDisabled"]
+    assert got["back"] == 25
+    assert got["overflow"] == [0] * 5, got["overflow"]
+    assert got["unlabelled"] == [], got["unlabelled"]  # search, study, upload, jobs, system
+    assert got["zipHref"].startswith("/studies/") and got["zipHref"].endswith("/archive")
+    magic, size = got["zipMagic"].split()
+    assert magic == "PK" and int(size) > 39140, got["zipMagic"]
+    print(f"viewport {w}x{h}: opening /ui/ to the first results: {got['firstResultsMs']} ms")
+
+
+def test_ui_dir_serves_the_files_on_disk(ui, tmp_path):
+    """TESSERA_UI_DIR: rest serves that folder instead of its compiled-in copy."""
+    site = tmp_path / "site"
+    (site / "pages").mkdir(parents=True)
+    (site / "index.html").write_text("<!doctype html><title>dev copy</title>")
+    (site / "pages" / "x.js").write_text("export const x = 1;\n")
+    rest = ui.start_rest(ui.ingests[0], TESSERA_UI_DIR=site)
+    status, body, headers = call(rest, "GET", "/ui/")
+    assert status == 200 and b"dev copy" in body and headers["Content-Type"].startswith("text/html")
+    status, body, headers = call(rest, "GET", "/ui/pages/x.js")
+    assert status == 200 and body == b"export const x = 1;\n"
+    assert headers["Content-Type"].startswith("text/javascript")
+    assert call(rest, "GET", "/ui/app.js")[0] == 404  # not the compiled-in one
+    assert call(rest, "GET", "/ui/pages")[0] == 404  # a folder is no file
+
+
+@pytest.fixture(scope="session")
+def ohif_dir():
+    """scripts/fetch-viewer into the build directory (the pinned @ohif/app, its
+    SHA-512 checked; the tarball cached in ~/.cache/tessera)."""
+    from conftest import BUILD
+    out = BUILD / "viewer"
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([str(root / "scripts/fetch-viewer"), str(out)], check=True, timeout=900)
+    return out
+
+
+def test_ohif_opens_a_ct_series(ui, drive, tmp_path, ohif_dir):
+    """rest with TESSERA_VIEWER_DIR: the study row's OHIF link opens OHIF on the
+    study through Tessera's /dicom-web/, and its viewport shows the pixels of the
+    100-image CT."""
+    # TESSERA_UI_OHIF_SLICES=500: the figure of the README (click to first image)
+    slices = int(os.environ.get("TESSERA_UI_OHIF_SLICES", "100"))
+    rest = ui.start_rest(ui.ingests[0], TESSERA_VIEWER_DIR=ohif_dir,
+                         TESSERA_REDIS_URL=ui.redis_url, TESSERA_QUERY_BUS=ui.q.bus)
+    upload(rest, make_study(tmp_path / "o", "UI-OHIF", "OHIF^CT", "1.2.826.0.1.3680043.8.498.90",
+                            series=1, per_series=slices))
+    # a path that names no file is OHIF's index.html; files keep their types
+    status, body, headers = call(rest, "GET", "/viewer/viewer")
+    assert status == 200 and b'window.PUBLIC_URL="/viewer/"' in body
+    status, _, headers = call(rest, "GET", "/viewer/app-config.js")
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+    assert call(rest, "GET", "/viewer/nope.js")[0] == 404
+    got = drive("ohif", tmp_path / "ui-shots", base=rest.url, name="OHIF")
+    assert got["href"] == "/viewer/viewer?StudyInstanceUIDs=1.2.826.0.1.3680043.8.498.90"
+    assert got["levels"] > 20, got
+    print(f"OHIF, {slices} images: click to first image {got['firstImageMs']} ms; "
+          f"first request of each kind and last answers (ms): {got['marks']}")
+
+
+def haproxy(tmp_path, rests):
+    """HAProxy in HTTP mode, round robin over the rest processes, no stickiness:
+    each request may land on another replica."""
+    from conftest import free_port
+    port = free_port()
+    conf = tmp_path / "haproxy.cfg"
+    servers = "\n".join(f"    server rest-{i} 127.0.0.1:{r.port}" for i, r in enumerate(rests))
+    conf.write_text(f"""global
+    maxconn 64
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend http
+    bind 127.0.0.1:{port}
+    default_backend rest
+backend rest
+    balance roundrobin
+{servers}
+""")
+    p = subprocess.Popen(["haproxy", "-db", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/ui/", timeout=1)
+            break
+        except urllib.error.HTTPError:
+            break  # 401: it answers
+        except OSError:
+            time.sleep(0.05)
+    return p, url
+
+
+def test_behind_haproxy_two_replicas_with_auth(ui, drive, tmp_path):
+    """Two rest replicas with Basic auth behind HAProxy's round robin: signed in
+    once, the UI searches, sends a study and follows its job to Success; the
+    polling of the job went to both replicas (no sticky session needed)."""
+    ing = ui.ingests[0]
+    env = dict(TESSERA_HTTP_AUTH="on", TESSERA_HTTP_USERS=":".join(USER),
+               TESSERA_REDIS_URL=ui.redis_url, TESSERA_QUERY_BUS=ui.q.bus)
+    rests = [ui.start_rest(ing, **env), ui.start_rest(ing, **env)]
+    upload(ui.rest, make_study(tmp_path / "s", "UI-HA", "HA^PROXY", "1.2.826.0.1.3680043.8.498.91",
+                               series=2, per_series=10))
+    scp = StoreScp(tmp_path / "scp").start()
+    proxy, url = haproxy(tmp_path, rests)
+    try:
+        assert call(ui.rest, "PUT", "/modalities/ws1", ["STORESCP", "127.0.0.1", scp.port])[0] == 200
+        got = drive("auth", tmp_path / "ui-shots", expect_failed=r"^401 /ui/$", base=url,
+                    user=USER[0], password=USER[1])
+        assert len(got["rows"]) == 1 and got["rows"][0][1] == "UI-HA", got
+        got = drive("send", tmp_path / "ui-shots", base=url, user=USER[0], password=USER[1],
+                    study=lookup_id(ui.rest, "1.2.826.0.1.3680043.8.498.91"), modality="ws1")
+        assert any("Success 100%" in s for s in got["seen"]), got["seen"]
+        assert len(scp.received()) == 20
+        polled = [r.read_log().count("uri=/jobs/") for r in rests]
+        assert all(n > 0 for n in polled), polled
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+        scp.stop()
+
+
+def test_system_page(ui, drive, tmp_path):
+    rest = ui.rest
+    upload(rest, make_study(tmp_path / "s", "UI-SYS", "SYS^TEM", "1.2.826.0.1.3680043.8.498.78",
+                            series=1, per_series=2))
+    got = drive("system", tmp_path / "ui-shots", base=rest.url)
+    assert "CountInstances\n2" in got["text"] or "CountInstances\t2" in got["text"], got["text"]
+    assert "TesseraVersion" in got["text"] and "answered in" in got["text"]
+
+
+def test_basic_auth_protects_the_ui_like_the_api(ui, drive, tmp_path):
+    """Authentication on: /ui/ and its files are 401 without credentials, exactly
+    like /studies; the browser's sign-in (puppeteer's page.authenticate answers
+    the Basic challenge) opens a working UI."""
+    ing = ui.ingests[0]
+    rest = ui.start_rest(ing, TESSERA_HTTP_AUTH="on", TESSERA_HTTP_USERS=":".join(USER),
+                         TESSERA_REDIS_URL=ui.redis_url, TESSERA_QUERY_BUS=ui.q.bus)
+    upload(ui.rest, make_study(tmp_path / "s", "UI-AUTH", "AUTH^ME", "1.2.826.0.1.3680043.8.498.79",
+                               series=1, per_series=1))
+    for path in ("/ui/", "/ui/app.js", "/ui/pages/search.js", "/", "/studies"):
+        status, _, headers = call(rest, "GET", path)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Basic"), path
+    got = drive("auth", tmp_path / "ui-shots", expect_failed=r"^401 /ui/$", base=rest.url, user=USER[0], password=USER[1])
+    assert "ERR_INVALID_AUTH_CREDENTIALS" in got["without"] and got["withStatus"] == 200
+    assert len(got["rows"]) == 1 and got["rows"][0][1] == "UI-AUTH", got

@@ -1,0 +1,43 @@
+/* OHIF's configuration as Tessera serves it under /viewer/ (written over the
+ * package's own app-config.js by scripts/fetch-viewer): one DICOMweb data source,
+ * Tessera's own /dicom-web/ on the same origin (so no CORS, and the browser's
+ * Basic credentials for this origin go with every request). */
+window.config = {
+  name: 'tessera',
+  routerBasename: '/viewer',
+  extensions: [],
+  modes: [],
+  customizationService: {},
+  showStudyList: true,
+  maxNumberOfWebWorkers: 3,
+  showWarningMessageForCrossOrigin: false,
+  showCPUFallbackMessage: false,
+  showLoadingIndicator: true,
+  investigationalUseDialog: { option: 'never' },
+  maxNumRequests: { interaction: 100, thumbnail: 5, prefetch: 10 },
+  showErrorDetails: 'always',
+  defaultDataSourceName: 'tessera',
+  dataSources: [
+    {
+      namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
+      sourceName: 'tessera',
+      configuration: {
+        friendlyName: 'Tessera',
+        name: 'tessera',
+        wadoUriRoot: '/wado',
+        qidoRoot: '/dicom-web',
+        wadoRoot: '/dicom-web',
+        qidoSupportsIncludeField: true,
+        imageRendering: 'wadors',
+        thumbnailRendering: 'wadors',
+        enableStudyLazyLoad: true,
+        supportsFuzzyMatching: false,
+        supportsWildcard: true,
+        staticWado: false,
+        singlepart: 'bulkdata,video',
+        bulkDataURI: { enabled: true },
+        omitQuotationForMultipartRequest: true,
+      },
+    },
+  ],
+};
