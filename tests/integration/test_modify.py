@@ -669,6 +669,15 @@ def test_create_dicom_like_orthanc(mcluster, orthanc, tmp_path):  # noqa: F811
             assert a[level] == b[level] == body["Parent"]
         if "Force" in body:
             assert ours.StudyInstanceUID == body["Tags"]["StudyInstanceUID"]
+    # the audit trail records each creation as a store, as an upload
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        rows = mcluster.sql("SELECT action FROM audit_log WHERE request LIKE "
+                            "'POST /tools/create-dicom%'")
+        if len(rows) >= len(bodies):
+            break
+        time.sleep(0.1)
+    assert [r[0] for r in rows] == ["store"] * len(bodies)
 
 
 def test_create_dicom_bad_requests_like_orthanc(mcluster, orthanc, tmp_path):  # noqa: F811
