@@ -25,6 +25,8 @@ import io
 import json
 import os
 import signal
+import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -105,10 +107,21 @@ def uid_map(before, after, prefix="", acc=None):
     return acc
 
 
+def dcmdump_ok(data):
+    """dcmtk's dcmdump reads the whole file without an error or warning."""
+    with tempfile.NamedTemporaryFile(suffix=".dcm") as f:
+        f.write(data)
+        f.flush()
+        p = subprocess.run(["dcmdump", "-q", f.name], capture_output=True, text=True,
+                           errors="replace")
+    return p.returncode == 0 and not p.stderr.strip()
+
+
 def modified_file(server, path, body):
     status, data, headers = call(server, "POST", path, body)
     assert status == 200, (path, body, data)
     assert headers.get("Content-Type") == "application/dicom"
+    assert dcmdump_ok(data), (path, body)
     return parse(data)
 
 
