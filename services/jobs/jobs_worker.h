@@ -27,6 +27,8 @@ typedef struct jobs_service {
     int dicom_timeout_s;
     long long archive_max_rate; /* bytes per second an Archive job writes at most; 0: no limit */
     ts_bus_client *deleters;    /* PUSH nudges after deletions (BulkDelete); NULL: none */
+    ts_bus_client *ingest;      /* ingest's store socket (ResourceModification); NULL: none */
+    int bus_timeout_ms;
     atomic_bool stopping;
     ts_metric *m_sent;
     ts_metric *m_jobs[3]; /* success, failure, interrupted */

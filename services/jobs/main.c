@@ -21,6 +21,7 @@
 #include "domain/jobs.h"
 #include "jobs_archive.h"
 #include "jobs_bulk_delete.h"
+#include "jobs_modify.h"
 #include "jobs_move.h"
 #include "jobs_peer.h"
 #include "jobs_router.h"
@@ -86,6 +87,9 @@ static void run_job(slot *s)
         jobs_archive_run(w, c, &o);
     } else if (strcmp(c->type, "BulkDelete") == 0) {
         jobs_bulk_delete_run(w, c, &o);
+    } else if (strcmp(c->type, "ResourceModification") == 0 || strcmp(c->type, "SplitStudy") == 0 ||
+               strcmp(c->type, "MergeStudy") == 0) {
+        jobs_modify_run(w, c, &o);
     } else {
         o.code = 2;
         snprintf(o.description, sizeof(o.description), "Not implemented yet");
@@ -247,6 +251,13 @@ int main(int argc, char **argv)
         ts_bus_pusher_new(deleters, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
                           &svc.deleters, &err))
         die("bus", &err);
+    /* modified copies go through ingest's one write path (ResourceModification) */
+    const char *ingest = ts_config_str("TESSERA_INGEST_BUS");
+    if (ingest[0] &&
+        ts_bus_client_new(ingest, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
+                          (size_t)ts_config_int("TESSERA_BUS_MAX_MESSAGE"), &svc.ingest, &err))
+        die("bus", &err);
+    svc.bus_timeout_ms = (int)ts_config_int("TESSERA_BUS_TIMEOUT") * 1000;
     svc.redis_url = ts_config_str("TESSERA_REDIS_URL");
     svc.lease_ms = (int)ts_config_int("TESSERA_JOBS_LEASE") * 1000;
     svc.history = (int)ts_config_int("TESSERA_JOBS_HISTORY");
@@ -309,6 +320,7 @@ int main(int argc, char **argv)
     ts_jobs_free(keeper_redis);
     ts_metrics_server_free(metrics);
     ts_bus_client_free(svc.deleters);
+    ts_bus_client_free(svc.ingest);
     ts_store_free(svc.store);
     ts_db_pool_free(svc.db);
     ts_info("stopped", NULL);

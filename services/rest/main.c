@@ -19,6 +19,7 @@
 #include "rest_audit.h"
 #include "domain/audit.h"
 #include "rest_content.h"
+#include "rest_create.h"
 #include "rest_attachments.h"
 #include "rest_delete.h"
 #include "rest_dicomweb_common.h"
@@ -33,6 +34,7 @@
 #include "rest_peers.h"
 #include "rest_queries.h"
 #include "rest_metadata.h"
+#include "rest_modify.h"
 #include "rest_resources.h"
 #include "rest_routes.h"
 #include "rest_system.h"
@@ -329,6 +331,31 @@ static const rest_route routes[] = {
      REST_SCOPE_RESOURCE},
     {"GET", "/instances/*/frames/*/raw.gz", rest_image_raw_gz, REST_BODY_SMALL, REST_ROLE_READ,
      REST_SCOPE_RESOURCE},
+    /* modification and anonymization (rest_modify.c, rest_create.c) */
+    {"POST", "/instances/*/modify", rest_modify_instance, REST_BODY_SMALL, REST_ROLE_READ,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/instances/*/anonymize", rest_modify_instance, REST_BODY_SMALL, REST_ROLE_READ,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/series/*/modify", rest_modify_resource, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/series/*/anonymize", rest_modify_resource, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/studies/*/modify", rest_modify_resource, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/studies/*/anonymize", rest_modify_resource, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/patients/*/modify", rest_modify_resource, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/patients/*/anonymize", rest_modify_resource, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/studies/*/split", rest_split_study, REST_BODY_LARGE, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"POST", "/studies/*/merge", rest_merge_study, REST_BODY_LARGE, REST_ROLE_WRITE,
+     REST_SCOPE_RESOURCE},
+    {"GET", "/tools/generate-uid", rest_generate_uid, REST_BODY_SMALL, REST_ROLE_READ,
+     REST_SCOPE_PUBLIC},
+    {"POST", "/tools/create-dicom", rest_create_dicom, REST_BODY_INSTANCE, REST_ROLE_WRITE,
+     REST_SCOPE_NONE},
     /* modalities (rest_modalities.c), jobs (rest_jobs.c), peers (rest_peers.c) */
     {"GET", "/modalities", rest_list_modalities, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_NONE},
     {"GET", "/modalities/*", rest_get_modality, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_NONE},

@@ -32,6 +32,7 @@ static const char *action_of(const char *method, const char *pattern)
                                                 "/tools/lookup",
                                                 "/tools/create-archive",
                                                 "/tools/create-media",
+                                                "/tools/create-dicom",
                                                 "/modalities/*/store",
                                                 "/peers/*/store",
                                                 NULL};
@@ -64,6 +65,8 @@ static const char *action_of(const char *method, const char *pattern)
             return "store";
         if (starts_with(pattern, "/tools/find") || starts_with(pattern, "/tools/lookup"))
             return "query";
+        if (strcmp(pattern, "/tools/create-dicom") == 0)
+            return "store"; /* a new instance, as an upload */
         if (strstr(pattern, "/archive") || strstr(pattern, "/media") ||
             ends_with(pattern, "/store") || starts_with(pattern, "/tools/create-"))
             return "export";

@@ -347,6 +347,8 @@ class Cluster:
                     "TESSERA_REDIS_URL": self.start_redis().url,
                     "TESSERA_JOBS_LEASE": "2",
                     "TESSERA_INGEST_BUS_LISTEN": "", "TESSERA_EVENTS_LISTEN": ""})
+        if self.ingests:  # ResourceModification stores its copies through ingest
+            env["TESSERA_INGEST_BUS"] = self.ingests[0].bus
         env.update({k: str(v) for k, v in overrides.items()})
         j = Jobs(env, self.base / f"jobs-{n}.log")
         self.jobs.append(j)

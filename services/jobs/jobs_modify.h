@@ -1,0 +1,26 @@
+/* The ResourceModification job (Orthanc's type): POST /{patients,studies,
+ * series}/{id}/modify|anonymize. Input: {"Body": the request, "Anonymize",
+ * "Level", "Secret" (new UIDs derive from it, so any worker gives the same
+ * ones), "PatientID"/"PatientName" (anonymization), "KeepSource", "Resource",
+ * "Instances": [public ids]}. Each instance is read, modified
+ * (lib/dicom/dicom_modify.h), written to the storage area's tmp/ and stored
+ * through ingest's one write path (the `store` bus, as REST uploads); then its
+ * AnonymizedFrom/ModifiedFrom metadata are set as Orthanc sets them. Each
+ * done instance goes into the job's done set with the id of its copy, so a
+ * job taken over after a worker died goes on with the others (a copy stored
+ * twice is "AlreadyStored", never a duplicate). KeepSource false: once all are
+ * stored, the originals are deleted through lib/domain/delete.h.
+ *
+ * SplitStudy and MergeStudy (POST /studies/{id}/split and /merge) run here too:
+ * series-level modifications whose StudyInstanceUID and patient/study tags
+ * come from REST (split: a new study UID and the body's Replace/Remove) or from
+ * one instance of the target study (merge: input "Target"); no metadata, and
+ * KeepSource is false unless asked, as in Orthanc. */
+#ifndef JOBS_MODIFY_H
+#define JOBS_MODIFY_H
+
+#include "jobs_worker.h"
+
+void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out);
+
+#endif
