@@ -431,7 +431,15 @@ def test_cancel_from_another_rest(mcluster, tmp_path):
         if job["State"] == "Running" and job["Progress"] >= 2:
             break
         time.sleep(0.02)
-    assert call(other, "POST", f"/jobs/{started['ID']}/cancel", {})[0] == 200
+    # ingest held still while the cancel is sent, so that the job cannot finish
+    # first on a slow or busy machine; the copies in flight complete after it
+    for ing in mcluster.ingests:
+        ing.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert call(other, "POST", f"/jobs/{started['ID']}/cancel", {})[0] == 200
+    finally:
+        for ing in mcluster.ingests:
+            ing.proc.send_signal(signal.SIGCONT)
     job = wait_job(rest, started["ID"], {"Failure"}, timeout=30)
     assert job["ErrorDescription"] == "Canceled job"
     time.sleep(1.5)
