@@ -422,20 +422,21 @@ def test_cancel_from_another_rest(mcluster, tmp_path):
     n = 150
     answers = big_study(tmp_path, rest, n, "1.2.826.0.1.3680043.8.498.96")
     study = answers[0]["ParentStudy"]
-    status, started, _ = call(rest, "POST", f"/studies/{study}/modify",
-                              {"Replace": {"StudyDescription": "c"}, "Asynchronous": True})
-    assert status == 200
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        job = call(other, "GET", f"/jobs/{started['ID']}")[1]
-        if job["State"] == "Running" and job["Progress"] >= 2:
-            break
-        time.sleep(0.02)
-    # ingest held still while the cancel is sent, so that the job cannot finish
-    # first on a slow or busy machine; the copies in flight complete after it
+    # ingest held still: the job's first copies wait in its store calls, so the
+    # cancel arrives mid-way however fast or loaded the machine is; the copies in
+    # flight complete once ingest goes on, then the worker stops
     for ing in mcluster.ingests:
         ing.proc.send_signal(signal.SIGSTOP)
     try:
+        status, started, _ = call(rest, "POST", f"/studies/{study}/modify",
+                                  {"Replace": {"StudyDescription": "c"}, "Asynchronous": True})
+        assert status == 200
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if call(other, "GET", f"/jobs/{started['ID']}")[1]["State"] == "Running":
+                break
+            time.sleep(0.02)
+        time.sleep(1)  # the worker reads the study and sends its first copies
         assert call(other, "POST", f"/jobs/{started['ID']}/cancel", {})[0] == 200
     finally:
         for ing in mcluster.ingests:
