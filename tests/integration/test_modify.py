@@ -438,6 +438,9 @@ def test_cancel_from_another_rest(mcluster, tmp_path):
             time.sleep(0.02)
         time.sleep(1)  # the worker reads the study and sends its first copies
         assert call(other, "POST", f"/jobs/{started['ID']}/cancel", {})[0] == 200
+        # the jobs process's keeper sees the cancel within half a second (the
+        # lease renewal) and tells the worker, still waiting on ingest
+        time.sleep(1.5)
     finally:
         for ing in mcluster.ingests:
             ing.proc.send_signal(signal.SIGCONT)
