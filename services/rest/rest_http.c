@@ -726,7 +726,7 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
     if (req->stream) {
         /* 256 KiB per read: fewer callbacks and sends for large answers (WADO-RS
          * retrieve of a 1,000-instance series: 0.44 of cat's rate with 64 KiB,
-         * 0.46 with 256 KiB, /tmp-free measurement in the issue 17 note); MHD owns
+         * 0.46 with 256 KiB, on a busy machine); MHD owns
          * the stream from here, also on failure */
         uint64_t size = req->stream->size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)req->stream->size;
         resp = MHD_create_response_from_callback(size, 256 * 1024, stream_reader, req->stream,
