@@ -403,7 +403,7 @@ void rest_dw_search(rest_request *req)
     fr.expand = q->all;
     fr.limit = q->limit;
     fr.since = q->offset;
-    fr.case_matching = !q->fuzzy && ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN")
+    fr.case_matching = !q->fuzzy && ts_cfg_bool(TESSERA_QUERY_CASE_SENSITIVE_PN)
                            ? TESSERA__CASE_MATCHING__CASE_EXACT
                            : TESSERA__CASE_MATCHING__CASE_FOLD_PERSON_NAMES;
     ts_err err;

@@ -662,8 +662,8 @@ static bool authorised(rest_server *srv, struct MHD_Connection *conn, char *who,
  * TESSERA_HTTP_USERS_FILE ("user:password"; # comments). */
 static int load_users(rest_server *srv, ts_err *err)
 {
-    const char *inline_users = ts_config_str("TESSERA_HTTP_USERS");
-    const char *file = ts_config_str("TESSERA_HTTP_USERS_FILE");
+    const char *inline_users = ts_cfg_str(TESSERA_HTTP_USERS);
+    const char *file = ts_cfg_str(TESSERA_HTTP_USERS_FILE);
     char *text = strdup(inline_users);
     if (!text)
         abort();
@@ -920,8 +920,8 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
 
     /* HTTP Basic authentication: on unless off, and by default whenever the
      * service listens beyond loopback. */
-    const char *bind_addr = ts_config_str("TESSERA_HTTP_BIND");
-    const char *auth = ts_config_str("TESSERA_HTTP_AUTH");
+    const char *bind_addr = ts_cfg_str(TESSERA_HTTP_BIND);
+    const char *auth = ts_cfg_str(TESSERA_HTTP_AUTH);
     srv->auth = strcmp(auth, "on") == 0 || (strcmp(auth, "auto") == 0 && !is_loopback(bind_addr));
     int rc = load_users(srv, err);
     if (rc == 0 && srv->auth && srv->nusers == 0)
