@@ -310,9 +310,8 @@ static int group_setup(void **state)
                                .max_dataset = 1 << 20,
                                .max_pending = 8,
                                .max_pending_per_peer = 8};
-    ts_dicom_qr_callbacks cb = {.retrieve_user = &g.retrieve,
-                                .move = ts_retrieve_move,
-                                .get = ts_retrieve_get};
+    ts_dicom_qr_callbacks cb = {
+        .retrieve_user = &g.retrieve, .move = ts_retrieve_move, .get = ts_retrieve_get};
     if (ts_dicom_qr_scp_new(&cfg, &cb, &g.scp, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
@@ -399,8 +398,8 @@ static void test_move_missing_file_is_a_failed_suboperation(void **state)
     char path[PATH_MAX];
     ts_err err = {0};
     assert_int_equal(ts_store_path(g.store, n[1].file, path, sizeof(path), &err), 0);
-    assert_int_equal(unlink(path), 0); /* indexed, but its file is gone */
-    name_instances(n, 3, TS_QR_SUCCESS);  /* and one with no file at all */
+    assert_int_equal(unlink(path), 0);   /* indexed, but its file is gone */
+    name_instances(n, 3, TS_QR_SUCCESS); /* and one with no file at all */
     assert_int_equal(move_to("DEST", &err), TS_EDICOM);
     assert_contains(err.msg, "0xB000");
     char got[4][128];
@@ -518,7 +517,8 @@ static void test_get_missing_file(void **state)
     if (count != 1)
         fail_msg("getscu received %zu files:\n%s", count, out);
     assert_string_equal(got[0], CT_UID);
-    assert_contains(out, "Received C-GET Response (Warning: SubOperationsCompleteOneOrMoreFailures)");
+    assert_contains(out,
+                    "Received C-GET Response (Warning: SubOperationsCompleteOneOrMoreFailures)");
     assert_contains(out, "Number of Completed Suboperations : 1");
     assert_contains(out, "Number of Failed Suboperations    : 1");
     free(out);
