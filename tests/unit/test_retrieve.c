@@ -122,7 +122,8 @@ static void store_file(const char *path, char uuid[TS_UUID_LEN + 1])
 
 static void name_instances(const named *n, size_t count, uint16_t find_status)
 {
-    memcpy(g.names, n, count * sizeof(*n));
+    if (count)
+        memcpy(g.names, n, count * sizeof(*n));
     g.nnames = count;
     g.find_status = find_status;
 }
