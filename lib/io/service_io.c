@@ -38,10 +38,13 @@ static int ping(ts_db *db, void *arg, ts_err *err)
 
 bool ts_service_db_health(void *pool, char *reason, size_t size)
 {
+    /* A connection opened before PostgreSQL restarted fails once and is dropped;
+     * that says nothing of now, so a failure counts only when a second try,
+     * on a fresh connection, fails too. */
     ts_err err;
-    if (ts_db_with_conn(pool, ping, NULL, &err)) {
-        snprintf(reason, size, "%s", err.msg);
-        return false;
-    }
-    return true;
+    for (int attempt = 0; attempt < 2; attempt++)
+        if (ts_db_with_conn(pool, ping, NULL, &err) == 0)
+            return true;
+    snprintf(reason, size, "%s", err.msg);
+    return false;
 }

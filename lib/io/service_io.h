@@ -21,7 +21,9 @@ ts_db_pool *ts_service_db(const ts_db_options *opt);
 ts_store *ts_service_store(void);
 
 /* A ts_health_fn: healthy when a connection of the pool `pool` answers
- * SELECT 1; otherwise writes the database's error to reason. */
+ * SELECT 1 (tried twice, so that a connection left over from before a restart
+ * of PostgreSQL does not count); otherwise writes the database's error to
+ * reason. */
 bool ts_service_db_health(void *pool, char *reason, size_t size);
 
 #endif
