@@ -11,8 +11,8 @@ PKGS_BUILD="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-d
 PKGS_RUN="postgresql redis-server dcmtk"
 # the libFuzzer targets (scripts/fuzz; scripts/test runs them over their corpus)
 PKGS_FUZZ="clang"
-PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-numpy python3-psycopg2
-  orthanc orthanc-dicomweb haproxy chromium"  # orthanc (+ its DICOMweb plugin): the references the tests compare with; haproxy: DICOMweb URLs behind it; chromium: CORS in a browser
+PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pytest-xdist python3-pydicom python3-numpy python3-psycopg2
+  orthanc orthanc-dicomweb haproxy chromium"  # orthanc (+ its DICOMweb plugin): the references the tests compare with; haproxy: DICOMweb URLs behind it; chromium: CORS in a browser; xdist: the integration files on several workers
 # bench/run: Orthanc with its PostgreSQL index plugin as the reference, wrk for HTTP load
 PKGS_BENCH="postgresql dcmtk python3 python3-pydicom python3-numpy python3-psycopg2
   python3-pytest orthanc orthanc-postgresql wrk"
