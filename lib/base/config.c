@@ -9,205 +9,26 @@
 
 extern char **environ;
 
-/* Every setting of every service. Keep in step with README.md ("Configuration"). */
+/* The table, in ts_setting order (lib/base/settings.def). */
 static const ts_cfg_setting settings[] = {
-    {"TESSERA_CONFIG_FILE", TS_CFG_STRING, "", 0, 0, NULL,
-     "optional file of NAME=value lines, read before the environment"},
-    {"TESSERA_LOG_LEVEL", TS_CFG_CHOICE, "info", 0, 0, "debug|info|warn|error", "log level"},
-    {"TESSERA_DB_URL", TS_CFG_STRING, "dbname=tessera", 0, 0, NULL,
-     "libpq connection string of the PostgreSQL index"},
-    {"TESSERA_DB_READ_URL", TS_CFG_STRING, "", 0, 0, NULL,
-     "libpq connection string of a read replica: query's matching and rest's reads run their "
-     "read-only transactions there (over as many connections again), and may see the index a "
-     "moment behind; empty: the primary"},
-    {"TESSERA_DB_POOL_SIZE", TS_CFG_INT, "8", 1, 256, NULL,
-     "database connections per process (one per worker thread)"},
-    {"TESSERA_DB_MAX_RETRIES", TS_CFG_INT, "10", 0, 100, NULL,
-     "replays of a transaction that failed with a serialization failure or deadlock "
-     "(each waits 100 ms more plus jitter); then HTTP 503 / DICOM 0xA700"},
-    {"TESSERA_DB_ISOLATION", TS_CFG_CHOICE, "read-committed", 0, 0,
-     "read-committed|repeatable-read|serializable", "isolation level of write transactions"},
-    {"TESSERA_DB_CONNECT_TIMEOUT", TS_CFG_INT, "5", 1, 600, NULL,
-     "seconds to wait for a database connection"},
-    {"TESSERA_REDIS_URL", TS_CFG_STRING, "redis://127.0.0.1:6379", 0, 0, NULL,
-     "Redis server of the job registry (redis://host:port or unix:///path)"},
-    {"TESSERA_STORAGE_DIR", TS_CFG_STRING, "./var/storage", 0, 0, NULL,
-     "root of the storage area (shared by every service)"},
-    {"TESSERA_STORAGE_PREPARE", TS_CFG_BOOL, "true", 0, 0, NULL,
-     "ingest makes every aa/bb directory of the storage area at its first start (1.5 s, 270 MB "
-     "on ext4) so that no write makes a directory"},
-    {"TESSERA_DICOM_AET", TS_CFG_STRING, "TESSERA", 0, 0, NULL, "our DICOM AE title"},
-    {"TESSERA_DICOM_PORT", TS_CFG_INT, "4242", 1, 65535, NULL, "DICOM port of ingest"},
-    {"TESSERA_DICOM_MAX_ASSOCIATIONS", TS_CFG_INT, "16", 1, 1000, NULL,
-     "concurrent DICOM associations per ingest process; more are rejected (transient)"},
-    {"TESSERA_DICOM_CHECK_CALLED_AET", TS_CFG_BOOL, "false", 0, 0, NULL,
-     "reject associations whose called AE title is not ours"},
-    {"TESSERA_DICOM_REGISTERED_AES_ONLY", TS_CFG_BOOL, "false", 0, 0, NULL,
-     "accept associations only from AE titles in the modalities table"},
-    {"TESSERA_DICOM_TIMEOUT", TS_CFG_INT, "30", 1, 3600, NULL,
-     "seconds of silence after which a DICOM association is dropped"},
-    {"TESSERA_DICOM_MAX_PENDING", TS_CFG_INT, "64", 1, 10000, NULL,
-     "DICOM connections whose association request has not arrived whole yet, per process; "
-     "more are closed at once"},
-    {"TESSERA_DICOM_MAX_PENDING_PER_PEER", TS_CFG_INT, "8", 1, 10000, NULL,
-     "the same per peer IP address, so that one peer's idle connections cannot crowd out "
-     "others"},
-    {"TESSERA_DICOM_MAX_PDU", TS_CFG_INT, "65536", 4096, 131072, NULL,
-     "maximum PDU length we receive"},
-    {"TESSERA_OVERWRITE_INSTANCES", TS_CFG_BOOL, "false", 0, 0, NULL,
-     "replace an instance that is already stored (Orthanc's OverwriteInstances)"},
-    {"TESSERA_MAX_INSTANCE_SIZE", TS_CFG_INT, "1073741824", 1024, 17179869184L, NULL,
-     "largest instance accepted, in bytes"},
-    {"TESSERA_HTTP_PORT", TS_CFG_INT, "8042", 1, 65535, NULL, "HTTP port of rest"},
-    {"TESSERA_HTTP_MAX_CONNECTIONS", TS_CFG_INT, "64", 1, 10000, NULL,
-     "concurrent HTTP connections per rest process (one thread each)"},
-    {"TESSERA_USER_METADATA", TS_CFG_STRING, "", 0, 0, NULL,
-     "user metadata names and numbers, e.g. \"Comment=1024,Reviewer=1025\" (Orthanc's "
-     "UserMetadata)"},
-    {"TESSERA_USER_CONTENT_TYPES", TS_CFG_STRING, "", 0, 0, NULL,
-     "user attachment names and numbers, e.g. \"report=1024\" (Orthanc's UserContentType)"},
-    {"TESSERA_NAME", TS_CFG_STRING, "Tessera", 0, 0, NULL, "the Name in GET /system"},
-    {"TESSERA_AUDIT", TS_CFG_BOOL, "true", 0, 0, NULL,
-     "record every access to patient data in the audit trail (audit_log; always logged)"},
-    {"TESSERA_AUDIT_QUEUE", TS_CFG_INT, "10000", 1, 1000000, NULL,
-     "audit events kept in memory while PostgreSQL cannot take them (then the oldest go)"},
-    {"TESSERA_AUDIT_RETENTION_DAYS", TS_CFG_INT, "365", 0, 36500, NULL,
-     "days the deleter keeps audit rows (0: forever)"},
-    {"TESSERA_STABLE_AGE", TS_CFG_INT, "60", 1, 86400, NULL,
-     "seconds without a new instance after which a patient/study/series is stable"},
-    /* jobs: the router (services/jobs/jobs_router.c) */
-    {"TESSERA_ROUTER", TS_CFG_BOOL, "true", 0, 0, NULL,
-     "run the stable sweep and the router in this jobs process"},
-    {"TESSERA_ROUTER_INTERVAL", TS_CFG_INT, "250", 10, 60000, NULL,
-     "milliseconds between two passes of the stable sweep and the router when idle"},
-    {"TESSERA_ROUTER_RETRY_DELAY", TS_CFG_INT, "10", 1, 3600, NULL,
-     "seconds before a failed route step is tried again, doubled each time up to 300"},
-    {"TESSERA_ROUTER_MAX_ATTEMPTS", TS_CFG_INT, "8", 1, 1000, NULL,
-     "attempts of a route step before its delivery is dead (listed, resubmitted over REST)"},
-    {"TESSERA_INGEST_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7410", 0, 0, NULL,
-     "where ingest's REP socket (store) listens"},
-    {"TESSERA_INGEST_BUS", TS_CFG_STRING, "127.0.0.1:7410", 0, 0, NULL,
-     "host:port of ingest's store socket; every address of host is dialled"},
-    {"TESSERA_EVENTS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7411", 0, 0, NULL,
-     "where this service publishes change events (empty: do not publish)"},
-    {"TESSERA_BUS_MAX_MESSAGE", TS_CFG_INT, "1100000000", 1024, 4294967295L, NULL,
-     "largest message accepted on any bus socket, in bytes"},
-    {"TESSERA_BUS_WORKERS", TS_CFG_INT, "4", 1, 256, NULL,
-     "concurrent requests served on a bus socket"},
-    {"TESSERA_BUS_TIMEOUT", TS_CFG_INT, "60", 1, 3600, NULL,
-     "seconds a bus request waits for its reply"},
-    {"TESSERA_BUS_RESOLVE_INTERVAL", TS_CFG_INT, "5", 1, 3600, NULL,
-     "seconds between two resolutions of a service's host name"},
-    {"TESSERA_METRICS_PORT", TS_CFG_INT, "0", 0, 65535, NULL,
-     "port serving /metrics (Prometheus) and /health; 0: none"},
-    {"TESSERA_HTTP_BIND", TS_CFG_STRING, "0.0.0.0", 0, 0, NULL,
-     "address rest listens on (an IPv4 or IPv6 address)"},
-    {"TESSERA_HTTP_AUTH", TS_CFG_CHOICE, "auto", 0, 0, "auto|on|off",
-     "HTTP Basic authentication; auto: on unless TESSERA_HTTP_BIND is loopback"},
-    {"TESSERA_HTTP_CORS_ORIGINS", TS_CFG_STRING, "", 0, 0, NULL,
-     "origins whose pages may call /dicom-web/ and /wado (CORS), as scheme://host[:port] "
-     "separated by commas, or * for any; empty: none"},
-    {"TESSERA_UI_DIR", TS_CFG_STRING, "", 0, 0, NULL,
-     "serve the web UI (/ui/) from this folder instead of the copy compiled into rest "
-     "(development: edit ui/ and reload)"},
-    {"TESSERA_VIEWER_DIR", TS_CFG_STRING, "", 0, 0, NULL,
-     "serve the OHIF viewer made by scripts/fetch-viewer from this folder at /viewer/; "
-     "empty: no viewer"},
-    {"TESSERA_HTTP_USERS", TS_CFG_STRING, "", 0, 0, NULL,
-     "REST users as user:password,user:password (prefer TESSERA_HTTP_USERS_FILE)"},
-    {"TESSERA_HTTP_USERS_FILE", TS_CFG_STRING, "", 0, 0, NULL,
-     "a file of REST users, one user:password per line (a compose secret)"},
-    {"TESSERA_HTTP_USER_ROLES", TS_CFG_STRING, "", 0, 0, NULL,
-     "roles of REST users as user=admin|write|read[:label|label...],...; a user not named is "
-     "an admin; labels restrict reading to the studies carrying one of them"},
-    {"TESSERA_HTTP_TLS_CERT", TS_CFG_STRING, "", 0, 0, NULL,
-     "PEM certificate chain (server certificate first) for HTTPS in rest; re-read on SIGHUP; "
-     "empty: plain HTTP"},
-    {"TESSERA_HTTP_TLS_KEY", TS_CFG_STRING, "", 0, 0, NULL,
-     "PEM private key of TESSERA_HTTP_TLS_CERT; re-read on SIGHUP"},
-    {"TESSERA_JWT_JWKS_FILE", TS_CFG_STRING, "", 0, 0, NULL,
-     "a JWKS file whose keys (RSA >= 2048 bits, EC P-256) sign the bearer tokens rest accepts"},
-    {"TESSERA_JWT_JWKS_URL", TS_CFG_STRING, "", 0, 0, NULL,
-     "the jwks_uri of an OpenID Connect provider (instead of TESSERA_JWT_JWKS_FILE)"},
-    {"TESSERA_JWT_JWKS_REFRESH", TS_CFG_INT, "300", 1, 86400, NULL,
-     "seconds between two readings of the JWKS (also re-read soon after a token names an "
-     "unknown key)"},
-    {"TESSERA_JWT_ISSUER", TS_CFG_STRING, "", 0, 0, NULL,
-     "the iss a token must carry (empty: not checked)"},
-    {"TESSERA_JWT_AUDIENCE", TS_CFG_STRING, "", 0, 0, NULL,
-     "a value the token's aud must hold (empty: not checked)"},
-    {"TESSERA_JWT_LEEWAY", TS_CFG_INT, "60", 0, 3600, NULL,
-     "seconds of clock skew allowed on exp and nbf"},
-    {"TESSERA_JWT_NAME_CLAIM", TS_CFG_STRING, "sub", 0, 0, NULL,
-     "the claim naming the user (logs, API keys' CreatedBy)"},
-    {"TESSERA_JWT_ROLE_CLAIM", TS_CFG_STRING, "tessera_role", 0, 0, NULL,
-     "the claim (a dotted path, e.g. realm_access.roles) holding admin, write or read, as a "
-     "string or a list; none of them: no access"},
-    {"TESSERA_JWT_LABELS_CLAIM", TS_CFG_STRING, "tessera_labels", 0, 0, NULL,
-     "the claim (a dotted path) listing the labels whose studies the user may see; absent: "
-     "every study"},
-    {"TESSERA_HTTP_VISIBILITY_CACHE", TS_CFG_INT, "2", 0, 3600, NULL,
-     "seconds a rest replica reuses its answer to whether a label-scoped caller may see a "
-     "resource (a label changed through another replica is seen within this time); 0: asked "
-     "at every request"},
-    {"TESSERA_HTTP_API_KEY_CACHE", TS_CFG_INT, "5", 0, 3600, NULL,
-     "seconds an API key read from PostgreSQL is trusted by a rest replica (a revocation "
-     "reaches the other replicas within this time); 0: read at every request"},
-    {"TESSERA_MALLOC_ARENAS", TS_CFG_INT, "4", 1, 64, NULL,
-     "glibc malloc arenas of the process (M_ARENA_MAX): bounds RSS under many threads"},
-    /* deleter */
-    {"TESSERA_DELETER_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7413", 0, 0, NULL,
-     "where a deleter's PULL socket (nudges after deletions) listens"},
-    {"TESSERA_DELETER_BUS", TS_CFG_STRING, "127.0.0.1:7413", 0, 0, NULL,
-     "host:port of the deleters' nudge sockets (every address is dialled); empty: no nudges"},
-    {"TESSERA_DELETER_BATCH", TS_CFG_INT, "500", 1, 100000, NULL,
-     "files a deleter claims and removes per transaction (and removed resources whose rows it "
-     "purges)"},
-    {"TESSERA_DELETER_POLL_INTERVAL", TS_CFG_INT, "5", 1, 3600, NULL,
-     "seconds between two looks at the deletion queue without a nudge"},
-    {"TESSERA_DELETER_MAX_RATE", TS_CFG_INT, "0", 0, 1000000, NULL,
-     "files removed per second by one deleter at most; 0: no limit"},
-    {"TESSERA_STORE_INTENT_AGE", TS_CFG_INT, "60", 0, 86400, NULL,
-     "seconds after which a deleter settles a stored file whose writer left no answer "
-     "(removed unless a row refers to it)"},
-    {"TESSERA_QUERY_DICOM_PORT", TS_CFG_INT, "4252", 0, 65535, NULL,
-     "DICOM port of query (C-ECHO, C-FIND, C-MOVE, C-GET); 0: none"},
-    {"TESSERA_QUERY_LIMIT", TS_CFG_INT, "10000", 1, 10000000, NULL,
-     "most matches one C-FIND or find request returns (answers are held in memory)"},
-    {"TESSERA_QUERY_CASE_SENSITIVE_PN", TS_CFG_BOOL, "false", 0, 0, NULL,
-     "match person names case-sensitively (C-FIND; the bus request says for itself)"},
-    {"TESSERA_QUERY_BUS_LISTEN", TS_CFG_STRING, "tcp://127.0.0.1:7412", 0, 0, NULL,
-     "where query's REP socket (find) listens (empty: none)"},
-    {"TESSERA_QUERY_BUS", TS_CFG_STRING, "127.0.0.1:7412", 0, 0, NULL,
-     "host:port of query's find socket; every address of host is dialled; ingest relays "
-     "C-FIND there and gets the instances of C-MOVE/C-GET from it (empty: ingest offers no "
-     "Q/R)"},
-    /* C-FIND SCU answers kept for /queries (in Redis) */
-    {"TESSERA_QUERIES_TTL", TS_CFG_INT, "3600", 1, 604800, NULL,
-     "seconds a /queries entry (a C-FIND's answers) is kept in Redis after its query"},
-    {"TESSERA_QUERIES_HISTORY", TS_CFG_INT, "100", 1, 100000, NULL,
-     "/queries entries kept for the whole cluster, oldest dropped first (Orthanc's "
-     "QueryRetrieveSize)"},
-    /* jobs */
-    {"TESSERA_JOBS_WORKERS", TS_CFG_INT, "2", 1, 256, NULL,
-     "jobs run at once by one jobs process (one thread each)"},
-    {"TESSERA_JOBS_HISTORY", TS_CFG_INT, "100", 0, 1000000, NULL,
-     "finished jobs kept in the registry for the whole cluster (Orthanc's JobsHistorySize)"},
-    {"TESSERA_JOBS_LEASE", TS_CFG_INT, "10", 1, 3600, NULL,
-     "seconds a running job's lease lasts unless renewed; then another worker takes the job over"},
-    {"TESSERA_DICOM_DICTIONARY", TS_CFG_STRING, "", 0, 0, NULL,
-     "tags added to the DICOM dictionary, Orthanc's \"Dictionary\" option as JSON: "
-     "{\"gggg,eeee\": [VR, Name, MinMultiplicity, MaxMultiplicity, PrivateCreator]}"},
-    {"TESSERA_MOVE_JOBS", TS_CFG_BOOL, "true", 0, 0, NULL,
-     "ingest and query show each incoming C-MOVE in /jobs (Redis at TESSERA_REDIS_URL), where "
-     "REST can follow and cancel it; best effort: without Redis the C-MOVE goes on unlisted"},
-    {"TESSERA_JOBS_ARCHIVE_MAX_RATE", TS_CFG_INT, "0", 0, 10000000, NULL,
-     "KiB per second an Archive job writes at most (spare a busy disk); 0: no limit"},
+#define TS_SETTING(name, type, default_value, min, max, choices, help)                             \
+    {#name, TS_CFG_##type, default_value, min, max, choices, help},
+#include "base/settings.def"
+#undef TS_SETTING
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
+_Static_assert(N_SETTINGS == TS_SETTING_COUNT, "settings.def expanded twice alike");
 
-static char *values[N_SETTINGS];
+/* Each value as given, and parsed once at load for ts_cfg_int/ts_cfg_bool. */
+static struct {
+    char *text;
+    long number;
+    bool flag;
+    ts_cfg_pair *pairs; /* names point into pairs_text */
+    char *pairs_text;
+    size_t npairs;
+} values[N_SETTINGS];
 
 const ts_cfg_setting *ts_config_settings(size_t *count)
 {
@@ -256,6 +77,56 @@ static bool choice_ok(const char *choices, const char *v)
     return false;
 }
 
+/* Splits "a=1,b=2" into pairs (out may be NULL: only checks). A name is not
+ * empty and holds no '=' or ','; a number is an integer in min..max. */
+static int parse_pairs(const ts_cfg_setting *s, const char *v, const char *source,
+                       ts_cfg_pair **out, char **text_out, size_t *n_out, ts_err *err)
+{
+    char *text = strdup(v);
+    if (!text)
+        abort();
+    size_t n = 0, cap = 0;
+    ts_cfg_pair *pairs = NULL;
+    int rc = 0;
+    for (char *item = text; *item && rc == 0;) {
+        char *comma = strchr(item, ',');
+        if (comma)
+            *comma = '\0';
+        char *eq = strchr(item, '=');
+        char *end = NULL;
+        long number = 0;
+        if (eq) {
+            *eq = '\0';
+            errno = 0;
+            number = strtol(eq + 1, &end, 10);
+        }
+        if (!eq || eq == item || errno || end == eq + 1 || *end || number < s->min ||
+            number > s->max) {
+            rc = ts_err_set(err, TS_EINVAL,
+                            "%s (%s): '%s' is not a list of name=number (numbers %ld..%ld)",
+                            s->name, source, v, s->min, s->max);
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 4;
+            pairs = realloc(pairs, cap * sizeof(*pairs));
+            if (!pairs)
+                abort();
+        }
+        pairs[n++] = (ts_cfg_pair){item, number};
+        item = comma ? comma + 1 : item + strlen(item);
+    }
+    if (rc || !out) {
+        free(pairs);
+        free(text);
+        return rc;
+    }
+    *out = pairs;
+    *text_out = text;
+    *n_out = n;
+    return 0;
+}
+
 static int validate(const ts_cfg_setting *s, const char *v, const char *source, ts_err *err)
 {
     switch (s->type) {
@@ -277,6 +148,8 @@ static int validate(const ts_cfg_setting *s, const char *v, const char *source, 
                               s->name, source, v);
         return 0;
     }
+    case TS_CFG_PAIRS:
+        return parse_pairs(s, v, source, NULL, NULL, NULL, err);
     case TS_CFG_CHOICE:
         if (!choice_ok(s->choices, v))
             return ts_err_set(err, TS_EINVAL, "%s (%s): '%s' is not one of %s", s->name, source, v,
@@ -291,10 +164,20 @@ static int set_value(int idx, const char *v, const char *source, ts_err *err)
     int rc = validate(&settings[idx], v, source, err);
     if (rc)
         return rc;
-    free(values[idx]);
-    values[idx] = strdup(v);
-    if (!values[idx])
+    free(values[idx].text);
+    values[idx].text = strdup(v);
+    if (!values[idx].text)
         abort();
+    if (settings[idx].type == TS_CFG_INT)
+        values[idx].number = strtol(v, NULL, 10);
+    if (settings[idx].type == TS_CFG_BOOL)
+        parse_bool(v, &values[idx].flag);
+    if (settings[idx].type == TS_CFG_PAIRS) {
+        free(values[idx].pairs);
+        free(values[idx].pairs_text);
+        parse_pairs(&settings[idx], v, source, &values[idx].pairs, &values[idx].pairs_text,
+                    &values[idx].npairs, err);
+    }
     return 0;
 }
 
@@ -404,7 +287,7 @@ int ts_config_load(char **envp, ts_err *err)
             return rc;
     }
     ts_log_level lvl;
-    if (ts_log_level_parse(ts_config_str("TESSERA_LOG_LEVEL"), &lvl))
+    if (ts_log_level_parse(ts_cfg_str(TESSERA_LOG_LEVEL), &lvl))
         ts_log_set_level(lvl);
     return 0;
 }
@@ -412,33 +295,63 @@ int ts_config_load(char **envp, ts_err *err)
 static int must_find(const char *name)
 {
     int idx = find_setting(name);
-    if (idx < 0 || !values[idx]) {
+    if (idx < 0 || !values[idx].text) {
         fprintf(stderr, "BUG: configuration %s is not a setting or not loaded\n", name);
         abort();
     }
     return idx;
 }
 
+/* The value of s, which must be loaded and (unless any) of type want. */
+static int must_be(ts_setting s, bool any, ts_cfg_type want)
+{
+    if ((unsigned)s >= N_SETTINGS || !values[s].text || (!any && settings[s].type != want)) {
+        fprintf(stderr, "BUG: configuration %d is not loaded or not of the type asked\n", (int)s);
+        abort();
+    }
+    return (int)s;
+}
+
+const char *ts_cfg_str(ts_setting s)
+{
+    return values[must_be(s, true, TS_CFG_STRING)].text;
+}
+
+long ts_cfg_int(ts_setting s)
+{
+    return values[must_be(s, false, TS_CFG_INT)].number;
+}
+
+bool ts_cfg_bool(ts_setting s)
+{
+    return values[must_be(s, false, TS_CFG_BOOL)].flag;
+}
+
+const ts_cfg_pair *ts_cfg_pairs(ts_setting s, size_t *n)
+{
+    int i = must_be(s, false, TS_CFG_PAIRS);
+    *n = values[i].npairs;
+    return values[i].pairs;
+}
+
 const char *ts_config_str(const char *name)
 {
-    return values[must_find(name)];
+    return ts_cfg_str((ts_setting)must_find(name));
 }
 
 long ts_config_int(const char *name)
 {
-    return strtol(values[must_find(name)], NULL, 10);
+    return ts_cfg_int((ts_setting)must_find(name));
 }
 
 bool ts_config_bool(const char *name)
 {
-    bool b = false;
-    parse_bool(values[must_find(name)], &b);
-    return b;
+    return ts_cfg_bool((ts_setting)must_find(name));
 }
 
 void ts_config_print(FILE *out)
 {
     for (size_t i = 0; i < N_SETTINGS; i++)
         fprintf(out, "%-34s %-24s %s\n", settings[i].name,
-                values[i] ? values[i] : settings[i].default_value, settings[i].help);
+                values[i].text ? values[i].text : settings[i].default_value, settings[i].help);
 }

@@ -43,7 +43,7 @@ void ts_service_init(const char *name, int argc, char **argv)
         fprintf(stderr, "%s: configuration error: %s\n", name, err.msg);
         exit(2);
     }
-    mallopt(M_ARENA_MAX, (int)ts_config_int("TESSERA_MALLOC_ARENAS"));
+    mallopt(M_ARENA_MAX, (int)ts_cfg_int(TESSERA_MALLOC_ARENAS));
 }
 
 typedef struct signal_waiter {
@@ -97,4 +97,20 @@ void ts_service_handle_signals(void (*on_stop)(void *user), void *user)
     pthread_t t;
     pthread_create(&t, NULL, wait_for_signal, w);
     pthread_detach(t);
+}
+
+void ts_service_die(const char *step, const ts_err *err)
+{
+    ts_error("cannot start", "step=%s error=\"%s\"", step, err->msg);
+    exit(1);
+}
+
+ts_metrics_server *ts_service_metrics(ts_health_fn health, void *user)
+{
+    int port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
+    ts_metrics_server *srv = NULL;
+    ts_err err;
+    if (port && ts_metrics_serve(port, health, user, &srv, &err))
+        ts_service_die("metrics", &err);
+    return srv;
 }

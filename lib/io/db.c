@@ -49,12 +49,12 @@ struct ts_db_pool {
 
 void ts_db_options_from_config(ts_db_options *opt)
 {
-    opt->conninfo = ts_config_str("TESSERA_DB_URL");
+    opt->conninfo = ts_cfg_str(TESSERA_DB_URL);
     opt->read_conninfo = NULL; /* opt-in: see db.h */
-    opt->size = (int)ts_config_int("TESSERA_DB_POOL_SIZE");
-    opt->max_retries = (int)ts_config_int("TESSERA_DB_MAX_RETRIES");
-    opt->isolation = ts_config_str("TESSERA_DB_ISOLATION");
-    opt->connect_timeout_s = (int)ts_config_int("TESSERA_DB_CONNECT_TIMEOUT");
+    opt->size = (int)ts_cfg_int(TESSERA_DB_POOL_SIZE);
+    opt->max_retries = (int)ts_cfg_int(TESSERA_DB_MAX_RETRIES);
+    opt->isolation = ts_cfg_str(TESSERA_DB_ISOLATION);
+    opt->connect_timeout_s = (int)ts_cfg_int(TESSERA_DB_CONNECT_TIMEOUT);
     opt->retry_base_ms = 100;
 }
 

@@ -11,9 +11,9 @@ PKGS_BUILD="build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-d
 PKGS_RUN="postgresql redis-server dcmtk libopenjp2-7"
 # the libFuzzer targets (scripts/fuzz; scripts/test runs them over their corpus)
 PKGS_FUZZ="clang"
-PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pydicom python3-numpy python3-psycopg2
+PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pytest-xdist python3-pydicom python3-numpy python3-psycopg2
   python3-jwt python3-cryptography
-  orthanc orthanc-dicomweb orthanc-gdcm haproxy chromium libgdcm-tools libopenjp2-tools"  # orthanc (+ its DICOMweb and GDCM plugins): the references the tests compare with; gdcmconv, opj_compress: JPEG 2000 test files (tests/unit/test_transcode.c); haproxy: DICOMweb URLs behind it; chromium: CORS and the web UI in a browser; jwt/cryptography: tokens in test_auth.py
+  orthanc orthanc-dicomweb orthanc-gdcm haproxy chromium libgdcm-tools libopenjp2-tools"  # orthanc (+ its DICOMweb and GDCM plugins): the references the tests compare with; gdcmconv, opj_compress: JPEG 2000 test files (tests/unit/test_transcode.c); haproxy: DICOMweb URLs behind it; chromium: CORS and the web UI in a browser; jwt/cryptography: tokens in test_auth.py; xdist: the integration files on several workers
 # the image tests (tests/integration/test_image.py): libpng/libjpeg for lib/dicom/image.cc
 # (PKGS_BUILD), PIL to read PNG/JPEG answers
 PKGS_BUILD="$PKGS_BUILD libpng-dev libjpeg-dev"

@@ -29,7 +29,7 @@
 #include "io/db.h"
 #include "base/log.h"
 #include "base/metrics.h"
-#include "io/migrate.h"
+#include "io/service_io.h"
 #include "base/service.h"
 #include "io/store.h"
 #include "domain/audit.h"
@@ -221,28 +221,6 @@ static void sleep_s(double s)
     nanosleep(&ts, NULL);
 }
 
-static int ping_txn(ts_db *db, void *arg, ts_err *err)
-{
-    return ts_db_exec_sql(db, "SELECT 1", err);
-}
-
-static bool health(void *user, char *reason, size_t size)
-{
-    deleter *d = user;
-    ts_err err;
-    if (ts_db_transaction(d->db, TS_DB_READ, ping_txn, d, &err)) {
-        snprintf(reason, size, "%s", err.msg);
-        return false;
-    }
-    return true;
-}
-
-static void die(const char *what, const ts_err *err)
-{
-    ts_error("cannot start", "step=%s error=\"%s\"", what, err->msg);
-    exit(1);
-}
-
 int main(int argc, char **argv)
 {
     ts_service_init("deleter", argc, argv);
@@ -255,16 +233,12 @@ int main(int argc, char **argv)
     ts_db_options_from_config(&dbopt);
     if (dbopt.size > 2)
         dbopt.size = 2; /* the pass loop and /health */
-    if (ts_db_pool_new(&dbopt, &d.db, &err))
-        die("database", &err);
-    if (ts_db_migrate_wait(d.db, 120, &err))
-        die("migrations", &err);
-    if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &d.store, &err))
-        die("storage", &err);
-    d.batch = ts_config_int("TESSERA_DELETER_BATCH");
-    d.max_rate = ts_config_int("TESSERA_DELETER_MAX_RATE");
-    d.poll_s = (int)ts_config_int("TESSERA_DELETER_POLL_INTERVAL");
-    d.intent_age_s = (int)ts_config_int("TESSERA_STORE_INTENT_AGE");
+    d.db = ts_service_db(&dbopt);
+    d.store = ts_service_store();
+    d.batch = ts_cfg_int(TESSERA_DELETER_BATCH);
+    d.max_rate = ts_cfg_int(TESSERA_DELETER_MAX_RATE);
+    d.poll_s = (int)ts_cfg_int(TESSERA_DELETER_POLL_INTERVAL);
+    d.intent_age_s = (int)ts_cfg_int(TESSERA_STORE_INTENT_AGE);
     if (d.max_rate > 0 && d.batch > d.max_rate)
         d.batch = d.max_rate;
     d.m_removed = ts_metrics_counter("tessera_deleter_files_removed_total", NULL,
@@ -283,14 +257,12 @@ int main(int argc, char **argv)
                                    "queued files whose removal failed at least once");
 
     ts_bus_puller *nudges = NULL;
-    const char *listen = ts_config_str("TESSERA_DELETER_BUS_LISTEN");
+    const char *listen = ts_cfg_str(TESSERA_DELETER_BUS_LISTEN);
     if (listen[0] && ts_bus_puller_open(listen, &nudges, &err))
-        die("bus", &err);
+        ts_service_die("bus", &err);
 
-    ts_metrics_server *metrics = NULL;
-    int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");
-    if (metrics_port && ts_metrics_serve(metrics_port, health, &d, &metrics, &err))
-        die("metrics", &err);
+    ts_metrics_server *metrics = ts_service_metrics(ts_service_db_health, d.db);
+    int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
     ts_info("deleter ready", "bus=%s batch=%ld poll_s=%d max_rate=%ld metrics_port=%d", listen,
             d.batch, d.poll_s, d.max_rate, metrics_port);
 
@@ -327,7 +299,7 @@ int main(int argc, char **argv)
             if (settled || removed)
                 ts_info("abandoned intents settled", "indexed=%d removed=%d", settled, removed);
         }
-        int retention = (int)ts_config_int("TESSERA_AUDIT_RETENTION_DAYS");
+        int retention = (int)ts_cfg_int(TESSERA_AUDIT_RETENTION_DAYS);
         if (retention > 0 && now_s() - last_audit_prune >= 60) {
             /* the audit trail's retention, a batch a minute from each deleter */
             long pruned = 0;

@@ -18,15 +18,15 @@
 int ingest_find_init(ingest_find *f, ts_err *err)
 {
     memset(f, 0, sizeof(*f));
-    f->aet = ts_config_str("TESSERA_DICOM_AET");
-    f->limit = ts_config_int("TESSERA_QUERY_LIMIT");
-    f->case_sensitive = ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN");
-    f->timeout_ms = (int)ts_config_int("TESSERA_BUS_TIMEOUT") * 1000;
-    const char *target = ts_config_str("TESSERA_QUERY_BUS");
+    f->aet = ts_cfg_str(TESSERA_DICOM_AET);
+    f->limit = ts_cfg_int(TESSERA_QUERY_LIMIT);
+    f->case_sensitive = ts_cfg_bool(TESSERA_QUERY_CASE_SENSITIVE_PN);
+    f->timeout_ms = (int)ts_cfg_int(TESSERA_BUS_TIMEOUT) * 1000;
+    const char *target = ts_cfg_str(TESSERA_QUERY_BUS);
     if (!*target)
         return 0;
-    return ts_bus_client_new(target, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
-                             (size_t)ts_config_int("TESSERA_BUS_MAX_MESSAGE"), &f->query, err);
+    return ts_bus_client_new(target, (int)ts_cfg_int(TESSERA_BUS_RESOLVE_INTERVAL),
+                             (size_t)ts_cfg_int(TESSERA_BUS_MAX_MESSAGE), &f->query, err);
 }
 
 void ingest_find_clear(ingest_find *f)

@@ -20,7 +20,7 @@
 #include "ingest_write.h"
 #include "base/log.h"
 #include "base/metrics.h"
-#include "io/migrate.h"
+#include "io/service_io.h"
 #include "domain/retrieve.h"
 #include "base/service.h"
 #include "io/store.h"
@@ -230,22 +230,6 @@ reply:
 
 /* ---- health and lifecycle ----------------------------------------------- */
 
-static int ping_fn(ts_db *db, void *arg, ts_err *err)
-{
-    return ts_db_exec_sql(db, "SELECT 1", err);
-}
-
-static bool health(void *user, char *reason, size_t size)
-{
-    ingest_service *svc = user;
-    ts_err err;
-    if (ts_db_with_conn(svc->write.db, ping_fn, NULL, &err)) {
-        snprintf(reason, size, "%s", err.msg);
-        return false;
-    }
-    return true;
-}
-
 /* A signal may come before the SCP exists (waiting for the database): the
  * flag stops the start-up; the SCP, once it exists, is stopped directly. */
 static atomic_bool stopping;
@@ -263,12 +247,6 @@ static void on_stop(void *user)
     ts_dicom_scp_stop(scp);
 }
 
-static void die(const char *what, const ts_err *err)
-{
-    ts_error("cannot start", "step=%s error=\"%s\"", what, err->msg);
-    exit(1);
-}
-
 int main(int argc, char **argv)
 {
     ts_service_init("ingest", argc, argv);
@@ -278,28 +256,24 @@ int main(int argc, char **argv)
 
     ts_service_handle_signals(on_stop, &svc);
     if (ts_dicom_global_init(&err))
-        die("dicom", &err);
-    if (ts_dicom_dictionary_add(ts_config_str("TESSERA_DICOM_DICTIONARY"), &err))
-        die("dictionary", &err);
+        ts_service_die("dicom", &err);
+    if (ts_dicom_dictionary_add(ts_cfg_str(TESSERA_DICOM_DICTIONARY), &err))
+        ts_service_die("dictionary", &err);
 
     ts_db_options dbopt;
     ts_db_options_from_config(&dbopt);
-    if (ts_db_pool_new(&dbopt, &svc.write.db, &err))
-        die("database", &err);
-    if (ts_db_migrate_wait(svc.write.db, 120, &err))
-        die("migrations", &err);
+    svc.write.db = ts_service_db(&dbopt);
     if (atomic_load(&stopping)) {
         ts_info("stopped during start-up", NULL);
         return 0;
     }
-    if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.write.store, &err))
-        die("storage", &err);
-    if (ts_config_bool("TESSERA_STORAGE_PREPARE") && !ts_store_tree_prepared(svc.write.store)) {
+    svc.write.store = ts_service_store();
+    if (ts_cfg_bool(TESSERA_STORAGE_PREPARE) && !ts_store_tree_prepared(svc.write.store)) {
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         int made = 0;
         if (ts_store_prepare_tree(svc.write.store, &made, &err))
-            die("storage tree", &err);
+            ts_service_die("storage tree", &err);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         ts_info("storage tree prepared", "directories_made=%d ms=%ld", made,
                 (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
@@ -309,42 +283,40 @@ int main(int argc, char **argv)
         ts_warn("cannot sweep temporary files", "error=\"%s\"", err.msg);
     else if (swept)
         ts_info("removed abandoned temporary files", "count=%d", swept);
-    svc.write.overwrite = ts_config_bool("TESSERA_OVERWRITE_INSTANCES");
-    svc.registered_only = ts_config_bool("TESSERA_DICOM_REGISTERED_AES_ONLY");
-    svc.max_instance_size = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");
+    svc.write.overwrite = ts_cfg_bool(TESSERA_OVERWRITE_INSTANCES);
+    svc.registered_only = ts_cfg_bool(TESSERA_DICOM_REGISTERED_AES_ONLY);
+    svc.max_instance_size = ts_cfg_int(TESSERA_MAX_INSTANCE_SIZE);
     ingest_ctx_init_metrics(&svc.write);
     if (ts_change_sequencer_start(svc.write.db, 1000, &svc.write.sequencer, &err))
-        die("change sequencer", &err);
+        ts_service_die("change sequencer", &err);
 
-    const char *events_url = ts_config_str("TESSERA_EVENTS_LISTEN");
+    const char *events_url = ts_cfg_str(TESSERA_EVENTS_LISTEN);
     if (*events_url && ts_bus_pub_open(events_url, &svc.write.events, &err))
-        die("events", &err);
+        ts_service_die("events", &err);
 
     ts_bus_server *bus = NULL;
-    const char *bus_url = ts_config_str("TESSERA_INGEST_BUS_LISTEN");
-    if (*bus_url && ts_bus_server_start(bus_url, (size_t)ts_config_int("TESSERA_BUS_MAX_MESSAGE"),
-                                        (int)ts_config_int("TESSERA_BUS_WORKERS"), on_bus_request,
-                                        &svc, &bus, &err))
-        die("bus", &err);
+    const char *bus_url = ts_cfg_str(TESSERA_INGEST_BUS_LISTEN);
+    if (*bus_url &&
+        ts_bus_server_start(bus_url, (size_t)ts_cfg_int(TESSERA_BUS_MAX_MESSAGE),
+                            (int)ts_cfg_int(TESSERA_BUS_WORKERS), on_bus_request, &svc, &bus, &err))
+        ts_service_die("bus", &err);
 
-    ts_metrics_server *metrics = NULL;
-    int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");
-    if (metrics_port && ts_metrics_serve(metrics_port, health, &svc, &metrics, &err))
-        die("metrics", &err);
+    ts_metrics_server *metrics = ts_service_metrics(ts_service_db_health, svc.write.db);
+    int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
 
     ts_dicom_scp_config scfg = {
-        .aet = ts_config_str("TESSERA_DICOM_AET"),
-        .port = (int)ts_config_int("TESSERA_DICOM_PORT"),
-        .max_associations = (int)ts_config_int("TESSERA_DICOM_MAX_ASSOCIATIONS"),
-        .max_pdu = (int)ts_config_int("TESSERA_DICOM_MAX_PDU"),
-        .timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT"),
-        .max_pending = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING"),
-        .max_pending_per_peer = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING_PER_PEER"),
-        .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
-        .max_dataset = ts_config_int("TESSERA_MAX_INSTANCE_SIZE"),
+        .aet = ts_cfg_str(TESSERA_DICOM_AET),
+        .port = (int)ts_cfg_int(TESSERA_DICOM_PORT),
+        .max_associations = (int)ts_cfg_int(TESSERA_DICOM_MAX_ASSOCIATIONS),
+        .max_pdu = (int)ts_cfg_int(TESSERA_DICOM_MAX_PDU),
+        .timeout_s = (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT),
+        .max_pending = (int)ts_cfg_int(TESSERA_DICOM_MAX_PENDING),
+        .max_pending_per_peer = (int)ts_cfg_int(TESSERA_DICOM_MAX_PENDING_PER_PEER),
+        .check_called_aet = ts_cfg_bool(TESSERA_DICOM_CHECK_CALLED_AET),
+        .max_dataset = ts_cfg_int(TESSERA_MAX_INSTANCE_SIZE),
     };
     if (ingest_find_init(&svc.find, &err))
-        die("query bus", &err);
+        ts_service_die("query bus", &err);
     svc.retrieve = (ts_retrieve){
         .db = svc.write.db,
         .store = svc.write.store,
@@ -352,8 +324,8 @@ int main(int argc, char **argv)
         .timeout_s = scfg.timeout_s,
         .find = ingest_find_instances,
         .user = &svc.find,
-        .jobs_url = ts_config_bool("TESSERA_MOVE_JOBS") ? ts_config_str("TESSERA_REDIS_URL") : NULL,
-        .jobs_history = (int)ts_config_int("TESSERA_JOBS_HISTORY")};
+        .jobs_url = ts_cfg_bool(TESSERA_MOVE_JOBS) ? ts_cfg_str(TESSERA_REDIS_URL) : NULL,
+        .jobs_history = (int)ts_cfg_int(TESSERA_JOBS_HISTORY)};
     bool relay = svc.find.query != NULL;
     ts_dicom_scp_callbacks cb = {.user = &svc,
                                  .retrieve_user = &svc.retrieve,
@@ -365,7 +337,7 @@ int main(int argc, char **argv)
                                  .get = relay ? ts_retrieve_get : NULL};
     ts_dicom_scp *scp;
     if (ts_dicom_scp_new(&scfg, &cb, &scp, &err))
-        die("dicom listener", &err);
+        ts_service_die("dicom listener", &err);
     atomic_store(&svc.scp, scp);
     if (atomic_load(&stopping))
         ts_dicom_scp_stop(scp); /* a signal came during start-up */

@@ -527,16 +527,16 @@ static void *router_main(void *arg)
 int jobs_router_start(jobs_service *svc, jobs_router **out, ts_err *err)
 {
     *out = NULL;
-    if (!ts_config_bool("TESSERA_ROUTER"))
+    if (!ts_cfg_bool(TESSERA_ROUTER))
         return 0;
     jobs_router *r = calloc(1, sizeof(*r));
     if (!r)
         abort();
     r->svc = svc;
-    r->interval_ms = (int)ts_config_int("TESSERA_ROUTER_INTERVAL");
-    r->stable_age_s = (int)ts_config_int("TESSERA_STABLE_AGE");
-    r->retry_delay_s = (int)ts_config_int("TESSERA_ROUTER_RETRY_DELAY");
-    r->max_attempts = (int)ts_config_int("TESSERA_ROUTER_MAX_ATTEMPTS");
+    r->interval_ms = (int)ts_cfg_int(TESSERA_ROUTER_INTERVAL);
+    r->stable_age_s = (int)ts_cfg_int(TESSERA_STABLE_AGE);
+    r->retry_delay_s = (int)ts_cfg_int(TESSERA_ROUTER_RETRY_DELAY);
+    r->max_attempts = (int)ts_cfg_int(TESSERA_ROUTER_MAX_ATTEMPTS);
     r->dicom_timeout_s = svc->dicom_timeout_s;
     int rc = ts_jobs_connect(svc->redis_url, 5000, &r->redis, err);
     if (rc) {

@@ -29,7 +29,7 @@
 #include "jobs_worker.h"
 #include "base/log.h"
 #include "base/metrics.h"
-#include "io/migrate.h"
+#include "io/service_io.h"
 #include "base/service.h"
 #include "io/store.h"
 
@@ -193,12 +193,6 @@ static void keeper(slot *slots, int n, ts_jobs *redis, const char *process)
     }
 }
 
-static int ping_db(ts_db *db, void *arg, ts_err *err)
-{
-    (void)arg;
-    return ts_db_exec_sql(db, "SELECT 1", err);
-}
-
 /* /health: Redis and the database answer. */
 static bool health(void *user, char *reason, size_t size)
 {
@@ -210,17 +204,7 @@ static bool health(void *user, char *reason, size_t size)
         return false;
     }
     ts_jobs_free(j);
-    if (ts_db_with_conn(svc.db, ping_db, NULL, &err)) {
-        snprintf(reason, size, "%s", err.msg);
-        return false;
-    }
-    return true;
-}
-
-static void die(const char *what, const ts_err *err)
-{
-    ts_error("cannot start", "step=%s error=\"%s\"", what, err->msg);
-    exit(1);
+    return ts_service_db_health(svc.db, reason, size);
 }
 
 int main(int argc, char **argv)
@@ -231,39 +215,34 @@ int main(int argc, char **argv)
     ts_err err;
     ts_err_clear(&err);
     if (ts_dicom_global_init(&err))
-        die("dicom", &err);
-    if (ts_dicom_dictionary_add(ts_config_str("TESSERA_DICOM_DICTIONARY"), &err))
-        die("dictionary", &err);
+        ts_service_die("dicom", &err);
+    if (ts_dicom_dictionary_add(ts_cfg_str(TESSERA_DICOM_DICTIONARY), &err))
+        ts_service_die("dictionary", &err);
 
     ts_db_options dbopt;
     ts_db_options_from_config(&dbopt);
-    int nworkers = (int)ts_config_int("TESSERA_JOBS_WORKERS");
+    int nworkers = (int)ts_cfg_int(TESSERA_JOBS_WORKERS);
     if (dbopt.size < nworkers + 1) /* + the router's thread */
         dbopt.size = nworkers + 1;
-    if (ts_db_pool_new(&dbopt, &svc.db, &err))
-        die("database", &err);
-    if (ts_db_migrate_wait(svc.db, 120, &err))
-        die("migrations", &err);
-    if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.store, &err))
-        die("storage", &err);
-    const char *deleters = ts_config_str("TESSERA_DELETER_BUS");
-    if (deleters[0] &&
-        ts_bus_pusher_new(deleters, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
-                          &svc.deleters, &err))
-        die("bus", &err);
+    svc.db = ts_service_db(&dbopt);
+    svc.store = ts_service_store();
+    const char *deleters = ts_cfg_str(TESSERA_DELETER_BUS);
+    if (deleters[0] && ts_bus_pusher_new(deleters, (int)ts_cfg_int(TESSERA_BUS_RESOLVE_INTERVAL),
+                                         &svc.deleters, &err))
+        ts_service_die("bus", &err);
     /* modified copies go through ingest's one write path (ResourceModification) */
-    const char *ingest = ts_config_str("TESSERA_INGEST_BUS");
+    const char *ingest = ts_cfg_str(TESSERA_INGEST_BUS);
     if (ingest[0] &&
-        ts_bus_client_new(ingest, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
-                          (size_t)ts_config_int("TESSERA_BUS_MAX_MESSAGE"), &svc.ingest, &err))
-        die("bus", &err);
-    svc.bus_timeout_ms = (int)ts_config_int("TESSERA_BUS_TIMEOUT") * 1000;
-    svc.redis_url = ts_config_str("TESSERA_REDIS_URL");
-    svc.lease_ms = (int)ts_config_int("TESSERA_JOBS_LEASE") * 1000;
-    svc.history = (int)ts_config_int("TESSERA_JOBS_HISTORY");
-    svc.our_aet = ts_config_str("TESSERA_DICOM_AET");
-    svc.archive_max_rate = ts_config_int("TESSERA_JOBS_ARCHIVE_MAX_RATE") * 1024;
-    svc.dicom_timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT");
+        ts_bus_client_new(ingest, (int)ts_cfg_int(TESSERA_BUS_RESOLVE_INTERVAL),
+                          (size_t)ts_cfg_int(TESSERA_BUS_MAX_MESSAGE), &svc.ingest, &err))
+        ts_service_die("bus", &err);
+    svc.bus_timeout_ms = (int)ts_cfg_int(TESSERA_BUS_TIMEOUT) * 1000;
+    svc.redis_url = ts_cfg_str(TESSERA_REDIS_URL);
+    svc.lease_ms = (int)ts_cfg_int(TESSERA_JOBS_LEASE) * 1000;
+    svc.history = (int)ts_cfg_int(TESSERA_JOBS_HISTORY);
+    svc.our_aet = ts_cfg_str(TESSERA_DICOM_AET);
+    svc.archive_max_rate = ts_cfg_int(TESSERA_JOBS_ARCHIVE_MAX_RATE) * 1024;
+    svc.dicom_timeout_s = (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT);
     svc.m_sent = ts_metrics_counter("tessera_jobs_instances_sent_total", NULL,
                                     "instances confirmed by modalities (C-STORE)");
     static const char *const outcome[] = {"outcome=\"success\"", "outcome=\"failure\"",
@@ -274,9 +253,9 @@ int main(int argc, char **argv)
 
     ts_jobs *keeper_redis;
     if (ts_jobs_connect(svc.redis_url, 5000, &keeper_redis, &err))
-        die("redis", &err);
+        ts_service_die("redis", &err);
     if (ts_jobs_prepare(keeper_redis, &err))
-        die("redis", &err);
+        ts_service_die("redis", &err);
 
     char host[64] = "host";
     gethostname(host, sizeof(host) - 1);
@@ -289,13 +268,11 @@ int main(int argc, char **argv)
         snprintf(s->w.consumer, sizeof(s->w.consumer), "%s-%d-%d", host, (int)getpid(), i);
         pthread_mutex_init(&s->mu, NULL);
         if (ts_jobs_connect(svc.redis_url, 5000, &s->w.redis, &err))
-            die("redis", &err);
+            ts_service_die("redis", &err);
     }
 
-    ts_metrics_server *metrics = NULL;
-    int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");
-    if (metrics_port && ts_metrics_serve(metrics_port, health, NULL, &metrics, &err))
-        die("metrics", &err);
+    ts_metrics_server *metrics = ts_service_metrics(health, NULL);
+    int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
 
     for (int i = 0; i < nworkers; i++)
         pthread_create(&slots[i].thread, NULL, worker_main, &slots[i]);
@@ -304,7 +281,7 @@ int main(int argc, char **argv)
 
     jobs_router *router = NULL;
     if (jobs_router_start(&svc, &router, &err))
-        die("router", &err);
+        ts_service_die("router", &err);
 
     char process[96];
     snprintf(process, sizeof(process), "%s-%d", host, (int)getpid());

@@ -15,7 +15,7 @@
 #include "dicom/dicom_find.h"
 #include "base/log.h"
 #include "base/metrics.h"
-#include "io/migrate.h"
+#include "io/service_io.h"
 #include "query_bus.h"
 #include "query_match.h"
 #include "domain/retrieve.h"
@@ -187,22 +187,6 @@ static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_
 
 /* ---- health and lifecycle ------------------------------------------------- */
 
-static int ping_fn(ts_db *db, void *arg, ts_err *err)
-{
-    return ts_db_exec_sql(db, "SELECT 1", err);
-}
-
-static bool health(void *user, char *reason, size_t size)
-{
-    query_service *svc = user;
-    ts_err err;
-    if (ts_db_with_conn(svc->db, ping_fn, NULL, &err)) {
-        snprintf(reason, size, "%s", err.msg);
-        return false;
-    }
-    return true;
-}
-
 static atomic_bool stopping;
 static atomic_bool stopped;
 
@@ -216,12 +200,6 @@ static void on_stop(void *user)
     atomic_store(&stopped, true);
 }
 
-static void die(const char *what, const ts_err *err)
-{
-    ts_error("cannot start", "step=%s error=\"%s\"", what, err->msg);
-    exit(1);
-}
-
 int main(int argc, char **argv)
 {
     ts_service_init("query", argc, argv);
@@ -231,74 +209,67 @@ int main(int argc, char **argv)
 
     ts_service_handle_signals(on_stop, &svc);
     if (ts_dicom_global_init(&err))
-        die("dicom", &err);
-    if (ts_dicom_dictionary_add(ts_config_str("TESSERA_DICOM_DICTIONARY"), &err))
-        die("dictionary", &err);
+        ts_service_die("dicom", &err);
+    if (ts_dicom_dictionary_add(ts_cfg_str(TESSERA_DICOM_DICTIONARY), &err))
+        ts_service_die("dictionary", &err);
 
     ts_db_options dbopt;
     ts_db_options_from_config(&dbopt);
-    dbopt.read_conninfo = ts_config_str("TESSERA_DB_READ_URL"); /* a replica may serve our reads */
-    if (ts_db_pool_new(&dbopt, &svc.db, &err))
-        die("database", &err);
-    if (ts_db_migrate_wait(svc.db, 120, &err))
-        die("migrations", &err);
+    dbopt.read_conninfo = ts_cfg_str(TESSERA_DB_READ_URL); /* a replica may serve our reads */
+    svc.db = ts_service_db(&dbopt);
     if (atomic_load(&stopping)) {
         ts_info("stopped during start-up", NULL);
         return 0;
     }
-    svc.aet = ts_config_str("TESSERA_DICOM_AET");
-    svc.limit = ts_config_int("TESSERA_QUERY_LIMIT");
+    svc.aet = ts_cfg_str(TESSERA_DICOM_AET);
+    svc.limit = ts_cfg_int(TESSERA_QUERY_LIMIT);
     svc.case_matching =
-        ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN") ? QUERY_CASE_EXACT : QUERY_CASE_FOLD_PN;
+        ts_cfg_bool(TESSERA_QUERY_CASE_SENSITIVE_PN) ? QUERY_CASE_EXACT : QUERY_CASE_FOLD_PN;
     svc.bus = (query_bus_ctx){.db = svc.db, .limit = svc.limit};
-    svc.timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT");
-    if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &svc.store, &err))
-        die("storage", &err);
+    svc.timeout_s = (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT);
+    svc.store = ts_service_store();
 
     ts_bus_server *bus = NULL;
-    const char *bus_url = ts_config_str("TESSERA_QUERY_BUS_LISTEN");
-    if (*bus_url && ts_bus_server_start(bus_url, (size_t)ts_config_int("TESSERA_BUS_MAX_MESSAGE"),
-                                        (int)ts_config_int("TESSERA_BUS_WORKERS"), query_bus_handle,
+    const char *bus_url = ts_cfg_str(TESSERA_QUERY_BUS_LISTEN);
+    if (*bus_url && ts_bus_server_start(bus_url, (size_t)ts_cfg_int(TESSERA_BUS_MAX_MESSAGE),
+                                        (int)ts_cfg_int(TESSERA_BUS_WORKERS), query_bus_handle,
                                         &svc.bus, &bus, &err))
-        die("bus", &err);
+        ts_service_die("bus", &err);
 
-    ts_metrics_server *metrics = NULL;
-    int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");
-    if (metrics_port && ts_metrics_serve(metrics_port, health, &svc, &metrics, &err))
-        die("metrics", &err);
+    ts_metrics_server *metrics = ts_service_metrics(ts_service_db_health, svc.db);
+    int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
 
-    int port = (int)ts_config_int("TESSERA_QUERY_DICOM_PORT");
+    int port = (int)ts_cfg_int(TESSERA_QUERY_DICOM_PORT);
     ts_dicom_qr_scp *scp = NULL;
     int rc = 0;
     if (port) {
         ts_dicom_scp_config scfg = {
             .aet = svc.aet,
             .port = port,
-            .max_associations = (int)ts_config_int("TESSERA_DICOM_MAX_ASSOCIATIONS"),
-            .max_pdu = (int)ts_config_int("TESSERA_DICOM_MAX_PDU"),
-            .timeout_s = (int)ts_config_int("TESSERA_DICOM_TIMEOUT"),
-            .max_pending = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING"),
-            .max_pending_per_peer = (int)ts_config_int("TESSERA_DICOM_MAX_PENDING_PER_PEER"),
-            .check_called_aet = ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"),
+            .max_associations = (int)ts_cfg_int(TESSERA_DICOM_MAX_ASSOCIATIONS),
+            .max_pdu = (int)ts_cfg_int(TESSERA_DICOM_MAX_PDU),
+            .timeout_s = (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT),
+            .max_pending = (int)ts_cfg_int(TESSERA_DICOM_MAX_PENDING),
+            .max_pending_per_peer = (int)ts_cfg_int(TESSERA_DICOM_MAX_PENDING_PER_PEER),
+            .check_called_aet = ts_cfg_bool(TESSERA_DICOM_CHECK_CALLED_AET),
             .max_dataset = 1 << 20, /* a C-FIND identifier: 1 MiB is plenty */
         };
-        svc.retrieve = (ts_retrieve){.db = svc.db,
-                                     .store = svc.store,
-                                     .our_aet = svc.aet,
-                                     .timeout_s = svc.timeout_s,
-                                     .find = retrieve_find,
-                                     .user = &svc,
-                                     .jobs_url = ts_config_bool("TESSERA_MOVE_JOBS")
-                                                     ? ts_config_str("TESSERA_REDIS_URL")
-                                                     : NULL,
-                                     .jobs_history = (int)ts_config_int("TESSERA_JOBS_HISTORY")};
+        svc.retrieve = (ts_retrieve){
+            .db = svc.db,
+            .store = svc.store,
+            .our_aet = svc.aet,
+            .timeout_s = svc.timeout_s,
+            .find = retrieve_find,
+            .user = &svc,
+            .jobs_url = ts_cfg_bool(TESSERA_MOVE_JOBS) ? ts_cfg_str(TESSERA_REDIS_URL) : NULL,
+            .jobs_history = (int)ts_cfg_int(TESSERA_JOBS_HISTORY)};
         ts_dicom_qr_callbacks cb = {.user = &svc,
                                     .retrieve_user = &svc.retrieve,
                                     .find = on_find,
                                     .move = ts_retrieve_move,
                                     .get = ts_retrieve_get};
         if (ts_dicom_qr_scp_new(&scfg, &cb, &scp, &err))
-            die("dicom listener", &err);
+            ts_service_die("dicom listener", &err);
         atomic_store(&svc.scp, scp);
         if (atomic_load(&stopping))
             ts_dicom_qr_scp_stop(scp);

@@ -12,7 +12,7 @@
 #include "dicom/dicom.h"
 #include "base/log.h"
 #include "base/metrics.h"
-#include "io/migrate.h"
+#include "io/service_io.h"
 #include "rest_http.h"
 #include "rest_archive.h"
 #include "rest_auth.h"
@@ -557,33 +557,11 @@ static void on_stop(void *user)
     pthread_mutex_unlock(&stop_mu);
 }
 
-static int ping_fn(ts_db *db, void *arg, ts_err *err)
-{
-    return ts_db_exec_sql(db, "SELECT 1", err);
-}
-
-static bool health(void *user, char *reason, size_t size)
-{
-    rest_ctx *ctx = user;
-    ts_err err;
-    if (ts_db_with_conn(ctx->db, ping_fn, NULL, &err)) {
-        snprintf(reason, size, "%s", err.msg);
-        return false;
-    }
-    return true;
-}
-
 static void on_reload(void *user)
 {
     ts_err err;
     if (rest_server_reload_tls(user, &err))
         ts_error("https certificate not reloaded, the old one stays", "error=\"%s\"", err.msg);
-}
-
-static void die(const char *what, const ts_err *err)
-{
-    ts_error("cannot start", "step=%s error=\"%s\"", what, err->msg);
-    exit(1);
 }
 
 int main(int argc, char **argv)
@@ -593,59 +571,52 @@ int main(int argc, char **argv)
     ts_err err;
     ts_err_clear(&err);
     if (ts_dicom_global_init(&err))
-        die("dicom", &err);
-    if (ts_dicom_dictionary_add(ts_config_str("TESSERA_DICOM_DICTIONARY"), &err))
-        die("dictionary", &err);
+        ts_service_die("dicom", &err);
+    if (ts_dicom_dictionary_add(ts_cfg_str(TESSERA_DICOM_DICTIONARY), &err))
+        ts_service_die("dictionary", &err);
 
     rest_ctx ctx = {0};
     ts_db_options dbopt;
     ts_db_options_from_config(&dbopt);
-    dbopt.read_conninfo = ts_config_str("TESSERA_DB_READ_URL"); /* a replica may serve our reads */
-    if (ts_db_pool_new(&dbopt, &ctx.db, &err))
-        die("database", &err);
-    if (ts_db_migrate_wait(ctx.db, 120, &err))
-        die("migrations", &err);
-    if (ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &ctx.store, &err))
-        die("storage", &err);
-    size_t max_msg = (size_t)ts_config_int("TESSERA_BUS_MAX_MESSAGE");
-    if (ts_bus_client_new(ts_config_str("TESSERA_INGEST_BUS"),
-                          (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"), max_msg, &ctx.ingest,
+    dbopt.read_conninfo = ts_cfg_str(TESSERA_DB_READ_URL); /* a replica may serve our reads */
+    ctx.db = ts_service_db(&dbopt);
+    ctx.store = ts_service_store();
+    size_t max_msg = (size_t)ts_cfg_int(TESSERA_BUS_MAX_MESSAGE);
+    if (ts_bus_client_new(ts_cfg_str(TESSERA_INGEST_BUS),
+                          (int)ts_cfg_int(TESSERA_BUS_RESOLVE_INTERVAL), max_msg, &ctx.ingest,
                           &err))
-        die("bus", &err);
-    const char *query = ts_config_str("TESSERA_QUERY_BUS");
-    if (query[0] && ts_bus_client_new(query, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
-                                      max_msg, &ctx.query, &err))
-        die("bus", &err);
-    const char *deleters = ts_config_str("TESSERA_DELETER_BUS");
-    if (deleters[0] &&
-        ts_bus_pusher_new(deleters, (int)ts_config_int("TESSERA_BUS_RESOLVE_INTERVAL"),
-                          &ctx.deleters, &err))
-        die("bus", &err);
-    ctx.stable_age_s = (int)ts_config_int("TESSERA_STABLE_AGE");
-    ctx.max_body = ts_config_int("TESSERA_MAX_INSTANCE_SIZE");
-    ctx.bus_timeout_ms = (int)ts_config_int("TESSERA_BUS_TIMEOUT") * 1000;
+        ts_service_die("bus", &err);
+    const char *query = ts_cfg_str(TESSERA_QUERY_BUS);
+    if (query[0] && ts_bus_client_new(query, (int)ts_cfg_int(TESSERA_BUS_RESOLVE_INTERVAL), max_msg,
+                                      &ctx.query, &err))
+        ts_service_die("bus", &err);
+    const char *deleters = ts_cfg_str(TESSERA_DELETER_BUS);
+    if (deleters[0] && ts_bus_pusher_new(deleters, (int)ts_cfg_int(TESSERA_BUS_RESOLVE_INTERVAL),
+                                         &ctx.deleters, &err))
+        ts_service_die("bus", &err);
+    ctx.stable_age_s = (int)ts_cfg_int(TESSERA_STABLE_AGE);
+    ctx.max_body = ts_cfg_int(TESSERA_MAX_INSTANCE_SIZE);
+    ctx.bus_timeout_ms = (int)ts_cfg_int(TESSERA_BUS_TIMEOUT) * 1000;
     ctx.unrouted = rest_dw_unrouted; /* DICOMweb's CORS on answers no handler gave */
-    if (ts_config_bool("TESSERA_AUDIT") &&
-        ts_audit_start(ts_config_str("TESSERA_DB_URL"), "rest",
-                       (size_t)ts_config_int("TESSERA_AUDIT_QUEUE"), &ctx.audit, &err))
-        die("audit", &err);
+    if (ts_cfg_bool(TESSERA_AUDIT) &&
+        ts_audit_start(ts_cfg_str(TESSERA_DB_URL), "rest", (size_t)ts_cfg_int(TESSERA_AUDIT_QUEUE),
+                       &ctx.audit, &err))
+        ts_service_die("audit", &err);
     ctx.on_answered = rest_audit_request;
 
-    ts_metrics_server *metrics = NULL;
-    int metrics_port = (int)ts_config_int("TESSERA_METRICS_PORT");
-    if (metrics_port && ts_metrics_serve(metrics_port, health, &ctx, &metrics, &err))
-        die("metrics", &err);
+    ts_metrics_server *metrics = ts_service_metrics(ts_service_db_health, ctx.db);
+    int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
 
     if (rest_auth_start(&ctx, &err))
-        die("authentication", &err);
+        ts_service_die("authentication", &err);
     rest_server *srv;
-    int port = (int)ts_config_int("TESSERA_HTTP_PORT");
-    if (rest_server_start(&ctx, port, (int)ts_config_int("TESSERA_HTTP_MAX_CONNECTIONS"), routes,
+    int port = (int)ts_cfg_int(TESSERA_HTTP_PORT);
+    if (rest_server_start(&ctx, port, (int)ts_cfg_int(TESSERA_HTTP_MAX_CONNECTIONS), routes,
                           sizeof(routes) / sizeof(routes[0]), &srv, &err))
-        die("http", &err);
+        ts_service_die("http", &err);
     ts_service_on_reload(on_reload, srv); /* SIGHUP: a renewed certificate */
     ts_info("rest ready", "http_port=%d ingest_bus=%s metrics_port=%d", port,
-            ts_config_str("TESSERA_INGEST_BUS"), metrics_port);
+            ts_cfg_str(TESSERA_INGEST_BUS), metrics_port);
 
     pthread_mutex_lock(&stop_mu);
     while (!stop_requested)

@@ -34,20 +34,11 @@ static int content_type_of(const char *given)
     char *end;
     long number = strtol(given, &end, 10);
     bool numeric = *given && !*end;
-    const char *p = ts_config_str("TESSERA_USER_CONTENT_TYPES");
-    while (p && *p) {
-        const char *comma = strchr(p, ',');
-        size_t n = comma ? (size_t)(comma - p) : strlen(p);
-        const char *eq = memchr(p, '=', n);
-        if (eq) {
-            size_t name_len = (size_t)(eq - p);
-            long idx = strtol(eq + 1, NULL, 10);
-            if ((strlen(given) == name_len && strncmp(given, p, name_len) == 0) ||
-                (numeric && idx == number))
-                return (int)idx;
-        }
-        p = comma ? comma + 1 : NULL;
-    }
+    size_t n;
+    const ts_cfg_pair *user = ts_cfg_pairs(TESSERA_USER_CONTENT_TYPES, &n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(given, user[i].name) == 0 || (numeric && user[i].number == number))
+            return (int)user[i].number;
     if (numeric && number >= 1 && number <= 65535)
         return (int)number;
     return 0;
@@ -62,16 +53,13 @@ static void name_of(int type, char *out, size_t size)
             return;
         }
     }
-    const char *p = ts_config_str("TESSERA_USER_CONTENT_TYPES");
-    while (p && *p) {
-        const char *comma = strchr(p, ',');
-        size_t n = comma ? (size_t)(comma - p) : strlen(p);
-        const char *eq = memchr(p, '=', n);
-        if (eq && strtol(eq + 1, NULL, 10) == type) {
-            snprintf(out, size, "%.*s", (int)(eq - p), p);
+    size_t n;
+    const ts_cfg_pair *user = ts_cfg_pairs(TESSERA_USER_CONTENT_TYPES, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (user[i].number == type) {
+            snprintf(out, size, "%s", user[i].name);
             return;
         }
-        p = comma ? comma + 1 : NULL;
     }
     snprintf(out, size, "%d", type);
 }

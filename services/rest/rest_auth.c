@@ -136,13 +136,13 @@ static void add_user(rest_auth *a, const char *entry)
  * TESSERA_HTTP_USER_ROLES ("user=role[:label|label],..."; admin when absent). */
 static int load_users(rest_auth *a, ts_err *err)
 {
-    char *text = strdup(ts_config_str("TESSERA_HTTP_USERS"));
+    char *text = strdup(ts_cfg_str(TESSERA_HTTP_USERS));
     if (!text)
         abort();
     for (char *save = NULL, *u = strtok_r(text, ",", &save); u; u = strtok_r(NULL, ",", &save))
         add_user(a, u);
     free(text);
-    const char *file = ts_config_str("TESSERA_HTTP_USERS_FILE");
+    const char *file = ts_cfg_str(TESSERA_HTTP_USERS_FILE);
     if (file[0]) {
         FILE *f = fopen(file, "r");
         if (!f)
@@ -155,7 +155,7 @@ static int load_users(rest_auth *a, ts_err *err)
         }
         fclose(f);
     }
-    text = strdup(ts_config_str("TESSERA_HTTP_USER_ROLES"));
+    text = strdup(ts_cfg_str(TESSERA_HTTP_USER_ROLES));
     if (!text)
         abort();
     int rc = 0;
@@ -614,8 +614,8 @@ int rest_auth_start(rest_ctx *ctx, ts_err *err)
     if (!a)
         abort();
     pthread_mutex_init(&a->mu, NULL);
-    a->key_ttl = (int)ts_config_int("TESSERA_HTTP_API_KEY_CACHE");
-    a->vis_ttl = (int)ts_config_int("TESSERA_HTTP_VISIBILITY_CACHE");
+    a->key_ttl = (int)ts_cfg_int(TESSERA_HTTP_API_KEY_CACHE);
+    a->vis_ttl = (int)ts_cfg_int(TESSERA_HTTP_VISIBILITY_CACHE);
     ctx->auth = a;
     int rc = load_users(a, err);
     if (rc == 0)
@@ -628,7 +628,7 @@ int rest_auth_start(rest_ctx *ctx, ts_err *err)
                         "TESSERA_HTTP_USERS (an admin makes API keys), or a token issuer "
                         "(TESSERA_JWT_JWKS_FILE or TESSERA_JWT_JWKS_URL), bind to 127.0.0.1, or "
                         "set TESSERA_HTTP_AUTH=off",
-                        ts_config_str("TESSERA_HTTP_AUTH"), ts_config_str("TESSERA_HTTP_BIND"));
+                        ts_cfg_str(TESSERA_HTTP_AUTH), ts_cfg_str(TESSERA_HTTP_BIND));
     if (rc) {
         rest_auth_stop(ctx);
         return rc;

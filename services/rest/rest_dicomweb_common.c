@@ -78,7 +78,7 @@ static bool origin_allowed(const char *allowed, const char *origin)
 
 bool dw_cors(rest_request *req)
 {
-    const char *allowed = ts_config_str("TESSERA_HTTP_CORS_ORIGINS");
+    const char *allowed = ts_cfg_str(TESSERA_HTTP_CORS_ORIGINS);
     const char *origin = rest_header(req, "Origin");
     if (!allowed[0])
         return false;

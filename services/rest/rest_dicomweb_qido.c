@@ -408,7 +408,7 @@ void rest_dw_search(rest_request *req)
     fr.since = q->offset;
     char *visible[REST_MAX_GRANTS];
     rest_find_restrict(req, &fr, visible, REST_MAX_GRANTS);
-    fr.case_matching = !q->fuzzy && ts_config_bool("TESSERA_QUERY_CASE_SENSITIVE_PN")
+    fr.case_matching = !q->fuzzy && ts_cfg_bool(TESSERA_QUERY_CASE_SENSITIVE_PN)
                            ? TESSERA__CASE_MATCHING__CASE_EXACT
                            : TESSERA__CASE_MATCHING__CASE_FOLD_PERSON_NAMES;
     ts_err err;

@@ -119,8 +119,8 @@ int rest_server_reload_tls(rest_server *srv, ts_err *err)
     if (!srv->tls)
         return 0;
     tls_creds *c;
-    int rc = tls_creds_load(ts_config_str("TESSERA_HTTP_TLS_CERT"),
-                            ts_config_str("TESSERA_HTTP_TLS_KEY"), &c, err);
+    int rc = tls_creds_load(ts_cfg_str(TESSERA_HTTP_TLS_CERT), ts_cfg_str(TESSERA_HTTP_TLS_KEY), &c,
+                            err);
     if (rc)
         return rc; /* the certificate in use stays */
     /* a handshake that took the previous credentials a moment ago may still
@@ -131,7 +131,7 @@ int rest_server_reload_tls(rest_server *srv, ts_err *err)
     srv->tls = c;
     pthread_mutex_unlock(&srv->tls_mu);
     tls_creds_free(old);
-    ts_info("https certificate loaded", "file=%s", ts_config_str("TESSERA_HTTP_TLS_CERT"));
+    ts_info("https certificate loaded", "file=%s", ts_cfg_str(TESSERA_HTTP_TLS_CERT));
     return 0;
 }
 
@@ -364,8 +364,12 @@ static const char *status_text(int status)
         return "Unprocessable Entity";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
+    case 507:
+        return "Insufficient Storage";
     default:
         return "Error";
     }
@@ -769,9 +773,9 @@ static bool is_loopback(const char *addr)
 
 bool rest_http_auth_required(void)
 {
-    const char *auth = ts_config_str("TESSERA_HTTP_AUTH");
+    const char *auth = ts_cfg_str(TESSERA_HTTP_AUTH);
     return strcmp(auth, "on") == 0 ||
-           (strcmp(auth, "auto") == 0 && !is_loopback(ts_config_str("TESSERA_HTTP_BIND")));
+           (strcmp(auth, "auto") == 0 && !is_loopback(ts_cfg_str(TESSERA_HTTP_BIND)));
 }
 
 /* Sends the answer of req and counts it. */
@@ -1035,7 +1039,7 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
 
     /* authentication: on unless off, and by default whenever the service
      * listens beyond loopback (rest_auth.c refuses to start without a way in) */
-    const char *bind_addr = ts_config_str("TESSERA_HTTP_BIND");
+    const char *bind_addr = ts_cfg_str(TESSERA_HTTP_BIND);
     srv->auth = rest_http_auth_required();
     int rc = 0;
     if (srv->auth && !ctx->authenticate)
@@ -1062,8 +1066,8 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
     }
     /* HTTPS when a certificate is configured (libmicrohttpd's GnuTLS) */
     pthread_mutex_init(&srv->tls_mu, NULL);
-    const char *cert = ts_config_str("TESSERA_HTTP_TLS_CERT");
-    const char *key = ts_config_str("TESSERA_HTTP_TLS_KEY");
+    const char *cert = ts_cfg_str(TESSERA_HTTP_TLS_CERT);
+    const char *key = ts_cfg_str(TESSERA_HTTP_TLS_KEY);
     if (rc == 0 && (cert[0] || key[0])) {
         if (!cert[0] || !key[0])
             rc = ts_err_set(err, TS_EINVAL,

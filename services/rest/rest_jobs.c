@@ -19,7 +19,7 @@ static ts_jobs *open_registry(rest_request *req)
 {
     ts_jobs *j = NULL;
     ts_err err;
-    if (ts_jobs_connect(ts_config_str("TESSERA_REDIS_URL"), 5000, &j, &err)) {
+    if (ts_jobs_connect(ts_cfg_str(TESSERA_REDIS_URL), 5000, &j, &err)) {
         rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, err.msg);
         return NULL;
     }
@@ -131,7 +131,7 @@ void rest_jobs_control(rest_request *req)
         return;
     ts_err err;
     int rc = ts_jobs_control(j, req->seg[1], actions[a].action,
-                             (int)ts_config_int("TESSERA_JOBS_HISTORY"), &err);
+                             (int)ts_cfg_int(TESSERA_JOBS_HISTORY), &err);
     if (rc == 0) {
         ts_info("job control", "job=%s action=%s", req->seg[1], actions[a].name);
         rest_reply_json(req, 200, json_object());

@@ -315,8 +315,8 @@ static void *refresher(void *arg)
 int rest_jwt_start(rest_jwt **out, ts_err *err)
 {
     *out = NULL;
-    const char *file = ts_config_str("TESSERA_JWT_JWKS_FILE");
-    const char *url = ts_config_str("TESSERA_JWT_JWKS_URL");
+    const char *file = ts_cfg_str(TESSERA_JWT_JWKS_FILE);
+    const char *url = ts_cfg_str(TESSERA_JWT_JWKS_URL);
     if (!file[0] && !url[0])
         return 0;
     if (file[0] && url[0])
@@ -331,13 +331,13 @@ int rest_jwt_start(rest_jwt **out, ts_err *err)
     pthread_cond_init(&j->cv, NULL);
     j->file = file;
     j->url = url;
-    j->refresh_s = (int)ts_config_int("TESSERA_JWT_JWKS_REFRESH");
-    j->leeway = ts_config_int("TESSERA_JWT_LEEWAY");
-    j->issuer = ts_config_str("TESSERA_JWT_ISSUER");
-    j->audience = ts_config_str("TESSERA_JWT_AUDIENCE");
-    j->name_claim = ts_config_str("TESSERA_JWT_NAME_CLAIM");
-    j->role_claim = ts_config_str("TESSERA_JWT_ROLE_CLAIM");
-    j->labels_claim = ts_config_str("TESSERA_JWT_LABELS_CLAIM");
+    j->refresh_s = (int)ts_cfg_int(TESSERA_JWT_JWKS_REFRESH);
+    j->leeway = ts_cfg_int(TESSERA_JWT_LEEWAY);
+    j->issuer = ts_cfg_str(TESSERA_JWT_ISSUER);
+    j->audience = ts_cfg_str(TESSERA_JWT_AUDIENCE);
+    j->name_claim = ts_cfg_str(TESSERA_JWT_NAME_CLAIM);
+    j->role_claim = ts_cfg_str(TESSERA_JWT_ROLE_CLAIM);
+    j->labels_claim = ts_cfg_str(TESSERA_JWT_LABELS_CLAIM);
     if (url[0])
         curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = fetch(j, err);

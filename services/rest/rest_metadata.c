@@ -46,23 +46,14 @@ static bool resolve_name(const char *given, char *canonical, size_t size, bool *
             return true;
         }
     }
-    const char *list = ts_config_str("TESSERA_USER_METADATA");
-    const char *p = list;
-    while (p && *p) {
-        const char *comma = strchr(p, ',');
-        size_t n = comma ? (size_t)(comma - p) : strlen(p);
-        const char *eq = memchr(p, '=', n);
-        if (eq) {
-            size_t name_len = (size_t)(eq - p);
-            long idx = strtol(eq + 1, NULL, 10);
-            if ((strlen(given) == name_len && strncmp(given, p, name_len) == 0) ||
-                (numeric && idx == number)) {
-                snprintf(canonical, size, "%.*s", (int)name_len, p);
-                *is_user = true;
-                return true;
-            }
+    size_t n;
+    const ts_cfg_pair *user = ts_cfg_pairs(TESSERA_USER_METADATA, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(given, user[i].name) == 0 || (numeric && user[i].number == number)) {
+            snprintf(canonical, size, "%s", user[i].name);
+            *is_user = true;
+            return true;
         }
-        p = comma ? comma + 1 : NULL;
     }
     if (numeric && number >= 1024 && number <= 65535) {
         snprintf(canonical, size, "%ld", number);
@@ -78,7 +69,7 @@ static long number_of(const char *name)
     for (size_t i = 0; i < N_SYSTEM; i++)
         if (strcmp(name, system_names[i]) == 0)
             return (long)i + 1;
-    const char *p = ts_config_str("TESSERA_USER_METADATA");
+    const char *p = ts_cfg_str(TESSERA_USER_METADATA);
     while (p && *p) {
         const char *comma = strchr(p, ',');
         size_t n = comma ? (size_t)(comma - p) : strlen(p);

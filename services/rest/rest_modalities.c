@@ -422,7 +422,7 @@ void rest_delete_modality(rest_request *req)
 static bool dicom_options(rest_request *req, const json_t *body, int *timeout, const char **local)
 {
     *timeout = 0;
-    *local = ts_config_str("TESSERA_DICOM_AET");
+    *local = ts_cfg_str(TESSERA_DICOM_AET);
     if (!json_is_object(body))
         return true;
     const json_t *t = json_object_get(body, "Timeout");
@@ -470,7 +470,7 @@ void rest_modality_echo(rest_request *req)
                           .host = json_string_value(json_object_get(conf, "Host")),
                           .port = (int)json_integer_value(json_object_get(conf, "Port")),
                           .timeout_s =
-                              timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT)};
     ts_err err;
     if (ts_dicom_echo(&peer, &err)) {
         ts_info("echo failed", "modality=%s error=\"%s\"", req->seg[1], err.msg);
@@ -512,14 +512,14 @@ void rest_modality_store_straight(rest_request *req)
         goto out;
     }
     int timeout = 0;
-    const char *local = ts_config_str("TESSERA_DICOM_AET");
+    const char *local = ts_cfg_str(TESSERA_DICOM_AET);
     rest_modality_settings(conf, &timeout, &local);
     ts_dicom_peer peer = {.our_aet = local,
                           .aet = json_string_value(json_object_get(conf, "AET")),
                           .host = json_string_value(json_object_get(conf, "Host")),
                           .port = (int)json_integer_value(json_object_get(conf, "Port")),
                           .timeout_s =
-                              timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT)};
     const char *paths[] = {path};
     uint16_t status = 0xFFFF;
     if (ts_dicom_store_files(&peer, paths, 1, &status, &err)) {
@@ -567,7 +567,7 @@ void rest_tools_dicom_echo(rest_request *req)
                           .host = m.host,
                           .port = m.port,
                           .timeout_s =
-                              timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT)};
     ts_err err;
     if (ts_dicom_echo(&peer, &err)) {
         ts_info("echo failed", "aet=%s error=\"%s\"", m.aet, err.msg);

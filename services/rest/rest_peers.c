@@ -270,7 +270,7 @@ static CURLcode peer_request(const json_t *conf, const char *password, const cha
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, a);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long)ts_config_int("TESSERA_DICOM_TIMEOUT"));
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long)ts_cfg_int(TESSERA_DICOM_TIMEOUT));
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     if (user) {
         curl_easy_setopt(curl, CURLOPT_USERNAME, user);
@@ -384,7 +384,7 @@ void rest_peer_store(rest_request *req)
     json_object_set_new(content, "Size", json_string(size));
     json_object_set_new(content, "SizeMB", json_integer(sr.size / (1024 * 1024)));
     input = json_pack("{s:O, s:s, s:i, s:b}", "Instances", sr.instances, "Url", url, "Timeout",
-                      sr.timeout > 0 ? sr.timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT"),
+                      sr.timeout > 0 ? sr.timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT),
                       "Permissive", sr.permissive);
     if (sr.transcode) {
         /* Orthanc's Content names it too */

@@ -47,7 +47,7 @@ static ts_redis *open_queries(rest_request *req)
 {
     ts_redis *q = NULL;
     ts_err err;
-    if (ts_redis_open(ts_config_str("TESSERA_REDIS_URL"), 5000, &q, &err)) {
+    if (ts_redis_open(ts_cfg_str(TESSERA_REDIS_URL), 5000, &q, &err)) {
         rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, err.msg);
         return NULL;
     }
@@ -293,10 +293,10 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
                           .host = m->host,
                           .port = m->port,
                           .timeout_s =
-                              timeout > 0 ? timeout : (int)ts_config_int("TESSERA_DICOM_TIMEOUT")};
+                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT)};
     ts_err err;
     int rc = ts_dicom_find_scu(&peer, level, keys, nkeys, normalize,
-                               (size_t)ts_config_int("TESSERA_QUERY_LIMIT"), &answers, &err);
+                               (size_t)ts_cfg_int(TESSERA_QUERY_LIMIT), &answers, &err);
     if (rc) {
         ts_info("C-FIND failed", "modality=%s error=\"%s\"", name, err.msg);
         if (rc == TS_EINVAL) { /* a key that cannot be put in an identifier (a sequence) */
@@ -317,8 +317,8 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
     if (!q)
         goto out;
     char id[TS_QUERY_ID_LEN + 1];
-    rc = ts_queries_add(q, stored, (int)ts_config_int("TESSERA_QUERIES_TTL"),
-                        (int)ts_config_int("TESSERA_QUERIES_HISTORY"), id, &err);
+    rc = ts_queries_add(q, stored, (int)ts_cfg_int(TESSERA_QUERIES_TTL),
+                        (int)ts_cfg_int(TESSERA_QUERIES_HISTORY), id, &err);
     ts_redis_free(q);
     if (rc) {
         rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, err.msg);
@@ -388,7 +388,7 @@ void rest_modality_query(rest_request *req)
     }
     bool normalize = !normalize_v || json_is_true(normalize_v);
     int timeout = timeout_v ? (int)json_integer_value(timeout_v) : 0;
-    const char *local = local_v ? json_string_value(local_v) : ts_config_str("TESSERA_DICOM_AET");
+    const char *local = local_v ? json_string_value(local_v) : ts_cfg_str(TESSERA_DICOM_AET);
     run_query(req, req->seg[1], &m, level, query, normalize, timeout, local);
 out:
     json_decref(m.conf);
@@ -665,7 +665,7 @@ void rest_query_retrieve(rest_request *req)
     json_error_t jerr;
     body = req->body_len ? json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr) : NULL;
     char text_aet[65] = "";
-    const char *target = ts_config_str("TESSERA_DICOM_AET");
+    const char *target = ts_cfg_str(TESSERA_DICOM_AET);
     int timeout = -1;
     if (json_is_object(body)) {
         const json_t *t = json_object_get(body, "TargetAet");
@@ -777,7 +777,7 @@ void rest_modality_move(rest_request *req)
         goto out;
     }
     move_job mj = {0};
-    const char *our = ts_config_str("TESSERA_DICOM_AET");
+    const char *our = ts_cfg_str(TESSERA_DICOM_AET);
     if (!string_field(req, body, "LocalAet", our, &mj.local) ||
         !string_field(req, body, "TargetAet", our, &mj.target))
         goto out;

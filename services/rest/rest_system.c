@@ -26,11 +26,11 @@ void rest_system(rest_request *req)
     json_object_set_new(b, "CheckRevisions", json_true());
     json_object_set_new(b, "DatabaseBackendPlugin", json_null());
     json_object_set_new(b, "DatabaseVersion", json_integer(6));
-    json_object_set_new(b, "DicomAet", json_string(ts_config_str("TESSERA_DICOM_AET")));
-    json_object_set_new(b, "DicomPort", json_integer(ts_config_int("TESSERA_DICOM_PORT")));
-    json_object_set_new(b, "HttpPort", json_integer(ts_config_int("TESSERA_HTTP_PORT")));
+    json_object_set_new(b, "DicomAet", json_string(ts_cfg_str(TESSERA_DICOM_AET)));
+    json_object_set_new(b, "DicomPort", json_integer(ts_cfg_int(TESSERA_DICOM_PORT)));
+    json_object_set_new(b, "HttpPort", json_integer(ts_cfg_int(TESSERA_HTTP_PORT)));
     json_object_set_new(b, "IsHttpServerSecure", json_false());
-    json_object_set_new(b, "Name", json_string(ts_config_str("TESSERA_NAME")));
+    json_object_set_new(b, "Name", json_string(ts_cfg_str(TESSERA_NAME)));
     json_object_set_new(b, "PluginsEnabled", json_false());
     json_object_set_new(b, "StorageAreaPlugin", json_null());
     json_object_set_new(b, "Version", json_string(ORTHANC_API_VERSION));
@@ -262,7 +262,7 @@ void rest_log_level(rest_request *req)
     body_word(req, word, sizeof(word));
     ts_log_level level;
     if (strcmp(word, "default") == 0) {
-        if (!ts_log_level_parse(ts_config_str("TESSERA_LOG_LEVEL"), &level))
+        if (!ts_log_level_parse(ts_cfg_str(TESSERA_LOG_LEVEL), &level))
             level = TS_LOG_INFO;
     } else if (strcmp(word, "verbose") == 0 || strcmp(word, "trace") == 0) {
         level = TS_LOG_DEBUG;

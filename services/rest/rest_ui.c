@@ -110,7 +110,7 @@ void rest_ui_file_get(rest_request *req)
         snprintf(path, sizeof(path), "index.html");
     }
 
-    const char *dir = ts_config_str("TESSERA_UI_DIR");
+    const char *dir = ts_cfg_str(TESSERA_UI_DIR);
     if (dir[0]) {
         /* development: the files as they are on disk now */
         struct stat st;
@@ -137,7 +137,7 @@ void rest_ui_file_get(rest_request *req)
 
 void rest_viewer_get(rest_request *req)
 {
-    const char *dir = ts_config_str("TESSERA_VIEWER_DIR");
+    const char *dir = ts_cfg_str(TESSERA_VIEWER_DIR);
     char path[512];
     if (!dir[0] || !sub_path(req, path, sizeof(path))) {
         rest_reply_unknown_resource(req);

@@ -56,13 +56,13 @@ static void test_defaults(void **state)
     char *envp[] = {NULL};
     ts_err err = {0};
     assert_int_equal(ts_config_load(envp, &err), 0);
-    assert_int_equal(ts_config_int("TESSERA_DICOM_PORT"), 4242);
-    assert_int_equal(ts_config_int("TESSERA_DB_POOL_SIZE"), 8);
-    assert_string_equal(ts_config_str("TESSERA_DICOM_AET"), "TESSERA");
-    assert_string_equal(ts_config_str("TESSERA_LOG_LEVEL"), "info");
-    assert_false(ts_config_bool("TESSERA_OVERWRITE_INSTANCES"));
-    assert_int_equal(ts_config_int("TESSERA_MAX_INSTANCE_SIZE"), 1073741824L);
-    assert_int_equal(ts_config_int("TESSERA_BUS_MAX_MESSAGE"), 1100000000L);
+    assert_int_equal(ts_cfg_int(TESSERA_DICOM_PORT), 4242);
+    assert_int_equal(ts_cfg_int(TESSERA_DB_POOL_SIZE), 8);
+    assert_string_equal(ts_cfg_str(TESSERA_DICOM_AET), "TESSERA");
+    assert_string_equal(ts_cfg_str(TESSERA_LOG_LEVEL), "info");
+    assert_false(ts_cfg_bool(TESSERA_OVERWRITE_INSTANCES));
+    assert_int_equal(ts_cfg_int(TESSERA_MAX_INSTANCE_SIZE), 1073741824L);
+    assert_int_equal(ts_cfg_int(TESSERA_BUS_MAX_MESSAGE), 1100000000L);
 
     /* every setting has a value, and it is its default */
     size_t count = 0;
@@ -89,18 +89,18 @@ static void test_environment(void **state)
                     NULL};
     ts_err err = {0};
     assert_int_equal(ts_config_load(envp, &err), 0);
-    assert_int_equal(ts_config_int("TESSERA_DICOM_PORT"), 11112);
-    assert_string_equal(ts_config_str("TESSERA_DICOM_AET"), "ARCHIVE");
-    assert_true(ts_config_bool("TESSERA_OVERWRITE_INSTANCES"));
-    assert_string_equal(ts_config_str("TESSERA_DB_ISOLATION"), "SERIALIZABLE");
+    assert_int_equal(ts_cfg_int(TESSERA_DICOM_PORT), 11112);
+    assert_string_equal(ts_cfg_str(TESSERA_DICOM_AET), "ARCHIVE");
+    assert_true(ts_cfg_bool(TESSERA_OVERWRITE_INSTANCES));
+    assert_string_equal(ts_cfg_str(TESSERA_DB_ISOLATION), "SERIALIZABLE");
     /* only the first '=' separates name and value */
-    assert_string_equal(ts_config_str("TESSERA_DB_URL"), "host=db dbname=tessera");
+    assert_string_equal(ts_cfg_str(TESSERA_DB_URL), "host=db dbname=tessera");
 
     /* a later load starts from the defaults again */
     char *none[] = {NULL};
     assert_int_equal(ts_config_load(none, &err), 0);
-    assert_int_equal(ts_config_int("TESSERA_DICOM_PORT"), 4242);
-    assert_false(ts_config_bool("TESSERA_OVERWRITE_INSTANCES"));
+    assert_int_equal(ts_cfg_int(TESSERA_DICOM_PORT), 4242);
+    assert_false(ts_cfg_bool(TESSERA_OVERWRITE_INSTANCES));
 }
 
 static void test_booleans(void **state)
@@ -113,12 +113,12 @@ static void test_booleans(void **state)
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
         snprintf(var, sizeof(var), "TESSERA_DICOM_CHECK_CALLED_AET=%s", yes[i]);
         assert_int_equal(ts_config_load(envp, &err), 0);
-        assert_true(ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"));
+        assert_true(ts_cfg_bool(TESSERA_DICOM_CHECK_CALLED_AET));
     }
     for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
         snprintf(var, sizeof(var), "TESSERA_DICOM_CHECK_CALLED_AET=%s", no[i]);
         assert_int_equal(ts_config_load(envp, &err), 0);
-        assert_false(ts_config_bool("TESSERA_DICOM_CHECK_CALLED_AET"));
+        assert_false(ts_cfg_bool(TESSERA_DICOM_CHECK_CALLED_AET));
     }
 }
 
@@ -135,13 +135,13 @@ static void test_file_parsing(void **state)
                        "\t\n"
                        "TESSERA_DICOM_TIMEOUT=90";
     assert_int_equal(load_with_file(text, NULL, &err, path, sizeof(path)), 0);
-    assert_string_equal(ts_config_str("TESSERA_DICOM_AET"), "FROMFILE");
-    assert_int_equal(ts_config_int("TESSERA_DICOM_PORT"), 1111);
-    assert_string_equal(ts_config_str("TESSERA_DB_URL"), "host=db port=5433");
+    assert_string_equal(ts_cfg_str(TESSERA_DICOM_AET), "FROMFILE");
+    assert_int_equal(ts_cfg_int(TESSERA_DICOM_PORT), 1111);
+    assert_string_equal(ts_cfg_str(TESSERA_DB_URL), "host=db port=5433");
     /* the last line needs no newline */
-    assert_int_equal(ts_config_int("TESSERA_DICOM_TIMEOUT"), 90);
+    assert_int_equal(ts_cfg_int(TESSERA_DICOM_TIMEOUT), 90);
     /* untouched settings keep their defaults */
-    assert_int_equal(ts_config_int("TESSERA_DB_POOL_SIZE"), 8);
+    assert_int_equal(ts_cfg_int(TESSERA_DB_POOL_SIZE), 8);
 }
 
 static void test_environment_overrides_file(void **state)
@@ -152,8 +152,8 @@ static void test_environment_overrides_file(void **state)
     assert_int_equal(load_with_file("TESSERA_DICOM_PORT=1111\nTESSERA_DICOM_AET=FROMFILE\n", env,
                                     &err, path, sizeof(path)),
                      0);
-    assert_int_equal(ts_config_int("TESSERA_DICOM_PORT"), 2222);
-    assert_string_equal(ts_config_str("TESSERA_DICOM_AET"), "FROMFILE");
+    assert_int_equal(ts_cfg_int(TESSERA_DICOM_PORT), 2222);
+    assert_string_equal(ts_cfg_str(TESSERA_DICOM_AET), "FROMFILE");
 }
 
 typedef struct {
@@ -176,6 +176,11 @@ static void test_bad_values_from_environment(void **state)
         {"TESSERA_LOG_LEVEL=verbose", {"TESSERA_LOG_LEVEL", "'verbose'", "debug|info|warn|error"}},
         {"TESSERA_DB_ISOLATION=snapshot",
          {"TESSERA_DB_ISOLATION", "'snapshot'", "read-committed|repeatable-read|serializable"}},
+        {"TESSERA_USER_METADATA=Comment", {"TESSERA_USER_METADATA", "'Comment'", "name=number"}},
+        {"TESSERA_USER_METADATA=Comment=12", {"TESSERA_USER_METADATA", "1024..65535", NULL}},
+        {"TESSERA_USER_METADATA=Comment=1024,=1025",
+         {"TESSERA_USER_METADATA", "name=number", NULL}},
+        {"TESSERA_USER_CONTENT_TYPES=report=x", {"TESSERA_USER_CONTENT_TYPES", "'report=x'", NULL}},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *envp[] = {(char *)cases[i].var, NULL};
@@ -295,6 +300,54 @@ static void test_log_level_applied(void **state)
     ts_log_set_level(TS_LOG_INFO);
 }
 
+/* A name=number list is split once, at load: what the REST routes read. */
+static void test_pairs(void **state)
+{
+    char *envp[] = {"TESSERA_USER_METADATA=Comment=1024,Reviewer=1025", NULL};
+    ts_err err = {0};
+    assert_int_equal(ts_config_load(envp, &err), 0);
+    size_t n = 0;
+    const ts_cfg_pair *p = ts_cfg_pairs(TESSERA_USER_METADATA, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(p[0].name, "Comment");
+    assert_int_equal(p[0].number, 1024);
+    assert_string_equal(p[1].name, "Reviewer");
+    assert_int_equal(p[1].number, 1025);
+    assert_string_equal(ts_cfg_str(TESSERA_USER_METADATA), "Comment=1024,Reviewer=1025");
+    ts_cfg_pairs(TESSERA_USER_CONTENT_TYPES, &n);
+    assert_int_equal(n, 0); /* default: empty */
+
+    /* a reload replaces the list */
+    char *again[] = {"TESSERA_USER_METADATA=Other=2000", NULL};
+    assert_int_equal(ts_config_load(again, &err), 0);
+    p = ts_cfg_pairs(TESSERA_USER_METADATA, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(p[0].name, "Other");
+    assert_int_equal(p[0].number, 2000);
+}
+
+/* The compiled names and the table agree: the enum's value is the index of
+ * the setting of that name, and the string API (kept for the transition)
+ * reads the same value. */
+static void test_compiled_names(void **state)
+{
+    char *envp[] = {"TESSERA_DICOM_PORT=11112", "TESSERA_STORAGE_PREPARE=off", NULL};
+    ts_err err = {0};
+    assert_int_equal(ts_config_load(envp, &err), 0);
+    size_t count = 0;
+    const ts_cfg_setting *s = ts_config_settings(&count);
+    assert_int_equal(count, TS_SETTING_COUNT);
+    assert_string_equal(s[TESSERA_DICOM_PORT].name, "TESSERA_DICOM_PORT");
+    assert_string_equal(s[TESSERA_JOBS_ARCHIVE_MAX_RATE].name, "TESSERA_JOBS_ARCHIVE_MAX_RATE");
+    assert_string_equal(s[TESSERA_CONFIG_FILE].name, "TESSERA_CONFIG_FILE");
+    assert_int_equal(ts_cfg_int(TESSERA_DICOM_PORT), 11112);
+    assert_int_equal(ts_config_int("TESSERA_DICOM_PORT"), 11112);
+    assert_false(ts_cfg_bool(TESSERA_STORAGE_PREPARE));
+    assert_false(ts_config_bool("TESSERA_STORAGE_PREPARE"));
+    for (size_t i = 0; i < count; i++)
+        assert_string_equal(ts_cfg_str((ts_setting)i), ts_config_str(s[i].name));
+}
+
 static void test_print(void **state)
 {
     char *envp[] = {"TESSERA_DICOM_AET=PRINTED", NULL};
@@ -335,6 +388,8 @@ int main(void)
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_unknown_environment_variable_warns),
         cmocka_unit_test(test_log_level_applied),
+        cmocka_unit_test(test_pairs),
+        cmocka_unit_test(test_compiled_names),
         cmocka_unit_test(test_print),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

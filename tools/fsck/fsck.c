@@ -280,7 +280,7 @@ int main(int argc, char **argv)
     ts_db_options_from_config(&dbopt);
     dbopt.size = 1;
     if (ts_db_pool_new(&dbopt, &f.db, &err) || ts_db_migrate_wait(f.db, 60, &err) ||
-        ts_store_open(ts_config_str("TESSERA_STORAGE_DIR"), &f.store, &err)) {
+        ts_store_open(ts_cfg_str(TESSERA_STORAGE_DIR), &f.store, &err)) {
         fprintf(stderr, "tessera-fsck: %s\n", err.msg);
         return 2;
     }
