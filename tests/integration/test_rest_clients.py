@@ -482,10 +482,11 @@ def test_tools_settings_routes(fresh):
 
 def test_tools_listing_and_plugins(fresh):
     """GET /tools lists the /tools routes Tessera serves: Orthanc's listing less
-    what Tessera leaves out (docs/conformance.md). GET /plugins is a 404, as in an
-    Orthanc built without plugins, which /system says Tessera is."""
+    what Tessera leaves out (docs/conformance.md), plus /tools/labels, which
+    Orthanc lists from 1.12 on (the labels follow 1.12). GET /plugins is a 404, as in
+    an Orthanc built without plugins, which /system says Tessera is."""
     ref, got = fresh.ref.get("/tools"), fresh.t.get("/tools")
-    assert got == sorted(set(got)) and set(got) <= set(ref), set(got) - set(ref)
+    assert got == sorted(set(got)) and set(got) - set(ref) == {"labels"}, set(got) - set(ref)
     for name in ("find", "lookup", "default-encoding", "accepted-transfer-syntaxes",
                  "unknown-sop-class-accepted", "log-level", "dicom-echo", "create-archive",
                  "bulk-delete", "metrics-prometheus"):
