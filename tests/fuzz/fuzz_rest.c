@@ -26,16 +26,18 @@ static void failing_handler(rest_request *req)
 
 /* A sample of main.c's shapes: fixed, one-wildcard, nested, trailing "**". */
 static const rest_route routes[] = {
-    {"GET", "/system", handler, REST_BODY_SMALL},
-    {"GET", "/patients", handler, REST_BODY_SMALL},
-    {"POST", "/instances", failing_handler, REST_BODY_SMALL},
-    {"GET", "/instances/*", handler, REST_BODY_SMALL},
-    {"DELETE", "/instances/*", handler, REST_BODY_SMALL},
-    {"GET", "/instances/*/file", handler, REST_BODY_SMALL},
-    {"GET", "/studies/*/series", handler, REST_BODY_SMALL},
-    {"PUT", "/studies/*/metadata/*", failing_handler, REST_BODY_SMALL},
-    {"GET", "/instances/*/content/**", handler, REST_BODY_SMALL},
-    {"GET", "/instances/*/frames/*/raw", handler, REST_BODY_SMALL},
+    {"GET", "/system", handler, REST_BODY_SMALL, REST_ROLE_UNSET, REST_SCOPE_NONE},
+    {"GET", "/patients", handler, REST_BODY_SMALL, REST_ROLE_UNSET, REST_SCOPE_NONE},
+    {"POST", "/instances", failing_handler, REST_BODY_SMALL, REST_ROLE_UNSET, REST_SCOPE_NONE},
+    {"GET", "/instances/*", handler, REST_BODY_SMALL, REST_ROLE_UNSET, REST_SCOPE_NONE},
+    {"DELETE", "/instances/*", handler, REST_BODY_SMALL, REST_ROLE_UNSET, REST_SCOPE_NONE},
+    {"GET", "/instances/*/file", handler, REST_BODY_SMALL, REST_ROLE_UNSET, REST_SCOPE_NONE},
+    {"GET", "/studies/*/series", handler, REST_BODY_SMALL, REST_ROLE_UNSET, REST_SCOPE_NONE},
+    {"PUT", "/studies/*/metadata/*", failing_handler, REST_BODY_SMALL, REST_ROLE_UNSET,
+     REST_SCOPE_NONE},
+    {"GET", "/instances/*/content/**", handler, REST_BODY_SMALL, REST_ROLE_UNSET, REST_SCOPE_NONE},
+    {"GET", "/instances/*/frames/*/raw", handler, REST_BODY_SMALL, REST_ROLE_UNSET,
+     REST_SCOPE_NONE},
 };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
