@@ -691,7 +691,9 @@ int ts_jobs_done_items(ts_jobs *j, const ts_job_claim *c, json_t **out, ts_err *
 static const char release_script[] = RELEASE_LUA "release()\nreturn 1\n";
 /* clang-format on */
 
-int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err)
+/* Runs a script of KEYS job, lease, running and ARGV consumer, entry, now. */
+static int eval_on_lease(ts_jobs *j, const char *script, const char *consumer,
+                         const ts_job_claim *c, ts_err *err)
 {
     char key[128], lease[128], now[32];
     job_key(key, sizeof(key), c->id, "");
@@ -700,10 +702,15 @@ int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
     const char *keys[] = {key, lease, KEY_RUNNING};
     const char *args[] = {consumer, c->entry, now};
     redisReply *r = NULL;
-    int rc = eval(j, release_script, 3, keys, 3, args, &r, err);
+    int rc = eval(j, script, 3, keys, 3, args, &r, err);
     if (rc == 0)
         freeReplyObject(r);
     return rc;
+}
+
+int ts_jobs_release(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err)
+{
+    return eval_on_lease(j, release_script, consumer, c, err);
 }
 
 /* KEYS: job, lease, running. ARGV: consumer, entry, now */
@@ -721,17 +728,7 @@ static const char requeue_script[] =
 
 int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_err *err)
 {
-    char key[128], lease[128], now[32];
-    job_key(key, sizeof(key), c->id, "");
-    job_key(lease, sizeof(lease), c->id, ":lease");
-    snprintf(now, sizeof(now), "%lld", now_ms());
-    const char *keys[] = {key, lease, KEY_RUNNING};
-    const char *args[] = {consumer, c->entry, now};
-    redisReply *r = NULL;
-    int rc = eval(j, requeue_script, 3, keys, 3, args, &r, err);
-    if (rc == 0)
-        freeReplyObject(r);
-    return rc;
+    return eval_on_lease(j, requeue_script, consumer, c, err);
 }
 
 /* KEYS: job, lease, running, finished, all. ARGV: consumer, entry, now, code,

@@ -450,27 +450,31 @@ bool rest_parse_frame(const char *s, unsigned *out)
     return true;
 }
 
-void rest_instance_frame_raw(rest_request *req)
+bool rest_open_frame_raw(rest_request *req, ts_dicom_reader **r, const char **mime)
 {
     unsigned frame;
     if (!rest_parse_frame(req->seg[3], &frame)) {
         rest_reply_empty(req, 404);
-        return;
+        return false;
     }
     char path[4096];
     if (!rest_instance_path(req, path, sizeof(path)))
-        return;
+        return false;
+    ts_err err;
+    int rc = ts_dicom_frame_raw(path, frame, r, mime, &err);
+    if (rc == TS_ENOTFOUND)
+        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, NULL);
+    else if (rc == TS_EINVAL)
+        rest_reply_oe_status(req, 500, TS_OE_NOT_IMPLEMENTED, NULL);
+    else if (rc)
+        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, err.msg);
+    return rc == 0;
+}
+
+void rest_instance_frame_raw(rest_request *req)
+{
     ts_dicom_reader *r;
     const char *mime;
-    ts_err err;
-    int rc = ts_dicom_frame_raw(path, frame, &r, &mime, &err);
-    if (rc == TS_ENOTFOUND) {
-        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, NULL);
-    } else if (rc == TS_EINVAL) {
-        rest_reply_oe_status(req, 500, TS_OE_NOT_IMPLEMENTED, NULL);
-    } else if (rc) {
-        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, err.msg);
-    } else {
+    if (rest_open_frame_raw(req, &r, &mime))
         reply_value(req, r, mime);
-    }
 }

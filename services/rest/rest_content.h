@@ -3,6 +3,7 @@
 #ifndef REST_CONTENT_H
 #define REST_CONTENT_H
 
+#include "dicom/dicom.h"
 #include "rest_http.h"
 
 /* GET /{patients,studies,series}/{id}/shared-tags [?simplify|?short] */
@@ -29,5 +30,11 @@ char (*rest_resource_files(rest_request *req, int level, size_t *n))[4096];
 /* A frame number as Orthanc reads it (boost::lexical_cast<unsigned int>): an
  * optional sign, then digits; "-1" wraps round. False if it is not one. */
 bool rest_parse_frame(const char *s, unsigned *out);
+
+/* The raw bytes of frame seg[3] of instance seg[1] (/instances/{id}/frames/{n}/...):
+ * a reader and its media type, or false when the request has been answered
+ * (404 unknown, Orthanc's errors for a frame out of range, a syntax without
+ * frames, a bad file). The caller frees the reader. */
+bool rest_open_frame_raw(rest_request *req, ts_dicom_reader **r, const char **mime);
 
 #endif

@@ -653,28 +653,11 @@ void rest_image_numpy(rest_request *req)
 
 void rest_image_raw_gz(rest_request *req)
 {
-    unsigned frame;
-    if (!rest_parse_frame(req->seg[3], &frame)) {
-        rest_reply_empty(req, 404);
-        return;
-    }
-    char path[4096];
-    if (!rest_instance_path(req, path, sizeof(path)))
-        return;
     ts_dicom_reader *r;
     const char *mime;
+    if (!rest_open_frame_raw(req, &r, &mime))
+        return;
     ts_err err;
-    int rc = ts_dicom_frame_raw(path, frame, &r, &mime, &err);
-    if (rc == TS_ENOTFOUND) {
-        rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE, NULL);
-        return;
-    } else if (rc == TS_EINVAL) {
-        rest_reply_oe_status(req, 500, TS_OE_NOT_IMPLEMENTED, NULL);
-        return;
-    } else if (rc) {
-        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, err.msg);
-        return;
-    }
     /* a frame is at most a few hundred MB and Orthanc holds it whole too */
     z_stream z = {0};
     if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
