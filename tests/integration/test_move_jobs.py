@@ -286,10 +286,12 @@ def test_job_of_a_dead_scp_ends_as_failure(cluster, tmp_path):
     runs out (twice TESSERA_DICOM_TIMEOUT plus 10 s), then a jobs worker's next look
     at the queue ends it as Failure (InternalError); no worker runs it again."""
     redis = cluster.start_redis()
-    q = cluster.start_query(TESSERA_DICOM_TIMEOUT="1")
+    q = cluster.start_query(TESSERA_DICOM_TIMEOUT="5")  # a C-STORE waits out the 1 s sleep
     ing = cluster.start_ingest(TESSERA_QUERY_BUS=q.bus)
     rest = cluster.start_rest(ing, TESSERA_QUERY_BUS=q.bus, TESSERA_REDIS_URL=redis.url)
-    load(rest.url, make_series(tmp_path / "in", 8, study_uid=STUDY))
+    # 40 instances, each held by the destination: the C-MOVE lasts long enough for
+    # the SCP to be killed in the middle of it, however fast the machine is
+    load(rest.url, make_series(tmp_path / "in", 40, study_uid=STUDY))
     scp = StoreScp(tmp_path / "scp", sleep_after=1).start()
     register(rest.url, scp)
     try:

@@ -273,12 +273,16 @@ static void test_joins_only_the_levels_the_keys_need(void **state)
     assert_contains(q.sql, "JOIN series se ON se.resource_id = ri.parent_id"
                            " JOIN resources rse ON rse.id = se.resource_id"
                            " JOIN studies st ON st.resource_id = rse.parent_id"
-                           " JOIN resources rst ON rst.id = st.resource_id WHERE");
+                           " CROSS JOIN LATERAL (SELECT st.resource_id AS id) rst WHERE");
+    /* the highest level is not joined to resources: nothing above it to reach */
+    assert_lacks(q.sql, "JOIN resources rst");
     assert_lacks(q.sql, "patients");
     query_sql_clear(&q);
     query_key patient[] = {{SOP_UID, ""}, {PATIENT_NAME, "X*"}};
     q = build_ok(TS_LEVEL_INSTANCE, patient, 2, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "JOIN patients pa ON pa.resource_id = rst.parent_id");
+    assert_contains(q.sql, "JOIN resources rst ON rst.id = st.resource_id");
+    assert_lacks(q.sql, "JOIN resources rpa");
     query_sql_clear(&q);
 }
 
