@@ -26,24 +26,9 @@
 static ts_db_pool *pool;
 static char url[512];
 
-static PGconn *connect_db(void)
-{
-    PGconn *c = PQconnectdb(url);
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    return c;
-}
-
-static void exec_ok(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-}
-
 static long scalar(const char *sql)
 {
-    PGconn *c = connect_db();
+    PGconn *c = unit_pg_connect(url);
     PGresult *r = PQexec(c, sql);
     assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
     long v = atol(PQgetvalue(r, 0, 0));
@@ -54,13 +39,13 @@ static long scalar(const char *sql)
 
 static void insert_changes(int n)
 {
-    PGconn *c = connect_db();
+    PGconn *c = unit_pg_connect(url);
     char sql[160];
     snprintf(sql, sizeof(sql),
              "INSERT INTO changes (change_type, level, public_id) "
              "SELECT 'NewInstance', 3, 'i' || g FROM generate_series(1, %d) g",
              n);
-    exec_ok(c, sql);
+    unit_pg_exec_ok(c, sql);
     PQfinish(c);
 }
 
@@ -120,9 +105,9 @@ static void *read_pass(void *arg)
 static void test_reader_waits_for_another_pass(void **state)
 {
     insert_changes(3);
-    PGconn *other = connect_db();
-    exec_ok(other, "BEGIN");
-    exec_ok(other, "SELECT pg_advisory_xact_lock(x'7365717565636572'::bigint)");
+    PGconn *other = unit_pg_connect(url);
+    unit_pg_exec_ok(other, "BEGIN");
+    unit_pg_exec_ok(other, "SELECT pg_advisory_xact_lock(x'7365717565636572'::bigint)");
 
     long n = -1;
     ts_err err;
@@ -135,7 +120,7 @@ static void test_reader_waits_for_another_pass(void **state)
     usleep(300 * 1000);
     struct timespec released;
     clock_gettime(CLOCK_MONOTONIC, &released);
-    exec_ok(other, "COMMIT");
+    unit_pg_exec_ok(other, "COMMIT");
     pthread_join(t, NULL);
     PQfinish(other);
     assert_int_equal(r.rc, 0);

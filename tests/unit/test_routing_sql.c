@@ -24,21 +24,6 @@
 static ts_db_pool *pool;
 static char url[512];
 
-static PGconn *connect_db(void)
-{
-    PGconn *c = PQconnectdb(url);
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    return c;
-}
-
-static void exec_ok(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-}
-
 static long scalar_on(PGconn *c, const char *sql)
 {
     PGresult *r = PQexec(c, sql);
@@ -51,7 +36,7 @@ static long scalar_on(PGconn *c, const char *sql)
 
 static long scalar(const char *sql)
 {
-    PGconn *c = connect_db();
+    PGconn *c = unit_pg_connect(url);
     long v = scalar_on(c, sql);
     PQfinish(c);
     return v;
@@ -59,8 +44,8 @@ static long scalar(const char *sql)
 
 static void exec1(const char *sql)
 {
-    PGconn *c = connect_db();
-    exec_ok(c, sql);
+    PGconn *c = unit_pg_connect(url);
+    unit_pg_exec_ok(c, sql);
     PQfinish(c);
 }
 
@@ -104,7 +89,7 @@ typedef struct sweeper {
 static void *sweep(void *arg)
 {
     sweeper *s = arg;
-    PGconn *c = connect_db();
+    PGconn *c = unit_pg_connect(url);
     char sql[96];
     snprintf(sql, sizeof(sql), "SELECT tessera_emit_stable(1, %d)", s->limit);
     for (;;) {
@@ -164,15 +149,15 @@ static void test_a_row_held_by_a_writer_waits_for_the_next_pass(void **state)
 {
     (void)state;
     make_series("held", 2, 10);
-    PGconn *writer = connect_db();
-    exec_ok(writer, "BEGIN");
+    PGconn *writer = unit_pg_connect(url);
+    unit_pg_exec_ok(writer, "BEGIN");
     /* what tessera_store_instance holds on the chain while it adds an instance */
-    exec_ok(writer, "SELECT id FROM resources WHERE public_id = 'held-1' FOR KEY SHARE");
+    unit_pg_exec_ok(writer, "SELECT id FROM resources WHERE public_id = 'held-1' FOR KEY SHARE");
     assert_int_equal(scalar("SELECT tessera_emit_stable(1, 1000)"), 1); /* held-2 only */
     /* the writer's instance makes it unstable again (tessera_touch_ancestors) */
-    exec_ok(writer, "UPDATE resources SET last_update = now(), stable = false"
-                    " WHERE public_id = 'held-1'");
-    exec_ok(writer, "COMMIT");
+    unit_pg_exec_ok(writer, "UPDATE resources SET last_update = now(), stable = false"
+                            " WHERE public_id = 'held-1'");
+    unit_pg_exec_ok(writer, "COMMIT");
     PQfinish(writer);
     assert_int_equal(scalar("SELECT tessera_emit_stable(1, 1000)"), 0);
     assert_int_equal(scalar("SELECT count(*) FROM changes WHERE public_id LIKE 'held-%'"), 1);
@@ -195,7 +180,7 @@ static void test_wildcards_are_dicom_ones(void **state)
 static void *dispatch(void *arg)
 {
     long *made = arg;
-    PGconn *c = connect_db();
+    PGconn *c = unit_pg_connect(url);
     long last = scalar_on(c, "SELECT max(seq) FROM changes");
     while (scalar_on(c, "SELECT last_seq FROM router_cursor") < last) {
         long n = scalar_on(c, "SELECT tessera_route_dispatch(40)");

@@ -32,21 +32,6 @@ static ts_store *store;
 static char url[512];
 static char base[PATH_MAX];
 
-static PGconn *connect_db(void)
-{
-    PGconn *c = PQconnectdb(url);
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    return c;
-}
-
-static void exec_ok(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-}
-
 /* A file put in place the way a writer does: with an intent. */
 static void place_file(char uuid[TS_UUID_LEN + 1])
 {
@@ -72,14 +57,14 @@ static bool file_exists(const char *uuid)
 /* A row that refers to the file, committed. */
 static void index_file(const char *uuid)
 {
-    PGconn *c = connect_db();
+    PGconn *c = unit_pg_connect(url);
     char sql[512];
     snprintf(sql, sizeof(sql),
              "WITH r AS (INSERT INTO resources (level, public_id) VALUES (0, 'p-%s') RETURNING id) "
              "INSERT INTO attachments (resource_id, content_type, uuid, compressed_size, "
              "uncompressed_size) SELECT id, 1, '%s', 10, 10 FROM r",
              uuid, uuid);
-    exec_ok(c, sql);
+    unit_pg_exec_ok(c, sql);
     PQfinish(c);
 }
 

@@ -1,6 +1,7 @@
 /* For the unit tests that need a PostgreSQL server: TESSERA_TEST_DB_URL (set by
  * scripts/test) names one; each test program makes a database of its own on it.
- * Header-only (static functions), included by the test programs that use it. */
+ * Header-only (static functions), included by the test programs that use it,
+ * after <cmocka.h> (the connection helpers fail the running test). */
 #ifndef TS_UNIT_PG_H
 #define TS_UNIT_PG_H
 
@@ -69,6 +70,23 @@ static inline int unit_pg_pool(const char *url, int size, const char *isolation,
         return -1;
     }
     return 0;
+}
+
+/* A connection of the test's own to url; fails the test if there is none. */
+static inline PGconn *unit_pg_connect(const char *url)
+{
+    PGconn *c = PQconnectdb(url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    return c;
+}
+
+/* Runs sql on c; fails the test, naming the statement, if it fails. */
+static inline void unit_pg_exec_ok(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
 }
 
 #endif
