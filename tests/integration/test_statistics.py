@@ -111,13 +111,3 @@ def test_statistics_match_a_full_count_after_concurrent_writes_and_deletes(clust
     wait_drained(cluster)
     stats = assert_matches_full_count(cluster, rest)
     assert stats["CountInstances"] == 0 and stats["TotalDiskSize"] == "0", stats
-
-
-def test_counters_are_a_fixed_number_of_rows(cluster):
-    """The read costs the same at any archive size: 64 counter rows, no scan of the index."""
-    ing = cluster.start_ingest()
-    cluster.start_rest(ing)
-    assert cluster.sql("SELECT count(*) FROM statistics_counters")[0][0] == 64
-    plan = "\n".join(r[0] for r in cluster.sql(
-        "EXPLAIN SELECT sum(patients), sum(instances) FROM statistics_counters"))
-    assert "resources" not in plan and "attachments" not in plan, plan
