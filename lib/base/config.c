@@ -292,16 +292,6 @@ int ts_config_load(char **envp, ts_err *err)
     return 0;
 }
 
-static int must_find(const char *name)
-{
-    int idx = find_setting(name);
-    if (idx < 0 || !values[idx].text) {
-        fprintf(stderr, "BUG: configuration %s is not a setting or not loaded\n", name);
-        abort();
-    }
-    return idx;
-}
-
 /* The value of s, which must be loaded and (unless any) of type want. */
 static int must_be(ts_setting s, bool any, ts_cfg_type want)
 {
@@ -332,21 +322,6 @@ const ts_cfg_pair *ts_cfg_pairs(ts_setting s, size_t *n)
     int i = must_be(s, false, TS_CFG_PAIRS);
     *n = values[i].npairs;
     return values[i].pairs;
-}
-
-const char *ts_config_str(const char *name)
-{
-    return ts_cfg_str((ts_setting)must_find(name));
-}
-
-long ts_config_int(const char *name)
-{
-    return ts_cfg_int((ts_setting)must_find(name));
-}
-
-bool ts_config_bool(const char *name)
-{
-    return ts_cfg_bool((ts_setting)must_find(name));
 }
 
 void ts_config_print(FILE *out)

@@ -56,12 +56,6 @@ typedef struct ts_cfg_pair {
 } ts_cfg_pair;
 const ts_cfg_pair *ts_cfg_pairs(ts_setting s, size_t *n);
 
-/* The same by name, for the transition from the string API: unknown names
- * abort at run time. New code uses ts_cfg_* with the compiled name. */
-const char *ts_config_str(const char *name);
-long ts_config_int(const char *name);
-bool ts_config_bool(const char *name);
-
 /* Writes every setting with its current value and help, for --help. */
 void ts_config_print(FILE *out);
 
