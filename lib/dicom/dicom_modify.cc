@@ -314,6 +314,24 @@ int fail(ts_oe *oe, ts_oe code, ts_err *err, const char *details)
     return ts_err_set(err, TS_EINVAL, "%s", details);
 }
 
+/* A tag named in Remove, Keep or Replace; one that the index keys on (a UID,
+ * PatientID...) needs Force, with Orthanc 1.10.1's message. */
+static int parse_marked_tag(const char *name, const char *what, bool force, uint32_t *tag,
+                            ts_oe *oe, ts_err *err)
+{
+    if (!ts_dicom_parse_tag(name, tag))
+        return fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, "");
+    if (!force && is_database_key(*tag)) {
+        char details[256];
+        snprintf(details, sizeof(details),
+                 "Marking tag \"%s\" as to be %s requires the \"Force\" option to be set to "
+                 "true",
+                 name, what);
+        return fail(oe, TS_OE_BAD_REQUEST, err, details);
+    }
+    return 0;
+}
+
 bool setup_anonymization(ts_modify *m, const std::string &version)
 {
     const ts_anon_rule *rules;
@@ -425,16 +443,9 @@ int parse_tag_list(ts_modify *m, const json_t *list, tag_op op, bool force, ts_o
             m->paths.push_back(p);
             continue;
         }
-        if (!ts_dicom_parse_tag(name, &tag))
-            return fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, "");
-        if (!force && is_database_key(tag)) {
-            char details[256];
-            snprintf(details, sizeof(details),
-                     "Marking tag \"%s\" as to be %s requires the \"Force\" option to be set to "
-                     "true",
-                     name, op == OP_REMOVE ? "removed" : "kept");
-            return fail(oe, TS_OE_BAD_REQUEST, err, details);
-        }
+        int rc = parse_marked_tag(name, op == OP_REMOVE ? "removed" : "kept", force, &tag, oe, err);
+        if (rc)
+            return rc;
         if (op == OP_REMOVE)
             m->remove(tag);
         else
@@ -492,16 +503,9 @@ int parse_replacements(ts_modify *m, const json_t *obj, bool force, ts_oe *oe, t
             m->paths.push_back(p);
             continue;
         }
-        if (!ts_dicom_parse_tag(name, &tag))
-            return fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, "");
-        if (!force && is_database_key(tag)) {
-            char details[256];
-            snprintf(details, sizeof(details),
-                     "Marking tag \"%s\" as to be replaced requires the \"Force\" option to be set "
-                     "to true",
-                     name);
-            return fail(oe, TS_OE_BAD_REQUEST, err, details);
-        }
+        int rc = parse_marked_tag(name, "replaced", force, &tag, oe, err);
+        if (rc)
+            return rc;
         if (!value_ok(tag, v)) {
             std::string details = "Bad Parameter type for tag " + tag_text(tag);
             return fail(oe, TS_OE_BAD_PARAMETER_TYPE, err, details.c_str());
