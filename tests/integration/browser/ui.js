@@ -240,7 +240,10 @@ const scenarios = {
       if (/\/metadata/.test(r.url())) out.marks.metadataDone = Date.now() - t0;
       if (/\/frames\//.test(r.url()) && !('frameDone' in out.marks)) out.marks.frameDone = Date.now() - t0;
     });
-    await page.click('a.ohif');
+    // the link is a full navigation (/ui/ -> /viewer/): wait for it, or the first
+    // look for a canvas runs in the page that is going away
+    await Promise.all([page.waitForNavigation({ waitUntil: 'domcontentloaded', timeout: T }),
+      page.click('a.ohif')]);
     const levels = async () => {
       const c = await page.$('canvas.cornerstone-canvas');
       if (!c) return 0;
@@ -266,7 +269,13 @@ const scenarios = {
     const end = Date.now() + T;
     out.levels = 0;
     while (Date.now() < end) {
-      out.levels = await levels();
+      try {
+        out.levels = await levels();
+      } catch (e) {
+        // OHIF may still replace its document (a redirect of its router): look again
+        if (!/Execution context was destroyed|detached|Cannot find context/.test(String(e))) throw e;
+        out.levels = 0;
+      }
       if (out.levels > 20) break;
       await new Promise((r) => setTimeout(r, 100));
     }
