@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -36,6 +37,50 @@ int ts_changes_sequence(ts_db_pool *pool, bool wait, long *numbered, ts_err *err
     int rc = ts_db_transaction(pool, TS_DB_WRITE_READ_COMMITTED, sequence_txn, &a, err);
     if (numbered)
         *numbered = a.numbered;
+    return rc;
+}
+
+/* The oldest changes by Seq, then those of them old enough: the seq index
+ * gives the first rows at once, and created_at grows with Seq (a change is
+ * numbered right after its commit), so a pass reads batch rows, never the log. */
+static const ts_db_stmt prune_changes = {
+    "changes_prune",
+    "WITH oldest AS (SELECT id, created_at FROM changes"
+    " WHERE seq <= (SELECT last_seq FROM router_cursor) ORDER BY seq LIMIT $2::int)"
+    " DELETE FROM changes c USING oldest o"
+    " WHERE c.id = o.id AND o.created_at < now() - make_interval(days => $1::int)",
+    2};
+static const ts_db_stmt clear_changes = {
+    "changes_clear", "DELETE FROM changes WHERE seq <= (SELECT last_seq FROM router_cursor)", 0};
+
+typedef struct {
+    int days, batch;
+    long deleted;
+} prune_args;
+
+static int prune_txn(ts_db *db, void *arg, ts_err *err)
+{
+    prune_args *a = arg;
+    char days[16], batch[16];
+    snprintf(days, sizeof(days), "%d", a->days);
+    snprintf(batch, sizeof(batch), "%d", a->batch);
+    const char *params[] = {days, batch};
+    PGresult *res;
+    int rc = ts_db_exec(db, a->days < 0 ? &clear_changes : &prune_changes,
+                        a->days < 0 ? NULL : params, &res, err);
+    if (rc)
+        return rc;
+    a->deleted = atol(PQcmdTuples(res));
+    PQclear(res);
+    return 0;
+}
+
+int ts_changes_prune(ts_db_pool *pool, int days, int batch, long *deleted, ts_err *err)
+{
+    prune_args a = {.days = days, .batch = batch, .deleted = 0};
+    int rc = ts_db_transaction(pool, TS_DB_WRITE, prune_txn, &a, err);
+    if (deleted)
+        *deleted = rc ? 0 : a.deleted;
     return rc;
 }
 

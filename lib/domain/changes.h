@@ -18,6 +18,14 @@
  * numbered. */
 int ts_changes_sequence(ts_db_pool *pool, bool wait, long *numbered, ts_err *err);
 
+/* The change log's retention (TESSERA_CHANGES_RETENTION_DAYS, run by the
+ * deleters): removes up to batch of the oldest numbered changes older than
+ * days. Never a change the router has not dispatched yet (router_cursor), so
+ * routing and Stable* forwarding lose nothing; /changes' Last stays the newest
+ * Seq given. Looks at batch rows at most, whatever the log's size.
+ * With days < 0, removes every dispatched change at once (DELETE /changes). */
+int ts_changes_prune(ts_db_pool *pool, int days, int batch, long *deleted, ts_err *err);
+
 typedef struct ts_change_sequencer ts_change_sequencer;
 
 /* Starts the thread; it runs after each nudge and every interval_ms. */

@@ -33,6 +33,7 @@
 #include "base/service.h"
 #include "io/store.h"
 #include "domain/audit.h"
+#include "domain/changes.h"
 #include "domain/store_index.h"
 
 typedef struct deleter {
@@ -266,7 +267,7 @@ int main(int argc, char **argv)
     ts_info("deleter ready", "bus=%s batch=%ld poll_s=%d max_rate=%ld metrics_port=%d", listen,
             d.batch, d.poll_s, d.max_rate, metrics_port);
 
-    double last_status = 0, last_audit_prune = 0;
+    double last_status = 0, last_audit_prune = 0, last_changes_prune = 0;
     while (!atomic_load(&stop_requested)) {
         double t0 = now_s();
         purge pu = {&d, false, 0};
@@ -309,6 +310,19 @@ int main(int argc, char **argv)
             else if (pruned)
                 ts_info("audit trail pruned", "rows=%ld older_than_days=%d", pruned, retention);
             last_audit_prune = now_s();
+        }
+        int changes_days = (int)ts_cfg_int(TESSERA_CHANGES_RETENTION_DAYS);
+        if (changes_days > 0 && now_s() - last_changes_prune >= 10) {
+            /* the change log's retention: batches until none is due, then
+             * a look every 10 s (a 10M-row log is pruned at the rate it grew) */
+            long pruned = 0;
+            ts_err cerr;
+            if (ts_changes_prune(d.db, changes_days, 10000, &pruned, &cerr))
+                ts_warn("cannot prune the change log", "error=\"%s\"", cerr.msg);
+            else if (pruned)
+                ts_info("change log pruned", "rows=%ld older_than_days=%d", pruned, changes_days);
+            if (pruned < 10000)
+                last_changes_prune = now_s();
         }
         if (now_s() - last_status >= 1 || p.claimed < d.batch) {
             ts_err serr;

@@ -70,6 +70,7 @@ static const rest_route routes[] = {
     {"GET", "/system", rest_system, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_PUBLIC},
     {"GET", "/statistics", rest_statistics, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_NONE},
     {"GET", "/changes", rest_changes, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_NONE},
+    {"DELETE", "/changes", rest_delete_changes, REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
     {"GET", "/tools/metrics-prometheus", rest_metrics_prometheus, REST_BODY_SMALL, REST_ROLE_READ,
      REST_SCOPE_NONE},
     {"GET", "/patients", rest_list_resources, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_FILTERED},

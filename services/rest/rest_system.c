@@ -151,6 +151,24 @@ void rest_changes(rest_request *req)
     reply_query(req, &changes, params);
 }
 
+/* DELETE /changes: Orthanc's "clear the change log". Tessera keeps what the
+ * router has not dispatched yet (router_cursor), or a rule would miss it;
+ * the newest Seq given stays /changes' Last, so a client's since= still works. */
+void rest_delete_changes(rest_request *req)
+{
+    ts_err err;
+    long deleted = 0;
+    int rc = ts_changes_sequence(req->ctx->db, true, NULL, &err);
+    if (rc == 0)
+        rc = ts_changes_prune(req->ctx->db, -1, 0, &deleted, &err);
+    if (rc) {
+        rest_reply_failure(req, rc, err.msg);
+        return;
+    }
+    ts_info("change log cleared", "rows=%ld", deleted);
+    rest_reply_text(req, 200, "", 0);
+}
+
 /* GET /tools/metrics-prometheus: Orthanc's route for the process's metrics
  * (also on TESSERA_METRICS_PORT/metrics): requests, time and database round
  * trips per route, pool replays, ... */

@@ -9,6 +9,7 @@
 void rest_system(rest_request *req);
 void rest_statistics(rest_request *req);
 void rest_changes(rest_request *req);
+void rest_delete_changes(rest_request *req);
 void rest_metrics_prometheus(rest_request *req);
 /* Orthanc's /tools settings, read as Tessera runs:
  * GET/PUT /tools/default-encoding, /tools/accepted-transfer-syntaxes,
