@@ -97,7 +97,7 @@ SELECT {b['patient']} + p AS id, p, pg_temp.pid('p' || p) AS public_id,
        pg_temp.family(p) || '^' || pg_temp.given(p) AS name,
        to_char(date '1930-01-01' + ((p * 7907) % 32000)::int, 'YYYYMMDD') AS birth,
        CASE WHEN p % 2 = 0 THEN 'M' ELSE 'F' END AS sex
-FROM generate_series({p0}, {p1 - 1}) p;
+FROM generate_series({p0}::bigint, {p1 - 1}) p;
 CREATE TEMP TABLE stu ON COMMIT DROP AS
 SELECT {b['study']} + s AS id, s, {b['patient']} + s / 2 AS parent, pg_temp.pid('s' || s) AS public_id,
        '{UID_ROOT}.' || s AS uid,
@@ -107,14 +107,14 @@ SELECT {b['study']} + s AS id, s, {b['patient']} + s / 2 AS parent, pg_temp.pid(
        ({descs})[1 + (s * 5) % {len(DESCRIPTIONS)}] AS description,
        'DR^' || pg_temp.family(s + 17) AS referring,
        pg_temp.modality(s) AS modality
-FROM generate_series({s0}, {s1 - 1}) s;
+FROM generate_series({s0}::bigint, {s1 - 1}) s;
 CREATE TEMP TABLE ser ON COMMIT DROP AS
 SELECT {b['series']} + q AS id, q, {b['study']} + q / 4 AS parent, pg_temp.pid('q' || q) AS public_id,
        '{UID_ROOT}.' || (q / 4) || '.' || (q % 4 + 1) AS uid,
        CASE WHEN q % 4 = 3 AND pg_temp.modality(q / 4) IN ('CT', 'PT', 'NM') THEN 'SR'
             ELSE pg_temp.modality(q / 4) END AS modality,
        (q % 4 + 1)::int AS number, pg_temp.series_size(q) AS size
-FROM generate_series({q0}, {q1 - 1}) q;
+FROM generate_series({q0}::bigint, {q1 - 1}) q;
 CREATE TEMP TABLE ins ON COMMIT DROP AS
 SELECT {b['instance']} + q * 1000 + i AS id, q, i, {b['series']} + q AS parent,
        pg_temp.pid('i' || q || '.' || i) AS public_id,
