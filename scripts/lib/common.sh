@@ -21,7 +21,7 @@ PKGS_RUN="$PKGS_RUN libpng16-16 libjpeg62-turbo"
 PKGS_TEST="$PKGS_TEST python3-pil"
 # bench/run: Orthanc with its PostgreSQL index plugin as the reference, wrk for HTTP load
 PKGS_BENCH="postgresql dcmtk python3 python3-pydicom python3-numpy python3-psycopg2
-  python3-pytest orthanc orthanc-postgresql wrk"
+  python3-pytest orthanc orthanc-postgresql wrk gnuplot-nox"  # gnuplot: bench/plot
 
 log() { printf '%s\n' "$*" >&2; }
 
