@@ -1,7 +1,10 @@
 /* DicomModalityStore (see jobs_store.h). Instances go in chunks, one
  * association per chunk; the chunk grows while a chunk takes less than a
- * quarter of a second and shrinks past a second, so that a pause or cancel
- * is seen about once a second whatever the peer's speed. After each chunk the
+ * quarter of a second and shrinks past a second, so that progress is recorded
+ * about once a second whatever the peer's speed. A pause or cancel is seen
+ * after the instance being sent (the association is released there), so the
+ * first chunk need not be small: it starts at CHUNK_FIRST, sparing a routed
+ * backlog the associations of 1, 2, 4, ... instances. After each chunk the
  * instances the peer confirmed are added to the job's done set and the
  * progress is recorded: a worker killed in the middle of a chunk costs the
  * resending of that chunk only (duplicates, never losses). */
@@ -18,6 +21,7 @@
 #include "base/log.h"
 
 #define CHUNK_MIN 1
+#define CHUNK_FIRST 32
 #define CHUNK_MAX 512
 
 static double now_s(void)
@@ -32,6 +36,46 @@ static bool status_ok(uint16_t s)
     /* success, and the warnings of PS3.4 B.2.3 (coercion, elements discarded,
      * data set does not match the SOP class) */
     return s == 0x0000 || s == 0xB000 || s == 0xB006 || s == 0xB007;
+}
+
+/* One chunk on the wire. Besides the chunk's end, what the peer confirmed is
+ * recorded each second from the progress callback, so that a large chunk to
+ * a slow peer still moves the job's progress (and a killed worker's
+ * successor resends at most a second's worth). */
+typedef struct {
+    jobs_worker *w;
+    ts_job_claim *c;
+    const char **ids;  /* the chunk's instances, in step with statuses */
+    const uint16_t *statuses;
+    const char **sent; /* scratch for the ids recorded */
+    size_t processed;  /* files the peer has answered (or that were skipped) */
+    size_t recorded;   /* files [0, recorded) already looked at for the record */
+    size_t ndone, total;
+    double last_record;
+    bool redis_gone;
+} chunk_progress;
+
+/* ts_dicom_store_files_progress' callback, before each file after the first
+ * (i: the file just answered); false releases the association. */
+static bool on_stored(void *user, size_t i, uint16_t status)
+{
+    (void)status;
+    chunk_progress *p = user;
+    p->processed = i + 1;
+    if (now_s() - p->last_record >= 1.0) {
+        size_t n = 0;
+        for (size_t k = p->recorded; k < p->processed; k++)
+            if (status_ok(p->statuses[k]))
+                p->sent[n++] = p->ids[k];
+        p->ndone += n;
+        if (!jobs_record(p->w, p->c, p->sent, n, (int)(p->ndone * 100 / p->total))) {
+            p->redis_gone = true;
+            return false;
+        }
+        p->recorded = p->processed;
+        p->last_record = now_s();
+    }
+    return !jobs_worker_interrupted(p->w);
 }
 
 void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
@@ -96,7 +140,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 ndone, ntodo, c->taken_over);
 
     json_object_set_new(c->content, "FailedInstancesCount", json_integer(0));
-    size_t chunk = CHUNK_MIN;
+    size_t chunk = CHUNK_FIRST;
     for (size_t pos = 0; pos < ntodo;) {
         if (jobs_worker_interrupted(w)) {
             out->interrupted = true;
@@ -131,9 +175,26 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             ids[m_ok++] = chunk_ids[k];
         }
         double t0 = now_s();
-        rc = m_ok ? ts_dicom_store_files(&peer, (const char *const *)paths, m_ok, statuses, &err)
+        chunk_progress progress = {.w = w,
+                                   .c = c,
+                                   .ids = ids,
+                                   .statuses = statuses,
+                                   .sent = sent,
+                                   .ndone = ndone,
+                                   .total = total,
+                                   .last_record = t0};
+        rc = m_ok ? ts_dicom_store_files_progress(&peer, (const char *const *)paths, m_ok, statuses,
+                                                  on_stored, &progress, &err)
                   : 0;
         double elapsed = now_s() - t0;
+        bool interrupted = rc == TS_ECANCELED;
+        if (interrupted) {
+            /* paused, cancelled or Redis gone mid-chunk: what the peer
+             * confirmed is kept */
+            rc = 0;
+            m_ok = progress.processed;
+        }
+        ndone = progress.ndone; /* what the callback recorded */
         if (rc && !permissive) {
             jobs_fail(out, TS_OE_NETWORK_PROTOCOL, err.msg);
             goto out;
@@ -167,12 +228,14 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 jobs_fail(out, TS_OE_NETWORK_PROTOCOL, details);
                 goto out;
             }
-            sent[nsent++] = ids[k];
+            if (k >= progress.recorded) /* not recorded by the callback yet */
+                sent[nsent++] = ids[k];
         }
         ndone += nsent;
         ts_metric_add(w->svc->m_sent, (double)nsent);
         json_object_set_new(c->content, "FailedInstancesCount", json_integer((json_int_t)failed));
-        if (!jobs_record(w, c, sent, nsent, (int)((ndone + failed) * 100 / total))) {
+        if (!jobs_record(w, c, sent, nsent, (int)((ndone + failed) * 100 / total)) ||
+            interrupted) {
             out->interrupted = true;
             goto out;
         }
