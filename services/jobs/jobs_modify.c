@@ -10,6 +10,7 @@
 
 #include "base/ids.h"
 #include "base/log.h"
+#include "dicom/codecs.h"
 #include "dicom/dicom.h"
 #include "dicom/dicom_modify.h"
 #include "domain/delete.h"
@@ -138,8 +139,9 @@ static ts_oe store_status_oe(int status)
 
 /* One instance: modified copy stored through ingest; new->ids gets its ids.
  * false after jobs_fail. */
-static bool modify_one(jobs_worker *w, ts_job_claim *c, const ts_modify *m, const char *id,
-                       const char *file, ts_ids *copy, ts_ids *orig, jobs_outcome *out)
+static bool modify_one(jobs_worker *w, ts_job_claim *c, const ts_modify *m, const char *transcode,
+                       const char *id, const char *file, ts_ids *copy, ts_ids *orig,
+                       jobs_outcome *out)
 {
     ts_err err;
     ts_oe oe = TS_OE_SUCCESS;
@@ -159,6 +161,12 @@ static bool modify_one(jobs_worker *w, ts_job_claim *c, const ts_modify *m, cons
         jobs_fail(out, oe, details);
         goto out;
     }
+    /* as Orthanc: lossy allowed but the copy keeps its new SOPInstanceUID (the
+     * references between copies hold), and a copy that cannot be converted is
+     * stored in its own syntax */
+    if (transcode && ts_dicom_transcode(d, transcode, TS_TRANSCODE_ALLOW_LOSSY, true, &err))
+        ts_warn("cannot transcode instance, keeping its transfer syntax",
+                "job=%s instance=%s to=%s error=\"%s\"", c->id, id, transcode, err.msg);
     if (ts_store_temp_path(w->svc->store, temp, sizeof(temp), &err) ||
         ts_dicom_save_file(d, temp, &err)) {
         jobs_fail(out, TS_OE_FILE_STORAGE_CANNOT_WRITE, err.msg);
@@ -195,7 +203,6 @@ out:
         unlink(temp); /* ingest took it over, or it failed: nothing to keep */
     ts_dicom_identity_clear(&identity);
     ts_dicom_free(d);
-    (void)c;
     return ok;
 }
 
@@ -234,6 +241,7 @@ typedef struct par_ctx {
     jobs_worker *w;
     ts_job_claim *c;
     const ts_modify *m; /* read only while the threads run */
+    const char *transcode;
     bool modify;
     const char *const *ids;
     char (*paths)[4096];
@@ -254,7 +262,8 @@ static void *par_main(void *arg)
             r->out.interrupted = true;
             continue;
         }
-        r->ok = modify_one(p->w, p->c, p->m, p->ids[k], p->paths[k], &r->copy, &r->orig, &r->out) &&
+        r->ok = modify_one(p->w, p->c, p->m, p->transcode, p->ids[k], p->paths[k], &r->copy,
+                           &r->orig, &r->out) &&
                 (!p->modify || set_metadata(p->w, p->m, &r->copy, &r->orig, &r->out));
     }
 }
@@ -300,6 +309,7 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     int level = (int)json_integer_value(json_object_get(c->input, "Level"));
     const char *secret = json_string_value(json_object_get(c->input, "Secret"));
     bool keep_source = !json_is_false(json_object_get(c->input, "KeepSource"));
+    const char *transcode = json_string_value(json_object_get(c->input, "Transcode"));
     /* SplitStudy and MergeStudy are modifications at the series level whose
      * StudyInstanceUID and patient/study tags REST (split) or the target study
      * (merge) give; Orthanc sets no metadata on their copies */
@@ -378,7 +388,7 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         }
         copy_result res[CHUNK];
         memset(res, 0, sizeof(res));
-        par_ctx par = {w, c, m, modify, ids, paths, m_todo, 0, res};
+        par_ctx par = {w, c, m, transcode, modify, ids, paths, m_todo, 0, res};
         pthread_t threads[PARALLEL];
         size_t nthreads = m_todo < PARALLEL ? m_todo : PARALLEL;
         for (size_t t = 1; t < nthreads; t++)
