@@ -22,6 +22,9 @@ int ts_transcode_dataset(DcmDataset *ds, E_TransferSyntax from, const char *to_u
 struct ts_dicom {
     DcmFileFormat file;          // meta header + dataset
     std::string transfer_syntax; // UID from the meta header, "" if none
+    // the syntax ts_dicom_save_file writes: EXS_Unknown for the one it was read
+    // in, else what ts_dicom_transcode converted the pixel data to
+    E_TransferSyntax write_xfer = EXS_Unknown;
 };
 
 // A tag's name as Orthanc writes it: dcmtk's dictionary, except a few main tags

@@ -5,6 +5,9 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -249,6 +252,7 @@ struct ts_modify {
         json_t *value; // NULL: remove
     };
     std::vector<path_op> paths;
+    std::vector<path_op> keep_paths; // Keep: left alone inside sequences (value unused)
     ~ts_modify()
     {
         for (auto &r : replacements)
@@ -314,22 +318,18 @@ int fail(ts_oe *oe, ts_oe code, ts_err *err, const char *details)
     return ts_err_set(err, TS_EINVAL, "%s", details);
 }
 
-/* A tag named in Remove, Keep or Replace; one that the index keys on (a UID,
- * PatientID...) needs Force, with Orthanc 1.10.1's message. */
-static int parse_marked_tag(const char *name, const char *what, bool force, uint32_t *tag,
-                            ts_oe *oe, ts_err *err)
+/* A top-level tag named in Remove, Keep or Replace that the index keys on (a
+ * UID, PatientID...) needs Force, with Orthanc 1.10.1's message. */
+int check_force(const char *name, uint32_t tag, const char *what, bool force, ts_oe *oe,
+                ts_err *err)
 {
-    if (!ts_dicom_parse_tag(name, tag))
-        return fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, "");
-    if (!force && is_database_key(*tag)) {
-        char details[256];
-        snprintf(details, sizeof(details),
-                 "Marking tag \"%s\" as to be %s requires the \"Force\" option to be set to "
-                 "true",
-                 name, what);
-        return fail(oe, TS_OE_BAD_REQUEST, err, details);
-    }
-    return 0;
+    if (force || !is_database_key(tag))
+        return 0;
+    char details[256];
+    snprintf(details, sizeof(details),
+             "Marking tag \"%s\" as to be %s requires the \"Force\" option to be set to true", name,
+             what);
+    return fail(oe, TS_OE_BAD_REQUEST, err, details);
 }
 
 bool setup_anonymization(ts_modify *m, const std::string &version)
@@ -385,41 +385,76 @@ bool get_bool(const json_t *body, const char *name, bool def, bool *out)
     return true;
 }
 
-// "Seq[0].Other[*].Tag": false when it is not a path of known tags
-bool parse_path(const char *text, ts_modify::path_op &op)
+std::string strip_spaces(const std::string &s)
 {
-    std::string s(text);
-    size_t b = 0;
-    for (;;) {
-        size_t dot = s.find('.', b);
-        std::string seg = s.substr(b, dot == std::string::npos ? std::string::npos : dot - b);
-        size_t open = seg.find('[');
-        uint32_t tag;
-        if (dot == std::string::npos) {
-            if (open != std::string::npos || !ts_dicom_parse_tag(seg.c_str(), &tag))
-                return false;
-            op.tag = tag;
-            return !op.parents.empty();
-        }
-        if (open == std::string::npos || seg.back() != ']' ||
-            !ts_dicom_parse_tag(seg.substr(0, open).c_str(), &tag))
-            return false;
-        std::string index = seg.substr(open + 1, seg.size() - open - 2);
-        long i = -1;
-        if (index != "*") {
-            char *end = nullptr;
-            i = strtol(index.c_str(), &end, 10);
-            if (index.empty() || *end || i < 0)
-                return false;
-        }
-        op.parents.emplace_back(tag, i);
-        b = dot + 1;
-    }
+    size_t b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
+    return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
 }
 
-bool is_path(const char *name)
+// One tag of a path: a name, "gggg,eeee", "ggggeeee", or "(gggg,eeee)" (hex only
+// inside parentheses, as Orthanc's DicomPath, which says which token failed then).
+int path_tag(const std::string &token, uint32_t *tag, ts_oe *oe, ts_err *err)
 {
-    return strchr(name, '[') != nullptr;
+    if (token.size() >= 2 && token.front() == '(' && token.back() == ')') {
+        std::string hex = token.substr(1, token.size() - 2);
+        if (hex.empty() || !isxdigit(static_cast<unsigned char>(hex[0])) ||
+            !ts_dicom_parse_tag(hex.c_str(), tag))
+            return fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, ("Cannot parse tag: " + token).c_str());
+        return 0;
+    }
+    return ts_dicom_parse_tag(token.c_str(), tag) ? 0 : fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, "");
+}
+
+/* Orthanc's DicomPath ("Seq[0].Other[*].Tag", "(0008,1140)[*].(0008,1155)", or one
+ * tag: no parents), with its errors: the final tag is read first, an unknown tag
+ * is UnknownDicomTag, a malformed parent ParameterOutOfRange with its words. */
+int parse_path(const char *text, ts_modify::path_op &op, ts_oe *oe, ts_err *err)
+{
+    std::vector<std::string> tokens;
+    std::string s(text);
+    for (size_t b = 0;;) {
+        size_t dot = s.find('.', b);
+        tokens.push_back(s.substr(b, dot == std::string::npos ? std::string::npos : dot - b));
+        if (dot == std::string::npos)
+            break;
+        b = dot + 1;
+    }
+    op.parents.clear();
+    int rc = path_tag(strip_spaces(tokens.back()), &op.tag, oe, err);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i + 1 < tokens.size(); i++) {
+        size_t open = tokens[i].find('[');
+        if (open == std::string::npos)
+            return fail(oe, TS_OE_PARAMETER_OUT_OF_RANGE, err,
+                        "Parent path doesn't contain an index");
+        std::string left = strip_spaces(tokens[i].substr(0, open)),
+                    right = strip_spaces(tokens[i].substr(open + 1));
+        if (left.empty())
+            return fail(oe, TS_OE_PARAMETER_OUT_OF_RANGE, err, "Parent path doesn't contain a tag");
+        if (right.empty() || right.back() != ']')
+            return fail(oe, TS_OE_PARAMETER_OUT_OF_RANGE, err,
+                        "Parent path doesn't contain the end of the index");
+        uint32_t tag;
+        if ((rc = path_tag(left, &tag, oe, err)))
+            return rc;
+        std::string index = strip_spaces(right.substr(0, right.size() - 1));
+        long n = -1;
+        if (index != "*") {
+            char *end = nullptr;
+            errno = 0;
+            n = strtol(index.c_str(), &end, 10);
+            if (index.empty() || *end || errno || n > INT32_MAX || n < INT32_MIN ||
+                isspace(static_cast<unsigned char>(index[0])))
+                return fail(oe, TS_OE_PARAMETER_OUT_OF_RANGE, err,
+                            ("Not a valid index in parent path: [" + right).c_str());
+            if (n < 0)
+                return fail(oe, TS_OE_PARAMETER_OUT_OF_RANGE, err,
+                            ("Negative index in parent path: " + index).c_str());
+        }
+        op.parents.emplace_back(tag, n);
+    }
+    return 0;
 }
 
 enum tag_op { OP_REMOVE, OP_KEEP };
@@ -433,23 +468,26 @@ int parse_tag_list(ts_modify *m, const json_t *list, tag_op op, bool force, ts_o
     json_array_foreach(list, i, v)
     {
         const char *name = json_string_value(v);
-        uint32_t tag;
         if (!name)
             return fail(oe, TS_OE_BAD_REQUEST, err, "");
-        if (op == OP_REMOVE && is_path(name)) {
-            ts_modify::path_op p{{}, 0, nullptr};
-            if (!parse_path(name, p))
-                return fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, "");
-            m->paths.push_back(p);
-            continue;
-        }
-        int rc = parse_marked_tag(name, op == OP_REMOVE ? "removed" : "kept", force, &tag, oe, err);
+        ts_modify::path_op p{{}, 0, nullptr};
+        int rc = parse_path(name, p, oe, err);
         if (rc)
             return rc;
-        if (op == OP_REMOVE)
-            m->remove(tag);
-        else
-            m->keep(tag);
+        if (p.parents.empty() &&
+            (rc = check_force(name, p.tag, op == OP_REMOVE ? "removed" : "kept", force, oe, err)))
+            return rc;
+        if (op == OP_KEEP) {
+            /* Orthanc keeps a path (and a tag, with all it contains) from the
+             * anonymization's actions inside sequences */
+            if (p.parents.empty())
+                m->keep(p.tag);
+            m->keep_paths.push_back(p);
+        } else if (p.parents.empty()) {
+            m->remove(p.tag);
+        } else {
+            m->paths.push_back(p);
+        }
     }
     return 0;
 }
@@ -490,11 +528,11 @@ int parse_replacements(ts_modify *m, const json_t *obj, bool force, ts_oe *oe, t
     json_t *v;
     json_object_foreach(const_cast<json_t *>(obj), name, v)
     {
-        uint32_t tag;
-        if (is_path(name)) {
-            ts_modify::path_op p{{}, 0, nullptr};
-            if (!parse_path(name, p))
-                return fail(oe, TS_OE_UNKNOWN_DICOM_TAG, err, "");
+        ts_modify::path_op p{{}, 0, nullptr};
+        int rc = parse_path(name, p, oe, err);
+        if (rc)
+            return rc;
+        if (!p.parents.empty()) {
             if (!value_ok(p.tag, v)) {
                 std::string details = "Bad Parameter type for tag " + tag_text(p.tag);
                 return fail(oe, TS_OE_BAD_PARAMETER_TYPE, err, details.c_str());
@@ -503,8 +541,8 @@ int parse_replacements(ts_modify *m, const json_t *obj, bool force, ts_oe *oe, t
             m->paths.push_back(p);
             continue;
         }
-        int rc = parse_marked_tag(name, "replaced", force, &tag, oe, err);
-        if (rc)
+        uint32_t tag = p.tag;
+        if ((rc = check_force(name, tag, "replaced", force, oe, err)))
             return rc;
         if (!value_ok(tag, v)) {
             std::string details = "Bad Parameter type for tag " + tag_text(tag);
@@ -596,7 +634,36 @@ uint32_t creator_of(uint32_t tag)
     return (tag & 0xffff0000u) | (elem >> 8);
 }
 
-void remove_private(DcmItem *item, const std::set<uint32_t> &keep, bool deep)
+// Where an element inside sequences is: each enclosing sequence and item number.
+typedef std::vector<std::pair<uint32_t, unsigned long>> trail_t;
+
+// Orthanc's DicomPath::IsMatch: a kept path names the element at trail/tag or
+// a sequence that encloses it.
+bool path_matches(const ts_modify::path_op &p, const trail_t &trail, uint32_t tag)
+{
+    if (trail.size() < p.parents.size())
+        return false;
+    for (size_t i = 0; i < p.parents.size(); i++)
+        if (trail[i].first != p.parents[i].first ||
+            (p.parents[i].second >= 0 &&
+             trail[i].second != static_cast<unsigned long>(p.parents[i].second)))
+            return false;
+    return trail.size() == p.parents.size() ? tag == p.tag : trail[p.parents.size()].first == p.tag;
+}
+
+// Inside sequences, what Keep names is left alone by the anonymization.
+bool kept_inside(const ts_modify *m, const trail_t &trail, uint32_t tag)
+{
+    if (trail.empty())
+        return false;
+    for (auto &p : m->keep_paths)
+        if (path_matches(p, trail, tag))
+            return true;
+    return false;
+}
+
+void remove_private(const ts_modify *m, DcmItem *item, const std::set<uint32_t> &keep, bool deep,
+                    trail_t &trail)
 {
     std::set<uint32_t> creators;
     for (uint32_t t : keep)
@@ -605,14 +672,19 @@ void remove_private(DcmItem *item, const std::set<uint32_t> &keep, bool deep)
     for (unsigned long i = item->card(); i-- > 0;) {
         DcmElement *el = item->getElement(i);
         uint32_t tag = TS_TAG(el->getGTag(), el->getETag());
+        if (kept_inside(m, trail, tag))
+            continue;
         if (is_private(tag) && !keep.count(tag) && !creators.count(tag)) {
             delete item->remove(el);
             continue;
         }
         if (deep && el->ident() == EVR_SQ) {
             DcmSequenceOfItems *sq = static_cast<DcmSequenceOfItems *>(el);
-            for (unsigned long k = 0; k < sq->card(); k++)
-                remove_private(sq->getItem(k), keep, deep);
+            for (unsigned long k = 0; k < sq->card(); k++) {
+                trail.emplace_back(tag, k);
+                remove_private(m, sq->getItem(k), keep, deep, trail);
+                trail.pop_back();
+            }
         }
     }
 }
@@ -627,15 +699,16 @@ bool anon_range_removed(uint32_t tag)
            (g >= 0x6000 && g <= 0x60ff && (e == 0x3000 || e == 0x4000));
 }
 
-// The profile's Z, X and U actions on one item; deep: inside sequences too
+// The profile's Z, X and U actions on one item (trail: where it is; empty at the top)
 // (PS3.15 E.1: the profile applies to every attribute, nested ones included).
 void anonymize_item(const ts_modify *m, const std::map<std::string, std::string> &overrides,
-                    DcmItem *item, bool top)
+                    DcmItem *item, trail_t &trail)
 {
+    const bool top = trail.empty();
     for (unsigned long i = item->card(); i-- > 0;) {
         DcmElement *el = item->getElement(i);
         uint32_t tag = TS_TAG(el->getGTag(), el->getETag());
-        if (top && m->replaced(tag))
+        if ((top && m->replaced(tag)) || kept_inside(m, trail, tag))
             continue;
         if (m->removals.count(tag) || (m->version != "2008" && anon_range_removed(tag))) {
             delete item->remove(el);
@@ -657,8 +730,11 @@ void anonymize_item(const ts_modify *m, const std::map<std::string, std::string>
         }
         if (el->ident() == EVR_SQ) {
             DcmSequenceOfItems *sq = static_cast<DcmSequenceOfItems *>(el);
-            for (unsigned long k = 0; k < sq->card(); k++)
-                anonymize_item(m, overrides, sq->getItem(k), false);
+            for (unsigned long k = 0; k < sq->card(); k++) {
+                trail.emplace_back(tag, k);
+                anonymize_item(m, overrides, sq->getItem(k), trail);
+                trail.pop_back();
+            }
         }
     }
 }
@@ -1043,10 +1119,11 @@ extern "C" int ts_modify_apply(const ts_modify *m, ts_dicom *d, ts_oe *oe, ts_er
         if (it != m->replacements.end() && json_is_string(it->second) && !original.empty())
             overrides[original] = json_string_value(it->second);
     }
+    trail_t trail;
     if (m->remove_private)
-        remove_private(ds, m->private_keep, m->anonymize);
+        remove_private(m, ds, m->private_keep, m->anonymize, trail);
     if (m->anonymize) {
-        anonymize_item(m, overrides, ds, true);
+        anonymize_item(m, overrides, ds, trail);
     } else {
         for (uint32_t t : m->clearings) {
             DcmElement *el = nullptr;
@@ -1150,13 +1227,34 @@ extern "C" int ts_dicom_save_file(ts_dicom *d, const char *path, ts_err *err)
     if (has_non_ascii(ds) && charset != "ISO_IR 192" &&
         (charset.empty() || !to_charset(ds, charset)))
         ds->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
-    E_TransferSyntax xfer = ds->getOriginalXfer();
+    E_TransferSyntax xfer = d->write_xfer != EXS_Unknown ? d->write_xfer : ds->getOriginalXfer();
     if (xfer == EXS_Unknown)
         xfer = EXS_LittleEndianExplicit;
     OFCondition cond = d->file.saveFile(path, xfer, EET_UndefinedLength, EGL_recalcGL, EPD_noChange,
                                         0, 0, EWM_updateMeta);
     if (cond.bad())
         return ts_err_set(err, TS_EIO, "write %s: %s", path, cond.text());
+    return 0;
+}
+
+extern "C" int ts_dicom_transcode(ts_dicom *d, const char *to_uid, unsigned flags, bool keep_sop,
+                                  ts_err *err)
+{
+    DcmDataset *ds = d->file.getDataset();
+    E_TransferSyntax from = d->write_xfer;
+    if (from == EXS_Unknown && !d->transfer_syntax.empty())
+        from = DcmXfer(d->transfer_syntax.c_str()).getXfer();
+    OFString sop;
+    if (ds->findAndGetOFString(DCM_SOPInstanceUID, sop).bad())
+        sop.clear();
+    int rc = ts_transcode_dataset(ds, from, to_uid, flags, err);
+    if (rc)
+        return rc;
+    OFString now;
+    if (keep_sop && !sop.empty() && ds->findAndGetOFString(DCM_SOPInstanceUID, now).good() &&
+        now != sop)
+        ds->putAndInsertString(DCM_SOPInstanceUID, sop.c_str());
+    d->write_xfer = DcmXfer(to_uid).getXfer();
     return 0;
 }
 

@@ -72,10 +72,17 @@ const uint32_t *ts_dicom_module_tags(int module, size_t *n);
  * and lose the ones src does not have. */
 void ts_modify_copy_from(ts_modify *m, const ts_dicom *src, const uint32_t *tags, size_t n);
 
-/* Writes d as a Part 10 file in its transfer syntax, the meta header updated
- * (MediaStorageSOPInstanceUID follows SOPInstanceUID); SpecificCharacterSet
- * becomes ISO_IR 192 when a text value is not ASCII (datasets are UTF-8 in
- * memory). */
+/* Converts d's pixel data to transfer syntax to_uid in memory, with the rules
+ * and errors of ts_dicom_transcode_file (codecs.h: TS_EINVAL for an unknown
+ * UID, TS_EUNSUPPORTED, TS_EDICOM); ts_dicom_save_file then writes d in it.
+ * keep_sop: the SOPInstanceUID stays what it was even when a lossy encoder
+ * made a new one (Orthanc's modification jobs do so, to keep the references
+ * between the copies). On failure d is still written in its own syntax. */
+int ts_dicom_transcode(ts_dicom *d, const char *to_uid, unsigned flags, bool keep_sop, ts_err *err);
+
+/* Writes d as a Part 10 file in its transfer syntax (or ts_dicom_transcode's), the meta header
+ * updated (MediaStorageSOPInstanceUID follows SOPInstanceUID); SpecificCharacterSet becomes ISO_IR
+ * 192 when a text value is not ASCII (datasets are UTF-8 in memory). */
 int ts_dicom_save_file(ts_dicom *d, const char *path, ts_err *err);
 
 /* A new UID under Tessera's root for /tools/generate-uid (2.25.<random 128 bits>). */

@@ -10,6 +10,8 @@
 
 #include "base/ids.h"
 #include "base/log.h"
+#include "base/xalloc.h"
+#include "dicom/codecs.h"
 #include "dicom/dicom.h"
 #include "dicom/dicom_modify.h"
 #include "domain/delete.h"
@@ -86,11 +88,16 @@ done:
 static const char *const LEVEL_TYPE[] = {"Patient", "Study", "Series", "Instance"};
 static const char *const LEVEL_PLURAL[] = {"patients", "studies", "series", "instances"};
 
-/* Orthanc's metadata of a copy: set (or overwritten) without a revision check */
+/* Orthanc's metadata of copies, for a whole chunk in one statement: set (or
+ * overwritten) without a revision check; a parent shared by several copies is
+ * written once (ON CONFLICT may not touch a row twice) */
 static const ts_db_stmt put_metadata = {
     "modify_put_metadata",
     "INSERT INTO metadata (resource_id, name, value)"
-    " SELECT id, $3, $4 FROM resources WHERE public_id = $1 AND level = $2::smallint"
+    " SELECT DISTINCT ON (r.id) r.id, $4, u.v"
+    " FROM unnest($1::text[], $2::smallint[], $3::text[]) AS u(pid, lvl, v)"
+    " JOIN resources r ON r.public_id = u.pid AND r.level = u.lvl"
+    " ORDER BY r.id"
     " ON CONFLICT (resource_id, name) DO UPDATE SET value = EXCLUDED.value,"
     " revision = metadata.revision + 1"
     " WHERE metadata.value IS DISTINCT FROM EXCLUDED.value",
@@ -98,26 +105,17 @@ static const ts_db_stmt put_metadata = {
 
 typedef struct meta_q {
     const char *name;
-    const char *ids[4]; /* per level, the copy's id; NULL: nothing to write */
-    const char *from[4];
+    char *ids, *levels, *from; /* PostgreSQL array literals */
 } meta_q;
 
 static int meta_txn(ts_db *db, void *arg, ts_err *err)
 {
     meta_q *q = arg;
-    for (int level = 0; level < 4; level++) {
-        if (!q->ids[level])
-            continue;
-        char l[4];
-        snprintf(l, sizeof(l), "%d", level);
-        const char *params[] = {q->ids[level], l, q->name, q->from[level]};
-        PGresult *res = NULL;
-        int rc = ts_db_exec(db, &put_metadata, params, &res, err);
-        PQclear(res);
-        if (rc)
-            return rc;
-    }
-    return 0;
+    const char *params[] = {q->ids, q->levels, q->from, q->name};
+    PGresult *res = NULL;
+    int rc = ts_db_exec(db, &put_metadata, params, &res, err);
+    PQclear(res);
+    return rc;
 }
 
 static ts_oe store_status_oe(int status)
@@ -138,8 +136,9 @@ static ts_oe store_status_oe(int status)
 
 /* One instance: modified copy stored through ingest; new->ids gets its ids.
  * false after jobs_fail. */
-static bool modify_one(jobs_worker *w, ts_job_claim *c, const ts_modify *m, const char *id,
-                       const char *file, ts_ids *copy, ts_ids *orig, jobs_outcome *out)
+static bool modify_one(jobs_worker *w, ts_job_claim *c, const ts_modify *m, const char *transcode,
+                       const char *id, const char *file, ts_ids *copy, ts_ids *orig,
+                       jobs_outcome *out)
 {
     ts_err err;
     ts_oe oe = TS_OE_SUCCESS;
@@ -159,6 +158,12 @@ static bool modify_one(jobs_worker *w, ts_job_claim *c, const ts_modify *m, cons
         jobs_fail(out, oe, details);
         goto out;
     }
+    /* as Orthanc: lossy allowed but the copy keeps its new SOPInstanceUID (the
+     * references between copies hold), and a copy that cannot be converted is
+     * stored in its own syntax */
+    if (transcode && ts_dicom_transcode(d, transcode, TS_TRANSCODE_ALLOW_LOSSY, true, &err))
+        ts_warn("cannot transcode instance, keeping its transfer syntax",
+                "job=%s instance=%s to=%s error=\"%s\"", c->id, id, transcode, err.msg);
     if (ts_store_temp_path(w->svc->store, temp, sizeof(temp), &err) ||
         ts_dicom_save_file(d, temp, &err)) {
         jobs_fail(out, TS_OE_FILE_STORAGE_CANNOT_WRITE, err.msg);
@@ -195,34 +200,20 @@ out:
         unlink(temp); /* ingest took it over, or it failed: nothing to keep */
     ts_dicom_identity_clear(&identity);
     ts_dicom_free(d);
-    (void)c;
     return ok;
 }
 
-/* Orthanc's metadata: on the copy always, on its series, study and patient
- * when they differ from the original's. */
-static bool set_metadata(jobs_worker *w, const ts_modify *m, const ts_ids *copy, const ts_ids *orig,
-                         jobs_outcome *out)
+/* Appends "v" to a PostgreSQL array literal being built in *buf (ids and
+ * levels only: no quote or backslash in them). */
+static void array_add(char **buf, size_t *len, size_t *cap, const char *v)
 {
-    meta_q q = {ts_modify_is_anonymization(m) ? "AnonymizedFrom" : "ModifiedFrom", {0}, {0}};
-    const char *c[] = {copy->patient, copy->study, copy->series, copy->instance};
-    const char *o[] = {orig->patient, orig->study, orig->series, orig->instance};
-    for (int level = 0; level < 4; level++)
-        if (level == 3 || strcmp(c[level], o[level]) != 0) {
-            q.ids[level] = c[level];
-            q.from[level] = o[level];
-        }
-    ts_err err;
-    if (ts_db_transaction(w->svc->db, TS_DB_WRITE, meta_txn, &q, &err)) {
-        jobs_fail(out, TS_OE_DATABASE_UNAVAILABLE, err.msg);
-        return false;
+    size_t n = strlen(v) + 4;
+    if (*len + n + 2 > *cap) {
+        *cap = (*len + n + 2) * 2;
+        *buf = xrealloc(*buf, *cap);
     }
-    return true;
+    *len += (size_t)sprintf(*buf + *len, "%s\"%s\"", *len > 1 ? "," : "", v);
 }
-
-/* Copies made at once within a chunk: ingest serves TESSERA_BUS_WORKERS (4 by
- * default) requests at a time. */
-#define PARALLEL 4
 
 typedef struct copy_result {
     bool ok;
@@ -230,11 +221,56 @@ typedef struct copy_result {
     jobs_outcome out; /* why not, when !ok (interrupted: paused, canceled, stopping) */
 } copy_result;
 
+/* Orthanc's metadata: on each copy always, on its series, study and patient
+ * when they differ from the original's; one transaction for the chunk's copies
+ * (a commit per copy was as costly as ingest's own). */
+static bool set_metadata(jobs_worker *w, const ts_modify *m, const copy_result *res, size_t n,
+                         jobs_outcome *out)
+{
+    size_t cap = 256, lens[3] = {1, 1, 1}, caps[3] = {cap, cap, cap};
+    char *bufs[3] = {xmalloc(cap), xmalloc(cap), xmalloc(cap)};
+    for (int i = 0; i < 3; i++)
+        strcpy(bufs[i], "{");
+    for (size_t k = 0; k < n; k++) {
+        if (!res[k].ok)
+            continue;
+        const ts_ids *copy = &res[k].copy, *orig = &res[k].orig;
+        const char *c[] = {copy->patient, copy->study, copy->series, copy->instance};
+        const char *o[] = {orig->patient, orig->study, orig->series, orig->instance};
+        for (int level = 0; level < 4; level++) {
+            if (level != 3 && strcmp(c[level], o[level]) == 0)
+                continue;
+            char l[4];
+            snprintf(l, sizeof(l), "%d", level);
+            array_add(&bufs[0], &lens[0], &caps[0], c[level]);
+            array_add(&bufs[1], &lens[1], &caps[1], l);
+            array_add(&bufs[2], &lens[2], &caps[2], o[level]);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        strcat(bufs[i], "}");
+    meta_q q = {ts_modify_is_anonymization(m) ? "AnonymizedFrom" : "ModifiedFrom", bufs[0], bufs[1],
+                bufs[2]};
+    ts_err err;
+    bool ok = true;
+    if (lens[0] > 1 && ts_db_transaction(w->svc->db, TS_DB_WRITE, meta_txn, &q, &err)) {
+        jobs_fail(out, TS_OE_DATABASE_UNAVAILABLE, err.msg);
+        ok = false;
+    }
+    for (int i = 0; i < 3; i++)
+        free(bufs[i]);
+    return ok;
+}
+
+/* Copies made at once within a chunk: ingest serves TESSERA_BUS_WORKERS (4 by
+ * default) requests at a time. */
+#define PARALLEL 4
+
 typedef struct par_ctx {
     jobs_worker *w;
     ts_job_claim *c;
     const ts_modify *m; /* read only while the threads run */
-    bool modify;
+    const char *transcode;
     const char *const *ids;
     char (*paths)[4096];
     size_t n;
@@ -254,8 +290,8 @@ static void *par_main(void *arg)
             r->out.interrupted = true;
             continue;
         }
-        r->ok = modify_one(p->w, p->c, p->m, p->ids[k], p->paths[k], &r->copy, &r->orig, &r->out) &&
-                (!p->modify || set_metadata(p->w, p->m, &r->copy, &r->orig, &r->out));
+        r->ok = modify_one(p->w, p->c, p->m, p->transcode, p->ids[k], p->paths[k], &r->copy,
+                           &r->orig, &r->out);
     }
 }
 
@@ -300,6 +336,7 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     int level = (int)json_integer_value(json_object_get(c->input, "Level"));
     const char *secret = json_string_value(json_object_get(c->input, "Secret"));
     bool keep_source = !json_is_false(json_object_get(c->input, "KeepSource"));
+    const char *transcode = json_string_value(json_object_get(c->input, "Transcode"));
     /* SplitStudy and MergeStudy are modifications at the series level whose
      * StudyInstanceUID and patient/study tags REST (split) or the target study
      * (merge) give; Orthanc sets no metadata on their copies */
@@ -378,7 +415,7 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         }
         copy_result res[CHUNK];
         memset(res, 0, sizeof(res));
-        par_ctx par = {w, c, m, modify, ids, paths, m_todo, 0, res};
+        par_ctx par = {w, c, m, transcode, ids, paths, m_todo, 0, res};
         pthread_t threads[PARALLEL];
         size_t nthreads = m_todo < PARALLEL ? m_todo : PARALLEL;
         for (size_t t = 1; t < nthreads; t++)
@@ -387,6 +424,8 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         par_main(&par);
         for (size_t t = 1; t < nthreads; t++)
             pthread_join(threads[t], NULL);
+        if (modify && !set_metadata(w, m, res, m_todo, out))
+            goto out; /* the chunk's copies are stored, not recorded: a resubmit finds them */
         const char *items[2 * CHUNK];
         char out_keys[CHUNK][TS_ID_LEN + 8];
         size_t nitems = 0, k_fail = m_todo;

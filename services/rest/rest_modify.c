@@ -11,6 +11,7 @@
 
 #include "base/ids.h"
 #include "base/log.h"
+#include "dicom/codecs.h"
 #include "dicom/dicom_modify.h"
 #include "rest_common.h"
 #include "rest_jobs.h"
@@ -89,12 +90,6 @@ static json_t *parse_body(rest_request *req)
 /* The request's modification, or NULL after answering its error. */
 static ts_modify *parse_modification(rest_request *req, const json_t *body, bool anonymize)
 {
-    if (json_is_object(body) && json_object_get(body, "Transcode")) {
-        /* being built elsewhere (the image issue); refused rather than ignored */
-        rest_reply_oe(req, TS_OE_NOT_IMPLEMENTED,
-                      "Transcode: Tessera does not transcode modified instances yet");
-        return NULL;
-    }
     ts_modify *m = NULL;
     ts_oe oe = TS_OE_SUCCESS;
     ts_err err;
@@ -104,6 +99,31 @@ static ts_modify *parse_modification(rest_request *req, const json_t *body, bool
         return NULL;
     }
     return m;
+}
+
+/* Orthanc's "Transcode": *uid NULL when absent; false after answering (not a
+ * string: 400 "Bad file format"; an unknown UID: Orthanc 1.10.1 answers
+ * ParameterOutOfRange on an instance, BadFileFormat for a job, each with its
+ * own wording). */
+static bool transcode_field(rest_request *req, const json_t *body, bool job, const char **uid)
+{
+    const json_t *t = json_is_object(body) ? json_object_get(body, "Transcode") : NULL;
+    *uid = NULL;
+    if (!t)
+        return true;
+    if (!json_is_string(t)) {
+        rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, "String value expected in field: Transcode");
+        return false;
+    }
+    if (!ts_transfer_syntax_known(json_string_value(t))) {
+        char details[300];
+        snprintf(details, sizeof(details), "Unknown transfer syntax%s: %s", job ? " UID" : "",
+                 json_string_value(t));
+        rest_reply_oe(req, job ? TS_OE_BAD_FILE_FORMAT : TS_OE_PARAMETER_OUT_OF_RANGE, details);
+        return false;
+    }
+    *uid = json_string_value(t);
+    return true;
 }
 
 /* "Anonymized<N>" from the cluster's counter; false after answering. */
@@ -135,7 +155,10 @@ void rest_modify_instance(rest_request *req)
     ts_modify *m = parse_modification(req, body, anonymize);
     ts_dicom *d = NULL;
     char temp[4096] = "";
-    if (!m)
+    const char *transcode = NULL;
+    /* Orthanc 1.10.1 transcodes a modified instance, and ignores Transcode in
+     * an anonymization of one */
+    if (!m || (!anonymize && !transcode_field(req, body, false, &transcode)))
         goto out;
     const char *params[] = {req->seg[1]};
     rest_row row = {.stmt = &instance_file, .params = params, .ncols = 1};
@@ -173,6 +196,17 @@ void rest_modify_instance(rest_request *req)
     }
     if (ts_modify_apply(m, d, &oe, &err)) {
         rest_reply_oe(req, oe, err.msg);
+        goto out;
+    }
+    /* lossy targets allowed, with the new SOP Instance UID the encoder gives
+     * (Orthanc's answer); failures are Orthanc's 500 */
+    if (transcode && (ts_dicom_transcode(d, transcode, TS_TRANSCODE_ALLOW_LOSSY, false, &err))) {
+        char details[600];
+        ts_info("transcoding failed", "instance=%s to=%s error=\"%s\"", req->seg[1], transcode,
+                err.msg);
+        snprintf(details, sizeof(details), "Cannot transcode to transfer syntax: %s (%s)",
+                 transcode, err.msg);
+        rest_reply_oe(req, TS_OE_INTERNAL_ERROR, details);
         goto out;
     }
     /* written to the storage area's tmp/ and streamed from there, so that a
@@ -247,7 +281,9 @@ void rest_modify_resource(rest_request *req)
     if (!job_parameters(req, body, &asynchronous, &priority) ||
         !keep_source(req, body, true, &keep))
         goto out;
-    if (!(m = parse_modification(req, body, anonymize)))
+    const char *transcode;
+    if (!(m = parse_modification(req, body, anonymize)) ||
+        !transcode_field(req, body, true, &transcode))
         goto out;
     if (level < 0 || level > 2 || !ts_id_is_valid(req->seg[1])) {
         rest_reply_unknown_resource(req);
@@ -284,6 +320,10 @@ void rest_modify_resource(rest_request *req)
     json_t *content =
         json_pack("{s:s, s:i, s:I, s:b}", "Description", "REST API", "FailedInstancesCount", 0,
                   "InstancesCount", (json_int_t)json_array_size(ids), "IsAnonymization", anonymize);
+    if (transcode) {
+        json_object_set_new(input, "Transcode", json_string(transcode));
+        json_object_set_new(content, "Transcode", json_string(transcode)); /* as Orthanc's */
+    }
     rest_jobs_submit(req, "ResourceModification", priority, content, input, asynchronous);
     json_decref(content);
     json_decref(input);

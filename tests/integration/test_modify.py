@@ -18,8 +18,7 @@ Differences from Orthanc that these tests accept, and why:
 - A merge copies the target study's patient and study modules whole, sequences
   included (OtherPatientIDsSequence); Orthanc 1.10.1 copies their text values and
   drops the sequences.
-- "Transcode" is refused with 501 (Orthanc transcodes): transcoding is another
-  issue's work.
+- Transcode: test_modify_transcode.py (beside Orthanc with its GDCM plugin).
 """
 import io
 import json
@@ -199,6 +198,57 @@ def test_instance_anonymize_like_orthanc(mcluster, orthanc, version):  # noqa: F
         parse((DATA / FILES[0]).read_bytes()).StudyDescription
 
 
+# where Keep names something inside sequences of rtstruct.dcm, and what it names
+RT_PROBES = [
+    ("ReferencedFrameOfReferenceSequence", 0, "FrameOfReferenceUID"),
+    ("ReferencedFrameOfReferenceSequence", 0, "RTReferencedStudySequence", 0,
+     "ReferencedSOPInstanceUID"),
+    ("ReferencedFrameOfReferenceSequence", 0, "RTReferencedStudySequence", 0,
+     "RTReferencedSeriesSequence", 0, "SeriesInstanceUID"),
+    ("StructureSetROISequence", 0, "ReferencedFrameOfReferenceUID"),
+    ("StructureSetROISequence", 1, "ReferencedFrameOfReferenceUID"),
+]
+KEEP_PATHS = [
+    ["ReferencedFrameOfReferenceSequence[*].FrameOfReferenceUID"],
+    ["(3006,0010)[0].(0020,0052)"],
+    ["ReferencedFrameOfReferenceSequence"],  # a tag: everything inside it too
+    ["ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[*].ReferencedSOPInstanceUID"],
+    ["ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence"],
+    ["ReferencedFrameOfReferenceSequence[1].FrameOfReferenceUID"],  # no such item
+    ["StructureSetROISequence[1].ReferencedFrameOfReferenceUID", "3006,0039"],
+]
+
+
+def probe(ds, path):
+    for i in range(0, len(path) - 1, 2):
+        ds = getattr(ds, path[i])[path[i + 1]]
+    return str(getattr(ds, path[-1]))
+
+
+def test_keep_paths_inside_sequences_like_orthanc(mcluster, orthanc):  # noqa: F811
+    """Keep with paths into sequences (Orthanc 1.9.4+): the anonymization leaves what a
+    path names (a tag: all it contains) as it was, in both; a modification accepts
+    the paths and changes nothing inside sequences, in both."""
+    rest = mcluster.rests[0]
+    a = load_both(rest, orthanc, [DATA / "rtstruct.dcm"])[0]
+    src = parse((DATA / "rtstruct.dcm").read_bytes())
+    seen = set()
+    for op in ("anonymize", "modify"):
+        for keep in KEEP_PATHS:
+            body = {"Keep": keep}
+            path = f"/instances/{a['ID']}/{op}"
+            ours, theirs = modified_file(rest, path, body), modified_file(orthanc, path, body)
+            kept = [[probe(ds, p) == probe(src, p) for p in RT_PROBES] for ds in (ours, theirs)]
+            assert kept[0] == kept[1], (op, keep, kept)
+            seen.add((op, tuple(kept[0])))
+            if op == "anonymize":
+                assert ours.SOPInstanceUID != src.SOPInstanceUID
+                assert ours.DeidentificationMethod  # still an anonymization
+    # the cases differ from each other (the probes can tell kept from changed)
+    assert len({k for op, k in seen if op == "anonymize"}) >= 5
+    assert {k for op, k in seen if op == "modify"} == {(True,) * len(RT_PROBES)}
+
+
 def test_rtstruct_references_follow(mcluster, orthanc):  # noqa: F811
     """In an RT structure set the frame of reference is referenced from sequences:
     after anonymization the references equal the new FrameOfReferenceUID."""
@@ -314,6 +364,16 @@ BAD = [
     ("instances", "modify", {"Replace": {"SOPInstanceUID": "1.2"}}),
     ("instances", "modify", {"Remove": ["SOPInstanceUID"], "Force": True}),
     ("instances", "anonymize", b"{bad json"),
+    # malformed paths into sequences: Orthanc's DicomPath errors
+    ("instances", "modify", {"Keep": ["ReferencedImageSequence[x].ReferencedSOPInstanceUID"]}),
+    ("instances", "anonymize", {"Keep": ["StudyDate.PatientID"]}),
+    ("studies", "modify", {"Remove": ["ReferencedImageSequence[-1].ReferencedSOPInstanceUID"]}),
+    ("studies", "anonymize", {"Keep": ["ReferencedImageSequence[0]"]}),
+    ("instances", "modify", {"Replace": {"[0].PatientName": "x"}}),
+    ("instances", "modify", {"Replace": {"ReferencedImageSequence[0.PatientName": "x"}}),
+    ("instances", "anonymize", {"Keep": ["(0008,1140)[*].(PatientName)"]}),
+    ("instances", "anonymize", {"Keep": ["NoSuchSequence[*].PatientName"]}),
+    ("instances", "anonymize", {"Keep": [""]}),
 ]
 
 
@@ -333,10 +393,6 @@ def test_bad_requests_like_orthanc(mcluster, orthanc):  # noqa: F811
             path = f"/{level}/{UNKNOWN_ID}/{op}"
             ours, theirs = call(rest, "POST", path, {}), call(orthanc, "POST", path, {})
             assert ours[0] == theirs[0] == 404 and js(ours) == js(theirs), (path, ours, theirs)
-    # Transcode: refused with a clear answer (not built here)
-    status, body, _ = call(rest, "POST", f"/studies/{ids['studies']}/modify",
-                           {"Transcode": "1.2.840.10008.1.2"})
-    assert status == 501 and "Transcode" in js((status, body, {}))["Details"]
     # nothing was written by any of them
     assert len(call(rest, "GET", "/instances")[1]) == 1
     assert len(call(orthanc, "GET", "/instances")[1]) == 1

@@ -358,6 +358,36 @@ static void test_replace_sequence_and_private(void **state)
     unlink(out);
 }
 
+/* Orthanc's DicomPath errors for Remove/Keep/Replace paths, and paths it accepts. */
+static void test_path_errors(void **state)
+{
+    (void)state;
+    expect_refused(false, "{\"Keep\": [\"StudyDate.PatientID\"]}", TS_OE_PARAMETER_OUT_OF_RANGE,
+                   "Parent path doesn't contain an index");
+    expect_refused(true, "{\"Remove\": [\"[0].PatientID\"]}", TS_OE_PARAMETER_OUT_OF_RANGE,
+                   "Parent path doesn't contain a tag");
+    expect_refused(false, "{\"Replace\": {\"ReferencedImageSequence[0.PatientName\": \"x\"}}",
+                   TS_OE_PARAMETER_OUT_OF_RANGE,
+                   "Parent path doesn't contain the end of the index");
+    expect_refused(false, "{\"Keep\": [\"ReferencedImageSequence[x].PatientID\"]}",
+                   TS_OE_PARAMETER_OUT_OF_RANGE, "Not a valid index in parent path: [x]");
+    expect_refused(true, "{\"Keep\": [\"ReferencedImageSequence[-1].PatientID\"]}",
+                   TS_OE_PARAMETER_OUT_OF_RANGE, "Negative index in parent path: -1");
+    /* the final tag is read first */
+    expect_refused(true, "{\"Keep\": [\"A[x].NoSuchTag\"]}", TS_OE_UNKNOWN_DICOM_TAG, "");
+    expect_refused(true, "{\"Keep\": [\"(0008,1140)[*].(PatientName)\"]}", TS_OE_UNKNOWN_DICOM_TAG,
+                   "Cannot parse tag: (PatientName)");
+    expect_refused(true, "{\"Keep\": [\"ReferencedImageSequence[0]\"]}", TS_OE_UNKNOWN_DICOM_TAG,
+                   "");
+    /* Force is for top-level identifiers only, "(gggg,eeee)" is a tag too */
+    expect_refused(false, "{\"Keep\": [\"(0020,000d)\"]}", TS_OE_BAD_REQUEST,
+                   "Marking tag \"(0020,000d)\" as to be kept requires the \"Force\" option to be "
+                   "set to true");
+    ts_modify_free(parse_ok(false,
+                            "{\"Keep\": [\"(0008,1140)[*].(0020,000d)\", \"(0010,0010)\"],"
+                            " \"Remove\": [\" ReferencedImageSequence [ 1 ] . PatientID \"]}"));
+}
+
 static void test_generate_uid(void **state)
 {
     (void)state;
@@ -377,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_modify_study_level),
         cmocka_unit_test(test_anonymize_references),
         cmocka_unit_test(test_replace_sequence_and_private),
+        cmocka_unit_test(test_path_errors),
         cmocka_unit_test(test_generate_uid),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
