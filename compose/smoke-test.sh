@@ -27,9 +27,14 @@
 #      checks that the index and the files survived; scales ingest to 3 on the running stack: haproxy and every rest replica
 #      find the new replica;
 #   8. tears everything down (containers, network, volumes).
+# Between 3 and 4: REST over HTTPS through haproxy with the self-signed
+# certificate the tls-cert service made at the first start (curl --cacert), kept
+# when the containers are recreated.
 #
 # Exit status: 0 passed, 1 failed, 77 skipped (Podman unavailable and not installable).
-# Environment: SMOKE_KEEP=1 leaves the stack running for a look;
+# Environment: SMOKE_KEEP=1 leaves the stack running for a look; SMOKE_PROJECT,
+# SMOKE_TESSERA_IMAGE: the compose project and image tag (tessera-smoke,
+# localhost/tessera:latest);
 # SMOKE_INSTANCES=N instances per stream (default 200, at most 396).
 set -euo pipefail
 
@@ -48,7 +53,7 @@ skip() { log "SKIP: $*"; exit 77; }
 # Rootful Podman (docs/development.md): run as root, through sudo if need be.
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    exec sudo -n --preserve-env=SMOKE_KEEP,SMOKE_INSTANCES,SMOKE_PROJECT,SMOKE_DICOM_PORT,SMOKE_HTTP_PORT "$0" "$@"
+    exec sudo -n --preserve-env=SMOKE_KEEP,SMOKE_INSTANCES,SMOKE_PROJECT,SMOKE_DICOM_PORT,SMOKE_HTTP_PORT,SMOKE_HTTPS_PORT,SMOKE_TESSERA_IMAGE "$0" "$@"
   fi
   skip "needs root (or sudo without a password) for rootful Podman"
 fi
@@ -111,7 +116,10 @@ rc=0
 podman_base_image "$WORK/base" || rc=$?
 [ $rc = 0 ] || { [ $rc = 77 ] && skip "$PODMAN_SKIP"; fail "making $BASE_IMAGE"; }
 # One build at a time: the machines have few cores.
-build localhost/tessera:latest "$ROOT" -f "$ROOT/compose/Dockerfile"
+# SMOKE_TESSERA_IMAGE: another tag, so that two worktrees of one machine
+# (one Podman store) do not run each other's build
+TESSERA_TAG=${SMOKE_TESSERA_IMAGE:-localhost/tessera:latest}
+build "$TESSERA_TAG" "$ROOT" -f "$ROOT/compose/Dockerfile"
 build localhost/tessera-postgres:15 "$HERE/local-images/postgres"
 build localhost/tessera-redis:7 "$HERE/local-images/redis"
 build localhost/tessera-haproxy:2.8 "$HERE/local-images/haproxy"
@@ -120,7 +128,7 @@ build localhost/tessera-haproxy:2.8 "$HERE/local-images/haproxy"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 printf '%s' "$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" >"$WORK/db_password"
 chmod 644 "$WORK/db_password" # read by the services' non-root user; $WORK is 0700
-export TESSERA_IMAGE=localhost/tessera:latest
+export TESSERA_IMAGE=$TESSERA_TAG
 export POSTGRES_IMAGE=localhost/tessera-postgres:15
 export REDIS_IMAGE=localhost/tessera-redis:7
 export HAPROXY_IMAGE=localhost/tessera-haproxy:2.8
@@ -135,6 +143,10 @@ export HTTP_USERS_FILE=$WORK/http_users
 # free host ports: other copies of Tessera may use 4242/8042 on this machine
 export DICOM_PORT=${SMOKE_DICOM_PORT:-$(free_port)} HTTP_PORT=${SMOKE_HTTP_PORT:-$(free_port)}
 export QUERY_DICOM_PORT=${SMOKE_QUERY_DICOM_PORT:-$(free_port)}
+export HTTPS_PORT=${SMOKE_HTTPS_PORT:-$(free_port)}
+# haproxy's certificate: none given, so the tls-cert service makes one there
+export TLS_CERT_DIR=$WORK/tls
+mkdir -m 755 "$TLS_CERT_DIR"
 HTTP=http://smoke:$HTTP_PW@127.0.0.1:$HTTP_PORT
 compose() { podman-compose -p "$PROJECT" -f "$HERE/compose.yaml" "$@"; }
 
@@ -147,7 +159,7 @@ cleanup_project() {
 STACK=1
 compose down -v >/dev/null 2>&1 || true # leftovers of an interrupted run
 cleanup_project
-log "starting the stack: 2 ingest, 2 rest, 2 query, 2 deleter, 2 jobs, postgres, redis, haproxy (DICOM :$DICOM_PORT, HTTP :$HTTP_PORT, Q/R :$QUERY_DICOM_PORT)"
+log "starting the stack: 2 ingest, 2 rest, 2 query, 2 deleter, 2 jobs, postgres, redis, haproxy (DICOM :$DICOM_PORT, HTTP :$HTTP_PORT, HTTPS :$HTTPS_PORT, Q/R :$QUERY_DICOM_PORT)"
 compose up -d --no-build >"$WORK/up.log" 2>&1 || { tail -30 "$WORK/up.log" >&2; fail "podman-compose up"; }
 
 containers() { podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}' | sort; }
@@ -196,6 +208,21 @@ for _ in 1 2 3 4 5 6; do curl -fsS -o /dev/null "$HTTP/statistics" || fail "GET 
 servers=$(podman logs "$(service_containers haproxy)" 2>&1 | grep -o ' http rest/rest-[0-9]*' | sort -u | wc -l)
 [ "$servers" -ge 2 ] || fail "haproxy sent HTTP to $servers rest replica(s), expected 2"
 log "haproxy answers GET /system and C-ECHO, and balances HTTP over both rest replicas"
+
+# HTTPS through haproxy, with the self-signed certificate made at the first
+# start: verified against it (curl --cacert), refused without it
+[ -s "$TLS_CERT_DIR/tessera.pem" ] && [ -s "$TLS_CERT_DIR/tessera.crt" ] ||
+  fail "no certificate made in $TLS_CERT_DIR: $(ls -A "$TLS_CERT_DIR")"
+HTTPS=https://localhost:$HTTPS_PORT
+curl -fsS --cacert "$TLS_CERT_DIR/tessera.crt" -u "smoke:$HTTP_PW" --retry 10 --retry-delay 1 \
+  --retry-all-errors "$HTTPS/system" >"$WORK/system-tls.json" || fail "GET /system over HTTPS (curl --cacert)"
+cmp -s "$WORK/system.json" "$WORK/system-tls.json" || fail "GET /system differs over HTTPS"
+[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$TLS_CERT_DIR/tessera.crt" "$HTTPS/system")" = 401 ] ||
+  fail "REST answers over HTTPS without credentials"
+rc=0; curl -sS -o /dev/null -u "smoke:$HTTP_PW" "$HTTPS/system" 2>/dev/null || rc=$?
+[ $rc = 60 ] || fail "curl without the certificate: exit $rc, expected 60 (certificate not trusted)"
+CERT_SHA=$(sha256sum <"$TLS_CERT_DIR/tessera.pem")
+log "HTTPS on haproxy :$HTTPS_PORT with the self-signed certificate made at the first start (curl --cacert; exit 60 without it)"
 
 # Deployment properties: non-root services, Redis with AOF, no password in any
 # image or container configuration (only in the secret file).
@@ -449,6 +476,16 @@ for _ in $(seq 30); do n=$(count 2>/dev/null || echo 0); [ "$n" = "$expected" ] 
 check_stored "$WORK/uploaded.txt" || fail "instances not readable after recreating the containers"
 check_stored "$WORK/crash-stored.txt" || fail "instances not readable after recreating the containers"
 log "containers recreated (down, up): the $expected instances are still indexed and readable"
+[ "$(sha256sum <"$TLS_CERT_DIR/tessera.pem")" = "$CERT_SHA" ] || fail "the certificate was made again at the second start"
+curl -fsS --cacert "$TLS_CERT_DIR/tessera.crt" -u "smoke:$HTTP_PW" --retry 10 --retry-delay 1 \
+  --retry-all-errors -o /dev/null "$HTTPS/system" || fail "GET /system over HTTPS after recreating the containers"
+# rest sees the request as https (X-Forwarded-Proto from haproxy): the
+# DICOMweb URLs it answers with point back at the HTTPS port
+curl -fsS --cacert "$TLS_CERT_DIR/tessera.crt" -u "smoke:$HTTP_PW" "$HTTPS/dicom-web/studies?limit=1" \
+  >"$WORK/qido-tls.json" || fail "QIDO-RS over HTTPS"
+grep -qF "\"$HTTPS/dicom-web/studies/" "$WORK/qido-tls.json" ||
+  fail "QIDO-RS over HTTPS: no RetrieveURL under $HTTPS: $(head -c 300 "$WORK/qido-tls.json")"
+log "the certificate of the first start is kept and served again; DICOMweb URLs over HTTPS are https"
 
 # ---- 7. scale up on the running stack: a third ingest replica is found by
 # haproxy and by every rest replica (both re-resolve the service name).

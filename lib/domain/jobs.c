@@ -2,7 +2,9 @@
  *   tessera:job:<id>          hash: Orthanc's fields (ID, Type, State, Priority,
  *                             Progress, ErrorCode, ErrorDescription, ErrorDetails,
  *                             Content) and private ones (Input, created_ms,
- *                             completed_ms, runtime_ms, started_ms, owner, entry)
+ *                             completed_ms, runtime_ms, started_ms, owner, entry,
+ *                             submitter: who asked for it over REST, absent for
+ *                             the cluster's own jobs; "owner" is the worker)
  *   tessera:job:<id>:lease    the running worker's name, with a TTL
  *   tessera:job:<id>:done     set of completed items
  *   tessera:jobs:all          zset id -> creation time (ms)
@@ -171,12 +173,20 @@ static const char submit_script[] =
     " 'Priority', ARGV[3], 'Progress', '0', 'ErrorCode', '0', 'ErrorDescription', 'Success',"
     " 'ErrorDetails', '', 'Content', ARGV[4], 'Input', ARGV[5], 'created_ms', ARGV[6],"
     " 'runtime_ms', '0')\n"
+    "if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'submitter', ARGV[7]) end\n"
     "redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])\n"
     "return enqueue(KEYS[1], ARGV[1])\n";
 /* clang-format on */
 
 int ts_jobs_submit(ts_jobs *j, const char *type, int priority, const json_t *content,
                    const json_t *input, char id[TS_JOB_ID_LEN + 1], ts_err *err)
+{
+    return ts_jobs_submit_by(j, NULL, type, priority, content, input, id, err);
+}
+
+int ts_jobs_submit_by(ts_jobs *j, const char *submitter, const char *type, int priority,
+                      const json_t *content, const json_t *input, char id[TS_JOB_ID_LEN + 1],
+                      ts_err *err)
 {
     uuid_t u;
     uuid_generate_random(u);
@@ -190,9 +200,10 @@ int ts_jobs_submit(ts_jobs *j, const char *type, int priority, const json_t *con
     if (!content_text || !input_text)
         abort();
     const char *keys[] = {key, KEY_ALL};
-    const char *args[] = {id, type, prio, content_text, input_text, now};
+    const char *args[] = {
+        id, type, prio, content_text, input_text, now, submitter ? submitter : ""};
     redisReply *r = NULL;
-    int rc = eval(j, submit_script, 2, keys, 6, args, &r, err);
+    int rc = eval(j, submit_script, 2, keys, 7, args, &r, err);
     free(content_text);
     free(input_text);
     if (rc)
@@ -296,11 +307,52 @@ int ts_jobs_state(ts_jobs *j, const char *id, char *state, size_t size, ts_err *
     return 0;
 }
 
-int ts_jobs_list(ts_jobs *j, json_t **out, ts_err *err)
+int ts_jobs_submitter(ts_jobs *j, const char *id, char *out, size_t size, ts_err *err)
 {
-    const char *argv[] = {"ZRANGE", KEY_ALL, "0", "-1"};
+    if (!ts_id_is_lower_uuid(id))
+        return ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
+    char key[128];
+    job_key(key, sizeof(key), id, "");
+    const char *argv[] = {"HMGET", key, "State", "submitter"};
     redisReply *r = NULL;
     int rc = run(j, 4, argv, &r, err);
+    if (rc)
+        return rc;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING)
+        rc = ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
+    else
+        snprintf(out, size, "%s",
+                 r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "");
+    freeReplyObject(r);
+    return rc;
+}
+
+/* The ids of KEYS[1] whose job's submitter is ARGV[1]: one round trip, and
+ * the history is bounded (TESSERA_JOBS_HISTORY) */
+/* clang-format off */
+static const char list_by_script[] =
+    "local out = {}\n"
+    "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+    "  if redis.call('HGET', '" KEY_PREFIX "' .. id, 'submitter') == ARGV[1] then\n"
+    "    out[#out + 1] = id\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+/* clang-format on */
+
+int ts_jobs_list(ts_jobs *j, json_t **out, ts_err *err)
+{
+    return ts_jobs_list_by(j, NULL, out, err);
+}
+
+int ts_jobs_list_by(ts_jobs *j, const char *submitter, json_t **out, ts_err *err)
+{
+    const char *argv[] = {"ZRANGE", KEY_ALL, "0", "-1"};
+    const char *keys[] = {KEY_ALL};
+    redisReply *r = NULL;
+    int rc = submitter ? eval(j, list_by_script, 1, keys, 1, &submitter, &r, err)
+                       : run(j, 4, argv, &r, err);
     if (rc)
         return rc;
     if (r->type != REDIS_REPLY_ARRAY) {

@@ -48,6 +48,16 @@ void ts_jobs_free(ts_jobs *j);
 int ts_jobs_submit(ts_jobs *j, const char *type, int priority, const json_t *content,
                    const json_t *input, char id[TS_JOB_ID_LEN + 1], ts_err *err);
 
+/* The same, recording who submitted it (a REST caller's name: "alice",
+ * "key:<id>", "jwt:<subject>"); NULL or "": nobody (the cluster's own jobs,
+ * such as routing's; ts_jobs_submit). Never in Orthanc's JSON of the job. */
+int ts_jobs_submit_by(ts_jobs *j, const char *submitter, const char *type, int priority,
+                      const json_t *content, const json_t *input, char id[TS_JOB_ID_LEN + 1],
+                      ts_err *err);
+
+/* Who submitted the job into out ("" when nobody); TS_ENOTFOUND if unknown. */
+int ts_jobs_submitter(ts_jobs *j, const char *id, char *out, size_t size, ts_err *err);
+
 /* Orthanc's JSON of a job (GET /jobs/{id}); TS_ENOTFOUND if unknown. The
  * caller decrefs *out. */
 int ts_jobs_get(ts_jobs *j, const char *id, json_t **out, ts_err *err);
@@ -57,6 +67,8 @@ int ts_jobs_state(ts_jobs *j, const char *id, char *state, size_t size, ts_err *
 
 /* Every job id, sorted (GET /jobs). The caller decrefs *out (an array). */
 int ts_jobs_list(ts_jobs *j, json_t **out, ts_err *err);
+/* The ids of the jobs that submitter submitted (NULL: every job), sorted. */
+int ts_jobs_list_by(ts_jobs *j, const char *submitter, json_t **out, ts_err *err);
 
 typedef enum { TS_JOB_CANCEL, TS_JOB_PAUSE, TS_JOB_RESUME, TS_JOB_RESUBMIT } ts_job_action;
 

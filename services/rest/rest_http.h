@@ -176,7 +176,8 @@ typedef enum rest_scope {
     REST_SCOPE_PUBLIC,     /* no patient data (/system, /tools) */
     REST_SCOPE_RESOURCE,   /* /{level}/{id}/...: the resource must be visible, else 404 */
     REST_SCOPE_PATIENT_OF, /* /{level}/{id}/patient: the patient must be visible, else 404 */
-    REST_SCOPE_FILTERED,   /* the handler answers only what is visible (lists, find, QIDO) */
+    REST_SCOPE_FILTERED,   /* the handler answers only what is visible (lists, find, QIDO,
+                              the caller's own jobs) */
     REST_SCOPE_DICOMWEB,   /* /dicom-web/studies/{uid}/...: the study must be visible (404) */
     REST_SCOPE_WADO_URI,   /* /wado?studyUID=...: the same */
 } rest_scope;

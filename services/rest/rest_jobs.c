@@ -31,6 +31,34 @@ static void reply_redis_failure(rest_request *req, const ts_err *err)
     rest_reply_oe(req, TS_OE_DATABASE_UNAVAILABLE, err->msg);
 }
 
+/* Jobs belong to whoever submitted them: NULL when the caller sees and
+ * controls every job (admins, and everyone when authentication is off), else
+ * the name its own jobs carry. */
+static const char *own_jobs_only(const rest_request *req)
+{
+    if (!req->who || req->who->role == REST_ROLE_ADMIN)
+        return NULL;
+    return req->who->name;
+}
+
+/* 0 when the caller may see job id; TS_ENOTFOUND (err says "unknown job",
+ * exactly as for an id that does not exist, so ids do not leak) when it is
+ * another's; another negative code when Redis failed. */
+static int check_owner(rest_request *req, ts_jobs *j, const char *id, ts_err *err)
+{
+    const char *mine = own_jobs_only(req);
+    if (!mine)
+        return 0;
+    char submitter[sizeof(req->who->name)];
+    int rc = ts_jobs_submitter(j, id, submitter, sizeof(submitter), err);
+    if (rc == 0 && strcmp(submitter, mine) != 0) {
+        ts_info("http access refused", "who=\"%s\" not-own-job job=%s method=%s", mine, id,
+                req->method);
+        rc = ts_err_set(err, TS_ENOTFOUND, "unknown job: %s", id);
+    }
+    return rc;
+}
+
 void rest_jobs_list(rest_request *req)
 {
     ts_jobs *j = open_registry(req);
@@ -38,7 +66,7 @@ void rest_jobs_list(rest_request *req)
         return;
     ts_err err;
     json_t *ids = NULL;
-    if (ts_jobs_list(j, &ids, &err)) {
+    if (ts_jobs_list_by(j, own_jobs_only(req), &ids, &err)) {
         reply_redis_failure(req, &err);
         goto out;
     }
@@ -76,7 +104,9 @@ void rest_jobs_get(rest_request *req)
         return;
     ts_err err;
     json_t *job = NULL;
-    int rc = ts_jobs_get(j, req->seg[1], &job, &err);
+    int rc = check_owner(req, j, req->seg[1], &err);
+    if (rc == 0)
+        rc = ts_jobs_get(j, req->seg[1], &job, &err);
     if (rc == TS_ENOTFOUND)
         rest_reply_empty(req, 404);
     else if (rc)
@@ -93,7 +123,9 @@ void rest_jobs_output(rest_request *req)
         return;
     ts_err err;
     json_t *job = NULL;
-    int rc = ts_jobs_get(j, req->seg[1], &job, &err);
+    int rc = check_owner(req, j, req->seg[1], &err);
+    if (rc == 0)
+        rc = ts_jobs_get(j, req->seg[1], &job, &err);
     if (rc == TS_ENOTFOUND) {
         rest_reply_empty(req, 404);
     } else if (rc) {
@@ -130,10 +162,14 @@ void rest_jobs_control(rest_request *req)
     if (!j)
         return;
     ts_err err;
-    int rc = ts_jobs_control(j, req->seg[1], actions[a].action,
+    /* the submitter never changes: checked first, then the action */
+    int rc = check_owner(req, j, req->seg[1], &err);
+    if (rc == 0)
+        rc = ts_jobs_control(j, req->seg[1], actions[a].action,
                              (int)ts_cfg_int(TESSERA_JOBS_HISTORY), &err);
     if (rc == 0) {
-        ts_info("job control", "job=%s action=%s", req->seg[1], actions[a].name);
+        ts_info("job control", "job=%s action=%s who=\"%s\"", req->seg[1], actions[a].name,
+                req->who ? req->who->name : "");
         rest_reply_json(req, 200, json_object());
     } else if (rc == TS_ENOTFOUND) {
         rest_reply_oe(req, TS_OE_BAD_REQUEST, err.msg);
@@ -180,11 +216,13 @@ void rest_jobs_submit(rest_request *req, const char *type, int priority, const j
     ts_err err;
     char id[TS_JOB_ID_LEN + 1];
     json_t *job = NULL;
-    if (ts_jobs_submit(j, type, priority, content, input, id, &err)) {
+    if (ts_jobs_submit_by(j, req->who ? req->who->name : NULL, type, priority, content, input, id,
+                          &err)) {
         reply_redis_failure(req, &err);
         goto out;
     }
-    ts_info("job submitted", "job=%s type=%s synchronous=%d", id, type, !asynchronous);
+    ts_info("job submitted", "job=%s type=%s synchronous=%d who=\"%s\"", id, type, !asynchronous,
+            req->who ? req->who->name : "");
     if (asynchronous) {
         char path[64];
         snprintf(path, sizeof(path), "/jobs/%s", id);

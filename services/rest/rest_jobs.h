@@ -1,7 +1,10 @@
 /* The jobs routes (GET /jobs, GET /jobs/{id}, POST /jobs/{id}/cancel|pause|
  * resume|resubmit, GET /jobs/{id}/{output}), answered from the Redis registry
  * (lib/domain/jobs.h) whichever REST process is asked, and the submission of a job
- * with Orthanc's Synchronous/Asynchronous answers. */
+ * with Orthanc's Synchronous/Asynchronous answers. A job belongs to whoever
+ * submitted it (its "submitter" in the registry): a caller that is not an
+ * admin lists, reads and controls only its own, and another's job answers
+ * what an unknown id answers. */
 #ifndef REST_JOBS_H
 #define REST_JOBS_H
 

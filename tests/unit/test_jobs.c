@@ -139,6 +139,51 @@ static void test_submit_and_read(void **state)
     assert_int_equal(ts_jobs_get(j, "../../etc", &job, &err), TS_ENOTFOUND);
 }
 
+/* Jobs record their submitter (REST's caller); listed by it, and those
+ * submitted by nobody (the cluster's own) belong to no caller. */
+static void test_submitter(void **state)
+{
+    ts_jobs *j = *state;
+    char mine[TS_JOB_ID_LEN + 1], theirs[TS_JOB_ID_LEN + 1], nobodys[TS_JOB_ID_LEN + 1];
+    json_t *content = json_object(), *input = json_object();
+    ts_err err;
+    assert_int_equal(ts_jobs_submit_by(j, "alice", "Archive", 0, content, input, mine, &err), 0);
+    assert_int_equal(
+        ts_jobs_submit_by(j, "key:0123456789abcdef", "Archive", 0, content, input, theirs, &err),
+        0);
+    assert_int_equal(ts_jobs_submit(j, "Archive", 0, content, input, nobodys, &err), 0);
+    json_decref(content);
+    json_decref(input);
+    char who[128];
+    assert_int_equal(ts_jobs_submitter(j, mine, who, sizeof(who), &err), 0);
+    assert_string_equal(who, "alice");
+    assert_int_equal(ts_jobs_submitter(j, theirs, who, sizeof(who), &err), 0);
+    assert_string_equal(who, "key:0123456789abcdef");
+    assert_int_equal(ts_jobs_submitter(j, nobodys, who, sizeof(who), &err), 0);
+    assert_string_equal(who, "");
+    assert_int_equal(
+        ts_jobs_submitter(j, "00000000-0000-0000-0000-000000000000", who, sizeof(who), &err),
+        TS_ENOTFOUND);
+    json_t *list = NULL;
+    assert_int_equal(ts_jobs_list_by(j, "alice", &list, &err), 0);
+    assert_int_equal(json_array_size(list), 1);
+    assert_string_equal(json_string_value(json_array_get(list, 0)), mine);
+    json_decref(list);
+    assert_int_equal(ts_jobs_list_by(j, "bob", &list, &err), 0);
+    assert_int_equal(json_array_size(list), 0);
+    json_decref(list);
+    assert_int_equal(ts_jobs_list_by(j, NULL, &list, &err), 0);
+    assert_int_equal(json_array_size(list), 3);
+    json_decref(list);
+    /* not in Orthanc's JSON */
+    json_t *job = NULL;
+    assert_int_equal(ts_jobs_get(j, mine, &job, &err), 0);
+    char *text = json_dumps(job, 0);
+    assert_null(strstr(text, "alice"));
+    free(text);
+    json_decref(job);
+}
+
 static void test_run_to_success(void **state)
 {
     ts_jobs *j = *state;
@@ -439,6 +484,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_priorities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_queue_migrated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scp_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_submitter, setup, teardown),
     };
     return cmocka_run_group_tests(tests, unit_redis_start, unit_redis_stop);
 }

@@ -334,6 +334,47 @@ static void test_labels_use_the_index(void **state)
     assert_int_equal(query_run(pool, &invalid, &res, &err), TS_EINVAL);
 }
 
+/* A caller restricted to labels, with nothing else to match: the visible
+ * studies come from the label index once (an InitPlan), no relation is added
+ * to the join search, and nothing reads the 20,000 studies; with a tag
+ * condition the restriction stays a semi-join the planner may start from
+ * either side of. Both answer the same (runs after test_labels_use_the_index,
+ * on its rows). */
+static void test_restriction_alone_reads_the_label_index(void **state)
+{
+    const char *rare[] = {"rare"};
+    query_spec alone = {
+        .level = TS_LEVEL_STUDY, .restrict_to_labels = true, .visible = rare, .nvisible = 1};
+    char plan[8192];
+    explain(&alone, plan, sizeof(plan));
+    print_message("restricted, alone:\n%s\n", plan);
+    assert_non_null(strstr(plan, "InitPlan"));
+    assert_non_null(strstr(plan, "labels_label"));
+    assert_null(strstr(plan, "Seq Scan"));
+    assert_null(strstr(plan, "Semi Join"));
+    query_key date[] = {{STUDY_DATE, "19001101-19001102"}};
+    query_spec with_key = alone;
+    with_key.keys = date;
+    with_key.nkeys = 1;
+    explain(&with_key, plan, sizeof(plan));
+    assert_null(strstr(plan, "InitPlan"));
+    query_result res;
+    ts_err err;
+    assert_int_equal(query_run(pool, &alone, &res, &err), 0);
+    assert_int_equal(res.nrows, 1);
+    assert_string_equal(query_result_id(&res, 0), "gen1000");
+    query_result_clear(&res);
+    assert_int_equal(query_run(pool, &with_key, &res, &err), 0);
+    assert_int_equal(res.nrows, 1);
+    assert_string_equal(query_result_id(&res, 0), "gen1000");
+    query_result_clear(&res);
+    /* no label granted: nothing visible */
+    alone.nvisible = 0;
+    assert_int_equal(query_run(pool, &alone, &res, &err), 0);
+    assert_int_equal(res.nrows, 0);
+    query_result_clear(&res);
+}
+
 int main(void)
 {
     if (!unit_pg_available())
@@ -346,6 +387,7 @@ int main(void)
         cmocka_unit_test(test_bus_bad_requests),
         cmocka_unit_test(test_bus_find_over_a_socket),
         cmocka_unit_test(test_labels_use_the_index),
+        cmocka_unit_test(test_restriction_alone_reads_the_label_index),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
