@@ -18,6 +18,8 @@
 #include "io/service_io.h"
 #include "query_bus.h"
 #include "query_match.h"
+#include "domain/audit.h"
+#include "domain/dicom_access.h"
 #include "domain/retrieve.h"
 #include "base/service.h"
 #include "io/store.h"
@@ -34,7 +36,9 @@ typedef struct query_service {
     ts_store *store;
     int timeout_s;
     _Atomic(ts_dicom_qr_scp *) scp;
-    ts_retrieve retrieve; /* C-MOVE, C-GET */
+    ts_retrieve retrieve;    /* C-MOVE, C-GET */
+    ts_dicom_access *access; /* grants of calling AE titles, audit */
+    bool registered_only;    /* TESSERA_DICOM_REGISTERED_AES_ONLY */
 } query_service;
 
 static bool parse_level(const char *s, ts_level *out)
@@ -69,16 +73,23 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
     int sent = 0;
     ts_err err;
     ts_err_clear(&err);
+    ts_dicom_grant grant;
+    char resources[1024];
 
+    status =
+        ts_dicom_access_check(svc->access, assoc, TS_DICOM_OP_FIND, &grant, comment, comment_size);
+    if (status != TS_QR_SUCCESS)
+        goto done;
     if (!parse_level(rq->level, &level) ||
         (rq->model == TS_QR_STUDY_ROOT && level == TS_LEVEL_PATIENT)) {
         snprintf(comment, comment_size, "QueryRetrieveLevel '%s' invalid in the %s model",
                  rq->level, model);
+        status = TS_QR_IDENTIFIER_MISMATCH;
         ts_warn("C-FIND refused",
                 "calling_aet=%s model=%s level=\"%s\" status=a900 "
                 "error=\"invalid QueryRetrieveLevel\"",
                 assoc->calling_aet, model, rq->level);
-        return TS_QR_IDENTIFIER_MISMATCH;
+        goto done;
     }
     if (rq->max_keys_hit)
         ts_warn("C-FIND identifier cut", "calling_aet=%s keys_dropped=%zu", assoc->calling_aet,
@@ -94,7 +105,11 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
                        .keys = keys,
                        .nkeys = rq->nkeys,
                        .case_matching = svc->case_matching,
-                       .limit = svc->limit};
+                       .limit = svc->limit,
+                       /* the calling AE's label grant: the filter of /tools/find */
+                       .restrict_to_labels = grant.restricted,
+                       .visible = grant.labels,
+                       .nvisible = grant.nlabels};
     int rc = query_run(svc->db, &spec, &res, &err);
     if (rc) {
         status = rc == TS_EINVAL                               ? TS_QR_IDENTIFIER_MISMATCH
@@ -134,6 +149,9 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
     ts_info("C-FIND", "calling_aet=%s model=%s level=%s matches=%d truncated=%d ms=%.1f",
             assoc->calling_aet, model, rq->level, sent, res.truncated, now_ms() - start);
 done:
+    ts_dicom_access_keys(rq->keys, rq->nkeys, resources, sizeof(resources));
+    ts_dicom_access_audit(svc->access, assoc, TS_DICOM_OP_FIND, rq->level, resources, status);
+    ts_dicom_grant_clear(&grant);
     query_result_clear(&res);
     free(keys);
     free(values);
@@ -145,8 +163,8 @@ done:
 /* A ts_retrieve_find_fn: checks the identifier and matches the instances it
  * names, with their files. */
 static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                              const char *op, ts_retrieve_list *list, char *comment,
-                              size_t comment_size)
+                              const char *op, const ts_dicom_grant *grant, ts_retrieve_list *list,
+                              char *comment, size_t comment_size)
 {
     query_service *svc = user;
     const char *model = rq->model == TS_QR_PATIENT_ROOT ? "patient-root" : "study-root";
@@ -167,7 +185,9 @@ static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_
         abort();
     for (size_t i = 0; i < rq->nkeys; i++)
         keys[i] = (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
-    int rc = query_retrieve_run(svc->db, level, keys, rq->nkeys, svc->case_matching, &res, &err);
+    int rc =
+        query_retrieve_run_visible(svc->db, level, keys, rq->nkeys, svc->case_matching,
+                                   grant->restricted, grant->labels, grant->nlabels, &res, &err);
     free(keys);
     if (rc) {
         uint16_t status = rc == TS_EINVAL                               ? TS_QR_IDENTIFIER_MISMATCH
@@ -183,6 +203,23 @@ static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_
                              query_result_file(&res, row));
     query_result_clear(&res);
     return TS_QR_SUCCESS;
+}
+
+/* TESSERA_DICOM_REGISTERED_AES_ONLY: only AE titles of the modalities table. */
+static bool on_accept(void *user, const ts_dicom_assoc *assoc)
+{
+    query_service *svc = user;
+    if (!svc->registered_only)
+        return true;
+    ts_dicom_grant g;
+    ts_err err;
+    if (ts_dicom_access_lookup(svc->access, assoc->calling_aet, &g, &err)) {
+        ts_warn("cannot check the calling AE title; association rejected", "error=\"%s\"", err.msg);
+        return false;
+    }
+    bool known = g.known;
+    ts_dicom_grant_clear(&g);
+    return known;
 }
 
 /* ---- health and lifecycle ------------------------------------------------- */
@@ -239,6 +276,17 @@ int main(int argc, char **argv)
     ts_metrics_server *metrics = ts_service_metrics(ts_service_db_health, svc.db);
     int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
 
+    ts_audit *audit = NULL;
+    /* the audit writes to the primary, whatever serves our reads */
+    if (ts_cfg_bool(TESSERA_AUDIT) &&
+        ts_audit_start(ts_cfg_str(TESSERA_DB_URL), "query", (size_t)ts_cfg_int(TESSERA_AUDIT_QUEUE),
+                       &audit, &err))
+        ts_service_die("audit", &err);
+    ts_dicom_access_config acfg;
+    ts_dicom_access_config_from_settings(&acfg);
+    svc.access = ts_dicom_access_new(svc.db, &acfg, audit);
+    svc.registered_only = ts_cfg_bool(TESSERA_DICOM_REGISTERED_AES_ONLY);
+
     int port = (int)ts_cfg_int(TESSERA_QUERY_DICOM_PORT);
     ts_dicom_qr_scp *scp = NULL;
     int rc = 0;
@@ -262,9 +310,11 @@ int main(int argc, char **argv)
             .find = retrieve_find,
             .user = &svc,
             .jobs_url = ts_cfg_bool(TESSERA_MOVE_JOBS) ? ts_cfg_str(TESSERA_REDIS_URL) : NULL,
-            .jobs_history = (int)ts_cfg_int(TESSERA_JOBS_HISTORY)};
+            .jobs_history = (int)ts_cfg_int(TESSERA_JOBS_HISTORY),
+            .access = svc.access};
         ts_dicom_qr_callbacks cb = {.user = &svc,
                                     .retrieve_user = &svc.retrieve,
+                                    .accept = on_accept,
                                     .find = on_find,
                                     .move = ts_retrieve_move,
                                     .get = ts_retrieve_get};
@@ -285,6 +335,8 @@ int main(int argc, char **argv)
 
     ts_bus_server_free(bus);
     ts_dicom_qr_scp_free(scp);
+    ts_dicom_access_free(svc.access);
+    ts_audit_stop(audit, 2000);
     ts_metrics_server_free(metrics);
     ts_store_free(svc.store);
     ts_db_pool_free(svc.db);
