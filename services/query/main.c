@@ -300,6 +300,10 @@ int main(int argc, char **argv)
             .max_pending = (int)ts_cfg_int(TESSERA_DICOM_MAX_PENDING),
             .max_pending_per_peer = (int)ts_cfg_int(TESSERA_DICOM_MAX_PENDING_PER_PEER),
             .check_called_aet = ts_cfg_bool(TESSERA_DICOM_CHECK_CALLED_AET),
+            .tls_certificate = ts_cfg_str(TESSERA_DICOM_TLS_CERTIFICATE),
+            .tls_private_key = ts_cfg_str(TESSERA_DICOM_TLS_PRIVATE_KEY),
+            .tls_trusted = ts_cfg_str(TESSERA_DICOM_TLS_TRUSTED_CERTIFICATES),
+            .tls_client_cert_required = ts_cfg_bool(TESSERA_DICOM_TLS_REMOTE_CERTIFICATE_REQUIRED),
             .max_dataset = 1 << 20, /* a C-FIND identifier: 1 MiB is plenty */
         };
         svc.retrieve = (ts_retrieve){

@@ -3,7 +3,7 @@
  * GET /modalities/{id} (the operations), GET /modalities/{id}/configuration,
  * PUT (Orthanc's array form ["AET", "host", port(, "Manufacturer")] or object
  * form {"AET", "Host", "Port", "Manufacturer", "Allow*", "LocalAet", "Timeout",
- * "UseDicomTls" (refused when true: no DICOM TLS), and Tessera's
+ * "UseDicomTls" (refused when true: no outgoing DICOM TLS), and Tessera's
  * "AllowedLabels" (the labels whose studies the AE may query and retrieve,
  * lib/domain/dicom_access.h; absent or null: every study)}), DELETE,
  * POST /modalities/{id}/echo (C-ECHO from this process) and
@@ -366,9 +366,10 @@ static bool parse_modality(rest_request *req, const json_t *body, modality_in *m
                 m->allow[6] = m->allow[7] = json_is_true(v);
         }
         if (json_is_true(json_object_get(body, "UseDicomTls"))) {
-            rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
-                          "UseDicomTls: Tessera has no DICOM TLS yet, so a modality that needs "
-                          "it cannot be reached (docs/conformance.md); not stored");
+            rest_reply_oe(
+                req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                "UseDicomTls: Tessera has no outgoing DICOM TLS yet, so a modality that needs "
+                "it cannot be reached (docs/conformance.md); not stored");
             return false;
         }
         if (!parse_local_settings(req, body, m) || !parse_allowed_labels(req, body, m))

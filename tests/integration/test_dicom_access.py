@@ -292,8 +292,8 @@ def test_label_filter_cost_on_c_find(cluster, tmp_path):
                              patient=f"PAT-{n}")
     rc, out = storescu(ing, files, aet="LOADER")
     assert rc == 0, out[-2000:]
-    cluster.sql("INSERT INTO labels (resource_id, label) SELECT id, 'L' || (id % 10)"
-                " FROM resources WHERE level = 1")
+    cluster.sql("INSERT INTO labels (resource_id, label) SELECT id,"
+                " 'L' || (row_number() OVER (ORDER BY id) % 10) FROM resources WHERE level = 1")
     all_labels = "{" + ",".join(f"L{i}" for i in range(10)) + "}"
     cluster.sql("INSERT INTO modalities (name, aet, host, port, allowed_labels) VALUES"
                 " ('all', 'AE_ALL', 'h', 1, %s::text[]), ('one', 'AE_ONE', 'h', 1, '{L0}')",
@@ -327,3 +327,139 @@ def test_label_filter_cost_on_c_find(cluster, tmp_path):
         print(f"BENCH {aet}: client ms/C-FIND median {sorted(times[aet])[2]:.1f} "
               f"(rounds {', '.join(f'{t:.1f}' for t in times[aet])}); "
               f"server ms median {s[len(s) // 2]:.2f} over {len(s)}")
+
+
+# ---- DICOM TLS (dcmtk's dcmtls over OpenSSL) on ingest and query ------------------------
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """A CA, a server certificate and a client certificate it signed, and a client
+    certificate signed by nobody we trust; made with openssl for the test."""
+    d = tmp_path / "pki"
+    d.mkdir()
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=Tessera test CA", cwd=d)
+    for name in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", cwd=d)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rogue.key", "-out",
+            "rogue.pem", "-days", "2", "-subj", "/CN=rogue", cwd=d)
+    return d
+
+
+def tls_env(pki, required=True):
+    return dict(TESSERA_DICOM_TLS_CERTIFICATE=pki / "server.pem",
+                TESSERA_DICOM_TLS_PRIVATE_KEY=pki / "server.key",
+                TESSERA_DICOM_TLS_TRUSTED_CERTIFICATES=pki / "ca.pem",
+                TESSERA_DICOM_TLS_REMOTE_CERTIFICATE_REQUIRED=str(required).lower())
+
+
+def tls_args(pki, who="client"):
+    """dcmtk's client options: our certificate (or none) and the CA that signed the
+    server's (the client checks the server, +rc being the default)."""
+    cert = ["+tla"] if who is None else ["+tls", str(pki / f"{who}.key"), str(pki / f"{who}.pem")]
+    return [*cert, "+cf", str(pki / "ca.pem")]
+
+
+def dcmtk(tool, port, *args, aet="TLSCLIENT", files=()):
+    p = subprocess.run([tool, "-v", "-aet", aet, "-aec", "TESSERA", *args, "127.0.0.1", str(port),
+                        *map(str, files)], capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_tls_with_and_without_a_client_certificate(cluster, pki, tmp_path):
+    q = cluster.start_query(**tls_env(pki))
+    ing = cluster.start_ingest(TESSERA_QUERY_BUS=q.bus, **tls_env(pki))
+    files = make_study(tmp_path / "g", 1, "PAT-A", [2])
+    # a client with a certificate of our CA: echo, store, find on both ports
+    assert dcmtk("echoscu", ing.port, *tls_args(pki))[0] == 0
+    rc, out = dcmtk("storescu", ing.port, *tls_args(pki), files=files)
+    assert rc == 0 and out.count("Received Store Response (Success)") == 2, out
+    for port in (q.port, ing.port):
+        rc, out = dcmtk("findscu", port, *tls_args(pki), "-S", "-k", "QueryRetrieveLevel=STUDY",
+                        "-k", "StudyInstanceUID")
+        assert rc == 0 and STUDY.format(1) in out, out
+    # without a certificate, with one of an unknown CA, or without TLS at all: refused
+    # before any association, nothing is stored
+    new = make_study(tmp_path / "n", 2, "PAT-B", [1])
+    for args in (tls_args(pki, None), tls_args(pki, "rogue"), []):
+        rc, out = dcmtk("storescu", ing.port, *args, files=new)
+        assert rc != 0 and "Association Accepted" not in out, (args, out)
+        rc, out = dcmtk("echoscu", q.port, *args)
+        assert rc != 0, (args, out)
+    assert instance_count(cluster) == 2
+    assert "DICOM TLS handshake failed, connection closed" in ing.read_log()
+    assert "DICOM TLS handshake failed, connection closed" in q.read_log()
+    # a plain TCP client's association request is no TLS handshake: refused as well
+    assert "association rejected" not in ing.read_log()
+
+
+def test_tls_client_certificate_optional(cluster, pki, tmp_path):
+    """TESSERA_DICOM_TLS_REMOTE_CERTIFICATE_REQUIRED=false: a client without a
+    certificate is served over TLS; one with an untrusted certificate still is not."""
+    ing = cluster.start_ingest(**tls_env(pki, required=False))
+    files = make_study(tmp_path / "g", 1, "PAT-A", [1])
+    rc, out = dcmtk("storescu", ing.port, *tls_args(pki, None), files=files)
+    assert rc == 0 and "Received Store Response (Success)" in out, out
+    assert dcmtk("echoscu", ing.port, *tls_args(pki, "rogue"))[0] != 0
+    assert instance_count(cluster) == 1
+
+
+def test_tls_bad_settings_stop_the_start(cluster, pki):
+    """A key that does not match the certificate, a missing file, or required client
+    certificates without trusted ones: the service does not start, and says why."""
+    cases = [(dict(TESSERA_DICOM_TLS_PRIVATE_KEY=pki / "client.key"), "does not match"),
+             (dict(TESSERA_DICOM_TLS_CERTIFICATE=pki / "missing.pem"), "missing.pem"),
+             (dict(TESSERA_DICOM_TLS_TRUSTED_CERTIFICATES=""), "no trusted certificates")]
+    for override, message in cases:
+        env = tls_env(pki)
+        env.update(override)
+        with pytest.raises(RuntimeError) as e:
+            cluster.start_ingest(**env)
+        assert message in str(e.value), str(e.value)[-2000:]
+
+
+def test_store_grants_compared_with_orthanc(cluster, tmp_path):
+    """Orthanc 1.10.1 with the same modalities: with DicomAlwaysAllowStore false both
+    refuse an unknown AE and AE_A (AllowStore false) and serve AE_B, but Orthanc aborts
+    the association (A-ABORT, no status) where Tessera answers the standard 0x0124
+    "Refused: Not Authorized" (PS3.7 C.5.4) and keeps the association. With
+    DicomAlwaysAllowStore true Orthanc lets AE_A store regardless of its AllowStore
+    (its documented rule); Tessera keeps a registered AE's own refusal."""
+    from orthanc import Orthanc
+    f = make_study(tmp_path / "g", 1, "PAT-A", [1])
+    modalities = {"b": ["AE_B", "127.0.0.1", 104],
+                  "a": {"AET": "AE_A", "Host": "127.0.0.1", "Port": 104, "AllowStore": False}}
+    results = {}
+    for always in (False, True):
+        ing = cluster.start_ingest(TESSERA_DICOM_ALWAYS_ALLOW_STORE=str(always).lower())
+        cluster.sql("INSERT INTO modalities (name, aet, host, port, allow_store) VALUES"
+                    " ('b', 'AE_B', '127.0.0.1', 104, true), ('a', 'AE_A', '127.0.0.1', 104, false)"
+                    " ON CONFLICT DO NOTHING")
+        with Orthanc(base=tmp_path / f"orthanc-{always}", DicomAlwaysAllowStore=always,
+                     DicomModalities=modalities) as o:
+            for aet in ("UNKNOWN", "AE_A", "AE_B"):
+                p = subprocess.run(["storescu", "-v", "-aet", aet, "-aec", "ORTHANC", "127.0.0.1",
+                                    str(o.dicom_port), *map(str, f)], capture_output=True,
+                                   text=True, timeout=60)
+                theirs = p.stdout + p.stderr
+                ours = storescu(ing, f, aet=aet)[1]
+                results[(always, aet)] = (
+                    "Success" if "Store Response (Success)" in theirs else
+                    "aborted" if "Store Response" not in theirs else theirs,
+                    "Success" if "Store Response (Success)" in ours else
+                    "0x0124" if "Unknown Status: 0x124" in ours else ours)
+        ing.stop()
+    assert results == {
+        (False, "UNKNOWN"): ("aborted", "0x0124"),
+        (False, "AE_A"): ("aborted", "0x0124"),
+        (False, "AE_B"): ("Success", "Success"),
+        (True, "UNKNOWN"): ("Success", "Success"),
+        (True, "AE_A"): ("Success", "0x0124"),  # Tessera keeps the modality's refusal
+        (True, "AE_B"): ("Success", "Success")}, results
