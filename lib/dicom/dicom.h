@@ -240,6 +240,14 @@ typedef struct ts_dicom_scp_config {
      * total and per peer address; more are closed at once */
     int max_pending;
     int max_pending_per_peer;
+    /* DICOM TLS (dcmtk's dcmtls over OpenSSL, PS3.15 B.1): with a certificate
+     * the port speaks TLS only. PEM files; trusted: the CAs a client
+     * certificate is checked against ("" none); a client without a valid
+     * certificate is refused when client_cert_required. */
+    const char *tls_certificate;
+    const char *tls_private_key;
+    const char *tls_trusted;
+    bool tls_client_cert_required;
 } ts_dicom_scp_config;
 
 typedef struct ts_dicom_scp ts_dicom_scp;

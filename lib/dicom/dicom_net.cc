@@ -5,6 +5,7 @@
 #include <dcmtk/dcmnet/dcmlayer.h>
 #include <dcmtk/dcmnet/dcmtrans.h>
 #include <dcmtk/dcmnet/dul.h>
+#include <dcmtk/dcmtls/tlslayer.h>
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -14,6 +15,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <thread>
 #include <unistd.h>
 
@@ -114,6 +116,35 @@ bool read_full(int fd, unsigned char *buf, size_t n, std::chrono::steady_clock::
     return true;
 }
 
+// The same over a TLS connection (dcmtls): its networkDataAvailable() also
+// sees the bytes OpenSSL already holds. A record cut short is bounded by the
+// socket's receive timeout (tls_accept).
+bool read_full_tls(DcmTransportConnection *c, unsigned char *buf, size_t n,
+                   std::chrono::steady_clock::time_point deadline, const std::atomic<bool> *stop)
+{
+    size_t got = 0;
+    while (got < n) {
+        if (std::chrono::steady_clock::now() >= deadline) {
+            errno = ETIMEDOUT;
+            return false;
+        }
+        if (stop->load()) {
+            errno = ECANCELED;
+            return false;
+        }
+        if (!c->networkDataAvailable(1))
+            continue; /* look at the deadline and the stop flag again */
+        ssize_t k = c->read(buf + got, n - got);
+        if (k <= 0) {
+            if (k == 0)
+                errno = ECONNRESET;
+            return false;
+        }
+        got += static_cast<size_t>(k);
+    }
+    return true;
+}
+
 // The smallest Maximum Length Received we accept from a peer (0: no limit).
 // dcmtk cannot cut messages into PDVs for a peer that takes a handful of
 // bytes per PDU: it accepted 1 and aborted the association at the first
@@ -157,11 +188,27 @@ const char *associate_rq_fault(const std::string &pdu)
 }
 
 // A-ASSOCIATE-RJ: rejected permanently by the service user, no reason given.
-void send_reject(int fd)
+void send_reject(int fd, DcmTransportConnection *tls)
 {
     static const unsigned char rj[10] = {0x03, 0, 0, 0, 0, 4, 0, 1, 1, 1};
+    if (tls) {
+        unsigned char copy[sizeof(rj)];
+        memcpy(copy, rj, sizeof(rj));
+        tls->write(copy, sizeof(copy));
+        return;
+    }
     ssize_t k = send(fd, rj, sizeof(rj), MSG_NOSIGNAL);
     (void)k;
+}
+
+// Send and receive timeouts of a socket (0: none); the TLS handshake and the
+// association request are read with them, so a silent TLS peer cannot hold
+// its thread.
+void socket_timeouts(int fd, int seconds)
+{
+    struct timeval tv = {seconds, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
 // Set by Listener::handle around ASC_receiveAssociation, read by the layer's
@@ -170,6 +217,7 @@ void send_reject(int fd)
 // connection object now owns the socket.
 struct Handover {
     std::string *prefix = nullptr;
+    DcmTransportConnection *tls = nullptr; // the TLS connection, which the new one takes over
     bool taken = false;
 };
 thread_local Handover handover;
@@ -180,13 +228,37 @@ std::mutex external_socket_mu;
 
 // A TCP connection that hands dcmtk one PDV per P-DATA-TF PDU. It rewrites the
 // stream as it passes: other PDUs and the PDVs' data go through untouched and
-// unbuffered; only PDU and PDV headers (6 bytes each) are read ahead.
+// unbuffered; only PDU and PDV headers (6 bytes each) are read ahead. Over DICOM
+// TLS, the bytes come from and go to dcmtls's connection (tls, owned).
 class PdvSplitConnection : public DcmTCPConnection
 {
   public:
-    PdvSplitConnection(DcmNativeSocketType sock, std::string prefix, int timeout_s)
-        : DcmTCPConnection(sock), prefix_(std::move(prefix)), timeout_s_(timeout_s)
+    PdvSplitConnection(DcmNativeSocketType sock, std::string prefix, int timeout_s,
+                       DcmTransportConnection *tls)
+        : DcmTCPConnection(sock), prefix_(std::move(prefix)), timeout_s_(timeout_s), tls_(tls)
     {
+    }
+
+    ~PdvSplitConnection() override
+    {
+        delete tls_; // closes the TLS session (close_notify) and its own descriptor
+    }
+
+    ssize_t write(void *buf, size_t nbyte) override
+    {
+        return tls_ ? tls_->write(buf, nbyte) : DcmTCPConnection::write(buf, nbyte);
+    }
+
+    void close() override
+    {
+        if (tls_)
+            tls_->close();
+        DcmTCPConnection::close();
+    }
+
+    OFBool isTransparentConnection() override
+    {
+        return tls_ ? OFFalse : OFTrue;
     }
 
     ssize_t read(void *buf, size_t nbyte) override
@@ -286,7 +358,7 @@ class PdvSplitConnection : public DcmTCPConnection
     {
         if (out_pos_ < out_.size() || prefix_pos_ < prefix_.size())
             return OFTrue;
-        return DcmTCPConnection::networkDataAvailable(timeout);
+        return raw_available(timeout);
     }
 
   private:
@@ -300,7 +372,13 @@ class PdvSplitConnection : public DcmTCPConnection
             prefix_pos_ += k;
             return static_cast<ssize_t>(k);
         }
-        return DcmTCPConnection::read(buf, n);
+        return tls_ ? tls_->read(buf, n) : DcmTCPConnection::read(buf, n);
+    }
+
+    OFBool raw_available(int timeout)
+    {
+        return tls_ ? tls_->networkDataAvailable(timeout)
+                    : DcmTCPConnection::networkDataAvailable(timeout);
     }
 
     // Reads a whole header (or command fragment). The first byte of a PDU may be waited for as long
@@ -312,8 +390,7 @@ class PdvSplitConnection : public DcmTCPConnection
         size_t got = 0;
         while (got < n) {
             if (got > 0 || !pdu_start) {
-                if (prefix_pos_ >= prefix_.size() &&
-                    !DcmTCPConnection::networkDataAvailable(timeout_s_)) {
+                if (prefix_pos_ >= prefix_.size() && !raw_available(timeout_s_)) {
                     ts_warn("DICOM peer stopped in the middle of a PDU header, connection closed",
                             "timeout_s=%d", timeout_s_);
                     errno = ETIMEDOUT;
@@ -346,6 +423,7 @@ class PdvSplitConnection : public DcmTCPConnection
     std::string prefix_;
     size_t prefix_pos_ = 0;
     int timeout_s_;
+    DcmTransportConnection *tls_;
     State state_ = PDU_HEADER;
     std::string out_; // rewritten headers (and command fragments) to hand out first
     size_t out_pos_ = 0;
@@ -367,7 +445,9 @@ class PdvSplitLayer : public DcmTransportLayer
         if (handover.prefix)
             prefix.swap(*handover.prefix);
         handover.taken = true;
-        return new PdvSplitConnection(sock, std::move(prefix), timeout_s_);
+        DcmTransportConnection *tls = handover.tls;
+        handover.tls = nullptr;
+        return new PdvSplitConnection(sock, std::move(prefix), timeout_s_, tls);
     }
 
   private:
@@ -399,16 +479,73 @@ ListenerConfig listener_config(const ts_dicom_scp_config &cfg)
     l.max_associations = cfg.max_associations;
     l.max_pending = cfg.max_pending > 0 ? cfg.max_pending : 64;
     l.max_pending_per_peer = cfg.max_pending_per_peer > 0 ? cfg.max_pending_per_peer : 8;
+    l.tls_certificate = cfg.tls_certificate ? cfg.tls_certificate : "";
+    l.tls_private_key = cfg.tls_private_key ? cfg.tls_private_key : "";
+    l.tls_trusted = cfg.tls_trusted ? cfg.tls_trusted : "";
+    l.tls_client_cert_required = cfg.tls_client_cert_required;
     return l;
+}
+
+// The TLS context of a listener: our certificate and key, the CAs a client
+// certificate must chain to, dcmtk's default profile (non-downgrading BCP 195,
+// as storescu's +tls). Fails at start on any unreadable or mismatched file.
+static int make_tls_layer(const ListenerConfig &cfg, DcmTLSTransportLayer **out, ts_err *err)
+{
+    if (cfg.tls_private_key.empty())
+        return ts_err_set(err, TS_EINVAL, "DICOM TLS: a certificate without its private key");
+    if (cfg.tls_client_cert_required && cfg.tls_trusted.empty())
+        return ts_err_set(err, TS_EINVAL,
+                          "DICOM TLS: client certificates are required but no trusted "
+                          "certificates (CA file) are given");
+    auto *tls = new DcmTLSTransportLayer(NET_ACCEPTOR, nullptr, OFTrue);
+    OFCondition c = tls->setTLSProfile(TSP_Profile_BCP195_ND);
+    if (c.good())
+        c = tls->activateCipherSuites();
+    const char *what = "TLS profile";
+    if (c.good()) {
+        what = cfg.tls_private_key.c_str();
+        c = tls->setPrivateKeyFile(what, DCF_Filetype_PEM);
+    }
+    if (c.good()) {
+        what = cfg.tls_certificate.c_str();
+        c = tls->setCertificateFile(what, DCF_Filetype_PEM);
+    }
+    if (c.good() && !tls->checkPrivateKeyMatchesCertificate()) {
+        delete tls;
+        return ts_err_set(err, TS_EINVAL, "DICOM TLS: the private key does not match %s",
+                          cfg.tls_certificate.c_str());
+    }
+    if (c.good() && !cfg.tls_trusted.empty()) {
+        what = cfg.tls_trusted.c_str();
+        c = tls->addTrustedCertificateFile(what, DCF_Filetype_PEM);
+    }
+    if (c.bad()) {
+        delete tls;
+        return ts_err_set(err, TS_EINVAL, "DICOM TLS: %s: %s", what, c.text());
+    }
+    tls->setCertificateVerification(cfg.tls_client_cert_required ? DCV_requireCertificate
+                                    : cfg.tls_trusted.empty()    ? DCV_ignoreCertificate
+                                                                 : DCV_checkCertificate);
+    *out = tls;
+    return 0;
 }
 
 int Listener::open(const ListenerConfig &cfg, Listener **out, ts_err *err)
 {
     *out = nullptr;
+    // the TLS files first: a service that cannot use them never opens its port
+    DcmTLSTransportLayer *tls = nullptr;
+    if (!cfg.tls_certificate.empty()) {
+        int rc = make_tls_layer(cfg, &tls, err);
+        if (rc)
+            return rc;
+    }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    if (fd < 0) {
+        delete tls;
         return ts_err_set(err, TS_EIO, "listen on DICOM port %d: socket: %s", cfg.port,
                           strerror(errno));
+    }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     struct sockaddr_in addr;
@@ -420,11 +557,13 @@ int Listener::open(const ListenerConfig &cfg, Listener **out, ts_err *err)
         listen(fd, SOMAXCONN) != 0) {
         int e = errno;
         close(fd);
+        delete tls;
         return ts_err_set(err, TS_EIO, "listen on DICOM port %d: %s", cfg.port, strerror(e));
     }
     Listener *l = new Listener();
     l->cfg_ = cfg;
     l->listen_fd_ = fd;
+    l->tls_ = tls;
     // An acceptor network without a listening socket of dcmtk's own: dcmtk
     // makes none while dcmExternalSocketHandle is set.
     OFCondition cond;
@@ -450,6 +589,7 @@ Listener::~Listener()
         close(listen_fd_);
     if (net_)
         ASC_dropNetwork(&net_);
+    delete tls_;
 }
 
 void Listener::stop()
@@ -524,11 +664,41 @@ void Listener::release_pending(const std::string &peer)
         pending_by_peer_.erase(it);
 }
 
-bool Listener::read_request(int fd, const std::string &peer, std::string *pdu)
+// The TLS handshake of a new connection (dcmtls), bounded by timeout_s: the
+// session, which owns a descriptor of its own, or nullptr (logged: a client
+// without a certificate where one is required, an untrusted one, not TLS).
+DcmTransportConnection *Listener::tls_accept(int fd, const std::string &peer)
+{
+    int tls_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (tls_fd < 0)
+        return nullptr;
+    DcmTransportConnection *c = tls_->createConnection(tls_fd, OFTrue);
+    if (!c) {
+        ::close(tls_fd);
+        return nullptr;
+    }
+    socket_timeouts(fd, cfg_.timeout_s);
+    OFCondition cond = c->serverSideHandshake();
+    if (cond.bad()) {
+        ts_warn("DICOM TLS handshake failed, connection closed", "peer=%s error=\"%s\"",
+                peer.c_str(), cond.text());
+        delete c;
+        return nullptr;
+    }
+    ts_debug("DICOM TLS session", "peer=%s", peer.c_str());
+    return c;
+}
+
+bool Listener::read_request(int fd, DcmTransportConnection *tls, const std::string &peer,
+                            std::string *pdu)
 {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(cfg_.timeout_s);
+    auto read = [&](unsigned char *buf, size_t n) {
+        return tls ? read_full_tls(tls, buf, n, deadline, &stop_)
+                   : read_full(fd, buf, n, deadline, &stop_);
+    };
     unsigned char h[6];
-    if (!read_full(fd, h, sizeof(h), deadline, &stop_)) {
+    if (!read(h, sizeof(h))) {
         ts_debug("DICOM connection closed before an association request", "peer=%s error=\"%s\"",
                  peer.c_str(), strerror(errno));
         return false;
@@ -541,8 +711,7 @@ bool Listener::read_request(int fd, const std::string &peer, std::string *pdu)
     }
     pdu->assign(reinterpret_cast<const char *>(h), sizeof(h));
     pdu->resize(sizeof(h) + len);
-    if (!read_full(fd, reinterpret_cast<unsigned char *>(&(*pdu)[sizeof(h)]), len, deadline,
-                   &stop_)) {
+    if (!read(reinterpret_cast<unsigned char *>(&(*pdu)[sizeof(h)]), len)) {
         ts_warn("DICOM connection closed: its A-ASSOCIATE-RQ did not arrive whole",
                 "peer=%s length=%u timeout_s=%d error=\"%s\"", peer.c_str(), len, cfg_.timeout_s,
                 strerror(errno));
@@ -551,7 +720,7 @@ bool Listener::read_request(int fd, const std::string &peer, std::string *pdu)
     if (const char *fault = associate_rq_fault(*pdu)) {
         ts_warn("association rejected: the request breaks PS3.8", "peer=%s reason=\"%s\"",
                 peer.c_str(), fault);
-        send_reject(fd);
+        send_reject(fd, tls);
         return false;
     }
     return true;
@@ -562,7 +731,10 @@ void Listener::handle(int fd, std::string peer, const Serve &serve)
     std::string pdu;
     T_ASC_Association *assoc = nullptr;
     OFCondition cond = EC_IllegalCall;
-    bool received = read_request(fd, peer, &pdu);
+    DcmTransportConnection *tls = tls_ ? tls_accept(fd, peer) : nullptr;
+    bool received = (!tls_ || tls) && read_request(fd, tls, peer, &pdu);
+    if (tls)
+        socket_timeouts(fd, 0); // dcmtk waits as long as it wants from here on
     if (received) {
         // dcmtk gets a descriptor of its own, which it closes when the
         // association ends; ours is closed below whatever dcmtk did. Never 0:
@@ -572,16 +744,21 @@ void Listener::handle(int fd, std::string peer, const Serve &serve)
         if (dcmtk_fd >= 0) {
             std::lock_guard<std::mutex> lock(external_socket_mu);
             handover.prefix = &pdu;
+            handover.tls = tls;
             handover.taken = false;
             dcmExternalSocketHandle.set(dcmtk_fd);
             cond = ASC_receiveAssociation(net_, &assoc, cfg_.max_pdu, nullptr, nullptr, OFFalse,
                                           DUL_NOBLOCK, cfg_.timeout_s);
             dcmExternalSocketHandle.set(-1);
             handover.prefix = nullptr;
+            if (handover.taken)
+                tls = nullptr; // the connection object owns it now
+            handover.tls = nullptr;
             if (!handover.taken)
                 close(dcmtk_fd); // no connection object took it over
         }
     }
+    delete tls; // a session that never reached dcmtk
     release_pending(peer);
     if (received && cond.bad()) {
         ts_warn("association request failed", "peer=%s error=\"%s\"", peer.c_str(), cond.text());

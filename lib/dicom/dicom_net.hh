@@ -21,6 +21,11 @@
 // reads its A-ASSOCIATE-RQ (bounded in time and size, with limits on the
 // connections still negotiating per peer address and in total) and only then
 // gives it to dcmtk, whose read can no longer block.
+//
+// DICOM TLS: with a certificate, each connection's thread first does the TLS
+// handshake through dcmtls (DcmTLSTransportLayer, OpenSSL), reads the
+// A-ASSOCIATE-RQ through that session, and the PDV-splitting connection then
+// reads and writes through it: the same checks hold over TLS.
 #ifndef TS_DICOM_NET_HH
 #define TS_DICOM_NET_HH
 
@@ -34,6 +39,8 @@
 #include <map>
 #include <mutex>
 #include <string>
+
+class DcmTLSTransportLayer;
 
 #include "dicom/dicom.h"
 #include "base/err.h"
@@ -59,6 +66,9 @@ struct ListenerConfig {
     int max_associations;     // associations served at once; more are rejected (transient)
     int max_pending;          // connections whose A-ASSOCIATE-RQ is still arriving, in total
     int max_pending_per_peer; // the same per peer address
+    // DICOM TLS: a certificate makes the port TLS only (ts_dicom_scp_config says more)
+    std::string tls_certificate, tls_private_key, tls_trusted;
+    bool tls_client_cert_required = true;
 };
 
 // The listener's part of an SCP's configuration.
@@ -83,12 +93,15 @@ class Listener
   private:
     Listener() = default;
     void handle(int fd, std::string peer, const Serve &serve);
-    bool read_request(int fd, const std::string &peer, std::string *pdu);
+    bool read_request(int fd, DcmTransportConnection *tls, const std::string &peer,
+                      std::string *pdu);
+    DcmTransportConnection *tls_accept(int fd, const std::string &peer);
     void release_pending(const std::string &peer);
 
     ListenerConfig cfg_{};
     int listen_fd_ = -1;
     T_ASC_Network *net_ = nullptr;
+    DcmTLSTransportLayer *tls_ = nullptr; // the TLS context, when the port speaks TLS
     std::atomic<bool> stop_{false};
     std::mutex mu_;
     std::condition_variable idle_;

@@ -275,11 +275,11 @@ static bool on_move_progress(void *user, size_t i, uint16_t status)
     return rc == 0;
 }
 
-uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                          ts_dicom_retrieve_out *rout, ts_dicom_move_result *out, char *comment,
-                          size_t comment_size)
+static uint16_t retrieve_move(const ts_retrieve *r, const ts_dicom_grant *grant,
+                              const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                              ts_dicom_retrieve_out *rout, ts_dicom_move_result *out, char *comment,
+                              size_t comment_size)
 {
-    const ts_retrieve *r = user;
     ts_retrieve_list list = {0};
     char **paths = NULL;
     uint16_t *statuses = NULL;
@@ -304,7 +304,7 @@ uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dico
                 assoc->calling_aet, rq->destination);
         return TS_QR_DEST_UNKNOWN;
     }
-    uint16_t status = r->find(r->user, assoc, rq, "move", &list, comment, comment_size);
+    uint16_t status = r->find(r->user, assoc, rq, "move", grant, &list, comment, comment_size);
     if (status != TS_QR_SUCCESS)
         goto done;
     move_job_begin(&job, r, assoc, rq, list.n);
@@ -376,15 +376,15 @@ done:
 
 /* ---- C-GET -------------------------------------------------------------------- */
 
-uint16_t ts_retrieve_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                         ts_dicom_retrieve_out *get, ts_dicom_move_result *out, char *comment,
-                         size_t comment_size)
+static uint16_t retrieve_get(const ts_retrieve *r, const ts_dicom_grant *grant,
+                             const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                             ts_dicom_retrieve_out *get, ts_dicom_move_result *out, char *comment,
+                             size_t comment_size)
 {
-    const ts_retrieve *r = user;
     ts_retrieve_list list = {0};
     ts_err err;
     ts_err_clear(&err);
-    uint16_t status = r->find(r->user, assoc, rq, "get", &list, comment, comment_size);
+    uint16_t status = r->find(r->user, assoc, rq, "get", grant, &list, comment, comment_size);
     if (status != TS_QR_SUCCESS)
         goto done;
     for (size_t i = 0; i < list.n; i++) {
@@ -410,5 +410,49 @@ uint16_t ts_retrieve_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom
             assoc->calling_aet, rq->level, out->completed, out->failed, out->warning);
 done:
     ts_retrieve_list_clear(&list);
+    return status;
+}
+
+/* ---- access: the calling AE's grant, and the audit of each request -------------- */
+
+static void audit_retrieve(const ts_retrieve *r, const ts_dicom_assoc *assoc, ts_dicom_op op,
+                           const ts_dicom_move_rq *rq, uint16_t status)
+{
+    char resources[1024], request[128];
+    ts_dicom_access_keys(rq->keys, rq->nkeys, resources, sizeof(resources));
+    if (op == TS_DICOM_OP_MOVE)
+        snprintf(request, sizeof(request), "%.16s to %.16s", rq->level, rq->destination);
+    else
+        snprintf(request, sizeof(request), "%.16s", rq->level);
+    ts_dicom_access_audit(r->access, assoc, op, request, resources, status);
+}
+
+uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                          ts_dicom_retrieve_out *rout, ts_dicom_move_result *out, char *comment,
+                          size_t comment_size)
+{
+    const ts_retrieve *r = user;
+    ts_dicom_grant grant;
+    uint16_t status =
+        ts_dicom_access_check(r->access, assoc, TS_DICOM_OP_MOVE, &grant, comment, comment_size);
+    if (status == TS_QR_SUCCESS)
+        status = retrieve_move(r, &grant, assoc, rq, rout, out, comment, comment_size);
+    audit_retrieve(r, assoc, TS_DICOM_OP_MOVE, rq, status);
+    ts_dicom_grant_clear(&grant);
+    return status;
+}
+
+uint16_t ts_retrieve_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                         ts_dicom_retrieve_out *get, ts_dicom_move_result *out, char *comment,
+                         size_t comment_size)
+{
+    const ts_retrieve *r = user;
+    ts_dicom_grant grant;
+    uint16_t status =
+        ts_dicom_access_check(r->access, assoc, TS_DICOM_OP_GET, &grant, comment, comment_size);
+    if (status == TS_QR_SUCCESS)
+        status = retrieve_get(r, &grant, assoc, rq, get, out, comment, comment_size);
+    audit_retrieve(r, assoc, TS_DICOM_OP_GET, rq, status);
+    ts_dicom_grant_clear(&grant);
     return status;
 }

@@ -14,6 +14,7 @@
 #include "io/db.h"
 #include "dicom/dicom.h"
 #include "dicom/dicom_find.h"
+#include "domain/dicom_access.h"
 #include "io/store.h"
 
 /* The instances a retrieve names, in the order they are sent. */
@@ -27,12 +28,14 @@ typedef struct ts_retrieve_list {
 void ts_retrieve_list_add(ts_retrieve_list *l, const char *sop_uid, const char *file);
 void ts_retrieve_list_clear(ts_retrieve_list *l);
 
-/* Fills list with the instances rq names (op: "move" or "get", for logs).
+/* Fills list with the instances rq names (op: "move" or "get", for logs),
+ * only among the studies grant may see (grant->restricted).
  * Returns TS_QR_SUCCESS, or the status to answer with (comment filled,
  * the reason logged). */
 typedef uint16_t (*ts_retrieve_find_fn)(void *user, const ts_dicom_assoc *assoc,
                                         const ts_dicom_move_rq *rq, const char *op,
-                                        ts_retrieve_list *list, char *comment, size_t comment_size);
+                                        const ts_dicom_grant *grant, ts_retrieve_list *list,
+                                        char *comment, size_t comment_size);
 
 typedef struct ts_retrieve {
     ts_db_pool *db; /* where the modalities (C-MOVE destinations) are */
@@ -47,6 +50,9 @@ typedef struct ts_retrieve {
      * without its entry (a warning in the log). */
     const char *jobs_url;
     int jobs_history; /* finished jobs kept (TESSERA_JOBS_HISTORY) */
+    /* The calling AE's AllowMove/AllowGet and labels, and the audit of each
+     * request (NULL: everything allowed, nothing audited). */
+    ts_dicom_access *access;
 } ts_retrieve;
 
 /* Answers a C-MOVE: the move callback of ts_dicom_qr_callbacks and

@@ -132,8 +132,17 @@ static uint16_t relay_call(ingest_find *f, const Tessera__FindRequest *req,
     return TS_QR_SUCCESS;
 }
 
-uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
-                           ts_dicom_find_out *out, char *comment, size_t comment_size)
+/* The calling AE's label grant as the request's visibility (rest's form). */
+static void relay_grant(const ts_dicom_grant *grant, Tessera__FindRequest *req)
+{
+    req->restrict_to_labels = grant->restricted;
+    req->n_visible_labels = grant->nlabels;
+    req->visible_labels = (char **)grant->labels;
+}
+
+uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts_dicom_grant *grant,
+                           const ts_dicom_find_rq *rq, ts_dicom_find_out *out, char *comment,
+                           size_t comment_size)
 {
     const char *model = rq->model == TS_QR_PATIENT_ROOT ? "patient-root" : "study-root";
     Tessera__FindRequest req = TESSERA__FIND_REQUEST__INIT;
@@ -158,6 +167,7 @@ uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts
     req.n_requested_tags = n;
     req.requested_tags = requested;
     req.case_matching = case_matching(f);
+    relay_grant(grant, &req);
 
     for (;;) {
         long want = f->limit - sent < PAGE ? f->limit - sent : PAGE;
@@ -219,8 +229,8 @@ done:
 }
 
 uint16_t ingest_find_instances(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                               const char *op, ts_retrieve_list *list, char *comment,
-                               size_t comment_size)
+                               const char *op, const ts_dicom_grant *grant, ts_retrieve_list *list,
+                               char *comment, size_t comment_size)
 {
     ingest_find *f = user;
     Tessera__FindRequest req = TESSERA__FIND_REQUEST__INIT;
@@ -233,6 +243,7 @@ uint16_t ingest_find_instances(void *user, const ts_dicom_assoc *assoc, const ts
     relay_query_keys(rq->keys, rq->nkeys, &req, &tvs, &tv_ptrs);
     req.case_matching = case_matching(f);
     req.retrieve = true;
+    relay_grant(grant, &req);
     status = relay_call(f, &req, assoc, op, rq->level, &rep, comment, comment_size);
     if (status != TS_QR_SUCCESS)
         goto done;

@@ -30,15 +30,17 @@ typedef struct ingest_find {
 int ingest_find_init(ingest_find *f, ts_err *err);
 void ingest_find_clear(ingest_find *f);
 
-/* The find callback of ts_dicom_scp_callbacks. */
-uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
-                           ts_dicom_find_out *out, char *comment, size_t comment_size);
+/* The find callback of ts_dicom_scp_callbacks, among the studies grant may
+ * see (query applies the label filter of /tools/find). */
+uint16_t ingest_find_relay(ingest_find *f, const ts_dicom_assoc *assoc, const ts_dicom_grant *grant,
+                           const ts_dicom_find_rq *rq, ts_dicom_find_out *out, char *comment,
+                           size_t comment_size);
 
 /* A ts_retrieve_find_fn (user: the ingest_find): the instances a C-MOVE or
  * C-GET names, with their files, from query's `find` (retrieve form). Query
  * unreachable: 0xA700 "query service unavailable". */
 uint16_t ingest_find_instances(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                               const char *op, ts_retrieve_list *list, char *comment,
-                               size_t comment_size);
+                               const char *op, const ts_dicom_grant *grant, ts_retrieve_list *list,
+                               char *comment, size_t comment_size);
 
 #endif

@@ -21,6 +21,8 @@
 #include "base/log.h"
 #include "base/metrics.h"
 #include "io/service_io.h"
+#include "domain/audit.h"
+#include "domain/dicom_access.h"
 #include "domain/retrieve.h"
 #include "base/service.h"
 #include "io/store.h"
@@ -31,45 +33,28 @@ typedef struct ingest_service {
     _Atomic(ts_dicom_scp *) scp;
     bool registered_only;
     long max_instance_size;
-    ingest_find find;     /* C-FIND relayed to query */
-    ts_retrieve retrieve; /* C-MOVE, C-GET: instances listed by query, sent from here */
+    ingest_find find;        /* C-FIND relayed to query */
+    ts_retrieve retrieve;    /* C-MOVE, C-GET: instances listed by query, sent from here */
+    ts_dicom_access *access; /* grants of calling AE titles, audit */
 } ingest_service;
-
-static const ts_db_stmt find_modality = {"ingest_find_modality",
-                                         "SELECT 1 FROM modalities WHERE aet = $1 LIMIT 1", 1};
 
 /* ---- DICOM callbacks ------------------------------------------------------ */
 
-typedef struct aet_lookup {
-    const char *aet;
-    bool found;
-} aet_lookup;
-
-static int lookup_txn(ts_db *db, void *arg, ts_err *err)
-{
-    aet_lookup *l = arg;
-    const char *params[] = {l->aet};
-    PGresult *res;
-    int rc = ts_db_exec(db, &find_modality, params, &res, err);
-    if (rc)
-        return rc;
-    l->found = PQntuples(res) > 0;
-    PQclear(res);
-    return 0;
-}
-
+/* TESSERA_DICOM_REGISTERED_AES_ONLY: only AE titles of the modalities table. */
 static bool on_accept(void *user, const ts_dicom_assoc *assoc)
 {
     ingest_service *svc = user;
     if (!svc->registered_only)
         return true;
-    aet_lookup l = {assoc->calling_aet, false};
+    ts_dicom_grant g;
     ts_err err;
-    if (ts_db_transaction(svc->write.db, TS_DB_READ, lookup_txn, &l, &err)) {
+    if (ts_dicom_access_lookup(svc->access, assoc->calling_aet, &g, &err)) {
         ts_warn("cannot check the calling AE title; association rejected", "error=\"%s\"", err.msg);
         return false;
     }
-    return l.found;
+    bool known = g.known;
+    ts_dicom_grant_clear(&g);
+    return known;
 }
 
 static int on_temp_path(void *user, char *path, size_t size, ts_err *err)
@@ -88,22 +73,45 @@ static uint16_t on_store(void *user, const ts_dicom_assoc *assoc, const ts_dicom
                             .called_aet = assoc->called_aet,
                             .sop_class_uid = rq->sop_class_uid,
                             .sop_instance_uid = rq->sop_instance_uid};
-    ingest_result res;
+    ingest_result res = {.status = INGEST_FAILED};
     ts_err err;
     ts_err_clear(&err);
-    if (ingest_file(&svc->write, rq->path, &origin, &res, &err)) {
+    ts_dicom_grant grant;
+    uint16_t status =
+        ts_dicom_access_check(svc->access, assoc, TS_DICOM_OP_STORE, &grant, comment, comment_size);
+    ts_dicom_grant_clear(&grant);
+    char resources[200];
+    snprintf(resources, sizeof(resources), "%s", rq->sop_instance_uid);
+    if (status != 0) {
+        unlink(rq->path); /* ours now, and refused: nothing is kept */
+    } else if (ingest_file(&svc->write, rq->path, &origin, &res, &err)) {
+        status = (uint16_t)ingest_dimse_status(res.status);
         ts_warn("C-STORE failed", "calling_aet=%s sop=%s status=%04x error=\"%s\"",
-                assoc->calling_aet, rq->sop_instance_uid, ingest_dimse_status(res.status), err.msg);
+                assoc->calling_aet, rq->sop_instance_uid, status, err.msg);
         snprintf(comment, comment_size, "%s", err.msg);
+    } else {
+        status = (uint16_t)ingest_dimse_status(res.status);
+        /* the instance's public id beside its UID, as REST's trail names it */
+        snprintf(resources, sizeof(resources), "%s,%s", rq->sop_instance_uid, res.ids.instance);
     }
-    return (uint16_t)ingest_dimse_status(res.status);
+    ts_dicom_access_audit(svc->access, assoc, TS_DICOM_OP_STORE, "", resources, status);
+    return status;
 }
 
 static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_find_rq *rq,
                         ts_dicom_find_out *out, char *comment, size_t comment_size)
 {
     ingest_service *svc = user;
-    return ingest_find_relay(&svc->find, assoc, rq, out, comment, comment_size);
+    ts_dicom_grant grant;
+    uint16_t status =
+        ts_dicom_access_check(svc->access, assoc, TS_DICOM_OP_FIND, &grant, comment, comment_size);
+    if (status == TS_QR_SUCCESS)
+        status = ingest_find_relay(&svc->find, assoc, &grant, rq, out, comment, comment_size);
+    char resources[1024];
+    ts_dicom_access_keys(rq->keys, rq->nkeys, resources, sizeof(resources));
+    ts_dicom_access_audit(svc->access, assoc, TS_DICOM_OP_FIND, rq->level, resources, status);
+    ts_dicom_grant_clear(&grant);
+    return status;
 }
 
 /* ---- bus: store requests from REST --------------------------------------- */
@@ -313,8 +321,20 @@ int main(int argc, char **argv)
         .max_pending = (int)ts_cfg_int(TESSERA_DICOM_MAX_PENDING),
         .max_pending_per_peer = (int)ts_cfg_int(TESSERA_DICOM_MAX_PENDING_PER_PEER),
         .check_called_aet = ts_cfg_bool(TESSERA_DICOM_CHECK_CALLED_AET),
+        .tls_certificate = ts_cfg_str(TESSERA_DICOM_TLS_CERTIFICATE),
+        .tls_private_key = ts_cfg_str(TESSERA_DICOM_TLS_PRIVATE_KEY),
+        .tls_trusted = ts_cfg_str(TESSERA_DICOM_TLS_TRUSTED_CERTIFICATES),
+        .tls_client_cert_required = ts_cfg_bool(TESSERA_DICOM_TLS_REMOTE_CERTIFICATE_REQUIRED),
         .max_dataset = ts_cfg_int(TESSERA_MAX_INSTANCE_SIZE),
     };
+    ts_audit *audit = NULL;
+    if (ts_cfg_bool(TESSERA_AUDIT) &&
+        ts_audit_start(ts_cfg_str(TESSERA_DB_URL), "ingest",
+                       (size_t)ts_cfg_int(TESSERA_AUDIT_QUEUE), &audit, &err))
+        ts_service_die("audit", &err);
+    ts_dicom_access_config acfg;
+    ts_dicom_access_config_from_settings(&acfg);
+    svc.access = ts_dicom_access_new(svc.write.db, &acfg, audit);
     if (ingest_find_init(&svc.find, &err))
         ts_service_die("query bus", &err);
     svc.retrieve = (ts_retrieve){
@@ -325,7 +345,8 @@ int main(int argc, char **argv)
         .find = ingest_find_instances,
         .user = &svc.find,
         .jobs_url = ts_cfg_bool(TESSERA_MOVE_JOBS) ? ts_cfg_str(TESSERA_REDIS_URL) : NULL,
-        .jobs_history = (int)ts_cfg_int(TESSERA_JOBS_HISTORY)};
+        .jobs_history = (int)ts_cfg_int(TESSERA_JOBS_HISTORY),
+        .access = svc.access};
     bool relay = svc.find.query != NULL;
     ts_dicom_scp_callbacks cb = {.user = &svc,
                                  .retrieve_user = &svc.retrieve,
@@ -349,6 +370,8 @@ int main(int argc, char **argv)
     ts_bus_server_free(bus);
     ts_dicom_scp_free(scp);
     ingest_find_clear(&svc.find);
+    ts_dicom_access_free(svc.access);
+    ts_audit_stop(audit, 2000);
     ts_change_sequencer_stop(svc.write.sequencer);
     ts_metrics_server_free(metrics);
     ts_bus_pub_free(svc.write.events);

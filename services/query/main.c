@@ -18,6 +18,8 @@
 #include "io/service_io.h"
 #include "query_bus.h"
 #include "query_match.h"
+#include "domain/audit.h"
+#include "domain/dicom_access.h"
 #include "domain/retrieve.h"
 #include "base/service.h"
 #include "io/store.h"
@@ -34,7 +36,9 @@ typedef struct query_service {
     ts_store *store;
     int timeout_s;
     _Atomic(ts_dicom_qr_scp *) scp;
-    ts_retrieve retrieve; /* C-MOVE, C-GET */
+    ts_retrieve retrieve;    /* C-MOVE, C-GET */
+    ts_dicom_access *access; /* grants of calling AE titles, audit */
+    bool registered_only;    /* TESSERA_DICOM_REGISTERED_AES_ONLY */
 } query_service;
 
 static bool parse_level(const char *s, ts_level *out)
@@ -69,16 +73,23 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
     int sent = 0;
     ts_err err;
     ts_err_clear(&err);
+    ts_dicom_grant grant;
+    char resources[1024];
 
+    status =
+        ts_dicom_access_check(svc->access, assoc, TS_DICOM_OP_FIND, &grant, comment, comment_size);
+    if (status != TS_QR_SUCCESS)
+        goto done;
     if (!parse_level(rq->level, &level) ||
         (rq->model == TS_QR_STUDY_ROOT && level == TS_LEVEL_PATIENT)) {
         snprintf(comment, comment_size, "QueryRetrieveLevel '%s' invalid in the %s model",
                  rq->level, model);
+        status = TS_QR_IDENTIFIER_MISMATCH;
         ts_warn("C-FIND refused",
                 "calling_aet=%s model=%s level=\"%s\" status=a900 "
                 "error=\"invalid QueryRetrieveLevel\"",
                 assoc->calling_aet, model, rq->level);
-        return TS_QR_IDENTIFIER_MISMATCH;
+        goto done;
     }
     if (rq->max_keys_hit)
         ts_warn("C-FIND identifier cut", "calling_aet=%s keys_dropped=%zu", assoc->calling_aet,
@@ -94,7 +105,11 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
                        .keys = keys,
                        .nkeys = rq->nkeys,
                        .case_matching = svc->case_matching,
-                       .limit = svc->limit};
+                       .limit = svc->limit,
+                       /* the calling AE's label grant: the filter of /tools/find */
+                       .restrict_to_labels = grant.restricted,
+                       .visible = grant.labels,
+                       .nvisible = grant.nlabels};
     int rc = query_run(svc->db, &spec, &res, &err);
     /* the matcher's share of the time; the rest is the answers sent over DIMSE */
     double sql_ms = now_ms() - start;
@@ -137,6 +152,9 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
             "calling_aet=%s model=%s level=%s matches=%d truncated=%d ms=%.1f matcher_ms=%.1f",
             assoc->calling_aet, model, rq->level, sent, res.truncated, now_ms() - start, sql_ms);
 done:
+    ts_dicom_access_keys(rq->keys, rq->nkeys, resources, sizeof(resources));
+    ts_dicom_access_audit(svc->access, assoc, TS_DICOM_OP_FIND, rq->level, resources, status);
+    ts_dicom_grant_clear(&grant);
     query_result_clear(&res);
     free(keys);
     free(values);
@@ -148,8 +166,8 @@ done:
 /* A ts_retrieve_find_fn: checks the identifier and matches the instances it
  * names, with their files. */
 static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                              const char *op, ts_retrieve_list *list, char *comment,
-                              size_t comment_size)
+                              const char *op, const ts_dicom_grant *grant, ts_retrieve_list *list,
+                              char *comment, size_t comment_size)
 {
     query_service *svc = user;
     const char *model = rq->model == TS_QR_PATIENT_ROOT ? "patient-root" : "study-root";
@@ -170,7 +188,9 @@ static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_
         abort();
     for (size_t i = 0; i < rq->nkeys; i++)
         keys[i] = (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
-    int rc = query_retrieve_run(svc->db, level, keys, rq->nkeys, svc->case_matching, &res, &err);
+    int rc =
+        query_retrieve_run_visible(svc->db, level, keys, rq->nkeys, svc->case_matching,
+                                   grant->restricted, grant->labels, grant->nlabels, &res, &err);
     free(keys);
     if (rc) {
         uint16_t status = rc == TS_EINVAL                               ? TS_QR_IDENTIFIER_MISMATCH
@@ -186,6 +206,23 @@ static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_
                              query_result_file(&res, row));
     query_result_clear(&res);
     return TS_QR_SUCCESS;
+}
+
+/* TESSERA_DICOM_REGISTERED_AES_ONLY: only AE titles of the modalities table. */
+static bool on_accept(void *user, const ts_dicom_assoc *assoc)
+{
+    query_service *svc = user;
+    if (!svc->registered_only)
+        return true;
+    ts_dicom_grant g;
+    ts_err err;
+    if (ts_dicom_access_lookup(svc->access, assoc->calling_aet, &g, &err)) {
+        ts_warn("cannot check the calling AE title; association rejected", "error=\"%s\"", err.msg);
+        return false;
+    }
+    bool known = g.known;
+    ts_dicom_grant_clear(&g);
+    return known;
 }
 
 /* ---- health and lifecycle ------------------------------------------------- */
@@ -242,6 +279,17 @@ int main(int argc, char **argv)
     ts_metrics_server *metrics = ts_service_metrics(ts_service_db_health, svc.db);
     int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
 
+    ts_audit *audit = NULL;
+    /* the audit writes to the primary, whatever serves our reads */
+    if (ts_cfg_bool(TESSERA_AUDIT) &&
+        ts_audit_start(ts_cfg_str(TESSERA_DB_URL), "query", (size_t)ts_cfg_int(TESSERA_AUDIT_QUEUE),
+                       &audit, &err))
+        ts_service_die("audit", &err);
+    ts_dicom_access_config acfg;
+    ts_dicom_access_config_from_settings(&acfg);
+    svc.access = ts_dicom_access_new(svc.db, &acfg, audit);
+    svc.registered_only = ts_cfg_bool(TESSERA_DICOM_REGISTERED_AES_ONLY);
+
     int port = (int)ts_cfg_int(TESSERA_QUERY_DICOM_PORT);
     ts_dicom_qr_scp *scp = NULL;
     int rc = 0;
@@ -255,6 +303,10 @@ int main(int argc, char **argv)
             .max_pending = (int)ts_cfg_int(TESSERA_DICOM_MAX_PENDING),
             .max_pending_per_peer = (int)ts_cfg_int(TESSERA_DICOM_MAX_PENDING_PER_PEER),
             .check_called_aet = ts_cfg_bool(TESSERA_DICOM_CHECK_CALLED_AET),
+            .tls_certificate = ts_cfg_str(TESSERA_DICOM_TLS_CERTIFICATE),
+            .tls_private_key = ts_cfg_str(TESSERA_DICOM_TLS_PRIVATE_KEY),
+            .tls_trusted = ts_cfg_str(TESSERA_DICOM_TLS_TRUSTED_CERTIFICATES),
+            .tls_client_cert_required = ts_cfg_bool(TESSERA_DICOM_TLS_REMOTE_CERTIFICATE_REQUIRED),
             .max_dataset = 1 << 20, /* a C-FIND identifier: 1 MiB is plenty */
         };
         svc.retrieve = (ts_retrieve){
@@ -265,9 +317,11 @@ int main(int argc, char **argv)
             .find = retrieve_find,
             .user = &svc,
             .jobs_url = ts_cfg_bool(TESSERA_MOVE_JOBS) ? ts_cfg_str(TESSERA_REDIS_URL) : NULL,
-            .jobs_history = (int)ts_cfg_int(TESSERA_JOBS_HISTORY)};
+            .jobs_history = (int)ts_cfg_int(TESSERA_JOBS_HISTORY),
+            .access = svc.access};
         ts_dicom_qr_callbacks cb = {.user = &svc,
                                     .retrieve_user = &svc.retrieve,
+                                    .accept = on_accept,
                                     .find = on_find,
                                     .move = ts_retrieve_move,
                                     .get = ts_retrieve_get};
@@ -288,6 +342,8 @@ int main(int argc, char **argv)
 
     ts_bus_server_free(bus);
     ts_dicom_qr_scp_free(scp);
+    ts_dicom_access_free(svc.access);
+    ts_audit_stop(audit, 2000);
     ts_metrics_server_free(metrics);
     ts_store_free(svc.store);
     ts_db_pool_free(svc.db);

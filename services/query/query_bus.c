@@ -103,8 +103,10 @@ static int retrieve_reply(query_bus_ctx *ctx, const Tessera__FindRequest *req,
     int rc = build_keys(req, &keys, &nkeys, err);
     if (rc)
         return rc;
-    rc = query_retrieve_run(ctx->db, (ts_level)req->level, keys, req->n_query,
-                            case_of(req->case_matching), res, err);
+    rc = query_retrieve_run_visible(ctx->db, (ts_level)req->level, keys, req->n_query,
+                                    case_of(req->case_matching), req->restrict_to_labels,
+                                    (const char *const *)req->visible_labels, req->n_visible_labels,
+                                    res, err);
     free(keys);
     if (rc)
         return rc;

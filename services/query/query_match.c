@@ -774,6 +774,15 @@ fail:
 int query_retrieve_run(ts_db_pool *pool, ts_level level, const query_key *keys, size_t nkeys,
                        query_case case_matching, query_result *out, ts_err *err)
 {
+    return query_retrieve_run_visible(pool, level, keys, nkeys, case_matching, false, NULL, 0, out,
+                                      err);
+}
+
+int query_retrieve_run_visible(ts_db_pool *pool, ts_level level, const query_key *keys,
+                               size_t nkeys, query_case case_matching, bool restrict_to_labels,
+                               const char *const *visible, size_t nvisible, query_result *out,
+                               ts_err *err)
+{
     /* the key that names one resource of each level */
     static const uint32_t unique_key[] = {TS_TAG_PATIENT_ID, TS_TAG_STUDY_INSTANCE_UID,
                                           TS_TAG_SERIES_INSTANCE_UID, TS_TAG_SOP_INSTANCE_UID};
@@ -802,7 +811,10 @@ int query_retrieve_run(ts_db_pool *pool, ts_level level, const query_key *keys, 
                        .keys = all,
                        .nkeys = nkeys + 1,
                        .case_matching = case_matching,
-                       .with_file = true};
+                       .with_file = true,
+                       .restrict_to_labels = restrict_to_labels,
+                       .visible = visible,
+                       .nvisible = nvisible};
     int rc = query_run(pool, &spec, out, err);
     free(all);
     return rc;

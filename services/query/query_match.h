@@ -106,6 +106,12 @@ int query_run(ts_db_pool *pool, const query_spec *spec, query_result *out, ts_er
  * `nkeys` is the SOPInstanceUID. No limit. */
 int query_retrieve_run(ts_db_pool *pool, ts_level level, const query_key *keys, size_t nkeys,
                        query_case case_matching, query_result *out, ts_err *err);
+/* The same among the studies carrying one of `visible` (a calling AE's
+ * label grant), filtered as query_spec's restrict_to_labels. */
+int query_retrieve_run_visible(ts_db_pool *pool, ts_level level, const query_key *keys,
+                               size_t nkeys, query_case case_matching, bool restrict_to_labels,
+                               const char *const *visible, size_t nvisible, query_result *out,
+                               ts_err *err);
 /* Public id of row `row`. */
 const char *query_result_id(const query_result *r, int row);
 /* The value of spec key `key` in row `row`: "" when absent or unknown. */

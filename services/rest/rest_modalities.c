@@ -3,7 +3,9 @@
  * GET /modalities/{id} (the operations), GET /modalities/{id}/configuration,
  * PUT (Orthanc's array form ["AET", "host", port(, "Manufacturer")] or object
  * form {"AET", "Host", "Port", "Manufacturer", "Allow*", "LocalAet", "Timeout",
- * "UseDicomTls" (refused when true: no DICOM TLS)}), DELETE,
+ * "UseDicomTls" (refused when true: no outgoing DICOM TLS), and Tessera's
+ * "AllowedLabels" (the labels whose studies the AE may query and retrieve,
+ * lib/domain/dicom_access.h; absent or null: every study)}), DELETE,
  * POST /modalities/{id}/echo (C-ECHO from this process) and
  * POST /modalities/{id}/store (a DicomModalityStore job, rest_jobs.c). */
 #include "rest_modalities.h"
@@ -19,6 +21,7 @@
 #include "base/log.h"
 #include "rest_common.h"
 #include "rest_jobs.h"
+#include "rest_labels.h"
 
 /* JSON bodies of these routes are small; a list of resources to send is
  * bounded too (about 90,000 ids). */
@@ -31,7 +34,8 @@ static const ts_db_stmt list_modalities = {
     "SELECT name, aet, host, port::text, manufacturer, allow_echo::text, allow_find::text,"
     " allow_get::text, allow_move::text, allow_store::text, local_aet, timeout::text,"
     " allow_find_worklist::text, allow_n_action::text, allow_event_report::text,"
-    " allow_transcoding::text, use_dicom_tls::text"
+    " allow_transcoding::text, use_dicom_tls::text,"
+    " CASE WHEN allowed_labels IS NULL THEN '' ELSE array_to_json(allowed_labels)::text END"
     " FROM modalities"
     " WHERE $1::text IS NULL OR name = $1 ORDER BY name",
     1};
@@ -40,9 +44,10 @@ static const ts_db_stmt put_modality = {
     "rest_put_modality",
     "INSERT INTO modalities (name, aet, host, port, manufacturer, allow_echo, allow_find,"
     " allow_get, allow_move, allow_store, local_aet, timeout, allow_find_worklist,"
-    " allow_n_action, allow_event_report, allow_transcoding)"
+    " allow_n_action, allow_event_report, allow_transcoding, allowed_labels)"
     " VALUES ($1, $2, $3, $4::integer, $5, $6::boolean, $7::boolean, $8::boolean, $9::boolean,"
-    " $10::boolean, $11, $12::integer, $13::boolean, $14::boolean, $15::boolean, $16::boolean)"
+    " $10::boolean, $11, $12::integer, $13::boolean, $14::boolean, $15::boolean, $16::boolean,"
+    " $17::text[])"
     " ON CONFLICT (name) DO UPDATE SET aet = excluded.aet, host = excluded.host,"
     " port = excluded.port, manufacturer = excluded.manufacturer,"
     " allow_echo = excluded.allow_echo, allow_find = excluded.allow_find,"
@@ -50,8 +55,9 @@ static const ts_db_stmt put_modality = {
     " allow_store = excluded.allow_store, local_aet = excluded.local_aet,"
     " timeout = excluded.timeout, allow_find_worklist = excluded.allow_find_worklist,"
     " allow_n_action = excluded.allow_n_action, allow_event_report = excluded.allow_event_report,"
-    " allow_transcoding = excluded.allow_transcoding, updated_at = now()",
-    16};
+    " allow_transcoding = excluded.allow_transcoding,"
+    " allowed_labels = excluded.allowed_labels, updated_at = now()",
+    17};
 
 static const ts_db_stmt delete_modality = {
     "rest_delete_modality", "DELETE FROM modalities WHERE name = $1 RETURNING name", 1};
@@ -97,6 +103,16 @@ static json_t *configuration_of(PGresult *res, int row)
 #undef B
 }
 
+/* Orthanc's configuration, with Tessera's AllowedLabels when the modality has them. */
+static json_t *configuration_with_labels(PGresult *res, int row)
+{
+    json_t *conf = configuration_of(res, row);
+    const char *labels = PQgetvalue(res, row, 17);
+    if (*labels)
+        json_object_set_new(conf, "AllowedLabels", json_loads(labels, 0, NULL));
+    return conf;
+}
+
 static int rows_txn(ts_db *db, void *arg, ts_err *err)
 {
     modality_rows *m = arg;
@@ -108,7 +124,7 @@ static int rows_txn(ts_db *db, void *arg, ts_err *err)
     json_decref(m->out);
     m->out = json_object();
     for (int row = 0; row < PQntuples(res); row++)
-        json_object_set_new(m->out, PQgetvalue(res, row, 0), configuration_of(res, row));
+        json_object_set_new(m->out, PQgetvalue(res, row, 0), configuration_with_labels(res, row));
     PQclear(res);
     return 0;
 }
@@ -238,7 +254,38 @@ typedef struct modality_in {
     int timeout; /* 0: none */
     /* echo, find, get, move, store, find-worklist, n-action, event-report, transcoding */
     bool allow[MODALITY_FLAGS];
+    char *labels; /* AllowedLabels as a text[] literal ("{a,b}"), NULL: every study */
 } modality_in;
+
+/* Tessera's AllowedLabels: null or an array of label names. */
+static bool parse_allowed_labels(rest_request *req, const json_t *body, modality_in *m)
+{
+    const json_t *l = json_object_get(body, "AllowedLabels");
+    if (!l || json_is_null(l))
+        return true;
+    if (!json_is_array(l))
+        return bad_format(req, "Array of labels expected in field: AllowedLabels");
+    size_t n = json_array_size(l), len = 3;
+    for (size_t i = 0; i < n; i++) {
+        const char *s = json_string_value(json_array_get(l, i));
+        if (!s || !rest_label_is_valid(s)) {
+            rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                          "AllowedLabels: each label has 1 to 64 characters among A-Z, a-z, 0-9, "
+                          "'_' and '-'");
+            return false;
+        }
+        len += strlen(s) + 1;
+    }
+    m->labels = calloc(1, len);
+    if (!m->labels)
+        abort();
+    size_t off = (size_t)snprintf(m->labels, len, "{");
+    for (size_t i = 0; i < n; i++)
+        off += (size_t)snprintf(m->labels + off, len - off, "%s%s", i ? "," : "",
+                                json_string_value(json_array_get(l, i)));
+    snprintf(m->labels + off, len - off, "}");
+    return true;
+}
 
 /* LocalAet and Timeout of the object form, checked as Orthanc checks them; an
  * AE title has 16 characters at most (PS3.5 6.2), which Orthanc does not check
@@ -274,6 +321,7 @@ static bool parse_modality(rest_request *req, const json_t *body, modality_in *m
     m->manufacturer = "Generic";
     m->local_aet = "";
     m->timeout = 0;
+    m->labels = NULL;
     for (int i = 0; i < MODALITY_FLAGS; i++)
         m->allow[i] = true;
     const json_t *aet, *host, *port, *manufacturer = NULL;
@@ -318,12 +366,13 @@ static bool parse_modality(rest_request *req, const json_t *body, modality_in *m
                 m->allow[6] = m->allow[7] = json_is_true(v);
         }
         if (json_is_true(json_object_get(body, "UseDicomTls"))) {
-            rest_reply_oe(req, TS_OE_PARAMETER_OUT_OF_RANGE,
-                          "UseDicomTls: Tessera has no DICOM TLS yet, so a modality that needs "
-                          "it cannot be reached (docs/conformance.md); not stored");
+            rest_reply_oe(
+                req, TS_OE_PARAMETER_OUT_OF_RANGE,
+                "UseDicomTls: Tessera has no outgoing DICOM TLS yet, so a modality that needs "
+                "it cannot be reached (docs/conformance.md); not stored");
             return false;
         }
-        if (!parse_local_settings(req, body, m))
+        if (!parse_local_settings(req, body, m) || !parse_allowed_labels(req, body, m))
             return false;
     } else {
         return bad_format(req, NULL);
@@ -374,6 +423,7 @@ void rest_put_modality(rest_request *req)
         return;
     }
     if (!parse_modality(req, body, &m)) {
+        free(m.labels);
         json_decref(body);
         return;
     }
@@ -385,7 +435,7 @@ void rest_put_modality(rest_request *req)
         b[i] = m.allow[i] ? "true" : "false";
     const char *params[] = {req->seg[1], m.aet, m.host, port, m.manufacturer, b[0],
                             b[1],        b[2],  b[3],   b[4], m.local_aet,    timeout,
-                            b[5],        b[6],  b[7],   b[8]};
+                            b[5],        b[6],  b[7],   b[8], m.labels};
     rest_row r = {&put_modality, params, 0, {0}};
     if (rest_row_query(req, TS_DB_WRITE, &r)) {
         ts_info("modality stored", "name=%s aet=%s host=%s port=%d", req->seg[1], m.aet, m.host,
@@ -393,6 +443,7 @@ void rest_put_modality(rest_request *req)
         rest_reply_text(req, 200, "", 0);
     }
     rest_row_clear(&r);
+    free(m.labels);
     json_decref(body);
 }
 

@@ -81,7 +81,7 @@ def test_recording_never_delays_an_answer_while_the_table_is_locked(cluster, tmp
     rest = cluster.start_rest(ing)
     assert storescu(ing, make_study(tmp_path / "gen", 2, "PAT-B", [2]))[0] == 0
     study = rest_json(rest, "GET", "/studies")[1][0]
-    base = wait_rows(cluster, 1)  # the list just read
+    base = wait_rows(cluster, 3)  # the two C-STOREs (ingest) and the list just read
     conn = psycopg2.connect(cluster.db_url)
     cur = conn.cursor()
     cur.execute("BEGIN; LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
@@ -115,7 +115,7 @@ def test_deleter_prunes_past_retention(cluster):
 
 
 def test_audit_off_records_nothing(cluster, tmp_path):
-    ing = cluster.start_ingest()
+    ing = cluster.start_ingest(TESSERA_AUDIT="false")  # its C-STOREs are audited too
     rest = cluster.start_rest(ing, TESSERA_AUDIT="false")
     assert storescu(ing, make_study(tmp_path / "gen", 3, "PAT-C", [1]))[0] == 0
     study = rest_json(rest, "GET", "/studies")[1][0]

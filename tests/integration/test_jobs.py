@@ -232,7 +232,7 @@ def test_modality_options_kept_like_orthanc(jobs_cluster, orthanc):  # noqa: F81
     back as Orthanc 1.10.1 does (they were dropped: GET answered the defaults);
     AllowStorageCommitment is read last, over AllowNAction and AllowEventReport, as
     Orthanc reads it. UseDicomTls: false is kept; true is refused with a 400 that says
-    why (Tessera has no DICOM TLS yet), where Orthanc stores it and then fails every
+    why (Tessera has no outgoing DICOM TLS yet), where Orthanc stores it and then fails every
     association with a 500."""
     rest, other = jobs_cluster.rests
     full = {"AET": "X", "Host": "127.0.0.1", "Port": 104, "UseDicomTls": False,

@@ -130,8 +130,8 @@ static void name_instances(const named *n, size_t count, uint16_t find_status)
 
 /* The find callback: the instances the test set, whatever the keys. */
 static uint16_t test_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
-                          const char *op, ts_retrieve_list *list, char *comment,
-                          size_t comment_size)
+                          const char *op, const ts_dicom_grant *grant, ts_retrieve_list *list,
+                          char *comment, size_t comment_size)
 {
     (void)user;
     (void)assoc;
