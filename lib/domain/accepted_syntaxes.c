@@ -5,8 +5,7 @@
 #include "dicom/dicom.h"
 
 static const ts_db_stmt select_syntaxes = {
-    "accepted_syntaxes_get", "SELECT array_to_json(uids)::text FROM accepted_transfer_syntaxes",
-    0};
+    "accepted_syntaxes_get", "SELECT array_to_json(uids)::text FROM accepted_transfer_syntaxes", 0};
 
 static const ts_db_stmt upsert_syntaxes = {
     "accepted_syntaxes_set",
