@@ -176,18 +176,26 @@ bool decode_native_mono(DcmFileFormat &ff, unsigned index, ts_image_frame *out)
     // the stored bits only; signed: sign-extended, as (v ^ sign) - sign
     const uint32_t mask = (1u << stored) - 1;
     const int32_t sign = out->is_signed ? static_cast<int32_t>(1u << (stored - 1)) : 0;
-    if (alloc == 8) {
-        for (size_t i = 0; i < n; i++)
-            values[i] = static_cast<int32_t>((raw[i] & mask) ^ static_cast<uint32_t>(sign)) - sign;
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            Uint16 w;
-            memcpy(&w, raw + 2 * i, 2);
-            values[i] = static_cast<int32_t>((w & mask) ^ static_cast<uint32_t>(sign)) - sign;
+    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t w;
+        if (alloc == 8) {
+            w = raw[i];
+        } else {
+            Uint16 w16;
+            memcpy(&w16, raw + 2 * i, 2);
+            w = w16;
         }
+        int32_t v = static_cast<int32_t>((w & mask) ^ static_cast<uint32_t>(sign)) - sign;
+        values[i] = v;
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
     }
     free(raw);
     out->values = values;
+    out->has_range = n > 0;
+    out->value_min = lo;
+    out->value_max = hi;
     return true;
 }
 
@@ -580,10 +588,16 @@ extern "C" int ts_image_render_orthanc(const ts_image_frame *f, const ts_image_r
         // the first of a 512x512 /rendered's costs under perf).
         const float b = offset * scaling;
         const int32_t *v = f->values;
+        uint8_t *dst = out->data; // a local: a store through uint8_t* may alias out
         int32_t lo = n ? v[0] : 0, hi = lo;
-        for (size_t i = 1; i < n; i++) {
-            lo = std::min(lo, v[i]);
-            hi = std::max(hi, v[i]);
+        if (f->has_range) {
+            lo = f->value_min;
+            hi = f->value_max;
+        } else {
+            for (size_t i = 1; i < n; i++) {
+                lo = std::min(lo, v[i]);
+                hi = std::max(hi, v[i]);
+            }
         }
         const uint8_t flip = f->monochrome1 ? 255 : 0;
         const int64_t span = static_cast<int64_t>(hi) - lo;
@@ -593,11 +607,12 @@ extern "C" int ts_image_render_orthanc(const ts_image_frame *f, const ts_image_r
                 lut[k] = static_cast<uint8_t>(
                     flip ^ shift_scale8(static_cast<float>(lo + static_cast<int64_t>(k)), scaling,
                                         b, false));
+            const uint8_t *t = lut.data();
             for (size_t i = 0; i < n; i++)
-                out->data[i] = lut[static_cast<size_t>(static_cast<int64_t>(v[i]) - lo)];
+                dst[i] = t[static_cast<size_t>(static_cast<int64_t>(v[i]) - lo)];
         } else {
             for (size_t i = 0; i < n; i++)
-                out->data[i] = static_cast<uint8_t>(
+                dst[i] = static_cast<uint8_t>(
                     flip ^ shift_scale8(static_cast<float>(v[i]), scaling, b, false));
         }
     }
