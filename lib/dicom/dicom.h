@@ -28,6 +28,11 @@ extern "C" {
 /* The transfer syntaxes the storage SCP accepts, as a sorted JSON array of UIDs
  * (Orthanc's /tools/accepted-transfer-syntaxes). */
 json_t *ts_dicom_storage_syntaxes(void);
+/* Those of them that patterns names, as Orthanc 1.10.1 reads the body of PUT
+ * /tools/accepted-transfer-syntaxes: a JSON string or list of strings, each a UID
+ * with Orthanc's wildcards ('*', '?'); a pattern that matches nothing adds nothing.
+ * *out: a sorted JSON array (the caller decrefs). TS_EINVAL for another JSON type. */
+int ts_dicom_storage_syntaxes_match(const json_t *patterns, json_t **out, ts_err *err);
 
 /* Loads the data dictionary and sets process-wide dcmtk options (TCP_NODELAY,
  * log level). Call once at start, before any other call. Fails if the
@@ -205,6 +210,10 @@ typedef struct ts_dicom_scp_callbacks {
     bool (*accept)(void *user, const ts_dicom_assoc *assoc);
     /* Where to write the next received dataset: a new temporary path. */
     int (*temp_path)(void *user, char *path, size_t size, ts_err *err);
+    /* The transfer syntaxes accepted for storage, asked at each association: a
+     * JSON array of UIDs (a new reference), or NULL for all the SCP can store
+     * (also when the callback is NULL). */
+    json_t *(*storage_syntaxes)(void *user);
     /* A dataset was received completely into rq->path. Returns the DIMSE status
      * (0 success, 0xA700 out of resources, 0xC000 cannot understand, ...); the
      * callback owns rq->path. comment (may stay empty) goes into the response's

@@ -55,10 +55,12 @@ const char *const STORAGE_SYNTAXES[] = {
 
 } // namespace
 
-extern "C" json_t *ts_dicom_storage_syntaxes(void)
+namespace
 {
-    std::vector<std::string> uids(std::begin(STORAGE_SYNTAXES), std::end(STORAGE_SYNTAXES));
-    // by their numbers, component after component, as Orthanc lists them
+
+// by their numbers, component after component, as Orthanc lists them
+json_t *sorted_uids(std::vector<std::string> uids)
+{
     std::sort(uids.begin(), uids.end(), [](const std::string &a, const std::string &b) {
         const char *p = a.c_str(), *q = b.c_str();
         while (*p && *q) {
@@ -75,6 +77,67 @@ extern "C" json_t *ts_dicom_storage_syntaxes(void)
     for (const std::string &uid : uids)
         json_array_append_new(out, json_string(uid.c_str()));
     return out;
+}
+
+// Orthanc's wildcards (Toolbox::WildcardToRegularExpression): '*' any run of
+// characters, '?' one character, everything else literal; the whole UID must match.
+bool wildcard_match(const char *pat, const char *s)
+{
+    if (*pat == '\0')
+        return *s == '\0';
+    if (*pat == '*')
+        return wildcard_match(pat + 1, s) || (*s && wildcard_match(pat, s + 1));
+    return *s && (*pat == '?' || *pat == *s) && wildcard_match(pat + 1, s + 1);
+}
+
+bool json_has_string(const json_t *arr, const char *value)
+{
+    size_t i;
+    const json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        if (json_is_string(v) && strcmp(json_string_value(v), value) == 0)
+            return true;
+    }
+    return false;
+}
+
+} // namespace
+
+extern "C" json_t *ts_dicom_storage_syntaxes(void)
+{
+    return sorted_uids(
+        std::vector<std::string>(std::begin(STORAGE_SYNTAXES), std::end(STORAGE_SYNTAXES)));
+}
+
+extern "C" int ts_dicom_storage_syntaxes_match(const json_t *patterns, json_t **out, ts_err *err)
+{
+    std::vector<const char *> list;
+    if (json_is_string(patterns)) {
+        list.push_back(json_string_value(patterns));
+    } else if (json_is_array(patterns)) {
+        size_t i;
+        const json_t *v;
+        json_array_foreach(patterns, i, v)
+        {
+            if (!json_is_string(v))
+                return ts_err_set(err, TS_EINVAL, "item %zu of the list is not a string", i);
+            list.push_back(json_string_value(v));
+        }
+    } else {
+        return ts_err_set(err, TS_EINVAL, "expected a string or a list of strings");
+    }
+    std::vector<std::string> uids;
+    for (const char *uid : STORAGE_SYNTAXES) {
+        for (const char *pat : list) {
+            if (wildcard_match(pat, uid)) {
+                uids.push_back(uid);
+                break;
+            }
+        }
+    }
+    *out = sorted_uids(uids);
+    return 0;
 }
 
 namespace
@@ -155,11 +218,19 @@ class Worker : public tsqr::QrWorker
         // C-GET sends its instances back on this association: a client that
         // proposes to be the storage SCP (role selection) is granted it, one
         // that proposes nothing (storescu) keeps the default roles.
-        ASC_acceptContextsWithPreferredTransferSyntaxes(
-            p, dcmAllStorageSOPClassUIDs, numberOfDcmAllStorageSOPClassUIDs,
-            const_cast<const char **>(STORAGE_SYNTAXES),
-            static_cast<int>(sizeof(STORAGE_SYNTAXES) / sizeof(STORAGE_SYNTAXES[0])),
-            cb_.get ? ASC_SC_ROLE_SCUSCP : ASC_SC_ROLE_DEFAULT);
+        // The accepted list may change at run time (PUT /tools/accepted-transfer-
+        // syntaxes on any rest replica): asked for at each association.
+        std::vector<const char *> storage;
+        json_t *accepted = cb_.storage_syntaxes ? cb_.storage_syntaxes(cb_.user) : NULL;
+        for (const char *uid : STORAGE_SYNTAXES)
+            if (!accepted || json_has_string(accepted, uid))
+                storage.push_back(uid);
+        if (!storage.empty())
+            ASC_acceptContextsWithPreferredTransferSyntaxes(
+                p, dcmAllStorageSOPClassUIDs, numberOfDcmAllStorageSOPClassUIDs, storage.data(),
+                static_cast<int>(storage.size()),
+                cb_.get ? ASC_SC_ROLE_SCUSCP : ASC_SC_ROLE_DEFAULT);
+        json_decref(accepted);
         (void)desired;
     }
 

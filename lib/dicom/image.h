@@ -41,6 +41,10 @@ typedef struct ts_image_frame {
     double slope, intercept;
     bool has_window;
     double window_center, window_width;
+    /* channels 1: the smallest and largest of values when has_range (known to the
+     * decoder that wrote them; saves the renderings a pass) */
+    bool has_range;
+    int32_t value_min, value_max;
 } ts_image_frame;
 
 /* Decodes frame index (from 0) of a DICOM file or buffer into *out (cleared

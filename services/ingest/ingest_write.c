@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dicom/codecs.h"
 #include "dicom/dicom.h"
 #include "base/log.h"
 #include "domain/store_index.h"
@@ -205,6 +206,84 @@ static ingest_status status_of_db_error(int rc)
                                                                            : INGEST_FAILED;
 }
 
+int ingest_write_temp(ts_store *st, const uint8_t *data, size_t len, char *path, size_t size,
+                      ts_err *err)
+{
+    int rc = ts_store_temp_path(st, path, size, err);
+    if (rc)
+        return rc;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ts_err_set(err, errno == ENOSPC ? TS_ENOSPACE : TS_EIO, "create %s: %s", path,
+                          strerror(errno));
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, data + off, len - off);
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            unlink(path);
+            return ts_err_set(err, e == ENOSPC ? TS_ENOSPACE : TS_EIO, "write %s: %s", path,
+                              strerror(e));
+        }
+        off += (size_t)n;
+    }
+    close(fd);
+    return 0;
+}
+
+/* TESSERA_INGEST_TRANSCODING: the received file is written again in the chosen
+ * syntax, as a new temporary file that takes its place (*temp_path, *d and *id
+ * are replaced). One that cannot be converted is kept as received, with a log
+ * line that says why, as Orthanc's IngestTranscoding does. A lossy target gives
+ * the instance a new SOP Instance UID, hence new ids. */
+static void transcode_received(ingest_ctx *ctx, const char **temp_path, char *path, size_t size,
+                               ts_dicom **d, ts_dicom_identity *id)
+{
+    if (!ctx->transcode_to)
+        return;
+    /* a copy: *d goes once the converted file replaces it */
+    char from[80];
+    snprintf(from, sizeof(from), "%s",
+             ts_dicom_transfer_syntax(*d) ? ts_dicom_transfer_syntax(*d) : "");
+    if (strcmp(from, ctx->transcode_to) == 0)
+        return;
+    void *data = NULL;
+    size_t len = 0;
+    ts_dicom *nd = NULL;
+    ts_dicom_identity nid = {0};
+    ts_err e;
+    ts_err_clear(&e);
+    if (ts_dicom_transcode_file(*temp_path, ctx->transcode_to, TS_TRANSCODE_ALLOW_LOSSY, &data,
+                                &len, &e))
+        goto kept;
+    if (!data)
+        return; /* already in that syntax */
+    int rc = ingest_write_temp(ctx->store, data, len, path, size, &e);
+    free(data);
+    if (rc)
+        goto kept;
+    if (ts_dicom_open_file(path, &nd, &e) || ts_dicom_identity_get(nd, &nid, &e)) {
+        unlink(path);
+        ts_dicom_identity_clear(&nid);
+        ts_dicom_free(nd);
+        goto kept;
+    }
+    unlink(*temp_path);
+    *temp_path = path;
+    ts_dicom_free(*d);
+    ts_dicom_identity_clear(id);
+    *d = nd;
+    *id = nid;
+    ts_debug("instance transcoded on ingest", "instance=%s from=%s to=%s", id->ids.instance, from,
+             ctx->transcode_to);
+    return;
+kept:
+    ts_warn("cannot transcode on ingest, stored as received",
+            "instance=%s from=%s to=%s error=\"%s\"", id->ids.instance, from, ctx->transcode_to,
+            e.msg);
+}
+
 int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *origin,
                 ingest_result *out, ts_err *err)
 {
@@ -246,6 +325,10 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
         rc = ts_err_set(err, TS_EINVAL, "data set's SOP Instance UID is not the C-STORE's");
         goto fail;
     }
+
+    char converted[4096];
+    transcode_received(ctx, &temp_path, converted, sizeof(converted), &d, &id);
+    out->ids = id.ids;
 
     /* before the file moves: Orthanc's PixelDataOffset, read off the file's bytes */
     long long pixel_offset = ts_dicom_pixel_data_offset(temp_path);

@@ -5,6 +5,8 @@
 #define INGEST_WRITE_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "io/bus.h"
 #include "domain/changes.h"
@@ -20,6 +22,8 @@ typedef struct ingest_ctx {
     ts_bus_pub *events;             /* may be NULL */
     ts_change_sequencer *sequencer; /* numbers the changes after commit; may be NULL */
     bool overwrite;
+    /* TESSERA_INGEST_TRANSCODING: the syntax every instance is stored in; NULL: as received */
+    const char *transcode_to;
     ts_metric *m_stored, *m_already, *m_invalid, *m_db_busy, *m_storage, *m_failed;
     ts_metric *m_seconds;
 } ingest_ctx;
@@ -61,6 +65,10 @@ void ingest_ctx_init_metrics(ingest_ctx *ctx);
  * no file without its row, no row without its file. */
 int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *origin,
                 ingest_result *out, ts_err *err);
+
+/* Writes len bytes into a new temporary file of the storage area; its path in path. */
+int ingest_write_temp(ts_store *st, const uint8_t *data, size_t len, char *path, size_t size,
+                      ts_err *err);
 
 /* DIMSE status for a result (0x0000, 0xA700, 0xC000, ...). */
 unsigned ingest_dimse_status(ingest_status status);

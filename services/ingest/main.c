@@ -3,6 +3,7 @@
  * C-MOVE and C-GET on its association are relayed to query (ingest_find.c),
  * so that one AE and port serve a client for everything. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -15,12 +16,14 @@
 #include "io/bus.h"
 #include "base/config.h"
 #include "io/db.h"
+#include "dicom/codecs.h"
 #include "dicom/dicom.h"
 #include "ingest_find.h"
 #include "ingest_write.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "io/service_io.h"
+#include "domain/accepted_syntaxes.h"
 #include "domain/audit.h"
 #include "domain/dicom_access.h"
 #include "domain/retrieve.h"
@@ -36,6 +39,10 @@ typedef struct ingest_service {
     ingest_find find;        /* C-FIND relayed to query */
     ts_retrieve retrieve;    /* C-MOVE, C-GET: instances listed by query, sent from here */
     ts_dicom_access *access; /* grants of calling AE titles, audit */
+    /* the last list of accepted transfer syntaxes read, for when the database
+     * cannot be reached (NULL: none read yet, all accepted) */
+    pthread_mutex_t syntaxes_lock;
+    json_t *last_syntaxes;
 } ingest_service;
 
 /* ---- DICOM callbacks ------------------------------------------------------ */
@@ -55,6 +62,28 @@ static bool on_accept(void *user, const ts_dicom_assoc *assoc)
     bool known = g.known;
     ts_dicom_grant_clear(&g);
     return known;
+}
+
+/* The transfer syntaxes accepted for storage, read from the database at each
+ * association so that a PUT on any rest replica applies to every ingest at once;
+ * when the read fails, the last list read stands. */
+static json_t *on_storage_syntaxes(void *user)
+{
+    ingest_service *svc = user;
+    json_t *uids = NULL;
+    ts_err err;
+    int rc = ts_accepted_syntaxes_get(svc->write.db, &uids, &err);
+    pthread_mutex_lock(&svc->syntaxes_lock);
+    if (rc) {
+        ts_warn("cannot read the accepted transfer syntaxes, the last ones read stand",
+                "error=\"%s\"", err.msg);
+        uids = json_incref(svc->last_syntaxes);
+    } else {
+        json_decref(svc->last_syntaxes);
+        svc->last_syntaxes = json_incref(uids);
+    }
+    pthread_mutex_unlock(&svc->syntaxes_lock);
+    return uids;
 }
 
 static int on_temp_path(void *user, char *path, size_t size, ts_err *err)
@@ -136,32 +165,6 @@ static Tessera__StoreStatus bus_status(ingest_status s)
     return TESSERA__STORE_STATUS__STORE_INTERNAL_ERROR;
 }
 
-static int write_temp(ts_store *st, const uint8_t *data, size_t len, char *path, size_t size,
-                      ts_err *err)
-{
-    int rc = ts_store_temp_path(st, path, size, err);
-    if (rc)
-        return rc;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return ts_err_set(err, errno == ENOSPC ? TS_ENOSPACE : TS_EIO, "create %s: %s", path,
-                          strerror(errno));
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, data + off, len - off);
-        if (n < 0) {
-            int e = errno;
-            close(fd);
-            unlink(path);
-            return ts_err_set(err, e == ENOSPC ? TS_ENOSPACE : TS_EIO, "write %s: %s", path,
-                              strerror(e));
-        }
-        off += (size_t)n;
-    }
-    close(fd);
-    return 0;
-}
-
 static int on_bus_request(void *user, const uint8_t *req_buf, size_t len, uint8_t **reply,
                           size_t *reply_len)
 {
@@ -207,8 +210,8 @@ static int on_bus_request(void *user, const uint8_t *req_buf, size_t len, uint8_
             goto reply;
         }
     }
-    if (!*req->temp_file &&
-        write_temp(svc->write.store, req->dicom.data, req->dicom.len, path, sizeof(path), &err)) {
+    if (!*req->temp_file && ingest_write_temp(svc->write.store, req->dicom.data, req->dicom.len,
+                                              path, sizeof(path), &err)) {
         res.status = INGEST_STORAGE_ERROR;
     } else {
         ingest_origin origin = {.origin = *req->origin ? req->origin : "RestApi",
@@ -259,6 +262,7 @@ int main(int argc, char **argv)
 {
     ts_service_init("ingest", argc, argv);
     ingest_service svc = {0};
+    pthread_mutex_init(&svc.syntaxes_lock, NULL);
     ts_err err;
     ts_err_clear(&err);
 
@@ -292,6 +296,15 @@ int main(int argc, char **argv)
     else if (swept)
         ts_info("removed abandoned temporary files", "count=%d", swept);
     svc.write.overwrite = ts_cfg_bool(TESSERA_OVERWRITE_INSTANCES);
+    const char *ingest_ts = ts_cfg_str(TESSERA_INGEST_TRANSCODING);
+    if (*ingest_ts) {
+        if (!ts_transfer_syntax_known(ingest_ts)) {
+            ts_err_set(&err, TS_EINVAL, "TESSERA_INGEST_TRANSCODING: %s is not a transfer syntax",
+                       ingest_ts);
+            ts_service_die("settings", &err);
+        }
+        svc.write.transcode_to = ingest_ts;
+    }
     svc.registered_only = ts_cfg_bool(TESSERA_DICOM_REGISTERED_AES_ONLY);
     svc.max_instance_size = ts_cfg_int(TESSERA_MAX_INSTANCE_SIZE);
     ingest_ctx_init_metrics(&svc.write);
@@ -352,6 +365,7 @@ int main(int argc, char **argv)
                                  .retrieve_user = &svc.retrieve,
                                  .accept = on_accept,
                                  .temp_path = on_temp_path,
+                                 .storage_syntaxes = on_storage_syntaxes,
                                  .store = on_store,
                                  .find = relay ? on_find : NULL,
                                  .move = relay ? ts_retrieve_move : NULL,
@@ -377,6 +391,7 @@ int main(int argc, char **argv)
     ts_bus_pub_free(svc.write.events);
     ts_store_free(svc.write.store);
     ts_db_pool_free(svc.write.db);
+    json_decref(svc.last_syntaxes);
     ts_info("stopped", NULL);
     return rc ? 1 : 0;
 }

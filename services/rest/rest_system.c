@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "domain/accepted_syntaxes.h"
 #include "domain/changes.h"
 #include "base/config.h"
 #include "dicom/dicom.h"
@@ -231,13 +232,44 @@ void rest_default_encoding(rest_request *req)
     req->content_type = "text/plain";
 }
 
-/* GET /tools/accepted-transfer-syntaxes: those of the storage SCP; PUT refused. */
+/* GET/PUT /tools/accepted-transfer-syntaxes: what every ingest replica accepts for
+ * storage, kept in PostgreSQL (lib/domain/accepted_syntaxes.h) and read by ingest at
+ * each association. PUT takes Orthanc's body: a JSON string or list of UIDs with
+ * wildcards, or a bare pattern that is not JSON; the answer is the new list. */
 void rest_accepted_transfer_syntaxes(rest_request *req)
 {
-    if (strcmp(req->method, "GET") == 0)
-        rest_reply_json(req, 200, ts_dicom_storage_syntaxes());
-    else
-        reply_fixed(req, "the accepted transfer syntaxes");
+    ts_err err;
+    ts_err_clear(&err);
+    json_t *uids = NULL;
+    if (strcmp(req->method, "PUT") == 0) {
+        /* as Orthanc's JsonCpp reads it: the first JSON value, whatever follows it
+         * (so a bare "1.2.840..." is the number 1.2, refused) */
+        json_t *body = json_loadb(req->body ? req->body : "", req->body_len,
+                                  JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK, NULL);
+        if (!body) /* a body that is not JSON is one pattern */
+            body = json_stringn_nocheck(req->body ? req->body : "", req->body_len);
+        int rc = ts_dicom_storage_syntaxes_match(body, &uids, &err);
+        json_decref(body);
+        if (rc) {
+            rest_reply_oe(req, TS_OE_BAD_FILE_FORMAT, err.msg);
+            return;
+        }
+        rc = ts_accepted_syntaxes_set(req->ctx->db, uids, &err);
+        if (rc) {
+            json_decref(uids);
+            rest_reply_failure(req, rc, err.msg);
+            return;
+        }
+        /* the list written, not read back: a read replica may lag behind */
+        rest_reply_json(req, 200, uids);
+        return;
+    }
+    int rc = ts_accepted_syntaxes_get(req->ctx->db, &uids, &err);
+    if (rc) {
+        rest_reply_failure(req, rc, err.msg);
+        return;
+    }
+    rest_reply_json(req, 200, uids);
 }
 
 /* GET/PUT /tools/unknown-sop-class-accepted: the storage SCP accepts the storage

@@ -462,8 +462,8 @@ def test_tools_settings_routes(fresh):
     same_answer(fresh, "PUT", "/tools/unknown-sop-class-accepted", b"maybe")
     s, b, _ = fresh.t.req("PUT", "/tools/unknown-sop-class-accepted", b"1")
     assert (s, json.loads(b)["OrthancError"]) == (501, "Not implemented yet"), b
-    s, b, _ = fresh.t.req("PUT", "/tools/accepted-transfer-syntaxes", b'["1.2.840.10008.1.2"]')
-    assert (s, json.loads(b)["OrthancError"]) == (501, "Not implemented yet"), b
+    # PUT /tools/accepted-transfer-syntaxes changes the cluster's list:
+    # test_accepted_syntaxes.py
     # log-level: Orthanc's three names, mapped to Tessera's levels (default: the
     # configured TESSERA_LOG_LEVEL, verbose and trace: debug) in the rest service;
     # the names are case-sensitive in Orthanc
