@@ -1,8 +1,9 @@
 /* WADO-RS (PS3.18 10.4): instances, metadata, bulk data and frames.
  *
  * Instances go out as multipart/related; type="application/dicom", one part
- * per file, streamed: memory is the list of files (one query) and one buffer,
- * whatever the size of the study. Files are sent as stored unless Accept asks
+ * per file, streamed: memory is the list of files (one query, which also gives
+ * their sizes, hence the Content-Length) and one buffer, whatever the size of
+ * the study. Files are sent as stored unless Accept asks
  * for a transfer-syntax (PS3.18 8.7.3.5.2): then each file in another syntax
  * is converted as its part is sent (lib/dicom/transcode.cc; one instance in
  * memory at a time); each part names its transfer syntax, and a syntax that
@@ -58,7 +59,10 @@ typedef struct mp_stream {
     char want[80]; /* MP_FILES: the transfer syntax asked for ("": as stored) */
     char *mem;     /* MP_FILES: the current part, converted */
     size_t mem_len, mem_pos;
-    int keep_fd; /* MP_FRAMES: a memfd holding the converted file, or -1 */
+    int keep_fd;         /* MP_FRAMES: a memfd holding the converted file, or -1 */
+    bool sized;          /* MP_FILES as stored: Content-Length from the index's sizes */
+    long long part_left; /* sized: bytes of the current file still to send */
+    bool failed;         /* sized: a file is gone or changed, the answer is cut */
 } mp_stream;
 
 static void mp_free(void *cls)
@@ -101,7 +105,16 @@ static void mp_header(mp_stream *s, const char *content_type)
     s->hdr_pos = 0;
 }
 
-/* Opens the next part; false when there is none left. */
+/* The Content-Type of a part of a file in syntax ("": unknown). */
+static void part_type(const char *syntax, char *out, size_t size)
+{
+    if (*syntax)
+        snprintf(out, size, "application/dicom; transfer-syntax=%s", syntax);
+    else
+        snprintf(out, size, "application/dicom");
+}
+
+/* Opens the next part; false when there is none left (or s->failed). */
 static bool mp_next_part(mp_stream *s)
 {
     ts_err err;
@@ -112,10 +125,17 @@ static bool mp_next_part(mp_stream *s)
             if (ts_store_path(s->store, PQgetvalue(s->res, r, DW_COL_UUID), path, sizeof(path),
                               &err) ||
                 (s->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-                /* deleted since the listing: left out, as archives do */
+                /* deleted since the listing: left out, as archives do, unless the
+                 * Content-Length counted it: then the answer is cut (the client
+                 * sees it short rather than silently without an instance) */
                 ts_warn("dicomweb: file gone", "uuid=%s", PQgetvalue(s->res, r, DW_COL_UUID));
+                if (s->sized) {
+                    s->failed = true;
+                    return false;
+                }
                 continue;
             }
+            s->part_left = strtoll(PQgetvalue(s->res, r, DW_COL_SIZE), NULL, 10);
             const char *syntax = PQgetvalue(s->res, r, DW_COL_SYNTAX);
             if (s->want[0] && strcmp(syntax, s->want) != 0) {
                 void *out = NULL;
@@ -139,10 +159,7 @@ static bool mp_next_part(mp_stream *s)
                     syntax = s->want;
                 }
             }
-            if (*syntax)
-                snprintf(type, sizeof(type), "application/dicom; transfer-syntax=%s", syntax);
-            else
-                snprintf(type, sizeof(type), "application/dicom");
+            part_type(syntax, type, sizeof(type));
             mp_header(s, type);
             return true;
         }
@@ -190,14 +207,23 @@ static ssize_t mp_read(void *cls, char *buf, size_t max)
                 s->mem = NULL;
             }
         } else if (s->fd >= 0) {
-            ssize_t n = read(s->fd, buf + w, max - w);
+            size_t want = max - w;
+            if (s->sized && (long long)want > s->part_left)
+                want = (size_t)s->part_left;
+            ssize_t n = want ? read(s->fd, buf + w, want) : 0;
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0)
                 return -1;
             if (n > 0) {
                 w += (size_t)n;
+                s->part_left -= n;
                 continue;
+            }
+            if (s->sized && s->part_left) {
+                ts_warn("dicomweb: file shorter than indexed, answer cut", "left=%lld",
+                        s->part_left);
+                return -1;
             }
             close(s->fd);
             s->fd = -1;
@@ -232,6 +258,8 @@ static ssize_t mp_read(void *cls, char *buf, size_t max)
                     memcpy(s->hdr, "\r\n", 2);
                     s->hdr_len += 2;
                 }
+            } else if (s->failed) {
+                return -1;
             } else {
                 s->hdr_len =
                     (size_t)snprintf(s->hdr, sizeof(s->hdr), "%s--%s--\r\n", prev, s->boundary);
@@ -243,12 +271,12 @@ static ssize_t mp_read(void *cls, char *buf, size_t max)
     return (ssize_t)w;
 }
 
-static void mp_reply(rest_request *req, mp_stream *s, const char *type)
+static void mp_reply(rest_request *req, mp_stream *s, const char *type, long long size)
 {
     char ct[160];
     snprintf(ct, sizeof(ct), "multipart/related; type=\"%s\"; boundary=%s", type, s->boundary);
     /* the header's text must outlive the handler: keep it in the request */
-    rest_reply_stream(req, NULL, -1, mp_read, mp_free, s);
+    rest_reply_stream(req, NULL, size, mp_read, mp_free, s);
     rest_add_header(req, "Content-Type", ct);
 }
 
@@ -315,7 +343,27 @@ void rest_dw_retrieve(rest_request *req)
     mp_stream *s = mp_new(MP_FILES, req->ctx->store);
     s->res = res;
     snprintf(s->want, sizeof(s->want), "%s", syntax);
-    mp_reply(req, s, "application/dicom");
+    /* Files as stored (no syntax asked for, or every file in it already): the
+     * answer's length is known from the index (the stored files are the DICOM
+     * files, uncompressed). With a Content-Length MHD reads into a buffer of
+     * its block size (rest_http.c) instead of chunks as large as what is left
+     * of the connection's 32 KiB memory pool: fewer reads and sends, less CPU
+     * in rest and in the client (bench/wado-retrieve). Converted: chunked. */
+    long long size = (long long)strlen(s->boundary) + 6; /* "--B--\r\n" */
+    for (int r = 0; r < PQntuples(res) && size >= 0; r++) {
+        const char *stored = PQgetvalue(res, r, DW_COL_SYNTAX);
+        if (syntax[0] && strcmp(stored, syntax) != 0) {
+            size = -1;
+            break;
+        }
+        char type[200];
+        part_type(stored, type, sizeof(type));
+        /* "--B\r\nContent-Type: T\r\n\r\n", the file, CRLF */
+        size += 2 + (long long)strlen(s->boundary) + 16 + (long long)strlen(type) + 4 +
+                strtoll(PQgetvalue(res, r, DW_COL_SIZE), NULL, 10) + 2;
+    }
+    s->sized = size >= 0;
+    mp_reply(req, s, "application/dicom", size);
 }
 
 /* ---- metadata ------------------------------------------------------------------- */
@@ -620,7 +668,7 @@ static void reply_frames(rest_request *req, const char *path, unsigned *frames, 
     snprintf(s->path, sizeof(s->path), "%s", path);
     s->frames = frames;
     s->nframes = n;
-    mp_reply(req, s, "application/octet-stream");
+    mp_reply(req, s, "application/octet-stream", -1);
 }
 
 void rest_dw_frames(rest_request *req)
@@ -739,7 +787,7 @@ void rest_dw_bulk(rest_request *req)
     s->reader = c.value;
     c.value = NULL;
     ts_dicom_content_clear(&c);
-    mp_reply(req, s, "application/octet-stream");
+    mp_reply(req, s, "application/octet-stream", -1);
 }
 
 /* ---- WADO-URI ---------------------------------------------------------------------- */
