@@ -59,10 +59,11 @@ typedef struct mp_stream {
     char want[80]; /* MP_FILES: the transfer syntax asked for ("": as stored) */
     char *mem;     /* MP_FILES: the current part, converted */
     size_t mem_len, mem_pos;
-    int keep_fd;         /* MP_FRAMES: a memfd holding the converted file, or -1 */
-    bool sized;          /* MP_FILES as stored: Content-Length from the index's sizes */
-    long long part_left; /* sized: bytes of the current file still to send */
-    bool failed;         /* sized: a file is gone or changed, the answer is cut */
+    int keep_fd;          /* MP_FRAMES: a memfd holding the converted file, or -1 */
+    bool sized;           /* MP_FILES as stored: Content-Length from the index's sizes */
+    long long part_left;  /* sized: bytes of the current file still to send */
+    bool failed;          /* sized: a file is gone or changed, the answer is cut */
+    char frame_type[160]; /* MP_FRAMES: each part's Content-Type */
 } mp_stream;
 
 static void mp_free(void *cls)
@@ -171,7 +172,7 @@ static bool mp_next_part(mp_stream *s)
             ts_warn("dicomweb: frame unreadable", "error=\"%s\"", err.msg);
             return false;
         }
-        mp_header(s, mime);
+        mp_header(s, s->frame_type[0] ? s->frame_type : mime);
         return true;
     }
     if (s->kind == MP_VALUE && s->reader && !s->hdr_len) {
@@ -571,13 +572,44 @@ static bool uncompressed_uid(const char *uid)
            !strcmp(uid, "1.2.840.10008.1.2.2") || !strcmp(uid, "1.2.840.10008.1.2.1.99");
 }
 
+/* The Content-Type of frames in a transfer syntax (PS3.18 Table 8.7.3-5): the
+ * syntax's image type with the syntax named (also where it is the type's
+ * default, so that no client has to know the defaults); native pixels are
+ * application/octet-stream, and a compressed syntax without an image type is
+ * application/octet-stream with the syntax named, never bare: a client must
+ * not take compressed bytes for pixels. */
+static void frame_media(const char *syntax, char *out, size_t size)
+{
+    static const struct {
+        const char *uid, *type;
+    } types[] = {
+        {"1.2.840.10008.1.2.4.50", "image/jpeg"},  {"1.2.840.10008.1.2.4.51", "image/jpeg"},
+        {"1.2.840.10008.1.2.4.57", "image/jpeg"},  {"1.2.840.10008.1.2.4.70", "image/jpeg"},
+        {"1.2.840.10008.1.2.4.80", "image/jls"},   {"1.2.840.10008.1.2.4.81", "image/jls"},
+        {"1.2.840.10008.1.2.4.90", "image/jp2"},   {"1.2.840.10008.1.2.4.91", "image/jp2"},
+        {"1.2.840.10008.1.2.4.92", "image/jpx"},   {"1.2.840.10008.1.2.4.93", "image/jpx"},
+        {"1.2.840.10008.1.2.4.201", "image/jphc"}, {"1.2.840.10008.1.2.4.202", "image/jphc"},
+        {"1.2.840.10008.1.2.4.203", "image/jphc"}, {"1.2.840.10008.1.2.5", "image/x-dicom-rle"},
+    };
+    if (!syntax[0] || uncompressed_uid(syntax)) {
+        snprintf(out, size, "application/octet-stream");
+        return;
+    }
+    const char *type = "application/octet-stream";
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if (!strcmp(types[i].uid, syntax))
+            type = types[i].type;
+    snprintf(out, size, "%s; transfer-syntax=%s", type, syntax);
+}
+
 /* The file of `path` converted for the frames asked for: *fd a memfd holding
  * it (read through /proc/self/fd), or -1 when the stored file will do. False
  * (answered) when the conversion is impossible or fails. */
 static bool frames_source(rest_request *req, const char *path, const char *want, bool any_type,
-                          int *fd)
+                          int *fd, char *syntax, size_t syntax_size)
 {
     *fd = -1;
+    syntax[0] = '\0';
     ts_dicom *d;
     ts_err err;
     if (ts_dicom_open_file(path, &d, &err)) {
@@ -594,6 +626,8 @@ static bool frames_source(rest_request *req, const char *path, const char *want,
     /* native frames come out little-endian whatever the uncompressed syntax */
     if (native && uncompressed_uid(to))
         to = "";
+    /* the frames' syntax: the stored one, unless converted below */
+    snprintf(syntax, syntax_size, "%s", stored);
     if (!to[0] || !strcmp(to, stored))
         return true;
     if (!ts_transcode_possible(stored, to, TS_TRANSCODE_ALLOW_LOSSY)) {
@@ -610,6 +644,7 @@ static bool frames_source(rest_request *req, const char *path, const char *want,
     }
     if (!out)
         return true;
+    snprintf(syntax, syntax_size, "%s", to);
     *fd = memfd_create("ts-frames", MFD_CLOEXEC);
     size_t done = 0;
     while (*fd >= 0 && done < len) {
@@ -635,7 +670,8 @@ static void reply_frames(rest_request *req, const char *path, unsigned *frames, 
                          bool any_type, const char *want)
 {
     int fd;
-    if (!frames_source(req, path, want, any_type, &fd)) {
+    char syntax[80];
+    if (!frames_source(req, path, want, any_type, &fd, syntax, sizeof(syntax))) {
         free(frames);
         return;
     }
@@ -668,7 +704,11 @@ static void reply_frames(rest_request *req, const char *path, unsigned *frames, 
     snprintf(s->path, sizeof(s->path), "%s", path);
     s->frames = frames;
     s->nframes = n;
-    mp_reply(req, s, "application/octet-stream", -1);
+    frame_media(syntax, s->frame_type, sizeof(s->frame_type));
+    /* the multipart's type: its parts' (RFC 2387), without their parameters */
+    char root[96];
+    snprintf(root, sizeof(root), "%.*s", (int)strcspn(s->frame_type, ";"), s->frame_type);
+    mp_reply(req, s, root, -1);
 }
 
 void rest_dw_frames(rest_request *req)

@@ -456,6 +456,47 @@ def test_wado_retrieve_file_gone_cuts_the_answer(dw, tmp_path):
     assert status == 200 and len(multipart(body, headers["Content-Type"])) == 3
 
 
+def test_wado_frames_transfer_syntax_any_sends_them_as_stored(dw, tmp_path):
+    """Frames of a JPEG 2000 instance with Accept ...; transfer-syntax=* (PS3.18
+    8.7.3.5.2: any syntax the server likes): sent as stored, each part typed with the
+    code stream's media type and syntax (PS3.18 Table 8.7.3-5), the multipart's type
+    being the parts'; without the parameter, octet-stream asks for native pixels
+    (decoded). An RLE frame is image/x-dicom-rle (it used to go out as
+    application/octet-stream, which a client takes for pixels)."""
+    src = PYDICOM_FILES / "MR_small_jp2klossless.dcm"
+    ds = pydicom.dcmread(src)
+    assert http(dw.rest.url, "POST", "/instances", src.read_bytes())[0] == 200
+    path = (f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/"
+            f"instances/{ds.SOPInstanceUID}/frames/1")
+    status, body, headers = get(dw.rest.url, path, 'multipart/related; '
+                                'type="application/octet-stream"; transfer-syntax=*')
+    assert status == 200, body
+    assert headers["Content-Type"].startswith('multipart/related; type="image/jp2"'), headers
+    (ph, data), = multipart(body, headers["Content-Type"])
+    assert ph["content-type"] == "image/jp2; transfer-syntax=1.2.840.10008.1.2.4.90", ph
+    assert data.startswith(b"\xff\x4f\xff\x51")  # SOC, SIZ: a J2K code stream
+    status, body, headers = get(dw.rest.url, path,
+                                'multipart/related; type="application/octet-stream"')
+    assert status == 200, body
+    (ph, data), = multipart(body, headers["Content-Type"])
+    assert ph["content-type"] == "application/octet-stream", ph
+    assert data == ds.pixel_array.tobytes()
+    ds = pydicom.dcmread(PYDICOM_FILES / "MR_small_RLE.dcm")  # the same UIDs as the J2K one
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{ROOT_UID}.70.1"
+    rle = tmp_path / "rle.dcm"
+    ds.save_as(rle)
+    assert http(dw.rest.url, "POST", "/instances", rle.read_bytes())[0] == 200
+    status, body, headers = get(dw.rest.url, f"/dicom-web/studies/{ds.StudyInstanceUID}/series/"
+                                f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/frames/1",
+                                "multipart/related; type=\"application/octet-stream\"; "
+                                "transfer-syntax=*")
+    assert status == 200, body
+    (ph, data), = multipart(body, headers["Content-Type"])
+    assert ph["content-type"] == "image/x-dicom-rle; transfer-syntax=1.2.840.10008.1.2.5", ph
+    from pydicom.encaps import generate_pixel_data_frame
+    assert data == next(generate_pixel_data_frame(ds.PixelData))  # the stored fragment
+
+
 @pytest.mark.parametrize("path,status", [
     (f"studies/{ROOT_UID}.9", 404),
     (f"studies/{ROOT_UID}.1.1/series/{ROOT_UID}.9", 404),
