@@ -10,6 +10,7 @@
 
 #include "base/config.h"
 #include "rest_common.h"
+#include "rest_dicomweb_xml.h"
 
 bool dw_uid_valid(const char *s)
 {
@@ -166,6 +167,7 @@ bool dw_accept_next(const char *accept, size_t *pos, dw_media *out)
         }
         *pos += n + (s[n] == ',');
         memset(out, 0, sizeof(*out));
+        out->q = 1.0;
         const char *semi = memchr(s, ';', n);
         param_value(s, semi ? (size_t)(semi - s) : n, out->range, sizeof(out->range));
         for (char *c = out->range; *c; c++)
@@ -196,7 +198,8 @@ bool dw_accept_next(const char *accept, size_t *pos, dw_media *out)
                 } else if (strcasecmp(name, "q") == 0) {
                     char q[16];
                     param_value(eq + 1, (size_t)(next - eq - 1), q, sizeof(q));
-                    zero = strtod(q, NULL) <= 0.0;
+                    out->q = strtod(q, NULL);
+                    zero = out->q <= 0.0;
                 }
             }
             semi = next < s + n ? next : NULL;
@@ -222,29 +225,59 @@ bool dw_accept_json(rest_request *req)
     return false;
 }
 
+/* The best range of Accept for a data set: 0 none, 1 JSON, 2 XML. */
+static int accept_format(const char *accept, bool multipart_xml)
+{
+    size_t pos = 0;
+    dw_media m;
+    int best = 0;
+    double best_q = 0.0;
+    while (dw_accept_next(accept, &pos, &m)) {
+        int f = 0;
+        if (strcmp(m.range, DW_JSON) == 0 || strcmp(m.range, "application/json") == 0 ||
+            strcmp(m.range, "application/*") == 0 || strcmp(m.range, "*/*") == 0)
+            f = 1;
+        else if (strcmp(m.range, DW_XML) == 0 ||
+                 (multipart_xml && strcmp(m.range, "multipart/related") == 0 &&
+                  strcmp(m.type, DW_XML) == 0))
+            f = 2;
+        if (f && m.q > best_q) {
+            best = f;
+            best_q = m.q;
+        }
+    }
+    return best;
+}
+
 bool dw_accept_dataset(rest_request *req, bool *xml)
 {
     const char *accept = rest_header(req, "Accept");
     *xml = false;
     if (!accept || !*accept)
         return true;
-    size_t pos = 0;
-    dw_media m;
-    while (dw_accept_next(accept, &pos, &m)) {
-        if (strcmp(m.range, DW_JSON) == 0 || strcmp(m.range, "application/json") == 0 ||
-            strcmp(m.range, "application/*") == 0 || strcmp(m.range, "*/*") == 0)
-            return true;
-        if (strcmp(m.range, "application/dicom+xml") == 0 ||
-            (strcmp(m.range, "multipart/related") == 0 &&
-             strcmp(m.type, "application/dicom+xml") == 0)) {
-            *xml = true;
-            return true;
-        }
-    }
+    int f = accept_format(accept, true);
+    *xml = f == 2;
+    if (f)
+        return true;
     dw_error(req, 406,
              "this resource is available as %s or multipart/related; "
-             "type=\"application/dicom+xml\", not as \"%.200s\"",
+             "type=\"" DW_XML "\", not as \"%.200s\"",
              DW_JSON, accept);
+    return false;
+}
+
+bool dw_accept_response(rest_request *req, bool *xml)
+{
+    const char *accept = rest_header(req, "Accept");
+    *xml = false;
+    if (!accept || !*accept)
+        return true;
+    int f = accept_format(accept, false);
+    *xml = f == 2;
+    if (f)
+        return true;
+    dw_error(req, 406, "this answer is available as %s or %s, not as \"%.200s\"", DW_JSON, DW_XML,
+             accept);
     return false;
 }
 

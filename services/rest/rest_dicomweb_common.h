@@ -34,13 +34,14 @@ void dw_error(rest_request *req, int status, const char *fmt, ...)
 void dw_reply_json(rest_request *req, int status, json_t *body);
 
 /* The media ranges of the Accept header, one at a time: type/subtype in
- * lower case, and the value of the parameters "type" and "transfer-syntax"
- * (quotes removed, "" when absent). Ranges with q=0 are skipped. Returns false
- * at the end. *pos starts at 0. */
+ * lower case, the value of the parameters "type" and "transfer-syntax"
+ * (quotes removed, "" when absent) and the quality q (1 when absent). Ranges
+ * with q=0 are skipped. Returns false at the end. *pos starts at 0. */
 typedef struct dw_media {
     char range[96];
     char type[96];
     char transfer_syntax[80];
+    double q;
 } dw_media;
 bool dw_accept_next(const char *accept, size_t *pos, dw_media *out);
 
@@ -50,9 +51,15 @@ bool dw_accept_json(rest_request *req);
 
 /* Data sets (QIDO-RS answers, metadata): does Accept allow JSON (as
  * dw_accept_json) or XML (multipart/related; type="application/dicom+xml", or
- * application/dicom+xml)? *xml says which, the first range that allows one
- * choosing. Answers 406 and returns false when neither. */
+ * application/dicom+xml)? *xml says which: the range of the highest quality
+ * that allows one chooses, the first of them on a tie (RFC 9110 12.5.1).
+ * Answers 406 and returns false when neither. */
 bool dw_accept_dataset(rest_request *req, bool *xml);
+
+/* One data set (the STOW-RS response, PS3.18 10.5.3): JSON as
+ * dw_accept_dataset, or XML as one application/dicom+xml document (not
+ * multipart). Answers 406 and returns false when neither. */
+bool dw_accept_response(rest_request *req, bool *xml);
 
 /* The instances under the UIDs of the path (seg[2] study, seg[4] series,
  * seg[6] instance, as far as the path goes) in series then instance order:

@@ -6,7 +6,8 @@
  * part stored through ingest's write path, the bus request of POST /instances.
  * The answer is PS3.18's Store Instances Response: ReferencedSOPSequence,
  * FailedSOPSequence with FailureReason, and 200 (all stored), 202 (some
- * failed) or 409 (none stored). Failure reasons: 0xC000 a part that is not a
+ * failed) or 409 (none stored), as DICOM JSON or, when Accept prefers it,
+ * as one application/dicom+xml document (PS3.19 A.1). Failure reasons: 0xC000 a part that is not a
  * DICOM data set (or not application/dicom), 0x0110 a data set of another
  * study than the URL's or refused by ingest, 0xA700 storage or database out
  * of resources. */
@@ -25,6 +26,7 @@
 #include "base/log.h"
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
+#include "rest_dicomweb_xml.h"
 #include "rest_upload.h"
 
 #define STOW_BUF (256 * 1024)
@@ -343,7 +345,8 @@ void rest_dw_store(rest_request *req)
         dw_error(req, 400, "\"%.80s\" is not a UID", study);
         return;
     }
-    if (!dw_accept_json(req))
+    bool xml;
+    if (!dw_accept_response(req, &xml))
         return;
     const char *ct = rest_header(req, "Content-Type");
     char type[96] = "", boundary[80];
@@ -397,5 +400,9 @@ void rest_dw_store(rest_request *req)
     else
         json_decref(failed);
     ts_info("stow-rs", "parts=%zu stored=%zu failed=%zu", n, ns, nf);
-    dw_reply_json(req, nf == 0 ? 200 : ns ? 202 : 409, rsp);
+    int status = nf == 0 ? 200 : ns ? 202 : 409;
+    if (xml)
+        dw_reply_xml_dataset(req, status, rsp);
+    else
+        dw_reply_json(req, status, rsp);
 }

@@ -199,3 +199,13 @@ void dw_reply_xml(rest_request *req, const json_t *datasets)
     req->content_type = NULL; /* the header below, which must outlive this frame */
     rest_add_header(req, "Content-Type", ct);
 }
+
+void dw_reply_xml_dataset(rest_request *req, int status, json_t *dataset)
+{
+    size_t n = 0;
+    char *xml = dw_xml_dataset(dataset, &n);
+    json_decref(dataset);
+    if (!xml)
+        abort(); /* the callers build an object */
+    rest_reply_owned(req, status, xml, n, DW_XML);
+}

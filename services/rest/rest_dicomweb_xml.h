@@ -21,4 +21,8 @@ char *dw_xml_dataset(const json_t *dataset, size_t *len);
  * multipart/related body. Does not steal datasets. */
 void dw_reply_xml(rest_request *req, const json_t *datasets);
 
+/* status with one data set as a single application/dicom+xml document (the
+ * STOW-RS response, PS3.18 10.5.3). Steals dataset. */
+void dw_reply_xml_dataset(rest_request *req, int status, json_t *dataset);
+
 #endif

@@ -728,12 +728,16 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
 {
     struct MHD_Response *resp;
     if (req->stream) {
-        /* 256 KiB per read: fewer callbacks and sends for large answers (WADO-RS
-         * retrieve of a 1,000-instance series, two runs each on a busy machine:
-         * 0.42-0.44 of cat's rate with 64 KiB, 0.42-0.46 with 256 KiB, so within
-         * noise); MHD owns the stream from here, also on failure */
+        /* 64 KiB per read when the size is known: MHD reads into a buffer of
+         * this size. bench/wado-retrieve (1,000 x 0.5 MB, CPU seconds per
+         * retrieve, same run): 64 KiB 0.15-0.17 in rest and 0.09-0.11 in curl;
+         * 128 KiB 0.17-0.22 and 0.14-0.17; 256 KiB 0.17-0.21 and 0.13-0.17
+         * (probably: larger buffers leave the caches between read and send). A
+         * chunked answer (size -1) is read into what is left of the
+         * connection's 32 KiB memory pool instead, whatever this says. MHD owns
+         * the stream from here, also on failure */
         uint64_t size = req->stream->size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)req->stream->size;
-        resp = MHD_create_response_from_callback(size, 256 * 1024, stream_reader, req->stream,
+        resp = MHD_create_response_from_callback(size, 64 * 1024, stream_reader, req->stream,
                                                  stream_done);
         if (!resp)
             stream_free(req->stream);

@@ -397,6 +397,106 @@ def test_wado_retrieve_study_series_instance(dw):
         assert status == 200 and len(multipart(body, headers["Content-Type"])) == 2
 
 
+def test_wado_retrieve_length_known_or_chunked(dw, tmp_path):
+    """Files sent as stored (no transfer-syntax asked for, or the one they are in):
+    Content-Length from the index's sizes (so that MHD reads into its block-sized
+    buffer, not chunks of what is left of a connection's 32 KiB pool:
+    bench/wado-retrieve), the very length of the body. Converted files: chunked, their
+    size unknown until made."""
+    s1 = study_uid("1")
+    for accept in ("*/*", 'multipart/related; type="application/dicom"; '
+                   "transfer-syntax=1.2.840.10008.1.2.1"):
+        p = subprocess.run(["curl", "-sS", "-D", "-", "-o", str(tmp_path / "b"), "-H",
+                            f"Accept: {accept}", f"{dw.rest.url}/dicom-web/studies/{s1}"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        head = p.stdout.lower()
+        assert "transfer-encoding" not in head, head
+        m = re.search(r"content-length: (\d+)", head)
+        assert m, head
+        assert int(m.group(1)) == (tmp_path / "b").stat().st_size
+        ct = re.search(r"^content-type: (.*)$", p.stdout, re.I | re.M).group(1).strip()
+        parts = multipart((tmp_path / "b").read_bytes(), ct)
+        assert sorted(c for _, c in parts) == files_of(dw, "1.1-", "1.2-")
+    p = subprocess.run(["curl", "-sS", "-D", "-", "-o", str(tmp_path / "c"), "-H",
+                        'Accept: multipart/related; type="application/dicom"; '
+                        "transfer-syntax=1.2.840.10008.1.2",
+                        f"{dw.rest.url}/dicom-web/studies/{s1}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "transfer-encoding: chunked" in p.stdout.lower(), p.stdout
+
+
+def test_wado_retrieve_file_gone_cuts_the_answer(dw, tmp_path):
+    """A file listed by the index but gone from the storage area when its turn comes
+    (deleted meanwhile, or lost): the answer, whose length was announced, is cut short
+    (curl: error 18, partial file) rather than sent without the instance as if whole;
+    rest logs which file. The other retrieves are unaffected."""
+    study = study_uid("60")
+    files = new_instances(tmp_path, study, 3)
+    for f in files:
+        assert http(dw.rest.url, "POST", "/instances", f.read_bytes())[0] == 200
+    uuid = dw.sql("SELECT a.uuid::text FROM attachments a JOIN instances i ON "
+                  "i.resource_id = a.resource_id WHERE i.sop_instance_uid = %s "
+                  "AND a.content_type = 1", (f"{study}.1.2",))[0][0]
+    stored = next(p for p in dw.stored_files() if p.name == uuid)
+    moved = tmp_path / "moved"
+    stored.rename(moved)
+    try:
+        p = subprocess.run(["curl", "-sS", "-o", str(tmp_path / "b"),
+                            f"{dw.rest.url}/dicom-web/studies/{study}"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 18, (p.returncode, p.stderr)  # CURLE_PARTIAL_FILE
+        got = (tmp_path / "b").read_bytes() if (tmp_path / "b").exists() else b""
+        assert not got.endswith(b"--\r\n")  # no close delimiter
+        assert uuid in dw.rest.read_log()
+    finally:
+        moved.rename(stored)
+    status, body, headers = get(dw.rest.url, f"/dicom-web/studies/{study}")
+    assert status == 200 and len(multipart(body, headers["Content-Type"])) == 3
+
+
+def test_wado_frames_transfer_syntax_any_sends_them_as_stored(dw, tmp_path):
+    """Frames of a JPEG 2000 instance with Accept ...; transfer-syntax=* (PS3.18
+    8.7.3.5.2: any syntax the server likes): sent as stored, each part typed with the
+    code stream's media type and syntax (PS3.18 Table 8.7.3-5), the multipart's type
+    being the parts'; without the parameter, octet-stream asks for native pixels
+    (decoded). An RLE frame is image/x-dicom-rle (it used to go out as
+    application/octet-stream, which a client takes for pixels)."""
+    src = PYDICOM_FILES / "MR_small_jp2klossless.dcm"
+    ds = pydicom.dcmread(src)
+    assert http(dw.rest.url, "POST", "/instances", src.read_bytes())[0] == 200
+    path = (f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/"
+            f"instances/{ds.SOPInstanceUID}/frames/1")
+    status, body, headers = get(dw.rest.url, path, 'multipart/related; '
+                                'type="application/octet-stream"; transfer-syntax=*')
+    assert status == 200, body
+    assert headers["Content-Type"].startswith('multipart/related; type="image/jp2"'), headers
+    (ph, data), = multipart(body, headers["Content-Type"])
+    assert ph["content-type"] == "image/jp2; transfer-syntax=1.2.840.10008.1.2.4.90", ph
+    assert data.startswith(b"\xff\x4f\xff\x51")  # SOC, SIZ: a J2K code stream
+    status, body, headers = get(dw.rest.url, path,
+                                'multipart/related; type="application/octet-stream"')
+    assert status == 200, body
+    (ph, data), = multipart(body, headers["Content-Type"])
+    assert ph["content-type"] == "application/octet-stream", ph
+    assert data == ds.pixel_array.tobytes()
+    ds = pydicom.dcmread(PYDICOM_FILES / "MR_small_RLE.dcm")  # the same UIDs as the J2K one
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{ROOT_UID}.70.1"
+    rle = tmp_path / "rle.dcm"
+    ds.save_as(rle)
+    assert http(dw.rest.url, "POST", "/instances", rle.read_bytes())[0] == 200
+    status, body, headers = get(dw.rest.url, f"/dicom-web/studies/{ds.StudyInstanceUID}/series/"
+                                f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/frames/1",
+                                "multipart/related; type=\"application/octet-stream\"; "
+                                "transfer-syntax=*")
+    assert status == 200, body
+    (ph, data), = multipart(body, headers["Content-Type"])
+    assert ph["content-type"] == "image/x-dicom-rle; transfer-syntax=1.2.840.10008.1.2.5", ph
+    from pydicom.encaps import generate_pixel_data_frame
+    assert data == next(generate_pixel_data_frame(ds.PixelData))  # the stored fragment
+
+
 @pytest.mark.parametrize("path,status", [
     (f"studies/{ROOT_UID}.9", 404),
     (f"studies/{ROOT_UID}.1.1/series/{ROOT_UID}.9", 404),

@@ -1,6 +1,7 @@
 """DICOMweb answers as XML (PS3.18 8.7.3.4, 10.4.3; the Native DICOM Model of PS3.19
 A.1): QIDO-RS results and WADO-RS metadata as multipart/related;
-type="application/dicom+xml", one part per data set. Checked three ways: each XML part
+type="application/dicom+xml", one part per data set, and the STOW-RS response as one
+application/dicom+xml document (PS3.18 10.5.3). Checked three ways: each XML part
 read back into the DICOM JSON model equals Tessera's own JSON answer for the same
 request (nothing lost or changed in the conversion), the same attributes and values as
 Orthanc 1.10.1's DICOMweb plugin answers in XML, and values with XML's special
@@ -13,7 +14,8 @@ import pydicom
 
 from conftest import PYDICOM_FILES
 from orthanc import http
-from test_dicomweb import dw, get, multipart, series_uid, sop_uid, study_uid  # noqa: F401
+from test_dicomweb import (STOW_TYPE, dw, failed, get, multipart, multipart_body,  # noqa: F401
+                           new_instances, referenced, series_uid, sop_uid, study_uid)
 
 XML = 'multipart/related; type="application/dicom+xml"'
 NS = "{http://dicom.nema.org/PS3.19/models/NativeDICOM}"
@@ -187,3 +189,140 @@ def test_xml_special_characters_round_trip(dw, tmp_path):
     (root, model), = xml_parts(body, headers)
     assert model["00081030"]["Value"] == ['A<B & "C" > \'D\'']
     assert model["00100010"]["Value"] == [{"Alphabetic": "O'NEIL&CO^<ANN>"}]
+
+
+# ---- STOW-RS answers in XML (PS3.18 10.5.3: the Store Instances Response as DICOM JSON or
+# as one application/dicom+xml document) ---------------------------------------------------
+
+def stow_as(url, path, body, accept):
+    return http(url, "POST", f"/dicom-web/{path}", body,
+                {"Content-Type": STOW_TYPE, "Accept": accept})
+
+
+def xml_document(body, headers):
+    """A single NativeDicomModel document (not multipart): (root element, model)."""
+    assert headers["Content-Type"] == "application/dicom+xml", headers
+    root = ET.fromstring(body)
+    assert root.tag == f"{NS}NativeDicomModel", root.tag
+    return root, attributes(root)
+
+
+def test_stow_as_xml_carries_the_json_answer(dw, tmp_path):
+    """2 good parts, one that is not DICOM, one of another study than the URL's: 202 both
+    times; the XML document read back is the JSON answer of the same request (sent again,
+    the stored instances count as stored, so the answers are the same)."""
+    study = study_uid("30")
+    good = new_instances(tmp_path, study, 2)
+    other = new_instances(tmp_path, study_uid("31"), 1)[0]
+    body = multipart_body([("application/dicom", good[0].read_bytes()),
+                           ("application/dicom", b"not DICOM" * 40),
+                           ("application/dicom", other.read_bytes()),
+                           ("application/dicom", good[1].read_bytes())])
+    status, xbody, headers = stow_as(dw.rest.url, f"studies/{study}", body,
+                                     "application/dicom+xml")
+    assert status == 202, xbody
+    root, model = xml_document(xbody, headers)
+    status, jbody, jheaders = stow_as(dw.rest.url, f"studies/{study}", body,
+                                      "application/dicom+json")
+    assert status == 202 and jheaders["Content-Type"] == "application/dicom+json"
+    assert normalise(json.loads(jbody)) == model
+    assert referenced(model) == [f"{study}.1.1", f"{study}.1.2"]
+    assert failed(model) == [(None, 0xC000), (f"{study_uid('31')}.1.1", 0x0110)]
+    # PS3.19: the keywords of the response's attributes, items numbered from 1
+    kw = {a.get("tag"): a.get("keyword") for a in root}
+    assert kw == {"00081190": "RetrieveURL", "00081198": "FailedSOPSequence",
+                  "00081199": "ReferencedSOPSequence"}
+    items = root.findall(f"{NS}DicomAttribute[@tag='00081199']/{NS}Item")
+    assert [i.get("number") for i in items] == ["1", "2"]
+    reason = root.find(f"{NS}DicomAttribute[@tag='00081198']/{NS}Item[@number='2']/"
+                       f"{NS}DicomAttribute[@tag='00081197']")
+    assert reason.get("vr") == "US" and reason.get("keyword") == "FailureReason"
+    assert reason.find(f"{NS}Value[@number='1']").text == str(0x0110)
+
+
+def test_stow_as_xml_all_stored_and_none_stored(dw, tmp_path):
+    study = study_uid("32")
+    files = new_instances(tmp_path, study, 2)
+    body = multipart_body([("application/dicom", f.read_bytes()) for f in files])
+    status, xbody, headers = stow_as(dw.rest.url, "studies", body, "application/dicom+xml")
+    assert status == 200, xbody
+    root, model = xml_document(xbody, headers)
+    assert referenced(model) == [f"{study}.1.1", f"{study}.1.2"] and "00081198" not in model
+    assert model["00081190"]["Value"][0].endswith(f"/dicom-web/studies/{study}")
+    # every part refused: 409, still the XML response
+    status, xbody, headers = stow_as(dw.rest.url, f"studies/{study_uid('1')}", body,
+                                     "application/dicom+xml")
+    assert status == 409
+    assert referenced(xml_document(xbody, headers)[1]) == []
+
+
+def test_stow_accept_quality_and_406(dw, tmp_path):
+    """The range of the higher q wins whatever the order (RFC 9110 12.5.1), the first one
+    on a tie; an Accept that allows neither JSON nor XML is 406 before anything is
+    stored. multipart/related; type="application/dicom+xml" is not a STOW response's type
+    (PS3.18 10.5.3: one data set), so it is 406 too."""
+    study = study_uid("33")
+    f = new_instances(tmp_path, study, 1)[0]
+    body = multipart_body([("application/dicom", f.read_bytes())])
+    for accept, expected in [
+            ("application/dicom+json;q=0.5, application/dicom+xml", "application/dicom+xml"),
+            ("application/dicom+xml;q=0.2, application/dicom+json;q=0.9",
+             "application/dicom+json"),
+            ("application/dicom+xml, application/dicom+json", "application/dicom+xml"),
+            ("application/dicom+json, application/dicom+xml", "application/dicom+json"),
+            ("application/dicom+xml, */*;q=0.1", "application/dicom+xml")]:
+        status, rbody, headers = stow_as(dw.rest.url, "studies", body, accept)
+        assert status == 200 and headers["Content-Type"] == expected, (accept, headers)
+    for accept in ("text/html", 'multipart/related; type="application/dicom+xml"',
+                   "application/dicom+xml;q=0"):
+        study = study_uid("34")
+        f = new_instances(tmp_path, study, 1)[0]
+        status, rbody, _ = stow_as(dw.rest.url, "studies",
+                                   multipart_body([("application/dicom", f.read_bytes())]),
+                                   accept)
+        assert status == 406, (accept, rbody)
+        assert "application/dicom+xml" in json.loads(rbody)["Details"]
+        assert dw.sql("SELECT count(*) FROM studies WHERE study_instance_uid = %s",
+                      (study,))[0][0] == 0
+        assert dw.temp_files() == []
+
+
+def test_qido_accept_quality(dw):
+    """QIDO and metadata choose by q as well (the order only breaks ties)."""
+    url = f"/dicom-web/studies/{study_uid('2')}/metadata"
+    status, _, headers = get(dw.rest.url, url, f"application/dicom+json;q=0.4, {XML}")
+    assert status == 200 and headers["Content-Type"].startswith("multipart/related")
+    status, _, headers = get(dw.rest.url, url, f"{XML};q=0.4, application/dicom+json")
+    assert status == 200 and headers["Content-Type"] == "application/dicom+json"
+
+
+def test_stow_xml_as_orthanc_plugin(dw, tmp_path):
+    """Orthanc 1.10.1's plugin answers STOW-RS in XML too: the same attributes, VRs,
+    keywords and stored instances (RetrieveURLs aside: each server names its own). The
+    plugin adds an empty FailedSOPSequence when nothing failed (PS3.18 10.5.3 asks
+    for it when some failed: Tessera leaves it out) and SpecificCharacterSet
+    ISO_IR 100 (the document is UTF-8 whatever that says: Tessera writes none)."""
+    study = study_uid("35")
+    files = new_instances(tmp_path, study, 2)
+    body = multipart_body([("application/dicom", f.read_bytes()) for f in files])
+    mine = stow_as(dw.rest.url, "studies", body, "application/dicom+xml")
+    theirs = stow_as(dw.o.url, "studies", body, "application/dicom+xml")
+    assert mine[0] == theirs[0] == 200, (mine, theirs)
+    (mroot, mmodel), (troot, tmodel) = xml_document(*mine[1:]), xml_document(*theirs[1:])
+
+    def strip(m):
+        out = {}
+        for tag, a in m.items():
+            a = dict(a)
+            if a["vr"] == "UR":
+                a["Value"] = ["..."]
+            if a["vr"] == "SQ" and "Value" in a:
+                a["Value"] = [strip(i) for i in a["Value"]]
+            out[tag] = a
+        return out
+    assert tmodel.pop("00081198") == {"vr": "SQ"}
+    assert tmodel.pop("00080005") == {"vr": "CS", "Value": ["ISO_IR 100"]}
+    assert strip(mmodel) == strip(tmodel)
+    assert referenced(mmodel) == [f"{study}.1.1", f"{study}.1.2"]
+    assert {a.get("tag"): a.get("keyword") for a in mroot} == \
+        {a.get("tag"): a.get("keyword") for a in troot if a.get("tag") in tmodel}
