@@ -237,6 +237,7 @@ int main(int argc, char **argv)
         ts_service_die("bus", &err);
 
     ts_metrics_server *metrics = ts_service_metrics(ts_service_db_health, svc.db);
+    ts_heartbeat *heartbeat = ts_service_heartbeat(svc.db, ts_service_db_health, svc.db);
     int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
 
     int port = (int)ts_cfg_int(TESSERA_QUERY_DICOM_PORT);
@@ -285,6 +286,7 @@ int main(int argc, char **argv)
 
     ts_bus_server_free(bus);
     ts_dicom_qr_scp_free(scp);
+    ts_heartbeat_stop(heartbeat);
     ts_metrics_server_free(metrics);
     ts_store_free(svc.store);
     ts_db_pool_free(svc.db);

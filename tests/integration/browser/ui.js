@@ -130,6 +130,26 @@ const scenarios = {
     return out;
   },
 
+  // drop folders and files from the disk on the drop zone: chromium's own drag
+  // and drop (CDP Input.dispatchDragEvent with file paths, as the desktop hands
+  // them over), so the page gets real FileSystemEntry objects, directories
+  // included, and walks them
+  async dropFolder(page, args) {
+    await page.goto(args.base + '/ui/#/upload', { waitUntil: 'networkidle0' });
+    const zone = await page.waitForSelector('#drop');
+    const b = await zone.boundingBox();
+    const at = { x: b.x + b.width / 2, y: b.y + b.height / 2 };
+    const cdp = await page.createCDPSession();
+    const data = { items: [], files: args.paths, dragOperationsMask: 1 };
+    for (const type of ['dragEnter', 'dragOver', 'drop']) {
+      await cdp.send('Input.dispatchDragEvent', { type, ...at, data });
+    }
+    await page.waitForSelector('#upload-summary[data-done]', { timeout: T });
+    const out = { summary: await text(page, '#upload-summary'), rows: await tableRows(page) };
+    await shot(page, args, 'drop-folder');
+    return out;
+  },
+
   // delete a study through its page and the confirmation dialog
   async delete(page, args) {
     await page.goto(args.base + '/ui/#/study/' + args.study, { waitUntil: 'networkidle0' });
@@ -346,6 +366,27 @@ const scenarios = {
     await page.waitForSelector('main .two');
     const out = { text: await text(page, 'main') };
     await shot(page, args, 'system');
+    return out;
+  },
+
+  // the system page's list of service processes; with args.downPid, until the
+  // page (which refreshes itself) shows that process as down
+  async services(page, args) {
+    await page.goto(args.base + '/ui/#/system', { waitUntil: 'networkidle0' });
+    await page.waitForSelector('#services table', { timeout: T });
+    const out = { rows: await tableRows(page, '#services table tbody tr'),
+      count: await text(page, '#services-count') };
+    await shot(page, args, 'services');
+    if (args.downPid) {
+      const t0 = Date.now();
+      await page.waitForFunction((pid) => [...document.querySelectorAll('#services table tbody tr')]
+        .some((tr) => tr.cells[3].innerText.trim() === String(pid) && tr.cells[1].innerText.trim() === 'down'),
+      { timeout: T, polling: 200 }, args.downPid);
+      out.downAfterMs = Date.now() - t0;
+      out.rowsAfter = await tableRows(page, '#services table tbody tr');
+      out.countAfter = await text(page, '#services-count');
+      await shot(page, args, 'services-down');
+    }
     return out;
   },
 
