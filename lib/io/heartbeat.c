@@ -137,9 +137,8 @@ static void *beat_loop(void *arg)
     return NULL;
 }
 
-int ts_heartbeat_start(ts_db_pool *pool, const char *service, const char *version,
-                       int interval_s, ts_health_fn health, void *user, ts_heartbeat **out,
-                       ts_err *err)
+int ts_heartbeat_start(ts_db_pool *pool, const char *service, const char *version, int interval_s,
+                       ts_health_fn health, void *user, ts_heartbeat **out, ts_err *err)
 {
     char host[256] = "";
     if (gethostname(host, sizeof(host) - 1))

@@ -22,9 +22,8 @@ typedef struct ts_heartbeat ts_heartbeat;
  * is listed when this returns) and starts the thread that writes the next ones
  * every interval_s seconds. health(user) (may be NULL: always healthy) is asked
  * at each beat. */
-int ts_heartbeat_start(ts_db_pool *pool, const char *service, const char *version,
-                       int interval_s, ts_health_fn health, void *user, ts_heartbeat **out,
-                       ts_err *err);
+int ts_heartbeat_start(ts_db_pool *pool, const char *service, const char *version, int interval_s,
+                       ts_health_fn health, void *user, ts_heartbeat **out, ts_err *err);
 
 /* Stops the thread and marks the row stopped (best effort). NULL is a no-op. */
 void ts_heartbeat_stop(ts_heartbeat *hb);

@@ -404,11 +404,55 @@ def test_ohif_opens_a_ct_series(ui, drive, tmp_path, ohif_dir):
     status, _, headers = call(rest, "GET", "/viewer/app-config.js")
     assert status == 200 and headers["Content-Type"].startswith("text/javascript")
     assert call(rest, "GET", "/viewer/nope.js")[0] == 404
-    got = drive("ohif", tmp_path / "ui-shots", base=rest.url, name="OHIF")
-    assert got["href"] == "/viewer/viewer?StudyInstanceUIDs=1.2.826.0.1.3680043.8.498.90"
-    assert got["levels"] > 20, got
-    print(f"OHIF, {slices} images: click to first image {got['firstImageMs']} ms; "
-          f"first request of each kind and last answers (ms): {got['marks']}")
+    assert_gzip_answers(rest, ohif_dir, "1.2.826.0.1.3680043.8.498.90", slices)
+    # twice: a first visit, then again from the search page with the browser's
+    # cache as the first left it (the hashed bundles cached, the entry points
+    # revalidated)
+    got = drive("ohif", tmp_path / "ui-shots", base=rest.url, name="OHIF", warm=True)
+    for run in (got, got["warm"]):
+        assert run["href"] == "/viewer/viewer?StudyInstanceUIDs=1.2.826.0.1.3680043.8.498.90"
+        assert run["levels"] > 20, run
+    for what, run in (("first visit", got), ("cached", got["warm"])):
+        print(f"OHIF, {slices} images, {what}: click to first image {run['firstImageMs']} ms; "
+              f"first request of each kind and last answers (ms): {run['marks']}")
+
+
+def get_raw(rest, path, **headers):
+    """(status, body as sent, headers): urllib leaves a gzip body compressed."""
+    req = urllib.request.Request(rest.url + path, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+def assert_gzip_answers(rest, ohif_dir, study_uid, slices):
+    """scripts/fetch-viewer's gzip copies go to a client that takes gzip, the
+    file itself to one that does not (or refuses gzip with q=0); a series'
+    metadata is compressed on the fly; both say Vary: Accept-Encoding."""
+    import gzip as gz
+    bundle = next(ohif_dir.glob("app.bundle.*.js"))
+    plain = bundle.read_bytes()
+    status, body, headers = get_raw(rest, "/viewer/" + bundle.name, **{"Accept-Encoding": "gzip, deflate, br"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip" and headers["Vary"] == "Accept-Encoding"
+    assert gz.decompress(body) == plain and len(body) < len(plain) / 3, (len(body), len(plain))
+    assert headers["Content-Type"].startswith("text/javascript")
+    assert headers["Cache-Control"] == "max-age=86400"
+    for refusal in ({}, {"Accept-Encoding": "identity"}, {"Accept-Encoding": "gzip;q=0, br"}):
+        status, body, headers = get_raw(rest, "/viewer/" + bundle.name, **refusal)
+        assert status == 200 and body == plain and "Content-Encoding" not in headers, refusal
+    # OHIF's routes are its index.html, compressed too
+    status, body, headers = get_raw(rest, "/viewer/viewer", **{"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip" and b"window.PUBLIC_URL" in gz.decompress(body)
+    series = f"/dicom-web/studies/{study_uid}/series/{study_uid}.1/metadata"
+    status, plain, headers = get_raw(rest, series)
+    assert status == 200 and "Content-Encoding" not in headers and headers["Vary"] == "Accept-Encoding"
+    status, body, headers = get_raw(rest, series, **{"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert headers["Content-Type"].startswith("application/dicom+json")
+    assert gz.decompress(body) == plain and len(json.loads(plain)) == slices
+    print(f"metadata of {slices} instances: {len(plain)} bytes, {len(body)} gzipped")
 
 
 def haproxy(tmp_path, rests):
