@@ -413,8 +413,17 @@ def test_ohif_opens_a_ct_series(ui, drive, tmp_path, ohif_dir):
         assert run["href"] == "/viewer/viewer?StudyInstanceUIDs=1.2.826.0.1.3680043.8.498.90"
         assert run["levels"] > 20, run
     for what, run in (("first visit", got), ("cached", got["warm"])):
-        print(f"OHIF, {slices} images, {what}: click to first image {run['firstImageMs']} ms; "
-              f"first request of each kind and last answers (ms): {run['marks']}")
+        # Tessera's part of the way to the first image: the answers (request sent
+        # to last byte) to the QIDOs, the metadata and the first image's frame
+        # (instance 1, what the viewport shows first), as the page timed them
+        path = [t for t in run["timing"] if "/frames/" not in t[0] or t[0].endswith(".1/frames/1")]
+        frames = [i for i, t in enumerate(path) if "/frames/" in t[0]]
+        path = path[:frames[0] + 1] if frames else path
+        served = sum(t[4] - t[2] for t in path)
+        print(f"OHIF, {slices} images, {what}: click to first image {run['firstImageMs']} ms, "
+              f"of which Tessera answering {served} ms ({len(path)} requests); "
+              f"first request of each kind and last answers (ms): {run['marks']}; "
+              f"requests (path, start, sent, first byte, last byte): {path}")
 
 
 def get_raw(rest, path, **headers):

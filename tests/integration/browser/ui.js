@@ -99,6 +99,13 @@ async function ohifOnce(page, args) {
   }
   out.firstImageMs = Date.now() - t0;
   out.url = page.url();
+  // the page's own view of its first DICOMweb requests (Resource Timing, ms from
+  // the viewer's navigation): path, start, request sent, first byte, last byte.
+  // Request sent to last byte is Tessera's part (and loopback's); the gaps
+  // between the requests are OHIF's own work in the browser.
+  out.timing = await page.evaluate(() => performance.getEntriesByType('resource')
+    .filter((e) => /dicom-web/.test(e.name)).slice(0, 10)
+    .map((e) => [e.name.replace(/^.*dicom-web/, ''), ...[e.startTime, e.requestStart, e.responseStart, e.responseEnd].map(Math.round)]));
   page.off('request', onRequest);
   page.off('requestfinished', onFinished);
   await shot(page, args, 'ohif');
