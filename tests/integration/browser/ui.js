@@ -36,6 +36,8 @@ async function ohifOnce(page, args) {
     { waitUntil: 'networkidle0' });
   await page.waitForSelector('a.ohif', { timeout: T });
   const out = { href: await page.$eval('a.ohif', (a) => a.getAttribute('href')) };
+  // args.identity: no gzip asked for (the answers as before rest sent gzip)
+  await page.setExtraHTTPHeaders(args.identity ? { 'Accept-Encoding': 'identity' } : {});
   const t0 = Date.now();
   // when the first request of each kind went out, and when the last answer came
   out.marks = {};
