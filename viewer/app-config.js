@@ -29,7 +29,10 @@ window.config = {
         wadoRoot: '/dicom-web',
         qidoSupportsIncludeField: true,
         imageRendering: 'wadors',
-        thumbnailRendering: 'wadors',
+        // the series thumbnails as Tessera renders them (/thumbnail, a JPEG in an
+        // <img>), not a frame decoded by OHIF: the first image of the viewport
+        // does not wait behind the thumbnail's frame and its decoding
+        thumbnailRendering: 'thumbnailDirect',
         enableStudyLazyLoad: true,
         supportsFuzzyMatching: false,
         supportsWildcard: true,

@@ -12,6 +12,18 @@
 
 #define TS_VERSION "0.1.0"
 
+static char service_name[32] = "tessera";
+
+const char *ts_service_name(void)
+{
+    return service_name;
+}
+
+const char *ts_service_version(void)
+{
+    return TS_VERSION;
+}
+
 void ts_service_init(const char *name, int argc, char **argv)
 {
     /* glibc creates up to 8 arenas per core for threaded programs; with many
@@ -19,6 +31,7 @@ void ts_service_init(const char *name, int argc, char **argv)
      * any thread exists, then set from TESSERA_MALLOC_ARENAS once the
      * configuration is read. */
     mallopt(M_ARENA_MAX, 4);
+    snprintf(service_name, sizeof(service_name), "%s", name);
     ts_log_init(name, TS_LOG_INFO);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--version") == 0) {

@@ -16,6 +16,10 @@
  * configuration and starts logging as `name`. Exits on a bad configuration. */
 void ts_service_init(const char *name, int argc, char **argv);
 
+/* The name given to ts_service_init ("tessera" before), and the version. */
+const char *ts_service_name(void);
+const char *ts_service_version(void);
+
 /* Blocks SIGINT, SIGTERM and SIGHUP in this thread and the threads it creates
  * later, and starts a thread that calls on_stop(user) when SIGINT or SIGTERM
  * arrives, and the function given to ts_service_on_reload (if any) at each

@@ -48,3 +48,13 @@ bool ts_service_db_health(void *pool, char *reason, size_t size)
     snprintf(reason, size, "%s", err.msg);
     return false;
 }
+
+ts_heartbeat *ts_service_heartbeat(ts_db_pool *pool, ts_health_fn health, void *user)
+{
+    ts_heartbeat *hb = NULL;
+    ts_err err;
+    if (ts_heartbeat_start(pool, ts_service_name(), ts_service_version(),
+                           (int)ts_cfg_int(TESSERA_HEARTBEAT_INTERVAL), health, user, &hb, &err))
+        ts_service_die("heartbeat", &err);
+    return hb;
+}

@@ -8,7 +8,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "base/metrics.h"
 #include "io/db.h"
+#include "io/heartbeat.h"
 #include "io/store.h"
 
 /* Opens the pool of opt (from ts_db_options_from_config, adjusted by the
@@ -25,5 +27,11 @@ ts_store *ts_service_store(void);
  * of PostgreSQL does not count); otherwise writes the database's error to
  * reason. */
 bool ts_service_db_health(void *pool, char *reason, size_t size);
+
+/* Starts this process's heartbeat (io/heartbeat.h) as the service named at
+ * ts_service_init, every TESSERA_HEARTBEAT_INTERVAL seconds, reporting
+ * health(user) (the function given to ts_service_metrics). The caller stops
+ * it with ts_heartbeat_stop before freeing the pool. */
+ts_heartbeat *ts_service_heartbeat(ts_db_pool *pool, ts_health_fn health, void *user);
 
 #endif

@@ -263,6 +263,7 @@ int main(int argc, char **argv)
         ts_service_die("bus", &err);
 
     ts_metrics_server *metrics = ts_service_metrics(ts_service_db_health, d.db);
+    ts_heartbeat *heartbeat = ts_service_heartbeat(d.db, ts_service_db_health, d.db);
     int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
     ts_info("deleter ready", "bus=%s batch=%ld poll_s=%d max_rate=%ld metrics_port=%d", listen,
             d.batch, d.poll_s, d.max_rate, metrics_port);
@@ -345,6 +346,7 @@ int main(int argc, char **argv)
         }
     }
 
+    ts_heartbeat_stop(heartbeat);
     ts_metrics_server_free(metrics);
     ts_bus_puller_free(nudges);
     ts_store_free(d.store);

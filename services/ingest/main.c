@@ -323,6 +323,8 @@ int main(int argc, char **argv)
         ts_service_die("bus", &err);
 
     ts_metrics_server *metrics = ts_service_metrics(ts_service_db_health, svc.write.db);
+    ts_heartbeat *heartbeat =
+        ts_service_heartbeat(svc.write.db, ts_service_db_health, svc.write.db);
     int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
 
     ts_dicom_scp_config scfg = {
@@ -387,6 +389,7 @@ int main(int argc, char **argv)
     ts_dicom_access_free(svc.access);
     ts_audit_stop(audit, 2000);
     ts_change_sequencer_stop(svc.write.sequencer);
+    ts_heartbeat_stop(heartbeat);
     ts_metrics_server_free(metrics);
     ts_bus_pub_free(svc.write.events);
     ts_store_free(svc.write.store);

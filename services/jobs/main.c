@@ -272,6 +272,7 @@ int main(int argc, char **argv)
     }
 
     ts_metrics_server *metrics = ts_service_metrics(health, NULL);
+    ts_heartbeat *heartbeat = ts_service_heartbeat(svc.db, health, NULL);
     int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
 
     for (int i = 0; i < nworkers; i++)
@@ -295,6 +296,7 @@ int main(int argc, char **argv)
     }
     free(slots);
     ts_jobs_free(keeper_redis);
+    ts_heartbeat_stop(heartbeat);
     ts_metrics_server_free(metrics);
     ts_bus_client_free(svc.deleters);
     ts_bus_client_free(svc.ingest);

@@ -277,6 +277,7 @@ int main(int argc, char **argv)
         ts_service_die("bus", &err);
 
     ts_metrics_server *metrics = ts_service_metrics(ts_service_db_health, svc.db);
+    ts_heartbeat *heartbeat = ts_service_heartbeat(svc.db, ts_service_db_health, svc.db);
     int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
 
     ts_audit *audit = NULL;
@@ -344,6 +345,7 @@ int main(int argc, char **argv)
     ts_dicom_qr_scp_free(scp);
     ts_dicom_access_free(svc.access);
     ts_audit_stop(audit, 2000);
+    ts_heartbeat_stop(heartbeat);
     ts_metrics_server_free(metrics);
     ts_store_free(svc.store);
     ts_db_pool_free(svc.db);

@@ -17,6 +17,7 @@
 #include "rest_archive.h"
 #include "rest_auth.h"
 #include "rest_audit.h"
+#include "rest_services.h"
 #include "domain/audit.h"
 #include "rest_content.h"
 #include "rest_create.h"
@@ -256,6 +257,9 @@ static const rest_route routes[] = {
     {"POST", "/tessera/route-deliveries/*/resubmit", rest_route_deliveries_resubmit,
      REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
     {"GET", "/tessera/audit", rest_audit_list, REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
+    /* every service process's heartbeat, for the UI's system page (rest_services.c) */
+    {"GET", "/tessera/services", rest_services_list, REST_BODY_SMALL, REST_ROLE_READ,
+     REST_SCOPE_NONE},
     /* matching through the query service (rest_find.c) */
     {"POST", "/tools/find", rest_tools_find, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_FILTERED},
     /* archives, shared tags, instance content (rest_archive.c, rest_content.c) */
@@ -609,6 +613,7 @@ int main(int argc, char **argv)
     ctx.on_answered = rest_audit_request;
 
     ts_metrics_server *metrics = ts_service_metrics(ts_service_db_health, ctx.db);
+    ts_heartbeat *heartbeat = ts_service_heartbeat(ctx.db, ts_service_db_health, ctx.db);
     int metrics_port = (int)ts_cfg_int(TESSERA_METRICS_PORT);
 
     if (rest_auth_start(&ctx, &err))
@@ -630,6 +635,7 @@ int main(int argc, char **argv)
     rest_server_stop(srv);
     ts_audit_stop(ctx.audit, 2000);
     rest_auth_stop(&ctx);
+    ts_heartbeat_stop(heartbeat);
     ts_metrics_server_free(metrics);
     ts_bus_client_free(ctx.ingest);
     ts_bus_client_free(ctx.deleters);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/config.h"
+#include "rest_gzip.h"
 
 static const char *content_type(const char *path)
 {
@@ -164,7 +165,26 @@ void rest_viewer_get(rest_request *req)
         return;
     }
     const char *name = index ? "index.html" : path;
+    /* scripts/fetch-viewer keeps a gzip copy beside each large text file (17 MB
+     * of app bundle is 4 MB so): sent as it is to a client that takes gzip */
+    char gz[520];
+    struct stat gst;
+    int gfd = -1;
+    if ((size_t)snprintf(gz, sizeof(gz), "%s.gz", name) < sizeof(gz))
+        gfd = open_file(dir, gz, &gst);
+    bool has_gz = gfd >= 0, use_gz = has_gz && rest_accepts_gzip(req);
+    if (use_gz) {
+        close(fd);
+        fd = gfd;
+        st = gst;
+    } else if (has_gz) {
+        close(gfd);
+    }
     rest_reply_file(req, fd, (size_t)st.st_size, content_type(name));
+    if (use_gz)
+        rest_add_header(req, "Content-Encoding", "gzip");
+    if (has_gz)
+        rest_add_header(req, "Vary", "Accept-Encoding");
     /* the bundles' names carry their hash: cached for a day; the entry points
      * (index.html, app-config.js, init-service-worker.js) revalidated */
     bool entry = index || strcmp(name, "index.html") == 0 || strncmp(name, "app-config", 10) == 0 ||

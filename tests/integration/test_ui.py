@@ -13,6 +13,7 @@ here is protected the same way, through rest's route table.
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import urllib.error
@@ -228,6 +229,34 @@ def test_upload_a_folder(ui, drive, tmp_path):
     assert ui.sql("SELECT count(*) FROM instances")[0][0] == 5
 
 
+def test_drop_a_folder_from_the_disk(ui, drive, tmp_path):
+    """A CD's folder and a loose file dragged from the disk onto the drop zone by
+    chromium's own drag and drop (CDP Input.dispatchDragEvent with their paths,
+    what the desktop hands over): the page gets a directory entry
+    (webkitGetAsEntry) and walks it, subfolders included; the rows name each file
+    by its path in the dropped folder; the non-DICOM README fails with rest's
+    reason and the rest is stored."""
+    rest = ui.rest
+    cd = tmp_path / "CD"
+    make_study(cd / "DICOM" / "ST1", "UI-DROP", "D^ROP", "1.2.826.0.1.3680043.8.498.95",
+               series=1, per_series=3)
+    make_study(cd / "DICOM" / "ST2" / "SE1", "UI-DROP", "D^ROP", "1.2.826.0.1.3680043.8.498.96",
+               series=1, per_series=2)
+    (cd / "README.TXT").write_text("viewer on this CD\n")
+    loose = make_study(tmp_path / "loose", "UI-DROP", "D^ROP", "1.2.826.0.1.3680043.8.498.97",
+                       series=1, per_series=1)[0]
+    got = drive("dropFolder", tmp_path / "ui-shots", expect_failed=r"^400 /instances$",
+                base=rest.url, paths=[str(cd), str(loose)])
+    assert got["summary"] == "6 stored, 0 already stored, 1 failed", got
+    rows = {r[0]: r[3] for r in got["rows"]}
+    assert sorted(rows) == sorted(
+        ["CD/DICOM/ST1/UI-DROP-1-1.dcm", "CD/DICOM/ST1/UI-DROP-1-2.dcm", "CD/DICOM/ST1/UI-DROP-1-3.dcm",
+         "CD/DICOM/ST2/SE1/UI-DROP-1-1.dcm", "CD/DICOM/ST2/SE1/UI-DROP-1-2.dcm", "CD/README.TXT",
+         loose.name]), rows
+    assert rows["CD/README.TXT"].startswith("failed: HTTP 400"), rows
+    assert ui.sql("SELECT count(*) FROM instances")[0][0] == 6
+
+
 def test_delete_with_confirmation(ui, drive, tmp_path):
     rest = ui.rest
     upload(rest, make_study(tmp_path / "d", "UI-DEL", "DEL^ETE", "1.2.826.0.1.3680043.8.498.74",
@@ -375,11 +404,64 @@ def test_ohif_opens_a_ct_series(ui, drive, tmp_path, ohif_dir):
     status, _, headers = call(rest, "GET", "/viewer/app-config.js")
     assert status == 200 and headers["Content-Type"].startswith("text/javascript")
     assert call(rest, "GET", "/viewer/nope.js")[0] == 404
-    got = drive("ohif", tmp_path / "ui-shots", base=rest.url, name="OHIF")
-    assert got["href"] == "/viewer/viewer?StudyInstanceUIDs=1.2.826.0.1.3680043.8.498.90"
-    assert got["levels"] > 20, got
-    print(f"OHIF, {slices} images: click to first image {got['firstImageMs']} ms; "
-          f"first request of each kind and last answers (ms): {got['marks']}")
+    assert_gzip_answers(rest, ohif_dir, "1.2.826.0.1.3680043.8.498.90", slices)
+    # twice: a first visit, then again from the search page with the browser's
+    # cache as the first left it (the hashed bundles cached, the entry points
+    # revalidated)
+    got = drive("ohif", tmp_path / "ui-shots", base=rest.url, name="OHIF", warm=True)
+    for run in (got, got["warm"]):
+        assert run["href"] == "/viewer/viewer?StudyInstanceUIDs=1.2.826.0.1.3680043.8.498.90"
+        assert run["levels"] > 20, run
+    for what, run in (("first visit", got), ("cached", got["warm"])):
+        # Tessera's part of the way to the first image: the answers (request sent
+        # to last byte) to the QIDOs, the metadata and the first image's frame
+        # (instance 1, what the viewport shows first), as the page timed them
+        path = [t for t in run["timing"] if "/frames/" not in t[0] or t[0].endswith(".1/frames/1")]
+        frames = [i for i, t in enumerate(path) if "/frames/" in t[0]]
+        path = path[:frames[0] + 1] if frames else path
+        served = sum(t[4] - t[2] for t in path)
+        print(f"OHIF, {slices} images, {what}: click to first image {run['firstImageMs']} ms, "
+              f"of which Tessera answering {served} ms ({len(path)} requests); "
+              f"first request of each kind and last answers (ms): {run['marks']}; "
+              f"requests (path, start, sent, first byte, last byte): {path}")
+
+
+def get_raw(rest, path, **headers):
+    """(status, body as sent, headers): urllib leaves a gzip body compressed."""
+    req = urllib.request.Request(rest.url + path, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+def assert_gzip_answers(rest, ohif_dir, study_uid, slices):
+    """scripts/fetch-viewer's gzip copies go to a client that takes gzip, the
+    file itself to one that does not (or refuses gzip with q=0); a series'
+    metadata is compressed on the fly; both say Vary: Accept-Encoding."""
+    import gzip as gz
+    bundle = next(ohif_dir.glob("app.bundle.*.js"))
+    plain = bundle.read_bytes()
+    status, body, headers = get_raw(rest, "/viewer/" + bundle.name, **{"Accept-Encoding": "gzip, deflate, br"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip" and headers["Vary"] == "Accept-Encoding"
+    assert gz.decompress(body) == plain and len(body) < len(plain) / 3, (len(body), len(plain))
+    assert headers["Content-Type"].startswith("text/javascript")
+    assert headers["Cache-Control"] == "max-age=86400"
+    for refusal in ({}, {"Accept-Encoding": "identity"}, {"Accept-Encoding": "gzip;q=0, br"}):
+        status, body, headers = get_raw(rest, "/viewer/" + bundle.name, **refusal)
+        assert status == 200 and body == plain and "Content-Encoding" not in headers, refusal
+    # OHIF's routes are its index.html, compressed too
+    status, body, headers = get_raw(rest, "/viewer/viewer", **{"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip" and b"window.PUBLIC_URL" in gz.decompress(body)
+    series = f"/dicom-web/studies/{study_uid}/series/{study_uid}.1/metadata"
+    status, plain, headers = get_raw(rest, series)
+    assert status == 200 and "Content-Encoding" not in headers and headers["Vary"] == "Accept-Encoding"
+    status, body, headers = get_raw(rest, series, **{"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert headers["Content-Type"].startswith("application/dicom+json")
+    assert gz.decompress(body) == plain and len(json.loads(plain)) == slices
+    print(f"metadata of {slices} instances: {len(plain)} bytes, {len(body)} gzipped")
 
 
 def haproxy(tmp_path, rests):
@@ -453,6 +535,61 @@ def test_system_page(ui, drive, tmp_path):
     got = drive("system", tmp_path / "ui-shots", base=rest.url)
     assert "CountInstances\n2" in got["text"] or "CountInstances\t2" in got["text"], got["text"]
     assert "TesseraVersion" in got["text"] and "answered in" in got["text"]
+
+
+def test_system_page_lists_every_service_process(ui, drive, tmp_path):
+    """Each service process writes a heartbeat in the database (lib/io/heartbeat.h):
+    with two processes of each of ingest, query, rest, jobs and deleter,
+    GET /tessera/services and the system page list all ten as up with their pid
+    and version; one killed with -9 shows as down once it has missed three beats
+    (TESSERA_HEARTBEAT_INTERVAL=1 for the second of each), one stopped with
+    SIGTERM as stopped at once. Orthanc is a single process: it has no such list."""
+    fast = dict(TESSERA_HEARTBEAT_INTERVAL=1)
+    second = {
+        "ingest": ui.start_ingest(**fast),
+        "query": ui.start_query(**fast),
+        "deleter": ui.start_deleter(**fast),
+        "jobs": ui.start_jobs(**fast),
+        "rest": ui.start_rest(ui.ingests[0], TESSERA_REDIS_URL=ui.redis_url, **fast),
+    }
+    first = {"ingest": ui.ingests[0], "query": ui.q, "deleter": ui.deleters[0],
+             "jobs": ui.jobs[0], "rest": ui.rest}
+    pids = {name: {first[name].proc.pid, second[name].proc.pid} for name in first}
+    status, listed, _ = call(ui.rest, "GET", "/tessera/services")
+    assert status == 200, listed
+    # the cluster's database may hold rows of the fixture's earlier processes
+    mine = [s for s in listed if s["Pid"] in set().union(*pids.values())]
+    assert sorted((s["Service"], s["Pid"]) for s in mine) == sorted(
+        (name, pid) for name, ps in pids.items() for pid in ps), listed
+    for s in mine:
+        assert s["State"] == "up" and s["Healthy"] is True and s["Version"] == "0.1.0", s
+        assert s["SecondsSinceLastSeen"] < 15 and s["Host"], s
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", s["LastSeen"]), s
+        assert s["IntervalSeconds"] == (1 if s["Pid"] == second[s["Service"]].proc.pid else 10)
+    # any replica answers the same list: the second rest sees the first's processes
+    status, other, _ = call(second["rest"], "GET", "/tessera/services")
+    assert {(s["Service"], s["Pid"]) for s in other} >= {(s["Service"], s["Pid"]) for s in mine}
+
+    got = drive("services", tmp_path / "ui-shots", base=ui.rest.url)
+    shown = {(r[0], int(r[3])): r for r in got["rows"] if r[3].isdigit()}
+    for name, ps in pids.items():
+        for pid in ps:
+            assert shown[(name, pid)][1] == "up" and shown[(name, pid)][4] == "0.1.0", got["rows"]
+            assert shown[(name, pid)][6].endswith("s ago"), shown[(name, pid)]
+
+    # kill -9: no clean stop, the row stays as it was and ages; SIGTERM: stopped
+    victim = second["ingest"]
+    victim.stop(signal.SIGKILL)
+    assert second["query"].stop() == 0
+    got = drive("services", tmp_path / "ui-shots-down", base=ui.rest.url, downPid=victim.proc.pid)
+    after = {(r[0], int(r[3])): r[1] for r in got["rowsAfter"] if r[3].isdigit()}
+    assert after[("ingest", victim.proc.pid)] == "down"
+    assert after[("query", second["query"].proc.pid)] == "stopped"
+    assert after[("ingest", first["ingest"].proc.pid)] == "up"
+    assert all(after[(n, p)] == "up" for n in ("rest", "jobs", "deleter") for p in pids[n])
+    status, listed, _ = call(ui.rest, "GET", "/tessera/services")
+    dead = next(s for s in listed if s["Pid"] == victim.proc.pid)
+    assert dead["State"] == "down" and dead["SecondsSinceLastSeen"] >= 3, dead
 
 
 def test_basic_auth_protects_the_ui_like_the_api(ui, drive, tmp_path):

@@ -6,9 +6,13 @@ import { h, ROOT, ApiError } from '../app.js';
 const PARALLEL = 3;
 
 // The files under a dropped entry, folders walked (readEntries answers in batches).
+// A File read from an entry has no webkitRelativePath: its path in the dropped
+// folder is the entry's fullPath ("/CD/DICOM/IM1"), kept as relPath for the rows.
 async function filesOf(entry, out) {
   if (entry.isFile) {
-    out.push(await new Promise((ok, ko) => entry.file(ok, ko)));
+    const file = await new Promise((ok, ko) => entry.file(ok, ko));
+    file.relPath = entry.fullPath.replace(/^\//, '');
+    out.push(file);
   } else if (entry.isDirectory) {
     const reader = entry.createReader();
     for (;;) {
@@ -56,6 +60,7 @@ export async function uploadPage(page) {
   };
   async function uploadAll(files) {
     counts = { Success: 0, AlreadyStored: 0, Failed: 0 };
+    summary.className = 'summary';
     list.replaceChildren();
     const rows = files.map((f) => {
       const bar = h('progress', { max: 1, value: 0, 'aria-label': 'Upload of ' + f.name });
@@ -91,8 +96,15 @@ export async function uploadPage(page) {
     zone.classList.remove('over');
     const entries = [...ev.dataTransfer.items].map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
     let files = [];
-    if (entries.length) for (const e of entries) await filesOf(e, files);
-    else files = [...ev.dataTransfer.files];
+    try {
+      if (entries.length) for (const e of entries) await filesOf(e, files);
+      else files = [...ev.dataTransfer.files];
+    } catch (e) {
+      summary.textContent = `cannot read what was dropped: ${e.name}: ${e.message}`;
+      summary.className = 'summary error';
+      summary.dataset.done = 'true';
+      return;
+    }
     uploadAll(files);
   });
 }

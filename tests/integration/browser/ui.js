@@ -29,6 +29,91 @@ async function clickAndWait(page, clickSel, waitSel) {
   await page.waitForSelector(waitSel, { timeout: T });
 }
 
+// a study row's OHIF link: OHIF's study viewer until its canvas shows the
+// image (a screenshot of the viewport read back: WebGL canvases keep no pixels)
+async function ohifOnce(page, args) {
+  await page.goto(args.base + '/ui/#/?PatientName=' + encodeURIComponent(args.name) + '&page=0',
+    { waitUntil: 'networkidle0' });
+  await page.waitForSelector('a.ohif', { timeout: T });
+  const out = { href: await page.$eval('a.ohif', (a) => a.getAttribute('href')) };
+  // args.identity: no gzip asked for (the answers as before rest sent gzip)
+  await page.setExtraHTTPHeaders(args.identity ? { 'Accept-Encoding': 'identity' } : {});
+  const t0 = Date.now();
+  // when the first request of each kind went out, and when the last answer came
+  out.marks = {};
+  const kinds = [['bundle', /app\.bundle/], ['qido', /dicom-web\/studies\?/], ['metadata', /\/metadata/],
+    ['frame', /\/frames\//]];
+  const started = new Map();
+  if (args.trace) out.trace = [];
+  const onRequest = (r) => {
+    for (const [k, re] of kinds) if (re.test(r.url()) && !(k in out.marks)) out.marks[k] = Date.now() - t0;
+    started.set(r, Date.now() - t0);
+  };
+  const onFinished = (r) => {
+    if (args.trace) {
+      const resp = r.response();
+      out.trace.push([started.get(r), Date.now() - t0, new URL(r.url()).pathname.slice(0, 80),
+        resp && resp.headers()['content-length'], resp && resp.headers()['content-encoding']]);
+    }
+    if (/\/metadata/.test(r.url())) out.marks.metadataDone = Date.now() - t0;
+    if (/\/frames\//.test(r.url()) && !('frameDone' in out.marks)) out.marks.frameDone = Date.now() - t0;
+  };
+  page.on('request', onRequest);
+  page.on('requestfinished', onFinished);
+  // the link is a full navigation (/ui/ -> /viewer/): wait for it, or the first
+  // look for a canvas runs in the page that is going away
+  await Promise.all([page.waitForNavigation({ waitUntil: 'domcontentloaded', timeout: T }),
+    page.click('a.ohif')]);
+  const levels = async () => {
+    const c = await page.$('canvas.cornerstone-canvas');
+    if (!c) return 0;
+    const b = await c.boundingBox();
+    if (!b || b.width < 10) return 0;
+    // the middle of the viewport: the image, not the overlays in its corners
+    const box = { x: b.x + b.width / 4, y: b.y + b.height / 4, width: b.width / 2, height: b.height / 2 };
+    const b64 = await page.screenshot({ encoding: 'base64', clip: box });
+    return page.evaluate(async (b64) => {
+      const img = new Image();
+      img.src = 'data:image/png;base64,' + b64;
+      await img.decode();
+      const c = document.createElement('canvas');
+      c.width = img.width; c.height = img.height;
+      const ctx = c.getContext('2d');
+      ctx.drawImage(img, 0, 0);
+      const d = ctx.getImageData(0, 0, c.width, c.height).data;
+      const seen = new Set();
+      for (let i = 0; i < d.length; i += 4) seen.add(d[i]);
+      return seen.size;
+    }, b64);
+  };
+  const end = Date.now() + T;
+  out.levels = 0;
+  while (Date.now() < end) {
+    try {
+      out.levels = await levels();
+    } catch (e) {
+      // OHIF may still replace its document (a redirect of its router): look again
+      if (!/Execution context was destroyed|detached|Cannot find context/.test(String(e))) throw e;
+      out.levels = 0;
+    }
+    if (out.levels > 20) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  out.firstImageMs = Date.now() - t0;
+  out.url = page.url();
+  // the page's own view of its first DICOMweb requests (Resource Timing, ms from
+  // the viewer's navigation): path, start, request sent, first byte, last byte.
+  // Request sent to last byte is Tessera's part (and loopback's); the gaps
+  // between the requests are OHIF's own work in the browser.
+  out.timing = await page.evaluate(() => performance.getEntriesByType('resource')
+    .filter((e) => /dicom-web/.test(e.name)).slice(0, 10)
+    .map((e) => [e.name.replace(/^.*dicom-web/, ''), ...[e.startTime, e.requestStart, e.responseStart, e.responseEnd].map(Math.round)]));
+  page.off('request', onRequest);
+  page.off('requestfinished', onFinished);
+  await shot(page, args, 'ohif');
+  return out;
+}
+
 const scenarios = {
   // search -> study -> series -> instance -> viewer
   async browse(page, args) {
@@ -130,6 +215,26 @@ const scenarios = {
     return out;
   },
 
+  // drop folders and files from the disk on the drop zone: chromium's own drag
+  // and drop (CDP Input.dispatchDragEvent with file paths, as the desktop hands
+  // them over), so the page gets real FileSystemEntry objects, directories
+  // included, and walks them
+  async dropFolder(page, args) {
+    await page.goto(args.base + '/ui/#/upload', { waitUntil: 'networkidle0' });
+    const zone = await page.waitForSelector('#drop');
+    const b = await zone.boundingBox();
+    const at = { x: b.x + b.width / 2, y: b.y + b.height / 2 };
+    const cdp = await page.createCDPSession();
+    const data = { items: [], files: args.paths, dragOperationsMask: 1 };
+    for (const type of ['dragEnter', 'dragOver', 'drop']) {
+      await cdp.send('Input.dispatchDragEvent', { type, ...at, data });
+    }
+    await page.waitForSelector('#upload-summary[data-done]', { timeout: T });
+    const out = { summary: await text(page, '#upload-summary'), rows: await tableRows(page) };
+    await shot(page, args, 'drop-folder');
+    return out;
+  },
+
   // delete a study through its page and the confirmation dialog
   async delete(page, args) {
     await page.goto(args.base + '/ui/#/study/' + args.study, { waitUntil: 'networkidle0' });
@@ -221,67 +326,12 @@ const scenarios = {
     return out;
   },
 
-  // a study row's OHIF link: OHIF's study viewer until its canvas shows the
-  // image (a screenshot of the viewport read back: WebGL canvases keep no pixels)
+  // OHIF from the study row's link; with args.warm, a second time from the
+  // search page, with the browser's cache as the first visit left it (a user
+  // who opened a study before: the bundles are cached, index.html revalidated)
   async ohif(page, args) {
-    await page.goto(args.base + '/ui/#/?PatientName=' + encodeURIComponent(args.name) + '&page=0',
-      { waitUntil: 'networkidle0' });
-    await page.waitForSelector('a.ohif', { timeout: T });
-    const out = { href: await page.$eval('a.ohif', (a) => a.getAttribute('href')) };
-    const t0 = Date.now();
-    // when the first request of each kind went out, and when the last answer came
-    out.marks = {};
-    const kinds = [['bundle', /app\.bundle/], ['qido', /dicom-web\/studies\?/], ['metadata', /\/metadata/],
-      ['frame', /\/frames\//]];
-    page.on('request', (r) => {
-      for (const [k, re] of kinds) if (re.test(r.url()) && !(k in out.marks)) out.marks[k] = Date.now() - t0;
-    });
-    page.on('requestfinished', (r) => {
-      if (/\/metadata/.test(r.url())) out.marks.metadataDone = Date.now() - t0;
-      if (/\/frames\//.test(r.url()) && !('frameDone' in out.marks)) out.marks.frameDone = Date.now() - t0;
-    });
-    // the link is a full navigation (/ui/ -> /viewer/): wait for it, or the first
-    // look for a canvas runs in the page that is going away
-    await Promise.all([page.waitForNavigation({ waitUntil: 'domcontentloaded', timeout: T }),
-      page.click('a.ohif')]);
-    const levels = async () => {
-      const c = await page.$('canvas.cornerstone-canvas');
-      if (!c) return 0;
-      const b = await c.boundingBox();
-      if (!b || b.width < 10) return 0;
-      // the middle of the viewport: the image, not the overlays in its corners
-      const box = { x: b.x + b.width / 4, y: b.y + b.height / 4, width: b.width / 2, height: b.height / 2 };
-      const b64 = await page.screenshot({ encoding: 'base64', clip: box });
-      return page.evaluate(async (b64) => {
-        const img = new Image();
-        img.src = 'data:image/png;base64,' + b64;
-        await img.decode();
-        const c = document.createElement('canvas');
-        c.width = img.width; c.height = img.height;
-        const ctx = c.getContext('2d');
-        ctx.drawImage(img, 0, 0);
-        const d = ctx.getImageData(0, 0, c.width, c.height).data;
-        const seen = new Set();
-        for (let i = 0; i < d.length; i += 4) seen.add(d[i]);
-        return seen.size;
-      }, b64);
-    };
-    const end = Date.now() + T;
-    out.levels = 0;
-    while (Date.now() < end) {
-      try {
-        out.levels = await levels();
-      } catch (e) {
-        // OHIF may still replace its document (a redirect of its router): look again
-        if (!/Execution context was destroyed|detached|Cannot find context/.test(String(e))) throw e;
-        out.levels = 0;
-      }
-      if (out.levels > 20) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    out.firstImageMs = Date.now() - t0;
-    out.url = page.url();
-    await shot(page, args, 'ohif');
+    const out = await ohifOnce(page, args);
+    if (args.warm) out.warm = await ohifOnce(page, { ...args, shots: args.shots && args.shots + '-warm' });
     return out;
   },
 
@@ -346,6 +396,27 @@ const scenarios = {
     await page.waitForSelector('main .two');
     const out = { text: await text(page, 'main') };
     await shot(page, args, 'system');
+    return out;
+  },
+
+  // the system page's list of service processes; with args.downPid, until the
+  // page (which refreshes itself) shows that process as down
+  async services(page, args) {
+    await page.goto(args.base + '/ui/#/system', { waitUntil: 'networkidle0' });
+    await page.waitForSelector('#services table', { timeout: T });
+    const out = { rows: await tableRows(page, '#services table tbody tr'),
+      count: await text(page, '#services-count') };
+    await shot(page, args, 'services');
+    if (args.downPid) {
+      const t0 = Date.now();
+      await page.waitForFunction((pid) => [...document.querySelectorAll('#services table tbody tr')]
+        .some((tr) => tr.cells[3].innerText.trim() === String(pid) && tr.cells[1].innerText.trim() === 'down'),
+      { timeout: T, polling: 200 }, args.downPid);
+      out.downAfterMs = Date.now() - t0;
+      out.rowsAfter = await tableRows(page, '#services table tbody tr');
+      out.countAfter = await text(page, '#services-count');
+      await shot(page, args, 'services-down');
+    }
     return out;
   },
 
