@@ -35,6 +35,7 @@ struct jobs_router {
     int dicom_timeout_s;
     ts_lua *lua;         /* TESSERA_LUA_SCRIPTS, NULL when none */
     char lua_types[160]; /* the change types its callbacks take, as a text[] literal */
+    char lua_jobs[96];   /* its OnJob* callbacks, a text[] literal ("{}": none) */
 };
 
 static const ts_db_stmt emit_stable = {"router_emit_stable",
@@ -606,10 +607,46 @@ static void lua_step(jobs_router *r, delivery *d)
     json_decref(ctx.steps);
 }
 
+/* The job events of the registry (ts_jobs_events) as deliveries of route
+ * 'lua-job', numbered by the event: recorded idempotently, then acknowledged,
+ * so a router killed in between records nothing twice and loses nothing. */
+static const ts_db_stmt lua_job_events = {
+    "router_lua_job_events",
+    "INSERT INTO route_deliveries (route_id, change_seq, change_type, level, public_id, actions)"
+    " SELECT 'lua-job', (e->>'Seq')::bigint, 'Job' || (e->>'Kind'), 0, e->>'ID',"
+    "  jsonb_build_array(jsonb_build_object('Type', 'Lua', 'Callback', 'OnJob' || (e->>'Kind')))"
+    " FROM jsonb_array_elements($1::jsonb) e WHERE 'OnJob' || (e->>'Kind') = ANY ($2::text[])"
+    " ON CONFLICT (route_id, change_seq) DO NOTHING",
+    2};
+
+static int lua_jobs_pass(jobs_router *r)
+{
+    if (strcmp(r->lua_jobs, "{}") == 0)
+        return 0;
+    json_t *events = NULL;
+    ts_err err;
+    if (ts_jobs_events(r->redis, 500, &events, &err)) {
+        ts_warn("cannot read job events", "error=\"%s\"", err.msg);
+        return 0;
+    }
+    size_t n = json_array_size(events);
+    if (n) {
+        char *text = json_dumps(events, JSON_COMPACT);
+        const char *params[] = {text, r->lua_jobs};
+        long long last = json_integer_value(json_object_get(json_array_get(events, n - 1), "Seq"));
+        if (one_ok(r, &lua_job_events, params) && ts_jobs_events_ack(r->redis, last, &err))
+            ts_warn("cannot acknowledge job events", "error=\"%s\"", err.msg);
+        free(text);
+    }
+    json_decref(events);
+    return (int)n;
+}
+
 /* Loads TESSERA_LUA_SCRIPTS and notes which changes its callbacks take. */
 static int lua_load(jobs_router *r, ts_err *err)
 {
     snprintf(r->lua_types, sizeof(r->lua_types), "{}");
+    snprintf(r->lua_jobs, sizeof(r->lua_jobs), "{}");
     if (!ts_cfg_str(TESSERA_LUA_SCRIPTS)[0])
         return 0;
     r->lua = ts_lua_new();
@@ -627,7 +664,15 @@ static int lua_load(jobs_router *r, ts_err *err)
             off += (size_t)snprintf(r->lua_types + off, sizeof(r->lua_types) - off, "%s%s",
                                     off > 1 ? "," : "", types[i][0]);
     snprintf(r->lua_types + off, sizeof(r->lua_types) - off, "}");
-    ts_info("lua callbacks", "changes=%s", r->lua_types);
+    static const char *const jobs[] = {"OnJobSubmitted", "OnJobSuccess", "OnJobFailure"};
+    off = 0;
+    r->lua_jobs[off++] = '{';
+    for (size_t i = 0; i < 3; i++)
+        if (ts_lua_has(r->lua, jobs[i]))
+            off += (size_t)snprintf(r->lua_jobs + off, sizeof(r->lua_jobs) - off, "%s%s",
+                                    off > 1 ? "," : "", jobs[i]);
+    snprintf(r->lua_jobs + off, sizeof(r->lua_jobs) - off, "}");
+    ts_info("lua callbacks", "changes=%s jobs=%s", r->lua_types, r->lua_jobs);
     return 0;
 }
 
@@ -753,6 +798,7 @@ static void *router_main(void *arg)
         long made = scalar(r, &dispatch, lua_params);
         if (made > 0)
             ts_info("changes dispatched", "deliveries=%ld", made);
+        made += lua_jobs_pass(r);
         int claimed = deliveries(r);
         /* a full batch, sweep or dispatch: more may wait, go on at once */
         if (claimed < CLAIM_BATCH && made < 1000 && stable < SWEEP_BATCH)

@@ -261,3 +261,47 @@ def test_two_routers_each_event_once_and_a_killed_router_is_resumed(cluster, tmp
         assert scp.store_requests() == len(files)
     finally:
         srv.shutdown()
+
+
+JOB_EVENTS = """
+function OnJobSubmitted(jobId)
+   HttpPost('%(url)s', 'Submitted ' .. jobId)
+end
+function OnJobSuccess(jobId)
+   local job = ParseJson(RestApiGet('/jobs/' .. jobId))
+   HttpPost('%(url)s', 'Success ' .. jobId .. ' ' .. job['State'])
+end
+function OnJobFailure(jobId)
+   HttpPost('%(url)s', 'Failure ' .. jobId)
+end
+"""
+
+
+def test_job_callbacks_once_each_across_two_routers(cluster, tmp_path, scp):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    srv.calls, srv.answered, srv.lock = [], [], threading.Lock()
+    srv.first_arrived, srv.hold = threading.Event(), 0
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        script = tmp_path / "jobs.lua"
+        script.write_text(JOB_EVENTS % {"url": f"http://127.0.0.1:{srv.server_address[1]}/e"})
+        ing, rest = lua_cluster(cluster, script, jobs=2)
+        add_modality(rest, "sample", scp.port)
+        add_modality(rest, "down", free_port())  # nothing listens there
+        files = make_files(tmp_path / "f", 2, "1.2.826.0.1.3680043.8.498.23.130",
+                           "1.2.826.0.1.3680043.8.498.23.130.1")
+        rc, out = storescu(ing, files)
+        assert rc == 0, out
+        ids = call(rest, "GET", "/instances")[1]
+        ok = call(rest, "POST", "/modalities/sample/store",
+                  {"Resources": ids, "Asynchronous": True})[1]["ID"]
+        bad = call(rest, "POST", "/modalities/down/store",
+                   {"Resources": ids, "Asynchronous": True})[1]["ID"]
+        want = sorted([f"Submitted {ok}", f"Submitted {bad}", f"Success {ok} Success",
+                       f"Failure {bad}"])
+        wait_for(lambda: sorted(srv.calls) == want, 60, "the four job events")
+        time.sleep(1.5)  # the other router would have run its copy by now
+        assert sorted(srv.calls) == want
+        assert call(rest, "GET", f"/jobs/{bad}")[1]["State"] == "Failure"
+    finally:
+        srv.shutdown()
