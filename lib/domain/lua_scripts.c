@@ -221,7 +221,7 @@ static int l_dump_json(lua_State *L)
 {
     luaL_checkany(L, 1);
     json_t *v = to_json(L, 1, lua_toboolean(L, 2), 0);
-    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_INDENT(2));
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_SORT_KEYS) /* as Orthanc */;
     json_decref(v);
     lua_pushstring(L, s ? s : "null");
     free(s);
@@ -237,8 +237,9 @@ static int l_print(lua_State *L)
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     for (int i = 1; i <= n; i++) {
-        if (i > 1)
-            luaL_addchar(&b, '\t');
+        /* Orthanc 1.10.1 joins print's arguments so, empty ones left out */
+        if (luaL_bufflen(&b) > 0)
+            luaL_addstring(&b, ", ");
         luaL_tolstring(L, i, NULL);
         luaL_addvalue(&b);
     }
@@ -467,21 +468,20 @@ static int l_delete(lua_State *L)
     return 0;
 }
 
-/* Orthanc's Toolbox.lua */
-static const char prelude[] = "function PrintRecursive(s, l)\n"
-                              "  local l = l or 0\n"
-                              "  local p = string.rep(' ', l)\n"
-                              "  if type(s) == 'table' then\n"
-                              "    print(p .. '{')\n"
-                              "    for k, v in pairs(s) do\n"
-                              "      print(p .. '  ' .. tostring(k) .. ' = ')\n"
-                              "      PrintRecursive(v, l + 4)\n"
-                              "    end\n"
-                              "    print(p .. '}')\n"
-                              "  else\n"
-                              "    print(p .. tostring(s))\n"
-                              "  end\n"
-                              "end\n";
+/* Orthanc 1.10.1's Toolbox.lua, as is: print's output is the same */
+static const char prelude[] =
+    "function PrintRecursive(s, l, i) -- recursive Print (structure, limit, indent)\n"
+    "   l = (l) or 100; i = i or \"\";\t-- default item limit, indent string\n"
+    "   if (l<1) then print \"ERROR: Item limit reached.\"; return l-1 end;\n"
+    "   local ts = type(s);\n"
+    "   if (ts ~= \"table\") then print (i,ts,s); return l-1 end\n"
+    "   print (i,ts);           -- print \"table\"\n"
+    "   for k,v in pairs(s) do  -- print \"[KEY] VALUE\"\n"
+    "      l = PrintRecursive(v, l, i..\"\\t[\"..tostring(k)..\"]\");\n"
+    "      if (l < 0) then break end\n"
+    "   end\n"
+    "   return l\n"
+    "end\n";
 
 /* ---- the state --------------------------------------------------------------- */
 

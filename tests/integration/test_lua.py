@@ -7,6 +7,7 @@ same script runs unchanged against Orthanc 1.10.1 (its LuaScripts option) and
 routes the same instances to a storescp.
 """
 import http.server
+import json
 import signal
 import subprocess
 import threading
@@ -181,7 +182,7 @@ def test_loop_and_allocation_bomb_fail_their_event_and_the_next_is_handled(clust
     assert any("instructions (TESSERA_LUA_MAX_INSTRUCTIONS)" in e for e in errors), errors
     assert all(d["Attempts"] == 1 for d in dead)  # a script error is not retried
     log = cluster.jobs[0].read_log()
-    assert "RequestOrigin = " in log and "DicomProtocol" in log  # PrintRecursive(origin)
+    assert "[RequestOrigin], string, DicomProtocol" in log  # PrintRecursive(origin)
     assert "RemoteAET" in log  # the instance's metadata
     assert cluster.jobs[0].proc.poll() is None  # the router went on
     wait_for(lambda: len(deliveries(rest)) == 2, 20, "only the dead deliveries left")
@@ -305,3 +306,89 @@ def test_job_callbacks_once_each_across_two_routers(cluster, tmp_path, scp):
         assert call(rest, "GET", f"/jobs/{bad}")[1]["State"] == "Failure"
     finally:
         srv.shutdown()
+
+
+# The Orthanc Book's "Filtering incoming DICOM instances" sample, as is.
+FILTER = """
+function ReceivedInstanceFilter(dicom, origin, info)
+   -- Only allow incoming MR images
+   if dicom.Modality == 'MR' then
+      return true
+   else
+      return false
+   end
+end
+"""
+
+
+def test_received_instance_filter_as_orthanc(cluster, tmp_path):
+    script = tmp_path / "filter.lua"
+    script.write_text(FILTER)
+    study = "1.2.826.0.1.3680043.8.498.23.140"
+    ct = make_files(tmp_path / "f", 2, study, study + ".1", modality="CT")
+    mr = make_files(tmp_path / "f", 2, study, study + ".2", modality="MR")
+    o = Orthanc(tmp_path / "orthanc", LuaScripts=[str(script)]).start()
+    try:
+        ing = cluster.start_ingest(TESSERA_LUA_SCRIPTS=str(script))
+        rest = cluster.start_rest(ing)
+        # C-STORE: Orthanc 1.10.1 answers Success to what the filter drops (the
+        # standard lets an SCP decide what it keeps); so does Tessera
+        for port, aec in ((ing.port, "TESSERA"), (o.dicom_port, "ORTHANC")):
+            p = subprocess.run(["storescu", "-v", "-aec", aec, "127.0.0.1", str(port)]
+                               + [str(f) for f in ct[:1] + mr[:1]], capture_output=True,
+                               text=True)
+            assert p.returncode == 0, p.stderr
+            assert p.stderr.count("Received Store Response (Success)") == 2, p.stderr
+        # REST: 200 with Status FilteredOut and the ids, as Orthanc
+        for f in (ct[1], mr[1]):
+            data = f.read_bytes()
+            st_o, body_o, _ = o.request("POST", "/instances", data)
+            st_t, body_t, _ = call(rest, "POST", "/instances", data)
+            assert st_t == st_o == 200
+            assert body_t == json.loads(body_o), (body_t, body_o)
+        assert call(rest, "POST", "/instances", ct[1].read_bytes())[1]["Status"] == "FilteredOut"
+        # only the MR instances were stored, by both
+        left_o = {o.get_json(f"/instances/{i}/simplified-tags")["SOPInstanceUID"]
+                  for i in o.get_json("/instances")}
+        left_t = {call(rest, "GET", f"/instances/{i}/simplified-tags")[1]["SOPInstanceUID"]
+                  for i in call(rest, "GET", "/instances")[1]}
+        assert left_t == left_o == sop_uids(mr)
+        # nothing of the refused ones in the storage area
+        assert len(cluster.stored_files()) == len(mr)
+    finally:
+        o.stop()
+
+
+def test_execute_script_off_by_default_and_as_orthanc_when_on(cluster, tmp_path):
+    ing = cluster.start_ingest()
+    rest_off = cluster.start_rest(ing)
+    o_off = Orthanc(tmp_path / "o1").start()
+    try:
+        st_t, body_t, _ = call(rest_off, "POST", "/tools/execute-script", b"print(1)")
+        st_o, body_o, _ = o_off.request("POST", "/tools/execute-script", b"print(1)")
+        assert st_t == st_o == 403 and body_t == body_o == b""
+    finally:
+        o_off.stop()
+    rest_on = cluster.start_rest(ing, TESSERA_EXECUTE_LUA_ENABLED="true")
+    o = Orthanc(tmp_path / "o2", ExecuteLuaEnabled=True).start()
+    try:
+        for script in (b"print(1+1)\nprint('a', 'b')", b"print(DumpJson({1, 2}))",
+                       b"PrintRecursive({x = {1}})",
+                       b"print(ParseJson(RestApiGet('/system'))['ApiVersion'] ~= nil)",
+                       b"if then", b"error('boom')"):
+            st_t, body_t, h_t = call(rest_on, "POST", "/tools/execute-script", script)
+            st_o, body_o, h_o = o.request("POST", "/tools/execute-script", script)
+            assert st_t == st_o, (script, st_t, st_o, body_t, body_o)
+            if st_o == 200:
+                assert body_t == body_o, (script, body_t, body_o)
+                assert h_t["Content-Type"] == h_o["Content-Type"] == "text/plain"
+            else:
+                bt, bo = body_t if isinstance(body_t, dict) else json.loads(body_t), \
+                    json.loads(body_o)
+                for k in ("Details", "HttpStatus", "Message", "OrthancError", "OrthancStatus"):
+                    assert bt[k] == bo[k], (script, k, bt, bo)
+        # a loop is stopped by the instruction limit (Orthanc would hang here)
+        st, body, _ = call(rest_on, "POST", "/tools/execute-script", b"while true do end")
+        assert st == 500 and "TESSERA_LUA_MAX_INSTRUCTIONS" in str(body), body
+    finally:
+        o.stop()

@@ -120,7 +120,7 @@ static void test_host_helpers_and_print(void **state)
     json_t *none = json_array();
     assert_int_equal(ts_lua_call(l, "Talk", none, NULL, &err), 0);
     char *out = ts_lua_take_output(l);
-    assert_string_equal(out, "{\n  a = \n    1\n}\nx\t2\n");
+    assert_string_equal(out, "table\n\t[a], number, 1\nx, 2\n");
     free(out);
     json_decref(none);
     json_decref(args);
