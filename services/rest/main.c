@@ -613,6 +613,8 @@ int main(int argc, char **argv)
 
     if (rest_auth_start(&ctx, &err))
         ts_service_die("authentication", &err);
+    if (rest_lua_start(&ctx, &err))
+        ts_service_die("lua scripts", &err);
     rest_server *srv;
     int port = (int)ts_cfg_int(TESSERA_HTTP_PORT);
     if (rest_server_start(&ctx, port, (int)ts_cfg_int(TESSERA_HTTP_MAX_CONNECTIONS), routes,
@@ -630,6 +632,7 @@ int main(int argc, char **argv)
     rest_server_stop(srv);
     ts_audit_stop(ctx.audit, 2000);
     rest_auth_stop(&ctx);
+    rest_lua_stop(&ctx);
     ts_metrics_server_free(metrics);
     ts_bus_client_free(ctx.ingest);
     ts_bus_client_free(ctx.deleters);

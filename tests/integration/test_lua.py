@@ -17,6 +17,7 @@ import pytest
 
 from conftest import BUILD, free_port, storescu
 from orthanc import Orthanc
+from orthanc import http as request
 from test_jobs import StoreScp, call  # noqa: F401
 from test_routing import make_files, sop_uids, wait_for
 
@@ -390,5 +391,46 @@ def test_execute_script_off_by_default_and_as_orthanc_when_on(cluster, tmp_path)
         # a loop is stopped by the instruction limit (Orthanc would hang here)
         st, body, _ = call(rest_on, "POST", "/tools/execute-script", b"while true do end")
         assert st == 500 and "TESSERA_LUA_MAX_INSTRUCTIONS" in str(body), body
+    finally:
+        o.stop()
+
+
+# The Orthanc Book's IncomingHttpRequestFilter sample, with a header check.
+HTTP_FILTER = """
+function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+   if httpHeaders['x-block'] == 'yes' or string.find(uri, '/forbidden') then
+      return false
+   end
+   -- Only allow GET requests for non-admin users
+   if method == 'GET' then
+      return true
+   elseif username == 'admin' then
+      return true
+   else
+      return false
+   end
+end
+"""
+
+
+def test_incoming_http_request_filter_as_orthanc(cluster, tmp_path):
+    script = tmp_path / "http-filter.lua"
+    script.write_text(HTTP_FILTER)
+    o = Orthanc(tmp_path / "orthanc", LuaScripts=[str(script)]).start()
+    try:
+        ing = cluster.start_ingest()
+        rest = cluster.start_rest(ing, TESSERA_LUA_SCRIPTS=str(script))
+        cases = [("GET", "/system", None, {}), ("GET", "/patients", None, {}),
+                 ("POST", "/tools/lookup", b"1.2.3", {}),
+                 ("DELETE", "/patients/0946fcb6-cf12ab43-bad958c1-bf057ad5-0fc6f54c", None, {}),
+                 ("GET", "/system", None, {"X-Block": "yes"}),
+                 ("GET", "/forbidden/thing", None, {})]
+        for method, path, body, headers in cases:
+            st_t, body_t, _ = request(rest.url, method, path, body, headers)
+            st_o, body_o, _ = request(o.url, method, path, body, headers)
+            assert st_t == st_o, (method, path, headers, st_t, st_o)
+            if st_o == 403:
+                assert body_t == body_o == b""
+        assert request(rest.url, "POST", "/tools/lookup", b"1.2.3")[0] == 403
     finally:
         o.stop()
