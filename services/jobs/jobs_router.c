@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "domain/changes.h"
 #include "domain/delete.h"
+#include "domain/exports.h"
 #include "domain/lua_scripts.h"
 #include "tessera.pb-c.h"
 
@@ -260,8 +261,10 @@ static int store_job(jobs_router *r, delivery **ds, size_t n, const char *type, 
     char description[96];
     snprintf(description, sizeof(description), "Route %s", ds[0]->route_id);
     json_t *parents = json_array();
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && !other; i++)
         json_array_append_new(parents, json_string(ds[i]->public_id));
+    if (other)
+        json_array_append_new(parents, json_string(other));
     size_t count = json_array_size(instances);
     if (peer) {
         const char *url = col(res, 0, 0);
@@ -329,6 +332,12 @@ static void start_stores(jobs_router *r, delivery **ds, size_t n, const char *ty
     } else if (built == 0) {
         ts_err err;
         char id[TS_JOB_ID_LEN + 1];
+        /* Orthanc's /exports: the resources, as a REST store request logs them */
+        const char *dest = json_string_value(json_object_get(
+            fresh[0]->action, strcmp(type, "OrthancPeerStore") == 0 ? "Peer" : "Modality"));
+        if (ts_exports_log(r->svc->db, dest ? dest : "",
+                           json_object_get(content, "ParentResources"), &err))
+            ts_warn("cannot log the export", "error=\"%s\"", err.msg);
         if (ts_jobs_submit(r->redis, type, 0, content, input, id, &err))
             ts_warn("cannot submit a route job", "deliveries=%zu error=\"%s\"", nfresh, err.msg);
         else if (on_all(r, &set_running, fresh, nfresh, id))

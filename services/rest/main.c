@@ -38,6 +38,7 @@
 #include "rest_resources.h"
 #include "rest_routes.h"
 #include "rest_lua.h"
+#include "rest_exports.h"
 #include "rest_system.h"
 #include "rest_upload.h"
 #include "rest_ui.h"
@@ -68,7 +69,10 @@ static const rest_route routes[] = {
     {"PUT", "/tools/log-level", rest_log_level, REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
     {"POST", "/tools/dicom-echo", rest_tools_dicom_echo, REST_BODY_SMALL, REST_ROLE_WRITE,
      REST_SCOPE_NONE},
-    /* Lua (rest_lua.c): off unless TESSERA_EXECUTE_LUA_ENABLED */
+    /* Orthanc's log of exports (rest_exports.c), Lua (rest_lua.c): execute-script is off
+     * unless TESSERA_EXECUTE_LUA_ENABLED */
+    {"GET", "/exports", rest_exports, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_NONE},
+    {"DELETE", "/exports", rest_exports, REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
     {"POST", "/tools/execute-script", rest_execute_script, REST_BODY_SMALL, REST_ROLE_ADMIN,
      REST_SCOPE_NONE},
     {"GET", "/system", rest_system, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_PUBLIC},
