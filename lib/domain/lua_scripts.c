@@ -16,6 +16,7 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "base/xalloc.h"
+#include "dicom/dicom_modify.h"
 
 #define HOOK_EVERY 10000     /* instructions between two looks at the count */
 #define MAX_BODY (64u << 20) /* largest HTTP answer a script receives */
@@ -410,6 +411,15 @@ static int l_http_delete(lua_State *L)
     return n;
 }
 
+/* GenerateDicomUid(): as GET /tools/generate-uid */
+static int l_generate_uid(lua_State *L)
+{
+    char uid[80];
+    ts_dicom_generate_uid(uid, sizeof(uid));
+    lua_pushstring(L, uid);
+    return 1;
+}
+
 static int l_set_credentials(lua_State *L)
 {
     ts_lua *l = of(L);
@@ -521,6 +531,7 @@ ts_lua *ts_lua_new(void)
         {"HttpDelete", l_http_delete},
         {"SetHttpCredentials", l_set_credentials},
         {"SetHttpTimeout", l_set_timeout},
+        {"GenerateDicomUid", l_generate_uid},
         {"SendToModality", l_send_to_modality},
         {"SendToPeer", l_send_to_peer},
         {"Delete", l_delete},

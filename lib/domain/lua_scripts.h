@@ -1,7 +1,7 @@
 /* Orthanc's Lua scripts (issue 23): one Lua 5.4 state with the scripts named
  * by TESSERA_LUA_SCRIPTS (or a posted one), Orthanc's helpers (RestApiGet/
  * Post/Put/Delete against Tessera's own REST at TESSERA_LUA_REST_URL, HttpGet/
- * Post/Put/Delete, ParseJson/DumpJson, PrintRecursive; SendToModality,
+ * Post/Put/Delete, ParseJson/DumpJson, PrintRecursive, GenerateDicomUid; SendToModality,
  * SendToPeer and Delete through the host the caller sets) and two limits, an
  * instruction count (lua_sethook) and a memory ceiling (our lua_Alloc), so a
  * script that loops or allocates without bound fails its call with the reason

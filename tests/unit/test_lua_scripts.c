@@ -111,7 +111,8 @@ static void test_host_helpers_and_print(void **state)
 {
     (void)state;
     ts_lua *l = state_with("function Route(id) Delete(SendToModality(id, 'pacs')) end\n"
-                           "function Talk() PrintRecursive({a = 1}) print('x', 2) end\n");
+                           "function Talk() PrintRecursive({a = 1}) print('x', 2) end\n"
+                           "function Uid() return GenerateDicomUid() end\n");
     json_t *args = json_pack("[s]", "0123-abcd");
     ts_err err = {0};
     /* no host: the helpers say where they work */
@@ -119,6 +120,10 @@ static void test_host_helpers_and_print(void **state)
     assert_contains(err.msg, "SendToModality is not available here");
     json_t *none = json_array();
     assert_int_equal(ts_lua_call(l, "Talk", none, NULL, &err), 0);
+    json_t *uid = NULL;
+    assert_int_equal(ts_lua_call(l, "Uid", none, &uid, &err), 0);
+    assert_memory_equal(json_string_value(uid), "2.25.", 5);
+    json_decref(uid);
     char *out = ts_lua_take_output(l);
     assert_string_equal(out, "table\n\t[a], number, 1\nx, 2\n");
     free(out);
