@@ -90,6 +90,15 @@ BEGIN
 END
 $$;
 
+-- The Lua scripts' callback of a change type (Orthanc's names).
+CREATE OR REPLACE FUNCTION tessera_lua_callback(p_change_type text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE p_change_type WHEN 'NewInstance' THEN 'OnStoredInstance'
+                              ELSE 'On' || p_change_type END
+$$;
+
+DROP FUNCTION IF EXISTS tessera_route_dispatch(integer);
+
 -- One dispatch pass: the dispatcher that gets the cursor row (the others skip
 -- it and return -1 at once) reads up to p_limit changes after it, makes a
 -- delivery for every enabled rule whose trigger and conditions match each
@@ -97,7 +106,11 @@ $$;
 -- is dispatched once, and a dispatcher that dies dispatches nothing. A change
 -- whose resource is gone (deleted since) matches nothing. Returns the
 -- deliveries made, or -1 when another dispatcher holds the cursor.
-CREATE OR REPLACE FUNCTION tessera_route_dispatch(p_limit integer) RETURNS bigint
+-- p_lua: the change types the dispatcher's Lua scripts have a callback for
+-- (TESSERA_LUA_SCRIPTS, the same on every jobs process): each such change gets
+-- one delivery of route 'lua' whose one step is the callback.
+CREATE OR REPLACE FUNCTION tessera_route_dispatch(p_limit integer, p_lua text[])
+RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     cur bigint;
@@ -125,10 +138,22 @@ BEGIN
     FOR ch IN
         SELECT c.seq, c.change_type, c.level, c.public_id FROM changes c
         WHERE c.seq > cur AND c.seq <= last
-          AND c.change_type IN (SELECT trigger FROM routes WHERE enabled)
+          AND (c.change_type IN (SELECT trigger FROM routes WHERE enabled)
+               OR c.change_type = ANY (p_lua))
         ORDER BY c.seq
     LOOP
         res := NULL;
+        IF ch.change_type = ANY (p_lua)
+           AND EXISTS (SELECT 1 FROM resources WHERE public_id = ch.public_id) THEN
+            INSERT INTO route_deliveries (route_id, change_seq, change_type, level, public_id,
+                                          actions)
+            VALUES ('lua', ch.seq, ch.change_type, ch.level, ch.public_id,
+                    jsonb_build_array(jsonb_build_object(
+                        'Type', 'Lua', 'Callback', tessera_lua_callback(ch.change_type))))
+            ON CONFLICT (route_id, change_seq) DO NOTHING;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            made := made + n;
+        END IF;
         FOR rt IN SELECT * FROM routes WHERE enabled AND trigger = ch.change_type ORDER BY id LOOP
             IF res IS NULL THEN
                 SELECT id INTO res FROM resources WHERE public_id = ch.public_id;

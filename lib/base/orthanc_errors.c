@@ -110,6 +110,8 @@ const char *ts_oe_description(ts_oe code)
                "or patient)";
     case TS_OE_UNKNOWN_MODALITY:
         return "Unknown modality";
+    case TS_OE_CANNOT_EXECUTE_LUA:
+        return "Cannot execute a Lua command";
     case TS_OE_ALREADY_EXISTING_TAG:
         return "Cannot override the value of a tag that already exists";
     case TS_OE_UNSUPPORTED_MEDIA_TYPE:
@@ -186,6 +188,7 @@ int ts_oe_http_status(ts_oe code)
     case TS_OE_DICOM_MOVE_UNAVAILABLE:
     case TS_OE_CANNOT_STORE_INSTANCE:
     case TS_OE_UNKNOWN_MODALITY:
+    case TS_OE_CANNOT_EXECUTE_LUA:
     case TS_OE_ALREADY_EXISTING_TAG:
     case TS_OE_UNKNOWN_DICOM_TAG:
         return 500;

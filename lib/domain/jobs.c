@@ -56,6 +56,9 @@
 #define KEY_LEGACY_QUEUE "tessera:jobs:queue"
 #define KEY_PROCESSES "tessera:jobs:processes"
 #define KEY_SCP "tessera:jobs:scp"
+#define KEY_EVENTS "tessera:jobs:events"       /* "seq kind id" for OnJob* (ts_jobs_events) */
+#define KEY_EVENT_SEQ "tessera:jobs:event_seq" /* their numbering */
+#define EVENTS_KEPT "10000"                    /* the newest kept when nobody reads them */
 /* entries of the pending queue one take looks at, at most: stale ones are
  * dropped on the way, and entries of a job still held by a live worker (a
  * pause at once followed by a resume) are skipped */
@@ -128,10 +131,22 @@ static int eval(ts_jobs *j, const char *script, int nkeys, const char **keys, in
 
 /* ---- submit, read, control ------------------------------------------------ */
 
+/* Logs a job's Submitted, Success or Failure for the Lua scripts' OnJob*
+ * callbacks, in the script that changes its state. */
+/* clang-format off */
+#define EVENT_LUA                                                                                  \
+    "local function job_event(kind, id)\n"                                                         \
+    "  local n = redis.call('INCR', '" KEY_EVENT_SEQ "')\n"                                        \
+    "  redis.call('RPUSH', '" KEY_EVENTS "', n .. ' ' .. kind .. ' ' .. id)\n"                     \
+    "  redis.call('LTRIM', '" KEY_EVENTS "', -" EVENTS_KEPT ", -1)\n"                              \
+    "end\n"
+/* clang-format on */
+
 /* Ends the SCP-run jobs whose SCP died (no lease left) as Failure with code
  * and desc; forgets those that ended otherwise. */
 /* clang-format off */
 #define SWEEP_SCP_LUA                                                                              \
+    EVENT_LUA                                                                                      \
     "local function sweep_scp(now, code, desc)\n"                                                  \
     "  for _, id in ipairs(redis.call('ZRANGE', '" KEY_SCP "', 0, -1)) do\n"                       \
     "    local job = '" KEY_PREFIX "' .. id\n"                                                     \
@@ -145,6 +160,7 @@ static int eval(ts_jobs *j, const char *script, int nkeys, const char **keys, in
     "      redis.call('HDEL', job, 'owner', 'started_ms')\n"                                       \
     "      redis.call('ZADD', '" KEY_FINISHED "', now, id)\n"                                      \
     "      redis.call('ZREM', '" KEY_SCP "', id)\n"                                                \
+    "      job_event('Failure', id)\n"                                                          \
     "    end\n"                                                                                    \
     "  end\n"                                                                                      \
     "end\n"
@@ -168,13 +184,14 @@ static int eval(ts_jobs *j, const char *script, int nkeys, const char **keys, in
 
 /* clang-format off */
 static const char submit_script[] =
-    ENQUEUE_LUA
+    ENQUEUE_LUA EVENT_LUA
     "redis.call('HSET', KEYS[1], 'ID', ARGV[1], 'Type', ARGV[2], 'State', 'Pending',"
     " 'Priority', ARGV[3], 'Progress', '0', 'ErrorCode', '0', 'ErrorDescription', 'Success',"
     " 'ErrorDetails', '', 'Content', ARGV[4], 'Input', ARGV[5], 'created_ms', ARGV[6],"
     " 'runtime_ms', '0')\n"
     "if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'submitter', ARGV[7]) end\n"
     "redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])\n"
+    "job_event('Submitted', ARGV[1])\n"
     "return enqueue(KEYS[1], ARGV[1])\n";
 /* clang-format on */
 
@@ -383,7 +400,7 @@ int ts_jobs_list_by(ts_jobs *j, const char *submitter, json_t **out, ts_err *err
 /* KEYS: job, pending, finished, all. ARGV: action, now, history */
 /* clang-format off */
 static const char control_script[] =
-    TRIM_LUA ENQUEUE_LUA
+    TRIM_LUA ENQUEUE_LUA EVENT_LUA
     "local st = redis.call('HGET', KEYS[1], 'State')\n"
     "if not st then return 'unknown' end\n"
     "local a = ARGV[1]\n"
@@ -405,6 +422,7 @@ static const char control_script[] =
     "    redis.call('HSET', KEYS[1], 'State', 'Failure', 'ErrorCode', '" CANCELED_CODE "',"
     "               'ErrorDescription', 'Canceled job', 'ErrorDetails', '', 'completed_ms', ARGV[2])\n"
     "    redis.call('ZADD', KEYS[3], ARGV[2], redis.call('HGET', KEYS[1], 'ID'))\n"
+    "    job_event('Failure', redis.call('HGET', KEYS[1], 'ID'))\n"
     "    trim(KEYS[3], KEYS[4], tonumber(ARGV[3]))\n"
     "  end\n"
     "  return 'ok'\n"
@@ -787,7 +805,7 @@ int ts_jobs_requeue(ts_jobs *j, const char *consumer, const ts_job_claim *c, ts_
  * description, details, content, history */
 /* clang-format off */
 static const char finish_script[] =
-    RELEASE_LUA TRIM_LUA
+    RELEASE_LUA TRIM_LUA EVENT_LUA
     "if redis.call('HGET', KEYS[1], 'State') ~= 'Running'"
     "   or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then\n"
     "  release()\n"
@@ -800,6 +818,7 @@ static const char finish_script[] =
     "           'completed_ms', ARGV[3])\n"
     "if ok then redis.call('HSET', KEYS[1], 'Progress', '100') end\n"
     "redis.call('ZADD', KEYS[4], ARGV[3], redis.call('HGET', KEYS[1], 'ID'))\n"
+    "job_event(ok and 'Success' or 'Failure', redis.call('HGET', KEYS[1], 'ID'))\n"
     "trim(KEYS[4], KEYS[5], tonumber(ARGV[8]))\n"
     "return 1\n";
 /* clang-format on */
@@ -850,6 +869,7 @@ static const char begin_scp_script[] =
     " 'runtime_ms', '0', 'started_ms', ARGV[4], 'owner', ARGV[5], 'runner', 'scp', 'entry', '')\n"
     "redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])\n"
     "redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])\n"
+    "job_event('Submitted', ARGV[1])\n"
     "redis.call('ZADD', '" KEY_SCP "', ARGV[4], ARGV[1])\n"
     "return 1\n";
 /* clang-format on */
@@ -921,6 +941,55 @@ int ts_jobs_live_processes(ts_jobs *j, int within_ms, long long *count, ts_err *
         return ts_err_set(err, TS_EIO, "redis ZCOUNT: unexpected reply type %d", r->type);
     }
     *count = r->integer;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* ---- the job events of the Lua scripts ----------------------------------- */
+
+int ts_jobs_events(ts_jobs *j, size_t max, json_t **out, ts_err *err)
+{
+    *out = NULL;
+    char stop[32];
+    snprintf(stop, sizeof(stop), "%zu", max ? max - 1 : 0);
+    const char *argv[] = {"LRANGE", KEY_EVENTS, "0", stop};
+    redisReply *r = NULL;
+    int rc = run(j, 4, argv, &r, err);
+    if (rc)
+        return ts_err_prefix(err, "read job events");
+    json_t *list = json_array();
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        long long seq;
+        char kind[16], id[64];
+        if (e->type == REDIS_REPLY_STRING && sscanf(e->str, "%lld %15s %63s", &seq, kind, id) == 3)
+            json_array_append_new(
+                list, json_pack("{s:I, s:s, s:s}", "Seq", (json_int_t)seq, "Kind", kind, "ID", id));
+    }
+    freeReplyObject(r);
+    *out = list;
+    return 0;
+}
+
+/* Drops the head entries numbered up to ARGV[1] (another reader may have
+ * dropped some already: nothing newer goes). */
+static const char events_ack_script[] =
+    "while true do\n"
+    "  local e = redis.call('LINDEX', KEYS[1], 0)\n"
+    "  if not e or tonumber(string.match(e, '^%d+')) > tonumber(ARGV[1]) then return 1 end\n"
+    "  redis.call('LPOP', KEYS[1])\n"
+    "end\n";
+
+int ts_jobs_events_ack(ts_jobs *j, long long upto, ts_err *err)
+{
+    char n[32];
+    snprintf(n, sizeof(n), "%lld", upto);
+    const char *keys[] = {KEY_EVENTS};
+    const char *args[] = {n};
+    redisReply *r = NULL;
+    int rc = eval(j, events_ack_script, 1, keys, 1, args, &r, err);
+    if (rc)
+        return ts_err_prefix(err, "acknowledge job events");
     freeReplyObject(r);
     return 0;
 }

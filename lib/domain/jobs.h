@@ -161,6 +161,17 @@ int ts_jobs_begin_scp(ts_jobs *j, const char *type, const char *owner, int lease
 int ts_jobs_heartbeat(ts_jobs *j, const char *process, ts_err *err);
 int ts_jobs_live_processes(ts_jobs *j, int within_ms, long long *count, ts_err *err);
 
+/* ---- job events (the OnJob* callbacks of the Lua scripts) ------------------ */
+
+/* Every Submitted, Success and Failure is logged, numbered, in the list
+ * "tessera:jobs:events" (the newest 10,000 kept) by the script that changes
+ * the job's state. The first max events, oldest first, as [{"Seq", "Kind",
+ * "ID"}] (the caller decrefs *out). */
+int ts_jobs_events(ts_jobs *j, size_t max, json_t **out, ts_err *err);
+/* Removes the events numbered up to upto (any number of readers may ack the
+ * same ones: a reader records them idempotently, then acks). */
+int ts_jobs_events_ack(ts_jobs *j, long long upto, ts_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -45,6 +45,7 @@ unsigned ingest_dimse_status(ingest_status status)
     switch (status) {
     case INGEST_STORED:
     case INGEST_ALREADY_STORED:
+    case INGEST_FILTERED_OUT: /* Orthanc 1.10.1 answers Success to what its filter drops */
         return 0x0000;
     case INGEST_INVALID:
         return 0xC000; /* Error: cannot understand */
@@ -284,6 +285,45 @@ kept:
             e.msg);
 }
 
+/* Orthanc's ReceivedInstanceFilter(dicom, origin, info): 1 when it answers
+ * false (the instance is not stored), 0 to store it, or a script error. */
+static int run_filter(ingest_ctx *ctx, const ts_dicom *d, const ingest_origin *origin,
+                      bool has_pixels, ts_err *err)
+{
+    bool rest = origin->origin && strcmp(origin->origin, "RestApi") == 0;
+    json_t *who = json_pack("{s:s, s:s}", "RequestOrigin", origin->origin ? origin->origin : "",
+                            "RemoteIp", origin->remote_ip ? origin->remote_ip : "");
+    if (rest) {
+        json_object_set_new(who, "Username",
+                            json_string(origin->http_username ? origin->http_username : ""));
+    } else {
+        json_object_set_new(who, "RemoteAet",
+                            json_string(origin->remote_aet ? origin->remote_aet : ""));
+        json_object_set_new(who, "CalledAet",
+                            json_string(origin->called_aet ? origin->called_aet : ""));
+    }
+    const char *syntax = ts_dicom_transfer_syntax(d);
+    json_t *args = json_pack("[o, o, {s:b, s:s}]", ts_dicom_to_simplified_json(d), who,
+                             "HasPixelData", has_pixels, "TransferSyntaxUID", syntax ? syntax : "");
+    json_t *result = NULL;
+    pthread_mutex_lock(&ctx->lua_lock);
+    int rc = ts_lua_call(ctx->lua, "ReceivedInstanceFilter", args, &result, err);
+    pthread_mutex_unlock(&ctx->lua_lock);
+    json_decref(args);
+    if (rc) {
+        json_decref(result);
+        return ts_err_prefix(err, "ReceivedInstanceFilter");
+    }
+    /* Orthanc: anything but a boolean is an error */
+    if (!json_is_boolean(result)) {
+        json_decref(result);
+        return ts_err_set(err, TS_EINVAL, "ReceivedInstanceFilter must return a boolean");
+    }
+    rc = json_is_false(result) ? 1 : 0;
+    json_decref(result);
+    return rc;
+}
+
 int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *origin,
                 ingest_result *out, ts_err *err)
 {
@@ -332,6 +372,19 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
 
     /* before the file moves: Orthanc's PixelDataOffset, read off the file's bytes */
     long long pixel_offset = ts_dicom_pixel_data_offset(temp_path);
+    if (ctx->lua) {
+        rc = run_filter(ctx, d, origin, pixel_offset >= 0, err);
+        if (rc == 1) {
+            out->status = INGEST_FILTERED_OUT;
+            unlink(temp_path);
+            rc = 0;
+            goto out_free;
+        }
+        if (rc) {
+            out->status = INGEST_FAILED;
+            goto fail;
+        }
+    }
     char md5[33] = "";
     long long size = 0;
     if ((rc = file_md5(temp_path, md5, &size, err))) {

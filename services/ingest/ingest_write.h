@@ -4,6 +4,7 @@
 #ifndef INGEST_WRITE_H
 #define INGEST_WRITE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +16,7 @@
 #include "base/ids.h"
 #include "base/metrics.h"
 #include "io/store.h"
+#include "domain/lua_scripts.h"
 
 typedef struct ingest_ctx {
     ts_db_pool *db;
@@ -26,6 +28,10 @@ typedef struct ingest_ctx {
     const char *transcode_to;
     ts_metric *m_stored, *m_already, *m_invalid, *m_db_busy, *m_storage, *m_failed;
     ts_metric *m_seconds;
+    /* the scripts of TESSERA_LUA_SCRIPTS when they define ReceivedInstanceFilter
+     * (else NULL): one state, called under lua_lock by every thread */
+    ts_lua *lua;
+    pthread_mutex_t lua_lock;
 } ingest_ctx;
 
 /* Orthanc's instance metadata about where the instance came from. */
@@ -48,7 +54,8 @@ typedef enum {
     INGEST_WRONG_CLASS, /* C-STORE: the data set is not of the command's SOP class */
     INGEST_DB_BUSY,     /* database unreachable or conflicts outlasted the replays */
     INGEST_STORAGE_ERROR,
-    INGEST_FAILED, /* anything else */
+    INGEST_FAILED,       /* anything else */
+    INGEST_FILTERED_OUT, /* ReceivedInstanceFilter said false: nothing stored */
 } ingest_status;
 
 typedef struct ingest_result {
@@ -60,7 +67,8 @@ void ingest_ctx_init_metrics(ingest_ctx *ctx);
 
 /* Stores the instance in temp_path (a file under the storage area's tmp/).
  * The temporary file is consumed in every case: moved into place or removed.
- * Returns 0 when the instance is stored or was already; otherwise the error
+ * Returns 0 when the instance is stored, was already, or was filtered out
+ * (out->status says which); otherwise the error
  * says why and out->status says what to answer. Nothing half-stored remains:
  * no file without its row, no row without its file. */
 int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *origin,

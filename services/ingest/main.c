@@ -152,6 +152,8 @@ static Tessera__StoreStatus bus_status(ingest_status s)
         return TESSERA__STORE_STATUS__STORE_STORED;
     case INGEST_ALREADY_STORED:
         return TESSERA__STORE_STATUS__STORE_ALREADY_STORED;
+    case INGEST_FILTERED_OUT:
+        return TESSERA__STORE_STATUS__STORE_FILTERED_OUT;
     case INGEST_INVALID:
     case INGEST_WRONG_CLASS:
         return TESSERA__STORE_STATUS__STORE_INVALID_DICOM;
@@ -222,7 +224,8 @@ static int on_bus_request(void *user, const uint8_t *req_buf, size_t len, uint8_
         ingest_file(&svc->write, path, &origin, &res, &err);
     }
     rep.status = bus_status(res.status);
-    if (res.status == INGEST_STORED || res.status == INGEST_ALREADY_STORED) {
+    if (res.status == INGEST_STORED || res.status == INGEST_ALREADY_STORED ||
+        res.status == INGEST_FILTERED_OUT) {
         rep.patient_id = res.ids.patient;
         rep.study_id = res.ids.study;
         rep.series_id = res.ids.series;
@@ -304,6 +307,17 @@ int main(int argc, char **argv)
             ts_service_die("settings", &err);
         }
         svc.write.transcode_to = ingest_ts;
+    }
+    /* Orthanc's ReceivedInstanceFilter, from the scripts the routers run too */
+    pthread_mutex_init(&svc.write.lua_lock, NULL);
+    if (ts_cfg_str(TESSERA_LUA_SCRIPTS)[0]) {
+        svc.write.lua = ts_lua_new();
+        if (ts_lua_load_configured(svc.write.lua, &err))
+            ts_service_die("lua scripts", &err);
+        if (!ts_lua_has(svc.write.lua, "ReceivedInstanceFilter")) {
+            ts_lua_free(svc.write.lua);
+            svc.write.lua = NULL;
+        }
     }
     svc.registered_only = ts_cfg_bool(TESSERA_DICOM_REGISTERED_AES_ONLY);
     svc.max_instance_size = ts_cfg_int(TESSERA_MAX_INSTANCE_SIZE);
@@ -392,6 +406,7 @@ int main(int argc, char **argv)
     ts_heartbeat_stop(heartbeat);
     ts_metrics_server_free(metrics);
     ts_bus_pub_free(svc.write.events);
+    ts_lua_free(svc.write.lua);
     ts_store_free(svc.write.store);
     ts_db_pool_free(svc.write.db);
     json_decref(svc.last_syntaxes);

@@ -16,6 +16,8 @@
 #include "base/log.h"
 #include "domain/changes.h"
 #include "domain/delete.h"
+#include "domain/exports.h"
+#include "domain/lua_scripts.h"
 #include "tessera.pb-c.h"
 
 #define CLAIM_BATCH 256
@@ -32,11 +34,15 @@ struct jobs_router {
     int retry_delay_s;
     int max_attempts;
     int dicom_timeout_s;
+    ts_lua *lua;         /* TESSERA_LUA_SCRIPTS, NULL when none */
+    char lua_types[160]; /* the change types its callbacks take, as a text[] literal */
+    char lua_jobs[96];   /* its OnJob* callbacks, a text[] literal ("{}": none) */
 };
 
 static const ts_db_stmt emit_stable = {"router_emit_stable",
                                        "SELECT tessera_emit_stable($1::integer, $2::integer)", 2};
-static const ts_db_stmt dispatch = {"router_dispatch", "SELECT tessera_route_dispatch(1000)", 0};
+static const ts_db_stmt dispatch = {"router_dispatch",
+                                    "SELECT tessera_route_dispatch(1000, $1::text[])", 1};
 static const ts_db_stmt claim = {
     "router_claim",
     "UPDATE route_deliveries d SET not_before = now() + make_interval(secs => $1::integer),"
@@ -220,7 +226,15 @@ static int store_job(jobs_router *r, delivery **ds, size_t n, const char *type, 
     bool peer = strcmp(type, "OrthancPeerStore") == 0;
     const char *name =
         json_string_value(json_object_get(ds[0]->action, peer ? "Peer" : "Modality"));
-    char *resources = array_of(ds, n, true);
+    /* a Lua script's SendTo* may name another resource than the event's */
+    const char *other = json_string_value(json_object_get(ds[0]->action, "Resource"));
+    char *resources = other ? NULL : array_of(ds, n, true);
+    if (other) {
+        resources = malloc(strlen(other) + 3);
+        if (!resources)
+            abort();
+        sprintf(resources, "{%s}", other);
+    }
     const char *params[] = {name ? name : "", resources};
     ts_err err;
     PGresult *res = one(r, TS_DB_READ, peer ? &peer_input : &modality_input, params, &err);
@@ -247,8 +261,10 @@ static int store_job(jobs_router *r, delivery **ds, size_t n, const char *type, 
     char description[96];
     snprintf(description, sizeof(description), "Route %s", ds[0]->route_id);
     json_t *parents = json_array();
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && !other; i++)
         json_array_append_new(parents, json_string(ds[i]->public_id));
+    if (other)
+        json_array_append_new(parents, json_string(other));
     size_t count = json_array_size(instances);
     if (peer) {
         const char *url = col(res, 0, 0);
@@ -264,6 +280,9 @@ static int store_job(jobs_router *r, delivery **ds, size_t n, const char *type, 
         }
     } else {
         const char *aet = col(res, 0, 0), *local = col(res, 0, 3);
+        const char *local_over = json_string_value(json_object_get(ds[0]->action, "LocalAet"));
+        if (local_over)
+            local = local_over;
         *content = json_pack("{s:s, s:i, s:I, s:s, s:o, s:s}", "Description", description,
                              "FailedInstancesCount", 0, "InstancesCount", (json_int_t)count,
                              "LocalAet", local && *local ? local : r->svc->our_aet,
@@ -313,6 +332,12 @@ static void start_stores(jobs_router *r, delivery **ds, size_t n, const char *ty
     } else if (built == 0) {
         ts_err err;
         char id[TS_JOB_ID_LEN + 1];
+        /* Orthanc's /exports: the resources, as a REST store request logs them */
+        const char *dest = json_string_value(json_object_get(
+            fresh[0]->action, strcmp(type, "OrthancPeerStore") == 0 ? "Peer" : "Modality"));
+        if (ts_exports_log(r->svc->db, dest ? dest : "",
+                           json_object_get(content, "ParentResources"), &err))
+            ts_warn("cannot log the export", "error=\"%s\"", err.msg);
         if (ts_jobs_submit(r->redis, type, 0, content, input, id, &err))
             ts_warn("cannot submit a route job", "deliveries=%zu error=\"%s\"", nfresh, err.msg);
         else if (on_all(r, &set_running, fresh, nfresh, id))
@@ -371,7 +396,9 @@ static void delete_step(jobs_router *r, delivery *d, delivery **succeeded, size_
 {
     ts_err err;
     ts_deleted del;
-    int rc = ts_delete_resource(r->svc->db, d->public_id, d->level, &del, &err);
+    const char *other = json_string_value(json_object_get(d->action, "Resource"));
+    int rc = ts_delete_resource(r->svc->db, other ? other : d->public_id, other ? -1 : d->level,
+                                &del, &err);
     if (rc < 0) {
         step_failed(r, d, err.msg, false);
         return;
@@ -395,6 +422,267 @@ static const char *job_type(const delivery *d)
     if (type && strcmp(type, "StoreToPeer") == 0)
         return "OrthancPeerStore";
     return NULL;
+}
+
+/* ---- Lua callbacks (TESSERA_LUA_SCRIPTS) ------------------------------------ */
+
+/* The event's resource as Orthanc hands it to a callback: its main tags over
+ * those of its ancestors, and its metadata. No row: the resource is gone. */
+static const ts_db_stmt lua_input = {
+    "router_lua_input",
+    "WITH RECURSIVE up AS (SELECT id, parent_id, level FROM resources WHERE public_id = $1"
+    "  UNION ALL SELECT r.id, r.parent_id, r.level FROM resources r JOIN up ON r.id = up.parent_id)"
+    " SELECT (SELECT coalesce(jsonb_object_agg(e.key, e.value ORDER BY up.level), '{}')"
+    "   FROM up CROSS JOIN LATERAL jsonb_each(coalesce(CASE up.level"
+    "     WHEN 0 THEN (SELECT main_tags FROM patients WHERE resource_id = up.id)"
+    "     WHEN 1 THEN (SELECT main_tags FROM studies WHERE resource_id = up.id)"
+    "     WHEN 2 THEN (SELECT main_tags FROM series WHERE resource_id = up.id)"
+    "     ELSE (SELECT main_tags FROM instances WHERE resource_id = up.id) END, '{}')) e)::text,"
+    "  (SELECT coalesce(jsonb_object_agg(m.name, m.value), '{}') FROM metadata m"
+    "   WHERE m.resource_id = r.id)::text"
+    " FROM resources r WHERE r.public_id = $1",
+    1};
+static const ts_db_stmt lua_target = {
+    "router_lua_target",
+    "SELECT 1 FROM modalities WHERE name = $1 AND NOT $2::boolean"
+    " UNION ALL SELECT 1 FROM peers WHERE name = $1 AND $2::boolean",
+    2};
+/* the callback's steps after it, then the delivery goes on (advance) */
+static const ts_db_stmt lua_append = {
+    "router_lua_append",
+    "UPDATE route_deliveries SET actions = actions || $2::jsonb WHERE id = $1::bigint", 2};
+
+typedef struct lua_ctx {
+    jobs_router *r;
+    const delivery *d;
+    json_t *steps; /* what SendTo*, Delete asked for, run after the callback */
+} lua_ctx;
+
+/* A public id (hex groups and dashes), so that it can go in an array literal. */
+static bool public_id_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return false;
+    return strspn(s, "0123456789abcdef-") == n;
+}
+
+static int lua_send(void *arg, bool peer, const char *resource, const char *target,
+                    const char *local_aet, ts_err *err)
+{
+    lua_ctx *c = arg;
+    if (!public_id_ok(resource))
+        return ts_err_set(err, TS_EINVAL, "%s is not a resource id", resource);
+    const char *params[] = {target, peer ? "true" : "false"};
+    PGresult *res = one(c->r, TS_DB_READ, &lua_target, params, err);
+    if (!res)
+        return err->code;
+    int found = PQntuples(res);
+    PQclear(res);
+    if (!found) /* refused now, as Orthanc: a step that cannot succeed is no retry */
+        return ts_err_set(err, TS_ENOTFOUND, "unknown %s %s", peer ? "peer" : "modality", target);
+    json_t *step = json_pack("{s:s, s:s}", "Type", peer ? "StoreToPeer" : "StoreToModality",
+                             peer ? "Peer" : "Modality", target);
+    /* the event's own resource is left implicit: such steps of many
+     * deliveries go out as one job */
+    if (strcmp(resource, c->d->public_id) != 0)
+        json_object_set_new(step, "Resource", json_string(resource));
+    if (local_aet && *local_aet)
+        json_object_set_new(step, "LocalAet", json_string(local_aet));
+    json_array_append_new(c->steps, step);
+    return 0;
+}
+
+static int lua_delete(void *arg, const char *resource, ts_err *err)
+{
+    lua_ctx *c = arg;
+    if (!public_id_ok(resource))
+        return ts_err_set(err, TS_EINVAL, "%s is not a resource id", resource);
+    json_t *step = json_pack("{s:s}", "Type", "Delete");
+    if (strcmp(resource, c->d->public_id) != 0)
+        json_object_set_new(step, "Resource", json_string(resource));
+    json_array_append_new(c->steps, step);
+    return 0;
+}
+
+typedef struct lua_done_arg {
+    const char *id;
+    const char *steps;
+} lua_done_arg;
+
+static int lua_done_txn(ts_db *db, void *arg, ts_err *err)
+{
+    lua_done_arg *a = arg;
+    PGresult *res = NULL;
+    char ids[40];
+    snprintf(ids, sizeof(ids), "{%s}", a->id);
+    const char *p1[] = {a->id, a->steps};
+    const char *p2[] = {ids};
+    int rc = ts_db_exec(db, &lua_append, p1, &res, err);
+    if (res)
+        PQclear(res);
+    res = NULL;
+    if (!rc)
+        rc = ts_db_exec(db, &advance, p2, &res, err);
+    if (res)
+        PQclear(res);
+    return rc;
+}
+
+/* The object Orthanc passes as OnStoredInstance's origin
+ * (DicomInstanceOrigin::Format), from the reception metadata. */
+static json_t *origin_of(const json_t *meta)
+{
+    const char *o = json_string_value(json_object_get(meta, "Origin"));
+    json_t *out = json_pack("{s:s}", "RequestOrigin", o ? o : "Unknown");
+    static const char *const dicom[][2] = {
+        {"RemoteIP", "RemoteIp"}, {"RemoteAET", "RemoteAet"}, {"CalledAET", "CalledAet"}};
+    static const char *const rest[][2] = {{"RemoteIP", "RemoteIp"}, {"HttpUsername", "Username"}};
+    bool is_dicom = o && strcmp(o, "DicomProtocol") == 0, is_rest = o && strcmp(o, "RestApi") == 0;
+    for (size_t i = 0; is_dicom && i < 3; i++) {
+        const char *v = json_string_value(json_object_get(meta, dicom[i][0]));
+        json_object_set_new(out, dicom[i][1], json_string(v ? v : ""));
+    }
+    for (size_t i = 0; is_rest && i < 2; i++) {
+        const char *v = json_string_value(json_object_get(meta, rest[i][0]));
+        json_object_set_new(out, rest[i][1], json_string(v ? v : ""));
+    }
+    return out;
+}
+
+/* A Lua delivery: the callback runs here, then the steps it asked for join
+ * the delivery and run as a rule's (jobs, retries, dead letters). An error of
+ * the script, or its instruction or memory limit, kills the delivery with the
+ * reason (no retry: it would fail the same way); the router goes on. The
+ * claim's lease covers the callback: a process killed mid-way leaves it to
+ * the next, which runs it again from the start. */
+static void lua_step(jobs_router *r, delivery *d)
+{
+    const char *callback = json_string_value(json_object_get(d->action, "Callback"));
+    if (!callback)
+        callback = "?";
+    if (!r->lua || !ts_lua_has(r->lua, callback)) {
+        char why[200];
+        snprintf(why, sizeof(why), "this jobs process has no %s (TESSERA_LUA_SCRIPTS differ?)",
+                 callback);
+        step_failed(r, d, why, false);
+        return;
+    }
+    json_t *args = json_array();
+    ts_err err;
+    if (strncmp(callback, "OnJob", 5) == 0) {
+        json_array_append_new(args, json_string(d->public_id));
+    } else {
+        const char *params[] = {d->public_id};
+        PGresult *res = one(r, TS_DB_READ, &lua_input, params, &err);
+        if (!res) {
+            step_failed(r, d, err.msg, false);
+            json_decref(args);
+            return;
+        }
+        if (PQntuples(res) != 1) { /* deleted since: nothing to tell about */
+            PQclear(res);
+            json_decref(args);
+            steps_done(r, &d, 1);
+            return;
+        }
+        json_t *tags = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+        json_t *meta = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
+        PQclear(res);
+        json_array_append_new(args, json_string(d->public_id));
+        json_array_append_new(args, tags ? tags : json_object());
+        if (strcmp(callback, "OnStoredInstance") == 0)
+            json_array_append_new(args, origin_of(meta));
+        json_array_insert_new(args, 2, meta ? meta : json_object());
+    }
+    lua_ctx ctx = {r, d, json_array()};
+    ts_lua_host host = {&ctx, lua_send, lua_delete};
+    ts_lua_set_host(r->lua, &host);
+    int rc = ts_lua_call(r->lua, callback, args, NULL, &err);
+    ts_lua_set_host(r->lua, NULL);
+    json_decref(args);
+    if (rc) {
+        step_failed(r, d, err.msg, true);
+    } else {
+        char *steps = json_dumps(ctx.steps, JSON_COMPACT);
+        lua_done_arg a = {d->id, steps};
+        if (ts_db_transaction(r->svc->db, TS_DB_WRITE_READ_COMMITTED, lua_done_txn, &a, &err))
+            ts_warn("router statement failed", "stmt=%s error=\"%s\"", lua_append.name, err.msg);
+        else
+            ts_info("lua callback done", "delivery=%s callback=%s resource=%s steps=%zu", d->id,
+                    callback, d->public_id, json_array_size(ctx.steps));
+        free(steps);
+    }
+    json_decref(ctx.steps);
+}
+
+/* The job events of the registry (ts_jobs_events) as deliveries of route
+ * 'lua-job', numbered by the event: recorded idempotently, then acknowledged,
+ * so a router killed in between records nothing twice and loses nothing. */
+static const ts_db_stmt lua_job_events = {
+    "router_lua_job_events",
+    "INSERT INTO route_deliveries (route_id, change_seq, change_type, level, public_id, actions)"
+    " SELECT 'lua-job', (e->>'Seq')::bigint, 'Job' || (e->>'Kind'), 0, e->>'ID',"
+    "  jsonb_build_array(jsonb_build_object('Type', 'Lua', 'Callback', 'OnJob' || (e->>'Kind')))"
+    " FROM jsonb_array_elements($1::jsonb) e WHERE 'OnJob' || (e->>'Kind') = ANY ($2::text[])"
+    " ON CONFLICT (route_id, change_seq) DO NOTHING",
+    2};
+
+static int lua_jobs_pass(jobs_router *r)
+{
+    if (strcmp(r->lua_jobs, "{}") == 0)
+        return 0;
+    json_t *events = NULL;
+    ts_err err;
+    if (ts_jobs_events(r->redis, 500, &events, &err)) {
+        ts_warn("cannot read job events", "error=\"%s\"", err.msg);
+        return 0;
+    }
+    size_t n = json_array_size(events);
+    if (n) {
+        char *text = json_dumps(events, JSON_COMPACT);
+        const char *params[] = {text, r->lua_jobs};
+        long long last = json_integer_value(json_object_get(json_array_get(events, n - 1), "Seq"));
+        if (one_ok(r, &lua_job_events, params) && ts_jobs_events_ack(r->redis, last, &err))
+            ts_warn("cannot acknowledge job events", "error=\"%s\"", err.msg);
+        free(text);
+    }
+    json_decref(events);
+    return (int)n;
+}
+
+/* Loads TESSERA_LUA_SCRIPTS and notes which changes its callbacks take. */
+static int lua_load(jobs_router *r, ts_err *err)
+{
+    snprintf(r->lua_types, sizeof(r->lua_types), "{}");
+    snprintf(r->lua_jobs, sizeof(r->lua_jobs), "{}");
+    if (!ts_cfg_str(TESSERA_LUA_SCRIPTS)[0])
+        return 0;
+    r->lua = ts_lua_new();
+    int rc = ts_lua_load_configured(r->lua, err);
+    if (rc)
+        return rc;
+    static const char *const types[][2] = {{"NewInstance", "OnStoredInstance"},
+                                           {"StableSeries", "OnStableSeries"},
+                                           {"StableStudy", "OnStableStudy"},
+                                           {"StablePatient", "OnStablePatient"}};
+    size_t off = 0;
+    r->lua_types[off++] = '{';
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if (ts_lua_has(r->lua, types[i][1]))
+            off += (size_t)snprintf(r->lua_types + off, sizeof(r->lua_types) - off, "%s%s",
+                                    off > 1 ? "," : "", types[i][0]);
+    snprintf(r->lua_types + off, sizeof(r->lua_types) - off, "}");
+    static const char *const jobs[] = {"OnJobSubmitted", "OnJobSuccess", "OnJobFailure"};
+    off = 0;
+    r->lua_jobs[off++] = '{';
+    for (size_t i = 0; i < 3; i++)
+        if (ts_lua_has(r->lua, jobs[i]))
+            off += (size_t)snprintf(r->lua_jobs + off, sizeof(r->lua_jobs) - off, "%s%s",
+                                    off > 1 ? "," : "", jobs[i]);
+    snprintf(r->lua_jobs + off, sizeof(r->lua_jobs) - off, "}");
+    ts_info("lua callbacks", "changes=%s jobs=%s", r->lua_types, r->lua_jobs);
+    return 0;
 }
 
 /* Drives the claimed deliveries one step each. */
@@ -429,6 +717,8 @@ static void drive(jobs_router *r, delivery *ds, size_t n)
             start_stores(r, group, ngroup, type);
         } else if (name && strcmp(name, "Delete") == 0) {
             delete_step(r, d, succeeded, &nsucceeded);
+        } else if (name && strcmp(name, "Lua") == 0) {
+            lua_step(r, d);
         } else {
             step_failed(r, d, "unknown action (REST validates rules: a row written by hand?)",
                         true);
@@ -513,9 +803,11 @@ static void *router_main(void *arg)
         /* numbers our Stable* changes (and anybody's) for the dispatch below */
         if (ts_changes_sequence(r->svc->db, false, NULL, &err))
             ts_warn("cannot number changes", "error=\"%s\"", err.msg);
-        long made = scalar(r, &dispatch, NULL);
+        const char *lua_params[] = {r->lua_types};
+        long made = scalar(r, &dispatch, lua_params);
         if (made > 0)
             ts_info("changes dispatched", "deliveries=%ld", made);
+        made += lua_jobs_pass(r);
         int claimed = deliveries(r);
         /* a full batch, sweep or dispatch: more may wait, go on at once */
         if (claimed < CLAIM_BATCH && made < 1000 && stable < SWEEP_BATCH)
@@ -538,8 +830,11 @@ int jobs_router_start(jobs_service *svc, jobs_router **out, ts_err *err)
     r->retry_delay_s = (int)ts_cfg_int(TESSERA_ROUTER_RETRY_DELAY);
     r->max_attempts = (int)ts_cfg_int(TESSERA_ROUTER_MAX_ATTEMPTS);
     r->dicom_timeout_s = svc->dicom_timeout_s;
-    int rc = ts_jobs_connect(svc->redis_url, 5000, &r->redis, err);
+    int rc = lua_load(r, err);
+    if (!rc)
+        rc = ts_jobs_connect(svc->redis_url, 5000, &r->redis, err);
     if (rc) {
+        ts_lua_free(r->lua);
         free(r);
         return rc;
     }
@@ -554,5 +849,6 @@ void jobs_router_stop(jobs_router *r)
         return;
     pthread_join(r->thread, NULL);
     ts_jobs_free(r->redis);
+    ts_lua_free(r->lua);
     free(r);
 }

@@ -38,6 +38,8 @@
 #include "rest_modify.h"
 #include "rest_resources.h"
 #include "rest_routes.h"
+#include "rest_lua.h"
+#include "rest_exports.h"
 #include "rest_system.h"
 #include "rest_upload.h"
 #include "rest_ui.h"
@@ -67,6 +69,12 @@ static const rest_route routes[] = {
     {"GET", "/tools/log-level", rest_log_level, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_PUBLIC},
     {"PUT", "/tools/log-level", rest_log_level, REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
     {"POST", "/tools/dicom-echo", rest_tools_dicom_echo, REST_BODY_SMALL, REST_ROLE_WRITE,
+     REST_SCOPE_NONE},
+    /* Orthanc's log of exports (rest_exports.c), Lua (rest_lua.c): execute-script is off
+     * unless TESSERA_EXECUTE_LUA_ENABLED */
+    {"GET", "/exports", rest_exports, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_NONE},
+    {"DELETE", "/exports", rest_exports, REST_BODY_SMALL, REST_ROLE_ADMIN, REST_SCOPE_NONE},
+    {"POST", "/tools/execute-script", rest_execute_script, REST_BODY_SMALL, REST_ROLE_ADMIN,
      REST_SCOPE_NONE},
     {"GET", "/system", rest_system, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_PUBLIC},
     {"GET", "/statistics", rest_statistics, REST_BODY_SMALL, REST_ROLE_READ, REST_SCOPE_NONE},
@@ -618,6 +626,8 @@ int main(int argc, char **argv)
 
     if (rest_auth_start(&ctx, &err))
         ts_service_die("authentication", &err);
+    if (rest_lua_start(&ctx, &err))
+        ts_service_die("lua scripts", &err);
     rest_server *srv;
     int port = (int)ts_cfg_int(TESSERA_HTTP_PORT);
     if (rest_server_start(&ctx, port, (int)ts_cfg_int(TESSERA_HTTP_MAX_CONNECTIONS), routes,
@@ -636,6 +646,7 @@ int main(int argc, char **argv)
     ts_audit_stop(ctx.audit, 2000);
     rest_auth_stop(&ctx);
     ts_heartbeat_stop(heartbeat);
+    rest_lua_stop(&ctx);
     ts_metrics_server_free(metrics);
     ts_bus_client_free(ctx.ingest);
     ts_bus_client_free(ctx.deleters);

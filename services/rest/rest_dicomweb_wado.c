@@ -275,7 +275,7 @@ static ssize_t mp_read(void *cls, char *buf, size_t max)
 
 static void mp_reply(rest_request *req, mp_stream *s, const char *type, long long size)
 {
-    char ct[160];
+    char ct[256]; /* type: a media type with its transfer-syntax parameter */
     snprintf(ct, sizeof(ct), "multipart/related; type=\"%s\"; boundary=%s", type, s->boundary);
     /* the header's text must outlive the handler: keep it in the request */
     rest_reply_stream(req, NULL, size, mp_read, mp_free, s);

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -466,6 +467,27 @@ const char *rest_header(rest_request *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    (void)kind;
+    char lower[256];
+    size_t i = 0;
+    for (; key[i] && i + 1 < sizeof(lower); i++)
+        lower[i] = (char)tolower((unsigned char)key[i]);
+    lower[i] = '\0';
+    json_t *v = json_string(value ? value : "");
+    json_object_set_new(cls, lower, v ? v : json_string(""));
+    return MHD_YES;
+}
+
+json_t *rest_headers_json(rest_request *req)
+{
+    json_t *out = json_object();
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, add_header, out);
+    return out;
+}
+
 void rest_reply_text(rest_request *req, int status, const char *text, size_t len)
 {
     char *copy = malloc(len + 1);
@@ -691,6 +713,8 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
     join_path(req, normalised, sizeof(normalised));
     req->raw_url = req->url;
     req->url = normalised;
+    if (req->ctx && req->ctx->filter && !req->ctx->filter(req))
+        return -1;
     bool path_known = false;
     char allowed[128] = "";
     for (size_t i = 0; i < nroutes; i++) {

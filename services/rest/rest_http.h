@@ -65,6 +65,10 @@ typedef struct rest_ctx {
      * before the body, 404/405, a bad faked method, ...): DICOMweb's CORS
      * headers, so that a browser shows the page why. NULL: none. */
     void (*unrouted)(struct rest_request *req);
+    /* Orthanc's Lua IncomingHttpRequestFilter (rest_lua.c), run before
+     * routing: false when it answered instead (403). NULL: none. */
+    bool (*filter)(struct rest_request *req);
+    struct rest_lua *lua;
 } rest_ctx;
 
 #define REST_MAX_SEGMENTS 32
@@ -102,6 +106,8 @@ void rest_add_header(rest_request *req, const char *name, const char *value);
 
 /* A request header, or NULL. */
 const char *rest_header(rest_request *req, const char *name);
+/* Every request header as {"lower-case name": "value"} (the caller decrefs). */
+json_t *rest_headers_json(rest_request *req);
 
 /* The client's IP address as text ("127.0.0.1", "::1"); "" if unknown. */
 void rest_client_ip(rest_request *req, char *out, size_t size);

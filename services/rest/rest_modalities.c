@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "base/config.h"
+#include "domain/exports.h"
 #include "dicom/codecs.h"
 #include "dicom/dicom.h"
 #include "base/ids.h"
@@ -728,7 +729,7 @@ bool rest_store_parse(rest_request *req, rest_store_req *sr)
     if (!list)
         return false;
     sr->parents = unique_sorted(list);
-    json_decref(list);
+    sr->ordered = list; /* /exports logs them in the request's order, as Orthanc */
     json_t *body = sr->body;
     if (json_is_object(body)) {
         const json_t *a = json_object_get(body, "Asynchronous");
@@ -798,6 +799,7 @@ void rest_store_clear(rest_store_req *sr)
 {
     json_decref(sr->body);
     json_decref(sr->parents);
+    json_decref(sr->ordered);
     json_decref(sr->instances);
     memset(sr, 0, sizeof(*sr));
 }
@@ -831,6 +833,9 @@ void rest_modality_store(rest_request *req)
         json_object_set_new(content, "Transcode", json_string(sr.transcode));
         json_object_set_new(input, "Transcode", json_string(sr.transcode));
     }
+    ts_err xerr;
+    if (ts_exports_log(req->ctx->db, req->seg[1], sr.ordered, &xerr))
+        ts_warn("cannot log the export", "error=\"%s\"", xerr.msg); /* the send goes on */
     rest_jobs_submit(req, "DicomModalityStore", sr.priority, content, input, sr.asynchronous);
 out:
     json_decref(input);

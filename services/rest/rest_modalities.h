@@ -33,6 +33,7 @@ void rest_modality_settings(const json_t *conf, int *timeout, const char **local
 typedef struct rest_store_req {
     json_t *body;
     json_t *parents;   /* the ids given, sorted, without duplicates */
+    json_t *ordered;   /* the ids given, in order (the log of /exports) */
     json_t *instances; /* after rest_store_expand: the instances' ids */
     long long size;    /* after rest_store_expand: bytes of their files */
     bool asynchronous, permissive;

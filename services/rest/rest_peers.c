@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "base/config.h"
+#include "domain/exports.h"
 #include "base/log.h"
 #include "rest_common.h"
 #include "rest_jobs.h"
@@ -396,6 +397,9 @@ void rest_peer_store(rest_request *req)
         json_object_set_new(input, "Username", json_string(user));
         json_object_set_new(input, "Password", json_string(password ? password : ""));
     }
+    ts_err xerr;
+    if (ts_exports_log(req->ctx->db, req->seg[1], sr.ordered, &xerr))
+        ts_warn("cannot log the export", "error=\"%s\"", xerr.msg); /* the send goes on */
     rest_jobs_submit(req, "OrthancPeerStore", sr.priority, content, input, sr.asynchronous);
 out:
     free(password);

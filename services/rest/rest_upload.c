@@ -55,7 +55,8 @@ static int store_one(rest_request *req, const void *data, size_t len, const char
     int status = 200;
     switch (r->status) {
     case TESSERA__STORE_STATUS__STORE_STORED:
-    case TESSERA__STORE_STATUS__STORE_ALREADY_STORED: {
+    case TESSERA__STORE_STATUS__STORE_ALREADY_STORED:
+    case TESSERA__STORE_STATUS__STORE_FILTERED_OUT: {
         char path[64];
         snprintf(path, sizeof(path), "/instances/%s", r->instance_id);
         *answer = json_object();
@@ -65,8 +66,9 @@ static int store_one(rest_request *req, const void *data, size_t len, const char
         json_object_set_new(*answer, "ParentStudy", json_string(r->study_id));
         json_object_set_new(*answer, "Path", json_string(path));
         json_object_set_new(*answer, "Status",
-                            json_string(r->status == TESSERA__STORE_STATUS__STORE_STORED
-                                            ? "Success"
+                            json_string(r->status == TESSERA__STORE_STATUS__STORE_STORED ? "Success"
+                                        : r->status == TESSERA__STORE_STATUS__STORE_FILTERED_OUT
+                                            ? "FilteredOut"
                                             : "AlreadyStored"));
         break;
     }

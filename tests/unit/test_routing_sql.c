@@ -183,7 +183,7 @@ static void *dispatch(void *arg)
     PGconn *c = unit_pg_connect(url);
     long last = scalar_on(c, "SELECT max(seq) FROM changes");
     while (scalar_on(c, "SELECT last_seq FROM router_cursor") < last) {
-        long n = scalar_on(c, "SELECT tessera_route_dispatch(40)");
+        long n = scalar_on(c, "SELECT tessera_route_dispatch(40, '{}')");
         if (n > 0)
             *made += n;
         else if (n < 0) /* another dispatcher holds the cursor */
