@@ -738,8 +738,13 @@ static int run_txn(ts_db *db, void *arg, ts_err *err)
      * resources index assuming it can stop early, but the matched ids are spread
      * over the whole key range (a patient's id is as new as its first instance),
      * so the merge read the whole index: 150-300 ms at 1M instances for a name
-     * prefix with 400 studies, 1-3 ms with nested loops (bench/scale). */
-    int rc = ts_db_exec_sql(db, "SET LOCAL enable_mergejoin = off", err);
+     * prefix with 400 studies, 1-3 ms with nested loops (bench/scale). No hash
+     * joins either: at 10M instances the planner, taking ANALYZE's estimate of
+     * 79 children per parent (a sample sees few of the 1M distinct parents),
+     * hashed all 190k studies to join 3,954 matches: 150 ms, growing with the
+     * archive; nested loops on the keys: 35 ms, growing with the matches. */
+    int rc = ts_db_exec_sql(db, "SET LOCAL enable_mergejoin = off; SET LOCAL enable_hashjoin = off",
+                            err);
     if (rc)
         return rc;
     return ts_db_exec_params(db, a->q->sql, a->q->nparams, (const char *const *)a->q->params,
