@@ -289,6 +289,10 @@ int main(int argc, char **argv)
     ingest_ctx_init_metrics(&svc.write);
     if (ts_change_sequencer_start(svc.write.db, 1000, &svc.write.sequencer, &err))
         ts_service_die("change sequencer", &err);
+    if (ingest_commit_start(svc.write.db, svc.write.store,
+                            (int)ts_cfg_int(TESSERA_INGEST_COMMITTERS), 64, &svc.write.commit,
+                            &err))
+        ts_service_die("committer", &err);
 
     const char *events_url = ts_cfg_str(TESSERA_EVENTS_LISTEN);
     if (*events_url && ts_bus_pub_open(events_url, &svc.write.events, &err))
@@ -349,6 +353,7 @@ int main(int argc, char **argv)
     ts_bus_server_free(bus);
     ts_dicom_scp_free(scp);
     ingest_find_clear(&svc.find);
+    ingest_commit_stop(svc.write.commit);
     ts_change_sequencer_stop(svc.write.sequencer);
     ts_metrics_server_free(metrics);
     ts_bus_pub_free(svc.write.events);
