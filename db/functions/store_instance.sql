@@ -114,12 +114,17 @@ DECLARE
     idx integer;
     chg jsonb := '[]';
     c record;
+    expected bigint;
+    completed boolean := false;
 BEGIN
     status := 'stored';
     -- The file's lock first (lib/domain/store_index.c's key): the caller checks after
     -- this statement that no deleter reclaimed the file meanwhile, and commits
     -- only then; one round trip less than taking the lock on its own.
     PERFORM pg_advisory_xact_lock(29811, hashtext(p_instance->>'uuid'));
+    -- the statistics counters: added below in one call, not by the insert
+    -- triggers (0032_statistics_counted_by_store.sql); set back before returning
+    PERFORM set_config('tessera.statistics_counted', 'on', true);
 
     -- Most instances go to a series that exists: one statement finds its
     -- chain and locks it (FOR KEY SHARE on the three rows, as
@@ -189,15 +194,16 @@ BEGIN
     IF NOT ins.created THEN
         SELECT a.uuid INTO existing_uuid FROM attachments a
         WHERE a.resource_id = ins.id AND a.content_type = 1;
-        IF existing_uuid = (p_instance->>'uuid')::uuid THEN
-            -- a replay of a transaction whose commit we did not hear about
-            status := 'stored';
+        IF existing_uuid = (p_instance->>'uuid')::uuid OR NOT p_overwrite THEN
+            -- the same file: a replay of a transaction whose commit we did not
+            -- hear about; another: Orthanc keeps the first copy
+            status := CASE WHEN existing_uuid = (p_instance->>'uuid')::uuid
+                           THEN 'stored' ELSE 'already_stored' END;
             changes := '[]';
-            RETURN;
-        END IF;
-        IF NOT p_overwrite THEN
-            status := 'already_stored';
-            changes := '[]';
+            -- what the upserts created above (a chain found absent, then made)
+            PERFORM tessera_statistics_add(pat.created::int, stu.created::int,
+                                           ser.created::int, 0, 0, 0);
+            PERFORM set_config('tessera.statistics_counted', 'off', true);
             RETURN;
         END IF;
         old_uuid := existing_uuid;
@@ -239,9 +245,22 @@ BEGIN
                          ELSE '{}'::jsonb END) m
     WHERE m.value IS NOT NULL;
 
+    PERFORM tessera_statistics_add(pat.created::int, stu.created::int, ser.created::int, 1,
+                                   (p_instance->>'size')::bigint, (p_instance->>'size')::bigint);
+    PERFORM set_config('tessera.statistics_counted', 'off', true);
+
     -- (at most once a second: skipped when the chain was found fresh)
     IF chain.stale IS NOT FALSE THEN
         PERFORM tessera_touch_ancestors(ser.id);
+    END IF;
+
+    -- As Orthanc: CompletedSeries when this instance's own tags give an
+    -- expected number and the series is complete with it. Only then is the
+    -- series counted: a count on every instance made each store cost the size
+    -- of its series (O(n^2) for a series of n instances).
+    expected := tessera_expected_instances(p_tags->'series');
+    IF expected IS NOT NULL THEN
+        completed := tessera_series_status(ser.id, expected) = 'Complete';
     END IF;
 
     -- The order Orthanc logs them in. Seq is given after commit by
@@ -253,11 +272,7 @@ BEGIN
                      (2, 'NewSeries', 2::smallint, p_ids[3], ser.created),
                      (3, 'NewStudy', 1::smallint, p_ids[2], stu.created),
                      (4, 'NewPatient', 0::smallint, p_ids[1], pat.created),
-                     -- as Orthanc: when this instance's own tags give an
-                     -- expected number and the series is complete with it
-                     (5, 'CompletedSeries', 2::smallint, p_ids[3],
-                      tessera_series_status(ser.id,
-                          tessera_expected_instances(p_tags->'series')) = 'Complete'))
+                     (5, 'CompletedSeries', 2::smallint, p_ids[3], completed))
              AS v(ord, change_type, level, public_id, wanted)
         WHERE v.wanted
         ORDER BY v.ord

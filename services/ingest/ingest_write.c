@@ -17,12 +17,6 @@
 #include "domain/store_index.h"
 #include "tessera.pb-c.h"
 
-static const ts_db_stmt store_instance = {
-    "ingest_store_instance",
-    "SELECT status, old_uuid, changes FROM "
-    "tessera_store_instance($1::text[], $2::jsonb, $3::jsonb, $4::jsonb, $5::boolean, $6::json)",
-    6};
-
 void ingest_ctx_init_metrics(ingest_ctx *ctx)
 {
     const char *name = "tessera_ingest_instances_total";
@@ -97,61 +91,6 @@ static void reception_date(char out[32])
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(out, 32, "%Y%m%dT%H%M%S", &tm);
-}
-
-typedef struct txn_args {
-    ts_store *store;
-    const char *uuid;
-    bool synced;      /* the file and its directory entry are on disk */
-    bool sync_failed; /* ts_store_sync_file failed: a storage error, not the database's */
-    const char *params[6];
-    char status[32];
-    char old_uuid[TS_UUID_LEN + 1];
-    char *changes; /* JSON text, malloc'd */
-} txn_args;
-
-static int store_txn(ts_db *db, void *arg, ts_err *err)
-{
-    txn_args *a = arg;
-    PGresult *res;
-    /* PostgreSQL runs the function while the disk syncs the file: the two
-     * waits overlap (they were half of an instance's time each, one after the
-     * other); nothing commits before both are done. */
-    int rc = ts_db_send(db, &store_instance, a->params, err);
-    if (rc)
-        return rc;
-    if (!a->synced) {
-        ts_err sync_err;
-        if (ts_store_sync_file(a->store, a->uuid, &sync_err)) {
-            a->sync_failed = true;
-            ts_err ignored;
-            if (ts_db_receive(db, &res, &ignored) == 0)
-                PQclear(res);
-            if (err)
-                *err = sync_err;
-            return sync_err.code;
-        }
-        a->synced = true;
-    }
-    rc = ts_db_receive(db, &res, err);
-    if (rc)
-        return rc;
-    /* the function takes the file's lock first; its intent must still be
-     * there once we hold it (lib/domain/store_index.h) */
-    rc = ts_store_check_intent(a->store, a->uuid, err);
-    if (rc) {
-        PQclear(res);
-        return rc;
-    }
-    snprintf(a->status, sizeof(a->status), "%s", PQgetvalue(res, 0, 0));
-    snprintf(a->old_uuid, sizeof(a->old_uuid), "%s",
-             PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
-    free(a->changes);
-    a->changes = strdup(PQgetvalue(res, 0, 2));
-    if (!a->changes)
-        abort();
-    PQclear(res);
-    return 0;
 }
 
 /* Publishes the changes the transaction appended; best effort (subscribers
@@ -332,7 +271,7 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
     ts_dicom_identity id = {0};
     json_t *tags = NULL, *instance = NULL, *meta = NULL;
     char *tags_s = NULL, *instance_s = NULL, *meta_s = NULL, *ids_s = NULL, *dicomweb_s = NULL;
-    txn_args args = {0};
+    char *changes = NULL;
     char uuid[TS_UUID_LEN + 1] = "";
     bool file_in_place = false;
     int rc;
@@ -451,16 +390,21 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
     if (asprintf(&ids_s, "{%s,%s,%s,%s}", id.ids.patient, id.ids.study, id.ids.series,
                  id.ids.instance) < 0)
         abort();
-    args.params[0] = ids_s;
-    args.params[1] = tags_s;
-    args.params[2] = instance_s;
-    args.params[3] = meta_s;
-    args.params[4] = ctx->overwrite ? "true" : "false";
-    args.params[5] = dicomweb_s; /* NULL: SQL NULL */
-    args.store = ctx->store;
-    args.uuid = uuid;
-
-    rc = ts_db_transaction(ctx->db, TS_DB_WRITE, store_txn, &args, err);
+    ingest_job job = {.params = {ids_s, tags_s, instance_s, meta_s,
+                                 ctx->overwrite ? "true" : "false",
+                                 dicomweb_s /* NULL: SQL NULL */},
+                      .uuid = uuid};
+    /* The committer runs the index statement (with other writers' in one
+     * transaction: ingest_commit.h) while the disk syncs the file; it commits
+     * only once the file is on disk. */
+    ingest_commit_submit(ctx->commit, &job);
+    ts_err sync_err;
+    ts_err_clear(&sync_err);
+    bool synced = ts_store_sync_file(ctx->store, uuid, &sync_err) == 0;
+    ingest_commit_synced(ctx->commit, &job, synced);
+    ingest_commit_wait(ctx->commit, &job);
+    changes = job.changes;
+    rc = job.rc;
     if (rc == TS_EDB_INDOUBT) {
         /* The index may refer to the file: keeping it can leak a file (which
          * tessera-fsck finds), removing it could leave a row without its file. */
@@ -470,11 +414,13 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
         temp_path = NULL;
     }
     if (rc) {
-        out->status = args.sync_failed ? INGEST_STORAGE_ERROR : status_of_db_error(rc);
+        if (err)
+            *err = job.sync_failed ? sync_err : job.err;
+        out->status = job.sync_failed ? INGEST_STORAGE_ERROR : status_of_db_error(rc);
         goto fail;
     }
 
-    if (strcmp(args.status, "already_stored") == 0) {
+    if (strcmp(job.status, "already_stored") == 0) {
         /* Orthanc keeps the first copy; ours goes. */
         ts_err ignored;
         ts_store_remove(ctx->store, uuid, &ignored);
@@ -483,16 +429,15 @@ int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *ori
     } else {
         ts_store_settle(ctx->store, uuid);
         /* An overwritten file was queued for the deleter by the same transaction. */
-        if (args.old_uuid[0])
-            ts_debug("instance overwritten", "old_uuid=%s", args.old_uuid);
+        if (job.old_uuid[0])
+            ts_debug("instance overwritten", "old_uuid=%s", job.old_uuid);
         out->status = INGEST_STORED;
         ts_metric_inc(ctx->m_stored);
         ts_change_sequencer_nudge(ctx->sequencer);
-        publish_changes(ctx, args.changes);
+        publish_changes(ctx, changes);
     }
     ts_metric_observe(ctx->m_seconds, now_s() - t0);
-    ts_debug("instance stored", "instance=%s status=%s uuid=%s", id.ids.instance, args.status,
-             uuid);
+    ts_debug("instance stored", "instance=%s status=%s uuid=%s", id.ids.instance, job.status, uuid);
     rc = 0;
     goto out_free;
 
@@ -520,7 +465,7 @@ fail:
         break;
     }
 out_free:
-    free(args.changes);
+    free(changes);
     free(ids_s);
     free(tags_s);
     free(instance_s);

@@ -1,6 +1,7 @@
 /* ingest's write path, shared by C-STORE and the bus's store requests: parse,
- * compute the public ids, move the file into the storage area, then one
- * read-write transaction that indexes it, then a change event on the bus. */
+ * compute the public ids, move the file into the storage area, then the
+ * read-write transaction that indexes it (shared with other instances
+ * received at the same time: ingest_commit.h), then a change event on the bus. */
 #ifndef INGEST_WRITE_H
 #define INGEST_WRITE_H
 
@@ -17,12 +18,14 @@
 #include "base/metrics.h"
 #include "io/store.h"
 #include "domain/lua_scripts.h"
+#include "ingest_commit.h"
 
 typedef struct ingest_ctx {
     ts_db_pool *db;
     ts_store *store;
     ts_bus_pub *events;             /* may be NULL */
     ts_change_sequencer *sequencer; /* numbers the changes after commit; may be NULL */
+    ingest_commit *commit;          /* indexes instances in groups (ingest_commit.h) */
     bool overwrite;
     /* TESSERA_INGEST_TRANSCODING: the syntax every instance is stored in; NULL: as received */
     const char *transcode_to;

@@ -324,6 +324,10 @@ int main(int argc, char **argv)
     ingest_ctx_init_metrics(&svc.write);
     if (ts_change_sequencer_start(svc.write.db, 1000, &svc.write.sequencer, &err))
         ts_service_die("change sequencer", &err);
+    if (ingest_commit_start(svc.write.db, svc.write.store,
+                            (int)ts_cfg_int(TESSERA_INGEST_COMMITTERS), 64, &svc.write.commit,
+                            &err))
+        ts_service_die("committer", &err);
 
     const char *events_url = ts_cfg_str(TESSERA_EVENTS_LISTEN);
     if (*events_url && ts_bus_pub_open(events_url, &svc.write.events, &err))
@@ -402,6 +406,7 @@ int main(int argc, char **argv)
     ingest_find_clear(&svc.find);
     ts_dicom_access_free(svc.access);
     ts_audit_stop(audit, 2000);
+    ingest_commit_stop(svc.write.commit);
     ts_change_sequencer_stop(svc.write.sequencer);
     ts_heartbeat_stop(heartbeat);
     ts_metrics_server_free(metrics);

@@ -1,0 +1,212 @@
+#include "ingest_commit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/xalloc.h"
+#include "domain/store_index.h"
+
+static const ts_db_stmt store_instance = {
+    "ingest_store_instance",
+    "SELECT status, old_uuid, changes FROM "
+    "tessera_store_instance($1::text[], $2::jsonb, $3::jsonb, $4::jsonb, $5::boolean, $6::json)",
+    6};
+
+struct ingest_commit {
+    ts_db_pool *pool;
+    ts_store *store;
+    int max_batch;
+    int nthreads;
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t queued;   /* a job was queued, or stopping */
+    pthread_cond_t synced;   /* a job's fsync finished */
+    ingest_job *head, *tail; /* FIFO */
+    bool stopping;
+    ts_metric *m_batch;
+};
+
+typedef struct batch {
+    ingest_commit *c;
+    ingest_job **jobs;
+    int n;
+} batch;
+
+/* One transaction for the batch: each job's statement (it takes the file's
+ * lock, then the intent is checked under it, lib/domain/store_index.h), then the
+ * wait for every job's fsync; ts_db_transaction commits after. May run again
+ * (replays): every result is overwritten. */
+static int batch_txn(ts_db *db, void *arg, ts_err *err)
+{
+    batch *b = arg;
+    for (int i = 0; i < b->n; i++) {
+        ingest_job *job = b->jobs[i];
+        PGresult *res;
+        int rc = ts_db_exec(db, &store_instance, job->params, &res, err);
+        if (rc)
+            return rc;
+        rc = ts_store_check_intent(b->c->store, job->uuid, err);
+        if (rc) {
+            PQclear(res);
+            return rc;
+        }
+        snprintf(job->status, sizeof(job->status), "%s", PQgetvalue(res, 0, 0));
+        snprintf(job->old_uuid, sizeof(job->old_uuid), "%s",
+                 PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
+        free(job->changes);
+        job->changes = xstrdup(PQgetvalue(res, 0, 2));
+        PQclear(res);
+    }
+    /* nothing commits before its files are on disk */
+    const char *failed = NULL;
+    pthread_mutex_lock(&b->c->mu);
+    for (int i = 0; i < b->n; i++) {
+        while (b->jobs[i]->sync_state == 0)
+            pthread_cond_wait(&b->c->synced, &b->c->mu);
+        if (b->jobs[i]->sync_state < 0)
+            failed = b->jobs[i]->uuid;
+    }
+    pthread_mutex_unlock(&b->c->mu);
+    if (failed)
+        return ts_err_set(err, TS_EIO, "the file %s could not be synced", failed);
+    return 0;
+}
+
+static void run_batch(ingest_commit *c, ingest_job **jobs, int n)
+{
+    batch b = {c, jobs, n};
+    ts_err err;
+    ts_err_clear(&err);
+    int rc = ts_db_transaction(c->pool, TS_DB_WRITE, batch_txn, &b, &err);
+    if (rc && n > 1 && rc != TS_EDB_INDOUBT && rc != TS_EDB_BUSY) {
+        /* one job's failure (a bad value, a failed fsync, a reclaimed file)
+         * must not fail the others: each on its own */
+        ts_debug("group commit failed, replayed one by one", "instances=%d error=\"%s\"", n,
+                 err.msg);
+        for (int i = 0; i < n; i++)
+            run_batch(c, &jobs[i], 1);
+        return;
+    }
+    if (rc == 0)
+        ts_metric_observe(c->m_batch, n);
+    for (int i = 0; i < n; i++) {
+        jobs[i]->rc = rc;
+        jobs[i]->sync_failed = jobs[i]->sync_state < 0;
+        if (rc)
+            jobs[i]->err = err;
+    }
+}
+
+static void *committer_main(void *arg)
+{
+    ingest_commit *c = arg;
+    ingest_job **jobs = xcalloc((size_t)c->max_batch, sizeof(*jobs));
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->head && !c->stopping)
+            pthread_cond_wait(&c->queued, &c->mu);
+        if (!c->head)
+            break;
+        int n = 0;
+        while (c->head && n < c->max_batch) {
+            jobs[n++] = c->head;
+            c->head = c->head->next;
+        }
+        if (!c->head)
+            c->tail = NULL;
+        pthread_mutex_unlock(&c->mu);
+        run_batch(c, jobs, n);
+        pthread_mutex_lock(&c->mu);
+        for (int i = 0; i < n; i++) {
+            jobs[i]->done = true;
+            pthread_cond_signal(&jobs[i]->cond);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    free(jobs);
+    return NULL;
+}
+
+int ingest_commit_start(ts_db_pool *pool, ts_store *st, int threads, int max_batch,
+                        ingest_commit **out, ts_err *err)
+{
+    ingest_commit *c = xcalloc(1, sizeof(*c));
+    c->pool = pool;
+    c->store = st;
+    c->max_batch = max_batch < 1 ? 1 : max_batch;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->queued, NULL);
+    pthread_cond_init(&c->synced, NULL);
+    static const double bounds[] = {1, 2, 4, 8, 16, 32, 64};
+    c->m_batch = ts_metrics_histogram("tessera_ingest_commit_instances", NULL,
+                                      "instances indexed per transaction (group commit)", bounds,
+                                      sizeof(bounds) / sizeof(bounds[0]));
+    c->threads = xcalloc((size_t)threads, sizeof(*c->threads));
+    for (int i = 0; i < threads; i++) {
+        int e = pthread_create(&c->threads[i], NULL, committer_main, c);
+        if (e) {
+            ingest_commit_stop(c);
+            return ts_err_set(err, TS_EIO, "cannot start a committer thread: %s", strerror(e));
+        }
+        c->nthreads++;
+    }
+    *out = c;
+    return 0;
+}
+
+void ingest_commit_stop(ingest_commit *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stopping = true;
+    pthread_cond_broadcast(&c->queued);
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < c->nthreads; i++)
+        pthread_join(c->threads[i], NULL);
+    free(c->threads);
+    pthread_cond_destroy(&c->synced);
+    pthread_cond_destroy(&c->queued);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+void ingest_commit_submit(ingest_commit *c, ingest_job *job)
+{
+    job->rc = 0;
+    ts_err_clear(&job->err);
+    job->sync_failed = false;
+    job->status[0] = job->old_uuid[0] = '\0';
+    job->changes = NULL;
+    job->sync_state = 0;
+    job->done = false;
+    job->next = NULL;
+    pthread_cond_init(&job->cond, NULL);
+    pthread_mutex_lock(&c->mu);
+    if (c->tail)
+        c->tail->next = job;
+    else
+        c->head = job;
+    c->tail = job;
+    pthread_cond_signal(&c->queued);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void ingest_commit_synced(ingest_commit *c, ingest_job *job, bool ok)
+{
+    pthread_mutex_lock(&c->mu);
+    job->sync_state = ok ? 1 : -1;
+    pthread_cond_broadcast(&c->synced);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void ingest_commit_wait(ingest_commit *c, ingest_job *job)
+{
+    pthread_mutex_lock(&c->mu);
+    while (!job->done)
+        pthread_cond_wait(&job->cond, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    pthread_cond_destroy(&job->cond);
+}
