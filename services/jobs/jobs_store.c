@@ -45,7 +45,7 @@ static bool status_ok(uint16_t s)
 typedef struct {
     jobs_worker *w;
     ts_job_claim *c;
-    const char **ids;  /* the chunk's instances, in step with statuses */
+    const char **ids; /* the chunk's instances, in step with statuses */
     const uint16_t *statuses;
     const char **sent; /* scratch for the ids recorded */
     size_t processed;  /* files the peer has answered (or that were skipped) */
@@ -234,8 +234,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         ndone += nsent;
         ts_metric_add(w->svc->m_sent, (double)nsent);
         json_object_set_new(c->content, "FailedInstancesCount", json_integer((json_int_t)failed));
-        if (!jobs_record(w, c, sent, nsent, (int)((ndone + failed) * 100 / total)) ||
-            interrupted) {
+        if (!jobs_record(w, c, sent, nsent, (int)((ndone + failed) * 100 / total)) || interrupted) {
             out->interrupted = true;
             goto out;
         }

@@ -95,9 +95,9 @@ static void test_check(void **state)
     char comment[128] = "";
     ts_dicom_grant g;
     ts_dicom_access *open = access_with(true, 0), *closed = access_with(false, 0);
-    assert_int_equal(ts_dicom_access_check(open, &assoc, TS_DICOM_OP_STORE, &g, comment,
-                                           sizeof(comment)),
-                     TS_DIMSE_NOT_AUTHORIZED);
+    assert_int_equal(
+        ts_dicom_access_check(open, &assoc, TS_DICOM_OP_STORE, &g, comment, sizeof(comment)),
+        TS_DIMSE_NOT_AUTHORIZED);
     assert_non_null(strstr(comment, "C-STORE not allowed for AE title AE_A"));
     ts_dicom_grant_clear(&g);
     assert_int_equal(

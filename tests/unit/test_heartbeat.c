@@ -107,11 +107,13 @@ static void test_down_after_three_missed_beats_and_pruned_after_a_day(void **sta
     ts_err err;
     assert_int_equal(ts_heartbeat_start(pool, "svc-b", "1", 5, NULL, NULL, &hb, &err), 0);
     /* 14 s without a beat: fewer than three intervals of 5 s, still up */
-    sql("UPDATE service_heartbeats SET last_seen = now() - interval '14 s' WHERE service = 'svc-b'");
+    sql("UPDATE service_heartbeats SET last_seen = now() - interval '14 s' WHERE service = "
+        "'svc-b'");
     json_t *r = row_of("svc-b");
     assert_string_equal(str(r, "State"), "up");
     json_decref(r);
-    sql("UPDATE service_heartbeats SET last_seen = now() - interval '16 s' WHERE service = 'svc-b'");
+    sql("UPDATE service_heartbeats SET last_seen = now() - interval '16 s' WHERE service = "
+        "'svc-b'");
     r = row_of("svc-b");
     assert_string_equal(str(r, "State"), "down");
     json_decref(r);
