@@ -94,7 +94,8 @@ $$;
 
 -- p_ids: public ids {patient, study, series, instance}
 -- p_tags: {"patient": {...}, "study": {...}, "series": {...}, "instance": {...}}
---         Orthanc's MainDicomTags of each level
+--         Orthanc's MainDicomTags of each level, and "series_query": the series'
+--         other query keys (ts_dicom_series_query_tags)
 -- p_instance: {"sop_class_uid": ..., "uuid": ..., "size": ..., "md5": ...}
 -- p_metadata: {"ReceptionDate": ..., "RemoteAET": ..., ...}
 -- p_dicomweb: the DICOM JSON model without bulk data (0011_instance_dicomweb.sql), kept
@@ -172,10 +173,16 @@ BEGIN
         SELECT * INTO ser FROM tessera_upsert_resource(2::smallint, p_ids[3], stu.id);
         IF ser.created THEN
             t := p_tags->'series';
+            -- p_tags->'series_query': the series' query keys that are no main
+            -- tags (0038_series_request_attributes.sql)
             INSERT INTO series (resource_id, series_instance_uid, modality, series_number,
-                                series_description, main_tags)
+                                series_description, main_tags, pps_start_date,
+                                pps_start_time, request_attributes)
             VALUES (ser.id, t->>'SeriesInstanceUID', t->>'Modality',
-                    tessera_int(t->>'SeriesNumber'), t->>'SeriesDescription', t);
+                    tessera_int(t->>'SeriesNumber'), t->>'SeriesDescription', t,
+                    p_tags->'series_query'->>'PerformedProcedureStepStartDate',
+                    p_tags->'series_query'->>'PerformedProcedureStepStartTime',
+                    p_tags->'series_query'->'RequestAttributesSequence');
             INSERT INTO metadata (resource_id, name, value)
             SELECT ser.id, 'ExpectedNumberOfInstances', e::text
             FROM tessera_expected_instances(t) e WHERE e IS NOT NULL;

@@ -114,6 +114,11 @@ json_t *ts_dicom_to_dicom_json_inline(const ts_dicom *d);
 json_t *ts_dicomweb_attribute(const char *vr, const char *value);
 /* Orthanc's MainDicomTags of one level, e.g. {"PatientID": "..", "PatientName": ".."}. */
 json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level);
+/* The series' query keys of PS3.18 Table 10.6.1-5 that are no main tags:
+ * {"PerformedProcedureStepStartDate": .., "PerformedProcedureStepStartTime": ..,
+ *  "RequestAttributesSequence": [{"00400009": SPS ID, "00401001": RP ID}, ...]},
+ * each only when present (0038_series_request_attributes.sql keeps them). */
+json_t *ts_dicom_series_query_tags(const ts_dicom *d);
 
 /* Adds tags to dcmtk's data dictionary, as Orthanc's "Dictionary" option: a JSON
  * object {"gggg,eeee": [VR, Name, MinMultiplicity, MaxMultiplicity (0: any),

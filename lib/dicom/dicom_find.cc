@@ -8,12 +8,47 @@
 #include <dcmtk/dcmnet/diutil.h>
 #include <dcmtk/dcmnet/scpthrd.h>
 
+#include <jansson.h>
+
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "base/log.h"
 
 using tsqr::QrWorker;
+
+// A sequence's items from the index's JSON array of {"ggggeeee": value}
+// objects (services/query: series.request_attributes); true when a value is
+// not ASCII.
+static bool fill_items(DcmSequenceOfItems &sq, const char *stored)
+{
+    bool non_ascii = false;
+    json_t *items = *stored ? json_loads(stored, 0, nullptr) : nullptr;
+    size_t i;
+    json_t *obj;
+    json_array_foreach(items, i, obj)
+    {
+        DcmItem *item = new DcmItem();
+        const char *key;
+        json_t *v;
+        json_object_foreach(obj, key, v)
+        {
+            unsigned g, e;
+            if (!json_is_string(v) || sscanf(key, "%4x%4x", &g, &e) != 2)
+                continue;
+            const char *text = json_string_value(v);
+            for (const char *p = text; *p; p++)
+                non_ascii = non_ascii || static_cast<unsigned char>(*p) >= 0x80;
+            item->putAndInsertString(DcmTagKey(static_cast<Uint16>(g), static_cast<Uint16>(e)),
+                                     text);
+        }
+        if (sq.insert(item).bad())
+            delete item;
+    }
+    json_decref(items);
+    return non_ascii;
+}
 
 extern "C" int ts_dicom_find_pending(ts_dicom_find_out *out, const char *const *values,
                                      uint16_t status, ts_err *err)
@@ -24,9 +59,14 @@ extern "C" int ts_dicom_find_pending(ts_dicom_find_out *out, const char *const *
     bool non_ascii = false;
     for (size_t i = 0; i < out->tags.size(); i++) {
         DcmElement *el = nullptr;
-        if (rsp.findAndGetElement(out->tags[i], el, OFFalse).bad() || !el || el->ident() == EVR_SQ)
+        if (rsp.findAndGetElement(out->tags[i], el, OFFalse).bad() || !el)
             continue;
         const char *v = values[i] ? values[i] : "";
+        if (el->ident() == EVR_SQ) {
+            if (fill_items(*static_cast<DcmSequenceOfItems *>(el), v))
+                non_ascii = true;
+            continue;
+        }
         for (const char *p = v; *p; p++)
             if (static_cast<unsigned char>(*p) >= 0x80)
                 non_ascii = true;

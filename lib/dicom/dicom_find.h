@@ -32,12 +32,15 @@ enum {
     TS_QR_UNABLE_TO_PROCESS = 0xc000,
 };
 
-/* One top-level element of a C-FIND identifier. Sequences come with an empty
- * value and is_sequence set (sequence matching is not supported). */
+/* One element of a C-FIND identifier. Sequences come with an empty value
+ * and is_sequence set; the leaf elements of a sequence's first item follow
+ * the top-level keys, each with `sequence` set to the sequence's tag (PS3.4
+ * C.2.2.2.6: one item of matching keys). */
 typedef struct ts_dicom_find_key {
     uint32_t tag;
     const char *value; /* UTF-8, padding removed, values joined by '\' */
     bool is_sequence;
+    uint32_t sequence; /* 0: a top-level key */
 } ts_dicom_find_key;
 
 typedef struct ts_dicom_find_rq {
@@ -51,7 +54,9 @@ typedef struct ts_dicom_find_rq {
 typedef struct ts_dicom_find_out ts_dicom_find_out;
 
 /* Sends one pending response: the identifier with values[i] as the value of
- * keys[i] (NULL or "": zero length). status is 0xFF00, or 0xFF01 when some
+ * keys[i] (NULL or "": zero length); a sequence's value is its items as a
+ * JSON array of objects {"ggggeeee": value} ("": no items), item keys'
+ * values are not used. status is 0xFF00, or 0xFF01 when some
  * optional keys are not supported. TS_ECANCELED when the client has sent a
  * C-CANCEL (stop and return 0xFE00); another error means the association is
  * gone. */

@@ -869,3 +869,44 @@ extern "C" json_t *ts_dicom_main_tags(const ts_dicom *d, ts_level level)
     }
     return out;
 }
+
+// A leaf element of an item or dataset as the main tags take it, or false.
+static bool query_leaf(DcmItem &item, Uint16 group, Uint16 element, std::string &out)
+{
+    DcmElement *el = nullptr;
+    if (item.findAndGetElement(DcmTagKey(group, element), el, OFFalse).bad() || !el ||
+        !el->isLeaf())
+        return false;
+    OrthancValue v = orthanc_leaf_value(*el);
+    if (v.null || v.text.empty() || v.text.size() > ORTHANC_MAX_STRING_LENGTH)
+        return false;
+    out = v.text;
+    return true;
+}
+
+extern "C" json_t *ts_dicom_series_query_tags(const ts_dicom *d)
+{
+    DcmDataset &ds = dataset_of(d);
+    json_t *out = must(json_object());
+    std::string s;
+    if (query_leaf(ds, 0x0040, 0x0244, s))
+        set_new(out, "PerformedProcedureStepStartDate", utf8_string(s));
+    if (query_leaf(ds, 0x0040, 0x0245, s))
+        set_new(out, "PerformedProcedureStepStartTime", utf8_string(s));
+    DcmSequenceOfItems *sq = nullptr;
+    if (ds.findAndGetSequence(DcmTagKey(0x0040, 0x0275), sq, OFFalse).good() && sq &&
+        sq->card() > 0) {
+        // every item, also one without the two keys: it still is an item
+        json_t *items = must(json_array());
+        for (unsigned long i = 0; i < sq->card(); i++) {
+            json_t *obj = must(json_object());
+            if (query_leaf(*sq->getItem(i), 0x0040, 0x0009, s))
+                set_new(obj, "00400009", utf8_string(s));
+            if (query_leaf(*sq->getItem(i), 0x0040, 0x1001, s))
+                set_new(obj, "00401001", utf8_string(s));
+            json_array_append_new(items, obj);
+        }
+        set_new(out, "RequestAttributesSequence", items);
+    }
+    return out;
+}

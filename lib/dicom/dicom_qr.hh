@@ -231,13 +231,43 @@ class QrWorker : public DcmThreadSCP
             }
             kept.push_back(el);
         }
-        id.values.reserve(kept.size());
+        // The leaf elements of each sequence's first item, read before the
+        // sequences are emptied; they follow the top-level keys.
+        std::vector<ts_dicom_find_key> item_keys;
+        std::vector<std::string> item_values;
+        for (DcmElement *el : kept) {
+            DcmSequenceOfItems *sq =
+                el->ident() == EVR_SQ ? static_cast<DcmSequenceOfItems *>(el) : nullptr;
+            if (!sq || sq->card() == 0)
+                continue;
+            DcmTagKey sk = el->getTag().getXTag();
+            DcmItem *item = sq->getItem(0);
+            for (unsigned long i = 0; i < item->card(); i++) {
+                DcmElement *leaf = item->getElement(i);
+                if (!leaf->isLeaf())
+                    continue;
+                if (kept.size() + item_keys.size() >= MAX_KEYS) {
+                    id.dropped++;
+                    continue;
+                }
+                DcmTagKey lk = leaf->getTag().getXTag();
+                ts_dicom_find_key k;
+                k.tag = TS_TAG(lk.getGroup(), lk.getElement());
+                k.is_sequence = false;
+                k.sequence = TS_TAG(sk.getGroup(), sk.getElement());
+                item_keys.push_back(k);
+                item_values.push_back(element_text(leaf));
+            }
+        }
+        id.values.reserve(kept.size() + item_keys.size());
         for (DcmElement *el : kept) {
             DcmTagKey key = el->getTag().getXTag();
             ts_dicom_find_key k;
             k.tag = TS_TAG(key.getGroup(), key.getElement());
             k.is_sequence = el->ident() == EVR_SQ;
+            k.sequence = 0;
             if (k.is_sequence) {
+                // the answers' items come from the index (ts_dicom_find_pending)
                 static_cast<DcmSequenceOfItems *>(el)->clear();
                 id.values.emplace_back("");
             } else {
@@ -246,6 +276,8 @@ class QrWorker : public DcmThreadSCP
             id.tags.push_back(key);
             id.keys.push_back(k);
         }
+        id.keys.insert(id.keys.end(), item_keys.begin(), item_keys.end());
+        id.values.insert(id.values.end(), item_values.begin(), item_values.end());
         for (size_t i = 0; i < id.keys.size(); i++)
             id.keys[i].value = id.values[i].c_str();
         return true;

@@ -253,7 +253,7 @@ void ts_dicom_access_keys(const ts_dicom_find_key *keys, size_t n, char *buf, si
         bool wanted = false;
         for (size_t u = 0; u < sizeof(unique) / sizeof(unique[0]); u++)
             wanted = wanted || keys[i].tag == unique[u];
-        if (!wanted || keys[i].is_sequence || !*keys[i].value)
+        if (!wanted || keys[i].is_sequence || keys[i].sequence || !*keys[i].value)
             continue;
         /* a list of UIDs (value multiplicity) becomes one resource each */
         for (const char *p = keys[i].value; *p && off + 1 < size; p++)

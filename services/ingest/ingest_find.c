@@ -97,6 +97,7 @@ static void relay_query_keys(const ts_dicom_find_key *keys, size_t n, Tessera__F
         tessera__find_tag_value__init(tv);
         tv->tag = keys[i].tag;
         tv->value = (char *)keys[i].value;
+        tv->sequence = keys[i].sequence; /* an item's key: sequence matching */
         (*tv_ptrs)[req->n_query++] = tv;
     }
     req->query = *tv_ptrs;

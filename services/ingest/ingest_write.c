@@ -122,6 +122,8 @@ static json_t *build_tags(const ts_dicom *d)
     json_object_set_new(tags, "study", ts_dicom_main_tags(d, TS_LEVEL_STUDY));
     json_object_set_new(tags, "series", ts_dicom_main_tags(d, TS_LEVEL_SERIES));
     json_object_set_new(tags, "instance", ts_dicom_main_tags(d, TS_LEVEL_INSTANCE));
+    /* apart from "series": main_tags stays Orthanc's MainDicomTags */
+    json_object_set_new(tags, "series_query", ts_dicom_series_query_tags(d));
     return tags;
 }
 

@@ -68,6 +68,7 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
     ts_level level;
     query_result res = {0};
     query_key *keys = NULL;
+    uint32_t *seqs = NULL;
     const char **values = NULL;
     uint16_t status = TS_QR_SUCCESS;
     int sent = 0;
@@ -97,13 +98,17 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
 
     keys = calloc(rq->nkeys ? rq->nkeys : 1, sizeof(*keys));
     values = calloc(rq->nkeys ? rq->nkeys : 1, sizeof(*values));
-    if (!keys || !values)
+    seqs = calloc(rq->nkeys ? rq->nkeys : 1, sizeof(*seqs));
+    if (!keys || !values || !seqs)
         abort();
-    for (size_t i = 0; i < rq->nkeys; i++)
+    for (size_t i = 0; i < rq->nkeys; i++) {
         keys[i] = (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
+        seqs[i] = rq->keys[i].sequence; /* an item's key: sequence matching */
+    }
     query_spec spec = {.level = level,
                        .keys = keys,
                        .nkeys = rq->nkeys,
+                       .key_sequences = seqs,
                        .case_matching = svc->case_matching,
                        .limit = svc->limit,
                        /* the calling AE's label grant: the filter of /tools/find */
@@ -157,6 +162,7 @@ done:
     ts_dicom_grant_clear(&grant);
     query_result_clear(&res);
     free(keys);
+    free(seqs);
     free(values);
     return status;
 }
@@ -186,10 +192,13 @@ static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_
     query_key *keys = calloc(rq->nkeys + 1, sizeof(*keys));
     if (!keys)
         abort();
+    size_t nkeys = 0;
     for (size_t i = 0; i < rq->nkeys; i++)
-        keys[i] = (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
+        if (!rq->keys[i].sequence) /* items' keys name no instances */
+            keys[nkeys++] =
+                (query_key){rq->keys[i].tag, rq->keys[i].is_sequence ? "" : rq->keys[i].value};
     int rc =
-        query_retrieve_run_visible(svc->db, level, keys, rq->nkeys, svc->case_matching,
+        query_retrieve_run_visible(svc->db, level, keys, nkeys, svc->case_matching,
                                    grant->restricted, grant->labels, grant->nlabels, &res, &err);
     free(keys);
     if (rc) {

@@ -103,7 +103,12 @@ static int retrieve_reply(query_bus_ctx *ctx, const Tessera__FindRequest *req,
     int rc = build_keys(req, &keys, &nkeys, err);
     if (rc)
         return rc;
-    rc = query_retrieve_run_visible(ctx->db, (ts_level)req->level, keys, req->n_query,
+    /* items' keys name no instances: only the top-level ones are kept */
+    size_t nq = 0;
+    for (size_t i = 0; i < req->n_query; i++)
+        if (!req->query[i]->sequence)
+            keys[nq++] = keys[i];
+    rc = query_retrieve_run_visible(ctx->db, (ts_level)req->level, keys, nq,
                                     case_of(req->case_matching), req->restrict_to_labels,
                                     (const char *const *)req->visible_labels, req->n_visible_labels,
                                     res, err);
@@ -116,7 +121,7 @@ static int retrieve_reply(query_bus_ctx *ctx, const Tessera__FindRequest *req,
         tessera__find_match__init(&b->matches[r]);
         tessera__find_tag_value__init(&b->tvs[r]);
         b->tvs[r].tag = TS_TAG_SOP_INSTANCE_UID;
-        b->tvs[r].value = (char *)query_result_value(res, (int)r, req->n_query);
+        b->tvs[r].value = (char *)query_result_value(res, (int)r, nq);
         b->tv_ptrs[r] = &b->tvs[r];
         b->matches[r].public_id = (char *)query_result_id(res, (int)r);
         b->matches[r].n_tags = 1;
@@ -136,6 +141,7 @@ int query_bus_handle(void *user, const uint8_t *buf, size_t len, uint8_t **reply
     query_bus_ctx *ctx = user;
     Tessera__FindReply rep = TESSERA__FIND_REPLY__INIT;
     query_key *keys = NULL;
+    uint32_t *seqs = NULL;
     size_t nkeys = 0;
     query_result res = {0};
     reply_bufs b = {0};
@@ -165,9 +171,14 @@ int query_bus_handle(void *user, const uint8_t *buf, size_t len, uint8_t **reply
     }
     if ((rc = build_keys(req, &keys, &nkeys, &err)))
         goto failed;
+    /* the query keys come first in keys: their sequences (item attributes) */
+    seqs = xcalloc(nkeys ? nkeys : 1, sizeof(*seqs));
+    for (size_t i = 0; i < req->n_query; i++)
+        seqs[i] = req->query[i]->sequence;
     query_spec spec = {.level = (ts_level)req->level,
                        .keys = keys,
                        .nkeys = nkeys,
+                       .key_sequences = seqs,
                        .case_matching = case_of(req->case_matching),
                        .limit = req->limit > 0 && req->limit < ctx->limit ? req->limit : ctx->limit,
                        .since = req->since,
@@ -225,6 +236,7 @@ reply:
     reply_bufs_clear(&b);
     query_result_clear(&res);
     free(keys);
+    free(seqs);
     if (req)
         tessera__find_request__free_unpacked(req, NULL);
     return 0;

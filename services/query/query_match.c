@@ -121,6 +121,20 @@ static const tag_def TAGS[] = {
      NULL,
      MATCH_PLAIN},
     {{T(0x0008, 0x1070), "OperatorsName", E, "PN"}, MT("se", "OperatorsName"), NULL, MATCH_PLAIN},
+    /* PS3.18 Table 10.6.1-5's keys that are no main tags (0038_series_request_attributes.sql) */
+    {{T(0x0040, 0x0244), "PerformedProcedureStepStartDate", E, "DA"},
+     "se.pps_start_date",
+     NULL,
+     MATCH_PLAIN},
+    {{T(0x0040, 0x0245), "PerformedProcedureStepStartTime", E, "TM"},
+     "se.pps_start_time",
+     NULL,
+     MATCH_PLAIN},
+    /* its items as a JSON array ([{"00400009": ..}]); matched through ITEM_TAGS */
+    {{T(0x0040, 0x0275), "RequestAttributesSequence", E, "SQ"},
+     "se.request_attributes::text",
+     NULL,
+     MATCH_NONE},
     {{T(0x0020, 0x1209), "NumberOfSeriesRelatedInstances", E, "IS"},
      "(SELECT count(*) FROM resources x1 WHERE x1.parent_id = rse.id)::text",
      NULL,
@@ -145,6 +159,29 @@ static const tag_def TAGS[] = {
     {{T(0x0020, 0x4000), "ImageComments", I, "LT"}, MT("i", "ImageComments"), NULL, MATCH_PLAIN},
 };
 
+/* Attributes of sequence items: expr is on `it`, one item of the sequence's
+ * stored array (jsonb_array_elements(items)). */
+typedef struct item_def {
+    uint32_t sequence;
+    const char *items; /* SQL of the sequence's JSON array */
+    tag_def def;
+} item_def;
+
+static const item_def ITEM_TAGS[] = {
+    {T(0x0040, 0x0275),
+     "se.request_attributes",
+     {{T(0x0040, 0x0009), "ScheduledProcedureStepID", E, "SH"},
+      "(it->>'00400009')",
+      NULL,
+      MATCH_PLAIN}},
+    {T(0x0040, 0x0275),
+     "se.request_attributes",
+     {{T(0x0040, 0x1001), "RequestedProcedureID", E, "SH"},
+      "(it->>'00401001')",
+      NULL,
+      MATCH_PLAIN}},
+};
+
 #undef T
 #undef P
 #undef S
@@ -160,6 +197,20 @@ static const tag_def *find_def(uint32_t tag)
         if (TAGS[i].info.tag == tag)
             return &TAGS[i];
     return NULL;
+}
+
+static const item_def *find_item_def(uint32_t sequence, uint32_t tag)
+{
+    for (size_t i = 0; i < sizeof(ITEM_TAGS) / sizeof(ITEM_TAGS[0]); i++)
+        if (ITEM_TAGS[i].sequence == sequence && ITEM_TAGS[i].def.info.tag == tag)
+            return &ITEM_TAGS[i];
+    return NULL;
+}
+
+const query_tag_info *query_item_tag_lookup(uint32_t sequence, uint32_t tag)
+{
+    const item_def *d = find_item_def(sequence, tag);
+    return d ? &d->def.info : NULL;
 }
 
 const query_tag_info *query_tag_lookup(uint32_t tag)
@@ -491,6 +542,50 @@ static int add_condition(builder *b, const tag_def *d, const char *value, query_
     return 0;
 }
 
+/* The sequence key k is an item attribute of, or 0. */
+#define SEQ_OF(spec, k) ((spec)->key_sequences ? (spec)->key_sequences[k] : 0u)
+
+/* The keys in sequence items: per sequence, one EXISTS over its stored items
+ * with every item key's condition on the same item (PS3.4 C.2.2.2.6: the
+ * sequence matches when one item matches all of them). Universal values
+ * only: no condition. Keys of an unknown item attribute are ignored, as
+ * unknown top-level keys are. */
+static int add_item_conditions(builder *b, const query_spec *spec, ts_err *err)
+{
+    for (size_t k = 0; k < spec->nkeys; k++) {
+        uint32_t seq = SEQ_OF(spec, k);
+        bool first = true;
+        for (size_t j = 0; j < k && first; j++)
+            first = SEQ_OF(spec, j) != seq;
+        if (!seq || !first)
+            continue;
+        /* the conditions of this sequence's keys, written to a buffer of their own */
+        sbuf outer = b->where;
+        b->where = (sbuf){0};
+        sb_add(&b->where, "%s", "");
+        const char *items = NULL;
+        int rc = 0;
+        for (size_t j = k; j < spec->nkeys && rc == 0; j++) {
+            const query_key *key = &spec->keys[j];
+            const item_def *it = SEQ_OF(spec, j) == seq ? find_item_def(seq, key->tag) : NULL;
+            if (!it || it->def.info.level > spec->level || !key->value || !*key->value)
+                continue;
+            items = it->items;
+            rc = add_condition(b, &it->def, key->value, spec->case_matching, err);
+        }
+        sbuf inner = b->where;
+        b->where = outer;
+        if (rc == 0 && items && inner.len)
+            sb_add(&b->where,
+                   " AND EXISTS (SELECT 1 FROM jsonb_array_elements(%s) it WHERE true%s)", items,
+                   inner.s);
+        free(inner.s);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* The per-level table and alias of each level; r<alias> is its resources row. */
 static const char *const LEVEL_TABLE[] = {"patients", "studies", "series", "instances"};
 static const char *const LEVEL_ALIAS[] = {"pa", "st", "se", "i"};
@@ -655,8 +750,10 @@ int query_build(const query_spec *spec, query_sql *out, ts_err *err)
     sb_add(&b.where, " WHERE true");
     for (size_t k = 0; k < spec->nkeys; k++) {
         const query_key *key = &spec->keys[k];
-        const tag_def *d = find_def(key->tag);
         out->key_col[k] = -1;
+        if (SEQ_OF(spec, k))
+            continue; /* matched below, per sequence */
+        const tag_def *d = find_def(key->tag);
         /* keys of a lower level than the query's are neither matched nor returned */
         if (!d || d->info.level > spec->level)
             continue;
@@ -672,6 +769,8 @@ int query_build(const query_spec *spec, query_sql *out, ts_err *err)
         if (*v && (rc = add_condition(&b, d, v, spec->case_matching, err)) < 0)
             goto fail;
     }
+    if ((rc = add_item_conditions(&b, spec, err)) < 0)
+        goto fail;
     if ((rc = add_label_conditions(&b, spec, err)) < 0)
         goto fail;
     out->file_col = -1;
@@ -682,8 +781,11 @@ int query_build(const query_spec *spec, query_sql *out, ts_err *err)
     }
     ts_level top = spec->level;
     for (size_t k = 0; k < spec->nkeys; k++) {
-        const tag_def *d = find_def(spec->keys[k].tag);
-        if (d && d->info.level < top)
+        const query_key *key = &spec->keys[k];
+        uint32_t seq = SEQ_OF(spec, k);
+        const item_def *it = seq ? find_item_def(seq, key->tag) : NULL;
+        const tag_def *d = seq ? (it ? &it->def : NULL) : find_def(key->tag);
+        if (d && d->info.level < top && d->info.level <= spec->level)
             top = d->info.level;
     }
     add_from(&sel, spec->level, top);

@@ -40,6 +40,11 @@ typedef struct query_spec {
     ts_level level;
     const query_key *keys;
     size_t nkeys;
+    /* NULL, or per key the sequence whose items it is an attribute of (0: a
+     * top-level key). The keys of one sequence match together within one
+     * item, and the sequence matches when any item does (PS3.4 C.2.2.2.6);
+     * they are matched only: the sequence's own key returns the items. */
+    const uint32_t *key_sequences;
     query_case case_matching;
     long limit;     /* rows at most (0: no limit); one more is fetched to tell truncation */
     long since;     /* rows to skip (the bus's paging) */
@@ -77,6 +82,8 @@ typedef struct query_tag_info {
 
 /* The tag's entry, or NULL if the index knows nothing of it. */
 const query_tag_info *query_tag_lookup(uint32_t tag);
+/* The entry of attribute `tag` in the items of sequence `sequence`, or NULL. */
+const query_tag_info *query_item_tag_lookup(uint32_t sequence, uint32_t tag);
 /* The known tags, by index 0..query_tag_count()-1 (for the bus's `expand`). */
 size_t query_tag_count(void);
 const query_tag_info *query_tag_at(size_t i);

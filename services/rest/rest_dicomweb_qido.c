@@ -4,6 +4,9 @@
  * the matches into DICOM JSON.
  *
  * - keys: keyword or tag ("PatientName", "00100010"), values percent-decoded;
+ *   an attribute of a sequence's items as "Sequence.Attribute" (PS3.18 8.3.4.1:
+ *   "RequestAttributesSequence.ScheduledProcedureStepID", "00400275.00400009"),
+ *   matched item by item;
  *   UI and CS values may list alternatives separated by ',' or '\'; an empty
  *   value is a return key. A name that is no attribute, an attribute the index
  *   cannot match on, or one below the level searched: 400 with a message.
@@ -58,7 +61,20 @@ static const qido_attr MATCHABLE[] = {
     {T(0x0008, 0x1010), E}, {T(0x0008, 0x103e), E}, {T(0x0018, 0x0015), E}, {T(0x0018, 0x1030), E},
     {T(0x0020, 0x0011), E}, {T(0x0020, 0x000e), E}, {T(0x0008, 0x1070), E}, {T(0x0008, 0x0018), I},
     {T(0x0008, 0x0016), I}, {T(0x0020, 0x0013), I}, {T(0x0008, 0x0012), I}, {T(0x0008, 0x0013), I},
-    {T(0x0020, 0x0012), I}, {T(0x0028, 0x0008), I}, {T(0x0020, 0x4000), I},
+    {T(0x0020, 0x0012), I}, {T(0x0028, 0x0008), I}, {T(0x0020, 0x4000), I}, {T(0x0040, 0x0244), E},
+    {T(0x0040, 0x0245), E}, {T(0x0040, 0x0275), E},
+};
+
+#define TAG_REQUEST_ATTRIBUTES T(0x0040, 0x0275)
+
+/* Attributes of sequence items QIDO matches on, as "Sequence.Attribute"
+ * (keywords or tags): the sequence matches when one of its items matches
+ * every such key (PS3.4 C.2.2.2.6). */
+static const struct {
+    uint32_t sequence, tag;
+} ITEM_MATCHABLE[] = {
+    {TAG_REQUEST_ATTRIBUTES, T(0x0040, 0x0009)}, /* ScheduledProcedureStepID */
+    {TAG_REQUEST_ATTRIBUTES, T(0x0040, 0x1001)}, /* RequestedProcedureID */
 };
 
 /* What each level answers without includefield (PS3.18 Tables 10.6.3-3 to
@@ -70,7 +86,8 @@ static const uint32_t STUDY_TAGS[] = {
     T(0x0020, 0x0010), T(0x0008, 0x1030), T(0x0020, 0x1206), T(0x0020, 0x1208), 0};
 static const uint32_t SERIES_TAGS[] = {T(0x0008, 0x0060), T(0x0008, 0x103e), T(0x0020, 0x000e),
                                        T(0x0020, 0x0011), T(0x0020, 0x1209), T(0x0008, 0x0021),
-                                       T(0x0008, 0x0031), T(0x0020, 0x000d), 0};
+                                       T(0x0008, 0x0031), T(0x0020, 0x000d), T(0x0040, 0x0244),
+                                       T(0x0040, 0x0245), T(0x0040, 0x0275), 0};
 static const uint32_t INSTANCE_TAGS[] = {T(0x0008, 0x0016),
                                          T(0x0008, 0x0018),
                                          T(0x0020, 0x0013),
@@ -147,7 +164,7 @@ static bool parse_long(const char *v, long *out)
     return true;
 }
 
-static void add_key(qido *q, uint32_t tag, const char *value)
+static void add_key(qido *q, uint32_t tag, const char *value, uint32_t sequence)
 {
     if (q->nkeys == QIDO_MAX_KEYS) {
         fail(q, "more than %d query keys", QIDO_MAX_KEYS);
@@ -167,8 +184,41 @@ static void add_key(qido *q, uint32_t tag, const char *value)
     tessera__find_tag_value__init(&q->keys[k]);
     q->keys[k].tag = tag;
     q->keys[k].value = v;
+    q->keys[k].sequence = sequence;
     q->values[k] = v;
     q->key_ptrs[k] = &q->keys[k];
+}
+
+/* "Sequence.Attribute" (keywords or tags, e.g. "00400275.00400009"): the
+ * sequence's tag and the item attribute's (item may be NULL). */
+static bool parse_item_path(const char *s, uint32_t *sequence, uint32_t *item)
+{
+    const char *dot = strchr(s, '.');
+    char head[80];
+    uint32_t it;
+    if (!dot || (size_t)(dot - s) >= sizeof(head) || strchr(dot + 1, '.'))
+        return false;
+    snprintf(head, sizeof(head), "%.*s", (int)(dot - s), s);
+    if (!ts_dicom_parse_tag(head, sequence) || !ts_dicom_parse_tag(dot + 1, &it))
+        return false;
+    if (item)
+        *item = it;
+    return true;
+}
+
+static bool is_sequence(uint32_t tag)
+{
+    char vr[3];
+    ts_dicom_tag_vr(tag, vr);
+    return strcmp(vr, "SQ") == 0;
+}
+
+static bool item_matchable(uint32_t sequence, uint32_t tag)
+{
+    for (size_t i = 0; i < sizeof(ITEM_MATCHABLE) / sizeof(ITEM_MATCHABLE[0]); i++)
+        if (ITEM_MATCHABLE[i].sequence == sequence && ITEM_MATCHABLE[i].tag == tag)
+            return true;
+    return false;
 }
 
 static void parse_includefield(qido *q, const char *value)
@@ -184,6 +234,8 @@ static void parse_includefield(qido *q, const char *value)
             q->all = true;
         else if (ts_dicom_parse_tag(f, &tag))
             add_field(q, tag);
+        else if (parse_item_path(f, &tag, NULL))
+            add_field(q, tag); /* the sequence, with its items */
         else
             fail(q, "includefield: \"%.80s\" is neither a DICOM keyword nor a tag", f);
     }
@@ -215,10 +267,23 @@ static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *ke
         else if (!value || strcmp(value, "false") != 0)
             fail(q, "fuzzymatching: \"%.40s\" is neither true nor false", value ? value : "");
     } else {
-        uint32_t tag;
+        uint32_t tag, item;
         const qido_attr *a;
         char name[80];
-        if (!ts_dicom_parse_tag(key, &tag)) {
+        if (strchr(key, '.') && parse_item_path(key, &tag, &item)) {
+            char item_name[80];
+            ts_dicom_tag_name(tag, name, sizeof(name));
+            ts_dicom_tag_name(item, item_name, sizeof(item_name));
+            if (!item_matchable(tag, item))
+                fail(q, "%s.%s (%.80s) is not an attribute Tessera matches on", name, item_name,
+                     key);
+            else if (q->level < TS_LEVEL_SERIES)
+                fail(q, "%s is not an attribute of the level searched (study or above)", name);
+            else {
+                add_key(q, item, value ? value : "", tag);
+                add_field(q, tag); /* a matching key is returned (PS3.18 10.6.3.3.1) */
+            }
+        } else if (!ts_dicom_parse_tag(key, &tag)) {
             fail(q,
                  "\"%.80s\" is neither a DICOM attribute (keyword or tag) nor a QIDO-RS "
                  "parameter",
@@ -231,8 +296,12 @@ static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *ke
             ts_dicom_tag_name(tag, name, sizeof(name));
             fail(q, "%s is not an attribute of the level searched (%s or above)", name,
                  levels[q->level]);
+        } else if (is_sequence(tag) && value && *value) {
+            ts_dicom_tag_name(tag, name, sizeof(name));
+            fail(q, "%s is a sequence: match on its items' attributes (%s.Attribute=value)", name,
+                 name);
         } else {
-            add_key(q, tag, value ? value : "");
+            add_key(q, tag, value ? value : "", 0);
         }
     }
     return q->failed ? MHD_NO : MHD_YES;
@@ -324,6 +393,36 @@ static bool add_stored(qido *q, Tessera__FindReply *r, json_t *answers)
     return true;
 }
 
+/* A sequence as the index keeps it (a JSON array of items {"ggggeeee": value},
+ * 0038_series_request_attributes.sql) in DICOM JSON; "": no items. */
+static json_t *sequence_json(const char *stored)
+{
+    json_t *out = json_pack("{s:s}", "vr", "SQ");
+    json_t *items = *stored ? json_loads(stored, 0, NULL) : NULL;
+    if (json_is_array(items) && json_array_size(items) > 0) {
+        json_t *value = json_array();
+        size_t i;
+        json_t *item;
+        json_array_foreach(items, i, item)
+        {
+            json_t *obj = json_object();
+            const char *k;
+            json_t *v;
+            uint32_t tag;
+            char vr[3];
+            json_object_foreach(item, k, v) if (json_is_string(v) && ts_dicom_parse_tag(k, &tag))
+            {
+                ts_dicom_tag_vr(tag, vr);
+                json_object_set_new(obj, k, ts_dicomweb_attribute(vr, json_string_value(v)));
+            }
+            json_array_append_new(value, obj);
+        }
+        json_object_set_new(out, "Value", value);
+    }
+    json_decref(items);
+    return out;
+}
+
 /* One match as DICOM JSON, with its RetrieveURL and InstanceAvailability. */
 static json_t *match_json(qido *q, const Tessera__FindMatch *m, const char *root)
 {
@@ -334,7 +433,9 @@ static json_t *match_json(qido *q, const Tessera__FindMatch *m, const char *root
         char vr[3], key[9];
         ts_dicom_tag_vr(tv->tag, vr);
         snprintf(key, sizeof(key), "%08X", tv->tag);
-        json_object_set_new(obj, key, ts_dicomweb_attribute(vr, tv->value));
+        json_object_set_new(obj, key,
+                            strcmp(vr, "SQ") == 0 ? sequence_json(tv->value)
+                                                  : ts_dicomweb_attribute(vr, tv->value));
         if (tv->tag == TS_TAG_STUDY_INSTANCE_UID)
             uids[0] = tv->value;
         else if (tv->tag == TS_TAG_SERIES_INSTANCE_UID)
@@ -375,7 +476,7 @@ void rest_dw_search(rest_request *req)
             fail(q, "\"%.80s\" is not a UID", uid);
             goto out;
         }
-        add_key(q, k == 0 ? TS_TAG_STUDY_INSTANCE_UID : TS_TAG_SERIES_INSTANCE_UID, uid);
+        add_key(q, k == 0 ? TS_TAG_STUDY_INSTANCE_UID : TS_TAG_SERIES_INSTANCE_UID, uid, 0);
     }
     bool study_in_path = req->nseg > 3;
     bool series_in_path = req->nseg > 5;

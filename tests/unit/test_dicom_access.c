@@ -164,10 +164,10 @@ static void test_cache(void **state)
 static void test_keys(void **state)
 {
     (void)state;
-    ts_dicom_find_key keys[] = {{TS_TAG(0x0010, 0x0010), "DOE^J", false},
-                                {TS_TAG(0x0020, 0x000D), "1.2.3\\1.2.4", false},
-                                {TS_TAG(0x0020, 0x000E), "", false},
-                                {TS_TAG(0x0008, 0x0050), "ACC1", false}};
+    ts_dicom_find_key keys[] = {{TS_TAG(0x0010, 0x0010), "DOE^J", false, 0},
+                                {TS_TAG(0x0020, 0x000D), "1.2.3\\1.2.4", false, 0},
+                                {TS_TAG(0x0020, 0x000E), "", false, 0},
+                                {TS_TAG(0x0008, 0x0050), "ACC1", false, 0}};
     char buf[64];
     ts_dicom_access_keys(keys, 4, buf, sizeof(buf));
     assert_string_equal(buf, "1.2.3,1.2.4,ACC1");

@@ -295,9 +295,65 @@ static void test_tag_lookup(void **state)
     assert_int_equal(query_tag_lookup(SOP_UID)->level, TS_LEVEL_INSTANCE);
 }
 
+/* Keys in sequence items (PS3.4 C.2.2.2.6): every key of one sequence on
+ * the same item, one EXISTS per sequence; a key at top level with the same
+ * tag is another key; universal item keys add no condition. */
+static void test_sequence_item_keys_match_one_item(void **state)
+{
+    (void)state;
+    const uint32_t ras = TS_TAG(0x0040, 0x0275);
+    query_key keys[] = {{TS_TAG(0x0040, 0x0009), "SPS*"},
+                        {TS_TAG(0x0040, 0x1001), "RP1\\RP2"},
+                        {ras, ""},
+                        {TS_TAG(0x0040, 0x0244), "20200101-"},
+                        {TS_TAG(0x0040, 0x1001), "TOP"}};
+    uint32_t seqs[] = {ras, ras, 0, 0, 0};
+    query_spec spec = {.level = TS_LEVEL_SERIES, .keys = keys, .nkeys = 5, .key_sequences = seqs};
+    query_sql q;
+    ts_err err;
+    ts_err_clear(&err);
+    assert_int_equal(query_build(&spec, &q, &err), 0);
+    assert_contains(q.sql, " AND EXISTS (SELECT 1 FROM jsonb_array_elements(se.request_attributes)"
+                           " it WHERE true AND (it->>'00400009') LIKE $");
+    assert_contains(q.sql, " AND (it->>'00401001') = ANY (string_to_array($");
+    assert_contains(q.sql, "se.pps_start_date >= $");
+    /* one EXISTS for the sequence; the top-level (0040,1001) is no key Tessera knows */
+    assert_non_null(strstr(q.sql, "jsonb_array_elements"));
+    assert_null(strstr(strstr(q.sql, "jsonb_array_elements") + 1, "jsonb_array_elements"));
+    assert_int_equal(q.nparams, 3);
+    assert_int_equal(q.key_col[0], -1); /* an item's key: matched, not returned */
+    assert_true(q.key_col[2] > 0);      /* the sequence: its items */
+    assert_int_equal(q.key_col[4], -1);
+    query_sql_clear(&q);
+
+    /* universal item keys: no condition; a bad date in an item key: refused */
+    query_key universal[] = {{TS_TAG(0x0040, 0x0009), ""}, {TS_TAG(0x0040, 0x1001), "*"}};
+    spec.keys = universal;
+    spec.nkeys = 2;
+    assert_int_equal(query_build(&spec, &q, &err), 0);
+    assert_lacks(q.sql, "jsonb_array_elements");
+    query_sql_clear(&q);
+    query_key bad[] = {{TS_TAG(0x0040, 0x0245), "2500"}};
+    spec.keys = bad;
+    spec.nkeys = 1;
+    spec.key_sequences = NULL;
+    assert_int_equal(query_build(&spec, &q, &err), TS_EINVAL);
+    assert_non_null(strstr(err.msg, "PerformedProcedureStepStartTime"));
+    /* at study level the series' item keys are neither matched nor returned */
+    spec.keys = keys;
+    spec.nkeys = 5;
+    spec.key_sequences = seqs;
+    spec.level = TS_LEVEL_STUDY;
+    assert_int_equal(query_build(&spec, &q, &err), 0);
+    assert_lacks(q.sql, "jsonb_array_elements");
+    assert_lacks(q.sql, "pps_start_date");
+    query_sql_clear(&q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sequence_item_keys_match_one_item),
         cmocka_unit_test(test_universal_keys_are_return_keys_only),
         cmocka_unit_test(test_single_value_is_a_parameter),
         cmocka_unit_test(test_like_pattern_escapes_sql_wildcards),
