@@ -294,32 +294,11 @@ static const ts_db_stmt prune_stmt = {
     " DELETE FROM audit_log a USING old WHERE a.id = old.id",
     2};
 
-typedef struct prune_arg {
-    int days, batch;
-    long deleted;
-} prune_arg;
-
-static int prune_fn(ts_db *db, void *arg, ts_err *err)
-{
-    prune_arg *p = arg;
-    char days[16], batch_s[16];
-    snprintf(days, sizeof(days), "%d", p->days);
-    snprintf(batch_s, sizeof(batch_s), "%d", p->batch);
-    const char *params[] = {days, batch_s};
-    PGresult *res;
-    int rc = ts_db_exec(db, &prune_stmt, params, &res, err);
-    if (rc)
-        return rc;
-    p->deleted = atol(PQcmdTuples(res));
-    PQclear(res);
-    return 0;
-}
-
 int ts_audit_prune(ts_db_pool *pool, int days, int batch, long *deleted, ts_err *err)
 {
-    prune_arg p = {days, batch, 0};
-    int rc = ts_db_transaction(pool, TS_DB_WRITE, prune_fn, &p, err);
-    if (deleted)
-        *deleted = rc ? 0 : p.deleted;
-    return rc;
+    char days_s[16], batch_s[16];
+    snprintf(days_s, sizeof(days_s), "%d", days);
+    snprintf(batch_s, sizeof(batch_s), "%d", batch);
+    const char *params[] = {days_s, batch_s};
+    return ts_db_write_one(pool, &prune_stmt, params, deleted, err);
 }

@@ -53,35 +53,15 @@ static const ts_db_stmt prune_changes = {
 static const ts_db_stmt clear_changes = {
     "changes_clear", "DELETE FROM changes WHERE seq <= (SELECT last_seq FROM router_cursor)", 0};
 
-typedef struct {
-    int days, batch;
-    long deleted;
-} prune_args;
-
-static int prune_txn(ts_db *db, void *arg, ts_err *err)
-{
-    prune_args *a = arg;
-    char days[16], batch[16];
-    snprintf(days, sizeof(days), "%d", a->days);
-    snprintf(batch, sizeof(batch), "%d", a->batch);
-    const char *params[] = {days, batch};
-    PGresult *res;
-    int rc = ts_db_exec(db, a->days < 0 ? &clear_changes : &prune_changes,
-                        a->days < 0 ? NULL : params, &res, err);
-    if (rc)
-        return rc;
-    a->deleted = atol(PQcmdTuples(res));
-    PQclear(res);
-    return 0;
-}
-
 int ts_changes_prune(ts_db_pool *pool, int days, int batch, long *deleted, ts_err *err)
 {
-    prune_args a = {.days = days, .batch = batch, .deleted = 0};
-    int rc = ts_db_transaction(pool, TS_DB_WRITE, prune_txn, &a, err);
-    if (deleted)
-        *deleted = rc ? 0 : a.deleted;
-    return rc;
+    if (days < 0)
+        return ts_db_write_one(pool, &clear_changes, NULL, deleted, err);
+    char days_s[16], batch_s[16];
+    snprintf(days_s, sizeof(days_s), "%d", days);
+    snprintf(batch_s, sizeof(batch_s), "%d", batch);
+    const char *params[] = {days_s, batch_s};
+    return ts_db_write_one(pool, &prune_changes, params, deleted, err);
 }
 
 /* Passes start at least this far apart: under a stream of commits, one pass

@@ -151,6 +151,19 @@ static int lookup_txn(ts_db *db, void *arg, ts_err *err)
     return 0;
 }
 
+bool ts_dicom_access_registered(ts_dicom_access *a, const char *aet)
+{
+    ts_dicom_grant g;
+    ts_err err;
+    if (ts_dicom_access_lookup(a, aet, &g, &err)) {
+        ts_warn("cannot check the calling AE title; association rejected", "error=\"%s\"", err.msg);
+        return false;
+    }
+    bool known = g.known;
+    ts_dicom_grant_clear(&g);
+    return known;
+}
+
 int ts_dicom_access_lookup(ts_dicom_access *a, const char *aet, ts_dicom_grant *out, ts_err *err)
 {
     memset(out, 0, sizeof(*out));

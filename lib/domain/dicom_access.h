@@ -69,6 +69,9 @@ void ts_dicom_access_free(ts_dicom_access *a);
 /* The grant of aet (a copy: ts_dicom_grant_clear() it). */
 int ts_dicom_access_lookup(ts_dicom_access *a, const char *aet, ts_dicom_grant *out, ts_err *err);
 void ts_dicom_grant_clear(ts_dicom_grant *g);
+/* TESSERA_DICOM_REGISTERED_AES_ONLY's check at association: whether aet is in
+ * the modalities table; false (logged) when the table cannot be read. */
+bool ts_dicom_access_registered(ts_dicom_access *a, const char *aet);
 
 /* Whether the association's calling AE title may do op: TS_QR_SUCCESS with
  * *g filled (cleared by the caller), TS_DIMSE_NOT_AUTHORIZED or 0xA700 (the

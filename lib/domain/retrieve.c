@@ -427,32 +427,37 @@ static void audit_retrieve(const ts_retrieve *r, const ts_dicom_assoc *assoc, ts
     ts_dicom_access_audit(r->access, assoc, op, request, resources, status);
 }
 
+typedef uint16_t (*retrieve_fn)(const ts_retrieve *r, const ts_dicom_grant *grant,
+                                const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                                ts_dicom_retrieve_out *o, ts_dicom_move_result *out, char *comment,
+                                size_t comment_size);
+
+/* A C-MOVE or C-GET: the calling AE's grant checked first, the request audited after */
+static uint16_t checked(const ts_retrieve *r, ts_dicom_op op, retrieve_fn run,
+                        const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
+                        ts_dicom_retrieve_out *o, ts_dicom_move_result *out, char *comment,
+                        size_t comment_size)
+{
+    ts_dicom_grant grant;
+    uint16_t status = ts_dicom_access_check(r->access, assoc, op, &grant, comment, comment_size);
+    if (status == TS_QR_SUCCESS)
+        status = run(r, &grant, assoc, rq, o, out, comment, comment_size);
+    audit_retrieve(r, assoc, op, rq, status);
+    ts_dicom_grant_clear(&grant);
+    return status;
+}
+
 uint16_t ts_retrieve_move(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
                           ts_dicom_retrieve_out *rout, ts_dicom_move_result *out, char *comment,
                           size_t comment_size)
 {
-    const ts_retrieve *r = user;
-    ts_dicom_grant grant;
-    uint16_t status =
-        ts_dicom_access_check(r->access, assoc, TS_DICOM_OP_MOVE, &grant, comment, comment_size);
-    if (status == TS_QR_SUCCESS)
-        status = retrieve_move(r, &grant, assoc, rq, rout, out, comment, comment_size);
-    audit_retrieve(r, assoc, TS_DICOM_OP_MOVE, rq, status);
-    ts_dicom_grant_clear(&grant);
-    return status;
+    return checked(user, TS_DICOM_OP_MOVE, retrieve_move, assoc, rq, rout, out, comment,
+                   comment_size);
 }
 
 uint16_t ts_retrieve_get(void *user, const ts_dicom_assoc *assoc, const ts_dicom_move_rq *rq,
                          ts_dicom_retrieve_out *get, ts_dicom_move_result *out, char *comment,
                          size_t comment_size)
 {
-    const ts_retrieve *r = user;
-    ts_dicom_grant grant;
-    uint16_t status =
-        ts_dicom_access_check(r->access, assoc, TS_DICOM_OP_GET, &grant, comment, comment_size);
-    if (status == TS_QR_SUCCESS)
-        status = retrieve_get(r, &grant, assoc, rq, get, out, comment, comment_size);
-    audit_retrieve(r, assoc, TS_DICOM_OP_GET, rq, status);
-    ts_dicom_grant_clear(&grant);
-    return status;
+    return checked(user, TS_DICOM_OP_GET, retrieve_get, assoc, rq, get, out, comment, comment_size);
 }

@@ -606,6 +606,34 @@ int ts_db_transaction(ts_db_pool *pool, ts_db_mode mode, ts_db_txn_fn fn, void *
     return rc;
 }
 
+typedef struct {
+    const ts_db_stmt *stmt;
+    const char *const *params;
+    long rows;
+} write_one_arg;
+
+static int write_one_txn(ts_db *db, void *arg, ts_err *err)
+{
+    write_one_arg *a = arg;
+    PGresult *res;
+    int rc = ts_db_exec(db, a->stmt, a->params, &res, err);
+    if (rc)
+        return rc;
+    a->rows = atol(PQcmdTuples(res));
+    PQclear(res);
+    return 0;
+}
+
+int ts_db_write_one(ts_db_pool *pool, const ts_db_stmt *stmt, const char *const *params, long *rows,
+                    ts_err *err)
+{
+    write_one_arg a = {stmt, params, 0};
+    int rc = ts_db_transaction(pool, TS_DB_WRITE, write_one_txn, &a, err);
+    if (rows)
+        *rows = rc ? 0 : a.rows;
+    return rc;
+}
+
 int ts_db_with_conn(ts_db_pool *pool, ts_db_txn_fn fn, void *arg, ts_err *err)
 {
     ts_db *db = acquire(pool);

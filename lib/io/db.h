@@ -65,6 +65,11 @@ typedef int (*ts_db_txn_fn)(ts_db *db, void *arg, ts_err *err);
  * conflicts and lost connections as described above. */
 int ts_db_transaction(ts_db_pool *pool, ts_db_mode mode, ts_db_txn_fn fn, void *arg, ts_err *err);
 
+/* One statement in a write transaction of its own (replayed as above);
+ * *rows (may be NULL) receives the rows it changed, 0 on failure. */
+int ts_db_write_one(ts_db_pool *pool, const ts_db_stmt *stmt, const char *const *params, long *rows,
+                    ts_err *err);
+
 /* Runs fn with a connection outside any transaction (migrations, locks). No
  * replay. */
 int ts_db_with_conn(ts_db_pool *pool, ts_db_txn_fn fn, void *arg, ts_err *err);

@@ -221,17 +221,7 @@ static uint16_t retrieve_find(void *user, const ts_dicom_assoc *assoc, const ts_
 static bool on_accept(void *user, const ts_dicom_assoc *assoc)
 {
     query_service *svc = user;
-    if (!svc->registered_only)
-        return true;
-    ts_dicom_grant g;
-    ts_err err;
-    if (ts_dicom_access_lookup(svc->access, assoc->calling_aet, &g, &err)) {
-        ts_warn("cannot check the calling AE title; association rejected", "error=\"%s\"", err.msg);
-        return false;
-    }
-    bool known = g.known;
-    ts_dicom_grant_clear(&g);
-    return known;
+    return !svc->registered_only || ts_dicom_access_registered(svc->access, assoc->calling_aet);
 }
 
 /* ---- health and lifecycle ------------------------------------------------- */
