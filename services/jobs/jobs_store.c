@@ -45,7 +45,7 @@ static bool status_ok(uint16_t s)
 typedef struct {
     jobs_worker *w;
     ts_job_claim *c;
-    const char **ids;  /* the chunk's instances, in step with statuses */
+    const char **ids; /* the chunk's instances, in step with statuses */
     const uint16_t *statuses;
     const char **sent; /* scratch for the ids recorded */
     size_t processed;  /* files the peer has answered (or that were skipped) */
@@ -107,7 +107,8 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                           .host = host,
                           .port = port,
                           .timeout_s = timeout > 0 ? timeout : w->svc->dicom_timeout_s,
-                          .transcode = json_string_value(json_object_get(c->input, "Transcode"))};
+                          .transcode = json_string_value(json_object_get(c->input, "Transcode")),
+                          .tls = json_is_true(json_object_get(c->input, "UseDicomTls"))};
 
     if (!(done = jobs_done_items(w, c))) {
         out->interrupted = true;
@@ -234,8 +235,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         ndone += nsent;
         ts_metric_add(w->svc->m_sent, (double)nsent);
         json_object_set_new(c->content, "FailedInstancesCount", json_integer((json_int_t)failed));
-        if (!jobs_record(w, c, sent, nsent, (int)((ndone + failed) * 100 / total)) ||
-            interrupted) {
+        if (!jobs_record(w, c, sent, nsent, (int)((ndone + failed) * 100 / total)) || interrupted) {
             out->interrupted = true;
             goto out;
         }
