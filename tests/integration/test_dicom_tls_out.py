@@ -142,6 +142,10 @@ def test_echo_and_store_over_tls(site, scps, pki):  # noqa: F811
     # storescp saw a TLS session with our certificate (CN=server)
     log = scp.log_text()
     assert "Received Store Request" in log, log
+    # store-straight (one file, no job) goes over TLS too
+    status, out = call(rest, "POST", "/modalities/tls/store-straight", files[0].read_bytes())
+    assert status == 200 and {out["SOPInstanceUID"]} == sop_uids(files[:1]), out
+    assert scp.log_text().count("Received Store Request") == 3
     # POST /tools/dicom-echo with UseDicomTls goes over TLS too
     body = {"AET": scp.aet, "Host": "127.0.0.1", "Port": scp.port, "UseDicomTls": True}
     status, out = call(rest, "POST", "/tools/dicom-echo", body)
@@ -213,13 +217,20 @@ def test_find_move_and_move_suboperations_over_tls(cluster, scps, pki, tmp_path)
     status, out = call(rest, "POST", "/modalities/qr/query",
                        {"Level": "Study", "Query": {"StudyInstanceUID": STUDY.format(2)}})
     assert status == 200, out
-    answers = call(rest, "GET", f"{out['Path']}/answers?expand&simplify")[1]
+    path = out["Path"]
+    answers = call(rest, "GET", f"{path}/answers?expand&simplify")[1]
     assert [a["StudyInstanceUID"] for a in answers] == [STUDY.format(2)], answers
     status, out = call(rest, "POST", "/modalities/qr/move",
                        {"Level": "Study", "Resources": [{"StudyInstanceUID": STUDY.format(2)}],
                         "TargetAet": "TLSDEST"})
     assert status == 200, out
     assert dest.received() == sop_uids(files)
+    # the stored query's retrieve (/queries/{id}/retrieve) keeps UseDicomTls
+    dest2 = scps(tls=(pki / "client.key", pki / "client.pem", pki / "ca.pem"), aet="TLSDEST2")
+    put_modality(rest, "dest2", dest2)
+    status, out = call(rest, "POST", f"{path}/retrieve", {"TargetAet": "TLSDEST2"})
+    assert status == 200, out
+    assert dest2.received() == sop_uids(files)
     # the same move to a destination marked TLS that is a plain storescp: the
     # sub-operations fail and the move says so
     plain = scps(aet="PLAINDEST")
@@ -230,3 +241,35 @@ def test_find_move_and_move_suboperations_over_tls(cluster, scps, pki, tmp_path)
     assert status != 200, out
     assert plain.received() == set()
     assert "DICOM TLS handshake failed" in q.read_log()
+
+
+def test_compared_with_orthanc(site, scps, pki, tmp_path):  # noqa: F811
+    """Orthanc 1.10.1 with the same certificate (DicomTlsCertificate/PrivateKey/
+    TrustedCertificates, its DICOM port left plain) and the same modalities: echo and
+    a store job succeed to the storescp +tls, and both fail towards a plain storescp
+    marked UseDicomTls and towards one with an untrusted certificate. The outcomes
+    (status, job state, instances received) are compared; the error wording is
+    dcmtk's in both but not compared."""
+    from orthanc import Orthanc
+    rest, study, files = site
+    good = (pki / "client.key", pki / "client.pem", pki / "ca.pem")
+    bad = (pki / "rogue.key", pki / "rogue.pem", pki / "ca.pem")
+    with Orthanc(tmp_path / "orthanc", DicomTlsEnabled=False,
+                 DicomTlsCertificate=str(pki / "server.pem"),
+                 DicomTlsPrivateKey=str(pki / "server.key"),
+                 DicomTlsTrustedCertificates=str(pki / "ca.pem")) as ref:
+        for f in files:
+            assert ref.upload(f)[0] == 200
+        ref_study = json.loads(ref.request("POST", "/tools/lookup",
+                                           STUDY.format(1).encode())[1])[0]["ID"]
+        for name, tls in (("good", good), ("plain", None), ("rogue", bad)):
+            outcome = {}
+            for who, server, sid in (("tessera", rest, study), ("orthanc", ref, ref_study)):
+                scp = scps(tls=tls)
+                put_modality(server, name, scp)
+                echo = call(server, "POST", f"/modalities/{name}/echo", {})[0]
+                job = store(server, name, sid)
+                outcome[who] = (echo, job["State"], scp.received() == sop_uids(files))
+            assert outcome["tessera"] == outcome["orthanc"], (name, outcome)
+            assert outcome["tessera"] == ((200, "Success", True) if name == "good"
+                                          else (500, "Failure", False)), (name, outcome)
