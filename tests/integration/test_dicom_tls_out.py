@@ -273,3 +273,23 @@ def test_compared_with_orthanc(site, scps, pki, tmp_path):  # noqa: F811
             assert outcome["tessera"] == outcome["orthanc"], (name, outcome)
             assert outcome["tessera"] == ((200, "Success", True) if name == "good"
                                           else (500, "Failure", False)), (name, outcome)
+
+
+def test_route_to_a_tls_modality(site, scps, pki, tmp_path):  # noqa: F811
+    """The router's store steps (jobs_router.c builds their input from the modality's
+    row) carry UseDicomTls: a NewInstance rule delivers to a storescp +tls."""
+    rest, _, _ = site
+    scp = scps(tls=(pki / "client.key", pki / "client.pem", pki / "ca.pem"))
+    put_modality(rest, "routed", scp)
+    rule = {"Name": "all to routed", "Trigger": "NewInstance", "Conditions": {},
+            "Actions": [{"Type": "StoreToModality", "Modality": "routed"}]}
+    status, out = call(rest, "POST", "/tessera/routes", rule)
+    assert status == 200, out
+    files = make_study(tmp_path / "routed", 3, "PAT-ROUTE", [2])
+    for f in files:
+        assert call(rest, "POST", "/instances", f.read_bytes())[0] == 200
+    want = sop_uids(files)
+    deadline = time.time() + 60
+    while time.time() < deadline and not scp.received() >= want:
+        time.sleep(0.2)
+    assert scp.received() >= want, (scp.received(), scp.log_text()[-2000:])
