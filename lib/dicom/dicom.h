@@ -294,6 +294,9 @@ typedef struct ts_dicom_peer {
     /* A transfer syntax to send the files in when the peer accepts it (a store
      * job's Transcode; lossy allowed, as asked); NULL: as stored. */
     const char *transcode;
+    /* DICOM TLS (a modality's UseDicomTls): our certificate and key and the
+     * trusted CAs come from the TESSERA_DICOM_TLS_* settings (dicom_net.hh). */
+    bool tls;
 } ts_dicom_peer;
 
 /* C-ECHO; 0 when the peer answered success. */

@@ -19,6 +19,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "base/config.h"
 #include "base/log.h"
 
 namespace
@@ -261,6 +262,13 @@ class PdvSplitConnection : public DcmTCPConnection
         return tls_ ? OFFalse : OFTrue;
     }
 
+    // An SCU's TLS session starts here (dcmtk calls it right after connecting);
+    // an SCP's was started before the connection was made (tls_accept).
+    OFCondition clientSideHandshake() override
+    {
+        return tls_ ? tls_->clientSideHandshake() : DcmTCPConnection::clientSideHandshake();
+    }
+
     ssize_t read(void *buf, size_t nbyte) override
     {
         unsigned char *out = static_cast<unsigned char *>(buf);
@@ -435,12 +443,36 @@ class PdvSplitConnection : public DcmTCPConnection
 class PdvSplitLayer : public DcmTransportLayer
 {
   public:
-    explicit PdvSplitLayer(int timeout_s) : timeout_s_(timeout_s > 0 ? timeout_s : 30) {}
+    // tls: for an SCU's association over DICOM TLS, its TLS context (owned); an
+    // SCP's TLS connection comes through the handover instead.
+    explicit PdvSplitLayer(int timeout_s, DcmTLSTransportLayer *tls = nullptr)
+        : timeout_s_(timeout_s > 0 ? timeout_s : 30), tls_(tls)
+    {
+    }
 
-    // useSecureLayer is ignored: this layer has no TLS. DcmSCU can only be given
-    // a layer of its own through useSecureConnection(), which sets the flag.
+    ~PdvSplitLayer() override
+    {
+        delete tls_;
+    }
+
+    // useSecureLayer is ignored: DcmSCU can only be given a layer of its own
+    // through useSecureConnection(), which sets the flag whether TLS or not.
     DcmTransportConnection *createConnection(DcmNativeSocketType sock, OFBool) override
     {
+        if (tls_) {
+            // The TLS connection gets a descriptor of its own, as in tls_accept;
+            // the socket timeouts bound the handshake and a record cut short.
+            int tls_fd = fcntl(sock, F_DUPFD_CLOEXEC, 3);
+            if (tls_fd < 0)
+                return nullptr;
+            DcmTransportConnection *c = tls_->createConnection(tls_fd, OFTrue);
+            if (!c) {
+                ::close(tls_fd);
+                return nullptr;
+            }
+            socket_timeouts(sock, timeout_s_);
+            return new PdvSplitConnection(sock, std::string(), timeout_s_, c);
+        }
         std::string prefix;
         if (handover.prefix)
             prefix.swap(*handover.prefix);
@@ -452,7 +484,46 @@ class PdvSplitLayer : public DcmTransportLayer
 
   private:
     int timeout_s_;
+    DcmTLSTransportLayer *tls_;
 };
+
+// A TLS context: our certificate and key (both or neither), the CAs the peer's
+// certificate must chain to, and dcmtk's default profile (non-downgrading BCP
+// 195, as storescu's +tls). Fails on any unreadable or mismatched file.
+int make_tls_context(T_ASC_NetworkRole role, const std::string &certificate,
+                     const std::string &private_key, const std::string &trusted,
+                     DcmCertificateVerification verify, DcmTLSTransportLayer **out, ts_err *err)
+{
+    auto *tls = new DcmTLSTransportLayer(role, nullptr, OFTrue);
+    OFCondition c = tls->setTLSProfile(TSP_Profile_BCP195_ND);
+    if (c.good())
+        c = tls->activateCipherSuites();
+    const char *what = "TLS profile";
+    if (c.good() && !certificate.empty()) {
+        what = private_key.c_str();
+        c = tls->setPrivateKeyFile(what, DCF_Filetype_PEM);
+        if (c.good()) {
+            what = certificate.c_str();
+            c = tls->setCertificateFile(what, DCF_Filetype_PEM);
+        }
+        if (c.good() && !tls->checkPrivateKeyMatchesCertificate()) {
+            delete tls;
+            return ts_err_set(err, TS_EINVAL, "DICOM TLS: the private key does not match %s",
+                              certificate.c_str());
+        }
+    }
+    if (c.good() && !trusted.empty()) {
+        what = trusted.c_str();
+        c = tls->addTrustedCertificateFile(what, DCF_Filetype_PEM);
+    }
+    if (c.bad()) {
+        delete tls;
+        return ts_err_set(err, TS_EINVAL, "DICOM TLS: %s: %s", what, c.text());
+    }
+    tls->setCertificateVerification(verify);
+    *out = tls;
+    return 0;
+}
 
 } // namespace
 
@@ -464,10 +535,42 @@ OFCondition use_pdv_splitting_layer(T_ASC_Network *net, int timeout_s)
     return ASC_setTransportLayer(net, new PdvSplitLayer(timeout_s), 1);
 }
 
-DcmTransportLayer *scu_layer()
+bool is_tls_failure(const OFCondition &cond)
 {
-    static PdvSplitLayer layer(30); // stateless: one for every SCU of the process
-    return &layer;
+    // dcmtk 3.6.7 returns dcmtls's own condition; DULC_TLSERROR is what others wrap it in
+    return cond.module() == OFM_dcmtls ||
+           (cond.module() == OFM_dcmnet && cond.code() == DULC_TLSERROR);
+}
+
+DcmTransportLayer *scu_layer(const ts_dicom_peer *peer, ts_err *err)
+{
+    int timeout_s = peer->timeout_s > 0 ? peer->timeout_s : 30;
+    if (!peer->tls)
+        return new PdvSplitLayer(timeout_s);
+    // Read at each association: files replaced on disk are taken at the next one.
+    struct {
+        std::string certificate, private_key, trusted;
+    } tls = {ts_cfg_str(TESSERA_DICOM_TLS_CERTIFICATE), ts_cfg_str(TESSERA_DICOM_TLS_PRIVATE_KEY),
+             ts_cfg_str(TESSERA_DICOM_TLS_TRUSTED_CERTIFICATES)};
+    // As Orthanc: our certificate for both directions, and a peer whose
+    // certificate no trusted CA signed is refused.
+    if (tls.certificate.empty() || tls.private_key.empty())
+        return ts_err_set(err, TS_EINVAL,
+                          "DICOM TLS to %s: TESSERA_DICOM_TLS_CERTIFICATE and "
+                          "TESSERA_DICOM_TLS_PRIVATE_KEY are not both set",
+                          peer->aet ? peer->aet : ""),
+               nullptr;
+    if (tls.trusted.empty())
+        return ts_err_set(err, TS_EINVAL,
+                          "DICOM TLS to %s: TESSERA_DICOM_TLS_TRUSTED_CERTIFICATES is not set "
+                          "(the CAs the modality's certificate is checked against)",
+                          peer->aet ? peer->aet : ""),
+               nullptr;
+    DcmTLSTransportLayer *ctx = nullptr;
+    if (make_tls_context(NET_REQUESTOR, tls.certificate, tls.private_key, tls.trusted,
+                         DCV_requireCertificate, &ctx, err))
+        return nullptr;
+    return new PdvSplitLayer(timeout_s, ctx);
 }
 
 ListenerConfig listener_config(const ts_dicom_scp_config &cfg)
@@ -486,9 +589,8 @@ ListenerConfig listener_config(const ts_dicom_scp_config &cfg)
     return l;
 }
 
-// The TLS context of a listener: our certificate and key, the CAs a client
-// certificate must chain to, dcmtk's default profile (non-downgrading BCP 195,
-// as storescu's +tls). Fails at start on any unreadable or mismatched file.
+// The TLS context of a listener: a client certificate is checked against the
+// trusted CAs when there are some, and required when asked.
 static int make_tls_layer(const ListenerConfig &cfg, DcmTLSTransportLayer **out, ts_err *err)
 {
     if (cfg.tls_private_key.empty())
@@ -497,37 +599,11 @@ static int make_tls_layer(const ListenerConfig &cfg, DcmTLSTransportLayer **out,
         return ts_err_set(err, TS_EINVAL,
                           "DICOM TLS: client certificates are required but no trusted "
                           "certificates (CA file) are given");
-    auto *tls = new DcmTLSTransportLayer(NET_ACCEPTOR, nullptr, OFTrue);
-    OFCondition c = tls->setTLSProfile(TSP_Profile_BCP195_ND);
-    if (c.good())
-        c = tls->activateCipherSuites();
-    const char *what = "TLS profile";
-    if (c.good()) {
-        what = cfg.tls_private_key.c_str();
-        c = tls->setPrivateKeyFile(what, DCF_Filetype_PEM);
-    }
-    if (c.good()) {
-        what = cfg.tls_certificate.c_str();
-        c = tls->setCertificateFile(what, DCF_Filetype_PEM);
-    }
-    if (c.good() && !tls->checkPrivateKeyMatchesCertificate()) {
-        delete tls;
-        return ts_err_set(err, TS_EINVAL, "DICOM TLS: the private key does not match %s",
-                          cfg.tls_certificate.c_str());
-    }
-    if (c.good() && !cfg.tls_trusted.empty()) {
-        what = cfg.tls_trusted.c_str();
-        c = tls->addTrustedCertificateFile(what, DCF_Filetype_PEM);
-    }
-    if (c.bad()) {
-        delete tls;
-        return ts_err_set(err, TS_EINVAL, "DICOM TLS: %s: %s", what, c.text());
-    }
-    tls->setCertificateVerification(cfg.tls_client_cert_required ? DCV_requireCertificate
-                                    : cfg.tls_trusted.empty()    ? DCV_ignoreCertificate
-                                                                 : DCV_checkCertificate);
-    *out = tls;
-    return 0;
+    return make_tls_context(NET_ACCEPTOR, cfg.tls_certificate, cfg.tls_private_key, cfg.tls_trusted,
+                            cfg.tls_client_cert_required ? DCV_requireCertificate
+                            : cfg.tls_trusted.empty()    ? DCV_ignoreCertificate
+                                                         : DCV_checkCertificate,
+                            out, err);
 }
 
 int Listener::open(const ListenerConfig &cfg, Listener **out, ts_err *err)

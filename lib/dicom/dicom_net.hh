@@ -37,6 +37,7 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -53,11 +54,29 @@ namespace tsnet
 // timeout_s bounds the wait for the rest of a PDU or PDV header once its first
 // byte came.
 OFCondition use_pdv_splitting_layer(T_ASC_Network *net, int timeout_s);
-// The same layer for a DcmSCU, whose only way in is the protected
-// useSecureConnection() (the flag it sets is ignored: the layer has no TLS):
-// call useSecureConnection(tsnet::scu_layer()) between initNetwork() and
-// negotiateAssociation().
-DcmTransportLayer *scu_layer();
+// The layer of one DcmSCU association to peer (the caller owns it and keeps it
+// until the DcmSCU is gone: DcmSCU does not own it). It is given through the
+// protected useSecureConnection(), between initNetwork() and
+// negotiateAssociation(). When peer->tls the connection speaks DICOM TLS with
+// our certificate and key (TESSERA_DICOM_TLS_CERTIFICATE/_PRIVATE_KEY, the
+// same as our ports') and refuses a peer whose certificate no CA of
+// TESSERA_DICOM_TLS_TRUSTED_CERTIFICATES signed; nullptr and err when a setting
+// is missing or a file cannot be used.
+DcmTransportLayer *scu_layer(const ts_dicom_peer *peer, ts_err *err);
+
+// Whether an association failed in DICOM TLS (the handshake: a peer that
+// speaks no TLS, a certificate refused on either side), not in DICOM.
+bool is_tls_failure(const OFCondition &cond);
+// What an SCU's error says then, before dcmtk's words.
+#define TSNET_TLS_FAILED                                                                           \
+    "DICOM TLS handshake failed (is the peer's port DICOM TLS, and is its certificate signed "     \
+    "by a CA of TESSERA_DICOM_TLS_TRUSTED_CERTIFICATES, and ours by one it trusts?)"
+
+// Owns an SCU's layer: a base class listed before DcmSCU, so that the layer
+// outlives the association that DcmSCU's destructor may still close.
+struct ScuLayerOwner {
+    std::unique_ptr<DcmTransportLayer> scu_layer_;
+};
 
 struct ListenerConfig {
     int port;

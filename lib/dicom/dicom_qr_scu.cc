@@ -49,6 +49,10 @@ int association_error(ts_err *err, const ts_dicom_peer *peer, const char *comman
                       const OFCondition &cond)
 {
     int code = (cond == DUL_READTIMEOUT || cond == DIMSE_NODATAAVAILABLE) ? TS_ETIMEOUT : TS_EIO;
+    if (peer->tls && tsnet::is_tls_failure(cond))
+        return ts_err_set(err, code,
+                          "DicomAssociation - %s to AET \"%s\": " TSNET_TLS_FAILED ": %s", command,
+                          aet_of(peer), one_line(cond.text()).c_str());
     return ts_err_set(err, code, "DicomAssociation - %s to AET \"%s\": %s", command, aet_of(peer),
                       one_line(cond.text()).c_str());
 }
@@ -56,13 +60,20 @@ int association_error(ts_err *err, const ts_dicom_peer *peer, const char *comman
 const char *const MEDIA_SOP_INSTANCE[] = {"0008,0018", "0002,0003"};
 const char *const MEDIA_SOP_CLASS[] = {"0008,0016", "0002,0002"};
 
-class QrScu : public DcmSCU
+class QrScu : private tsnet::ScuLayerOwner, public DcmSCU
 {
   public:
-    // dcmtk gets one PDV per PDU from the peer (dicom_net.hh says why).
-    OFCondition splitPdvs()
+    // dcmtk gets one PDV per PDU from the peer (dicom_net.hh says why), over
+    // DICOM TLS when the peer is marked so. nullptr and err naming what is missing.
+    DcmTransportLayer *makeLayer(const ts_dicom_peer *peer, ts_err *err)
     {
-        return useSecureConnection(tsnet::scu_layer());
+        scu_layer_.reset(tsnet::scu_layer(peer, err));
+        return scu_layer_.get();
+    }
+
+    OFCondition useLayer()
+    {
+        return useSecureConnection(scu_layer_.get());
     }
 
     QrScu(const ts_dicom_peer *peer, json_t *answers, size_t max_answers, const char *level)
@@ -169,8 +180,14 @@ int open_association(QrScu &scu, const ts_dicom_peer *peer, const char *sop_clas
     syntaxes.push_back(UID_LittleEndianImplicitTransferSyntax);
     scu.addPresentationContext(sop_class, syntaxes);
     OFCondition cond = scu.initNetwork();
-    if (cond.good())
-        cond = scu.splitPdvs();
+    if (cond.good()) {
+        ts_err why = {0, ""};
+        if (!scu.makeLayer(peer, &why))
+            return ts_err_set(err, why.code ? why.code : TS_EINVAL,
+                              "DicomAssociation - connecting to AET \"%s\": %s", aet_of(peer),
+                              why.msg);
+        cond = scu.useLayer();
+    }
     if (cond.good())
         cond = scu.negotiateAssociation();
     if (cond.bad())

@@ -48,13 +48,20 @@ bool is_timeout(const OFCondition &cond)
     return cond == DUL_READTIMEOUT || cond == DIMSE_NODATAAVAILABLE;
 }
 
-class Scu : public DcmSCU
+class Scu : private tsnet::ScuLayerOwner, public DcmSCU
 {
   public:
-    // dcmtk gets one PDV per PDU from the peer (dicom_net.hh says why).
-    OFCondition splitPdvs()
+    // dcmtk gets one PDV per PDU from the peer (dicom_net.hh says why), over
+    // DICOM TLS when the peer is marked so. 0, or err naming what is missing.
+    int useLayer(const ts_dicom_peer *peer, ts_err *err)
     {
-        return useSecureConnection(tsnet::scu_layer());
+        scu_layer_.reset(tsnet::scu_layer(peer, err));
+        if (!scu_layer_)
+            return err->code ? err->code : TS_EINVAL;
+        OFCondition cond = useSecureConnection(scu_layer_.get());
+        if (cond.bad())
+            return ts_err_set(err, TS_EIO, "cannot set up the association: %s", cond.text());
+        return 0;
     }
 
     explicit Scu(const ts_dicom_peer *peer)
@@ -110,14 +117,19 @@ class Scu : public DcmSCU
 int open_association(Scu &scu, const char *what, const ts_dicom_peer *peer, ts_err *err)
 {
     OFCondition cond = scu.initNetwork();
-    if (cond.good())
-        cond = scu.splitPdvs();
     if (cond.bad())
         return ts_err_set(err, TS_EIO, "%s %s: cannot set up the association: %s", what,
                           peer_name(peer).c_str(), cond.text());
+    ts_err why = {0, ""};
+    int rc = scu.useLayer(peer, &why);
+    if (rc)
+        return ts_err_set(err, rc, "%s %s: %s", what, peer_name(peer).c_str(), why.msg);
     cond = scu.negotiateAssociation();
     if (cond.good())
         return 0;
+    if (peer->tls && tsnet::is_tls_failure(cond))
+        return ts_err_set(err, TS_EIO, "%s %s: " TSNET_TLS_FAILED ": %s", what,
+                          peer_name(peer).c_str(), cond.text());
     if (cond == DUL_ASSOCIATIONREJECTED)
         return ts_err_set(err, TS_EIO,
                           "%s %s: association rejected (check that the peer knows AE title "

@@ -42,12 +42,15 @@ void ts_retrieve_list_clear(ts_retrieve_list *l)
 
 static const ts_db_stmt find_destination = {
     "retrieve_find_destination",
-    "SELECT host, port FROM modalities WHERE aet = $1 AND allow_move ORDER BY name LIMIT 1", 1};
+    "SELECT host, port, use_dicom_tls FROM modalities WHERE aet = $1 AND allow_move"
+    " ORDER BY name LIMIT 1",
+    1};
 
 typedef struct destination {
     const char *aet;
     char host[256];
     int port;
+    bool tls; /* UseDicomTls */
     bool found;
 } destination;
 
@@ -63,6 +66,7 @@ static int destination_txn(ts_db *db, void *arg, ts_err *err)
     if (d->found) {
         snprintf(d->host, sizeof(d->host), "%s", PQgetvalue(res, 0, 0));
         d->port = atoi(PQgetvalue(res, 0, 1));
+        d->tls = !strcmp(PQgetvalue(res, 0, 2), "t");
     }
     PQclear(res);
     return 0;
@@ -328,7 +332,8 @@ static uint16_t retrieve_move(const ts_retrieve *r, const ts_dicom_grant *grant,
                               .port = dest.port,
                               .timeout_s = r->timeout_s,
                               .move_originator_aet = assoc->calling_aet,
-                              .move_originator_msg_id = rq->message_id};
+                              .move_originator_msg_id = rq->message_id,
+                              .tls = dest.tls};
         move_progress prog = {.out = rout,
                               .res = out,
                               .list = &list,

@@ -30,7 +30,8 @@ void jobs_move_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                           .aet = aet,
                           .host = host,
                           .port = port,
-                          .timeout_s = timeout > 0 ? timeout : w->svc->dicom_timeout_s};
+                          .timeout_s = timeout > 0 ? timeout : w->svc->dicom_timeout_s,
+                          .tls = json_is_true(json_object_get(c->input, "UseDicomTls"))};
     if (!(done = jobs_done_items(w, c))) {
         out->interrupted = true;
         goto out;

@@ -93,7 +93,7 @@ static const ts_db_stmt fail = {
 static const ts_db_stmt modality_input = {
     "router_modality_input",
     "SELECT m.aet, m.host, m.port::text, m.local_aet, m.timeout::text, " INSTANCES_OF_2
-    " FROM modalities m WHERE m.name = $1",
+    ", m.use_dicom_tls::text FROM modalities m WHERE m.name = $1",
     2};
 static const ts_db_stmt peer_input = {
     "router_peer_input",
@@ -287,8 +287,10 @@ static int store_job(jobs_router *r, delivery **ds, size_t n, const char *type, 
                              "FailedInstancesCount", 0, "InstancesCount", (json_int_t)count,
                              "LocalAet", local && *local ? local : r->svc->our_aet,
                              "ParentResources", parents, "RemoteAet", aet);
-        *input = json_pack("{s:o, s:s, s:s, s:i, s:s, s:i, s:b}", "Instances", instances, "AET",
-                           aet, "Host", col(res, 0, 1), "Port", atoi(col(res, 0, 2)), "LocalAet",
+        const char *tls = col(res, 0, 6);
+        *input = json_pack("{s:o, s:s, s:s, s:i, s:b, s:s, s:i, s:b}", "Instances", instances,
+                           "AET", aet, "Host", col(res, 0, 1), "Port", atoi(col(res, 0, 2)),
+                           "UseDicomTls", tls && !strcmp(tls, "true"), "LocalAet",
                            local ? local : "", "Timeout", atoi(col(res, 0, 4)), "Permissive", 0);
     }
     PQclear(res);

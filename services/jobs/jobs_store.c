@@ -107,7 +107,8 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                           .host = host,
                           .port = port,
                           .timeout_s = timeout > 0 ? timeout : w->svc->dicom_timeout_s,
-                          .transcode = json_string_value(json_object_get(c->input, "Transcode"))};
+                          .transcode = json_string_value(json_object_get(c->input, "Transcode")),
+                          .tls = json_is_true(json_object_get(c->input, "UseDicomTls"))};
 
     if (!(done = jobs_done_items(w, c))) {
         out->interrupted = true;

@@ -3,7 +3,7 @@
  * GET /modalities/{id} (the operations), GET /modalities/{id}/configuration,
  * PUT (Orthanc's array form ["AET", "host", port(, "Manufacturer")] or object
  * form {"AET", "Host", "Port", "Manufacturer", "Allow*", "LocalAet", "Timeout",
- * "UseDicomTls" (refused when true: no outgoing DICOM TLS), and Tessera's
+ * "UseDicomTls" (every association to it over DICOM TLS), and Tessera's
  * "AllowedLabels" (the labels whose studies the AE may query and retrieve,
  * lib/domain/dicom_access.h; absent or null: every study)}), DELETE,
  * POST /modalities/{id}/echo (C-ECHO from this process) and
@@ -45,10 +45,10 @@ static const ts_db_stmt put_modality = {
     "rest_put_modality",
     "INSERT INTO modalities (name, aet, host, port, manufacturer, allow_echo, allow_find,"
     " allow_get, allow_move, allow_store, local_aet, timeout, allow_find_worklist,"
-    " allow_n_action, allow_event_report, allow_transcoding, allowed_labels)"
+    " allow_n_action, allow_event_report, allow_transcoding, allowed_labels, use_dicom_tls)"
     " VALUES ($1, $2, $3, $4::integer, $5, $6::boolean, $7::boolean, $8::boolean, $9::boolean,"
     " $10::boolean, $11, $12::integer, $13::boolean, $14::boolean, $15::boolean, $16::boolean,"
-    " $17::text[])"
+    " $17::text[], $18::boolean)"
     " ON CONFLICT (name) DO UPDATE SET aet = excluded.aet, host = excluded.host,"
     " port = excluded.port, manufacturer = excluded.manufacturer,"
     " allow_echo = excluded.allow_echo, allow_find = excluded.allow_find,"
@@ -57,8 +57,9 @@ static const ts_db_stmt put_modality = {
     " timeout = excluded.timeout, allow_find_worklist = excluded.allow_find_worklist,"
     " allow_n_action = excluded.allow_n_action, allow_event_report = excluded.allow_event_report,"
     " allow_transcoding = excluded.allow_transcoding,"
-    " allowed_labels = excluded.allowed_labels, updated_at = now()",
-    17};
+    " allowed_labels = excluded.allowed_labels, use_dicom_tls = excluded.use_dicom_tls,"
+    " updated_at = now()",
+    18};
 
 static const ts_db_stmt delete_modality = {
     "rest_delete_modality", "DELETE FROM modalities WHERE name = $1 RETURNING name", 1};
@@ -256,6 +257,7 @@ typedef struct modality_in {
     /* echo, find, get, move, store, find-worklist, n-action, event-report, transcoding */
     bool allow[MODALITY_FLAGS];
     char *labels; /* AllowedLabels as a text[] literal ("{a,b}"), NULL: every study */
+    bool tls;     /* UseDicomTls */
 } modality_in;
 
 /* Tessera's AllowedLabels: null or an array of label names. */
@@ -323,6 +325,7 @@ static bool parse_modality(rest_request *req, const json_t *body, modality_in *m
     m->local_aet = "";
     m->timeout = 0;
     m->labels = NULL;
+    m->tls = false;
     for (int i = 0; i < MODALITY_FLAGS; i++)
         m->allow[i] = true;
     const json_t *aet, *host, *port, *manufacturer = NULL;
@@ -366,13 +369,7 @@ static bool parse_modality(rest_request *req, const json_t *body, modality_in *m
             else if (v && i == MODALITY_FLAGS)
                 m->allow[6] = m->allow[7] = json_is_true(v);
         }
-        if (json_is_true(json_object_get(body, "UseDicomTls"))) {
-            rest_reply_oe(
-                req, TS_OE_PARAMETER_OUT_OF_RANGE,
-                "UseDicomTls: Tessera has no outgoing DICOM TLS yet, so a modality that needs "
-                "it cannot be reached (docs/conformance.md); not stored");
-            return false;
-        }
+        m->tls = json_is_true(json_object_get(body, "UseDicomTls"));
         if (!parse_local_settings(req, body, m) || !parse_allowed_labels(req, body, m))
             return false;
     } else {
@@ -434,9 +431,10 @@ void rest_put_modality(rest_request *req)
     const char *b[MODALITY_FLAGS];
     for (int i = 0; i < MODALITY_FLAGS; i++)
         b[i] = m.allow[i] ? "true" : "false";
-    const char *params[] = {req->seg[1], m.aet, m.host, port, m.manufacturer, b[0],
-                            b[1],        b[2],  b[3],   b[4], m.local_aet,    timeout,
-                            b[5],        b[6],  b[7],   b[8], m.labels};
+    const char *params[] = {
+        req->seg[1], m.aet, m.host, port, m.manufacturer, b[0],
+        b[1],        b[2],  b[3],   b[4], m.local_aet,    timeout,
+        b[5],        b[6],  b[7],   b[8], m.labels,       m.tls ? "true" : "false"};
     rest_row r = {&put_modality, params, 0, {0}};
     if (rest_row_query(req, TS_DB_WRITE, &r)) {
         ts_info("modality stored", "name=%s aet=%s host=%s port=%d", req->seg[1], m.aet, m.host,
@@ -522,7 +520,8 @@ void rest_modality_echo(rest_request *req)
                           .host = json_string_value(json_object_get(conf, "Host")),
                           .port = (int)json_integer_value(json_object_get(conf, "Port")),
                           .timeout_s =
-                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT)};
+                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT),
+                          .tls = json_is_true(json_object_get(conf, "UseDicomTls"))};
     ts_err err;
     if (ts_dicom_echo(&peer, &err)) {
         ts_info("echo failed", "modality=%s error=\"%s\"", req->seg[1], err.msg);
@@ -571,7 +570,8 @@ void rest_modality_store_straight(rest_request *req)
                           .host = json_string_value(json_object_get(conf, "Host")),
                           .port = (int)json_integer_value(json_object_get(conf, "Port")),
                           .timeout_s =
-                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT)};
+                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT),
+                          .tls = json_is_true(json_object_get(conf, "UseDicomTls"))};
     const char *paths[] = {path};
     uint16_t status = 0xFFFF;
     if (ts_dicom_store_files(&peer, paths, 1, &status, &err)) {
@@ -619,7 +619,8 @@ void rest_tools_dicom_echo(rest_request *req)
                           .host = m.host,
                           .port = m.port,
                           .timeout_s =
-                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT)};
+                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT),
+                          .tls = m.tls};
     ts_err err;
     if (ts_dicom_echo(&peer, &err)) {
         ts_info("echo failed", "aet=%s error=\"%s\"", m.aet, err.msg);
@@ -825,10 +826,11 @@ void rest_modality_store(rest_request *req)
     if (json_array_size(sr.parents))
         json_object_set(content, "ParentResources", sr.parents);
     json_object_set_new(content, "RemoteAet", json_string(remote));
-    input =
-        json_pack("{s:O, s:s, s:O, s:O, s:s, s:i, s:b}", "Instances", sr.instances, "AET", remote,
-                  "Host", json_object_get(conf, "Host"), "Port", json_object_get(conf, "Port"),
-                  "LocalAet", sr.local_aet, "Timeout", sr.timeout, "Permissive", sr.permissive);
+    input = json_pack("{s:O, s:s, s:O, s:O, s:O, s:s, s:i, s:b}", "Instances", sr.instances, "AET",
+                      remote, "Host", json_object_get(conf, "Host"), "Port",
+                      json_object_get(conf, "Port"), "UseDicomTls",
+                      json_object_get(conf, "UseDicomTls"), "LocalAet", sr.local_aet, "Timeout",
+                      sr.timeout, "Permissive", sr.permissive);
     if (sr.transcode) {
         json_object_set_new(content, "Transcode", json_string(sr.transcode));
         json_object_set_new(input, "Transcode", json_string(sr.transcode));

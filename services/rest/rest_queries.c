@@ -85,6 +85,7 @@ typedef struct modality {
     json_t *conf;
     const char *aet, *host; /* in conf */
     int port;
+    bool tls; /* UseDicomTls */
 } modality;
 
 /* The modality `name`, or false after answering (404 as Orthanc, or a failure). */
@@ -96,6 +97,7 @@ static bool find_modality(rest_request *req, const char *name, modality *m)
     m->aet = json_string_value(json_object_get(m->conf, "AET"));
     m->host = json_string_value(json_object_get(m->conf, "Host"));
     m->port = (int)json_integer_value(json_object_get(m->conf, "Port"));
+    m->tls = json_is_true(json_object_get(m->conf, "UseDicomTls"));
     return true;
 }
 
@@ -293,7 +295,8 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
                           .host = m->host,
                           .port = m->port,
                           .timeout_s =
-                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT)};
+                              timeout > 0 ? timeout : (int)ts_cfg_int(TESSERA_DICOM_TIMEOUT),
+                          .tls = m->tls};
     ts_err err;
     int rc = ts_dicom_find_scu(&peer, level, keys, nkeys, normalize,
                                (size_t)ts_cfg_int(TESSERA_QUERY_LIMIT), &answers, &err);
@@ -309,10 +312,10 @@ static void run_query(rest_request *req, const char *name, const modality *m, ts
                              TS_OE_NETWORK_PROTOCOL, err.msg);
         goto out;
     }
-    stored = json_pack("{s:s, s:s, s:O, s:b, s:s, s:i, s:s, s:s, s:i, s:O}", "Level",
+    stored = json_pack("{s:s, s:s, s:O, s:b, s:s, s:i, s:s, s:s, s:i, s:b, s:O}", "Level",
                        ts_level_name(level), "Modality", name, "Query", query, "Normalize",
                        normalize, "LocalAet", local, "Timeout", timeout, "AET", m->aet, "Host",
-                       m->host, "Port", m->port, "Answers", answers);
+                       m->host, "Port", m->port, "UseDicomTls", m->tls, "Answers", answers);
     ts_redis *q = open_queries(req);
     if (!q)
         goto out;
@@ -628,7 +631,7 @@ static json_t *identifier_of(const json_t *answer)
 typedef struct move_job {
     const char *aet, *host, *local, *target;
     int port, timeout, priority;
-    bool asynchronous, permissive;
+    bool asynchronous, permissive, tls;
     dicom_format fmt;
     json_t *resources; /* identifiers, borrowed */
 } move_job;
@@ -643,10 +646,10 @@ static void submit_move(rest_request *req, const move_job *mj)
     }
     json_t *content = json_pack("{s:s, s:s, s:o, s:s}", "Description", "REST API", "LocalAet",
                                 mj->local, "Query", query, "RemoteAet", mj->aet);
-    json_t *input =
-        json_pack("{s:s, s:s, s:i, s:s, s:s, s:i, s:b, s:O}", "AET", mj->aet, "Host", mj->host,
-                  "Port", mj->port, "LocalAet", mj->local, "TargetAet", mj->target, "Timeout",
-                  mj->timeout, "Permissive", mj->permissive, "Resources", mj->resources);
+    json_t *input = json_pack(
+        "{s:s, s:s, s:i, s:b, s:s, s:s, s:i, s:b, s:O}", "AET", mj->aet, "Host", mj->host, "Port",
+        mj->port, "UseDicomTls", mj->tls, "LocalAet", mj->local, "TargetAet", mj->target, "Timeout",
+        mj->timeout, "Permissive", mj->permissive, "Resources", mj->resources);
     ts_info("C-MOVE job", "remote=%s target=%s identifiers=%zu", mj->aet, mj->target,
             json_array_size(mj->resources));
     rest_jobs_submit(req, "DicomMoveScu", mj->priority, content, input, mj->asynchronous);
@@ -718,6 +721,7 @@ void rest_query_retrieve(rest_request *req)
     mj.aet = json_string_value(json_object_get(o, "AET"));
     mj.host = json_string_value(json_object_get(o, "Host"));
     mj.port = (int)json_integer_value(json_object_get(o, "Port"));
+    mj.tls = json_is_true(json_object_get(o, "UseDicomTls"));
     mj.local = json_string_value(json_object_get(o, "LocalAet"));
     mj.target = target;
     mj.timeout = timeout >= 0 ? timeout : (int)json_integer_value(json_object_get(o, "Timeout"));
@@ -811,6 +815,7 @@ void rest_modality_move(rest_request *req)
     mj.aet = m.aet;
     mj.host = m.host;
     mj.port = m.port;
+    mj.tls = m.tls;
     mj.timeout = to ? (int)json_integer_value(to) : 0;
     rest_modality_settings(m.conf, &mj.timeout, &mj.local);
     mj.resources = resources;
