@@ -292,6 +292,19 @@ static int store_job(jobs_router *r, delivery **ds, size_t n, const char *type, 
                            local ? local : "", "Timeout", atoi(col(res, 0, 4)), "Permissive", 0);
     }
     PQclear(res);
+    /* the action's transcoding and modification, applied by the job to what
+     * it sends (the stored instances stay as they are) */
+    const json_t *ts = json_object_get(ds[0]->action, "Transcode");
+    if (ts) {
+        json_object_set(*input, "Transcode", (json_t *)ts);
+        json_object_set(*content, "Transcode", (json_t *)ts);
+    }
+    const json_t *anon = json_object_get(ds[0]->action, "Anonymize");
+    const json_t *mod = anon ? anon : json_object_get(ds[0]->action, "Modify");
+    if (mod)
+        json_object_set_new(*input, "Modification",
+                            json_pack("{s:O, s:b, s:O}", "Body", mod, "Anonymize", anon != NULL,
+                                      "Secret", json_object_get(ds[0]->action, "Secret")));
     return 0;
 }
 
