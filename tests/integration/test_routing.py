@@ -703,3 +703,61 @@ def test_anonymize_then_store_sends_the_anonymized_copy_and_keeps_the_original(
     # a PUT that sends the rule back keeps its secret; the same original maps the same way
     status, body, _ = call(rest, "GET", f"/tessera/routes/{route['ID']}")
     assert body["Actions"][0]["Secret"] == secret
+
+
+def test_anonymize_and_transcode_then_store_to_orthanc_peer_as_orthanc_anonymizes(
+        routing, tmp_path):
+    """StoreToPeer with "Anonymize" and "Transcode": Orthanc 1.10.1 (the peer) receives the
+    anonymized instances in the syntax asked for, nothing else is stored here, and each
+    received instance has the tags Orthanc's own POST /instances/{id}/anonymize gives the
+    same original (same tags, same values apart from the new UIDs and the anonymized
+    patient's ID and name, which Tessera derives from the rule's secret so that a patient
+    stays one patient across deliveries)."""
+    from orthanc import Orthanc
+    import io
+    rest = routing.rests[0]
+    study = "1.2.826.0.1.3680043.8.498.23.70"
+    files = make_files(tmp_path / "f", 2, study, study + ".1", patient="PAT-ANON")
+    implicit = "1.2.840.10008.1.2"
+    with Orthanc(tmp_path / "orthanc") as ref:
+        status, body, _ = call(rest, "PUT", "/peers/ref", {"Url": ref.url})
+        assert status == 200, body
+        create_route(rest, {"Trigger": "NewInstance",
+                            "Actions": [{"Type": "StoreToPeer", "Peer": "ref", "Anonymize": {},
+                                         "Transcode": implicit}]})
+        send_split(routing.ingests, files)
+        got = wait_for(lambda: len(js(call(ref, "GET", "/instances"))) == 2
+                       and js(call(ref, "GET", "/instances")), 60, "the anonymized instances")
+        wait_for(lambda: not deliveries(rest), 20, "the deliveries to finish")
+        assert call(rest, "GET", "/statistics")[1]["CountInstances"] == 2  # the originals only
+        received = []
+        for i in got:
+            ts = call(ref, "GET", f"/instances/{i}/metadata/TransferSyntax")[1]
+            assert ts == implicit.encode(), ts
+            received.append(pydicom.dcmread(io.BytesIO(call(ref, "GET", f"/instances/{i}/file")[1])))
+        assert len({d.PatientID for d in received}) == 1
+        assert {d.PatientID for d in received} != {"PAT-ANON"}
+        # Orthanc's anonymization of the same originals
+        by_number = {int(d.InstanceNumber): d for d in received}
+        # new UIDs (InstanceCreatorUID included) differ by nature; DeidentificationMethod
+        # names the product before the profile
+        skip = {"PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID",
+                "SOPInstanceUID", "FrameOfReferenceUID", "InstanceCreatorUID",
+                "DeidentificationMethod"}
+        for f in files:
+            status, up, _ = call(ref, "POST", "/instances", f.read_bytes())
+            oid = js((status, up))["ID"]
+            status, data, _ = call(ref, "POST", f"/instances/{oid}/anonymize", {})
+            assert status == 200
+            want = pydicom.dcmread(io.BytesIO(data))
+            have = by_number[int(want.InstanceNumber)]
+            want_tags = {e.keyword or str(e.tag): e.value for e in want if e.keyword not in skip
+                         and e.tag != 0x7FE00010}
+            have_tags = {e.keyword or str(e.tag): e.value for e in have if e.keyword not in skip
+                         and e.tag != 0x7FE00010}
+            assert have_tags == want_tags
+            assert set(have.dir()) == set(want.dir())
+            assert have.DeidentificationMethod.split(" - ", 1)[1] == \
+                want.DeidentificationMethod.split(" - ", 1)[1]
+            assert have.SOPInstanceUID != want.SOPInstanceUID != f.name
+            assert str(have.PatientName).startswith("Anonymized")
