@@ -511,8 +511,13 @@ static int l_modify_instance(lua_State *L)
     }
     ts_modify_free(m);
     if (rc) {
+        /* Orthanc gives no details for some (an unknown tag name): the body then */
+        char *text = err.msg[0] ? NULL : json_dumps(body, JSON_COMPACT);
+        char why[600];
+        snprintf(why, sizeof(why), "%s: %s", ts_oe_description(oe), text ? text : err.msg);
+        free(text);
         json_decref(body);
-        return luaL_error(L, "ModifyInstance: %s", err.msg[0] ? err.msg : "bad modification");
+        return luaL_error(L, "ModifyInstance: %s", why);
     }
     json_decref(l->modify);
     l->modify = body;

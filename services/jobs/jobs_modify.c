@@ -509,10 +509,10 @@ ts_modify *jobs_route_modification(const json_t *input, bool *bad, jobs_outcome 
 }
 
 int jobs_route_modified_file(jobs_worker *w, ts_modify *m, const char *file, char *path,
-                             size_t size, ts_err *err)
+                             size_t size, ts_oe *oe, ts_err *err)
 {
     ts_dicom *d = NULL;
-    ts_oe oe;
+    *oe = TS_OE_BAD_FILE_FORMAT;
     path[0] = '\0';
     int rc = ts_dicom_open_file(file, &d, err);
     if (!rc && ts_modify_is_anonymization(m)) {
@@ -526,7 +526,7 @@ int jobs_route_modified_file(jobs_worker *w, ts_modify *m, const char *file, cha
         ts_modify_set_anonymous_patient(m, uid, name);
     }
     if (!rc)
-        rc = ts_modify_apply(m, d, &oe, err);
+        rc = ts_modify_apply(m, d, oe, err);
     if (!rc)
         rc = ts_store_temp_path(w->svc->store, path, size, err);
     if (!rc && (rc = ts_dicom_save_file(d, path, err)) != 0) {

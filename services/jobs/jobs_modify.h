@@ -36,8 +36,8 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out);
  * none; *bad set (and the job failed) when it is malformed. */
 ts_modify *jobs_route_modification(const json_t *input, bool *bad, jobs_outcome *out);
 /* The modified copy of the stored file in a new temporary file (path, the
- * caller unlinks it), or TS_E* with err. */
+ * caller unlinks it), or TS_E* with err and *oe Orthanc's error for it. */
 int jobs_route_modified_file(jobs_worker *w, ts_modify *m, const char *file, char *path,
-                             size_t size, ts_err *err);
+                             size_t size, ts_oe *oe, ts_err *err);
 
 #endif

@@ -62,12 +62,12 @@ static int post_instance(CURL *curl, const char *url, const void *data, size_t l
 /* A route's anonymize/modify then store: *data (the stored file) becomes the
  * modified copy (jobs_route_modified_file), read back from its temporary file. */
 static int modified(jobs_worker *w, ts_modify *m, const char *uuid, void **data, size_t *len,
-                    ts_err *err)
+                    ts_oe *oe, ts_err *err)
 {
     char file[4096], copy[4096];
     int rc = ts_store_path(w->svc->store, uuid, file, sizeof(file), err);
     if (!rc)
-        rc = jobs_route_modified_file(w, m, file, copy, sizeof(copy), err);
+        rc = jobs_route_modified_file(w, m, file, copy, sizeof(copy), oe, err);
     if (rc)
         return rc;
     FILE *f = fopen(copy, "rb");
@@ -174,12 +174,13 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             size_t len = 0;
             int rc =
                 uuids[k] ? ts_store_read(w->svc->store, uuids[k], &data, &len, &err) : TS_ENOTFOUND;
-            if (!rc && m && (rc = modified(w, m, uuids[k], &data, &len, &err)) != 0) {
+            ts_oe oe = TS_OE_BAD_FILE_FORMAT;
+            if (!rc && m && (rc = modified(w, m, uuids[k], &data, &len, &oe, &err)) != 0) {
                 free(data);
                 data = NULL;
                 char why[600];
                 snprintf(why, sizeof(why), "modifying instance %s: %s", todo[pos + k], err.msg);
-                jobs_fail(out, TS_OE_BAD_FILE_FORMAT, why);
+                jobs_fail(out, oe, why);
                 goto out;
             }
             if (rc) {

@@ -186,11 +186,12 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             if (m) {
                 /* a route's anonymize/modify then store: the copy is sent */
                 char copy[4096];
-                if (jobs_route_modified_file(w, m, path, copy, sizeof(copy), &err)) {
+                ts_oe oe;
+                if (jobs_route_modified_file(w, m, path, copy, sizeof(copy), &oe, &err)) {
                     char details[600];
                     snprintf(details, sizeof(details), "modifying instance %s: %s", chunk_ids[k],
                              err.msg);
-                    jobs_fail(out, TS_OE_BAD_FILE_FORMAT, details);
+                    jobs_fail(out, oe, details);
                     goto out;
                 }
                 snprintf(path, sizeof(path), "%s", copy);

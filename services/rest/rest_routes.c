@@ -152,7 +152,7 @@ static bool modification_ok(rest_request *req, const char *where, const char *ki
     if (rc) {
         char details[600];
         snprintf(details, sizeof(details), "%s: \"%s\": %s", where, kind,
-                 err.msg[0] ? err.msg : "not a valid modification (Orthanc's body expected)");
+                 err.msg[0] ? err.msg : ts_oe_description(oe));
         rest_reply_oe_status(req, 400, oe ? oe : TS_OE_BAD_REQUEST, details);
         return false;
     }

@@ -508,3 +508,45 @@ def test_book_modify_instance_sample_sends_the_same_modified_instances_as_orthan
         o.stop()
         scp_o.stop()
         scp_t.stop()
+
+
+BAD_MODIFY = """
+function OnStoredInstance(instanceId, tags, metadata, origin)
+   if tags['PatientID'] == 'BADTAG' then
+      SendToModality(ModifyInstance(instanceId, { NoSuchTag = 'x' }, {}, false), 'sample')
+   elseif tags['PatientID'] == 'NOCHAIN' then
+      SendToModality('', 'sample')   -- "" without a ModifyInstance before
+   else
+      SendToModality(ModifyInstance(instanceId, { StationName = 'GOOD' }), 'sample')
+   end
+end
+"""
+
+
+def test_modify_instance_errors_fail_their_event_and_the_next_is_handled(cluster, tmp_path, scp):
+    """A ModifyInstance that Tessera cannot apply (an unknown tag) and a SendToModality('')
+    without ModifyInstance are script errors: their delivery is dead at once with the
+    reason and nothing is sent; the router goes on with the next event."""
+    import pydicom
+    script = tmp_path / "bad-modify.lua"
+    script.write_text(BAD_MODIFY)
+    ing, rest = lua_cluster(cluster, script)
+    add_modality(rest, "sample", scp.port)
+    base = "1.2.826.0.1.3680043.8.498.23.150"
+    bad = make_files(tmp_path / "b", 1, base, base + ".1", patient="BADTAG")
+    nochain = make_files(tmp_path / "n", 1, base, base + ".2", patient="NOCHAIN")
+    good = make_files(tmp_path / "g", 1, base, base + ".3", patient="GOOD")
+    for f in (bad, nochain, good):
+        rc, out = storescu(ing, f)
+        assert rc == 0, out
+    wait_for(lambda: len(scp.received()) == 1, 60, "the good instance")
+    dead = wait_for(lambda: len(deliveries(rest, "dead")) == 2 and deliveries(rest, "dead"),
+                    30, "two dead deliveries")
+    errors = sorted(d["LastError"] for d in dead)
+    assert any("ModifyInstance:" in e and "NoSuchTag" in e for e in errors), errors
+    assert any("SendToModality: no resource (and no ModifyInstance before)" in e
+               for e in errors), errors
+    assert all(d["Attempts"] == 1 for d in dead)
+    got = pydicom.dcmread(next(p for p in scp.dir.iterdir() if p.is_file()))
+    assert str(got.StationName) == "GOOD" and got.PatientID == "GOOD"
+    assert len(call(rest, "GET", "/instances")[1]) == 3  # nothing deleted, nothing added

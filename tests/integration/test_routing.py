@@ -761,3 +761,26 @@ def test_anonymize_and_transcode_then_store_to_orthanc_peer_as_orthanc_anonymize
                 want.DeidentificationMethod.split(" - ", 1)[1]
             assert have.SOPInstanceUID != want.SOPInstanceUID != f.name
             assert str(have.PatientName).startswith("Anonymized")
+
+
+def test_a_modification_the_instance_cannot_take_fails_the_step_and_sends_nothing(
+        routing, scp_factory, tmp_path):
+    """A "Modify" that passes the rule's checks but not an instance (a value the tag's VR
+    cannot hold): the store job fails with the instance and the reason, the step is retried
+    and then dead with that reason; nothing reaches the destination and the original stays."""
+    rest = routing.rests[0]
+    scp = scp_factory()
+    add_modality(rest, "x", scp.port)
+    create_route(rest, {"Trigger": "NewInstance",
+                        "Actions": [{"Type": "StoreToModality", "Modality": "x",
+                                     "Modify": {"Replace": {"Rows": "many"}}}]})
+    study = "1.2.826.0.1.3680043.8.498.23.80"
+    files = make_files(tmp_path / "f", 1, study, study + ".1")
+    rc, out = storescu(routing.ingests[0], files)
+    assert rc == 0, out
+    dead = wait_for(lambda: deliveries(rest, "dead"), 60, "the dead delivery")
+    assert len(dead) == 1 and dead[0]["Attempts"] == 3, dead
+    assert "modifying instance" in dead[0]["LastError"], dead
+    assert "0028,0010" in dead[0]["LastError"], dead  # the tag that cannot take it
+    assert scp.received() == set() and scp.store_requests() == 0
+    assert call(rest, "GET", "/statistics")[1]["CountInstances"] == 1
