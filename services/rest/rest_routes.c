@@ -174,10 +174,14 @@ static json_t *store_action(rest_request *req, const json_t *a, const char *wher
     const json_t *t = json_object_get(a, "Transcode");
     if (t && (!json_is_string(t) || !ts_transfer_syntax_known(json_string_value(t)))) {
         char details[300];
-        snprintf(details, sizeof(details),
-                 "%s: \"Transcode\" must be a transfer syntax UID "
-                 "Tessera knows (%.100s is not)",
-                 where, json_is_string(t) ? json_string_value(t) : "not text");
+        if (json_is_string(t))
+            snprintf(details, sizeof(details),
+                     "%s: \"Transcode\" must be a transfer syntax UID Tessera knows (%.100s is "
+                     "not)",
+                     where, json_string_value(t));
+        else
+            snprintf(details, sizeof(details),
+                     "%s: \"Transcode\" must be a transfer syntax UID (text)", where);
         rest_reply_oe_status(req, 400, TS_OE_BAD_REQUEST, details);
         json_decref(out);
         return NULL;

@@ -393,7 +393,7 @@ BAD_RULES = [
      "\"Transcode\" must be a transfer syntax UID Tessera knows (1.2.3.4 is not)"),
     ({"Trigger": "NewInstance",
       "Actions": [{"Type": "StoreToModality", "Modality": "x", "Transcode": 12}]},
-     "\"Transcode\" must be a transfer syntax UID"),
+     "\"Transcode\" must be a transfer syntax UID (text)"),
     ({"Trigger": "NewInstance",
       "Actions": [{"Type": "StoreToModality", "Modality": "x", "Anonymize": "yes"}]},
      "\"Anonymize\" is an object"),
