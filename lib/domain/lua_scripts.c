@@ -28,6 +28,10 @@ struct ts_lua {
     long long steps, max_steps;
     bool over_steps, over_memory;
     const ts_lua_host *host;
+    /* the last ModifyInstance of the callback (Orthanc's chain: the next
+     * SendTo* or Delete of "" works on its output) */
+    json_t *modify;
+    char modify_resource[80];
     char *out; /* print's output since the last take */
     size_t out_len;
     char rest_url[512];
@@ -449,13 +453,76 @@ static const ts_lua_host *host_of(lua_State *L, const char *what)
  * sent, as in Orthanc's samples. */
 static int send_to(lua_State *L, bool peer)
 {
-    const ts_lua_host *h = host_of(L, peer ? "SendToPeer" : "SendToModality");
+    const char *what = peer ? "SendToPeer" : "SendToModality";
+    const ts_lua_host *h = host_of(L, what);
+    ts_lua *l = of(L);
     const char *resource = luaL_checkstring(L, 1), *target = luaL_checkstring(L, 2);
     const char *local = peer ? NULL : luaL_optstring(L, 3, NULL);
+    const json_t *modify = NULL;
+    if (!*resource) { /* ModifyInstance's output, as Orthanc's "" */
+        if (!l->modify)
+            return luaL_error(L, "%s: no resource (and no ModifyInstance before)", what);
+        resource = l->modify_resource;
+        modify = l->modify;
+    }
     ts_err err;
-    if (h->send(h->ctx, peer, resource, target, local, &err))
-        return luaL_error(L, "%s: %s", peer ? "SendToPeer" : "SendToModality", err.msg);
+    if (h->send(h->ctx, peer, resource, target, local, modify, &err))
+        return luaL_error(L, "%s: %s", what, err.msg);
     lua_pushvalue(L, 1);
+    return 1;
+}
+
+/* ModifyInstance(instanceId, replacements, removals, removePrivateTags), as
+ * Orthanc's Toolbox.lua: returns "", which the next SendToModality/
+ * SendToPeer/Delete takes as the modified instance. The modification is
+ * checked now (a bad one is the script's error) and applied by the store
+ * job to what it sends; the modified instance is never stored, so
+ * Delete("") has nothing to do. */
+static int l_modify_instance(lua_State *L)
+{
+    ts_lua *l = of(L);
+    host_of(L, "ModifyInstance");
+    const char *resource = luaL_checkstring(L, 1);
+    if (strlen(resource) >= sizeof(l->modify_resource))
+        return luaL_error(L, "ModifyInstance: %s is not an instance id", resource);
+    json_t *body = json_object();
+    if (lua_istable(L, 2))
+        json_object_set_new(body, "Replace", to_json(L, 2, true, 0));
+    if (lua_istable(L, 3)) {
+        json_t *remove = to_json(L, 3, true, 0);
+        if (json_is_object(remove) && json_object_size(remove) == 0) { /* {} */
+            json_decref(remove);
+            remove = json_array();
+        }
+        json_object_set_new(body, "Remove", remove);
+    }
+    json_t *replace = json_object_get(body, "Replace");
+    if (json_is_array(replace) && json_array_size(replace) == 0) /* {} */
+        json_object_set_new(body, "Replace", json_object());
+    json_object_set_new(body, "RemovePrivateTags", json_boolean(lua_toboolean(L, 4)));
+    ts_modify *m = NULL;
+    ts_oe oe;
+    ts_err err;
+    ts_err_clear(&err);
+    int rc = ts_modify_parse(body, false, &m, &oe, &err);
+    if (!rc) {
+        ts_modify_set_level(m, ts_modify_instance_level(m));
+        rc = ts_modify_check(m, &oe, &err);
+    }
+    ts_modify_free(m);
+    if (rc) {
+        /* Orthanc gives no details for some (an unknown tag name): the body then */
+        char *text = err.msg[0] ? NULL : json_dumps(body, JSON_COMPACT);
+        char why[600];
+        snprintf(why, sizeof(why), "%s: %s", ts_oe_description(oe), text ? text : err.msg);
+        free(text);
+        json_decref(body);
+        return luaL_error(L, "ModifyInstance: %s", why);
+    }
+    json_decref(l->modify);
+    l->modify = body;
+    snprintf(l->modify_resource, sizeof(l->modify_resource), "%s", resource);
+    lua_pushstring(L, "");
     return 1;
 }
 
@@ -472,6 +539,11 @@ static int l_delete(lua_State *L)
 {
     const ts_lua_host *h = host_of(L, "Delete");
     const char *resource = luaL_checkstring(L, 1);
+    if (!*resource) {
+        if (!of(L)->modify)
+            return luaL_error(L, "Delete: no resource (and no ModifyInstance before)");
+        return 0; /* ModifyInstance's output was sent, never stored */
+    }
     ts_err err;
     if (h->delete_resource(h->ctx, resource, &err))
         return luaL_error(L, "Delete: %s", err.msg);
@@ -535,6 +607,7 @@ ts_lua *ts_lua_new(void)
         {"SendToModality", l_send_to_modality},
         {"SendToPeer", l_send_to_peer},
         {"Delete", l_delete},
+        {"ModifyInstance", l_modify_instance},
         {NULL, NULL},
     };
     lua_pushglobaltable(l->L);
@@ -551,6 +624,7 @@ void ts_lua_free(ts_lua *l)
     if (!l)
         return;
     lua_close(l->L);
+    json_decref(l->modify);
     free(l->out);
     free(l);
 }
@@ -641,6 +715,8 @@ bool ts_lua_has(ts_lua *l, const char *name)
 void ts_lua_set_host(ts_lua *l, const ts_lua_host *host)
 {
     l->host = host;
+    json_decref(l->modify); /* one callback's chain does not reach the next */
+    l->modify = NULL;
 }
 
 /* lua_pcall'd: pushes the arguments (jansson cannot fail us halfway once in

@@ -2,7 +2,7 @@
  * by TESSERA_LUA_SCRIPTS (or a posted one), Orthanc's helpers (RestApiGet/
  * Post/Put/Delete against Tessera's own REST at TESSERA_LUA_REST_URL, HttpGet/
  * Post/Put/Delete, ParseJson/DumpJson, PrintRecursive, GenerateDicomUid; SendToModality,
- * SendToPeer and Delete through the host the caller sets) and two limits, an
+ * SendToPeer, ModifyInstance and Delete through the host the caller sets) and two limits, an
  * instruction count (lua_sethook) and a memory ceiling (our lua_Alloc), so a
  * script that loops or allocates without bound fails its call with the reason
  * and the state stays usable. A ts_lua belongs to one thread at a time; the
@@ -23,11 +23,15 @@ typedef struct ts_lua ts_lua;
 
 /* What the script asks the caller to do: SendToModality(resource, modality,
  * [localAet]), SendToPeer(resource, peer), Delete(resource). Each returns 0
- * or a negative code with err set (raised in the script as a Lua error). */
+ * or a negative code with err set (raised in the script as a Lua error).
+ * modify: NULL, or the body of Orthanc's /modify (Replace, Remove,
+ * RemovePrivateTags) when the resource is ModifyInstance's output: as in
+ * Orthanc's job chain, SendToModality(ModifyInstance(id, ...), m) sends the
+ * modified instance (here never stored: Delete of it does nothing). */
 typedef struct ts_lua_host {
     void *ctx;
     int (*send)(void *ctx, bool peer, const char *resource, const char *target,
-                const char *local_aet, ts_err *err);
+                const char *local_aet, const json_t *modify, ts_err *err);
     int (*delete_resource)(void *ctx, const char *resource, ts_err *err);
 } ts_lua_host;
 

@@ -477,3 +477,66 @@ out:
     json_decref(done);
     ts_modify_free(m);
 }
+
+ts_modify *jobs_route_modification(const json_t *input, bool *bad, jobs_outcome *out)
+{
+    const json_t *spec = json_object_get(input, "Modification");
+    *bad = false;
+    if (!spec)
+        return NULL;
+    const char *secret = json_string_value(json_object_get(spec, "Secret"));
+    bool anonymize = json_is_true(json_object_get(spec, "Anonymize"));
+    ts_modify *m = NULL;
+    ts_oe oe = TS_OE_BAD_FILE_FORMAT;
+    ts_err err;
+    ts_err_clear(&err);
+    int rc = secret ? ts_modify_parse(json_object_get(spec, "Body"), anonymize, &m, &oe, &err)
+                    : ts_err_set(&err, TS_EINVAL, "no Secret in the job's Modification");
+    if (!rc) {
+        ts_modify_set_secret(m, secret);
+        if (!anonymize) {
+            ts_modify_set_level(m, ts_modify_instance_level(m));
+            rc = ts_modify_check(m, &oe, &err);
+        }
+    }
+    if (rc) {
+        ts_modify_free(m);
+        *bad = true;
+        jobs_fail(out, oe, err.msg);
+        return NULL;
+    }
+    return m;
+}
+
+int jobs_route_modified_file(jobs_worker *w, ts_modify *m, const char *file, char *path,
+                             size_t size, ts_oe *oe, ts_err *err)
+{
+    ts_dicom *d = NULL;
+    *oe = TS_OE_BAD_FILE_FORMAT;
+    path[0] = '\0';
+    int rc = ts_dicom_open_file(file, &d, err);
+    if (!rc && ts_modify_is_anonymization(m)) {
+        char *pid = ts_dicom_get_string(d, 0x00100020, true);
+        char key[300], uid[80], name[32];
+        snprintf(key, sizeof(key), "PatientID:%s", pid ? pid : "");
+        free(pid);
+        ts_modify_map_uid(m, key, uid, sizeof(uid));
+        size_t n = strlen(uid);
+        snprintf(name, sizeof(name), "Anonymized%.8s", n > 8 ? uid + n - 8 : uid);
+        ts_modify_set_anonymous_patient(m, uid, name);
+    }
+    if (!rc)
+        rc = ts_modify_apply(m, d, oe, err);
+    if (!rc)
+        rc = ts_store_temp_path(w->svc->store, path, size, err);
+    if (!rc && (rc = ts_dicom_save_file(d, path, err)) != 0) {
+        unlink(path);
+        path[0] = '\0';
+    }
+    if (rc && path[0]) {
+        unlink(path);
+        path[0] = '\0';
+    }
+    ts_dicom_free(d);
+    return rc;
+}

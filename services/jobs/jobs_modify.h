@@ -19,8 +19,25 @@
 #ifndef JOBS_MODIFY_H
 #define JOBS_MODIFY_H
 
+#include "dicom/dicom_modify.h"
 #include "jobs_worker.h"
 
 void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out);
+
+/* A route's "anonymize/modify then store" (the router's store jobs, input
+ * "Modification": {"Body", "Anonymize", "Secret"}): as Orthanc's Lua
+ * ModifyInstance + SendToModality, the modified instance is sent and not
+ * stored. The modification is at the instance level (Orthanc's pick for
+ * /instances/{id}/modify; an anonymization at the patient level) with the
+ * rule's secret, so an original UID gets the same new one in every job of
+ * the rule; an anonymized PatientID ("2.25.<...>") and PatientName
+ * ("Anonymized<8 digits>") are derived from the original PatientID under
+ * the same secret, so one patient stays one patient. NULL when the job has
+ * none; *bad set (and the job failed) when it is malformed. */
+ts_modify *jobs_route_modification(const json_t *input, bool *bad, jobs_outcome *out);
+/* The modified copy of the stored file in a new temporary file (path, the
+ * caller unlinks it), or TS_E* with err and *oe Orthanc's error for it. */
+int jobs_route_modified_file(jobs_worker *w, ts_modify *m, const char *file, char *path,
+                             size_t size, ts_oe *oe, ts_err *err);
 
 #endif

@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/ids.h"
 #include "base/log.h"
+#include "jobs_modify.h"
 #include "dicom/codecs.h"
 
 #define LOOKUP 64 /* instances whose files are looked up at once */
@@ -57,6 +59,36 @@ static int post_instance(CURL *curl, const char *url, const void *data, size_t l
     return 0;
 }
 
+/* A route's anonymize/modify then store: *data (the stored file) becomes the
+ * modified copy (jobs_route_modified_file), read back from its temporary file. */
+static int modified(jobs_worker *w, ts_modify *m, const char *uuid, void **data, size_t *len,
+                    ts_oe *oe, ts_err *err)
+{
+    char file[4096], copy[4096];
+    int rc = ts_store_path(w->svc->store, uuid, file, sizeof(file), err);
+    if (!rc)
+        rc = jobs_route_modified_file(w, m, file, copy, sizeof(copy), oe, err);
+    if (rc)
+        return rc;
+    FILE *f = fopen(copy, "rb");
+    void *buf = NULL;
+    long size = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = malloc((size_t)size + 1)) != NULL &&
+        fread(buf, 1, (size_t)size, f) == (size_t)size) {
+        free(*data);
+        *data = buf;
+        *len = (size_t)size;
+    } else {
+        free(buf);
+        rc = ts_err_set(err, TS_EIO, "cannot read the modified copy %s", copy);
+    }
+    if (f)
+        fclose(f);
+    unlink(copy);
+    return rc;
+}
+
 void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
 {
     json_t *instances = json_object_get(c->input, "Instances");
@@ -73,8 +105,12 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     char *uuids[LOOKUP] = {0};
     struct curl_slist *headers = NULL;
     CURL *curl = NULL;
+    ts_modify *m = NULL;
 
     memset(out, 0, sizeof(*out));
+    bool bad = false;
+    if (!(m = jobs_route_modification(c->input, &bad, out)) && bad)
+        goto out;
     if (!json_is_array(instances) || !base) {
         jobs_fail(out, TS_OE_BAD_FILE_FORMAT, "malformed job input");
         goto out;
@@ -138,6 +174,15 @@ void jobs_peer_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             size_t len = 0;
             int rc =
                 uuids[k] ? ts_store_read(w->svc->store, uuids[k], &data, &len, &err) : TS_ENOTFOUND;
+            ts_oe oe = TS_OE_BAD_FILE_FORMAT;
+            if (!rc && m && (rc = modified(w, m, uuids[k], &data, &len, &oe, &err)) != 0) {
+                free(data);
+                data = NULL;
+                char why[600];
+                snprintf(why, sizeof(why), "modifying instance %s: %s", todo[pos + k], err.msg);
+                jobs_fail(out, oe, why);
+                goto out;
+            }
             if (rc) {
                 snprintf(details, sizeof(details), "instance %s is no longer stored",
                          todo[pos + k]);
@@ -199,6 +244,7 @@ out:
     }
     for (size_t k = 0; k < LOOKUP; k++)
         free(uuids[k]);
+    ts_modify_free(m);
     curl_slist_free_all(headers);
     if (curl)
         curl_easy_cleanup(curl);

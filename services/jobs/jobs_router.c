@@ -14,6 +14,7 @@
 
 #include "base/config.h"
 #include "base/log.h"
+#include "dicom/dicom_modify.h"
 #include "domain/changes.h"
 #include "domain/delete.h"
 #include "domain/exports.h"
@@ -294,6 +295,19 @@ static int store_job(jobs_router *r, delivery **ds, size_t n, const char *type, 
                            local ? local : "", "Timeout", atoi(col(res, 0, 4)), "Permissive", 0);
     }
     PQclear(res);
+    /* the action's transcoding and modification, applied by the job to what
+     * it sends (the stored instances stay as they are) */
+    const json_t *ts = json_object_get(ds[0]->action, "Transcode");
+    if (ts) {
+        json_object_set(*input, "Transcode", (json_t *)ts);
+        json_object_set(*content, "Transcode", (json_t *)ts);
+    }
+    const json_t *anon = json_object_get(ds[0]->action, "Anonymize");
+    const json_t *mod = anon ? anon : json_object_get(ds[0]->action, "Modify");
+    if (mod)
+        json_object_set_new(*input, "Modification",
+                            json_pack("{s:O, s:b, s:O}", "Body", mod, "Anonymize", anon != NULL,
+                                      "Secret", json_object_get(ds[0]->action, "Secret")));
     return 0;
 }
 
@@ -470,7 +484,7 @@ static bool public_id_ok(const char *s)
 }
 
 static int lua_send(void *arg, bool peer, const char *resource, const char *target,
-                    const char *local_aet, ts_err *err)
+                    const char *local_aet, const json_t *modify, ts_err *err)
 {
     lua_ctx *c = arg;
     if (!public_id_ok(resource))
@@ -491,6 +505,14 @@ static int lua_send(void *arg, bool peer, const char *resource, const char *targ
         json_object_set_new(step, "Resource", json_string(resource));
     if (local_aet && *local_aet)
         json_object_set_new(step, "LocalAet", json_string(local_aet));
+    if (modify) {
+        /* ModifyInstance then SendTo*: the store job modifies what it sends;
+         * the secret, kept in the step, makes a retry send the same UIDs */
+        char secret[80];
+        ts_dicom_generate_uid(secret, sizeof(secret));
+        json_object_set(step, "Modify", (json_t *)modify);
+        json_object_set_new(step, "Secret", json_string(secret));
+    }
     json_array_append_new(c->steps, step);
     return 0;
 }

@@ -14,11 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/config.h"
 #include "dicom/dicom.h"
 #include "base/ids.h"
 #include "base/log.h"
+#include "jobs_modify.h"
 
 #define CHUNK_MIN 1
 #define CHUNK_FIRST 32
@@ -96,8 +98,13 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     char **paths = NULL;
     uint16_t *statuses = NULL;
     char **uuids = NULL; /* per instance of the chunk, NULL when it is gone */
+    bool *temps = NULL;  /* paths[k] is a modified copy to unlink */
+    ts_modify *m = NULL;
 
     memset(out, 0, sizeof(*out));
+    bool bad = false;
+    if (!(m = jobs_route_modification(c->input, &bad, out)) && bad)
+        goto out;
     if (!json_is_array(instances) || !aet || !host || port <= 0) {
         jobs_fail(out, TS_OE_BAD_FILE_FORMAT, "malformed job input");
         goto out;
@@ -120,7 +127,8 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     paths = calloc(CHUNK_MAX, sizeof(*paths));
     statuses = calloc(CHUNK_MAX, sizeof(*statuses));
     uuids = calloc(CHUNK_MAX, sizeof(*uuids));
-    if (!todo || !sent || !paths || !statuses || !uuids)
+    temps = calloc(CHUNK_MAX, sizeof(*temps));
+    if (!todo || !sent || !paths || !statuses || !uuids || !temps)
         abort();
     size_t i;
     json_t *v;
@@ -171,7 +179,25 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 jobs_fail(out, TS_OE_UNKNOWN_RESOURCE, details);
                 goto out;
             }
+            if (temps[m_ok])
+                unlink(paths[m_ok]);
             free(paths[m_ok]);
+            temps[m_ok] = false;
+            paths[m_ok] = NULL;
+            if (m) {
+                /* a route's anonymize/modify then store: the copy is sent */
+                char copy[4096];
+                ts_oe oe;
+                if (jobs_route_modified_file(w, m, path, copy, sizeof(copy), &oe, &err)) {
+                    char details[600];
+                    snprintf(details, sizeof(details), "modifying instance %s: %s", chunk_ids[k],
+                             err.msg);
+                    jobs_fail(out, oe, details);
+                    goto out;
+                }
+                snprintf(path, sizeof(path), "%s", copy);
+                temps[m_ok] = true;
+            }
             paths[m_ok] = strdup(path);
             ids[m_ok++] = chunk_ids[k];
         }
@@ -247,8 +273,13 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     }
 out:
     if (paths)
-        for (size_t k = 0; k < CHUNK_MAX; k++)
+        for (size_t k = 0; k < CHUNK_MAX; k++) {
+            if (temps && temps[k] && paths[k])
+                unlink(paths[k]);
             free(paths[k]);
+        }
+    free(temps);
+    ts_modify_free(m);
     if (uuids)
         for (size_t k = 0; k < CHUNK_MAX; k++)
             free(uuids[k]);

@@ -8,8 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "base/log.h"
+#include "dicom/codecs.h"
 #include "dicom/dicom.h"
+#include "dicom/dicom_modify.h"
 #include "rest_common.h"
 
 #define MAX_CONDITIONS 32
@@ -22,9 +26,9 @@ static const char *const triggers[] = {"NewInstance", "StableSeries", "StableStu
                                        "StablePatient"};
 static const char *const trigger_levels[] = {"Instance", "Series", "Study", "Patient"};
 
-/* Actions that other issues are building: named, refused for now. */
-static const char *const later[] = {"Modify", "Anonymize", "Transcode", "ModifyThenStore",
-                                    "AnonymizeThenStore"};
+/* Whole actions that a store action's fields replace: named, with the way. */
+static const char *const merged[] = {"Modify", "Anonymize", "Transcode", "ModifyThenStore",
+                                     "AnonymizeThenStore"};
 
 static bool bad(rest_request *req, const char *fmt, const char *a, const char *b)
 {
@@ -124,6 +128,103 @@ static json_t *conditions(rest_request *req, const json_t *c)
     return out;
 }
 
+/* A store action's "Anonymize" or "Modify" (Orthanc's body of /anonymize or
+ * /modify): checked as the router's jobs will apply it, at the level of one
+ * instance (Orthanc's Lua ModifyInstance; an anonymization is always at the
+ * patient level). */
+static bool modification_ok(rest_request *req, const char *where, const char *kind,
+                            const json_t *body)
+{
+    if (!json_is_object(body))
+        return bad(req, "%s: \"%s\" is an object, Orthanc's body of /anonymize or /modify", where,
+                   kind);
+    bool anonymize = strcmp(kind, "Anonymize") == 0;
+    ts_modify *m = NULL;
+    ts_oe oe;
+    ts_err err;
+    ts_err_clear(&err);
+    int rc = ts_modify_parse(body, anonymize, &m, &oe, &err);
+    if (!rc && !anonymize) {
+        ts_modify_set_level(m, ts_modify_instance_level(m));
+        rc = ts_modify_check(m, &oe, &err);
+    }
+    ts_modify_free(m);
+    if (rc) {
+        char details[600];
+        snprintf(details, sizeof(details), "%s: \"%s\": %s", where, kind,
+                 err.msg[0] ? err.msg : ts_oe_description(oe));
+        rest_reply_oe_status(req, 400, oe ? oe : TS_OE_BAD_REQUEST, details);
+        return false;
+    }
+    return true;
+}
+
+static json_t *store_action(rest_request *req, const json_t *a, const char *where, const char *type)
+{
+    bool modality = type[7] == 'M';
+    const char *field = modality ? "Modality" : "Peer";
+    const char *const keys[] = {"Type", field, "Transcode", "Anonymize", "Modify", "Secret"};
+    if (!only_keys(req, a, keys, 6, where))
+        return NULL;
+    const char *dest = json_string_value(json_object_get(a, field));
+    if (!dest || !*dest)
+        return bad(req, "%s needs \"%s\": the name of one of /modalities or /peers", type, field),
+               NULL;
+    json_t *out = json_pack("{s:s, s:s}", "Type", type, field, dest);
+    const json_t *t = json_object_get(a, "Transcode");
+    if (t && (!json_is_string(t) || !ts_transfer_syntax_known(json_string_value(t)))) {
+        char details[300];
+        if (json_is_string(t))
+            snprintf(details, sizeof(details),
+                     "%s: \"Transcode\" must be a transfer syntax UID Tessera knows (%.100s is "
+                     "not)",
+                     where, json_string_value(t));
+        else
+            snprintf(details, sizeof(details),
+                     "%s: \"Transcode\" must be a transfer syntax UID (text)", where);
+        rest_reply_oe_status(req, 400, TS_OE_BAD_REQUEST, details);
+        json_decref(out);
+        return NULL;
+    }
+    if (t)
+        json_object_set(out, "Transcode", (json_t *)t);
+    const json_t *anon = json_object_get(a, "Anonymize"), *mod = json_object_get(a, "Modify");
+    if (anon && mod) {
+        json_decref(out);
+        return bad(req, "%s: \"Anonymize\" or \"Modify\", not both%s", where, NULL), NULL;
+    }
+    const json_t *secret = json_object_get(a, "Secret");
+    if (secret && (!json_is_string(secret) || json_string_length(secret) < 16 ||
+                   json_string_length(secret) > 128 || !(anon || mod))) {
+        json_decref(out);
+        return bad(req,
+                   "%s: \"Secret\" (the key the new UIDs derive from) is text of 16 to 128 "
+                   "characters, with \"Anonymize\" or \"Modify\"%s",
+                   where, NULL),
+               NULL;
+    }
+    if (anon || mod) {
+        const char *kind = anon ? "Anonymize" : "Modify";
+        if (!modification_ok(req, where, kind, anon ? anon : mod)) {
+            json_decref(out);
+            return NULL;
+        }
+        json_object_set(out, kind, (json_t *)(anon ? anon : mod));
+        /* the rule's own key: the same original UID gets the same new one in
+         * every delivery of the rule (a study routed instance by instance
+         * stays one study), and a GET-edit-PUT keeps it */
+        char hex[65];
+        if (!secret) {
+            unsigned char b[32];
+            RAND_bytes(b, (int)sizeof(b));
+            for (size_t i = 0; i < sizeof(b); i++)
+                sprintf(hex + 2 * i, "%02x", b[i]);
+        }
+        json_object_set_new(out, "Secret", json_string(secret ? json_string_value(secret) : hex));
+    }
+    return out;
+}
+
 static json_t *action(rest_request *req, const json_t *a, size_t index, size_t count)
 {
     char where[32];
@@ -131,28 +232,16 @@ static json_t *action(rest_request *req, const json_t *a, size_t index, size_t c
     const char *type = json_string_value(json_object_get(a, "Type"));
     if (!json_is_object(a) || !type)
         return bad(req, "%s must be an object with a \"Type\"%s", where, NULL), NULL;
-    for (size_t i = 0; i < sizeof(later) / sizeof(*later); i++)
-        if (strcmp(type, later[i]) == 0)
+    for (size_t i = 0; i < sizeof(merged) / sizeof(*merged); i++)
+        if (strcmp(type, merged[i]) == 0)
             return bad(req,
-                       "action %s is not available yet (it comes with the modification "
-                       "and transcoding work); %s",
-                       type, "available: StoreToModality, StoreToPeer, Delete"),
+                       "%s: %s is a field of the store action it comes before: "
+                       "{\"Type\": \"StoreToModality\", \"Modality\": ..., \"Anonymize\": "
+                       "{...} or \"Modify\": {...}, \"Transcode\": \"<transfer syntax UID>\"}",
+                       where, type),
                    NULL;
-    if (json_object_get(a, "Transcode"))
-        return bad(req, "%s: transcoding before a store is not available yet%s", where, NULL), NULL;
-    if (strcmp(type, "StoreToModality") == 0 || strcmp(type, "StoreToPeer") == 0) {
-        bool modality = type[7] == 'M';
-        const char *field = modality ? "Modality" : "Peer";
-        const char *const keys[] = {"Type", field};
-        if (!only_keys(req, a, keys, 2, where))
-            return NULL;
-        const char *dest = json_string_value(json_object_get(a, field));
-        if (!dest || !*dest)
-            return bad(req, "%s needs \"%s\": the name of one of /modalities or /peers", type,
-                       field),
-                   NULL;
-        return json_pack("{s:s, s:s}", "Type", type, field, dest);
-    }
+    if (strcmp(type, "StoreToModality") == 0 || strcmp(type, "StoreToPeer") == 0)
+        return store_action(req, a, where, type);
     if (strcmp(type, "Delete") == 0) {
         const char *const keys[] = {"Type"};
         if (!only_keys(req, a, keys, 1, where))

@@ -434,3 +434,119 @@ def test_incoming_http_request_filter_as_orthanc(cluster, tmp_path):
         assert request(rest.url, "POST", "/tools/lookup", b"1.2.3")[0] == 403
     finally:
         o.stop()
+
+
+# The Orthanc Book's "modify then send" sample (Lua scripting, "Modifying
+# instances"): as is, against both.
+MODIFY_THEN_SEND = """
+function OnStoredInstance(instanceId, tags, metadata, origin)
+   -- Do not make any modification on instances that have been modified
+   if origin['RequestOrigin'] ~= 'Lua' then
+      local replace = {}
+      replace['StationName'] = 'My Medical Device'
+      local remove = { 'MilitaryRank' }
+      -- Modify the instance, send it, then delete the modified instance
+      Delete(SendToModality(ModifyInstance(instanceId, replace, remove, true), 'sample'))
+      -- Delete the original instance
+      Delete(instanceId)
+   end
+end
+"""
+
+
+def test_book_modify_instance_sample_sends_the_same_modified_instances_as_orthanc(cluster,
+                                                                                  tmp_path):
+    """ModifyInstance + SendToModality: the modified instance is sent (Orthanc stores it with
+    the origin 'Lua' first, then the script's Delete removes it; Tessera's router modifies it
+    on the way out and never stores it, so that Delete has nothing to do), then the original
+    is deleted. Both storescps get the same tags: StationName replaced, MilitaryRank and the
+    private tags gone, a new SOPInstanceUID, the study and series kept."""
+    import pydicom
+    script = tmp_path / "modify.lua"
+    script.write_text(MODIFY_THEN_SEND)
+    study = "1.2.826.0.1.3680043.8.498.23.140"
+    files = make_files(tmp_path / "f", 3, study, study + ".1")
+    for f in files:
+        d = pydicom.dcmread(f)
+        d.MilitaryRank = "CAPTAIN"
+        d.StationName = "OLD"
+        d.add_new(0x00091001, "LO", "private value")
+        d.add_new(0x00090010, "LO", "ACME")
+        d.save_as(f)
+    scp_o = StoreScp(tmp_path / "scp-orthanc").start()
+    o = Orthanc(tmp_path / "orthanc", LuaScripts=[str(script)],
+                DicomModalities={"sample": ["STORESCP", "127.0.0.1", scp_o.port]}).start()
+    scp_t = StoreScp(tmp_path / "scp-tessera").start()
+    try:
+        ing, rest = lua_cluster(cluster, script)
+        add_modality(rest, "sample", scp_t.port)
+        rc, out = storescu(ing, files)
+        assert rc == 0, out
+        p = subprocess.run(["storescu", "-aec", "ORTHANC", "127.0.0.1", str(o.dicom_port)]
+                           + [str(f) for f in files], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        wait_for(lambda: len(scp_o.received()) == 3, 60, "Orthanc's modified instances")
+        wait_for(lambda: len(scp_t.received()) == 3, 60, "Tessera's modified instances")
+        wait_for(lambda: o.get_json("/instances") == [], 30, "Orthanc's deletions")
+        wait_for(lambda: call(rest, "GET", "/instances")[1] == [], 30, "Tessera's deletions")
+        wait_for(lambda: not deliveries(rest), 20, "the deliveries to finish")
+
+        def summary(scp):
+            out = []
+            for f in sorted(p for p in scp.dir.iterdir() if p.is_file()):
+                d = pydicom.dcmread(f)
+                out.append((str(d.StationName), "MilitaryRank" in d, (0x0009, 0x1001) in d,
+                            d.StudyInstanceUID, d.SeriesInstanceUID, d.PatientID))
+            return sorted(out)
+        assert summary(scp_t) == summary(scp_o)
+        assert summary(scp_t)[0] == ("My Medical Device", False, False, study, study + ".1",
+                                     "PAT-R")
+        originals = sop_uids(files)
+        assert scp_t.received().isdisjoint(originals) and scp_o.received().isdisjoint(originals)
+        assert len(scp_t.received()) == len(scp_o.received()) == 3
+    finally:
+        o.stop()
+        scp_o.stop()
+        scp_t.stop()
+
+
+BAD_MODIFY = """
+function OnStoredInstance(instanceId, tags, metadata, origin)
+   if tags['PatientID'] == 'BADTAG' then
+      SendToModality(ModifyInstance(instanceId, { NoSuchTag = 'x' }, {}, false), 'sample')
+   elseif tags['PatientID'] == 'NOCHAIN' then
+      SendToModality('', 'sample')   -- "" without a ModifyInstance before
+   else
+      SendToModality(ModifyInstance(instanceId, { StationName = 'GOOD' }), 'sample')
+   end
+end
+"""
+
+
+def test_modify_instance_errors_fail_their_event_and_the_next_is_handled(cluster, tmp_path, scp):
+    """A ModifyInstance that Tessera cannot apply (an unknown tag) and a SendToModality('')
+    without ModifyInstance are script errors: their delivery is dead at once with the
+    reason and nothing is sent; the router goes on with the next event."""
+    import pydicom
+    script = tmp_path / "bad-modify.lua"
+    script.write_text(BAD_MODIFY)
+    ing, rest = lua_cluster(cluster, script)
+    add_modality(rest, "sample", scp.port)
+    base = "1.2.826.0.1.3680043.8.498.23.150"
+    bad = make_files(tmp_path / "b", 1, base, base + ".1", patient="BADTAG")
+    nochain = make_files(tmp_path / "n", 1, base, base + ".2", patient="NOCHAIN")
+    good = make_files(tmp_path / "g", 1, base, base + ".3", patient="GOOD")
+    for f in (bad, nochain, good):
+        rc, out = storescu(ing, f)
+        assert rc == 0, out
+    wait_for(lambda: len(scp.received()) == 1, 60, "the good instance")
+    dead = wait_for(lambda: len(deliveries(rest, "dead")) == 2 and deliveries(rest, "dead"),
+                    30, "two dead deliveries")
+    errors = sorted(d["LastError"] for d in dead)
+    assert any("ModifyInstance:" in e and "NoSuchTag" in e for e in errors), errors
+    assert any("SendToModality: no resource (and no ModifyInstance before)" in e
+               for e in errors), errors
+    assert all(d["Attempts"] == 1 for d in dead)
+    got = pydicom.dcmread(next(p for p in scp.dir.iterdir() if p.is_file()))
+    assert str(got.StationName) == "GOOD" and got.PatientID == "GOOD"
+    assert len(call(rest, "GET", "/instances")[1]) == 3  # nothing deleted, nothing added

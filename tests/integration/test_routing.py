@@ -385,12 +385,29 @@ BAD_RULES = [
     ({"Trigger": "NewInstance", "Actions": [{"Type": "StoreToPeer", "Peer": "nope"}]},
      "unknown peer \"nope\""),
     ({"Trigger": "NewInstance", "Actions": [{"Type": "Modify", "Replace": {}}]},
-     "action Modify is not available yet"),
+     "Modify is a field of the store action"),
     ({"Trigger": "NewInstance", "Actions": [{"Type": "Anonymize"}]},
-     "action Anonymize is not available yet"),
+     "Anonymize is a field of the store action"),
     ({"Trigger": "NewInstance",
-      "Actions": [{"Type": "StoreToModality", "Modality": "x", "Transcode": "1.2.840.10008.1.2"}]},
-     "transcoding before a store is not available yet"),
+      "Actions": [{"Type": "StoreToModality", "Modality": "x", "Transcode": "1.2.3.4"}]},
+     "\"Transcode\" must be a transfer syntax UID Tessera knows (1.2.3.4 is not)"),
+    ({"Trigger": "NewInstance",
+      "Actions": [{"Type": "StoreToModality", "Modality": "x", "Transcode": 12}]},
+     "\"Transcode\" must be a transfer syntax UID (text)"),
+    ({"Trigger": "NewInstance",
+      "Actions": [{"Type": "StoreToModality", "Modality": "x", "Anonymize": "yes"}]},
+     "\"Anonymize\" is an object"),
+    ({"Trigger": "NewInstance",
+      "Actions": [{"Type": "StoreToModality", "Modality": "x", "Anonymize": {},
+                   "Modify": {"Replace": {"PatientName": "A"}}}]},
+     "\"Anonymize\" or \"Modify\", not both"),
+    ({"Trigger": "NewInstance",
+      "Actions": [{"Type": "StoreToModality", "Modality": "x",
+                   "Modify": {"Replace": {"NoSuchTag": "A"}}}]},
+     "Actions[0]: \"Modify\": "),
+    ({"Trigger": "NewInstance",
+      "Actions": [{"Type": "StoreToModality", "Modality": "x", "Secret": "0123456789abcdef"}]},
+     "\"Secret\""),
     ({"Trigger": "NewInstance", "Actions": [{"Type": "Delete"}]}, "Delete is the last action"),
     ({"Trigger": "NewInstance", "Actions": [{"Type": "Delete"},
                                              {"Type": "StoreToModality", "Modality": "x"}]},
@@ -579,3 +596,191 @@ def test_modality_removed_after_the_rule_makes_the_delivery_dead_at_once(routing
         wait_for(lambda: not deliveries(rest), 20, "the delivery to finish")
     finally:
         scp.stop()
+
+
+# ---- transcoding and modification before a store ------------------------------------------
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+def received_files(scp):
+    return sorted(p for p in scp.dir.iterdir() if p.is_file())
+
+
+def test_transcode_rule_sends_jpeg2000_as_explicit_little_endian(routing, scp_factory):
+    """Two rules on the same JPEG 2000 instance: the one with "Transcode" delivers it in
+    Explicit VR Little Endian (the job proposes that syntax and converts the pixel data),
+    the other as stored; both storescps accept any syntax (+xa), so the difference is the
+    rule's. The stored instance keeps its syntax."""
+    rest = routing.rests[0]
+    plain, le = scp_factory(extra=["+xa"]), scp_factory(extra=["+xa"])
+    add_modality(rest, "plain", plain.port)
+    add_modality(rest, "le", le.port)
+    create_route(rest, {"Trigger": "NewInstance",
+                        "Actions": [{"Type": "StoreToModality", "Modality": "plain"}]})
+    route = create_route(rest, {"Trigger": "NewInstance",
+                                "Actions": [{"Type": "StoreToModality", "Modality": "le",
+                                             "Transcode": EXPLICIT_LE}]})
+    assert route["Actions"][0]["Transcode"] == EXPLICIT_LE
+    src = PYDICOM_FILES / "JPEG2000.dcm"
+    original = pydicom.dcmread(src)
+    j2k = str(original.file_meta.TransferSyntaxUID)
+    assert j2k.startswith("1.2.840.10008.1.2.4.9")
+    status, body, _ = call(rest, "POST", "/instances", src.read_bytes())
+    assert status == 200, body
+    wait_for(lambda: received_files(plain) and received_files(le), 60, "both storescps")
+    got_plain = pydicom.dcmread(received_files(plain)[0])
+    got_le = pydicom.dcmread(received_files(le)[0])
+    assert str(got_plain.file_meta.TransferSyntaxUID) == j2k
+    assert str(got_le.file_meta.TransferSyntaxUID) == EXPLICIT_LE
+    assert got_le.SOPInstanceUID == original.SOPInstanceUID  # lossless: the same instance
+    frames = int(getattr(original, "NumberOfFrames", 1) or 1)
+    want = (original.Rows * original.Columns * original.SamplesPerPixel
+            * (original.BitsAllocated // 8) * frames)
+    assert len(got_le.PixelData) in (want, want + 1)  # native pixels (padded to even length)
+    status, ts, _ = call(rest, "GET", f"/instances/{body['ID']}/metadata/TransferSyntax")
+    assert status == 200 and ts.decode() == j2k  # what is stored is unchanged
+    wait_for(lambda: not deliveries(rest), 20, "the deliveries to finish")
+    status, jobs, _ = call(rest, "GET", "/jobs?expand")
+    le_jobs = [j for j in jobs if j["Content"].get("RemoteAet") == "STORESCP"
+               and j["Content"].get("Transcode") == EXPLICIT_LE]
+    assert len(le_jobs) == 1 and le_jobs[0]["State"] == "Success"
+
+
+def test_anonymize_then_store_sends_the_anonymized_copy_and_keeps_the_original(
+        routing, scp_factory, tmp_path):
+    """'Anonymize then store to modality X' (Orthanc's Lua ModifyInstance + SendToModality):
+    the anonymized instance is sent, nothing new is stored, the original stays. The rule's
+    secret maps UIDs the same way in every job, so a study routed instance by instance stays
+    one anonymized study (and one anonymized patient) at the destination. A second rule
+    modifies (Replace PatientName) before its store: new SOPInstanceUIDs, the study kept,
+    as Orthanc's instance-level modification."""
+    rest = routing.rests[0]
+    anon_scp, mod_scp = scp_factory(), scp_factory()
+    add_modality(rest, "anon", anon_scp.port)
+    add_modality(rest, "mod", mod_scp.port)
+    route = create_route(rest, {"Trigger": "NewInstance", "Conditions": {"Modality": "CT"},
+                                "Actions": [{"Type": "StoreToModality", "Modality": "anon",
+                                             "Anonymize": {}}]})
+    secret = route["Actions"][0]["Secret"]
+    assert len(secret) == 64
+    create_route(rest, {"Trigger": "NewInstance",
+                        "Actions": [{"Type": "StoreToModality", "Modality": "mod",
+                                     "Modify": {"Replace": {"PatientName": "MOD^IFIED"}}}]})
+    study = "1.2.826.0.1.3680043.8.498.23.40"
+    files = make_files(tmp_path / "f", 4, study, study + ".1")
+    originals = sop_uids(files)
+    # two rounds: the deliveries of each go out in separate jobs
+    for n in (2, 4):
+        rc, out = storescu(routing.ingests[0], files[n - 2:n])
+        assert rc == 0, out
+        wait_for(lambda: len(received_files(anon_scp)) >= n, 60, "the anonymized instances")
+    wait_for(lambda: len(received_files(mod_scp)) >= 4, 60, "the modified instances")
+    anon = [pydicom.dcmread(p) for p in received_files(anon_scp)]
+    assert len(anon) == 4
+    assert all(str(d.PatientName).startswith("Anonymized") for d in anon)
+    assert {str(d.PatientName) for d in anon} != {"ROUTE^TEST"}
+    assert len({str(d.PatientName) for d in anon}) == 1
+    assert len({d.PatientID for d in anon}) == 1 and anon[0].PatientID != "PAT-R"
+    assert {d.SOPInstanceUID for d in anon}.isdisjoint(originals)
+    assert len({d.SOPInstanceUID for d in anon}) == 4
+    assert len({d.StudyInstanceUID for d in anon}) == 1 and anon[0].StudyInstanceUID != study
+    assert anon[0].SeriesInstanceUID != study + ".1"
+    assert all(d.get("PatientIdentityRemoved") == "YES" for d in anon)
+    mod = [pydicom.dcmread(p) for p in received_files(mod_scp)]
+    assert len(mod) == 4 and {str(d.PatientName) for d in mod} == {"MOD^IFIED"}
+    assert {d.SOPInstanceUID for d in mod}.isdisjoint(originals)
+    assert {d.StudyInstanceUID for d in mod} == {study} and {d.PatientID for d in mod} == {"PAT-R"}
+    # the originals stay, unmodified, and no copy was stored
+    wait_for(lambda: not deliveries(rest), 20, "the deliveries to finish")
+    status, stats, _ = call(rest, "GET", "/statistics")
+    assert stats["CountInstances"] == 4
+    sid = study_id(rest, study)
+    status, tags, _ = call(rest, "GET", f"/studies/{sid}")
+    assert tags["PatientMainDicomTags"]["PatientName"] == "ROUTE^TEST"
+    status, kept, _ = call(rest, "GET", f"/studies/{sid}/instances")
+    assert {i["MainDicomTags"]["SOPInstanceUID"] for i in kept} == originals
+    # a PUT that sends the rule back keeps its secret; the same original maps the same way
+    status, body, _ = call(rest, "GET", f"/tessera/routes/{route['ID']}")
+    assert body["Actions"][0]["Secret"] == secret
+
+
+def test_anonymize_and_transcode_then_store_to_orthanc_peer_as_orthanc_anonymizes(
+        routing, tmp_path):
+    """StoreToPeer with "Anonymize" and "Transcode": Orthanc 1.10.1 (the peer) receives the
+    anonymized instances in the syntax asked for, nothing else is stored here, and each
+    received instance has the tags Orthanc's own POST /instances/{id}/anonymize gives the
+    same original (same tags, same values apart from the new UIDs and the anonymized
+    patient's ID and name, which Tessera derives from the rule's secret so that a patient
+    stays one patient across deliveries)."""
+    from orthanc import Orthanc
+    import io
+    rest = routing.rests[0]
+    study = "1.2.826.0.1.3680043.8.498.23.70"
+    files = make_files(tmp_path / "f", 2, study, study + ".1", patient="PAT-ANON")
+    implicit = "1.2.840.10008.1.2"
+    with Orthanc(tmp_path / "orthanc") as ref:
+        status, body, _ = call(rest, "PUT", "/peers/ref", {"Url": ref.url})
+        assert status == 200, body
+        create_route(rest, {"Trigger": "NewInstance",
+                            "Actions": [{"Type": "StoreToPeer", "Peer": "ref", "Anonymize": {},
+                                         "Transcode": implicit}]})
+        send_split(routing.ingests, files)
+        got = wait_for(lambda: len(js(call(ref, "GET", "/instances"))) == 2
+                       and js(call(ref, "GET", "/instances")), 60, "the anonymized instances")
+        wait_for(lambda: not deliveries(rest), 20, "the deliveries to finish")
+        assert call(rest, "GET", "/statistics")[1]["CountInstances"] == 2  # the originals only
+        received = []
+        for i in got:
+            ts = call(ref, "GET", f"/instances/{i}/metadata/TransferSyntax")[1]
+            assert ts == implicit.encode(), ts
+            received.append(pydicom.dcmread(io.BytesIO(call(ref, "GET", f"/instances/{i}/file")[1])))
+        assert len({d.PatientID for d in received}) == 1
+        assert {d.PatientID for d in received} != {"PAT-ANON"}
+        # Orthanc's anonymization of the same originals
+        by_number = {int(d.InstanceNumber): d for d in received}
+        # new UIDs (InstanceCreatorUID included) differ by nature; DeidentificationMethod
+        # names the product before the profile
+        skip = {"PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID",
+                "SOPInstanceUID", "FrameOfReferenceUID", "InstanceCreatorUID",
+                "DeidentificationMethod"}
+        for f in files:
+            status, up, _ = call(ref, "POST", "/instances", f.read_bytes())
+            oid = js((status, up))["ID"]
+            status, data, _ = call(ref, "POST", f"/instances/{oid}/anonymize", {})
+            assert status == 200
+            want = pydicom.dcmread(io.BytesIO(data))
+            have = by_number[int(want.InstanceNumber)]
+            want_tags = {e.keyword or str(e.tag): e.value for e in want if e.keyword not in skip
+                         and e.tag != 0x7FE00010}
+            have_tags = {e.keyword or str(e.tag): e.value for e in have if e.keyword not in skip
+                         and e.tag != 0x7FE00010}
+            assert have_tags == want_tags
+            assert set(have.dir()) == set(want.dir())
+            assert have.DeidentificationMethod.split(" - ", 1)[1] == \
+                want.DeidentificationMethod.split(" - ", 1)[1]
+            assert have.SOPInstanceUID != want.SOPInstanceUID != f.name
+            assert str(have.PatientName).startswith("Anonymized")
+
+
+def test_a_modification_the_instance_cannot_take_fails_the_step_and_sends_nothing(
+        routing, scp_factory, tmp_path):
+    """A "Modify" that passes the rule's checks but not an instance (a value the tag's VR
+    cannot hold): the store job fails with the instance and the reason, the step is retried
+    and then dead with that reason; nothing reaches the destination and the original stays."""
+    rest = routing.rests[0]
+    scp = scp_factory()
+    add_modality(rest, "x", scp.port)
+    create_route(rest, {"Trigger": "NewInstance",
+                        "Actions": [{"Type": "StoreToModality", "Modality": "x",
+                                     "Modify": {"Replace": {"Rows": "many"}}}]})
+    study = "1.2.826.0.1.3680043.8.498.23.80"
+    files = make_files(tmp_path / "f", 1, study, study + ".1")
+    rc, out = storescu(routing.ingests[0], files)
+    assert rc == 0, out
+    dead = wait_for(lambda: deliveries(rest, "dead"), 60, "the dead delivery")
+    assert len(dead) == 1 and dead[0]["Attempts"] == 3, dead
+    assert "modifying instance" in dead[0]["LastError"], dead
+    assert "0028,0010" in dead[0]["LastError"], dead  # the tag that cannot take it
+    assert scp.received() == set() and scp.store_requests() == 0
+    assert call(rest, "GET", "/statistics")[1]["CountInstances"] == 1
