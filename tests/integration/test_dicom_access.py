@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import time
-from pathlib import Path
+from types import SimpleNamespace
 
 import pydicom
 import pytest
@@ -21,6 +21,7 @@ from conftest import free_port, storescu
 from orthanc import http
 from test_deleter import make_study
 from test_ingest import make_series
+import test_query
 
 STUDY = "1.2.826.0.1.3680043.8.498.{}"
 NOT_AUTHORIZED = 0x0124
@@ -40,23 +41,10 @@ def study_id(rest, uid):
 
 
 def findscu(port, aet, level, keys, base):
-    """findscu (Study Root unless PATIENT); returns (final status, responses, output)."""
-    outdir = Path(base) / f"rsp-{time.monotonic_ns()}"
-    outdir.mkdir()
+    """findscu from aet (Study Root unless PATIENT); returns (final status, responses, output)."""
     model = "-P" if level == "PATIENT" else "-S"
-    cmd = ["findscu", "-v", model, "-aet", aet, "-aec", "TESSERA", "-X", "-od", str(outdir),
-           "-k", f"QueryRetrieveLevel={level}"]
-    for k in keys:
-        cmd += ["-k", k]
-    cmd += ["127.0.0.1", str(port)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    out = p.stdout + p.stderr
-    rsps = [pydicom.dcmread(f) for f in sorted(outdir.glob("rsp*.dcm"))]
-    final = None
-    for line in out.splitlines():
-        if "Received Final Find Response" in line:
-            final = line.split("Received Final Find Response", 1)[1].strip(" ()")
-    return final, rsps, out
+    return test_query.findscu(SimpleNamespace(base=base), level, keys, model=model, port=port,
+                              aet=aet)
 
 
 def find_uids(port, aet, base, level="STUDY"):

@@ -106,11 +106,11 @@ def stop_and_check(c):
         assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
 
 
-def findscu(q, level, keys, model="-S", extra=(), port=None):
+def findscu(q, level, keys, model="-S", extra=(), port=None, aet="FINDSCU"):
     """Runs findscu; returns (final status text, list of response datasets, output)."""
     outdir = Path(q.base) / f"rsp-{time.monotonic_ns()}"
     outdir.mkdir()
-    cmd = ["findscu", "-v", model, "-aet", "FINDSCU", "-aec", "TESSERA", "-X", "-od", str(outdir),
+    cmd = ["findscu", "-v", model, "-aet", aet, "-aec", "TESSERA", "-X", "-od", str(outdir),
            "-k", f"QueryRetrieveLevel={level}"]
     for k in keys:
         cmd += ["-k", k]
