@@ -33,11 +33,13 @@
 #include "dicom/dicom.h"
 #include "dicom/image.h"
 #include "base/log.h"
+#include "io/sock.h"
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
 #include "rest_dicomweb_xml.h"
 
 #define DW_MAX_FRAMES 4096
+#define DW_DIRECT_MIN (4LL << 20) /* bytes: larger retrieves may go by mp_send_all */
 
 /* ---- a multipart/related answer made while it is sent ------------------------ */
 
@@ -273,6 +275,49 @@ static ssize_t mp_read(void *cls, char *buf, size_t max)
     return (ssize_t)w;
 }
 
+/* The files as stored, written to the client's socket by the stream itself
+ * (rest_reply_stream_direct: plain HTTP, a client on the same host): the part
+ * headers with send(), each file from a mapping of it, so the page cache's
+ * bytes are copied once, into the socket. The buffered way (mp_read) reads
+ * each byte into libmicrohttpd's buffer and copies it again into the socket,
+ * which made rest the slower end of the transfer (docs/benchmarks.md,
+ * bench/wado-retrieve). Same bytes and same rules as mp_read: a file gone or
+ * shorter than indexed cuts the answer short. */
+#define DW_SEND_TIMEOUT_MS 120000 /* without progress: the HTTP server's connection timeout */
+
+static int mp_send_all(void *cls, int sock)
+{
+    mp_stream *s = cls;
+    ts_err err = {0};
+    int rc = 0;
+    bool first = true;
+    while (rc == 0 && mp_next_part(s)) {
+        char head[sizeof(s->hdr) + 2];
+        int n =
+            snprintf(head, sizeof(head), "%s%.*s", first ? "" : "\r\n", (int)s->hdr_len, s->hdr);
+        first = false;
+        rc = ts_sock_send(sock, head, (size_t)n, true, DW_SEND_TIMEOUT_MS, &err);
+        if (rc == 0)
+            rc =
+                ts_sock_send_mapped(sock, s->fd, 0, (size_t)s->part_left, DW_SEND_TIMEOUT_MS, &err);
+        close(s->fd);
+        s->fd = -1;
+    }
+    if (rc == 0 && s->failed)
+        return -1; /* mp_next_part said which file */
+    if (rc == 0) {
+        char tail[64];
+        int n = snprintf(tail, sizeof(tail), "%s--%s--\r\n", first ? "" : "\r\n", s->boundary);
+        rc = ts_sock_send(sock, tail, (size_t)n, false, DW_SEND_TIMEOUT_MS, &err);
+    }
+    if (rc == TS_ENOTFOUND)
+        ts_warn("dicomweb: file shorter than indexed, answer cut", "uuid=%s error=\"%s\"",
+                PQgetvalue(s->res, s->row - 1, DW_COL_UUID), err.msg);
+    else if (rc)
+        ts_info("dicomweb: retrieve not completed", "error=\"%s\"", err.msg);
+    return rc ? -1 : 0;
+}
+
 static void mp_reply(rest_request *req, mp_stream *s, const char *type, long long size)
 {
     char ct[256]; /* type: a media type with its transfer-syntax parameter */
@@ -366,6 +411,11 @@ void rest_dw_retrieve(rest_request *req)
     }
     s->sized = size >= 0;
     mp_reply(req, s, "application/dicom", size);
+    /* a large answer to a client on this host is written by mp_send_all, at
+     * the cost of the connection (closed after it); a small one keeps it for
+     * the client's next request, worth more than the copy saved */
+    if (s->sized && size >= DW_DIRECT_MIN)
+        rest_reply_stream_direct(req, mp_send_all);
 }
 
 /* ---- metadata ------------------------------------------------------------------- */

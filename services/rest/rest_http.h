@@ -141,6 +141,19 @@ typedef ssize_t (*rest_stream_read_fn)(void *cls, char *buf, size_t max);
 void rest_reply_stream(rest_request *req, const char *content_type, long long size,
                        rest_stream_read_fn read, void (*free_cls)(void *cls), void *cls);
 
+/* A stream of known size that can also write itself to the connection's
+ * socket: send_all(cls, sock) writes the whole body (the size given to
+ * rest_reply_stream) to sock (io/sock.h) and returns 0, or -1 to cut the answer
+ * short. It is used instead of read() when the client is on the same host and
+ * the connection is plain HTTP (never through TLS), where the copy into
+ * libmicrohttpd's buffer is half of rest's work and the client's CPU is ours
+ * too; the socket's send buffer is then made small (rest_http.c says why).
+ * The connection is closed after the answer ("Connection: close"):
+ * libmicrohttpd cannot be told that the body went out behind its back, so it
+ * ends the answer by closing. Call after rest_reply_stream. */
+typedef int (*rest_stream_send_fn)(void *cls, int sock);
+void rest_reply_stream_direct(rest_request *req, rest_stream_send_fn send_all);
+
 /* Orthanc's error body for code (lib/base/orthanc_errors.h): {"HttpError",
  * "HttpStatus", "Message", "Method", "OrthancError", "OrthancStatus", "Uri"}
  * (+ "Details" when given), with the HTTP status Orthanc uses for the code. */

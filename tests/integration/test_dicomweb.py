@@ -456,6 +456,94 @@ def test_wado_retrieve_file_gone_cuts_the_answer(dw, tmp_path):
     assert status == 200 and len(multipart(body, headers["Content-Type"])) == 3
 
 
+def store_big_study(dw, tmp_path, study, count, side=1448):
+    """count instances of side x side 16-bit random pixels (4 MiB at 1448) in a new
+    study (one series); returns their files' bytes, sorted."""
+    src = pydicom.dcmread(dw.files[0])
+    src.Rows = src.Columns = side
+    out = []
+    for n in range(count):
+        src.PixelData = os.urandom(side * side * 2)
+        src.StudyInstanceUID, src.SeriesInstanceUID = study, f"{study}.1"
+        src.SOPInstanceUID = src.file_meta.MediaStorageSOPInstanceUID = f"{study}.1.{n}"
+        p = tmp_path / f"big{n}.dcm"
+        src.save_as(p)
+        assert http(dw.rest.url, "POST", "/instances", p.read_bytes())[0] == 200
+        out.append(p.read_bytes())
+        p.unlink()
+    return sorted(out)
+
+
+def test_wado_retrieve_large_written_by_rest(dw, tmp_path):
+    """A retrieve of 4 MiB or more, files as stored, for a client on the same host
+    (these tests: loopback) is written to the socket by rest itself (each file sent
+    from a mapping of it, copied once: bench/wado-retrieve): the same bytes and
+    Content-Length as the buffered way, and "Connection: close" (libmicrohttpd cannot
+    be told the body went out, so it ends the answer by closing). A smaller answer
+    keeps the connection for the client's next request. Two clients at once get the
+    same whole answers."""
+    study = study_uid("61")
+    expected = store_big_study(dw, tmp_path, study, 3)
+    url = f"{dw.rest.url}/dicom-web/studies/{study}"
+    procs = [subprocess.Popen(["curl", "-sS", "-D", str(tmp_path / f"h{i}"), "-o",
+                               str(tmp_path / f"b{i}"), url], stderr=subprocess.PIPE)
+             for i in range(2)]
+    for i, p in enumerate(procs):
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+        head = (tmp_path / f"h{i}").read_text().lower()
+        assert "connection: close" in head, head
+        length = int(re.search(r"content-length: (\d+)", head).group(1))
+        body = (tmp_path / f"b{i}").read_bytes()
+        assert length == len(body) > 3 * 4 * 1024 * 1024
+        ct = re.search(r"^content-type: (.*)$", head, re.M).group(1).strip()
+        parts = multipart(body, ct)
+        assert [h["content-type"] for h, _ in parts] == [
+            "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"] * 3
+        assert sorted(c for _, c in parts) == expected
+    # small (two 128x128 files): no close, and curl reuses its connection
+    s1 = study_uid("1")
+    p = subprocess.run(["curl", "-sS", "-v", "-o", "/dev/null", "-o", "/dev/null",
+                        f"{dw.rest.url}/dicom-web/studies/{s1}",
+                        f"{dw.rest.url}/dicom-web/studies/{s1}"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "connection: close" not in p.stderr.lower()
+    assert "Re-using existing connection" in p.stderr, p.stderr
+
+
+def test_wado_retrieve_large_file_gone_or_short_cuts_the_answer(dw, tmp_path):
+    """rest's own writing keeps the buffered way's rule: a file gone from the storage
+    area when its turn comes, or shorter than the index says (replaced behind
+    Tessera's back), cuts the answer short (curl: error 18) and rest logs why; the
+    next retrieve of the whole study is complete again."""
+    study = study_uid("62")
+    expected = store_big_study(dw, tmp_path, study, 3)
+    uuid = dw.sql("SELECT a.uuid::text FROM attachments a JOIN instances i ON "
+                  "i.resource_id = a.resource_id WHERE i.sop_instance_uid = %s "
+                  "AND a.content_type = 1", (f"{study}.1.1",))[0][0]
+    stored = next(p for p in dw.stored_files() if p.name == uuid)
+    moved = tmp_path / "moved"
+    url = f"{dw.rest.url}/dicom-web/studies/{study}"
+    stored.rename(moved)
+    try:
+        for case in ("gone", "short"):
+            if case == "short":
+                stored.write_bytes(moved.read_bytes()[:1000])
+            p = subprocess.run(["curl", "-sS", "-o", str(tmp_path / "b"), url],
+                               capture_output=True, text=True, timeout=120)
+            assert p.returncode == 18, (case, p.returncode, p.stderr)  # CURLE_PARTIAL_FILE
+            got = (tmp_path / "b").read_bytes()
+            assert not got.endswith(b"--\r\n")  # no close delimiter
+            why = "file gone" if case == "gone" else "file shorter than indexed"
+            assert any(why in line and uuid in line for line in dw.rest.read_log().splitlines())
+    finally:
+        stored.unlink(missing_ok=True)
+        moved.rename(stored)
+    status, body, headers = get(dw.rest.url, f"/dicom-web/studies/{study}")
+    assert status == 200
+    assert sorted(c for _, c in multipart(body, headers["Content-Type"])) == expected
+
+
 def test_wado_frames_transfer_syntax_any_sends_them_as_stored(dw, tmp_path):
     """Frames of a JPEG 2000 instance with Accept ...; transfer-syntax=* (PS3.18
     8.7.3.5.2: any syntax the server likes): sent as stored, each part typed with the
