@@ -33,13 +33,11 @@
 #include "dicom/dicom.h"
 #include "dicom/image.h"
 #include "base/log.h"
-#include "io/sock.h"
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
 #include "rest_dicomweb_xml.h"
 
 #define DW_MAX_FRAMES 4096
-#define DW_DIRECT_MIN (4LL << 20) /* bytes: larger retrieves may go by mp_send_all */
 
 /* ---- a multipart/related answer made while it is sent ------------------------ */
 
@@ -66,8 +64,24 @@ typedef struct mp_stream {
     bool sized;           /* MP_FILES as stored: Content-Length from the index's sizes */
     long long part_left;  /* sized: bytes of the current file still to send */
     bool failed;          /* sized: a file is gone or changed, the answer is cut */
+    rest_region *regions; /* mp_map: the whole answer, files mapped */
+    unsigned nregions;
+    char *heads;          /* mp_map: the text between the files */
     char frame_type[160]; /* MP_FRAMES: each part's Content-Type */
 } mp_stream;
+
+/* Releases mp_map's mappings (every other region, from the second, is a file). */
+static void mp_unmap(mp_stream *s)
+{
+    for (unsigned i = 1; i < s->nregions; i += 2)
+        if (s->regions[i].len)
+            munmap((void *)s->regions[i].base, s->regions[i].len);
+    free(s->regions);
+    free(s->heads);
+    s->regions = NULL;
+    s->heads = NULL;
+    s->nregions = 0;
+}
 
 static void mp_free(void *cls)
 {
@@ -81,6 +95,7 @@ static void mp_free(void *cls)
         close(s->keep_fd);
     free(s->mem);
     free(s->frames);
+    mp_unmap(s);
     free(s);
 }
 
@@ -275,47 +290,58 @@ static ssize_t mp_read(void *cls, char *buf, size_t max)
     return (ssize_t)w;
 }
 
-/* The files as stored, written to the client's socket by the stream itself
- * (rest_reply_stream_direct: plain HTTP, a client on the same host): the part
- * headers with send(), each file from a mapping of it, so the page cache's
- * bytes are copied once, into the socket. The buffered way (mp_read) reads
- * each byte into libmicrohttpd's buffer and copies it again into the socket,
- * which made rest the slower end of the transfer (docs/benchmarks.md,
- * bench/wado-retrieve). Same bytes and same rules as mp_read: a file gone or
- * shorter than indexed cuts the answer short. */
-#define DW_SEND_TIMEOUT_MS 120000 /* without progress: the HTTP server's connection timeout */
-
-static int mp_send_all(void *cls, int sock)
+/* The files as stored (MP_FILES, sized), each mapped read-only, and the text
+ * between them: the same bytes as mp_read, for rest_reply_stream_mapped (one
+ * copy, page cache to socket, made by the kernel in sendmsg(): over loopback
+ * rest's CPU per byte is about halved, docs/benchmarks.md). Everything is
+ * opened before the answer starts; a file gone, shorter than indexed or not
+ * mappable gives up (-1, nothing left mapped) and mp_read then does what it
+ * always does, cutting the answer where that file comes. A file replaced or
+ * deleted after this keeps its mapped bytes (the mapping holds the inode); one
+ * truncated in place meanwhile makes sendmsg() fail with EFAULT (the kernel,
+ * not rest, touches the pages: no SIGBUS) and the answer is cut. */
+static int mp_map(void *cls, unsigned max, const rest_region **out, unsigned *nout)
 {
     mp_stream *s = cls;
-    ts_err err = {0};
-    int rc = 0;
-    bool first = true;
-    while (rc == 0 && mp_next_part(s)) {
-        char head[sizeof(s->hdr) + 2];
-        int n =
-            snprintf(head, sizeof(head), "%s%.*s", first ? "" : "\r\n", (int)s->hdr_len, s->hdr);
-        first = false;
-        rc = ts_sock_send(sock, head, (size_t)n, true, DW_SEND_TIMEOUT_MS, &err);
-        if (rc == 0)
-            rc =
-                ts_sock_send_mapped(sock, s->fd, 0, (size_t)s->part_left, DW_SEND_TIMEOUT_MS, &err);
-        close(s->fd);
-        s->fd = -1;
+    unsigned rows = (unsigned)PQntuples(s->res);
+    if (s->kind != MP_FILES || !s->sized || s->row || rows >= max / 2)
+        return -1;
+    size_t blen = strlen(s->boundary), cap = (size_t)rows * (sizeof(s->hdr) + 2) + blen + 16;
+    s->heads = malloc(cap);
+    s->regions = calloc(2 * (size_t)rows + 1, sizeof(*s->regions));
+    if (!s->heads || !s->regions)
+        abort();
+    size_t pos = 0;
+    for (unsigned r = 0; r < rows; r++) {
+        char path[4096], type[200];
+        ts_err err;
+        const char *uuid = PQgetvalue(s->res, (int)r, DW_COL_UUID);
+        size_t len = (size_t)strtoll(PQgetvalue(s->res, (int)r, DW_COL_SIZE), NULL, 10);
+        struct stat st;
+        int fd = -1;
+        void *m = NULL;
+        if (ts_store_path(s->store, uuid, path, sizeof(path), &err) ||
+            (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st) ||
+            (size_t)st.st_size < len ||
+            (len && (m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0)) == MAP_FAILED)) {
+            if (fd >= 0)
+                close(fd);
+            mp_unmap(s);
+            return -1;
+        }
+        close(fd);
+        part_type(PQgetvalue(s->res, (int)r, DW_COL_SYNTAX), type, sizeof(type));
+        int n = snprintf(s->heads + pos, cap - pos, "%s--%s\r\nContent-Type: %s\r\n\r\n",
+                         r ? "\r\n" : "", s->boundary, type);
+        s->regions[s->nregions++] = (rest_region){s->heads + pos, (size_t)n};
+        s->regions[s->nregions++] = (rest_region){m, len};
+        pos += (size_t)n;
     }
-    if (rc == 0 && s->failed)
-        return -1; /* mp_next_part said which file */
-    if (rc == 0) {
-        char tail[64];
-        int n = snprintf(tail, sizeof(tail), "%s--%s--\r\n", first ? "" : "\r\n", s->boundary);
-        rc = ts_sock_send(sock, tail, (size_t)n, false, DW_SEND_TIMEOUT_MS, &err);
-    }
-    if (rc == TS_ENOTFOUND)
-        ts_warn("dicomweb: file shorter than indexed, answer cut", "uuid=%s error=\"%s\"",
-                PQgetvalue(s->res, s->row - 1, DW_COL_UUID), err.msg);
-    else if (rc)
-        ts_info("dicomweb: retrieve not completed", "error=\"%s\"", err.msg);
-    return rc ? -1 : 0;
+    int n = snprintf(s->heads + pos, cap - pos, "%s--%s--\r\n", rows ? "\r\n" : "", s->boundary);
+    s->regions[s->nregions++] = (rest_region){s->heads + pos, (size_t)n};
+    *out = s->regions;
+    *nout = s->nregions;
+    return 0;
 }
 
 static void mp_reply(rest_request *req, mp_stream *s, const char *type, long long size)
@@ -411,11 +437,8 @@ void rest_dw_retrieve(rest_request *req)
     }
     s->sized = size >= 0;
     mp_reply(req, s, "application/dicom", size);
-    /* a large answer to a client on this host is written by mp_send_all, at
-     * the cost of the connection (closed after it); a small one keeps it for
-     * the client's next request, worth more than the copy saved */
-    if (s->sized && size >= DW_DIRECT_MIN)
-        rest_reply_stream_direct(req, mp_send_all);
+    if (s->sized)
+        rest_reply_stream_mapped(req, mp_map);
 }
 
 /* ---- metadata ------------------------------------------------------------------- */

@@ -8,7 +8,6 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <ctype.h>
@@ -22,7 +21,6 @@
 
 #include "base/log.h"
 #include "base/metrics.h"
-#include "io/sock.h"
 
 struct rest_server {
     struct MHD_Daemon *daemon;
@@ -42,6 +40,12 @@ struct rest_server {
 /* ---- HTTPS ---------------------------------------------------------------------- */
 
 #define TLS_MAX_CHAIN 8
+/* Each connection's memory pool (MHD's default is 32 KiB): the request's head
+ * (at most REST_MAX_HEAD, on_request), the answer's, and for a mapped answer
+ * (mapped_response) the list of its regions, 16 bytes each, in half of it */
+#define REST_POOL_SIZE (256u * 1024)
+#define REST_MAX_REGIONS (REST_POOL_SIZE / 2 / 16)
+#define REST_MAX_HEAD (32u * 1024)
 typedef struct tls_creds {
     gnutls_pcert_st certs[TLS_MAX_CHAIN];
     unsigned int ncerts;
@@ -144,8 +148,7 @@ struct rest_stream {
     rest_stream_read_fn read;
     void (*free_cls)(void *cls);
     void *cls;
-    rest_stream_send_fn send_all; /* rest_reply_stream_direct */
-    int sock;                     /* >= 0: send_all writes the body to this socket */
+    rest_stream_map_fn map; /* rest_reply_stream_mapped */
 };
 
 /* What MHD keeps for us between the calls of one request.
@@ -521,15 +524,14 @@ void rest_reply_stream(rest_request *req, const char *content_type, long long si
     struct rest_stream *st = malloc(sizeof(*st));
     if (!st)
         abort();
-    *st = (struct rest_stream){
-        .size = size, .read = read, .free_cls = free_cls, .cls = cls, .sock = -1};
+    *st = (struct rest_stream){.size = size, .read = read, .free_cls = free_cls, .cls = cls};
     req->stream = st;
 }
 
-void rest_reply_stream_direct(rest_request *req, rest_stream_send_fn send_all)
+void rest_reply_stream_mapped(rest_request *req, rest_stream_map_fn map)
 {
     if (req->stream && req->stream->size >= 0)
-        req->stream->send_all = send_all;
+        req->stream->map = map;
 }
 
 static void stream_free(struct rest_stream *st)
@@ -545,25 +547,6 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct rest_stream *st = cls;
     (void)pos;
-    if (st->sock >= 0) {
-        /* MHD has sent the headers (it calls this only then) and sends
-         * nothing more: the stream writes the whole body, then the end of
-         * the stream closes the connection (send_answer said so).
-         * A small send buffer (128 KiB, which the kernel doubles), for a peer
-         * on this host only: over loopback the kernel moves the bytes to the
-         * receiver in the context of whichever side transmits, and with the
-         * default buffer (up to 4 MiB) most of it happens on the client's CPU,
-         * as its acknowledgements release what rest queued; the bytes have
-         * also left the CPU's cache by the time the client copies them out.
-         * bench/wado-retrieve, CPU seconds of rest / curl for 525 MB: default
-         * buffer 0.14-0.19 / 0.11-0.18, 128 KiB 0.11 / 0.10, 256 KiB 0.13 /
-         * 0.12 (docs/benchmarks.md). No smaller: with 64 KiB segments on
-         * loopback a buffer of one segment waits for delayed acknowledgements. */
-        int sndbuf = 128 * 1024;
-        setsockopt(st->sock, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-        return st->send_all(st->cls, st->sock) == 0 ? MHD_CONTENT_READER_END_OF_STREAM
-                                                    : MHD_CONTENT_READER_END_WITH_ERROR;
-    }
     ssize_t n = st->read(st->cls, buf, max);
     if (n > 0)
         return n;
@@ -778,10 +761,42 @@ int rest_dispatch(const rest_route *routes, size_t nroutes, rest_request *req)
     return -1;
 }
 
+/* rest_reply_stream_mapped: the stream's regions sent by MHD itself, or NULL
+ * (TLS, HEAD, or the stream cannot give them: then it is read as usual). MHD
+ * copies the list of regions into the connection's memory pool when the body
+ * starts (MHD_OPTION_CONNECTION_MEMORY_LIMIT, REST_POOL_SIZE): at most
+ * REST_MAX_REGIONS, half of the pool, the request's head and the answer's
+ * having the other half. */
+static struct MHD_Response *mapped_response(struct MHD_Connection *conn, rest_request *req)
+{
+    struct rest_stream *st = req->stream;
+    const rest_region *rg = NULL;
+    unsigned n = 0;
+    if (!st->map || strcmp(req->method, "HEAD") == 0 ||
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION) ||
+        st->map(st->cls, REST_MAX_REGIONS, &rg, &n))
+        return NULL;
+    struct MHD_IoVec *iov = calloc(n ? n : 1, sizeof(*iov));
+    if (!iov)
+        abort();
+    long long total = 0;
+    for (unsigned i = 0; i < n; i++) {
+        iov[i] = (struct MHD_IoVec){.iov_base = rg[i].base, .iov_len = rg[i].len};
+        total += (long long)rg[i].len;
+    }
+    struct MHD_Response *resp = NULL;
+    if (total != st->size) /* a bug in the stream: its read() is right by construction */
+        ts_error("http: mapped regions do not add up to the answer's size", "size=%lld got=%lld",
+                 st->size, total);
+    else
+        resp = MHD_create_response_from_iovec(iov, n, stream_done, st);
+    free(iov); /* (MHD keeps a copy) */
+    return resp;
+}
+
 static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *req)
 {
     struct MHD_Response *resp;
-    bool direct = false;
     if (req->stream) {
         /* 64 KiB per read when the size is known: MHD reads into a buffer of
          * this size. bench/wado-retrieve (1,000 x 0.5 MB, CPU seconds per
@@ -792,18 +807,10 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
          * connection's 32 KiB memory pool instead, whatever this says. MHD owns
          * the stream from here, also on failure */
         uint64_t size = req->stream->size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)req->stream->size;
-        /* rest_reply_stream_direct: for a client on this host over plain HTTP
-         * the stream writes to the socket itself (MHD_CONNECTION_INFO_GNUTLS_SESSION
-         * is NULL without TLS) */
-        const union MHD_ConnectionInfo *fd =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        if (req->stream->send_all && fd &&
-            !MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION) &&
-            ts_sock_same_host(fd->connect_fd))
-            req->stream->sock = fd->connect_fd;
-        direct = req->stream->sock >= 0;
-        resp = MHD_create_response_from_callback(size, 64 * 1024, stream_reader, req->stream,
-                                                 stream_done);
+        resp = mapped_response(conn, req);
+        if (!resp)
+            resp = MHD_create_response_from_callback(size, 64 * 1024, stream_reader, req->stream,
+                                                     stream_done);
         if (!resp)
             stream_free(req->stream);
         req->stream = NULL;
@@ -817,8 +824,6 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
     }
     if (!resp)
         return MHD_NO;
-    if (direct)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (req->content_type)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
     if (req->disposition[0])
@@ -957,6 +962,23 @@ static bool expects_continue(struct MHD_Connection *conn)
     return e && strcasecmp(e, "100-continue") == 0;
 }
 
+static enum MHD_Result add_head_size(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    /* (+ what MHD keeps for each header in the pool besides its text) */
+    *(size_t *)cls += strlen(key) + (value ? strlen(value) : 0) + 64;
+    return MHD_YES;
+}
+
+/* The request's head as it weighs in the connection's pool: URL and headers. */
+static size_t head_size(struct MHD_Connection *conn, const char *url)
+{
+    size_t n = strlen(url);
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, add_head_size, &n);
+    return n;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls)
@@ -964,6 +986,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     rest_server *srv = cls;
     pending *p = *con_cls;
     (void)version;
+    if (!p && head_size(conn, url) > REST_MAX_HEAD) {
+        /* MHD's own limit is its pool, larger than it used to be for the
+         * mapped answers' sake (REST_POOL_SIZE): the head keeps the old one */
+        struct MHD_Response *r =
+            MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        if (!r)
+            return MHD_NO;
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+        enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
     if (!p) {
         p = calloc(1, sizeof(*p));
         if (!p)
@@ -1155,8 +1189,9 @@ int rest_server_start(rest_ctx *ctx, int port, int max_connections, const rest_r
         srv->daemon = MHD_start_daemon(
             flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_NOTIFY_COMPLETED,
             on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, ts_log_external, (void *)"http server",
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-            120u, MHD_OPTION_SOCK_ADDR, sa,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)REST_POOL_SIZE,
+            MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_SOCK_ADDR, sa,
             srv->tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END, tls_retrieve,
             MHD_OPTION_END);
         if (!srv->daemon)

@@ -141,18 +141,28 @@ typedef ssize_t (*rest_stream_read_fn)(void *cls, char *buf, size_t max);
 void rest_reply_stream(rest_request *req, const char *content_type, long long size,
                        rest_stream_read_fn read, void (*free_cls)(void *cls), void *cls);
 
-/* A stream of known size that can also write itself to the connection's
- * socket: send_all(cls, sock) writes the whole body (the size given to
- * rest_reply_stream) to sock (io/sock.h) and returns 0, or -1 to cut the answer
- * short. It is used instead of read() when the client is on the same host and
- * the connection is plain HTTP (never through TLS), where the copy into
- * libmicrohttpd's buffer is half of rest's work and the client's CPU is ours
- * too; the socket's send buffer is then made small (rest_http.c says why).
- * The connection is closed after the answer ("Connection: close"):
- * libmicrohttpd cannot be told that the body went out behind its back, so it
- * ends the answer by closing. Call after rest_reply_stream. */
-typedef int (*rest_stream_send_fn)(void *cls, int sock);
-void rest_reply_stream_direct(rest_request *req, rest_stream_send_fn send_all);
+/* A stream of known size whose whole body can also be given at once as memory
+ * regions: read-only mappings of the files and the text between them.
+ * map(cls, max, &regions, &n) points *regions at n <= max regions (owned by
+ * cls, valid until free_cls) whose lengths add up to the size given to
+ * rest_reply_stream, and returns 0; or returns -1 and leaves the stream as it
+ * was, to be read from its start with read() (too many regions, a file gone,
+ * shorter than indexed or not mappable). libmicrohttpd then sends the regions
+ * itself with sendmsg() (MHD_create_response_from_iovec): each byte is copied
+ * once, from the page cache into the socket, instead of read() into its buffer
+ * and send() from there, and keep-alive, timeouts, HTTP/1.0 and a client gone
+ * are its ordinary business. Used for plain HTTP GET only: over TLS GnuTLS
+ * would read the mappings in user space (a file truncated in place meanwhile
+ * would be a SIGBUS; the kernel's copy gives sendmsg() EFAULT instead) and
+ * copies for encryption anyway; a HEAD sends no body. Call after
+ * rest_reply_stream. */
+typedef struct rest_region {
+    const void *base;
+    size_t len;
+} rest_region;
+typedef int (*rest_stream_map_fn)(void *cls, unsigned max, const rest_region **regions,
+                                  unsigned *n);
+void rest_reply_stream_mapped(rest_request *req, rest_stream_map_fn map);
 
 /* Orthanc's error body for code (lib/base/orthanc_errors.h): {"HttpError",
  * "HttpStatus", "Message", "Method", "OrthancError", "OrthancStatus", "Uri"}

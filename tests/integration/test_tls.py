@@ -79,10 +79,11 @@ def test_https_with_curl(tls):
 
 
 def test_https_large_retrieve_goes_through_tls(tls):
-    """A WADO-RS retrieve of 4 MiB or more, which rest writes to the socket itself for
-    a client on the same host over plain HTTP (test_dicomweb.py), goes through
-    libmicrohttpd and GnuTLS over HTTPS: the whole multipart, the files as stored,
-    and the connection kept."""
+    """A WADO-RS retrieve of files as stored, which libmicrohttpd sends from mappings
+    of the files over plain HTTP (test_dicomweb.py), is read into its buffer and
+    encrypted by GnuTLS over HTTPS (nothing mapped: GnuTLS would touch the pages
+    itself): the whole multipart, the files as stored, Content-Length right, the
+    connection kept."""
     import os
 
     import pydicom
