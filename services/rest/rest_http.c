@@ -817,7 +817,7 @@ static struct MHD_Response *mapped_response(struct MHD_Connection *conn, rest_re
      * client copies them out of memory rather than out of the CPU's cache; a
      * 128 KiB buffer (the kernel doubles it) keeps the two in step.
      * bench/wado-retrieve, one run, CPU seconds of rest + curl for 525 MB:
-     * 0.15 + 0.23 autotuned, 0.12 + 0.09 with 128 KiB (docs/benchmarks.md).
+     * 0.15 + 0.19 autotuned, 0.12 + 0.09 with 128 KiB (medians, docs/benchmarks.md).
      * The mapping is for every client; the buffer stays autotuned for a remote
      * one, whose throughput a small buffer would cap at buffer / RTT. */
     const union MHD_ConnectionInfo *fd =
