@@ -420,7 +420,7 @@ void rest_dw_retrieve(rest_request *req)
      * answer's length is known from the index (the stored files are the DICOM
      * files, uncompressed). With a Content-Length MHD reads into a buffer of
      * its block size (rest_http.c) instead of chunks as large as what is left
-     * of the connection's 32 KiB memory pool: fewer reads and sends, less CPU
+     * of the connection's memory pool: fewer reads and sends, less CPU
      * in rest and in the client (bench/wado-retrieve). Converted: chunked. */
     long long size = (long long)strlen(s->boundary) + 6; /* "--B--\r\n" */
     for (int r = 0; r < PQntuples(res) && size >= 0; r++) {
@@ -437,6 +437,7 @@ void rest_dw_retrieve(rest_request *req)
     }
     s->sized = size >= 0;
     mp_reply(req, s, "application/dicom", size);
+    /* over plain HTTP the files go out from mappings of them (mp_map) */
     if (s->sized)
         rest_reply_stream_mapped(req, mp_map);
 }

@@ -839,7 +839,7 @@ static enum MHD_Result send_answer(struct MHD_Connection *conn, rest_request *re
          * 128 KiB 0.17-0.22 and 0.14-0.17; 256 KiB 0.17-0.21 and 0.13-0.17
          * (probably: larger buffers leave the caches between read and send). A
          * chunked answer (size -1) is read into what is left of the
-         * connection's 32 KiB memory pool instead, whatever this says. MHD owns
+         * connection's memory pool (REST_POOL_SIZE) instead, whatever this says. MHD owns
          * the stream from here, also on failure */
         uint64_t size = req->stream->size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)req->stream->size;
         resp = mapped_response(conn, req);

@@ -498,12 +498,14 @@ def wait_unmapped(dw, timeout=10):
     return mapped_files(dw)
 
 
-def stalled_get(url):
+def stalled_get(url, source=None):
     """A GET on a raw socket whose tiny receive buffer the test does not read yet: the
-    answer waits in rest, mid-body (mapped, if it is)."""
+    answer waits in rest, mid-body (mapped, if it is). source: the client's address."""
     u = urllib.parse.urlsplit(url)
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (set before connecting)
+    if source:
+        s.bind((source, 0))
     s.connect((u.hostname, u.port))
     s.sendall(f"GET {u.path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     time.sleep(0.5)
@@ -588,6 +590,29 @@ def test_wado_retrieve_mapped_keeps_the_connection(dw, big, tmp_path):
         body = (tmp_path / k).read_bytes()
         boundary = re.match(rb"--([^\r]+)\r\n", body).group(1).decode()
         assert len(multipart(body, f"boundary={boundary}")) == 3
+
+
+def test_wado_retrieve_mapped_for_a_client_at_another_address(dw, big, tmp_path):
+    """A client whose address is not rest's own (127.0.0.2 against rest's 127.0.0.1:
+    what a viewer on another machine looks like to the socket) gets the mapped answer
+    too, the same bytes; only its send buffer is left to the kernel's autotuning
+    (not the 128 KiB of a client on this host)."""
+    study, expected = big
+    url = f"{dw.rest.url}/dicom-web/studies/{study}"
+    slow = stalled_get(url, source="127.0.0.2")
+    assert {stored_path(dw, f"{study}.1.{n}").name for n in range(3)} <= mapped_files(dw)
+    ss = subprocess.run(["ss", "-tmnH", "dst", f"127.0.0.2:{slow.getsockname()[1]}"],
+                        capture_output=True, text=True, check=True).stdout
+    assert "skmem" in ss and not re.search(r"\btb262144\b", ss), ss
+    head, body = read_answer(slow)
+    slow.close()
+    assert int(re.search(r"content-length: (\d+)", head).group(1)) == len(body)
+    ct = re.search(r"^content-type: (.*)$", head, re.M).group(1).strip()
+    assert sorted(c for _, c in multipart(body, ct)) == expected
+    assert wait_unmapped(dw) == set()
+    rc, _, body, err = curl_head_body(tmp_path, "other", url, "--interface", "127.0.0.2")
+    assert rc == 0, err
+    assert len(multipart(body, "boundary=" + re.match(rb"--([^\r]+)", body).group(1).decode())) == 3
 
 
 def test_wado_retrieve_mapped_http10_head_range(dw, big, tmp_path):
