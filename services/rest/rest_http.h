@@ -141,6 +141,29 @@ typedef ssize_t (*rest_stream_read_fn)(void *cls, char *buf, size_t max);
 void rest_reply_stream(rest_request *req, const char *content_type, long long size,
                        rest_stream_read_fn read, void (*free_cls)(void *cls), void *cls);
 
+/* A stream of known size whose whole body can also be given at once as memory
+ * regions: read-only mappings of the files and the text between them.
+ * map(cls, max, &regions, &n) points *regions at n <= max regions (owned by
+ * cls, valid until free_cls) whose lengths add up to the size given to
+ * rest_reply_stream, and returns 0; or returns -1 and leaves the stream as it
+ * was, to be read from its start with read() (too many regions, a file gone,
+ * shorter than indexed or not mappable). libmicrohttpd then sends the regions
+ * itself with sendmsg() (MHD_create_response_from_iovec): each byte is copied
+ * once, from the page cache into the socket, instead of read() into its buffer
+ * and send() from there, and keep-alive, timeouts, HTTP/1.0 and a client gone
+ * are its ordinary business. Used for plain HTTP GET only: over TLS GnuTLS
+ * would read the mappings in user space (a file truncated in place meanwhile
+ * would be a SIGBUS; the kernel's copy gives sendmsg() EFAULT instead) and
+ * copies for encryption anyway; a HEAD sends no body. Call after
+ * rest_reply_stream. */
+typedef struct rest_region {
+    const void *base;
+    size_t len;
+} rest_region;
+typedef int (*rest_stream_map_fn)(void *cls, unsigned max, const rest_region **regions,
+                                  unsigned *n);
+void rest_reply_stream_mapped(rest_request *req, rest_stream_map_fn map);
+
 /* Orthanc's error body for code (lib/base/orthanc_errors.h): {"HttpError",
  * "HttpStatus", "Message", "Method", "OrthancError", "OrthancStatus", "Uri"}
  * (+ "Details" when given), with the HTTP status Orthanc uses for the code. */

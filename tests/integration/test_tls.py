@@ -78,6 +78,43 @@ def test_https_with_curl(tls):
     assert "tls=on" in rest.read_log()
 
 
+def test_https_large_retrieve_goes_through_tls(tls):
+    """A WADO-RS retrieve of files as stored, which libmicrohttpd sends from mappings
+    of the files over plain HTTP (test_dicomweb.py), is read into its buffer and
+    encrypted by GnuTLS over HTTPS (nothing mapped: GnuTLS would touch the pages
+    itself): the whole multipart, the files as stored, Content-Length right, the
+    connection kept."""
+    import os
+
+    import pydicom
+    _, rest, url, d, ca1, _, _, _ = tls
+    ds = pydicom.dcmread(DATA / "CT_small.dcm")
+    ds.Rows = ds.Columns = 1448
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.SamplesPerPixel = 16, 16, 15, 1
+    files = []
+    for n in range(2):
+        ds.PixelData = os.urandom(1448 * 1448 * 2)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"2.25.4711.99.{n}"
+        f = d / f"big{n}.dcm"
+        ds.save_as(f)
+        files.append(f.read_bytes())
+        rc, code, body, err = curl(url + "/instances", "--cacert", str(ca1), "-u",
+                                   "admin:s3cret", "--data-binary", f"@{f}")
+        assert code == "200", (body, err)
+    p = subprocess.run(["curl", "-sS", "-D", str(d / "h"), "-o", str(d / "b"), "--max-time", "60",
+                        "--cacert", str(ca1), "-u", "admin:s3cret",
+                        f"{url}/dicom-web/studies/{ds.StudyInstanceUID}"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    head = (d / "h").read_text().lower()
+    assert "connection: close" not in head, head
+    body = (d / "b").read_bytes()
+    assert int(head.split("content-length:")[1].split()[0]) == len(body)
+    for content in files:
+        assert content in body
+    assert body.endswith(b"--\r\n")
+
+
 def test_reload_on_sighup(tls):
     _, rest, url, d, ca1, ca1_key, live_crt, live_key = tls
     ca2, ca2_key = make_ca(d, "ca2")
