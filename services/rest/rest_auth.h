@@ -33,6 +33,24 @@ void rest_api_keys_revoke(rest_request *req);
  * replica are dropped. */
 void rest_auth_labels_changed(rest_ctx *ctx);
 
+/* The labels of a label-scoped caller as a text[] literal (in buf), for the
+ * statements that check visibility themselves (REST_SCOPE_IN_SQL, lists);
+ * NULL when the caller sees everything. */
+const char *rest_auth_visible_labels(const rest_request *req, char *buf, size_t size);
+#define REST_LABELS_LITERAL_MAX (REST_MAX_GRANTS * 66 + 3)
+
+/* Whether the row r (id, level, parent_id of resources) is visible to a caller
+ * granted the labels of the SQL expression `labels` (a text[]), written into a
+ * statement: the study decides (its labels) for a study, its series and
+ * instances; a patient is visible when all its studies are
+ * (db/functions/labels.sql). The same test as tessera_visible(), without a
+ * function call: the planner sees it, and nothing walks up level by level. */
+#define REST_VISIBLE_SQL(r, labels)                                                                \
+    "(CASE WHEN " r ".level = 0 THEN tessera_patient_visible(" r ".id, " labels ")"                \
+    " ELSE EXISTS (SELECT 1 FROM labels vl WHERE vl.label = ANY (" labels ") AND vl.resource_id"   \
+    " = CASE " r ".level WHEN 1 THEN " r ".id WHEN 2 THEN " r ".parent_id"                         \
+    " ELSE (SELECT vs.parent_id FROM resources vs WHERE vs.id = " r ".parent_id) END) END)"
+
 /* "admin" -> REST_ROLE_ADMIN ...; REST_ROLE_NONE when unknown. */
 rest_role rest_role_parse(const char *s);
 

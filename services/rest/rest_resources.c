@@ -15,6 +15,7 @@
 #include "dicom/dicom.h"
 #include "base/ids.h"
 #include "base/log.h"
+#include "rest_auth.h"
 #include "rest_common.h"
 
 /* "patients" -> 0 ... "instances" -> 3; -1 if unknown. Singular forms for
@@ -108,11 +109,14 @@ static const ts_db_stmt list_expanded = {
     " ORDER BY id OFFSET $2::bigint LIMIT $3::bigint) s",
     5};
 
+/* $4: the labels of a label-scoped caller, else NULL: what it may not see is
+ * not found (REST_SCOPE_IN_SQL: no check of its own before, one round trip) */
 static const ts_db_stmt get_resource = {
     "rest_get_resource",
-    "SELECT tessera_resource_json(id, $3::integer) FROM resources"
-    " WHERE public_id = $1 AND level = $2::smallint",
-    3};
+    "SELECT tessera_resource_json(r.id, $3::integer) FROM resources r"
+    " WHERE r.public_id = $1 AND r.level = $2::smallint"
+    " AND ($4::text[] IS NULL OR " REST_VISIBLE_SQL("r", "$4::text[]") ")",
+    4};
 
 /* Descendants at a deeper level, expanded, as Orthanc's navigation routes answer;
  * the second column says whether the starting resource exists. */
@@ -196,7 +200,9 @@ void rest_get_resource(rest_request *req)
     char lv[4], age[16];
     level_param(lv, level);
     snprintf(age, sizeof(age), "%d", req->ctx->stable_age_s);
-    const char *params[] = {req->seg[1], lv, age};
+    char labels[REST_LABELS_LITERAL_MAX];
+    const char *params[] = {req->seg[1], lv, age,
+                            rest_auth_visible_labels(req, labels, sizeof(labels))};
     read_one r;
     if (!query(req, &get_resource, params, &r))
         return;
