@@ -199,6 +199,25 @@ static const tag_def *find_def(uint32_t tag)
     return NULL;
 }
 
+/* PatientName in a query at study level or below: the studies' copy of the
+ * patient's name (0046_study_patient_name.sql), so that a walk of studies in
+ * id order ("Limit 100") does not look up each study's patient. Same values as
+ * the patients table's (the copy is taken from it). */
+static const tag_def PATIENT_NAME_IN_STUDIES = {
+    {TS_TAG(0x0010, 0x0010), "PatientName", TS_LEVEL_STUDY, "PN"},
+    "st.patient_name",
+    "st.patient_name_norm",
+    MATCH_PLAIN};
+
+/* The definition of `tag` for a query at `level`. */
+static const tag_def *find_def_at(uint32_t tag, ts_level level)
+{
+    const tag_def *d = find_def(tag);
+    if (d && level >= TS_LEVEL_STUDY && tag == PATIENT_NAME_IN_STUDIES.info.tag)
+        return &PATIENT_NAME_IN_STUDIES;
+    return d;
+}
+
 static const item_def *find_item_def(uint32_t sequence, uint32_t tag)
 {
     for (size_t i = 0; i < sizeof(ITEM_TAGS) / sizeof(ITEM_TAGS[0]); i++)
@@ -760,7 +779,7 @@ int query_build(const query_spec *spec, query_sql *out, ts_err *err)
         out->key_col[k] = -1;
         if (SEQ_OF(spec, k))
             continue; /* matched below, per sequence */
-        const tag_def *d = find_def(key->tag);
+        const tag_def *d = find_def_at(key->tag, spec->level);
         /* keys of a lower level than the query's are neither matched nor returned */
         if (!d || d->info.level > spec->level)
             continue;
@@ -791,7 +810,7 @@ int query_build(const query_spec *spec, query_sql *out, ts_err *err)
         const query_key *key = &spec->keys[k];
         uint32_t seq = SEQ_OF(spec, k);
         const item_def *it = seq ? find_item_def(seq, key->tag) : NULL;
-        const tag_def *d = seq ? (it ? &it->def : NULL) : find_def(key->tag);
+        const tag_def *d = seq ? (it ? &it->def : NULL) : find_def_at(key->tag, spec->level);
         if (d && d->info.level < top && d->info.level <= spec->level)
             top = d->info.level;
     }

@@ -14,6 +14,7 @@
 #include "dicom/codecs.h"
 #include "dicom/dicom.h"
 #include "base/ids.h"
+#include "base/offset_cursors.h"
 #include "base/log.h"
 #include "rest_auth.h"
 #include "rest_common.h"
@@ -90,24 +91,73 @@ static void read_one_clear(read_one *r)
     free(r->text2);
 }
 
+/* A page of a list: the JSON and what the next cursor is made of. */
+typedef struct list_page {
+    const ts_db_stmt *stmt;
+    const char *const *params;
+    char *json;
+    long long removals, last_id, count;
+} list_page;
+
+static int list_page_txn(ts_db *db, void *arg, ts_err *err)
+{
+    list_page *p = arg;
+    PGresult *res;
+    int rc = ts_db_exec(db, p->stmt, p->params, &res, err);
+    if (rc)
+        return rc;
+    free(p->json);
+    p->json = NULL;
+    p->count = 0;
+    if (PQntuples(res) > 0 && PQnfields(res) >= 4) {
+        if (!PQgetisnull(res, 0, 0))
+            p->json = strdup(PQgetvalue(res, 0, 0));
+        p->removals = PQgetisnull(res, 0, 1) ? 0 : atoll(PQgetvalue(res, 0, 1));
+        p->last_id = PQgetisnull(res, 0, 2) ? 0 : atoll(PQgetvalue(res, 0, 2));
+        p->count = atoll(PQgetvalue(res, 0, 3));
+    }
+    PQclear(res);
+    return 0;
+}
+
 /* ---- lists and single resources -------------------------------------------- */
 
-/* $4/$5: the labels of a label-scoped caller (db/functions/labels.sql), else NULL */
+/* The lists page by Orthanc's offset ("since"), answered from a keyset
+ * cursor when this process has one for a position at or below it
+ * (base/offset_cursors.h): $5/$6/$7 (list_ids; $6/$7/$8 for list_expanded)
+ * are the cursor's removal count, id and the offset's distance from it. The
+ * cursor is used only if the level's removal count is still the same, read in
+ * the same snapshot; otherwise the offset counts from the start. The answer's
+ * other columns are what the next cursor is made of: the removal count, the
+ * last id and the number of resources on the page.
+ * $4 (list_ids) / $5 (list_expanded): the labels of a label-scoped caller
+ * (db/functions/labels.sql), else NULL; such lists take no cursor. */
+#define LIST_REMOVALS                                                                              \
+    "WITH g AS MATERIALIZED (SELECT sum(CASE $1::smallint WHEN 0 THEN patients_removed"            \
+    " WHEN 1 THEN studies_removed WHEN 2 THEN series_removed ELSE instances_removed END)::bigint"  \
+    " AS removals FROM statistics_counters) "
+#define LIST_TAIL " (SELECT removals FROM g)::text, max(id)::text, count(*)::text FROM p"
+
 static const ts_db_stmt list_ids = {
     "rest_list_ids",
-    "SELECT coalesce(jsonb_agg(public_id ORDER BY id), '[]') FROM ("
-    " SELECT id, public_id FROM resources WHERE level = $1::smallint"
-    " AND ($4::text[] IS NULL OR tessera_visible(id, $4::text[], false))"
-    " ORDER BY id OFFSET $2::bigint LIMIT $3::bigint) s",
-    4};
+    LIST_REMOVALS ", p AS (SELECT id, public_id FROM resources WHERE level = $1::smallint"
+                  " AND ($4::text[] IS NULL OR tessera_visible(id, $4::text[], false))"
+                  " AND id > (SELECT CASE WHEN removals = $5::bigint THEN $6::bigint ELSE -1 END"
+                  " FROM g) ORDER BY id OFFSET (SELECT CASE WHEN removals = $5::bigint"
+                  " THEN $7::bigint ELSE $2::bigint END FROM g) LIMIT $3::bigint)"
+                  " SELECT coalesce(jsonb_agg(public_id ORDER BY id), '[]')," LIST_TAIL,
+    7};
 
 static const ts_db_stmt list_expanded = {
     "rest_list_expanded",
-    "SELECT coalesce(jsonb_agg(tessera_resource_json(id, $4::integer) ORDER BY id), '[]') FROM ("
-    " SELECT id FROM resources WHERE level = $1::smallint"
-    " AND ($5::text[] IS NULL OR tessera_visible(id, $5::text[], false))"
-    " ORDER BY id OFFSET $2::bigint LIMIT $3::bigint) s",
-    5};
+    LIST_REMOVALS ", p AS (SELECT id FROM resources WHERE level = $1::smallint"
+                  " AND ($5::text[] IS NULL OR tessera_visible(id, $5::text[], false))"
+                  " AND id > (SELECT CASE WHEN removals = $6::bigint THEN $7::bigint ELSE -1 END"
+                  " FROM g) ORDER BY id OFFSET (SELECT CASE WHEN removals = $6::bigint"
+                  " THEN $8::bigint ELSE $2::bigint END FROM g) LIMIT $3::bigint)"
+                  " SELECT coalesce(jsonb_agg(tessera_resource_json(id, $4::integer) ORDER BY id),"
+                  " '[]')," LIST_TAIL,
+    8};
 
 /* $4: the labels of a label-scoped caller, else NULL: what it may not see is
  * not found (REST_SCOPE_IN_SQL: no check of its own before, one round trip) */
@@ -181,12 +231,37 @@ void rest_list_resources(rest_request *req)
         scope = labels;
     }
     bool expand = rest_flag(req, "expand");
-    const char *params[] = {lv, since_s, limit == -2 ? NULL : limit_s, expand ? age : scope, scope};
-    read_one r;
-    if (!query(req, expand ? &list_expanded : &list_ids, params, &r))
+    /* a cursor for this offset, unless the caller's list is filtered by labels */
+    ts_offset_cursor cur;
+    bool have_cursor = !scope && ts_offset_cursor_find(level, since, &cur);
+    char removals_s[24], after_s[24], skip_s[24];
+    if (have_cursor) {
+        snprintf(removals_s, sizeof(removals_s), "%lld", cur.removals);
+        snprintf(after_s, sizeof(after_s), "%lld", cur.after_id);
+        snprintf(skip_s, sizeof(skip_s), "%lld", (long long)since - cur.position);
+    }
+    const char *c_removals = have_cursor ? removals_s : NULL,
+               *c_after = have_cursor ? after_s : NULL, *c_skip = have_cursor ? skip_s : NULL;
+    const char *limit_p = limit == -2 ? NULL : limit_s;
+    const char *ids_params[] = {lv, since_s, limit_p, scope, c_removals, c_after, c_skip};
+    const char *expanded_params[] = {lv, since_s, limit_p, age, scope, c_removals, c_after, c_skip};
+    list_page page = {0};
+    page.stmt = expand ? &list_expanded : &list_ids;
+    page.params = expand ? expanded_params : ids_params;
+    ts_err err;
+    int rc = ts_db_transaction(req->ctx->db, TS_DB_READ_SINGLE, list_page_txn, &page, &err);
+    if (rc) {
+        ts_warn("read failed", "uri=%s error=\"%s\"", req->url, err.msg);
+        rest_reply_failure(req, rc, err.msg);
+        free(page.json);
         return;
-    rest_reply_json_text(req, 200, r.text ? r.text : "[]", r.text ? strlen(r.text) : 2);
-    read_one_clear(&r);
+    }
+    if (!scope && page.count > 0) {
+        ts_offset_cursor next = {since + page.count, page.last_id, page.removals};
+        ts_offset_cursor_put(level, &next);
+    }
+    rest_reply_json_text(req, 200, page.json ? page.json : "[]", page.json ? strlen(page.json) : 2);
+    free(page.json);
 }
 
 /* GET /{level}/{id} */

@@ -133,6 +133,12 @@ def test_label_scoped_reads(server):
     # the patient of a study alice sees (its only study)
     assert js(url, f"/patients/{up[0]['ParentPatient']}", ALICE)["ID"] == up[0]["ParentPatient"]
     assert js(url, "/patients", ALICE) == [up[0]["ParentPatient"]]
+    # paging: offsets count in the caller's own list, never from a paging cursor
+    # that an unrestricted caller left in this process (lib/base/offset_cursors.h)
+    assert js(url, "/studies?since=0&limit=1", ADMIN) == [a]
+    assert js(url, "/studies?since=1&limit=1", ADMIN) == [b]
+    assert js(url, "/studies?since=1&limit=1", BOB) == []
+    assert js(url, "/studies?since=0&limit=1", BOB) == [b]
 
 
 @pytest.mark.parametrize("path", ["/studies/{b}", "/studies/{b}/series", "/studies/{b}/labels",

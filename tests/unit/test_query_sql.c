@@ -112,11 +112,13 @@ static void test_person_name_case_insensitive_by_default(void **state)
 {
     query_key keys[] = {{PATIENT_NAME, "doe*"}};
     query_sql q = build_ok(TS_LEVEL_STUDY, keys, 1, QUERY_CASE_FOLD_PN);
-    assert_contains(q.sql, "AND pa.patient_name_norm LIKE tessera_fold($1)");
+    /* at study level and below, the studies' copy of the name (0046): no patient join */
+    assert_contains(q.sql, "AND st.patient_name_norm LIKE tessera_fold($1)");
+    assert_lacks(q.sql, "patients pa");
     assert_string_equal(q.params[0], "doe%");
     query_sql_clear(&q);
     q = build_ok(TS_LEVEL_STUDY, keys, 1, QUERY_CASE_EXACT);
-    assert_contains(q.sql, "AND pa.patient_name LIKE $1");
+    assert_contains(q.sql, "AND st.patient_name LIKE $1");
     assert_lacks(q.sql, "tessera_fold($1)");
     query_sql_clear(&q);
     query_key exact[] = {{PATIENT_NAME, "Doe^John"}};
@@ -135,7 +137,7 @@ static void test_every_text_value_without_case(void **state)
     query_sql q = build_ok(TS_LEVEL_STUDY, keys, 4, QUERY_CASE_FOLD_TEXT);
     assert_contains(q.sql, "AND tessera_fold(st.study_description) LIKE tessera_fold($1)");
     assert_contains(q.sql, "AND tessera_fold(st.accession_number) = tessera_fold($2)");
-    assert_contains(q.sql, "AND pa.patient_name_norm = tessera_fold($3)");
+    assert_contains(q.sql, "AND st.patient_name_norm = tessera_fold($3)");
     assert_contains(q.sql, "WHERE tessera_fold(m) = ANY (string_to_array(tessera_fold($4)");
     query_sql_clear(&q);
     /* values without letters (UIDs, numbers) match the same folded or not: the
@@ -150,7 +152,7 @@ static void test_every_text_value_without_case(void **state)
     /* C-FIND's default: person names only */
     q = build_ok(TS_LEVEL_STUDY, keys, 4, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "AND st.study_description LIKE $1");
-    assert_contains(q.sql, "AND pa.patient_name_norm = tessera_fold($3)");
+    assert_contains(q.sql, "AND st.patient_name_norm = tessera_fold($3)");
     assert_contains(q.sql, "AND st.modalities_in_study && string_to_array($4, chr(92))");
     query_sql_clear(&q);
 }
@@ -278,11 +280,22 @@ static void test_joins_only_the_levels_the_keys_need(void **state)
     assert_lacks(q.sql, "JOIN resources rst");
     assert_lacks(q.sql, "patients");
     query_sql_clear(&q);
-    query_key patient[] = {{SOP_UID, ""}, {PATIENT_NAME, "X*"}};
+    query_key patient[] = {{SOP_UID, ""}, {PATIENT_ID, "X*"}};
     q = build_ok(TS_LEVEL_INSTANCE, patient, 2, QUERY_CASE_FOLD_PN);
     assert_contains(q.sql, "JOIN patients pa ON pa.resource_id = rst.parent_id");
     assert_contains(q.sql, "JOIN resources rst ON rst.id = st.resource_id");
     assert_lacks(q.sql, "JOIN resources rpa");
+    query_sql_clear(&q);
+    /* the patient's name is in studies (0046): joined up to studies only */
+    query_key name[] = {{SOP_UID, ""}, {PATIENT_NAME, "X*"}};
+    q = build_ok(TS_LEVEL_INSTANCE, name, 2, QUERY_CASE_FOLD_PN);
+    assert_contains(q.sql, "JOIN studies st ON st.resource_id = rse.parent_id"
+                           " CROSS JOIN LATERAL (SELECT st.resource_id AS id) rst WHERE");
+    assert_lacks(q.sql, "patients");
+    query_sql_clear(&q);
+    /* at patient level, the patients table's */
+    q = build_ok(TS_LEVEL_PATIENT, name + 1, 1, QUERY_CASE_FOLD_PN);
+    assert_contains(q.sql, "pa.patient_name_norm LIKE");
     query_sql_clear(&q);
 }
 
