@@ -415,6 +415,65 @@ void rest_auth_labels_changed(rest_ctx *ctx)
     pthread_mutex_unlock(&a->mu);
 }
 
+/* A visibility question as the cache keys it: the statement's name and every
+ * parameter (labels included), NUL-separated. */
+typedef struct vis_question {
+    char text[VIS_QUESTION];
+    size_t len;
+    bool cacheable; /* no longer than a slot */
+    cached_vis *slot;
+} vis_question;
+
+static void question_make(rest_auth *a, const ts_db_stmt *stmt, const char *const *params,
+                          int nparams, vis_question *q)
+{
+    q->len = strlen(stmt->name) + 1;
+    q->cacheable = q->len <= sizeof(q->text);
+    if (q->cacheable)
+        memcpy(q->text, stmt->name, q->len);
+    for (int i = 0; i < nparams && q->cacheable; i++) {
+        size_t n = strlen(params[i]) + 1;
+        q->cacheable = q->len + n <= sizeof(q->text);
+        if (q->cacheable)
+            memcpy(q->text + q->len, params[i], n);
+        q->len += n;
+    }
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a: a slot, not a proof */
+    for (size_t i = 0; q->cacheable && i < q->len; i++)
+        h = (h ^ (unsigned char)q->text[i]) * 1099511628211ULL;
+    q->slot = &a->vis[h % VIS_CACHE];
+}
+
+/* The cached answer (0 or 1), or -2; *ticket is what cache_put needs, taken
+ * before the question goes to PostgreSQL (a label changed meanwhile voids it). */
+static int cache_get(rest_auth *a, const vis_question *q, rest_vis_ticket *ticket)
+{
+    ticket->t = now_s();
+    pthread_mutex_lock(&a->mu);
+    ticket->generation = a->generation;
+    cached_vis *slot = q->slot;
+    int v = -2;
+    if (q->cacheable && slot->expires > ticket->t && slot->generation == ticket->generation &&
+        slot->question_len == q->len && memcmp(slot->question, q->text, q->len) == 0)
+        v = slot->visible;
+    pthread_mutex_unlock(&a->mu);
+    return v;
+}
+
+static void cache_put(rest_auth *a, const vis_question *q, const rest_vis_ticket *ticket, bool v)
+{
+    if (a->vis_ttl <= 0 || !q->cacheable)
+        return;
+    pthread_mutex_lock(&a->mu);
+    cached_vis *slot = q->slot;
+    memcpy(slot->question, q->text, q->len);
+    slot->question_len = q->len;
+    slot->visible = v;
+    slot->generation = ticket->generation;
+    slot->expires = ticket->t + a->vis_ttl;
+    pthread_mutex_unlock(&a->mu);
+}
+
 /* 1: visible; 0: not (or unknown); -1: the request has been answered (failure).
  * params[nparams - 1] is filled with the caller's labels. */
 static int visible(rest_request *req, const ts_db_stmt *stmt, const char **params, int nparams)
@@ -423,31 +482,10 @@ static int visible(rest_request *req, const ts_db_stmt *stmt, const char **param
     char labels[REST_LABELS_LITERAL_MAX];
     labels_literal(req->who, labels, sizeof(labels));
     params[nparams - 1] = labels;
-    /* the question: statement and every parameter (labels included) */
-    char question[VIS_QUESTION];
-    size_t qlen = strlen(stmt->name) + 1;
-    bool cacheable = qlen <= sizeof(question);
-    if (cacheable)
-        memcpy(question, stmt->name, qlen);
-    for (int i = 0; i < nparams && cacheable; i++) {
-        size_t n = strlen(params[i]) + 1;
-        cacheable = qlen + n <= sizeof(question);
-        if (cacheable)
-            memcpy(question + qlen, params[i], n);
-        qlen += n;
-    }
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a: a slot, not a proof */
-    for (size_t i = 0; cacheable && i < qlen; i++)
-        h = (h ^ (unsigned char)question[i]) * 1099511628211ULL;
-    cached_vis *slot = &a->vis[h % VIS_CACHE];
-    double t = now_s();
-    pthread_mutex_lock(&a->mu);
-    unsigned long generation = a->generation;
-    int v = -2;
-    if (cacheable && slot->expires > t && slot->generation == generation &&
-        slot->question_len == qlen && memcmp(slot->question, question, qlen) == 0)
-        v = slot->visible;
-    pthread_mutex_unlock(&a->mu);
+    vis_question q;
+    question_make(a, stmt, params, nparams, &q);
+    rest_vis_ticket ticket;
+    int v = cache_get(a, &q, &ticket);
     if (v >= 0)
         return v;
     rest_row row = {stmt, params, 1, {0}};
@@ -455,16 +493,37 @@ static int visible(rest_request *req, const ts_db_stmt *stmt, const char **param
         return -1;
     v = row.col[0] && strcmp(row.col[0], "true") == 0;
     rest_row_clear(&row);
-    if (a->vis_ttl > 0 && cacheable) {
-        pthread_mutex_lock(&a->mu);
-        memcpy(slot->question, question, qlen);
-        slot->question_len = qlen;
-        slot->visible = v;
-        slot->generation = generation;
-        slot->expires = t + a->vis_ttl;
-        pthread_mutex_unlock(&a->mu);
-    }
+    cache_put(a, &q, &ticket, v);
     return v;
+}
+
+/* The question resource_visible asks for /{level}/{id}: the GET handler shares
+ * its answers (REST_SCOPE_IN_SQL). */
+static void resource_question(rest_request *req, const char *id, const char *level, char *labels,
+                              vis_question *q)
+{
+    labels_literal(req->who, labels, REST_LABELS_LITERAL_MAX);
+    const char *params[] = {id, level, labels};
+    question_make(req->ctx->auth, &resource_visible, params, 3, q);
+}
+
+int rest_auth_visibility_known(rest_request *req, const char *id, const char *level,
+                               rest_vis_ticket *ticket)
+{
+    char labels[REST_LABELS_LITERAL_MAX];
+    vis_question q;
+    resource_question(req, id, level, labels, &q);
+    int v = cache_get(req->ctx->auth, &q, ticket);
+    return v >= 0 ? v : -1;
+}
+
+void rest_auth_visibility_learned(rest_request *req, const char *id, const char *level,
+                                  const rest_vis_ticket *ticket)
+{
+    char labels[REST_LABELS_LITERAL_MAX];
+    vis_question q;
+    resource_question(req, id, level, labels, &q);
+    cache_put(req->ctx->auth, &q, ticket, true);
 }
 
 static bool authorize(rest_request *req, const rest_route *route)

@@ -39,6 +39,24 @@ void rest_auth_labels_changed(rest_ctx *ctx);
 const char *rest_auth_visible_labels(const rest_request *req, char *buf, size_t size);
 #define REST_LABELS_LITERAL_MAX (REST_MAX_GRANTS * 66 + 3)
 
+/* For a REST_SCOPE_IN_SQL handler of /{level}/{id} (level as its digit): what
+ * this replica's visibility cache (TESSERA_HTTP_VISIBILITY_CACHE) knows of the
+ * label-scoped caller and that resource: 1 visible, 0 not, -1 unknown. When it
+ * knows, the handler reads the resource without the check (a client reading a
+ * study again and again pays for the check once per cache lifetime); when not,
+ * it checks in its own statement and, when the row came back, tells the cache
+ * with rest_auth_visibility_learned and the ticket of this call (taken before
+ * the statement: a label changed meanwhile voids it). The answers are those of
+ * authorize's own check of the same resource (the same expression). */
+typedef struct rest_vis_ticket {
+    unsigned long generation;
+    double t;
+} rest_vis_ticket;
+int rest_auth_visibility_known(rest_request *req, const char *id, const char *level,
+                               rest_vis_ticket *ticket);
+void rest_auth_visibility_learned(rest_request *req, const char *id, const char *level,
+                                  const rest_vis_ticket *ticket);
+
 /* Whether the row r (id, level, parent_id of resources) is visible to a caller
  * granted the labels of the SQL expression `labels` (a text[]), written into a
  * statement: the study decides (its labels) for a study, its series and

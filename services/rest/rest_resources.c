@@ -167,6 +167,8 @@ static const ts_db_stmt get_resource = {
 
 /* The same for a label-scoped caller, $4 its labels: what it may not see is
  * not found (REST_SCOPE_IN_SQL: no check of its own before, one round trip).
+ * Used when the replica's visibility cache does not know the answer yet
+ * (rest_auth_visibility_known): a row found is remembered as visible.
  * A statement of its own, not "$4 IS NULL OR ..." in the one above: with the
  * callers of a replica mixed, PostgreSQL compared the generic plan with the
  * custom plans of NULL (which drop the test) and planned every execution
@@ -288,10 +290,20 @@ void rest_get_resource(rest_request *req)
     snprintf(age, sizeof(age), "%d", req->ctx->stable_age_s);
     char labels[REST_LABELS_LITERAL_MAX];
     const char *scope = rest_auth_visible_labels(req, labels, sizeof(labels));
+    rest_vis_ticket ticket;
+    int known = scope ? rest_auth_visibility_known(req, req->seg[1], lv, &ticket) : -1;
+    if (known == 0) { /* what an unknown id gets */
+        rest_reply_empty(req, 404);
+        return;
+    }
+    if (known == 1)
+        scope = NULL; /* seen lately: read as for an unrestricted caller */
     const char *params[] = {req->seg[1], lv, age, scope};
     read_one r;
     if (!query(req, scope ? &get_resource_visible : &get_resource, params, &r))
         return;
+    if (scope && r.text)
+        rest_auth_visibility_learned(req, req->seg[1], lv, &ticket);
     if (!r.text)
         rest_reply_empty(req, 404);
     else
