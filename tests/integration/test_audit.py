@@ -188,3 +188,23 @@ def test_queued_rows_are_written_at_sigterm_and_logged_at_kill(cluster, tmp_path
     time.sleep(0.5)
     assert cluster.sql("SELECT count(*) FROM audit_log")[0][0] == base + 201  # lost
     assert rest2.read_log().count(f'request="GET /studies/{study}"') == 50  # logged
+
+
+def test_query_writes_its_queued_c_find_rows_at_sigterm(cluster, tmp_path):
+    """The DICOM services share the writer (lib/domain/audit.c): query, stopped by SIGTERM
+    with its C-FIND rows still queued (a one-minute flush interval), writes them all before
+    it exits; each one is a row of service "query" naming the calling AE."""
+    import subprocess
+    ing = cluster.start_ingest(TESSERA_AUDIT="false")
+    assert storescu(ing, make_study(tmp_path / "gen", 6, "PAT-F", [1]))[0] == 0
+    q = cluster.start_query(TESSERA_AUDIT="true", TESSERA_AUDIT_FLUSH_MS="60000")
+    p = subprocess.run(["findscu", "-S", "--repeat", "7", "-aet", "AUDITED", "-aec", "TESSERA",
+                        "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
+                        "127.0.0.1", str(q.port)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    time.sleep(0.5)
+    rows = "SELECT service, action, outcome FROM audit_log WHERE who = 'AUDITED'"
+    assert cluster.sql(rows) == []  # still queued
+    assert q.stop() == 0
+    got = cluster.sql(rows)
+    assert len(got) == 7 and {tuple(r) for r in got} == {("query", "query", 0)}, got
