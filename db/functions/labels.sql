@@ -16,29 +16,33 @@ $$;
 
 -- Whether resource p_id is visible to a caller granted p_labels; with
 -- p_patient_of, whether its patient is (the routes that answer the patient).
+-- Used per row by the label-scoped lists; rest's single-resource checks write
+-- the same test into their own statement (REST_VISIBLE_SQL, rest_auth.h).
+-- The study and the patient come from one statement (the resource, its parent
+-- and grandparent), not a walk of one statement per level.
 CREATE OR REPLACE FUNCTION tessera_visible(p_id bigint, p_labels text[], p_patient_of boolean)
 RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    cur bigint := p_id;
     lvl smallint;
-    parent bigint;
+    study bigint;
+    patient bigint;
 BEGIN
-    SELECT level, parent_id INTO lvl, parent FROM resources WHERE id = cur;
+    SELECT r.level,
+           CASE r.level WHEN 1 THEN r.id WHEN 2 THEN r.parent_id WHEN 3 THEN p.parent_id END,
+           CASE r.level WHEN 0 THEN r.id WHEN 1 THEN r.parent_id WHEN 2 THEN p.parent_id
+                        ELSE g.parent_id END
+      INTO lvl, study, patient
+      FROM resources r
+      LEFT JOIN resources p ON r.level >= 2 AND p.id = r.parent_id
+      LEFT JOIN resources g ON r.level = 3 AND g.id = p.parent_id
+     WHERE r.id = p_id;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    -- up to the study
-    WHILE lvl > 1 LOOP
-        cur := parent;
-        SELECT level, parent_id INTO lvl, parent FROM resources WHERE id = cur;
-    END LOOP;
-    IF lvl = 0 THEN
-        RETURN tessera_patient_visible(cur, p_labels);
+    IF lvl = 0 OR p_patient_of THEN
+        RETURN tessera_patient_visible(patient, p_labels);
     END IF;
-    IF p_patient_of THEN
-        RETURN tessera_patient_visible(parent, p_labels);
-    END IF;
-    RETURN EXISTS (SELECT 1 FROM labels l WHERE l.resource_id = cur AND l.label = ANY (p_labels));
+    RETURN EXISTS (SELECT 1 FROM labels l WHERE l.resource_id = study AND l.label = ANY (p_labels));
 END
 $$;

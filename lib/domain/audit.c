@@ -8,14 +8,17 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/config.h"
 #include "base/log.h"
 #include "base/xalloc.h"
 
-#define BATCH_MAX 500
+/* Rows a statement writes at most; also the queue length that wakes the
+ * writer before its flush interval has passed. */
+#define BATCH_MAX 1000
 
 typedef struct audit_ev {
-    char at[40];
-    char *who, *who_kind, *action, *resources, *source, *request;
+    struct timespec at;
+    char *who, *who_kind, *action, *resources, *source, *request; /* one block, at who */
     int outcome;
 } audit_ev;
 
@@ -26,7 +29,9 @@ struct ts_audit {
     size_t head, count, max;
     long dropped, dropped_logged;
     bool stop;
+    bool draining; /* stopping: no more lingering */
     bool has_thread;
+    int flush_ms;
     pthread_t thread;
     ts_db_pool *pool;
     char service[24];
@@ -34,12 +39,7 @@ struct ts_audit {
 
 static void ev_free(audit_ev *e)
 {
-    free(e->who);
-    free(e->who_kind);
-    free(e->action);
-    free(e->resources);
-    free(e->source);
-    free(e->request);
+    free(e->who); /* the block of all six */
     memset(e, 0, sizeof(*e));
 }
 
@@ -96,9 +96,13 @@ static int insert_fn(ts_db *db, void *arg, ts_err *err)
     sbuf cols[8] = {{0}};
     for (size_t i = 0; i < b->n; i++) {
         audit_ev *e = &b->ev[i];
-        char outcome[16];
+        char outcome[16], at[40];
         snprintf(outcome, sizeof(outcome), "%d", e->outcome);
-        const char *v[8] = {e->at,        e->who,    e->who_kind, e->action,
+        struct tm tm;
+        gmtime_r(&e->at.tv_sec, &tm);
+        size_t len = strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(at + len, sizeof(at) - len, ".%06ldZ", e->at.tv_nsec / 1000);
+        const char *v[8] = {at,           e->who,    e->who_kind, e->action,
                             e->resources, e->source, e->request,  outcome};
         for (int c = 0; c < 8; c++)
             sb_elem(&cols[c], v[c], i == 0);
@@ -126,6 +130,19 @@ static void *writer(void *arg)
             pthread_cond_wait(&a->cv, &a->mu);
         if (a->count == 0 && a->stop)
             break;
+        /* The first event of a batch woke us: the others of the next flush
+         * interval join it, so that PostgreSQL sees one statement and one
+         * commit per interval instead of one per request (a commit each cost
+         * more than the request it recorded). A full batch or stop ends the
+         * wait early. */
+        struct timespec flush_at;
+        clock_gettime(CLOCK_REALTIME, &flush_at);
+        flush_at.tv_nsec += (long)a->flush_ms % 1000 * 1000000L;
+        flush_at.tv_sec += a->flush_ms / 1000 + flush_at.tv_nsec / 1000000000L;
+        flush_at.tv_nsec %= 1000000000L;
+        while (a->count < BATCH_MAX && !a->stop && !a->draining &&
+               pthread_cond_timedwait(&a->cv, &a->mu, &flush_at) == 0)
+            ;
         size_t n = a->count < BATCH_MAX ? a->count : BATCH_MAX;
         for (size_t i = 0; i < n; i++) {
             taken[i] = a->q[a->head];
@@ -184,6 +201,7 @@ int ts_audit_start(const char *conninfo, const char *service, size_t max_pending
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
     snprintf(a->service, sizeof(a->service), "%s", service);
+    a->flush_ms = (int)ts_cfg_int(TESSERA_AUDIT_FLUSH_MS);
     a->max = max_pending ? max_pending : 1;
     a->q = xcalloc(a->max, sizeof(*a->q));
     if (conninfo && *conninfo) {
@@ -220,18 +238,24 @@ void ts_audit_record(ts_audit *a, const ts_audit_event *e)
     if (!a || !a->has_thread)
         return;
     audit_ev ev = {0};
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    struct tm tm;
-    gmtime_r(&now.tv_sec, &tm);
-    size_t n = strftime(ev.at, sizeof(ev.at), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ev.at + n, sizeof(ev.at) - n, ".%06ldZ", now.tv_nsec / 1000);
-    ev.who = xstrdup(e->who ? e->who : "");
-    ev.who_kind = xstrdup(e->who_kind ? e->who_kind : "anonymous");
-    ev.action = xstrdup(e->action);
-    ev.resources = xstrdup(e->resources ? e->resources : "");
-    ev.source = xstrdup(e->source ? e->source : "");
-    ev.request = xstrdup(e->request ? e->request : "");
+    clock_gettime(CLOCK_REALTIME, &ev.at);
+    /* the six strings in one block: one malloc and one free an event */
+    const char *v[6] = {e->who ? e->who : "",
+                        e->who_kind ? e->who_kind : "anonymous",
+                        e->action,
+                        e->resources ? e->resources : "",
+                        e->source ? e->source : "",
+                        e->request ? e->request : ""};
+    size_t len[6], total = 0;
+    for (int i = 0; i < 6; i++)
+        total += (len[i] = strlen(v[i])) + 1;
+    char *block = xmalloc(total);
+    char **dst[6] = {&ev.who, &ev.who_kind, &ev.action, &ev.resources, &ev.source, &ev.request};
+    for (int i = 0; i < 6; i++) {
+        memcpy(block, v[i], len[i] + 1);
+        *dst[i] = block;
+        block += len[i] + 1;
+    }
     ev.outcome = e->outcome;
     pthread_mutex_lock(&a->mu);
     if (a->count == a->max) { /* full: the oldest goes */
@@ -242,7 +266,10 @@ void ts_audit_record(ts_audit *a, const ts_audit_event *e)
     }
     a->q[(a->head + a->count) % a->max] = ev;
     a->count++;
-    pthread_cond_signal(&a->cv);
+    /* the writer waits for the first event of a batch, then for a full one
+     * (or its interval): no wake-up, no system call, for the others */
+    if (a->count == 1 || a->count == BATCH_MAX)
+        pthread_cond_signal(&a->cv);
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -251,7 +278,12 @@ void ts_audit_stop(ts_audit *a, int timeout_ms)
     if (!a)
         return;
     if (a->has_thread) {
-        /* give the writer the time asked for to empty the queue, then stop it */
+        /* write what is queued at once, giving the writer the time asked
+         * for (also to retry), then stop it */
+        pthread_mutex_lock(&a->mu);
+        a->draining = true;
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
         for (int waited = 0; waited < timeout_ms && ts_audit_pending(a) > 0; waited += 10) {
             struct timespec ts = {0, 10 * 1000 * 1000};
             nanosleep(&ts, NULL);

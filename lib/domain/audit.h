@@ -3,7 +3,11 @@
  *
  * Recording never blocks the request path: ts_audit_record() copies the event
  * into a bounded queue in memory and returns; a thread of its own writes the
- * queue in batches (one INSERT per batch, over a connection of its own). When
+ * queue in batches: the first event of a batch wakes it, it waits
+ * TESSERA_AUDIT_FLUSH_MS (or for BATCH_MAX events) and writes them all with one
+ * INSERT, over a connection of its own. ts_audit_stop() writes the queue at
+ * once; after a crash (kill -9) the events of the last interval are only in the
+ * log (docs/design.md, "The audit trail's batches"). When
  * PostgreSQL is unreachable the events wait in the queue; past max_pending the
  * oldest are dropped, each drop counted (ts_audit_dropped) and logged once per
  * batch. Every event is also a logfmt line (msg="audit"), so a log collector

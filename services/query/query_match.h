@@ -67,9 +67,10 @@ typedef struct query_sql {
     char *sql;
     char **params;
     int nparams;
-    int *key_col; /* per spec key: result column of its value, or -1 (not known: empty) */
-    int ncols;    /* column 0 is the matched resource's public id */
-    int file_col; /* the file's uuid (with_file), or -1 */
+    int *key_col;    /* per spec key: result column of its value, or -1 (not known: empty) */
+    int ncols;       /* column 0 is the matched resource's public id */
+    int file_col;    /* the file's uuid (with_file), or -1 */
+    bool no_seqscan; /* run with enable_seqscan off (the label restriction alone) */
 } query_sql;
 
 /* What a tag is to the matcher, for return keys and for tests. */

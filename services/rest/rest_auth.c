@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,15 +40,20 @@ typedef struct cached_key {
     double expires; /* monotonic seconds; 0: empty */
 } cached_key;
 
-/* Visibility answers of the last moments, by the SHA-256 of (labels, route
- * kind, id): a label-scoped client reading a study's many instances asks the
+/* Visibility answers of the last moments, by the question itself (statement,
+ * id, labels): a label-scoped client reading a study's many instances asks the
  * same question again and again, and the check doubled the round trips of a
- * read. An answer lasts TESSERA_HTTP_VISIBILITY_CACHE seconds; a label put or
- * removed through this replica drops them all at once (rest_auth_labels_changed),
- * one made through another replica is seen within that time. */
+ * read. The slot is chosen by a cheap hash and the whole question compared
+ * (a hash collision must never lend one resource's answer to another); a
+ * question longer than a slot is not cached. An answer lasts
+ * TESSERA_HTTP_VISIBILITY_CACHE seconds; a label put or removed through this
+ * replica drops them all at once (rest_auth_labels_changed), one made through
+ * another replica is seen within that time. */
 #define VIS_CACHE 1024
+#define VIS_QUESTION 320
 typedef struct cached_vis {
-    unsigned char sha256[32];
+    char question[VIS_QUESTION]; /* NUL-separated parts, question_len bytes */
+    size_t question_len;
     double expires;
     unsigned long generation;
     bool visible;
@@ -223,13 +229,28 @@ static bool basic(rest_auth *a, struct MHD_Connection *conn, rest_principal *who
 
 /* ---- API keys ------------------------------------------------------------------ */
 
+/* SHA-256 fetched from OpenSSL's provider once: EVP_sha256() makes every
+ * digest fetch it again, under the provider store's lock. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 static void sha256_hex(const char *s, char out[65])
 {
+    static const char hex[] = "0123456789abcdef";
     unsigned char md[32];
     unsigned int n = 0;
-    EVP_Digest(s, strlen(s), md, &n, EVP_sha256(), NULL);
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    pthread_once(&sha256_once, sha256_fetch);
+    EVP_Digest(s, strlen(s), md, &n, sha256_md ? sha256_md : EVP_sha256(), NULL);
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
 }
 
 static bool all_hex(const char *s, size_t n)
@@ -347,16 +368,24 @@ static bool authenticate(rest_ctx *ctx, void *conn, rest_principal *who)
 
 /* ---- authorization: the one check before every route ------------------------ */
 
+/* The caller's labels are the last parameter of each. */
 static const ts_db_stmt resource_visible = {
     "rest_resource_visible",
-    "SELECT tessera_visible(id, $3::text[], $4::boolean)::text FROM resources"
+    "SELECT " REST_VISIBLE_SQL("r",
+                               "$3::text[]") "::text FROM resources r"
+                                             " WHERE r.public_id = $1 AND r.level = $2::smallint",
+    3};
+
+static const ts_db_stmt patient_of_visible = {
+    "rest_patient_of_visible",
+    "SELECT tessera_visible(id, $3::text[], true)::text FROM resources"
     " WHERE public_id = $1 AND level = $2::smallint",
-    4};
+    3};
 
 static const ts_db_stmt study_uid_visible = {
     "rest_study_uid_visible",
-    "SELECT coalesce(bool_or(tessera_visible(resource_id, $2::text[], false)), false)::text"
-    " FROM studies WHERE study_instance_uid = $1",
+    "SELECT EXISTS (SELECT 1 FROM studies s JOIN labels l ON l.resource_id = s.resource_id"
+    " WHERE s.study_instance_uid = $1 AND l.label = ANY ($2::text[]))::text",
     2};
 
 static void labels_literal(const rest_principal *p, char *out, size_t size)
@@ -366,6 +395,14 @@ static void labels_literal(const rest_principal *p, char *out, size_t size)
         n += (size_t)snprintf(out + n, size - n, "%s%s", i ? "," : "", p->labels[i]);
     if (n < size)
         snprintf(out + n, size - n, "}");
+}
+
+const char *rest_auth_visible_labels(const rest_request *req, char *buf, size_t size)
+{
+    if (!req->who || !req->who->restricted)
+        return NULL;
+    labels_literal(req->who, buf, size);
+    return buf;
 }
 
 void rest_auth_labels_changed(rest_ctx *ctx)
@@ -378,31 +415,77 @@ void rest_auth_labels_changed(rest_ctx *ctx)
     pthread_mutex_unlock(&a->mu);
 }
 
-/* 1: visible; 0: not (or unknown); -1: the request has been answered (failure). */
+/* A visibility question as the cache keys it: the statement's name and every
+ * parameter (labels included), NUL-separated. */
+typedef struct vis_question {
+    char text[VIS_QUESTION];
+    size_t len;
+    bool cacheable; /* no longer than a slot */
+    cached_vis *slot;
+} vis_question;
+
+static void question_make(rest_auth *a, const ts_db_stmt *stmt, const char *const *params,
+                          int nparams, vis_question *q)
+{
+    q->len = strlen(stmt->name) + 1;
+    q->cacheable = q->len <= sizeof(q->text);
+    if (q->cacheable)
+        memcpy(q->text, stmt->name, q->len);
+    for (int i = 0; i < nparams && q->cacheable; i++) {
+        size_t n = strlen(params[i]) + 1;
+        q->cacheable = q->len + n <= sizeof(q->text);
+        if (q->cacheable)
+            memcpy(q->text + q->len, params[i], n);
+        q->len += n;
+    }
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a: a slot, not a proof */
+    for (size_t i = 0; q->cacheable && i < q->len; i++)
+        h = (h ^ (unsigned char)q->text[i]) * 1099511628211ULL;
+    q->slot = &a->vis[h % VIS_CACHE];
+}
+
+/* The cached answer (0 or 1), or -2; *ticket is what cache_put needs, taken
+ * before the question goes to PostgreSQL (a label changed meanwhile voids it). */
+static int cache_get(rest_auth *a, const vis_question *q, rest_vis_ticket *ticket)
+{
+    ticket->t = now_s();
+    pthread_mutex_lock(&a->mu);
+    ticket->generation = a->generation;
+    cached_vis *slot = q->slot;
+    int v = -2;
+    if (q->cacheable && slot->expires > ticket->t && slot->generation == ticket->generation &&
+        slot->question_len == q->len && memcmp(slot->question, q->text, q->len) == 0)
+        v = slot->visible;
+    pthread_mutex_unlock(&a->mu);
+    return v;
+}
+
+static void cache_put(rest_auth *a, const vis_question *q, const rest_vis_ticket *ticket, bool v)
+{
+    if (a->vis_ttl <= 0 || !q->cacheable)
+        return;
+    pthread_mutex_lock(&a->mu);
+    cached_vis *slot = q->slot;
+    memcpy(slot->question, q->text, q->len);
+    slot->question_len = q->len;
+    slot->visible = v;
+    slot->generation = ticket->generation;
+    slot->expires = ticket->t + a->vis_ttl;
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* 1: visible; 0: not (or unknown); -1: the request has been answered (failure).
+ * params[nparams - 1] is filled with the caller's labels. */
 static int visible(rest_request *req, const ts_db_stmt *stmt, const char **params, int nparams)
 {
     rest_auth *a = req->ctx->auth;
-    char labels[REST_MAX_GRANTS * 66 + 3];
+    char labels[REST_LABELS_LITERAL_MAX];
     labels_literal(req->who, labels, sizeof(labels));
-    params[nparams - (stmt == &resource_visible ? 2 : 1)] = labels;
-    /* the question, hashed: statement, every parameter (labels included) */
-    unsigned char sha[32];
-    unsigned int n = 0;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-    EVP_DigestUpdate(md, stmt->name, strlen(stmt->name) + 1);
-    for (int i = 0; i < nparams; i++)
-        EVP_DigestUpdate(md, params[i], strlen(params[i]) + 1);
-    EVP_DigestFinal_ex(md, sha, &n);
-    EVP_MD_CTX_free(md);
-    cached_vis *slot = &a->vis[(sha[0] | (unsigned)sha[1] << 8) % VIS_CACHE];
-    double t = now_s();
-    pthread_mutex_lock(&a->mu);
-    unsigned long generation = a->generation;
-    int v = -2;
-    if (slot->expires > t && slot->generation == generation && memcmp(slot->sha256, sha, 32) == 0)
-        v = slot->visible;
-    pthread_mutex_unlock(&a->mu);
+    params[nparams - 1] = labels;
+    vis_question q;
+    question_make(a, stmt, params, nparams, &q);
+    rest_vis_ticket ticket;
+    int v = cache_get(a, &q, &ticket);
     if (v >= 0)
         return v;
     rest_row row = {stmt, params, 1, {0}};
@@ -410,15 +493,37 @@ static int visible(rest_request *req, const ts_db_stmt *stmt, const char **param
         return -1;
     v = row.col[0] && strcmp(row.col[0], "true") == 0;
     rest_row_clear(&row);
-    if (a->vis_ttl > 0) {
-        pthread_mutex_lock(&a->mu);
-        memcpy(slot->sha256, sha, 32);
-        slot->visible = v;
-        slot->generation = generation;
-        slot->expires = t + a->vis_ttl;
-        pthread_mutex_unlock(&a->mu);
-    }
+    cache_put(a, &q, &ticket, v);
     return v;
+}
+
+/* The question resource_visible asks for /{level}/{id}: the GET handler shares
+ * its answers (REST_SCOPE_IN_SQL). */
+static void resource_question(rest_request *req, const char *id, const char *level, char *labels,
+                              vis_question *q)
+{
+    labels_literal(req->who, labels, REST_LABELS_LITERAL_MAX);
+    const char *params[] = {id, level, labels};
+    question_make(req->ctx->auth, &resource_visible, params, 3, q);
+}
+
+int rest_auth_visibility_known(rest_request *req, const char *id, const char *level,
+                               rest_vis_ticket *ticket)
+{
+    char labels[REST_LABELS_LITERAL_MAX];
+    vis_question q;
+    resource_question(req, id, level, labels, &q);
+    int v = cache_get(req->ctx->auth, &q, ticket);
+    return v >= 0 ? v : -1;
+}
+
+void rest_auth_visibility_learned(rest_request *req, const char *id, const char *level,
+                                  const rest_vis_ticket *ticket)
+{
+    char labels[REST_LABELS_LITERAL_MAX];
+    vis_question q;
+    resource_question(req, id, level, labels, &q);
+    cache_put(req->ctx->auth, &q, ticket, true);
 }
 
 static bool authorize(rest_request *req, const rest_route *route)
@@ -440,10 +545,11 @@ static bool authorize(rest_request *req, const rest_route *route)
     if (!who->restricted)
         return true;
     int v = 1;
-    const char *params[4];
+    const char *params[3];
     switch (route->scope) {
     case REST_SCOPE_PUBLIC:
     case REST_SCOPE_FILTERED:
+    case REST_SCOPE_IN_SQL: /* the handler's statement checks (rest_http.h) */
         return true;
     case REST_SCOPE_NONE:
         ts_info("http access refused", "who=\"%s\" label-scoped method=%s uri=%s", who->name,
@@ -457,8 +563,9 @@ static bool authorize(rest_request *req, const rest_route *route)
         snprintf(lv, sizeof(lv), "%d", rest_level_of_plural(req->seg[0]));
         params[0] = req->seg[1];
         params[1] = lv;
-        params[3] = route->scope == REST_SCOPE_PATIENT_OF ? "true" : "false";
-        if ((v = visible(req, &resource_visible, params, 4)) == 0) {
+        const ts_db_stmt *stmt =
+            route->scope == REST_SCOPE_PATIENT_OF ? &patient_of_visible : &resource_visible;
+        if ((v = visible(req, stmt, params, 3)) == 0) {
             /* what an unknown id gets */
             if (req->nseg == 2 && strcmp(req->method, "GET") == 0)
                 rest_reply_empty(req, 404);

@@ -33,6 +33,42 @@ void rest_api_keys_revoke(rest_request *req);
  * replica are dropped. */
 void rest_auth_labels_changed(rest_ctx *ctx);
 
+/* The labels of a label-scoped caller as a text[] literal (in buf), for the
+ * statements that check visibility themselves (REST_SCOPE_IN_SQL, lists);
+ * NULL when the caller sees everything. */
+const char *rest_auth_visible_labels(const rest_request *req, char *buf, size_t size);
+#define REST_LABELS_LITERAL_MAX (REST_MAX_GRANTS * 66 + 3)
+
+/* For a REST_SCOPE_IN_SQL handler of /{level}/{id} (level as its digit): what
+ * this replica's visibility cache (TESSERA_HTTP_VISIBILITY_CACHE) knows of the
+ * label-scoped caller and that resource: 1 visible, 0 not, -1 unknown. When it
+ * knows, the handler reads the resource without the check (a client reading a
+ * study again and again pays for the check once per cache lifetime); when not,
+ * it checks in its own statement and, when the row came back, tells the cache
+ * with rest_auth_visibility_learned and the ticket of this call (taken before
+ * the statement: a label changed meanwhile voids it). The answers are those of
+ * authorize's own check of the same resource (the same expression). */
+typedef struct rest_vis_ticket {
+    unsigned long generation;
+    double t;
+} rest_vis_ticket;
+int rest_auth_visibility_known(rest_request *req, const char *id, const char *level,
+                               rest_vis_ticket *ticket);
+void rest_auth_visibility_learned(rest_request *req, const char *id, const char *level,
+                                  const rest_vis_ticket *ticket);
+
+/* Whether the row r (id, level, parent_id of resources) is visible to a caller
+ * granted the labels of the SQL expression `labels` (a text[]), written into a
+ * statement: the study decides (its labels) for a study, its series and
+ * instances; a patient is visible when all its studies are
+ * (db/functions/labels.sql). The same test as tessera_visible(), without a
+ * function call: the planner sees it, and nothing walks up level by level. */
+#define REST_VISIBLE_SQL(r, labels)                                                                \
+    "(CASE WHEN " r ".level = 0 THEN tessera_patient_visible(" r ".id, " labels ")"                \
+    " ELSE EXISTS (SELECT 1 FROM labels vl WHERE vl.label = ANY (" labels ") AND vl.resource_id"   \
+    " = CASE " r ".level WHEN 1 THEN " r ".id WHEN 2 THEN " r ".parent_id"                         \
+    " ELSE (SELECT vs.parent_id FROM resources vs WHERE vs.id = " r ".parent_id) END) END)"
+
 /* "admin" -> REST_ROLE_ADMIN ...; REST_ROLE_NONE when unknown. */
 rest_role rest_role_parse(const char *s);
 

@@ -209,6 +209,9 @@ typedef enum rest_scope {
                               the caller's own jobs) */
     REST_SCOPE_DICOMWEB,   /* /dicom-web/studies/{uid}/...: the study must be visible (404) */
     REST_SCOPE_WADO_URI,   /* /wado?studyUID=...: the same */
+    REST_SCOPE_IN_SQL,     /* /{level}/{id}: the handler's own statement leaves out what
+                              the caller may not see (rest_auth_visible_labels,
+                              REST_VISIBLE_SQL), answering as for an unknown id */
 } rest_scope;
 
 typedef struct rest_route {

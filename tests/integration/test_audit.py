@@ -24,6 +24,19 @@ def wait_rows(cluster, n, timeout=20):
     raise AssertionError(f"audit_log has {c} rows, expected {n}")
 
 
+def settled(cluster, quiet=0.6):
+    """The row count once no batch has arrived for longer than a flush interval
+    (TESSERA_AUDIT_FLUSH_MS, 200 ms): the events of earlier requests are in."""
+    last, since = None, time.time()
+    while True:
+        c = cluster.sql("SELECT count(*) FROM audit_log")[0][0]
+        if c != last:
+            last, since = c, time.time()
+        elif time.time() - since > quiet:
+            return c
+        time.sleep(0.05)
+
+
 def get(rest, path, method="GET", body=None):
     return http(rest.url, method, path, body, headers=AUTH)
 
@@ -37,7 +50,7 @@ def test_each_access_is_one_row_with_who_what_outcome(cluster, tmp_path):
     assert storescu(ing, files)[0] == 0
     study = json.loads(get(rest, "/studies")[1])[0]
     instance = json.loads(get(rest, f"/studies/{study}/instances")[1])[0]["ID"]
-    base = cluster.sql("SELECT count(*) FROM audit_log")[0][0]
+    base = settled(cluster)
 
     calls = [("GET", f"/studies/{study}", None, "read", 200),
              ("GET", f"/instances/{instance}/file", None, "export", 200),
@@ -122,3 +135,76 @@ def test_audit_off_records_nothing(cluster, tmp_path):
     assert rest_json(rest, "GET", f"/studies/{study}")[0] == 200
     time.sleep(1)
     assert cluster.sql("SELECT count(*) FROM audit_log")[0][0] == 0
+
+
+def burst(rest, study, n, threads=8):
+    """n reads of the study from a few threads at once; their statuses"""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda _: rest_json(rest, "GET", f"/studies/{study}")[0], range(n)))
+
+
+def test_a_burst_is_fully_audited_after_the_flush(cluster, tmp_path):
+    """Rows are written in batches (TESSERA_AUDIT_FLUSH_MS): a burst of 600 reads from 8
+    clients is one row each once the interval has passed, none lost nor doubled, every
+    row with its own time; the batches are few."""
+    ing = cluster.start_ingest(TESSERA_AUDIT="false")
+    rest = cluster.start_rest(ing, TESSERA_AUDIT="true", TESSERA_AUDIT_FLUSH_MS="300")
+    assert storescu(ing, make_study(tmp_path / "gen", 4, "PAT-D", [1]))[0] == 0
+    study = rest_json(rest, "GET", "/studies")[1][0]
+    base = wait_rows(cluster, 1)
+    assert burst(rest, study, 600) == [200] * 600
+    assert wait_rows(cluster, base + 600) == base + 600
+    time.sleep(1)  # and nothing more arrives
+    rows = cluster.sql("SELECT request, resources, outcome, at FROM audit_log"
+                       " WHERE request = %s", (f"GET /studies/{study}",))
+    assert len(rows) == 600
+    assert all(r[1] == [study] and r[2] == 200 for r in rows)
+    # written together: far fewer distinct transactions than rows
+    batches = cluster.sql("SELECT count(DISTINCT xmin::text) FROM audit_log")[0][0]
+    assert batches < 100, batches
+    assert rest.read_log().count('msg="audit"') >= 601
+
+
+def test_queued_rows_are_written_at_sigterm_and_logged_at_kill(cluster, tmp_path):
+    """SIGTERM: the rows still queued are written before rest exits (a flush interval
+    of a minute would otherwise hold them). kill -9: the rows of the interval are
+    lost from the table, but each event's log line was written when it happened."""
+    ing = cluster.start_ingest(TESSERA_AUDIT="false")
+    rest = cluster.start_rest(ing, TESSERA_AUDIT="true", TESSERA_AUDIT_FLUSH_MS="60000")
+    assert storescu(ing, make_study(tmp_path / "gen", 5, "PAT-E", [1]))[0] == 0
+    study = rest_json(rest, "GET", "/studies")[1][0]
+    base = cluster.sql("SELECT count(*) FROM audit_log")[0][0]
+    assert burst(rest, study, 200) == [200] * 200
+    time.sleep(0.5)
+    assert cluster.sql("SELECT count(*) FROM audit_log")[0][0] == base  # still queued
+    rest.stop()
+    assert cluster.sql("SELECT count(*) FROM audit_log")[0][0] == base + 201  # and the list
+
+    rest2 = cluster.start_rest(ing, TESSERA_AUDIT="true", TESSERA_AUDIT_FLUSH_MS="60000")
+    assert burst(rest2, study, 50) == [200] * 50
+    import signal
+    rest2.stop(signal.SIGKILL)
+    time.sleep(0.5)
+    assert cluster.sql("SELECT count(*) FROM audit_log")[0][0] == base + 201  # lost
+    assert rest2.read_log().count(f'request="GET /studies/{study}"') == 50  # logged
+
+
+def test_query_writes_its_queued_c_find_rows_at_sigterm(cluster, tmp_path):
+    """The DICOM services share the writer (lib/domain/audit.c): query, stopped by SIGTERM
+    with its C-FIND rows still queued (a one-minute flush interval), writes them all before
+    it exits; each one is a row of service "query" naming the calling AE."""
+    import subprocess
+    ing = cluster.start_ingest(TESSERA_AUDIT="false")
+    assert storescu(ing, make_study(tmp_path / "gen", 6, "PAT-F", [1]))[0] == 0
+    q = cluster.start_query(TESSERA_AUDIT="true", TESSERA_AUDIT_FLUSH_MS="60000")
+    p = subprocess.run(["findscu", "-S", "--repeat", "7", "-aet", "AUDITED", "-aec", "TESSERA",
+                        "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
+                        "127.0.0.1", str(q.port)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    time.sleep(0.5)
+    rows = "SELECT service, action, outcome FROM audit_log WHERE who = 'AUDITED'"
+    assert cluster.sql(rows) == []  # still queued
+    assert q.stop() == 0
+    got = cluster.sql(rows)
+    assert len(got) == 7 and {tuple(r) for r in got} == {("query", "query", 0)}, got

@@ -500,6 +500,35 @@ def test_label_change_seen_at_once(server):
     assert call(url, "GET", f"/studies/{n}", ALICE)[0] == 404
 
 
+def test_reads_share_the_visibility_cache(server):
+    """GET /{level}/{id} of a label-scoped caller checks visibility in its own statement
+    when this replica does not know the answer, and remembers a resource found
+    (TESSERA_HTTP_VISIBILITY_CACHE); the answers are shared with the other resource
+    routes. Repeated reads answer as the first; a "not visible" learned by another
+    route is a 404 for GET too, the same as an unknown id's; a label removed through the
+    replica counts at once for both."""
+    _, rest, _, (a, b, n), _ = server
+    url = rest.url
+    first = call(url, "GET", f"/studies/{a}", ALICE)
+    assert first[0] == 200
+    for _ in range(3):
+        again = call(url, "GET", f"/studies/{a}", ALICE)
+        assert again[0] == 200 and json.loads(again[1]) == json.loads(first[1])
+    assert call(url, "GET", f"/studies/{a}/series", ALICE)[0] == 200
+    # not visible, learned first by another route
+    assert call(url, "GET", f"/studies/{b}/series", ALICE)[0] == 404
+    s, body, _ = call(url, "GET", f"/studies/{b}", ALICE)
+    unknown = call(url, "GET", "/studies/00000000-00000000-00000000-00000000-00000000", ALICE)
+    assert s == unknown[0] == 404 and body == unknown[1]
+    assert call(url, "DELETE", f"/studies/{a}/labels/groupA", ADMIN)[0] == 200
+    try:
+        assert call(url, "GET", f"/studies/{a}", ALICE)[0] == 404
+        assert call(url, "GET", f"/studies/{a}/series", ALICE)[0] == 404
+    finally:
+        assert call(url, "PUT", f"/studies/{a}/labels/groupA", ADMIN)[0] == 200
+    assert call(url, "GET", f"/studies/{a}", ALICE)[0] == 200
+
+
 def test_audit_names_keys_tokens_and_refusals(server, jwt_server):
     """The audit trail (test_audit.py) with this file's callers: an API key is
     "key:<id>" (WhoKind api-key), a token "jwt:<subject>" (token); a resource a
