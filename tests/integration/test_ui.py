@@ -442,6 +442,46 @@ def test_ohif_opens_a_ct_series(ui, drive, tmp_path, ohif_dir):
               f"requests (path, start, sent, first byte, last byte): {path}")
 
 
+@pytest.mark.skipif(not os.environ.get("TESSERA_UI_OHIF_BASE"),
+                    reason="a benchmark: TESSERA_UI_OHIF_BASE=<a build of another commit, "
+                           "with its scripts/fetch-viewer output in viewer/>")
+def test_ohif_ab(ui, drive, tmp_path, ohif_dir):
+    """Click to first image, another build's rest and viewer folder (old) against
+    this one's (new), in the same cluster, rounds interleaved (old, new, new,
+    old, ...); each round a new browser: a first visit, then two cached ones.
+    Prints every figure, the medians and the load average."""
+    from conftest import Rest, free_port
+    base = Path(os.environ["TESSERA_UI_OHIF_BASE"])
+    slices = int(os.environ.get("TESSERA_UI_OHIF_SLICES", "500"))
+    rounds = int(os.environ.get("TESSERA_UI_OHIF_ROUNDS", "6"))
+    new = ui.start_rest(ui.ingests[0], TESSERA_VIEWER_DIR=ohif_dir,
+                        TESSERA_REDIS_URL=ui.redis_url, TESSERA_QUERY_BUS=ui.q.bus)
+    env = dict(new.env, TESSERA_HTTP_PORT=str(free_port()), TESSERA_VIEWER_DIR=str(base / "viewer"))
+    old = Rest(env, tmp_path / "rest-old.log")
+    old.binary = str(base / "services/rest/tessera-rest")
+    ui.rests.append(old)
+    old.start()
+    upload(new, make_study(tmp_path / "o", "UI-OHIF", "OHIF^CT", "1.2.826.0.1.3680043.8.498.90",
+                           series=1, per_series=slices))
+    times = {"old": [], "new": []}
+    loads = [os.getloadavg()[0]]
+    for r in range(rounds):
+        for name in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            got = drive("ohif", tmp_path / "ui-shots", base=(old if name == "old" else new).url,
+                        name="OHIF", warm=True, hot=True)
+            run = [got["firstImageMs"], got["warm"]["firstImageMs"], got["hot"]["firstImageMs"]]
+            assert all(x > 0 for x in run)
+            times[name].append(run)
+            print(f"round {r} {name}: first visit, cached, cached again (ms): {run}", flush=True)
+        loads.append(os.getloadavg()[0])
+    import statistics
+    for name, runs in times.items():
+        med = [statistics.median(v[i] for v in runs) for i in range(3)]
+        print(f"OHIF A/B, {slices} images, {name}: medians of {rounds} (first visit, cached, "
+              f"cached again): {med} ms")
+    print(f"load average (1 min) over the run: {min(loads):.1f}-{max(loads):.1f}")
+
+
 def get_raw(rest, path, **headers):
     """(status, body as sent, headers): urllib leaves a gzip body compressed."""
     req = urllib.request.Request(rest.url + path, headers=headers)

@@ -111,22 +111,35 @@ async function ohifOnce(page, args) {
       return seen.size;
     }, b64);
   };
-  const end = Date.now() + T;
-  out.levels = 0;
-  while (Date.now() < end) {
+  // wait for the page's own mark of the first image (a cheap look every 50
+  // ms: screenshots while OHIF loads would slow what is measured), then read
+  // the viewport back from a screenshot to confirm it; OHIF's router may still
+  // replace its document at the start: look again
+  const seen = async (what) => {
     try {
-      out.levels = await levels();
+      return await what();
     } catch (e) {
       if (!/Execution context was destroyed|detached|Cannot find context/.test(String(e))) throw e;
-      out.levels = 0;
+      return 0;
     }
+  };
+  const end = Date.now() + T;
+  let drawnAt = 0;
+  while (Date.now() < end && !drawnAt) {
+    drawnAt = await seen(() => page.evaluate(() => window.__tsFirstImage || 0));
+    if (!drawnAt) await new Promise((r) => setTimeout(r, 50));
+  }
+  out.markMs = Date.now() - t0;
+  out.levels = 0;
+  for (const stop = Date.now() + 15000; Date.now() < stop;) {
+    out.levels = await seen(levels);
     if (out.levels > 20) break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  // the in-page time of the first image drawn; the screenshot's when the
-  // page saw none (its canvas not a 2D one)
+  // the first image drawn, as the page timed it: at cornerstone's render
+  // event, the image just copied into the viewport's canvas; the screenshot's
+  // time when the page saw none (its canvas not a 2D one)
   out.screenshotMs = Date.now() - t0;
-  const drawnAt = await page.evaluate(() => window.__tsFirstImage || 0);
   await page.removeScriptToEvaluateOnNewDocument(watch.identifier);
   out.firstImageMs = drawnAt ? Math.round(drawnAt - t0) : out.screenshotMs;
   out.inPage = Boolean(drawnAt);
