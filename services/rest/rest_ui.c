@@ -136,6 +136,60 @@ void rest_ui_file_get(rest_request *req)
     rest_reply_unknown_resource(req);
 }
 
+/* A name with a dot-separated part of 16 or more hex digits (webpack's
+ * [contenthash]: "app.bundle.0f6159c501addfe9.js", "0ddf166f7a343eda.wasm"). */
+static bool hashed_name(const char *name)
+{
+    for (const char *p = name; *p;) {
+        size_t n = strcspn(p, ".");
+        size_t hex = strspn(p, "0123456789abcdef");
+        if (n >= 16 && hex == n && p[n] == '.')
+            return true;
+        p += n + (p[n] == '.');
+    }
+    return false;
+}
+
+/* The viewer file's ETag: fetch-viewer's stamp of the build (OHIF's version
+ * and our rewrites: it changes with any of them, and is the same on every
+ * replica made from the same inputs), the size and the modification time, and
+ * which coding. The stamp makes an OHIF upgrade change every ETag even where
+ * tar gave two files the same size and time. */
+static void viewer_etag(rest_request *req, const char *dir, const struct stat *st, bool gz)
+{
+    char stamp[64] = "";
+    struct stat sst;
+    int sfd = open_file(dir, ".tessera-viewer", &sst);
+    if (sfd >= 0) {
+        ssize_t n = read(sfd, stamp, sizeof(stamp) - 1);
+        stamp[n > 0 ? n : 0] = '\0';
+        stamp[strcspn(stamp, "\n\"")] = '\0';
+        close(sfd);
+    }
+    snprintf(req->etag, sizeof(req->etag), "\"%.32s-%llx-%llx.%lx%s\"", stamp,
+             (unsigned long long)st->st_size, (unsigned long long)st->st_mtim.tv_sec,
+             (unsigned long)st->st_mtim.tv_nsec, gz ? "-gz" : "");
+}
+
+/* If-None-Match (RFC 9110 13.1.2): "*", or a list of ETags, weak ones
+ * compared weakly (W/ ignored). */
+static bool etag_matches(const char *h, const char *etag)
+{
+    size_t elen = strlen(etag);
+    while (h && *h) {
+        h += strspn(h, " \t,");
+        if (*h == '*')
+            return true;
+        if (strncmp(h, "W/", 2) == 0)
+            h += 2;
+        size_t n = strcspn(h, " \t,");
+        if (n == elen && elen && memcmp(h, etag, n) == 0)
+            return true;
+        h += n;
+    }
+    return false;
+}
+
 void rest_viewer_get(rest_request *req)
 {
     const char *dir = ts_cfg_str(TESSERA_VIEWER_DIR);
@@ -180,15 +234,29 @@ void rest_viewer_get(rest_request *req)
     } else if (has_gz) {
         close(gfd);
     }
+    /* webpack's bundles, chunks, WebAssembly and fonts carry a hash of their
+     * bytes in their names: cached for good, never asked again. The entry
+     * points (index.html, app-config.js, init-service-worker.js) are
+     * revalidated on each visit; the few other files without a hash (icons,
+     * small style sheets) kept a day. All have an ETag: a 304 without a body
+     * while they are unchanged */
+    bool entry = index || strcmp(name, "index.html") == 0 || strncmp(name, "app-config", 10) == 0 ||
+                 strncmp(name, "init-", 5) == 0;
+    const char *base = strrchr(name, '/');
+    rest_add_header(req, "Cache-Control",
+                    entry                                 ? "no-cache"
+                    : hashed_name(base ? base + 1 : name) ? "public, max-age=31536000, immutable"
+                                                          : "max-age=86400");
+    if (has_gz)
+        rest_add_header(req, "Vary", "Accept-Encoding");
+    rest_add_header(req, "X-Content-Type-Options", "nosniff");
+    viewer_etag(req, dir, &st, use_gz);
+    if (etag_matches(rest_header(req, "If-None-Match"), req->etag)) {
+        close(fd);
+        rest_reply_empty(req, 304);
+        return;
+    }
     rest_reply_file(req, fd, (size_t)st.st_size, content_type(name));
     if (use_gz)
         rest_add_header(req, "Content-Encoding", "gzip");
-    if (has_gz)
-        rest_add_header(req, "Vary", "Accept-Encoding");
-    /* the bundles' names carry their hash: cached for a day; the entry points
-     * (index.html, app-config.js, init-service-worker.js) revalidated */
-    bool entry = index || strcmp(name, "index.html") == 0 || strncmp(name, "app-config", 10) == 0 ||
-                 strncmp(name, "init-", 5) == 0;
-    rest_add_header(req, "Cache-Control", entry ? "no-cache" : "max-age=86400");
-    rest_add_header(req, "X-Content-Type-Options", "nosniff");
 }

@@ -29,8 +29,27 @@ async function clickAndWait(page, clickSel, waitSel) {
   await page.waitForSelector(waitSel, { timeout: T });
 }
 
+// The first image drawn, seen from inside the page: at each of cornerstone3D's
+// CORNERSTONE_IMAGE_RENDERED events (dispatched on the viewport element once
+// the image is copied into its 2D canvas; caught here in the capture phase),
+// the middle of that canvas is read; the first time it has more than 20 grey
+// levels is kept in window.__tsFirstImage (ms since the epoch). Reading at the
+// events, not at every frame, keeps the probe from slowing what it measures.
+function watchFirstImage() {
+  window.addEventListener('CORNERSTONE_IMAGE_RENDERED', (e) => {
+    if (window.__tsFirstImage) return;
+    const c = e.target.querySelector && e.target.querySelector('canvas.cornerstone-canvas');
+    const ctx = c && c.width >= 10 && c.getContext('2d');
+    if (!ctx) return;
+    const d = ctx.getImageData(c.width / 4, c.height / 4, c.width / 2, c.height / 2).data;
+    const seen = new Set();
+    for (let i = 0; i < d.length; i += 4) seen.add(d[i]);
+    if (seen.size > 20) window.__tsFirstImage = performance.timeOrigin + performance.now();
+  }, true);
+}
+
 // a study row's OHIF link: OHIF's study viewer until its canvas shows the
-// image (a screenshot of the viewport read back: WebGL canvases keep no pixels)
+// image; then a screenshot of the viewport read back confirms it
 async function ohifOnce(page, args) {
   await page.goto(args.base + '/ui/#/?PatientName=' + encodeURIComponent(args.name) + '&page=0',
     { waitUntil: 'networkidle0' });
@@ -38,6 +57,7 @@ async function ohifOnce(page, args) {
   const out = { href: await page.$eval('a.ohif', (a) => a.getAttribute('href')) };
   // args.identity: no gzip asked for (the answers as before rest sent gzip)
   await page.setExtraHTTPHeaders(args.identity ? { 'Accept-Encoding': 'identity' } : {});
+  const watch = await page.evaluateOnNewDocument(watchFirstImage);
   const t0 = Date.now();
   // when the first request of each kind went out, and when the last answer came
   out.marks = {};
@@ -45,13 +65,18 @@ async function ohifOnce(page, args) {
     ['frame', /\/frames\//]];
   const started = new Map();
   if (args.trace) out.trace = [];
+  // what went over the network (not from the browser's cache): [status, path]
+  out.network = [];
   const onRequest = (r) => {
     for (const [k, re] of kinds) if (re.test(r.url()) && !(k in out.marks)) out.marks[k] = Date.now() - t0;
     started.set(r, Date.now() - t0);
   };
   const onFinished = (r) => {
+    const resp = r.response();
+    // (puppeteer never marks the workers' scripts as from the cache: rest's log
+    // tells what really went out)
+    if (resp && !resp.fromCache() && /^http/.test(r.url())) out.network.push([resp.status(), new URL(r.url()).pathname]);
     if (args.trace) {
-      const resp = r.response();
       out.trace.push([started.get(r), Date.now() - t0, new URL(r.url()).pathname.slice(0, 80),
         resp && resp.headers()['content-length'], resp && resp.headers()['content-encoding']]);
     }
@@ -86,20 +111,38 @@ async function ohifOnce(page, args) {
       return seen.size;
     }, b64);
   };
-  const end = Date.now() + T;
-  out.levels = 0;
-  while (Date.now() < end) {
+  // wait for the page's own mark of the first image (a cheap look every 50
+  // ms: screenshots while OHIF loads would slow what is measured), then read
+  // the viewport back from a screenshot to confirm it; OHIF's router may still
+  // replace its document at the start: look again
+  const seen = async (what) => {
     try {
-      out.levels = await levels();
+      return await what();
     } catch (e) {
-      // OHIF may still replace its document (a redirect of its router): look again
       if (!/Execution context was destroyed|detached|Cannot find context/.test(String(e))) throw e;
-      out.levels = 0;
+      return 0;
     }
+  };
+  const end = Date.now() + T;
+  let drawnAt = 0;
+  while (Date.now() < end && !drawnAt) {
+    drawnAt = await seen(() => page.evaluate(() => window.__tsFirstImage || 0));
+    if (!drawnAt) await new Promise((r) => setTimeout(r, 50));
+  }
+  out.markMs = Date.now() - t0;
+  out.levels = 0;
+  for (const stop = Date.now() + 15000; Date.now() < stop;) {
+    out.levels = await seen(levels);
     if (out.levels > 20) break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  out.firstImageMs = Date.now() - t0;
+  // the first image drawn, as the page timed it: at cornerstone's render
+  // event, the image just copied into the viewport's canvas; the screenshot's
+  // time when the page saw none (its canvas not a 2D one)
+  out.screenshotMs = Date.now() - t0;
+  await page.removeScriptToEvaluateOnNewDocument(watch.identifier);
+  out.firstImageMs = drawnAt ? Math.round(drawnAt - t0) : out.screenshotMs;
+  out.inPage = Boolean(drawnAt);
   out.url = page.url();
   // the page's own view of its first DICOMweb requests (Resource Timing, ms from
   // the viewer's navigation): path, start, request sent, first byte, last byte.
@@ -328,10 +371,14 @@ const scenarios = {
 
   // OHIF from the study row's link; with args.warm, a second time from the
   // search page, with the browser's cache as the first visit left it (a user
-  // who opened a study before: the bundles are cached, index.html revalidated)
+  // who opened a study before: the bundles are cached, index.html revalidated);
+  // with args.hot, a third time
   async ohif(page, args) {
     const out = await ohifOnce(page, args);
     if (args.warm) out.warm = await ohifOnce(page, { ...args, shots: args.shots && args.shots + '-warm' });
+    // a third visit: chromium keeps V8's compiled code of a script it ran twice
+    // from its cache, so from here on the bundles are not compiled again
+    if (args.hot) out.hot = await ohifOnce(page, { ...args, shots: args.shots && args.shots + '-hot' });
     return out;
   },
 
