@@ -21,14 +21,16 @@
 #include "domain/lua_scripts.h"
 #include "tessera.pb-c.h"
 
-#define CLAIM_BATCH 1024 /* pending deliveries claimed per pass */
-#define JOB_MAX 256      /* instances' deliveries per store job (one association) */
-#define JOB_MIN 32       /* ... unless fewer are waiting */
-#define JOB_SPREAD 4     /* a claimed group is spread over this many jobs at least */
-#define CHECK_BATCH 512  /* running jobs looked at per pass */
-#define SWEEP_BATCH 1000 /* resources marked stable per sweep transaction */
-#define CLAIM_LEASE_S 10 /* a claimed delivery is left alone this long */
-#define RETRY_CAP_S 300  /* back-off doubles up to this */
+#define CLAIM_BATCH 1024   /* pending deliveries claimed per pass */
+#define JOB_MAX 256        /* instances' deliveries per store job (one association) */
+#define JOB_MIN 32         /* ... unless fewer are waiting */
+#define JOB_SPREAD 4       /* a claimed group is spread over this many jobs at least */
+#define CHECK_BATCH 512    /* running jobs looked at per pass */
+#define SWEEP_BATCH 1000   /* resources marked stable per sweep transaction */
+#define DISPATCH_MAX 1000  /* changes dispatched per transaction */
+#define DISPATCH_FIRST 128 /* ... in the first pass after an idle one */
+#define CLAIM_LEASE_S 10   /* a claimed delivery is left alone this long */
+#define RETRY_CAP_S 300    /* back-off doubles up to this */
 
 struct jobs_router {
     jobs_service *svc;
@@ -46,8 +48,12 @@ struct jobs_router {
 
 static const ts_db_stmt emit_stable = {"router_emit_stable",
                                        "SELECT tessera_emit_stable($1::integer, $2::integer)", 2};
+/* the numbered changes the cursor has not passed yet */
+static const ts_db_stmt behind = {
+    "router_behind",
+    "SELECT (SELECT last_seq FROM change_counter) - (SELECT last_seq FROM router_cursor)", 0};
 static const ts_db_stmt dispatch = {"router_dispatch",
-                                    "SELECT tessera_route_dispatch(1000, $1::text[])", 1};
+                                    "SELECT tessera_route_dispatch($2::integer, $1::text[])", 2};
 static const ts_db_stmt claim = {
     "router_claim",
     "UPDATE route_deliveries d SET not_before = now() + make_interval(secs => $1::integer),"
@@ -875,6 +881,11 @@ static void *router_main(void *arg)
     snprintf(age, sizeof(age), "%d", r->stable_age_s);
     snprintf(batch, sizeof(batch), "%d", SWEEP_BATCH);
     const char *age_params[] = {age, batch};
+    /* On a backlog found after a quiet time (a router that starts on one,
+     * the first changes of a burst) the dispatch takes a small batch first,
+     * so that the first job goes out at once, then doubles pass by pass
+     * without the pause in between. */
+    int limit = DISPATCH_FIRST;
     while (!atomic_load(&r->svc->stopping)) {
         long stable = scalar(r, &emit_stable, age_params);
         if (stable > 0)
@@ -883,16 +894,25 @@ static void *router_main(void *arg)
         /* numbers our Stable* changes (and anybody's) for the dispatch below */
         if (ts_changes_sequence(r->svc->db, false, NULL, &err))
             ts_warn("cannot number changes", "error=\"%s\"", err.msg);
-        const char *lua_params[] = {r->lua_types};
-        long made = scalar(r, &dispatch, lua_params);
-        if (made > 0)
-            ts_info("changes dispatched", "deliveries=%ld", made);
+        long waiting = scalar(r, &behind, NULL);
+        long made = 0;
+        if (waiting > 0) {
+            char limit_text[16];
+            snprintf(limit_text, sizeof(limit_text), "%d", limit);
+            const char *dispatch_params[] = {r->lua_types, limit_text};
+            made = scalar(r, &dispatch, dispatch_params);
+            if (made > 0)
+                ts_info("changes dispatched", "deliveries=%ld", made);
+        }
+        /* more left than this pass took: go on at once, with a larger batch */
+        bool more = waiting > limit;
+        limit = waiting <= 0 ? DISPATCH_FIRST : limit * 2 < DISPATCH_MAX ? limit * 2 : DISPATCH_MAX;
         made += lua_jobs_pass(r);
         /* jobs that ended first: their next steps (a Delete) are claimed below */
         check_jobs(r);
         int claimed = deliveries(r);
         /* a full batch, sweep or dispatch: more may wait, go on at once */
-        if (claimed < CLAIM_BATCH && made < 1000 && stable < SWEEP_BATCH)
+        if (claimed < CLAIM_BATCH && !more && made < DISPATCH_MAX && stable < SWEEP_BATCH)
             sleep_ms(r->interval_ms);
     }
     return NULL;
