@@ -21,16 +21,16 @@
 #include "domain/lua_scripts.h"
 #include "tessera.pb-c.h"
 
-#define CLAIM_BATCH 1024   /* pending deliveries claimed per pass */
-#define JOB_MAX 256        /* instances' deliveries per store job (one association) */
-#define JOB_MIN 32         /* ... unless fewer are waiting */
-#define JOB_SPREAD 4       /* a claimed group is spread over this many jobs at least */
-#define CHECK_BATCH 512    /* running jobs looked at per pass */
-#define SWEEP_BATCH 1000   /* resources marked stable per sweep transaction */
-#define DISPATCH_MAX 1000  /* changes dispatched per transaction */
-#define DISPATCH_FIRST 128 /* ... in the first pass after an idle one */
-#define CLAIM_LEASE_S 10   /* a claimed delivery is left alone this long */
-#define RETRY_CAP_S 300    /* back-off doubles up to this */
+#define CLAIM_BATCH 1024  /* pending deliveries claimed per pass */
+#define JOB_MAX 256       /* instances' deliveries per store job (one association) */
+#define JOB_MIN 32        /* ... unless fewer are waiting */
+#define JOB_SPREAD 4      /* a claimed group is spread over this many jobs at least */
+#define CHECK_BATCH 512   /* running jobs looked at per pass */
+#define SWEEP_BATCH 1000  /* resources marked stable per sweep transaction */
+#define DISPATCH_MAX 1000 /* changes dispatched per transaction */
+#define HOLD_LOOK_MS 50   /* the pause between passes while store steps are held */
+#define CLAIM_LEASE_S 10  /* a claimed delivery is left alone this long */
+#define RETRY_CAP_S 300   /* back-off doubles up to this */
 
 struct jobs_router {
     jobs_service *svc;
@@ -59,22 +59,24 @@ static const ts_db_stmt claim = {
     "UPDATE route_deliveries d SET not_before = now() + make_interval(secs => $1::integer),"
     "  updated_at = now()"
     " FROM (SELECT id FROM route_deliveries WHERE state = 'pending' AND not_before <= now()"
+    "       AND ($3::boolean OR actions->step->>'Type' NOT IN ('StoreToModality', 'StoreToPeer'))"
     "       ORDER BY not_before LIMIT $2::integer FOR UPDATE SKIP LOCKED) c"
     " WHERE d.id = c.id"
     " RETURNING d.id::text, d.state, (d.actions->d.step)::text, d.job_id, d.level::text,"
     "  d.public_id, d.route_id",
-    2};
+    3};
 static const ts_db_stmt set_running = {
     "router_set_running",
     "UPDATE route_deliveries SET state = 'running', job_id = $2,"
     " not_before = now() + interval '300 milliseconds', updated_at = now()"
     " WHERE id = ANY ($1::bigint[])",
     2};
-/* the jobs out (state running): each is looked at once a pass in Redis, and
- * nothing is written while it runs */
+/* the jobs out (state running): each is looked at once a pass in Redis, from
+ * its submission on (a job still queued holds the next claim of store steps),
+ * and nothing is written while it runs */
 static const ts_db_stmt running_jobs = {
     "router_running_jobs",
-    "SELECT job_id FROM route_deliveries WHERE state = 'running' AND not_before <= now()"
+    "SELECT job_id FROM route_deliveries WHERE state = 'running'"
     " GROUP BY job_id ORDER BY min(not_before) LIMIT $1::integer",
     1};
 /* the step succeeded: the next one, or the delivery is over */
@@ -414,9 +416,10 @@ static void start_stores(jobs_router *r, delivery **ds, size_t n, const char *ty
  * that failed fails them (retry or dead), one still queued or running costs
  * one Redis look and no write. Any router may do this for any job: the
  * statements act on the deliveries still running that job only. Returns the
- * number of jobs that ended. */
-static int check_jobs(jobs_router *r)
+ * number of jobs that ended; *queued: those still waiting for a worker. */
+static int check_jobs(jobs_router *r, int *queued)
 {
+    *queued = 0;
     char batch[16];
     snprintf(batch, sizeof(batch), "%d", CHECK_BATCH);
     const char *params[] = {batch};
@@ -464,6 +467,8 @@ static int check_jobs(jobs_router *r)
             json_decref(j);
             fail_rows(r, &fail_job, job, NULL, NULL, why, false);
         } else {
+            if (strcmp(state, "Pending") == 0)
+                (*queued)++;
             continue; /* still queued, running or paused */
         }
         ended++;
@@ -817,13 +822,14 @@ static void drive(jobs_router *r, delivery *ds, size_t n)
     free(group);
 }
 
-/* Claims the due deliveries and drives each one step; the number claimed. */
-static int deliveries(jobs_router *r)
+/* Claims the due deliveries and drives each one step; the number claimed.
+ * stores: whether store steps are claimed too (see router_main). */
+static int deliveries(jobs_router *r, bool stores)
 {
     char lease[16], batch[16];
     snprintf(lease, sizeof(lease), "%d", CLAIM_LEASE_S);
     snprintf(batch, sizeof(batch), "%d", CLAIM_BATCH);
-    const char *params[] = {lease, batch};
+    const char *params[] = {lease, batch, stores ? "true" : "false"};
     ts_err err;
     PGresult *res = one(r, TS_DB_WRITE_READ_COMMITTED, &claim, params, &err);
     if (!res) {
@@ -881,11 +887,9 @@ static void *router_main(void *arg)
     snprintf(age, sizeof(age), "%d", r->stable_age_s);
     snprintf(batch, sizeof(batch), "%d", SWEEP_BATCH);
     const char *age_params[] = {age, batch};
-    /* On a backlog found after a quiet time (a router that starts on one,
-     * the first changes of a burst) the dispatch takes a small batch first,
-     * so that the first job goes out at once, then doubles pass by pass
-     * without the pause in between. */
-    int limit = DISPATCH_FIRST;
+    char limit[16];
+    snprintf(limit, sizeof(limit), "%d", DISPATCH_MAX);
+    const char *dispatch_params[] = {r->lua_types, limit};
     while (!atomic_load(&r->svc->stopping)) {
         long stable = scalar(r, &emit_stable, age_params);
         if (stable > 0)
@@ -894,26 +898,35 @@ static void *router_main(void *arg)
         /* numbers our Stable* changes (and anybody's) for the dispatch below */
         if (ts_changes_sequence(r->svc->db, false, NULL, &err))
             ts_warn("cannot number changes", "error=\"%s\"", err.msg);
+        /* A backlog is dispatched in whole batches, not a small first one:
+         * its deliveries are claimed together into as few jobs as the
+         * workers can run side by side (a ramp of 128, 256, ... changes made
+         * 16 jobs of a backlog of 1,000 instead of 4). */
         long waiting = scalar(r, &behind, NULL);
         long made = 0;
         if (waiting > 0) {
-            char limit_text[16];
-            snprintf(limit_text, sizeof(limit_text), "%d", limit);
-            const char *dispatch_params[] = {r->lua_types, limit_text};
             made = scalar(r, &dispatch, dispatch_params);
             if (made > 0)
                 ts_info("changes dispatched", "deliveries=%ld", made);
         }
-        /* more left than this pass took: go on at once, with a larger batch */
-        bool more = waiting > limit;
-        limit = waiting <= 0 ? DISPATCH_FIRST : limit * 2 < DISPATCH_MAX ? limit * 2 : DISPATCH_MAX;
+        bool more = waiting > DISPATCH_MAX; /* go on at once */
         made += lua_jobs_pass(r);
         /* jobs that ended first: their next steps (a Delete) are claimed below */
-        check_jobs(r);
-        int claimed = deliveries(r);
-        /* a full batch, sweep or dispatch: more may wait, go on at once */
+        int queued = 0;
+        check_jobs(r, &queued);
+        /* While JOB_SPREAD route jobs wait for a worker, the store steps stay
+         * pending: a job submitted now would wait behind them anyway, and a
+         * later claim takes what piled up into fewer, larger jobs (fewer
+         * associations, each with a cost at the destination: a process per
+         * association for `storescp --fork`). Fewer than that: topped up at
+         * once, so that a worker that ends its job always finds the next
+         * (holding until the queue is empty left workers idle in waves). */
+        bool hold = queued >= JOB_SPREAD;
+        int claimed = deliveries(r, !hold);
+        /* a full batch, sweep or dispatch: more may wait, go on at once; a
+         * job waiting: look again soon, to claim the next ones as it starts */
         if (claimed < CLAIM_BATCH && !more && made < DISPATCH_MAX && stable < SWEEP_BATCH)
-            sleep_ms(r->interval_ms);
+            sleep_ms(hold && r->interval_ms > HOLD_LOOK_MS ? HOLD_LOOK_MS : r->interval_ms);
     }
     return NULL;
 }
