@@ -21,10 +21,10 @@
 #include "domain/lua_scripts.h"
 #include "tessera.pb-c.h"
 
-#define CLAIM_BATCH 1024  /* pending deliveries claimed per pass */
-#define JOB_MAX 256       /* instances' deliveries per store job (one association) */
+#define CLAIM_BATCH 2048  /* pending deliveries claimed per pass */
+#define JOB_MAX 1024      /* instances' deliveries per store job (one association) */
 #define JOB_MIN 32        /* ... unless fewer are waiting */
-#define JOB_SPREAD 4      /* a claimed group is spread over this many jobs at least */
+#define JOB_SPREAD 4      /* route jobs kept queued; a claim is spread to make up */
 #define CHECK_BATCH 512   /* running jobs looked at per pass */
 #define SWEEP_BATCH 1000  /* resources marked stable per sweep transaction */
 #define DISPATCH_MAX 1000 /* changes dispatched per transaction */
@@ -44,6 +44,7 @@ struct jobs_router {
     ts_lua *lua;         /* TESSERA_LUA_SCRIPTS, NULL when none */
     char lua_types[160]; /* the change types its callbacks take, as a text[] literal */
     char lua_jobs[96];   /* its OnJob* callbacks, a text[] literal ("{}": none) */
+    int queued;          /* route jobs waiting for a worker, as the pass saw them */
 };
 
 static const ts_db_stmt emit_stable = {"router_emit_stable",
@@ -804,7 +805,10 @@ static void drive(jobs_router *r, delivery *ds, size_t n)
                     group[ngroup++] = o;
                 }
             }
-            size_t per = (ngroup + JOB_SPREAD - 1) / JOB_SPREAD;
+            /* as many jobs as the queue lacks of JOB_SPREAD (one while
+             * three wait: what piled up during a hold is one association) */
+            size_t spread = r->queued < JOB_SPREAD ? (size_t)(JOB_SPREAD - r->queued) : 1;
+            size_t per = (ngroup + spread - 1) / spread;
             per = per < JOB_MIN ? JOB_MIN : per > JOB_MAX ? JOB_MAX : per;
             for (size_t k = 0; k < ngroup && !atomic_load(&r->svc->stopping); k += per)
                 start_stores(r, group + k, ngroup - k < per ? ngroup - k : per, type);
@@ -922,6 +926,7 @@ static void *router_main(void *arg)
          * once, so that a worker that ends its job always finds the next
          * (holding until the queue is empty left workers idle in waves). */
         bool hold = queued >= JOB_SPREAD;
+        r->queued = queued;
         int claimed = deliveries(r, !hold);
         /* a full batch, sweep or dispatch: more may wait, go on at once; a
          * job waiting: look again soon, to claim the next ones as it starts */

@@ -3,14 +3,13 @@
  * instance being sent (the association is released there) and what the peer
  * confirmed is recorded each second from inside the chunk, so a chunk need
  * not be small: an unchanged send goes in whole chunks from the start (a routed
- * backlog's job of 256 instances is one association, as storescu's). A
+ * backlog's job of up to 1,024 instances is one association, as storescu's). A
  * modified send (a route's Anonymize/Modify) keeps a chunk's temporary copies
- * on disk until its end, so it starts at CHUNK_FIRST and grows while a chunk
- * takes less than a quarter of a second (shrinks past a second). After each
- * chunk the instances the peer confirmed are added to the job's done set and
- * the progress is recorded: a worker killed in the middle of a chunk costs the
- * resending of what the peer confirmed in the last second only (duplicates,
- * never losses). */
+ * on disk until its end, so it starts at CHUNK_FIRST and grows (up to
+ * CHUNK_MAX_MODIFIED) while a chunk takes less than a quarter of a second (shrinks past a second).
+ * After each chunk the instances the peer confirmed are added to the job's done set and the
+ * progress is recorded: a worker killed in the middle of a chunk costs the resending of what the
+ * peer confirmed in the last second only (duplicates, never losses). */
 #include "jobs_store.h"
 
 #include <stdio.h>
@@ -27,7 +26,8 @@
 
 #define CHUNK_MIN 1
 #define CHUNK_FIRST 32
-#define CHUNK_MAX 512
+#define CHUNK_MAX 1024         /* a routed backlog's job of up to 1,024 is one association */
+#define CHUNK_MAX_MODIFIED 512 /* temporary copies on disk at most */
 
 static double now_s(void)
 {
@@ -269,7 +269,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             goto out;
         }
         pos += n;
-        if (m && elapsed < 0.25 && chunk < CHUNK_MAX)
+        if (m && elapsed < 0.25 && chunk < CHUNK_MAX_MODIFIED)
             chunk *= 2;
         else if (m && elapsed > 1.0 && chunk > CHUNK_MIN)
             chunk /= 2;
