@@ -109,6 +109,12 @@ DROP FUNCTION IF EXISTS tessera_route_dispatch(integer);
 -- p_lua: the change types the dispatcher's Lua scripts have a callback for
 -- (TESSERA_LUA_SCRIPTS, the same on every jobs process): each such change gets
 -- one delivery of route 'lua' whose one step is the callback.
+-- Set by set: one statement per rule for the instance changes of the batch
+-- (NewInstance: a routed backlog is mostly these), one for the Lua
+-- deliveries; only the larger resources (Stable*) are matched one by one. A
+-- loop over 1,000 changes took 1.5 s (tessera_route_tags_match, an SQL
+-- function, is planned again in each statement that calls it: once per change
+-- and rule in a loop, once per batch here).
 CREATE OR REPLACE FUNCTION tessera_route_dispatch(p_limit integer, p_lua text[])
 RETURNS bigint
 LANGUAGE plpgsql AS $$
@@ -119,7 +125,6 @@ DECLARE
     n bigint;
     ch record;
     rt record;
-    res bigint;
 BEGIN
     -- nothing new since the cursor: return without locking its row (a lock
     -- would make every idle pass of every router a transaction to flush)
@@ -135,31 +140,53 @@ BEGIN
     IF last IS NULL THEN
         RETURN 0;
     END IF;
-    FOR ch IN
-        SELECT c.seq, c.change_type, c.level, c.public_id FROM changes c
-        WHERE c.seq > cur AND c.seq <= last
-          AND (c.change_type IN (SELECT trigger FROM routes WHERE enabled)
-               OR c.change_type = ANY (p_lua))
+    IF cardinality(p_lua) > 0 THEN
+        INSERT INTO route_deliveries (route_id, change_seq, change_type, level, public_id, actions)
+        SELECT 'lua', c.seq, c.change_type, c.level, c.public_id,
+               jsonb_build_array(jsonb_build_object(
+                   'Type', 'Lua', 'Callback', tessera_lua_callback(c.change_type)))
+        FROM changes c
+        WHERE c.seq > cur AND c.seq <= last AND c.change_type = ANY (p_lua)
+          AND EXISTS (SELECT 1 FROM resources r WHERE r.public_id = c.public_id)
         ORDER BY c.seq
+        ON CONFLICT (route_id, change_seq) DO NOTHING;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        made := made + n;
+    END IF;
+    FOR rt IN
+        SELECT * FROM routes
+        WHERE enabled AND trigger IN (SELECT DISTINCT c.change_type FROM changes c
+                                      WHERE c.seq > cur AND c.seq <= last)
+        ORDER BY id
     LOOP
-        res := NULL;
-        IF ch.change_type = ANY (p_lua)
-           AND EXISTS (SELECT 1 FROM resources WHERE public_id = ch.public_id) THEN
-            INSERT INTO route_deliveries (route_id, change_seq, change_type, level, public_id,
-                                          actions)
-            VALUES ('lua', ch.seq, ch.change_type, ch.level, ch.public_id,
-                    jsonb_build_array(jsonb_build_object(
-                        'Type', 'Lua', 'Callback', tessera_lua_callback(ch.change_type))))
-            ON CONFLICT (route_id, change_seq) DO NOTHING;
-            GET DIAGNOSTICS n = ROW_COUNT;
-            made := made + n;
-        END IF;
-        FOR rt IN SELECT * FROM routes WHERE enabled AND trigger = ch.change_type ORDER BY id LOOP
-            IF res IS NULL THEN
-                SELECT id INTO res FROM resources WHERE public_id = ch.public_id;
-                EXIT WHEN res IS NULL;
-            END IF;
-            IF tessera_route_matches(rt.conditions, res) THEN
+        -- the instances of the batch: one statement (tessera_route_matches'
+        -- instance case, set-wise)
+        INSERT INTO route_deliveries (route_id, change_seq, change_type, level, public_id, actions)
+        SELECT rt.id, c.seq, c.change_type, c.level, c.public_id, rt.actions
+        FROM changes c
+        JOIN resources ri ON ri.public_id = c.public_id AND ri.level = 3
+        JOIN instances i ON i.resource_id = ri.id
+        JOIN resources rse ON rse.id = ri.parent_id
+        JOIN series se ON se.resource_id = rse.id
+        JOIN resources rst ON rst.id = rse.parent_id
+        JOIN studies st ON st.resource_id = rst.id
+        LEFT JOIN patients pa ON pa.resource_id = rst.parent_id
+        WHERE c.seq > cur AND c.seq <= last AND c.change_type = rt.trigger
+          AND tessera_route_tags_match(rt.conditions, coalesce(pa.main_tags, '{}')
+                  || coalesce(st.main_tags, '{}') || coalesce(se.main_tags, '{}')
+                  || i.main_tags, i.resource_id)
+        ORDER BY c.seq
+        ON CONFLICT (route_id, change_seq) DO NOTHING;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        made := made + n;
+        -- series, studies, patients (Stable*): one by one
+        FOR ch IN
+            SELECT c.seq, c.change_type, c.level, c.public_id, r.id AS res FROM changes c
+            JOIN resources r ON r.public_id = c.public_id AND r.level < 3
+            WHERE c.seq > cur AND c.seq <= last AND c.change_type = rt.trigger
+            ORDER BY c.seq
+        LOOP
+            IF tessera_route_matches(rt.conditions, ch.res) THEN
                 INSERT INTO route_deliveries (route_id, change_seq, change_type, level,
                                               public_id, actions)
                 VALUES (rt.id, ch.seq, ch.change_type, ch.level, ch.public_id, rt.actions)

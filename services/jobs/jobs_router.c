@@ -21,10 +21,16 @@
 #include "domain/lua_scripts.h"
 #include "tessera.pb-c.h"
 
-#define CLAIM_BATCH 256
-#define SWEEP_BATCH 1000 /* resources marked stable per sweep transaction */
-#define CLAIM_LEASE_S 10 /* a claimed delivery is left alone this long */
-#define RETRY_CAP_S 300  /* back-off doubles up to this */
+#define CLAIM_BATCH 2048  /* pending deliveries claimed per pass */
+#define JOB_MAX 1024      /* instances' deliveries per store job (one association) */
+#define JOB_MIN 32        /* ... unless fewer are waiting */
+#define JOB_SPREAD 4      /* route jobs kept queued; a claim is spread to make up */
+#define CHECK_BATCH 512   /* running jobs looked at per pass */
+#define SWEEP_BATCH 1000  /* resources marked stable per sweep transaction */
+#define DISPATCH_MAX 1000 /* changes dispatched per transaction */
+#define HOLD_LOOK_MS 50   /* the pause between passes while store steps are held */
+#define CLAIM_LEASE_S 10  /* a claimed delivery is left alone this long */
+#define RETRY_CAP_S 300   /* back-off doubles up to this */
 
 struct jobs_router {
     jobs_service *svc;
@@ -38,32 +44,41 @@ struct jobs_router {
     ts_lua *lua;         /* TESSERA_LUA_SCRIPTS, NULL when none */
     char lua_types[160]; /* the change types its callbacks take, as a text[] literal */
     char lua_jobs[96];   /* its OnJob* callbacks, a text[] literal ("{}": none) */
+    int queued;          /* route jobs waiting for a worker, as the pass saw them */
 };
 
 static const ts_db_stmt emit_stable = {"router_emit_stable",
                                        "SELECT tessera_emit_stable($1::integer, $2::integer)", 2};
+/* the numbered changes the cursor has not passed yet */
+static const ts_db_stmt behind = {
+    "router_behind",
+    "SELECT (SELECT last_seq FROM change_counter) - (SELECT last_seq FROM router_cursor)", 0};
 static const ts_db_stmt dispatch = {"router_dispatch",
-                                    "SELECT tessera_route_dispatch(1000, $1::text[])", 1};
+                                    "SELECT tessera_route_dispatch($2::integer, $1::text[])", 2};
 static const ts_db_stmt claim = {
     "router_claim",
     "UPDATE route_deliveries d SET not_before = now() + make_interval(secs => $1::integer),"
     "  updated_at = now()"
-    " FROM (SELECT id FROM route_deliveries WHERE state <> 'dead' AND not_before <= now()"
+    " FROM (SELECT id FROM route_deliveries WHERE state = 'pending' AND not_before <= now()"
+    "       AND ($3::boolean OR actions->step->>'Type' NOT IN ('StoreToModality', 'StoreToPeer'))"
     "       ORDER BY not_before LIMIT $2::integer FOR UPDATE SKIP LOCKED) c"
     " WHERE d.id = c.id"
     " RETURNING d.id::text, d.state, (d.actions->d.step)::text, d.job_id, d.level::text,"
     "  d.public_id, d.route_id",
-    2};
+    3};
 static const ts_db_stmt set_running = {
     "router_set_running",
     "UPDATE route_deliveries SET state = 'running', job_id = $2,"
     " not_before = now() + interval '300 milliseconds', updated_at = now()"
     " WHERE id = ANY ($1::bigint[])",
     2};
-static const ts_db_stmt wait_job = {
-    "router_wait_job",
-    "UPDATE route_deliveries SET not_before = now() + interval '300 milliseconds'"
-    " WHERE id = ANY ($1::bigint[])",
+/* the jobs out (state running): each is looked at once a pass in Redis, from
+ * its submission on (a job still queued holds the next claim of store steps),
+ * and nothing is written while it runs */
+static const ts_db_stmt running_jobs = {
+    "router_running_jobs",
+    "SELECT job_id FROM route_deliveries WHERE state = 'running'"
+    " GROUP BY job_id ORDER BY min(not_before) LIMIT $1::integer",
     1};
 /* the step succeeded: the next one, or the delivery is over */
 static const ts_db_stmt advance = {
@@ -74,15 +89,38 @@ static const ts_db_stmt advance = {
     "  attempts = 0, last_error = NULL, not_before = now(), updated_at = now()"
     " WHERE id = ANY ($1::bigint[]) AND step + 1 < jsonb_array_length(actions)",
     1};
+/* the job of running deliveries succeeded: all of them at once. The rows are
+ * locked first, so that of two routers that both saw the job end, the second
+ * finds them no longer running and does nothing. */
+static const ts_db_stmt advance_job = {
+    "router_advance_job",
+    "WITH d AS (SELECT id FROM route_deliveries WHERE job_id = $1 AND state = 'running'"
+    "   FOR UPDATE),"
+    " over AS (DELETE FROM route_deliveries r USING d"
+    "  WHERE r.id = d.id AND r.step + 1 >= jsonb_array_length(r.actions)"
+    "  RETURNING r.id, r.route_id, r.public_id),"
+    " next AS (UPDATE route_deliveries r SET step = step + 1, state = 'pending', job_id = NULL,"
+    "  attempts = 0, last_error = NULL, not_before = now(), updated_at = now() FROM d"
+    "  WHERE r.id = d.id AND r.step + 1 < jsonb_array_length(r.actions)"
+    "  RETURNING r.id, r.route_id, r.public_id)"
+    " SELECT id::text, route_id, public_id FROM over UNION ALL"
+    " SELECT id::text, route_id, public_id FROM next",
+    1};
 /* the step failed: retried after a doubling delay, or dead */
-static const ts_db_stmt fail = {
-    "router_fail",
-    "UPDATE route_deliveries SET attempts = attempts + 1, last_error = $2, updated_at = now(),"
-    "  state = CASE WHEN $5::boolean OR attempts + 1 >= $3::integer THEN 'dead' ELSE 'pending'"
-    "  END,"
+#define FAIL_SET                                                                                   \
+    "UPDATE route_deliveries SET attempts = attempts + 1, last_error = $2, updated_at = now(),"    \
+    "  state = CASE WHEN $5::boolean OR attempts + 1 >= $3::integer THEN 'dead' ELSE 'pending'"    \
+    "  END,"                                                                                       \
     "  not_before = now() + make_interval(secs => least($4::integer * 2 ^ attempts, $6::integer))"
-    " WHERE id = $1::bigint RETURNING state, attempts::text",
-    6};
+static const ts_db_stmt fail = {
+    "router_fail", FAIL_SET " WHERE id = $1::bigint RETURNING state, attempts::text, id::text", 6};
+/* ... every running delivery of a job that failed (the job id is kept: the
+ * retry resubmits it) */
+static const ts_db_stmt fail_job = {"router_fail_job",
+                                    FAIL_SET " WHERE job_id = $1 AND state = 'running'"
+                                             " RETURNING state, attempts::text, id::text,"
+                                             " route_id, public_id",
+                                    6};
 /* what a store step needs: the destination and the instances of the resources */
 #define INSTANCES_OF_2                                                                             \
     "(WITH RECURSIVE d AS (SELECT id, level FROM resources"                                        \
@@ -189,25 +227,34 @@ static bool on_all(jobs_router *r, const ts_db_stmt *stmt, delivery **ds, size_t
     return ok;
 }
 
-static void step_failed(jobs_router *r, const delivery *d, const char *why, bool fatal)
+/* Fails the step of the delivery `key` (fail) or of the deliveries running
+ * job `key` (fail_job), with a log line each. */
+static void fail_rows(jobs_router *r, const ts_db_stmt *stmt, const char *key, const char *route,
+                      const char *resource, const char *why, bool fatal)
 {
     char delay[16], max[16], cap[16];
     snprintf(delay, sizeof(delay), "%d", r->retry_delay_s);
     snprintf(max, sizeof(max), "%d", r->max_attempts);
     snprintf(cap, sizeof(cap), "%d", RETRY_CAP_S);
-    const char *params[] = {d->id, why, max, delay, fatal ? "true" : "false", cap};
+    const char *params[] = {key, why, max, delay, fatal ? "true" : "false", cap};
     ts_err err;
-    PGresult *res = one(r, TS_DB_WRITE_READ_COMMITTED, &fail, params, &err);
+    PGresult *res = one(r, TS_DB_WRITE_READ_COMMITTED, stmt, params, &err);
     if (!res) {
-        ts_warn("router statement failed", "stmt=%s error=\"%s\"", fail.name, err.msg);
+        ts_warn("router statement failed", "stmt=%s error=\"%s\"", stmt->name, err.msg);
         return;
     }
     char q[600];
-    if (PQntuples(res) == 1)
+    for (int i = 0; i < PQntuples(res); i++)
         ts_warn("route step failed", "delivery=%s route=%s resource=%s state=%s attempts=%s why=%s",
-                d->id, d->route_id, d->public_id, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
-                ts_log_quote(q, sizeof(q), why));
+                PQgetvalue(res, i, 2), route ? route : PQgetvalue(res, i, 3),
+                resource ? resource : PQgetvalue(res, i, 4), PQgetvalue(res, i, 0),
+                PQgetvalue(res, i, 1), ts_log_quote(q, sizeof(q), why));
     PQclear(res);
+}
+
+static void step_failed(jobs_router *r, const delivery *d, const char *why, bool fatal)
+{
+    fail_rows(r, &fail, d->id, d->route_id, d->public_id, why, fatal);
 }
 
 static void steps_done(jobs_router *r, delivery **ds, size_t n)
@@ -365,47 +412,70 @@ static void start_stores(jobs_router *r, delivery **ds, size_t n, const char *ty
     free(fresh);
 }
 
-/* A store step whose job is out: done, failed, or still to wait for. The
- * state of the last job read is kept for the deliveries that share it. */
-typedef struct job_cache {
-    char id[TS_JOB_ID_LEN + 1];
-    int rc;
-    char state[32];
-    char why[600];
-} job_cache;
-
-static void check_store(jobs_router *r, delivery *d, job_cache *cache, delivery **succeeded,
-                        size_t *nsucceeded, delivery **waiting, size_t *nwaiting)
+/* The store jobs out (deliveries in state running), job by job: a job that
+ * succeeded moves all its deliveries to their next step (or ends them), one
+ * that failed fails them (retry or dead), one still queued or running costs
+ * one Redis look and no write. Any router may do this for any job: the
+ * statements act on the deliveries still running that job only. Returns the
+ * number of jobs that ended; *queued: those still waiting for a worker. */
+static int check_jobs(jobs_router *r, int *queued)
 {
-    if (strcmp(cache->id, d->job_id) != 0) {
-        ts_err err;
-        snprintf(cache->id, sizeof(cache->id), "%s", d->job_id);
-        cache->rc = ts_jobs_state(r->redis, d->job_id, cache->state, sizeof(cache->state), &err);
-        if (cache->rc && cache->rc != TS_ENOTFOUND) {
-            ts_warn("cannot read a route job", "delivery=%s job=%s error=\"%s\"", d->id, d->job_id,
-                    err.msg);
-            cache->id[0] = '\0';
-            return;
-        }
-        snprintf(cache->why, sizeof(cache->why), "job %s failed", d->job_id);
-        json_t *job = NULL;
-        if (cache->rc == 0 && strcmp(cache->state, "Failure") == 0 &&
-            ts_jobs_get(r->redis, d->job_id, &job, &err) == 0) {
-            const char *details = json_string_value(json_object_get(job, "ErrorDetails"));
-            const char *desc = json_string_value(json_object_get(job, "ErrorDescription"));
-            snprintf(cache->why, sizeof(cache->why), "job %s failed: %s%s%s", d->job_id,
-                     desc ? desc : "", details && *details ? ": " : "", details ? details : "");
-        }
-        json_decref(job);
+    *queued = 0;
+    char batch[16];
+    snprintf(batch, sizeof(batch), "%d", CHECK_BATCH);
+    const char *params[] = {batch};
+    ts_err err;
+    PGresult *res = one(r, TS_DB_READ, &running_jobs, params, &err);
+    if (!res) {
+        ts_warn("router statement failed", "stmt=%s error=\"%s\"", running_jobs.name, err.msg);
+        return 0;
     }
-    if (cache->rc == TS_ENOTFOUND)
-        step_failed(r, d, "the job left the registry before it finished", false);
-    else if (strcmp(cache->state, "Success") == 0)
-        succeeded[(*nsucceeded)++] = d;
-    else if (strcmp(cache->state, "Failure") == 0)
-        step_failed(r, d, cache->why, false);
-    else
-        waiting[(*nwaiting)++] = d;
+    int ended = 0;
+    for (int i = 0; i < PQntuples(res) && !atomic_load(&r->svc->stopping); i++) {
+        const char *job = PQgetvalue(res, i, 0);
+        char state[32];
+        int rc = ts_jobs_state(r->redis, job, state, sizeof(state), &err);
+        if (rc && rc != TS_ENOTFOUND) {
+            ts_warn("cannot read a route job", "job=%s error=\"%s\"", job, err.msg);
+            break; /* Redis away: the next pass */
+        }
+        if (rc == TS_ENOTFOUND) {
+            fail_rows(r, &fail_job, job, NULL, NULL, "the job left the registry before it finished",
+                      false);
+        } else if (strcmp(state, "Success") == 0) {
+            const char *p[] = {job};
+            PGresult *done = one(r, TS_DB_WRITE_READ_COMMITTED, &advance_job, p, &err);
+            if (!done) {
+                ts_warn("router statement failed", "stmt=%s error=\"%s\"", advance_job.name,
+                        err.msg);
+                continue;
+            }
+            for (int k = 0; k < PQntuples(done); k++)
+                ts_info("route step done", "delivery=%s route=%s resource=%s job=%s",
+                        PQgetvalue(done, k, 0), PQgetvalue(done, k, 1), PQgetvalue(done, k, 2),
+                        job);
+            PQclear(done);
+        } else if (strcmp(state, "Failure") == 0) {
+            char why[600];
+            snprintf(why, sizeof(why), "job %s failed", job);
+            json_t *j = NULL;
+            if (ts_jobs_get(r->redis, job, &j, &err) == 0) {
+                const char *details = json_string_value(json_object_get(j, "ErrorDetails"));
+                const char *desc = json_string_value(json_object_get(j, "ErrorDescription"));
+                snprintf(why, sizeof(why), "job %s failed: %s%s%s", job, desc ? desc : "",
+                         details && *details ? ": " : "", details ? details : "");
+            }
+            json_decref(j);
+            fail_rows(r, &fail_job, job, NULL, NULL, why, false);
+        } else {
+            if (strcmp(state, "Pending") == 0)
+                (*queued)++;
+            continue; /* still queued, running or paused */
+        }
+        ended++;
+    }
+    PQclear(res);
+    return ended;
 }
 
 static void delete_step(jobs_router *r, delivery *d, delivery **succeeded, size_t *nsucceeded)
@@ -709,36 +779,39 @@ static int lua_load(jobs_router *r, ts_err *err)
     return 0;
 }
 
-/* Drives the claimed deliveries one step each. */
+/* Drives the claimed (pending) deliveries one step each. The store steps
+ * with the same action (destination) go out together, in jobs of JOB_MIN to
+ * JOB_MAX deliveries spread over JOB_SPREAD jobs at least: one association
+ * each, run side by side by the workers of the cluster. */
 static void drive(jobs_router *r, delivery *ds, size_t n)
 {
     delivery **succeeded = calloc(n + 1, sizeof(*succeeded));
-    delivery **waiting = calloc(n + 1, sizeof(*waiting));
     delivery **group = calloc(n + 1, sizeof(*group));
-    if (!succeeded || !waiting || !group)
+    if (!succeeded || !group)
         abort();
-    size_t nsucceeded = 0, nwaiting = 0;
-    job_cache cache = {.id = ""};
+    size_t nsucceeded = 0;
     for (size_t i = 0; i < n && !atomic_load(&r->svc->stopping); i++) {
         delivery *d = &ds[i];
         const char *type = job_type(d);
         const char *name = json_string_value(json_object_get(d->action, "Type"));
         if (d->grouped) {
             continue;
-        } else if (type && strcmp(d->state, "running") == 0 && d->job_id) {
-            check_store(r, d, &cache, succeeded, &nsucceeded, waiting, &nwaiting);
         } else if (type) {
-            /* every pending store step of this pass with the same action: one job */
             size_t ngroup = 0;
             for (size_t k = i; k < n; k++) {
                 delivery *o = &ds[k];
-                if (!o->grouped && strcmp(o->state, "pending") == 0 && o->action_text &&
-                    strcmp(o->action_text, d->action_text) == 0) {
+                if (!o->grouped && o->action_text && strcmp(o->action_text, d->action_text) == 0) {
                     o->grouped = true;
                     group[ngroup++] = o;
                 }
             }
-            start_stores(r, group, ngroup, type);
+            /* as many jobs as the queue lacks of JOB_SPREAD (one while
+             * three wait: what piled up during a hold is one association) */
+            size_t spread = r->queued < JOB_SPREAD ? (size_t)(JOB_SPREAD - r->queued) : 1;
+            size_t per = (ngroup + spread - 1) / spread;
+            per = per < JOB_MIN ? JOB_MIN : per > JOB_MAX ? JOB_MAX : per;
+            for (size_t k = 0; k < ngroup && !atomic_load(&r->svc->stopping); k += per)
+                start_stores(r, group + k, ngroup - k < per ? ngroup - k : per, type);
         } else if (name && strcmp(name, "Delete") == 0) {
             delete_step(r, d, succeeded, &nsucceeded);
         } else if (name && strcmp(name, "Lua") == 0) {
@@ -749,19 +822,18 @@ static void drive(jobs_router *r, delivery *ds, size_t n)
         }
     }
     steps_done(r, succeeded, nsucceeded);
-    on_all(r, &wait_job, waiting, nwaiting, NULL);
     free(succeeded);
-    free(waiting);
     free(group);
 }
 
-/* Claims the due deliveries and drives each one step; the number claimed. */
-static int deliveries(jobs_router *r)
+/* Claims the due deliveries and drives each one step; the number claimed.
+ * stores: whether store steps are claimed too (see router_main). */
+static int deliveries(jobs_router *r, bool stores)
 {
     char lease[16], batch[16];
     snprintf(lease, sizeof(lease), "%d", CLAIM_LEASE_S);
     snprintf(batch, sizeof(batch), "%d", CLAIM_BATCH);
-    const char *params[] = {lease, batch};
+    const char *params[] = {lease, batch, stores ? "true" : "false"};
     ts_err err;
     PGresult *res = one(r, TS_DB_WRITE_READ_COMMITTED, &claim, params, &err);
     if (!res) {
@@ -819,6 +891,9 @@ static void *router_main(void *arg)
     snprintf(age, sizeof(age), "%d", r->stable_age_s);
     snprintf(batch, sizeof(batch), "%d", SWEEP_BATCH);
     const char *age_params[] = {age, batch};
+    char limit[16];
+    snprintf(limit, sizeof(limit), "%d", DISPATCH_MAX);
+    const char *dispatch_params[] = {r->lua_types, limit};
     while (!atomic_load(&r->svc->stopping)) {
         long stable = scalar(r, &emit_stable, age_params);
         if (stable > 0)
@@ -827,15 +902,36 @@ static void *router_main(void *arg)
         /* numbers our Stable* changes (and anybody's) for the dispatch below */
         if (ts_changes_sequence(r->svc->db, false, NULL, &err))
             ts_warn("cannot number changes", "error=\"%s\"", err.msg);
-        const char *lua_params[] = {r->lua_types};
-        long made = scalar(r, &dispatch, lua_params);
-        if (made > 0)
-            ts_info("changes dispatched", "deliveries=%ld", made);
+        /* A backlog is dispatched in whole batches, not a small first one:
+         * its deliveries are claimed together into as few jobs as the
+         * workers can run side by side (a ramp of 128, 256, ... changes made
+         * 16 jobs of a backlog of 1,000 instead of 4). */
+        long waiting = scalar(r, &behind, NULL);
+        long made = 0;
+        if (waiting > 0) {
+            made = scalar(r, &dispatch, dispatch_params);
+            if (made > 0)
+                ts_info("changes dispatched", "deliveries=%ld", made);
+        }
+        bool more = waiting > DISPATCH_MAX; /* go on at once */
         made += lua_jobs_pass(r);
-        int claimed = deliveries(r);
-        /* a full batch, sweep or dispatch: more may wait, go on at once */
-        if (claimed < CLAIM_BATCH && made < 1000 && stable < SWEEP_BATCH)
-            sleep_ms(r->interval_ms);
+        /* jobs that ended first: their next steps (a Delete) are claimed below */
+        int queued = 0;
+        check_jobs(r, &queued);
+        /* While JOB_SPREAD route jobs wait for a worker, the store steps stay
+         * pending: a job submitted now would wait behind them anyway, and a
+         * later claim takes what piled up into fewer, larger jobs (fewer
+         * associations, each with a cost at the destination: a process per
+         * association for `storescp --fork`). Fewer than that: topped up at
+         * once, so that a worker that ends its job always finds the next
+         * (holding until the queue is empty left workers idle in waves). */
+        bool hold = queued >= JOB_SPREAD;
+        r->queued = queued;
+        int claimed = deliveries(r, !hold);
+        /* a full batch, sweep or dispatch: more may wait, go on at once; a
+         * job waiting: look again soon, to claim the next ones as it starts */
+        if (claimed < CLAIM_BATCH && !more && made < DISPATCH_MAX && stable < SWEEP_BATCH)
+            sleep_ms(hold && r->interval_ms > HOLD_LOOK_MS ? HOLD_LOOK_MS : r->interval_ms);
     }
     return NULL;
 }

@@ -1,13 +1,15 @@
-/* DicomModalityStore (see jobs_store.h). Instances go in chunks, one
- * association per chunk; the chunk grows while a chunk takes less than a
- * quarter of a second and shrinks past a second, so that progress is recorded
- * about once a second whatever the peer's speed. A pause or cancel is seen
- * after the instance being sent (the association is released there), so the
- * first chunk need not be small: it starts at CHUNK_FIRST, sparing a routed
- * backlog the associations of 1, 2, 4, ... instances. After each chunk the
- * instances the peer confirmed are added to the job's done set and the
- * progress is recorded: a worker killed in the middle of a chunk costs the
- * resending of that chunk only (duplicates, never losses). */
+/* DicomModalityStore (see jobs_store.h). Instances go in chunks of up to
+ * CHUNK_MAX, one association per chunk. A pause or cancel is seen after the
+ * instance being sent (the association is released there) and what the peer
+ * confirmed is recorded each second from inside the chunk, so a chunk need
+ * not be small: an unchanged send goes in whole chunks from the start (a routed
+ * backlog's job of up to 1,024 instances is one association, as storescu's). A
+ * modified send (a route's Anonymize/Modify) keeps a chunk's temporary copies
+ * on disk until its end, so it starts at CHUNK_FIRST and grows (up to
+ * CHUNK_MAX_MODIFIED) while a chunk takes less than a quarter of a second (shrinks past a second).
+ * After each chunk the instances the peer confirmed are added to the job's done set and the
+ * progress is recorded: a worker killed in the middle of a chunk costs the resending of what the
+ * peer confirmed in the last second only (duplicates, never losses). */
 #include "jobs_store.h"
 
 #include <stdio.h>
@@ -24,7 +26,8 @@
 
 #define CHUNK_MIN 1
 #define CHUNK_FIRST 32
-#define CHUNK_MAX 512
+#define CHUNK_MAX 1024         /* a routed backlog's job of up to 1,024 is one association */
+#define CHUNK_MAX_MODIFIED 512 /* temporary copies on disk at most */
 
 static double now_s(void)
 {
@@ -149,7 +152,7 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 ndone, ntodo, c->taken_over);
 
     json_object_set_new(c->content, "FailedInstancesCount", json_integer(0));
-    size_t chunk = CHUNK_FIRST;
+    size_t chunk = m ? CHUNK_FIRST : CHUNK_MAX;
     for (size_t pos = 0; pos < ntodo;) {
         if (jobs_worker_interrupted(w)) {
             out->interrupted = true;
@@ -266,9 +269,9 @@ void jobs_store_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             goto out;
         }
         pos += n;
-        if (elapsed < 0.25 && chunk < CHUNK_MAX)
+        if (m && elapsed < 0.25 && chunk < CHUNK_MAX_MODIFIED)
             chunk *= 2;
-        else if (elapsed > 1.0 && chunk > CHUNK_MIN)
+        else if (m && elapsed > 1.0 && chunk > CHUNK_MIN)
             chunk /= 2;
     }
 out:

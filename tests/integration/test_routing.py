@@ -320,6 +320,58 @@ def test_destination_down_retries_then_dead_then_resubmit_delivers(routing, scp_
     assert scp.store_requests() == len(ct)
 
 
+def test_store_steps_wait_while_route_jobs_are_queued_then_go_out_together(cluster,
+                                                                           scp_factory,
+                                                                           tmp_path):
+    """The hold: while four route jobs wait in the queue for a worker, the
+    router claims no store steps; what piles up goes out as one job (one
+    association) once a queued job is taken, instead of one job per router pass.
+    Nothing is lost or sent twice."""
+    redis = cluster.start_redis()
+    ing = cluster.start_ingest(TESSERA_STABLE_AGE=60)
+    rest = cluster.start_rest(ing, TESSERA_REDIS_URL=redis.url, TESSERA_STABLE_AGE=60)
+    cluster.start_jobs(TESSERA_STABLE_AGE=60, TESSERA_JOBS_WORKERS=1,
+                       TESSERA_ROUTER_INTERVAL=100)
+    # the one worker busy with a slow store (storescp sleeps 4 s in each C-STORE)
+    slow = scp_factory(extra=["--sleep-during", "4"])
+    add_modality(rest, "slow", slow.port)
+    study = "1.2.826.0.1.3680043.8.498.23.70"
+    mr = make_files(tmp_path / "mr", 3, study, study + ".9", modality="MR")
+    assert storescu(ing, mr)[0] == 0
+    status, body, _ = call(rest, "POST", "/modalities/slow/store",
+                           {"Resources": [study_id(rest, study)], "Asynchronous": True})
+    assert status == 200, body
+    blocker = body["ID"]
+    wait_for(lambda: call(rest, "GET", f"/jobs/{blocker}")[1]["State"] == "Running", 20,
+             "the slow store to run")
+    scp = scp_factory()
+    add_modality(rest, "x", scp.port)
+    create_route(rest, CT_RULE)
+    ct = []
+    for k in range(8):  # bursts, router passes apart
+        part = make_files(tmp_path / "ct", 2, study, study + ".1", first=1 + 2 * k)
+        assert storescu(ing, part)[0] == 0
+        ct += part
+        time.sleep(0.3)
+    wait_for(lambda: len(deliveries(rest)) == len(ct), 20, "every delivery")
+    held = deliveries(rest)
+    assert call(rest, "GET", f"/jobs/{blocker}")[1]["State"] == "Running"
+    # four jobs wait behind the slow store; the later bursts are not claimed
+    queued = {d["Job"] for d in held if d["State"] == "running"}
+    assert len(queued) == 4, held
+    assert all(call(rest, "GET", f"/jobs/{j}")[1]["State"] == "Pending" for j in queued)
+    pending = [d for d in held if d["State"] == "pending"]
+    assert pending and all(d["Attempts"] == 0 for d in pending), held
+    wait_for(lambda: scp.received() == sop_uids(ct), 90, "the CT instances at storescp")
+    wait_for(lambda: not deliveries(rest), 20, "the deliveries to finish")
+    assert scp.store_requests() == len(ct)  # each once
+    status, jobs, _ = call(rest, "GET", "/jobs?expand")
+    routed = [j for j in jobs if j["Content"].get("Description", "").startswith("Route ")]
+    # the four queued first, then one job for all the held ones
+    assert len(routed) == 5 and {j["State"] for j in routed} == {"Success"}, routed
+    assert sum(j["Content"]["InstancesCount"] for j in routed) == len(ct)
+
+
 def test_router_killed_midway_loses_nothing(routing, scp_factory, tmp_path):
     """Both jobs processes killed -9 while instances are being routed, more
     instances stored while no router runs, then one jobs process started: every

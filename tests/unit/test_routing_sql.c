@@ -233,6 +233,46 @@ static void test_four_dispatchers_make_each_delivery_once(void **state)
                      scalar("SELECT max(seq) FROM changes"));
 }
 
+/* One batch mixing instance and series changes, a change whose resource is
+ * gone, two rules and Lua callbacks: the set-wise dispatch makes exactly the
+ * deliveries a change-by-change one would (runs after the test above, on its
+ * series dCT and dMR). */
+static void test_a_mixed_batch_gets_each_matching_delivery(void **state)
+{
+    (void)state;
+    exec1("INSERT INTO routes (id, name, trigger, conditions, actions, definition)"
+          " VALUES ('st', '', 'StableSeries', '{\"Modality\": [\"CT\"]}',"
+          " '[{\"Type\": \"StoreToModality\", \"Modality\": \"y\"}]', '{}')");
+    exec1("INSERT INTO changes (change_type, level, public_id) VALUES"
+          " ('NewInstance', 3, 'dCT-1'), ('NewInstance', 3, 'gone'),"
+          " ('StableSeries', 2, 'dCT'), ('StableSeries', 2, 'dMR'),"
+          " ('NewInstance', 3, 'dMR-1'), ('StableSeries', 2, 'gone-series')");
+    assert_int_equal(scalar("SELECT tessera_sequence_changes(true)"), 6);
+    long before = scalar("SELECT count(*) FROM route_deliveries");
+    /* rule r (NewInstance, C?): dCT-1; rule st: dCT; Lua: the 4 whose resource exists */
+    assert_int_equal(scalar("SELECT tessera_route_dispatch(100, '{NewInstance,StableSeries}')"), 6);
+    assert_int_equal(scalar("SELECT count(*) FROM route_deliveries"), before + 6);
+    assert_int_equal(scalar("SELECT count(*) FROM route_deliveries WHERE route_id = 'r'"
+                            " AND public_id = 'dCT-1' AND actions->0->>'Modality' = 'x'"
+                            " AND change_seq = (SELECT max(seq) FROM changes"
+                            "  WHERE public_id = 'dCT-1')"),
+                     1);
+    assert_int_equal(scalar("SELECT count(*) FROM route_deliveries WHERE route_id = 'st'"
+                            " AND public_id = 'dCT' AND level = 2"
+                            " AND change_type = 'StableSeries'"),
+                     1);
+    assert_int_equal(scalar("SELECT count(*) FROM route_deliveries WHERE route_id = 'lua'"
+                            " AND public_id IN ('dCT-1', 'dCT', 'dMR', 'dMR-1')"
+                            " AND actions->0->>'Callback' = CASE change_type"
+                            " WHEN 'NewInstance' THEN 'OnStoredInstance' ELSE 'On' || change_type"
+                            " END"),
+                     4);
+    assert_int_equal(scalar("SELECT last_seq FROM router_cursor"),
+                     scalar("SELECT max(seq) FROM changes"));
+    /* dispatched once: nothing more on a second pass */
+    assert_int_equal(scalar("SELECT tessera_route_dispatch(100, '{NewInstance,StableSeries}')"), 0);
+}
+
 int main(void)
 {
     if (!unit_pg_available())
@@ -244,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_a_row_held_by_a_writer_waits_for_the_next_pass),
         cmocka_unit_test(test_wildcards_are_dicom_ones),
         cmocka_unit_test(test_four_dispatchers_make_each_delivery_once),
+        cmocka_unit_test(test_a_mixed_batch_gets_each_matching_delivery),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
