@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -244,10 +245,53 @@ void ts_store_free(ts_store *st)
 
 /* A new random uuid for a stored file; its first two bytes (the aa/bb
  * directory) are those of the current run (DIR_RUN). */
+/* Random bytes for uuids, taken from the kernel a page at a time per thread:
+ * libuuid's uuid_generate_random costs six system calls per uuid (getrandom,
+ * then getpid, getuid, getppid, gettid and a lock to stir its own PRNG). */
+static _Thread_local unsigned char rand_pool[512];
+static _Thread_local size_t rand_left;
+static pthread_once_t rand_once = PTHREAD_ONCE_INIT;
+
+/* a child must not hand out the uuids its parent has handed out already */
+static void rand_forget(void)
+{
+    rand_left = 0;
+}
+
+static void rand_atfork(void)
+{
+    pthread_atfork(NULL, NULL, rand_forget);
+}
+
+static void random_uuid(uuid_t u)
+{
+    pthread_once(&rand_once, rand_atfork);
+    if (rand_left < sizeof(uuid_t)) {
+        size_t got = 0;
+        while (got < sizeof(rand_pool)) {
+            ssize_t n = getrandom(rand_pool + got, sizeof(rand_pool) - got, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+        }
+        if (got < sizeof(rand_pool)) {
+            uuid_generate_random(u); /* libuuid has its fallbacks */
+            return;
+        }
+        rand_left = sizeof(rand_pool);
+    }
+    memcpy(u, rand_pool + sizeof(rand_pool) - rand_left, sizeof(uuid_t));
+    rand_left -= sizeof(uuid_t);
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4 */
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+}
+
 static void new_uuid(ts_store *st, char out[TS_UUID_LEN + 1])
 {
-    uuid_t u;
-    uuid_generate_random(u);
+    uuid_t u = {0};
+    random_uuid(u);
     unsigned n = atomic_fetch_add(&st->run_count, 1);
     if (n % DIR_RUN == 0) {
         atomic_store(&st->run_dir, (unsigned)u[0] << 8 | u[1]);
@@ -322,9 +366,9 @@ int ts_store_temp_path(ts_store *st, char *path, size_t size, ts_err *err)
 {
     /* A random uuid keeps temporary names unique across threads and across
      * every process sharing the storage area, without any coordination. */
-    uuid_t u;
+    uuid_t u = {0};
     char name[TS_UUID_LEN + 1];
-    uuid_generate_random(u);
+    random_uuid(u);
     uuid_unparse_lower(u, name);
     return path_fmt(err, path, size, "%s/tmp/%s.part", st->root, name);
 }
@@ -437,8 +481,10 @@ out_clear_uuid:
 }
 
 int ts_store_place_data(ts_store *st, const void *data, size_t len, char uuid[TS_UUID_LEN + 1],
-                        ts_err *err)
+                        int *keep_fd, ts_err *err)
 {
+    if (keep_fd)
+        *keep_fd = -1;
     char final[PATH_MAX];
     char intent[PATH_MAX];
     uuid[0] = '\0';
@@ -455,11 +501,17 @@ int ts_store_place_data(ts_store *st, const void *data, size_t len, char uuid[TS
     if (fd < 0)
         return store_errno(err, errno, intent, "create");
     rc = write_all(fd, data, len, intent, err);
-    if (close(fd) != 0 && rc == 0)
-        rc = store_errno(err, errno, intent, "close");
+    /* kept open for ts_store_sync_fd: no second open (and path walk) to fsync */
+    if (!keep_fd || rc) {
+        if (close(fd) != 0 && rc == 0)
+            rc = store_errno(err, errno, intent, "close");
+        fd = -1;
+    }
     for (int attempt = 1; rc == 0; attempt++) {
         if (link(intent, final) == 0) {
             memcpy(uuid, name, TS_UUID_LEN + 1);
+            if (keep_fd)
+                *keep_fd = fd;
             return 0;
         }
         rc = store_errno(err, errno, final, "link from intent");
@@ -467,7 +519,22 @@ int ts_store_place_data(ts_store *st, const void *data, size_t len, char uuid[TS
             break;
         rc = make_parents(st, name, err); /* see ts_store_place_file */
     }
+    if (fd >= 0)
+        close(fd);
     unlink(intent);
+    return rc;
+}
+
+int ts_store_sync_fd(int fd, const char *uuid, ts_err *err)
+{
+    int rc = 0;
+    if (fsync(fd) != 0)
+        rc = ts_err_set(err, errno == ENOSPC ? TS_ENOSPACE : TS_EIO, "store: fsync %s: %s", uuid,
+                        strerror(errno));
+    /* close can report a deferred write error (NFS, quotas): it counts */
+    if (close(fd) != 0 && rc == 0)
+        rc = ts_err_set(err, errno == ENOSPC ? TS_ENOSPACE : TS_EIO, "store: close %s: %s", uuid,
+                        strerror(errno));
     return rc;
 }
 

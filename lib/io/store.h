@@ -64,9 +64,12 @@ int ts_store_sync_dir(ts_store *st, const char *uuid, ts_err *err);
 /* ts_store_place_file for a file in memory: written once, straight under its
  * intent's name (no temporary file to rename), then linked into place; no
  * fsync (ts_store_sync_file follows, as after ts_store_place_file). On failure
- * nothing is left. */
+ * nothing is left. With keep_fd, the file stays open on success and *keep_fd
+ * (else -1) is for ts_store_sync_fd, which replaces ts_store_sync_data. */
 int ts_store_place_data(ts_store *st, const void *data, size_t len, char uuid[TS_UUID_LEN + 1],
-                        ts_err *err);
+                        int *keep_fd, ts_err *err);
+/* fsync of the file open as fd (its data and inode), then close (always). */
+int ts_store_sync_fd(int fd, const char *uuid, ts_err *err);
 
 /* Drops the intent of a file whose fate is decided (its row committed, or the
  * file removed). A missing intent is not an error. */

@@ -327,6 +327,7 @@ static int ingest_instance(ingest_ctx *ctx, const char *temp_path, const void *d
     char *changes = NULL;
     char uuid[TS_UUID_LEN + 1] = "";
     bool file_in_place = false;
+    int fd = -1; /* the file written from memory, open until its fsync */
     int rc;
 
     memset(out, 0, sizeof(*out));
@@ -400,7 +401,7 @@ static int ingest_instance(ingest_ctx *ctx, const char *temp_path, const void *d
     /* In place without its fsync: the writer syncs it while the committer
      * runs the index statement, which commits only once it is on disk. */
     rc = temp_path ? ts_store_place_file(ctx->store, temp_path, uuid, err)
-                   : ts_store_place_data(ctx->store, data, len, uuid, err);
+                   : ts_store_place_data(ctx->store, data, len, uuid, &fd, err);
     if (rc) {
         out->status = INGEST_STORAGE_ERROR;
         goto fail;
@@ -471,7 +472,9 @@ static int ingest_instance(ingest_ctx *ctx, const char *temp_path, const void *d
     ts_err sync_err;
     ts_err_clear(&sync_err);
     /* the file here, its directory by the committer meanwhile */
-    bool synced = ts_store_sync_data(ctx->store, uuid, &sync_err) == 0;
+    bool synced = fd >= 0 ? ts_store_sync_fd(fd, uuid, &sync_err) == 0
+                          : ts_store_sync_data(ctx->store, uuid, &sync_err) == 0;
+    fd = -1;
     ingest_commit_synced(ctx->commit, &job, synced);
     ingest_commit_wait(ctx->commit, &job);
     changes = job.changes;
@@ -513,6 +516,8 @@ static int ingest_instance(ingest_ctx *ctx, const char *temp_path, const void *d
     goto out_free;
 
 fail:
+    if (fd >= 0)
+        close(fd);
     /* Nothing half-stored: the file goes when the index did not take it. */
     if (file_in_place) {
         ts_err ignored;
