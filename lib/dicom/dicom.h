@@ -70,6 +70,8 @@ const char *ts_dicom_transfer_syntax(const ts_dicom *d);
  * -1 when the file has none, has no meta header or is deflated (Orthanc then
  * records none either). Reads element headers only (lib/dicom/dicom_offset.c). */
 long long ts_dicom_pixel_data_offset(const char *path);
+/* The same for a file in memory. */
+long long ts_dicom_pixel_data_offset_buffer(const void *data, size_t len);
 
 /* The four identifying UIDs and the public ids. Fails with TS_EDICOM, naming the
  * missing tag, if StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID is
@@ -199,7 +201,13 @@ typedef struct ts_dicom_assoc {
 typedef struct ts_dicom_store_rq {
     const char *sop_class_uid;
     const char *sop_instance_uid;
-    const char *path; /* the received file (Part 10, as sent), owned by the callback now */
+    /* The received file (Part 10: dcmtk's meta header, then the data set as sent).
+     * Up to the config's memory_threshold it is in memory: data and len, valid
+     * during the callback only, path NULL. A larger one is in path, a temporary
+     * file owned by the callback now, data NULL. */
+    const char *path;
+    const void *data;
+    size_t len;
 } ts_dicom_store_rq;
 
 struct ts_dicom_find_rq; /* dicom_find.h */
@@ -219,11 +227,11 @@ typedef struct ts_dicom_scp_callbacks {
      * JSON array of UIDs (a new reference), or NULL for all the SCP can store
      * (also when the callback is NULL). */
     json_t *(*storage_syntaxes)(void *user);
-    /* A dataset was received completely into rq->path. Returns the DIMSE status
-     * (0 success, 0xA700 out of resources, 0xC000 cannot understand, ...); the
-     * callback owns rq->path. comment (may stay empty) goes into the response's
-     * ErrorComment. A receive that failed never reaches this: the wrapper
-     * removes the partial file itself. */
+    /* A dataset was received completely, into memory or into rq->path. Returns
+     * the DIMSE status (0 success, 0xA700 out of resources, 0xC000 cannot
+     * understand, ...); the callback owns rq->path. comment (may stay empty) goes
+     * into the response's ErrorComment. A receive that failed never reaches this:
+     * the wrapper drops what it had received (memory, partial file) itself. */
     uint16_t (*store)(void *user, const ts_dicom_assoc *assoc, const ts_dicom_store_rq *rq,
                       char *comment, size_t comment_size);
     /* C-FIND on the same association (NULL: not offered), as the find callback
@@ -250,6 +258,9 @@ typedef struct ts_dicom_scp_config {
     int timeout_s;
     bool check_called_aet;
     long long max_dataset; /* bytes; a C-STORE dataset past it aborts the association (0: none) */
+    /* bytes; a C-STORE's file up to this size is received into memory, a larger
+     * one into a temporary file (temp_path) once it grows past it (0: always a file) */
+    long long memory_threshold;
     /* connections whose A-ASSOCIATE-RQ is still arriving (within timeout_s), in
      * total and per peer address; more are closed at once */
     int max_pending;

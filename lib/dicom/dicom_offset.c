@@ -107,9 +107,9 @@ static int walk(walker *w, long long end, uint32_t until, int depth, long long *
     }
 }
 
-long long ts_dicom_pixel_data_offset(const char *path)
+/* Reads f from its start; closes it. */
+static long long offset_in(FILE *f)
 {
-    FILE *f = fopen(path, "rb");
     if (!f)
         return -1;
     long long found = -1;
@@ -160,4 +160,16 @@ long long ts_dicom_pixel_data_offset(const char *path)
 out:
     fclose(f);
     return found;
+}
+
+long long ts_dicom_pixel_data_offset(const char *path)
+{
+    return offset_in(fopen(path, "rb"));
+}
+
+long long ts_dicom_pixel_data_offset_buffer(const void *data, size_t len)
+{
+    /* the same walk over the bytes in memory (a stream that cannot seek past
+     * their end: such a file is malformed there, -1 either way) */
+    return len ? offset_in(fmemopen((void *)data, len, "rb")) : -1;
 }

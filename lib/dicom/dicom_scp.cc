@@ -9,14 +9,18 @@
 #include "dicom_net.hh"
 #include "dicom_qr.hh"
 
+#include <dcmtk/dcmdata/dcostrma.h>
 #include <dcmtk/dcmnet/diutil.h>
 #include <dcmtk/dcmnet/scpthrd.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <iterator>
 #include <vector>
 #include <algorithm>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -143,6 +147,161 @@ extern "C" int ts_dicom_storage_syntaxes_match(const json_t *patterns, json_t **
 namespace
 {
 
+// Where a C-STORE's file goes while it arrives: memory up to a threshold, so
+// that a small instance costs no temporary file (created, written, read back
+// to be parsed, hashed, renamed); past it, a temporary file that gets what
+// was in memory and the rest (a large instance is not held in memory).
+class SpoolConsumer : public DcmConsumer
+{
+  public:
+    SpoolConsumer(size_t threshold, const ts_dicom_scp_callbacks &cb)
+        : threshold_(threshold), cb_(cb)
+    {
+    }
+    ~SpoolConsumer() override
+    {
+        discard();
+        free(buf_);
+    }
+    OFBool good() const override
+    {
+        return status_.good();
+    }
+    OFCondition status() const override
+    {
+        return status_;
+    }
+    OFBool isFlushed() const override
+    {
+        return OFTrue;
+    }
+    offile_off_t avail() const override
+    {
+        return status_.good() ? 0x40000000 : 0;
+    }
+    offile_off_t write(const void *data, offile_off_t n) override
+    {
+        if (status_.bad() || n <= 0)
+            return 0;
+        size_t len = static_cast<size_t>(n);
+        if (fd_ < 0 && len_ + len > threshold_ && !spill())
+            return 0;
+        if (fd_ >= 0)
+            return writeFile(data, len) ? n : 0;
+        if (len_ + len > cap_) {
+            size_t cap = cap_ ? cap_ : 65536;
+            while (cap < len_ + len)
+                cap *= 2;
+            char *b = static_cast<char *>(realloc(buf_, cap));
+            if (!b) {
+                fail("out of memory");
+                return 0;
+            }
+            buf_ = b;
+            cap_ = cap;
+        }
+        memcpy(buf_ + len_, data, len);
+        len_ += len;
+        return n;
+    }
+    void flush() override {}
+
+    // Completely received: the file is either in memory or in path().
+    bool inMemory() const
+    {
+        return fd_ < 0 && path_.empty();
+    }
+    const char *data() const
+    {
+        return buf_;
+    }
+    size_t size() const
+    {
+        return len_;
+    }
+    // The temporary file, closed and handed over (the caller owns it now).
+    const char *release()
+    {
+        if (fd_ >= 0 && close(fd_) != 0)
+            fail(strerror(errno));
+        fd_ = -1;
+        released_ = true;
+        return path_.c_str();
+    }
+    // Drops what was received (a failed receive): memory, partial file.
+    void discard()
+    {
+        if (fd_ >= 0)
+            close(fd_);
+        fd_ = -1;
+        if (!path_.empty() && !released_)
+            unlink(path_.c_str());
+        path_.clear();
+        len_ = 0;
+    }
+    const std::string &error() const
+    {
+        return error_;
+    }
+
+  private:
+    bool spill()
+    {
+        char path[4096];
+        ts_err err;
+        ts_err_clear(&err);
+        if (!cb_.temp_path || cb_.temp_path(cb_.user, path, sizeof(path), &err) != 0)
+            return fail(err.msg);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return fail(strerror(errno));
+        fd_ = fd;
+        path_ = path;
+        bool ok = writeFile(buf_, len_);
+        free(buf_);
+        buf_ = nullptr;
+        cap_ = 0;
+        return ok;
+    }
+    bool writeFile(const void *data, size_t len)
+    {
+        const char *p = static_cast<const char *>(data);
+        while (len > 0) {
+            ssize_t w = ::write(fd_, p, len);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return fail(strerror(errno));
+            p += w;
+            len -= static_cast<size_t>(w);
+        }
+        return true;
+    }
+    bool fail(const char *why)
+    {
+        error_ = why ? why : "";
+        status_ = makeOFCondition(OFM_dcmnet, DIMSEC_OUTOFRESOURCES, OF_error,
+                                  "cannot keep the data set");
+        return false;
+    }
+
+    size_t threshold_;
+    const ts_dicom_scp_callbacks &cb_;
+    char *buf_ = nullptr;
+    size_t len_ = 0, cap_ = 0;
+    int fd_ = -1;
+    std::string path_;
+    bool released_ = false;
+    OFCondition status_ = EC_Normal;
+    std::string error_;
+};
+
+class SpoolStream : public DcmOutputStream
+{
+  public:
+    explicit SpoolStream(SpoolConsumer *c) : DcmOutputStream(c) {}
+};
+
 void copy_aet(char *dst, size_t size, const OFString &src)
 {
     snprintf(dst, size, "%s", src.c_str());
@@ -160,9 +319,10 @@ class Worker : public tsqr::QrWorker
 {
   public:
     Worker(const ts_dicom_scp_callbacks &cb, const std::string &our_aet, bool check_called,
-           long long max_dataset)
+           long long max_dataset, long long memory_threshold)
         : tsqr::QrWorker(qr_callbacks(cb), our_aet, check_called, max_dataset), cb_(cb),
-          our_aet_(our_aet), check_called_(check_called), max_dataset_(max_dataset)
+          our_aet_(our_aet), check_called_(check_called), max_dataset_(max_dataset),
+          memory_threshold_(memory_threshold)
     {
         memset(&assoc_, 0, sizeof(assoc_));
     }
@@ -265,33 +425,94 @@ class Worker : public tsqr::QrWorker
   private:
     OFCondition handleStore(T_DIMSE_C_StoreRQ &rq, T_ASC_PresentationContextID pres_id)
     {
-        char path[4096];
-        ts_err err;
-        ts_err_clear(&err);
-        if (cb_.temp_path(cb_.user, path, sizeof(path), &err) != 0) {
-            // We must still read the dataset off the wire to keep the association
-            // usable; it is dropped and the client told we are out of resources.
-            ts_error("cannot receive instance", "error=\"%s\"", err.msg);
-            DcmDataset *ds = nullptr;
-            OFCondition cond = receiveSTORERequest(rq, pres_id, ds);
-            delete ds;
-            if (cond.bad())
-                return cond;
-            return respond(pres_id, rq, STATUS_STORE_Refused_OutOfResources, "storage unavailable");
-        }
-        OFCondition cond = receiveSTORERequest(rq, pres_id, OFString(path));
+        if (rq.DataSetType == DIMSE_DATASET_NULL)
+            return DIMSE_BADMESSAGE; // as DcmSCP::receiveSTORERequest
+        SpoolConsumer spool(static_cast<size_t>(memory_threshold_ > 0 ? memory_threshold_ : 0),
+                            cb_);
+        OFCondition cond = receiveFile(rq, pres_id, spool);
         if (cond.bad()) {
+            spool.discard();
+            if (cond.code() == DIMSEC_OUTOFRESOURCES && cond.module() == OFM_dcmnet) {
+                // the rest of the data set was read off the wire (DIMSE_ignoreDataSet):
+                // the association stays usable, the client is told we are out of resources
+                ts_error("cannot receive instance", "error=\"%s\"",
+                         spool.error().empty() ? cond.text() : spool.error().c_str());
+                return respond(pres_id, rq, STATUS_STORE_Refused_OutOfResources,
+                               "storage unavailable");
+            }
             // Aborted or broken association: nothing of the unfinished instance stays.
-            unlink(path);
             ts_warn("instance not received completely, dropped",
                     "calling_aet=%s sop=%s error=\"%s\"", assoc_.calling_aet,
                     rq.AffectedSOPInstanceUID, cond.text());
             return cond;
         }
-        ts_dicom_store_rq req = {rq.AffectedSOPClassUID, rq.AffectedSOPInstanceUID, path};
+        ts_dicom_store_rq req = {rq.AffectedSOPClassUID, rq.AffectedSOPInstanceUID, nullptr,
+                                 nullptr, 0};
+        if (spool.inMemory()) {
+            req.data = spool.data();
+            req.len = spool.size();
+        } else {
+            req.path = spool.release();
+        }
         char comment[128] = "";
         uint16_t status = cb_.store(cb_.user, &assoc_, &req, comment, sizeof(comment));
         return respond(pres_id, rq, status, comment);
+    }
+
+    static void onReceiveProgress(void *self, unsigned long bytes)
+    {
+        static_cast<Worker *>(self)->notifyRECEIVEProgress(bytes);
+    }
+
+    // What DcmSCP::receiveSTORERequest(filename) writes (dcmtk's meta header,
+    // as DIMSE_createFilestream makes it, then the data set's bytes as they
+    // come), into spool instead of a file.
+    OFCondition receiveFile(T_DIMSE_C_StoreRQ &rq, T_ASC_PresentationContextID pres_id,
+                            SpoolConsumer &spool)
+    {
+        T_ASC_Association *assoc = association();
+        if (!assoc)
+            return DIMSE_ILLEGALASSOCIATION;
+        T_ASC_PresentationContext pc;
+        OFCondition cond = ASC_findAcceptedPresentationContext(assoc->params, pres_id, &pc);
+        if (cond.bad())
+            return cond;
+        SpoolStream out(&spool);
+        {
+            DcmMetaInfo meta;
+            Uint8 version[2] = {0, 1};
+            meta.putAndInsertUint32(DCM_FileMetaInformationGroupLength, 0);
+            meta.putAndInsertUint8Array(DCM_FileMetaInformationVersion, version, 2);
+            meta.putAndInsertString(DCM_MediaStorageSOPClassUID, rq.AffectedSOPClassUID);
+            meta.putAndInsertString(DCM_MediaStorageSOPInstanceUID, rq.AffectedSOPInstanceUID);
+            meta.putAndInsertString(DCM_TransferSyntaxUID, pc.acceptedTransferSyntax);
+            meta.putAndInsertString(DCM_ImplementationClassUID, OFFIS_IMPLEMENTATION_CLASS_UID);
+            meta.putAndInsertString(DCM_ImplementationVersionName,
+                                    OFFIS_DTK_IMPLEMENTATION_VERSION_NAME2);
+            meta.putAndInsertString(DCM_SourceApplicationEntityTitle,
+                                    assoc->params->DULparams.callingAPTitle);
+            cond = meta.computeGroupLengthAndPadding(
+                EGL_withGL, EPD_noChange, META_HEADER_DEFAULT_TRANSFERSYNTAX, EET_UndefinedLength);
+            if (cond.good()) {
+                meta.transferInit();
+                cond = meta.write(out, META_HEADER_DEFAULT_TRANSFERSYNTAX, EET_ExplicitLength,
+                                  nullptr);
+                meta.transferEnd();
+            }
+            if (cond.bad())
+                return makeDcmnetCondition(DIMSEC_OUTOFRESOURCES, OF_error, cond.text());
+        }
+        T_ASC_PresentationContextID data_pid = pres_id;
+        cond = DIMSE_receiveDataSetInFile(
+            assoc, getDIMSEBlockingMode(), static_cast<int>(getDIMSETimeout()), &data_pid, &out,
+            getProgressNotificationMode() ? onReceiveProgress : nullptr, this);
+        if (cond.good() && data_pid != pres_id)
+            return makeDcmnetCondition(
+                DIMSEC_INVALIDPRESENTATIONCONTEXTID, OF_error,
+                "DIMSE: Presentation Contexts of Command and Data Set differ");
+        if (cond.good() && spool.status().bad())
+            return spool.status();
+        return cond;
     }
 
     OFCondition respond(T_ASC_PresentationContextID pres_id, const T_DIMSE_C_StoreRQ &rq,
@@ -312,6 +533,7 @@ class Worker : public tsqr::QrWorker
     std::string our_aet_;
     bool check_called_;
     long long max_dataset_;
+    long long memory_threshold_;
     bool aborted_ = false;
     ts_dicom_assoc assoc_;
 };
@@ -366,7 +588,8 @@ extern "C" int ts_dicom_scp_run(ts_dicom_scp *scp, ts_err *err)
     ts_info("DICOM SCP listening", "aet=\"%s\" port=%d max_associations=%d", scp->aet.c_str(),
             scp->cfg.port, scp->cfg.max_associations);
     scp->listener->run([scp](T_ASC_Association *assoc) {
-        Worker worker(scp->cb, scp->aet, scp->cfg.check_called_aet, scp->cfg.max_dataset);
+        Worker worker(scp->cb, scp->aet, scp->cfg.check_called_aet, scp->cfg.max_dataset,
+                      scp->cfg.memory_threshold);
         worker.setSharedConfig(scp->shared);
         worker.setAssociation(assoc); // C-GET's sub-operations go out on it
         worker.setTimeout(scp->cfg.timeout_s);

@@ -5,6 +5,7 @@
 #include <time.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -28,9 +30,32 @@
  * ts_store_remove has just removed an empty aa or aa/bb under our feet. */
 #define TS_STORE_COMMIT_ATTEMPTS 5
 
+/* Files placed one after the other share their aa/bb directory for this many
+ * files (new_uuid), so that one fsync of the directory makes the new names of
+ * several files durable (sync_dir): instances received at once by one ingest
+ * cost one directory fsync between them, not one each. The directory changes
+ * at random after each run, so the files still spread over the whole tree. */
+#define DIR_RUN 32
+/* directories whose fsyncs are being shared at once (more: fsynced alone) */
+#define DIR_SLOTS 8
+
+typedef struct dir_sync {
+    unsigned dir;                /* aa/bb as a number */
+    int users;                   /* threads waiting for one of its fsyncs */
+    bool busy;                   /* an fsync of it runs */
+    unsigned long started, done; /* its fsyncs, numbered */
+    unsigned long failed;        /* the last one that failed */
+    ts_err err;
+} dir_sync;
+
 struct ts_store {
     char *root;                /* without trailing slash */
     atomic_bool tree_prepared; /* every aa/bb exists and stays (ts_store_prepare_tree) */
+    atomic_uint run_count;     /* files named so far (new_uuid) */
+    atomic_uint run_dir;       /* the directory of the current run */
+    pthread_mutex_t dir_mu;
+    pthread_cond_t dir_cond;
+    dir_sync dirs[DIR_SLOTS];
 };
 
 /* In the root once every aa/bb directory exists (ts_store_prepare_tree). */
@@ -110,6 +135,8 @@ static int mkdir_p(const char *path, ts_err *err)
     return mkdir_one(path, NULL, err);
 }
 
+static int write_all(int fd, const void *data, size_t len, const char *path, ts_err *err);
+
 static int fsync_path(const char *path, int flags, ts_err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | flags);
@@ -165,6 +192,8 @@ int ts_store_open(const char *root, ts_store **out, ts_err *err)
     if (!st)
         abort();
     st->root = xstrdup(root);
+    pthread_mutex_init(&st->dir_mu, NULL);
+    pthread_cond_init(&st->dir_cond, NULL);
     /* "/data/" and "/data" are the same root; keep paths in messages tidy. */
     size_t n = strlen(st->root);
     while (n > 1 && st->root[n - 1] == '/')
@@ -209,7 +238,123 @@ void ts_store_free(ts_store *st)
     if (!st)
         return;
     free(st->root);
+    pthread_cond_destroy(&st->dir_cond);
+    pthread_mutex_destroy(&st->dir_mu);
     free(st);
+}
+
+/* A new random uuid for a stored file; its first two bytes (the aa/bb
+ * directory) are those of the current run (DIR_RUN). */
+/* Random bytes for uuids, taken from the kernel a page at a time per thread:
+ * libuuid's uuid_generate_random costs six system calls per uuid (getrandom,
+ * then getpid, getuid, getppid, gettid and a lock to stir its own PRNG). */
+static _Thread_local unsigned char rand_pool[512];
+static _Thread_local size_t rand_left;
+static pthread_once_t rand_once = PTHREAD_ONCE_INIT;
+
+/* a child must not hand out the uuids its parent has handed out already */
+static void rand_forget(void)
+{
+    rand_left = 0;
+}
+
+static void rand_atfork(void)
+{
+    pthread_atfork(NULL, NULL, rand_forget);
+}
+
+static void random_uuid(uuid_t u)
+{
+    pthread_once(&rand_once, rand_atfork);
+    if (rand_left < sizeof(uuid_t)) {
+        size_t got = 0;
+        while (got < sizeof(rand_pool)) {
+            ssize_t n = getrandom(rand_pool + got, sizeof(rand_pool) - got, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+        }
+        if (got < sizeof(rand_pool)) {
+            uuid_generate_random(u); /* libuuid has its fallbacks */
+            return;
+        }
+        rand_left = sizeof(rand_pool);
+    }
+    memcpy(u, rand_pool + sizeof(rand_pool) - rand_left, sizeof(uuid_t));
+    rand_left -= sizeof(uuid_t);
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4 */
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+}
+
+static void new_uuid(ts_store *st, char out[TS_UUID_LEN + 1])
+{
+    uuid_t u = {0};
+    random_uuid(u);
+    unsigned n = atomic_fetch_add(&st->run_count, 1);
+    if (n % DIR_RUN == 0) {
+        atomic_store(&st->run_dir, (unsigned)u[0] << 8 | u[1]);
+    } else {
+        unsigned d = atomic_load(&st->run_dir);
+        u[0] = (unsigned char)(d >> 8);
+        u[1] = (unsigned char)d;
+    }
+    uuid_unparse_lower(u, out);
+}
+
+/* fsync of the directory of uuid's file, shared: a thread whose file was
+ * linked before an fsync of that directory started needs no fsync of its own.
+ * It waits for the first fsync that starts after it asked (starting it itself
+ * when none runs), whose outcome is its own. */
+static int sync_dir(ts_store *st, const char *uuid, const char *dir, ts_err *err)
+{
+    unsigned key = (unsigned)strtoul((char[]){uuid[0], uuid[1], uuid[2], uuid[3], '\0'}, NULL, 16);
+    pthread_mutex_lock(&st->dir_mu);
+    dir_sync *s = NULL;
+    for (int i = 0; i < DIR_SLOTS && !s; i++)
+        if (st->dirs[i].users > 0 && st->dirs[i].dir == key)
+            s = &st->dirs[i];
+    for (int i = 0; i < DIR_SLOTS && !s; i++)
+        if (st->dirs[i].users == 0) {
+            s = &st->dirs[i];
+            *s = (dir_sync){.dir = key};
+        }
+    if (!s) {
+        pthread_mutex_unlock(&st->dir_mu);
+        return fsync_path(dir, O_DIRECTORY, err);
+    }
+    s->users++;
+    unsigned long need = s->started + 1;
+    while (s->done < need) {
+        if (s->busy) {
+            pthread_cond_wait(&st->dir_cond, &st->dir_mu);
+            continue;
+        }
+        s->busy = true;
+        unsigned long n = ++s->started;
+        pthread_mutex_unlock(&st->dir_mu);
+        ts_err e;
+        ts_err_clear(&e);
+        int rc = fsync_path(dir, O_DIRECTORY, &e);
+        pthread_mutex_lock(&st->dir_mu);
+        s->busy = false;
+        s->done = n;
+        if (rc) {
+            s->failed = n;
+            s->err = e;
+        }
+        pthread_cond_broadcast(&st->dir_cond);
+    }
+    int rc = 0;
+    if (s->failed >= need) {
+        rc = s->err.code ? s->err.code : TS_EIO;
+        if (err)
+            *err = s->err;
+    }
+    s->users--;
+    pthread_mutex_unlock(&st->dir_mu);
+    return rc;
 }
 
 const char *ts_store_root(const ts_store *st)
@@ -221,9 +366,9 @@ int ts_store_temp_path(ts_store *st, char *path, size_t size, ts_err *err)
 {
     /* A random uuid keeps temporary names unique across threads and across
      * every process sharing the storage area, without any coordination. */
-    uuid_t u;
+    uuid_t u = {0};
     char name[TS_UUID_LEN + 1];
-    uuid_generate_random(u);
+    random_uuid(u);
     uuid_unparse_lower(u, name);
     return path_fmt(err, path, size, "%s/tmp/%s.part", st->root, name);
 }
@@ -290,11 +435,9 @@ int ts_store_place_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_L
 {
     char final[PATH_MAX];
     char intent[PATH_MAX];
-    uuid_t u;
     uuid[0] = '\0'; /* never leave a caller holding a stale uuid after a failure */
 
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, uuid);
+    new_uuid(st, uuid);
     int rc = ts_store_path(st, uuid, final, sizeof(final), err);
     if (rc)
         goto out_clear_uuid;
@@ -337,6 +480,64 @@ out_clear_uuid:
     return rc;
 }
 
+int ts_store_place_data(ts_store *st, const void *data, size_t len, char uuid[TS_UUID_LEN + 1],
+                        int *keep_fd, ts_err *err)
+{
+    if (keep_fd)
+        *keep_fd = -1;
+    char final[PATH_MAX];
+    char intent[PATH_MAX];
+    uuid[0] = '\0';
+    char name[TS_UUID_LEN + 1];
+    new_uuid(st, name);
+    int rc = ts_store_path(st, name, final, sizeof(final), err);
+    if (rc)
+        return rc;
+    if ((rc = intent_path(st, name, intent, sizeof(intent), err)))
+        return rc;
+    /* the intent's name from the first byte: a crash leaves it beside whatever
+     * is in place, as for ts_store_place_file */
+    int fd = open(intent, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return store_errno(err, errno, intent, "create");
+    rc = write_all(fd, data, len, intent, err);
+    /* kept open for ts_store_sync_fd: no second open (and path walk) to fsync */
+    if (!keep_fd || rc) {
+        if (close(fd) != 0 && rc == 0)
+            rc = store_errno(err, errno, intent, "close");
+        fd = -1;
+    }
+    for (int attempt = 1; rc == 0; attempt++) {
+        if (link(intent, final) == 0) {
+            memcpy(uuid, name, TS_UUID_LEN + 1);
+            if (keep_fd)
+                *keep_fd = fd;
+            return 0;
+        }
+        rc = store_errno(err, errno, final, "link from intent");
+        if (errno != ENOENT || attempt >= TS_STORE_COMMIT_ATTEMPTS)
+            break;
+        rc = make_parents(st, name, err); /* see ts_store_place_file */
+    }
+    if (fd >= 0)
+        close(fd);
+    unlink(intent);
+    return rc;
+}
+
+int ts_store_sync_fd(int fd, const char *uuid, ts_err *err)
+{
+    int rc = 0;
+    if (fsync(fd) != 0)
+        rc = ts_err_set(err, errno == ENOSPC ? TS_ENOSPACE : TS_EIO, "store: fsync %s: %s", uuid,
+                        strerror(errno));
+    /* close can report a deferred write error (NFS, quotas): it counts */
+    if (close(fd) != 0 && rc == 0)
+        rc = ts_err_set(err, errno == ENOSPC ? TS_ENOSPACE : TS_EIO, "store: close %s: %s", uuid,
+                        strerror(errno));
+    return rc;
+}
+
 int ts_store_sync_file(ts_store *st, const char *uuid, ts_err *err)
 {
     char final[PATH_MAX];
@@ -352,8 +553,24 @@ int ts_store_sync_file(ts_store *st, const char *uuid, ts_err *err)
      * finds nothing left to write (one journal commit per instance, not two). */
     rc = fsync_path(final, 0, err);
     if (rc == 0)
-        rc = fsync_path(dir, O_DIRECTORY, err);
+        rc = sync_dir(st, uuid, dir, err);
     return rc;
+}
+
+int ts_store_sync_data(ts_store *st, const char *uuid, ts_err *err)
+{
+    char final[PATH_MAX];
+    int rc = ts_store_path(st, uuid, final, sizeof(final), err);
+    return rc ? rc : fsync_path(final, 0, err);
+}
+
+int ts_store_sync_dir(ts_store *st, const char *uuid, ts_err *err)
+{
+    char dir[PATH_MAX];
+    if (!uuid_shape_ok(uuid))
+        return ts_err_set(err, TS_EINVAL, "store: malformed uuid \"%.40s\"", uuid ? uuid : "");
+    int rc = path_fmt(err, dir, sizeof(dir), "%s/%.2s/%.2s", st->root, uuid, uuid + 2);
+    return rc ? rc : sync_dir(st, uuid, dir, err);
 }
 
 int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_LEN + 1],

@@ -53,6 +53,23 @@ int ts_store_commit_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_
 int ts_store_place_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_LEN + 1],
                         ts_err *err);
 int ts_store_sync_file(ts_store *st, const char *uuid, ts_err *err);
+/* ts_store_sync_file in two halves that may run at once on two threads: the
+ * file (its data and inode), and its directory. Files placed one after the
+ * other share a directory for a while, and an fsync of a directory that
+ * another thread of the process has just started or is waiting for is shared:
+ * the instances received at once cost one directory fsync between them. */
+int ts_store_sync_data(ts_store *st, const char *uuid, ts_err *err);
+int ts_store_sync_dir(ts_store *st, const char *uuid, ts_err *err);
+
+/* ts_store_place_file for a file in memory: written once, straight under its
+ * intent's name (no temporary file to rename), then linked into place; no
+ * fsync (ts_store_sync_file follows, as after ts_store_place_file). On failure
+ * nothing is left. With keep_fd, the file stays open on success and *keep_fd
+ * (else -1) is for ts_store_sync_fd, which replaces ts_store_sync_data. */
+int ts_store_place_data(ts_store *st, const void *data, size_t len, char uuid[TS_UUID_LEN + 1],
+                        int *keep_fd, ts_err *err);
+/* fsync of the file open as fd (its data and inode), then close (always). */
+int ts_store_sync_fd(int fd, const char *uuid, ts_err *err);
 
 /* Drops the intent of a file whose fate is decided (its row committed, or the
  * file removed). A missing intent is not an error. */

@@ -14,6 +14,21 @@ static const ts_db_stmt store_instance = {
     "tessera_store_instance($1::text[], $2::jsonb, $3::jsonb, $4::jsonb, $5::boolean, $6::json)",
     6};
 
+/* The same for several instances in one statement (one round trip, one
+ * parse of the call instead of one per instance): tessera_store_instance runs
+ * once per row, in the batch's order; each call sees what the earlier ones
+ * wrote (a volatile function's statements take new snapshots). The values go
+ * as text arrays, cast per element as the single statement casts them. */
+static const ts_db_stmt store_instances = {
+    "ingest_store_instances",
+    "SELECT r.status, r.old_uuid, r.changes "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::text[]) "
+    "WITH ORDINALITY AS j(ids, tags, instance, meta, overwrite, dicomweb, ord), "
+    "LATERAL tessera_store_instance(j.ids::text[], j.tags::jsonb, j.instance::jsonb, "
+    "j.meta::jsonb, j.overwrite, j.dicomweb::json) r "
+    "ORDER BY j.ord",
+    6};
+
 struct ingest_commit {
     ts_db_pool *pool;
     ts_store *store;
@@ -38,26 +53,95 @@ typedef struct batch {
  * lock, then the intent is checked under it, lib/domain/store_index.h), then the
  * wait for every job's fsync; ts_db_transaction commits after. May run again
  * (replays): every result is overwritten. */
+/* A PostgreSQL array literal of the batch's parameter k: each value quoted
+ * (backslash before " and \), NULL for a NULL. */
+static char *array_literal(ingest_job **jobs, int n, int k)
+{
+    size_t size = 3;
+    for (int i = 0; i < n; i++) {
+        const char *v = jobs[i]->params[k];
+        size += v ? 2 * strlen(v) + 3 : 5;
+    }
+    char *out = xmalloc(size);
+    char *p = out;
+    *p++ = '{';
+    for (int i = 0; i < n; i++) {
+        const char *v = jobs[i]->params[k];
+        if (i)
+            *p++ = ',';
+        if (!v) {
+            memcpy(p, "NULL", 4);
+            p += 4;
+            continue;
+        }
+        *p++ = '"';
+        for (; *v; v++) {
+            if (*v == '"' || *v == '\\')
+                *p++ = '\\';
+            *p++ = *v;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return out;
+}
+
+/* Runs the batch's statements: one call for one instance, one statement for
+ * several. Each row of *res is its job's result, in order. */
+static int store_batch(ts_db *db, batch *b, PGresult **res, ts_err *err)
+{
+    if (b->n == 1)
+        return ts_db_exec(db, &store_instance, b->jobs[0]->params, res, err);
+    char *arrays[6];
+    for (int k = 0; k < 6; k++)
+        arrays[k] = array_literal(b->jobs, b->n, k);
+    int rc = ts_db_exec(db, &store_instances, (const char *const *)arrays, res, err);
+    for (int k = 0; k < 6; k++)
+        free(arrays[k]);
+    int rows = rc == 0 ? PQntuples(*res) : b->n;
+    if (rows != b->n) {
+        PQclear(*res);
+        *res = NULL;
+        rc = ts_err_set(err, TS_EIO, "the batch's statement gave %d rows for %d instances", rows,
+                        b->n);
+    }
+    return rc;
+}
+
 static int batch_txn(ts_db *db, void *arg, ts_err *err)
 {
     batch *b = arg;
+    PGresult *res;
+    int rc = store_batch(db, b, &res, err);
+    if (rc)
+        return rc;
     for (int i = 0; i < b->n; i++) {
         ingest_job *job = b->jobs[i];
-        PGresult *res;
-        int rc = ts_db_exec(db, &store_instance, job->params, &res, err);
-        if (rc)
-            return rc;
+        /* under the file's lock, which the statement took */
         rc = ts_store_check_intent(b->c->store, job->uuid, err);
         if (rc) {
             PQclear(res);
             return rc;
         }
-        snprintf(job->status, sizeof(job->status), "%s", PQgetvalue(res, 0, 0));
+        snprintf(job->status, sizeof(job->status), "%s", PQgetvalue(res, i, 0));
         snprintf(job->old_uuid, sizeof(job->old_uuid), "%s",
-                 PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
+                 PQgetisnull(res, i, 1) ? "" : PQgetvalue(res, i, 1));
         free(job->changes);
-        job->changes = xstrdup(PQgetvalue(res, 0, 2));
-        PQclear(res);
+        job->changes = xstrdup(PQgetvalue(res, i, 2));
+    }
+    PQclear(res);
+    /* The files' directories, while their writers fsync the files: once each
+     * (files placed one after the other share one, lib/io/store.h). */
+    for (int i = 0; i < b->n; i++) {
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = memcmp(b->jobs[j]->uuid, b->jobs[i]->uuid, 4) == 0;
+        if (!seen) {
+            int rc = ts_store_sync_dir(b->c->store, b->jobs[i]->uuid, err);
+            if (rc)
+                return rc;
+        }
     }
     /* nothing commits before its files are on disk */
     const char *failed = NULL;

@@ -5,7 +5,9 @@
  *
  * A writer submits a job (the statement's parameters and its file's uuid),
  * fsyncs its file meanwhile, says so (ingest_commit_synced), and waits
- * (ingest_commit_wait): a batch commits only once every file in it is on disk,
+ * (ingest_commit_wait); the committer fsyncs the files' directories after the
+ * statements (once per directory: files placed one after the other share one,
+ * lib/io/store.h). A batch commits only once every file in it is on disk,
  * and a writer answers its client only once its own job's commit is known, so
  * every acknowledged instance is durable in file and index. A batch that fails
  * for one job's sake (a statement error, a failed fsync, a reclaimed file) is

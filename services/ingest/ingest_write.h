@@ -27,10 +27,14 @@ typedef struct ingest_ctx {
     ts_change_sequencer *sequencer; /* numbers the changes after commit; may be NULL */
     ingest_commit *commit;          /* indexes instances in groups (ingest_commit.h) */
     bool overwrite;
+    /* TESSERA_INGEST_MEMORY_THRESHOLD: a file up to this size is parsed and
+     * hashed in memory and written once in its place (0: through a file) */
+    long long memory_threshold;
     /* TESSERA_INGEST_TRANSCODING: the syntax every instance is stored in; NULL: as received */
     const char *transcode_to;
     ts_metric *m_stored, *m_already, *m_invalid, *m_db_busy, *m_storage, *m_failed;
     ts_metric *m_seconds;
+    ts_metric *m_in_memory, *m_in_file; /* where each instance came: memory, a temporary file */
     /* the scripts of TESSERA_LUA_SCRIPTS when they define ReceivedInstanceFilter
      * (else NULL): one state, called under lua_lock by every thread */
     ts_lua *lua;
@@ -75,6 +79,12 @@ void ingest_ctx_init_metrics(ingest_ctx *ctx);
  * says why and out->status says what to answer. Nothing half-stored remains:
  * no file without its row, no row without its file. */
 int ingest_file(ingest_ctx *ctx, const char *temp_path, const ingest_origin *origin,
+                ingest_result *out, ts_err *err);
+
+/* The same for an instance in memory (a C-STORE received into memory, bytes
+ * sent on the bus): parsed and hashed there, written once, straight into its
+ * place. data stays the caller's. */
+int ingest_data(ingest_ctx *ctx, const void *data, size_t len, const ingest_origin *origin,
                 ingest_result *out, ts_err *err);
 
 /* Writes len bytes into a new temporary file of the storage area; its path in path. */

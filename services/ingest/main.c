@@ -102,8 +102,10 @@ static uint16_t on_store(void *user, const ts_dicom_assoc *assoc, const ts_dicom
     char resources[200];
     snprintf(resources, sizeof(resources), "%s", rq->sop_instance_uid);
     if (status != 0) {
-        unlink(rq->path); /* ours now, and refused: nothing is kept */
-    } else if (ingest_file(&svc->write, rq->path, &origin, &res, &err)) {
+        if (rq->path)
+            unlink(rq->path); /* ours now, and refused: nothing is kept */
+    } else if (rq->data ? ingest_data(&svc->write, rq->data, rq->len, &origin, &res, &err)
+                        : ingest_file(&svc->write, rq->path, &origin, &res, &err)) {
         status = (uint16_t)ingest_dimse_status(res.status);
         ts_warn("C-STORE failed", "calling_aet=%s sop=%s status=%04x error=\"%s\"",
                 assoc->calling_aet, rq->sop_instance_uid, status, err.msg);
@@ -202,17 +204,15 @@ static int on_bus_request(void *user, const uint8_t *req_buf, size_t len, uint8_
             goto reply;
         }
     }
-    if (!*req->temp_file && ingest_write_temp(svc->write.store, req->dicom.data, req->dicom.len,
-                                              path, sizeof(path), &err)) {
-        res.status = INGEST_STORAGE_ERROR;
-    } else {
-        ingest_origin origin = {.origin = *req->origin ? req->origin : "RestApi",
-                                .remote_aet = req->remote_aet,
-                                .remote_ip = req->remote_ip,
-                                .called_aet = req->called_aet,
-                                .http_username = req->http_username};
+    ingest_origin origin = {.origin = *req->origin ? req->origin : "RestApi",
+                            .remote_aet = req->remote_aet,
+                            .remote_ip = req->remote_ip,
+                            .called_aet = req->called_aet,
+                            .http_username = req->http_username};
+    if (*req->temp_file)
         ingest_file(&svc->write, path, &origin, &res, &err);
-    }
+    else
+        ingest_data(&svc->write, req->dicom.data, req->dicom.len, &origin, &res, &err);
     rep.status = bus_status(res.status);
     if (res.status == INGEST_STORED || res.status == INGEST_ALREADY_STORED ||
         res.status == INGEST_FILTERED_OUT) {
@@ -289,6 +289,7 @@ int main(int argc, char **argv)
     else if (swept)
         ts_info("removed abandoned temporary files", "count=%d", swept);
     svc.write.overwrite = ts_cfg_bool(TESSERA_OVERWRITE_INSTANCES);
+    svc.write.memory_threshold = ts_cfg_int(TESSERA_INGEST_MEMORY_THRESHOLD);
     const char *ingest_ts = ts_cfg_str(TESSERA_INGEST_TRANSCODING);
     if (*ingest_ts) {
         if (!ts_transfer_syntax_known(ingest_ts)) {
@@ -349,6 +350,7 @@ int main(int argc, char **argv)
         .tls_trusted = ts_cfg_str(TESSERA_DICOM_TLS_TRUSTED_CERTIFICATES),
         .tls_client_cert_required = ts_cfg_bool(TESSERA_DICOM_TLS_REMOTE_CERTIFICATE_REQUIRED),
         .max_dataset = ts_cfg_int(TESSERA_MAX_INSTANCE_SIZE),
+        .memory_threshold = svc.write.memory_threshold,
     };
     ts_audit *audit = NULL;
     if (ts_cfg_bool(TESSERA_AUDIT) &&

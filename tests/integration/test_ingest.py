@@ -309,12 +309,21 @@ def test_c_store_truncated_dataset(cluster):
 
 
 @pytest.mark.parametrize("how", ["abort", "drop"])
-def test_association_broken_mid_instance_stores_nothing(cluster, how):
-    ing = cluster.start_ingest()
+@pytest.mark.parametrize("into", ["memory", "file"])
+def test_association_broken_mid_instance_stores_nothing(cluster, how, into):
+    # CT_small is 39 KB: under the default TESSERA_INGEST_MEMORY_THRESHOLD it
+    # arrives in memory; with 8 KB, the half that is sent goes to a temporary file
+    ing = cluster.start_ingest(**({"TESSERA_INGEST_MEMORY_THRESHOLD": 8192}
+                                  if into == "file" else {}))
     data = dul.dataset_bytes(PYDICOM_FILES / "CT_small.dcm")
     a = dul.Association(ing.port)
     a.send_dataset(dul.CT_IMAGE_STORAGE, "1.2.3.4.6", data, complete=False, fragment=4000)
+    deadline = time.time() + 10
+    while into == "file" and time.time() < deadline and not cluster.temp_files():
+        time.sleep(0.05)
     time.sleep(0.3)
+    # in memory, nothing of it touches the disk; past the threshold, its file
+    assert len(cluster.temp_files()) == (1 if into == "file" else 0)
     getattr(a, how)()
     # the service notices, removes the partial file and goes on serving
     deadline = time.time() + 10
@@ -322,6 +331,62 @@ def test_association_broken_mid_instance_stores_nothing(cluster, how):
         time.sleep(0.1)
     assert_nothing_stored(cluster)
     assert echoscu(ing).returncode == 0
+
+
+def received_into(port):
+    """tessera_ingest_received_total by where the instances came: memory, file."""
+    import urllib.request
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for into in ("memory", "file"):
+        line = next(x for x in body.splitlines()
+                    if x.startswith(f'tessera_ingest_received_total{{into="{into}"}}'))
+        out[into] = int(float(line.split()[-1]))
+    return out
+
+
+def test_memory_threshold_small_in_memory_large_through_a_file(cluster, tmp_path):
+    """Up to TESSERA_INGEST_MEMORY_THRESHOLD an instance is received into memory
+    and written once in its place; a larger one goes through a temporary file.
+    Both end the same: the file as received (dcmtk's meta header, the data set
+    as sent), its md5 and size in the index, no temporary file left."""
+    from conftest import free_port
+    port = free_port()
+    ing = cluster.start_ingest(TESSERA_INGEST_MEMORY_THRESHOLD=16384, TESSERA_METRICS_PORT=port)
+    small, large = PYDICOM_FILES / "MR_small.dcm", PYDICOM_FILES / "CT_small.dcm"  # 9.7, 39 KB
+    rc, out = storescu(ing, [small])
+    assert rc == 0, out
+    assert received_into(port) == {"memory": 1, "file": 0}
+    rc, out = storescu(ing, [large])
+    assert rc == 0, out
+    assert received_into(port) == {"memory": 1, "file": 1}
+    # the bus's bytes (REST uploads, tessera-store-client): the same threshold
+    copy = pydicom.dcmread(large)
+    copy.SOPInstanceUID = copy.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.7"
+    copy.save_as(tmp_path / "copy.dcm")
+    client = BUILD / "tools/store-client/tessera-store-client"
+    p = subprocess.run([str(client), ing.bus, str(tmp_path / "copy.dcm")], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert received_into(port) == {"memory": 1, "file": 2}
+
+    rows = cluster.sql("SELECT a.uuid::text, a.uncompressed_size, a.md5 FROM attachments a")
+    assert len(rows) == 3
+    for uuid, size, md5 in rows:
+        stored = cluster.storage / uuid[0:2] / uuid[2:4] / uuid
+        data = stored.read_bytes()
+        assert len(data) == size and hashlib.md5(data).hexdigest() == md5
+        got = pydicom.dcmread(stored)
+        sent = pydicom.dcmread(large if got.SOPInstanceUID != small_uid(small) else small)
+        assert got.file_meta.MediaStorageSOPInstanceUID == got.SOPInstanceUID
+        assert (got.pixel_array == sent.pixel_array).all()
+        if got.SOPInstanceUID != "1.2.3.4.7":  # C-STORE: dcmtk's meta header names the sender
+            assert got.file_meta.SourceApplicationEntityTitle.strip() == "STORESCU"
+    assert cluster.temp_files() == []
+
+
+def small_uid(path):
+    return pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
 
 
 def test_registered_aes_only(cluster):

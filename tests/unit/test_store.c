@@ -380,6 +380,127 @@ static void test_place_then_sync(void **state)
     assert_non_null(strstr(err.msg, uuid));
 }
 
+/* A file in memory: written once under its intent's name, linked into place;
+ * no temporary file. */
+static void test_place_data(void **state)
+{
+    fixture *f = *state;
+    ts_err err = {0};
+    char uuid[TS_UUID_LEN + 1];
+    assert_int_equal(ts_store_place_data(f->st, "in memory", 9, uuid, NULL, &err), 0);
+    assert_uuid_shape(uuid);
+    assert_true(ts_store_has_intent(f->st, uuid));
+    void *data = NULL;
+    size_t len = 0;
+    assert_int_equal(ts_store_read(f->st, uuid, &data, &len, &err), 0);
+    assert_int_equal(len, 9);
+    assert_memory_equal(data, "in memory", 9);
+    free(data);
+    assert_int_equal(ts_store_sync_data(f->st, uuid, &err), 0);
+    assert_int_equal(ts_store_sync_dir(f->st, uuid, &err), 0);
+    assert_int_equal(ts_store_settle(f->st, uuid), 0);
+    char tmp[PATH_MAX];
+    xsnprintf(tmp, sizeof(tmp), "%s/tmp", f->root);
+    assert_int_equal(count_entries(tmp), 0); /* no .part, no intent left */
+
+    /* a directory that is not there: its fsync fails and names it */
+    const char *lost = "ffff0000-0000-4000-8000-000000000000";
+    char dir[PATH_MAX];
+    xsnprintf(dir, sizeof(dir), "%s/ff/ff", f->root);
+    if (!exists(dir)) {
+        assert_int_equal(ts_store_sync_dir(f->st, lost, &err), TS_EIO);
+        assert_non_null(strstr(err.msg, dir));
+    }
+    assert_int_equal(ts_store_sync_dir(f->st, "../../etc/passwd", &err), TS_EINVAL);
+}
+
+/* Kept open: the same file, in place, fsynced through its descriptor, which
+ * ts_store_sync_fd closes; uuids are version 4 and differ. */
+static void test_place_data_keep_fd(void **state)
+{
+    fixture *f = *state;
+    ts_err err = {0};
+    char uuid[TS_UUID_LEN + 1], other[TS_UUID_LEN + 1];
+    int fd = -2;
+    assert_int_equal(ts_store_place_data(f->st, "kept open", 9, uuid, &fd, &err), 0);
+    assert_true(fd >= 0);
+    assert_uuid_shape(uuid);
+    assert_int_equal(uuid[14], '4');
+    assert_non_null(strchr("89ab", uuid[19]));
+    void *data = NULL;
+    size_t len = 0;
+    assert_int_equal(ts_store_read(f->st, uuid, &data, &len, &err), 0);
+    assert_int_equal(len, 9);
+    assert_memory_equal(data, "kept open", 9);
+    free(data);
+    assert_int_equal(ts_store_sync_fd(fd, uuid, &err), 0);
+    assert_int_equal(fcntl(fd, F_GETFD), -1); /* closed */
+    assert_int_equal(ts_store_place_data(f->st, "x", 1, other, NULL, &err), 0);
+    assert_string_not_equal(uuid, other);
+    /* a failed fsync (here: not a file descriptor) is an error that names the file */
+    assert_int_equal(ts_store_sync_fd(-1, uuid, &err), TS_EIO);
+    assert_non_null(strstr(err.msg, uuid));
+    ts_store_settle(f->st, uuid);
+    ts_store_settle(f->st, other);
+}
+
+/* Files placed one after the other share their aa/bb directory for a run of
+ * 32 (one directory fsync covers them), then the next run has its own. */
+static void test_placed_files_share_a_directory_per_run(void **state)
+{
+    fixture *f = *state;
+    ts_err err = {0};
+    char uuids[64][TS_UUID_LEN + 1];
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(ts_store_place_data(f->st, "x", 1, uuids[i], NULL, &err), 0);
+    for (int i = 1; i < 32; i++) {
+        assert_memory_equal(uuids[i], uuids[0], 4);
+        assert_memory_equal(uuids[32 + i], uuids[32], 4);
+        assert_string_not_equal(uuids[i], uuids[0]); /* the rest stays random */
+    }
+    for (int i = 0; i < 64; i++) {
+        assert_int_equal(ts_store_sync_data(f->st, uuids[i], &err), 0);
+        assert_int_equal(ts_store_sync_dir(f->st, uuids[i], &err), 0);
+        ts_store_settle(f->st, uuids[i]);
+    }
+}
+
+typedef struct {
+    ts_store *st;
+    int failures;
+} syncer;
+
+static void *sync_many(void *arg)
+{
+    syncer *s = arg;
+    for (int i = 0; i < 40; i++) {
+        char uuid[TS_UUID_LEN + 1];
+        ts_err err = {0};
+        if (ts_store_place_data(s->st, "y", 1, uuid, NULL, &err) ||
+            ts_store_sync_data(s->st, uuid, &err) || ts_store_sync_dir(s->st, uuid, &err))
+            s->failures++;
+        ts_store_settle(s->st, uuid);
+    }
+    return NULL;
+}
+
+/* Directory fsyncs shared between threads: every thread's waits end, each
+ * with success. */
+static void test_concurrent_dir_syncs(void **state)
+{
+    fixture *f = *state;
+    syncer s[8];
+    pthread_t th[8];
+    for (int t = 0; t < 8; t++) {
+        s[t] = (syncer){f->st, 0};
+        assert_int_equal(pthread_create(&th[t], NULL, sync_many, &s[t]), 0);
+    }
+    for (int t = 0; t < 8; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(s[t].failures, 0);
+    }
+}
+
 static void test_commit_missing_temp(void **state)
 {
     fixture *f = *state;
@@ -645,6 +766,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_not_a_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_too_big, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_place_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_place_data_keep_fd, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_placed_files_share_a_directory_per_run, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_dir_syncs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
