@@ -19,6 +19,11 @@
  * index it in one transaction (they take up to 64 statements). */
 #define BATCH_PARALLEL 64
 
+/* ... but never more than this many bytes of files being parsed at once (one
+ * item always goes): a chunk of large images would otherwise hold 64 parsed
+ * datasets in memory. */
+#define BATCH_BYTES (64L << 20)
+
 bool ingest_batch_is(const uint8_t *req, size_t len)
 {
     return len >= 2 && req[0] == 0xA2 && req[1] == 0x06;
@@ -37,7 +42,29 @@ typedef struct batch {
     item *items;
     size_t n;
     atomic_size_t next;
+    pthread_mutex_t mu;
+    pthread_cond_t freed;
+    long bytes; /* being written (BATCH_BYTES) */
 } batch;
+
+/* Waits until size more bytes fit in BATCH_BYTES (or nothing else is being
+ * written), then counts them. */
+static void bytes_take(batch *b, long size)
+{
+    pthread_mutex_lock(&b->mu);
+    while (b->bytes > 0 && b->bytes + size > BATCH_BYTES)
+        pthread_cond_wait(&b->freed, &b->mu);
+    b->bytes += size;
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void bytes_give(batch *b, long size)
+{
+    pthread_mutex_lock(&b->mu);
+    b->bytes -= size;
+    pthread_cond_broadcast(&b->freed);
+    pthread_mutex_unlock(&b->mu);
+}
 
 /* One item, as a StoreRequest with temp_file (or dicom) is served alone. */
 static void store_item(batch *b, item *it)
@@ -47,6 +74,7 @@ static void store_item(batch *b, item *it)
     ts_err err;
     ts_err_clear(&err);
     it->res.status = INGEST_FAILED;
+    long size = (long)req->dicom.len;
     if (*req->temp_file) {
         struct stat sb;
         if (ts_store_temp_path_of(b->ctx->store, req->temp_file, path, sizeof(path), &err)) {
@@ -56,17 +84,20 @@ static void store_item(batch *b, item *it)
         }
         if (stat(path, &sb) != 0) {
             it->status = TESSERA__STORE_STATUS__STORE_STORAGE_ERROR;
-            snprintf(it->error, sizeof(it->error), "the file %.200s is not in this storage area: %s",
-                     req->temp_file, strerror(errno));
+            snprintf(it->error, sizeof(it->error),
+                     "the file %.200s is not in this storage area: %s", req->temp_file,
+                     strerror(errno));
             return;
         }
         if ((long)sb.st_size > b->max_size) {
             unlink(path);
             it->status = TESSERA__STORE_STATUS__STORE_TOO_LARGE;
-            snprintf(it->error, sizeof(it->error), "instance of %lld bytes is larger than %ld bytes",
-                     (long long)sb.st_size, b->max_size);
+            snprintf(it->error, sizeof(it->error),
+                     "instance of %lld bytes is larger than %ld bytes", (long long)sb.st_size,
+                     b->max_size);
             return;
         }
+        size = (long)sb.st_size;
     } else if ((long)req->dicom.len > b->max_size) {
         it->status = TESSERA__STORE_STATUS__STORE_TOO_LARGE;
         snprintf(it->error, sizeof(it->error), "instance of %zu bytes is larger than %ld bytes",
@@ -83,7 +114,9 @@ static void store_item(batch *b, item *it)
                             .remote_ip = req->remote_ip,
                             .called_aet = req->called_aet,
                             .http_username = req->http_username};
+    bytes_take(b, size);
     ingest_file(b->ctx, path, &origin, &it->res, &err);
+    bytes_give(b, size);
     it->status = ingest_bus_status(it->res.status);
     if (it->res.status != INGEST_STORED && it->res.status != INGEST_ALREADY_STORED &&
         it->res.status != INGEST_FILTERED_OUT) {
@@ -119,7 +152,10 @@ int ingest_batch_request(ingest_ctx *ctx, long max_instance_size, const uint8_t 
     item *items = xcalloc(n ? n : 1, sizeof(*items));
     for (size_t k = 0; k < n; k++)
         items[k].req = req->items[k];
-    batch b = {ctx, max_instance_size, items, n, 0};
+    batch b = {.ctx = ctx, .max_size = max_instance_size, .items = items, .n = n};
+    atomic_init(&b.next, 0);
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.freed, NULL);
     pthread_t threads[BATCH_PARALLEL];
     size_t nthreads = n < BATCH_PARALLEL ? n : BATCH_PARALLEL;
     for (size_t t = 1; t < nthreads; t++)
@@ -128,6 +164,8 @@ int ingest_batch_request(ingest_ctx *ctx, long max_instance_size, const uint8_t 
     batch_main(&b);
     for (size_t t = 1; t < nthreads; t++)
         pthread_join(threads[t], NULL);
+    pthread_cond_destroy(&b.freed);
+    pthread_mutex_destroy(&b.mu);
 
     Tessera__StoreReply *replies = xcalloc(n ? n : 1, sizeof(*replies));
     Tessera__StoreReply **ptrs = xcalloc(n ? n : 1, sizeof(*ptrs));

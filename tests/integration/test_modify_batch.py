@@ -80,6 +80,28 @@ def test_batch_with_bad_items(cluster, tmp_path):
     assert ing.proc.poll() is None
 
 
+def test_batch_of_large_items(cluster, tmp_path):
+    """Three 40 MB instances in one batch: more than ingest writes at once
+    (64 MB of files), so the later ones wait for the earlier ones; all are
+    stored, each with its own answer."""
+    ing = cluster.start_ingest()
+    files = []
+    for k in range(3):
+        ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.74.{k + 1}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.Rows, ds.Columns = 4096, 5120
+        ds.PixelData = bytes([k + 1]) * (4096 * 5120 * 2)
+        ds.save_as(tmp_path / f"large{k}.dcm")
+        files.append(tmp_path / f"large{k}.dcm")
+    rc, lines = store_batch(ing, files)
+    assert rc == 0, lines
+    assert [(line[1], line[2]) for line in lines] == [("Success", expected_ids(f)[3])
+                                                      for f in files]
+    assert cluster.sql("SELECT count(*) FROM instances")[0][0] == 3
+    assert_index_and_storage_agree(cluster)
+
+
 def new_study_instances(rest, before):
     """Instances of studies that were not in `before`: the job's copies."""
     out = []
