@@ -300,9 +300,13 @@ static bool set_metadata(jobs_worker *w, const ts_modify *m, const copy_result *
 /* Copies made at once (the modification is CPU: the machine's cores). */
 #define PARALLEL 4
 
-/* A chunk of the job's instances: their files, then their copies. Two are
- * alive at once: ingest stores one (a thread waits for its batch) while the
- * next one's copies are made. */
+/* A chunk of the job's instances: their files, then their copies. DEPTH are
+ * alive at once: ingest stores up to DEPTH - 1 (a thread waits for each batch;
+ * ingest serves TESSERA_BUS_WORKERS requests at a time) while the next one's
+ * copies are made. A batch took 2 to 4 times as long as making its copies. */
+#ifndef DEPTH
+#define DEPTH 3
+#endif
 typedef struct chunk {
     jobs_worker *w;
     size_t n;
@@ -505,7 +509,10 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     bool merge = strcmp(c->type, "MergeStudy") == 0;
     ts_modify *m = NULL;
     json_t *done = NULL;
-    chunk *chunks[2] = {NULL, NULL}, *prev = NULL, *cur = NULL;
+    /* chunks[(first + i) % DEPTH], i < npending: at ingest, oldest first */
+    chunk *chunks[DEPTH] = {NULL};
+    size_t first = 0, npending = 0;
+    bool failed_chunk = false; /* *out is a chunk's failure (older than any still pending) */
     run_state st = {.w = w, .c = c, .level = level, .modify = modify};
     memset(out, 0, sizeof(*out));
     if (!json_is_array(instances) || !secret || level < 0 || level > 2 || !w->svc->ingest ||
@@ -543,13 +550,13 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     st.m = m;
     st.done = done;
     st.total = total;
-    chunks[0] = xcalloc(1, sizeof(chunk));
-    chunks[1] = xcalloc(1, sizeof(chunk));
-    prev = chunks[0];
-    cur = chunks[1];
-    prev->w = cur->w = w;
+    for (int i = 0; i < DEPTH; i++) {
+        chunks[i] = xcalloc(1, sizeof(chunk));
+        chunks[i]->w = w;
+    }
     for (size_t pos = 0; pos < total; pos += CHUNK) {
         size_t n = total - pos < CHUNK ? total - pos : CHUNK;
+        chunk *cur = chunks[(first + npending) % DEPTH];
         chunk_reset(cur);
         for (size_t k = 0; k < n; k++) {
             const char *id = json_string_value(json_array_get(instances, pos + k));
@@ -579,14 +586,21 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 goto out;
             }
         }
-        /* this chunk's copies are made while ingest stores the previous one
+        /* this chunk's copies are made while ingest stores the previous ones
          * (its fsyncs and commits are most of an instance's time), then each
-         * chunk is one batch for ingest and recorded in one go */
+         * chunk is one batch for ingest and recorded in one go, in order */
         double t0 = now_ms();
         make_copies(c, m, transcode, cur);
         ts_debug("chunk copies made", "copies=%zu ms=%.1f", cur->n, now_ms() - t0);
-        if (!finish_chunk(&st, prev, out))
-            goto out;
+        if (npending == DEPTH - 1) {
+            chunk *oldest = chunks[first];
+            first = (first + 1) % DEPTH;
+            npending--;
+            if (!finish_chunk(&st, oldest, out)) {
+                failed_chunk = true;
+                goto out;
+            }
+        }
         if (jobs_worker_interrupted(w)) {
             /* paused or canceled while this chunk was made: it is not sent
              * (chunk_reset removes its files) */
@@ -594,26 +608,37 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
             goto out;
         }
         start_storing(cur);
-        chunk *t = prev;
-        prev = cur;
-        cur = t;
+        npending++;
     }
-    if (!finish_chunk(&st, prev, out))
-        goto out;
+    while (npending) {
+        chunk *oldest = chunks[first];
+        first = (first + 1) % DEPTH;
+        npending--;
+        if (!finish_chunk(&st, oldest, out)) {
+            failed_chunk = true;
+            goto out;
+        }
+    }
     if (!keep_source)
         delete_sources(w, c, instances, done, out);
     ts_info("modification done", "job=%s instances=%zu last_copy=%s", c->id, total,
             st.last_copy.instance);
 out:
-    /* a chunk still at ingest is waited for and recorded: its failure, being
-     * the earlier one, is the job's */
-    if (prev && prev->storing) {
-        jobs_outcome first;
-        memset(&first, 0, sizeof(first));
-        if (!finish_chunk(&st, prev, &first))
-            *out = first;
+    /* chunks still at ingest are waited for and recorded in order; the first
+     * failure of a chunk is the job's (it is older than what stopped the run,
+     * unless that was a chunk's failure) */
+    while (npending) {
+        chunk *oldest = chunks[first];
+        first = (first + 1) % DEPTH;
+        npending--;
+        jobs_outcome o;
+        memset(&o, 0, sizeof(o));
+        if (!finish_chunk(&st, oldest, &o) && !failed_chunk) {
+            *out = o;
+            failed_chunk = true;
+        }
     }
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < DEPTH; i++) {
         if (chunks[i])
             chunk_reset(chunks[i]);
         free(chunks[i]);
