@@ -303,9 +303,12 @@ static bool set_metadata(jobs_worker *w, const ts_modify *m, const copy_result *
 /* A chunk of the job's instances: their files, then their copies. DEPTH are
  * alive at once: ingest stores up to DEPTH - 1 (a thread waits for each batch;
  * ingest serves TESSERA_BUS_WORKERS requests at a time) while the next one's
- * copies are made. A batch took 2 to 4 times as long as making its copies. */
+ * copies are made. A batch took 2 to 4 times as long as making its copies,
+ * yet 3 (two batches at ingest) was no faster than 2 in bench/anonymize
+ * (probably because a study's copies share their series and study rows, which
+ * each batch's transaction locks: not verified). */
 #ifndef DEPTH
-#define DEPTH 3
+#define DEPTH 2
 #endif
 typedef struct chunk {
     jobs_worker *w;
