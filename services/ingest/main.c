@@ -18,6 +18,7 @@
 #include "io/db.h"
 #include "dicom/codecs.h"
 #include "dicom/dicom.h"
+#include "ingest_batch.h"
 #include "ingest_find.h"
 #include "ingest_write.h"
 #include "base/log.h"
@@ -137,7 +138,7 @@ static uint16_t on_find(void *user, const ts_dicom_assoc *assoc, const ts_dicom_
 
 /* ---- bus: store requests from REST --------------------------------------- */
 
-static Tessera__StoreStatus bus_status(ingest_status s)
+Tessera__StoreStatus ingest_bus_status(ingest_status s)
 {
     switch (s) {
     case INGEST_STORED:
@@ -163,6 +164,9 @@ static int on_bus_request(void *user, const uint8_t *req_buf, size_t len, uint8_
                           size_t *reply_len)
 {
     ingest_service *svc = user;
+    if (ingest_batch_is(req_buf, len)) /* jobs' chunks of modified copies */
+        return ingest_batch_request(&svc->write, svc->max_instance_size, req_buf, len, reply,
+                                    reply_len);
     Tessera__StoreReply rep = TESSERA__STORE_REPLY__INIT;
     char error[sizeof(((ts_err *)0)->msg)] = "";
     ingest_result res = {.status = INGEST_FAILED};
@@ -213,7 +217,7 @@ static int on_bus_request(void *user, const uint8_t *req_buf, size_t len, uint8_
         ingest_file(&svc->write, path, &origin, &res, &err);
     else
         ingest_data(&svc->write, req->dicom.data, req->dicom.len, &origin, &res, &err);
-    rep.status = bus_status(res.status);
+    rep.status = ingest_bus_status(res.status);
     if (res.status == INGEST_STORED || res.status == INGEST_ALREADY_STORED ||
         res.status == INGEST_FILTERED_OUT) {
         rep.patient_id = res.ids.patient;

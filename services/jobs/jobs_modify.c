@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/ids.h"
@@ -134,28 +135,34 @@ static ts_oe store_status_oe(int status)
     }
 }
 
-/* One instance: modified copy stored through ingest; new->ids gets its ids.
- * false after jobs_fail. */
-static bool modify_one(jobs_worker *w, ts_job_claim *c, const ts_modify *m, const char *transcode,
-                       const char *id, const char *file, ts_ids *copy, ts_ids *orig,
-                       jobs_outcome *out)
+/* A copy being made: its temporary file, then ingest's answer. */
+typedef struct copy_result {
+    bool ok;         /* stored (or already was) */
+    char temp[4096]; /* the modified file under the storage area's tmp/ ("" none) */
+    ts_ids copy, orig;
+    jobs_outcome out; /* why not, when !ok (interrupted: paused, canceled, stopping) */
+} copy_result;
+
+/* One instance: its modified copy written to a temporary file (r->temp) and
+ * the original's ids in r->orig. false after jobs_fail. */
+static bool make_copy(jobs_worker *w, ts_job_claim *c, const ts_modify *m, const char *transcode,
+                      const char *id, const char *file, copy_result *r)
 {
     ts_err err;
     ts_oe oe = TS_OE_SUCCESS;
     ts_dicom *d = NULL;
-    char temp[4096] = "";
     char details[600];
     bool ok = false;
     ts_dicom_identity identity = {0};
     if (ts_dicom_open_file(file, &d, &err) || ts_dicom_identity_get(d, &identity, &err)) {
         snprintf(details, sizeof(details), "instance %s: %s", id, err.msg);
-        jobs_fail(out, TS_OE_BAD_FILE_FORMAT, details);
+        jobs_fail(&r->out, TS_OE_BAD_FILE_FORMAT, details);
         goto out;
     }
-    *orig = identity.ids;
+    r->orig = identity.ids;
     if (ts_modify_apply(m, d, &oe, &err)) {
         snprintf(details, sizeof(details), "instance %s: %s", id, err.msg);
-        jobs_fail(out, oe, details);
+        jobs_fail(&r->out, oe, details);
         goto out;
     }
     /* as Orthanc: lossy allowed but the copy keeps its new SOPInstanceUID (the
@@ -164,43 +171,77 @@ static bool modify_one(jobs_worker *w, ts_job_claim *c, const ts_modify *m, cons
     if (transcode && ts_dicom_transcode(d, transcode, TS_TRANSCODE_ALLOW_LOSSY, true, &err))
         ts_warn("cannot transcode instance, keeping its transfer syntax",
                 "job=%s instance=%s to=%s error=\"%s\"", c->id, id, transcode, err.msg);
-    if (ts_store_temp_path(w->svc->store, temp, sizeof(temp), &err) ||
-        ts_dicom_save_file(d, temp, &err)) {
-        jobs_fail(out, TS_OE_FILE_STORAGE_CANNOT_WRITE, err.msg);
+    if (ts_store_temp_path(w->svc->store, r->temp, sizeof(r->temp), &err) ||
+        ts_dicom_save_file(d, r->temp, &err)) {
+        jobs_fail(&r->out, TS_OE_FILE_STORAGE_CANNOT_WRITE, err.msg);
+        if (r->temp[0])
+            unlink(r->temp);
+        r->temp[0] = '\0';
         goto out;
     }
-    ts_dicom_free(d);
-    d = NULL;
-    Tessera__StoreRequest sr = TESSERA__STORE_REQUEST__INIT;
-    const char *slash = strrchr(temp, '/');
-    sr.temp_file = (char *)(slash ? slash + 1 : temp);
-    sr.origin = "RestApi"; /* Orthanc's Origin of a modified copy */
-    ProtobufCMessage *reply = NULL;
-    if (ts_bus_call(w->svc->ingest, &sr.base, &tessera__store_reply__descriptor, &reply,
-                    w->svc->bus_timeout_ms, &err)) {
-        snprintf(details, sizeof(details), "ingest did not answer: %s", err.msg);
-        jobs_fail(out, TS_OE_INTERNAL_ERROR, details);
-        goto out;
-    }
-    Tessera__StoreReply *r = (Tessera__StoreReply *)reply;
-    if (r->status != TESSERA__STORE_STATUS__STORE_STORED &&
-        r->status != TESSERA__STORE_STATUS__STORE_ALREADY_STORED) {
-        snprintf(details, sizeof(details), "storing the copy of instance %s: %s", id, r->error);
-        jobs_fail(out, store_status_oe(r->status), details);
-    } else {
-        snprintf(copy->patient, sizeof(copy->patient), "%s", r->patient_id);
-        snprintf(copy->study, sizeof(copy->study), "%s", r->study_id);
-        snprintf(copy->series, sizeof(copy->series), "%s", r->series_id);
-        snprintf(copy->instance, sizeof(copy->instance), "%s", r->instance_id);
-        ok = true;
-    }
-    protobuf_c_message_free_unpacked(reply, NULL);
+    ok = true;
 out:
-    if (temp[0])
-        unlink(temp); /* ingest took it over, or it failed: nothing to keep */
     ts_dicom_identity_clear(&identity);
     ts_dicom_free(d);
     return ok;
+}
+
+/* The chunk's temporary files handed to ingest in one StoreBatchRequest (the
+ * one write path: ingest parses, places, fsyncs and indexes each); each
+ * result gets its copy's ids or its failure. The temporary files are gone
+ * afterwards in every case. */
+static void store_copies(jobs_worker *w, copy_result *res, size_t n)
+{
+    Tessera__StoreRequest items[CHUNK], *ptrs[CHUNK];
+    size_t at[CHUNK], nitems = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (!res[k].temp[0])
+            continue;
+        tessera__store_request__init(&items[nitems]);
+        const char *slash = strrchr(res[k].temp, '/');
+        items[nitems].temp_file = (char *)(slash ? slash + 1 : res[k].temp);
+        items[nitems].origin = "RestApi"; /* Orthanc's Origin of a modified copy */
+        ptrs[nitems] = &items[nitems];
+        at[nitems++] = k;
+    }
+    if (!nitems)
+        return;
+    Tessera__StoreBatchRequest req = TESSERA__STORE_BATCH_REQUEST__INIT;
+    req.n_items = nitems;
+    req.items = ptrs;
+    ProtobufCMessage *reply = NULL;
+    ts_err err;
+    char details[600];
+    int rc = ts_bus_call(w->svc->ingest, &req.base, &tessera__store_batch_reply__descriptor, &reply,
+                         w->svc->bus_timeout_ms, &err);
+    Tessera__StoreBatchReply *r = (Tessera__StoreBatchReply *)reply;
+    if (!rc && r->n_replies != nitems)
+        rc = ts_err_set(&err, TS_EBUS, "%zu answers for %zu copies", r->n_replies, nitems);
+    for (size_t i = 0; i < nitems; i++) {
+        copy_result *cr = &res[at[i]];
+        unlink(cr->temp); /* ingest took it over, or it failed: nothing to keep */
+        cr->temp[0] = '\0';
+        if (rc) {
+            snprintf(details, sizeof(details), "ingest did not answer: %s", err.msg);
+            jobs_fail(&cr->out, TS_OE_INTERNAL_ERROR, details);
+            continue;
+        }
+        const Tessera__StoreReply *one = r->replies[i];
+        if (one->status != TESSERA__STORE_STATUS__STORE_STORED &&
+            one->status != TESSERA__STORE_STATUS__STORE_ALREADY_STORED) {
+            snprintf(details, sizeof(details), "storing the copy of instance %s: %s",
+                     cr->orig.instance, one->error);
+            jobs_fail(&cr->out, store_status_oe(one->status), details);
+            continue;
+        }
+        snprintf(cr->copy.patient, sizeof(cr->copy.patient), "%s", one->patient_id);
+        snprintf(cr->copy.study, sizeof(cr->copy.study), "%s", one->study_id);
+        snprintf(cr->copy.series, sizeof(cr->copy.series), "%s", one->series_id);
+        snprintf(cr->copy.instance, sizeof(cr->copy.instance), "%s", one->instance_id);
+        cr->ok = true;
+    }
+    if (reply)
+        protobuf_c_message_free_unpacked(reply, NULL);
 }
 
 /* Appends "v" to a PostgreSQL array literal being built in *buf (ids and
@@ -214,12 +255,6 @@ static void array_add(char **buf, size_t *len, size_t *cap, const char *v)
     }
     *len += (size_t)sprintf(*buf + *len, "%s\"%s\"", *len > 1 ? "," : "", v);
 }
-
-typedef struct copy_result {
-    bool ok;
-    ts_ids copy, orig;
-    jobs_outcome out; /* why not, when !ok (interrupted: paused, canceled, stopping) */
-} copy_result;
 
 /* Orthanc's metadata: on each copy always, on its series, study and patient
  * when they differ from the original's; one transaction for the chunk's copies
@@ -262,20 +297,36 @@ static bool set_metadata(jobs_worker *w, const ts_modify *m, const copy_result *
     return ok;
 }
 
-/* Copies made at once within a chunk: ingest serves TESSERA_BUS_WORKERS (4 by
- * default) requests at a time. */
+/* Copies made at once (the modification is CPU: the machine's cores). */
 #define PARALLEL 4
 
-typedef struct par_ctx {
+/* A chunk of the job's instances: their files, then their copies. DEPTH are
+ * alive at once: ingest stores up to DEPTH - 1 (a thread waits for each batch;
+ * ingest serves TESSERA_BUS_WORKERS requests at a time) while the next one's
+ * copies are made. A batch took 2 to 4 times as long as making its copies,
+ * yet 3 (two batches at ingest) was no faster than 2 in bench/anonymize
+ * (probably because a study's copies share their series and study rows, which
+ * each batch's transaction locks: not verified). */
+#ifndef DEPTH
+#define DEPTH 2
+#endif
+typedef struct chunk {
     jobs_worker *w;
+    size_t n;
+    const char *ids[CHUNK];
+    char *uuids[CHUNK];
+    char paths[CHUNK][4096];
+    copy_result res[CHUNK];
+    pthread_t storer;
+    bool storing;
+} chunk;
+
+typedef struct par_ctx {
     ts_job_claim *c;
     const ts_modify *m; /* read only while the threads run */
     const char *transcode;
-    const char *const *ids;
-    char (*paths)[4096];
-    size_t n;
+    chunk *ch;
     atomic_size_t next;
-    copy_result *res;
 } par_ctx;
 
 static void *par_main(void *arg)
@@ -283,16 +334,133 @@ static void *par_main(void *arg)
     par_ctx *p = arg;
     for (;;) {
         size_t k = atomic_fetch_add(&p->next, 1);
-        if (k >= p->n)
+        if (k >= p->ch->n)
             return NULL;
-        copy_result *r = &p->res[k];
-        if (jobs_worker_interrupted(p->w)) {
+        copy_result *r = &p->ch->res[k];
+        if (jobs_worker_interrupted(p->ch->w)) {
             r->out.interrupted = true;
             continue;
         }
-        r->ok = modify_one(p->w, p->c, p->m, p->transcode, p->ids[k], p->paths[k], &r->copy,
-                           &r->orig, &r->out);
+        make_copy(p->ch->w, p->c, p->m, p->transcode, p->ch->ids[k], p->ch->paths[k], r);
     }
+}
+
+static void make_copies(ts_job_claim *c, const ts_modify *m, const char *transcode, chunk *ch)
+{
+    par_ctx par = {c, m, transcode, ch, 0};
+    pthread_t threads[PARALLEL];
+    size_t nthreads = ch->n < PARALLEL ? ch->n : PARALLEL;
+    for (size_t t = 1; t < nthreads; t++)
+        if (pthread_create(&threads[t], NULL, par_main, &par))
+            nthreads = t; /* fewer threads: the others do their share */
+    par_main(&par);
+    for (size_t t = 1; t < nthreads; t++)
+        pthread_join(threads[t], NULL);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void *storer_main(void *arg)
+{
+    chunk *ch = arg;
+    double t0 = now_ms();
+    store_copies(ch->w, ch->res, ch->n);
+    ts_debug("chunk stored by ingest", "copies=%zu ms=%.1f", ch->n, now_ms() - t0);
+    return NULL;
+}
+
+/* Ingest's batch for ch, in a thread (ch->storing); without one, at once. */
+static void start_storing(chunk *ch)
+{
+    ch->storing = pthread_create(&ch->storer, NULL, storer_main, ch) == 0;
+    if (!ch->storing)
+        store_copies(ch->w, ch->res, ch->n);
+}
+
+/* Forgets a chunk: temporary files never handed to ingest are removed. */
+static void chunk_reset(chunk *ch)
+{
+    for (size_t k = 0; k < CHUNK; k++) {
+        if (ch->res[k].temp[0])
+            unlink(ch->res[k].temp);
+        free(ch->uuids[k]);
+        ch->uuids[k] = NULL;
+        memset(&ch->res[k], 0, sizeof(ch->res[k]));
+    }
+    ch->n = 0;
+}
+
+typedef struct run_state {
+    jobs_worker *w;
+    ts_job_claim *c;
+    const ts_modify *m;
+    int level;
+    bool modify;
+    json_t *done;
+    size_t ndone, total;
+    ts_ids last_copy;
+} run_state;
+
+/* Once ingest answered a chunk's batch: Orthanc's metadata, then the chunk
+ * recorded in the done set with the progress. false (*out set) when the job
+ * stops here: a copy failed (what was stored is recorded first), or
+ * PostgreSQL or Redis stayed away. */
+static bool finish_chunk(run_state *st, chunk *ch, jobs_outcome *out)
+{
+    if (ch->storing) {
+        pthread_join(ch->storer, NULL);
+        ch->storing = false;
+    }
+    ts_job_claim *c = st->c;
+    size_t n = ch->n;
+    if (st->modify && !set_metadata(st->w, st->m, ch->res, n, out))
+        return false; /* the chunk's copies are stored, not recorded: a resubmit finds them */
+    const char *items[2 * CHUNK];
+    char out_keys[CHUNK][TS_ID_LEN + 8];
+    size_t nitems = 0, k_fail = n;
+    for (size_t k = 0; k < n; k++) {
+        if (!ch->res[k].ok) {
+            if (k_fail == n)
+                k_fail = k;
+            continue;
+        }
+        ts_ids *copy = &ch->res[k].copy;
+        if (st->modify && !json_object_get(c->content, "ID")) {
+            const char *cid[] = {copy->patient, copy->study, copy->series};
+            char p[80];
+            snprintf(p, sizeof(p), "/%s/%s", LEVEL_PLURAL[st->level], cid[st->level]);
+            json_object_set_new(c->content, "ID", json_string(cid[st->level]));
+            json_object_set_new(c->content, "Path", json_string(p));
+            json_object_set_new(c->content, "PatientID", json_string(copy->patient));
+            json_object_set_new(c->content, "Type", json_string(LEVEL_TYPE[st->level]));
+        }
+        st->last_copy = *copy;
+        snprintf(out_keys[k], sizeof(out_keys[k]), "out:%s", copy->instance);
+        items[nitems++] = ch->ids[k];
+        items[nitems++] = out_keys[k];
+        st->ndone++;
+    }
+    int progress = (int)(st->ndone * 100 / st->total);
+    if (nitems && !jobs_record(st->w, c, items, nitems, progress > 99 ? 99 : progress)) {
+        out->interrupted = true;
+        return false;
+    }
+    for (size_t i = 0; i < nitems; i++)
+        json_object_set_new(st->done, items[i], json_true());
+    if (k_fail < n) {
+        /* what was stored is recorded; the first failure ends the run */
+        if (ch->res[k_fail].out.interrupted)
+            out->interrupted = true;
+        else
+            *out = ch->res[k_fail].out;
+        return false;
+    }
+    return true;
 }
 
 /* KeepSource false: the originals go once every copy is stored (a copy that
@@ -344,7 +512,11 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
     bool merge = strcmp(c->type, "MergeStudy") == 0;
     ts_modify *m = NULL;
     json_t *done = NULL;
-    char *uuids[CHUNK] = {0};
+    /* chunks[(first + i) % DEPTH], i < npending: at ingest, oldest first */
+    chunk *chunks[DEPTH] = {NULL};
+    size_t first = 0, npending = 0;
+    bool failed_chunk = false; /* *out is a chunk's failure (older than any still pending) */
+    run_state st = {.w = w, .c = c, .level = level, .modify = modify};
     memset(out, 0, sizeof(*out));
     if (!json_is_array(instances) || !secret || level < 0 || level > 2 || !w->svc->ingest ||
         (merge && !json_is_string(json_object_get(c->input, "Target")))) {
@@ -374,15 +546,21 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         out->interrupted = true;
         goto out;
     }
-    size_t total = json_array_size(instances), ndone = 0;
+    size_t total = json_array_size(instances);
     if (c->taken_over)
         ts_info("modification resumed", "job=%s done=%zu total=%zu", c->id,
                 json_object_size(done) / 2, total);
-    ts_ids last_copy = {0};
+    st.m = m;
+    st.done = done;
+    st.total = total;
+    for (int i = 0; i < DEPTH; i++) {
+        chunks[i] = xcalloc(1, sizeof(chunk));
+        chunks[i]->w = w;
+    }
     for (size_t pos = 0; pos < total; pos += CHUNK) {
         size_t n = total - pos < CHUNK ? total - pos : CHUNK;
-        const char *ids[CHUNK];
-        size_t m_todo = 0;
+        chunk *cur = chunks[(first + npending) % DEPTH];
+        chunk_reset(cur);
         for (size_t k = 0; k < n; k++) {
             const char *id = json_string_value(json_array_get(instances, pos + k));
             if (!id || !ts_id_is_valid(id)) {
@@ -390,90 +568,84 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
                 goto out;
             }
             if (json_object_get(done, id))
-                ndone++;
+                st.ndone++;
             else
-                ids[m_todo++] = id;
+                cur->ids[cur->n++] = id;
         }
-        if (!m_todo)
+        if (!cur->n)
             continue;
-        if (jobs_instance_files(w, ids, m_todo, uuids, &err)) {
+        if (jobs_instance_files(w, cur->ids, cur->n, cur->uuids, &err)) {
             jobs_fail(out, TS_OE_DATABASE_UNAVAILABLE, err.msg);
             goto out;
         }
-        /* the chunk's copies in parallel (ingest's fsyncs and commits are most
-         * of an instance's time), then recorded in one go */
-        char paths[CHUNK][4096];
-        for (size_t k = 0; k < m_todo; k++) {
-            if (!uuids[k] ||
-                ts_store_path(w->svc->store, uuids[k], paths[k], sizeof(paths[k]), &err)) {
+        for (size_t k = 0; k < cur->n; k++) {
+            if (!cur->uuids[k] || ts_store_path(w->svc->store, cur->uuids[k], cur->paths[k],
+                                                sizeof(cur->paths[k]), &err)) {
                 char details[200];
                 snprintf(details, sizeof(details),
-                         "instance %s is no longer stored (deleted while the job ran)", ids[k]);
+                         "instance %s is no longer stored (deleted while the job ran)",
+                         cur->ids[k]);
                 jobs_fail(out, TS_OE_UNKNOWN_RESOURCE, details);
                 goto out;
             }
         }
-        copy_result res[CHUNK];
-        memset(res, 0, sizeof(res));
-        par_ctx par = {w, c, m, transcode, ids, paths, m_todo, 0, res};
-        pthread_t threads[PARALLEL];
-        size_t nthreads = m_todo < PARALLEL ? m_todo : PARALLEL;
-        for (size_t t = 1; t < nthreads; t++)
-            if (pthread_create(&threads[t], NULL, par_main, &par))
-                nthreads = t; /* fewer threads: the others do their share */
-        par_main(&par);
-        for (size_t t = 1; t < nthreads; t++)
-            pthread_join(threads[t], NULL);
-        if (modify && !set_metadata(w, m, res, m_todo, out))
-            goto out; /* the chunk's copies are stored, not recorded: a resubmit finds them */
-        const char *items[2 * CHUNK];
-        char out_keys[CHUNK][TS_ID_LEN + 8];
-        size_t nitems = 0, k_fail = m_todo;
-        for (size_t k = 0; k < m_todo; k++) {
-            if (!res[k].ok) {
-                if (k_fail == m_todo)
-                    k_fail = k;
-                continue;
+        /* this chunk's copies are made while ingest stores the previous ones
+         * (its fsyncs and commits are most of an instance's time), then each
+         * chunk is one batch for ingest and recorded in one go, in order */
+        double t0 = now_ms();
+        make_copies(c, m, transcode, cur);
+        ts_debug("chunk copies made", "copies=%zu ms=%.1f", cur->n, now_ms() - t0);
+        if (npending == DEPTH - 1) {
+            chunk *oldest = chunks[first];
+            first = (first + 1) % DEPTH;
+            npending--;
+            if (!finish_chunk(&st, oldest, out)) {
+                failed_chunk = true;
+                goto out;
             }
-            ts_ids *copy = &res[k].copy;
-            if (modify && !json_object_get(c->content, "ID")) {
-                const char *cid[] = {copy->patient, copy->study, copy->series};
-                char p[80];
-                snprintf(p, sizeof(p), "/%s/%s", LEVEL_PLURAL[level], cid[level]);
-                json_object_set_new(c->content, "ID", json_string(cid[level]));
-                json_object_set_new(c->content, "Path", json_string(p));
-                json_object_set_new(c->content, "PatientID", json_string(copy->patient));
-                json_object_set_new(c->content, "Type", json_string(LEVEL_TYPE[level]));
-            }
-            last_copy = *copy;
-            snprintf(out_keys[k], sizeof(out_keys[k]), "out:%s", copy->instance);
-            items[nitems++] = ids[k];
-            items[nitems++] = out_keys[k];
-            ndone++;
         }
-        int progress = (int)(ndone * 100 / total);
-        if (nitems && !jobs_record(w, c, items, nitems, progress > 99 ? 99 : progress)) {
+        if (jobs_worker_interrupted(w)) {
+            /* paused or canceled while this chunk was made: it is not sent
+             * (chunk_reset removes its files) */
             out->interrupted = true;
             goto out;
         }
-        for (size_t i = 0; i < nitems; i++)
-            json_object_set_new(done, items[i], json_true());
-        if (k_fail < m_todo) {
-            /* what was stored is recorded; the first failure ends the run */
-            if (res[k_fail].out.interrupted)
-                out->interrupted = true;
-            else
-                *out = res[k_fail].out;
+        start_storing(cur);
+        npending++;
+    }
+    while (npending) {
+        chunk *oldest = chunks[first];
+        first = (first + 1) % DEPTH;
+        npending--;
+        if (!finish_chunk(&st, oldest, out)) {
+            failed_chunk = true;
             goto out;
         }
     }
     if (!keep_source)
         delete_sources(w, c, instances, done, out);
     ts_info("modification done", "job=%s instances=%zu last_copy=%s", c->id, total,
-            last_copy.instance);
+            st.last_copy.instance);
 out:
-    for (size_t k = 0; k < CHUNK; k++)
-        free(uuids[k]);
+    /* chunks still at ingest are waited for and recorded in order; the first
+     * failure of a chunk is the job's (it is older than what stopped the run,
+     * unless that was a chunk's failure) */
+    while (npending) {
+        chunk *oldest = chunks[first];
+        first = (first + 1) % DEPTH;
+        npending--;
+        jobs_outcome o;
+        memset(&o, 0, sizeof(o));
+        if (!finish_chunk(&st, oldest, &o) && !failed_chunk) {
+            *out = o;
+            failed_chunk = true;
+        }
+    }
+    for (int i = 0; i < DEPTH; i++) {
+        if (chunks[i])
+            chunk_reset(chunks[i]);
+        free(chunks[i]);
+    }
     json_decref(done);
     ts_modify_free(m);
 }

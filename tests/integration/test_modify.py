@@ -502,6 +502,14 @@ def test_cancel_from_another_rest(mcluster, tmp_path):
             ing.proc.send_signal(signal.SIGCONT)
     job = wait_job(rest, started["ID"], {"Failure"}, timeout=30)
     assert job["ErrorDescription"] == "Canceled job"
+    # the chunk that was at ingest (one batch of up to 64 copies) is stored,
+    # then the worker stops without sending the next one
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if any("job stopped" in line and f"job={started['ID']}" in line
+               for j in mcluster.jobs for line in j.read_log().splitlines()):
+            break
+        time.sleep(0.1)
     time.sleep(1.5)
     total = len(call(rest, "GET", "/instances")[1])
     time.sleep(1.5)
@@ -813,10 +821,12 @@ def test_source_deleted_halfway_then_resubmitted(mcluster, tmp_path):
                               {"Replace": {"StudyDescription": "d"}, "Asynchronous": True})
     assert status == 200
     job_id = started["ID"]
+    # deleted as soon as the job runs: the job looks up each chunk's files
+    # only once the chunks before it are made and the oldest one stored
     deadline = time.time() + 60
     while time.time() < deadline:
         job = call(other, "GET", f"/jobs/{job_id}")[1]
-        if job["State"] == "Running" and job["Progress"] >= 1:
+        if job["State"] == "Running":
             break
         time.sleep(0.01)
     assert call(other, "DELETE", f"/instances/{victim}")[0] == 200

@@ -1,7 +1,10 @@
 /* tessera-store-client: sends DICOM files to ingest's store socket on the bus
  * (the path the REST upload takes) and prints one line per file:
  *   <file> <status> <instance id> <error>
+ * With --batch, all files go in one StoreBatchRequest (as a jobs worker sends
+ * a chunk of modified copies), answered item by item.
  * Used by the integration tests and handy for scripts. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,10 +49,68 @@ static int read_file(const char *path, uint8_t **data, size_t *len)
     return 0;
 }
 
+/* Prints one reply's line; true when the file was stored (or already was). */
+static bool print_reply(const char *file, const Tessera__StoreReply *r)
+{
+    printf("%s %s %s %s\n", file, status_name(r->status), *r->instance_id ? r->instance_id : "-",
+           r->error);
+    return r->status == TESSERA__STORE_STATUS__STORE_STORED ||
+           r->status == TESSERA__STORE_STATUS__STORE_ALREADY_STORED;
+}
+
+/* All files in one StoreBatchRequest; the number of failures. */
+static int store_batch(ts_bus_client *c, char **files, int n)
+{
+    Tessera__StoreRequest *items = calloc((size_t)n, sizeof(*items));
+    Tessera__StoreRequest **ptrs = calloc((size_t)n, sizeof(*ptrs));
+    if (!items || !ptrs)
+        abort();
+    int failures = 0;
+    for (int i = 0; i < n; i++) {
+        tessera__store_request__init(&items[i]);
+        items[i].origin = "RestApi";
+        ptrs[i] = &items[i];
+        if (read_file(files[i], &items[i].dicom.data, &items[i].dicom.len)) {
+            printf("%s Unreadable - cannot read the file\n", files[i]);
+            failures = n; /* nothing sent */
+        }
+    }
+    if (failures)
+        goto out;
+    Tessera__StoreBatchRequest req = TESSERA__STORE_BATCH_REQUEST__INIT;
+    req.n_items = (size_t)n;
+    req.items = ptrs;
+    ProtobufCMessage *reply;
+    ts_err err;
+    if (ts_bus_call(c, &req.base, &tessera__store_batch_reply__descriptor, &reply, 60000, &err)) {
+        for (int i = 0; i < n; i++)
+            printf("%s BusError - %s\n", files[i], err.msg);
+        failures = n;
+    } else {
+        Tessera__StoreBatchReply *r = (Tessera__StoreBatchReply *)reply;
+        for (int i = 0; i < n; i++) {
+            if ((size_t)i >= r->n_replies) {
+                printf("%s BusError - no answer for this item\n", files[i]);
+                failures++;
+            } else if (!print_reply(files[i], r->replies[i])) {
+                failures++;
+            }
+        }
+        protobuf_c_message_free_unpacked(reply, NULL);
+    }
+out:
+    for (int i = 0; i < n; i++)
+        free(items[i].dicom.data);
+    free(ptrs);
+    free(items);
+    return failures;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s BUS-URL|HOST:PORT FILE...\n", argv[0]);
+    bool batch = argc > 2 && strcmp(argv[2], "--batch") == 0;
+    if (argc < 3 + batch) {
+        fprintf(stderr, "usage: %s BUS-URL|HOST:PORT [--batch] FILE...\n", argv[0]);
         return 2;
     }
     ts_log_init("store-client", TS_LOG_WARN);
@@ -60,7 +121,9 @@ int main(int argc, char **argv)
         return 1;
     }
     int failures = 0;
-    for (int i = 2; i < argc; i++) {
+    if (batch)
+        failures = store_batch(c, argv + 3, argc - 3);
+    for (int i = 2; !batch && i < argc; i++) {
         Tessera__StoreRequest req = TESSERA__STORE_REQUEST__INIT;
         uint8_t *data;
         size_t len;
@@ -77,11 +140,7 @@ int main(int argc, char **argv)
             printf("%s BusError - %s\n", argv[i], err.msg);
             failures++;
         } else {
-            Tessera__StoreReply *r = (Tessera__StoreReply *)reply;
-            printf("%s %s %s %s\n", argv[i], status_name(r->status),
-                   *r->instance_id ? r->instance_id : "-", r->error);
-            if (r->status != TESSERA__STORE_STATUS__STORE_STORED &&
-                r->status != TESSERA__STORE_STATUS__STORE_ALREADY_STORED)
+            if (!print_reply(argv[i], (Tessera__StoreReply *)reply))
                 failures++;
             protobuf_c_message_free_unpacked(reply, NULL);
         }
