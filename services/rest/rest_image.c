@@ -10,13 +10,17 @@
 #include "rest_image.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include "base/config.h"
 #include "base/log.h"
 #include "dicom/dicom.h"
 #include "dicom/image.h"
@@ -217,15 +221,90 @@ static bool request_frame(rest_request *req, unsigned *frame)
     return true;
 }
 
-void rest_image(rest_request *req)
+/* The phases of one image request, logged at debug level: where its time goes
+ * (lookup: the database; wait: for a turn in the gate below; decode: reading and
+ * parsing the file and decoding the frame; render: window or conversion and
+ * resize; encode: PNG/JPEG/PAM). The
+ * send is what the client sees beyond the route's time
+ * (tessera_http_request_seconds). */
+typedef struct phase_clock {
+    bool on;
+    double t[6];
+    int n;
+} phase_clock;
+
+static void phase_mark(phase_clock *c)
+{
+    if (!c->on || c->n >= 6)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    c->t[c->n++] = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void phase_log(const phase_clock *c, const rest_request *req)
+{
+    if (!c->on || c->n < 6)
+        return;
+    ts_debug("image request phases",
+             "uri=%s lookup_ms=%.3f wait_ms=%.3f decode_ms=%.3f render_ms=%.3f encode_ms=%.3f",
+             req->url, c->t[1] - c->t[0], c->t[2] - c->t[1], c->t[3] - c->t[2], c->t[4] - c->t[3],
+             c->t[5] - c->t[4]);
+}
+
+/* Renderings in flight at once: as many as the machine has CPUs (or
+ * TESSERA_RENDER_THREADS), the others wait their turn in arrival order. MHD
+ * gives each connection a thread, so without this 16 clients are 16 renderings
+ * sharing 2 CPUs: each takes 8x its CPU time, and the scheduler's slices make
+ * some take far longer (p95 3x the median). In turn, each takes its CPU time
+ * after a wait that is the same for all: the same throughput, a tighter tail,
+ * and at most this many decoded frames in memory. A ticket lock: waiters sleep
+ * on one of GATE_CVS condition variables by ticket, so a leave wakes only the
+ * ticket it admits (and the few that share its variable, which sleep again). */
+#define GATE_CVS 64
+
+static struct {
+    pthread_once_t once;
+    pthread_mutex_t mu;
+    pthread_cond_t cv[GATE_CVS];
+    unsigned long next; /* the next ticket to hand out */
+    unsigned long done; /* renderings finished */
+    unsigned long slots;
+} gate = {.once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void gate_init(void)
+{
+    for (int i = 0; i < GATE_CVS; i++)
+        pthread_cond_init(&gate.cv[i], NULL);
+    long n = ts_cfg_int(TESSERA_RENDER_THREADS);
+    if (n <= 0)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    gate.slots = n > 0 ? (unsigned long)n : 1;
+}
+
+static void gate_enter(void)
+{
+    pthread_once(&gate.once, gate_init);
+    pthread_mutex_lock(&gate.mu);
+    unsigned long t = gate.next++;
+    while (t - gate.done >= gate.slots) /* unsigned: wraps as the counters do */
+        pthread_cond_wait(&gate.cv[t % GATE_CVS], &gate.mu);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+static void gate_leave(void)
+{
+    pthread_mutex_lock(&gate.mu);
+    gate.done++;
+    /* the ticket this admits, if it is waiting */
+    pthread_cond_broadcast(&gate.cv[(gate.done + gate.slots - 1) % GATE_CVS]);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+/* Decode, render or convert, encode: the CPU part of rest_image, inside the gate. */
+static void image_of_file(rest_request *req, const char *path, unsigned frame, phase_clock *clk)
 {
     const char *kind = req->seg[req->nseg - 1];
-    unsigned frame;
-    if (!request_frame(req, &frame))
-        return;
-    char path[4096];
-    if (!rest_instance_path(req, path, sizeof(path)))
-        return;
     ts_image_frame f;
     ts_err err;
     int rc = ts_image_decode_file(path, frame, &f, &err);
@@ -233,6 +312,7 @@ void rest_image(rest_request *req)
         reply_image_error(req, rc, &err);
         return;
     }
+    phase_mark(clk);
     if (!strcmp(kind, "matlab")) {
         char *text = ts_image_matlab(&f);
         reply_bytes(req, text, strlen(text), "text/plain");
@@ -259,6 +339,7 @@ void rest_image(rest_request *req)
         reply_image_error(req, rc, &err);
         goto out;
     }
+    phase_mark(clk);
     const char *mime = rest_image_negotiate(req, true, true);
     if (!mime) {
         rest_reply_oe_status(req, 404, TS_OE_NOT_ACCEPTABLE,
@@ -266,10 +347,30 @@ void rest_image(rest_request *req)
                              "image/x-portable-arbitrarymap");
         goto out;
     }
-    rest_image_reply(req, &px, mime, quality);
+    if (rest_image_reply(req, &px, mime, quality)) {
+        phase_mark(clk);
+        phase_log(clk, req);
+    }
 out:
     ts_image_pixels_clear(&px);
     ts_image_frame_clear(&f);
+}
+
+void rest_image(rest_request *req)
+{
+    unsigned frame;
+    phase_clock clk = {.on = ts_log_enabled(TS_LOG_DEBUG)};
+    phase_mark(&clk);
+    if (!request_frame(req, &frame))
+        return;
+    char path[4096];
+    if (!rest_instance_path(req, path, sizeof(path)))
+        return;
+    phase_mark(&clk);
+    gate_enter();
+    phase_mark(&clk);
+    image_of_file(req, path, frame, &clk);
+    gate_leave();
 }
 
 /* ---- numpy: streamed frame by frame ----------------------------------------------- */

@@ -16,8 +16,11 @@ valid (PS3.3 C.7.6.3.1.2) and which Tessera renders as RGB."""
 import gzip
 import io
 import json
+import re
 import shutil
 import subprocess
+import threading
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +29,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from conftest import ROOT, Cluster
+from conftest import BUILD, ROOT, Cluster
 from orthanc import Orthanc, http
 
 GDCM_PLUGIN = "/usr/share/orthanc/plugins/libOrthancGdcm.so"
@@ -685,3 +688,58 @@ def test_series_numpy_in_position_order(img):
     assert (sa, sb) == (200, 200)
     assert ba == bb
     assert list(np.load(io.BytesIO(bb))[:, 0, 0, 0]) == [10, 20, 30]
+
+
+def test_renderings_take_turns(img):
+    """TESSERA_RENDER_THREADS=1: 8 clients at once get the same answers as one at a
+    time, and no two decodings-to-encodings overlap (each one's span, from its
+    debug line, ends before the next begins); some of them waited for their turn.
+    A bad value stops rest with a message naming the setting."""
+    ds = pydicom.dcmread(img.files[("mono2_u12", "explicit")])
+    n = 512
+    ds.Rows = ds.Columns = n
+    ds.PixelData = (np.arange(n * n, dtype="<u2").reshape(n, n) % 4096).tobytes()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".77"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    s, b, _ = http(img.t.url, "POST", "/instances", buf.getvalue())
+    assert s == 200, b
+    iid = json.loads(b)["ID"]
+    paths = [f"/instances/{iid}/{r}" for r in ("rendered", "preview", "rendered?width=200",
+                                                "image-uint16")]
+    want = {p: get(img.t.url, p)[1] for p in paths}
+    one = img.cluster.start_rest(img.cluster.ingests[0], TESSERA_RENDER_THREADS="1",
+                                 TESSERA_LOG_LEVEL="debug")
+    got = []
+
+    def client(k):
+        for i in range(6):
+            p = paths[(k + i) % len(paths)]
+            s, body, _ = get(one.url, p)
+            got.append((p, s, body))
+    ths = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    assert len(got) == 48
+    for p, s, body in got:
+        assert s == 200 and body == want[p], p
+    spans, waited = [], 0
+    for line in one.read_log().splitlines():
+        if "image request phases" not in line:
+            continue
+        v = dict(re.findall(r"(\w+_ms)=([\d.]+)", line))
+        end = datetime.strptime(re.search(r"ts=(\S+)Z", line).group(1), "%Y-%m-%dT%H:%M:%S.%f")
+        busy = sum(float(v[k]) for k in ("decode_ms", "render_ms", "encode_ms"))
+        spans.append((end.timestamp() * 1000 - busy, end.timestamp() * 1000))
+        waited += float(v["wait_ms"]) > 1
+    assert len(spans) == 48
+    spans.sort()
+    for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+        assert s1 >= e0 - 2, (s0, e0, s1, e1)  # the log's ts has 1 ms resolution
+    assert waited > 0
+    bad = dict(one.env, TESSERA_RENDER_THREADS="-1")
+    r = subprocess.run([str(BUILD / one.binary)], env=bad, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0 and "TESSERA_RENDER_THREADS" in r.stdout + r.stderr, r

@@ -382,6 +382,11 @@ def test_read_routes_take_one_database_round_trip(cluster):
         "GET /instances/*/metadata": f"/instances/{up['ID']}/metadata",
         "GET /statistics": "/statistics",
         "GET /studies/*/statistics": f"/studies/{up['ParentStudy']}/statistics",
+        # the instance file's lookup (one statement, no BEGIN/COMMIT), and the
+        # recursive one under a study
+        "GET /instances/*/rendered": f"/instances/{up['ID']}/rendered",
+        "GET /instances/*/frames": f"/instances/{up['ID']}/frames",
+        "GET /studies/*/shared-tags": f"/studies/{up['ParentStudy']}/shared-tags",
     }
 
     def trips():
