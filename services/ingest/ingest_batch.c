@@ -103,11 +103,6 @@ static void store_item(batch *b, item *it)
         snprintf(it->error, sizeof(it->error), "instance of %zu bytes is larger than %ld bytes",
                  req->dicom.len, b->max_size);
         return;
-    } else if (ingest_write_temp(b->ctx->store, req->dicom.data, req->dicom.len, path, sizeof(path),
-                                 &err)) {
-        it->status = TESSERA__STORE_STATUS__STORE_STORAGE_ERROR;
-        snprintf(it->error, sizeof(it->error), "%s", err.msg);
-        return;
     }
     ingest_origin origin = {.origin = *req->origin ? req->origin : "RestApi",
                             .remote_aet = req->remote_aet,
@@ -115,7 +110,10 @@ static void store_item(batch *b, item *it)
                             .called_aet = req->called_aet,
                             .http_username = req->http_username};
     bytes_take(b, size);
-    ingest_file(b->ctx, path, &origin, &it->res, &err);
+    if (*req->temp_file)
+        ingest_file(b->ctx, path, &origin, &it->res, &err);
+    else /* in memory: written once, in its place (as main.c's single requests) */
+        ingest_data(b->ctx, req->dicom.data, req->dicom.len, &origin, &it->res, &err);
     bytes_give(b, size);
     it->status = ingest_bus_status(it->res.status);
     if (it->res.status != INGEST_STORED && it->res.status != INGEST_ALREADY_STORED &&
