@@ -463,6 +463,16 @@ static bool finish_chunk(run_state *st, chunk *ch, jobs_outcome *out)
     return true;
 }
 
+/* The oldest of the chunks at ingest (chunks[(first + i) % DEPTH], i < npending),
+ * taken off the ring. */
+static chunk *pop_oldest(chunk *chunks[DEPTH], size_t *first, size_t *npending)
+{
+    chunk *oldest = chunks[*first];
+    *first = (*first + 1) % DEPTH;
+    (*npending)--;
+    return oldest;
+}
+
 /* KeepSource false: the originals go once every copy is stored (a copy that
  * kept its original's id, e.g. with Keep SOPInstanceUID, is not deleted). */
 static void delete_sources(jobs_worker *w, ts_job_claim *c, const json_t *instances,
@@ -596,9 +606,7 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         make_copies(c, m, transcode, cur);
         ts_debug("chunk copies made", "copies=%zu ms=%.1f", cur->n, now_ms() - t0);
         if (npending == DEPTH - 1) {
-            chunk *oldest = chunks[first];
-            first = (first + 1) % DEPTH;
-            npending--;
+            chunk *oldest = pop_oldest(chunks, &first, &npending);
             if (!finish_chunk(&st, oldest, out)) {
                 failed_chunk = true;
                 goto out;
@@ -614,9 +622,7 @@ void jobs_modify_run(jobs_worker *w, ts_job_claim *c, jobs_outcome *out)
         npending++;
     }
     while (npending) {
-        chunk *oldest = chunks[first];
-        first = (first + 1) % DEPTH;
-        npending--;
+        chunk *oldest = pop_oldest(chunks, &first, &npending);
         if (!finish_chunk(&st, oldest, out)) {
             failed_chunk = true;
             goto out;
@@ -631,9 +637,7 @@ out:
      * failure of a chunk is the job's (it is older than what stopped the run,
      * unless that was a chunk's failure) */
     while (npending) {
-        chunk *oldest = chunks[first];
-        first = (first + 1) % DEPTH;
-        npending--;
+        chunk *oldest = pop_oldest(chunks, &first, &npending);
         jobs_outcome o;
         memset(&o, 0, sizeof(o));
         if (!finish_chunk(&st, oldest, &o) && !failed_chunk) {
