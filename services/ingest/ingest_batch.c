@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/parallel.h"
 #include "base/log.h"
 #include "base/xalloc.h"
 #include "io/bus.h"
@@ -154,14 +155,7 @@ int ingest_batch_request(ingest_ctx *ctx, long max_instance_size, const uint8_t 
     atomic_init(&b.next, 0);
     pthread_mutex_init(&b.mu, NULL);
     pthread_cond_init(&b.freed, NULL);
-    pthread_t threads[BATCH_PARALLEL];
-    size_t nthreads = n < BATCH_PARALLEL ? n : BATCH_PARALLEL;
-    for (size_t t = 1; t < nthreads; t++)
-        if (pthread_create(&threads[t], NULL, batch_main, &b))
-            nthreads = t; /* fewer threads: the others do their share */
-    batch_main(&b);
-    for (size_t t = 1; t < nthreads; t++)
-        pthread_join(threads[t], NULL);
+    ts_parallel_run(batch_main, &b, n < BATCH_PARALLEL ? n : BATCH_PARALLEL);
     pthread_cond_destroy(&b.freed);
     pthread_mutex_destroy(&b.mu);
 

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/parallel.h"
 #include "base/ids.h"
 #include "base/log.h"
 #include "base/xalloc.h"
@@ -348,14 +349,7 @@ static void *par_main(void *arg)
 static void make_copies(ts_job_claim *c, const ts_modify *m, const char *transcode, chunk *ch)
 {
     par_ctx par = {c, m, transcode, ch, 0};
-    pthread_t threads[PARALLEL];
-    size_t nthreads = ch->n < PARALLEL ? ch->n : PARALLEL;
-    for (size_t t = 1; t < nthreads; t++)
-        if (pthread_create(&threads[t], NULL, par_main, &par))
-            nthreads = t; /* fewer threads: the others do their share */
-    par_main(&par);
-    for (size_t t = 1; t < nthreads; t++)
-        pthread_join(threads[t], NULL);
+    ts_parallel_run(par_main, &par, ch->n < PARALLEL ? ch->n : PARALLEL);
 }
 
 static double now_ms(void)
