@@ -47,7 +47,7 @@ struct rest_server {
  * 2,048 regions, a mapped answer of up to 1,023 files. Not larger: MHD zeroes
  * the pool between the requests of a connection, and every request pays for
  * it (wrk, 16 connections, same run: 256 KiB cost 35% of the req/s of a 404
- * and 22% of GET /studies/{id}; 64 KiB 0-5% against 32 KiB). */
+ * and 22% of GET /studies/{id}; 64 KiB 3-6% against 32 KiB). */
 #define REST_POOL_SIZE (64u * 1024)
 #define REST_MAX_REGIONS (REST_POOL_SIZE / 2 / 16)
 #define REST_MAX_HEAD (32u * 1024)
