@@ -400,32 +400,48 @@ static int intent_path(const ts_store *st, const char *uuid, char *path, size_t 
     return path_fmt(err, path, size, "%s/tmp/%.36s.intent", st->root, uuid);
 }
 
-/* Creates root/aa and root/aa/bb as needed and fsyncs the parent of each
- * directory this call created, so that the file's path survives a crash. */
-static int make_parents(ts_store *st, const char *uuid, ts_err *err)
+/* Creates root/aa and root/aa/bb as needed; *aa_made and *bb_made are set
+ * (never cleared) when this call made them. No fsync here: ts_store_remove
+ * may rmdir an emptied aa/bb and aa at any moment, so the parents are fsynced
+ * by sync_new_parents only once the file's link holds them in place. */
+static int make_parents(ts_store *st, const char *uuid, bool *aa_made, bool *bb_made, ts_err *err)
 {
     char aa[PATH_MAX];
     char bb[PATH_MAX];
-    bool aa_created;
-    bool bb_created;
     int rc = path_fmt(err, aa, sizeof(aa), "%s/%.2s", st->root, uuid);
     if (rc)
         return rc;
     rc = path_fmt(err, bb, sizeof(bb), "%s/%.2s/%.2s", st->root, uuid, uuid + 2);
     if (rc)
         return rc;
-    rc = mkdir_one(aa, &aa_created, err);
-    if (rc)
-        return rc;
-    rc = mkdir_one(bb, &bb_created, err);
-    if (rc)
-        return rc;
-    if (aa_created) {
-        rc = fsync_path(st->root, O_DIRECTORY, err);
+    /* aa can vanish between the two mkdirs (a remover emptied aa/bb, then
+     * aa): bb's mkdir then fails with ENOENT and aa is made again. */
+    for (int attempt = 1;; attempt++) {
+        bool created;
+        rc = mkdir_one(aa, &created, err);
         if (rc)
             return rc;
+        *aa_made = *aa_made || created;
+        rc = mkdir_one(bb, &created, err);
+        if (rc == 0) {
+            *bb_made = *bb_made || created;
+            return 0;
+        }
+        if (errno != ENOENT || attempt >= TS_STORE_COMMIT_ATTEMPTS)
+            return rc;
     }
-    if (bb_created)
+}
+
+/* Makes the new directories' names durable: the parent of each directory
+ * make_parents created is fsynced. Called after the link, when aa/bb holds a
+ * file and neither can be removed any more. */
+static int sync_new_parents(ts_store *st, const char *uuid, bool aa_made, bool bb_made, ts_err *err)
+{
+    char aa[PATH_MAX];
+    int rc = 0;
+    if (aa_made)
+        rc = fsync_path(st->root, O_DIRECTORY, err);
+    if (rc == 0 && bb_made && (rc = path_fmt(err, aa, sizeof(aa), "%s/%.2s", st->root, uuid)) == 0)
         rc = fsync_path(aa, O_DIRECTORY, err);
     return rc;
 }
@@ -456,6 +472,8 @@ int ts_store_place_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_L
     /* aa/bb usually exist: link first and make them only when it fails for a
      * missing directory. ts_store_remove deletes aa/bb (and aa) once empty, so
      * they can also vanish between our mkdir and our link: make them again. */
+    bool aa_made = false;
+    bool bb_made = false;
     for (int attempt = 1;; attempt++) {
         if (link(intent, final) == 0)
             break;
@@ -465,11 +483,15 @@ int ts_store_place_file(ts_store *st, const char *temp_path, char uuid[TS_UUID_L
             goto out_intent_back;
         if (access(intent, F_OK) != 0)
             goto out_intent_back; /* the file itself is gone: nothing to retry */
-        rc = make_parents(st, uuid, err);
+        rc = make_parents(st, uuid, &aa_made, &bb_made, err);
         if (rc)
             goto out_intent_back;
     }
-
+    rc = sync_new_parents(st, uuid, aa_made, bb_made, err);
+    if (rc) {
+        unlink(final);
+        goto out_intent_back;
+    }
     return 0;
 
 out_intent_back:
@@ -507,8 +529,15 @@ int ts_store_place_data(ts_store *st, const void *data, size_t len, char uuid[TS
             rc = store_errno(err, errno, intent, "close");
         fd = -1;
     }
+    bool aa_made = false;
+    bool bb_made = false;
     for (int attempt = 1; rc == 0; attempt++) {
         if (link(intent, final) == 0) {
+            rc = sync_new_parents(st, name, aa_made, bb_made, err);
+            if (rc) {
+                unlink(final);
+                break;
+            }
             memcpy(uuid, name, TS_UUID_LEN + 1);
             if (keep_fd)
                 *keep_fd = fd;
@@ -517,7 +546,7 @@ int ts_store_place_data(ts_store *st, const void *data, size_t len, char uuid[TS
         rc = store_errno(err, errno, final, "link from intent");
         if (errno != ENOENT || attempt >= TS_STORE_COMMIT_ATTEMPTS)
             break;
-        rc = make_parents(st, name, err); /* see ts_store_place_file */
+        rc = make_parents(st, name, &aa_made, &bb_made, err); /* see ts_store_place_file */
     }
     if (fd >= 0)
         close(fd);
@@ -628,7 +657,10 @@ int ts_store_intents(ts_store *st, int min_age_s, ts_store_intent_fn fn, void *u
         if (len != TS_UUID_LEN + 7 || strcmp(e->d_name + TS_UUID_LEN, ".intent") != 0)
             continue;
         struct stat sb;
-        if (fstatat(dirfd(dir), e->d_name, &sb, 0) != 0 || now - sb.st_mtime < min_age_s)
+        /* An age of 0 means every intent: a file's mtime may be a second
+         * ahead of time(), which reads a coarser clock than the file system. */
+        if (fstatat(dirfd(dir), e->d_name, &sb, 0) != 0 ||
+            (min_age_s > 0 && now - sb.st_mtime < min_age_s))
             continue;
         char uuid[TS_UUID_LEN + 1];
         memcpy(uuid, e->d_name, TS_UUID_LEN);
