@@ -5,7 +5,7 @@
  * into a bounded queue in memory and returns; a thread of its own writes the
  * queue in batches: the first event of a batch wakes it, it waits
  * TESSERA_AUDIT_FLUSH_MS (or for BATCH_MAX events) and writes them all with one
- * INSERT, over a connection of its own. ts_audit_stop() writes the queue at
+ * COPY, over a connection of its own. ts_audit_stop() writes the queue at
  * once; after a crash (kill -9) the events of the last interval are only in the
  * log (docs/design.md, "The audit trail's batches"). When
  * PostgreSQL is unreachable the events wait in the queue; past max_pending the

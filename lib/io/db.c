@@ -476,6 +476,47 @@ int ts_db_exec_sql(ts_db *db, const char *sql, ts_err *err)
     return run_sql(db, sql, err);
 }
 
+int ts_db_copy_in(ts_db *db, const char *sql, const char *data, size_t len, long *rows, ts_err *err)
+{
+    if (rows)
+        *rows = 0;
+    if (single_guard(err))
+        return TS_EINVAL;
+    int rc = send_pending_begin(db, err);
+    if (rc)
+        return rc;
+    tl_round_trips++;
+    PGresult *r = PQexec(db->conn, sql);
+    if (!r || PQresultStatus(r) != PGRES_COPY_IN)
+        return result_error(db, r, "COPY", err);
+    PQclear(r);
+    /* the connection is blocking: PQputCopyData returns once it has the data
+     * (in pieces below INT_MAX, its length's type) */
+    const char *why = NULL;
+    for (size_t off = 0; off < len && !why;) {
+        size_t n = len - off < (1u << 30) ? len - off : (1u << 30);
+        if (PQputCopyData(db->conn, data + off, (int)n) != 1)
+            why = PQerrorMessage(db->conn);
+        off += n;
+    }
+    if (PQputCopyEnd(db->conn, why) != 1)
+        return result_error(db, NULL, "COPY end", err);
+    r = PQgetResult(db->conn);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK) {
+        rc = result_error(db, r, "COPY", err);
+        while ((r = PQgetResult(db->conn)))
+            PQclear(r);
+        return rc;
+    }
+    if (rows)
+        *rows = strtol(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    while ((r = PQgetResult(db->conn)))
+        PQclear(r);
+    return 0;
+}
+
 static int run_sql(ts_db *db, const char *sql, ts_err *err)
 {
     tl_round_trips++;

@@ -86,6 +86,23 @@ def test_each_access_is_one_row_with_who_what_outcome(cluster, tmp_path):
     assert get(rest, "/tessera/audit?since=-3")[0] == 400
 
 
+def test_values_with_copy_and_array_special_characters_arrive_unchanged(cluster):
+    """Rows travel as COPY's text format with the resources as an array literal: a
+    request whose path holds a tab, a backslash, a double quote, braces and a newline
+    (each percent-encoded) is recorded with those characters, not cut nor shifted
+    into another column, and the rows after it are intact."""
+    ing = cluster.start_ingest(TESSERA_AUDIT="false")  # (rest takes ingest's settings)
+    rest = cluster.start_rest(ing, TESSERA_AUDIT="true")
+    odd = 'a\tb\\c"d{e}f\ng'
+    encoded = "".join(c if c.isalnum() else "%%%02X" % ord(c) for c in odd)
+    assert http(rest.url, "GET", f"/studies/{encoded}")[0] == 404
+    assert http(rest.url, "GET", "/studies/plain-after")[0] == 404
+    wait_rows(cluster, 2)
+    rows = cluster.sql("SELECT request, resources, outcome, who_kind FROM audit_log ORDER BY id")
+    assert rows == [(f"GET /studies/{odd}", [odd], 404, "anonymous"),
+                    ("GET /studies/plain-after", ["plain-after"], 404, "anonymous")], rows
+
+
 def test_recording_never_delays_an_answer_while_the_table_is_locked(cluster, tmp_path):
     """The table is locked by another transaction: answers come at their usual speed,
     events wait in memory, and all arrive once the lock is gone."""
