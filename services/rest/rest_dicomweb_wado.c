@@ -36,6 +36,7 @@
 #include "rest_common.h"
 #include "rest_dicomweb_common.h"
 #include "rest_dicomweb_xml.h"
+#include "rest_image.h"
 
 #define DW_MAX_FRAMES 4096
 
@@ -1149,14 +1150,18 @@ static int dw_render_one(const char *path, unsigned frame, const dw_render *r, u
                          size_t *len, ts_err *err)
 {
     ts_image_pixels p;
+    /* in turn with Orthanc's image routes: a flood of rendered requests gets
+     * the CPUs in arrival order, not all of them at once (rest_image.h) */
+    rest_render_turn_enter();
     int rc = ts_image_render_dicom_file(path, frame, &r->o, &p, err);
-    if (rc)
-        return rc;
-    if (!strcmp(r->mime, "image/png"))
-        rc = ts_image_encode_png(&p, out, len, err);
-    else
-        rc = ts_image_encode_jpeg(&p, r->quality, out, len, err);
-    ts_image_pixels_clear(&p);
+    if (rc == 0) {
+        if (!strcmp(r->mime, "image/png"))
+            rc = ts_image_encode_png(&p, out, len, err);
+        else
+            rc = ts_image_encode_jpeg(&p, r->quality, out, len, err);
+        ts_image_pixels_clear(&p);
+    }
+    rest_render_turn_leave();
     return rc;
 }
 

@@ -282,7 +282,7 @@ static void gate_init(void)
     gate.slots = n > 0 ? (unsigned long)n : 1;
 }
 
-static void gate_enter(void)
+void rest_render_turn_enter(void)
 {
     pthread_once(&gate.once, gate_init);
     pthread_mutex_lock(&gate.mu);
@@ -292,7 +292,7 @@ static void gate_enter(void)
     pthread_mutex_unlock(&gate.mu);
 }
 
-static void gate_leave(void)
+void rest_render_turn_leave(void)
 {
     pthread_mutex_lock(&gate.mu);
     gate.done++;
@@ -367,10 +367,10 @@ void rest_image(rest_request *req)
     if (!rest_instance_path(req, path, sizeof(path)))
         return;
     phase_mark(&clk);
-    gate_enter();
+    rest_render_turn_enter();
     phase_mark(&clk);
     image_of_file(req, path, frame, &clk);
-    gate_leave();
+    rest_render_turn_leave();
 }
 
 /* ---- numpy: streamed frame by frame ----------------------------------------------- */

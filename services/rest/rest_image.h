@@ -27,4 +27,10 @@ struct ts_image_pixels;
 bool rest_image_reply(rest_request *req, const struct ts_image_pixels *p, const char *mime,
                       int quality);
 
+/* A turn to decode, render and encode (at most TESSERA_RENDER_THREADS at once,
+ * in arrival order; rest_image.c says why): taken around the CPU part of every
+ * image answer, Orthanc's routes and DICOMweb's rendered resources alike. */
+void rest_render_turn_enter(void);
+void rest_render_turn_leave(void);
+
 #endif

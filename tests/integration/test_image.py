@@ -743,3 +743,48 @@ def test_renderings_take_turns(img):
     r = subprocess.run([str(BUILD / one.binary)], env=bad, capture_output=True, text=True,
                        timeout=30)
     assert r.returncode != 0 and "TESSERA_RENDER_THREADS" in r.stdout + r.stderr, r
+
+
+def test_dicomweb_renderings_take_the_same_turns(img):
+    """DICOMweb's rendered resources take turns with Orthanc's image routes: with
+    TESSERA_RENDER_THREADS=1, one client of /instances/{id}/rendered beside seven of
+    DICOMweb's .../rendered waits for its turn (its debug line's wait_ms), which it
+    could not if DICOMweb's renderings ran beside the turns; every answer is whole."""
+    ds = pydicom.dcmread(img.files[("mono2_u12", "explicit")])
+    n = 512
+    ds.Rows = ds.Columns = n
+    ds.PixelData = (np.arange(n * n, dtype="<u2").reshape(n, n) % 4096).tobytes()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".78"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    s, b, _ = http(img.t.url, "POST", "/instances", buf.getvalue())
+    assert s == 200, b
+    iid = json.loads(b)["ID"]
+    dw = (f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+          f"/instances/{ds.SOPInstanceUID}/rendered")
+    one = img.cluster.start_rest(img.cluster.ingests[0], TESSERA_RENDER_THREADS="1",
+                                 TESSERA_LOG_LEVEL="debug")
+    want_dw = get(one.url, dw, "image/png")[1]
+    assert want_dw[:8] == b"\x89PNG\r\n\x1a\n"
+    got, stop = [], threading.Event()
+
+    def dicomweb_client():
+        while not stop.is_set():
+            got.append(get(one.url, dw, "image/png")[1] == want_dw)
+    ths = [threading.Thread(target=dicomweb_client) for _ in range(7)]
+    for t in ths:
+        t.start()
+    try:
+        for _ in range(12):
+            s, body, _ = get(one.url, f"/instances/{iid}/rendered", "image/png")
+            assert s == 200 and body[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        stop.set()
+        for t in ths:
+            t.join()
+    assert got and all(got)
+    waits = [float(w) for w in re.findall(r"image request phases.*?wait_ms=([\d.]+)",
+                                          one.read_log())]
+    assert len(waits) == 12
+    # alone among Orthanc's routes, it waits only for DICOMweb's renderings
+    assert sum(w > 1 for w in waits) >= 6, waits
