@@ -100,8 +100,9 @@ static void sb_copy_array(sbuf *b, const char *list)
     free(lit.p);
 }
 
-/* One COPY per batch: measured against the INSERT ... unnest of arrays it
- * replaced, 8.3 against 11.4 us of PostgreSQL's CPU a row (docs/benchmarks.md). */
+/* One COPY per batch: with the INSERT ... unnest of arrays it replaced and
+ * 0047's BRIN index, PostgreSQL's CPU a row went from 9.9 to 7.5 us
+ * (bench/audit-rows, docs/benchmarks.md). */
 static const char copy_sql[] =
     "COPY audit_log (at, service, who, who_kind, action, resources, source, request, outcome)"
     " FROM STDIN";
