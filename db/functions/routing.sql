@@ -160,21 +160,30 @@ BEGIN
         ORDER BY id
     LOOP
         -- the instances of the batch: one statement (tessera_route_matches'
-        -- instance case, set-wise)
+        -- instance case, set-wise). Each change's instance is looked up by
+        -- its public id, then its chain by primary keys: the LATERAL with
+        -- OFFSET 0 keeps that order. Left to itself, with series and studies
+        -- not yet analyzed (a backlog that arrived in minutes), the planner
+        -- took their join for one row and compared every change of the batch
+        -- with every instance of the archive: 7 s a batch of 1,000 at 40,000
+        -- instances, 73 ms this way (bench/routing --instances 20000).
         INSERT INTO route_deliveries (route_id, change_seq, change_type, level, public_id, actions)
         SELECT rt.id, c.seq, c.change_type, c.level, c.public_id, rt.actions
         FROM changes c
-        JOIN resources ri ON ri.public_id = c.public_id AND ri.level = 3
-        JOIN instances i ON i.resource_id = ri.id
-        JOIN resources rse ON rse.id = ri.parent_id
-        JOIN series se ON se.resource_id = rse.id
-        JOIN resources rst ON rst.id = rse.parent_id
-        JOIN studies st ON st.resource_id = rst.id
-        LEFT JOIN patients pa ON pa.resource_id = rst.parent_id
+        CROSS JOIN LATERAL (
+            SELECT i.resource_id, coalesce(pa.main_tags, '{}') || coalesce(st.main_tags, '{}')
+                   || coalesce(se.main_tags, '{}') || i.main_tags AS tags
+            FROM resources ri
+            JOIN instances i ON i.resource_id = ri.id
+            JOIN resources rse ON rse.id = ri.parent_id
+            JOIN series se ON se.resource_id = rse.id
+            JOIN resources rst ON rst.id = rse.parent_id
+            JOIN studies st ON st.resource_id = rst.id
+            LEFT JOIN patients pa ON pa.resource_id = rst.parent_id
+            WHERE ri.public_id = c.public_id AND ri.level = 3
+            OFFSET 0) x
         WHERE c.seq > cur AND c.seq <= last AND c.change_type = rt.trigger
-          AND tessera_route_tags_match(rt.conditions, coalesce(pa.main_tags, '{}')
-                  || coalesce(st.main_tags, '{}') || coalesce(se.main_tags, '{}')
-                  || i.main_tags, i.resource_id)
+          AND tessera_route_tags_match(rt.conditions, x.tags, x.resource_id)
         ORDER BY c.seq
         ON CONFLICT (route_id, change_seq) DO NOTHING;
         GET DIAGNOSTICS n = ROW_COUNT;
@@ -182,7 +191,8 @@ BEGIN
         -- series, studies, patients (Stable*): one by one
         FOR ch IN
             SELECT c.seq, c.change_type, c.level, c.public_id, r.id AS res FROM changes c
-            JOIN resources r ON r.public_id = c.public_id AND r.level < 3
+            CROSS JOIN LATERAL (SELECT r.id FROM resources r
+                                WHERE r.public_id = c.public_id AND r.level < 3 OFFSET 0) r
             WHERE c.seq > cur AND c.seq <= last AND c.change_type = rt.trigger
             ORDER BY c.seq
         LOOP
