@@ -147,7 +147,9 @@ BEGIN
                    'Type', 'Lua', 'Callback', tessera_lua_callback(c.change_type)))
         FROM changes c
         WHERE c.seq > cur AND c.seq <= last AND c.change_type = ANY (p_lua)
-          AND EXISTS (SELECT 1 FROM resources r WHERE r.public_id = c.public_id)
+          -- a probe of the public id index per change (OFFSET 0 keeps the
+          -- EXISTS a subplan): not a semi-join that may read every resource
+          AND EXISTS (SELECT 1 FROM resources r WHERE r.public_id = c.public_id OFFSET 0)
         ORDER BY c.seq
         ON CONFLICT (route_id, change_seq) DO NOTHING;
         GET DIAGNOSTICS n = ROW_COUNT;
