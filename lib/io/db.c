@@ -442,17 +442,26 @@ int ts_db_receive(ts_db *db, PGresult **res, ts_err *err)
     return 0;
 }
 
+/* What a statement sent as text does first: refused inside a
+ * TS_DB_READ_SINGLE transaction, the pending BEGIN sent, the round trip counted. */
+static int begin_statement(ts_db *db, ts_err *err)
+{
+    if (single_guard(err))
+        return TS_EINVAL;
+    int rc = send_pending_begin(db, err);
+    if (rc == 0)
+        tl_round_trips++;
+    return rc;
+}
+
 int ts_db_exec_params(ts_db *db, const char *sql, int nparams, const char *const *params,
                       PGresult **res, ts_err *err)
 {
     if (res)
         *res = NULL;
-    if (single_guard(err))
-        return TS_EINVAL;
-    int rc = send_pending_begin(db, err);
+    int rc = begin_statement(db, err);
     if (rc)
         return rc;
-    tl_round_trips++;
     PGresult *r = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -480,12 +489,9 @@ int ts_db_copy_in(ts_db *db, const char *sql, const char *data, size_t len, long
 {
     if (rows)
         *rows = 0;
-    if (single_guard(err))
-        return TS_EINVAL;
-    int rc = send_pending_begin(db, err);
+    int rc = begin_statement(db, err);
     if (rc)
         return rc;
-    tl_round_trips++;
     PGresult *r = PQexec(db->conn, sql);
     if (!r || PQresultStatus(r) != PGRES_COPY_IN)
         return result_error(db, r, "COPY", err);

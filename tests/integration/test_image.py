@@ -690,21 +690,27 @@ def test_series_numpy_in_position_order(img):
     assert list(np.load(io.BytesIO(bb))[:, 0, 0, 0]) == [10, 20, 30]
 
 
+def store_large_mono(img, uid_suffix):
+    """A 512x512 12-bit monochrome instance (long enough to decode that turns
+    show), stored through REST: its id and dataset."""
+    ds = pydicom.dcmread(img.files[("mono2_u12", "explicit")])
+    n = 512
+    ds.Rows = ds.Columns = n
+    ds.PixelData = (np.arange(n * n, dtype="<u2").reshape(n, n) % 4096).tobytes()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + uid_suffix
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    s, b, _ = http(img.t.url, "POST", "/instances", buf.getvalue())
+    assert s == 200, b
+    return json.loads(b)["ID"], ds
+
+
 def test_renderings_take_turns(img):
     """TESSERA_RENDER_THREADS=1: 8 clients at once get the same answers as one at a
     time, and no two decodings-to-encodings overlap (each one's span, from its
     debug line, ends before the next begins); some of them waited for their turn.
     A bad value stops rest with a message naming the setting."""
-    ds = pydicom.dcmread(img.files[("mono2_u12", "explicit")])
-    n = 512
-    ds.Rows = ds.Columns = n
-    ds.PixelData = (np.arange(n * n, dtype="<u2").reshape(n, n) % 4096).tobytes()
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".77"
-    buf = io.BytesIO()
-    ds.save_as(buf)
-    s, b, _ = http(img.t.url, "POST", "/instances", buf.getvalue())
-    assert s == 200, b
-    iid = json.loads(b)["ID"]
+    iid, _ = store_large_mono(img, ".77")
     paths = [f"/instances/{iid}/{r}" for r in ("rendered", "preview", "rendered?width=200",
                                                 "image-uint16")]
     want = {p: get(img.t.url, p)[1] for p in paths}
@@ -750,16 +756,7 @@ def test_dicomweb_renderings_take_the_same_turns(img):
     TESSERA_RENDER_THREADS=1, one client of /instances/{id}/rendered beside seven of
     DICOMweb's .../rendered waits for its turn (its debug line's wait_ms), which it
     could not if DICOMweb's renderings ran beside the turns; every answer is whole."""
-    ds = pydicom.dcmread(img.files[("mono2_u12", "explicit")])
-    n = 512
-    ds.Rows = ds.Columns = n
-    ds.PixelData = (np.arange(n * n, dtype="<u2").reshape(n, n) % 4096).tobytes()
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".78"
-    buf = io.BytesIO()
-    ds.save_as(buf)
-    s, b, _ = http(img.t.url, "POST", "/instances", buf.getvalue())
-    assert s == 200, b
-    iid = json.loads(b)["ID"]
+    iid, ds = store_large_mono(img, ".78")
     dw = (f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
           f"/instances/{ds.SOPInstanceUID}/rendered")
     one = img.cluster.start_rest(img.cluster.ingests[0], TESSERA_RENDER_THREADS="1",
