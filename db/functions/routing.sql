@@ -29,6 +29,25 @@ LANGUAGE sql STABLE AS $$
                 END, '') LIKE tessera_route_like(pat)))
 $$;
 
+-- An instance's main tags with those of its series, study and patient, as
+-- a rule's conditions see them (the instance's own win), by the instance's
+-- id or public id: the one place that walks the chain, for
+-- tessera_route_matches (one instance) and tessera_route_dispatch (a batch).
+-- A view is inlined into the statement that reads it, so each keeps its own
+-- plan. (A migration that changes a column it reads drops it first.)
+CREATE OR REPLACE VIEW tessera_instance_route_tags AS
+    SELECT ri.id AS resource_id, ri.public_id,
+           coalesce(pa.main_tags, '{}') || coalesce(st.main_tags, '{}')
+           || coalesce(se.main_tags, '{}') || i.main_tags AS tags
+    FROM resources ri
+    JOIN instances i ON i.resource_id = ri.id
+    JOIN resources rse ON rse.id = ri.parent_id
+    JOIN series se ON se.resource_id = rse.id
+    JOIN resources rst ON rst.id = rse.parent_id
+    JOIN studies st ON st.resource_id = rst.id
+    LEFT JOIN patients pa ON pa.resource_id = rst.parent_id
+    WHERE ri.level = 3;
+
 -- Whether the resource p_resource matches the conditions p_cond: true when one
 -- of its instances (or the instance itself) does (tessera_route_tags_match), so
 -- "Modality CT" matches a study that has a CT series. Series by series: the
@@ -50,17 +69,8 @@ BEGIN
     ELSIF lvl = 3 THEN
         -- one instance (NewInstance, the most frequent): one statement
         RETURN coalesce((
-            SELECT tessera_route_tags_match(p_cond, coalesce(pa.main_tags, '{}')
-                       || coalesce(st.main_tags, '{}') || coalesce(se.main_tags, '{}')
-                       || i.main_tags, i.resource_id)
-            FROM resources ri
-            JOIN instances i ON i.resource_id = ri.id
-            JOIN resources rse ON rse.id = ri.parent_id
-            JOIN series se ON se.resource_id = rse.id
-            JOIN resources rst ON rst.id = rse.parent_id
-            JOIN studies st ON st.resource_id = rst.id
-            LEFT JOIN patients pa ON pa.resource_id = rst.parent_id
-            WHERE ri.id = p_resource), false);
+            SELECT tessera_route_tags_match(p_cond, v.tags, v.resource_id)
+            FROM tessera_instance_route_tags v WHERE v.resource_id = p_resource), false);
     END IF;
     FOR ser IN
         SELECT r.parent_id FROM resources r WHERE lvl = 3 AND r.id = p_resource
@@ -173,17 +183,8 @@ BEGIN
         SELECT rt.id, c.seq, c.change_type, c.level, c.public_id, rt.actions
         FROM changes c
         CROSS JOIN LATERAL (
-            SELECT i.resource_id, coalesce(pa.main_tags, '{}') || coalesce(st.main_tags, '{}')
-                   || coalesce(se.main_tags, '{}') || i.main_tags AS tags
-            FROM resources ri
-            JOIN instances i ON i.resource_id = ri.id
-            JOIN resources rse ON rse.id = ri.parent_id
-            JOIN series se ON se.resource_id = rse.id
-            JOIN resources rst ON rst.id = rse.parent_id
-            JOIN studies st ON st.resource_id = rst.id
-            LEFT JOIN patients pa ON pa.resource_id = rst.parent_id
-            WHERE ri.public_id = c.public_id AND ri.level = 3
-            OFFSET 0) x
+            SELECT v.resource_id, v.tags FROM tessera_instance_route_tags v
+            WHERE v.public_id = c.public_id OFFSET 0) x
         WHERE c.seq > cur AND c.seq <= last AND c.change_type = rt.trigger
           AND tessera_route_tags_match(rt.conditions, x.tags, x.resource_id)
         ORDER BY c.seq
