@@ -30,6 +30,18 @@ def sop_uids(files):
     return [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files]
 
 
+def settle_intents(cluster, timeout=20):
+    """A deleter with no grace period (TESSERA_STORE_INTENT_AGE=0) settles what dead
+    writers left in flight: waits until no intent is left, asserts it, and returns the
+    deleter (running: with a grace of 0 it would also take a live writer's files)."""
+    settler = cluster.start_deleter(TESSERA_STORE_INTENT_AGE=0)
+    deadline = time.time() + timeout
+    while list((cluster.storage / "tmp").glob("*.intent")) and time.time() < deadline:
+        time.sleep(0.1)
+    assert list((cluster.storage / "tmp").glob("*.intent")) == []
+    return settler
+
+
 def assert_index_and_storage_agree(cluster):
     rows = dict(cluster.sql("SELECT uuid::text, compressed_size FROM attachments"))
     files = {p.name: p.stat().st_size for p in cluster.stored_files()}
@@ -220,11 +232,7 @@ def test_kill_9_ingest_during_transfer(cluster, tmp_path):
     # storescu sends in order on one association: the first `acked` were confirmed
     assert set(sops[:acked]) <= indexed
     # a deleter settles what the dead writer left in flight
-    settler = cluster.start_deleter(TESSERA_STORE_INTENT_AGE=0)
-    deadline = time.time() + 20
-    while list((cluster.storage / "tmp").glob("*.intent")) and time.time() < deadline:
-        time.sleep(0.1)
-    assert list((cluster.storage / "tmp").glob("*.intent")) == []
+    settler = settle_intents(cluster)
     assert_index_and_storage_agree(cluster)
     # With a grace period of 0 it would also take the live writer's files in the
     # instant between their rename and their transaction (a store refused with
@@ -281,11 +289,7 @@ def test_kill_9_ingest_during_group_commit(cluster, tmp_path):
     print(f"kill -9 during group commits: {len(acked_files)} acknowledged, {len(indexed)} "
           f"indexed, {grouped:.0f} instances shared a transaction with another")
     assert 150 <= len(acked_files) < 600
-    settler = cluster.start_deleter(TESSERA_STORE_INTENT_AGE=0)
-    deadline = time.time() + 20
-    while list((cluster.storage / "tmp").glob("*.intent")) and time.time() < deadline:
-        time.sleep(0.1)
-    assert list((cluster.storage / "tmp").glob("*.intent")) == []
+    settler = settle_intents(cluster)
     settler.stop()
     assert_index_and_storage_agree(cluster)
     # after the restart, every acknowledged instance reads back whole
@@ -345,10 +349,7 @@ def test_kill_9_rest_during_uploads(cluster, tmp_path):
     assert len(answered) >= 80
     assert {sops[i] for i in answered} <= indexed
     time.sleep(0.5)  # ingest finishes what rest had already handed over
-    cluster.start_deleter(TESSERA_STORE_INTENT_AGE=0)
-    deadline = time.time() + 20
-    while list((cluster.storage / "tmp").glob("*.intent")) and time.time() < deadline:
-        time.sleep(0.1)
+    settle_intents(cluster)
     assert_index_and_storage_agree(cluster)
     assert ing.proc.poll() is None
 
@@ -503,10 +504,7 @@ def test_postgres_restart_under_load(cluster, postgres, tmp_path):
     rc, out = storescu(ingests[1], files)
     assert rc == 0 and "Store Failed" not in out, out[-2000:]
     assert cluster.sql("SELECT count(*) FROM instances")[0][0] == 240
-    cluster.start_deleter(TESSERA_STORE_INTENT_AGE=0)
-    deadline = time.time() + 20
-    while list((cluster.storage / "tmp").glob("*.intent")) and time.time() < deadline:
-        time.sleep(0.1)
+    settle_intents(cluster)
     assert_index_and_storage_agree(cluster)
 
 

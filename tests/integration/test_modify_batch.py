@@ -19,7 +19,7 @@ import time
 import pydicom
 
 from conftest import BUILD, PYDICOM_FILES
-from test_faults import assert_index_and_storage_agree
+from test_faults import assert_index_and_storage_agree, settle_intents
 from test_ingest import expected_ids, make_series
 from test_jobs import call, upload, wait_job
 
@@ -33,14 +33,10 @@ def store_batch(ing, files):
 
 
 def big_instance(path, study_uid, series_uid, patient, n):
-    """CT_small.dcm at 256x256 (about 130 kB) in the given study."""
-    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
-    ds.PatientID = patient
-    ds.PatientName = "DOE^JANE"
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.SOPInstanceUID = f"{series_uid}.{n}"
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    """CT_small.dcm at 256x256 (about 130 kB) in the given study: make_series' copy,
+    its pixels tiled four times."""
+    src = make_series(path.parent / f"big-{n}", 1, study_uid, series_uid, patient, first=n)[0]
+    ds = pydicom.dcmread(src)
     ds.Rows = ds.Columns = 256
     ds.PixelData = ds.PixelData * 4
     ds.save_as(path)
@@ -191,11 +187,7 @@ def test_ingest_killed_during_a_batch(cluster, tmp_path):
         assert len(set(sop_uids(rest, written))) == len(written)  # none twice
         # what the dead ingest had in flight is settled; then a resubmit
         # (ingest back on the same socket) finishes the job
-        settler = cluster.start_deleter(TESSERA_STORE_INTENT_AGE=0)
-        deadline = time.time() + 30
-        while list((cluster.storage / "tmp").glob("*.intent")) and time.time() < deadline:
-            time.sleep(0.1)
-        assert list((cluster.storage / "tmp").glob("*.intent")) == []
+        settler = settle_intents(cluster, timeout=30)
         settler.stop()
         ing.start()
         assert call(rest, "POST", f"/jobs/{job_id}/resubmit", {})[0] == 200
