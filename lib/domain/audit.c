@@ -139,7 +139,7 @@ static int insert_fn(ts_db *db, void *arg, ts_err *err)
         snprintf(outcome, sizeof(outcome), "\t%d\n", e->outcome);
         sb_put(&rows, outcome, strlen(outcome));
     }
-    int rc = ts_db_copy_in(db, copy_sql, rows.p, rows.len, NULL, err);
+    int rc = ts_db_copy_in(db, copy_sql, rows.p, rows.len, err);
     free(rows.p);
     return rc;
 }

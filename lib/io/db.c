@@ -485,10 +485,8 @@ int ts_db_exec_sql(ts_db *db, const char *sql, ts_err *err)
     return run_sql(db, sql, err);
 }
 
-int ts_db_copy_in(ts_db *db, const char *sql, const char *data, size_t len, long *rows, ts_err *err)
+int ts_db_copy_in(ts_db *db, const char *sql, const char *data, size_t len, ts_err *err)
 {
-    if (rows)
-        *rows = 0;
     int rc = begin_statement(db, err);
     if (rc)
         return rc;
@@ -515,8 +513,6 @@ int ts_db_copy_in(ts_db *db, const char *sql, const char *data, size_t len, long
             PQclear(r);
         return rc;
     }
-    if (rows)
-        *rows = strtol(PQcmdTuples(r), NULL, 10);
     PQclear(r);
     while ((r = PQgetResult(db->conn)))
         PQclear(r);

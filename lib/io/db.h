@@ -99,10 +99,8 @@ int ts_db_exec_sql(ts_db *db, const char *sql, ts_err *err);
 
 /* Runs "COPY ... FROM STDIN" (sql) with data, len bytes in COPY's text format
  * (one line a row, columns separated by tabs, \ \t \n \r escaped): the
- * cheapest way to append many rows (no statement planned, no arrays unpacked).
- * *rows (may be NULL) receives the rows copied. */
-int ts_db_copy_in(ts_db *db, const char *sql, const char *data, size_t len, long *rows,
-                  ts_err *err);
+ * cheapest way to append many rows (no statement planned, no arrays unpacked). */
+int ts_db_copy_in(ts_db *db, const char *sql, const char *data, size_t len, ts_err *err);
 
 /* Network round trips to PostgreSQL made by the calling thread so far
  * (statements, BEGIN/COMMIT, first-use PREPAREs): a route's cost, counted by
