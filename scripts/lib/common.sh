@@ -21,6 +21,8 @@ PKGS_RUN="$PKGS_RUN libpng16-16 libjpeg62-turbo"
 PKGS_TEST="$PKGS_TEST python3-pil"
 # ss (test_dicomweb.py: the send buffer of a retrieve's socket)
 PKGS_TEST="$PKGS_TEST iproute2"
+# scripts/fetch-viewer minifies OHIF's bundles (test_ui.py's viewer tests)
+PKGS_TEST="$PKGS_TEST esbuild"
 # Orthanc's Lua scripts (lib/domain/lua_scripts.c): Debian's Lua 5.4
 PKGS_BUILD="$PKGS_BUILD liblua5.4-dev"
 PKGS_RUN="$PKGS_RUN liblua5.4-0"
