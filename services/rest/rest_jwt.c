@@ -158,11 +158,15 @@ static bool jwk_parse(json_t *k, jwk *out)
         out->type = KEY_EC;
         a = b64url_field(k, "x", &l1);
         b = b64url_field(k, "y", &l2);
-        unsigned char pub[65];
-        if (crv && strcmp(crv, "P-256") == 0 && a && b && l1 == 32 && l2 == 32) {
-            pub[0] = 0x04; /* uncompressed point */
-            memcpy(pub + 1, a, 32);
-            memcpy(pub + 33, b, 32);
+        unsigned char pub[65] = {0x04}; /* uncompressed point */
+        /* RFC 7518 6.2.1.2 wants each coordinate in full (32 bytes), but some
+         * writers drop its leading zero bytes (PyJWT before 2.8: one key in
+         * about 120): the same number, left-padded here; OpenSSL still checks
+         * that the point is on the curve */
+        if (crv && strcmp(crv, "P-256") == 0 && a && b && l1 >= 1 && l1 <= 32 && l2 >= 1 &&
+            l2 <= 32) {
+            memcpy(pub + 1 + (32 - l1), a, l1);
+            memcpy(pub + 33 + (32 - l2), b, l2);
             if (OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) &&
                 OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof(pub)))
                 out->pkey = pkey_from("EC", bld);

@@ -381,6 +381,40 @@ def test_jwt_roles_and_labels(jwt_server):
     assert call(r.url, "GET", "/studies", ADMIN)[0] == 401
 
 
+def test_jwt_ec_key_with_short_coordinates(server, tmp_path):
+    """A JWKS whose P-256 key has a coordinate written without its leading zero
+    bytes (RFC 7518 asks for 32; PyJWT before 2.8 drops them, one key in about
+    120): the key is read as the same point and its ES256 tokens pass. Before, the
+    key was refused and every ES256 token of it answered 401."""
+    c, rest, up, studies, uids = server
+    while True:  # a key whose x has a leading zero byte (1 in 256)
+        key = ec.generate_private_key(ec.SECP256R1())
+        x = key.public_key().public_numbers().x
+        if x < 1 << 248:
+            break
+    nums = key.public_key().public_numbers()
+
+    def short(v):  # big-endian, no leading zero byte
+        return b64(v.to_bytes((v.bit_length() + 7) // 8, "big"))
+    jwk = {"kty": "EC", "crv": "P-256", "x": short(nums.x), "y": short(nums.y),
+           "kid": "short", "use": "sig"}
+    assert len(base64.urlsafe_b64decode(jwk["x"] + "==")) < 32
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    r = c.start_rest(c.ingests[0], TESSERA_QUERY_BUS=rest.env["TESSERA_QUERY_BUS"],
+                     TESSERA_HTTP_AUTH="on", TESSERA_HTTP_USERS="", TESSERA_HTTP_USER_ROLES="",
+                     TESSERA_JWT_JWKS_FILE=str(tmp_path / "jwks.json"), TESSERA_JWT_ISSUER=ISSUER,
+                     TESSERA_JWT_AUDIENCE=AUDIENCE)
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "short", "iat": now, "exp": now + 300,
+              "tessera_role": "read"}
+    token = pyjwt.encode(claims, key, algorithm="ES256", headers={"kid": "short"})
+    assert call(r.url, "GET", "/studies", bearer(token))[0] == 200
+    # still the key: a token of another key with the same kid is refused
+    other = pyjwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
+                         headers={"kid": "short"})
+    assert call(r.url, "GET", "/studies", bearer(other))[0] == 401
+
+
 def bad_tokens(keys):
     now = int(time.time())
     good = keys.token(tessera_role="admin")
