@@ -160,7 +160,7 @@ static bool jwk_parse(json_t *k, jwk *out)
         b = b64url_field(k, "y", &l2);
         unsigned char pub[65] = {0x04}; /* uncompressed point */
         /* RFC 7518 6.2.1.2 wants each coordinate in full (32 bytes), but some
-         * writers drop its leading zero bytes (PyJWT before 2.8: one key in
+         * writers drop its leading zero bytes (PyJWT 2.6, Debian 12's: one key in
          * about 120): the same number, left-padded here; OpenSSL still checks
          * that the point is on the curve */
         if (crv && strcmp(crv, "P-256") == 0 && a && b && l1 >= 1 && l1 <= 32 && l2 >= 1 &&
