@@ -2,7 +2,9 @@
 unix socket only), the real services built in $TESSERA_BUILD_DIR (default
 build/), and real dcmtk clients. Every test gets its own database and storage
 area; every port is picked free so that two runs never collide."""
+import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,20 +26,64 @@ PYDICOM_FILES = Path("/usr/lib/python3/dist-packages/pydicom/data/test_files")
 os.environ["TCP_NODELAY"] = "1"
 
 
-_ports_given = set()
+def _ephemeral_range():
+    """The kernel's range for the local ports of outgoing connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+# Ports for test servers come from below the ephemeral range: a port the kernel
+# picks for bind(0) is one it may hand, a moment later, to any outgoing
+# connection (a storescu, an HTTP client) or to another pytest-xdist worker's
+# bind(0) before the service binds it (seen in CI: "listen on DICOM port 34335:
+# Address already in use"). Below the range, only other test processes choose,
+# and they agree through a lock file per port held until the process exits.
+PORT_LOCK_DIR = Path(tempfile.gettempdir()) / "tessera-test-ports"
+_PORT_LOW = 12000
+_PORT_HIGH = min(_ephemeral_range()[0], 32768)
+_port_locks = {}
+
+
+def _bindable(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
 
 
 def free_port():
-    """A TCP port nobody listens on now, and never one this process gave before:
-    the kernel can hand the same port to two binds in a row once the first socket
-    is closed (seen: Orthanc's HTTP and DICOM ports equal, so it did not start)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _ports_given:
-            _ports_given.add(port)
-            return port
+    """A TCP port nobody listens on now, that no other test process on this
+    machine holds, and never one this process gave before."""
+    if _PORT_HIGH - _PORT_LOW < 1000:  # an unusual ip_local_port_range
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _port_locks:
+                _port_locks[port] = None
+                return port
+    PORT_LOCK_DIR.mkdir(exist_ok=True)
+    for _ in range(10000):
+        port = random.randrange(_PORT_LOW, _PORT_HIGH)
+        if port in _port_locks:
+            continue
+        lock = open(PORT_LOCK_DIR / str(port), "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        if not _bindable(port):
+            lock.close()
+            continue
+        _port_locks[port] = lock
+        return port
+    raise RuntimeError(f"no free port in {_PORT_LOW}-{_PORT_HIGH}")
 
 
 def npm_ci(folder):
