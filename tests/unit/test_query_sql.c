@@ -299,6 +299,45 @@ static void test_joins_only_the_levels_the_keys_need(void **state)
     query_sql_clear(&q);
 }
 
+static void test_a_find_of_ids_only_reads_resources_alone(void **state)
+{
+    /* /tools/find {"Level": "Study", "Query": {}}: no key, only the ids */
+    query_sql q = build_ok(TS_LEVEL_STUDY, NULL, 0, QUERY_CASE_FOLD_PN);
+    assert_contains(q.sql, "SELECT rst.public_id FROM resources rst WHERE true AND rst.level = 1"
+                           " ORDER BY rst.id");
+    assert_lacks(q.sql, "studies");
+    query_sql_clear(&q);
+    /* the caller's labels alone (an InitPlan of the visible studies' ids) */
+    const char *labels[] = {"groupA"};
+    query_spec spec = {
+        .level = TS_LEVEL_SERIES, .restrict_to_labels = true, .visible = labels, .nvisible = 1};
+    ts_err err;
+    assert_int_equal(query_build(&spec, &q, &err), 0);
+    assert_contains(q.sql, " FROM resources rse WHERE true AND rse.parent_id = ANY (ARRAY(");
+    assert_contains(q.sql, " AND rse.level = 2 ORDER BY rse.id");
+    assert_lacks(q.sql, "series se");
+    query_sql_clear(&q);
+    /* with Labels, the level's table is kept to start from (query_build says why) */
+    spec.labels = labels;
+    spec.nlabels = 1;
+    spec.labels_constraint = QUERY_LABELS_ANY;
+    assert_int_equal(query_build(&spec, &q, &err), 0);
+    assert_contains(q.sql, " FROM series se JOIN resources rse ON rse.id = se.resource_id");
+    assert_lacks(q.sql, "rse.level");
+    query_sql_clear(&q);
+    /* a return key is read from the level's table: joined as before */
+    query_key ret[] = {{STUDY_DATE, ""}};
+    q = build_ok(TS_LEVEL_STUDY, ret, 1, QUERY_CASE_FOLD_PN);
+    assert_contains(q.sql, " FROM studies st JOIN resources rst ON rst.id = st.resource_id");
+    assert_lacks(q.sql, "rst.level");
+    query_sql_clear(&q);
+    /* a matching key too, even when nothing is returned of it */
+    query_key match[] = {{STUDY_UID, "1.2"}};
+    q = build_ok(TS_LEVEL_STUDY, match, 1, QUERY_CASE_FOLD_PN);
+    assert_contains(q.sql, " FROM studies st JOIN resources rst ON rst.id = st.resource_id");
+    query_sql_clear(&q);
+}
+
 static void test_tag_lookup(void **state)
 {
     assert_null(query_tag_lookup(TS_TAG(0x0008, 0x002a)));
@@ -380,6 +419,7 @@ int main(void)
         cmocka_unit_test(test_limit_fetches_one_more_and_since_skips),
         cmocka_unit_test(test_duplicate_keys_share_a_column),
         cmocka_unit_test(test_joins_only_the_levels_the_keys_need),
+        cmocka_unit_test(test_a_find_of_ids_only_reads_resources_alone),
         cmocka_unit_test(test_tag_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
