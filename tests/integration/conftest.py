@@ -56,23 +56,41 @@ def _bindable(port):
             return False
 
 
+def _kernel_port():
+    """The old way, where no lock directory serves: a port bind(0) gave."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _port_locks:
+            _port_locks[port] = None
+            return port
+
+
+def _lock_dir():
+    """The lock files' directory, shared by every user's test runs (as /tmp is)."""
+    try:
+        PORT_LOCK_DIR.mkdir(exist_ok=True)
+        if PORT_LOCK_DIR.stat().st_uid == os.getuid():
+            PORT_LOCK_DIR.chmod(0o1777)
+        return os.access(PORT_LOCK_DIR, os.W_OK)
+    except OSError:
+        return False
+
+
 def free_port():
     """A TCP port nobody listens on now, that no other test process on this
     machine holds, and never one this process gave before."""
-    if _PORT_HIGH - _PORT_LOW < 1000:  # an unusual ip_local_port_range
-        while True:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            if port not in _port_locks:
-                _port_locks[port] = None
-                return port
-    PORT_LOCK_DIR.mkdir(exist_ok=True)
+    if _PORT_HIGH - _PORT_LOW < 1000 or not _lock_dir():  # an odd port range, or no lock dir
+        return _kernel_port()
     for _ in range(10000):
         port = random.randrange(_PORT_LOW, _PORT_HIGH)
         if port in _port_locks:
             continue
-        lock = open(PORT_LOCK_DIR / str(port), "a")
+        try:
+            lock = open(PORT_LOCK_DIR / str(port), "a")
+        except OSError:  # another user's lock file
+            continue
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
