@@ -19,20 +19,21 @@ $$;
 -- Used per row by the label-scoped lists; rest's single-resource checks write
 -- the same test into their own statement (REST_VISIBLE_SQL, rest_auth.h).
 -- The study and the patient come from one statement (the resource, its parent
--- and grandparent), not a walk of one statement per level.
+-- and grandparent), not a walk of one statement per level; the study's labels
+-- from its resources row (0048).
 CREATE OR REPLACE FUNCTION tessera_visible(p_id bigint, p_labels text[], p_patient_of boolean)
 RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     lvl smallint;
-    study bigint;
+    study_labels text[];
     patient bigint;
 BEGIN
     SELECT r.level,
-           CASE r.level WHEN 1 THEN r.id WHEN 2 THEN r.parent_id WHEN 3 THEN p.parent_id END,
+           CASE r.level WHEN 1 THEN r.labels WHEN 2 THEN p.labels WHEN 3 THEN g.labels END,
            CASE r.level WHEN 0 THEN r.id WHEN 1 THEN r.parent_id WHEN 2 THEN p.parent_id
                         ELSE g.parent_id END
-      INTO lvl, study, patient
+      INTO lvl, study_labels, patient
       FROM resources r
       LEFT JOIN resources p ON r.level >= 2 AND p.id = r.parent_id
       LEFT JOIN resources g ON r.level = 3 AND g.id = p.parent_id
@@ -43,6 +44,6 @@ BEGIN
     IF lvl = 0 OR p_patient_of THEN
         RETURN tessera_patient_visible(patient, p_labels);
     END IF;
-    RETURN EXISTS (SELECT 1 FROM labels l WHERE l.resource_id = study AND l.label = ANY (p_labels));
+    RETURN coalesce(study_labels && p_labels, false);
 END
 $$;

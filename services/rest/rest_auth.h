@@ -57,22 +57,25 @@ int rest_auth_visibility_known(rest_request *req, const char *id, const char *le
 void rest_auth_visibility_learned(rest_request *req, const char *id, const char *level,
                                   const rest_vis_ticket *ticket);
 
-/* Whether the row r (id, level, parent_id of resources) is visible to a caller
- * granted the labels of the SQL expression `labels` (a text[]), written into a
- * statement: the study decides (its labels) for a study, its series and
+/* Whether the row r (id, level, parent_id, labels of resources) is visible to a
+ * caller granted the labels of the SQL expression `labels` (a text[]), written
+ * into a statement: the study decides (its labels) for a study, its series and
  * instances; a patient is visible when all its studies are
  * (db/functions/labels.sql). The same test as tessera_visible(), without a
- * function call: the planner sees it, and nothing walks up level by level.
- * Inside the CASE the EXISTS stays a correlated subplan (one probe of the
- * label index). A statement a level without the CASE was tried: PostgreSQL
- * flattened its EXISTS into a semi-join and, for an instance, hashed every
- * label row of the caller's labels (pgbench: 0.22 against 0.12 ms with 500
- * labelled studies, growing with them), and gained nothing for a study. */
+ * function call: the planner sees it, and nothing walks up level by level. The
+ * study's labels are read from its resources row (0048): for a study, the row
+ * itself; for a series or an instance, one or two probes of the primary key
+ * inside the CASE, correlated subplans. A statement a level without the CASE was
+ * tried (with an EXISTS on labels, before 0048): PostgreSQL flattened it into a
+ * semi-join and, for an instance, hashed every label row of the caller's labels
+ * (pgbench: 0.22 against 0.12 ms with 500 labelled studies). */
 #define REST_VISIBLE_SQL(r, labels)                                                                \
     "(CASE WHEN " r ".level = 0 THEN tessera_patient_visible(" r ".id, " labels ")"                \
-    " ELSE EXISTS (SELECT 1 FROM labels vl WHERE vl.label = ANY (" labels ") AND vl.resource_id"   \
-    " = CASE " r ".level WHEN 1 THEN " r ".id WHEN 2 THEN " r ".parent_id"                         \
-    " ELSE (SELECT vs.parent_id FROM resources vs WHERE vs.id = " r ".parent_id) END) END)"
+    " WHEN " r ".level = 1 THEN coalesce(" r ".labels && " labels ", false)"                       \
+    " ELSE coalesce((SELECT vs.labels FROM resources vs WHERE vs.id = CASE " r ".level"            \
+    " WHEN 2 THEN " r ".parent_id"                                                                 \
+    " ELSE (SELECT vp.parent_id FROM resources vp WHERE vp.id = " r ".parent_id) END)"             \
+    " && " labels ", false) END)"
 
 /* "admin" -> REST_ROLE_ADMIN ...; REST_ROLE_NONE when unknown. */
 rest_role rest_role_parse(const char *s);

@@ -317,6 +317,14 @@ static void test_a_find_of_ids_only_reads_resources_alone(void **state)
     assert_contains(q.sql, " AND rse.level = 2 ORDER BY rse.id");
     assert_lacks(q.sql, "series se");
     query_sql_clear(&q);
+    /* at study level, the study's labels on its resources row (0048) */
+    spec.level = TS_LEVEL_STUDY;
+    assert_int_equal(query_build(&spec, &q, &err), 0);
+    assert_contains(q.sql, " FROM resources rst WHERE true AND rst.labels && $1::text[]"
+                           " AND rst.level = 1 ORDER BY rst.id");
+    assert_false(q.no_seqscan);
+    query_sql_clear(&q);
+    spec.level = TS_LEVEL_SERIES;
     /* with Labels, the level's table is kept to start from (query_build says why) */
     spec.labels = labels;
     spec.nlabels = 1;
