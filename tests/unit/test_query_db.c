@@ -282,12 +282,15 @@ static double explain(const query_spec *spec, char *plan, size_t size)
     return total;
 }
 
-/* The restriction alone on a small index (this file's 15 resources): the
- * planner takes the visible ids for 10 and would compare every resource with
- * every one of them in a sequential scan; the runner turns sequential scans
- * off for that statement, so the ids go through the primary key, and the
- * answer is the same (bench/auth-overhead: a C-FIND answering 1,000 granted
- * studies spent half its time in that scan). */
+/* The restriction alone on a small index (this file's 15 resources). At series
+ * and instance level the planner takes the visible ids for 10 and would compare
+ * every resource with every one of them in a sequential scan; the runner turns
+ * sequential scans off for that statement, so the ids go through the primary
+ * key, and the answer is the same (bench/auth-overhead: a C-FIND answering 1,000
+ * granted studies spent half its time in that scan). At study level the test is
+ * on the study's own row (resources.labels, 0048, kept from labels by a
+ * trigger: the rows below are inserted into labels only), and the planner
+ * chooses. */
 static void test_restriction_alone_uses_the_index_on_a_small_table(void **state)
 {
     assert_int_equal(unit_pg_exec(db_url, "INSERT INTO labels VALUES (10, 'ga'), (12, 'ga'),"
@@ -304,12 +307,13 @@ static void test_restriction_alone_uses_the_index_on_a_small_table(void **state)
         query_sql q;
         ts_err err;
         assert_int_equal(query_build(&alone, &q, &err), 0);
-        assert_true(q.no_seqscan);
+        assert_int_equal(q.no_seqscan, levels[l] != TS_LEVEL_STUDY);
         query_sql_clear(&q);
         char plan[8192];
         explain(&alone, plan, sizeof(plan));
         print_message("small table, restricted, alone, level %d:\n%s\n", (int)levels[l], plan);
-        assert_null(strstr(plan, "Seq Scan on resources"));
+        if (levels[l] != TS_LEVEL_STUDY)
+            assert_null(strstr(plan, "Seq Scan on resources"));
         query_result res;
         assert_int_equal(query_run(pool, &alone, &res, &err), 0);
         assert_int_equal(res.nrows, counts[l]);
@@ -388,12 +392,11 @@ static void test_labels_use_the_index(void **state)
     assert_int_equal(query_run(pool, &invalid, &res, &err), TS_EINVAL);
 }
 
-/* A caller restricted to labels, with nothing else to match: the visible
- * studies come from the label index once (an InitPlan), no relation is added
- * to the join search, and nothing reads the 20,000 studies; with a tag
- * condition the restriction stays a semi-join the planner may start from
- * either side of. Both answer the same (runs after test_labels_use_the_index,
- * on its rows). */
+/* A caller restricted to a label that 1 of 20,000 studies carries, with
+ * nothing else to match: the study comes from the GIN index of the study rows'
+ * labels (0048), no relation is added to the join search, and nothing reads the
+ * 20,000 studies; with a tag condition the planner may start from either. Both
+ * answer the same (runs after test_labels_use_the_index, on its rows). */
 static void test_restriction_alone_reads_the_label_index(void **state)
 {
     const char *rare[] = {"rare"};
@@ -402,16 +405,15 @@ static void test_restriction_alone_reads_the_label_index(void **state)
     char plan[8192];
     explain(&alone, plan, sizeof(plan));
     print_message("restricted, alone:\n%s\n", plan);
-    assert_non_null(strstr(plan, "InitPlan"));
-    assert_non_null(strstr(plan, "labels_label"));
+    assert_non_null(strstr(plan, "resources_labels"));
     assert_null(strstr(plan, "Seq Scan"));
-    assert_null(strstr(plan, "Semi Join"));
+    assert_null(strstr(plan, "Join"));
     query_key date[] = {{STUDY_DATE, "19001101-19001102"}};
     query_spec with_key = alone;
     with_key.keys = date;
     with_key.nkeys = 1;
     explain(&with_key, plan, sizeof(plan));
-    assert_null(strstr(plan, "InitPlan"));
+    assert_null(strstr(plan, "Seq Scan"));
     query_result res;
     ts_err err;
     assert_int_equal(query_run(pool, &alone, &res, &err), 0);
